@@ -1,0 +1,20 @@
+//! drover: one binary that is the boot and management appliance of a cluster of diskless
+//! nodes. See `ARCHITECTURE.md` for how the modules fit together.
+//!
+//! The library holds everything; `src/main.rs` is only the command line. Protocol modules are
+//! split into `wire` (bytes <-> typed messages), `core` (logic, no I/O, no clock) and `serve`
+//! (the tokio shell).
+
+#![deny(unsafe_code)]
+
+pub mod admin;
+pub mod agent;
+pub mod config;
+pub mod dhcp;
+pub mod firmware;
+pub mod http;
+pub mod image;
+pub mod net;
+pub mod serve;
+pub mod store;
+pub mod tftp;
