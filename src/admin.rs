@@ -1,1 +1,505 @@
-//! (being written)
+//! Admin operations: validated changes to the fleet data (nodes, networks, images, leases).
+//!
+//! The CLI calls these today; the HTTP API will call the same functions. Each operation
+//! checks its input against the store inside one write transaction, so a failed operation
+//! changes nothing and two admins cannot race past a uniqueness check. Errors say what is
+//! wrong in the admin's terms (unknown node, duplicate MAC, IP outside every network).
+//!
+//! Not here: argument parsing (`main.rs`), printing, authentication (later, with the API).
+
+use crate::image::{self, Blobs, ImageError, ImageSource};
+use crate::store::model::{Image, Ipv4Net, Lease, Mac, Network, Node};
+use crate::store::{Store, StoreError};
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("invalid name {0:?}: use letters, digits, '-' and '_' (at most 63, starting with a letter or digit)")]
+    BadName(String),
+    #[error("unknown {kind} {name:?}")]
+    Unknown { kind: &'static str, name: String },
+    #[error("{kind} {name:?} exists already")]
+    Exists { kind: &'static str, name: String },
+    #[error("MAC {mac} is already used by node {owner:?}")]
+    DuplicateMac { mac: Mac, owner: String },
+    #[error("IP {ip} is already reserved for node {owner:?}")]
+    DuplicateIp { ip: Ipv4Addr, owner: String },
+    #[error("IP {ip} is outside every network ({known}); add a network with `drover network add`")]
+    OutsideNetworks { ip: Ipv4Addr, known: String },
+    #[error("IP {ip} is not a host address of network {network} ({subnet})")]
+    NotHost {
+        ip: Ipv4Addr,
+        network: String,
+        subnet: Ipv4Net,
+    },
+    #[error("range {first}-{last} is invalid for {subnet}: {why}")]
+    BadRange {
+        first: Ipv4Addr,
+        last: Ipv4Addr,
+        subnet: Ipv4Net,
+        why: &'static str,
+    },
+    #[error("gateway {0} is not in subnet {1}")]
+    BadGateway(Ipv4Addr, Ipv4Net),
+    #[error("subnet {subnet} overlaps network {other:?} ({other_subnet})")]
+    Overlap {
+        subnet: Ipv4Net,
+        other: String,
+        other_subnet: Ipv4Net,
+    },
+    #[error("image {image:?} is used by node(s) {nodes}; point them at another image first")]
+    ImageInUse { image: String, nodes: String },
+    #[error("line {line}: {message}")]
+    Csv { line: usize, message: String },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Checks a node, group, network or image name.
+pub fn check_name(name: &str) -> Result<(), AdminError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(AdminError::BadName(name.to_string()))
+    }
+}
+
+/// A node as the admin describes it; `None` fields of an update keep their value.
+#[derive(Debug, Clone, Default)]
+pub struct NodeChange {
+    pub mac: Option<Mac>,
+    /// `Some(None)` removes the reservation.
+    pub ip: Option<Option<Ipv4Addr>>,
+    pub image: Option<Option<String>>,
+    pub group: Option<Option<String>>,
+}
+
+fn check_node(w: &crate::store::Writer<'_, '_>, node: &Node) -> Result<(), AdminError> {
+    check_name(&node.name)?;
+    if let Some(owner) = w.owner(&format!("mac/{}", node.mac))? {
+        if owner != node.name {
+            return Err(AdminError::DuplicateMac {
+                mac: node.mac,
+                owner,
+            });
+        }
+    }
+    if let Some(ip) = node.ip {
+        if let Some(owner) = w.owner(&format!("ip/{ip}"))? {
+            if owner != node.name {
+                return Err(AdminError::DuplicateIp { ip, owner });
+            }
+        }
+        let networks = w.all::<Network>()?;
+        // With no network defined yet (before the first `drover serve --interface`, which
+        // records the interface's subnet), there is nothing to check against.
+        if !networks.is_empty() {
+            let net = networks
+                .iter()
+                .find(|n| n.subnet.contains(ip))
+                .ok_or_else(|| AdminError::OutsideNetworks {
+                    ip,
+                    known: networks
+                        .iter()
+                        .map(|n| format!("{} {}", n.name, n.subnet))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+            if !net.subnet.is_host(ip) {
+                return Err(AdminError::NotHost {
+                    ip,
+                    network: net.name.clone(),
+                    subnet: net.subnet,
+                });
+            }
+        }
+    }
+    if let Some(image) = &node.image {
+        if w.get::<Image>(image)?.is_none() {
+            return Err(AdminError::Unknown {
+                kind: "image",
+                name: image.clone(),
+            });
+        }
+    }
+    if let Some(group) = &node.group {
+        check_name(group)?;
+    }
+    Ok(())
+}
+
+/// Adds new nodes (all or none).
+pub fn add_nodes(store: &Store, nodes: &[Node]) -> Result<(), AdminError> {
+    store.write(|w| {
+        for node in nodes {
+            if w.get::<Node>(&node.name)?.is_some() {
+                return Err(AdminError::Exists {
+                    kind: "node",
+                    name: node.name.clone(),
+                });
+            }
+            check_node(w, node)?;
+            w.put(node)?;
+        }
+        Ok(())
+    })
+}
+
+/// Changes fields of node `name`.
+pub fn set_node(store: &Store, name: &str, change: &NodeChange) -> Result<Node, AdminError> {
+    store.write(|w| {
+        let mut node = w.get::<Node>(name)?.ok_or_else(|| AdminError::Unknown {
+            kind: "node",
+            name: name.to_string(),
+        })?;
+        if let Some(mac) = change.mac {
+            node.mac = mac;
+        }
+        if let Some(ip) = change.ip {
+            node.ip = ip;
+        }
+        if let Some(image) = &change.image {
+            node.image = image.clone();
+        }
+        if let Some(group) = &change.group {
+            node.group = group.clone();
+        }
+        check_node(w, &node)?;
+        w.put(&node)?;
+        Ok(node)
+    })
+}
+
+pub fn remove_node(store: &Store, name: &str) -> Result<(), AdminError> {
+    store.write(|w| {
+        if w.delete::<Node>(name)? {
+            Ok(())
+        } else {
+            Err(AdminError::Unknown {
+                kind: "node",
+                name: name.to_string(),
+            })
+        }
+    })
+}
+
+/// Parses a node CSV (header `name,mac,ip,image,group`, columns in any order; only `name`
+/// and `mac` required; empty cells mean "none"). Errors name the line.
+pub fn parse_node_csv(text: &str) -> Result<Vec<Node>, AdminError> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'));
+    let (hline, header) = lines.next().ok_or(AdminError::Csv {
+        line: 1,
+        message: "empty file; expected a header line like name,mac,ip,image,group".into(),
+    })?;
+    let columns: Vec<String> = split_csv(header)
+        .into_iter()
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let find = |name: &str| columns.iter().position(|c| c == name);
+    for c in &columns {
+        if !["name", "mac", "ip", "image", "group"].contains(&c.as_str()) {
+            return Err(AdminError::Csv {
+                line: hline,
+                message: format!("unknown column {c:?}; known: name,mac,ip,image,group"),
+            });
+        }
+    }
+    let (Some(name_col), Some(mac_col)) = (find("name"), find("mac")) else {
+        return Err(AdminError::Csv {
+            line: hline,
+            message: "the header needs at least the columns name and mac".into(),
+        });
+    };
+    let (ip_col, image_col, group_col) = (find("ip"), find("image"), find("group"));
+    let mut nodes = Vec::new();
+    for (line, text) in lines {
+        let cells = split_csv(text);
+        if cells.len() > columns.len() {
+            return Err(AdminError::Csv {
+                line,
+                message: format!(
+                    "{} cells, but the header has {} columns",
+                    cells.len(),
+                    columns.len()
+                ),
+            });
+        }
+        let cell = |col: Option<usize>| {
+            col.and_then(|c| cells.get(c))
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
+        let csv_err = |message: String| AdminError::Csv { line, message };
+        let name = cell(Some(name_col)).ok_or_else(|| csv_err("missing name".into()))?;
+        let mac = cell(Some(mac_col))
+            .ok_or_else(|| csv_err(format!("node {name}: missing mac")))?
+            .parse::<Mac>()
+            .map_err(|e| csv_err(format!("node {name}: {e}")))?;
+        let ip = cell(ip_col)
+            .map(|s| {
+                s.parse::<Ipv4Addr>()
+                    .map_err(|_| csv_err(format!("node {name}: {s:?} is not an IPv4 address")))
+            })
+            .transpose()?;
+        nodes.push(Node {
+            name,
+            mac,
+            ip,
+            image: cell(image_col),
+            group: cell(group_col),
+        });
+    }
+    Ok(nodes)
+}
+
+/// Splits one CSV line; double quotes group a cell (`""` is a literal quote).
+fn split_csv(line: &str) -> Vec<String> {
+    let mut cells = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                cells.last_mut().map(|s| s.push('"'));
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => cells.push(String::new()),
+            (c, _) => {
+                cells.last_mut().map(|s| s.push(c));
+            }
+        }
+    }
+    cells
+}
+
+/// Imports nodes from a CSV file: all rows or none; errors name the line or the node.
+pub fn import_nodes(store: &Store, path: &Path) -> Result<usize, AdminError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AdminError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let nodes = parse_node_csv(&text)?;
+    add_nodes(store, &nodes)?;
+    Ok(nodes.len())
+}
+
+/// Adds a network after checking range, gateway and overlaps.
+pub fn add_network(store: &Store, net: &Network) -> Result<(), AdminError> {
+    check_name(&net.name)?;
+    if let Some((first, last)) = net.range {
+        let why = if first > last {
+            Some("the first address is after the last")
+        } else if !net.subnet.is_host(first) || !net.subnet.is_host(last) {
+            Some("both ends must be host addresses of the subnet")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(AdminError::BadRange {
+                first,
+                last,
+                subnet: net.subnet,
+                why,
+            });
+        }
+    }
+    if let Some(gw) = net.gateway {
+        if !net.subnet.is_host(gw) {
+            return Err(AdminError::BadGateway(gw, net.subnet));
+        }
+    }
+    store.write(|w| {
+        if w.get::<Network>(&net.name)?.is_some() {
+            return Err(AdminError::Exists {
+                kind: "network",
+                name: net.name.clone(),
+            });
+        }
+        for other in w.all::<Network>()? {
+            if other.subnet.contains(net.subnet.addr()) || net.subnet.contains(other.subnet.addr())
+            {
+                return Err(AdminError::Overlap {
+                    subnet: net.subnet,
+                    other: other.name,
+                    other_subnet: other.subnet,
+                });
+            }
+        }
+        w.put(net)?;
+        Ok(())
+    })
+}
+
+pub fn remove_network(store: &Store, name: &str) -> Result<(), AdminError> {
+    store.write(|w| {
+        if w.delete::<Network>(name)? {
+            Ok(())
+        } else {
+            Err(AdminError::Unknown {
+                kind: "network",
+                name: name.to_string(),
+            })
+        }
+    })
+}
+
+/// The network `drover serve` records for an interface's subnet when no network covers it
+/// yet: named after the interface, dynamic range = the upper half of the subnet (without
+/// the broadcast address), so that low addresses stay free for reservations.
+pub fn interface_network(iface: &crate::net::Interface) -> Network {
+    let net = iface.subnet;
+    let base = u32::from(net.addr());
+    let size = 1u64 << (32 - u32::from(net.prefix()));
+    let range = if size >= 8 {
+        let first = base + (size / 2) as u32;
+        let last = u32::from(net.broadcast()) - 1;
+        Some((Ipv4Addr::from(first), Ipv4Addr::from(last)))
+    } else {
+        None
+    };
+    Network {
+        name: iface.name.clone(),
+        subnet: net,
+        range,
+        gateway: None,
+        domain: None,
+    }
+}
+
+/// Imports an image's files and records it. `replace` overwrites an existing image.
+pub fn add_image(
+    store: &Store,
+    blobs: &Blobs,
+    name: &str,
+    src: &ImageSource,
+    agent: &Path,
+    replace: bool,
+) -> Result<Image, AdminError> {
+    check_name(name)?;
+    if !replace && store.read(|r| r.get::<Image>(name))?.is_some() {
+        return Err(AdminError::Exists {
+            kind: "image",
+            name: name.to_string(),
+        });
+    }
+    let files = image::import(blobs, src, agent)?;
+    let image = Image {
+        name: name.to_string(),
+        kernel: files.kernel,
+        initrd: files.initrd,
+        cmdline: src.cmdline.clone(),
+        rootfs: files.rootfs,
+        initramfs: files.initramfs,
+    };
+    store.write(|w| {
+        if !replace && w.get::<Image>(name)?.is_some() {
+            return Err(AdminError::Exists {
+                kind: "image",
+                name: name.to_string(),
+            });
+        }
+        w.put(&image)?;
+        Ok(())
+    })?;
+    Ok(image)
+}
+
+pub fn remove_image(store: &Store, name: &str) -> Result<(), AdminError> {
+    store.write(|w| {
+        let users: Vec<String> = w
+            .all::<Node>()?
+            .into_iter()
+            .filter(|n| n.image.as_deref() == Some(name))
+            .map(|n| n.name)
+            .collect();
+        if !users.is_empty() {
+            return Err(AdminError::ImageInUse {
+                image: name.to_string(),
+                nodes: users.join(", "),
+            });
+        }
+        if w.delete::<Image>(name)? {
+            Ok(())
+        } else {
+            Err(AdminError::Unknown {
+                kind: "image",
+                name: name.to_string(),
+            })
+        }
+    })
+}
+
+/// All leases, ordered by address.
+pub fn leases(store: &Store) -> Result<Vec<Lease>, AdminError> {
+    Ok(store.read(|r| r.all::<Lease>())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_parses_quotes_any_column_order_and_names_bad_lines() {
+        let nodes = parse_node_csv(
+            "mac,name,ip,image,group\n52:54:00:00:00:01,n1,10.0.0.1,,rack1\n# comment\n\"52:54:00:00:00:02\",n2,,img,\n",
+        )
+        .unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[0].group.as_deref(), Some("rack1"));
+        assert_eq!(nodes[0].image, None);
+        assert_eq!(nodes[1].image.as_deref(), Some("img"));
+        let e = parse_node_csv("name,mac\nn1,52:54:00:00:00:0z\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("line 2:"), "{e}");
+        let e = parse_node_csv("name,mac,colour\n").unwrap_err().to_string();
+        assert!(e.contains("colour"), "{e}");
+        assert!(parse_node_csv("name,ip\n").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("node-001").is_ok());
+        assert!(check_name("-x").is_err());
+        assert!(check_name("a b").is_err());
+        assert!(check_name(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn interface_network_takes_the_upper_half() {
+        let iface = crate::net::Interface {
+            name: "br0".into(),
+            index: 1,
+            mac: None,
+            addr: "198.18.0.1".parse().unwrap(),
+            subnet: "198.18.0.0/24".parse().unwrap(),
+        };
+        let n = interface_network(&iface);
+        assert_eq!(
+            n.range,
+            Some((
+                "198.18.0.128".parse().unwrap(),
+                "198.18.0.254".parse().unwrap()
+            ))
+        );
+    }
+}

@@ -1,1 +1,251 @@
-//! (being written)
+//! Start-up settings: one TOML file, parsed into validated types, with an embedded default
+//! (`assets/default.toml`) so that `drover serve` needs no file at all.
+//!
+//! Only what a server needs to start lives here (interfaces, ports, limits); fleet data
+//! (nodes, networks, images) lives in the store. Unknown keys are errors, and every error
+//! names the key. `drover check-config FILE` runs the same parser.
+
+use serde::Deserialize;
+use std::path::Path;
+
+/// The embedded default configuration.
+pub const DEFAULT_TOML: &str = include_str!("../assets/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    #[serde(default)]
+    pub dhcp: Dhcp,
+    #[serde(default)]
+    pub tftp: Tftp,
+    #[serde(default)]
+    pub http: Http,
+    #[serde(default)]
+    pub ra: Ra,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Dhcp {
+    pub enabled: bool,
+    pub port: u16,
+    pub client_port: u16,
+    pub lease_time: u32,
+    pub uefi_loader: String,
+}
+
+impl Default for Dhcp {
+    fn default() -> Self {
+        Dhcp {
+            enabled: true,
+            port: 67,
+            client_port: 68,
+            lease_time: 3600,
+            uefi_loader: "ipxe.efi".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Tftp {
+    pub enabled: bool,
+    pub port: u16,
+    pub max_transfers: usize,
+    pub max_blksize: u16,
+    pub max_windowsize: u16,
+}
+
+impl Default for Tftp {
+    fn default() -> Self {
+        Tftp {
+            enabled: true,
+            port: 69,
+            max_transfers: 64,
+            max_blksize: 1468,
+            max_windowsize: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Http {
+    pub enabled: bool,
+    pub port: u16,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            enabled: true,
+            port: 80,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Ra {
+    pub enabled: bool,
+    /// Seconds between unsolicited advertisements.
+    pub interval: u32,
+}
+
+impl Default for Ra {
+    fn default() -> Self {
+        Ra {
+            enabled: true,
+            interval: 3,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: `{key}` {problem}")]
+    Invalid {
+        path: String,
+        key: &'static str,
+        problem: String,
+    },
+}
+
+impl Config {
+    /// The embedded default.
+    pub fn embedded() -> Config {
+        // The embedded default is checked by a unit test; failing here is a build defect.
+        Config::parse(DEFAULT_TOML, "embedded default").expect("embedded default config is valid")
+    }
+
+    /// Reads and validates `path`, or the embedded default when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            None => Ok(Config::embedded()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                Config::parse(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, problem: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            key,
+            problem,
+        };
+        for name in &self.interfaces {
+            if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+                return Err(bad(
+                    "interfaces",
+                    format!("has an invalid interface name {name:?}"),
+                ));
+            }
+        }
+        if self.dhcp.port == 0 || self.dhcp.client_port == 0 {
+            return Err(bad(
+                "dhcp.port",
+                "and dhcp.client-port must not be 0".into(),
+            ));
+        }
+        if self.dhcp.lease_time < 60 {
+            return Err(bad(
+                "dhcp.lease-time",
+                format!("is {} s; the minimum is 60", self.dhcp.lease_time),
+            ));
+        }
+        if !["ipxe.efi", "snponly.efi"].contains(&self.dhcp.uefi_loader.as_str()) {
+            return Err(bad(
+                "dhcp.uefi-loader",
+                format!(
+                    "is {:?}; expected \"ipxe.efi\" or \"snponly.efi\"",
+                    self.dhcp.uefi_loader
+                ),
+            ));
+        }
+        if self.tftp.port == 0 {
+            return Err(bad("tftp.port", "must not be 0".into()));
+        }
+        if !(8..=65464).contains(&self.tftp.max_blksize) {
+            return Err(bad(
+                "tftp.max-blksize",
+                format!("is {}; RFC 2348 allows 8 to 65464", self.tftp.max_blksize),
+            ));
+        }
+        if !(1..=65535).contains(&self.tftp.max_windowsize) {
+            return Err(bad("tftp.max-windowsize", "must be at least 1".into()));
+        }
+        if self.tftp.max_transfers == 0 {
+            return Err(bad("tftp.max-transfers", "must be at least 1".into()));
+        }
+        if self.http.port == 0 {
+            return Err(bad("http.port", "must not be 0".into()));
+        }
+        if self.ra.interval == 0 {
+            return Err(bad("ra.interval", "must be at least 1 second".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid_and_matches_the_code_defaults() {
+        let c = Config::embedded();
+        assert_eq!(c.dhcp.port, Dhcp::default().port);
+        assert_eq!(c.dhcp.lease_time, Dhcp::default().lease_time);
+        assert_eq!(c.tftp.max_blksize, Tftp::default().max_blksize);
+        assert_eq!(c.http.port, Http::default().port);
+        assert_eq!(c.ra.interval, Ra::default().interval);
+        assert!(c.interfaces.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse("[dhcp]\nlease-tme = 5\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lease-tme"), "{e}");
+        let e = Config::parse("[dhcp]\nlease-time = 5\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dhcp.lease-time"), "{e}");
+        let e = Config::parse("[tftp]\nmax-blksize = 70000\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max-blksize"), "{e}");
+        let e = Config::parse("bogus = 1\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let ok = Config::parse("interfaces = [\"br0\"]\n[http]\nport = 8080\n", "f.toml").unwrap();
+        assert_eq!(ok.http.port, 8080);
+        assert_eq!(ok.dhcp.port, 67);
+    }
+}

@@ -8,8 +8,6 @@ use std::borrow::Cow;
 
 #[derive(rust_embed::RustEmbed)]
 #[folder = "firmware/ipxe/"]
-#[include = "*.kpxe"]
-#[include = "*.efi"]
 struct Embedded;
 
 /// The bytes of the embedded firmware file `name` (e.g. `undionly.kpxe`), if there is one.

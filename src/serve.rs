@@ -1,1 +1,164 @@
-//! (being written)
+//! `drover serve`: opens the store, starts every service on every configured interface, keeps
+//! the shared store view current, and shuts everything down on SIGINT/SIGTERM.
+//!
+//! Tasks: one per service and interface (DHCP, TFTP, router advertisements), one HTTP
+//! listener for all interfaces, and the view refresher, which applies the store's change feed
+//! every [`REFRESH_INTERVAL`] so that admin changes made by another process (the CLI) reach
+//! the services without a restart. A task that fails takes the server down with its error:
+//! a half-working boot server is worse than a dead one that systemd restarts.
+//!
+//! Order at start-up: the store opens, each interface's subnet is recorded as a network when
+//! no network covers it yet (so the embedded default serves that subnet), the view is loaded,
+//! then the services start and `drover: ready` is logged.
+
+use crate::config::Config;
+use crate::image::Blobs;
+use crate::net::Interface;
+use crate::store::model::Network;
+use crate::store::{Store, View};
+use anyhow::{Context, Result};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How often the view picks up changes written by other processes.
+pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Runs the server until a signal arrives or a service fails.
+pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating state directory {}", state_dir.display()))?;
+    let store = Arc::new(Store::open(state_dir)?);
+    let mut interfaces = Vec::new();
+    for name in &config.interfaces {
+        let iface = crate::net::interface(name).with_context(|| format!("interface {name}"))?;
+        record_interface_network(&store, &iface)?;
+        interfaces.push(iface);
+    }
+    let view = Arc::new(RwLock::new(View::load(&store)?));
+    let shutdown = CancellationToken::new();
+    let mut tasks: JoinSet<(String, Result<()>)> = JoinSet::new();
+    let blobs = Blobs::new(state_dir);
+    std::fs::create_dir_all(state_dir.join("tftp")).context("creating the TFTP root")?;
+
+    if config.http.enabled {
+        let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.http.port));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("HTTP: cannot listen on {addr}"))?;
+        let shared = crate::http::serve::Shared {
+            view: view.clone(),
+            blobs: blobs.clone(),
+            port: config.http.port,
+        };
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            let r = crate::http::serve::run(listener, shared, token).await;
+            ("http".into(), r.context("HTTP server"))
+        });
+    }
+    for iface in &interfaces {
+        if config.ra.enabled {
+            let (iface, token) = (iface.clone(), shutdown.clone());
+            let interval = Duration::from_secs(u64::from(config.ra.interval));
+            tasks.spawn(async move {
+                let name = format!("ra {}", iface.name);
+                (
+                    name,
+                    crate::net::ra::run(iface, interval, token)
+                        .await
+                        .context("router advertisements"),
+                )
+            });
+        }
+    }
+    {
+        let (store, view, token) = (store.clone(), view.clone(), shutdown.clone());
+        tasks.spawn(async move { ("view".into(), refresh_view(store, view, token).await) });
+    }
+    let names: Vec<String> = interfaces
+        .iter()
+        .map(|i| format!("{} ({}/{})", i.name, i.addr, i.subnet.prefix()))
+        .collect();
+    tracing::info!(interfaces = %names.join(", "), http_port = config.http.port, "drover: ready");
+
+    let outcome = tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+        Some(done) = tasks.join_next() => match done {
+            Ok((name, Ok(()))) => Err(anyhow::anyhow!("{name} stopped unexpectedly")),
+            Ok((name, Err(e))) => Err(e.context(name)),
+            Err(e) => Err(anyhow::anyhow!("a service task failed: {e}")),
+        },
+    };
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    outcome
+}
+
+/// Records `iface`'s subnet as a network unless one covers it already.
+fn record_interface_network(store: &Store, iface: &Interface) -> Result<()> {
+    let networks = store.read(|r| r.all::<Network>())?;
+    if networks.iter().any(|n| n.subnet.contains(iface.addr)) {
+        return Ok(());
+    }
+    let net = crate::admin::interface_network(iface);
+    tracing::info!(network = %net.name, subnet = %net.subnet, range = ?net.range, "serving the interface's subnet (no network in the store covered it)");
+    crate::admin::add_network(store, &net)
+        .with_context(|| format!("recording network {}", net.name))
+}
+
+async fn refresh_view(
+    store: Arc<Store>,
+    view: Arc<RwLock<View>>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let mut ticker = tokio::time::interval(REFRESH_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = ticker.tick() => {}
+        }
+        let (store, view) = (store.clone(), view.clone());
+        // A refresh is a short LMDB read; keep it off the async workers anyway.
+        let changed = tokio::task::spawn_blocking(move || -> Result<bool> {
+            // Refresh a copy so readers are never blocked by the store read.
+            let mut next = view.read().map(|v| v.clone()).unwrap_or_default();
+            if next.seq() == store.last_seq()? {
+                return Ok(false);
+            }
+            let changed = next.refresh(&store)?;
+            if let Ok(mut v) = view.write() {
+                if v.seq() < next.seq() {
+                    *v = next;
+                }
+            }
+            Ok(changed)
+        })
+        .await
+        .context("view refresh task")??;
+        if changed {
+            tracing::debug!("store view refreshed");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

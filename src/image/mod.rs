@@ -1,1 +1,215 @@
-//! (being written)
+//! Images: the files a node boots (kernel, initrd, root filesystem) and drover's own
+//! initramfs, kept in a content-addressed blob store under `<state>/blobs/`.
+//!
+//! Data flow: `drover image add` imports each file once (copied, hashed with BLAKE3 while it
+//! is written, renamed into place under its hash), packs a rootfs directory into a tar
+//! (`rootfs`), builds the agent initramfs for it (`initramfs`), and records an
+//! [`Image`](crate::store::model::Image) naming the blobs. The HTTP shell serves blobs by
+//! path; identical files share one blob.
+//!
+//! Not here yet: chunked blobs, garbage collection of unreferenced blobs, replication.
+
+pub mod initramfs;
+pub mod rootfs;
+
+use crate::store::model::{BlobId, ImageFile};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{0}: no such file")]
+    Missing(PathBuf),
+    #[error("{0}: is a directory, expected a file")]
+    NotAFile(PathBuf),
+    #[error("rootfs {path}: {source}")]
+    Rootfs {
+        path: PathBuf,
+        source: rootfs::RootfsError,
+    },
+    #[error("initramfs for {path}: {source}")]
+    Initramfs {
+        path: PathBuf,
+        source: initramfs::InitramfsError,
+    },
+}
+
+/// The blob store: one file per content hash.
+#[derive(Debug, Clone)]
+pub struct Blobs {
+    dir: PathBuf,
+}
+
+impl Blobs {
+    pub fn new(state_dir: &Path) -> Blobs {
+        Blobs {
+            dir: state_dir.join("blobs"),
+        }
+    }
+
+    /// Where blob `id` lives. `id` must be a hash this store made (hex only).
+    pub fn path(&self, id: &BlobId) -> Option<PathBuf> {
+        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| self.dir.join(id))
+    }
+
+    /// Copies the regular file `src` into the store.
+    pub fn import_file(&self, src: &Path) -> Result<ImageFile, ImageError> {
+        let meta = std::fs::metadata(src).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => ImageError::Missing(src.to_path_buf()),
+            _ => ImageError::Io {
+                path: src.to_path_buf(),
+                source: e,
+            },
+        })?;
+        if meta.is_dir() {
+            return Err(ImageError::NotAFile(src.to_path_buf()));
+        }
+        let mut input = File::open(src).map_err(|source| ImageError::Io {
+            path: src.to_path_buf(),
+            source,
+        })?;
+        self.import_with(|out| io::copy(&mut input, out).map(|_| ()))
+    }
+
+    /// Stores whatever `fill` writes, under the hash of those bytes.
+    pub fn import_with<E>(
+        &self,
+        fill: impl FnOnce(&mut dyn Write) -> Result<(), E>,
+    ) -> Result<ImageFile, ImageError>
+    where
+        ImageError: From<E>,
+    {
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ImageError::Io { path, source }
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        let tmp = self
+            .dir
+            .join(format!(".incoming-{}-{}", std::process::id(), unique()));
+        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut writer = HashingWriter {
+            inner: BufWriter::new(file),
+            hasher: blake3::Hasher::new(),
+            size: 0,
+        };
+        let result = fill(&mut writer).map_err(ImageError::from).and_then(|()| {
+            let file = writer
+                .inner
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .map_err(io_err(&tmp))?;
+            file.sync_all().map_err(io_err(&tmp))?;
+            let id = writer.hasher.finalize().to_hex().to_string();
+            let dest = self.dir.join(&id);
+            std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+            Ok(ImageFile {
+                blob: id,
+                size: writer.size,
+            })
+        });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl From<io::Error> for ImageError {
+    fn from(source: io::Error) -> Self {
+        ImageError::Io {
+            path: PathBuf::new(),
+            source,
+        }
+    }
+}
+
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: blake3::Hasher,
+    size: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// What `drover image add` was given.
+#[derive(Debug, Clone)]
+pub struct ImageSource {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub rootfs: Option<PathBuf>,
+    pub cmdline: String,
+}
+
+/// The imported files of an image.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub kernel: ImageFile,
+    pub initrd: Option<ImageFile>,
+    pub rootfs: Option<ImageFile>,
+    pub initramfs: Option<ImageFile>,
+}
+
+/// Imports an image's files into the blob store. For a rootfs it also builds drover's
+/// initramfs with `agent` (normally this very binary) as `/init`.
+pub fn import(blobs: &Blobs, src: &ImageSource, agent: &Path) -> Result<Imported, ImageError> {
+    let kernel = blobs.import_file(&src.kernel)?;
+    let initrd = src
+        .initrd
+        .as_deref()
+        .map(|p| blobs.import_file(p))
+        .transpose()?;
+    let (rootfs, initramfs) = match &src.rootfs {
+        None => (None, None),
+        Some(path) => {
+            let rootfs_err = |source| ImageError::Rootfs {
+                path: path.clone(),
+                source,
+            };
+            let meta = std::fs::metadata(path).map_err(|_| ImageError::Missing(path.clone()))?;
+            let tar = if meta.is_dir() {
+                blobs.import_with(|out| rootfs::pack_dir(path, out).map_err(rootfs_err))?
+            } else {
+                rootfs::check_tar(path).map_err(rootfs_err)?;
+                blobs.import_file(path)?
+            };
+            let tar_path = blobs
+                .path(&tar.blob)
+                .ok_or_else(|| ImageError::Missing(path.clone()))?;
+            let initramfs = blobs.import_with(|out| {
+                initramfs::build(agent, &tar_path, out)
+                    .map(|_| ())
+                    .map_err(|source| ImageError::Initramfs {
+                        path: path.clone(),
+                        source,
+                    })
+            })?;
+            (Some(tar), Some(initramfs))
+        }
+    };
+    Ok(Imported {
+        kernel,
+        initrd,
+        rootfs,
+        initramfs,
+    })
+}

@@ -1,1 +1,510 @@
-//! (being written)
+//! The store: drover's fleet data in LMDB (through heed), the only module that touches heed.
+//!
+//! Data flow: admin commands and protocol shells call [`Store::write`] with a closure that
+//! reads and writes typed records through a [`Writer`]; the closure's writes commit together
+//! (fsynced) or not at all. Every record is wrapped in a [`Versioned`] envelope carrying a
+//! hybrid-logical-clock [`Version`]; deletes leave tombstones; every write appends a
+//! [`Change`] to the change feed. Servers keep an in-memory [`View`] and bring it up to date
+//! by reading the feed ([`View::refresh`]), which is how a change made by `drover node add`
+//! in another process reaches a running `drover serve` within a second. The same feed and
+//! versions are what pool replication will exchange.
+//!
+//! Layout (schema version [`SCHEMA_VERSION`]): one LMDB environment in `<state>/store/` with
+//! four named databases: `records` (`<table>/<key>` -> JSON envelope), `index` (unique
+//! secondary keys such as `mac/<mac>` -> record key), `feed` (sequence -> change) and `meta`.
+//!
+//! Not here: validation of admin input (`crate::admin`), replication between members (later).
+
+#![allow(unsafe_code)] // heed's env open is `unsafe` (see `Store::open`); nothing else is.
+
+pub mod hlc;
+pub mod model;
+mod view;
+
+pub use hlc::{Hlc, Version};
+pub use view::View;
+
+use heed::byteorder::BigEndian;
+use heed::types::{Bytes, Str, U64};
+use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
+use model::{Group, Image, Lease, Network, Node, Setting};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Bumped whenever the on-disk layout changes; [`Store::open`] refuses newer stores.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// LMDB map size: address space reserved, not disk used.
+const MAP_SIZE: usize = 64 << 30;
+
+/// The tables of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Table {
+    Nodes,
+    Groups,
+    Networks,
+    Images,
+    Leases,
+    Settings,
+}
+
+impl Table {
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Nodes => "nodes",
+            Table::Groups => "groups",
+            Table::Networks => "networks",
+            Table::Images => "images",
+            Table::Leases => "leases",
+            Table::Settings => "settings",
+        }
+    }
+}
+
+/// A type stored as rows of one table.
+pub trait Record: Serialize + DeserializeOwned + Clone {
+    const TABLE: Table;
+    /// The row's primary key.
+    fn key(&self) -> String;
+    /// Secondary keys that must be unique across the table (`mac/...`, `ip/...`).
+    fn unique_keys(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+impl Record for Node {
+    const TABLE: Table = Table::Nodes;
+    fn key(&self) -> String {
+        self.name.clone()
+    }
+    fn unique_keys(&self) -> Vec<String> {
+        let mut keys = vec![format!("mac/{}", self.mac)];
+        if let Some(ip) = self.ip {
+            keys.push(format!("ip/{ip}"));
+        }
+        keys
+    }
+}
+
+impl Record for Group {
+    const TABLE: Table = Table::Groups;
+    fn key(&self) -> String {
+        self.name.clone()
+    }
+}
+
+impl Record for Network {
+    const TABLE: Table = Table::Networks;
+    fn key(&self) -> String {
+        self.name.clone()
+    }
+}
+
+impl Record for Image {
+    const TABLE: Table = Table::Images;
+    fn key(&self) -> String {
+        self.name.clone()
+    }
+}
+
+impl Record for Lease {
+    const TABLE: Table = Table::Leases;
+    fn key(&self) -> String {
+        self.ip.to_string()
+    }
+}
+
+impl Record for Setting {
+    const TABLE: Table = Table::Settings;
+    fn key(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// The on-disk envelope of every row. `value: None` is a tombstone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Versioned<T> {
+    pub version: Version,
+    pub value: Option<T>,
+}
+
+/// One entry of the change feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub seq: u64,
+    pub table: Table,
+    pub key: String,
+    pub version: Version,
+    pub deleted: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create state directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("store at {path}: {source}")]
+    Lmdb { path: PathBuf, source: heed::Error },
+    #[error("store error: {0}")]
+    Txn(#[from] heed::Error),
+    #[error("store schema version {found} is newer than this drover understands ({SCHEMA_VERSION}); upgrade drover")]
+    SchemaTooNew { found: u32 },
+    #[error("corrupt record {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("{what} is already used by {table} {owner:?}")]
+    Conflict {
+        what: String,
+        table: &'static str,
+        owner: String,
+    },
+}
+
+type Records<'e> = Database<'e, Str, Bytes>;
+type Index<'e> = Database<'e, Str, Str>;
+type Feed<'e> = Database<'e, U64<BigEndian>, Bytes>;
+type Meta<'e> = Database<'e, Str, Bytes>;
+
+/// An open store. Cheap to share by reference; every method opens its own transaction.
+pub struct Store {
+    env: &'static Env<WithoutTls>,
+    records: Records<'static>,
+    index: Index<'static>,
+    feed: Feed<'static>,
+    meta: Meta<'static>,
+    member: u64,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `state_dir/store`.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        let path = state_dir.join("store");
+        std::fs::create_dir_all(&path).map_err(|source| StoreError::CreateDir {
+            path: path.clone(),
+            source,
+        })?;
+        let lmdb = |source| StoreError::Lmdb {
+            path: path.clone(),
+            source,
+        };
+        // SAFETY: LMDB's memory map is only unsafe if the data file is modified by something
+        // other than LMDB; the file lives in drover's own state directory and every process
+        // (CLI or server) goes through LMDB's locking. The environment is leaked on purpose:
+        // a store lives as long as the process, and heed ties database handles to it.
+        let env = unsafe {
+            EnvOpenOptions::new()
+                .read_txn_without_tls()
+                .map_size(MAP_SIZE)
+                .max_dbs(8)
+                .open(&path)
+        }
+        .map_err(lmdb)?;
+        let env: &'static Env<WithoutTls> = Box::leak(Box::new(env));
+        let wtxn = env.write_txn().map_err(lmdb)?;
+        let (records, index, feed, meta): (Records, Index, Feed, Meta) = env
+            .create_databases_and_commit(wtxn, |dbs, wtxn| {
+                Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((
+                    dbs.create_database(wtxn, Some("records"))?,
+                    dbs.create_database(wtxn, Some("index"))?,
+                    dbs.create_database(wtxn, Some("feed"))?,
+                    dbs.create_database(wtxn, Some("meta"))?,
+                )))
+            })
+            .map_err(lmdb)?
+            .unwrap_commit();
+        let mut wtxn = env.write_txn().map_err(lmdb)?;
+        let schema = match meta.get(&wtxn, "schema").map_err(lmdb)? {
+            Some(bytes) => decode::<u32>("meta/schema", bytes)?,
+            None => {
+                meta.put(&mut wtxn, "schema", &encode(&SCHEMA_VERSION))
+                    .map_err(lmdb)?;
+                SCHEMA_VERSION
+            }
+        };
+        if schema > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew { found: schema });
+        }
+        let member = match meta.get(&wtxn, "member").map_err(lmdb)? {
+            Some(bytes) => decode::<u64>("meta/member", bytes)?,
+            None => {
+                let id = random_u64();
+                meta.put(&mut wtxn, "member", &encode(&id)).map_err(lmdb)?;
+                id
+            }
+        };
+        wtxn.commit().map_err(lmdb)?;
+        Ok(Store {
+            env,
+            records,
+            index,
+            feed,
+            meta,
+            member,
+            path,
+        })
+    }
+
+    /// This store's member id (random, made when the store was created).
+    pub fn member(&self) -> u64 {
+        self.member
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in a read transaction.
+    pub fn read<R, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Reader<'_>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let txn = self.env.read_txn().map_err(StoreError::from)?;
+        let reader = Reader {
+            store: self,
+            txn: &txn,
+        };
+        f(&reader)
+    }
+
+    /// Runs `f` in a write transaction and commits (with fsync) when it returns `Ok`; on
+    /// `Err` nothing it wrote is kept. Write transactions are serialised across processes.
+    pub fn write<R, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut Writer<'_, '_>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let mut txn = self.env.write_txn().map_err(StoreError::from)?;
+        let last = match self.meta.get(&txn, "hlc").map_err(StoreError::from)? {
+            Some(bytes) => Some(decode::<Version>("meta/hlc", bytes)?),
+            None => None,
+        };
+        let hlc = match last {
+            Some(v) => Hlc::resume(self.member, v),
+            None => Hlc::new(self.member),
+        };
+        let mut writer = Writer {
+            store: self,
+            txn: &mut txn,
+            hlc,
+            now_ms: now_ms(),
+        };
+        let out = f(&mut writer)?;
+        let last = writer.hlc.last();
+        self.meta
+            .put(&mut txn, "hlc", &encode(&last))
+            .map_err(StoreError::from)?;
+        txn.commit().map_err(StoreError::from)?;
+        Ok(out)
+    }
+
+    /// The sequence number of the newest change (0 for an empty store).
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        self.read(|r| r.last_seq())
+    }
+
+    fn row<T: Record>(
+        &self,
+        txn: &RoTxn<'_, WithoutTls>,
+        key: &str,
+    ) -> Result<Option<Versioned<T>>, StoreError> {
+        let full = row_key(T::TABLE, key);
+        match self.records.get(txn, &full)? {
+            Some(bytes) => Ok(Some(decode(&full, bytes)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn row_key(table: Table, key: &str) -> String {
+    format!("{}/{}", table.name(), key)
+}
+
+/// Read access inside a transaction.
+pub struct Reader<'t> {
+    store: &'t Store,
+    txn: &'t RoTxn<'t, WithoutTls>,
+}
+
+impl Reader<'_> {
+    /// The live record `key` of table `T`, if any (tombstones read as `None`).
+    pub fn get<T: Record>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        Ok(self.store.row::<T>(self.txn, key)?.and_then(|v| v.value))
+    }
+
+    /// Every live record of table `T`, ordered by key.
+    pub fn all<T: Record>(&self) -> Result<Vec<T>, StoreError> {
+        all_rows::<T>(self.store, self.txn)
+    }
+
+    /// The primary key of the record owning unique key `unique` (e.g. `mac/52:54:...`).
+    pub fn owner(&self, unique: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.store.index.get(self.txn, unique)?.map(str::to_string))
+    }
+
+    /// The sequence number of the newest change (0 for an empty store).
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .store
+            .feed
+            .last(self.txn)?
+            .map(|(seq, _)| seq)
+            .unwrap_or(0))
+    }
+
+    /// Up to `limit` changes with a sequence number greater than `after`, oldest first.
+    pub fn changes_since(&self, after: u64, limit: usize) -> Result<Vec<Change>, StoreError> {
+        let start = after.saturating_add(1);
+        let mut out = Vec::new();
+        for item in self.store.feed.range(self.txn, &(start..))?.take(limit) {
+            let (seq, bytes) = item?;
+            out.push(decode::<Change>(&format!("feed/{seq}"), bytes)?);
+        }
+        Ok(out)
+    }
+
+    pub fn node_by_mac(&self, mac: model::Mac) -> Result<Option<Node>, StoreError> {
+        match self.owner(&format!("mac/{mac}"))? {
+            Some(name) => self.get::<Node>(&name),
+            None => Ok(None),
+        }
+    }
+}
+
+fn all_rows<T: Record>(store: &Store, txn: &RoTxn<'_, WithoutTls>) -> Result<Vec<T>, StoreError> {
+    let prefix = format!("{}/", T::TABLE.name());
+    let mut out = Vec::new();
+    for item in store.records.prefix_iter(txn, &prefix)? {
+        let (key, bytes) = item?;
+        let row: Versioned<T> = decode(key, bytes)?;
+        out.extend(row.value);
+    }
+    Ok(out)
+}
+
+/// Read and write access inside a write transaction.
+pub struct Writer<'s, 't> {
+    store: &'s Store,
+    txn: &'t mut RwTxn<'static>,
+    hlc: Hlc,
+    now_ms: u64,
+}
+
+impl Writer<'_, '_> {
+    pub fn get<T: Record>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        Ok(self.store.row::<T>(self.txn, key)?.and_then(|v| v.value))
+    }
+
+    pub fn all<T: Record>(&self) -> Result<Vec<T>, StoreError> {
+        all_rows::<T>(self.store, self.txn)
+    }
+
+    pub fn owner(&self, unique: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.store.index.get(self.txn, unique)?.map(str::to_string))
+    }
+
+    /// Inserts or replaces `record`. Fails with [`StoreError::Conflict`] when one of its
+    /// unique keys belongs to another record of the table.
+    pub fn put<T: Record>(&mut self, record: &T) -> Result<(), StoreError> {
+        let key = record.key();
+        let old = self.get::<T>(&key)?;
+        let new_unique = record.unique_keys();
+        for unique in &new_unique {
+            if let Some(owner) = self.owner(unique)? {
+                if owner != key {
+                    return Err(StoreError::Conflict {
+                        what: unique.replace('/', " "),
+                        table: T::TABLE.name(),
+                        owner,
+                    });
+                }
+            }
+        }
+        if let Some(old) = &old {
+            for unique in old.unique_keys() {
+                if !new_unique.contains(&unique) {
+                    self.store.index.delete(self.txn, &unique)?;
+                }
+            }
+        }
+        for unique in &new_unique {
+            self.store.index.put(self.txn, unique, &key)?;
+        }
+        self.write_row(T::TABLE, &key, Some(record))
+    }
+
+    /// Deletes record `key` of table `T`, leaving a tombstone. Returns whether it existed.
+    pub fn delete<T: Record>(&mut self, key: &str) -> Result<bool, StoreError> {
+        let Some(old) = self.get::<T>(key)? else {
+            return Ok(false);
+        };
+        for unique in old.unique_keys() {
+            self.store.index.delete(self.txn, &unique)?;
+        }
+        self.write_row::<T>(T::TABLE, key, None)?;
+        Ok(true)
+    }
+
+    fn write_row<T: Serialize>(
+        &mut self,
+        table: Table,
+        key: &str,
+        value: Option<&T>,
+    ) -> Result<(), StoreError> {
+        let version = self.hlc.tick(self.now_ms);
+        let envelope = Versioned { version, value };
+        self.store
+            .records
+            .put(self.txn, &row_key(table, key), &encode(&envelope))?;
+        let seq = self.store.feed.last(self.txn)?.map(|(s, _)| s).unwrap_or(0) + 1;
+        let change = Change {
+            seq,
+            table,
+            key: key.to_string(),
+            version,
+            deleted: value.is_none(),
+        };
+        self.store.feed.put(self.txn, &seq, &encode(&change))?;
+        Ok(())
+    }
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    // Serialising these plain data types to JSON cannot fail: no maps with non-string keys,
+    // no custom serialisers that error.
+    serde_json::to_vec(value).expect("store records serialise to JSON")
+}
+
+fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A random 64-bit id from the kernel's generator (a fresh member id).
+fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    // getrandom(2) through std's hashmap seed would be indirect; /dev/urandom is always there
+    // on Linux. Fall back to time ^ pid if it is not (a chroot without /dev).
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        if f.read_exact(&mut buf).is_ok() {
+            return u64::from_le_bytes(buf);
+        }
+    }
+    now_ms() ^ (u64::from(std::process::id()) << 32)
+}
+
+#[cfg(test)]
+mod tests;

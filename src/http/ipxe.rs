@@ -1,0 +1,151 @@
+//! Renders iPXE scripts from the store: the boot script of a known node, and the discovery
+//! script for a machine drover does not know. Pure functions of their inputs (no I/O).
+//!
+//! Kernel and initrd URLs list every server in `servers` as fallbacks (`||` chains), so a
+//! pool of members can serve one node. Under UEFI the kernel must be told its initrd's name
+//! (`initrd=NAME`, see LAB.md); the name is the URL's last segment, so the kernel line names
+//! it for BIOS and UEFI alike.
+
+use crate::store::model::{Image, Node};
+use std::fmt::Write;
+
+/// The boot script of `node`, booting `image` from the HTTP servers `servers`
+/// (`http://host[:port]`, first preferred).
+pub fn boot_script(node: &Node, image: &Image, servers: &[String]) -> String {
+    let mut s = String::from("#!ipxe\n");
+    let _ = writeln!(
+        s,
+        "echo drover: booting {} with image {}",
+        node.name, image.name
+    );
+    let base = |server: &str| format!("{server}/images/{}", image.name);
+    let (initrd_name, agent) = if image.rootfs.is_some() {
+        ("initramfs", true)
+    } else if image.initrd.is_some() {
+        ("initrd", false)
+    } else {
+        ("", false)
+    };
+    let mut args = Vec::new();
+    if !initrd_name.is_empty() {
+        args.push(format!("initrd={initrd_name}"));
+    }
+    if !image.cmdline.trim().is_empty() {
+        args.push(image.cmdline.trim().to_string());
+    }
+    args.push(format!("drover.node={}", node.name));
+    args.push(format!("drover.server={}", servers.join(",")));
+    if agent {
+        args.push(format!("drover.image={}", image.name));
+        args.extend(
+            [
+                "drover.mac=${mac}",
+                "drover.ip=${ip}",
+                "drover.netmask=${netmask}",
+                "drover.gw=${gateway}",
+                "drover.dns=${dns}",
+                "drover.domain=${domain}",
+            ]
+            .map(String::from),
+        );
+    }
+    let args = args.join(" ");
+    let kernel: Vec<String> = servers
+        .iter()
+        .map(|srv| format!("kernel {}/kernel {args}", base(srv)))
+        .collect();
+    let _ = writeln!(s, "{} || goto failed", kernel.join(" || "));
+    if !initrd_name.is_empty() {
+        let initrd: Vec<String> = servers
+            .iter()
+            .map(|srv| format!("initrd {}/{initrd_name}", base(srv)))
+            .collect();
+        let _ = writeln!(s, "{} || goto failed", initrd.join(" || "));
+    }
+    s.push_str("boot || goto failed\n");
+    s.push_str(":failed\n");
+    let _ = writeln!(
+        s,
+        "echo drover: boot of {} failed; trying again in 10 s",
+        node.name
+    );
+    s.push_str("sleep 10\n");
+    let _ = writeln!(s, "chain {}/boot/${{mac}}", servers[0]);
+    s
+}
+
+/// The script for a machine that is not a node, or a node without an image: says what to
+/// do and asks again every `retry_secs` seconds, so the machine boots as soon as the admin
+/// has added it.
+pub fn waiting_script(reason: &str, server: &str, retry_secs: u32) -> String {
+    format!(
+        "#!ipxe\n\
+         echo drover: {reason}\n\
+         echo drover: asking again in {retry_secs} s\n\
+         sleep {retry_secs}\n\
+         chain {server}/boot/${{mac}}\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::model::ImageFile;
+
+    fn file() -> ImageFile {
+        ImageFile {
+            blob: "0".repeat(64),
+            size: 1,
+        }
+    }
+
+    fn node() -> Node {
+        Node {
+            name: "n1".into(),
+            mac: "52:54:00:00:00:01".parse().unwrap(),
+            ip: None,
+            image: Some("img".into()),
+            group: None,
+        }
+    }
+
+    #[test]
+    fn kernel_line_names_its_initrd_and_lists_fallbacks() {
+        let image = Image {
+            name: "img".into(),
+            kernel: file(),
+            initrd: Some(file()),
+            cmdline: "console=ttyS0".into(),
+            rootfs: None,
+            initramfs: None,
+        };
+        let servers = vec![
+            "http://10.0.0.1".to_string(),
+            "http://10.0.0.2:8080".to_string(),
+        ];
+        let s = boot_script(&node(), &image, &servers);
+        assert!(s.starts_with("#!ipxe\n"));
+        assert!(s.contains(
+            "kernel http://10.0.0.1/images/img/kernel initrd=initrd console=ttyS0 drover.node=n1 \
+             drover.server=http://10.0.0.1,http://10.0.0.2:8080 || kernel http://10.0.0.2:8080/images/img/kernel"
+        ), "{s}");
+        assert!(s.contains("initrd http://10.0.0.1/images/img/initrd || initrd http://10.0.0.2:8080/images/img/initrd || goto failed"));
+        assert!(!s.contains("drover.ip="));
+    }
+
+    #[test]
+    fn ram_root_images_boot_the_agent_with_its_parameters() {
+        let image = Image {
+            name: "img".into(),
+            kernel: file(),
+            initrd: None,
+            cmdline: String::new(),
+            rootfs: Some(file()),
+            initramfs: Some(file()),
+        };
+        let s = boot_script(&node(), &image, &["http://10.0.0.1".to_string()]);
+        assert!(s.contains("initrd=initramfs drover.node=n1"), "{s}");
+        assert!(s.contains("drover.ip=${ip} drover.netmask=${netmask}"));
+        assert!(s.contains("initrd http://10.0.0.1/images/img/initramfs || goto failed"));
+    }
+}

@@ -1,0 +1,247 @@
+//! The axum shell of the HTTP server: routes, file streaming, and the store view it reads.
+//!
+//! Requests never buffer whole files: a file is opened, seeked to the requested range and
+//! streamed in chunks. The store is read through the shared in-memory [`View`], with the lock
+//! held only while a script is rendered.
+
+use super::{ipxe, range};
+use crate::image::Blobs;
+use crate::store::model::{ImageFile, Mac};
+use crate::store::View;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::io::SeekFrom;
+use std::sync::{Arc, RwLock};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+use tokio_util::sync::CancellationToken;
+
+/// Seconds an unknown machine waits before asking for its script again.
+const DISCOVERY_RETRY_SECS: u32 = 10;
+/// Read size when streaming files.
+const STREAM_CHUNK: usize = 256 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Shared {
+    pub view: Arc<RwLock<View>>,
+    pub blobs: Blobs,
+    /// The port the server listens on, for URLs when the Host header is missing.
+    pub port: u16,
+}
+
+/// The boot-path routes.
+pub fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/boot/{mac}", get(boot_script))
+        .route("/images/{name}/{file}", get(image_file))
+        .route("/firmware/{name}", get(firmware))
+        .route("/health", get(|| async { "ok\n" }))
+        .with_state(shared)
+}
+
+/// Serves `router` on `listener` until `shutdown` fires.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    shared: Shared,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(shared))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// `http://host[:port]` as the client reached us: the servers a script points back to.
+fn origin(headers: &HeaderMap, port: u16) -> String {
+    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(host) if !host.is_empty() && !host.contains(['/', ' ', '@']) => {
+            format!("http://{host}")
+        }
+        _ if port == 80 => "http://${next-server}".to_string(),
+        _ => format!("http://${{next-server}}:{port}"),
+    }
+}
+
+async fn boot_script(
+    State(s): State<Shared>,
+    Path(mac): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let server = origin(&headers, s.port);
+    let Ok(mac) = mac.parse::<Mac>() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("#!ipxe\necho drover: {mac:?} is not a MAC address\n"),
+        );
+    };
+    let script = {
+        // Render under the read lock; nothing here awaits.
+        let view = match s.view.read() {
+            Ok(v) => v,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match view.node_by_mac(mac) {
+            None => {
+                tracing::info!(%mac, "boot script requested by an unknown machine");
+                ipxe::waiting_script(
+                    &format!(
+                        "this machine ({mac}) is not a known node; add it with: drover node add NAME --mac {mac} --image IMAGE"
+                    ),
+                    &server,
+                    DISCOVERY_RETRY_SECS,
+                )
+            }
+            Some(node) => match view.image_of(node) {
+                Some(image) => {
+                    tracing::info!(node = %node.name, image = %image.name, "boot script");
+                    ipxe::boot_script(node, image, std::slice::from_ref(&server))
+                }
+                None => ipxe::waiting_script(
+                    &format!(
+                        "node {} has no image (or its image was removed); set one with: drover node set {} --image IMAGE",
+                        node.name, node.name
+                    ),
+                    &server,
+                    DISCOVERY_RETRY_SECS,
+                ),
+            },
+        }
+    };
+    text(StatusCode::OK, script)
+}
+
+async fn image_file(
+    State(s): State<Shared>,
+    Path((name, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let found: Option<ImageFile> = {
+        let view = match s.view.read() {
+            Ok(v) => v,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        view.images.get(&name).and_then(|img| match file.as_str() {
+            "kernel" => Some(img.kernel.clone()),
+            "initrd" => img.initrd.clone(),
+            "initramfs" => img.initramfs.clone(),
+            "rootfs.tar" => img.rootfs.clone(),
+            _ => None,
+        })
+    };
+    let Some(found) = found else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no file {file:?} in image {name:?}\n"),
+        );
+    };
+    let Some(path) = s.blobs.path(&found.blob) else {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "corrupt image record\n".into(),
+        );
+    };
+    send_file(
+        &path,
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+    )
+    .await
+}
+
+async fn send_file(path: &std::path::Path, range: Option<&str>) -> Response {
+    let mut f = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot open image file");
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "image file missing on this server\n".into(),
+            );
+        }
+    };
+    let len = match f.metadata().await {
+        Ok(m) => m.len(),
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    };
+    let octets = HeaderValue::from_static("application/octet-stream");
+    match range::plan(range, len) {
+        range::Plan::Whole => {
+            let body = Body::from_stream(ReaderStream::with_capacity(f, STREAM_CHUNK));
+            (
+                StatusCode::OK,
+                [
+                    (header::CONTENT_TYPE, octets),
+                    (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+                    (header::CONTENT_LENGTH, HeaderValue::from(len)),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        range::Plan::Partial { start, end } => {
+            if let Err(e) = f.seek(SeekFrom::Start(start)).await {
+                return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"));
+            }
+            let count = end - start + 1;
+            let body = Body::from_stream(ReaderStream::with_capacity(f.take(count), STREAM_CHUNK));
+            let content_range = format!("bytes {start}-{end}/{len}");
+            (
+                StatusCode::PARTIAL_CONTENT,
+                [
+                    (header::CONTENT_TYPE, octets),
+                    (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+                    (header::CONTENT_LENGTH, HeaderValue::from(count)),
+                    (
+                        header::CONTENT_RANGE,
+                        HeaderValue::from_str(&content_range)
+                            .unwrap_or(HeaderValue::from_static("bytes */0")),
+                    ),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        range::Plan::Unsatisfiable => (
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            [(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{len}"))
+                    .unwrap_or(HeaderValue::from_static("bytes */0")),
+            )],
+        )
+            .into_response(),
+    }
+}
+
+async fn firmware(Path(name): Path<String>) -> Response {
+    match crate::firmware::get(&name) {
+        Some(bytes) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            )],
+            Body::from(bytes.into_owned()),
+        )
+            .into_response(),
+        None => text(
+            StatusCode::NOT_FOUND,
+            format!("no firmware file {name:?}\n"),
+        ),
+    }
+}

@@ -1,0 +1,112 @@
+//! IPv6 router advertisements on the boot segment, for boot speed only.
+//!
+//! iPXE waits up to ~16 s on every DHCP for an IPv6 router advertisement before it goes on
+//! (measured, see LAB.md). drover announces itself with an RA that carries no M/O flags and
+//! a router lifetime of 0: iPXE learns at once that there is no DHCPv6 to wait for, and no
+//! host takes drover as its default IPv6 router. It sends one every `interval` seconds and
+//! answers each router solicitation at once.
+//!
+//! Not here: prefixes, SLAAC, DHCPv6 — drover does not route or address IPv6.
+
+use crate::store::model::Mac;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const ICMPV6_ROUTER_SOLICITATION: u8 = 133;
+const ICMPV6_ROUTER_ADVERTISEMENT: u8 = 134;
+const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+
+/// The RA message (ICMPv6 body; the kernel fills in the checksum on raw ICMPv6 sockets).
+pub fn advertisement(mac: Option<Mac>) -> Vec<u8> {
+    let mut p = vec![
+        ICMPV6_ROUTER_ADVERTISEMENT,
+        0, // code
+        0,
+        0,  // checksum (kernel)
+        64, // current hop limit
+        0,  // flags: no M (managed), no O (other config)
+        0,
+        0, // router lifetime 0: not a default router
+        0,
+        0,
+        0,
+        0, // reachable time: unspecified
+        0,
+        0,
+        0,
+        0, // retrans timer: unspecified
+    ];
+    if let Some(mac) = mac {
+        // Source link-layer address option (type 1, length 1 unit of 8 bytes).
+        p.extend_from_slice(&[1, 1]);
+        p.extend_from_slice(&mac.0);
+    }
+    p
+}
+
+/// True when `packet` (an ICMPv6 message) is a router solicitation.
+pub fn is_solicitation(packet: &[u8]) -> bool {
+    packet.first() == Some(&ICMPV6_ROUTER_SOLICITATION) && packet.get(1) == Some(&0)
+}
+
+/// Sends advertisements on interface `iface` until `shutdown`.
+pub async fn run(
+    iface: crate::net::Interface,
+    interval: Duration,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let socket = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
+    socket.bind_device(Some(iface.name.as_bytes()))?;
+    socket.set_multicast_hops_v6(255)?;
+    socket.set_unicast_hops_v6(255)?;
+    socket.set_multicast_if_v6(iface.index)?;
+    socket.set_multicast_loop_v6(false)?;
+    socket.set_nonblocking(true)?;
+    // tokio's UdpSocket is a thin wrapper over a datagram fd: it drives this raw ICMPv6
+    // socket just as well (sendto/recvfrom), without unsafe fd registration.
+    let socket = tokio::net::UdpSocket::from_std(std::net::UdpSocket::from(socket))?;
+    let ra = advertisement(iface.mac);
+    let dest = SocketAddrV6::new(ALL_NODES, 0, 0, iface.index);
+    let mut ticker = tokio::time::interval(interval);
+    let mut buf = [0u8; 1500];
+    let mut warned = false;
+    loop {
+        let send = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = ticker.tick() => true,
+            got = socket.recv(&mut buf) => is_solicitation(&buf[..got?]),
+        };
+        if send {
+            if let Err(e) = socket.send_to(&ra, dest).await {
+                // No IPv6 on the interface (or it is down): boots are slower, not broken.
+                if !warned {
+                    tracing::warn!(iface = %iface.name, error = %e, "cannot send IPv6 router advertisements; iPXE will wait for one on each boot");
+                    warned = true;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertisement_has_no_flags_and_zero_lifetime() {
+        let mac: Mac = "52:54:00:00:00:01".parse().unwrap();
+        let p = advertisement(Some(mac));
+        assert_eq!(p.len(), 24);
+        assert_eq!(p[0], 134);
+        assert_eq!(p[5], 0, "M and O flags clear");
+        assert_eq!(&p[6..8], &[0, 0], "router lifetime 0");
+        assert_eq!(&p[16..18], &[1, 1]);
+        assert_eq!(&p[18..], &mac.0);
+        assert!(is_solicitation(&[133, 0, 0, 0]));
+        assert!(!is_solicitation(&[134, 0]));
+        assert!(!is_solicitation(&[]));
+    }
+}

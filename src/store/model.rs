@@ -1,0 +1,298 @@
+//! The records drover keeps: nodes, groups, networks, images, leases and settings.
+//!
+//! Plain serde types with no behaviour beyond small lookups; validation of admin input lives
+//! in `crate::admin`, persistence in `crate::store`. Every type here is what one table row
+//! holds (wrapped in a [`super::Versioned`] envelope on disk).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+/// An Ethernet MAC address, shown and parsed as `aa:bb:cc:dd:ee:ff`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Mac(pub [u8; 6]);
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a MAC address (expected six hex pairs like 52:54:00:12:34:56)")]
+pub struct BadMac(pub String);
+
+impl FromStr for Mac {
+    type Err = BadMac;
+    fn from_str(s: &str) -> Result<Self, BadMac> {
+        let bad = || BadMac(s.to_string());
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 6];
+        for (slot, part) in out.iter_mut().zip(parts) {
+            if part.len() != 2 {
+                return Err(bad());
+            }
+            *slot = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        Ok(Mac(out))
+    }
+}
+
+impl From<Mac> for String {
+    fn from(m: Mac) -> String {
+        m.to_string()
+    }
+}
+
+impl TryFrom<String> for Mac {
+    type Error = BadMac;
+    fn try_from(s: String) -> Result<Self, BadMac> {
+        s.parse()
+    }
+}
+
+/// An IPv4 subnet in CIDR form; the address is always the network address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Ipv4Net {
+    addr: Ipv4Addr,
+    prefix: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an IPv4 subnet (expected ADDRESS/PREFIX like 10.1.0.0/16)")]
+pub struct BadNet(pub String);
+
+impl Ipv4Net {
+    /// The subnet of prefix length `prefix` that contains `addr`. `None` when prefix > 32.
+    pub fn containing(addr: Ipv4Addr, prefix: u8) -> Option<Ipv4Net> {
+        let mask = prefix_mask(prefix)?;
+        Some(Ipv4Net {
+            addr: Ipv4Addr::from(u32::from(addr) & mask),
+            prefix,
+        })
+    }
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+    pub fn netmask(&self) -> Ipv4Addr {
+        // prefix <= 32 holds for every constructed value.
+        Ipv4Addr::from(prefix_mask(self.prefix).unwrap_or(u32::MAX))
+    }
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !u32::from(self.netmask()))
+    }
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & u32::from(self.netmask()) == u32::from(self.addr)
+    }
+    /// True for an address that a host may have: in the subnet, and neither the network nor
+    /// the broadcast address (for prefixes up to /30).
+    pub fn is_host(&self, ip: Ipv4Addr) -> bool {
+        self.contains(ip) && (self.prefix >= 31 || (ip != self.addr && ip != self.broadcast()))
+    }
+}
+
+fn prefix_mask(prefix: u8) -> Option<u32> {
+    match prefix {
+        0 => Some(0),
+        1..=32 => Some(u32::MAX << (32 - u32::from(prefix))),
+        _ => None,
+    }
+}
+
+impl fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl fmt::Debug for Ipv4Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for Ipv4Net {
+    type Err = BadNet;
+    fn from_str(s: &str) -> Result<Self, BadNet> {
+        let bad = || BadNet(s.to_string());
+        let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        let net = Ipv4Net::containing(addr, prefix).ok_or_else(bad)?;
+        if net.addr != addr {
+            return Err(bad());
+        }
+        Ok(net)
+    }
+}
+
+impl From<Ipv4Net> for String {
+    fn from(n: Ipv4Net) -> String {
+        n.to_string()
+    }
+}
+
+impl TryFrom<String> for Ipv4Net {
+    type Error = BadNet;
+    fn try_from(s: String) -> Result<Self, BadNet> {
+        s.parse()
+    }
+}
+
+/// A compute node: one machine that boots from drover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub mac: Mac,
+    /// Reserved address; `None` means the node takes an address from a dynamic range.
+    pub ip: Option<Ipv4Addr>,
+    pub image: Option<String>,
+    pub group: Option<String>,
+}
+
+/// A set of nodes that share settings (image, later BMC credentials and more).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub name: String,
+    pub image: Option<String>,
+}
+
+/// An IPv4 network that drover serves: its subnet, dynamic range and options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub name: String,
+    pub subnet: Ipv4Net,
+    /// Inclusive dynamic range for clients without a reservation; `None`: reservations only.
+    pub range: Option<(Ipv4Addr, Ipv4Addr)>,
+    pub gateway: Option<Ipv4Addr>,
+    pub domain: Option<String>,
+}
+
+impl Network {
+    pub fn in_range(&self, ip: Ipv4Addr) -> bool {
+        self.range
+            .is_some_and(|(first, last)| (first..=last).contains(&ip))
+    }
+}
+
+/// A content hash (BLAKE3, hex) naming a file in the blob store.
+pub type BlobId = String;
+
+/// A file of an image, stored in the blob store under its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageFile {
+    pub blob: BlobId,
+    pub size: u64,
+}
+
+/// A bootable image: a kernel, and either the image's own initrd or a root filesystem that
+/// drover's agent puts into RAM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    pub name: String,
+    pub kernel: ImageFile,
+    pub initrd: Option<ImageFile>,
+    pub cmdline: String,
+    /// Uncompressed tar of the root filesystem (RAM-root boot).
+    pub rootfs: Option<ImageFile>,
+    /// drover's initramfs (agent + NIC modules) built for `rootfs`.
+    pub initramfs: Option<ImageFile>,
+}
+
+/// Where a DHCP request came through, when it was relayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RelayInfo {
+    pub giaddr: Option<Ipv4Addr>,
+    /// Option 82 (relay agent information), raw sub-options as hex.
+    pub agent_info: Option<String>,
+}
+
+/// The state of an address binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseState {
+    /// Offered, not yet requested; the address is held for a short time.
+    Offered,
+    Bound,
+    Released,
+    /// The client said the address is in use by someone else (DHCPDECLINE).
+    Declined,
+}
+
+/// One address binding. Keyed in the store by the address, so that one address can never be
+/// held by two bindings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+    /// Client identifier (option 61) as hex, when the client sent one.
+    pub client_id: Option<String>,
+    pub hostname: Option<String>,
+    pub state: LeaseState,
+    /// Unix seconds.
+    pub start: u64,
+    /// Unix seconds; the binding is free after this.
+    pub expires: u64,
+    pub network: String,
+    pub relay: RelayInfo,
+}
+
+impl Lease {
+    /// True while the binding holds its address at unix time `now`.
+    pub fn holds(&self, now: u64) -> bool {
+        matches!(self.state, LeaseState::Offered | LeaseState::Bound) && self.expires > now
+            || self.state == LeaseState::Declined && self.expires > now
+    }
+}
+
+/// A named setting (free-form JSON value); used for cluster-wide knobs set at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Setting {
+    pub name: String,
+    pub value: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_parses_and_prints() {
+        let m: Mac = "52:54:00:AB:cd:0f".parse().unwrap();
+        assert_eq!(m.to_string(), "52:54:00:ab:cd:0f");
+        assert!("52:54:00:ab:cd".parse::<Mac>().is_err());
+        assert!("52:54:00:ab:cd:0g".parse::<Mac>().is_err());
+        assert!("52:54:00:ab:cd:0ff".parse::<Mac>().is_err());
+        assert_eq!("52-54-00-ab-cd-0f".parse::<Mac>().unwrap(), m);
+    }
+
+    #[test]
+    fn subnets() {
+        let n: Ipv4Net = "10.1.0.0/16".parse().unwrap();
+        assert!(n.contains("10.1.200.3".parse().unwrap()));
+        assert!(!n.contains("10.2.0.1".parse().unwrap()));
+        assert_eq!(n.broadcast(), "10.1.255.255".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(n.netmask(), "255.255.0.0".parse::<Ipv4Addr>().unwrap());
+        assert!(!n.is_host("10.1.0.0".parse().unwrap()));
+        assert!("10.1.0.1/16".parse::<Ipv4Net>().is_err());
+        assert!("10.1.0.0/33".parse::<Ipv4Net>().is_err());
+        let z: Ipv4Net = "0.0.0.0/0".parse().unwrap();
+        assert!(z.contains("1.2.3.4".parse().unwrap()));
+    }
+}

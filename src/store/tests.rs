@@ -1,0 +1,96 @@
+use super::model::*;
+use super::*;
+
+fn temp_store() -> (Store, PathBuf) {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "drover-store-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    (Store::open(&dir).unwrap(), dir)
+}
+
+fn node(name: &str, mac: &str, ip: Option<&str>) -> Node {
+    Node {
+        name: name.into(),
+        mac: mac.parse().unwrap(),
+        ip: ip.map(|i| i.parse().unwrap()),
+        image: None,
+        group: None,
+    }
+}
+
+#[test]
+fn put_get_delete_with_versions_and_feed() {
+    let (store, _dir) = temp_store();
+    store
+        .write(|w| w.put(&node("n1", "52:54:00:00:00:01", Some("10.0.0.1"))))
+        .unwrap();
+    store
+        .write(|w| w.put(&node("n2", "52:54:00:00:00:02", None)))
+        .unwrap();
+    let got = store.read(|r| r.get::<Node>("n1")).unwrap().unwrap();
+    assert_eq!(got.ip, Some("10.0.0.1".parse().unwrap()));
+    assert!(store.write(|w| w.delete::<Node>("n1")).unwrap());
+    assert!(!store.write(|w| w.delete::<Node>("n1")).unwrap());
+    assert_eq!(store.read(|r| r.get::<Node>("n1")).unwrap(), None);
+    let changes = store.read(|r| r.changes_since(0, 100)).unwrap();
+    assert_eq!(changes.len(), 3);
+    assert!(changes.windows(2).all(|w| w[0].version < w[1].version));
+    assert!(changes[2].deleted && changes[2].key == "n1");
+    assert_eq!(store.last_seq().unwrap(), 3);
+}
+
+#[test]
+fn unique_keys_conflict_and_failed_writes_change_nothing() {
+    let (store, _dir) = temp_store();
+    store
+        .write(|w| w.put(&node("n1", "52:54:00:00:00:01", Some("10.0.0.1"))))
+        .unwrap();
+    let err = store
+        .write(|w| {
+            w.put(&node("ok", "52:54:00:00:00:09", None))?;
+            w.put(&node("n2", "52:54:00:00:00:01", None))
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { ref owner, .. } if owner == "n1"),
+        "{err}"
+    );
+    // The whole transaction was dropped, including the first put.
+    assert_eq!(store.read(|r| r.get::<Node>("ok")).unwrap(), None);
+    assert_eq!(store.last_seq().unwrap(), 1);
+    // Changing a node's own MAC frees the old one.
+    store
+        .write(|w| w.put(&node("n1", "52:54:00:00:00:03", Some("10.0.0.1"))))
+        .unwrap();
+    store
+        .write(|w| w.put(&node("n2", "52:54:00:00:00:01", None)))
+        .unwrap();
+}
+
+#[test]
+fn view_follows_the_feed_across_store_handles() {
+    let (store, _dir) = temp_store();
+    let mut view = View::load(&store).unwrap();
+    assert!(view.nodes.is_empty());
+    // Writes by another process (the CLI) land in the same feed; integration/cli.rs covers
+    // the two-process case, since LMDB allows one environment per process.
+    let other = &store;
+    other
+        .write(|w| w.put(&node("n1", "52:54:00:00:00:01", None)))
+        .unwrap();
+    assert!(view.refresh(&store).unwrap());
+    assert!(view
+        .node_by_mac("52:54:00:00:00:01".parse().unwrap())
+        .is_some());
+    other.write(|w| w.delete::<Node>("n1")).unwrap();
+    view.refresh(&store).unwrap();
+    assert!(view.nodes.is_empty());
+    assert!(view
+        .node_by_mac("52:54:00:00:00:01".parse().unwrap())
+        .is_none());
+    assert!(!view.refresh(&store).unwrap());
+}
