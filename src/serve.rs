@@ -43,6 +43,9 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
     let mut tasks: JoinSet<(String, Result<()>)> = JoinSet::new();
     let blobs = Blobs::new(state_dir);
     std::fs::create_dir_all(state_dir.join("tftp")).context("creating the TFTP root")?;
+    let tftp_roots = Arc::new(crate::tftp::serve::Roots {
+        dirs: vec![state_dir.join("tftp")],
+    });
 
     if config.http.enabled {
         let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.http.port));
@@ -61,6 +64,38 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
         });
     }
     for iface in &interfaces {
+        if config.dhcp.enabled {
+            let http_base = match config.http.port {
+                80 => format!("http://{}", iface.addr),
+                port => format!("http://{}:{port}", iface.addr),
+            };
+            let settings = crate::dhcp::serve::Settings {
+                port: config.dhcp.port,
+                client_port: config.dhcp.client_port,
+                lease_time: config.dhcp.lease_time,
+                http_base,
+                uefi_loader: config.dhcp.uefi_loader.clone(),
+            };
+            let (iface, store, view, token) = (iface.clone(), store.clone(), view.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                let name = format!("dhcp {}", iface.name);
+                (name, crate::dhcp::serve::run(iface, settings, store, view, token).await.context("DHCP server"))
+            });
+        }
+        if config.tftp.enabled {
+            let addr = SocketAddr::from((iface.addr, config.tftp.port));
+            let socket = tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("TFTP: cannot listen on {addr}"))?;
+            let limits = crate::tftp::serve::Limits {
+                max_transfers: config.tftp.max_transfers,
+                max_blksize: config.tftp.max_blksize,
+                max_windowsize: config.tftp.max_windowsize,
+                ..crate::tftp::serve::Limits::default()
+            };
+            let (roots, token, name) = (tftp_roots.clone(), shutdown.clone(), format!("tftp {}", iface.name));
+            tasks.spawn(async move { (name, crate::tftp::serve::run(socket, roots, limits, token).await.context("TFTP server")) });
+        }
         if config.ra.enabled {
             let (iface, token) = (iface.clone(), shutdown.clone());
             let interval = Duration::from_secs(u64::from(config.ra.interval));

@@ -1,1 +1,527 @@
-//! (being written)
+//! The node agent: drover running as `/init` (PID 1) of its own initramfs, booting a node
+//! into a RAM root.
+//!
+//! Data flow, one step after the other, each printed to the console as a `drover-agent:` line
+//! with the time since the kernel started and the step's own duration:
+//!
+//! 1. mount `/proc`, `/sys`, devtmpfs on `/dev`, tmpfs on `/run`;
+//! 2. parse `/proc/cmdline` into [`cmdline::BootParams`] (server URLs, image, node name, MAC,
+//!    IPv4 address, netmask, gateway, DNS, domain);
+//! 3. load the NIC modules listed in `/etc/drover/modules` (written by
+//!    [`crate::image::initramfs::build`]) with `finit_module`;
+//! 4. wait for the interface whose MAC is `drover.mac`; bring it and `lo` up, set the address,
+//!    netmask and default route (ioctls in [`crate::net::sys`]);
+//! 5. mount a tmpfs on `/newroot` and stream `{server}/images/{image}/rootfs.tar` into it
+//!    ([`http`], [`unpack`]), trying each server in order with backoff until one works;
+//! 6. write the node's files ([`files`]) into the new root and set the kernel host name;
+//! 7. switch root: move the API mounts into `/newroot`, free the initramfs, move `/newroot`
+//!    onto `/`, chroot, and exec `/sbin/init` (or `/init`, `/bin/sh`).
+//!
+//! Failures of the network steps are printed and retried forever; a failure nothing can fix
+//! (a bad command line, no init in the image) is printed and the agent sleeps: PID 1 must
+//! never exit, or the kernel panics and the reason scrolls away.
+//!
+//! Not here yet: NFS root, boot event reports to drover, fetching from peer nodes, DHCP (the
+//! address comes from the command line), IPv6 configuration, VLANs and bonds, storage drivers.
+
+pub mod cmdline;
+pub mod files;
+pub mod http;
+pub mod unpack;
+
+#[cfg(test)]
+mod qemu_tests;
+
+use crate::net::sys;
+use cmdline::{BootParams, ServerUrl};
+use std::fmt::Display;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Where the initramfs builder puts the module load order (see `image::initramfs`).
+const MODULE_LIST: &str = "/etc/drover/modules";
+const MODULE_DIR: &str = "/lib/modules";
+const NEWROOT: &str = "/newroot";
+/// How long to wait for the boot interface to appear before complaining (then keep waiting).
+const IFACE_WAIT: Duration = Duration::from_secs(10);
+/// How long to wait for carrier on the boot interface before trying the network anyway.
+const CARRIER_WAIT: Duration = Duration::from_secs(5);
+/// Backoff between rounds over all servers: doubles from the first to the last value.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Candidates for the image's init, in order.
+const INITS: &[&str] = &["/sbin/init", "/init", "/bin/sh"];
+
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// Console output with boot timing.
+struct Console {
+    last: Instant,
+}
+
+impl Console {
+    fn new() -> Self {
+        Console {
+            last: Instant::now(),
+        }
+    }
+
+    /// Prints `drover-agent: [  2.345s +0.012s] msg` (time since kernel start, step time).
+    fn say(&mut self, msg: impl Display) {
+        let now = Instant::now();
+        let step = now.duration_since(self.last);
+        self.last = now;
+        let up = sys::boottime();
+        // Nothing useful can be done if the console is gone; keep booting.
+        let _ = writeln!(
+            io::stderr(),
+            "drover-agent: [{:>4}.{:03}s +{}.{:03}s] {msg}",
+            up.as_secs(),
+            up.subsec_millis(),
+            step.as_secs(),
+            step.subsec_millis()
+        );
+    }
+}
+
+/// Runs the agent. Never returns: it execs the image's init, or sleeps forever on a failure
+/// it cannot fix. Refuses to run unless it is PID 1 on an initramfs.
+pub fn run() -> ! {
+    if std::process::id() != 1 || !on_initramfs() {
+        eprintln!(
+            "drover agent: runs only as /init (PID 1) of drover's initramfs; \
+             refusing to mount and switch root on this system"
+        );
+        std::process::exit(2);
+    }
+    std::panic::set_hook(Box::new(|info| {
+        // panic = "abort" would end PID 1 and panic the kernel; print and park instead.
+        eprintln!("drover-agent: BUG: {info}");
+        halt_forever();
+    }));
+    let mut con = Console::new();
+    con.say(format_args!(
+        "drover {} agent starting (kernel up {:.3}s)",
+        env!("CARGO_PKG_VERSION"),
+        sys::boottime().as_secs_f64()
+    ));
+    let reason = match boot(&mut con) {
+        Ok(never) => match never {},
+        Err(reason) => reason,
+    };
+    con.say(format_args!("FATAL: {reason}"));
+    con.say("nothing more can be done; halting here (PID 1 must not exit)");
+    halt_forever()
+}
+
+fn halt_forever() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn on_initramfs() -> bool {
+    matches!(sys::fs_magic("/"), Ok(RAMFS_MAGIC | TMPFS_MAGIC))
+}
+
+/// The boot sequence; returns only with the reason it cannot go on.
+fn boot(con: &mut Console) -> Result<std::convert::Infallible, String> {
+    mount_api_filesystems(con);
+
+    let text = fs::read_to_string("/proc/cmdline").map_err(|e| format!("/proc/cmdline: {e}"))?;
+    let params = cmdline::parse(&text).map_err(|e| e.to_string())?;
+    con.say(format_args!(
+        "node {} image {} mac {} ip {}/{} gw {} servers {}",
+        params.node,
+        params.image,
+        params.mac,
+        params.ip,
+        params.netmask,
+        params.gw.map_or("-".into(), |g| g.to_string()),
+        params
+            .servers
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    ));
+
+    load_modules(con);
+    let iface = wait_for_interface(con, &params);
+    configure_network(con, &params, &iface);
+    let server = fetch_root(con, &params);
+    write_node_files(con, &params, &iface, &server);
+    switch_root(con)
+}
+
+fn mount_api_filesystems(con: &mut Console) {
+    let nosuid = libc::MS_NOSUID | libc::MS_NODEV;
+    let mounts: [(&str, &str, &str, libc::c_ulong, Option<&str>); 4] = [
+        ("proc", "/proc", "proc", nosuid | libc::MS_NOEXEC, None),
+        ("sysfs", "/sys", "sysfs", nosuid | libc::MS_NOEXEC, None),
+        (
+            "devtmpfs",
+            "/dev",
+            "devtmpfs",
+            libc::MS_NOSUID,
+            Some("mode=0755"),
+        ),
+        ("tmpfs", "/run", "tmpfs", nosuid, Some("mode=0755")),
+    ];
+    let mut failed = Vec::new();
+    for (src, target, fstype, flags, data) in mounts {
+        let _ = fs::create_dir_all(target);
+        match sys::mount(src, target, Some(fstype), flags, data) {
+            Ok(()) => {}
+            // The kernel may have mounted devtmpfs already (CONFIG_DEVTMPFS_MOUNT).
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) => failed.push(format!("{target}: {e}")),
+        }
+    }
+    // Without /dev/console in the initramfs the kernel starts init with no stdio.
+    if !sys::fd_is_open(2) {
+        if let Ok(c) = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/console")
+        {
+            let _ = sys::set_stdio(&c);
+        }
+    }
+    if failed.is_empty() {
+        con.say("mounted /proc /sys /dev /run");
+    } else {
+        con.say(format_args!(
+            "mount failures (going on): {}",
+            failed.join("; ")
+        ));
+    }
+}
+
+/// Loads the modules listed for the running kernel. Failures are logged, not fatal: the NIC
+/// driver may be built in.
+fn load_modules(con: &mut Console) {
+    let kver = fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let list = match fs::read_to_string(MODULE_LIST) {
+        Ok(l) => l,
+        Err(e) => {
+            con.say(format_args!(
+                "no module list ({MODULE_LIST}: {e}); assuming built-in drivers"
+            ));
+            return;
+        }
+    };
+    let (mut loaded, mut present, mut failed) = (0, 0, 0);
+    let mut other_kernels = std::collections::BTreeSet::new();
+    for line in list.lines() {
+        let Some((k, path)) = line.trim().split_once(' ') else {
+            continue;
+        };
+        if k != kver {
+            other_kernels.insert(k.to_string());
+            continue;
+        }
+        let full = format!("{MODULE_DIR}/{kver}/{path}");
+        let compressed = path.ends_with(".xz") || path.ends_with(".zst");
+        let flags = if compressed {
+            sys::MODULE_INIT_COMPRESSED_FILE
+        } else {
+            0
+        };
+        let result = fs::File::open(&full).and_then(|f| sys::finit_module(&f, "", flags));
+        match result {
+            Ok(()) => loaded += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => present += 1,
+            Err(e) => {
+                failed += 1;
+                let hint = if compressed && e.raw_os_error() == Some(libc::EINVAL) {
+                    " (kernels before 6.4 cannot load compressed modules: decompress them in \
+                     the image)"
+                } else {
+                    ""
+                };
+                con.say(format_args!("module {path}: {e}{hint}"));
+            }
+        }
+    }
+    if loaded + present + failed == 0 && !other_kernels.is_empty() {
+        con.say(format_args!(
+            "no modules for kernel {kver} (the initramfs has modules for {}); \
+             assuming built-in drivers",
+            other_kernels.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    } else {
+        con.say(format_args!(
+            "modules for {kver}: {loaded} loaded, {present} already there, {failed} failed"
+        ));
+    }
+}
+
+/// Interface names with their MAC addresses, from sysfs.
+fn interfaces() -> Vec<(String, String)> {
+    let Ok(dir) = fs::read_dir("/sys/class/net") else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, String)> = dir
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let mac = fs::read_to_string(e.path().join("address")).ok()?;
+            Some((name, mac.trim().to_ascii_lowercase()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Polls sysfs until the interface with the boot MAC appears. Keeps waiting past
+/// [`IFACE_WAIT`] (the driver may be slow), saying what it sees every 10 s.
+fn wait_for_interface(con: &mut Console, p: &BootParams) -> String {
+    let want = p.mac.to_string();
+    let start = Instant::now();
+    let mut next_report = IFACE_WAIT;
+    loop {
+        if let Some((name, _)) = interfaces().into_iter().find(|(_, mac)| *mac == want) {
+            con.say(format_args!("interface {name} has {want}"));
+            return name;
+        }
+        if start.elapsed() >= next_report {
+            let seen: Vec<String> = interfaces()
+                .into_iter()
+                .map(|(n, m)| format!("{n}={m}"))
+                .collect();
+            con.say(format_args!(
+                "no interface with MAC {want} after {}s (have: {}); is its driver in the \
+                 image's lib/modules? still waiting",
+                start.elapsed().as_secs(),
+                if seen.is_empty() {
+                    "none".into()
+                } else {
+                    seen.join(" ")
+                }
+            ));
+            next_report += IFACE_WAIT;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Brings up `lo` and the boot interface with the address, netmask and default route,
+/// retrying until the kernel accepts all of it.
+fn configure_network(con: &mut Console, p: &BootParams, iface: &str) {
+    let mut delay = BACKOFF_FIRST;
+    loop {
+        let result = (|| -> io::Result<()> {
+            sys::interface_up("lo")?;
+            sys::set_ipv4(iface, p.ip, p.netmask)?;
+            sys::interface_up(iface)?;
+            if let Some(gw) = p.gw {
+                match sys::add_default_route(gw) {
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    other => other?,
+                }
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => break,
+            Err(e) => {
+                con.say(format_args!(
+                    "configuring {iface}: {e}; retrying in {delay:?}"
+                ));
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+    con.say(format_args!("{iface} up with {}/{}", p.ip, p.netmask));
+    let carrier = format!("/sys/class/net/{iface}/carrier");
+    let start = Instant::now();
+    while start.elapsed() < CARRIER_WAIT {
+        if fs::read_to_string(&carrier).is_ok_and(|c| c.trim() == "1") {
+            con.say(format_args!("{iface} has carrier"));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    con.say(format_args!(
+        "{iface} has no carrier after {CARRIER_WAIT:?}; trying anyway"
+    ));
+}
+
+/// (Re)mounts an empty tmpfs on /newroot.
+fn fresh_newroot() -> io::Result<()> {
+    let _ = sys::umount_detach(NEWROOT);
+    fs::create_dir_all(NEWROOT)?;
+    sys::mount("tmpfs", NEWROOT, Some("tmpfs"), 0, Some("mode=0755"))
+}
+
+/// Streams the rootfs into /newroot from the first server that delivers it whole. Retries
+/// every server in order, forever, with backoff between rounds. Returns the server used.
+fn fetch_root(con: &mut Console, p: &BootParams) -> ServerUrl {
+    let mut delay = BACKOFF_FIRST;
+    loop {
+        for server in &p.servers {
+            if let Err(e) = fresh_newroot() {
+                con.say(format_args!("mounting tmpfs on {NEWROOT}: {e}"));
+                continue;
+            }
+            let path = server.rootfs_path(&p.image);
+            con.say(format_args!("fetching {server}{path}"));
+            let start = Instant::now();
+            match fetch_from(server, &path) {
+                Ok(stats) => {
+                    let secs = start.elapsed().as_secs_f64().max(0.001);
+                    con.say(format_args!(
+                        "unpacked {} entries, {:.1} MiB in {secs:.2}s ({:.1} MiB/s){}",
+                        stats.entries,
+                        stats.bytes as f64 / (1 << 20) as f64,
+                        stats.bytes as f64 / (1 << 20) as f64 / secs,
+                        if stats.refused > 0 {
+                            format!("; refused {} escaping entries", stats.refused)
+                        } else {
+                            String::new()
+                        }
+                    ));
+                    return server.clone();
+                }
+                Err(e) => con.say(format_args!("{server}: {e}")),
+            }
+        }
+        con.say(format_args!(
+            "no server delivered the root filesystem; retrying in {delay:?}"
+        ));
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(BACKOFF_MAX);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("{0}")]
+    Http(#[from] http::HttpError),
+    #[error("unpacking: {0}")]
+    Unpack(io::Error),
+}
+
+fn fetch_from(server: &ServerUrl, path: &str) -> Result<unpack::Stats, FetchError> {
+    let mut body = http::get(server, path)?;
+    let stats = unpack::unpack(&mut body, Path::new(NEWROOT), true).map_err(FetchError::Unpack)?;
+    body.finish().map_err(FetchError::Unpack)?;
+    Ok(stats)
+}
+
+/// Writes the node's files into the new root and sets the kernel host name. Failures are
+/// reported and skipped: the image may still boot, and the admin sees why names are wrong.
+fn write_node_files(con: &mut Console, p: &BootParams, iface: &str, server: &ServerUrl) {
+    let root = Path::new(NEWROOT);
+    let mut written = Vec::new();
+    let mut write = |rel: &str, text: String| {
+        let path = root.join(rel);
+        let result = path
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| {
+                // A symlink (say, to systemd-resolved's stub) is replaced, not followed.
+                if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                    fs::remove_file(&path)?;
+                }
+                fs::write(&path, text)
+            });
+        match result {
+            Ok(()) => written.push(format!("/{rel}")),
+            Err(e) => written.push(format!("/{rel} FAILED ({e})")),
+        }
+    };
+    write("etc/hostname", files::hostname(p));
+    write("etc/hosts", files::hosts(p));
+    if let Some(r) = files::resolv_conf(p) {
+        write("etc/resolv.conf", r);
+    }
+    write("etc/drover/node.env", files::node_env(p, iface, server));
+    if let Err(e) = sys::sethostname(&p.node) {
+        written.push(format!("sethostname FAILED ({e})"));
+    }
+    con.say(format_args!("wrote {}", written.join(" ")));
+}
+
+/// Moves everything into /newroot and execs the image's init. Returns only if no init
+/// could be started.
+fn switch_root(con: &mut Console) -> Result<std::convert::Infallible, String> {
+    let Some(init) = INITS
+        .iter()
+        .find(|i| fs::metadata(format!("{NEWROOT}{i}")).is_ok_and(|m| m.is_file()))
+    else {
+        return Err(format!("the image has none of {INITS:?}: nothing to start"));
+    };
+    for m in ["/dev", "/proc", "/sys", "/run"] {
+        let target = format!("{NEWROOT}{m}");
+        let _ = fs::create_dir_all(&target);
+        if let Err(e) = sys::mount(m, &target, None, libc::MS_MOVE, None) {
+            con.say(format_args!("moving {m} into the new root: {e} (going on)"));
+        }
+    }
+    let freed = free_initramfs();
+    std::env::set_current_dir(NEWROOT).map_err(|e| format!("chdir {NEWROOT}: {e}"))?;
+    sys::mount(".", "/", None, libc::MS_MOVE, None)
+        .map_err(|e| format!("moving {NEWROOT} onto /: {e}"))?;
+    std::os::unix::fs::chroot(".").map_err(|e| format!("chroot: {e}"))?;
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    con.say(format_args!(
+        "switched root (freed {:.1} MiB of initramfs); exec {init}",
+        freed as f64 / (1 << 20) as f64
+    ));
+    let mut last = String::new();
+    for candidate in INITS.iter().skip_while(|i| *i != init) {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let err = std::process::Command::new(candidate)
+            .arg0(candidate)
+            .args(&args)
+            .exec();
+        con.say(format_args!("exec {candidate}: {err}"));
+        last = format!("exec {candidate}: {err}");
+    }
+    Err(format!("could not start the image's init: {last}"))
+}
+
+/// Deletes the initramfs's files (they would pin RAM forever), staying on its file system
+/// (so /newroot and anything mounted is left alone). Returns the bytes freed.
+fn free_initramfs() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fn remove_tree(dir: &Path, dev: u64) -> u64 {
+        let mut freed = 0;
+        let Ok(entries) = fs::read_dir(dir) else {
+            return 0;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.dev() != dev || path == Path::new(NEWROOT) {
+                continue;
+            }
+            if meta.is_dir() {
+                freed += remove_tree(&path, dev);
+                let _ = fs::remove_dir(&path);
+            } else {
+                freed += meta.len();
+                let _ = fs::remove_file(&path);
+            }
+        }
+        freed
+    }
+    if !on_initramfs() {
+        return 0;
+    }
+    match fs::symlink_metadata("/") {
+        Ok(root) => remove_tree(Path::new("/"), root.dev()),
+        Err(_) => 0,
+    }
+}

@@ -72,7 +72,7 @@ pub async fn run(
     let dest = SocketAddrV6::new(ALL_NODES, 0, 0, iface.index);
     let mut ticker = tokio::time::interval(interval);
     let mut buf = [0u8; 1500];
-    let mut warned = false;
+    let mut failing = false;
     loop {
         let send = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -80,12 +80,19 @@ pub async fn run(
             got = socket.recv(&mut buf) => is_solicitation(&buf[..got?]),
         };
         if send {
-            if let Err(e) = socket.send_to(&ra, dest).await {
-                // No IPv6 on the interface (or it is down): boots are slower, not broken.
-                if !warned {
-                    tracing::warn!(iface = %iface.name, error = %e, "cannot send IPv6 router advertisements; iPXE will wait for one on each boot");
-                    warned = true;
+            match socket.send_to(&ra, dest).await {
+                Ok(_) if failing => {
+                    tracing::info!(iface = %iface.name, "sending IPv6 router advertisements");
+                    failing = false;
                 }
+                Ok(_) => {}
+                // No usable IPv6 link-local address yet (tentative right after the link came
+                // up) or none at all: boots are slower, not broken. Said once per outage.
+                Err(e) if !failing => {
+                    tracing::warn!(iface = %iface.name, error = %e, "cannot send IPv6 router advertisements yet; iPXE waits ~16 s for one on each boot until they go out");
+                    failing = true;
+                }
+                Err(_) => {}
             }
         }
     }

@@ -66,3 +66,241 @@ pub fn interface_index(name: &str) -> Option<u32> {
     let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
     (index != 0).then_some(index)
 }
+
+// ---------------------------------------------------------------------------------------------
+// The node agent's calls: mounts, root switching, kernel modules, hostname, IPv4 configuration
+// through the classic ioctls (SIOCSIFADDR, SIOCSIFNETMASK, SIOCSIFFLAGS, SIOCADDRT).
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in string"))
+}
+
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// mount(2). `fstype` and `data` may be absent (bind and move mounts).
+pub fn mount(
+    source: &str,
+    target: &str,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
+    let source = cstr(source)?;
+    let target = cstr(target)?;
+    let fstype = fstype.map(cstr).transpose()?;
+    let data = data.map(cstr).transpose()?;
+    // SAFETY: every pointer is either null or a NUL-terminated string that outlives the call.
+    check(unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            flags,
+            data.as_ref()
+                .map_or(std::ptr::null(), |s| s.as_ptr().cast::<libc::c_void>()),
+        )
+    })
+}
+
+/// umount2(2) with MNT_DETACH.
+pub fn umount_detach(target: &str) -> io::Result<()> {
+    let target = cstr(target)?;
+    // SAFETY: `target` is a NUL-terminated string that outlives the call.
+    check(unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) })
+}
+
+/// The `f_type` of statfs(2) on `path` (e.g. RAMFS_MAGIC, TMPFS_MAGIC).
+pub fn fs_magic(path: &str) -> io::Result<i64> {
+    let path = cstr(path)?;
+    // SAFETY: statfs is plain old data; zeroes are a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `st` is a valid, writable statfs.
+    check(unsafe { libc::statfs(path.as_ptr(), &mut st) })?;
+    Ok(st.f_type as i64)
+}
+
+/// `MODULE_INIT_COMPRESSED_FILE` (Linux 6.4+): the kernel decompresses the module itself.
+pub const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
+
+/// finit_module(2): loads the kernel module in `file` with `params`.
+pub fn finit_module(file: &std::fs::File, params: &str, flags: libc::c_uint) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let params = cstr(params)?;
+    // SAFETY: the fd is open for the duration of the call and `params` is NUL-terminated.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            file.as_raw_fd(),
+            params.as_ptr(),
+            flags,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// sethostname(2).
+pub fn sethostname(name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes, valid for the call.
+    check(unsafe { libc::sethostname(name.as_ptr().cast::<libc::c_char>(), name.len()) })
+}
+
+/// Whether file descriptor `fd` is open.
+pub fn fd_is_open(fd: i32) -> bool {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// Makes `file` the process's stdin, stdout and stderr.
+pub fn set_stdio(file: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    for fd in 0..3 {
+        // SAFETY: dup2 onto 0..2 replaces the standard descriptors; `file` stays open.
+        if unsafe { libc::dup2(file.as_raw_fd(), fd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A datagram socket for the interface ioctls, closed on drop.
+struct IoctlSocket(std::os::fd::OwnedFd);
+
+impl IoctlSocket {
+    fn new() -> io::Result<Self> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket(2) call.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a freshly opened descriptor that nothing else owns.
+        Ok(IoctlSocket(unsafe {
+            std::os::fd::OwnedFd::from_raw_fd(fd)
+        }))
+    }
+
+    /// ioctl(2) with a pointer argument.
+    ///
+    /// SAFETY (for callers): `arg` must be the structure that `request` expects.
+    unsafe fn ioctl<T>(&self, request: libc::c_ulong, arg: &mut T) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: guaranteed by the caller (see above); the fd is open.
+        check(unsafe { libc::ioctl(self.0.as_raw_fd(), request as _, arg as *mut T) })
+    }
+}
+
+fn ifreq(name: &str) -> io::Result<libc::ifreq> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a valid interface name"),
+        ));
+    }
+    // SAFETY: ifreq is plain old data; zeroes are a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    Ok(req)
+}
+
+fn sockaddr_in(addr: Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(addr).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size (16 bytes) and both are plain data;
+    // the kernel reads the AF_INET address back out of the generic sockaddr.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+/// Sets interface `name`'s IPv4 address and netmask (SIOCSIFADDR, SIOCSIFNETMASK).
+pub fn set_ipv4(name: &str, addr: Ipv4Addr, netmask: Ipv4Addr) -> io::Result<()> {
+    let sock = IoctlSocket::new()?;
+    let mut req = ifreq(name)?;
+    req.ifr_ifru.ifru_addr = sockaddr_in(addr);
+    // SAFETY: SIOCSIFADDR takes an ifreq carrying an address.
+    unsafe { sock.ioctl(libc::SIOCSIFADDR, &mut req) }?;
+    let mut req = ifreq(name)?;
+    req.ifr_ifru.ifru_netmask = sockaddr_in(netmask);
+    // SAFETY: SIOCSIFNETMASK takes an ifreq carrying a netmask.
+    unsafe { sock.ioctl(libc::SIOCSIFNETMASK, &mut req) }
+}
+
+/// Sets IFF_UP on interface `name` (SIOCGIFFLAGS + SIOCSIFFLAGS).
+pub fn interface_up(name: &str) -> io::Result<()> {
+    let sock = IoctlSocket::new()?;
+    let mut req = ifreq(name)?;
+    // SAFETY: SIOCGIFFLAGS fills ifru_flags of an ifreq.
+    unsafe { sock.ioctl(libc::SIOCGIFFLAGS, &mut req) }?;
+    // SAFETY: the kernel just wrote ifru_flags, so reading that union member is valid.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads ifru_flags of an ifreq.
+    unsafe { sock.ioctl(libc::SIOCSIFFLAGS, &mut req) }
+}
+
+/// `struct rtentry` from <net/route.h> (the libc crate has it only for musl).
+#[repr(C)]
+struct RtEntry {
+    rt_pad1: libc::c_ulong,
+    rt_dst: libc::sockaddr,
+    rt_gateway: libc::sockaddr,
+    rt_genmask: libc::sockaddr,
+    rt_flags: libc::c_ushort,
+    rt_pad2: libc::c_short,
+    rt_pad3: libc::c_ulong,
+    rt_pad4: *mut libc::c_void,
+    rt_metric: libc::c_short,
+    rt_dev: *mut libc::c_char,
+    rt_mtu: libc::c_ulong,
+    rt_window: libc::c_ulong,
+    rt_irtt: libc::c_ushort,
+}
+
+/// Adds the IPv4 default route via `gateway` (SIOCADDRT). EEXIST means it is already there.
+pub fn add_default_route(gateway: Ipv4Addr) -> io::Result<()> {
+    let sock = IoctlSocket::new()?;
+    let mut rt = RtEntry {
+        rt_pad1: 0,
+        rt_dst: sockaddr_in(Ipv4Addr::UNSPECIFIED),
+        rt_gateway: sockaddr_in(gateway),
+        rt_genmask: sockaddr_in(Ipv4Addr::UNSPECIFIED),
+        rt_flags: (libc::RTF_UP | libc::RTF_GATEWAY) as libc::c_ushort,
+        rt_pad2: 0,
+        rt_pad3: 0,
+        rt_pad4: std::ptr::null_mut(),
+        rt_metric: 0,
+        rt_dev: std::ptr::null_mut(),
+        rt_mtu: 0,
+        rt_window: 0,
+        rt_irtt: 0,
+    };
+    // SAFETY: SIOCADDRT takes a struct rtentry, which RtEntry mirrors field for field.
+    unsafe { sock.ioctl(libc::SIOCADDRT, &mut rt) }
+}
+
+/// CLOCK_BOOTTIME: time since the kernel started, for boot timing lines.
+pub fn boottime() -> std::time::Duration {
+    // SAFETY: timespec is plain old data; zeroes are a valid value.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is a valid, writable timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}

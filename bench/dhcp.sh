@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# DHCPv4 throughput, drover against dnsmasq, measured with perfdhcp (Kea) in two network
+# namespaces joined by a veth:
+#
+#   drvbench-dhcp-s  drvb-dhcp-s  198.18.0.1/16   the server (one at a time)
+#   drvbench-dhcp-c  drvb-dhcp-c  198.18.0.2/16   perfdhcp (it needs an address: it acts as a
+#                                                 relay, giaddr 198.18.0.2, so the servers
+#                                                 answer it by unicast on port 67)
+#
+# Method: a ladder of fixed offered rates. At each step every server gets a fresh, empty lease
+# store, then perfdhcp offers RATE new 4-way exchanges (DISCOVER-OFFER-REQUEST-ACK) per second
+# for PERIOD seconds from CLIENTS simulated clients (random MACs out of CLIENTS; a client seen
+# again gets its lease back), and waits 1 s for late answers. An exchange counts as completed
+# when its ACK arrives within perfdhcp's drop time (1 s). Reported per step and server:
+# completed exchanges per second (leases/s = ACKs / PERIOD) and drop % (offered exchanges that
+# did not complete). Summary: the highest step with at most 1 % drops ("sustained") and the
+# best leases/s of any step ("peak"), and their drover/dnsmasq ratios. Servers alternate order
+# from step to step so that a drift in the machine's load does not favour one of them.
+#
+# Servers: dnsmasq (lease file on disk, as shipped), drover, and dnsmasq-ro (`--leasefile-ro`:
+# no lease file at all, an upper bound that shows what dnsmasq's per-lease file write costs).
+# Server state lives under $BENCH_TMP (default /var/tmp: a real disk, so fsync costs what it
+# costs in production).
+#
+# Usage: sudo bench/dhcp.sh [--out FILE]     (FILE: markdown results; default stdout)
+# Environment: DHCP_RATES ("100 200 400 800 1600 3200"), DHCP_PERIOD (10), DHCP_CLIENTS
+# (10000), DHCP_SERVERS ("dnsmasq drover dnsmasq-ro"), DROVER (path of the binary), BENCH_TMP.
+# Exit status: 0 when every server answered, 1 otherwise (the results still get written).
+
+source "$(dirname "$0")/lib.sh"
+
+out=/dev/stdout
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out)
+      out=$2
+      shift 2
+      ;;
+    *) die "usage: $0 [--out FILE]" ;;
+  esac
+done
+
+RATES=${DHCP_RATES:-100 200 400 800 1600 3200}
+PERIOD=${DHCP_PERIOD:-10}
+CLIENTS=${DHCP_CLIENTS:-10000}
+SERVERS=${DHCP_SERVERS:-dnsmasq drover dnsmasq-ro}
+MAX_DROP=1 # % of offered exchanges that may fail at a "sustained" step
+
+NS_S=drvbench-dhcp-s
+NS_C=drvbench-dhcp-c
+IF_S=drvb-dhcp-s
+IF_C=drvb-dhcp-c
+RANGE_FIRST=198.18.1.0
+RANGE_LAST=198.18.200.255 # 51,200 addresses; excludes the server (.0.1) and perfdhcp (.0.2)
+
+need_root
+need_cmd perfdhcp kea-admin
+need_cmd ip iproute2
+need_cmd ss iproute2
+for s in $SERVERS; do
+  case "$s" in
+    dnsmasq | dnsmasq-ro) need_cmd dnsmasq dnsmasq-base ;;
+    drover) ;;
+    *) die "unknown server $s (known: dnsmasq drover dnsmasq-ro)" ;;
+  esac
+done
+
+trap bench_cleanup EXIT
+workdir work "${BENCH_TMP:-/var/tmp}"
+ns_add "$NS_S"
+ns_add "$NS_C"
+veth_pair "$NS_S" "$IF_S" 198.18.0.1/16 "$NS_C" "$IF_C" 198.18.0.2/16
+
+cat >"$work/drover.toml" <<'EOF'
+# Only DHCP: the services not benchmarked are off.
+[tftp]
+enabled = false
+[http]
+enabled = false
+[ra]
+enabled = false
+EOF
+
+declare -A failed=() # server -> why it was given up
+
+# start_server SERVER DIR: starts SERVER with a fresh state in DIR; sets BG_PID, or fails
+# with the reason in WHY.
+start_server() {
+  local srv=$1 dir=$2 drover
+  case "$srv" in
+    dnsmasq | dnsmasq-ro)
+      local leases=(--dhcp-leasefile="$dir/leases")
+      [ "$srv" = dnsmasq-ro ] && leases=(--leasefile-ro)
+      start_bg "$dir/server.log" ip netns exec "$NS_S" dnsmasq --no-daemon \
+        --conf-file=/dev/null --port=0 --interface="$IF_S" --bind-interfaces \
+        --dhcp-range="$RANGE_FIRST,$RANGE_LAST,1h" --dhcp-lease-max=100000 --no-ping \
+        --quiet-dhcp --pid-file= --user=root --group=root "${leases[@]}"
+      ;;
+    drover)
+      if ! drover=$(drover_bin); then
+        WHY="no drover binary (cargo build --release, or set DROVER)"
+        return 1
+      fi
+      if ! "$drover" --state-dir "$dir/state" network add bench --subnet 198.18.0.0/16 \
+        --range "$RANGE_FIRST-$RANGE_LAST" >"$dir/network-add.log" 2>&1; then
+        WHY="network add failed: $(tail -1 "$dir/network-add.log")"
+        return 1
+      fi
+      start_bg "$dir/server.log" ip netns exec "$NS_S" "$drover" --state-dir "$dir/state" \
+        serve --interface "$IF_S" --config "$work/drover.toml"
+      ;;
+  esac
+  if ! wait_udp "$NS_S" "sport = :67" "$BG_PID" 10; then
+    if alive "$BG_PID"; then
+      stop_pid "$BG_PID"
+      WHY="did not listen on UDP 67 within 10 s"
+    else
+      local rc=0
+      wait "$BG_PID" || rc=$?
+      WHY="exited (status $rc) before listening on UDP 67"
+    fi
+    WHY="$WHY; last log line: $(tail -1 "$dir/server.log")"
+    return 1
+  fi
+}
+
+# parse_perfdhcp LOG: "DISCOVERS OFFERS REQUESTS ACKS AVG_DO_MS AVG_RA_MS"
+parse_perfdhcp() {
+  awk '
+    /Statistics for: DISCOVER-OFFER/ { s = "do" }
+    /Statistics for: REQUEST-ACK/ { s = "ra" }
+    /^sent packets:/ { sent[s] = $3 }
+    /^received packets:/ { recv[s] = $3 }
+    /^avg delay:/ { avg[s] = $3 }
+    END {
+      printf "%d %d %d %d %s %s\n", sent["do"], recv["do"], sent["ra"], recv["ra"],
+        (avg["do"] == "" ? "-" : avg["do"]), (avg["ra"] == "" ? "-" : avg["ra"])
+    }' "$1"
+}
+
+raw=$work/raw.tsv # server rate discovers offers requests acks avg_do avg_ra leases_s drop_pct
+: >"$raw"
+step=0
+for rate in $RATES; do
+  order=$SERVERS
+  if [ $((step % 2)) = 1 ]; then
+    order=$(echo "$SERVERS" | tr ' ' '\n' | tac | tr '\n' ' ')
+  fi
+  step=$((step + 1))
+  for srv in $order; do
+    [ -n "${failed[$srv]:-}" ] && continue
+    dir="$work/$srv-$rate"
+    mkdir -p "$dir"
+    if ! start_server "$srv" "$dir"; then
+      failed[$srv]=$WHY
+      log "$srv: $WHY"
+      continue
+    fi
+    pid=$BG_PID
+    log "$srv: offering $rate exchanges/s for ${PERIOD}s from $CLIENTS clients"
+    rc=0
+    timeout $((PERIOD + 60)) ip netns exec "$NS_C" perfdhcp -4 -l "$IF_C" -r "$rate" \
+      -R "$CLIENTS" -p "$PERIOD" -W 1000000 >"$dir/perfdhcp.log" 2>&1 || rc=$?
+    server_alive=1
+    alive "$pid" || server_alive=0
+    stop_pid "$pid"
+    # perfdhcp: 0 all exchanges completed, 3 some did not; anything else is its own failure.
+    if [ "$rc" != 0 ] && [ "$rc" != 3 ]; then
+      die "perfdhcp failed (exit $rc): $(tail -3 "$dir/perfdhcp.log")"
+    fi
+    read -r d o r a ado ara < <(parse_perfdhcp "$dir/perfdhcp.log")
+    if [ "$server_alive" = 0 ]; then
+      failed[$srv]="exited during the run at $rate/s: $(tail -1 "$dir/server.log")"
+      log "$srv: ${failed[$srv]}"
+    elif [ "$a" = 0 ]; then
+      failed[$srv]="answered no exchange at $rate/s: $(tail -1 "$dir/server.log")"
+      log "$srv: ${failed[$srv]}"
+    fi
+    awk -v s="$srv" -v rate="$rate" -v p="$PERIOD" -v d="$d" -v o="$o" -v r="$r" -v a="$a" \
+      -v ado="$ado" -v ara="$ara" 'BEGIN {
+        printf "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.1f\t%.2f\n", s, rate, d, o, r, a, ado, ara,
+          a / p, (d > 0 ? 100 * (d - a) / d : 100)
+      }' >>"$raw"
+    log "$srv @ $rate/s: $(tail -1 "$raw" | cut -f9) leases/s, $(tail -1 "$raw" | cut -f10)% dropped"
+  done
+done
+
+# ---- report -------------------------------------------------------------------------------
+
+label() {
+  case "$1" in
+    dnsmasq) echo "dnsmasq" ;;
+    dnsmasq-ro) echo "dnsmasq --leasefile-ro" ;;
+    drover) echo "drover" ;;
+  esac
+}
+
+# summary SERVER: "SUSTAINED_RATE LEASES_AT_IT PEAK" ("-" when none)
+summary() {
+  awk -F'\t' -v s="$1" -v m="$MAX_DROP" '
+    $1 == s {
+      if ($10 <= m && $2 > sr) { sr = $2; sl = $9 }
+      if ($9 > pk) pk = $9
+    }
+    END { printf "%s %s %s\n", (sr ? sr : "-"), (sr ? sl : "-"), (pk ? pk : "-") }' "$raw"
+}
+
+ratio() { # ratio A B: A/B to two decimals, or n/a
+  awk -v a="$1" -v b="$2" 'BEGIN {
+    if (a == "-" || b == "-" || b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }'
+}
+
+{
+  echo "### DHCPv4: 4-way exchanges (DORA) per second"
+  echo
+  echo "perfdhcp $(perfdhcp -v 2>&1 | awk '{print $2}'), ${PERIOD} s per step, $CLIENTS" \
+    "simulated clients, drop time 1 s, a fresh empty lease store for every run."
+  echo "Machine during the run: $(machine_line)."
+  echo
+  echo "| server | sustained offered rate (≤ ${MAX_DROP}% drops) | leases/s there | peak leases/s |"
+  echo "|---|---:|---:|---:|"
+  for s in $SERVERS; do
+    if [ -n "${failed[$s]:-}" ] && ! grep -q "^$s"$'\t' "$raw"; then
+      echo "| $(label "$s") | failed: ${failed[$s]//|/\\|} | | |"
+      continue
+    fi
+    read -r sr sl pk < <(summary "$s")
+    echo "| $(label "$s") | $sr | $sl | $pk |"
+  done
+  echo
+  read -r _ dn_l dn_p < <(summary dnsmasq)
+  read -r _ dr_l dr_p < <(summary drover)
+  echo "**Ratio drover / dnsmasq**: sustained leases/s **$(ratio "$dr_l" "$dn_l")**," \
+    "peak leases/s **$(ratio "$dr_p" "$dn_p")**."
+  for s in $SERVERS; do
+    if [ -n "${failed[$s]:-}" ]; then
+      echo
+      echo "$(label "$s") was given up: ${failed[$s]}"
+    fi
+  done
+  echo
+  echo "Per step (leases/s = completed exchanges / ${PERIOD} s; drops = offered exchanges" \
+    "that did not complete; avg = perfdhcp's mean DISCOVER→OFFER / REQUEST→ACK delay):"
+  echo
+  echo "| offered/s | server | DISCOVER sent | OFFER recv | REQUEST sent | ACK recv | leases/s | drops % | avg D→O ms | avg R→A ms |"
+  echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  sort -t"$(printf '\t')" -k2,2n -k1,1 "$raw" | while IFS=$'\t' read -r s rt d o r a ado ara ls dp; do
+    echo "| $rt | $(label "$s") | $d | $o | $r | $a | $ls | $dp | $ado | $ara |"
+  done
+  echo
+} >"$out"
+
+[ ${#failed[@]} = 0 ]

@@ -1,0 +1,146 @@
+# shellcheck shell=bash
+# Helpers shared by bench/dhcp.sh and bench/tftp.sh: network namespaces, processes tracked by
+# PID, the drover binary, logging. Sourced, not run.
+#
+# Everything a script creates is registered here and torn down by `bench_cleanup` (an EXIT
+# trap): the processes it started (by PID, with their direct children, which is how in.tftpd
+# forks its transfers), the namespaces it added (all named `drvbench-*`) and its temporary
+# directories. Traffic stays inside those namespaces, on 198.18.0.0/15.
+
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
+
+BENCH_PIDS=()
+BENCH_NETNS=()
+BENCH_DIRS=()
+
+log() { echo "[$(date -u +%H:%M:%S)] $(basename "$0"): $*" >&2; }
+die() {
+  echo "$(basename "$0"): $*" >&2
+  exit 1
+}
+
+need_root() {
+  [ "$(id -u)" = 0 ] || die "needs root (network namespaces): sudo bench/run"
+}
+
+# need_cmd CMD PACKAGE: fails with the Debian package to install.
+need_cmd() {
+  command -v "$1" >/dev/null ||
+    die "$1 not found: apt-get install $2 (or sudo scripts/setup)"
+}
+
+# The drover binary: $DROVER, else the release build of the host target, else target/release.
+drover_bin() {
+  local c
+  for c in "${DROVER:-}" \
+    "$REPO_DIR/target/x86_64-unknown-linux-gnu/release/drover" \
+    "$REPO_DIR/target/release/drover"; do
+    if [ -n "$c" ] && [ -x "$c" ]; then
+      echo "$c"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# workdir VAR BASE: VAR = a fresh temporary directory under BASE, removed at exit. (Not a
+# command substitution: the registration must happen in this shell.)
+workdir() {
+  local d
+  d=$(mktemp -d "$2/drvbench.XXXXXX")
+  BENCH_DIRS+=("$d")
+  printf -v "$1" '%s' "$d"
+}
+
+# ns_add NAME: a fresh namespace with loopback up. A stale one of ours (same name, left by a
+# killed run) is deleted first.
+ns_add() {
+  case "$1" in drvbench-*) ;; *) die "namespace $1: ours are named drvbench-*" ;; esac
+  if ip netns list | grep -qw "^$1"; then
+    ip netns del "$1"
+  fi
+  ip netns add "$1"
+  BENCH_NETNS+=("$1")
+  ip -n "$1" link set lo up
+}
+
+# veth_pair NS_A IF_A ADDR_A NS_B IF_B ADDR_B: a veth between two namespaces, addressed, up.
+veth_pair() {
+  local nsa=$1 ifa=$2 addra=$3 nsb=$4 ifb=$5 addrb=$6
+  ip link add "$ifa" type veth peer name "$ifb"
+  ip link set "$ifa" netns "$nsa"
+  ip link set "$ifb" netns "$nsb"
+  ip -n "$nsa" addr add "$addra" dev "$ifa"
+  ip -n "$nsb" addr add "$addrb" dev "$ifb"
+  ip -n "$nsa" link set "$ifa" up
+  ip -n "$nsb" link set "$ifb" up
+}
+
+# start_bg LOG CMD...: starts CMD in the background with output to LOG; sets BG_PID.
+# (`ip netns exec` execs its command, so the PID is the server's own.)
+start_bg() {
+  local out=$1
+  shift
+  "$@" >"$out" 2>&1 &
+  BG_PID=$!
+  BENCH_PIDS+=("$BG_PID")
+}
+
+alive() { kill -0 "$1" 2>/dev/null; }
+
+# stop_pid PID: SIGTERM to PID and its direct children, SIGKILL after 5 s, then reap.
+stop_pid() {
+  local pid=$1 kids i
+  alive "$pid" || {
+    wait "$pid" 2>/dev/null || true
+    return 0
+  }
+  kids=$(ps -o pid= --ppid "$pid" 2>/dev/null || true)
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 50); do
+    alive "$pid" || break
+    sleep 0.1
+  done
+  alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
+  for i in $kids; do
+    kill -TERM "$i" 2>/dev/null || true
+  done
+  wait "$pid" 2>/dev/null || true
+}
+
+# wait_udp NS FILTER PID [SECONDS]: until a UDP socket matching the ss FILTER (e.g.
+# "sport = :67") listens in NS. Fails if PID exits first or nothing listens in time.
+wait_udp() {
+  local ns=$1 filter=$2 pid=$3 secs=${4:-10} i
+  for i in $(seq $((secs * 10))); do
+    alive "$pid" || return 1
+    if [ -n "$(ip netns exec "$ns" ss -Hlun "$filter" 2>/dev/null)" ]; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  return 1
+}
+
+bench_cleanup() {
+  local pid ns d
+  set +e
+  for pid in "${BENCH_PIDS[@]}"; do
+    stop_pid "$pid"
+  done
+  for ns in "${BENCH_NETNS[@]}"; do
+    ip netns del "$ns" 2>/dev/null
+  done
+  for d in "${BENCH_DIRS[@]}"; do
+    rm -rf "$d"
+  done
+}
+
+# machine_line: one line naming the machine and its load, for the results.
+machine_line() {
+  printf 'nproc %s, kernel %s, load average %s' "$(nproc)" "$(uname -r)" \
+    "$(cut -d' ' -f1-3 /proc/loadavg)"
+}

@@ -1,0 +1,12 @@
+//! The QEMU lab harness: a namespace with a bridge, VMs that network-boot on it, and the
+//! reference boot server (dnsmasq) that proves the harness without drover.
+
+pub mod drover;
+pub mod lab;
+pub mod reference;
+pub mod vm;
+
+pub use drover::DroverLab;
+pub use lab::{Assets, Lab, BRIDGE, SERVER_IP};
+pub use reference::Reference;
+pub use vm::{field, Firmware, Vm};

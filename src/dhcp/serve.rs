@@ -1,0 +1,427 @@
+//! The tokio shell of the DHCPv4 server: one task per interface.
+//!
+//! Data flow: one UDP socket bound to `0.0.0.0:port` on the interface (SO_BINDTODEVICE,
+//! SO_BROADCAST, SO_REUSEADDR) -> receive into a preallocated buffer -> [`wire::decode`] ->
+//! read-lock the shared [`View`] just long enough to run [`core::handle`] (never across an
+//! `.await`) -> act:
+//!
+//! - `Hold`: remember the offer in this task's [`Offers`] table, send the OFFER;
+//! - `CommitThenReply` / `Commit`: write the lease with [`Store::write`] inside
+//!   `spawn_blocking` (the LMDB commit fsyncs), refresh the view so the next packet sees the
+//!   lease, and only then send the ACK (persistence is an output; if the write fails, the ACK
+//!   is not sent and the client retries);
+//! - `Reply`: send (NAK, ACK to INFORM); `Drop`: count and log.
+//!
+//! Destinations follow RFC 2131 §4.1: giaddr set -> the relay's server port; ciaddr set ->
+//! unicast to ciaddr on the client port; otherwise the limited broadcast 255.255.255.255 on
+//! the client port, which §4.1 permits whatever the broadcast bit says (unicast to yiaddr
+//! would need an ARP entry written for a client that has no address yet).
+//!
+//! Packets are handled one at a time per interface; the fsync of a commit bounds the ACK
+//! rate (batching commits is a later optimisation). Counters live in [`Stats`].
+//!
+//! Not here: periodic view refresh for changes made by other processes (whoever owns the
+//! shared view refreshes it; this task refreshes after its own writes), pool ownership of
+//! address shares, IP_PKTINFO (the socket is per interface instead).
+
+use super::core::{self, Action, Context, Destination, DropReason, Offers};
+use super::wire::{self, WireError};
+use crate::net::Interface;
+use crate::store::model::Lease;
+use crate::store::{Store, StoreError, View};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+/// Start-up settings of the DHCP server (from the config file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Server port (67); relays are answered on it too.
+    pub port: u16,
+    /// Client port (68).
+    pub client_port: u16,
+    /// Lease time in seconds.
+    pub lease_time: u32,
+    /// `http://SERVER_IP[:PORT]`, used for iPXE boot URLs.
+    pub http_base: String,
+    /// x86-64 UEFI loader: `ipxe.efi` or `snponly.efi`.
+    pub uefi_loader: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            port: 67,
+            client_port: 68,
+            lease_time: core::DEFAULT_LEASE_TIME,
+            http_base: String::new(),
+            uefi_loader: core::DEFAULT_UEFI_LOADER.to_string(),
+        }
+    }
+}
+
+/// How long the receive loop backs off after a socket error.
+const RECV_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+/// Expired offers are purged every this many packets.
+const PURGE_EVERY: u64 = 256;
+
+/// Drop reasons counted by [`Stats`], wire errors first, then core reasons.
+const DROP_NAMES: [&str; 22] = [
+    "truncated",
+    "too_long",
+    "bad_cookie",
+    "not_request",
+    "unsupported_hardware",
+    "option_overrun",
+    "bad_option_length",
+    "undecodable_option",
+    "bad_header",
+    "no_message_type",
+    "unsupported_message_type",
+    "unknown_relay_network",
+    "unknown_client_network",
+    "reservation_outside_network",
+    "reserved_address_in_use",
+    "no_dynamic_range",
+    "range_exhausted",
+    "offers_full",
+    "other_server",
+    "missing_address",
+    "not_holder",
+    "inform_without_address",
+];
+
+/// Counters of one DHCP server task.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub received: AtomicU64,
+    pub offers: AtomicU64,
+    pub acks: AtomicU64,
+    pub naks: AtomicU64,
+    pub informs: AtomicU64,
+    /// DECLINE and RELEASE written.
+    pub commits: AtomicU64,
+    pub store_errors: AtomicU64,
+    pub send_errors: AtomicU64,
+    pub encode_errors: AtomicU64,
+    drops: [AtomicU64; DROP_NAMES.len()],
+}
+
+impl Stats {
+    fn count_drop(&self, reason: &'static str) {
+        // Every reason() string is in DROP_NAMES (tested); an unknown one is not counted.
+        if let Some(i) = DROP_NAMES.iter().position(|n| *n == reason) {
+            self.drops[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Dropped requests by reason, including zeros.
+    pub fn drops(&self) -> Vec<(&'static str, u64)> {
+        DROP_NAMES
+            .iter()
+            .zip(&self.drops)
+            .map(|(n, c)| (*n, c.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// All requests dropped, for any reason.
+    pub fn dropped(&self) -> u64 {
+        self.drops.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// Serves DHCP on `iface` until `shutdown` is cancelled.
+pub async fn run(
+    iface: Interface,
+    settings: Settings,
+    store: Arc<Store>,
+    view: Arc<RwLock<View>>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    run_with_stats(
+        iface,
+        settings,
+        store,
+        view,
+        shutdown,
+        Arc::new(Stats::default()),
+    )
+    .await
+}
+
+/// The context the core runs with on `iface`.
+pub fn context(iface: &Interface, settings: &Settings) -> Context {
+    let mut ctx = Context::new(
+        &iface.name,
+        iface.addr,
+        iface.subnet,
+        settings.http_base.clone(),
+    );
+    ctx.lease_time = settings.lease_time;
+    ctx.uefi_loader = settings.uefi_loader.clone();
+    ctx.arm64_loader =
+        crate::firmware::get(core::ARM64_LOADER).map(|_| core::ARM64_LOADER.to_string());
+    if ctx.arm64_loader.is_none() {
+        tracing::debug!(
+            "no {} in the firmware bundle: arm64 UEFI clients get no boot file",
+            core::ARM64_LOADER
+        );
+    }
+    ctx
+}
+
+/// [`run`], counting into `stats`.
+pub async fn run_with_stats(
+    iface: Interface,
+    settings: Settings,
+    store: Arc<Store>,
+    view: Arc<RwLock<View>>,
+    shutdown: CancellationToken,
+    stats: Arc<Stats>,
+) -> io::Result<()> {
+    let socket = UdpSocket::from_std(bind(&iface.name, settings.port)?)?;
+    let ctx = context(&iface, &settings);
+    tracing::info!(
+        interface = %iface.name, addr = %iface.addr, port = settings.port,
+        "DHCP server listening"
+    );
+    let mut shell = Shell {
+        socket,
+        settings,
+        ctx,
+        store,
+        view,
+        stats,
+        offers: Offers::default(),
+        out: Vec::with_capacity(wire::CEILING_MAX_REPLY),
+    };
+    let mut buf = vec![0u8; wire::MAX_DATAGRAM + 1];
+    let mut packets: u64 = 0;
+    loop {
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = shell.socket.recv_from(&mut buf) => r,
+        };
+        let (len, from) = match received {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(interface = %iface.name, "DHCP receive failed: {e}");
+                tokio::time::sleep(RECV_ERROR_BACKOFF).await;
+                continue;
+            }
+        };
+        packets += 1;
+        let now = unix_now();
+        if packets % PURGE_EVERY == 0 {
+            shell.offers.purge(now);
+        }
+        shell.stats.received.fetch_add(1, Ordering::Relaxed);
+        match wire::decode(&buf[..len]) {
+            Ok(req) => shell.handle(now, req).await,
+            Err(e) => shell.malformed(from, e),
+        }
+    }
+}
+
+struct Shell {
+    socket: UdpSocket,
+    settings: Settings,
+    ctx: Context,
+    store: Arc<Store>,
+    view: Arc<RwLock<View>>,
+    stats: Arc<Stats>,
+    offers: Offers,
+    out: Vec<u8>,
+}
+
+impl Shell {
+    fn malformed(&self, from: std::net::SocketAddr, e: WireError) {
+        tracing::debug!(%from, "dropping DHCP datagram: {e}");
+        self.stats.count_drop(e.reason());
+    }
+
+    async fn handle(&mut self, now: u64, req: wire::Request) {
+        let action = {
+            // A poisoned lock means another thread panicked while refreshing; with
+            // panic = "abort" that cannot happen, and the data would still be a valid view.
+            let view = self.view.read().unwrap_or_else(|e| e.into_inner());
+            core::handle(now, &req, &self.ctx, &view, &self.offers)
+        };
+        match action {
+            Action::Drop(reason) => {
+                if reason == DropReason::OtherServer {
+                    // The client chose another server's offer: ours is free again.
+                    self.offers.remove_mac(req.chaddr);
+                }
+                tracing::debug!(mac = %req.chaddr, xid = req.xid, "no reply: {}", reason.reason());
+                self.stats.count_drop(reason.reason());
+            }
+            Action::Hold(offer, reply, dest) => {
+                let ip = offer.ip;
+                if !self.offers.insert(now, offer) {
+                    self.stats.count_drop(DropReason::OffersFull.reason());
+                    return;
+                }
+                tracing::debug!(mac = %req.chaddr, %ip, "DHCPOFFER");
+                if self.send(&reply, dest).await {
+                    self.stats.offers.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Action::Reply(reply, dest) => {
+                let nak = reply.kind == wire::ReplyKind::Nak;
+                if nak {
+                    tracing::info!(mac = %req.chaddr, "DHCPNAK: {}", reply.message.as_deref().unwrap_or(""));
+                }
+                if self.send(&reply, dest).await {
+                    let counter = if nak {
+                        &self.stats.naks
+                    } else {
+                        &self.stats.informs
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Action::CommitThenReply(lease, reply, dest) => {
+                let (mac, ip) = (lease.mac, lease.ip);
+                if let Err(e) = self.commit(lease).await {
+                    tracing::error!(%mac, %ip, "lease not written, ACK not sent: {e}");
+                    self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                self.offers.remove_mac(mac);
+                tracing::info!(%mac, %ip, "DHCPACK");
+                if self.send(&reply, dest).await {
+                    self.stats.acks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Action::Commit(lease) => {
+                let (mac, ip, state) = (lease.mac, lease.ip, lease.state);
+                match self.commit(lease).await {
+                    Ok(()) => {
+                        tracing::info!(%mac, %ip, ?state, "lease updated");
+                        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::error!(%mac, %ip, "lease not written: {e}");
+                        self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `lease` (fsynced) and brings the shared view up to date, off the runtime.
+    async fn commit(&self, lease: Lease) -> Result<(), CommitError> {
+        let store = self.store.clone();
+        let view = self.view.clone();
+        tokio::task::spawn_blocking(move || {
+            store.write(|w| w.put(&lease))?;
+            let mut v = view.write().unwrap_or_else(|e| e.into_inner());
+            v.refresh(&store)?;
+            Ok(())
+        })
+        .await
+        .map_err(|_| CommitError::TaskFailed)?
+    }
+
+    /// Encodes and sends; false (and counted) on failure.
+    async fn send(&mut self, reply: &wire::Reply, dest: Destination) -> bool {
+        if let Err(e) = wire::encode(reply, &mut self.out) {
+            tracing::warn!(mac = %reply.chaddr, "cannot encode reply: {e}");
+            self.stats.encode_errors.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let to = match dest {
+            Destination::Relay(ip) => SocketAddrV4::new(ip, self.settings.port),
+            Destination::Unicast(ip) => SocketAddrV4::new(ip, self.settings.client_port),
+            Destination::Broadcast => {
+                SocketAddrV4::new(Ipv4Addr::BROADCAST, self.settings.client_port)
+            }
+        };
+        match self.socket.send_to(&self.out, to).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(%to, "DHCP send failed: {e}");
+                self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum CommitError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("store write task failed")]
+    TaskFailed,
+}
+
+/// A UDP socket on `0.0.0.0:port` that only sees (and sends on) interface `iface`.
+fn bind(iface: &str, port: u16) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_broadcast(true)?;
+    socket.bind_device(Some(iface.as_bytes()))?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
+    Ok(socket.into())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_drop_reason_is_counted() {
+        use crate::dhcp::core::DropReason as D;
+        let core = [
+            D::UnknownRelayNetwork,
+            D::UnknownClientNetwork,
+            D::ReservationOutsideNetwork,
+            D::ReservedAddressInUse,
+            D::NoDynamicRange,
+            D::RangeExhausted,
+            D::OffersFull,
+            D::OtherServer,
+            D::MissingAddress,
+            D::NotHolder,
+            D::InformWithoutAddress,
+        ];
+        let wire = [
+            WireError::Truncated(0),
+            WireError::TooLong(0),
+            WireError::BadCookie,
+            WireError::NotRequest(0),
+            WireError::UnsupportedHardware { htype: 0, hlen: 0 },
+            WireError::OptionOverrun { code: 0 },
+            WireError::BadOptionLength { code: 0, len: 0 },
+            WireError::UndecodableOption { code: 0 },
+            WireError::Header(String::new()),
+            WireError::NoMessageType,
+            WireError::UnsupportedMessageType(0),
+        ];
+        let stats = Stats::default();
+        for r in core
+            .iter()
+            .map(|d| d.reason())
+            .chain(wire.iter().map(|w| w.reason()))
+        {
+            assert!(DROP_NAMES.contains(&r), "{r} missing from DROP_NAMES");
+            stats.count_drop(r);
+        }
+        assert_eq!(stats.dropped(), DROP_NAMES.len() as u64);
+    }
+}
