@@ -23,8 +23,9 @@
 # costs in production).
 #
 # Usage: sudo bench/dhcp.sh [--out FILE]     (FILE: markdown results; default stdout)
-# Environment: DHCP_RATES ("100 200 400 800 1600 3200"), DHCP_PERIOD (10), DHCP_CLIENTS
-# (10000), DHCP_SERVERS ("dnsmasq drover dnsmasq-ro"), DROVER (path of the binary), BENCH_TMP.
+# Environment: DHCP_RATES ("100 150 200 300 400 600 800 1200 1600 3200 6400"), DHCP_PERIOD
+# (10), DHCP_CLIENTS (10000), DHCP_SERVERS ("dnsmasq drover dnsmasq-ro"), DROVER (path of the
+# binary), BENCH_TMP, BENCH_SUMMARY (a file to append a one-line summary to).
 # Exit status: 0 when every server answered, 1 otherwise (the results still get written).
 
 source "$(dirname "$0")/lib.sh"
@@ -40,7 +41,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-RATES=${DHCP_RATES:-100 200 400 800 1600 3200}
+RATES=${DHCP_RATES:-100 150 200 300 400 600 800 1200 1600 3200 6400}
 PERIOD=${DHCP_PERIOD:-10}
 CLIENTS=${DHCP_CLIENTS:-10000}
 SERVERS=${DHCP_SERVERS:-dnsmasq drover dnsmasq-ro}
@@ -82,11 +83,15 @@ enabled = false
 EOF
 
 declare -A failed=() # server -> why it was given up
+drover=
+if [[ " $SERVERS " == *" drover "* ]]; then
+  drover=$(snapshot_drover "$work/bin") || drover=
+fi
 
 # start_server SERVER DIR: starts SERVER with a fresh state in DIR; sets BG_PID, or fails
 # with the reason in WHY.
 start_server() {
-  local srv=$1 dir=$2 drover
+  local srv=$1 dir=$2
   case "$srv" in
     dnsmasq | dnsmasq-ro)
       local leases=(--dhcp-leasefile="$dir/leases")
@@ -97,7 +102,7 @@ start_server() {
         --quiet-dhcp --pid-file= --user=root --group=root "${leases[@]}"
       ;;
     drover)
-      if ! drover=$(drover_bin); then
+      if [ -z "$drover" ]; then
         WHY="no drover binary (cargo build --release, or set DROVER)"
         return 1
       fi
@@ -124,6 +129,15 @@ start_server() {
   fi
 }
 
+# leases_held SERVER DIR: leases the server holds on disk after the run ("-" for none kept).
+leases_held() {
+  case "$1" in
+    dnsmasq) wc -l <"$2/leases" 2>/dev/null || echo "-" ;;
+    dnsmasq-ro) echo "-" ;;
+    drover) "$drover" --state-dir "$2/state" lease list 2>/dev/null | tail -n +2 | grep -c . || true ;;
+  esac
+}
+
 # parse_perfdhcp LOG: "DISCOVERS OFFERS REQUESTS ACKS AVG_DO_MS AVG_RA_MS"
 parse_perfdhcp() {
   awk '
@@ -138,7 +152,7 @@ parse_perfdhcp() {
     }' "$1"
 }
 
-raw=$work/raw.tsv # server rate discovers offers requests acks avg_do avg_ra leases_s drop_pct
+raw=$work/raw.tsv # server rate discovers offers requests acks avg_do avg_ra leases_s drop_pct held
 : >"$raw"
 step=0
 for rate in $RATES; do
@@ -169,6 +183,7 @@ for rate in $RATES; do
       die "perfdhcp failed (exit $rc): $(tail -3 "$dir/perfdhcp.log")"
     fi
     read -r d o r a ado ara < <(parse_perfdhcp "$dir/perfdhcp.log")
+    held=$(leases_held "$srv" "$dir")
     if [ "$server_alive" = 0 ]; then
       failed[$srv]="exited during the run at $rate/s: $(tail -1 "$dir/server.log")"
       log "$srv: ${failed[$srv]}"
@@ -177,10 +192,11 @@ for rate in $RATES; do
       log "$srv: ${failed[$srv]}"
     fi
     awk -v s="$srv" -v rate="$rate" -v p="$PERIOD" -v d="$d" -v o="$o" -v r="$r" -v a="$a" \
-      -v ado="$ado" -v ara="$ara" 'BEGIN {
-        printf "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.1f\t%.2f\n", s, rate, d, o, r, a, ado, ara,
-          a / p, (d > 0 ? 100 * (d - a) / d : 100)
+      -v ado="$ado" -v ara="$ara" -v held="$held" 'BEGIN {
+        printf "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.1f\t%.2f\t%s\n", s, rate, d, o, r, a, ado,
+          ara, a / p, (d > 0 ? 100 * (d - a) / d : 100), held
       }' >>"$raw"
+    rm -rf "$dir/state" "$dir/leases" # keep the logs only
     log "$srv @ $rate/s: $(tail -1 "$raw" | cut -f9) leases/s, $(tail -1 "$raw" | cut -f10)% dropped"
   done
 done
@@ -195,20 +211,33 @@ label() {
   esac
 }
 
-# summary SERVER: "SUSTAINED_RATE LEASES_AT_IT PEAK" ("-" when none)
+TOP=$(echo "$RATES" | tr ' ' '\n' | sort -n | tail -1)
+
+# summary SERVER: "SUSTAINED_RATE LEASES_AT_IT PEAK BOUND" ("-" when none). BOUND is ">=" when
+# the server still had at most MAX_DROP % drops at the ladder's top step: its capacity was not
+# reached, so the numbers are lower bounds.
 summary() {
-  awk -F'\t' -v s="$1" -v m="$MAX_DROP" '
+  awk -F'\t' -v s="$1" -v m="$MAX_DROP" -v top="$TOP" '
     $1 == s {
       if ($10 <= m && $2 > sr) { sr = $2; sl = $9 }
       if ($9 > pk) pk = $9
     }
-    END { printf "%s %s %s\n", (sr ? sr : "-"), (sr ? sl : "-"), (pk ? pk : "-") }' "$raw"
+    END {
+      printf "%s %s %s %s\n", (sr ? sr : "-"), (sr ? sl : "-"), (pk ? pk : "-"),
+        (sr == top ? ">=" : "=")
+    }' "$raw"
 }
 
-ratio() { # ratio A B: A/B to two decimals, or n/a
-  awk -v a="$1" -v b="$2" 'BEGIN {
-    if (a == "-" || b == "-" || b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }'
+# ratio A A_BOUND B B_BOUND: A/B to two decimals with "≥"/"≤" when one side is a lower bound.
+ratio() {
+  awk -v a="$1" -v ab="$2" -v b="$3" -v bb="$4" 'BEGIN {
+    if (a == "-" || b == "-" || b + 0 == 0) { print "n/a"; exit }
+    if (ab == ">=" && bb == ">=") { print "n/a (neither saturated)"; exit }
+    p = (ab == ">=") ? "≥ " : (bb == ">=") ? "≤ " : ""
+    printf "%s%.2f\n", p, a / b }'
 }
+
+mark() { [ "$1" = ">=" ] && [ "$2" != "-" ] && echo "≥ $2" || echo "$2"; }
 
 {
   echo "### DHCPv4: 4-way exchanges (DORA) per second"
@@ -224,15 +253,28 @@ ratio() { # ratio A B: A/B to two decimals, or n/a
       echo "| $(label "$s") | failed: ${failed[$s]//|/\\|} | | |"
       continue
     fi
-    read -r sr sl pk < <(summary "$s")
-    echo "| $(label "$s") | $sr | $sl | $pk |"
+    read -r sr sl pk bd < <(summary "$s")
+    echo "| $(label "$s") | $(mark "$bd" "$sr") | $(mark "$bd" "$sl") | $(mark "$bd" "$pk") |"
   done
   echo
-  read -r _ dn_l dn_p < <(summary dnsmasq)
-  read -r _ dr_l dr_p < <(summary drover)
-  echo "**Ratio drover / dnsmasq**: sustained leases/s **$(ratio "$dr_l" "$dn_l")**," \
-    "peak leases/s **$(ratio "$dr_p" "$dn_p")**."
+  read -r _ dn_l dn_p dn_b < <(summary dnsmasq)
+  read -r _ dr_l dr_p dr_b < <(summary drover)
+  line="sustained leases/s **$(ratio "$dr_l" "$dr_b" "$dn_l" "$dn_b")**, peak leases/s"
+  line="$line **$(ratio "$dr_p" "$dr_b" "$dn_p" "$dn_b")**"
+  echo "**Ratio drover / dnsmasq**: $line."
+  if [ -n "${BENCH_SUMMARY:-}" ]; then
+    echo "- DHCP, drover / dnsmasq: $line (sustained: dnsmasq $(mark "$dn_b" "$dn_l")," \
+      "drover $(mark "$dr_b" "$dr_l") leases/s; peak: dnsmasq $(mark "$dn_b" "$dn_p")," \
+      "drover $(mark "$dr_b" "$dr_p") leases/s)" >>"$BENCH_SUMMARY"
+  fi
   for s in $SERVERS; do
+    # Goodput under overload: leases/s at the top step against the peak.
+    awk -F'\t' -v s="$s" -v l="$(label "$s")" '
+      $1 == s { if ($9 > pk) { pk = $9; pr = $2 } if ($2 >= tr) { tr = $2; tl = $9 } }
+      END {
+        if (pk > 0 && tr > pr && tl < 0.8 * pk)
+          printf "\n%s: under overload its completed exchanges fall from %.1f/s (offered %d/s) to %.1f/s (offered %d/s).\n", l, pk, pr, tl, tr
+      }' "$raw"
     if [ -n "${failed[$s]:-}" ]; then
       echo
       echo "$(label "$s") was given up: ${failed[$s]}"
@@ -242,10 +284,10 @@ ratio() { # ratio A B: A/B to two decimals, or n/a
   echo "Per step (leases/s = completed exchanges / ${PERIOD} s; drops = offered exchanges" \
     "that did not complete; avg = perfdhcp's mean DISCOVER→OFFER / REQUEST→ACK delay):"
   echo
-  echo "| offered/s | server | DISCOVER sent | OFFER recv | REQUEST sent | ACK recv | leases/s | drops % | avg D→O ms | avg R→A ms |"
-  echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-  sort -t"$(printf '\t')" -k2,2n -k1,1 "$raw" | while IFS=$'\t' read -r s rt d o r a ado ara ls dp; do
-    echo "| $rt | $(label "$s") | $d | $o | $r | $a | $ls | $dp | $ado | $ara |"
+  echo "| offered/s | server | DISCOVER sent | OFFER recv | REQUEST sent | ACK recv | leases/s | drops % | avg D→O ms | avg R→A ms | leases on disk after |"
+  echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  sort -t"$(printf '\t')" -k2,2n -k1,1 "$raw" | while IFS=$'\t' read -r s rt d o r a ado ara ls dp held; do
+    echo "| $rt | $(label "$s") | $d | $o | $r | $a | $ls | $dp | $ado | $ara | $held |"
   done
   echo
 } >"$out"

@@ -46,6 +46,16 @@ drover_bin() {
   return 1
 }
 
+# snapshot_drover DIR: copies the drover binary into DIR and prints the copy's path, so that
+# a rebuild during the run (other people share this tree) cannot swap it mid-benchmark.
+snapshot_drover() {
+  local src
+  src=$(drover_bin) || return 1
+  mkdir -p "$1"
+  cp "$src" "$1/drover"
+  echo "$1/drover"
+}
+
 # workdir VAR BASE: VAR = a fresh temporary directory under BASE, removed at exit. (Not a
 # command substitution: the registration must happen in this shell.)
 workdir() {
@@ -135,7 +145,11 @@ bench_cleanup() {
     ip netns del "$ns" 2>/dev/null
   done
   for d in "${BENCH_DIRS[@]}"; do
-    rm -rf "$d"
+    if [ -n "${BENCH_KEEP:-}" ]; then
+      echo "$(basename "$0"): kept $d (BENCH_KEEP)" >&2
+    else
+      rm -rf "$d"
+    fi
   done
 }
 

@@ -20,7 +20,8 @@
 #
 # Usage: sudo bench/tftp.sh [--out FILE]     (FILE: markdown results; default stdout)
 # Environment: TFTP_RUNS (3), TFTP_SIZE_MIB (64), TFTP_CONCURRENT (8), TFTP_TIMEOUT (300 s per
-# download), TFTP_SERVERS ("tftpd-hpa drover"), DROVER (path of the binary), BENCH_TMP.
+# download), TFTP_SERVERS ("tftpd-hpa drover"), DROVER (path of the binary), BENCH_TMP,
+# BENCH_SUMMARY (a file to append one summary line per client to).
 # Exit status: 0 when every download of every server was right, 1 otherwise (the results still
 # get written).
 
@@ -81,6 +82,9 @@ head -c "$SIZE" /dev/urandom >"$work/tftpd-root/$FILE"
 chmod 0644 "$work/tftpd-root/$FILE"
 ln "$work/tftpd-root/$FILE" "$work/drover/tftp/$FILE"
 sum=$(sha256sum <"$work/tftpd-root/$FILE" | cut -d' ' -f1)
+head -c 65536 /dev/urandom >"$work/tftpd-root/probe.bin"
+chmod 0644 "$work/tftpd-root/probe.bin"
+ln "$work/tftpd-root/probe.bin" "$work/drover/tftp/probe.bin"
 
 cat >"$work/drover.toml" <<'EOF'
 # Only TFTP: the services not benchmarked are off.
@@ -107,7 +111,7 @@ start_servers() {
           --address "${HOST[tftpd-hpa]}:69" --secure "$work/tftpd-root"
         ;;
       drover)
-        if ! drover=$(drover_bin); then
+        if ! drover=$(snapshot_drover "$work/bin"); then
           failed[drover]="no drover binary (cargo build --release, or set DROVER)"
           continue
         fi
@@ -151,6 +155,16 @@ fetch() {
 }
 
 now() { date +%s.%N; }
+
+# acked_options SERVER: the options SERVER acknowledged (OACK) when atftp asked for blksize
+# 1468 and windowsize 16, from atftp's packet trace of a 64 KiB download.
+acked_options() {
+  timeout 30 ip netns exec "$NS_C" atftp --trace --option "blksize 1468" \
+    --option "windowsize 16" --get -r probe.bin -l "$dl/probe" "${HOST[$1]}" 69 \
+    >"$work/$1-probe.log" 2>&1 || true
+  rm -f "$dl/probe"
+  grep -m1 -i 'oack' "$work/$1-probe.log" || echo "no OACK seen"
+}
 
 # check OUT LOG: the download's SHA-256 is the source's; removes OUT.
 check() {
@@ -223,6 +237,12 @@ for s in $SERVERS; do
   [ -z "${failed[$s]:-}" ] && live+=("$s")
 done
 
+declare -A acked=()
+for srv in "${live[@]}"; do
+  acked[$srv]=$(acked_options "$srv")
+  log "$srv: atftp asked for blksize 1468 + windowsize 16, got: ${acked[$srv]}"
+done
+
 for client in $CLIENTS; do
   for run in $(seq "$RUNS"); do
     order=("${live[@]}")
@@ -286,11 +306,19 @@ describe() {
     read -r th thn < <(median tftpd-hpa "$c")
     read -r dr drn < <(median drover "$c")
     echo "| $(describe "$c") | $th ($thn ok) | $dr ($drn ok) | **$(ratio "$dr" "$th")** |"
+    if [ -n "${BENCH_SUMMARY:-}" ]; then
+      echo "- TFTP $SIZE_MIB MiB, $(describe "$c"), drover / tftpd-hpa: **$(ratio "$dr" "$th")**" \
+        "($dr vs $th MB/s)" >>"$BENCH_SUMMARY"
+    fi
+  done
+  echo
+  for s in "${live[@]}"; do
+    echo "- $s answered atftp's request for blksize 1468 + windowsize 16 with:" \
+      "\`${acked[$s]}\`"
   done
   for s in $SERVERS; do
     if [ -n "${failed[$s]:-}" ]; then
-      echo
-      echo "$s was given up: ${failed[$s]}"
+      echo "- $s was given up: ${failed[$s]}"
     fi
   done
   echo

@@ -1,41 +1,97 @@
 //! TFTP against real clients (curl, tftp-hpa's `tftp`, `atftp`) on 127.0.0.1.
 //!
-//! Each test starts `drover::tftp::serve::run_with_stats` on its own tokio runtime, on a free
-//! port of 127.0.0.1, with a fresh temporary root, runs a client binary and compares the bytes
-//! it wrote with the source. The server is driven as a library until `drover serve` wires TFTP
-//! in; then these tests should spawn the binary instead.
+//! Interop tests run twice: against the real binary (`drover --state-dir DIR serve --interface
+//! lo --config FILE` with only TFTP enabled, roots = embedded firmware + `DIR/tftp/`) and
+//! against `drover::tftp::serve::run_with_stats` on its own tokio runtime, where the counters
+//! are checked too. Tests that need special limits (busy, retransmission) use the library
+//! only. Each server gets a free port of 127.0.0.1 and a fresh temporary directory; clients
+//! write to files that are compared with the source bytes.
 //!
 //! A missing client binary fails the test with the Debian package to install: `curl`,
 //! `tftp-hpa`, `atftp`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use drover::tftp::serve::{run_with_stats, Limits, Roots, Stats, StatsSnapshot};
 use tokio_util::sync::CancellationToken;
 
-/// A server on its own runtime; stopped (and checked to stop) on drop.
+/// A TFTP server under test: the real binary, or the library on its own runtime.
 struct Server {
     addr: SocketAddr,
+    base: PathBuf,
     root: PathBuf,
-    stats: Arc<Stats>,
-    shutdown: CancellationToken,
-    done: Option<std::sync::mpsc::Receiver<std::io::Result<()>>>,
-    runtime: Option<tokio::runtime::Runtime>,
+    backend: Backend,
+}
+
+enum Backend {
+    /// `drover --state-dir BASE/state serve --interface lo --config BASE/drover.toml`, with
+    /// only TFTP enabled; its root is `BASE/state/tftp`.
+    Binary { child: Child },
+    /// `drover::tftp::serve::run_with_stats`, for tests that need the counters or limits.
+    Library {
+        stats: Arc<Stats>,
+        shutdown: CancellationToken,
+        done: Option<std::sync::mpsc::Receiver<std::io::Result<()>>>,
+        runtime: Option<tokio::runtime::Runtime>,
+    },
+}
+
+fn fresh_base(name: &str) -> PathBuf {
+    let base =
+        std::env::temp_dir().join(format!("drover-itest-tftp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    base
 }
 
 impl Server {
+    /// The real `drover serve` on 127.0.0.1 (interface `lo`) and a free port.
     fn start(name: &str) -> Self {
-        Self::with_limits(name, Limits::default())
+        let base = fresh_base(&format!("{name}-bin"));
+        // Find a free port; the small race with other processes is acceptable in tests.
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = base.join("drover.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[dhcp]\nenabled = false\n[http]\nenabled = false\n[ra]\nenabled = false\n\
+                 [tftp]\nport = {port}\n"
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(base.join("drover.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_drover"))
+            .arg("--state-dir")
+            .arg(base.join("state"))
+            .args(["serve", "--interface", "lo", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "drover=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start the drover binary");
+        let mut server = Server {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            root: base.join("state").join("tftp"),
+            base,
+            backend: Backend::Binary { child },
+        };
+        server.wait_ready();
+        server
     }
 
-    fn with_limits(name: &str, limits: Limits) -> Self {
-        let base =
-            std::env::temp_dir().join(format!("drover-itest-tftp-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
+    /// The library server with `limits` and its own counters.
+    fn library(name: &str, limits: Limits) -> Self {
+        let base = fresh_base(&format!("{name}-lib"));
         let root = base.join("root");
         std::fs::create_dir_all(&root).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -63,55 +119,150 @@ impl Server {
         }
         Server {
             addr,
+            base,
             root,
-            stats,
-            shutdown,
-            done: Some(rx),
-            runtime: Some(runtime),
+            backend: Backend::Library {
+                stats,
+                shutdown,
+                done: Some(rx),
+                runtime: Some(runtime),
+            },
         }
+    }
+
+    /// The binary and the library with default limits: interop tests run against both.
+    fn both(name: &str) -> [Server; 2] {
+        [
+            Server::start(name),
+            Server::library(name, Limits::default()),
+        ]
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Binary { .. } => "binary",
+            Backend::Library { .. } => "library",
+        }
+    }
+
+    /// Polls with a request for a missing file until the server answers.
+    fn wait_ready(&mut self) {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 512];
+        loop {
+            sock.send_to(b"\x00\x01readiness-probe\x00octet\x00", self.addr)
+                .unwrap();
+            if sock.recv_from(&mut buf).is_ok() {
+                return;
+            }
+            if let Backend::Binary { child } = &mut self.backend {
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!("drover serve exited with {status}:\n{}", self.log());
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "drover serve did not answer TFTP within 20 s:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.base.join("drover.log")).unwrap_or_default()
     }
 
     fn port(&self) -> String {
         self.addr.port().to_string()
     }
 
-    /// The temporary directory around the root (for files that must stay outside).
-    fn base(&self) -> PathBuf {
-        self.root.parent().unwrap().to_path_buf()
-    }
-
     fn out(&self, name: &str) -> PathBuf {
-        self.base().join(format!("out-{name}"))
+        self.base.join(format!("out-{name}"))
     }
 
     fn write(&self, name: &str, data: &[u8]) {
         std::fs::write(self.root.join(name), data).unwrap();
     }
 
-    fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
+    /// The counters (library backend only) once every request has ended: clients exit right
+    /// after their final ACK, before the server has counted it. Gives up waiting after 5 s.
+    fn stats(&self) -> Option<StatsSnapshot> {
+        let Backend::Library { stats, .. } = &self.backend else {
+            return None;
+        };
+        let start = Instant::now();
+        loop {
+            let s = stats.snapshot();
+            let ended = s.transfers_completed
+                + s.transfers_failed
+                + s.not_found
+                + s.refused
+                + s.write_requests
+                + s.busy;
+            if ended == s.requests || start.elapsed() > Duration::from_secs(5) {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
-    /// Cancels the token and waits for `run` to return.
-    fn stop(&mut self) -> std::io::Result<()> {
-        self.shutdown.cancel();
-        let rx = self.done.take().expect("stopped once");
-        let result = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("tftp::serve::run did not return within 10 s of shutdown");
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_timeout(Duration::from_secs(5));
+    /// Counters of a library server (for the tests that only run there).
+    fn lib_stats(&self) -> StatsSnapshot {
+        self.stats().expect("a library server")
+    }
+
+    /// Stops the server (SIGTERM to the binary, the token for the library) and waits.
+    fn stop(&mut self) {
+        match &mut self.backend {
+            Backend::Binary { child } => {
+                if child.try_wait().unwrap().is_none() {
+                    let _ = Command::new("kill")
+                        .args(["-TERM", &child.id().to_string()])
+                        .status();
+                    let start = Instant::now();
+                    while child.try_wait().unwrap().is_none() {
+                        if start.elapsed() > Duration::from_secs(10) {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            panic!("drover serve ignored SIGTERM for 10 s");
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+            Backend::Library {
+                shutdown,
+                done,
+                runtime,
+                ..
+            } => {
+                shutdown.cancel();
+                if let Some(rx) = done.take() {
+                    let result = rx
+                        .recv_timeout(Duration::from_secs(10))
+                        .expect("tftp::serve::run did not return within 10 s of shutdown");
+                    result.expect("tftp::serve::run returned an error");
+                }
+                if let Some(rt) = runtime.take() {
+                    rt.shutdown_timeout(Duration::from_secs(5));
+                }
+            }
         }
-        result
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if self.done.is_some() {
-            let _ = self.stop();
+        if !std::thread::panicking() {
+            self.stop();
+        } else if let Backend::Binary { child } = &mut self.backend {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(self.base());
+        let _ = std::fs::remove_dir_all(&self.base);
     }
 }
 
@@ -241,25 +392,33 @@ fn assert_same_file(got: &Path, want: &[u8], what: &str) {
 
 #[test]
 fn curl_blksize_1468() {
-    let server = Server::start("curl");
-    for (name, len) in [
-        ("odd.bin", 3 * 1024 * 1024 + 123),
-        ("exact.bin", 1468 * 2048),
-    ] {
-        let data = pattern(len, len as u64);
-        server.write(name, &data);
-        let out = server.out(name);
-        assert_ok(&curl(&server, name, &out, Some(1468)), "curl");
-        assert_same_file(&out, &data, name);
+    for server in Server::both("curl") {
+        let sizes = [
+            ("odd.bin", 3 * 1024 * 1024 + 123),
+            ("exact.bin", 1468 * 2048),
+        ];
+        for (name, len) in sizes {
+            let data = pattern(len, len as u64);
+            server.write(name, &data);
+            let out = server.out(name);
+            assert_ok(&curl(&server, name, &out, Some(1468)), "curl");
+            assert_same_file(&out, &data, &format!("{name} from {}", server.kind()));
+        }
+        if let Some(s) = server.stats() {
+            assert_eq!(s.transfers_completed, 2, "{s:?}");
+            assert_eq!(s.bytes_sent, (3 * 1024 * 1024 + 123 + 1468 * 2048) as u64);
+        }
     }
-    let s = server.stats();
-    assert_eq!(s.transfers_completed, 2, "{s:?}");
-    assert_eq!(s.bytes_sent, (3 * 1024 * 1024 + 123 + 1468 * 2048) as u64);
 }
 
 #[test]
 fn atftp_windowsize_and_tsize() {
-    let server = Server::start("atftp");
+    for server in Server::both("atftp") {
+        atftp_against(&server);
+    }
+}
+
+fn atftp_against(server: &Server) {
     for (name, len) in [
         ("odd.bin", 5 * 1024 * 1024 + 77),
         ("exact.bin", 1428 * 1000),
@@ -268,7 +427,7 @@ fn atftp_windowsize_and_tsize() {
         server.write(name, &data);
         let out = server.out(name);
         let result = atftp(
-            &server,
+            server,
             name,
             &out,
             &["blksize 1428", "windowsize 8", "tsize"],
@@ -303,20 +462,25 @@ fn atftp_windowsize_and_tsize() {
     );
     assert!(text.contains("sent ACK <block: 8>"), "{text}");
     assert_same_file(&out, &data, "small.bin");
-    assert_eq!(server.stats().transfers_completed, 3);
+    if let Some(s) = server.stats() {
+        assert_eq!(s.transfers_completed, 3, "{s:?}");
+    }
 }
 
 #[test]
 fn tftp_hpa_plain_512_byte_blocks() {
-    let server = Server::start("hpa");
-    for (name, len) in [("odd.bin", 2 * 1024 * 1024 + 1), ("exact.bin", 512 * 4000)] {
-        let data = pattern(len, len as u64);
-        server.write(name, &data);
-        let out = server.out(name);
-        assert_ok(&tftp_hpa(&server, "binary", name, &out), "tftp");
-        assert_same_file(&out, &data, name);
+    for server in Server::both("hpa") {
+        for (name, len) in [("odd.bin", 2 * 1024 * 1024 + 1), ("exact.bin", 512 * 4000)] {
+            let data = pattern(len, len as u64);
+            server.write(name, &data);
+            let out = server.out(name);
+            assert_ok(&tftp_hpa(&server, "binary", name, &out), "tftp");
+            assert_same_file(&out, &data, &format!("{name} from {}", server.kind()));
+        }
+        if let Some(s) = server.stats() {
+            assert_eq!(s.transfers_completed, 2, "{s:?}");
+        }
     }
-    assert_eq!(server.stats().transfers_completed, 2);
 }
 
 #[test]
@@ -341,19 +505,20 @@ fn embedded_firmware_undionly() {
         "/firmware/ipxe/undionly.kpxe"
     ))
     .expect("firmware/ipxe/undionly.kpxe (run firmware/fetch)");
-    let server = Server::start("firmware");
-    let out = server.out("curl");
-    assert_ok(&curl(&server, "undionly.kpxe", &out, Some(1468)), "curl");
-    assert_same_file(&out, &want, "undionly.kpxe via curl");
-    // PXE ROMs often send a leading slash.
-    let out = server.out("hpa");
-    let result = tftp_hpa(&server, "binary", "/undionly.kpxe", &out);
-    assert!(
-        !client_text(&result).contains("Error"),
-        "{}",
-        client_text(&result)
-    );
-    assert_same_file(&out, &want, "/undionly.kpxe via tftp-hpa");
+    for server in Server::both("firmware") {
+        let out = server.out("curl");
+        assert_ok(&curl(&server, "undionly.kpxe", &out, Some(1468)), "curl");
+        assert_same_file(&out, &want, "undionly.kpxe via curl");
+        // PXE ROMs often send a leading slash.
+        let out = server.out("hpa");
+        let result = tftp_hpa(&server, "binary", "/undionly.kpxe", &out);
+        assert!(
+            !client_text(&result).contains("Error"),
+            "{}",
+            client_text(&result)
+        );
+        assert_same_file(&out, &want, "/undionly.kpxe via tftp-hpa");
+    }
 }
 
 /// Nothing of the outside file may arrive, whatever the client reports.
@@ -369,9 +534,14 @@ fn assert_no_secret(out: &Path, secret: &[u8], what: &str) {
 
 #[test]
 fn escapes_are_refused() {
-    let server = Server::start("escape");
+    for server in Server::both("escape") {
+        escapes_against(&server);
+    }
+}
+
+fn escapes_against(server: &Server) {
     let secret = b"TOP-SECRET-OUTSIDE-THE-ROOT".to_vec();
-    let outside = server.base().join("outside");
+    let outside = server.base.join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(outside.join("secret"), &secret).unwrap();
     std::os::unix::fs::symlink(outside.join("secret"), server.root.join("escape")).unwrap();
@@ -379,18 +549,28 @@ fn escapes_are_refused() {
     server.write("inside", b"fine");
 
     let absolute = outside.join("secret").display().to_string();
+    // From the root up to `base`, where `outside` lives: these names really reach the secret.
+    let up = "../".repeat(
+        server
+            .root
+            .strip_prefix(&server.base)
+            .unwrap()
+            .components()
+            .count(),
+    );
     let requests = [
-        "../outside/secret",
-        "/../outside/secret",
-        "inside/../../outside/secret",
-        "escape",
-        "outdir/secret",
-        absolute.as_str(),
-        "..\\outside\\secret",
+        format!("{up}outside/secret"),
+        format!("/{up}outside/secret"),
+        format!("inside/../{up}outside/secret"),
+        "escape".to_owned(),
+        "outdir/secret".to_owned(),
+        absolute,
+        format!("{up}outside/secret").replace('/', "\\"),
     ];
     for (i, remote) in requests.iter().enumerate() {
+        let remote = remote.as_str();
         let out = server.out(&format!("hpa{i}"));
-        let result = tftp_hpa(&server, "binary", remote, &out);
+        let result = tftp_hpa(server, "binary", remote, &out);
         assert!(
             client_text(&result).contains("Error code"),
             "tftp-hpa {remote}: no TFTP error: {}",
@@ -399,50 +579,63 @@ fn escapes_are_refused() {
         assert_no_secret(&out, &secret, remote);
 
         let out = server.out(&format!("atftp{i}"));
-        let result = atftp(&server, remote, &out, &[]);
+        let result = atftp(server, remote, &out, &[]);
         assert!(!result.status.success(), "atftp {remote} succeeded");
         assert_no_secret(&out, &secret, remote);
     }
     let out = server.out("curl");
-    let result = curl(&server, "escape", &out, None);
+    let result = curl(server, "escape", &out, None);
     assert!(!result.status.success(), "curl escape succeeded");
     assert_no_secret(&out, &secret, "curl escape");
 
-    let s = server.stats();
-    // The absolute path is stripped of its leading '/' and then simply not found in the root.
-    assert_eq!(s.not_found, 2, "{s:?}");
-    assert_eq!(s.refused as usize, 2 * requests.len() - 2 + 1, "{s:?}");
-    assert_eq!(s.transfers_started, 0, "{s:?}");
+    if let Some(s) = server.stats() {
+        // The absolute path loses its leading '/' and is then simply not found in the root.
+        assert_eq!(s.not_found, 2, "{s:?}");
+        assert_eq!(s.refused as usize, 2 * requests.len() - 2 + 1, "{s:?}");
+        assert_eq!(s.transfers_started, 0, "{s:?}");
+    }
 
     // The root itself still serves.
     let out = server.out("inside");
-    assert_ok(&curl(&server, "inside", &out, None), "curl inside");
+    assert_ok(&curl(server, "inside", &out, None), "curl inside");
     assert_same_file(&out, b"fine", "inside");
 }
 
 #[test]
 fn missing_file_is_an_error() {
-    let server = Server::start("missing");
+    for server in Server::both("missing") {
+        missing_against(&server);
+    }
+}
+
+fn missing_against(server: &Server) {
     let out = server.out("missing");
-    let result = curl(&server, "no-such-file", &out, Some(1468));
+    let result = curl(server, "no-such-file", &out, Some(1468));
     assert!(!result.status.success(), "curl succeeded on a missing file");
     // curl 7.88 prints a confused getpeername() message here, but its exit status is
     // CURLE_TFTP_NOTFOUND.
     assert_eq!(result.status.code(), Some(68), "{}", client_text(&result));
-    let result = tftp_hpa(&server, "binary", "no-such-file", &server.out("hpa"));
+    let result = tftp_hpa(server, "binary", "no-such-file", &server.out("hpa"));
     assert!(
         client_text(&result).contains("Error code 1"),
         "{}",
         client_text(&result)
     );
-    assert_eq!(server.stats().not_found, 2);
+    if let Some(s) = server.stats() {
+        assert_eq!(s.not_found, 2, "{s:?}");
+    }
 }
 
 #[test]
 fn write_requests_are_refused() {
     require("tftp", "tftp-hpa");
-    let server = Server::start("wrq");
-    let local = server.base().join("upload");
+    for server in Server::both("wrq") {
+        wrq_against(&server);
+    }
+}
+
+fn wrq_against(server: &Server) {
+    let local = server.base.join("upload");
     std::fs::write(&local, b"data").unwrap();
     let mut cmd = Command::new("tftp");
     cmd.args(["-m", "binary", "127.0.0.1", &server.port(), "-c", "put"])
@@ -455,7 +648,9 @@ fn write_requests_are_refused() {
         client_text(&result)
     );
     assert!(!server.root.join("upload").exists());
-    assert_eq!(server.stats().write_requests, 1);
+    if let Some(s) = server.stats() {
+        assert_eq!(s.write_requests, 1, "{s:?}");
+    }
 }
 
 #[test]
@@ -464,16 +659,16 @@ fn busy_server_answers_error_0() {
         max_transfers: 0,
         ..Limits::default()
     };
-    let server = Server::with_limits("busy", limits);
+    let server = Server::library("busy", limits);
     server.write("f", b"x");
     let result = curl(&server, "f", &server.out("f"), None);
     assert!(!result.status.success());
-    assert_eq!(server.stats().busy, 1);
+    assert_eq!(server.lib_stats().busy, 1);
 }
 
 #[test]
 fn malformed_datagrams_are_dropped_and_server_lives() {
-    let server = Server::start("malformed");
+    let server = Server::library("malformed", Limits::default());
     server.write("f", b"still here");
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let garbage: [&[u8]; 6] = [
@@ -490,7 +685,7 @@ fn malformed_datagrams_are_dropped_and_server_lives() {
     let out = server.out("f");
     assert_ok(&curl(&server, "f", &out, None), "curl after garbage");
     assert_same_file(&out, b"still here", "f");
-    let s = server.stats();
+    let s = server.lib_stats();
     assert_eq!(s.malformed, 5, "{s:?}");
     assert_eq!(s.dropped, 1, "{s:?}");
 }
@@ -511,15 +706,215 @@ fn block_number_wraps_past_65535() {
         client_text(&result)
     );
     assert_same_file(&out, &data, "big.bin via tftp-hpa");
-    let s = server.stats();
-    assert_eq!(s.transfers_completed, 1, "{s:?}");
     eprintln!("33 MiB at 512-byte blocks: {:?}", start.elapsed());
+}
+
+/// A hand-driven client: sends an RRQ, returns the socket and the first reply with its source.
+fn raw_rrq(server: &Server, name: &str) -> (std::net::UdpSocket, Vec<u8>, SocketAddr) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rrq = b"\x00\x01".to_vec();
+    rrq.extend_from_slice(name.as_bytes());
+    rrq.extend_from_slice(b"\x00octet\x00");
+    sock.send_to(&rrq, server.addr).unwrap();
+    let mut buf = [0u8; 1024];
+    let (n, from) = sock.recv_from(&mut buf).expect("no reply to RRQ");
+    (sock, buf[..n].to_vec(), from)
+}
+
+#[test]
+fn lost_ack_is_retransmitted_then_given_up() {
+    let limits = Limits {
+        timeout: Duration::from_millis(100),
+        retries: 2,
+        ..Limits::default()
+    };
+    let server = Server::library("retransmit", limits);
+    server.write("f", &pattern(2000, 1));
+    let (sock, first, tid) = raw_rrq(&server, "f");
+    assert_eq!(&first[..4], b"\x00\x03\x00\x01");
+    assert_ne!(
+        tid, server.addr,
+        "DATA must come from a fresh transfer port"
+    );
+    // Never ACK: the same block comes again, `retries` times, then the transfer ends.
+    let mut buf = [0u8; 1024];
+    for _ in 0..2 {
+        let (n, from) = sock.recv_from(&mut buf).expect("no retransmission");
+        assert_eq!((from, &buf[..n]), (tid, &first[..]));
+    }
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert!(
+        sock.recv_from(&mut buf).is_err(),
+        "more than `retries` retransmissions"
+    );
+    let s = server.lib_stats();
+    assert_eq!((s.timeouts, s.transfers_failed), (1, 1), "{s:?}");
 }
 
 #[test]
 fn shutdown_ends_listener_and_transfers() {
-    let mut server = Server::start("shutdown");
-    server.stop().expect("run returned an error");
+    // Token for the library, SIGTERM for the binary: both end the transfer politely.
+    for mut server in Server::both("shutdown") {
+        server.write("f", &pattern(100_000, 2));
+        let (sock, first, tid) = raw_rrq(&server, "f");
+        assert_eq!(&first[..4], b"\x00\x03\x00\x01");
+        let start = Instant::now();
+        server.stop();
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        let mut buf = [0u8; 1024];
+        loop {
+            let (n, from) = sock.recv_from(&mut buf).expect("no ERROR on shutdown");
+            assert_eq!(from, tid);
+            if buf[..2] == [0, 5] {
+                assert_eq!(&buf[2..n], b"\x00\x00server shutting down\x00");
+                break;
+            }
+        }
+        if let Backend::Binary { child } = &mut server.backend {
+            let status = child.wait().unwrap();
+            assert!(status.success(), "drover serve exited with {status}");
+        }
+    }
+}
+
+/// A UDP relay between one client and the server that drops every `data_every`-th DATA
+/// (server to client) and every `ack_every`-th ACK (client to server), sparing the first
+/// packets so the transfer gets going. Loopback has no loss and the host has no `netem`.
+struct LossyRelay {
+    addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl LossyRelay {
+    fn start(server: SocketAddr, data_every: u32, ack_every: u32) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Mutex;
+        let front = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+        let back = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+        for s in [&front, &back] {
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        }
+        let addr = front.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        // (client address, server transfer TID), learned from traffic.
+        let peers = Arc::new(Mutex::new((None::<SocketAddr>, None::<SocketAddr>)));
+        let to_server = {
+            let (front, back, stop, peers) =
+                (front.clone(), back.clone(), stop.clone(), peers.clone());
+            std::thread::spawn(move || {
+                let (mut buf, mut acks) = ([0u8; 70_000], 0u32);
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((n, from)) = front.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    let mut p = peers.lock().unwrap();
+                    p.0 = Some(from);
+                    let target = if buf[..2] == [0, 1] {
+                        Some(server)
+                    } else {
+                        p.1
+                    };
+                    if buf[..2] == [0, 4] {
+                        acks += 1;
+                        if acks > 3 && acks % ack_every == 0 {
+                            continue;
+                        }
+                    }
+                    if let Some(target) = target {
+                        let _ = back.send_to(&buf[..n], target);
+                    }
+                }
+            })
+        };
+        let to_client = {
+            let (stop, peers) = (stop.clone(), peers.clone());
+            std::thread::spawn(move || {
+                let (mut buf, mut data) = ([0u8; 70_000], 0u32);
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((n, from)) = back.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    let mut p = peers.lock().unwrap();
+                    p.1 = Some(from);
+                    if buf[..2] == [0, 3] {
+                        data += 1;
+                        if data > 3 && data % data_every == 0 {
+                            continue;
+                        }
+                    }
+                    if let Some(client) = p.0 {
+                        let _ = front.send_to(&buf[..n], client);
+                    }
+                }
+            })
+        };
+        LossyRelay {
+            addr,
+            stop,
+            threads: vec![to_server, to_client],
+        }
+    }
+}
+
+impl Drop for LossyRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn transfers_survive_packet_loss() {
+    let limits = Limits {
+        timeout: Duration::from_millis(50),
+        retries: 20,
+        ..Limits::default()
+    };
+    let server = Server::library("loss", limits);
+    let data = pattern(700_000, 11);
+    server.write("f.bin", &data);
+
+    // atftp with a window of 8: lost DATA shows up as a gap, lost ACKs as a timeout.
+    require("atftp", "atftp");
+    let relay = LossyRelay::start(server.addr, 23, 7);
+    let out = server.out("atftp");
+    let mut cmd = Command::new("atftp");
+    cmd.args(["--get", "-r", "f.bin", "-l"])
+        .arg(&out)
+        .args(["--option", "blksize 1428", "--option", "windowsize 8"])
+        .args(["127.0.0.1", &relay.addr.port().to_string()]);
+    assert_ok(&run_client(&mut cmd, LIMIT), "atftp through a lossy relay");
+    assert_same_file(&out, &data, "atftp through a lossy relay");
+    drop(relay);
+
+    // tftp-hpa in lock-step.
+    let relay = LossyRelay::start(server.addr, 31, 37);
+    let out = server.out("hpa");
+    require("tftp", "tftp-hpa");
+    let mut cmd = Command::new("tftp");
+    cmd.args(["-m", "binary", "127.0.0.1", &relay.addr.port().to_string()])
+        .args(["-c", "get", "f.bin"])
+        .arg(&out);
+    let result = run_client(&mut cmd, LIMIT);
+    assert!(
+        !client_text(&result).contains("Error"),
+        "{}",
+        client_text(&result)
+    );
+    assert_same_file(&out, &data, "tftp-hpa through a lossy relay");
+    drop(relay);
+
+    let s = server.lib_stats();
+    assert_eq!(s.transfers_completed, 2, "{s:?}");
 }
 
 /// House rule: protocol cores never import tokio, heed or sockets and never read the clock.

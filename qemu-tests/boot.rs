@@ -49,7 +49,8 @@ fn netns_helpers_work() {
     sleep.arg("100");
     let pid = b.spawn_logged(sleep, &log.join("s.log"));
     assert!(b.running(pid));
-    assert_eq!(b.pids(), vec![pid]);
+    // `ip netns exec` enters the namespace just after the fork.
+    assert!(wait_until(Duration::from_secs(5), || b.pids() == vec![pid]));
     b.kill(pid);
     assert!(!pid_alive(pid));
 }
@@ -85,6 +86,8 @@ fn drover_marker_boot(tag: &str, firmware: Firmware) {
     let mut vm = d.boot("n1", firmware, MAC);
     vm.wait_serial("DROVER-BOOT-OK", BOOT_TIMEOUT);
     assert_marker(&vm, "DROVER-BOOT-OK", "n1");
+    // The marker's /init prints the kernel command line right after the marker.
+    vm.wait_serial("cmdline:", Duration::from_secs(30));
     let cmdline = vm.line_with("cmdline:").unwrap_or_default();
     assert!(
         cmdline.contains("console=ttyS0") && cmdline.contains("drover.node=n1"),

@@ -175,7 +175,7 @@ fn parse_range(s: &str) -> Result<(Ipv4Addr, Ipv4Addr), String> {
 }
 
 fn main() {
-    if std::process::id() == 1 {
+    if drover::agent::is_initramfs_init() {
         drover::agent::run();
     }
     let cli = Cli::parse();

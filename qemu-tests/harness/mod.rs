@@ -1,6 +1,8 @@
 //! The QEMU lab harness: a namespace with a bridge, VMs that network-boot on it, and the
 //! reference boot server (dnsmasq) that proves the harness without drover.
 
+#![allow(dead_code, unused_imports)]
+
 pub mod drover;
 pub mod lab;
 pub mod reference;

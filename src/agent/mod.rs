@@ -88,10 +88,17 @@ impl Console {
     }
 }
 
+/// Whether this process is the `/init` of drover's initramfs: PID 1, on a ramfs/tmpfs root
+/// that has the initramfs builder's module list. `main` checks this, so that drover as PID 1
+/// of a container (`drover serve` in Docker) is not taken for the agent.
+pub fn is_initramfs_init() -> bool {
+    std::process::id() == 1 && on_initramfs() && Path::new(MODULE_LIST).exists()
+}
+
 /// Runs the agent. Never returns: it execs the image's init, or sleeps forever on a failure
 /// it cannot fix. Refuses to run unless it is PID 1 on an initramfs.
 pub fn run() -> ! {
-    if std::process::id() != 1 || !on_initramfs() {
+    if !is_initramfs_init() {
         eprintln!(
             "drover agent: runs only as /init (PID 1) of drover's initramfs; \
              refusing to mount and switch root on this system"

@@ -253,3 +253,21 @@ fn ram_root_boots_in_qemu() {
         "no RAMROOT-OK marker with {failures:?}"
     );
 }
+
+/// Builds an initramfs from any rootfs tar (`DROVER_TEST_ROOTFS_TAR`, e.g. a whole Debian
+/// module tree after `depmod -b`) and prints what went in.
+#[test]
+#[ignore = "needs DROVER_TEST_ROOTFS_TAR"]
+fn initramfs_from_a_real_rootfs_tar() {
+    let tar =
+        PathBuf::from(std::env::var("DROVER_TEST_ROOTFS_TAR").expect("DROVER_TEST_ROOTFS_TAR"));
+    let t = Instant::now();
+    let report = initramfs::build(Path::new("/bin/busybox"), &tar, std::io::sink()).unwrap();
+    println!("built in {:.2}s: {report}", t.elapsed().as_secs_f64());
+    for k in &report.kernels {
+        for m in &k.modules {
+            println!("{} {m}", k.kver);
+        }
+    }
+    assert!(!report.kernels.is_empty());
+}

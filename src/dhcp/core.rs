@@ -83,6 +83,13 @@ pub struct Context {
     pub uefi_loader: String,
     /// The arm64 UEFI loader, when the firmware bundle has one.
     pub arm64_loader: Option<String>,
+    /// Send option 60 = "PXEClient" to PXE firmware. Off by default: UEFI firmware (edk2 /
+    /// OVMF, measured) reads an offer with "PXEClient" and no option 43 as a BINL offer and
+    /// asks a boot server on port 4011 for the boot file, which drover does not run
+    /// ("PXE-E16: No valid offer received"); without option 60 it takes `file`/`siaddr` and
+    /// fetches the loader over TFTP, as it does from dnsmasq and ISC dhcpd. On for
+    /// experiments only.
+    pub pxe_vendor_class: bool,
 }
 
 impl Context {
@@ -99,6 +106,7 @@ impl Context {
             http_base,
             uefi_loader: DEFAULT_UEFI_LOADER.to_string(),
             arm64_loader: None,
+            pxe_vendor_class: false,
         }
     }
 }
@@ -700,7 +708,7 @@ pub fn boot_for(req: &Request, ctx: &Context) -> Boot {
     if req.is_ipxe() {
         return Boot {
             file: Some(format!("{}/boot/{}", ctx.http_base, req.chaddr)),
-            pxe_class: req.is_pxe(),
+            pxe_class: false,
             no_pxedhcp: true,
         };
     }
@@ -723,7 +731,7 @@ pub fn boot_for(req: &Request, ctx: &Context) -> Boot {
     }
     Boot {
         file,
-        pxe_class: true,
+        pxe_class: ctx.pxe_vendor_class,
         no_pxedhcp: false,
     }
 }

@@ -574,7 +574,7 @@ fn boot_file_by_architecture() {
     let file = |s: &mut Sim, r: Request| {
         let (_, reply, _) = s.offer(&r);
         assert_eq!(reply.siaddr, SERVER);
-        assert!(reply.pxe_class);
+        assert_eq!(reply.pxe_class, s.ctx.pxe_vendor_class);
         assert!(!reply.ipxe_no_pxedhcp);
         reply.boot_file
     };
@@ -600,6 +600,9 @@ fn boot_file_by_architecture() {
     let mut r = pxe(mac(0x20), 0);
     r.vendor_class = None;
     assert_eq!(file(&mut s, r).as_deref(), Some("undionly.kpxe"));
+    s.ctx.pxe_vendor_class = true;
+    assert_eq!(file(&mut s, pxe(mac(1), 0)).as_deref(), Some("undionly.kpxe"));
+    s.ctx.pxe_vendor_class = false;
     // Unknown architecture: address, no boot file.
     assert_eq!(file(&mut s, pxe(mac(0x20), 2)), None);
     // A list: the first one we can serve.
@@ -627,7 +630,7 @@ fn ipxe_gets_the_http_url() {
         Some("http://198.18.0.1/boot/52:54:00:00:00:01")
     );
     assert!(reply.ipxe_no_pxedhcp);
-    assert!(reply.pxe_class);
+    assert!(!reply.pxe_class);
     // Detected by the user class alone, or by option 175 alone; unknown MACs too.
     let mut r = ipxe(mac(0x20));
     r.ipxe_encap = None;

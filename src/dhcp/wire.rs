@@ -5,14 +5,16 @@
 //!
 //! Decoding follows smoltcp's contract: lengths are checked once up front (fixed header, magic
 //! cookie, hardware type), then the options area is walked with a bounded reader
-//! ([`scan_options`]) that proves every option fits inside the datagram *before* `dhcproto`
-//! sees it. That walk matters: `dhcproto` 0.15 has `debug_assert!`s and unchecked
-//! subtractions on some option lengths (80, 81, 94, 151-155) that would abort a debug build on
-//! hostile input, it stops silently at the first option it cannot decode (losing the options
-//! after it), and it keeps only the first entry of option 93. So: option lengths it would trip
-//! on are rejected here, an option that the walk saw but `dhcproto` could not decode is a
-//! typed error, and option 93 (a list), option 82 (kept raw, as RFC 3046 wants it echoed
-//! verbatim) and option 175 come from the walk.
+//! ([`scan_options`]) that proves every option fits inside the datagram and concatenates
+//! split options (RFC 3396). Only then does `dhcproto` see anything: the fixed header, and
+//! each option we read, one at a time on its own slice. Why not `Message::decode` on the whole
+//! datagram: `dhcproto` 0.15 stops silently at the first option it cannot decode (a non-UTF-8
+//! hostname, an ASCII-form FQDN) and loses every option after it, it has `debug_assert!`s and
+//! unchecked subtractions on some option lengths (80, 81, 94, 151-155) that hostile input
+//! would trip, and it keeps only the first entry of option 93. So: options we do not read
+//! are never decoded, an undecodable optional value (e.g. hostname) is ignored, an
+//! undecodable essential one (53, 50, 54) is a typed error, and option 93 (a list), option 82
+//! (kept raw, as RFC 3046 wants it echoed verbatim) and option 175 come from the walk.
 //!
 //! Encoding builds a `dhcproto` message, appends option 82 raw as the last option (RFC 3046
 //! §2.1), pads to the BOOTP minimum of 300 bytes, and honours the client's maximum message
@@ -313,21 +315,13 @@ pub fn scan_options(area: &[u8]) -> Result<Vec<RawOption>, WireError> {
     Ok(out)
 }
 
-/// Length rules for the options we read, and for the ones on which `dhcproto` 0.15 would
-/// assert or underflow (see the module docs).
+/// Length rules for the options we read as fixed-size values.
 fn check_length(code: u8, len: usize) -> Result<(), WireError> {
     let ok = match code {
-        // requested IP, server id, subnet mask and other single addresses we read
         50 | 54 => len == 4,
         53 => len == 1,
         57 => len == 2,
         OPT_CLIENT_ARCH => len >= 2 && len % 2 == 0,
-        // dhcproto asserts / underflows on these
-        80 => len == 0,
-        81 => len >= 3,
-        94 => len == 3,
-        151 => len >= 1,
-        152..=155 => len == 4,
         _ => true,
     };
     if ok {
@@ -359,19 +353,29 @@ pub fn decode(buf: &[u8]) -> Result<Request, WireError> {
         return Err(WireError::BadCookie);
     }
     let raw = scan_options(&buf[HEADER_LEN..])?;
-    // Safe to hand to dhcproto now: every option fits and none has a length it chokes on.
-    let msg = v4::Message::from_bytes(buf).map_err(|e| WireError::Header(e.to_string()))?;
-    let opts = msg.opts();
-    // dhcproto stops at the first option it cannot decode; anything the walk saw that it
-    // lacks is an option we cannot read.
-    for o in &raw {
-        if !opts.contains(OptionCode::from(o.code)) {
-            return Err(WireError::UndecodableOption { code: o.code });
+    // The fixed header through dhcproto: with no options after the cookie its option loop
+    // ends at once, and hlen == 6 keeps `chaddr()` in bounds.
+    let msg = v4::Message::from_bytes(&buf[..HEADER_LEN])
+        .map_err(|e| WireError::Header(e.to_string()))?;
+    // The options we read, each through dhcproto on its own bounded slice, so that one bad
+    // option (a hostname that is not UTF-8, an FQDN in ASCII form) costs only itself.
+    let mut opts = Vec::new();
+    for o in raw.iter().filter(|o| READ_OPTIONS.contains(&o.code)) {
+        match decode_option(o) {
+            Ok(opt) => opts.push(opt),
+            Err(()) if ESSENTIAL_OPTIONS.contains(&o.code) => {
+                return Err(WireError::UndecodableOption { code: o.code })
+            }
+            Err(()) => {}
         }
     }
     let raw_of = |code: u8| raw.iter().find(|o| o.code == code).map(|o| o.data.clone());
 
-    let msg_type = match opts.msg_type() {
+    let msg_type = opts.iter().find_map(|o| match o {
+        DhcpOption::MessageType(t) => Some(*t),
+        _ => None,
+    });
+    let msg_type = match msg_type {
         None => return Err(WireError::NoMessageType),
         Some(v4::MessageType::Discover) => MessageType::Discover,
         Some(v4::MessageType::Request) => MessageType::Request,
@@ -412,7 +416,7 @@ pub fn decode(buf: &[u8]) -> Result<Request, WireError> {
             .map(|c| u16::from_be_bytes([c[0], c[1]]))
             .collect();
     }
-    for (_, opt) in opts.iter() {
+    for opt in &opts {
         match opt {
             DhcpOption::RequestedIpAddress(ip) => req.requested_ip = Some(*ip),
             DhcpOption::ServerIdentifier(ip) => req.server_id = Some(*ip),
@@ -430,6 +434,26 @@ pub fn decode(buf: &[u8]) -> Result<Request, WireError> {
         }
     }
     Ok(req)
+}
+
+/// Options [`decode`] reads through dhcproto (93, 82 and 175 come raw from the walk).
+const READ_OPTIONS: [u8; 10] = [12, 50, 53, 54, 55, 57, 60, 61, 77, 97];
+/// Options without which a request cannot be handled correctly: undecodable means rejected.
+const ESSENTIAL_OPTIONS: [u8; 3] = [50, 53, 54];
+
+/// Decodes one scanned option with dhcproto, re-chunked as on the wire (RFC 3396).
+fn decode_option(o: &RawOption) -> Result<DhcpOption, ()> {
+    let mut tlv = Vec::with_capacity(o.data.len() + 2 * (o.data.len() / 255 + 1));
+    if o.data.is_empty() {
+        tlv.extend_from_slice(&[o.code, 0]);
+    }
+    for chunk in o.data.chunks(255) {
+        tlv.push(o.code);
+        // chunks(255) yields at most 255 bytes
+        tlv.push(chunk.len() as u8);
+        tlv.extend_from_slice(chunk);
+    }
+    DhcpOption::decode(&mut dhcproto::Decoder::new(&tlv)).map_err(|_| ())
 }
 
 fn non_empty(v: &[u8]) -> Option<Vec<u8>> {

@@ -329,30 +329,38 @@ fn malformed_inputs_are_typed_errors() {
     let mut b = good[..240].to_vec();
     b.extend_from_slice(&[53]);
     assert_eq!(decode(&b), Err(WireError::OptionOverrun { code: 53 }));
-    // Lengths dhcproto would assert on.
-    for (code, len) in [
-        (80u8, 1usize),
-        (94, 2),
-        (81, 1),
-        (151, 0),
-        (152, 3),
-        (50, 3),
-        (93, 3),
-    ] {
+    // Wrong lengths of fixed-size options we read.
+    for (code, len) in [(50u8, 3usize), (54, 5), (53, 2), (57, 1), (93, 3), (93, 0)] {
         let mut b = good[..240].to_vec();
         b.extend_from_slice(&[53, 1, 1, code, len as u8]);
         b.extend(std::iter::repeat_n(0x41, len));
         b.push(255);
-        assert_eq!(
-            decode(&b),
-            Err(WireError::BadOptionLength { code, len }),
-            "option {code}"
-        );
+        let mut want = Err(WireError::BadOptionLength { code, len });
+        if code == 53 {
+            // 53 appears twice and is concatenated: length 1 + 2.
+            want = Err(WireError::BadOptionLength { code, len: len + 1 });
+        }
+        assert_eq!(decode(&b), want, "option {code}");
     }
-    // A hostname that is not UTF-8: dhcproto cannot decode it.
+    // Lengths dhcproto would assert on, in options we do not read: ignored.
+    for (code, len) in [(80u8, 1usize), (94, 2), (81, 1), (151, 0), (152, 3)] {
+        let mut b = good[..240].to_vec();
+        b.extend_from_slice(&[53, 1, 1, code, len as u8]);
+        b.extend(std::iter::repeat_n(0x41, len));
+        b.push(255);
+        assert_eq!(decode(&b).unwrap().msg_type, MessageType::Discover, "option {code}");
+    }
+    // A hostname that is not UTF-8 is ignored; the rest of the request still counts.
     let mut b = good[..240].to_vec();
-    b.extend_from_slice(&[53, 1, 1, 12, 2, 0xff, 0xfe, 255]);
-    assert_eq!(decode(&b), Err(WireError::UndecodableOption { code: 12 }));
+    b.extend_from_slice(&[53, 1, 1, 12, 2, 0xff, 0xfe, 50, 4, 198, 18, 0, 9, 255]);
+    let req = decode(&b).unwrap();
+    assert_eq!(req.hostname, None);
+    assert_eq!(req.requested_ip, Some(Ipv4Addr::new(198, 18, 0, 9)));
+    // An FQDN (81) in ASCII form, which dhcproto cannot decode, costs nothing.
+    let mut b = good[..240].to_vec();
+    b.extend_from_slice(&[53, 1, 3, 81, 7, 0, 0, 0, b'h', b'o', b's', b't', 12, 2, b'h', b'1', 255]);
+    let req = decode(&b).unwrap();
+    assert_eq!(req.hostname.as_deref(), Some("h1"));
     // Server message types.
     let mut b = good[..240].to_vec();
     b.extend_from_slice(&[53, 1, 2, 255]);

@@ -14,7 +14,8 @@
 //!   stored as they are: the agent asks the kernel to decompress);
 //! - `/etc/drover/modules`: the load order, one `KVER PATH` line per module (PATH relative to
 //!   `/lib/modules/KVER`), dependencies first. The agent loads the lines whose KVER equals the
-//!   running kernel's release.
+//!   running kernel's release. The file is always written (empty without modules): the
+//!   agent also takes its presence as the sign that it runs from drover's initramfs.
 //!
 //! Everything is deterministic (inode numbers count up, mtimes are 0), so the same agent and
 //! rootfs give the same bytes.
@@ -274,11 +275,14 @@ pub fn is_module_file(path: &str) -> bool {
     path.ends_with(".ko") || path.ends_with(".ko.xz") || path.ends_with(".ko.zst")
 }
 
-/// `kernel/drivers/net/virtio_net.ko.zst` -> `virtio_net` (as modprobe normalises names,
-/// `-` becomes `_` when comparing; see [`same_module`]).
+/// `kernel/drivers/net/virtio_net.ko.zst` -> `virtio_net`. (Names are compared the way
+/// modprobe does, with `-` and `_` equal.)
 pub fn module_name(path: &str) -> &str {
     let base = path.rsplit('/').next().unwrap_or(path);
-    base.split(".ko").next().unwrap_or(base)
+    [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+        .iter()
+        .find_map(|suffix| base.strip_suffix(suffix))
+        .unwrap_or(base)
 }
 
 fn same_module(a: &str, b: &str) -> bool {

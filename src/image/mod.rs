@@ -25,14 +25,16 @@ pub enum ImageError {
     Missing(PathBuf),
     #[error("{0}: is a directory, expected a file")]
     NotAFile(PathBuf),
-    #[error("rootfs {path}: {source}")]
+    #[error("rootfs {path}")]
     Rootfs {
         path: PathBuf,
+        #[source]
         source: rootfs::RootfsError,
     },
-    #[error("initramfs for {path}: {source}")]
+    #[error("building the agent initramfs for {path}")]
     Initramfs {
         path: PathBuf,
+        #[source]
         source: initramfs::InitramfsError,
     },
 }

@@ -89,38 +89,24 @@ impl Record for Node {
     }
 }
 
-impl Record for Group {
-    const TABLE: Table = Table::Groups;
-    fn key(&self) -> String {
-        self.name.clone()
-    }
+/// Records whose key is their `name`.
+macro_rules! keyed_by_name {
+    ($($ty:ty => $table:expr),* $(,)?) => {$(
+        impl Record for $ty {
+            const TABLE: Table = $table;
+            fn key(&self) -> String {
+                self.name.clone()
+            }
+        }
+    )*};
 }
 
-impl Record for Network {
-    const TABLE: Table = Table::Networks;
-    fn key(&self) -> String {
-        self.name.clone()
-    }
-}
-
-impl Record for Image {
-    const TABLE: Table = Table::Images;
-    fn key(&self) -> String {
-        self.name.clone()
-    }
-}
+keyed_by_name!(Group => Table::Groups, Network => Table::Networks, Image => Table::Images, Setting => Table::Settings);
 
 impl Record for Lease {
     const TABLE: Table = Table::Leases;
     fn key(&self) -> String {
         self.ip.to_string()
-    }
-}
-
-impl Record for Setting {
-    const TABLE: Table = Table::Settings;
-    fn key(&self) -> String {
-        self.name.clone()
     }
 }
 

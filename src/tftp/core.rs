@@ -36,6 +36,10 @@ use super::wire::{
 
 /// Longest request path we accept, in bytes (a bound; PXE paths are short).
 pub const MAX_PATH: usize = 1024;
+/// Largest client `timeout` (seconds) we accept. RFC 2349 allows 255, but a silent client
+/// would then hold a transfer slot for `255 * (retries + 1)` seconds; larger requests are
+/// ignored (left out of the OACK, as RFC 2347 permits) and our own timeout applies.
+pub const MAX_CLIENT_TIMEOUT: u64 = 30;
 
 /// Why [`dispatch`] dropped a packet without answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,7 +190,8 @@ pub fn negotiate(
     let max_blksize = limits.max_blksize.clamp(MIN_BLKSIZE, MAX_BLKSIZE);
     let max_windowsize = limits.max_windowsize.max(1);
     let mut n = Negotiated {
-        blksize: DEFAULT_BLKSIZE.min(max_blksize),
+        // Without the option, RFC 1350's 512 bytes hold whatever our maximum is.
+        blksize: DEFAULT_BLKSIZE,
         windowsize: 1,
         timeout: limits.timeout,
         oack: Vec::new(),
@@ -213,7 +218,7 @@ pub fn negotiate(
                 n.windowsize = value.min(u64::from(max_windowsize)) as u16;
                 u64::from(n.windowsize)
             }
-            "timeout" if (1..=255).contains(&value) => {
+            "timeout" if (1..=MAX_CLIENT_TIMEOUT).contains(&value) => {
                 n.timeout = Duration::from_secs(value);
                 value
             }
@@ -714,7 +719,7 @@ mod tests {
                 },
                 TftpOption {
                     name: "timeout",
-                    value: "256",
+                    value: "31",
                 },
                 TftpOption {
                     name: "tsize",
@@ -736,6 +741,26 @@ mod tests {
             &limits(),
         );
         assert!(n.oack.is_empty());
+    }
+
+    #[test]
+    fn small_maximum_applies_to_negotiated_blksize_only() {
+        let small = SessionLimits {
+            max_blksize: 100,
+            ..limits()
+        };
+        // RFC 1350 clients always get 512-byte blocks.
+        assert_eq!(negotiate(&[], Some(10), &small).blksize, 512);
+        let n = negotiate(
+            &[TftpOption {
+                name: "blksize",
+                value: "1468",
+            }],
+            Some(10),
+            &small,
+        );
+        assert_eq!(n.blksize, 100);
+        assert_eq!(n.oack, vec![("blksize", "100".to_owned())]);
     }
 
     #[test]
@@ -951,6 +976,79 @@ mod tests {
         assert_eq!(h.drain(), vec![Sent::Error(ErrorCode::NotDefined)]);
         assert_eq!(h.t.outcome(), Some(&Outcome::Aborted));
         assert_eq!(h.drain(), vec![]);
+    }
+
+    /// Stateful fuzz on virtual time: random options, ACKs (plausible and bogus), timeouts and
+    /// errors never panic, every DATA block is in order within one window of the oldest
+    /// unacknowledged block, and every transfer ends.
+    #[test]
+    fn random_sessions_never_panic_and_end() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..300 {
+            let blksize = (8 + next() % 64).to_string();
+            let window = (1 + next() % 8).to_string();
+            let len = (next() % 3000) as usize;
+            let mut h = Harness::new(
+                &[("blksize", &blksize), ("windowsize", &window)],
+                vec![9; len],
+            );
+            let mut highest: u16 = 0;
+            for step in 0..20_000 {
+                // The core's own record of the last acknowledged block (bogus ACKs that land
+                // inside the window legitimately advance it).
+                let last_acked = (h.t.base - 1) as u16;
+                for sent in h.drain() {
+                    if let Sent::Data(block, _) = sent {
+                        let ahead = block.wrapping_sub(last_acked);
+                        assert!(ahead >= 1 && u64::from(ahead) <= h.t.windowsize as u64);
+                        if block.wrapping_sub(highest) < 0x8000 {
+                            highest = block;
+                        }
+                    }
+                }
+                if h.t.outcome().is_some() {
+                    break;
+                }
+                match next() % 10 {
+                    0 => {
+                        let _ = h.advance_to_timeout();
+                    }
+                    1 => {
+                        let _ = h.ack(next() as u16);
+                    }
+                    2 if step > 19_000 => {
+                        h.t.handle_input(
+                            h.now,
+                            &Packet::Error {
+                                code: ErrorCode::NotDefined,
+                                message: "bye",
+                            },
+                        );
+                    }
+                    3 => {
+                        let _ = h.ack(last_acked);
+                    }
+                    _ => {
+                        // A well-behaved client acknowledges what it got, in order.
+                        let span = highest.wrapping_sub(last_acked);
+                        if span > 0 && span < 0x8000 {
+                            let ack =
+                                last_acked.wrapping_add(1 + (next() % u64::from(span)) as u16);
+                            h.t.handle_input(h.now, &Packet::Ack { block: ack });
+                        } else if matches!(h.t.phase, Phase::Oack { .. }) {
+                            h.t.handle_input(h.now, &Packet::Ack { block: 0 });
+                        }
+                    }
+                }
+            }
+            assert!(h.t.outcome().is_some(), "transfer did not end");
+        }
     }
 
     #[test]

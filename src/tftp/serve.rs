@@ -1,7 +1,7 @@
 //! The tokio shell of the TFTP server: sockets, timers, file access, counters.
 //!
 //! Data flow: [`run`] owns the listening socket (bound by the caller to `IFACE_IP:port`). Each
-//! datagram is parsed ([`wire::Packet::parse`]) and dispatched ([`core::dispatch`]): write
+//! datagram is parsed ([`Packet::parse`]) and dispatched ([`core::dispatch`]): write
 //! requests and refused paths get an ERROR from the listening socket, non-requests and
 //! malformed datagrams are dropped and counted, and a read request takes a permit from a
 //! semaphore of `max_transfers` (none left: ERROR 0 "server busy") and becomes a task in a
@@ -181,7 +181,9 @@ pub async fn run_with_stats(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let local_ip = socket.local_addr()?.ip();
-    let permits = Arc::new(Semaphore::new(limits.max_transfers));
+    let permits = Arc::new(Semaphore::new(
+        limits.max_transfers.min(Semaphore::MAX_PERMITS),
+    ));
     let mut transfers = JoinSet::new();
     let mut buf = vec![0u8; MAX_PACKET];
     let ctx = Arc::new(Context {
