@@ -6,9 +6,9 @@
 //! the environment it gets on `bound` (ip, subnet, router, siaddr, boot_file, hostname, lease,
 //! ...), which is what the assertions read.
 //!
-//! The malformed-packet battery needs a plain UDP socket inside the client namespace: the
-//! test re-runs this test binary there (`ip netns exec NS <self> --ignored --exact
-//! malformed_sender`), with the job in an environment variable.
+//! The malformed-packet battery and the relay agent need a plain UDP socket inside the client
+//! namespace: the test re-runs this test binary there (`ip netns exec NS <self> --ignored
+//! --exact namespace_helper`), with the job in an environment variable.
 //!
 //! Needs root, `ip` (iproute2) and `udhcpc` (Debian package `udhcpc`); fails without them.
 
@@ -222,27 +222,7 @@ fn leases_are_durable_and_survive_a_restart() {
 fn malformed_packets_do_not_crash_the_server() {
     let mut lab = Lab::new("dhcp3");
     lab.client.add_addr("dcli0", "198.18.0.2/24");
-    let me = std::env::current_exe().expect("test binary path");
-    let out = lab
-        .client
-        .cmd(&me)
-        .args([
-            "--ignored",
-            "--exact",
-            "malformed_sender",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("DROVER_DHCP_SENDER", "dcli0")
-        .output()
-        .expect("run the sender");
-    assert!(
-        out.status.success(),
-        "sender failed:\n{}{}\ndrover log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        lab.drover.log_tail(40)
-    );
+    run_helper(&lab, "battery");
     assert!(
         lab.drover.running(),
         "drover died:\n{}",
@@ -260,19 +240,82 @@ fn malformed_packets_do_not_crash_the_server() {
     );
 }
 
-/// Runs inside the client namespace for `malformed_packets_do_not_crash_the_server`: sends a
-/// battery of malformed datagrams to the server, then a valid DISCOVER, and waits for the
-/// OFFER. Does nothing when run directly.
 #[test]
-#[ignore = "helper, run by malformed_packets_do_not_crash_the_server inside a namespace"]
-fn malformed_sender() {
-    let Ok(iface) = std::env::var("DROVER_DHCP_SENDER") else {
-        return;
-    };
-    send_battery(&iface);
+fn relayed_requests() {
+    let lab = Lab::new("dhcp4");
+    lab.drover.cli_ok(&[
+        "network",
+        "add",
+        "rack2",
+        "--subnet",
+        "198.18.8.0/24",
+        "--range",
+        "198.18.8.100-198.18.8.199",
+        "--gateway",
+        "198.18.8.1",
+    ]);
+    // The client namespace plays the relay agent: 198.18.0.2 towards the server, 198.18.8.1
+    // (giaddr) on the client side; the server routes replies to giaddr through it.
+    lab.client.add_addr("dcli0", "198.18.0.2/24");
+    lab.client.add_addr("dcli0", "198.18.8.1/24");
+    lab.server
+        .ip(&["route", "add", "198.18.8.0/24", "via", "198.18.0.2"]);
+    // The running server's view picks up the new network from the store's change feed.
+    std::thread::sleep(Duration::from_millis(1500));
+    run_helper(&lab, "relay");
+    let list = lab.drover.cli_ok(&["lease", "list"]);
+    let line = list
+        .lines()
+        .find(|l| l.starts_with("198.18.8.100"))
+        .unwrap_or_else(|| panic!("no relayed lease in:\n{list}"));
+    assert!(
+        line.contains("52:54:00:00:00:60") && line.contains("rack2"),
+        "{list}"
+    );
+    assert!(line.contains("198.18.8.1"), "relay not recorded: {list}");
 }
 
-fn send_battery(iface: &str) {
+fn run_helper(lab: &Lab, job: &str) {
+    let me = std::env::current_exe().expect("test binary path");
+    let out = lab
+        .client
+        .cmd(&me)
+        .args([
+            "--ignored",
+            "--exact",
+            "namespace_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("DROVER_DHCP_HELPER", format!("{job}:dcli0"))
+        .output()
+        .expect("run the helper");
+    assert!(
+        out.status.success(),
+        "helper {job} failed:\n{}{}\ndrover log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        lab.drover.log_tail(40)
+    );
+}
+
+/// Runs inside the client namespace, started by [`run_helper`]: `battery` sends malformed
+/// datagrams, then checks that a valid DISCOVER is still answered; `relay` plays a relay
+/// agent through a full DORA. Does nothing when run directly.
+#[test]
+#[ignore = "helper, run by the other tests inside a namespace"]
+fn namespace_helper() {
+    let Ok(job) = std::env::var("DROVER_DHCP_HELPER") else {
+        return;
+    };
+    match job.split_once(':') {
+        Some(("battery", iface)) => send_battery(iface),
+        Some(("relay", iface)) => play_relay(iface),
+        _ => panic!("unknown helper job {job:?}"),
+    }
+}
+
+fn udp_socket(iface: &str, port: u16) -> UdpSocket {
     let socket = socket2::Socket::new(
         socket2::Domain::IPV4,
         socket2::Type::DGRAM,
@@ -283,12 +326,74 @@ fn send_battery(iface: &str) {
     socket.set_broadcast(true).unwrap();
     socket.bind_device(Some(iface.as_bytes())).unwrap();
     socket
-        .bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68).into())
+        .bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())
         .unwrap();
     let socket: UdpSocket = socket.into();
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
+    socket
+}
+
+/// Sends `req` to `to` until a reply with its xid arrives (10 s at most); returns the reply's
+/// bytes.
+fn exchange(socket: &UdpSocket, req: &Request, to: SocketAddrV4) -> Vec<u8> {
+    let bytes = req.to_bytes();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = vec![0u8; 2048];
+    while Instant::now() < deadline {
+        socket.send_to(&bytes, to).expect("send");
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until {
+            let Ok((n, _)) = socket.recv_from(&mut buf) else {
+                continue;
+            };
+            if n >= wire::HEADER_LEN && buf[0] == 2 && buf[4..8] == req.xid.to_be_bytes() {
+                return buf[..n].to_vec();
+            }
+        }
+    }
+    panic!("no reply to xid {:#x}", req.xid);
+}
+
+fn play_relay(iface: &str) {
+    use dhcproto::v4::{DhcpOption, Message, MessageType as M, OptionCode};
+    use dhcproto::Decodable;
+    let socket = udp_socket(iface, 67);
+    let server = SocketAddrV4::new(SERVER_IP.parse().unwrap(), 67);
+    let giaddr = Ipv4Addr::new(198, 18, 8, 1);
+    let agent = vec![1, 5, b'p', b'o', b'r', b't', b'7'];
+    let mut req = discover(0x7e1a_0001, "52:54:00:00:00:60");
+    req.giaddr = giaddr;
+    req.hops = 1;
+    req.relay_info = Some(agent.clone());
+    let bytes = exchange(&socket, &req, server);
+    let offer = Message::from_bytes(&bytes).expect("OFFER decodes");
+    assert_eq!(offer.opts().msg_type(), Some(M::Offer));
+    assert_eq!(offer.yiaddr(), Ipv4Addr::new(198, 18, 8, 100));
+    assert_eq!(offer.giaddr(), giaddr);
+    assert_eq!(
+        offer.opts().get(OptionCode::Router),
+        Some(&DhcpOption::Router(vec![giaddr]))
+    );
+    // Option 82 comes back verbatim, as the last option.
+    let raw = wire::scan_options(&bytes[wire::HEADER_LEN..]).unwrap();
+    let last = raw.last().unwrap();
+    assert_eq!((last.code, &last.data), (82, &agent), "{raw:?}");
+
+    let mut request = req.clone();
+    request.xid = 0x7e1a_0002;
+    request.msg_type = MessageType::Request;
+    request.requested_ip = Some(offer.yiaddr());
+    request.server_id = Some(SERVER_IP.parse().unwrap());
+    let ack = Message::from_bytes(&exchange(&socket, &request, server)).expect("ACK decodes");
+    assert_eq!(ack.opts().msg_type(), Some(M::Ack));
+    assert_eq!(ack.yiaddr(), Ipv4Addr::new(198, 18, 8, 100));
+    println!("relayed DORA done");
+}
+
+fn send_battery(iface: &str) {
+    let socket = udp_socket(iface, 68);
     let server = SocketAddrV4::new(SERVER_IP.parse().unwrap(), 67);
     let bcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
 
@@ -375,25 +480,13 @@ fn send_battery(iface: &str) {
     }
 
     // The server still answers a valid DISCOVER.
-    let xid = 0x5eed_0001;
-    let req = discover(xid, "52:54:00:00:00:51").to_bytes();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut buf = vec![0u8; 2048];
-    while Instant::now() < deadline {
-        socket.send_to(&req, bcast).expect("send DISCOVER");
-        let until = Instant::now() + Duration::from_secs(1);
-        while Instant::now() < until {
-            let Ok((n, _)) = socket.recv_from(&mut buf) else {
-                continue;
-            };
-            let b = &buf[..n];
-            if n >= wire::HEADER_LEN && b[0] == 2 && b[4..8] == xid.to_be_bytes() {
-                println!("got the OFFER for xid {xid:#x} after the battery");
-                return;
-            }
-        }
-    }
-    panic!("no OFFER after the malformed battery");
+    let offer = exchange(&socket, &discover(0x5eed_0001, "52:54:00:00:00:51"), bcast);
+    let offer = wire::scan_options(&offer[wire::HEADER_LEN..]).unwrap();
+    assert!(
+        offer.iter().any(|o| o.code == 53 && o.data == [2]),
+        "not an OFFER: {offer:?}"
+    );
+    println!("got an OFFER after the battery");
 }
 
 fn discover(xid: u32, mac: &str) -> Request {

@@ -272,22 +272,22 @@ pub fn parse_node_csv(text: &str) -> Result<Vec<Node>, AdminError> {
 
 /// Splits one CSV line; double quotes group a cell (`""` is a literal quote).
 fn split_csv(line: &str) -> Vec<String> {
-    let mut cells = vec![String::new()];
+    let mut cells = Vec::new();
+    let mut cell = String::new();
     let mut quoted = false;
     let mut chars = line.chars().peekable();
     while let Some(c) = chars.next() {
         match (c, quoted) {
             ('"', true) if chars.peek() == Some(&'"') => {
                 chars.next();
-                cells.last_mut().map(|s| s.push('"'));
+                cell.push('"');
             }
             ('"', _) => quoted = !quoted,
-            (',', false) => cells.push(String::new()),
-            (c, _) => {
-                cells.last_mut().map(|s| s.push(c));
-            }
+            (',', false) => cells.push(std::mem::take(&mut cell)),
+            (c, _) => cell.push(c),
         }
     }
+    cells.push(cell);
     cells
 }
 

@@ -601,7 +601,10 @@ fn boot_file_by_architecture() {
     r.vendor_class = None;
     assert_eq!(file(&mut s, r).as_deref(), Some("undionly.kpxe"));
     s.ctx.pxe_vendor_class = true;
-    assert_eq!(file(&mut s, pxe(mac(1), 0)).as_deref(), Some("undionly.kpxe"));
+    assert_eq!(
+        file(&mut s, pxe(mac(1), 0)).as_deref(),
+        Some("undionly.kpxe")
+    );
     s.ctx.pxe_vendor_class = false;
     // Unknown architecture: address, no boot file.
     assert_eq!(file(&mut s, pxe(mac(0x20), 2)), None);

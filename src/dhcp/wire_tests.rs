@@ -348,7 +348,11 @@ fn malformed_inputs_are_typed_errors() {
         b.extend_from_slice(&[53, 1, 1, code, len as u8]);
         b.extend(std::iter::repeat_n(0x41, len));
         b.push(255);
-        assert_eq!(decode(&b).unwrap().msg_type, MessageType::Discover, "option {code}");
+        assert_eq!(
+            decode(&b).unwrap().msg_type,
+            MessageType::Discover,
+            "option {code}"
+        );
     }
     // A hostname that is not UTF-8 is ignored; the rest of the request still counts.
     let mut b = good[..240].to_vec();
@@ -358,7 +362,9 @@ fn malformed_inputs_are_typed_errors() {
     assert_eq!(req.requested_ip, Some(Ipv4Addr::new(198, 18, 0, 9)));
     // An FQDN (81) in ASCII form, which dhcproto cannot decode, costs nothing.
     let mut b = good[..240].to_vec();
-    b.extend_from_slice(&[53, 1, 3, 81, 7, 0, 0, 0, b'h', b'o', b's', b't', 12, 2, b'h', b'1', 255]);
+    b.extend_from_slice(&[
+        53, 1, 3, 81, 7, 0, 0, 0, b'h', b'o', b's', b't', 12, 2, b'h', b'1', 255,
+    ]);
     let req = decode(&b).unwrap();
     assert_eq!(req.hostname.as_deref(), Some("h1"));
     // Server message types.

@@ -256,8 +256,7 @@ pub struct Lease {
 impl Lease {
     /// True while the binding holds its address at unix time `now`.
     pub fn holds(&self, now: u64) -> bool {
-        matches!(self.state, LeaseState::Offered | LeaseState::Bound) && self.expires > now
-            || self.state == LeaseState::Declined && self.expires > now
+        self.state != LeaseState::Released && self.expires > now
     }
 }
 
