@@ -11,33 +11,119 @@ use std::time::{Duration, Instant};
 
 fn stderr_of(d: &Drover, args: &[&str]) -> String {
     let out = d.cli(args);
-    assert!(!out.status.success(), "`drover {}` should have failed", args.join(" "));
+    assert!(
+        !out.status.success(),
+        "`drover {}` should have failed",
+        args.join(" ")
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
 fn errors_are_clear_and_change_nothing() {
     let d = Drover::new();
-    d.cli_ok(&["network", "add", "lab", "--subnet", "198.18.0.0/24", "--range", "198.18.0.100-198.18.0.199"]);
-    d.cli_ok(&["node", "add", "n1", "--mac", "52:54:00:00:00:01", "--ip", "198.18.0.11"]);
+    d.cli_ok(&[
+        "network",
+        "add",
+        "lab",
+        "--subnet",
+        "198.18.0.0/24",
+        "--range",
+        "198.18.0.100-198.18.0.199",
+    ]);
+    d.cli_ok(&[
+        "node",
+        "add",
+        "n1",
+        "--mac",
+        "52:54:00:00:00:01",
+        "--ip",
+        "198.18.0.11",
+    ]);
     let before = d.cli_ok(&["node", "list"]);
     let cases: &[(&[&str], &str)] = &[
-        (&["node", "add", "n2", "--mac", "52:54:00:00:00:01"], "already used by node \"n1\""),
-        (&["node", "add", "n2", "--mac", "52:54:00:00:00:02", "--ip", "198.18.0.11"], "already reserved for node \"n1\""),
-        (&["node", "add", "n2", "--mac", "52:54:00:00:00:02", "--ip", "10.9.9.9"], "outside every network"),
-        (&["node", "add", "n2", "--mac", "52:54:00:00:00:02", "--image", "nope"], "unknown image \"nope\""),
-        (&["node", "add", "n1", "--mac", "52:54:00:00:00:09"], "exists already"),
-        (&["node", "add", "n2", "--mac", "52:54:00:00:00"], "not a MAC address"),
-        (&["node", "set", "ghost", "--ip", "198.18.0.12"], "unknown node \"ghost\""),
+        (
+            &["node", "add", "n2", "--mac", "52:54:00:00:00:01"],
+            "already used by node \"n1\"",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "n2",
+                "--mac",
+                "52:54:00:00:00:02",
+                "--ip",
+                "198.18.0.11",
+            ],
+            "already reserved for node \"n1\"",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "n2",
+                "--mac",
+                "52:54:00:00:00:02",
+                "--ip",
+                "10.9.9.9",
+            ],
+            "outside every network",
+        ),
+        (
+            &[
+                "node",
+                "add",
+                "n2",
+                "--mac",
+                "52:54:00:00:00:02",
+                "--image",
+                "nope",
+            ],
+            "unknown image \"nope\"",
+        ),
+        (
+            &["node", "add", "n1", "--mac", "52:54:00:00:00:09"],
+            "exists already",
+        ),
+        (
+            &["node", "add", "n2", "--mac", "52:54:00:00:00"],
+            "not a MAC address",
+        ),
+        (
+            &["node", "set", "ghost", "--ip", "198.18.0.12"],
+            "unknown node \"ghost\"",
+        ),
         (&["node", "rm", "ghost"], "unknown node \"ghost\""),
         (&["node", "show", "ghost"], "unknown node \"ghost\""),
-        (&["image", "add", "img", "--kernel", "/nonexistent/vmlinuz"], "/nonexistent/vmlinuz: no such file"),
-        (&["network", "add", "other", "--subnet", "198.18.0.0/25"], "overlaps network \"lab\""),
-        (&["network", "add", "bad", "--subnet", "198.19.0.0/24", "--range", "198.19.1.1-198.19.1.9"], "invalid for 198.19.0.0/24"),
+        (
+            &["image", "add", "img", "--kernel", "/nonexistent/vmlinuz"],
+            "/nonexistent/vmlinuz: no such file",
+        ),
+        (
+            &["network", "add", "other", "--subnet", "198.18.0.0/25"],
+            "overlaps network \"lab\"",
+        ),
+        (
+            &[
+                "network",
+                "add",
+                "bad",
+                "--subnet",
+                "198.19.0.0/24",
+                "--range",
+                "198.19.1.1-198.19.1.9",
+            ],
+            "invalid for 198.19.0.0/24",
+        ),
     ];
     for (args, expect) in cases {
         let err = stderr_of(&d, args);
-        assert!(err.contains(expect), "`drover {}`: expected {expect:?} in {err:?}", args.join(" "));
+        assert!(
+            err.contains(expect),
+            "`drover {}`: expected {expect:?} in {err:?}",
+            args.join(" ")
+        );
     }
     assert_eq!(d.cli_ok(&["node", "list"]), before);
     assert_eq!(d.cli_ok(&["network", "list"]).lines().count(), 2);
@@ -49,7 +135,14 @@ fn csv_import_is_all_or_nothing() {
     d.cli_ok(&["network", "add", "lab", "--subnet", "198.18.0.0/16"]);
     let mut csv = String::from("name,mac,ip,group\n");
     for i in 0..300u32 {
-        csv += &format!("node{i:03},52:54:00:01:{:02x}:{:02x},198.18.{}.{},rack{}\n", i / 256, i % 256, 1 + i / 200, 1 + i % 200, i / 40);
+        csv += &format!(
+            "node{i:03},52:54:00:01:{:02x}:{:02x},198.18.{}.{},rack{}\n",
+            i / 256,
+            i % 256,
+            1 + i / 200,
+            1 + i % 200,
+            i / 40
+        );
     }
     let good = d.scratch().join("good.csv");
     std::fs::write(&good, &csv).unwrap();
@@ -58,12 +151,19 @@ fn csv_import_is_all_or_nothing() {
     std::fs::write(&bad, format!("{csv}dup,52:54:00:01:00:00,,\n")).unwrap();
     let err = stderr_of(&d, &["node", "import", bad.to_str().unwrap()]);
     assert!(err.contains("already used by node \"node000\""), "{err}");
-    assert_eq!(d.cli_ok(&["node", "list"]).lines().count(), 1, "a failed import must add nothing");
+    assert_eq!(
+        d.cli_ok(&["node", "list"]).lines().count(),
+        1,
+        "a failed import must add nothing"
+    );
     let out = d.cli_ok(&["node", "import", good.to_str().unwrap()]);
     assert!(out.contains("imported 300 nodes"), "{out}");
     let list = d.cli_ok(&["node", "list"]);
     assert_eq!(list.lines().count(), 301);
-    assert!(list.contains("node299  52:54:00:01:01:2b  198.18.2.100  -      rack7"), "{list}");
+    assert!(
+        list.contains("node299  52:54:00:01:01:2b  198.18.2.100  -      rack7"),
+        "{list}"
+    );
     let show = d.cli_ok(&["node", "show", "node007"]);
     assert!(show.contains("198.18.1.8"), "{show}");
 }
@@ -79,24 +179,41 @@ fn check_config_names_the_bad_key() {
     let err = stderr_of(&d, &["check-config", f.to_str().unwrap()]);
     assert!(err.contains("window"), "{err}");
     std::fs::write(&f, d.cli_ok(&["default-config"])).unwrap();
-    assert!(d.cli_ok(&["check-config", f.to_str().unwrap()]).contains(": ok"));
+    assert!(d
+        .cli_ok(&["check-config", f.to_str().unwrap()])
+        .contains(": ok"));
 }
 
 /// A GET on 127.0.0.1:port; returns (status, headers, body).
 fn get(port: u16, path: &str, extra: &str) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to drover's HTTP port");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n{extra}\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n{extra}\r\n"
+    )
+    .unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP header end");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP header end");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status code");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
     (status, head, raw[split + 4..].to_vec())
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -109,7 +226,16 @@ fn running_server_picks_up_cli_changes_and_serves_ranges() {
         format!("[dhcp]\nenabled = false\n[tftp]\nenabled = false\n[ra]\nenabled = false\n[http]\nport = {port}\n"),
     )
     .unwrap();
-    d.start(None, &["serve", "--interface", "lo", "--config", cfg.to_str().unwrap()]);
+    d.start(
+        None,
+        &[
+            "serve",
+            "--interface",
+            "lo",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
     d.wait_log("drover: ready", Duration::from_secs(20));
     // The interface's subnet became a network.
     assert!(d.cli_ok(&["network", "list"]).contains("127.0.0.0/8"));
@@ -118,35 +244,68 @@ fn running_server_picks_up_cli_changes_and_serves_ranges() {
     let (status, _, body) = get(port, &format!("/boot/{mac}"), "");
     assert_eq!(status, 200);
     let body = String::from_utf8(body).unwrap();
-    assert!(body.starts_with("#!ipxe") && body.contains("not a known node"), "{body}");
+    assert!(
+        body.starts_with("#!ipxe") && body.contains("not a known node"),
+        "{body}"
+    );
 
     let kernel: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let kpath = d.scratch().join("vmlinuz");
     std::fs::write(&kpath, &kernel).unwrap();
-    d.cli_ok(&["image", "add", "img", "--kernel", kpath.to_str().unwrap(), "--cmdline", "console=ttyS0"]);
+    d.cli_ok(&[
+        "image",
+        "add",
+        "img",
+        "--kernel",
+        kpath.to_str().unwrap(),
+        "--cmdline",
+        "console=ttyS0",
+    ]);
     let added = Instant::now();
-    d.cli_ok(&["node", "add", "n1", "--mac", mac, "--ip", "127.0.0.11", "--image", "img"]);
+    d.cli_ok(&[
+        "node",
+        "add",
+        "n1",
+        "--mac",
+        mac,
+        "--ip",
+        "127.0.0.11",
+        "--image",
+        "img",
+    ]);
     let script = loop {
         let (_, _, body) = get(port, &format!("/boot/{mac}"), "");
         let body = String::from_utf8(body).unwrap();
         if body.contains("booting n1") {
             break body;
         }
-        assert!(added.elapsed() < Duration::from_secs(1) + Duration::from_millis(500), "server did not see the new node; last script:\n{body}");
+        assert!(
+            added.elapsed() < Duration::from_secs(1) + Duration::from_millis(500),
+            "server did not see the new node; last script:\n{body}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(
-        script.contains(&format!("kernel http://127.0.0.1:{port}/images/img/kernel console=ttyS0 drover.node=n1")),
+        script.contains(&format!(
+            "kernel http://127.0.0.1:{port}/images/img/kernel console=ttyS0 drover.node=n1"
+        )),
         "{script}"
     );
 
     let (status, head, body) = get(port, "/images/img/kernel", "");
     assert_eq!(status, 200);
-    assert!(head.to_ascii_lowercase().contains("accept-ranges: bytes"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("accept-ranges: bytes"),
+        "{head}"
+    );
     assert_eq!(body, kernel);
     let (status, head, body) = get(port, "/images/img/kernel", "Range: bytes=1000-1999\r\n");
     assert_eq!(status, 206, "{head}");
-    assert!(head.to_ascii_lowercase().contains("content-range: bytes 1000-1999/300000"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-range: bytes 1000-1999/300000"),
+        "{head}"
+    );
     assert_eq!(body, &kernel[1000..2000]);
     let (status, _, body) = get(port, "/images/img/kernel", "Range: bytes=-10\r\n");
     assert_eq!(status, 206);
@@ -159,7 +318,10 @@ fn running_server_picks_up_cli_changes_and_serves_ranges() {
     assert_eq!(status, 404);
     let (status, _, body) = get(port, "/firmware/undionly.kpxe", "");
     assert_eq!(status, 200);
-    assert_eq!(body, std::fs::read(common::repo_root().join("firmware/ipxe/undionly.kpxe")).unwrap());
+    assert_eq!(
+        body,
+        std::fs::read(common::repo_root().join("firmware/ipxe/undionly.kpxe")).unwrap()
+    );
 
     // An image in use cannot be removed; a removed node is unknown again.
     let out = d.cli(&["image", "rm", "img"]);
@@ -171,7 +333,10 @@ fn running_server_picks_up_cli_changes_and_serves_ranges() {
         if String::from_utf8_lossy(&body).contains("not a known node") {
             break;
         }
-        assert!(removed.elapsed() < Duration::from_millis(1500), "server still boots a removed node");
+        assert!(
+            removed.elapsed() < Duration::from_millis(1500),
+            "server still boots a removed node"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     d.cli_ok(&["image", "rm", "img"]);

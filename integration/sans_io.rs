@@ -20,7 +20,10 @@ fn sans_io_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let path = entry.expect("dir entry").path();
         if path.is_dir() {
             sans_io_files(&path, out);
-        } else if matches!(path.file_name().and_then(|n| n.to_str()), Some("wire.rs" | "core.rs")) {
+        } else if matches!(
+            path.file_name().and_then(|n| n.to_str()),
+            Some("wire.rs" | "core.rs")
+        ) {
             out.push(path);
         }
     }
@@ -47,5 +50,9 @@ fn wire_and_core_modules_do_no_io() {
             }
         }
     }
-    assert!(violations.is_empty(), "sans-IO rule broken:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "sans-IO rule broken:\n{}",
+        violations.join("\n")
+    );
 }

@@ -76,10 +76,16 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                 http_base,
                 uefi_loader: config.dhcp.uefi_loader.clone(),
             };
-            let (iface, store, view, token) = (iface.clone(), store.clone(), view.clone(), shutdown.clone());
+            let (iface, store, view, token) =
+                (iface.clone(), store.clone(), view.clone(), shutdown.clone());
             tasks.spawn(async move {
                 let name = format!("dhcp {}", iface.name);
-                (name, crate::dhcp::serve::run(iface, settings, store, view, token).await.context("DHCP server"))
+                (
+                    name,
+                    crate::dhcp::serve::run(iface, settings, store, view, token)
+                        .await
+                        .context("DHCP server"),
+                )
             });
         }
         if config.tftp.enabled {
@@ -93,8 +99,19 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                 max_windowsize: config.tftp.max_windowsize,
                 ..crate::tftp::serve::Limits::default()
             };
-            let (roots, token, name) = (tftp_roots.clone(), shutdown.clone(), format!("tftp {}", iface.name));
-            tasks.spawn(async move { (name, crate::tftp::serve::run(socket, roots, limits, token).await.context("TFTP server")) });
+            let (roots, token, name) = (
+                tftp_roots.clone(),
+                shutdown.clone(),
+                format!("tftp {}", iface.name),
+            );
+            tasks.spawn(async move {
+                (
+                    name,
+                    crate::tftp::serve::run(socket, roots, limits, token)
+                        .await
+                        .context("TFTP server"),
+                )
+            });
         }
         if config.ra.enabled {
             let (iface, token) = (iface.clone(), shutdown.clone());
