@@ -7,15 +7,17 @@
 #                                                 relay, giaddr 198.18.0.2, so the servers
 #                                                 answer it by unicast on port 67)
 #
-# Method: a ladder of fixed offered rates. At each step every server gets a fresh, empty lease
-# store, then perfdhcp offers RATE new 4-way exchanges (DISCOVER-OFFER-REQUEST-ACK) per second
-# for PERIOD seconds from CLIENTS simulated clients (random MACs out of CLIENTS; a client seen
-# again gets its lease back), and waits 1 s for late answers. An exchange counts as completed
-# when its ACK arrives within perfdhcp's drop time (1 s). Reported per step and server:
-# completed exchanges per second (leases/s = ACKs / PERIOD) and drop % (offered exchanges that
-# did not complete). Summary: the highest step with at most 1 % drops ("sustained") and the
-# best leases/s of any step ("peak"), and their drover/dnsmasq ratios. Servers alternate order
-# from step to step so that a drift in the machine's load does not favour one of them.
+# Method: a ladder of fixed offered rates, walked REPEATS times. At each step every server gets
+# a fresh, empty lease store, then perfdhcp offers RATE new 4-way exchanges (DISCOVER-OFFER-
+# REQUEST-ACK) per second for PERIOD seconds from CLIENTS simulated clients (random MACs out of
+# CLIENTS; a client seen again gets its lease back), and waits 1 s for late answers. An
+# exchange counts as completed when its ACK arrives within perfdhcp's drop time (1 s).
+# Reported per step and server, as the median over the passes: completed exchanges per second
+# (leases/s = ACKs / PERIOD), drop % (offered exchanges that did not complete) and the server's
+# CPU time per lease. Summary: the highest step whose median drop is at most 1 % ("sustained")
+# and the best median leases/s of any step ("peak"), and their drover/dnsmasq ratios. Servers
+# alternate order from step to step, and passes are spread over time, so that the load of
+# whatever else runs on the machine (fsync latency above all) does not favour one of them.
 #
 # Servers: dnsmasq (lease file on disk, as shipped), drover, and dnsmasq-ro (`--leasefile-ro`:
 # no lease file at all, an upper bound that shows what dnsmasq's per-lease file write costs).
@@ -23,9 +25,9 @@
 # costs in production).
 #
 # Usage: sudo bench/dhcp.sh [--out FILE]     (FILE: markdown results; default stdout)
-# Environment: DHCP_RATES ("100 150 200 300 400 600 800 1200 1600 3200 6400"), DHCP_PERIOD
-# (10), DHCP_CLIENTS (10000), DHCP_SERVERS ("dnsmasq drover dnsmasq-ro"), DROVER (path of the
-# binary), BENCH_TMP, BENCH_SUMMARY (a file to append a one-line summary to).
+# Environment: DHCP_RATES ("100 200 300 400 600 800 1200 1600 3200"), DHCP_PERIOD (5),
+# DHCP_REPEATS (3), DHCP_CLIENTS (10000), DHCP_SERVERS ("dnsmasq drover dnsmasq-ro"), DROVER
+# (path of the binary), BENCH_TMP, BENCH_SUMMARY (a file to append a one-line summary to).
 # Exit status: 0 when every server answered, 1 otherwise (the results still get written).
 
 source "$(dirname "$0")/lib.sh"
@@ -41,8 +43,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-RATES=${DHCP_RATES:-100 150 200 300 400 600 800 1200 1600 3200 6400}
-PERIOD=${DHCP_PERIOD:-10}
+RATES=${DHCP_RATES:-100 200 300 400 600 800 1200 1600 3200}
+PERIOD=${DHCP_PERIOD:-5}
+REPEATS=${DHCP_REPEATS:-3}
 CLIENTS=${DHCP_CLIENTS:-10000}
 SERVERS=${DHCP_SERVERS:-dnsmasq drover dnsmasq-ro}
 MAX_DROP=1 # % of offered exchanges that may fail at a "sustained" step
@@ -152,54 +155,87 @@ parse_perfdhcp() {
     }' "$1"
 }
 
-raw=$work/raw.tsv # server rate discovers offers requests acks avg_do avg_ra leases_s drop_pct held
+# cpu_seconds PID: user + system CPU seconds PID has used so far (all its threads).
+cpu_seconds() {
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' \
+    "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+# raw: server rate rep discovers offers requests acks avg_do avg_ra leases_s drop_pct held cpu_s
+raw=$work/raw.tsv
 : >"$raw"
 step=0
-for rate in $RATES; do
-  order=$SERVERS
-  if [ $((step % 2)) = 1 ]; then
-    order=$(echo "$SERVERS" | tr ' ' '\n' | tac | tr '\n' ' ')
-  fi
-  step=$((step + 1))
-  for srv in $order; do
-    [ -n "${failed[$srv]:-}" ] && continue
-    dir="$work/$srv-$rate"
-    mkdir -p "$dir"
-    if ! start_server "$srv" "$dir"; then
-      failed[$srv]=$WHY
-      log "$srv: $WHY"
-      continue
+for rep in $(seq "$REPEATS"); do
+  for rate in $RATES; do
+    order=$SERVERS
+    if [ $((step % 2)) = 1 ]; then
+      order=$(echo "$SERVERS" | tr ' ' '\n' | tac | tr '\n' ' ')
     fi
-    pid=$BG_PID
-    log "$srv: offering $rate exchanges/s for ${PERIOD}s from $CLIENTS clients"
-    rc=0
-    timeout $((PERIOD + 60)) ip netns exec "$NS_C" perfdhcp -4 -l "$IF_C" -r "$rate" \
-      -R "$CLIENTS" -p "$PERIOD" -W 1000000 >"$dir/perfdhcp.log" 2>&1 || rc=$?
-    server_alive=1
-    alive "$pid" || server_alive=0
-    stop_pid "$pid"
-    # perfdhcp: 0 all exchanges completed, 3 some did not; anything else is its own failure.
-    if [ "$rc" != 0 ] && [ "$rc" != 3 ]; then
-      die "perfdhcp failed (exit $rc): $(tail -3 "$dir/perfdhcp.log")"
-    fi
-    read -r d o r a ado ara < <(parse_perfdhcp "$dir/perfdhcp.log")
-    held=$(leases_held "$srv" "$dir")
-    if [ "$server_alive" = 0 ]; then
-      failed[$srv]="exited during the run at $rate/s: $(tail -1 "$dir/server.log")"
-      log "$srv: ${failed[$srv]}"
-    elif [ "$a" = 0 ]; then
-      failed[$srv]="answered no exchange at $rate/s: $(tail -1 "$dir/server.log")"
-      log "$srv: ${failed[$srv]}"
-    fi
-    awk -v s="$srv" -v rate="$rate" -v p="$PERIOD" -v d="$d" -v o="$o" -v r="$r" -v a="$a" \
-      -v ado="$ado" -v ara="$ara" -v held="$held" 'BEGIN {
-        printf "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.1f\t%.2f\t%s\n", s, rate, d, o, r, a, ado,
-          ara, a / p, (d > 0 ? 100 * (d - a) / d : 100), held
-      }' >>"$raw"
-    rm -rf "$dir/state" "$dir/leases" # keep the logs only
-    log "$srv @ $rate/s: $(tail -1 "$raw" | cut -f9) leases/s, $(tail -1 "$raw" | cut -f10)% dropped"
+    step=$((step + 1))
+    for srv in $order; do
+      [ -n "${failed[$srv]:-}" ] && continue
+      dir="$work/$srv-$rate-$rep"
+      mkdir -p "$dir"
+      if ! start_server "$srv" "$dir"; then
+        failed[$srv]=$WHY
+        log "$srv: $WHY"
+        continue
+      fi
+      pid=$BG_PID
+      cpu0=$(cpu_seconds "$pid")
+      log "$srv (pass $rep/$REPEATS): offering $rate exchanges/s for ${PERIOD}s from $CLIENTS clients"
+      rc=0
+      timeout $((PERIOD + 60)) ip netns exec "$NS_C" perfdhcp -4 -l "$IF_C" -r "$rate" \
+        -R "$CLIENTS" -p "$PERIOD" -W 1000000 >"$dir/perfdhcp.log" 2>&1 || rc=$?
+      server_alive=1
+      alive "$pid" || server_alive=0
+      cpu=$(awk -v a="$(cpu_seconds "$pid")" -v b="$cpu0" 'BEGIN { printf "%.2f\n", a - b }')
+      stop_pid "$pid"
+      # perfdhcp: 0 all exchanges completed, 3 some did not; anything else is its own failure.
+      if [ "$rc" != 0 ] && [ "$rc" != 3 ]; then
+        die "perfdhcp failed (exit $rc): $(tail -3 "$dir/perfdhcp.log")"
+      fi
+      read -r d o r a ado ara < <(parse_perfdhcp "$dir/perfdhcp.log")
+      held=$(leases_held "$srv" "$dir")
+      if [ "$server_alive" = 0 ]; then
+        failed[$srv]="exited during the run at $rate/s: $(tail -1 "$dir/server.log")"
+        log "$srv: ${failed[$srv]}"
+      elif [ "$a" = 0 ]; then
+        failed[$srv]="answered no exchange at $rate/s: $(tail -1 "$dir/server.log")"
+        log "$srv: ${failed[$srv]}"
+      fi
+      awk -v s="$srv" -v rate="$rate" -v rep="$rep" -v p="$PERIOD" -v d="$d" -v o="$o" \
+        -v r="$r" -v a="$a" -v ado="$ado" -v ara="$ara" -v held="$held" -v cpu="$cpu" 'BEGIN {
+          printf "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.1f\t%.2f\t%s\t%s\n", s, rate, rep,
+            d, o, r, a, ado, ara, a / p, (d > 0 ? 100 * (d - a) / d : 100), held, cpu
+        }' >>"$raw"
+      rm -rf "$dir/state" "$dir/leases" # keep the logs only
+      log "$srv @ $rate/s: $(tail -1 "$raw" | cut -f10) leases/s," \
+        "$(tail -1 "$raw" | cut -f11)% dropped, $cpu CPU s"
+    done
   done
 done
+
+# agg: server rate median_leases_s median_drop_pct leases_s_of_each_pass median_cpu_ms_per_lease
+agg=$work/agg.tsv
+sort -t$'\t' -k1,1 -k2,2n -k3,3n "$raw" | awk -F'\t' '
+  function median(list,   n, v, i, j, x) {
+    n = split(list, v, " ")
+    for (i = 2; i <= n; i++) { x = v[i] + 0; for (j = i - 1; j >= 1 && v[j] + 0 > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+    return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+  }
+  function flush() {
+    if (key == "") return
+    printf "%s\t%.1f\t%.2f\t%s\t%s\n", key, median(ls), median(dp), lsl,
+      (cpul == "" ? "-" : sprintf("%.2f", median(cpul)))
+  }
+  {
+    k = $1 "\t" $2
+    if (k != key) { flush(); key = k; ls = dp = lsl = cpul = "" }
+    ls = ls " " $10; dp = dp " " $11; lsl = lsl (lsl == "" ? "" : ", ") $10
+    if ($7 > 0) cpul = cpul " " 1000 * $13 / $7
+  }
+  END { flush() }' >"$agg"
 
 # ---- report -------------------------------------------------------------------------------
 
@@ -219,13 +255,13 @@ TOP=$(echo "$RATES" | tr ' ' '\n' | sort -n | tail -1)
 summary() {
   awk -F'\t' -v s="$1" -v m="$MAX_DROP" -v top="$TOP" '
     $1 == s {
-      if ($10 <= m && $2 > sr) { sr = $2; sl = $9 }
-      if ($9 > pk) pk = $9
+      if ($4 <= m && $2 > sr) { sr = $2; sl = $3 }
+      if ($3 > pk) pk = $3
     }
     END {
       printf "%s %s %s %s\n", (sr ? sr : "-"), (sr ? sl : "-"), (pk ? pk : "-"),
         (sr == top ? ">=" : "=")
-    }' "$raw"
+    }' "$agg"
 }
 
 # ratio A A_BOUND B B_BOUND: A/B to two decimals with "≥"/"≤" when one side is a lower bound.
@@ -242,8 +278,9 @@ mark() { [ "$1" = ">=" ] && [ "$2" != "-" ] && echo "≥ $2" || echo "$2"; }
 {
   echo "### DHCPv4: 4-way exchanges (DORA) per second"
   echo
-  echo "perfdhcp $(perfdhcp -v 2>&1 | awk '{print $2}'), ${PERIOD} s per step, $CLIENTS" \
-    "simulated clients, drop time 1 s, a fresh empty lease store for every run."
+  echo "perfdhcp $(perfdhcp -v 2>&1 | awk '{print $2}'), $REPEATS passes over the ladder," \
+    "${PERIOD} s per step, $CLIENTS simulated clients, drop time 1 s, a fresh empty lease" \
+    "store for every run; the summary uses each step's median over the passes."
   echo "Machine during the run: $(machine_line)."
   echo
   echo "| server | sustained offered rate (≤ ${MAX_DROP}% drops) | leases/s there | peak leases/s |"
@@ -270,25 +307,38 @@ mark() { [ "$1" = ">=" ] && [ "$2" != "-" ] && echo "≥ $2" || echo "$2"; }
   for s in $SERVERS; do
     # Goodput under overload: leases/s at the top step against the peak.
     awk -F'\t' -v s="$s" -v l="$(label "$s")" '
-      $1 == s { if ($9 > pk) { pk = $9; pr = $2 } if ($2 >= tr) { tr = $2; tl = $9 } }
+      $1 == s { if ($3 > pk) { pk = $3; pr = $2 } if ($2 >= tr) { tr = $2; tl = $3 } }
       END {
         if (pk > 0 && tr > pr && tl < 0.8 * pk)
           printf "\n%s: under overload its completed exchanges fall from %.1f/s (offered %d/s) to %.1f/s (offered %d/s).\n", l, pk, pr, tl, tr
-      }' "$raw"
+      }' "$agg"
     if [ -n "${failed[$s]:-}" ]; then
       echo
       echo "$(label "$s") was given up: ${failed[$s]}"
     fi
   done
   echo
-  echo "Per step (leases/s = completed exchanges / ${PERIOD} s; drops = offered exchanges" \
-    "that did not complete; avg = perfdhcp's mean DISCOVER→OFFER / REQUEST→ACK delay):"
+  echo "Per step, medians of $REPEATS passes (leases/s = completed exchanges / ${PERIOD} s;" \
+    "drops = offered exchanges that did not complete; CPU = the server's user + system CPU" \
+    "time per completed exchange):"
   echo
-  echo "| offered/s | server | DISCOVER sent | OFFER recv | REQUEST sent | ACK recv | leases/s | drops % | avg D→O ms | avg R→A ms | leases on disk after |"
-  echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-  sort -t"$(printf '\t')" -k2,2n -k1,1 "$raw" | while IFS=$'\t' read -r s rt d o r a ado ara ls dp held; do
-    echo "| $rt | $(label "$s") | $d | $o | $r | $a | $ls | $dp | $ado | $ara | $held |"
+  echo "| offered/s | server | leases/s (median) | leases/s of each pass | drops % (median) | server CPU ms / lease |"
+  echo "|---:|---|---:|---|---:|---:|"
+  sort -t$'\t' -k2,2n -k1,1 "$agg" | while IFS=$'\t' read -r s rt ls dp each cpu; do
+    echo "| $rt | $(label "$s") | $ls | $each | $dp | $cpu |"
   done
+  echo
+  echo "<details><summary>Every run: perfdhcp's counters (avg = its mean DISCOVER→OFFER /" \
+    "REQUEST→ACK delay)</summary>"
+  echo
+  echo "| pass | offered/s | server | DISCOVER sent | OFFER recv | REQUEST sent | ACK recv | leases/s | drops % | avg D→O ms | avg R→A ms | leases on disk after | server CPU s |"
+  echo "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  sort -t$'\t' -k3,3n -k2,2n -k1,1 "$raw" |
+    while IFS=$'\t' read -r s rt rep d o r a ado ara ls dp held cpu; do
+      echo "| $rep | $rt | $(label "$s") | $d | $o | $r | $a | $ls | $dp | $ado | $ara | $held | $cpu |"
+    done
+  echo
+  echo "</details>"
   echo
 } >"$out"
 

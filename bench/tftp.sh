@@ -13,14 +13,15 @@
 #   curl     --tftp-blksize 1468          (curl sends blksize and tsize, no windowsize)
 #   atftp    blksize 1468, windowsize 16  (tftpd-hpa ignores windowsize: lock-step for it)
 #   tftp-hpa no options: 512-byte blocks, lock-step (the block number wraps past 65535)
-# then once per server, CONCURRENT curl clients at the same time (aggregate throughput).
+# then RUNS times per server, CONCURRENT curl clients at the same time (aggregate throughput).
 # Every download lands in /dev/shm (RAM: the client's disk is not measured) and its SHA-256
 # must equal the source's; a wrong byte, a client error or a timeout fails that run.
 # MB/s = 10^6 bytes per second of wall time, client start to client exit.
 #
 # Usage: sudo bench/tftp.sh [--out FILE]     (FILE: markdown results; default stdout)
-# Environment: TFTP_RUNS (3), TFTP_SIZE_MIB (64), TFTP_CONCURRENT (8), TFTP_TIMEOUT (300 s per
-# download), TFTP_SERVERS ("tftpd-hpa drover"), DROVER (path of the binary), BENCH_TMP,
+# Environment: TFTP_RUNS (5: sequential runs per client and server, and concurrent runs),
+# TFTP_SIZE_MIB (64), TFTP_CONCURRENT (8), TFTP_TIMEOUT (300 s per download), TFTP_SERVERS
+# ("tftpd-hpa drover"), DROVER (path of the binary), BENCH_TMP,
 # BENCH_SUMMARY (a file to append one summary line per client to).
 # Exit status: 0 when every download of every server was right, 1 otherwise (the results still
 # get written).
@@ -38,7 +39,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-RUNS=${TFTP_RUNS:-3}
+RUNS=${TFTP_RUNS:-5}
 SIZE_MIB=${TFTP_SIZE_MIB:-64}
 CONCURRENT=${TFTP_CONCURRENT:-8}
 TIMEOUT=${TFTP_TIMEOUT:-300}
@@ -199,9 +200,9 @@ one_run() {
   log "$srv / $client #$run: $(tail -1 "$raw" | cut -f4) s, $(tail -1 "$raw" | cut -f5) MB/s, $st"
 }
 
-# concurrent_run SERVER: CONCURRENT curl downloads at once.
+# concurrent_run SERVER RUN: CONCURRENT curl downloads at once.
 concurrent_run() {
-  local srv=$1 i t0 t1 pids=() rcs=() st=ok errs=0
+  local srv=$1 run=$2 i t0 t1 pids=() rcs=() st=ok errs=0
   t0=$(now)
   for i in $(seq "$CONCURRENT"); do
     fetch curl "${HOST[$srv]}" "$dl/$srv-conc-$i" >"$work/$srv-conc-$i.log" 2>&1 &
@@ -225,7 +226,7 @@ concurrent_run() {
     bad=$((bad + 1))
   fi
   awk -v s="$srv" -v c="curl x$CONCURRENT" -v t0="$t0" -v t1="$t1" -v n="$((SIZE * CONCURRENT))" \
-    -v st="$st" 'BEGIN { printf "%s\t%s\t1\t%.3f\t%.2f\t%s\n", s, c, t1 - t0, n / 1e6 / (t1 - t0), st }' \
+    -v st="$st" -v r="$run" 'BEGIN { printf "%s\t%s\t%s\t%.3f\t%.2f\t%s\n", s, c, r, t1 - t0, n / 1e6 / (t1 - t0), st }' \
     >>"$raw"
   log "$srv / curl x$CONCURRENT: $(tail -1 "$raw" | cut -f4) s, $(tail -1 "$raw" | cut -f5) MB/s aggregate, $st"
 }
@@ -254,8 +255,14 @@ for client in $CLIENTS; do
     done
   done
 done
-for srv in "${live[@]}"; do
-  concurrent_run "$srv"
+for run in $(seq "$RUNS"); do
+  order=("${live[@]}")
+  if [ $((run % 2)) = 0 ] && [ ${#live[@]} = 2 ]; then
+    order=("${live[1]}" "${live[0]}")
+  fi
+  for srv in "${order[@]}"; do
+    concurrent_run "$srv" "$run"
+  done
 done
 for srv in "${live[@]}"; do
   if ! alive "${server_pid[$srv]}"; then
@@ -296,8 +303,8 @@ describe() {
 {
   echo "### TFTP: download of a $SIZE_MIB MiB file"
   echo
-  echo "Median MB/s (10^6 bytes/s) of $RUNS sequential runs per client and server (the" \
-    "concurrent row: one run), every download checked by SHA-256."
+  echo "Median MB/s (10^6 bytes/s) of $RUNS runs per client and server, every download" \
+    "checked by SHA-256."
   echo "Machine during the run: $(machine_line)."
   echo
   echo "| client | tftpd-hpa MB/s | drover MB/s | drover / tftpd-hpa |"
@@ -322,13 +329,15 @@ describe() {
     fi
   done
   echo
-  echo "All runs:"
+  echo "<details><summary>Every run</summary>"
   echo
   echo "| server | client | run | seconds | MB/s | result |"
   echo "|---|---|---:|---:|---:|---|"
   while IFS=$'\t' read -r s c r t m st; do
     echo "| $s | $c | $r | $t | $m | $st |"
   done <"$raw"
+  echo
+  echo "</details>"
   echo
 } >"$out"
 

@@ -362,29 +362,6 @@ pub fn remove_network(store: &Store, name: &str) -> Result<(), AdminError> {
     })
 }
 
-/// The network `drover serve` records for an interface's subnet when no network covers it
-/// yet: named after the interface, dynamic range = the upper half of the subnet (without
-/// the broadcast address), so that low addresses stay free for reservations.
-pub fn interface_network(iface: &crate::net::Interface) -> Network {
-    let net = iface.subnet;
-    let base = u32::from(net.addr());
-    let size = 1u64 << (32 - u32::from(net.prefix()));
-    let range = if size >= 8 {
-        let first = base + (size / 2) as u32;
-        let last = u32::from(net.broadcast()) - 1;
-        Some((Ipv4Addr::from(first), Ipv4Addr::from(last)))
-    } else {
-        None
-    };
-    Network {
-        name: iface.name.clone(),
-        subnet: net,
-        range,
-        gateway: None,
-        domain: None,
-    }
-}
-
 /// Imports an image's files and records it. `replace` overwrites an existing image.
 pub fn add_image(
     store: &Store,
@@ -482,24 +459,5 @@ mod tests {
         assert!(check_name("-x").is_err());
         assert!(check_name("a b").is_err());
         assert!(check_name(&"a".repeat(64)).is_err());
-    }
-
-    #[test]
-    fn interface_network_takes_the_upper_half() {
-        let iface = crate::net::Interface {
-            name: "br0".into(),
-            index: 1,
-            mac: None,
-            addr: "198.18.0.1".parse().unwrap(),
-            subnet: "198.18.0.0/24".parse().unwrap(),
-        };
-        let n = interface_network(&iface);
-        assert_eq!(
-            n.range,
-            Some((
-                "198.18.0.128".parse().unwrap(),
-                "198.18.0.254".parse().unwrap()
-            ))
-        );
     }
 }

@@ -159,7 +159,7 @@ fn record_interface_network(store: &Store, iface: &Interface) -> Result<()> {
     if networks.iter().any(|n| n.subnet.contains(iface.addr)) {
         return Ok(());
     }
-    let net = crate::admin::interface_network(iface);
+    let net = crate::dhcp::core::default_network(&iface.name, iface.addr, iface.subnet);
     tracing::info!(network = %net.name, subnet = %net.subnet, range = ?net.range, "serving the interface's subnet (no network in the store covered it)");
     crate::admin::add_network(store, &net)
         .with_context(|| format!("recording network {}", net.name))

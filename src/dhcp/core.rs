@@ -118,7 +118,7 @@ impl Context {
 /// get no range.
 pub fn default_network(name: &str, server: Ipv4Addr, subnet: Ipv4Net) -> Network {
     Network {
-        name: format!("{name}-default"),
+        name: name.to_string(),
         subnet,
         range: default_range(server, subnet),
         gateway: None,

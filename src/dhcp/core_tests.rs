@@ -222,7 +222,7 @@ fn default_range_is_upper_half_without_broadcast_and_server() {
     assert_eq!(r("198.18.0.0", "198.18.0.0/31"), None);
     assert_eq!(r("198.18.0.0", "198.18.0.0/32"), None);
     let n = default_network("eth0", SERVER, net("198.18.0.0/24"));
-    assert_eq!(n.name, "eth0-default");
+    assert_eq!(n.name, "eth0");
     assert_eq!(n.gateway, None);
 }
 
@@ -693,7 +693,7 @@ fn fallback_network_without_store_networks() {
     assert_eq!(o.ip, ip("198.18.0.128"));
     assert_eq!(reply.router, None);
     let (lease, ..) = s.ack(&select(mac(0x20), o.ip));
-    assert_eq!(lease.network, "eth0-default");
+    assert_eq!(lease.network, "eth0");
     // A reservation in the interface subnet works with the fallback network too.
     s.put(&node("n1", mac(1), Some("198.18.0.10")));
     assert_eq!(s.dora(mac(1)), ip("198.18.0.10"));
@@ -744,4 +744,57 @@ fn offers_table_is_bounded() {
         }
     ));
     assert_eq!(o.len(), 1);
+}
+
+/// Captured packets from real firmware through decode -> handle -> encode, read back with
+/// dhcproto: what iPXE and OVMF would receive.
+#[test]
+fn captured_discovers_end_to_end() {
+    use crate::dhcp::wire::{self, tests as caps};
+    use dhcproto::v4::{DhcpOption, Message, MessageType as M, OptionCode};
+    use dhcproto::Decodable;
+    let mut s = Sim::new();
+    let answer = |s: &mut Sim, capture: &str| {
+        let req = wire::decode(&caps::hex(capture)).unwrap();
+        let (_, reply, dest) = s.offer(&req);
+        assert_eq!(dest, Destination::Broadcast);
+        let mut out = Vec::new();
+        wire::encode(&reply, &mut out).unwrap();
+        assert!(out.len() <= reply.size_limit());
+        let raw = wire::scan_options(&out[wire::HEADER_LEN..]).unwrap();
+        (Message::from_bytes(&out).unwrap(), raw)
+    };
+    // iPXE under SeaBIOS: the HTTP URL in `file`, and 175 with 176 = 1.
+    let (m, raw) = answer(&mut s, caps::IPXE_BIOS_DISCOVER);
+    assert_eq!(m.opts().msg_type(), Some(M::Offer));
+    assert_eq!(m.yiaddr(), ip("198.18.0.100"));
+    assert_eq!(m.siaddr(), SERVER);
+    assert_eq!(
+        m.fname_str().unwrap().unwrap().trim_end_matches('\0'),
+        "http://198.18.0.1/boot/52:54:00:aa:bb:cc"
+    );
+    // iPXE asked for option 67 in its parameter list, so it is there too.
+    assert!(m.opts().get(OptionCode::BootfileName).is_some());
+    assert!(raw.iter().any(|o| o.code == 175 && o.data == [176, 1, 1]));
+    assert!(m.opts().get(OptionCode::ClassIdentifier).is_none());
+    // OVMF's own PXE (arch 7): the UEFI loader by TFTP from us, no option 60 (see Context).
+    let (m, raw) = answer(&mut s, caps::OVMF_PXE_DISCOVER);
+    assert_eq!(
+        m.fname_str().unwrap().unwrap().trim_end_matches('\0'),
+        "ipxe.efi"
+    );
+    assert_eq!(m.siaddr(), SERVER);
+    assert!(m.flags().broadcast());
+    assert!(!raw.iter().any(|o| o.code == 175 || o.code == 60));
+    assert_eq!(
+        m.opts().get(OptionCode::ServerIdentifier),
+        Some(&DhcpOption::ServerIdentifier(SERVER))
+    );
+    // busybox udhcpc with arch 7 and a requested address outside the range: a free one.
+    let (m, _) = answer(&mut s, caps::UDHCPC_DISCOVER_ARCH7);
+    assert_eq!(m.yiaddr(), ip("198.18.0.102"));
+    assert_eq!(
+        m.fname_str().unwrap().unwrap().trim_end_matches('\0'),
+        "ipxe.efi"
+    );
 }

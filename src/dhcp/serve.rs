@@ -385,6 +385,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn context_from_interface_and_settings() {
+        let iface = Interface {
+            name: "br0".into(),
+            index: 3,
+            mac: None,
+            addr: Ipv4Addr::new(198, 18, 0, 1),
+            subnet: "198.18.0.0/24".parse().unwrap(),
+        };
+        let settings = Settings {
+            lease_time: 600,
+            http_base: "http://198.18.0.1:8080".into(),
+            uefi_loader: "snponly.efi".into(),
+            ..Settings::default()
+        };
+        let ctx = context(&iface, &settings);
+        assert_eq!(ctx.server, iface.addr);
+        assert_eq!(ctx.lease_time, 600);
+        assert_eq!(ctx.uefi_loader, "snponly.efi");
+        assert_eq!(ctx.http_base, "http://198.18.0.1:8080");
+        assert_eq!(ctx.fallback.subnet, iface.subnet);
+        // Only when the firmware bundle has it.
+        assert_eq!(
+            ctx.arm64_loader.is_some(),
+            crate::firmware::get(core::ARM64_LOADER).is_some()
+        );
+    }
+
+    #[test]
     fn every_drop_reason_is_counted() {
         use crate::dhcp::core::DropReason as D;
         let core = [

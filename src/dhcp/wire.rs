@@ -498,7 +498,8 @@ pub struct Reply {
     /// when `boot_file_option` is set or it does not fit.
     pub boot_file: Option<String>,
     pub boot_file_option: bool,
-    /// Option 60 = "PXEClient" (PXE spec: the firmware ignores offers without it).
+    /// Option 60 = "PXEClient". The core leaves it off by default: see
+    /// `core::Context::pxe_vendor_class` for what it does to UEFI firmware.
     pub pxe_class: bool,
     /// Option 175 with sub-option 176 = 1 (iPXE: do not wait for ProxyDHCP).
     pub ipxe_no_pxedhcp: bool,
@@ -688,4 +689,4 @@ fn finish(out: &mut Vec<u8>, raw: &[(u8, &[u8])]) {
 
 #[cfg(test)]
 #[path = "wire_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -304,3 +304,63 @@ pub fn boottime() -> std::time::Duration {
     }
     std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
+
+// ---------------------------------------------------------------------------------------------
+// The NTP server's clock reads: the wall clock and the kernel's synchronisation state.
+
+/// CLOCK_REALTIME as (seconds, nanoseconds) since the Unix epoch; seconds are negative before
+/// 1970. The NTP server stamps receive and transmit times with it.
+pub fn realtime() -> (i64, u32) {
+    // SAFETY: timespec is plain old data; zeroes are a valid value.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is a valid, writable timespec. CLOCK_REALTIME always exists, so the call
+    // cannot fail with a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    (ts.tv_sec as i64, ts.tv_nsec.clamp(0, 999_999_999) as u32)
+}
+
+/// clock_getres(CLOCK_REALTIME) in nanoseconds (1 on any modern kernel).
+pub fn realtime_resolution_nanos() -> u64 {
+    // SAFETY: timespec is plain old data; zeroes are a valid value.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is a valid, writable timespec.
+    if unsafe { libc::clock_getres(libc::CLOCK_REALTIME, &mut ts) } != 0 {
+        return 1;
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+        .max(1)
+}
+
+/// What adjtimex(2) says about the system clock's synchronisation, read-only (`modes = 0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelClock {
+    /// The return value: TIME_OK, TIME_INS, TIME_DEL, TIME_OOP, TIME_WAIT or TIME_ERROR.
+    pub state: i32,
+    /// The `status` bits (STA_UNSYNC, STA_INS, STA_DEL, ...).
+    pub status: i32,
+    /// Maximum error in microseconds; the synchronisation daemon sets it to its root distance
+    /// and the kernel adds 500 ppm of it per second since.
+    pub maxerror_us: i64,
+    /// Estimated error in microseconds.
+    pub esterror_us: i64,
+}
+
+/// adjtimex(2) with `modes = 0`: reads the kernel clock state and changes nothing.
+pub fn adjtimex_read() -> io::Result<KernelClock> {
+    // SAFETY: timex is plain old data; zeroes are a valid value, and modes = 0 makes the call
+    // read-only.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: `tx` is a valid, writable timex.
+    let state = unsafe { libc::adjtimex(&mut tx) };
+    if state < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(KernelClock {
+        state,
+        status: tx.status,
+        maxerror_us: tx.maxerror as i64,
+        esterror_us: tx.esterror as i64,
+    })
+}
