@@ -70,6 +70,7 @@ for s in $SERVERS; do
 done
 
 trap bench_cleanup EXIT
+work='' # set by workdir
 workdir work "${BENCH_TMP:-/var/tmp}"
 ns_add "$NS_S"
 ns_add "$NS_C"
@@ -153,12 +154,6 @@ parse_perfdhcp() {
       printf "%d %d %d %d %s %s\n", sent["do"], recv["do"], sent["ra"], recv["ra"],
         (avg["do"] == "" ? "-" : avg["do"]), (avg["ra"] == "" ? "-" : avg["ra"])
     }' "$1"
-}
-
-# cpu_seconds PID: user + system CPU seconds PID has used so far (all its threads).
-cpu_seconds() {
-  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' \
-    "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
 # raw: server rate rep discovers offers requests acks avg_do avg_ra leases_s drop_pct held cpu_s
@@ -273,6 +268,13 @@ ratio() {
     printf "%s%.2f\n", p, a / b }'
 }
 
+LOW=$(echo "$RATES" | tr ' ' '\n' | sort -n | head -1)
+
+# cpu_low SERVER: median server CPU ms per lease at the lowest step.
+cpu_low() {
+  awk -F'\t' -v s="$1" -v low="$LOW" '$1 == s && $2 == low { c = $6 } END { print (c == "" ? "-" : c) }' "$agg"
+}
+
 mark() { [ "$1" = ">=" ] && [ "$2" != "-" ] && echo "≥ $2" || echo "$2"; }
 
 {
@@ -283,26 +285,31 @@ mark() { [ "$1" = ">=" ] && [ "$2" != "-" ] && echo "≥ $2" || echo "$2"; }
     "store for every run; the summary uses each step's median over the passes."
   echo "Machine during the run: $(machine_line)."
   echo
-  echo "| server | sustained offered rate (≤ ${MAX_DROP}% drops) | leases/s there | peak leases/s |"
-  echo "|---|---:|---:|---:|"
+  echo "| server | sustained offered rate (≤ ${MAX_DROP}% drops) | leases/s there | peak leases/s | CPU ms per lease at $LOW/s |"
+  echo "|---|---:|---:|---:|---:|"
   for s in $SERVERS; do
     if [ -n "${failed[$s]:-}" ] && ! grep -q "^$s"$'\t' "$raw"; then
-      echo "| $(label "$s") | failed: ${failed[$s]//|/\\|} | | |"
+      echo "| $(label "$s") | failed: ${failed[$s]//|/\\|} | | | |"
       continue
     fi
     read -r sr sl pk bd < <(summary "$s")
-    echo "| $(label "$s") | $(mark "$bd" "$sr") | $(mark "$bd" "$sl") | $(mark "$bd" "$pk") |"
+    echo "| $(label "$s") | $(mark "$bd" "$sr") | $(mark "$bd" "$sl") | $(mark "$bd" "$pk") |" \
+      "$(cpu_low "$s") |"
   done
   echo
   read -r _ dn_l dn_p dn_b < <(summary dnsmasq)
   read -r _ dr_l dr_p dr_b < <(summary drover)
   line="sustained leases/s **$(ratio "$dr_l" "$dr_b" "$dn_l" "$dn_b")**, peak leases/s"
-  line="$line **$(ratio "$dr_p" "$dr_b" "$dn_p" "$dn_b")**"
+  line="$line **$(ratio "$dr_p" "$dr_b" "$dn_p" "$dn_b")**; CPU time per lease at $LOW/s"
+  cpu_ratio=$(awk -v a="$(cpu_low drover)" -v b="$(cpu_low dnsmasq)" 'BEGIN {
+    if (a == "-" || b == "-" || b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }')
+  line="$line (below 1: drover cheaper) **$cpu_ratio**"
   echo "**Ratio drover / dnsmasq**: $line."
   if [ -n "${BENCH_SUMMARY:-}" ]; then
     echo "- DHCP, drover / dnsmasq: $line (sustained: dnsmasq $(mark "$dn_b" "$dn_l")," \
       "drover $(mark "$dr_b" "$dr_l") leases/s; peak: dnsmasq $(mark "$dn_b" "$dn_p")," \
-      "drover $(mark "$dr_b" "$dr_p") leases/s)" >>"$BENCH_SUMMARY"
+      "drover $(mark "$dr_b" "$dr_p") leases/s; CPU ms per lease at $LOW/s: dnsmasq" \
+      "$(cpu_low dnsmasq), drover $(cpu_low drover))" >>"$BENCH_SUMMARY"
   fi
   for s in $SERVERS; do
     # Goodput under overload: leases/s at the top step against the peak.

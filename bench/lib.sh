@@ -101,6 +101,50 @@ start_bg() {
 
 alive() { kill -0 "$1" 2>/dev/null; }
 
+# cpu_seconds PID: user + system CPU seconds used so far by PID itself (all its threads).
+cpu_seconds() {
+  awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' \
+    "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+# child_cpu_sampler PID OUT: until the file OUT.stop exists, samples every 20 ms the CPU
+# time of PID's children (in.tftpd forks one per transfer and lets the kernel reap it, so the
+# children's time never reaches its own cutime), then writes the sum of each child's last
+# sample, in seconds, to OUT. Reads /proc with builtins only, to stay light; time a child
+# uses in its last 20 ms is missed. Run it in the background; see stop_sampler.
+child_cpu_sampler() {
+  local pid=$1 out=$2 hz c line total=0 kids=() f=()
+  local -A last=()
+  hz=$(getconf CLK_TCK)
+  while [ ! -e "$out.stop" ] && kill -0 $$ 2>/dev/null; do # $$: the script, if it dies
+    kids=()
+    # No newline at the end of this file: read fails but fills kids.
+    read -ra kids 2>/dev/null <"/proc/$pid/task/$pid/children" || true
+    for c in "${kids[@]}"; do
+      if read -r line 2>/dev/null <"/proc/$c/stat"; then
+        read -ra f <<<"${line##*) }"
+        last[$c]=$((f[11] + f[12]))
+      fi
+    done
+    sleep 0.02
+  done
+  for c in "${!last[@]}"; do
+    total=$((total + last[$c]))
+  done
+  awk -v t="$total" -v hz="$hz" 'BEGIN { printf "%.2f\n", t / hz }' >"$out"
+}
+
+# stop_sampler VAR SAMPLER_PID OUT: stops a child_cpu_sampler; VAR = what it measured. (Not a
+# command substitution: only this shell can wait for the sampler.)
+stop_sampler() {
+  local v
+  touch "$3.stop"
+  wait "$2" 2>/dev/null || true
+  v=$(cat "$3" 2>/dev/null || echo 0)
+  rm -f "$3" "$3.stop"
+  printf -v "$1" '%s' "$v"
+}
+
 # stop_pid PID: SIGTERM to PID and its direct children, SIGKILL after 5 s, then reap.
 stop_pid() {
   local pid=$1 kids i
@@ -114,7 +158,9 @@ stop_pid() {
     alive "$pid" || break
     sleep 0.1
   done
-  alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
+  if alive "$pid"; then
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
   for i in $kids; do
     kill -TERM "$i" 2>/dev/null || true
   done

@@ -68,6 +68,7 @@ for s in $SERVERS; do
 done
 
 trap bench_cleanup EXIT
+work='' dl='' # set by workdir
 workdir work "${BENCH_TMP:-/var/tmp}"
 workdir dl /dev/shm
 chmod 0755 "$work"
@@ -178,15 +179,30 @@ check() {
   fi
 }
 
-raw=$work/raw.tsv # server client run seconds mb_s status
+raw=$work/raw.tsv # server client run seconds mb_s status server_cpu_ms_per_mb
 : >"$raw"
+
+# record SERVER CLIENT RUN T0 T1 BYTES STATUS CPU0 CPU1: one line of raw.
+record() {
+  awk -v s="$1" -v c="$2" -v r="$3" -v t0="$4" -v t1="$5" -v n="$6" -v st="$7" -v c0="$8" \
+    -v c1="$9" 'BEGIN {
+      printf "%s\t%s\t%s\t%.3f\t%.2f\t%s\t%.1f\n", s, c, r, t1 - t0, n / 1e6 / (t1 - t0), st,
+        1000 * (c1 - c0) / (n / 1e6)
+    }' >>"$raw"
+}
 
 # one_run SERVER CLIENT RUN
 one_run() {
-  local srv=$1 client=$2 run=$3 o="$dl/$1-$2-$3" lg="$work/$1-$2-$3.log" t0 t1 rc=0 st=ok
+  local srv=$1 client=$2 run=$3 o="$dl/$1-$2-$3" lg="$work/$1-$2-$3.log" t0 t1 rc=0 st=ok c0 c1
+  local sampler kids
+  c0=$(cpu_seconds "${server_pid[$srv]}")
+  child_cpu_sampler "${server_pid[$srv]}" "$work/sampler" &
+  sampler=$!
   t0=$(now)
   fetch "$client" "${HOST[$srv]}" "$o" >"$lg" 2>&1 || rc=$?
   t1=$(now)
+  stop_sampler kids "$sampler" "$work/sampler"
+  c1=$(awk -v a="$(cpu_seconds "${server_pid[$srv]}")" -v k="$kids" 'BEGIN { print a + k }')
   if [ "$rc" != 0 ]; then
     st="exit $rc$( [ "$rc" = 124 ] && echo ' (timeout)'): $(tail -1 "$lg" | tr '\t|' '  ')"
     rm -f "$o"
@@ -194,15 +210,17 @@ one_run() {
     st="checksum mismatch"
   fi
   [ "$st" = ok ] || bad=$((bad + 1))
-  awk -v s="$srv" -v c="$client" -v r="$run" -v t0="$t0" -v t1="$t1" -v n="$SIZE" -v st="$st" \
-    'BEGIN { printf "%s\t%s\t%s\t%.3f\t%.2f\t%s\n", s, c, r, t1 - t0, n / 1e6 / (t1 - t0), st }' \
-    >>"$raw"
-  log "$srv / $client #$run: $(tail -1 "$raw" | cut -f4) s, $(tail -1 "$raw" | cut -f5) MB/s, $st"
+  record "$srv" "$client" "$run" "$t0" "$t1" "$SIZE" "$st" "$c0" "$c1"
+  log "$srv / $client #$run: $(tail -1 "$raw" | cut -f4) s, $(tail -1 "$raw" | cut -f5) MB/s," \
+    "$(tail -1 "$raw" | cut -f7) server CPU ms/MB, $st"
 }
 
 # concurrent_run SERVER RUN: CONCURRENT curl downloads at once.
 concurrent_run() {
-  local srv=$1 run=$2 i t0 t1 pids=() rcs=() st=ok errs=0
+  local srv=$1 run=$2 i t0 t1 pids=() rcs=() st=ok errs=0 c0 c1 sampler kids
+  c0=$(cpu_seconds "${server_pid[$srv]}")
+  child_cpu_sampler "${server_pid[$srv]}" "$work/sampler" &
+  sampler=$!
   t0=$(now)
   for i in $(seq "$CONCURRENT"); do
     fetch curl "${HOST[$srv]}" "$dl/$srv-conc-$i" >"$work/$srv-conc-$i.log" 2>&1 &
@@ -213,6 +231,8 @@ concurrent_run() {
     wait "${pids[$i]}" || rcs[i]=$?
   done
   t1=$(now)
+  stop_sampler kids "$sampler" "$work/sampler"
+  c1=$(awk -v a="$(cpu_seconds "${server_pid[$srv]}")" -v k="$kids" 'BEGIN { print a + k }')
   for i in $(seq "$CONCURRENT"); do
     if [ "${rcs[$((i - 1))]}" != 0 ]; then
       errs=$((errs + 1))
@@ -225,9 +245,7 @@ concurrent_run() {
     st="$errs of $CONCURRENT downloads failed: $(tail -1 "$work/$srv-conc-1.log" | tr '\t|' '  ')"
     bad=$((bad + 1))
   fi
-  awk -v s="$srv" -v c="curl x$CONCURRENT" -v t0="$t0" -v t1="$t1" -v n="$((SIZE * CONCURRENT))" \
-    -v st="$st" -v r="$run" 'BEGIN { printf "%s\t%s\t%s\t%.3f\t%.2f\t%s\n", s, c, r, t1 - t0, n / 1e6 / (t1 - t0), st }' \
-    >>"$raw"
+  record "$srv" "curl x$CONCURRENT" "$run" "$t0" "$t1" "$((SIZE * CONCURRENT))" "$st" "$c0" "$c1"
   log "$srv / curl x$CONCURRENT: $(tail -1 "$raw" | cut -f4) s, $(tail -1 "$raw" | cut -f5) MB/s aggregate, $st"
 }
 
@@ -273,10 +291,11 @@ done
 
 # ---- report -------------------------------------------------------------------------------
 
-# median SERVER CLIENT: median MB/s of the successful runs ("-" when none), and "k/n" runs ok.
+# median SERVER CLIENT [COLUMN]: median of COLUMN (5: MB/s, 7: CPU ms/MB) over the successful
+# runs ("-" when none), and "k/n" runs ok.
 median() {
-  awk -F'\t' -v s="$1" -v c="$2" '
-    $1 == s && $2 == c { n++; if ($6 == "ok") v[k++] = $5 }
+  awk -F'\t' -v s="$1" -v c="$2" -v col="${3:-5}" '
+    $1 == s && $2 == c { n++; if ($6 == "ok") v[k++] = $col }
     END {
       if (k == 0) { printf "- 0/%d\n", n; exit }
       # insertion sort: k is small
@@ -307,15 +326,19 @@ describe() {
     "checked by SHA-256."
   echo "Machine during the run: $(machine_line)."
   echo
-  echo "| client | tftpd-hpa MB/s | drover MB/s | drover / tftpd-hpa |"
-  echo "|---|---:|---:|---:|"
+  echo "| client | tftpd-hpa MB/s | drover MB/s | drover / tftpd-hpa | server CPU ms per MB: tftpd-hpa | drover | drover / tftpd-hpa (below 1: drover cheaper) |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
   for c in $CLIENTS "curl x$CONCURRENT"; do
     read -r th thn < <(median tftpd-hpa "$c")
     read -r dr drn < <(median drover "$c")
-    echo "| $(describe "$c") | $th ($thn ok) | $dr ($drn ok) | **$(ratio "$dr" "$th")** |"
+    read -r thc _ < <(median tftpd-hpa "$c" 7)
+    read -r drc _ < <(median drover "$c" 7)
+    echo "| $(describe "$c") | $th ($thn ok) | $dr ($drn ok) | **$(ratio "$dr" "$th")** |" \
+      "$thc | $drc | $(ratio "$drc" "$thc") |"
     if [ -n "${BENCH_SUMMARY:-}" ]; then
       echo "- TFTP $SIZE_MIB MiB, $(describe "$c"), drover / tftpd-hpa: **$(ratio "$dr" "$th")**" \
-        "($dr vs $th MB/s)" >>"$BENCH_SUMMARY"
+        "($dr vs $th MB/s; server CPU per MB $(ratio "$drc" "$thc"): $drc vs $thc ms)" \
+        >>"$BENCH_SUMMARY"
     fi
   done
   echo
@@ -331,10 +354,10 @@ describe() {
   echo
   echo "<details><summary>Every run</summary>"
   echo
-  echo "| server | client | run | seconds | MB/s | result |"
-  echo "|---|---|---:|---:|---:|---|"
-  while IFS=$'\t' read -r s c r t m st; do
-    echo "| $s | $c | $r | $t | $m | $st |"
+  echo "| server | client | run | seconds | MB/s | server CPU ms/MB | result |"
+  echo "|---|---|---:|---:|---:|---:|---|"
+  while IFS=$'\t' read -r s c r t m st cpu; do
+    echo "| $s | $c | $r | $t | $m | $cpu | $st |"
   done <"$raw"
   echo
   echo "</details>"

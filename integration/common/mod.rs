@@ -321,6 +321,28 @@ impl Netns {
         self.ip(&["link", "set", &k0, "master", name, "up"]);
         self.ip(&["link", "set", &k1, "up"]);
         self.ip(&["link", "set", name, "up"]);
+        // A server started right away should find the bridge up with its IPv6 link-local
+        // address (RA, multicast routes), as on a machine that booted long ago.
+        let ready = wait_until(Duration::from_secs(5), || {
+            let text = |args: &[&str]| {
+                Command::new("ip")
+                    .arg("-n")
+                    .arg(&self.name)
+                    .args(args)
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default()
+            };
+            let addr = text(&["-6", "addr", "show", "dev", name, "scope", "link"]);
+            let link = text(&["-br", "link", "show", "dev", name]);
+            addr.contains("inet6 fe80") && !addr.contains("tentative") && link.contains(" UP ")
+        });
+        if !ready {
+            eprintln!(
+                "warning: bridge {name} in {} is not up with a link-local address",
+                self.name
+            );
+        }
     }
 
     /// Adds a tap device `tap` attached to `bridge`, up (it gets carrier when QEMU opens it).

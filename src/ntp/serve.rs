@@ -1,0 +1,404 @@
+//! The tokio shell of the NTP server: one UDP socket, the system clock, counters.
+//!
+//! Data flow: [`run`] owns a socket the caller bound (`IFACE_IP:123`, or any address in
+//! tests). One task, one `select!` over {shutdown, clock refresh tick, datagram}:
+//! - a datagram is stamped with CLOCK_REALTIME right after `recv_from` returns (the earliest
+//!   point user space sees it), handed to [`core::handle`] with the current [`ClockState`] and
+//!   the [`RateLimiter`], and a reply gets its transmit timestamp from a second clock read
+//!   immediately before a non-blocking send (a full socket buffer drops the reply rather than
+//!   delay it and make the timestamp wrong; clients retry);
+//! - every [`CLOCK_REFRESH`] the kernel's synchronisation state is read with adjtimex
+//!   (read-only) and turned into the announced [`ClockState`] by a [`ClockTracker`]: a syscall
+//!   per packet would cost more than the rest of the work, and the state changes slowly.
+//!
+//! Counters ([`Stats`]) count every datagram once, by outcome.
+//!
+//! Not here: kernel or hardware receive timestamps (SO_TIMESTAMPNS), which would remove the
+//! scheduling delay between arrival and `recv_from` from the receive timestamp; interleaved
+//! mode; per-interface sockets (the caller binds one socket per address it serves).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::core::{
+    self, precision_from_nanos, Action, ClockState, ClockTracker, DropReason, HostClock,
+    RateLimiter, RateLimits, ReplyKind, MAX_REPLY,
+};
+use super::wire::{Leap, NtpTimestamp, WireError, MAX_PACKET};
+use crate::net::sys;
+
+/// How often the host clock's synchronisation state is read.
+pub const CLOCK_REFRESH: Duration = Duration::from_secs(4);
+/// Pause after a receive error, so a persistent error cannot spin.
+const RECV_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Server settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// UDP port to bind (123); [`run`] serves whatever socket it is given, this is for the
+    /// caller that binds it.
+    pub port: u16,
+    /// Announce the host clock as the cluster's reference (stratum
+    /// [`core::LOCAL_STRATUM`], reference ID `LOCL`) while it is not synchronised.
+    pub local_reference: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            port: 123,
+            local_reference: false,
+        }
+    }
+}
+
+/// Counters, updated with relaxed atomics; read them with [`Stats::snapshot`].
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub received: AtomicU64,
+    pub replies: AtomicU64,
+    pub kisses: AtomicU64,
+    pub dropped_malformed: AtomicU64,
+    pub dropped_mode: AtomicU64,
+    pub dropped_rate: AtomicU64,
+    pub dropped_source: AtomicU64,
+    pub send_errors: AtomicU64,
+    pub recv_errors: AtomicU64,
+    pub clock_reads: AtomicU64,
+    pub clock_read_errors: AtomicU64,
+    /// 1 while the announced clock is one clients accept (synchronised or local reference).
+    pub serving_synchronized: AtomicU64,
+}
+
+/// A copy of [`Stats`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StatsSnapshot {
+    pub received: u64,
+    pub replies: u64,
+    pub kisses: u64,
+    pub dropped_malformed: u64,
+    pub dropped_mode: u64,
+    pub dropped_rate: u64,
+    pub dropped_source: u64,
+    pub send_errors: u64,
+    pub recv_errors: u64,
+    pub clock_reads: u64,
+    pub clock_read_errors: u64,
+    pub serving_synchronized: u64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            received: r(&self.received),
+            replies: r(&self.replies),
+            kisses: r(&self.kisses),
+            dropped_malformed: r(&self.dropped_malformed),
+            dropped_mode: r(&self.dropped_mode),
+            dropped_rate: r(&self.dropped_rate),
+            dropped_source: r(&self.dropped_source),
+            send_errors: r(&self.send_errors),
+            recv_errors: r(&self.recv_errors),
+            clock_reads: r(&self.clock_reads),
+            clock_read_errors: r(&self.clock_read_errors),
+            serving_synchronized: r(&self.serving_synchronized),
+        }
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Serves NTP on `socket` until `shutdown` is cancelled.
+pub async fn run(
+    socket: UdpSocket,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    run_with_stats(socket, settings, Arc::new(Stats::default()), shutdown).await
+}
+
+/// [`run`] with counters the caller can read.
+pub async fn run_with_stats(
+    socket: UdpSocket,
+    settings: Settings,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let local = socket.local_addr()?;
+    let precision = measure_precision();
+    let mut tracker = ClockTracker::new(settings.local_reference, precision);
+    let mut clock = refresh_clock(&mut tracker, None, &stats);
+    let mut limiter = RateLimiter::new(RateLimits::DEFAULT, random_seed());
+    let mut ticker = tokio::time::interval(CLOCK_REFRESH);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One byte more than the largest accepted packet, so that an over-long datagram (which
+    // the kernel truncates silently) is recognised.
+    let mut buf = vec![0u8; MAX_PACKET + 1];
+    info!(
+        %local,
+        local_reference = settings.local_reference,
+        precision,
+        stratum = clock.stratum,
+        "NTP server listening"
+    );
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = ticker.tick() => clock = refresh_clock(&mut tracker, Some(&clock), &stats),
+            received = socket.recv_from(&mut buf) => {
+                let rx = now();
+                match received {
+                    Ok((len, from)) => {
+                        serve_one(&socket, rx, &buf[..len], from, &clock, &mut limiter, &stats);
+                    }
+                    Err(e) => {
+                        bump(&stats.recv_errors);
+                        debug!(error = %e, "NTP receive failed");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep(RECV_BACKOFF) => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn serve_one(
+    socket: &UdpSocket,
+    rx: NtpTimestamp,
+    datagram: &[u8],
+    from: SocketAddr,
+    clock: &ClockState,
+    limiter: &mut RateLimiter,
+    stats: &Stats,
+) {
+    bump(&stats.received);
+    let action = if datagram.len() > MAX_PACKET {
+        Action::Drop(DropReason::Malformed(WireError::TooLong(datagram.len())))
+    } else {
+        core::handle(rx, datagram, clock, limiter, from)
+    };
+    match action {
+        Action::Reply(reply) => {
+            let mut out = [0u8; MAX_REPLY];
+            let len = reply.emit(now(), &mut out);
+            match socket.try_send_to(&out[..len], from) {
+                Ok(_) => match reply.kind() {
+                    ReplyKind::Time => bump(&stats.replies),
+                    ReplyKind::RateKiss => {
+                        bump(&stats.kisses);
+                        debug!(%from, "NTP kiss-o'-death RATE");
+                    }
+                },
+                Err(e) => {
+                    bump(&stats.send_errors);
+                    debug!(%from, error = %e, "NTP send failed");
+                }
+            }
+        }
+        Action::Drop(reason) => {
+            let counter = match reason {
+                DropReason::Malformed(_) | DropReason::WouldAmplify => &stats.dropped_malformed,
+                DropReason::Mode(_) => &stats.dropped_mode,
+                DropReason::RateLimited => &stats.dropped_rate,
+                DropReason::BadSource => &stats.dropped_source,
+            };
+            bump(counter);
+            debug!(%from, %reason, "NTP request dropped");
+        }
+    }
+}
+
+/// CLOCK_REALTIME as an NTP timestamp.
+fn now() -> NtpTimestamp {
+    let (secs, nanos) = sys::realtime();
+    NtpTimestamp::from_unix(secs, nanos)
+}
+
+/// Reads adjtimex and derives the announced state; logs changes of synchronisation.
+fn refresh_clock(
+    tracker: &mut ClockTracker,
+    previous: Option<&ClockState>,
+    stats: &Stats,
+) -> ClockState {
+    bump(&stats.clock_reads);
+    let host = match sys::adjtimex_read() {
+        Ok(k) => host_clock(&k),
+        Err(e) => {
+            // Without the kernel's word the clock must be assumed unsynchronised.
+            if stats.clock_read_errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                warn!(error = %e, "adjtimex failed: announcing the clock as unsynchronised");
+            }
+            HostClock {
+                synchronized: false,
+                leap: Leap::NoWarning,
+                max_error_us: u64::MAX,
+                est_error_us: u64::MAX,
+            }
+        }
+    };
+    let state = tracker.update(now(), &host);
+    let serving = state.is_synchronized();
+    stats
+        .serving_synchronized
+        .store(u64::from(serving), Ordering::Relaxed);
+    let changed = previous.is_none_or(|p| {
+        (p.stratum, p.leap, p.reference_id) != (state.stratum, state.leap, state.reference_id)
+    });
+    if changed {
+        info!(
+            stratum = state.stratum,
+            leap = ?state.leap,
+            reference_id = ?state.reference_id,
+            host_synchronized = host.synchronized,
+            "NTP clock state"
+        );
+    }
+    state
+}
+
+/// What adjtimex's answer means for the announced clock. The kernel reports TIME_ERROR (and
+/// sets STA_UNSYNC) until a daemon disciplines the clock, after a step, and once the maximum
+/// error has grown past 16 s without updates.
+pub fn host_clock(k: &sys::KernelClock) -> HostClock {
+    let synchronized = k.state != libc::TIME_ERROR && k.status & libc::STA_UNSYNC == 0;
+    let leap = if k.status & libc::STA_INS != 0
+        || k.state == libc::TIME_INS
+        || k.state == libc::TIME_OOP
+    {
+        Leap::Insert
+    } else if k.status & libc::STA_DEL != 0 || k.state == libc::TIME_DEL {
+        Leap::Delete
+    } else {
+        Leap::NoWarning
+    };
+    HostClock {
+        synchronized,
+        leap,
+        max_error_us: k.maxerror_us.max(0) as u64,
+        est_error_us: k.esterror_us.max(0) as u64,
+    }
+}
+
+/// The clock's precision: its resolution or the cost of reading it, whichever is larger
+/// (ntpd and chrony measure the latter too).
+fn measure_precision() -> i8 {
+    let resolution = sys::realtime_resolution_nanos();
+    let mut best = u64::MAX;
+    for _ in 0..64 {
+        let (s1, n1) = sys::realtime();
+        let (s2, n2) = sys::realtime();
+        let d = (s2 - s1) * 1_000_000_000 + i64::from(n2) - i64::from(n1);
+        if d > 0 {
+            best = best.min(d as u64);
+        }
+    }
+    precision_from_nanos(if best == u64::MAX {
+        resolution
+    } else {
+        resolution.max(best)
+    })
+}
+
+/// A per-process random seed for the rate limiter's table hash (std's hash seed is drawn
+/// from the OS's random source).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(u64::from(std::process::id()));
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ntp::wire::{Mode, Packet, ReferenceId};
+
+    fn kernel(state: i32, status: i32) -> sys::KernelClock {
+        sys::KernelClock {
+            state,
+            status,
+            maxerror_us: 12_000,
+            esterror_us: 30,
+        }
+    }
+
+    #[test]
+    fn kernel_state_mapping() {
+        let synced = host_clock(&kernel(libc::TIME_OK, libc::STA_PLL));
+        assert!(synced.synchronized);
+        assert_eq!(synced.leap, Leap::NoWarning);
+        assert_eq!(synced.max_error_us, 12_000);
+        assert!(!host_clock(&kernel(libc::TIME_ERROR, libc::STA_UNSYNC)).synchronized);
+        assert!(!host_clock(&kernel(libc::TIME_OK, libc::STA_UNSYNC)).synchronized);
+        assert!(!host_clock(&kernel(libc::TIME_ERROR, 0)).synchronized);
+        let ins = host_clock(&kernel(libc::TIME_INS, libc::STA_INS));
+        assert_eq!((ins.synchronized, ins.leap), (true, Leap::Insert));
+        assert_eq!(
+            host_clock(&kernel(libc::TIME_DEL, libc::STA_DEL)).leap,
+            Leap::Delete
+        );
+    }
+
+    #[test]
+    fn precision_is_plausible() {
+        let p = measure_precision();
+        assert!((-30..=-10).contains(&p), "{p}");
+    }
+
+    /// The shell answers on a real socket with receive <= transmit and the host clock.
+    #[tokio::test]
+    async fn answers_on_loopback() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let stats = Arc::new(Stats::default());
+        let token = CancellationToken::new();
+        let settings = Settings {
+            port: addr.port(),
+            local_reference: true,
+        };
+        let task = tokio::spawn(run_with_stats(
+            server,
+            settings,
+            stats.clone(),
+            token.clone(),
+        ));
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut req = [0u8; 48];
+        req[0] = 0x23;
+        req[40..48].copy_from_slice(&0x0102_0304_0506_0708u64.to_be_bytes());
+        client.send_to(&req, addr).await.unwrap();
+        let mut buf = [0u8; 100];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let h = Packet::parse(&buf[..n]).unwrap().header;
+        assert_eq!(h.mode, Mode::Server);
+        assert_eq!(h.origin_ts.to_bits(), 0x0102_0304_0506_0708);
+        assert!(h.transmit_ts.wrapping_diff(h.receive_ts) >= 0);
+        let (host, _) = sys::realtime();
+        let (secs, _) = h.transmit_ts.to_unix(host);
+        assert!((secs - host).abs() <= 1);
+        if !host_clock(&sys::adjtimex_read().unwrap()).synchronized {
+            assert_eq!(h.reference_id, ReferenceId::LOCL);
+        }
+        token.cancel();
+        task.await.unwrap().unwrap();
+        let s = stats.snapshot();
+        assert_eq!((s.received, s.replies), (1, 1));
+    }
+}
