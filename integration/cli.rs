@@ -220,23 +220,14 @@ fn free_port() -> u16 {
 fn running_server_picks_up_cli_changes_and_serves_ranges() {
     let mut d = Drover::new();
     let port = free_port();
-    let cfg = d.scratch().join("drover.toml");
-    std::fs::write(
-        &cfg,
-        format!("[dhcp]\nenabled = false\n[tftp]\nenabled = false\n[ra]\nenabled = false\n[http]\nport = {port}\n"),
-    )
-    .unwrap();
-    d.start(
+    d.serve_with(
         None,
-        &[
-            "serve",
-            "--interface",
-            "lo",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
+        "lo",
+        &format!(
+            "[dhcp]\nenabled = false\n[tftp]\nenabled = false\n[ra]\nenabled = false\n\
+             [dns]\nenabled = false\n[ntp]\nenabled = false\n[http]\nport = {port}\n"
+        ),
     );
-    d.wait_log("drover: ready", Duration::from_secs(20));
     // The interface's subnet became a network.
     assert!(d.cli_ok(&["network", "list"]).contains("127.0.0.0/8"));
 

@@ -146,6 +146,10 @@ fn reserved_and_unknown_clients() {
     assert_eq!(get(&env, "broadcast"), Some("198.18.0.255"));
     assert_eq!(get(&env, "hostname"), Some("n1"));
     assert_eq!(get(&env, "domain"), Some("cluster.test"));
+    // drover's own DNS and NTP (options 6, 42) and the search list (119).
+    assert_eq!(get(&env, "dns"), Some(SERVER_IP), "{env:?}");
+    assert_eq!(get(&env, "ntpsrv"), Some(SERVER_IP), "{env:?}");
+    assert_eq!(get(&env, "search"), Some("cluster.test"), "{env:?}");
     assert_eq!(get(&env, "lease"), Some("3600"));
     assert_eq!(get(&env, "serverid"), Some(SERVER_IP));
     assert_eq!(get(&env, "boot_file"), None, "not a PXE client: {env:?}");

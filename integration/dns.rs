@@ -1,7 +1,9 @@
 //! DNS against real clients (`dig` from bind9-dnsutils, `kdig` from knot-dnsutils) on
 //! loopback.
 //!
-//! `drover serve` does not start DNS yet, so each test drives the library:
+//! One test runs the real binary: `drover serve` in a network namespace, nodes added with the
+//! CLI, `dig` and `sntp` inside the namespace, `drover dns check` outside it. The others drive
+//! the library, to reach corners a namespace makes slow (ports, upstreams, oversized names):
 //! `drover::dns::serve::serve` on its own tokio runtime, on 127.0.0.1 and a free port (UDP and
 //! TCP), over a `View` loaded from a temporary store that the tests populate with
 //! `drover::admin` (the same code the CLI uses). A thread refreshes the view every 250 ms as
@@ -593,4 +595,136 @@ fn malformed_packets_no_crash_no_amplification() {
         "{} malformed datagrams: {replies} replies, {formerr} FORMERR, {dropped} dropped",
         cases.len()
     );
+}
+
+/// `drover serve` answers DNS and NTP on its interface; a node added with the CLI resolves
+/// within about a second (the measured delay is printed; the test waits up to 10 s, it does
+/// not assert on time); `drover dns check` says the same without the network.
+#[test]
+fn drover_serve_answers_names_and_time_for_cli_changes() {
+    common::require_cmd("dig", "bind9-dnsutils");
+    common::require_cmd("sntp", "sntp");
+    let ns = common::Netns::new("dns-serve");
+    ns.add_bridge("br0", "198.18.0.1/24");
+    let mut d = common::Drover::new();
+    d.cli_ok(&[
+        "network",
+        "add",
+        "lab",
+        "--subnet",
+        "198.18.0.0/24",
+        "--domain",
+        "lab.test",
+        "--gateway",
+        "198.18.0.254",
+    ]);
+    d.cli_ok(&[
+        "node",
+        "add",
+        "node1",
+        "--mac",
+        "52:54:00:00:00:01",
+        "--ip",
+        "198.18.0.10",
+    ]);
+    let config = d.serve_with(
+        Some(&ns),
+        "br0",
+        "[dhcp]\nenabled = false\n[tftp]\nenabled = false\n[http]\nenabled = false\n\
+         [ra]\nenabled = false\n[dns]\nupstreams = []\n[ntp]\nlocal-reference = true\n",
+    );
+    let dig = |args: &[&str]| -> String {
+        let out = ns
+            .cmd("dig")
+            .args(["@198.18.0.1", "+time=2", "+tries=1", "+short"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        dig(&["node1.lab.test"]),
+        "198.18.0.10",
+        "{}",
+        d.log_tail(20)
+    );
+    assert_eq!(dig(&["-x", "198.18.0.10"]), "node1.lab.test.");
+    assert_eq!(dig(&["drover.lab.test"]), "198.18.0.1");
+    assert_eq!(dig(&["+tcp", "gateway.lab.test"]), "198.18.0.254");
+
+    let t0 = Instant::now();
+    d.cli_ok(&[
+        "node",
+        "add",
+        "node2",
+        "--mac",
+        "52:54:00:00:00:02",
+        "--ip",
+        "198.18.0.11",
+    ]);
+    let seen = common::wait_until(Duration::from_secs(10), || {
+        dig(&["node2.lab.test"]) == "198.18.0.11"
+    });
+    assert!(
+        seen,
+        "node2 never resolved; drover log:\n{}",
+        d.log_tail(30)
+    );
+    eprintln!("node added with the CLI resolved after {:?}", t0.elapsed());
+    d.cli_ok(&["node", "rm", "node2"]);
+    assert!(
+        common::wait_until(Duration::from_secs(10), || dig(&["node2.lab.test"])
+            .is_empty()),
+        "node2 still resolves after `node rm`"
+    );
+
+    // NTP on the same interface: local-reference makes the unsynchronised lab clock usable.
+    let out = ns
+        .cmd("sntp")
+        .args(["-t", "2", "198.18.0.1"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "sntp failed: {text}\n{}",
+        d.log_tail(20)
+    );
+    let offset: f64 = text
+        .split_whitespace()
+        .find_map(|w| {
+            w.trim_start_matches('+')
+                .parse::<f64>()
+                .ok()
+                .filter(|_| w.contains('.'))
+        })
+        .unwrap_or_else(|| panic!("no offset in sntp output: {text}"));
+    assert!(
+        offset.abs() < 1.0,
+        "offset {offset} s from the host's own clock: {text}"
+    );
+
+    // The admin's view of the same answers, without the network.
+    let check = d.cli_ok(&["dns", "check", "node1.lab.test"]);
+    assert!(
+        check.contains("198.18.0.10") && check.contains("zone lab.test."),
+        "{check}"
+    );
+    let check = d.cli_ok(&["dns", "check", "198.18.0.10"]);
+    assert!(check.contains("node1.lab.test."), "{check}");
+    let check = d.cli_ok(&[
+        "dns",
+        "check",
+        "--config",
+        config.to_str().unwrap(),
+        "example.com",
+    ]);
+    assert!(
+        check.contains("REFUSED") || check.contains("refused"),
+        "{check}"
+    );
+    let out = d.cli(&["dns", "check", "bad..name"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a domain name"));
 }

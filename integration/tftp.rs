@@ -63,7 +63,7 @@ impl Server {
             &config,
             format!(
                 "[dhcp]\nenabled = false\n[http]\nenabled = false\n[ra]\nenabled = false\n\
-                 [tftp]\nport = {port}\n"
+                 [dns]\nenabled = false\n[ntp]\nenabled = false\n[tftp]\nport = {port}\n"
             ),
         )
         .unwrap();

@@ -130,5 +130,22 @@ fn ramroot_boot() {
         env.lines().any(|l| l.trim() == format!("DROVER_IP={IP}")),
         "node.env lacks DROVER_IP={IP}:\n{env}"
     );
+    // DHCP options 6 and 42 reached the node through iPXE's script: drover is its name and
+    // time server, and the name resolves through drover's DNS from inside the node.
+    let server = harness::lab::SERVER_IP;
+    for key in ["DROVER_DNS", "DROVER_NTP"] {
+        assert!(
+            env.lines().any(|l| l.trim() == format!("{key}={server}")),
+            "node.env lacks {key}={server}:\n{env}"
+        );
+    }
+    let dns = vm
+        .line_with("DROVER-DNS")
+        .unwrap_or_else(|| panic!("no DROVER-DNS line:\n{}", tail(&serial, 30)));
+    assert!(
+        dns.contains("n1.") && dns.contains(IP),
+        "the node did not resolve its own name through drover: {dns:?}"
+    );
+    eprintln!("{dns}");
     vm.print_phases();
 }

@@ -5,8 +5,11 @@
 //! (nodes, networks, images) lives in the store. Unknown keys are errors, and every error
 //! names the key. `drover check-config FILE` runs the same parser.
 
+use crate::store::model::Ipv4Net;
 use serde::Deserialize;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::time::Duration;
 
 /// The embedded default configuration.
 pub const DEFAULT_TOML: &str = include_str!("../assets/default.toml");
@@ -24,6 +27,10 @@ pub struct Config {
     pub http: Http,
     #[serde(default)]
     pub ra: Ra,
+    #[serde(default)]
+    pub dns: Dns,
+    #[serde(default)]
+    pub ntp: Ntp,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -99,6 +106,108 @@ impl Default for Ra {
         Ra {
             enabled: true,
             interval: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Dns {
+    pub enabled: bool,
+    pub port: u16,
+    /// Resolvers for names outside the cluster zones, `IP` or `IP:PORT`. Absent: the host's
+    /// `/etc/resolv.conf`; empty: no forwarding (such names are refused).
+    pub upstreams: Option<Vec<String>>,
+    /// Addresses allowed to transfer the cluster zones (AXFR over TCP).
+    pub axfr_allow: Vec<IpAddr>,
+    /// Networks allowed to use the forwarder besides the store's networks.
+    pub forward_from: Vec<Ipv4Net>,
+    /// Domain of networks that have none.
+    pub domain: String,
+    /// The appliance's own name in every cluster zone.
+    pub hostname: String,
+    pub upstream_timeout_ms: u64,
+    pub max_in_flight: usize,
+    pub max_tcp: usize,
+    pub tcp_idle_secs: u64,
+    pub cache_entries: usize,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        let d = crate::dns::serve::Settings::default();
+        Dns {
+            enabled: true,
+            port: d.port,
+            upstreams: None,
+            axfr_allow: d.axfr_allow,
+            forward_from: d.forward_from,
+            domain: d.domain,
+            hostname: d.hostname,
+            upstream_timeout_ms: d.upstream_timeout.as_millis() as u64,
+            max_in_flight: d.max_in_flight,
+            max_tcp: d.max_tcp,
+            tcp_idle_secs: d.tcp_idle.as_secs(),
+            cache_entries: d.cache_entries,
+        }
+    }
+}
+
+impl Dns {
+    /// The configured upstreams (validated by [`Config::parse`]); `None` when absent.
+    pub fn upstream_addrs(&self) -> Option<Vec<SocketAddr>> {
+        self.upstreams
+            .as_ref()
+            .map(|list| list.iter().filter_map(|u| parse_upstream(u)).collect())
+    }
+
+    /// The DNS server's settings on an appliance with addresses `own`: upstreams from the
+    /// config, else from the host's resolv.conf without `own`.
+    pub fn settings(&self, own: &[Ipv4Addr]) -> crate::dns::serve::Settings {
+        let own_ips: Vec<IpAddr> = own.iter().copied().map(IpAddr::V4).collect();
+        crate::dns::serve::Settings {
+            port: self.port,
+            upstreams: self
+                .upstream_addrs()
+                .unwrap_or_else(|| crate::dns::serve::system_upstreams(&own_ips)),
+            axfr_allow: self.axfr_allow.clone(),
+            forward_from: self.forward_from.clone(),
+            hostname: self.hostname.clone(),
+            domain: self.domain.clone(),
+            addrs: own.to_vec(),
+            upstream_timeout: Duration::from_millis(self.upstream_timeout_ms),
+            max_in_flight: self.max_in_flight,
+            max_tcp: self.max_tcp,
+            tcp_idle: Duration::from_secs(self.tcp_idle_secs),
+            cache_entries: self.cache_entries,
+        }
+    }
+}
+
+/// `IP` (port 53) or `IP:PORT` / `[IPv6]:PORT`.
+fn parse_upstream(s: &str) -> Option<SocketAddr> {
+    s.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Ntp {
+    pub enabled: bool,
+    pub port: u16,
+    /// Announce the host clock as the cluster's time reference even when it is not
+    /// synchronised (isolated clusters).
+    pub local_reference: bool,
+}
+
+impl Default for Ntp {
+    fn default() -> Self {
+        let d = crate::ntp::serve::Settings::default();
+        Ntp {
+            enabled: true,
+            port: d.port,
+            local_reference: d.local_reference,
         }
     }
 }
@@ -207,6 +316,44 @@ impl Config {
         if self.ra.interval == 0 {
             return Err(bad("ra.interval", "must be at least 1 second".into()));
         }
+        if self.dns.port == 0 {
+            return Err(bad("dns.port", "must not be 0".into()));
+        }
+        for u in self.dns.upstreams.iter().flatten() {
+            if parse_upstream(u).is_none() {
+                return Err(bad(
+                    "dns.upstreams",
+                    format!("has {u:?}, which is neither IP nor IP:PORT"),
+                ));
+            }
+        }
+        if crate::dns::core::domain_name(&self.dns.domain).is_none() {
+            return Err(bad(
+                "dns.domain",
+                format!("is {:?}, not a domain name", self.dns.domain),
+            ));
+        }
+        if crate::admin::check_name(&self.dns.hostname).is_err() {
+            return Err(bad(
+                "dns.hostname",
+                format!(
+                    "is {:?}; expected one label of letters, digits and '-'",
+                    self.dns.hostname
+                ),
+            ));
+        }
+        let positive = [
+            ("dns.upstream-timeout-ms", self.dns.upstream_timeout_ms),
+            ("dns.max-in-flight", self.dns.max_in_flight as u64),
+            ("dns.max-tcp", self.dns.max_tcp as u64),
+            ("dns.tcp-idle-secs", self.dns.tcp_idle_secs),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(bad(key, "must be at least 1".into()));
+        }
+        if self.ntp.port == 0 {
+            return Err(bad("ntp.port", "must not be 0".into()));
+        }
         Ok(())
     }
 }
@@ -223,6 +370,11 @@ mod tests {
         assert_eq!(c.tftp.max_blksize, Tftp::default().max_blksize);
         assert_eq!(c.http.port, Http::default().port);
         assert_eq!(c.ra.interval, Ra::default().interval);
+        assert_eq!(c.dns.port, 53);
+        assert!(c.dns.upstreams.is_none());
+        assert_eq!(c.dns.domain, "cluster");
+        assert_eq!(c.ntp.port, 123);
+        assert!(!c.ntp.local_reference);
         assert!(c.interfaces.is_empty());
     }
 
@@ -244,6 +396,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("bogus"), "{e}");
+        let e = Config::parse("[dns]\nupstreams = [\"resolver\"]\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dns.upstreams"), "{e}");
+        let e = Config::parse("[dns]\nforward-from = [\"10.0.0.0/33\"]\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("forward-from"), "{e}");
+        let e = Config::parse("[ntp]\nport = 0\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ntp.port"), "{e}");
+        let c = Config::parse(
+            "[dns]\nupstreams = [\"192.0.2.1\", \"192.0.2.2:5353\"]\n",
+            "f.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.dns.upstream_addrs().unwrap(),
+            vec![
+                "192.0.2.1:53".parse().unwrap(),
+                "192.0.2.2:5353".parse().unwrap()
+            ]
+        );
         let ok = Config::parse("interfaces = [\"br0\"]\n[http]\nport = 8080\n", "f.toml").unwrap();
         assert_eq!(ok.http.port, 8080);
         assert_eq!(ok.dhcp.port, 67);

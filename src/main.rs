@@ -32,7 +32,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve DHCP, TFTP and HTTP on the given interfaces.
+    /// Serve DHCP, TFTP, HTTP, DNS and NTP on the given interfaces.
     Serve {
         /// TOML configuration; without it the embedded default is used.
         #[arg(long)]
@@ -57,8 +57,29 @@ enum Command {
     /// Show DHCP leases.
     #[command(subcommand)]
     Lease(LeaseCmd),
+    /// Ask drover's DNS without the network: what it would answer a cluster client.
+    #[command(subcommand)]
+    Dns(DnsCmd),
     /// Run the node agent (what drover does as /init of its initramfs).
     Agent,
+}
+
+#[derive(Subcommand)]
+enum DnsCmd {
+    /// Print the answer to NAME (type A, or PTR for an IPv4 address) from the store's zones,
+    /// or which upstreams a forwarded name would go to.
+    Check {
+        name: String,
+        /// Record type: A, AAAA, PTR, SOA, NS, CNAME, ANY, ...
+        #[arg(name = "TYPE")]
+        qtype: Option<String>,
+        /// The server's configuration (upstreams, domain, hostname); default: embedded.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Interface the server serves on, for the appliance's own address records.
+        #[arg(long = "interface", short = 'i')]
+        interfaces: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -264,6 +285,38 @@ fn run(cli: Cli) -> Result<()> {
                 ]);
             }
             print_table(&rows);
+            Ok(())
+        }
+        Command::Dns(DnsCmd::Check {
+            name,
+            qtype,
+            config,
+            interfaces,
+        }) => {
+            let mut config = Config::load(config.as_deref())?;
+            config.interfaces.extend(interfaces);
+            let mut own = Vec::new();
+            for i in &config.interfaces {
+                own.push(
+                    drover::net::interface(i)
+                        .with_context(|| format!("interface {i}"))?
+                        .addr,
+                );
+            }
+            let settings = config.dns.settings(&own);
+            let view = drover::store::View::load(&open_store(state)?)?;
+            let bind = own
+                .first()
+                .map_or(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| (*a).into());
+            let text = drover::dns::explain(
+                &view,
+                &settings.identity(bind),
+                &settings.policy(),
+                &settings.upstreams,
+                &name,
+                qtype.as_deref(),
+            )?;
+            print!("{text}");
             Ok(())
         }
         Command::Agent => drover::agent::run(),

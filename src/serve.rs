@@ -1,7 +1,7 @@
 //! `drover serve`: opens the store, starts every service on every configured interface, keeps
 //! the shared store view current, and shuts everything down on SIGINT/SIGTERM.
 //!
-//! Tasks: one per service and interface (DHCP, TFTP, router advertisements), one HTTP
+//! Tasks: one per service and interface (DHCP, TFTP, DNS, NTP, router advertisements), one HTTP
 //! listener for all interfaces, and the view refresher, which applies the store's change feed
 //! every [`REFRESH_INTERVAL`] so that admin changes made by another process (the CLI) reach
 //! the services without a restart. A task that fails takes the server down with its error:
@@ -63,7 +63,58 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
             ("http".into(), r.context("HTTP server"))
         });
     }
+    let own: Vec<Ipv4Addr> = interfaces.iter().map(|i| i.addr).collect();
+    let dns_settings = config.dns.settings(&own);
+    if config.dns.enabled {
+        let upstreams: Vec<String> = dns_settings
+            .upstreams
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        if upstreams.is_empty() {
+            tracing::info!(
+                "DNS: no upstream resolvers; names outside the cluster zones are refused"
+            );
+        } else {
+            tracing::info!(upstreams = %upstreams.join(", "), "DNS: forwarding other names");
+        }
+    }
     for iface in &interfaces {
+        if config.dns.enabled {
+            let addr = SocketAddr::from((iface.addr, config.dns.port));
+            let udp = tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("DNS: cannot listen on UDP {addr}"))?;
+            let tcp = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("DNS: cannot listen on TCP {addr}"))?;
+            let (settings, view, token) = (dns_settings.clone(), view.clone(), shutdown.clone());
+            let name = format!("dns {}", iface.name);
+            let stats = Arc::new(crate::dns::serve::Stats::default());
+            tasks.spawn(async move {
+                let r = crate::dns::serve::serve(udp, tcp, settings, view, token, stats).await;
+                (name, r.context("DNS server"))
+            });
+        }
+        if config.ntp.enabled {
+            let addr = SocketAddr::from((iface.addr, config.ntp.port));
+            let socket = tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("NTP: cannot listen on {addr}"))?;
+            let settings = crate::ntp::serve::Settings {
+                port: config.ntp.port,
+                local_reference: config.ntp.local_reference,
+            };
+            let (token, name) = (shutdown.clone(), format!("ntp {}", iface.name));
+            tasks.spawn(async move {
+                (
+                    name,
+                    crate::ntp::serve::run(socket, settings, token)
+                        .await
+                        .context("NTP server"),
+                )
+            });
+        }
         if config.dhcp.enabled {
             let http_base = match config.http.port {
                 80 => format!("http://{}", iface.addr),
@@ -75,6 +126,11 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                 lease_time: config.dhcp.lease_time,
                 http_base,
                 uefi_loader: config.dhcp.uefi_loader.clone(),
+                services: crate::dhcp::core::Services {
+                    dns: config.dns.enabled,
+                    ntp: config.ntp.enabled,
+                    default_domain: Some(config.dns.domain.clone()),
+                },
             };
             let (iface, store, view, token) =
                 (iface.clone(), store.clone(), view.clone(), shutdown.clone());

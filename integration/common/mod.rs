@@ -592,6 +592,18 @@ impl Drover {
         pid
     }
 
+    /// Writes `config` to `drover.toml` in the scratch directory, starts `drover serve
+    /// --interface IFACE --config FILE` in `ns` and waits until it is ready. Returns the
+    /// config file's path.
+    pub fn serve_with(&mut self, ns: Option<&Netns>, iface: &str, config: &str) -> PathBuf {
+        let file = self.scratch().join("drover.toml");
+        fs::write(&file, config).expect("write the drover config");
+        let file_arg = file.to_str().expect("temp paths are UTF-8").to_string();
+        self.start(ns, &["serve", "--interface", iface, "--config", &file_arg]);
+        self.wait_log("drover: ready", Duration::from_secs(20));
+        file
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }

@@ -3,7 +3,8 @@
 //!
 //! drover's HTTP server renders these keys into each node's iPXE script:
 //! `drover.server=URL[,URL...] drover.image= drover.node= drover.mac= drover.ip= drover.netmask=`
-//! and optionally `drover.gw= drover.dns=IP[,IP] drover.domain=` (absent or empty = none).
+//! and optionally `drover.gw= drover.dns=IP[,IP] drover.ntp=IP[,IP] drover.domain=` (absent or
+//! empty = none).
 //! Splitting follows the kernel's own rules (`lib/cmdline.c`, `next_arg`): words are separated
 //! by spaces, double quotes group spaces into a word and are removed, the first `=` splits a
 //! key from its value, and a later duplicate key wins.
@@ -23,6 +24,7 @@ pub struct BootParams {
     pub netmask: Ipv4Addr,
     pub gw: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
+    pub ntp: Vec<Ipv4Addr>,
     pub domain: Option<String>,
 }
 
@@ -236,15 +238,19 @@ pub fn parse(cmdline: &str) -> Result<BootParams, CmdlineError> {
     let gw = optional("drover.gw")
         .map(|v| ipv4("drover.gw", v))
         .transpose()?;
-    let dns = optional("drover.dns")
-        .map(|v| {
-            v.split(',')
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| ipv4("drover.dns", s.trim()))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .transpose()?
-        .unwrap_or_default();
+    let ipv4_list = |key: &'static str| {
+        optional(key)
+            .map(|v| {
+                v.split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| ipv4(key, s.trim()))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+            .map(Option::unwrap_or_default)
+    };
+    let dns = ipv4_list("drover.dns")?;
+    let ntp = ipv4_list("drover.ntp")?;
     let domain = optional("drover.domain")
         .map(|d| {
             let d = d.trim_end_matches('.');
@@ -264,6 +270,7 @@ pub fn parse(cmdline: &str) -> Result<BootParams, CmdlineError> {
         netmask,
         gw,
         dns,
+        ntp,
         domain,
     })
 }

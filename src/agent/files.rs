@@ -4,6 +4,10 @@
 //! - `/etc/hostname`: the node name;
 //! - `/etc/hosts`: localhost and the node's own address;
 //! - `/etc/resolv.conf`: the nameservers and search domain, only when the command line gave any;
+//! - time sources, only when the command line named NTP servers: a drop-in for
+//!   systemd-timesyncd (`/etc/systemd/timesyncd.conf.d/drover.conf`) and a source file for
+//!   chrony (`/etc/chrony/sources.d/drover.sources`, read by Debian's default chrony.conf);
+//!   whichever the image runs picks its file up, the other file is inert;
 //! - `/etc/drover/node.env`: shell-sourceable `KEY='value'` lines for the image's own scripts.
 
 use super::cmdline::{BootParams, ServerUrl};
@@ -38,6 +42,31 @@ pub fn resolv_conf(p: &BootParams) -> Option<String> {
     Some(s)
 }
 
+/// The time-source files (path relative to the new root, contents); empty without NTP servers.
+pub fn time_sources(p: &BootParams) -> Vec<(&'static str, String)> {
+    if p.ntp.is_empty() {
+        return Vec::new();
+    }
+    let list: Vec<String> = p.ntp.iter().map(|a| a.to_string()).collect();
+    let chrony: String = list
+        .iter()
+        .map(|a| format!("server {a} iburst\n"))
+        .collect();
+    vec![
+        (
+            "etc/systemd/timesyncd.conf.d/drover.conf",
+            format!(
+                "# written by drover-agent at boot\n[Time]\nNTP={}\n",
+                list.join(" ")
+            ),
+        ),
+        (
+            "etc/chrony/sources.d/drover.sources",
+            format!("# written by drover-agent at boot\n{chrony}"),
+        ),
+    ]
+}
+
 /// `server` is the member the root filesystem came from; `iface` the configured interface.
 pub fn node_env(p: &BootParams, iface: &str, server: &ServerUrl) -> String {
     let opt = |v: Option<String>| v.unwrap_or_default();
@@ -58,6 +87,10 @@ pub fn node_env(p: &BootParams, iface: &str, server: &ServerUrl) -> String {
         (
             "DROVER_DNS",
             join(p.dns.iter().map(|d| d.to_string()).collect()),
+        ),
+        (
+            "DROVER_NTP",
+            join(p.ntp.iter().map(|d| d.to_string()).collect()),
         ),
         ("DROVER_DOMAIN", opt(p.domain.clone())),
     ];
@@ -97,6 +130,7 @@ mod tests {
         assert_eq!(hostname(&p), "n1\n");
         assert!(hosts(&p).ends_with("10.0.2.15\tn1\n"));
         assert_eq!(resolv_conf(&p), None);
+        assert!(time_sources(&p).is_empty());
         let env = node_env(&p, "eth0", &p.servers[0]);
         assert!(env.contains("DROVER_NODE=n1\n"));
         assert!(env.contains("DROVER_GW=''\n"));
@@ -108,7 +142,25 @@ mod tests {
 
     #[test]
     fn full() {
-        let p = params("drover.gw=10.0.2.2 drover.dns=10.0.2.3,1.1.1.1 drover.domain=lab");
+        let p = params(
+            "drover.gw=10.0.2.2 drover.dns=10.0.2.3,1.1.1.1 drover.ntp=10.0.2.2,10.0.2.4 \
+             drover.domain=lab",
+        );
+        assert_eq!(
+            time_sources(&p),
+            vec![
+                (
+                    "etc/systemd/timesyncd.conf.d/drover.conf",
+                    "# written by drover-agent at boot\n[Time]\nNTP=10.0.2.2 10.0.2.4\n".into()
+                ),
+                (
+                    "etc/chrony/sources.d/drover.sources",
+                    "# written by drover-agent at boot\nserver 10.0.2.2 iburst\n\
+                     server 10.0.2.4 iburst\n"
+                        .into()
+                ),
+            ]
+        );
         assert!(hosts(&p).ends_with("10.0.2.15\tn1.lab n1\n"));
         assert_eq!(
             resolv_conf(&p).unwrap(),
@@ -117,6 +169,7 @@ mod tests {
         let env = node_env(&p, "ens3", &p.servers[1]);
         assert!(env.contains("DROVER_GW=10.0.2.2\n"));
         assert!(env.contains("DROVER_DNS=10.0.2.3,1.1.1.1\n"));
+        assert!(env.contains("DROVER_NTP=10.0.2.2,10.0.2.4\n"));
     }
 
     #[test]

@@ -451,6 +451,9 @@ fn write_node_files(con: &mut Console, p: &BootParams, iface: &str, server: &Ser
     if let Some(r) = files::resolv_conf(p) {
         write("etc/resolv.conf", r);
     }
+    for (path, text) in files::time_sources(p) {
+        write(path, text);
+    }
     write("etc/drover/node.env", files::node_env(p, iface, server));
     if let Err(e) = sys::sethostname(&p.node) {
         written.push(format!("sethostname FAILED ({e})"));

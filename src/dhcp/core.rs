@@ -90,6 +90,19 @@ pub struct Context {
     /// fetches the loader over TFTP, as it does from dnsmasq and ISC dhcpd. On for
     /// experiments only.
     pub pxe_vendor_class: bool,
+    /// Name and time service the appliance offers its clients.
+    pub services: Services,
+}
+
+/// What the appliance serves besides DHCP, announced in every OFFER and ACK: itself (the
+/// `server` address) as name server (option 6) and NTP server (option 42), and the domain
+/// (15) and search list (119): the network's domain, else `default_domain`, the domain drover's
+/// DNS gives networks without one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Services {
+    pub dns: bool,
+    pub ntp: bool,
+    pub default_domain: Option<String>,
 }
 
 impl Context {
@@ -107,6 +120,7 @@ impl Context {
             uefi_loader: DEFAULT_UEFI_LOADER.to_string(),
             arm64_loader: None,
             pxe_vendor_class: false,
+            services: Services::default(),
         }
     }
 }
@@ -606,6 +620,9 @@ impl<'a> Handler<'a> {
             broadcast_addr: None,
             hostname: None,
             domain: None,
+            search: Vec::new(),
+            dns_servers: Vec::new(),
+            ntp_servers: Vec::new(),
             boot_file: None,
             boot_file_option: false,
             pxe_class: false,
@@ -635,6 +652,18 @@ impl<'a> Handler<'a> {
         let req = self.req;
         let lease = self.ctx.lease_time;
         let boot = boot_for(req, self.ctx);
+        let services = &self.ctx.services;
+        let domain = net
+            .domain
+            .clone()
+            .or_else(|| services.default_domain.clone().filter(|_| services.dns));
+        let own = |on: bool| {
+            if on {
+                vec![self.ctx.server]
+            } else {
+                Vec::new()
+            }
+        };
         Reply {
             kind,
             xid: req.xid,
@@ -660,7 +689,10 @@ impl<'a> Handler<'a> {
             router: net.gateway,
             broadcast_addr: Some(net.subnet.broadcast()),
             hostname: self.node.map(|n| n.name.clone()),
-            domain: net.domain.clone(),
+            search: domain.iter().cloned().collect(),
+            domain,
+            dns_servers: own(services.dns),
+            ntp_servers: own(services.ntp),
             boot_file_option: boot.file.is_some() && req.params.contains(&67),
             boot_file: boot.file,
             pxe_class: boot.pxe_class,

@@ -265,6 +265,41 @@ fn reservation_gets_its_address_with_all_options() {
 }
 
 #[test]
+fn name_and_time_services_point_at_the_server() {
+    // Off by default: no options 6/42/119 and only the network's own domain.
+    let mut s = Sim::bare();
+    let (_, reply, _) = s.offer(&discover(mac(3)));
+    assert!(reply.dns_servers.is_empty() && reply.ntp_servers.is_empty());
+    assert_eq!((reply.domain, reply.search.len()), (None, 0));
+
+    // With DNS and NTP on, a network without a domain gets the DNS default domain.
+    s.ctx.services = Services {
+        dns: true,
+        ntp: true,
+        default_domain: Some("cluster".into()),
+    };
+    let (_, reply, _) = s.offer(&discover(mac(4)));
+    assert_eq!(reply.dns_servers, vec![SERVER]);
+    assert_eq!(reply.ntp_servers, vec![SERVER]);
+    assert_eq!(reply.domain.as_deref(), Some("cluster"));
+    assert_eq!(reply.search, vec!["cluster".to_string()]);
+
+    // A network's own domain wins; DNS off: no name server and no default domain.
+    s.put(&lab());
+    s.ctx.services.dns = false;
+    let (_, reply, _) = s.offer(&discover(mac(5)));
+    assert!(reply.dns_servers.is_empty());
+    assert_eq!(reply.ntp_servers, vec![SERVER]);
+    assert_eq!(reply.domain.as_deref(), Some("cluster.test"));
+    s.put(&Network {
+        domain: None,
+        ..lab()
+    });
+    let (_, reply, _) = s.offer(&discover(mac(6)));
+    assert_eq!(reply.domain, None);
+}
+
+#[test]
 fn reservation_outside_the_network_is_dropped() {
     let mut s = Sim::new();
     s.put(&node("far", mac(9), Some("198.19.5.5")));

@@ -51,6 +51,8 @@ pub struct Settings {
     pub http_base: String,
     /// x86-64 UEFI loader: `ipxe.efi` or `snponly.efi`.
     pub uefi_loader: String,
+    /// DNS and NTP offered to clients (options 6, 15, 119, 42).
+    pub services: core::Services,
 }
 
 impl Default for Settings {
@@ -61,6 +63,7 @@ impl Default for Settings {
             lease_time: core::DEFAULT_LEASE_TIME,
             http_base: String::new(),
             uefi_loader: core::DEFAULT_UEFI_LOADER.to_string(),
+            services: core::Services::default(),
         }
     }
 }
@@ -164,6 +167,7 @@ pub fn context(iface: &Interface, settings: &Settings) -> Context {
     );
     ctx.lease_time = settings.lease_time;
     ctx.uefi_loader = settings.uefi_loader.clone();
+    ctx.services = settings.services.clone();
     ctx.arm64_loader =
         crate::firmware::get(core::ARM64_LOADER).map(|_| core::ARM64_LOADER.to_string());
     if ctx.arm64_loader.is_none() {

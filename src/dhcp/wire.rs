@@ -494,6 +494,12 @@ pub struct Reply {
     /// Options 12, 15.
     pub hostname: Option<String>,
     pub domain: Option<String>,
+    /// Option 119 (RFC 3397): the search list; names that are not valid domains are left out.
+    pub search: Vec<String>,
+    /// Option 6: name servers.
+    pub dns_servers: Vec<Ipv4Addr>,
+    /// Option 42: NTP servers.
+    pub ntp_servers: Vec<Ipv4Addr>,
     /// Boot file: the `file` header field when it fits (127 bytes + NUL), and option 67
     /// when `boot_file_option` is set or it does not fit.
     pub boot_file: Option<String>,
@@ -535,18 +541,24 @@ pub enum EncodeError {
 /// Optional options, in the order they are left out when a reply does not fit.
 #[derive(Clone, Copy)]
 enum Optional {
+    Search,
     Domain,
+    Ntp,
     Hostname,
     BroadcastAddr,
     Times,
+    Dns,
     BootFileOption,
 }
 
-const SHED_ORDER: [Optional; 5] = [
+const SHED_ORDER: [Optional; 8] = [
+    Optional::Search,
     Optional::Domain,
+    Optional::Ntp,
     Optional::Hostname,
     Optional::BroadcastAddr,
     Optional::Times,
+    Optional::Dns,
     Optional::BootFileOption,
 ];
 
@@ -630,6 +642,24 @@ fn encode_with(reply: &Reply, shed: &[Optional], out: &mut Vec<u8>) -> Result<()
     }
     if let Some(d) = reply.domain.as_ref().filter(|_| !without(Optional::Domain)) {
         opts.insert(DhcpOption::DomainName(d.clone()));
+    }
+    if !reply.dns_servers.is_empty() && !without(Optional::Dns) {
+        opts.insert(DhcpOption::DomainNameServer(reply.dns_servers.clone()));
+    }
+    if !reply.ntp_servers.is_empty() && !without(Optional::Ntp) {
+        opts.insert(DhcpOption::NtpServers(reply.ntp_servers.clone()));
+    }
+    let search: Vec<dhcproto::Name> = reply
+        .search
+        .iter()
+        .filter_map(|d| dhcproto::Name::from_ascii(d.trim_end_matches('.')).ok())
+        .map(|mut n| {
+            n.set_fqdn(true);
+            n
+        })
+        .collect();
+    if !search.is_empty() && !without(Optional::Search) {
+        opts.insert(DhcpOption::DomainSearch(search));
     }
     if let Some(f) = &reply.boot_file {
         if !file_fits || (reply.boot_file_option && !without(Optional::BootFileOption)) {

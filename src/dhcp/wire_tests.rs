@@ -190,6 +190,9 @@ fn sample_reply() -> Reply {
         broadcast_addr: Some(Ipv4Addr::new(198, 18, 0, 255)),
         hostname: Some("node1".into()),
         domain: Some("cluster.test".into()),
+        search: vec!["cluster.test".into()],
+        dns_servers: vec![Ipv4Addr::new(198, 18, 0, 1)],
+        ntp_servers: vec![Ipv4Addr::new(198, 18, 0, 1)],
         boot_file: Some("http://198.18.0.1/boot/52:54:00:aa:bb:cc".into()),
         boot_file_option: true,
         pxe_class: true,
@@ -241,6 +244,22 @@ fn reply_encodes_and_reads_back() {
     assert_eq!(
         o.get(OptionCode::DomainName),
         Some(&DhcpOption::DomainName("cluster.test".into()))
+    );
+    assert_eq!(
+        o.get(OptionCode::DomainNameServer),
+        Some(&DhcpOption::DomainNameServer(vec![Ipv4Addr::new(
+            198, 18, 0, 1
+        )]))
+    );
+    assert_eq!(
+        o.get(OptionCode::NtpServers),
+        Some(&DhcpOption::NtpServers(vec![Ipv4Addr::new(198, 18, 0, 1)]))
+    );
+    assert_eq!(
+        o.get(OptionCode::DomainSearch),
+        Some(&DhcpOption::DomainSearch(vec!["cluster.test."
+            .parse()
+            .unwrap()]))
     );
     assert_eq!(
         o.get(OptionCode::ClassIdentifier),

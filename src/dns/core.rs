@@ -288,7 +288,8 @@ fn fqdn(label: &str, domain: &Name) -> Option<Name> {
     Name::from_ascii(label).ok()?.append_domain(domain).ok()
 }
 
-fn domain_name(s: &str) -> Option<Name> {
+/// `s` as an absolute domain name (a trailing dot is optional); `None` when invalid or root.
+pub fn domain_name(s: &str) -> Option<Name> {
     let mut n = Name::from_ascii(s.trim_end_matches('.')).ok()?;
     n.set_fqdn(true);
     (!n.is_root()).then_some(n)

@@ -181,28 +181,8 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Binds UDP and TCP on `bind:port` and serves until `shutdown` is cancelled.
-pub async fn run(
-    bind: IpAddr,
-    settings: Settings,
-    view: Arc<RwLock<View>>,
-    shutdown: CancellationToken,
-) -> io::Result<()> {
-    let addr = SocketAddr::new(bind, settings.port);
-    let udp = UdpSocket::bind(addr).await?;
-    let tcp = TcpListener::bind(addr).await?;
-    serve(
-        udp,
-        tcp,
-        settings,
-        view,
-        shutdown,
-        Arc::new(Stats::default()),
-    )
-    .await
-}
-
-/// Serves on sockets bound by the caller (tests bind port 0), counting into `stats`.
+/// Serves on sockets bound by the caller (UDP and TCP on one address) until `shutdown` is
+/// cancelled, counting into `stats`.
 pub async fn serve(
     udp: UdpSocket,
     tcp: TcpListener,

@@ -44,6 +44,8 @@ pub fn boot_script(node: &Node, image: &Image, servers: &[String]) -> String {
                 "drover.netmask=${netmask}",
                 "drover.gw=${gateway}",
                 "drover.dns=${dns}",
+                // DHCP option 42 (drover's own NTP when it serves NTP; empty otherwise).
+                "drover.ntp=${42:ipv4}",
                 "drover.domain=${domain}",
             ]
             .map(String::from),
