@@ -29,9 +29,6 @@ pub mod files;
 pub mod http;
 pub mod unpack;
 
-#[cfg(test)]
-mod qemu_tests;
-
 use crate::net::sys;
 use cmdline::{BootParams, ServerUrl};
 use std::fmt::Display;
