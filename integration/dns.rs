@@ -53,6 +53,7 @@ fn node(name: &str, mac: u8, ip: &str) -> Node {
         ip: Some(ip.parse().unwrap()),
         image: None,
         group: None,
+        aliases: Vec::new(),
     }
 }
 
@@ -626,6 +627,8 @@ fn drover_serve_answers_names_and_time_for_cli_changes() {
         "52:54:00:00:00:01",
         "--ip",
         "198.18.0.10",
+        "--alias",
+        "login,head",
     ]);
     let config = d.serve_with(
         Some(&ns),
@@ -651,6 +654,15 @@ fn drover_serve_answers_names_and_time_for_cli_changes() {
     assert_eq!(dig(&["-x", "198.18.0.10"]), "node1.lab.test.");
     assert_eq!(dig(&["drover.lab.test"]), "198.18.0.1");
     assert_eq!(dig(&["+tcp", "gateway.lab.test"]), "198.18.0.254");
+    // Aliases are CNAMEs, chased to the address over UDP and TCP.
+    assert_eq!(dig(&["login.lab.test"]), "node1.lab.test.\n198.18.0.10");
+    assert_eq!(dig(&["+tcp", "head.lab.test", "CNAME"]), "node1.lab.test.");
+    assert_eq!(
+        dig(&["lab.test", "SOA"]).split(' ').next(),
+        Some("drover.lab.test.")
+    );
+    assert_eq!(dig(&["lab.test", "NS"]), "drover.lab.test.");
+    assert_eq!(dig(&["node1.lab.test", "AAAA"]), "", "AAAA is NODATA");
 
     let t0 = Instant::now();
     d.cli_ok(&[
@@ -671,6 +683,27 @@ fn drover_serve_answers_names_and_time_for_cli_changes() {
         d.log_tail(30)
     );
     eprintln!("node added with the CLI resolved after {:?}", t0.elapsed());
+    // A name is a node's or an alias, never both; errors change nothing.
+    for args in [
+        &["node", "add", "login", "--mac", "52:54:00:00:00:03"][..],
+        &["node", "set", "node2", "--alias", "head"][..],
+        &["node", "set", "node2", "--alias", "node1"][..],
+        &["node", "set", "node2", "--alias", "bad.name"][..],
+    ] {
+        let out = d.cli(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains("taken") || err.contains("invalid name"),
+            "{args:?}: {err}"
+        );
+    }
+    d.cli_ok(&["node", "set", "node2", "--alias", "web"]);
+    assert!(
+        common::wait_until(Duration::from_secs(10), || dig(&["web.lab.test"])
+            == "node2.lab.test.\n198.18.0.11"),
+        "alias web never resolved"
+    );
     d.cli_ok(&["node", "rm", "node2"]);
     assert!(
         common::wait_until(Duration::from_secs(10), || dig(&["node2.lab.test"])

@@ -27,6 +27,8 @@ pub enum AdminError {
     Exists { kind: &'static str, name: String },
     #[error("MAC {mac} is already used by node {owner:?}")]
     DuplicateMac { mac: Mac, owner: String },
+    #[error("name {name:?} is already taken by node {owner:?} (as its name or an alias)")]
+    NameTaken { name: String, owner: String },
     #[error("IP {ip} is already reserved for node {owner:?}")]
     DuplicateIp { ip: Ipv4Addr, owner: String },
     #[error("IP {ip} is outside every network ({known}); add a network with `drover network add`")]
@@ -86,6 +88,8 @@ pub struct NodeChange {
     pub ip: Option<Option<Ipv4Addr>>,
     pub image: Option<Option<String>>,
     pub group: Option<Option<String>>,
+    /// Replaces the aliases.
+    pub aliases: Option<Vec<String>>,
 }
 
 fn check_node(w: &crate::store::Writer<'_, '_>, node: &Node) -> Result<(), AdminError> {
@@ -139,6 +143,27 @@ fn check_node(w: &crate::store::Writer<'_, '_>, node: &Node) -> Result<(), Admin
     if let Some(group) = &node.group {
         check_name(group)?;
     }
+    for alias in &node.aliases {
+        check_name(alias)?;
+        let taken_by = if alias == &node.name || w.get::<Node>(alias)?.is_some() {
+            Some(alias.clone())
+        } else {
+            w.owner(&format!("alias/{alias}"))?
+                .filter(|owner| owner != &node.name)
+        };
+        if let Some(owner) = taken_by {
+            return Err(AdminError::NameTaken {
+                name: alias.clone(),
+                owner,
+            });
+        }
+    }
+    if let Some(owner) = w.owner(&format!("alias/{}", node.name))? {
+        return Err(AdminError::NameTaken {
+            name: node.name.clone(),
+            owner,
+        });
+    }
     Ok(())
 }
 
@@ -178,6 +203,9 @@ pub fn set_node(store: &Store, name: &str, change: &NodeChange) -> Result<Node, 
         if let Some(group) = &change.group {
             node.group = group.clone();
         }
+        if let Some(aliases) = &change.aliases {
+            node.aliases = aliases.clone();
+        }
         check_node(w, &node)?;
         w.put(&node)?;
         Ok(node)
@@ -197,8 +225,9 @@ pub fn remove_node(store: &Store, name: &str) -> Result<(), AdminError> {
     })
 }
 
-/// Parses a node CSV (header `name,mac,ip,image,group`, columns in any order; only `name`
-/// and `mac` required; empty cells mean "none"). Errors name the line.
+/// Parses a node CSV (header `name,mac,ip,image,group[,aliases]`, columns in any order; only
+/// `name` and `mac` required; empty cells mean "none"; aliases are separated by spaces or `;`).
+/// Errors name the line.
 pub fn parse_node_csv(text: &str) -> Result<Vec<Node>, AdminError> {
     let mut lines = text
         .lines()
@@ -215,10 +244,10 @@ pub fn parse_node_csv(text: &str) -> Result<Vec<Node>, AdminError> {
         .collect();
     let find = |name: &str| columns.iter().position(|c| c == name);
     for c in &columns {
-        if !["name", "mac", "ip", "image", "group"].contains(&c.as_str()) {
+        if !["name", "mac", "ip", "image", "group", "aliases"].contains(&c.as_str()) {
             return Err(AdminError::Csv {
                 line: hline,
-                message: format!("unknown column {c:?}; known: name,mac,ip,image,group"),
+                message: format!("unknown column {c:?}; known: name,mac,ip,image,group,aliases"),
             });
         }
     }
@@ -229,6 +258,7 @@ pub fn parse_node_csv(text: &str) -> Result<Vec<Node>, AdminError> {
         });
     };
     let (ip_col, image_col, group_col) = (find("ip"), find("image"), find("group"));
+    let aliases_col = find("aliases");
     let mut nodes = Vec::new();
     for (line, text) in lines {
         let cells = split_csv(text);
@@ -265,9 +295,18 @@ pub fn parse_node_csv(text: &str) -> Result<Vec<Node>, AdminError> {
             ip,
             image: cell(image_col),
             group: cell(group_col),
+            aliases: cell(aliases_col).map_or_else(Vec::new, |a| split_aliases(&a)),
         });
     }
     Ok(nodes)
+}
+
+/// Aliases as the admin writes them: separated by spaces, commas or `;`.
+pub fn split_aliases(text: &str) -> Vec<String> {
+    text.split([' ', ',', ';'])
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Splits one CSV line; double quotes group a cell (`""` is a literal quote).
@@ -451,6 +490,8 @@ mod tests {
         let e = parse_node_csv("name,mac,colour\n").unwrap_err().to_string();
         assert!(e.contains("colour"), "{e}");
         assert!(parse_node_csv("name,ip\n").is_err());
+        let nodes = parse_node_csv("name,mac,aliases\nn1,52:54:00:00:00:01,\"a b;c\"\n").unwrap();
+        assert_eq!(nodes[0].aliases, vec!["a", "b", "c"]);
     }
 
     #[test]

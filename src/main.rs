@@ -95,6 +95,9 @@ enum NodeCmd {
         image: Option<String>,
         #[arg(long)]
         group: Option<String>,
+        /// Further DNS names of the node (CNAMEs), comma-separated or repeated.
+        #[arg(long = "alias", value_delimiter = ',')]
+        aliases: Vec<String>,
     },
     /// List nodes.
     List,
@@ -108,7 +111,7 @@ enum NodeCmd {
     },
     /// Remove a node.
     Rm { name: String },
-    /// Add nodes from a CSV file with a header (name,mac,ip,image,group); all or none.
+    /// Add nodes from a CSV file with a header (name,mac,ip,image,group[,aliases]); all or none.
     Import { file: PathBuf },
 }
 
@@ -129,6 +132,12 @@ struct NodeSetArgs {
     group: Option<String>,
     #[arg(long)]
     no_group: bool,
+    /// Replace the node's aliases (comma-separated or repeated).
+    #[arg(long = "alias", value_delimiter = ',', conflicts_with = "no_alias")]
+    aliases: Vec<String>,
+    /// Remove all aliases.
+    #[arg(long)]
+    no_alias: bool,
 }
 
 #[derive(Subcommand)]
@@ -331,6 +340,7 @@ fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
             ip,
             image,
             group,
+            aliases,
         } => {
             admin::add_nodes(
                 store,
@@ -340,12 +350,13 @@ fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
                     ip,
                     image,
                     group,
+                    aliases,
                 }],
             )?;
             println!("added node {name}");
         }
         NodeCmd::List => {
-            let mut rows = vec![row(&["NAME", "MAC", "IP", "IMAGE", "GROUP"])];
+            let mut rows = vec![row(NODE_HEADER)];
             for n in store.read(|r| r.all::<Node>())? {
                 rows.push(node_row(&n));
             }
@@ -367,6 +378,7 @@ fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
             );
             println!("image: {}", n.image.as_deref().unwrap_or("-"));
             println!("group: {}", n.group.as_deref().unwrap_or("-"));
+            println!("aliases: {}", aliases_cell(&n));
         }
         NodeCmd::Set { name, change } => {
             let c = NodeChange {
@@ -386,9 +398,14 @@ fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
                 } else {
                     change.group.map(Some)
                 },
+                aliases: if change.no_alias {
+                    Some(Vec::new())
+                } else {
+                    (!change.aliases.is_empty()).then_some(change.aliases)
+                },
             };
             let n = admin::set_node(store, &name, &c)?;
-            print_table(&[row(&["NAME", "MAC", "IP", "IMAGE", "GROUP"]), node_row(&n)]);
+            print_table(&[row(NODE_HEADER), node_row(&n)]);
         }
         NodeCmd::Rm { name } => {
             admin::remove_node(store, &name)?;
@@ -402,6 +419,8 @@ fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
     Ok(())
 }
 
+const NODE_HEADER: &[&str] = &["NAME", "MAC", "IP", "IMAGE", "GROUP", "ALIASES"];
+
 fn node_row(n: &Node) -> Vec<String> {
     vec![
         n.name.clone(),
@@ -409,7 +428,16 @@ fn node_row(n: &Node) -> Vec<String> {
         n.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
         n.image.clone().unwrap_or_else(|| "-".into()),
         n.group.clone().unwrap_or_else(|| "-".into()),
+        aliases_cell(n),
     ]
+}
+
+fn aliases_cell(n: &Node) -> String {
+    if n.aliases.is_empty() {
+        "-".into()
+    } else {
+        n.aliases.join(",")
+    }
 }
 
 fn image(state: &Path, cmd: ImageCmd) -> Result<()> {

@@ -36,6 +36,7 @@ fn node(name: &str, m: Mac, addr: Option<&str>) -> Node {
         ip: addr.map(ip),
         image: None,
         group: None,
+        aliases: Vec::new(),
     }
 }
 

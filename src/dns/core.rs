@@ -18,9 +18,8 @@
 //! - one reverse zone (`in-addr.arpa`) per network, on the octet boundary at or above its
 //!   prefix (a /20 is served as its /16, a /26 as its /24); a zone inside another one we serve
 //!   is merged into the outer one. PTR records point back at the names above.
-//! - CNAMEs: a [`Host`] carries `aliases`, published as CNAMEs to the host's name and chased
-//!   by [`handle`]. The store's `Node` has no alias field yet, so [`Zones::build`] passes none;
-//!   adding `aliases: Vec<String>` to `Node` only needs [`hosts`] to copy it.
+//! - CNAMEs: a node's `aliases` (`drover node set NAME --alias A,B`) are published as CNAMEs
+//!   to its name, in its zone, and chased by [`handle`].
 //!
 //! Built-in names (`drover`, `gateway`) win over a node of the same name; a node outside every
 //! network, or without an address, has no records (its name is NXDOMAIN).
@@ -177,7 +176,7 @@ pub fn hosts(view: &View) -> Vec<Host> {
             Some(Host {
                 name: n.name.clone(),
                 ip,
-                aliases: Vec::new(),
+                aliases: n.aliases.clone(),
             })
         })
         .collect()

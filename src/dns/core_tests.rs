@@ -424,6 +424,7 @@ fn build_from_a_view_uses_reservations_and_bound_leases() {
                 ip: ip.map(|s| s.parse().unwrap()),
                 image: None,
                 group: None,
+                aliases: Vec::new(),
             },
         );
     }

@@ -160,6 +160,7 @@ mod tests {
                 ip: Some("198.18.0.10".parse().unwrap()),
                 image: None,
                 group: None,
+                aliases: Vec::new(),
             },
         );
         v

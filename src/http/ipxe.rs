@@ -108,6 +108,7 @@ mod tests {
             ip: None,
             image: Some("img".into()),
             group: None,
+            aliases: Vec::new(),
         }
     }
 

@@ -85,6 +85,7 @@ impl Record for Node {
         if let Some(ip) = self.ip {
             keys.push(format!("ip/{ip}"));
         }
+        keys.extend(self.aliases.iter().map(|a| format!("alias/{a}")));
         keys
     }
 }

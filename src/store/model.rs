@@ -164,6 +164,9 @@ pub struct Node {
     pub ip: Option<Ipv4Addr>,
     pub image: Option<String>,
     pub group: Option<String>,
+    /// Further names of the node, published by DNS as CNAMEs to its name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// A set of nodes that share settings (image, later BMC credentials and more).

@@ -19,6 +19,7 @@ fn node(name: &str, mac: &str, ip: Option<&str>) -> Node {
         ip: ip.map(|i| i.parse().unwrap()),
         image: None,
         group: None,
+        aliases: Vec::new(),
     }
 }
 
