@@ -31,6 +31,8 @@ pub struct Config {
     pub dns: Dns,
     #[serde(default)]
     pub ntp: Ntp,
+    #[serde(default)]
+    pub pool: Pool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -212,6 +214,30 @@ impl Default for Ntp {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Pool {
+    /// Take part in a pool once the state directory has a cluster key.
+    pub enabled: bool,
+    /// UDP port of pool traffic.
+    pub port: u16,
+    /// The address other members reach this one at; default: the first interface's address.
+    pub address: Option<Ipv4Addr>,
+    /// Members to join through (`IP` or `IP:PORT`), besides those `drover pool join` recorded.
+    pub seeds: Vec<String>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            enabled: true,
+            port: crate::pool::serve::DEFAULT_PORT,
+            address: None,
+            seeds: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -353,6 +379,20 @@ impl Config {
         }
         if self.ntp.port == 0 {
             return Err(bad("ntp.port", "must not be 0".into()));
+        }
+        if self.pool.port == 0 {
+            return Err(bad("pool.port", "must not be 0".into()));
+        }
+        if let Some(s) = self
+            .pool
+            .seeds
+            .iter()
+            .find(|s| crate::pool::serve::parse_seed(s).is_none())
+        {
+            return Err(bad(
+                "pool.seeds",
+                format!("has {s:?}, which is neither IP nor IP:PORT"),
+            ));
         }
         Ok(())
     }

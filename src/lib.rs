@@ -17,6 +17,7 @@ pub mod http;
 pub mod image;
 pub mod net;
 pub mod ntp;
+pub mod pool;
 pub mod serve;
 pub mod store;
 pub mod tftp;

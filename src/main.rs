@@ -60,8 +60,29 @@ enum Command {
     /// Ask drover's DNS without the network: what it would answer a cluster client.
     #[command(subcommand)]
     Dns(DnsCmd),
+    /// Join drover members into an active-active pool.
+    #[command(subcommand)]
+    Pool(PoolCmd),
     /// Run the node agent (what drover does as /init of its initramfs).
     Agent,
+}
+
+#[derive(Subcommand)]
+enum PoolCmd {
+    /// Create the cluster key (`<state-dir>/cluster.key`, mode 0600) on the first member.
+    Init,
+    /// Join the pool of the member at SEED (`IP` or `IP:PORT`) with a copy of its cluster key.
+    Join {
+        seed: String,
+        /// The pool's cluster key, copied from a member (mode 0600).
+        #[arg(long)]
+        key_file: PathBuf,
+    },
+    /// Show the members as the local server sees them.
+    Status,
+    /// Leave the pool: removes the cluster key and the recorded seeds; a running server
+    /// leaves at once.
+    Leave,
 }
 
 #[derive(Subcommand)]
@@ -328,8 +349,109 @@ fn run(cli: Cli) -> Result<()> {
             print!("{text}");
             Ok(())
         }
+        Command::Pool(cmd) => pool(state, cmd),
         Command::Agent => drover::agent::run(),
     }
+}
+
+fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
+    use drover::pool::key::ClusterKey;
+    use drover::pool::serve as ps;
+    let key_path = ClusterKey::path(state);
+    match cmd {
+        PoolCmd::Init => {
+            std::fs::create_dir_all(state)
+                .with_context(|| format!("creating {}", state.display()))?;
+            ClusterKey::generate()
+                .context("reading random bytes")?
+                .save_new(&key_path)?;
+            println!("created the cluster key {}", key_path.display());
+            println!(
+                "copy it (mode 0600) to each further member and run there: \
+                 drover pool join THIS_MEMBER_IP --key-file FILE"
+            );
+        }
+        PoolCmd::Join { seed, key_file } => {
+            let addr = ps::parse_seed(&seed)
+                .with_context(|| format!("{seed:?} is neither IP nor IP:PORT"))?;
+            let key = ClusterKey::load(&key_file)?;
+            std::fs::create_dir_all(ps::pool_dir(state))
+                .with_context(|| format!("creating {}", ps::pool_dir(state).display()))?;
+            match ClusterKey::load_state(state)? {
+                Some(existing) if existing != key => bail!(
+                    "{} holds another pool's key; run `drover pool leave` first",
+                    key_path.display()
+                ),
+                Some(_) => {}
+                None => key.save_new(&key_path)?,
+            }
+            let mut seeds = ps::recorded_seeds(state);
+            if !seeds.contains(&addr) {
+                seeds.push(addr);
+            }
+            let text: String = seeds.iter().map(|s| format!("{s}\n")).collect();
+            std::fs::write(ps::seeds_file(state), text)
+                .with_context(|| format!("writing {}", ps::seeds_file(state).display()))?;
+            println!("joining the pool through {addr}: a running `drover serve` joins within {} s, otherwise at its start", ps::ANNOUNCE_EVERY.as_secs());
+        }
+        PoolCmd::Status => {
+            if ClusterKey::load_state(state)?.is_none() {
+                bail!(
+                    "not in a pool: {} does not exist (`drover pool init` or `drover pool join`)",
+                    key_path.display()
+                );
+            }
+            let status = ps::read_status(state).with_context(|| {
+                format!(
+                    "no pool status in {}: is `drover serve` running with this state directory?",
+                    ps::status_file(state).display()
+                )
+            })?;
+            let age = ps::unix_ms().saturating_sub(status.updated_ms) / 1000;
+            if age > 3 * ps::STATUS_EVERY.as_secs() {
+                eprintln!("warning: the status is {age} s old; is `drover serve` still running?");
+            }
+            let mut rows = vec![row(&["MEMBER", "ID", "STATE", "STARTED"])];
+            let member_row = |m: &ps::MemberStatus, state: &str| {
+                vec![
+                    m.addr.to_string(),
+                    format!("{:016x}", m.id),
+                    state.to_string(),
+                    format!("{} s ago", ps::unix_ms().saturating_sub(m.epoch) / 1000),
+                ]
+            };
+            rows.push(member_row(&status.me, "alive (this member)"));
+            for m in &status.members {
+                rows.push(member_row(m, &m.state));
+            }
+            print_table(&rows);
+            if status.unauthenticated > 0 {
+                println!(
+                    "{} datagrams dropped: not signed with this pool's key",
+                    status.unauthenticated
+                );
+            }
+        }
+        PoolCmd::Leave => {
+            let mut removed = Vec::new();
+            for p in [key_path, ps::seeds_file(state)] {
+                match std::fs::remove_file(&p) {
+                    Ok(()) => removed.push(p.display().to_string()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e).with_context(|| format!("removing {}", p.display())),
+                }
+            }
+            if removed.is_empty() {
+                bail!("not in a pool: no cluster key in {}", state.display());
+            }
+            println!(
+                "left the pool (removed {}); a running server leaves within {} s",
+                removed.join(", "),
+                ps::ANNOUNCE_EVERY.as_secs()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn node(store: &Store, cmd: NodeCmd) -> Result<()> {

@@ -1,7 +1,8 @@
 //! `drover serve`: opens the store, starts every service on every configured interface, keeps
 //! the shared store view current, and shuts everything down on SIGINT/SIGTERM.
 //!
-//! Tasks: one per service and interface (DHCP, TFTP, DNS, NTP, router advertisements), one HTTP
+//! Tasks: one per service and interface (DHCP, TFTP, DNS, NTP, router advertisements), pool
+//! membership (idle until the state directory has a cluster key), one HTTP
 //! listener for all interfaces, and the view refresher, which applies the store's change feed
 //! every [`REFRESH_INTERVAL`] so that admin changes made by another process (the CLI) reach
 //! the services without a restart. A task that fails takes the server down with its error:
@@ -182,6 +183,28 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                 )
             });
         }
+    }
+    if config.pool.enabled {
+        let addr = config
+            .pool
+            .address
+            .or_else(|| interfaces.first().map(|i| i.addr))
+            .context("pool: no address to gossip from (set `pool.address`)")?;
+        let settings = crate::pool::serve::Settings {
+            addr: std::net::SocketAddrV4::new(addr, config.pool.port),
+            seeds: config
+                .pool
+                .seeds
+                .iter()
+                .filter_map(|s| crate::pool::serve::parse_seed(s))
+                .collect(),
+            member_id: store.member(),
+        };
+        let (dir, token) = (state_dir.to_path_buf(), shutdown.clone());
+        tasks.spawn(async move {
+            let r = crate::pool::serve::run(dir, settings, token).await;
+            ("pool".into(), r.context("pool membership"))
+        });
     }
     {
         let (store, view, token) = (store.clone(), view.clone(), shutdown.clone());

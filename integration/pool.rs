@@ -1,0 +1,182 @@
+//! Pool membership through the real binary: three `drover serve` members, each in its own
+//! network namespace on one bridge, join through the first with `drover pool init` / `pool
+//! join`; `drover pool status` shows them; a member killed with SIGKILL is seen down by the
+//! survivors (the measured delay is printed; the test waits up to 20 s and does not assert on
+//! time); a member with another pool's key never gets in; `pool leave` on a running member
+//! takes it out.
+//!
+//! Only membership is built so far: the other services are switched off in these members.
+
+mod common;
+
+use common::{Drover, Netns};
+use std::time::{Duration, Instant};
+
+const CONFIG: &str = "[dhcp]\nenabled = false\n[tftp]\nenabled = false\n[http]\nenabled = false\n\
+                      [ra]\nenabled = false\n[dns]\nenabled = false\n[ntp]\nenabled = false\n";
+
+struct Member {
+    ns: Netns,
+    drover: Drover,
+    ip: String,
+}
+
+fn member(hub: &Netns, i: usize) -> Member {
+    let ns = Netns::new(&format!("pool{i}"));
+    hub.add_veth_to_bridge(&format!("p{i}"), "br0", &ns, "eth0");
+    let ip = format!("198.18.0.{}", i + 1);
+    ns.add_addr("eth0", &format!("{ip}/24"));
+    Member {
+        ns,
+        drover: Drover::new(),
+        ip,
+    }
+}
+
+impl Member {
+    fn serve(&mut self) {
+        self.drover.serve_with(Some(&self.ns), "eth0", CONFIG);
+    }
+
+    /// `(address, state)` of the other members in `drover pool status`, or `None` while
+    /// there is no status yet.
+    fn others(&self) -> Option<Vec<(String, String)>> {
+        let out = self.drover.cli(&["pool", "status"]);
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        Some(
+            text.lines()
+                .skip(1)
+                .filter(|l| !l.contains("this member") && !l.contains("datagrams"))
+                .filter_map(|l| {
+                    let w: Vec<&str> = l.split_whitespace().collect();
+                    Some((w.first()?.to_string(), w.get(2)?.to_string()))
+                })
+                .collect(),
+        )
+    }
+
+    fn sees(&self, ip: &str, state: &str) -> bool {
+        self.others().is_some_and(|o| {
+            o.iter()
+                .any(|(a, s)| a == &format!("{ip}:7946") && s == state)
+        })
+    }
+
+    fn status_text(&self) -> String {
+        let out = self.drover.cli(&["pool", "status"]);
+        format!(
+            "{}{}\nlog:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.drover.log_tail(20)
+        )
+    }
+}
+
+#[test]
+fn members_join_see_a_death_and_refuse_a_stranger() {
+    let hub = Netns::new("pool-hub");
+    hub.add_bridge("br0", "198.18.0.254/24");
+    let mut m: Vec<Member> = (0..4).map(|i| member(&hub, i)).collect();
+
+    // Before any start: A creates the key, B and C join through A with a copy of it.
+    let out = m[0].drover.cli_ok(&["pool", "init"]);
+    assert!(out.contains("created the cluster key"), "{out}");
+    let key = m[0].drover.state_dir().join("cluster.key");
+    let again = m[0].drover.cli(&["pool", "init"]);
+    assert!(
+        !again.status.success(),
+        "a second init must not replace the key"
+    );
+    for b in [1, 2] {
+        m[b].drover.cli_ok(&[
+            "pool",
+            "join",
+            "198.18.0.1",
+            "--key-file",
+            key.to_str().unwrap(),
+        ]);
+    }
+    // D has a key of its own: another pool.
+    m[3].drover.cli_ok(&["pool", "init"]);
+    let d_key = m[3].drover.state_dir().join("cluster.key");
+    // Its own key again: accepted, records A as seed.
+    m[3].drover.cli_ok(&[
+        "pool",
+        "join",
+        "198.18.0.1",
+        "--key-file",
+        d_key.to_str().unwrap(),
+    ]);
+    assert!(d_key.exists());
+    let wrong = m[1].drover.cli(&[
+        "pool",
+        "join",
+        "198.18.0.1",
+        "--key-file",
+        d_key.to_str().unwrap(),
+    ]);
+    assert!(
+        !wrong.status.success() && String::from_utf8_lossy(&wrong.stderr).contains("another pool"),
+        "joining with a second key must be refused"
+    );
+
+    for x in m.iter_mut() {
+        x.serve();
+    }
+    let t0 = Instant::now();
+    let all_up = common::wait_until(Duration::from_secs(30), || {
+        [(0, [1, 2]), (1, [0, 2]), (2, [0, 1])]
+            .iter()
+            .all(|(i, others)| others.iter().all(|o| m[*i].sees(&m[*o].ip, "alive")))
+    });
+    assert!(all_up, "the pool did not form:\n{}", m[0].status_text());
+    eprintln!("three members saw each other after {:?}", t0.elapsed());
+    // The stranger is in no one's view, and its datagrams were refused.
+    for x in &m[..3] {
+        assert!(
+            x.others()
+                .unwrap()
+                .iter()
+                .all(|(a, _)| !a.starts_with("198.18.0.4:")),
+            "{}",
+            x.status_text()
+        );
+    }
+    let refused = common::wait_until(Duration::from_secs(15), || {
+        m[0].status_text()
+            .contains("not signed with this pool's key")
+    });
+    assert!(refused, "{}", m[0].status_text());
+    assert!(m[3].others().unwrap().is_empty(), "{}", m[3].status_text());
+
+    // SIGKILL C: A and B see it down.
+    let c_pid = m[2].drover.pid().unwrap();
+    common::signal(c_pid, "KILL");
+    let t_kill = Instant::now();
+    let seen = common::wait_until(Duration::from_secs(20), || {
+        m[0].sees("198.18.0.3", "down") && m[1].sees("198.18.0.3", "down")
+    });
+    assert!(
+        seen,
+        "C's death went unnoticed:\n{}\n{}",
+        m[0].status_text(),
+        m[1].status_text()
+    );
+    eprintln!(
+        "SIGKILLed member seen down by both survivors after {:?}",
+        t_kill.elapsed()
+    );
+
+    // `pool leave` on the running B: A sees it go.
+    m[1].drover.cli_ok(&["pool", "leave"]);
+    assert!(!m[1].drover.state_dir().join("cluster.key").exists());
+    let gone = common::wait_until(Duration::from_secs(20), || m[0].sees("198.18.0.2", "down"));
+    assert!(gone, "B's leave went unnoticed:\n{}", m[0].status_text());
+    let status = m[1].drover.cli(&["pool", "status"]);
+    assert!(!status.status.success());
+    assert!(String::from_utf8_lossy(&status.stderr).contains("not in a pool"));
+}

@@ -1,0 +1,213 @@
+//! The cluster key: 32 random bytes shared by every pool member, kept in
+//! `<state>/cluster.key` (64 hex digits and a newline, mode 0600), and the message
+//! authentication built on it.
+//!
+//! Every pool datagram is `tag || payload`, where `tag` is BLAKE3 in keyed mode over the
+//! payload (a MAC: 32 bytes, compared in constant time by `blake3::Hash`'s `PartialEq`).
+//! A datagram whose tag does not verify is dropped before anything parses it, so only key
+//! holders can join, gossip or slander a member.
+//!
+//! Not here: encryption (pool traffic is authenticated, not secret: it carries membership and
+//! store data that every member serves anyway), replay protection beyond what SWIM's
+//! incarnation numbers give (a replayed old message can only restate old facts), key rotation.
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Length of the key and of a tag.
+pub const KEY_LEN: usize = 32;
+/// Bytes a tag adds to every datagram.
+pub const TAG_LEN: usize = 32;
+/// The key file's name in the state directory.
+pub const KEY_FILE: &str = "cluster.key";
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterKey([u8; KEY_LEN]);
+
+/// The key never appears in logs or debug output.
+impl fmt::Debug for ClusterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClusterKey(..)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read the cluster key {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write the cluster key {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a cluster key: expected {} hex digits", KEY_LEN * 2)]
+    Malformed { path: PathBuf },
+    #[error(
+        "{path} exists already: this member has a cluster key (`drover pool leave` removes it)"
+    )]
+    Exists { path: PathBuf },
+    #[error("{path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
+    Permissions { path: PathBuf, mode: u32 },
+}
+
+impl ClusterKey {
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> ClusterKey {
+        ClusterKey(bytes)
+    }
+
+    /// A new random key from the kernel's CSPRNG.
+    pub fn generate() -> std::io::Result<ClusterKey> {
+        let mut bytes = [0u8; KEY_LEN];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        Ok(ClusterKey(bytes))
+    }
+
+    /// The key file of the state directory `state_dir`.
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join(KEY_FILE)
+    }
+
+    /// Parses the hex text of a key file.
+    pub fn parse(text: &str) -> Option<ClusterKey> {
+        let hex = text.trim();
+        if hex.len() != KEY_LEN * 2 || !hex.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0u8; KEY_LEN];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(ClusterKey(bytes))
+    }
+
+    /// Reads a key file; refuses one that group or others can read.
+    pub fn load(path: &Path) -> Result<ClusterKey, KeyError> {
+        use std::os::unix::fs::PermissionsExt;
+        let read_err = |source| KeyError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(read_err)?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Permissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        ClusterKey::parse(&text).ok_or_else(|| KeyError::Malformed {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Reads the state directory's key; `None` when there is none (not in a pool).
+    pub fn load_state(state_dir: &Path) -> Result<Option<ClusterKey>, KeyError> {
+        let path = ClusterKey::path(state_dir);
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            _ => ClusterKey::load(&path).map(Some),
+        }
+    }
+
+    /// Writes the key to `path` (created with mode 0600, never overwritten), fsynced.
+    pub fn save_new(&self, path: &Path) -> Result<(), KeyError> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| match source.kind() {
+                std::io::ErrorKind::AlreadyExists => KeyError::Exists {
+                    path: path.to_path_buf(),
+                },
+                _ => KeyError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            })?;
+        let hex: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
+        f.write_all(format!("{hex}\n").as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|source| KeyError::Write {
+                path: path.to_path_buf(),
+                source,
+            })
+    }
+
+    fn tag(&self, payload: &[u8]) -> blake3::Hash {
+        blake3::keyed_hash(&self.0, payload)
+    }
+
+    /// `tag || payload`.
+    pub fn seal(&self, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(TAG_LEN + payload.len());
+        out.extend_from_slice(self.tag(payload).as_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// The payload of a sealed datagram, or `None` when it is short or its tag is wrong.
+    pub fn open<'a>(&self, datagram: &'a [u8]) -> Option<&'a [u8]> {
+        if datagram.len() < TAG_LEN {
+            return None;
+        }
+        let (tag, payload) = datagram.split_at(TAG_LEN);
+        let tag: [u8; TAG_LEN] = tag.try_into().ok()?;
+        // `Hash`'s equality is constant-time.
+        (self.tag(payload) == blake3::Hash::from(tag)).then_some(payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_and_open() {
+        let k = ClusterKey::from_bytes([7; KEY_LEN]);
+        let other = ClusterKey::from_bytes([8; KEY_LEN]);
+        let sealed = k.seal(b"hello");
+        assert_eq!(sealed.len(), TAG_LEN + 5);
+        assert_eq!(k.open(&sealed), Some(&b"hello"[..]));
+        assert_eq!(other.open(&sealed), None, "wrong key");
+        let mut flipped = sealed.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert_eq!(k.open(&flipped), None, "tampered payload");
+        assert_eq!(k.open(&sealed[..TAG_LEN - 1]), None, "short");
+        assert_eq!(k.open(&k.seal(b"")), Some(&b""[..]));
+        assert_eq!(format!("{k:?}"), "ClusterKey(..)");
+    }
+
+    #[test]
+    fn file_round_trip_mode_and_refusals() {
+        let dir = std::env::temp_dir().join(format!("drover-key-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(ClusterKey::load_state(&dir).unwrap().is_none());
+        let k = ClusterKey::generate().unwrap();
+        let path = ClusterKey::path(&dir);
+        k.save_new(&path).unwrap();
+        assert_eq!(ClusterKey::load_state(&dir).unwrap(), Some(k.clone()));
+        assert!(matches!(k.save_new(&path), Err(KeyError::Exists { .. })));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            ClusterKey::load(&path),
+            Err(KeyError::Permissions { .. })
+        ));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&path, "xyz\n").unwrap();
+        assert!(matches!(
+            ClusterKey::load(&path),
+            Err(KeyError::Malformed { .. })
+        ));
+        assert!(ClusterKey::parse(&"g".repeat(64)).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

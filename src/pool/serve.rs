@@ -1,0 +1,290 @@
+//! The tokio shell of pool membership: one UDP socket on the member's pool address, the
+//! timers foca asks for, and the status file `drover pool status` reads.
+//!
+//! The task runs whenever `[pool] enabled` (the default) and follows the state directory, so
+//! the admin commands work against a running server: it idles until `<state>/cluster.key`
+//! exists (`drover pool init` / `join`), then joins through the seeds (`[pool] seeds` and
+//! `<state>/pool/seeds`, re-read every [`ANNOUNCE_EVERY`] while it knows no other member), and
+//! leaves the pool gracefully when the key disappears (`drover pool leave`) or at shutdown.
+//!
+//! `<state>/pool/status.json` is rewritten (write + rename) on every membership change and
+//! every [`STATUS_EVERY`]; its `updated_ms` tells the reader whether the server is alive.
+//!
+//! Not here: the protocol (`membership`), anything carried besides liveness.
+
+use super::key::ClusterKey;
+use super::membership::{self, Effect, MemberId, Membership};
+use foca::Timer;
+use serde::{Deserialize, Serialize};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How often the seeds are asked again while no other member is known.
+pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(5);
+/// How often the status file is rewritten without a change.
+pub const STATUS_EVERY: Duration = Duration::from_secs(2);
+/// How often an idle task looks for a cluster key.
+const KEY_POLL: Duration = Duration::from_secs(1);
+/// Default UDP port of pool traffic.
+pub const DEFAULT_PORT: u16 = 7946;
+
+/// Start-up settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The address other members reach this one at (one of its interface addresses).
+    pub addr: SocketAddrV4,
+    /// Members to join through, besides `<state>/pool/seeds`.
+    pub seeds: Vec<SocketAddrV4>,
+    /// The store's member id.
+    pub member_id: u64,
+}
+
+/// What `drover pool status` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub me: MemberStatus,
+    /// Unix milliseconds of the last rewrite.
+    pub updated_ms: u64,
+    pub members: Vec<MemberStatus>,
+    /// Datagrams dropped because their tag did not verify with the cluster key.
+    pub unauthenticated: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub addr: SocketAddrV4,
+    pub id: u64,
+    pub epoch: u64,
+    /// `alive`, `suspect` or `down`.
+    pub state: String,
+}
+
+/// `<state>/pool/`.
+pub fn pool_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("pool")
+}
+
+/// The seeds `drover pool join` recorded, one `IP:PORT` per line.
+pub fn seeds_file(state_dir: &Path) -> PathBuf {
+    pool_dir(state_dir).join("seeds")
+}
+
+pub fn status_file(state_dir: &Path) -> PathBuf {
+    pool_dir(state_dir).join("status.json")
+}
+
+/// `IP` (default port) or `IP:PORT`.
+pub fn parse_seed(s: &str) -> Option<SocketAddrV4> {
+    let s = s.trim();
+    s.parse::<SocketAddrV4>()
+        .ok()
+        .or_else(|| Some(SocketAddrV4::new(s.parse::<Ipv4Addr>().ok()?, DEFAULT_PORT)))
+}
+
+/// The recorded seeds (unparsable lines are skipped; `pool join` never writes them).
+pub fn recorded_seeds(state_dir: &Path) -> Vec<SocketAddrV4> {
+    std::fs::read_to_string(seeds_file(state_dir))
+        .map(|t| t.lines().filter_map(parse_seed).collect())
+        .unwrap_or_default()
+}
+
+/// Reads the status file.
+pub fn read_status(state_dir: &Path) -> std::io::Result<Status> {
+    let text = std::fs::read_to_string(status_file(state_dir))?;
+    serde_json::from_str(&text).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs pool membership until `shutdown` is cancelled.
+pub async fn run(
+    state_dir: PathBuf,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let mut last_error = String::new();
+    loop {
+        let key = loop {
+            match ClusterKey::load_state(&state_dir) {
+                Ok(Some(k)) => break k,
+                Ok(None) => last_error.clear(),
+                // Once per distinct problem, not once per poll.
+                Err(e) if e.to_string() != last_error => {
+                    tracing::warn!(error = %e, "pool: the cluster key is unusable; not joining");
+                    last_error = e.to_string();
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(KEY_POLL) => {}
+            }
+        };
+        let socket = UdpSocket::bind(settings.addr).await?;
+        let left = member(&state_dir, &settings, key, &socket, &shutdown).await?;
+        if !left {
+            return Ok(());
+        }
+    }
+}
+
+/// One membership from key to leave. Returns `true` when the key went away (the task waits
+/// for a new one), `false` at shutdown.
+async fn member(
+    state_dir: &Path,
+    settings: &Settings,
+    key: ClusterKey,
+    socket: &UdpSocket,
+    shutdown: &CancellationToken,
+) -> std::io::Result<bool> {
+    let me = MemberId {
+        addr: settings.addr,
+        id: settings.member_id,
+        epoch: unix_ms(),
+    };
+    let mut m = Membership::new(me, key, membership::config(3), me.epoch ^ me.id);
+    tracing::info!(addr = %me.addr, "pool: member started");
+    let mut timers: Vec<(Instant, Timer<MemberId>)> = Vec::new();
+    let mut announce = tokio::time::interval(ANNOUNCE_EVERY);
+    let mut status = tokio::time::interval(STATUS_EVERY);
+    let mut buf = vec![0u8; 65536];
+    let mut result = None;
+    while result.is_none() {
+        let next_timer = timers
+            .iter()
+            .map(|(at, _)| *at)
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let effects = tokio::select! {
+            _ = shutdown.cancelled() => {
+                result = Some(false);
+                m.leave()
+            }
+            r = socket.recv_from(&mut buf) => match r {
+                Ok((n, _)) => m.handle_datagram(&buf[..n]),
+                Err(e) => {
+                    tracing::debug!(error = %e, "pool: receive error");
+                    Vec::new()
+                }
+            },
+            _ = tokio::time::sleep_until(next_timer) => {
+                let now = Instant::now();
+                let (due, rest): (Vec<_>, Vec<_>) = timers.drain(..).partition(|(at, _)| *at <= now);
+                timers = rest;
+                due.into_iter().flat_map(|(_, t)| m.handle_timer(t)).collect()
+            }
+            _ = announce.tick() => {
+                if ClusterKey::load_state(state_dir).ok().flatten().is_none() {
+                    tracing::info!("pool: the cluster key was removed; leaving the pool");
+                    result = Some(true);
+                    m.leave()
+                } else if m.members().iter().all(|(_, s)| *s == foca::State::Down) {
+                    let mut seeds = settings.seeds.clone();
+                    seeds.extend(recorded_seeds(state_dir));
+                    seeds.retain(|s| *s != me.addr);
+                    seeds.dedup();
+                    seeds.into_iter().flat_map(|s| m.announce(s)).collect()
+                } else {
+                    Vec::new()
+                }
+            }
+            _ = status.tick() => {
+                write_status(state_dir, &m);
+                Vec::new()
+            }
+        };
+        let mut changed = false;
+        for e in effects {
+            match e {
+                Effect::Send(dst, data) => {
+                    // Best effort: SWIM tolerates loss; a full buffer is loss.
+                    let _ = socket.try_send_to(&data, dst.into());
+                }
+                Effect::Schedule(after, t) => timers.push((Instant::now() + after, t)),
+                Effect::Up(who) => {
+                    tracing::info!(member = %who.addr, id = who.id, "pool: member up");
+                    changed = true;
+                }
+                Effect::Down(who) => {
+                    tracing::warn!(member = %who.addr, id = who.id, "pool: member down");
+                    changed = true;
+                }
+                Effect::Rejoined(who) => {
+                    tracing::warn!(as_ = %who.addr, epoch = who.epoch, "pool: the others had declared this member down; rejoined");
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            write_status(state_dir, &m);
+        }
+    }
+    let _ = std::fs::remove_file(status_file(state_dir));
+    Ok(result == Some(true))
+}
+
+fn state_name(s: foca::State) -> &'static str {
+    match s {
+        foca::State::Alive => "alive",
+        foca::State::Suspect => "suspect",
+        foca::State::Down => "down",
+    }
+}
+
+fn member_status(id: MemberId, state: &str) -> MemberStatus {
+    MemberStatus {
+        addr: id.addr,
+        id: id.id,
+        epoch: id.epoch,
+        state: state.to_string(),
+    }
+}
+
+fn write_status(state_dir: &Path, m: &Membership) {
+    let mut members: Vec<MemberStatus> = m
+        .members()
+        .into_iter()
+        .map(|(id, s)| member_status(id, state_name(s)))
+        .collect();
+    members.sort_by_key(|s| (s.addr, s.epoch));
+    let status = Status {
+        me: member_status(m.me(), "alive"),
+        updated_ms: unix_ms(),
+        members,
+        unauthenticated: m.refusals().unauthenticated,
+    };
+    let dir = pool_dir(state_dir);
+    let tmp = dir.join("status.json.tmp");
+    let result = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&tmp, serde_json::to_vec_pretty(&status).unwrap_or_default()))
+        .and_then(|()| std::fs::rename(&tmp, status_file(state_dir)));
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "pool: cannot write the status file");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_parse_with_and_without_port() {
+        assert_eq!(
+            parse_seed("10.0.0.1"),
+            Some(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), DEFAULT_PORT))
+        );
+        assert_eq!(
+            parse_seed(" 10.0.0.1:9000 "),
+            Some(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 9000))
+        );
+        assert_eq!(parse_seed("host:1"), None);
+    }
+}
