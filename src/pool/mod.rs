@@ -12,3 +12,4 @@
 pub mod key;
 pub mod membership;
 pub mod serve;
+pub mod sync;

@@ -10,15 +10,22 @@
 //! versions are what pool replication will exchange.
 //!
 //! Layout (schema version [`SCHEMA_VERSION`]): one LMDB environment in `<state>/store/` with
-//! four named databases: `records` (`<table>/<key>` -> JSON envelope), `index` (unique
-//! secondary keys such as `mac/<mac>` -> record key), `feed` (sequence -> change) and `meta`.
+//! five named databases: `records` (`<table>/<key>` -> JSON envelope), `index` (unique
+//! secondary keys such as `mac/<mac>` -> record key), `feed` (sequence -> change), `origins`
+//! (writing member + version -> `<table>/<key>` of the record holding that version, so a peer
+//! can be sent everything one member wrote after a version) and `meta` (schema, member id,
+//! clock, and the version vector `vv/<member>`: the newest version of each member this store
+//! has, with everything older from that member either here or overwritten by a newer row).
+//! [`replicate`] merges rows from other members.
 //!
-//! Not here: validation of admin input (`crate::admin`), replication between members (later).
+//! Not here: validation of admin input (`crate::admin`), the network side of replication
+//! (`crate::pool`).
 
 #![allow(unsafe_code)] // heed's env open is `unsafe` (see `Store::open`); nothing else is.
 
 pub mod hlc;
 pub mod model;
+pub mod replicate;
 mod view;
 
 pub use hlc::{Hlc, Version};
@@ -34,7 +41,9 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Bumped whenever the on-disk layout changes; [`Store::open`] refuses newer stores.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: the `origins` database and the version vector (rebuilt from the records when a
+/// schema-1 store is opened).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// LMDB map size: address space reserved, not disk used.
 const MAP_SIZE: usize = 64 << 30;
@@ -52,6 +61,19 @@ pub enum Table {
 }
 
 impl Table {
+    pub const ALL: [Table; 6] = [
+        Table::Nodes,
+        Table::Groups,
+        Table::Networks,
+        Table::Images,
+        Table::Leases,
+        Table::Settings,
+    ];
+
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Table::Nodes => "nodes",
@@ -155,6 +177,7 @@ type Records<'e> = Database<'e, Str, Bytes>;
 type Index<'e> = Database<'e, Str, Str>;
 type Feed<'e> = Database<'e, U64<BigEndian>, Bytes>;
 type Meta<'e> = Database<'e, Str, Bytes>;
+type Origins<'e> = Database<'e, Bytes, Str>;
 
 /// An open store. Cheap to share by reference; every method opens its own transaction.
 pub struct Store {
@@ -163,6 +186,7 @@ pub struct Store {
     index: Index<'static>,
     feed: Feed<'static>,
     meta: Meta<'static>,
+    origins: Origins<'static>,
     member: u64,
     path: PathBuf,
 }
@@ -193,13 +217,14 @@ impl Store {
         .map_err(lmdb)?;
         let env: &'static Env<WithoutTls> = Box::leak(Box::new(env));
         let wtxn = env.write_txn().map_err(lmdb)?;
-        let (records, index, feed, meta): (Records, Index, Feed, Meta) = env
+        let (records, index, feed, meta, origins): (Records, Index, Feed, Meta, Origins) = env
             .create_databases_and_commit(wtxn, |dbs, wtxn| {
                 Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((
                     dbs.create_database(wtxn, Some("records"))?,
                     dbs.create_database(wtxn, Some("index"))?,
                     dbs.create_database(wtxn, Some("feed"))?,
                     dbs.create_database(wtxn, Some("meta"))?,
+                    dbs.create_database(wtxn, Some("origins"))?,
                 )))
             })
             .map_err(lmdb)?
@@ -216,6 +241,11 @@ impl Store {
         if schema > SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew { found: schema });
         }
+        if schema < 2 {
+            replicate::build_origins(&records, &index, &origins, &meta, &mut wtxn)?;
+            meta.put(&mut wtxn, "schema", &encode(&SCHEMA_VERSION))
+                .map_err(lmdb)?;
+        }
         let member = match meta.get(&wtxn, "member").map_err(lmdb)? {
             Some(bytes) => decode::<u64>("meta/member", bytes)?,
             None => {
@@ -231,6 +261,7 @@ impl Store {
             index,
             feed,
             meta,
+            origins,
             member,
             path,
         })
@@ -398,29 +429,9 @@ impl Writer<'_, '_> {
     pub fn put<T: Record>(&mut self, record: &T) -> Result<(), StoreError> {
         let key = record.key();
         let old = self.get::<T>(&key)?;
-        let new_unique = record.unique_keys();
-        for unique in &new_unique {
-            if let Some(owner) = self.owner(unique)? {
-                if owner != key {
-                    return Err(StoreError::Conflict {
-                        what: unique.replace('/', " "),
-                        table: T::TABLE.name(),
-                        owner,
-                    });
-                }
-            }
-        }
-        if let Some(old) = &old {
-            for unique in old.unique_keys() {
-                if !new_unique.contains(&unique) {
-                    self.store.index.delete(self.txn, &unique)?;
-                }
-            }
-        }
-        for unique in &new_unique {
-            self.store.index.put(self.txn, unique, &key)?;
-        }
-        self.write_row(T::TABLE, &key, Some(record))
+        let version = self.hlc.tick(self.now_ms);
+        self.claim_keys(&key, old.as_ref(), Some(record), version, true)?;
+        self.write_versioned(T::TABLE, &key, Some(record), version)
     }
 
     /// Deletes record `key` of table `T`, leaving a tombstone. Returns whether it existed.
@@ -428,24 +439,36 @@ impl Writer<'_, '_> {
         let Some(old) = self.get::<T>(key)? else {
             return Ok(false);
         };
-        for unique in old.unique_keys() {
-            self.store.index.delete(self.txn, &unique)?;
-        }
-        self.write_row::<T>(T::TABLE, key, None)?;
+        let version = self.hlc.tick(self.now_ms);
+        self.claim_keys::<T>(key, Some(&old), None, version, true)?;
+        self.write_versioned::<T>(T::TABLE, key, None, version)?;
         Ok(true)
     }
 
-    fn write_row<T: Serialize>(
+    /// Writes a row with `version` (a local one, or one from another member), and records it
+    /// in the feed, the origins and the version vector.
+    fn write_versioned<T: Serialize>(
         &mut self,
         table: Table,
         key: &str,
         value: Option<&T>,
+        version: Version,
     ) -> Result<(), StoreError> {
-        let version = self.hlc.tick(self.now_ms);
+        let full = row_key(table, key);
+        if let Some(bytes) = self.store.records.get(self.txn, &full)? {
+            let old: Versioned<serde::de::IgnoredAny> = decode(&full, bytes)?;
+            self.store
+                .origins
+                .delete(self.txn, &replicate::origin_key(old.version))?;
+        }
         let envelope = Versioned { version, value };
         self.store
             .records
-            .put(self.txn, &row_key(table, key), &encode(&envelope))?;
+            .put(self.txn, &full, &encode(&envelope))?;
+        self.store
+            .origins
+            .put(self.txn, &replicate::origin_key(version), &full)?;
+        replicate::advance_vv(&self.store.meta, self.txn, version.member, version)?;
         let seq = self.store.feed.last(self.txn)?.map(|(s, _)| s).unwrap_or(0) + 1;
         let change = Change {
             seq,

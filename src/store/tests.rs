@@ -95,3 +95,73 @@ fn view_follows_the_feed_across_store_handles() {
         .is_none());
     assert!(!view.refresh(&store).unwrap());
 }
+
+#[test]
+fn schema_1_migration_rebuilds_origins_vector_and_claims() {
+    let (store, _dir) = temp_store();
+    store
+        .write(|w| {
+            w.put(&node("n1", "52:54:00:00:00:01", Some("10.0.0.1")))?;
+            w.put(&node("n2", "52:54:00:00:00:02", None))
+        })
+        .unwrap();
+    store.write(|w| w.delete::<Node>("n2")).unwrap();
+    let vv = store.read(|r| r.version_vector()).unwrap();
+    let batch = store
+        .read(|r| r.rows_after(store.member(), None, 10))
+        .unwrap();
+    assert_eq!(batch.rows.len(), 2, "n1 and n2's tombstone");
+    // Strip what schema 2 added, as a schema-1 store would be, and migrate.
+    let mut txn = store.env.write_txn().unwrap();
+    store.origins.clear(&mut txn).unwrap();
+    let meta_keys: Vec<String> = store
+        .meta
+        .prefix_iter(&txn, "vv/")
+        .unwrap()
+        .map(|i| i.unwrap().0.to_string())
+        .collect();
+    for k in meta_keys {
+        store.meta.delete(&mut txn, &k).unwrap();
+    }
+    let claims: Vec<String> = store
+        .index
+        .prefix_iter(&txn, "claim\x1f")
+        .unwrap()
+        .map(|i| i.unwrap().0.to_string())
+        .collect();
+    assert!(!claims.is_empty());
+    for k in &claims {
+        store.index.delete(&mut txn, k).unwrap();
+    }
+    replicate::build_origins(
+        &store.records,
+        &store.index,
+        &store.origins,
+        &store.meta,
+        &mut txn,
+    )
+    .unwrap();
+    txn.commit().unwrap();
+    assert_eq!(store.read(|r| r.version_vector()).unwrap(), vv);
+    assert_eq!(
+        store
+            .read(|r| r.rows_after(store.member(), None, 10))
+            .unwrap(),
+        batch
+    );
+    let rebuilt: Vec<String> = store
+        .read(|r| {
+            r.store
+                .index
+                .prefix_iter(r.txn, "claim\x1f")?
+                .map(|i| Ok(i?.0.to_string()))
+                .collect::<Result<Vec<_>, StoreError>>()
+        })
+        .unwrap();
+    assert_eq!(rebuilt, claims);
+    // The index still guards the MAC.
+    let err = store
+        .write(|w| w.put(&node("n3", "52:54:00:00:00:01", None)))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+}
