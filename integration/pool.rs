@@ -153,6 +153,41 @@ fn members_join_see_a_death_and_refuse_a_stranger() {
     assert!(refused, "{}", m[0].status_text());
     assert!(m[3].others().unwrap().is_empty(), "{}", m[3].status_text());
 
+    // The store replicates: a node added on any member reaches the others; the stranger
+    // gets nothing.
+    m[0].drover
+        .cli_ok(&["node", "add", "n1", "--mac", "52:54:00:00:00:01"]);
+    m[1].drover.cli_ok(&[
+        "node",
+        "add",
+        "n2",
+        "--mac",
+        "52:54:00:00:00:02",
+        "--alias",
+        "web",
+    ]);
+    let t_write = Instant::now();
+    let has = |x: &Member, name: &str| x.drover.cli_ok(&["node", "list"]).contains(name);
+    let replicated = common::wait_until(Duration::from_secs(20), || {
+        m[..3].iter().all(|x| has(x, "n1") && has(x, "n2"))
+    });
+    assert!(
+        replicated,
+        "nodes did not replicate:\n{}",
+        m[2].status_text()
+    );
+    eprintln!(
+        "nodes added on two members were on all three after {:?}",
+        t_write.elapsed()
+    );
+    m[2].drover.cli_ok(&["node", "rm", "n1"]);
+    assert!(
+        common::wait_until(Duration::from_secs(20), || !has(&m[0], "n1")
+            && !has(&m[1], "n1")),
+        "a removal did not replicate"
+    );
+    assert!(!has(&m[3], "n2"), "the stranger got the pool's data");
+
     // SIGKILL C: A and B see it down.
     let c_pid = m[2].drover.pid().unwrap();
     common::signal(c_pid, "KILL");

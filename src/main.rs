@@ -411,13 +411,15 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
             if age > 3 * ps::STATUS_EVERY.as_secs() {
                 eprintln!("warning: the status is {age} s old; is `drover serve` still running?");
             }
-            let mut rows = vec![row(&["MEMBER", "ID", "STATE", "STARTED"])];
+            let mut rows = vec![row(&["MEMBER", "ID", "STATE", "STARTED", "LAST PULL"])];
+            let ago = |ms: u64| format!("{} s ago", ps::unix_ms().saturating_sub(ms) / 1000);
             let member_row = |m: &ps::MemberStatus, state: &str| {
                 vec![
                     m.addr.to_string(),
                     format!("{:016x}", m.id),
                     state.to_string(),
-                    format!("{} s ago", ps::unix_ms().saturating_sub(m.epoch) / 1000),
+                    ago(m.epoch),
+                    m.last_sync_ms.map_or_else(|| "-".into(), ago),
                 ]
             };
             rows.push(member_row(&status.me, "alive (this member)"));

@@ -200,9 +200,9 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                 .collect(),
             member_id: store.member(),
         };
-        let (dir, token) = (state_dir.to_path_buf(), shutdown.clone());
+        let (dir, store, token) = (state_dir.to_path_buf(), store.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let r = crate::pool::serve::run(dir, settings, token).await;
+            let r = crate::pool::serve::run(dir, settings, store, token).await;
             ("pool".into(), r.context("pool membership"))
         });
     }

@@ -3,13 +3,18 @@
 //! - [`key`]: the cluster key in `<state>/cluster.key` and the MAC every pool datagram
 //!   carries;
 //! - [`membership`]: SWIM membership and failure detection (foca), sans IO, behind the key;
-//! - [`serve`]: the tokio shell: one UDP socket, timers, and the status file that
-//!   `drover pool status` reads.
+//! - [`sync`]: store anti-entropy (digest -> missing batches -> merge) over any transport;
+//! - [`replication`]: that exchange over TCP on the pool port, sealed with the key;
+//! - [`serve`]: the tokio shell: the UDP socket and timers, one exchange per second with a
+//!   random live member, and the status file that `drover pool status` reads.
 //!
-//! Built so far: membership only. Not built yet: store replication, DHCP range shares and
-//! their fencing, floating service addresses, image replication (see ARCHITECTURE.md).
+//! Built so far: membership and store replication. Not built yet: DHCP range shares and their
+//! fencing (every member still serves the whole dynamic range: do not run two members with
+//! dynamic ranges on one segment yet), floating service addresses, image blob replication
+//! (image records replicate, their files do not), encryption of pool traffic.
 
 pub mod key;
 pub mod membership;
+pub mod replication;
 pub mod serve;
 pub mod sync;

@@ -1,5 +1,7 @@
-//! The tokio shell of pool membership: one UDP socket on the member's pool address, the
-//! timers foca asks for, and the status file `drover pool status` reads.
+//! The tokio shell of the pool: membership on one UDP socket on the member's pool address
+//! (with the timers foca asks for), store replication over TCP on the same address and port
+//! (`replication`: one exchange with a random live member every second, and the listener
+//! that answers others), and the status file `drover pool status` reads.
 //!
 //! The task runs whenever `[pool] enabled` (the default) and follows the state directory, so
 //! the admin commands work against a running server: it idles until `<state>/cluster.key`
@@ -14,10 +16,16 @@
 
 use super::key::ClusterKey;
 use super::membership::{self, Effect, MemberId, Membership};
+use super::replication;
+use crate::store::Store;
 use foca::Timer;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
@@ -61,6 +69,9 @@ pub struct MemberStatus {
     pub epoch: u64,
     /// `alive`, `suspect` or `down`.
     pub state: String,
+    /// When this member last pulled the store from it successfully (unix ms).
+    #[serde(default)]
+    pub last_sync_ms: Option<u64>,
 }
 
 /// `<state>/pool/`.
@@ -108,6 +119,7 @@ pub fn unix_ms() -> u64 {
 pub async fn run(
     state_dir: PathBuf,
     settings: Settings,
+    store: Arc<Store>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut last_error = String::new();
@@ -129,7 +141,17 @@ pub async fn run(
             }
         };
         let socket = UdpSocket::bind(settings.addr).await?;
-        let left = member(&state_dir, &settings, key, &socket, &shutdown).await?;
+        let listener = tokio::net::TcpListener::bind(settings.addr).await?;
+        let token = shutdown.child_token();
+        tokio::spawn(replication::serve(
+            listener,
+            store.clone(),
+            key.clone(),
+            token.clone(),
+        ));
+        let left = member(&state_dir, &settings, key, &socket, &store, &shutdown).await;
+        token.cancel();
+        let left = left?;
         if !left {
             return Ok(());
         }
@@ -143,6 +165,7 @@ async fn member(
     settings: &Settings,
     key: ClusterKey,
     socket: &UdpSocket,
+    store: &Arc<Store>,
     shutdown: &CancellationToken,
 ) -> std::io::Result<bool> {
     let me = MemberId {
@@ -150,7 +173,11 @@ async fn member(
         id: settings.member_id,
         epoch: unix_ms(),
     };
-    let mut m = Membership::new(me, key, membership::config(3), me.epoch ^ me.id);
+    let mut m = Membership::new(me, key.clone(), membership::config(3), me.epoch ^ me.id);
+    let mut rng = StdRng::seed_from_u64(me.epoch ^ me.id.rotate_left(17));
+    let synced: Synced = Arc::default();
+    let mut sync_tick = tokio::time::interval(replication::SYNC_EVERY);
+    let mut syncing: Option<tokio::task::JoinHandle<()>> = None;
     tracing::info!(addr = %me.addr, "pool: member started");
     let mut timers: Vec<(Instant, Timer<MemberId>)> = Vec::new();
     let mut announce = tokio::time::interval(ANNOUNCE_EVERY);
@@ -197,7 +224,34 @@ async fn member(
                 }
             }
             _ = status.tick() => {
-                write_status(state_dir, &m);
+                write_status(state_dir, &m, &synced);
+                Vec::new()
+            }
+            _ = sync_tick.tick() => {
+                let live: Vec<SocketAddrV4> = m
+                    .members()
+                    .iter()
+                    .filter(|(_, s)| *s == foca::State::Alive)
+                    .map(|(id, _)| id.addr)
+                    .collect();
+                let idle = syncing.as_ref().is_none_or(|h| h.is_finished());
+                if let (true, false) = (idle, live.is_empty()) {
+                    let peer = live[rng.random_range(0..live.len())];
+                    let (store, key, synced) = (store.clone(), key.clone(), synced.clone());
+                    syncing = Some(tokio::spawn(async move {
+                        match replication::pull(peer, store, &key).await {
+                            Ok(rows) => {
+                                if rows > 0 {
+                                    tracing::debug!(%peer, rows, "pool: merged rows");
+                                }
+                                if let Ok(mut s) = synced.lock() {
+                                    s.insert(peer, unix_ms());
+                                }
+                            }
+                            Err(e) => tracing::debug!(%peer, error = %e, "pool: exchange failed"),
+                        }
+                    }));
+                }
                 Vec::new()
             }
         };
@@ -224,8 +278,11 @@ async fn member(
             }
         }
         if changed {
-            write_status(state_dir, &m);
+            write_status(state_dir, &m, &synced);
         }
+    }
+    if let Some(h) = syncing {
+        h.abort();
     }
     let _ = std::fs::remove_file(status_file(state_dir));
     Ok(result == Some(true))
@@ -239,24 +296,29 @@ fn state_name(s: foca::State) -> &'static str {
     }
 }
 
-fn member_status(id: MemberId, state: &str) -> MemberStatus {
+/// When each peer was last pulled from successfully.
+type Synced = Arc<Mutex<HashMap<SocketAddrV4, u64>>>;
+
+fn member_status(id: MemberId, state: &str, last_sync_ms: Option<u64>) -> MemberStatus {
     MemberStatus {
         addr: id.addr,
         id: id.id,
         epoch: id.epoch,
         state: state.to_string(),
+        last_sync_ms,
     }
 }
 
-fn write_status(state_dir: &Path, m: &Membership) {
+fn write_status(state_dir: &Path, m: &Membership, synced: &Synced) {
+    let synced = synced.lock().map(|s| s.clone()).unwrap_or_default();
     let mut members: Vec<MemberStatus> = m
         .members()
         .into_iter()
-        .map(|(id, s)| member_status(id, state_name(s)))
+        .map(|(id, s)| member_status(id, state_name(s), synced.get(&id.addr).copied()))
         .collect();
     members.sort_by_key(|s| (s.addr, s.epoch));
     let status = Status {
-        me: member_status(m.me(), "alive"),
+        me: member_status(m.me(), "alive", None),
         updated_ms: unix_ms(),
         members,
         unauthenticated: m.refusals().unauthenticated,
