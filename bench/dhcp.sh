@@ -30,18 +30,10 @@
 # (path of the binary), BENCH_TMP, BENCH_SUMMARY (a file to append a one-line summary to).
 # Exit status: 0 when every server answered, 1 otherwise (the results still get written).
 
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
-out=/dev/stdout
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --out)
-      out=$2
-      shift 2
-      ;;
-    *) die "usage: $0 [--out FILE]" ;;
-  esac
-done
+out_arg "$@"
 
 RATES=${DHCP_RATES:-100 200 300 400 600 800 1200 1600 3200}
 PERIOD=${DHCP_PERIOD:-5}
@@ -76,21 +68,10 @@ ns_add "$NS_S"
 ns_add "$NS_C"
 veth_pair "$NS_S" "$IF_S" 198.18.0.1/16 "$NS_C" "$IF_C" 198.18.0.2/16
 
-cat >"$work/drover.toml" <<'EOF'
-# Only DHCP: the services not benchmarked are off.
-[tftp]
-enabled = false
-[http]
-enabled = false
-[ra]
-enabled = false
-EOF
+drover_config "$work/drover.toml" dhcp
 
 declare -A failed=() # server -> why it was given up
-drover=
-if [[ " $SERVERS " == *" drover "* ]]; then
-  drover=$(snapshot_drover "$work/bin") || drover=
-fi
+drover_snapshot "$work/bin"
 
 # start_server SERVER DIR: starts SERVER with a fresh state in DIR; sets BG_PID, or fails
 # with the reason in WHY.
@@ -106,31 +87,15 @@ start_server() {
         --quiet-dhcp --pid-file= --user=root --group=root "${leases[@]}"
       ;;
     drover)
-      if [ -z "$drover" ]; then
-        WHY="no drover binary (cargo build --release, or set DROVER)"
-        return 1
-      fi
-      if ! "$drover" --state-dir "$dir/state" network add bench --subnet 198.18.0.0/16 \
-        --range "$RANGE_FIRST-$RANGE_LAST" >"$dir/network-add.log" 2>&1; then
+      if [ -n "$drover" ] && ! "$drover" --state-dir "$dir/state" network add bench \
+        --subnet 198.18.0.0/16 --range "$RANGE_FIRST-$RANGE_LAST" >"$dir/network-add.log" 2>&1; then
         WHY="network add failed: $(tail -1 "$dir/network-add.log")"
         return 1
       fi
-      start_bg "$dir/server.log" ip netns exec "$NS_S" "$drover" --state-dir "$dir/state" \
-        serve --interface "$IF_S" --config "$work/drover.toml"
+      start_drover "$NS_S" "$IF_S" "$dir" "$work/drover.toml" || return 1
       ;;
   esac
-  if ! wait_udp "$NS_S" "sport = :67" "$BG_PID" 10; then
-    if alive "$BG_PID"; then
-      stop_pid "$BG_PID"
-      WHY="did not listen on UDP 67 within 10 s"
-    else
-      local rc=0
-      wait "$BG_PID" || rc=$?
-      WHY="exited (status $rc) before listening on UDP 67"
-    fi
-    WHY="$WHY; last log line: $(tail -1 "$dir/server.log")"
-    return 1
-  fi
+  await_udp "$NS_S" 67 "$BG_PID" 10 "$dir/server.log"
 }
 
 # leases_held SERVER DIR: leases the server holds on disk after the run ("-" for none kept).
@@ -162,20 +127,12 @@ raw=$work/raw.tsv
 step=0
 for rep in $(seq "$REPEATS"); do
   for rate in $RATES; do
-    order=$SERVERS
-    if [ $((step % 2)) = 1 ]; then
-      order=$(echo "$SERVERS" | tr ' ' '\n' | tac | tr '\n' ' ')
-    fi
+    order=$(alternate_order "$step")
     step=$((step + 1))
     for srv in $order; do
       [ -n "${failed[$srv]:-}" ] && continue
       dir="$work/$srv-$rate-$rep"
-      mkdir -p "$dir"
-      if ! start_server "$srv" "$dir"; then
-        failed[$srv]=$WHY
-        log "$srv: $WHY"
-        continue
-      fi
+      fresh_server "$srv" "$dir" || continue
       pid=$BG_PID
       cpu0=$(cpu_seconds "$pid")
       log "$srv (pass $rep/$REPEATS): offering $rate exchanges/s for ${PERIOD}s from $CLIENTS clients"
@@ -259,23 +216,12 @@ summary() {
     }' "$agg"
 }
 
-# ratio A A_BOUND B B_BOUND: A/B to two decimals with "≥"/"≤" when one side is a lower bound.
-ratio() {
-  awk -v a="$1" -v ab="$2" -v b="$3" -v bb="$4" 'BEGIN {
-    if (a == "-" || b == "-" || b + 0 == 0) { print "n/a"; exit }
-    if (ab == ">=" && bb == ">=") { print "n/a (neither saturated)"; exit }
-    p = (ab == ">=") ? "≥ " : (bb == ">=") ? "≤ " : ""
-    printf "%s%.2f\n", p, a / b }'
-}
-
 LOW=$(echo "$RATES" | tr ' ' '\n' | sort -n | head -1)
 
 # cpu_low SERVER: median server CPU ms per lease at the lowest step.
 cpu_low() {
   awk -F'\t' -v s="$1" -v low="$LOW" '$1 == s && $2 == low { c = $6 } END { print (c == "" ? "-" : c) }' "$agg"
 }
-
-mark() { [ "$1" = ">=" ] && [ "$2" != "-" ] && echo "≥ $2" || echo "$2"; }
 
 {
   echo "### DHCPv4: 4-way exchanges (DORA) per second"
@@ -299,10 +245,9 @@ mark() { [ "$1" = ">=" ] && [ "$2" != "-" ] && echo "≥ $2" || echo "$2"; }
   echo
   read -r _ dn_l dn_p dn_b < <(summary dnsmasq)
   read -r _ dr_l dr_p dr_b < <(summary drover)
-  line="sustained leases/s **$(ratio "$dr_l" "$dr_b" "$dn_l" "$dn_b")**, peak leases/s"
-  line="$line **$(ratio "$dr_p" "$dr_b" "$dn_p" "$dn_b")**; CPU time per lease at $LOW/s"
-  cpu_ratio=$(awk -v a="$(cpu_low drover)" -v b="$(cpu_low dnsmasq)" 'BEGIN {
-    if (a == "-" || b == "-" || b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }')
+  line="sustained leases/s **$(bounded_ratio "$dr_l" "$dr_b" "$dn_l" "$dn_b")**, peak leases/s"
+  line="$line **$(bounded_ratio "$dr_p" "$dr_b" "$dn_p" "$dn_b")**; CPU time per lease at $LOW/s"
+  cpu_ratio=$(ratio "$(cpu_low drover)" "$(cpu_low dnsmasq)")
   line="$line (below 1: drover cheaper) **$cpu_ratio**"
   echo "**Ratio drover / dnsmasq**: $line."
   if [ -n "${BENCH_SUMMARY:-}" ]; then

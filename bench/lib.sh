@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Helpers shared by bench/dhcp.sh and bench/tftp.sh: network namespaces, processes tracked by
-# PID, the drover binary, logging. Sourced, not run.
+# Helpers shared by bench/dhcp.sh, tftp.sh, dns.sh and ntp.sh: network namespaces, processes
+# tracked by PID, the drover binary, CPU pinning and accounting, logging. Sourced, not run.
 #
 # Everything a script creates is registered here and torn down by `bench_cleanup` (an EXIT
 # trap): the processes it started (by PID, with their direct children, which is how in.tftpd
@@ -56,6 +56,43 @@ snapshot_drover() {
   echo "$1/drover"
 }
 
+# drover_config FILE SERVICE [TOML]: a drover config with every service but SERVICE turned
+# off (a benchmark measures one service alone), then TOML: SERVICE's own keys.
+drover_config() {
+  local s
+  {
+    echo "# Only $2: the services not benchmarked are off."
+    for s in dhcp tftp http ra dns ntp; do
+      [ "$s" = "$2" ] || printf '[%s]\nenabled = false\n' "$s"
+    done
+    printf '[%s]\n%s\n' "$2" "${3:-}"
+  } >"$1"
+}
+
+# drover_snapshot DIR: drover = snapshot_drover DIR when $SERVERS names drover and a binary is
+# found; else empty (start_server then gives drover up with the reason).
+drover_snapshot() {
+  drover=
+  if [[ " $SERVERS " == *" drover "* ]]; then
+    # shellcheck disable=SC2034 # the calling script's
+    drover=$(snapshot_drover "$1") || drover=
+  fi
+}
+
+# start_drover NS IFACE DIR CONFIG [pinned]: `$drover serve` on IFACE in namespace NS with its
+# state in DIR/state and output in DIR/server.log, with SERVER_PIN when asked; sets BG_PID, or
+# WHY and fails when there is no binary.
+start_drover() {
+  local pin=()
+  if [ -z "${drover:-}" ]; then
+    WHY="no drover binary (cargo build --release, or set DROVER)"
+    return 1
+  fi
+  [ "${5:-}" = pinned ] && pin=("${SERVER_PIN[@]}")
+  start_bg "$3/server.log" ip netns exec "$1" "${pin[@]}" "$drover" --state-dir "$3/state" \
+    serve --interface "$2" --config "$4"
+}
+
 # workdir VAR BASE: VAR = a fresh temporary directory under BASE, removed at exit. (Not a
 # command substitution: the registration must happen in this shell.)
 workdir() {
@@ -100,6 +137,38 @@ start_bg() {
 }
 
 alive() { kill -0 "$1" 2>/dev/null; }
+
+# Two cores: the server under test on one, the load generator on the other, so that the
+# generator does not steal the server's core. dns.sh and ntp.sh run their servers as
+# `ip netns exec NS "${SERVER_PIN[@]}" SERVER...` and their clients with CLIENT_PIN (taskset,
+# and nice with BENCH_NICE, exec their command: the PID stays the server's); dhcp.sh and
+# tftp.sh do not pin. BENCH_NICE (e.g. -10) raises both sides above the machine's other work,
+# for a shared machine whose builds would otherwise take the benchmark's cores.
+SERVER_CPU=${BENCH_SERVER_CPU:-1}
+CLIENT_CPU=${BENCH_CLIENT_CPU:-0}
+SERVER_PIN=(taskset -c "$SERVER_CPU")
+CLIENT_PIN=(taskset -c "$CLIENT_CPU")
+if [ -n "${BENCH_NICE:-}" ]; then
+  SERVER_PIN=(nice -n "$BENCH_NICE" "${SERVER_PIN[@]}")
+  CLIENT_PIN=(nice -n "$BENCH_NICE" "${CLIENT_PIN[@]}")
+fi
+
+# pinning_line: how the servers and clients were placed, for the results.
+pinning_line() {
+  printf 'server pinned to CPU %s, client to CPU %s' "$SERVER_CPU" "$CLIENT_CPU"
+  if [ -n "${BENCH_NICE:-}" ]; then printf ', both at nice %s' "$BENCH_NICE"; fi
+}
+
+# timed OUT CMD...: runs CMD (output as the caller redirects it) and writes its user + system
+# CPU seconds (its own and its waited-for children's) to OUT. Returns CMD's status.
+timed() {
+  local out=$1 rc=0 TIMEFORMAT='%U %S'
+  shift
+  { time "$@" 2>&3 3>&-; } 3>&2 2>"$out.t" || rc=$?
+  awk '{ printf "%.2f\n", $1 + $2 }' "$out.t" >"$out"
+  rm -f "$out.t"
+  return "$rc"
+}
 
 # cpu_seconds PID: user + system CPU seconds used so far by PID itself (all its threads).
 cpu_seconds() {
@@ -181,6 +250,59 @@ wait_udp() {
   return 1
 }
 
+# out_arg ARGS...: the scripts' one option, `--out FILE` (their markdown results; default
+# stdout). Sets out.
+out_arg() {
+  out=/dev/stdout
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --out)
+        out=$2
+        shift 2
+        ;;
+      *) die "usage: $0 [--out FILE]" ;;
+    esac
+  done
+}
+
+# await_udp NS PORT PID SECONDS LOG: wait_udp for UDP PORT; on failure stops PID if it still
+# runs and sets WHY to the reason, with LOG's last line.
+await_udp() {
+  local ns=$1 port=$2 pid=$3 secs=$4 rc=0
+  wait_udp "$ns" "sport = :$port" "$pid" "$secs" && return 0
+  if alive "$pid"; then
+    stop_pid "$pid"
+    WHY="did not listen on UDP $port within $secs s"
+  else
+    wait "$pid" || rc=$?
+    WHY="exited (status $rc) before listening on UDP $port"
+  fi
+  WHY="$WHY; last log line: $(tail -1 "$5")"
+  return 1
+}
+
+# alternate_order N: the words of $SERVERS, reversed when N is odd (the servers take turns at
+# going first).
+alternate_order() {
+  if [ $(($1 % 2)) = 1 ]; then
+    echo "$SERVERS" | tr ' ' '\n' | tac | tr '\n' ' '
+  else
+    echo "$SERVERS"
+  fi
+}
+
+# fresh_server SERVER DIR: creates DIR and runs the script's own `start_server SERVER DIR`
+# (which sets BG_PID, or WHY on failure); on failure records WHY in the script's failed[SERVER]
+# and fails.
+fresh_server() {
+  mkdir -p "$2"
+  start_server "$1" "$2" && return 0
+  # shellcheck disable=SC2034 # the calling script's table
+  failed[$1]=$WHY
+  log "$1: $WHY"
+  return 1
+}
+
 bench_cleanup() {
   local pid ns d
   set +e
@@ -197,6 +319,51 @@ bench_cleanup() {
       rm -rf "$d"
     fi
   done
+}
+
+# udp_drops NS: UDP datagrams the kernel of namespace NS dropped so far because a socket's
+# receive buffer was full (RcvbufErrors in /proc/net/snmp).
+udp_drops() {
+  # shellcheck disable=SC2016 # awk's own $
+  ip netns exec "$1" awk '/^Udp:/ { if (!n++) { for (i = 2; i <= NF; i++) if ($i == "RcvbufErrors") c = i } else print $c }' \
+    /proc/net/snmp
+}
+
+# ratio A B: A/B to two decimals, or n/a (a missing side, or B = 0).
+ratio() {
+  awk -v a="$1" -v b="$2" 'BEGIN {
+    if (a == "-" || b == "-" || a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }'
+}
+
+# bounded_ratio A A_BOUND B B_BOUND: A/B to two decimals with "≥"/"≤" when one side is a lower
+# bound (BOUND ">=": that server's capacity was not reached), "n/a" when both are.
+bounded_ratio() {
+  awk -v a="$1" -v ab="$2" -v b="$3" -v bb="$4" 'BEGIN {
+    if (a == "-" || b == "-" || b + 0 == 0) { print "n/a"; exit }
+    if (ab == ">=" && bb == ">=") { print "n/a (neither saturated)"; exit }
+    p = (ab == ">=") ? "≥ " : (bb == ">=") ? "≤ " : ""
+    printf "%s%.2f\n", p, a / b }'
+}
+
+# mark BOUND VALUE: VALUE, as "≥ VALUE" when BOUND is ">=" (a lower bound: capacity not reached).
+mark() { [ "$1" = ">=" ] && [ "$2" != "-" ] && echo "≥ $2" || echo "$2"; }
+
+# median_of VALUES...: the median of numbers ("-" when none).
+median_of() {
+  printf '%s\n' "$@" | awk '$1 != "-" && $1 != "" { v[n++] = $1 + 0 }
+    END {
+      if (n == 0) { print "-"; exit }
+      for (i = 1; i < n; i++) { x = v[i]; for (j = i - 1; j >= 0 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+      m = (n % 2) ? v[int(n / 2)] : (v[n / 2 - 1] + v[n / 2]) / 2
+      printf (m == int(m) ? "%d\n" : "%.2f\n"), m
+    }'
+}
+
+# each_of VALUES...: the values as a comma-separated list (the spread behind a median).
+each_of() {
+  local IFS=,
+  local list="$*"
+  echo "${list//,/, }"
 }
 
 # machine_line: one line naming the machine and its load, for the results.

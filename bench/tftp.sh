@@ -26,18 +26,10 @@
 # Exit status: 0 when every download of every server was right, 1 otherwise (the results still
 # get written).
 
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
-out=/dev/stdout
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --out)
-      out=$2
-      shift 2
-      ;;
-    *) die "usage: $0 [--out FILE]" ;;
-  esac
-done
+out_arg "$@"
 
 RUNS=${TFTP_RUNS:-5}
 SIZE_MIB=${TFTP_SIZE_MIB:-64}
@@ -88,17 +80,7 @@ head -c 65536 /dev/urandom >"$work/tftpd-root/probe.bin"
 chmod 0644 "$work/tftpd-root/probe.bin"
 ln "$work/tftpd-root/probe.bin" "$work/drover/tftp/probe.bin"
 
-cat >"$work/drover.toml" <<'EOF'
-# Only TFTP: the services not benchmarked are off.
-[dhcp]
-enabled = false
-[http]
-enabled = false
-[ra]
-enabled = false
-[tftp]
-port = 69
-EOF
+drover_config "$work/drover.toml" tftp "port = 69"
 
 declare -A failed=()  # server -> why it was given up
 declare -A server_pid=() # server -> PID
@@ -303,11 +285,6 @@ median() {
       m = (k % 2) ? v[int(k / 2)] : (v[k / 2 - 1] + v[k / 2]) / 2
       printf "%.2f %d/%d\n", m, k, n
     }' "$raw"
-}
-
-ratio() { # ratio A B: A/B to two decimals, or n/a
-  awk -v a="$1" -v b="$2" 'BEGIN {
-    if (a == "-" || b == "-" || b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }'
 }
 
 describe() {
