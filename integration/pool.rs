@@ -188,6 +188,46 @@ fn members_join_see_a_death_and_refuse_a_stranger() {
     );
     assert!(!has(&m[3], "n2"), "the stranger got the pool's data");
 
+    // Image files follow their records: content-addressed, verified by hash on arrival.
+    let kernel = m[0].drover.scratch().join("vmlinuz");
+    let initrd = m[0].drover.scratch().join("initrd");
+    let big: Vec<u8> = (0..9_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&kernel, &big[..5_000_000]).unwrap();
+    std::fs::write(&initrd, &big).unwrap();
+    m[0].drover.cli_ok(&[
+        "image",
+        "add",
+        "img",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--initrd",
+        initrd.to_str().unwrap(),
+    ]);
+    let blob = |x: &Member, data: &[u8]| {
+        x.drover
+            .state_dir()
+            .join("blobs")
+            .join(blake3::hash(data).to_hex().as_str())
+    };
+    let t_image = Instant::now();
+    let copied = common::wait_until(Duration::from_secs(30), || {
+        m[1..3].iter().all(|x| {
+            std::fs::read(blob(x, &big)).is_ok_and(|d| d == big)
+                && std::fs::read(blob(x, &big[..5_000_000])).is_ok_and(|d| d == big[..5_000_000])
+        })
+    });
+    assert!(
+        copied,
+        "image files did not replicate:\n{}",
+        m[1].drover.log_tail(20)
+    );
+    eprintln!(
+        "a 14 MB image reached both other members after {:?}",
+        t_image.elapsed()
+    );
+
     // SIGKILL C: A and B see it down.
     let c_pid = m[2].drover.pid().unwrap();
     common::signal(c_pid, "KILL");

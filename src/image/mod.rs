@@ -7,7 +7,8 @@
 //! [`Image`](crate::store::model::Image) naming the blobs. The HTTP shell serves blobs by
 //! path; identical files share one blob.
 //!
-//! Not here yet: chunked blobs, garbage collection of unreferenced blobs, replication.
+//! Not here yet: chunked blobs, garbage collection of unreferenced blobs. Replication between
+//! pool members is `crate::pool::replication`.
 
 pub mod initramfs;
 pub mod rootfs;

@@ -10,8 +10,8 @@
 //!
 //! Built so far: membership and store replication. Not built yet: DHCP range shares and their
 //! fencing (every member still serves the whole dynamic range: do not run two members with
-//! dynamic ranges on one segment yet), floating service addresses, image blob replication
-//! (image records replicate, their files do not), encryption of pool traffic.
+//! dynamic ranges on one segment yet), floating service addresses, encryption of pool
+//! traffic.
 
 pub mod key;
 pub mod membership;

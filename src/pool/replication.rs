@@ -8,13 +8,24 @@
 //! [`SYNC_EVERY`], so a write reaches every member of a pool of N in O(log N) rounds, and a
 //! member that was down or cut off catches up from whoever it asks first.
 //!
+//! Image files travel the same way: after an exchange, a member fetches the blobs that its
+//! image records name and it does not have ([`fetch_missing_blobs`]) from the peer it just
+//! pulled from, in [`BLOB_CHUNK`] pieces over one connection; a blob is kept only if its
+//! BLAKE3 hash is the one the record names (content addressing makes the peer's word
+//! irrelevant).
+//!
+//! A connection carries requests ([`Request`], one frame each) until the asker closes it.
+//!
 //! Not here: the merge rules (`store::replicate`), encryption (frames are authenticated, not
-//! secret), image blobs.
+//! secret).
 
 use super::key::ClusterKey;
 use super::sync::{self, Digest};
+use crate::image::Blobs;
+use crate::store::model::{BlobId, Image};
 use crate::store::replicate::Batch;
 use crate::store::Store;
+use serde::{Deserialize, Serialize};
 use std::io;
 use std::net::SocketAddrV4;
 use std::sync::Arc;
@@ -31,6 +42,19 @@ pub const MAX_FRAME: u32 = 32 << 20;
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Exchanges served at once; more connections wait in the listen queue.
 const MAX_SERVING: usize = 16;
+/// Bytes of a blob sent per request.
+pub const BLOB_CHUNK: u32 = 4 << 20;
+
+/// One request on a replication connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// Answered with the batches the digest lacks (JSON).
+    Sync(Digest),
+    /// Answered with up to `len` bytes of blob `id` from `offset` (raw); the connection is
+    /// closed when the blob is not here.
+    Blob { id: BlobId, offset: u64, len: u32 },
+}
 
 async fn write_frame(stream: &mut TcpStream, key: &ClusterKey, payload: &[u8]) -> io::Result<()> {
     let sealed = key.seal(payload);
@@ -79,6 +103,7 @@ async fn blocking<R: Send + 'static>(
 pub async fn serve(
     listener: TcpListener,
     store: Arc<Store>,
+    blobs: Blobs,
     key: ClusterKey,
     shutdown: CancellationToken,
 ) {
@@ -98,25 +123,72 @@ pub async fn serve(
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let (store, key) = (store.clone(), key.clone());
+        let (store, key, blobs) = (store.clone(), key.clone(), blobs.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let r = tokio::time::timeout(EXCHANGE_TIMEOUT, async {
-                let digest: Digest = serde_json::from_slice(&read_frame(&mut stream, &key).await?)
-                    .map_err(invalid)?;
-                let batches =
-                    blocking(move || sync::answer(&store, &digest, sync::MAX_ROWS)).await?;
-                let body = serde_json::to_vec(&batches).map_err(invalid)?;
-                write_frame(&mut stream, &key, &body).await
-            })
-            .await;
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "pool: exchange refused"),
-                Err(_) => tracing::debug!(%peer, "pool: exchange timed out"),
+            // One request after another until the asker closes the connection.
+            loop {
+                let r = tokio::time::timeout(
+                    EXCHANGE_TIMEOUT,
+                    answer(&mut stream, &store, &blobs, &key),
+                )
+                .await;
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "pool: request refused");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "pool: request timed out");
+                        break;
+                    }
+                }
             }
         });
     }
+}
+
+/// Reads one request and answers it.
+async fn answer(
+    stream: &mut TcpStream,
+    store: &Arc<Store>,
+    blobs: &Blobs,
+    key: &ClusterKey,
+) -> io::Result<()> {
+    let request: Request =
+        serde_json::from_slice(&read_frame(stream, key).await?).map_err(invalid)?;
+    match request {
+        Request::Sync(digest) => {
+            let store = store.clone();
+            let batches = blocking(move || sync::answer(&store, &digest, sync::MAX_ROWS)).await?;
+            let body = serde_json::to_vec(&batches).map_err(invalid)?;
+            write_frame(stream, key, &body).await
+        }
+        Request::Blob { id, offset, len } => {
+            let path = blobs
+                .path(&id)
+                .ok_or_else(|| invalid(format!("{id:?} is not a blob id")))?;
+            let mut file = tokio::fs::File::open(&path).await?;
+            tokio::io::AsyncSeekExt::seek(&mut file, io::SeekFrom::Start(offset)).await?;
+            let mut buf = Vec::new();
+            file.take(u64::from(len.min(BLOB_CHUNK)))
+                .read_to_end(&mut buf)
+                .await?;
+            write_frame(stream, key, &buf).await
+        }
+    }
+}
+
+async fn request(
+    stream: &mut TcpStream,
+    key: &ClusterKey,
+    request: &Request,
+) -> io::Result<Vec<u8>> {
+    let body = serde_json::to_vec(request).map_err(invalid)?;
+    write_frame(stream, key, &body).await?;
+    read_frame(stream, key).await
 }
 
 /// Asks `peer` for what this store lacks and merges it; returns the rows that changed.
@@ -125,16 +197,122 @@ pub async fn pull(peer: SocketAddrV4, store: Arc<Store>, key: &ClusterKey) -> io
         let mut stream = TcpStream::connect(peer).await?;
         let s = store.clone();
         let digest = blocking(move || sync::digest(&s)).await?;
-        write_frame(
-            &mut stream,
-            key,
-            &serde_json::to_vec(&digest).map_err(invalid)?,
-        )
-        .await?;
-        let batches: Vec<Batch> =
-            serde_json::from_slice(&read_frame(&mut stream, key).await?).map_err(invalid)?;
+        let reply = request(&mut stream, key, &Request::Sync(digest)).await?;
+        let batches: Vec<Batch> = serde_json::from_slice(&reply).map_err(invalid)?;
         blocking(move || sync::apply(&store, &batches)).await
     })
     .await
     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "exchange timed out"))?
+}
+
+/// The blobs the store's images name that `blobs` does not have.
+pub fn missing_blobs(
+    store: &Store,
+    blobs: &Blobs,
+) -> Result<Vec<(BlobId, u64)>, crate::store::StoreError> {
+    let images = store.read(|r| r.all::<Image>())?;
+    let mut out: Vec<(BlobId, u64)> = images
+        .iter()
+        .flat_map(|i| {
+            [
+                Some(&i.kernel),
+                i.initrd.as_ref(),
+                i.rootfs.as_ref(),
+                i.initramfs.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+        })
+        .filter(|f| blobs.path(&f.blob).is_some_and(|p| !p.exists()))
+        .map(|f| (f.blob.clone(), f.size))
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Fetches every missing blob from `peer`; returns how many were stored.
+pub async fn fetch_missing_blobs(
+    peer: SocketAddrV4,
+    store: Arc<Store>,
+    blobs: Blobs,
+    key: &ClusterKey,
+) -> io::Result<usize> {
+    let (s, b) = (store.clone(), blobs.clone());
+    let missing = blocking(move || missing_blobs(&s, &b)).await?;
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let mut stream = tokio::time::timeout(EXCHANGE_TIMEOUT, TcpStream::connect(peer))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    let mut fetched = 0;
+    for (id, size) in missing {
+        let Some(final_path) = blobs.path(&id) else {
+            continue;
+        };
+        if let Some(dir) = final_path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        let part = final_path.with_file_name(format!(".fetch-{id}"));
+        let got = fetch_blob(&mut stream, key, &id, size, &part).await;
+        if let Err(e) = got {
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(e);
+        }
+        // Import verifies: the blob lands under the hash of what arrived.
+        let (b, p) = (blobs.clone(), part.clone());
+        let imported = tokio::task::spawn_blocking(move || b.import_file(&p))
+            .await
+            .map_err(io::Error::other)?;
+        let _ = tokio::fs::remove_file(&part).await;
+        match imported {
+            Ok(f) if f.blob == id => fetched += 1,
+            Ok(f) => {
+                if let Some(wrong) = blobs.path(&f.blob) {
+                    let _ = tokio::fs::remove_file(wrong).await;
+                }
+                return Err(invalid(format!(
+                    "{peer} sent a blob that does not hash to {id}"
+                )));
+            }
+            Err(e) => return Err(io::Error::other(e)),
+        }
+    }
+    Ok(fetched)
+}
+
+/// Fetches blob `id` (`size` bytes) into the file `part`.
+async fn fetch_blob(
+    stream: &mut TcpStream,
+    key: &ClusterKey,
+    id: &BlobId,
+    size: u64,
+    part: &std::path::Path,
+) -> io::Result<()> {
+    let mut file = tokio::fs::File::create(part).await?;
+    let mut offset = 0u64;
+    while offset < size {
+        let chunk = tokio::time::timeout(
+            EXCHANGE_TIMEOUT,
+            request(
+                stream,
+                key,
+                &Request::Blob {
+                    id: id.clone(),
+                    offset,
+                    len: BLOB_CHUNK,
+                },
+            ),
+        )
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "blob chunk timed out"))??;
+        if chunk.is_empty() {
+            return Err(invalid(format!("{id} ends at {offset} of {size} bytes")));
+        }
+        file.write_all(&chunk).await?;
+        offset += chunk.len() as u64;
+    }
+    file.flush().await?;
+    file.sync_all().await
 }

@@ -146,6 +146,7 @@ pub async fn run(
         tokio::spawn(replication::serve(
             listener,
             store.clone(),
+            crate::image::Blobs::new(&state_dir),
             key.clone(),
             token.clone(),
         ));
@@ -238,8 +239,9 @@ async fn member(
                 if let (true, false) = (idle, live.is_empty()) {
                     let peer = live[rng.random_range(0..live.len())];
                     let (store, key, synced) = (store.clone(), key.clone(), synced.clone());
+                    let blobs = crate::image::Blobs::new(state_dir);
                     syncing = Some(tokio::spawn(async move {
-                        match replication::pull(peer, store, &key).await {
+                        match replication::pull(peer, store.clone(), &key).await {
                             Ok(rows) => {
                                 if rows > 0 {
                                     tracing::debug!(%peer, rows, "pool: merged rows");
@@ -248,7 +250,15 @@ async fn member(
                                     s.insert(peer, unix_ms());
                                 }
                             }
-                            Err(e) => tracing::debug!(%peer, error = %e, "pool: exchange failed"),
+                            Err(e) => {
+                                tracing::debug!(%peer, error = %e, "pool: exchange failed");
+                                return;
+                            }
+                        }
+                        match replication::fetch_missing_blobs(peer, store, blobs, &key).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(%peer, blobs = n, "pool: fetched image files"),
+                            Err(e) => tracing::warn!(%peer, error = %e, "pool: fetching image files failed"),
                         }
                     }));
                 }
