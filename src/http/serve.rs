@@ -1,4 +1,5 @@
-//! The axum shell of the HTTP server: routes, file streaming, and the store view it reads.
+//! The axum shell of the HTTP server: the boot-path routes, file streaming, and the store view
+//! they read; the admin API and page (`crate::api`) are merged into the same router.
 //!
 //! Requests never buffer whole files: a file is opened, seeked to the requested range and
 //! streamed in chunks. The store is read through the shared in-memory [`View`], with the lock
@@ -32,16 +33,24 @@ pub struct Shared {
     pub blobs: Blobs,
     /// The port the server listens on, for URLs when the Host header is missing.
     pub port: u16,
+    /// The admin API and web page; `None` serves the boot path only.
+    pub api: Option<Arc<crate::api::Api>>,
 }
 
-/// The boot-path routes.
+/// The boot-path routes (unauthenticated, as iPXE needs), plus the API and page when
+/// `shared.api` is set.
 pub fn router(shared: Shared) -> Router {
-    Router::new()
+    let api = shared.api.clone();
+    let boot = Router::new()
         .route("/boot/{mac}", get(boot_script))
         .route("/images/{name}/{file}", get(image_file))
         .route("/firmware/{name}", get(firmware))
         .route("/health", get(|| async { "ok\n" }))
-        .with_state(shared)
+        .with_state(shared);
+    match api {
+        Some(api) => boot.merge(crate::api::router(api)),
+        None => boot,
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` fires.
@@ -50,7 +59,9 @@ pub async fn run(
     shared: Shared,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(shared))
+    // Connection info gives the API the client address (failed-login limits).
+    let app = router(shared).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }

@@ -27,7 +27,7 @@ pub use view::View;
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
-use model::{Group, Image, Lease, Network, Node, Setting};
+use model::{ApiToken, Group, Image, Lease, Network, Node, Setting, User};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -49,6 +49,8 @@ pub enum Table {
     Images,
     Leases,
     Settings,
+    Users,
+    Tokens,
 }
 
 impl Table {
@@ -60,6 +62,8 @@ impl Table {
             Table::Images => "images",
             Table::Leases => "leases",
             Table::Settings => "settings",
+            Table::Users => "users",
+            Table::Tokens => "tokens",
         }
     }
 }
@@ -101,7 +105,17 @@ macro_rules! keyed_by_name {
     )*};
 }
 
-keyed_by_name!(Group => Table::Groups, Network => Table::Networks, Image => Table::Images, Setting => Table::Settings);
+keyed_by_name!(Group => Table::Groups, Network => Table::Networks, Image => Table::Images, Setting => Table::Settings, User => Table::Users);
+
+impl Record for ApiToken {
+    const TABLE: Table = Table::Tokens;
+    fn key(&self) -> String {
+        self.name.clone()
+    }
+    fn unique_keys(&self) -> Vec<String> {
+        vec![format!("token/{}", self.hash)]
+    }
+}
 
 impl Record for Lease {
     const TABLE: Table = Table::Leases;

@@ -267,6 +267,43 @@ pub struct Setting {
     pub value: serde_json::Value,
 }
 
+/// A user of the web page and API. Only the argon2 hash of the password is kept (PHC string
+/// format); `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub name: String,
+    pub password_hash: String,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("password_hash", &"<redacted>")
+            .finish()
+    }
+}
+
+/// An API token for scripts. The token itself is shown once, when it is made; the store keeps
+/// only its BLAKE3 hash (tokens are 256 random bits, so a fast hash is enough).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub name: String,
+    /// Hex BLAKE3 of the token.
+    pub hash: String,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiToken")
+            .field("name", &self.name)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
