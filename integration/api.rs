@@ -351,6 +351,7 @@ fn every_endpoint_names_the_bad_field() {
             Some("csv"),
         ),
         ("GET", "/api/v1/nodes/ghost", None, 404, Some("name")),
+        ("GET", "/api/v1/nodes/ghost/events", None, 404, Some("name")),
         (
             "PATCH",
             "/api/v1/nodes/ghost",
@@ -558,6 +559,8 @@ fn every_endpoint_names_the_bad_field() {
         let segs: Vec<&str> = path.split('/').collect();
         if segs.len() == 5 && segs[4] != "import" {
             format!("/api/v1/{}/{{name}}", segs[3])
+        } else if segs.len() == 6 {
+            format!("/api/v1/{}/{{name}}/{}", segs[3], segs[5])
         } else {
             path.to_string()
         }
@@ -692,4 +695,130 @@ fn lists_paginate_and_filter_and_events_stream_changes() {
         got.extend_from_slice(&buf[..n]);
     }
     assert!(String::from_utf8_lossy(&got).contains("event: change"));
+}
+
+#[test]
+fn boot_events_build_a_timeline_that_ends_up() {
+    let s = ApiServer::start();
+    let token = s.token("ci");
+    let bearer = format!("Bearer {token}");
+    let t = [("Authorization", bearer.as_str())];
+    let kernel = s.d.scratch().join("vmlinuz");
+    std::fs::write(&kernel, vec![7u8; 4096]).unwrap();
+    s.d.cli_ok(&["image", "add", "img", "--kernel", kernel.to_str().unwrap()]);
+    let mac = "52:54:00:0e:00:01";
+    s.d.cli_ok(&[
+        "node",
+        "add",
+        "n1",
+        "--mac",
+        mac,
+        "--ip",
+        "127.0.0.1",
+        "--image",
+        "img",
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // iPXE fetches its script (once the server's view has the node), then the kernel.
+    while !s
+        .request("GET", &format!("/boot/{mac}"), &[], None)
+        .body
+        .contains("booting n1")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server never saw node n1"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        s.request("GET", "/images/img/kernel", &[], None).status,
+        200
+    );
+    // A ranged read from the middle is not a new boot step.
+    let r = s.request(
+        "GET",
+        "/images/img/kernel",
+        &[("Range", "bytes=100-")],
+        None,
+    );
+    assert_eq!(r.status, 206);
+    // The agent reports; bad reports are refused.
+    let post = |m: &str, body: &str| {
+        s.request("POST", &format!("/boot/{m}/events"), &[JSON], Some(body))
+            .status
+    };
+    assert_eq!(post(mac, r#"{"stage":"kernel"}"#), 400, "only agent stages");
+    assert_eq!(post(mac, r#"{"stage":"agent","colour":1}"#), 400);
+    assert_eq!(post(mac, "not json"), 400);
+    assert_eq!(post("52:54:00:0e:00:99", r#"{"stage":"agent"}"#), 404);
+    assert_eq!(post("zz", r#"{"stage":"agent"}"#), 400);
+    // Each event is written in the background; wait for one before sending the next so the
+    // order is the order of the boot.
+    let stages = |s: &ApiServer| -> Vec<String> {
+        let tl = send(s, "GET", "/api/v1/nodes/n1/events", &t, None).json();
+        tl["last_boot"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["stage"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let wait_for = |n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while stages(&s).len() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "events: {:?}",
+                stages(&s)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for(2);
+    assert_eq!(
+        post(mac, r#"{"stage":"agent","detail":"network up on eth0"}"#),
+        204
+    );
+    wait_for(3);
+    let state = send(&s, "GET", "/api/v1/nodes/n1", &t, None).json();
+    assert_eq!(state["state"], "booting", "{state}");
+    assert_eq!(post(mac, r#"{"stage":"root"}"#), 204);
+    wait_for(4);
+    assert_eq!(post(mac, r#"{"stage":"ready"}"#), 204);
+    wait_for(5);
+    assert_eq!(stages(&s), ["script", "kernel", "agent", "root", "ready"]);
+    let tl = send(&s, "GET", "/api/v1/nodes/n1/events", &t, None).json();
+    assert_eq!(tl["state"], "up", "{tl}");
+    let list = send(&s, "GET", "/api/v1/nodes", &t, None).json();
+    assert_eq!(list["items"][0]["state"], "up");
+    assert_eq!(list["items"][0]["last_event"]["stage"], "ready");
+    let out = s.d.cli_ok(&["node", "events", "n1"]);
+    assert!(out.starts_with("n1: up"), "{out}");
+    for stage in ["script", "kernel", "agent", "root", "ready"] {
+        assert!(out.contains(stage), "{out}");
+    }
+    assert!(out.contains("network up on eth0"), "{out}");
+    // A new boot starts a new timeline.
+    s.request("GET", &format!("/boot/{mac}"), &[], None);
+    wait_for_len(&s, &t, 1);
+    let out = s.d.cli_ok(&["node", "events", "n1"]);
+    assert!(out.starts_with("n1: booting"), "{out}");
+    assert!(s
+        .d
+        .cli_ok(&["node", "events", "n1", "--all"])
+        .contains("ready"));
+}
+
+/// Waits until the last boot of n1 has exactly `n` events.
+fn wait_for_len(s: &ApiServer, t: &[(&str, &str)], n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let tl = send(s, "GET", "/api/v1/nodes/n1/events", t, None).json();
+        if tl["last_boot"].as_array().unwrap().len() == n {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{tl}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

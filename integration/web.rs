@@ -53,7 +53,7 @@ fn browser_logs_in_adds_a_node_and_imports_200() {
     );
     println!("{stdout}");
     assert!(stdout.contains("web test: ok"), "{stdout}\n{stderr}");
-    for view in ["login", "nodes", "overview", "networks"] {
+    for view in ["login", "nodes", "overview", "networks", "timeline"] {
         let png = shots.join(format!("{view}.png"));
         assert!(png.is_file(), "no screenshot {}", png.display());
     }

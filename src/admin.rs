@@ -192,6 +192,7 @@ pub fn set_node(store: &Store, name: &str, change: &NodeChange) -> Result<Node, 
 pub fn remove_node(store: &Store, name: &str) -> Result<(), AdminError> {
     store.write(|w| {
         if w.delete::<Node>(name)? {
+            w.delete::<crate::store::model::BootLog>(name)?;
             Ok(())
         } else {
             Err(AdminError::Unknown {

@@ -22,3 +22,4 @@ pub mod ntp;
 pub mod serve;
 pub mod store;
 pub mod tftp;
+pub mod timeline;

@@ -98,6 +98,13 @@ enum NodeCmd {
     Rm { name: String },
     /// Add nodes from a CSV file with a header (name,mac,ip,image,group); all or none.
     Import { file: PathBuf },
+    /// Show a node's boot timeline and state.
+    Events {
+        name: String,
+        /// All kept events, not only the last boot's.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Args)]
@@ -490,7 +497,44 @@ fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
             let n = admin::import_nodes(store, &file)?;
             println!("imported {n} nodes from {}", file.display());
         }
+        NodeCmd::Events { name, all } => node_events(store, &name, all)?,
     }
+    Ok(())
+}
+
+fn node_events(store: &Store, name: &str, all: bool) -> Result<()> {
+    use drover::store::model::BootLog;
+    use drover::timeline;
+    let (node, log) = store.read(|r| {
+        Ok::<_, drover::store::StoreError>((r.get::<Node>(name)?, r.get::<BootLog>(name)?))
+    })?;
+    node.ok_or_else(|| admin::AdminError::Unknown {
+        kind: "node",
+        name: name.to_string(),
+    })?;
+    let events = log.map(|l| l.events).unwrap_or_default();
+    let now_ms = unix_now() * 1000;
+    println!("{name}: {}", timeline::state(&events, now_ms).name());
+    let shown = if all {
+        &events[..]
+    } else {
+        timeline::last_boot(&events)
+    };
+    let Some(first) = shown.first() else {
+        println!("no boot events yet");
+        return Ok(());
+    };
+    let mut rows = vec![row(&["TIME (UTC)", "+S", "STAGE", "FROM", "DETAIL"])];
+    for e in shown {
+        rows.push(vec![
+            timeline::format_utc(e.at_ms),
+            format!("{:.1}", e.at_ms.saturating_sub(first.at_ms) as f64 / 1000.0),
+            e.stage.name().into(),
+            e.source.clone(),
+            e.detail.clone(),
+        ]);
+    }
+    print_table(&rows);
     Ok(())
 }
 

@@ -140,7 +140,10 @@ function select(name) {
 for (const b of document.querySelectorAll('#nav button')) b.addEventListener('click', () => select(b.dataset.view));
 
 async function refresh() {
-  try { await loaders[view](); } catch (err) { fail(err); }
+  try {
+    await loaders[view]();
+    if (view === 'nodes' && timelineNode) await showTimeline(timelineNode);
+  } catch (err) { fail(err); }
 }
 
 function fill(table, rows) {
@@ -187,12 +190,39 @@ async function loadNodes() {
     const tr = document.createElement('tr');
     tr.dataset.name = n.name;
     const lease = n.lease ? `${n.lease.ip} (${n.lease.state})` : null;
+    const state = cell(n.state);
+    state.className = 'node-' + n.state;
+    if (n.last_event) state.title = `last: ${n.last_event.stage} ${n.last_event.detail}`;
     const actions = document.createElement('td');
-    actions.append(button('Edit', () => editNode(n)), ' ', button('Remove', () => removeNode(n.name)));
-    tr.append(cell(n.name), cell(n.mac), cell(n.ip), cell(n.image), cell(n.group), cell(lease), actions);
+    actions.append(button('Timeline', () => showTimeline(n.name)), ' ', button('Edit', () => editNode(n)), ' ',
+      button('Remove', () => removeNode(n.name)));
+    tr.append(cell(n.name), state, cell(n.mac), cell(n.ip), cell(n.image), cell(n.group), cell(lease), actions);
     return tr;
   }));
 }
+
+let timelineNode = null;
+
+async function showTimeline(name) {
+  timelineNode = name;
+  try {
+    const t = await api('GET', '/nodes/' + encodeURIComponent(name) + '/events');
+    $('#timeline-node').textContent = t.node;
+    $('#timeline-state').textContent = t.state;
+    $('#timeline-state').className = 'node-' + t.state;
+    const first = t.last_boot.length ? t.last_boot[0].at_ms : 0;
+    fill('#timeline-events', t.last_boot.map((e) => {
+      const tr = document.createElement('tr');
+      tr.dataset.stage = e.stage;
+      tr.append(cell(new Date(e.at_ms).toISOString().replace('T', ' ').replace('Z', '')),
+        cell(((e.at_ms - first) / 1000).toFixed(1)), cell(e.stage), cell(e.source), cell(e.detail));
+      return tr;
+    }));
+    show($('#timeline'), true);
+  } catch (err) { fail(err); }
+}
+
+$('#timeline-close').addEventListener('click', () => { timelineNode = null; show($('#timeline'), false); });
 
 function editNode(n) {
   const f = $('#node-form');

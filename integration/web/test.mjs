@@ -56,6 +56,23 @@ try {
   await page.locator('#nodes tbody tr[data-name=web01]').waitFor();
   await page.locator('#node-count', { hasText: '(1 node)' }).waitFor();
 
+  step('the agent reports a boot: the node turns up live, with its timeline');
+  await page.locator('#nodes tbody tr[data-name=web01] td.node-unknown').waitFor();
+  for (const [stage, detail] of [['agent', 'network up on eth0'], ['root', 'root filesystem in RAM'],
+    ['ready', 'switching to the image\'s init']]) {
+    const r = await fetch(`${url}/boot/52:54:00:aa:00:01/events`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ stage, detail }),
+    });
+    assert.equal(r.status, 204, `posting ${stage}`);
+    await page.locator(`#nodes tbody tr[data-name=web01] td.node-${stage === 'ready' ? 'up' : 'booting'}`).waitFor();
+  }
+  await page.locator('#nodes tbody tr[data-name=web01] button', { hasText: 'Timeline' }).click();
+  await page.locator('#timeline-events tbody tr[data-stage=ready]').waitFor();
+  await page.locator('#timeline-state', { hasText: 'up' }).waitFor();
+  assert.equal(await page.locator('#timeline-events tbody tr').count(), 3);
+  await shot(page, 'timeline');
+  await page.click('#timeline-close');
+
   step('a bad MAC is refused and its field marked');
   await form.locator('[name=name]').fill('web02');
   await form.locator('[name=mac]').fill('52:54:00:aa:00');

@@ -13,8 +13,9 @@
 //! Bodies must be `application/json` (or `text/csv` for the import). Failed logins are
 //! limited per client address ([`crate::auth::LoginLimiter`]).
 //!
-//! Not here: power control (IPMI is another module's work and has no endpoint yet), boot
-//! events, image upload (images are added with the CLI), TLS (put a proxy in front for now).
+//! Not here: power control (IPMI is another module's work and has no endpoint yet), the
+//! agent's boot-event endpoint (`POST /boot/{mac}/events`, on the unauthenticated boot path
+//! in `crate::http`), image upload (images are added with the CLI), TLS (put a proxy in front for now).
 
 pub mod error;
 mod events;
@@ -54,6 +55,9 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub const MAX_BODY: usize = 4 << 20;
 /// Event streams open at once.
 pub const MAX_EVENT_STREAMS: usize = 64;
+/// Boot-event store writes in flight at most; more are dropped (and logged), so a flood of
+/// boot-path requests cannot queue unbounded work.
+pub const MAX_PENDING_BOOT_EVENTS: usize = 256;
 
 /// The OpenAPI document served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../assets/openapi.json");
@@ -103,6 +107,7 @@ pub struct Api {
     sessions: Mutex<Sessions>,
     limiter: Mutex<LoginLimiter>,
     event_streams: Arc<Semaphore>,
+    boot_event_writes: Arc<Semaphore>,
     shutdown: CancellationToken,
     started: Instant,
 }
@@ -128,9 +133,41 @@ impl Api {
             sessions: Mutex::new(Sessions::default()),
             limiter: Mutex::new(LoginLimiter::default()),
             event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
+            boot_event_writes: Arc::new(Semaphore::new(MAX_PENDING_BOOT_EVENTS)),
             shutdown,
             started: Instant::now(),
         }))
+    }
+
+    /// Appends a boot event to `node`'s timeline in the background (the boot path does not
+    /// wait for the store write). Dropped, with a warning, when too many writes are pending.
+    pub fn record_boot_event(
+        &self,
+        node: String,
+        stage: crate::store::model::BootStage,
+        source: &str,
+        detail: String,
+    ) {
+        let Ok(permit) = self.boot_event_writes.clone().try_acquire_owned() else {
+            tracing::warn!(%node, stage = stage.name(), "boot event dropped: too many pending");
+            return;
+        };
+        let event = crate::store::model::BootEvent {
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            stage,
+            source: source.to_string(),
+            detail,
+        };
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::timeline::record(&store, &node, event) {
+                tracing::error!(%node, error = %e, "cannot record a boot event");
+            }
+            drop(permit);
+        });
     }
 
     /// Runs `f` with the store on the blocking pool (LMDB reads and fsynced commits).
@@ -207,6 +244,7 @@ pub fn routes() -> Vec<Route> {
         route(post.clone(), "/nodes", r::add_node),
         route(post.clone(), "/nodes/import", r::import_nodes),
         route(get.clone(), "/nodes/{name}", r::get_node),
+        route(get.clone(), "/nodes/{name}/events", r::node_events),
         route(patch.clone(), "/nodes/{name}", r::set_node),
         route(delete.clone(), "/nodes/{name}", r::remove_node),
         route(get.clone(), "/groups", r::list_groups),

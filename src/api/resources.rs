@@ -8,9 +8,11 @@ use super::{Api, Principal};
 use crate::admin::{self, NetworkChange, NodeChange};
 use crate::auth;
 use crate::store::model::{
-    Group, Image, ImageFile, Ipv4Net, Lease, LeaseState, Mac, Network, Node, Setting,
+    BootEvent, BootLog, Group, Image, ImageFile, Ipv4Net, Lease, LeaseState, Mac, Network, Node,
+    Setting,
 };
 use crate::store::Store;
+use crate::timeline::{self, NodeState};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -34,6 +36,13 @@ fn created<T: Serialize>(value: T) -> Res {
 
 fn no_content() -> Res {
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn unix_now() -> u64 {
@@ -97,12 +106,16 @@ pub async fn health(State(api): State<Arc<Api>>) -> Res {
 // ---------------------------------------------------------------------------------------------
 // Nodes
 
-/// A node as the API shows it: the record plus its current lease, if any.
+/// A node as the API shows it: the record plus its current lease and boot state.
 #[derive(Serialize)]
 struct NodeView {
     #[serde(flatten)]
     node: Node,
     lease: Option<LeaseView>,
+    /// From the boot events: unknown, booting, up or failed.
+    state: NodeState,
+    /// The newest boot event, if any.
+    last_event: Option<BootEvent>,
 }
 
 #[derive(Serialize)]
@@ -126,7 +139,15 @@ fn lease_state(l: &Lease, now: u64) -> &'static str {
 
 fn node_views(store: &Store, nodes: Vec<Node>) -> Result<Vec<NodeView>, ApiError> {
     let now = unix_now();
-    let leases = store.read(|r| r.all::<Lease>())?;
+    let now_ms = unix_now_ms();
+    let (leases, mut boots) = store.read(|r| {
+        let boots: HashMap<String, Vec<BootEvent>> = r
+            .all::<BootLog>()?
+            .into_iter()
+            .map(|b| (b.name, b.events))
+            .collect();
+        Ok::<_, ApiError>((r.all::<Lease>()?, boots))
+    })?;
     let mut by_mac: HashMap<Mac, &Lease> = HashMap::new();
     for l in &leases {
         // Prefer the binding that lasts longest when a MAC has several.
@@ -143,7 +164,13 @@ fn node_views(store: &Store, nodes: Vec<Node>) -> Result<Vec<NodeView>, ApiError
                 state: lease_state(l, now),
                 expires: l.expires,
             });
-            NodeView { node, lease }
+            let events = boots.remove(&node.name).unwrap_or_default();
+            NodeView {
+                state: timeline::state(&events, now_ms),
+                last_event: events.last().cloned(),
+                node,
+                lease,
+            }
         })
         .collect())
 }
@@ -255,6 +282,25 @@ pub async fn get_node(State(api): State<Arc<Api>>, Path(name): Path<String>) -> 
         })
         .await?;
     ok(view)
+}
+
+/// `GET /nodes/{name}/events`: the node's boot timeline.
+pub async fn node_events(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Res {
+    let out = api
+        .blocking(move |store| {
+            let (node, log) = store
+                .read(|r| Ok::<_, ApiError>((r.get::<Node>(&name)?, r.get::<BootLog>(&name)?)))?;
+            node.ok_or_else(|| unknown("node", &name))?;
+            let events = log.map(|l| l.events).unwrap_or_default();
+            Ok(serde_json::json!({
+                "node": name,
+                "state": timeline::state(&events, unix_now_ms()),
+                "last_boot": timeline::last_boot(&events),
+                "events": events,
+            }))
+        })
+        .await?;
+    ok(out)
 }
 
 pub async fn set_node(

@@ -27,7 +27,7 @@ pub use view::View;
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
-use model::{ApiToken, Group, Image, Lease, Network, Node, Setting, User};
+use model::{ApiToken, BootLog, Group, Image, Lease, Network, Node, Setting, User};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -51,6 +51,7 @@ pub enum Table {
     Settings,
     Users,
     Tokens,
+    Boots,
 }
 
 impl Table {
@@ -64,6 +65,7 @@ impl Table {
             Table::Settings => "settings",
             Table::Users => "users",
             Table::Tokens => "tokens",
+            Table::Boots => "boots",
         }
     }
 }
@@ -105,7 +107,7 @@ macro_rules! keyed_by_name {
     )*};
 }
 
-keyed_by_name!(Group => Table::Groups, Network => Table::Networks, Image => Table::Images, Setting => Table::Settings, User => Table::Users);
+keyed_by_name!(Group => Table::Groups, Network => Table::Networks, Image => Table::Images, Setting => Table::Settings, User => Table::Users, BootLog => Table::Boots);
 
 impl Record for ApiToken {
     const TABLE: Table = Table::Tokens;

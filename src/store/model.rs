@@ -267,6 +267,71 @@ pub struct Setting {
     pub value: serde_json::Value,
 }
 
+/// A step of a node's boot, reported by drover's HTTP server (what the node fetched) or by
+/// the agent in its initramfs (what it did).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootStage {
+    /// iPXE fetched the node's boot script (a new boot starts here).
+    Script,
+    Kernel,
+    /// The image's initrd or drover's initramfs.
+    Initrd,
+    /// The root filesystem tarball (RAM root).
+    Rootfs,
+    /// drover's agent runs and has its network up.
+    Agent,
+    /// The root filesystem is in place.
+    Root,
+    /// The agent hands over to the image's init.
+    Ready,
+    Failed,
+}
+
+impl BootStage {
+    pub const ALL: [BootStage; 8] = [
+        BootStage::Script,
+        BootStage::Kernel,
+        BootStage::Initrd,
+        BootStage::Rootfs,
+        BootStage::Agent,
+        BootStage::Root,
+        BootStage::Ready,
+        BootStage::Failed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BootStage::Script => "script",
+            BootStage::Kernel => "kernel",
+            BootStage::Initrd => "initrd",
+            BootStage::Rootfs => "rootfs",
+            BootStage::Agent => "agent",
+            BootStage::Root => "root",
+            BootStage::Ready => "ready",
+            BootStage::Failed => "failed",
+        }
+    }
+}
+
+/// One event of a node's boot timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootEvent {
+    /// Unix milliseconds, by the clock of the member that recorded it.
+    pub at_ms: u64,
+    pub stage: BootStage,
+    /// Who reported it: `http` or `agent`.
+    pub source: String,
+    pub detail: String,
+}
+
+/// The recent boot events of one node (keyed by node name), oldest first, capped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootLog {
+    pub name: String,
+    pub events: Vec<BootEvent>,
+}
+
 /// A user of the web page and API. Only the argon2 hash of the password is kept (PHC string
 /// format); `Debug` does not print it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

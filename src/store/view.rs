@@ -89,7 +89,7 @@ impl View {
                 }
             }
             // Not needed by the servers' hot paths; read from the store where used.
-            Table::Settings | Table::Users | Table::Tokens => {}
+            Table::Settings | Table::Users | Table::Tokens | Table::Boots => {}
         }
         Ok(())
     }
