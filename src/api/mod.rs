@@ -170,6 +170,15 @@ impl Api {
         });
     }
 
+    /// The name of the node with `mac`, read from the store.
+    pub async fn node_for_mac(
+        self: &Arc<Self>,
+        mac: crate::store::model::Mac,
+    ) -> Result<Option<String>, ApiError> {
+        self.blocking(move |store| Ok(store.read(|r| r.node_by_mac(mac))?.map(|n| n.name)))
+            .await
+    }
+
     /// Runs `f` with the store on the blocking pool (LMDB reads and fsynced commits).
     async fn blocking<R: Send + 'static>(
         self: &Arc<Self>,

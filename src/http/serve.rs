@@ -243,12 +243,10 @@ async fn agent_event(
             "stage must be agent, root, ready or failed\n".into(),
         );
     }
-    let node = {
-        let view = match s.view.read() {
-            Ok(v) => v,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        view.node_by_mac(mac).map(|n| n.name.clone())
+    // From the store rather than the view: a node added a moment ago is known at once.
+    let node = match api.node_for_mac(mac).await {
+        Ok(node) => node,
+        Err(e) => return e.into_response(),
     };
     let Some(node) = node else {
         return text(StatusCode::NOT_FOUND, format!("no node has MAC {mac}\n"));
