@@ -799,6 +799,26 @@ fn boot_events_build_a_timeline_that_ends_up() {
         assert!(out.contains(stage), "{out}");
     }
     assert!(out.contains("network up on eth0"), "{out}");
+    // Metrics, behind the login like the API.
+    assert_eq!(s.request("GET", "/metrics", &[], None).status, 401);
+    let m = send(&s, "GET", "/metrics", &t, None);
+    assert_eq!(m.status, 200);
+    assert!(m
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    for line in [
+        "drover_nodes{state=\"up\"} 1",
+        "drover_boot_events_total{stage=\"ready\"} 1",
+        "drover_boot_events_total{stage=\"kernel\"} 1",
+        "drover_last_boot_seconds_count 1",
+        "drover_images 1",
+        "# TYPE drover_http_requests_total counter",
+        "drover_http_requests_total{route=\"images\",code=\"2xx\"} 2",
+        "drover_http_requests_total{route=\"boot\",code=\"4xx\"}",
+    ] {
+        assert!(m.body.contains(line), "no {line:?} in\n{}", m.body);
+    }
     // A new boot starts a new timeline.
     s.request("GET", &format!("/boot/{mac}"), &[], None);
     wait_for_len(&s, &t, 1);

@@ -20,6 +20,7 @@
 pub mod error;
 mod events;
 pub mod input;
+pub mod metrics;
 mod resources;
 pub mod web;
 
@@ -108,6 +109,7 @@ pub struct Api {
     limiter: Mutex<LoginLimiter>,
     event_streams: Arc<Semaphore>,
     boot_event_writes: Arc<Semaphore>,
+    metrics: metrics::Metrics,
     shutdown: CancellationToken,
     started: Instant,
 }
@@ -134,6 +136,7 @@ impl Api {
             limiter: Mutex::new(LoginLimiter::default()),
             event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
             boot_event_writes: Arc::new(Semaphore::new(MAX_PENDING_BOOT_EVENTS)),
+            metrics: metrics::Metrics::default(),
             shutdown,
             started: Instant::now(),
         }))
@@ -152,6 +155,7 @@ impl Api {
             tracing::warn!(%node, stage = stage.name(), "boot event dropped: too many pending");
             return;
         };
+        self.metrics.boot_event(stage);
         let event = crate::store::model::BootEvent {
             at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -306,8 +310,18 @@ pub fn router(api: Arc<Api>) -> Router {
     let api_router = api_router
         .fallback(|| async { ApiError::not_found("no such API endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(api.clone());
+    let metrics = Router::new()
+        .route("/metrics", axum::routing::get(metrics::scrape))
+        .route_layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            require_login,
+        ))
         .with_state(api);
-    Router::new().nest(PREFIX, api_router).merge(web::router())
+    Router::new()
+        .nest(PREFIX, api_router)
+        .merge(metrics)
+        .merge(web::router())
 }
 
 /// Finds who sent `headers`: a bearer token, or a live session cookie.
@@ -399,6 +413,7 @@ async fn login(State(api): State<Arc<Api>>, req: Request) -> Result<Response, Ap
     let password: String = f.required("password")?;
     f.finish()?;
     if let Err(wait) = lock(&api.limiter).check(client, Instant::now()) {
+        api.metrics.login(metrics::LOGIN_LIMITED);
         let secs = wait.as_secs().max(1);
         return Err(ApiError {
             retry_after: Some(secs),
@@ -414,10 +429,12 @@ async fn login(State(api): State<Arc<Api>>, req: Request) -> Result<Response, Ap
         .blocking(move |store| Ok(auth::verify_password(store, &name, &password)?))
         .await?;
     if !ok {
+        api.metrics.login(metrics::LOGIN_FAILED);
         lock(&api.limiter).failed(client, Instant::now());
         tracing::warn!(%client, user = %user, "failed login");
         return Err(ApiError::unauthorized("wrong user or password"));
     }
+    api.metrics.login(metrics::LOGIN_OK);
     lock(&api.limiter).succeeded(client);
     let (id, session) = lock(&api.sessions).create(&user, Instant::now());
     tracing::info!(%client, user = %user, "login");

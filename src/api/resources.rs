@@ -125,7 +125,7 @@ struct LeaseView {
     expires: u64,
 }
 
-fn lease_state(l: &Lease, now: u64) -> &'static str {
+pub(super) fn lease_state(l: &Lease, now: u64) -> &'static str {
     if !l.holds(now) {
         return "expired";
     }

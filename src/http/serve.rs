@@ -49,7 +49,13 @@ pub fn router(shared: Shared) -> Router {
         .route("/health", get(|| async { "ok\n" }))
         .with_state(shared);
     match api {
-        Some(api) => boot.merge(crate::api::router(api)),
+        Some(api) => {
+            boot.merge(crate::api::router(api.clone()))
+                .layer(axum::middleware::from_fn_with_state(
+                    api,
+                    crate::api::metrics::count,
+                ))
+        }
         None => boot,
     }
 }
