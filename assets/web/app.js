@@ -174,6 +174,7 @@ async function loadOverview() {
   add('groups', h.counts.groups);
   add('version', h.version);
   add('up for', h.uptime_secs + ' s');
+  performance.mark('drover:overview'); // for bench/web-page.sh
 }
 
 async function loadNodes() {
@@ -199,6 +200,7 @@ async function loadNodes() {
     tr.append(cell(n.name), state, cell(n.mac), cell(n.ip), cell(n.image), cell(n.group), cell(lease), actions);
     return tr;
   }));
+  performance.mark('drover:nodes'); // for bench/web-page.sh
 }
 
 let timelineNode = null;
