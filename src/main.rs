@@ -583,16 +583,9 @@ fn image(state: &Path, cmd: ImageCmd) -> Result<()> {
         ImageCmd::List => {
             let mut rows = vec![row(&["NAME", "BOOT", "KERNEL", "CMDLINE"])];
             for i in store.read(|r| r.all::<drover::store::model::Image>())? {
-                let boot = if i.rootfs.is_some() {
-                    "ram-root"
-                } else if i.initrd.is_some() {
-                    "kernel+initrd"
-                } else {
-                    "kernel"
-                };
                 rows.push(vec![
-                    i.name,
-                    boot.into(),
+                    i.name.clone(),
+                    i.boot_kind().into(),
                     format!("{} bytes", i.kernel.size),
                     i.cmdline,
                 ]);

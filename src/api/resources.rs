@@ -26,6 +26,33 @@ use std::sync::Arc;
 type Q = axum::extract::Query<Vec<(String, String)>>;
 type Res = Result<Response, ApiError>;
 
+/// Runs an admin change about `resource` on the blocking pool, mapping its error.
+async fn admin_change<R: Send + 'static>(
+    api: &Arc<Api>,
+    resource: &'static str,
+    f: impl FnOnce(&Store) -> Result<R, admin::AdminError> + Send + 'static,
+) -> Result<R, ApiError> {
+    api.blocking(move |store| f(store).map_err(|e| ApiError::admin(resource, e)))
+        .await
+}
+
+/// A `DELETE .../{name}` answer.
+type Removal = std::pin::Pin<Box<dyn std::future::Future<Output = Res> + Send>>;
+
+/// The handler of `DELETE .../{name}` for `resource`, through `remove` (an `admin` or `auth`
+/// remove function): 204, or the mapped admin error.
+pub fn remover(
+    resource: &'static str,
+    remove: fn(&Store, &str) -> Result<(), admin::AdminError>,
+) -> impl Fn(State<Arc<Api>>, Path<String>) -> Removal + Clone + Send + Sync + 'static {
+    move |State(api), Path(name)| {
+        Box::pin(async move {
+            admin_change(&api, resource, move |store| remove(store, &name)).await?;
+            no_content()
+        })
+    }
+}
+
 fn ok<T: Serialize>(value: T) -> Res {
     Ok(Json(value).into_response())
 }
@@ -233,8 +260,8 @@ pub async fn add_node(State(api): State<Arc<Api>>, headers: HeaderMap, body: Byt
     let node = node_from(&mut f)?;
     f.finish()?;
     let added = node.clone();
-    api.blocking(move |store| {
-        admin::add_nodes(store, std::slice::from_ref(&node)).map_err(|e| ApiError::admin("node", e))
+    admin_change(&api, "node", move |store| {
+        admin::add_nodes(store, std::slice::from_ref(&node))
     })
     .await?;
     created(added)
@@ -317,20 +344,11 @@ pub async fn set_node(
         group: f.change("group")?,
     };
     f.finish()?;
-    let node = api
-        .blocking(move |store| {
-            admin::set_node(store, &name, &change).map_err(|e| ApiError::admin("node", e))
-        })
-        .await?;
-    ok(node)
-}
-
-pub async fn remove_node(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Res {
-    api.blocking(move |store| {
-        admin::remove_node(store, &name).map_err(|e| ApiError::admin("node", e))
+    let node = admin_change(&api, "node", move |store| {
+        admin::set_node(store, &name, &change)
     })
     .await?;
-    no_content()
+    ok(node)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -411,19 +429,8 @@ pub async fn put_group(
     };
     f.finish()?;
     let out = group.clone();
-    api.blocking(move |store| {
-        admin::put_group(store, &group).map_err(|e| ApiError::admin("group", e))
-    })
-    .await?;
+    admin_change(&api, "group", move |store| admin::put_group(store, &group)).await?;
     ok(out)
-}
-
-pub async fn remove_group(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Res {
-    api.blocking(move |store| {
-        admin::remove_group(store, &name).map_err(|e| ApiError::admin("group", e))
-    })
-    .await?;
-    no_content()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -502,8 +509,8 @@ pub async fn add_network(State(api): State<Arc<Api>>, headers: HeaderMap, body: 
     };
     f.finish()?;
     let out = net.clone();
-    api.blocking(move |store| {
-        admin::add_network(store, &net).map_err(|e| ApiError::admin("network", e))
+    admin_change(&api, "network", move |store| {
+        admin::add_network(store, &net)
     })
     .await?;
     created(NetworkView::from(out))
@@ -523,20 +530,11 @@ pub async fn set_network(
         domain: f.change("domain")?,
     };
     f.finish()?;
-    let net = api
-        .blocking(move |store| {
-            admin::set_network(store, &name, &change).map_err(|e| ApiError::admin("network", e))
-        })
-        .await?;
-    ok(NetworkView::from(net))
-}
-
-pub async fn remove_network(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Res {
-    api.blocking(move |store| {
-        admin::remove_network(store, &name).map_err(|e| ApiError::admin("network", e))
+    let net = admin_change(&api, "network", move |store| {
+        admin::set_network(store, &name, &change)
     })
     .await?;
-    no_content()
+    ok(NetworkView::from(net))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -557,13 +555,7 @@ struct ImageView {
 }
 
 fn image_view(i: Image, nodes: &[Node]) -> ImageView {
-    let boot = if i.rootfs.is_some() {
-        "ram-root"
-    } else if i.initrd.is_some() {
-        "kernel+initrd"
-    } else {
-        "kernel"
-    };
+    let boot = i.boot_kind();
     let users = nodes
         .iter()
         .filter(|n| n.image.as_deref() == Some(i.name.as_str()))
@@ -627,14 +619,6 @@ pub async fn set_image(
         })
         .await?;
     ok(view)
-}
-
-pub async fn remove_image(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Res {
-    api.blocking(move |store| {
-        admin::remove_image(store, &name).map_err(|e| ApiError::admin("image", e))
-    })
-    .await?;
-    no_content()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -740,19 +724,11 @@ pub async fn put_setting(
         name: name.clone(),
         value: value.clone(),
     };
-    api.blocking(move |store| {
-        admin::set_setting(store, &name, &value).map_err(|e| ApiError::admin("setting", e))
+    admin_change(&api, "setting", move |store| {
+        admin::set_setting(store, &name, &value)
     })
     .await?;
     ok(out)
-}
-
-pub async fn remove_setting(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Res {
-    api.blocking(move |store| {
-        admin::remove_setting(store, &name).map_err(|e| ApiError::admin("setting", e))
-    })
-    .await?;
-    no_content()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -802,12 +778,4 @@ pub async fn add_token(
         .await?;
     tracing::info!(token = %name, by = %who, "API token created");
     created(serde_json::json!({ "name": name, "token": token }))
-}
-
-pub async fn remove_token(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Res {
-    api.blocking(move |store| {
-        auth::remove_token(store, &name).map_err(|e| ApiError::admin("token", e))
-    })
-    .await?;
-    no_content()
 }

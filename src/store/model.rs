@@ -215,6 +215,19 @@ pub struct Image {
     pub initramfs: Option<ImageFile>,
 }
 
+impl Image {
+    /// How the image boots: "ram-root", "kernel+initrd" or "kernel".
+    pub fn boot_kind(&self) -> &'static str {
+        if self.rootfs.is_some() {
+            "ram-root"
+        } else if self.initrd.is_some() {
+            "kernel+initrd"
+        } else {
+            "kernel"
+        }
+    }
+}
+
 /// Where a DHCP request came through, when it was relayed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct RelayInfo {
