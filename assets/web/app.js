@@ -8,7 +8,6 @@ const PAGE = 100;
 let csrf = null;
 let view = 'overview';
 let nodeOffset = 0;
-let editing = null; // name of the node being edited
 let events = null;
 
 const $ = (sel) => document.querySelector(sel);
@@ -79,6 +78,45 @@ function formValues(form) {
     if (el.name) out[el.name] = el.value.trim() === '' ? null : el.value.trim();
   }
   return out;
+}
+
+// A form that adds a record (POST path), or, after the returned `edit(record)`, changes one
+// (PATCH path/name; the name is fixed and empty fields clear their value).
+function recordForm({ form, submit, cancel, path, kind, fields, reload }) {
+  let editing = null;
+  const stop = () => {
+    editing = null;
+    form.reset();
+    form.elements.name.disabled = false;
+    submit.textContent = 'Add ' + kind;
+    show(cancel, false);
+  };
+  cancel.addEventListener('click', stop);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    clearBad(form);
+    const v = formValues(form);
+    try {
+      if (editing) {
+        const name = editing;
+        delete v.name;
+        await api('PATCH', `${path}/${encodeURIComponent(name)}`, v);
+        message(`saved ${kind} ${name}`, 'info');
+      } else {
+        await api('POST', path, v);
+        message(`added ${kind} ${v.name}`, 'info');
+      }
+      stop();
+      await reload();
+    } catch (err) { fail(err, form); }
+  });
+  return (record) => {
+    editing = record.name;
+    for (const k of fields) form.elements[k].value = record[k] || '';
+    form.elements.name.disabled = true;
+    submit.textContent = 'Save ' + record.name;
+    show(cancel, true);
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -226,44 +264,9 @@ async function showTimeline(name) {
 
 $('#timeline-close').addEventListener('click', () => { timelineNode = null; show($('#timeline'), false); });
 
-function editNode(n) {
-  const f = $('#node-form');
-  editing = n.name;
-  for (const k of ['name', 'mac', 'ip', 'image', 'group']) f.elements[k].value = n[k] || '';
-  f.elements.name.disabled = true;
-  $('#node-submit').textContent = 'Save ' + n.name;
-  show($('#node-cancel'), true);
-}
-
-function stopEditing() {
-  const f = $('#node-form');
-  editing = null;
-  f.reset();
-  f.elements.name.disabled = false;
-  $('#node-submit').textContent = 'Add node';
-  show($('#node-cancel'), false);
-}
-
-$('#node-cancel').addEventListener('click', stopEditing);
-
-$('#node-form').addEventListener('submit', async (e) => {
-  e.preventDefault();
-  const f = e.target;
-  clearBad(f);
-  const v = formValues(f);
-  try {
-    if (editing) {
-      const name = editing;
-      delete v.name;
-      await api('PATCH', '/nodes/' + encodeURIComponent(name), v);
-      message(`saved node ${name}`, 'info');
-    } else {
-      await api('POST', '/nodes', v);
-      message(`added node ${v.name}`, 'info');
-    }
-    stopEditing();
-    await loadNodes();
-  } catch (err) { fail(err, f); }
+const editNode = recordForm({
+  form: $('#node-form'), submit: $('#node-submit'), cancel: $('#node-cancel'),
+  path: '/nodes', kind: 'node', fields: ['name', 'mac', 'ip', 'image', 'group'], reload: () => loadNodes(),
 });
 
 async function removeNode(name) {
@@ -335,7 +338,7 @@ async function loadNetworks() {
   fill('#networks', list.items.map((n) => {
     const tr = document.createElement('tr');
     const actions = document.createElement('td');
-    actions.append(button('Remove', async () => {
+    actions.append(button('Edit', () => editNetwork(n)), ' ', button('Remove', async () => {
       if (!confirm(`Remove network ${n.name}?`)) return;
       try { await api('DELETE', '/networks/' + encodeURIComponent(n.name)); await loadNetworks(); } catch (err) { fail(err); }
     }));
@@ -344,17 +347,10 @@ async function loadNetworks() {
   }));
 }
 
-$('#network-form').addEventListener('submit', async (e) => {
-  e.preventDefault();
-  const f = e.target;
-  clearBad(f);
-  try {
-    const v = formValues(f);
-    await api('POST', '/networks', v);
-    message(`added network ${v.name}`, 'info');
-    f.reset();
-    await loadNetworks();
-  } catch (err) { fail(err, f); }
+const editNetwork = recordForm({
+  form: $('#network-form'), submit: $('#network-submit'), cancel: $('#network-cancel'),
+  path: '/networks', kind: 'network', fields: ['name', 'subnet', 'range', 'gateway', 'domain'],
+  reload: () => loadNetworks(),
 });
 
 // ---------------------------------------------------------------------------------------------

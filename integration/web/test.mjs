@@ -122,12 +122,16 @@ try {
   await net.locator('[name=name]').fill('rack9');
   await net.locator('[name=subnet]').fill('198.19.0.0/24');
   await net.locator('[name=range]').fill('198.19.0.100-198.19.0.50');
-  await net.locator('button[type=submit]').click();
+  await page.click('#network-submit');
   await page.locator('#message', { hasText: 'invalid for 198.19.0.0/24' }).waitFor();
   await net.locator('[name=range].bad').waitFor();
   await net.locator('[name=range]').fill('198.19.0.50-198.19.0.100');
-  await net.locator('button[type=submit]').click();
+  await page.click('#network-submit');
   await page.locator('#networks tbody tr', { hasText: 'rack9' }).waitFor();
+  await page.locator('#networks tbody tr', { hasText: 'rack9' }).locator('button', { hasText: 'Edit' }).click();
+  await net.locator('[name=gateway]').fill('198.19.0.1');
+  await page.click('#network-submit');
+  await page.locator('#networks tbody tr', { hasText: '198.19.0.1' }).waitFor();
   await shot(page, 'networks');
   await page.click('nav button[data-view=leases]');
   await page.locator('#view-leases').waitFor();
