@@ -1,10 +1,10 @@
 //! The authenticated HTTP API under `/api/v1` and the embedded web page that uses it.
 //!
-//! Data flow: a request passes [`authenticate`] (a session cookie, or `Authorization: Bearer`
-//! with an API token), then a handler in [`resources`] checks its input field by field
+//! Data flow: a request passes `authenticate` (a session cookie, or `Authorization: Bearer`
+//! with an API token), then a handler in `resources` checks its input field by field
 //! ([`input`]) and calls the same `crate::admin` functions as the CLI, in `spawn_blocking`
 //! (LMDB commits fsync). Reads come from the store, so a client reads its own writes.
-//! [`events`] streams the store's change feed to the page as server-sent events.
+//! `events` streams the store's change feed to the page as server-sent events.
 //!
 //! Security: everything here needs a login except `POST /api/v1/login` and the page's static
 //! files (the same HTML/JS/CSS in every drover; they hold no data). Cookies are `HttpOnly`
@@ -201,13 +201,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Who made a request.
-#[derive(Debug, Clone)]
+/// Who made a request. `Debug` leaves the CSRF token out.
+#[derive(Clone)]
 pub enum Principal {
     /// A browser session of this user.
     Session { user: String, csrf: String },
     /// A script with this API token.
     Token { name: String },
+}
+
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::Session { user, .. } => write!(f, "session of {user}"),
+            Principal::Token { name } => write!(f, "token {name}"),
+        }
+    }
 }
 
 /// One API operation: method, path under [`PREFIX`], whether it needs a login, the handler.
