@@ -695,6 +695,18 @@ fn lists_paginate_and_filter_and_events_stream_changes() {
         got.extend_from_slice(&buf[..n]);
     }
     assert!(String::from_utf8_lossy(&got).contains("event: change"));
+    // Revoking the token ends the stream (the chunked body's last chunk arrives).
+    s.d.cli_ok(&["token", "rm", "ci"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !got.ends_with(b"0\r\n\r\n") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream did not end: {}",
+            String::from_utf8_lossy(&got)
+        );
+        let n = sock.read(&mut buf).unwrap_or(0);
+        got.extend_from_slice(&buf[..n]);
+    }
 }
 
 #[test]

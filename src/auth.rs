@@ -270,6 +270,13 @@ impl Sessions {
         Some(s.clone())
     }
 
+    /// Whether session `id` is live, without counting this as a use.
+    pub fn is_live(&self, id: &str, now: Instant) -> bool {
+        self.map
+            .get(id)
+            .is_some_and(|s| now.duration_since(s.last_used) <= SESSION_IDLE)
+    }
+
     pub fn remove(&mut self, id: &str) {
         self.map.remove(id);
     }
@@ -406,6 +413,7 @@ mod tests {
         assert_eq!(sess.user, "admin");
         assert_eq!(sess.csrf.len(), 48);
         assert!(s.touch(&id, t0 + Duration::from_secs(60)).is_some());
+        assert!(s.is_live(&id, t0 + Duration::from_secs(61)));
         assert!(s.touch(&id, t0 + SESSION_IDLE * 2).is_none());
         assert!(s.touch("nope", t0).is_none());
         for _ in 0..MAX_SESSIONS + 10 {

@@ -4,10 +4,11 @@
 //! Each stream polls the feed's last sequence every [`POLL`] (a short LMDB read) and, when it
 //! moved, sends one `change` event whose data is a JSON array of `{seq, table, key, deleted}`
 //! (user records are left out). At most [`super::MAX_EVENT_STREAMS`] streams are open at once;
-//! every stream ends when the server shuts down, so it never holds up a graceful shutdown.
+//! every stream ends when its session does (logout, idle timeout) and when the server shuts
+//! down, so it never holds up a graceful shutdown.
 
 use super::error::ApiError;
-use super::Api;
+use super::{Api, Principal};
 use crate::store::{Change, Store, Table};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -25,6 +26,7 @@ const BATCH: usize = 512;
 
 struct Stream {
     api: Arc<Api>,
+    principal: Principal,
     seq: u64,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -39,7 +41,10 @@ fn changes_after(store: &Store, seq: u64) -> Result<(u64, Vec<Change>), ApiError
     })?)
 }
 
-pub async fn stream(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
+pub async fn stream(
+    State(api): State<Arc<Api>>,
+    axum::Extension(principal): axum::Extension<Principal>,
+) -> Result<Response, ApiError> {
     let permit = api.event_streams.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -50,6 +55,7 @@ pub async fn stream(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
     let seq = api.blocking(|store| Ok(store.last_seq()?)).await?;
     let start = Stream {
         api,
+        principal,
         seq,
         _permit: permit,
     };
@@ -58,6 +64,12 @@ pub async fn stream(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
             tokio::select! {
                 _ = st.api.shutdown.cancelled() => return None,
                 _ = tokio::time::sleep(POLL) => {}
+            }
+            // A stream ends with its session (logout, idle timeout) or a revoked token.
+            let (api, principal) = (st.api.clone(), st.principal.clone());
+            let valid = tokio::task::spawn_blocking(move || api.still_valid(&principal)).await;
+            if !valid.unwrap_or(false) {
+                return None;
             }
             let seq = st.seq;
             let Ok((_, changes)) = st

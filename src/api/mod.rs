@@ -183,6 +183,18 @@ impl Api {
             .await
     }
 
+    /// Whether `principal` may still act: its session has not ended (logout, idle timeout),
+    /// its token has not been revoked. Reads the store: call it on the blocking pool.
+    fn still_valid(&self, principal: &Principal) -> bool {
+        match principal {
+            Principal::Session { id, .. } => lock(&self.sessions).is_live(id, Instant::now()),
+            Principal::Token { name } => self
+                .store
+                .read(|r| r.get::<crate::store::model::ApiToken>(name))
+                .is_ok_and(|t| t.is_some()),
+        }
+    }
+
     /// Runs `f` with the store on the blocking pool (LMDB reads and fsynced commits).
     async fn blocking<R: Send + 'static>(
         self: &Arc<Self>,
@@ -204,8 +216,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Who made a request. `Debug` leaves the CSRF token out.
 #[derive(Clone)]
 pub enum Principal {
-    /// A browser session of this user.
-    Session { user: String, csrf: String },
+    /// A browser session of this user; `id` is the cookie value.
+    Session {
+        user: String,
+        csrf: String,
+        id: String,
+    },
     /// A script with this API token.
     Token { name: String },
 }
@@ -377,6 +393,7 @@ fn authenticate(api: &Api, headers: &HeaderMap) -> Result<Principal, ApiError> {
         Some(s) => Ok(Principal::Session {
             user: s.user,
             csrf: s.csrf,
+            id,
         }),
         None => Err(ApiError::unauthorized(
             "the session has ended; log in again",
@@ -498,7 +515,7 @@ async fn logout(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
 
 async fn session(axum::Extension(p): axum::Extension<Principal>) -> Json<SessionInfo> {
     Json(match p {
-        Principal::Session { user, csrf } => SessionInfo {
+        Principal::Session { user, csrf, .. } => SessionInfo {
             user,
             csrf: Some(csrf),
             via: "session",
