@@ -1,7 +1,7 @@
 //! Lab tests: real QEMU VMs network-boot end to end, first through the reference server
 //! (dnsmasq + a plain HTTP server, proving the harness and the lab assets), then through
 //! drover: BIOS (SeaBIOS + the NIC's iPXE ROM) and UEFI (OVMF) to an initramfs marker, and a
-//! RAM root loaded by drover's agent.
+//! RAM root loaded by drover's agent, whose boot timeline ends "up".
 //!
 //! Needs root and what `scripts/setup` installs and builds (`scripts/lab-assets`); without
 //! them the tests fail with the command to run. Each boot prints a phase table to stderr.
@@ -147,5 +147,21 @@ fn ramroot_boot() {
         "the node did not resolve its own name through drover: {dns:?}"
     );
     eprintln!("{dns}");
+    // The boot timeline moved to "up": drover saw each fetch, the agent reported each step.
+    let mut events = String::new();
+    let up = wait_until(Duration::from_secs(10), || {
+        events = d.drover.cli_ok(&["node", "events", "n1"]);
+        events.starts_with("n1: up")
+    });
+    assert!(up, "the timeline of n1 is not up:\n{events}");
+    for stage in [
+        "script", "kernel", "initrd", "rootfs", "agent", "root", "ready",
+    ] {
+        assert!(
+            events.contains(&format!(" {stage} ")),
+            "no {stage} event:\n{events}"
+        );
+    }
+    eprintln!("{events}");
     vm.print_phases();
 }

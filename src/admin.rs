@@ -1,14 +1,15 @@
-//! Admin operations: validated changes to the fleet data (nodes, networks, images, leases).
+//! Admin operations: validated changes to the fleet data (nodes, groups, networks, images,
+//! settings, leases).
 //!
-//! The CLI calls these today; the HTTP API will call the same functions. Each operation
+//! The CLI and the HTTP API call these same functions. Each operation
 //! checks its input against the store inside one write transaction, so a failed operation
 //! changes nothing and two admins cannot race past a uniqueness check. Errors say what is
 //! wrong in the admin's terms (unknown node, duplicate MAC, IP outside every network).
 //!
-//! Not here: argument parsing (`main.rs`), printing, authentication (later, with the API).
+//! Not here: argument parsing (`main.rs`, `crate::api`), printing, authentication (`crate::auth`).
 
 use crate::image::{self, Blobs, ImageError, ImageSource};
-use crate::store::model::{Image, Ipv4Net, Lease, Mac, Network, Node};
+use crate::store::model::{Group, Image, Ipv4Net, Lease, Mac, Network, Node, Setting};
 use crate::store::{Store, StoreError};
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -56,6 +57,10 @@ pub enum AdminError {
     },
     #[error("image {image:?} is used by node(s) {nodes}; point them at another image first")]
     ImageInUse { image: String, nodes: String },
+    #[error("invalid domain {0:?}: dot-separated labels of letters, digits and '-'")]
+    BadDomain(String),
+    #[error("invalid setting value for {name:?}: {why}")]
+    BadSetting { name: String, why: &'static str },
     #[error("line {line}: {message}")]
     Csv { line: usize, message: String },
     #[error("cannot read {path}: {source}")]
@@ -215,6 +220,7 @@ pub fn set_node(store: &Store, name: &str, change: &NodeChange) -> Result<Node, 
 pub fn remove_node(store: &Store, name: &str) -> Result<(), AdminError> {
     store.write(|w| {
         if w.delete::<Node>(name)? {
+            w.delete::<crate::store::model::BootLog>(name)?;
             Ok(())
         } else {
             Err(AdminError::Unknown {
@@ -341,8 +347,8 @@ pub fn import_nodes(store: &Store, path: &Path) -> Result<usize, AdminError> {
     Ok(nodes.len())
 }
 
-/// Adds a network after checking range, gateway and overlaps.
-pub fn add_network(store: &Store, net: &Network) -> Result<(), AdminError> {
+/// Checks a network's own fields (name, range, gateway).
+fn check_network(net: &Network) -> Result<(), AdminError> {
     check_name(&net.name)?;
     if let Some((first, last)) = net.range {
         let why = if first > last {
@@ -366,6 +372,42 @@ pub fn add_network(store: &Store, net: &Network) -> Result<(), AdminError> {
             return Err(AdminError::BadGateway(gw, net.subnet));
         }
     }
+    if let Some(domain) = &net.domain {
+        let ok = !domain.is_empty()
+            && domain.len() <= 253
+            && domain.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !ok {
+            return Err(AdminError::BadDomain(domain.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `net` after checking it against the other networks (overlaps).
+fn put_network(w: &mut crate::store::Writer<'_, '_>, net: &Network) -> Result<(), AdminError> {
+    for other in w.all::<Network>()? {
+        if other.name == net.name {
+            continue;
+        }
+        if other.subnet.contains(net.subnet.addr()) || net.subnet.contains(other.subnet.addr()) {
+            return Err(AdminError::Overlap {
+                subnet: net.subnet,
+                other: other.name,
+                other_subnet: other.subnet,
+            });
+        }
+    }
+    w.put(net)?;
+    Ok(())
+}
+
+/// Adds a network after checking range, gateway and overlaps.
+pub fn add_network(store: &Store, net: &Network) -> Result<(), AdminError> {
+    check_network(net)?;
     store.write(|w| {
         if w.get::<Network>(&net.name)?.is_some() {
             return Err(AdminError::Exists {
@@ -373,18 +415,45 @@ pub fn add_network(store: &Store, net: &Network) -> Result<(), AdminError> {
                 name: net.name.clone(),
             });
         }
-        for other in w.all::<Network>()? {
-            if other.subnet.contains(net.subnet.addr()) || net.subnet.contains(other.subnet.addr())
-            {
-                return Err(AdminError::Overlap {
-                    subnet: net.subnet,
-                    other: other.name,
-                    other_subnet: other.subnet,
-                });
-            }
+        put_network(w, net)
+    })
+}
+
+/// Changes to a network; `None` fields keep their value, `Some(None)` clears an optional one.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkChange {
+    pub subnet: Option<Ipv4Net>,
+    pub range: Option<Option<(Ipv4Addr, Ipv4Addr)>>,
+    pub gateway: Option<Option<Ipv4Addr>>,
+    pub domain: Option<Option<String>>,
+}
+
+/// Changes fields of network `name`, with the same checks as [`add_network`].
+pub fn set_network(
+    store: &Store,
+    name: &str,
+    change: &NetworkChange,
+) -> Result<Network, AdminError> {
+    store.write(|w| {
+        let mut net = w.get::<Network>(name)?.ok_or_else(|| AdminError::Unknown {
+            kind: "network",
+            name: name.to_string(),
+        })?;
+        if let Some(subnet) = change.subnet {
+            net.subnet = subnet;
         }
-        w.put(net)?;
-        Ok(())
+        if let Some(range) = change.range {
+            net.range = range;
+        }
+        if let Some(gateway) = change.gateway {
+            net.gateway = gateway;
+        }
+        if let Some(domain) = &change.domain {
+            net.domain = domain.clone();
+        }
+        check_network(&net)?;
+        put_network(w, &net)?;
+        Ok(net)
     })
 }
 
@@ -458,6 +527,82 @@ pub fn remove_image(store: &Store, name: &str) -> Result<(), AdminError> {
         } else {
             Err(AdminError::Unknown {
                 kind: "image",
+                name: name.to_string(),
+            })
+        }
+    })
+}
+
+/// Changes the kernel command line of image `name`.
+pub fn set_image_cmdline(store: &Store, name: &str, cmdline: &str) -> Result<Image, AdminError> {
+    store.write(|w| {
+        let mut image = w.get::<Image>(name)?.ok_or_else(|| AdminError::Unknown {
+            kind: "image",
+            name: name.to_string(),
+        })?;
+        image.cmdline = cmdline.to_string();
+        w.put(&image)?;
+        Ok(image)
+    })
+}
+
+/// Adds or replaces group `group` (its image must exist).
+pub fn put_group(store: &Store, group: &Group) -> Result<(), AdminError> {
+    check_name(&group.name)?;
+    store.write(|w| {
+        if let Some(image) = &group.image {
+            if w.get::<Image>(image)?.is_none() {
+                return Err(AdminError::Unknown {
+                    kind: "image",
+                    name: image.clone(),
+                });
+            }
+        }
+        w.put(group)?;
+        Ok(())
+    })
+}
+
+/// Removes group `name`. Its nodes keep their group name (and lose the group's image).
+pub fn remove_group(store: &Store, name: &str) -> Result<(), AdminError> {
+    store.write(|w| {
+        if w.delete::<Group>(name)? {
+            Ok(())
+        } else {
+            Err(AdminError::Unknown {
+                kind: "group",
+                name: name.to_string(),
+            })
+        }
+    })
+}
+
+/// Largest JSON value a setting may hold, in bytes.
+pub const MAX_SETTING_BYTES: usize = 16 * 1024;
+
+/// Sets setting `name` to `value`.
+pub fn set_setting(store: &Store, name: &str, value: &serde_json::Value) -> Result<(), AdminError> {
+    check_name(name)?;
+    if value.to_string().len() > MAX_SETTING_BYTES {
+        return Err(AdminError::BadSetting {
+            name: name.to_string(),
+            why: "larger than 16 KiB",
+        });
+    }
+    let setting = Setting {
+        name: name.to_string(),
+        value: value.clone(),
+    };
+    store.write(|w| Ok(w.put(&setting)?))
+}
+
+pub fn remove_setting(store: &Store, name: &str) -> Result<(), AdminError> {
+    store.write(|w| {
+        if w.delete::<Setting>(name)? {
+            Ok(())
+        } else {
+            Err(AdminError::Unknown {
+                kind: "setting",
                 name: name.to_string(),
             })
         }

@@ -9,6 +9,8 @@
 
 pub mod admin;
 pub mod agent;
+pub mod api;
+pub mod auth;
 pub mod config;
 pub mod dhcp;
 pub mod dns;
@@ -21,3 +23,4 @@ pub mod pool;
 pub mod serve;
 pub mod store;
 pub mod tftp;
+pub mod timeline;

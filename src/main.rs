@@ -63,6 +63,15 @@ enum Command {
     /// Join drover members into an active-active pool.
     #[command(subcommand)]
     Pool(PoolCmd),
+    /// Manage groups of nodes.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Users of the web page and API.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+    /// API tokens for scripts.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Run the node agent (what drover does as /init of its initramfs).
     Agent,
 }
@@ -134,6 +143,13 @@ enum NodeCmd {
     Rm { name: String },
     /// Add nodes from a CSV file with a header (name,mac,ip,image,group[,aliases]); all or none.
     Import { file: PathBuf },
+    /// Show a node's boot timeline and state.
+    Events {
+        name: String,
+        /// All kept events, not only the last boot's.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Args)]
@@ -211,6 +227,44 @@ enum NetworkCmd {
 enum LeaseCmd {
     /// List leases.
     List,
+}
+
+#[derive(Subcommand)]
+enum GroupCmd {
+    /// Add or replace a group.
+    Add {
+        name: String,
+        /// Image for the group's nodes that name none themselves.
+        #[arg(long)]
+        image: Option<String>,
+    },
+    /// List groups.
+    List,
+    /// Remove a group.
+    Rm { name: String },
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Set a user's password (read from standard input; asked twice on a terminal). Creates
+    /// the user if needed.
+    Passwd {
+        #[arg(default_value = drover::auth::ADMIN)]
+        user: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Make an API token; prints it once, as the last word of the output.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// List API tokens (names only; tokens are not kept).
+    List,
+    /// Revoke an API token.
+    Rm { name: String },
 }
 
 fn parse_range(s: &str) -> Result<(Ipv4Addr, Ipv4Addr), String> {
@@ -350,6 +404,15 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Pool(cmd) => pool(state, cmd),
+        Command::Group(cmd) => group(&open_store(state)?, cmd),
+        Command::Admin(AdminCmd::Passwd { user }) => {
+            let store = open_store(state)?;
+            let password = read_password(&user)?;
+            drover::auth::set_password(&store, &user, &password)?;
+            println!("password of {user} set");
+            Ok(())
+        }
+        Command::Token(cmd) => token(&open_store(state)?, cmd),
         Command::Agent => drover::agent::run(),
     }
 }
@@ -456,6 +519,95 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
     Ok(())
 }
 
+fn group(store: &Store, cmd: GroupCmd) -> Result<()> {
+    match cmd {
+        GroupCmd::Add { name, image } => {
+            admin::put_group(
+                store,
+                &drover::store::model::Group {
+                    name: name.clone(),
+                    image,
+                },
+            )?;
+            println!("added group {name}");
+        }
+        GroupCmd::List => {
+            let mut rows = vec![row(&["NAME", "IMAGE"])];
+            for g in store.read(|r| r.all::<drover::store::model::Group>())? {
+                rows.push(vec![g.name, g.image.unwrap_or_else(|| "-".into())]);
+            }
+            print_table(&rows);
+        }
+        GroupCmd::Rm { name } => {
+            admin::remove_group(store, &name)?;
+            println!("removed group {name}");
+        }
+    }
+    Ok(())
+}
+
+fn token(store: &Store, cmd: TokenCmd) -> Result<()> {
+    match cmd {
+        TokenCmd::Create { name } => {
+            let token = drover::auth::create_token(store, &name, unix_now())?;
+            // Scripts take the last word: keep the token last.
+            println!("created API token {name} (shown only now): {token}");
+        }
+        TokenCmd::List => {
+            let mut rows = vec![row(&["NAME", "CREATED (UNIX)"])];
+            for t in drover::auth::tokens(store)? {
+                rows.push(vec![t.name, t.created.to_string()]);
+            }
+            print_table(&rows);
+        }
+        TokenCmd::Rm { name } => {
+            drover::auth::remove_token(store, &name)?;
+            println!("removed API token {name}");
+        }
+    }
+    Ok(())
+}
+
+/// Reads a new password from standard input: one line, or on a terminal typed twice without
+/// echo (`stty -echo`).
+fn read_password(user: &str) -> Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let line = |prompt: &str| -> Result<String> {
+        if stdin.is_terminal() {
+            eprint!("{prompt}");
+            let _ = std::io::stderr().flush();
+        }
+        let mut s = String::new();
+        stdin
+            .lock()
+            .read_line(&mut s)
+            .context("reading the password")?;
+        if stdin.is_terminal() {
+            eprintln!();
+        }
+        Ok(s.trim_end_matches(['\r', '\n']).to_string())
+    };
+    if !stdin.is_terminal() {
+        return line("");
+    }
+    let stty = |arg: &str| {
+        let _ = std::process::Command::new("stty")
+            .arg(arg)
+            .stdin(std::process::Stdio::inherit())
+            .status();
+    };
+    stty("-echo");
+    let first = line(&format!("new password for {user}: "));
+    let second = line("again: ");
+    stty("echo");
+    let (first, second) = (first?, second?);
+    if first != second {
+        bail!("the passwords differ; nothing changed");
+    }
+    Ok(first)
+}
+
 fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
     match cmd {
         NodeCmd::Add {
@@ -539,11 +691,47 @@ fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
             let n = admin::import_nodes(store, &file)?;
             println!("imported {n} nodes from {}", file.display());
         }
+        NodeCmd::Events { name, all } => node_events(store, &name, all)?,
     }
     Ok(())
 }
 
 const NODE_HEADER: &[&str] = &["NAME", "MAC", "IP", "IMAGE", "GROUP", "ALIASES"];
+fn node_events(store: &Store, name: &str, all: bool) -> Result<()> {
+    use drover::store::model::BootLog;
+    use drover::timeline;
+    let (node, log) = store.read(|r| {
+        Ok::<_, drover::store::StoreError>((r.get::<Node>(name)?, r.get::<BootLog>(name)?))
+    })?;
+    node.ok_or_else(|| admin::AdminError::Unknown {
+        kind: "node",
+        name: name.to_string(),
+    })?;
+    let events = log.map(|l| l.events).unwrap_or_default();
+    let now_ms = unix_now() * 1000;
+    println!("{name}: {}", timeline::state(&events, now_ms).name());
+    let shown = if all {
+        &events[..]
+    } else {
+        timeline::last_boot(&events)
+    };
+    let Some(first) = shown.first() else {
+        println!("no boot events yet");
+        return Ok(());
+    };
+    let mut rows = vec![row(&["TIME (UTC)", "+S", "STAGE", "FROM", "DETAIL"])];
+    for e in shown {
+        rows.push(vec![
+            timeline::format_utc(e.at_ms),
+            format!("{:.1}", e.at_ms.saturating_sub(first.at_ms) as f64 / 1000.0),
+            e.stage.name().into(),
+            e.source.clone(),
+            e.detail.clone(),
+        ]);
+    }
+    print_table(&rows);
+    Ok(())
+}
 
 fn node_row(n: &Node) -> Vec<String> {
     vec![
@@ -599,16 +787,9 @@ fn image(state: &Path, cmd: ImageCmd) -> Result<()> {
         ImageCmd::List => {
             let mut rows = vec![row(&["NAME", "BOOT", "KERNEL", "CMDLINE"])];
             for i in store.read(|r| r.all::<drover::store::model::Image>())? {
-                let boot = if i.rootfs.is_some() {
-                    "ram-root"
-                } else if i.initrd.is_some() {
-                    "kernel+initrd"
-                } else {
-                    "kernel"
-                };
                 rows.push(vec![
-                    i.name,
-                    boot.into(),
+                    i.name.clone(),
+                    i.boot_kind().into(),
                     format!("{} bytes", i.kernel.size),
                     i.cmdline,
                 ]);

@@ -57,6 +57,15 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
             view: view.clone(),
             blobs: blobs.clone(),
             port: config.http.port,
+            api: Some(
+                crate::api::Api::new(
+                    store.clone(),
+                    state_dir,
+                    crate::api::services(&config, &interfaces),
+                    shutdown.clone(),
+                )
+                .context("HTTP API")?,
+            ),
         };
         let token = shutdown.clone();
         tasks.spawn(async move {

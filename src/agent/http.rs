@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 GET client for one job: stream `rootfs.tar` from a drover member.
+//! A minimal HTTP/1.1 client for two jobs: stream `rootfs.tar` from a drover member (GET), and
+//! report boot events to it (a small JSON POST, [`post_json`]).
 //!
 //! The response head parser ([`parse_head`]) is sans-IO: bytes in, a typed head (or "need
 //! more bytes") out. [`get`] is the blocking shell: connect with a timeout, send the request,
@@ -122,6 +123,43 @@ pub fn request(server: &ServerUrl, path: &str) -> String {
          Connection: close\r\n\r\n",
         server.host()
     )
+}
+
+/// The POST request carrying the JSON `body` to `path` on `server`.
+pub fn post_request(server: &ServerUrl, path: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: drover-agent\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        server.host(),
+        body.len()
+    )
+}
+
+/// POSTs the JSON `body` to `path` on `server` and returns the answer's status. Every step
+/// (connect, write, read) is bounded by `timeout`: boot events must never hold up a boot.
+pub fn post_json(
+    server: &ServerUrl,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<u16, HttpError> {
+    let mut stream =
+        TcpStream::connect_timeout(&server.addr, timeout).map_err(HttpError::Connect)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(post_request(server, path, body).as_bytes())?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(HttpError::ClosedInHead);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some((head, _)) = parse_head(&buf)? {
+            return Ok(head.status);
+        }
+    }
 }
 
 /// Checks that a head describes a body the agent can stream: 200, a length, no encoding.

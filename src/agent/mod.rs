@@ -17,11 +17,15 @@
 //! 7. switch root: move the API mounts into `/newroot`, free the initramfs, move `/newroot`
 //!    onto `/`, chroot, and exec `/sbin/init` (or `/init`, `/bin/sh`).
 //!
+//! After steps 4, 5 and 6 (and when switching root fails) the agent posts a boot event
+//! (`agent`, `root`, `ready`, `failed`) to `{server}/boot/{mac}/events` for the node's
+//! timeline ([`crate::timeline`]); a lost event is printed and never stops the boot.
+//!
 //! Failures of the network steps are printed and retried forever; a failure nothing can fix
 //! (a bad command line, no init in the image) is printed and the agent sleeps: PID 1 must
 //! never exit, or the kernel panics and the reason scrolls away.
 //!
-//! Not here yet: NFS root, boot event reports to drover, fetching from peer nodes, DHCP (the
+//! Not here yet: NFS root, fetching from peer nodes, DHCP (the
 //! address comes from the command line), IPv6 configuration, VLANs and bonds, storage drivers.
 
 pub mod cmdline;
@@ -157,9 +161,45 @@ fn boot(con: &mut Console) -> Result<std::convert::Infallible, String> {
     load_modules(con);
     let iface = wait_for_interface(con, &params);
     configure_network(con, &params, &iface);
+    if let Some(first) = params.servers.first() {
+        report(
+            con,
+            first,
+            &params,
+            "agent",
+            &format!("network up on {iface}"),
+        );
+    }
     let server = fetch_root(con, &params);
+    report(con, &server, &params, "root", "root filesystem in RAM");
     write_node_files(con, &params, &iface, &server);
-    switch_root(con)
+    report(
+        con,
+        &server,
+        &params,
+        "ready",
+        "switching to the image's init",
+    );
+    let Err(reason) = switch_root(con);
+    report(con, &server, &params, "failed", &reason);
+    Err(reason)
+}
+
+/// How long a boot event may take to deliver, per step.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Reports a boot step to drover's timeline for this node. Best effort: a lost event is
+/// noted on the console and never stops the boot.
+fn report(con: &mut Console, server: &ServerUrl, p: &BootParams, stage: &str, detail: &str) {
+    let body = serde_json::json!({ "stage": stage, "detail": detail }).to_string();
+    let path = format!("{}/boot/{}/events", server.prefix, p.mac);
+    match http::post_json(server, &path, &body, EVENT_TIMEOUT) {
+        Ok(204) => {}
+        Ok(status) => con.say(format_args!(
+            "boot event {stage}: {server} answered {status}"
+        )),
+        Err(e) => con.say(format_args!("boot event {stage}: {server}: {e}")),
+    }
 }
 
 fn mount_api_filesystems(con: &mut Console) {

@@ -2,8 +2,9 @@
 //! image files with Range support and streaming (`/images/{name}/{file}`), the embedded iPXE
 //! binaries (`/firmware/{name}`) and a health check.
 //!
-//! `ipxe` and `range` are pure (no I/O); `serve` is the axum shell. Not here yet: the admin
-//! API, the web page, authentication, metrics (they come with the API issue).
+//! `ipxe` and `range` are pure (no I/O); `serve` is the axum shell. The admin API, the web
+//! page and authentication live in `crate::api` and `crate::auth`; `serve` merges them into
+//! the same listener.
 
 pub mod ipxe;
 pub mod range;

@@ -1,4 +1,5 @@
-//! The axum shell of the HTTP server: routes, file streaming, and the store view it reads.
+//! The axum shell of the HTTP server: the boot-path routes, file streaming, and the store view
+//! they read; the admin API and page (`crate::api`) are merged into the same router.
 //!
 //! Requests never buffer whole files: a file is opened, seeked to the requested range and
 //! streamed in chunks. The store is read through the shared in-memory [`View`], with the lock
@@ -6,7 +7,7 @@
 
 use super::{ipxe, range};
 use crate::image::Blobs;
-use crate::store::model::{ImageFile, Mac};
+use crate::store::model::{BootStage, ImageFile, Mac};
 use crate::store::View;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -32,16 +33,31 @@ pub struct Shared {
     pub blobs: Blobs,
     /// The port the server listens on, for URLs when the Host header is missing.
     pub port: u16,
+    /// The admin API and web page; `None` serves the boot path only.
+    pub api: Option<Arc<crate::api::Api>>,
 }
 
-/// The boot-path routes.
+/// The boot-path routes (unauthenticated, as iPXE needs), plus the API and page when
+/// `shared.api` is set.
 pub fn router(shared: Shared) -> Router {
-    Router::new()
+    let api = shared.api.clone();
+    let boot = Router::new()
         .route("/boot/{mac}", get(boot_script))
+        .route("/boot/{mac}/events", axum::routing::post(agent_event))
         .route("/images/{name}/{file}", get(image_file))
         .route("/firmware/{name}", get(firmware))
         .route("/health", get(|| async { "ok\n" }))
-        .with_state(shared)
+        .with_state(shared);
+    match api {
+        Some(api) => {
+            boot.merge(crate::api::router(api.clone()))
+                .layer(axum::middleware::from_fn_with_state(
+                    api,
+                    crate::api::metrics::count,
+                ))
+        }
+        None => boot,
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` fires.
@@ -50,7 +66,9 @@ pub async fn run(
     shared: Shared,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(shared))
+    // Connection info gives the API the client address (failed-login limits).
+    let app = router(shared).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
@@ -90,6 +108,7 @@ async fn boot_script(
             format!("#!ipxe\necho drover: {mac:?} is not a MAC address\n"),
         );
     };
+    let mut boot_event = None;
     let script = {
         // Render under the read lock; nothing here awaits.
         let view = match s.view.read() {
@@ -110,6 +129,7 @@ async fn boot_script(
             Some(node) => match view.image_of(node) {
                 Some(image) => {
                     tracing::info!(node = %node.name, image = %image.name, "boot script");
+                    boot_event = Some((node.name.clone(), format!("image {}", image.name)));
                     ipxe::boot_script(node, image, std::slice::from_ref(&server))
                 }
                 None => ipxe::waiting_script(
@@ -123,6 +143,9 @@ async fn boot_script(
             },
         }
     };
+    if let (Some(api), Some((node, detail))) = (&s.api, boot_event) {
+        api.record_boot_event(node, BootStage::Script, "http", detail);
+    }
     text(StatusCode::OK, script)
 }
 
@@ -130,20 +153,44 @@ async fn image_file(
     State(s): State<Shared>,
     Path((name, file)): Path<(String, String)>,
     headers: HeaderMap,
+    extensions: axum::http::Extensions,
 ) -> Response {
-    let found: Option<ImageFile> = {
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    // A download from the start is a boot step of the node at the client's address.
+    let from_start = range.is_none_or(|r| r.trim().starts_with("bytes=0-"));
+    let client = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let (found, node): (Option<ImageFile>, Option<String>) = {
         let view = match s.view.read() {
             Ok(v) => v,
             Err(poisoned) => poisoned.into_inner(),
         };
-        view.images.get(&name).and_then(|img| match file.as_str() {
+        let found = view.images.get(&name).and_then(|img| match file.as_str() {
             "kernel" => Some(img.kernel.clone()),
             "initrd" => img.initrd.clone(),
             "initramfs" => img.initramfs.clone(),
             "rootfs.tar" => img.rootfs.clone(),
             _ => None,
-        })
+        });
+        let node = match client {
+            Some(std::net::IpAddr::V4(ip)) if found.is_some() && from_start => view
+                .node_by_ip(ip)
+                .or_else(|| view.leases.get(&ip).and_then(|l| view.node_by_mac(l.mac)))
+                .map(|n| n.name.clone()),
+            _ => None,
+        };
+        (found, node)
     };
+    let stage = match file.as_str() {
+        "kernel" => Some(BootStage::Kernel),
+        "initrd" | "initramfs" => Some(BootStage::Initrd),
+        "rootfs.tar" => Some(BootStage::Rootfs),
+        _ => None,
+    };
+    if let (Some(api), Some(node), Some(stage)) = (&s.api, node, stage) {
+        api.record_boot_event(node, stage, "http", format!("{name}/{file}"));
+    }
     let Some(found) = found else {
         return text(
             StatusCode::NOT_FOUND,
@@ -156,11 +203,63 @@ async fn image_file(
             "corrupt image record\n".into(),
         );
     };
-    send_file(
-        &path,
-        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
-    )
-    .await
+    send_file(&path, range).await
+}
+
+/// Largest agent event body.
+const MAX_EVENT_BODY: usize = 1024;
+
+/// `POST /boot/{mac}/events` from drover's agent: `{"stage": "agent"|"root"|"ready"|"failed",
+/// "detail": TEXT}`. Unauthenticated like the rest of the boot path (the agent has no
+/// credentials); it only appends to a known node's capped timeline.
+async fn agent_event(
+    State(s): State<Shared>,
+    Path(mac): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(api) = &s.api else {
+        return text(StatusCode::NOT_FOUND, "boot events are off\n".into());
+    };
+    let Ok(mac) = mac.parse::<Mac>() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("{mac:?} is not a MAC address\n"),
+        );
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct AgentEvent {
+        stage: BootStage,
+        #[serde(default)]
+        detail: String,
+    }
+    if body.len() > MAX_EVENT_BODY {
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "event too large\n".into());
+    }
+    let event: AgentEvent = match serde_json::from_slice(&body) {
+        Ok(e) => e,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad event: {e}\n")),
+    };
+    if !matches!(
+        event.stage,
+        BootStage::Agent | BootStage::Root | BootStage::Ready | BootStage::Failed
+    ) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "stage must be agent, root, ready or failed\n".into(),
+        );
+    }
+    // From the store rather than the view: a node added a moment ago is known at once.
+    let node = match api.node_for_mac(mac).await {
+        Ok(node) => node,
+        Err(e) => return e.into_response(),
+    };
+    let Some(node) = node else {
+        return text(StatusCode::NOT_FOUND, format!("no node has MAC {mac}\n"));
+    };
+    tracing::info!(node = %node, stage = event.stage.name(), detail = %event.detail, "boot event");
+    api.record_boot_event(node, event.stage, "agent", event.detail);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn send_file(path: &std::path::Path, range: Option<&str>) -> Response {

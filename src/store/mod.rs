@@ -34,7 +34,7 @@ pub use view::View;
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
-use model::{Group, Image, Lease, Network, Node, Setting};
+use model::{ApiToken, BootLog, Group, Image, Lease, Network, Node, Setting, User};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -58,16 +58,22 @@ pub enum Table {
     Images,
     Leases,
     Settings,
+    Users,
+    Tokens,
+    Boots,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 9] = [
         Table::Nodes,
         Table::Groups,
         Table::Networks,
         Table::Images,
         Table::Leases,
         Table::Settings,
+        Table::Users,
+        Table::Tokens,
+        Table::Boots,
     ];
 
     pub fn from_name(name: &str) -> Option<Table> {
@@ -82,6 +88,9 @@ impl Table {
             Table::Images => "images",
             Table::Leases => "leases",
             Table::Settings => "settings",
+            Table::Users => "users",
+            Table::Tokens => "tokens",
+            Table::Boots => "boots",
         }
     }
 }
@@ -124,7 +133,17 @@ macro_rules! keyed_by_name {
     )*};
 }
 
-keyed_by_name!(Group => Table::Groups, Network => Table::Networks, Image => Table::Images, Setting => Table::Settings);
+keyed_by_name!(Group => Table::Groups, Network => Table::Networks, Image => Table::Images, Setting => Table::Settings, User => Table::Users, BootLog => Table::Boots);
+
+impl Record for ApiToken {
+    const TABLE: Table = Table::Tokens;
+    fn key(&self) -> String {
+        self.name.clone()
+    }
+    fn unique_keys(&self) -> Vec<String> {
+        vec![format!("token/{}", self.hash)]
+    }
+}
 
 impl Record for Lease {
     const TABLE: Table = Table::Leases;

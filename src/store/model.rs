@@ -218,6 +218,19 @@ pub struct Image {
     pub initramfs: Option<ImageFile>,
 }
 
+impl Image {
+    /// How the image boots: "ram-root", "kernel+initrd" or "kernel".
+    pub fn boot_kind(&self) -> &'static str {
+        if self.rootfs.is_some() {
+            "ram-root"
+        } else if self.initrd.is_some() {
+            "kernel+initrd"
+        } else {
+            "kernel"
+        }
+    }
+}
+
 /// Where a DHCP request came through, when it was relayed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct RelayInfo {
@@ -268,6 +281,108 @@ impl Lease {
 pub struct Setting {
     pub name: String,
     pub value: serde_json::Value,
+}
+
+/// A step of a node's boot, reported by drover's HTTP server (what the node fetched) or by
+/// the agent in its initramfs (what it did).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootStage {
+    /// iPXE fetched the node's boot script (a new boot starts here).
+    Script,
+    Kernel,
+    /// The image's initrd or drover's initramfs.
+    Initrd,
+    /// The root filesystem tarball (RAM root).
+    Rootfs,
+    /// drover's agent runs and has its network up.
+    Agent,
+    /// The root filesystem is in place.
+    Root,
+    /// The agent hands over to the image's init.
+    Ready,
+    Failed,
+}
+
+impl BootStage {
+    pub const ALL: [BootStage; 8] = [
+        BootStage::Script,
+        BootStage::Kernel,
+        BootStage::Initrd,
+        BootStage::Rootfs,
+        BootStage::Agent,
+        BootStage::Root,
+        BootStage::Ready,
+        BootStage::Failed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BootStage::Script => "script",
+            BootStage::Kernel => "kernel",
+            BootStage::Initrd => "initrd",
+            BootStage::Rootfs => "rootfs",
+            BootStage::Agent => "agent",
+            BootStage::Root => "root",
+            BootStage::Ready => "ready",
+            BootStage::Failed => "failed",
+        }
+    }
+}
+
+/// One event of a node's boot timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootEvent {
+    /// Unix milliseconds, by the clock of the member that recorded it.
+    pub at_ms: u64,
+    pub stage: BootStage,
+    /// Who reported it: `http` or `agent`.
+    pub source: String,
+    pub detail: String,
+}
+
+/// The recent boot events of one node (keyed by node name), oldest first, capped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootLog {
+    pub name: String,
+    pub events: Vec<BootEvent>,
+}
+
+/// A user of the web page and API. Only the argon2 hash of the password is kept (PHC string
+/// format); `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub name: String,
+    pub password_hash: String,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("password_hash", &"<redacted>")
+            .finish()
+    }
+}
+
+/// An API token for scripts. The token itself is shown once, when it is made; the store keeps
+/// only its BLAKE3 hash (tokens are 256 random bits, so a fast hash is enough).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub name: String,
+    /// Hex BLAKE3 of the token.
+    pub hash: String,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiToken")
+            .field("name", &self.name)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]

@@ -244,6 +244,9 @@ impl Writer<'_, '_> {
             Table::Images => self.merge_typed::<model::Image>(row),
             Table::Leases => self.merge_typed::<model::Lease>(row),
             Table::Settings => self.merge_typed::<model::Setting>(row),
+            Table::Users => self.merge_typed::<model::User>(row),
+            Table::Tokens => self.merge_typed::<model::ApiToken>(row),
+            Table::Boots => self.merge_typed::<model::BootLog>(row),
         }
     }
 

@@ -88,7 +88,8 @@ impl View {
                     self.set_lease(ip, lease);
                 }
             }
-            Table::Settings => {}
+            // Not needed by the servers' hot paths; read from the store where used.
+            Table::Settings | Table::Users | Table::Tokens | Table::Boots => {}
         }
         Ok(())
     }

@@ -1,0 +1,380 @@
+// drover's page: a thin client of /api/v1. Plain JavaScript, no framework, no build step.
+// The session cookie is HttpOnly; the CSRF token the login returns is kept in memory and sent
+// as X-CSRF-Token on every change. Live updates come from /api/v1/events (server-sent events).
+'use strict';
+
+const API = '/api/v1';
+const PAGE = 100;
+let csrf = null;
+let view = 'overview';
+let nodeOffset = 0;
+let events = null;
+
+const $ = (sel) => document.querySelector(sel);
+
+function show(el, on) { el.hidden = !on; }
+
+function message(text, kind) {
+  const m = $('#message');
+  m.textContent = text;
+  m.className = kind || '';
+  show(m, !!text);
+}
+
+function cell(text) {
+  const td = document.createElement('td');
+  td.textContent = text === null || text === undefined ? '-' : String(text);
+  return td;
+}
+
+function button(label, onclick) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.textContent = label;
+  b.addEventListener('click', onclick);
+  return b;
+}
+
+async function api(method, path, body, contentType) {
+  const headers = {};
+  if (csrf && method !== 'GET') headers['X-CSRF-Token'] = csrf;
+  let payload;
+  if (body !== undefined) {
+    headers['Content-Type'] = contentType || 'application/json';
+    payload = contentType ? body : JSON.stringify(body);
+  }
+  const resp = await fetch(API + path, { method, headers, body: payload, credentials: 'same-origin' });
+  if (resp.status === 401 && path !== '/login') {
+    loggedOut();
+    throw new Error('logged out');
+  }
+  const text = await resp.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!resp.ok) {
+    const err = new Error(data && data.error ? data.error : resp.statusText);
+    err.field = data && data.field;
+    throw err;
+  }
+  return data;
+}
+
+// Shows an API error, marking the form field it names.
+function fail(err, form) {
+  if (err.message === 'logged out') return;
+  message(err.message);
+  if (form && err.field && form.elements[err.field]) {
+    form.elements[err.field].classList.add('bad');
+    form.elements[err.field].focus();
+  }
+}
+
+function clearBad(form) {
+  for (const el of form.elements) el.classList.remove('bad');
+}
+
+function formValues(form) {
+  const out = {};
+  for (const el of form.elements) {
+    if (el.name) out[el.name] = el.value.trim() === '' ? null : el.value.trim();
+  }
+  return out;
+}
+
+// A form that adds a record (POST path), or, after the returned `edit(record)`, changes one
+// (PATCH path/name; the name is fixed and empty fields clear their value).
+function recordForm({ form, submit, cancel, path, kind, fields, reload }) {
+  let editing = null;
+  const stop = () => {
+    editing = null;
+    form.reset();
+    form.elements.name.disabled = false;
+    submit.textContent = 'Add ' + kind;
+    show(cancel, false);
+  };
+  cancel.addEventListener('click', stop);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    clearBad(form);
+    const v = formValues(form);
+    try {
+      if (editing) {
+        const name = editing;
+        delete v.name;
+        await api('PATCH', `${path}/${encodeURIComponent(name)}`, v);
+        message(`saved ${kind} ${name}`, 'info');
+      } else {
+        await api('POST', path, v);
+        message(`added ${kind} ${v.name}`, 'info');
+      }
+      stop();
+      await reload();
+    } catch (err) { fail(err, form); }
+  });
+  return (record) => {
+    editing = record.name;
+    for (const k of fields) form.elements[k].value = record[k] || '';
+    form.elements.name.disabled = true;
+    submit.textContent = 'Save ' + record.name;
+    show(cancel, true);
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Login
+
+function loggedOut() {
+  csrf = null;
+  if (events) { events.close(); events = null; }
+  show($('#login'), true);
+  show($('#nav'), false);
+  show($('#who'), false);
+  for (const v of document.querySelectorAll('.view')) show(v, false);
+  $('#login-password').focus();
+}
+
+function loggedIn(session) {
+  csrf = session.csrf;
+  $('#user').textContent = session.user;
+  show($('#login'), false);
+  show($('#nav'), true);
+  show($('#who'), true);
+  listen();
+  select(view);
+}
+
+$('#login-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  try {
+    const s = await api('POST', '/login', { user: $('#login-user').value, password: $('#login-password').value });
+    $('#login-password').value = '';
+    message('');
+    loggedIn(s);
+  } catch (err) { fail(err); }
+});
+
+$('#logout').addEventListener('click', async () => {
+  try { await api('POST', '/logout'); } catch (err) { /* logged out either way */ }
+  loggedOut();
+});
+
+// ---------------------------------------------------------------------------------------------
+// Views
+
+const loaders = {
+  overview: loadOverview,
+  nodes: loadNodes,
+  leases: loadLeases,
+  images: loadImages,
+  networks: loadNetworks,
+};
+
+function select(name) {
+  view = name;
+  for (const b of document.querySelectorAll('#nav button')) b.classList.toggle('active', b.dataset.view === name);
+  for (const v of document.querySelectorAll('.view')) show(v, v.id === 'view-' + name);
+  refresh();
+}
+
+for (const b of document.querySelectorAll('#nav button')) b.addEventListener('click', () => select(b.dataset.view));
+
+async function refresh() {
+  try {
+    await loaders[view]();
+    if (view === 'nodes' && timelineNode) await showTimeline(timelineNode);
+  } catch (err) { fail(err); }
+}
+
+function fill(table, rows) {
+  const body = $(table + ' tbody');
+  body.replaceChildren(...rows);
+}
+
+async function loadOverview() {
+  const h = await api('GET', '/health');
+  fill('#services', h.services.map((s) => {
+    const tr = document.createElement('tr');
+    const state = cell(s.enabled ? 'running' : 'off');
+    state.className = s.enabled ? 'state-on' : 'state-off';
+    tr.append(cell(s.name), state, cell(s.detail));
+    return tr;
+  }));
+  const dl = $('#counts');
+  dl.replaceChildren();
+  const add = (k, v) => {
+    const dt = document.createElement('dt'); dt.textContent = k;
+    const dd = document.createElement('dd'); dd.textContent = v;
+    dl.append(dt, dd);
+  };
+  add('nodes', h.counts.nodes);
+  add('active leases', h.counts.leases_active);
+  add('images', h.counts.images);
+  add('networks', h.counts.networks);
+  add('groups', h.counts.groups);
+  add('version', h.version);
+  add('up for', h.uptime_secs + ' s');
+  performance.mark('drover:overview'); // for bench/web-page.sh
+}
+
+async function loadNodes() {
+  const q = $('#node-filter').value.trim();
+  const params = new URLSearchParams({ limit: PAGE, offset: nodeOffset });
+  if (q) params.set('q', q);
+  const list = await api('GET', '/nodes?' + params);
+  $('#node-count').textContent = `(${list.total} node${list.total === 1 ? '' : 's'})`;
+  const last = Math.min(list.offset + list.items.length, list.total);
+  $('#nodes-page').textContent = list.total ? `${list.offset + 1}\u2013${last} of ${list.total}` : '';
+  $('#nodes-prev').disabled = list.offset === 0;
+  $('#nodes-next').disabled = last >= list.total;
+  fill('#nodes', list.items.map((n) => {
+    const tr = document.createElement('tr');
+    tr.dataset.name = n.name;
+    const lease = n.lease ? `${n.lease.ip} (${n.lease.state})` : null;
+    const state = cell(n.state);
+    state.className = 'node-' + n.state;
+    if (n.last_event) state.title = `last: ${n.last_event.stage} ${n.last_event.detail}`;
+    const actions = document.createElement('td');
+    actions.append(button('Timeline', () => showTimeline(n.name)), ' ', button('Edit', () => editNode(n)), ' ',
+      button('Remove', () => removeNode(n.name)));
+    tr.append(cell(n.name), state, cell(n.mac), cell(n.ip), cell(n.image), cell(n.group), cell(lease), actions);
+    return tr;
+  }));
+  performance.mark('drover:nodes'); // for bench/web-page.sh
+}
+
+let timelineNode = null;
+
+async function showTimeline(name) {
+  timelineNode = name;
+  try {
+    const t = await api('GET', '/nodes/' + encodeURIComponent(name) + '/events');
+    $('#timeline-node').textContent = t.node;
+    $('#timeline-state').textContent = t.state;
+    $('#timeline-state').className = 'node-' + t.state;
+    const first = t.last_boot.length ? t.last_boot[0].at_ms : 0;
+    fill('#timeline-events', t.last_boot.map((e) => {
+      const tr = document.createElement('tr');
+      tr.dataset.stage = e.stage;
+      tr.append(cell(new Date(e.at_ms).toISOString().replace('T', ' ').replace('Z', '')),
+        cell(((e.at_ms - first) / 1000).toFixed(1)), cell(e.stage), cell(e.source), cell(e.detail));
+      return tr;
+    }));
+    show($('#timeline'), true);
+  } catch (err) { fail(err); }
+}
+
+$('#timeline-close').addEventListener('click', () => { timelineNode = null; show($('#timeline'), false); });
+
+const editNode = recordForm({
+  form: $('#node-form'), submit: $('#node-submit'), cancel: $('#node-cancel'),
+  path: '/nodes', kind: 'node', fields: ['name', 'mac', 'ip', 'image', 'group'], reload: () => loadNodes(),
+});
+
+async function removeNode(name) {
+  if (!confirm(`Remove node ${name}?`)) return;
+  try {
+    await api('DELETE', '/nodes/' + encodeURIComponent(name));
+    message(`removed node ${name}`, 'info');
+    await loadNodes();
+  } catch (err) { fail(err); }
+}
+
+$('#csv-import').addEventListener('click', async () => {
+  const file = $('#csv-file').files[0];
+  if (!file) { message('choose a CSV file first (header: name,mac,ip,image,group)'); return; }
+  try {
+    const r = await api('POST', '/nodes/import', await file.text(), 'text/csv');
+    message(`imported ${r.imported} nodes from ${file.name}`, 'info');
+    $('#csv-file').value = '';
+    await loadNodes();
+  } catch (err) { fail(err); }
+});
+
+let filterTimer = null;
+$('#node-filter').addEventListener('input', () => {
+  clearTimeout(filterTimer);
+  filterTimer = setTimeout(() => { nodeOffset = 0; refresh(); }, 200);
+});
+$('#nodes-prev').addEventListener('click', () => { nodeOffset = Math.max(0, nodeOffset - PAGE); refresh(); });
+$('#nodes-next').addEventListener('click', () => { nodeOffset += PAGE; refresh(); });
+
+function ago(unix) {
+  const s = unix - Math.floor(Date.now() / 1000);
+  return s > 0 ? `in ${s} s` : `${-s} s ago`;
+}
+
+async function loadLeases() {
+  const list = await api('GET', '/leases?limit=1000');
+  fill('#leases', list.items.map((l) => {
+    const tr = document.createElement('tr');
+    tr.append(cell(l.ip), cell(l.mac), cell(l.node), cell(l.status), cell(ago(l.expires)), cell(l.hostname), cell(l.network));
+    return tr;
+  }));
+}
+
+async function loadImages() {
+  const list = await api('GET', '/images?limit=1000');
+  fill('#images', list.items.map((i) => {
+    const tr = document.createElement('tr');
+    const actions = document.createElement('td');
+    actions.append(
+      button('Edit command line', async () => {
+        const cmdline = prompt(`Kernel command line of ${i.name}`, i.cmdline);
+        if (cmdline === null) return;
+        try { await api('PATCH', '/images/' + encodeURIComponent(i.name), { cmdline }); await loadImages(); } catch (err) { fail(err); }
+      }),
+      ' ',
+      button('Remove', async () => {
+        if (!confirm(`Remove image ${i.name}?`)) return;
+        try { await api('DELETE', '/images/' + encodeURIComponent(i.name)); await loadImages(); } catch (err) { fail(err); }
+      }),
+    );
+    tr.append(cell(i.name), cell(i.boot), cell(`${i.kernel.size} bytes`), cell(i.cmdline), cell(i.nodes), actions);
+    return tr;
+  }));
+}
+
+async function loadNetworks() {
+  const list = await api('GET', '/networks?limit=1000');
+  fill('#networks', list.items.map((n) => {
+    const tr = document.createElement('tr');
+    const actions = document.createElement('td');
+    actions.append(button('Edit', () => editNetwork(n)), ' ', button('Remove', async () => {
+      if (!confirm(`Remove network ${n.name}?`)) return;
+      try { await api('DELETE', '/networks/' + encodeURIComponent(n.name)); await loadNetworks(); } catch (err) { fail(err); }
+    }));
+    tr.append(cell(n.name), cell(n.subnet), cell(n.range), cell(n.gateway), cell(n.domain), actions);
+    return tr;
+  }));
+}
+
+const editNetwork = recordForm({
+  form: $('#network-form'), submit: $('#network-submit'), cancel: $('#network-cancel'),
+  path: '/networks', kind: 'network', fields: ['name', 'subnet', 'range', 'gateway', 'domain'],
+  reload: () => loadNetworks(),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Live updates: any change to the store refreshes the view on screen (at most every 300 ms).
+
+let pending = null;
+function listen() {
+  if (events) return;
+  events = new EventSource(API + '/events');
+  events.addEventListener('open', () => $('#live').classList.add('on'));
+  events.addEventListener('error', () => $('#live').classList.remove('on'));
+  events.addEventListener('change', () => {
+    if (pending) return;
+    pending = setTimeout(() => { pending = null; refresh(); }, 300);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start: logged in already (the cookie survives reloads)?
+
+(async () => {
+  try {
+    loggedIn(await api('GET', '/session'));
+  } catch (err) {
+    loggedOut();
+  }
+})();

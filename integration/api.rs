@@ -1,0 +1,856 @@
+//! The HTTP API through the real binary: logins, tokens and CSRF refused where they must be,
+//! every endpoint's error on bad input naming the field, the OpenAPI document true to what is
+//! served, failed logins limited, and the event stream.
+
+mod common;
+
+use common::api::{cli_stdin, ApiServer, Reply, PASSWORD};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const JSON: (&str, &str) = ("Content-Type", "application/json");
+
+/// A bad request: method, path, body, expected status, expected `field`.
+type Case = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    u16,
+    Option<&'static str>,
+);
+
+/// Every (method, path) of the OpenAPI document, with `{name}` left in.
+fn documented() -> Vec<(String, String, bool)> {
+    let doc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::repo_root().join("assets/openapi.json")).unwrap(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            if method == "parameters" {
+                continue;
+            }
+            let public = op["security"].as_array().is_some_and(|s| s.is_empty());
+            out.push((method.to_uppercase(), path.clone(), public));
+        }
+    }
+    out
+}
+
+fn send(
+    s: &ApiServer,
+    method: &str,
+    path: &str,
+    auth: &[(&str, &str)],
+    body: Option<&str>,
+) -> Reply {
+    let mut headers = auth.to_vec();
+    if body.is_some() {
+        headers.push(JSON);
+    }
+    s.request(method, path, &headers, body)
+}
+
+#[test]
+fn unauthenticated_and_wrong_credentials_are_refused_everywhere_but_the_boot_path() {
+    let s = ApiServer::start();
+    let ops = documented();
+    assert!(
+        ops.len() > 25,
+        "the document lists {} operations",
+        ops.len()
+    );
+    let bad_auth: &[&[(&str, &str)]] = &[
+        &[],
+        &[(
+            "Authorization",
+            "Bearer drv_0000000000000000000000000000000000000000000000000000000000000000",
+        )],
+        &[("Authorization", "Basic YWRtaW46YWRtaW4=")],
+        &[("Cookie", "drover_session=forged")],
+    ];
+    for (method, path, public) in &ops {
+        if *public {
+            continue;
+        }
+        let path = path.replace("{name}", "n1");
+        for auth in bad_auth {
+            let r = send(&s, method, &path, auth, Some("{}"));
+            assert_eq!(r.status, 401, "{method} {path} with {auth:?}: {}", r.body);
+            assert!(r.json()["error"].is_string(), "{method} {path}: JSON error");
+        }
+    }
+    // The metrics-free boot path and the page's static files stay open.
+    for path in [
+        "/health",
+        "/boot/52:54:00:00:00:01",
+        "/",
+        "/ui/app.js",
+        "/ui/style.css",
+    ] {
+        let r = s.request("GET", path, &[], None);
+        assert_eq!(r.status, 200, "GET {path}");
+    }
+    let page = s.request("GET", "/", &[], None);
+    assert!(page
+        .header("content-security-policy")
+        .is_some_and(|v| v.contains("frame-ancestors 'none'")));
+    // A revoked token stops working.
+    let token = s.token("ci");
+    let bearer = format!("Bearer {token}");
+    let r = s.request("GET", "/api/v1/nodes", &[("Authorization", &bearer)], None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    s.d.cli_ok(&["token", "rm", "ci"]);
+    let r = s.request("GET", "/api/v1/nodes", &[("Authorization", &bearer)], None);
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn cookie_sessions_need_the_csrf_header_to_change_anything() {
+    let s = ApiServer::start();
+    let (cookie, csrf) = s.login();
+    let c = ("Cookie", cookie.as_str());
+    let node = r#"{"name":"n1","mac":"52:54:00:00:00:01"}"#;
+    // Reads need no CSRF header.
+    assert_eq!(send(&s, "GET", "/api/v1/nodes", &[c], None).status, 200);
+    // A cross-site form post: no header, and a form content type.
+    let r = s.request(
+        "POST",
+        "/api/v1/nodes",
+        &[c, ("Content-Type", "application/x-www-form-urlencoded")],
+        Some("name=n1&mac=52:54:00:00:00:01"),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = send(&s, "POST", "/api/v1/nodes", &[c], Some(node));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.json()["error"].as_str().unwrap().contains("X-CSRF-Token"));
+    let r = send(
+        &s,
+        "POST",
+        "/api/v1/nodes",
+        &[c, ("X-CSRF-Token", "0123")],
+        Some(node),
+    );
+    assert_eq!(r.status, 403);
+    let r = send(&s, "DELETE", "/api/v1/nodes/n1", &[c], None);
+    assert_eq!(r.status, 403);
+    let r = send(&s, "POST", "/api/v1/logout", &[c], None);
+    assert_eq!(r.status, 403, "logout is a change too");
+    assert!(
+        !s.d.cli_ok(&["node", "list"]).contains("n1"),
+        "nothing may have changed"
+    );
+    // With the header it works, and the change is visible to the CLI.
+    let x = ("X-CSRF-Token", csrf.as_str());
+    let r = send(&s, "POST", "/api/v1/nodes", &[c, x], Some(node));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(s.d.cli_ok(&["node", "list"]).contains("n1"));
+    // A form-encoded login (what a cross-site form could send) is refused.
+    let r = s.request(
+        "POST",
+        "/api/v1/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Some(&format!("user=admin&password={PASSWORD}")),
+    );
+    assert_eq!(r.status, 415);
+    // The cookie is HttpOnly and SameSite=Strict; logout ends the session.
+    let login = s.request(
+        "POST",
+        "/api/v1/login",
+        &[JSON],
+        Some(&format!(r#"{{"user":"admin","password":"{PASSWORD}"}}"#)),
+    );
+    let set = login.header("set-cookie").unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    assert_eq!(
+        send(&s, "POST", "/api/v1/logout", &[c, x], None).status,
+        204
+    );
+    assert_eq!(send(&s, "GET", "/api/v1/nodes", &[c], None).status, 401);
+}
+
+#[test]
+fn failed_logins_are_rate_limited_and_passwd_changes_the_password() {
+    let s = ApiServer::start();
+    let login = |user: &str, pw: &str| {
+        s.request(
+            "POST",
+            "/api/v1/login",
+            &[JSON],
+            Some(&format!(r#"{{"user":"{user}","password":"{pw}"}}"#)),
+        )
+    };
+    assert_eq!(login("admin", PASSWORD).status, 200);
+    for i in 0..5 {
+        let r = login("admin", "wrong password");
+        assert_eq!(r.status, 401, "attempt {i}: {}", r.body);
+        assert_eq!(r.json()["error"], "wrong user or password");
+    }
+    let r = login("nobody", "wrong password");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+    let r = login("admin", PASSWORD);
+    assert_eq!(r.status, 429, "even the right password waits while limited");
+
+    // `drover admin passwd` sets a new password (at least 8 characters).
+    let (ok, _, err) = cli_stdin(&s.d, &["admin", "passwd"], "short\n");
+    assert!(!ok && err.contains("too short"), "{err}");
+    let (ok, out, err) = cli_stdin(&s.d, &["admin", "passwd", "ops"], "another password\n");
+    assert!(ok, "{out}{err}");
+    // Another client address is not limited: log in from 127.0.0.2.
+    let r = {
+        use std::io::{Read, Write};
+        let body = r#"{"user":"ops","password":"another password"}"#;
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let from: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
+        sock.bind(&from.into()).unwrap();
+        let to: std::net::SocketAddr = format!("127.0.0.1:{}", s.port).parse().unwrap();
+        sock.connect(&to.into()).unwrap();
+        let mut sock: std::net::TcpStream = sock.into();
+        write!(
+            sock,
+            "POST /api/v1/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        sock.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+}
+
+#[test]
+fn every_endpoint_names_the_bad_field() {
+    let s = ApiServer::start();
+    let token = s.token("ci");
+    let bearer = format!("Bearer {token}");
+    let t = [("Authorization", bearer.as_str())];
+    let ok = |method: &str, path: &str, body: Option<&str>| {
+        let r = send(&s, method, path, &t, body);
+        assert!(r.status < 300, "{method} {path}: {} {}", r.status, r.body);
+        r
+    };
+    ok(
+        "POST",
+        "/api/v1/networks",
+        Some(r#"{"name":"lab","subnet":"198.18.0.0/24","range":"198.18.0.100-198.18.0.199"}"#),
+    );
+    ok(
+        "POST",
+        "/api/v1/nodes",
+        Some(r#"{"name":"n1","mac":"52:54:00:00:00:01","ip":"198.18.0.11"}"#),
+    );
+    ok(
+        "PUT",
+        "/api/v1/settings/motd",
+        Some(r#"{"value":{"text":"hello"}}"#),
+    );
+    let cases: &[Case] = &[
+        // nodes
+        ("GET", "/api/v1/nodes?limit=x", None, 400, Some("limit")),
+        ("GET", "/api/v1/nodes?limit=5000", None, 400, Some("limit")),
+        ("GET", "/api/v1/nodes?offset=-1", None, 400, Some("offset")),
+        ("GET", "/api/v1/nodes?colour=red", None, 400, Some("colour")),
+        (
+            "POST",
+            "/api/v1/nodes",
+            Some(r#"{"mac":"52:54:00:00:00:02"}"#),
+            400,
+            Some("name"),
+        ),
+        (
+            "POST",
+            "/api/v1/nodes",
+            Some(r#"{"name":"n2"}"#),
+            400,
+            Some("mac"),
+        ),
+        (
+            "POST",
+            "/api/v1/nodes",
+            Some(r#"{"name":"n2","mac":"52:54:00:00:00:0z"}"#),
+            400,
+            Some("mac"),
+        ),
+        (
+            "POST",
+            "/api/v1/nodes",
+            Some(r#"{"name":"n 2","mac":"52:54:00:00:00:02"}"#),
+            400,
+            Some("name"),
+        ),
+        (
+            "POST",
+            "/api/v1/nodes",
+            Some(r#"{"name":"n2","mac":"52:54:00:00:00:02","ip":"300.1.1.1"}"#),
+            400,
+            Some("ip"),
+        ),
+        (
+            "POST",
+            "/api/v1/nodes",
+            Some(r#"{"name":"n2","mac":"52:54:00:00:00:02","ip":"10.9.9.9"}"#),
+            400,
+            Some("ip"),
+        ),
+        (
+            "POST",
+            "/api/v1/nodes",
+            Some(r#"{"name":"n2","mac":"52:54:00:00:00:01"}"#),
+            409,
+            Some("mac"),
+        ),
+        (
+            "POST",
+            "/api/v1/nodes",
+            Some(r#"{"name":"n2","mac":"52:54:00:00:00:02","ip":"198.18.0.11"}"#),
+            409,
+            Some("ip"),
+        ),
+        (
+            "POST",
+            "/api/v1/nodes",
+            Some(r#"{"name":"n1","mac":"52:54:00:00:00:02"}"#),
+            409,
+            Some("name"),
+        ),
+        (
+            "POST",
+            "/api/v1/nodes",
+            Some(r#"{"name":"n2","mac":"52:54:00:00:00:02","image":"nope"}"#),
+            400,
+            Some("image"),
+        ),
+        (
+            "POST",
+            "/api/v1/nodes",
+            Some(r#"{"name":"n2","mac":"52:54:00:00:00:02","colour":"red"}"#),
+            400,
+            Some("colour"),
+        ),
+        ("POST", "/api/v1/nodes", Some(r#"{"name":"n2","#), 400, None),
+        ("POST", "/api/v1/nodes", Some(r#"["n2"]"#), 400, None),
+        (
+            "POST",
+            "/api/v1/nodes/import",
+            Some(r#"{"csv":"name,mac\nx,52:54:00:00:00:zz\n"}"#),
+            400,
+            Some("csv"),
+        ),
+        (
+            "POST",
+            "/api/v1/nodes/import",
+            Some(r#"{"text":""}"#),
+            400,
+            Some("csv"),
+        ),
+        ("GET", "/api/v1/nodes/ghost", None, 404, Some("name")),
+        ("GET", "/api/v1/nodes/ghost/events", None, 404, Some("name")),
+        (
+            "PATCH",
+            "/api/v1/nodes/ghost",
+            Some(r#"{"group":"g"}"#),
+            404,
+            Some("name"),
+        ),
+        (
+            "PATCH",
+            "/api/v1/nodes/n1",
+            Some(r#"{"ip":"1.2.3"}"#),
+            400,
+            Some("ip"),
+        ),
+        (
+            "PATCH",
+            "/api/v1/nodes/n1",
+            Some(r#"{"mac":7}"#),
+            400,
+            Some("mac"),
+        ),
+        (
+            "PATCH",
+            "/api/v1/nodes/n1",
+            Some(r#"{"group":"a b"}"#),
+            400,
+            Some("name"),
+        ),
+        ("DELETE", "/api/v1/nodes/ghost", None, 404, Some("name")),
+        // groups
+        ("GET", "/api/v1/groups?limit=0", None, 400, Some("limit")),
+        ("GET", "/api/v1/groups/ghost", None, 404, Some("name")),
+        (
+            "PUT",
+            "/api/v1/groups/g1",
+            Some(r#"{"image":"nope"}"#),
+            400,
+            Some("image"),
+        ),
+        (
+            "PUT",
+            "/api/v1/groups/g%201",
+            Some(r#"{}"#),
+            400,
+            Some("name"),
+        ),
+        (
+            "PUT",
+            "/api/v1/groups/g1",
+            Some(r#"{"images":"x"}"#),
+            400,
+            Some("images"),
+        ),
+        ("DELETE", "/api/v1/groups/ghost", None, 404, Some("name")),
+        // networks
+        ("GET", "/api/v1/networks?q=x", None, 400, Some("q")),
+        (
+            "POST",
+            "/api/v1/networks",
+            Some(r#"{"name":"x","subnet":"10.0.0.1/8"}"#),
+            400,
+            Some("subnet"),
+        ),
+        (
+            "POST",
+            "/api/v1/networks",
+            Some(r#"{"name":"x","subnet":"10.0.0.0/8","range":"10.0.0.9"}"#),
+            400,
+            Some("range"),
+        ),
+        (
+            "POST",
+            "/api/v1/networks",
+            Some(r#"{"name":"x","subnet":"10.0.0.0/8","range":"10.0.0.9-10.0.0.1"}"#),
+            400,
+            Some("range"),
+        ),
+        (
+            "POST",
+            "/api/v1/networks",
+            Some(r#"{"name":"x","subnet":"10.0.0.0/8","gateway":"11.0.0.1"}"#),
+            400,
+            Some("gateway"),
+        ),
+        (
+            "POST",
+            "/api/v1/networks",
+            Some(r#"{"name":"x","subnet":"10.0.0.0/8","domain":"a..b"}"#),
+            400,
+            Some("domain"),
+        ),
+        (
+            "POST",
+            "/api/v1/networks",
+            Some(r#"{"name":"x","subnet":"198.18.0.0/16"}"#),
+            409,
+            Some("subnet"),
+        ),
+        (
+            "POST",
+            "/api/v1/networks",
+            Some(r#"{"name":"lab","subnet":"10.0.0.0/8"}"#),
+            409,
+            Some("name"),
+        ),
+        ("GET", "/api/v1/networks/ghost", None, 404, Some("name")),
+        (
+            "PATCH",
+            "/api/v1/networks/lab",
+            Some(r#"{"gateway":"10.0.0.1"}"#),
+            400,
+            Some("gateway"),
+        ),
+        (
+            "PATCH",
+            "/api/v1/networks/ghost",
+            Some(r#"{}"#),
+            404,
+            Some("name"),
+        ),
+        ("DELETE", "/api/v1/networks/ghost", None, 404, Some("name")),
+        // images
+        ("GET", "/api/v1/images?offset=x", None, 400, Some("offset")),
+        ("GET", "/api/v1/images/ghost", None, 404, Some("name")),
+        (
+            "PATCH",
+            "/api/v1/images/ghost",
+            Some(r#"{"cmdline":"quiet"}"#),
+            404,
+            Some("name"),
+        ),
+        (
+            "PATCH",
+            "/api/v1/images/ghost",
+            Some(r#"{"cmdline":5}"#),
+            400,
+            Some("cmdline"),
+        ),
+        ("DELETE", "/api/v1/images/ghost", None, 404, Some("name")),
+        // leases
+        (
+            "GET",
+            "/api/v1/leases?state=happy",
+            None,
+            400,
+            Some("state"),
+        ),
+        ("GET", "/api/v1/leases?mac=zz", None, 400, Some("mac")),
+        (
+            "GET",
+            "/api/v1/leases?hostname=a",
+            None,
+            400,
+            Some("hostname"),
+        ),
+        // settings
+        ("GET", "/api/v1/settings?limit=-3", None, 400, Some("limit")),
+        ("GET", "/api/v1/settings/ghost", None, 404, Some("name")),
+        (
+            "PUT",
+            "/api/v1/settings/motd",
+            Some(r#"{}"#),
+            400,
+            Some("value"),
+        ),
+        (
+            "PUT",
+            "/api/v1/settings/a%20b",
+            Some(r#"{"value":1}"#),
+            400,
+            Some("name"),
+        ),
+        ("DELETE", "/api/v1/settings/ghost", None, 404, Some("name")),
+        // tokens
+        ("GET", "/api/v1/tokens?x=1", None, 400, Some("x")),
+        ("POST", "/api/v1/tokens", Some(r#"{}"#), 400, Some("name")),
+        (
+            "POST",
+            "/api/v1/tokens",
+            Some(r#"{"name":"ci"}"#),
+            409,
+            Some("name"),
+        ),
+        ("DELETE", "/api/v1/tokens/ghost", None, 404, Some("name")),
+        // login
+        (
+            "POST",
+            "/api/v1/login",
+            Some(r#"{"user":"admin"}"#),
+            400,
+            Some("password"),
+        ),
+        (
+            "POST",
+            "/api/v1/login",
+            Some(r#"{"password":"x"}"#),
+            400,
+            Some("user"),
+        ),
+        // no such endpoint
+        ("GET", "/api/v1/nothing", None, 404, None),
+    ];
+    let template = |path: &str| {
+        let path = path.split('?').next().unwrap();
+        let segs: Vec<&str> = path.split('/').collect();
+        if segs.len() == 5 && segs[4] != "import" {
+            format!("/api/v1/{}/{{name}}", segs[3])
+        } else if segs.len() == 6 {
+            format!("/api/v1/{}/{{name}}/{}", segs[3], segs[5])
+        } else {
+            path.to_string()
+        }
+    };
+    let mut covered = BTreeSet::new();
+    for (method, path, body, status, field) in cases {
+        let r = send(&s, method, path, &t, *body);
+        assert_eq!(r.status, *status, "{method} {path} {body:?}: {}", r.body);
+        let j = r.json();
+        assert!(
+            j["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{method} {path}: {}",
+            r.body
+        );
+        assert_eq!(
+            j["field"].as_str(),
+            *field,
+            "{method} {path} {body:?}: {}",
+            r.body
+        );
+        covered.insert((method.to_string(), template(path)));
+    }
+    // Every documented operation that takes input has a bad-input case above.
+    let no_input = [
+        "/api/v1/session",
+        "/api/v1/health",
+        "/api/v1/events",
+        "/api/v1/openapi.json",
+        "/api/v1/logout",
+    ];
+    for (method, path, _) in documented() {
+        if no_input.contains(&path.as_str()) {
+            continue;
+        }
+        assert!(
+            covered.contains(&(method.clone(), path.clone())),
+            "no bad-input case for {method} {path}"
+        );
+    }
+    // Nothing above changed the store beyond the three good requests.
+    let nodes = send(&s, "GET", "/api/v1/nodes", &t, None).json();
+    assert_eq!(nodes["total"], 1, "{nodes}");
+}
+
+#[test]
+fn openapi_is_served_and_every_operation_answers() {
+    let s = ApiServer::start();
+    let token = s.token("ci");
+    let bearer = format!("Bearer {token}");
+    let t = [("Authorization", bearer.as_str())];
+    let r = send(&s, "GET", "/api/v1/openapi.json", &t, None);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json(),
+        serde_json::from_str::<serde_json::Value>(
+            &std::fs::read_to_string(common::repo_root().join("assets/openapi.json")).unwrap()
+        )
+        .unwrap()
+    );
+    for (method, path, _) in documented() {
+        let path = path.replace("{name}", "ghost");
+        let r = send(&s, &method, &path, &t, Some("{}"));
+        assert_ne!(
+            r.status, 405,
+            "{method} {path} is documented but not routed"
+        );
+        assert!(
+            !r.body.contains("no such API endpoint"),
+            "{method} {path} is documented but not routed"
+        );
+    }
+}
+
+#[test]
+fn lists_paginate_and_filter_and_events_stream_changes() {
+    let s = ApiServer::start();
+    let token = s.token("ci");
+    let bearer = format!("Bearer {token}");
+    let t = [("Authorization", bearer.as_str())];
+    let mut csv = String::from("name,mac,group\n");
+    for i in 0..250u32 {
+        csv += &format!(
+            "node{i:03},52:54:00:02:{:02x}:{:02x},rack{}\n",
+            i / 256,
+            i % 256,
+            i / 100
+        );
+    }
+    let r = s.request(
+        "POST",
+        "/api/v1/nodes/import",
+        &[t[0], ("Content-Type", "text/csv")],
+        Some(&csv),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["imported"], 250);
+    let page = send(&s, "GET", "/api/v1/nodes?limit=100&offset=200", &t, None).json();
+    assert_eq!(page["total"], 250);
+    assert_eq!(page["items"].as_array().unwrap().len(), 50);
+    assert_eq!(page["items"][0]["name"], "node200");
+    let rack1 = send(&s, "GET", "/api/v1/nodes?group=rack1&limit=1000", &t, None).json();
+    assert_eq!(rack1["total"], 100);
+    let q = send(&s, "GET", "/api/v1/nodes?q=node24", &t, None).json();
+    assert_eq!(q["total"], 10, "{q}");
+    let groups = send(&s, "GET", "/api/v1/groups", &t, None).json();
+    assert_eq!(groups["total"], 3);
+
+    // An event stream sees a change made by the CLI.
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        sock,
+        "GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: {bearer}\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let n = sock.read(&mut buf).unwrap();
+    got.extend_from_slice(&buf[..n]);
+    assert!(String::from_utf8_lossy(&got).contains("text/event-stream"));
+    s.d.cli_ok(&["node", "add", "late", "--mac", "52:54:00:03:00:01"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&got).contains("\"key\":\"late\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no change event: {}",
+            String::from_utf8_lossy(&got)
+        );
+        let n = sock.read(&mut buf).unwrap_or(0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).contains("event: change"));
+    // Revoking the token ends the stream (the chunked body's last chunk arrives).
+    s.d.cli_ok(&["token", "rm", "ci"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !got.ends_with(b"0\r\n\r\n") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream did not end: {}",
+            String::from_utf8_lossy(&got)
+        );
+        let n = sock.read(&mut buf).unwrap_or(0);
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn boot_events_build_a_timeline_that_ends_up() {
+    let s = ApiServer::start();
+    let token = s.token("ci");
+    let bearer = format!("Bearer {token}");
+    let t = [("Authorization", bearer.as_str())];
+    let kernel = s.d.scratch().join("vmlinuz");
+    std::fs::write(&kernel, vec![7u8; 4096]).unwrap();
+    s.d.cli_ok(&["image", "add", "img", "--kernel", kernel.to_str().unwrap()]);
+    let mac = "52:54:00:0e:00:01";
+    s.d.cli_ok(&[
+        "node",
+        "add",
+        "n1",
+        "--mac",
+        mac,
+        "--ip",
+        "127.0.0.1",
+        "--image",
+        "img",
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // iPXE fetches its script (once the server's view has the node), then the kernel.
+    while !s
+        .request("GET", &format!("/boot/{mac}"), &[], None)
+        .body
+        .contains("booting n1")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server never saw node n1"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        s.request("GET", "/images/img/kernel", &[], None).status,
+        200
+    );
+    // A ranged read from the middle is not a new boot step.
+    let r = s.request(
+        "GET",
+        "/images/img/kernel",
+        &[("Range", "bytes=100-")],
+        None,
+    );
+    assert_eq!(r.status, 206);
+    // The agent reports; bad reports are refused.
+    let post = |m: &str, body: &str| {
+        s.request("POST", &format!("/boot/{m}/events"), &[JSON], Some(body))
+            .status
+    };
+    assert_eq!(post(mac, r#"{"stage":"kernel"}"#), 400, "only agent stages");
+    assert_eq!(post(mac, r#"{"stage":"agent","colour":1}"#), 400);
+    assert_eq!(post(mac, "not json"), 400);
+    assert_eq!(post("52:54:00:0e:00:99", r#"{"stage":"agent"}"#), 404);
+    assert_eq!(post("zz", r#"{"stage":"agent"}"#), 400);
+    // Each event is written in the background; wait for one before sending the next so the
+    // order is the order of the boot.
+    let stages = |s: &ApiServer| -> Vec<String> {
+        let tl = send(s, "GET", "/api/v1/nodes/n1/events", &t, None).json();
+        tl["last_boot"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["stage"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let wait_for = |n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while stages(&s).len() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "events: {:?}",
+                stages(&s)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for(2);
+    assert_eq!(
+        post(mac, r#"{"stage":"agent","detail":"network up on eth0"}"#),
+        204
+    );
+    wait_for(3);
+    let state = send(&s, "GET", "/api/v1/nodes/n1", &t, None).json();
+    assert_eq!(state["state"], "booting", "{state}");
+    assert_eq!(post(mac, r#"{"stage":"root"}"#), 204);
+    wait_for(4);
+    assert_eq!(post(mac, r#"{"stage":"ready"}"#), 204);
+    wait_for(5);
+    assert_eq!(stages(&s), ["script", "kernel", "agent", "root", "ready"]);
+    let tl = send(&s, "GET", "/api/v1/nodes/n1/events", &t, None).json();
+    assert_eq!(tl["state"], "up", "{tl}");
+    let list = send(&s, "GET", "/api/v1/nodes", &t, None).json();
+    assert_eq!(list["items"][0]["state"], "up");
+    assert_eq!(list["items"][0]["last_event"]["stage"], "ready");
+    let out = s.d.cli_ok(&["node", "events", "n1"]);
+    assert!(out.starts_with("n1: up"), "{out}");
+    for stage in ["script", "kernel", "agent", "root", "ready"] {
+        assert!(out.contains(stage), "{out}");
+    }
+    assert!(out.contains("network up on eth0"), "{out}");
+    // Metrics, behind the login like the API.
+    assert_eq!(s.request("GET", "/metrics", &[], None).status, 401);
+    let m = send(&s, "GET", "/metrics", &t, None);
+    assert_eq!(m.status, 200);
+    assert!(m
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    for line in [
+        "drover_nodes{state=\"up\"} 1",
+        "drover_boot_events_total{stage=\"ready\"} 1",
+        "drover_boot_events_total{stage=\"kernel\"} 1",
+        "drover_last_boot_seconds_count 1",
+        "drover_images 1",
+        "# TYPE drover_http_requests_total counter",
+        "drover_http_requests_total{route=\"images\",code=\"2xx\"} 2",
+        "drover_http_requests_total{route=\"boot\",code=\"4xx\"}",
+    ] {
+        assert!(m.body.contains(line), "no {line:?} in\n{}", m.body);
+    }
+    // A new boot starts a new timeline.
+    s.request("GET", &format!("/boot/{mac}"), &[], None);
+    wait_for_len(&s, &t, 1);
+    let out = s.d.cli_ok(&["node", "events", "n1"]);
+    assert!(out.starts_with("n1: booting"), "{out}");
+    assert!(s
+        .d
+        .cli_ok(&["node", "events", "n1", "--all"])
+        .contains("ready"));
+}
+
+/// Waits until the last boot of n1 has exactly `n` events.
+fn wait_for_len(s: &ApiServer, t: &[(&str, &str)], n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let tl = send(s, "GET", "/api/v1/nodes/n1/events", t, None).json();
+        if tl["last_boot"].as_array().unwrap().len() == n {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{tl}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

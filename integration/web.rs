@@ -1,0 +1,63 @@
+//! Browser tests: headless Chromium (Debian's `chromium`) driven by playwright-core runs
+//! `integration/web/test.mjs` against a real drover: log in, add a node and see it appear,
+//! import a CSV of 200 nodes, watch a CLI change arrive live. Screenshots of the main views
+//! are saved under `target/web-screenshots/`.
+
+mod common;
+
+use common::api::{ApiServer, PASSWORD};
+use std::process::Command;
+
+#[test]
+fn browser_logs_in_adds_a_node_and_imports_200() {
+    let node = common::require_cmd("node", "nodejs");
+    let chromium = common::require_cmd("chromium", "chromium");
+    let dir = common::repo_root().join("integration/web");
+    common::require_file(
+        &dir.join("node_modules/playwright-core/package.json"),
+        "run scripts/setup (it runs `npm ci --prefix integration/web` to install playwright-core)",
+    );
+    let s = ApiServer::start();
+    let shots = common::repo_root().join("target/web-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut csv = String::from("name,mac,ip,group\n");
+    for i in 0..200u32 {
+        csv += &format!(
+            "csv{i:03},52:54:00:05:{:02x}:{:02x},,rack{}\n",
+            i / 256,
+            i % 256,
+            i / 50
+        );
+    }
+    let csv_path = s.d.scratch().join("nodes.csv");
+    std::fs::write(&csv_path, csv).unwrap();
+    let out = Command::new(node)
+        .arg(dir.join("test.mjs"))
+        .current_dir(&dir)
+        .env("DROVER_URL", s.url())
+        .env("DROVER_USER", "admin")
+        .env("DROVER_PASSWORD", PASSWORD)
+        .env("DROVER_CSV", &csv_path)
+        .env("DROVER_BIN", s.d.bin())
+        .env("DROVER_STATE_DIR", s.d.state_dir())
+        .env("CHROMIUM", chromium)
+        .env("SCREENSHOTS", &shots)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser test failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    println!("{stdout}");
+    assert!(stdout.contains("web test: ok"), "{stdout}\n{stderr}");
+    for view in ["login", "nodes", "overview", "networks", "timeline"] {
+        let png = shots.join(format!("{view}.png"));
+        assert!(png.is_file(), "no screenshot {}", png.display());
+    }
+    // The browser's changes went through the API into the store.
+    let list = s.d.cli_ok(&["node", "list"]);
+    assert_eq!(list.lines().count(), 1 + 200 + 1, "{list}");
+}

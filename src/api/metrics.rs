@@ -1,0 +1,252 @@
+//! `GET /metrics`: Prometheus text format (version 0.0.4), behind the same login as the API
+//! (Prometheus sends the token with `authorization: {credentials: TOKEN}`).
+//!
+//! Counted here: HTTP requests per route class and status class with the time to the
+//! response head, boot events per stage, logins by outcome. Read from the store at scrape
+//! time: nodes by boot state, leases by state, images, networks, and the durations of the
+//! last complete boots. Not here: counters of the DHCP, TFTP, DNS and NTP servers (their
+//! shells keep none yet).
+
+use super::Api;
+use crate::store::model::{BootLog, BootStage, Image, Lease, Network, Node};
+use crate::timeline::{self, NodeState};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Route classes, as the `route` label.
+const ROUTES: [&str; 8] = [
+    "boot", "images", "firmware", "health", "api", "metrics", "page", "other",
+];
+/// Status classes, as the `code` label.
+const CODES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// Login outcomes, as the `result` label.
+pub const LOGIN_OK: usize = 0;
+pub const LOGIN_FAILED: usize = 1;
+pub const LOGIN_LIMITED: usize = 2;
+const LOGINS: [&str; 3] = ["ok", "failed", "limited"];
+
+/// The counters (relaxed atomics: each is independent).
+#[derive(Default)]
+pub struct Metrics {
+    requests: [[AtomicU64; 5]; 8],
+    micros: [AtomicU64; 8],
+    boot_events: [AtomicU64; 8],
+    logins: [AtomicU64; 3],
+}
+
+fn route_class(path: &str) -> usize {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    match first {
+        "boot" => 0,
+        "images" => 1,
+        "firmware" => 2,
+        "health" => 3,
+        "api" => 4,
+        "metrics" => 5,
+        "" | "ui" => 6,
+        _ => 7,
+    }
+}
+
+impl Metrics {
+    pub fn boot_event(&self, stage: BootStage) {
+        if let Some(i) = BootStage::ALL.iter().position(|s| *s == stage) {
+            self.boot_events[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn login(&self, outcome: usize) {
+        if let Some(c) = self.logins.get(outcome) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn request(&self, route: usize, status: u16, micros: u64) {
+        let code = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[route][code].fetch_add(1, Ordering::Relaxed);
+        self.micros[route].fetch_add(micros, Ordering::Relaxed);
+    }
+}
+
+/// Middleware over the whole HTTP router: counts every request.
+pub async fn count(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+    let route = route_class(req.uri().path());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let micros = start.elapsed().as_micros() as u64;
+    api.metrics.request(route, resp.status().as_u16(), micros);
+    resp
+}
+
+/// What the store holds, counted at scrape time.
+#[derive(Default)]
+struct StoreCounts {
+    nodes: [u64; 4],
+    leases: Vec<(&'static str, u64)>,
+    images: u64,
+    networks: u64,
+    boots: Vec<f64>,
+}
+
+fn store_counts(store: &crate::store::Store) -> Result<StoreCounts, super::ApiError> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    store.read(|r| {
+        let mut c = StoreCounts::default();
+        let logs: std::collections::HashMap<String, Vec<_>> = r
+            .all::<BootLog>()?
+            .into_iter()
+            .map(|b| (b.name, b.events))
+            .collect();
+        for n in r.all::<Node>()? {
+            let events = logs.get(&n.name).map(Vec::as_slice).unwrap_or(&[]);
+            let state = timeline::state(events, now_ms);
+            let i = match state {
+                NodeState::Unknown => 0,
+                NodeState::Booting => 1,
+                NodeState::Up => 2,
+                NodeState::Failed => 3,
+            };
+            c.nodes[i] += 1;
+            let last = timeline::last_boot(events);
+            if let (Some(first), Some(end), NodeState::Up) = (last.first(), last.last(), state) {
+                if first.stage == BootStage::Script {
+                    c.boots
+                        .push(end.at_ms.saturating_sub(first.at_ms) as f64 / 1000.0);
+                }
+            }
+        }
+        let now = now_ms / 1000;
+        let mut leases: std::collections::BTreeMap<&'static str, u64> = Default::default();
+        for l in r.all::<Lease>()? {
+            *leases
+                .entry(super::resources::lease_state(&l, now))
+                .or_default() += 1;
+        }
+        c.leases = leases.into_iter().collect();
+        c.images = r.all::<Image>()?.len() as u64;
+        c.networks = r.all::<Network>()?.len() as u64;
+        Ok(c)
+    })
+}
+
+pub async fn scrape(State(api): State<Arc<Api>>) -> Result<Response, super::ApiError> {
+    let counts = api.blocking(store_counts).await?;
+    let m = &api.metrics;
+    let mut out = String::new();
+    let name = family(
+        &mut out,
+        "drover_http_requests_total",
+        "counter",
+        "HTTP requests by route class and status class.",
+    );
+    for (r, route) in ROUTES.iter().enumerate() {
+        for (c, code) in CODES.iter().enumerate() {
+            let v = m.requests[r][c].load(Ordering::Relaxed);
+            if v > 0 {
+                let _ = writeln!(out, "{name}{{route=\"{route}\",code=\"{code}\"}} {v}");
+            }
+        }
+    }
+    let name = family(
+        &mut out,
+        "drover_http_request_seconds_total",
+        "counter",
+        "Time to the response head, summed per route class.",
+    );
+    for (r, route) in ROUTES.iter().enumerate() {
+        let v = m.micros[r].load(Ordering::Relaxed);
+        if v > 0 {
+            let _ = writeln!(out, "{name}{{route=\"{route}\"}} {}", v as f64 / 1e6);
+        }
+    }
+    let name = family(
+        &mut out,
+        "drover_boot_events_total",
+        "counter",
+        "Boot events recorded, by stage.",
+    );
+    for (i, stage) in BootStage::ALL.iter().enumerate() {
+        let v = m.boot_events[i].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}{{stage=\"{}\"}} {v}", stage.name());
+    }
+    let name = family(
+        &mut out,
+        "drover_logins_total",
+        "counter",
+        "Logins by outcome.",
+    );
+    for (i, result) in LOGINS.iter().enumerate() {
+        let v = m.logins[i].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}{{result=\"{result}\"}} {v}");
+    }
+    let name = family(&mut out, "drover_nodes", "gauge", "Nodes by boot state.");
+    for (i, state) in ["unknown", "booting", "up", "failed"].iter().enumerate() {
+        let _ = writeln!(out, "{name}{{state=\"{state}\"}} {}", counts.nodes[i]);
+    }
+    let name = family(&mut out, "drover_leases", "gauge", "DHCP leases by state.");
+    for (state, v) in &counts.leases {
+        let _ = writeln!(out, "{name}{{state=\"{state}\"}} {v}");
+    }
+    let name = family(&mut out, "drover_images", "gauge", "Images.");
+    let _ = writeln!(out, "{name} {}", counts.images);
+    let name = family(&mut out, "drover_networks", "gauge", "Networks.");
+    let _ = writeln!(out, "{name} {}", counts.networks);
+    let name = family(
+        &mut out,
+        "drover_last_boot_seconds",
+        "summary",
+        "Duration from boot script to ready of each node's last complete boot.",
+    );
+    let _ = writeln!(out, "{name}_sum {}", counts.boots.iter().sum::<f64>());
+    let _ = writeln!(out, "{name}_count {}", counts.boots.len());
+    let name = family(
+        &mut out,
+        "drover_uptime_seconds",
+        "gauge",
+        "Seconds since this server started.",
+    );
+    let _ = writeln!(out, "{name} {}", api.started.elapsed().as_secs());
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        out,
+    )
+        .into_response())
+}
+
+/// Writes the HELP and TYPE lines of a metric family; returns its name.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) -> String {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_classified() {
+        assert_eq!(ROUTES[route_class("/boot/52:54:00:00:00:01")], "boot");
+        assert_eq!(ROUTES[route_class("/images/a/kernel")], "images");
+        assert_eq!(ROUTES[route_class("/api/v1/nodes")], "api");
+        assert_eq!(ROUTES[route_class("/")], "page");
+        assert_eq!(ROUTES[route_class("/ui/app.js")], "page");
+        assert_eq!(ROUTES[route_class("/nope")], "other");
+        let m = Metrics::default();
+        m.request(0, 200, 5);
+        m.request(0, 999, 5);
+        assert_eq!(m.requests[0][1].load(Ordering::Relaxed), 1);
+        assert_eq!(m.requests[0][4].load(Ordering::Relaxed), 1);
+    }
+}

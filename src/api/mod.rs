@@ -1,0 +1,613 @@
+//! The authenticated HTTP API under `/api/v1` and the embedded web page that uses it.
+//!
+//! Data flow: a request passes `authenticate` (a session cookie, or `Authorization: Bearer`
+//! with an API token), then a handler in `resources` checks its input field by field
+//! ([`input`]) and calls the same `crate::admin` functions as the CLI, in `spawn_blocking`
+//! (LMDB commits fsync). Reads come from the store, so a client reads its own writes.
+//! `events` streams the store's change feed to the page as server-sent events.
+//!
+//! Security: everything here needs a login except `POST /api/v1/login` and the page's static
+//! files (the same HTML/JS/CSS in every drover; they hold no data). Cookies are `HttpOnly`
+//! and `SameSite=Strict`; a request authenticated by cookie that changes anything must also
+//! carry the session's CSRF token in `X-CSRF-Token`, which another site cannot read or set.
+//! Bodies must be `application/json` (or `text/csv` for the import). Failed logins are
+//! limited per client address ([`crate::auth::LoginLimiter`]).
+//!
+//! Not here: power control (IPMI is another module's work and has no endpoint yet), the
+//! agent's boot-event endpoint (`POST /boot/{mac}/events`, on the unauthenticated boot path
+//! in `crate::http`), image upload (images are added with the CLI), TLS (put a proxy in front for now).
+
+pub mod error;
+mod events;
+pub mod input;
+pub mod metrics;
+mod resources;
+pub mod web;
+
+use crate::auth::{self, LoginLimiter, Sessions};
+use crate::config::Config;
+use crate::net::Interface;
+use crate::store::Store;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::handler::Handler;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::{Json, Router};
+use error::ApiError;
+use input::Fields;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Path prefix of the API.
+pub const PREFIX: &str = "/api/v1";
+/// Name of the session cookie.
+pub const COOKIE: &str = "drover_session";
+/// Header that carries the session's CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Largest request body (the CSV import of a few thousand nodes fits).
+pub const MAX_BODY: usize = 4 << 20;
+/// Event streams open at once.
+pub const MAX_EVENT_STREAMS: usize = 64;
+/// Boot-event store writes in flight at most; more are dropped (and logged), so a flood of
+/// boot-path requests cannot queue unbounded work.
+pub const MAX_PENDING_BOOT_EVENTS: usize = 256;
+
+/// The OpenAPI document served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../assets/openapi.json");
+
+/// What a service of this server is doing, for `/api/v1/health` and the page.
+#[derive(Debug, Clone, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub enabled: bool,
+    /// Where it listens, or why it is off.
+    pub detail: String,
+}
+
+/// The services as configured. A service task that fails stops the whole server, so while
+/// the API answers, every enabled service is running.
+pub fn services(config: &Config, interfaces: &[Interface]) -> Vec<Service> {
+    let names: Vec<String> = interfaces
+        .iter()
+        .map(|i| format!("{} ({})", i.name, i.addr))
+        .collect();
+    let on_ifaces = |port: u16| format!("port {port} on {}", names.join(", "));
+    let svc = |name: &str, enabled: bool, detail: String| Service {
+        name: name.into(),
+        enabled,
+        detail: if enabled { detail } else { "disabled".into() },
+    };
+    vec![
+        svc("dhcp", config.dhcp.enabled, on_ifaces(config.dhcp.port)),
+        svc("tftp", config.tftp.enabled, on_ifaces(config.tftp.port)),
+        svc(
+            "http",
+            config.http.enabled,
+            format!("port {} on all addresses", config.http.port),
+        ),
+        svc(
+            "ra",
+            config.ra.enabled,
+            format!("every {} s on {}", config.ra.interval, names.join(", ")),
+        ),
+        svc("dns", config.dns.enabled, on_ifaces(config.dns.port)),
+        svc("ntp", config.ntp.enabled, on_ifaces(config.ntp.port)),
+        svc(
+            "pool",
+            config.pool.enabled,
+            format!(
+                "port {} once the state directory has a cluster key",
+                config.pool.port
+            ),
+        ),
+    ]
+}
+
+/// What the API handlers share.
+pub struct Api {
+    pub store: Arc<Store>,
+    services: Vec<Service>,
+    sessions: Mutex<Sessions>,
+    limiter: Mutex<LoginLimiter>,
+    event_streams: Arc<Semaphore>,
+    boot_event_writes: Arc<Semaphore>,
+    metrics: metrics::Metrics,
+    shutdown: CancellationToken,
+    started: Instant,
+}
+
+impl Api {
+    /// Makes the API state; at first start this creates the `admin` user (see
+    /// [`auth::ensure_admin`]).
+    pub fn new(
+        store: Arc<Store>,
+        state_dir: &Path,
+        services: Vec<Service>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Api>, auth::AuthError> {
+        // A member that joined a pool gets its users from the pool: creating its own admin
+        // would race the pool's (last writer wins) and leave a password file that no longer
+        // works.
+        let joined = crate::pool::serve::seeds_file(state_dir).exists();
+        if joined
+            && store
+                .read(|r| r.all::<crate::store::model::User>())?
+                .is_empty()
+        {
+            tracing::info!("no users yet: they replicate from the pool this member joined");
+        } else if let Some(path) = auth::ensure_admin(&store, state_dir)? {
+            tracing::warn!(
+                file = %path.display(),
+                "created user admin with a random password (in that file); change it with `drover admin passwd`"
+            );
+        }
+        Ok(Arc::new(Api {
+            store,
+            services,
+            sessions: Mutex::new(Sessions::default()),
+            limiter: Mutex::new(LoginLimiter::default()),
+            event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
+            boot_event_writes: Arc::new(Semaphore::new(MAX_PENDING_BOOT_EVENTS)),
+            metrics: metrics::Metrics::default(),
+            shutdown,
+            started: Instant::now(),
+        }))
+    }
+
+    /// Appends a boot event to `node`'s timeline in the background (the boot path does not
+    /// wait for the store write). Dropped, with a warning, when too many writes are pending.
+    pub fn record_boot_event(
+        &self,
+        node: String,
+        stage: crate::store::model::BootStage,
+        source: &str,
+        detail: String,
+    ) {
+        let Ok(permit) = self.boot_event_writes.clone().try_acquire_owned() else {
+            tracing::warn!(%node, stage = stage.name(), "boot event dropped: too many pending");
+            return;
+        };
+        self.metrics.boot_event(stage);
+        let event = crate::store::model::BootEvent {
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            stage,
+            source: source.to_string(),
+            detail,
+        };
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::timeline::record(&store, &node, event) {
+                tracing::error!(%node, error = %e, "cannot record a boot event");
+            }
+            drop(permit);
+        });
+    }
+
+    /// The name of the node with `mac`, read from the store.
+    pub async fn node_for_mac(
+        self: &Arc<Self>,
+        mac: crate::store::model::Mac,
+    ) -> Result<Option<String>, ApiError> {
+        self.blocking(move |store| Ok(store.read(|r| r.node_by_mac(mac))?.map(|n| n.name)))
+            .await
+    }
+
+    /// Whether `principal` may still act: its session has not ended (logout, idle timeout),
+    /// its token has not been revoked. Reads the store: call it on the blocking pool.
+    fn still_valid(&self, principal: &Principal) -> bool {
+        match principal {
+            Principal::Session { id, .. } => lock(&self.sessions).is_live(id, Instant::now()),
+            Principal::Token { name } => self
+                .store
+                .read(|r| r.get::<crate::store::model::ApiToken>(name))
+                .is_ok_and(|t| t.is_some()),
+        }
+    }
+
+    /// Runs `f` with the store on the blocking pool (LMDB reads and fsynced commits).
+    async fn blocking<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Store) -> Result<R, ApiError> + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let api = self.clone();
+        tokio::task::spawn_blocking(move || f(&api.store))
+            .await
+            .map_err(|e| ApiError::internal("worker", e))?
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks aborts the process (panic = "abort"), so a poisoned
+    // lock cannot be observed; take the data anyway rather than propagate.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Who made a request. `Debug` leaves the CSRF token out.
+#[derive(Clone)]
+pub enum Principal {
+    /// A browser session of this user; `id` is the cookie value.
+    Session {
+        user: String,
+        csrf: String,
+        id: String,
+    },
+    /// A script with this API token.
+    Token { name: String },
+}
+
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::Session { user, .. } => write!(f, "session of {user}"),
+            Principal::Token { name } => write!(f, "token {name}"),
+        }
+    }
+}
+
+/// One API operation: method, path under [`PREFIX`], whether it needs a login, the handler.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub public: bool,
+    handler: MethodRouter<Arc<Api>>,
+}
+
+fn route<H, T>(method: Method, path: &'static str, handler: H) -> Route
+where
+    H: Handler<T, Arc<Api>>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
+    Route {
+        method,
+        path,
+        public: false,
+        handler: on(filter, handler),
+    }
+}
+
+/// Every API operation. The router is built from this table, and a test checks it against
+/// the OpenAPI document, so the document cannot drift from what is served.
+pub fn routes() -> Vec<Route> {
+    use resources as r;
+    let (get, post, patch, put, delete) = (
+        Method::GET,
+        Method::POST,
+        Method::PATCH,
+        Method::PUT,
+        Method::DELETE,
+    );
+    vec![
+        Route {
+            public: true,
+            ..route(post.clone(), "/login", login)
+        },
+        route(post.clone(), "/logout", logout),
+        route(get.clone(), "/session", session),
+        route(get.clone(), "/openapi.json", openapi),
+        route(get.clone(), "/health", r::health),
+        route(get.clone(), "/events", events::stream),
+        route(get.clone(), "/nodes", r::list_nodes),
+        route(post.clone(), "/nodes", r::add_node),
+        route(post.clone(), "/nodes/import", r::import_nodes),
+        route(get.clone(), "/nodes/{name}", r::get_node),
+        route(get.clone(), "/nodes/{name}/events", r::node_events),
+        route(patch.clone(), "/nodes/{name}", r::set_node),
+        route(
+            delete.clone(),
+            "/nodes/{name}",
+            r::remover("node", crate::admin::remove_node),
+        ),
+        route(get.clone(), "/groups", r::list_groups),
+        route(get.clone(), "/groups/{name}", r::get_group),
+        route(put.clone(), "/groups/{name}", r::put_group),
+        route(
+            delete.clone(),
+            "/groups/{name}",
+            r::remover("group", crate::admin::remove_group),
+        ),
+        route(get.clone(), "/networks", r::list_networks),
+        route(post.clone(), "/networks", r::add_network),
+        route(get.clone(), "/networks/{name}", r::get_network),
+        route(patch.clone(), "/networks/{name}", r::set_network),
+        route(
+            delete.clone(),
+            "/networks/{name}",
+            r::remover("network", crate::admin::remove_network),
+        ),
+        route(get.clone(), "/images", r::list_images),
+        route(get.clone(), "/images/{name}", r::get_image),
+        route(patch.clone(), "/images/{name}", r::set_image),
+        route(
+            delete.clone(),
+            "/images/{name}",
+            r::remover("image", crate::admin::remove_image),
+        ),
+        route(get.clone(), "/leases", r::list_leases),
+        route(get.clone(), "/settings", r::list_settings),
+        route(get.clone(), "/settings/{name}", r::get_setting),
+        route(put.clone(), "/settings/{name}", r::put_setting),
+        route(
+            delete.clone(),
+            "/settings/{name}",
+            r::remover("setting", crate::admin::remove_setting),
+        ),
+        route(get.clone(), "/tokens", r::list_tokens),
+        route(post.clone(), "/tokens", r::add_token),
+        route(
+            delete,
+            "/tokens/{name}",
+            r::remover("token", crate::auth::remove_token),
+        ),
+    ]
+}
+
+/// The API and the page, to merge into the HTTP server's router.
+pub fn router(api: Arc<Api>) -> Router {
+    let mut public: BTreeMap<&str, MethodRouter<Arc<Api>>> = BTreeMap::new();
+    let mut private: BTreeMap<&str, MethodRouter<Arc<Api>>> = BTreeMap::new();
+    for r in routes() {
+        let table = if r.public { &mut public } else { &mut private };
+        let merged = match table.remove(r.path) {
+            Some(existing) => existing.merge(r.handler),
+            None => r.handler,
+        };
+        table.insert(r.path, merged);
+    }
+    let mut api_router = Router::new();
+    for (path, handler) in private {
+        api_router = api_router.route(path, handler);
+    }
+    api_router = api_router.route_layer(axum::middleware::from_fn_with_state(
+        api.clone(),
+        require_login,
+    ));
+    for (path, handler) in public {
+        api_router = api_router.route(path, handler);
+    }
+    let api_router = api_router
+        .fallback(|| async { ApiError::not_found("no such API endpoint") })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(api.clone());
+    let metrics = Router::new()
+        .route("/metrics", axum::routing::get(metrics::scrape))
+        .route_layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            require_login,
+        ))
+        .with_state(api);
+    Router::new()
+        .nest(PREFIX, api_router)
+        .merge(metrics)
+        .merge(web::router())
+}
+
+/// Finds who sent `headers`: a bearer token, or a live session cookie.
+fn authenticate(api: &Api, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer TOKEN`"))?;
+        return match auth::token_owner(&api.store, token)? {
+            Some(name) => Ok(Principal::Token { name }),
+            None => Err(ApiError::unauthorized("unknown API token")),
+        };
+    }
+    let id = session_cookie(headers)
+        .ok_or_else(|| ApiError::unauthorized("log in first (POST /api/v1/login)"))?;
+    match lock(&api.sessions).touch(&id, Instant::now()) {
+        Some(s) => Ok(Principal::Session {
+            user: s.user,
+            csrf: s.csrf,
+            id,
+        }),
+        None => Err(ApiError::unauthorized(
+            "the session has ended; log in again",
+        )),
+    }
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Middleware of every non-public route: authenticates, and for cookie sessions requires the
+/// CSRF header on anything but GET/HEAD.
+async fn require_login(
+    State(api): State<Arc<Api>>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let principal = authenticate(&api, req.headers())?;
+    if let Principal::Session { csrf, .. } = &principal {
+        let safe = matches!(*req.method(), Method::GET | Method::HEAD);
+        let sent = req
+            .headers()
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !safe && !auth::same_secret(sent, csrf) {
+            return Err(ApiError::forbidden(
+                "missing or wrong X-CSRF-Token header (cross-site request refused)",
+            ));
+        }
+    }
+    req.extensions_mut().insert(principal);
+    Ok(next.run(req).await)
+}
+
+fn client_ip(req_ext: &axum::http::Extensions) -> std::net::IpAddr {
+    req_ext
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+#[derive(Serialize)]
+struct SessionInfo {
+    user: String,
+    /// Send back in `X-CSRF-Token` on state-changing requests.
+    csrf: Option<String>,
+    via: &'static str,
+}
+
+async fn login(State(api): State<Arc<Api>>, req: Request) -> Result<Response, ApiError> {
+    let client = client_ip(req.extensions());
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, None, e.to_string()))?;
+    let mut f = Fields::parse(&parts.headers, &body)?;
+    let user: String = f.required("user")?;
+    let password: String = f.required("password")?;
+    f.finish()?;
+    if let Err(wait) = lock(&api.limiter).check(client, Instant::now()) {
+        api.metrics.login(metrics::LOGIN_LIMITED);
+        let secs = wait.as_secs().max(1);
+        return Err(ApiError {
+            retry_after: Some(secs),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                None,
+                format!("too many failed logins from {client}; try again in {secs} s"),
+            )
+        });
+    }
+    let name = user.clone();
+    let ok = api
+        .blocking(move |store| Ok(auth::verify_password(store, &name, &password)?))
+        .await?;
+    if !ok {
+        api.metrics.login(metrics::LOGIN_FAILED);
+        lock(&api.limiter).failed(client, Instant::now());
+        tracing::warn!(%client, user = %user, "failed login");
+        return Err(ApiError::unauthorized("wrong user or password"));
+    }
+    api.metrics.login(metrics::LOGIN_OK);
+    lock(&api.limiter).succeeded(client);
+    let (id, session) = lock(&api.sessions).create(&user, Instant::now());
+    tracing::info!(%client, user = %user, "login");
+    let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
+    let mut resp = Json(SessionInfo {
+        user,
+        csrf: Some(session.csrf),
+        via: "session",
+    })
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}
+
+async fn logout(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+    if let Some(id) = session_cookie(&headers) {
+        lock(&api.sessions).remove(&id);
+    }
+    let clear = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) = HeaderValue::from_str(&clear) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+async fn session(axum::Extension(p): axum::Extension<Principal>) -> Json<SessionInfo> {
+    Json(match p {
+        Principal::Session { user, csrf, .. } => SessionInfo {
+            user,
+            csrf: Some(csrf),
+            via: "session",
+        },
+        Principal::Token { name } => SessionInfo {
+            user: name,
+            csrf: None,
+            via: "token",
+        },
+    })
+}
+
+async fn openapi() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// The OpenAPI document lists exactly the routes the router serves.
+    #[test]
+    fn openapi_document_matches_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json parses");
+        assert_eq!(doc["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+        let mut documented = BTreeSet::new();
+        let paths = doc["paths"].as_object().expect("paths");
+        for (path, ops) in paths {
+            let path = path
+                .strip_prefix(PREFIX)
+                .unwrap_or_else(|| panic!("{path} is not under {PREFIX}"));
+            for (method, op) in ops.as_object().expect("operations") {
+                if method == "parameters" {
+                    continue;
+                }
+                assert!(
+                    op["responses"].is_object(),
+                    "{method} {path}: no responses documented"
+                );
+                let public = op["security"].as_array().is_some_and(|s| s.is_empty());
+                documented.insert((method.to_uppercase(), path.to_string(), public));
+            }
+        }
+        let served: BTreeSet<_> = routes()
+            .iter()
+            .map(|r| (r.method.to_string(), r.path.to_string(), r.public))
+            .collect();
+        let missing: Vec<_> = served.difference(&documented).collect();
+        let extra: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "served but not documented (method, path, public): {missing:?}\n\
+             documented but not served: {extra:?}"
+        );
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; drover_session=abc; c=d"),
+        );
+        assert_eq!(session_cookie(&h).as_deref(), Some("abc"));
+        assert_eq!(session_cookie(&HeaderMap::new()), None);
+    }
+}

@@ -1,0 +1,785 @@
+//! The API's resource handlers: nodes, groups, networks, images, leases, settings, tokens and
+//! health. Each parses its input with [`super::input`], calls `crate::admin` (the functions
+//! the CLI uses) on the blocking pool, and answers JSON.
+
+use super::error::ApiError;
+use super::input::{Fields, Listing, Query};
+use super::{Api, Principal};
+use crate::admin::{self, NetworkChange, NodeChange};
+use crate::auth;
+use crate::store::model::{
+    BootEvent, BootLog, Group, Image, ImageFile, Ipv4Net, Lease, LeaseState, Mac, Network, Node,
+    Setting,
+};
+use crate::store::Store;
+use crate::timeline::{self, NodeState};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+type Q = axum::extract::Query<Vec<(String, String)>>;
+type Res = Result<Response, ApiError>;
+
+/// Runs an admin change about `resource` on the blocking pool, mapping its error.
+async fn admin_change<R: Send + 'static>(
+    api: &Arc<Api>,
+    resource: &'static str,
+    f: impl FnOnce(&Store) -> Result<R, admin::AdminError> + Send + 'static,
+) -> Result<R, ApiError> {
+    api.blocking(move |store| f(store).map_err(|e| ApiError::admin(resource, e)))
+        .await
+}
+
+/// A `DELETE .../{name}` answer.
+type Removal = std::pin::Pin<Box<dyn std::future::Future<Output = Res> + Send>>;
+
+/// The handler of `DELETE .../{name}` for `resource`, through `remove` (an `admin` or `auth`
+/// remove function): 204, or the mapped admin error.
+pub fn remover(
+    resource: &'static str,
+    remove: fn(&Store, &str) -> Result<(), admin::AdminError>,
+) -> impl Fn(State<Arc<Api>>, Path<String>) -> Removal + Clone + Send + Sync + 'static {
+    move |State(api), Path(name)| {
+        Box::pin(async move {
+            admin_change(&api, resource, move |store| remove(store, &name)).await?;
+            no_content()
+        })
+    }
+}
+
+fn ok<T: Serialize>(value: T) -> Res {
+    Ok(Json(value).into_response())
+}
+
+fn created<T: Serialize>(value: T) -> Res {
+    Ok((StatusCode::CREATED, Json(value)).into_response())
+}
+
+fn no_content() -> Res {
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+    member: String,
+    uptime_secs: u64,
+    store_seq: u64,
+    services: Vec<super::Service>,
+    counts: Counts,
+}
+
+#[derive(Serialize)]
+struct Counts {
+    nodes: usize,
+    groups: usize,
+    networks: usize,
+    images: usize,
+    leases_active: usize,
+}
+
+pub async fn health(State(api): State<Arc<Api>>) -> Res {
+    let services = api.services.clone();
+    let uptime_secs = api.started.elapsed().as_secs();
+    let health = api
+        .blocking(move |store| {
+            let now = unix_now();
+            Ok(store.read(|r| {
+                Ok::<_, crate::store::StoreError>(Health {
+                    status: "ok",
+                    version: env!("CARGO_PKG_VERSION"),
+                    member: format!("{:016x}", store.member()),
+                    uptime_secs,
+                    store_seq: r.last_seq()?,
+                    services,
+                    counts: Counts {
+                        nodes: r.all::<Node>()?.len(),
+                        groups: r.all::<Group>()?.len(),
+                        networks: r.all::<Network>()?.len(),
+                        images: r.all::<Image>()?.len(),
+                        leases_active: r.all::<Lease>()?.iter().filter(|l| l.holds(now)).count(),
+                    },
+                })
+            })?)
+        })
+        .await?;
+    ok(health)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nodes
+
+/// A node as the API shows it: the record plus its current lease and boot state.
+#[derive(Serialize)]
+struct NodeView {
+    #[serde(flatten)]
+    node: Node,
+    lease: Option<LeaseView>,
+    /// From the boot events: unknown, booting, up or failed.
+    state: NodeState,
+    /// The newest boot event, if any.
+    last_event: Option<BootEvent>,
+}
+
+#[derive(Serialize)]
+struct LeaseView {
+    ip: Ipv4Addr,
+    state: &'static str,
+    expires: u64,
+}
+
+pub(super) fn lease_state(l: &Lease, now: u64) -> &'static str {
+    if !l.holds(now) {
+        return "expired";
+    }
+    match l.state {
+        LeaseState::Offered => "offered",
+        LeaseState::Bound => "bound",
+        LeaseState::Released => "released",
+        LeaseState::Declined => "declined",
+    }
+}
+
+fn node_views(store: &Store, nodes: Vec<Node>) -> Result<Vec<NodeView>, ApiError> {
+    let now = unix_now();
+    let now_ms = unix_now_ms();
+    let (leases, mut boots) = store.read(|r| {
+        let boots: HashMap<String, Vec<BootEvent>> = r
+            .all::<BootLog>()?
+            .into_iter()
+            .map(|b| (b.name, b.events))
+            .collect();
+        Ok::<_, ApiError>((r.all::<Lease>()?, boots))
+    })?;
+    let mut by_mac: HashMap<Mac, &Lease> = HashMap::new();
+    for l in &leases {
+        // Prefer the binding that lasts longest when a MAC has several.
+        let keep = by_mac.get(&l.mac).is_none_or(|old| old.expires < l.expires);
+        if keep {
+            by_mac.insert(l.mac, l);
+        }
+    }
+    Ok(nodes
+        .into_iter()
+        .map(|node| {
+            let lease = by_mac.get(&node.mac).map(|l| LeaseView {
+                ip: l.ip,
+                state: lease_state(l, now),
+                expires: l.expires,
+            });
+            let events = boots.remove(&node.name).unwrap_or_default();
+            NodeView {
+                state: timeline::state(&events, now_ms),
+                last_event: events.last().cloned(),
+                node,
+                lease,
+            }
+        })
+        .collect())
+}
+
+pub async fn list_nodes(State(api): State<Arc<Api>>, axum::extract::Query(q): Q) -> Res {
+    let mut q = Query::new(q);
+    let page = q.page()?;
+    let text = q.get("q").map(|s| s.to_ascii_lowercase());
+    let group = q.get("group");
+    let image = q.get("image");
+    q.finish()?;
+    let listing = api
+        .blocking(move |store| {
+            let nodes: Vec<Node> = store
+                .read(|r| r.all::<Node>())?
+                .into_iter()
+                .filter(|n| {
+                    text.as_deref().is_none_or(|t| {
+                        n.name.to_ascii_lowercase().contains(t)
+                            || n.mac.to_string().contains(t)
+                            || n.ip.is_some_and(|ip| ip.to_string().contains(t))
+                    }) && group
+                        .as_deref()
+                        .is_none_or(|g| n.group.as_deref() == Some(g))
+                        && image
+                            .as_deref()
+                            .is_none_or(|i| n.image.as_deref() == Some(i))
+                })
+                .collect();
+            let total = nodes.len();
+            let nodes: Vec<Node> = nodes
+                .into_iter()
+                .skip(page.offset)
+                .take(page.limit)
+                .collect();
+            let listing = Listing {
+                items: node_views(store, nodes)?,
+                total,
+                offset: page.offset,
+                limit: page.limit,
+            };
+            Ok(listing)
+        })
+        .await?;
+    ok(listing)
+}
+
+fn node_from(f: &mut Fields) -> Result<Node, ApiError> {
+    Ok(Node {
+        name: f.required("name")?,
+        mac: f.required("mac")?,
+        ip: f.optional("ip")?,
+        image: f.optional("image")?,
+        group: f.optional("group")?,
+        aliases: f.optional("aliases")?.unwrap_or_default(),
+    })
+}
+
+pub async fn add_node(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Res {
+    let mut f = Fields::parse(&headers, &body)?;
+    let node = node_from(&mut f)?;
+    f.finish()?;
+    let added = node.clone();
+    admin_change(&api, "node", move |store| {
+        admin::add_nodes(store, std::slice::from_ref(&node))
+    })
+    .await?;
+    created(added)
+}
+
+/// `POST /nodes/import`: a CSV body (`text/csv`, header `name,mac,ip,image,group`) or JSON
+/// `{"csv": TEXT}`; all rows or none.
+pub async fn import_nodes(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Res {
+    let is_csv = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/csv"));
+    let text = if is_csv {
+        String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad("csv", "csv: not UTF-8"))?
+    } else {
+        let mut f = Fields::parse(&headers, &body)?;
+        let text: String = f.required("csv")?;
+        f.finish()?;
+        text
+    };
+    let imported = api
+        .blocking(move |store| {
+            let nodes = admin::parse_node_csv(&text).map_err(|e| ApiError::admin("node", e))?;
+            admin::add_nodes(store, &nodes).map_err(|e| ApiError::admin("node", e))?;
+            Ok(nodes.len())
+        })
+        .await?;
+    ok(serde_json::json!({ "imported": imported }))
+}
+
+fn unknown(kind: &str, name: &str) -> ApiError {
+    ApiError {
+        field: Some("name".into()),
+        ..ApiError::not_found(format!("unknown {kind} {name:?}"))
+    }
+}
+
+pub async fn get_node(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Res {
+    let view = api
+        .blocking(move |store| {
+            let node = store
+                .read(|r| r.get::<Node>(&name))?
+                .ok_or_else(|| unknown("node", &name))?;
+            Ok(node_views(store, vec![node])?.pop())
+        })
+        .await?;
+    ok(view)
+}
+
+/// `GET /nodes/{name}/events`: the node's boot timeline.
+pub async fn node_events(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Res {
+    let out = api
+        .blocking(move |store| {
+            let (node, log) = store
+                .read(|r| Ok::<_, ApiError>((r.get::<Node>(&name)?, r.get::<BootLog>(&name)?)))?;
+            node.ok_or_else(|| unknown("node", &name))?;
+            let events = log.map(|l| l.events).unwrap_or_default();
+            Ok(serde_json::json!({
+                "node": name,
+                "state": timeline::state(&events, unix_now_ms()),
+                "last_boot": timeline::last_boot(&events),
+                "events": events,
+            }))
+        })
+        .await?;
+    ok(out)
+}
+
+pub async fn set_node(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
+    let mut f = Fields::parse(&headers, &body)?;
+    let change = NodeChange {
+        mac: f.optional("mac")?,
+        ip: f.change("ip")?,
+        image: f.change("image")?,
+        group: f.change("group")?,
+        aliases: f
+            .change::<Vec<String>>("aliases")?
+            .map(Option::unwrap_or_default),
+    };
+    f.finish()?;
+    let node = admin_change(&api, "node", move |store| {
+        admin::set_node(store, &name, &change)
+    })
+    .await?;
+    ok(node)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Groups
+
+#[derive(Serialize)]
+struct GroupView {
+    name: String,
+    image: Option<String>,
+    /// Whether a group record exists (a node may name a group that has none).
+    defined: bool,
+    nodes: usize,
+}
+
+fn group_views(store: &Store) -> Result<Vec<GroupView>, ApiError> {
+    let (groups, nodes) =
+        store.read(|r| Ok::<_, ApiError>((r.all::<Group>()?, r.all::<Node>()?)))?;
+    let mut views: std::collections::BTreeMap<String, GroupView> = groups
+        .into_iter()
+        .map(|g| {
+            (
+                g.name.clone(),
+                GroupView {
+                    name: g.name,
+                    image: g.image,
+                    defined: true,
+                    nodes: 0,
+                },
+            )
+        })
+        .collect();
+    for n in nodes {
+        if let Some(g) = n.group {
+            views
+                .entry(g.clone())
+                .or_insert(GroupView {
+                    name: g,
+                    image: None,
+                    defined: false,
+                    nodes: 0,
+                })
+                .nodes += 1;
+        }
+    }
+    Ok(views.into_values().collect())
+}
+
+pub async fn list_groups(State(api): State<Arc<Api>>, axum::extract::Query(q): Q) -> Res {
+    let mut q = Query::new(q);
+    let page = q.page()?;
+    q.finish()?;
+    let all = api.blocking(group_views).await?;
+    ok(page.of(all))
+}
+
+pub async fn get_group(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Res {
+    let view = api
+        .blocking(move |store| {
+            group_views(store)?
+                .into_iter()
+                .find(|g| g.name == name)
+                .ok_or_else(|| unknown("group", &name))
+        })
+        .await?;
+    ok(view)
+}
+
+pub async fn put_group(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
+    let mut f = Fields::parse(&headers, &body)?;
+    let group = Group {
+        name,
+        image: f.optional("image")?,
+    };
+    f.finish()?;
+    let out = group.clone();
+    admin_change(&api, "group", move |store| admin::put_group(store, &group)).await?;
+    ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Networks
+
+/// A dynamic range as JSON: `"FIRST-LAST"`.
+fn parse_range(f: &mut Fields) -> Result<Option<Option<(Ipv4Addr, Ipv4Addr)>>, ApiError> {
+    let Some(range) = f.change::<String>("range")? else {
+        return Ok(None);
+    };
+    let Some(text) = range else {
+        return Ok(Some(None));
+    };
+    let bad = || {
+        ApiError::bad(
+            "range",
+            format!("range: {text:?} is not FIRST-LAST, like 10.0.0.100-10.0.0.200"),
+        )
+    };
+    let (a, b) = text.split_once('-').ok_or_else(bad)?;
+    let a: Ipv4Addr = a.trim().parse().map_err(|_| bad())?;
+    let b: Ipv4Addr = b.trim().parse().map_err(|_| bad())?;
+    Ok(Some(Some((a, b))))
+}
+
+#[derive(Serialize)]
+struct NetworkView {
+    name: String,
+    subnet: Ipv4Net,
+    range: Option<String>,
+    gateway: Option<Ipv4Addr>,
+    domain: Option<String>,
+}
+
+impl From<Network> for NetworkView {
+    fn from(n: Network) -> Self {
+        NetworkView {
+            name: n.name,
+            subnet: n.subnet,
+            range: n.range.map(|(a, b)| format!("{a}-{b}")),
+            gateway: n.gateway,
+            domain: n.domain,
+        }
+    }
+}
+
+pub async fn list_networks(State(api): State<Arc<Api>>, axum::extract::Query(q): Q) -> Res {
+    let mut q = Query::new(q);
+    let page = q.page()?;
+    q.finish()?;
+    let all = api
+        .blocking(|store| Ok(store.read(|r| r.all::<Network>())?))
+        .await?;
+    ok(page.of(all.into_iter().map(NetworkView::from).collect()))
+}
+
+pub async fn get_network(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Res {
+    let net = api
+        .blocking(move |store| {
+            store
+                .read(|r| r.get::<Network>(&name))?
+                .ok_or_else(|| unknown("network", &name))
+        })
+        .await?;
+    ok(NetworkView::from(net))
+}
+
+pub async fn add_network(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Res {
+    let mut f = Fields::parse(&headers, &body)?;
+    let net = Network {
+        name: f.required("name")?,
+        subnet: f.required("subnet")?,
+        range: parse_range(&mut f)?.flatten(),
+        gateway: f.optional("gateway")?,
+        domain: f.optional("domain")?,
+    };
+    f.finish()?;
+    let out = net.clone();
+    admin_change(&api, "network", move |store| {
+        admin::add_network(store, &net)
+    })
+    .await?;
+    created(NetworkView::from(out))
+}
+
+pub async fn set_network(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
+    let mut f = Fields::parse(&headers, &body)?;
+    let change = NetworkChange {
+        subnet: f.optional("subnet")?,
+        range: parse_range(&mut f)?,
+        gateway: f.change("gateway")?,
+        domain: f.change("domain")?,
+    };
+    f.finish()?;
+    let net = admin_change(&api, "network", move |store| {
+        admin::set_network(store, &name, &change)
+    })
+    .await?;
+    ok(NetworkView::from(net))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images
+
+#[derive(Serialize)]
+struct ImageView {
+    name: String,
+    /// "ram-root", "kernel+initrd" or "kernel".
+    boot: &'static str,
+    cmdline: String,
+    kernel: ImageFile,
+    initrd: Option<ImageFile>,
+    rootfs: Option<ImageFile>,
+    initramfs: Option<ImageFile>,
+    /// Nodes that name this image.
+    nodes: usize,
+}
+
+fn image_view(i: Image, nodes: &[Node]) -> ImageView {
+    let boot = i.boot_kind();
+    let users = nodes
+        .iter()
+        .filter(|n| n.image.as_deref() == Some(i.name.as_str()))
+        .count();
+    ImageView {
+        name: i.name,
+        boot,
+        cmdline: i.cmdline,
+        kernel: i.kernel,
+        initrd: i.initrd,
+        rootfs: i.rootfs,
+        initramfs: i.initramfs,
+        nodes: users,
+    }
+}
+
+pub async fn list_images(State(api): State<Arc<Api>>, axum::extract::Query(q): Q) -> Res {
+    let mut q = Query::new(q);
+    let page = q.page()?;
+    q.finish()?;
+    let all = api
+        .blocking(|store| {
+            let (images, nodes) =
+                store.read(|r| Ok::<_, ApiError>((r.all::<Image>()?, r.all::<Node>()?)))?;
+            Ok(images
+                .into_iter()
+                .map(|i| image_view(i, &nodes))
+                .collect::<Vec<_>>())
+        })
+        .await?;
+    ok(page.of(all))
+}
+
+pub async fn get_image(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Res {
+    let view = api
+        .blocking(move |store| {
+            let (image, nodes) =
+                store.read(|r| Ok::<_, ApiError>((r.get::<Image>(&name)?, r.all::<Node>()?)))?;
+            let image = image.ok_or_else(|| unknown("image", &name))?;
+            Ok(image_view(image, &nodes))
+        })
+        .await?;
+    ok(view)
+}
+
+pub async fn set_image(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
+    let mut f = Fields::parse(&headers, &body)?;
+    let cmdline: String = f.required("cmdline")?;
+    f.finish()?;
+    let view = api
+        .blocking(move |store| {
+            let image = admin::set_image_cmdline(store, &name, &cmdline)
+                .map_err(|e| ApiError::admin("image", e))?;
+            let nodes = store.read(|r| r.all::<Node>())?;
+            Ok(image_view(image, &nodes))
+        })
+        .await?;
+    ok(view)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leases
+
+#[derive(Serialize)]
+struct LeaseRow {
+    #[serde(flatten)]
+    lease: Lease,
+    /// The lease's state now: `expired` once it has run out.
+    status: &'static str,
+    /// The node with this MAC, if any.
+    node: Option<String>,
+}
+
+/// Values of the `state` filter of `GET /leases`.
+const LEASE_STATES: &[&str] = &[
+    "offered", "bound", "released", "declined", "expired", "active",
+];
+
+pub async fn list_leases(State(api): State<Arc<Api>>, axum::extract::Query(q): Q) -> Res {
+    let mut q = Query::new(q);
+    let page = q.page()?;
+    let state = q.get("state");
+    if let Some(s) = &state {
+        if !LEASE_STATES.contains(&s.as_str()) {
+            return Err(ApiError::bad(
+                "state",
+                format!("state: {s:?} is not one of {}", LEASE_STATES.join(", ")),
+            ));
+        }
+    }
+    let mac = match q.get("mac") {
+        Some(m) => Some(
+            m.parse::<Mac>()
+                .map_err(|e| ApiError::bad("mac", format!("mac: {e}")))?,
+        ),
+        None => None,
+    };
+    let network = q.get("network");
+    q.finish()?;
+    let all = api
+        .blocking(move |store| {
+            let now = unix_now();
+            let (leases, nodes) =
+                store.read(|r| Ok::<_, ApiError>((r.all::<Lease>()?, r.all::<Node>()?)))?;
+            let by_mac: HashMap<Mac, String> = nodes.into_iter().map(|n| (n.mac, n.name)).collect();
+            Ok(leases
+                .into_iter()
+                .filter(|l| {
+                    let status = lease_state(l, now);
+                    state
+                        .as_deref()
+                        .is_none_or(|s| s == status || (s == "active" && l.holds(now)))
+                        && mac.is_none_or(|m| l.mac == m)
+                        && network.as_deref().is_none_or(|n| l.network == n)
+                })
+                .map(|l| LeaseRow {
+                    status: lease_state(&l, now),
+                    node: by_mac.get(&l.mac).cloned(),
+                    lease: l,
+                })
+                .collect::<Vec<_>>())
+        })
+        .await?;
+    ok(page.of(all))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+
+pub async fn list_settings(State(api): State<Arc<Api>>, axum::extract::Query(q): Q) -> Res {
+    let mut q = Query::new(q);
+    let page = q.page()?;
+    q.finish()?;
+    let all = api
+        .blocking(|store| Ok(store.read(|r| r.all::<Setting>())?))
+        .await?;
+    ok(page.of(all))
+}
+
+pub async fn get_setting(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Res {
+    let s = api
+        .blocking(move |store| {
+            store
+                .read(|r| r.get::<Setting>(&name))?
+                .ok_or_else(|| unknown("setting", &name))
+        })
+        .await?;
+    ok(s)
+}
+
+pub async fn put_setting(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
+    let mut f = Fields::parse(&headers, &body)?;
+    let value: serde_json::Value = f.required("value")?;
+    f.finish()?;
+    let out = Setting {
+        name: name.clone(),
+        value: value.clone(),
+    };
+    admin_change(&api, "setting", move |store| {
+        admin::set_setting(store, &name, &value)
+    })
+    .await?;
+    ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// API tokens
+
+#[derive(Serialize)]
+struct TokenView {
+    name: String,
+    created: u64,
+}
+
+pub async fn list_tokens(State(api): State<Arc<Api>>, axum::extract::Query(q): Q) -> Res {
+    let mut q = Query::new(q);
+    let page = q.page()?;
+    q.finish()?;
+    let all = api.blocking(|store| Ok(auth::tokens(store)?)).await?;
+    ok(page.of(all
+        .into_iter()
+        .map(|t| TokenView {
+            name: t.name,
+            created: t.created,
+        })
+        .collect()))
+}
+
+pub async fn add_token(
+    State(api): State<Arc<Api>>,
+    axum::Extension(by): axum::Extension<Principal>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
+    let mut f = Fields::parse(&headers, &body)?;
+    let name: String = f.required("name")?;
+    f.finish()?;
+    let who = match by {
+        Principal::Session { user, .. } => format!("user {user}"),
+        Principal::Token { name } => format!("token {name}"),
+    };
+    let token_name = name.clone();
+    let token = api
+        .blocking(move |store| {
+            auth::create_token(store, &token_name, unix_now()).map_err(|e| match e {
+                auth::AuthError::Admin(e) => ApiError::admin("token", e),
+                other => ApiError::internal("token", other),
+            })
+        })
+        .await?;
+    tracing::info!(token = %name, by = %who, "API token created");
+    created(serde_json::json!({ "name": name, "token": token }))
+}

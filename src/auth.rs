@@ -1,0 +1,436 @@
+//! Who may use the web page and the API: users with argon2 password hashes and API tokens
+//! (both in the store), browser sessions and the failed-login limiter (both in the server's
+//! memory).
+//!
+//! Data flow: `drover admin passwd` and `drover token create` write [`User`] and [`ApiToken`]
+//! records; the first `drover serve` creates the `admin` user with a random password written
+//! to a 0600 file ([`ensure_admin`]). The HTTP layer (`crate::api`) calls [`verify_password`]
+//! on login, then keeps a [`Session`] in [`Sessions`]; scripts send a token that
+//! [`token_owner`] looks up by its hash.
+//!
+//! Secrets never reach logs: passwords and tokens are not `Debug`-printed, the store keeps
+//! only hashes, and the random first password goes to a file, not to the log.
+//!
+//! Not here: the HTTP side (cookies, CSRF header, status codes: `crate::api`), roles (every
+//! user is an admin), TLS.
+
+use crate::admin::{check_name, AdminError};
+use crate::store::model::{ApiToken, User};
+use crate::store::{Store, StoreError};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use rand_core::{OsRng, RngCore};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The user made at first start.
+pub const ADMIN: &str = "admin";
+/// Where the first start writes the admin's random password (0600, under the state dir).
+pub const INITIAL_PASSWORD_FILE: &str = "initial-admin-password";
+/// Shortest password `drover admin passwd` accepts.
+pub const MIN_PASSWORD_LEN: usize = 8;
+/// Longest password accepted (argon2 cost does not depend on it, but request bodies do).
+pub const MAX_PASSWORD_LEN: usize = 256;
+/// Prefix of API tokens, so that they are recognisable in scripts and secret scanners.
+pub const TOKEN_PREFIX: &str = "drv_";
+
+/// A session ends after this long without a request.
+pub const SESSION_IDLE: Duration = Duration::from_secs(12 * 3600);
+/// At most this many live sessions; the least recently used goes when a new one needs room.
+pub const MAX_SESSIONS: usize = 1024;
+
+/// Failed logins a client may make in a burst before it has to wait.
+pub const LOGIN_BURST: u32 = 5;
+/// After the burst, one more attempt is allowed per this interval.
+pub const LOGIN_REFILL: Duration = Duration::from_secs(12);
+/// Clients the limiter tracks at most (entries at full credit are dropped first).
+pub const MAX_LIMITER_CLIENTS: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error("the password is too short: at least {MIN_PASSWORD_LEN} characters")]
+    TooShort,
+    #[error("the password is too long: at most {MAX_PASSWORD_LEN} characters")]
+    TooLong,
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> Self {
+        AuthError::Admin(AdminError::Store(e))
+    }
+}
+
+/// `n` random bytes as lowercase hex, from the operating system's CSPRNG.
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    OsRng.fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn hash_password(password: &str) -> Result<String, AuthError> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(AuthError::TooShort);
+    }
+    if password.len() > MAX_PASSWORD_LEN {
+        return Err(AuthError::TooLong);
+    }
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AuthError::Hash(e.to_string()))
+}
+
+/// Sets (or creates) user `name` with `password`.
+pub fn set_password(store: &Store, name: &str, password: &str) -> Result<(), AuthError> {
+    check_name(name)?;
+    let user = User {
+        name: name.to_string(),
+        password_hash: hash_password(password)?,
+    };
+    store.write(|w| w.put(&user))?;
+    Ok(())
+}
+
+/// Whether `password` is user `name`'s. Slow on purpose (argon2): call it off the async
+/// workers. Unknown users cost the same time as known ones, so timing does not tell them apart.
+pub fn verify_password(store: &Store, name: &str, password: &str) -> Result<bool, StoreError> {
+    let user = if check_name(name).is_ok() && password.len() <= MAX_PASSWORD_LEN {
+        store.read(|r| r.get::<User>(name))?
+    } else {
+        None
+    };
+    let (hash, known) = match &user {
+        Some(u) => (u.password_hash.as_str(), true),
+        None => (DUMMY_HASH, false),
+    };
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        tracing::error!(user = name, "stored password hash is not a PHC string");
+        return Ok(false);
+    };
+    let ok = Argon2::default()
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok();
+    Ok(ok && known)
+}
+
+/// A valid argon2id hash of a random password, verified against for unknown users.
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Dnl1GSNdx4mu/ixEBL0mr6FUK1M1Cg3UEudl7SBsuM0";
+
+/// At first start (no user at all), creates [`ADMIN`] with a random password and writes it to
+/// `state_dir/initial-admin-password` (mode 0600). Returns that file's path when it did.
+pub fn ensure_admin(store: &Store, state_dir: &Path) -> Result<Option<PathBuf>, AuthError> {
+    if !store.read(|r| r.all::<User>())?.is_empty() {
+        return Ok(None);
+    }
+    let password = random_hex(12);
+    let path = state_dir.join(INITIAL_PASSWORD_FILE);
+    write_secret(&path, &format!("{password}\n"))?;
+    set_password(store, ADMIN, &password)?;
+    Ok(Some(path))
+}
+
+fn write_secret(path: &Path, text: &str) -> Result<(), AuthError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| AuthError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)
+}
+
+fn token_hash(token: &str) -> String {
+    blake3::hash(token.as_bytes()).to_hex().to_string()
+}
+
+/// Makes API token `name` and returns the token (shown once; only its hash is kept).
+pub fn create_token(store: &Store, name: &str, now: u64) -> Result<String, AuthError> {
+    check_name(name)?;
+    let token = format!("{TOKEN_PREFIX}{}", random_hex(32));
+    let record = ApiToken {
+        name: name.to_string(),
+        hash: token_hash(&token),
+        created: now,
+    };
+    store.write(|w| {
+        if w.get::<ApiToken>(name)?.is_some() {
+            return Err(AuthError::Admin(AdminError::Exists {
+                kind: "token",
+                name: name.to_string(),
+            }));
+        }
+        w.put(&record)?;
+        Ok(())
+    })?;
+    Ok(token)
+}
+
+pub fn remove_token(store: &Store, name: &str) -> Result<(), AdminError> {
+    store.write(|w| {
+        if w.delete::<ApiToken>(name)? {
+            Ok(())
+        } else {
+            Err(AdminError::Unknown {
+                kind: "token",
+                name: name.to_string(),
+            })
+        }
+    })
+}
+
+pub fn tokens(store: &Store) -> Result<Vec<ApiToken>, StoreError> {
+    store.read(|r| r.all::<ApiToken>())
+}
+
+/// The name of the API token `token`, if it is one.
+pub fn token_owner(store: &Store, token: &str) -> Result<Option<String>, StoreError> {
+    if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
+        return Ok(None);
+    }
+    store.read(|r| r.owner(&format!("token/{}", token_hash(token))))
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// A logged-in browser.
+#[derive(Clone)]
+pub struct Session {
+    pub user: String,
+    /// Sent back in the `X-CSRF-Token` header of every state-changing request.
+    pub csrf: String,
+    last_used: Instant,
+}
+
+/// The live sessions, keyed by the session cookie's value. In memory: a restart logs every
+/// browser out (tokens survive, they are in the store).
+#[derive(Default)]
+pub struct Sessions {
+    map: HashMap<String, Session>,
+}
+
+impl Sessions {
+    /// Starts a session for `user`; returns its id (the cookie value) and the session.
+    pub fn create(&mut self, user: &str, now: Instant) -> (String, Session) {
+        self.expire(now);
+        if self.map.len() >= MAX_SESSIONS {
+            if let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(k, _)| k.clone())
+            {
+                self.map.remove(&oldest);
+            }
+        }
+        let id = random_hex(32);
+        let session = Session {
+            user: user.to_string(),
+            csrf: random_hex(24),
+            last_used: now,
+        };
+        self.map.insert(id.clone(), session.clone());
+        (id, session)
+    }
+
+    /// The session with cookie value `id`, if it is live; marks it used.
+    pub fn touch(&mut self, id: &str, now: Instant) -> Option<Session> {
+        let s = self.map.get_mut(id)?;
+        if now.duration_since(s.last_used) > SESSION_IDLE {
+            self.map.remove(id);
+            return None;
+        }
+        s.last_used = now;
+        Some(s.clone())
+    }
+
+    /// Whether session `id` is live, without counting this as a use.
+    pub fn is_live(&self, id: &str, now: Instant) -> bool {
+        self.map
+            .get(id)
+            .is_some_and(|s| now.duration_since(s.last_used) <= SESSION_IDLE)
+    }
+
+    pub fn remove(&mut self, id: &str) {
+        self.map.remove(id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    fn expire(&mut self, now: Instant) {
+        self.map
+            .retain(|_, s| now.duration_since(s.last_used) <= SESSION_IDLE);
+    }
+}
+
+/// Failed-login limiter: a token bucket per client address ([`LOGIN_BURST`] attempts, then
+/// one per [`LOGIN_REFILL`]). Pure: the caller passes the time.
+#[derive(Default)]
+pub struct LoginLimiter {
+    clients: HashMap<std::net::IpAddr, Bucket>,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    /// Failures still allowed before waiting.
+    credit: u32,
+    /// When the credit was last computed.
+    at: Instant,
+}
+
+impl LoginLimiter {
+    fn current(&self, client: std::net::IpAddr, now: Instant) -> Bucket {
+        match self.clients.get(&client) {
+            None => Bucket {
+                credit: LOGIN_BURST,
+                at: now,
+            },
+            Some(b) => {
+                let elapsed = now.saturating_duration_since(b.at);
+                let earned = (elapsed.as_millis() / LOGIN_REFILL.as_millis()) as u32;
+                if earned == 0 {
+                    *b
+                } else {
+                    Bucket {
+                        credit: (b.credit + earned).min(LOGIN_BURST),
+                        at: b.at + LOGIN_REFILL * earned,
+                    }
+                }
+            }
+        }
+    }
+
+    /// `Ok` when `client` may try to log in now, else how long it must wait.
+    pub fn check(&self, client: std::net::IpAddr, now: Instant) -> Result<(), Duration> {
+        let b = self.current(client, now);
+        if b.credit > 0 {
+            Ok(())
+        } else {
+            Err((b.at + LOGIN_REFILL).saturating_duration_since(now))
+        }
+    }
+
+    /// Counts a failed login of `client`.
+    pub fn failed(&mut self, client: std::net::IpAddr, now: Instant) {
+        let mut b = self.current(client, now);
+        if b.credit == LOGIN_BURST {
+            b.at = now;
+        }
+        b.credit = b.credit.saturating_sub(1);
+        if self.clients.len() >= MAX_LIMITER_CLIENTS && !self.clients.contains_key(&client) {
+            let full: Vec<_> = self
+                .clients
+                .keys()
+                .copied()
+                .filter(|c| self.current(*c, now).credit == LOGIN_BURST)
+                .collect();
+            for c in full {
+                self.clients.remove(&c);
+            }
+            if self.clients.len() >= MAX_LIMITER_CLIENTS {
+                // Every tracked client is limited: drop the one that waited longest.
+                if let Some(c) = self
+                    .clients
+                    .iter()
+                    .min_by_key(|(_, b)| b.at)
+                    .map(|(c, _)| *c)
+                {
+                    self.clients.remove(&c);
+                }
+            }
+        }
+        self.clients.insert(client, b);
+    }
+
+    /// A successful login clears the client's record.
+    pub fn succeeded(&mut self, client: std::net::IpAddr) {
+        self.clients.remove(&client);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_allows_a_burst_then_one_per_interval() {
+        let mut l = LoginLimiter::default();
+        let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..LOGIN_BURST {
+            assert!(l.check(ip, t0).is_ok());
+            l.failed(ip, t0);
+        }
+        let wait = l.check(ip, t0).unwrap_err();
+        assert!(wait <= LOGIN_REFILL && wait > Duration::ZERO);
+        assert!(l.check(other, t0).is_ok(), "other clients are not limited");
+        let t1 = t0 + LOGIN_REFILL;
+        assert!(l.check(ip, t1).is_ok());
+        l.failed(ip, t1);
+        assert!(l.check(ip, t1).is_err());
+        l.succeeded(ip);
+        assert!(l.check(ip, t1).is_ok());
+    }
+
+    #[test]
+    fn sessions_expire_when_idle_and_are_capped() {
+        let mut s = Sessions::default();
+        let t0 = Instant::now();
+        let (id, sess) = s.create("admin", t0);
+        assert_eq!(sess.user, "admin");
+        assert_eq!(sess.csrf.len(), 48);
+        assert!(s.touch(&id, t0 + Duration::from_secs(60)).is_some());
+        assert!(s.is_live(&id, t0 + Duration::from_secs(61)));
+        assert!(s.touch(&id, t0 + SESSION_IDLE * 2).is_none());
+        assert!(s.touch("nope", t0).is_none());
+        for _ in 0..MAX_SESSIONS + 10 {
+            s.create("admin", t0);
+        }
+        assert_eq!(s.len(), MAX_SESSIONS);
+    }
+
+    #[test]
+    fn secrets_compare() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "ab"));
+    }
+
+    #[test]
+    fn dummy_hash_parses() {
+        assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+    }
+}
