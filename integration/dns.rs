@@ -633,7 +633,7 @@ fn drover_serve_answers_names_and_time_for_cli_changes() {
     let config = d.serve_with(
         Some(&ns),
         "br0",
-        "[dhcp]\nenabled = false\n[tftp]\nenabled = false\n[http]\nenabled = false\n\
+        "[dhcp]\nenabled = false\n[tftp]\nenabled = false\n\
          [ra]\nenabled = false\n[dns]\nupstreams = []\n[ntp]\nlocal-reference = true\n",
     );
     let dig = |args: &[&str]| -> String {
@@ -737,6 +737,30 @@ fn drover_serve_answers_names_and_time_for_cli_changes() {
         offset.abs() < 1.0,
         "offset {offset} s from the host's own clock: {text}"
     );
+
+    // The servers' counters are in /metrics (behind a token).
+    common::require_cmd("curl", "curl");
+    let token = d.cli_ok(&["token", "create", "--name", "metrics"]);
+    let token = token.split_whitespace().last().unwrap().to_string();
+    let out = ns
+        .cmd("curl")
+        .args(["-sf", "-H", &format!("Authorization: Bearer {token}")])
+        .arg("http://198.18.0.1/metrics")
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&out.stdout).to_string();
+    let counter = |service: &str, event: &str| -> u64 {
+        let prefix = format!(
+            "drover_service_events_total{{service=\"{service}\",iface=\"br0\",event=\"{event}\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix}in /metrics:\n{metrics}"))
+    };
+    assert!(counter("dns", "udp_queries") >= 8, "{metrics}");
+    assert!(counter("dns", "tcp_queries") >= 2);
+    assert!(counter("ntp", "replies") >= 1);
 
     // The admin's view of the same answers, without the network.
     let check = d.cli_ok(&["dns", "check", "node1.lab.test"]);

@@ -12,6 +12,7 @@ pub mod agent;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod counters;
 pub mod dhcp;
 pub mod dns;
 pub mod firmware;

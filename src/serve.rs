@@ -73,6 +73,10 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
             ("http".into(), r.context("HTTP server"))
         });
     }
+    if config.tftp.enabled {
+        // One set of TFTP counters for the process (see `tftp::serve::global_stats`).
+        crate::counters::register("tftp", "all", crate::tftp::serve::global_stats());
+    }
     let own: Vec<Ipv4Addr> = interfaces.iter().map(|i| i.addr).collect();
     let dns_settings = config.dns.settings(&own);
     if config.dns.enabled {
@@ -101,6 +105,7 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
             let (settings, view, token) = (dns_settings.clone(), view.clone(), shutdown.clone());
             let name = format!("dns {}", iface.name);
             let stats = Arc::new(crate::dns::serve::Stats::default());
+            crate::counters::register("dns", &iface.name, stats.clone());
             tasks.spawn(async move {
                 let r = crate::dns::serve::serve(udp, tcp, settings, view, token, stats).await;
                 (name, r.context("DNS server"))
@@ -116,10 +121,12 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                 local_reference: config.ntp.local_reference,
             };
             let (token, name) = (shutdown.clone(), format!("ntp {}", iface.name));
+            let stats = Arc::new(crate::ntp::serve::Stats::default());
+            crate::counters::register("ntp", &iface.name, stats.clone());
             tasks.spawn(async move {
                 (
                     name,
-                    crate::ntp::serve::run(socket, settings, token)
+                    crate::ntp::serve::run_with_stats(socket, settings, stats, token)
                         .await
                         .context("NTP server"),
                 )
@@ -144,11 +151,13 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
             };
             let (iface, store, view, token) =
                 (iface.clone(), store.clone(), view.clone(), shutdown.clone());
+            let stats = Arc::new(crate::dhcp::serve::Stats::default());
+            crate::counters::register("dhcp", &iface.name, stats.clone());
             tasks.spawn(async move {
                 let name = format!("dhcp {}", iface.name);
                 (
                     name,
-                    crate::dhcp::serve::run(iface, settings, store, view, token)
+                    crate::dhcp::serve::run_with_stats(iface, settings, store, view, token, stats)
                         .await
                         .context("DHCP server"),
                 )

@@ -210,6 +210,21 @@ pub async fn scrape(State(api): State<Arc<Api>>) -> Result<Response, super::ApiE
     let _ = writeln!(out, "{name}_count {}", counts.boots.len());
     let name = family(
         &mut out,
+        "drover_service_events_total",
+        "counter",
+        "What the DHCP, TFTP, DNS and NTP servers did, by service, interface and event.",
+    );
+    for e in crate::counters::entries() {
+        for (event, v) in e.source.counters() {
+            let _ = writeln!(
+                out,
+                "{name}{{service=\"{}\",iface=\"{}\",event=\"{event}\"}} {v}",
+                e.service, e.iface
+            );
+        }
+    }
+    let name = family(
+        &mut out,
         "drover_uptime_seconds",
         "gauge",
         "Seconds since this server started.",

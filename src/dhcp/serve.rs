@@ -123,6 +123,31 @@ impl Stats {
         }
     }
 
+    /// Every counter: the outcomes, then drops as `dropped_<reason>`.
+    fn all(&self) -> Vec<(String, u64)> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out: Vec<(String, u64)> = [
+            ("received", &self.received),
+            ("offers", &self.offers),
+            ("acks", &self.acks),
+            ("naks", &self.naks),
+            ("informs", &self.informs),
+            ("commits", &self.commits),
+            ("store_errors", &self.store_errors),
+            ("send_errors", &self.send_errors),
+            ("encode_errors", &self.encode_errors),
+        ]
+        .iter()
+        .map(|(n, c)| (n.to_string(), get(c)))
+        .collect();
+        out.extend(
+            self.drops()
+                .into_iter()
+                .map(|(n, v)| (format!("dropped_{n}"), v)),
+        );
+        out
+    }
+
     /// Dropped requests by reason, including zeros.
     pub fn drops(&self) -> Vec<(&'static str, u64)> {
         DROP_NAMES
@@ -135,6 +160,12 @@ impl Stats {
     /// All requests dropped, for any reason.
     pub fn dropped(&self) -> u64 {
         self.drops.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+impl crate::counters::Counters for Stats {
+    fn counters(&self) -> Vec<(String, u64)> {
+        self.all()
     }
 }
 

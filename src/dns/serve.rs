@@ -177,6 +177,31 @@ pub struct Stats {
     pub send_errors: AtomicU64,
 }
 
+impl crate::counters::Counters for Stats {
+    fn counters(&self) -> Vec<(String, u64)> {
+        let all = [
+            ("udp_queries", &self.udp_queries),
+            ("tcp_queries", &self.tcp_queries),
+            ("answered", &self.answered),
+            ("refused", &self.refused),
+            ("formerr", &self.formerr),
+            ("dropped", &self.dropped),
+            ("truncated", &self.truncated),
+            ("transfers", &self.transfers),
+            ("forwarded", &self.forwarded),
+            ("cache_hits", &self.cache_hits),
+            ("upstream_failures", &self.upstream_failures),
+            ("servfail", &self.servfail),
+            ("overload", &self.overload),
+            ("tcp_rejected", &self.tcp_rejected),
+            ("send_errors", &self.send_errors),
+        ];
+        all.iter()
+            .map(|(n, c)| (n.to_string(), c.load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }

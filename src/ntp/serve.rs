@@ -114,6 +114,12 @@ impl Stats {
     }
 }
 
+impl crate::counters::Counters for Stats {
+    fn counters(&self) -> Vec<(String, u64)> {
+        crate::counters::fields_of(&self.snapshot())
+    }
+}
+
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }

@@ -151,6 +151,12 @@ impl Stats {
     }
 }
 
+impl crate::counters::Counters for Stats {
+    fn counters(&self) -> Vec<(String, u64)> {
+        crate::counters::fields_of(&self.snapshot())
+    }
+}
+
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
