@@ -854,3 +854,86 @@ fn wait_for_len(s: &ApiServer, t: &[(&str, &str)], n: usize) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `drover --server URL --token T ...` acts on the remote store through the API: from another
+/// state directory, node add/set/list/import/rm and network/lease lists; errors carry the
+/// API's message; a wrong token and commands without an API counterpart fail clearly.
+#[test]
+fn the_cli_acts_on_a_remote_drover() {
+    let s = ApiServer::start();
+    let token = s.token("cli");
+    let elsewhere = common::Drover::new();
+    let url = s.url();
+    let remote = |args: &[&str]| {
+        let mut all = vec!["--server", url.as_str(), "--token", token.as_str()];
+        all.extend_from_slice(args);
+        elsewhere.cli(&all)
+    };
+    let ok = |args: &[&str]| {
+        let out = remote(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(ok(&[
+        "node",
+        "add",
+        "r1",
+        "--mac",
+        "52:54:00:00:0a:01",
+        "--alias",
+        "login"
+    ])
+    .contains("added node r1"));
+    assert!(
+        s.d.cli_ok(&["node", "list"]).contains("r1"),
+        "not in the server's store"
+    );
+    assert!(
+        elsewhere.cli_ok(&["node", "list"]).lines().count() <= 1,
+        "written locally"
+    );
+    ok(&["node", "set", "r1", "--group", "rack1"]);
+    let list = ok(&["node", "list"]);
+    assert!(
+        list.contains("r1") && list.contains("rack1") && list.contains("login"),
+        "{list}"
+    );
+    let csv = elsewhere.scratch().join("nodes.csv");
+    std::fs::write(
+        &csv,
+        "name,mac\nr2,52:54:00:00:0a:02\nr3,52:54:00:00:0a:03\n",
+    )
+    .unwrap();
+    assert!(ok(&["node", "import", csv.to_str().unwrap()]).contains("imported 2 nodes"));
+    assert!(ok(&["node", "show", "r3"]).contains("52:54:00:00:0a:03"));
+    assert!(ok(&["network", "list"]).starts_with("NAME"));
+    assert!(ok(&["lease", "list"]).starts_with("IP"));
+    ok(&["node", "rm", "r2"]);
+    assert!(!s.d.cli_ok(&["node", "list"]).contains("r2"));
+
+    // The API's refusal, named.
+    let dup = remote(&["node", "add", "r9", "--mac", "52:54:00:00:0a:01"]);
+    let err = String::from_utf8_lossy(&dup.stderr);
+    assert!(
+        !dup.status.success() && err.contains("409") && err.contains("52:54:00:00:0a:01"),
+        "{err}"
+    );
+    // A wrong token.
+    let out = elsewhere.cli(&["--server", &url, "--token", "nope", "node", "list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("401"), "{err}");
+    // No API counterpart.
+    let out = remote(&["pool", "status"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("only on the appliance"),
+        "{err}"
+    );
+    // --server without a token is a usage error.
+    let out = elsewhere.cli(&["--server", &url, "node", "list"]);
+    assert!(!out.status.success());
+}

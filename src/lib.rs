@@ -21,6 +21,7 @@ pub mod image;
 pub mod net;
 pub mod ntp;
 pub mod pool;
+pub mod remote;
 pub mod serve;
 pub mod store;
 pub mod tftp;

@@ -26,6 +26,13 @@ struct Cli {
         default_value = "/var/lib/drover"
     )]
     state_dir: PathBuf,
+    /// Act on a remote drover through its API (`http://HOST[:PORT]`) instead of the local
+    /// store; node, network and lease commands only.
+    #[arg(long, global = true, env = "DROVER_SERVER", requires = "token")]
+    server: Option<String>,
+    /// API token for `--server` (`drover token create` on the appliance).
+    #[arg(long, global = true, env = "DROVER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -306,6 +313,10 @@ fn open_store(state_dir: &Path) -> Result<Store> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let (Some(server), Some(token)) = (&cli.server, &cli.token) {
+        let remote = drover::remote::Remote::new(server, token)?;
+        return remote_run(&remote, cli.command);
+    }
     let state = cli.state_dir.as_path();
     match cli.command {
         Command::Serve { config, interfaces } => {
@@ -694,6 +705,117 @@ fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
         NodeCmd::Events { name, all } => node_events(store, &name, all)?,
     }
     Ok(())
+}
+
+/// The commands that work through the API of a remote drover.
+fn remote_run(remote: &drover::remote::Remote, command: Command) -> Result<()> {
+    use serde_json::{json, Value};
+    let nodes_of = |items: Vec<Value>| -> Result<Vec<Node>> {
+        items
+            .into_iter()
+            .map(|v| serde_json::from_value(v).context("the server sent a malformed node"))
+            .collect()
+    };
+    match command {
+        Command::Node(NodeCmd::List) => {
+            let mut rows = vec![row(NODE_HEADER)];
+            for n in nodes_of(remote.list("/nodes")?)? {
+                rows.push(node_row(&n));
+            }
+            print_table(&rows);
+        }
+        Command::Node(NodeCmd::Show { name }) => {
+            let v = remote.call("GET", &format!("/nodes/{name}"), None)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Command::Node(NodeCmd::Add {
+            name,
+            mac,
+            ip,
+            image,
+            group,
+            aliases,
+        }) => {
+            let body = json!({"name": name, "mac": mac, "ip": ip, "image": image,
+                              "group": group, "aliases": aliases});
+            remote.call(
+                "POST",
+                "/nodes",
+                Some(("application/json", body.to_string().as_bytes())),
+            )?;
+            println!("added node {name}");
+        }
+        Command::Node(NodeCmd::Set { name, change }) => {
+            let mut body = serde_json::Map::new();
+            if let Some(mac) = change.mac {
+                body.insert("mac".into(), json!(mac));
+            }
+            let mut optional = |key: &str, clear: bool, value: Option<String>| {
+                if clear {
+                    body.insert(key.into(), Value::Null);
+                } else if let Some(v) = value {
+                    body.insert(key.into(), json!(v));
+                }
+            };
+            optional("ip", change.no_ip, change.ip.map(|i| i.to_string()));
+            optional("image", change.no_image, change.image);
+            optional("group", change.no_group, change.group);
+            if change.no_alias || !change.aliases.is_empty() {
+                body.insert("aliases".into(), json!(change.aliases));
+            }
+            let v = remote.call(
+                "PATCH",
+                &format!("/nodes/{name}"),
+                Some((
+                    "application/json",
+                    Value::Object(body).to_string().as_bytes(),
+                )),
+            )?;
+            let n: Node = serde_json::from_value(v).context("the server sent a malformed node")?;
+            print_table(&[row(NODE_HEADER), node_row(&n)]);
+        }
+        Command::Node(NodeCmd::Rm { name }) => {
+            remote.call("DELETE", &format!("/nodes/{name}"), None)?;
+            println!("removed node {name}");
+        }
+        Command::Node(NodeCmd::Import { file }) => {
+            let text =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let v = remote.call("POST", "/nodes/import", Some(("text/csv", &text)))?;
+            let n = v.get("imported").and_then(Value::as_u64).unwrap_or(0);
+            println!("imported {n} nodes from {}", file.display());
+        }
+        Command::Network(NetworkCmd::List) => print_json_table(
+            &remote.list("/networks")?,
+            &["name", "subnet", "range", "gateway", "domain"],
+        ),
+        Command::Lease(LeaseCmd::List) => print_json_table(
+            &remote.list("/leases")?,
+            &["ip", "mac", "state", "expires", "hostname", "network"],
+        ),
+        _ => bail!(
+            "this command works only on the appliance itself; through --server: node \
+             list|show|add|set|rm|import, network list, lease list"
+        ),
+    }
+    Ok(())
+}
+
+/// A table of the `keys` of JSON objects, headed by the keys in capitals.
+fn print_json_table(items: &[serde_json::Value], keys: &[&str]) {
+    let mut rows = vec![keys.iter().map(|k| k.to_uppercase()).collect::<Vec<_>>()];
+    for item in items {
+        rows.push(
+            keys.iter()
+                .map(|k| match item.get(k) {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(serde_json::Value::Null) | None => "-".into(),
+                    Some(v) => v.to_string(),
+                })
+                .collect(),
+        );
+    }
+    print_table(&rows);
 }
 
 const NODE_HEADER: &[&str] = &["NAME", "MAC", "IP", "IMAGE", "GROUP", "ALIASES"];
