@@ -57,6 +57,11 @@ enum Command {
     /// Show DHCP leases.
     #[command(subcommand)]
     Lease(LeaseCmd),
+    /// Settings shared by the nodes of a group (BMC credentials).
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Power nodes on and off through their BMCs (IPMI v2.0 over the LAN).
+    Power(PowerArgs),
     /// Run the node agent (what drover does as /init of its initramfs).
     Agent,
 }
@@ -87,7 +92,8 @@ enum NodeCmd {
     },
     /// Remove a node.
     Rm { name: String },
-    /// Add nodes from a CSV file with a header (name,mac,ip,image,group); all or none.
+    /// Add nodes from a CSV file with a header (name,mac,ip,image,group, optionally
+    /// bmc,bmc_user,bmc_password_file); all or none.
     Import { file: PathBuf },
 }
 
@@ -108,6 +114,111 @@ struct NodeSetArgs {
     group: Option<String>,
     #[arg(long)]
     no_group: bool,
+    #[command(flatten)]
+    bmc: BmcArgs,
+}
+
+#[derive(Args)]
+struct BmcArgs {
+    /// BMC address, HOST[:PORT] (port 623 by default).
+    #[arg(long, value_parser = drover::ipmi::parse_host_port)]
+    bmc: Option<(String, Option<u16>)>,
+    /// BMC user name.
+    #[arg(long)]
+    bmc_user: Option<String>,
+    /// File whose first line is the BMC password (never given on the command line).
+    #[arg(long)]
+    bmc_password_file: Option<PathBuf>,
+    /// Remove the BMC settings.
+    #[arg(long, conflicts_with_all = ["bmc", "bmc_user", "bmc_password_file"])]
+    no_bmc: bool,
+}
+
+impl BmcArgs {
+    fn change(&self) -> Result<admin::BmcChange> {
+        Ok(admin::BmcChange {
+            address: self.bmc.clone(),
+            user: self.bmc_user.clone(),
+            password: self
+                .bmc_password_file
+                .as_deref()
+                .map(admin::read_password_file)
+                .transpose()?,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum GroupCmd {
+    /// Set a group's BMC settings (node settings override them field by field).
+    Set {
+        name: String,
+        #[command(flatten)]
+        bmc: BmcArgs,
+    },
+    /// List groups with BMC settings.
+    List,
+}
+
+#[derive(Args)]
+struct PowerArgs {
+    #[command(subcommand)]
+    action: PowerAction,
+    /// TOML configuration for the `[power]` defaults; without it the embedded default.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// BMC sessions at once (default: power.max-sessions).
+    #[arg(long, global = true)]
+    parallel: Option<usize>,
+    /// Nodes per second that `on` and `cycle` start (default: power.on-rate; 0 = all at once).
+    #[arg(long, global = true)]
+    rate: Option<f64>,
+}
+
+#[derive(Subcommand)]
+enum PowerAction {
+    /// Power on.
+    On {
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// Power off at once (hard).
+    Off {
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// Ask the OS to shut down (ACPI soft off).
+    Soft {
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// Power off, then on.
+    Cycle {
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// Hard reset.
+    Reset {
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// Show the chassis power state.
+    Status {
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+    /// Set the boot device for the next boot only.
+    Bootdev {
+        device: BootDev,
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BootDev {
+    Pxe,
+    Disk,
 }
 
 #[derive(Subcommand)]
@@ -266,8 +377,95 @@ fn run(cli: Cli) -> Result<()> {
             print_table(&rows);
             Ok(())
         }
+        Command::Group(cmd) => group(&open_store(state)?, cmd),
+        Command::Power(args) => power(&open_store(state)?, args),
         Command::Agent => drover::agent::run(),
     }
+}
+
+fn group(store: &Store, cmd: GroupCmd) -> Result<()> {
+    use drover::store::model::{Bmc, BmcOwner};
+    match cmd {
+        GroupCmd::Set { name, bmc } => {
+            let owner = BmcOwner::Group(name.clone());
+            if bmc.no_bmc {
+                admin::remove_bmc(store, &owner)?;
+                println!("removed BMC settings of group {name}");
+                return Ok(());
+            }
+            let change = bmc.change()?;
+            if change.is_empty() {
+                bail!("nothing to set: give --bmc, --bmc-user or --bmc-password-file");
+            }
+            admin::set_bmc(store, &owner, &change)?;
+            println!("set BMC settings of group {name}");
+        }
+        GroupCmd::List => {
+            let mut rows = vec![row(&["GROUP", "BMC PORT", "BMC USER", "PASSWORD"])];
+            for b in store.read(|r| r.all::<Bmc>())? {
+                if let BmcOwner::Group(g) = &b.owner {
+                    rows.push(vec![
+                        g.clone(),
+                        b.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                        b.user.clone().unwrap_or_else(|| "-".into()),
+                        if b.password.is_some() { "set" } else { "-" }.into(),
+                    ]);
+                }
+            }
+            print_table(&rows);
+        }
+    }
+    Ok(())
+}
+
+fn power(store: &Store, args: PowerArgs) -> Result<()> {
+    use drover::ipmi::core::BootDevice;
+    use drover::ipmi::power::{self, Action};
+    let config = Config::load(args.config.as_deref())?;
+    let mut fan = drover::ipmi::serve::fan_out(&config.power);
+    if let Some(p) = args.parallel {
+        fan.max_sessions = p.max(1);
+    }
+    if let Some(r) = args.rate {
+        if !(r >= 0.0 && r.is_finite()) {
+            bail!("--rate must be 0 or more");
+        }
+        fan.on_rate = r;
+    }
+    let (action, targets) = match args.action {
+        PowerAction::On { targets } => (Action::On, targets),
+        PowerAction::Off { targets } => (Action::Off, targets),
+        PowerAction::Soft { targets } => (Action::Soft, targets),
+        PowerAction::Cycle { targets } => (Action::Cycle, targets),
+        PowerAction::Reset { targets } => (Action::Reset, targets),
+        PowerAction::Status { targets } => (Action::Status, targets),
+        PowerAction::Bootdev { device, targets } => {
+            let d = match device {
+                BootDev::Pxe => BootDevice::Pxe,
+                BootDev::Disk => BootDevice::Disk,
+            };
+            (Action::Bootdev(d), targets)
+        }
+    };
+    let jobs = store.read(|r| power::resolve(r, &targets))?;
+    let outcomes = power::run_all(&jobs, action, &fan);
+    let mut rows = vec![row(&["NODE", "BMC", "RESULT", "DETAIL"])];
+    let mut failed = 0;
+    for o in &outcomes {
+        let (result, detail) = match &o.result {
+            Ok(reply) => ("ok".to_string(), reply.text.clone()),
+            Err(f) => {
+                failed += 1;
+                (f.class.to_string(), f.reason.clone())
+            }
+        };
+        rows.push(vec![o.node.clone(), o.bmc.clone(), result, detail]);
+    }
+    print_table(&rows);
+    if failed > 0 {
+        bail!("{failed} of {} nodes failed", outcomes.len());
+    }
+    Ok(())
 }
 
 fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
@@ -314,6 +512,11 @@ fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
             );
             println!("image: {}", n.image.as_deref().unwrap_or("-"));
             println!("group: {}", n.group.as_deref().unwrap_or("-"));
+            let access = store.read(|r| drover::ipmi::access(r, &n.name, n.group.as_deref()))?;
+            match access {
+                Ok(a) => println!("bmc:   {} user {} (password set)", a.address(), a.user),
+                Err(why) => println!("bmc:   - ({why})"),
+            }
         }
         NodeCmd::Set { name, change } => {
             let c = NodeChange {
@@ -334,7 +537,14 @@ fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
                     change.group.map(Some)
                 },
             };
+            let owner = drover::store::model::BmcOwner::Node(name.clone());
+            let bmc = change.bmc.change()?;
             let n = admin::set_node(store, &name, &c)?;
+            if change.bmc.no_bmc {
+                admin::remove_bmc(store, &owner)?;
+            } else if !bmc.is_empty() {
+                admin::set_bmc(store, &owner, &bmc)?;
+            }
             print_table(&[row(&["NAME", "MAC", "IP", "IMAGE", "GROUP"]), node_row(&n)]);
         }
         NodeCmd::Rm { name } => {

@@ -13,6 +13,8 @@
 
 #![allow(dead_code)]
 
+pub mod bmc;
+
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};

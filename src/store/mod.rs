@@ -27,14 +27,16 @@ pub use view::View;
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
-use model::{Group, Image, Lease, Network, Node, Setting};
+use model::{Bmc, Group, Image, Lease, Network, Node, PowerState, Setting};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Bumped whenever the on-disk layout changes; [`Store::open`] refuses newer stores.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Bumped whenever the on-disk layout changes; [`Store::open`] refuses newer stores and
+/// upgrades older ones. 2: tables `bmc` and `power` (older drovers cannot read their feed
+/// entries, hence the bump; schema 1 stores need no conversion).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// LMDB map size: address space reserved, not disk used.
 const MAP_SIZE: usize = 64 << 30;
@@ -49,6 +51,10 @@ pub enum Table {
     Images,
     Leases,
     Settings,
+    /// BMC address and credentials per node (`node/NAME`) or group (`group/NAME`).
+    Bmc,
+    /// Last known chassis power state per node (written by `drover serve`'s poller).
+    Power,
 }
 
 impl Table {
@@ -60,6 +66,8 @@ impl Table {
             Table::Images => "images",
             Table::Leases => "leases",
             Table::Settings => "settings",
+            Table::Bmc => "bmc",
+            Table::Power => "power",
         }
     }
 }
@@ -102,6 +110,20 @@ macro_rules! keyed_by_name {
 }
 
 keyed_by_name!(Group => Table::Groups, Network => Table::Networks, Image => Table::Images, Setting => Table::Settings);
+
+impl Record for Bmc {
+    const TABLE: Table = Table::Bmc;
+    fn key(&self) -> String {
+        self.owner.key()
+    }
+}
+
+impl Record for PowerState {
+    const TABLE: Table = Table::Power;
+    fn key(&self) -> String {
+        self.node.clone()
+    }
+}
 
 impl Record for Lease {
     const TABLE: Table = Table::Leases;
@@ -214,6 +236,11 @@ impl Store {
         };
         if schema > SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew { found: schema });
+        }
+        if schema < SCHEMA_VERSION {
+            // 1 -> 2 only added tables: nothing to convert.
+            meta.put(&mut wtxn, "schema", &encode(&SCHEMA_VERSION))
+                .map_err(lmdb)?;
         }
         let member = match meta.get(&wtxn, "member").map_err(lmdb)? {
             Some(bytes) => decode::<u64>("meta/member", bytes)?,

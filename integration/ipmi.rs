@@ -1,0 +1,271 @@
+//! IPMI power control through the real binary against OpenIPMI's `ipmi_sim` serving LAN BMCs
+//! on 127.0.0.1: status/on/off/cycle/reset/soft and bootdev round trips, group credentials,
+//! wrong password and unknown user, an unreachable and a silent BMC, 32 BMCs at once, and
+//! `ipmitool -I lanplus` giving the same answers as drover.
+//!
+//! Needs `ipmi_sim` (package `openipmi`) and `ipmitool`; without them the tests fail naming
+//! the package. No root needed.
+
+mod common;
+
+use common::bmc::{free_udp_port, BmcSim, PASSWORD, USER};
+use common::Drover;
+use std::net::UdpSocket;
+
+/// Adds node `name` with BMC `addr` and the simulator's credentials.
+fn add_node(d: &Drover, name: &str, mac: &str, addr: &str) {
+    let pw = d.scratch().join("bmc-pw");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    d.cli_ok(&["node", "add", name, "--mac", mac]);
+    d.cli_ok(&[
+        "node",
+        "set",
+        name,
+        "--bmc",
+        addr,
+        "--bmc-user",
+        USER,
+        "--bmc-password-file",
+        pw.to_str().unwrap(),
+    ]);
+}
+
+/// The DETAIL (or RESULT when `col` is 2) of `node`'s row in a `drover power` table.
+fn cell(table: &str, node: &str, col: usize) -> String {
+    let line = table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(node))
+        .unwrap_or_else(|| panic!("no row for {node} in:\n{table}"));
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    if col == 3 {
+        cells[3..].join(" ")
+    } else {
+        cells[col].to_string()
+    }
+}
+
+/// A config with short timeouts so failure tests end quickly.
+fn fast_config(d: &Drover) -> String {
+    let p = d.scratch().join("fast.toml");
+    std::fs::write(&p, "[power]\ntimeout-ms = 200\nretries = 1\n").unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn power_and_bootdev_round_trips() {
+    let sim = BmcSim::start("ipmi-rt");
+    let d = Drover::new();
+    add_node(&d, "n1", "52:54:00:00:01:01", &sim.address());
+    let status = |d: &Drover| cell(&d.cli_ok(&["power", "status", "n1"]), "n1", 3);
+    assert_eq!(status(&d), "off");
+    let out = d.cli_ok(&["power", "on", "n1"]);
+    assert_eq!(cell(&out, "n1", 2), "ok", "{out}");
+    assert_eq!(sim.power(), "1");
+    assert_eq!(status(&d), "on");
+    d.cli_ok(&["power", "off", "n1"]);
+    assert_eq!(sim.power(), "0");
+    assert_eq!(status(&d), "off");
+    d.cli_ok(&["power", "on", "n1"]);
+    d.cli_ok(&["power", "cycle", "n1"]);
+    d.cli_ok(&["power", "reset", "n1"]);
+    d.cli_ok(&["power", "soft", "n1"]);
+    let events = std::fs::read_to_string(sim.dir.join("events")).unwrap_or_default();
+    assert_eq!(events.lines().collect::<Vec<_>>(), ["reset", "shutdown"]);
+    let out = d.cli_ok(&["power", "bootdev", "pxe", "n1"]);
+    assert_eq!(cell(&out, "n1", 3), "next boot: pxe", "{out}");
+    assert_eq!(sim.boot(), "pxe");
+    let out = d.cli_ok(&["power", "bootdev", "disk", "n1"]);
+    assert_eq!(cell(&out, "n1", 3), "next boot: disk", "{out}");
+    // ipmi_sim's chassis program calls a hard-disk boot "default".
+    assert_eq!(sim.boot(), "default");
+    // The password is in no output.
+    let show = d.cli_ok(&["node", "show", "n1"]) + &d.cli_ok(&["node", "list"]);
+    assert!(!show.contains(PASSWORD), "{show}");
+    assert!(show.contains(&sim.address()), "{show}");
+}
+
+#[test]
+fn group_credentials_and_targets() {
+    let sim = BmcSim::start("ipmi-grp");
+    let d = Drover::new();
+    let pw = d.scratch().join("pw");
+    std::fs::write(&pw, PASSWORD).unwrap();
+    d.cli_ok(&[
+        "node",
+        "add",
+        "g01",
+        "--mac",
+        "52:54:00:00:02:01",
+        "--group",
+        "rack",
+    ]);
+    d.cli_ok(&[
+        "node",
+        "add",
+        "g02",
+        "--mac",
+        "52:54:00:00:02:02",
+        "--group",
+        "rack",
+    ]);
+    d.cli_ok(&[
+        "group",
+        "set",
+        "rack",
+        "--bmc-user",
+        USER,
+        "--bmc-password-file",
+        pw.to_str().unwrap(),
+    ]);
+    // The node's address plus the group's credentials; g02 has no address of its own.
+    d.cli_ok(&["node", "set", "g01", "--bmc", &sim.address()]);
+    let out = d.cli(&["power", "status", "rack"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "g02 has no BMC address:\n{table}");
+    assert_eq!(cell(&table, "g01", 3), "off");
+    assert_eq!(cell(&table, "g02", 2), "no-bmc");
+    let list = d.cli_ok(&["group", "list"]);
+    assert!(list.contains("rack") && !list.contains(PASSWORD), "{list}");
+    // A range naming a missing node is an error before anything runs.
+    let out = d.cli(&["power", "on", "g[01-03]"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("g03"));
+    assert_eq!(sim.power(), "0");
+    d.cli_ok(&["power", "on", "g[01-01]"]);
+    assert_eq!(sim.power(), "1");
+}
+
+#[test]
+fn wrong_password_and_unknown_user_are_authentication_failures() {
+    let sim = BmcSim::start("ipmi-auth");
+    let d = Drover::new();
+    add_node(&d, "n1", "52:54:00:00:03:01", &sim.address());
+    let bad = d.scratch().join("bad-pw");
+    std::fs::write(&bad, "not-the-password").unwrap();
+    d.cli_ok(&[
+        "node",
+        "set",
+        "n1",
+        "--bmc-password-file",
+        bad.to_str().unwrap(),
+    ]);
+    let out = d.cli(&["power", "on", "n1"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert_eq!(cell(&table, "n1", 2), "authentication", "{table}");
+    assert!(!table.contains("not-the-password"));
+    assert_eq!(sim.power(), "0");
+    let good = d.scratch().join("bmc-pw");
+    d.cli_ok(&["node", "set", "n1", "--bmc-user", "nobody"]);
+    d.cli_ok(&[
+        "node",
+        "set",
+        "n1",
+        "--bmc-password-file",
+        good.to_str().unwrap(),
+    ]);
+    let out = d.cli(&["power", "status", "n1"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        cell(&String::from_utf8_lossy(&out.stdout), "n1", 2),
+        "authentication"
+    );
+    // A user whose maximum privilege is USER cannot become ADMINISTRATOR.
+    d.cli_ok(&["node", "set", "n1", "--bmc-user", "viewer"]);
+    let out = d.cli(&["power", "on", "n1"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{table}");
+    assert_eq!(cell(&table, "n1", 2), "privilege", "{table}");
+}
+
+#[test]
+fn unreachable_and_silent_bmcs() {
+    let d = Drover::new();
+    let config = fast_config(&d);
+    // Nothing listens: the kernel answers with ICMP port unreachable.
+    add_node(
+        &d,
+        "gone",
+        "52:54:00:00:04:01",
+        &format!("127.0.0.1:{}", free_udp_port()),
+    );
+    // Something listens and never answers.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = format!("127.0.0.1:{}", silent.local_addr().unwrap().port());
+    add_node(&d, "mute", "52:54:00:00:04:02", &addr);
+    let out = d.cli(&["power", "status", "gone", "mute", "--config", &config]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert_eq!(cell(&table, "gone", 2), "unreachable", "{table}");
+    assert_eq!(cell(&table, "mute", 2), "timeout", "{table}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 of 2 nodes failed"));
+}
+
+#[test]
+fn thirty_two_bmcs_at_once() {
+    const N: usize = 32;
+    let sims: Vec<BmcSim> = (0..N)
+        .map(|i| BmcSim::start(&format!("ipmi-32-{i}")))
+        .collect();
+    let d = Drover::new();
+    std::fs::write(d.scratch().join("pw.txt"), PASSWORD).unwrap();
+    let mut csv = String::from("name,mac,bmc,bmc_user,bmc_password_file\n");
+    for (i, sim) in sims.iter().enumerate() {
+        csv += &format!(
+            "n{:02},52:54:00:00:05:{:02x},{},{USER},pw.txt\n",
+            i + 1,
+            i + 1,
+            sim.address()
+        );
+    }
+    let csv_path = d.scratch().join("rack.csv");
+    std::fs::write(&csv_path, csv).unwrap();
+    d.cli_ok(&["node", "import", csv_path.to_str().unwrap()]);
+    let out = d.cli_ok(&["power", "on", "n[01-32]", "--parallel", "32", "--rate", "0"]);
+    for i in 1..=N {
+        assert_eq!(cell(&out, &format!("n{i:02}"), 2), "ok", "{out}");
+    }
+    assert!(sims.iter().all(|s| s.power() == "1"));
+    let out = d.cli_ok(&["power", "status", "n[01-32]"]);
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with(" on")).count(),
+        N,
+        "{out}"
+    );
+    // Paced power-on still reaches every node.
+    d.cli_ok(&["power", "off", "n[01-32]"]);
+    d.cli_ok(&["power", "on", "n[01-08]", "--rate", "50"]);
+    assert_eq!(sims.iter().filter(|s| s.power() == "1").count(), 8);
+}
+
+#[test]
+fn ipmitool_gives_the_same_answers() {
+    let sim = BmcSim::start("ipmi-ref");
+    let d = Drover::new();
+    add_node(&d, "n1", "52:54:00:00:06:01", &sim.address());
+    for action in ["on", "off"] {
+        d.cli_ok(&["power", action, "n1"]);
+        let ours = cell(&d.cli_ok(&["power", "status", "n1"]), "n1", 3);
+        let theirs = sim.ipmitool(&["chassis", "power", "status"]);
+        assert_eq!(theirs.trim(), format!("Chassis Power is {ours}"));
+    }
+    // ipmitool switches power; drover sees it.
+    sim.ipmitool(&["chassis", "power", "on"]);
+    assert_eq!(cell(&d.cli_ok(&["power", "status", "n1"]), "n1", 3), "on");
+    // drover sets the boot device; ipmitool reads it back.
+    for (dev, theirs) in [
+        ("pxe", "Force PXE"),
+        ("disk", "Force Boot from default Hard-Drive"),
+    ] {
+        d.cli_ok(&["power", "bootdev", dev, "n1"]);
+        let param = sim.ipmitool(&["chassis", "bootparam", "get", "5"]);
+        assert!(
+            param.contains(&format!("Boot Device Selector : {theirs}")),
+            "{param}"
+        );
+    }
+    // ipmitool sets it; drover reads it back.
+    sim.ipmitool(&["chassis", "bootdev", "pxe"]);
+    let out = d.cli_ok(&["power", "bootdev", "pxe", "n1"]);
+    assert_eq!(cell(&out, "n1", 3), "next boot: pxe");
+}
