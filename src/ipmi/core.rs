@@ -542,7 +542,7 @@ impl<R: Random> Session<R> {
         match std::mem::replace(&mut self.stage, Stage::Ready) {
             Stage::Privilege => match resp.cc {
                 0 => self.events.push_back(Event::Established),
-                0x80 | 0x81 | 0x82 => self.fail(SessionError::Privilege(
+                0x80..=0x82 => self.fail(SessionError::Privilege(
                     "Set Session Privilege Level to ADMINISTRATOR was refused",
                 )),
                 cc => self.fail(completion("Set Session Privilege Level", cc)),
