@@ -263,3 +263,49 @@ fn ipmitool_gives_the_same_answers() {
     let out = d.cli_ok(&["power", "bootdev", "pxe", "n1"]);
     assert_eq!(cell(&out, "n1", 3), "next boot: pxe");
 }
+
+#[test]
+fn serve_polls_power_state_into_the_store() {
+    let sim = BmcSim::start("ipmi-poll");
+    let mut d = Drover::new();
+    add_node(&d, "n1", "52:54:00:00:07:01", &sim.address());
+    // Only the HTTP listener (on a free port) and the poller: no DHCP/TFTP/RA, no root.
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = http.local_addr().unwrap().port();
+    drop(http);
+    let config = d.scratch().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "interfaces = [\"lo\"]\n[dhcp]\nenabled = false\n[tftp]\nenabled = false\n\
+             [ra]\nenabled = false\n[http]\nport = {port}\n[power]\npoll-interval = 1\n"
+        ),
+    )
+    .unwrap();
+    d.start(None, &["serve", "--config", config.to_str().unwrap()]);
+    d.wait_log("drover: ready", std::time::Duration::from_secs(30));
+    let shows = |d: &Drover, want: &str| {
+        common::wait_until(std::time::Duration::from_secs(20), || {
+            d.cli_ok(&["node", "show", "n1"]).contains(want)
+        })
+    };
+    assert!(
+        shows(&d, "power: off"),
+        "{}",
+        d.cli_ok(&["node", "show", "n1"])
+    );
+    std::fs::write(sim.dir.join("power"), "1").unwrap();
+    assert!(
+        shows(&d, "power: on"),
+        "{}",
+        d.cli_ok(&["node", "show", "n1"])
+    );
+    // A BMC that stops answering becomes "unknown" with the reason.
+    drop(sim);
+    assert!(
+        shows(&d, "power: unknown (unreachable"),
+        "{}",
+        d.cli_ok(&["node", "show", "n1"])
+    );
+    assert!(d.running(), "the server must survive a dead BMC");
+}

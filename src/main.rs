@@ -517,6 +517,21 @@ fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
                 Ok(a) => println!("bmc:   {} user {} (password set)", a.address(), a.user),
                 Err(why) => println!("bmc:   - ({why})"),
             }
+            // What `drover serve`'s poller saw last.
+            let power = store.read(|r| r.get::<drover::store::model::PowerState>(&n.name))?;
+            match power {
+                Some(p) => {
+                    let state = match (p.on, &p.error) {
+                        (Some(true), _) => "on".to_string(),
+                        (Some(false), _) => "off".to_string(),
+                        (None, Some(e)) => format!("unknown ({e})"),
+                        (None, None) => "unknown".to_string(),
+                    };
+                    let ago = unix_now().saturating_sub(p.since);
+                    println!("power: {state} (polled; since {ago}s ago)");
+                }
+                None => println!("power: - (not polled yet)"),
+            }
         }
         NodeCmd::Set { name, change } => {
             let c = NodeChange {
