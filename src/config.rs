@@ -119,6 +119,8 @@ pub struct Power {
     pub retries: u32,
     /// RMCP+ cipher suites to try, in order (3 and 17 are supported).
     pub cipher_suites: Vec<u8>,
+    /// "auto" (RMCP+ when the BMC offers it, else IPMI v1.5), "2.0" or "1.5".
+    pub ipmi_version: String,
     /// Seconds between power-state polls of `drover serve`; 0 switches the poller off.
     pub poll_interval: u32,
     /// BMC sessions per second that the poller starts at most.
@@ -133,6 +135,7 @@ impl Default for Power {
             timeout_ms: 1000,
             retries: 3,
             cipher_suites: vec![3, 17],
+            ipmi_version: "auto".into(),
             poll_interval: 60,
             poll_rate: 20.0,
         }
@@ -258,6 +261,15 @@ impl Config {
         }
         if p.retries > 10 {
             return Err(bad("power.retries", "must be at most 10".into()));
+        }
+        if !["auto", "2.0", "1.5"].contains(&p.ipmi_version.as_str()) {
+            return Err(bad(
+                "power.ipmi-version",
+                format!(
+                    "is {:?}; expected \"auto\", \"2.0\" or \"1.5\"",
+                    p.ipmi_version
+                ),
+            ));
         }
         if p.cipher_suites.is_empty() || p.cipher_suites.iter().any(|s| ![3, 17].contains(s)) {
             return Err(bad(

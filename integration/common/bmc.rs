@@ -152,10 +152,20 @@ impl BmcSim {
 
     /// `ipmitool -I lanplus -C 3 -H 127.0.0.1 -p PORT -U admin -P PASSWORD ARGS...` stdout.
     pub fn ipmitool(&self, args: &[&str]) -> String {
+        self.ipmitool_via(&["-I", "lanplus", "-C", "3"], args)
+    }
+
+    /// The same over IPMI v1.5 (`-I lan -A MD5`).
+    pub fn ipmitool_v15(&self, args: &[&str]) -> String {
+        self.ipmitool_via(&["-I", "lan", "-A", "MD5"], args)
+    }
+
+    fn ipmitool_via(&self, interface: &[&str], args: &[&str]) -> String {
         let bin = require_cmd("ipmitool", "ipmitool");
         let port = self.port.to_string();
         let out = Command::new(bin)
-            .args(["-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p", &port])
+            .args(interface)
+            .args(["-H", "127.0.0.1", "-p", &port])
             .args(["-U", USER, "-P", PASSWORD])
             .args(args)
             .stdin(Stdio::null())

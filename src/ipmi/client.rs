@@ -6,7 +6,7 @@
 //! only when the BMC says it does not offer the previous one.
 
 use super::core::{
-    Answer, Command, Event, Limits, Login, Random, Session, SessionError, OPEN_SESSION,
+    Answer, Command, Event, LanVersion, Limits, Login, Random, Session, SessionError, OPEN_SESSION,
 };
 use super::crypto::Suite;
 use super::wire::MAX_DATAGRAM;
@@ -34,9 +34,11 @@ impl PowerError {
             PowerError::Io(_) => "io",
             PowerError::Session(e) => match e {
                 SessionError::Timeout(_) => "timeout",
-                SessionError::Authentication => "authentication",
+                SessionError::Authentication | SessionError::AuthenticationV15 => "authentication",
                 SessionError::Privilege(_) => "privilege",
-                SessionError::CipherSuite(..) | SessionError::OnlyIpmi15 => "unsupported",
+                SessionError::CipherSuite(..)
+                | SessionError::NoCommonAuth
+                | SessionError::NoIpmi20 => "unsupported",
                 SessionError::Refused(_) | SessionError::Completion { .. } => "refused",
                 SessionError::Protocol(_) => "protocol",
             },
@@ -67,13 +69,14 @@ impl Random for KernelRandom {
 pub fn run(
     bmc: &BmcAccess,
     suites: &[Suite],
+    version: LanVersion,
     limits: Limits,
     commands: &[Command],
 ) -> Result<Vec<Answer>, PowerError> {
     let addr = resolve(bmc)?;
     let mut last = PowerError::Io("no cipher suite configured".into());
     for (i, suite) in suites.iter().enumerate() {
-        match run_suite(addr, bmc, *suite, limits, commands) {
+        match run_suite(addr, bmc, *suite, version, limits, commands) {
             // A BMC that answered Get Channel Authentication Capabilities but ignores an
             // Open Session request does not offer that suite (ipmi_sim ignores suite 17).
             Err(PowerError::Session(
@@ -103,6 +106,7 @@ fn run_suite(
     addr: SocketAddr,
     bmc: &BmcAccess,
     suite: Suite,
+    version: LanVersion,
     limits: Limits,
     commands: &[Command],
 ) -> Result<Vec<Answer>, PowerError> {
@@ -118,6 +122,7 @@ fn run_suite(
         user: bmc.user.as_bytes(),
         password: bmc.password.expose().as_bytes(),
         suite,
+        version,
     };
     let mut session = Session::new(Instant::now(), &login, limits, KernelRandom::new()?);
     let mut pending = commands.iter();

@@ -1,6 +1,8 @@
-//! One RMCP+ session with a BMC as a sans-IO state machine: Get Channel Authentication
-//! Capabilities, Open Session, RAKP 1-4, Set Session Privilege Level (raise to
-//! ADMINISTRATOR), then commands one at a time, then Close Session.
+//! One session with a BMC as a sans-IO state machine: Get Channel Authentication
+//! Capabilities, then either RMCP+ (Open Session, RAKP 1-4) or, for BMCs without it, IPMI
+//! v1.5 (Get Session Challenge, Activate Session with MD5 or password authentication); then
+//! Set Session Privilege Level (raise to ADMINISTRATOR), commands one at a time, and Close
+//! Session.
 //!
 //! The shell feeds it datagrams ([`Session::handle_input`]) and timer expiries
 //! ([`Session::handle_timeout`]) with the current time, sends what
@@ -28,6 +30,8 @@ const ROLE_NAME_ONLY: u8 = 0x10;
 const NETFN_CHASSIS: u8 = 0x00;
 const NETFN_APP: u8 = 0x06;
 const CMD_GET_CHANNEL_AUTH_CAPS: u8 = 0x38;
+const CMD_GET_SESSION_CHALLENGE: u8 = 0x39;
+const CMD_ACTIVATE_SESSION: u8 = 0x3a;
 const CMD_SET_SESSION_PRIVILEGE: u8 = 0x3b;
 const CMD_CLOSE_SESSION: u8 = 0x3c;
 const CMD_CHASSIS_STATUS: u8 = 0x01;
@@ -186,8 +190,15 @@ pub enum SessionError {
     Authentication,
     #[error("BMC offers no cipher suite {0} (RMCP+ status {1:#04x})")]
     CipherSuite(u8, u8),
-    #[error("BMC speaks only IPMI v1.5 LAN, which drover does not support yet")]
-    OnlyIpmi15,
+    #[error("BMC offers neither RMCP+ nor IPMI v1.5 with MD5 or password authentication")]
+    NoCommonAuth,
+    #[error("BMC does not offer IPMI v2.0 (RMCP+); power.ipmi-version allows only 2.0")]
+    NoIpmi20,
+    #[error(
+        "authentication failed: no answer to IPMI v1.5 Activate Session (BMCs ignore a wrong \
+         password)"
+    )]
+    AuthenticationV15,
     #[error("privilege: the user may not act as administrator ({0})")]
     Privilege(&'static str),
     #[error("BMC refused the session (RMCP+ status {0:#04x})")]
@@ -213,19 +224,48 @@ pub enum Event {
     Closed,
 }
 
+/// Which IPMI LAN protocol to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LanVersion {
+    /// RMCP+ when the BMC offers it, else IPMI v1.5.
+    Auto,
+    /// RMCP+ only.
+    V20,
+    /// IPMI v1.5 only (MD5, else straight password).
+    V15,
+}
+
 /// Who we log in as.
 pub struct Login<'a> {
     pub user: &'a [u8],
     pub password: &'a [u8],
     pub suite: Suite,
+    pub version: LanVersion,
+}
+
+/// The protocol of the session once chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    V20,
+    /// IPMI v1.5 with this authentication type.
+    V15(u8),
 }
 
 #[derive(Debug)]
 enum Stage {
-    AuthCaps,
+    /// `retried`: asked again without the IPMI v2.0 bit, which v1.5-only BMCs reject.
+    AuthCaps {
+        retried: bool,
+    },
+    /// IPMI v1.5 Get Session Challenge.
+    Challenge,
+    /// IPMI v1.5 Activate Session.
+    Activate,
     OpenSession,
     Rakp1,
-    Rakp3 { sik: Vec<u8> },
+    Rakp3 {
+        sik: Vec<u8>,
+    },
     Privilege,
     Ready,
     Command(Command),
@@ -246,6 +286,8 @@ pub struct Session<R: Random> {
     rng: R,
     limits: Limits,
     suite: Suite,
+    version: LanVersion,
+    proto: Proto,
     user: Vec<u8>,
     password: Vec<u8>,
     stage: Stage,
@@ -258,6 +300,8 @@ pub struct Session<R: Random> {
     out_seq: u32,
     rq_seq: u8,
     outstanding: Option<Outstanding>,
+    /// The request an IPMI v1.5 answer must match (also kept for RMCP+, unused there).
+    outstanding_v15: Option<Request>,
     tries: u32,
     deadline: Option<Instant>,
     transmit: VecDeque<Vec<u8>>,
@@ -289,9 +333,11 @@ impl<R: Random> Session<R> {
             rng,
             limits,
             suite: login.suite,
+            version: login.version,
+            proto: Proto::V20,
             user: login.user[..login.user.len().min(16)].to_vec(),
             password: login.password[..login.password.len().min(20)].to_vec(),
-            stage: Stage::AuthCaps,
+            stage: Stage::AuthCaps { retried: false },
             console_sid,
             bmc_sid: 0,
             console_random,
@@ -301,20 +347,25 @@ impl<R: Random> Session<R> {
             out_seq: 0,
             rq_seq: 0,
             outstanding: None,
+            outstanding_v15: None,
             tries: 0,
             deadline: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
         };
+        s.send_auth_caps(now, true);
+        s
+    }
+
+    fn send_auth_caps(&mut self, now: Instant, ask_v20: bool) {
         let caps = Request {
             netfn: NETFN_APP,
             cmd: CMD_GET_CHANNEL_AUTH_CAPS,
             seq: 0,
-            // Channel 0Eh ("this one") with the bit asking for IPMI v2.0 data.
-            data: vec![0x8e, PRIV_ADMIN],
+            // Channel 0Eh ("this one"), bit 7 asking for IPMI v2.0 data.
+            data: vec![if ask_v20 { 0x8e } else { 0x0e }, PRIV_ADMIN],
         };
-        s.send_raw(now, wire::emit_v15(&caps.emit()));
-        s
+        self.send_raw(now, wire::emit_v15(&caps.emit()));
     }
 
     /// Whether commands may be sent now.
@@ -379,6 +430,8 @@ impl<R: Random> Session<R> {
         if self.tries >= self.limits.retries {
             if matches!(self.stage, Stage::Closing) {
                 self.finish(Event::Closed);
+            } else if matches!(self.stage, Stage::Activate) {
+                self.finish(Event::Failed(SessionError::AuthenticationV15));
             } else {
                 let what = self.stage_name();
                 self.finish(Event::Failed(SessionError::Timeout(what)));
@@ -408,8 +461,8 @@ impl<R: Random> Session<R> {
         let Ok(frame) = wire::parse(datagram, auth_len) else {
             return;
         };
-        match (&self.stage, frame) {
-            (Stage::AuthCaps, Frame::V15 { message }) => {
+        match (&self.stage, &frame) {
+            (&Stage::AuthCaps { retried }, Frame::V15 { message, .. }) => {
                 let Ok(resp) = Response::parse(message) else {
                     return;
                 };
@@ -417,17 +470,171 @@ impl<R: Random> Session<R> {
                     return;
                 }
                 if resp.cc != 0 || resp.data.len() < 4 {
-                    // BMCs without v2.0 reject the v2.0 bit in the request.
-                    return self.fail(SessionError::OnlyIpmi15);
+                    if retried {
+                        return self.fail(completion(
+                            "Get Channel Authentication Capabilities",
+                            resp.cc,
+                        ));
+                    }
+                    // BMCs without v2.0 reject the v2.0 bit in the request: ask again.
+                    self.stage = Stage::AuthCaps { retried: true };
+                    return self.send_auth_caps(now, false);
                 }
                 let v20 = resp.data[1] & 0x80 != 0 && resp.data[3] & 0x02 != 0;
-                if !v20 {
-                    return self.fail(SessionError::OnlyIpmi15);
+                let v15_auth = if resp.data[1] & (1 << wire::AUTH_MD5) != 0 {
+                    Some(wire::AUTH_MD5)
+                } else if resp.data[1] & (1 << wire::AUTH_PASSWORD) != 0 {
+                    Some(wire::AUTH_PASSWORD)
+                } else {
+                    None
+                };
+                match (self.version, v20, v15_auth) {
+                    (LanVersion::Auto | LanVersion::V20, true, _) => self.open_session(now),
+                    (LanVersion::V20, false, _) => self.fail(SessionError::NoIpmi20),
+                    (LanVersion::Auto | LanVersion::V15, _, Some(auth)) => {
+                        self.proto = Proto::V15(auth);
+                        self.get_challenge(now, auth);
+                    }
+                    (_, _, None) => self.fail(SessionError::NoCommonAuth),
                 }
-                self.open_session(now);
             }
-            (_, Frame::V20(f)) => self.handle_v20(now, f),
+            (
+                Stage::Challenge
+                | Stage::Activate
+                | Stage::Privilege
+                | Stage::Command(_)
+                | Stage::Closing,
+                Frame::V15 { .. },
+            ) if matches!(self.proto, Proto::V15(_)) => {
+                let Some(resp) = self.open_v15(&frame) else {
+                    return;
+                };
+                self.on_v15_response(now, resp);
+            }
+            (_, Frame::V20(f)) => self.handle_v20(now, f.clone()),
             _ => {}
+        }
+    }
+
+    fn get_challenge(&mut self, now: Instant, auth: u8) {
+        self.stage = Stage::Challenge;
+        let mut data = vec![auth];
+        let mut name = [0u8; 16];
+        name[..self.user.len()].copy_from_slice(&self.user);
+        data.extend_from_slice(&name);
+        let req = Request {
+            netfn: NETFN_APP,
+            cmd: CMD_GET_SESSION_CHALLENGE,
+            seq: self.next_rq_seq(),
+            data,
+        };
+        self.outstanding_v15 = Some(req.clone());
+        self.send_raw(now, wire::emit_v15(&req.emit()));
+    }
+
+    /// Checks an IPMI v1.5 datagram: the session (once there is one), the MD5 code when the
+    /// BMC sent one, and that it answers the outstanding request.
+    fn open_v15(&self, frame: &Frame<'_>) -> Option<Response> {
+        let Frame::V15 {
+            auth_type,
+            seq,
+            session_id,
+            auth_code,
+            message,
+        } = *frame
+        else {
+            return None;
+        };
+        if !matches!(self.stage, Stage::Challenge) && session_id != self.bmc_sid {
+            return None;
+        }
+        if let Some(code) = auth_code {
+            let expect =
+                super::crypto::v15_auth_code(auth_type, &self.password, session_id, message, seq);
+            if !ct_eq(&expect, code) {
+                return None;
+            }
+        }
+        let resp = Response::parse(message).ok()?;
+        let req = self.outstanding_v15.as_ref()?;
+        (resp.seq == req.seq & 0x3f && resp.cmd == req.cmd).then_some(resp)
+    }
+
+    fn on_v15_response(&mut self, now: Instant, resp: Response) {
+        self.outstanding = None;
+        self.outstanding_v15 = None;
+        self.deadline = None;
+        self.tries = 0;
+        let Proto::V15(auth) = self.proto else {
+            return;
+        };
+        match self.stage {
+            Stage::Challenge => {
+                if matches!(resp.cc, 0x81..=0x83) {
+                    return self.fail(SessionError::Authentication);
+                }
+                if resp.cc != 0 || resp.data.len() < 20 {
+                    return self.fail(completion("Get Session Challenge", resp.cc));
+                }
+                // The temporary session id until Activate Session answers.
+                self.bmc_sid =
+                    u32::from_le_bytes([resp.data[0], resp.data[1], resp.data[2], resp.data[3]]);
+                let mut data = vec![auth, PRIV_ADMIN];
+                data.extend_from_slice(&resp.data[4..20]);
+                let mut first = [0u8; 4];
+                while u32::from_le_bytes(first) == 0 {
+                    self.rng.fill(&mut first);
+                }
+                data.extend_from_slice(&first);
+                // The BMC answers with this number in its session headers; ours are set by
+                // the Activate Session answer.
+                self.stage = Stage::Activate;
+                let req = Request {
+                    netfn: NETFN_APP,
+                    cmd: CMD_ACTIVATE_SESSION,
+                    seq: self.next_rq_seq(),
+                    data,
+                };
+                let msg = req.emit();
+                let code =
+                    super::crypto::v15_auth_code(auth, &self.password, self.bmc_sid, &msg, 0);
+                self.outstanding_v15 = Some(req);
+                self.send_raw(
+                    now,
+                    wire::emit_v15_session(auth, 0, self.bmc_sid, Some(&code), &msg),
+                );
+            }
+            Stage::Activate => {
+                if resp.cc == 0x86 {
+                    return self.fail(SessionError::Privilege(
+                        "ADMINISTRATOR exceeds the user's limit",
+                    ));
+                }
+                if resp.cc != 0 || resp.data.len() < 10 {
+                    return self.fail(completion("Activate Session", resp.cc));
+                }
+                self.proto = Proto::V15(if resp.data[0] & 0x0f == wire::AUTH_NONE {
+                    wire::AUTH_NONE
+                } else {
+                    auth
+                });
+                self.bmc_sid =
+                    u32::from_le_bytes([resp.data[1], resp.data[2], resp.data[3], resp.data[4]]);
+                // Our first session message carries the BMC's "initial inbound sequence
+                // number" (what ipmitool -I lan does; `seal` adds the 1).
+                let first =
+                    u32::from_le_bytes([resp.data[5], resp.data[6], resp.data[7], resp.data[8]]);
+                self.out_seq = first.wrapping_sub(1);
+                self.stage = Stage::Privilege;
+                let req = Request {
+                    netfn: NETFN_APP,
+                    cmd: CMD_SET_SESSION_PRIVILEGE,
+                    seq: self.next_rq_seq(),
+                    data: vec![PRIV_ADMIN],
+                };
+                self.send_sealed(now, req);
+            }
+            _ => self.on_response(resp),
         }
     }
 
@@ -624,6 +831,7 @@ impl<R: Random> Session<R> {
     }
 
     fn send_sealed(&mut self, now: Instant, req: Request) {
+        self.outstanding_v15 = Some(req.clone());
         let bytes = self.seal(&req);
         self.transmit.push_back(bytes);
         self.outstanding = Some(Outstanding::Sealed(req));
@@ -633,6 +841,14 @@ impl<R: Random> Session<R> {
 
     /// Encrypts and signs a request with the next session sequence number.
     fn seal(&mut self, req: &Request) -> Vec<u8> {
+        if let Proto::V15(auth) = self.proto {
+            self.out_seq = self.out_seq.wrapping_add(1).max(1);
+            let msg = req.emit();
+            let code = (auth != wire::AUTH_NONE).then(|| {
+                super::crypto::v15_auth_code(auth, &self.password, self.bmc_sid, &msg, self.out_seq)
+            });
+            return wire::emit_v15_session(auth, self.out_seq, self.bmc_sid, code.as_ref(), &msg);
+        }
         // The keys exist in every stage that sends sealed requests (set before Privilege).
         let Some(keys) = self.keys.clone() else {
             return Vec::new();
@@ -654,7 +870,9 @@ impl<R: Random> Session<R> {
 
     fn stage_name(&self) -> &'static str {
         match self.stage {
-            Stage::AuthCaps => "Get Channel Authentication Capabilities",
+            Stage::AuthCaps { .. } => "Get Channel Authentication Capabilities",
+            Stage::Challenge => "Get Session Challenge",
+            Stage::Activate => "Activate Session",
             Stage::OpenSession => OPEN_SESSION,
             Stage::Rakp1 => "RAKP 1",
             Stage::Rakp3 { .. } => "RAKP 3",

@@ -74,7 +74,7 @@ impl FakeBmc {
     fn answer(&mut self, datagram: &[u8]) -> Option<Vec<u8>> {
         let auth = self.keys.as_ref().map_or(0, |k| k.suite.icv_len());
         match wire::parse(datagram, auth).ok()? {
-            Frame::V15 { message } => {
+            Frame::V15 { message, .. } => {
                 assert_eq!(message[5], 0x38);
                 let resp = Response {
                     netfn: 0x07,
@@ -206,6 +206,7 @@ fn drive(
         user,
         password: pw,
         suite: bmc.suite,
+        version: LanVersion::Auto,
     };
     let mut s = Session::new(now, &login, LIMITS, Counter(0));
     let mut pending = cmds.iter();
@@ -322,6 +323,7 @@ fn silence_is_a_timeout_after_the_retries() {
         user: b"admin",
         password: b"pw",
         suite: Suite::Sha1,
+        version: LanVersion::Auto,
     };
     let mut s = Session::new(now, &login, LIMITS, Counter(0));
     let mut sent = 0;
@@ -351,6 +353,7 @@ fn garbage_is_dropped_without_panicking() {
         user: b"admin",
         password: b"pw",
         suite: Suite::Sha1,
+        version: LanVersion::Auto,
     };
     let mut s = Session::new(now, &login, LIMITS, Counter(0));
     let _ = s.poll_transmit();

@@ -5,8 +5,8 @@
 //! each node to a [`BmcAccess`] (node BMC record over group BMC record, from the store);
 //! [`power::run_all`] runs one blocking session per node on a capped set of threads, pacing
 //! power-on; each session is [`client::run`]: a UDP socket driving the sans-IO
-//! [`core::Session`], which uses [`wire`] for bytes and [`crypto`] for RAKP and session
-//! keys. [`serve::poll`] is the `drover serve` task that polls power state at a bounded rate
+//! [`core::Session`], which uses [`wire`] for bytes and [`crypto`] for RAKP, session keys
+//! and v1.5 MD5 codes. [`serve::poll`] is the `drover serve` task that polls power state at a bounded rate
 //! and writes each change to the store's `power` table.
 //!
 //! Own RMCP+ code instead of ipmi-rs 0.6: ipmi-rs does the RMCP+ handshake with suite 3 only,
@@ -18,15 +18,19 @@
 //! primitives it uses (hmac, sha1, sha2, aes) are used here directly.
 //!
 //! Supported: RMCP+ with cipher suites 3 (HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128) and 17
-//! (HMAC-SHA256, HMAC-SHA256-128, AES-CBC-128), tried in the configured order; user lookup by
-//! name; privilege raised to ADMINISTRATOR; Get Chassis Status, Chassis Control (on, off,
-//! cycle, hard reset, ACPI soft off); boot flags (parameter 5) for the next boot only: PXE,
-//! disk, with a read-back; retransmission; Close Session.
+//! (HMAC-SHA256, HMAC-SHA256-128, AES-CBC-128), tried in the configured order; IPMI v1.5 LAN
+//! sessions (MD5, else straight-password authentication; no encryption) as the fallback for
+//! BMCs without RMCP+ (`power.ipmi-version`); user lookup by name; privilege raised to
+//! ADMINISTRATOR; Get Chassis Status, Chassis Control (on, off, cycle, hard reset, ACPI soft
+//! off); boot flags (parameter 5) for the next boot only: PXE, disk, with a read-back;
+//! retransmission; Close Session.
 //!
-//! Not supported: IPMI v1.5 LAN sessions (old BMCs: such a BMC is reported as "speaks only
-//! IPMI v1.5"), a BMC key Kg distinct from the password, suites other than 3 and 17,
-//! persistent or UEFI boot flags, Serial-over-LAN, sensors and event logs, Redfish. Suite 17
-//! is checked only against itself: `ipmi_sim`, the test BMC, refuses it.
+//! Not supported: a BMC key Kg distinct from the password, suites other than 3 and 17, MD2
+//! and "none" authentication of IPMI v1.5, persistent or UEFI boot flags, Serial-over-LAN,
+//! sensors and event logs, Redfish. Suite 17 is checked only against drover's own BMC model
+//! in the unit tests: `ipmi_sim`, the test BMC, refuses it. A v1.5 BMC ignores a wrong
+//! password (no answer to Activate Session), so that timeout is reported as an
+//! authentication failure.
 
 pub mod client;
 pub mod core;

@@ -4,7 +4,7 @@
 //! [`FanOut::on_rate`] nodes per second so a rack does not draw its inrush current at once.
 
 use super::client::{self, PowerError};
-use super::core::{Answer, BootDevice, Command, Control, Limits};
+use super::core::{Answer, BootDevice, Command, Control, LanVersion, Limits};
 use super::crypto::Suite;
 use super::{BmcAccess, NoBmc};
 use crate::store::model::{Bmc, Group, Node};
@@ -106,6 +106,7 @@ pub struct FanOut {
     /// Power-on starts per second; 0 = no pacing.
     pub on_rate: f64,
     pub suites: Vec<Suite>,
+    pub version: LanVersion,
     pub limits: Limits,
 }
 
@@ -227,15 +228,21 @@ pub fn run_one(job: &Job, action: Action, fan: &FanOut) -> Outcome {
             }
         }
     };
-    let result = client::run(access, &fan.suites, fan.limits, &action.commands())
-        .map(|answers| Reply {
-            text: action.describe(&answers),
-            power: answers.iter().find_map(|a| match a {
-                Answer::Power(on) => Some(*on),
-                _ => None,
-            }),
-        })
-        .map_err(|e| Failure::from(&e));
+    let result = client::run(
+        access,
+        &fan.suites,
+        fan.version,
+        fan.limits,
+        &action.commands(),
+    )
+    .map(|answers| Reply {
+        text: action.describe(&answers),
+        power: answers.iter().find_map(|a| match a {
+            Answer::Power(on) => Some(*on),
+            _ => None,
+        }),
+    })
+    .map_err(|e| Failure::from(&e));
     if let Err(f) = &result {
         tracing::debug!(node = %job.node, bmc = %access.address(), reason = %f.reason, "power action failed");
     }

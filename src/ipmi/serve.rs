@@ -7,7 +7,7 @@
 //! Session): BMCs drop idle sessions after some tens of seconds, well below a sensible poll
 //! interval, so keeping sessions open between polls would only hold BMC session slots.
 
-use super::core::Limits;
+use super::core::{LanVersion, Limits};
 use super::crypto::Suite;
 use super::power::{self, Action, FanOut, Job, Outcome};
 use crate::config;
@@ -31,6 +31,11 @@ pub fn fan_out(c: &config::Power) -> FanOut {
             .iter()
             .filter_map(|s| Suite::from_id(*s))
             .collect(),
+        version: match c.ipmi_version.as_str() {
+            "2.0" => LanVersion::V20,
+            "1.5" => LanVersion::V15,
+            _ => LanVersion::Auto,
+        },
         limits: Limits {
             timeout: Duration::from_millis(c.timeout_ms),
             retries: c.retries,

@@ -16,7 +16,11 @@ const CLASS_IPMI: u8 = 0x07;
 /// RMCP sequence number meaning "no RMCP ACK, please".
 const RMCP_NO_ACK: u8 = 0xff;
 /// IPMI v1.5 authentication type "none".
-const AUTH_NONE: u8 = 0x00;
+pub const AUTH_NONE: u8 = 0x00;
+/// IPMI v1.5 authentication type MD5.
+pub const AUTH_MD5: u8 = 0x02;
+/// IPMI v1.5 authentication type "straight password" (the password in clear).
+pub const AUTH_PASSWORD: u8 = 0x04;
 /// Authentication type byte that marks an IPMI v2.0 / RMCP+ frame.
 const AUTH_RMCP_PLUS: u8 = 0x06;
 /// The BMC's slave address on the LAN channel.
@@ -166,12 +170,27 @@ impl Response {
 
 /// A session-less IPMI v1.5 datagram carrying `message` (authentication type none).
 pub fn emit_v15(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(14 + message.len());
+    emit_v15_session(AUTH_NONE, 0, 0, None, message)
+}
+
+/// An IPMI v1.5 session datagram; `auth_code` is present for every authentication type but
+/// none.
+pub fn emit_v15_session(
+    auth_type: u8,
+    seq: u32,
+    session_id: u32,
+    auth_code: Option<&[u8; 16]>,
+    message: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(30 + message.len());
     out.extend_from_slice(&rmcp_header(CLASS_IPMI));
-    out.push(AUTH_NONE);
-    out.extend_from_slice(&[0; 4]); // session sequence
-    out.extend_from_slice(&[0; 4]); // session id
-                                    // IPMI messages here are a few dozen bytes; the length byte cannot overflow.
+    out.push(auth_type);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&session_id.to_le_bytes());
+    if let Some(code) = auth_code {
+        out.extend_from_slice(code);
+    }
+    // IPMI messages here are a few dozen bytes; the length byte cannot overflow.
     out.push(message.len().min(255) as u8);
     out.extend_from_slice(message);
     out
@@ -180,8 +199,15 @@ pub fn emit_v15(message: &[u8]) -> Vec<u8> {
 /// A received datagram, split into its session frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame<'a> {
-    /// IPMI v1.5, authentication type none: the IPMI message.
-    V15 { message: &'a [u8] },
+    /// IPMI v1.5: session fields, the authentication code (not for type none) and the IPMI
+    /// message.
+    V15 {
+        auth_type: u8,
+        seq: u32,
+        session_id: u32,
+        auth_code: Option<&'a [u8]>,
+        message: &'a [u8],
+    },
     /// IPMI v2.0 / RMCP+.
     V20(V20Frame<'a>),
     /// An ASF presence pong or other RMCP traffic we ignore.
@@ -220,14 +246,25 @@ pub fn parse(datagram: &[u8], auth_code_len: usize) -> Result<Frame<'_>, WireErr
     }
     let body = &datagram[4..];
     match body[0] {
-        AUTH_NONE => {
-            // auth type, seq(4), session id(4), length(1), message
-            if body.len() < 10 {
+        auth_type @ (AUTH_NONE | AUTH_MD5 | AUTH_PASSWORD) => {
+            // auth type, seq(4), session id(4), [auth code(16)], length(1), message
+            let code_len = if auth_type == AUTH_NONE { 0 } else { 16 };
+            if body.len() < 10 + code_len {
                 return Err(WireError::Truncated);
             }
-            let len = usize::from(body[9]);
-            let message = body.get(10..10 + len).ok_or(WireError::BadLength)?;
-            Ok(Frame::V15 { message })
+            let seq = u32::from_le_bytes([body[1], body[2], body[3], body[4]]);
+            let session_id = u32::from_le_bytes([body[5], body[6], body[7], body[8]]);
+            let auth_code = (code_len > 0).then(|| &body[9..9 + code_len]);
+            let len = usize::from(body[9 + code_len]);
+            let start = 10 + code_len;
+            let message = body.get(start..start + len).ok_or(WireError::BadLength)?;
+            Ok(Frame::V15 {
+                auth_type,
+                seq,
+                session_id,
+                auth_code,
+                message,
+            })
         }
         AUTH_RMCP_PLUS => {
             // auth type, payload type, session id(4), seq(4), length(2), payload, trailer
