@@ -2,7 +2,7 @@
 //! crypto (the interop proof is `integration/ipmi.rs` against ipmi_sim and ipmitool).
 
 use super::*;
-use crate::ipmi::crypto::{Exchange, SessionKeys, Suite};
+use crate::ipmi::crypto::{v15_auth_code, Exchange, SessionKeys, Suite};
 use crate::ipmi::wire::{self, Frame, PayloadType, Request, Response};
 
 /// A counter as randomness: reproducible runs.
@@ -38,6 +38,11 @@ struct FakeBmc {
     /// The user may not go above USER: Set Session Privilege Level answers 81h.
     user_only: bool,
     closed: bool,
+    /// An old BMC: IPMI v1.5 with MD5 only, rejecting the v2.0 bit of Get Channel
+    /// Authentication Capabilities.
+    v15_only: bool,
+    /// IPMI v1.5: the sequence number expected on the console's next message.
+    v15_expect: u32,
 }
 
 impl FakeBmc {
@@ -56,6 +61,8 @@ impl FakeBmc {
             privilege_raised: false,
             user_only: false,
             closed: false,
+            v15_only: false,
+            v15_expect: 0,
         }
     }
 
@@ -74,17 +81,13 @@ impl FakeBmc {
     fn answer(&mut self, datagram: &[u8]) -> Option<Vec<u8>> {
         let auth = self.keys.as_ref().map_or(0, |k| k.suite.icv_len());
         match wire::parse(datagram, auth).ok()? {
-            Frame::V15 { message, .. } => {
-                assert_eq!(message[5], 0x38);
-                let resp = Response {
-                    netfn: 0x07,
-                    cmd: 0x38,
-                    seq: 0,
-                    cc: 0,
-                    data: vec![0x01, 0x80 | 0x14, 0x04, 0x03, 0, 0, 0, 0],
-                };
-                Some(wire::emit_v15(&resp.emit()))
-            }
+            Frame::V15 {
+                auth_type,
+                seq,
+                session_id,
+                auth_code,
+                message,
+            } => self.answer_v15(auth_type, seq, session_id, auth_code, message),
             Frame::V20(f) => match f.payload_type {
                 PayloadType::OpenSessionRequest => {
                     let p = f.payload;
@@ -129,29 +132,7 @@ impl FakeBmc {
                     assert!(f.encrypted);
                     let msg = keys.decrypt(f.payload).ok()?;
                     let req = parse_request(&msg);
-                    let (cc, data) = match (req.netfn, req.cmd) {
-                        (0x06, 0x3b) if self.user_only => (0x81, vec![]),
-                        (0x06, 0x3b) => {
-                            self.privilege_raised = true;
-                            (0, vec![req.data[0]])
-                        }
-                        (0x06, 0x3c) => {
-                            self.closed = true;
-                            (0, vec![])
-                        }
-                        (0x00, _) if !self.privilege_raised => (0xd4, vec![]),
-                        (0x00, 0x01) => (0, vec![u8::from(self.power), 0, 0, 0]),
-                        (0x00, 0x02) => {
-                            self.power = req.data[0] == 1;
-                            (0, vec![])
-                        }
-                        (0x00, 0x08) => {
-                            self.boot = req.data[2];
-                            (0, vec![])
-                        }
-                        (0x00, 0x09) => (0, vec![1, 5, 0x80, self.boot, 0, 0, 0]),
-                        _ => (0xc1, vec![]),
-                    };
+                    let (cc, data) = self.execute(&req);
                     let resp = Response {
                         netfn: req.netfn + 1,
                         cmd: req.cmd,
@@ -173,6 +154,108 @@ impl FakeBmc {
                 _ => None,
             },
             Frame::Other => None,
+        }
+    }
+
+    fn answer_v15(
+        &mut self,
+        auth_type: u8,
+        seq: u32,
+        session_id: u32,
+        auth_code: Option<&[u8]>,
+        message: &[u8],
+    ) -> Option<Vec<u8>> {
+        let req = parse_request(message);
+        let reply = |bmc: &FakeBmc, sid: u32, seq: u32, cc: u8, data: Vec<u8>| {
+            let resp = Response {
+                netfn: req.netfn + 1,
+                cmd: req.cmd,
+                seq: req.seq,
+                cc,
+                data,
+            };
+            let msg = resp.emit();
+            if sid == 0 {
+                return wire::emit_v15(&msg);
+            }
+            let code = v15_auth_code(wire::AUTH_MD5, bmc.password, sid, &msg, seq);
+            wire::emit_v15_session(wire::AUTH_MD5, seq, sid, Some(&code), &msg)
+        };
+        match (req.netfn, req.cmd) {
+            (0x06, 0x38) => {
+                if self.v15_only && req.data[0] & 0x80 != 0 {
+                    return Some(reply(self, 0, 0, 0xcc, vec![]));
+                }
+                let data = if self.v15_only {
+                    vec![0x01, 0x04, 0x04, 0x00, 0, 0, 0, 0]
+                } else {
+                    vec![0x01, 0x80 | 0x14, 0x04, 0x03, 0, 0, 0, 0]
+                };
+                Some(reply(self, 0, 0, 0, data))
+            }
+            (0x06, 0x39) => {
+                assert_eq!(auth_type, wire::AUTH_NONE);
+                assert_eq!(req.data[0], wire::AUTH_MD5);
+                assert_eq!(&req.data[1..1 + self.user.len()], self.user);
+                let mut data = 0x5555_0001u32.to_le_bytes().to_vec();
+                data.extend_from_slice(&[0x42; 16]);
+                Some(reply(self, 0, 0, 0, data))
+            }
+            (0x06, 0x3a) => {
+                assert_eq!((session_id, seq), (0x5555_0001, 0));
+                let expect = v15_auth_code(auth_type, self.password, session_id, message, 0);
+                if auth_code != Some(&expect[..]) {
+                    return None; // a v1.5 BMC ignores a wrong password
+                }
+                assert_eq!(req.data[2..18], [0x42; 16]);
+                let first = [req.data[18], req.data[19], req.data[20], req.data[21]];
+                self.v15_expect = 100;
+                self.bmc_sid = 0x0707_0707;
+                let mut data = vec![wire::AUTH_MD5];
+                data.extend_from_slice(&self.bmc_sid.to_le_bytes());
+                data.extend_from_slice(&self.v15_expect.to_le_bytes());
+                data.push(4);
+                Some(reply(self, session_id, u32::from_le_bytes(first), 0, data))
+            }
+            _ => {
+                assert_eq!(session_id, self.bmc_sid);
+                let expect = v15_auth_code(auth_type, self.password, session_id, message, seq);
+                // The spec's sliding window: up to 8 ahead of the next expected number.
+                if auth_code != Some(&expect[..])
+                    || !(self.v15_expect..self.v15_expect + 8).contains(&seq)
+                {
+                    return None;
+                }
+                self.v15_expect = seq + 1;
+                let (cc, data) = self.execute(&req);
+                Some(reply(self, session_id, 7, cc, data))
+            }
+        }
+    }
+
+    fn execute(&mut self, req: &Request) -> (u8, Vec<u8>) {
+        match (req.netfn, req.cmd) {
+            (0x06, 0x3b) if self.user_only => (0x81, vec![]),
+            (0x06, 0x3b) => {
+                self.privilege_raised = true;
+                (0, vec![req.data[0]])
+            }
+            (0x06, 0x3c) => {
+                self.closed = true;
+                (0, vec![])
+            }
+            (0x00, _) if !self.privilege_raised => (0xd4, vec![]),
+            (0x00, 0x01) => (0, vec![u8::from(self.power), 0, 0, 0]),
+            (0x00, 0x02) => {
+                self.power = req.data[0] == 1;
+                (0, vec![])
+            }
+            (0x00, 0x08) => {
+                self.boot = req.data[2];
+                (0, vec![])
+            }
+            (0x00, 0x09) => (0, vec![1, 5, 0x80, self.boot, 0, 0, 0]),
+            _ => (0xc1, vec![]),
         }
     }
 }
@@ -201,12 +284,23 @@ fn drive(
     cmds: &[Command],
     drop: &[usize],
 ) -> Vec<Event> {
+    drive_version(bmc, user, pw, cmds, drop, LanVersion::Auto)
+}
+
+fn drive_version(
+    bmc: &mut FakeBmc,
+    user: &[u8],
+    pw: &[u8],
+    cmds: &[Command],
+    drop: &[usize],
+    version: LanVersion,
+) -> Vec<Event> {
     let mut now = Instant::now();
     let login = Login {
         user,
         password: pw,
         suite: bmc.suite,
-        version: LanVersion::Auto,
+        version,
     };
     let mut s = Session::new(now, &login, LIMITS, Counter(0));
     let mut pending = cmds.iter();
@@ -362,4 +456,58 @@ fn garbage_is_dropped_without_panicking() {
         s.handle_input(now, &junk);
     }
     assert_eq!(s.poll_event(), None);
+}
+
+#[test]
+fn ipmi15_fallback_with_md5() {
+    let mut bmc = FakeBmc::new(Suite::Sha1);
+    bmc.v15_only = true;
+    // Datagrams: caps (v2.0 bit, refused), caps, challenge, activate, privilege, control.
+    // Lose the first Chassis Control: its retransmission carries the next sequence number.
+    let ev = drive(
+        &mut bmc,
+        b"admin",
+        b"secret",
+        &[Command::ChassisControl(Control::On), Command::ChassisStatus],
+        &[5],
+    );
+    assert_eq!(
+        ev,
+        [
+            Event::Established,
+            Event::Answer(Answer::Done),
+            Event::Answer(Answer::Power(true)),
+            Event::Closed,
+        ]
+    );
+    assert!(bmc.privilege_raised && bmc.closed);
+}
+
+#[test]
+fn ipmi15_wrong_password_and_version_limits() {
+    let mut bmc = FakeBmc::new(Suite::Sha1);
+    bmc.v15_only = true;
+    let ev = drive(&mut bmc, b"admin", b"wrong", &[Command::ChassisStatus], &[]);
+    assert_eq!(ev, [Event::Failed(SessionError::AuthenticationV15)]);
+    let ev = drive_version(
+        &mut bmc,
+        b"admin",
+        b"secret",
+        &[Command::ChassisStatus],
+        &[],
+        LanVersion::V20,
+    );
+    assert_eq!(ev, [Event::Failed(SessionError::NoIpmi20)]);
+    // A BMC with both speaks v1.5 when asked to.
+    let mut both = FakeBmc::new(Suite::Sha1);
+    let ev = drive_version(
+        &mut both,
+        b"admin",
+        b"secret",
+        &[Command::ChassisStatus],
+        &[],
+        LanVersion::V15,
+    );
+    assert_eq!(ev[1], Event::Answer(Answer::Power(false)));
+    assert!(both.keys.is_none(), "no RMCP+ handshake happened");
 }
