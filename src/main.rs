@@ -401,11 +401,14 @@ fn group(store: &Store, cmd: GroupCmd) -> Result<()> {
             println!("set BMC settings of group {name}");
         }
         GroupCmd::List => {
-            let mut rows = vec![row(&["GROUP", "BMC PORT", "BMC USER", "PASSWORD"])];
+            let mut rows = vec![row(&[
+                "GROUP", "BMC HOST", "BMC PORT", "BMC USER", "PASSWORD",
+            ])];
             for b in store.read(|r| r.all::<Bmc>())? {
                 if let BmcOwner::Group(g) = &b.owner {
                     rows.push(vec![
                         g.clone(),
+                        b.host.clone().unwrap_or_else(|| "-".into()),
                         b.port.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                         b.user.clone().unwrap_or_else(|| "-".into()),
                         if b.password.is_some() { "set" } else { "-" }.into(),

@@ -124,38 +124,51 @@ fn record(store: &Store, outcomes: &[Outcome], now: u64) -> Result<usize> {
             (o.node.as_str(), state)
         })
         .collect();
-    Ok(store.write(|w| {
-        let mut written = 0;
-        for old in w.all::<PowerState>()? {
-            if !fresh.contains_key(old.node.as_str()) {
-                w.delete::<PowerState>(&old.node)?;
-                written += 1;
-            }
-        }
+    // Decide in a read transaction; most polls change nothing and then write nothing.
+    let stale = |old: &PowerState, on: &Option<bool>, error: &Option<String>| {
+        // A new error text with the same class is not a change worth a write.
+        let class = |e: &Option<String>| {
+            e.as_deref()
+                .and_then(|e| e.split(':').next())
+                .map(str::to_string)
+        };
+        old.on != *on || class(&old.error) != class(error)
+    };
+    let (gone, changed) = store.read(|r| {
+        let gone: Vec<String> = r
+            .all::<PowerState>()?
+            .into_iter()
+            .filter(|p| !fresh.contains_key(p.node.as_str()))
+            .map(|p| p.node)
+            .collect();
+        let mut changed = Vec::new();
         for (node, (on, error)) in &fresh {
-            let old = w.get::<PowerState>(node)?;
-            // A new error text with the same class is not a change worth a write.
-            let class = |e: &Option<String>| {
-                e.as_deref()
-                    .and_then(|e| e.split(':').next())
-                    .map(str::to_string)
-            };
-            if old
-                .as_ref()
-                .is_some_and(|o| o.on == *on && class(&o.error) == class(error))
+            if r.get::<PowerState>(node)?
+                .is_none_or(|old| stale(&old, on, error))
             {
-                continue;
+                changed.push(PowerState {
+                    node: node.to_string(),
+                    on: *on,
+                    error: error.clone(),
+                    since: now,
+                });
             }
-            w.put(&PowerState {
-                node: node.to_string(),
-                on: *on,
-                error: error.clone(),
-                since: now,
-            })?;
-            written += 1;
         }
-        Ok::<_, crate::store::StoreError>(written)
-    })?)
+        Ok::<_, crate::store::StoreError>((gone, changed))
+    })?;
+    if gone.is_empty() && changed.is_empty() {
+        return Ok(0);
+    }
+    store.write(|w| {
+        for node in &gone {
+            w.delete::<PowerState>(node)?;
+        }
+        for state in &changed {
+            w.put(state)?;
+        }
+        Ok::<_, crate::store::StoreError>(())
+    })?;
+    Ok(gone.len() + changed.len())
 }
 
 fn unix_now() -> u64 {
