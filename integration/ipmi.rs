@@ -30,6 +30,19 @@ fn add_node(d: &Drover, name: &str, mac: &str, addr: &str) {
     ]);
 }
 
+/// `drover node set NODE --bmc-password-file F` with a file holding `password`.
+fn set_password(d: &Drover, node: &str, password: &str) {
+    let f = d.scratch().join(format!("pw-{node}-{password}"));
+    std::fs::write(&f, password).unwrap();
+    d.cli_ok(&[
+        "node",
+        "set",
+        node,
+        "--bmc-password-file",
+        f.to_str().unwrap(),
+    ]);
+}
+
 /// The DETAIL (or RESULT when `col` is 2) of `node`'s row in a `drover power` table.
 fn cell(table: &str, node: &str, col: usize) -> String {
     let line = table
@@ -140,30 +153,15 @@ fn wrong_password_and_unknown_user_are_authentication_failures() {
     let sim = BmcSim::start("ipmi-auth");
     let d = Drover::new();
     add_node(&d, "n1", "52:54:00:00:03:01", &sim.address());
-    let bad = d.scratch().join("bad-pw");
-    std::fs::write(&bad, "not-the-password").unwrap();
-    d.cli_ok(&[
-        "node",
-        "set",
-        "n1",
-        "--bmc-password-file",
-        bad.to_str().unwrap(),
-    ]);
+    set_password(&d, "n1", "not-the-password");
     let out = d.cli(&["power", "on", "n1"]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert_eq!(cell(&table, "n1", 2), "authentication", "{table}");
     assert!(!table.contains("not-the-password"));
     assert_eq!(sim.power(), "0");
-    let good = d.scratch().join("bmc-pw");
     d.cli_ok(&["node", "set", "n1", "--bmc-user", "nobody"]);
-    d.cli_ok(&[
-        "node",
-        "set",
-        "n1",
-        "--bmc-password-file",
-        good.to_str().unwrap(),
-    ]);
+    set_password(&d, "n1", PASSWORD);
     let out = d.cli(&["power", "status", "n1"]);
     assert!(!out.status.success());
     assert_eq!(
@@ -340,15 +338,7 @@ fn ipmi15_sessions_match_ipmitool_lan() {
         "{param}"
     );
     // A wrong password: the BMC ignores Activate Session; drover names the likely cause.
-    let bad = d.scratch().join("bad");
-    std::fs::write(&bad, "wrong").unwrap();
-    d.cli_ok(&[
-        "node",
-        "set",
-        "n1",
-        "--bmc-password-file",
-        bad.to_str().unwrap(),
-    ]);
+    set_password(&d, "n1", "wrong");
     let out = d.cli(&["power", "status", "n1", "--config", c]);
     assert!(!out.status.success());
     assert_eq!(

@@ -625,14 +625,7 @@ impl<R: Random> Session<R> {
                 let first =
                     u32::from_le_bytes([resp.data[5], resp.data[6], resp.data[7], resp.data[8]]);
                 self.out_seq = first.wrapping_sub(1);
-                self.stage = Stage::Privilege;
-                let req = Request {
-                    netfn: NETFN_APP,
-                    cmd: CMD_SET_SESSION_PRIVILEGE,
-                    seq: self.next_rq_seq(),
-                    data: vec![PRIV_ADMIN],
-                };
-                self.send_sealed(now, req);
+                self.raise_privilege(now);
             }
             _ => self.on_response(resp),
         }
@@ -662,15 +655,7 @@ impl<R: Random> Session<R> {
                     role: PRIV_ADMIN | ROLE_NAME_ONLY,
                     user: &self.user,
                 };
-                let bytes = wire::emit_v20(
-                    PayloadType::Rakp1,
-                    false,
-                    0,
-                    0,
-                    &rakp1.emit(),
-                    0,
-                    |_| vec![],
-                );
+                let bytes = wire::emit_v20_plain(PayloadType::Rakp1, &rakp1.emit());
                 self.send_raw(now, bytes);
             }
             (Stage::Rakp1, PayloadType::Rakp2) => {
@@ -690,8 +675,7 @@ impl<R: Random> Session<R> {
                 if !ct_eq(&expect, r.auth_code) {
                     // Tell the BMC, so it frees the session slot now.
                     let rakp3 = wire::emit_rakp3(2, 0x02, self.bmc_sid, &[]);
-                    let bytes =
-                        wire::emit_v20(PayloadType::Rakp3, false, 0, 0, &rakp3, 0, |_| vec![]);
+                    let bytes = wire::emit_v20_plain(PayloadType::Rakp3, &rakp3);
                     self.transmit.push_back(bytes);
                     return self.fail(SessionError::Authentication);
                 }
@@ -699,7 +683,7 @@ impl<R: Random> Session<R> {
                 let sik = ex.sik(self.suite, &self.password);
                 self.stage = Stage::Rakp3 { sik };
                 let rakp3 = wire::emit_rakp3(2, 0, self.bmc_sid, &code);
-                let bytes = wire::emit_v20(PayloadType::Rakp3, false, 0, 0, &rakp3, 0, |_| vec![]);
+                let bytes = wire::emit_v20_plain(PayloadType::Rakp3, &rakp3);
                 self.send_raw(now, bytes);
             }
             (Stage::Rakp3 { sik }, PayloadType::Rakp4) => {
@@ -717,14 +701,7 @@ impl<R: Random> Session<R> {
                     return self.fail(SessionError::Protocol("RAKP 4 integrity check failed"));
                 }
                 self.keys = Some(SessionKeys::derive(self.suite, &sik));
-                self.stage = Stage::Privilege;
-                let req = Request {
-                    netfn: NETFN_APP,
-                    cmd: CMD_SET_SESSION_PRIVILEGE,
-                    seq: self.next_rq_seq(),
-                    data: vec![PRIV_ADMIN],
-                };
-                self.send_sealed(now, req);
+                self.raise_privilege(now);
             }
             (Stage::Privilege | Stage::Command(_) | Stage::Closing, PayloadType::Ipmi) => {
                 let Some(resp) = self.open(&f) else {
@@ -806,16 +783,20 @@ impl<R: Random> Session<R> {
             console_session_id: self.console_sid,
             algorithms: self.suite.algorithms(),
         };
-        let bytes = wire::emit_v20(
-            PayloadType::OpenSessionRequest,
-            false,
-            0,
-            0,
-            &req.emit(),
-            0,
-            |_| vec![],
-        );
+        let bytes = wire::emit_v20_plain(PayloadType::OpenSessionRequest, &req.emit());
         self.send_raw(now, bytes);
+    }
+
+    /// The session is up at USER privilege: ask for ADMINISTRATOR.
+    fn raise_privilege(&mut self, now: Instant) {
+        self.stage = Stage::Privilege;
+        let req = Request {
+            netfn: NETFN_APP,
+            cmd: CMD_SET_SESSION_PRIVILEGE,
+            seq: self.next_rq_seq(),
+            data: vec![PRIV_ADMIN],
+        };
+        self.send_sealed(now, req);
     }
 
     fn next_rq_seq(&mut self) -> u8 {

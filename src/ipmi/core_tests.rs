@@ -99,7 +99,7 @@ impl FakeBmc {
                     for (k, alg) in [(0, a.auth), (1, a.integrity), (2, a.confidentiality)] {
                         out.extend_from_slice(&[k, 0, 0, 8, alg, 0, 0, 0]);
                     }
-                    Some(plain(PayloadType::OpenSessionResponse, &out))
+                    Some(wire::emit_v20_plain(PayloadType::OpenSessionResponse, &out))
                 }
                 PayloadType::Rakp1 => {
                     let p = f.payload;
@@ -111,7 +111,7 @@ impl FakeBmc {
                     out.extend_from_slice(&[9; 16]);
                     out.extend_from_slice(&[7; 16]);
                     out.extend_from_slice(&self.exchange().rakp2_code(self.suite, self.password));
-                    Some(plain(PayloadType::Rakp2, &out))
+                    Some(wire::emit_v20_plain(PayloadType::Rakp2, &out))
                 }
                 PayloadType::Rakp3 => {
                     let p = f.payload;
@@ -124,7 +124,7 @@ impl FakeBmc {
                     out.extend_from_slice(&self.console_sid.to_le_bytes());
                     out.extend_from_slice(&self.exchange().rakp4_icv(self.suite, &sik));
                     self.keys = Some(SessionKeys::derive(self.suite, &sik));
-                    Some(plain(PayloadType::Rakp4, &out))
+                    Some(wire::emit_v20_plain(PayloadType::Rakp4, &out))
                 }
                 PayloadType::Ipmi => {
                     let keys = self.keys.clone()?;
@@ -258,10 +258,6 @@ impl FakeBmc {
             _ => (0xc1, vec![]),
         }
     }
-}
-
-fn plain(ty: PayloadType, payload: &[u8]) -> Vec<u8> {
-    wire::emit_v20(ty, false, 0, 0, payload, 0, |_| vec![])
 }
 
 fn parse_request(m: &[u8]) -> Request {

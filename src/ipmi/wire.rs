@@ -343,12 +343,10 @@ pub fn emit_v20(
     out
 }
 
-/// An ASF presence ping (RMCP class ASF), answered by a pong from any BMC.
-pub fn emit_presence_ping(tag: u8) -> Vec<u8> {
-    let mut out = rmcp_header(CLASS_ASF).to_vec();
-    out.extend_from_slice(&[0x00, 0x00, 0x11, 0xbe]); // IANA enterprise 4542 (ASF)
-    out.extend_from_slice(&[0x80, tag, 0x00, 0x00]); // presence ping, tag, reserved, length 0
-    out
+/// An RMCP+ session-setup datagram (Open Session, RAKP): outside any session, so session id
+/// and sequence number 0, neither encrypted nor authenticated.
+pub fn emit_v20_plain(payload_type: PayloadType, payload: &[u8]) -> Vec<u8> {
+    emit_v20(payload_type, false, 0, 0, payload, 0, |_| vec![])
 }
 
 /// Algorithms of one cipher suite (IPMI v2.0 table 22-20).
