@@ -190,7 +190,7 @@ pub enum CryptoError {
 
 impl SessionKeys {
     /// K1 and K2 from the SIK. Both constants are 20 bytes for either suite, as ipmitool
-    /// and OpenBMC compute them.
+    /// computes them (`integration/ipmi.rs` logs ipmitool in with suite 17).
     pub fn derive(suite: Suite, sik: &[u8]) -> SessionKeys {
         let k1 = suite.hmac(sik, &[&[0x01; 20]]);
         let k2 = suite.hmac(sik, &[&[0x02; 20]]);
