@@ -60,7 +60,7 @@ enum Command {
     /// Settings shared by the nodes of a group (BMC credentials).
     #[command(subcommand)]
     Group(GroupCmd),
-    /// Power nodes on and off through their BMCs (IPMI v2.0 over the LAN).
+    /// Power nodes on and off through their BMCs (IPMI over the LAN: RMCP+, or v1.5).
     Power(PowerArgs),
     /// Run the node agent (what drover does as /init of its initramfs).
     Agent,
@@ -178,41 +178,30 @@ struct PowerArgs {
 #[derive(Subcommand)]
 enum PowerAction {
     /// Power on.
-    On {
-        #[arg(required = true)]
-        targets: Vec<String>,
-    },
+    On(Targets),
     /// Power off at once (hard).
-    Off {
-        #[arg(required = true)]
-        targets: Vec<String>,
-    },
+    Off(Targets),
     /// Ask the OS to shut down (ACPI soft off).
-    Soft {
-        #[arg(required = true)]
-        targets: Vec<String>,
-    },
+    Soft(Targets),
     /// Power off, then on.
-    Cycle {
-        #[arg(required = true)]
-        targets: Vec<String>,
-    },
+    Cycle(Targets),
     /// Hard reset.
-    Reset {
-        #[arg(required = true)]
-        targets: Vec<String>,
-    },
+    Reset(Targets),
     /// Show the chassis power state.
-    Status {
-        #[arg(required = true)]
-        targets: Vec<String>,
-    },
+    Status(Targets),
     /// Set the boot device for the next boot only.
     Bootdev {
         device: BootDev,
-        #[arg(required = true)]
-        targets: Vec<String>,
+        #[command(flatten)]
+        targets: Targets,
     },
+}
+
+#[derive(Args)]
+struct Targets {
+    /// Nodes, groups, or ranges like node[001-064].
+    #[arg(required = true)]
+    targets: Vec<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -436,18 +425,18 @@ fn power(store: &Store, args: PowerArgs) -> Result<()> {
         fan.on_rate = r;
     }
     let (action, targets) = match args.action {
-        PowerAction::On { targets } => (Action::On, targets),
-        PowerAction::Off { targets } => (Action::Off, targets),
-        PowerAction::Soft { targets } => (Action::Soft, targets),
-        PowerAction::Cycle { targets } => (Action::Cycle, targets),
-        PowerAction::Reset { targets } => (Action::Reset, targets),
-        PowerAction::Status { targets } => (Action::Status, targets),
+        PowerAction::On(t) => (Action::On, t.targets),
+        PowerAction::Off(t) => (Action::Off, t.targets),
+        PowerAction::Soft(t) => (Action::Soft, t.targets),
+        PowerAction::Cycle(t) => (Action::Cycle, t.targets),
+        PowerAction::Reset(t) => (Action::Reset, t.targets),
+        PowerAction::Status(t) => (Action::Status, t.targets),
         PowerAction::Bootdev { device, targets } => {
             let d = match device {
                 BootDev::Pxe => BootDevice::Pxe,
                 BootDev::Disk => BootDevice::Disk,
             };
-            (Action::Bootdev(d), targets)
+            (Action::Bootdev(d), targets.targets)
         }
     };
     let jobs = store.read(|r| power::resolve(r, &targets))?;
