@@ -127,7 +127,9 @@ fn ipmi_power_on_boots_a_vm_through_drover_and_power_off_stops_it() {
     assert_eq!(status(&d), "off");
     d.drover.cli_ok(&["power", "bootdev", "pxe", "n1"]);
     d.drover.cli_ok(&["power", "on", "n1"]);
-    // QEMU runs from the moment the chassis program returns; the boot takes seconds.
+    // QEMU runs from the moment the chassis program returns; the boot takes seconds. Read
+    // its pid now: QEMU removes the pid file when the guest powers itself off.
+    let pid = qemu_pid(&bmc_dir).expect("QEMU wrote its pid file");
     assert_eq!(status(&d), "on");
     let booted = wait_until(BOOT_TIMEOUT, || {
         read_lossy(&serial)
@@ -135,9 +137,7 @@ fn ipmi_power_on_boots_a_vm_through_drover_and_power_off_stops_it() {
             .any(|l| l.contains("DROVER-BOOT-OK") && l.contains("node=n1"))
     });
     if !booted {
-        if let Some(pid) = qemu_pid(&bmc_dir) {
-            signal(pid, "KILL");
-        }
+        signal(pid, "KILL");
         panic!(
             "the VM did not reach its marker within {BOOT_TIMEOUT:?}\nserial:\n{}\nqemu:\n{}\nchassis calls:\n{}\ndrover:\n{}",
             tail(&read_lossy(&serial), 40),
@@ -147,7 +147,6 @@ fn ipmi_power_on_boots_a_vm_through_drover_and_power_off_stops_it() {
         );
     }
     // The marker image powers the VM off by itself; the BMC then reports off.
-    let pid = qemu_pid(&bmc_dir).expect("QEMU wrote its pid file");
     assert!(wait_until(Duration::from_secs(30), || !pid_alive(pid)));
     assert_eq!(status(&d), "off");
     // Boot from disk (there is none: the VM sits in the firmware), then power it off.
