@@ -9,7 +9,9 @@
 //! Not here: argument parsing (`main.rs`, `crate::api`), printing, authentication (`crate::auth`).
 
 use crate::image::{self, Blobs, ImageError, ImageSource};
-use crate::store::model::{Group, Image, Ipv4Net, Lease, Mac, Network, Node, Setting};
+use crate::store::model::{
+    Bmc, BmcOwner, Group, Image, Ipv4Net, Lease, Mac, Network, Node, PowerState, Secret, Setting,
+};
 use crate::store::{Store, StoreError};
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -63,6 +65,8 @@ pub enum AdminError {
     BadSetting { name: String, why: &'static str },
     #[error("line {line}: {message}")]
     Csv { line: usize, message: String },
+    #[error("password file {0}: the first line must hold a password of 1 to 20 bytes")]
+    BadPassword(String),
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -174,19 +178,21 @@ fn check_node(w: &crate::store::Writer<'_, '_>, node: &Node) -> Result<(), Admin
 
 /// Adds new nodes (all or none).
 pub fn add_nodes(store: &Store, nodes: &[Node]) -> Result<(), AdminError> {
-    store.write(|w| {
-        for node in nodes {
-            if w.get::<Node>(&node.name)?.is_some() {
-                return Err(AdminError::Exists {
-                    kind: "node",
-                    name: node.name.clone(),
-                });
-            }
-            check_node(w, node)?;
-            w.put(node)?;
+    store.write(|w| add_nodes_in(w, nodes))
+}
+
+fn add_nodes_in(w: &mut crate::store::Writer<'_, '_>, nodes: &[Node]) -> Result<(), AdminError> {
+    for node in nodes {
+        if w.get::<Node>(&node.name)?.is_some() {
+            return Err(AdminError::Exists {
+                kind: "node",
+                name: node.name.clone(),
+            });
         }
-        Ok(())
-    })
+        check_node(w, node)?;
+        w.put(node)?;
+    }
+    Ok(())
 }
 
 /// Changes fields of node `name`.
@@ -221,6 +227,8 @@ pub fn remove_node(store: &Store, name: &str) -> Result<(), AdminError> {
     store.write(|w| {
         if w.delete::<Node>(name)? {
             w.delete::<crate::store::model::BootLog>(name)?;
+            w.delete::<Bmc>(&BmcOwner::Node(name.to_string()).key())?;
+            w.delete::<PowerState>(name)?;
             Ok(())
         } else {
             Err(AdminError::Unknown {
@@ -231,10 +239,100 @@ pub fn remove_node(store: &Store, name: &str) -> Result<(), AdminError> {
     })
 }
 
-/// Parses a node CSV (header `name,mac,ip,image,group[,aliases]`, columns in any order; only
-/// `name` and `mac` required; empty cells mean "none"; aliases are separated by spaces or `;`).
+/// BMC settings as the admin gives them; `None` fields keep their value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BmcChange {
+    /// `HOST[:PORT]`.
+    pub address: Option<(String, Option<u16>)>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+}
+
+impl BmcChange {
+    pub fn is_empty(&self) -> bool {
+        self.address.is_none() && self.user.is_none() && self.password.is_none()
+    }
+}
+
+/// Reads a password file: its first line, without the line end. Refuses empty passwords and
+/// ones longer than IPMI v2.0's 20 bytes.
+pub fn read_password_file(path: &Path) -> Result<Secret, AdminError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AdminError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let pw = text.lines().next().unwrap_or("").to_string();
+    if pw.is_empty() || pw.len() > 20 {
+        return Err(AdminError::BadPassword(path.display().to_string()));
+    }
+    Ok(Secret::new(pw))
+}
+
+/// Sets BMC settings of a node or group (the group need not have a record of its own).
+pub fn set_bmc(store: &Store, owner: &BmcOwner, change: &BmcChange) -> Result<Bmc, AdminError> {
+    store.write(|w| set_bmc_in(w, owner, change))
+}
+
+fn set_bmc_in(
+    w: &mut crate::store::Writer<'_, '_>,
+    owner: &BmcOwner,
+    change: &BmcChange,
+) -> Result<Bmc, AdminError> {
+    match owner {
+        BmcOwner::Node(n) => {
+            if w.get::<Node>(n)?.is_none() {
+                return Err(AdminError::Unknown {
+                    kind: "node",
+                    name: n.clone(),
+                });
+            }
+        }
+        BmcOwner::Group(g) => check_name(g)?,
+    }
+    let mut bmc = w.get::<Bmc>(&owner.key())?.unwrap_or(Bmc {
+        owner: owner.clone(),
+        host: None,
+        port: None,
+        user: None,
+        password: None,
+    });
+    if let Some((host, port)) = &change.address {
+        bmc.host = Some(host.clone());
+        bmc.port = *port;
+    }
+    if let Some(user) = &change.user {
+        bmc.user = Some(user.clone());
+    }
+    if let Some(pw) = &change.password {
+        bmc.password = Some(pw.clone());
+    }
+    w.put(&bmc)?;
+    Ok(bmc)
+}
+
+/// Removes the BMC settings of a node or group.
+pub fn remove_bmc(store: &Store, owner: &BmcOwner) -> Result<(), AdminError> {
+    store.write(|w| {
+        w.delete::<Bmc>(&owner.key())?;
+        Ok(())
+    })
+}
+
+/// One row of a node CSV: the node and its BMC settings.
+#[derive(Debug, Clone)]
+pub struct CsvNode {
+    pub node: Node,
+    pub bmc: BmcChange,
+}
+
+/// Parses a node CSV (header `name,mac,ip,image,group`, optionally `aliases` (separated by
+/// spaces or `;`) and `bmc,bmc_user,bmc_password_file`; columns in any order; only `name` and
+/// `mac` required; empty cells mean "none"). `read_password` reads a `bmc_password_file` cell.
 /// Errors name the line.
-pub fn parse_node_csv(text: &str) -> Result<Vec<Node>, AdminError> {
+pub fn parse_node_csv_bmc(
+    text: &str,
+    read_password: &dyn Fn(&str) -> Result<Secret, AdminError>,
+) -> Result<Vec<CsvNode>, AdminError> {
     let mut lines = text
         .lines()
         .enumerate()
@@ -249,11 +347,22 @@ pub fn parse_node_csv(text: &str) -> Result<Vec<Node>, AdminError> {
         .map(|c| c.to_ascii_lowercase())
         .collect();
     let find = |name: &str| columns.iter().position(|c| c == name);
+    const KNOWN: [&str; 9] = [
+        "name",
+        "mac",
+        "ip",
+        "image",
+        "group",
+        "aliases",
+        "bmc",
+        "bmc_user",
+        "bmc_password_file",
+    ];
     for c in &columns {
-        if !["name", "mac", "ip", "image", "group", "aliases"].contains(&c.as_str()) {
+        if !KNOWN.contains(&c.as_str()) {
             return Err(AdminError::Csv {
                 line: hline,
-                message: format!("unknown column {c:?}; known: name,mac,ip,image,group,aliases"),
+                message: format!("unknown column {c:?}; known: {}", KNOWN.join(",")),
             });
         }
     }
@@ -265,6 +374,7 @@ pub fn parse_node_csv(text: &str) -> Result<Vec<Node>, AdminError> {
     };
     let (ip_col, image_col, group_col) = (find("ip"), find("image"), find("group"));
     let aliases_col = find("aliases");
+    let (bmc_col, user_col, pw_col) = (find("bmc"), find("bmc_user"), find("bmc_password_file"));
     let mut nodes = Vec::new();
     for (line, text) in lines {
         let cells = split_csv(text);
@@ -295,16 +405,45 @@ pub fn parse_node_csv(text: &str) -> Result<Vec<Node>, AdminError> {
                     .map_err(|_| csv_err(format!("node {name}: {s:?} is not an IPv4 address")))
             })
             .transpose()?;
-        nodes.push(Node {
-            name,
-            mac,
-            ip,
-            image: cell(image_col),
-            group: cell(group_col),
-            aliases: cell(aliases_col).map_or_else(Vec::new, |a| split_aliases(&a)),
+        let address = cell(bmc_col)
+            .map(|s| {
+                crate::ipmi::parse_host_port(&s).map_err(|e| csv_err(format!("node {name}: {e}")))
+            })
+            .transpose()?;
+        let password = cell(pw_col)
+            .map(|p| read_password(&p).map_err(|e| csv_err(format!("node {name}: {e}"))))
+            .transpose()?;
+        nodes.push(CsvNode {
+            bmc: BmcChange {
+                address,
+                user: cell(user_col),
+                password,
+            },
+            node: Node {
+                name,
+                mac,
+                ip,
+                image: cell(image_col),
+                group: cell(group_col),
+                aliases: cell(aliases_col).map_or_else(Vec::new, |a| split_aliases(&a)),
+            },
         });
     }
     Ok(nodes)
+}
+
+/// Parses a node CSV without BMC columns (see [`parse_node_csv_bmc`]).
+pub fn parse_node_csv(text: &str) -> Result<Vec<Node>, AdminError> {
+    let no_files = |p: &str| {
+        Err(AdminError::Csv {
+            line: 0,
+            message: format!("password file {p:?} not allowed here"),
+        })
+    };
+    Ok(parse_node_csv_bmc(text, &no_files)?
+        .into_iter()
+        .map(|c| c.node)
+        .collect())
 }
 
 /// Aliases as the admin writes them: separated by spaces, commas or `;`.
@@ -342,8 +481,17 @@ pub fn import_nodes(store: &Store, path: &Path) -> Result<usize, AdminError> {
         path: path.display().to_string(),
         source,
     })?;
-    let nodes = parse_node_csv(&text)?;
-    add_nodes(store, &nodes)?;
+    // Password files are named relative to the CSV file.
+    let base = path.parent().unwrap_or(Path::new("."));
+    let rows = parse_node_csv_bmc(&text, &|p| read_password_file(&base.join(p)))?;
+    let nodes: Vec<Node> = rows.iter().map(|r| r.node.clone()).collect();
+    store.write(|w| {
+        add_nodes_in(w, &nodes)?;
+        for r in rows.iter().filter(|r| !r.bmc.is_empty()) {
+            set_bmc_in(w, &BmcOwner::Node(r.node.name.clone()), &r.bmc)?;
+        }
+        Ok::<_, AdminError>(())
+    })?;
     Ok(nodes.len())
 }
 
@@ -637,6 +785,33 @@ mod tests {
         assert!(parse_node_csv("name,ip\n").is_err());
         let nodes = parse_node_csv("name,mac,aliases\nn1,52:54:00:00:00:01,\"a b;c\"\n").unwrap();
         assert_eq!(nodes[0].aliases, vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn csv_bmc_columns() {
+        let read = |p: &str| {
+            if p == "pw.txt" {
+                Ok(Secret::new("s3cret".into()))
+            } else {
+                Err(AdminError::BadPassword(p.into()))
+            }
+        };
+        let rows = parse_node_csv_bmc(
+            "name,mac,bmc,bmc_user,bmc_password_file\nn1,52:54:00:00:00:01,10.0.0.1:6230,admin,pw.txt\nn2,52:54:00:00:00:02,,,\n",
+            &read,
+        )
+        .unwrap();
+        assert_eq!(rows[0].bmc.address, Some(("10.0.0.1".into(), Some(6230))));
+        assert_eq!(rows[0].bmc.user.as_deref(), Some("admin"));
+        assert!(rows[0].bmc.password.is_some());
+        assert!(rows[1].bmc.is_empty());
+        let e = parse_node_csv_bmc(
+            "name,mac,bmc_password_file\nn1,52:54:00:00:00:01,other\n",
+            &read,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("line 2:"), "{e}");
     }
 
     #[test]

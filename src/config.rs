@@ -33,6 +33,7 @@ pub struct Config {
     pub ntp: Ntp,
     #[serde(default)]
     pub pool: Pool,
+    pub power: Power,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,6 +239,43 @@ impl Default for Pool {
     }
 }
 
+/// IPMI power control: session limits, pacing, the server's power-state poller.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Power {
+    /// BMC sessions at once (CLI and poller each).
+    pub max_sessions: usize,
+    /// Nodes per second that `drover power on` (and `cycle`) starts.
+    pub on_rate: f64,
+    /// Milliseconds to wait for a BMC's answer before sending again.
+    pub timeout_ms: u64,
+    /// Retransmissions before a BMC counts as timed out.
+    pub retries: u32,
+    /// RMCP+ cipher suites to try, in order (3 and 17 are supported).
+    pub cipher_suites: Vec<u8>,
+    /// "auto" (RMCP+ when the BMC offers it, else IPMI v1.5), "2.0" or "1.5".
+    pub ipmi_version: String,
+    /// Seconds between power-state polls of `drover serve`; 0 switches the poller off.
+    pub poll_interval: u32,
+    /// BMC sessions per second that the poller starts at most.
+    pub poll_rate: f64,
+}
+
+impl Default for Power {
+    fn default() -> Self {
+        Power {
+            max_sessions: 32,
+            on_rate: 10.0,
+            timeout_ms: 1000,
+            retries: 3,
+            cipher_suites: vec![3, 17],
+            ipmi_version: "auto".into(),
+            poll_interval: 60,
+            poll_rate: 20.0,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -394,6 +432,37 @@ impl Config {
                 format!("has {s:?}, which is neither IP nor IP:PORT"),
             ));
         }
+        let p = &self.power;
+        if !(1..=1024).contains(&p.max_sessions) {
+            return Err(bad("power.max-sessions", "must be 1 to 1024".into()));
+        }
+        if !(p.on_rate >= 0.0 && p.on_rate.is_finite()) {
+            return Err(bad("power.on-rate", "must be 0 (no pacing) or more".into()));
+        }
+        if !(p.poll_rate > 0.0 && p.poll_rate.is_finite()) {
+            return Err(bad("power.poll-rate", "must be more than 0".into()));
+        }
+        if !(50..=60_000).contains(&p.timeout_ms) {
+            return Err(bad("power.timeout-ms", "must be 50 to 60000".into()));
+        }
+        if p.retries > 10 {
+            return Err(bad("power.retries", "must be at most 10".into()));
+        }
+        if !["auto", "2.0", "1.5"].contains(&p.ipmi_version.as_str()) {
+            return Err(bad(
+                "power.ipmi-version",
+                format!(
+                    "is {:?}; expected \"auto\", \"2.0\" or \"1.5\"",
+                    p.ipmi_version
+                ),
+            ));
+        }
+        if p.cipher_suites.is_empty() || p.cipher_suites.iter().any(|s| ![3, 17].contains(s)) {
+            return Err(bad(
+                "power.cipher-suites",
+                format!("is {:?}; supported suites are 3 and 17", p.cipher_suites),
+            ));
+        }
         Ok(())
     }
 }
@@ -415,6 +484,10 @@ mod tests {
         assert_eq!(c.dns.domain, "cluster");
         assert_eq!(c.ntp.port, 123);
         assert!(!c.ntp.local_reference);
+        assert_eq!(c.power.max_sessions, Power::default().max_sessions);
+        assert_eq!(c.power.on_rate, Power::default().on_rate);
+        assert_eq!(c.power.cipher_suites, Power::default().cipher_suites);
+        assert_eq!(c.power.poll_interval, Power::default().poll_interval);
         assert!(c.interfaces.is_empty());
     }
 
@@ -460,6 +533,10 @@ mod tests {
                 "192.0.2.2:5353".parse().unwrap()
             ]
         );
+        let e = Config::parse("[power]\ncipher-suites = [1]\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("power.cipher-suites"), "{e}");
         let ok = Config::parse("interfaces = [\"br0\"]\n[http]\nport = 8080\n", "f.toml").unwrap();
         assert_eq!(ok.http.port, 8080);
         assert_eq!(ok.dhcp.port, 67);

@@ -18,6 +18,7 @@ pub mod dns;
 pub mod firmware;
 pub mod http;
 pub mod image;
+pub mod ipmi;
 pub mod net;
 pub mod ntp;
 pub mod pool;

@@ -70,7 +70,7 @@ enum Command {
     /// Join drover members into an active-active pool.
     #[command(subcommand)]
     Pool(PoolCmd),
-    /// Manage groups of nodes.
+    /// Groups of nodes: a shared image and BMC credentials.
     #[command(subcommand)]
     Group(GroupCmd),
     /// Users of the web page and API.
@@ -79,6 +79,8 @@ enum Command {
     /// API tokens for scripts.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Power nodes on and off through their BMCs (IPMI over the LAN: RMCP+, or v1.5).
+    Power(PowerArgs),
     /// Run the node agent (what drover does as /init of its initramfs).
     Agent,
 }
@@ -149,6 +151,8 @@ enum NodeCmd {
     /// Remove a node.
     Rm { name: String },
     /// Add nodes from a CSV file with a header (name,mac,ip,image,group[,aliases]); all or none.
+    /// Add nodes from a CSV file with a header (name,mac,ip,image,group, optionally
+    /// bmc,bmc_user,bmc_password_file); all or none.
     Import { file: PathBuf },
     /// Show a node's boot timeline and state.
     Events {
@@ -182,6 +186,88 @@ struct NodeSetArgs {
     /// Remove all aliases.
     #[arg(long)]
     no_alias: bool,
+    #[command(flatten)]
+    bmc: BmcArgs,
+}
+
+#[derive(Args)]
+struct BmcArgs {
+    /// BMC address, HOST[:PORT] (port 623 by default).
+    #[arg(long, value_parser = drover::ipmi::parse_host_port)]
+    bmc: Option<(String, Option<u16>)>,
+    /// BMC user name.
+    #[arg(long)]
+    bmc_user: Option<String>,
+    /// File whose first line is the BMC password (never given on the command line).
+    #[arg(long)]
+    bmc_password_file: Option<PathBuf>,
+    /// Remove the BMC settings.
+    #[arg(long, conflicts_with_all = ["bmc", "bmc_user", "bmc_password_file"])]
+    no_bmc: bool,
+}
+
+impl BmcArgs {
+    fn change(&self) -> Result<admin::BmcChange> {
+        Ok(admin::BmcChange {
+            address: self.bmc.clone(),
+            user: self.bmc_user.clone(),
+            password: self
+                .bmc_password_file
+                .as_deref()
+                .map(admin::read_password_file)
+                .transpose()?,
+        })
+    }
+}
+
+#[derive(Args)]
+struct PowerArgs {
+    #[command(subcommand)]
+    action: PowerAction,
+    /// TOML configuration for the `[power]` defaults; without it the embedded default.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// BMC sessions at once (default: power.max-sessions).
+    #[arg(long, global = true)]
+    parallel: Option<usize>,
+    /// Nodes per second that `on` and `cycle` start (default: power.on-rate; 0 = all at once).
+    #[arg(long, global = true)]
+    rate: Option<f64>,
+}
+
+#[derive(Subcommand)]
+enum PowerAction {
+    /// Power on.
+    On(Targets),
+    /// Power off at once (hard).
+    Off(Targets),
+    /// Ask the OS to shut down (ACPI soft off).
+    Soft(Targets),
+    /// Power off, then on.
+    Cycle(Targets),
+    /// Hard reset.
+    Reset(Targets),
+    /// Show the chassis power state.
+    Status(Targets),
+    /// Set the boot device for the next boot only.
+    Bootdev {
+        device: BootDev,
+        #[command(flatten)]
+        targets: Targets,
+    },
+}
+
+#[derive(Args)]
+struct Targets {
+    /// Nodes, groups, or ranges like node[001-064].
+    #[arg(required = true)]
+    targets: Vec<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BootDev {
+    Pxe,
+    Disk,
 }
 
 #[derive(Subcommand)]
@@ -245,7 +331,13 @@ enum GroupCmd {
         #[arg(long)]
         image: Option<String>,
     },
-    /// List groups.
+    /// Set a group's BMC settings (node settings override them field by field).
+    Set {
+        name: String,
+        #[command(flatten)]
+        bmc: BmcArgs,
+    },
+    /// List groups: image and BMC settings.
     List,
     /// Remove a group.
     Rm { name: String },
@@ -424,6 +516,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Token(cmd) => token(&open_store(state)?, cmd),
+        Command::Power(args) => power(&open_store(state)?, args),
         Command::Agent => drover::agent::run(),
     }
 }
@@ -531,21 +624,71 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
 }
 
 fn group(store: &Store, cmd: GroupCmd) -> Result<()> {
+    use drover::store::model::{Bmc, BmcOwner, Group};
     match cmd {
         GroupCmd::Add { name, image } => {
             admin::put_group(
                 store,
-                &drover::store::model::Group {
+                &Group {
                     name: name.clone(),
                     image,
                 },
             )?;
             println!("added group {name}");
         }
+        GroupCmd::Set { name, bmc } => {
+            let owner = BmcOwner::Group(name.clone());
+            if bmc.no_bmc {
+                admin::remove_bmc(store, &owner)?;
+                println!("removed BMC settings of group {name}");
+                return Ok(());
+            }
+            let change = bmc.change()?;
+            if change.is_empty() {
+                bail!("nothing to set: give --bmc, --bmc-user or --bmc-password-file");
+            }
+            admin::set_bmc(store, &owner, &change)?;
+            println!("set BMC settings of group {name}");
+        }
         GroupCmd::List => {
-            let mut rows = vec![row(&["NAME", "IMAGE"])];
-            for g in store.read(|r| r.all::<drover::store::model::Group>())? {
-                rows.push(vec![g.name, g.image.unwrap_or_else(|| "-".into())]);
+            let (groups, bmcs) = store.read(|r| {
+                Ok::<_, drover::store::StoreError>((r.all::<Group>()?, r.all::<Bmc>()?))
+            })?;
+            let bmc_of = |g: &str| {
+                bmcs.iter()
+                    .find(|b| matches!(&b.owner, BmcOwner::Group(n) if n == g))
+            };
+            let mut names: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
+            for b in &bmcs {
+                if let BmcOwner::Group(g) = &b.owner {
+                    names.push(g.clone());
+                }
+            }
+            names.sort();
+            names.dedup();
+            let mut rows = vec![row(&[
+                "GROUP", "IMAGE", "BMC HOST", "BMC PORT", "BMC USER", "PASSWORD",
+            ])];
+            for name in names {
+                let image = groups
+                    .iter()
+                    .find(|g| g.name == name)
+                    .and_then(|g| g.image.clone());
+                let b = bmc_of(&name);
+                rows.push(vec![
+                    name.clone(),
+                    image.unwrap_or_else(|| "-".into()),
+                    b.and_then(|b| b.host.clone()).unwrap_or_else(|| "-".into()),
+                    b.and_then(|b| b.port)
+                        .map_or_else(|| "-".into(), |p| p.to_string()),
+                    b.and_then(|b| b.user.clone()).unwrap_or_else(|| "-".into()),
+                    if b.is_some_and(|b| b.password.is_some()) {
+                        "set"
+                    } else {
+                        "-"
+                    }
+                    .into(),
+                ]);
             }
             print_table(&rows);
         }
@@ -575,6 +718,56 @@ fn token(store: &Store, cmd: TokenCmd) -> Result<()> {
             drover::auth::remove_token(store, &name)?;
             println!("removed API token {name}");
         }
+    }
+    Ok(())
+}
+
+fn power(store: &Store, args: PowerArgs) -> Result<()> {
+    use drover::ipmi::core::BootDevice;
+    use drover::ipmi::power::{self, Action};
+    let config = Config::load(args.config.as_deref())?;
+    let mut fan = drover::ipmi::serve::fan_out(&config.power);
+    if let Some(p) = args.parallel {
+        fan.max_sessions = p.max(1);
+    }
+    if let Some(r) = args.rate {
+        if !(r >= 0.0 && r.is_finite()) {
+            bail!("--rate must be 0 or more");
+        }
+        fan.on_rate = r;
+    }
+    let (action, targets) = match args.action {
+        PowerAction::On(t) => (Action::On, t.targets),
+        PowerAction::Off(t) => (Action::Off, t.targets),
+        PowerAction::Soft(t) => (Action::Soft, t.targets),
+        PowerAction::Cycle(t) => (Action::Cycle, t.targets),
+        PowerAction::Reset(t) => (Action::Reset, t.targets),
+        PowerAction::Status(t) => (Action::Status, t.targets),
+        PowerAction::Bootdev { device, targets } => {
+            let d = match device {
+                BootDev::Pxe => BootDevice::Pxe,
+                BootDev::Disk => BootDevice::Disk,
+            };
+            (Action::Bootdev(d), targets.targets)
+        }
+    };
+    let jobs = store.read(|r| power::resolve(r, &targets))?;
+    let outcomes = power::run_all(&jobs, action, &fan);
+    let mut rows = vec![row(&["NODE", "BMC", "RESULT", "DETAIL"])];
+    let mut failed = 0;
+    for o in &outcomes {
+        let (result, detail) = match &o.result {
+            Ok(reply) => ("ok".to_string(), reply.text.clone()),
+            Err(f) => {
+                failed += 1;
+                (f.class.to_string(), f.reason.clone())
+            }
+        };
+        rows.push(vec![o.node.clone(), o.bmc.clone(), result, detail]);
+    }
+    print_table(&rows);
+    if failed > 0 {
+        bail!("{failed} of {} nodes failed", outcomes.len());
     }
     Ok(())
 }
@@ -666,6 +859,26 @@ fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
             println!("image: {}", n.image.as_deref().unwrap_or("-"));
             println!("group: {}", n.group.as_deref().unwrap_or("-"));
             println!("aliases: {}", aliases_cell(&n));
+            let access = store.read(|r| drover::ipmi::access(r, &n.name, n.group.as_deref()))?;
+            match access {
+                Ok(a) => println!("bmc:   {} user {} (password set)", a.address(), a.user),
+                Err(why) => println!("bmc:   - ({why})"),
+            }
+            // What `drover serve`'s poller saw last.
+            let power = store.read(|r| r.get::<drover::store::model::PowerState>(&n.name))?;
+            match power {
+                Some(p) => {
+                    let state = match (p.on, &p.error) {
+                        (Some(true), _) => "on".to_string(),
+                        (Some(false), _) => "off".to_string(),
+                        (None, Some(e)) => format!("unknown ({e})"),
+                        (None, None) => "unknown".to_string(),
+                    };
+                    let ago = unix_now().saturating_sub(p.since);
+                    println!("power: {state} (polled; since {ago}s ago)");
+                }
+                None => println!("power: - (not polled yet)"),
+            }
         }
         NodeCmd::Set { name, change } => {
             let c = NodeChange {
@@ -691,8 +904,16 @@ fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
                     (!change.aliases.is_empty()).then_some(change.aliases)
                 },
             };
+            let owner = drover::store::model::BmcOwner::Node(name.clone());
+            let bmc = change.bmc.change()?;
             let n = admin::set_node(store, &name, &c)?;
             print_table(&[row(NODE_HEADER), node_row(&n)]);
+            if change.bmc.no_bmc {
+                admin::remove_bmc(store, &owner)?;
+            } else if !bmc.is_empty() {
+                admin::set_bmc(store, &owner, &bmc)?;
+            }
+            print_table(&[row(&["NAME", "MAC", "IP", "IMAGE", "GROUP"]), node_row(&n)]);
         }
         NodeCmd::Rm { name } => {
             admin::remove_node(store, &name)?;

@@ -228,6 +228,13 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
         let (store, view, token) = (store.clone(), view.clone(), shutdown.clone());
         tasks.spawn(async move { ("view".into(), refresh_view(store, view, token).await) });
     }
+    {
+        let (store, power, token) = (store.clone(), config.power.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let r = crate::ipmi::serve::poll(store, power, token).await;
+            ("power poller".into(), r)
+        });
+    }
     let names: Vec<String> = interfaces
         .iter()
         .map(|i| format!("{} ({}/{})", i.name, i.addr, i.subnet.prefix()))

@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod bmc;
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};

@@ -31,10 +31,10 @@ const TAIL_LINES: usize = 60;
 static SLOTS: (Mutex<usize>, Condvar) = (Mutex::new(0), Condvar::new());
 
 /// A permit to run one VM; released on drop.
-struct Slot;
+pub struct Slot;
 
 impl Slot {
-    fn acquire() -> Slot {
+    pub fn acquire() -> Slot {
         let (lock, cvar) = &SLOTS;
         let mut running = lock.lock().unwrap_or_else(|e| e.into_inner());
         while *running >= MAX_VMS {
@@ -76,6 +76,60 @@ pub fn ovmf_paths() -> (PathBuf, PathBuf) {
     panic!(
         "needs OVMF (/usr/share/OVMF/OVMF_CODE_4M.fd) from Debian package `ovmf`: run scripts/setup"
     );
+}
+
+/// The QEMU command (`ip netns exec NETNS qemu-system-x86_64 ...`) that [`Vm::start`] runs,
+/// for tests that start the VM some other way (the IPMI test has ipmi_sim start it).
+pub fn qemu_command(netns: &str, dir: &Path, spec: &VmSpec, serial: &Path) -> Command {
+    let qemu = require_cmd("qemu-system-x86_64", "qemu-system-x86");
+    let accel = std::env::var("DROVER_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
+
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns]).arg(qemu);
+    cmd.args(["-name", spec.name, "-accel", &accel])
+        .args([
+            "-nodefaults",
+            "-nographic",
+            "-monitor",
+            "none",
+            "-no-reboot",
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .args(["-m", &spec.memory_mib.to_string(), "-smp", "1"])
+        .arg("-netdev")
+        .arg(format!(
+            "tap,id=n0,ifname={},script=no,downscript=no",
+            spec.tap
+        ))
+        .arg("-device")
+        .arg(format!(
+            "virtio-net-pci,netdev=n0,mac={},bootindex=1",
+            spec.mac
+        ));
+    match spec.firmware {
+        Firmware::Bios => {
+            cmd.args(["-boot", "n"]);
+        }
+        Firmware::Uefi => {
+            let (code, vars) = ovmf_paths();
+            let my_vars = dir.join(format!("{}.OVMF_VARS.fd", spec.name));
+            std::fs::copy(&vars, &my_vars)
+                .unwrap_or_else(|e| panic!("cannot copy {}: {e}", vars.display()));
+            cmd.args(["-machine", "q35"])
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                    code.display()
+                ))
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    my_vars.display()
+                ));
+        }
+    }
+    cmd
 }
 
 /// What a test asks for.
@@ -188,7 +242,6 @@ impl Vm {
     /// Starts QEMU inside namespace `netns` (its name), writing its files into `dir`.
     /// Blocks while [`MAX_VMS`] VMs of this test binary are running.
     pub fn start(netns: &str, dir: &Path, spec: &VmSpec) -> Vm {
-        let qemu = require_cmd("qemu-system-x86_64", "qemu-system-x86");
         require_file(
             Path::new("/usr/lib/ipxe/qemu/efi-virtio.rom"),
             "the virtio NIC's iPXE ROM from Debian package `ipxe-qemu`: run scripts/setup",
@@ -197,53 +250,7 @@ impl Vm {
         let serial = dir.join(format!("{}.serial.log", spec.name));
         let qemu_log = dir.join(format!("{}.qemu.log", spec.name));
         let _ = std::fs::remove_file(&serial);
-        let accel = std::env::var("DROVER_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
-
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", netns]).arg(qemu);
-        cmd.args(["-name", spec.name, "-accel", &accel])
-            .args([
-                "-nodefaults",
-                "-nographic",
-                "-monitor",
-                "none",
-                "-no-reboot",
-            ])
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
-            .args(["-m", &spec.memory_mib.to_string(), "-smp", "1"])
-            .arg("-netdev")
-            .arg(format!(
-                "tap,id=n0,ifname={},script=no,downscript=no",
-                spec.tap
-            ))
-            .arg("-device")
-            .arg(format!(
-                "virtio-net-pci,netdev=n0,mac={},bootindex=1",
-                spec.mac
-            ));
-        match spec.firmware {
-            Firmware::Bios => {
-                cmd.args(["-boot", "n"]);
-            }
-            Firmware::Uefi => {
-                let (code, vars) = ovmf_paths();
-                let my_vars = dir.join(format!("{}.OVMF_VARS.fd", spec.name));
-                std::fs::copy(&vars, &my_vars)
-                    .unwrap_or_else(|e| panic!("cannot copy {}: {e}", vars.display()));
-                cmd.args(["-machine", "q35"])
-                    .arg("-drive")
-                    .arg(format!(
-                        "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                        code.display()
-                    ))
-                    .arg("-drive")
-                    .arg(format!(
-                        "if=pflash,format=raw,unit=1,file={}",
-                        my_vars.display()
-                    ));
-            }
-        }
+        let mut cmd = qemu_command(netns, dir, spec, &serial);
         let log = std::fs::File::create(&qemu_log).expect("create the QEMU log");
         let log2 = log.try_clone().expect("dup of a log file descriptor");
         cmd.stdin(Stdio::null()).stdout(log).stderr(log2);

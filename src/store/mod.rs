@@ -34,16 +34,19 @@ pub use view::View;
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
-use model::{ApiToken, BootLog, Group, Image, Lease, Network, Node, Setting, User};
+use model::{
+    ApiToken, Bmc, BootLog, Group, Image, Lease, Network, Node, PowerState, Setting, User,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Bumped whenever the on-disk layout changes; [`Store::open`] refuses newer stores.
-/// 2: the `origins` database and the version vector (rebuilt from the records when a
-/// schema-1 store is opened).
-pub const SCHEMA_VERSION: u32 = 2;
+/// Bumped whenever the on-disk layout changes; [`Store::open`] refuses newer stores and
+/// upgrades older ones. 2: tables `bmc` and `power` (older drovers cannot read their feed
+/// entries; nothing to convert). 3: the `origins` database, the version vector and the
+/// unique-key claims (rebuilt from the records when an older store is opened).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// LMDB map size: address space reserved, not disk used.
 const MAP_SIZE: usize = 64 << 30;
@@ -61,10 +64,14 @@ pub enum Table {
     Users,
     Tokens,
     Boots,
+    /// BMC address and credentials per node (`node/NAME`) or group (`group/NAME`).
+    Bmc,
+    /// Last known chassis power state per node (written by `drover serve`'s poller).
+    Power,
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 11] = [
         Table::Nodes,
         Table::Groups,
         Table::Networks,
@@ -74,6 +81,8 @@ impl Table {
         Table::Users,
         Table::Tokens,
         Table::Boots,
+        Table::Bmc,
+        Table::Power,
     ];
 
     pub fn from_name(name: &str) -> Option<Table> {
@@ -91,6 +100,8 @@ impl Table {
             Table::Users => "users",
             Table::Tokens => "tokens",
             Table::Boots => "boots",
+            Table::Bmc => "bmc",
+            Table::Power => "power",
         }
     }
 }
@@ -142,6 +153,20 @@ impl Record for ApiToken {
     }
     fn unique_keys(&self) -> Vec<String> {
         vec![format!("token/{}", self.hash)]
+    }
+}
+
+impl Record for Bmc {
+    const TABLE: Table = Table::Bmc;
+    fn key(&self) -> String {
+        self.owner.key()
+    }
+}
+
+impl Record for PowerState {
+    const TABLE: Table = Table::Power;
+    fn key(&self) -> String {
+        self.node.clone()
     }
 }
 
@@ -260,8 +285,10 @@ impl Store {
         if schema > SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew { found: schema });
         }
-        if schema < 2 {
+        if schema < 3 {
             replicate::build_origins(&records, &index, &origins, &meta, &mut wtxn)?;
+        }
+        if schema < SCHEMA_VERSION {
             meta.put(&mut wtxn, "schema", &encode(&SCHEMA_VERSION))
                 .map_err(lmdb)?;
         }

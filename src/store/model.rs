@@ -276,6 +276,69 @@ impl Lease {
     }
 }
 
+/// A password or other secret: stored as given, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Secret {
+        Secret(s)
+    }
+    /// The secret itself, for the one place that needs it (the IPMI login).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Whose BMC settings a [`Bmc`] record holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "name")]
+pub enum BmcOwner {
+    Node(String),
+    Group(String),
+}
+
+impl BmcOwner {
+    /// The record key: `node/NAME` or `group/NAME`.
+    pub fn key(&self) -> String {
+        match self {
+            BmcOwner::Node(n) => format!("node/{n}"),
+            BmcOwner::Group(g) => format!("group/{g}"),
+        }
+    }
+}
+
+/// How to reach a node's BMC. A node's own record overrides its group's field by field, so
+/// a group can hold the user and password and each node only its address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bmc {
+    pub owner: BmcOwner,
+    pub host: Option<String>,
+    /// UDP port; `None` means 623.
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+}
+
+/// The last known chassis power state of a node, as `drover serve`'s poller saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerState {
+    pub node: String,
+    /// `Some(true)` on, `Some(false)` off, `None` unknown (the BMC did not answer).
+    pub on: Option<bool>,
+    /// Why the state is unknown (timeout, authentication, unreachable).
+    pub error: Option<String>,
+    /// Unix seconds when this state was first seen.
+    pub since: u64,
+}
+
 /// A named setting (free-form JSON value); used for cluster-wide knobs set at run time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Setting {

@@ -247,6 +247,8 @@ impl Writer<'_, '_> {
             Table::Users => self.merge_typed::<model::User>(row),
             Table::Tokens => self.merge_typed::<model::ApiToken>(row),
             Table::Boots => self.merge_typed::<model::BootLog>(row),
+            Table::Bmc => self.merge_typed::<model::Bmc>(row),
+            Table::Power => self.merge_typed::<model::PowerState>(row),
         }
     }
 

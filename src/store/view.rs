@@ -1,7 +1,7 @@
 //! An in-memory copy of the store for the servers' hot paths, kept current from the change
 //! feed. Protocol cores read a `&View`; they never see heed.
 
-use super::model::{Group, Image, Lease, Mac, Network, Node};
+use super::model::{Group, Image, Lease, Mac, Network, Node, PowerState};
 use super::{Reader, Store, StoreError, Table};
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -18,6 +18,8 @@ pub struct View {
     pub networks: BTreeMap<String, Network>,
     pub images: BTreeMap<String, Image>,
     pub leases: BTreeMap<Ipv4Addr, Lease>,
+    /// Last known chassis power state per node (for the web page and API).
+    pub power: BTreeMap<String, PowerState>,
     node_by_mac: HashMap<Mac, String>,
     lease_by_mac: HashMap<Mac, Ipv4Addr>,
 }
@@ -44,6 +46,9 @@ impl View {
             }
             for l in r.all::<Lease>()? {
                 view.set_lease(l.ip, Some(l));
+            }
+            for p in r.all::<PowerState>()? {
+                view.power.insert(p.node.clone(), p);
             }
             Ok(view)
         })
@@ -88,8 +93,11 @@ impl View {
                     self.set_lease(ip, lease);
                 }
             }
-            // Not needed by the servers' hot paths; read from the store where used.
-            Table::Settings | Table::Users | Table::Tokens | Table::Boots => {}
+            Table::Power => set(&mut self.power, key.to_string(), r.get::<PowerState>(key)?),
+            // Not needed by the servers' hot paths; read from the store where used. BMC
+            // credentials stay out of the view: servers other than the power poller have no
+            // business with them, and the poller reads them from the store.
+            Table::Settings | Table::Users | Table::Tokens | Table::Boots | Table::Bmc => {}
         }
         Ok(())
     }

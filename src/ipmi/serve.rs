@@ -1,0 +1,179 @@
+//! `drover serve`'s power poller: every `power.poll-interval` seconds it asks each node's BMC
+//! for the chassis power state, starting at most `power.poll-rate` sessions per second and
+//! running at most `power.max-sessions` at once (blocking sessions on tokio's blocking
+//! pool), and writes the states that changed to the store's `power` table in one
+//! transaction. Unchanged states are not written, so the change feed grows only with real
+//! changes. Each poll opens a session, reads the state and closes the session (Close
+//! Session): BMCs drop idle sessions after some tens of seconds, well below a sensible poll
+//! interval, so keeping sessions open between polls would only hold BMC session slots.
+
+use super::core::{LanVersion, Limits};
+use super::crypto::Suite;
+use super::power::{self, Action, FanOut, Job, Outcome};
+use crate::config;
+use crate::store::model::{Node, PowerState};
+use crate::store::Store;
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// The session settings of `[power]`.
+pub fn fan_out(c: &config::Power) -> FanOut {
+    FanOut {
+        max_sessions: c.max_sessions,
+        on_rate: c.on_rate,
+        suites: c
+            .cipher_suites
+            .iter()
+            .filter_map(|s| Suite::from_id(*s))
+            .collect(),
+        version: match c.ipmi_version.as_str() {
+            "2.0" => LanVersion::V20,
+            "1.5" => LanVersion::V15,
+            _ => LanVersion::Auto,
+        },
+        limits: Limits {
+            timeout: Duration::from_millis(c.timeout_ms),
+            retries: c.retries,
+        },
+    }
+}
+
+/// Polls until `shutdown`. Returns at once when `poll-interval` is 0.
+pub async fn poll(store: Arc<Store>, c: config::Power, shutdown: CancellationToken) -> Result<()> {
+    if c.poll_interval == 0 {
+        shutdown.cancelled().await;
+        return Ok(());
+    }
+    let fan = Arc::new(fan_out(&c));
+    let sessions = Arc::new(Semaphore::new(c.max_sessions.max(1)));
+    let step = Duration::from_secs_f64(1.0 / c.poll_rate);
+    loop {
+        let s = store.clone();
+        let jobs = tokio::task::spawn_blocking(move || polled_jobs(&s))
+            .await
+            .context("power poller")??;
+        let mut ticker = tokio::time::interval(step);
+        let mut running: JoinSet<Outcome> = JoinSet::new();
+        for job in jobs {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = ticker.tick() => {}
+            }
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                p = sessions.clone().acquire_owned() => p.context("session limit")?,
+            };
+            let fan = fan.clone();
+            running.spawn_blocking(move || {
+                let outcome = power::run_one(&job, Action::Status, &fan);
+                drop(permit);
+                outcome
+            });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(done) = running.join_next().await {
+            outcomes.push(done.context("power poll session")?);
+        }
+        let s = store.clone();
+        let now = unix_now();
+        let changed = tokio::task::spawn_blocking(move || record(&s, &outcomes, now))
+            .await
+            .context("power poller")??;
+        if changed > 0 {
+            tracing::info!(changed, "power states changed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(u64::from(c.poll_interval))) => {}
+        }
+    }
+}
+
+/// Nodes that have complete BMC settings.
+fn polled_jobs(store: &Store) -> Result<Vec<Job>> {
+    Ok(store.read(|r| {
+        let mut jobs = Vec::new();
+        for n in r.all::<Node>()? {
+            let access = super::access(r, &n.name, n.group.as_deref())?;
+            if access.is_ok() {
+                jobs.push(Job {
+                    node: n.name,
+                    access,
+                });
+            }
+        }
+        Ok::<_, crate::store::StoreError>(jobs)
+    })?)
+}
+
+/// Writes the states that changed (and drops those of nodes no longer polled). Returns how
+/// many records it wrote.
+fn record(store: &Store, outcomes: &[Outcome], now: u64) -> Result<usize> {
+    let fresh: BTreeMap<&str, (Option<bool>, Option<String>)> = outcomes
+        .iter()
+        .map(|o| {
+            let state = match &o.result {
+                Ok(reply) => (reply.power, None),
+                Err(f) => (None, Some(format!("{}: {}", f.class, f.reason))),
+            };
+            (o.node.as_str(), state)
+        })
+        .collect();
+    // Decide in a read transaction; most polls change nothing and then write nothing.
+    let stale = |old: &PowerState, on: &Option<bool>, error: &Option<String>| {
+        // A new error text with the same class is not a change worth a write.
+        let class = |e: &Option<String>| {
+            e.as_deref()
+                .and_then(|e| e.split(':').next())
+                .map(str::to_string)
+        };
+        old.on != *on || class(&old.error) != class(error)
+    };
+    let (gone, changed) = store.read(|r| {
+        let gone: Vec<String> = r
+            .all::<PowerState>()?
+            .into_iter()
+            .filter(|p| !fresh.contains_key(p.node.as_str()))
+            .map(|p| p.node)
+            .collect();
+        let mut changed = Vec::new();
+        for (node, (on, error)) in &fresh {
+            if r.get::<PowerState>(node)?
+                .is_none_or(|old| stale(&old, on, error))
+            {
+                changed.push(PowerState {
+                    node: node.to_string(),
+                    on: *on,
+                    error: error.clone(),
+                    since: now,
+                });
+            }
+        }
+        Ok::<_, crate::store::StoreError>((gone, changed))
+    })?;
+    if gone.is_empty() && changed.is_empty() {
+        return Ok(0);
+    }
+    store.write(|w| {
+        for node in &gone {
+            w.delete::<PowerState>(node)?;
+        }
+        for state in &changed {
+            w.put(state)?;
+        }
+        Ok::<_, crate::store::StoreError>(())
+    })?;
+    Ok(gone.len() + changed.len())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
