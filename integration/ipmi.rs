@@ -471,3 +471,48 @@ fn cipher_suite_17_matches_ipmitool() {
         "Chassis Power is off"
     );
 }
+
+/// The API's `POST /api/v1/power` drives the same BMC: on, status, next boot device, and a
+/// node without BMC settings reported per node (the request as a whole succeeds).
+#[test]
+fn the_api_powers_nodes_through_their_bmcs() {
+    let sim = BmcSim::start("api-power");
+    let s = common::api::ApiServer::start();
+    add_node(&s.d, "n1", "52:54:00:00:07:01", &sim.address());
+    s.d.cli_ok(&["node", "add", "n2", "--mac", "52:54:00:00:07:02"]);
+    let bearer = format!("Bearer {}", s.token("power"));
+    let post = |body: &str| {
+        let r = s.request(
+            "POST",
+            "/api/v1/power",
+            &[
+                ("Authorization", bearer.as_str()),
+                ("Content-Type", "application/json"),
+            ],
+            Some(body),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    };
+    let v = post(r#"{"action":"on","targets":["n1"]}"#);
+    assert_eq!(v["failed"], 0, "{v}");
+    assert_eq!(v["results"][0]["ok"], true, "{v}");
+    assert_eq!(sim.power(), "1");
+    let v = post(r#"{"action":"status","targets":["n1","n2"]}"#);
+    assert_eq!(v["results"][0]["power"], true, "{v}");
+    assert_eq!(v["results"][1]["ok"], false, "{v}");
+    assert_eq!(v["results"][1]["class"], "no-bmc", "{v}");
+    assert_eq!(v["failed"], 1);
+    let v = post(r#"{"action":"bootdev","device":"pxe","targets":["n1"]}"#);
+    assert!(
+        v["results"][0]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("pxe"),
+        "{v}"
+    );
+    assert_eq!(sim.boot(), "pxe");
+    let v = post(r#"{"action":"off","targets":["n1"]}"#);
+    assert_eq!(v["results"][0]["ok"], true, "{v}");
+    assert_eq!(sim.power(), "0");
+}

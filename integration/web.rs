@@ -1,6 +1,7 @@
 //! Browser tests: headless Chromium (Debian's `chromium`) driven by playwright-core runs
 //! `integration/web/test.mjs` against a real drover: log in, add a node and see it appear,
-//! import a CSV of 200 nodes, watch a CLI change arrive live. Screenshots of the main views
+//! import a CSV of 200 nodes, watch a CLI change arrive live, power a node through an
+//! `ipmi_sim` BMC from the page. Screenshots of the main views
 //! are saved under `target/web-screenshots/`.
 
 mod common;
@@ -18,6 +19,9 @@ fn browser_logs_in_adds_a_node_and_imports_200() {
         "run scripts/setup (it runs `npm ci --prefix integration/web` to install playwright-core)",
     );
     let s = ApiServer::start();
+    let bmc = common::bmc::BmcSim::start("web-bmc");
+    let bmc_password = s.d.scratch().join("bmc-password");
+    std::fs::write(&bmc_password, format!("{}\n", common::bmc::PASSWORD)).unwrap();
     let shots = common::repo_root().join("target/web-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let mut csv = String::from("name,mac,ip,group\n");
@@ -40,6 +44,9 @@ fn browser_logs_in_adds_a_node_and_imports_200() {
         .env("DROVER_CSV", &csv_path)
         .env("DROVER_BIN", s.d.bin())
         .env("DROVER_STATE_DIR", s.d.state_dir())
+        .env("DROVER_BMC", bmc.address())
+        .env("DROVER_BMC_USER", common::bmc::USER)
+        .env("DROVER_BMC_PASSWORD_FILE", &bmc_password)
         .env("CHROMIUM", chromium)
         .env("SCREENSHOTS", &shots)
         .output()
@@ -53,7 +60,10 @@ fn browser_logs_in_adds_a_node_and_imports_200() {
     );
     println!("{stdout}");
     assert!(stdout.contains("web test: ok"), "{stdout}\n{stderr}");
-    for view in ["login", "nodes", "overview", "networks", "timeline"] {
+    // The page's power buttons reached the BMC: the simulated chassis is off again.
+    assert_eq!(bmc.power(), "0");
+    assert_eq!(bmc.boot(), "pxe");
+    for view in ["login", "nodes", "overview", "networks", "timeline", "power"] {
         let png = shots.join(format!("{view}.png"));
         assert!(png.is_file(), "no screenshot {}", png.display());
     }

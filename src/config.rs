@@ -33,6 +33,7 @@ pub struct Config {
     pub ntp: Ntp,
     #[serde(default)]
     pub pool: Pool,
+    #[serde(default)]
     pub power: Power,
 }
 

@@ -62,6 +62,7 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                     store.clone(),
                     state_dir,
                     crate::api::services(&config, &interfaces),
+                    crate::ipmi::serve::fan_out(&config.power),
                     shutdown.clone(),
                 )
                 .context("HTTP API")?,

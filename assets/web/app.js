@@ -229,8 +229,11 @@ async function loadNodes() {
     const tr = document.createElement('tr');
     tr.dataset.name = n.name;
     const lease = n.lease ? `${n.lease.ip} (${n.lease.state})` : null;
-    const state = cell(n.state);
-    state.className = 'node-' + n.state;
+    // A node whose BMC says the chassis is off is off, whatever its last boot said.
+    const shown = n.power === 'off' ? 'off' : n.state;
+    const state = cell(shown);
+    state.className = 'node-' + shown;
+    if (n.power) state.dataset.power = n.power;
     if (n.last_event) state.title = `last: ${n.last_event.stage} ${n.last_event.detail}`;
     const actions = document.createElement('td');
     actions.append(button('Timeline', () => showTimeline(n.name)), ' ', button('Edit', () => editNode(n)), ' ',
@@ -263,6 +266,20 @@ async function showTimeline(name) {
 }
 
 $('#timeline-close').addEventListener('click', () => { timelineNode = null; show($('#timeline'), false); });
+
+// Power buttons of the open node: POST /power, one result per node (here: one node).
+document.querySelectorAll('#power-actions button').forEach((b) => b.addEventListener('click', async () => {
+  if (!timelineNode) return;
+  const body = { action: b.dataset.power, targets: [timelineNode] };
+  if (b.dataset.device) body.device = b.dataset.device;
+  const out = $('#power-result');
+  out.textContent = '\u2026';
+  try {
+    const r = (await api('POST', '/power', body)).results[0];
+    out.textContent = r.ok ? `${r.node}: ${r.text}` : `${r.node}: ${r.class}: ${r.reason}`;
+    out.className = r.ok ? 'ok' : 'bad';
+  } catch (err) { out.textContent = ''; fail(err); }
+}));
 
 const editNode = recordForm({
   form: $('#node-form'), submit: $('#node-submit'), cancel: $('#node-cancel'),

@@ -1,6 +1,7 @@
 // Drives drover's page in headless Chromium with playwright-core. Run by integration/web.rs,
 // which starts drover and passes DROVER_URL, DROVER_USER, DROVER_PASSWORD, DROVER_CSV,
-// DROVER_BIN, DROVER_STATE_DIR, CHROMIUM and SCREENSHOTS. Prints "web test: ok" on success;
+// DROVER_BIN, DROVER_STATE_DIR, DROVER_BMC, DROVER_BMC_USER, DROVER_BMC_PASSWORD_FILE (an
+// ipmi_sim BMC), CHROMIUM and SCREENSHOTS. Prints "web test: ok" on success;
 // any failure throws and exits non-zero.
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
@@ -71,6 +72,20 @@ try {
   await page.locator('#timeline-state', { hasText: 'up' }).waitFor();
   assert.equal(await page.locator('#timeline-events tbody tr').count(), 3);
   await shot(page, 'timeline');
+
+  step('power the node through its BMC (ipmi_sim) from the timeline panel');
+  execFileSync(env('DROVER_BIN'), ['--state-dir', env('DROVER_STATE_DIR'), 'node', 'set', 'web01',
+    '--bmc', env('DROVER_BMC'), '--bmc-user', env('DROVER_BMC_USER'),
+    '--bmc-password-file', env('DROVER_BMC_PASSWORD_FILE')]);
+  await page.click('#power-actions button[data-power=on]');
+  await page.locator('#power-result.ok', { hasText: 'web01: power on sent' }).waitFor();
+  await page.click('#power-actions button[data-power=status]');
+  await page.locator('#power-result.ok', { hasText: 'web01: on' }).waitFor();
+  await page.click('#power-actions button[data-device=pxe]');
+  await page.locator('#power-result.ok', { hasText: 'pxe' }).waitFor();
+  await shot(page, 'power');
+  await page.click('#power-actions button[data-power=off]');
+  await page.locator('#power-result.ok', { hasText: 'web01: power off sent' }).waitFor();
   await page.click('#timeline-close');
 
   step('a bad MAC is refused and its field marked');

@@ -120,6 +120,8 @@ pub struct Api {
     event_streams: Arc<Semaphore>,
     boot_event_writes: Arc<Semaphore>,
     metrics: metrics::Metrics,
+    /// Session cap, pacing and protocol choices for `POST /power` (from `[power]`).
+    pub power: crate::ipmi::power::FanOut,
     shutdown: CancellationToken,
     started: Instant,
 }
@@ -131,6 +133,7 @@ impl Api {
         store: Arc<Store>,
         state_dir: &Path,
         services: Vec<Service>,
+        power: crate::ipmi::power::FanOut,
         shutdown: CancellationToken,
     ) -> Result<Arc<Api>, auth::AuthError> {
         // A member that joined a pool gets its users from the pool: creating its own admin
@@ -157,6 +160,7 @@ impl Api {
             event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
             boot_event_writes: Arc::new(Semaphore::new(MAX_PENDING_BOOT_EVENTS)),
             metrics: metrics::Metrics::default(),
+            power,
             shutdown,
             started: Instant::now(),
         }))
@@ -335,6 +339,7 @@ pub fn routes() -> Vec<Route> {
             r::remover("image", crate::admin::remove_image),
         ),
         route(get.clone(), "/leases", r::list_leases),
+        route(post.clone(), "/power", r::power),
         route(get.clone(), "/settings", r::list_settings),
         route(get.clone(), "/settings/{name}", r::get_setting),
         route(put.clone(), "/settings/{name}", r::put_setting),

@@ -143,6 +143,9 @@ struct NodeView {
     state: NodeState,
     /// The newest boot event, if any.
     last_event: Option<BootEvent>,
+    /// The chassis power as `drover serve`'s poller last saw it: `on`, `off`, `unknown` (the
+    /// BMC did not answer), or absent (no BMC settings, or not polled yet).
+    power: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -167,13 +170,18 @@ pub(super) fn lease_state(l: &Lease, now: u64) -> &'static str {
 fn node_views(store: &Store, nodes: Vec<Node>) -> Result<Vec<NodeView>, ApiError> {
     let now = unix_now();
     let now_ms = unix_now_ms();
-    let (leases, mut boots) = store.read(|r| {
+    let (leases, mut boots, power) = store.read(|r| {
         let boots: HashMap<String, Vec<BootEvent>> = r
             .all::<BootLog>()?
             .into_iter()
             .map(|b| (b.name, b.events))
             .collect();
-        Ok::<_, ApiError>((r.all::<Lease>()?, boots))
+        let power: HashMap<String, Option<bool>> = r
+            .all::<crate::store::model::PowerState>()?
+            .into_iter()
+            .map(|p| (p.node, p.on))
+            .collect();
+        Ok::<_, ApiError>((r.all::<Lease>()?, boots, power))
     })?;
     let mut by_mac: HashMap<Mac, &Lease> = HashMap::new();
     for l in &leases {
@@ -195,6 +203,11 @@ fn node_views(store: &Store, nodes: Vec<Node>) -> Result<Vec<NodeView>, ApiError
             NodeView {
                 state: timeline::state(&events, now_ms),
                 last_event: events.last().cloned(),
+                power: power.get(&node.name).map(|on| match on {
+                    Some(true) => "on",
+                    Some(false) => "off",
+                    None => "unknown",
+                }),
                 node,
                 lease,
             }
@@ -782,4 +795,94 @@ pub async fn add_token(
         .await?;
     tracing::info!(token = %name, by = %who, "API token created");
     created(serde_json::json!({ "name": name, "token": token }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Power
+
+/// One node's result of a power request.
+#[derive(Serialize)]
+struct PowerResult {
+    node: String,
+    bmc: String,
+    ok: bool,
+    /// What was done or read (`on`, `off`, `power on sent`, `next boot: pxe`).
+    text: Option<String>,
+    /// The power state, when the action read it.
+    power: Option<bool>,
+    /// Why it failed: timeout, authentication, unreachable, privilege, unsupported, refused,
+    /// no-bmc.
+    class: Option<&'static str>,
+    reason: Option<String>,
+}
+
+/// `POST /power` `{"action": "on|off|soft|cycle|reset|status|bootdev", "device": "pxe|disk",
+/// "targets": ["node", "group", "node[001-064]"]}`: what `drover power` does, with the
+/// server's `[power]` settings (session cap, pacing). Answers 200 with a result per node, and
+/// `failed` = how many failed.
+pub async fn power(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Res {
+    use crate::ipmi::core::BootDevice;
+    use crate::ipmi::power::{self, Action, TargetError};
+    let mut f = Fields::parse(&headers, &body)?;
+    let action: String = f.required("action")?;
+    let device: Option<String> = f.optional("device")?;
+    let targets: Vec<String> = f.required("targets")?;
+    f.finish()?;
+    let action = match (action.as_str(), device.as_deref()) {
+        ("bootdev", Some("pxe")) => Action::Bootdev(BootDevice::Pxe),
+        ("bootdev", Some("disk")) => Action::Bootdev(BootDevice::Disk),
+        ("bootdev", _) => return Err(ApiError::bad("device", "device: pxe or disk")),
+        (_, Some(_)) => {
+            return Err(ApiError::bad("device", "device: only with action bootdev"));
+        }
+        ("on", None) => Action::On,
+        ("off", None) => Action::Off,
+        ("soft", None) => Action::Soft,
+        ("cycle", None) => Action::Cycle,
+        ("reset", None) => Action::Reset,
+        ("status", None) => Action::Status,
+        _ => {
+            return Err(ApiError::bad(
+                "action",
+                "action: on, off, soft, cycle, reset, status or bootdev",
+            ))
+        }
+    };
+    let fan = api.power.clone();
+    let outcomes = api
+        .blocking(move |store| {
+            let jobs = store
+                .read(|r| power::resolve(r, &targets))
+                .map_err(|e| match e {
+                    TargetError::Store(e) => ApiError::from(e),
+                    other => ApiError::bad("targets", format!("targets: {other}")),
+                })?;
+            Ok(power::run_all(&jobs, action, &fan))
+        })
+        .await?;
+    let results: Vec<PowerResult> = outcomes
+        .into_iter()
+        .map(|o| match o.result {
+            Ok(reply) => PowerResult {
+                node: o.node,
+                bmc: o.bmc,
+                ok: true,
+                text: Some(reply.text),
+                power: reply.power,
+                class: None,
+                reason: None,
+            },
+            Err(failure) => PowerResult {
+                node: o.node,
+                bmc: o.bmc,
+                ok: false,
+                text: None,
+                power: None,
+                class: Some(failure.class),
+                reason: Some(failure.reason),
+            },
+        })
+        .collect();
+    let failed = results.iter().filter(|r| !r.ok).count();
+    ok(serde_json::json!({ "results": results, "failed": failed }))
 }
