@@ -63,7 +63,9 @@ fn browser_logs_in_adds_a_node_and_imports_200() {
     // The page's power buttons reached the BMC: the simulated chassis is off again.
     assert_eq!(bmc.power(), "0");
     assert_eq!(bmc.boot(), "pxe");
-    for view in ["login", "nodes", "overview", "networks", "timeline", "power"] {
+    for view in [
+        "login", "nodes", "overview", "networks", "timeline", "power",
+    ] {
         let png = shots.join(format!("{view}.png"));
         assert!(png.is_file(), "no screenshot {}", png.display());
     }
