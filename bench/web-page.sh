@@ -5,7 +5,9 @@
 # 100 ms from a local drover with 1,000 nodes". Needs what scripts/setup installs.
 # Usage: bench/web-page.sh [--out FILE]   (env: DROVER, BENCH_TMP, NODES, RUNS)
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+root=$REPO_DIR
 out=/dev/stdout
 if [ "${1:-}" = --out ]; then out=$2; fi
 nodes=${NODES:-1000}
@@ -28,7 +30,7 @@ echo "$password" | d admin passwd >/dev/null
 } >"$tmp/nodes.csv"
 d node import "$tmp/nodes.csv" >/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-printf '[dhcp]\nenabled = false\n[tftp]\nenabled = false\n[ra]\nenabled = false\n[http]\nport = %s\n' "$port" >"$tmp/drover.toml"
+drover_config "$tmp/drover.toml" http "port = $port"
 d serve --interface lo --config "$tmp/drover.toml" >"$tmp/drover.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do grep -q "drover: ready" "$tmp/drover.log" && break; sleep 0.1; done

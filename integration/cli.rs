@@ -223,10 +223,7 @@ fn running_server_picks_up_cli_changes_and_serves_ranges() {
     d.serve_with(
         None,
         "lo",
-        &format!(
-            "[dhcp]\nenabled = false\n[tftp]\nenabled = false\n[ra]\nenabled = false\n\
-             [dns]\nenabled = false\n[ntp]\nenabled = false\n[http]\nport = {port}\n"
-        ),
+        &common::config_only(&["http"], &format!("[http]\nport = {port}\n")),
     );
     // The interface's subnet became a network.
     assert!(d.cli_ok(&["network", "list"]).contains("127.0.0.0/8"));

@@ -633,8 +633,10 @@ fn drover_serve_answers_names_and_time_for_cli_changes() {
     let config = d.serve_with(
         Some(&ns),
         "br0",
-        "[dhcp]\nenabled = false\n[tftp]\nenabled = false\n\
-         [ra]\nenabled = false\n[dns]\nupstreams = []\n[ntp]\nlocal-reference = true\n",
+        &common::config_only(
+            &["http", "dns", "ntp"],
+            "[dns]\nupstreams = []\n[ntp]\nlocal-reference = true\n",
+        ),
     );
     let dig = |args: &[&str]| -> String {
         let out = ns

@@ -286,8 +286,11 @@ fn serve_polls_power_state_into_the_store() {
     std::fs::write(
         &config,
         format!(
-            "interfaces = [\"lo\"]\n[dhcp]\nenabled = false\n[tftp]\nenabled = false\n\
-             [ra]\nenabled = false\n[http]\nport = {port}\n[power]\npoll-interval = 1\n"
+            "interfaces = [\"lo\"]\n{}",
+            common::config_only(
+                &["http"],
+                &format!("[http]\nport = {port}\n[power]\npoll-interval = 1\n")
+            )
         ),
     )
     .unwrap();

@@ -12,9 +12,6 @@ mod common;
 use common::{Drover, Netns};
 use std::time::{Duration, Instant};
 
-const CONFIG: &str = "[dhcp]\nenabled = false\n[tftp]\nenabled = false\n[http]\nenabled = false\n\
-                      [ra]\nenabled = false\n[dns]\nenabled = false\n[ntp]\nenabled = false\n";
-
 struct Member {
     ns: Netns,
     drover: Drover,
@@ -35,7 +32,8 @@ fn member(hub: &Netns, i: usize) -> Member {
 
 impl Member {
     fn serve(&mut self) {
-        self.drover.serve_with(Some(&self.ns), "eth0", CONFIG);
+        self.drover
+            .serve_with(Some(&self.ns), "eth0", &common::config_only(&[], ""));
     }
 
     /// `(address, state)` of the other members in `drover pool status`, or `None` while

@@ -10,6 +10,8 @@
 //! A missing client binary fails the test with the Debian package to install: `curl`,
 //! `tftp-hpa`, `atftp`.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -61,10 +63,7 @@ impl Server {
         let config = base.join("drover.toml");
         std::fs::write(
             &config,
-            format!(
-                "[dhcp]\nenabled = false\n[http]\nenabled = false\n[ra]\nenabled = false\n\
-                 [dns]\nenabled = false\n[ntp]\nenabled = false\n[tftp]\nport = {port}\n"
-            ),
+            common::config_only(&["tftp"], &format!("[tftp]\nport = {port}\n")),
         )
         .unwrap();
         let log = std::fs::File::create(base.join("drover.log")).unwrap();

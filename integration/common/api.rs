@@ -58,10 +58,7 @@ impl ApiServer {
         d.serve_with(
             None,
             "lo",
-            &format!(
-                "[dhcp]\nenabled = false\n[tftp]\nenabled = false\n[ra]\nenabled = false\n\
-                 [dns]\nenabled = false\n[ntp]\nenabled = false\n[http]\nport = {port}\n"
-            ),
+            &super::config_only(&["http"], &format!("[http]\nport = {port}\n")),
         );
         ApiServer { d, port }
     }

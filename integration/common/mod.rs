@@ -500,6 +500,19 @@ pub fn cleanup_stale_namespaces() {
 // ---------------------------------------------------------------------------------------------
 // The drover binary
 
+/// A `drover serve` configuration with every service off but those in `on`, followed by
+/// `extra` (TOML for the services that stay on). Tests on loopback use it so that parallel
+/// servers never bind the same well-known ports (53, 67, 69, 123).
+pub fn config_only(on: &[&str], extra: &str) -> String {
+    let mut toml: String = ["dhcp", "tftp", "http", "ra", "dns", "ntp"]
+        .iter()
+        .filter(|s| !on.contains(s))
+        .map(|s| format!("[{s}]\nenabled = false\n"))
+        .collect();
+    toml.push_str(extra);
+    toml
+}
+
 /// A `drover` with its own temporary state directory; optionally a running server
 /// (`drover --state-dir DIR ARGS...`, inside a namespace or not) whose stdout and stderr go to
 /// `DIR/../drover.log`.

@@ -12,7 +12,7 @@
 //! incarnation numbers give (a replayed old message can only restate old facts), key rotation.
 
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -60,10 +60,13 @@ impl ClusterKey {
         ClusterKey(bytes)
     }
 
-    /// A new random key from the kernel's CSPRNG.
+    /// A new random key from the kernel's CSPRNG (the same source as `auth`'s secrets).
     pub fn generate() -> std::io::Result<ClusterKey> {
+        use rand_core::RngCore;
         let mut bytes = [0u8; KEY_LEN];
-        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        rand_core::OsRng
+            .try_fill_bytes(&mut bytes)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(ClusterKey(bytes))
     }
 

@@ -85,7 +85,73 @@ pub(super) fn advance_vv(
     Ok(())
 }
 
-/// Schema 1 -> 2: origins, version vector and claims from the existing rows.
+/// Runs `$body` with `$t` naming the record type stored in `$table`: the one place that maps
+/// tables to types for code that handles rows of any table.
+macro_rules! with_record_type {
+    ($table:expr, $t:ident => $body:expr) => {
+        match $table {
+            Table::Nodes => {
+                type $t = model::Node;
+                $body
+            }
+            Table::Groups => {
+                type $t = model::Group;
+                $body
+            }
+            Table::Networks => {
+                type $t = model::Network;
+                $body
+            }
+            Table::Images => {
+                type $t = model::Image;
+                $body
+            }
+            Table::Leases => {
+                type $t = model::Lease;
+                $body
+            }
+            Table::Settings => {
+                type $t = model::Setting;
+                $body
+            }
+            Table::Users => {
+                type $t = model::User;
+                $body
+            }
+            Table::Tokens => {
+                type $t = model::ApiToken;
+                $body
+            }
+            Table::Boots => {
+                type $t = model::BootLog;
+                $body
+            }
+            Table::Bmc => {
+                type $t = model::Bmc;
+                $body
+            }
+            Table::Power => {
+                type $t = model::PowerState;
+                $body
+            }
+        }
+    };
+}
+
+/// The unique keys a stored row (`<table>/<key>` = `full`) claims.
+fn unique_keys_of<T: Record>(
+    full: &str,
+    value: serde_json::Value,
+) -> Result<Vec<String>, StoreError> {
+    let record: T = serde_json::from_value(value).map_err(|e| StoreError::Corrupt {
+        key: full.to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(record.unique_keys())
+}
+
+/// Older schemas -> 3: origins, version vector and claims (of every table with unique keys)
+/// from the existing rows.
 pub(super) fn build_origins(
     records: &super::Records<'static>,
     index: &super::Index<'static>,
@@ -105,15 +171,12 @@ pub(super) fn build_origins(
         let Some((table, key)) = full.split_once('/') else {
             continue;
         };
-        if let (Some(value), "nodes") = (row.value, table) {
-            let node: model::Node =
-                serde_json::from_value(value).map_err(|e| StoreError::Corrupt {
-                    key: full.clone(),
-                    reason: e.to_string(),
-                })?;
-            for u in node.unique_keys() {
-                index.put(txn, &claim_key(&u, key), "")?;
-            }
+        let (Some(table), Some(value)) = (Table::from_name(table), row.value) else {
+            continue;
+        };
+        let claims = with_record_type!(table, T => unique_keys_of::<T>(&full, value))?;
+        for u in claims {
+            index.put(txn, &claim_key(&u, key), "")?;
         }
     }
     Ok(())
@@ -237,19 +300,7 @@ impl Writer<'_, '_> {
 
     /// Merges one row; `true` when it was newer than what this store had.
     pub fn merge(&mut self, row: &Row) -> Result<bool, StoreError> {
-        match row.table {
-            Table::Nodes => self.merge_typed::<model::Node>(row),
-            Table::Groups => self.merge_typed::<model::Group>(row),
-            Table::Networks => self.merge_typed::<model::Network>(row),
-            Table::Images => self.merge_typed::<model::Image>(row),
-            Table::Leases => self.merge_typed::<model::Lease>(row),
-            Table::Settings => self.merge_typed::<model::Setting>(row),
-            Table::Users => self.merge_typed::<model::User>(row),
-            Table::Tokens => self.merge_typed::<model::ApiToken>(row),
-            Table::Boots => self.merge_typed::<model::BootLog>(row),
-            Table::Bmc => self.merge_typed::<model::Bmc>(row),
-            Table::Power => self.merge_typed::<model::PowerState>(row),
-        }
+        with_record_type!(row.table, T => self.merge_typed::<T>(row))
     }
 
     fn merge_typed<T: Record>(&mut self, row: &Row) -> Result<bool, StoreError> {
