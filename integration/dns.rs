@@ -54,6 +54,7 @@ fn node(name: &str, mac: u8, ip: &str) -> Node {
         image: None,
         group: None,
         aliases: Vec::new(),
+        root: None,
     }
 }
 

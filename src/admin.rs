@@ -10,7 +10,8 @@
 
 use crate::image::{self, Blobs, ImageError, ImageSource};
 use crate::store::model::{
-    Bmc, BmcOwner, Group, Image, Ipv4Net, Lease, Mac, Network, Node, PowerState, Secret, Setting,
+    Bmc, BmcOwner, Group, Image, Ipv4Net, Lease, Mac, Network, Node, PowerState, RootMode, Secret,
+    Setting,
 };
 use crate::store::{Store, StoreError};
 use std::net::Ipv4Addr;
@@ -426,6 +427,7 @@ pub fn parse_node_csv_bmc(
                 image: cell(image_col),
                 group: cell(group_col),
                 aliases: cell(aliases_col).map_or_else(Vec::new, |a| split_aliases(&a)),
+                root: None,
             },
         });
     }
@@ -642,6 +644,8 @@ pub fn add_image(
         cmdline: src.cmdline.clone(),
         rootfs: files.rootfs,
         initramfs: files.initramfs,
+        root: RootMode::default(),
+        persistent: Vec::new(),
     };
     store.write(|w| {
         if !replace && w.get::<Image>(name)?.is_some() {

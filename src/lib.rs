@@ -20,6 +20,7 @@ pub mod http;
 pub mod image;
 pub mod ipmi;
 pub mod net;
+pub mod nfs;
 pub mod ntp;
 pub mod pool;
 pub mod remote;

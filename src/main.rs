@@ -831,6 +831,7 @@ fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
                     image,
                     group,
                     aliases,
+                    root: None,
                 }],
             )?;
             println!("added node {name}");

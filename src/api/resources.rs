@@ -266,6 +266,7 @@ fn node_from(f: &mut Fields) -> Result<Node, ApiError> {
         image: f.optional("image")?,
         group: f.optional("group")?,
         aliases: f.optional("aliases")?.unwrap_or_default(),
+        root: None,
     })
 }
 

@@ -37,6 +37,7 @@ fn node(name: &str, m: Mac, addr: Option<&str>) -> Node {
         image: None,
         group: None,
         aliases: Vec::new(),
+        root: None,
     }
 }
 

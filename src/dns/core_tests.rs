@@ -425,6 +425,7 @@ fn build_from_a_view_uses_reservations_and_bound_leases() {
                 image: None,
                 group: None,
                 aliases: Vec::new(),
+                root: None,
             },
         );
     }

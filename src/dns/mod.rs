@@ -161,6 +161,7 @@ mod tests {
                 image: None,
                 group: None,
                 aliases: Vec::new(),
+                root: None,
             },
         );
         v

@@ -109,6 +109,7 @@ mod tests {
             image: Some("img".into()),
             group: None,
             aliases: Vec::new(),
+            root: None,
         }
     }
 
@@ -121,6 +122,8 @@ mod tests {
             cmdline: "console=ttyS0".into(),
             rootfs: None,
             initramfs: None,
+            root: Default::default(),
+            persistent: Vec::new(),
         };
         let servers = vec![
             "http://10.0.0.1".to_string(),
@@ -145,6 +148,8 @@ mod tests {
             cmdline: String::new(),
             rootfs: Some(file()),
             initramfs: Some(file()),
+            root: Default::default(),
+            persistent: Vec::new(),
         };
         let s = boot_script(&node(), &image, &["http://10.0.0.1".to_string()]);
         assert!(s.contains("initrd=initramfs drover.node=n1"), "{s}");

@@ -39,6 +39,7 @@ fn node(n: u8, mac: u8) -> Node {
         image: None,
         group: None,
         aliases: Vec::new(),
+        root: None,
     }
 }
 

@@ -167,6 +167,9 @@ pub struct Node {
     /// Further names of the node, published by DNS as CNAMEs to its name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// How this node gets its root filesystem, over its image's [`Image::root`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<RootMode>,
 }
 
 /// A set of nodes that share settings (image, later BMC credentials and more).
@@ -216,6 +219,24 @@ pub struct Image {
     pub rootfs: Option<ImageFile>,
     /// drover's initramfs (agent + NIC modules) built for `rootfs`.
     pub initramfs: Option<ImageFile>,
+    /// How nodes get `rootfs`: unpacked into RAM, or mounted over NFSv4 from drover.
+    #[serde(default)]
+    pub root: RootMode,
+    /// Absolute paths that stay per node across reboots when the root is NFS ("statelite"):
+    /// each node writes them into its own layer in drover's state directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub persistent: Vec<String>,
+}
+
+/// How a node's root filesystem is provided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RootMode {
+    /// The agent unpacks the image's rootfs into a tmpfs.
+    #[default]
+    Ram,
+    /// The agent mounts the node's root view over NFSv4 from drover.
+    Nfs,
 }
 
 impl Image {

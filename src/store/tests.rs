@@ -20,6 +20,7 @@ fn node(name: &str, mac: &str, ip: Option<&str>) -> Node {
         image: None,
         group: None,
         aliases: Vec::new(),
+        root: None,
     }
 }
 
