@@ -260,6 +260,10 @@ pub struct Power {
     pub poll_interval: u32,
     /// BMC sessions per second that the poller starts at most.
     pub poll_rate: f64,
+    /// Seconds `drover serve` keeps an unused BMC session open before closing it; 0 closes
+    /// each session after use. Below the BMCs' inactivity timeout (ipmi_sim 30 s, the IPMI
+    /// spec 60 s), so a session is closed by drover, not dropped by the BMC.
+    pub session_idle: u32,
 }
 
 impl Default for Power {
@@ -273,6 +277,7 @@ impl Default for Power {
             ipmi_version: "auto".into(),
             poll_interval: 60,
             poll_rate: 20.0,
+            session_idle: 20,
         }
     }
 }
@@ -442,6 +447,9 @@ impl Config {
         }
         if !(p.poll_rate > 0.0 && p.poll_rate.is_finite()) {
             return Err(bad("power.poll-rate", "must be more than 0".into()));
+        }
+        if p.session_idle > 600 {
+            return Err(bad("power.session-idle", "must be at most 600".into()));
         }
         if !(50..=60_000).contains(&p.timeout_ms) {
             return Err(bad("power.timeout-ms", "must be 50 to 60000".into()));

@@ -48,6 +48,12 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
         dirs: vec![state_dir.join("tftp")],
     });
 
+    // BMC sessions of the poller and the API, closed at shutdown by `keep_sessions`.
+    let bmc_sessions = crate::ipmi::serve::session_cache(&config.power);
+    let power_fan = crate::ipmi::power::FanOut {
+        cache: Some(bmc_sessions.clone()),
+        ..crate::ipmi::serve::fan_out(&config.power)
+    };
     if config.http.enabled {
         let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.http.port));
         let listener = tokio::net::TcpListener::bind(addr)
@@ -62,7 +68,7 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                     store.clone(),
                     state_dir,
                     crate::api::services(&config, &interfaces),
-                    crate::ipmi::serve::fan_out(&config.power),
+                    power_fan.clone(),
                     shutdown.clone(),
                 )
                 .context("HTTP API")?,
@@ -232,8 +238,15 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
     {
         let (store, power, token) = (store.clone(), config.power.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let r = crate::ipmi::serve::poll(store, power, token).await;
+            let r = crate::ipmi::serve::poll(store, power, power_fan, token).await;
             ("power poller".into(), r)
+        });
+    }
+    {
+        let (store, token) = (store.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let r = crate::ipmi::serve::keep_sessions(store, bmc_sessions, token).await;
+            ("BMC sessions".into(), r)
         });
     }
     let names: Vec<String> = interfaces

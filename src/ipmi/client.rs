@@ -1,9 +1,12 @@
 //! The blocking shell of one BMC session: a connected UDP socket driving [`Session`]. Run it
 //! on a thread of its own (the CLI's worker threads, `spawn_blocking` in the server).
 //!
-//! [`run`] logs in, runs the commands in order in one session, closes the session and
-//! returns the answers. Cipher suites are tried in the given order; the next one is tried
-//! only when the BMC says it does not offer the previous one.
+//! [`Conn`] is one established session: [`Conn::open`] logs in, [`Conn::run`] runs commands
+//! in order (as often as wanted: `drover serve` keeps connections in a
+//! [`super::cache::SessionCache`]), [`Conn::close`] sends Close Session. [`run`] is the
+//! one-shot form the CLI uses: log in, run the commands, close. Cipher suites are tried in
+//! the given order; the next one is tried only when the BMC says it does not offer the
+//! previous one.
 
 use super::core::{
     Answer, Command, Event, LanVersion, Limits, Login, Random, Session, SessionError, OPEN_SESSION,
@@ -65,33 +68,21 @@ impl Random for KernelRandom {
     }
 }
 
+/// How sessions are opened: the `[power]` protocol settings.
+#[derive(Debug, Clone)]
+pub struct Dial {
+    /// Cipher suites to try, in order.
+    pub suites: Vec<Suite>,
+    pub version: LanVersion,
+    pub limits: Limits,
+}
+
 /// Logs in to `bmc`, runs `commands` in one session and closes it.
-pub fn run(
-    bmc: &BmcAccess,
-    suites: &[Suite],
-    version: LanVersion,
-    limits: Limits,
-    commands: &[Command],
-) -> Result<Vec<Answer>, PowerError> {
-    let addr = resolve(bmc)?;
-    let mut last = PowerError::Io("no cipher suite configured".into());
-    for (i, suite) in suites.iter().enumerate() {
-        match run_suite(addr, bmc, *suite, version, limits, commands) {
-            // A BMC that answered Get Channel Authentication Capabilities but ignores an
-            // Open Session request does not offer that suite (ipmi_sim ignores suite 17).
-            Err(PowerError::Session(
-                SessionError::CipherSuite(..) | SessionError::Timeout(OPEN_SESSION),
-            )) if i + 1 < suites.len() => {
-                tracing::debug!(bmc = %bmc.address(), suite = suite.id(), "cipher suite refused, trying the next");
-            }
-            Err(e) => {
-                last = e;
-                break;
-            }
-            Ok(a) => return Ok(a),
-        }
-    }
-    Err(last)
+pub fn run(bmc: &BmcAccess, dial: &Dial, commands: &[Command]) -> Result<Vec<Answer>, PowerError> {
+    let mut conn = Conn::open(bmc, dial)?;
+    let answers = conn.run(commands)?;
+    conn.close();
+    Ok(answers)
 }
 
 fn resolve(bmc: &BmcAccess) -> Result<SocketAddr, PowerError> {
@@ -102,82 +93,145 @@ fn resolve(bmc: &BmcAccess) -> Result<SocketAddr, PowerError> {
         .ok_or_else(|| PowerError::Unreachable(format!("{} has no address", bmc.host)))
 }
 
-fn run_suite(
+/// An established session on its own connected UDP socket. Its methods block; one thread
+/// uses it at a time (`&mut self`), which keeps the session's sequence numbers in order.
+/// Dropping it without [`Conn::close`] leaves the session for the BMC to time out.
+pub struct Conn {
     addr: SocketAddr,
-    bmc: &BmcAccess,
-    suite: Suite,
-    version: LanVersion,
-    limits: Limits,
-    commands: &[Command],
-) -> Result<Vec<Answer>, PowerError> {
-    let local: SocketAddr = if addr.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        ([0u16; 8], 0).into()
-    };
-    let io = |e: std::io::Error| PowerError::Io(e.to_string());
-    let socket = UdpSocket::bind(local).map_err(io)?;
-    socket.connect(addr).map_err(|e| unreachable(addr, &e))?;
-    let login = Login {
-        user: bmc.user.as_bytes(),
-        password: bmc.password.expose().as_bytes(),
-        suite,
-        version,
-    };
-    let mut session = Session::new(Instant::now(), &login, limits, KernelRandom::new()?);
-    let mut pending = commands.iter();
-    let mut answers = Vec::with_capacity(commands.len());
-    let mut buf = [0u8; MAX_DATAGRAM];
-    let mut failure = None;
-    loop {
-        while let Some(datagram) = session.poll_transmit() {
-            if let Err(e) = socket.send(&datagram) {
-                return Err(unreachable(addr, &e));
-            }
-        }
-        while let Some(event) = session.poll_event() {
-            match event {
-                Event::Established | Event::Answer(_) => {
-                    if let Event::Answer(a) = event {
-                        answers.push(a);
-                    }
-                    match pending.next() {
-                        Some(cmd) => session.request(Instant::now(), *cmd),
-                        None => session.close(Instant::now()),
-                    }
+    socket: UdpSocket,
+    session: Session<KernelRandom>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("addr", &self.addr)
+            .field("session", &self.session)
+            .finish()
+    }
+}
+
+impl Conn {
+    /// Logs in to `bmc`. Cipher suites are tried in the given order; the next one is tried
+    /// only when the BMC says it does not offer the previous one.
+    pub fn open(bmc: &BmcAccess, dial: &Dial) -> Result<Conn, PowerError> {
+        let addr = resolve(bmc)?;
+        let mut last = PowerError::Io("no cipher suite configured".into());
+        for (i, suite) in dial.suites.iter().enumerate() {
+            match Conn::open_suite(addr, bmc, *suite, dial.version, dial.limits) {
+                // A BMC that answered Get Channel Authentication Capabilities but ignores an
+                // Open Session request does not offer that suite (ipmi_sim ignores suite 17).
+                Err(PowerError::Session(
+                    SessionError::CipherSuite(..) | SessionError::Timeout(OPEN_SESSION),
+                )) if i + 1 < dial.suites.len() => {
+                    tracing::debug!(bmc = %bmc.address(), suite = suite.id(), "cipher suite refused, trying the next");
                 }
-                Event::Failed(e) => failure = Some(e),
-                Event::Closed => return Ok(answers),
+                Err(e) => {
+                    last = e;
+                    break;
+                }
+                Ok(c) => return Ok(c),
             }
         }
-        if let Some(e) = failure {
-            // Flush a last datagram (a RAKP 3 error that frees the BMC's slot).
-            while let Some(datagram) = session.poll_transmit() {
-                let _ = socket.send(&datagram);
-            }
-            return Err(e.into());
-        }
-        if session.has_transmit() {
-            continue;
-        }
-        let Some(deadline) = session.poll_timeout() else {
-            return Err(PowerError::Io("session stalled".into()));
+        Err(last)
+    }
+
+    fn open_suite(
+        addr: SocketAddr,
+        bmc: &BmcAccess,
+        suite: Suite,
+        version: LanVersion,
+        limits: Limits,
+    ) -> Result<Conn, PowerError> {
+        let local: SocketAddr = if addr.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            ([0u16; 8], 0).into()
         };
-        let wait = deadline.saturating_duration_since(Instant::now());
-        if wait.is_zero() {
-            session.handle_timeout(Instant::now());
-            continue;
-        }
-        socket.set_read_timeout(Some(wait)).map_err(io)?;
-        match socket.recv(&mut buf) {
-            Ok(n) => session.handle_input(Instant::now(), &buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                session.handle_timeout(Instant::now());
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(unreachable(addr, &e)),
+        let socket = UdpSocket::bind(local).map_err(io)?;
+        socket.connect(addr).map_err(|e| unreachable(addr, &e))?;
+        let login = Login {
+            user: bmc.user.as_bytes(),
+            password: bmc.password.expose().as_bytes(),
+            suite,
+            version,
+        };
+        let session = Session::new(Instant::now(), &login, limits, KernelRandom::new()?);
+        let mut conn = Conn {
+            addr,
+            socket,
+            session,
+        };
+        match conn.next_event()? {
+            Event::Established => Ok(conn),
+            Event::Failed(e) => Err(e.into()),
+            Event::Answer(_) | Event::Closed => Err(PowerError::Io("session stalled".into())),
         }
     }
+
+    /// Runs `commands` in order and returns their answers. After an error the session is
+    /// over (the core has failed it); drop the connection.
+    pub fn run(&mut self, commands: &[Command]) -> Result<Vec<Answer>, PowerError> {
+        let mut answers = Vec::with_capacity(commands.len());
+        for cmd in commands {
+            self.session.request(Instant::now(), *cmd);
+            match self.next_event()? {
+                Event::Answer(a) => answers.push(a),
+                Event::Failed(e) => return Err(e.into()),
+                Event::Established | Event::Closed => {
+                    return Err(PowerError::Io("session stalled".into()))
+                }
+            }
+        }
+        Ok(answers)
+    }
+
+    /// Ends the session with Close Session and waits for the answer (or the retries). A
+    /// BMC that does not answer drops the session by itself, so errors are only logged.
+    pub fn close(mut self) {
+        self.session.close(Instant::now());
+        if let Err(e) = self.next_event() {
+            tracing::debug!(bmc = %self.addr, reason = %e, "Close Session failed");
+        }
+    }
+
+    /// Sends what the session has to send and waits until it has an event.
+    fn next_event(&mut self) -> Result<Event, PowerError> {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        loop {
+            // Flushed before the event is read: a failing session may leave a last datagram
+            // (a RAKP 3 error that frees the BMC's slot).
+            while let Some(datagram) = self.session.poll_transmit() {
+                if let Err(e) = self.socket.send(&datagram) {
+                    return Err(unreachable(self.addr, &e));
+                }
+            }
+            if let Some(event) = self.session.poll_event() {
+                return Ok(event);
+            }
+            let Some(deadline) = self.session.poll_timeout() else {
+                return Err(PowerError::Io("session stalled".into()));
+            };
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if wait.is_zero() {
+                self.session.handle_timeout(Instant::now());
+                continue;
+            }
+            self.socket.set_read_timeout(Some(wait)).map_err(io)?;
+            match self.socket.recv(&mut buf) {
+                Ok(n) => self.session.handle_input(Instant::now(), &buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    self.session.handle_timeout(Instant::now());
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(unreachable(self.addr, &e)),
+            }
+        }
+    }
+}
+
+fn io(e: std::io::Error) -> PowerError {
+    PowerError::Io(e.to_string())
 }
 
 fn unreachable(addr: SocketAddr, e: &std::io::Error) -> PowerError {

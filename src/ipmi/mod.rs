@@ -33,6 +33,7 @@
 //! password (no answer to Activate Session), so that timeout is reported as an
 //! authentication failure.
 
+pub mod cache;
 pub mod client;
 pub mod core;
 pub mod crypto;

@@ -3,15 +3,15 @@
 //! [`FanOut::max_sessions`] threads, starting power-on (and cycle) at most
 //! [`FanOut::on_rate`] nodes per second so a rack does not draw its inrush current at once.
 
-use super::client::{self, PowerError};
-use super::core::{Answer, BootDevice, Command, Control, LanVersion, Limits};
-use super::crypto::Suite;
+use super::cache::SessionCache;
+use super::client::{self, Dial, PowerError};
+use super::core::{Answer, BootDevice, Command, Control};
 use super::{BmcAccess, NoBmc};
 use crate::store::model::{Bmc, Group, Node};
 use crate::store::{Reader, StoreError};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What to do with each node.
@@ -105,9 +105,10 @@ pub struct FanOut {
     pub max_sessions: usize,
     /// Power-on starts per second; 0 = no pacing.
     pub on_rate: f64,
-    pub suites: Vec<Suite>,
-    pub version: LanVersion,
-    pub limits: Limits,
+    pub dial: Dial,
+    /// `drover serve`'s open sessions, reused across requests; `None`: a session per
+    /// request (the CLI).
+    pub cache: Option<Arc<SessionCache>>,
 }
 
 /// Why targets did not resolve.
@@ -228,13 +229,11 @@ pub fn run_one(job: &Job, action: Action, fan: &FanOut) -> Outcome {
             }
         }
     };
-    let result = client::run(
-        access,
-        &fan.suites,
-        fan.version,
-        fan.limits,
-        &action.commands(),
-    )
+    let commands = action.commands();
+    let result = match &fan.cache {
+        Some(cache) => cache.run(access, &fan.dial, &commands),
+        None => client::run(access, &fan.dial, &commands),
+    }
     .map(|answers| Reply {
         text: action.describe(&answers),
         power: answers.iter().find_map(|a| match a {

@@ -3,13 +3,17 @@
 //! running at most `power.max-sessions` at once (blocking sessions on tokio's blocking
 //! pool), and writes the states that changed to the store's `power` table in one
 //! transaction. Unchanged states are not written, so the change feed grows only with real
-//! changes. Each poll opens a session, reads the state and closes the session (Close
-//! Session): BMCs drop idle sessions after some tens of seconds, well below a sensible poll
-//! interval, so keeping sessions open between polls would only hold BMC session slots.
+//! changes. Polls run in the server's [`SessionCache`] (shared with `POST /api/v1/power`):
+//! one session per BMC, reused while polls come at least every `power.session-idle`
+//! seconds, closed cleanly otherwise; [`keep_sessions`] closes idle and stale sessions and,
+//! at shutdown, all of them.
 
+use super::cache::SessionCache;
+use super::client::Dial;
 use super::core::{LanVersion, Limits};
 use super::crypto::Suite;
 use super::power::{self, Action, FanOut, Job, Outcome};
+use super::BmcAccess;
 use crate::config;
 use crate::store::model::{Node, PowerState};
 use crate::store::Store;
@@ -21,35 +25,94 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// The session settings of `[power]`.
+/// How often idle sessions are looked for (and store changes checked).
+const SESSION_SWEEP: Duration = Duration::from_secs(1);
+
+/// The session settings of `[power]`, without a session cache.
 pub fn fan_out(c: &config::Power) -> FanOut {
     FanOut {
         max_sessions: c.max_sessions,
         on_rate: c.on_rate,
-        suites: c
-            .cipher_suites
-            .iter()
-            .filter_map(|s| Suite::from_id(*s))
-            .collect(),
-        version: match c.ipmi_version.as_str() {
-            "2.0" => LanVersion::V20,
-            "1.5" => LanVersion::V15,
-            _ => LanVersion::Auto,
+        dial: Dial {
+            suites: c
+                .cipher_suites
+                .iter()
+                .filter_map(|s| Suite::from_id(*s))
+                .collect(),
+            version: match c.ipmi_version.as_str() {
+                "2.0" => LanVersion::V20,
+                "1.5" => LanVersion::V15,
+                _ => LanVersion::Auto,
+            },
+            limits: Limits {
+                timeout: Duration::from_millis(c.timeout_ms),
+                retries: c.retries,
+            },
         },
-        limits: Limits {
-            timeout: Duration::from_millis(c.timeout_ms),
-            retries: c.retries,
-        },
+        cache: None,
     }
 }
 
-/// Polls until `shutdown`. Returns at once when `poll-interval` is 0.
-pub async fn poll(store: Arc<Store>, c: config::Power, shutdown: CancellationToken) -> Result<()> {
+/// The session cache of `drover serve` for `[power]`.
+pub fn session_cache(c: &config::Power) -> Arc<SessionCache> {
+    Arc::new(SessionCache::new(
+        c.max_sessions,
+        Duration::from_secs(u64::from(c.session_idle)),
+    ))
+}
+
+/// Looks after `cache` until `shutdown`: every second closes the sessions idle for
+/// `power.session-idle`, and after each store change those of BMCs no node uses any more
+/// (settings changed, node removed); at shutdown closes them all.
+pub async fn keep_sessions(
+    store: Arc<Store>,
+    cache: Arc<SessionCache>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let mut ticker = tokio::time::interval(SESSION_SWEEP);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {}
+        }
+        let (s, c) = (store.clone(), cache.clone());
+        seen = tokio::task::spawn_blocking(move || -> Result<Option<u64>> {
+            let seq = s.last_seq()?;
+            if seen != Some(seq) {
+                let current: Vec<BmcAccess> = polled_jobs(&s)?
+                    .into_iter()
+                    .filter_map(|j| j.access.ok())
+                    .collect();
+                c.retain(&current);
+            }
+            c.close_idle();
+            Ok(Some(seq))
+        })
+        .await
+        .context("BMC session sweep")??;
+    }
+    tokio::task::spawn_blocking(move || cache.close_all())
+        .await
+        .context("closing BMC sessions")?;
+    tracing::debug!("BMC sessions closed");
+    Ok(())
+}
+
+/// Polls until `shutdown` through `fan` (its cache, when it has one, keeps the sessions).
+/// Returns at once when `poll-interval` is 0.
+pub async fn poll(
+    store: Arc<Store>,
+    c: config::Power,
+    fan: FanOut,
+    shutdown: CancellationToken,
+) -> Result<()> {
     if c.poll_interval == 0 {
         shutdown.cancelled().await;
         return Ok(());
     }
-    let fan = Arc::new(fan_out(&c));
+    let fan = Arc::new(fan);
     let sessions = Arc::new(Semaphore::new(c.max_sessions.max(1)));
     let step = Duration::from_secs_f64(1.0 / c.poll_rate);
     loop {
