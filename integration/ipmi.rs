@@ -1,7 +1,8 @@
 //! IPMI power control through the real binary against OpenIPMI's `ipmi_sim` serving LAN BMCs
 //! on 127.0.0.1: status/on/off/cycle/reset/soft and bootdev round trips, group credentials,
-//! wrong password and unknown user, an unreachable and a silent BMC, 32 BMCs at once, and
-//! `ipmitool -I lanplus` giving the same answers as drover.
+//! wrong password and unknown user, an unreachable and a silent BMC, 32 BMCs at once,
+//! `ipmitool -I lanplus` giving the same answers as drover, and `drover serve` reusing one
+//! session per BMC across polls (re-established after a BMC restart, closed at shutdown).
 //!
 //! Needs `ipmi_sim` (package `openipmi`) and `ipmitool`; without them the tests fail naming
 //! the package. No root needed.
@@ -20,7 +21,7 @@ use common::bmc::{free_udp_port, BmcSim, PASSWORD, USER};
 use common::{require_cmd, Drover};
 use std::net::UdpSocket;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Adds node `name` with BMC `addr` and the simulator's credentials.
@@ -320,6 +321,191 @@ fn serve_polls_power_state_into_the_store() {
         d.cli_ok(&["node", "show", "n1"])
     );
     assert!(d.running(), "the server must survive a dead BMC");
+}
+
+/// A UDP relay from a port of 127.0.0.1 to a BMC simulator, counting what drover sends:
+/// RMCP+ Open Session requests (one per login) and session messages (one per command). The
+/// simulator behind it can be swapped, so a BMC restart keeps the address drover knows.
+struct Relay {
+    port: u16,
+    backend: Arc<AtomicU16>,
+    opens: Arc<AtomicUsize>,
+    messages: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    fn start(backend: u16) -> Relay {
+        let front = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let back = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tick = Some(std::time::Duration::from_millis(20));
+        front.set_read_timeout(tick).unwrap();
+        back.set_read_timeout(tick).unwrap();
+        let port = front.local_addr().unwrap().port();
+        let backend = Arc::new(AtomicU16::new(backend));
+        let (opens, messages) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let client: Arc<Mutex<Option<std::net::SocketAddr>>> = Arc::default();
+        let up = {
+            let (front, back) = (front.try_clone().unwrap(), back.try_clone().unwrap());
+            let (backend, opens, messages, stop, client) = (
+                backend.clone(),
+                opens.clone(),
+                messages.clone(),
+                stop.clone(),
+                client.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((n, peer)) = front.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    *client.lock().unwrap() = Some(peer);
+                    // RMCP header, auth type 06h (RMCP+), payload type (low 6 bits).
+                    if n > 5 && buf[4] == 0x06 {
+                        match buf[5] & 0x3f {
+                            0x10 => opens.fetch_add(1, Ordering::Relaxed),
+                            0x00 => messages.fetch_add(1, Ordering::Relaxed),
+                            _ => 0,
+                        };
+                    }
+                    let to = ("127.0.0.1", backend.load(Ordering::Relaxed));
+                    let _ = back.send_to(&buf[..n], to);
+                }
+            })
+        };
+        let down = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(n) = back.recv(&mut buf) else {
+                        continue;
+                    };
+                    if let Some(peer) = *client.lock().unwrap() {
+                        let _ = front.send_to(&buf[..n], peer);
+                    }
+                }
+            })
+        };
+        Relay {
+            port,
+            backend,
+            opens,
+            messages,
+            stop,
+            threads: vec![up, down],
+        }
+    }
+
+    fn opens(&self) -> usize {
+        self.opens.load(Ordering::Relaxed)
+    }
+
+    fn messages(&self) -> usize {
+        self.messages.load(Ordering::Relaxed)
+    }
+
+    /// Waits until drover has sent `more` further session messages (about one per poll).
+    fn wait_messages(&self, more: usize) -> bool {
+        let want = self.messages() + more;
+        common::wait_until(std::time::Duration::from_secs(30), || {
+            self.messages() >= want
+        })
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `active sessions` of `ipmitool session info active` (ipmitool's own session included).
+fn active_sessions(sim: &BmcSim) -> u32 {
+    let out = sim.ipmitool(&["session", "info", "active"]);
+    out.lines()
+        .find(|l| l.trim_start().starts_with("active sessions"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no active session count in:\n{out}"))
+}
+
+/// `drover serve` keeps one session per BMC across polls: many polls, one Open Session;
+/// after the BMC restarts (and so forgot the session) the poller logs in again and goes on
+/// reusing the new session; shutdown closes it (the simulator's session count, read with
+/// ipmitool, drops by one).
+#[test]
+fn serve_reuses_one_session_per_bmc_and_closes_it_at_shutdown() {
+    let sim = BmcSim::start("ipmi-reuse");
+    let relay = Relay::start(sim.port);
+    let mut d = Drover::new();
+    add_node(
+        &d,
+        "n1",
+        "52:54:00:00:07:11",
+        &format!("127.0.0.1:{}", relay.port),
+    );
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = http.local_addr().unwrap().port();
+    drop(http);
+    let config = d.scratch().join("serve.toml");
+    // session-idle 25 s: below ipmi_sim's 30 s inactivity timeout, above the poll interval.
+    std::fs::write(
+        &config,
+        format!(
+            "interfaces = [\"lo\"]\n{}",
+            common::config_only(
+                &["http"],
+                &format!(
+                    "[http]\nport = {port}\n[power]\npoll-interval = 1\nsession-idle = 25\n\
+                     timeout-ms = 300\nretries = 1\n"
+                )
+            )
+        ),
+    )
+    .unwrap();
+    d.env("DROVER_LOG", "drover=debug");
+    d.start(None, &["serve", "--config", config.to_str().unwrap()]);
+    d.wait_log("drover: ready", std::time::Duration::from_secs(30));
+    let shows = |d: &Drover, want: &str| {
+        common::wait_until(std::time::Duration::from_secs(30), || {
+            d.cli_ok(&["node", "show", "n1"]).contains(want)
+        })
+    };
+    assert!(shows(&d, "power: off"), "{}", d.log_tail(20));
+    assert!(relay.wait_messages(5), "polls stopped: {}", d.log_tail(20));
+    assert_eq!(relay.opens(), 1, "five more polls, still one login");
+    assert_eq!(active_sessions(&sim), 2, "drover's session and ipmitool's");
+
+    // A BMC restart: the new simulator knows no session; the poller logs in again.
+    drop(sim);
+    let sim = BmcSim::start("ipmi-reuse2");
+    std::fs::write(sim.dir.join("power"), "1").unwrap();
+    relay.backend.store(sim.port, Ordering::Relaxed);
+    assert!(shows(&d, "power: on"), "{}", d.log_tail(20));
+    let opens = relay.opens();
+    assert!(opens >= 2, "no new login after the restart");
+    assert!(relay.wait_messages(5), "polls stopped: {}", d.log_tail(20));
+    assert_eq!(relay.opens(), opens, "the new session is reused");
+    assert_eq!(active_sessions(&sim), 2, "drover's session and ipmitool's");
+
+    // SIGTERM: drover closes its session before it exits.
+    d.stop();
+    assert_eq!(
+        active_sessions(&sim),
+        1,
+        "only ipmitool's own session is left"
+    );
+    assert!(
+        !d.log().contains(PASSWORD),
+        "the BMC password is in the log"
+    );
 }
 
 #[test]

@@ -819,8 +819,9 @@ struct PowerResult {
 
 /// `POST /power` `{"action": "on|off|soft|cycle|reset|status|bootdev", "device": "pxe|disk",
 /// "targets": ["node", "group", "node[001-064]"]}`: what `drover power` does, with the
-/// server's `[power]` settings (session cap, pacing). Answers 200 with a result per node, and
-/// `failed` = how many failed.
+/// server's `[power]` settings (session cap, pacing), in the BMC sessions the server keeps
+/// open (shared with the power poller). Answers 200 with a result per node, and `failed` =
+/// how many failed.
 pub async fn power(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Res {
     use crate::ipmi::core::BootDevice;
     use crate::ipmi::power::{self, Action, TargetError};

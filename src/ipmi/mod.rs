@@ -1,13 +1,19 @@
 //! IPMI power control over the LAN: power on/off/soft/cycle/reset/status and the next boot
 //! device of nodes, through their BMCs, with IPMI v2.0 RMCP+ (`ipmitool -I lanplus`).
 //!
-//! Data flow: the CLI (`drover power`) and the server's poller resolve targets to nodes and
-//! each node to a [`BmcAccess`] (node BMC record over group BMC record, from the store);
-//! [`power::run_all`] runs one blocking session per node on a capped set of threads, pacing
-//! power-on; each session is [`client::run`]: a UDP socket driving the sans-IO
-//! [`core::Session`], which uses [`wire`] for bytes and [`crypto`] for RAKP, session keys
-//! and v1.5 MD5 codes. [`serve::poll`] is the `drover serve` task that polls power state at a bounded rate
-//! and writes each change to the store's `power` table.
+//! Data flow: the CLI (`drover power`), the API (`POST /api/v1/power`) and the server's
+//! poller resolve targets to nodes and each node to a [`BmcAccess`] (node BMC record over
+//! group BMC record, from the store); [`power::run_all`] runs the action per node on a capped
+//! set of threads, pacing power-on. Each exchange is a [`client::Conn`]: a UDP socket driving
+//! the sans-IO [`core::Session`], which uses [`wire`] for bytes and [`crypto`] for RAKP,
+//! session keys and v1.5 MD5 codes. The CLI logs in, runs the commands and closes the session
+//! ([`client::run`]); `drover serve` keeps sessions open in a [`cache::SessionCache`], one
+//! per BMC, reused by the poller and the API, serialised per session, logged in again after
+//! the BMC lost one, and closed with Close Session when idle for `power.session-idle`, when
+//! evicted, when the node's BMC settings change or the node goes, and at shutdown.
+//! [`serve::poll`] is the `drover serve` task that polls power state at a bounded rate and
+//! writes each change to the store's `power` table; [`serve::keep_sessions`] looks after the
+//! cache.
 //!
 //! Own RMCP+ code instead of ipmi-rs 0.6: ipmi-rs does the RMCP+ handshake with suite 3 only,
 //! has no chassis commands, never raises the session privilege, owns a blocking socket (no
@@ -23,7 +29,8 @@
 //! BMCs without RMCP+ (`power.ipmi-version`); user lookup by name; privilege raised to
 //! ADMINISTRATOR; Get Chassis Status, Chassis Control (on, off, cycle, hard reset, ACPI soft
 //! off); boot flags (parameter 5) for the next boot only: PXE, disk, with a read-back;
-//! retransmission; Close Session.
+//! retransmission; Close Session; in `drover serve`, sessions kept open and reused (no
+//! keep-alive traffic: a session lives while used at least every `power.session-idle` s).
 //!
 //! Not supported: a BMC key Kg distinct from the password, suites other than 3 and 17, MD2
 //! and "none" authentication of IPMI v1.5, persistent or UEFI boot flags, Serial-over-LAN,

@@ -1,7 +1,8 @@
 //! Power actions on many nodes: target resolution (node, group, `node[001-064]`) against the
-//! store, and the fan-out that runs one blocking BMC session per node on at most
-//! [`FanOut::max_sessions`] threads, starting power-on (and cycle) at most
-//! [`FanOut::on_rate`] nodes per second so a rack does not draw its inrush current at once.
+//! store, and the fan-out that runs the action per node on at most [`FanOut::max_sessions`]
+//! threads (a session of its own per node in the CLI, the BMC's cached session in `drover
+//! serve`: [`FanOut::cache`]), starting power-on (and cycle) at most [`FanOut::on_rate`]
+//! nodes per second so a rack does not draw its inrush current at once.
 
 use super::cache::SessionCache;
 use super::client::{self, Dial, PowerError};
