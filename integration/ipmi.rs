@@ -662,12 +662,19 @@ fn cipher_suite_17_matches_ipmitool() {
 }
 
 /// The API's `POST /api/v1/power` drives the same BMC: on, status, next boot device, and a
-/// node without BMC settings reported per node (the request as a whole succeeds).
+/// node without BMC settings reported per node (the request as a whole succeeds). All
+/// requests run in one BMC session that the server keeps open.
 #[test]
 fn the_api_powers_nodes_through_their_bmcs() {
     let sim = BmcSim::start("api-power");
+    let relay = Relay::start(sim.port);
     let s = common::api::ApiServer::start();
-    add_node(&s.d, "n1", "52:54:00:00:07:01", &sim.address());
+    add_node(
+        &s.d,
+        "n1",
+        "52:54:00:00:07:01",
+        &format!("127.0.0.1:{}", relay.port),
+    );
     s.d.cli_ok(&["node", "add", "n2", "--mac", "52:54:00:00:07:02"]);
     let bearer = format!("Bearer {}", s.token("power"));
     let post = |body: &str| {
@@ -704,4 +711,5 @@ fn the_api_powers_nodes_through_their_bmcs() {
     let v = post(r#"{"action":"off","targets":["n1"]}"#);
     assert_eq!(v["results"][0]["ok"], true, "{v}");
     assert_eq!(sim.power(), "0");
+    assert_eq!(relay.opens(), 1, "four requests, one BMC session");
 }
