@@ -542,6 +542,10 @@ mod tests {
                 "192.0.2.2:5353".parse().unwrap()
             ]
         );
+        let e = Config::parse("[power]\nsession-idle = 601\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("power.session-idle"), "{e}");
         let e = Config::parse("[power]\ncipher-suites = [1]\n", "f.toml")
             .unwrap_err()
             .to_string();
