@@ -275,7 +275,7 @@ impl Default for Power {
             retries: 3,
             cipher_suites: vec![3, 17],
             ipmi_version: "auto".into(),
-            poll_interval: 60,
+            poll_interval: 15,
             poll_rate: 20.0,
             session_idle: 20,
         }
