@@ -260,7 +260,12 @@ pub fn last_boot(events: &[BootEvent]) -> &[BootEvent] {
     else {
         return events;
     };
-    while start > 0 && matches!(events[start - 1].stage, BootStage::Dhcp | BootStage::Firmware) {
+    while start > 0
+        && matches!(
+            events[start - 1].stage,
+            BootStage::Dhcp | BootStage::Firmware
+        )
+    {
         start -= 1;
     }
     &events[start..]
@@ -468,16 +473,30 @@ mod tests {
         let (recorder, writer) = Recorder::new(store.clone(), view);
         let mac = |m: &str| m.parse::<Mac>().unwrap();
         let ip = |a: &str| a.parse::<Ipv4Addr>().unwrap();
-        recorder.record_mac(mac("52:54:00:00:00:01"), BootStage::Dhcp, "dhcp", "a".into());
+        recorder.record_mac(
+            mac("52:54:00:00:00:01"),
+            BootStage::Dhcp,
+            "dhcp",
+            "a".into(),
+        );
         recorder.record_addr(ip("198.18.0.11"), BootStage::Firmware, "tftp", "b".into());
         recorder.record_addr(ip("198.18.0.100"), BootStage::Firmware, "http", "c".into());
         // Unknown machines are not recorded.
-        recorder.record_mac(mac("52:54:00:00:00:09"), BootStage::Dhcp, "dhcp", "x".into());
+        recorder.record_mac(
+            mac("52:54:00:00:00:09"),
+            BootStage::Dhcp,
+            "dhcp",
+            "x".into(),
+        );
         recorder.record_addr(ip("198.18.0.200"), BootStage::Firmware, "tftp", "x".into());
         for i in 0..MAX_PENDING {
             recorder.record("n2".into(), BootStage::Kernel, "http", i.to_string());
         }
-        assert_eq!(recorder.counts().dropped(), 3, "the queue holds MAX_PENDING");
+        assert_eq!(
+            recorder.counts().dropped(),
+            3,
+            "the queue holds MAX_PENDING"
+        );
         let queued = recorder.counts().queued();
         assert_eq!(queued.iter().sum::<u64>(), MAX_PENDING as u64);
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -491,7 +510,12 @@ mod tests {
         let events = |n: &str| {
             logs.iter()
                 .find(|l| l.name == n)
-                .map(|l| l.events.iter().map(|e| e.detail.clone()).collect::<Vec<_>>())
+                .map(|l| {
+                    l.events
+                        .iter()
+                        .map(|e| e.detail.clone())
+                        .collect::<Vec<_>>()
+                })
                 .unwrap_or_default()
         };
         assert_eq!(events("n1"), ["a", "b"]);

@@ -183,9 +183,12 @@ async fn image_file(
         "rootfs.tar" => Some(BootStage::Rootfs),
         _ => None,
     };
-    if let (Some(api), Some(ip), Some(stage), true) =
-        (&s.api, client_v4(&extensions), stage, found.is_some() && from_start)
-    {
+    if let (Some(api), Some(ip), Some(stage), true) = (
+        &s.api,
+        client_v4(&extensions),
+        stage,
+        found.is_some() && from_start,
+    ) {
         api.boot_events
             .record_addr(ip, stage, "http", format!("{name}/{file}"));
     }
@@ -328,7 +331,11 @@ async fn send_file(path: &std::path::Path, range: Option<&str>) -> Response {
 
 /// The IPv4 address of the client, when the server runs with connection info.
 fn client_v4(extensions: &axum::http::Extensions) -> Option<std::net::Ipv4Addr> {
-    match extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?.0.ip() {
+    match extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?
+        .0
+        .ip()
+    {
         std::net::IpAddr::V4(ip) => Some(ip),
         std::net::IpAddr::V6(ip) => ip.to_ipv4_mapped(),
     }

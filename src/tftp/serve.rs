@@ -58,9 +58,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::core::{self, Action, Outcome, Refused, SessionLimits, Transfer};
+use super::wire::{ErrorCode, Mode, Packet, Request, TftpOption, MAX_BLKSIZE, MAX_PACKET};
 use crate::store::model::BootStage;
 use crate::timeline::Recorder;
-use super::wire::{ErrorCode, Mode, Packet, Request, TftpOption, MAX_BLKSIZE, MAX_PACKET};
 
 /// Directories searched, in order, after the embedded firmware.
 #[derive(Debug, Clone, Default)]
@@ -535,8 +535,7 @@ async fn transfer(ctx: &Context, peer: SocketAddr, request: OwnedRequest) {
         }
     };
     bump(&stats.transfers_started);
-    if let (Source::Memory { .. }, Some(events), IpAddr::V4(ip)) =
-        (&source, &ctx.events, peer.ip())
+    if let (Source::Memory { .. }, Some(events), IpAddr::V4(ip)) = (&source, &ctx.events, peer.ip())
     {
         // Embedded firmware is iPXE: the node at this address is chaining into it.
         events.record_addr(ip, BootStage::Firmware, "tftp", path.to_string());
