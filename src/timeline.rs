@@ -148,7 +148,7 @@ impl Recorder {
 
 /// The node at client address `ip`: the node that reserved it, else the node whose MAC holds
 /// the lease on it.
-pub fn node_at(view: &View, ip: Ipv4Addr) -> Option<&str> {
+fn node_at(view: &View, ip: Ipv4Addr) -> Option<&str> {
     view.node_by_ip(ip)
         .or_else(|| view.leases.get(&ip).and_then(|l| view.node_by_mac(l.mac)))
         .map(|n| n.name.as_str())
@@ -188,7 +188,7 @@ impl Writer {
 }
 
 /// Appends `events` to their nodes' logs in one store write.
-pub fn record_all(store: &Store, events: Vec<(String, BootEvent)>) -> Result<(), StoreError> {
+fn record_all(store: &Store, events: Vec<(String, BootEvent)>) -> Result<(), StoreError> {
     store.write(|w| {
         let mut logs: std::collections::BTreeMap<String, BootLog> = Default::default();
         for (node, event) in events {
@@ -218,14 +218,9 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Appends `event` to `node`'s log (creating it) in one store write; see [`append`].
-pub fn record(store: &Store, node: &str, event: BootEvent) -> Result<(), StoreError> {
-    record_all(store, vec![(node.to_string(), event)])
-}
-
 /// Adds `event` to `log` in time order, keeping the newest [`MAX_EVENTS`]; cuts its detail to
 /// [`MAX_DETAIL`] bytes and leaves out a client's retry (see [`REPEAT_MS`]).
-pub fn append(log: &mut BootLog, mut event: BootEvent) {
+fn append(log: &mut BootLog, mut event: BootEvent) {
     if event.detail.len() > MAX_DETAIL {
         let mut cut = MAX_DETAIL;
         while !event.detail.is_char_boundary(cut) {

@@ -2,8 +2,8 @@
 //! they read; the admin API and page (`crate::api`) are merged into the same router.
 //!
 //! Boot events (with the API on): a node's iPXE script (node by MAC in the URL), firmware,
-//! kernel, initrd and root tarball downloaded from the start (node by client address, see
-//! `crate::timeline::node_at`) and the agent's posts go to the API's
+//! kernel, initrd and root tarball downloaded from the start (node by client address: its
+//! reservation or lease) and the agent's posts go to the API's
 //! [`crate::timeline::Recorder`], which never waits for the store.
 //!
 //! Requests never buffer whole files: a file is opened, seeked to the requested range and
