@@ -155,7 +155,7 @@ fn ramroot_boot() {
     });
     assert!(up, "the timeline of n1 is not up:\n{events}");
     for stage in [
-        "script", "kernel", "initrd", "rootfs", "agent", "root", "ready",
+        "dhcp", "script", "kernel", "initrd", "rootfs", "agent", "root", "ready",
     ] {
         assert!(
             events.contains(&format!(" {stage} ")),

@@ -3,7 +3,8 @@
 //!
 //! Tasks: one per service and interface (DHCP, TFTP, DNS, NTP, router advertisements), pool
 //! membership (idle until the state directory has a cluster key), one HTTP
-//! listener for all interfaces, and the view refresher, which applies the store's change feed
+//! listener for all interfaces, the boot-event writer (`crate::timeline::Writer`), and the
+//! view refresher, which applies the store's change feed
 //! every [`REFRESH_INTERVAL`] so that admin changes made by another process (the CLI) reach
 //! the services without a restart. A task that fails takes the server down with its error:
 //! a half-working boot server is worse than a dead one that systemd restarts.
@@ -47,6 +48,15 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
     let tftp_roots = Arc::new(crate::tftp::serve::Roots {
         dirs: vec![state_dir.join("tftp")],
     });
+    // Boot events of every service go through one queue to one writer task.
+    let (boot_events, writer) = crate::timeline::Recorder::new(store.clone(), view.clone());
+    {
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            writer.run(token).await;
+            ("boot event writer".into(), Ok(()))
+        });
+    }
 
     // BMC sessions of the poller and the API, closed at shutdown by `keep_sessions`.
     let bmc_sessions = crate::ipmi::serve::session_cache(&config.power);
@@ -69,6 +79,7 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                     state_dir,
                     crate::api::services(&config, &interfaces),
                     power_fan.clone(),
+                    boot_events.clone(),
                     shutdown.clone(),
                 )
                 .context("HTTP API")?,
@@ -160,13 +171,16 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                 (iface.clone(), store.clone(), view.clone(), shutdown.clone());
             let stats = Arc::new(crate::dhcp::serve::Stats::default());
             crate::counters::register("dhcp", &iface.name, stats.clone());
+            let events = Some(boot_events.clone());
             tasks.spawn(async move {
                 let name = format!("dhcp {}", iface.name);
                 (
                     name,
-                    crate::dhcp::serve::run_with_stats(iface, settings, store, view, token, stats)
-                        .await
-                        .context("DHCP server"),
+                    crate::dhcp::serve::run_with_stats(
+                        iface, settings, store, view, token, stats, events,
+                    )
+                    .await
+                    .context("DHCP server"),
                 )
             });
         }
@@ -186,10 +200,11 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                 shutdown.clone(),
                 format!("tftp {}", iface.name),
             );
+            let events = Some(boot_events.clone());
             tasks.spawn(async move {
                 (
                     name,
-                    crate::tftp::serve::run(socket, roots, limits, token)
+                    crate::tftp::serve::run(socket, roots, limits, events, token)
                         .await
                         .context("TFTP server"),
                 )

@@ -2,10 +2,11 @@
 //! (Prometheus sends the token with `authorization: {credentials: TOKEN}`).
 //!
 //! Counted here: HTTP requests per route class and status class with the time to the
-//! response head, boot events per stage, logins by outcome. Read from the store at scrape
+//! response head, logins by outcome; boot events per stage come from the boot-event
+//! recorder's counts (`crate::timeline::Counts`). Read from the store at scrape
 //! time: nodes by boot state, leases by state, images, networks, and the durations of the
-//! last complete boots. Not here: counters of the DHCP, TFTP, DNS and NTP servers (their
-//! shells keep none yet).
+//! last complete boots. The DHCP, TFTP, DNS and NTP servers keep their own counters
+//! (`crate::counters`); this only renders them.
 
 use super::Api;
 use crate::store::model::{BootLog, BootStage, Image, Lease, Network, Node};
@@ -36,7 +37,6 @@ const LOGINS: [&str; 3] = ["ok", "failed", "limited"];
 pub struct Metrics {
     requests: [[AtomicU64; 5]; 8],
     micros: [AtomicU64; 8],
-    boot_events: [AtomicU64; 8],
     logins: [AtomicU64; 3],
 }
 
@@ -55,12 +55,6 @@ fn route_class(path: &str) -> usize {
 }
 
 impl Metrics {
-    pub fn boot_event(&self, stage: BootStage) {
-        if let Some(i) = BootStage::ALL.iter().position(|s| *s == stage) {
-            self.boot_events[i].fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     pub fn login(&self, outcome: usize) {
         if let Some(c) = self.logins.get(outcome) {
             c.fetch_add(1, Ordering::Relaxed);
@@ -118,7 +112,7 @@ fn store_counts(store: &crate::store::Store) -> Result<StoreCounts, super::ApiEr
             c.nodes[i] += 1;
             let last = timeline::last_boot(events);
             if let (Some(first), Some(end), NodeState::Up) = (last.first(), last.last(), state) {
-                if first.stage == BootStage::Script {
+                if matches!(first.stage, BootStage::Dhcp | BootStage::Script) {
                     c.boots
                         .push(end.at_ms.saturating_sub(first.at_ms) as f64 / 1000.0);
                 }
@@ -174,10 +168,17 @@ pub async fn scrape(State(api): State<Arc<Api>>) -> Result<Response, super::ApiE
         "counter",
         "Boot events recorded, by stage.",
     );
-    for (i, stage) in BootStage::ALL.iter().enumerate() {
-        let v = m.boot_events[i].load(Ordering::Relaxed);
+    let boot_events = api.boot_events.counts();
+    for (stage, v) in BootStage::ALL.iter().zip(boot_events.queued()) {
         let _ = writeln!(out, "{name}{{stage=\"{}\"}} {v}", stage.name());
     }
+    let name = family(
+        &mut out,
+        "drover_boot_events_dropped_total",
+        "counter",
+        "Boot events dropped because too many were waiting to be written.",
+    );
+    let _ = writeln!(out, "{name} {}", boot_events.dropped());
     let name = family(
         &mut out,
         "drover_logins_total",
@@ -204,7 +205,7 @@ pub async fn scrape(State(api): State<Arc<Api>>) -> Result<Response, super::ApiE
         &mut out,
         "drover_last_boot_seconds",
         "summary",
-        "Duration from boot script to ready of each node's last complete boot.",
+        "Duration from the first event (DHCP offer or boot script) to ready of each node's last complete boot.",
     );
     let _ = writeln!(out, "{name}_sum {}", counts.boots.iter().sum::<f64>());
     let _ = writeln!(out, "{name}_count {}", counts.boots.len());

@@ -28,6 +28,7 @@ use crate::auth::{self, LoginLimiter, Sessions};
 use crate::config::Config;
 use crate::net::Interface;
 use crate::store::Store;
+use crate::timeline::Recorder;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::handler::Handler;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -56,9 +57,6 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub const MAX_BODY: usize = 4 << 20;
 /// Event streams open at once.
 pub const MAX_EVENT_STREAMS: usize = 64;
-/// Boot-event store writes in flight at most; more are dropped (and logged), so a flood of
-/// boot-path requests cannot queue unbounded work.
-pub const MAX_PENDING_BOOT_EVENTS: usize = 256;
 
 /// The OpenAPI document served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../assets/openapi.json");
@@ -118,7 +116,8 @@ pub struct Api {
     sessions: Mutex<Sessions>,
     limiter: Mutex<LoginLimiter>,
     event_streams: Arc<Semaphore>,
-    boot_event_writes: Arc<Semaphore>,
+    /// Where the boot path reports boot events (also counted by `/metrics`).
+    pub boot_events: Recorder,
     metrics: metrics::Metrics,
     /// Session cap, pacing and protocol choices for `POST /power` (from `[power]`).
     pub power: crate::ipmi::power::FanOut,
@@ -134,6 +133,7 @@ impl Api {
         state_dir: &Path,
         services: Vec<Service>,
         power: crate::ipmi::power::FanOut,
+        boot_events: Recorder,
         shutdown: CancellationToken,
     ) -> Result<Arc<Api>, auth::AuthError> {
         // A member that joined a pool gets its users from the pool: creating its own admin
@@ -158,44 +158,12 @@ impl Api {
             sessions: Mutex::new(Sessions::default()),
             limiter: Mutex::new(LoginLimiter::default()),
             event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
-            boot_event_writes: Arc::new(Semaphore::new(MAX_PENDING_BOOT_EVENTS)),
+            boot_events,
             metrics: metrics::Metrics::default(),
             power,
             shutdown,
             started: Instant::now(),
         }))
-    }
-
-    /// Appends a boot event to `node`'s timeline in the background (the boot path does not
-    /// wait for the store write). Dropped, with a warning, when too many writes are pending.
-    pub fn record_boot_event(
-        &self,
-        node: String,
-        stage: crate::store::model::BootStage,
-        source: &str,
-        detail: String,
-    ) {
-        let Ok(permit) = self.boot_event_writes.clone().try_acquire_owned() else {
-            tracing::warn!(%node, stage = stage.name(), "boot event dropped: too many pending");
-            return;
-        };
-        self.metrics.boot_event(stage);
-        let event = crate::store::model::BootEvent {
-            at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
-            stage,
-            source: source.to_string(),
-            detail,
-        };
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = crate::timeline::record(&store, &node, event) {
-                tracing::error!(%node, error = %e, "cannot record a boot event");
-            }
-            drop(permit);
-        });
     }
 
     /// The name of the node with `mac`, read from the store.

@@ -5,7 +5,9 @@
 //! read-lock the shared [`View`] just long enough to run [`core::handle`] (never across an
 //! `.await`) -> act:
 //!
-//! - `Hold`: remember the offer in this task's [`Offers`] table, send the OFFER;
+//! - `Hold`: remember the offer in this task's [`Offers`] table, send the OFFER; an offer to
+//!   a known node's PXE/iPXE firmware is also queued as the node's `dhcp` boot event (a
+//!   non-blocking [`Recorder`] call; its writer task batches the store writes);
 //! - `CommitThenReply` / `Commit`: write the lease with [`Store::write`] inside
 //!   `spawn_blocking` (the LMDB commit fsyncs), refresh the view so the next packet sees the
 //!   lease, and only then send the ACK (persistence is an output; if the write fails, the ACK
@@ -27,8 +29,9 @@
 use super::core::{self, Action, Context, Destination, DropReason, Offers};
 use super::wire::{self, WireError};
 use crate::net::Interface;
-use crate::store::model::Lease;
+use crate::store::model::{BootStage, Lease};
 use crate::store::{Store, StoreError, View};
+use crate::timeline::Recorder;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -184,6 +187,7 @@ pub async fn run(
         view,
         shutdown,
         Arc::new(Stats::default()),
+        None,
     )
     .await
 }
@@ -210,7 +214,8 @@ pub fn context(iface: &Interface, settings: &Settings) -> Context {
     ctx
 }
 
-/// [`run`], counting into `stats`.
+/// [`run`], counting into `stats` and reporting offers to known nodes' boot firmware to
+/// `events`.
 pub async fn run_with_stats(
     iface: Interface,
     settings: Settings,
@@ -218,6 +223,7 @@ pub async fn run_with_stats(
     view: Arc<RwLock<View>>,
     shutdown: CancellationToken,
     stats: Arc<Stats>,
+    events: Option<Recorder>,
 ) -> io::Result<()> {
     let socket = UdpSocket::from_std(bind(&iface.name, settings.port)?)?;
     let ctx = context(&iface, &settings);
@@ -232,6 +238,7 @@ pub async fn run_with_stats(
         store,
         view,
         stats,
+        events,
         offers: Offers::default(),
         out: Vec::with_capacity(wire::CEILING_MAX_REPLY),
     };
@@ -270,6 +277,7 @@ struct Shell {
     store: Arc<Store>,
     view: Arc<RwLock<View>>,
     stats: Arc<Stats>,
+    events: Option<Recorder>,
     offers: Offers,
     out: Vec<u8>,
 }
@@ -305,6 +313,7 @@ impl Shell {
                 tracing::debug!(mac = %req.chaddr, %ip, "DHCPOFFER");
                 if self.send(&reply, dest).await {
                     self.stats.offers.fetch_add(1, Ordering::Relaxed);
+                    self.boot_event(&req, &reply);
                 }
             }
             Action::Reply(reply, dest) => {
@@ -348,6 +357,19 @@ impl Shell {
                 }
             }
         }
+    }
+
+    /// An offer to network-boot firmware (PXE or iPXE) is the first step of a boot; queued
+    /// for the boot-event writer, never written here.
+    fn boot_event(&self, req: &wire::Request, reply: &wire::Reply) {
+        let Some(events) = &self.events else { return };
+        if !(req.is_pxe() || req.is_ipxe()) {
+            return;
+        }
+        let client = if req.is_ipxe() { "iPXE" } else { "PXE" };
+        let file = reply.boot_file.as_deref().unwrap_or("none");
+        let detail = format!("offer {} to {client}, boot file {file}", reply.yiaddr);
+        events.record_mac(req.chaddr, BootStage::Dhcp, "dhcp", detail);
     }
 
     /// Writes `lease` (fsynced) and brings the shared view up to date, off the runtime.

@@ -1,6 +1,11 @@
 //! The axum shell of the HTTP server: the boot-path routes, file streaming, and the store view
 //! they read; the admin API and page (`crate::api`) are merged into the same router.
 //!
+//! Boot events (with the API on): a node's iPXE script (node by MAC in the URL), firmware,
+//! kernel, initrd and root tarball downloaded from the start (node by client address: its
+//! reservation or lease) and the agent's posts go to the API's
+//! [`crate::timeline::Recorder`], which never waits for the store.
+//!
 //! Requests never buffer whole files: a file is opened, seeked to the requested range and
 //! streamed in chunks. The store is read through the shared in-memory [`View`], with the lock
 //! held only while a script is rendered.
@@ -144,7 +149,8 @@ async fn boot_script(
         }
     };
     if let (Some(api), Some((node, detail))) = (&s.api, boot_event) {
-        api.record_boot_event(node, BootStage::Script, "http", detail);
+        api.boot_events
+            .record(node, BootStage::Script, "http", detail);
     }
     text(StatusCode::OK, script)
 }
@@ -158,29 +164,18 @@ async fn image_file(
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     // A download from the start is a boot step of the node at the client's address.
     let from_start = range.is_none_or(|r| r.trim().starts_with("bytes=0-"));
-    let client = extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
-    let (found, node): (Option<ImageFile>, Option<String>) = {
+    let found: Option<ImageFile> = {
         let view = match s.view.read() {
             Ok(v) => v,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let found = view.images.get(&name).and_then(|img| match file.as_str() {
+        view.images.get(&name).and_then(|img| match file.as_str() {
             "kernel" => Some(img.kernel.clone()),
             "initrd" => img.initrd.clone(),
             "initramfs" => img.initramfs.clone(),
             "rootfs.tar" => img.rootfs.clone(),
             _ => None,
-        });
-        let node = match client {
-            Some(std::net::IpAddr::V4(ip)) if found.is_some() && from_start => view
-                .node_by_ip(ip)
-                .or_else(|| view.leases.get(&ip).and_then(|l| view.node_by_mac(l.mac)))
-                .map(|n| n.name.clone()),
-            _ => None,
-        };
-        (found, node)
+        })
     };
     let stage = match file.as_str() {
         "kernel" => Some(BootStage::Kernel),
@@ -188,8 +183,14 @@ async fn image_file(
         "rootfs.tar" => Some(BootStage::Rootfs),
         _ => None,
     };
-    if let (Some(api), Some(node), Some(stage)) = (&s.api, node, stage) {
-        api.record_boot_event(node, stage, "http", format!("{name}/{file}"));
+    if let (Some(api), Some(ip), Some(stage), true) = (
+        &s.api,
+        client_v4(&extensions),
+        stage,
+        found.is_some() && from_start,
+    ) {
+        api.boot_events
+            .record_addr(ip, stage, "http", format!("{name}/{file}"));
     }
     let Some(found) = found else {
         return text(
@@ -258,7 +259,8 @@ async fn agent_event(
         return text(StatusCode::NOT_FOUND, format!("no node has MAC {mac}\n"));
     };
     tracing::info!(node = %node, stage = event.stage.name(), detail = %event.detail, "boot event");
-    api.record_boot_event(node, event.stage, "agent", event.detail);
+    api.boot_events
+        .record(node, event.stage, "agent", event.detail);
     StatusCode::NO_CONTENT.into_response()
 }
 
@@ -327,20 +329,43 @@ async fn send_file(path: &std::path::Path, range: Option<&str>) -> Response {
     }
 }
 
-async fn firmware(Path(name): Path<String>) -> Response {
-    match crate::firmware::get(&name) {
-        Some(bytes) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            )],
-            Body::from(bytes.into_owned()),
-        )
-            .into_response(),
-        None => text(
+/// The IPv4 address of the client, when the server runs with connection info.
+fn client_v4(extensions: &axum::http::Extensions) -> Option<std::net::Ipv4Addr> {
+    match extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?
+        .0
+        .ip()
+    {
+        std::net::IpAddr::V4(ip) => Some(ip),
+        std::net::IpAddr::V6(ip) => ip.to_ipv4_mapped(),
+    }
+}
+
+/// `/firmware/{name}`: an embedded iPXE binary; a node that fetches one from the start is
+/// chaining into iPXE (a boot event of the node at the client's address).
+async fn firmware(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    extensions: axum::http::Extensions,
+) -> Response {
+    let Some(bytes) = crate::firmware::get(&name) else {
+        return text(
             StatusCode::NOT_FOUND,
             format!("no firmware file {name:?}\n"),
-        ),
+        );
+    };
+    // Served whole every time (Range is ignored), so every fetch is a boot step.
+    if let (Some(api), Some(ip)) = (&s.api, client_v4(&extensions)) {
+        api.boot_events
+            .record_addr(ip, BootStage::Firmware, "http", name.clone());
     }
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        )],
+        Body::from(bytes.into_owned()),
+    )
+        .into_response()
 }

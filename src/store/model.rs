@@ -367,12 +367,19 @@ pub struct Setting {
     pub value: serde_json::Value,
 }
 
-/// A step of a node's boot, reported by drover's HTTP server (what the node fetched) or by
-/// the agent in its initramfs (what it did).
+/// A step of a node's boot, reported by drover's DHCP server (an offer to the node's network
+/// boot firmware), its TFTP and HTTP servers (what the node fetched) or by the agent in its
+/// initramfs (what it did).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BootStage {
-    /// iPXE fetched the node's boot script (a new boot starts here).
+    /// The DHCP server offered an address to the node's PXE or iPXE firmware (a new boot
+    /// starts here).
+    Dhcp,
+    /// The node fetched iPXE firmware (over TFTP or HTTP) to chain into.
+    Firmware,
+    /// iPXE fetched the node's boot script (a new boot starts here when no DHCP offer of
+    /// this server came first).
     Script,
     Kernel,
     /// The image's initrd or drover's initramfs.
@@ -389,7 +396,9 @@ pub enum BootStage {
 }
 
 impl BootStage {
-    pub const ALL: [BootStage; 8] = [
+    pub const ALL: [BootStage; 10] = [
+        BootStage::Dhcp,
+        BootStage::Firmware,
         BootStage::Script,
         BootStage::Kernel,
         BootStage::Initrd,
@@ -402,6 +411,8 @@ impl BootStage {
 
     pub fn name(self) -> &'static str {
         match self {
+            BootStage::Dhcp => "dhcp",
+            BootStage::Firmware => "firmware",
             BootStage::Script => "script",
             BootStage::Kernel => "kernel",
             BootStage::Initrd => "initrd",
@@ -420,7 +431,7 @@ pub struct BootEvent {
     /// Unix milliseconds, by the clock of the member that recorded it.
     pub at_ms: u64,
     pub stage: BootStage,
-    /// Who reported it: `http` or `agent`.
+    /// Who reported it: `dhcp`, `tftp`, `http` or `agent`.
     pub source: String,
     pub detail: String,
 }

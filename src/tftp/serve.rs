@@ -12,6 +12,10 @@
 //! sequentially through a small buffer as blocks are needed; only embedded firmware is served
 //! from memory.
 //!
+//! Boot events: a transfer of embedded firmware (iPXE) that starts is queued as a `firmware`
+//! event of the node at the client's address (its reservation or lease), through a
+//! non-blocking [`Recorder`]; nothing here waits for the store.
+//!
 //! File lookup: the cleaned relative path ([`core::clean_path`]: no `..`, no absolute paths
 //! after stripping one leading `/`, no backslashes or control characters) is looked up first
 //! in the embedded firmware ([`crate::firmware::get`]), then in each of `Roots::dirs` in
@@ -55,6 +59,8 @@ use tracing::{debug, info, warn};
 
 use super::core::{self, Action, Outcome, Refused, SessionLimits, Transfer};
 use super::wire::{ErrorCode, Mode, Packet, Request, TftpOption, MAX_BLKSIZE, MAX_PACKET};
+use crate::store::model::BootStage;
+use crate::timeline::Recorder;
 
 /// Directories searched, in order, after the embedded firmware.
 #[derive(Debug, Clone, Default)]
@@ -168,22 +174,35 @@ pub fn global_stats() -> Arc<Stats> {
 }
 
 /// Serves TFTP read requests on `socket` until `shutdown` is cancelled; counts into
-/// [`global_stats`].
+/// [`global_stats`] and reports firmware fetches of known nodes to `events`.
 pub async fn run(
     socket: UdpSocket,
     roots: Arc<Roots>,
     limits: Limits,
+    events: Option<Recorder>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    run_with_stats(socket, roots, limits, global_stats(), shutdown).await
+    serve(socket, roots, limits, global_stats(), events, shutdown).await
 }
 
-/// [`run`] with the caller's counters (tests run several servers in one process).
+/// [`run`] with the caller's counters and no boot events (tests run several servers in one
+/// process).
 pub async fn run_with_stats(
     socket: UdpSocket,
     roots: Arc<Roots>,
     limits: Limits,
     stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    serve(socket, roots, limits, stats, None, shutdown).await
+}
+
+async fn serve(
+    socket: UdpSocket,
+    roots: Arc<Roots>,
+    limits: Limits,
+    stats: Arc<Stats>,
+    events: Option<Recorder>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let local_ip = socket.local_addr()?.ip();
@@ -197,6 +216,7 @@ pub async fn run_with_stats(
         roots,
         limits,
         stats,
+        events,
         shutdown: shutdown.clone(),
     });
     info!(addr = %socket.local_addr()?, "tftp: listening");
@@ -235,6 +255,7 @@ struct Context {
     roots: Arc<Roots>,
     limits: Limits,
     stats: Arc<Stats>,
+    events: Option<Recorder>,
     shutdown: CancellationToken,
 }
 
@@ -514,6 +535,11 @@ async fn transfer(ctx: &Context, peer: SocketAddr, request: OwnedRequest) {
         }
     };
     bump(&stats.transfers_started);
+    if let (Source::Memory { .. }, Some(events), IpAddr::V4(ip)) = (&source, &ctx.events, peer.ip())
+    {
+        // Embedded firmware is iPXE: the node at this address is chaining into it.
+        events.record_addr(ip, BootStage::Firmware, "tftp", path.to_string());
+    }
     let limits = SessionLimits {
         max_blksize: ctx.limits.max_blksize.min(MAX_BLKSIZE),
         max_windowsize: ctx.limits.max_windowsize,
