@@ -98,9 +98,13 @@ enum PoolCmd {
     },
     /// Show the members as the local server sees them.
     Status,
-    /// Leave the pool: removes the cluster key and the recorded seeds; a running server
+    /// Leave the pool: takes this member off the roster (its DHCP address share goes back
+    /// to the others), removes the cluster key and the recorded seeds; a running server
     /// leaves at once.
     Leave,
+    /// Take a member that is gone for good off the roster (ID as `pool status` shows it), so
+    /// that its DHCP address share goes to the others at once. Refused while it is alive.
+    Forget { id: String },
 }
 
 #[derive(Subcommand)]
@@ -524,6 +528,7 @@ fn run(cli: Cli) -> Result<()> {
 fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
     use drover::pool::key::ClusterKey;
     use drover::pool::serve as ps;
+    use drover::store::model::PoolMember;
     let key_path = ClusterKey::path(state);
     match cmd {
         PoolCmd::Init => {
@@ -594,6 +599,15 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
                 rows.push(member_row(m, &m.state));
             }
             print_table(&rows);
+            println!(
+                "DHCP address shares: {} member(s) on the roster; {}",
+                status.roster.len(),
+                if status.majority {
+                    "this member sees a majority (may take over dead members' shares)"
+                } else {
+                    "this member sees no majority: it serves only its own share"
+                }
+            );
             if status.unauthenticated > 0 {
                 println!(
                     "{} datagrams dropped: not signed with this pool's key",
@@ -602,6 +616,8 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
             }
         }
         PoolCmd::Leave => {
+            let store = open_store(state)?;
+            store.write(|w| w.delete::<PoolMember>(&PoolMember::key_of(store.member())))?;
             let mut removed = Vec::new();
             for p in [key_path, ps::seeds_file(state)] {
                 match std::fs::remove_file(&p) {
@@ -617,6 +633,29 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
                 "left the pool (removed {}); a running server leaves within {} s",
                 removed.join(", "),
                 ps::ANNOUNCE_EVERY.as_secs()
+            );
+        }
+        PoolCmd::Forget { id } => {
+            let id = u64::from_str_radix(id.trim(), 16)
+                .with_context(|| format!("{id:?} is not a member id (16 hex digits)"))?;
+            let store = open_store(state)?;
+            if id == store.member() {
+                bail!("that is this member: use `drover pool leave`");
+            }
+            if let Ok(status) = ps::read_status(state) {
+                if status
+                    .members
+                    .iter()
+                    .any(|m| m.id == id && m.state != "down")
+                {
+                    bail!("member {id:016x} is not down; stop it first (or `drover pool leave` there)");
+                }
+            }
+            if !store.write(|w| w.delete::<PoolMember>(&PoolMember::key_of(id)))? {
+                bail!("member {id:016x} is not on the roster");
+            }
+            println!(
+                "member {id:016x} taken off the roster; its DHCP address share goes to the others"
             );
         }
     }

@@ -111,6 +111,10 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
             tracing::info!(upstreams = %upstreams.join(", "), "DNS: forwarding other names");
         }
     }
+    // Which clients and addresses this member's DHCP serves: the whole range until the pool
+    // task says otherwise.
+    let (share_tx, share_rx) =
+        tokio::sync::watch::channel(Arc::new(crate::dhcp::Share::solo(store.member())));
     for iface in &interfaces {
         if config.dns.enabled {
             let addr = SocketAddr::from((iface.addr, config.dns.port));
@@ -167,8 +171,13 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                     default_domain: Some(config.dns.domain.clone()),
                 },
             };
-            let (iface, store, view, token) =
-                (iface.clone(), store.clone(), view.clone(), shutdown.clone());
+            let (iface, store, view, share, token) = (
+                iface.clone(),
+                store.clone(),
+                view.clone(),
+                share_rx.clone(),
+                shutdown.clone(),
+            );
             let stats = Arc::new(crate::dhcp::serve::Stats::default());
             crate::counters::register("dhcp", &iface.name, stats.clone());
             let events = Some(boot_events.clone());
@@ -177,7 +186,7 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                 (
                     name,
                     crate::dhcp::serve::run_with_stats(
-                        iface, settings, store, view, token, stats, events,
+                        iface, settings, store, view, share, token, stats, events,
                     )
                     .await
                     .context("DHCP server"),
@@ -239,10 +248,11 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                 .filter_map(|s| crate::pool::serve::parse_seed(s))
                 .collect(),
             member_id: store.member(),
+            lease_time: u64::from(config.dhcp.lease_time),
         };
         let (dir, store, token) = (state_dir.to_path_buf(), store.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let r = crate::pool::serve::run(dir, settings, store, token).await;
+            let r = crate::pool::serve::run(dir, settings, store, share_tx, token).await;
             ("pool".into(), r.context("pool membership"))
         });
     }

@@ -36,6 +36,7 @@
 //! allocate from the whole range); no DHCPv6; no option overload; no rapid commit; no
 //! DHCPFORCERENEW; an old lease of a client that moves to a new address is left to expire.
 
+use super::share::Share;
 use super::wire::{MessageType, Reply, ReplyKind, Request};
 use crate::store::model::{Ipv4Net, Lease, LeaseState, Mac, Network, Node, RelayInfo};
 use crate::store::View;
@@ -274,6 +275,8 @@ pub enum DropReason {
     NotHolder,
     /// DHCPINFORM without ciaddr.
     InformWithoutAddress,
+    /// Another pool member answers this client or owns the address (see [`Share`]).
+    OtherMember,
 }
 
 impl DropReason {
@@ -291,6 +294,7 @@ impl DropReason {
             DropReason::MissingAddress => "missing_address",
             DropReason::NotHolder => "not_holder",
             DropReason::InformWithoutAddress => "inform_without_address",
+            DropReason::OtherMember => "other_member",
         }
     }
 }
@@ -309,12 +313,20 @@ pub enum Action {
     Commit(Lease),
 }
 
-/// Handles one request at unix time `now`.
-pub fn handle(now: u64, req: &Request, ctx: &Context, view: &View, offers: &Offers) -> Action {
+/// Handles one request at unix time `now`, as the pool member `share` describes.
+pub fn handle(
+    now: u64,
+    req: &Request,
+    ctx: &Context,
+    share: &Share,
+    view: &View,
+    offers: &Offers,
+) -> Action {
     let h = Handler {
         now,
         req,
         ctx,
+        share,
         view,
         offers,
         node: view.node_by_mac(req.chaddr),
@@ -333,9 +345,19 @@ struct Handler<'a> {
     now: u64,
     req: &'a Request,
     ctx: &'a Context,
+    share: &'a Share,
     view: &'a View,
     offers: &'a Offers,
     node: Option<&'a Node>,
+}
+
+/// Whether a client may be bound to an address (DHCPREQUEST).
+enum Verdict {
+    Yes,
+    /// Not this client's to have: DHCPNAK.
+    No,
+    /// Possibly the client's, but another pool member's to give: stay silent.
+    OtherMember,
 }
 
 impl<'a> Handler<'a> {
@@ -366,6 +388,7 @@ impl<'a> Handler<'a> {
         let net = self.segment_network()?;
         let ip = match self.reserved_ip(&net)? {
             Some(ip) => ip,
+            None if !self.share.answers(self.req.chaddr) => return Err(DropReason::OtherMember),
             None => self.allocate(&net)?,
         };
         let reply = self.reply(ReplyKind::Offer, ip, &net);
@@ -422,21 +445,21 @@ impl<'a> Handler<'a> {
                 return Ok(ip);
             }
         }
-        // Each address that is not free is one of: server, gateway, reserved, leased,
-        // offered. So the first free one is at most that many steps into the range, which
-        // bounds this loop by the size of the tables, not of the range.
-        let bound = reserved.len() + self.view.leases.len() + self.offers.len() + 2;
-        let (first, last) = (u32::from(first), u32::from(last));
-        let mut ip = first;
-        for _ in 0..=bound {
-            if ip > last {
-                break;
+        // Each address of this member's share that is not free is one of: server, gateway,
+        // reserved, leased, offered. So the first free one is at most that many of the
+        // share's addresses into the range: the expensive checks are bounded by the size of
+        // the tables; skipping other members' addresses costs one hash each.
+        let mut budget = reserved.len() + self.view.leases.len() + self.offers.len() + 2;
+        for ip in u32::from(first)..=u32::from(last) {
+            let ip = Ipv4Addr::from(ip);
+            if !self.share.may_allocate(ip) {
+                continue;
             }
-            if self.free_for(Ipv4Addr::from(ip), net, &reserved) {
-                return Ok(Ipv4Addr::from(ip));
+            if self.free_for(ip, net, &reserved) {
+                return Ok(ip);
             }
-            ip = match ip.checked_add(1) {
-                Some(n) => n,
+            budget = match budget.checked_sub(1) {
+                Some(b) => b,
                 None => break,
             };
         }
@@ -458,18 +481,25 @@ impl<'a> Handler<'a> {
         {
             return false;
         }
+        let mut extends = false;
         if let Some(l) = self.view.leases.get(&ip) {
             let own = l.mac == mac && l.state != LeaseState::Declined;
-            if !own && l.holds(self.now) {
+            if !own && (l.holds(self.now) || !self.share.may_reuse(self.now, l.expires)) {
                 return false;
             }
+            extends = own && l.holds(self.now);
         }
-        !matches!(self.offers.holder(ip, self.now), Some(m) if m != mac)
+        let permitted = if extends {
+            self.share.may_extend(self.now, ip)
+        } else {
+            self.share.may_allocate(ip)
+        };
+        permitted && !matches!(self.offers.holder(ip, self.now), Some(m) if m != mac)
     }
 
     /// May this client be bound to `ip` in `net` (DHCPREQUEST)?
-    fn acceptable(&self, ip: Ipv4Addr, net: &Network) -> bool {
-        match self.node.and_then(|n| n.ip) {
+    fn acceptable(&self, ip: Ipv4Addr, net: &Network) -> Verdict {
+        let yes = match self.node.and_then(|n| n.ip) {
             Some(reserved) => {
                 reserved == ip
                     && net.subnet.is_host(ip)
@@ -480,6 +510,23 @@ impl<'a> Handler<'a> {
                     })
             }
             None => self.free_for(ip, net, &self.reserved_set()),
+        };
+        if yes {
+            return Verdict::Yes;
+        }
+        // Would the address be free for this client if the pool's shares allowed it? Then
+        // it is another member's to give, and a NAK from us would take a good address away.
+        let solo = Share::solo(self.share.me);
+        let unshared = Handler {
+            share: &solo,
+            ..*self
+        };
+        if self.node.and_then(|n| n.ip).is_none()
+            && unshared.free_for(ip, net, &self.reserved_set())
+        {
+            Verdict::OtherMember
+        } else {
+            Verdict::No
         }
     }
 
@@ -497,7 +544,10 @@ impl<'a> Handler<'a> {
                 .ok_or(DropReason::MissingAddress)?;
             (ip, self.segment_network()?)
         } else if let (Some(ip), None) = (req.requested_ip, ciaddr) {
-            // INIT-REBOOT
+            // INIT-REBOOT: broadcast to every member; one answers a dynamic client.
+            if self.node.and_then(|n| n.ip).is_none() && !self.share.answers(req.chaddr) {
+                return Err(DropReason::OtherMember);
+            }
             (ip, self.segment_network()?)
         } else if let Some(ip) = ciaddr {
             // RENEWING (unicast, possibly routed from a remote segment) or REBINDING.
@@ -519,8 +569,10 @@ impl<'a> Handler<'a> {
         if !net.subnet.contains(ip) {
             return Ok(self.nak("requested address is not on this network"));
         }
-        if !self.acceptable(ip, &net) {
-            return Ok(self.nak("address not available to this client"));
+        match self.acceptable(ip, &net) {
+            Verdict::Yes => {}
+            Verdict::No => return Ok(self.nak("address not available to this client")),
+            Verdict::OtherMember => return Err(DropReason::OtherMember),
         }
         let reply = self.reply(ReplyKind::Ack, ip, &net);
         let lease = self.lease(

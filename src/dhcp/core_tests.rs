@@ -47,6 +47,7 @@ struct Sim {
     view: View,
     offers: Offers,
     ctx: Context,
+    share: Share,
     now: u64,
 }
 
@@ -73,6 +74,7 @@ impl Sim {
         Sim {
             dir,
             store,
+            share: Share::solo(1),
             view,
             offers: Offers::default(),
             ctx,
@@ -100,7 +102,14 @@ impl Sim {
 
     /// Runs the core and applies the action as the shell would.
     fn run(&mut self, req: &Request) -> Action {
-        let action = handle(self.now, req, &self.ctx, &self.view, &self.offers);
+        let action = handle(
+            self.now,
+            req,
+            &self.ctx,
+            &self.share,
+            &self.view,
+            &self.offers,
+        );
         match &action {
             Action::Hold(offer, ..) => assert!(self.offers.insert(self.now, offer.clone())),
             Action::CommitThenReply(lease, ..) => {

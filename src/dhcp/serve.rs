@@ -22,11 +22,15 @@
 //! Packets are handled one at a time per interface; the fsync of a commit bounds the ACK
 //! rate (batching commits is a later optimisation). Counters live in [`Stats`].
 //!
+//! In a pool, the task reads the current [`Share`] (kept by the pool task) for every request:
+//! which clients it answers and which addresses it may hand out.
+//!
 //! Not here: periodic view refresh for changes made by other processes (whoever owns the
-//! shared view refreshes it; this task refreshes after its own writes), pool ownership of
-//! address shares, IP_PKTINFO (the socket is per interface instead).
+//! shared view refreshes it; this task refreshes after its own writes), IP_PKTINFO (the
+//! socket is per interface instead).
 
 use super::core::{self, Action, Context, Destination, DropReason, Offers};
+use super::share::Share;
 use super::wire::{self, WireError};
 use crate::net::Interface;
 use crate::store::model::{BootStage, Lease};
@@ -39,6 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Start-up settings of the DHCP server (from the config file).
@@ -77,7 +82,7 @@ const RECV_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 const PURGE_EVERY: u64 = 256;
 
 /// Drop reasons counted by [`Stats`], wire errors first, then core reasons.
-const DROP_NAMES: [&str; 22] = [
+const DROP_NAMES: [&str; 23] = [
     "truncated",
     "too_long",
     "bad_cookie",
@@ -100,6 +105,7 @@ const DROP_NAMES: [&str; 22] = [
     "missing_address",
     "not_holder",
     "inform_without_address",
+    "other_member",
 ];
 
 /// Counters of one DHCP server task.
@@ -172,7 +178,7 @@ impl crate::counters::Counters for Stats {
     }
 }
 
-/// Serves DHCP on `iface` until `shutdown` is cancelled.
+/// Serves DHCP on `iface` until `shutdown` is cancelled, as a member on its own.
 pub async fn run(
     iface: Interface,
     settings: Settings,
@@ -180,11 +186,13 @@ pub async fn run(
     view: Arc<RwLock<View>>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
+    let (_, share) = watch::channel(Arc::new(Share::solo(store.member())));
     run_with_stats(
         iface,
         settings,
         store,
         view,
+        share,
         shutdown,
         Arc::new(Stats::default()),
         None,
@@ -214,13 +222,14 @@ pub fn context(iface: &Interface, settings: &Settings) -> Context {
     ctx
 }
 
-/// [`run`], counting into `stats` and reporting offers to known nodes' boot firmware to
-/// `events`.
+/// [`run`] as the pool member that `share` describes (the pool task keeps it current),
+/// counting into `stats` and reporting offers to known nodes' boot firmware to `events`.
 pub async fn run_with_stats(
     iface: Interface,
     settings: Settings,
     store: Arc<Store>,
     view: Arc<RwLock<View>>,
+    share: watch::Receiver<Arc<Share>>,
     shutdown: CancellationToken,
     stats: Arc<Stats>,
     events: Option<Recorder>,
@@ -237,6 +246,7 @@ pub async fn run_with_stats(
         ctx,
         store,
         view,
+        share,
         stats,
         events,
         offers: Offers::default(),
@@ -276,6 +286,7 @@ struct Shell {
     ctx: Context,
     store: Arc<Store>,
     view: Arc<RwLock<View>>,
+    share: watch::Receiver<Arc<Share>>,
     stats: Arc<Stats>,
     events: Option<Recorder>,
     offers: Offers,
@@ -289,11 +300,12 @@ impl Shell {
     }
 
     async fn handle(&mut self, now: u64, req: wire::Request) {
+        let share = self.share.borrow().clone();
         let action = {
             // A poisoned lock means another thread panicked while refreshing; with
             // panic = "abort" that cannot happen, and the data would still be a valid view.
             let view = self.view.read().unwrap_or_else(|e| e.into_inner());
-            core::handle(now, &req, &self.ctx, &view, &self.offers)
+            core::handle(now, &req, &self.ctx, &share, &view, &self.offers)
         };
         match action {
             Action::Drop(reason) => {

@@ -17,7 +17,10 @@
 use super::key::ClusterKey;
 use super::membership::{self, Effect, MemberId, Membership};
 use super::replication;
-use crate::store::Store;
+use super::shares::Shares;
+use crate::dhcp::Share;
+use crate::store::model::PoolMember;
+use crate::store::{Store, StoreError};
 use foca::Timer;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -28,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +53,8 @@ pub struct Settings {
     pub seeds: Vec<SocketAddrV4>,
     /// The store's member id.
     pub member_id: u64,
+    /// The DHCP lease time in seconds (how long a recovery of address shares lasts).
+    pub lease_time: u64,
 }
 
 /// What `drover pool status` shows.
@@ -60,6 +66,13 @@ pub struct Status {
     pub members: Vec<MemberStatus>,
     /// Datagrams dropped because their tag did not verify with the cluster key.
     pub unauthenticated: u64,
+    /// The roster's member ids that own DHCP address shares (settled rows).
+    #[serde(default)]
+    pub roster: Vec<u64>,
+    /// Whether this member sees a strict majority of the roster (needed to take over a dead
+    /// member's share or extend leases on another member's addresses).
+    #[serde(default)]
+    pub majority: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +133,7 @@ pub async fn run(
     state_dir: PathBuf,
     settings: Settings,
     store: Arc<Store>,
+    share: watch::Sender<Arc<Share>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut last_error = String::new();
@@ -150,8 +164,13 @@ pub async fn run(
             key.clone(),
             token.clone(),
         ));
-        let left = member(&state_dir, &settings, key, &socket, &store, &shutdown).await;
+        let left = member(
+            &state_dir, &settings, key, &socket, &store, &share, &shutdown,
+        )
+        .await;
         token.cancel();
+        // Outside the pool, this member's DHCP serves the whole range again.
+        share.send_replace(Arc::new(Share::solo(settings.member_id)));
         let left = left?;
         if !left {
             return Ok(());
@@ -167,6 +186,7 @@ async fn member(
     key: ClusterKey,
     socket: &UdpSocket,
     store: &Arc<Store>,
+    share: &watch::Sender<Arc<Share>>,
     shutdown: &CancellationToken,
 ) -> std::io::Result<bool> {
     let me = MemberId {
@@ -174,6 +194,17 @@ async fn member(
         id: settings.member_id,
         epoch: unix_ms(),
     };
+    let founder = settings.seeds.is_empty() && recorded_seeds(state_dir).is_empty();
+    if let Err(e) = enter_roster(store, settings, founder) {
+        tracing::error!(error = %e, "pool: cannot write this member's roster row");
+    }
+    let last_alive = read_status(state_dir).ok().map(|s| s.updated_ms);
+    let mut shares = Shares::new(
+        settings.member_id,
+        settings.lease_time,
+        me.epoch,
+        last_alive,
+    );
     let mut m = Membership::new(me, key.clone(), membership::config(3), me.epoch ^ me.id);
     let mut rng = StdRng::seed_from_u64(me.epoch ^ me.id.rotate_left(17));
     let synced: Synced = Arc::default();
@@ -225,7 +256,8 @@ async fn member(
                 }
             }
             _ = status.tick() => {
-                write_status(state_dir, &m, &synced);
+                publish(&mut shares, &m, &synced, store, share);
+                write_status(state_dir, &m, &synced, &share.borrow());
                 Vec::new()
             }
             _ = sync_tick.tick() => {
@@ -288,7 +320,8 @@ async fn member(
             }
         }
         if changed {
-            write_status(state_dir, &m, &synced);
+            publish(&mut shares, &m, &synced, store, share);
+            write_status(state_dir, &m, &synced, &share.borrow());
         }
     }
     if let Some(h) = syncing {
@@ -296,6 +329,75 @@ async fn member(
     }
     let _ = std::fs::remove_file(status_file(state_dir));
     Ok(result == Some(true))
+}
+
+/// Writes this member's roster row unless it is there. A founder (no seeds: `pool init`)
+/// counts at once; a joiner's row settles first, so that every member has it before the
+/// joiner owns addresses.
+fn enter_roster(store: &Store, settings: &Settings, founder: bool) -> Result<(), StoreError> {
+    store.write(|w| {
+        let key = PoolMember::key_of(settings.member_id);
+        let old = w.get::<PoolMember>(&key)?;
+        if old.as_ref().is_some_and(|o| o.addr == settings.addr) {
+            return Ok(());
+        }
+        let now = unix_ms();
+        let joined_ms = match old {
+            Some(o) => o.joined_ms,
+            None if founder => now.saturating_sub(PoolMember::SETTLE_MS),
+            None => now,
+        };
+        w.put(&PoolMember {
+            id: settings.member_id,
+            addr: settings.addr,
+            joined_ms,
+        })
+    })
+}
+
+/// Recomputes the DHCP share and hands it to the DHCP tasks.
+fn publish(
+    shares: &mut Shares,
+    m: &Membership,
+    synced: &Synced,
+    store: &Store,
+    share: &watch::Sender<Arc<Share>>,
+) {
+    let roster = match store.read(|r| r.all::<PoolMember>()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "pool: cannot read the roster; DHCP shares unchanged");
+            return;
+        }
+    };
+    let alive: Vec<MemberId> = m
+        .members()
+        .into_iter()
+        .filter(|(_, s)| *s == foca::State::Alive)
+        .map(|(id, _)| id)
+        .collect();
+    if let Ok(synced) = synced.lock() {
+        for id in &alive {
+            if let Some(at) = synced.get(&id.addr) {
+                shares.pulled(id.id, *at);
+            }
+        }
+    }
+    let alive: Vec<u64> = alive.iter().map(|id| id.id).collect();
+    let next = shares.share(&roster, &alive, unix_ms());
+    share.send_if_modified(|old| {
+        let changed = **old != next;
+        if changed {
+            tracing::info!(
+                roster = next.roster.len(),
+                live = next.live.len(),
+                majority = next.majority(),
+                "pool: DHCP shares changed"
+            );
+            *old = Arc::new(next);
+        }
+        changed
+    });
 }
 
 fn state_name(s: foca::State) -> &'static str {
@@ -319,7 +421,7 @@ fn member_status(id: MemberId, state: &str, last_sync_ms: Option<u64>) -> Member
     }
 }
 
-fn write_status(state_dir: &Path, m: &Membership, synced: &Synced) {
+fn write_status(state_dir: &Path, m: &Membership, synced: &Synced, share: &Share) {
     let synced = synced.lock().map(|s| s.clone()).unwrap_or_default();
     let mut members: Vec<MemberStatus> = m
         .members()
@@ -332,6 +434,8 @@ fn write_status(state_dir: &Path, m: &Membership, synced: &Synced) {
         updated_ms: unix_ms(),
         members,
         unauthenticated: m.refusals().unauthenticated,
+        roster: share.roster.clone(),
+        majority: share.majority(),
     };
     let dir = pool_dir(state_dir);
     let tmp = dir.join("status.json.tmp");

@@ -35,7 +35,8 @@ use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
 use model::{
-    ApiToken, Bmc, BootLog, Group, Image, Lease, Network, Node, PowerState, Setting, User,
+    ApiToken, Bmc, BootLog, Group, Image, Lease, Network, Node, PoolMember, PowerState, Setting,
+    User,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -68,10 +69,12 @@ pub enum Table {
     Bmc,
     /// Last known chassis power state per node (written by `drover serve`'s poller).
     Power,
+    /// The pool's roster: every member that joined and has not left.
+    Members,
 }
 
 impl Table {
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Nodes,
         Table::Groups,
         Table::Networks,
@@ -83,6 +86,7 @@ impl Table {
         Table::Boots,
         Table::Bmc,
         Table::Power,
+        Table::Members,
     ];
 
     pub fn from_name(name: &str) -> Option<Table> {
@@ -102,6 +106,7 @@ impl Table {
             Table::Boots => "boots",
             Table::Bmc => "bmc",
             Table::Power => "power",
+            Table::Members => "members",
         }
     }
 }
@@ -167,6 +172,13 @@ impl Record for PowerState {
     const TABLE: Table = Table::Power;
     fn key(&self) -> String {
         self.node.clone()
+    }
+}
+
+impl Record for PoolMember {
+    const TABLE: Table = Table::Members;
+    fn key(&self) -> String {
+        PoolMember::key_of(self.id)
     }
 }
 

@@ -508,3 +508,30 @@ mod tests {
         assert!(z.contains("1.2.3.4".parse().unwrap()));
     }
 }
+
+/// A member of the pool's roster: written by the member itself when it first serves with the
+/// cluster key, removed by `drover pool leave` or `drover pool forget`. The roster decides
+/// which member owns which dynamic addresses (`dhcp::share`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolMember {
+    /// The member's store id.
+    pub id: u64,
+    /// Where the member gossips (`pool.address`:`pool.port`).
+    pub addr: std::net::SocketAddrV4,
+    /// When it joined (unix ms). A member owns addresses only once its row is
+    /// [`PoolMember::SETTLE_MS`] old, so that every member has it by then.
+    pub joined_ms: u64,
+}
+
+impl PoolMember {
+    /// How long a new roster row waits before it counts (replication takes seconds).
+    pub const SETTLE_MS: u64 = 30_000;
+
+    pub fn key_of(id: u64) -> String {
+        format!("{id:016x}")
+    }
+
+    pub fn settled(&self, now_ms: u64) -> bool {
+        now_ms >= self.joined_ms.saturating_add(Self::SETTLE_MS)
+    }
+}

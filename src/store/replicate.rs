@@ -134,6 +134,10 @@ macro_rules! with_record_type {
                 type $t = model::PowerState;
                 $body
             }
+            Table::Members => {
+                type $t = model::PoolMember;
+                $body
+            }
         }
     };
 }

@@ -1,0 +1,306 @@
+//! Which member of a pool answers which DHCP client, and which dynamic addresses it may hand
+//! out, so that several members serve one segment with no address leased twice, also through
+//! a network partition. Pure: the pool's shell builds a [`Share`] from what it knows and the
+//! DHCP core asks it.
+//!
+//! Two hashes (rendezvous hashing: a key goes to the member with the highest
+//! `score(member, key)`, so a change of the member set moves only the keys of the members that
+//! came or went):
+//!
+//! - **Clients** go to one of the *live* members (RFC 3074's load balancing, generalised from
+//!   two servers to N): only that member answers a client without a reservation. When a
+//!   member dies, its clients move to the survivors as soon as membership notices (≤ 5 s).
+//! - **Addresses** of the dynamic range belong to one member of the *roster* (every member
+//!   that joined and has not left, live or not), and only the owner hands them out to new
+//!   clients. Shares do not move when a member dies: a dead member's free addresses stay
+//!   unused (survivors give new clients addresses of their own shares) until it returns or
+//!   `drover pool forget` takes it off the roster.
+//!
+//! A member stops handing out addresses, also of its own share, as soon as the members it
+//! cannot see could form a strict majority without it (a minority side of a partition).
+//!
+//! **Takeover** is of the dead member's *clients*: once the owner has been out of sight for
+//! [`TAKEOVER_AFTER`] seconds, one member of a strict majority (per address, by the same
+//! rendezvous hash over the live members) extends the leases of the owner's clients (RENEW,
+//! REBIND), so they keep their addresses. It never gives them to a new client. While the owner
+//! is in sight, only the owner extends (the others stay silent and the client's REBIND
+//! reaches the owner).
+//!
+//! **Recovery**: a taker could die before its extension is replicated, and the owner, back
+//! after a partition or a restart, would see an older expiry and give the address to a new
+//! client too early. So after a time out of sight of a majority (or a restart), an owner
+//! does not give an address whose lease ran into that time to another client until the lease
+//! time plus [`RECOVERY_MARGIN`] has passed ([`Share::recovery`]). The simulation test in
+//! `pool` found both the dying taker and the returning owner.
+//!
+//! A pool of two cannot have a strict majority without both, so one survivor goes on serving
+//! its own share and its own clients, and never takes over the other's clients. A member outside any pool is a roster of one: everything is
+//! its own.
+//!
+//! Not here: which member a *reserved* node talks to (every member answers reservations, with
+//! identical contents), the membership protocol, the clock.
+
+use crate::store::model::Mac;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+/// Seconds a member must be out of sight before a majority extends its clients' leases:
+/// membership's detection time (< 5 s) with a margin, so that an owner cut off into a
+/// minority has stopped handing out addresses by then.
+pub const TAKEOVER_AFTER: u64 = 10;
+/// Added to the lease time for a recovery window (`Share::recovery`).
+pub const RECOVERY_MARGIN: u64 = 60;
+
+/// One member's view of the pool, as the DHCP core needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// This member's id.
+    pub me: u64,
+    /// Every member of the pool (joined, not left), sorted, including `me`.
+    pub roster: Vec<u64>,
+    /// The roster members this member sees alive, sorted, including `me`.
+    pub live: Vec<u64>,
+    /// When each roster member not in `live` was last seen alive (unix seconds); a member
+    /// never seen counts from when this member started.
+    pub last_seen: HashMap<u64, u64>,
+    /// How long a member must be unseen before its share is taken over (seconds).
+    pub takeover_after: u64,
+    /// False while this member's own roster row has not settled: it then answers no
+    /// dynamic client and hands out no dynamic address.
+    pub in_roster: bool,
+    /// After a time out of sight of a majority (or a restart): `(since, until)` in unix
+    /// seconds. Until `until`, an address whose lease ran past `since` is not given to another
+    /// client: a member that extended it meanwhile may have died before replicating that.
+    pub recovery: Option<(u64, u64)>,
+}
+
+impl Share {
+    /// A member on its own: the whole range is its share.
+    pub fn solo(me: u64) -> Share {
+        Share {
+            me,
+            roster: vec![me],
+            live: vec![me],
+            last_seen: HashMap::new(),
+            takeover_after: 0,
+            in_roster: true,
+            recovery: None,
+        }
+    }
+
+    /// A member whose roster row has not settled yet, beside the settled `roster`.
+    pub fn waiting(me: u64, roster: impl IntoIterator<Item = u64>) -> Share {
+        let mut roster: Vec<u64> = roster.into_iter().filter(|m| *m != me).collect();
+        roster.sort_unstable();
+        Share {
+            me,
+            roster,
+            live: Vec::new(),
+            last_seen: HashMap::new(),
+            takeover_after: 0,
+            in_roster: false,
+            recovery: None,
+        }
+    }
+
+    /// A view from a roster and the live members; `me` is added to both, and `live` is cut to
+    /// the roster (a member seen alive but not yet in the replicated roster gets no share).
+    pub fn new(
+        me: u64,
+        roster: impl IntoIterator<Item = u64>,
+        live: impl IntoIterator<Item = u64>,
+        last_seen: HashMap<u64, u64>,
+        takeover_after: u64,
+    ) -> Share {
+        let mut roster: Vec<u64> = roster.into_iter().chain([me]).collect();
+        roster.sort_unstable();
+        roster.dedup();
+        let mut live: Vec<u64> = live
+            .into_iter()
+            .chain([me])
+            .filter(|m| roster.binary_search(m).is_ok())
+            .collect();
+        live.sort_unstable();
+        live.dedup();
+        Share {
+            me,
+            roster,
+            live,
+            last_seen,
+            takeover_after,
+            in_roster: true,
+            recovery: None,
+        }
+    }
+
+    /// True when this member sees a strict majority of the roster.
+    pub fn majority(&self) -> bool {
+        self.in_roster && 2 * self.live.len() > self.roster.len()
+    }
+
+    /// True unless the members out of sight could form a strict majority without this one.
+    fn may_use_own(&self) -> bool {
+        self.in_roster && 2 * self.live.len() >= self.roster.len()
+    }
+
+    /// The roster member that owns dynamic address `ip`.
+    pub fn owner(&self, ip: Ipv4Addr) -> u64 {
+        winner(&self.roster, ADDRESS, u64::from(u32::from(ip))).unwrap_or(self.me)
+    }
+
+    /// Does this member answer client `mac` (a client without a reservation)?
+    pub fn answers(&self, mac: Mac) -> bool {
+        self.in_roster && winner(&self.live, CLIENT, mac_key(mac)) == Some(self.me)
+    }
+
+    /// May this member hand out `ip` to a client that does not hold it yet? Only the owner
+    /// does.
+    pub fn may_allocate(&self, ip: Ipv4Addr) -> bool {
+        self.in_roster && self.owner(ip) == self.me && self.may_use_own()
+    }
+
+    /// May this member extend the lease a client holds on `ip` at `now`? The owner, or, once
+    /// the owner has been out of sight for `takeover_after`, one member of a majority.
+    pub fn may_extend(&self, now: u64, ip: Ipv4Addr) -> bool {
+        if !self.in_roster {
+            return false;
+        }
+        let owner = self.owner(ip);
+        if owner == self.me {
+            return self.may_use_own();
+        }
+        if !self.majority() || self.live.binary_search(&owner).is_ok() {
+            return false;
+        }
+        let seen = self.last_seen.get(&owner).copied().unwrap_or(now);
+        now.saturating_sub(seen) >= self.takeover_after
+            && winner(&self.live, ADDRESS, u64::from(u32::from(ip))) == Some(self.me)
+    }
+
+    /// May an address whose last lease (another client's) ran until `expired` go to a new
+    /// client at `now`? Not while recovering, if that lease ran into the time out of sight.
+    pub fn may_reuse(&self, now: u64, expired: u64) -> bool {
+        match self.recovery {
+            Some((since, until)) => expired <= since || now >= until,
+            None => true,
+        }
+    }
+}
+
+/// Hash domains, so that clients and addresses spread independently.
+const CLIENT: u64 = 0x636c_6965_6e74;
+const ADDRESS: u64 = 0x6164_6472;
+
+fn mac_key(mac: Mac) -> u64 {
+    mac.0.iter().fold(0, |k, b| (k << 8) | u64::from(*b))
+}
+
+/// The member with the highest score for `key` (ties, which need a 64-bit collision, go to
+/// the higher id).
+fn winner(members: &[u64], domain: u64, key: u64) -> Option<u64> {
+    members
+        .iter()
+        .copied()
+        .max_by_key(|&m| (mix(m ^ mix(key ^ domain)), m))
+}
+
+/// SplitMix64's finaliser: a fixed, well-spread 64-bit mix, the same on every member.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(i: u32) -> Ipv4Addr {
+        Ipv4Addr::from(0xc612_0000 + i)
+    }
+
+    #[test]
+    fn every_address_has_one_owner_and_shares_are_even() {
+        let views: Vec<Share> = (1..=3)
+            .map(|me| Share::new(me, [1, 2, 3], [1, 2, 3], HashMap::new(), 100))
+            .collect();
+        let mut counts = [0usize; 3];
+        for i in 0..3000 {
+            let allowed: Vec<u64> = views
+                .iter()
+                .filter(|v| v.may_allocate(ip(i)))
+                .map(|v| v.me)
+                .collect();
+            assert_eq!(allowed.len(), 1, "{} allocatable by {allowed:?}", ip(i));
+            counts[(allowed[0] - 1) as usize] += 1;
+        }
+        for c in counts {
+            assert!((800..1200).contains(&c), "uneven shares {counts:?}");
+        }
+    }
+
+    #[test]
+    fn each_client_is_answered_by_one_live_member() {
+        let live = |me| Share::new(me, [1, 2, 3], [1, 3], HashMap::new(), 100);
+        for m in 0..500u32 {
+            let mac = Mac([2, 0, 0, 0, (m >> 8) as u8, m as u8]);
+            let answering: Vec<u64> = [1, 3]
+                .into_iter()
+                .filter(|&me| live(me).answers(mac))
+                .collect();
+            assert_eq!(answering.len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_dead_members_clients_are_kept_by_a_majority_after_the_safety_time() {
+        let seen = HashMap::from([(3, 1000)]);
+        let survivors: Vec<Share> = (1..=2)
+            .map(|me| Share::new(me, [1, 2, 3], [1, 2], seen.clone(), 10))
+            .collect();
+        let theirs: Vec<Ipv4Addr> = (0..300)
+            .map(ip)
+            .filter(|&a| survivors[0].owner(a) == 3)
+            .collect();
+        assert!(!theirs.is_empty());
+        for &a in &theirs {
+            assert!(survivors.iter().all(|s| !s.may_extend(1009, a)));
+            let takers = survivors.iter().filter(|s| s.may_extend(1010, a)).count();
+            assert_eq!(takers, 1, "{a}");
+            // Never to a new client.
+            assert!(survivors.iter().all(|s| !s.may_allocate(a)));
+        }
+        // The isolated member sees only itself: a minority, so it stops, even on its own share.
+        let alone = Share::new(3, [1, 2, 3], [3], HashMap::new(), 10);
+        assert!(theirs
+            .iter()
+            .all(|&a| !alone.may_allocate(a) && !alone.may_extend(1600, a)));
+    }
+
+    #[test]
+    fn two_members_split_keep_their_own_shares_and_never_take_over() {
+        let a = Share::new(1, [1, 2], [1], HashMap::from([(2, 0)]), 10);
+        for i in 0..200 {
+            let addr = ip(i);
+            assert_eq!(a.may_allocate(addr), a.owner(addr) == 1);
+            assert_eq!(a.may_extend(1_000_000, addr), a.owner(addr) == 1);
+        }
+    }
+
+    #[test]
+    fn recovering_holds_back_addresses_whose_leases_ran_into_the_absence() {
+        let mut s = Share::solo(1);
+        s.recovery = Some((1000, 2000));
+        assert!(s.may_reuse(1500, 999), "expired before the absence");
+        assert!(!s.may_reuse(1500, 1001), "ran into the absence");
+        assert!(s.may_reuse(2000, 1001), "after the window");
+    }
+
+    #[test]
+    fn a_member_alone_owns_everything() {
+        let s = Share::solo(7);
+        assert!((0..100).all(|i| s.may_allocate(ip(i))));
+        assert!(s.answers(Mac([1, 2, 3, 4, 5, 6])));
+    }
+}

@@ -1,0 +1,510 @@
+//! The pool as a whole on a seeded, lossy, partitionable in-memory network: members with real
+//! stores run the real DHCP core with the shares [`Shares`] computes from their own (lagging)
+//! view of membership and their own (lagging) copy of the store; clients go through
+//! DISCOVER/REQUEST/RENEW/REBIND/RELEASE against every live member (the worst case: a client
+//! hears every member, also across a partition of the pool's own traffic); members die,
+//! restart and get partitioned at random. Whenever a client receives a DHCPACK, no other
+//! client may hold an unexpired ACK for the same address. After healing, every member holds
+//! the same rows.
+
+use super::shares::Shares;
+use super::sync::{answer, apply, digest};
+use crate::dhcp::core::{handle, Action, Context, DropReason, Offers};
+use crate::dhcp::wire::{MessageType, ReplyKind, Request};
+use crate::dhcp::Share;
+use crate::store::model::{Ipv4Net, Mac, Network, PoolMember};
+use crate::store::{Store, View};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+const T0: u64 = 1_800_000_000;
+const LEASE: u64 = 60;
+/// Ticks (seconds) membership takes to notice a change, at most.
+const MAX_LAG: u64 = 4;
+
+struct Member {
+    store: Store,
+    dir: PathBuf,
+    view: View,
+    offers: Offers,
+    ctx: Context,
+    shares: Shares,
+    /// What `shares` said at the start of this tick (the shell recomputes it every 2 s).
+    share: Share,
+    alive: bool,
+    /// When it last died (unix seconds): what its status file would say at restart.
+    died: u64,
+    /// Partition side.
+    side: u8,
+    /// Which members this one sees alive, and since when a change is pending.
+    sees: Vec<bool>,
+    pending: Vec<Option<u64>>,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Client {
+    Init,
+    Bound {
+        ip: Ipv4Addr,
+        server: usize,
+        expires: u64,
+    },
+}
+
+struct Sim {
+    rng: StdRng,
+    members: Vec<Member>,
+    ids: Vec<u64>,
+    clients: Vec<Client>,
+    now: u64,
+    acks: usize,
+    /// What happened, for the message of a failed check.
+    log: Vec<String>,
+}
+
+fn mac(c: usize) -> Mac {
+    Mac([0x52, 0x54, 0, 1, (c >> 8) as u8, c as u8])
+}
+
+fn request(t: MessageType, m: Mac) -> Request {
+    Request {
+        msg_type: t,
+        xid: 7,
+        secs: 0,
+        hops: 0,
+        broadcast: false,
+        ciaddr: Ipv4Addr::UNSPECIFIED,
+        giaddr: Ipv4Addr::UNSPECIFIED,
+        chaddr: m,
+        requested_ip: None,
+        server_id: None,
+        client_id: None,
+        hostname: None,
+        params: vec![1, 3, 6],
+        max_size: None,
+        arch: Vec::new(),
+        user_class: None,
+        ipxe_encap: None,
+        vendor_class: None,
+        uuid: None,
+        relay_info: None,
+    }
+}
+
+impl Sim {
+    fn new(seed: u64, n: usize, clients: usize) -> Sim {
+        let subnet: Ipv4Net = "198.18.0.0/24".parse().unwrap();
+        let net = Network {
+            name: "lab".into(),
+            subnet,
+            range: Some((
+                "198.18.0.100".parse().unwrap(),
+                "198.18.0.139".parse().unwrap(),
+            )),
+            gateway: None,
+            domain: None,
+        };
+        let mut members: Vec<Member> = (0..n)
+            .map(|i| {
+                let dir = std::env::temp_dir()
+                    .join(format!("drover-poolsim-{}-{seed}-{i}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&dir);
+                let store = Store::open(&dir).unwrap();
+                let server = Ipv4Addr::new(198, 18, 0, 1 + i as u8);
+                let mut ctx = Context::new("eth0", server, subnet, "http://x".into());
+                ctx.lease_time = LEASE as u32;
+                Member {
+                    view: View::load(&store).unwrap(),
+                    shares: Shares::new(store.member(), LEASE, T0 * 1000, None),
+                    share: Share::solo(store.member()),
+                    store,
+                    dir,
+                    offers: Offers::default(),
+                    ctx,
+                    alive: true,
+                    died: 0,
+                    side: 0,
+                    sees: vec![true; n],
+                    pending: vec![None; n],
+                }
+            })
+            .collect();
+        let ids: Vec<u64> = members.iter().map(|m| m.store.member()).collect();
+        // Everyone starts from the same store: the network and a settled roster.
+        for m in &mut members {
+            m.store.write(|w| w.put(&net)).unwrap();
+            for (i, id) in ids.iter().enumerate() {
+                let addr = std::net::SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, i as u8), 7946);
+                m.store
+                    .write(|w| {
+                        w.put(&PoolMember {
+                            id: *id,
+                            addr,
+                            joined_ms: 0,
+                        })
+                    })
+                    .unwrap();
+            }
+            m.view.refresh(&m.store).unwrap();
+        }
+        Sim {
+            rng: StdRng::seed_from_u64(seed),
+            members,
+            ids,
+            clients: vec![Client::Init; clients],
+            now: T0,
+            acks: 0,
+            log: Vec::new(),
+        }
+    }
+
+    fn state(&self) -> String {
+        self.members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| format!("[m{i} alive={} side={} sees={:?}]", m.alive, m.side, m.sees))
+            .collect()
+    }
+
+    fn reach(&self, i: usize, j: usize) -> bool {
+        let (a, b) = (&self.members[i], &self.members[j]);
+        a.alive && b.alive && a.side == b.side
+    }
+
+    fn live(&self) -> Vec<usize> {
+        (0..self.members.len())
+            .filter(|&i| self.members[i].alive)
+            .collect()
+    }
+
+    /// Membership: each member notices a change of reachability after 1..=MAX_LAG ticks.
+    fn update_views(&mut self) {
+        let n = self.members.len();
+        for i in 0..n {
+            for j in 0..n {
+                let truth = i == j || self.reach(i, j);
+                let m = &self.members[i];
+                if m.sees[j] == truth {
+                    self.members[i].pending[j] = None;
+                    continue;
+                }
+                match m.pending[j] {
+                    None => {
+                        let lag = self.rng.random_range(1..=MAX_LAG);
+                        self.members[i].pending[j] = Some(self.now + lag);
+                    }
+                    Some(at) if self.now >= at => {
+                        self.members[i].sees[j] = truth;
+                        self.log
+                            .push(format!("t={} m{i} sees m{j}: {truth}", self.now - T0));
+                        self.members[i].pending[j] = None;
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Replication: each reachable pair pulls with probability 1/2 (the rest is loss).
+    fn replicate(&mut self) {
+        let n = self.members.len();
+        for i in 0..n {
+            for j in 0..n {
+                if i == j || !self.reach(i, j) || !self.rng.random_bool(0.5) {
+                    continue;
+                }
+                let batches = answer(
+                    &self.members[j].store,
+                    &digest(&self.members[i].store).unwrap(),
+                    500,
+                )
+                .unwrap();
+                apply(&self.members[i].store, &batches).unwrap();
+                let (id, now_ms) = (self.ids[j], self.now * 1000);
+                self.members[i].shares.pulled(id, now_ms);
+            }
+        }
+        for m in &mut self.members {
+            m.view.refresh(&m.store).unwrap();
+        }
+    }
+
+    /// Runs one request on member `i` and applies its action as the DHCP shell does.
+    fn ask(&mut self, i: usize, req: &Request) -> Option<(ReplyKind, Ipv4Addr)> {
+        let now = self.now;
+        let m = &mut self.members[i];
+        let action = handle(now, req, &m.ctx, &m.share, &m.view, &m.offers);
+        match action {
+            Action::Hold(offer, reply, _) => {
+                m.offers.insert(now, offer);
+                Some((reply.kind, reply.yiaddr))
+            }
+            Action::CommitThenReply(lease, reply, _) => {
+                m.store.write(|w| w.put(&lease)).unwrap();
+                m.view.refresh(&m.store).unwrap();
+                m.offers.remove_mac(lease.mac);
+                Some((reply.kind, reply.yiaddr))
+            }
+            Action::Commit(lease) => {
+                m.store.write(|w| w.put(&lease)).unwrap();
+                m.view.refresh(&m.store).unwrap();
+                None
+            }
+            Action::Reply(reply, _) => Some((reply.kind, reply.yiaddr)),
+            Action::Drop(DropReason::OtherServer) => {
+                m.offers.remove_mac(req.chaddr);
+                None
+            }
+            Action::Drop(_) => None,
+        }
+    }
+
+    /// Client `c` got a DHCPACK for `ip` from `server`.
+    fn acked(&mut self, c: usize, ip: Ipv4Addr, server: usize) {
+        for (other, state) in self.clients.iter().enumerate() {
+            if let Client::Bound {
+                ip: held,
+                expires,
+                server: by,
+            } = state
+            {
+                if !(other == c || *held != ip || *expires <= self.now) {
+                    let (tag, tag2) = (format!("{ip} "), format!("c{other};"));
+                    for l in &self.log {
+                        if !l.contains(" acks ") || l.contains(&tag) || l.contains(&tag2) {
+                            eprintln!("{l}");
+                        }
+                    }
+                    for (i, m) in self.members.iter().enumerate() {
+                        eprintln!("m{i}: {:?}", m.view.leases.get(&ip));
+                    }
+                }
+                assert!(
+                    other == c || *held != ip || *expires <= self.now,
+                    "{} t={} {ip} acked to client {c} by member {server} while client {other} \
+                     holds it until t={} (acked by member {by})",
+                    self.state(),
+                    self.now - T0,
+                    expires - T0,
+                );
+            }
+        }
+        let share = &self.members[server].share;
+        let index = |id: &u64| self.ids.iter().position(|x| x == id).unwrap_or(99);
+        self.log.push(format!(
+            "t={} m{server} acks {ip} (owner m{}) to c{c}; live {:?} majority {}",
+            self.now - T0,
+            index(&share.owner(ip)),
+            share.live.iter().map(index).collect::<Vec<_>>(),
+            share.majority()
+        ));
+        self.clients[c] = Client::Bound {
+            ip,
+            server,
+            expires: self.now + LEASE,
+        };
+        self.acks += 1;
+    }
+
+    fn client_step(&mut self, c: usize) {
+        let m = mac(c);
+        match self.clients[c] {
+            Client::Init => {
+                let offers: Vec<(usize, Ipv4Addr)> = self
+                    .live()
+                    .into_iter()
+                    .filter_map(|i| match self.ask(i, &request(MessageType::Discover, m)) {
+                        Some((ReplyKind::Offer, ip)) => Some((i, ip)),
+                        _ => None,
+                    })
+                    .collect();
+                if offers.is_empty() {
+                    return;
+                }
+                let (chosen, ip) = offers[self.rng.random_range(0..offers.len())];
+                let select = Request {
+                    requested_ip: Some(ip),
+                    server_id: Some(self.members[chosen].ctx.server),
+                    ..request(MessageType::Request, m)
+                };
+                for i in self.live() {
+                    if let Some((ReplyKind::Ack, got)) = self.ask(i, &select) {
+                        assert_eq!((i, got), (chosen, ip), "an ACK from a member not chosen");
+                        self.acked(c, ip, i);
+                    }
+                }
+            }
+            Client::Bound {
+                ip,
+                server,
+                expires,
+            } => {
+                let left = expires.saturating_sub(self.now);
+                if left == 0 {
+                    self.clients[c] = Client::Init;
+                } else if self.rng.random_bool(0.005) {
+                    if self.members[server].alive {
+                        let release = Request {
+                            ciaddr: ip,
+                            server_id: Some(self.members[server].ctx.server),
+                            ..request(MessageType::Release, m)
+                        };
+                        self.ask(server, &release);
+                    }
+                    self.clients[c] = Client::Init;
+                } else if left <= LEASE / 8 {
+                    // REBINDING: broadcast to every member.
+                    let rebind = Request {
+                        ciaddr: ip,
+                        ..request(MessageType::Request, m)
+                    };
+                    let mut outcome = None;
+                    for i in self.live() {
+                        match self.ask(i, &rebind) {
+                            Some((ReplyKind::Ack, got)) => {
+                                assert_eq!(got, ip);
+                                outcome = Some(Ok(i));
+                            }
+                            Some((ReplyKind::Nak, _)) if outcome.is_none() => {
+                                outcome = Some(Err(()))
+                            }
+                            _ => {}
+                        }
+                    }
+                    match outcome {
+                        Some(Ok(i)) => self.acked(c, ip, i),
+                        Some(Err(())) => self.clients[c] = Client::Init,
+                        None => {}
+                    }
+                } else if left <= LEASE / 2 && self.members[server].alive {
+                    // RENEWING: unicast to the server that granted it.
+                    let renew = Request {
+                        ciaddr: ip,
+                        ..request(MessageType::Request, m)
+                    };
+                    match self.ask(server, &renew) {
+                        Some((ReplyKind::Ack, got)) => {
+                            assert_eq!(got, ip);
+                            self.acked(c, ip, server);
+                        }
+                        Some((ReplyKind::Nak, _)) => self.clients[c] = Client::Init,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn chaos(&mut self) {
+        let n = self.members.len();
+        let live = self.live();
+        if live.len() > 1 && self.rng.random_bool(0.01) {
+            let i = live[self.rng.random_range(0..live.len())];
+            self.members[i].alive = false;
+            self.members[i].died = self.now;
+            self.log.push(format!("t={} m{i} dies", self.now - T0));
+        }
+        let dead: Vec<usize> = (0..n).filter(|&i| !self.members[i].alive).collect();
+        if !dead.is_empty() && self.rng.random_bool(0.03) {
+            // A restart: the store survives, memory does not.
+            let i = dead[self.rng.random_range(0..dead.len())];
+            let m = &mut self.members[i];
+            m.alive = true;
+            m.offers = Offers::default();
+            self.log.push(format!("t={} m{i} restarts", self.now - T0));
+            m.shares = Shares::new(
+                m.store.member(),
+                LEASE,
+                self.now * 1000,
+                Some(m.died * 1000),
+            );
+            m.sees = (0..n).map(|j| j == i).collect();
+            m.pending = vec![None; n];
+        }
+        let partitioned = self.members.iter().any(|m| m.side != 0);
+        if !partitioned && self.rng.random_bool(0.01) {
+            for i in 0..n {
+                self.members[i].side = self.rng.random_range(0..2);
+            }
+            let sides: Vec<u8> = self.members.iter().map(|m| m.side).collect();
+            self.log
+                .push(format!("t={} partition {sides:?}", self.now - T0));
+        } else if partitioned && self.rng.random_bool(0.02) {
+            for m in &mut self.members {
+                m.side = 0;
+            }
+            self.log.push(format!("t={} healed", self.now - T0));
+        }
+    }
+
+    /// One second: chaos and clients, or (quiet) only membership and replication.
+    fn tick(&mut self, quiet: bool) {
+        self.now += 1;
+        if !quiet {
+            self.chaos();
+        }
+        self.update_views();
+        self.replicate();
+        if quiet {
+            return;
+        }
+        for i in 0..self.members.len() {
+            let alive: Vec<u64> = (0..self.members.len())
+                .filter(|&j| j != i && self.members[i].sees[j])
+                .map(|j| self.ids[j])
+                .collect();
+            let m = &mut self.members[i];
+            let roster = m.store.read(|r| r.all::<PoolMember>()).unwrap();
+            m.share = m.shares.share(&roster, &alive, self.now * 1000);
+        }
+        for c in 0..self.clients.len() {
+            if self.rng.random_bool(0.3) {
+                self.client_step(c);
+            }
+        }
+    }
+}
+
+fn run(seed: u64, n: usize) {
+    let mut sim = Sim::new(seed, n, 50);
+    for _ in 0..1500 {
+        sim.tick(false);
+    }
+    // Heal: everyone up, one side, and time to catch up.
+    for m in &mut sim.members {
+        m.alive = true;
+        m.side = 0;
+    }
+    for _ in 0..30 {
+        sim.tick(true);
+    }
+    assert!(
+        sim.acks > 500,
+        "seed {seed}: only {} ACKs: the test exercised too little",
+        sim.acks
+    );
+    let rows: Vec<_> = sim
+        .members
+        .iter()
+        .map(|m| m.store.read(|r| r.all_rows()).unwrap())
+        .collect();
+    assert!(
+        rows.windows(2).all(|w| w[0] == w[1]),
+        "seed {seed}: stores differ after healing"
+    );
+}
+
+#[test]
+fn no_address_is_leased_twice_through_deaths_and_partitions() {
+    for (seed, n) in [(1, 3), (2, 2), (3, 4), (4, 3), (5, 5)] {
+        run(seed, n);
+    }
+}

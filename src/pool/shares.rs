@@ -1,0 +1,127 @@
+//! The member's side of DHCP address shares (`dhcp::share`): from the replicated roster, the
+//! members seen alive and the completed store pulls, the [`Share`] this member's DHCP serves
+//! with. Sans IO: the pool's shell feeds it events with their times.
+//!
+//! A member hands out nothing while it may hold a stale copy of what others handed out:
+//! - before its own roster row has settled ([`PoolMember::SETTLE_MS`]);
+//! - after another member came into sight (started, returned, a partition healed), until
+//!   [`SETTLE_MS`] have passed, so that the other side sees this one too and stops taking
+//!   over its share, and then one pull from that member has completed, so that every lease
+//!   the other side granted meanwhile is here.
+//!
+//! Losing sight of members needs no wait: this member's own share stays its own. Losing
+//! sight of a majority (or a restart) starts a recovery window once it is regained
+//! (`Share::recovery`).
+//!
+//! Not here: the roster rows themselves (the shell writes and reads them), membership.
+
+use crate::dhcp::share::{RECOVERY_MARGIN, TAKEOVER_AFTER};
+use crate::dhcp::Share;
+use crate::store::model::PoolMember;
+use std::collections::HashMap;
+
+/// How long after another member comes into sight this one waits before pulling from it
+/// and serving again (membership tells both sides within ~1 s; the rest is margin).
+pub const SETTLE_MS: u64 = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct Shares {
+    me: u64,
+    /// The DHCP lease time (seconds): how long a recovery lasts, with a margin.
+    lease_time: u64,
+    started_ms: u64,
+    /// Since when this member has not seen a strict majority of the roster (unix ms).
+    absent_since: Option<u64>,
+    /// The current recovery window `(since, until)` in unix seconds (`Share::recovery`).
+    recovery: Option<(u64, u64)>,
+    /// When each member was last seen alive (unix ms).
+    seen: HashMap<u64, u64>,
+    /// When each member currently alive came into sight (unix ms).
+    gained: HashMap<u64, u64>,
+    /// When the last pull from each member completed (unix ms).
+    pulled: HashMap<u64, u64>,
+}
+
+impl Shares {
+    /// `last_alive_ms`: when this member last served in the pool before this start (from its
+    /// status file), if ever; a restart is a time out of sight.
+    pub fn new(me: u64, lease_time: u64, started_ms: u64, last_alive_ms: Option<u64>) -> Shares {
+        let recovery =
+            last_alive_ms.map(|t| (t / 1000, started_ms / 1000 + lease_time + RECOVERY_MARGIN));
+        Shares {
+            me,
+            lease_time,
+            started_ms,
+            absent_since: None,
+            recovery,
+            seen: HashMap::new(),
+            gained: HashMap::new(),
+            pulled: HashMap::new(),
+        }
+    }
+
+    /// A pull of the store from `member` completed at `at_ms`.
+    pub fn pulled(&mut self, member: u64, at_ms: u64) {
+        self.pulled.insert(member, at_ms);
+    }
+
+    /// The share at `now_ms`, with `alive` the other members membership sees alive now.
+    pub fn share(&mut self, roster: &[PoolMember], alive: &[u64], now_ms: u64) -> Share {
+        self.gained.retain(|id, _| alive.contains(id));
+        for &id in alive {
+            self.seen.insert(id, now_ms);
+            self.gained.entry(id).or_insert(now_ms);
+        }
+        let settled: Vec<u64> = roster
+            .iter()
+            .filter(|r| r.settled(now_ms))
+            .map(|r| r.id)
+            .collect();
+        let caught_up = self.gained.iter().all(|(id, gained)| {
+            !settled.contains(id)
+                || (now_ms >= gained + SETTLE_MS
+                    && self
+                        .pulled
+                        .get(id)
+                        .is_some_and(|p| *p >= gained + SETTLE_MS))
+        });
+        let in_sight = settled
+            .iter()
+            .filter(|id| **id == self.me || alive.contains(id))
+            .count();
+        let majority = 2 * in_sight > settled.len();
+        match (majority, self.absent_since) {
+            (false, None) => self.absent_since = Some(now_ms),
+            (true, Some(since)) => {
+                self.absent_since = None;
+                let until = now_ms / 1000 + self.lease_time + RECOVERY_MARGIN;
+                let since = since / 1000;
+                self.recovery = Some(match self.recovery {
+                    Some((s, u)) => (s.min(since), u.max(until)),
+                    None => (since, until),
+                });
+            }
+            _ => {}
+        }
+        if !settled.contains(&self.me) || !caught_up {
+            return Share::waiting(self.me, settled);
+        }
+        let last_seen = settled
+            .iter()
+            .filter(|id| !alive.contains(id))
+            .map(|id| {
+                let ms = self.seen.get(id).copied().unwrap_or(self.started_ms);
+                (*id, ms / 1000)
+            })
+            .collect();
+        let mut share = Share::new(
+            self.me,
+            settled,
+            alive.iter().copied(),
+            last_seen,
+            TAKEOVER_AFTER,
+        );
+        share.recovery = self.recovery.filter(|(_, until)| now_ms / 1000 < *until);
+        share
+    }
+}
