@@ -186,7 +186,13 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                 (
                     name,
                     crate::dhcp::serve::run_with_stats(
-                        iface, settings, store, view, share, token, stats, events,
+                        iface,
+                        settings,
+                        store,
+                        view,
+                        crate::dhcp::serve::Links { share, events },
+                        token,
+                        stats,
                     )
                     .await
                     .context("DHCP server"),

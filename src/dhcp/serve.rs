@@ -178,6 +178,14 @@ impl crate::counters::Counters for Stats {
     }
 }
 
+/// What a DHCP task shares with the rest of the server besides the store.
+pub struct Links {
+    /// The pool member's current share of clients and addresses.
+    pub share: watch::Receiver<Arc<Share>>,
+    /// Where offers to known nodes' boot firmware are reported.
+    pub events: Option<Recorder>,
+}
+
 /// Serves DHCP on `iface` until `shutdown` is cancelled, as a member on its own.
 pub async fn run(
     iface: Interface,
@@ -187,15 +195,18 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let (_, share) = watch::channel(Arc::new(Share::solo(store.member())));
+    let links = Links {
+        share,
+        events: None,
+    };
     run_with_stats(
         iface,
         settings,
         store,
         view,
-        share,
+        links,
         shutdown,
         Arc::new(Stats::default()),
-        None,
     )
     .await
 }
@@ -229,11 +240,11 @@ pub async fn run_with_stats(
     settings: Settings,
     store: Arc<Store>,
     view: Arc<RwLock<View>>,
-    share: watch::Receiver<Arc<Share>>,
+    links: Links,
     shutdown: CancellationToken,
     stats: Arc<Stats>,
-    events: Option<Recorder>,
 ) -> io::Result<()> {
+    let Links { share, events } = links;
     let socket = UdpSocket::from_std(bind(&iface.name, settings.port)?)?;
     let ctx = context(&iface, &settings);
     tracing::info!(
