@@ -7,4 +7,5 @@
 //!
 //! Not here: NFSv3, NLM, RPCSEC_GSS/Kerberos, pNFS, delegations.
 
+pub mod fs;
 pub mod vfs;
