@@ -2,6 +2,7 @@
 # /init of the NFS client test VM (qemu-tests/nfs.rs): mounts drover's export with the Linux
 # kernel client as NFSv4.0 and NFSv4.1 and exercises each mount; every check prints
 # `NFSTEST <version> <check> OK|FAIL [detail]` on the serial console, then `NFSTEST-END`.
+# /locktest is qemu-tests/nfs-locktest.c, compiled statically by the test.
 # Kernel command line: nfstest.server=IP nfstest.ip=IP/PREFIX.
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -101,10 +102,8 @@ t_concurrent() {
 }
 
 t_locks() {
-  : >lockfile
-  flock -x lockfile -c "flock -n -x lockfile -c true" 2>/dev/null && { echo "second exclusive lock granted"; return 1; }
-  flock -s lockfile -c "flock -n -s lockfile -c true" || { echo "shared locks conflict"; return 1; }
-  flock -x lockfile -c true
+  # /locktest (qemu-tests/nfs-locktest.c): fcntl locks between processes.
+  /locktest "$PWD/lockfile"
 }
 
 for v in 4.0 4.1; do

@@ -5,7 +5,8 @@
 //! runs the same checks on each: create, write, read back after dropping caches, append and
 //! truncate, rename and remove, hard and symbolic links, permissions (uid 1000 refused a 0600
 //! root file), a 5 GiB sparse file, listing a 10,000-entry directory, 500 creates, four
-//! concurrent readers, and flock (byte-range locks). Each check prints a line on the serial
+//! concurrent readers, and fcntl byte-range locks between processes (a small static C
+//! program, `qemu-tests/nfs-locktest.c`, built with gcc at test time). Each check prints a line on the serial
 //! console; the test asserts every one, then looks at the files on the server's disk.
 //!
 //! Needs root, qemu-system-x86 and `scripts/lab-assets`; fails with the command to run
@@ -61,6 +62,13 @@ fn initrd(dir: &Path) -> std::path::PathBuf {
     let init = stage.join("init");
     std::fs::copy(repo_root().join("qemu-tests/nfs-client.sh"), &init).expect("copy /init");
     run_ok(Command::new("chmod").arg("0755").arg(&init));
+    let gcc = require_cmd("gcc", "gcc");
+    run_ok(
+        Command::new(gcc)
+            .args(["-static", "-O2", "-o"])
+            .arg(stage.join("locktest"))
+            .arg(repo_root().join("qemu-tests/nfs-locktest.c")),
+    );
     let extra = dir.join("init.cpio");
     let out = std::fs::File::create(&extra).expect("create init.cpio");
     let mut cpio = Command::new("cpio");
@@ -72,7 +80,7 @@ fn initrd(dir: &Path) -> std::path::PathBuf {
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().expect("cpio stdin");
-        stdin.write_all(b"init\n").expect("feed cpio");
+        stdin.write_all(b"init\nlocktest\n").expect("feed cpio");
     }
     assert!(child.wait().expect("cpio").success(), "cpio failed");
     let mut all = std::fs::read(&base).expect("read base.cpio");
@@ -174,7 +182,11 @@ fn kernel_client_v40_and_v41() {
         "the VM did not finish in {RUN_TIMEOUT:?}\n{}",
         report()
     );
-    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("NFSTEST ")).collect();
+    // Console escape codes may precede a line's text.
+    let lines: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.find("NFSTEST ").map(|i| &l[i..]))
+        .collect();
     eprintln!("{}", lines.join("\n"));
     let mut failed = Vec::new();
     for v in VERSIONS {
