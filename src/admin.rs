@@ -773,67 +773,6 @@ pub fn leases(store: &Store) -> Result<Vec<Lease>, AdminError> {
     Ok(store.read(|r| r.all::<Lease>())?)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_parses_quotes_any_column_order_and_names_bad_lines() {
-        let nodes = parse_node_csv(
-            "mac,name,ip,image,group\n52:54:00:00:00:01,n1,10.0.0.1,,rack1\n# comment\n\"52:54:00:00:00:02\",n2,,img,\n",
-        )
-        .unwrap();
-        assert_eq!(nodes.len(), 2);
-        assert_eq!(nodes[0].group.as_deref(), Some("rack1"));
-        assert_eq!(nodes[0].image, None);
-        assert_eq!(nodes[1].image.as_deref(), Some("img"));
-        let e = parse_node_csv("name,mac\nn1,52:54:00:00:00:0z\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("line 2:"), "{e}");
-        let e = parse_node_csv("name,mac,colour\n").unwrap_err().to_string();
-        assert!(e.contains("colour"), "{e}");
-        assert!(parse_node_csv("name,ip\n").is_err());
-        let nodes = parse_node_csv("name,mac,aliases\nn1,52:54:00:00:00:01,\"a b;c\"\n").unwrap();
-        assert_eq!(nodes[0].aliases, vec!["a", "b", "c"]);
-    }
-
-    #[test]
-    fn csv_bmc_columns() {
-        let read = |p: &str| {
-            if p == "pw.txt" {
-                Ok(Secret::new("s3cret".into()))
-            } else {
-                Err(AdminError::BadPassword(p.into()))
-            }
-        };
-        let rows = parse_node_csv_bmc(
-            "name,mac,bmc,bmc_user,bmc_password_file\nn1,52:54:00:00:00:01,10.0.0.1:6230,admin,pw.txt\nn2,52:54:00:00:00:02,,,\n",
-            &read,
-        )
-        .unwrap();
-        assert_eq!(rows[0].bmc.address, Some(("10.0.0.1".into(), Some(6230))));
-        assert_eq!(rows[0].bmc.user.as_deref(), Some("admin"));
-        assert!(rows[0].bmc.password.is_some());
-        assert!(rows[1].bmc.is_empty());
-        let e = parse_node_csv_bmc(
-            "name,mac,bmc_password_file\nn1,52:54:00:00:00:01,other\n",
-            &read,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.starts_with("line 2:"), "{e}");
-    }
-
-    #[test]
-    fn names() {
-        assert!(check_name("node-001").is_ok());
-        assert!(check_name("-x").is_err());
-        assert!(check_name("a b").is_err());
-        assert!(check_name(&"a".repeat(64)).is_err());
-    }
-}
-
 /// The pseudo-root name that belongs to the nodes' root views, not to an export.
 pub const RESERVED_EXPORT: &str = "root";
 
@@ -901,4 +840,65 @@ pub fn remove_export(store: &Store, name: &str) -> Result<(), AdminError> {
             })
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_parses_quotes_any_column_order_and_names_bad_lines() {
+        let nodes = parse_node_csv(
+            "mac,name,ip,image,group\n52:54:00:00:00:01,n1,10.0.0.1,,rack1\n# comment\n\"52:54:00:00:00:02\",n2,,img,\n",
+        )
+        .unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[0].group.as_deref(), Some("rack1"));
+        assert_eq!(nodes[0].image, None);
+        assert_eq!(nodes[1].image.as_deref(), Some("img"));
+        let e = parse_node_csv("name,mac\nn1,52:54:00:00:00:0z\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("line 2:"), "{e}");
+        let e = parse_node_csv("name,mac,colour\n").unwrap_err().to_string();
+        assert!(e.contains("colour"), "{e}");
+        assert!(parse_node_csv("name,ip\n").is_err());
+        let nodes = parse_node_csv("name,mac,aliases\nn1,52:54:00:00:00:01,\"a b;c\"\n").unwrap();
+        assert_eq!(nodes[0].aliases, vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn csv_bmc_columns() {
+        let read = |p: &str| {
+            if p == "pw.txt" {
+                Ok(Secret::new("s3cret".into()))
+            } else {
+                Err(AdminError::BadPassword(p.into()))
+            }
+        };
+        let rows = parse_node_csv_bmc(
+            "name,mac,bmc,bmc_user,bmc_password_file\nn1,52:54:00:00:00:01,10.0.0.1:6230,admin,pw.txt\nn2,52:54:00:00:00:02,,,\n",
+            &read,
+        )
+        .unwrap();
+        assert_eq!(rows[0].bmc.address, Some(("10.0.0.1".into(), Some(6230))));
+        assert_eq!(rows[0].bmc.user.as_deref(), Some("admin"));
+        assert!(rows[0].bmc.password.is_some());
+        assert!(rows[1].bmc.is_empty());
+        let e = parse_node_csv_bmc(
+            "name,mac,bmc_password_file\nn1,52:54:00:00:00:01,other\n",
+            &read,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("line 2:"), "{e}");
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("node-001").is_ok());
+        assert!(check_name("-x").is_err());
+        assert!(check_name("a b").is_err());
+        assert!(check_name(&"a".repeat(64)).is_err());
+    }
 }

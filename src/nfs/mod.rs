@@ -9,3 +9,4 @@
 
 pub mod fs;
 pub mod vfs;
+pub mod view;
