@@ -1,5 +1,5 @@
 //! What each client sees: [`Views`] implements [`Vfs`] over the store and the state
-//! directory, composing [`Tree`]s into one pseudo-root per caller address.
+//! directory, composing `Tree`s into one pseudo-root per caller address.
 //!
 //! **Pseudo-root.** A caller sees `/root` if its address belongs to a node with an image that
 //! has a root filesystem (the node's reserved `ip`, or a current DHCP lease of its MAC), and

@@ -1,4 +1,4 @@
-//! Serving a host directory through the [`Vfs`] trait: [`Tree`] does the file work for one
+//! Serving a host directory through the [`Vfs`] trait: `Tree` does the file work for one
 //! directory, [`DirVfs`] serves one tree as a whole file system (tests, simple exports) and
 //! `nfs::view` composes trees into per-node views.
 //!
