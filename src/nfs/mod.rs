@@ -50,6 +50,11 @@
 //! write verifier: a listing resumed after a restart gets NFS4ERR_NOT_SAME. Share and lock
 //! lookups scan the state table (fine for hundreds of clients, not tuned for many thousands).
 //!
+//! The file side: [`fs`] serves one host directory ([`fs::DirVfs`]; kernel file handles
+//! sealed with a keyed MAC, AUTH_SYS checks against mode bits, symlinks never followed);
+//! [`view`] composes such trees into each caller's pseudo-root ([`view::Views`]: `/root`, a
+//! node's image read-only merged with its persistent layer, and `/NAME` shared exports).
+//!
 //! Not here: NFSv3, NLM, RPCSEC_GSS/Kerberos, pNFS, delegations.
 
 pub mod core;
@@ -58,6 +63,7 @@ pub mod rpc;
 pub mod serve;
 pub mod state;
 pub mod vfs;
+pub mod view;
 pub mod wire;
 pub mod xdr;
 
