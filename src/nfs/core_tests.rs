@@ -808,3 +808,243 @@ fn malformed_battery() {
     let out = s.handle_record(now, PEER, &c);
     assert!(out.reply.is_some());
 }
+
+fn open_fh(s: &Server, now: Instant, c: C) -> (u32, (u32, [u8; 12])) {
+    let (st, body) = run(s, now, 0, c);
+    if st != status::OK {
+        return (st, (0, [0; 12]));
+    }
+    let mut r = Reader::new(&body);
+    res(&mut r, opnum::SEQUENCE);
+    r.fixed::<16>().unwrap();
+    for _ in 0..5 {
+        r.u32().unwrap();
+    }
+    res(&mut r, opnum::PUTROOTFH);
+    res(&mut r, opnum::OPEN);
+    (st, stateid(&mut r))
+}
+
+#[test]
+fn v41_exclusive_create_share_deny_downgrade_close() {
+    let now = Instant::now();
+    let s = server(false, now);
+    let sess = session41(&s, now);
+    let excl = |n: u32, verf: &'static [u8; 8]| {
+        C::new(1)
+            .op(opnum::SEQUENCE, seq(sess, n))
+            .op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::OPEN, move |w| {
+                w.u32(0);
+                w.u32(3);
+                w.u32(0);
+                w.u64(0);
+                w.opaque(b"x");
+                w.u32(1);
+                w.u32(3); // EXCLUSIVE4_1
+                w.fixed(verf);
+                empty_attrs(w);
+                w.u32(0);
+                w.opaque(b"ex");
+            })
+    };
+    let (st, sid) = open_fh(&s, now, excl(1, b"verf0001"));
+    assert_eq!(st, status::OK);
+    // The same verifier again (a retransmitted create) opens the same file; another fails.
+    let (st, again) = open_fh(&s, now, excl(2, b"verf0001"));
+    assert_eq!((st, again.1), (status::OK, sid.1));
+    assert_eq!(open_fh(&s, now, excl(3, b"verf0002")).0, status::EXIST);
+    // Another owner asking to deny reads conflicts with the open for read+write.
+    let (st, _) = run(
+        &s,
+        now,
+        0,
+        C::new(1)
+            .op(opnum::SEQUENCE, seq(sess, 4))
+            .op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::OPEN, |w| {
+                w.u32(0);
+                w.u32(1);
+                w.u32(1); // DENY_READ
+                w.u64(0);
+                w.opaque(b"other");
+                w.u32(0);
+                w.u32(0);
+                w.opaque(b"ex");
+            }),
+    );
+    assert_eq!(st, status::SHARE_DENIED);
+    // Downgrade to read only, then a write with that stateid is refused; close.
+    let (st, body) = run(
+        &s,
+        now,
+        0,
+        C::new(1)
+            .op(opnum::SEQUENCE, seq(sess, 5))
+            .op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::LOOKUP, |w| w.opaque(b"ex"))
+            .op(opnum::OPEN_DOWNGRADE, move |w| {
+                put_stateid(w, (0, sid.1));
+                w.u32(0);
+                w.u32(1);
+                w.u32(0);
+            })
+            .op(opnum::WRITE, move |w| {
+                put_stateid(w, (0, sid.1));
+                w.u64(0);
+                w.u32(0);
+                w.opaque(b"x");
+            }),
+    );
+    assert_eq!(st, status::OPENMODE);
+    let mut r = Reader::new(&body);
+    res(&mut r, opnum::SEQUENCE);
+    r.fixed::<16>().unwrap();
+    for _ in 0..5 {
+        r.u32().unwrap();
+    }
+    res(&mut r, opnum::PUTROOTFH);
+    res(&mut r, opnum::LOOKUP);
+    assert_eq!(res(&mut r, opnum::OPEN_DOWNGRADE), status::OK);
+    let (st, body) = run(
+        &s,
+        now,
+        0,
+        C::new(1)
+            .op(opnum::SEQUENCE, seq(sess, 6))
+            .op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::LOOKUP, |w| w.opaque(b"ex"))
+            .op(opnum::CLOSE, move |w| {
+                w.u32(0);
+                put_stateid(w, (0, sid.1));
+            }),
+    );
+    assert_eq!(st, status::OK);
+    let mut r = Reader::new(&body);
+    res(&mut r, opnum::SEQUENCE);
+    r.fixed::<16>().unwrap();
+    for _ in 0..5 {
+        r.u32().unwrap();
+    }
+    res(&mut r, opnum::PUTROOTFH);
+    res(&mut r, opnum::LOOKUP);
+    res(&mut r, opnum::CLOSE);
+    assert_eq!(
+        stateid(&mut r),
+        (u32::MAX, [0; 12]),
+        "4.1 CLOSE: invalid stateid"
+    );
+    // The session's client cannot be destroyed while the session lives.
+    let cid = u64::from_str_radix(&s.clients(now)[0].clientid, 16).unwrap();
+    let (st, _) = run(
+        &s,
+        now,
+        0,
+        C::new(1).op(opnum::DESTROY_CLIENTID, move |w| w.u64(cid)),
+    );
+    assert_eq!(st, status::CLIENTID_BUSY);
+    let (st, _) = run(
+        &s,
+        now,
+        0,
+        C::new(1).op(opnum::DESTROY_SESSION, move |w| w.fixed(&sess)),
+    );
+    assert_eq!(st, status::OK);
+    let (st, _) = run(
+        &s,
+        now,
+        0,
+        C::new(1).op(opnum::DESTROY_CLIENTID, move |w| w.u64(cid)),
+    );
+    assert_eq!(st, status::OK);
+    assert!(s.clients(now).is_empty());
+}
+
+#[test]
+fn verify_nverify_setattr_and_reply_limits() {
+    let now = Instant::now();
+    let s = server(false, now);
+    let size_is = |size: u64| {
+        move |w: &mut Writer| {
+            bitmap(w, &[fattr::TYPE]);
+            let mut v = Writer::new();
+            v.u32(if size == 0 { 2 } else { 1 });
+            w.opaque(&v.buf);
+        }
+    };
+    let (st, _) = run(
+        &s,
+        now,
+        0,
+        C::new(0)
+            .op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::VERIFY, size_is(0)),
+    );
+    assert_eq!(st, status::OK, "the root is a directory");
+    let (st, _) = run(
+        &s,
+        now,
+        0,
+        C::new(0)
+            .op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::VERIFY, size_is(1)),
+    );
+    assert_eq!(st, status::NOT_SAME);
+    let (st, _) = run(
+        &s,
+        now,
+        0,
+        C::new(0)
+            .op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::NVERIFY, size_is(0)),
+    );
+    assert_eq!(st, status::SAME);
+    // SETATTR answers the attributes it set; a read-only attribute is INVAL with none set.
+    let (st, body) = run(
+        &s,
+        now,
+        0,
+        C::new(0)
+            .op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::SETATTR, |w| {
+                put_stateid(w, (0, [0; 12]));
+                bitmap(w, &[fattr::MODE]);
+                w.opaque(&0o755u32.to_be_bytes());
+            }),
+    );
+    assert_eq!(st, status::OK);
+    let mut r = Reader::new(&body);
+    res(&mut r, opnum::PUTROOTFH);
+    res(&mut r, opnum::SETATTR);
+    assert_eq!(
+        (r.u32().unwrap(), r.u32().unwrap(), r.u32().unwrap()),
+        (2, 0, 2)
+    );
+    let (st, body) = run(
+        &s,
+        now,
+        0,
+        C::new(0)
+            .op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::SETATTR, |w| {
+                put_stateid(w, (0, [0; 12]));
+                bitmap(w, &[fattr::FILEID]);
+                w.opaque(&7u64.to_be_bytes());
+            }),
+    );
+    assert_eq!(st, status::INVAL);
+    let mut r = Reader::new(&body);
+    res(&mut r, opnum::PUTROOTFH);
+    res(&mut r, opnum::SETATTR);
+    assert_eq!(r.u32().unwrap(), 0, "empty attrsset");
+    // GETATTR of a write-only attribute.
+    let (st, _) = run(
+        &s,
+        now,
+        0,
+        C::new(0)
+            .op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::GETATTR, |w| bitmap(w, &[fattr::TIME_MODIFY_SET])),
+    );
+    assert_eq!(st, status::INVAL);
+}
