@@ -83,6 +83,44 @@ enum Command {
     Power(PowerArgs),
     /// Run the node agent (what drover does as /init of its initramfs).
     Agent,
+    /// drover's NFSv4 server: clients and shared exports.
+    #[command(subcommand)]
+    Nfs(NfsCmd),
+}
+
+#[derive(Subcommand)]
+enum NfsCmd {
+    /// List NFS clients of the running server: address, state, lease, opens and locks
+    /// (from `<state-dir>/nfs/clients.json`, rewritten every few seconds).
+    Clients {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shared exports: host directories served at /NAME of the pseudo-root.
+    #[command(subcommand)]
+    Export(ExportCmd),
+}
+
+#[derive(Subcommand)]
+enum ExportCmd {
+    /// Share a directory of this host with the clients in the given networks.
+    Add {
+        name: String,
+        /// The directory to share (absolute).
+        #[arg(long)]
+        path: PathBuf,
+        /// Client networks allowed to mount it, as CIDR (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',', required = true, value_name = "CIDR")]
+        clients: Vec<Ipv4Net>,
+        /// Let the clients write (default: read-only). Root is squashed to nobody.
+        #[arg(long)]
+        rw: bool,
+    },
+    /// List shared exports.
+    List,
+    /// Stop sharing an export.
+    Rm { name: String },
 }
 
 #[derive(Subcommand)]
@@ -522,7 +560,88 @@ fn run(cli: Cli) -> Result<()> {
         Command::Token(cmd) => token(&open_store(state)?, cmd),
         Command::Power(args) => power(&open_store(state)?, args),
         Command::Agent => drover::agent::run(),
+        Command::Nfs(NfsCmd::Clients { json }) => nfs_clients(state, json),
+        Command::Nfs(NfsCmd::Export(cmd)) => export(&open_store(state)?, cmd),
     }
+}
+
+fn nfs_clients(state: &Path, json: bool) -> Result<()> {
+    let path = state.join("nfs").join("clients.json");
+    let status = drover::nfs::serve::read_status(&path).with_context(|| {
+        format!(
+            "reading {} (is `drover serve` running with [nfs] enabled?)",
+            path.display()
+        )
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    let items: Vec<serde_json::Value> = status
+        .clients
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?;
+    print_json_table(
+        &items,
+        &[
+            "addr",
+            "clientid",
+            "minor_version",
+            "confirmed",
+            "lease_remaining_secs",
+            "sessions",
+            "opens",
+            "locks",
+            "owner",
+        ],
+    );
+    Ok(())
+}
+
+fn export(store: &Store, cmd: ExportCmd) -> Result<()> {
+    use drover::store::model::Export;
+    match cmd {
+        ExportCmd::Add {
+            name,
+            path,
+            clients,
+            rw,
+        } => {
+            let e = admin::add_export(
+                store,
+                &Export {
+                    name,
+                    path: path.to_string_lossy().into_owned(),
+                    clients,
+                    rw,
+                },
+            )?;
+            let mode = if e.rw { "read-write" } else { "read-only" };
+            println!(
+                "added export {} ({}, {mode}) at /{}",
+                e.name, e.path, e.name
+            );
+        }
+        ExportCmd::List => {
+            let mut rows = vec![row(&["NAME", "PATH", "CLIENTS", "MODE"])];
+            for e in store.read(|r| r.all::<Export>())? {
+                let clients: Vec<String> = e.clients.iter().map(|c| c.to_string()).collect();
+                rows.push(vec![
+                    e.name,
+                    e.path,
+                    clients.join(","),
+                    if e.rw { "rw" } else { "ro" }.to_string(),
+                ]);
+            }
+            print_table(&rows);
+        }
+        ExportCmd::Rm { name } => {
+            admin::remove_export(store, &name)?;
+            println!("removed export {name}");
+        }
+    }
+    Ok(())
 }
 
 fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {

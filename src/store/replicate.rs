@@ -138,6 +138,10 @@ macro_rules! with_record_type {
                 type $t = model::PoolMember;
                 $body
             }
+            Table::Exports => {
+                type $t = model::Export;
+                $body
+            }
         }
     };
 }
