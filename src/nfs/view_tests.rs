@@ -129,7 +129,18 @@ fn names(v: &Views, c: &Caller, dir: &Handle) -> Vec<String> {
 #[test]
 fn root_views_merge_image_and_layer() {
     let f = fixture("views-merge");
+    std::fs::create_dir_all(f.state.join("nfs/images/.tmp-crashed")).unwrap();
     let v = Views::open(f.store.clone(), &f.state).unwrap();
+    assert!(!f.state.join("nfs/images/.tmp-crashed").exists());
+    v.prepare().unwrap();
+    let unpacked: Vec<_> = std::fs::read_dir(f.state.join("nfs/images"))
+        .unwrap()
+        .collect();
+    assert_eq!(
+        unpacked.len(),
+        1,
+        "the image's tree, unpacked before any client asked"
+    );
     let n1 = caller(11, 0);
     let pseudo = v.root(&n1).unwrap();
     assert_eq!(names(&v, &n1, &pseudo), ["root"]);
