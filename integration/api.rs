@@ -568,6 +568,17 @@ fn every_endpoint_names_the_bad_field() {
             Some("name"),
         ),
         ("DELETE", "/api/v1/settings/ghost", None, 404, Some("name")),
+        // exports
+        ("GET", "/api/v1/exports?limit=-3", None, 400, Some("limit")),
+        ("GET", "/api/v1/exports/ghost", None, 404, Some("name")),
+        (
+            "POST",
+            "/api/v1/exports",
+            Some(r#"{"name":"x","path":"/","clients":["10.0.0.0/33"]}"#),
+            400,
+            Some("clients"),
+        ),
+        ("DELETE", "/api/v1/exports/ghost", None, 404, Some("name")),
         // tokens
         ("GET", "/api/v1/tokens?x=1", None, 400, Some("x")),
         ("POST", "/api/v1/tokens", Some(r#"{}"#), 400, Some("name")),
@@ -979,4 +990,63 @@ fn the_cli_acts_on_a_remote_drover() {
     // --server without a token is a usage error.
     let out = elsewhere.cli(&["--server", &url, "node", "list"]);
     assert!(!out.status.success());
+}
+
+#[test]
+fn nfs_exports_through_the_api() {
+    let s = ApiServer::start();
+    let token = s.token("ci");
+    let bearer = format!("Bearer {token}");
+    let t = [("Authorization", bearer.as_str())];
+    let dir = std::env::temp_dir();
+    let body = serde_json::json!({
+        "name": "scratch",
+        "path": dir,
+        "clients": ["198.18.0.0/24"],
+        "rw": true,
+    })
+    .to_string();
+    let r = send(&s, "POST", "/api/v1/exports", &t, Some(&body));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["clients"][0], "198.18.0.0/24");
+    let r = send(&s, "POST", "/api/v1/exports", &t, Some(&body));
+    assert_eq!(r.status, 409, "{}", r.body);
+    for (bad, field) in [
+        (
+            serde_json::json!({"name": "a", "path": dir, "clients": ["198.18.0/24"]}),
+            "clients",
+        ),
+        (
+            serde_json::json!({"name": "a", "path": "/nonexistent/x", "clients": ["10.0.0.0/8"]}),
+            "path",
+        ),
+        (
+            serde_json::json!({"name": "a", "path": dir, "clients": []}),
+            "clients",
+        ),
+        (
+            serde_json::json!({"name": "root", "path": dir, "clients": ["10.0.0.0/8"]}),
+            "name",
+        ),
+        (serde_json::json!({"name": "a", "path": dir}), "clients"),
+    ] {
+        let r = send(&s, "POST", "/api/v1/exports", &t, Some(&bad.to_string()));
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert_eq!(r.json()["field"], field, "{bad}: {}", r.body);
+    }
+    let list = send(&s, "GET", "/api/v1/exports", &t, None).json();
+    assert_eq!(list["total"], 1, "{list}");
+    assert_eq!(list["items"][0]["rw"], true);
+    assert_eq!(
+        send(&s, "GET", "/api/v1/exports/scratch", &t, None).status,
+        200
+    );
+    assert_eq!(
+        send(&s, "DELETE", "/api/v1/exports/scratch", &t, None).status,
+        204
+    );
+    assert_eq!(
+        send(&s, "GET", "/api/v1/exports/scratch", &t, None).status,
+        404
+    );
 }

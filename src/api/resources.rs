@@ -556,6 +556,46 @@ pub async fn set_network(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Shared NFS exports
+
+pub async fn list_exports(State(api): State<Arc<Api>>, axum::extract::Query(q): Q) -> Res {
+    let mut q = Query::new(q);
+    let page = q.page()?;
+    q.finish()?;
+    let all = api
+        .blocking(|store| Ok(store.read(|r| r.all::<crate::store::model::Export>())?))
+        .await?;
+    ok(page.of(all))
+}
+
+pub async fn get_export(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Res {
+    let export = api
+        .blocking(move |store| {
+            store
+                .read(|r| r.get::<crate::store::model::Export>(&name))?
+                .ok_or_else(|| unknown("export", &name))
+        })
+        .await?;
+    ok(export)
+}
+
+pub async fn add_export(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Res {
+    let mut f = Fields::parse(&headers, &body)?;
+    let export = crate::store::model::Export {
+        name: f.required("name")?,
+        path: f.required("path")?,
+        clients: f.required("clients")?,
+        rw: f.optional("rw")?.unwrap_or(false),
+    };
+    f.finish()?;
+    let stored = admin_change(&api, "export", move |store| {
+        admin::add_export(store, &export)
+    })
+    .await?;
+    created(stored)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Images
 
 #[derive(Serialize)]

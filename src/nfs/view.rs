@@ -180,6 +180,12 @@ impl Views {
         }
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         let key = HandleKey::load_or_create(&dir.join("handle.key"))?;
+        // Unpacks cut short by a crash: never renamed into place, so never served.
+        for e in std::fs::read_dir(dir.join("images"))?.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
         let view = View::load(&store).map_err(io::Error::other)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -208,6 +214,27 @@ impl Views {
         let mut inner = self.lock();
         inner.view.refresh(&self.store).map_err(io::Error::other)?;
         inner.refreshed = Instant::now();
+        Ok(())
+    }
+
+    /// Unpacks the root filesystems of all images that boot from NFS, so that no client
+    /// waits for it (the first use of an image unpacks it otherwise, holding up every
+    /// caller meanwhile). For the serving shell to run off the async runtime at start and
+    /// after image changes.
+    pub fn prepare(&self) -> io::Result<()> {
+        let blobs: Vec<BlobId> = {
+            let inner = self.fresh();
+            inner
+                .view
+                .images
+                .values()
+                .filter(|i| i.root == crate::store::model::RootMode::Nfs)
+                .filter_map(|i| i.rootfs.as_ref().map(|r| r.blob.clone()))
+                .collect()
+        };
+        for blob in blobs {
+            self.unpacked(&blob)?;
+        }
         Ok(())
     }
 
@@ -293,10 +320,10 @@ impl Views {
             .blobs
             .path(blob)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad blob id"))?;
-        let tmp = self
-            .dir
-            .join("images")
-            .join(format!(".tmp-{blob}-{}", std::process::id()));
+        let tmp = self.dir.join("images").join(format!(
+            ".tmp-{blob}-{}",
+            u64::from_le_bytes(fs::new_verifier())
+        ));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir(&tmp)?;
         let file = std::fs::File::open(&src)?;
@@ -307,7 +334,14 @@ impl Views {
             tracing::warn!("nfs: image blob {blob}: {refused} entries refused (outside the root)");
         }
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
-        std::fs::rename(&tmp, dest)
+        match std::fs::rename(&tmp, dest) {
+            // Another thread unpacked the same blob first: same content, keep theirs.
+            Err(_) if dest.is_dir() => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Ok(())
+            }
+            r => r,
+        }
     }
 
     fn make_root_view(&self, node: &Node, image: &Image, blob: &BlobId) -> io::Result<RootView> {

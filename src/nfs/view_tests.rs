@@ -129,7 +129,18 @@ fn names(v: &Views, c: &Caller, dir: &Handle) -> Vec<String> {
 #[test]
 fn root_views_merge_image_and_layer() {
     let f = fixture("views-merge");
+    std::fs::create_dir_all(f.state.join("nfs/images/.tmp-crashed")).unwrap();
     let v = Views::open(f.store.clone(), &f.state).unwrap();
+    assert!(!f.state.join("nfs/images/.tmp-crashed").exists());
+    v.prepare().unwrap();
+    let unpacked: Vec<_> = std::fs::read_dir(f.state.join("nfs/images"))
+        .unwrap()
+        .collect();
+    assert_eq!(
+        unpacked.len(),
+        1,
+        "the image's tree, unpacked before any client asked"
+    );
     let n1 = caller(11, 0);
     let pseudo = v.root(&n1).unwrap();
     assert_eq!(names(&v, &n1, &pseudo), ["root"]);
@@ -390,5 +401,59 @@ fn persistent_paths_are_checked() {
         "/var/log/",
     ] {
         assert!(check_persistent(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn dynamic_nodes_are_known_by_their_current_lease() {
+    use crate::store::model::{Lease, RelayInfo};
+    let f = fixture("views-lease");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mac = Mac([0x52, 0x54, 0, 0, 0, 77]);
+    let lease = |last: u8, state, expires| Lease {
+        ip: Ipv4Addr::new(198, 18, 0, last),
+        mac,
+        client_id: None,
+        hostname: None,
+        state,
+        start: now - 10,
+        expires,
+        network: "lab".into(),
+        relay: RelayInfo::default(),
+    };
+    f.store
+        .write(|w| {
+            w.put(&Node {
+                name: "dyn".into(),
+                mac,
+                ip: None,
+                image: Some("img".into()),
+                group: None,
+                aliases: Vec::new(),
+                root: None,
+            })?;
+            w.put(&lease(50, LeaseState::Bound, now + 600))?;
+            w.put(&lease(51, LeaseState::Bound, now - 1))?;
+            w.put(&lease(52, LeaseState::Offered, now + 600))
+        })
+        .unwrap();
+    let v = Views::open(f.store.clone(), &f.state).unwrap();
+    let c = caller(50, 0);
+    let p = v.root(&c).unwrap();
+    assert_eq!(names(&v, &c, &p), ["root"]);
+    let host = path(&v, &c, &["root", "etc", "hostname"]).unwrap();
+    v.write(&c, &host, 0, b"dyn", Stability::FileSync).unwrap();
+    assert!(f.state.join("nfs/nodes/dyn/etc/hostname").exists());
+    for last in [51, 52] {
+        let other = caller(last, 0);
+        let p = v.root(&other).unwrap();
+        assert!(
+            names(&v, &other, &p).is_empty(),
+            "expired or offered lease .{last}"
+        );
+        assert_eq!(v.getattr(&other, &host), Err(VfsError::Stale));
     }
 }
