@@ -35,6 +35,8 @@ pub struct Config {
     pub pool: Pool,
     #[serde(default)]
     pub power: Power,
+    #[serde(default)]
+    pub nfs: Nfs,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -193,6 +195,54 @@ fn parse_upstream(s: &str) -> Option<SocketAddr> {
     s.parse::<SocketAddr>()
         .ok()
         .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+}
+
+/// The NFSv4 server (`[nfs]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Nfs {
+    pub enabled: bool,
+    pub port: u16,
+    /// Seconds a client's lease lasts without renewal.
+    pub lease_secs: u32,
+    /// Seconds after a restart during which clients of the previous run reclaim their state
+    /// (only when the previous run had clients).
+    pub grace_secs: u32,
+    pub max_clients: usize,
+    pub max_connections: usize,
+    /// Open and lock states per client.
+    pub max_states_per_client: usize,
+    /// Slots per NFSv4.1 session.
+    pub max_slots: u32,
+}
+
+impl Default for Nfs {
+    fn default() -> Self {
+        let l = crate::nfs::state::Limits::default();
+        Nfs {
+            enabled: false,
+            port: 2049,
+            lease_secs: l.lease.as_secs() as u32,
+            grace_secs: l.lease.as_secs() as u32,
+            max_clients: l.max_clients,
+            max_connections: crate::nfs::serve::Settings::default().max_connections,
+            max_states_per_client: l.max_states_per_client,
+            max_slots: l.max_slots,
+        }
+    }
+}
+
+impl Nfs {
+    /// The core's limits.
+    pub fn limits(&self) -> crate::nfs::state::Limits {
+        crate::nfs::state::Limits {
+            max_clients: self.max_clients,
+            max_states_per_client: self.max_states_per_client,
+            max_slots: self.max_slots,
+            lease: Duration::from_secs(u64::from(self.lease_secs)),
+            ..crate::nfs::state::Limits::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -383,6 +433,33 @@ impl Config {
         }
         if self.dns.port == 0 {
             return Err(bad("dns.port", "must not be 0".into()));
+        }
+        if self.nfs.port == 0 {
+            return Err(bad("nfs.port", "must not be 0".into()));
+        }
+        if !(10..=3600).contains(&self.nfs.lease_secs) {
+            return Err(bad(
+                "nfs.lease-secs",
+                format!("is {}; expected 10 to 3600", self.nfs.lease_secs),
+            ));
+        }
+        if self.nfs.grace_secs > 3600 {
+            return Err(bad("nfs.grace-secs", "must be at most 3600".into()));
+        }
+        if self.nfs.max_clients == 0 || self.nfs.max_connections == 0 {
+            return Err(bad(
+                "nfs.max-clients",
+                "and nfs.max-connections must be at least 1".into(),
+            ));
+        }
+        if self.nfs.max_states_per_client == 0 {
+            return Err(bad(
+                "nfs.max-states-per-client",
+                "must be at least 1".into(),
+            ));
+        }
+        if !(1..=1024).contains(&self.nfs.max_slots) {
+            return Err(bad("nfs.max-slots", "must be 1 to 1024".into()));
         }
         for u in self.dns.upstreams.iter().flatten() {
             if parse_upstream(u).is_none() {

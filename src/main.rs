@@ -83,6 +83,20 @@ enum Command {
     Power(PowerArgs),
     /// Run the node agent (what drover does as /init of its initramfs).
     Agent,
+    /// The NFSv4 server.
+    #[command(subcommand)]
+    Nfs(NfsCmd),
+}
+
+#[derive(Subcommand)]
+enum NfsCmd {
+    /// List NFS clients of the running server: address, state, lease, opens and locks
+    /// (from `<state-dir>/nfs/clients.json`, rewritten every few seconds).
+    Clients {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -604,7 +618,42 @@ fn run(cli: Cli) -> Result<()> {
         Command::Token(cmd) => token(&open_store(state)?, cmd),
         Command::Power(args) => power(&open_store(state)?, args),
         Command::Agent => drover::agent::run(),
+        Command::Nfs(NfsCmd::Clients { json }) => nfs_clients(state, json),
     }
+}
+
+fn nfs_clients(state: &Path, json: bool) -> Result<()> {
+    let path = state.join("nfs").join("clients.json");
+    let status = drover::nfs::serve::read_status(&path).with_context(|| {
+        format!(
+            "reading {} (is `drover serve` running with [nfs] enabled?)",
+            path.display()
+        )
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    let items: Vec<serde_json::Value> = status
+        .clients
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?;
+    print_json_table(
+        &items,
+        &[
+            "addr",
+            "clientid",
+            "minor_version",
+            "confirmed",
+            "lease_remaining_secs",
+            "sessions",
+            "opens",
+            "locks",
+            "owner",
+        ],
+    );
+    Ok(())
 }
 
 fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {

@@ -1,7 +1,8 @@
 //! `drover serve`: opens the store, starts every service on every configured interface, keeps
 //! the shared store view current, and shuts everything down on SIGINT/SIGTERM.
 //!
-//! Tasks: one per service and interface (DHCP, TFTP, DNS, NTP, router advertisements), pool
+//! Tasks: one per service and interface (DHCP, TFTP, DNS, NTP, router advertisements), the
+//! NFSv4 server (one for all interfaces), pool
 //! membership (idle until the state directory has a cluster key), one HTTP
 //! listener for all interfaces, and the view refresher, which applies the store's change feed
 //! every [`REFRESH_INTERVAL`] so that admin changes made by another process (the CLI) reach
@@ -77,6 +78,29 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
     if config.tftp.enabled {
         // One set of TFTP counters for the process (see `tftp::serve::global_stats`).
         crate::counters::register("tftp", "all", crate::tftp::serve::global_stats());
+    }
+    if config.nfs.enabled {
+        // One server (one set of client state) for all interfaces: a client that reaches
+        // drover through two addresses is still one client.
+        let mut listeners = Vec::new();
+        for iface in &interfaces {
+            let addr = SocketAddr::from((iface.addr, config.nfs.port));
+            listeners.push(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("NFS: cannot listen on TCP {addr}"))?,
+            );
+        }
+        let vfs = crate::nfs::file_side(state_dir).context("NFS: opening the exported files")?;
+        let (server, settings) =
+            crate::nfs::serve::server(vfs, &config.nfs, state_dir, &own_addr(&interfaces));
+        let stats = Arc::new(crate::nfs::serve::Stats::default());
+        crate::counters::register("nfs", "all", stats.clone());
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            let r = crate::nfs::serve::run(listeners, server, settings, stats, token).await;
+            ("nfs".into(), r.context("NFS server"))
+        });
     }
     let own: Vec<Ipv4Addr> = interfaces.iter().map(|i| i.addr).collect();
     let dns_settings = config.dns.settings(&own);
@@ -256,6 +280,12 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     outcome
+}
+
+fn own_addr(interfaces: &[Interface]) -> String {
+    interfaces
+        .first()
+        .map_or_else(|| "drover".to_string(), |i| i.addr.to_string())
 }
 
 /// Records `iface`'s subnet as a network unless one covers it already.

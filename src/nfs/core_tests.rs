@@ -1,0 +1,810 @@
+//! Scenarios of the COMPOUND pipeline on virtual time against the in-memory test Vfs, and
+//! the malformed-input battery.
+
+use super::core::{Server, Settings};
+use super::memvfs::MemVfs;
+use super::rpc::{AUTH_SYS, NFS_PROGRAM};
+use super::state::Limits;
+use super::wire::{fattr, opnum, status, Bitmap};
+use super::xdr::{Reader, Writer};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
+
+fn server(grace: bool, start: Instant) -> Server {
+    Server::new(
+        Arc::new(MemVfs::new()),
+        Settings {
+            limits: Limits {
+                lease: Duration::from_secs(30),
+                ..Limits::default()
+            },
+            boot: 77,
+            grace_until: grace.then(|| start + Duration::from_secs(10)),
+            server_owner: b"test".to_vec(),
+        },
+    )
+}
+
+fn call(procedure: u32, uid: u32, args: &[u8]) -> Vec<u8> {
+    let mut cred = Writer::new();
+    cred.u32(0);
+    cred.opaque(b"client");
+    cred.u32(uid);
+    cred.u32(uid);
+    cred.u32(0);
+    let mut w = Writer::new();
+    w.u32(42);
+    w.u32(0);
+    w.u32(2);
+    w.u32(NFS_PROGRAM);
+    w.u32(4);
+    w.u32(procedure);
+    w.u32(AUTH_SYS);
+    w.opaque(&cred.buf);
+    w.u32(0);
+    w.u32(0);
+    w.buf.extend_from_slice(args);
+    w.buf
+}
+
+/// Builds COMPOUND arguments.
+struct C {
+    w: Writer,
+    n: u32,
+    at: usize,
+}
+
+impl C {
+    fn new(minor: u32) -> C {
+        let mut w = Writer::new();
+        w.opaque(b"tag");
+        w.u32(minor);
+        let at = w.len();
+        w.u32(0);
+        C { w, n: 0, at }
+    }
+    fn op(mut self, num: u32, f: impl FnOnce(&mut Writer)) -> C {
+        self.w.u32(num);
+        f(&mut self.w);
+        self.n += 1;
+        self
+    }
+    fn bytes(mut self) -> Vec<u8> {
+        self.w.patch_u32(self.at, self.n);
+        self.w.buf
+    }
+}
+
+/// Runs a COMPOUND; returns the overall status and a reader at the first result.
+fn run(s: &Server, now: Instant, uid: u32, c: C) -> (u32, Vec<u8>) {
+    let out = s.handle_record(now, PEER, &call(1, uid, &c.bytes()));
+    let reply = out.reply.expect("a reply");
+    let mut r = Reader::new(&reply);
+    assert_eq!(r.u32().unwrap(), 42);
+    assert_eq!(r.u32().unwrap(), 1);
+    assert_eq!(r.u32().unwrap(), 0, "accepted");
+    r.u32().unwrap();
+    r.opaque(400).unwrap();
+    assert_eq!(r.u32().unwrap(), 0, "SUCCESS");
+    let st = r.u32().unwrap();
+    assert_eq!(r.opaque(100).unwrap(), b"tag");
+    r.u32().unwrap();
+    (st, r.rest().to_vec())
+}
+
+fn res(r: &mut Reader, op: u32) -> u32 {
+    assert_eq!(r.u32().unwrap(), op, "result for op {op}");
+    r.u32().unwrap()
+}
+
+fn stateid(r: &mut Reader) -> (u32, [u8; 12]) {
+    (r.u32().unwrap(), r.fixed::<12>().unwrap())
+}
+
+fn put_stateid(w: &mut Writer, s: (u32, [u8; 12])) {
+    w.u32(s.0);
+    w.fixed(&s.1);
+}
+
+fn bitmap(w: &mut Writer, bits: &[u32]) {
+    Bitmap::from_bits(bits).encode(w);
+}
+
+fn empty_attrs(w: &mut Writer) {
+    w.u32(0);
+    w.u32(0);
+}
+
+/// SETCLIENTID + SETCLIENTID_CONFIRM; returns the client id.
+fn client40(s: &Server, now: Instant, id: &[u8]) -> u64 {
+    let (st, body) = run(
+        s,
+        now,
+        0,
+        C::new(0).op(opnum::SETCLIENTID, |w| {
+            w.fixed(b"bootverf");
+            w.opaque(id);
+            w.u32(0x40000000);
+            w.opaque(b"tcp");
+            w.opaque(b"198.18.0.2.3.4");
+            w.u32(1);
+        }),
+    );
+    assert_eq!(st, status::OK);
+    let mut r = Reader::new(&body);
+    res(&mut r, opnum::SETCLIENTID);
+    let clientid = r.u64().unwrap();
+    let confirm = r.fixed::<8>().unwrap();
+    let (st, _) = run(
+        s,
+        now,
+        0,
+        C::new(0).op(opnum::SETCLIENTID_CONFIRM, |w| {
+            w.u64(clientid);
+            w.fixed(&confirm);
+        }),
+    );
+    assert_eq!(st, status::OK);
+    clientid
+}
+
+fn open_args(
+    w: &mut Writer,
+    seqid: u32,
+    clientid: u64,
+    owner: &[u8],
+    access: u32,
+    create: bool,
+    name: &[u8],
+) {
+    w.u32(seqid);
+    w.u32(access);
+    w.u32(0);
+    w.u64(clientid);
+    w.opaque(owner);
+    if create {
+        w.u32(1);
+        w.u32(0); // UNCHECKED4
+        bitmap(w, &[fattr::MODE]);
+        let mut v = Writer::new();
+        v.u32(0o644);
+        w.opaque(&v.buf);
+    } else {
+        w.u32(0);
+    }
+    w.u32(0); // CLAIM_NULL
+    w.opaque(name);
+}
+
+#[test]
+fn null_and_minor_version_mismatch() {
+    let now = Instant::now();
+    let s = server(false, now);
+    let out = s.handle_record(now, PEER, &call(0, 0, &[]));
+    assert_eq!(out.reply.unwrap().len(), 24);
+    let (st, body) = run(&s, now, 0, C::new(2).op(opnum::PUTROOTFH, |_| {}));
+    assert_eq!(st, status::MINOR_VERS_MISMATCH);
+    assert!(body.is_empty());
+}
+
+#[test]
+fn v40_open_write_read_lock_close() {
+    let now = Instant::now();
+    let s = server(false, now);
+    let cid = client40(&s, now, b"linux client 1");
+    // Root attributes the Linux client asks for at mount.
+    let (st, body) = run(
+        &s,
+        now,
+        0,
+        C::new(0)
+            .op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::GETATTR, |w| {
+                bitmap(
+                    w,
+                    &[
+                        fattr::SUPPORTED_ATTRS,
+                        fattr::TYPE,
+                        fattr::FH_EXPIRE_TYPE,
+                        fattr::LEASE_TIME,
+                        fattr::OWNER,
+                    ],
+                )
+            }),
+    );
+    assert_eq!(st, status::OK);
+    let mut r = Reader::new(&body);
+    assert_eq!(res(&mut r, opnum::PUTROOTFH), 0);
+    assert_eq!(res(&mut r, opnum::GETATTR), 0);
+    let n = r.u32().unwrap();
+    assert!(n >= 2);
+    for _ in 0..n {
+        r.u32().unwrap();
+    }
+    let vals = r.opaque(1000).unwrap();
+    let mut v = Reader::new(vals);
+    let sup_n = v.u32().unwrap() as usize;
+    let sup: Vec<u32> = (0..sup_n).map(|_| v.u32().unwrap()).collect();
+    assert!(Bitmap(sup).has(fattr::MOUNTED_ON_FILEID));
+    assert_eq!(v.u32().unwrap(), 2, "directory");
+    assert_eq!(v.u32().unwrap(), 0, "FH4_PERSISTENT");
+    assert_eq!(v.u32().unwrap(), 30, "lease");
+    assert_eq!(v.opaque(20).unwrap(), b"0", "numeric owner");
+
+    // OPEN (create) + GETFH, then OPEN_CONFIRM.
+    let (st, body) = run(
+        &s,
+        now,
+        1000,
+        C::new(0)
+            .op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::OPEN, |w| {
+                open_args(w, 1, cid, b"owner1", 3, true, b"f")
+            })
+            .op(opnum::GETFH, |_| {}),
+    );
+    assert_eq!(st, status::OK);
+    let mut r = Reader::new(&body);
+    res(&mut r, opnum::PUTROOTFH);
+    assert_eq!(res(&mut r, opnum::OPEN), 0);
+    let sid = stateid(&mut r);
+    r.bool().unwrap();
+    r.u64().unwrap();
+    r.u64().unwrap();
+    let rflags = r.u32().unwrap();
+    assert_eq!(rflags & 2, 2, "4.0 new owner must confirm");
+    let n = r.u32().unwrap();
+    for _ in 0..n {
+        r.u32().unwrap();
+    }
+    assert_eq!(r.u32().unwrap(), 0, "no delegation");
+    assert_eq!(res(&mut r, opnum::GETFH), 0);
+    let fh = r.opaque(128).unwrap().to_vec();
+    let putfh = |w: &mut Writer| w.opaque(&fh);
+    let (st, body) = run(
+        &s,
+        now,
+        1000,
+        C::new(0)
+            .op(opnum::PUTFH, putfh)
+            .op(opnum::OPEN_CONFIRM, |w| {
+                put_stateid(w, sid);
+                w.u32(2);
+            }),
+    );
+    assert_eq!(st, status::OK);
+    let mut r = Reader::new(&body);
+    res(&mut r, opnum::PUTFH);
+    res(&mut r, opnum::OPEN_CONFIRM);
+    let sid = stateid(&mut r);
+    assert_eq!(sid.0, 2);
+
+    // WRITE then READ.
+    let (st, body) = run(
+        &s,
+        now,
+        1000,
+        C::new(0)
+            .op(opnum::PUTFH, putfh)
+            .op(opnum::WRITE, |w| {
+                put_stateid(w, sid);
+                w.u64(0);
+                w.u32(2);
+                w.opaque(b"hello world");
+            })
+            .op(opnum::READ, |w| {
+                put_stateid(w, sid);
+                w.u64(6);
+                w.u32(100);
+            }),
+    );
+    assert_eq!(st, status::OK);
+    let mut r = Reader::new(&body);
+    res(&mut r, opnum::PUTFH);
+    res(&mut r, opnum::WRITE);
+    assert_eq!(r.u32().unwrap(), 11);
+    assert_eq!(r.u32().unwrap(), 2, "FILE_SYNC");
+    assert_eq!(&r.fixed::<8>().unwrap(), b"verifier");
+    res(&mut r, opnum::READ);
+    assert!(r.bool().unwrap());
+    assert_eq!(r.opaque(100).unwrap(), b"world");
+
+    // A write lock, a conflicting LOCKT from another owner, a stale seqid.
+    let lock = |seqid: u32, open_sid: (u32, [u8; 12]), owner: &'static [u8]| {
+        C::new(0).op(opnum::PUTFH, putfh).op(opnum::LOCK, move |w| {
+            w.u32(2);
+            w.bool(false);
+            w.u64(0);
+            w.u64(10);
+            w.bool(true);
+            w.u32(seqid);
+            put_stateid(w, open_sid);
+            w.u32(1);
+            w.u64(cid);
+            w.opaque(owner);
+        })
+    };
+    let (st, body) = run(&s, now, 1000, lock(3, sid, b"lock1"));
+    assert_eq!(st, status::OK);
+    let mut r = Reader::new(&body);
+    res(&mut r, opnum::PUTFH);
+    res(&mut r, opnum::LOCK);
+    let lsid = stateid(&mut r);
+    let (st, body) = run(
+        &s,
+        now,
+        1000,
+        C::new(0).op(opnum::PUTFH, putfh).op(opnum::LOCKT, |w| {
+            w.u32(1);
+            w.u64(5);
+            w.u64(1);
+            w.u64(cid);
+            w.opaque(b"lock2");
+        }),
+    );
+    assert_eq!(st, status::DENIED);
+    let mut r = Reader::new(&body);
+    res(&mut r, opnum::PUTFH);
+    res(&mut r, opnum::LOCKT);
+    assert_eq!(
+        (r.u64().unwrap(), r.u64().unwrap(), r.u32().unwrap()),
+        (0, 10, 2)
+    );
+    // The same OPEN seqid again (3) is a replay of the LOCK: identical bytes.
+    let (_, again) = run(&s, now, 1000, lock(3, sid, b"lock1"));
+    assert_eq!(again, body_of_lock_replay(&s, now, putfh, sid, cid));
+    let (st, _) = run(&s, now, 1000, lock(9, sid, b"lock1"));
+    assert_eq!(st, status::BAD_SEQID);
+    // CLOSE with locks held is refused; LOCKU then CLOSE works.
+    let close = |seqid: u32, sid: (u32, [u8; 12])| {
+        C::new(0)
+            .op(opnum::PUTFH, putfh)
+            .op(opnum::CLOSE, move |w| {
+                w.u32(seqid);
+                put_stateid(w, sid);
+            })
+    };
+    assert_eq!(run(&s, now, 1000, close(4, sid)).0, status::LOCKS_HELD);
+    let (st, _) = run(
+        &s,
+        now,
+        1000,
+        C::new(0).op(opnum::PUTFH, putfh).op(opnum::LOCKU, |w| {
+            w.u32(2);
+            w.u32(2);
+            put_stateid(w, lsid);
+            w.u64(0);
+            w.u64(u64::MAX);
+        }),
+    );
+    assert_eq!(st, status::OK);
+    assert_eq!(run(&s, now, 1000, close(5, sid)).0, status::OK);
+    let st = s.clients(now);
+    assert_eq!((st.len(), st[0].opens, st[0].confirmed), (1, 0, true));
+}
+
+fn body_of_lock_replay(
+    s: &Server,
+    now: Instant,
+    putfh: impl Fn(&mut Writer),
+    sid: (u32, [u8; 12]),
+    cid: u64,
+) -> Vec<u8> {
+    // A second replay must equal the first: the owner's cached reply.
+    run(
+        s,
+        now,
+        1000,
+        C::new(0).op(opnum::PUTFH, putfh).op(opnum::LOCK, move |w| {
+            w.u32(2);
+            w.bool(false);
+            w.u64(0);
+            w.u64(10);
+            w.bool(true);
+            w.u32(3);
+            put_stateid(w, sid);
+            w.u32(1);
+            w.u64(cid);
+            w.opaque(b"lock1");
+        }),
+    )
+    .1
+}
+
+/// EXCHANGE_ID + CREATE_SESSION; returns the session id.
+fn session41(s: &Server, now: Instant) -> [u8; 16] {
+    let (st, body) = run(
+        s,
+        now,
+        0,
+        C::new(1).op(opnum::EXCHANGE_ID, |w| {
+            w.fixed(b"bootverf");
+            w.opaque(b"linux 4.1 client");
+            w.u32(0);
+            w.u32(0);
+            w.u32(0);
+        }),
+    );
+    assert_eq!(st, status::OK);
+    let mut r = Reader::new(&body);
+    res(&mut r, opnum::EXCHANGE_ID);
+    let clientid = r.u64().unwrap();
+    let seq = r.u32().unwrap();
+    let attrs = |w: &mut Writer| {
+        w.u32(0);
+        w.u32(1 << 20);
+        w.u32(1 << 20);
+        w.u32(8192);
+        w.u32(16);
+        w.u32(8);
+        w.u32(0);
+    };
+    let (st, body) = run(
+        s,
+        now,
+        0,
+        C::new(1).op(opnum::CREATE_SESSION, |w| {
+            w.u64(clientid);
+            w.u32(seq);
+            w.u32(0);
+            attrs(w);
+            attrs(w);
+            w.u32(0x40000000);
+            w.u32(1);
+            w.u32(0);
+        }),
+    );
+    assert_eq!(st, status::OK);
+    let mut r = Reader::new(&body);
+    res(&mut r, opnum::CREATE_SESSION);
+    r.fixed::<16>().unwrap()
+}
+
+fn seq(sess: [u8; 16], seqid: u32) -> impl FnOnce(&mut Writer) {
+    move |w| {
+        w.fixed(&sess);
+        w.u32(seqid);
+        w.u32(0);
+        w.u32(0);
+        w.bool(true);
+    }
+}
+
+#[test]
+fn v41_sessions_replay_and_order() {
+    let now = Instant::now();
+    let s = server(false, now);
+    let sess = session41(&s, now);
+    let create = |n: u32| {
+        C::new(1)
+            .op(opnum::SEQUENCE, seq(sess, n))
+            .op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::OPEN, |w| open_args(w, 0, 0, b"o", 2, true, b"new"))
+            .op(opnum::GETFH, |_| {})
+    };
+    let (st, first) = run(&s, now, 0, create(1));
+    assert_eq!(st, status::OK);
+    let mut r = Reader::new(&first);
+    res(&mut r, opnum::SEQUENCE);
+    r.fixed::<16>().unwrap();
+    assert_eq!(r.u32().unwrap(), 1);
+    // The same slot and sequence: the cached reply, byte for byte.
+    let (st, again) = run(&s, now, 0, create(1));
+    assert_eq!((st, &again), (status::OK, &first));
+    assert_eq!(run(&s, now, 0, create(5)).0, status::SEQ_MISORDERED);
+    // No SEQUENCE, SEQUENCE not first.
+    assert_eq!(
+        run(&s, now, 0, C::new(1).op(opnum::PUTROOTFH, |_| {})).0,
+        status::OP_NOT_IN_SESSION
+    );
+    let (st, _) = run(
+        &s,
+        now,
+        0,
+        C::new(1)
+            .op(opnum::SEQUENCE, seq(sess, 2))
+            .op(opnum::SEQUENCE, seq(sess, 3)),
+    );
+    assert_eq!(st, status::SEQUENCE_POS);
+    // 4.0-only operations are illegal in 4.1.
+    let (st, _) = run(
+        &s,
+        now,
+        0,
+        C::new(1)
+            .op(opnum::SEQUENCE, seq(sess, 3))
+            .op(opnum::RENEW, |w| w.u64(1)),
+    );
+    assert_eq!(st, status::OP_ILLEGAL);
+    let (st, _) = run(
+        &s,
+        now,
+        0,
+        C::new(1)
+            .op(opnum::SEQUENCE, seq(sess, 4))
+            .op(opnum::GETDEVICEINFO, |_| {}),
+    );
+    assert_eq!(st, status::NOTSUPP);
+    assert_eq!(s.clients(now)[0].opens, 1);
+}
+
+#[test]
+fn readdir_pages_through_large_directories() {
+    let now = Instant::now();
+    let s = server(false, now);
+    let cid = client40(&s, now, b"c");
+    for i in 0..300u32 {
+        let name = format!("file-{i:04}");
+        let (st, _) = run(
+            &s,
+            now,
+            0,
+            C::new(0)
+                .op(opnum::PUTROOTFH, |_| {})
+                .op(opnum::CREATE, |w| {
+                    w.u32(2); // directory
+                    w.opaque(name.as_bytes());
+                    empty_attrs(w);
+                }),
+        );
+        assert_eq!(st, status::OK);
+    }
+    let _ = cid;
+    let (mut cookie, mut verf, mut names) = (0u64, [0u8; 8], Vec::new());
+    loop {
+        let (st, body) = run(
+            &s,
+            now,
+            0,
+            C::new(0)
+                .op(opnum::PUTROOTFH, |_| {})
+                .op(opnum::READDIR, |w| {
+                    w.u64(cookie);
+                    w.fixed(&verf);
+                    w.u32(1000);
+                    w.u32(2000);
+                    bitmap(w, &[fattr::TYPE, fattr::FILEID]);
+                }),
+        );
+        assert_eq!(st, status::OK);
+        let mut r = Reader::new(&body);
+        res(&mut r, opnum::PUTROOTFH);
+        res(&mut r, opnum::READDIR);
+        verf = r.fixed::<8>().unwrap();
+        let before = names.len();
+        while r.bool().unwrap() {
+            cookie = r.u64().unwrap();
+            names.push(String::from_utf8(r.opaque(255).unwrap().to_vec()).unwrap());
+            let n = r.u32().unwrap();
+            for _ in 0..n {
+                r.u32().unwrap();
+            }
+            r.opaque(100).unwrap();
+        }
+        assert!(names.len() > before, "each page makes progress");
+        if r.bool().unwrap() {
+            break;
+        }
+    }
+    assert_eq!(names.len(), 300);
+    assert_eq!(names[299], "file-0299");
+    // A maxcount too small for one entry.
+    let (st, _) = run(
+        &s,
+        now,
+        0,
+        C::new(0)
+            .op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::READDIR, |w| {
+                w.u64(0);
+                w.fixed(&[0; 8]);
+                w.u32(10);
+                w.u32(20);
+                bitmap(w, &[]);
+            }),
+    );
+    assert_eq!(st, status::TOOSMALL);
+}
+
+#[test]
+fn grace_and_lease_expiry() {
+    let start = Instant::now();
+    let s = server(true, start);
+    let cid = client40(&s, start, b"c");
+    let open = |seqid| {
+        C::new(0)
+            .op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::OPEN, move |w| {
+                open_args(w, seqid, cid, b"o", 1, true, b"g")
+            })
+    };
+    assert_eq!(run(&s, start, 0, open(1)).0, status::GRACE);
+    let later = start + Duration::from_secs(11);
+    assert_eq!(run(&s, later, 0, open(1)).0, status::OK);
+    // Nothing renews: the lease runs out and the client goes with its state.
+    assert_eq!(s.handle_timeout(later + Duration::from_secs(29)), 0);
+    assert_eq!(s.handle_timeout(later + Duration::from_secs(31)), 1);
+    let (st, _) = run(
+        &s,
+        later + Duration::from_secs(32),
+        0,
+        C::new(0).op(opnum::RENEW, |w| w.u64(cid)),
+    );
+    assert_eq!(st, status::STALE_CLIENTID);
+    assert!(s.clients(later).is_empty());
+}
+
+#[test]
+fn permissions_and_names() {
+    let now = Instant::now();
+    let s = server(false, now);
+    let cid = client40(&s, now, b"c");
+    // root makes a file only root may read.
+    let (st, _) = run(
+        &s,
+        now,
+        0,
+        C::new(0).op(opnum::PUTROOTFH, |_| {}).op(opnum::OPEN, |w| {
+            w.u32(1);
+            w.u32(1);
+            w.u32(0);
+            w.u64(cid);
+            w.opaque(b"r");
+            w.u32(1);
+            w.u32(1); // GUARDED4
+            bitmap(w, &[fattr::MODE]);
+            w.opaque(&0o600u32.to_be_bytes());
+            w.u32(0);
+            w.opaque(b"secret");
+        }),
+    );
+    assert_eq!(st, status::OK);
+    let (st, _) = run(
+        &s,
+        now,
+        1000,
+        C::new(0).op(opnum::PUTROOTFH, |_| {}).op(opnum::OPEN, |w| {
+            open_args(w, 1, cid, b"u", 1, false, b"secret")
+        }),
+    );
+    assert_eq!(st, status::ACCESS);
+    for (name, want) in [
+        (&b""[..], status::INVAL),
+        (b"..", status::BADNAME),
+        (b"a/b", status::BADNAME),
+        (&[b'x'; 256][..], status::NAMETOOLONG),
+        (b"missing", status::NOENT),
+    ] {
+        let (st, _) = run(
+            &s,
+            now,
+            0,
+            C::new(0)
+                .op(opnum::PUTROOTFH, |_| {})
+                .op(opnum::LOOKUP, |w| w.opaque(name)),
+        );
+        assert_eq!(st, want, "{name:?}");
+    }
+    assert_eq!(
+        run(&s, now, 0, C::new(0).op(opnum::GETFH, |_| {})).0,
+        status::NOFILEHANDLE
+    );
+}
+
+#[test]
+fn op_limit_and_bad_xdr() {
+    let now = Instant::now();
+    let s = server(false, now);
+    let mut c = C::new(0);
+    for _ in 0..100 {
+        c = c.op(opnum::PUTROOTFH, |_| {});
+    }
+    assert_eq!(run(&s, now, 0, c).0, status::RESOURCE);
+    let (st, body) = run(
+        &s,
+        now,
+        0,
+        C::new(0)
+            .op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::GETATTR, |w| w.u32(1000)),
+    );
+    assert_eq!(st, status::BADXDR);
+    let mut r = Reader::new(&body);
+    assert_eq!(res(&mut r, opnum::PUTROOTFH), 0);
+    assert_eq!(res(&mut r, opnum::GETATTR), status::BADXDR);
+    let (st, body) = run(&s, now, 0, C::new(0).op(4242, |_| {}));
+    assert_eq!(st, status::OP_ILLEGAL);
+    assert_eq!(
+        res(&mut Reader::new(&body), opnum::ILLEGAL),
+        status::OP_ILLEGAL
+    );
+}
+
+/// Truncations and bit flips of real requests, and random records: every one gets a
+/// protocol-correct answer or none, never a panic.
+#[test]
+fn malformed_battery() {
+    let now = Instant::now();
+    let s = server(false, now);
+    let cid = client40(&s, now, b"fuzz");
+    let samples = vec![
+        call(
+            1,
+            0,
+            &C::new(0)
+                .op(opnum::PUTROOTFH, |_| {})
+                .op(opnum::OPEN, |w| open_args(w, 1, cid, b"o", 3, true, b"f"))
+                .op(opnum::GETATTR, |w| bitmap(w, &[0, 1, 3, 4, 33, 36, 55]))
+                .bytes(),
+        ),
+        call(
+            1,
+            0,
+            &C::new(1)
+                .op(opnum::EXCHANGE_ID, |w| {
+                    w.fixed(b"12345678");
+                    w.opaque(b"x");
+                    w.u32(0);
+                    w.u32(0);
+                    w.u32(0);
+                })
+                .bytes(),
+        ),
+        call(
+            1,
+            0,
+            &C::new(0)
+                .op(opnum::PUTROOTFH, |_| {})
+                .op(opnum::READDIR, |w| {
+                    w.u64(0);
+                    w.fixed(&[0; 8]);
+                    w.u32(4096);
+                    w.u32(8192);
+                    bitmap(w, &[0, 1, 19]);
+                })
+                .bytes(),
+        ),
+    ];
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for sample in &samples {
+        for cut in 0..sample.len() {
+            let out = s.handle_record(now, PEER, &sample[..cut]);
+            if let Some(reply) = out.reply {
+                assert!(reply.len() >= 12);
+            }
+        }
+        for _ in 0..2000 {
+            let mut m = sample.clone();
+            let i = (rand() as usize) % m.len();
+            m[i] ^= 1 << (rand() % 8);
+            if rand() % 4 == 0 {
+                let j = (rand() as usize) % m.len();
+                m[j] = 0xff;
+            }
+            let _ = s.handle_record(now, PEER, &m);
+        }
+    }
+    for _ in 0..2000 {
+        let len = (rand() % 200) as usize;
+        let junk: Vec<u8> = (0..len).map(|_| rand() as u8).collect();
+        let _ = s.handle_record(now, PEER, &junk);
+    }
+    // Huge lengths in the tag, the op count and an opaque.
+    let mut c = call(1, 0, &[]);
+    c.extend_from_slice(&[0xff, 0xff, 0xff, 0xf0]);
+    let out = s.handle_record(now, PEER, &c);
+    assert!(out.refused, "garbage args");
+    let mut c = call(1, 0, &[]);
+    c.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff]);
+    let out = s.handle_record(now, PEER, &c);
+    assert!(out.reply.is_some());
+}

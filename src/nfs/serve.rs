@@ -1,0 +1,444 @@
+//! The tokio shell of the NFSv4 server: TCP listeners, one task per connection, the
+//! blocking file work off the async workers, the lease clock and the status file.
+//!
+//! Data flow: [`run`] accepts on every listener it is given (one per interface address) up
+//! to [`Settings::max_connections`]. A connection task reads RPC records (record marking,
+//! at most [`MAX_RECORD`] bytes: a larger record closes the connection, as there is no way
+//! to answer part of one) and hands each to [`Server::handle_record`] in `spawn_blocking`,
+//! at most [`Settings::max_inflight`] per connection and [`Settings::max_blocking`] in all;
+//! replies go back through a bounded channel to the connection's writer half, in completion
+//! order (RPC matches them by xid). A tick every [`TICK`] expires clients whose lease ran
+//! out and, every [`STATUS_INTERVAL`], writes `clients.json` for `drover nfs clients`.
+//!
+//! Not here: UDP, rpcbind registration (NFSv4 clients connect to 2049 directly), TLS.
+
+use super::core::{ClientStatus, Outcome, Server, MAX_RECORD};
+use super::rpc;
+use super::wire::opnum;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How often leases are checked.
+pub const TICK: Duration = Duration::from_secs(1);
+/// How often `clients.json` is rewritten.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+/// Pause after an accept error.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Shell settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_connections: usize,
+    /// Requests of one connection being worked on at once.
+    pub max_inflight: usize,
+    /// Requests being worked on at once in all.
+    pub max_blocking: usize,
+    /// Where to write the client status (`<state>/nfs/clients.json`), if anywhere.
+    pub status_file: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_connections: 1024,
+            max_inflight: 16,
+            max_blocking: 64,
+            status_file: None,
+        }
+    }
+}
+
+/// Counters for `/metrics`: calls, refusals, and operations and their errors by class.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub records_oversized: AtomicU64,
+    pub calls_null: AtomicU64,
+    pub calls_compound: AtomicU64,
+    pub calls_refused: AtomicU64,
+    pub ops_read: AtomicU64,
+    pub ops_write: AtomicU64,
+    pub ops_meta: AtomicU64,
+    pub ops_state: AtomicU64,
+    pub errors_read: AtomicU64,
+    pub errors_write: AtomicU64,
+    pub errors_meta: AtomicU64,
+    pub errors_state: AtomicU64,
+    pub leases_expired: AtomicU64,
+}
+
+/// A copy of [`Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StatsSnapshot {
+    pub connections: u64,
+    pub connections_refused: u64,
+    pub records_oversized: u64,
+    pub calls_null: u64,
+    pub calls_compound: u64,
+    pub calls_refused: u64,
+    pub ops_read: u64,
+    pub ops_write: u64,
+    pub ops_meta: u64,
+    pub ops_state: u64,
+    pub errors_read: u64,
+    pub errors_write: u64,
+    pub errors_meta: u64,
+    pub errors_state: u64,
+    pub leases_expired: u64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            connections: r(&self.connections),
+            connections_refused: r(&self.connections_refused),
+            records_oversized: r(&self.records_oversized),
+            calls_null: r(&self.calls_null),
+            calls_compound: r(&self.calls_compound),
+            calls_refused: r(&self.calls_refused),
+            ops_read: r(&self.ops_read),
+            ops_write: r(&self.ops_write),
+            ops_meta: r(&self.ops_meta),
+            ops_state: r(&self.ops_state),
+            errors_read: r(&self.errors_read),
+            errors_write: r(&self.errors_write),
+            errors_meta: r(&self.errors_meta),
+            errors_state: r(&self.errors_state),
+            leases_expired: r(&self.leases_expired),
+        }
+    }
+
+    fn count(&self, outcome: &Outcome, null: bool) {
+        if outcome.refused {
+            bump(&self.calls_refused);
+        } else if null {
+            bump(&self.calls_null);
+        } else {
+            bump(&self.calls_compound);
+        }
+        for &(op, st) in &outcome.ops {
+            let (ops, errors) = match op {
+                opnum::READ | opnum::READDIR | opnum::READLINK => {
+                    (&self.ops_read, &self.errors_read)
+                }
+                opnum::WRITE
+                | opnum::COMMIT
+                | opnum::CREATE
+                | opnum::REMOVE
+                | opnum::RENAME
+                | opnum::LINK
+                | opnum::SETATTR => (&self.ops_write, &self.errors_write),
+                opnum::OPEN..=opnum::OPEN_DOWNGRADE
+                | opnum::CLOSE
+                | opnum::LOCK..=opnum::LOCKU
+                | opnum::RENEW
+                | opnum::SETCLIENTID..=opnum::SETCLIENTID_CONFIRM
+                | opnum::RELEASE_LOCKOWNER..=opnum::RECLAIM_COMPLETE => {
+                    (&self.ops_state, &self.errors_state)
+                }
+                _ => (&self.ops_meta, &self.errors_meta),
+            };
+            bump(ops);
+            if st != 0 {
+                bump(errors);
+            }
+        }
+    }
+}
+
+impl crate::counters::Counters for Stats {
+    fn counters(&self) -> Vec<(String, u64)> {
+        crate::counters::fields_of(&self.snapshot())
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The status file's contents.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StatusFile {
+    /// Unix seconds when written.
+    pub written: u64,
+    pub clients: Vec<ClientStatus>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Reads a status file (for `drover nfs clients` and for deciding on a grace period).
+pub fn read_status(path: &Path) -> io::Result<StatusFile> {
+    let data = std::fs::read(path)?;
+    serde_json::from_slice(&data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn write_status(path: &Path, clients: Vec<ClientStatus>) -> io::Result<()> {
+    let file = StatusFile {
+        written: unix_now(),
+        clients,
+    };
+    let data = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Whether a restart needs a grace period: the last run had clients that may reclaim.
+pub fn had_clients(status_file: &Path) -> bool {
+    read_status(status_file).is_ok_and(|s| !s.clients.is_empty())
+}
+
+/// A boot id for [`super::core::Settings::boot`]: the start time in seconds.
+pub fn boot_id() -> u32 {
+    unix_now() as u32
+}
+
+/// The protocol server and shell settings for `drover serve`, from the `[nfs]` config:
+/// a grace period only if the previous run's status file lists clients.
+pub fn server(
+    vfs: Arc<dyn super::vfs::Vfs>,
+    config: &crate::config::Nfs,
+    state_dir: &Path,
+    server_name: &str,
+) -> (Arc<Server>, Settings) {
+    let status_file = state_dir.join("nfs").join("clients.json");
+    let now = Instant::now();
+    let grace = Duration::from_secs(u64::from(config.grace_secs));
+    let grace_until = (had_clients(&status_file) && !grace.is_zero()).then(|| now + grace);
+    if grace_until.is_some() {
+        tracing::info!(
+            secs = config.grace_secs,
+            "NFS: grace period: clients of the previous run may reclaim their state"
+        );
+    }
+    let core = super::core::Settings {
+        limits: config.limits(),
+        boot: boot_id(),
+        grace_until,
+        server_owner: format!("drover {server_name}").into_bytes(),
+    };
+    let settings = Settings {
+        max_connections: config.max_connections,
+        status_file: Some(status_file),
+        ..Settings::default()
+    };
+    (Arc::new(Server::new(vfs, core)), settings)
+}
+
+/// Serves NFSv4 on `listeners` until `shutdown` is cancelled.
+pub async fn run(
+    listeners: Vec<TcpListener>,
+    server: Arc<Server>,
+    settings: Settings,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let conns = Arc::new(Semaphore::new(settings.max_connections));
+    let blocking = Arc::new(Semaphore::new(settings.max_blocking));
+    let mut tasks = JoinSet::new();
+    for l in listeners {
+        let (server, stats, token) = (server.clone(), stats.clone(), shutdown.clone());
+        let (conns, blocking, inflight) = (conns.clone(), blocking.clone(), settings.max_inflight);
+        tasks.spawn(accept_loop(
+            l, server, stats, conns, blocking, inflight, token,
+        ));
+    }
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_status: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        let expired = server.handle_timeout(now);
+        if expired > 0 {
+            stats
+                .leases_expired
+                .fetch_add(expired as u64, Ordering::Relaxed);
+            tracing::info!(
+                expired,
+                "NFS: clients' leases expired; their state is released"
+            );
+        }
+        if let Some(path) = &settings.status_file {
+            if last_status.is_none_or(|t| now.duration_since(t) >= STATUS_INTERVAL) {
+                last_status = Some(now);
+                let (path, clients) = (path.clone(), server.clients(now));
+                let r = tokio::task::spawn_blocking(move || write_status(&path, clients)).await;
+                if let Ok(Err(e)) = r {
+                    tracing::warn!(error = %e, "NFS: cannot write the client status file");
+                }
+            }
+        }
+    }
+    tasks.shutdown().await;
+    if let Some(path) = &settings.status_file {
+        let _ = write_status(path, server.clients(Instant::now()));
+    }
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    server: Arc<Server>,
+    stats: Arc<Stats>,
+    conns: Arc<Semaphore>,
+    blocking: Arc<Semaphore>,
+    inflight: usize,
+    shutdown: CancellationToken,
+) {
+    let mut tasks = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "NFS: accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            bump(&stats.connections_refused);
+            continue;
+        };
+        bump(&stats.connections);
+        let _ = stream.set_nodelay(true);
+        let (server, stats, blocking, token) = (
+            server.clone(),
+            stats.clone(),
+            blocking.clone(),
+            shutdown.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = permit;
+            connection(stream, peer, server, stats, blocking, inflight, token).await;
+        });
+    }
+    tasks.shutdown().await;
+}
+
+/// Reads one record; `Ok(None)` at a clean end of stream.
+async fn read_record<R: AsyncReadExt + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> io::Result<Option<()>> {
+    buf.clear();
+    loop {
+        let mut mark = [0u8; 4];
+        match r.read_exact(&mut mark).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && buf.is_empty() => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        }
+        let (last, len) = rpc::fragment_header(mark);
+        if buf.len() + len > MAX_RECORD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "RPC record too large",
+            ));
+        }
+        let start = buf.len();
+        buf.resize(start + len, 0);
+        r.read_exact(&mut buf[start..]).await?;
+        if last {
+            return Ok(Some(()));
+        }
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    server: Arc<Server>,
+    stats: Arc<Stats>,
+    blocking: Arc<Semaphore>,
+    inflight: usize,
+    shutdown: CancellationToken,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(inflight);
+    let writer = tokio::spawn(async move {
+        while let Some(reply) = rx.recv().await {
+            if wr.write_all(&rpc::record(&reply)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let per_conn = Arc::new(Semaphore::new(inflight));
+    let mut buf = Vec::new();
+    loop {
+        let got = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = read_record(&mut rd, &mut buf) => r,
+        };
+        match got {
+            Ok(Some(())) => {}
+            Ok(None) => break,
+            Err(e) => {
+                if e.kind() == io::ErrorKind::InvalidData {
+                    bump(&stats.records_oversized);
+                }
+                tracing::debug!(%peer, error = %e, "NFS: connection closed");
+                break;
+            }
+        }
+        let Ok(conn_permit) = per_conn.clone().acquire_owned().await else {
+            break;
+        };
+        let Ok(permit) = blocking.clone().acquire_owned().await else {
+            break;
+        };
+        let record = std::mem::take(&mut buf);
+        let (server, stats, tx) = (server.clone(), stats.clone(), tx.clone());
+        let ip = peer.ip();
+        tokio::spawn(async move {
+            let _permits = (conn_permit, permit);
+            let null = record.get(20..24) == Some(&[0, 0, 0, 0][..]);
+            let outcome = tokio::task::spawn_blocking(move || {
+                server.handle_record(Instant::now(), ip, &record)
+            })
+            .await;
+            let Ok(outcome) = outcome else { return };
+            stats.count(&outcome, null);
+            match outcome.reply {
+                Some(reply) => {
+                    let _ = tx.send(reply).await;
+                }
+                None => {
+                    // Not an RPC call at all: nothing sensible to answer. The reader goes on;
+                    // a peer sending garbage gets no replies.
+                }
+            }
+        });
+    }
+    drop(tx);
+    // In-flight requests finish and their replies are written before the writer ends.
+    let _ = writer.await;
+}

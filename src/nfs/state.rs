@@ -1,0 +1,465 @@
+//! NFSv4 state tables: clients, sessions and slots, open and lock stateids, owners with
+//! their sequence ids, byte-range locks, leases and the grace period.
+//!
+//! Everything here is plain data plus the rules that need no file system: the COMPOUND
+//! pipeline ([`super::core`]) holds the tables behind one mutex, takes it for a state step,
+//! and releases it around every [`super::vfs::Vfs`] call. Time is an argument (`now`).
+//!
+//! Not here: persistence (state is lost on restart; clients reclaim during the grace
+//! period), delegations (never granted), callbacks.
+
+use super::vfs::Handle;
+use super::wire::{status, ChannelAttrs, Denied, Owner, StateId};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// Limits on what clients may make the server hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_clients: usize,
+    pub max_sessions_per_client: usize,
+    /// Open and lock stateids together.
+    pub max_states_per_client: usize,
+    /// Byte ranges locked per file.
+    pub max_locks_per_file: usize,
+    /// Slots per session (the client's `ca_maxrequests` is cut to this).
+    pub max_slots: u32,
+    /// Largest reply kept in a slot's replay cache.
+    pub max_cached_reply: usize,
+    pub lease: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_clients: 1024,
+            max_sessions_per_client: 4,
+            max_states_per_client: 4096,
+            max_locks_per_file: 1024,
+            max_slots: 64,
+            max_cached_reply: 64 * 1024,
+            lease: Duration::from_secs(90),
+        }
+    }
+}
+
+/// One client (a SETCLIENTID or EXCHANGE_ID record).
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub id: u64,
+    pub owner: Vec<u8>,
+    pub verifier: [u8; 8],
+    pub minor: u32,
+    pub confirmed: bool,
+    /// 4.0: the verifier SETCLIENTID_CONFIRM must present.
+    pub confirm: [u8; 8],
+    pub addr: IpAddr,
+    pub lease_until: Instant,
+    /// 4.1: the last CREATE_SESSION sequence and its cached result.
+    pub cs_seq: u32,
+    pub cs_reply: Option<super::wire::Res>,
+    pub reclaim_complete: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Slot {
+    pub seq: u32,
+    pub busy: bool,
+    /// The COMPOUND4res of the last request, when it fitted the cache.
+    pub reply: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub client: u64,
+    pub slots: Vec<Slot>,
+    pub fore: ChannelAttrs,
+}
+
+/// An open stateid: one open owner's open of one file.
+#[derive(Debug, Clone)]
+pub struct Open {
+    pub seqid: u32,
+    pub client: u64,
+    pub owner: Owner,
+    pub fh: Handle,
+    pub access: u32,
+    pub deny: u32,
+}
+
+/// A lock stateid: one lock owner's locks on one file, derived from an open.
+#[derive(Debug, Clone)]
+pub struct LockState {
+    pub seqid: u32,
+    pub client: u64,
+    pub owner: Owner,
+    pub fh: Handle,
+    pub open: [u8; 12],
+}
+
+#[derive(Debug, Clone)]
+pub enum Stateful {
+    Open(Open),
+    Lock(LockState),
+}
+
+impl Stateful {
+    pub fn seqid(&self) -> u32 {
+        match self {
+            Stateful::Open(o) => o.seqid,
+            Stateful::Lock(l) => l.seqid,
+        }
+    }
+    pub fn client(&self) -> u64 {
+        match self {
+            Stateful::Open(o) => o.client,
+            Stateful::Lock(l) => l.client,
+        }
+    }
+    pub fn fh(&self) -> &Handle {
+        match self {
+            Stateful::Open(o) => &o.fh,
+            Stateful::Lock(l) => &l.fh,
+        }
+    }
+}
+
+/// An NFSv4.0 owner's sequence: the last seqid and the encoded reply to it (replayed when
+/// the client retransmits).
+#[derive(Debug, Clone, Default)]
+pub struct OwnerSeq {
+    pub seqid: u32,
+    pub confirmed: bool,
+    pub last: Option<Vec<u8>>,
+}
+
+/// One locked byte range; `end` is exclusive, `u64::MAX` meaning "to the end of file".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Range {
+    pub owner: Owner,
+    pub write: bool,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Outcome of a seqid check (NFSv4.0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeqCheck {
+    New,
+    Replay(Vec<u8>),
+}
+
+/// Whether an error leaves the owner's seqid alone (RFC 7530 §9.1.7).
+pub fn seqid_unchanged(st: u32) -> bool {
+    matches!(
+        st,
+        status::STALE_CLIENTID
+            | status::STALE_STATEID
+            | status::BAD_STATEID
+            | status::BAD_SEQID
+            | status::BADXDR
+            | status::RESOURCE
+            | status::NOFILEHANDLE
+    )
+}
+
+/// All protocol state of the server.
+#[derive(Debug)]
+pub struct State {
+    pub limits: Limits,
+    /// Distinguishes this run's client ids, stateids and sessions from an earlier run's.
+    pub boot: u32,
+    pub grace_until: Option<Instant>,
+    counter: u64,
+    pub clients: HashMap<u64, Client>,
+    pub sessions: HashMap<[u8; 16], Session>,
+    pub states: HashMap<[u8; 12], Stateful>,
+    pub open_owners: HashMap<Owner, OwnerSeq>,
+    pub lock_owners: HashMap<Owner, OwnerSeq>,
+    pub locks: HashMap<Handle, Vec<Range>>,
+}
+
+/// The exclusive end of `length` bytes from `offset`, or None if it overflows.
+pub fn range_end(offset: u64, length: u64) -> Option<u64> {
+    if length == u64::MAX {
+        Some(u64::MAX)
+    } else {
+        offset.checked_add(length)
+    }
+}
+
+fn overlaps(a_start: u64, a_end: u64, b_start: u64, b_end: u64) -> bool {
+    a_start < b_end && b_start < a_end
+}
+
+impl State {
+    pub fn new(limits: Limits, boot: u32, grace_until: Option<Instant>) -> Self {
+        State {
+            limits,
+            boot,
+            grace_until,
+            counter: 0,
+            clients: HashMap::new(),
+            sessions: HashMap::new(),
+            states: HashMap::new(),
+            open_owners: HashMap::new(),
+            lock_owners: HashMap::new(),
+            locks: HashMap::new(),
+        }
+    }
+
+    pub fn in_grace(&self, now: Instant) -> bool {
+        self.grace_until.is_some_and(|g| now < g)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
+    pub fn new_clientid(&mut self) -> u64 {
+        (u64::from(self.boot) << 32) | (self.next() & 0xffff_ffff)
+    }
+
+    pub fn new_other(&mut self) -> [u8; 12] {
+        let mut o = [0u8; 12];
+        o[..4].copy_from_slice(&self.boot.to_be_bytes());
+        o[4..].copy_from_slice(&self.next().to_be_bytes());
+        o
+    }
+
+    pub fn new_session_id(&mut self, client: u64) -> [u8; 16] {
+        let mut s = [0u8; 16];
+        s[..8].copy_from_slice(&client.to_be_bytes());
+        s[8..].copy_from_slice(&self.new_other()[4..]);
+        s
+    }
+
+    /// A confirmed client, renewing its lease; NFS4ERR_STALE_CLIENTID if unknown.
+    pub fn renew(&mut self, now: Instant, clientid: u64) -> Result<&mut Client, u32> {
+        let lease = self.limits.lease;
+        match self.clients.get_mut(&clientid) {
+            Some(c) if c.confirmed => {
+                c.lease_until = now + lease;
+                Ok(c)
+            }
+            _ => Err(status::STALE_CLIENTID),
+        }
+    }
+
+    fn states_of(&self, client: u64) -> usize {
+        self.states
+            .values()
+            .filter(|s| s.client() == client)
+            .count()
+    }
+
+    pub fn may_add_state(&self, client: u64) -> bool {
+        self.states_of(client) < self.limits.max_states_per_client
+    }
+
+    /// Finds a stateid, checking its generation: `minor` 1 treats seqid 0 as "current".
+    pub fn lookup_state(&self, id: &StateId, minor: u32) -> Result<&Stateful, u32> {
+        if id.other[..4] != self.boot.to_be_bytes() {
+            return Err(status::STALE_STATEID);
+        }
+        let s = self.states.get(&id.other).ok_or(status::BAD_STATEID)?;
+        let cur = s.seqid();
+        if minor >= 1 && id.seqid == 0 {
+            return Ok(s);
+        }
+        if id.seqid > cur {
+            Err(status::BAD_STATEID)
+        } else if id.seqid < cur {
+            Err(status::OLD_STATEID)
+        } else {
+            Ok(s)
+        }
+    }
+
+    /// Removes a client and everything it holds.
+    pub fn remove_client(&mut self, id: u64) {
+        self.clients.remove(&id);
+        self.sessions.retain(|_, s| s.client != id);
+        self.states.retain(|_, s| s.client() != id);
+        self.open_owners.retain(|o, _| o.clientid != id);
+        self.lock_owners.retain(|o, _| o.clientid != id);
+        for ranges in self.locks.values_mut() {
+            ranges.retain(|r| r.owner.clientid != id);
+        }
+        self.locks.retain(|_, r| !r.is_empty());
+    }
+
+    /// Expires clients whose lease ran out. Returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let dead: Vec<u64> = self
+            .clients
+            .values()
+            .filter(|c| c.lease_until <= now)
+            .map(|c| c.id)
+            .collect();
+        for id in &dead {
+            self.remove_client(*id);
+        }
+        dead.len()
+    }
+
+    /// The earliest lease expiry (for the shell's timer).
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.clients.values().map(|c| c.lease_until).min()
+    }
+
+    /// NFSv4.0 seqid rule for an owner's next operation.
+    pub fn check_seqid(seq: Option<&OwnerSeq>, seqid: u32) -> Result<SeqCheck, u32> {
+        match seq {
+            None => Ok(SeqCheck::New),
+            Some(s) if !s.confirmed => Ok(SeqCheck::New),
+            Some(s) if seqid == s.seqid.wrapping_add(1) => Ok(SeqCheck::New),
+            Some(s) if seqid == s.seqid => match &s.last {
+                Some(r) => Ok(SeqCheck::Replay(r.clone())),
+                None => Err(status::BAD_SEQID),
+            },
+            Some(_) => Err(status::BAD_SEQID),
+        }
+    }
+
+    /// The first lock of another owner that conflicts with a lock of `owner`.
+    pub fn conflict(
+        &self,
+        fh: &Handle,
+        owner: &Owner,
+        write: bool,
+        start: u64,
+        end: u64,
+    ) -> Option<Denied> {
+        self.locks.get(fh)?.iter().find_map(|r| {
+            (r.owner != *owner && (write || r.write) && overlaps(start, end, r.start, r.end)).then(
+                || Denied {
+                    offset: r.start,
+                    length: if r.end == u64::MAX {
+                        u64::MAX
+                    } else {
+                        r.end - r.start
+                    },
+                    write: r.write,
+                    owner: r.owner.clone(),
+                },
+            )
+        })
+    }
+
+    /// Sets (`Some(write)`) or clears (`None`) `owner`'s lock on `[start, end)`, splitting and
+    /// replacing its overlapping ranges as POSIX locks do.
+    pub fn set_range(
+        &mut self,
+        fh: &Handle,
+        owner: &Owner,
+        lock: Option<bool>,
+        start: u64,
+        end: u64,
+    ) -> Result<(), u32> {
+        let ranges = self.locks.get(fh).cloned().unwrap_or_default();
+        let mut out = Vec::with_capacity(ranges.len() + 2);
+        for r in ranges {
+            if r.owner != *owner || !overlaps(start, end, r.start, r.end) {
+                out.push(r);
+                continue;
+            }
+            if r.start < start {
+                out.push(Range {
+                    end: start,
+                    ..r.clone()
+                });
+            }
+            if r.end > end {
+                out.push(Range { start: end, ..r });
+            }
+        }
+        if let Some(write) = lock {
+            if out.len() >= self.limits.max_locks_per_file {
+                return Err(status::RESOURCE);
+            }
+            out.push(Range {
+                owner: owner.clone(),
+                write,
+                start,
+                end,
+            });
+        }
+        if out.is_empty() {
+            self.locks.remove(fh);
+        } else {
+            self.locks.insert(fh.clone(), out);
+        }
+        Ok(())
+    }
+
+    /// Whether `owner` holds any byte-range lock (on `fh`, or anywhere).
+    pub fn holds_locks(&self, owner: &Owner, fh: Option<&Handle>) -> bool {
+        self.locks
+            .iter()
+            .filter(|(h, _)| fh.is_none_or(|f| f == *h))
+            .any(|(_, rs)| rs.iter().any(|r| r.owner == *owner))
+    }
+
+    /// Share reservation check for an open of `fh` by `owner`.
+    pub fn share_conflict(&self, fh: &Handle, owner: &Owner, access: u32, deny: u32) -> bool {
+        self.states.values().any(|s| match s {
+            Stateful::Open(o) => {
+                o.fh == *fh && o.owner != *owner && (o.deny & access != 0 || deny & o.access != 0)
+            }
+            Stateful::Lock(_) => false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(n: u8) -> Owner {
+        Owner {
+            clientid: 1,
+            owner: vec![n],
+        }
+    }
+
+    #[test]
+    fn ranges_split_merge_and_conflict() {
+        let mut s = State::new(Limits::default(), 7, None);
+        let fh = Handle(vec![1]);
+        s.set_range(&fh, &owner(1), Some(true), 0, 100).unwrap();
+        assert!(s.conflict(&fh, &owner(2), false, 50, 60).is_some());
+        assert!(s.conflict(&fh, &owner(1), true, 50, 60).is_none());
+        s.set_range(&fh, &owner(1), None, 40, 60).unwrap();
+        assert!(s.conflict(&fh, &owner(2), true, 45, 55).is_none());
+        assert!(s.conflict(&fh, &owner(2), true, 30, 45).is_some());
+        assert_eq!(s.locks[&fh].len(), 2);
+        s.set_range(&fh, &owner(2), Some(false), 40, 60).unwrap();
+        assert!(s.conflict(&fh, &owner(3), false, 40, 60).is_none());
+        let d = s.conflict(&fh, &owner(3), true, 0, u64::MAX).unwrap();
+        assert_eq!((d.offset, d.length, d.write), (0, 40, true));
+        s.set_range(&fh, &owner(1), None, 0, u64::MAX).unwrap();
+        s.set_range(&fh, &owner(2), None, 0, u64::MAX).unwrap();
+        assert!(s.locks.is_empty());
+        assert_eq!(range_end(u64::MAX - 1, 2), None);
+        assert_eq!(range_end(5, u64::MAX), Some(u64::MAX));
+    }
+
+    #[test]
+    fn seqid_rules() {
+        let seq = OwnerSeq {
+            seqid: 5,
+            confirmed: true,
+            last: Some(vec![1, 2]),
+        };
+        assert_eq!(State::check_seqid(Some(&seq), 6), Ok(SeqCheck::New));
+        assert_eq!(
+            State::check_seqid(Some(&seq), 5),
+            Ok(SeqCheck::Replay(vec![1, 2]))
+        );
+        assert_eq!(State::check_seqid(Some(&seq), 9), Err(status::BAD_SEQID));
+        assert_eq!(State::check_seqid(None, 9), Ok(SeqCheck::New));
+    }
+}
