@@ -1,9 +1,10 @@
 //! NFS-root boots (issue 5): QEMU VMs boot drover's agent, which mounts the node's root over
 //! NFSv4 from drover and switches into the image `lab/nfsroot/rootfs` (made by
 //! `scripts/lab-assets`). Its `/sbin/init` prints what survived the last boot
-//! (`DROVER-NFSROOT-BEFORE`), writes a file into `/var/log` (the image's persistent path) and
-//! one into `/etc` (node-local scratch), tries `/usr` (read-only), prints
-//! `DROVER-NFSROOT-AFTER` and powers off.
+//! (`DROVER-NFSROOT-BEFORE`), writes a file into `/var/log` and one into `/etc/ssh` (the
+//! image's persistent paths; `/etc/ssh` lies inside the scratch directory `/etc`, so the agent
+//! binds it back from the server into its tmpfs) and one into `/etc` (node-local scratch),
+//! tries `/usr` (read-only), prints `DROVER-NFSROOT-AFTER` and powers off.
 //!
 //! `nfs_root_keeps_exactly_the_persistent_files`: n1 boots, writes, boots again and finds its
 //! persistent file but not its scratch file; n2, booting the same image, sees neither of
@@ -14,6 +15,9 @@
 //! agent's NFS path against an independent server: a read-only root with a read-write
 //! export nested at `/root/var/log`. Run it with
 //! `cargo test --release --test qemu_nfsroot -- --ignored dev_agent_against_ganesha`.
+//!
+//! drover serves with `[nfs] enabled = true`; the dev checks leave drover's NFS server off (the
+//! default), so that the port is free for ganesha or stays closed.
 //!
 //! Needs root and what `scripts/setup` installs. `DROVER_KEEP_TEMP=1` keeps the logs.
 
@@ -32,6 +36,8 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 /// From the image's marker to its power-off.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 const NFS_PORT: u16 = 2049;
+/// drover's NFS server is off by default.
+const NFS_CONFIG: &str = "[nfs]\nenabled = true\n";
 
 const N1: (&str, &str, &str) = ("n1", "52:54:00:00:05:01", "198.18.0.51");
 const N2: (&str, &str, &str) = ("n2", "52:54:00:00:05:02", "198.18.0.52");
@@ -45,7 +51,8 @@ fn nfsroot_tree() -> PathBuf {
     tree
 }
 
-/// `drover image add nfsroot --rootfs lab/nfsroot/rootfs --root nfs --persistent /var/log`.
+/// `drover image add nfsroot --rootfs lab/nfsroot/rootfs --root nfs --persistent
+/// /var/log,/etc/ssh`.
 fn add_nfsroot_image(d: &DroverLab) {
     let tree = nfsroot_tree();
     d.drover.cli_ok(&[
@@ -61,12 +68,13 @@ fn add_nfsroot_image(d: &DroverLab) {
         "--root",
         "nfs",
         "--persistent",
-        "/var/log",
+        "/var/log,/etc/ssh",
     ]);
     let list = d.drover.cli_ok(&["image", "list"]);
     assert!(
-        list.lines()
-            .any(|l| l.starts_with("nfsroot ") && l.contains("nfs-root") && l.contains("/var/log")),
+        list.lines().any(|l| l.starts_with("nfsroot ")
+            && l.contains("nfs-root")
+            && l.contains("/etc/ssh,/var/log")),
         "image list does not show the NFS root:\n{list}"
     );
 }
@@ -115,15 +123,33 @@ fn boot_once(
 }
 
 fn check_first_boot(node: &str, before: &str, after: &str) {
-    assert_eq!(field(before, "persistent"), Some("absent"), "{before}");
-    assert_eq!(field(before, "scratch"), Some("absent"), "{before}");
+    for key in ["persistent", "ssh", "scratch"] {
+        assert_eq!(field(before, key), Some("absent"), "{key}: {before}");
+    }
     let mine = format!("by-{node}");
-    assert_eq!(field(after, "persistent"), Some(mine.as_str()), "{after}");
-    assert_eq!(field(after, "scratch"), Some(mine.as_str()), "{after}");
+    for key in ["persistent", "ssh", "scratch"] {
+        assert_eq!(field(after, key), Some(mine.as_str()), "{key}: {after}");
+    }
     assert_eq!(
         field(after, "usr"),
         Some("readonly"),
         "a non-persistent path outside the scratch directories was writable: {after}"
+    );
+}
+
+/// After n1's reboot: exactly its persistent files are back.
+fn check_reboot(before: &str) {
+    for key in ["persistent", "ssh"] {
+        assert_eq!(
+            field(before, key),
+            Some("by-n1"),
+            "n1's persistent file ({key}) did not survive its reboot: {before}"
+        );
+    }
+    assert_eq!(
+        field(before, "scratch"),
+        Some("absent"),
+        "n1's scratch file survived its reboot: {before}"
     );
 }
 
@@ -136,7 +162,8 @@ fn nfs_root_keeps_exactly_the_persistent_files() {
     for (name, mac, ip) in [N1, N2] {
         d.add_node(name, mac, ip, "nfsroot");
     }
-    d.serve();
+    // Fails with drover's log (naming what is missing) if the NFS server cannot start.
+    d.drover.serve_with(Some(&d.lab.ns), BRIDGE, NFS_CONFIG);
     assert!(
         tcp_open(&d.lab, SERVER_IP, NFS_PORT),
         "drover serve does not accept NFS connections on {SERVER_IP}:{NFS_PORT}: the NFSv4 \
@@ -156,17 +183,7 @@ fn nfs_root_keeps_exactly_the_persistent_files() {
             other.join().expect("n2's boot"),
         )
     });
-    let (before, _) = second;
-    assert_eq!(
-        field(&before, "persistent"),
-        Some("by-n1"),
-        "n1's persistent file did not survive its reboot: {before}"
-    );
-    assert_eq!(
-        field(&before, "scratch"),
-        Some("absent"),
-        "n1's scratch file survived its reboot: {before}"
-    );
+    check_reboot(&second.0);
     let (before, after) = other;
     check_first_boot("n2", &before, &after);
 
@@ -209,15 +226,20 @@ fn dev_unreachable_nfs_server_is_reported() {
     eprintln!("{events}");
 }
 
-/// nfs-ganesha in the lab namespace, serving `tree` read-only at `/root` and `varlog`
-/// read-write at `/root/var/log`. Killed on drop.
+/// nfs-ganesha in the lab namespace, serving `tree` read-only at `/root`, and `varlog` and
+/// `etcssh` read-write at `/root/var/log` and `/root/etc/ssh`. Killed on drop.
 struct Ganesha {
     pid: u32,
     log: PathBuf,
 }
 
 impl Ganesha {
-    fn start(lab: &Lab, tree: &std::path::Path, varlog: &std::path::Path) -> Ganesha {
+    fn start(
+        lab: &Lab,
+        tree: &std::path::Path,
+        varlog: &std::path::Path,
+        etcssh: &std::path::Path,
+    ) -> Ganesha {
         let bin = require_cmd("ganesha.nfsd", "nfs-ganesha");
         require_file(
             std::path::Path::new("/usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so"),
@@ -238,10 +260,11 @@ impl Ganesha {
             "NFS_CORE_PARAM {{ Protocols = 4; NFS_Port = {NFS_PORT}; Bind_addr = {SERVER_IP}; \
              Enable_NLM = false; Enable_RQUOTA = false; }}\n\
              NFSV4 {{ Graceless = true; Lease_Lifetime = 10; Minor_Versions = 0, 1; \
-             RecoveryRoot = \"{}\"; }}\n{}{}",
+             RecoveryRoot = \"{}\"; }}\n{}{}{}",
             dir.join("recovery").display(),
             export(1, tree, "/root", "RO"),
             export(2, varlog, "/root/var/log", "RW"),
+            export(3, etcssh, "/root/etc/ssh", "RW"),
         );
         std::fs::write(&conf, text).expect("write ganesha.conf");
         let log = dir.join("ganesha.log");
@@ -285,10 +308,11 @@ fn dev_agent_against_ganesha() {
     // lab's scratch directory, and n1's /var/log next to it.
     let tree = d.lab.dir.join("tree");
     run_ok(Command::new("cp").arg("-a").arg(nfsroot_tree()).arg(&tree));
-    let varlog = d.lab.dir.join("n1-var-log");
+    let (varlog, etcssh) = (d.lab.dir.join("n1-var-log"), d.lab.dir.join("n1-etc-ssh"));
     std::fs::create_dir_all(&varlog).expect("n1's /var/log");
+    std::fs::create_dir_all(&etcssh).expect("n1's /etc/ssh");
     d.serve();
-    let ganesha = Ganesha::start(&d.lab, &tree, &varlog);
+    let ganesha = Ganesha::start(&d.lab, &tree, &varlog, &etcssh);
 
     let (before, after) = boot_once(&d, "n1-gan1", N1, Some(&ganesha.log));
     check_first_boot("n1", &before, &after);
@@ -297,9 +321,13 @@ fn dev_agent_against_ganesha() {
         "by-n1\n",
         "the persistent file is not in n1's export"
     );
+    assert_eq!(
+        std::fs::read_to_string(etcssh.join("drover-test-key")).unwrap_or_default(),
+        "by-n1\n",
+        "the file in /etc/ssh (persistent inside the scratch /etc) is not in n1's export"
+    );
     let (before, _) = boot_once(&d, "n1-gan2", N1, Some(&ganesha.log));
-    assert_eq!(field(&before, "persistent"), Some("by-n1"), "{before}");
-    assert_eq!(field(&before, "scratch"), Some("absent"), "{before}");
+    check_reboot(&before);
     let events = d.drover.cli_ok(&["node", "events", "n1"]);
     eprintln!("{events}");
     assert!(events.starts_with("n1: up"), "{events}");

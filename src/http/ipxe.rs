@@ -12,9 +12,13 @@
 use crate::store::model::{Image, Node, RootMode};
 use std::fmt::Write;
 
+/// NFS's well-known port: left out of `drover.root`.
+const NFS_PORT: u16 = 2049;
+
 /// The boot script of `node`, booting `image` from the HTTP servers `servers`
-/// (`http://host[:port]`, first preferred).
-pub fn boot_script(node: &Node, image: &Image, servers: &[String]) -> String {
+/// (`http://host[:port]`, first preferred); an NFS root is mounted from the first server's
+/// host on `nfs_port`.
+pub fn boot_script(node: &Node, image: &Image, servers: &[String], nfs_port: u16) -> String {
     let mut s = String::from("#!ipxe\n");
     let _ = writeln!(
         s,
@@ -41,7 +45,12 @@ pub fn boot_script(node: &Node, image: &Image, servers: &[String]) -> String {
     if agent {
         args.push(format!("drover.image={}", image.name));
         if node.root.unwrap_or(image.root) == RootMode::Nfs {
-            args.push(format!("drover.root=nfs:{}:/root", host_of(&servers[0])));
+            let host = host_of(&servers[0]);
+            args.push(if nfs_port == NFS_PORT {
+                format!("drover.root=nfs:{host}:/root")
+            } else {
+                format!("drover.root=nfs:{host}:{nfs_port}:/root")
+            });
             // Checked by `admin::check_persistent`: no spaces or commas, 512 bytes at most.
             if !image.persistent.is_empty() {
                 args.push(format!("drover.persistent={}", image.persistent.join(",")));
@@ -153,7 +162,7 @@ mod tests {
             "http://10.0.0.1".to_string(),
             "http://10.0.0.2:8080".to_string(),
         ];
-        let s = boot_script(&node(), &image, &servers);
+        let s = boot_script(&node(), &image, &servers, 2049);
         assert!(s.starts_with("#!ipxe\n"));
         assert!(s.contains(
             "kernel http://10.0.0.1/images/img/kernel initrd=initrd console=ttyS0 drover.node=n1 \
@@ -175,7 +184,7 @@ mod tests {
             root: Default::default(),
             persistent: Vec::new(),
         };
-        let s = boot_script(&node(), &image, &["http://10.0.0.1".to_string()]);
+        let s = boot_script(&node(), &image, &["http://10.0.0.1".to_string()], 2049);
         assert!(s.contains("initrd=initramfs drover.node=n1"), "{s}");
         assert!(s.contains("drover.ip=${ip} drover.netmask=${netmask}"));
         assert!(s.contains("initrd http://10.0.0.1/images/img/initramfs || goto failed"));
@@ -195,7 +204,7 @@ mod tests {
             persistent: vec!["/var/log".into()],
         };
         let servers = ["http://10.0.0.1:8080".to_string()];
-        let s = boot_script(&node(), &image, &servers);
+        let s = boot_script(&node(), &image, &servers, 2049);
         assert!(s.contains(" drover.root=nfs:10.0.0.1:/root "), "{s}");
         assert!(s.contains(" drover.persistent=/var/log "), "{s}");
         assert!(
@@ -206,14 +215,19 @@ mod tests {
         // The node's own setting wins over the image's, both ways.
         let mut n = node();
         n.root = Some(RootMode::Ram);
-        assert!(!boot_script(&n, &image, &servers).contains("drover.root="));
+        assert!(!boot_script(&n, &image, &servers, 2049).contains("drover.root="));
         image.root = RootMode::Ram;
         n.root = Some(RootMode::Nfs);
-        assert!(boot_script(&n, &image, &servers).contains("drover.root=nfs:10.0.0.1:/root"));
+        assert!(boot_script(&n, &image, &servers, 2049).contains("drover.root=nfs:10.0.0.1:/root"));
         // An image without a rootfs has no agent to mount anything.
         image.rootfs = None;
         image.initramfs = None;
-        assert!(!boot_script(&n, &image, &servers).contains("drover.root="));
+        assert!(!boot_script(&n, &image, &servers, 2049).contains("drover.root="));
+        // Another NFS port travels with the host.
+        image.rootfs = Some(file());
+        image.initramfs = Some(file());
+        assert!(boot_script(&n, &image, &servers, 20049)
+            .contains("drover.root=nfs:10.0.0.1:20049:/root"));
     }
 
     #[test]
