@@ -18,7 +18,8 @@
 //!    everything else stays read-only.
 //!
 //! The pure parts ([`mount_options`], [`persistent_inside`]) are unit-tested; the rest is
-//! exercised by the qemu test `nfsroot` and by `bench/nfsroot-ganesha.sh`.
+//! exercised by the qemu tests in `qemu-tests/nfsroot.rs` (against drover, and against
+//! nfs-ganesha as a development check).
 //!
 //! Not here: NFS over UDP, Kerberos, other pool members as fallback NFS servers (the root
 //! comes from the one address on the command line), overlayfs (the kernel's overlay on an

@@ -1253,7 +1253,8 @@ impl Server {
         if state_protect != 0 {
             return Err(err(status::ENCR_ALG_UNSUPP));
         }
-        if flags & !(0x0007_0303 | EXCHGID4_FLAG_UPD_CONFIRMED_REC_A) != 0 {
+        // CONFIRMED_R is a reply flag; other unknown bits are ignored (RFC 8881 §18.35.3).
+        if flags & EXCHGID4_FLAG_CONFIRMED_R != 0 {
             return Err(err(status::INVAL));
         }
         let mut st = self.state();

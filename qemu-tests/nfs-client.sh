@@ -1,0 +1,135 @@
+#!/bin/sh
+# /init of the NFS client test VM (qemu-tests/nfs.rs): mounts drover's export with the Linux
+# kernel client as NFSv4.0 and NFSv4.1 and exercises each mount; every check prints
+# `NFSTEST <version> <check> OK|FAIL [detail]` on the serial console, then `NFSTEST-END`.
+# /locktest is qemu-tests/nfs-locktest.c, compiled statically by the test.
+# Kernel command line: nfstest.server=IP nfstest.ip=IP/PREFIX.
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+exec </dev/console >/dev/console 2>&1
+server= ; ip=
+for w in $(cat /proc/cmdline); do
+  case "$w" in
+    nfstest.server=*) server=${w#nfstest.server=} ;;
+    nfstest.ip=*) ip=${w#nfstest.ip=} ;;
+  esac
+done
+kver=$(uname -r)
+for m in virtio_pci virtio_net nfsv4; do modprobe "$m" || echo "NFSTEST - modprobe-$m FAIL"; done
+ip link set lo up
+ip link set eth0 up
+ip addr add "$ip" dev eth0
+hostname nfstest
+
+check() { # VERSION NAME COMMAND...
+  v=$1; name=$2; shift 2
+  if out=$("$@" 2>&1); then
+    echo "NFSTEST $v $name OK"
+  else
+    echo "NFSTEST $v $name FAIL $(echo "$out" | tr '\n' ' ' | cut -c1-300)"
+  fi
+}
+
+t_write_read() {
+  echo "hello from $1" >f && [ "$(cat f)" = "hello from $1" ] || return 1
+  # 3 MiB of varied data through write and read-back.
+  i=0; : >pattern
+  while [ $i -lt 3 ]; do dd if=/dev/urandom bs=1M count=1 2>/dev/null >>pattern; i=$((i+1)); done
+  a=$(md5sum <pattern); sync; echo 3 >/proc/sys/vm/drop_caches; b=$(md5sum <pattern)
+  [ "$a" = "$b" ] || { echo "checksum $a != $b"; return 1; }
+  [ "$(stat -c %s pattern)" = 3145728 ]
+}
+
+t_append_truncate() {
+  printf abc >g && printf def >>g && [ "$(cat g)" = abcdef ] || return 1
+  : >g && [ "$(stat -c %s g)" = 0 ]
+}
+
+t_rename_remove() {
+  echo x >old && mv old new && [ ! -e old ] && [ "$(cat new)" = x ] || return 1
+  mkdir -p dir1 && mv new dir1/moved && [ -f dir1/moved ] || return 1
+  rm dir1/moved && rmdir dir1 && [ ! -e dir1 ] || return 1
+  mkdir full && : >full/x && ! rmdir full 2>/dev/null
+}
+
+t_links() {
+  echo data >target && ln target hard && [ "$(stat -c %h target)" = 2 ] || return 1
+  [ "$(stat -c %i target)" = "$(stat -c %i hard)" ] || return 1
+  ln -s target soft && [ "$(readlink soft)" = target ] && [ "$(cat soft)" = data ] || return 1
+  rm target && [ "$(cat hard)" = data ] && [ "$(stat -c %h hard)" = 1 ]
+}
+
+t_permissions() {
+  echo secret >private && chmod 600 private && chown 0:0 private || return 1
+  [ "$(stat -c %a private)" = 600 ] || { echo "mode $(stat -c %a private)"; return 1; }
+  if su tester -c "cat $PWD/private" >/dev/null 2>&1; then echo "uid 1000 read a 0600 root file"; return 1; fi
+  if su tester -c "echo x >>$PWD/private" 2>/dev/null; then echo "uid 1000 wrote it"; return 1; fi
+  mkdir -m 0777 shared && su tester -c "echo mine >$PWD/shared/t" || return 1
+  [ "$(stat -c %u shared/t)" = 1000 ] || { echo "owner $(stat -c %u shared/t)"; return 1; }
+  chmod 644 private && su tester -c "cat $PWD/private" >/dev/null
+}
+
+t_sparse() {
+  # 5 GiB + 1 byte, sparse, with markers past 4 GiB.
+  dd if=/dev/zero of=big bs=1 count=1 seek=5368709120 2>/dev/null || return 1
+  printf MARK | dd of=big bs=1 seek=4831838208 conv=notrunc 2>/dev/null || return 1
+  [ "$(stat -c %s big)" = 5368709121 ] || { echo "size $(stat -c %s big)"; return 1; }
+  sync; echo 3 >/proc/sys/vm/drop_caches
+  [ "$(dd if=big bs=1 skip=4831838208 count=4 2>/dev/null)" = MARK ] || return 1
+  rm big
+}
+
+t_bigdir() {
+  n=$(ls ../bigdir | wc -l)
+  [ "$n" = 10000 ] || { echo "listed $n"; return 1; }
+  ls -l ../bigdir >/dev/null && [ -f ../bigdir/e09999 ]
+}
+
+t_create_many() {
+  mkdir many && i=0
+  while [ $i -lt 500 ]; do : >many/f$i; i=$((i+1)); done
+  [ "$(ls many | wc -l)" = 500 ] && rm -r many
+}
+
+t_concurrent() {
+  dd if=/dev/urandom of=shared.bin bs=1M count=4 2>/dev/null && sync || return 1
+  want=$(md5sum <shared.bin)
+  echo 3 >/proc/sys/vm/drop_caches
+  for i in 1 2 3 4; do (md5sum <shared.bin >sum.$i) & done
+  wait
+  for i in 1 2 3 4; do [ "$(cat sum.$i)" = "$want" ] || { echo "reader $i"; return 1; }; done
+}
+
+t_locks() {
+  # /locktest (qemu-tests/nfs-locktest.c): fcntl locks between processes.
+  /locktest "$PWD/lockfile"
+}
+
+for v in 4.0 4.1; do
+  mkdir -p "/mnt/$v"
+  if ! mount -t nfs4 -o "vers=$v,addr=$server,proto=tcp,timeo=50,retrans=3" "$server:/" "/mnt/$v"; then
+    echo "NFSTEST $v mount FAIL"
+    continue
+  fi
+  echo "NFSTEST $v mount OK"
+  grep " /mnt/$v " /proc/mounts
+  mkdir -p "/mnt/$v/work-$v" && cd "/mnt/$v/work-$v" || { echo "NFSTEST $v workdir FAIL"; continue; }
+  check $v write-read t_write_read $v
+  check $v append-truncate t_append_truncate
+  check $v rename-remove t_rename_remove
+  check $v links t_links
+  check $v permissions t_permissions
+  check $v sparse-5g t_sparse
+  check $v bigdir-10000 t_bigdir
+  check $v create-500 t_create_many
+  check $v concurrent-readers t_concurrent
+  check $v locks t_locks
+  echo "from $v" >"/mnt/$v/written-by-$v"
+  cd /
+  sync
+  check $v umount umount "/mnt/$v"
+done
+echo "NFSTEST-END"
+sync
+poweroff -f
