@@ -112,7 +112,30 @@ fn boot_once(
     if let Some(log) = nfs_log {
         vm.show_on_failure("NFS server log", log);
     }
-    vm.wait_serial("DROVER-NFSROOT-OK", BOOT_TIMEOUT);
+    // A failed mount makes the agent retry forever: stop at its first failure, with its
+    // reason, rather than at the boot timeout.
+    let mut failure = None;
+    let booted = wait_until(BOOT_TIMEOUT, || {
+        let serial = vm.serial();
+        failure = serial
+            .lines()
+            .find(|l| l.contains("drover-agent:") && l.contains("; retrying in"))
+            .map(harness::vm::clean_line);
+        failure.is_some() || serial.contains("DROVER-NFSROOT-OK")
+    });
+    if let Some(line) = failure {
+        panic!(
+            "{vm_name}: the agent could not mount {}'s root from drover: {line}\n(drover's \
+             NFS server must show each node its image at /root, merged with its own layer \
+             for the persistent paths: issue 5's file side)",
+            node.0
+        );
+    }
+    assert!(
+        booted,
+        "{vm_name}: no DROVER-NFSROOT-OK within {BOOT_TIMEOUT:?}"
+    );
+    vm.wait_serial("DROVER-NFSROOT-OK", RUN_TIMEOUT);
     let ok = vm.line_with("DROVER-NFSROOT-OK").unwrap_or_default();
     assert_eq!(field(&ok, "node"), Some(node.0), "{ok}");
     assert_eq!(

@@ -7,7 +7,8 @@
 //! 1. mounts `SERVER:PATH` on `/newroot` with the mount(2) syscall (there is no `mount.nfs`
 //!    helper in the initramfs, so the options are the kernel's text options and name the
 //!    server's address themselves): `vers=4.1,proto=tcp,hard,addr=..,clientaddr=..`, and
-//!    `vers=4.0` when the server refuses 4.1. Before each attempt a TCP connect to the server
+//!    `vers=4.0` when the server refuses 4.1 (EPROTONOSUPPORT, EINVAL, EOPNOTSUPP; other
+//!    errors are the answer). Before each attempt a TCP connect to the server
 //!    (with a timeout) tells "unreachable" from a mount error, since a `hard` mount of a silent
 //!    server would block forever;
 //! 2. turns the [`SCRATCH`] directories that the root does not let it write into node-local
@@ -131,12 +132,21 @@ pub fn mount_root(
                     }
                     _ => "",
                 };
+                // Only a refused minor version is worth another version: anything else (no
+                // such path, access denied) is the answer.
+                let version_refused = matches!(
+                    err.raw_os_error(),
+                    Some(libc::EPROTONOSUPPORT | libc::EINVAL | libc::EOPNOTSUPP)
+                );
                 last = MountError::Mount {
                     source_path: source_path.clone(),
                     version,
                     err,
                     hint,
                 };
+                if !version_refused {
+                    break;
+                }
             }
         }
     }
