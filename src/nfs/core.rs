@@ -65,7 +65,7 @@ pub struct Settings {
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub reply: Option<Vec<u8>>,
-    pub ops: Vec<(u32, u32)>,
+    pub ops: OpStatuses,
     /// The RPC layer refused the call (bad version, credential ...).
     pub refused: bool,
 }
@@ -92,6 +92,8 @@ pub struct Server {
 }
 
 type OpResult = Result<Res, (u32, ErrBody)>;
+/// Each executed operation's number and status.
+pub type OpStatuses = Vec<(u32, u32)>;
 
 fn err(st: u32) -> (u32, ErrBody) {
     (st, ErrBody::None)
@@ -302,7 +304,7 @@ impl Server {
         now: Instant,
         caller: &Caller,
         args: &[u8],
-    ) -> Result<(Vec<u8>, Vec<(u32, u32)>), wire::Garbage> {
+    ) -> Result<(Vec<u8>, OpStatuses), wire::Garbage> {
         let c = wire::decode_compound(args, MAX_OPS)?;
         let mut head = Writer::new();
         if c.minor > 1 {
@@ -623,6 +625,9 @@ impl Server {
             }
             Op::GetAttr(want) => {
                 let fh = ctx.fh()?;
+                if write_only(want) {
+                    return Err(err(status::INVAL));
+                }
                 let a = v(vfs.getattr(caller, fh))?;
                 let mut w = Writer::new();
                 self.attr_source_write(ctx, &mut w, want, fh, &a)?;
@@ -1094,6 +1099,9 @@ impl Server {
         }
         if cookie == 1 || cookie == 2 {
             return Err(err(status::BAD_COOKIE));
+        }
+        if write_only(want) {
+            return Err(err(status::INVAL));
         }
         // The verifier names this server run; cookies from another run are refused.
         let ours = self.vfs.write_verifier();
@@ -1902,6 +1910,11 @@ impl Server {
 enum SeqOutcome {
     Replay(Vec<u8>),
     Result(OpResult),
+}
+
+/// Whether a request asks to read a write-only attribute (RFC 7530 §5.5: NFS4ERR_INVAL).
+fn write_only(mask: &Bitmap) -> bool {
+    mask.has(fattr::TIME_ACCESS_SET) || mask.has(fattr::TIME_MODIFY_SET)
 }
 
 fn lock_range(offset: u64, length: u64) -> Result<u64, (u32, ErrBody)> {

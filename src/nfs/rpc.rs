@@ -3,8 +3,8 @@
 //!
 //! Data flow: the shell reads fragments (checking each header with [`fragment_header`])
 //! into one record; [`parse_call`] checks the header and returns the credential and the
-//! procedure's argument bytes, or the refusal to send; [`accepted`] / [`denied`] frame the
-//! reply, and [`record`] adds the record mark.
+//! procedure's argument bytes, or the refusal to send ([`Refusal::reply`]); [`accepted`]
+//! frames the reply, and [`record`] adds the record mark.
 //!
 //! Not here: UDP, RPCSEC_GSS (refused with AUTH_TOOWEAK), portmapper/rpcbind (NFSv4 clients
 //! go straight to port 2049), callbacks.
