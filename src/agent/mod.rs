@@ -182,6 +182,7 @@ fn boot(con: &mut Console) -> Result<std::convert::Infallible, String> {
         }
         RootSource::Nfs { server, path } => {
             let detail = nfs_root(con, &params, *server, path);
+            // `cmdline::parse` refuses a command line without servers.
             let first = params.servers[0].clone();
             report(con, &first, &params, "root", &detail);
             first
@@ -469,6 +470,7 @@ const MOUNT_PATIENCE: Duration = Duration::from_secs(30);
 fn nfs_root(con: &mut Console, p: &BootParams, server: std::net::SocketAddr, path: &str) -> String {
     let mut delay = BACKOFF_FIRST;
     let mut reported = String::new();
+    // `cmdline::parse` refuses a command line without servers.
     let events = &p.servers[0];
     let version = loop {
         let _ = fs::create_dir_all(NEWROOT);
