@@ -478,3 +478,161 @@ fn running_server_picks_up_cli_changes_and_serves_ranges() {
     }
     d.cli_ok(&["image", "rm", "img"]);
 }
+
+#[test]
+fn nfs_exports_are_checked_listed_and_removed() {
+    let d = Drover::new();
+    let dir = d.state_dir().join("share");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.to_str().unwrap();
+    let out = d.cli_ok(&[
+        "nfs",
+        "export",
+        "add",
+        "home",
+        "--path",
+        path,
+        "--clients",
+        "198.18.0.0/24,198.19.0.0/16",
+        "--rw",
+    ]);
+    assert!(out.contains("added export home"), "{out}");
+    d.cli_ok(&[
+        "nfs",
+        "export",
+        "add",
+        "apps",
+        "--path",
+        path,
+        "--clients",
+        "198.18.1.0/24",
+    ]);
+    let before = d.cli_ok(&["nfs", "export", "list"]);
+    assert!(
+        before.contains("198.18.0.0/24,198.19.0.0/16") && before.contains("rw"),
+        "{before}"
+    );
+    assert!(before.contains("apps") && before.contains("ro"), "{before}");
+    let file = dir.join("f");
+    std::fs::write(&file, b"").unwrap();
+    let missing = d.state_dir().join("missing");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "nfs",
+                "export",
+                "add",
+                "home",
+                "--path",
+                path,
+                "--clients",
+                "10.0.0.0/8",
+            ],
+            "export \"home\" exists already",
+        ),
+        (
+            &[
+                "nfs",
+                "export",
+                "add",
+                "x",
+                "--path",
+                missing.to_str().unwrap(),
+                "--clients",
+                "10.0.0.0/8",
+            ],
+            "No such file or directory",
+        ),
+        (
+            &[
+                "nfs",
+                "export",
+                "add",
+                "x",
+                "--path",
+                file.to_str().unwrap(),
+                "--clients",
+                "10.0.0.0/8",
+            ],
+            "is not a directory",
+        ),
+        (
+            &[
+                "nfs",
+                "export",
+                "add",
+                "x",
+                "--path",
+                "relative",
+                "--clients",
+                "10.0.0.0/8",
+            ],
+            "is not absolute",
+        ),
+        (
+            &[
+                "nfs",
+                "export",
+                "add",
+                "x",
+                "--path",
+                path,
+                "--clients",
+                "10.0.0/8",
+            ],
+            "10.0.0/8",
+        ),
+        (
+            &[
+                "nfs",
+                "export",
+                "add",
+                "x",
+                "--path",
+                path,
+                "--clients",
+                "10.0.0.1/8",
+            ],
+            "10.0.0.1/8",
+        ),
+        (
+            &[
+                "nfs",
+                "export",
+                "add",
+                "root",
+                "--path",
+                path,
+                "--clients",
+                "10.0.0.0/8",
+            ],
+            "root views",
+        ),
+        (
+            &[
+                "nfs",
+                "export",
+                "add",
+                "a/b",
+                "--path",
+                path,
+                "--clients",
+                "10.0.0.0/8",
+            ],
+            "invalid name",
+        ),
+        (&["nfs", "export", "rm", "nope"], "unknown export \"nope\""),
+    ];
+    for (args, want) in cases {
+        let err = stderr_of(&d, args);
+        assert!(err.contains(want), "`{}`: {err}", args.join(" "));
+    }
+    assert_eq!(
+        d.cli_ok(&["nfs", "export", "list"]),
+        before,
+        "errors changed nothing"
+    );
+    d.cli_ok(&["nfs", "export", "rm", "apps"]);
+    let after = d.cli_ok(&["nfs", "export", "list"]);
+    assert!(!after.contains("apps") && after.contains("home"), "{after}");
+}

@@ -28,8 +28,26 @@ fn serve() -> Setup {
     let ns = Netns::new("nfs");
     ns.add_bridge("br0", &format!("{SERVER}/24"));
     let mut drover = Drover::new();
-    let export = drover.state_dir().join("nfs/export");
+    // A shared export, read-write for the namespace's network; root is squashed to nobody,
+    // so the directory that libnfs (uid 0) writes into is open to everyone.
+    let export = drover.scratch().join("export");
     std::fs::create_dir_all(export.join("sub")).expect("export dir");
+    std::fs::set_permissions(
+        export.join("sub"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    drover.cli_ok(&[
+        "nfs",
+        "export",
+        "add",
+        "t",
+        "--path",
+        export.to_str().expect("utf-8"),
+        "--clients",
+        "198.18.0.0/24",
+        "--rw",
+    ]);
     std::fs::write(export.join("sub/hello.txt"), b"hello over nfs\n").expect("file");
     let big: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(export.join("sub/big.bin"), &big).expect("big");
@@ -63,8 +81,9 @@ fn tool(s: &Setup, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("{}: {e}", args[0]))
 }
 
+/// A URL under the export `t`.
 fn url(path: &str) -> String {
-    format!("nfs://{SERVER}{path}?version=4")
+    format!("nfs://{SERVER}/t{path}?version=4")
 }
 
 #[test]
@@ -72,6 +91,11 @@ fn libnfs_lists_reads_and_writes() {
     let s = serve();
     let out = tool(&s, &["nfs-ls", &url("/")]);
     let listing = String::from_utf8_lossy(&out.stdout);
+    let root = tool(&s, &["nfs-ls", &format!("nfs://{SERVER}/?version=4")]);
+    assert!(
+        String::from_utf8_lossy(&root.stdout).contains(" t"),
+        "the pseudo-root shows the export: {root:?}"
+    );
     assert!(
         out.status.success() && listing.contains("sub"),
         "nfs-ls: {listing} {}",
@@ -103,7 +127,7 @@ fn libnfs_lists_reads_and_writes() {
         ],
     );
     assert!(out.status.success(), "nfs-cp: {:?}", out);
-    let on_disk = std::fs::read_to_string(s.drover.state_dir().join("nfs/export/sub/upload.txt"))
+    let on_disk = std::fs::read_to_string(s.drover.scratch().join("export/sub/upload.txt"))
         .expect("uploaded file on disk");
     assert_eq!(on_disk, data);
     let out = tool(&s, &["nfs-ls", &url("/sub")]);

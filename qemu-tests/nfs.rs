@@ -1,15 +1,19 @@
 //! The Linux kernel NFSv4 client against drover's NFS server, in one QEMU VM: the VM boots
 //! the lab kernel directly (no PXE) with an initramfs of busybox and the kernel's NFSv4
 //! client modules (`lab/nfs-proto/base.cpio` from `scripts/lab-assets`) plus
-//! `qemu-tests/nfs-client.sh` as /init, mounts drover's export as NFSv4.0 and as NFSv4.1 and
-//! runs the same checks on each: create, write, read back after dropping caches, append and
-//! truncate, rename and remove, hard and symbolic links, permissions (uid 1000 refused a 0600
-//! root file), a 5 GiB sparse file, listing a 10,000-entry directory, 500 creates, four
-//! concurrent readers, and fcntl byte-range locks between processes (a small static C
-//! program, `qemu-tests/nfs-locktest.c`, built with gcc at test time). Each check prints a line on the serial
+//! `qemu-tests/nfs-client.sh` as /init, mounts drover's export `t` (read-write, root
+//! squashed) as NFSv4.0 and as NFSv4.1 and runs the same checks on each: create, write, read
+//! back after dropping caches, append and truncate, rename and remove, hard and symbolic
+//! links, permissions (root squashed to nobody, nobody refused a 0600 file of uid 1000), a
+//! 5 GiB sparse file, listing a 10,000-entry directory, 500 creates, four concurrent readers,
+//! and fcntl byte-range locks between processes (a small static C program,
+//! `qemu-tests/nfs-locktest.c`, built with gcc at test time). Then, with both versions
+//! mounted again and a file held open on each, the test restarts drover: the open files
+//! still read (the clients reclaim their opens in the grace period), handles from before the
+//! restart still resolve, and new files can be made. Each check prints a line on the serial
 //! console; the test asserts every one, then looks at the files on the server's disk.
 //!
-//! Needs root, qemu-system-x86 and `scripts/lab-assets`; fails with the command to run
+//! Needs root, qemu-system-x86, gcc and `scripts/lab-assets`; fails with the command to run
 //! otherwise. `DROVER_KEEP_TEMP=1` keeps the serial and server logs.
 
 #[path = "../integration/common/mod.rs"]
@@ -26,7 +30,7 @@ use std::time::Duration;
 const RUN_TIMEOUT: Duration = Duration::from_secs(1200);
 const CLIENT_IP: &str = "198.18.0.10/24";
 const VERSIONS: [&str; 2] = ["4.0", "4.1"];
-const CHECKS: [&str; 12] = [
+const CHECKS: [&str; 15] = [
     "mount",
     "write-read",
     "append-truncate",
@@ -39,6 +43,9 @@ const CHECKS: [&str; 12] = [
     "concurrent-readers",
     "locks",
     "umount",
+    "restart-open-file",
+    "restart-old-handle",
+    "restart-create",
 ];
 
 struct Qemu {
@@ -100,32 +107,44 @@ fn kernel_client_v40_and_v41() {
         "DROVER_LOG",
         &std::env::var("DROVER_LOG").unwrap_or_else(|_| "info".into()),
     );
-    // The export: `<state>/nfs/export`, with a 10,000-entry directory made on the server side.
-    let export = drover.state_dir().join("nfs/export");
+    // The export `t` (read-write, root squashed, open to all), with a 10,000-entry directory
+    // made on the server side.
+    let export = drover.scratch().join("export");
     let bigdir = export.join("bigdir");
     std::fs::create_dir_all(&bigdir).expect("bigdir");
     for i in 0..10_000 {
         std::fs::write(bigdir.join(format!("e{i:05}")), b"").expect("bigdir entry");
     }
+    std::fs::set_permissions(&export, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod the export");
+    drover.cli_ok(&[
+        "nfs",
+        "export",
+        "add",
+        "t",
+        "--path",
+        export.to_str().expect("utf-8 path"),
+        "--clients",
+        "198.18.0.0/24",
+        "--rw",
+    ]);
     let config = drover.scratch().join("nfs.toml");
     std::fs::write(
         &config,
         config_only(
             &[],
-            "[nfs]\nenabled = true\ngrace-secs = 0\nlease-secs = 30\n",
+            "[nfs]\nenabled = true\ngrace-secs = 5\nlease-secs = 30\n",
         ),
     )
     .expect("config");
-    drover.start(
-        Some(&lab.ns),
-        &[
-            "serve",
-            "--config",
-            config.to_str().expect("utf-8 path"),
-            "--interface",
-            BRIDGE,
-        ],
-    );
+    let start_args = [
+        "serve",
+        "--config",
+        config.to_str().expect("utf-8 path"),
+        "--interface",
+        BRIDGE,
+    ];
+    drover.start(Some(&lab.ns), &start_args);
     drover.wait_log("drover: ready", Duration::from_secs(30));
 
     let initrd = initrd(lab.dir.path());
@@ -166,6 +185,19 @@ fn kernel_client_v40_and_v41() {
         child: cmd.spawn().expect("start QEMU"),
         _slot: slot,
     };
+    // The script's checks, then it waits with files open while drover restarts.
+    let ready = wait_until(RUN_TIMEOUT, || {
+        let log = read_lossy(&serial);
+        log.contains("NFSTEST-RESTART-READY")
+            || log.contains("NFSTEST-END")
+            || vm.child.try_wait().ok().flatten().is_some()
+    });
+    if ready && read_lossy(&serial).contains("NFSTEST-RESTART-READY") {
+        drover.stop();
+        drover.start(Some(&lab.ns), &start_args);
+        // The last run had clients, so this one opens with a grace period for their reclaims.
+        drover.wait_log("NFS: grace period", Duration::from_secs(30));
+    }
     let done = wait_until(RUN_TIMEOUT, || {
         read_lossy(&serial).contains("NFSTEST-END") || vm.child.try_wait().ok().flatten().is_some()
     });

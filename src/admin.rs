@@ -10,8 +10,8 @@
 
 use crate::image::{self, Blobs, ImageError, ImageSource};
 use crate::store::model::{
-    Bmc, BmcOwner, Group, Image, Ipv4Net, Lease, Mac, Network, Node, PowerState, RootMode, Secret,
-    Setting,
+    Bmc, BmcOwner, Export, Group, Image, Ipv4Net, Lease, Mac, Network, Node, PowerState, RootMode,
+    Secret, Setting,
 };
 use crate::store::{Store, StoreError};
 use std::net::Ipv4Addr;
@@ -75,6 +75,13 @@ pub enum AdminError {
          with --rootfs, or use --root ram)"
     )]
     NfsNeedsRootfs { image: String },
+    #[error("export {name:?}: {why}")]
+    BadExport {
+        name: String,
+        /// The offending field: "name", "path" or "clients".
+        field: &'static str,
+        why: String,
+    },
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -909,6 +916,75 @@ pub fn remove_setting(store: &Store, name: &str) -> Result<(), AdminError> {
 /// All leases, ordered by address.
 pub fn leases(store: &Store) -> Result<Vec<Lease>, AdminError> {
     Ok(store.read(|r| r.all::<Lease>())?)
+}
+
+/// The pseudo-root name that belongs to the nodes' root views, not to an export.
+pub const RESERVED_EXPORT: &str = "root";
+
+/// Records a shared NFS export after checking its name, path (an existing directory, stored
+/// canonical) and clients. Refuses a name that exists.
+pub fn add_export(store: &Store, export: &Export) -> Result<Export, AdminError> {
+    check_name(&export.name)?;
+    let bad = |field, why: String| AdminError::BadExport {
+        name: export.name.clone(),
+        field,
+        why,
+    };
+    if export.name == RESERVED_EXPORT {
+        return Err(bad(
+            "name",
+            "the name \"root\" is the nodes' root views".into(),
+        ));
+    }
+    let path = Path::new(&export.path);
+    if !path.is_absolute() {
+        return Err(bad(
+            "path",
+            format!("path {:?} is not absolute", export.path),
+        ));
+    }
+    let canonical = std::fs::canonicalize(path)
+        .map_err(|e| bad("path", format!("path {}: {e}", export.path)))?;
+    if !canonical.is_dir() {
+        return Err(bad(
+            "path",
+            format!("path {} is not a directory", export.path),
+        ));
+    }
+    if export.clients.is_empty() {
+        return Err(bad(
+            "clients",
+            "no clients: give --clients CIDR[,CIDR...]".into(),
+        ));
+    }
+    let export = Export {
+        path: canonical.to_string_lossy().into_owned(),
+        ..export.clone()
+    };
+    store.write(|w| {
+        if w.get::<Export>(&export.name)?.is_some() {
+            return Err(AdminError::Exists {
+                kind: "export",
+                name: export.name.clone(),
+            });
+        }
+        w.put(&export)?;
+        Ok(())
+    })?;
+    Ok(export)
+}
+
+pub fn remove_export(store: &Store, name: &str) -> Result<(), AdminError> {
+    store.write(|w| {
+        if w.delete::<Export>(name)? {
+            Ok(())
+        } else {
+            Err(AdminError::Unknown {
+                kind: "export",
+                name: name.to_string(),
+            })
+        }
+    })
 }
 
 #[cfg(test)]

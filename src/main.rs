@@ -83,7 +83,7 @@ enum Command {
     Power(PowerArgs),
     /// Run the node agent (what drover does as /init of its initramfs).
     Agent,
-    /// The NFSv4 server.
+    /// drover's NFSv4 server: clients and shared exports.
     #[command(subcommand)]
     Nfs(NfsCmd),
 }
@@ -97,6 +97,30 @@ enum NfsCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Shared exports: host directories served at /NAME of the pseudo-root.
+    #[command(subcommand)]
+    Export(ExportCmd),
+}
+
+#[derive(Subcommand)]
+enum ExportCmd {
+    /// Share a directory of this host with the clients in the given networks.
+    Add {
+        name: String,
+        /// The directory to share (absolute).
+        #[arg(long)]
+        path: PathBuf,
+        /// Client networks allowed to mount it, as CIDR (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',', required = true, value_name = "CIDR")]
+        clients: Vec<Ipv4Net>,
+        /// Let the clients write (default: read-only). Root is squashed to nobody.
+        #[arg(long)]
+        rw: bool,
+    },
+    /// List shared exports.
+    List,
+    /// Stop sharing an export.
+    Rm { name: String },
 }
 
 #[derive(Subcommand)]
@@ -619,6 +643,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Power(args) => power(&open_store(state)?, args),
         Command::Agent => drover::agent::run(),
         Command::Nfs(NfsCmd::Clients { json }) => nfs_clients(state, json),
+        Command::Nfs(NfsCmd::Export(cmd)) => export(&open_store(state)?, cmd),
     }
 }
 
@@ -653,6 +678,51 @@ fn nfs_clients(state: &Path, json: bool) -> Result<()> {
             "owner",
         ],
     );
+    Ok(())
+}
+
+fn export(store: &Store, cmd: ExportCmd) -> Result<()> {
+    use drover::store::model::Export;
+    match cmd {
+        ExportCmd::Add {
+            name,
+            path,
+            clients,
+            rw,
+        } => {
+            let e = admin::add_export(
+                store,
+                &Export {
+                    name,
+                    path: path.to_string_lossy().into_owned(),
+                    clients,
+                    rw,
+                },
+            )?;
+            let mode = if e.rw { "read-write" } else { "read-only" };
+            println!(
+                "added export {} ({}, {mode}) at /{}",
+                e.name, e.path, e.name
+            );
+        }
+        ExportCmd::List => {
+            let mut rows = vec![row(&["NAME", "PATH", "CLIENTS", "MODE"])];
+            for e in store.read(|r| r.all::<Export>())? {
+                let clients: Vec<String> = e.clients.iter().map(|c| c.to_string()).collect();
+                rows.push(vec![
+                    e.name,
+                    e.path,
+                    clients.join(","),
+                    if e.rw { "rw" } else { "ro" }.to_string(),
+                ]);
+            }
+            print_table(&rows);
+        }
+        ExportCmd::Rm { name } => {
+            admin::remove_export(store, &name)?;
+            println!("removed export {name}");
+        }
+    }
     Ok(())
 }
 

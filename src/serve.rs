@@ -92,7 +92,8 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                     .with_context(|| format!("NFS: cannot listen on TCP {addr}"))?,
             );
         }
-        let vfs = crate::nfs::file_side(state_dir).context("NFS: opening the exported files")?;
+        let vfs = crate::nfs::file_side(state_dir, store.clone())
+            .context("NFS: opening the exported files")?;
         let (server, settings) =
             crate::nfs::serve::server(vfs, &config.nfs, state_dir, &own_addr(&interfaces));
         let stats = Arc::new(crate::nfs::serve::Stats::default());

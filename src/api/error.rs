@@ -78,6 +78,7 @@ impl ApiError {
             A::Overlap { .. } => ApiError::new(conflict, Some("subnet"), message),
             A::ImageInUse { .. } => ApiError::new(conflict, None, message),
             A::Csv { .. } => ApiError::bad("csv", message),
+            A::BadExport { field, .. } => ApiError::bad(field, message),
             A::BadPassword(_) => ApiError::bad("bmc_password_file", message),
             A::BadPersistent { .. } => ApiError::bad("persistent", message),
             A::NfsNeedsRootfs { .. } => ApiError::bad("root", message),

@@ -50,6 +50,11 @@
 //! write verifier: a listing resumed after a restart gets NFS4ERR_NOT_SAME. Share and lock
 //! lookups scan the state table (fine for hundreds of clients, not tuned for many thousands).
 //!
+//! The file side: [`fs`] serves one host directory ([`fs::DirVfs`]; kernel file handles
+//! sealed with a keyed MAC, AUTH_SYS checks against mode bits, symlinks never followed);
+//! [`view`] composes such trees into each caller's pseudo-root ([`view::Views`]: `/root`, a
+//! node's image read-only merged with its persistent layer, and `/NAME` shared exports).
+//!
 //! Not here: NFSv3, NLM, RPCSEC_GSS/Kerberos, pNFS, delegations.
 
 pub mod core;
@@ -58,22 +63,19 @@ pub mod rpc;
 pub mod serve;
 pub mod state;
 pub mod vfs;
+pub mod view;
 pub mod wire;
 pub mod xdr;
 
-/// The files `drover serve` exports over NFS: for now one writable directory,
-/// `<state>/nfs/export`, as the pseudo-root (node root views and named exports replace this),
-/// with handles sealed by `<state>/nfs/handle.key` so that they survive restarts.
-pub fn file_side(state_dir: &std::path::Path) -> anyhow::Result<std::sync::Arc<dyn vfs::Vfs>> {
-    use anyhow::Context;
-    let dir = state_dir.join("nfs");
-    let export = dir.join("export");
-    std::fs::create_dir_all(&export).with_context(|| format!("creating {}", export.display()))?;
-    let key =
-        fs::HandleKey::load_or_create(&dir.join("handle.key")).context("the NFS handle key")?;
-    let vfs = fs::DirVfs::new(export.clone(), true, key)
-        .with_context(|| format!("serving {}", export.display()))?;
-    Ok(std::sync::Arc::new(vfs))
+/// The files `drover serve` exports over NFS: every caller's view ([`view::Views`]: its
+/// node's root at `/root`, the shared exports open to its address at `/NAME`), over the store
+/// and `<state>/nfs/`.
+pub fn file_side(
+    state_dir: &std::path::Path,
+    store: std::sync::Arc<crate::store::Store>,
+) -> anyhow::Result<std::sync::Arc<dyn vfs::Vfs>> {
+    let views = view::Views::open(store, state_dir)?;
+    Ok(std::sync::Arc::new(views))
 }
 
 #[cfg(test)]

@@ -206,9 +206,11 @@ pub fn had_clients(status_file: &Path) -> bool {
     read_status(status_file).is_ok_and(|s| !s.clients.is_empty())
 }
 
-/// A boot id for [`super::core::Settings::boot`]: the start time in seconds.
+/// A boot id for [`super::core::Settings::boot`]: random, so that two runs (even within one
+/// second) never share client ids, stateids or session ids.
 pub fn boot_id() -> u32 {
-    unix_now() as u32
+    use rand_core::RngCore;
+    rand_core::OsRng.next_u32()
 }
 
 /// The protocol server and shell settings for `drover serve`, from the `[nfs]` config:

@@ -35,7 +35,7 @@ use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
 use model::{
-    ApiToken, Bmc, BootLog, Group, Image, Lease, Network, Node, PowerState, Setting, User,
+    ApiToken, Bmc, BootLog, Export, Group, Image, Lease, Network, Node, PowerState, Setting, User,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -45,8 +45,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Bumped whenever the on-disk layout changes; [`Store::open`] refuses newer stores and
 /// upgrades older ones. 2: tables `bmc` and `power` (older drovers cannot read their feed
 /// entries; nothing to convert). 3: the `origins` database, the version vector and the
-/// unique-key claims (rebuilt from the records when an older store is opened).
-pub const SCHEMA_VERSION: u32 = 3;
+/// unique-key claims (rebuilt from the records when an older store is opened). 4: table
+/// `exports` (as with 2, older drovers cannot read its feed entries; nothing to convert).
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// LMDB map size: address space reserved, not disk used.
 const MAP_SIZE: usize = 64 << 30;
@@ -68,10 +69,12 @@ pub enum Table {
     Bmc,
     /// Last known chassis power state per node (written by `drover serve`'s poller).
     Power,
+    /// Shared NFSv4 exports.
+    Exports,
 }
 
 impl Table {
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Nodes,
         Table::Groups,
         Table::Networks,
@@ -83,6 +86,7 @@ impl Table {
         Table::Boots,
         Table::Bmc,
         Table::Power,
+        Table::Exports,
     ];
 
     pub fn from_name(name: &str) -> Option<Table> {
@@ -102,6 +106,7 @@ impl Table {
             Table::Boots => "boots",
             Table::Bmc => "bmc",
             Table::Power => "power",
+            Table::Exports => "exports",
         }
     }
 }
@@ -144,7 +149,7 @@ macro_rules! keyed_by_name {
     )*};
 }
 
-keyed_by_name!(Group => Table::Groups, Network => Table::Networks, Image => Table::Images, Setting => Table::Settings, User => Table::Users, BootLog => Table::Boots);
+keyed_by_name!(Group => Table::Groups, Network => Table::Networks, Image => Table::Images, Setting => Table::Settings, User => Table::Users, BootLog => Table::Boots, Export => Table::Exports);
 
 impl Record for ApiToken {
     const TABLE: Table = Table::Tokens;

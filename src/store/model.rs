@@ -228,6 +228,24 @@ pub struct Image {
     pub persistent: Vec<String>,
 }
 
+/// A directory of drover's host shared over NFSv4 at `/NAME` of the pseudo-root, to the
+/// clients whose address is in one of `clients`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Export {
+    pub name: String,
+    /// Absolute path on drover's host.
+    pub path: String,
+    pub clients: Vec<Ipv4Net>,
+    /// Clients may write (else the export is read-only).
+    pub rw: bool,
+}
+
+impl Export {
+    pub fn allows(&self, ip: Ipv4Addr) -> bool {
+        self.clients.iter().any(|n| n.contains(ip))
+    }
+}
+
 /// How a node's root filesystem is provided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

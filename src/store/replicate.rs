@@ -134,6 +134,10 @@ macro_rules! with_record_type {
                 type $t = model::PowerState;
                 $body
             }
+            Table::Exports => {
+                type $t = model::Export;
+                $body
+            }
         }
     };
 }

@@ -1,7 +1,7 @@
 //! An in-memory copy of the store for the servers' hot paths, kept current from the change
 //! feed. Protocol cores read a `&View`; they never see heed.
 
-use super::model::{Group, Image, Lease, Mac, Network, Node, PowerState};
+use super::model::{Export, Group, Image, Lease, Mac, Network, Node, PowerState};
 use super::{Reader, Store, StoreError, Table};
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -20,6 +20,8 @@ pub struct View {
     pub leases: BTreeMap<Ipv4Addr, Lease>,
     /// Last known chassis power state per node (for the web page and API).
     pub power: BTreeMap<String, PowerState>,
+    /// Shared NFSv4 exports by name.
+    pub exports: BTreeMap<String, Export>,
     node_by_mac: HashMap<Mac, String>,
     lease_by_mac: HashMap<Mac, Ipv4Addr>,
 }
@@ -49,6 +51,9 @@ impl View {
             }
             for p in r.all::<PowerState>()? {
                 view.power.insert(p.node.clone(), p);
+            }
+            for e in r.all::<Export>()? {
+                view.exports.insert(e.name.clone(), e);
             }
             Ok(view)
         })
@@ -94,6 +99,7 @@ impl View {
                 }
             }
             Table::Power => set(&mut self.power, key.to_string(), r.get::<PowerState>(key)?),
+            Table::Exports => set(&mut self.exports, key.to_string(), r.get::<Export>(key)?),
             // Not needed by the servers' hot paths; read from the store where used. BMC
             // credentials stay out of the view: servers other than the power poller have no
             // business with them, and the poller reads them from the store.

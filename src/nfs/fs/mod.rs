@@ -1,4 +1,4 @@
-//! Serving a host directory through the [`Vfs`] trait: [`Tree`] does the file work for one
+//! Serving a host directory through the [`Vfs`] trait: `Tree` does the file work for one
 //! directory, [`DirVfs`] serves one tree as a whole file system (tests, simple exports) and
 //! `nfs::view` composes trees into per-node views.
 //!
@@ -894,6 +894,18 @@ impl Tree {
     }
 }
 
+/// mknod(2) of `path` with the type and permission bits of `mode` (a raw `st_mode`) and
+/// device number `rdev` (a raw `st_rdev`): copies a device node, FIFO or socket.
+pub(crate) fn mknod_like(path: &Path, mode: u32, rdev: u64) -> io::Result<()> {
+    let c = sys::cstr(path.as_os_str().as_encoded_bytes())?;
+    sys::mknodat(sys::cwd(), &c, mode, rdev)
+}
+
+/// A device number from its major and minor numbers.
+pub(crate) fn makedev(major: u32, minor: u32) -> u64 {
+    sys::makedev(major, minor)
+}
+
 /// A random verifier for this process's writes.
 pub(crate) fn new_verifier() -> [u8; 8] {
     use rand_core::RngCore;
@@ -1098,4 +1110,4 @@ impl Vfs for DirVfs {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -18,7 +18,7 @@ pub const MAX_KERNEL_HANDLE: usize = 128;
 
 /// A kernel file handle: the file system's own name for an inode, valid across reboots and
 /// restarts while the inode lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KernelHandle {
     pub kind: i32,
     pub bytes: Vec<u8>,

@@ -1,0 +1,966 @@
+//! What each client sees: [`Views`] implements [`Vfs`] over the store and the state
+//! directory, composing `Tree`s into one pseudo-root per caller address.
+//!
+//! **Pseudo-root.** A caller sees `/root` if its address belongs to a node with an image that
+//! has a root filesystem (the node's reserved `ip`, or a current DHCP lease of its MAC), and
+//! `/NAME` for each shared export whose `clients` contain its address. Nothing else: an
+//! unknown address sees an empty pseudo-root, or only the exports open to it.
+//!
+//! **Root views.** A node's `/root` is its image's root filesystem, read-only, with the
+//! image's `persistent` paths taken from the node's own writable layer: one plain tree and
+//! one fsid for the client. Image trees are unpacked once per rootfs blob under
+//! `<state>/nfs/images/<blob>/` (into a temporary directory, then renamed; modes, owners,
+//! symlinks, device nodes and hard links kept; entries that would land outside refused, see
+//! `agent::unpack`). A persistent path missing from the image is added to the unpacked tree
+//! as an empty directory so that it has a place. Layers live in `<state>/nfs/nodes/<node>/`,
+//! seeded on first use with the image's content at each persistent path (copied into a
+//! temporary name, then renamed), and survive restarts. The merge is by name, not a union:
+//! looking up a persistent path's last component in its (image) parent directory answers
+//! the layer's object, READDIR shows the layer's attributes there, and LOOKUPP from it goes
+//! back into the image. Everything else is the image and answers `ReadOnly` to writes (the
+//! agent mounts tmpfs over scratch paths); rename and link between image and layer are
+//! `XDev`.
+//!
+//! **Confinement.** Handles are sealed per scope (see `fs`): a root-view handle names the
+//! node it was issued to and is honoured only for a caller whose address maps to that node
+//! now; an export handle names the export and its path and is honoured only for addresses in
+//! its `clients`. Anything else is `Stale`. Root is root in root views and squashed to nobody
+//! in exports.
+//!
+//! Not here: the protocol (RPC, COMPOUND, state) and admin input checks (`crate::admin`).
+
+use super::fs::{self, HandleKey, KernelHandle, Tree};
+use super::vfs::{
+    Attr, Caller, DirEntry, FileType, FsStat, Handle, NewObject, SetAttr, Stability, Time, Vfs,
+    VfsError, VfsResult,
+};
+use crate::image::Blobs;
+use crate::store::model::{BlobId, Export, Image, LeaseState, Node};
+use crate::store::{Store, View};
+use std::collections::HashMap;
+use std::io;
+use std::net::IpAddr;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How often the store copy is brought up to date at most (on use).
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// The pseudo-root's name for a node's root view.
+pub const ROOT_NAME: &str = "root";
+
+const TAG_PSEUDO: u8 = b'P';
+const TAG_EXPORT: u8 = b'E';
+const TAG_IMAGE: u8 = b'I';
+const TAG_LAYER: u8 = b'L';
+/// Tag byte plus an 8-byte scope id.
+const PREFIX: usize = 9;
+
+/// Checks a persistent path: absolute, normalised (no empty, `.` or `..` components), not
+/// `/` itself. Returns its components.
+pub fn check_persistent(path: &str) -> Result<Vec<&str>, String> {
+    let rest = path
+        .strip_prefix('/')
+        .ok_or_else(|| format!("{path:?} is not absolute"))?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    if rest.is_empty() {
+        return Err("\"/\" cannot be persistent: name directories or files below it".into());
+    }
+    if path.len() > fs::MAX_SYMLINK || path.contains('\0') {
+        return Err(format!("{path:?} is too long or holds a NUL byte"));
+    }
+    for p in &parts {
+        if p.is_empty() || *p == "." || *p == ".." || p.len() > fs::MAX_NAME {
+            return Err(format!("{path:?} is not a plain absolute path"));
+        }
+    }
+    Ok(parts)
+}
+
+fn id8(s: &str) -> [u8; 8] {
+    let h = blake3::hash(s.as_bytes());
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&h.as_bytes()[..8]);
+    out
+}
+
+/// A shared export and its tree.
+struct ExportTree {
+    export: Export,
+    tree: Tree,
+    id: [u8; 8],
+    scope: Vec<u8>,
+}
+
+/// One node's root view: the image tree and the node's layer, merged by name.
+struct RootView {
+    id: [u8; 8],
+    blob: BlobId,
+    persistent: Vec<String>,
+    image: Tree,
+    layer: Tree,
+    image_scope: Vec<u8>,
+    layer_scope: Vec<u8>,
+    /// (image directory, name) -> the layer object that replaces it.
+    overrides: HashMap<(KernelHandle, Vec<u8>), KernelHandle>,
+    /// Layer object of a persistent path -> the image directory holding it.
+    up: HashMap<KernelHandle, KernelHandle>,
+}
+
+/// What a handle names, resolved for a caller.
+enum Target {
+    Pseudo,
+    Export(Arc<ExportTree>, KernelHandle),
+    Image(Arc<RootView>, KernelHandle),
+    Layer(Arc<RootView>, KernelHandle),
+}
+
+impl Target {
+    fn tree(&self) -> Option<&Tree> {
+        match self {
+            Target::Pseudo => None,
+            Target::Export(e, _) => Some(&e.tree),
+            Target::Image(r, _) => Some(&r.image),
+            Target::Layer(r, _) => Some(&r.layer),
+        }
+    }
+
+    fn kh(&self) -> Option<&KernelHandle> {
+        match self {
+            Target::Pseudo => None,
+            Target::Export(_, k) | Target::Image(_, k) | Target::Layer(_, k) => Some(k),
+        }
+    }
+
+    /// The tree and kernel handle, or `ReadOnly` for the pseudo-root.
+    fn file(&self) -> VfsResult<(&Tree, &KernelHandle)> {
+        match (self.tree(), self.kh()) {
+            (Some(t), Some(k)) => Ok((t, k)),
+            _ => Err(VfsError::ReadOnly),
+        }
+    }
+
+    /// Whether two targets are in the same tree (same export, or same part of one view).
+    fn same_tree(&self, other: &Target) -> bool {
+        match (self, other) {
+            (Target::Export(a, _), Target::Export(b, _)) => Arc::ptr_eq(a, b),
+            (Target::Image(a, _), Target::Image(b, _)) => Arc::ptr_eq(a, b),
+            (Target::Layer(a, _), Target::Layer(b, _)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+struct Inner {
+    view: View,
+    refreshed: Instant,
+    roots: HashMap<String, Arc<RootView>>,
+    exports: HashMap<String, Arc<ExportTree>>,
+}
+
+/// Every client's view of drover's NFS files (see the module docs).
+pub struct Views {
+    store: Arc<Store>,
+    blobs: Blobs,
+    dir: PathBuf,
+    key: HandleKey,
+    verifier: [u8; 8],
+    started: Time,
+    inner: Mutex<Inner>,
+}
+
+impl Views {
+    /// Opens the views over `store`, keeping image trees, layers and the handle key in
+    /// `<state_dir>/nfs/`.
+    pub fn open(store: Arc<Store>, state_dir: &Path) -> io::Result<Views> {
+        let dir = state_dir.join("nfs");
+        for sub in ["images", "nodes"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        let key = HandleKey::load_or_create(&dir.join("handle.key"))?;
+        let view = View::load(&store).map_err(io::Error::other)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Ok(Views {
+            blobs: Blobs::new(state_dir),
+            store,
+            dir,
+            key,
+            verifier: fs::new_verifier(),
+            started: Time {
+                seconds: now.as_secs() as i64,
+                nanos: now.subsec_nanos(),
+            },
+            inner: Mutex::new(Inner {
+                view,
+                refreshed: Instant::now(),
+                roots: HashMap::new(),
+                exports: HashMap::new(),
+            }),
+        })
+    }
+
+    /// Brings the store copy up to date now (otherwise it happens at most once a second).
+    pub fn refresh(&self) -> io::Result<()> {
+        let mut inner = self.lock();
+        inner.view.refresh(&self.store).map_err(io::Error::other)?;
+        inner.refreshed = Instant::now();
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock aborts the process (panic = "abort"), so a poisoned
+        // lock cannot be observed; take the data anyway.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fresh(&self) -> MutexGuard<'_, Inner> {
+        let mut inner = self.lock();
+        if inner.refreshed.elapsed() >= REFRESH_EVERY {
+            if let Err(e) = inner.view.refresh(&self.store) {
+                tracing::warn!("nfs: reading the store: {e}");
+            }
+            inner.refreshed = Instant::now();
+        }
+        inner
+    }
+
+    /// The node behind `addr`: its reservation, else a current lease of its MAC.
+    fn node_of(view: &View, addr: IpAddr) -> Option<&Node> {
+        let IpAddr::V4(ip) = addr else {
+            return None;
+        };
+        if let Some(n) = view.node_by_ip(ip) {
+            return Some(n);
+        }
+        let lease = view.leases.get(&ip)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if lease.state != LeaseState::Bound || lease.expires <= now {
+            return None;
+        }
+        view.node_by_mac(lease.mac).filter(|n| n.ip.is_none())
+    }
+
+    /// The caller's root view, if it has one.
+    fn root_view(&self, inner: &mut Inner, addr: IpAddr) -> Option<Arc<RootView>> {
+        let node = Self::node_of(&inner.view, addr)?.clone();
+        let image = inner.view.image_of(&node)?.clone();
+        let blob = image.rootfs.as_ref()?.blob.clone();
+        if let Some(r) = inner.roots.get(&node.name) {
+            if r.blob == blob && r.persistent == image.persistent {
+                return Some(r.clone());
+            }
+        }
+        match self.make_root_view(&node, &image, &blob) {
+            Ok(r) => {
+                let r = Arc::new(r);
+                inner.roots.insert(node.name.clone(), r.clone());
+                Some(r)
+            }
+            Err(e) => {
+                tracing::warn!("nfs: root view of node {}: {e}", node.name);
+                None
+            }
+        }
+    }
+
+    /// The unpacked tree of rootfs blob `blob`, unpacking it first if needed.
+    fn unpacked(&self, blob: &BlobId) -> io::Result<PathBuf> {
+        let dest = self.image_dir(blob)?;
+        if !dest.exists() {
+            self.unpack(blob, &dest)?;
+        }
+        Ok(dest)
+    }
+
+    fn image_dir(&self, blob: &BlobId) -> io::Result<PathBuf> {
+        // Blobs::path checks that the id is a hash (hex only): safe as a path component.
+        self.blobs
+            .path(blob)
+            .map(|_| self.dir.join("images").join(blob))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad blob id"))
+    }
+
+    /// Unpacks rootfs blob `blob` to `dest`, atomically.
+    fn unpack(&self, blob: &BlobId, dest: &Path) -> io::Result<()> {
+        let src = self
+            .blobs
+            .path(blob)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad blob id"))?;
+        let tmp = self
+            .dir
+            .join("images")
+            .join(format!(".tmp-{blob}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir(&tmp)?;
+        let file = std::fs::File::open(&src)?;
+        let refused = unpack_image(io::BufReader::new(file), &tmp).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&tmp);
+        })?;
+        if refused > 0 {
+            tracing::warn!("nfs: image blob {blob}: {refused} entries refused (outside the root)");
+        }
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::rename(&tmp, dest)
+    }
+
+    fn make_root_view(&self, node: &Node, image: &Image, blob: &BlobId) -> io::Result<RootView> {
+        crate::admin::check_name(&node.name).map_err(io::Error::other)?;
+        let image_root = self.unpacked(blob)?;
+        let layer_root = self.dir.join("nodes").join(&node.name);
+        std::fs::create_dir_all(&layer_root)?;
+        // Paths inside another persistent path are covered by it.
+        let mut paths: Vec<(String, Vec<String>)> = Vec::new();
+        for p in &image.persistent {
+            match check_persistent(p) {
+                Ok(parts) => paths.push((p.clone(), parts.iter().map(|s| s.to_string()).collect())),
+                Err(e) => tracing::warn!("nfs: image {}: persistent path {e}", image.name),
+            }
+        }
+        paths.sort_by_key(|(_, parts)| parts.len());
+        let mut kept: Vec<Vec<String>> = Vec::new();
+        for (p, parts) in paths {
+            if kept.iter().any(|k| parts.starts_with(k)) {
+                continue;
+            }
+            match place_in_image(&image_root, &parts) {
+                Ok(()) => kept.push(parts),
+                Err(e) => tracing::warn!("nfs: image {}: persistent path {p}: {e}", image.name),
+            }
+        }
+        let id = id8(&node.name);
+        let fsid = (u64::from_le_bytes(id), 0x726f_6f74);
+        let mut image_tree = Tree::open(&image_root, false, false)?;
+        image_tree.fsid = fsid;
+        let mut layer = Tree::open(&layer_root, true, false)?;
+        layer.fsid = fsid;
+        let mut overrides = HashMap::new();
+        let mut up = HashMap::new();
+        for parts in &kept {
+            seed(&image_root, &layer_root, parts)?;
+            let (dir, name) = parts.split_at(parts.len() - 1);
+            let image_dir = walk(&image_tree, dir)?;
+            let layer_obj = walk(&layer, parts)?;
+            overrides.insert(
+                (image_dir.clone(), name[0].as_bytes().to_vec()),
+                layer_obj.clone(),
+            );
+            up.insert(layer_obj, image_dir);
+        }
+        let mut image_scope = b"image\0".to_vec();
+        image_scope.extend_from_slice(node.name.as_bytes());
+        image_scope.push(0);
+        image_scope.extend_from_slice(blob.as_bytes());
+        let mut layer_scope = b"layer\0".to_vec();
+        layer_scope.extend_from_slice(node.name.as_bytes());
+        Ok(RootView {
+            id,
+            blob: blob.clone(),
+            persistent: image.persistent.clone(),
+            image: image_tree,
+            layer,
+            image_scope,
+            layer_scope,
+            overrides,
+            up,
+        })
+    }
+
+    /// The exports `addr` may see, by name.
+    fn exports_for(&self, inner: &mut Inner, addr: IpAddr) -> Vec<Arc<ExportTree>> {
+        let IpAddr::V4(ip) = addr else {
+            return Vec::new();
+        };
+        let wanted: Vec<Export> = inner
+            .view
+            .exports
+            .values()
+            .filter(|e| e.allows(ip))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for e in wanted {
+            if let Some(t) = inner.exports.get(&e.name) {
+                if t.export == e {
+                    out.push(t.clone());
+                    continue;
+                }
+            }
+            match Tree::open(Path::new(&e.path), e.rw, true) {
+                Ok(mut tree) => {
+                    let id = id8(&e.name);
+                    tree.fsid = (u64::from_le_bytes(id), 0x6578_7074);
+                    let mut scope = b"export\0".to_vec();
+                    scope.extend_from_slice(e.name.as_bytes());
+                    scope.push(0);
+                    scope.extend_from_slice(e.path.as_bytes());
+                    let t = Arc::new(ExportTree {
+                        export: e.clone(),
+                        tree,
+                        id,
+                        scope,
+                    });
+                    inner.exports.insert(e.name.clone(), t.clone());
+                    out.push(t);
+                }
+                Err(err) => tracing::warn!("nfs: export {} ({}): {err}", e.name, e.path),
+            }
+        }
+        out
+    }
+
+    fn seal(&self, t: &Target) -> VfsResult<Handle> {
+        match t {
+            Target::Pseudo => Ok(Handle(vec![TAG_PSEUDO])),
+            Target::Export(e, k) => self.key.seal(&e.scope, &prefix(TAG_EXPORT, e.id), k),
+            Target::Image(r, k) => self.key.seal(&r.image_scope, &prefix(TAG_IMAGE, r.id), k),
+            Target::Layer(r, k) => self.key.seal(&r.layer_scope, &prefix(TAG_LAYER, r.id), k),
+        }
+    }
+
+    fn resolve(&self, caller: &Caller, h: &Handle) -> VfsResult<Target> {
+        let b = &h.0;
+        let tag = *b.first().ok_or(VfsError::BadHandle)?;
+        if tag == TAG_PSEUDO {
+            return if b.len() == 1 {
+                Ok(Target::Pseudo)
+            } else {
+                Err(VfsError::BadHandle)
+            };
+        }
+        if b.len() < PREFIX {
+            return Err(VfsError::BadHandle);
+        }
+        let id: [u8; 8] = b[1..PREFIX].try_into().map_err(|_| VfsError::BadHandle)?;
+        let mut inner = self.fresh();
+        // A handle that does not verify in the caller's current scope is stale for it: it
+        // may have been valid before the node's image or the export changed.
+        let unseal = |scope: &[u8]| {
+            self.key
+                .unseal(scope, h, PREFIX)
+                .map_err(|_| VfsError::Stale)
+        };
+        match tag {
+            TAG_EXPORT => {
+                let e = self
+                    .exports_for(&mut inner, caller.addr)
+                    .into_iter()
+                    .find(|e| e.id == id)
+                    .ok_or(VfsError::Stale)?;
+                let k = unseal(&e.scope)?;
+                Ok(Target::Export(e, k))
+            }
+            TAG_IMAGE | TAG_LAYER => {
+                let r = self
+                    .root_view(&mut inner, caller.addr)
+                    .filter(|r| r.id == id)
+                    .ok_or(VfsError::Stale)?;
+                if tag == TAG_IMAGE {
+                    let k = unseal(&r.image_scope)?;
+                    Ok(Target::Image(r, k))
+                } else {
+                    let k = unseal(&r.layer_scope)?;
+                    Ok(Target::Layer(r, k))
+                }
+            }
+            _ => Err(VfsError::BadHandle),
+        }
+    }
+
+    /// The pseudo-root's entries for `caller`: name and the target it leads to.
+    fn pseudo_entries(&self, caller: &Caller) -> VfsResult<Vec<(String, Target)>> {
+        let mut inner = self.fresh();
+        let mut out = Vec::new();
+        if let Some(r) = self.root_view(&mut inner, caller.addr) {
+            let k = r.image.root_handle()?;
+            out.push((ROOT_NAME.to_string(), Target::Image(r, k)));
+        }
+        let mut exports = self.exports_for(&mut inner, caller.addr);
+        exports.sort_by(|a, b| a.export.name.cmp(&b.export.name));
+        for e in exports {
+            let k = e.tree.root_handle()?;
+            out.push((e.export.name.clone(), Target::Export(e, k)));
+        }
+        Ok(out)
+    }
+
+    fn pseudo_attr(&self, caller: &Caller) -> VfsResult<Attr> {
+        let entries = self.pseudo_entries(caller)?;
+        // The pseudo-root's content depends on the caller: its change attribute follows
+        // what the caller sees.
+        let mut h = blake3::Hasher::new();
+        for (name, _) in &entries {
+            h.update(name.as_bytes());
+            h.update(b"\0");
+        }
+        let change = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().unwrap_or([0; 8]));
+        Ok(Attr {
+            kind: FileType::Directory,
+            mode: 0o555,
+            nlink: 2,
+            uid: 0,
+            gid: 0,
+            size: 4096,
+            used: 4096,
+            rdev: (0, 0),
+            fsid: (0, 1),
+            fileid: 1,
+            atime: self.started,
+            mtime: self.started,
+            ctime: self.started,
+            change,
+        })
+    }
+
+    /// `name` in `dir` within one target's tree, with root-view merging.
+    fn lookup_in(&self, caller: &Caller, dir: &Target, name: &[u8]) -> VfsResult<Target> {
+        match dir {
+            Target::Pseudo => {
+                let name = std::str::from_utf8(name).map_err(|_| VfsError::NoEnt)?;
+                fs::check_name(name.as_bytes())?;
+                self.pseudo_entries(caller)?
+                    .into_iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, t)| t)
+                    .ok_or(VfsError::NoEnt)
+            }
+            Target::Export(e, k) => {
+                let (kh, _) = e.tree.lookup(&e.tree.cred(caller), k, name)?;
+                Ok(Target::Export(e.clone(), kh))
+            }
+            Target::Image(r, k) => {
+                let (kh, _) = r.image.lookup(&r.image.cred(caller), k, name)?;
+                match r.overrides.get(&(k.clone(), name.to_vec())) {
+                    Some(l) => Ok(Target::Layer(r.clone(), l.clone())),
+                    None => Ok(Target::Image(r.clone(), kh)),
+                }
+            }
+            Target::Layer(r, k) => {
+                let (kh, _) = r.layer.lookup(&r.layer.cred(caller), k, name)?;
+                Ok(Target::Layer(r.clone(), kh))
+            }
+        }
+    }
+
+    fn attr_of(&self, caller: &Caller, t: &Target) -> VfsResult<Attr> {
+        match t.file() {
+            Ok((tree, k)) => tree.getattr(k),
+            Err(_) => self.pseudo_attr(caller),
+        }
+    }
+}
+
+fn prefix(tag: u8, id: [u8; 8]) -> [u8; PREFIX] {
+    let mut p = [0u8; PREFIX];
+    p[0] = tag;
+    p[1..].copy_from_slice(&id);
+    p
+}
+
+/// Unpacks a root filesystem tar under `dest` with modes, owners, mtimes, symlinks, hard
+/// links and device nodes. Entries whose path or hard-link target is absolute or holds `..`,
+/// or that would be written through a symlink, are skipped and counted.
+fn unpack_image(reader: impl io::Read, dest: &Path) -> io::Result<u64> {
+    use crate::image::rootfs::check_relative;
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_mtime(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_overwrite(true);
+    archive.set_unpack_xattrs(false);
+    let mut refused = 0;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let kind = entry.header().entry_type();
+        let link_escapes = kind == tar::EntryType::Link
+            && entry
+                .link_name_bytes()
+                .is_some_and(|t| check_relative(&String::from_utf8_lossy(&t)).is_err());
+        if check_relative(&name).is_err() || link_escapes {
+            refused += 1;
+            continue;
+        }
+        let special = match kind {
+            tar::EntryType::Char => Some(libc::S_IFCHR),
+            tar::EntryType::Block => Some(libc::S_IFBLK),
+            tar::EntryType::Fifo => Some(libc::S_IFIFO),
+            _ => None,
+        };
+        let Some(special) = special else {
+            // The tar crate's unpack_in refuses to write through symlinks leading outside.
+            if !entry.unpack_in(dest)? {
+                refused += 1;
+            }
+            continue;
+        };
+        // The tar crate writes device nodes as plain files: make them here, after checking
+        // that no parent on the way is a symlink.
+        let rel = Path::new(name.trim_end_matches('/'));
+        let mut at = dest.to_path_buf();
+        let mut through_link = false;
+        for c in rel.parent().into_iter().flat_map(|p| p.components()) {
+            at.push(c);
+            through_link |= std::fs::symlink_metadata(&at).is_ok_and(|m| !m.is_dir());
+        }
+        if through_link {
+            refused += 1;
+            continue;
+        }
+        let h = entry.header();
+        let path = dest.join(rel);
+        let _ = std::fs::remove_file(&path);
+        let dev = fs::makedev(
+            h.device_major()?.unwrap_or(0),
+            h.device_minor()?.unwrap_or(0),
+        );
+        let mode = h.mode()? & 0o7777;
+        fs::mknod_like(&path, special | mode, dev)?;
+        std::os::unix::fs::lchown(&path, Some(h.uid()? as u32), Some(h.gid()? as u32))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(refused)
+}
+
+/// The kernel handle of `parts` below the tree's root (each component a plain name).
+fn walk(tree: &Tree, parts: &[String]) -> io::Result<KernelHandle> {
+    let cred = fs::Cred {
+        uid: 0,
+        gid: 0,
+        gids: Vec::new(),
+    };
+    let mut k = tree.root_handle().map_err(vfs_io)?;
+    for p in parts {
+        k = tree.lookup(&cred, &k, p.as_bytes()).map_err(vfs_io)?.0;
+    }
+    Ok(k)
+}
+
+fn vfs_io(e: VfsError) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Makes sure the persistent path `parts` has a place in the unpacked image: its parent
+/// directories exist as real directories (not symlinks), and a missing last component
+/// becomes an empty directory.
+fn place_in_image(root: &Path, parts: &[String]) -> io::Result<()> {
+    let mut at = root.to_path_buf();
+    for (i, p) in parts.iter().enumerate() {
+        at.push(p);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if i + 1 == parts.len() && !m.file_type().is_symlink() => {}
+            Ok(_) => {
+                return Err(io::Error::other(format!(
+                    "{} is a symlink or not a directory in the image",
+                    at.strip_prefix(root).unwrap_or(&at).display()
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir(&at)?;
+                std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o755))?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Copies the image's content at `parts` into the node's layer unless the layer has it.
+fn seed(image: &Path, layer: &Path, parts: &[String]) -> io::Result<()> {
+    let rel: PathBuf = parts.iter().collect();
+    let dest = layer.join(&rel);
+    if std::fs::symlink_metadata(&dest).is_ok() {
+        return Ok(());
+    }
+    // Parents in the layer mirror the image's (owner and mode), for a faithful tree.
+    let mut at = layer.to_path_buf();
+    let mut src_at = image.to_path_buf();
+    for p in &parts[..parts.len() - 1] {
+        at.push(p);
+        src_at.push(p);
+        if std::fs::symlink_metadata(&at).is_err() {
+            std::fs::create_dir(&at)?;
+            let m = std::fs::symlink_metadata(&src_at)?;
+            std::os::unix::fs::lchown(&at, Some(m.uid()), Some(m.gid()))?;
+            std::fs::set_permissions(&at, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+        }
+    }
+    let tmp = at.join(format!(".drover-seed-{}", parts[parts.len() - 1]));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let _ = std::fs::remove_file(&tmp);
+    copy_tree(&image.join(&rel), &tmp)?;
+    std::fs::rename(&tmp, &dest)
+}
+
+/// Copies `src` (not following symlinks) to `dst`: files, directories, symlinks, device
+/// nodes, FIFOs and sockets, with owners, modes and modification times.
+fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    let m = std::fs::symlink_metadata(src)?;
+    let ft = m.file_type();
+    if ft.is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(src)?, dst)?;
+        std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid()))?;
+        return Ok(());
+    }
+    if ft.is_dir() {
+        std::fs::create_dir(dst)?;
+        for entry in std::fs::read_dir(src)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &dst.join(entry.file_name()))?;
+        }
+    } else if ft.is_file() {
+        std::fs::copy(src, dst)?;
+    } else if ft.is_block_device() || ft.is_char_device() || ft.is_fifo() || ft.is_socket() {
+        fs::mknod_like(dst, m.mode(), m.rdev())?;
+    }
+    std::os::unix::fs::lchown(dst, Some(m.uid()), Some(m.gid()))?;
+    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+    if ft.is_file() || ft.is_dir() {
+        let f = std::fs::File::open(dst)?;
+        f.set_modified(m.modified()?)?;
+    }
+    Ok(())
+}
+
+impl Vfs for Views {
+    fn root(&self, _caller: &Caller) -> VfsResult<Handle> {
+        self.seal(&Target::Pseudo)
+    }
+
+    fn getattr(&self, caller: &Caller, fh: &Handle) -> VfsResult<Attr> {
+        let t = self.resolve(caller, fh)?;
+        self.attr_of(caller, &t)
+    }
+
+    fn setattr(&self, caller: &Caller, fh: &Handle, set: &SetAttr) -> VfsResult<Attr> {
+        let t = self.resolve(caller, fh)?;
+        let (tree, k) = t.file()?;
+        tree.setattr(&tree.cred(caller), k, set)
+    }
+
+    fn access(&self, caller: &Caller, fh: &Handle, wanted: u32) -> VfsResult<u32> {
+        let t = self.resolve(caller, fh)?;
+        match t.file() {
+            Ok((tree, k)) => tree.access(&tree.cred(caller), k, wanted),
+            Err(_) => Ok(wanted & (super::vfs::access::READ | super::vfs::access::LOOKUP)),
+        }
+    }
+
+    fn lookup(&self, caller: &Caller, dir: &Handle, name: &[u8]) -> VfsResult<Handle> {
+        let t = self.resolve(caller, dir)?;
+        let found = self.lookup_in(caller, &t, name)?;
+        self.seal(&found)
+    }
+
+    fn parent(&self, caller: &Caller, dir: &Handle) -> VfsResult<Handle> {
+        let t = self.resolve(caller, dir)?;
+        let up = match &t {
+            Target::Pseudo => return Err(VfsError::NoEnt),
+            Target::Export(e, k) => match e.tree.parent(&e.tree.cred(caller), k)? {
+                Some(p) => Target::Export(e.clone(), p),
+                None => Target::Pseudo,
+            },
+            Target::Image(r, k) => match r.image.parent(&r.image.cred(caller), k)? {
+                Some(p) => Target::Image(r.clone(), p),
+                None => Target::Pseudo,
+            },
+            Target::Layer(r, k) => match r.up.get(k) {
+                Some(p) => Target::Image(r.clone(), p.clone()),
+                None => match r.layer.parent(&r.layer.cred(caller), k)? {
+                    Some(p) => Target::Layer(r.clone(), p),
+                    None => return Err(VfsError::NoEnt),
+                },
+            },
+        };
+        self.seal(&up)
+    }
+
+    fn read(
+        &self,
+        caller: &Caller,
+        fh: &Handle,
+        offset: u64,
+        count: u32,
+    ) -> VfsResult<(Vec<u8>, bool)> {
+        let t = self.resolve(caller, fh)?;
+        let (tree, k) = t.file().map_err(|_| VfsError::IsDir)?;
+        tree.read(&tree.cred(caller), k, offset, count)
+    }
+
+    fn write(
+        &self,
+        caller: &Caller,
+        fh: &Handle,
+        offset: u64,
+        data: &[u8],
+        stable: Stability,
+    ) -> VfsResult<(u32, Stability)> {
+        let t = self.resolve(caller, fh)?;
+        let (tree, k) = t.file().map_err(|_| VfsError::IsDir)?;
+        tree.write(&tree.cred(caller), k, offset, data, stable)
+    }
+
+    fn commit(&self, caller: &Caller, fh: &Handle, _offset: u64, _count: u32) -> VfsResult<()> {
+        let t = self.resolve(caller, fh)?;
+        let (tree, k) = t.file().map_err(|_| VfsError::IsDir)?;
+        tree.commit(k)
+    }
+
+    fn write_verifier(&self) -> [u8; 8] {
+        self.verifier
+    }
+
+    fn create(
+        &self,
+        caller: &Caller,
+        dir: &Handle,
+        name: &[u8],
+        what: &NewObject,
+        attrs: &SetAttr,
+    ) -> VfsResult<(Handle, Attr)> {
+        let t = self.resolve(caller, dir)?;
+        let (tree, k) = t.file()?;
+        // An existing persistent path opened by a non-exclusive create is the layer's file.
+        if let (Target::Image(r, k), NewObject::File { exclusive: false }) = (&t, what) {
+            if let Some(l) = r.overrides.get(&(k.clone(), name.to_vec())) {
+                let a = r.layer.getattr(l)?;
+                match a.kind {
+                    FileType::Regular => {}
+                    FileType::Directory => return Err(VfsError::IsDir),
+                    _ => return Err(VfsError::Inval),
+                }
+                let trunc = SetAttr {
+                    size: attrs.size,
+                    ..SetAttr::default()
+                };
+                let a = r.layer.setattr(&r.layer.cred(caller), l, &trunc)?;
+                return Ok((self.seal(&Target::Layer(r.clone(), l.clone()))?, a));
+            }
+        }
+        let (kh, a) = tree.create(&tree.cred(caller), k, name, what, attrs)?;
+        let made = match &t {
+            Target::Export(e, _) => Target::Export(e.clone(), kh),
+            Target::Image(r, _) => Target::Image(r.clone(), kh),
+            Target::Layer(r, _) => Target::Layer(r.clone(), kh),
+            Target::Pseudo => return Err(VfsError::ReadOnly),
+        };
+        Ok((self.seal(&made)?, a))
+    }
+
+    fn link(&self, caller: &Caller, fh: &Handle, dir: &Handle, name: &[u8]) -> VfsResult<()> {
+        let f = self.resolve(caller, fh)?;
+        let d = self.resolve(caller, dir)?;
+        let (tree, dk) = d.file()?;
+        if !f.same_tree(&d) {
+            return Err(if tree.writable {
+                VfsError::XDev
+            } else {
+                VfsError::ReadOnly
+            });
+        }
+        let (_, fk) = f.file()?;
+        tree.link(&tree.cred(caller), fk, dk, name)
+    }
+
+    fn remove(&self, caller: &Caller, dir: &Handle, name: &[u8]) -> VfsResult<()> {
+        let t = self.resolve(caller, dir)?;
+        let (tree, k) = t.file()?;
+        tree.remove(&tree.cred(caller), k, name)
+    }
+
+    fn rename(
+        &self,
+        caller: &Caller,
+        from_dir: &Handle,
+        from: &[u8],
+        to_dir: &Handle,
+        to: &[u8],
+    ) -> VfsResult<()> {
+        let a = self.resolve(caller, from_dir)?;
+        let b = self.resolve(caller, to_dir)?;
+        let (ta, ka) = a.file()?;
+        let (tb, kb) = b.file()?;
+        if !ta.writable || !tb.writable {
+            return Err(VfsError::ReadOnly);
+        }
+        if !a.same_tree(&b) {
+            return Err(VfsError::XDev);
+        }
+        ta.rename(&ta.cred(caller), ka, from, kb, to)
+    }
+
+    fn readdir(
+        &self,
+        caller: &Caller,
+        dir: &Handle,
+        cookie: u64,
+        max: usize,
+    ) -> VfsResult<(Vec<DirEntry>, bool)> {
+        let t = self.resolve(caller, dir)?;
+        let Ok((tree, k)) = t.file() else {
+            // The pseudo-root: cookies are positions in its (small, sorted) list.
+            let entries = self.pseudo_entries(caller)?;
+            let start = match cookie {
+                0 => 0,
+                c if c >= 3 => (c - 2) as usize,
+                _ => return Err(VfsError::BadCookie),
+            };
+            let mut out = Vec::new();
+            for (i, (name, target)) in entries.iter().enumerate().skip(start).take(max) {
+                out.push(DirEntry {
+                    name: name.as_bytes().to_vec(),
+                    cookie: i as u64 + 3,
+                    handle: self.seal(target)?,
+                    attr: self.attr_of(caller, target)?,
+                });
+            }
+            let eof = start + out.len() >= entries.len();
+            return Ok((out, eof));
+        };
+        let (raw, eof) = tree.readdir(&tree.cred(caller), k, cookie, max)?;
+        let mut out = Vec::with_capacity(raw.len());
+        for (name, cookie, kh, attr) in raw {
+            let (target, attr) = match &t {
+                Target::Image(r, dk) => match r.overrides.get(&(dk.clone(), name.clone())) {
+                    Some(l) => (Target::Layer(r.clone(), l.clone()), r.layer.getattr(l)?),
+                    None => (Target::Image(r.clone(), kh), attr),
+                },
+                Target::Layer(r, _) => (Target::Layer(r.clone(), kh), attr),
+                Target::Export(e, _) => (Target::Export(e.clone(), kh), attr),
+                Target::Pseudo => return Err(VfsError::BadHandle),
+            };
+            out.push(DirEntry {
+                name,
+                cookie,
+                handle: self.seal(&target)?,
+                attr,
+            });
+        }
+        Ok((out, eof))
+    }
+
+    fn readlink(&self, caller: &Caller, fh: &Handle) -> VfsResult<Vec<u8>> {
+        let t = self.resolve(caller, fh)?;
+        let (tree, k) = t.file().map_err(|_| VfsError::Inval)?;
+        tree.readlink(k)
+    }
+
+    fn statfs(&self, caller: &Caller, fh: &Handle) -> VfsResult<FsStat> {
+        let t = self.resolve(caller, fh)?;
+        match t.file() {
+            Ok((tree, k)) => tree.statfs(k),
+            Err(_) => Ok(FsStat::default()),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "view_tests.rs"]
+mod tests;

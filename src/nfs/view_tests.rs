@@ -1,0 +1,394 @@
+//! Views over a real store, blob store and state directory (needs root).
+
+use super::*;
+use crate::nfs::fs::tests::{require_root, tempdir};
+use crate::store::model::{Ipv4Net, Mac, RootMode};
+use crate::store::StoreError;
+use std::net::Ipv4Addr;
+
+fn caller(last: u8, uid: u32) -> Caller {
+    Caller {
+        addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, last)),
+        uid,
+        gid: uid,
+        gids: Vec::new(),
+    }
+}
+
+/// A tar entry with a raw name, for the hostile ones tar's builder refuses.
+fn entry(name: &str, kind: tar::EntryType, mode: u32, link: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_entry_type(kind);
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+    if kind == tar::EntryType::Char {
+        // Every character device here is /dev/null.
+        h.set_device_major(1).unwrap();
+        h.set_device_minor(3).unwrap();
+    }
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out
+}
+
+fn rootfs_tar() -> Vec<u8> {
+    use tar::EntryType as E;
+    let mut t = Vec::new();
+    for d in ["etc/", "etc/ssh/", "var/", "var/log/", "srv/", "dev/"] {
+        t.extend(entry(d, E::Directory, 0o755, "", b""));
+    }
+    t.extend(entry("etc/hostname", E::Regular, 0o644, "", b"img"));
+    t.extend(entry("etc/passwd", E::Regular, 0o644, "", b"root:x:0:0"));
+    t.extend(entry("etc/ssh/key", E::Regular, 0o600, "", b"k"));
+    t.extend(entry("etc/alias", E::Link, 0o644, "etc/passwd", b""));
+    t.extend(entry("var/log/boot.log", E::Regular, 0o644, "", b"boot"));
+    t.extend(entry("etc/mtab", E::Symlink, 0o777, "../proc/mounts", b""));
+    t.extend(entry("dev/null", E::Char, 0o666, "", b""));
+    t.extend(entry("../escape", E::Regular, 0o644, "", b"x"));
+    t.extend(entry("/abs-escape", E::Regular, 0o644, "", b"x"));
+    t.extend(vec![0; 1024]);
+    t
+}
+
+struct Fixture {
+    state: PathBuf,
+    store: Arc<Store>,
+}
+
+fn fixture(tag: &str) -> Fixture {
+    require_root();
+    let state = tempdir(tag);
+    let store = Arc::new(Store::open(&state).unwrap());
+    let tar_path = state.join("rootfs.tar");
+    std::fs::write(&tar_path, rootfs_tar()).unwrap();
+    let rootfs = Blobs::new(&state).import_file(&tar_path).unwrap();
+    let image = Image {
+        name: "img".into(),
+        kernel: rootfs.clone(),
+        initrd: None,
+        cmdline: String::new(),
+        rootfs: Some(rootfs),
+        initramfs: None,
+        root: RootMode::Nfs,
+        persistent: vec![
+            "/var/log".into(),
+            "/etc/hostname".into(),
+            "/etc/ssh".into(),
+            "/etc/ssh/key".into(),
+            "/srv/data".into(),
+            "relative".into(),
+            "/etc/mtab/x".into(),
+        ],
+    };
+    let nodes = [("n1", 11u8), ("n2", 12)].map(|(name, last)| Node {
+        name: name.into(),
+        mac: Mac([0x52, 0x54, 0, 0, 0, last]),
+        ip: Some(Ipv4Addr::new(198, 18, 0, last)),
+        image: Some("img".into()),
+        group: None,
+        aliases: Vec::new(),
+        root: None,
+    });
+    store
+        .write(|w| {
+            w.put(&image)?;
+            for n in &nodes {
+                w.put(n)?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    Fixture { state, store }
+}
+
+fn path(v: &Views, c: &Caller, parts: &[&str]) -> VfsResult<Handle> {
+    let mut h = v.root(c)?;
+    for p in parts {
+        h = v.lookup(c, &h, p.as_bytes())?;
+    }
+    Ok(h)
+}
+
+fn names(v: &Views, c: &Caller, dir: &Handle) -> Vec<String> {
+    let (entries, eof) = v.readdir(c, dir, 0, 1000).unwrap();
+    assert!(eof);
+    let mut n: Vec<String> = entries
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+        .collect();
+    n.sort();
+    n
+}
+
+#[test]
+fn root_views_merge_image_and_layer() {
+    let f = fixture("views-merge");
+    let v = Views::open(f.store.clone(), &f.state).unwrap();
+    let n1 = caller(11, 0);
+    let pseudo = v.root(&n1).unwrap();
+    assert_eq!(names(&v, &n1, &pseudo), ["root"]);
+    let root = path(&v, &n1, &["root"]).unwrap();
+    assert_eq!(
+        names(&v, &n1, &root),
+        ["dev", "etc", "srv", "var"],
+        "the tar's escaping entries are refused"
+    );
+    assert!(!f.state.join("nfs/images/escape").exists());
+    assert!(!std::path::Path::new("/abs-escape").exists());
+    // Persistent file: the node's own copy, seeded from the image, writable.
+    let host = path(&v, &n1, &["root", "etc", "hostname"]).unwrap();
+    assert_eq!(v.read(&n1, &host, 0, 100).unwrap().0, b"img");
+    v.setattr(
+        &n1,
+        &host,
+        &SetAttr {
+            size: Some(0),
+            ..SetAttr::default()
+        },
+    )
+    .unwrap();
+    v.write(&n1, &host, 0, b"node1", Stability::FileSync)
+        .unwrap();
+    assert_eq!(
+        std::fs::read(f.state.join("nfs/nodes/n1/etc/hostname")).unwrap(),
+        b"node1"
+    );
+    // The image is untouched and read-only elsewhere.
+    let blob_dir = std::fs::read_dir(f.state.join("nfs/images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .unwrap();
+    assert_eq!(
+        std::fs::read(blob_dir.join("etc/hostname")).unwrap(),
+        b"img"
+    );
+    let etc = path(&v, &n1, &["root", "etc"]).unwrap();
+    let passwd = v.lookup(&n1, &etc, b"passwd").unwrap();
+    assert_eq!(
+        v.write(&n1, &passwd, 0, b"x", Stability::Unstable),
+        Err(VfsError::ReadOnly)
+    );
+    assert_eq!(
+        v.create(
+            &n1,
+            &etc,
+            b"new",
+            &NewObject::File { exclusive: true },
+            &SetAttr::default()
+        ),
+        Err(VfsError::ReadOnly)
+    );
+    assert_eq!(v.remove(&n1, &etc, b"hostname"), Err(VfsError::ReadOnly));
+    // READDIR shows the layer's object at a persistent name, with one fsid throughout.
+    let (entries, _) = v.readdir(&n1, &etc, 0, 100).unwrap();
+    let h = entries.iter().find(|e| e.name == b"hostname").unwrap();
+    assert_eq!((h.handle.clone(), h.attr.size), (host.clone(), 5));
+    let a_etc = v.getattr(&n1, &etc).unwrap();
+    assert_eq!(h.attr.fsid, a_etc.fsid);
+    let m = entries.iter().find(|e| e.name == b"mtab").unwrap();
+    assert_eq!(m.attr.kind, FileType::Symlink);
+    assert_eq!(v.readlink(&n1, &m.handle).unwrap(), b"../proc/mounts");
+    let alias = entries.iter().find(|e| e.name == b"alias").unwrap();
+    assert_eq!(alias.attr.nlink, 2, "hard link kept");
+    let null = path(&v, &n1, &["root", "dev", "null"]).unwrap();
+    assert_eq!(v.getattr(&n1, &null).unwrap().rdev, (1, 3));
+    assert_eq!(v.getattr(&n1, &null).unwrap().kind, FileType::Char);
+    // Persistent directory: writable, and its parent is the image's.
+    let log = path(&v, &n1, &["root", "var", "log"]).unwrap();
+    let (new, _) = v
+        .create(
+            &n1,
+            &log,
+            b"n1.log",
+            &NewObject::File { exclusive: true },
+            &SetAttr::default(),
+        )
+        .unwrap();
+    v.write(&n1, &new, 0, b"hello", Stability::FileSync)
+        .unwrap();
+    assert!(f.state.join("nfs/nodes/n1/var/log/n1.log").exists());
+    assert_eq!(names(&v, &n1, &log), ["boot.log", "n1.log"]);
+    assert_eq!(
+        v.parent(&n1, &log).unwrap(),
+        path(&v, &n1, &["root", "var"]).unwrap()
+    );
+    assert_eq!(v.parent(&n1, &root).unwrap(), pseudo);
+    // A persistent path missing from the image gets a place; nested ones are covered.
+    let data = path(&v, &n1, &["root", "srv", "data"]).unwrap();
+    v.create(&n1, &data, b"d", &NewObject::Directory, &SetAttr::default())
+        .unwrap();
+    let key = path(&v, &n1, &["root", "etc", "ssh", "key"]).unwrap();
+    assert_eq!(v.read(&n1, &key, 0, 10).unwrap().0, b"k");
+    // Between persistent paths (one layer) renames work; into the image they do not, and
+    // no link crosses from image to layer.
+    v.rename(&n1, &log, b"n1.log", &data, b"moved").unwrap();
+    v.rename(&n1, &data, b"moved", &log, b"n1.log").unwrap();
+    assert_eq!(
+        v.rename(&n1, &log, b"n1.log", &etc, b"moved"),
+        Err(VfsError::ReadOnly)
+    );
+    assert_eq!(v.link(&n1, &passwd, &log, b"pw"), Err(VfsError::XDev));
+    v.rename(&n1, &log, b"n1.log", &log, b"renamed.log")
+        .unwrap();
+}
+
+#[test]
+fn nodes_and_strangers_are_confined() {
+    let f = fixture("views-confine");
+    let v = Views::open(f.store.clone(), &f.state).unwrap();
+    let n1 = caller(11, 0);
+    let n2 = caller(12, 0);
+    let stranger = caller(99, 0);
+    let host1 = path(&v, &n1, &["root", "etc", "hostname"]).unwrap();
+    v.write(&n1, &host1, 0, b"ONE", Stability::FileSync)
+        .unwrap();
+    let log1 = path(&v, &n1, &["root", "var", "log"]).unwrap();
+    let etc1 = path(&v, &n1, &["root", "etc"]).unwrap();
+    // The other node sees its own layer under the same names, and none of n1's handles.
+    let host2 = path(&v, &n2, &["root", "etc", "hostname"]).unwrap();
+    assert_ne!(host1, host2);
+    assert_eq!(v.read(&n2, &host2, 0, 10).unwrap().0, b"img");
+    for h in [&host1, &log1, &etc1] {
+        assert_eq!(v.getattr(&n2, h), Err(VfsError::Stale));
+        assert_eq!(v.read(&n2, h, 0, 1), Err(VfsError::Stale));
+        assert_eq!(v.getattr(&stranger, h), Err(VfsError::Stale));
+    }
+    assert_eq!(
+        v.write(&n2, &host1, 0, b"TWO", Stability::FileSync),
+        Err(VfsError::Stale)
+    );
+    // A handle forged by changing the node id does not verify either.
+    let mut forged = host1.clone();
+    forged.0[1..9].copy_from_slice(&id8("n2"));
+    assert_eq!(v.getattr(&n2, &forged), Err(VfsError::Stale));
+    // An unknown address has an empty pseudo-root.
+    let p = v.root(&stranger).unwrap();
+    assert!(names(&v, &stranger, &p).is_empty());
+    assert_eq!(v.lookup(&stranger, &p, b"root"), Err(VfsError::NoEnt));
+    // A restart keeps handles and layers.
+    drop(v);
+    let v = Views::open(f.store.clone(), &f.state).unwrap();
+    assert_eq!(v.read(&n1, &host1, 0, 10).unwrap().0, b"ONE");
+    assert_eq!(v.lookup(&n1, &etc1, b"hostname").unwrap(), host1);
+    // A node moved to another address loses its view at the old one.
+    f.store
+        .write(|w| {
+            let mut n = w.get::<Node>("n1")?.unwrap();
+            n.ip = Some(Ipv4Addr::new(198, 18, 0, 21));
+            w.put(&n)
+        })
+        .unwrap();
+    v.refresh().unwrap();
+    assert_eq!(v.getattr(&n1, &host1), Err(VfsError::Stale));
+    assert_eq!(v.read(&caller(21, 0), &host1, 0, 10).unwrap().0, b"ONE");
+}
+
+#[test]
+fn exports_by_client_address() {
+    let f = fixture("views-exports");
+    let home = f.state.join("home");
+    let apps = f.state.join("apps");
+    std::fs::create_dir_all(home.join("alice")).unwrap();
+    std::fs::create_dir_all(&apps).unwrap();
+    std::fs::set_permissions(home.join("alice"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(apps.join("tool"), b"bin").unwrap();
+    let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
+    let exports = [
+        Export {
+            name: "home".into(),
+            path: home.to_string_lossy().into_owned(),
+            clients: vec![net("198.18.0.0/24")],
+            rw: true,
+        },
+        Export {
+            name: "apps".into(),
+            path: apps.to_string_lossy().into_owned(),
+            clients: vec![net("198.18.0.11/32"), net("10.0.0.0/8")],
+            rw: false,
+        },
+    ];
+    f.store
+        .write(|w| {
+            for e in &exports {
+                w.put(e)?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    let v = Views::open(f.store.clone(), &f.state).unwrap();
+    let n1 = caller(11, 0);
+    let stranger = caller(99, 0);
+    let p = v.root(&n1).unwrap();
+    assert_eq!(names(&v, &n1, &p), ["apps", "home", "root"]);
+    let ps = v.root(&stranger).unwrap();
+    assert_eq!(names(&v, &stranger, &ps), ["home"]);
+    // Exports are mount points: their own fsid.
+    let h = v.lookup(&n1, &p, b"home").unwrap();
+    let r = v.lookup(&n1, &p, b"root").unwrap();
+    assert_ne!(
+        v.getattr(&n1, &h).unwrap().fsid,
+        v.getattr(&n1, &r).unwrap().fsid
+    );
+    assert_eq!(v.parent(&n1, &h).unwrap(), p);
+    // Root is squashed in exports; users write where the mode lets them.
+    assert_eq!(
+        v.create(&n1, &h, b"x", &NewObject::Directory, &SetAttr::default()),
+        Err(VfsError::Access)
+    );
+    let alice = Caller {
+        uid: 1000,
+        gid: 1000,
+        ..stranger.clone()
+    };
+    let ad = v.lookup(&alice, &h, b"alice").unwrap();
+    let (file, a) = v
+        .create(
+            &alice,
+            &ad,
+            b"notes",
+            &NewObject::File { exclusive: true },
+            &SetAttr::default(),
+        )
+        .unwrap();
+    assert_eq!(a.uid, 1000);
+    v.write(&alice, &file, 0, b"hi", Stability::FileSync)
+        .unwrap();
+    // Read-only export; an address outside an export's clients gets nothing from a handle.
+    let tool = path(&v, &n1, &["apps", "tool"]).unwrap();
+    assert_eq!(v.read(&n1, &tool, 0, 10).unwrap().0, b"bin");
+    assert_eq!(
+        v.write(&n1, &tool, 0, b"x", Stability::Unstable),
+        Err(VfsError::ReadOnly)
+    );
+    assert_eq!(v.read(&stranger, &tool, 0, 10), Err(VfsError::Stale));
+    // Removing the export ends access through old handles.
+    f.store
+        .write(|w| w.delete::<Export>("home").map(drop))
+        .unwrap();
+    v.refresh().unwrap();
+    assert_eq!(v.read(&alice, &file, 0, 10), Err(VfsError::Stale));
+    assert_eq!(names(&v, &stranger, &ps), Vec::<String>::new());
+}
+
+#[test]
+fn persistent_paths_are_checked() {
+    assert_eq!(check_persistent("/var/log").unwrap(), ["var", "log"]);
+    for bad in [
+        "var/log",
+        "/",
+        "",
+        "/var/../etc",
+        "/var//log",
+        "/var/./log",
+        "/var/log/",
+    ] {
+        assert!(check_persistent(bad).is_err(), "{bad:?}");
+    }
+}
