@@ -19,12 +19,6 @@
 //! drover serves with `[nfs] enabled = true`; the dev checks leave drover's NFS server off (the
 //! default), so that the port is free for ganesha or stays closed.
 //!
-//! `dev_agent_against_drovers_protocol_server` (ignored, a development check until the
-//! per-node root views exist) boots the image from drover's own NFSv4 protocol server as it
-//! stands: one writable directory, `<state>/nfs/export`, as the pseudo-root, with the tree at
-//! `/root` in it. No views, so nothing is read-only or per node: it proves the agent, the
-//! kernel client and drover's server together.
-//!
 //! Needs root and what `scripts/setup` installs. `DROVER_KEEP_TEMP=1` keeps the logs.
 
 #[path = "../integration/common/mod.rs"]
@@ -360,42 +354,4 @@ fn dev_agent_against_ganesha() {
     let events = d.drover.cli_ok(&["node", "events", "n1"]);
     eprintln!("{events}");
     assert!(events.starts_with("n1: up"), "{events}");
-}
-
-/// Development check of the agent against drover's own NFSv4 protocol server serving one
-/// plain directory (see the module docs).
-#[test]
-#[ignore = "development check against drover's NFS server without per-node views"]
-fn dev_agent_against_drovers_protocol_server() {
-    let mut d = DroverLab::new("nfs-own");
-    add_nfsroot_image(&d);
-    d.add_node(N1.0, N1.1, N1.2, "nfsroot");
-    let export = d.drover.state_dir().join("nfs/export");
-    std::fs::create_dir_all(&export).expect("the export directory");
-    run_ok(
-        Command::new("cp")
-            .arg("-a")
-            .arg(nfsroot_tree())
-            .arg(export.join("root")),
-    );
-    d.drover.serve_with(Some(&d.lab.ns), BRIDGE, NFS_CONFIG);
-    let log = d.drover.log_path().to_path_buf();
-    let (_, after) = boot_once(&d, "n1-own", N1, Some(&log));
-    for key in ["persistent", "ssh", "scratch"] {
-        assert_eq!(field(&after, key), Some("by-n1"), "{key}: {after}");
-    }
-    assert_eq!(
-        std::fs::read_to_string(export.join("root/var/log/drover-test/persist"))
-            .unwrap_or_default(),
-        "by-n1\n",
-        "the node's write did not reach drover's export"
-    );
-    let events = d.drover.cli_ok(&["node", "events", "n1"]);
-    eprintln!("{events}");
-    assert!(
-        events
-            .lines()
-            .any(|l| l.contains(" root ") && l.contains("NFSv4")),
-        "{events}"
-    );
 }
