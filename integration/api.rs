@@ -1049,4 +1049,98 @@ fn nfs_exports_through_the_api() {
         send(&s, "GET", "/api/v1/exports/scratch", &t, None).status,
         404
     );
+
+/// Root modes and persistent paths through the API, and the boot script they produce.
+#[test]
+fn nfs_root_settings_through_the_api() {
+    let s = ApiServer::start();
+    let token = s.token("ci");
+    let bearer = format!("Bearer {token}");
+    let (t, j) = (("Authorization", bearer.as_str()), JSON);
+    let kernel = s.d.scratch().join("vmlinuz");
+    std::fs::write(&kernel, b"kernel").unwrap();
+    let tree = s.d.scratch().join("tree");
+    std::fs::create_dir_all(tree.join("sbin")).unwrap();
+    std::fs::write(tree.join("sbin/init"), b"#!/bin/sh\n").unwrap();
+    let k = kernel.to_str().unwrap();
+    s.d.cli_ok(&["image", "add", "plain", "--kernel", k]);
+    s.d.cli_ok(&[
+        "image",
+        "add",
+        "fs",
+        "--kernel",
+        k,
+        "--rootfs",
+        tree.to_str().unwrap(),
+    ]);
+    let mac = "52:54:00:0e:00:05";
+    let r = s.request(
+        "POST",
+        "/api/v1/nodes",
+        &[t, j],
+        Some(&format!(r#"{{"name":"n1","mac":"{mac}","image":"fs"}}"#)),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    let patch = |path: &str, body: &str| s.request("PATCH", path, &[t, j], Some(body));
+    let r = patch(
+        "/api/v1/images/fs",
+        r#"{"root":"nfs","persistent":["/var/log","/etc/ssh"]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["root"], "nfs");
+    assert_eq!(v["boot"], "nfs-root");
+    assert_eq!(v["persistent"], serde_json::json!(["/etc/ssh", "/var/log"]));
+    for (path, body, field) in [
+        ("/api/v1/images/plain", r#"{"root":"nfs"}"#, "root"),
+        ("/api/v1/images/fs", r#"{"root":"disk"}"#, "root"),
+        (
+            "/api/v1/images/fs",
+            r#"{"persistent":["var"]}"#,
+            "persistent",
+        ),
+        (
+            "/api/v1/images/fs",
+            r#"{"persistent":"/var"}"#,
+            "persistent",
+        ),
+        ("/api/v1/nodes/n1", r#"{"root":"tmpfs"}"#, "root"),
+    ] {
+        let r = patch(path, body);
+        assert_eq!(r.status, 400, "{path} {body}: {}", r.body);
+        assert_eq!(r.json()["field"], field, "{path} {body}: {}", r.body);
+    }
+    let img = s.request("GET", "/api/v1/images/fs", &[t], None).json();
+    assert_eq!(
+        img["persistent"],
+        serde_json::json!(["/etc/ssh", "/var/log"])
+    );
+
+    // The boot script mounts the root from the address the node reached drover at.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let script = loop {
+        let body = s.request("GET", &format!("/boot/{mac}"), &[], None).body;
+        if body.contains("drover.root=") {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no NFS root in the boot script:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        script.contains(" drover.root=nfs:127.0.0.1:/root drover.persistent=/etc/ssh,/var/log "),
+        "{script}"
+    );
+    assert!(!script.contains("rootfs"), "{script}");
+
+    // The node's own setting wins; null follows the image again.
+    let r = patch("/api/v1/nodes/n1", r#"{"root":"ram"}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["root"], "ram");
+    let r = patch("/api/v1/nodes/n1", r#"{"root":null}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json().get("root").is_none(), "{}", r.body);
 }

@@ -129,6 +129,155 @@ fn errors_are_clear_and_change_nothing() {
     assert_eq!(d.cli_ok(&["network", "list"]).lines().count(), 2);
 }
 
+/// Root modes and persistent paths: set on images and nodes, shown, checked with clear errors
+/// that change nothing, kept by `image add --replace`.
+#[test]
+fn nfs_root_settings() {
+    let d = Drover::new();
+    let kernel = d.scratch().join("vmlinuz");
+    std::fs::write(&kernel, b"kernel").unwrap();
+    let tree = d.scratch().join("tree");
+    std::fs::create_dir_all(tree.join("sbin")).unwrap();
+    std::fs::write(tree.join("sbin/init"), b"#!/bin/sh\n").unwrap();
+    let (k, t) = (kernel.to_str().unwrap(), tree.to_str().unwrap());
+    d.cli_ok(&["image", "add", "plain", "--kernel", k, "--initrd", k]);
+    let out = d.cli_ok(&[
+        "image",
+        "add",
+        "fs",
+        "--kernel",
+        k,
+        "--rootfs",
+        t,
+        "--root",
+        "nfs",
+        "--persistent",
+        "/var/log,/etc/ssh",
+    ]);
+    assert!(
+        out.contains("root nfs, persistent /etc/ssh,/var/log"),
+        "{out}"
+    );
+    let list = d.cli_ok(&["image", "list"]);
+    let row = |name: &str| {
+        list.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{list}"))
+            .to_string()
+    };
+    assert!(row("fs").contains("nfs-root") && row("fs").contains("/etc/ssh,/var/log"));
+    assert!(row("plain").contains("kernel+initrd"), "{list}");
+
+    d.cli_ok(&[
+        "node",
+        "add",
+        "n1",
+        "--mac",
+        "52:54:00:00:00:01",
+        "--image",
+        "plain",
+    ]);
+    d.cli_ok(&[
+        "node",
+        "add",
+        "n2",
+        "--mac",
+        "52:54:00:00:00:02",
+        "--image",
+        "fs",
+    ]);
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["image", "set", "plain", "--root", "nfs"],
+            "has no root filesystem",
+        ),
+        (
+            &[
+                "image", "add", "x", "--kernel", k, "--initrd", k, "--root", "nfs",
+            ],
+            "has no root filesystem",
+        ),
+        (
+            &["image", "set", "fs", "--persistent", "var/log"],
+            "must be absolute",
+        ),
+        (&["image", "set", "fs", "--persistent", "/"], "cannot be /"),
+        (
+            &["image", "set", "fs", "--persistent", "/var/../etc"],
+            "not normalised",
+        ),
+        (
+            &["image", "set", "fs", "--persistent", "/var,/var/log"],
+            "inside another",
+        ),
+        (
+            &["image", "set", "ghost", "--root", "ram"],
+            "unknown image \"ghost\"",
+        ),
+        (
+            &["image", "set", "fs", "--root", "disk"],
+            "invalid value 'disk'",
+        ),
+        (
+            &["node", "set", "n1", "--root", "nfs"],
+            "has no root filesystem",
+        ),
+    ];
+    for (args, expect) in cases {
+        let err = stderr_of(&d, args);
+        assert!(
+            err.contains(expect),
+            "`drover {}`: expected {expect:?} in {err:?}",
+            args.join(" ")
+        );
+    }
+    assert_eq!(
+        d.cli_ok(&["image", "list"]),
+        list,
+        "a failed change changed images"
+    );
+
+    // A node follows its image unless it says otherwise.
+    assert!(d
+        .cli_ok(&["node", "show", "n2"])
+        .contains("root:  nfs (from image fs)"));
+    let out = d.cli_ok(&["node", "set", "n2", "--root", "ram"]);
+    assert!(
+        out.lines()
+            .nth(1)
+            .is_some_and(|l| l.trim_end().ends_with("ram")),
+        "{out}"
+    );
+    assert!(d
+        .cli_ok(&["node", "show", "n2"])
+        .contains("root:  ram (node setting)"));
+    d.cli_ok(&["node", "set", "n2", "--root", "image"]);
+    let show = d.cli_ok(&["node", "show", "n2"]);
+    assert!(show.contains("root:  nfs (from image fs)"), "{show}");
+    assert!(show.contains("persistent: /etc/ssh,/var/log"), "{show}");
+
+    // --replace keeps the root mode and persistent paths unless it is given new ones.
+    d.cli_ok(&[
+        "image",
+        "add",
+        "fs",
+        "--replace",
+        "--kernel",
+        k,
+        "--rootfs",
+        t,
+    ]);
+    assert_eq!(d.cli_ok(&["image", "list"]), list);
+    d.cli_ok(&["image", "set", "fs", "--root", "ram", "--no-persistent"]);
+    let list = d.cli_ok(&["image", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("fs ") && l.contains("ram-root")),
+        "{list}"
+    );
+    assert!(!list.contains("/var/log"), "{list}");
+}
+
 #[test]
 fn csv_import_is_all_or_nothing() {
     let d = Drover::new();

@@ -68,6 +68,13 @@ pub enum AdminError {
     Csv { line: usize, message: String },
     #[error("password file {0}: the first line must hold a password of 1 to 20 bytes")]
     BadPassword(String),
+    #[error("persistent path {path:?}: {why}")]
+    BadPersistent { path: String, why: &'static str },
+    #[error(
+        "image {image:?} has no root filesystem, so it cannot boot with an NFS root (add it \
+         with --rootfs, or use --root ram)"
+    )]
+    NfsNeedsRootfs { image: String },
     #[error("export {name:?}: {why}")]
     BadExport {
         name: String,
@@ -107,6 +114,8 @@ pub struct NodeChange {
     pub group: Option<Option<String>>,
     /// Replaces the aliases.
     pub aliases: Option<Vec<String>>,
+    /// `Some(None)`: follow the image's root mode.
+    pub root: Option<Option<RootMode>>,
 }
 
 fn check_node(w: &crate::store::Writer<'_, '_>, node: &Node) -> Result<(), AdminError> {
@@ -159,6 +168,21 @@ fn check_node(w: &crate::store::Writer<'_, '_>, node: &Node) -> Result<(), Admin
     }
     if let Some(group) = &node.group {
         check_name(group)?;
+    }
+    if node.root == Some(RootMode::Nfs) {
+        // The image the node boots: its own, else its group's (as the boot path picks it).
+        let image = match &node.image {
+            Some(i) => Some(i.clone()),
+            None => match &node.group {
+                Some(g) => w.get::<Group>(g)?.and_then(|g| g.image),
+                None => None,
+            },
+        };
+        if let Some(image) = image {
+            if w.get::<Image>(&image)?.is_some_and(|i| i.rootfs.is_none()) {
+                return Err(AdminError::NfsNeedsRootfs { image });
+            }
+        }
     }
     for alias in &node.aliases {
         check_name(alias)?;
@@ -224,6 +248,9 @@ pub fn set_node(store: &Store, name: &str, change: &NodeChange) -> Result<Node, 
         }
         if let Some(aliases) = &change.aliases {
             node.aliases = aliases.clone();
+        }
+        if let Some(root) = change.root {
+            node.root = root;
         }
         check_node(w, &node)?;
         w.put(&node)?;
@@ -627,7 +654,109 @@ pub fn remove_network(store: &Store, name: &str) -> Result<(), AdminError> {
     })
 }
 
-/// Imports an image's files and records it. `replace` overwrites an existing image.
+/// How an image boots its nodes, as the admin sets it with `image add` or `image set`;
+/// `None` fields keep their value (or take the default for a new image).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageChange {
+    pub cmdline: Option<String>,
+    pub root: Option<RootMode>,
+    /// Replaces the persistent paths (checked with [`check_persistent`]).
+    pub persistent: Option<Vec<String>>,
+}
+
+/// Most persistent paths one image may have.
+pub const MAX_PERSISTENT: usize = 64;
+/// Longest persistent path, in bytes.
+pub const MAX_PERSISTENT_PATH: usize = 255;
+/// Most bytes of all persistent paths joined with commas: they travel on the kernel command
+/// line (`drover.persistent=`), which x86 caps at 2048 bytes in all.
+pub const MAX_PERSISTENT_TOTAL: usize = 512;
+
+/// Checks persistent paths ("statelite"): absolute and normalised (no `.` or `..` parts, no
+/// `//`, no trailing `/`), not `/` itself, no commas, spaces, quotes or control characters,
+/// each at most [`MAX_PERSISTENT_PATH`] bytes, at most [`MAX_PERSISTENT`] of them and
+/// [`MAX_PERSISTENT_TOTAL`] bytes together, no duplicates and none inside another (the outer
+/// one already keeps it). Returns them sorted.
+pub fn check_persistent(paths: &[String]) -> Result<Vec<String>, AdminError> {
+    let bad = |path: &str, why| AdminError::BadPersistent {
+        path: path.to_string(),
+        why,
+    };
+    if paths.len() > MAX_PERSISTENT {
+        return Err(bad(&paths[MAX_PERSISTENT], "more than 64 persistent paths"));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(paths.len());
+    for p in paths {
+        let why = if !p.starts_with('/') {
+            Some("must be absolute (start with /)")
+        } else if p == "/" {
+            Some("cannot be / (the whole root); name the directories that must persist")
+        } else if p.len() > MAX_PERSISTENT_PATH {
+            Some("longer than 255 bytes")
+        } else if p
+            .bytes()
+            .any(|b| b <= b' ' || b == 0x7f || b == b',' || b == b'"')
+        {
+            Some("contains a comma, space, quote or control character")
+        } else if p.ends_with('/') || p.contains("//") {
+            Some("not normalised (no trailing / and no //)")
+        } else if p.split('/').any(|c| c == "." || c == "..") {
+            Some("not normalised (no . or .. parts)")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(bad(p, why));
+        }
+        out.push(p.clone());
+    }
+    if out.iter().map(|p| p.len() + 1).sum::<usize>() > MAX_PERSISTENT_TOTAL + 1 {
+        return Err(bad(
+            &out[out.len() - 1],
+            "all persistent paths together exceed 512 bytes (they go on the kernel command line)",
+        ));
+    }
+    out.sort();
+    for pair in out.windows(2) {
+        if pair[0] == pair[1] {
+            return Err(bad(&pair[0], "listed twice"));
+        }
+    }
+    for inner in &out {
+        if out.iter().any(|outer| {
+            inner
+                .strip_prefix(outer.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+        }) {
+            return Err(bad(inner, "inside another persistent path"));
+        }
+    }
+    Ok(out)
+}
+
+/// Applies `change` to `image` after checking it; the result must be bootable as set.
+fn apply_image_change(image: &mut Image, change: &ImageChange) -> Result<(), AdminError> {
+    if let Some(cmdline) = &change.cmdline {
+        image.cmdline = cmdline.clone();
+    }
+    if let Some(root) = change.root {
+        image.root = root;
+    }
+    if let Some(paths) = &change.persistent {
+        image.persistent = check_persistent(paths)?;
+    }
+    if image.root == RootMode::Nfs && image.rootfs.is_none() {
+        return Err(AdminError::NfsNeedsRootfs {
+            image: image.name.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Imports an image's files and records it. `replace` overwrites an existing image's files
+/// and command line; its root mode and persistent paths are kept unless `settings` gives them
+/// (they describe how the cluster uses the image, not its files). A new image takes the
+/// defaults: RAM root, no persistent paths.
 pub fn add_image(
     store: &Store,
     blobs: &Blobs,
@@ -635,6 +764,7 @@ pub fn add_image(
     src: &ImageSource,
     agent: &Path,
     replace: bool,
+    settings: &ImageChange,
 ) -> Result<Image, AdminError> {
     check_name(name)?;
     if !replace && store.read(|r| r.get::<Image>(name))?.is_some() {
@@ -643,28 +773,43 @@ pub fn add_image(
             name: name.to_string(),
         });
     }
+    if let Some(paths) = &settings.persistent {
+        check_persistent(paths)?;
+    }
+    if settings.root == Some(RootMode::Nfs) && src.rootfs.is_none() {
+        return Err(AdminError::NfsNeedsRootfs {
+            image: name.to_string(),
+        });
+    }
     let files = image::import(blobs, src, agent)?;
-    let image = Image {
-        name: name.to_string(),
-        kernel: files.kernel,
-        initrd: files.initrd,
-        cmdline: src.cmdline.clone(),
-        rootfs: files.rootfs,
-        initramfs: files.initramfs,
-        root: RootMode::default(),
-        persistent: Vec::new(),
-    };
     store.write(|w| {
-        if !replace && w.get::<Image>(name)?.is_some() {
+        let old = w.get::<Image>(name)?;
+        if !replace && old.is_some() {
             return Err(AdminError::Exists {
                 kind: "image",
                 name: name.to_string(),
             });
         }
+        let mut image = Image {
+            name: name.to_string(),
+            kernel: files.kernel.clone(),
+            initrd: files.initrd.clone(),
+            cmdline: src.cmdline.clone(),
+            rootfs: files.rootfs.clone(),
+            initramfs: files.initramfs.clone(),
+            root: old.as_ref().map_or(RootMode::default(), |o| o.root),
+            persistent: old.map(|o| o.persistent).unwrap_or_default(),
+        };
+        apply_image_change(
+            &mut image,
+            &ImageChange {
+                cmdline: None,
+                ..settings.clone()
+            },
+        )?;
         w.put(&image)?;
-        Ok(())
-    })?;
-    Ok(image)
+        Ok(image)
+    })
 }
 
 pub fn remove_image(store: &Store, name: &str) -> Result<(), AdminError> {
@@ -692,14 +837,14 @@ pub fn remove_image(store: &Store, name: &str) -> Result<(), AdminError> {
     })
 }
 
-/// Changes the kernel command line of image `name`.
-pub fn set_image_cmdline(store: &Store, name: &str, cmdline: &str) -> Result<Image, AdminError> {
+/// Changes image `name`: command line, root mode, persistent paths.
+pub fn set_image(store: &Store, name: &str, change: &ImageChange) -> Result<Image, AdminError> {
     store.write(|w| {
         let mut image = w.get::<Image>(name)?.ok_or_else(|| AdminError::Unknown {
             kind: "image",
             name: name.to_string(),
         })?;
-        image.cmdline = cmdline.to_string();
+        apply_image_change(&mut image, change)?;
         w.put(&image)?;
         Ok(image)
     })
@@ -892,6 +1037,71 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.starts_with("line 2:"), "{e}");
+    }
+
+    #[test]
+    fn persistent_paths_are_checked_and_sorted() {
+        let ok =
+            |v: &[&str]| check_persistent(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            ok(&["/var/log", "/etc/ssh"]).unwrap(),
+            vec!["/etc/ssh".to_string(), "/var/log".to_string()]
+        );
+        assert!(ok(&[]).unwrap().is_empty());
+        // Siblings with a common prefix are not nested.
+        assert!(ok(&["/var/lib", "/var/lib2"]).is_ok());
+        for (bad, why) in [
+            (vec!["var/log"], "absolute"),
+            (vec!["/"], "cannot be /"),
+            (vec!["/var/log/"], "normalised"),
+            (vec!["/var//log"], "normalised"),
+            (vec!["/var/../etc"], "normalised"),
+            (vec!["/var/./log"], "normalised"),
+            (vec!["/a,b"], "comma"),
+            (vec!["/a b"], "space"),
+            (vec!["/a\nb"], "control"),
+            (vec!["/var/log", "/var/log"], "twice"),
+            (vec!["/var", "/var/log"], "inside"),
+        ] {
+            let e = ok(&bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        let many: Vec<String> = (0..=MAX_PERSISTENT).map(|i| format!("/p{i}")).collect();
+        assert!(check_persistent(&many).is_err());
+        let long: Vec<String> = (0..8).map(|i| format!("/{i}{}", "x".repeat(80))).collect();
+        assert!(check_persistent(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("512"));
+    }
+
+    #[test]
+    fn nfs_root_needs_a_rootfs() {
+        let file = crate::store::model::ImageFile {
+            blob: "0".repeat(64),
+            size: 1,
+        };
+        let mut image = Image {
+            name: "i".into(),
+            kernel: file.clone(),
+            initrd: Some(file.clone()),
+            cmdline: String::new(),
+            rootfs: None,
+            initramfs: None,
+            root: RootMode::Ram,
+            persistent: Vec::new(),
+        };
+        let nfs = ImageChange {
+            root: Some(RootMode::Nfs),
+            ..ImageChange::default()
+        };
+        let e = apply_image_change(&mut image.clone(), &nfs).unwrap_err();
+        assert!(matches!(e, AdminError::NfsNeedsRootfs { .. }), "{e}");
+        image.initrd = None;
+        image.rootfs = Some(file.clone());
+        image.initramfs = Some(file);
+        apply_image_change(&mut image, &nfs).unwrap();
+        assert_eq!(image.root, RootMode::Nfs);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use drover::admin::{self, NodeChange};
 use drover::config::Config;
 use drover::image::{Blobs, ImageSource};
-use drover::store::model::{Ipv4Net, Mac, Network, Node};
+use drover::store::model::{Ipv4Net, Mac, Network, Node, RootMode};
 use drover::store::Store;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -179,6 +179,9 @@ enum NodeCmd {
         /// Further DNS names of the node (CNAMEs), comma-separated or repeated.
         #[arg(long = "alias", value_delimiter = ',')]
         aliases: Vec<String>,
+        /// How the node gets its root filesystem; `image` (the default) follows the image.
+        #[arg(long, value_enum)]
+        root: Option<NodeRoot>,
     },
     /// List nodes.
     List,
@@ -228,8 +231,80 @@ struct NodeSetArgs {
     /// Remove all aliases.
     #[arg(long)]
     no_alias: bool,
+    /// How the node gets its root filesystem: `ram`, `nfs`, or `image` to follow its image.
+    #[arg(long, value_enum)]
+    root: Option<NodeRoot>,
     #[command(flatten)]
     bmc: BmcArgs,
+}
+
+/// A node's root mode on the command line.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum NodeRoot {
+    /// The agent unpacks the image's rootfs into RAM.
+    Ram,
+    /// The agent mounts the node's root over NFSv4 from drover.
+    Nfs,
+    /// Whatever the node's image says.
+    Image,
+}
+
+impl NodeRoot {
+    fn mode(self) -> Option<RootMode> {
+        match self {
+            NodeRoot::Ram => Some(RootMode::Ram),
+            NodeRoot::Nfs => Some(RootMode::Nfs),
+            NodeRoot::Image => None,
+        }
+    }
+}
+
+/// An image's root mode on the command line.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ImageRoot {
+    /// The agent unpacks the rootfs into RAM (the default).
+    Ram,
+    /// The agent mounts the node's root view over NFSv4 from drover (needs --rootfs).
+    Nfs,
+}
+
+impl From<ImageRoot> for RootMode {
+    fn from(r: ImageRoot) -> RootMode {
+        match r {
+            ImageRoot::Ram => RootMode::Ram,
+            ImageRoot::Nfs => RootMode::Nfs,
+        }
+    }
+}
+
+/// How an image boots its nodes: shared by `image add` and `image set`.
+#[derive(Args)]
+struct ImageBootArgs {
+    /// How nodes get the root filesystem: `ram` (unpacked into RAM) or `nfs` (mounted over
+    /// NFSv4 from drover); nodes may override it with `node set --root`.
+    #[arg(long, value_enum)]
+    root: Option<ImageRoot>,
+    /// Paths each node keeps across reboots in its own layer when its root is NFS
+    /// ("statelite"), comma-separated or repeated: absolute, like /var/log,/etc/ssh.
+    #[arg(long, value_delimiter = ',', conflicts_with = "no_persistent")]
+    persistent: Vec<String>,
+    /// Remove all persistent paths.
+    #[arg(long)]
+    no_persistent: bool,
+}
+
+impl ImageBootArgs {
+    fn change(self, cmdline: Option<String>) -> admin::ImageChange {
+        admin::ImageChange {
+            cmdline,
+            root: self.root.map(RootMode::from),
+            persistent: if self.no_persistent {
+                Some(Vec::new())
+            } else {
+                (!self.persistent.is_empty()).then_some(self.persistent)
+            },
+        }
+    }
 }
 
 #[derive(Args)]
@@ -327,9 +402,20 @@ enum ImageCmd {
         /// into RAM.
         #[arg(long, conflicts_with = "initrd")]
         rootfs: Option<PathBuf>,
-        /// Replace an existing image of the same name.
+        /// Replace an existing image of the same name (its root mode and persistent paths
+        /// are kept unless given here).
         #[arg(long)]
         replace: bool,
+        #[command(flatten)]
+        boot: ImageBootArgs,
+    },
+    /// Change how an image boots: command line, root mode, persistent paths.
+    Set {
+        name: String,
+        #[arg(long)]
+        cmdline: Option<String>,
+        #[command(flatten)]
+        boot: ImageBootArgs,
     },
     /// List images.
     List,
@@ -979,6 +1065,7 @@ fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
             image,
             group,
             aliases,
+            root,
         } => {
             admin::add_nodes(
                 store,
@@ -989,7 +1076,7 @@ fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
                     image,
                     group,
                     aliases,
-                    root: None,
+                    root: root.and_then(NodeRoot::mode),
                 }],
             )?;
             println!("added node {name}");
@@ -1018,6 +1105,30 @@ fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
             println!("image: {}", n.image.as_deref().unwrap_or("-"));
             println!("group: {}", n.group.as_deref().unwrap_or("-"));
             println!("aliases: {}", aliases_cell(&n));
+            // The boot path's choice: the node's own image, else its group's.
+            let image = store.read(|r| {
+                let name = match &n.image {
+                    Some(i) => Some(i.clone()),
+                    None => match &n.group {
+                        Some(g) => r
+                            .get::<drover::store::model::Group>(g)?
+                            .and_then(|g| g.image),
+                        None => None,
+                    },
+                };
+                match name {
+                    Some(name) => r.get::<drover::store::model::Image>(&name),
+                    None => Ok(None),
+                }
+            })?;
+            match (n.root, &image) {
+                (Some(own), _) => println!("root:  {} (node setting)", root_name(own)),
+                (None, Some(i)) => println!("root:  {} (from image {})", root_name(i.root), i.name),
+                (None, None) => println!("root:  - (no image)"),
+            }
+            if let Some(i) = image.filter(|i| !i.persistent.is_empty()) {
+                println!("persistent: {} (NFS root only)", i.persistent.join(","));
+            }
             let access = store.read(|r| drover::ipmi::access(r, &n.name, n.group.as_deref()))?;
             match access {
                 Ok(a) => println!("bmc:   {} user {} (password set)", a.address(), a.user),
@@ -1062,6 +1173,7 @@ fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
                 } else {
                     (!change.aliases.is_empty()).then_some(change.aliases)
                 },
+                root: change.root.map(NodeRoot::mode),
             };
             let owner = drover::store::model::BmcOwner::Node(name.clone());
             let bmc = change.bmc.change()?;
@@ -1072,7 +1184,6 @@ fn node(store: &Store, cmd: NodeCmd) -> Result<()> {
             } else if !bmc.is_empty() {
                 admin::set_bmc(store, &owner, &bmc)?;
             }
-            print_table(&[row(&["NAME", "MAC", "IP", "IMAGE", "GROUP"]), node_row(&n)]);
         }
         NodeCmd::Rm { name } => {
             admin::remove_node(store, &name)?;
@@ -1115,9 +1226,11 @@ fn remote_run(remote: &drover::remote::Remote, command: Command) -> Result<()> {
             image,
             group,
             aliases,
+            root,
         }) => {
             let body = json!({"name": name, "mac": mac, "ip": ip, "image": image,
-                              "group": group, "aliases": aliases});
+                              "group": group, "aliases": aliases,
+                              "root": root.and_then(NodeRoot::mode)});
             remote.call(
                 "POST",
                 "/nodes",
@@ -1142,6 +1255,9 @@ fn remote_run(remote: &drover::remote::Remote, command: Command) -> Result<()> {
             optional("group", change.no_group, change.group);
             if change.no_alias || !change.aliases.is_empty() {
                 body.insert("aliases".into(), json!(change.aliases));
+            }
+            if let Some(root) = change.root {
+                body.insert("root".into(), json!(root.mode()));
             }
             let v = remote.call(
                 "PATCH",
@@ -1198,7 +1314,14 @@ fn print_json_table(items: &[serde_json::Value], keys: &[&str]) {
     print_table(&rows);
 }
 
-const NODE_HEADER: &[&str] = &["NAME", "MAC", "IP", "IMAGE", "GROUP", "ALIASES"];
+const NODE_HEADER: &[&str] = &["NAME", "MAC", "IP", "IMAGE", "GROUP", "ALIASES", "ROOT"];
+
+fn root_name(r: RootMode) -> &'static str {
+    match r {
+        RootMode::Ram => "ram",
+        RootMode::Nfs => "nfs",
+    }
+}
 fn node_events(store: &Store, name: &str, all: bool) -> Result<()> {
     use drover::store::model::BootLog;
     use drover::timeline;
@@ -1243,6 +1366,8 @@ fn node_row(n: &Node) -> Vec<String> {
         n.image.clone().unwrap_or_else(|| "-".into()),
         n.group.clone().unwrap_or_else(|| "-".into()),
         aliases_cell(n),
+        // `image`: the node follows its image's root mode.
+        n.root.map_or("image", root_name).into(),
     ]
 }
 
@@ -1264,6 +1389,7 @@ fn image(state: &Path, cmd: ImageCmd) -> Result<()> {
             cmdline,
             rootfs,
             replace,
+            boot,
         } => {
             let agent =
                 std::env::current_exe().context("finding drover's own binary for the initramfs")?;
@@ -1273,7 +1399,15 @@ fn image(state: &Path, cmd: ImageCmd) -> Result<()> {
                 rootfs,
                 cmdline,
             };
-            let img = admin::add_image(&store, &Blobs::new(state), &name, &src, &agent, replace)?;
+            let img = admin::add_image(
+                &store,
+                &Blobs::new(state),
+                &name,
+                &src,
+                &agent,
+                replace,
+                &boot.change(None),
+            )?;
             let mut parts = vec![format!("kernel {} bytes", img.kernel.size)];
             if let Some(i) = &img.initrd {
                 parts.push(format!("initrd {} bytes", i.size));
@@ -1284,17 +1418,26 @@ fn image(state: &Path, cmd: ImageCmd) -> Result<()> {
             if let Some(i) = &img.initramfs {
                 parts.push(format!("agent initramfs {} bytes", i.size));
             }
+            parts.push(format!("root {}", root_name(img.root)));
+            if !img.persistent.is_empty() {
+                parts.push(format!("persistent {}", img.persistent.join(",")));
+            }
             println!("added image {name}: {}", parts.join(", "));
         }
+        ImageCmd::Set {
+            name,
+            cmdline,
+            boot,
+        } => {
+            let img = admin::set_image(&store, &name, &boot.change(cmdline))?;
+            let mut rows = vec![row(IMAGE_HEADER)];
+            rows.push(image_row(&img));
+            print_table(&rows);
+        }
         ImageCmd::List => {
-            let mut rows = vec![row(&["NAME", "BOOT", "KERNEL", "CMDLINE"])];
+            let mut rows = vec![row(IMAGE_HEADER)];
             for i in store.read(|r| r.all::<drover::store::model::Image>())? {
-                rows.push(vec![
-                    i.name.clone(),
-                    i.boot_kind().into(),
-                    format!("{} bytes", i.kernel.size),
-                    i.cmdline,
-                ]);
+                rows.push(image_row(&i));
             }
             print_table(&rows);
         }
@@ -1304,6 +1447,23 @@ fn image(state: &Path, cmd: ImageCmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+const IMAGE_HEADER: &[&str] = &["NAME", "BOOT", "PERSISTENT", "KERNEL", "CMDLINE"];
+
+fn image_row(i: &drover::store::model::Image) -> Vec<String> {
+    vec![
+        i.name.clone(),
+        // ram-root or nfs-root for a rootfs image: its root mode.
+        i.boot_kind().into(),
+        if i.persistent.is_empty() {
+            "-".into()
+        } else {
+            i.persistent.join(",")
+        },
+        format!("{} bytes", i.kernel.size),
+        i.cmdline.clone(),
+    ]
 }
 
 fn network(store: &Store, cmd: NetworkCmd) -> Result<()> {

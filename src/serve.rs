@@ -74,6 +74,7 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
             view: view.clone(),
             blobs: blobs.clone(),
             port: config.http.port,
+            nfs_port: config.nfs.port,
             api: Some(
                 crate::api::Api::new(
                     store.clone(),

@@ -4,7 +4,9 @@
 //! drover's HTTP server renders these keys into each node's iPXE script:
 //! `drover.server=URL[,URL...] drover.image= drover.node= drover.mac= drover.ip= drover.netmask=`
 //! and optionally `drover.gw= drover.dns=IP[,IP] drover.ntp=IP[,IP] drover.domain=` (absent or
-//! empty = none).
+//! empty = none) and `drover.root=nfs:HOST[:PORT]:/PATH` (absent or `ram` = RAM root; HOST a
+//! literal address, IPv6 in brackets) with `drover.persistent=PATH[,PATH...]` (the image's
+//! persistent paths, which the NFS root lets the node write).
 //! Splitting follows the kernel's own rules (`lib/cmdline.c`, `next_arg`): words are separated
 //! by spaces, double quotes group spaces into a word and are removed, the first `=` splits a
 //! key from its value, and a later duplicate key wins.
@@ -26,6 +28,70 @@ pub struct BootParams {
     pub dns: Vec<Ipv4Addr>,
     pub ntp: Vec<Ipv4Addr>,
     pub domain: Option<String>,
+    pub root: RootSource,
+    /// Absolute paths the NFS root keeps per node (empty for a RAM root).
+    pub persistent: Vec<String>,
+}
+
+/// Where the root filesystem comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootSource {
+    /// The rootfs tar from the servers, unpacked into RAM.
+    Ram,
+    /// An NFSv4 export: the server's address (port 2049 unless given) and the path.
+    Nfs { server: SocketAddr, path: String },
+}
+
+/// NFS's well-known port.
+pub const NFS_PORT: u16 = 2049;
+
+impl RootSource {
+    /// Parses `ram` or `nfs:HOST[:PORT]:/PATH`.
+    pub fn parse(s: &str) -> Result<RootSource, &'static str> {
+        if s == "ram" {
+            return Ok(RootSource::Ram);
+        }
+        let rest = s
+            .strip_prefix("nfs:")
+            .ok_or("expected ram or nfs:HOST:/PATH")?;
+        let (host, path) = rest
+            .find(":/")
+            .map(|i| (&rest[..i], &rest[i + 1..]))
+            .ok_or("expected nfs:HOST:/PATH")?;
+        let server = if let Ok(a) = host.parse::<SocketAddr>() {
+            a
+        } else {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let ip: IpAddr = bare.parse().map_err(|_| {
+                "the NFS host must be an IP address (the agent has no DNS resolver)"
+            })?;
+            SocketAddr::new(ip, NFS_PORT)
+        };
+        if server.port() == 0 {
+            return Err("port 0");
+        }
+        if path.len() > 1024
+            || path
+                .bytes()
+                .any(|b| b <= b' ' || b == b',' || b == b'"' || b >= 0x7f)
+            || path.split('/').any(|c| c == "..")
+        {
+            return Err("the NFS path has characters or parts the agent does not mount");
+        }
+        Ok(RootSource::Nfs {
+            server,
+            path: path.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for RootSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RootSource::Ram => f.write_str("ram"),
+            RootSource::Nfs { server, path } => write!(f, "nfs:{server}:{path}"),
+        }
+    }
 }
 
 /// A MAC address, printed as `aa:bb:cc:dd:ee:ff`.
@@ -261,6 +327,29 @@ pub fn parse(cmdline: &str) -> Result<BootParams, CmdlineError> {
             }
         })
         .transpose()?;
+    let root = match optional("drover.root") {
+        None => RootSource::Ram,
+        Some(v) => RootSource::parse(v).map_err(|r| invalid("drover.root", v, r))?,
+    };
+    let persistent = optional("drover.persistent")
+        .map(|v| {
+            v.split(',')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    if p.starts_with('/') && p.len() > 1 && !p.split('/').any(|c| c == "..") {
+                        Ok(p.trim_end_matches('/').to_string())
+                    } else {
+                        Err(invalid(
+                            "drover.persistent",
+                            p,
+                            "not an absolute path below /",
+                        ))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
     Ok(BootParams {
         servers,
         image: image.to_string(),
@@ -272,6 +361,8 @@ pub fn parse(cmdline: &str) -> Result<BootParams, CmdlineError> {
         dns,
         ntp,
         domain,
+        root,
+        persistent,
     })
 }
 
@@ -448,6 +539,61 @@ mod tests {
             Some(Ipv4Addr::new(255, 255, 254, 0))
         );
         assert_eq!(parse_netmask("255.255.255.1"), None);
+    }
+
+    #[test]
+    fn root_sources() {
+        assert_eq!(parse(FULL).unwrap().root, RootSource::Ram);
+        let p = parse(&format!("{FULL} drover.root=nfs:10.0.2.2:/root")).unwrap();
+        assert_eq!(
+            p.root,
+            RootSource::Nfs {
+                server: "10.0.2.2:2049".parse().unwrap(),
+                path: "/root".into()
+            }
+        );
+        assert_eq!(p.root.to_string(), "nfs:10.0.2.2:2049:/root");
+        assert_eq!(
+            RootSource::parse("nfs:10.0.2.2:20049:/a/b").unwrap(),
+            RootSource::Nfs {
+                server: "10.0.2.2:20049".parse().unwrap(),
+                path: "/a/b".into()
+            }
+        );
+        assert_eq!(
+            RootSource::parse("nfs:[fd00::1]:/root").unwrap(),
+            RootSource::Nfs {
+                server: "[fd00::1]:2049".parse().unwrap(),
+                path: "/root".into()
+            }
+        );
+        assert_eq!(RootSource::parse("ram").unwrap(), RootSource::Ram);
+        for bad in [
+            "nfs",
+            "nfs:10.0.2.2",
+            "nfs:server.example:/root",
+            "nfs:10.0.2.2:/a,b",
+            "nfs:10.0.2.2:/../x",
+            "nfs:10.0.2.2:0:/root",
+            "tmpfs",
+        ] {
+            assert!(RootSource::parse(bad).is_err(), "{bad}");
+        }
+        let p = parse(&format!("{FULL} drover.persistent=/var/log,/etc/ssh")).unwrap();
+        assert_eq!(p.persistent, ["/var/log", "/etc/ssh"]);
+        assert!(parse(&format!("{FULL} drover.persistent=/var/../x")).is_err());
+        assert!(parse(&format!("{FULL} drover.persistent=var")).is_err());
+        let e = parse(&format!("{FULL} drover.root=nfs:x:/root")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                CmdlineError::Invalid {
+                    key: "drover.root",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   systemd-timesyncd (`/etc/systemd/timesyncd.conf.d/drover.conf`) and a source file for
 //!   chrony (`/etc/chrony/sources.d/drover.sources`, read by Debian's default chrony.conf);
 //!   whichever the image runs picks its file up, the other file is inert;
-//! - `/etc/drover/node.env`: shell-sourceable `KEY='value'` lines for the image's own scripts.
+//! - `/etc/drover/node.env`: shell-sourceable `KEY='value'` lines for the image's own scripts
+//!   (node, addresses, servers, image, root source and persistent paths).
 
 use super::cmdline::{BootParams, ServerUrl};
 
@@ -93,6 +94,8 @@ pub fn node_env(p: &BootParams, iface: &str, server: &ServerUrl) -> String {
             join(p.ntp.iter().map(|d| d.to_string()).collect()),
         ),
         ("DROVER_DOMAIN", opt(p.domain.clone())),
+        ("DROVER_ROOT", p.root.to_string()),
+        ("DROVER_PERSISTENT", p.persistent.join(",")),
     ];
     vars.iter()
         .map(|(k, v)| format!("{k}={}\n", shell_quote(v)))
@@ -138,6 +141,7 @@ mod tests {
         assert!(env.contains("DROVER_SERVER=http://10.0.2.2:8080\n"));
         assert!(env.contains("DROVER_SERVERS=http://10.0.2.2:8080,http://10.0.2.3:80\n"));
         assert!(env.contains("DROVER_IMAGE=x\n"));
+        assert!(env.contains("DROVER_ROOT=ram\n"));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The node agent: drover running as `/init` (PID 1) of its own initramfs, booting a node
-//! into a RAM root.
+//! into a RAM root or an NFS root.
 //!
 //! Data flow, one step after the other, each printed to the console as a `drover-agent:` line
 //! with the time since the kernel started and the step's own duration:
@@ -11,8 +11,11 @@
 //!    [`crate::image::initramfs::build`]) with `finit_module`;
 //! 4. wait for the interface whose MAC is `drover.mac`; bring it and `lo` up, set the address,
 //!    netmask and default route (ioctls in [`crate::net::sys`]);
-//! 5. mount a tmpfs on `/newroot` and stream `{server}/images/{image}/rootfs.tar` into it
-//!    ([`http`], [`unpack`]), trying each server in order with backoff until one works;
+//! 5. RAM root: mount a tmpfs on `/newroot` and stream `{server}/images/{image}/rootfs.tar`
+//!    into it ([`http`], [`unpack`]), trying each server in order with backoff until one
+//!    works. NFS root (`drover.root=nfs:...`): mount the node's root over NFSv4 on `/newroot`
+//!    and make the scratch directories writable ([`nfsroot`]), retrying with backoff and
+//!    reporting a `failed` event with the reason while the mount fails;
 //! 6. write the node's files ([`files`]) into the new root and set the kernel host name;
 //! 7. switch root: move the API mounts into `/newroot`, free the initramfs, move `/newroot`
 //!    onto `/`, chroot, and exec `/sbin/init` (or `/init`, `/bin/sh`).
@@ -25,16 +28,17 @@
 //! (a bad command line, no init in the image) is printed and the agent sleeps: PID 1 must
 //! never exit, or the kernel panics and the reason scrolls away.
 //!
-//! Not here yet: NFS root, fetching from peer nodes, DHCP (the
+//! Not here yet: fetching from peer nodes, other members as NFS fallbacks, DHCP (the
 //! address comes from the command line), IPv6 configuration, VLANs and bonds, storage drivers.
 
 pub mod cmdline;
 pub mod files;
 pub mod http;
+pub mod nfsroot;
 pub mod unpack;
 
 use crate::net::sys;
-use cmdline::{BootParams, ServerUrl};
+use cmdline::{BootParams, RootSource, ServerUrl};
 use std::fmt::Display;
 use std::fs;
 use std::io::{self, Write};
@@ -170,8 +174,20 @@ fn boot(con: &mut Console) -> Result<std::convert::Infallible, String> {
             &format!("network up on {iface}"),
         );
     }
-    let server = fetch_root(con, &params);
-    report(con, &server, &params, "root", "root filesystem in RAM");
+    let server = match &params.root {
+        RootSource::Ram => {
+            let server = fetch_root(con, &params);
+            report(con, &server, &params, "root", "root filesystem in RAM");
+            server
+        }
+        RootSource::Nfs { server, path } => {
+            let detail = nfs_root(con, &params, *server, path);
+            // `cmdline::parse` refuses a command line without servers.
+            let first = params.servers[0].clone();
+            report(con, &first, &params, "root", &detail);
+            first
+        }
+    };
     write_node_files(con, &params, &iface, &server);
     report(
         con,
@@ -444,6 +460,107 @@ fn fetch_root(con: &mut Console, p: &BootParams) -> ServerUrl {
         std::thread::sleep(delay);
         delay = (delay * 2).min(BACKOFF_MAX);
     }
+}
+
+/// How long a mount may go unanswered before the console and the timeline hear about it.
+const MOUNT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Mounts the NFS root on /newroot, retrying forever with backoff, then sets up the scratch
+/// directories. Returns the detail of the `root` event.
+fn nfs_root(con: &mut Console, p: &BootParams, server: std::net::SocketAddr, path: &str) -> String {
+    let mut delay = BACKOFF_FIRST;
+    let mut reported = String::new();
+    // `cmdline::parse` refuses a command line without servers.
+    let events = &p.servers[0];
+    let version = loop {
+        let _ = fs::create_dir_all(NEWROOT);
+        con.say(format_args!(
+            "mounting {} over NFSv4 on {NEWROOT}",
+            nfsroot::mount_source(server, path)
+        ));
+        // A hard mount of a server that accepted TCP but never answers blocks for good: run
+        // it aside, so that the admin hears about the wait.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (client, owned_path) = (std::net::IpAddr::V4(p.ip), path.to_string());
+        std::thread::spawn(move || {
+            let _ = tx.send(nfsroot::mount_root(server, &owned_path, client, NEWROOT));
+        });
+        let result = loop {
+            match rx.recv_timeout(MOUNT_PATIENCE) {
+                Ok(r) => break r,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let why = format!(
+                        "NFS mount of {server} not answered after {}s; still waiting",
+                        MOUNT_PATIENCE.as_secs()
+                    );
+                    con.say(&why);
+                    if why != reported {
+                        report(con, events, p, "failed", &why);
+                        reported = why;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    break Err(nfsroot::MountError::Unreachable {
+                        server,
+                        source: io::Error::other("the mount thread died"),
+                    })
+                }
+            }
+        };
+        match result {
+            Ok(version) => break version,
+            Err(e) => {
+                let why = e.to_string();
+                con.say(format_args!("{why}; retrying in {delay:?}"));
+                // Once per distinct reason: the timeline keeps only 64 events.
+                if why != reported {
+                    report(con, events, p, "failed", &why);
+                    reported = why;
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(BACKOFF_MAX);
+            }
+        }
+    };
+    con.say(format_args!("mounted {server}:{path} (NFSv{version})"));
+    let mut tmpfs = Vec::new();
+    let mut writable = Vec::new();
+    for (dir, outcome) in nfsroot::setup_scratch(NEWROOT, &p.persistent) {
+        match outcome {
+            nfsroot::Scratch::Absent => {}
+            nfsroot::Scratch::Writable => writable.push(dir.to_string()),
+            nfsroot::Scratch::Tmpfs { bytes, binds } => {
+                con.say(format_args!(
+                    "{dir}: node-local tmpfs ({:.1} MiB copied from the image, {binds} \
+                     persistent path(s) inside)",
+                    bytes as f64 / (1 << 20) as f64
+                ));
+                tmpfs.push(dir.to_string());
+            }
+            nfsroot::Scratch::Failed(why) => {
+                con.say(format_args!("{dir}: stays read-only ({why})"));
+            }
+        }
+    }
+    if !writable.is_empty() {
+        con.say(format_args!(
+            "writable on the server (persistent): {}",
+            writable.join(" ")
+        ));
+    }
+    format!(
+        "NFSv{version} root {server}:{path}; tmpfs {}; persistent {}",
+        if tmpfs.is_empty() {
+            "-".into()
+        } else {
+            tmpfs.join(",")
+        },
+        if p.persistent.is_empty() {
+            "-".into()
+        } else {
+            p.persistent.join(",")
+        }
+    )
 }
 
 #[derive(Debug, thiserror::Error)]

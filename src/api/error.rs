@@ -80,6 +80,8 @@ impl ApiError {
             A::Csv { .. } => ApiError::bad("csv", message),
             A::BadExport { field, .. } => ApiError::bad(field, message),
             A::BadPassword(_) => ApiError::bad("bmc_password_file", message),
+            A::BadPersistent { .. } => ApiError::bad("persistent", message),
+            A::NfsNeedsRootfs { .. } => ApiError::bad("root", message),
             A::Store(StoreError::Conflict { .. }) => ApiError::new(conflict, None, message),
             A::Store(e) => ApiError::internal("store", e),
             A::Image(e) => ApiError::internal("image", e),

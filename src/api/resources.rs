@@ -9,7 +9,7 @@ use crate::admin::{self, NetworkChange, NodeChange};
 use crate::auth;
 use crate::store::model::{
     BootEvent, BootLog, Group, Image, ImageFile, Ipv4Net, Lease, LeaseState, Mac, Network, Node,
-    Setting,
+    RootMode, Setting,
 };
 use crate::store::Store;
 use crate::timeline::{self, NodeState};
@@ -266,7 +266,7 @@ fn node_from(f: &mut Fields) -> Result<Node, ApiError> {
         image: f.optional("image")?,
         group: f.optional("group")?,
         aliases: f.optional("aliases")?.unwrap_or_default(),
-        root: None,
+        root: f.optional("root")?,
     })
 }
 
@@ -360,6 +360,7 @@ pub async fn set_node(
         aliases: f
             .change::<Vec<String>>("aliases")?
             .map(Option::unwrap_or_default),
+        root: f.change("root")?,
     };
     f.finish()?;
     let node = admin_change(&api, "node", move |store| {
@@ -601,13 +602,17 @@ pub async fn add_export(State(api): State<Arc<Api>>, headers: HeaderMap, body: B
 #[derive(Serialize)]
 struct ImageView {
     name: String,
-    /// "ram-root", "kernel+initrd" or "kernel".
+    /// "ram-root", "nfs-root", "kernel+initrd" or "kernel".
     boot: &'static str,
     cmdline: String,
     kernel: ImageFile,
     initrd: Option<ImageFile>,
     rootfs: Option<ImageFile>,
     initramfs: Option<ImageFile>,
+    /// How nodes get the root filesystem: "ram" or "nfs" (a node may override it).
+    root: RootMode,
+    /// Paths each node keeps across reboots when its root is NFS.
+    persistent: Vec<String>,
     /// Nodes that name this image.
     nodes: usize,
 }
@@ -626,6 +631,8 @@ fn image_view(i: Image, nodes: &[Node]) -> ImageView {
         initrd: i.initrd,
         rootfs: i.rootfs,
         initramfs: i.initramfs,
+        root: i.root,
+        persistent: i.persistent,
         nodes: users,
     }
 }
@@ -666,12 +673,16 @@ pub async fn set_image(
     body: Bytes,
 ) -> Res {
     let mut f = Fields::parse(&headers, &body)?;
-    let cmdline: String = f.required("cmdline")?;
+    let change = admin::ImageChange {
+        cmdline: f.optional("cmdline")?,
+        root: f.optional("root")?,
+        persistent: f.optional("persistent")?,
+    };
     f.finish()?;
     let view = api
         .blocking(move |store| {
-            let image = admin::set_image_cmdline(store, &name, &cmdline)
-                .map_err(|e| ApiError::admin("image", e))?;
+            let image =
+                admin::set_image(store, &name, &change).map_err(|e| ApiError::admin("image", e))?;
             let nodes = store.read(|r| r.all::<Node>())?;
             Ok(image_view(image, &nodes))
         })

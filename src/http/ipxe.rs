@@ -2,16 +2,23 @@
 //! script for a machine drover does not know. Pure functions of their inputs (no I/O).
 //!
 //! Kernel and initrd URLs list every server in `servers` as fallbacks (`||` chains), so a
-//! pool of members can serve one node. Under UEFI the kernel must be told its initrd's name
+//! pool of members can serve one node. An image with a rootfs boots drover's initramfs; when
+//! the node's root mode (its own, else its image's) is NFS, the kernel line also carries
+//! `drover.root=nfs:HOST:/root` (HOST: the first server's host, the address the node reached
+//! drover at), and the agent mounts that instead of downloading the rootfs. Under UEFI the kernel must be told its initrd's name
 //! (`initrd=NAME`, see LAB.md); the name is the URL's last segment, so the kernel line names
 //! it for BIOS and UEFI alike.
 
-use crate::store::model::{Image, Node};
+use crate::store::model::{Image, Node, RootMode};
 use std::fmt::Write;
 
+/// NFS's well-known port: left out of `drover.root`.
+const NFS_PORT: u16 = 2049;
+
 /// The boot script of `node`, booting `image` from the HTTP servers `servers`
-/// (`http://host[:port]`, first preferred).
-pub fn boot_script(node: &Node, image: &Image, servers: &[String]) -> String {
+/// (`http://host[:port]`, first preferred); an NFS root is mounted from the first server's
+/// host on `nfs_port`.
+pub fn boot_script(node: &Node, image: &Image, servers: &[String], nfs_port: u16) -> String {
     let mut s = String::from("#!ipxe\n");
     let _ = writeln!(
         s,
@@ -37,6 +44,18 @@ pub fn boot_script(node: &Node, image: &Image, servers: &[String]) -> String {
     args.push(format!("drover.server={}", servers.join(",")));
     if agent {
         args.push(format!("drover.image={}", image.name));
+        if node.root.unwrap_or(image.root) == RootMode::Nfs {
+            let host = host_of(&servers[0]);
+            args.push(if nfs_port == NFS_PORT {
+                format!("drover.root=nfs:{host}:/root")
+            } else {
+                format!("drover.root=nfs:{host}:{nfs_port}:/root")
+            });
+            // Checked by `admin::check_persistent`: no spaces or commas, 512 bytes at most.
+            if !image.persistent.is_empty() {
+                args.push(format!("drover.persistent={}", image.persistent.join(",")));
+            }
+        }
         args.extend(
             [
                 "drover.mac=${mac}",
@@ -74,6 +93,20 @@ pub fn boot_script(node: &Node, image: &Image, servers: &[String]) -> String {
     s.push_str("sleep 10\n");
     let _ = writeln!(s, "chain {}/boot/${{mac}}", servers[0]);
     s
+}
+
+/// The host of `http://host[:port][/path]`: a name, an IPv4 address, a bracketed IPv6
+/// address, or an iPXE setting like `${next-server}`.
+fn host_of(server: &str) -> &str {
+    let rest = server.strip_prefix("http://").unwrap_or(server);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    if authority.starts_with('[') {
+        return authority.split_inclusive(']').next().unwrap_or(authority);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
 }
 
 /// The script for a machine that is not a node, or a node without an image: says what to
@@ -129,7 +162,7 @@ mod tests {
             "http://10.0.0.1".to_string(),
             "http://10.0.0.2:8080".to_string(),
         ];
-        let s = boot_script(&node(), &image, &servers);
+        let s = boot_script(&node(), &image, &servers, 2049);
         assert!(s.starts_with("#!ipxe\n"));
         assert!(s.contains(
             "kernel http://10.0.0.1/images/img/kernel initrd=initrd console=ttyS0 drover.node=n1 \
@@ -151,9 +184,58 @@ mod tests {
             root: Default::default(),
             persistent: Vec::new(),
         };
-        let s = boot_script(&node(), &image, &["http://10.0.0.1".to_string()]);
+        let s = boot_script(&node(), &image, &["http://10.0.0.1".to_string()], 2049);
         assert!(s.contains("initrd=initramfs drover.node=n1"), "{s}");
         assert!(s.contains("drover.ip=${ip} drover.netmask=${netmask}"));
         assert!(s.contains("initrd http://10.0.0.1/images/img/initramfs || goto failed"));
+        assert!(!s.contains("drover.root="), "{s}");
+    }
+
+    #[test]
+    fn nfs_root_passes_the_server_and_follows_node_then_image() {
+        let mut image = Image {
+            name: "img".into(),
+            kernel: file(),
+            initrd: None,
+            cmdline: String::new(),
+            rootfs: Some(file()),
+            initramfs: Some(file()),
+            root: RootMode::Nfs,
+            persistent: vec!["/var/log".into()],
+        };
+        let servers = ["http://10.0.0.1:8080".to_string()];
+        let s = boot_script(&node(), &image, &servers, 2049);
+        assert!(s.contains(" drover.root=nfs:10.0.0.1:/root "), "{s}");
+        assert!(s.contains(" drover.persistent=/var/log "), "{s}");
+        assert!(
+            s.contains("initrd http://10.0.0.1:8080/images/img/initramfs"),
+            "{s}"
+        );
+        assert!(!s.contains("rootfs"), "{s}");
+        // The node's own setting wins over the image's, both ways.
+        let mut n = node();
+        n.root = Some(RootMode::Ram);
+        assert!(!boot_script(&n, &image, &servers, 2049).contains("drover.root="));
+        image.root = RootMode::Ram;
+        n.root = Some(RootMode::Nfs);
+        assert!(boot_script(&n, &image, &servers, 2049).contains("drover.root=nfs:10.0.0.1:/root"));
+        // An image without a rootfs has no agent to mount anything.
+        image.rootfs = None;
+        image.initramfs = None;
+        assert!(!boot_script(&n, &image, &servers, 2049).contains("drover.root="));
+        // Another NFS port travels with the host.
+        image.rootfs = Some(file());
+        image.initramfs = Some(file());
+        assert!(boot_script(&n, &image, &servers, 20049)
+            .contains("drover.root=nfs:10.0.0.1:20049:/root"));
+    }
+
+    #[test]
+    fn hosts_of_server_urls() {
+        assert_eq!(host_of("http://10.0.0.1"), "10.0.0.1");
+        assert_eq!(host_of("http://10.0.0.1:8080/x"), "10.0.0.1");
+        assert_eq!(host_of("http://${next-server}:8080"), "${next-server}");
+        assert_eq!(host_of("http://[fd00::1]:80"), "[fd00::1]");
+        assert_eq!(host_of("http://boot.cluster"), "boot.cluster");
     }
 }

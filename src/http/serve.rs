@@ -38,6 +38,8 @@ pub struct Shared {
     pub blobs: Blobs,
     /// The port the server listens on, for URLs when the Host header is missing.
     pub port: u16,
+    /// The port of drover's NFSv4 server, for the scripts of nodes with an NFS root.
+    pub nfs_port: u16,
     /// The admin API and web page; `None` serves the boot path only.
     pub api: Option<Arc<crate::api::Api>>,
 }
@@ -135,7 +137,7 @@ async fn boot_script(
                 Some(image) => {
                     tracing::info!(node = %node.name, image = %image.name, "boot script");
                     boot_event = Some((node.name.clone(), format!("image {}", image.name)));
-                    ipxe::boot_script(node, image, std::slice::from_ref(&server))
+                    ipxe::boot_script(node, image, std::slice::from_ref(&server), s.nfs_port)
                 }
                 None => ipxe::waiting_script(
                     &format!(

@@ -3,8 +3,10 @@
 //!
 //! Data flow: [`build`] reads the image's rootfs tar twice. The first pass finds, per kernel
 //! version under `lib/modules/<kver>/` (or `usr/lib/modules/`), the `modules.dep` and the
-//! module files; from those it picks the common NIC drivers ([`NIC_MODULES`]) that exist as
-//! modules and resolves their dependencies, dependencies first, the way dracut does. The
+//! module files; from those it picks the common NIC drivers ([`NIC_MODULES`]) and the NFSv4
+//! client ([`NFS_MODULES`], for NFS-root boots; it goes into every initramfs, since a node or
+//! the image can switch to NFS root later without a new import) that exist as modules and
+//! resolves their dependencies, dependencies first, the way dracut does. The
 //! second pass copies exactly those module files into the cpio. The archive holds:
 //!
 //! - `/init` (the agent binary, 0755), `/dev/console` (char 5,1, so the kernel can give init a
@@ -50,6 +52,10 @@ pub const NIC_MODULES: &[&str] = &[
     "mlx4_en",
     "mlx5_core",
 ];
+
+/// The NFSv4 client (its dependencies, such as `nfs`, `sunrpc`, `lockd`, `fscache` and
+/// `dns_resolver`, come from `modules.dep`), put into the initramfs for NFS-root boots.
+pub const NFS_MODULES: &[&str] = &["nfsv4"];
 
 /// Where the load-order list lives inside the initramfs.
 pub const MODULE_LIST: &str = "etc/drover/modules";
@@ -339,7 +345,8 @@ fn scan_modules(rootfs_tar: &Path) -> Result<Vec<KernelScan>, InitramfsError> {
             return Err(InitramfsError::NoModulesDep { kver });
         };
         let deps = parse_modules_dep(&kver, &dep)?;
-        let order = resolve(&deps, NIC_MODULES);
+        let wanted: Vec<&str> = NIC_MODULES.iter().chain(NFS_MODULES).copied().collect();
+        let order = resolve(&deps, &wanted);
         for m in &order {
             if !seen.files.contains(m) {
                 return Err(InitramfsError::MissingModule {
@@ -759,6 +766,8 @@ kernel/fs/nfs/nfs.ko:
                 b"E",
             ),
             (&format!("{k}/kernel/fs/nfs/nfs.ko"), b"NFS"),
+            (&format!("{k}/kernel/fs/nfs/nfsv4.ko"), b"NFS4"),
+            (&format!("{k}/kernel/fs/other/unrelated.ko"), b"U"),
         ]);
         std::fs::write(&tar_path, &tar).unwrap();
         let mut out = Vec::new();
@@ -766,7 +775,8 @@ kernel/fs/nfs/nfs.ko:
         assert_eq!(report.bytes as usize, out.len());
         assert_eq!(report.kernels.len(), 1);
         assert_eq!(report.kernels[0].kver, "6.1.0-9-amd64");
-        assert_eq!(report.kernels[0].modules.len(), 6);
+        // Six NIC modules and the NFSv4 client with its dependency.
+        assert_eq!(report.kernels[0].modules.len(), 8);
         let entries = parse_cpio(&out);
         let find = |n: &str| entries.iter().find(|e| e.name == n);
         assert_eq!(find("init").unwrap().data, b"\x7fELF-agent");
@@ -779,8 +789,19 @@ kernel/fs/nfs/nfs.ko:
                 .data,
             b"VN"
         );
-        assert!(find(&format!("{k}/kernel/fs/nfs/nfs.ko")).is_none());
+        assert_eq!(
+            find(&format!("{k}/kernel/fs/nfs/nfs.ko")).unwrap().data,
+            b"NFS"
+        );
+        assert!(find(&format!("{k}/kernel/fs/other/unrelated.ko")).is_none());
         let list = String::from_utf8(find(MODULE_LIST).unwrap().data.clone()).unwrap();
+        assert!(
+            list.ends_with(&format!(
+                "{kv} kernel/fs/nfs/nfs.ko\n{kv} kernel/fs/nfs/nfsv4.ko\n",
+                kv = "6.1.0-9-amd64"
+            )),
+            "{list}"
+        );
         let first = list.lines().next().unwrap();
         assert_eq!(
             first,

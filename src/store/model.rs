@@ -258,10 +258,14 @@ pub enum RootMode {
 }
 
 impl Image {
-    /// How the image boots: "ram-root", "kernel+initrd" or "kernel".
+    /// How the image boots: "ram-root" or "nfs-root" (its rootfs through drover's agent, by
+    /// [`Image::root`]), "kernel+initrd" or "kernel".
     pub fn boot_kind(&self) -> &'static str {
         if self.rootfs.is_some() {
-            "ram-root"
+            match self.root {
+                RootMode::Ram => "ram-root",
+                RootMode::Nfs => "nfs-root",
+            }
         } else if self.initrd.is_some() {
             "kernel+initrd"
         } else {
