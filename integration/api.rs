@@ -1049,6 +1049,7 @@ fn nfs_exports_through_the_api() {
         send(&s, "GET", "/api/v1/exports/scratch", &t, None).status,
         404
     );
+}
 
 /// Root modes and persistent paths through the API, and the boot script they produce.
 #[test]
