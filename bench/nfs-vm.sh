@@ -7,6 +7,8 @@
 # readdir, unlink of each. Every phase prints `NFSBENCH SERVER ROUND PHASE SECONDS VALUE UNIT`
 # (or `NFSBENCH SERVER ROUND PHASE FAIL detail`) on the serial console; `NFSBENCH-END` last.
 # Each mount leaves a file `marker` holding the round number at the top of its export.
+# Before each phase, `NFSBENCH-BEGIN SERVER ROUND PHASE` and half a second's pause, so that
+# the host can read the server's CPU time before the phase starts.
 # Kernel command line: nfsbench.ip=IP/PREFIX nfsbench.servers=NAME=IP,NAME=IP
 # nfsbench.rounds=N nfsbench.mib=MIB nfsbench.files=N.
 mount -t proc proc /proc
@@ -38,6 +40,9 @@ drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 phase() { # NAME ROUND PHASE ARGS...
   n=$1 r=$2 p=$3
   shift 3
+  # For the host, which samples the server's CPU time on this line and on the result line.
+  echo "NFSBENCH-BEGIN $n $r $p"
+  sleep 0.5
   if out=$(/nfsclient "$p" "$@" 2>&1); then
     echo "NFSBENCH $n $r $p ${out#RESULT "$p" }"
   else

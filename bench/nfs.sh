@@ -165,12 +165,32 @@ start_bg "$work/qemu.log" ip netns exec "$NS_D" qemu-system-x86_64 -name nfs-ben
   -netdev tap,id=n0,ifname=drvb-nfs-tap,script=no,downscript=no \
   -device virtio-net-pci,netdev=n0,mac=52:54:00:00:00:41,romfile=
 qemu=$BG_PID
-while alive "$qemu" && ! grep -q NFSBENCH-END "$serial" 2>/dev/null; do
+# Every 0.1 s, the console's new complete lines: the server's CPU time is read at each
+# phase's BEGIN line and at its result line (the VM pauses 0.5 s after BEGIN).
+declare -A cpu_begin=() cpu_phase=()
+seen=0 end=
+while alive "$qemu" && [ -z "$end" ]; do
   if [ $(($(date +%s) - vm_start)) -gt "$TIMEOUT" ]; then
     log "the VM did not finish in $TIMEOUT s"
     break
   fi
-  sleep 2
+  sleep 0.1
+  [ -f "$serial" ] || continue
+  total=$(wc -l <"$serial")
+  [ "$total" -gt "$seen" ] || continue
+  while read -r tag s r p _; do
+    case "$tag" in
+      NFSBENCH-BEGIN) [ -n "${pid[$s]:-}" ] && cpu_begin[$s.$r.$p]=$(cpu_seconds "${pid[$s]}") ;;
+      NFSBENCH)
+        if [ -n "${cpu_begin[$s.$r.$p]:-}" ]; then
+          cpu_phase[$s.$r.$p]=$(awk -v a="$(cpu_seconds "${pid[$s]}")" \
+            -v b="${cpu_begin[$s.$r.$p]}" 'BEGIN { printf "%.2f", a - b }')
+        fi
+        ;;
+      NFSBENCH-END) end=1 ;;
+    esac
+  done < <(head -n "$total" "$serial" | tail -n +"$((seen + 1))" | grep -ao 'NFSBENCH[-A-Z]* .*\|NFSBENCH-END' | tr -d '\r')
+  seen=$total
 done
 vm_secs=$(($(date +%s) - vm_start))
 stop_pid "$qemu"
@@ -199,7 +219,24 @@ done
 
 # values SERVER PHASE: that phase's values (rounds in order).
 values() { awk -v s="$1" -v p="$2" '$2 == s && $4 == p && $5 != "FAIL" { print $6 }' "$lines"; }
-declare -A med=()
+# cpu_values SERVER PHASE: the server's CPU time in that phase per unit of work (ms per MiB
+# written or read, µs per file or entry), rounds in order.
+cpu_values() {
+  local r per
+  case "$2" in
+    write | read | dwrite) per=$(awk -v m="$MIB" 'BEGIN { print 1000 / m }') ;;
+    list) per=$(awk -v f="$FILES" 'BEGIN { print 1e6 / (f + 2) }') ;;
+    *) per=$(awk -v f="$FILES" 'BEGIN { print 1e6 / f }') ;;
+  esac
+  for r in $(seq "$ROUNDS"); do
+    if [ -n "${cpu_phase[$1.$r.$2]:-}" ]; then
+      awk -v c="${cpu_phase[$1.$r.$2]}" -v k="$per" 'BEGIN { printf "%.1f\n", c * k }'
+    fi
+  done
+}
+declare -A CPU_UNIT=([write]="ms/MiB" [read]="ms/MiB" [dwrite]="ms/MiB" [create]="µs/create"
+  [stat]="µs/stat" [list]="µs/entry" [remove]="µs/unlink")
+declare -A med=() cmed=()
 {
   echo "_$(machine_line) at the end; VM: QEMU \`-accel $ACCEL\` (TCG: the client's CPU is"
   echo "emulated), 1 vCPU, 768 MiB, virtio-net on a tap; $ROUNDS rounds, $MIB MiB, $FILES files;"
@@ -217,6 +254,21 @@ declare -A med=()
     echo "$row $(ratio "${med[drover.$p]:--}" "${med[ganesha.$p]:--}") |"
   done
   echo
+  echo "Server CPU time (user + system, from /proc, read at each phase's start and end lines on"
+  echo "the console; 10 ms ticks) per unit of work; below 1 is drover cheaper:"
+  echo
+  echo "| phase | unit | $(for s in $SERVERS; do printf '%s (median; each round) | ' "$s"; done)drover / ganesha |"
+  echo "|---|---|$(for s in $SERVERS; do printf -- '---|'; done)---|"
+  for p in $PHASES; do
+    row="| $p | ${CPU_UNIT[$p]} |"
+    for s in $SERVERS; do
+      mapfile -t v < <(cpu_values "$s" "$p")
+      cmed[$s.$p]=$(median_of "${v[@]}")
+      row="$row ${cmed[$s.$p]} ($(each_of "${v[@]}")) |"
+    done
+    echo "$row $(ratio "${cmed[drover.$p]:--}" "${cmed[ganesha.$p]:--}") |"
+  done
+  echo
   i=0
   for s in "${running[@]}"; do
     echo "- ${s%%=*}: ${cpu[$i]} s of CPU (user + system) over the whole VM run"
@@ -232,11 +284,13 @@ declare -A med=()
 
 if [ -n "${BENCH_SUMMARY:-}" ]; then
   {
-    printf -- '- NFS (kernel client vers=4.1 in a TCG VM, against nfs-ganesha): '
+    rates=() cpus=()
     for p in $PHASES; do
-      printf '%s %s ' "$p" "$(ratio "${med[drover.$p]:--}" "${med[ganesha.$p]:--}")"
+      rates+=("$p $(ratio "${med[drover.$p]:--}" "${med[ganesha.$p]:--}")")
+      cpus+=("$p $(ratio "${cmed[drover.$p]:--}" "${cmed[ganesha.$p]:--}")")
     done
-    echo
-  } | sed 's/ $//' >>"$BENCH_SUMMARY"
+    echo "- NFS (kernel client vers=4.1 in a TCG VM, against nfs-ganesha): rates $(each_of "${rates[@]}")" \
+      "(above 1 drover faster); server CPU per unit $(each_of "${cpus[@]}") (below 1 drover cheaper)"
+  } >>"$BENCH_SUMMARY"
 fi
 exit "$status"
