@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Helpers shared by bench/dhcp.sh, tftp.sh, dns.sh and ntp.sh: network namespaces, processes
+# Helpers shared by bench/dhcp.sh, tftp.sh, dns.sh, ntp.sh and nfs.sh: network namespaces, processes
 # tracked by PID, the drover binary, CPU pinning and accounting, logging. Sourced, not run.
 #
 # Everything a script creates is registered here and torn down by `bench_cleanup` (an EXIT
