@@ -61,6 +61,7 @@ while [ "$r" -le "$rounds" ]; do
       echo "NFSBENCH $n $r mount FAIL"
       continue
     fi
+    [ "$r" = 1 ] && echo "NFSBENCH-MOUNT $n $(grep " $m " /proc/mounts)"
     d=$m/run$r
     mkdir -p "$d/meta" || echo "NFSBENCH $n $r mkdir FAIL"
     drop

@@ -274,6 +274,8 @@ declare -A med=() cmed=()
     echo "- ${s%%=*}: ${cpu[$i]} s of CPU (user + system) over the whole VM run"
     i=$((i + 1))
   done
+  grep -ao 'NFSBENCH-MOUNT .*' "$serial" | tr -d '\r' |
+    awk '{ printf "- %s mounted as: `%s`\n", $2, $6 }' || true
   for s in "${!failed[@]}"; do echo "- $s did not run: ${failed[$s]}"; done
   if grep -q ' FAIL' "$lines"; then
     echo "- failures:"
