@@ -13,13 +13,17 @@
 # (order flipped every round), it mounts with vers=4.1 and times: a MIB MiB sequential write
 # ending in fsync, its read after dropping the client's caches, a MIB MiB write with O_DIRECT
 # (dwrite: no client cache, each 1 MiB block sent as written), then FILES creates, stats,
-# one readdir and FILES unlinks, the caches dropped before each. Medians of the rounds.
+# one readdir and FILES unlinks, the caches dropped before each. Medians of the rounds. The
+# servers' CPU time per phase is read from /proc when the phase's start and result lines
+# appear on the VM's console. Each export must end up holding the `marker` the VM wrote.
+# Not here: several clients, NFSv4.0, random I/O, checking the data read (qemu-tests/nfs.rs).
 #
 # Usage: sudo bench/nfs.sh [--out FILE]     (FILE: markdown results; default stdout)
 # Environment: NFS_ROUNDS (5), NFS_MIB (256), NFS_FILES (2000), NFS_TIMEOUT (2400 s for the
 # whole VM run), NFS_SERVERS ("drover ganesha"), DROVER_QEMU_ACCEL (tcg), DROVER, BENCH_TMP,
 # BENCH_SUMMARY.
-# Exit status: 0 when every phase of every server completed, 1 otherwise (results still written).
+# Exit status: 0 when every phase of every server completed and both markers are on disk, 1
+# otherwise (the results still get written).
 
 # shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
