@@ -6,7 +6,8 @@
 # the server: write of MIB MiB then fsync, read of it, an O_DIRECT write of MIB MiB, create of FILES empty files, stat of each,
 # readdir, unlink of each. Every phase prints `NFSBENCH SERVER ROUND PHASE SECONDS VALUE UNIT`
 # (or `NFSBENCH SERVER ROUND PHASE FAIL detail`) on the serial console; `NFSBENCH-END` last.
-# Each mount leaves a file `marker` holding the round number at the top of its export.
+# Before each umount, `NFSBENCH-RPC SERVER ROUND OP: ...`: that mount's lines of
+# /proc/self/mountstats for the operations the phases use. Each mount leaves a file `marker` holding the round number at the top of its export.
 # Before each phase, `NFSBENCH-BEGIN SERVER ROUND PHASE` and half a second's pause, so that
 # the host can read the server's CPU time before the phase starts.
 # Kernel command line: nfsbench.ip=IP/PREFIX nfsbench.servers=NAME=IP,NAME=IP
@@ -82,6 +83,11 @@ while [ "$r" -le "$rounds" ]; do
     phase "$n" "$r" remove "$d/meta" "$files"
     rmdir "$d/meta" "$d"
     echo "$r" >"$m/marker" || echo "NFSBENCH $n $r marker FAIL"
+    # The client's own per-operation counts and times for this mount (ops, transmissions,
+    # timeouts, bytes sent, bytes received, queue ms, round-trip ms, execute ms).
+    awk -v m="$m" -v n="$n" -v r="$r" '$1 == "device" { on = ($5 == m) }
+      on && $1 ~ /^(READ|WRITE|COMMIT|OPEN|CLOSE|LOOKUP|GETATTR|REMOVE|READDIR):$/ {
+        print "NFSBENCH-RPC", n, r, $0 }' /proc/self/mountstats
     umount "$m" || echo "NFSBENCH $n $r umount FAIL"
   done
   r=$((r + 1))

@@ -278,6 +278,35 @@ declare -A med=() cmed=()
     echo "- ${s%%=*}: ${cpu[$i]} s of CPU (user + system) over the whole VM run"
     i=$((i + 1))
   done
+  echo
+  echo "The client's RPC counts over all rounds (from its /proc/self/mountstats): operations, and"
+  echo "the mean milliseconds each waited in the client's queue and its mean round trip (request"
+  echo "sent to reply received, the emulated client's own receive path included):"
+  echo
+  echo "| operation | $(for s in $SERVERS; do printf '%s: ops, queue ms, RTT ms | ' "$s"; done)RTT drover / ganesha |"
+  echo "|---|$(for s in $SERVERS; do printf -- '---|'; done)---|"
+  grep -ao 'NFSBENCH-RPC .*' "$serial" | tr -d '\r' | awk -v servers="$SERVERS" '
+    { sub(/:$/, "", $4); k = $2 SUBSEP $4; ops[k] += $5; q[k] += $10; rtt[k] += $11; seen[$4] = 1 }
+    END {
+      n = split(servers, sv, " ")
+      split("WRITE COMMIT READ OPEN CLOSE LOOKUP GETATTR READDIR REMOVE", order, " ")
+      for (i = 1; i <= 9; i++) {
+        op = order[i]
+        if (!(op in seen)) continue
+        line = "| " op " |"
+        for (j = 1; j <= n; j++) {
+          k = sv[j] SUBSEP op
+          if (ops[k] > 0) line = line sprintf(" %d, %.2f, %.2f |", ops[k], q[k] / ops[k], rtt[k] / ops[k])
+          else line = line " - |"
+        }
+        a = "drover" SUBSEP op; b = "ganesha" SUBSEP op
+        if (ops[a] > 0 && ops[b] > 0 && rtt[b] > 0)
+          line = line sprintf(" %.2f |", (rtt[a] / ops[a]) / (rtt[b] / ops[b]))
+        else line = line " n/a |"
+        print line
+      }
+    }'
+  echo
   grep -ao 'NFSBENCH-MOUNT .*' "$serial" | tr -d '\r' |
     awk '{ printf "- %s mounted as: `%s`\n", $2, $6 }' || true
   for s in "${!failed[@]}"; do echo "- $s did not run: ${failed[$s]}"; done
