@@ -344,7 +344,7 @@ fn enter_roster(store: &Store, settings: &Settings, founder: bool) -> Result<(),
         let now = unix_ms();
         let joined_ms = match old {
             Some(o) => o.joined_ms,
-            None if founder => now.saturating_sub(PoolMember::SETTLE_MS),
+            None if founder => now.saturating_sub(PoolMember::SETTLE_MS + PoolMember::HANDOFF_MS),
             None => now,
         };
         w.put(&PoolMember {
