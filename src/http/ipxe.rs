@@ -2,16 +2,43 @@
 //! script for a machine drover does not know. Pure functions of their inputs (no I/O).
 //!
 //! Kernel and initrd URLs list every server in `servers` as fallbacks (`||` chains), so a
-//! pool of members can serve one node. Under UEFI the kernel must be told its initrd's name
+//! pool of members can serve one node: the member the node reached first, then the other
+//! live members (`pool::peers`). A failed boot asks the servers for a new script in the same
+//! order. The agent's `drover.server` lists them too, and `drover.dns` / `drover.ntp` name
+//! the other members after the servers iPXE got from DHCP ([`Also`]): iPXE shows only the
+//! first address of a DHCP option. Under UEFI the kernel must be told its initrd's name
 //! (`initrd=NAME`, see LAB.md); the name is the URL's last segment, so the kernel line names
 //! it for BIOS and UEFI alike.
 
 use crate::store::model::{Image, Node};
 use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+/// Name and time servers an agent gets after the first one DHCP gave iPXE (`${dns}`,
+/// `${42:ipv4}`): the other live pool members, when this member serves DNS / NTP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Also {
+    pub dns: Vec<Ipv4Addr>,
+    pub ntp: Vec<Ipv4Addr>,
+}
+
+/// `${setting}` followed by `,ADDR` for each address.
+fn with_also(setting: &str, also: &[Ipv4Addr]) -> String {
+    also.iter().fold(setting.to_string(), |mut s, a| {
+        let _ = write!(s, ",{a}");
+        s
+    })
+}
+
+/// `chain SERVER/PATH || chain NEXT/PATH ...` over `servers`.
+fn chain(servers: &[String], path: &str) -> String {
+    let tries: Vec<String> = servers.iter().map(|s| format!("chain {s}{path}")).collect();
+    tries.join(" || ")
+}
 
 /// The boot script of `node`, booting `image` from the HTTP servers `servers`
-/// (`http://host[:port]`, first preferred).
-pub fn boot_script(node: &Node, image: &Image, servers: &[String]) -> String {
+/// (`http://host[:port]`, first preferred; at least one).
+pub fn boot_script(node: &Node, image: &Image, servers: &[String], also: &Also) -> String {
     let mut s = String::from("#!ipxe\n");
     let _ = writeln!(
         s,
@@ -43,13 +70,13 @@ pub fn boot_script(node: &Node, image: &Image, servers: &[String]) -> String {
                 "drover.ip=${ip}",
                 "drover.netmask=${netmask}",
                 "drover.gw=${gateway}",
-                "drover.dns=${dns}",
-                // DHCP option 42 (drover's own NTP when it serves NTP; empty otherwise).
-                "drover.ntp=${42:ipv4}",
-                "drover.domain=${domain}",
             ]
             .map(String::from),
         );
+        args.push(format!("drover.dns={}", with_also("${dns}", &also.dns)));
+        // DHCP option 42 (drover's own NTP when it serves NTP; empty otherwise).
+        args.push(format!("drover.ntp={}", with_also("${42:ipv4}", &also.ntp)));
+        args.push("drover.domain=${domain}".into());
     }
     let args = args.join(" ");
     let kernel: Vec<String> = servers
@@ -72,20 +99,21 @@ pub fn boot_script(node: &Node, image: &Image, servers: &[String]) -> String {
         node.name
     );
     s.push_str("sleep 10\n");
-    let _ = writeln!(s, "chain {}/boot/${{mac}}", servers[0]);
+    let _ = writeln!(s, "{}", chain(servers, "/boot/${mac}"));
     s
 }
 
 /// The script for a machine that is not a node, or a node without an image: says what to
-/// do and asks again every `retry_secs` seconds, so the machine boots as soon as the admin
-/// has added it.
-pub fn waiting_script(reason: &str, server: &str, retry_secs: u32) -> String {
+/// do and asks `servers` again every `retry_secs` seconds, so the machine boots as soon as
+/// the admin has added it.
+pub fn waiting_script(reason: &str, servers: &[String], retry_secs: u32) -> String {
     format!(
         "#!ipxe\n\
          echo drover: {reason}\n\
          echo drover: asking again in {retry_secs} s\n\
          sleep {retry_secs}\n\
-         chain {server}/boot/${{mac}}\n"
+         {}\n",
+        chain(servers, "/boot/${mac}")
     )
 }
 
@@ -129,7 +157,7 @@ mod tests {
             "http://10.0.0.1".to_string(),
             "http://10.0.0.2:8080".to_string(),
         ];
-        let s = boot_script(&node(), &image, &servers);
+        let s = boot_script(&node(), &image, &servers, &Also::default());
         assert!(s.starts_with("#!ipxe\n"));
         assert!(s.contains(
             "kernel http://10.0.0.1/images/img/kernel initrd=initrd console=ttyS0 drover.node=n1 \
@@ -151,9 +179,57 @@ mod tests {
             root: Default::default(),
             persistent: Vec::new(),
         };
-        let s = boot_script(&node(), &image, &["http://10.0.0.1".to_string()]);
+        let s = boot_script(
+            &node(),
+            &image,
+            &["http://10.0.0.1".to_string()],
+            &Also::default(),
+        );
         assert!(s.contains("initrd=initramfs drover.node=n1"), "{s}");
         assert!(s.contains("drover.ip=${ip} drover.netmask=${netmask}"));
+        assert!(s.contains("drover.dns=${dns} drover.ntp=${42:ipv4} drover.domain"));
         assert!(s.contains("initrd http://10.0.0.1/images/img/initramfs || goto failed"));
+        assert!(s.ends_with("sleep 10\nchain http://10.0.0.1/boot/${mac}\n"), "{s}");
+    }
+
+    #[test]
+    fn pool_members_are_fallbacks_for_every_fetch_and_service() {
+        let image = Image {
+            name: "img".into(),
+            kernel: file(),
+            initrd: None,
+            cmdline: String::new(),
+            rootfs: Some(file()),
+            initramfs: Some(file()),
+            root: Default::default(),
+            persistent: Vec::new(),
+        };
+        let servers = ["http://10.0.0.2", "http://10.0.0.1", "http://10.0.0.3"].map(String::from);
+        let also = Also {
+            dns: vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 3)],
+            ntp: Vec::new(),
+        };
+        let s = boot_script(&node(), &image, &servers, &also);
+        assert!(
+            s.contains(
+                "initrd http://10.0.0.2/images/img/initramfs || initrd \
+                 http://10.0.0.1/images/img/initramfs || initrd \
+                 http://10.0.0.3/images/img/initramfs || goto failed"
+            ),
+            "{s}"
+        );
+        assert_eq!(s.matches("kernel http://").count(), 3, "{s}");
+        assert!(s.contains(
+            "drover.server=http://10.0.0.2,http://10.0.0.1,http://10.0.0.3 drover.image=img"
+        ));
+        assert!(s.contains("drover.dns=${dns},10.0.0.1,10.0.0.3 drover.ntp=${42:ipv4} "));
+        assert!(s.ends_with(
+            "chain http://10.0.0.2/boot/${mac} || chain http://10.0.0.1/boot/${mac} || \
+             chain http://10.0.0.3/boot/${mac}\n"
+        ));
+        let w = waiting_script("unknown", &servers[..2], 10);
+        assert!(w.ends_with(
+            "sleep 10\nchain http://10.0.0.2/boot/${mac} || chain http://10.0.0.1/boot/${mac}\n"
+        ));
     }
 }

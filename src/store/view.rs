@@ -1,7 +1,7 @@
 //! An in-memory copy of the store for the servers' hot paths, kept current from the change
 //! feed. Protocol cores read a `&View`; they never see heed.
 
-use super::model::{Group, Image, Lease, Mac, Network, Node, PowerState};
+use super::model::{Group, Image, Lease, Mac, Network, Node, PoolMember, PowerState};
 use super::{Reader, Store, StoreError, Table};
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -20,6 +20,8 @@ pub struct View {
     pub leases: BTreeMap<Ipv4Addr, Lease>,
     /// Last known chassis power state per node (for the web page and API).
     pub power: BTreeMap<String, PowerState>,
+    /// The pool's roster (keyed by member id in hex): the DNS zone names every member.
+    pub members: BTreeMap<String, PoolMember>,
     node_by_mac: HashMap<Mac, String>,
     lease_by_mac: HashMap<Mac, Ipv4Addr>,
 }
@@ -49,6 +51,9 @@ impl View {
             }
             for p in r.all::<PowerState>()? {
                 view.power.insert(p.node.clone(), p);
+            }
+            for m in r.all::<PoolMember>()? {
+                view.members.insert(PoolMember::key_of(m.id), m);
             }
             Ok(view)
         })
@@ -94,6 +99,7 @@ impl View {
                 }
             }
             Table::Power => set(&mut self.power, key.to_string(), r.get::<PowerState>(key)?),
+            Table::Members => set(&mut self.members, key.to_string(), r.get::<PoolMember>(key)?),
             // Not needed by the servers' hot paths; read from the store where used. BMC
             // credentials stay out of the view: servers other than the power poller have no
             // business with them, and the poller reads them from the store.
@@ -101,8 +107,7 @@ impl View {
             | Table::Users
             | Table::Tokens
             | Table::Boots
-            | Table::Bmc
-            | Table::Members => {}
+            | Table::Bmc => {}
         }
         Ok(())
     }
