@@ -112,7 +112,13 @@ fn node_env(vm: &Vm) -> BTreeMap<String, String> {
         .split("--- /etc/drover/node.env")
         .nth(1)
         .and_then(|s| s.split("--- end").next())
-        .unwrap_or_else(|| panic!("no node.env on {}'s console:\n{}", vm.name, tail(&serial, 30)));
+        .unwrap_or_else(|| {
+            panic!(
+                "no node.env on {}'s console:\n{}",
+                vm.name,
+                tail(&serial, 30)
+            )
+        });
     env.lines()
         .filter_map(|l| {
             let (k, v) = l.trim().split_once('=')?;
@@ -135,14 +141,15 @@ fn hosts_of(list: &str) -> Vec<String> {
         .collect()
 }
 
-/// The host of the first `http://` fetch on the VM's console (its iPXE script).
+/// The host of the first script fetch (`http://HOST/boot/MAC`) on the VM's console.
 fn first_fetch_host(vm: &Vm) -> String {
-    let line = vm
-        .line_with("http://")
-        .unwrap_or_else(|| panic!("{} fetched nothing over HTTP", vm.name));
-    hosts_of(line.split_whitespace().next().unwrap_or_default())
-        .pop()
-        .unwrap_or_default()
+    let serial = harness::vm::clean_text(&vm.serial());
+    let url = serial
+        .lines()
+        .filter(|l| l.contains("/boot/"))
+        .find_map(|l| l.split_whitespace().find(|w| w.starts_with("http://")))
+        .unwrap_or_else(|| panic!("{} fetched no script over HTTP", vm.name));
+    hosts_of(url).pop().unwrap_or_default()
 }
 
 fn wait_marker(vm: &mut Vm, node: &str) -> BTreeMap<String, String> {
@@ -207,9 +214,9 @@ fn vms_boot_through_a_pool_while_a_member_dies() {
                 && m.iter()
                     .filter(|o| o.ip != x.ip)
                     .all(|o| x.sees(&o.ip).as_deref() == Some("alive"))
-        }) && m[1..].iter().all(|x| {
-            x.blobs() == blobs && x.drover.cli_ok(&["node", "list"]).contains("n4")
-        })
+        }) && m[1..]
+            .iter()
+            .all(|x| x.blobs() == blobs && x.drover.cli_ok(&["node", "list"]).contains("n4"))
     });
     assert!(
         ready,
@@ -253,7 +260,10 @@ fn vms_boot_through_a_pool_while_a_member_dies() {
     for e in [&e1, &e2] {
         let mut listed = hosts_of(&e["DROVER_SERVERS"]);
         listed.sort();
-        assert_eq!(listed, ips, "scripts before the death list every member: {e:?}");
+        assert_eq!(
+            listed, ips,
+            "scripts before the death list every member: {e:?}"
+        );
     }
     assert_ne!(
         hosts_of(&e1["DROVER_SERVER"]),

@@ -717,7 +717,13 @@ impl<'a> Handler<'a> {
         let own = |on: bool| {
             if on {
                 std::iter::once(self.ctx.server)
-                    .chain(self.ctx.peers.iter().copied().filter(|a| *a != self.ctx.server))
+                    .chain(
+                        self.ctx
+                            .peers
+                            .iter()
+                            .copied()
+                            .filter(|a| *a != self.ctx.server),
+                    )
                     .collect()
             } else {
                 Vec::new()

@@ -31,9 +31,9 @@
 
 use super::core::{self, Action, Context, Destination, DropReason, Offers};
 use super::share::Share;
-use crate::pool::peers::Peers;
 use super::wire::{self, WireError};
 use crate::net::Interface;
+use crate::pool::peers::Peers;
 use crate::store::model::{BootStage, Lease};
 use crate::store::{Store, StoreError, View};
 use crate::timeline::Recorder;

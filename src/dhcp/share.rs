@@ -319,7 +319,11 @@ mod tests {
         let s = Share::new(1, [1, 2, 3], [1, 2], HashMap::new(), 10);
         let counts = s.owned(&[(ip(0), ip(299)), (ip(1000), ip(1099))], 10_000);
         assert_eq!(counts.values().sum::<u64>(), 400);
-        assert_eq!(counts.len(), 3, "the dead member owns its share too: {counts:?}");
+        assert_eq!(
+            counts.len(),
+            3,
+            "the dead member owns its share too: {counts:?}"
+        );
         assert!(counts.values().all(|c| (80..200).contains(c)), "{counts:?}");
         assert_eq!(s.owned(&[(ip(0), ip(299))], 50).values().sum::<u64>(), 50);
     }

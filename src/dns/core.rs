@@ -20,14 +20,13 @@
 //!   is merged into the outer one. PTR records point back at the names above.
 //! - CNAMEs: a node's `aliases` (`drover node set NAME --alias A,B`) are published as CNAMEs
 //!   to its name, in its zone, and chased by [`handle`].
-//!
 //! - pool members (while this member is on the roster): `drover-<member id>.<domain>` for
 //!   each roster member, live or not, with its pool address (its PTR points there), and
 //!   every member's address also under `drover.<domain>`, after this member's own. The zones
 //!   are therefore the same on every member.
 //!
-//! Built-in names (`drover`, `gateway`, member names) win over a node of the same name; a node outside every
-//! network, or without an address, has no records (its name is NXDOMAIN).
+//! Built-in names (`drover`, `gateway`, member names) win over a node of the same name; a
+//! node outside every network, or without an address, has no records (its name is NXDOMAIN).
 //!
 //! Answers are authoritative (AA), NXDOMAIN vs NODATA per RFC 2308 (negative answers carry
 //! the SOA, TTL = min(SOA TTL, minimum)), empty non-terminals exist (NODATA, RFC 8020), ANY
@@ -426,22 +425,23 @@ impl Zones {
         // of them under the appliance's name after this member's own addresses. Like this
         // member's addresses, only those inside the network, or all when none is (a relayed
         // network).
-        let publish_members = |zone: &mut Zone,
-                               domain: &Name,
-                               inside: &dyn Fn(Ipv4Addr) -> bool,
-                               publish: &mut dyn FnMut(&mut Zone, Name, Ipv4Addr)| {
-            let any_inside = members.iter().any(|m| inside(m.ip));
-            let shown: Vec<&Member> = members
-                .iter()
-                .filter(|m| !any_inside || inside(m.ip))
-                .collect();
-            for m in &shown {
-                if let Some(name) = fqdn(&m.label(&ident.hostname), domain) {
-                    publish(zone, name, m.ip);
+        let publish_members =
+            |zone: &mut Zone,
+             domain: &Name,
+             inside: &dyn Fn(Ipv4Addr) -> bool,
+             publish: &mut dyn FnMut(&mut Zone, Name, Ipv4Addr)| {
+                let any_inside = members.iter().any(|m| inside(m.ip));
+                let shown: Vec<&Member> = members
+                    .iter()
+                    .filter(|m| !any_inside || inside(m.ip))
+                    .collect();
+                for m in &shown {
+                    if let Some(name) = fqdn(&m.label(&ident.hostname), domain) {
+                        publish(zone, name, m.ip);
+                    }
                 }
-            }
-            shown.iter().map(|m| m.ip).collect::<Vec<_>>()
-        };
+                shown.iter().map(|m| m.ip).collect::<Vec<_>>()
+            };
         for net in networks {
             let domain = domain_of(net);
             let Some(zone) = forward.get_mut(&domain) else {

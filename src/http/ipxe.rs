@@ -189,7 +189,10 @@ mod tests {
         assert!(s.contains("drover.ip=${ip} drover.netmask=${netmask}"));
         assert!(s.contains("drover.dns=${dns} drover.ntp=${42:ipv4} drover.domain"));
         assert!(s.contains("initrd http://10.0.0.1/images/img/initramfs || goto failed"));
-        assert!(s.ends_with("sleep 10\nchain http://10.0.0.1/boot/${mac}\n"), "{s}");
+        assert!(
+            s.ends_with("sleep 10\nchain http://10.0.0.1/boot/${mac}\n"),
+            "{s}"
+        );
     }
 
     #[test]

@@ -99,15 +99,15 @@ impl View {
                 }
             }
             Table::Power => set(&mut self.power, key.to_string(), r.get::<PowerState>(key)?),
-            Table::Members => set(&mut self.members, key.to_string(), r.get::<PoolMember>(key)?),
+            Table::Members => set(
+                &mut self.members,
+                key.to_string(),
+                r.get::<PoolMember>(key)?,
+            ),
             // Not needed by the servers' hot paths; read from the store where used. BMC
             // credentials stay out of the view: servers other than the power poller have no
             // business with them, and the poller reads them from the store.
-            Table::Settings
-            | Table::Users
-            | Table::Tokens
-            | Table::Boots
-            | Table::Bmc => {}
+            Table::Settings | Table::Users | Table::Tokens | Table::Boots | Table::Bmc => {}
         }
         Ok(())
     }
