@@ -12,7 +12,8 @@
 //! survivor; the first VMs' scripts listed all three members, the later ones only the two
 //! survivors (as servers, name and time servers); no address is leased to two clients in any
 //! member's store (the dead member's included); `drover pool status` on both survivors shows
-//! the dead member as down.
+//! the dead member as down; the survivors' DNS (asked with `dig`) gives `drover` all three
+//! members' addresses and names each member.
 //!
 //! Needs root and what `scripts/setup` installs and builds; without them it fails with the
 //! command to run. At most two VMs run at once (`harness::vm::MAX_VMS`).
@@ -266,8 +267,8 @@ fn vms_boot_through_a_pool_while_a_member_dies() {
         );
     }
     assert_ne!(
-        hosts_of(&e1["DROVER_SERVER"]),
-        [dead_ip.clone()],
+        hosts_of(&e1["DROVER_SERVER"]).first(),
+        Some(&dead_ip),
         "n1 took its root from the dead member"
     );
     eprintln!(
@@ -345,4 +346,43 @@ fn vms_boot_through_a_pool_while_a_member_dies() {
         "no lease of {dynamic} to n4 in any store: {owner:?}"
     );
     eprintln!("leases across the three stores: {owner:?}");
+
+    // The zone names every roster member (the dead one too), the same on each survivor:
+    // `drover` has all three addresses, and each address points back to its member's name.
+    let dig = |server: &str, args: &[&str]| -> Vec<String> {
+        let out = run_ok(
+            lab.ns
+                .cmd("dig")
+                .args(["+short", "+time=2", "+tries=2"])
+                .arg(format!("@{server}"))
+                .args(args),
+        );
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        lines.sort();
+        lines
+    };
+    require_cmd("dig", "bind9-dnsutils");
+    for server in &survivors {
+        assert_eq!(
+            dig(server, &["drover.cluster", "A"]),
+            ips,
+            "drover.cluster on {server}"
+        );
+        for ip in &ips {
+            let names = dig(server, &["-x", ip]);
+            assert!(
+                names.len() == 1 && names[0].starts_with("drover-"),
+                "PTR of {ip} on {server}: {names:?}"
+            );
+            assert_eq!(
+                dig(server, &[&names[0], "A"]),
+                [ip.as_str()],
+                "{}",
+                names[0]
+            );
+        }
+    }
 }
