@@ -521,6 +521,7 @@ mod tests {
             D::MissingAddress,
             D::NotHolder,
             D::InformWithoutAddress,
+            D::OtherMember,
         ];
         let wire = [
             WireError::Truncated(0),
