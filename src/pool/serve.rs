@@ -12,6 +12,10 @@
 //! `<state>/pool/status.json` is rewritten (write + rename) on every membership change and
 //! every [`STATUS_EVERY`]; its `updated_ms` tells the reader whether the server is alive.
 //!
+//! On the same occasions it hands the services what they need from the pool ([`Links`]): the
+//! DHCP tasks their `Share`, DHCP and HTTP the other live members (`Peers`) to list after
+//! this one.
+//!
 //! Not here: the protocol (`membership`), anything carried besides liveness.
 
 use super::key::ClusterKey;
