@@ -32,7 +32,7 @@
 # the first ACK an orphan got (from a survivor), and the longest any client waited.
 #
 # Usage: sudo bench/pool.sh [--out FILE]     (FILE: markdown results; default stdout)
-# Environment: POOL_RATES ("200 400 800 1600"), POOL_PERIOD (5), POOL_REPEATS (2),
+# Environment: POOL_RATES ("200 400 800 1600 3200"), POOL_PERIOD (5), POOL_REPEATS (3),
 # POOL_CLIENTS (5000), POOL_SETUPS ("drover-1 drover-2 drover-3 kea-ha"), POOL_FAILOVER
 # ("drover kea"; empty: skip), FAILOVER_RATE (20), FAILOVER_KILL_AT (10), FAILOVER_AFTER (30),
 # KEA_TIMINGS ("default fast"), DROVER, BENCH_TMP, BENCH_SUMMARY.
@@ -43,9 +43,9 @@ source "$(dirname "$0")/lib.sh"
 
 out_arg "$@"
 
-RATES=${POOL_RATES:-200 400 800 1600}
+RATES=${POOL_RATES:-200 400 800 1600 3200}
 PERIOD=${POOL_PERIOD:-5}
-REPEATS=${POOL_REPEATS:-2}
+REPEATS=${POOL_REPEATS:-3}
 CLIENTS=${POOL_CLIENTS:-5000}
 SETUPS=${POOL_SETUPS:-drover-1 drover-2 drover-3 kea-ha}
 FAILOVER=${POOL_FAILOVER-drover kea}
@@ -381,6 +381,7 @@ failover() {
   sleep "$F_KILL"
   kill_ms=$(date +%s%3N)
   kill -KILL "${RUN_PIDS[$((victim - 1))]}"
+  { wait "${RUN_PIDS[$((victim - 1))]}" || true; } 2>/dev/null # (and no "Killed" line)
   log "failover $name: killed server $victim (PID ${RUN_PIDS[$((victim - 1))]})"
   wait "$probe" || true
   stop_setup
