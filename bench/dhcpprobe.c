@@ -19,6 +19,7 @@
  * Bounded: RATE <= 1000, SECONDS <= 600, MAC_PREFIX two hex bytes (e.g. 0a0b).
  * Prints on stdout one line per client that got its lease:
  *   ack client first_try_ms ack_ms tries server address
+ * (address: the ACK's yiaddr; server: its option 54)
  * (ms since the run's start), one per client never answered:
  *   lost client first_try_ms - tries - -
  * and first, one line: start EPOCH_MS (the wall clock at the run's start, to line up with
@@ -227,6 +228,7 @@ int main(int argc, char **argv) {
             } else if (*t == 5 && c->st == REQUESTING && !memcmp(sid, &c->server, 4)) {
                 c->st = DONE;
                 c->ack = now;
+                memcpy(&c->offered, p + 16, 4); /* the address ACKed (yiaddr) */
                 uint32_t s;
                 memcpy(&s, sid, 4);
                 int k;

@@ -360,6 +360,7 @@ done
 # ---- failover -----------------------------------------------------------------------------
 
 # fail: setup kill_ms orphans first_orphan_ack_ms worst_wait_ms lost clients acks_after
+# addresses_acked_to_two_clients
 fail=$work/failover.tsv
 : >"$fail"
 # failover NAME SETUP VICTIM SECONDS [KEA_TIMING]: a fresh SETUP, dhcpprobe's client stream
@@ -389,6 +390,7 @@ failover() {
   # A client is an orphan when it was waiting at the kill or started after it, and its ACK
   # came over 1 s after max(its first try, the kill): its server was the dead one.
   awk -v name="$name" -v k=$((kill_ms - start_ms)) '
+    $1 == "ack" { if (($7 in holder) && holder[$7] != $2) dup++; holder[$7] = $2 }
     $1 == "ack" || $1 == "lost" {
       n++
       f = $3 + 0; from = (f > k ? f : k)
@@ -401,8 +403,8 @@ failover() {
       if (w > 1000) { orphans++; if (first == "" || a < first) first = a }
     }
     END {
-      printf "%s\t%d\t%d\t%s\t%.0f\t%d\t%d\t%d\n", name, k, orphans,
-        (first == "" ? "-" : sprintf("%.0f", first - k)), worst, lost, n, after
+      printf "%s\t%d\t%d\t%s\t%.0f\t%d\t%d\t%d\t%d\n", name, k, orphans,
+        (first == "" ? "-" : sprintf("%.0f", first - k)), worst, lost, n, after, dup
     }' "$dir/probe.log" >>"$fail"
   log "failover $name: $(tail -1 "$fail")"
 }
@@ -536,20 +538,21 @@ LOW=$(echo "$RATES" | tr ' ' '\n' | sort -n | head -1)
       "server $F_KILL s in, clients for $F_AFTER s more (Kea: plus its max-response-delay). *Orphans*: clients waiting at the kill or started" \
       "after it whose ACK came over 1 s after that (their server was the dead one)." \
       "*First orphan answered*: from the kill to the first ACK an orphan got (from a" \
-      "survivor). *Longest wait*: the longest any client waited after the kill."
+      "survivor). *Longest wait*: the longest any client waited after the kill." \
+      "*Addresses ACKed twice*: addresses that two different clients of the run were given."
     echo
-    echo "| setup | orphans | first orphan answered after (ms) | longest wait (ms) | clients | never answered |"
-    echo "|---|---:|---:|---:|---:|---:|"
+    echo "| setup | orphans | first orphan answered after (ms) | longest wait (ms) | clients | never answered | addresses ACKed twice |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
     for f in $FAILOVER; do
       names=$f
       [ "$f" = kea ] && names=$(for t in $KEA_TIMINGS; do printf 'kea-%s ' "$t"; done)
       for n in $names; do
         if [ -n "${failed[failover-$n]:-}" ]; then
-          echo "| $(label "$n") | failed: ${failed[failover-$n]//|/\\|} | | | | |"
+          echo "| $(label "$n") | failed: ${failed[failover-$n]//|/\\|} | | | | | |"
           continue
         fi
         awk -F'\t' -v n="$n" -v l="$(label "$n")" '$1 == n {
-          printf "| %s | %d | %s | %s | %d | %d |\n", l, $3, $4, $5, $7, $6 }' "$fail"
+          printf "| %s | %d | %s | %s | %d | %d | %d |\n", l, $3, $4, $5, $7, $6, $9 }' "$fail"
       done
     done
     echo
@@ -558,8 +561,8 @@ LOW=$(echo "$RATES" | tr ' ' '\n' | sort -n | head -1)
 
 if [ -n "${BENCH_SUMMARY:-}" ]; then
   fo=""
-  while IFS=$'\t' read -r n _ _ first worst _ _ _; do
-    fo="$fo${fo:+; }$n $first ms (longest wait $worst ms)"
+  while IFS=$'\t' read -r n _ _ first worst _ _ _ dup; do
+    fo="$fo${fo:+; }$n $first ms (longest wait $worst ms, addresses ACKed twice: $dup)"
   done <"$fail"
   echo "- Pool, DHCP leases/s, drover / Kea HA pair: $line. Failover, kill to first answer for the dead server's clients: ${fo:-not run}" >>"$BENCH_SUMMARY"
 fi
