@@ -24,10 +24,8 @@ const MAC: &str = "52:54:00:00:00:11";
 const IP: &str = "198.18.0.11";
 
 /// Asserts that the marker line names `node`.
-fn assert_marker(vm: &Vm, marker: &str, node: &str) {
-    let line = vm
-        .line_with(marker)
-        .unwrap_or_else(|| panic!("no {marker} line"));
+fn assert_marker(vm: &mut Vm, marker: &str, node: &str) {
+    let line = vm.wait_line(marker, Duration::from_secs(30));
     assert_eq!(
         field(&line, "node"),
         Some(node),
@@ -62,7 +60,7 @@ fn reference_boot(tag: &str, firmware: Firmware) {
     let mut vm = lab.vm("ref1", firmware, "52:54:00:00:00:21");
     reference.show_logs(&mut vm);
     vm.wait_serial("DROVER-BOOT-OK", BOOT_TIMEOUT);
-    assert_marker(&vm, "DROVER-BOOT-OK", "ref1");
+    assert_marker(&mut vm, "DROVER-BOOT-OK", "ref1");
     vm.print_phases();
 }
 
@@ -85,10 +83,9 @@ fn drover_marker_boot(tag: &str, firmware: Firmware) {
     d.serve();
     let mut vm = d.boot("n1", firmware, MAC);
     vm.wait_serial("DROVER-BOOT-OK", BOOT_TIMEOUT);
-    assert_marker(&vm, "DROVER-BOOT-OK", "n1");
+    assert_marker(&mut vm, "DROVER-BOOT-OK", "n1");
     // The marker's /init prints the kernel command line right after the marker.
-    vm.wait_serial("cmdline:", Duration::from_secs(30));
-    let cmdline = vm.line_with("cmdline:").unwrap_or_default();
+    let cmdline = vm.wait_line("cmdline:", Duration::from_secs(30));
     assert!(
         cmdline.contains("console=ttyS0") && cmdline.contains("drover.node=n1"),
         "kernel command line lacks the image's cmdline or drover.node: {cmdline:?}"
@@ -119,7 +116,7 @@ fn ramroot_boot() {
     let mut vm = d.boot("n1", Firmware::Bios, MAC);
     vm.wait_serial("DROVER-RAMROOT-OK", BOOT_TIMEOUT);
     vm.wait_serial("DROVER-RAMROOT-END", Duration::from_secs(30));
-    assert_marker(&vm, "DROVER-RAMROOT-OK", "n1");
+    assert_marker(&mut vm, "DROVER-RAMROOT-OK", "n1");
     let serial = harness::vm::clean_text(&vm.serial());
     let env = serial
         .split("--- /etc/drover/node.env")

@@ -134,7 +134,7 @@ for v in 4.0 4.1; do
   sync
   check $v umount umount "/mnt/$v"
 done
-# Restart phase: drover restarts (the test does it on seeing NFSTEST-RESTART-READY) while
+# Restart phase: drover crashes and restarts (the test does it on seeing NFSTEST-RESTART-READY) while
 # both versions are mounted with a file held open; afterwards the open file still reads,
 # handles from before the restart still work and new files can be made. Soft mounts, so a
 # server that never recovers fails the checks instead of hanging them.

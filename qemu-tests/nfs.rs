@@ -8,9 +8,10 @@
 //! 5 GiB sparse file, listing a 10,000-entry directory, 500 creates, four concurrent readers,
 //! and fcntl byte-range locks between processes (a small static C program,
 //! `qemu-tests/nfs-locktest.c`, built with gcc at test time). Then, with both versions
-//! mounted again and a file held open on each, the test restarts drover: the open files
-//! still read (the clients reclaim their opens in the grace period), handles from before the
-//! restart still resolve, and new files can be made. Each check prints a line on the serial
+//! mounted again and a file held open on each, the test crashes drover (SIGKILL) and starts
+//! it again: the files written and closed (so committed) just before still read through the
+//! opens the clients reclaim in the grace period, handles from before the crash still
+//! resolve, and new files can be made. Each check prints a line on the serial
 //! console; the test asserts every one, then looks at the files on the server's disk.
 //!
 //! Needs root, qemu-system-x86, gcc and `scripts/lab-assets`; fails with the command to run
@@ -193,7 +194,9 @@ fn kernel_client_v40_and_v41() {
             || vm.child.try_wait().ok().flatten().is_some()
     });
     if ready && read_lossy(&serial).contains("NFSTEST-RESTART-READY") {
-        drover.stop();
+        // A crash, not a clean stop: what the client wrote and synced (stable WRITE or COMMIT)
+        // before it must still be there afterwards.
+        drover.crash();
         drover.start(Some(&lab.ns), &start_args);
         // The last run had clients, so this one opens with a grace period for their reclaims.
         drover.wait_log("NFS: grace period", Duration::from_secs(30));

@@ -89,11 +89,6 @@ fn tcp_open(lab: &Lab, addr: &str, port: u16) -> bool {
 }
 
 /// The `key=value` fields of the image's report line `marker`.
-fn report(vm: &mut Vm, marker: &str) -> String {
-    vm.wait_serial(marker, RUN_TIMEOUT);
-    vm.line_with(marker).unwrap_or_default()
-}
-
 /// One boot of `node` until its power-off: the BEFORE and AFTER lines. `nfs_log` is shown
 /// next to drover's log when the boot fails.
 fn boot_once(
@@ -129,16 +124,15 @@ fn boot_once(
         booted,
         "{vm_name}: no DROVER-NFSROOT-OK within {BOOT_TIMEOUT:?}"
     );
-    vm.wait_serial("DROVER-NFSROOT-OK", RUN_TIMEOUT);
-    let ok = vm.line_with("DROVER-NFSROOT-OK").unwrap_or_default();
+    let ok = vm.wait_line("DROVER-NFSROOT-OK", RUN_TIMEOUT);
     assert_eq!(field(&ok, "node"), Some(node.0), "{ok}");
     assert_eq!(
         field(&ok, "root"),
         Some("nfs4"),
         "the root is not NFSv4: {ok}"
     );
-    let before = report(&mut vm, "DROVER-NFSROOT-BEFORE");
-    let after = report(&mut vm, "DROVER-NFSROOT-AFTER");
+    let before = vm.wait_line("DROVER-NFSROOT-BEFORE", RUN_TIMEOUT);
+    let after = vm.wait_line("DROVER-NFSROOT-AFTER", RUN_TIMEOUT);
     vm.wait_exit(RUN_TIMEOUT);
     vm.print_phases();
     eprintln!("{vm_name}: {before}\n{vm_name}: {after}");

@@ -167,9 +167,9 @@ impl Dns {
             .map(|list| list.iter().filter_map(|u| parse_upstream(u)).collect())
     }
 
-    /// The DNS server's settings on an appliance with addresses `own`: upstreams from the
-    /// config, else from the host's resolv.conf without `own`.
-    pub fn settings(&self, own: &[Ipv4Addr]) -> crate::dns::serve::Settings {
+    /// The DNS server's settings on an appliance with addresses `own` and store id `member`:
+    /// upstreams from the config, else from the host's resolv.conf without `own`.
+    pub fn settings(&self, own: &[Ipv4Addr], member: u64) -> crate::dns::serve::Settings {
         let own_ips: Vec<IpAddr> = own.iter().copied().map(IpAddr::V4).collect();
         crate::dns::serve::Settings {
             port: self.port,
@@ -181,6 +181,7 @@ impl Dns {
             hostname: self.hostname.clone(),
             domain: self.domain.clone(),
             addrs: own.to_vec(),
+            member,
             upstream_timeout: Duration::from_millis(self.upstream_timeout_ms),
             max_in_flight: self.max_in_flight,
             max_tcp: self.max_tcp,

@@ -618,8 +618,9 @@ fn run(cli: Cli) -> Result<()> {
                         .addr,
                 );
             }
-            let settings = config.dns.settings(&own);
-            let view = drover::store::View::load(&open_store(state)?)?;
+            let store = open_store(state)?;
+            let settings = config.dns.settings(&own, store.member());
+            let view = drover::store::View::load(&store)?;
             let bind = own
                 .first()
                 .map_or(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| (*a).into());
@@ -788,7 +789,14 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
             if age > 3 * ps::STATUS_EVERY.as_secs() {
                 eprintln!("warning: the status is {age} s old; is `drover serve` still running?");
             }
-            let mut rows = vec![row(&["MEMBER", "ID", "STATE", "STARTED", "LAST PULL"])];
+            let mut rows = vec![row(&[
+                "MEMBER",
+                "ID",
+                "STATE",
+                "STARTED",
+                "LAST PULL",
+                "ADDRESSES",
+            ])];
             let ago = |ms: u64| format!("{} s ago", ps::unix_ms().saturating_sub(ms) / 1000);
             let member_row = |m: &ps::MemberStatus, state: &str| {
                 vec![
@@ -797,6 +805,7 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
                     state.to_string(),
                     ago(m.epoch),
                     m.last_sync_ms.map_or_else(|| "-".into(), ago),
+                    m.addresses.map_or_else(|| "-".into(), |n| n.to_string()),
                 ]
             };
             rows.push(member_row(&status.me, "alive (this member)"));
@@ -804,6 +813,10 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
                 rows.push(member_row(m, &m.state));
             }
             print_table(&rows);
+            println!(
+                "LAST PULL: this member's last complete pull of that member's changes (its \
+                 replication lag); ADDRESSES: dynamic addresses it owns"
+            );
             println!(
                 "DHCP address shares: {} member(s) on the roster; {}",
                 status.roster.len(),

@@ -65,6 +65,10 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
         cache: Some(bmc_sessions.clone()),
         ..crate::ipmi::serve::fan_out(&config.power)
     };
+    // The other live pool members, which the boot path lists after this one: none until the
+    // pool task says otherwise.
+    let (peers_tx, peers_rx) =
+        tokio::sync::watch::channel(Arc::new(crate::pool::peers::Peers::default()));
     if config.http.enabled {
         let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.http.port));
         let listener = tokio::net::TcpListener::bind(addr)
@@ -86,6 +90,9 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                 )
                 .context("HTTP API")?,
             ),
+            peers: peers_rx.clone(),
+            dns: config.dns.enabled,
+            ntp: config.ntp.enabled,
         };
         let token = shutdown.clone();
         tasks.spawn(async move {
@@ -122,7 +129,7 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
         });
     }
     let own: Vec<Ipv4Addr> = interfaces.iter().map(|i| i.addr).collect();
-    let dns_settings = config.dns.settings(&own);
+    let dns_settings = config.dns.settings(&own, store.member());
     if config.dns.enabled {
         let upstreams: Vec<String> = dns_settings
             .upstreams
@@ -197,11 +204,12 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                     default_domain: Some(config.dns.domain.clone()),
                 },
             };
-            let (iface, store, view, share, token) = (
+            let (iface, store, view, share, peers, token) = (
                 iface.clone(),
                 store.clone(),
                 view.clone(),
                 share_rx.clone(),
+                peers_rx.clone(),
                 shutdown.clone(),
             );
             let stats = Arc::new(crate::dhcp::serve::Stats::default());
@@ -216,7 +224,11 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                         settings,
                         store,
                         view,
-                        crate::dhcp::serve::Links { share, events },
+                        crate::dhcp::serve::Links {
+                            share,
+                            peers,
+                            events,
+                        },
                         token,
                         stats,
                     )
@@ -284,7 +296,11 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
         };
         let (dir, store, token) = (state_dir.to_path_buf(), store.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let r = crate::pool::serve::run(dir, settings, store, share_tx, token).await;
+            let links = crate::pool::serve::Links {
+                share: share_tx,
+                peers: peers_tx,
+            };
+            let r = crate::pool::serve::run(dir, settings, store, links, token).await;
             ("pool".into(), r.context("pool membership"))
         });
     }

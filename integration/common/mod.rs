@@ -632,6 +632,14 @@ impl Drover {
         }
     }
 
+    /// Crashes the server: SIGKILL, no chance to flush or close anything; reaps it.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the server (SIGTERM, then SIGKILL after 5 s).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

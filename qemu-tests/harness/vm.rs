@@ -351,9 +351,33 @@ impl Vm {
         }
     }
 
-    /// The first serial line containing `needle`, without `\r` and escape sequences.
+    /// Waits for `needle` like [`Vm::wait_serial`], then for the end of its line, and returns
+    /// that line (see [`Vm::line_with`]). A guest that stops mid-line gives what it wrote.
+    pub fn wait_line(&mut self, needle: &str, timeout: Duration) -> String {
+        self.wait_serial(needle, timeout);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.line_with(needle) {
+                return line;
+            }
+            let running = matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)));
+            if !running || Instant::now() >= deadline {
+                let serial = self.serial();
+                return serial
+                    .find(needle)
+                    .map(|i| clean_line(&serial[i..]))
+                    .unwrap_or_default();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The first whole serial line containing `needle`, without `\r` and escape sequences.
     pub fn line_with(&self, needle: &str) -> Option<String> {
-        self.serial()
+        // Only whole lines: the guest may still be writing the last one.
+        let serial = self.serial();
+        let complete = serial.rfind('\n').map_or("", |end| &serial[..end]);
+        complete
             .lines()
             .find(|l| l.contains(needle))
             .map(|l| clean_line(&l[l.find(needle).unwrap_or(0)..]))

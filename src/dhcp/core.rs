@@ -93,10 +93,14 @@ pub struct Context {
     pub pxe_vendor_class: bool,
     /// Name and time service the appliance offers its clients.
     pub services: Services,
+    /// The other live pool members (`pool::peers`): listed after `server` as name and time
+    /// servers, so a node keeps both when the member that answered it dies.
+    pub peers: Vec<Ipv4Addr>,
 }
 
 /// What the appliance serves besides DHCP, announced in every OFFER and ACK: itself (the
-/// `server` address) as name server (option 6) and NTP server (option 42), and the domain
+/// `server` address, then the other live pool members) as name server (option 6) and NTP
+/// server (option 42), and the domain
 /// (15) and search list (119): the network's domain, else `default_domain`, the domain drover's
 /// DNS gives networks without one.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -122,6 +126,7 @@ impl Context {
             arm64_loader: None,
             pxe_vendor_class: false,
             services: Services::default(),
+            peers: Vec::new(),
         }
     }
 }
@@ -711,7 +716,15 @@ impl<'a> Handler<'a> {
             .or_else(|| services.default_domain.clone().filter(|_| services.dns));
         let own = |on: bool| {
             if on {
-                vec![self.ctx.server]
+                std::iter::once(self.ctx.server)
+                    .chain(
+                        self.ctx
+                            .peers
+                            .iter()
+                            .copied()
+                            .filter(|a| *a != self.ctx.server),
+                    )
+                    .collect()
             } else {
                 Vec::new()
             }

@@ -311,6 +311,27 @@ fn name_and_time_services_point_at_the_server() {
 }
 
 #[test]
+fn name_and_time_servers_list_the_other_live_members_after_this_one() {
+    let mut s = Sim::bare();
+    s.ctx.services = Services {
+        dns: true,
+        ntp: true,
+        default_domain: None,
+    };
+    let (b, c) = (ip("198.18.0.2"), ip("198.18.0.3"));
+    // An address equal to this member's is listed once, first.
+    s.ctx.peers = vec![b, SERVER, c];
+    let (_, reply, _) = s.offer(&discover(mac(3)));
+    assert_eq!(reply.dns_servers, vec![SERVER, b, c]);
+    assert_eq!(reply.ntp_servers, vec![SERVER, b, c]);
+    // A service that is off lists no member at all.
+    s.ctx.services.ntp = false;
+    let (_, reply, _) = s.offer(&discover(mac(4)));
+    assert!(reply.ntp_servers.is_empty());
+    assert_eq!(reply.dns_servers, vec![SERVER, b, c]);
+}
+
+#[test]
 fn reservation_outside_the_network_is_dropped() {
     let mut s = Sim::new();
     s.put(&node("far", mac(9), Some("198.19.5.5")));

@@ -33,6 +33,7 @@ use super::core::{self, Action, Context, Destination, DropReason, Offers};
 use super::share::Share;
 use super::wire::{self, WireError};
 use crate::net::Interface;
+use crate::pool::peers::Peers;
 use crate::store::model::{BootStage, Lease};
 use crate::store::{Store, StoreError, View};
 use crate::timeline::Recorder;
@@ -182,6 +183,8 @@ impl crate::counters::Counters for Stats {
 pub struct Links {
     /// The pool member's current share of clients and addresses.
     pub share: watch::Receiver<Arc<Share>>,
+    /// The other live pool members, announced after this one as name and time servers.
+    pub peers: watch::Receiver<Arc<Peers>>,
     /// Where offers to known nodes' boot firmware are reported.
     pub events: Option<Recorder>,
 }
@@ -195,8 +198,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let (_, share) = watch::channel(Arc::new(Share::solo(store.member())));
+    let (_, peers) = watch::channel(Arc::new(Peers::default()));
     let links = Links {
         share,
+        peers,
         events: None,
     };
     run_with_stats(
@@ -244,7 +249,11 @@ pub async fn run_with_stats(
     shutdown: CancellationToken,
     stats: Arc<Stats>,
 ) -> io::Result<()> {
-    let Links { share, events } = links;
+    let Links {
+        share,
+        peers,
+        events,
+    } = links;
     let socket = UdpSocket::from_std(bind(&iface.name, settings.port)?)?;
     let ctx = context(&iface, &settings);
     tracing::info!(
@@ -258,6 +267,7 @@ pub async fn run_with_stats(
         store,
         view,
         share,
+        peers,
         stats,
         events,
         offers: Offers::default(),
@@ -298,6 +308,7 @@ struct Shell {
     store: Arc<Store>,
     view: Arc<RwLock<View>>,
     share: watch::Receiver<Arc<Share>>,
+    peers: watch::Receiver<Arc<Peers>>,
     stats: Arc<Stats>,
     events: Option<Recorder>,
     offers: Offers,
@@ -312,6 +323,9 @@ impl Shell {
 
     async fn handle(&mut self, now: u64, req: wire::Request) {
         let share = self.share.borrow().clone();
+        if self.peers.has_changed().unwrap_or(false) {
+            self.ctx.peers = self.peers.borrow_and_update().others.clone();
+        }
         let action = {
             // A poisoned lock means another thread panicked while refreshing; with
             // panic = "abort" that cannot happen, and the data would still be a valid view.

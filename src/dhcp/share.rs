@@ -177,6 +177,23 @@ impl Share {
             && winner(&self.live, ADDRESS, u64::from(u32::from(ip))) == Some(self.me)
     }
 
+    /// How many addresses of the inclusive `ranges` each roster member owns (what `drover
+    /// pool status` shows as its share), counting at most `limit` addresses in all.
+    pub fn owned(&self, ranges: &[(Ipv4Addr, Ipv4Addr)], limit: u64) -> HashMap<u64, u64> {
+        let mut counts: HashMap<u64, u64> = self.roster.iter().map(|m| (*m, 0)).collect();
+        let mut left = limit;
+        for &(first, last) in ranges {
+            for ip in u32::from(first)..=u32::from(last) {
+                if left == 0 {
+                    return counts;
+                }
+                left -= 1;
+                *counts.entry(self.owner(Ipv4Addr::from(ip))).or_default() += 1;
+            }
+        }
+        counts
+    }
+
     /// May an address whose last lease (another client's) ran until `expired` go to a new
     /// client at `now`? Not while recovering, if that lease ran into the time out of sight.
     pub fn may_reuse(&self, now: u64, expired: u64) -> bool {
@@ -295,6 +312,20 @@ mod tests {
         assert!(s.may_reuse(1500, 999), "expired before the absence");
         assert!(!s.may_reuse(1500, 1001), "ran into the absence");
         assert!(s.may_reuse(2000, 1001), "after the window");
+    }
+
+    #[test]
+    fn owned_counts_every_address_once_up_to_the_limit() {
+        let s = Share::new(1, [1, 2, 3], [1, 2], HashMap::new(), 10);
+        let counts = s.owned(&[(ip(0), ip(299)), (ip(1000), ip(1099))], 10_000);
+        assert_eq!(counts.values().sum::<u64>(), 400);
+        assert_eq!(
+            counts.len(),
+            3,
+            "the dead member owns its share too: {counts:?}"
+        );
+        assert!(counts.values().all(|c| (80..200).contains(c)), "{counts:?}");
+        assert_eq!(s.owned(&[(ip(0), ip(299))], 50).values().sum::<u64>(), 50);
     }
 
     #[test]

@@ -20,9 +20,13 @@
 //!   is merged into the outer one. PTR records point back at the names above.
 //! - CNAMEs: a node's `aliases` (`drover node set NAME --alias A,B`) are published as CNAMEs
 //!   to its name, in its zone, and chased by [`handle`].
+//! - pool members (while this member is on the roster): `drover-<member id>.<domain>` for
+//!   each roster member, live or not, with its pool address (its PTR points there), and
+//!   every member's address also under `drover.<domain>`, after this member's own. The zones
+//!   are therefore the same on every member.
 //!
-//! Built-in names (`drover`, `gateway`) win over a node of the same name; a node outside every
-//! network, or without an address, has no records (its name is NXDOMAIN).
+//! Built-in names (`drover`, `gateway`, member names) win over a node of the same name; a
+//! node outside every network, or without an address, has no records (its name is NXDOMAIN).
 //!
 //! Answers are authoritative (AA), NXDOMAIN vs NODATA per RFC 2308 (negative answers carry
 //! the SOA, TTL = min(SOA TTL, minimum)), empty non-terminals exist (NODATA, RFC 8020), ANY
@@ -71,6 +75,9 @@ pub struct Identity {
     pub addrs: Vec<Ipv4Addr>,
     /// Domain of networks that have none (`cluster`).
     pub default_domain: String,
+    /// This member's store id: the pool's other members are published while it is on the
+    /// roster.
+    pub member: u64,
 }
 
 impl Default for Identity {
@@ -79,8 +86,39 @@ impl Default for Identity {
             hostname: DEFAULT_HOSTNAME.into(),
             addrs: Vec::new(),
             default_domain: DEFAULT_DOMAIN.into(),
+            member: 0,
         }
     }
+}
+
+/// A pool member as published: `<hostname>-<id in 16 hex digits>` (the id `drover pool
+/// status` shows) with its pool address, which is also one of `<hostname>`'s addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: u64,
+    pub ip: Ipv4Addr,
+}
+
+impl Member {
+    fn label(&self, hostname: &str) -> String {
+        format!("{hostname}-{:016x}", self.id)
+    }
+}
+
+/// The pool members `ident` publishes from `view`: every roster member, live or not (the
+/// zone is the same on every member and changes with the store only), while `ident` itself
+/// is on the roster; none otherwise (outside a pool, or after leaving it).
+pub fn members(view: &View, ident: &Identity) -> Vec<Member> {
+    if !view.members.values().any(|m| m.id == ident.member) {
+        return Vec::new();
+    }
+    view.members
+        .values()
+        .map(|m| Member {
+            id: m.id,
+            ip: *m.addr.ip(),
+        })
+        .collect()
 }
 
 /// Who may do what beyond asking about our zones.
@@ -310,11 +348,19 @@ impl Zones {
     /// The zones for `view` as seen by the appliance `ident`.
     pub fn build(view: &View, ident: &Identity) -> Zones {
         let networks: Vec<Network> = view.networks.values().cloned().collect();
-        Zones::from_parts(view.seq(), &networks, &hosts(view), ident)
+        let members = members(view, ident);
+        Zones::from_parts(view.seq(), &networks, &hosts(view), &members, ident)
     }
 
-    /// The zones for explicit networks and hosts (what [`Zones::build`] extracts from a view).
-    pub fn from_parts(seq: u64, networks: &[Network], hosts: &[Host], ident: &Identity) -> Zones {
+    /// The zones for explicit networks, hosts and pool members (what [`Zones::build`]
+    /// extracts from a view).
+    pub fn from_parts(
+        seq: u64,
+        networks: &[Network],
+        hosts: &[Host],
+        members: &[Member],
+        ident: &Identity,
+    ) -> Zones {
         // Serial arithmetic (RFC 1982) copes with the wrap after 2^32 changes.
         let serial = seq as u32;
         let default_domain = domain_name(&ident.default_domain)
@@ -369,9 +415,33 @@ impl Zones {
                 ptrs.entry(ip).or_insert(owner);
             }
         };
+        let member_labels: Vec<String> = members.iter().map(|m| m.label(&ident.hostname)).collect();
         let reserved = |label: &str| {
-            label.eq_ignore_ascii_case(&ident.hostname) || label.eq_ignore_ascii_case(GATEWAY_LABEL)
+            label.eq_ignore_ascii_case(&ident.hostname)
+                || label.eq_ignore_ascii_case(GATEWAY_LABEL)
+                || member_labels.iter().any(|m| label.eq_ignore_ascii_case(m))
         };
+        // Pool members: each under its own name (which its address points back to), and all
+        // of them under the appliance's name after this member's own addresses. Like this
+        // member's addresses, only those inside the network, or all when none is (a relayed
+        // network).
+        let publish_members =
+            |zone: &mut Zone,
+             domain: &Name,
+             inside: &dyn Fn(Ipv4Addr) -> bool,
+             publish: &mut dyn FnMut(&mut Zone, Name, Ipv4Addr)| {
+                let any_inside = members.iter().any(|m| inside(m.ip));
+                let shown: Vec<&Member> = members
+                    .iter()
+                    .filter(|m| !any_inside || inside(m.ip))
+                    .collect();
+                for m in &shown {
+                    if let Some(name) = fqdn(&m.label(&ident.hostname), domain) {
+                        publish(zone, name, m.ip);
+                    }
+                }
+                shown.iter().map(|m| m.ip).collect::<Vec<_>>()
+            };
         for net in networks {
             let domain = domain_of(net);
             let Some(zone) = forward.get_mut(&domain) else {
@@ -388,7 +458,8 @@ impl Zones {
             } else {
                 &inside
             };
-            for a in mine {
+            let pool = publish_members(zone, &domain, &|a| net.subnet.contains(a), &mut publish);
+            for a in mine.iter().chain(&pool) {
                 publish(zone, appliance(&domain), *a);
             }
             if let (Some(gw), Some(name)) = (net.gateway, fqdn(GATEWAY_LABEL, &domain)) {
@@ -397,7 +468,8 @@ impl Zones {
         }
         if networks.is_empty() {
             if let Some(zone) = forward.get_mut(&default_domain) {
-                for a in &ident.addrs {
+                let pool = publish_members(zone, &default_domain, &|_| true, &mut publish);
+                for a in ident.addrs.iter().chain(&pool) {
                     publish(zone, appliance(&default_domain), *a);
                 }
             }

@@ -43,7 +43,7 @@ fn zones() -> Zones {
         host("drover", "198.18.0.99", &[]), // built-in name wins
         host("stray", "203.0.113.5", &[]),  // outside every network
     ];
-    Zones::from_parts(42, &networks, &hosts, &ident())
+    Zones::from_parts(42, &networks, &hosts, &[], &ident())
 }
 
 fn name(s: &str) -> Name {
@@ -110,7 +110,7 @@ fn nested_reverse_zones_merge_into_the_outer_one() {
         net("a", "10.1.0.0/20", None, None),
         net("b", "10.1.32.0/24", None, None),
     ];
-    let z = Zones::from_parts(1, &networks, &[host("n", "10.1.32.5", &[])], &ident());
+    let z = Zones::from_parts(1, &networks, &[host("n", "10.1.32.5", &[])], &[], &ident());
     let origins: Vec<String> = z.zones().iter().map(|z| z.origin().to_string()).collect();
     assert_eq!(origins, ["cluster.", "1.10.in-addr.arpa."]);
     let m = reply(ask(&z, "5.32.1.10.in-addr.arpa.", RecordType::PTR));
@@ -194,6 +194,61 @@ fn ptr_records_point_back() {
     assert_eq!(ptr("1.0.18.198.in-addr.arpa."), ["drover.lab.test."]);
     assert_eq!(ptr("254.0.18.198.in-addr.arpa."), ["gateway.lab.test."]);
     assert_eq!(ptr("7.3.19.198.in-addr.arpa."), ["node2.cluster."]);
+}
+
+#[test]
+fn pool_members_have_names_and_share_the_appliance_name() {
+    use crate::store::model::PoolMember;
+    let mut view = View::default();
+    let n = net("lab", "198.18.0.0/24", None, Some("lab.test"));
+    view.networks.insert(n.name.clone(), n);
+    let me = Identity {
+        member: 0xa,
+        ..ident()
+    };
+    let row = |id: u64, last: u8| PoolMember {
+        id,
+        addr: std::net::SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, last), 7946),
+        joined_ms: 0,
+    };
+    for r in [row(0xb, 2), row(0xc, 3)] {
+        view.members.insert(PoolMember::key_of(r.id), r);
+    }
+    // Not on the roster (outside a pool, or after leaving it): only itself.
+    let z = Zones::build(&view, &me);
+    let m = reply(ask(&z, "drover.lab.test.", RecordType::A));
+    assert_eq!(a_records(&m), [Ipv4Addr::new(198, 18, 0, 1)]);
+    let r = row(0xa, 1);
+    view.members.insert(PoolMember::key_of(r.id), r);
+    let z = Zones::build(&view, &me);
+    let m = reply(ask(&z, "drover.lab.test.", RecordType::A));
+    assert_eq!(
+        a_records(&m),
+        [1, 2, 3].map(|i| Ipv4Addr::new(198, 18, 0, i)),
+        "this member's own address first"
+    );
+    let m = reply(ask(&z, "drover-000000000000000c.lab.test.", RecordType::A));
+    assert_eq!(a_records(&m), [Ipv4Addr::new(198, 18, 0, 3)]);
+    let ptr = reply(ask(&z, "2.0.18.198.in-addr.arpa.", RecordType::PTR));
+    assert_eq!(
+        ptr.answers[0].data.to_string(),
+        "drover-000000000000000b.lab.test."
+    );
+    // Another member builds the same records (order aside).
+    let other = Identity {
+        member: 0xb,
+        addrs: vec![Ipv4Addr::new(198, 18, 0, 2)],
+        ..ident()
+    };
+    let z2 = Zones::build(&view, &other);
+    let mut a = a_records(&reply(ask(&z2, "drover.lab.test.", RecordType::A)));
+    a.sort();
+    assert_eq!(a, [1, 2, 3].map(|i| Ipv4Addr::new(198, 18, 0, i)));
+    let ptr = reply(ask(&z2, "1.0.18.198.in-addr.arpa.", RecordType::PTR));
+    assert_eq!(
+        ptr.answers[0].data.to_string(),
+        "drover-000000000000000a.lab.test."
+    );
 }
 
 #[test]
@@ -467,7 +522,7 @@ fn ten_thousand_hosts() {
             host(&format!("n{i:05}"), &ip.to_string(), &[])
         })
         .collect();
-    let z = Zones::from_parts(7, &networks, &hosts, &ident());
+    let z = Zones::from_parts(7, &networks, &hosts, &[], &ident());
     let m = reply(ask(&z, "n09999.big.test.", RecordType::A));
     assert_eq!(a_records(&m), [Ipv4Addr::new(10, 0, 40, 15)]);
     let m = reply(ask(&z, "15.40.0.10.in-addr.arpa.", RecordType::PTR));

@@ -71,6 +71,8 @@ pub struct Settings {
     /// The appliance's addresses to publish; empty: the bind address (if IPv4 and not the
     /// wildcard).
     pub addrs: Vec<Ipv4Addr>,
+    /// This member's store id (the zones name the pool's members while it is on the roster).
+    pub member: u64,
     /// Per upstream attempt.
     pub upstream_timeout: Duration,
     /// Forwarded queries in flight at once.
@@ -93,6 +95,7 @@ impl Default for Settings {
             hostname: core::DEFAULT_HOSTNAME.into(),
             domain: core::DEFAULT_DOMAIN.into(),
             addrs: Vec::new(),
+            member: 0,
             upstream_timeout: Duration::from_millis(1500),
             max_in_flight: 1024,
             max_tcp: 128,
@@ -115,6 +118,7 @@ impl Settings {
             hostname: self.hostname.clone(),
             addrs,
             default_domain: self.domain.clone(),
+            member: self.member,
         }
     }
 

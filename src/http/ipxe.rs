@@ -2,23 +2,56 @@
 //! script for a machine drover does not know. Pure functions of their inputs (no I/O).
 //!
 //! Kernel and initrd URLs list every server in `servers` as fallbacks (`||` chains), so a
-//! pool of members can serve one node. An image with a rootfs boots drover's initramfs; when
-//! the node's root mode (its own, else its image's) is NFS, the kernel line also carries
-//! `drover.root=nfs:HOST:/root` (HOST: the first server's host, the address the node reached
-//! drover at), and the agent mounts that instead of downloading the rootfs. Under UEFI the kernel must be told its initrd's name
+//! pool of members can serve one node: the member the node reached first, then the other
+//! live members (`pool::peers`). A failed boot asks the servers for a new script in the same
+//! order. The agent's `drover.server` lists them too, and `drover.dns` / `drover.ntp` name
+//! the other members after the servers iPXE got from DHCP ([`Also`]): iPXE shows only the
+//! first address of a DHCP option. When the node's root mode (its own, else its image's) is NFS,
+//! the kernel line also carries `drover.root=nfs:HOST:/root` (HOST: the first server's host,
+//! the address the node reached drover at), and the agent mounts that instead of downloading
+//! the rootfs. Under UEFI the kernel must be told its initrd's name
 //! (`initrd=NAME`, see LAB.md); the name is the URL's last segment, so the kernel line names
 //! it for BIOS and UEFI alike.
 
 use crate::store::model::{Image, Node, RootMode};
 use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+/// Name and time servers an agent gets after the first one DHCP gave iPXE (`${dns}`,
+/// `${42:ipv4}`): the other live pool members, when this member serves DNS / NTP.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Also {
+    pub dns: Vec<Ipv4Addr>,
+    pub ntp: Vec<Ipv4Addr>,
+}
+
+/// `${setting}` followed by `,ADDR` for each address.
+fn with_also(setting: &str, also: &[Ipv4Addr]) -> String {
+    also.iter().fold(setting.to_string(), |mut s, a| {
+        let _ = write!(s, ",{a}");
+        s
+    })
+}
+
+/// `chain SERVER/PATH || chain NEXT/PATH ...` over `servers`.
+fn chain(servers: &[String], path: &str) -> String {
+    let tries: Vec<String> = servers.iter().map(|s| format!("chain {s}{path}")).collect();
+    tries.join(" || ")
+}
 
 /// NFS's well-known port: left out of `drover.root`.
 const NFS_PORT: u16 = 2049;
 
 /// The boot script of `node`, booting `image` from the HTTP servers `servers`
-/// (`http://host[:port]`, first preferred); an NFS root is mounted from the first server's
-/// host on `nfs_port`.
-pub fn boot_script(node: &Node, image: &Image, servers: &[String], nfs_port: u16) -> String {
+/// (`http://host[:port]`, first preferred; at least one); an NFS root is mounted from the
+/// first server's host on `nfs_port`.
+pub fn boot_script(
+    node: &Node,
+    image: &Image,
+    servers: &[String],
+    also: &Also,
+    nfs_port: u16,
+) -> String {
     let mut s = String::from("#!ipxe\n");
     let _ = writeln!(
         s,
@@ -62,13 +95,13 @@ pub fn boot_script(node: &Node, image: &Image, servers: &[String], nfs_port: u16
                 "drover.ip=${ip}",
                 "drover.netmask=${netmask}",
                 "drover.gw=${gateway}",
-                "drover.dns=${dns}",
-                // DHCP option 42 (drover's own NTP when it serves NTP; empty otherwise).
-                "drover.ntp=${42:ipv4}",
-                "drover.domain=${domain}",
             ]
             .map(String::from),
         );
+        args.push(format!("drover.dns={}", with_also("${dns}", &also.dns)));
+        // DHCP option 42 (drover's own NTP when it serves NTP; empty otherwise).
+        args.push(format!("drover.ntp={}", with_also("${42:ipv4}", &also.ntp)));
+        args.push("drover.domain=${domain}".into());
     }
     let args = args.join(" ");
     let kernel: Vec<String> = servers
@@ -91,7 +124,7 @@ pub fn boot_script(node: &Node, image: &Image, servers: &[String], nfs_port: u16
         node.name
     );
     s.push_str("sleep 10\n");
-    let _ = writeln!(s, "chain {}/boot/${{mac}}", servers[0]);
+    let _ = writeln!(s, "{}", chain(servers, "/boot/${mac}"));
     s
 }
 
@@ -110,15 +143,16 @@ fn host_of(server: &str) -> &str {
 }
 
 /// The script for a machine that is not a node, or a node without an image: says what to
-/// do and asks again every `retry_secs` seconds, so the machine boots as soon as the admin
-/// has added it.
-pub fn waiting_script(reason: &str, server: &str, retry_secs: u32) -> String {
+/// do and asks `servers` again every `retry_secs` seconds, so the machine boots as soon as
+/// the admin has added it.
+pub fn waiting_script(reason: &str, servers: &[String], retry_secs: u32) -> String {
     format!(
         "#!ipxe\n\
          echo drover: {reason}\n\
          echo drover: asking again in {retry_secs} s\n\
          sleep {retry_secs}\n\
-         chain {server}/boot/${{mac}}\n"
+         {}\n",
+        chain(servers, "/boot/${mac}")
     )
 }
 
@@ -162,7 +196,7 @@ mod tests {
             "http://10.0.0.1".to_string(),
             "http://10.0.0.2:8080".to_string(),
         ];
-        let s = boot_script(&node(), &image, &servers, 2049);
+        let s = boot_script(&node(), &image, &servers, &Also::default(), 2049);
         assert!(s.starts_with("#!ipxe\n"));
         assert!(s.contains(
             "kernel http://10.0.0.1/images/img/kernel initrd=initrd console=ttyS0 drover.node=n1 \
@@ -184,11 +218,22 @@ mod tests {
             root: Default::default(),
             persistent: Vec::new(),
         };
-        let s = boot_script(&node(), &image, &["http://10.0.0.1".to_string()], 2049);
+        let s = boot_script(
+            &node(),
+            &image,
+            &["http://10.0.0.1".to_string()],
+            &Also::default(),
+            2049,
+        );
         assert!(s.contains("initrd=initramfs drover.node=n1"), "{s}");
         assert!(s.contains("drover.ip=${ip} drover.netmask=${netmask}"));
+        assert!(s.contains("drover.dns=${dns} drover.ntp=${42:ipv4} drover.domain"));
         assert!(s.contains("initrd http://10.0.0.1/images/img/initramfs || goto failed"));
         assert!(!s.contains("drover.root="), "{s}");
+        assert!(
+            s.ends_with("sleep 10\nchain http://10.0.0.1/boot/${mac}\n"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -204,7 +249,7 @@ mod tests {
             persistent: vec!["/var/log".into()],
         };
         let servers = ["http://10.0.0.1:8080".to_string()];
-        let s = boot_script(&node(), &image, &servers, 2049);
+        let s = boot_script(&node(), &image, &servers, &Also::default(), 2049);
         assert!(s.contains(" drover.root=nfs:10.0.0.1:/root "), "{s}");
         assert!(s.contains(" drover.persistent=/var/log "), "{s}");
         assert!(
@@ -215,18 +260,19 @@ mod tests {
         // The node's own setting wins over the image's, both ways.
         let mut n = node();
         n.root = Some(RootMode::Ram);
-        assert!(!boot_script(&n, &image, &servers, 2049).contains("drover.root="));
+        assert!(!boot_script(&n, &image, &servers, &Also::default(), 2049).contains("drover.root="));
         image.root = RootMode::Ram;
         n.root = Some(RootMode::Nfs);
-        assert!(boot_script(&n, &image, &servers, 2049).contains("drover.root=nfs:10.0.0.1:/root"));
+        assert!(boot_script(&n, &image, &servers, &Also::default(), 2049)
+            .contains("drover.root=nfs:10.0.0.1:/root"));
         // An image without a rootfs has no agent to mount anything.
         image.rootfs = None;
         image.initramfs = None;
-        assert!(!boot_script(&n, &image, &servers, 2049).contains("drover.root="));
+        assert!(!boot_script(&n, &image, &servers, &Also::default(), 2049).contains("drover.root="));
         // Another NFS port travels with the host.
         image.rootfs = Some(file());
         image.initramfs = Some(file());
-        assert!(boot_script(&n, &image, &servers, 20049)
+        assert!(boot_script(&n, &image, &servers, &Also::default(), 20049)
             .contains("drover.root=nfs:10.0.0.1:20049:/root"));
     }
 
@@ -237,5 +283,46 @@ mod tests {
         assert_eq!(host_of("http://${next-server}:8080"), "${next-server}");
         assert_eq!(host_of("http://[fd00::1]:80"), "[fd00::1]");
         assert_eq!(host_of("http://boot.cluster"), "boot.cluster");
+    }
+
+    #[test]
+    fn pool_members_are_fallbacks_for_every_fetch_and_service() {
+        let image = Image {
+            name: "img".into(),
+            kernel: file(),
+            initrd: None,
+            cmdline: String::new(),
+            rootfs: Some(file()),
+            initramfs: Some(file()),
+            root: Default::default(),
+            persistent: Vec::new(),
+        };
+        let servers = ["http://10.0.0.2", "http://10.0.0.1", "http://10.0.0.3"].map(String::from);
+        let also = Also {
+            dns: vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 3)],
+            ntp: Vec::new(),
+        };
+        let s = boot_script(&node(), &image, &servers, &also, 2049);
+        assert!(
+            s.contains(
+                "initrd http://10.0.0.2/images/img/initramfs || initrd \
+                 http://10.0.0.1/images/img/initramfs || initrd \
+                 http://10.0.0.3/images/img/initramfs || goto failed"
+            ),
+            "{s}"
+        );
+        assert_eq!(s.matches("kernel http://").count(), 3, "{s}");
+        assert!(s.contains(
+            "drover.server=http://10.0.0.2,http://10.0.0.1,http://10.0.0.3 drover.image=img"
+        ));
+        assert!(s.contains("drover.dns=${dns},10.0.0.1,10.0.0.3 drover.ntp=${42:ipv4} "));
+        assert!(s.ends_with(
+            "chain http://10.0.0.2/boot/${mac} || chain http://10.0.0.1/boot/${mac} || \
+             chain http://10.0.0.3/boot/${mac}\n"
+        ));
+        let w = waiting_script("unknown", &servers[..2], 10);
+        assert!(w.ends_with(
+            "sleep 10\nchain http://10.0.0.2/boot/${mac} || chain http://10.0.0.1/boot/${mac}\n"
+        ));
     }
 }

@@ -1,6 +1,9 @@
 //! The axum shell of the HTTP server: the boot-path routes, file streaming, and the store view
 //! they read; the admin API and page (`crate::api`) are merged into the same router.
 //!
+//! Scripts list the other live pool members after this server (`Shared::peers`, kept
+//! current by the pool task), so a node falls back to them for every fetch.
+//!
 //! Boot events (with the API on): a node's iPXE script (node by MAC in the URL), firmware,
 //! kernel, initrd and root tarball downloaded from the start (node by client address: its
 //! reservation or lease) and the agent's posts go to the API's
@@ -12,6 +15,7 @@
 
 use super::{ipxe, range};
 use crate::image::Blobs;
+use crate::pool::peers::Peers;
 use crate::store::model::{BootStage, ImageFile, Mac};
 use crate::store::View;
 use axum::body::Body;
@@ -23,6 +27,7 @@ use axum::Router;
 use std::io::SeekFrom;
 use std::sync::{Arc, RwLock};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::watch;
 use tokio_util::io::ReaderStream;
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +47,37 @@ pub struct Shared {
     pub nfs_port: u16,
     /// The admin API and web page; `None` serves the boot path only.
     pub api: Option<Arc<crate::api::Api>>,
+    /// The other live pool members: scripts list them after this server. They are assumed
+    /// to serve HTTP on the same port as this one.
+    pub peers: watch::Receiver<Arc<Peers>>,
+    /// Whether this member serves DNS and NTP (then DHCP announces it and its peers as name
+    /// and time servers, and so do the scripts).
+    pub dns: bool,
+    pub ntp: bool,
+}
+
+impl Shared {
+    /// The servers a script points at: `first` (as the client reached us), then each other
+    /// live member; and the name and time servers after the first one.
+    fn servers(&self, first: &str) -> (Vec<String>, ipxe::Also) {
+        let others = self.peers.borrow().others.clone();
+        let mut servers = vec![first.to_string()];
+        for a in &others {
+            let url = match self.port {
+                80 => format!("http://{a}"),
+                port => format!("http://{a}:{port}"),
+            };
+            if !servers.contains(&url) {
+                servers.push(url);
+            }
+        }
+        let listed = |on: bool| if on { others.clone() } else { Vec::new() };
+        let also = ipxe::Also {
+            dns: listed(self.dns),
+            ntp: listed(self.ntp),
+        };
+        (servers, also)
+    }
 }
 
 /// The boot-path routes (unauthenticated, as iPXE needs), plus the API and page when
@@ -108,7 +144,7 @@ async fn boot_script(
     Path(mac): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let server = origin(&headers, s.port);
+    let (servers, also) = s.servers(&origin(&headers, s.port));
     let Ok(mac) = mac.parse::<Mac>() else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -129,7 +165,7 @@ async fn boot_script(
                     &format!(
                         "this machine ({mac}) is not a known node; add it with: drover node add NAME --mac {mac} --image IMAGE"
                     ),
-                    &server,
+                    &servers,
                     DISCOVERY_RETRY_SECS,
                 )
             }
@@ -137,14 +173,14 @@ async fn boot_script(
                 Some(image) => {
                     tracing::info!(node = %node.name, image = %image.name, "boot script");
                     boot_event = Some((node.name.clone(), format!("image {}", image.name)));
-                    ipxe::boot_script(node, image, std::slice::from_ref(&server), s.nfs_port)
+                    ipxe::boot_script(node, image, &servers, &also, s.nfs_port)
                 }
                 None => ipxe::waiting_script(
                     &format!(
                         "node {} has no image (or its image was removed); set one with: drover node set {} --image IMAGE",
                         node.name, node.name
                     ),
-                    &server,
+                    &servers,
                     DISCOVERY_RETRY_SECS,
                 ),
             },

@@ -5,16 +5,19 @@
 //! - [`membership`]: SWIM membership and failure detection (foca), sans IO, behind the key;
 //! - [`sync`]: store anti-entropy (digest -> missing batches -> merge) over any transport;
 //! - [`replication`]: that exchange over TCP on the pool port, sealed with the key;
+//! - [`peers`]: the other live members' addresses, which the boot path lists as fallbacks;
 //! - [`shares`]: which DHCP clients and addresses this member serves (`dhcp::share`), from
 //!   the roster, membership and completed pulls;
 //! - [`serve`]: the tokio shell: the UDP socket and timers, one exchange per second with a
 //!   random live member, and the status file that `drover pool status` reads.
 //!
-//! Built so far: membership, store replication, DHCP address shares. Not built yet: floating
+//! Built so far: membership, store replication, DHCP address shares, the boot path across
+//! members. Not built yet: floating
 //! service addresses, encryption of pool traffic.
 
 pub mod key;
 pub mod membership;
+pub mod peers;
 pub mod replication;
 pub mod serve;
 pub mod shares;

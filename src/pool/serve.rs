@@ -12,14 +12,19 @@
 //! `<state>/pool/status.json` is rewritten (write + rename) on every membership change and
 //! every [`STATUS_EVERY`]; its `updated_ms` tells the reader whether the server is alive.
 //!
+//! On the same occasions it hands the services what they need from the pool ([`Links`]): the
+//! DHCP tasks their `Share`, DHCP and HTTP the other live members (`Peers`) to list after
+//! this one.
+//!
 //! Not here: the protocol (`membership`), anything carried besides liveness.
 
 use super::key::ClusterKey;
 use super::membership::{self, Effect, MemberId, Membership};
+use super::peers::Peers;
 use super::replication;
 use super::shares::Shares;
 use crate::dhcp::Share;
-use crate::store::model::PoolMember;
+use crate::store::model::{Network, PoolMember};
 use crate::store::{Store, StoreError};
 use foca::Timer;
 use rand::rngs::StdRng;
@@ -82,10 +87,18 @@ pub struct MemberStatus {
     pub epoch: u64,
     /// `alive`, `suspect` or `down`.
     pub state: String,
-    /// When this member last pulled the store from it successfully (unix ms).
+    /// When this member last pulled the store from it successfully (unix ms): how far
+    /// behind that member this one may be.
     #[serde(default)]
     pub last_sync_ms: Option<u64>,
+    /// How many dynamic addresses of the store's networks it owns (its DHCP share); `None`
+    /// when it is not on the roster (yet).
+    #[serde(default)]
+    pub addresses: Option<u64>,
 }
+
+/// At most this many addresses are counted for the status's address shares.
+const COUNT_LIMIT: u64 = 1 << 20;
 
 /// `<state>/pool/`.
 pub fn pool_dir(state_dir: &Path) -> PathBuf {
@@ -128,12 +141,20 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// What the pool task keeps current for the services.
+pub struct Links {
+    /// The DHCP share of this member.
+    pub share: watch::Sender<Arc<Share>>,
+    /// The other live members, which the boot path lists after this one.
+    pub peers: watch::Sender<Arc<Peers>>,
+}
+
 /// Runs pool membership until `shutdown` is cancelled.
 pub async fn run(
     state_dir: PathBuf,
     settings: Settings,
     store: Arc<Store>,
-    share: watch::Sender<Arc<Share>>,
+    links: Links,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut last_error = String::new();
@@ -165,12 +186,15 @@ pub async fn run(
             token.clone(),
         ));
         let left = member(
-            &state_dir, &settings, key, &socket, &store, &share, &shutdown,
+            &state_dir, &settings, key, &socket, &store, &links, &shutdown,
         )
         .await;
         token.cancel();
-        // Outside the pool, this member's DHCP serves the whole range again.
-        share.send_replace(Arc::new(Share::solo(settings.member_id)));
+        // Outside the pool, this member's DHCP serves the whole range again, alone.
+        links
+            .share
+            .send_replace(Arc::new(Share::solo(settings.member_id)));
+        links.peers.send_replace(Arc::new(Peers::default()));
         let left = left?;
         if !left {
             return Ok(());
@@ -186,7 +210,7 @@ async fn member(
     key: ClusterKey,
     socket: &UdpSocket,
     store: &Arc<Store>,
-    share: &watch::Sender<Arc<Share>>,
+    links: &Links,
     shutdown: &CancellationToken,
 ) -> std::io::Result<bool> {
     let me = MemberId {
@@ -256,8 +280,8 @@ async fn member(
                 }
             }
             _ = status.tick() => {
-                publish(&mut shares, &m, &synced, store, share);
-                write_status(state_dir, &m, &synced, &share.borrow());
+                publish(&mut shares, &m, &synced, store, links);
+                write_status(state_dir, &m, &synced, store, &links.share.borrow());
                 Vec::new()
             }
             _ = sync_tick.tick() => {
@@ -320,8 +344,8 @@ async fn member(
             }
         }
         if changed {
-            publish(&mut shares, &m, &synced, store, share);
-            write_status(state_dir, &m, &synced, &share.borrow());
+            publish(&mut shares, &m, &synced, store, links);
+            write_status(state_dir, &m, &synced, store, &links.share.borrow());
         }
     }
     if let Some(h) = syncing {
@@ -344,7 +368,7 @@ fn enter_roster(store: &Store, settings: &Settings, founder: bool) -> Result<(),
         let now = unix_ms();
         let joined_ms = match old {
             Some(o) => o.joined_ms,
-            None if founder => now.saturating_sub(PoolMember::SETTLE_MS),
+            None if founder => now.saturating_sub(PoolMember::SETTLE_MS + PoolMember::HANDOFF_MS),
             None => now,
         };
         w.put(&PoolMember {
@@ -355,14 +379,8 @@ fn enter_roster(store: &Store, settings: &Settings, founder: bool) -> Result<(),
     })
 }
 
-/// Recomputes the DHCP share and hands it to the DHCP tasks.
-fn publish(
-    shares: &mut Shares,
-    m: &Membership,
-    synced: &Synced,
-    store: &Store,
-    share: &watch::Sender<Arc<Share>>,
-) {
+/// Recomputes the DHCP share and the live peers and hands them to the services.
+fn publish(shares: &mut Shares, m: &Membership, synced: &Synced, store: &Store, links: &Links) {
     let roster = match store.read(|r| r.all::<PoolMember>()) {
         Ok(r) => r,
         Err(e) => {
@@ -384,8 +402,17 @@ fn publish(
         }
     }
     let alive: Vec<u64> = alive.iter().map(|id| id.id).collect();
+    let peers = Peers::live(m.me().id, &roster, &alive);
+    links.peers.send_if_modified(|old| {
+        let changed = **old != peers;
+        if changed {
+            tracing::info!(others = ?peers.others, "pool: live members for the boot path changed");
+            *old = Arc::new(peers);
+        }
+        changed
+    });
     let next = shares.share(&roster, &alive, unix_ms());
-    share.send_if_modified(|old| {
+    links.share.send_if_modified(|old| {
         let changed = **old != next;
         if changed {
             tracing::info!(
@@ -411,18 +438,23 @@ fn state_name(s: foca::State) -> &'static str {
 /// When each peer was last pulled from successfully.
 type Synced = Arc<Mutex<HashMap<SocketAddrV4, u64>>>;
 
-fn member_status(id: MemberId, state: &str, last_sync_ms: Option<u64>) -> MemberStatus {
-    MemberStatus {
+fn write_status(state_dir: &Path, m: &Membership, synced: &Synced, store: &Store, share: &Share) {
+    let synced = synced.lock().map(|s| s.clone()).unwrap_or_default();
+    let ranges: Vec<(Ipv4Addr, Ipv4Addr)> = store
+        .read(|r| r.all::<Network>())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| n.range)
+        .collect();
+    let owned = share.owned(&ranges, COUNT_LIMIT);
+    let member_status = |id: MemberId, state: &str, last_sync_ms: Option<u64>| MemberStatus {
         addr: id.addr,
         id: id.id,
         epoch: id.epoch,
         state: state.to_string(),
         last_sync_ms,
-    }
-}
-
-fn write_status(state_dir: &Path, m: &Membership, synced: &Synced, share: &Share) {
-    let synced = synced.lock().map(|s| s.clone()).unwrap_or_default();
+        addresses: owned.get(&id.id).copied(),
+    };
     let mut members: Vec<MemberStatus> = m
         .members()
         .into_iter()

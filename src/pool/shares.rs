@@ -3,7 +3,10 @@
 //! with. Sans IO: the pool's shell feeds it events with their times.
 //!
 //! A member hands out nothing while it may hold a stale copy of what others handed out:
-//! - before its own roster row has settled ([`PoolMember::SETTLE_MS`]);
+//! - before its own roster row has settled and then some ([`PoolMember::SETTLE_MS`] and
+//!   [`PoolMember::HANDOFF_MS`]): the others stop using the addresses that move to it when
+//!   the row settles, the new owner starts using them only after the handoff time (the
+//!   benchmark `bench/pool.sh` found addresses ACKed twice when both switched at once);
 //! - after another member came into sight (started, returned, a partition healed), until
 //!   [`SETTLE_MS`] have passed, so that the other side sees this one too and stops taking
 //!   over its share, and then one pull from that member has completed, so that every lease
@@ -103,7 +106,8 @@ impl Shares {
             }
             _ => {}
         }
-        if !settled.contains(&self.me) || !caught_up {
+        let owning = roster.iter().any(|r| r.id == self.me && r.owning(now_ms));
+        if !owning || !caught_up {
             return Share::waiting(self.me, settled);
         }
         let last_seen = settled
@@ -123,5 +127,56 @@ impl Shares {
         );
         share.recovery = self.recovery.filter(|(_, until)| now_ms / 1000 < *until);
         share
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    fn row(id: u64, joined_ms: u64) -> PoolMember {
+        PoolMember {
+            id,
+            addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, id as u8), 7946),
+            joined_ms,
+        }
+    }
+
+    #[test]
+    fn a_joiner_takes_its_share_only_after_the_others_gave_it_up() {
+        let joined = 100_000;
+        let roster = [row(1, 0), row(2, joined)];
+        let (mut old, mut new) = (
+            Shares::new(1, 60, 0, None),
+            Shares::new(2, 60, joined, None),
+        );
+        let settle = joined + PoolMember::SETTLE_MS;
+        // They see each other from the join on and have pulled from each other since.
+        old.share(&roster, &[2], joined);
+        new.share(&roster, &[1], joined);
+        old.pulled(2, joined + SETTLE_MS);
+        new.pulled(1, joined + SETTLE_MS);
+        // Before the row settles, the old member owns everything; the joiner waits.
+        let a = old.share(&roster, &[2], settle - 1);
+        let b = new.share(&roster, &[1], settle - 1);
+        assert_eq!(a.roster, vec![1]);
+        assert!(!b.in_roster);
+        // Once it settles, the old member stops using the joiner's addresses at once...
+        let a = old.share(&roster, &[2], settle + 2_000);
+        assert_eq!(a.roster, vec![1, 2]);
+        let b = new.share(&roster, &[1], settle + 2_000);
+        assert!(!b.in_roster, "the joiner must wait out the handoff");
+        // ...and the joiner starts only after the handoff time.
+        let b = new.share(&roster, &[1], settle + PoolMember::HANDOFF_MS);
+        assert!(b.in_roster);
+        let theirs = (0..200)
+            .map(|i| Ipv4Addr::from(0xc612_0000 + i))
+            .filter(|ip| b.owner(*ip) == 2)
+            .collect::<Vec<_>>();
+        assert!(!theirs.is_empty());
+        assert!(theirs
+            .iter()
+            .all(|ip| b.may_allocate(*ip) && !a.may_allocate(*ip)));
     }
 }

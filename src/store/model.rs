@@ -556,4 +556,17 @@ impl PoolMember {
     pub fn settled(&self, now_ms: u64) -> bool {
         now_ms >= self.joined_ms.saturating_add(Self::SETTLE_MS)
     }
+
+    /// How much longer than [`PoolMember::SETTLE_MS`] the member itself waits before it hands
+    /// out its share: the others stop using those addresses when the row settles, each on its
+    /// own status tick (every 2 s) and after replication, so the new owner starts later.
+    pub const HANDOFF_MS: u64 = 15_000;
+
+    /// Whether the member itself may hand out its share (see [`PoolMember::HANDOFF_MS`]).
+    pub fn owning(&self, now_ms: u64) -> bool {
+        now_ms
+            >= self
+                .joined_ms
+                .saturating_add(Self::SETTLE_MS + Self::HANDOFF_MS)
+    }
 }

@@ -1,7 +1,7 @@
 //! An in-memory copy of the store for the servers' hot paths, kept current from the change
 //! feed. Protocol cores read a `&View`; they never see heed.
 
-use super::model::{Export, Group, Image, Lease, Mac, Network, Node, PowerState};
+use super::model::{Export, Group, Image, Lease, Mac, Network, Node, PoolMember, PowerState};
 use super::{Reader, Store, StoreError, Table};
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -22,6 +22,8 @@ pub struct View {
     pub power: BTreeMap<String, PowerState>,
     /// Shared NFSv4 exports by name.
     pub exports: BTreeMap<String, Export>,
+    /// The pool's roster (keyed by member id in hex): the DNS zone names every member.
+    pub members: BTreeMap<String, PoolMember>,
     node_by_mac: HashMap<Mac, String>,
     lease_by_mac: HashMap<Mac, Ipv4Addr>,
 }
@@ -54,6 +56,9 @@ impl View {
             }
             for e in r.all::<Export>()? {
                 view.exports.insert(e.name.clone(), e);
+            }
+            for m in r.all::<PoolMember>()? {
+                view.members.insert(PoolMember::key_of(m.id), m);
             }
             Ok(view)
         })
@@ -100,15 +105,15 @@ impl View {
             }
             Table::Power => set(&mut self.power, key.to_string(), r.get::<PowerState>(key)?),
             Table::Exports => set(&mut self.exports, key.to_string(), r.get::<Export>(key)?),
+            Table::Members => set(
+                &mut self.members,
+                key.to_string(),
+                r.get::<PoolMember>(key)?,
+            ),
             // Not needed by the servers' hot paths; read from the store where used. BMC
             // credentials stay out of the view: servers other than the power poller have no
             // business with them, and the poller reads them from the store.
-            Table::Settings
-            | Table::Users
-            | Table::Tokens
-            | Table::Boots
-            | Table::Bmc
-            | Table::Members => {}
+            Table::Settings | Table::Users | Table::Tokens | Table::Boots | Table::Bmc => {}
         }
         Ok(())
     }
