@@ -3,15 +3,11 @@
 // CHROMIUM and RUNS. Times are taken inside the page (Navigation Timing and the
 // `drover:overview` / `drover:nodes` marks app.js sets once a view is drawn), so the
 // automation's own round trips are not counted. Prints one JSON object of medians (ms).
-import { chromium } from 'playwright-core';
+import { launch } from './lib.mjs';
 
 const url = process.env.DROVER_URL;
 const runs = Number(process.env.RUNS || 10);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update'],
-});
+const browser = await launch(process.env.CHROMIUM);
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return Math.round(s[Math.floor(s.length / 2)]); };
 try {
   const page = await browser.newPage();

@@ -8,28 +8,19 @@
 // "web boot: watching", and the test starts the VM. It then polls the page (not the API) until
 // the timeline says "up", records every distinct timeline it showed, saves screenshots of the
 // main views and prints "web boot: ok". Any failure throws and exits non-zero.
-import { chromium } from 'playwright-core';
+import { envOf, launch, screenshots } from './lib.mjs';
 import assert from 'node:assert/strict';
-import path from 'node:path';
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(`${k} is not set (run through cargo test --test qemu_web)`);
-  return v;
-};
+const env = envOf('qemu_web');
 const url = env('DROVER_URL');
 const node = env('NODE');
 const stages = env('STAGES').split(',');
 const bootTimeout = Number(env('BOOT_TIMEOUT_MS'));
 const shots = env('SCREENSHOTS');
-const shot = (page, name) => page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
+const shot = screenshots(shots);
 const step = (s) => console.log(`web boot: ${s}`);
 
-const browser = await chromium.launch({
-  executablePath: env('CHROMIUM'),
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update'],
-});
+const browser = await launch(env('CHROMIUM'));
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   page.setDefaultTimeout(20000);

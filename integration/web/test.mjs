@@ -3,26 +3,17 @@
 // DROVER_BIN, DROVER_STATE_DIR, DROVER_BMC, DROVER_BMC_USER, DROVER_BMC_PASSWORD_FILE (an
 // ipmi_sim BMC), CHROMIUM and SCREENSHOTS. Prints "web test: ok" on success;
 // any failure throws and exits non-zero.
-import { chromium } from 'playwright-core';
+import { envOf, launch, screenshots } from './lib.mjs';
 import { execFileSync } from 'node:child_process';
 import assert from 'node:assert/strict';
-import path from 'node:path';
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(`${k} is not set (run through cargo test --test web)`);
-  return v;
-};
+const env = envOf('web');
 const url = env('DROVER_URL');
 const shots = env('SCREENSHOTS');
-const shot = (page, name) => page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
+const shot = screenshots(shots);
 const step = (s) => console.log(`web test: ${s}`);
 
-const browser = await chromium.launch({
-  executablePath: env('CHROMIUM'),
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update'],
-});
+const browser = await launch(env('CHROMIUM'));
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   page.setDefaultTimeout(15000);
