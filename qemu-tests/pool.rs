@@ -23,6 +23,7 @@ mod common;
 mod harness;
 
 use common::*;
+use harness::pool::{self, Member};
 use harness::*;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -31,80 +32,6 @@ use std::time::{Duration, Instant};
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 /// How long the pool may take to form, settle its roster (30 s for joiners) and replicate.
 const POOL_TIMEOUT: Duration = Duration::from_secs(120);
-
-struct Member {
-    /// Dropped (stopped) before its namespace.
-    drover: Drover,
-    ns: Netns,
-    ip: String,
-}
-
-fn member(lab: &Lab, i: usize) -> Member {
-    let ns = Netns::new(&format!("pm{i}"));
-    lab.ns
-        .add_veth_to_bridge(&format!("m{i}"), BRIDGE, &ns, "eth0");
-    // The lab bridge holds .1; members are .2, .3, .4.
-    let ip = format!("198.18.0.{}", i + 2);
-    ns.add_addr("eth0", &format!("{ip}/24"));
-    let mut drover = Drover::new();
-    let log = std::env::var("DROVER_LOG").unwrap_or_else(|_| "info".into());
-    drover.env("DROVER_LOG", &log);
-    Member { drover, ns, ip }
-}
-
-impl Member {
-    fn serve(&mut self) {
-        self.drover
-            .start(Some(&self.ns), &["serve", "--interface", "eth0"]);
-        self.drover
-            .wait_log("drover: ready", Duration::from_secs(30));
-    }
-
-    fn status(&self) -> String {
-        let out = self.drover.cli(&["pool", "status"]);
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    }
-
-    /// The state `pool status` shows for the member at `ip`.
-    fn sees(&self, ip: &str) -> Option<String> {
-        let addr = format!("{ip}:7946");
-        self.status().lines().find_map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            (w.first() == Some(&addr.as_str())).then(|| w.get(2).unwrap_or(&"").to_string())
-        })
-    }
-
-    /// Blob file names in the state directory.
-    fn blobs(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.drover.state_dir().join("blobs"))
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| !n.starts_with('.'))
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
-    }
-
-    /// `ip -> mac` of every lease in this member's store.
-    fn leases(&self) -> Vec<(String, String)> {
-        self.drover
-            .cli_ok(&["lease", "list"])
-            .lines()
-            .skip(1)
-            .filter_map(|l| {
-                let w: Vec<&str> = l.split_whitespace().collect();
-                Some((w.first()?.to_string(), w.get(1)?.to_string()))
-            })
-            .collect()
-    }
-}
 
 /// The node's settings the ramroot image prints (`/etc/drover/node.env`), unquoted.
 fn node_env(vm: &Vm) -> BTreeMap<String, String> {
@@ -166,19 +93,18 @@ fn wait_marker(vm: &mut Vm, node: &str) -> BTreeMap<String, String> {
 fn vms_boot_through_a_pool_while_a_member_dies() {
     let assets = Assets::require();
     let lab = Lab::new("qpool");
-    let mut m: Vec<Member> = (0..3).map(|i| member(&lab, i)).collect();
+    let mut m: Vec<Member> = (0..3).map(|i| Member::new(&lab, i)).collect();
 
     // Fleet data on the first member only; the others get it by replication.
     let a = &m[0].drover;
-    let path = |p: &std::path::Path| p.to_str().expect("UTF-8 paths").to_string();
     a.cli_ok(&[
         "image",
         "add",
         "ramroot",
         "--kernel",
-        &path(&assets.kernel),
+        pool::path(&assets.kernel),
         "--rootfs",
-        &path(&assets.ramroot),
+        pool::path(&assets.ramroot),
         "--cmdline",
         "console=ttyS0",
     ]);
@@ -195,36 +121,18 @@ fn vms_boot_through_a_pool_while_a_member_dies() {
         }
         a.cli_ok(&args);
     }
-    a.cli_ok(&["pool", "init"]);
-    let key = path(&a.state_dir().join("cluster.key"));
-    for x in &m[1..] {
-        x.drover
-            .cli_ok(&["pool", "join", &m[0].ip, "--key-file", &key]);
-    }
+    pool::form(&m);
     for x in m.iter_mut() {
-        x.serve();
+        x.serve(None);
     }
 
     // The pool forms, every roster row settles (DHCP shares over three members), and the
     // image files and nodes are on every member.
     let t0 = Instant::now();
-    let ready = wait_until(POOL_TIMEOUT, || {
-        let blobs = m[0].blobs();
-        m.iter().all(|x| {
-            x.status().contains("3 member(s) on the roster")
-                && m.iter()
-                    .filter(|o| o.ip != x.ip)
-                    .all(|o| x.sees(&o.ip).as_deref() == Some("alive"))
-        }) && m[1..]
-            .iter()
-            .all(|x| x.blobs() == blobs && x.drover.cli_ok(&["node", "list"]).contains("n4"))
-    });
     assert!(
-        ready,
-        "the pool did not form or replicate:\n{}\n{}\n{}\nblobs {:?} / {:?} / {:?}",
-        m[0].status(),
-        m[1].status(),
-        m[2].status(),
+        pool::wait_replicated(&m, "n4", POOL_TIMEOUT),
+        "the pool did not form or replicate:\n{}\nblobs {:?} / {:?} / {:?}",
+        pool::statuses(&m),
         m[0].blobs(),
         m[1].blobs(),
         m[2].blobs()

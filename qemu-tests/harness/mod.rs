@@ -5,6 +5,7 @@
 
 pub mod drover;
 pub mod lab;
+pub mod pool;
 pub mod reference;
 pub mod vm;
 
