@@ -278,6 +278,9 @@ pub struct Pool {
     pub address: Option<Ipv4Addr>,
     /// Members to join through (`IP` or `IP:PORT`), besides those `drover pool join` recorded.
     pub seeds: Vec<String>,
+    /// The floating address one live member holds and nodes mount their NFS root from
+    /// (`pool::floating`); a free address of the subnet of one of `interfaces`.
+    pub service_address: Option<Ipv4Addr>,
 }
 
 impl Default for Pool {
@@ -287,6 +290,7 @@ impl Default for Pool {
             port: crate::pool::serve::DEFAULT_PORT,
             address: None,
             seeds: Vec::new(),
+            service_address: None,
         }
     }
 }
@@ -516,6 +520,20 @@ impl Config {
                 format!("has {s:?}, which is neither IP nor IP:PORT"),
             ));
         }
+        if let Some(a) = self.pool.service_address {
+            if a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast() {
+                return Err(bad(
+                    "pool.service-address",
+                    format!("is {a}; expected a unicast address of a served subnet"),
+                ));
+            }
+            if Some(a) == self.pool.address {
+                return Err(bad(
+                    "pool.service-address",
+                    format!("is {a}, the member's own `pool.address`; it must be a free address"),
+                ));
+            }
+        }
         let p = &self.power;
         if !(1..=1024).contains(&p.max_sessions) {
             return Err(bad("power.max-sessions", "must be 1 to 1024".into()));
@@ -628,6 +646,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("power.cipher-suites"), "{e}");
+        for bad in ["0.0.0.0", "127.0.0.9", "224.0.0.1", "255.255.255.255"] {
+            let e = Config::parse(&format!("[pool]\nservice-address = \"{bad}\"\n"), "f.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("pool.service-address"), "{e}");
+        }
+        let e = Config::parse("[pool]\nservice-address = \"10.0.0\"\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("service-address"), "{e}");
+        let c = Config::parse("[pool]\nservice-address = \"10.0.0.9\"\n", "f.toml").unwrap();
+        assert_eq!(c.pool.service_address, Some(Ipv4Addr::new(10, 0, 0, 9)));
         let ok = Config::parse("interfaces = [\"br0\"]\n[http]\nport = 8080\n", "f.toml").unwrap();
         assert_eq!(ok.http.port, 8080);
         assert_eq!(ok.dhcp.port, 67);

@@ -826,6 +826,9 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
                     "this member sees no majority: it serves only its own share"
                 }
             );
+            if let Some(sa) = &status.service_address {
+                println!("{}", service_address_line(&status, sa));
+            }
             if status.unauthenticated > 0 {
                 println!(
                     "{} datagrams dropped: not signed with this pool's key",
@@ -1555,4 +1558,29 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// `drover pool status`'s line about the floating service address.
+fn service_address_line(
+    status: &drover::pool::serve::Status,
+    sa: &drover::pool::serve::ServiceAddress,
+) -> String {
+    let Some(holder) = sa.holder else {
+        return format!(
+            "service address {}: no holder (this member sees no majority)",
+            sa.addr
+        );
+    };
+    let who = std::iter::once(&status.me)
+        .chain(&status.members)
+        .find(|m| m.id == holder)
+        .map_or_else(|| format!("{holder:016x}"), |m| m.addr.ip().to_string());
+    match (holder == status.me.id, sa.here) {
+        (true, true) => format!("service address {}: held by {who} (this member)", sa.addr),
+        (true, false) => format!(
+            "service address {}: taken by {who} (this member) after its safety wait",
+            sa.addr
+        ),
+        (false, _) => format!("service address {}: held by {who}", sa.addr),
+    }
 }

@@ -2,8 +2,9 @@
 //! the shared store view current, and shuts everything down on SIGINT/SIGTERM.
 //!
 //! Tasks: one per service and interface (DHCP, TFTP, DNS, NTP, router advertisements), the
-//! NFSv4 server (one for all interfaces), pool
-//! membership (idle until the state directory has a cluster key), one HTTP
+//! NFSv4 server (one for all interfaces, and the pool's service address when configured),
+//! pool membership (idle until the state directory has a cluster key), the service address
+//! (`net::floating`, with a grace period of the NFS server each time it is taken), one HTTP
 //! listener for all interfaces, the boot-event writer (`crate::timeline::Writer`), and the
 //! view refresher, which applies the store's change feed
 //! every [`REFRESH_INTERVAL`] so that admin changes made by another process (the CLI) reach
@@ -41,6 +42,22 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
         record_interface_network(&store, &iface)?;
         interfaces.push(iface);
     }
+    // Where the pool's floating service address goes, checked before anything starts.
+    let placement = match config.pool.service_address {
+        Some(a) => Some(crate::net::floating::place(a, &interfaces)?),
+        None => None,
+    };
+    if let Some(p) = &placement {
+        warn_if_in_a_range(&store, p.addr.addr)?;
+    }
+    // Whether this member holds the service address: the pool task decides (alone outside
+    // a pool), `net::floating` carries it out and says when it holds it.
+    let (floating_tx, floating_rx) = tokio::sync::watch::channel(if config.pool.enabled {
+        crate::pool::floating::Decision::default()
+    } else {
+        crate::pool::floating::Decision::solo(store.member())
+    });
+    let (held_tx, held_rx) = tokio::sync::watch::channel(false);
     let view = Arc::new(RwLock::new(View::load(&store)?));
     let shutdown = CancellationToken::new();
     let mut tasks: JoinSet<(String, Result<()>)> = JoinSet::new();
@@ -79,6 +96,7 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
             blobs: blobs.clone(),
             port: config.http.port,
             nfs_port: config.nfs.port,
+            nfs_host: config.pool.service_address,
             api: Some(
                 crate::api::Api::new(
                     store.clone(),
@@ -116,10 +134,47 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                     .with_context(|| format!("NFS: cannot listen on TCP {addr}"))?,
             );
         }
+        // The service address: bound before it is here, so it serves whenever it is.
+        if let Some(p) = &placement {
+            let addr = std::net::SocketAddrV4::new(p.addr.addr, config.nfs.port);
+            listeners.push(
+                crate::net::floating::freebind_listener(addr)
+                    .with_context(|| format!("NFS: cannot listen on TCP {addr}"))?,
+            );
+        }
         let vfs = crate::nfs::file_side(state_dir, store.clone())
             .context("NFS: opening the exported files")?;
+        // Every member answers as the same server when the root is served from the service
+        // address, so that a client that moves with it may reclaim its state (RFC 8881
+        // §2.10.4: reclaims need an equal server scope).
+        let server_name = config
+            .pool
+            .service_address
+            .map_or_else(|| own_addr(&interfaces), |a| a.to_string());
         let (server, settings) =
-            crate::nfs::serve::server(vfs, &config.nfs, state_dir, &own_addr(&interfaces));
+            crate::nfs::serve::server(vfs, &config.nfs, state_dir, &server_name);
+        let grace = Duration::from_secs(u64::from(config.nfs.grace_secs));
+        if placement.is_some() && !grace.is_zero() {
+            let (server, mut held, token) = (server.clone(), held_rx.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => break,
+                        r = held.changed() => if r.is_err() { break },
+                    }
+                    if *held.borrow_and_update() {
+                        tracing::info!(
+                            secs = grace.as_secs(),
+                            "NFS: grace period: clients of the service address's previous holder may reclaim their state"
+                        );
+                        server.begin_grace(std::time::Instant::now() + grace);
+                    }
+                }
+                // Only the service address task's end (at shutdown) ends this one.
+                token.cancelled().await;
+                ("nfs grace".into(), Ok(()))
+            });
+        }
         let stats = Arc::new(crate::nfs::serve::Stats::default());
         crate::counters::register("nfs", "all", stats.clone());
         let token = shutdown.clone();
@@ -277,6 +332,13 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
             });
         }
     }
+    if let Some(p) = placement {
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            let r = crate::net::floating::run(p, floating_rx, held_tx, token).await;
+            ("service address".into(), r.map_err(anyhow::Error::from))
+        });
+    }
     if config.pool.enabled {
         let addr = config
             .pool
@@ -293,12 +355,14 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                 .collect(),
             member_id: store.member(),
             lease_time: u64::from(config.dhcp.lease_time),
+            service_address: config.pool.service_address,
         };
         let (dir, store, token) = (state_dir.to_path_buf(), store.clone(), shutdown.clone());
         tasks.spawn(async move {
             let links = crate::pool::serve::Links {
                 share: share_tx,
                 peers: peers_tx,
+                floating: floating_tx,
             };
             let r = crate::pool::serve::run(dir, settings, store, links, token).await;
             ("pool".into(), r.context("pool membership"))
@@ -342,6 +406,21 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     outcome
+}
+
+/// The service address lies in a dynamic range: DHCP could hand it to a node.
+fn warn_if_in_a_range(store: &Store, addr: Ipv4Addr) -> Result<()> {
+    for n in store.read(|r| r.all::<Network>())? {
+        if let Some((first, last)) = n.range {
+            if (first..=last).contains(&addr) {
+                tracing::warn!(
+                    network = %n.name, %addr,
+                    "`pool.service-address` lies in the network's dynamic range: DHCP may lease it to a node; move it out of the range"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn own_addr(interfaces: &[Interface]) -> String {

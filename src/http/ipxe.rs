@@ -7,8 +7,9 @@
 //! order. The agent's `drover.server` lists them too, and `drover.dns` / `drover.ntp` name
 //! the other members after the servers iPXE got from DHCP ([`Also`]): iPXE shows only the
 //! first address of a DHCP option. When the node's root mode (its own, else its image's) is NFS,
-//! the kernel line also carries `drover.root=nfs:HOST:/root` (HOST: the first server's host,
-//! the address the node reached drover at), and the agent mounts that instead of downloading
+//! the kernel line also carries `drover.root=nfs:HOST:/root` (HOST: the pool's floating
+//! service address when one is configured, else the first server's host, the address the
+//! node reached drover at), and the agent mounts that instead of downloading
 //! the rootfs. Under UEFI the kernel must be told its initrd's name
 //! (`initrd=NAME`, see LAB.md); the name is the URL's last segment, so the kernel line names
 //! it for BIOS and UEFI alike.
@@ -43,14 +44,16 @@ fn chain(servers: &[String], path: &str) -> String {
 const NFS_PORT: u16 = 2049;
 
 /// The boot script of `node`, booting `image` from the HTTP servers `servers`
-/// (`http://host[:port]`, first preferred; at least one); an NFS root is mounted from the
-/// first server's host on `nfs_port`.
+/// (`http://host[:port]`, first preferred; at least one); an NFS root is mounted on
+/// `nfs_port` from `nfs_host` (the pool's service address) if given, else from the first
+/// server's host.
 pub fn boot_script(
     node: &Node,
     image: &Image,
     servers: &[String],
     also: &Also,
     nfs_port: u16,
+    nfs_host: Option<Ipv4Addr>,
 ) -> String {
     let mut s = String::from("#!ipxe\n");
     let _ = writeln!(
@@ -78,7 +81,7 @@ pub fn boot_script(
     if agent {
         args.push(format!("drover.image={}", image.name));
         if node.root.unwrap_or(image.root) == RootMode::Nfs {
-            let host = host_of(&servers[0]);
+            let host = nfs_host.map_or_else(|| host_of(&servers[0]).to_string(), |h| h.to_string());
             args.push(if nfs_port == NFS_PORT {
                 format!("drover.root=nfs:{host}:/root")
             } else {
@@ -196,7 +199,7 @@ mod tests {
             "http://10.0.0.1".to_string(),
             "http://10.0.0.2:8080".to_string(),
         ];
-        let s = boot_script(&node(), &image, &servers, &Also::default(), 2049);
+        let s = boot_script(&node(), &image, &servers, &Also::default(), 2049, None);
         assert!(s.starts_with("#!ipxe\n"));
         assert!(s.contains(
             "kernel http://10.0.0.1/images/img/kernel initrd=initrd console=ttyS0 drover.node=n1 \
@@ -224,6 +227,7 @@ mod tests {
             &["http://10.0.0.1".to_string()],
             &Also::default(),
             2049,
+            None,
         );
         assert!(s.contains("initrd=initramfs drover.node=n1"), "{s}");
         assert!(s.contains("drover.ip=${ip} drover.netmask=${netmask}"));
@@ -249,7 +253,7 @@ mod tests {
             persistent: vec!["/var/log".into()],
         };
         let servers = ["http://10.0.0.1:8080".to_string()];
-        let s = boot_script(&node(), &image, &servers, &Also::default(), 2049);
+        let s = boot_script(&node(), &image, &servers, &Also::default(), 2049, None);
         assert!(s.contains(" drover.root=nfs:10.0.0.1:/root "), "{s}");
         assert!(s.contains(" drover.persistent=/var/log "), "{s}");
         assert!(
@@ -260,20 +264,38 @@ mod tests {
         // The node's own setting wins over the image's, both ways.
         let mut n = node();
         n.root = Some(RootMode::Ram);
-        assert!(!boot_script(&n, &image, &servers, &Also::default(), 2049).contains("drover.root="));
+        assert!(
+            !boot_script(&n, &image, &servers, &Also::default(), 2049, None)
+                .contains("drover.root=")
+        );
         image.root = RootMode::Ram;
         n.root = Some(RootMode::Nfs);
-        assert!(boot_script(&n, &image, &servers, &Also::default(), 2049)
-            .contains("drover.root=nfs:10.0.0.1:/root"));
+        assert!(
+            boot_script(&n, &image, &servers, &Also::default(), 2049, None)
+                .contains("drover.root=nfs:10.0.0.1:/root")
+        );
         // An image without a rootfs has no agent to mount anything.
         image.rootfs = None;
         image.initramfs = None;
-        assert!(!boot_script(&n, &image, &servers, &Also::default(), 2049).contains("drover.root="));
+        assert!(
+            !boot_script(&n, &image, &servers, &Also::default(), 2049, None)
+                .contains("drover.root=")
+        );
         // Another NFS port travels with the host.
         image.rootfs = Some(file());
         image.initramfs = Some(file());
-        assert!(boot_script(&n, &image, &servers, &Also::default(), 20049)
-            .contains("drover.root=nfs:10.0.0.1:20049:/root"));
+        assert!(
+            boot_script(&n, &image, &servers, &Also::default(), 20049, None)
+                .contains("drover.root=nfs:10.0.0.1:20049:/root")
+        );
+        // The pool's service address, when there is one, instead of the answering member.
+        let vip = Some(Ipv4Addr::new(10, 0, 0, 5));
+        let s = boot_script(&n, &image, &servers, &Also::default(), 2049, vip);
+        assert!(s.contains(" drover.root=nfs:10.0.0.5:/root "), "{s}");
+        assert!(
+            s.contains("kernel http://10.0.0.1:8080/images/img/kernel"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -302,7 +324,7 @@ mod tests {
             dns: vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 3)],
             ntp: Vec::new(),
         };
-        let s = boot_script(&node(), &image, &servers, &also, 2049);
+        let s = boot_script(&node(), &image, &servers, &also, 2049, None);
         assert!(
             s.contains(
                 "initrd http://10.0.0.2/images/img/initramfs || initrd \

@@ -45,6 +45,9 @@ pub struct Shared {
     pub port: u16,
     /// The port of drover's NFSv4 server, for the scripts of nodes with an NFS root.
     pub nfs_port: u16,
+    /// The pool's floating service address, which nodes mount their NFS root from when set
+    /// (else from the address they reached this member at).
+    pub nfs_host: Option<std::net::Ipv4Addr>,
     /// The admin API and web page; `None` serves the boot path only.
     pub api: Option<Arc<crate::api::Api>>,
     /// The other live pool members: scripts list them after this server. They are assumed
@@ -173,7 +176,7 @@ async fn boot_script(
                 Some(image) => {
                     tracing::info!(node = %node.name, image = %image.name, "boot script");
                     boot_event = Some((node.name.clone(), format!("image {}", image.name)));
-                    ipxe::boot_script(node, image, &servers, &also, s.nfs_port)
+                    ipxe::boot_script(node, image, &servers, &also, s.nfs_port, s.nfs_host)
                 }
                 None => ipxe::waiting_script(
                     &format!(

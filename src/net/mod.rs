@@ -1,9 +1,13 @@
 //! Network plumbing shared by the protocol shells: finding an interface's IPv4 address and
-//! MAC, binding sockets to an interface, and the IPv6 router advertisement that keeps iPXE
-//! from waiting for one.
+//! MAC, binding sockets to an interface, the IPv6 router advertisement that keeps iPXE
+//! from waiting for one, and the pool's floating service address ([`floating`], with the
+//! bytes of its rtnetlink requests in [`netlink`] and of its gratuitous ARP in [`arp`]).
 //!
 //! Raw system calls live in `sys` (the only module allowed `unsafe`). Not here: protocol logic.
 
+pub mod arp;
+pub mod floating;
+pub mod netlink;
 pub mod ra;
 pub mod sys;
 

@@ -1,7 +1,8 @@
 //! Raw system calls: the only module of drover where `unsafe` is allowed. Each function is a
 //! thin, checked wrapper that turns a libc call into a safe Rust signature.
 //!
-//! Interface lookup (getifaddrs, if_nametoindex) is used by the servers; the agent's calls
+//! Interface lookup (getifaddrs, if_nametoindex) and the floating service address (rtnetlink,
+//! a packet socket for gratuitous ARP) are used by the servers; the agent's calls
 //! (modules, mounts, address configuration) live further down.
 
 #![allow(unsafe_code)]
@@ -363,4 +364,103 @@ pub fn adjtimex_read() -> io::Result<KernelClock> {
         maxerror_us: tx.maxerror as i64,
         esterror_us: tx.esterror as i64,
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The floating service address (`net::floating`): rtnetlink requests and gratuitous ARP.
+
+/// Opens a socket(2) and takes ownership of its descriptor.
+fn owned_socket(
+    domain: libc::c_int,
+    kind: libc::c_int,
+    protocol: libc::c_int,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket(2) call.
+    let fd = unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, protocol) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a freshly opened descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// How long [`netlink_request`] waits for the kernel's answer (it answers at once; this
+/// only bounds a kernel that does not).
+const NETLINK_TIMEOUT_US: libc::suseconds_t = 500_000;
+
+/// Sends one rtnetlink request (`net::netlink`) and returns the first reply datagram.
+pub fn netlink_request(request: &[u8]) -> io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let sock = owned_socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE)?;
+    let fd = sock.as_raw_fd();
+    let timeout = libc::timeval {
+        tv_sec: 0,
+        tv_usec: NETLINK_TIMEOUT_US,
+    };
+    // SAFETY: SO_RCVTIMEO takes a timeval; pointer and length describe `timeout`.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })?;
+    // SAFETY: sockaddr_nl is plain old data; zeroes (pid 0: the kernel) are a valid value.
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: the buffer and the address are valid for the call; their lengths are theirs.
+    let sent = unsafe {
+        libc::sendto(
+            fd,
+            request.as_ptr().cast(),
+            request.len(),
+            0,
+            (&kernel as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 8192];
+    // SAFETY: `buf` is writable for its whole length.
+    let got = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(got as usize);
+    Ok(buf)
+}
+
+/// Broadcasts an ARP payload (`net::arp`) on interface `index` through a packet socket;
+/// the kernel adds the Ethernet header (broadcast destination, ARP ethertype).
+pub fn send_arp(index: u32, payload: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let proto = (libc::ETH_P_ARP as u16).to_be();
+    let sock = owned_socket(libc::AF_PACKET, libc::SOCK_DGRAM, libc::c_int::from(proto))?;
+    // SAFETY: sockaddr_ll is plain old data; zeroes are a valid value.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as libc::c_ushort;
+    to.sll_protocol = proto;
+    to.sll_ifindex = index as libc::c_int;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    // SAFETY: the payload and the address are valid for the call; their lengths are theirs.
+    let sent = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            payload.as_ptr().cast(),
+            payload.len(),
+            0,
+            (&to as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -212,6 +212,14 @@ impl Server {
         self.state().expire(now)
     }
 
+    /// Starts (or lengthens) a grace period that ends at `until`: this member took over the
+    /// pool's service address, so the previous holder's clients reclaim their opens and locks
+    /// (CLAIM_PREVIOUS, reclaim LOCK) and new ones get NFS4ERR_GRACE meanwhile.
+    pub fn begin_grace(&self, until: Instant) {
+        let mut st = self.state();
+        st.grace_until = Some(st.grace_until.map_or(until, |g| g.max(until)));
+    }
+
     /// When [`Server::handle_timeout`] next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.state().next_expiry()

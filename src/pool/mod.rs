@@ -8,13 +8,16 @@
 //! - [`peers`]: the other live members' addresses, which the boot path lists as fallbacks;
 //! - [`shares`]: which DHCP clients and addresses this member serves (`dhcp::share`), from
 //!   the roster, membership and completed pulls;
+//! - [`floating`]: whether this member holds the floating service address (`[pool]
+//!   service-address`), from the roster, membership and time; `net::floating` carries it out;
 //! - [`serve`]: the tokio shell: the UDP socket and timers, one exchange per second with a
 //!   random live member, and the status file that `drover pool status` reads.
 //!
 //! Built so far: membership, store replication, DHCP address shares, the boot path across
-//! members. Not built yet: floating
-//! service addresses, encryption of pool traffic.
+//! members, one floating service address. Not built yet: several service addresses,
+//! encryption of pool traffic.
 
+pub mod floating;
 pub mod key;
 pub mod membership;
 pub mod peers;

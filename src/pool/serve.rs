@@ -14,10 +14,13 @@
 //!
 //! On the same occasions it hands the services what they need from the pool ([`Links`]): the
 //! DHCP tasks their `Share`, DHCP and HTTP the other live members (`Peers`) to list after
-//! this one.
+//! this one, `net::floating` whether to hold the service address (`floating`; renewed at
+//! least every [`STATUS_EVERY`], and every second outside a pool, where this member
+//! holds it alone).
 //!
 //! Not here: the protocol (`membership`), anything carried besides liveness.
 
+use super::floating::{Decision, Floating, Seen};
 use super::key::ClusterKey;
 use super::membership::{self, Effect, MemberId, Membership};
 use super::peers::Peers;
@@ -60,6 +63,8 @@ pub struct Settings {
     pub member_id: u64,
     /// The DHCP lease time in seconds (how long a recovery of address shares lasts).
     pub lease_time: u64,
+    /// The floating service address (`[pool] service-address`), for the status.
+    pub service_address: Option<Ipv4Addr>,
 }
 
 /// What `drover pool status` shows.
@@ -78,6 +83,20 @@ pub struct Status {
     /// member's share or extend leases on another member's addresses).
     #[serde(default)]
     pub majority: bool,
+    /// The floating service address, when configured, and who holds it.
+    #[serde(default)]
+    pub service_address: Option<ServiceAddress>,
+}
+
+/// The floating service address in `drover pool status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceAddress {
+    pub addr: Ipv4Addr,
+    /// The member that holds it (or takes it after its wait) as this member sees it; `None`
+    /// when this member sees no majority.
+    pub holder: Option<u64>,
+    /// Whether this member holds it now.
+    pub here: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +166,8 @@ pub struct Links {
     pub share: watch::Sender<Arc<Share>>,
     /// The other live members, which the boot path lists after this one.
     pub peers: watch::Sender<Arc<Peers>>,
+    /// Whether this member holds the floating service address (`pool::floating`).
+    pub floating: watch::Sender<Decision>,
 }
 
 /// Runs pool membership until `shutdown` is cancelled.
@@ -162,7 +183,13 @@ pub async fn run(
         let key = loop {
             match ClusterKey::load_state(&state_dir) {
                 Ok(Some(k)) => break k,
-                Ok(None) => last_error.clear(),
+                Ok(None) => {
+                    last_error.clear();
+                    // Outside a pool this member holds the service address alone.
+                    links
+                        .floating
+                        .send_replace(Decision::solo(settings.member_id));
+                }
                 // Once per distinct problem, not once per poll.
                 Err(e) if e.to_string() != last_error => {
                     tracing::warn!(error = %e, "pool: the cluster key is unusable; not joining");
@@ -195,6 +222,7 @@ pub async fn run(
             .share
             .send_replace(Arc::new(Share::solo(settings.member_id)));
         links.peers.send_replace(Arc::new(Peers::default()));
+        links.floating.send_replace(Decision::default());
         let left = left?;
         if !left {
             return Ok(());
@@ -229,6 +257,7 @@ async fn member(
         me.epoch,
         last_alive,
     );
+    let mut floating = Floating::new(settings.member_id);
     let mut m = Membership::new(me, key.clone(), membership::config(3), me.epoch ^ me.id);
     let mut rng = StdRng::seed_from_u64(me.epoch ^ me.id.rotate_left(17));
     let synced: Synced = Arc::default();
@@ -280,8 +309,8 @@ async fn member(
                 }
             }
             _ = status.tick() => {
-                publish(&mut shares, &m, &synced, store, links);
-                write_status(state_dir, &m, &synced, store, &links.share.borrow());
+                publish(&mut shares, &mut floating, &m, &synced, store, links);
+                write_status(state_dir, settings, &m, &synced, store, links);
                 Vec::new()
             }
             _ = sync_tick.tick() => {
@@ -344,8 +373,8 @@ async fn member(
             }
         }
         if changed {
-            publish(&mut shares, &m, &synced, store, links);
-            write_status(state_dir, &m, &synced, store, &links.share.borrow());
+            publish(&mut shares, &mut floating, &m, &synced, store, links);
+            write_status(state_dir, settings, &m, &synced, store, links);
         }
     }
     if let Some(h) = syncing {
@@ -379,8 +408,16 @@ fn enter_roster(store: &Store, settings: &Settings, founder: bool) -> Result<(),
     })
 }
 
-/// Recomputes the DHCP share and the live peers and hands them to the services.
-fn publish(shares: &mut Shares, m: &Membership, synced: &Synced, store: &Store, links: &Links) {
+/// Recomputes the DHCP share, the live peers and the service address decision and hands
+/// them to the services.
+fn publish(
+    shares: &mut Shares,
+    floating: &mut Floating,
+    m: &Membership,
+    synced: &Synced,
+    store: &Store,
+    links: &Links,
+) {
     let roster = match store.read(|r| r.all::<PoolMember>()) {
         Ok(r) => r,
         Err(e) => {
@@ -400,6 +437,18 @@ fn publish(shares: &mut Shares, m: &Membership, synced: &Synced, store: &Store, 
                 shares.pulled(id.id, *at);
             }
         }
+    }
+    let seen: Vec<Seen> = alive
+        .iter()
+        .map(|id| Seen {
+            id: id.id,
+            epoch: id.epoch,
+        })
+        .collect();
+    let decision = floating.decide(&roster, m.me().epoch, &seen, unix_ms());
+    let was = links.floating.send_replace(decision);
+    if was.holder != decision.holder {
+        tracing::info!(holder = ?decision.holder, "pool: service address holder changed");
     }
     let alive: Vec<u64> = alive.iter().map(|id| id.id).collect();
     let peers = Peers::live(m.me().id, &roster, &alive);
@@ -438,7 +487,16 @@ fn state_name(s: foca::State) -> &'static str {
 /// When each peer was last pulled from successfully.
 type Synced = Arc<Mutex<HashMap<SocketAddrV4, u64>>>;
 
-fn write_status(state_dir: &Path, m: &Membership, synced: &Synced, store: &Store, share: &Share) {
+fn write_status(
+    state_dir: &Path,
+    settings: &Settings,
+    m: &Membership,
+    synced: &Synced,
+    store: &Store,
+    links: &Links,
+) {
+    let share = links.share.borrow().clone();
+    let decision = *links.floating.borrow();
     let synced = synced.lock().map(|s| s.clone()).unwrap_or_default();
     let ranges: Vec<(Ipv4Addr, Ipv4Addr)> = store
         .read(|r| r.all::<Network>())
@@ -468,6 +526,11 @@ fn write_status(state_dir: &Path, m: &Membership, synced: &Synced, store: &Store
         unauthenticated: m.refusals().unauthenticated,
         roster: share.roster.clone(),
         majority: share.majority(),
+        service_address: settings.service_address.map(|addr| ServiceAddress {
+            addr,
+            holder: decision.holder,
+            here: decision.holds_at(unix_ms()),
+        }),
     };
     let dir = pool_dir(state_dir);
     let tmp = dir.join("status.json.tmp");

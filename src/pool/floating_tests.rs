@@ -1,0 +1,252 @@
+use super::*;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+const T0: u64 = 1_000_000;
+const STEP: u64 = 500;
+/// Membership notices a change within this (issue 7: a death within 5 s).
+const DETECT_MAX: u64 = 5_000;
+
+fn roster(n: u64) -> Vec<PoolMember> {
+    (1..=n)
+        .map(|id| PoolMember {
+            id,
+            addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, id as u8), 7946),
+            joined_ms: 0,
+        })
+        .collect()
+}
+
+/// N members on virtual time: processes that die and restart, a network that splits, views
+/// of each other that follow the truth after a random delay, and the kernel address each
+/// member's shell keeps (refreshed while the decision says hold, gone [`LIFETIME_SECS`]
+/// after the last refresh of a dead member).
+struct Sim {
+    now: u64,
+    roster: Vec<PoolMember>,
+    up: Vec<bool>,
+    epoch: Vec<u64>,
+    /// The side of the partition each member is on.
+    side: Vec<u8>,
+    /// sees[i][j], and a pending flip of it: (when, value).
+    sees: Vec<Vec<bool>>,
+    pending: Vec<Vec<Option<(u64, bool)>>>,
+    deciders: Vec<Floating>,
+    decisions: Vec<Decision>,
+    /// Until when each member's address lives in its kernel.
+    addr_until: Vec<Option<u64>>,
+    rng: StdRng,
+}
+
+impl Sim {
+    fn new(n: usize, seed: u64) -> Sim {
+        Sim {
+            now: T0,
+            roster: roster(n as u64),
+            up: vec![true; n],
+            // Started one after the other: member 1 is the oldest.
+            epoch: (0..n as u64).map(|i| T0 - 10_000 + i).collect(),
+            side: vec![0; n],
+            sees: vec![vec![true; n]; n],
+            pending: vec![vec![None; n]; n],
+            deciders: (1..=n as u64).map(Floating::new).collect(),
+            decisions: vec![Decision::default(); n],
+            addr_until: vec![None; n],
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    fn n(&self) -> usize {
+        self.up.len()
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.up[i] = false;
+    }
+
+    fn restart(&mut self, i: usize) {
+        self.up[i] = true;
+        self.epoch[i] = self.now;
+        self.deciders[i] = Floating::new(i as u64 + 1);
+        self.decisions[i] = Decision::default();
+        // The shell deletes a leftover address at start.
+        self.addr_until[i] = None;
+        for j in 0..self.n() {
+            // A fresh process knows nobody until membership tells it.
+            self.sees[i][j] = false;
+            self.pending[i][j] = None;
+        }
+    }
+
+    fn reach(&self, i: usize, j: usize) -> bool {
+        self.up[i] && self.up[j] && self.side[i] == self.side[j]
+    }
+
+    fn step(&mut self) {
+        self.now += STEP;
+        let n = self.n();
+        for i in 0..n {
+            for j in 0..n {
+                if i == j {
+                    continue;
+                }
+                let truth = self.reach(i, j);
+                if truth == self.sees[i][j] {
+                    self.pending[i][j] = None;
+                } else if self.pending[i][j].is_none() {
+                    let at = self.now + self.rng.random_range(0..=DETECT_MAX);
+                    self.pending[i][j] = Some((at, truth));
+                }
+                if let Some((at, v)) = self.pending[i][j] {
+                    if at <= self.now {
+                        self.sees[i][j] = v;
+                        self.pending[i][j] = None;
+                    }
+                }
+            }
+        }
+        for i in 0..n {
+            if !self.up[i] {
+                continue;
+            }
+            let alive: Vec<Seen> = (0..n)
+                .filter(|&j| j != i && self.sees[i][j])
+                .map(|j| Seen {
+                    id: j as u64 + 1,
+                    epoch: self.epoch[j],
+                })
+                .collect();
+            let d = self.deciders[i].decide(&self.roster, self.epoch[i], &alive, self.now);
+            self.decisions[i] = d;
+            self.addr_until[i] = d
+                .holds_at(self.now)
+                .then_some(self.now + u64::from(LIFETIME_SECS) * 1000);
+        }
+    }
+
+    /// Members whose kernel has the address now.
+    fn holders(&self) -> Vec<usize> {
+        (0..self.n())
+            .filter(|&i| self.addr_until[i].is_some_and(|t| t > self.now))
+            .collect()
+    }
+
+    fn run_checked(&mut self, ms: u64) {
+        for _ in 0..ms / STEP {
+            self.step();
+            let h = self.holders();
+            assert!(h.len() <= 1, "two holders at {}: {h:?}", self.now - T0);
+        }
+    }
+}
+
+#[test]
+fn one_member_holds_it_after_the_wait_and_a_successor_waits_out_the_lifetime() {
+    let mut s = Sim::new(3, 1);
+    s.run_checked(TAKE_AFTER_MS - STEP);
+    assert!(s.holders().is_empty(), "nobody holds it before the wait");
+    s.run_checked(2 * STEP);
+    assert_eq!(s.holders(), [0], "the oldest member holds it");
+    assert!(s.decisions.iter().all(|d| d.holder == Some(1)));
+
+    let killed_at = s.now;
+    s.kill(0);
+    let mut taken = None;
+    for _ in 0..200 {
+        s.run_checked(STEP);
+        // The dead member's address lingers until its lifetime runs out.
+        if let Some(&h) = s.holders().iter().find(|&&h| h != 0) {
+            taken = Some((h, s.now - killed_at));
+            break;
+        }
+    }
+    let (h, after) = taken.expect("a survivor takes the address");
+    assert_eq!(h, 1, "the oldest survivor");
+    assert!(after >= TAKE_AFTER_MS, "taken {after} ms after the death");
+
+    // The old holder comes back: it is now the youngest and leaves the address alone.
+    s.restart(0);
+    s.run_checked(60_000);
+    assert_eq!(s.holders(), [1], "sticky across a restart");
+}
+
+#[test]
+fn a_minority_never_holds_it_and_two_members_without_one_wait() {
+    let mut s = Sim::new(3, 2);
+    s.run_checked(20_000);
+    assert_eq!(s.holders(), [0]);
+    // The holder is cut off alone: it gives the address up, the other two take it.
+    s.side[0] = 1;
+    s.run_checked(30_000);
+    assert_eq!(s.holders(), [1]);
+    assert!(!s.decisions[0].hold && s.decisions[0].holder.is_none());
+
+    // A pool of two whose holder dies: no majority, nobody takes over.
+    let mut s = Sim::new(2, 3);
+    s.run_checked(20_000);
+    assert_eq!(s.holders(), [0]);
+    s.kill(0);
+    s.run_checked(60_000);
+    assert!(s.holders().is_empty());
+    assert_eq!(s.decisions[1].holder, None);
+}
+
+#[test]
+fn deaths_partitions_and_restarts_never_give_two_holders() {
+    for seed in 0..40 {
+        let n = 3 + (seed % 3) as usize;
+        let mut s = Sim::new(n, seed);
+        for _ in 0..400 {
+            s.run_checked(1_000);
+            let r: u32 = s.rng.random_range(0..100);
+            let i = s.rng.random_range(0..n);
+            match r {
+                0..=2 if s.up[i] => s.kill(i),
+                3..=8 if !s.up[i] => s.restart(i),
+                9..=10 => {
+                    for k in 0..n {
+                        s.side[k] = s.rng.random_range(0..2);
+                    }
+                }
+                11..=14 => s.side = vec![0; n],
+                _ => {}
+            }
+        }
+        // Everything heals: exactly one holder, and every member names it.
+        s.side = vec![0; n];
+        for i in 0..n {
+            if !s.up[i] {
+                s.restart(i);
+            }
+        }
+        s.run_checked(60_000);
+        let h = s.holders();
+        assert_eq!(h.len(), 1, "seed {seed}: holders {h:?}");
+        let id = h[0] as u64 + 1;
+        assert!(
+            s.decisions.iter().all(|d| d.holder == Some(id)),
+            "seed {seed}: views {:?}",
+            s.decisions
+        );
+    }
+}
+
+#[test]
+fn unsettled_rows_and_stale_decisions_do_not_hold() {
+    let mut f = Floating::new(2);
+    let mut rows = roster(2);
+    // Member 2 just joined: its row has not settled; member 1 alone is the roster.
+    rows[1].joined_ms = T0;
+    let alive = [Seen { id: 1, epoch: 5 }];
+    let d = f.decide(&rows, 1, &alive, T0 + TAKE_AFTER_MS * 2);
+    assert_eq!(d.holder, Some(1));
+    assert!(!d.hold);
+    // Alone on a settled roster of one it holds after the wait, and only while fresh.
+    let rows = &roster(2)[1..];
+    f.decide(rows, 1, &[], T0);
+    let d = f.decide(rows, 1, &[], T0 + TAKE_AFTER_MS);
+    assert!(d.hold && d.holds_at(T0 + TAKE_AFTER_MS));
+    assert!(!d.holds_at(T0 + TAKE_AFTER_MS + FRESH_MS));
+    assert!(Decision::solo(7).holds_at(u64::MAX));
+}
