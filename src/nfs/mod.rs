@@ -59,6 +59,7 @@
 
 pub mod core;
 pub mod fs;
+pub(crate) mod ids;
 pub mod rpc;
 pub mod serve;
 pub mod state;

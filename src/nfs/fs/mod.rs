@@ -58,7 +58,7 @@ pub const MAX_IO: u32 = 1 << 20;
 /// Buffer for one getdents call.
 const DIRENT_BUF: usize = 64 * 1024;
 /// Bytes of MAC at the end of every handle.
-const MAC_LEN: usize = 16;
+pub(crate) const MAC_LEN: usize = 16;
 /// READDIR cookies 0..=2 are reserved by NFSv4; ours are `d_off + COOKIE_BASE`.
 const COOKIE_BASE: u64 = 3;
 /// The uid and gid a squashed root becomes.
@@ -114,7 +114,14 @@ impl HandleKey {
         }
     }
 
-    fn mac(&self, scope: &[u8], body: &[u8]) -> [u8; MAC_LEN] {
+    /// A key given by its 32 secret bytes (derived from the pool's cluster key, so that
+    /// every member seals alike).
+    pub fn from_secret(secret: [u8; 32]) -> HandleKey {
+        HandleKey(secret)
+    }
+
+    /// A MAC over `body`, bound to `scope`.
+    pub(crate) fn mac(&self, scope: &[u8], body: &[u8]) -> [u8; MAC_LEN] {
         let mut h = blake3::Hasher::new_keyed(&self.0);
         h.update(&(scope.len() as u64).to_le_bytes());
         h.update(scope);
@@ -258,6 +265,30 @@ impl Obj {
         // Digits only: never contains NUL.
         std::ffi::CString::new(format!("/proc/self/fd/{}", self.fd.as_raw_fd())).unwrap_or_default()
     }
+
+    /// Opens `path` itself (a symlink is not followed), for work on the server's own files.
+    pub fn open_nofollow(path: &Path) -> io::Result<Obj> {
+        let c = sys::cstr(path.as_os_str().as_encoded_bytes())?;
+        let fd = sys::openat(sys::cwd(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        let st = sys::stat(fd.as_fd(), c"")?;
+        Ok(Obj { fd, st })
+    }
+
+    /// Extended attribute `name` of this regular file or directory (`None`: not set). Other
+    /// kinds of file cannot hold `user.*` attributes on Linux.
+    pub fn xattr(&self, name: &CStr) -> io::Result<Option<Vec<u8>>> {
+        let mut buf = [0u8; 256];
+        match sys::getxattr(&self.proc_path(), name, &mut buf) {
+            Ok(n) => Ok(Some(buf[..n].to_vec())),
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sets extended attribute `name` of this regular file or directory.
+    pub fn set_xattr(&self, name: &CStr, value: &[u8]) -> io::Result<()> {
+        sys::setxattr(&self.proc_path(), name, value)
+    }
 }
 
 fn file_type(mode: u32) -> FileType {
@@ -371,6 +402,23 @@ impl Tree {
                 .wrapping_mul(1_000_000_000)
                 .wrapping_add(st.st_ctime_nsec as u64),
         }
+    }
+
+    /// Opens the relative `path` (components joined by `/`, empty for the root) below the
+    /// root without following any symlink or leaving the tree (see `sys::open_beneath`).
+    pub fn open_beneath(&self, path: &[u8]) -> VfsResult<(KernelHandle, Obj)> {
+        if path.is_empty() {
+            let kh = self.root_handle()?;
+            return Ok((kh.clone(), self.obj(&kh)?));
+        }
+        let c = sys::cstr(path).map_err(|_| VfsError::BadName)?;
+        let fd = sys::open_beneath(self.root.as_fd(), &c).map_err(os_err)?;
+        let (kh, mount_id) = sys::name_to_handle(fd.as_fd(), c"").map_err(os_err)?;
+        if mount_id != self.mount_id {
+            return Err(VfsError::Access);
+        }
+        let st = sys::stat(fd.as_fd(), c"").map_err(os_err)?;
+        Ok((kh, Obj { fd, st }))
     }
 
     pub fn getattr(&self, kh: &KernelHandle) -> VfsResult<Attr> {
