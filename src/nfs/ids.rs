@@ -708,15 +708,32 @@ mod tests {
 
     #[test]
     fn ids_are_deterministic_and_clear_of_reserved() {
-        assert_eq!(hash_id(IMAGE_CHILD, 7, b"etc", 0), hash_id(IMAGE_CHILD, 7, b"etc", 0));
-        assert_ne!(hash_id(IMAGE_CHILD, 7, b"etc", 0), hash_id(IMAGE_CHILD, 8, b"etc", 0));
-        assert_ne!(hash_id(IMAGE_CHILD, 7, b"etc", 0), hash_id(LAYER_CHILD, 7, b"etc", 0));
-        assert_ne!(hash_id(IMAGE_CHILD, 7, b"etc", 0), hash_id(IMAGE_CHILD, 7, b"etc", 1));
+        assert_eq!(
+            hash_id(IMAGE_CHILD, 7, b"etc", 0),
+            hash_id(IMAGE_CHILD, 7, b"etc", 0)
+        );
+        assert_ne!(
+            hash_id(IMAGE_CHILD, 7, b"etc", 0),
+            hash_id(IMAGE_CHILD, 8, b"etc", 0)
+        );
+        assert_ne!(
+            hash_id(IMAGE_CHILD, 7, b"etc", 0),
+            hash_id(LAYER_CHILD, 7, b"etc", 0)
+        );
+        assert_ne!(
+            hash_id(IMAGE_CHILD, 7, b"etc", 0),
+            hash_id(IMAGE_CHILD, 7, b"etc", 1)
+        );
         for _ in 0..100 {
             assert!(random_id() >= FIRST_ID);
         }
         assert_eq!(decode(encode(0x1234_abcd).as_bytes()), Some(0x1234_abcd));
-        for bad in [&b"1"[..], b"000000000000000g", b"0000000000000001", b"00000000000000AB"] {
+        for bad in [
+            &b"1"[..],
+            b"000000000000000g",
+            b"0000000000000001",
+            b"00000000000000AB",
+        ] {
             assert_eq!(decode(bad), None, "{bad:?}");
         }
     }
@@ -739,7 +756,11 @@ mod tests {
             for i in 0..h.0.len() {
                 let mut bad = h.clone();
                 bad.0[i] ^= 0x20;
-                assert_eq!(RootHandle::open(&key, &bad), Err(VfsError::BadHandle), "{i}");
+                assert_eq!(
+                    RootHandle::open(&key, &bad),
+                    Err(VfsError::BadHandle),
+                    "{i}"
+                );
             }
             let mut short = h.clone();
             short.0.pop();

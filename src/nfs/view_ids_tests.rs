@@ -39,7 +39,11 @@ fn file(v: &Views, c: &Caller, dir: &Handle, name: &str, data: &[u8]) -> Handle 
             &SetAttr::default(),
         )
         .unwrap();
-    assert_eq!(a.fileid, fileid(v, c, &h), "create answers the object's fileid");
+    assert_eq!(
+        a.fileid,
+        fileid(v, c, &h),
+        "create answers the object's fileid"
+    );
     v.write(c, &h, 0, data, Stability::FileSync).unwrap();
     h
 }
@@ -84,10 +88,19 @@ fn members_agree_on_root_view_handles_and_fileids() {
     assert_eq!(a.read(&n1, &made, 0, 100).unwrap().0, b"made on A");
     a.link(&n1, &made, &log, b"c.log").unwrap();
     let link = v_lookup(&a, &n1, &log, "c.log");
-    assert_eq!((link.clone(), fileid(&a, &n1, &link)), (made.clone(), made_id));
+    assert_eq!(
+        (link.clone(), fileid(&a, &n1, &link)),
+        (made.clone(), made_id)
+    );
     // A directory renamed: it and what it holds keep their handles.
     let (sub, _) = a
-        .create(&n1, &log, b"sub", &NewObject::Directory, &SetAttr::default())
+        .create(
+            &n1,
+            &log,
+            b"sub",
+            &NewObject::Directory,
+            &SetAttr::default(),
+        )
         .unwrap();
     let inner = file(&a, &n1, &sub, "f", b"inner");
     a.rename(&n1, &log, b"sub", &log, b"sub2").unwrap();
@@ -150,9 +163,12 @@ fn members_agree_on_root_view_handles_and_fileids() {
         v
     };
     assert_eq!(ids(&ea), ids(&eb));
-    assert!(ea.iter().all(|e| e.attr.fileid == fileid(&a, &n1, &e.handle)));
+    assert!(ea
+        .iter()
+        .all(|e| e.attr.fileid == fileid(&a, &n1, &e.handle)));
     // B writes through A's handle; a rename on B keeps it valid there too.
-    b.write(&n1, &made, 0, b"MADE", Stability::FileSync).unwrap();
+    b.write(&n1, &made, 0, b"MADE", Stability::FileSync)
+        .unwrap();
     b.rename(&n1, &log, b"b.log", &log, b"d.log").unwrap();
     assert_eq!(b.read(&n1, &made, 0, 4).unwrap().0, b"MADE");
     assert_eq!(fileid(&b, &n1, &made), made_id);
@@ -182,7 +198,13 @@ fn a_symlink_swapped_into_the_layer_is_not_followed() {
     let n1 = caller(11, 0);
     let log = path(&v, &n1, &["root", "var", "log"]).unwrap();
     let (sub, _) = v
-        .create(&n1, &log, b"sub", &NewObject::Directory, &SetAttr::default())
+        .create(
+            &n1,
+            &log,
+            b"sub",
+            &NewObject::Directory,
+            &SetAttr::default(),
+        )
         .unwrap();
     let secret = file(&v, &n1, &sub, "secret", b"inside");
     assert_eq!(v.read(&n1, &secret, 0, 10).unwrap().0, b"inside");

@@ -2,16 +2,22 @@
 //! directory, [`DirVfs`] serves one tree as a whole file system (tests, simple exports) and
 //! `nfs::view` composes trees into per-node views.
 //!
-//! **Handles.** An object's handle is its Linux file handle (`name_to_handle_at`: the file
-//! system's own inode name, which knfsd uses too), sealed with a keyed BLAKE3 MAC over the
-//! tree's scope (its path and the view it belongs to). The kernel handle survives restarts of
-//! drover and reboots, goes stale exactly when the inode is freed, and costs no index to keep
-//! consistent with renames. Chosen over an inode->path index, which renames, hard links and
-//! changes made on the host behind our back would all invalidate. `open_by_handle_at` can open
-//! any inode of the file system, so the MAC is what confines a client: only handles that
-//! drover issued for objects under the tree's root open at all, and only in the scope they
-//! were issued for (a forged, altered or replayed-elsewhere handle is `BadHandle`). The key
-//! persists in the state directory ([`HandleKey::load_or_create`]), so handles do too.
+//! **Handles.** A `Tree` names objects by their Linux file handle (`name_to_handle_at`: the
+//! file system's own inode name, which knfsd uses too). [`DirVfs`] and shared exports hand
+//! that kernel handle to clients, sealed with a keyed BLAKE3 MAC over the tree's scope (its
+//! path and the view it belongs to): it survives restarts of drover and reboots, goes stale
+//! exactly when the inode is freed, and costs no index to keep consistent with renames,
+//! hard links and changes made on the host. `open_by_handle_at` can open any inode of the
+//! file system, so the MAC is what confines a client: only handles that drover issued for
+//! objects under the tree's root open at all, and only in the scope they were issued for (a
+//! forged, altered or replayed-elsewhere handle is `BadHandle`). The key persists in the
+//! state directory ([`HandleKey::load_or_create`]), so handles do too. What a kernel handle
+//! cannot do is name the same object on another machine: another pool member's copy of a
+//! tree has other inodes. So node root views, which must survive the move of a node's
+//! server address to another member, do not give kernel handles to clients: `nfs::ids`
+//! names their objects by ids every member computes alike and maps those to this `Tree`'s
+//! kernel handles (resolving with `Tree::open_beneath`); the kernel handle stays the
+//! `Tree`'s internal name. Exports keep kernel handles and do not fail over.
 //! Requires root (CAP_DAC_READ_SEARCH), which the server has anyway.
 //!
 //! **Names.** Every lookup is one `openat(dir, name, O_PATH|O_NOFOLLOW)` with `name` a
@@ -32,7 +38,8 @@
 //! directory offsets (`d_off`, plus 3 to keep clear of the reserved 0..=2): ext4's are hashes
 //! of the name, so they stay valid while entries come and go, and resuming is one `lseek`.
 //!
-//! Not here: ACLs, extended attributes, locking and open state (the protocol core's).
+//! Not here: ACLs, extended attributes for clients (the server keeps its own `user.drover.*`
+//! ones, see `nfs::ids`), locking and open state (the protocol core's).
 
 mod sys;
 
