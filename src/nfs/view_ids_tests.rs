@@ -118,7 +118,16 @@ fn members_agree_on_root_view_handles_and_fileids() {
     .unwrap();
     // A file made on the host, without an id: both members derive the same.
     std::fs::write(fa.state.join("nfs/nodes/n1/var/log/host.txt"), b"host").unwrap();
-    // Hard links in the image share one fileid; seeded and image objects differ.
+    // A seeded path keeps the image object's id, kept in the layer's attribute.
+    let host = path(&a, &n1, &["root", "etc", "hostname"]).unwrap();
+    let r = a.lock().roots.get("n1").cloned().unwrap();
+    let parts = ["etc".to_string(), "hostname".to_string()];
+    let image_id = r.image_ids.at(&r.image, &parts).unwrap().id;
+    assert_eq!(fileid(&a, &n1, &host), image_id);
+    let o = fs::Obj::open_nofollow(&fa.state.join("nfs/nodes/n1/etc/hostname")).unwrap();
+    let stored = o.xattr(crate::nfs::ids::ID_XATTR).unwrap().unwrap();
+    assert_eq!(stored, format!("{image_id:016x}").into_bytes());
+    // Hard links in the image share one fileid.
     let passwd = path(&a, &n1, &["root", "etc", "passwd"]).unwrap();
     let alias = path(&a, &n1, &["root", "etc", "alias"]).unwrap();
     assert_eq!(fileid(&a, &n1, &passwd), fileid(&a, &n1, &alias));
