@@ -53,12 +53,15 @@
 //! The file side: [`fs`] serves one host directory ([`fs::DirVfs`]; kernel file handles
 //! sealed with a keyed MAC, AUTH_SYS checks against mode bits, symlinks never followed);
 //! [`view`] composes such trees into each caller's pseudo-root ([`view::Views`]: `/root`, a
-//! node's image read-only merged with its persistent layer, and `/NAME` shared exports).
+//! node's image read-only merged with its persistent layer, and `/NAME` shared exports);
+//! `ids` gives root-view objects ids, handles and fileids that every pool member computes
+//! alike, so that a node's root survives the move of its server address to another member.
 //!
 //! Not here: NFSv3, NLM, RPCSEC_GSS/Kerberos, pNFS, delegations.
 
 pub mod core;
 pub mod fs;
+pub(crate) mod ids;
 pub mod rpc;
 pub mod serve;
 pub mod state;

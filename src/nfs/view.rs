@@ -21,20 +21,28 @@
 //! agent mounts tmpfs over scratch paths); rename and link between image and layer are
 //! `XDev`.
 //!
-//! **Confinement.** Handles are sealed per scope (see `fs`): a root-view handle names the
-//! node it was issued to and is honoured only for a caller whose address maps to that node
-//! now; an export handle names the export and its path and is honoured only for addresses in
-//! its `clients`. Anything else is `Stale`. Root is root in root views and squashed to nobody
-//! in exports.
+//! **Handles.** Root-view handles and fileids are object ids that every pool member computes
+//! alike (`nfs::ids`), sealed with a key derived from the cluster key (the local
+//! `<state>/nfs/handle.key` outside a pool), so a node's client keeps them when its server
+//! address moves to another member. Export handles are kernel handles sealed per scope (see
+//! `fs`): they are valid on the member that issued them only; exports do not fail over.
+//!
+//! **Confinement.** A root-view handle names the node it was issued to and is honoured only
+//! for a caller whose address maps to that node now; an export handle names the export and
+//! its path and is honoured only for addresses in its `clients`. Anything else is `Stale`; a
+//! root-view handle that drover did not seal is `BadHandle`. Root is root in root views and
+//! squashed to nobody in exports.
 //!
 //! Not here: the protocol (RPC, COMPOUND, state) and admin input checks (`crate::admin`).
 
 use super::fs::{self, HandleKey, KernelHandle, Tree};
+use super::ids::{ImageIds, LayerIds, Loc, ObjId, RootHandle, TAG_IMAGE, TAG_LAYER};
 use super::vfs::{
     Attr, Caller, DirEntry, FileType, FsStat, Handle, NewObject, SetAttr, Stability, Time, Vfs,
     VfsError, VfsResult,
 };
 use crate::image::Blobs;
+use crate::pool::key::ClusterKey;
 use crate::store::model::{BlobId, Export, Image, LeaseState, Node};
 use crate::store::{Store, View};
 use std::collections::HashMap;
@@ -52,8 +60,9 @@ pub const ROOT_NAME: &str = "root";
 
 const TAG_PSEUDO: u8 = b'P';
 const TAG_EXPORT: u8 = b'E';
-const TAG_IMAGE: u8 = b'I';
-const TAG_LAYER: u8 = b'L';
+/// Where the handle key comes from in a pool: every member derives the same from the cluster
+/// key.
+const HANDLE_KEY_CONTEXT: &str = "drover 2026-11 nfs root-view handle key";
 /// Tag byte plus an 8-byte scope id.
 const PREFIX: usize = 9;
 
@@ -97,23 +106,25 @@ struct ExportTree {
 struct RootView {
     id: [u8; 8],
     blob: BlobId,
+    /// The blob's short hash, in image handles.
+    blob8: [u8; 8],
     persistent: Vec<String>,
     image: Tree,
     layer: Tree,
-    image_scope: Vec<u8>,
-    layer_scope: Vec<u8>,
+    image_ids: Arc<ImageIds>,
+    layer_ids: LayerIds,
     /// (image directory, name) -> the layer object that replaces it.
-    overrides: HashMap<(KernelHandle, Vec<u8>), KernelHandle>,
+    overrides: HashMap<(ObjId, Vec<u8>), ObjId>,
     /// Layer object of a persistent path -> the image directory holding it.
-    up: HashMap<KernelHandle, KernelHandle>,
+    up: HashMap<ObjId, ObjId>,
 }
 
 /// What a handle names, resolved for a caller.
 enum Target {
     Pseudo,
     Export(Arc<ExportTree>, KernelHandle),
-    Image(Arc<RootView>, KernelHandle),
-    Layer(Arc<RootView>, KernelHandle),
+    Image(Arc<RootView>, Loc),
+    Layer(Arc<RootView>, Loc),
 }
 
 impl Target {
@@ -129,7 +140,8 @@ impl Target {
     fn kh(&self) -> Option<&KernelHandle> {
         match self {
             Target::Pseudo => None,
-            Target::Export(_, k) | Target::Image(_, k) | Target::Layer(_, k) => Some(k),
+            Target::Export(_, k) => Some(k),
+            Target::Image(_, l) | Target::Layer(_, l) => Some(&l.kh),
         }
     }
 
@@ -168,18 +180,24 @@ pub struct Views {
     verifier: [u8; 8],
     started: Time,
     inner: Mutex<Inner>,
+    /// Object ids of each unpacked image tree, by rootfs blob.
+    image_ids: Mutex<HashMap<BlobId, Arc<ImageIds>>>,
 }
 
 impl Views {
     /// Opens the views over `store`, keeping image trees, layers and the handle key in
-    /// `<state_dir>/nfs/`.
+    /// `<state_dir>/nfs/`; with a cluster key (`<state_dir>/cluster.key`), the handle key is
+    /// derived from it instead, so that all members seal root-view handles alike.
     pub fn open(store: Arc<Store>, state_dir: &Path) -> io::Result<Views> {
         let dir = state_dir.join("nfs");
         for sub in ["images", "nodes"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-        let key = HandleKey::load_or_create(&dir.join("handle.key"))?;
+        let key = match ClusterKey::load_state(state_dir).map_err(io::Error::other)? {
+            Some(k) => HandleKey::from_secret(k.derive_key(HANDLE_KEY_CONTEXT)),
+            None => HandleKey::load_or_create(&dir.join("handle.key"))?,
+        };
         // Unpacks cut short by a crash: never renamed into place, so never served.
         for e in std::fs::read_dir(dir.join("images"))?.flatten() {
             if e.file_name().to_string_lossy().starts_with(".tmp-") {
@@ -206,6 +224,7 @@ impl Views {
                 roots: HashMap::new(),
                 exports: HashMap::new(),
             }),
+            image_ids: Mutex::new(HashMap::new()),
         })
     }
 
@@ -233,9 +252,22 @@ impl Views {
                 .collect()
         };
         for blob in blobs {
-            self.unpacked(&blob)?;
+            let root = self.unpacked(&blob)?;
+            self.image_ids(&blob, &Tree::open(&root, false, false)?, false)?;
         }
         Ok(())
+    }
+
+    /// The object ids of `tree`, the unpacked rootfs blob `blob`: cached, or walked now
+    /// (also when `changed`: something was added to the tree).
+    fn image_ids(&self, blob: &BlobId, tree: &Tree, changed: bool) -> io::Result<Arc<ImageIds>> {
+        let mut cache = self.image_ids.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ids) = cache.get(blob).filter(|_| !changed) {
+            return Ok(ids.clone());
+        }
+        let ids = Arc::new(ImageIds::build(tree, blob).map_err(vfs_io)?);
+        cache.insert(blob.clone(), ids.clone());
+        Ok(ids)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -287,6 +319,11 @@ impl Views {
         match self.make_root_view(&node, &image, &blob) {
             Ok(r) => {
                 let r = Arc::new(r);
+                // Views of the same image made before something was added to its tree have
+                // an incomplete index: made again on their next use.
+                inner
+                    .roots
+                    .retain(|_, o| o.blob != r.blob || Arc::ptr_eq(&o.image_ids, &r.image_ids));
                 inner.roots.insert(node.name.clone(), r.clone());
                 Some(r)
             }
@@ -359,12 +396,16 @@ impl Views {
         }
         paths.sort_by_key(|(_, parts)| parts.len());
         let mut kept: Vec<Vec<String>> = Vec::new();
+        let mut changed = false;
         for (p, parts) in paths {
             if kept.iter().any(|k| parts.starts_with(k)) {
                 continue;
             }
             match place_in_image(&image_root, &parts) {
-                Ok(()) => kept.push(parts),
+                Ok(added) => {
+                    changed |= added;
+                    kept.push(parts)
+                }
                 Err(e) => tracing::warn!("nfs: image {}: persistent path {p}: {e}", image.name),
             }
         }
@@ -374,33 +415,29 @@ impl Views {
         image_tree.fsid = fsid;
         let mut layer = Tree::open(&layer_root, true, false)?;
         layer.fsid = fsid;
+        let image_ids = self.image_ids(blob, &image_tree, changed)?;
+        for parts in &kept {
+            seed(&image_root, &layer_root, parts, &image_ids)?;
+        }
+        let layer_ids = LayerIds::build(&layer).map_err(vfs_io)?;
         let mut overrides = HashMap::new();
         let mut up = HashMap::new();
         for parts in &kept {
-            seed(&image_root, &layer_root, parts)?;
             let (dir, name) = parts.split_at(parts.len() - 1);
-            let image_dir = walk(&image_tree, dir)?;
-            let layer_obj = walk(&layer, parts)?;
-            overrides.insert(
-                (image_dir.clone(), name[0].as_bytes().to_vec()),
-                layer_obj.clone(),
-            );
-            up.insert(layer_obj, image_dir);
+            let image_dir = image_ids.at(&image_tree, dir).map_err(vfs_io)?;
+            let layer_obj = layer_ids.at(&layer, parts).map_err(vfs_io)?;
+            overrides.insert((image_dir.id, name[0].as_bytes().to_vec()), layer_obj.id);
+            up.insert(layer_obj.id, image_dir.id);
         }
-        let mut image_scope = b"image\0".to_vec();
-        image_scope.extend_from_slice(node.name.as_bytes());
-        image_scope.push(0);
-        image_scope.extend_from_slice(blob.as_bytes());
-        let mut layer_scope = b"layer\0".to_vec();
-        layer_scope.extend_from_slice(node.name.as_bytes());
         Ok(RootView {
             id,
             blob: blob.clone(),
+            blob8: id8(blob),
             persistent: image.persistent.clone(),
             image: image_tree,
             layer,
-            image_scope,
-            layer_scope,
+            image_ids,
+            layer_ids,
             overrides,
             up,
         })
@@ -453,8 +490,41 @@ impl Views {
         match t {
             Target::Pseudo => Ok(Handle(vec![TAG_PSEUDO])),
             Target::Export(e, k) => self.key.seal(&e.scope, &prefix(TAG_EXPORT, e.id), k),
-            Target::Image(r, k) => self.key.seal(&r.image_scope, &prefix(TAG_IMAGE, r.id), k),
-            Target::Layer(r, k) => self.key.seal(&r.layer_scope, &prefix(TAG_LAYER, r.id), k),
+            Target::Image(r, l) => Ok(RootHandle {
+                node: r.id,
+                blob: Some(r.blob8),
+                id: l.id,
+            }
+            .seal(&self.key)),
+            Target::Layer(r, l) => Ok(RootHandle {
+                node: r.id,
+                blob: None,
+                id: l.id,
+            }
+            .seal(&self.key)),
+        }
+    }
+
+    /// A root-view handle: `BadHandle` unless drover sealed it, `Stale` unless the caller is
+    /// its node now (and, for the image, the node's image is still the one it names).
+    fn resolve_root(&self, caller: &Caller, h: &Handle) -> VfsResult<Target> {
+        let rh = RootHandle::open(&self.key, h)?;
+        let r = {
+            let mut inner = self.fresh();
+            self.root_view(&mut inner, caller.addr)
+                .filter(|r| r.id == rh.node)
+                .ok_or(VfsError::Stale)?
+        };
+        match rh.blob {
+            Some(blob8) if blob8 != r.blob8 => Err(VfsError::Stale),
+            Some(_) => {
+                let l = r.image_ids.loc(rh.id).ok_or(VfsError::Stale)?;
+                Ok(Target::Image(r, l))
+            }
+            None => {
+                let kh = r.layer_ids.resolve(&r.layer, rh.id)?;
+                Ok(Target::Layer(r, Loc { id: rh.id, kh }))
+            }
         }
     }
 
@@ -467,6 +537,9 @@ impl Views {
             } else {
                 Err(VfsError::BadHandle)
             };
+        }
+        if tag == TAG_IMAGE || tag == TAG_LAYER {
+            return self.resolve_root(caller, h);
         }
         if b.len() < PREFIX {
             return Err(VfsError::BadHandle);
@@ -490,19 +563,6 @@ impl Views {
                 let k = unseal(&e.scope)?;
                 Ok(Target::Export(e, k))
             }
-            TAG_IMAGE | TAG_LAYER => {
-                let r = self
-                    .root_view(&mut inner, caller.addr)
-                    .filter(|r| r.id == id)
-                    .ok_or(VfsError::Stale)?;
-                if tag == TAG_IMAGE {
-                    let k = unseal(&r.image_scope)?;
-                    Ok(Target::Image(r, k))
-                } else {
-                    let k = unseal(&r.layer_scope)?;
-                    Ok(Target::Layer(r, k))
-                }
-            }
             _ => Err(VfsError::BadHandle),
         }
     }
@@ -512,8 +572,8 @@ impl Views {
         let mut inner = self.fresh();
         let mut out = Vec::new();
         if let Some(r) = self.root_view(&mut inner, caller.addr) {
-            let k = r.image.root_handle()?;
-            out.push((ROOT_NAME.to_string(), Target::Image(r, k)));
+            let l = r.image_ids.root();
+            out.push((ROOT_NAME.to_string(), Target::Image(r, l)));
         }
         let mut exports = self.exports_for(&mut inner, caller.addr);
         exports.sort_by(|a, b| a.export.name.cmp(&b.export.name));
@@ -568,26 +628,47 @@ impl Views {
                 let (kh, _) = e.tree.lookup(&e.tree.cred(caller), k, name)?;
                 Ok(Target::Export(e.clone(), kh))
             }
-            Target::Image(r, k) => {
-                let (kh, _) = r.image.lookup(&r.image.cred(caller), k, name)?;
-                match r.overrides.get(&(k.clone(), name.to_vec())) {
-                    Some(l) => Ok(Target::Layer(r.clone(), l.clone())),
-                    None => Ok(Target::Image(r.clone(), kh)),
+            Target::Image(r, d) => {
+                let (kh, a) = r.image.lookup(&r.image.cred(caller), &d.kh, name)?;
+                match r.overrides.get(&(d.id, name.to_vec())) {
+                    Some(&id) => Ok(Target::Layer(r.clone(), r.layer_loc(id)?)),
+                    None => {
+                        let id = r.image_ids.id_of(&a).ok_or(VfsError::Stale)?;
+                        Ok(Target::Image(r.clone(), Loc { id, kh }))
+                    }
                 }
             }
-            Target::Layer(r, k) => {
-                let (kh, _) = r.layer.lookup(&r.layer.cred(caller), k, name)?;
-                Ok(Target::Layer(r.clone(), kh))
+            Target::Layer(r, d) => {
+                let (kh, a) = r.layer.lookup(&r.layer.cred(caller), &d.kh, name)?;
+                let id = r.layer_ids.child(&r.layer, d.id, name, &kh, &a)?;
+                Ok(Target::Layer(r.clone(), Loc { id, kh }))
             }
         }
     }
 
     fn attr_of(&self, caller: &Caller, t: &Target) -> VfsResult<Attr> {
         match t.file() {
-            Ok((tree, k)) => tree.getattr(k),
+            Ok((tree, k)) => Ok(with_fileid(t, tree.getattr(k)?)),
             Err(_) => self.pseudo_attr(caller),
         }
     }
+}
+
+impl RootView {
+    /// The layer object with id `id`.
+    fn layer_loc(&self, id: ObjId) -> VfsResult<Loc> {
+        let kh = self.layer_ids.resolve(&self.layer, id)?;
+        Ok(Loc { id, kh })
+    }
+}
+
+/// `a` with the member-independent fileid of a root-view target (other targets keep the
+/// inode number).
+fn with_fileid(t: &Target, mut a: Attr) -> Attr {
+    if let Target::Image(_, l) | Target::Layer(_, l) = t {
+        a.fileid = l.id;
+    }
+    a
 }
 
 fn prefix(tag: u8, id: [u8; 8]) -> [u8; PREFIX] {
@@ -662,28 +743,15 @@ fn unpack_image(reader: impl io::Read, dest: &Path) -> io::Result<u64> {
     Ok(refused)
 }
 
-/// The kernel handle of `parts` below the tree's root (each component a plain name).
-fn walk(tree: &Tree, parts: &[String]) -> io::Result<KernelHandle> {
-    let cred = fs::Cred {
-        uid: 0,
-        gid: 0,
-        gids: Vec::new(),
-    };
-    let mut k = tree.root_handle().map_err(vfs_io)?;
-    for p in parts {
-        k = tree.lookup(&cred, &k, p.as_bytes()).map_err(vfs_io)?.0;
-    }
-    Ok(k)
-}
-
 fn vfs_io(e: VfsError) -> io::Error {
     io::Error::other(e.to_string())
 }
 
 /// Makes sure the persistent path `parts` has a place in the unpacked image: its parent
 /// directories exist as real directories (not symlinks), and a missing last component
-/// becomes an empty directory.
-fn place_in_image(root: &Path, parts: &[String]) -> io::Result<()> {
+/// becomes an empty directory. Whether it added anything.
+fn place_in_image(root: &Path, parts: &[String]) -> io::Result<bool> {
+    let mut added = false;
     let mut at = root.to_path_buf();
     for (i, p) in parts.iter().enumerate() {
         at.push(p);
@@ -699,15 +767,17 @@ fn place_in_image(root: &Path, parts: &[String]) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 std::fs::create_dir(&at)?;
                 std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o755))?;
+                added = true;
             }
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(added)
 }
 
-/// Copies the image's content at `parts` into the node's layer unless the layer has it.
-fn seed(image: &Path, layer: &Path, parts: &[String]) -> io::Result<()> {
+/// Copies the image's content at `parts` into the node's layer unless the layer has it,
+/// with the image's object ids.
+fn seed(image: &Path, layer: &Path, parts: &[String], ids: &ImageIds) -> io::Result<()> {
     let rel: PathBuf = parts.iter().collect();
     let dest = layer.join(&rel);
     if std::fs::symlink_metadata(&dest).is_ok() {
@@ -724,12 +794,14 @@ fn seed(image: &Path, layer: &Path, parts: &[String]) -> io::Result<()> {
             let m = std::fs::symlink_metadata(&src_at)?;
             std::os::unix::fs::lchown(&at, Some(m.uid()), Some(m.gid()))?;
             std::fs::set_permissions(&at, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+            ids.stamp(&src_at, &at, false)?;
         }
     }
     let tmp = at.join(format!(".drover-seed-{}", parts[parts.len() - 1]));
     let _ = std::fs::remove_dir_all(&tmp);
     let _ = std::fs::remove_file(&tmp);
     copy_tree(&image.join(&rel), &tmp)?;
+    ids.stamp(&image.join(&rel), &tmp, true)?;
     std::fs::rename(&tmp, &dest)
 }
 
@@ -776,7 +848,7 @@ impl Vfs for Views {
     fn setattr(&self, caller: &Caller, fh: &Handle, set: &SetAttr) -> VfsResult<Attr> {
         let t = self.resolve(caller, fh)?;
         let (tree, k) = t.file()?;
-        tree.setattr(&tree.cred(caller), k, set)
+        Ok(with_fileid(&t, tree.setattr(&tree.cred(caller), k, set)?))
     }
 
     fn access(&self, caller: &Caller, fh: &Handle, wanted: u32) -> VfsResult<u32> {
@@ -801,14 +873,20 @@ impl Vfs for Views {
                 Some(p) => Target::Export(e.clone(), p),
                 None => Target::Pseudo,
             },
-            Target::Image(r, k) => match r.image.parent(&r.image.cred(caller), k)? {
-                Some(p) => Target::Image(r.clone(), p),
+            Target::Image(r, l) => match r.image.parent(&r.image.cred(caller), &l.kh)? {
+                Some(kh) => {
+                    let id = r.image_ids.parent(l.id).ok_or(VfsError::Stale)?;
+                    Target::Image(r.clone(), Loc { id, kh })
+                }
                 None => Target::Pseudo,
             },
-            Target::Layer(r, k) => match r.up.get(k) {
-                Some(p) => Target::Image(r.clone(), p.clone()),
-                None => match r.layer.parent(&r.layer.cred(caller), k)? {
-                    Some(p) => Target::Layer(r.clone(), p),
+            Target::Layer(r, l) => match r.up.get(&l.id) {
+                Some(&p) => Target::Image(r.clone(), r.image_ids.loc(p).ok_or(VfsError::Stale)?),
+                None => match r.layer.parent(&r.layer.cred(caller), &l.kh)? {
+                    Some(kh) => {
+                        let id = r.layer_ids.parent(l.id).ok_or(VfsError::Stale)?;
+                        Target::Layer(r.clone(), Loc { id, kh })
+                    }
                     None => return Err(VfsError::NoEnt),
                 },
             },
@@ -862,9 +940,10 @@ impl Vfs for Views {
         let t = self.resolve(caller, dir)?;
         let (tree, k) = t.file()?;
         // An existing persistent path opened by a non-exclusive create is the layer's file.
-        if let (Target::Image(r, k), NewObject::File { exclusive: false }) = (&t, what) {
-            if let Some(l) = r.overrides.get(&(k.clone(), name.to_vec())) {
-                let a = r.layer.getattr(l)?;
+        if let (Target::Image(r, d), NewObject::File { exclusive: false }) = (&t, what) {
+            if let Some(&id) = r.overrides.get(&(d.id, name.to_vec())) {
+                let l = r.layer_loc(id)?;
+                let a = r.layer.getattr(&l.kh)?;
                 match a.kind {
                     FileType::Regular => {}
                     FileType::Directory => return Err(VfsError::IsDir),
@@ -874,18 +953,19 @@ impl Vfs for Views {
                     size: attrs.size,
                     ..SetAttr::default()
                 };
-                let a = r.layer.setattr(&r.layer.cred(caller), l, &trunc)?;
-                return Ok((self.seal(&Target::Layer(r.clone(), l.clone()))?, a));
+                let a = r.layer.setattr(&r.layer.cred(caller), &l.kh, &trunc)?;
+                let made = Target::Layer(r.clone(), l);
+                return Ok((self.seal(&made)?, with_fileid(&made, a)));
             }
         }
         let (kh, a) = tree.create(&tree.cred(caller), k, name, what, attrs)?;
         let made = match &t {
             Target::Export(e, _) => Target::Export(e.clone(), kh),
-            Target::Image(r, _) => Target::Image(r.clone(), kh),
-            Target::Layer(r, _) => Target::Layer(r.clone(), kh),
-            Target::Pseudo => return Err(VfsError::ReadOnly),
+            Target::Layer(r, d) => Target::Layer(r.clone(), r.layer_ids.made(&r.layer, d, name)?),
+            // The image is read-only: its tree refused already.
+            Target::Image(..) | Target::Pseudo => return Err(VfsError::ReadOnly),
         };
-        Ok((self.seal(&made)?, a))
+        Ok((self.seal(&made)?, with_fileid(&made, a)))
     }
 
     fn link(&self, caller: &Caller, fh: &Handle, dir: &Handle, name: &[u8]) -> VfsResult<()> {
@@ -900,13 +980,21 @@ impl Vfs for Views {
             });
         }
         let (_, fk) = f.file()?;
-        tree.link(&tree.cred(caller), fk, dk, name)
+        tree.link(&tree.cred(caller), fk, dk, name)?;
+        if let Target::Layer(r, dl) = &d {
+            r.layer_ids.made(&r.layer, dl, name)?;
+        }
+        Ok(())
     }
 
     fn remove(&self, caller: &Caller, dir: &Handle, name: &[u8]) -> VfsResult<()> {
         let t = self.resolve(caller, dir)?;
         let (tree, k) = t.file()?;
-        tree.remove(&tree.cred(caller), k, name)
+        tree.remove(&tree.cred(caller), k, name)?;
+        if let Target::Layer(r, d) = &t {
+            r.layer_ids.removed(d.id, name);
+        }
+        Ok(())
     }
 
     fn rename(
@@ -927,7 +1015,11 @@ impl Vfs for Views {
         if !a.same_tree(&b) {
             return Err(VfsError::XDev);
         }
-        ta.rename(&ta.cred(caller), ka, from, kb, to)
+        ta.rename(&ta.cred(caller), ka, from, kb, to)?;
+        if let (Target::Layer(r, fd), Target::Layer(_, td)) = (&a, &b) {
+            r.layer_ids.renamed(&r.layer, fd.id, from, td, to)?;
+        }
+        Ok(())
     }
 
     fn readdir(
@@ -962,11 +1054,24 @@ impl Vfs for Views {
         let mut out = Vec::with_capacity(raw.len());
         for (name, cookie, kh, attr) in raw {
             let (target, attr) = match &t {
-                Target::Image(r, dk) => match r.overrides.get(&(dk.clone(), name.clone())) {
-                    Some(l) => (Target::Layer(r.clone(), l.clone()), r.layer.getattr(l)?),
-                    None => (Target::Image(r.clone(), kh), attr),
+                Target::Image(r, d) => match r.overrides.get(&(d.id, name.clone())) {
+                    Some(&id) => {
+                        let l = r.layer_loc(id)?;
+                        let a = r.layer.getattr(&l.kh)?;
+                        (Target::Layer(r.clone(), l), a)
+                    }
+                    None => {
+                        // Not in the index: added behind our back, not listed.
+                        let Some(id) = r.image_ids.id_of(&attr) else {
+                            continue;
+                        };
+                        (Target::Image(r.clone(), Loc { id, kh }), attr)
+                    }
                 },
-                Target::Layer(r, _) => (Target::Layer(r.clone(), kh), attr),
+                Target::Layer(r, d) => {
+                    let id = r.layer_ids.child(&r.layer, d.id, &name, &kh, &attr)?;
+                    (Target::Layer(r.clone(), Loc { id, kh }), attr)
+                }
                 Target::Export(e, _) => (Target::Export(e.clone(), kh), attr),
                 Target::Pseudo => return Err(VfsError::BadHandle),
             };
@@ -974,7 +1079,7 @@ impl Vfs for Views {
                 name,
                 cookie,
                 handle: self.seal(&target)?,
-                attr,
+                attr: with_fileid(&target, attr),
             });
         }
         Ok((out, eof))

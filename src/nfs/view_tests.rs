@@ -275,10 +275,10 @@ fn nodes_and_strangers_are_confined() {
         v.write(&n2, &host1, 0, b"TWO", Stability::FileSync),
         Err(VfsError::Stale)
     );
-    // A handle forged by changing the node id does not verify either.
+    // A handle forged by changing the node id does not verify.
     let mut forged = host1.clone();
     forged.0[1..9].copy_from_slice(&id8("n2"));
-    assert_eq!(v.getattr(&n2, &forged), Err(VfsError::Stale));
+    assert_eq!(v.getattr(&n2, &forged), Err(VfsError::BadHandle));
     // An unknown address has an empty pseudo-root.
     let p = v.root(&stranger).unwrap();
     assert!(names(&v, &stranger, &p).is_empty());
@@ -457,3 +457,6 @@ fn dynamic_nodes_are_known_by_their_current_lease() {
         assert_eq!(v.getattr(&other, &host), Err(VfsError::Stale));
     }
 }
+
+#[path = "view_ids_tests.rs"]
+mod ids;

@@ -143,6 +143,12 @@ impl ClusterKey {
             })
     }
 
+    /// A secret for another use of the key (BLAKE3 key derivation with `context`, a
+    /// string unique to that use): every member derives the same, nobody else can.
+    pub fn derive_key(&self, context: &str) -> [u8; KEY_LEN] {
+        blake3::derive_key(context, &self.0)
+    }
+
     fn tag(&self, payload: &[u8]) -> blake3::Hash {
         blake3::keyed_hash(&self.0, payload)
     }

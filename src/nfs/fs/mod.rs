@@ -2,16 +2,22 @@
 //! directory, [`DirVfs`] serves one tree as a whole file system (tests, simple exports) and
 //! `nfs::view` composes trees into per-node views.
 //!
-//! **Handles.** An object's handle is its Linux file handle (`name_to_handle_at`: the file
-//! system's own inode name, which knfsd uses too), sealed with a keyed BLAKE3 MAC over the
-//! tree's scope (its path and the view it belongs to). The kernel handle survives restarts of
-//! drover and reboots, goes stale exactly when the inode is freed, and costs no index to keep
-//! consistent with renames. Chosen over an inode->path index, which renames, hard links and
-//! changes made on the host behind our back would all invalidate. `open_by_handle_at` can open
-//! any inode of the file system, so the MAC is what confines a client: only handles that
-//! drover issued for objects under the tree's root open at all, and only in the scope they
-//! were issued for (a forged, altered or replayed-elsewhere handle is `BadHandle`). The key
-//! persists in the state directory ([`HandleKey::load_or_create`]), so handles do too.
+//! **Handles.** A `Tree` names objects by their Linux file handle (`name_to_handle_at`: the
+//! file system's own inode name, which knfsd uses too). [`DirVfs`] and shared exports hand
+//! that kernel handle to clients, sealed with a keyed BLAKE3 MAC over the tree's scope (its
+//! path and the view it belongs to): it survives restarts of drover and reboots, goes stale
+//! exactly when the inode is freed, and costs no index to keep consistent with renames,
+//! hard links and changes made on the host. `open_by_handle_at` can open any inode of the
+//! file system, so the MAC is what confines a client: only handles that drover issued for
+//! objects under the tree's root open at all, and only in the scope they were issued for (a
+//! forged, altered or replayed-elsewhere handle is `BadHandle`). The key persists in the
+//! state directory ([`HandleKey::load_or_create`]), so handles do too. What a kernel handle
+//! cannot do is name the same object on another machine: another pool member's copy of a
+//! tree has other inodes. So node root views, which must survive the move of a node's
+//! server address to another member, do not give kernel handles to clients: `nfs::ids`
+//! names their objects by ids every member computes alike and maps those to this `Tree`'s
+//! kernel handles (resolving with `Tree::open_beneath`); the kernel handle stays the
+//! `Tree`'s internal name. Exports keep kernel handles and do not fail over.
 //! Requires root (CAP_DAC_READ_SEARCH), which the server has anyway.
 //!
 //! **Names.** Every lookup is one `openat(dir, name, O_PATH|O_NOFOLLOW)` with `name` a
@@ -32,7 +38,8 @@
 //! directory offsets (`d_off`, plus 3 to keep clear of the reserved 0..=2): ext4's are hashes
 //! of the name, so they stay valid while entries come and go, and resuming is one `lseek`.
 //!
-//! Not here: ACLs, extended attributes, locking and open state (the protocol core's).
+//! Not here: ACLs, extended attributes for clients (the server keeps its own `user.drover.*`
+//! ones, see `nfs::ids`), locking and open state (the protocol core's).
 
 mod sys;
 
@@ -58,7 +65,7 @@ pub const MAX_IO: u32 = 1 << 20;
 /// Buffer for one getdents call.
 const DIRENT_BUF: usize = 64 * 1024;
 /// Bytes of MAC at the end of every handle.
-const MAC_LEN: usize = 16;
+pub(crate) const MAC_LEN: usize = 16;
 /// READDIR cookies 0..=2 are reserved by NFSv4; ours are `d_off + COOKIE_BASE`.
 const COOKIE_BASE: u64 = 3;
 /// The uid and gid a squashed root becomes.
@@ -114,7 +121,14 @@ impl HandleKey {
         }
     }
 
-    fn mac(&self, scope: &[u8], body: &[u8]) -> [u8; MAC_LEN] {
+    /// A key given by its 32 secret bytes (derived from the pool's cluster key, so that
+    /// every member seals alike).
+    pub fn from_secret(secret: [u8; 32]) -> HandleKey {
+        HandleKey(secret)
+    }
+
+    /// A MAC over `body`, bound to `scope`.
+    pub(crate) fn mac(&self, scope: &[u8], body: &[u8]) -> [u8; MAC_LEN] {
         let mut h = blake3::Hasher::new_keyed(&self.0);
         h.update(&(scope.len() as u64).to_le_bytes());
         h.update(scope);
@@ -258,6 +272,30 @@ impl Obj {
         // Digits only: never contains NUL.
         std::ffi::CString::new(format!("/proc/self/fd/{}", self.fd.as_raw_fd())).unwrap_or_default()
     }
+
+    /// Opens `path` itself (a symlink is not followed), for work on the server's own files.
+    pub fn open_nofollow(path: &Path) -> io::Result<Obj> {
+        let c = sys::cstr(path.as_os_str().as_encoded_bytes())?;
+        let fd = sys::openat(sys::cwd(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        let st = sys::stat(fd.as_fd(), c"")?;
+        Ok(Obj { fd, st })
+    }
+
+    /// Extended attribute `name` of this regular file or directory (`None`: not set). Other
+    /// kinds of file cannot hold `user.*` attributes on Linux.
+    pub fn xattr(&self, name: &CStr) -> io::Result<Option<Vec<u8>>> {
+        let mut buf = [0u8; 256];
+        match sys::getxattr(&self.proc_path(), name, &mut buf) {
+            Ok(n) => Ok(Some(buf[..n].to_vec())),
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sets extended attribute `name` of this regular file or directory.
+    pub fn set_xattr(&self, name: &CStr, value: &[u8]) -> io::Result<()> {
+        sys::setxattr(&self.proc_path(), name, value)
+    }
 }
 
 fn file_type(mode: u32) -> FileType {
@@ -371,6 +409,23 @@ impl Tree {
                 .wrapping_mul(1_000_000_000)
                 .wrapping_add(st.st_ctime_nsec as u64),
         }
+    }
+
+    /// Opens the relative `path` (components joined by `/`, empty for the root) below the
+    /// root without following any symlink or leaving the tree (see `sys::open_beneath`).
+    pub fn open_beneath(&self, path: &[u8]) -> VfsResult<(KernelHandle, Obj)> {
+        if path.is_empty() {
+            let kh = self.root_handle()?;
+            return Ok((kh.clone(), self.obj(&kh)?));
+        }
+        let c = sys::cstr(path).map_err(|_| VfsError::BadName)?;
+        let fd = sys::open_beneath(self.root.as_fd(), &c).map_err(os_err)?;
+        let (kh, mount_id) = sys::name_to_handle(fd.as_fd(), c"").map_err(os_err)?;
+        if mount_id != self.mount_id {
+            return Err(VfsError::Access);
+        }
+        let st = sys::stat(fd.as_fd(), c"").map_err(os_err)?;
+        Ok((kh, Obj { fd, st }))
     }
 
     pub fn getattr(&self, kh: &KernelHandle) -> VfsResult<Attr> {

@@ -1,5 +1,6 @@
-//! The system calls behind [`super::DirVfs`]: the `*at` family on file descriptors, and
-//! Linux file handles (`name_to_handle_at`, `open_by_handle_at`).
+//! The system calls behind [`super::DirVfs`]: the `*at` family on file descriptors, Linux
+//! file handles (`name_to_handle_at`, `open_by_handle_at`), `openat2` confined below a
+//! directory, and extended attributes.
 //!
 //! Why `unsafe` here: std has no `*at` calls and no file handles, and the crates that wrap
 //! the former lack the latter, so each call is one checked `libc` call behind a safe
@@ -112,6 +113,66 @@ pub fn openat(dir: BorrowedFd, name: &CStr, flags: i32, mode: u32) -> io::Result
     })?;
     // SAFETY: `fd` is a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens the relative `path` below `dir` with O_PATH|O_NOFOLLOW, never leaving `dir`:
+/// `openat2` with RESOLVE_BENEATH (no absolute paths, no `..` above `dir`),
+/// RESOLVE_NO_SYMLINKS (no symlink anywhere on the way; a symlink as the last component is
+/// opened as itself) and RESOLVE_NO_XDEV (no mount crossed).
+pub fn open_beneath(dir: BorrowedFd, path: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: an all-zero `struct open_how` is a valid value of plain integers.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_XDEV;
+    // SAFETY: `path` is NUL-terminated and `how` is a complete `struct open_how` whose size
+    // we pass; the kernel only reads both.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns (and fits a c_int).
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// The value of extended attribute `name` of the file at `path` (a /proc/self/fd magic link
+/// to a regular file or directory, followed to the inode), into `buf`; its length.
+pub fn getxattr(path: &CStr, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: both strings are NUL-terminated; `buf` is writable for the length we pass.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Sets extended attribute `name` of the file at `path` (as for [`getxattr`]) to `value`.
+pub fn setxattr(path: &CStr, name: &CStr, value: &[u8]) -> io::Result<()> {
+    // SAFETY: both strings are NUL-terminated; `value` is readable for the length we pass.
+    check(unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })?;
+    Ok(())
 }
 
 /// lstat of `dir/name`, or fstat of `dir` itself when `name` is empty.
