@@ -69,6 +69,13 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
     // pool task says otherwise.
     let (peers_tx, peers_rx) =
         tokio::sync::watch::channel(Arc::new(crate::pool::peers::Peers::default()));
+    // Copies of node layers on the other members, when NFS serves them and a pool may form.
+    let layers = (config.pool.enabled && config.nfs.enabled).then(|| {
+        Arc::new(crate::pool::layers::Shipper::new(
+            store.member(),
+            crate::pool::serve::unix_ms(),
+        ))
+    });
     if config.http.enabled {
         let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.http.port));
         let listener = tokio::net::TcpListener::bind(addr)
@@ -116,7 +123,10 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                     .with_context(|| format!("NFS: cannot listen on TCP {addr}"))?,
             );
         }
-        let vfs = crate::nfs::file_side(state_dir, store.clone())
+        let replica = layers
+            .clone()
+            .map(|l| l as Arc<dyn crate::nfs::replica::Replica>);
+        let vfs = crate::nfs::file_side(state_dir, store.clone(), replica)
             .context("NFS: opening the exported files")?;
         let (server, settings) =
             crate::nfs::serve::server(vfs, &config.nfs, state_dir, &own_addr(&interfaces));
@@ -299,6 +309,7 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
             let links = crate::pool::serve::Links {
                 share: share_tx,
                 peers: peers_tx,
+                layers,
             };
             let r = crate::pool::serve::run(dir, settings, store, links, token).await;
             ("pool".into(), r.context("pool membership"))

@@ -30,6 +30,7 @@
 //! Not here: the protocol (RPC, COMPOUND, state) and admin input checks (`crate::admin`).
 
 use super::fs::{self, HandleKey, KernelHandle, Tree};
+use super::replica::{self, Capture, Replica};
 use super::vfs::{
     Attr, Caller, DirEntry, FileType, FsStat, Handle, NewObject, SetAttr, Stability, Time, Vfs,
     VfsError, VfsResult,
@@ -96,6 +97,9 @@ struct ExportTree {
 /// One node's root view: the image tree and the node's layer, merged by name.
 struct RootView {
     id: [u8; 8],
+    node: String,
+    /// The layer's canonical path (what `replica` names objects relative to).
+    layer_path: PathBuf,
     blob: BlobId,
     persistent: Vec<String>,
     image: Tree,
@@ -168,6 +172,8 @@ pub struct Views {
     verifier: [u8; 8],
     started: Time,
     inner: Mutex<Inner>,
+    /// Where changes of node layers are shipped (`pool::layers`), if anywhere.
+    replica: Option<Arc<dyn Replica>>,
 }
 
 impl Views {
@@ -206,7 +212,31 @@ impl Views {
                 roots: HashMap::new(),
                 exports: HashMap::new(),
             }),
+            replica: None,
         })
+    }
+
+    /// Ships every change of a node's layer to `replica` before answering it.
+    pub fn with_replica(mut self, replica: Arc<dyn Replica>) -> Views {
+        self.replica = Some(replica);
+        self
+    }
+
+    /// Hands the change `describe` reads back from a layer object to the replica, if any
+    /// (no-op for other targets), and waits as `wait` says.
+    fn replicate(
+        &self,
+        t: &Target,
+        wait: replica::Wait,
+        describe: impl Fn(&Capture) -> Option<Vec<replica::wire::Op>>,
+    ) {
+        if let (Some(rep), Target::Layer(r, _)) = (&self.replica, t) {
+            let cap = Capture {
+                tree: &r.layer,
+                root: &r.layer_path,
+            };
+            rep.ship(&r.node, &r.layer_path, &|| describe(&cap), wait);
+        }
     }
 
     /// Brings the store copy up to date now (otherwise it happens at most once a second).
@@ -395,6 +425,8 @@ impl Views {
         layer_scope.extend_from_slice(node.name.as_bytes());
         Ok(RootView {
             id,
+            node: node.name.clone(),
+            layer_path: std::fs::canonicalize(&layer_root)?,
             blob: blob.clone(),
             persistent: image.persistent.clone(),
             image: image_tree,
@@ -776,7 +808,9 @@ impl Vfs for Views {
     fn setattr(&self, caller: &Caller, fh: &Handle, set: &SetAttr) -> VfsResult<Attr> {
         let t = self.resolve(caller, fh)?;
         let (tree, k) = t.file()?;
-        tree.setattr(&tree.cred(caller), k, set)
+        let a = tree.setattr(&tree.cred(caller), k, set)?;
+        self.replicate(&t, replica::Wait::Stable, |c| c.attr(k));
+        Ok(a)
     }
 
     fn access(&self, caller: &Caller, fh: &Handle, wanted: u32) -> VfsResult<u32> {
@@ -838,13 +872,22 @@ impl Vfs for Views {
     ) -> VfsResult<(u32, Stability)> {
         let t = self.resolve(caller, fh)?;
         let (tree, k) = t.file().map_err(|_| VfsError::IsDir)?;
-        tree.write(&tree.cred(caller), k, offset, data, stable)
+        let (n, how) = tree.write(&tree.cred(caller), k, offset, data, stable)?;
+        let wait = match stable {
+            Stability::Unstable => replica::Wait::Lazy,
+            _ => replica::Wait::Stable,
+        };
+        self.replicate(&t, wait, |c| c.write(k, offset, n as usize));
+        Ok((n, how))
     }
 
     fn commit(&self, caller: &Caller, fh: &Handle, _offset: u64, _count: u32) -> VfsResult<()> {
         let t = self.resolve(caller, fh)?;
         let (tree, k) = t.file().map_err(|_| VfsError::IsDir)?;
-        tree.commit(k)
+        tree.commit(k)?;
+        // What earlier UNSTABLE writes shipped must be on a peer before COMMIT answers.
+        self.replicate(&t, replica::Wait::Stable, |_| Some(Vec::new()));
+        Ok(())
     }
 
     fn write_verifier(&self) -> [u8; 8] {
@@ -875,7 +918,9 @@ impl Vfs for Views {
                     ..SetAttr::default()
                 };
                 let a = r.layer.setattr(&r.layer.cred(caller), l, &trunc)?;
-                return Ok((self.seal(&Target::Layer(r.clone(), l.clone()))?, a));
+                let made = Target::Layer(r.clone(), l.clone());
+                self.replicate(&made, replica::Wait::Stable, |c| c.attr(l));
+                return Ok((self.seal(&made)?, a));
             }
         }
         let (kh, a) = tree.create(&tree.cred(caller), k, name, what, attrs)?;
@@ -885,6 +930,7 @@ impl Vfs for Views {
             Target::Layer(r, _) => Target::Layer(r.clone(), kh),
             Target::Pseudo => return Err(VfsError::ReadOnly),
         };
+        self.replicate(&t, replica::Wait::Stable, |c| c.made(k, name));
         Ok((self.seal(&made)?, a))
     }
 
@@ -900,13 +946,17 @@ impl Vfs for Views {
             });
         }
         let (_, fk) = f.file()?;
-        tree.link(&tree.cred(caller), fk, dk, name)
+        tree.link(&tree.cred(caller), fk, dk, name)?;
+        self.replicate(&d, replica::Wait::Stable, |c| c.linked(fk, dk, name));
+        Ok(())
     }
 
     fn remove(&self, caller: &Caller, dir: &Handle, name: &[u8]) -> VfsResult<()> {
         let t = self.resolve(caller, dir)?;
         let (tree, k) = t.file()?;
-        tree.remove(&tree.cred(caller), k, name)
+        tree.remove(&tree.cred(caller), k, name)?;
+        self.replicate(&t, replica::Wait::Stable, |c| c.removed(k, name));
+        Ok(())
     }
 
     fn rename(
@@ -927,7 +977,9 @@ impl Vfs for Views {
         if !a.same_tree(&b) {
             return Err(VfsError::XDev);
         }
-        ta.rename(&ta.cred(caller), ka, from, kb, to)
+        ta.rename(&ta.cred(caller), ka, from, kb, to)?;
+        self.replicate(&a, replica::Wait::Stable, |c| c.renamed(ka, from, kb, to));
+        Ok(())
     }
 
     fn readdir(

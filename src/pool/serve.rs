@@ -19,6 +19,7 @@
 //! Not here: the protocol (`membership`), anything carried besides liveness.
 
 use super::key::ClusterKey;
+use super::layers::{LayerCounts, Receiver, Shipper};
 use super::membership::{self, Effect, MemberId, Membership};
 use super::peers::Peers;
 use super::replication;
@@ -78,6 +79,9 @@ pub struct Status {
     /// member's share or extend leases on another member's addresses).
     #[serde(default)]
     pub majority: bool,
+    /// Stable changes of NFS layers answered before any other member had a copy.
+    #[serde(default)]
+    pub layers_unreplicated: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +99,9 @@ pub struct MemberStatus {
     /// when it is not on the roster (yet).
     #[serde(default)]
     pub addresses: Option<u64>,
+    /// Its copies of the NFS layers of nodes this member serves (`None`: no link to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<LayerCounts>,
 }
 
 /// At most this many addresses are counted for the status's address shares.
@@ -147,6 +154,8 @@ pub struct Links {
     pub share: watch::Sender<Arc<Share>>,
     /// The other live members, which the boot path lists after this one.
     pub peers: watch::Sender<Arc<Peers>>,
+    /// Where NFS layer changes are shipped (when NFS serves): told the live members.
+    pub layers: Option<Arc<Shipper>>,
 }
 
 /// Runs pool membership until `shutdown` is cancelled.
@@ -182,6 +191,7 @@ pub async fn run(
             listener,
             store.clone(),
             crate::image::Blobs::new(&state_dir),
+            Arc::new(Receiver::new(&state_dir, settings.member_id)),
             key.clone(),
             token.clone(),
         ));
@@ -195,6 +205,9 @@ pub async fn run(
             .share
             .send_replace(Arc::new(Share::solo(settings.member_id)));
         links.peers.send_replace(Arc::new(Peers::default()));
+        if let Some(l) = &links.layers {
+            l.set_peers(None, &[]);
+        }
         let left = left?;
         if !left {
             return Ok(());
@@ -281,7 +294,8 @@ async fn member(
             }
             _ = status.tick() => {
                 publish(&mut shares, &m, &synced, store, links);
-                write_status(state_dir, &m, &synced, store, &links.share.borrow());
+                hand_layers(links, &key, &m);
+                write_status(state_dir, &m, &synced, store, links);
                 Vec::new()
             }
             _ = sync_tick.tick() => {
@@ -345,7 +359,8 @@ async fn member(
         }
         if changed {
             publish(&mut shares, &m, &synced, store, links);
-            write_status(state_dir, &m, &synced, store, &links.share.borrow());
+            hand_layers(links, &key, &m);
+            write_status(state_dir, &m, &synced, store, links);
         }
     }
     if let Some(h) = syncing {
@@ -427,6 +442,19 @@ fn publish(shares: &mut Shares, m: &Membership, synced: &Synced, store: &Store, 
     });
 }
 
+/// Tells the layer shipper the live members.
+fn hand_layers(links: &Links, key: &ClusterKey, m: &Membership) {
+    if let Some(l) = &links.layers {
+        let live: Vec<SocketAddrV4> = m
+            .members()
+            .into_iter()
+            .filter(|(_, s)| *s == foca::State::Alive)
+            .map(|(id, _)| id.addr)
+            .collect();
+        l.set_peers(Some(key), &live);
+    }
+}
+
 fn state_name(s: foca::State) -> &'static str {
     match s {
         foca::State::Alive => "alive",
@@ -438,7 +466,13 @@ fn state_name(s: foca::State) -> &'static str {
 /// When each peer was last pulled from successfully.
 type Synced = Arc<Mutex<HashMap<SocketAddrV4, u64>>>;
 
-fn write_status(state_dir: &Path, m: &Membership, synced: &Synced, store: &Store, share: &Share) {
+fn write_status(state_dir: &Path, m: &Membership, synced: &Synced, store: &Store, links: &Links) {
+    let share = links.share.borrow().clone();
+    let (layers, unreplicated) = links
+        .layers
+        .as_ref()
+        .map(|l| l.counts())
+        .unwrap_or_default();
     let synced = synced.lock().map(|s| s.clone()).unwrap_or_default();
     let ranges: Vec<(Ipv4Addr, Ipv4Addr)> = store
         .read(|r| r.all::<Network>())
@@ -454,6 +488,7 @@ fn write_status(state_dir: &Path, m: &Membership, synced: &Synced, store: &Store
         state: state.to_string(),
         last_sync_ms,
         addresses: owned.get(&id.id).copied(),
+        layers: layers.get(&id.addr).cloned(),
     };
     let mut members: Vec<MemberStatus> = m
         .members()
@@ -468,6 +503,7 @@ fn write_status(state_dir: &Path, m: &Membership, synced: &Synced, store: &Store
         unauthenticated: m.refusals().unauthenticated,
         roster: share.roster.clone(),
         majority: share.majority(),
+        layers_unreplicated: unreplicated,
     };
     let dir = pool_dir(state_dir);
     let tmp = dir.join("status.json.tmp");

@@ -34,7 +34,7 @@
 //!
 //! Not here: ACLs, extended attributes, locking and open state (the protocol core's).
 
-mod sys;
+pub(crate) mod sys;
 
 use super::vfs::{
     access, Attr, Caller, DirEntry, FileType, FsStat, Handle, NewObject, SetAttr, SetTime,
