@@ -253,3 +253,158 @@ fn members_join_see_a_death_and_refuse_a_stranger() {
     assert!(!status.status.success());
     assert!(String::from_utf8_lossy(&status.stderr).contains("not in a pool"));
 }
+
+/// A node's writable NFS layer is copied to the other live member before a stable change is
+/// answered (issue 7). Member A serves node n1 an NFS root (image read-only, `/var/log` its
+/// persistent layer); libnfs in the node's namespace (address = n1's) writes through A.
+/// First B is down: the write is answered unreplicated; when B comes up, A brings B's copy
+/// level with a snapshot without any new write. Then a write through A, A SIGKILLed at once
+/// after `nfs-cp` returned: the data is in B's `<state>/nfs/nodes/n1/` copy, with the mode,
+/// owner and mtime of A's file.
+#[test]
+fn acknowledged_nfs_layer_writes_survive_the_member() {
+    common::require_root();
+    common::require_cmd("nfs-cp", "libnfs-utils");
+    let hub = Netns::new("lrep-hub");
+    hub.add_bridge("br0", "198.18.0.254/24");
+    let mut a = member(&hub, 0);
+    let mut b = member(&hub, 1);
+    let node_ns = Netns::new("lrep-n1");
+    hub.add_veth_to_bridge("pn1", "br0", &node_ns, "eth0");
+    node_ns.add_addr("eth0", "198.18.0.51/24");
+
+    a.drover.cli_ok(&["pool", "init"]);
+    let key = a.drover.state_dir().join("cluster.key");
+    b.drover.cli_ok(&[
+        "pool",
+        "join",
+        "198.18.0.1",
+        "--key-file",
+        key.to_str().unwrap(),
+    ]);
+    // An image whose root is served over NFS, /var/log persistent.
+    let tree = a.drover.scratch().join("rootfs");
+    std::fs::create_dir_all(tree.join("var/log")).unwrap();
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/hostname"), b"image\n").unwrap();
+    std::fs::write(tree.join("var/log/seeded.log"), b"from the image\n").unwrap();
+    let kernel = a.drover.scratch().join("vmlinuz");
+    std::fs::write(&kernel, b"not a kernel").unwrap();
+    a.drover.cli_ok(&[
+        "image",
+        "add",
+        "img",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--rootfs",
+        tree.to_str().unwrap(),
+        "--root",
+        "nfs",
+        "--persistent",
+        "/var/log",
+    ]);
+    a.drover.cli_ok(&[
+        "node",
+        "add",
+        "n1",
+        "--mac",
+        "52:54:00:00:07:01",
+        "--ip",
+        "198.18.0.51",
+        "--image",
+        "img",
+    ]);
+    let config = common::config_only(&[], "[nfs]\nenabled = true\ngrace-secs = 0\n");
+    a.drover.serve_with(Some(&a.ns), "eth0", &config);
+
+    let put = |name: &str, data: &[u8]| {
+        let local = a.drover.scratch().join(name);
+        std::fs::write(&local, data).unwrap();
+        let t = Instant::now();
+        let out = node_ns
+            .cmd("nfs-cp")
+            .args([
+                local.to_str().unwrap(),
+                &format!("nfs://198.18.0.1/root/var/log/{name}?version=4"),
+            ])
+            .output()
+            .expect("nfs-cp");
+        assert!(
+            out.status.success(),
+            "nfs-cp {name}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            a.drover.log_tail(20)
+        );
+        t.elapsed()
+    };
+    let copy = |m: &Member, name: &str| {
+        std::fs::read(m.drover.state_dir().join("nfs/nodes/n1/var/log").join(name)).ok()
+    };
+
+    // B is down: the write is answered all the same, counted unreplicated.
+    let early: Vec<u8> = (0..40).flat_map(|i| format!("early {i}\n").into_bytes()).collect();
+    let alone = put("early.log", &early);
+    assert_eq!(copy(&a, "early.log").as_deref(), Some(&early[..]));
+    let unreplicated = common::wait_until(Duration::from_secs(10), || {
+        a.drover
+            .cli_ok(&["pool", "status"])
+            .contains("answered before any other member had a copy")
+    });
+    assert!(unreplicated, "{}", a.status_text());
+
+    // B comes up: A snapshots n1's layer to it without any new write.
+    b.serve();
+    assert!(
+        common::wait_until(Duration::from_secs(30), || a.sees("198.18.0.2", "alive")),
+        "{}",
+        a.status_text()
+    );
+    let t_up = Instant::now();
+    let caught_up = common::wait_until(Duration::from_secs(30), || {
+        copy(&b, "early.log").as_deref() == Some(&early[..])
+            && copy(&b, "seeded.log").as_deref() == Some(&b"from the image\n"[..])
+    });
+    assert!(
+        caught_up,
+        "B did not catch up by snapshot:\n{}\n{}",
+        a.status_text(),
+        b.drover.log_tail(20)
+    );
+    eprintln!(
+        "B's copy caught up by snapshot {:?} after A saw it alive",
+        t_up.elapsed()
+    );
+
+    // With B level, a write answered through A is on B before A dies.
+    let mut latencies = Vec::new();
+    for i in 0..5 {
+        let data = format!("line {i} written through A\n").repeat(20);
+        latencies.push(put(&format!("w{i}.log"), data.as_bytes()));
+    }
+    let last = b"the last acknowledged write\n".repeat(30);
+    put("last.log", &last);
+    let a_pid = a.drover.pid().unwrap();
+    common::signal(a_pid, "KILL");
+    a.drover.crash();
+    for i in 0..5 {
+        let data = format!("line {i} written through A\n").repeat(20);
+        assert_eq!(
+            copy(&b, &format!("w{i}.log")).as_deref(),
+            Some(data.as_bytes()),
+            "w{i}.log is not on B\n{}",
+            b.drover.log_tail(20)
+        );
+    }
+    assert_eq!(copy(&b, "last.log").as_deref(), Some(&last[..]));
+    use std::os::unix::fs::MetadataExt;
+    let attrs = |m: &Member| {
+        let md = std::fs::symlink_metadata(m.drover.state_dir().join("nfs/nodes/n1/var/log/last.log"))
+            .unwrap();
+        (md.mode(), md.uid(), md.gid(), md.mtime(), md.mtime_nsec())
+    };
+    assert_eq!(attrs(&a), attrs(&b), "mode, owner and mtime copied");
+    eprintln!(
+        "nfs-cp of a small file through A, replicated to B: {:?} (B down: {alone:?})",
+        latencies
+    );
+}

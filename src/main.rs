@@ -835,6 +835,20 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
                     status.unauthenticated
                 );
             }
+            for m in &status.members {
+                if let Some(l) = &m.layers {
+                    println!(
+                        "NFS layer copies on {}: {} pending, {} failed, {} node(s) behind",
+                        m.addr, l.pending, l.failed, l.behind
+                    );
+                }
+            }
+            if status.layers_unreplicated > 0 {
+                println!(
+                    "{} stable NFS layer changes answered before any other member had a copy",
+                    status.layers_unreplicated
+                );
+            }
         }
         PoolCmd::Leave => {
             let store = open_store(state)?;

@@ -86,6 +86,13 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
     // pool task says otherwise.
     let (peers_tx, peers_rx) =
         tokio::sync::watch::channel(Arc::new(crate::pool::peers::Peers::default()));
+    // Copies of node layers on the other members, when NFS serves them and a pool may form.
+    let layers = (config.pool.enabled && config.nfs.enabled).then(|| {
+        Arc::new(crate::pool::layers::Shipper::new(
+            store.member(),
+            crate::pool::serve::unix_ms(),
+        ))
+    });
     if config.http.enabled {
         let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.http.port));
         let listener = tokio::net::TcpListener::bind(addr)
@@ -142,7 +149,10 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                     .with_context(|| format!("NFS: cannot listen on TCP {addr}"))?,
             );
         }
-        let vfs = crate::nfs::file_side(state_dir, store.clone())
+        let replica = layers
+            .clone()
+            .map(|l| l as Arc<dyn crate::nfs::replica::Replica>);
+        let vfs = crate::nfs::file_side(state_dir, store.clone(), replica)
             .context("NFS: opening the exported files")?;
         // Every member answers as the same server when the root is served from the service
         // address, so that a client that moves with it may reclaim its state (RFC 8881
@@ -363,6 +373,7 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                 share: share_tx,
                 peers: peers_tx,
                 floating: floating_tx,
+                layers,
             };
             let r = crate::pool::serve::run(dir, settings, store, links, token).await;
             ("pool".into(), r.context("pool membership"))

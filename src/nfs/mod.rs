@@ -62,6 +62,7 @@
 pub mod core;
 pub mod fs;
 pub(crate) mod ids;
+pub mod replica;
 pub mod rpc;
 pub mod serve;
 pub mod state;
@@ -72,12 +73,16 @@ pub mod xdr;
 
 /// The files `drover serve` exports over NFS: every caller's view ([`view::Views`]: its
 /// node's root at `/root`, the shared exports open to its address at `/NAME`), over the store
-/// and `<state>/nfs/`.
+/// and `<state>/nfs/`; changes of node layers go to `replica` (the pool's copies) if given.
 pub fn file_side(
     state_dir: &std::path::Path,
     store: std::sync::Arc<crate::store::Store>,
+    replica: Option<std::sync::Arc<dyn replica::Replica>>,
 ) -> anyhow::Result<std::sync::Arc<dyn vfs::Vfs>> {
-    let views = view::Views::open(store, state_dir)?;
+    let mut views = view::Views::open(store, state_dir)?;
+    if let Some(r) = replica {
+        views = views.with_replica(r);
+    }
     Ok(std::sync::Arc::new(views))
 }
 

@@ -37,6 +37,7 @@
 
 use super::fs::{self, HandleKey, KernelHandle, Tree};
 use super::ids::{ImageIds, LayerIds, Loc, ObjId, RootHandle, TAG_IMAGE, TAG_LAYER};
+use super::replica::{self, Capture, Replica};
 use super::vfs::{
     Attr, Caller, DirEntry, FileType, FsStat, Handle, NewObject, SetAttr, Stability, Time, Vfs,
     VfsError, VfsResult,
@@ -105,6 +106,9 @@ struct ExportTree {
 /// One node's root view: the image tree and the node's layer, merged by name.
 struct RootView {
     id: [u8; 8],
+    node: String,
+    /// The layer's canonical path (what `replica` names objects relative to).
+    layer_path: PathBuf,
     blob: BlobId,
     /// The blob's short hash, in image handles.
     blob8: [u8; 8],
@@ -182,6 +186,8 @@ pub struct Views {
     inner: Mutex<Inner>,
     /// Object ids of each unpacked image tree, by rootfs blob.
     image_ids: Mutex<HashMap<BlobId, Arc<ImageIds>>>,
+    /// Where changes of node layers are shipped (`pool::layers`), if anywhere.
+    replica: Option<Arc<dyn Replica>>,
 }
 
 impl Views {
@@ -225,7 +231,31 @@ impl Views {
                 exports: HashMap::new(),
             }),
             image_ids: Mutex::new(HashMap::new()),
+            replica: None,
         })
+    }
+
+    /// Ships every change of a node's layer to `replica` before answering it.
+    pub fn with_replica(mut self, replica: Arc<dyn Replica>) -> Views {
+        self.replica = Some(replica);
+        self
+    }
+
+    /// Hands the change `describe` reads back from a layer object to the replica, if any
+    /// (no-op for other targets), and waits as `wait` says.
+    fn replicate(
+        &self,
+        t: &Target,
+        wait: replica::Wait,
+        describe: impl Fn(&Capture) -> Option<Vec<replica::wire::Op>>,
+    ) {
+        if let (Some(rep), Target::Layer(r, _)) = (&self.replica, t) {
+            let cap = Capture {
+                tree: &r.layer,
+                root: &r.layer_path,
+            };
+            rep.ship(&r.node, &r.layer_path, &|| describe(&cap), wait);
+        }
     }
 
     /// Brings the store copy up to date now (otherwise it happens at most once a second).
@@ -431,6 +461,8 @@ impl Views {
         }
         Ok(RootView {
             id,
+            node: node.name.clone(),
+            layer_path: std::fs::canonicalize(&layer_root)?,
             blob: blob.clone(),
             blob8: id8(blob),
             persistent: image.persistent.clone(),
@@ -848,7 +880,9 @@ impl Vfs for Views {
     fn setattr(&self, caller: &Caller, fh: &Handle, set: &SetAttr) -> VfsResult<Attr> {
         let t = self.resolve(caller, fh)?;
         let (tree, k) = t.file()?;
-        Ok(with_fileid(&t, tree.setattr(&tree.cred(caller), k, set)?))
+        let a = with_fileid(&t, tree.setattr(&tree.cred(caller), k, set)?);
+        self.replicate(&t, replica::Wait::Stable, |c| c.attr(k));
+        Ok(a)
     }
 
     fn access(&self, caller: &Caller, fh: &Handle, wanted: u32) -> VfsResult<u32> {
@@ -916,13 +950,22 @@ impl Vfs for Views {
     ) -> VfsResult<(u32, Stability)> {
         let t = self.resolve(caller, fh)?;
         let (tree, k) = t.file().map_err(|_| VfsError::IsDir)?;
-        tree.write(&tree.cred(caller), k, offset, data, stable)
+        let (n, how) = tree.write(&tree.cred(caller), k, offset, data, stable)?;
+        let wait = match stable {
+            Stability::Unstable => replica::Wait::Lazy,
+            _ => replica::Wait::Stable,
+        };
+        self.replicate(&t, wait, |c| c.write(k, offset, n as usize));
+        Ok((n, how))
     }
 
     fn commit(&self, caller: &Caller, fh: &Handle, _offset: u64, _count: u32) -> VfsResult<()> {
         let t = self.resolve(caller, fh)?;
         let (tree, k) = t.file().map_err(|_| VfsError::IsDir)?;
-        tree.commit(k)
+        tree.commit(k)?;
+        // What earlier UNSTABLE writes shipped must be on a peer before COMMIT answers.
+        self.replicate(&t, replica::Wait::Stable, |_| Some(Vec::new()));
+        Ok(())
     }
 
     fn write_verifier(&self) -> [u8; 8] {
@@ -954,7 +997,9 @@ impl Vfs for Views {
                     ..SetAttr::default()
                 };
                 let a = r.layer.setattr(&r.layer.cred(caller), &l.kh, &trunc)?;
+                let kh = l.kh.clone();
                 let made = Target::Layer(r.clone(), l);
+                self.replicate(&made, replica::Wait::Stable, |c| c.attr(&kh));
                 return Ok((self.seal(&made)?, with_fileid(&made, a)));
             }
         }
@@ -965,6 +1010,7 @@ impl Vfs for Views {
             // The image is read-only: its tree refused already.
             Target::Image(..) | Target::Pseudo => return Err(VfsError::ReadOnly),
         };
+        self.replicate(&t, replica::Wait::Stable, |c| c.made(k, name));
         Ok((self.seal(&made)?, with_fileid(&made, a)))
     }
 
@@ -984,6 +1030,7 @@ impl Vfs for Views {
         if let Target::Layer(r, dl) = &d {
             r.layer_ids.made(&r.layer, dl, name)?;
         }
+        self.replicate(&d, replica::Wait::Stable, |c| c.linked(fk, dk, name));
         Ok(())
     }
 
@@ -994,6 +1041,7 @@ impl Vfs for Views {
         if let Target::Layer(r, d) = &t {
             r.layer_ids.removed(d.id, name);
         }
+        self.replicate(&t, replica::Wait::Stable, |c| c.removed(k, name));
         Ok(())
     }
 
@@ -1019,6 +1067,7 @@ impl Vfs for Views {
         if let (Target::Layer(r, fd), Target::Layer(_, td)) = (&a, &b) {
             r.layer_ids.renamed(&r.layer, fd.id, from, td, to)?;
         }
+        self.replicate(&a, replica::Wait::Stable, |c| c.renamed(ka, from, kb, to));
         Ok(())
     }
 

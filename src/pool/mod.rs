@@ -5,6 +5,8 @@
 //! - [`membership`]: SWIM membership and failure detection (foca), sans IO, behind the key;
 //! - [`sync`]: store anti-entropy (digest -> missing batches -> merge) over any transport;
 //! - [`replication`]: that exchange over TCP on the pool port, sealed with the key;
+//! - [`layers`]: copies of nodes' writable NFS layers on the other live members, shipped
+//!   over the same port before stable changes are answered;
 //! - [`peers`]: the other live members' addresses, which the boot path lists as fallbacks;
 //! - [`shares`]: which DHCP clients and addresses this member serves (`dhcp::share`), from
 //!   the roster, membership and completed pulls;
@@ -19,6 +21,7 @@
 
 pub mod floating;
 pub mod key;
+pub mod layers;
 pub mod membership;
 pub mod peers;
 pub mod replication;

@@ -15,11 +15,14 @@
 //! irrelevant).
 //!
 //! A connection carries requests ([`Request`], one frame each) until the asker closes it.
+//! A frame whose payload starts with a NUL byte (never JSON) is a shipment of a node's NFS
+//! layer instead, answered with its ack by `layers::Receiver`.
 //!
 //! Not here: the merge rules (`store::replicate`), encryption (frames are authenticated, not
 //! secret).
 
 use super::key::ClusterKey;
+use super::layers::Receiver;
 use super::sync::{self, Digest};
 use crate::image::Blobs;
 use crate::store::model::{BlobId, Image};
@@ -56,7 +59,7 @@ pub enum Request {
     Blob { id: BlobId, offset: u64, len: u32 },
 }
 
-async fn write_frame(stream: &mut TcpStream, key: &ClusterKey, payload: &[u8]) -> io::Result<()> {
+pub(super) async fn write_frame(stream: &mut TcpStream, key: &ClusterKey, payload: &[u8]) -> io::Result<()> {
     let sealed = key.seal(payload);
     let len = u32::try_from(sealed.len())
         .ok()
@@ -67,7 +70,7 @@ async fn write_frame(stream: &mut TcpStream, key: &ClusterKey, payload: &[u8]) -
     stream.flush().await
 }
 
-async fn read_frame(stream: &mut TcpStream, key: &ClusterKey) -> io::Result<Vec<u8>> {
+pub(super) async fn read_frame(stream: &mut TcpStream, key: &ClusterKey) -> io::Result<Vec<u8>> {
     let len = stream.read_u32().await?;
     if len > MAX_FRAME {
         return Err(io::Error::new(
@@ -104,6 +107,7 @@ pub async fn serve(
     listener: TcpListener,
     store: Arc<Store>,
     blobs: Blobs,
+    layers: Arc<Receiver>,
     key: ClusterKey,
     shutdown: CancellationToken,
 ) {
@@ -124,13 +128,14 @@ pub async fn serve(
             return;
         };
         let (store, key, blobs) = (store.clone(), key.clone(), blobs.clone());
+        let layers = layers.clone();
         tokio::spawn(async move {
             let _permit = permit;
             // One request after another until the asker closes the connection.
             loop {
                 let r = tokio::time::timeout(
                     EXCHANGE_TIMEOUT,
-                    answer(&mut stream, &store, &blobs, &key),
+                    answer(&mut stream, &store, &blobs, &layers, &key),
                 )
                 .await;
                 match r {
@@ -155,10 +160,18 @@ async fn answer(
     stream: &mut TcpStream,
     store: &Arc<Store>,
     blobs: &Blobs,
+    layers: &Arc<Receiver>,
     key: &ClusterKey,
 ) -> io::Result<()> {
-    let request: Request =
-        serde_json::from_slice(&read_frame(stream, key).await?).map_err(invalid)?;
+    let payload = read_frame(stream, key).await?;
+    if payload.first() == Some(&0) {
+        let layers = layers.clone();
+        let ack = tokio::task::spawn_blocking(move || layers.answer(&payload))
+            .await
+            .map_err(io::Error::other)?;
+        return write_frame(stream, key, &ack.encode()).await;
+    }
+    let request: Request = serde_json::from_slice(&payload).map_err(invalid)?;
     match request {
         Request::Sync(digest) => {
             let store = store.clone();

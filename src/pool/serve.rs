@@ -22,6 +22,7 @@
 
 use super::floating::{Decision, Floating, Seen};
 use super::key::ClusterKey;
+use super::layers::{LayerCounts, Receiver, Shipper};
 use super::membership::{self, Effect, MemberId, Membership};
 use super::peers::Peers;
 use super::replication;
@@ -83,6 +84,9 @@ pub struct Status {
     /// member's share or extend leases on another member's addresses).
     #[serde(default)]
     pub majority: bool,
+    /// Stable changes of NFS layers answered before any other member had a copy.
+    #[serde(default)]
+    pub layers_unreplicated: u64,
     /// The floating service address, when configured, and who holds it.
     #[serde(default)]
     pub service_address: Option<ServiceAddress>,
@@ -114,6 +118,9 @@ pub struct MemberStatus {
     /// when it is not on the roster (yet).
     #[serde(default)]
     pub addresses: Option<u64>,
+    /// Its copies of the NFS layers of nodes this member serves (`None`: no link to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<LayerCounts>,
 }
 
 /// At most this many addresses are counted for the status's address shares.
@@ -168,6 +175,8 @@ pub struct Links {
     pub peers: watch::Sender<Arc<Peers>>,
     /// Whether this member holds the floating service address (`pool::floating`).
     pub floating: watch::Sender<Decision>,
+    /// Where NFS layer changes are shipped (when NFS serves): told the live members.
+    pub layers: Option<Arc<Shipper>>,
 }
 
 /// Runs pool membership until `shutdown` is cancelled.
@@ -209,6 +218,7 @@ pub async fn run(
             listener,
             store.clone(),
             crate::image::Blobs::new(&state_dir),
+            Arc::new(Receiver::new(&state_dir, settings.member_id)),
             key.clone(),
             token.clone(),
         ));
@@ -223,6 +233,9 @@ pub async fn run(
             .send_replace(Arc::new(Share::solo(settings.member_id)));
         links.peers.send_replace(Arc::new(Peers::default()));
         links.floating.send_replace(Decision::default());
+        if let Some(l) = &links.layers {
+            l.set_peers(None, &[]);
+        }
         let left = left?;
         if !left {
             return Ok(());
@@ -310,6 +323,7 @@ async fn member(
             }
             _ = status.tick() => {
                 publish(&mut shares, &mut floating, &m, &synced, store, links);
+                hand_layers(links, &key, &m);
                 write_status(state_dir, settings, &m, &synced, store, links);
                 Vec::new()
             }
@@ -374,6 +388,7 @@ async fn member(
         }
         if changed {
             publish(&mut shares, &mut floating, &m, &synced, store, links);
+            hand_layers(links, &key, &m);
             write_status(state_dir, settings, &m, &synced, store, links);
         }
     }
@@ -476,6 +491,19 @@ fn publish(
     });
 }
 
+/// Tells the layer shipper the live members.
+fn hand_layers(links: &Links, key: &ClusterKey, m: &Membership) {
+    if let Some(l) = &links.layers {
+        let live: Vec<SocketAddrV4> = m
+            .members()
+            .into_iter()
+            .filter(|(_, s)| *s == foca::State::Alive)
+            .map(|(id, _)| id.addr)
+            .collect();
+        l.set_peers(Some(key), &live);
+    }
+}
+
 fn state_name(s: foca::State) -> &'static str {
     match s {
         foca::State::Alive => "alive",
@@ -497,6 +525,11 @@ fn write_status(
 ) {
     let share = links.share.borrow().clone();
     let decision = *links.floating.borrow();
+    let (layers, unreplicated) = links
+        .layers
+        .as_ref()
+        .map(|l| l.counts())
+        .unwrap_or_default();
     let synced = synced.lock().map(|s| s.clone()).unwrap_or_default();
     let ranges: Vec<(Ipv4Addr, Ipv4Addr)> = store
         .read(|r| r.all::<Network>())
@@ -512,6 +545,7 @@ fn write_status(
         state: state.to_string(),
         last_sync_ms,
         addresses: owned.get(&id.id).copied(),
+        layers: layers.get(&id.addr).cloned(),
     };
     let mut members: Vec<MemberStatus> = m
         .members()
@@ -531,6 +565,7 @@ fn write_status(
             holder: decision.holder,
             here: decision.holds_at(unix_ms()),
         }),
+        layers_unreplicated: unreplicated,
     };
     let dir = pool_dir(state_dir);
     let tmp = dir.join("status.json.tmp");

@@ -41,7 +41,7 @@
 //! Not here: ACLs, extended attributes for clients (the server keeps its own `user.drover.*`
 //! ones, see `nfs::ids`), locking and open state (the protocol core's).
 
-mod sys;
+pub(crate) mod sys;
 
 use super::vfs::{
     access, Attr, Caller, DirEntry, FileType, FsStat, Handle, NewObject, SetAttr, SetTime,
