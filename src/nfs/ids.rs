@@ -46,7 +46,9 @@
 //!
 //! Not here: which caller may use which view (`view`), file work (`fs::Tree`), copying the
 //! layer to the peers (replication). Export handles stay kernel handles: exports do not
-//! fail over to another member.
+//! fail over to another member. The other attributes are the member's own: `change` comes
+//! from the inode's ctime, so after a move the client sees every object as changed once and
+//! drops its caches of them (no error; data is read again from the new member).
 
 use super::fs::{self, HandleKey, KernelHandle, Obj, Tree, MAC_LEN};
 use super::vfs::{Attr, FileType, Handle, VfsError, VfsResult};

@@ -24,8 +24,10 @@
 //! **Handles.** Root-view handles and fileids are object ids that every pool member computes
 //! alike (`nfs::ids`), sealed with a key derived from the cluster key (the local
 //! `<state>/nfs/handle.key` outside a pool), so a node's client keeps them when its server
-//! address moves to another member. Export handles are kernel handles sealed per scope (see
-//! `fs`): they are valid on the member that issued them only; exports do not fail over.
+//! address moves to another member. The key is chosen when the views open: handles issued
+//! before a member joins a pool turn `BadHandle` at its next start. Export handles are
+//! kernel handles sealed per scope (see `fs`): they are valid on the member that issued them
+//! only; exports do not fail over.
 //!
 //! **Confinement.** A root-view handle names the node it was issued to and is honoured only
 //! for a caller whose address maps to that node now; an export handle names the export and
@@ -547,7 +549,7 @@ impl Views {
         let id: [u8; 8] = b[1..PREFIX].try_into().map_err(|_| VfsError::BadHandle)?;
         let mut inner = self.fresh();
         // A handle that does not verify in the caller's current scope is stale for it: it
-        // may have been valid before the node's image or the export changed.
+        // may have been valid before the export changed.
         let unseal = |scope: &[u8]| {
             self.key
                 .unseal(scope, h, PREFIX)
