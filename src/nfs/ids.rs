@@ -68,7 +68,7 @@ pub(crate) const ID_XATTR: &CStr = c"user.drover.id";
 /// Ids below this are never given out: 0 is no id, 1 the pseudo-root's fileid.
 const FIRST_ID: ObjId = 2;
 /// The least time between two walks of one layer caused by ids not found.
-const REWALK_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const REWALK_EVERY: Duration = Duration::from_secs(1);
 /// The most components a layer path built from the index may have (a cycle stops here).
 const MAX_DEPTH: usize = 2048;
 

@@ -234,3 +234,32 @@ fn a_symlink_swapped_into_the_layer_is_not_followed() {
         "a symlink has no entries"
     );
 }
+
+#[test]
+fn objects_replicated_after_the_walk_are_found() {
+    let fa = fixture("ids-late-a");
+    let fb = fixture("ids-late-b");
+    share_key(&[&fa, &fb]);
+    let a = Views::open(fa.store.clone(), &fa.state).unwrap();
+    let b = Views::open(fb.store.clone(), &fb.state).unwrap();
+    let n1 = caller(11, 0);
+    // B has indexed n1's layer already (the node once reached it).
+    let log_b = path(&b, &n1, &["root", "var", "log"]).unwrap();
+    let log = path(&a, &n1, &["root", "var", "log"]).unwrap();
+    assert_eq!(log, log_b);
+    let made = file(&a, &n1, &log, "late.log", b"late");
+    // What replication does: the object lands in B's layer with its attributes.
+    let rel = "nfs/nodes/n1/var/log/late.log";
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fa.state.join(rel))
+        .arg(fb.state.join(rel))
+        .status()
+        .expect("cp (coreutils) must be installed");
+    assert!(st.success());
+    // B walks its layer again for an id it does not know (not more than once a second).
+    std::thread::sleep(crate::nfs::ids::REWALK_EVERY);
+    assert_eq!(b.read(&n1, &made, 0, 10).unwrap().0, b"late");
+    assert_eq!(fileid(&b, &n1, &made), fileid(&a, &n1, &made));
+    assert_eq!(v_lookup(&b, &n1, &log, "late.log"), made);
+}
