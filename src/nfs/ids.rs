@@ -40,13 +40,15 @@
 //! - **Handles** ([`RootHandle`]): tag (`I` image, `L` layer), the node's 8-byte id, for
 //!   image objects 8 bytes of the blob's hash (a new image makes old image handles stale),
 //!   the object id, and a 16-byte keyed BLAKE3 MAC over all of it. The key is derived from
-//!   the cluster key when the member is in a pool, so every member verifies every other's
-//!   handles. A handle whose MAC fails is `BadHandle`; one for another node or an older
-//!   image is `Stale` (the view decides).
+//!   the cluster key when the member is in a pool ([`RootKeys`]), so every member verifies
+//!   every other's handles. A handle whose MAC fails is `BadHandle`; one for another node or
+//!   an older image is `Stale` (the view decides).
 //!
 //! Not here: which caller may use which view (`view`), file work (`fs::Tree`), copying the
 //! layer to the peers (replication). Export handles stay kernel handles: exports do not
-//! fail over to another member.
+//! fail over to another member. The other attributes are the member's own: `change` comes
+//! from the inode's ctime, so after a move the client sees every object as changed once and
+//! drops its caches of them (no error; data is read again from the new member).
 
 use super::fs::{self, HandleKey, KernelHandle, Obj, Tree, MAC_LEN};
 use super::vfs::{Attr, FileType, Handle, VfsError, VfsResult};
@@ -54,7 +56,7 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -65,8 +67,9 @@ pub(crate) type ObjId = u64;
 pub(crate) const ID_XATTR: &CStr = c"user.drover.id";
 /// Ids below this are never given out: 0 is no id, 1 the pseudo-root's fileid.
 const FIRST_ID: ObjId = 2;
-/// The least time between two walks of one layer caused by ids not found.
-const REWALK_EVERY: Duration = Duration::from_secs(1);
+/// The least time between two walks of one layer caused by ids not found, and between two
+/// looks for a cluster key.
+pub(crate) const REWALK_EVERY: Duration = Duration::from_secs(1);
 /// The most components a layer path built from the index may have (a cycle stops here).
 const MAX_DEPTH: usize = 2048;
 
@@ -637,6 +640,62 @@ impl LayerIds {
             return None;
         }
         idx.objs.get(&id)?.places.first().map(|(p, _)| *p)
+    }
+}
+
+/// The keys that seal root-view handles: derived from the cluster key once this member has
+/// one (every member alike), else this member's own key. A cluster key that appears while
+/// running (`drover pool join`) is picked up within a second; handles sealed with the own
+/// key before stay valid here (not on other members).
+pub(crate) struct RootKeys {
+    state_dir: PathBuf,
+    own: HandleKey,
+    /// The key derived from the cluster key, and when the state directory was last looked
+    /// at for one.
+    pool: Mutex<(Option<HandleKey>, Instant)>,
+}
+
+/// The context of the handle key's derivation from the cluster key.
+const POOL_KEY_CONTEXT: &str = "drover 2026-11 nfs root-view handle key";
+
+impl RootKeys {
+    /// The keys of state directory `state_dir`; `own` seals handles outside a pool.
+    pub fn new(state_dir: &Path, own: HandleKey) -> io::Result<RootKeys> {
+        let pool = Self::load(state_dir).map_err(io::Error::other)?;
+        Ok(RootKeys {
+            state_dir: state_dir.to_path_buf(),
+            own,
+            pool: Mutex::new((pool, Instant::now())),
+        })
+    }
+
+    fn load(state_dir: &Path) -> Result<Option<HandleKey>, crate::pool::key::KeyError> {
+        let k = crate::pool::key::ClusterKey::load_state(state_dir)?;
+        Ok(k.map(|k| HandleKey::from_secret(k.derive_key(POOL_KEY_CONTEXT))))
+    }
+
+    fn pool(&self) -> Option<HandleKey> {
+        let mut p = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if p.0.is_none() && p.1.elapsed() >= REWALK_EVERY {
+            p.1 = Instant::now();
+            match Self::load(&self.state_dir) {
+                Ok(k) => p.0 = k,
+                Err(e) => tracing::warn!("nfs: handles stay this member's own: {e}"),
+            }
+        }
+        p.0.clone()
+    }
+
+    pub fn seal(&self, rh: &RootHandle) -> Handle {
+        rh.seal(self.pool().as_ref().unwrap_or(&self.own))
+    }
+
+    /// The handle's content if one of the keys sealed it; `BadHandle` otherwise.
+    pub fn open(&self, h: &Handle) -> VfsResult<RootHandle> {
+        match self.pool() {
+            Some(k) => RootHandle::open(&k, h).or_else(|_| RootHandle::open(&self.own, h)),
+            None => RootHandle::open(&self.own, h),
+        }
     }
 }
 

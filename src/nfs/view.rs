@@ -24,8 +24,10 @@
 //! **Handles.** Root-view handles and fileids are object ids that every pool member computes
 //! alike (`nfs::ids`), sealed with a key derived from the cluster key (the local
 //! `<state>/nfs/handle.key` outside a pool), so a node's client keeps them when its server
-//! address moves to another member. Export handles are kernel handles sealed per scope (see
-//! `fs`): they are valid on the member that issued them only; exports do not fail over.
+//! address moves to another member. Handles issued before this member joined a pool stay
+//! valid on it (until it restarts), not on the others. Export handles are kernel handles
+//! sealed per scope (see `fs`) with the local key: they are valid on the member that issued
+//! them only; exports do not fail over.
 //!
 //! **Confinement.** A root-view handle names the node it was issued to and is honoured only
 //! for a caller whose address maps to that node now; an export handle names the export and
@@ -36,14 +38,13 @@
 //! Not here: the protocol (RPC, COMPOUND, state) and admin input checks (`crate::admin`).
 
 use super::fs::{self, HandleKey, KernelHandle, Tree};
-use super::ids::{ImageIds, LayerIds, Loc, ObjId, RootHandle, TAG_IMAGE, TAG_LAYER};
+use super::ids::{ImageIds, LayerIds, Loc, ObjId, RootHandle, RootKeys, TAG_IMAGE, TAG_LAYER};
 use super::replica::{self, Capture, Replica};
 use super::vfs::{
     Attr, Caller, DirEntry, FileType, FsStat, Handle, NewObject, SetAttr, Stability, Time, Vfs,
     VfsError, VfsResult,
 };
 use crate::image::Blobs;
-use crate::pool::key::ClusterKey;
 use crate::store::model::{BlobId, Export, Image, LeaseState, Node};
 use crate::store::{Store, View};
 use std::collections::HashMap;
@@ -61,9 +62,6 @@ pub const ROOT_NAME: &str = "root";
 
 const TAG_PSEUDO: u8 = b'P';
 const TAG_EXPORT: u8 = b'E';
-/// Where the handle key comes from in a pool: every member derives the same from the cluster
-/// key.
-const HANDLE_KEY_CONTEXT: &str = "drover 2026-11 nfs root-view handle key";
 /// Tag byte plus an 8-byte scope id.
 const PREFIX: usize = 9;
 
@@ -181,6 +179,7 @@ pub struct Views {
     blobs: Blobs,
     dir: PathBuf,
     key: HandleKey,
+    root_keys: RootKeys,
     verifier: [u8; 8],
     started: Time,
     inner: Mutex<Inner>,
@@ -192,18 +191,16 @@ pub struct Views {
 
 impl Views {
     /// Opens the views over `store`, keeping image trees, layers and the handle key in
-    /// `<state_dir>/nfs/`; with a cluster key (`<state_dir>/cluster.key`), the handle key is
-    /// derived from it instead, so that all members seal root-view handles alike.
+    /// `<state_dir>/nfs/`; with a cluster key (`<state_dir>/cluster.key`, now or later),
+    /// root-view handles are sealed with a key derived from it, alike on all members.
     pub fn open(store: Arc<Store>, state_dir: &Path) -> io::Result<Views> {
         let dir = state_dir.join("nfs");
         for sub in ["images", "nodes"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-        let key = match ClusterKey::load_state(state_dir).map_err(io::Error::other)? {
-            Some(k) => HandleKey::from_secret(k.derive_key(HANDLE_KEY_CONTEXT)),
-            None => HandleKey::load_or_create(&dir.join("handle.key"))?,
-        };
+        let key = HandleKey::load_or_create(&dir.join("handle.key"))?;
+        let root_keys = RootKeys::new(state_dir, key.clone())?;
         // Unpacks cut short by a crash: never renamed into place, so never served.
         for e in std::fs::read_dir(dir.join("images"))?.flatten() {
             if e.file_name().to_string_lossy().starts_with(".tmp-") {
@@ -219,6 +216,7 @@ impl Views {
             store,
             dir,
             key,
+            root_keys,
             verifier: fs::new_verifier(),
             started: Time {
                 seconds: now.as_secs() as i64,
@@ -522,25 +520,23 @@ impl Views {
         match t {
             Target::Pseudo => Ok(Handle(vec![TAG_PSEUDO])),
             Target::Export(e, k) => self.key.seal(&e.scope, &prefix(TAG_EXPORT, e.id), k),
-            Target::Image(r, l) => Ok(RootHandle {
+            Target::Image(r, l) => Ok(self.root_keys.seal(&RootHandle {
                 node: r.id,
                 blob: Some(r.blob8),
                 id: l.id,
-            }
-            .seal(&self.key)),
-            Target::Layer(r, l) => Ok(RootHandle {
+            })),
+            Target::Layer(r, l) => Ok(self.root_keys.seal(&RootHandle {
                 node: r.id,
                 blob: None,
                 id: l.id,
-            }
-            .seal(&self.key)),
+            })),
         }
     }
 
     /// A root-view handle: `BadHandle` unless drover sealed it, `Stale` unless the caller is
     /// its node now (and, for the image, the node's image is still the one it names).
     fn resolve_root(&self, caller: &Caller, h: &Handle) -> VfsResult<Target> {
-        let rh = RootHandle::open(&self.key, h)?;
+        let rh = self.root_keys.open(h)?;
         let r = {
             let mut inner = self.fresh();
             self.root_view(&mut inner, caller.addr)
@@ -579,7 +575,7 @@ impl Views {
         let id: [u8; 8] = b[1..PREFIX].try_into().map_err(|_| VfsError::BadHandle)?;
         let mut inner = self.fresh();
         // A handle that does not verify in the caller's current scope is stale for it: it
-        // may have been valid before the node's image or the export changed.
+        // may have been valid before the export changed.
         let unseal = |scope: &[u8]| {
             self.key
                 .unseal(scope, h, PREFIX)

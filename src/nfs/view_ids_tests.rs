@@ -2,6 +2,7 @@
 //! (two members) with one cluster key and the same image blob (needs root).
 
 use super::*;
+use crate::pool::key::ClusterKey;
 
 fn share_key(members: &[&Fixture]) {
     let key = ClusterKey::generate().unwrap();
@@ -233,4 +234,55 @@ fn a_symlink_swapped_into_the_layer_is_not_followed() {
         Err(VfsError::NotDir),
         "a symlink has no entries"
     );
+}
+
+#[test]
+fn objects_replicated_after_the_walk_are_found() {
+    let fa = fixture("ids-late-a");
+    let fb = fixture("ids-late-b");
+    share_key(&[&fa, &fb]);
+    let a = Views::open(fa.store.clone(), &fa.state).unwrap();
+    let b = Views::open(fb.store.clone(), &fb.state).unwrap();
+    let n1 = caller(11, 0);
+    // B has indexed n1's layer already (the node once reached it).
+    let log_b = path(&b, &n1, &["root", "var", "log"]).unwrap();
+    let log = path(&a, &n1, &["root", "var", "log"]).unwrap();
+    assert_eq!(log, log_b);
+    let made = file(&a, &n1, &log, "late.log", b"late");
+    // What replication does: the object lands in B's layer with its attributes.
+    let rel = "nfs/nodes/n1/var/log/late.log";
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fa.state.join(rel))
+        .arg(fb.state.join(rel))
+        .status()
+        .expect("cp (coreutils) must be installed");
+    assert!(st.success());
+    // B walks its layer again for an id it does not know (not more than once a second).
+    std::thread::sleep(crate::nfs::ids::REWALK_EVERY);
+    assert_eq!(b.read(&n1, &made, 0, 10).unwrap().0, b"late");
+    assert_eq!(fileid(&b, &n1, &made), fileid(&a, &n1, &made));
+    assert_eq!(v_lookup(&b, &n1, &log, "late.log"), made);
+}
+
+#[test]
+fn a_cluster_key_that_appears_later_is_used() {
+    let fa = fixture("ids-join-a");
+    let fb = fixture("ids-join-b");
+    let a = Views::open(fa.store.clone(), &fa.state).unwrap();
+    let n1 = caller(11, 0);
+    let parts = ["root", "etc", "passwd"];
+    let own = path(&a, &n1, &parts).unwrap();
+    // A joins a pool while serving; B starts in it.
+    share_key(&[&fa, &fb]);
+    let b = Views::open(fb.store.clone(), &fb.state).unwrap();
+    // A looks for the key at most once a second.
+    std::thread::sleep(crate::nfs::ids::REWALK_EVERY);
+    let pooled = path(&a, &n1, &parts).unwrap();
+    assert_ne!(own, pooled);
+    assert_eq!(pooled, path(&b, &n1, &parts).unwrap());
+    assert_eq!(b.read(&n1, &pooled, 0, 4).unwrap().0, b"root");
+    // Handles A sealed before stay valid on A only.
+    assert_eq!(a.read(&n1, &own, 0, 4).unwrap().0, b"root");
+    assert_eq!(b.getattr(&n1, &own), Err(VfsError::BadHandle));
 }
