@@ -24,7 +24,7 @@
 
 pub mod apply;
 pub mod local;
-mod sys;
+pub(crate) mod sys;
 pub mod wire;
 
 #[cfg(test)]
@@ -51,13 +51,7 @@ pub trait Replica: Send + Sync {
     /// path) to the other live members, and blocks as `wait` says. `describe` returns `None`
     /// when it cannot describe the change (the peers then get a snapshot instead); no
     /// operations is a flush (COMMIT): it waits for what was shipped before.
-    fn ship(
-        &self,
-        node: &str,
-        layer: &Path,
-        describe: &dyn Fn() -> Option<Vec<Op>>,
-        wait: Wait,
-    );
+    fn ship(&self, node: &str, layer: &Path, describe: &dyn Fn() -> Option<Vec<Op>>, wait: Wait);
 }
 
 /// Describes changes of one node's layer by reading them back.
