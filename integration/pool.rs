@@ -376,6 +376,13 @@ fn acknowledged_nfs_layer_writes_survive_the_member() {
         "B's copy caught up by snapshot {:?} after A saw it alive",
         t_up.elapsed()
     );
+    // `pool status` on A shows B's copies: nothing pending, n1 level.
+    let shown = common::wait_until(Duration::from_secs(10), || {
+        a.drover
+            .cli_ok(&["pool", "status"])
+            .contains("NFS layer copies on 198.18.0.2:7946: 0 pending, 0 failed, 0 node(s) behind")
+    });
+    assert!(shown, "{}", a.status_text());
 
     // With B level, a write answered through A is on B before A dies.
     let mut latencies = Vec::new();

@@ -54,6 +54,8 @@
 //! sealed with a keyed MAC, AUTH_SYS checks against mode bits, symlinks never followed);
 //! [`view`] composes such trees into each caller's pseudo-root ([`view::Views`]: `/root`, a
 //! node's image read-only merged with its persistent layer, and `/NAME` shared exports).
+//! [`replica`] ships every change of a node's layer to the other pool members' copies before
+//! a stable change is answered (`pool::layers` carries it).
 //!
 //! Not here: NFSv3, NLM, RPCSEC_GSS/Kerberos, pNFS, delegations.
 

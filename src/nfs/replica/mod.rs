@@ -5,7 +5,7 @@
 //!
 //! Data flow: `view::Views` makes the change in the layer, then (before it answers) calls
 //! [`Replica::ship`] with a closure that describes the change by reading the result back
-//! ([`Capture`]: the object's path below the layer, its attributes and `user.drover.*`
+//! (`Capture`: the object's path below the layer, its attributes and `user.drover.*`
 //! extended attributes, the bytes a WRITE covered as they are now). Describing the result
 //! rather than the request makes the operations idempotent, and reading back under the
 //! replica's per-node lock makes concurrent changes to one node ship in the order of their
