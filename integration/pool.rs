@@ -342,7 +342,9 @@ fn acknowledged_nfs_layer_writes_survive_the_member() {
     };
 
     // B is down: the write is answered all the same, counted unreplicated.
-    let early: Vec<u8> = (0..40).flat_map(|i| format!("early {i}\n").into_bytes()).collect();
+    let early: Vec<u8> = (0..40)
+        .flat_map(|i| format!("early {i}\n").into_bytes())
+        .collect();
     let alone = put("early.log", &early);
     assert_eq!(copy(&a, "early.log").as_deref(), Some(&early[..]));
     let unreplicated = common::wait_until(Duration::from_secs(10), || {
@@ -374,6 +376,13 @@ fn acknowledged_nfs_layer_writes_survive_the_member() {
         "B's copy caught up by snapshot {:?} after A saw it alive",
         t_up.elapsed()
     );
+    // `pool status` on A shows B's copies: nothing pending, n1 level.
+    let shown = common::wait_until(Duration::from_secs(10), || {
+        a.drover
+            .cli_ok(&["pool", "status"])
+            .contains("NFS layer copies on 198.18.0.2:7946: 0 pending, 0 failed, 0 node(s) behind")
+    });
+    assert!(shown, "{}", a.status_text());
 
     // With B level, a write answered through A is on B before A dies.
     let mut latencies = Vec::new();
@@ -398,8 +407,9 @@ fn acknowledged_nfs_layer_writes_survive_the_member() {
     assert_eq!(copy(&b, "last.log").as_deref(), Some(&last[..]));
     use std::os::unix::fs::MetadataExt;
     let attrs = |m: &Member| {
-        let md = std::fs::symlink_metadata(m.drover.state_dir().join("nfs/nodes/n1/var/log/last.log"))
-            .unwrap();
+        let md =
+            std::fs::symlink_metadata(m.drover.state_dir().join("nfs/nodes/n1/var/log/last.log"))
+                .unwrap();
         (md.mode(), md.uid(), md.gid(), md.mtime(), md.mtime_nsec())
     };
     assert_eq!(attrs(&a), attrs(&b), "mode, owner and mtime copied");

@@ -56,6 +56,8 @@
 //! node's image read-only merged with its persistent layer, and `/NAME` shared exports);
 //! `ids` gives root-view objects ids, handles and fileids that every pool member computes
 //! alike, so that a node's root survives the move of its server address to another member.
+//! [`replica`] ships every change of a node's layer to the other pool members' copies before
+//! a stable change is answered (`pool::layers` carries it).
 //!
 //! Not here: NFSv3, NLM, RPCSEC_GSS/Kerberos, pNFS, delegations.
 

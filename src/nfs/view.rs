@@ -35,6 +35,11 @@
 //! root-view handle that drover did not seal is `BadHandle`. Root is root in root views and
 //! squashed to nobody in exports.
 //!
+//! **Replication.** With a [`Replica`] (`with_replica`; `drover serve` in a pool), every
+//! change of a layer object (WRITE, COMMIT, SETATTR, creates, LINK, REMOVE, RENAME) is
+//! handed to it after it succeeded here and before the call returns; the replica blocks a
+//! stable change until a peer has it (see `replica`). Image and export changes are not shipped.
+//!
 //! Not here: the protocol (RPC, COMPOUND, state) and admin input checks (`crate::admin`).
 
 use super::fs::{self, HandleKey, KernelHandle, Tree};

@@ -458,5 +458,160 @@ fn dynamic_nodes_are_known_by_their_current_lease() {
     }
 }
 
+/// A replica that applies every change at once to a copy of the layer, as a peer would.
+struct CopyReplica {
+    copy: PathBuf,
+    waits: Mutex<Vec<replica::Wait>>,
+}
+
+impl Replica for CopyReplica {
+    fn ship(
+        &self,
+        node: &str,
+        layer: &Path,
+        describe: &dyn Fn() -> Option<Vec<replica::wire::Op>>,
+        wait: replica::Wait,
+    ) {
+        self.waits.lock().unwrap().push(wait);
+        let body = match describe() {
+            Some(ops) => replica::wire::Body::Ops(ops),
+            None => replica::wire::Body::Snapshot(replica::local::snapshot(layer).unwrap()),
+        };
+        replica::apply::apply(&self.copy, node, &body).unwrap();
+    }
+}
+
+/// Every change a client makes to its layer reaches the replica, described well enough that
+/// a copy (seeded by one snapshot) ends up equal to the layer: content, modes, owners,
+/// mtimes, links, symlinks, devices and `user.drover.*` xattrs.
+#[test]
+fn layer_changes_reach_the_replica() {
+    use replica::Wait::{Lazy, Stable};
+    let f = fixture("views-replica");
+    let copy = f.state.join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    let rep = Arc::new(CopyReplica {
+        copy: copy.clone(),
+        waits: Mutex::new(Vec::new()),
+    });
+    let v = Views::open(f.store.clone(), &f.state)
+        .unwrap()
+        .with_replica(rep.clone());
+    let n1 = caller(11, 0);
+    let log = path(&v, &n1, &["root", "var", "log"]).unwrap();
+    // The copy starts from a snapshot (as a peer's first shipment would be).
+    let layer = f.state.join("nfs/nodes/n1");
+    replica::apply::apply(
+        &copy,
+        "n1",
+        &replica::wire::Body::Snapshot(replica::local::snapshot(&layer).unwrap()),
+    )
+    .unwrap();
+
+    let (fh, _) = v
+        .create(
+            &n1,
+            &log,
+            b"app.log",
+            &NewObject::File { exclusive: true },
+            &SetAttr::default(),
+        )
+        .unwrap();
+    v.write(&n1, &fh, 0, b"one\n", Stability::FileSync).unwrap();
+    v.write(&n1, &fh, 4, b"two\n", Stability::Unstable).unwrap();
+    v.commit(&n1, &fh, 0, 0).unwrap();
+    // The nfs-id work stores object ids in this xattr: it travels with the object.
+    let on_disk = layer.join("var/log/app.log");
+    let file = std::fs::File::open(&on_disk).unwrap();
+    replica::sys::set_xattr(std::os::fd::AsFd::as_fd(&file), c"user.drover.id", b"id-42").unwrap();
+    v.setattr(
+        &n1,
+        &fh,
+        &SetAttr {
+            mode: Some(0o600),
+            uid: Some(1000),
+            gid: Some(1000),
+            mtime: Some(crate::nfs::vfs::SetTime::Client(Time {
+                seconds: 1_600_000_000,
+                nanos: 7,
+            })),
+            ..SetAttr::default()
+        },
+    )
+    .unwrap();
+    let (dir, _) = v
+        .create(
+            &n1,
+            &log,
+            b"sub",
+            &NewObject::Directory,
+            &SetAttr::default(),
+        )
+        .unwrap();
+    v.create(
+        &n1,
+        &dir,
+        b"link",
+        &NewObject::Symlink {
+            target: b"../app.log".to_vec(),
+        },
+        &SetAttr::default(),
+    )
+    .unwrap();
+    v.create(
+        &n1,
+        &dir,
+        b"null",
+        &NewObject::Char { major: 1, minor: 3 },
+        &SetAttr::default(),
+    )
+    .unwrap();
+    v.link(&n1, &fh, &dir, b"hard").unwrap();
+    v.rename(&n1, &log, b"app.log", &dir, b"moved.log").unwrap();
+    v.create(
+        &n1,
+        &log,
+        b"tmp",
+        &NewObject::File { exclusive: false },
+        &SetAttr::default(),
+    )
+    .unwrap();
+    v.remove(&n1, &log, b"tmp").unwrap();
+    v.setattr(
+        &n1,
+        &fh,
+        &SetAttr {
+            size: Some(2),
+            ..SetAttr::default()
+        },
+    )
+    .unwrap();
+
+    assert_eq!(
+        replica::local::snapshot(&copy.join("n1")).unwrap(),
+        replica::local::snapshot(&layer).unwrap(),
+        "the copy equals the layer"
+    );
+    assert_eq!(
+        std::fs::read(copy.join("n1/var/log/sub/hard")).unwrap(),
+        b"on"
+    );
+    let copied = std::fs::File::open(copy.join("n1/var/log/sub/moved.log")).unwrap();
+    assert_eq!(
+        replica::sys::get_xattr(std::os::fd::AsFd::as_fd(&copied), c"user.drover.id", 64).unwrap(),
+        b"id-42"
+    );
+    let waits = rep.waits.lock().unwrap().clone();
+    assert_eq!(waits[1..4], [Stable, Lazy, Stable], "write, write, commit");
+    assert_eq!(waits.iter().filter(|w| **w == Lazy).count(), 1);
+    // Image files are read-only and other nodes' layers are theirs: nothing else shipped.
+    let n = waits.len();
+    let etc = path(&v, &n1, &["root", "etc"]).unwrap();
+    assert!(v
+        .create(&n1, &etc, b"x", &NewObject::Directory, &SetAttr::default())
+        .is_err());
+    assert_eq!(rep.waits.lock().unwrap().len(), n);
+}
+
 #[path = "view_ids_tests.rs"]
 mod ids;

@@ -262,13 +262,7 @@ impl Shipper {
 }
 
 impl Replica for Shipper {
-    fn ship(
-        &self,
-        node: &str,
-        layer: &Path,
-        describe: &dyn Fn() -> Option<Vec<Op>>,
-        wait: Wait,
-    ) {
+    fn ship(&self, node: &str, layer: &Path, describe: &dyn Fn() -> Option<Vec<Op>>, wait: Wait) {
         let entry = self.node(node, layer);
         let links: Vec<(mpsc::Sender<Job>, Arc<PeerState>)> = lock(&self.members)
             .links
@@ -446,7 +440,12 @@ impl PeerTask {
             let r = tokio::time::timeout_at(deadline, async {
                 let mut s = match reused {
                     Some(s) => s,
-                    None => TcpStream::connect(self.addr).await?,
+                    None => {
+                        let s = TcpStream::connect(self.addr).await?;
+                        // Small frames answered at once: no Nagle/delayed-ACK stall.
+                        s.set_nodelay(true)?;
+                        s
+                    }
                 };
                 write_frame(&mut s, &self.key, &payload).await?;
                 let reply = read_frame(&mut s, &self.key).await?;
@@ -494,6 +493,17 @@ impl Receiver {
         }
     }
 
+    /// `<state>/nfs/nodes/`, with `<state>/nfs/` 0700 as the NFS views keep it (layers hold
+    /// nodes' host keys).
+    fn make_dirs(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&self.nodes_dir)?;
+        match self.nodes_dir.parent() {
+            Some(nfs) => std::fs::set_permissions(nfs, std::fs::Permissions::from_mode(0o700)),
+            None => Ok(()),
+        }
+    }
+
     /// Applies one shipment (blocking: run it off the async workers); the ack to send.
     pub fn answer(&self, payload: &[u8]) -> Ack {
         let s = match Shipment::decode(payload) {
@@ -508,14 +518,11 @@ impl Receiver {
         }
         // One shipment at a time: the replay check and the apply belong together.
         let mut last = lock(&self.last);
-        if last
-            .get(&s.origin)
-            .is_some_and(|l| (s.epoch, s.seq) <= *l)
-        {
+        if last.get(&s.origin).is_some_and(|l| (s.epoch, s.seq) <= *l) {
             tracing::warn!(origin = s.origin, node = %s.node, "pool: an old layer shipment (replayed?) refused");
             return Ack::Refused;
         }
-        if let Err(e) = std::fs::create_dir_all(&self.nodes_dir) {
+        if let Err(e) = self.make_dirs() {
             tracing::warn!(error = %e, "pool: cannot make the NFS layers directory");
             return Ack::NeedSnapshot;
         }
@@ -548,7 +555,10 @@ mod tests {
         let w = Waiter::new(2);
         w.report(false);
         w.report(false);
-        assert!(!w.wait(Duration::from_secs(5)), "all failed: no wait, no ack");
+        assert!(
+            !w.wait(Duration::from_secs(5)),
+            "all failed: no wait, no ack"
+        );
         let w = Waiter::new(1);
         assert!(!w.wait(Duration::from_millis(10)), "nobody answered");
     }
@@ -572,7 +582,11 @@ mod tests {
         assert!(dir.join("nfs/nodes/n1").is_dir());
         assert_eq!(r.answer(&ship("n1", 2, 1).encode()), Ack::Refused, "replay");
         assert_eq!(r.answer(&ship("n1", 2, 2).encode()), Ack::Done);
-        assert_eq!(r.answer(&ship("n1", 1, 9).encode()), Ack::Refused, "from myself");
+        assert_eq!(
+            r.answer(&ship("n1", 1, 9).encode()),
+            Ack::Refused,
+            "from myself"
+        );
         assert_eq!(r.answer(&ship("..", 3, 1).encode()), Ack::Refused);
         assert_eq!(r.answer(&ship("a/b", 3, 2).encode()), Ack::Refused);
         let _ = std::fs::remove_dir_all(&dir);

@@ -59,7 +59,11 @@ pub enum Request {
     Blob { id: BlobId, offset: u64, len: u32 },
 }
 
-pub(super) async fn write_frame(stream: &mut TcpStream, key: &ClusterKey, payload: &[u8]) -> io::Result<()> {
+pub(super) async fn write_frame(
+    stream: &mut TcpStream,
+    key: &ClusterKey,
+    payload: &[u8],
+) -> io::Result<()> {
     let sealed = key.seal(payload);
     let len = u32::try_from(sealed.len())
         .ok()
@@ -127,6 +131,8 @@ pub async fn serve(
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
+        // Layer acks are small and awaited by a waiting NFS client: send them at once.
+        let _ = stream.set_nodelay(true);
         let (store, key, blobs) = (store.clone(), key.clone(), blobs.clone());
         let layers = layers.clone();
         tokio::spawn(async move {

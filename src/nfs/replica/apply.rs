@@ -46,8 +46,13 @@ pub enum ApplyError {
 fn diverged(e: io::Error) -> ApplyError {
     match e.raw_os_error() {
         Some(
-            libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EISDIR | libc::ENOTEMPTY
-            | libc::EEXIST | libc::EINVAL,
+            libc::ENOENT
+            | libc::ENOTDIR
+            | libc::ELOOP
+            | libc::EISDIR
+            | libc::ENOTEMPTY
+            | libc::EEXIST
+            | libc::EINVAL,
         ) => ApplyError::Diverged(e),
         _ => ApplyError::Io(e),
     }
@@ -217,7 +222,9 @@ impl Applier {
 
     /// The parent directory of `p` and the last name; the root itself is refused.
     fn parent(&self, p: &RelPath) -> Result<(OwnedFd, Vec<u8>), ApplyError> {
-        let (dir, name) = p.split_last().ok_or(ApplyError::Refused("the layer's root"))?;
+        let (dir, name) = p
+            .split_last()
+            .ok_or(ApplyError::Refused("the layer's root"))?;
         Ok((self.dir(dir)?, name.to_vec()))
     }
 

@@ -9,8 +9,10 @@
 //! Not here: applying (`apply`), the wire format (`wire`).
 
 use super::sys as rsys;
-use super::wire::{Kind, Meta, Op, RelPath, MAX_CONTENT, MAX_DEPTH, MAX_OPS, MAX_XATTRS,
-    MAX_XATTR_VALUE, XATTR_PREFIX};
+use super::wire::{
+    Kind, Meta, Op, RelPath, MAX_CONTENT, MAX_DEPTH, MAX_OPS, MAX_XATTRS, MAX_XATTR_VALUE,
+    XATTR_PREFIX,
+};
 use crate::nfs::fs::sys;
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -73,7 +75,10 @@ pub(crate) fn meta_of(o: &Obj) -> io::Result<Meta> {
         mode: o.st.st_mode & 0o7777,
         uid: o.st.st_uid,
         gid: o.st.st_gid,
-        mtime: (o.st.st_mtime, o.st.st_mtime_nsec.clamp(0, 999_999_999) as u32),
+        mtime: (
+            o.st.st_mtime,
+            o.st.st_mtime_nsec.clamp(0, 999_999_999) as u32,
+        ),
         xattrs,
     })
 }
@@ -138,14 +143,11 @@ pub(crate) fn read_range(o: &Obj, offset: u64, len: usize) -> io::Result<Vec<u8>
 /// out of the cache) the layer is searched for its inode. `None` if it is not in the layer
 /// (removed meanwhile).
 pub(crate) fn path_of(root: &Path, o: &Obj) -> Option<RelPath> {
-    if let Ok(link) = std::fs::read_link(Path::new(
-        std::ffi::OsStr::from_bytes(proc_link(o.fd.as_fd()).as_bytes()),
-    )) {
+    if let Ok(link) = std::fs::read_link(Path::new(std::ffi::OsStr::from_bytes(
+        proc_link(o.fd.as_fd()).as_bytes(),
+    ))) {
         if let Ok(rest) = link.strip_prefix(root) {
-            let names: Vec<Vec<u8>> = rest
-                .iter()
-                .map(|c| c.as_bytes().to_vec())
-                .collect();
+            let names: Vec<Vec<u8>> = rest.iter().map(|c| c.as_bytes().to_vec()).collect();
             if let Ok(p) = RelPath::new(names) {
                 // A name that ends in " (deleted)" may be a removed file: check it.
                 if find(root, &p).is_some_and(|st| same(&st, &o.st)) {
@@ -255,7 +257,13 @@ pub fn snapshot(root: &Path) -> Result<Vec<Op>, SnapError> {
     let mut budget = MAX_CONTENT;
     let mut links: HashMap<(u64, u64), RelPath> = HashMap::new();
     let dir = reopen(&root_obj, libc::O_RDONLY | libc::O_DIRECTORY)?;
-    walk(dir.into(), &RelPath::root(), &mut ops, &mut budget, &mut links)?;
+    walk(
+        dir.into(),
+        &RelPath::root(),
+        &mut ops,
+        &mut budget,
+        &mut links,
+    )?;
     Ok(ops)
 }
 

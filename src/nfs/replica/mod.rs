@@ -5,7 +5,7 @@
 //!
 //! Data flow: `view::Views` makes the change in the layer, then (before it answers) calls
 //! [`Replica::ship`] with a closure that describes the change by reading the result back
-//! ([`Capture`]: the object's path below the layer, its attributes and `user.drover.*`
+//! (`Capture`: the object's path below the layer, its attributes and `user.drover.*`
 //! extended attributes, the bytes a WRITE covered as they are now). Describing the result
 //! rather than the request makes the operations idempotent, and reading back under the
 //! replica's per-node lock makes concurrent changes to one node ship in the order of their
@@ -24,7 +24,7 @@
 
 pub mod apply;
 pub mod local;
-mod sys;
+pub(crate) mod sys;
 pub mod wire;
 
 #[cfg(test)]
@@ -51,13 +51,7 @@ pub trait Replica: Send + Sync {
     /// path) to the other live members, and blocks as `wait` says. `describe` returns `None`
     /// when it cannot describe the change (the peers then get a snapshot instead); no
     /// operations is a flush (COMMIT): it waits for what was shipped before.
-    fn ship(
-        &self,
-        node: &str,
-        layer: &Path,
-        describe: &dyn Fn() -> Option<Vec<Op>>,
-        wait: Wait,
-    );
+    fn ship(&self, node: &str, layer: &Path, describe: &dyn Fn() -> Option<Vec<Op>>, wait: Wait);
 }
 
 /// Describes changes of one node's layer by reading them back.

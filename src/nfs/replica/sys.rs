@@ -32,9 +32,8 @@ fn check_len(ret: libc::ssize_t) -> io::Result<usize> {
 pub fn list_xattrs(fd: BorrowedFd) -> io::Result<Vec<Vec<u8>>> {
     let mut buf = vec![0u8; 64 * 1024];
     // SAFETY: `buf` is writable for its full length, which is what we pass.
-    let n = check_len(unsafe {
-        libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
-    })?;
+    let n =
+        check_len(unsafe { libc::flistxattr(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })?;
     buf.truncate(n);
     Ok(buf
         .split(|&b| b == 0)

@@ -125,7 +125,9 @@ fn all_ops() -> Vec<Op> {
             from: p("log/b.txt"),
             to: p("c.txt"),
         },
-        Op::Remove { path: p("log/fifo") },
+        Op::Remove {
+            path: p("log/fifo"),
+        },
         Op::Attr {
             path: RelPath::root(),
             size: None,

@@ -145,7 +145,11 @@ pub enum Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// The object at `path` is now this (replacing whatever is there).
-    Put { path: RelPath, kind: Kind, meta: Meta },
+    Put {
+        path: RelPath,
+        kind: Kind,
+        meta: Meta,
+    },
     /// `data` at `offset` of the regular file at `path`, which is now `size` bytes long.
     Write {
         path: RelPath,
@@ -160,10 +164,18 @@ pub enum Op {
         size: Option<u64>,
         meta: Meta,
     },
-    Remove { path: RelPath },
-    Rename { from: RelPath, to: RelPath },
+    Remove {
+        path: RelPath,
+    },
+    Rename {
+        from: RelPath,
+        to: RelPath,
+    },
     /// `to` is now another name of the object at `from`.
-    Link { from: RelPath, to: RelPath },
+    Link {
+        from: RelPath,
+        to: RelPath,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -492,8 +504,8 @@ impl Shipment {
         if r.take(MAGIC.len())? != MAGIC {
             return Err(WireError::Magic);
         }
-        let node = String::from_utf8(r.bytes(MAX_NAME, "node name")?)
-            .map_err(|_| WireError::Name)?;
+        let node =
+            String::from_utf8(r.bytes(MAX_NAME, "node name")?).map_err(|_| WireError::Name)?;
         let (origin, epoch, seq) = (r.u64()?, r.u64()?, r.u64()?);
         let kind = r.u8()?;
         let n = r.u32()? as usize;
