@@ -645,7 +645,9 @@ fn grace_begins_when_the_service_address_is_taken() {
     let open = |owner: &'static [u8]| {
         C::new(0)
             .op(opnum::PUTROOTFH, |_| {})
-            .op(opnum::OPEN, move |w| open_args(w, 1, cid, owner, 1, true, b"g"))
+            .op(opnum::OPEN, move |w| {
+                open_args(w, 1, cid, owner, 1, true, b"g")
+            })
     };
     // OPEN4 with CLAIM_PREVIOUS (delegation type none) on the file itself.
     let reclaim = |owner: &'static [u8]| {
@@ -674,7 +676,10 @@ fn grace_begins_when_the_service_address_is_taken() {
     // A second takeover never shortens a running grace period.
     s.begin_grace(start + Duration::from_secs(5));
     let after = start + Duration::from_secs(11);
-    assert_eq!(run(&s, start + Duration::from_secs(7), 0, open(b"o5")).0, status::GRACE);
+    assert_eq!(
+        run(&s, start + Duration::from_secs(7), 0, open(b"o5")).0,
+        status::GRACE
+    );
     assert_eq!(run(&s, after, 0, open(b"o6")).0, status::OK);
 }
 
