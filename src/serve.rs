@@ -166,13 +166,17 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
         let grace = Duration::from_secs(u64::from(config.nfs.grace_secs));
         if placement.is_some() && !grace.is_zero() {
             let (server, mut held, token) = (server.clone(), held_rx.clone(), shutdown.clone());
+            let decisions = floating_rx.clone();
             tasks.spawn(async move {
                 loop {
                     tokio::select! {
                         _ = token.cancelled() => break,
                         r = held.changed() => if r.is_err() { break },
                     }
-                    if *held.borrow_and_update() {
+                    // Alone (outside a pool) nobody else held the address: the start-up rule
+                    // (a grace period if the last run had clients) already applies.
+                    let solo = decisions.borrow().fresh_until_ms.is_none();
+                    if *held.borrow_and_update() && !solo {
                         tracing::info!(
                             secs = grace.as_secs(),
                             "NFS: grace period: clients of the service address's previous holder may reclaim their state"

@@ -638,6 +638,52 @@ fn grace_and_lease_expiry() {
 }
 
 #[test]
+fn grace_begins_when_the_service_address_is_taken() {
+    let start = Instant::now();
+    let s = server(false, start);
+    let cid = client40(&s, start, b"c");
+    let open = |owner: &'static [u8]| {
+        C::new(0)
+            .op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::OPEN, move |w| {
+                open_args(w, 1, cid, owner, 1, true, b"g")
+            })
+    };
+    // OPEN4 with CLAIM_PREVIOUS (delegation type none) on the file itself.
+    let reclaim = |owner: &'static [u8]| {
+        C::new(0)
+            .op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::LOOKUP, |w| w.opaque(b"g"))
+            .op(opnum::OPEN, move |w| {
+                w.u32(1);
+                w.u32(1);
+                w.u32(0);
+                w.u64(cid);
+                w.opaque(owner);
+                w.u32(0); // OPEN4_NOCREATE
+                w.u32(1); // CLAIM_PREVIOUS
+                w.u32(0); // OPEN_DELEGATE_NONE
+            })
+    };
+    assert_eq!(run(&s, start, 0, open(b"o1")).0, status::OK);
+    assert_eq!(run(&s, start, 0, reclaim(b"o2")).0, status::NO_GRACE);
+    // This member takes over the service address: the previous holder's clients reclaim,
+    // new opens wait.
+    s.begin_grace(start + Duration::from_secs(10));
+    let during = start + Duration::from_secs(1);
+    assert_eq!(run(&s, during, 0, open(b"o3")).0, status::GRACE);
+    assert_eq!(run(&s, during, 0, reclaim(b"o4")).0, status::OK);
+    // A second takeover never shortens a running grace period.
+    s.begin_grace(start + Duration::from_secs(5));
+    let after = start + Duration::from_secs(11);
+    assert_eq!(
+        run(&s, start + Duration::from_secs(7), 0, open(b"o5")).0,
+        status::GRACE
+    );
+    assert_eq!(run(&s, after, 0, open(b"o6")).0, status::OK);
+}
+
+#[test]
 fn permissions_and_names() {
     let now = Instant::now();
     let s = server(false, now);

@@ -37,7 +37,8 @@
 //!   RECLAIM_COMPLETE, BIND_CONN_TO_SESSION (fore channel), TEST_STATEID, FREE_STATEID, the
 //!   current stateid. Share reservations (deny modes), POSIX byte-range locks held in the core
 //!   (split and merge per owner), leases (a client that stops renewing loses its state),
-//!   a grace period after a restart when the previous run had clients (`clients.json`).
+//!   a grace period after a restart when the previous run had clients (`clients.json`), and
+//!   each time this member takes over the pool's service address (`Server::begin_grace`).
 //!   Bounded: clients, sessions per client, slots, open+lock states per client, locks per file.
 //!
 //! What does not (yet): delegations are never granted and there is no back channel
