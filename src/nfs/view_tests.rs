@@ -520,10 +520,12 @@ fn layer_changes_reach_the_replica() {
     v.write(&n1, &fh, 0, b"one\n", Stability::FileSync).unwrap();
     v.write(&n1, &fh, 4, b"two\n", Stability::Unstable).unwrap();
     v.commit(&n1, &fh, 0, 0).unwrap();
-    // The nfs-id work stores object ids in this xattr: it travels with the object.
+    // The object's member-independent id (`nfs::ids`) is in this xattr: it travels with the
+    // object, so the copy answers with the same handle and fileid.
     let on_disk = layer.join("var/log/app.log");
     let file = std::fs::File::open(&on_disk).unwrap();
-    replica::sys::set_xattr(std::os::fd::AsFd::as_fd(&file), c"user.drover.id", b"id-42").unwrap();
+    let id = replica::sys::get_xattr(std::os::fd::AsFd::as_fd(&file), c"user.drover.id", 64)
+        .expect("a layer object made over NFS carries its id");
     v.setattr(
         &n1,
         &fh,
@@ -599,7 +601,7 @@ fn layer_changes_reach_the_replica() {
     let copied = std::fs::File::open(copy.join("n1/var/log/sub/moved.log")).unwrap();
     assert_eq!(
         replica::sys::get_xattr(std::os::fd::AsFd::as_fd(&copied), c"user.drover.id", 64).unwrap(),
-        b"id-42"
+        id
     );
     let waits = rep.waits.lock().unwrap().clone();
     assert_eq!(waits[1..4], [Stable, Lazy, Stable], "write, write, commit");
