@@ -6,7 +6,9 @@
 //!
 //! 1. mount `/proc`, `/sys`, devtmpfs on `/dev`, tmpfs on `/run`;
 //! 2. parse `/proc/cmdline` into [`cmdline::BootParams`] (server URLs, image, node name, MAC,
-//!    IPv4 address, netmask, gateway, DNS, domain);
+//!    IPv4 address, netmask, gateway, DNS, domain) and set the kernel host name to the node
+//!    name (before any NFS mount: the kernel's NFSv4 client owner is built from it, and
+//!    nodes sharing one owner take each other's state on the server);
 //! 3. load the NIC modules listed in `/etc/drover/modules` (written by
 //!    [`crate::image::initramfs::build`]) with `finit_module`;
 //! 4. wait for the interface whose MAC is `drover.mac`; bring it and `lo` up, set the address,
@@ -16,7 +18,7 @@
 //!    works. NFS root (`drover.root=nfs:...`): mount the node's root over NFSv4 on `/newroot`
 //!    and make the scratch directories writable ([`nfsroot`]), retrying with backoff and
 //!    reporting a `failed` event with the reason while the mount fails;
-//! 6. write the node's files ([`files`]) into the new root and set the kernel host name;
+//! 6. write the node's files ([`files`]) into the new root;
 //! 7. switch root: move the API mounts into `/newroot`, free the initramfs, move `/newroot`
 //!    onto `/`, chroot, and exec `/sbin/init` (or `/init`, `/bin/sh`).
 //!
@@ -162,6 +164,13 @@ fn boot(con: &mut Console) -> Result<std::convert::Infallible, String> {
             .join(",")
     ));
 
+    // Before any NFS mount: the kernel's NFSv4 client names itself to the server by the host
+    // name at mount time ("Linux NFSv4.1 HOSTNAME"). Left at the kernel's "(none)", every node
+    // would present the same client owner, and the server would hand each node's client
+    // record and open state to the next node that mounts.
+    if let Err(e) = sys::sethostname(&params.node) {
+        con.say(format_args!("sethostname {}: {e}", params.node));
+    }
     load_modules(con);
     let iface = wait_for_interface(con, &params);
     configure_network(con, &params, &iface);
@@ -578,7 +587,7 @@ fn fetch_from(server: &ServerUrl, path: &str) -> Result<unpack::Stats, FetchErro
     Ok(stats)
 }
 
-/// Writes the node's files into the new root and sets the kernel host name. Failures are
+/// Writes the node's files into the new root (`boot` has set the kernel host name). Failures are
 /// reported and skipped: the image may still boot, and the admin sees why names are wrong.
 fn write_node_files(con: &mut Console, p: &BootParams, iface: &str, server: &ServerUrl) {
     let root = Path::new(NEWROOT);
@@ -609,9 +618,6 @@ fn write_node_files(con: &mut Console, p: &BootParams, iface: &str, server: &Ser
         write(path, text);
     }
     write("etc/drover/node.env", files::node_env(p, iface, server));
-    if let Err(e) = sys::sethostname(&p.node) {
-        written.push(format!("sethostname FAILED ({e})"));
-    }
     con.say(format_args!("wrote {}", written.join(" ")));
 }
 

@@ -130,6 +130,39 @@ fn v<T>(r: Result<T, VfsError>) -> Result<T, (u32, ErrBody)> {
     r.map_err(|e| err(vfs_status(&e)))
 }
 
+/// Drops the other records of `owner` (of minor version 1+ if `v41`, else 0) now that record
+/// `keep` is confirmed: they belong to the same client before a reboot (RFC 7530 §9.1.1,
+/// RFC 8881 §18.35.4), and their state goes with them.
+///
+/// One of another address whose lease still runs is more likely a second machine presenting
+/// the same owner string (Linux builds it from the host name, e.g. "(none)" on every machine
+/// that mounts before setting one): the two take each other's state in turn, and their
+/// clients stall or fail without saying why. The protocol cannot tell them apart; the log
+/// says what happened.
+fn drop_old_records(st: &mut State, now: Instant, keep: u64, owner: &[u8], v41: bool) {
+    let Some(addr) = st.clients.get(&keep).map(|c| c.addr) else {
+        return;
+    };
+    let old: Vec<(u64, IpAddr, bool)> = st
+        .clients
+        .values()
+        .filter(|o| o.owner == owner && o.id != keep && (o.minor >= 1) == v41)
+        .map(|o| (o.id, o.addr, o.confirmed && o.lease_until > now))
+        .collect();
+    for (id, old_addr, live) in old {
+        if live && old_addr != addr {
+            tracing::warn!(
+                owner = %String::from_utf8_lossy(owner),
+                old = %old_addr,
+                new = %addr,
+                "NFS: a client at another address took over this client owner and the old \
+                 record's state: two machines with the same NFSv4 client owner (host name)?"
+            );
+        }
+        st.remove_client(id);
+    }
+}
+
 /// Checks a component name the way every name-taking operation must.
 fn check_name(name: &[u8]) -> Result<(), (u32, ErrBody)> {
     if name.is_empty() {
@@ -1242,15 +1275,7 @@ impl Server {
         }
         let owner = c.owner.clone();
         // A rebooted client's old record (and its state) goes.
-        let old: Vec<u64> = st
-            .clients
-            .values()
-            .filter(|o| o.owner == owner && o.id != clientid && o.minor == 0)
-            .map(|o| o.id)
-            .collect();
-        for o in old {
-            st.remove_client(o);
-        }
+        drop_old_records(&mut st, ctx.now, clientid, &owner, false);
         if let Some(c) = st.clients.get_mut(&clientid) {
             c.confirmed = true;
             c.lease_until = ctx.now + lease;
@@ -1384,15 +1409,7 @@ impl Server {
             ..*back
         };
         // Confirming a new record of a rebooted client drops the old one.
-        let old: Vec<u64> = st
-            .clients
-            .values()
-            .filter(|o| o.owner == owner && o.id != clientid && o.minor >= 1)
-            .map(|o| o.id)
-            .collect();
-        for o in old {
-            st.remove_client(o);
-        }
+        drop_old_records(&mut st, ctx.now, clientid, &owner, true);
         let session = st.new_session_id(clientid);
         st.sessions.insert(
             session,

@@ -28,7 +28,7 @@ fn server(grace: bool, start: Instant) -> Server {
     )
 }
 
-fn call(procedure: u32, uid: u32, args: &[u8]) -> Vec<u8> {
+pub(super) fn call(procedure: u32, uid: u32, args: &[u8]) -> Vec<u8> {
     let mut cred = Writer::new();
     cred.u32(0);
     cred.opaque(b"client");
@@ -51,14 +51,14 @@ fn call(procedure: u32, uid: u32, args: &[u8]) -> Vec<u8> {
 }
 
 /// Builds COMPOUND arguments.
-struct C {
+pub(super) struct C {
     w: Writer,
     n: u32,
     at: usize,
 }
 
 impl C {
-    fn new(minor: u32) -> C {
+    pub(super) fn new(minor: u32) -> C {
         let mut w = Writer::new();
         w.opaque(b"tag");
         w.u32(minor);
@@ -66,13 +66,13 @@ impl C {
         w.u32(0);
         C { w, n: 0, at }
     }
-    fn op(mut self, num: u32, f: impl FnOnce(&mut Writer)) -> C {
+    pub(super) fn op(mut self, num: u32, f: impl FnOnce(&mut Writer)) -> C {
         self.w.u32(num);
         f(&mut self.w);
         self.n += 1;
         self
     }
-    fn bytes(mut self) -> Vec<u8> {
+    pub(super) fn bytes(mut self) -> Vec<u8> {
         self.w.patch_u32(self.at, self.n);
         self.w.buf
     }

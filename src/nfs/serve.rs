@@ -7,8 +7,12 @@
 //! to answer part of one) and hands each to [`Server::handle_record`] in `spawn_blocking`,
 //! at most [`Settings::max_inflight`] per connection and [`Settings::max_blocking`] in all;
 //! replies go back through a bounded channel to the connection's writer half, in completion
-//! order (RPC matches them by xid). A tick every [`TICK`] expires clients whose lease ran
-//! out and, every [`STATUS_INTERVAL`], writes `clients.json` for `drover nfs clients`.
+//! order (RPC matches them by xid). A call gives its shared permit back before its reply
+//! waits for the writer, so a client that stops reading holds up only its own connection;
+//! when the writer fails, the connection stops reading. Each call is logged at debug level
+//! (peer, xid, each operation and its status), a call running [`SLOW_CALL`] or longer as a
+//! warning. A tick every [`TICK`] expires clients whose lease ran out and, every
+//! [`STATUS_INTERVAL`], writes `clients.json` for `drover nfs clients`.
 //!
 //! Not here: UDP, rpcbind registration (NFSv4 clients connect to 2049 directly), TLS.
 
@@ -33,6 +37,8 @@ pub const TICK: Duration = Duration::from_secs(1);
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// Pause after an accept error.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// A call still running after this long is logged as a warning (and again when it ends).
+const SLOW_CALL: Duration = Duration::from_secs(5);
 
 /// Shell settings.
 #[derive(Debug, Clone)]
@@ -344,6 +350,27 @@ async fn accept_loop(
     tasks.shutdown().await;
 }
 
+/// Logs one call: at debug level each COMPOUND's operations and statuses (op/status, both
+/// as numbered in RFC 7530/8881), as a warning when it took [`SLOW_CALL`] or longer.
+fn log_call(peer: SocketAddr, xid: u32, outcome: &Outcome, took: Duration) {
+    let slow = took >= SLOW_CALL;
+    if !slow && !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let ops = outcome
+        .ops
+        .iter()
+        .map(|(op, st)| format!("{op}/{st}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let (xid, ms) = (format_args!("{xid:#010x}"), took.as_millis());
+    if slow {
+        tracing::warn!(%peer, xid, ms, ops, refused = outcome.refused, "NFS: slow call");
+    } else {
+        tracing::debug!(%peer, xid, ms, ops, refused = outcome.refused, "NFS: call");
+    }
+}
+
 /// Reads one record; `Ok(None)` at a clean end of stream.
 async fn read_record<R: AsyncReadExt + Unpin>(
     r: &mut R,
@@ -388,7 +415,8 @@ async fn connection(
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(inflight);
     let writer = tokio::spawn(async move {
         while let Some(reply) = rx.recv().await {
-            if wr.write_all(&rpc::record(&reply)).await.is_err() {
+            if let Err(e) = wr.write_all(&rpc::record(&reply)).await {
+                tracing::debug!(%peer, error = %e, "NFS: cannot write a reply");
                 break;
             }
         }
@@ -398,6 +426,8 @@ async fn connection(
     loop {
         let got = tokio::select! {
             _ = shutdown.cancelled() => break,
+            // The writer gave up: calls read from now on could not be answered.
+            _ = tx.closed() => break,
             r = read_record(&mut rd, &mut buf) => r,
         };
         match got {
@@ -421,13 +451,33 @@ async fn connection(
         let (server, stats, tx) = (server.clone(), stats.clone(), tx.clone());
         let ip = peer.ip();
         tokio::spawn(async move {
-            let _permits = (conn_permit, permit);
+            let _conn_permit = conn_permit;
             let null = record.get(20..24) == Some(&[0, 0, 0, 0][..]);
-            let outcome = tokio::task::spawn_blocking(move || {
+            let xid = record
+                .get(..4)
+                .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            let started = Instant::now();
+            let mut work = tokio::task::spawn_blocking(move || {
                 server.handle_record(Instant::now(), ip, &record)
-            })
-            .await;
+            });
+            // A call that never finishes leaves its client waiting without an error (a hard
+            // mount retransmits only after its timeout): say so while it is still running.
+            let outcome = match tokio::time::timeout(SLOW_CALL, &mut work).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(
+                        %peer,
+                        xid = format_args!("{xid:#010x}"),
+                        "NFS: a call is still running after {SLOW_CALL:?}"
+                    );
+                    work.await
+                }
+            };
+            // The shared permit goes back before the reply waits for the connection's
+            // writer: a client that stops reading holds up only its own connection.
+            drop(permit);
             let Ok(outcome) = outcome else { return };
+            log_call(peer, xid, &outcome, started.elapsed());
             stats.count(&outcome, null);
             match outcome.reply {
                 Some(reply) => {
@@ -444,3 +494,7 @@ async fn connection(
     // In-flight requests finish and their replies are written before the writer ends.
     let _ = writer.await;
 }
+
+#[cfg(test)]
+#[path = "serve_tests.rs"]
+mod tests;

@@ -1,0 +1,135 @@
+//! The shell over real TCP connections on loopback, with the in-memory test Vfs.
+
+use super::*;
+use crate::nfs::core_tests::{call, C};
+use crate::nfs::memvfs::MemVfs;
+use crate::nfs::vfs::{Caller, NewObject, SetAttr, Stability, Vfs};
+use crate::nfs::wire::{StateId, MAX_IO};
+use std::net::{IpAddr, Ipv4Addr};
+use tokio::net::TcpSocket;
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A server with one file of [`MAX_IO`] bytes; returns it and the file's handle.
+fn server_with_big_file() -> (Arc<Server>, Vec<u8>) {
+    let vfs = Arc::new(MemVfs::new());
+    let root_caller = Caller {
+        addr: LOCAL,
+        uid: 0,
+        gid: 0,
+        gids: Vec::new(),
+    };
+    let root = vfs.root(&root_caller).expect("root");
+    let (fh, _) = vfs
+        .create(
+            &root_caller,
+            &root,
+            b"big",
+            &NewObject::File { exclusive: false },
+            &SetAttr::default(),
+        )
+        .expect("create");
+    vfs.write(
+        &root_caller,
+        &fh,
+        0,
+        &vec![7; MAX_IO as usize],
+        Stability::FileSync,
+    )
+    .expect("write");
+    let settings = super::super::core::Settings {
+        limits: Default::default(),
+        boot: 1,
+        grace_until: None,
+        server_owner: b"test".to_vec(),
+    };
+    (Arc::new(Server::new(vfs, settings)), fh.0)
+}
+
+/// One RPC record holding an NFSv4.0 COMPOUND that reads all of the file `fh`.
+fn read_call(fh: &[u8]) -> Vec<u8> {
+    let args = C::new(0)
+        .op(opnum::PUTFH, |w| w.opaque(fh))
+        .op(opnum::READ, |w| {
+            w.u32(StateId::ANONYMOUS.seqid);
+            w.fixed(&StateId::ANONYMOUS.other);
+            w.u64(0);
+            w.u32(MAX_IO);
+        })
+        .bytes();
+    rpc::record(&call(rpc::PROC_COMPOUND, 0, &args))
+}
+
+/// A connection whose peer stops reading its replies (a full socket, a dead or stuck
+/// client) may hold up its own calls, never every client's: the shared permits go back
+/// before a reply waits for the connection's writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_holds_up_only_its_own_connection() {
+    let (server, fh) = server_with_big_file();
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let settings = Settings {
+        max_connections: 8,
+        max_inflight: 4,
+        max_blocking: 2,
+        status_file: None,
+    };
+    let shutdown = CancellationToken::new();
+    let stats = Arc::new(Stats::default());
+    tokio::spawn(run(
+        vec![listener],
+        server,
+        settings,
+        stats.clone(),
+        shutdown.clone(),
+    ));
+
+    // The stuck client: a small receive window, many reads of a full MAX_IO each, and
+    // never a reply read. Its replies fill both sockets' buffers, then its connection's
+    // reply queue, then its in-flight calls wait.
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut stuck = socket.connect(addr).await.expect("connect");
+    let call = read_call(&fh);
+    for _ in 0..48 {
+        stuck.write_all(&call).await.expect("send a read");
+    }
+
+    // Until its calls stop completing: everything of it that can wait is waiting.
+    let mut done = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = stats.calls_compound.load(Ordering::Relaxed);
+        if now > 0 && now == done {
+            break;
+        }
+        done = now;
+    }
+    assert!(
+        done < 48,
+        "the reads were all answered: the test did not fill the connection"
+    );
+
+    // Another client's call is still answered.
+    let mut other = TcpStream::connect(addr).await.expect("connect");
+    other
+        .write_all(&rpc::record(&call_null()))
+        .await
+        .expect("send NULL");
+    let mut reply = Vec::new();
+    let answered =
+        tokio::time::timeout(Duration::from_secs(30), read_record(&mut other, &mut reply)).await;
+    assert!(
+        matches!(answered, Ok(Ok(Some(())))),
+        "a client that does not read its replies held up another client's call: {answered:?}"
+    );
+    assert_eq!(&reply[..4], &42u32.to_be_bytes(), "the NULL call's xid");
+    shutdown.cancel();
+    drop(stuck);
+}
+
+fn call_null() -> Vec<u8> {
+    call(rpc::PROC_NULL, 0, &[])
+}
