@@ -134,8 +134,13 @@ enum PoolCmd {
         #[arg(long)]
         key_file: PathBuf,
     },
-    /// Show the members as the local server sees them.
-    Status,
+    /// Show the members as the local server sees them: health, what each serves,
+    /// replication lag.
+    Status {
+        /// Print the status as JSON (the form `GET /api/v1/pool` answers with).
+        #[arg(long)]
+        json: bool,
+    },
     /// Leave the pool: takes this member off the roster (its DHCP address share goes back
     /// to the others), removes the cluster key and the recorded seeds; a running server
     /// leaves at once.
@@ -772,7 +777,7 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
                 .with_context(|| format!("writing {}", ps::seeds_file(state).display()))?;
             println!("joining the pool through {addr}: a running `drover serve` joins within {} s, otherwise at its start", ps::ANNOUNCE_EVERY.as_secs());
         }
-        PoolCmd::Status => {
+        PoolCmd::Status { json } => {
             if ClusterKey::load_state(state)?.is_none() {
                 bail!(
                     "not in a pool: {} does not exist (`drover pool init` or `drover pool join`)",
@@ -789,48 +794,10 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
             if age > 3 * ps::STATUS_EVERY.as_secs() {
                 eprintln!("warning: the status is {age} s old; is `drover serve` still running?");
             }
-            let mut rows = vec![row(&[
-                "MEMBER",
-                "ID",
-                "STATE",
-                "STARTED",
-                "LAST PULL",
-                "ADDRESSES",
-            ])];
-            let ago = |ms: u64| format!("{} s ago", ps::unix_ms().saturating_sub(ms) / 1000);
-            let member_row = |m: &ps::MemberStatus, state: &str| {
-                vec![
-                    m.addr.to_string(),
-                    format!("{:016x}", m.id),
-                    state.to_string(),
-                    ago(m.epoch),
-                    m.last_sync_ms.map_or_else(|| "-".into(), ago),
-                    m.addresses.map_or_else(|| "-".into(), |n| n.to_string()),
-                ]
-            };
-            rows.push(member_row(&status.me, "alive (this member)"));
-            for m in &status.members {
-                rows.push(member_row(m, &m.state));
-            }
-            print_table(&rows);
-            println!(
-                "LAST PULL: this member's last complete pull of that member's changes (its \
-                 replication lag); ADDRESSES: dynamic addresses it owns"
-            );
-            println!(
-                "DHCP address shares: {} member(s) on the roster; {}",
-                status.roster.len(),
-                if status.majority {
-                    "this member sees a majority (may take over dead members' shares)"
-                } else {
-                    "this member sees no majority: it serves only its own share"
-                }
-            );
-            if status.unauthenticated > 0 {
-                println!(
-                    "{} datagrams dropped: not signed with this pool's key",
-                    status.unauthenticated
-                );
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", drover::pool::show::render(&status, ps::unix_ms()));
             }
         }
         PoolCmd::Leave => {
@@ -864,7 +831,7 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
                 if status
                     .members
                     .iter()
-                    .any(|m| m.id == id && m.state != "down")
+                    .any(|m| m.id == id && matches!(m.state.as_str(), "alive" | "suspect"))
                 {
                     bail!("member {id:016x} is not down; stop it first (or `drover pool leave` there)");
                 }

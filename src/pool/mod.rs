@@ -8,6 +8,10 @@
 //! - [`peers`]: the other live members' addresses, which the boot path lists as fallbacks;
 //! - [`shares`]: which DHCP clients and addresses this member serves (`dhcp::share`), from
 //!   the roster, membership and completed pulls;
+//! - [`summary`]: what each member serves, as it says itself, passed on with every exchange
+//!   (sans IO); [`facts`] gathers this member's;
+//! - [`report`]: health and replication lag as `drover pool status` defines them (pure);
+//!   [`show`] renders a status as the tables that command prints;
 //! - [`serve`]: the tokio shell: the UDP socket and timers, one exchange per second with a
 //!   random live member, and the status file that `drover pool status` reads.
 //!
@@ -15,12 +19,16 @@
 //! members. Not built yet: floating
 //! service addresses, encryption of pool traffic.
 
+pub mod facts;
 pub mod key;
 pub mod membership;
 pub mod peers;
 pub mod replication;
+pub mod report;
 pub mod serve;
 pub mod shares;
+pub mod show;
+pub mod summary;
 pub mod sync;
 
 #[cfg(test)]
