@@ -308,7 +308,7 @@ mod tests {
         let serves = line("198.18.0.1:7946", 1);
         for part in [
             "0.1.0",
-            "1 min",
+            "60 s",
             "10",
             "3",
             "2 (20 MiB)",
