@@ -20,7 +20,7 @@ use std::path::Path;
 /// At most this many addresses are counted for address shares.
 pub const COUNT_LIMIT: u64 = 1 << 20;
 /// At most this many blob directory entries are counted.
-const MAX_BLOBS: usize = 100_000;
+pub const MAX_BLOBS: usize = 100_000;
 
 /// The dynamic ranges of the store's networks.
 pub fn ranges(store: &Store) -> Vec<(Ipv4Addr, Ipv4Addr)> {

@@ -16,7 +16,7 @@
 //!   random live member, and the status file that `drover pool status` reads.
 //!
 //! Built so far: membership, store replication, DHCP address shares, the boot path across
-//! members. Not built yet: floating
+//! members, the pool status (health, summaries, lag). Not built yet: floating
 //! service addresses, encryption of pool traffic.
 
 pub mod facts;

@@ -19,7 +19,8 @@
 //! DHCP tasks their `Share`, DHCP and HTTP the other live members (`Peers`) to list after
 //! this one.
 //!
-//! Not here: the protocol (`membership`), anything carried besides liveness.
+//! Not here: the protocol (`membership`), the exchanges (`replication`), the rules of
+//! summaries, health and lag (`summary`, `report`).
 
 use super::key::ClusterKey;
 use super::membership::{self, Effect, MemberId, Membership};

@@ -174,10 +174,11 @@ pub fn render(status: &Status, now_ms: u64) -> String {
     table(&mut out, &rows);
     let _ = writeln!(
         out,
-        "LAST PULL: this member's last completed exchange with it (it then had every row the \
-         peer had, up to 2000); ROWS/MERGED: rows that exchange carried / that changed the \
-         store; BEHIND: the newest record it says it wrote against the newest of its records \
-         here (HLC time)"
+        "LAST PULL: this member's last completed exchange with it (it then had every row the\n\
+         peer had, up to {}); ROWS/MERGED: rows that exchange carried / that changed the\n\
+         store; BEHIND: the newest record it says it wrote against the newest of its records\n\
+         here (HLC time)",
+        super::sync::MAX_ROWS
     );
     let _ = writeln!(
         out,
