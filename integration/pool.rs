@@ -452,6 +452,13 @@ fn status_and_api_show_what_each_member_serves_its_health_and_lag() {
         from_api["me"]["summary"]["services"],
         from_cli["me"]["summary"]["services"]
     );
+    // The CLI elsewhere shows the same through the API.
+    let url = api.url();
+    let out = b.cli_ok(&["--server", &url, "--token", &token, "pool", "status"]);
+    assert!(
+        out.contains("alive (this member)") && out.contains(&addr(2)) && out.contains("http nfs"),
+        "{out}"
+    );
 
     // SIGKILL C: A and B show it down, since when, with its last word still there.
     common::signal(c.pid().unwrap(), "KILL");

@@ -1269,9 +1269,20 @@ fn remote_run(remote: &drover::remote::Remote, command: Command) -> Result<()> {
             &remote.list("/leases")?,
             &["ip", "mac", "state", "expires", "hostname", "network"],
         ),
+        Command::Pool(PoolCmd::Status { json }) => {
+            let v = remote.call("GET", "/pool", None)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let status: drover::pool::serve::Status =
+                    serde_json::from_value(v).context("the server sent a malformed pool status")?;
+                // Ages as of the server's status, whatever this machine's clock says.
+                print!("{}", drover::pool::show::render(&status, status.updated_ms));
+            }
+        }
         _ => bail!(
             "this command works only on the appliance itself; through --server: node \
-             list|show|add|set|rm|import, network list, lease list"
+             list|show|add|set|rm|import, network list, lease list, pool status"
         ),
     }
     Ok(())

@@ -224,17 +224,9 @@ impl Table {
         self.held.get(&id).map(|h| (&h.summary, h.age(now_ms)))
     }
 
-    /// Forgets member `id` (taken off the roster).
-    pub fn forget(&mut self, id: u64) {
-        self.held.remove(&id);
-    }
-
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.held.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
     }
 
     /// Drops the oldest entries beyond [`MAX_MEMBERS`].
@@ -415,7 +407,5 @@ mod tests {
             "this member's own summary is the youngest"
         );
         assert!(t.get(MAX_MEMBERS as u64, 0).is_none(), "the oldest went");
-        t.forget(1);
-        assert!(t.get(1, 0).is_none());
     }
 }
