@@ -253,7 +253,8 @@ struct Task<'a> {
 /// What the pool task records for the status besides membership.
 #[derive(Default)]
 struct Heard {
-    /// The last authenticated datagram or completed exchange, by pool address (unix ms).
+    /// The last authenticated datagram from each pool address (unix ms); the status also
+    /// counts completed exchanges (the ledger) as hearing from a member.
     last: HashMap<SocketAddrV4, u64>,
     /// When each member incarnation was seen going down (unix ms).
     down_since: HashMap<MemberId, u64>,
