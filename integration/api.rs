@@ -641,6 +641,7 @@ fn every_endpoint_names_the_bad_field() {
     let no_input = [
         "/api/v1/session",
         "/api/v1/health",
+        "/api/v1/pool",
         "/api/v1/events",
         "/api/v1/openapi.json",
         "/api/v1/logout",
@@ -980,8 +981,15 @@ fn the_cli_acts_on_a_remote_drover() {
     let out = elsewhere.cli(&["--server", &url, "--token", "nope", "node", "list"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("401"), "{err}");
-    // No API counterpart.
+    // Through the API, but this drover is in no pool.
     let out = remote(&["pool", "status"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("404") && err.contains("not in a pool"),
+        "{err}"
+    );
+    // No API counterpart.
+    let out = remote(&["pool", "leave"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("only on the appliance"),

@@ -3,9 +3,14 @@
 //! join`; `drover pool status` shows them; a member killed with SIGKILL is seen down by the
 //! survivors (the measured delay is printed; the test waits up to 20 s and does not assert on
 //! time); a member with another pool's key never gets in; `pool leave` on a running member
-//! takes it out.
+//! takes it out (the others show it `left`).
 //!
-//! Only membership is built so far: the other services are switched off in these members.
+//! A second test runs three members on loopback (no root): `pool status --json` and `GET
+//! /api/v1/pool` show every member's summary (what it serves), health (a killed member
+//! `down`, a leaving one `left`) and the replication lag behind each.
+//!
+//! The other services are switched off in these members (but HTTP and NFS on loopback ports
+//! in the second test, so that members serve something to summarise).
 
 mod common;
 
@@ -36,21 +41,19 @@ impl Member {
             .serve_with(Some(&self.ns), "eth0", &common::config_only(&[], ""));
     }
 
-    /// `(address, state)` of the other members in `drover pool status`, or `None` while
-    /// there is no status yet.
+    /// `(address, state)` of the other members in `drover pool status --json`, or `None`
+    /// while there is no status yet.
     fn others(&self) -> Option<Vec<(String, String)>> {
-        let out = self.drover.cli(&["pool", "status"]);
-        if !out.status.success() {
-            return None;
-        }
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let status = status_json(&self.drover)?;
         Some(
-            text.lines()
-                .skip(1)
-                .filter(|l| !l.contains("this member") && !l.contains("datagrams"))
-                .filter_map(|l| {
-                    let w: Vec<&str> = l.split_whitespace().collect();
-                    Some((w.first()?.to_string(), w.get(2)?.to_string()))
+            status["members"]
+                .as_array()?
+                .iter()
+                .map(|m| {
+                    (
+                        m["addr"].as_str().unwrap_or("").to_string(),
+                        m["state"].as_str().unwrap_or("").to_string(),
+                    )
                 })
                 .collect(),
         )
@@ -244,10 +247,10 @@ fn members_join_see_a_death_and_refuse_a_stranger() {
         t_kill.elapsed()
     );
 
-    // `pool leave` on the running B: A sees it go.
+    // `pool leave` on the running B: A sees it go (off the roster: `left`, not `down`).
     m[1].drover.cli_ok(&["pool", "leave"]);
     assert!(!m[1].drover.state_dir().join("cluster.key").exists());
-    let gone = common::wait_until(Duration::from_secs(20), || m[0].sees("198.18.0.2", "down"));
+    let gone = common::wait_until(Duration::from_secs(20), || m[0].sees("198.18.0.2", "left"));
     assert!(gone, "B's leave went unnoticed:\n{}", m[0].status_text());
     let status = m[1].drover.cli(&["pool", "status"]);
     assert!(!status.status.success());
@@ -417,4 +420,239 @@ fn acknowledged_nfs_layer_writes_survive_the_member() {
         "nfs-cp of a small file through A, replicated to B: {:?} (B down: {alone:?})",
         latencies
     );
+}
+
+/// `drover pool status --json`, or `None` while there is no status.
+fn status_json(d: &Drover) -> Option<serde_json::Value> {
+    let out = d.cli(&["pool", "status", "--json"]);
+    if !out.status.success() {
+        return None;
+    }
+    Some(serde_json::from_slice(&out.stdout).expect("pool status --json prints JSON"))
+}
+
+/// The entry of the member at `addr` in a status (`me` or one of `members`).
+fn entry<'a>(status: &'a serde_json::Value, addr: &str) -> Option<&'a serde_json::Value> {
+    std::iter::once(&status["me"])
+        .chain(status["members"].as_array()?.iter())
+        .find(|m| m["addr"] == addr)
+}
+
+fn service_names(m: &serde_json::Value) -> Vec<String> {
+    m["summary"]["services"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn status_and_api_show_what_each_member_serves_its_health_and_lag() {
+    use common::api::{cli_stdin, free_port, ApiServer, PASSWORD};
+    let pool_config =
+        |port: u16, extra: &str| format!("[pool]\naddress = \"127.0.0.1\"\nport = {port}\n{extra}");
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    // A: HTTP (the API) and NFS on loopback ports; B: HTTP; C: nothing but the pool.
+    let mut a = Drover::new();
+    let (ok, out, err) = cli_stdin(&a, &["admin", "passwd"], &format!("{PASSWORD}\n"));
+    assert!(ok, "{out}{err}");
+    a.cli_ok(&["pool", "init"]);
+    let key = a.state_dir().join("cluster.key");
+    let mut b = Drover::new();
+    let mut c = Drover::new();
+    for x in [&b, &c] {
+        x.cli_ok(&[
+            "pool",
+            "join",
+            &addr(0),
+            "--key-file",
+            key.to_str().unwrap(),
+        ]);
+    }
+    let http_a = free_port();
+    a.serve_with(
+        None,
+        "lo",
+        &common::config_only(
+            &["http"],
+            &pool_config(
+                ports[0],
+                &format!(
+                    "[http]\nport = {http_a}\n[nfs]\nenabled = true\nport = {}\n",
+                    free_port()
+                ),
+            ),
+        ),
+    );
+    b.serve_with(
+        None,
+        "lo",
+        &common::config_only(
+            &["http"],
+            &pool_config(ports[1], &format!("[http]\nport = {}\n", free_port())),
+        ),
+    );
+    c.serve_with(
+        None,
+        "lo",
+        &common::config_only(&[], &pool_config(ports[2], "")),
+    );
+
+    // An image on A: its files travel to B and C, and each says it has them.
+    let kernel = a.scratch().join("vmlinuz");
+    std::fs::write(&kernel, vec![7u8; 300_000]).unwrap();
+    a.cli_ok(&["image", "add", "img", "--kernel", kernel.to_str().unwrap()]);
+    // A write on B, which A must catch up with.
+    b.cli_ok(&["node", "add", "fromb", "--mac", "52:54:00:00:0b:01"]);
+
+    // Every member's summary reaches every other, by direct exchange or passed on.
+    let t0 = Instant::now();
+    let complete = |d: &Drover| {
+        let Some(s) = status_json(d) else {
+            return false;
+        };
+        (0..3).all(|i| {
+            entry(&s, &addr(i)).is_some_and(|m| {
+                m["state"] == "alive" && m["summary"]["blobs"].as_u64().unwrap_or(0) >= 1
+            })
+        })
+    };
+    let spread = common::wait_until(Duration::from_secs(40), || {
+        [&a, &b, &c].iter().all(|d| complete(d))
+    });
+    let text = |d: &Drover| {
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&d.cli(&["pool", "status"]).stdout),
+            d.log_tail(15)
+        )
+    };
+    assert!(
+        spread,
+        "summaries did not spread:\nA:\n{}\nC:\n{}",
+        text(&a),
+        text(&c)
+    );
+    eprintln!(
+        "all three summaries on all three members after {:?}",
+        t0.elapsed()
+    );
+
+    let s = status_json(&a).unwrap();
+    let me = &s["me"];
+    assert_eq!(me["addr"], addr(0));
+    assert_eq!(service_names(me), ["http", "nfs"], "{me}");
+    assert_eq!(me["summary"]["nfs_clients"], 0, "{me}");
+    assert_eq!(me["summary"]["version"], env!("CARGO_PKG_VERSION"));
+    let on_a_b = entry(&s, &addr(1)).unwrap();
+    assert_eq!(service_names(on_a_b), ["http"], "{on_a_b}");
+    assert!(
+        on_a_b["summary"]["nfs_clients"].is_null(),
+        "B serves no NFS"
+    );
+    assert!(on_a_b["summary_age_ms"].as_u64().is_some(), "{on_a_b}");
+    assert!(on_a_b["last_heard_ms"].as_u64().is_some(), "{on_a_b}");
+    let on_a_c = entry(&s, &addr(2)).unwrap();
+    assert_eq!(service_names(on_a_c), Vec::<String>::new(), "{on_a_c}");
+    assert!(
+        on_a_c["summary"]["blob_bytes"].as_u64().unwrap_or(0) >= 300_000,
+        "C fetched the kernel: {on_a_c}"
+    );
+
+    // Lag: A completes exchanges with B and ends up with everything B wrote (the node).
+    let caught_up = common::wait_until(Duration::from_secs(20), || {
+        status_json(&a).is_some_and(|s| {
+            entry(&s, &addr(1)).is_some_and(|m| {
+                m["lag"]["completed"].as_u64().unwrap_or(0) > 0
+                    && m["lag"]["behind_ms"] == 0
+                    && m["lag"]["newest_here"]["member"] == m["id"]
+            })
+        })
+    });
+    assert!(caught_up, "A's lag behind B:\n{}", text(&a));
+    let shown = text(&a);
+    eprintln!("pool status on A:\n{shown}");
+    for part in [
+        "Replication lag",
+        "has all it wrote",
+        "http nfs",
+        "alive (this member)",
+    ] {
+        assert!(shown.contains(part), "{part:?} not in\n{shown}");
+    }
+
+    // The API answers the same, and only with credentials.
+    let api = ApiServer { d: a, port: http_a };
+    let r = api.request("GET", "/api/v1/pool", &[], None);
+    assert_eq!(r.status, 401, "{}", r.body);
+    let token = api.token("pool");
+    let bearer = format!("Bearer {token}");
+    let auth = [("Authorization", bearer.as_str())];
+    let r = api.request("GET", "/api/v1/pool", &auth, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let from_api = r.json();
+    let states = |s: &serde_json::Value| -> Vec<(String, String, bool)> {
+        let mut v: Vec<_> = s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["addr"].as_str().unwrap().to_string(),
+                    m["state"].as_str().unwrap().to_string(),
+                    m["summary"].is_object(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let from_cli = status_json(&api.d).unwrap();
+    assert_eq!(states(&from_api), states(&from_cli));
+    assert_eq!(
+        from_api["me"]["summary"]["services"],
+        from_cli["me"]["summary"]["services"]
+    );
+    // The CLI elsewhere shows the same through the API.
+    let url = api.url();
+    let out = b.cli_ok(&["--server", &url, "--token", &token, "pool", "status"]);
+    assert!(
+        out.contains("alive (this member)") && out.contains(&addr(2)) && out.contains("http nfs"),
+        "{out}"
+    );
+
+    // SIGKILL C: A and B show it down, since when, with its last word still there.
+    common::signal(c.pid().unwrap(), "KILL");
+    let t_kill = Instant::now();
+    let down = |d: &Drover| {
+        status_json(d).is_some_and(|s| {
+            entry(&s, &addr(2)).is_some_and(|m| {
+                m["state"] == "down"
+                    && m["down_since_ms"].as_u64().is_some()
+                    && m["summary"].is_object()
+            })
+        })
+    };
+    let seen = common::wait_until(Duration::from_secs(20), || down(&api.d) && down(&b));
+    assert!(seen, "C's death:\n{}\n{}", text(&api.d), text(&b));
+    eprintln!(
+        "killed member shown down on both survivors after {:?}",
+        t_kill.elapsed()
+    );
+    assert!(text(&api.d).contains("down for"), "{}", text(&api.d));
+    let r = api.request("GET", "/api/v1/pool", &auth, None);
+    let on_api = entry(&r.json(), &addr(2)).cloned().unwrap();
+    assert_eq!(on_api["state"], "down", "{on_api}");
+
+    // B leaves: off the roster, so A shows it `left`.
+    b.cli_ok(&["pool", "leave"]);
+    let left = common::wait_until(Duration::from_secs(20), || {
+        status_json(&api.d)
+            .is_some_and(|s| entry(&s, &addr(1)).is_some_and(|m| m["state"] == "left"))
+    });
+    assert!(left, "B's leave:\n{}", text(&api.d));
 }

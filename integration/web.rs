@@ -1,12 +1,14 @@
 //! Browser tests: headless Chromium (Debian's `chromium`) driven by playwright-core runs
 //! `integration/web/test.mjs` against a real drover: log in, add a node and see it appear,
 //! import a CSV of 200 nodes, watch a CLI change arrive live, power a node through an
-//! `ipmi_sim` BMC from the page. Screenshots of the main views
+//! `ipmi_sim` BMC from the page, see the pool view list this member and a second one (both on
+//! loopback). Screenshots of the main views
 //! are saved under `target/web-screenshots/`.
 
 mod common;
 
-use common::api::{ApiServer, PASSWORD};
+use common::api::{free_port, ApiServer, PASSWORD};
+use common::Drover;
 use std::process::Command;
 
 #[test]
@@ -18,7 +20,21 @@ fn browser_logs_in_adds_a_node_and_imports_200() {
         &dir.join("node_modules/playwright-core/package.json"),
         "run scripts/setup (it runs `npm ci --prefix integration/web` to install playwright-core)",
     );
-    let s = ApiServer::start();
+    // A pool of two on loopback: this member (with the page) and a second one.
+    let (pool_a, pool_b) = (free_port(), free_port());
+    let pool = |port: u16| format!("[pool]\naddress = \"127.0.0.1\"\nport = {port}\n");
+    let s = ApiServer::start_with(&pool(pool_a));
+    s.d.cli_ok(&["pool", "init"]);
+    let mut second = Drover::new();
+    let key = s.d.state_dir().join("cluster.key");
+    second.cli_ok(&[
+        "pool",
+        "join",
+        &format!("127.0.0.1:{pool_a}"),
+        "--key-file",
+        key.to_str().unwrap(),
+    ]);
+    second.serve_with(None, "lo", &common::config_only(&[], &pool(pool_b)));
     let bmc = common::bmc::BmcSim::start("web-bmc");
     let bmc_password = s.d.scratch().join("bmc-password");
     std::fs::write(&bmc_password, format!("{}\n", common::bmc::PASSWORD)).unwrap();
@@ -47,6 +63,7 @@ fn browser_logs_in_adds_a_node_and_imports_200() {
         .env("DROVER_BMC", bmc.address())
         .env("DROVER_BMC_USER", common::bmc::USER)
         .env("DROVER_BMC_PASSWORD_FILE", &bmc_password)
+        .env("DROVER_POOL_PEER", format!("127.0.0.1:{pool_b}"))
         .env("CHROMIUM", chromium)
         .env("SCREENSHOTS", &shots)
         .output()
@@ -64,7 +81,7 @@ fn browser_logs_in_adds_a_node_and_imports_200() {
     assert_eq!(bmc.power(), "0");
     assert_eq!(bmc.boot(), "pxe");
     for view in [
-        "login", "nodes", "overview", "networks", "timeline", "power",
+        "login", "nodes", "overview", "networks", "timeline", "power", "pool",
     ] {
         let png = shots.join(format!("{view}.png"));
         assert!(png.is_file(), "no screenshot {}", png.display());

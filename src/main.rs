@@ -134,8 +134,13 @@ enum PoolCmd {
         #[arg(long)]
         key_file: PathBuf,
     },
-    /// Show the members as the local server sees them.
-    Status,
+    /// Show the members as the local server sees them: health, what each serves,
+    /// replication lag.
+    Status {
+        /// Print the status as JSON (the form `GET /api/v1/pool` answers with).
+        #[arg(long)]
+        json: bool,
+    },
     /// Leave the pool: takes this member off the roster (its DHCP address share goes back
     /// to the others), removes the cluster key and the recorded seeds; a running server
     /// leaves at once.
@@ -772,7 +777,7 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
                 .with_context(|| format!("writing {}", ps::seeds_file(state).display()))?;
             println!("joining the pool through {addr}: a running `drover serve` joins within {} s, otherwise at its start", ps::ANNOUNCE_EVERY.as_secs());
         }
-        PoolCmd::Status => {
+        PoolCmd::Status { json } => {
             if ClusterKey::load_state(state)?.is_none() {
                 bail!(
                     "not in a pool: {} does not exist (`drover pool init` or `drover pool join`)",
@@ -789,65 +794,10 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
             if age > 3 * ps::STATUS_EVERY.as_secs() {
                 eprintln!("warning: the status is {age} s old; is `drover serve` still running?");
             }
-            let mut rows = vec![row(&[
-                "MEMBER",
-                "ID",
-                "STATE",
-                "STARTED",
-                "LAST PULL",
-                "ADDRESSES",
-            ])];
-            let ago = |ms: u64| format!("{} s ago", ps::unix_ms().saturating_sub(ms) / 1000);
-            let member_row = |m: &ps::MemberStatus, state: &str| {
-                vec![
-                    m.addr.to_string(),
-                    format!("{:016x}", m.id),
-                    state.to_string(),
-                    ago(m.epoch),
-                    m.last_sync_ms.map_or_else(|| "-".into(), ago),
-                    m.addresses.map_or_else(|| "-".into(), |n| n.to_string()),
-                ]
-            };
-            rows.push(member_row(&status.me, "alive (this member)"));
-            for m in &status.members {
-                rows.push(member_row(m, &m.state));
-            }
-            print_table(&rows);
-            println!(
-                "LAST PULL: this member's last complete pull of that member's changes (its \
-                 replication lag); ADDRESSES: dynamic addresses it owns"
-            );
-            println!(
-                "DHCP address shares: {} member(s) on the roster; {}",
-                status.roster.len(),
-                if status.majority {
-                    "this member sees a majority (may take over dead members' shares)"
-                } else {
-                    "this member sees no majority: it serves only its own share"
-                }
-            );
-            if let Some(sa) = &status.service_address {
-                println!("{}", service_address_line(&status, sa));
-            }
-            if status.unauthenticated > 0 {
-                println!(
-                    "{} datagrams dropped: not signed with this pool's key",
-                    status.unauthenticated
-                );
-            }
-            for m in &status.members {
-                if let Some(l) = &m.layers {
-                    println!(
-                        "NFS layer copies on {}: {} pending, {} failed, {} node(s) behind",
-                        m.addr, l.pending, l.failed, l.behind
-                    );
-                }
-            }
-            if status.layers_unreplicated > 0 {
-                println!(
-                    "{} stable NFS layer changes answered before any other member had a copy",
-                    status.layers_unreplicated
-                );
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", drover::pool::show::render(&status, ps::unix_ms()));
             }
         }
         PoolCmd::Leave => {
@@ -881,7 +831,7 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
                 if status
                     .members
                     .iter()
-                    .any(|m| m.id == id && m.state != "down")
+                    .any(|m| m.id == id && matches!(m.state.as_str(), "alive" | "suspect"))
                 {
                     bail!("member {id:016x} is not down; stop it first (or `drover pool leave` there)");
                 }
@@ -1319,9 +1269,20 @@ fn remote_run(remote: &drover::remote::Remote, command: Command) -> Result<()> {
             &remote.list("/leases")?,
             &["ip", "mac", "state", "expires", "hostname", "network"],
         ),
+        Command::Pool(PoolCmd::Status { json }) => {
+            let v = remote.call("GET", "/pool", None)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let status: drover::pool::serve::Status =
+                    serde_json::from_value(v).context("the server sent a malformed pool status")?;
+                // Ages as of the server's status, whatever this machine's clock says.
+                print!("{}", drover::pool::show::render(&status, status.updated_ms));
+            }
+        }
         _ => bail!(
             "this command works only on the appliance itself; through --server: node \
-             list|show|add|set|rm|import, network list, lease list"
+             list|show|add|set|rm|import, network list, lease list, pool status"
         ),
     }
     Ok(())
@@ -1572,29 +1533,4 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// `drover pool status`'s line about the floating service address.
-fn service_address_line(
-    status: &drover::pool::serve::Status,
-    sa: &drover::pool::serve::ServiceAddress,
-) -> String {
-    let Some(holder) = sa.holder else {
-        return format!(
-            "service address {}: no holder (this member sees no majority)",
-            sa.addr
-        );
-    };
-    let who = std::iter::once(&status.me)
-        .chain(&status.members)
-        .find(|m| m.id == holder)
-        .map_or_else(|| format!("{holder:016x}"), |m| m.addr.ip().to_string());
-    match (holder == status.me.id, sa.here) {
-        (true, true) => format!("service address {}: held by {who} (this member)", sa.addr),
-        (true, false) => format!(
-            "service address {}: taken by {who} (this member) after its safety wait",
-            sa.addr
-        ),
-        (false, _) => format!("service address {}: held by {who}", sa.addr),
-    }
 }

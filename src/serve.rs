@@ -28,6 +28,32 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// What this member serves where, as its pool summary says (`pool::summary`).
+fn pool_services(config: &Config, interfaces: &[Interface]) -> Vec<crate::pool::summary::Service> {
+    let addrs: Vec<Ipv4Addr> = interfaces.iter().map(|i| i.addr).collect();
+    [
+        ("dhcp", config.dhcp.enabled, config.dhcp.port),
+        ("tftp", config.tftp.enabled, config.tftp.port),
+        ("http", config.http.enabled, config.http.port),
+        ("dns", config.dns.enabled, config.dns.port),
+        ("ntp", config.ntp.enabled, config.ntp.port),
+        ("nfs", config.nfs.enabled, config.nfs.port),
+    ]
+    .into_iter()
+    .filter(|(_, on, _)| *on)
+    .map(|(name, _, port)| crate::pool::summary::Service {
+        name: name.into(),
+        addrs: addrs
+            .iter()
+            .copied()
+            .take(crate::pool::summary::MAX_ADDRS)
+            .collect(),
+        port,
+        floating: false,
+    })
+    .collect()
+}
+
 /// How often the view picks up changes written by other processes.
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -370,6 +396,7 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
             member_id: store.member(),
             lease_time: u64::from(config.dhcp.lease_time),
             service_address: config.pool.service_address,
+            services: pool_services(&config, &interfaces),
         };
         let (dir, store, token) = (state_dir.to_path_buf(), store.clone(), shutdown.clone());
         tasks.spawn(async move {

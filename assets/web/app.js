@@ -167,6 +167,7 @@ const loaders = {
   leases: loadLeases,
   images: loadImages,
   networks: loadNetworks,
+  pool: loadPool,
 };
 
 function select(name) {
@@ -375,6 +376,70 @@ const editNetwork = recordForm({
   path: '/networks', kind: 'network', fields: ['name', 'subnet', 'range', 'gateway', 'domain'],
   reload: () => loadNetworks(),
 });
+
+// ---------------------------------------------------------------------------------------------
+// Pool: GET /pool, the same as `drover pool status --json`; membership changes are not store
+// changes, so the view also refreshes itself every few seconds while it is shown.
+
+function span(ms) {
+  const s = Math.floor(ms / 1000);
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.floor(s / 60)} min`;
+  if (s < 172800) return `${Math.floor(s / 3600)} h`;
+  return `${Math.floor(s / 86400)} d`;
+}
+
+async function loadPool() {
+  let p;
+  try {
+    p = await api('GET', '/pool');
+  } catch (err) {
+    if (err.message === 'logged out') throw err;
+    $('#pool-absent').textContent = err.message;
+    show($('#pool-absent'), true);
+    show($('#pool-present'), false);
+    $('#pool-note').textContent = '';
+    return;
+  }
+  show($('#pool-absent'), false);
+  show($('#pool-present'), true);
+  const now = p.updated_ms;
+  const since = (ms) => (ms ? `${span(now - ms)} ago` : null);
+  $('#pool-note').textContent = `(${1 + p.members.length} members, ${p.roster.length} on the roster; ` +
+    `${p.majority ? 'this member sees a majority' : 'no majority in sight'})`;
+  const all = [Object.assign({ me: true }, p.me), ...p.members];
+  fill('#pool-members', all.map((m) => {
+    const tr = document.createElement('tr');
+    tr.dataset.addr = m.addr;
+    tr.dataset.state = m.state;
+    let health = m.me ? 'alive (this member)' : m.state;
+    if (!m.me && m.down_since_ms && (m.state === 'down' || m.state === 'left')) health += ` for ${span(now - m.down_since_ms)}`;
+    const state = cell(health);
+    state.className = 'pool-' + m.state;
+    const s = m.summary;
+    const age = m.summary_age_ms || 0;
+    const serves = s ? s.services.map((v) => (v.floating ? `${v.name}@${v.addrs.join(',')}` : v.name)).join(' ') : null;
+    tr.append(cell(m.addr), cell(m.id.toString(16).padStart(16, '0')), state, cell(m.me ? '-' : since(m.last_heard_ms)),
+      cell(s && s.version), cell(s && span(s.uptime_secs * 1000 + age)),
+      cell(s && s.dhcp && s.dhcp.addresses), cell(s && s.dhcp && s.dhcp.leases), cell(s && s.nfs_clients),
+      cell(s && `${s.blobs} (${Math.round(s.blob_bytes / 1048576)} MiB)`), cell(serves || (s ? '-' : 'no summary yet')),
+      cell(s && `${span(age)} ago`));
+    return tr;
+  }));
+  fill('#pool-lag', p.members.filter((m) => m.lag).map((m) => {
+    const l = m.lag;
+    const tr = document.createElement('tr');
+    tr.dataset.addr = m.addr;
+    let behind = null;
+    if (l.behind_ms === 0) behind = '0 (has all it wrote)';
+    else if (l.behind_ms) behind = `${l.behind_ms} ms of its writes`;
+    else if (!l.newest_here && l.newest_there) behind = 'nothing of it yet';
+    tr.append(cell(m.addr), cell(since(l.last_ms)), cell(l.carried), cell(l.merged), cell(l.completed), cell(l.failed), cell(behind));
+    return tr;
+  }));
+}
+
+setInterval(() => { if (view === 'pool' && !$('#nav').hidden) refresh(); }, 2000);
 
 // ---------------------------------------------------------------------------------------------
 // Live updates: any change to the store refreshes the view on screen (at most every 300 ms).

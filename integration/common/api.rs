@@ -51,6 +51,11 @@ pub fn cli_stdin(d: &Drover, args: &[&str], stdin: &str) -> (bool, String, Strin
 impl ApiServer {
     /// Sets the admin password with `drover admin passwd`, then serves HTTP on `lo`.
     pub fn start() -> ApiServer {
+        ApiServer::start_with("")
+    }
+
+    /// The same with `extra` TOML appended to the configuration (not `[http]`).
+    pub fn start_with(extra: &str) -> ApiServer {
         let mut d = Drover::new();
         let (ok, out, err) = cli_stdin(&d, &["admin", "passwd"], &format!("{PASSWORD}\n"));
         assert!(ok, "drover admin passwd failed: {out}{err}");
@@ -58,7 +63,7 @@ impl ApiServer {
         d.serve_with(
             None,
             "lo",
-            &super::config_only(&["http"], &format!("[http]\nport = {port}\n")),
+            &super::config_only(&["http"], &format!("[http]\nport = {port}\n{extra}")),
         );
         ApiServer { d, port }
     }

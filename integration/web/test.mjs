@@ -1,7 +1,8 @@
 // Drives drover's page in headless Chromium with playwright-core. Run by integration/web.rs,
 // which starts drover and passes DROVER_URL, DROVER_USER, DROVER_PASSWORD, DROVER_CSV,
 // DROVER_BIN, DROVER_STATE_DIR, DROVER_BMC, DROVER_BMC_USER, DROVER_BMC_PASSWORD_FILE (an
-// ipmi_sim BMC), CHROMIUM and SCREENSHOTS. Prints "web test: ok" on success;
+// ipmi_sim BMC), DROVER_POOL_PEER (the pool address of a second member), CHROMIUM and
+// SCREENSHOTS. Prints "web test: ok" on success;
 // any failure throws and exits non-zero.
 import { envOf, launch, screenshots } from './lib.mjs';
 import { execFileSync } from 'node:child_process';
@@ -145,6 +146,19 @@ try {
   await page.click('nav button[data-view=images]');
   await page.locator('#view-images').waitFor();
   await shot(page, 'images');
+
+  step('the pool view shows this member and the second one, alive, with what each serves');
+  await page.click('nav button[data-view=pool]');
+  const peer = page.locator(`#pool-members tbody tr[data-addr="${env('DROVER_POOL_PEER')}"]`);
+  await page.locator('#pool-members tbody tr[data-state=alive] td', { hasText: 'alive (this member)' }).waitFor();
+  await peer.locator('td.pool-alive').waitFor();
+  // Its summary arrived: version and the services cell are filled (the second serves nothing).
+  await peer.locator('td', { hasText: /^\d+\.\d+\.\d+$/ }).waitFor();
+  const me = page.locator('#pool-members tbody tr', { hasText: 'alive (this member)' });
+  await me.locator('td', { hasText: 'http' }).waitFor();
+  await page.locator(`#pool-lag tbody tr[data-addr="${env('DROVER_POOL_PEER')}"]`).waitFor();
+  assert.equal(await page.locator('#pool-members tbody tr').count(), 2);
+  await shot(page, 'pool');
 
   step('log out');
   await page.click('#logout');

@@ -21,6 +21,7 @@ pub mod error;
 mod events;
 pub mod input;
 pub mod metrics;
+mod pool;
 mod resources;
 pub mod web;
 
@@ -123,6 +124,8 @@ pub struct Api {
     pub power: crate::ipmi::power::FanOut,
     shutdown: CancellationToken,
     started: Instant,
+    /// The state directory (the pool status file).
+    state_dir: std::path::PathBuf,
 }
 
 impl Api {
@@ -163,6 +166,7 @@ impl Api {
             power,
             shutdown,
             started: Instant::now(),
+            state_dir: state_dir.to_path_buf(),
         }))
     }
 
@@ -269,6 +273,7 @@ pub fn routes() -> Vec<Route> {
         route(get.clone(), "/session", session),
         route(get.clone(), "/openapi.json", openapi),
         route(get.clone(), "/health", r::health),
+        route(get.clone(), "/pool", pool::status),
         route(get.clone(), "/events", events::stream),
         route(get.clone(), "/nodes", r::list_nodes),
         route(post.clone(), "/nodes", r::add_node),

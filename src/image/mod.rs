@@ -53,6 +53,11 @@ impl Blobs {
         }
     }
 
+    /// The directory of the blob files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Where blob `id` lives. `id` must be a hash this store made (hex only).
     pub fn path(&self, id: &BlobId) -> Option<PathBuf> {
         (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| self.dir.join(id))

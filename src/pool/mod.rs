@@ -12,21 +12,29 @@
 //!   the roster, membership and completed pulls;
 //! - [`floating`]: whether this member holds the floating service address (`[pool]
 //!   service-address`), from the roster, membership and time; `net::floating` carries it out;
+//! - [`summary`]: what each member serves, as it says itself, passed on with every exchange
+//!   (sans IO); [`facts`] gathers this member's;
+//! - [`report`]: health and replication lag as `drover pool status` defines them (pure);
+//!   [`show`] renders a status as the tables that command prints;
 //! - [`serve`]: the tokio shell: the UDP socket and timers, one exchange per second with a
 //!   random live member, and the status file that `drover pool status` reads.
 //!
 //! Built so far: membership, store replication, DHCP address shares, the boot path across
-//! members, one floating service address. Not built yet: several service addresses,
-//! encryption of pool traffic.
+//! members, one floating service address, the pool status (health, summaries, lag). Not
+//! built yet: several service addresses, encryption of pool traffic.
 
+pub mod facts;
 pub mod floating;
 pub mod key;
 pub mod layers;
 pub mod membership;
 pub mod peers;
 pub mod replication;
+pub mod report;
 pub mod serve;
 pub mod shares;
+pub mod show;
+pub mod summary;
 pub mod sync;
 
 #[cfg(test)]

@@ -14,6 +14,10 @@
 //! BLAKE3 hash is the one the record names (content addressing makes the peer's word
 //! irrelevant).
 //!
+//! Member summaries (`summary`) ride along: after each store exchange the asker sends its
+//! table of summaries ([`exchange_summaries`]) and the peer answers with its own, each side
+//! merging the other's ([`Summaries`], shared by the pool task and this listener).
+//!
 //! A connection carries requests ([`Request`], one frame each) until the asker closes it.
 //! A frame whose payload starts with a NUL byte (never JSON) is a shipment of a node's NFS
 //! layer instead, answered with its ack by `layers::Receiver`.
@@ -23,6 +27,7 @@
 
 use super::key::ClusterKey;
 use super::layers::Receiver;
+use super::summary::{Relayed, Summary, Table};
 use super::sync::{self, Digest};
 use crate::image::Blobs;
 use crate::store::model::{BlobId, Image};
@@ -31,8 +36,8 @@ use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::net::SocketAddrV4;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -57,6 +62,68 @@ pub enum Request {
     /// Answered with up to `len` bytes of blob `id` from `offset` (raw); the connection is
     /// closed when the blob is not here.
     Blob { id: BlobId, offset: u64, len: u32 },
+    /// The asker's member summaries; answered with the answerer's (JSON), after merging.
+    Summaries(Vec<Relayed>),
+}
+
+/// What one store exchange did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pulled {
+    /// Rows the peer sent.
+    pub carried: u64,
+    /// Of those, rows that changed this store.
+    pub merged: u64,
+}
+
+/// This member's table of summaries, shared by the pool task and the listener, with the
+/// monotonic clock their ages run on.
+#[derive(Clone)]
+pub struct Summaries {
+    me: u64,
+    table: Arc<Mutex<Table>>,
+    start: Instant,
+}
+
+impl Summaries {
+    pub fn new(me: u64) -> Summaries {
+        Summaries {
+            me,
+            table: Arc::default(),
+            start: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        // A panic while holding the lock aborts the process (panic = "abort").
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces this member's own summary.
+    pub fn publish(&self, summary: Summary) {
+        let now = self.now_ms();
+        self.lock().publish(summary, now);
+    }
+
+    pub fn relay(&self) -> Vec<Relayed> {
+        let now = self.now_ms();
+        self.lock().relay(now)
+    }
+
+    /// Merges a peer's table; returns the entries that changed.
+    pub fn merge(&self, incoming: Vec<Relayed>) -> usize {
+        let now = self.now_ms();
+        self.lock().merge(self.me, incoming, now)
+    }
+
+    /// Member `id`'s summary and its age now (ms).
+    pub fn get(&self, id: u64) -> Option<(Summary, u64)> {
+        let now = self.now_ms();
+        self.lock().get(id, now).map(|(s, age)| (s.clone(), age))
+    }
 }
 
 pub(super) async fn write_frame(
@@ -113,6 +180,7 @@ pub async fn serve(
     blobs: Blobs,
     layers: Arc<Receiver>,
     key: ClusterKey,
+    summaries: Summaries,
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SERVING));
@@ -133,7 +201,8 @@ pub async fn serve(
         };
         // Layer acks are small and awaited by a waiting NFS client: send them at once.
         let _ = stream.set_nodelay(true);
-        let (store, key, blobs) = (store.clone(), key.clone(), blobs.clone());
+        let (store, key, blobs, summaries) =
+            (store.clone(), key.clone(), blobs.clone(), summaries.clone());
         let layers = layers.clone();
         tokio::spawn(async move {
             let _permit = permit;
@@ -141,7 +210,7 @@ pub async fn serve(
             loop {
                 let r = tokio::time::timeout(
                     EXCHANGE_TIMEOUT,
-                    answer(&mut stream, &store, &blobs, &layers, &key),
+                    answer(&mut stream, &store, &blobs, &layers, &key, &summaries),
                 )
                 .await;
                 match r {
@@ -168,6 +237,7 @@ async fn answer(
     blobs: &Blobs,
     layers: &Arc<Receiver>,
     key: &ClusterKey,
+    summaries: &Summaries,
 ) -> io::Result<()> {
     let payload = read_frame(stream, key).await?;
     if payload.first() == Some(&0) {
@@ -197,6 +267,11 @@ async fn answer(
                 .await?;
             write_frame(stream, key, &buf).await
         }
+        Request::Summaries(theirs) => {
+            summaries.merge(theirs);
+            let body = serde_json::to_vec(&summaries.relay()).map_err(invalid)?;
+            write_frame(stream, key, &body).await
+        }
     }
 }
 
@@ -210,18 +285,37 @@ async fn request(
     read_frame(stream, key).await
 }
 
-/// Asks `peer` for what this store lacks and merges it; returns the rows that changed.
-pub async fn pull(peer: SocketAddrV4, store: Arc<Store>, key: &ClusterKey) -> io::Result<usize> {
+/// Asks `peer` for what this store lacks and merges it.
+pub async fn pull(peer: SocketAddrV4, store: Arc<Store>, key: &ClusterKey) -> io::Result<Pulled> {
     tokio::time::timeout(EXCHANGE_TIMEOUT, async {
         let mut stream = TcpStream::connect(peer).await?;
         let s = store.clone();
         let digest = blocking(move || sync::digest(&s)).await?;
         let reply = request(&mut stream, key, &Request::Sync(digest)).await?;
         let batches: Vec<Batch> = serde_json::from_slice(&reply).map_err(invalid)?;
-        blocking(move || sync::apply(&store, &batches)).await
+        let carried = batches.iter().map(|b| b.rows.len() as u64).sum();
+        let merged = blocking(move || sync::apply(&store, &batches)).await? as u64;
+        Ok(Pulled { carried, merged })
     })
     .await
     .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "exchange timed out"))?
+}
+
+/// Sends `peer` this member's summaries and merges its answer; returns the entries that
+/// changed here.
+pub async fn exchange_summaries(
+    peer: SocketAddrV4,
+    key: &ClusterKey,
+    summaries: &Summaries,
+) -> io::Result<usize> {
+    tokio::time::timeout(EXCHANGE_TIMEOUT, async {
+        let mut stream = TcpStream::connect(peer).await?;
+        let reply = request(&mut stream, key, &Request::Summaries(summaries.relay())).await?;
+        let theirs: Vec<Relayed> = serde_json::from_slice(&reply).map_err(invalid)?;
+        Ok(summaries.merge(theirs))
+    })
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "summary exchange timed out"))?
 }
 
 /// The blobs the store's images name that `blobs` does not have.

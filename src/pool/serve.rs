@@ -11,6 +11,9 @@
 //!
 //! `<state>/pool/status.json` is rewritten (write + rename) on every membership change and
 //! every [`STATUS_EVERY`]; its `updated_ms` tells the reader whether the server is alive.
+//! Each rewrite also publishes a fresh summary of this member (`facts`, `summary`), which
+//! every store exchange passes on; the status shows every member with its health, its
+//! summary and its replication lag (`report`).
 //!
 //! On the same occasions it hands the services what they need from the pool ([`Links`]): the
 //! DHCP tasks their `Share`, DHCP and HTTP the other live members (`Peers`) to list after
@@ -18,17 +21,20 @@
 //! least every [`STATUS_EVERY`], and every second outside a pool, where this member
 //! holds it alone).
 //!
-//! Not here: the protocol (`membership`), anything carried besides liveness.
+//! Not here: the protocol (`membership`), the exchanges (`replication`), the rules of
+//! summaries, health and lag (`summary`, `report`).
 
 use super::floating::{Decision, Floating, Seen};
 use super::key::ClusterKey;
 use super::layers::{LayerCounts, Receiver, Shipper};
 use super::membership::{self, Effect, MemberId, Membership};
 use super::peers::Peers;
-use super::replication;
+use super::replication::{self, Summaries};
+use super::report::{self, Lag, Ledger};
 use super::shares::Shares;
+use super::summary::{Service, Summary};
 use crate::dhcp::Share;
-use crate::store::model::{Network, PoolMember};
+use crate::store::model::PoolMember;
 use crate::store::{Store, StoreError};
 use foca::Timer;
 use rand::rngs::StdRng;
@@ -66,6 +72,8 @@ pub struct Settings {
     pub lease_time: u64,
     /// The floating service address (`[pool] service-address`), for the status.
     pub service_address: Option<Ipv4Addr>,
+    /// What this member serves where, for its summary.
+    pub services: Vec<Service>,
 }
 
 /// What `drover pool status` shows.
@@ -103,12 +111,34 @@ pub struct ServiceAddress {
     pub here: bool,
 }
 
+/// Health, summary and lag of one member, besides its identity (see `report` for what the
+/// terms mean).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberDetail {
+    /// When this member last heard from it (unix ms): an authenticated datagram or a
+    /// completed exchange.
+    #[serde(default)]
+    pub last_heard_ms: Option<u64>,
+    /// When this member saw it go down (unix ms), while it is down or left.
+    #[serde(default)]
+    pub down_since_ms: Option<u64>,
+    /// What it serves, as it said itself; `None` until its summary arrived.
+    #[serde(default)]
+    pub summary: Option<Summary>,
+    /// How old `summary` was at `updated_ms`.
+    #[serde(default)]
+    pub summary_age_ms: Option<u64>,
+    /// How far this member's store may be behind it (not for this member itself).
+    #[serde(default)]
+    pub lag: Option<Lag>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberStatus {
     pub addr: SocketAddrV4,
     pub id: u64,
     pub epoch: u64,
-    /// `alive`, `suspect` or `down`.
+    /// `alive`, `suspect`, `down` or `left` (`report::health`).
     pub state: String,
     /// When this member last pulled the store from it successfully (unix ms): how far
     /// behind that member this one may be.
@@ -121,10 +151,9 @@ pub struct MemberStatus {
     /// Its copies of the NFS layers of nodes this member serves (`None`: no link to it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layers: Option<LayerCounts>,
+    #[serde(flatten)]
+    pub detail: MemberDetail,
 }
-
-/// At most this many addresses are counted for the status's address shares.
-const COUNT_LIMIT: u64 = 1 << 20;
 
 /// `<state>/pool/`.
 pub fn pool_dir(state_dir: &Path) -> PathBuf {
@@ -188,6 +217,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut last_error = String::new();
+    let started = std::time::Instant::now();
     loop {
         let key = loop {
             match ClusterKey::load_state(&state_dir) {
@@ -214,18 +244,25 @@ pub async fn run(
         let socket = UdpSocket::bind(settings.addr).await?;
         let listener = tokio::net::TcpListener::bind(settings.addr).await?;
         let token = shutdown.child_token();
+        let summaries = Summaries::new(settings.member_id);
         tokio::spawn(replication::serve(
             listener,
             store.clone(),
             crate::image::Blobs::new(&state_dir),
             Arc::new(Receiver::new(&state_dir, settings.member_id)),
             key.clone(),
+            summaries.clone(),
             token.clone(),
         ));
-        let left = member(
-            &state_dir, &settings, key, &socket, &store, &links, &shutdown,
-        )
-        .await;
+        let task = Task {
+            state_dir: &state_dir,
+            settings: &settings,
+            store: &store,
+            links: &links,
+            summaries,
+            started,
+        };
+        let left = member(&task, key, &socket, &shutdown).await;
         token.cancel();
         // Outside the pool, this member's DHCP serves the whole range again, alone.
         links
@@ -243,17 +280,40 @@ pub async fn run(
     }
 }
 
+/// What one membership works with.
+struct Task<'a> {
+    state_dir: &'a Path,
+    settings: &'a Settings,
+    store: &'a Arc<Store>,
+    links: &'a Links,
+    summaries: Summaries,
+    /// When the pool task started (for uptimes).
+    started: std::time::Instant,
+}
+
+/// What the pool task records for the status besides membership.
+#[derive(Default)]
+struct Heard {
+    /// The last authenticated datagram from each pool address (unix ms); the status also
+    /// counts completed exchanges (the ledger) as hearing from a member.
+    last: HashMap<SocketAddrV4, u64>,
+    /// When each member incarnation was seen going down (unix ms).
+    down_since: HashMap<MemberId, u64>,
+    /// Summaries this member has published.
+    published: u64,
+}
+
 /// One membership from key to leave. Returns `true` when the key went away (the task waits
 /// for a new one), `false` at shutdown.
 async fn member(
-    state_dir: &Path,
-    settings: &Settings,
+    task: &Task<'_>,
     key: ClusterKey,
     socket: &UdpSocket,
-    store: &Arc<Store>,
-    links: &Links,
     shutdown: &CancellationToken,
 ) -> std::io::Result<bool> {
+    let (state_dir, settings, store, links) =
+        (task.state_dir, task.settings, task.store, task.links);
+    let mut heard = Heard::default();
     let me = MemberId {
         addr: settings.addr,
         id: settings.member_id,
@@ -294,7 +354,16 @@ async fn member(
                 m.leave()
             }
             r = socket.recv_from(&mut buf) => match r {
-                Ok((n, _)) => m.handle_datagram(&buf[..n]),
+                Ok((n, from)) => {
+                    let refused = m.refusals().unauthenticated;
+                    let effects = m.handle_datagram(&buf[..n]);
+                    if let (std::net::SocketAddr::V4(from), true) =
+                        (from, m.refusals().unauthenticated == refused)
+                    {
+                        heard.last.insert(from, unix_ms());
+                    }
+                    effects
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "pool: receive error");
                     Vec::new()
@@ -324,7 +393,8 @@ async fn member(
             _ = status.tick() => {
                 publish(&mut shares, &mut floating, &m, &synced, store, links);
                 hand_layers(links, &key, &m);
-                write_status(state_dir, settings, &m, &synced, store, links);
+                publish_summary(task, &mut heard, &m);
+                write_status(task, &m, &synced, &heard);
                 Vec::new()
             }
             _ = sync_tick.tick() => {
@@ -339,20 +409,27 @@ async fn member(
                     let peer = live[rng.random_range(0..live.len())];
                     let (store, key, synced) = (store.clone(), key.clone(), synced.clone());
                     let blobs = crate::image::Blobs::new(state_dir);
+                    let summaries = task.summaries.clone();
                     syncing = Some(tokio::spawn(async move {
                         match replication::pull(peer, store.clone(), &key).await {
-                            Ok(rows) => {
-                                if rows > 0 {
-                                    tracing::debug!(%peer, rows, "pool: merged rows");
+                            Ok(p) => {
+                                if p.merged > 0 {
+                                    tracing::debug!(%peer, rows = p.merged, "pool: merged rows");
                                 }
                                 if let Ok(mut s) = synced.lock() {
-                                    s.insert(peer, unix_ms());
+                                    s.completed(peer, unix_ms(), p.carried, p.merged);
                                 }
                             }
                             Err(e) => {
                                 tracing::debug!(%peer, error = %e, "pool: exchange failed");
+                                if let Ok(mut s) = synced.lock() {
+                                    s.failed(peer, unix_ms());
+                                }
                                 return;
                             }
+                        }
+                        if let Err(e) = replication::exchange_summaries(peer, &key, &summaries).await {
+                            tracing::debug!(%peer, error = %e, "pool: summary exchange failed");
                         }
                         match replication::fetch_missing_blobs(peer, store, blobs, &key).await {
                             Ok(0) => {}
@@ -374,10 +451,12 @@ async fn member(
                 Effect::Schedule(after, t) => timers.push((Instant::now() + after, t)),
                 Effect::Up(who) => {
                     tracing::info!(member = %who.addr, id = who.id, "pool: member up");
+                    heard.down_since.remove(&who);
                     changed = true;
                 }
                 Effect::Down(who) => {
                     tracing::warn!(member = %who.addr, id = who.id, "pool: member down");
+                    heard.down_since.insert(who, unix_ms());
                     changed = true;
                 }
                 Effect::Rejoined(who) => {
@@ -389,7 +468,7 @@ async fn member(
         if changed {
             publish(&mut shares, &mut floating, &m, &synced, store, links);
             hand_layers(links, &key, &m);
-            write_status(state_dir, settings, &m, &synced, store, links);
+            write_status(task, &m, &synced, &heard);
         }
     }
     if let Some(h) = syncing {
@@ -448,8 +527,8 @@ fn publish(
         .collect();
     if let Ok(synced) = synced.lock() {
         for id in &alive {
-            if let Some(at) = synced.get(&id.addr) {
-                shares.pulled(id.id, *at);
+            if let Some(at) = synced.last_ms(&id.addr) {
+                shares.pulled(id.id, at);
             }
         }
     }
@@ -504,63 +583,120 @@ fn hand_layers(links: &Links, key: &ClusterKey, m: &Membership) {
     }
 }
 
-fn state_name(s: foca::State) -> &'static str {
-    match s {
-        foca::State::Alive => "alive",
-        foca::State::Suspect => "suspect",
-        foca::State::Down => "down",
+/// The exchanges with each peer: when it was last pulled from successfully, what that carried.
+type Synced = Arc<Mutex<Ledger>>;
+
+/// Makes this member's summary afresh and publishes it.
+fn publish_summary(task: &Task, heard: &mut Heard, m: &Membership) {
+    heard.published += 1;
+    let share = task.links.share.borrow().clone();
+    // The service address goes with NFS, on whichever member holds it now.
+    let mut services = task.settings.services.clone();
+    let decision = *task.links.floating.borrow();
+    if let (Some(addr), true) = (task.settings.service_address, decision.holds_at(unix_ms())) {
+        if let Some(nfs) = services.iter().find(|s| s.name == "nfs").cloned() {
+            services.push(Service {
+                addrs: vec![addr],
+                floating: true,
+                ..nfs
+            });
+        }
     }
+    let summary = super::facts::summary(&super::facts::Inputs {
+        state_dir: task.state_dir,
+        me: m.me(),
+        seq: heard.published,
+        uptime_secs: task.started.elapsed().as_secs(),
+        store: task.store,
+        share: &share,
+        services: &services,
+        now_secs: unix_ms() / 1000,
+    });
+    task.summaries.publish(summary);
 }
 
-/// When each peer was last pulled from successfully.
-type Synced = Arc<Mutex<HashMap<SocketAddrV4, u64>>>;
-
-fn write_status(
-    state_dir: &Path,
-    settings: &Settings,
-    m: &Membership,
-    synced: &Synced,
-    store: &Store,
-    links: &Links,
-) {
-    let share = links.share.borrow().clone();
-    let decision = *links.floating.borrow();
-    let (layers, unreplicated) = links
+fn write_status(task: &Task, m: &Membership, synced: &Synced, heard: &Heard) {
+    let (state_dir, store) = (task.state_dir, task.store);
+    let share = task.links.share.borrow().clone();
+    let decision = *task.links.floating.borrow();
+    let (layers, unreplicated) = task
+        .links
         .layers
         .as_ref()
         .map(|l| l.counts())
         .unwrap_or_default();
     let synced = synced.lock().map(|s| s.clone()).unwrap_or_default();
-    let ranges: Vec<(Ipv4Addr, Ipv4Addr)> = store
-        .read(|r| r.all::<Network>())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|n| n.range)
-        .collect();
-    let owned = share.owned(&ranges, COUNT_LIMIT);
-    let member_status = |id: MemberId, state: &str, last_sync_ms: Option<u64>| MemberStatus {
-        addr: id.addr,
-        id: id.id,
-        epoch: id.epoch,
-        state: state.to_string(),
-        last_sync_ms,
-        addresses: owned.get(&id.id).copied(),
-        layers: layers.get(&id.addr).cloned(),
+    let owned = share.owned(&super::facts::ranges(store), super::facts::COUNT_LIMIT);
+    let roster = store.read(|r| r.all::<PoolMember>()).unwrap_or_default();
+    let vv = store.read(|r| r.version_vector()).unwrap_or_default();
+    let member_status = |id: MemberId, state: &str, peer: bool| {
+        let summary = task.summaries.get(id.id);
+        let exchanges = synced.get(&id.addr).cloned();
+        let last_heard_ms = heard
+            .last
+            .get(&id.addr)
+            .copied()
+            .max(exchanges.as_ref().and_then(|e| e.last_ms));
+        let newest_there = summary.as_ref().and_then(|(s, _)| s.newest_own);
+        MemberStatus {
+            addr: id.addr,
+            id: id.id,
+            epoch: id.epoch,
+            state: state.to_string(),
+            last_sync_ms: exchanges.as_ref().and_then(|e| e.last_ms),
+            addresses: owned.get(&id.id).copied(),
+            layers: layers.get(&id.addr).cloned(),
+            detail: MemberDetail {
+                last_heard_ms: last_heard_ms.filter(|_| peer),
+                down_since_ms: heard.down_since.get(&id).copied(),
+                summary_age_ms: summary.as_ref().map(|(_, age)| *age),
+                lag: peer.then(|| {
+                    Lag::new(
+                        exchanges.unwrap_or_default(),
+                        vv.get(&id.id).copied(),
+                        newest_there,
+                    )
+                }),
+                summary: summary.map(|(s, _)| s),
+            },
+        }
     };
-    let mut members: Vec<MemberStatus> = m
-        .members()
-        .into_iter()
-        .map(|(id, s)| member_status(id, state_name(s), synced.get(&id.addr).copied()))
+    // One row per member: its newest incarnation as membership knows it, then roster members
+    // membership has not heard of since this member started.
+    let mut newest: HashMap<u64, (MemberId, foca::State)> = HashMap::new();
+    for (id, st) in m.members() {
+        if id.id == m.me().id {
+            continue;
+        }
+        let e = newest.entry(id.id).or_insert((id, st));
+        if id.epoch > e.0.epoch {
+            *e = (id, st);
+        }
+    }
+    let on_roster = |id: u64| roster.iter().any(|r| r.id == id);
+    let mut members: Vec<MemberStatus> = newest
+        .values()
+        .map(|(id, st)| member_status(*id, report::health(Some(*st), on_roster(id.id)), true))
         .collect();
+    for r in &roster {
+        if r.id != m.me().id && !newest.contains_key(&r.id) {
+            let id = MemberId {
+                addr: r.addr,
+                id: r.id,
+                epoch: 0,
+            };
+            members.push(member_status(id, report::health(None, true), true));
+        }
+    }
     members.sort_by_key(|s| (s.addr, s.epoch));
     let status = Status {
-        me: member_status(m.me(), "alive", None),
+        me: member_status(m.me(), "alive", false),
         updated_ms: unix_ms(),
         members,
         unauthenticated: m.refusals().unauthenticated,
         roster: share.roster.clone(),
         majority: share.majority(),
-        service_address: settings.service_address.map(|addr| ServiceAddress {
+        service_address: task.settings.service_address.map(|addr| ServiceAddress {
             addr,
             holder: decision.holder,
             here: decision.holds_at(unix_ms()),
