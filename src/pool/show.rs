@@ -244,6 +244,7 @@ fn service_address_line(status: &Status, sa: &ServiceAddress) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::layers::LayerCounts;
     use crate::pool::report::{Exchanges, Lag};
     use crate::pool::serve::MemberDetail;
     use crate::pool::summary::{DhcpShare, Service, Summary};
@@ -258,6 +259,7 @@ mod tests {
             state: state.into(),
             last_sync_ms: None,
             addresses: Some(10),
+            layers: None,
             detail: MemberDetail::default(),
         }
     }
@@ -319,6 +321,11 @@ mod tests {
                 member: 2,
             }),
         ));
+        b.layers = Some(LayerCounts {
+            pending: 1,
+            failed: 0,
+            behind: 2,
+        });
         let mut c = member(3, "down");
         c.detail.down_since_ms = Some(now - 12_000);
         c.detail.lag = Some(Lag::default());
@@ -329,6 +336,12 @@ mod tests {
             unauthenticated: 0,
             roster: vec![1, 2, 3],
             majority: true,
+            layers_unreplicated: 4,
+            service_address: Some(ServiceAddress {
+                addr: Ipv4Addr::new(198, 18, 0, 100),
+                holder: Some(1),
+                here: true,
+            }),
         };
         let text = render(&status, now);
         let line = |needle: &str, nth: usize| {
@@ -364,6 +377,13 @@ mod tests {
             assert!(lag.contains(part), "{part:?} not in {lag:?}");
         }
         assert!(line("198.18.0.3:7946", 2).contains("  -"), "{text}");
+        for note in [
+            "service address 198.18.0.100: held by 198.18.0.1 (this member)",
+            "NFS layer copies on 198.18.0.2:7946: 1 pending, 0 failed, 2 node(s) behind",
+            "4 stable NFS layer changes answered before any other member had a copy",
+        ] {
+            assert!(text.contains(note), "{note:?} not in\n{text}");
+        }
     }
 
     #[test]
