@@ -28,7 +28,10 @@
 //! lets its decision go stale, see [`Decision::fresh_until_ms`]).
 //!
 //! A member outside any pool (no cluster key, or `[pool] enabled = false`) holds the address
-//! alone ([`Decision::solo`]).
+//! alone ([`Decision::solo`]), except after it left a pool (until it restarts).
+//!
+//! Every member must be configured with the same service address: the rule picks among all
+//! members, and a chosen member without one holds nothing.
 //!
 //! Not here: the roster and membership themselves, the netlink and ARP work
 //! (`net::floating`), NFS's grace period (the shell starts it when the address is taken).

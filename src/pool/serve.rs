@@ -218,6 +218,9 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let mut last_error = String::new();
     let started = std::time::Instant::now();
+    // A member that left a pool does not take the service address alone: the pool it left
+    // still holds it.
+    let mut was_member = false;
     loop {
         let key = loop {
             match ClusterKey::load_state(&state_dir) {
@@ -225,9 +228,11 @@ pub async fn run(
                 Ok(None) => {
                     last_error.clear();
                     // Outside a pool this member holds the service address alone.
-                    links
-                        .floating
-                        .send_replace(Decision::solo(settings.member_id));
+                    if !was_member {
+                        links
+                            .floating
+                            .send_replace(Decision::solo(settings.member_id));
+                    }
                 }
                 // Once per distinct problem, not once per poll.
                 Err(e) if e.to_string() != last_error => {
@@ -276,6 +281,10 @@ pub async fn run(
         let left = left?;
         if !left {
             return Ok(());
+        }
+        was_member = true;
+        if settings.service_address.is_some() {
+            tracing::warn!("pool: left the pool; this member no longer takes the service address (remove `pool.service-address` from its configuration before it restarts outside the pool)");
         }
     }
 }
