@@ -256,6 +256,21 @@ fn the_service_address_moves_to_a_survivor_when_its_holder_dies() {
         "pool status does not name the new holder:\n{}",
         report(&m)
     );
+    // The new holder lists the address among what it serves, and its summary reaches the
+    // other survivor (`pool status` shows floating services as NAME@ADDRESS).
+    let other = survivors.iter().copied().find(|&i| i != next).unwrap();
+    let said = format!("@{SERVICE_ADDRESS}");
+    let summarised = wait_until(Duration::from_secs(20), || {
+        m[other]
+            .status()
+            .lines()
+            .any(|l| l.starts_with(&format!("{}:", m[next].ip)) && l.contains(&said))
+    });
+    assert!(
+        summarised,
+        "the holder's summary does not list the service address:\n{}",
+        report(&m)
+    );
 
     // The old holder comes back: once it sees the pool again it names the new holder, and
     // leaves the address there for longer than a takeover would take.
