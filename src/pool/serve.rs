@@ -78,6 +78,10 @@ pub struct Status {
     /// member's share or extend leases on another member's addresses).
     #[serde(default)]
     pub majority: bool,
+    /// The start (unix seconds) of the DHCP recovery window this member was in, carried to
+    /// its next start (`Shares::recovering_since`).
+    #[serde(default)]
+    pub recovering_since: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,12 +226,13 @@ async fn member(
     if let Err(e) = enter_roster(store, settings, founder) {
         tracing::error!(error = %e, "pool: cannot write this member's roster row");
     }
-    let last_alive = read_status(state_dir).ok().map(|s| s.updated_ms);
+    let last = read_status(state_dir).ok();
     let mut shares = Shares::new(
         settings.member_id,
         settings.lease_time,
         me.epoch,
-        last_alive,
+        last.as_ref().map(|s| s.updated_ms),
+        last.and_then(|s| s.recovering_since),
     );
     let mut m = Membership::new(me, key.clone(), membership::config(3), me.epoch ^ me.id);
     let mut rng = StdRng::seed_from_u64(me.epoch ^ me.id.rotate_left(17));
@@ -281,7 +286,7 @@ async fn member(
             }
             _ = status.tick() => {
                 publish(&mut shares, &m, &synced, store, links);
-                write_status(state_dir, &m, &synced, store, &links.share.borrow());
+                write_status(state_dir, &m, &synced, store, &links.share.borrow(), &shares);
                 Vec::new()
             }
             _ = sync_tick.tick() => {
@@ -345,7 +350,14 @@ async fn member(
         }
         if changed {
             publish(&mut shares, &m, &synced, store, links);
-            write_status(state_dir, &m, &synced, store, &links.share.borrow());
+            write_status(
+                state_dir,
+                &m,
+                &synced,
+                store,
+                &links.share.borrow(),
+                &shares,
+            );
         }
     }
     if let Some(h) = syncing {
@@ -438,7 +450,14 @@ fn state_name(s: foca::State) -> &'static str {
 /// When each peer was last pulled from successfully.
 type Synced = Arc<Mutex<HashMap<SocketAddrV4, u64>>>;
 
-fn write_status(state_dir: &Path, m: &Membership, synced: &Synced, store: &Store, share: &Share) {
+fn write_status(
+    state_dir: &Path,
+    m: &Membership,
+    synced: &Synced,
+    store: &Store,
+    share: &Share,
+    shares: &Shares,
+) {
     let synced = synced.lock().map(|s| s.clone()).unwrap_or_default();
     let ranges: Vec<(Ipv4Addr, Ipv4Addr)> = store
         .read(|r| r.all::<Network>())
@@ -461,13 +480,15 @@ fn write_status(state_dir: &Path, m: &Membership, synced: &Synced, store: &Store
         .map(|(id, s)| member_status(id, state_name(s), synced.get(&id.addr).copied()))
         .collect();
     members.sort_by_key(|s| (s.addr, s.epoch));
+    let now_ms = unix_ms();
     let status = Status {
         me: member_status(m.me(), "alive", None),
-        updated_ms: unix_ms(),
+        updated_ms: now_ms,
         members,
         unauthenticated: m.refusals().unauthenticated,
         roster: share.roster.clone(),
         majority: share.majority(),
+        recovering_since: shares.recovering_since(now_ms),
     };
     let dir = pool_dir(state_dir);
     let tmp = dir.join("status.json.tmp");
