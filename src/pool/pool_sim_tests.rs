@@ -548,6 +548,8 @@ fn no_address_is_leased_twice_through_deaths_and_partitions() {
 /// The same over many seeds, for a search after a change to the pool's DHCP:
 /// `DROVER_POOLSIM_SEEDS=FIRST..LAST cargo test --release --lib -- --ignored many_seeds`
 /// (default `100..400`); pool sizes 2 to 5 in turn. A failing seed goes into the list above.
+/// At most ~500 seeds per run: each store's 64 GiB map stays reserved until the process
+/// ends (`Store::open` leaks its environment), and the address space runs out near 600.
 #[test]
 #[ignore = "a seed search: minutes of CPU"]
 fn no_address_is_leased_twice_many_seeds() {
