@@ -525,8 +525,10 @@ fn run(seed: u64, n: usize) {
 
 #[test]
 fn no_address_is_leased_twice_through_deaths_and_partitions() {
-    // 137 and 563: a taker extended a lease its copy showed but the cut-off owner had
-    // since seen released and given to another client (`dhcp::share`, takeover).
+    // 137 and 563 (before the fixes for 162 and 1017), 15 and 322 (after them): a taker
+    // extended a lease its copy showed but the owner, cut off (15) or dead before
+    // replicating (322), had since seen released and given to another client
+    // (`dhcp::share`, takeover).
     // 162: an owner back beside half the pool (not a strict majority) served again without
     // a recovery window. 1017: a restart dropped the recovery window it stopped in.
     let seeds = [
@@ -539,6 +541,8 @@ fn no_address_is_leased_twice_through_deaths_and_partitions() {
         (563, 5),
         (162, 4),
         (1017, 3),
+        (15, 5),
+        (322, 4),
     ];
     for (seed, n) in seeds {
         run(seed, n);
