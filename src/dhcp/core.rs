@@ -494,12 +494,22 @@ impl<'a> Handler<'a> {
             }
             extends = own && l.holds(self.now);
         }
-        let permitted = if extends {
+        // Extending another member's lease (a takeover) only for a client that says it
+        // holds the address (RENEWING, REBINDING, INIT-REBOOT). A client that asks anew
+        // (DISCOVER, SELECTING) may have released or declined it at the owner, which, cut
+        // off from us, may have given it to another client since: our copy cannot tell.
+        let permitted = if extends && self.claims_binding() {
             self.share.may_extend(self.now, ip)
         } else {
             self.share.may_allocate(ip)
         };
         permitted && !matches!(self.offers.holder(ip, self.now), Some(m) if m != mac)
+    }
+
+    /// Is this a DHCPREQUEST for an address the client holds (RENEWING, REBINDING,
+    /// INIT-REBOOT: no server identifier), rather than a new one (DISCOVER, SELECTING)?
+    fn claims_binding(&self) -> bool {
+        self.req.msg_type == MessageType::Request && self.req.server_id.is_none()
     }
 
     /// May this client be bound to `ip` in `net` (DHCPREQUEST)?

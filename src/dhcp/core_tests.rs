@@ -865,3 +865,53 @@ fn captured_discovers_end_to_end() {
         "ipxe.efi"
     );
 }
+
+/// The pool simulation's double lease (seeds 137 and 563): the owner of an address, cut off
+/// from the majority, took a client's DHCPRELEASE and gave the address to another client;
+/// the majority, whose copy still showed the first client's lease, took over and extended it
+/// when that client came back with a DHCPDISCOVER. A taker extends only a client that says
+/// it holds the address.
+#[test]
+fn a_taker_extends_only_a_client_that_says_it_holds_the_address() {
+    let mut s = Sim::new();
+    // This member (2) sees 3; the owner (1) has been out of sight past the takeover time.
+    s.share = Share::new(
+        2,
+        [1, 2, 3],
+        [2, 3],
+        std::collections::HashMap::from([(1, T0 - 100)]),
+        10,
+    );
+    let (first, last) = lab().range.unwrap();
+    let a = (u32::from(first)..=u32::from(last))
+        .map(Ipv4Addr::from)
+        .find(|a| s.share.owner(*a) == 1 && s.share.may_extend(s.now, *a))
+        .expect("an address of member 1 that member 2 takes over");
+    let m = (0x20..=0xff)
+        .map(mac)
+        .find(|m| s.share.answers(*m))
+        .expect("a client member 2 answers");
+    s.put(&Lease {
+        ip: a,
+        mac: m,
+        client_id: None,
+        hostname: None,
+        state: LeaseState::Bound,
+        start: s.now,
+        expires: s.now + 600,
+        network: "lab".into(),
+        relay: RelayInfo::default(),
+    });
+    // Asking anew, the client gets an address of this member's own share, not the old one.
+    let (o, ..) = s.offer(&discover(m));
+    assert_ne!(o.ip, a);
+    assert_eq!(s.share.owner(o.ip), 2);
+    s.offers.remove_mac(m);
+    // Selecting the old one anyway: not this member's to give, and no NAK either.
+    assert_eq!(s.run(&select(m, a)), Action::Drop(DropReason::OtherMember));
+    // Renewing, rebinding or rebooting with it: the takeover extends the lease.
+    for req in [renew(m, a), init_reboot(m, a)] {
+        let (lease, ..) = s.ack(&req);
+        assert_eq!((lease.ip, lease.mac), (a, m));
+    }
+}

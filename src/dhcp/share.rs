@@ -22,7 +22,10 @@
 //! **Takeover** is of the dead member's *clients*: once the owner has been out of sight for
 //! [`TAKEOVER_AFTER`] seconds, one member of a strict majority (per address, by the same
 //! rendezvous hash over the live members) extends the leases of the owner's clients (RENEW,
-//! REBIND), so they keep their addresses. It never gives them to a new client. While the owner
+//! REBIND, INIT-REBOOT), so they keep their addresses. It never gives them to a new client,
+//! nor back to a client that asks anew (DISCOVER, SELECTING, the DHCP core's
+//! `claims_binding`): that client may have released the address at the owner, which may
+//! have given it to another client since, after the last copy reached the majority. While the owner
 //! is in sight, only the owner extends (the others stay silent and the client's REBIND
 //! reaches the owner).
 //!
@@ -160,7 +163,8 @@ impl Share {
     }
 
     /// May this member extend the lease a client holds on `ip` at `now`? The owner, or, once
-    /// the owner has been out of sight for `takeover_after`, one member of a majority.
+    /// the owner has been out of sight for `takeover_after`, one member of a majority (for a
+    /// client that says it holds the address: see the module docs).
     pub fn may_extend(&self, now: u64, ip: Ipv4Addr) -> bool {
         if !self.in_roster {
             return false;

@@ -18,6 +18,8 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 const T0: u64 = 1_800_000_000;
 const LEASE: u64 = 60;
@@ -34,8 +36,10 @@ struct Member {
     /// What `shares` said at the start of this tick (the shell recomputes it every 2 s).
     share: Share,
     alive: bool,
-    /// When it last died (unix seconds): what its status file would say at restart.
+    /// When it last died (unix seconds) and its recovery window then: what its status file
+    /// would say at restart.
     died: u64,
+    recovering_since: Option<u64>,
     /// Partition side.
     side: u8,
     /// Which members this one sees alive, and since when a change is pending.
@@ -60,7 +64,10 @@ enum Client {
 }
 
 struct Sim {
+    seed: u64,
     rng: StdRng,
+    /// The virtual clock every member's store versions its writes with (unix ms).
+    clock: Arc<AtomicU64>,
     members: Vec<Member>,
     ids: Vec<u64>,
     clients: Vec<Client>,
@@ -112,18 +119,22 @@ impl Sim {
             gateway: None,
             domain: None,
         };
+        // Everything comes from the seed: member ids (which decide who owns which address)
+        // and the clock that versions store writes, so a failing seed fails every time.
+        let mut rng = StdRng::seed_from_u64(seed);
+        let clock = Arc::new(AtomicU64::new(T0 * 1000));
         let mut members: Vec<Member> = (0..n)
             .map(|i| {
                 let dir = std::env::temp_dir()
                     .join(format!("drover-poolsim-{}-{seed}-{i}", std::process::id()));
                 let _ = std::fs::remove_dir_all(&dir);
-                let store = Store::open(&dir).unwrap();
+                let store = Store::open_simulated(&dir, rng.random(), clock.clone()).unwrap();
                 let server = Ipv4Addr::new(198, 18, 0, 1 + i as u8);
                 let mut ctx = Context::new("eth0", server, subnet, "http://x".into());
                 ctx.lease_time = LEASE as u32;
                 Member {
                     view: View::load(&store).unwrap(),
-                    shares: Shares::new(store.member(), LEASE, T0 * 1000, None),
+                    shares: Shares::new(store.member(), LEASE, T0 * 1000, None, None),
                     share: Share::solo(store.member()),
                     store,
                     dir,
@@ -131,6 +142,7 @@ impl Sim {
                     ctx,
                     alive: true,
                     died: 0,
+                    recovering_since: None,
                     side: 0,
                     sees: vec![true; n],
                     pending: vec![None; n],
@@ -156,7 +168,9 @@ impl Sim {
             m.view.refresh(&m.store).unwrap();
         }
         Sim {
-            rng: StdRng::seed_from_u64(seed),
+            seed,
+            rng,
+            clock,
             members,
             ids,
             clients: vec![Client::Init; clients],
@@ -240,6 +254,8 @@ impl Sim {
     /// Runs one request on member `i` and applies its action as the DHCP shell does.
     fn ask(&mut self, i: usize, req: &Request) -> Option<(ReplyKind, Ipv4Addr)> {
         let now = self.now;
+        // Each request a millisecond after the last, as real time orders the writes.
+        self.clock.fetch_add(1, Ordering::Relaxed);
         let m = &mut self.members[i];
         let action = handle(now, req, &m.ctx, &m.share, &m.view, &m.offers);
         match action {
@@ -289,8 +305,9 @@ impl Sim {
                 }
                 assert!(
                     other == c || *held != ip || *expires <= self.now,
-                    "{} t={} {ip} acked to client {c} by member {server} while client {other} \
-                     holds it until t={} (acked by member {by})",
+                    "seed {} {} t={} {ip} acked to client {c} by member {server} while client \
+                     {other} holds it until t={} (acked by member {by})",
+                    self.seed,
                     self.state(),
                     self.now - T0,
                     expires - T0,
@@ -410,6 +427,8 @@ impl Sim {
             let i = live[self.rng.random_range(0..live.len())];
             self.members[i].alive = false;
             self.members[i].died = self.now;
+            self.members[i].recovering_since =
+                self.members[i].shares.recovering_since(self.now * 1000);
             self.log.push(format!("t={} m{i} dies", self.now - T0));
         }
         let dead: Vec<usize> = (0..n).filter(|&i| !self.members[i].alive).collect();
@@ -425,6 +444,7 @@ impl Sim {
                 LEASE,
                 self.now * 1000,
                 Some(m.died * 1000),
+                m.recovering_since,
             );
             m.sees = (0..n).map(|j| j == i).collect();
             m.pending = vec![None; n];
@@ -448,6 +468,7 @@ impl Sim {
     /// One second: chaos and clients, or (quiet) only membership and replication.
     fn tick(&mut self, quiet: bool) {
         self.now += 1;
+        self.clock.store(self.now * 1000, Ordering::Relaxed);
         if !quiet {
             self.chaos();
         }
@@ -504,7 +525,44 @@ fn run(seed: u64, n: usize) {
 
 #[test]
 fn no_address_is_leased_twice_through_deaths_and_partitions() {
-    for (seed, n) in [(1, 3), (2, 2), (3, 4), (4, 3), (5, 5)] {
+    // 137 and 563 (before the fixes for 162 and 1017), 15 and 322 (after them): a taker
+    // extended a lease its copy showed but the owner, cut off (15) or dead before
+    // replicating (322), had since seen released and given to another client
+    // (`dhcp::share`, takeover).
+    // 162: an owner back beside half the pool (not a strict majority) served again without
+    // a recovery window. 1017: a restart dropped the recovery window it stopped in.
+    let seeds = [
+        (1, 3),
+        (2, 2),
+        (3, 4),
+        (4, 3),
+        (5, 5),
+        (137, 3),
+        (563, 5),
+        (162, 4),
+        (1017, 3),
+        (15, 5),
+        (322, 4),
+    ];
+    for (seed, n) in seeds {
         run(seed, n);
+    }
+}
+
+/// The same over many seeds, for a search after a change to the pool's DHCP:
+/// `DROVER_POOLSIM_SEEDS=FIRST..LAST cargo test --release --lib -- --ignored many_seeds`
+/// (default `100..400`); pool sizes 2 to 5 in turn. A failing seed goes into the list above.
+/// At most ~500 seeds per run: each store's 64 GiB map stays reserved until the process
+/// ends (`Store::open` leaks its environment), and the address space runs out near 600.
+#[test]
+#[ignore = "a seed search: minutes of CPU"]
+fn no_address_is_leased_twice_many_seeds() {
+    let range = std::env::var("DROVER_POOLSIM_SEEDS").unwrap_or_else(|_| "100..400".into());
+    let (first, last) = range
+        .split_once("..")
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+        .expect("DROVER_POOLSIM_SEEDS is FIRST..LAST");
+    for seed in first..last {
+        run(seed, 2 + (seed % 4) as usize);
     }
 }

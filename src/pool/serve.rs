@@ -98,6 +98,10 @@ pub struct Status {
     /// The floating service address, when configured, and who holds it.
     #[serde(default)]
     pub service_address: Option<ServiceAddress>,
+    /// The start (unix seconds) of the DHCP recovery window this member was in, carried to
+    /// its next start (`Shares::recovering_since`).
+    #[serde(default)]
+    pub recovering_since: Option<u64>,
 }
 
 /// The floating service address in `drover pool status`.
@@ -332,12 +336,13 @@ async fn member(
     if let Err(e) = enter_roster(store, settings, founder) {
         tracing::error!(error = %e, "pool: cannot write this member's roster row");
     }
-    let last_alive = read_status(state_dir).ok().map(|s| s.updated_ms);
+    let last = read_status(state_dir).ok();
     let mut shares = Shares::new(
         settings.member_id,
         settings.lease_time,
         me.epoch,
-        last_alive,
+        last.as_ref().map(|s| s.updated_ms),
+        last.and_then(|s| s.recovering_since),
     );
     let mut floating = Floating::new(settings.member_id);
     let mut m = Membership::new(me, key.clone(), membership::config(3), me.epoch ^ me.id);
@@ -403,7 +408,7 @@ async fn member(
                 publish(&mut shares, &mut floating, &m, &synced, store, links);
                 hand_layers(links, &key, &m);
                 publish_summary(task, &mut heard, &m);
-                write_status(task, &m, &synced, &heard);
+                write_status(task, &m, &synced, &heard, &shares);
                 Vec::new()
             }
             _ = sync_tick.tick() => {
@@ -477,7 +482,7 @@ async fn member(
         if changed {
             publish(&mut shares, &mut floating, &m, &synced, store, links);
             hand_layers(links, &key, &m);
-            write_status(task, &m, &synced, &heard);
+            write_status(task, &m, &synced, &heard, &shares);
         }
     }
     if let Some(h) = syncing {
@@ -624,7 +629,7 @@ fn publish_summary(task: &Task, heard: &mut Heard, m: &Membership) {
     task.summaries.publish(summary);
 }
 
-fn write_status(task: &Task, m: &Membership, synced: &Synced, heard: &Heard) {
+fn write_status(task: &Task, m: &Membership, synced: &Synced, heard: &Heard, shares: &Shares) {
     let (state_dir, store) = (task.state_dir, task.store);
     let share = task.links.share.borrow().clone();
     let decision = *task.links.floating.borrow();
@@ -698,9 +703,10 @@ fn write_status(task: &Task, m: &Membership, synced: &Synced, heard: &Heard) {
         }
     }
     members.sort_by_key(|s| (s.addr, s.epoch));
+    let now_ms = unix_ms();
     let status = Status {
         me: member_status(m.me(), "alive", false),
-        updated_ms: unix_ms(),
+        updated_ms: now_ms,
         members,
         unauthenticated: m.refusals().unauthenticated,
         roster: share.roster.clone(),
@@ -708,9 +714,10 @@ fn write_status(task: &Task, m: &Membership, synced: &Synced, heard: &Heard) {
         service_address: task.settings.service_address.map(|addr| ServiceAddress {
             addr,
             holder: decision.holder,
-            here: decision.holds_at(unix_ms()),
+            here: decision.holds_at(now_ms),
         }),
         layers_unreplicated: unreplicated,
+        recovering_since: shares.recovering_since(now_ms),
     };
     let dir = pool_dir(state_dir);
     let tmp = dir.join("status.json.tmp");

@@ -13,8 +13,11 @@
 //!   the other side granted meanwhile is here.
 //!
 //! Losing sight of members needs no wait: this member's own share stays its own. Losing
-//! sight of a majority (or a restart) starts a recovery window once it is regained
-//! (`Share::recovery`).
+//! the use of it (the members out of sight could form a strict majority without this one,
+//! and take over its clients) starts a recovery window once it is regained
+//! (`Share::recovery`), and so does a restart. A window still open (or an absence still
+//! going on) when the member stops carries over to its next start
+//! ([`Shares::recovering_since`], kept in the status file).
 //!
 //! Not here: the roster rows themselves (the shell writes and reads them), membership.
 
@@ -33,7 +36,8 @@ pub struct Shares {
     /// The DHCP lease time (seconds): how long a recovery lasts, with a margin.
     lease_time: u64,
     started_ms: u64,
-    /// Since when this member has not seen a strict majority of the roster (unix ms).
+    /// Since when the members out of this one's sight could form a strict majority of the
+    /// roster without it (unix ms): from then on its clients may be taken over.
     absent_since: Option<u64>,
     /// The current recovery window `(since, until)` in unix seconds (`Share::recovery`).
     recovery: Option<(u64, u64)>,
@@ -47,10 +51,19 @@ pub struct Shares {
 
 impl Shares {
     /// `last_alive_ms`: when this member last served in the pool before this start (from its
-    /// status file), if ever; a restart is a time out of sight.
-    pub fn new(me: u64, lease_time: u64, started_ms: u64, last_alive_ms: Option<u64>) -> Shares {
-        let recovery =
-            last_alive_ms.map(|t| (t / 1000, started_ms / 1000 + lease_time + RECOVERY_MARGIN));
+    /// status file), if ever; a restart is a time out of sight. `recovering_since`: what
+    /// [`Shares::recovering_since`] said then (the same status file).
+    pub fn new(
+        me: u64,
+        lease_time: u64,
+        started_ms: u64,
+        last_alive_ms: Option<u64>,
+        recovering_since: Option<u64>,
+    ) -> Shares {
+        let recovery = last_alive_ms.map(|t| {
+            let since = recovering_since.map_or(t / 1000, |s| s.min(t / 1000));
+            (since, started_ms / 1000 + lease_time + RECOVERY_MARGIN)
+        });
         Shares {
             me,
             lease_time,
@@ -61,6 +74,17 @@ impl Shares {
             gained: HashMap::new(),
             pulled: HashMap::new(),
         }
+    }
+
+    /// The start (unix seconds) of the recovery window this member is in at `now_ms`, or of
+    /// the absence that will open one: to be kept across a restart.
+    pub fn recovering_since(&self, now_ms: u64) -> Option<u64> {
+        let open = self
+            .recovery
+            .filter(|(_, until)| now_ms / 1000 < *until)
+            .map(|(since, _)| since);
+        let absent = self.absent_since.map(|ms| ms / 1000);
+        open.into_iter().chain(absent).min()
     }
 
     /// A pull of the store from `member` completed at `at_ms`.
@@ -92,8 +116,9 @@ impl Shares {
             .iter()
             .filter(|id| **id == self.me || alive.contains(id))
             .count();
-        let majority = 2 * in_sight > settled.len();
-        match (majority, self.absent_since) {
+        // As `Share::may_use_own`: the members out of sight cannot form a strict majority.
+        let present = 2 * in_sight >= settled.len();
+        match (present, self.absent_since) {
             (false, None) => self.absent_since = Some(now_ms),
             (true, Some(since)) => {
                 self.absent_since = None;
@@ -148,8 +173,8 @@ mod tests {
         let joined = 100_000;
         let roster = [row(1, 0), row(2, joined)];
         let (mut old, mut new) = (
-            Shares::new(1, 60, 0, None),
-            Shares::new(2, 60, joined, None),
+            Shares::new(1, 60, 0, None, None),
+            Shares::new(2, 60, joined, None, None),
         );
         let settle = joined + PoolMember::SETTLE_MS;
         // They see each other from the join on and have pulled from each other since.
@@ -178,5 +203,42 @@ mod tests {
         assert!(theirs
             .iter()
             .all(|ip| b.may_allocate(*ip) && !a.may_allocate(*ip)));
+    }
+
+    #[test]
+    fn a_recovery_window_opens_when_the_member_may_use_its_share_again() {
+        // Four members: alone, this one stops; beside one other (half), it serves again, and
+        // the others may have extended its clients' leases meanwhile (pool sim seed 162).
+        let roster = [row(1, 0), row(2, 0), row(3, 0), row(4, 0)];
+        let mut s = Shares::new(1, 60, 0, None, None);
+        s.pulled(2, 50_000);
+        s.share(&roster, &[2, 3, 4], 1_000);
+        s.share(&roster, &[], 100_000);
+        assert_eq!(s.recovering_since(100_000), Some(100));
+        s.share(&roster, &[2], 150_000);
+        s.pulled(2, 160_000);
+        let back = s.share(&roster, &[2], 160_000);
+        assert!(back.in_roster);
+        assert_eq!(back.recovery, Some((100, 150 + 60 + RECOVERY_MARGIN)));
+        assert!(!back.may_reuse(160, 120), "ran into the absence");
+        assert!(back.may_reuse(160, 99));
+    }
+
+    #[test]
+    fn a_restart_keeps_the_recovery_window_it_stopped_in() {
+        // Out of sight from 100 s, back at 150 s, stopped at 170 s, restarted at 200 s: an
+        // address whose lease ran out at 160 s may have been extended by a member that died
+        // before replicating that (pool sim seed 1017).
+        let roster = [row(1, 0), row(2, 0), row(3, 0)];
+        let mut s = Shares::new(1, 60, 0, None, None);
+        s.share(&roster, &[], 100_000);
+        s.share(&roster, &[2], 150_000);
+        let since = s.recovering_since(170_000);
+        assert_eq!(since, Some(100));
+        let again = Shares::new(1, 60, 200_000, Some(170_000), since);
+        assert_eq!(again.recovery, Some((100, 200 + 60 + RECOVERY_MARGIN)));
+        // Without it, the window would start at the stop only.
+        let plain = Shares::new(1, 60, 200_000, Some(170_000), None);
+        assert_eq!(plain.recovery, Some((170, 200 + 60 + RECOVERY_MARGIN)));
     }
 }

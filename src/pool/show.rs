@@ -337,6 +337,7 @@ mod tests {
             roster: vec![1, 2, 3],
             majority: true,
             layers_unreplicated: 4,
+            recovering_since: None,
             service_address: Some(ServiceAddress {
                 addr: Ipv4Addr::new(198, 18, 0, 100),
                 holder: Some(1),

@@ -21,7 +21,9 @@
 //! Not here: validation of admin input (`crate::admin`), the network side of replication
 //! (`crate::pool`).
 
-#![allow(unsafe_code)] // heed's env open is `unsafe` (see `Store::open`); nothing else is.
+// heed's env open is `unsafe` (see `Store::open`), and so is turning off fsync for
+// simulations (`Store::open_simulated`); nothing else is.
+#![allow(unsafe_code)]
 
 pub mod hlc;
 pub mod model;
@@ -33,7 +35,9 @@ pub use view::View;
 
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
-use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RoTxn, RwTxn, WithoutTls};
+use heed::{
+    CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, FlagSetMode, RoTxn, RwTxn, WithoutTls,
+};
 use model::{
     ApiToken, Bmc, BootLog, Export, Group, Image, Lease, Network, Node, PoolMember, PowerState,
     Setting, User,
@@ -41,6 +45,8 @@ use model::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Bumped whenever the on-disk layout changes; [`Store::open`] refuses newer stores and
@@ -250,11 +256,43 @@ pub struct Store {
     origins: Origins<'static>,
     member: u64,
     path: PathBuf,
+    /// Where write versions take their time from: the system clock, or (simulations on
+    /// virtual time) unix milliseconds the caller sets.
+    clock: Option<Arc<AtomicU64>>,
 }
 
 impl Store {
     /// Opens (creating if needed) the store under `state_dir/store`.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(state_dir, None)
+    }
+
+    /// [`Store::open`] for simulations: a new store gets member id `member` (an existing
+    /// one keeps its own), and write versions take their time from `clock` (unix
+    /// milliseconds the caller advances) instead of the system clock, so that a seeded run
+    /// orders concurrent writes the same way every time. Commits are not fsynced (a
+    /// simulated restart keeps the process, so nothing is lost; a busy disk would otherwise
+    /// make a simulation of thousands of writes take minutes).
+    pub fn open_simulated(
+        state_dir: &Path,
+        member: u64,
+        clock: Arc<AtomicU64>,
+    ) -> Result<Store, StoreError> {
+        let mut store = Store::open_with(state_dir, Some(member))?;
+        // SAFETY: heed marks NO_SYNC unsafe because a machine crash may then lose or tear
+        // the last commits; a simulation's store does not outlive the process. No other
+        // thread holds this freshly opened environment.
+        unsafe { store.env.set_flags(EnvFlags::NO_SYNC, FlagSetMode::Enable) }.map_err(
+            |source| StoreError::Lmdb {
+                path: store.path.clone(),
+                source,
+            },
+        )?;
+        store.clock = Some(clock);
+        Ok(store)
+    }
+
+    fn open_with(state_dir: &Path, member: Option<u64>) -> Result<Store, StoreError> {
         let path = state_dir.join("store");
         std::fs::create_dir_all(&path).map_err(|source| StoreError::CreateDir {
             path: path.clone(),
@@ -312,7 +350,7 @@ impl Store {
         let member = match meta.get(&wtxn, "member").map_err(lmdb)? {
             Some(bytes) => decode::<u64>("meta/member", bytes)?,
             None => {
-                let id = random_u64();
+                let id = member.unwrap_or_else(random_u64);
                 meta.put(&mut wtxn, "member", &encode(&id)).map_err(lmdb)?;
                 id
             }
@@ -327,6 +365,7 @@ impl Store {
             origins,
             member,
             path,
+            clock: None,
         })
     }
 
@@ -371,7 +410,10 @@ impl Store {
             store: self,
             txn: &mut txn,
             hlc,
-            now_ms: now_ms(),
+            now_ms: match &self.clock {
+                Some(clock) => clock.load(Ordering::Relaxed),
+                None => now_ms(),
+            },
         };
         let out = f(&mut writer)?;
         let last = writer.hlc.last();
