@@ -14,25 +14,11 @@
 
 mod common;
 
-use common::{Drover, Netns};
+use common::{Drover, Member, Netns};
 use std::time::{Duration, Instant};
 
-struct Member {
-    ns: Netns,
-    drover: Drover,
-    ip: String,
-}
-
 fn member(hub: &Netns, i: usize) -> Member {
-    let ns = Netns::new(&format!("pool{i}"));
-    hub.add_veth_to_bridge(&format!("p{i}"), "br0", &ns, "eth0");
-    let ip = format!("198.18.0.{}", i + 1);
-    ns.add_addr("eth0", &format!("{ip}/24"));
-    Member {
-        ns,
-        drover: Drover::new(),
-        ip,
-    }
+    Member::on_bridge(hub, "br0", "pool", "p", i, &format!("198.18.0.{}", i + 1))
 }
 
 impl Member {

@@ -17,28 +17,14 @@
 
 mod common;
 
-use common::{wait_until, Drover, Netns};
+use common::{wait_until, Member, Netns};
 use std::time::{Duration, Instant};
 
 const SERVICE_ADDRESS: &str = "198.18.0.100";
 const CLIENT: &str = "198.18.0.50";
 
-struct Member {
-    ns: Netns,
-    drover: Drover,
-    ip: String,
-}
-
 fn member(hub: &Netns, i: usize) -> Member {
-    let ns = Netns::new(&format!("vip{i}"));
-    hub.add_veth_to_bridge(&format!("v{i}"), "br0", &ns, "eth0");
-    let ip = format!("198.18.0.{}", i + 1);
-    ns.add_addr("eth0", &format!("{ip}/24"));
-    Member {
-        ns,
-        drover: Drover::new(),
-        ip,
-    }
+    Member::on_bridge(hub, "br0", "vip", "v", i, &format!("198.18.0.{}", i + 1))
 }
 
 fn text(out: std::process::Output) -> String {

@@ -93,7 +93,7 @@ fn wait_marker(vm: &mut Vm, node: &str) -> BTreeMap<String, String> {
 fn vms_boot_through_a_pool_while_a_member_dies() {
     let assets = Assets::require();
     let lab = Lab::new("qpool");
-    let mut m: Vec<Member> = (0..3).map(|i| Member::new(&lab, i)).collect();
+    let mut m: Vec<Member> = (0..3).map(|i| pool::member(&lab, i)).collect();
 
     // Fleet data on the first member only; the others get it by replication.
     let a = &m[0].drover;

@@ -119,7 +119,7 @@ fn nfs_root_survives_the_death_of_its_member() {
         "lab/nfsroot/rootfs has no counter mode: run scripts/lab-assets (or scripts/setup)"
     );
     let lab = Lab::new("qpnfs");
-    let mut m: Vec<Member> = (0..3).map(|i| Member::new(&lab, i)).collect();
+    let mut m: Vec<Member> = (0..3).map(|i| pool::member(&lab, i)).collect();
 
     let a = &m[0].drover;
     a.cli_ok(&[

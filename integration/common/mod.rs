@@ -727,3 +727,35 @@ impl Drop for Drover {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Pool members
+
+/// A drover in its own namespace `tag{i}`, whose `eth0` is a veth (`{veth}{i}` on the hub
+/// side) on `bridge` in `hub`, with address `ip`/24. The pool tests add their own methods.
+/// Fields drop in declaration order: drover is stopped before its namespace goes.
+pub struct Member {
+    pub drover: Drover,
+    pub ns: Netns,
+    pub ip: String,
+}
+
+impl Member {
+    pub fn on_bridge(
+        hub: &Netns,
+        bridge: &str,
+        tag: &str,
+        veth: &str,
+        i: usize,
+        ip: &str,
+    ) -> Member {
+        let ns = Netns::new(&format!("{tag}{i}"));
+        hub.add_veth_to_bridge(&format!("{veth}{i}"), bridge, &ns, "eth0");
+        ns.add_addr("eth0", &format!("{ip}/24"));
+        Member {
+            drover: Drover::new(),
+            ns,
+            ip: ip.to_string(),
+        }
+    }
+}

@@ -3,35 +3,32 @@
 //! what the tests read back from them (`pool status`, blob files, leases).
 
 use super::lab::{Lab, BRIDGE};
-use crate::common::{wait_until, Drover, Netns};
+use crate::common::wait_until;
 use std::path::Path;
 use std::time::Duration;
 
 /// How long `drover serve` may take to log that it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One member. Fields drop in declaration order: drover is stopped before its namespace.
-pub struct Member {
-    pub drover: Drover,
-    pub ns: Netns,
-    pub ip: String,
+pub use crate::common::Member;
+
+/// Member `i` of the lab: namespace `pm{i}`, its `eth0` on the lab bridge with address
+/// 198.18.0.{i + 2} (the bridge holds .1), drover logging at `DROVER_LOG` (default info).
+pub fn member(lab: &Lab, i: usize) -> Member {
+    let mut m = Member::on_bridge(
+        &lab.ns,
+        BRIDGE,
+        "pm",
+        "m",
+        i,
+        &format!("198.18.0.{}", i + 2),
+    );
+    let log = std::env::var("DROVER_LOG").unwrap_or_else(|_| "info".into());
+    m.drover.env("DROVER_LOG", &log);
+    m
 }
 
 impl Member {
-    /// Member `i` of the lab: namespace `pm{i}`, its `eth0` on the lab bridge with address
-    /// 198.18.0.{i + 2} (the bridge holds .1).
-    pub fn new(lab: &Lab, i: usize) -> Member {
-        let ns = Netns::new(&format!("pm{i}"));
-        lab.ns
-            .add_veth_to_bridge(&format!("m{i}"), BRIDGE, &ns, "eth0");
-        let ip = format!("198.18.0.{}", i + 2);
-        ns.add_addr("eth0", &format!("{ip}/24"));
-        let mut drover = Drover::new();
-        let log = std::env::var("DROVER_LOG").unwrap_or_else(|_| "info".into());
-        drover.env("DROVER_LOG", &log);
-        Member { drover, ns, ip }
-    }
-
     /// `drover serve --interface eth0` (with `config` when given) in the member's namespace,
     /// until it logs that it is ready.
     pub fn serve(&mut self, config: Option<&str>) {
