@@ -128,119 +128,33 @@ fn local_and_remote_print_the_same() {
     std::fs::write(&pw, "secret\n").unwrap();
     let share = d.scratch().join("share");
     std::fs::create_dir_all(&share).unwrap();
-    let setup: &[&[&str]] = &[
-        &[
-            "network",
-            "add",
-            "lab",
-            "--subnet",
-            "198.18.0.0/24",
-            "--range",
-            "198.18.0.100-198.18.0.199",
-            "--gateway",
-            "198.18.0.1",
-            "--domain",
-            "lab.example",
-        ],
-        &["network", "add", "bare", "--subnet", "198.19.0.0/16"],
-        &["image", "add", "plain", "--kernel", k, "--initrd", k],
-        &[
-            "image",
-            "add",
-            "fs",
-            "--kernel",
-            k,
-            "--rootfs",
-            t,
-            "--root",
-            "nfs",
-            "--persistent",
-            "/var/log,/etc/ssh",
-            "--cmdline",
-            "console=ttyS0 quiet",
-        ],
-        &["group", "add", "rack1", "--image", "fs"],
-        &["group", "add", "empty"],
-        &[
-            "group",
-            "set",
-            "rack1",
-            "--bmc",
-            "127.0.0.1:1",
-            "--bmc-user",
-            "admin",
-            "--bmc-password-file",
-            pw.to_str().unwrap(),
-        ],
-        &["group", "set", "bmconly", "--bmc-user", "ops"],
-        &[
-            "node",
-            "add",
-            "n1",
-            "--mac",
-            "52:54:00:00:00:01",
-            "--ip",
-            "198.18.0.11",
-            "--group",
-            "rack1",
-            "--alias",
-            "login,gpu1",
-        ],
-        &[
-            "node",
-            "add",
-            "n2",
-            "--mac",
-            "52:54:00:00:00:02",
-            "--image",
-            "plain",
-            "--root",
-            "ram",
-        ],
-        &[
-            "node",
-            "add",
-            "n3",
-            "--mac",
-            "52:54:00:00:00:03",
-            "--group",
-            "rack1",
-        ],
-        &[
-            "node",
-            "add",
-            "n4",
-            "--mac",
-            "52:54:00:00:00:04",
-            "--group",
-            "nogroup",
-        ],
-        &[
-            "nfs",
-            "export",
-            "add",
-            "home",
-            "--path",
-            share.to_str().unwrap(),
-            "--clients",
-            "198.18.0.0/24,198.19.0.0/16",
-            "--rw",
-        ],
-        &[
-            "nfs",
-            "export",
-            "add",
-            "apps",
-            "--path",
-            share.to_str().unwrap(),
-            "--clients",
-            "198.18.1.0/24",
-        ],
-        &["token", "create", "--name", "ci"],
-        &["pool", "init"],
+    let (pw, share) = (pw.to_str().unwrap(), share.to_str().unwrap());
+    let setup = [
+        "network add lab --subnet 198.18.0.0/24 --range 198.18.0.100-198.18.0.199 \
+         --gateway 198.18.0.1 --domain lab.example"
+            .to_string(),
+        "network add bare --subnet 198.19.0.0/16".into(),
+        format!("image add plain --kernel {k} --initrd {k}"),
+        format!(
+            "image add fs --kernel {k} --rootfs {t} --root nfs --persistent /var/log,/etc/ssh \
+             --cmdline console=ttyS0"
+        ),
+        "group add rack1 --image fs".into(),
+        "group add empty".into(),
+        format!("group set rack1 --bmc 127.0.0.1:1 --bmc-user admin --bmc-password-file {pw}"),
+        "group set bmconly --bmc-user ops".into(),
+        "node add n1 --mac 52:54:00:00:00:01 --ip 198.18.0.11 --group rack1 --alias login,gpu1"
+            .into(),
+        "node add n2 --mac 52:54:00:00:00:02 --image plain --root ram".into(),
+        "node add n3 --mac 52:54:00:00:00:03 --group rack1".into(),
+        "node add n4 --mac 52:54:00:00:00:04 --group nogroup".into(),
+        format!("nfs export add home --path {share} --clients 198.18.0.0/24,198.19.0.0/16 --rw"),
+        format!("nfs export add apps --path {share} --clients 198.18.1.0/24"),
+        "token create --name ci".into(),
+        "pool init".into(),
     ];
-    for args in setup {
-        d.cli_ok(args);
+    for line in &setup {
+        d.cli_ok(&line.split_whitespace().collect::<Vec<_>>());
     }
     write_records(d.state_dir());
     // The pool task finds the key and writes its status within seconds.
@@ -254,25 +168,26 @@ fn local_and_remote_print_the_same() {
         all.extend_from_slice(args);
         elsewhere.cli(&all)
     };
-    let checked: &[&[&str]] = &[
-        &["node", "list"],
-        &["node", "show", "n1"],
-        &["node", "show", "n2"],
-        &["node", "show", "n3"],
-        &["node", "show", "n4"],
-        &["node", "events", "n1"],
-        &["node", "events", "n1", "--all"],
-        &["node", "events", "n2"],
-        &["group", "list"],
-        &["image", "list"],
-        &["network", "list"],
-        &["lease", "list"],
-        &["nfs", "export", "list"],
-        &["token", "list"],
-        &["pool", "status"],
-        &["pool", "status", "--json"],
+    let checked = [
+        "node list",
+        "node show n1",
+        "node show n2",
+        "node show n3",
+        "node show n4",
+        "node events n1",
+        "node events n1 --all",
+        "node events n2",
+        "group list",
+        "image list",
+        "network list",
+        "lease list",
+        "nfs export list",
+        "token list",
+        "pool status",
+        "pool status --json",
     ];
-    for args in checked {
+    for line in checked {
+        let args = &line.split_whitespace().collect::<Vec<_>>()[..];
         // Some outputs show ages in seconds (leases, power state, pool status): a second may
         // pass between two runs, so the remote output must equal a local one taken just
         // before or just after it.
