@@ -65,10 +65,12 @@
 pub mod core;
 pub mod fs;
 pub(crate) mod ids;
+mod ops;
 pub mod replica;
 pub mod rpc;
 pub mod serve;
 pub mod state;
+pub mod status;
 pub mod vfs;
 pub mod view;
 pub mod wire;
