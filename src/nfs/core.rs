@@ -2,7 +2,7 @@
 //!
 //! Data flow: [`Server::handle_call`] takes a call [`rpc::parse_call`] decoded (or the
 //! refusal to answer), decodes the COMPOUND into a bounded list of [`Op`]s
-//! ([`wire::decode_compound`]), hands each op to its family in [`super::ops`] (which runs it
+//! ([`wire::decode_compound`]), hands each op to its family in `nfs::ops` (which runs it
 //! against the state tables, behind one mutex taken per state step, and the [`Vfs`], called
 //! without the mutex held), encodes each result as it completes, and stops at the first
 //! failure. The pipeline owns what is about the COMPOUND as a whole: SEQUENCE first and only
@@ -14,7 +14,7 @@
 //! reads a clock, opens a socket or spawns. [`Server::handle_timeout`] expires clients whose
 //! lease ran out.
 //!
-//! Not here: the rules of each operation (its family file in [`super::ops`]), delegations
+//! Not here: the rules of each operation (its family file in `nfs::ops`), delegations
 //! (never granted, OPEN answers OPEN_DELEGATE_NONE), callbacks and the back channel, pNFS,
 //! named attributes, ACLs, RPCSEC_GSS, SP4_MACH_CRED/SSV state protection, mandatory
 //! byte-range locking (locks are advisory: READ and WRITE do not check them), persistence of
@@ -49,10 +49,9 @@ pub struct Settings {
 }
 
 /// What kind of call a record was, for the counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallKind {
     Null,
-    #[default]
     Compound,
     /// The RPC layer refused the call (bad version, credential, undecodable arguments ...).
     Refused,
@@ -61,7 +60,7 @@ pub enum CallKind {
 /// What one call produced: the reply to send (None: close the connection) and, for the
 /// counters and the log, what kind of call it was and each executed operation's number and
 /// status.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Outcome {
     pub reply: Option<Vec<u8>>,
     pub ops: OpStatuses,

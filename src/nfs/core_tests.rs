@@ -91,7 +91,7 @@ fn status(v: u32) -> Nfs4Status {
 
 /// Runs a COMPOUND; returns the overall status and a reader at the first result.
 fn run(s: &Server, now: Instant, uid: u32, c: C) -> (Nfs4Status, Vec<u8>) {
-    let out = handle(&s, now, &call(1, uid, &c.bytes()));
+    let out = handle(s, now, &call(1, uid, &c.bytes()));
     let reply = out.reply.expect("a reply");
     let mut r = Reader::new(&reply);
     assert_eq!(r.u32().unwrap(), 42);

@@ -7,7 +7,7 @@
 //! status) go through [`Nfs4Status::from_u32`], which answers `None` for an unknown number
 //! instead of panicking.
 //!
-//! Not here: which operation returns which status (the op families in [`super::ops`]), the
+//! Not here: which operation returns which status (the op families in `nfs::ops`), the
 //! mapping of file-side errors ([`super::vfs`]).
 
 macro_rules! nfsstat4 {

@@ -41,13 +41,13 @@ pub(crate) fn lock_state(state: &Mutex<State>) -> MutexGuard<'_, State> {
 
 /// Per-COMPOUND context.
 pub(crate) struct Ctx<'a> {
-    pub(crate) vfs: &'a dyn Vfs,
+    vfs: &'a dyn Vfs,
     state: &'a Mutex<State>,
     /// EXCHANGE_ID's server owner and scope.
     server_owner: &'a [u8],
-    pub(crate) now: Instant,
-    pub(crate) caller: &'a Caller,
-    pub(crate) minor: u32,
+    now: Instant,
+    caller: &'a Caller,
+    minor: u32,
     cfh: Option<Handle>,
     saved: Option<Handle>,
     current_stateid: Option<StateId>,
@@ -91,7 +91,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// The state tables, locked for one step (not across a [`Vfs`] call).
-    pub(crate) fn state(&self) -> MutexGuard<'a, State> {
+    fn state(&self) -> MutexGuard<'a, State> {
         lock_state(self.state)
     }
 
