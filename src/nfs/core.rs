@@ -21,7 +21,7 @@
 //! client state across restarts.
 
 use super::ops::session::{sequence, SeqOutcome};
-use super::ops::{self, lock_state, Ctx};
+use super::ops::{self, lock_state, Ctx, Shared};
 use super::rpc::{self, AcceptStat, Call, Cred, Procedure, Refusal};
 use super::state::{seqid_unchanged, Limits, State, Stateful};
 use super::status::Nfs4Status;
@@ -83,9 +83,7 @@ pub struct ClientStatus {
 
 /// The protocol server: state tables and the file side.
 pub struct Server {
-    vfs: Arc<dyn Vfs>,
-    state: Mutex<State>,
-    server_owner: Vec<u8>,
+    shared: Shared,
 }
 
 /// Each executed operation's number and status.
@@ -111,18 +109,20 @@ fn head_len(tag: &[u8]) -> usize {
 impl Server {
     pub fn new(vfs: Arc<dyn Vfs>, settings: Settings) -> Self {
         Server {
-            vfs,
-            state: Mutex::new(State::new(
-                settings.limits,
-                settings.boot,
-                settings.grace_until,
-            )),
-            server_owner: settings.server_owner,
+            shared: Shared {
+                vfs,
+                state: Mutex::new(State::new(
+                    settings.limits,
+                    settings.boot,
+                    settings.grace_until,
+                )),
+                server_owner: settings.server_owner,
+            },
         }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        lock_state(&self.state)
+        lock_state(&self.shared.state)
     }
 
     /// Expires clients whose lease ran out; returns how many.
@@ -241,15 +241,7 @@ impl Server {
             head.u32(0);
             return Ok((head.buf, Vec::new()));
         }
-        let mut cx = Ctx::new(
-            &*self.vfs,
-            &self.state,
-            &self.server_owner,
-            now,
-            caller,
-            c.minor,
-            MAX_RECORD,
-        );
+        let mut cx = Ctx::new(&self.shared, now, caller, c.minor, MAX_RECORD);
         let mut results = Writer::new();
         let mut count = 0u32;
         let mut last = Nfs4Status::Ok;

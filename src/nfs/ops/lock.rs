@@ -117,16 +117,7 @@ pub(super) fn lock(
         });
     }
     st.set_range(&fh, &owner, Some(write), offset, end)?;
-    let Some(Stateful::Lock(l)) = st.states.get_mut(&lock_other) else {
-        return Err(Nfs4Status::BadStateId.into());
-    };
-    l.seqid = l.seqid.wrapping_add(1);
-    let out = StateId {
-        seqid: l.seqid,
-        other: lock_other,
-    };
-    cx.current_stateid = Some(out);
-    Ok(Res::StateId(out))
+    Ok(cx.advance(&mut st, lock_other)?)
 }
 
 pub(super) fn lockt(
@@ -175,16 +166,7 @@ pub(super) fn locku(
         return Ok(Res::Empty);
     }
     st.set_range(&fh, &l.owner, None, offset, end)?;
-    let Some(Stateful::Lock(l)) = st.states.get_mut(&id.other) else {
-        return Err(Nfs4Status::BadStateId);
-    };
-    l.seqid = l.seqid.wrapping_add(1);
-    let out = StateId {
-        seqid: l.seqid,
-        other: id.other,
-    };
-    cx.current_stateid = Some(out);
-    Ok(Res::StateId(out))
+    cx.advance(&mut st, id.other)
 }
 
 pub(super) fn release_lockowner(cx: &mut Ctx, owner: &Owner) -> Result<Res, Nfs4Status> {

@@ -25,11 +25,11 @@ mod lock;
 mod open;
 pub(crate) mod session;
 
-use super::state::{SeqCheck, State};
+use super::state::{SeqCheck, State, Stateful};
 use super::status::Nfs4Status;
 use super::vfs::{Caller, Handle, Vfs};
-use super::wire::{Op, OpError, OpResult, Owner, StateId, MAX_NAME};
-use std::sync::{Mutex, MutexGuard};
+use super::wire::{Op, OpError, OpResult, Owner, Res, StateId, MAX_NAME};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// Takes the state tables' lock.
@@ -37,6 +37,14 @@ pub(crate) fn lock_state(state: &Mutex<State>) -> MutexGuard<'_, State> {
     // A poisoned lock means a panic elsewhere, which aborts the process (panic = abort);
     // the data is still the last consistent state.
     state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What every COMPOUND works on: the file side, the state tables and the server's identity.
+pub(crate) struct Shared {
+    pub(crate) vfs: Arc<dyn Vfs>,
+    pub(crate) state: Mutex<State>,
+    /// EXCHANGE_ID's server owner and scope.
+    pub(crate) server_owner: Vec<u8>,
 }
 
 /// Per-COMPOUND context.
@@ -63,19 +71,19 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
+    /// The context of a COMPOUND of minor version `minor` from `caller`, whose replies may
+    /// be `max_response` bytes long until SEQUENCE says otherwise.
     pub(crate) fn new(
-        vfs: &'a dyn Vfs,
-        state: &'a Mutex<State>,
-        server_owner: &'a [u8],
+        shared: &'a Shared,
         now: Instant,
         caller: &'a Caller,
         minor: u32,
         max_response: usize,
     ) -> Self {
         Ctx {
-            vfs,
-            state,
-            server_owner,
+            vfs: &*shared.vfs,
+            state: &shared.state,
+            server_owner: &shared.server_owner,
             now,
             caller,
             minor,
@@ -128,6 +136,25 @@ impl<'a> Ctx<'a> {
         };
         st.renew(self.now, id)?;
         Ok(id)
+    }
+
+    /// Moves the seqid of state `other` on, and makes the new stateid current and the
+    /// operation's result.
+    fn advance(&mut self, st: &mut State, other: [u8; 12]) -> Result<Res, Nfs4Status> {
+        let seqid = match st.states.get_mut(&other) {
+            Some(Stateful::Open(o)) => {
+                o.seqid = o.seqid.wrapping_add(1);
+                o.seqid
+            }
+            Some(Stateful::Lock(l)) => {
+                l.seqid = l.seqid.wrapping_add(1);
+                l.seqid
+            }
+            None => return Err(Nfs4Status::BadStateId),
+        };
+        let out = StateId { seqid, other };
+        self.current_stateid = Some(out);
+        Ok(Res::StateId(out))
     }
 
     /// Consumes `seqid` of a 4.0 owner (creating the owner on first use). Returns whether to

@@ -311,18 +311,9 @@ pub(super) fn open_confirm(cx: &mut Ctx, id: StateId, seqid: u32) -> Result<Res,
         s.confirmed = true;
     }
     cx.seq_owner = Some((true, o.owner.clone()));
-    let Some(Stateful::Open(open)) = st.states.get_mut(&id.other) else {
-        return Err(Nfs4Status::BadStateId);
-    };
-    open.seqid = open.seqid.wrapping_add(1);
-    let out = StateId {
-        seqid: open.seqid,
-        other: id.other,
-    };
-    let client = open.client;
-    st.renew(cx.now, client)?;
-    cx.current_stateid = Some(out);
-    Ok(Res::StateId(out))
+    let res = cx.advance(&mut st, id.other)?;
+    st.renew(cx.now, o.client)?;
+    Ok(res)
 }
 
 pub(super) fn open_downgrade(
@@ -345,13 +336,7 @@ pub(super) fn open_downgrade(
     };
     open.access = access;
     open.deny = deny;
-    open.seqid = open.seqid.wrapping_add(1);
-    let out = StateId {
-        seqid: open.seqid,
-        other: id.other,
-    };
-    cx.current_stateid = Some(out);
-    Ok(Res::StateId(out))
+    cx.advance(&mut st, id.other)
 }
 
 pub(super) fn close(cx: &mut Ctx, seqid: u32, id: StateId) -> Result<Res, Nfs4Status> {

@@ -56,6 +56,41 @@ fn drop_old_records(st: &mut State, now: Instant, keep: u64, owner: &[u8], v41: 
     }
 }
 
+/// Adds an unconfirmed record of client `owner` at the caller's address (of the COMPOUND's
+/// minor version, with the verifier SETCLIENTID_CONFIRM must present) if the table has room,
+/// else fails with `full`.
+fn add_client(
+    cx: &Ctx,
+    st: &mut State,
+    owner: &[u8],
+    verifier: [u8; 8],
+    confirm: [u8; 8],
+    full: Nfs4Status,
+) -> Result<u64, Nfs4Status> {
+    if st.clients.len() >= st.limits.max_clients {
+        return Err(full);
+    }
+    let id = st.new_clientid();
+    let lease_until = cx.now + st.limits.lease;
+    st.clients.insert(
+        id,
+        Client {
+            id,
+            owner: owner.to_vec(),
+            verifier,
+            minor: cx.minor,
+            confirmed: false,
+            confirm,
+            addr: cx.caller.addr,
+            lease_until,
+            cs_seq: 0,
+            cs_reply: None,
+            reclaim_complete: false,
+        },
+    );
+    Ok(id)
+}
+
 /// What SEQUENCE decided: replay a cached reply, or this result (and go on if it is one).
 pub(crate) enum SeqOutcome {
     Replay(Vec<u8>),
@@ -163,26 +198,7 @@ pub(super) fn setclientid(cx: &mut Ctx, verifier: [u8; 8], id: &[u8]) -> Result<
             });
         }
     }
-    if st.clients.len() >= st.limits.max_clients {
-        return Err(Nfs4Status::Resource);
-    }
-    let cid = st.new_clientid();
-    st.clients.insert(
-        cid,
-        Client {
-            id: cid,
-            owner: id.to_vec(),
-            verifier,
-            minor: 0,
-            confirmed: false,
-            confirm: confirm8,
-            addr: cx.caller.addr,
-            lease_until: now + lease,
-            cs_seq: 0,
-            cs_reply: None,
-            reclaim_complete: false,
-        },
-    );
+    let cid = add_client(cx, &mut st, id, verifier, confirm8, Nfs4Status::Resource)?;
     Ok(Res::SetClientId {
         clientid: cid,
         verifier: confirm8,
@@ -258,26 +274,7 @@ pub(super) fn exchange_id(
     for s in stale {
         st.remove_client(s);
     }
-    if st.clients.len() >= st.limits.max_clients {
-        return Err(Nfs4Status::Delay);
-    }
-    let id = st.new_clientid();
-    st.clients.insert(
-        id,
-        Client {
-            id,
-            owner: owner.to_vec(),
-            verifier,
-            minor: cx.minor,
-            confirmed: false,
-            confirm: [0; 8],
-            addr: cx.caller.addr,
-            lease_until: now + lease,
-            cs_seq: 0,
-            cs_reply: None,
-            reclaim_complete: false,
-        },
-    );
+    let id = add_client(cx, &mut st, owner, verifier, [0; 8], Nfs4Status::Delay)?;
     Ok(Res::ExchangeId {
         clientid: id,
         sequence: 1,
