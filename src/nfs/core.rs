@@ -26,7 +26,7 @@ use super::rpc::{self, AcceptStat, Call, Cred, Procedure, Refusal};
 use super::state::{seqid_unchanged, Limits, State, Stateful};
 use super::status::Nfs4Status;
 use super::vfs::{Caller, Vfs};
-use super::wire::{self, Op, OpResult, Owner, MAX_OPS, MAX_RECORD};
+use super::wire::{self, Compound, Op, Owner, MAX_OPS, MAX_RECORD};
 use super::xdr::{opaque_len, Writer};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -99,6 +99,37 @@ fn sessionless(op: &Op) -> bool {
             | Op::DestroyClientId(_)
             | Op::BindConnToSession { .. }
     )
+}
+
+/// Runs the `i`-th operation of `c` after the rules about the COMPOUND as a whole: the
+/// operation limit, and in 4.1 SEQUENCE first and only first (or else one of the sessionless
+/// operations, alone but for the DESTROY ones). A retransmitted SEQUENCE answers with its
+/// slot's cached reply.
+fn step(cx: &mut Ctx, c: &Compound, i: usize, op: &Op) -> SeqOutcome {
+    let fail = |s: Nfs4Status| SeqOutcome::Result(Err(s.into()));
+    if c.too_many {
+        return fail(if c.minor == 0 {
+            Nfs4Status::Resource
+        } else {
+            Nfs4Status::TooManyOps
+        });
+    }
+    let first_of_41 = c.minor >= 1 && i == 0;
+    let alone_or_destroy =
+        c.ops.len() == 1 || matches!(op, Op::DestroySession(_) | Op::DestroyClientId(_));
+    match op {
+        Op::Sequence { .. } if c.minor >= 1 && i > 0 => fail(Nfs4Status::SequencePos),
+        Op::Sequence {
+            session,
+            sequence: seq,
+            slot,
+            highest_slot,
+            ..
+        } => sequence(cx, *session, *seq, *slot, *highest_slot, c.ops.len()),
+        _ if first_of_41 && !sessionless(op) => fail(Nfs4Status::OpNotInSession),
+        _ if first_of_41 && !alone_or_destroy => fail(Nfs4Status::NotOnlyOp),
+        _ => SeqOutcome::Result(ops::run(cx, op)),
+    }
 }
 
 fn head_len(tag: &[u8]) -> usize {
@@ -246,41 +277,11 @@ impl Server {
         let mut count = 0u32;
         let mut last = Nfs4Status::Ok;
         let mut ops = Vec::new();
-        let n_ops = c.ops.len();
         for (i, op) in c.ops.iter().enumerate() {
             let num = op.number();
-            let result: OpResult = if c.too_many {
-                Err(if c.minor == 0 {
-                    Nfs4Status::Resource
-                } else {
-                    Nfs4Status::TooManyOps
-                }
-                .into())
-            } else if c.minor >= 1 && i == 0 && !matches!(op, Op::Sequence { .. }) {
-                if !sessionless(op) {
-                    Err(Nfs4Status::OpNotInSession.into())
-                } else if n_ops > 1 && !matches!(op, Op::DestroySession(_) | Op::DestroyClientId(_))
-                {
-                    Err(Nfs4Status::NotOnlyOp.into())
-                } else {
-                    ops::run(&mut cx, op)
-                }
-            } else if c.minor >= 1 && i > 0 && matches!(op, Op::Sequence { .. }) {
-                Err(Nfs4Status::SequencePos.into())
-            } else if let Op::Sequence {
-                session,
-                sequence: seq,
-                slot,
-                highest_slot,
-                ..
-            } = op
-            {
-                match sequence(&mut cx, *session, *seq, *slot, *highest_slot, n_ops) {
-                    SeqOutcome::Replay(bytes) => return Ok((bytes, Vec::new())),
-                    SeqOutcome::Result(r) => r,
-                }
-            } else {
-                ops::run(&mut cx, op)
+            let result = match step(&mut cx, &c, i, op) {
+                SeqOutcome::Replay(bytes) => return Ok((bytes, Vec::new())),
+                SeqOutcome::Result(r) => r,
             };
             let mark = results.len();
             let st = if let Some(bytes) = cx.replay.take() {
