@@ -15,8 +15,22 @@ const FORBIDDEN: &[&str] = &[
     "std::thread::sleep",
 ];
 
-/// Sans-IO modules with other names: NFS's XDR, RPC framing and state tables.
-const SANS_IO_EXTRA: &[&str] = &["nfs/xdr.rs", "nfs/rpc.rs", "nfs/state.rs"];
+/// Sans-IO modules with other names: NFS's XDR, RPC framing, state tables, statuses and the
+/// operations of its COMPOUND pipeline.
+const SANS_IO_EXTRA: &[&str] = &[
+    "nfs/xdr.rs",
+    "nfs/rpc.rs",
+    "nfs/state.rs",
+    "nfs/status.rs",
+    "nfs/ops/mod.rs",
+    "nfs/ops/attr.rs",
+    "nfs/ops/dir.rs",
+    "nfs/ops/filehandle.rs",
+    "nfs/ops/io.rs",
+    "nfs/ops/lock.rs",
+    "nfs/ops/open.rs",
+    "nfs/ops/session.rs",
+];
 
 fn sans_io_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read src/") {

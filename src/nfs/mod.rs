@@ -3,9 +3,12 @@
 //!
 //! Layout: [`vfs`] is the boundary between the protocol and the files; [`fs`] is the file
 //! side. The protocol side: [`xdr`] (XDR primitives), [`rpc`] (ONC RPC record marking and
-//! call/reply headers), [`wire`] (COMPOUND operations and attributes), [`state`] (clients,
-//! sessions, stateids, locks, leases), [`core`] (the COMPOUND pipeline) and [`serve`] (the
-//! tokio shell). `xdr`, `rpc`, `wire`, `state` and `core` do no I/O and read no clock.
+//! call/reply headers, decoded once per call), [`status`] (`nfsstat4` as [`status::Nfs4Status`]),
+//! [`wire`] (COMPOUND operations and attributes), [`state`] (clients, sessions, stateids,
+//! locks, leases), `ops` (the operations, one file per family: filehandles, attributes, I/O,
+//! open, lock, session, directories), [`core`] (the COMPOUND pipeline) and [`serve`] (the
+//! tokio shell). `xdr`, `rpc`, `status`, `wire`, `state`, `ops` and `core` do no I/O and read
+//! no clock.
 //!
 //! Protocol: what works (proven by `core_tests` on the in-memory test Vfs, `integration/nfs.rs`
 //! with libnfs against the binary, and `qemu-tests/nfs.rs` with the Linux 6.1 kernel client
@@ -65,10 +68,12 @@
 pub mod core;
 pub mod fs;
 pub(crate) mod ids;
+mod ops;
 pub mod replica;
 pub mod rpc;
 pub mod serve;
 pub mod state;
+pub mod status;
 pub mod vfs;
 pub mod view;
 pub mod wire;
