@@ -19,11 +19,11 @@ use crate::config::Config;
 use crate::image::Blobs;
 use crate::net::Interface;
 use crate::store::model::Network;
-use crate::store::{Store, View};
+use crate::store::{SharedView, Store};
 use anyhow::{Context, Result};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -84,7 +84,7 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
         crate::pool::floating::Decision::solo(store.member())
     });
     let (held_tx, held_rx) = tokio::sync::watch::channel(false);
-    let view = Arc::new(RwLock::new(View::load(&store)?));
+    let view = Arc::new(SharedView::load(store.clone())?);
     let shutdown = CancellationToken::new();
     let mut tasks: JoinSet<(String, Result<()>)> = JoinSet::new();
     let blobs = Blobs::new(state_dir);
@@ -93,7 +93,7 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
         dirs: vec![state_dir.join("tftp")],
     });
     // Boot events of every service go through one queue to one writer task.
-    let (boot_events, writer) = crate::timeline::Recorder::new(store.clone(), view.clone());
+    let (boot_events, writer) = crate::timeline::Recorder::new(view.clone());
     {
         let token = shutdown.clone();
         tasks.spawn(async move {
@@ -178,7 +178,7 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
         let replica = layers
             .clone()
             .map(|l| l as Arc<dyn crate::nfs::replica::Replica>);
-        let vfs = crate::nfs::file_side(state_dir, store.clone(), replica)
+        let vfs = crate::nfs::file_side(state_dir, view.clone(), replica)
             .context("NFS: opening the exported files")?;
         // Every member answers as the same server when the root is served from the service
         // address, so that a client that moves with it may reclaim its state (RFC 8881
@@ -411,8 +411,8 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
         });
     }
     {
-        let (store, view, token) = (store.clone(), view.clone(), shutdown.clone());
-        tasks.spawn(async move { ("view".into(), refresh_view(store, view, token).await) });
+        let (view, token) = (view.clone(), shutdown.clone());
+        tasks.spawn(async move { ("view".into(), refresh_view(view, token).await) });
     }
     {
         let (store, power, token) = (store.clone(), config.power.clone(), shutdown.clone());
@@ -483,11 +483,7 @@ fn record_interface_network(store: &Store, iface: &Interface) -> Result<()> {
         .with_context(|| format!("recording network {}", net.name))
 }
 
-async fn refresh_view(
-    store: Arc<Store>,
-    view: Arc<RwLock<View>>,
-    shutdown: CancellationToken,
-) -> Result<()> {
+async fn refresh_view(view: Arc<SharedView>, shutdown: CancellationToken) -> Result<()> {
     let mut ticker = tokio::time::interval(REFRESH_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -495,24 +491,11 @@ async fn refresh_view(
             _ = shutdown.cancelled() => return Ok(()),
             _ = ticker.tick() => {}
         }
-        let (store, view) = (store.clone(), view.clone());
+        let view = view.clone();
         // A refresh is a short LMDB read; keep it off the async workers anyway.
-        let changed = tokio::task::spawn_blocking(move || -> Result<bool> {
-            // Refresh a copy so readers are never blocked by the store read.
-            let mut next = view.read().map(|v| v.clone()).unwrap_or_default();
-            if next.seq() == store.last_seq()? {
-                return Ok(false);
-            }
-            let changed = next.refresh(&store)?;
-            if let Ok(mut v) = view.write() {
-                if v.seq() < next.seq() {
-                    *v = next;
-                }
-            }
-            Ok(changed)
-        })
-        .await
-        .context("view refresh task")??;
+        let changed = tokio::task::spawn_blocking(move || view.refresh())
+            .await
+            .context("view refresh task")??;
         if changed {
             tracing::debug!("store view refreshed");
         }
