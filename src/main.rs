@@ -624,7 +624,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             let store = open_store(state)?;
-            let settings = config.dns.settings(&own, store.member());
+            let settings = drover::serve::settings::dns(&config, &own, store.member());
             let view = drover::store::View::load(&store)?;
             let bind = own
                 .first()
@@ -950,7 +950,7 @@ fn power(store: &Store, args: PowerArgs) -> Result<()> {
     use drover::ipmi::core::BootDevice;
     use drover::ipmi::power::{self, Action};
     let config = Config::load(args.config.as_deref())?;
-    let mut fan = drover::ipmi::serve::fan_out(&config.power);
+    let mut fan = drover::serve::settings::fan_out(&config.power);
     if let Some(p) = args.parallel {
         fan.max_sessions = p.max(1);
     }
