@@ -80,14 +80,15 @@ pub mod wire;
 pub mod xdr;
 
 /// The files `drover serve` exports over NFS: every caller's view ([`view::Views`]: its
-/// node's root at `/root`, the shared exports open to its address at `/NAME`), over the store
-/// and `<state>/nfs/`; changes of node layers go to `replica` (the pool's copies) if given.
+/// node's root at `/root`, the shared exports open to its address at `/NAME`), over the
+/// server's `view` of the store and `<state>/nfs/`; changes of node layers go to `replica`
+/// (the pool's copies) if given.
 pub fn file_side(
     state_dir: &std::path::Path,
-    store: std::sync::Arc<crate::store::Store>,
+    view: std::sync::Arc<crate::store::SharedView>,
     replica: Option<std::sync::Arc<dyn replica::Replica>>,
 ) -> anyhow::Result<std::sync::Arc<dyn vfs::Vfs>> {
-    let mut views = view::Views::open(store, state_dir)?;
+    let mut views = view::Views::over(view, state_dir)?;
     if let Some(r) = replica {
         views = views.with_replica(r);
     }

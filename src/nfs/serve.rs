@@ -219,36 +219,31 @@ pub fn boot_id() -> u32 {
     rand_core::OsRng.next_u32()
 }
 
-/// The protocol server and shell settings for `drover serve`, from the `[nfs]` config:
-/// a grace period only if the previous run's status file lists clients.
+/// The protocol server of `drover serve` with the core's `limits`, answering as
+/// `server_name`: a grace period of `grace` only if the previous run's `status_file` lists
+/// clients.
 pub fn server(
     vfs: Arc<dyn super::vfs::Vfs>,
-    config: &crate::config::Nfs,
-    state_dir: &Path,
+    limits: super::state::Limits,
+    grace: Duration,
+    status_file: &Path,
     server_name: &str,
-) -> (Arc<Server>, Settings) {
-    let status_file = state_dir.join("nfs").join("clients.json");
+) -> Arc<Server> {
     let now = Instant::now();
-    let grace = Duration::from_secs(u64::from(config.grace_secs));
-    let grace_until = (had_clients(&status_file) && !grace.is_zero()).then(|| now + grace);
+    let grace_until = (had_clients(status_file) && !grace.is_zero()).then(|| now + grace);
     if grace_until.is_some() {
         tracing::info!(
-            secs = config.grace_secs,
+            secs = grace.as_secs(),
             "NFS: grace period: clients of the previous run may reclaim their state"
         );
     }
     let core = super::core::Settings {
-        limits: config.limits(),
+        limits,
         boot: boot_id(),
         grace_until,
         server_owner: format!("drover {server_name}").into_bytes(),
     };
-    let settings = Settings {
-        max_connections: config.max_connections,
-        status_file: Some(status_file),
-        ..Settings::default()
-    };
-    (Arc::new(Server::new(vfs, core)), settings)
+    Arc::new(Server::new(vfs, core))
 }
 
 /// Serves NFSv4 on `listeners` until `shutdown` is cancelled.
