@@ -62,7 +62,7 @@ pub struct Manifest {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io { path: PathBuf, source: io::Error },
     #[error("{0}: no store here (nothing to back up); is --state-dir right?")]
     NoStore(PathBuf),
@@ -97,7 +97,7 @@ pub enum BackupError {
     NotEmpty(PathBuf),
     #[error("blob {name} in the backup does not match its content (BLAKE3 {actual})")]
     BlobMismatch { name: String, actual: String },
-    #[error("image blob: {0}")]
+    #[error("image blob")]
     Image(#[from] ImageError),
 }
 

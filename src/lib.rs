@@ -21,6 +21,7 @@ pub mod dns;
 pub mod firmware;
 pub mod http;
 pub mod image;
+pub mod install;
 pub mod ipmi;
 pub mod net;
 pub mod nfs;
