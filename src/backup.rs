@@ -466,14 +466,11 @@ mod tests {
         let dir = temp("rt");
         let (src, dst, file) = (dir.join("src"), dir.join("dst"), dir.join("b.tar"));
         let store = Store::open(&src).unwrap();
-        store
-            .write::<_, StoreError>(|w| {
-                w.put(&Group {
-                    name: "rack1".into(),
-                    image: None,
-                })
-            })
-            .unwrap();
+        let group = Group {
+            name: "rack1".into(),
+            image: None,
+        };
+        store.write::<_, StoreError>(|w| w.put(&group)).unwrap();
         let blob = Blobs::new(&src)
             .import_with(|w| w.write_all(b"kernel"))
             .unwrap();
