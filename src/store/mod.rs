@@ -28,6 +28,7 @@
 pub mod hlc;
 pub mod model;
 pub mod replicate;
+mod snapshot;
 mod view;
 
 pub use hlc::{Hlc, Version};
