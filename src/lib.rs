@@ -11,6 +11,7 @@ pub mod admin;
 pub mod agent;
 pub mod api;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod counters;
 pub mod dhcp;

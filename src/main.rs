@@ -790,14 +790,14 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
                     ps::status_file(state).display()
                 )
             })?;
-            let age = ps::unix_ms().saturating_sub(status.updated_ms) / 1000;
+            let age = drover::clock::unix_ms().saturating_sub(status.updated_ms) / 1000;
             if age > 3 * ps::STATUS_EVERY.as_secs() {
                 eprintln!("warning: the status is {age} s old; is `drover serve` still running?");
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print!("{}", drover::pool::show::render(&status, ps::unix_ms()));
+                print!("{}", drover::pool::show::render(&status, drover::clock::unix_ms()));
             }
         }
         PoolCmd::Leave => {
@@ -1528,9 +1528,4 @@ fn print_table(rows: &[Vec<String>]) {
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use drover::clock::unix_secs as unix_now;

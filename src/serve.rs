@@ -116,7 +116,7 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
     let layers = (config.pool.enabled && config.nfs.enabled).then(|| {
         Arc::new(crate::pool::layers::Shipper::new(
             store.member(),
-            crate::pool::serve::unix_ms(),
+            crate::clock::unix_ms(),
         ))
     });
     if config.http.enabled {

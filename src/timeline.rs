@@ -97,7 +97,7 @@ impl Recorder {
     /// Queues an event of `node` that happened now (dropped when the queue is full).
     pub fn record(&self, node: String, stage: BootStage, source: &str, detail: String) {
         let event = BootEvent {
-            at_ms: now_ms(),
+            at_ms: crate::clock::unix_ms(),
             stage,
             source: source.to_string(),
             detail,
@@ -209,13 +209,6 @@ fn record_all(store: &Store, events: Vec<(String, BootEvent)>) -> Result<(), Sto
         }
         Ok(())
     })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Adds `event` to `log` in time order, keeping the newest [`MAX_EVENTS`]; cuts its detail to

@@ -89,10 +89,7 @@ struct StoreCounts {
 }
 
 fn store_counts(store: &crate::store::Store) -> Result<StoreCounts, super::ApiError> {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_ms = crate::clock::unix_ms();
     store.read(|r| {
         let mut c = StoreCounts::default();
         let logs: std::collections::HashMap<String, Vec<_>> = r

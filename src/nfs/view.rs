@@ -329,10 +329,7 @@ impl Views {
             return Some(n);
         }
         let lease = view.leases.get(&ip)?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::clock::unix_secs();
         if lease.state != LeaseState::Bound || lease.expires <= now {
             return None;
         }
