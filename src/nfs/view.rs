@@ -50,7 +50,7 @@ use super::vfs::{
     VfsError, VfsResult,
 };
 use crate::image::Blobs;
-use crate::store::model::{BlobId, Export, Image, LeaseState, Node};
+use crate::store::model::{BlobId, Export, Image, LeaseState, Node, PersistentPath};
 use crate::store::{Store, View};
 use std::collections::HashMap;
 use std::io;
@@ -69,27 +69,6 @@ const TAG_PSEUDO: u8 = b'P';
 const TAG_EXPORT: u8 = b'E';
 /// Tag byte plus an 8-byte scope id.
 const PREFIX: usize = 9;
-
-/// Checks a persistent path: absolute, normalised (no empty, `.` or `..` components), not
-/// `/` itself. Returns its components.
-pub fn check_persistent(path: &str) -> Result<Vec<&str>, String> {
-    let rest = path
-        .strip_prefix('/')
-        .ok_or_else(|| format!("{path:?} is not absolute"))?;
-    let parts: Vec<&str> = rest.split('/').collect();
-    if rest.is_empty() {
-        return Err("\"/\" cannot be persistent: name directories or files below it".into());
-    }
-    if path.len() > fs::MAX_SYMLINK || path.contains('\0') {
-        return Err(format!("{path:?} is too long or holds a NUL byte"));
-    }
-    for p in &parts {
-        if p.is_empty() || *p == "." || *p == ".." || p.len() > fs::MAX_NAME {
-            return Err(format!("{path:?} is not a plain absolute path"));
-        }
-    }
-    Ok(parts)
-}
 
 fn id8(s: &str) -> [u8; 8] {
     let h = blake3::hash(s.as_bytes());
@@ -419,9 +398,9 @@ impl Views {
         // Paths inside another persistent path are covered by it.
         let mut paths: Vec<(String, Vec<String>)> = Vec::new();
         for p in &image.persistent {
-            match check_persistent(p) {
-                Ok(parts) => paths.push((p.clone(), parts.iter().map(|s| s.to_string()).collect())),
-                Err(e) => tracing::warn!("nfs: image {}: persistent path {e}", image.name),
+            match PersistentPath::parse(p) {
+                Ok(path) => paths.push((p.clone(), path.components().map(String::from).collect())),
+                Err(e) => tracing::warn!("nfs: image {}: persistent path {p:?}: {e}", image.name),
             }
         }
         paths.sort_by_key(|(_, parts)| parts.len());
