@@ -1004,7 +1004,9 @@ mod tests {
             let e = ok(&bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad:?}: {e}");
         }
-        let many: Vec<String> = (0..=crate::store::model::MAX_PERSISTENT).map(|i| format!("/p{i}")).collect();
+        let many: Vec<String> = (0..=crate::store::model::MAX_PERSISTENT)
+            .map(|i| format!("/p{i}"))
+            .collect();
         assert!(check_persistent(&many).is_err());
         let long: Vec<String> = (0..8).map(|i| format!("/{i}{}", "x".repeat(80))).collect();
         assert!(check_persistent(&long)

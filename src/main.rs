@@ -797,7 +797,10 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print!("{}", drover::pool::show::render(&status, drover::clock::unix_ms()));
+                print!(
+                    "{}",
+                    drover::pool::show::render(&status, drover::clock::unix_ms())
+                );
             }
         }
         PoolCmd::Leave => {

@@ -342,7 +342,11 @@ pub fn parse(cmdline: &str) -> Result<BootParams, CmdlineError> {
                     PersistentPath::parse(p.trim_end_matches('/'))
                         .map(|p| p.as_str().to_string())
                         .map_err(|_| {
-                            invalid("drover.persistent", p, "not a persistent path (absolute, normalised)")
+                            invalid(
+                                "drover.persistent",
+                                p,
+                                "not a persistent path (absolute, normalised)",
+                            )
                         })
                 })
                 .collect::<Result<Vec<_>, _>>()

@@ -377,8 +377,8 @@ impl Views {
         let refused = unpack::unpack(io::BufReader::new(file), &tmp, true)
             .map(|stats| stats.refused)
             .inspect_err(|_| {
-            let _ = std::fs::remove_dir_all(&tmp);
-        })?;
+                let _ = std::fs::remove_dir_all(&tmp);
+            })?;
         if refused > 0 {
             tracing::warn!("nfs: image blob {blob}: {refused} entries refused (outside the root)");
         }

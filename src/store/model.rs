@@ -257,9 +257,7 @@ pub enum PersistentRule {
     DotComponent,
     #[error("more than 64 persistent paths")]
     TooMany,
-    #[error(
-        "all persistent paths together exceed 512 bytes (they go on the kernel command line)"
-    )]
+    #[error("all persistent paths together exceed 512 bytes (they go on the kernel command line)")]
     TooLongTogether,
     #[error("listed twice")]
     Twice,
@@ -280,9 +278,7 @@ pub struct PersistentPath(String);
 
 impl PersistentPath {
     pub fn parse(path: &str) -> Result<Self, PersistentRule> {
-        let rest = path
-            .strip_prefix('/')
-            .ok_or(PersistentRule::NotAbsolute)?;
+        let rest = path.strip_prefix('/').ok_or(PersistentRule::NotAbsolute)?;
         if rest.is_empty() {
             return Err(PersistentRule::WholeRoot);
         }
