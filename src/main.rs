@@ -790,17 +790,14 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
                     ps::status_file(state).display()
                 )
             })?;
-            let age = drover::clock::unix_ms().saturating_sub(status.updated_ms) / 1000;
+            let age = unix_ms().saturating_sub(status.updated_ms) / 1000;
             if age > 3 * ps::STATUS_EVERY.as_secs() {
                 eprintln!("warning: the status is {age} s old; is `drover serve` still running?");
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print!(
-                    "{}",
-                    drover::pool::show::render(&status, drover::clock::unix_ms())
-                );
+                print!("{}", drover::pool::show::render(&status, unix_ms()));
             }
         }
         PoolCmd::Leave => {
@@ -1531,4 +1528,4 @@ fn print_table(rows: &[Vec<String>]) {
     }
 }
 
-use drover::clock::unix_secs as unix_now;
+use drover::clock::{unix_ms, unix_secs as unix_now};
