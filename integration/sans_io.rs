@@ -14,8 +14,10 @@
 //! whose method does I/O. The scanner is not a Rust parser; it is enough for our code and
 //! errs on the side of reporting.
 
+mod source;
+
+use source::{imports_and_paths, module_of, src_dir, tokenize, without_tests, Import, Tree};
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
 
 /// Pure modules with other names than `wire.rs`/`core.rs` (paths under `src/`), and why they
 /// are pure.
@@ -207,389 +209,6 @@ fn forbidden_external(path: &[String]) -> Option<&'static str> {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Tokens
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Tok {
-    Ident(String),
-    /// `::`
-    Sep,
-    Punct(char),
-    /// A string, char or number literal (its text is not kept).
-    Lit,
-}
-
-/// The tokens of `src` with their line numbers; comments and literal contents are dropped.
-fn tokenize(src: &str) -> Vec<(Tok, usize)> {
-    let c: Vec<char> = src.chars().collect();
-    let mut out = Vec::new();
-    let (mut i, mut line) = (0, 1);
-    let at = |i: usize| c.get(i).copied().unwrap_or('\0');
-    while i < c.len() {
-        let ch = c[i];
-        let start_line = line;
-        if ch == '\n' {
-            line += 1;
-            i += 1;
-        } else if ch.is_whitespace() {
-            i += 1;
-        } else if ch == '/' && at(i + 1) == '/' {
-            while i < c.len() && c[i] != '\n' {
-                i += 1;
-            }
-        } else if ch == '/' && at(i + 1) == '*' {
-            let mut depth = 0;
-            while i < c.len() {
-                if c[i] == '/' && at(i + 1) == '*' {
-                    depth += 1;
-                    i += 2;
-                } else if c[i] == '*' && at(i + 1) == '/' {
-                    depth -= 1;
-                    i += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    line += usize::from(c[i] == '\n');
-                    i += 1;
-                }
-            }
-        } else if let Some(hashes) = raw_string_start(&c, i) {
-            // r"..", r#".."#, br"..": skip to the quote followed by as many #s.
-            i += c[i..].iter().position(|&x| x == '"').unwrap_or(0) + 1;
-            loop {
-                if i >= c.len() {
-                    break;
-                }
-                if c[i] == '"' && (0..hashes).all(|k| at(i + 1 + k) == '#') {
-                    i += 1 + hashes;
-                    break;
-                }
-                line += usize::from(c[i] == '\n');
-                i += 1;
-            }
-            out.push((Tok::Lit, start_line));
-        } else if ch == '"' || (ch == 'b' && at(i + 1) == '"') {
-            i += if ch == 'b' { 2 } else { 1 };
-            while i < c.len() && c[i] != '"' {
-                if c[i] == '\\' {
-                    i += 1;
-                }
-                line += usize::from(at(i) == '\n');
-                i += 1;
-            }
-            i += 1;
-            out.push((Tok::Lit, start_line));
-        } else if ch == '\'' || (ch == 'b' && at(i + 1) == '\'') {
-            let q = if ch == 'b' { i + 1 } else { i };
-            if at(q + 1) == '\\' {
-                // An escaped char literal: to the closing quote.
-                i = q + 2;
-                while i < c.len() && c[i] != '\'' {
-                    i += 1;
-                }
-                i += 1;
-                out.push((Tok::Lit, start_line));
-            } else if at(q + 2) == '\'' {
-                i = q + 3;
-                out.push((Tok::Lit, start_line));
-            } else {
-                // A lifetime or label: drop the quote, the name follows as an identifier.
-                i = q + 1;
-            }
-        } else if ch == 'r' && at(i + 1) == '#' && is_ident_start(at(i + 2)) {
-            i += 2; // a raw identifier: the name follows
-        } else if is_ident_start(ch) {
-            let s = i;
-            while i < c.len() && (c[i].is_alphanumeric() || c[i] == '_') {
-                i += 1;
-            }
-            out.push((Tok::Ident(c[s..i].iter().collect()), line));
-        } else if ch.is_ascii_digit() {
-            while i < c.len() && (c[i].is_alphanumeric() || c[i] == '_') {
-                i += 1;
-            }
-            out.push((Tok::Lit, line));
-        } else if ch == ':' && at(i + 1) == ':' {
-            out.push((Tok::Sep, line));
-            i += 2;
-        } else {
-            out.push((Tok::Punct(ch), line));
-            i += 1;
-        }
-    }
-    out
-}
-
-fn is_ident_start(c: char) -> bool {
-    c.is_alphabetic() || c == '_'
-}
-
-/// The number of `#`s if a raw (byte) string starts at `i`.
-fn raw_string_start(c: &[char], i: usize) -> Option<usize> {
-    let mut j = i;
-    if c.get(j) == Some(&'b') {
-        j += 1;
-    }
-    if c.get(j) != Some(&'r') || (j > i && c.get(i) != Some(&'b')) {
-        return None;
-    }
-    // Not part of a longer identifier such as `for` or `br`anch.
-    if i > 0 && (c[i - 1].is_alphanumeric() || c[i - 1] == '_') {
-        return None;
-    }
-    j += 1;
-    let hashes = c[j..].iter().take_while(|&&x| x == '#').count();
-    (c.get(j + hashes) == Some(&'"')).then_some(hashes)
-}
-
-/// `toks` without the items under `#[cfg(test)]`.
-fn without_tests(toks: Vec<(Tok, usize)>) -> Vec<(Tok, usize)> {
-    let is = |t: &Tok, s: &str| matches!(t, Tok::Ident(x) if x == s);
-    let cfg_test = |w: &[(Tok, usize)]| {
-        w.len() >= 7
-            && w[0].0 == Tok::Punct('#')
-            && w[1].0 == Tok::Punct('[')
-            && is(&w[2].0, "cfg")
-            && w[3].0 == Tok::Punct('(')
-            && is(&w[4].0, "test")
-            && w[5].0 == Tok::Punct(')')
-            && w[6].0 == Tok::Punct(']')
-    };
-    let mut out = Vec::with_capacity(toks.len());
-    let mut i = 0;
-    while i < toks.len() {
-        if !cfg_test(&toks[i..]) {
-            out.push(toks[i].clone());
-            i += 1;
-            continue;
-        }
-        // Skip the attribute, then the item: to a `;` or the end of its first `{}` block.
-        i += 7;
-        let mut depth = 0i32;
-        while i < toks.len() {
-            match toks[i].0 {
-                Tok::Punct('{') | Tok::Punct('(') | Tok::Punct('[') => depth += 1,
-                Tok::Punct('}') | Tok::Punct(')') | Tok::Punct(']') => {
-                    depth -= 1;
-                    if depth == 0 && toks[i].0 == Tok::Punct('}') {
-                        i += 1;
-                        break;
-                    }
-                }
-                Tok::Punct(';') if depth == 0 => {
-                    i += 1;
-                    break;
-                }
-                _ => {}
-            }
-            i += 1;
-        }
-    }
-    out
-}
-
-// ---------------------------------------------------------------------------------------
-// Imports and paths
-
-/// One name a `use` declaration brings in.
-#[derive(Debug, Clone)]
-struct Import {
-    /// The full path as written (may start with `crate`, `self` or `super`).
-    path: Vec<String>,
-    /// The name it is known by here; `None` for a glob.
-    name: Option<String>,
-    line: usize,
-}
-
-/// Parses the `use` tree starting at `toks[i]` (after the `use`); returns the index after it.
-fn use_tree(
-    toks: &[(Tok, usize)],
-    mut i: usize,
-    prefix: &[String],
-    out: &mut Vec<Import>,
-) -> usize {
-    let mut path = prefix.to_vec();
-    if toks.get(i).map(|t| &t.0) == Some(&Tok::Sep) {
-        i += 1; // a leading `::`
-    }
-    loop {
-        let Some((tok, line)) = toks.get(i) else {
-            return i;
-        };
-        match tok {
-            Tok::Ident(s) if s == "self" && path.len() == prefix.len() && !prefix.is_empty() => {
-                // `a::{self}`: the module itself.
-                i += 1;
-                let name = rename(toks, &mut i)
-                    .unwrap_or_else(|| path.last().cloned().unwrap_or_default());
-                out.push(Import {
-                    path: path.clone(),
-                    name: Some(name),
-                    line: *line,
-                });
-                return i;
-            }
-            Tok::Ident(s) => {
-                path.push(s.clone());
-                i += 1;
-                if toks.get(i).map(|t| &t.0) == Some(&Tok::Sep) {
-                    i += 1;
-                    continue;
-                }
-                let name = rename(toks, &mut i).unwrap_or_else(|| s.clone());
-                out.push(Import {
-                    path,
-                    name: Some(name),
-                    line: *line,
-                });
-                return i;
-            }
-            Tok::Punct('*') => {
-                out.push(Import {
-                    path,
-                    name: None,
-                    line: *line,
-                });
-                return i + 1;
-            }
-            Tok::Punct('{') => {
-                i += 1;
-                loop {
-                    match toks.get(i).map(|t| &t.0) {
-                        None => return i,
-                        Some(Tok::Punct('}')) => return i + 1,
-                        Some(Tok::Punct(',')) => i += 1,
-                        Some(_) => {
-                            let next = use_tree(toks, i, &path, out);
-                            i = if next == i { i + 1 } else { next };
-                        }
-                    }
-                }
-            }
-            _ => return i,
-        }
-    }
-}
-
-/// `as NAME` at `toks[*i]`, consumed.
-fn rename(toks: &[(Tok, usize)], i: &mut usize) -> Option<String> {
-    match (toks.get(*i).map(|t| &t.0), toks.get(*i + 1).map(|t| &t.0)) {
-        (Some(Tok::Ident(a)), Some(Tok::Ident(n))) if a == "as" => {
-            *i += 2;
-            Some(n.clone())
-        }
-        _ => None,
-    }
-}
-
-/// A path in the code: `a::b::c` (a single identifier is a path of one).
-struct CodePath {
-    segs: Vec<String>,
-    line: usize,
-    /// Preceded by `.`: a method or field name.
-    method: bool,
-}
-
-/// Splits the tokens into imports and the other paths.
-fn imports_and_paths(toks: &[(Tok, usize)]) -> (Vec<Import>, Vec<CodePath>) {
-    let mut imports = Vec::new();
-    let mut paths = Vec::new();
-    let mut i = 0;
-    while i < toks.len() {
-        match &toks[i].0 {
-            Tok::Ident(s) if s == "use" => {
-                i = use_tree(toks, i + 1, &[], &mut imports);
-            }
-            Tok::Ident(_) | Tok::Sep => {
-                let method = i > 0 && toks[i - 1].0 == Tok::Punct('.');
-                let line = toks[i].1;
-                let mut segs = Vec::new();
-                if toks[i].0 == Tok::Sep {
-                    i += 1; // `::std::fs`: absolute
-                }
-                while let Some((Tok::Ident(s), _)) = toks.get(i) {
-                    segs.push(s.clone());
-                    i += 1;
-                    let sep = toks.get(i).map(|t| &t.0) == Some(&Tok::Sep);
-                    let ident_next = matches!(toks.get(i + 1), Some((Tok::Ident(_), _)));
-                    if sep && ident_next {
-                        i += 1;
-                    } else {
-                        break;
-                    }
-                }
-                if !segs.is_empty() {
-                    paths.push(CodePath { segs, line, method });
-                }
-                if i < toks.len() && !matches!(toks[i].0, Tok::Ident(_)) {
-                    i += 1;
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    (imports, paths)
-}
-
-// ---------------------------------------------------------------------------------------
-// The source tree
-
-/// The crate's files under `src/`, by module path (`dhcp::core` for `src/dhcp/core.rs`,
-/// `nfs::fs` for `src/nfs/fs/mod.rs`, the empty path for `src/lib.rs`).
-struct Tree {
-    src: PathBuf,
-    modules: HashMap<Vec<String>, String>,
-}
-
-impl Tree {
-    fn load(src: &Path) -> Tree {
-        let mut modules = HashMap::new();
-        let mut stack = vec![src.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            for e in std::fs::read_dir(&dir).expect("read src/") {
-                let p = e.expect("dir entry").path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "rs") {
-                    let rel = p.strip_prefix(src).expect("under src/");
-                    let rel = rel.to_string_lossy().replace('\\', "/");
-                    modules.insert(module_of(&rel), rel);
-                }
-            }
-        }
-        Tree {
-            src: src.to_path_buf(),
-            modules,
-        }
-    }
-
-    /// The file that holds crate path `segs` (the longest prefix that is a module), and the
-    /// rest of the path inside it.
-    fn file_of<'a>(&self, segs: &'a [String]) -> (&str, &'a [String]) {
-        for k in (0..=segs.len()).rev() {
-            if let Some(f) = self.modules.get(&segs[..k]) {
-                return (f, &segs[k..]);
-            }
-        }
-        unreachable!("lib.rs is the module of the empty path")
-    }
-}
-
-/// `dhcp/core.rs` -> [dhcp, core]; `nfs/fs/mod.rs` -> [nfs, fs]; `lib.rs`, `main.rs` -> [].
-fn module_of(rel: &str) -> Vec<String> {
-    let rel = rel.trim_end_matches(".rs");
-    let mut segs: Vec<String> = rel.split('/').map(String::from).collect();
-    if matches!(
-        segs.last().map(String::as_str),
-        Some("mod" | "lib" | "main")
-    ) {
-        segs.pop();
-    }
-    segs
-}
-
 /// One broken rule.
 #[derive(Debug)]
 struct Violation {
@@ -670,7 +289,7 @@ fn check_source(tree: &Tree, pure: &BTreeSet<String>, rel: &str, source: &str) -
     out
 }
 
-/// Resolves `path` (as written in the module `here`) and reports why it is forbidden.
+/// Resolves `path` (as written in module `me`) and reports why it is forbidden.
 fn check_path(
     tree: &Tree,
     pure: &BTreeSet<String>,
@@ -682,84 +301,26 @@ fn check_path(
         report(format!("{r} is OS randomness"));
         return;
     }
-    match resolve_crate(me, path) {
-        Some(crate_path) => check_crate_path(tree, pure, &crate_path, 0, report),
-        None => {
-            if let Some(why) = forbidden_external(path) {
-                report(format!("{} is {why}", path.join("::")));
-            }
+    let Some(crate_path) = tree.resolve(me, path) else {
+        if let Some(why) = forbidden_external(path) {
+            report(format!("{} is {why}", path.join("::")));
         }
-    }
-}
-
-/// The crate path (without `crate`) that `path`, written in module `me`, names if it starts
-/// with `crate`, `self` or `super`. (`a/b.rs` and `a/b/mod.rs` are both module `a::b`, whose
-/// `super` is `a`.)
-fn resolve_crate(me: &[String], path: &[String]) -> Option<Vec<String>> {
-    let mut base: Vec<String> = me.to_vec();
-    let mut i = 0;
-    match path.first()?.as_str() {
-        "crate" => {
-            base.clear();
-            i = 1;
-        }
-        "self" => i = 1,
-        "super" => {
-            while path.get(i).map(String::as_str) == Some("super") {
-                base.pop();
-                i += 1;
-            }
-        }
-        _ => return None,
-    }
-    base.extend(path[i..].iter().cloned());
-    Some(base)
-}
-
-/// Checks a path into this crate: it must land in a pure module or on a [`DATA_ITEMS`] item;
-/// re-exports (`pub use`) of `mod.rs` files are followed.
-fn check_crate_path(
-    tree: &Tree,
-    pure: &BTreeSet<String>,
-    segs: &[String],
-    depth: usize,
-    report: &mut dyn FnMut(String),
-) {
-    let joined = segs.join("::");
-    if DATA_ITEMS
-        .iter()
-        .any(|(item, _)| joined == *item || joined.starts_with(&format!("{item}::")))
-    {
         return;
+    };
+    // A path into this crate lands in a pure module or on a listed data item.
+    let (file, item) = tree.locate(&crate_path);
+    let data = |segs: &[String]| {
+        let joined = segs.join("::");
+        DATA_ITEMS
+            .iter()
+            .any(|(d, _)| joined == *d || joined.starts_with(&format!("{d}::")))
+    };
+    if !pure.contains(&file) && !data(&crate_path) && !data(&item) {
+        report(format!(
+            "crate::{} is in src/{file}, which is not a pure module (nor a listed data item)",
+            item.join("::")
+        ));
     }
-    let (file, rest) = tree.file_of(segs);
-    if pure.contains(file) {
-        return;
-    }
-    // A re-export in a module file: follow it to where the item lives.
-    if let (Some(name), true) = (rest.first(), depth < 4) {
-        if let Ok(text) = std::fs::read_to_string(tree.src.join(file)) {
-            let toks = without_tests(tokenize(&text));
-            let (imports, _) = imports_and_paths(&toks);
-            if let Some(imp) = imports
-                .iter()
-                .find(|i| i.name.as_deref() == Some(name.as_str()))
-            {
-                let module = module_of(file);
-                let mut target = resolve_crate(&module, &imp.path).unwrap_or_else(|| {
-                    // `pub use share::Share` in a mod.rs: relative to the module.
-                    let mut t = module.clone();
-                    t.extend(imp.path.iter().cloned());
-                    t
-                });
-                target.extend(rest[1..].iter().cloned());
-                return check_crate_path(tree, pure, &target, depth + 1, report);
-            }
-        }
-    }
-    report(format!(
-        "crate::{joined} is in src/{file}, which is not a pure module (nor a listed data item)"
-    ));
 }
 
 /// Every pure module: each `wire.rs` and `core.rs`, and [`PURE`].
@@ -770,10 +331,6 @@ fn pure_modules(tree: &Tree) -> BTreeSet<String> {
         .cloned()
         .chain(PURE.iter().map(|(f, _)| f.to_string()))
         .collect()
-}
-
-fn src_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
 #[test]
