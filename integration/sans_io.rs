@@ -23,6 +23,7 @@ use std::collections::{BTreeSet, HashMap};
 /// are pure.
 const PURE: &[(&str, &str)] = &[
     ("nfs/xdr.rs", "XDR codec over byte slices"),
+    ("labels.rs", "the labels! macro: enums with stable names"),
     (
         "nfs/rpc.rs",
         "ONC RPC record and call framing over byte slices",
@@ -461,6 +462,8 @@ fn innocent_code_passes() {
         "fn f<'a>(x: &'a str) -> &'a str { x }",
         "#[cfg(test)]\nmod tests {\n use std::fs;\n fn t() { std::time::Instant::now(); }\n}",
         "fn f(now: std::time::Duration) {}",
+        "pub(crate) fn f() {}\npub(super) struct S;\npub(in crate::dhcp) struct T;",
+        "pub(crate) use super::wire::Reply;",
     ] {
         let found = planted(snippet);
         assert!(found.is_empty(), "false alarm on {snippet:?}: {found:?}");

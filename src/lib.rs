@@ -20,6 +20,7 @@ pub mod firmware;
 pub mod http;
 pub mod image;
 pub mod ipmi;
+pub mod labels;
 pub mod net;
 pub mod nfs;
 pub mod ntp;

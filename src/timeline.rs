@@ -259,25 +259,16 @@ pub fn last_boot(events: &[BootEvent]) -> &[BootEvent] {
     &events[start..]
 }
 
-/// What a node is doing, as far as its boot events tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeState {
-    /// No boot seen yet.
-    Unknown,
-    Booting,
-    Up,
-    Failed,
-}
-
-impl NodeState {
-    pub fn name(self) -> &'static str {
-        match self {
-            NodeState::Unknown => "unknown",
-            NodeState::Booting => "booting",
-            NodeState::Up => "up",
-            NodeState::Failed => "failed",
-        }
+crate::labels::labels! {
+    /// What a node is doing, as far as its boot events tell. Serialised by its name.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum NodeState {
+        /// No boot seen yet.
+        Unknown = "unknown",
+        Booting = "booting",
+        Up = "up",
+        Failed = "failed",
     }
 }
 
@@ -328,6 +319,14 @@ mod tests {
             stage,
             source: "http".into(),
             detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn node_states_serialise_by_their_names() {
+        for st in NodeState::ALL {
+            let json = serde_json::to_string(st).unwrap();
+            assert_eq!(json, format!("\"{}\"", st.name()));
         }
     }
 

@@ -311,6 +311,14 @@ pub fn imports_and_paths(toks: &[(Tok, usize)]) -> (Vec<Import>, Vec<CodePath>) 
     let mut i = 0;
     while i < toks.len() {
         match &toks[i].0 {
+            Tok::Ident(s)
+                if s == "pub" && toks.get(i + 1).map(|t| &t.0) == Some(&Tok::Punct('(')) =>
+            {
+                // `pub(crate)`, `pub(super)`, `pub(in path)`: a visibility, not a reference.
+                while i < toks.len() && toks[i].0 != Tok::Punct(')') {
+                    i += 1;
+                }
+            }
             Tok::Ident(s) if s == "mod" => {
                 // `mod x;` declares a child; it names nothing.
                 i += 2;
