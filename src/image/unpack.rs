@@ -129,22 +129,32 @@ fn make_special<R: Read>(
     Ok(true)
 }
 
+/// Tar entries built by hand, for the tests here and the NFS views' (`nfs/view_tests.rs`).
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::fs;
-    use std::os::unix::fs::FileTypeExt;
+pub(crate) mod test_tar {
+    /// One entry with a raw name and link (tar's setters refuse the hostile ones tests need),
+    /// mode 0644, owned by root; a character device is /dev/null's numbers (1, 3).
+    pub(crate) fn raw_entry(name: &str, kind: tar::EntryType, link: &str, data: &[u8]) -> Vec<u8> {
+        entry(name, kind, 0o644, link, data)
+    }
 
-    fn raw_entry(name: &str, kind: tar::EntryType, link: &str, data: &[u8]) -> Vec<u8> {
+    /// [`raw_entry`] with `mode`.
+    pub(crate) fn entry(
+        name: &str,
+        kind: tar::EntryType,
+        mode: u32,
+        link: &str,
+        data: &[u8],
+    ) -> Vec<u8> {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
-        h.set_mode(0o644);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_entry_type(kind);
-        // Raw names: tar's setters refuse the hostile ones this test needs.
         h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
         h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
         if kind == tar::EntryType::Char {
-            // /dev/null's numbers.
             h.set_device_major(1).unwrap();
             h.set_device_minor(3).unwrap();
         }
@@ -154,6 +164,14 @@ mod tests {
         out.resize(out.len().div_ceil(512) * 512, 0);
         out
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_tar::raw_entry;
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::FileTypeExt;
 
     fn tempdir(tag: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("drover-unpack-{tag}-{}", std::process::id()));
