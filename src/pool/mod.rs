@@ -32,6 +32,7 @@ pub mod peers;
 pub mod replication;
 pub mod report;
 pub mod serve;
+pub mod setup;
 pub mod shares;
 pub mod show;
 pub mod summary;
