@@ -23,6 +23,21 @@ use std::collections::{BTreeSet, HashMap};
 /// are pure.
 const PURE: &[(&str, &str)] = &[
     ("nfs/xdr.rs", "XDR codec over byte slices"),
+    ("nfs/status.rs", "the NFSv4 status codes"),
+    (
+        "nfs/ops/mod.rs",
+        "the COMPOUND pipeline: decoded ops against state and the Vfs",
+    ),
+    ("nfs/ops/attr.rs", "NFS op family: attributes"),
+    ("nfs/ops/dir.rs", "NFS op family: directories"),
+    ("nfs/ops/filehandle.rs", "NFS op family: filehandles"),
+    ("nfs/ops/io.rs", "NFS op family: READ, WRITE, COMMIT"),
+    ("nfs/ops/lock.rs", "NFS op family: byte-range locks"),
+    ("nfs/ops/open.rs", "NFS op family: OPEN and CLOSE"),
+    (
+        "nfs/ops/session.rs",
+        "NFS op family: sessions and client ids",
+    ),
     ("labels.rs", "the labels! macro: enums with stable names"),
     (
         "cli/print.rs",

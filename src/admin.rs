@@ -92,13 +92,7 @@ pub enum AdminError {
 
 /// Checks a node, group, network or image name.
 pub fn check_name(name: &str) -> Result<(), AdminError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
+    if crate::store::model::valid_name(name) {
         Ok(())
     } else {
         Err(AdminError::BadName(name.to_string()))

@@ -25,11 +25,11 @@
 //! the server stopped (the writer writes what is queued at shutdown; a crash loses them).
 
 use crate::store::model::{BootEvent, BootLog, BootStage, Mac};
-use crate::store::{Store, StoreError, View};
+use crate::store::{SharedView, Store, StoreError, View};
 use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -72,7 +72,7 @@ impl Counts {
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<(String, BootEvent)>,
-    view: Arc<RwLock<View>>,
+    view: Arc<SharedView>,
     counts: Arc<Counts>,
 }
 
@@ -83,9 +83,11 @@ pub struct Writer {
 }
 
 impl Recorder {
-    /// A recorder that finds nodes in `view`, and the writer that stores its events.
-    pub fn new(store: Arc<Store>, view: Arc<RwLock<View>>) -> (Recorder, Writer) {
+    /// A recorder that finds nodes in `view`, and the writer that stores its events in
+    /// `view`'s store.
+    pub fn new(view: Arc<SharedView>) -> (Recorder, Writer) {
         let (tx, rx) = mpsc::channel(MAX_PENDING);
+        let store = view.store().clone();
         let recorder = Recorder {
             tx,
             view,
@@ -140,9 +142,7 @@ impl Recorder {
     }
 
     fn read_view<R>(&self, f: impl FnOnce(&View) -> R) -> R {
-        // A poisoned lock cannot be observed (panic = "abort"); the data would be valid.
-        let view = self.view.read().unwrap_or_else(|e| e.into_inner());
-        f(&view)
+        f(&self.view.snapshot())
     }
 }
 
@@ -456,8 +456,8 @@ mod tests {
                 })
             })
             .unwrap();
-        let view = Arc::new(RwLock::new(View::load(&store).unwrap()));
-        let (recorder, writer) = Recorder::new(store.clone(), view);
+        let view = Arc::new(SharedView::load(store.clone()).unwrap());
+        let (recorder, writer) = Recorder::new(view);
         let mac = |m: &str| m.parse::<Mac>().unwrap();
         let ip = |a: &str| a.parse::<Ipv4Addr>().unwrap();
         recorder.record_mac(

@@ -209,7 +209,7 @@ impl Backend for Local {
     fn power(&self, args: &PowerArgs) -> Result<Vec<PowerRow>> {
         use crate::ipmi::power;
         let config = Config::load(args.config.as_deref())?;
-        let mut fan = crate::ipmi::serve::fan_out(&config.power);
+        let mut fan = crate::serve::settings::fan_out(&config.power);
         if let Some(p) = args.parallel {
             fan.max_sessions = p.max(1);
         }
@@ -268,7 +268,7 @@ pub fn dns_check(
     }
     let local = Local::new(state);
     let store = local.store()?;
-    let settings = config.dns.settings(&own, store.member());
+    let settings = crate::serve::settings::dns(&config, &own, store.member());
     let view = crate::store::View::load(store)?;
     let bind = own
         .first()

@@ -2,14 +2,15 @@
 //!
 //! Data flow: one UDP socket bound to `0.0.0.0:port` on the interface (SO_BINDTODEVICE,
 //! SO_BROADCAST, SO_REUSEADDR) -> receive into a preallocated buffer -> [`wire::decode`] ->
-//! read-lock the shared [`View`] just long enough to run [`core::handle`] (never across an
+//! a snapshot of the server's [`SharedView`] for [`core::handle`] (never across an
 //! `.await`) -> act:
 //!
 //! - `Hold`: remember the offer in this task's [`Offers`] table, send the OFFER; an offer to
 //!   a known node's PXE/iPXE firmware is also queued as the node's `dhcp` boot event (a
 //!   non-blocking [`Recorder`] call; its writer task batches the store writes);
 //! - `CommitThenReply` / `Commit`: write the lease with [`Store::write`] inside
-//!   `spawn_blocking` (the LMDB commit fsyncs), refresh the view so the next packet sees the
+//!   `spawn_blocking` (the LMDB commit fsyncs), refresh the shared view
+//!   ([`SharedView::refresh`]) so the next packet, here or on another interface, sees the
 //!   lease, and only then send the ACK (persistence is an output; if the write fails, the ACK
 //!   is not sent and the client retries);
 //! - `Reply`: send (NAK, ACK to INFORM); `Drop`: count and log.
@@ -35,13 +36,13 @@ use super::wire::{self, WireError, WireReason};
 use crate::net::Interface;
 use crate::pool::peers::Peers;
 use crate::store::model::{BootStage, Lease};
-use crate::store::{Store, StoreError, View};
+use crate::store::{SharedView, Store, StoreError};
 use crate::timeline::Recorder;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -163,7 +164,7 @@ pub async fn run(
     iface: Interface,
     settings: Settings,
     store: Arc<Store>,
-    view: Arc<RwLock<View>>,
+    view: Arc<SharedView>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let (_, share) = watch::channel(Arc::new(Share::solo(store.member())));
@@ -213,7 +214,7 @@ pub async fn run_with_stats(
     iface: Interface,
     settings: Settings,
     store: Arc<Store>,
-    view: Arc<RwLock<View>>,
+    view: Arc<SharedView>,
     links: Links,
     shutdown: CancellationToken,
     stats: Arc<Stats>,
@@ -279,7 +280,7 @@ struct Shell {
     settings: Settings,
     ctx: Context,
     store: Arc<Store>,
-    view: Arc<RwLock<View>>,
+    view: Arc<SharedView>,
     share: watch::Receiver<Arc<Share>>,
     peers: watch::Receiver<Arc<Peers>>,
     stats: Arc<Stats>,
@@ -299,12 +300,11 @@ impl Shell {
         if self.peers.has_changed().unwrap_or(false) {
             self.ctx.peers = self.peers.borrow_and_update().others.clone();
         }
-        let action = {
-            // A poisoned lock means another thread panicked while refreshing; with
-            // panic = "abort" that cannot happen, and the data would still be a valid view.
-            let view = self.view.read().unwrap_or_else(|e| e.into_inner());
-            core::handle(now, &req, &self.ctx, &share, &view, &self.offers)
-        };
+        let view = self.view.snapshot();
+        let action = core::handle(now, &req, &self.ctx, &share, &view, &self.offers);
+        // Let go of the snapshot before a commit, so that the refresh after it can update
+        // the view in place instead of copying it.
+        drop(view);
         match action {
             Action::Drop(reason) => {
                 if reason == DropReason::OtherServer {
@@ -394,8 +394,7 @@ impl Shell {
         let view = self.view.clone();
         tokio::task::spawn_blocking(move || {
             store.write(|w| w.put(&lease))?;
-            let mut v = view.write().unwrap_or_else(|e| e.into_inner());
-            v.refresh(&store)?;
+            view.refresh()?;
             Ok(())
         })
         .await

@@ -52,17 +52,15 @@ use super::vfs::{
 use crate::image::unpack;
 use crate::image::Blobs;
 use crate::store::model::{BlobId, Export, Image, LeaseState, Node, PersistentPath};
-use crate::store::{Store, View};
+use crate::store::{SharedView, Store, View};
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-/// How often the store copy is brought up to date at most (on use).
-const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// The pseudo-root's name for a node's root view.
 pub const ROOT_NAME: &str = "root";
 
@@ -152,15 +150,14 @@ impl Target {
 }
 
 struct Inner {
-    view: View,
-    refreshed: Instant,
     roots: HashMap<String, Arc<RootView>>,
     exports: HashMap<String, Arc<ExportTree>>,
 }
 
 /// Every client's view of drover's NFS files (see the module docs).
 pub struct Views {
-    store: Arc<Store>,
+    /// The store as the server sees it; whoever owns it keeps it current.
+    view: Arc<SharedView>,
     blobs: Blobs,
     dir: PathBuf,
     key: HandleKey,
@@ -175,10 +172,18 @@ pub struct Views {
 }
 
 impl Views {
-    /// Opens the views over `store`, keeping image trees, layers and the handle key in
-    /// `<state_dir>/nfs/`; with a cluster key (`<state_dir>/cluster.key`, now or later),
-    /// root-view handles are sealed with a key derived from it, alike on all members.
+    /// [`Views::over`] a view of `store` of their own, brought up to date by
+    /// [`Views::refresh`].
     pub fn open(store: Arc<Store>, state_dir: &Path) -> io::Result<Views> {
+        let view = SharedView::load(store).map_err(io::Error::other)?;
+        Views::over(Arc::new(view), state_dir)
+    }
+
+    /// Opens the views over the server's `view` of the store, keeping image trees, layers
+    /// and the handle key in `<state_dir>/nfs/`; with a cluster key
+    /// (`<state_dir>/cluster.key`, now or later), root-view handles are sealed with a key
+    /// derived from it, alike on all members.
+    pub fn over(view: Arc<SharedView>, state_dir: &Path) -> io::Result<Views> {
         let dir = state_dir.join("nfs");
         for sub in ["images", "nodes"] {
             std::fs::create_dir_all(dir.join(sub))?;
@@ -192,13 +197,12 @@ impl Views {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
-        let view = View::load(&store).map_err(io::Error::other)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         Ok(Views {
             blobs: Blobs::new(state_dir),
-            store,
+            view,
             dir,
             key,
             root_keys,
@@ -208,8 +212,6 @@ impl Views {
                 nanos: now.subsec_nanos(),
             },
             inner: Mutex::new(Inner {
-                view,
-                refreshed: Instant::now(),
                 roots: HashMap::new(),
                 exports: HashMap::new(),
             }),
@@ -241,11 +243,10 @@ impl Views {
         }
     }
 
-    /// Brings the store copy up to date now (otherwise it happens at most once a second).
+    /// Brings the view of the store up to date now (in `drover serve`, the server's
+    /// refresher does it).
     pub fn refresh(&self) -> io::Result<()> {
-        let mut inner = self.lock();
-        inner.view.refresh(&self.store).map_err(io::Error::other)?;
-        inner.refreshed = Instant::now();
+        self.view.refresh().map_err(io::Error::other)?;
         Ok(())
     }
 
@@ -255,9 +256,8 @@ impl Views {
     /// after image changes.
     pub fn prepare(&self) -> io::Result<()> {
         let blobs: Vec<BlobId> = {
-            let inner = self.fresh();
-            inner
-                .view
+            self.view
+                .snapshot()
                 .images
                 .values()
                 .filter(|i| i.root == crate::store::model::RootMode::Nfs)
@@ -289,17 +289,6 @@ impl Views {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn fresh(&self) -> MutexGuard<'_, Inner> {
-        let mut inner = self.lock();
-        if inner.refreshed.elapsed() >= REFRESH_EVERY {
-            if let Err(e) = inner.view.refresh(&self.store) {
-                tracing::warn!("nfs: reading the store: {e}");
-            }
-            inner.refreshed = Instant::now();
-        }
-        inner
-    }
-
     /// The node behind `addr`: its reservation, else a current lease of its MAC.
     fn node_of(view: &View, addr: IpAddr) -> Option<&Node> {
         let IpAddr::V4(ip) = addr else {
@@ -317,9 +306,9 @@ impl Views {
     }
 
     /// The caller's root view, if it has one.
-    fn root_view(&self, inner: &mut Inner, addr: IpAddr) -> Option<Arc<RootView>> {
-        let node = Self::node_of(&inner.view, addr)?.clone();
-        let image = inner.view.image_of(&node)?.clone();
+    fn root_view(&self, view: &View, inner: &mut Inner, addr: IpAddr) -> Option<Arc<RootView>> {
+        let node = Self::node_of(view, addr)?.clone();
+        let image = view.image_of(&node)?.clone();
         let blob = image.rootfs.as_ref()?.blob.clone();
         if let Some(r) = inner.roots.get(&node.name) {
             if r.blob == blob && r.persistent == image.persistent {
@@ -458,12 +447,11 @@ impl Views {
     }
 
     /// The exports `addr` may see, by name.
-    fn exports_for(&self, inner: &mut Inner, addr: IpAddr) -> Vec<Arc<ExportTree>> {
+    fn exports_for(&self, view: &View, inner: &mut Inner, addr: IpAddr) -> Vec<Arc<ExportTree>> {
         let IpAddr::V4(ip) = addr else {
             return Vec::new();
         };
-        let wanted: Vec<Export> = inner
-            .view
+        let wanted: Vec<Export> = view
             .exports
             .values()
             .filter(|e| e.allows(ip))
@@ -522,8 +510,8 @@ impl Views {
     fn resolve_root(&self, caller: &Caller, h: &Handle) -> VfsResult<Target> {
         let rh = self.root_keys.open(h)?;
         let r = {
-            let mut inner = self.fresh();
-            self.root_view(&mut inner, caller.addr)
+            let view = self.view.snapshot();
+            self.root_view(&view, &mut self.lock(), caller.addr)
                 .filter(|r| r.id == rh.node)
                 .ok_or(VfsError::Stale)?
         };
@@ -557,7 +545,8 @@ impl Views {
             return Err(VfsError::BadHandle);
         }
         let id: [u8; 8] = b[1..PREFIX].try_into().map_err(|_| VfsError::BadHandle)?;
-        let mut inner = self.fresh();
+        let view = self.view.snapshot();
+        let mut inner = self.lock();
         // A handle that does not verify in the caller's current scope is stale for it: it
         // may have been valid before the export changed.
         let unseal = |scope: &[u8]| {
@@ -568,7 +557,7 @@ impl Views {
         match tag {
             TAG_EXPORT => {
                 let e = self
-                    .exports_for(&mut inner, caller.addr)
+                    .exports_for(&view, &mut inner, caller.addr)
                     .into_iter()
                     .find(|e| e.id == id)
                     .ok_or(VfsError::Stale)?;
@@ -581,13 +570,14 @@ impl Views {
 
     /// The pseudo-root's entries for `caller`: name and the target it leads to.
     fn pseudo_entries(&self, caller: &Caller) -> VfsResult<Vec<(String, Target)>> {
-        let mut inner = self.fresh();
+        let view = self.view.snapshot();
+        let mut inner = self.lock();
         let mut out = Vec::new();
-        if let Some(r) = self.root_view(&mut inner, caller.addr) {
+        if let Some(r) = self.root_view(&view, &mut inner, caller.addr) {
             let l = r.image_ids.root();
             out.push((ROOT_NAME.to_string(), Target::Image(r, l)));
         }
-        let mut exports = self.exports_for(&mut inner, caller.addr);
+        let mut exports = self.exports_for(&view, &mut inner, caller.addr);
         exports.sort_by(|a, b| a.export.name.cmp(&b.export.name));
         for e in exports {
             let k = e.tree.root_handle()?;

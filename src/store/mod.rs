@@ -31,7 +31,7 @@ pub mod replicate;
 mod view;
 
 pub use hlc::{Hlc, Version};
-pub use view::View;
+pub use view::{SharedView, View};
 
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};

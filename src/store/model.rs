@@ -64,6 +64,17 @@ impl TryFrom<String> for Mac {
     }
 }
 
+/// Whether `name` is a valid node, group, network, image or user name (and one DNS label):
+/// 1 to 63 letters, digits, '-' and '_', starting with a letter or digit.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// An IPv4 subnet in CIDR form; the address is always the network address.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
