@@ -99,7 +99,7 @@ impl Recorder {
     /// Queues an event of `node` that happened now (dropped when the queue is full).
     pub fn record(&self, node: String, stage: BootStage, source: &str, detail: String) {
         let event = BootEvent {
-            at_ms: now_ms(),
+            at_ms: crate::clock::unix_ms(),
             stage,
             source: source.to_string(),
             detail,
@@ -211,13 +211,6 @@ fn record_all(store: &Store, events: Vec<(String, BootEvent)>) -> Result<(), Sto
     })
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Adds `event` to `log` in time order, keeping the newest [`MAX_EVENTS`]; cuts its detail to
 /// [`MAX_DETAIL`] bytes and leaves out a client's retry (see [`REPEAT_MS`]).
 fn append(log: &mut BootLog, mut event: BootEvent) {
@@ -266,25 +259,16 @@ pub fn last_boot(events: &[BootEvent]) -> &[BootEvent] {
     &events[start..]
 }
 
-/// What a node is doing, as far as its boot events tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeState {
-    /// No boot seen yet.
-    Unknown,
-    Booting,
-    Up,
-    Failed,
-}
-
-impl NodeState {
-    pub fn name(self) -> &'static str {
-        match self {
-            NodeState::Unknown => "unknown",
-            NodeState::Booting => "booting",
-            NodeState::Up => "up",
-            NodeState::Failed => "failed",
-        }
+crate::labels::labels! {
+    /// What a node is doing, as far as its boot events tell. Serialised by its name.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum NodeState {
+        /// No boot seen yet.
+        Unknown = "unknown",
+        Booting = "booting",
+        Up = "up",
+        Failed = "failed",
     }
 }
 
@@ -335,6 +319,14 @@ mod tests {
             stage,
             source: "http".into(),
             detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn node_states_serialise_by_their_names() {
+        for st in NodeState::ALL {
+            let json = serde_json::to_string(st).unwrap();
+            assert_eq!(json, format!("\"{}\"", st.name()));
         }
     }
 

@@ -428,7 +428,7 @@ async fn login(State(api): State<Arc<Api>>, req: Request) -> Result<Response, Ap
     let password: String = f.required("password")?;
     f.finish()?;
     if let Err(wait) = lock(&api.limiter).check(client, Instant::now()) {
-        api.metrics.login(metrics::LOGIN_LIMITED);
+        api.metrics.login(metrics::Login::Limited);
         let secs = wait.as_secs().max(1);
         return Err(ApiError {
             retry_after: Some(secs),
@@ -444,12 +444,12 @@ async fn login(State(api): State<Arc<Api>>, req: Request) -> Result<Response, Ap
         .blocking(move |store| Ok(auth::verify_password(store, &name, &password)?))
         .await?;
     if !ok {
-        api.metrics.login(metrics::LOGIN_FAILED);
+        api.metrics.login(metrics::Login::Failed);
         lock(&api.limiter).failed(client, Instant::now());
         tracing::warn!(%client, user = %user, "failed login");
         return Err(ApiError::unauthorized("wrong user or password"));
     }
-    api.metrics.login(metrics::LOGIN_OK);
+    api.metrics.login(metrics::Login::Ok);
     lock(&api.limiter).succeeded(client);
     let (id, session) = lock(&api.sessions).create(&user, Instant::now());
     tracing::info!(%client, user = %user, "login");

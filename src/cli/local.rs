@@ -239,7 +239,7 @@ impl Backend for Local {
     }
 
     fn pool_status(&self) -> Result<crate::pool::serve::Status> {
-        let now_ms = crate::pool::serve::unix_ms();
+        let now_ms = crate::clock::unix_ms();
         let (status, stale) = crate::pool::setup::status(&self.state, now_ms)?;
         if let Some(age) = stale {
             eprintln!("warning: the status is {age} s old; is `drover serve` still running?");

@@ -20,6 +20,8 @@ pub mod print;
 pub mod remote;
 
 use crate::admin::{self, GroupInfo, NodeDetail};
+// The CLI's clock reads (lease times, power-state ages, tokens).
+use crate::clock::unix_secs as unix_now;
 use crate::config::Config;
 use crate::pool::setup;
 use crate::store::model::{BootEvent, Export, Group, Image, Lease, Network, Node};
@@ -448,14 +450,6 @@ fn power_action(args: &PowerArgs) -> (crate::ipmi::power::Action, &[String]) {
             (Action::Bootdev(d), &targets.targets)
         }
     }
-}
-
-/// Unix seconds now: the CLI's one clock read (lease times, power-state ages, tokens).
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

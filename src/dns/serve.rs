@@ -153,56 +153,32 @@ pub fn system_upstreams(own: &[IpAddr]) -> Vec<SocketAddr> {
         .unwrap_or_default()
 }
 
-/// Counters of one DNS server.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub udp_queries: AtomicU64,
-    pub tcp_queries: AtomicU64,
-    /// Authoritative replies (including NXDOMAIN/NODATA, NOTIMP, BADVERS).
-    pub answered: AtomicU64,
-    pub refused: AtomicU64,
-    /// FORMERR sent for malformed queries.
-    pub formerr: AtomicU64,
-    /// Undecodable datagrams dropped without reply.
-    pub dropped: AtomicU64,
-    /// Replies sent with TC.
-    pub truncated: AtomicU64,
-    pub transfers: AtomicU64,
-    pub forwarded: AtomicU64,
-    pub cache_hits: AtomicU64,
-    /// Upstream attempts that timed out or failed.
-    pub upstream_failures: AtomicU64,
-    /// SERVFAIL sent because no upstream answered.
-    pub servfail: AtomicU64,
-    /// Forwarded UDP queries dropped because `max_in_flight` were busy.
-    pub overload: AtomicU64,
-    /// TCP connections closed at once because `max_tcp` were open.
-    pub tcp_rejected: AtomicU64,
-    pub send_errors: AtomicU64,
-}
-
-impl crate::counters::Counters for Stats {
-    fn counters(&self) -> Vec<(String, u64)> {
-        let all = [
-            ("udp_queries", &self.udp_queries),
-            ("tcp_queries", &self.tcp_queries),
-            ("answered", &self.answered),
-            ("refused", &self.refused),
-            ("formerr", &self.formerr),
-            ("dropped", &self.dropped),
-            ("truncated", &self.truncated),
-            ("transfers", &self.transfers),
-            ("forwarded", &self.forwarded),
-            ("cache_hits", &self.cache_hits),
-            ("upstream_failures", &self.upstream_failures),
-            ("servfail", &self.servfail),
-            ("overload", &self.overload),
-            ("tcp_rejected", &self.tcp_rejected),
-            ("send_errors", &self.send_errors),
-        ];
-        all.iter()
-            .map(|(n, c)| (n.to_string(), c.load(Ordering::Relaxed)))
-            .collect()
+crate::counters::counter_set! {
+    /// Counters of one DNS server.
+    pub struct Stats, snapshot StatsSnapshot {
+        udp_queries,
+        tcp_queries,
+        /// Authoritative replies (including NXDOMAIN/NODATA, NOTIMP, BADVERS).
+        answered,
+        refused,
+        /// FORMERR sent for malformed queries.
+        formerr,
+        /// Undecodable datagrams dropped without reply.
+        dropped,
+        /// Replies sent with TC.
+        truncated,
+        transfers,
+        forwarded,
+        cache_hits,
+        /// Upstream attempts that timed out or failed.
+        upstream_failures,
+        /// SERVFAIL sent because no upstream answered.
+        servfail,
+        /// Forwarded UDP queries dropped because `max_in_flight` were busy.
+        overload,
+        /// TCP connections closed at once because `max_tcp` were open.
+        tcp_rejected,
+        send_errors,
     }
 }
 

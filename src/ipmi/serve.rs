@@ -115,7 +115,7 @@ pub async fn poll(
             outcomes.push(done.context("power poll session")?);
         }
         let s = store.clone();
-        let now = unix_now();
+        let now = crate::clock::unix_secs();
         let changed = tokio::task::spawn_blocking(move || record(&s, &outcomes, now))
             .await
             .context("power poller")??;
@@ -204,11 +204,4 @@ fn record(store: &Store, outcomes: &[Outcome], now: u64) -> Result<usize> {
         Ok::<_, crate::store::StoreError>(())
     })?;
     Ok(gone.len() + changed.len())
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

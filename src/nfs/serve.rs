@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -65,68 +65,28 @@ impl Default for Settings {
     }
 }
 
-/// Counters for `/metrics`: calls, refusals, and operations and their errors by class.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub connections: AtomicU64,
-    pub connections_refused: AtomicU64,
-    pub records_oversized: AtomicU64,
-    pub calls_null: AtomicU64,
-    pub calls_compound: AtomicU64,
-    pub calls_refused: AtomicU64,
-    pub ops_read: AtomicU64,
-    pub ops_write: AtomicU64,
-    pub ops_meta: AtomicU64,
-    pub ops_state: AtomicU64,
-    pub errors_read: AtomicU64,
-    pub errors_write: AtomicU64,
-    pub errors_meta: AtomicU64,
-    pub errors_state: AtomicU64,
-    pub leases_expired: AtomicU64,
-}
-
-/// A copy of [`Stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct StatsSnapshot {
-    pub connections: u64,
-    pub connections_refused: u64,
-    pub records_oversized: u64,
-    pub calls_null: u64,
-    pub calls_compound: u64,
-    pub calls_refused: u64,
-    pub ops_read: u64,
-    pub ops_write: u64,
-    pub ops_meta: u64,
-    pub ops_state: u64,
-    pub errors_read: u64,
-    pub errors_write: u64,
-    pub errors_meta: u64,
-    pub errors_state: u64,
-    pub leases_expired: u64,
+crate::counters::counter_set! {
+    /// Counters for `/metrics`: calls, refusals, and operations and their errors by class.
+    pub struct Stats, snapshot StatsSnapshot, sorted {
+        connections,
+        connections_refused,
+        records_oversized,
+        calls_null,
+        calls_compound,
+        calls_refused,
+        ops_read,
+        ops_write,
+        ops_meta,
+        ops_state,
+        errors_read,
+        errors_write,
+        errors_meta,
+        errors_state,
+        leases_expired,
+    }
 }
 
 impl Stats {
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatsSnapshot {
-            connections: r(&self.connections),
-            connections_refused: r(&self.connections_refused),
-            records_oversized: r(&self.records_oversized),
-            calls_null: r(&self.calls_null),
-            calls_compound: r(&self.calls_compound),
-            calls_refused: r(&self.calls_refused),
-            ops_read: r(&self.ops_read),
-            ops_write: r(&self.ops_write),
-            ops_meta: r(&self.ops_meta),
-            ops_state: r(&self.ops_state),
-            errors_read: r(&self.errors_read),
-            errors_write: r(&self.errors_write),
-            errors_meta: r(&self.errors_meta),
-            errors_state: r(&self.errors_state),
-            leases_expired: r(&self.leases_expired),
-        }
-    }
-
     fn count(&self, outcome: &Outcome) {
         bump(match outcome.kind {
             CallKind::Refused => &self.calls_refused,
@@ -163,12 +123,6 @@ impl Stats {
     }
 }
 
-impl crate::counters::Counters for Stats {
-    fn counters(&self) -> Vec<(String, u64)> {
-        crate::counters::fields_of(&self.snapshot())
-    }
-}
-
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
@@ -181,11 +135,7 @@ pub struct StatusFile {
     pub clients: Vec<ClientStatus>,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+use crate::clock::unix_secs as unix_now;
 
 /// Reads a status file (for `drover nfs clients` and for deciding on a grace period).
 pub fn read_status(path: &Path) -> io::Result<StatusFile> {

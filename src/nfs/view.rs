@@ -11,7 +11,7 @@
 //! one fsid for the client. Image trees are unpacked once per rootfs blob under
 //! `<state>/nfs/images/<blob>/` (into a temporary directory, then renamed; modes, owners,
 //! symlinks, device nodes and hard links kept; entries that would land outside refused, see
-//! `agent::unpack`). A persistent path missing from the image is added to the unpacked tree
+//! `image::unpack`). A persistent path missing from the image is added to the unpacked tree
 //! as an empty directory so that it has a place. Layers live in `<state>/nfs/nodes/<node>/`,
 //! seeded on first use with the image's content at each persistent path (copied into a
 //! temporary name, then renamed), and survive restarts. The merge is by name, not a union:
@@ -49,8 +49,9 @@ use super::vfs::{
     Attr, Caller, DirEntry, FileType, FsStat, Handle, NewObject, SetAttr, Stability, Time, Vfs,
     VfsError, VfsResult,
 };
+use crate::image::unpack;
 use crate::image::Blobs;
-use crate::store::model::{BlobId, Export, Image, LeaseState, Node};
+use crate::store::model::{BlobId, Export, Image, LeaseState, Node, PersistentPath};
 use crate::store::{SharedView, Store, View};
 use std::collections::HashMap;
 use std::io;
@@ -67,27 +68,6 @@ const TAG_PSEUDO: u8 = b'P';
 const TAG_EXPORT: u8 = b'E';
 /// Tag byte plus an 8-byte scope id.
 const PREFIX: usize = 9;
-
-/// Checks a persistent path: absolute, normalised (no empty, `.` or `..` components), not
-/// `/` itself. Returns its components.
-pub fn check_persistent(path: &str) -> Result<Vec<&str>, String> {
-    let rest = path
-        .strip_prefix('/')
-        .ok_or_else(|| format!("{path:?} is not absolute"))?;
-    let parts: Vec<&str> = rest.split('/').collect();
-    if rest.is_empty() {
-        return Err("\"/\" cannot be persistent: name directories or files below it".into());
-    }
-    if path.len() > fs::MAX_SYMLINK || path.contains('\0') {
-        return Err(format!("{path:?} is too long or holds a NUL byte"));
-    }
-    for p in &parts {
-        if p.is_empty() || *p == "." || *p == ".." || p.len() > fs::MAX_NAME {
-            return Err(format!("{path:?} is not a plain absolute path"));
-        }
-    }
-    Ok(parts)
-}
 
 fn id8(s: &str) -> [u8; 8] {
     let h = blake3::hash(s.as_bytes());
@@ -318,10 +298,7 @@ impl Views {
             return Some(n);
         }
         let lease = view.leases.get(&ip)?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::clock::unix_secs();
         if lease.state != LeaseState::Bound || lease.expires <= now {
             return None;
         }
@@ -386,9 +363,11 @@ impl Views {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir(&tmp)?;
         let file = std::fs::File::open(&src)?;
-        let refused = unpack_image(io::BufReader::new(file), &tmp).inspect_err(|_| {
-            let _ = std::fs::remove_dir_all(&tmp);
-        })?;
+        let refused = unpack::unpack(io::BufReader::new(file), &tmp, true)
+            .map(|stats| stats.refused)
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&tmp);
+            })?;
         if refused > 0 {
             tracing::warn!("nfs: image blob {blob}: {refused} entries refused (outside the root)");
         }
@@ -411,9 +390,9 @@ impl Views {
         // Paths inside another persistent path are covered by it.
         let mut paths: Vec<(String, Vec<String>)> = Vec::new();
         for p in &image.persistent {
-            match check_persistent(p) {
-                Ok(parts) => paths.push((p.clone(), parts.iter().map(|s| s.to_string()).collect())),
-                Err(e) => tracing::warn!("nfs: image {}: persistent path {e}", image.name),
+            match PersistentPath::parse(p) {
+                Ok(path) => paths.push((p.clone(), path.components().map(String::from).collect())),
+                Err(e) => tracing::warn!("nfs: image {}: persistent path {p:?}: {e}", image.name),
             }
         }
         paths.sort_by_key(|(_, parts)| parts.len());
@@ -699,71 +678,6 @@ fn prefix(tag: u8, id: [u8; 8]) -> [u8; PREFIX] {
     p[0] = tag;
     p[1..].copy_from_slice(&id);
     p
-}
-
-/// Unpacks a root filesystem tar under `dest` with modes, owners, mtimes, symlinks, hard
-/// links and device nodes. Entries whose path or hard-link target is absolute or holds `..`,
-/// or that would be written through a symlink, are skipped and counted.
-fn unpack_image(reader: impl io::Read, dest: &Path) -> io::Result<u64> {
-    use crate::image::rootfs::check_relative;
-    let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_mtime(true);
-    archive.set_preserve_ownerships(true);
-    archive.set_overwrite(true);
-    archive.set_unpack_xattrs(false);
-    let mut refused = 0;
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let kind = entry.header().entry_type();
-        let link_escapes = kind == tar::EntryType::Link
-            && entry
-                .link_name_bytes()
-                .is_some_and(|t| check_relative(&String::from_utf8_lossy(&t)).is_err());
-        if check_relative(&name).is_err() || link_escapes {
-            refused += 1;
-            continue;
-        }
-        let special = match kind {
-            tar::EntryType::Char => Some(libc::S_IFCHR),
-            tar::EntryType::Block => Some(libc::S_IFBLK),
-            tar::EntryType::Fifo => Some(libc::S_IFIFO),
-            _ => None,
-        };
-        let Some(special) = special else {
-            // The tar crate's unpack_in refuses to write through symlinks leading outside.
-            if !entry.unpack_in(dest)? {
-                refused += 1;
-            }
-            continue;
-        };
-        // The tar crate writes device nodes as plain files: make them here, after checking
-        // that no parent on the way is a symlink.
-        let rel = Path::new(name.trim_end_matches('/'));
-        let mut at = dest.to_path_buf();
-        let mut through_link = false;
-        for c in rel.parent().into_iter().flat_map(|p| p.components()) {
-            at.push(c);
-            through_link |= std::fs::symlink_metadata(&at).is_ok_and(|m| !m.is_dir());
-        }
-        if through_link {
-            refused += 1;
-            continue;
-        }
-        let h = entry.header();
-        let path = dest.join(rel);
-        let _ = std::fs::remove_file(&path);
-        let dev = fs::makedev(
-            h.device_major()?.unwrap_or(0),
-            h.device_minor()?.unwrap_or(0),
-        );
-        let mode = h.mode()? & 0o7777;
-        fs::mknod_like(&path, special | mode, dev)?;
-        std::os::unix::fs::lchown(&path, Some(h.uid()? as u32), Some(h.gid()? as u32))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
-    }
-    Ok(refused)
 }
 
 fn vfs_io(e: VfsError) -> io::Error {

@@ -163,7 +163,7 @@ impl Context {
         let layers = (settings.pool.is_some() && settings.nfs.is_some()).then(|| {
             Arc::new(crate::pool::layers::Shipper::new(
                 store.member(),
-                crate::pool::serve::unix_ms(),
+                crate::clock::unix_ms(),
             ))
         });
         Ok(Context {
