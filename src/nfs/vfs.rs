@@ -245,6 +245,12 @@ pub trait Vfs: Send + Sync + 'static {
     /// may mount (`/root` for a node's own root view, `/NAME` for shared exports).
     fn root(&self, caller: &Caller) -> VfsResult<Handle>;
 
+    /// Whether `fh` is a handle this Vfs made, naming an object that `caller` may reach now
+    /// (PUTFH checks every handle a client presents): [`VfsError::BadHandle`] for bytes it
+    /// did not make, [`VfsError::Stale`] for an object that is gone or out of the caller's
+    /// reach (another address's view, an export not open to it).
+    fn check(&self, caller: &Caller, fh: &Handle) -> VfsResult<()>;
+
     fn getattr(&self, caller: &Caller, fh: &Handle) -> VfsResult<Attr>;
 
     fn setattr(&self, caller: &Caller, fh: &Handle, set: &SetAttr) -> VfsResult<Attr>;

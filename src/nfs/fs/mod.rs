@@ -49,7 +49,9 @@ use super::vfs::{
 };
 use std::ffi::CStr;
 use std::fs::File;
+use crate::store::model::Ipv4Net;
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -69,7 +71,7 @@ pub(crate) const MAC_LEN: usize = 16;
 /// READDIR cookies 0..=2 are reserved by NFSv4; ours are `d_off + COOKIE_BASE`.
 const COOKIE_BASE: u64 = 3;
 /// The uid and gid a squashed root becomes.
-pub const NOBODY: u32 = 65534;
+pub const NOBODY: u32 = crate::store::model::NOBODY;
 
 /// The secret that seals handles (see the module docs).
 #[derive(Clone)]
@@ -215,12 +217,34 @@ pub(crate) fn check_name(name: &[u8]) -> VfsResult<std::ffi::CString> {
     sys::cstr(name).map_err(|_| VfsError::BadName)
 }
 
-/// AUTH_SYS credentials after squashing.
+/// How a tree maps the callers' AUTH_SYS identities, as `/etc/exports` does
+/// (`root_squash`, `no_root_squash`, `all_squash` with `anonuid`/`anongid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Squash {
+    /// Identities as the client sends them (node root views: a node's root owns its files).
+    None,
+    /// uid 0 becomes `uid`, and gid 0, as primary or supplementary group, becomes `gid`.
+    Root { uid: u32, gid: u32 },
+    /// Every caller becomes `uid`/`gid` without supplementary groups.
+    All { uid: u32, gid: u32 },
+}
+
+impl Squash {
+    /// Root squashed to nobody: the default of shared exports.
+    pub const ROOT_TO_NOBODY: Squash = Squash::Root {
+        uid: NOBODY,
+        gid: NOBODY,
+    };
+}
+
+/// AUTH_SYS credentials after squashing, and whether the caller may change the tree.
 #[derive(Debug, Clone)]
 pub(crate) struct Cred {
     pub uid: u32,
     pub gid: u32,
     pub gids: Vec<u32>,
+    /// The tree is read-only for this caller (the whole tree, or the caller's network).
+    pub read_only: bool,
 }
 
 const R: u32 = 4;
@@ -317,12 +341,14 @@ pub(crate) struct Tree {
     root_id: (u64, u64),
     mount_id: i32,
     pub writable: bool,
-    pub squash_root: bool,
+    pub squash: Squash,
+    /// Callers in these networks may not change the tree even when it is writable.
+    pub read_only_clients: Vec<Ipv4Net>,
     pub fsid: (u64, u64),
 }
 
 impl Tree {
-    pub fn open(path: &Path, writable: bool, squash_root: bool) -> io::Result<Tree> {
+    pub fn open(path: &Path, writable: bool, squash: Squash) -> io::Result<Tree> {
         let c = sys::cstr(path.as_os_str().as_encoded_bytes())?;
         let cwd = sys::cwd();
         // Not O_PATH: open_by_handle_at refuses an O_PATH mount descriptor.
@@ -342,7 +368,8 @@ impl Tree {
             root_id: (st.st_dev, st.st_ino),
             mount_id,
             writable,
-            squash_root,
+            squash,
+            read_only_clients: Vec::new(),
             fsid: (st.st_dev, st.st_ino),
         })
     }
@@ -353,19 +380,28 @@ impl Tree {
             .map_err(os_err)
     }
 
+    /// The caller's credentials in this tree: squashed as the tree says (knfsd's rules: root
+    /// squash maps uid 0 and every gid 0, all squash maps everyone and drops the groups).
     pub fn cred(&self, c: &Caller) -> Cred {
-        if self.squash_root && c.uid == 0 {
-            Cred {
-                uid: NOBODY,
-                gid: NOBODY,
-                gids: Vec::new(),
+        let read_only = !self.writable
+            || match c.addr {
+                IpAddr::V4(ip) => self.read_only_clients.iter().any(|n| n.contains(ip)),
+                IpAddr::V6(_) => false,
+            };
+        let (uid, gid, gids) = match self.squash {
+            Squash::None => (c.uid, c.gid, c.gids.clone()),
+            Squash::Root { uid, gid } => {
+                let g = |x: u32| if x == 0 { gid } else { x };
+                let u = if c.uid == 0 { uid } else { c.uid };
+                (u, g(c.gid), c.gids.iter().map(|&x| g(x)).collect())
             }
-        } else {
-            Cred {
-                uid: c.uid,
-                gid: c.gid,
-                gids: c.gids.clone(),
-            }
+            Squash::All { uid, gid } => (uid, gid, Vec::new()),
+        };
+        Cred {
+            uid,
+            gid,
+            gids,
+            read_only,
         }
     }
 
@@ -436,8 +472,8 @@ impl Tree {
         (st.st_dev, st.st_ino) == self.root_id
     }
 
-    fn need_writable(&self) -> VfsResult<()> {
-        if self.writable {
+    fn need_writable(&self, cred: &Cred) -> VfsResult<()> {
+        if self.writable && !cred.read_only {
             Ok(())
         } else {
             Err(VfsError::ReadOnly)
@@ -495,13 +531,13 @@ impl Tree {
         if cred.may(&o.st, R) {
             got |= access::READ;
         }
-        if self.writable && cred.may(&o.st, W) {
+        if self.writable && !cred.read_only && cred.may(&o.st, W) {
             got |= access::MODIFY | access::EXTEND;
         }
         if o.is_dir() {
             if cred.may(&o.st, X) {
                 got |= access::LOOKUP;
-                if self.writable && cred.may(&o.st, W) {
+                if self.writable && !cred.read_only && cred.may(&o.st, W) {
                     got |= access::DELETE;
                 }
             }
@@ -563,7 +599,7 @@ impl Tree {
         data: &[u8],
         stable: Stability,
     ) -> VfsResult<(u32, Stability)> {
-        self.need_writable()?;
+        self.need_writable(cred)?;
         let o = self.regular(kh)?;
         if !(cred.owns(&o.st) || cred.may(&o.st, W)) {
             return Err(VfsError::Access);
@@ -615,7 +651,7 @@ impl Tree {
         if *set == SetAttr::default() {
             return Ok(());
         }
-        self.need_writable()?;
+        self.need_writable(cred)?;
         let st = &o.st;
         let is_link = o.kind() == FileType::Symlink;
         if let Some(size) = set.size {
@@ -690,7 +726,7 @@ impl Tree {
 
     /// Checks that the caller may add or remove entries of `dir`.
     fn modify_dir(&self, cred: &Cred, dir: &Obj) -> VfsResult<()> {
-        self.need_writable()?;
+        self.need_writable(cred)?;
         if !dir.is_dir() {
             return Err(VfsError::NotDir);
         }
@@ -985,7 +1021,7 @@ impl DirVfs {
     /// Root is not squashed: see [`DirVfs::squash_root`].
     pub fn new(root: PathBuf, writable: bool, key: HandleKey) -> io::Result<DirVfs> {
         let root = std::fs::canonicalize(&root)?;
-        let tree = Tree::open(&root, writable, false)?;
+        let tree = Tree::open(&root, writable, Squash::None)?;
         Ok(DirVfs {
             tree,
             key,
@@ -996,7 +1032,7 @@ impl DirVfs {
 
     /// Maps uid 0 to nobody (65534) from now on.
     pub fn squash_root(mut self) -> DirVfs {
-        self.tree.squash_root = true;
+        self.tree.squash = Squash::ROOT_TO_NOBODY;
         self
     }
 
@@ -1015,6 +1051,10 @@ impl DirVfs {
 impl Vfs for DirVfs {
     fn root(&self, _caller: &Caller) -> VfsResult<Handle> {
         self.seal(&self.tree.root_handle()?)
+    }
+
+    fn check(&self, _caller: &Caller, fh: &Handle) -> VfsResult<()> {
+        self.tree.obj(&self.unseal(fh)?).map(|_| ())
     }
 
     fn getattr(&self, _caller: &Caller, fh: &Handle) -> VfsResult<Attr> {
