@@ -257,13 +257,6 @@ impl State {
         }
     }
 
-    fn states_of(&self, client: u64) -> usize {
-        self.states
-            .values()
-            .filter(|s| s.client() == client)
-            .count()
-    }
-
     /// Whether `client` may hold one more open or lock state: below its own limit and its
     /// address's.
     pub fn may_add_state(&self, client: u64) -> bool {
