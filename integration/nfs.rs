@@ -258,3 +258,192 @@ fn refuses_bad_calls_and_survives_garbage() {
     let out = tool(&s, &["nfs-ls", &url("/")]);
     assert!(out.status.success(), "server hurt by garbage: {out:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input over TCP on loopback: the export is open to 127.0.0.1 only, and the other
+// loopback addresses (127.0.0.2, ...) play the clients outside it.
+
+struct Loopback {
+    drover: Drover,
+    addr: std::net::SocketAddr,
+    export: std::path::PathBuf,
+}
+
+/// `drover serve` on `lo` with NFS on a free port and the export `t` (root squashed) open
+/// to 127.0.0.1/32, holding `hello.txt` and `secret` (0640 root:root).
+fn serve_loopback() -> Loopback {
+    require_root();
+    let mut drover = Drover::new();
+    let export = drover.scratch().join("export");
+    std::fs::create_dir_all(&export).expect("export dir");
+    std::fs::write(export.join("hello.txt"), b"hello\n").expect("file");
+    let secret = export.join("secret");
+    std::fs::write(&secret, b"root only\n").expect("secret");
+    std::os::unix::fs::chown(&secret, Some(0), Some(0)).expect("chown");
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+        .expect("chmod");
+    let path = export.to_str().expect("utf-8");
+    drover.cli_ok(&[
+        "nfs", "export", "add", "t", "--path", path, "--clients", "127.0.0.1/32",
+    ]);
+    let port = common::api::free_port();
+    drover.serve_with(
+        None,
+        "lo",
+        &config_only(
+            &[],
+            &format!("[nfs]\nenabled = true\nport = {port}\ngrace-secs = 0\n"),
+        ),
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    Loopback {
+        drover,
+        addr,
+        export,
+    }
+}
+
+/// The handle of `/t/NAME`, looked up from 127.0.0.1.
+fn handle_of(s: &Loopback, name: &str) -> Vec<u8> {
+    use common::nfs4::*;
+    let mut c = Client::connect(s.addr, None).expect("connect");
+    let r = c
+        .compound(
+            0,
+            &Cred::user(1000, 1000, &[]),
+            Ops::new().putrootfh().lookup("t").lookup(name).getfh(),
+        )
+        .expect("lookup");
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    r.body(OP_GETFH).to_vec()
+}
+
+/// A forged handle (one byte flipped anywhere, cut short) is BADHANDLE on PUTFH, and the
+/// READ behind it never runs; a good handle from an address outside the export's clients is
+/// STALE on PUTFH, and READ gets no file handle.
+#[test]
+fn forged_and_outside_handles_get_errors_on_putfh_and_read() {
+    use common::nfs4::*;
+    let s = serve_loopback();
+    let fh = handle_of(&s, "hello.txt");
+    let user = Cred::user(1000, 1000, &[]);
+    let mut inside = Client::connect(s.addr, Some(std::net::Ipv4Addr::new(127, 0, 0, 1)))
+        .expect("connect");
+    let r = inside
+        .compound(0, &user, Ops::new().putfh(&fh).read(0, 100))
+        .expect("read");
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    assert_eq!(r.body(OP_READ), b"hello\n");
+
+    for i in 0..fh.len() {
+        let mut bad = fh.clone();
+        bad[i] ^= 0x5a;
+        let r = inside
+            .compound(0, &user, Ops::new().putfh(&bad).read(0, 100))
+            .expect("forged read");
+        assert_eq!(r.status, NFS4ERR_BADHANDLE, "byte {i} flipped: {r:?}");
+        assert_eq!(r.results.len(), 1, "READ ran after a failed PUTFH: {r:?}");
+    }
+    let r = inside
+        .compound(0, &user, Ops::new().putfh(&fh[..fh.len() - 1]).read(0, 100))
+        .expect("short handle");
+    assert_eq!(r.status, NFS4ERR_BADHANDLE, "{r:?}");
+
+    let mut outside = Client::connect(s.addr, Some(std::net::Ipv4Addr::new(127, 0, 0, 2)))
+        .expect("connect from 127.0.0.2");
+    let r = outside
+        .compound(0, &user, Ops::new().putfh(&fh).getfh().read(0, 100))
+        .expect("replayed read");
+    assert_eq!(r.status, NFS4ERR_STALE, "{r:?}");
+    assert_eq!(r.results.len(), 1, "{r:?}");
+    let r = outside
+        .compound(0, &user, Ops::new().read(0, 100))
+        .expect("read without a handle");
+    assert_eq!(r.status, NFS4ERR_NOFILEHANDLE, "{r:?}");
+    let r = outside
+        .compound(0, &user, Ops::new().putrootfh().lookup("t"))
+        .expect("lookup from outside");
+    assert_eq!(r.status, NFS4ERR_NOENT, "the export is invisible outside: {r:?}");
+    // The server still answers its client.
+    let r = inside
+        .compound(0, &user, Ops::new().putfh(&fh).read(0, 100))
+        .expect("read again");
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+}
+
+/// Root squash covers gid 0, as the primary and as a supplementary group: a non-root uid
+/// with gid 0 does not read a 0640 root:root file. `--no-root-squash` lets root read it.
+#[test]
+fn gid_0_is_squashed_with_root() {
+    use common::nfs4::*;
+    let s = serve_loopback();
+    let fh = handle_of(&s, "secret");
+    let mut c = Client::connect(s.addr, None).expect("connect");
+    for cred in [
+        Cred::user(1000, 0, &[]),
+        Cred::user(1000, 1000, &[0]),
+        Cred::user(0, 0, &[0]),
+    ] {
+        let r = c
+            .compound(0, &cred, Ops::new().putfh(&fh).read(0, 100))
+            .expect("read");
+        assert_eq!(r.status, NFS4ERR_ACCESS, "{cred:?}: {r:?}");
+    }
+    // The same directory as a second export without root squash.
+    let path = s.export.to_str().expect("utf-8");
+    s.drover.cli_ok(&[
+        "nfs", "export", "add", "t2", "--path", path, "--clients", "127.0.0.1/32",
+        "--no-root-squash",
+    ]);
+    let list = s.drover.cli_ok(&["nfs", "export", "list"]);
+    assert!(list.contains("none") && list.contains("root->65534:65534"), "{list}");
+    let read_as_root = || {
+        let mut c = Client::connect(s.addr, None).expect("connect");
+        c.compound(
+            0,
+            &Cred::user(0, 0, &[]),
+            Ops::new().putrootfh().lookup("t2").lookup("secret").read(0, 100),
+        )
+        .expect("read as root")
+    };
+    // The server reads the store at most once a second.
+    let ok = wait_until(Duration::from_secs(10), || read_as_root().status == NFS4_OK);
+    assert!(ok, "root reads through --no-root-squash: {:?}", read_as_root());
+    assert_eq!(read_as_root().body(OP_READ), b"root only\n");
+}
+
+/// One address making client records by the hundred gets RESOURCE once its share is full;
+/// another address still gets its record.
+#[test]
+fn a_flood_of_client_records_hurts_only_its_sender() {
+    use common::nfs4::*;
+    let s = serve_loopback();
+    let root = Cred::user(0, 0, &[]);
+    let mut flood = Client::connect(s.addr, Some(std::net::Ipv4Addr::new(127, 0, 0, 3)))
+        .expect("connect");
+    let mut refused = 0;
+    for i in 0..200 {
+        let r = flood
+            .compound(0, &root, Ops::new().setclientid(&format!("flood-{i}")))
+            .expect("setclientid");
+        match r.status {
+            NFS4_OK => {
+                let b = r.body(OP_SETCLIENTID);
+                let id = u64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
+                let verifier: [u8; 8] = b[8..].try_into().expect("8 bytes");
+                let r = flood
+                    .compound(0, &root, Ops::new().setclientid_confirm(id, verifier))
+                    .expect("confirm");
+                assert_eq!(r.status, NFS4_OK, "{r:?}");
+            }
+            NFS4ERR_RESOURCE => refused += 1,
+            other => panic!("record {i}: status {other}"),
+        }
+    }
+    assert!(refused >= 150, "only {refused} of 200 records refused");
+    let mut node = Client::connect(s.addr, None).expect("connect");
+    let r = node
+        .compound(0, &root, Ops::new().setclientid("a-node"))
+        .expect("setclientid");
+    assert_eq!(r.status, NFS4_OK, "a legitimate client after the flood: {r:?}");
+}

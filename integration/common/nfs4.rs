@@ -1,0 +1,279 @@
+//! A small NFSv4 COMPOUND client for tests that talk to `drover serve` over TCP: ONC RPC
+//! record marking, AUTH_SYS with any uid/gid/groups, a chosen source address, and the
+//! operations the tests need encoded by hand (RFC 7530/8881 numbering). Results are decoded
+//! as far as the tests look at them: each operation's status, and the bodies of GETFH and
+//! READ.
+//!
+//! Not a general client: no sessions of its own (4.1 tests encode SEQUENCE themselves), no
+//! retransmission. Uses socket2 (a dependency of drover anyway) to bind the source address,
+//! which std's TcpStream cannot.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+pub const OP_GETFH: u32 = 10;
+pub const OP_LOOKUP: u32 = 15;
+pub const OP_PUTFH: u32 = 22;
+pub const OP_PUTROOTFH: u32 = 24;
+pub const OP_READ: u32 = 25;
+pub const OP_SETCLIENTID: u32 = 35;
+pub const OP_SETCLIENTID_CONFIRM: u32 = 36;
+
+pub const NFS4_OK: u32 = 0;
+pub const NFS4ERR_ACCESS: u32 = 13;
+pub const NFS4ERR_NOENT: u32 = 2;
+pub const NFS4ERR_STALE: u32 = 70;
+pub const NFS4ERR_BADHANDLE: u32 = 10001;
+pub const NFS4ERR_RESOURCE: u32 = 10018;
+pub const NFS4ERR_NOFILEHANDLE: u32 = 10020;
+
+/// XDR encoding of one COMPOUND's operations.
+#[derive(Default)]
+pub struct Ops {
+    buf: Vec<u8>,
+    n: u32,
+}
+
+impl Ops {
+    pub fn new() -> Ops {
+        Ops::default()
+    }
+    fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    fn opaque(&mut self, b: &[u8]) {
+        self.u32(b.len() as u32);
+        self.buf.extend_from_slice(b);
+        self.buf.resize(self.buf.len() + (4 - b.len() % 4) % 4, 0);
+    }
+    fn op(mut self, num: u32) -> Ops {
+        self.u32(num);
+        self.n += 1;
+        self
+    }
+    pub fn putrootfh(self) -> Ops {
+        self.op(OP_PUTROOTFH)
+    }
+    pub fn putfh(self, fh: &[u8]) -> Ops {
+        let mut s = self.op(OP_PUTFH);
+        s.opaque(fh);
+        s
+    }
+    pub fn lookup(self, name: &str) -> Ops {
+        let mut s = self.op(OP_LOOKUP);
+        s.opaque(name.as_bytes());
+        s
+    }
+    pub fn getfh(self) -> Ops {
+        self.op(OP_GETFH)
+    }
+    /// READ with the anonymous stateid.
+    pub fn read(self, offset: u64, count: u32) -> Ops {
+        let mut s = self.op(OP_READ);
+        s.u32(0);
+        s.buf.extend_from_slice(&[0; 12]);
+        s.buf.extend_from_slice(&offset.to_be_bytes());
+        s.u32(count);
+        s
+    }
+    pub fn setclientid(self, id: &str) -> Ops {
+        let mut s = self.op(OP_SETCLIENTID);
+        s.buf.extend_from_slice(b"verifier");
+        s.opaque(id.as_bytes());
+        s.u32(0x4000_0000);
+        s.opaque(b"tcp");
+        s.opaque(b"127.0.0.1.3.4");
+        s.u32(1);
+        s
+    }
+    pub fn setclientid_confirm(self, clientid: u64, verifier: [u8; 8]) -> Ops {
+        let mut s = self.op(OP_SETCLIENTID_CONFIRM);
+        s.buf.extend_from_slice(&clientid.to_be_bytes());
+        s.buf.extend_from_slice(&verifier);
+        s
+    }
+}
+
+/// One operation's result: its number, status and (for GETFH, READ and SETCLIENTID) body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpRes {
+    pub op: u32,
+    pub status: u32,
+    /// GETFH: the handle; READ: the data; SETCLIENTID: client id (8) + verifier (8).
+    pub body: Vec<u8>,
+    /// READ: the eof flag.
+    pub eof: bool,
+}
+
+/// A COMPOUND reply: the overall status and the results of the operations that ran.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u32,
+    pub results: Vec<OpRes>,
+}
+
+impl Reply {
+    /// The body of the last result of operation `op`; panics if there is none.
+    pub fn body(&self, op: u32) -> &[u8] {
+        &self
+            .results
+            .iter()
+            .rev()
+            .find(|r| r.op == op)
+            .unwrap_or_else(|| panic!("no result of op {op} in {self:?}"))
+            .body
+    }
+}
+
+/// AUTH_SYS credentials.
+#[derive(Debug, Clone)]
+pub struct Cred {
+    pub uid: u32,
+    pub gid: u32,
+    pub gids: Vec<u32>,
+}
+
+impl Cred {
+    pub fn user(uid: u32, gid: u32, gids: &[u32]) -> Cred {
+        Cred {
+            uid,
+            gid,
+            gids: gids.to_vec(),
+        }
+    }
+}
+
+/// One TCP connection to an NFSv4 server.
+pub struct Client {
+    sock: TcpStream,
+    xid: u32,
+}
+
+impl Client {
+    /// Connects to `server`, from `source` if given (any loopback address works on `lo`).
+    pub fn connect(server: SocketAddr, source: Option<Ipv4Addr>) -> std::io::Result<Client> {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        if let Some(ip) = source {
+            s.bind(&SocketAddr::from((ip, 0)).into())?;
+        }
+        s.connect_timeout(&server.into(), Duration::from_secs(5))?;
+        let sock: TcpStream = s.into();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(Client { sock, xid: 1 })
+    }
+
+    /// Sends one COMPOUND of minor version `minor` and decodes the reply.
+    pub fn compound(&mut self, minor: u32, cred: &Cred, ops: Ops) -> std::io::Result<Reply> {
+        self.xid += 1;
+        let mut m = Ops::new();
+        for v in [self.xid, 0, 2, 100003, 4, 1, 1] {
+            m.u32(v);
+        }
+        let mut auth = Ops::new();
+        auth.u32(0);
+        auth.opaque(b"test");
+        auth.u32(cred.uid);
+        auth.u32(cred.gid);
+        auth.u32(cred.gids.len() as u32);
+        for g in &cred.gids {
+            auth.u32(*g);
+        }
+        m.opaque(&auth.buf);
+        m.u32(0);
+        m.u32(0);
+        m.opaque(b"");
+        m.u32(minor);
+        m.u32(ops.n);
+        m.buf.extend_from_slice(&ops.buf);
+        let mut rec = (0x8000_0000u32 | m.buf.len() as u32).to_be_bytes().to_vec();
+        rec.extend_from_slice(&m.buf);
+        self.sock.write_all(&rec)?;
+        let body = self.read_record()?;
+        decode(&body).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "undecodable reply")
+        })
+    }
+
+    fn read_record(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            let mut mark = [0u8; 4];
+            self.sock.read_exact(&mut mark)?;
+            let m = u32::from_be_bytes(mark);
+            let start = out.len();
+            out.resize(start + (m & 0x7fff_ffff) as usize, 0);
+            self.sock.read_exact(&mut out[start..])?;
+            if m & 0x8000_0000 != 0 {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+struct Rd<'a>(&'a [u8]);
+
+impl Rd<'_> {
+    fn u32(&mut self) -> Option<u32> {
+        let (h, t) = self.0.split_at_checked(4)?;
+        self.0 = t;
+        Some(u32::from_be_bytes(h.try_into().ok()?))
+    }
+    fn fixed(&mut self, n: usize) -> Option<Vec<u8>> {
+        let (h, t) = self.0.split_at_checked(n)?;
+        self.0 = t;
+        Some(h.to_vec())
+    }
+    fn opaque(&mut self) -> Option<Vec<u8>> {
+        let n = self.u32()? as usize;
+        let v = self.fixed(n)?;
+        self.fixed((4 - n % 4) % 4)?;
+        Some(v)
+    }
+}
+
+fn decode(b: &[u8]) -> Option<Reply> {
+    let mut r = Rd(b);
+    let _xid = r.u32()?;
+    if r.u32()? != 1 || r.u32()? != 0 {
+        return None;
+    }
+    let _verf_flavor = r.u32()?;
+    r.opaque()?;
+    if r.u32()? != 0 {
+        return None;
+    }
+    let status = r.u32()?;
+    r.opaque()?;
+    let n = r.u32()?;
+    let mut results = Vec::new();
+    for _ in 0..n {
+        let op = r.u32()?;
+        let st = r.u32()?;
+        let mut res = OpRes {
+            op,
+            status: st,
+            body: Vec::new(),
+            eof: false,
+        };
+        if st == NFS4_OK {
+            match op {
+                OP_GETFH => res.body = r.opaque()?,
+                OP_READ => {
+                    res.eof = r.u32()? != 0;
+                    res.body = r.opaque()?;
+                }
+                OP_SETCLIENTID => res.body = r.fixed(16)?,
+                OP_PUTFH | OP_PUTROOTFH | OP_LOOKUP | OP_SETCLIENTID_CONFIRM => {}
+                // Bodies this client does not decode end the walk.
+                _ => {
+                    results.push(res);
+                    break;
+                }
+            }
+        }
+        results.push(res);
+    }
+    Some(Reply { status, results })
+}
