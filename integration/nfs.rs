@@ -269,8 +269,8 @@ struct Loopback {
     export: std::path::PathBuf,
 }
 
-/// `drover serve` on `lo` with NFS on a free port and the export `t` (root squashed) open
-/// to 127.0.0.1/32, holding `hello.txt` and `secret` (0640 root:root).
+/// `drover serve` on `lo` with NFS on a free port and the export `t` (read-write, root
+/// squashed) open to 127.0.0.1/32, holding `hello.txt` and `secret` (0640 root:root).
 fn serve_loopback() -> Loopback {
     require_root();
     let mut drover = Drover::new();
@@ -284,7 +284,15 @@ fn serve_loopback() -> Loopback {
         .expect("chmod");
     let path = export.to_str().expect("utf-8");
     drover.cli_ok(&[
-        "nfs", "export", "add", "t", "--path", path, "--clients", "127.0.0.1/32",
+        "nfs",
+        "export",
+        "add",
+        "t",
+        "--path",
+        path,
+        "--clients",
+        "127.0.0.1/32",
+        "--rw",
     ]);
     let port = common::api::free_port();
     drover.serve_with(
@@ -327,8 +335,8 @@ fn forged_and_outside_handles_get_errors_on_putfh_and_read() {
     let s = serve_loopback();
     let fh = handle_of(&s, "hello.txt");
     let user = Cred::user(1000, 1000, &[]);
-    let mut inside = Client::connect(s.addr, Some(std::net::Ipv4Addr::new(127, 0, 0, 1)))
-        .expect("connect");
+    let mut inside =
+        Client::connect(s.addr, Some(std::net::Ipv4Addr::new(127, 0, 0, 1))).expect("connect");
     let r = inside
         .compound(0, &user, Ops::new().putfh(&fh).read(0, 100))
         .expect("read");
@@ -363,7 +371,10 @@ fn forged_and_outside_handles_get_errors_on_putfh_and_read() {
     let r = outside
         .compound(0, &user, Ops::new().putrootfh().lookup("t"))
         .expect("lookup from outside");
-    assert_eq!(r.status, NFS4ERR_NOENT, "the export is invisible outside: {r:?}");
+    assert_eq!(
+        r.status, NFS4ERR_NOENT,
+        "the export is invisible outside: {r:?}"
+    );
     // The server still answers its client.
     let r = inside
         .compound(0, &user, Ops::new().putfh(&fh).read(0, 100))
@@ -392,23 +403,41 @@ fn gid_0_is_squashed_with_root() {
     // The same directory as a second export without root squash.
     let path = s.export.to_str().expect("utf-8");
     s.drover.cli_ok(&[
-        "nfs", "export", "add", "t2", "--path", path, "--clients", "127.0.0.1/32",
+        "nfs",
+        "export",
+        "add",
+        "t2",
+        "--path",
+        path,
+        "--clients",
+        "127.0.0.1/32",
         "--no-root-squash",
     ]);
     let list = s.drover.cli_ok(&["nfs", "export", "list"]);
-    assert!(list.contains("none") && list.contains("root->65534:65534"), "{list}");
+    assert!(
+        list.contains("none") && list.contains("root->65534:65534"),
+        "{list}"
+    );
     let read_as_root = || {
         let mut c = Client::connect(s.addr, None).expect("connect");
         c.compound(
             0,
             &Cred::user(0, 0, &[]),
-            Ops::new().putrootfh().lookup("t2").lookup("secret").read(0, 100),
+            Ops::new()
+                .putrootfh()
+                .lookup("t2")
+                .lookup("secret")
+                .read(0, 100),
         )
         .expect("read as root")
     };
     // The server reads the store at most once a second.
     let ok = wait_until(Duration::from_secs(10), || read_as_root().status == NFS4_OK);
-    assert!(ok, "root reads through --no-root-squash: {:?}", read_as_root());
+    assert!(
+        ok,
+        "root reads through --no-root-squash: {:?}",
+        read_as_root()
+    );
     assert_eq!(read_as_root().body(OP_READ), b"root only\n");
 }
 
@@ -419,8 +448,8 @@ fn a_flood_of_client_records_hurts_only_its_sender() {
     use common::nfs4::*;
     let s = serve_loopback();
     let root = Cred::user(0, 0, &[]);
-    let mut flood = Client::connect(s.addr, Some(std::net::Ipv4Addr::new(127, 0, 0, 3)))
-        .expect("connect");
+    let mut flood =
+        Client::connect(s.addr, Some(std::net::Ipv4Addr::new(127, 0, 0, 3))).expect("connect");
     let mut refused = 0;
     for i in 0..200 {
         let r = flood
@@ -445,5 +474,177 @@ fn a_flood_of_client_records_hurts_only_its_sender() {
     let r = node
         .compound(0, &root, Ops::new().setclientid("a-node"))
         .expect("setclientid");
-    assert_eq!(r.status, NFS4_OK, "a legitimate client after the flood: {r:?}");
+    assert_eq!(
+        r.status, NFS4_OK,
+        "a legitimate client after the flood: {r:?}"
+    );
+}
+
+/// A file of the export owned by uid 1000 (the tests' user), with `data` at `offset`.
+fn user_file(s: &Loopback, name: &str, len: u64, offset: u64, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let path = s.export.join(name);
+    let f = std::fs::File::create(&path).expect("create");
+    f.set_len(len).expect("size");
+    f.write_all_at(data, offset).expect("write");
+    std::os::unix::fs::chown(&path, Some(1000), Some(1000)).expect("chown");
+}
+
+/// NFSv4.2 (RFC 7862) over a session: SEEK to data and holes, ALLOCATE, DEALLOCATE,
+/// READ_PLUS, a synchronous intra-server COPY, CLONE (done, or NOTSUPP where the file
+/// system has no reflinks), NOTSUPP for the operations not built, and minor version 3
+/// refused.
+#[test]
+fn nfs42_seek_allocate_read_plus_copy_clone() {
+    use common::nfs4::*;
+    let s = serve_loopback();
+    const MIB: u64 = 1 << 20;
+    user_file(&s, "sparse.bin", 3 * MIB, MIB, &[7; 4096]);
+    user_file(&s, "alloc.bin", 0, 0, b"");
+    user_file(&s, "punch.bin", 0, 0, &[0xaa; 8192]);
+    user_file(&s, "copy.txt", 0, 0, b"");
+    user_file(&s, "clone.bin", 0, 0, b"");
+    user_file(&s, "clsrc.bin", 0, 0, &[3; 65536]);
+    let user = Cred::user(1000, 1000, &[]);
+    let mut c = Client::connect(s.addr, None).expect("connect");
+    let sess = c.session(2, "nfs42-test").expect("4.2 session");
+    let mut seq = 0;
+    // One COMPOUND after SEQUENCE on the session: `build` adds the operations.
+    let mut call = |c: &mut Client, build: &dyn Fn(Ops) -> Ops| {
+        seq += 1;
+        let ops = build(Ops::new().sequence(&sess, seq));
+        c.compound(2, &user, ops).expect("compound")
+    };
+    let file = |o: Ops, name: &str| o.putrootfh().lookup("t").lookup(name);
+    let seek = |o: Ops, offset: u64, data: bool| {
+        o.with(OP_SEEK, |a| {
+            a.u32(0);
+            a.fixed(&[0; 12]);
+            a.u64(offset);
+            a.u32(if data { 0 } else { 1 });
+        })
+    };
+    let seek_res = |r: &Reply| {
+        let b = r.body(OP_SEEK);
+        (
+            u32::from_be_bytes(b[..4].try_into().unwrap()) != 0,
+            u64::from_be_bytes(b[4..].try_into().unwrap()),
+        )
+    };
+
+    // SEEK: data at 1 MiB (or at 0 on a file system without holes), a hole after it, and
+    // nothing past the end.
+    let r = call(&mut c, &|o| seek(file(o, "sparse.bin"), 0, true));
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let (eof, at) = seek_res(&r);
+    assert!(!eof && (at == MIB || at == 0), "data at {at}");
+    let r = call(&mut c, &|o| seek(file(o, "sparse.bin"), MIB, false));
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let (_, hole) = seek_res(&r);
+    assert!(hole >= MIB + 4096, "hole at {hole}");
+    let r = call(&mut c, &|o| seek(file(o, "sparse.bin"), 4 * MIB, true));
+    assert_eq!(r.status, NFS4ERR_NXIO, "{r:?}");
+
+    // ALLOCATE grows the file; DEALLOCATE makes a range read as zeros, size kept.
+    let range = |o: Ops, op: u32, offset: u64, len: u64| {
+        o.with(op, |a| {
+            a.u32(0);
+            a.fixed(&[0; 12]);
+            a.u64(offset);
+            a.u64(len);
+        })
+    };
+    let r = call(&mut c, &|o| {
+        range(file(o, "alloc.bin"), OP_ALLOCATE, 0, 65536)
+    });
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let meta = std::fs::metadata(s.export.join("alloc.bin")).expect("alloc.bin");
+    assert_eq!(meta.len(), 65536);
+    let r = call(&mut c, &|o| {
+        range(file(o, "punch.bin"), OP_DEALLOCATE, 0, 4096)
+    });
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let punched = std::fs::read(s.export.join("punch.bin")).expect("punch.bin");
+    assert_eq!(punched.len(), 8192);
+    assert!(punched[..4096].iter().all(|&b| b == 0) && punched[4096..].iter().all(|&b| b == 0xaa));
+
+    // READ_PLUS: the data as one segment.
+    let r = call(&mut c, &|o| {
+        file(o, "hello.txt").with(OP_READ_PLUS, |a| {
+            a.u32(0);
+            a.fixed(&[0; 12]);
+            a.u64(0);
+            a.u32(100);
+        })
+    });
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    assert_eq!(r.body(OP_READ_PLUS), b"hello\n");
+    assert!(r.results.last().is_some_and(|x| x.eof));
+
+    // COPY of the whole source (count 0) from the saved to the current file, synchronously.
+    let two = |o: Ops, op: u32, count: u64, sync: bool| {
+        o.with(op, |a| {
+            for _ in 0..2 {
+                a.u32(0);
+                a.fixed(&[0; 12]);
+            }
+            a.u64(0);
+            a.u64(0);
+            a.u64(count);
+            if op == OP_COPY {
+                a.u32(1);
+                a.u32(u32::from(sync));
+                a.u32(0); // no source servers: intra-server
+            }
+        })
+    };
+    let r = call(&mut c, &|o| {
+        two(
+            file(file(o, "hello.txt").savefh(), "copy.txt"),
+            OP_COPY,
+            0,
+            true,
+        )
+    });
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let b = r.body(OP_COPY);
+    assert_eq!(
+        u64::from_be_bytes(b[4..12].try_into().unwrap()),
+        6,
+        "bytes copied"
+    );
+    assert_eq!(
+        std::fs::read(s.export.join("copy.txt")).expect("copy.txt"),
+        b"hello\n"
+    );
+    // CLONE: done where the file system shares blocks, else NOTSUPP.
+    let r = call(&mut c, &|o| {
+        two(
+            file(file(o, "clsrc.bin").savefh(), "clone.bin"),
+            OP_CLONE,
+            65536,
+            true,
+        )
+    });
+    match r.status {
+        NFS4_OK => assert_eq!(
+            std::fs::read(s.export.join("clone.bin")).expect("clone.bin"),
+            vec![3; 65536]
+        ),
+        NFS4ERR_NOTSUPP => {}
+        other => panic!("CLONE: {other} {r:?}"),
+    }
+
+    // An operation of 4.2 that is not built; a minor version beyond 4.2.
+    let r = call(&mut c, &|o| {
+        file(o, "hello.txt").with(OP_OFFLOAD_STATUS, |a| {
+            a.u32(0);
+            a.fixed(&[0; 12]);
+        })
+    });
+    assert_eq!(r.status, NFS4ERR_NOTSUPP, "{r:?}");
+    let r = c
+        .compound(3, &user, Ops::new().putrootfh())
+        .expect("minor 3");
+    assert_eq!(r.status, NFS4ERR_MINOR_VERS_MISMATCH, "{r:?}");
 }

@@ -17,12 +17,26 @@ pub const OP_LOOKUP: u32 = 15;
 pub const OP_PUTFH: u32 = 22;
 pub const OP_PUTROOTFH: u32 = 24;
 pub const OP_READ: u32 = 25;
+pub const OP_SAVEFH: u32 = 32;
 pub const OP_SETCLIENTID: u32 = 35;
 pub const OP_SETCLIENTID_CONFIRM: u32 = 36;
+pub const OP_EXCHANGE_ID: u32 = 42;
+pub const OP_CREATE_SESSION: u32 = 43;
+pub const OP_SEQUENCE: u32 = 53;
+pub const OP_ALLOCATE: u32 = 59;
+pub const OP_COPY: u32 = 60;
+pub const OP_DEALLOCATE: u32 = 62;
+pub const OP_OFFLOAD_STATUS: u32 = 67;
+pub const OP_READ_PLUS: u32 = 68;
+pub const OP_SEEK: u32 = 69;
+pub const OP_CLONE: u32 = 71;
 
 pub const NFS4_OK: u32 = 0;
 pub const NFS4ERR_ACCESS: u32 = 13;
 pub const NFS4ERR_NOENT: u32 = 2;
+pub const NFS4ERR_NXIO: u32 = 6;
+pub const NFS4ERR_NOTSUPP: u32 = 10004;
+pub const NFS4ERR_MINOR_VERS_MISMATCH: u32 = 10021;
 pub const NFS4ERR_STALE: u32 = 70;
 pub const NFS4ERR_BADHANDLE: u32 = 10001;
 pub const NFS4ERR_RESOURCE: u32 = 10018;
@@ -39,18 +53,45 @@ impl Ops {
     pub fn new() -> Ops {
         Ops::default()
     }
-    fn u32(&mut self, v: u32) {
+    /// Appends an XDR unsigned int (an argument of the last operation).
+    pub fn u32(&mut self, v: u32) {
         self.buf.extend_from_slice(&v.to_be_bytes());
     }
-    fn opaque(&mut self, b: &[u8]) {
+    pub fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    pub fn fixed(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+    pub fn opaque(&mut self, b: &[u8]) {
         self.u32(b.len() as u32);
         self.buf.extend_from_slice(b);
         self.buf.resize(self.buf.len() + (4 - b.len() % 4) % 4, 0);
     }
-    fn op(mut self, num: u32) -> Ops {
+    /// Starts operation `num`; its arguments follow with the encoders above.
+    pub fn op(mut self, num: u32) -> Ops {
         self.u32(num);
         self.n += 1;
         self
+    }
+    /// An operation whose arguments `args` encodes.
+    pub fn with(self, num: u32, args: impl FnOnce(&mut Ops)) -> Ops {
+        let mut s = self.op(num);
+        args(&mut s);
+        s
+    }
+    pub fn savefh(self) -> Ops {
+        self.op(OP_SAVEFH)
+    }
+    /// SEQUENCE on slot 0 of `session`.
+    pub fn sequence(self, session: &[u8; 16], seq: u32) -> Ops {
+        self.with(OP_SEQUENCE, |s| {
+            s.fixed(session);
+            s.u32(seq);
+            s.u32(0);
+            s.u32(0);
+            s.u32(0);
+        })
     }
     pub fn putrootfh(self) -> Ops {
         self.op(OP_PUTROOTFH)
@@ -100,7 +141,10 @@ impl Ops {
 pub struct OpRes {
     pub op: u32,
     pub status: u32,
-    /// GETFH: the handle; READ: the data; SETCLIENTID: client id (8) + verifier (8).
+    /// GETFH: the handle; READ and READ_PLUS: the data (of the first segment);
+    /// SETCLIENTID: client id (8) + verifier (8); EXCHANGE_ID: client id (8) + sequence (4);
+    /// CREATE_SESSION: the session id; SEEK: eof (4) + offset (8); COPY: the callback id
+    /// count (4), the bytes copied (8), committed (4), verifier (8), two bools (8).
     pub body: Vec<u8>,
     /// READ: the eof flag.
     pub eof: bool,
@@ -196,6 +240,57 @@ impl Client {
         })
     }
 
+    /// EXCHANGE_ID and CREATE_SESSION of minor version `minor`: a session of one slot whose
+    /// next SEQUENCE is number 1.
+    pub fn session(&mut self, minor: u32, owner: &str) -> std::io::Result<[u8; 16]> {
+        let root = Cred::user(0, 0, &[]);
+        let fail = |what: &str, r: &Reply| {
+            std::io::Error::new(std::io::ErrorKind::Other, format!("{what}: {r:?}"))
+        };
+        let r = self.compound(
+            minor,
+            &root,
+            Ops::new().with(OP_EXCHANGE_ID, |s| {
+                s.fixed(b"verifier");
+                s.opaque(owner.as_bytes());
+                s.u32(0); // flags
+                s.u32(0); // SP4_NONE
+                s.u32(0); // no implementation id
+            }),
+        )?;
+        if r.status != NFS4_OK {
+            return Err(fail("EXCHANGE_ID", &r));
+        }
+        let b = r.body(OP_EXCHANGE_ID);
+        let clientid = u64::from_be_bytes(b[..8].try_into().unwrap_or_default());
+        let seq = u32::from_be_bytes(b[8..12].try_into().unwrap_or_default());
+        let channel = |s: &mut Ops| {
+            for v in [0, 1 << 21, 1 << 21, 64 << 10, 16, 1, 0] {
+                s.u32(v);
+            }
+        };
+        let r = self.compound(
+            minor,
+            &root,
+            Ops::new().with(OP_CREATE_SESSION, |s| {
+                s.u64(clientid);
+                s.u32(seq);
+                s.u32(0); // no persistence, no back channel
+                channel(s);
+                channel(s);
+                s.u32(0x4000_0000); // callback program
+                s.u32(1);
+                s.u32(0); // AUTH_NONE
+            }),
+        )?;
+        if r.status != NFS4_OK {
+            return Err(fail("CREATE_SESSION", &r));
+        }
+        let mut id = [0u8; 16];
+        id.copy_from_slice(r.body(OP_CREATE_SESSION));
+        Ok(id)
+    }
+
     fn read_record(&mut self) -> std::io::Result<Vec<u8>> {
         let mut out = Vec::new();
         loop {
@@ -265,7 +360,39 @@ fn decode(b: &[u8]) -> Option<Reply> {
                     res.body = r.opaque()?;
                 }
                 OP_SETCLIENTID => res.body = r.fixed(16)?,
-                OP_PUTFH | OP_PUTROOTFH | OP_LOOKUP | OP_SETCLIENTID_CONFIRM => {}
+                OP_SEQUENCE => res.body = r.fixed(36)?,
+                OP_SEEK => res.body = r.fixed(12)?,
+                OP_COPY => res.body = r.fixed(32)?,
+                OP_READ_PLUS => {
+                    res.eof = r.u32()? != 0;
+                    let segments = r.u32()?;
+                    if segments > 0 {
+                        // NFS4_CONTENT_DATA at an offset.
+                        if r.u32()? != 0 {
+                            return None;
+                        }
+                        r.fixed(8)?;
+                        res.body = r.opaque()?;
+                    }
+                    if segments > 1 {
+                        results.push(res);
+                        break;
+                    }
+                }
+                // The sessionless operations come alone: only their heads are read.
+                OP_EXCHANGE_ID | OP_CREATE_SESSION => {
+                    res.body = r.fixed(if op == OP_EXCHANGE_ID { 12 } else { 16 })?;
+                    results.push(res);
+                    break;
+                }
+                OP_PUTFH
+                | OP_PUTROOTFH
+                | OP_LOOKUP
+                | OP_SETCLIENTID_CONFIRM
+                | OP_SAVEFH
+                | OP_ALLOCATE
+                | OP_DEALLOCATE
+                | OP_CLONE => {}
                 // Bodies this client does not decode end the walk.
                 _ => {
                     results.push(res);

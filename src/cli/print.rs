@@ -292,7 +292,14 @@ pub fn groups(groups: &[GroupInfo]) -> String {
 
 /// `nfs export list`.
 pub fn exports(exports: &[Export]) -> String {
-    let mut rows = vec![header(&["NAME", "PATH", "CLIENTS", "MODE", "RO-CLIENTS", "SQUASH"])];
+    let mut rows = vec![header(&[
+        "NAME",
+        "PATH",
+        "CLIENTS",
+        "MODE",
+        "RO-CLIENTS",
+        "SQUASH",
+    ])];
     let nets = |n: &[crate::store::model::Ipv4Net]| {
         let all: Vec<String> = n.iter().map(|c| c.to_string()).collect();
         if all.is_empty() {

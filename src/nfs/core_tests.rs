@@ -201,7 +201,7 @@ fn null_and_minor_version_mismatch() {
     let s = server(false, now);
     let out = handle(&s, now, &call(0, 0, &[]));
     assert_eq!(out.reply.unwrap().len(), 24);
-    let (st, body) = run(&s, now, 0, C::new(2).op(opnum::PUTROOTFH, |_| {}));
+    let (st, body) = run(&s, now, 0, C::new(3).op(opnum::PUTROOTFH, |_| {}));
     assert_eq!(st, Nfs4Status::MinorVersMismatch);
     assert!(body.is_empty());
 }
@@ -1113,7 +1113,13 @@ fn verify_nverify_setattr_and_reply_limits() {
 
 /// SETCLIENTID from `peer` (and SETCLIENTID_CONFIRM if `confirm`): the status of the first
 /// operation that failed, or OK.
-fn setclientid_from(s: &Server, now: Instant, peer: IpAddr, id: &[u8], confirm: bool) -> Nfs4Status {
+fn setclientid_from(
+    s: &Server,
+    now: Instant,
+    peer: IpAddr,
+    id: &[u8],
+    confirm: bool,
+) -> Nfs4Status {
     let (st, body) = run_from(
         s,
         now,
@@ -1165,22 +1171,39 @@ fn a_flood_of_client_records_hurts_only_its_address() {
             other => panic!("record {i}: {other:?}"),
         }
     }
-    assert_eq!(refused, 1100 - per_addr, "confirmed records beyond the address's share");
+    assert_eq!(
+        refused,
+        1100 - per_addr,
+        "confirmed records beyond the address's share"
+    );
     // Unconfirmed records of a full address push out its own, never another's.
     for i in 0..1100 {
         let id = format!("unconfirmed-{i}");
         let st = setclientid_from(&s, now, flooder, id.as_bytes(), false);
-        assert_eq!(st, Nfs4Status::Resource, "the flooder's share is all confirmed");
+        assert_eq!(
+            st,
+            Nfs4Status::Resource,
+            "the flooder's share is all confirmed"
+        );
     }
     let node = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 7));
-    assert_eq!(setclientid_from(&s, now, node, b"node7", true), Nfs4Status::Ok);
+    assert_eq!(
+        setclientid_from(&s, now, node, b"node7", true),
+        Nfs4Status::Ok
+    );
 
     // A second flooder of unconfirmed records only: each new record replaces its oldest.
     let other = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 67));
     for i in 0..1100 {
         let id = format!("half-{i}");
-        assert_eq!(setclientid_from(&s, now, other, id.as_bytes(), false), Nfs4Status::Ok);
+        assert_eq!(
+            setclientid_from(&s, now, other, id.as_bytes(), false),
+            Nfs4Status::Ok
+        );
     }
     let node8 = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 8));
-    assert_eq!(setclientid_from(&s, now, node8, b"node8", true), Nfs4Status::Ok);
+    assert_eq!(
+        setclientid_from(&s, now, node8, b"node8", true),
+        Nfs4Status::Ok
+    );
 }

@@ -145,7 +145,7 @@ impl Stats {
         });
         for &(op, st) in &outcome.ops {
             let (ops, errors) = match op {
-                opnum::READ | opnum::READDIR | opnum::READLINK => {
+                opnum::READ | opnum::READDIR | opnum::READLINK | opnum::READ_PLUS => {
                     (&self.ops_read, &self.errors_read)
                 }
                 opnum::WRITE
@@ -154,7 +154,11 @@ impl Stats {
                 | opnum::REMOVE
                 | opnum::RENAME
                 | opnum::LINK
-                | opnum::SETATTR => (&self.ops_write, &self.errors_write),
+                | opnum::SETATTR
+                | opnum::ALLOCATE
+                | opnum::COPY
+                | opnum::DEALLOCATE
+                | opnum::CLONE => (&self.ops_write, &self.errors_write),
                 opnum::OPEN..=opnum::OPEN_DOWNGRADE
                 | opnum::CLOSE
                 | opnum::LOCK..=opnum::LOCKU
@@ -279,7 +283,9 @@ pub async fn run(
             inflight: settings.max_inflight,
             idle: settings.idle_timeout,
         };
-        tasks.spawn(accept_loop(l, server, stats, conns, blocking, limits, token));
+        tasks.spawn(accept_loop(
+            l, server, stats, conns, blocking, limits, token,
+        ));
     }
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

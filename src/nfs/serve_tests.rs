@@ -183,7 +183,10 @@ async fn idle_connections_are_closed() {
     let mut silent = TcpStream::connect(addr).await.expect("connect");
     let mut talker = TcpStream::connect(addr).await.expect("connect");
     // Half a record, then nothing: a stalled sender is idle too.
-    silent.write_all(&[0x80, 0, 0, 40, 0, 0]).await.expect("half");
+    silent
+        .write_all(&[0x80, 0, 0, 40, 0, 0])
+        .await
+        .expect("half");
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         talker
@@ -198,7 +201,10 @@ async fn idle_connections_are_closed() {
     }
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut rest)).await;
-    assert!(matches!(closed, Ok(Ok(0))), "the silent connection was closed: {closed:?}");
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the silent connection was closed: {closed:?}"
+    );
     assert_eq!(stats.connections_idle.load(Ordering::Relaxed), 1);
     shutdown.cancel();
 }

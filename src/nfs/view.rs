@@ -708,6 +708,18 @@ impl RootView {
     }
 }
 
+/// The tree and kernel handle of an export file, for the NFSv4.2 changes that `replica`
+/// cannot describe (ALLOCATE, DEALLOCATE, COPY, CLONE): a node's layer answers NOTSUPP, so
+/// its client falls back to WRITE, which is shipped; the image is read-only.
+fn unreplicated(t: &Target) -> VfsResult<(&Tree, &KernelHandle)> {
+    match t {
+        Target::Export(e, k) => Ok((&e.tree, k)),
+        Target::Layer(..) => Err(VfsError::NotSupported),
+        Target::Image(..) => Err(VfsError::ReadOnly),
+        Target::Pseudo => Err(VfsError::IsDir),
+    }
+}
+
 /// `a` with the member-independent fileid of a root-view target (other targets keep the
 /// inode number).
 fn with_fileid(t: &Target, mut a: Attr) -> Attr {
@@ -1174,6 +1186,59 @@ impl Vfs for Views {
         let t = self.resolve(caller, fh)?;
         let (tree, k) = t.file().map_err(|_| VfsError::Inval)?;
         tree.readlink(k)
+    }
+
+    fn seek(&self, caller: &Caller, fh: &Handle, offset: u64, data: bool) -> VfsResult<(u64, u64)> {
+        let t = self.resolve(caller, fh)?;
+        let (tree, k) = t.file().map_err(|_| VfsError::IsDir)?;
+        tree.seek(&tree.cred(caller), k, offset, data)
+    }
+
+    fn allocate(
+        &self,
+        caller: &Caller,
+        fh: &Handle,
+        offset: u64,
+        length: u64,
+        punch: bool,
+    ) -> VfsResult<()> {
+        let t = self.resolve(caller, fh)?;
+        let (tree, k) = unreplicated(&t)?;
+        tree.allocate(&tree.cred(caller), k, offset, length, punch)
+    }
+
+    fn copy(
+        &self,
+        caller: &Caller,
+        src: &Handle,
+        src_offset: u64,
+        dst: &Handle,
+        dst_offset: u64,
+        count: u64,
+    ) -> VfsResult<u64> {
+        let (a, b) = (self.resolve(caller, src)?, self.resolve(caller, dst)?);
+        let ((tree, ka), (_, kb)) = (unreplicated(&a)?, unreplicated(&b)?);
+        if !a.same_tree(&b) {
+            return Err(VfsError::NotSupported);
+        }
+        tree.copy(&tree.cred(caller), ka, src_offset, kb, dst_offset, count)
+    }
+
+    fn clone_range(
+        &self,
+        caller: &Caller,
+        src: &Handle,
+        src_offset: u64,
+        dst: &Handle,
+        dst_offset: u64,
+        count: u64,
+    ) -> VfsResult<()> {
+        let (a, b) = (self.resolve(caller, src)?, self.resolve(caller, dst)?);
+        let ((tree, ka), (_, kb)) = (unreplicated(&a)?, unreplicated(&b)?);
+        if !a.same_tree(&b) {
+            return Err(VfsError::NotSupported);
+        }
+        tree.clone_range(&tree.cred(caller), ka, src_offset, kb, dst_offset, count)
     }
 
     fn statfs(&self, caller: &Caller, fh: &Handle) -> VfsResult<FsStat> {

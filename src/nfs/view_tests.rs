@@ -648,13 +648,21 @@ fn forged_and_replayed_export_handles() {
         for flip in [0x01, 0x80, 0xff] {
             let mut bad = fh.clone();
             bad.0[i] ^= flip;
-            assert_eq!(v.check(&inside, &bad), Err(VfsError::BadHandle), "byte {i} ^ {flip:#x}");
+            assert_eq!(
+                v.check(&inside, &bad),
+                Err(VfsError::BadHandle),
+                "byte {i} ^ {flip:#x}"
+            );
             assert_eq!(v.read(&inside, &bad, 0, 4), Err(VfsError::BadHandle));
         }
     }
     for short in [0, 1, 9, fh.0.len() - 1] {
         let bad = Handle(fh.0[..short].to_vec());
-        assert_eq!(v.check(&inside, &bad), Err(VfsError::BadHandle), "{short} bytes");
+        assert_eq!(
+            v.check(&inside, &bad),
+            Err(VfsError::BadHandle),
+            "{short} bytes"
+        );
     }
     let outside = Caller {
         addr: IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)),
@@ -732,7 +740,13 @@ fn export_identity_mapping_and_read_only_networks() {
     }
     let (e, _) = file(&v, &caller(11, 0), "secret");
     let (_, a) = v
-        .create(&caller(11, 0), &e, b"byroot", &NewObject::Directory, &SetAttr::default())
+        .create(
+            &caller(11, 0),
+            &e,
+            b"byroot",
+            &NewObject::Directory,
+            &SetAttr::default(),
+        )
         .unwrap();
     assert_eq!((a.uid, a.gid), (65534, 65534));
 
@@ -755,13 +769,22 @@ fn export_identity_mapping_and_read_only_networks() {
     });
     let e = dir_of(&v, &caller(11, 1000));
     let (_, a) = v
-        .create(&caller(11, 1000), &e, b"a", &NewObject::Directory, &SetAttr::default())
+        .create(
+            &caller(11, 1000),
+            &e,
+            b"a",
+            &NewObject::Directory,
+            &SetAttr::default(),
+        )
         .unwrap();
     assert_eq!((a.uid, a.gid), (4000, 4001));
 
     // A read-only network inside the read-write one, and one outside it.
     let (_f, v, _dir) = one_export("views-ro-net", |e| {
-        e.ro_clients = vec!["198.18.0.128/25".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
+        e.ro_clients = vec![
+            "198.18.0.128/25".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
     });
     let rw = caller(11, 1000);
     let ro = caller(200, 1000);
@@ -779,6 +802,10 @@ fn export_identity_mapping_and_read_only_networks() {
             Err(VfsError::ReadOnly),
             "{c:?}"
         );
-        assert_eq!(v.access(c, &e, 0x3f).unwrap() & 0x0c, 0, "no MODIFY/EXTEND for {c:?}");
+        assert_eq!(
+            v.access(c, &e, 0x3f).unwrap() & 0x0c,
+            0,
+            "no MODIFY/EXTEND for {c:?}"
+        );
     }
 }

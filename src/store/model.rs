@@ -292,7 +292,10 @@ impl Export {
     }
 
     pub fn allows(&self, ip: Ipv4Addr) -> bool {
-        self.clients.iter().chain(&self.ro_clients).any(|n| n.contains(ip))
+        self.clients
+            .iter()
+            .chain(&self.ro_clients)
+            .any(|n| n.contains(ip))
     }
 }
 

@@ -47,9 +47,9 @@ use super::vfs::{
     access, Attr, Caller, DirEntry, FileType, FsStat, Handle, NewObject, SetAttr, SetTime,
     Stability, Time, Vfs, VfsError, VfsResult, MAX_HANDLE,
 };
+use crate::store::model::Ipv4Net;
 use std::ffi::CStr;
 use std::fs::File;
-use crate::store::model::Ipv4Net;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -64,6 +64,9 @@ pub const MAX_NAME: usize = 255;
 pub const MAX_SYMLINK: usize = 4095;
 /// The most bytes one READ returns.
 pub const MAX_IO: u32 = 1 << 20;
+/// The most bytes one COPY copies (the client asks again for the rest): a synchronous copy
+/// holds one of the server's blocking workers meanwhile.
+pub const MAX_COPY: u64 = 64 << 20;
 /// Buffer for one getdents call.
 const DIRENT_BUF: usize = 64 * 1024;
 /// Bytes of MAC at the end of every handle.
@@ -202,6 +205,7 @@ pub(crate) fn os_err(e: io::Error) -> VfsError {
         Some(libc::EXDEV) => VfsError::XDev,
         Some(libc::ELOOP) => VfsError::Symlink,
         Some(libc::EOPNOTSUPP) => VfsError::NotSupported,
+        Some(libc::ENXIO) => VfsError::NxIo,
         _ => VfsError::Io(e.to_string()),
     }
 }
@@ -624,6 +628,108 @@ impl Tree {
             let _ = f.set_permissions(std::fs::Permissions::from_mode(m & 0o1777));
         }
         Ok((data.len() as u32, stable))
+    }
+
+    /// The regular file behind `kh` opened for reading, if the caller may read it (READ's
+    /// rule: owner, read or execute permission).
+    fn open_read(&self, cred: &Cred, kh: &KernelHandle) -> VfsResult<File> {
+        let o = self.regular(kh)?;
+        if !(cred.owns(&o.st) || cred.may(&o.st, R) || cred.may(&o.st, X)) {
+            return Err(VfsError::Access);
+        }
+        self.reopen(kh, libc::O_RDONLY | libc::O_NOCTTY)
+    }
+
+    /// The regular file behind `kh` opened for writing, if the caller may write it.
+    fn open_write(&self, cred: &Cred, kh: &KernelHandle) -> VfsResult<File> {
+        self.need_writable(cred)?;
+        let o = self.regular(kh)?;
+        if !(cred.owns(&o.st) || cred.may(&o.st, W)) {
+            return Err(VfsError::Access);
+        }
+        self.reopen(kh, libc::O_WRONLY | libc::O_NOCTTY)
+    }
+
+    /// SEEK: the next data (`data`) or hole at or after `offset`, and the file's size.
+    pub fn seek(
+        &self,
+        cred: &Cred,
+        kh: &KernelHandle,
+        offset: u64,
+        data: bool,
+    ) -> VfsResult<(u64, u64)> {
+        let f = self.open_read(cred, kh)?;
+        let size = f.metadata().map_err(os_err)?.len();
+        let at = sys::seek(f.as_fd(), offset, data).map_err(os_err)?;
+        Ok((at, size))
+    }
+
+    /// ALLOCATE (`punch` false) or DEALLOCATE (`punch` true, the size kept).
+    pub fn allocate(
+        &self,
+        cred: &Cred,
+        kh: &KernelHandle,
+        offset: u64,
+        length: u64,
+        punch: bool,
+    ) -> VfsResult<()> {
+        let f = self.open_write(cred, kh)?;
+        let mode = if punch {
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
+        } else {
+            0
+        };
+        sys::fallocate(f.as_fd(), mode, offset, length).map_err(os_err)
+    }
+
+    /// COPY within this tree: up to [`MAX_COPY`] of `count` bytes; how many were copied.
+    pub fn copy(
+        &self,
+        cred: &Cred,
+        src: &KernelHandle,
+        src_offset: u64,
+        dst: &KernelHandle,
+        dst_offset: u64,
+        count: u64,
+    ) -> VfsResult<u64> {
+        let from = self.open_read(cred, src)?;
+        let to = self.open_write(cred, dst)?;
+        let want = count.min(MAX_COPY);
+        let mut buf = vec![0u8; want.min(u64::from(MAX_IO)) as usize];
+        let mut done = 0u64;
+        while done < want {
+            let n = buf.len().min((want - done) as usize);
+            let got = match from.read_at(&mut buf[..n], src_offset + done) {
+                Ok(0) => break,
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(os_err(e)),
+            };
+            to.write_all_at(&buf[..got], dst_offset + done)
+                .map_err(os_err)?;
+            done += got as u64;
+        }
+        Ok(done)
+    }
+
+    /// CLONE within this tree (reflinks), or `NotSupported` where the file system has none.
+    pub fn clone_range(
+        &self,
+        cred: &Cred,
+        src: &KernelHandle,
+        src_offset: u64,
+        dst: &KernelHandle,
+        dst_offset: u64,
+        count: u64,
+    ) -> VfsResult<()> {
+        let from = self.open_read(cred, src)?;
+        let to = self.open_write(cred, dst)?;
+        sys::clone_range(from.as_fd(), src_offset, count, to.as_fd(), dst_offset).map_err(|e| {
+            match e.raw_os_error() {
+                Some(libc::EXDEV) | Some(libc::ENOTTY) => VfsError::NotSupported,
+                _ => os_err(e),
+            }
+        })
     }
 
     pub fn commit(&self, kh: &KernelHandle) -> VfsResult<()> {
@@ -1055,6 +1161,53 @@ impl Vfs for DirVfs {
 
     fn check(&self, _caller: &Caller, fh: &Handle) -> VfsResult<()> {
         self.tree.obj(&self.unseal(fh)?).map(|_| ())
+    }
+
+    fn seek(&self, caller: &Caller, fh: &Handle, offset: u64, data: bool) -> VfsResult<(u64, u64)> {
+        self.tree
+            .seek(&self.tree.cred(caller), &self.unseal(fh)?, offset, data)
+    }
+
+    fn allocate(
+        &self,
+        caller: &Caller,
+        fh: &Handle,
+        offset: u64,
+        length: u64,
+        punch: bool,
+    ) -> VfsResult<()> {
+        let cred = self.tree.cred(caller);
+        self.tree
+            .allocate(&cred, &self.unseal(fh)?, offset, length, punch)
+    }
+
+    fn copy(
+        &self,
+        caller: &Caller,
+        src: &Handle,
+        src_offset: u64,
+        dst: &Handle,
+        dst_offset: u64,
+        count: u64,
+    ) -> VfsResult<u64> {
+        let (s, d) = (self.unseal(src)?, self.unseal(dst)?);
+        let cred = self.tree.cred(caller);
+        self.tree.copy(&cred, &s, src_offset, &d, dst_offset, count)
+    }
+
+    fn clone_range(
+        &self,
+        caller: &Caller,
+        src: &Handle,
+        src_offset: u64,
+        dst: &Handle,
+        dst_offset: u64,
+        count: u64,
+    ) -> VfsResult<()> {
+        let (s, d) = (self.unseal(src)?, self.unseal(dst)?);
+        let cred = self.tree.cred(caller);
+        self.tree
+            .clone_range(&cred, &s, src_offset, &d, dst_offset, count)
     }
 
     fn getattr(&self, _caller: &Caller, fh: &Handle) -> VfsResult<Attr> {
