@@ -110,16 +110,6 @@ t_locks() {
   /locktest "$PWD/lockfile"
 }
 
-t_default_vers() {
-  # No vers= option: the kernel asks for its highest minor version first.
-  mkdir -p /mnt/default &&
-    mount -t nfs4 -o "addr=$server" "$server:/t" /mnt/default || return 1
-  line=$(grep " /mnt/default " /proc/mounts)
-  umount /mnt/default
-  case "$line" in *vers=4.2*) ;; *) echo "$line"; return 1 ;; esac
-}
-
-check 4.2 default-vers t_default_vers
 for v in 4.0 4.1 4.2; do
   mkdir -p "/mnt/$v"
   if ! mount -t nfs4 -o "vers=$v,addr=$server,proto=tcp,timeo=50,retrans=3" "$server:/t" "/mnt/$v"; then

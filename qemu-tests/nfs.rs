@@ -2,8 +2,9 @@
 //! the lab kernel directly (no PXE) with an initramfs of busybox and the kernel's NFSv4
 //! client modules (`lab/nfs-proto/base.cpio` from `scripts/lab-assets`) plus
 //! `qemu-tests/nfs-client.sh` as /init, mounts drover's export `t` (read-write, root
-//! squashed) as NFSv4.0, NFSv4.1 and NFSv4.2 and runs the same checks on each (and once
-//! without `vers=`, which must come up as 4.2): create, write, read
+//! squashed) as NFSv4.0, NFSv4.1 and NFSv4.2 and runs the same checks on each (the VM has no
+//! `mount.nfs` helper: the kernel's own text mount takes 4.0 without `vers=`, while the
+//! helper of nfs-utils asks for `vers=4.2` first, which is the 4.2 mount here): create, write, read
 //! back after dropping caches, append and truncate, rename and remove, hard and symbolic
 //! links, permissions (root squashed to nobody, nobody refused a 0600 file of uid 1000), a
 //! 5 GiB sparse file, listing a 10,000-entry directory, 500 creates, four concurrent readers,
@@ -226,12 +227,6 @@ fn kernel_client_v40_v41_and_v42() {
         .collect();
     eprintln!("{}", lines.join("\n"));
     let mut failed = Vec::new();
-    let default_42 = lines
-        .iter()
-        .any(|l| l.starts_with("NFSTEST 4.2 default-vers ") && l.ends_with(" OK"));
-    if !default_42 {
-        failed.push("NFSTEST 4.2 default-vers (a mount without vers= is not 4.2)".to_string());
-    }
     for v in VERSIONS {
         for c in CHECKS {
             let prefix = format!("NFSTEST {v} {c} ");

@@ -244,9 +244,7 @@ impl Client {
     /// next SEQUENCE is number 1.
     pub fn session(&mut self, minor: u32, owner: &str) -> std::io::Result<[u8; 16]> {
         let root = Cred::user(0, 0, &[]);
-        let fail = |what: &str, r: &Reply| {
-            std::io::Error::new(std::io::ErrorKind::Other, format!("{what}: {r:?}"))
-        };
+        let fail = |what: &str, r: &Reply| std::io::Error::other(format!("{what}: {r:?}"));
         let r = self.compound(
             minor,
             &root,
