@@ -648,3 +648,70 @@ fn nfs42_seek_allocate_read_plus_copy_clone() {
         .expect("minor 3");
     assert_eq!(r.status, NFS4ERR_MINOR_VERS_MISMATCH, "{r:?}");
 }
+
+/// Share reservations (RFC 8881 §9.7, RFC 7530 §9.9): an open's deny mode refuses other
+/// open-owners' OPENs (before an UNCHECKED create could truncate the file) and READ and
+/// WRITE without an open (the anonymous stateid; the bypass stateid for writes only).
+#[test]
+fn share_reservations_bind_opens_reads_and_writes() {
+    use common::nfs4::*;
+    let s = serve_loopback();
+    user_file(&s, "shared.txt", 0, 0, b"keep me\n");
+    user_file(&s, "private.txt", 0, 0, b"mine\n");
+    let user = Cred::user(1000, 1000, &[]);
+    let mut c = Client::connect(s.addr, None).expect("connect");
+    let sess = c.session(1, "share-test").expect("4.1 session");
+    let mut seq = 0;
+    let mut call = |c: &mut Client, build: &dyn Fn(Ops) -> Ops| {
+        seq += 1;
+        let ops = build(Ops::new().sequence(&sess, seq).putrootfh().lookup("t"));
+        c.compound(1, &user, ops).expect("compound")
+    };
+    const READ: u32 = 1;
+    const WRITE: u32 = 2;
+    const BOTH: u32 = 3;
+    // Owner a: read and write, denying writes to others.
+    let r = call(&mut c, &|o| o.open("a", BOTH, WRITE, "shared.txt", false));
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let a_sid: [u8; 16] = r.body(OP_OPEN).try_into().expect("stateid");
+    for (owner, access, deny, truncate, want) in [
+        ("b", WRITE, 0, false, NFS4ERR_SHARE_DENIED),
+        ("b", WRITE, 0, true, NFS4ERR_SHARE_DENIED),
+        ("b", READ, 0, true, NFS4ERR_INVAL),
+        ("b", READ, 0, false, NFS4_OK),
+        ("c", READ, READ, false, NFS4ERR_SHARE_DENIED),
+        ("a", WRITE, 0, false, NFS4_OK),
+    ] {
+        let r = call(&mut c, &|o| {
+            o.open(owner, access, deny, "shared.txt", truncate)
+        });
+        assert_eq!(
+            r.status, want,
+            "{owner} {access}/{deny} truncate {truncate}: {r:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(s.export.join("shared.txt")).expect("shared.txt"),
+        b"keep me\n",
+        "a refused OPEN truncated the file"
+    );
+    let file = |o: Ops| o.lookup("shared.txt");
+    let r = call(&mut c, &|o| file(o).write_as(&ANONYMOUS, 0, b"x"));
+    assert_eq!(r.status, NFS4ERR_LOCKED, "{r:?}");
+    let r = call(&mut c, &|o| file(o).write_as(&BYPASS, 0, b"x"));
+    assert_eq!(r.status, NFS4ERR_LOCKED, "{r:?}");
+    let r = call(&mut c, &|o| file(o).read_as(&ANONYMOUS, 0, 100));
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let r = call(&mut c, &|o| file(o).write_as(&a_sid, 0, b"K"));
+    assert_eq!(r.status, NFS4_OK, "the denying open itself writes: {r:?}");
+
+    // Deny read: reads without an open are refused, the bypass stateid reads.
+    let r = call(&mut c, &|o| o.open("a", READ, READ, "private.txt", false));
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let private = |o: Ops| o.lookup("private.txt");
+    let r = call(&mut c, &|o| private(o).read_as(&ANONYMOUS, 0, 100));
+    assert_eq!(r.status, NFS4ERR_LOCKED, "{r:?}");
+    let r = call(&mut c, &|o| private(o).read_as(&BYPASS, 0, 100));
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    assert_eq!(r.body(OP_READ), b"mine\n");
+}

@@ -13,11 +13,13 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 pub const OP_GETFH: u32 = 10;
+pub const OP_OPEN: u32 = 18;
 pub const OP_LOOKUP: u32 = 15;
 pub const OP_PUTFH: u32 = 22;
 pub const OP_PUTROOTFH: u32 = 24;
 pub const OP_READ: u32 = 25;
 pub const OP_SAVEFH: u32 = 32;
+pub const OP_WRITE: u32 = 38;
 pub const OP_SETCLIENTID: u32 = 35;
 pub const OP_SETCLIENTID_CONFIRM: u32 = 36;
 pub const OP_EXCHANGE_ID: u32 = 42;
@@ -33,14 +35,21 @@ pub const OP_CLONE: u32 = 71;
 
 pub const NFS4_OK: u32 = 0;
 pub const NFS4ERR_ACCESS: u32 = 13;
+pub const NFS4ERR_INVAL: u32 = 22;
 pub const NFS4ERR_NOENT: u32 = 2;
 pub const NFS4ERR_NXIO: u32 = 6;
 pub const NFS4ERR_NOTSUPP: u32 = 10004;
 pub const NFS4ERR_MINOR_VERS_MISMATCH: u32 = 10021;
 pub const NFS4ERR_STALE: u32 = 70;
 pub const NFS4ERR_BADHANDLE: u32 = 10001;
+pub const NFS4ERR_LOCKED: u32 = 10012;
+pub const NFS4ERR_SHARE_DENIED: u32 = 10015;
 pub const NFS4ERR_RESOURCE: u32 = 10018;
 pub const NFS4ERR_NOFILEHANDLE: u32 = 10020;
+
+/// The anonymous stateid (all zeros) and the READ bypass stateid (all ones).
+pub const ANONYMOUS: [u8; 16] = [0; 16];
+pub const BYPASS: [u8; 16] = [0xff; 16];
 
 /// XDR encoding of one COMPOUND's operations.
 #[derive(Default)]
@@ -111,12 +120,47 @@ impl Ops {
     }
     /// READ with the anonymous stateid.
     pub fn read(self, offset: u64, count: u32) -> Ops {
+        self.read_as(&ANONYMOUS, offset, count)
+    }
+    /// READ with `stateid`.
+    pub fn read_as(self, stateid: &[u8; 16], offset: u64, count: u32) -> Ops {
         let mut s = self.op(OP_READ);
-        s.u32(0);
-        s.buf.extend_from_slice(&[0; 12]);
-        s.buf.extend_from_slice(&offset.to_be_bytes());
+        s.fixed(stateid);
+        s.u64(offset);
         s.u32(count);
         s
+    }
+    /// WRITE (FILE_SYNC) of `data` at `offset` with `stateid`.
+    pub fn write_as(self, stateid: &[u8; 16], offset: u64, data: &[u8]) -> Ops {
+        let mut s = self.op(OP_WRITE);
+        s.fixed(stateid);
+        s.u64(offset);
+        s.u32(2);
+        s.opaque(data);
+        s
+    }
+    /// OPEN (4.1 style: the session names the client) of `name` in the current directory by
+    /// open-owner `owner`; `truncate` creates UNCHECKED with size 0 (an existing file is
+    /// truncated).
+    pub fn open(self, owner: &str, access: u32, deny: u32, name: &str, truncate: bool) -> Ops {
+        self.with(OP_OPEN, |s| {
+            s.u32(0);
+            s.u32(access);
+            s.u32(deny);
+            s.u64(0);
+            s.opaque(owner.as_bytes());
+            if truncate {
+                s.u32(1); // OPEN4_CREATE
+                s.u32(0); // UNCHECKED4
+                s.u32(1); // bitmap: size (attribute 4)
+                s.u32(1 << 4);
+                s.opaque(&0u64.to_be_bytes());
+            } else {
+                s.u32(0);
+            }
+            s.u32(0); // CLAIM_NULL
+            s.opaque(name.as_bytes());
+        })
     }
     pub fn setclientid(self, id: &str) -> Ops {
         let mut s = self.op(OP_SETCLIENTID);
@@ -141,7 +185,8 @@ impl Ops {
 pub struct OpRes {
     pub op: u32,
     pub status: u32,
-    /// GETFH: the handle; READ and READ_PLUS: the data (of the first segment);
+    /// GETFH: the handle; READ and READ_PLUS: the data (of the first segment); OPEN: the
+    /// stateid; WRITE: count, committed and verifier;
     /// SETCLIENTID: client id (8) + verifier (8); EXCHANGE_ID: client id (8) + sequence (4);
     /// CREATE_SESSION: the session id; SEEK: eof (4) + offset (8); COPY: the callback id
     /// count (4), the bytes copied (8), committed (4), verifier (8), two bools (8).
@@ -359,6 +404,16 @@ fn decode(b: &[u8]) -> Option<Reply> {
                 }
                 OP_SETCLIENTID => res.body = r.fixed(16)?,
                 OP_SEQUENCE => res.body = r.fixed(36)?,
+                OP_WRITE => res.body = r.fixed(16)?,
+                OP_OPEN => {
+                    res.body = r.fixed(16)?; // the stateid
+                    r.fixed(24)?; // change info, result flags
+                    let words = r.u32()? as usize;
+                    r.fixed(4 * words)?;
+                    if r.u32()? != 0 {
+                        return None; // a delegation: not expected
+                    }
+                }
                 OP_SEEK => res.body = r.fixed(12)?,
                 OP_COPY => res.body = r.fixed(32)?,
                 OP_READ_PLUS => {

@@ -457,6 +457,15 @@ impl State {
             .any(|(_, rs)| rs.iter().any(|r| r.owner == *owner))
     }
 
+    /// Whether an open of `fh` denies the share access bits `access` (1 read, 2 write) to
+    /// everyone else: for I/O under the special stateids, which belong to no open.
+    pub fn denied(&self, fh: &Handle, access: u32) -> bool {
+        self.states.values().any(|s| match s {
+            Stateful::Open(o) => o.fh == *fh && o.deny & access != 0,
+            Stateful::Lock(_) => false,
+        })
+    }
+
     /// Share reservation check for an open of `fh` by `owner`.
     pub fn share_conflict(&self, fh: &Handle, owner: &Owner, access: u32, deny: u32) -> bool {
         self.states.values().any(|s| match s {

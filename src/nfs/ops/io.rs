@@ -6,8 +6,9 @@
 //!
 //! READ is cut to the reply size the client takes; WRITE passes the stability the client
 //! asked for to the Vfs, which answers only once it holds (a DATA_SYNC or FILE_SYNC write is
-//! durable, a node layer's change replicated, before the reply). Not here: byte-range lock
-//! checks (locks are advisory: READ and WRITE ignore them, as Linux's server does).
+//! durable, a node layer's change replicated, before the reply). READ and WRITE without an
+//! open (the special stateids) meet the opens' deny modes (NFS4ERR_LOCKED). Not here:
+//! byte-range lock checks (locks are advisory: READ and WRITE ignore them, as Linux's server does).
 
 use super::Ctx;
 use crate::nfs::state::Stateful;
@@ -24,6 +25,12 @@ pub(super) fn check_stateid(
 ) -> Result<(), Nfs4Status> {
     let id = cx.stateid(id)?;
     if id == StateId::ANONYMOUS || id == StateId::BYPASS {
+        // I/O without an open is subject to the opens' deny modes; the bypass stateid skips
+        // them for reads only (RFC 7530 §9.1.4.3, RFC 8881 §8.2.3).
+        let deny = if write { 2 } else { 1 };
+        if (id == StateId::ANONYMOUS || write) && cx.state().denied(fh, deny) {
+            return Err(Nfs4Status::Locked);
+        }
         return Ok(());
     }
     let mut st = cx.state();
