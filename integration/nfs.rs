@@ -507,14 +507,8 @@ fn nfs42_seek_allocate_read_plus_copy_clone() {
     user_file(&s, "clsrc.bin", 0, 0, &[3; 65536]);
     let user = Cred::user(1000, 1000, &[]);
     let mut c = Client::connect(s.addr, None).expect("connect");
-    let sess = c.session(2, "nfs42-test").expect("4.2 session");
-    let mut seq = 0;
-    // One COMPOUND after SEQUENCE on the session: `build` adds the operations.
-    let mut call = |c: &mut Client, build: &dyn Fn(Ops) -> Ops| {
-        seq += 1;
-        let ops = build(Ops::new().sequence(&sess, seq));
-        c.compound(2, &user, ops).expect("compound")
-    };
+    let mut sess = c.session(2, "nfs42-test").expect("4.2 session");
+    let mut call = |c: &mut Client, build: &dyn Fn(Ops) -> Ops| sess.compound(c, &user, build);
     let file = |o: Ops, name: &str| o.putrootfh().lookup("t").lookup(name);
     let seek = |o: Ops, offset: u64, data: bool| {
         o.with(OP_SEEK, |a| {
@@ -660,12 +654,9 @@ fn share_reservations_bind_opens_reads_and_writes() {
     user_file(&s, "private.txt", 0, 0, b"mine\n");
     let user = Cred::user(1000, 1000, &[]);
     let mut c = Client::connect(s.addr, None).expect("connect");
-    let sess = c.session(1, "share-test").expect("4.1 session");
-    let mut seq = 0;
+    let mut sess = c.session(1, "share-test").expect("4.1 session");
     let mut call = |c: &mut Client, build: &dyn Fn(Ops) -> Ops| {
-        seq += 1;
-        let ops = build(Ops::new().sequence(&sess, seq).putrootfh().lookup("t"));
-        c.compound(1, &user, ops).expect("compound")
+        sess.compound(c, &user, |o| build(o.putrootfh().lookup("t")))
     };
     const READ: u32 = 1;
     const WRITE: u32 = 2;
@@ -673,7 +664,9 @@ fn share_reservations_bind_opens_reads_and_writes() {
     // Owner a: read and write, denying writes to others.
     let r = call(&mut c, &|o| o.open("a", BOTH, WRITE, "shared.txt", false));
     assert_eq!(r.status, NFS4_OK, "{r:?}");
-    let a_sid: [u8; 16] = r.body(OP_OPEN).try_into().expect("stateid");
+    let mut a_sid: [u8; 16] = r.body(OP_OPEN).try_into().expect("stateid");
+    // Seqid 0: whatever the open's current one is (4.1), as a's second OPEN moves it on.
+    a_sid[..4].fill(0);
     for (owner, access, deny, truncate, want) in [
         ("b", WRITE, 0, false, NFS4ERR_SHARE_DENIED),
         ("b", WRITE, 0, true, NFS4ERR_SHARE_DENIED),

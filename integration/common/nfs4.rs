@@ -233,6 +233,23 @@ impl Cred {
     }
 }
 
+/// A 4.1 or 4.2 session of one slot.
+pub struct Session {
+    id: [u8; 16],
+    seq: u32,
+    minor: u32,
+}
+
+impl Session {
+    /// One COMPOUND on `c`: SEQUENCE on the slot, then what `ops` adds; panics on I/O errors.
+    pub fn compound(&mut self, c: &mut Client, cred: &Cred, ops: impl FnOnce(Ops) -> Ops) -> Reply {
+        self.seq += 1;
+        let all = ops(Ops::new().sequence(&self.id, self.seq));
+        c.compound(self.minor, cred, all)
+            .expect("a COMPOUND in the session")
+    }
+}
+
 /// One TCP connection to an NFSv4 server.
 pub struct Client {
     sock: TcpStream,
@@ -285,9 +302,8 @@ impl Client {
         })
     }
 
-    /// EXCHANGE_ID and CREATE_SESSION of minor version `minor`: a session of one slot whose
-    /// next SEQUENCE is number 1.
-    pub fn session(&mut self, minor: u32, owner: &str) -> std::io::Result<[u8; 16]> {
+    /// EXCHANGE_ID and CREATE_SESSION of minor version `minor`: a session of one slot.
+    pub fn session(&mut self, minor: u32, owner: &str) -> std::io::Result<Session> {
         let root = Cred::user(0, 0, &[]);
         let fail = |what: &str, r: &Reply| std::io::Error::other(format!("{what}: {r:?}"));
         let r = self.compound(
@@ -331,7 +347,7 @@ impl Client {
         }
         let mut id = [0u8; 16];
         id.copy_from_slice(r.body(OP_CREATE_SESSION));
-        Ok(id)
+        Ok(Session { id, seq: 0, minor })
     }
 
     fn read_record(&mut self) -> std::io::Result<Vec<u8>> {

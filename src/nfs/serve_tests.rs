@@ -46,6 +46,27 @@ fn server_with_big_file() -> (Arc<Server>, Vec<u8>) {
     (Arc::new(Server::new(vfs, settings)), fh.0)
 }
 
+/// Runs `server` with `settings` on a loopback port: its address, counters and shutdown.
+async fn serve(
+    server: Arc<Server>,
+    settings: Settings,
+) -> (SocketAddr, Arc<Stats>, CancellationToken) {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let shutdown = CancellationToken::new();
+    let stats = Arc::new(Stats::default());
+    tokio::spawn(run(
+        vec![listener],
+        server,
+        settings,
+        stats.clone(),
+        shutdown.clone(),
+    ));
+    (addr, stats, shutdown)
+}
+
 /// One RPC record holding an NFSv4.0 COMPOUND that reads all of the file `fh`.
 fn read_call(fh: &[u8]) -> Vec<u8> {
     let args = C::new(0)
@@ -66,10 +87,6 @@ fn read_call(fh: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_holds_up_only_its_own_connection() {
     let (server, fh) = server_with_big_file();
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
     let settings = Settings {
         max_connections: 8,
         max_inflight: 4,
@@ -77,15 +94,7 @@ async fn a_client_that_stops_reading_holds_up_only_its_own_connection() {
         status_file: None,
         idle_timeout: IDLE_TIMEOUT,
     };
-    let shutdown = CancellationToken::new();
-    let stats = Arc::new(Stats::default());
-    tokio::spawn(run(
-        vec![listener],
-        server,
-        settings,
-        stats.clone(),
-        shutdown.clone(),
-    ));
+    let (addr, stats, shutdown) = serve(server, settings).await;
 
     // The stuck client: a small receive window, many reads of a full MAX_IO each, and
     // never a reply read. Its replies fill both sockets' buffers, then its connection's
@@ -163,23 +172,11 @@ async fn record_buffers_grow_as_data_arrives() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed() {
     let (server, _) = server_with_big_file();
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
     let settings = Settings {
         idle_timeout: Duration::from_millis(300),
         ..Settings::default()
     };
-    let shutdown = CancellationToken::new();
-    let stats = Arc::new(Stats::default());
-    tokio::spawn(run(
-        vec![listener],
-        server,
-        settings,
-        stats.clone(),
-        shutdown.clone(),
-    ));
+    let (addr, stats, shutdown) = serve(server, settings).await;
     let mut silent = TcpStream::connect(addr).await.expect("connect");
     let mut talker = TcpStream::connect(addr).await.expect("connect");
     // Half a record, then nothing: a stalled sender is idle too.

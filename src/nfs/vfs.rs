@@ -354,7 +354,10 @@ pub trait Vfs: Send + Sync + 'static {
     }
 
     /// Copies up to `count` bytes from `src` at `src_offset` to `dst` at `dst_offset`
-    /// (COPY); returns how many it copied, which may be fewer. The data is not yet stable.
+    /// (COPY); returns how many it copied, which may be fewer; the data is not yet stable.
+    /// With `clone` (CLONE) the bytes share `src`'s blocks instead, all `count` of them, or
+    /// [`VfsError::NotSupported`] where the file system cannot.
+    #[allow(clippy::too_many_arguments)]
     fn copy(
         &self,
         caller: &Caller,
@@ -363,23 +366,9 @@ pub trait Vfs: Send + Sync + 'static {
         dst: &Handle,
         dst_offset: u64,
         count: u64,
+        clone: bool,
     ) -> VfsResult<u64> {
-        let _ = (caller, src, src_offset, dst, dst_offset, count);
-        Err(VfsError::NotSupported)
-    }
-
-    /// Makes `count` bytes of `dst` at `dst_offset` share the blocks of `src` at
-    /// `src_offset` (CLONE), or [`VfsError::NotSupported`] where the file system cannot.
-    fn clone_range(
-        &self,
-        caller: &Caller,
-        src: &Handle,
-        src_offset: u64,
-        dst: &Handle,
-        dst_offset: u64,
-        count: u64,
-    ) -> VfsResult<()> {
-        let _ = (caller, src, src_offset, dst, dst_offset, count);
+        let _ = (caller, src, src_offset, dst, dst_offset, count, clone);
         Err(VfsError::NotSupported)
     }
 

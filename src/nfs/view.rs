@@ -1215,30 +1215,16 @@ impl Vfs for Views {
         dst: &Handle,
         dst_offset: u64,
         count: u64,
+        clone: bool,
     ) -> VfsResult<u64> {
         let (a, b) = (self.resolve(caller, src)?, self.resolve(caller, dst)?);
         let ((tree, ka), (_, kb)) = (unreplicated(&a)?, unreplicated(&b)?);
+        // Between exports the client copies through READ and WRITE itself.
         if !a.same_tree(&b) {
             return Err(VfsError::NotSupported);
         }
-        tree.copy(&tree.cred(caller), ka, src_offset, kb, dst_offset, count)
-    }
-
-    fn clone_range(
-        &self,
-        caller: &Caller,
-        src: &Handle,
-        src_offset: u64,
-        dst: &Handle,
-        dst_offset: u64,
-        count: u64,
-    ) -> VfsResult<()> {
-        let (a, b) = (self.resolve(caller, src)?, self.resolve(caller, dst)?);
-        let ((tree, ka), (_, kb)) = (unreplicated(&a)?, unreplicated(&b)?);
-        if !a.same_tree(&b) {
-            return Err(VfsError::NotSupported);
-        }
-        tree.clone_range(&tree.cred(caller), ka, src_offset, kb, dst_offset, count)
+        let cred = tree.cred(caller);
+        tree.copy(&cred, ka, src_offset, kb, dst_offset, count, clone)
     }
 
     fn statfs(&self, caller: &Caller, fh: &Handle) -> VfsResult<FsStat> {

@@ -683,6 +683,9 @@ impl Tree {
     }
 
     /// COPY within this tree: up to [`MAX_COPY`] of `count` bytes; how many were copied.
+    /// With `clone`, CLONE: all `count` bytes share the source's blocks (reflinks), or
+    /// `NotSupported` where the file system has none.
+    #[allow(clippy::too_many_arguments)]
     pub fn copy(
         &self,
         cred: &Cred,
@@ -691,9 +694,19 @@ impl Tree {
         dst: &KernelHandle,
         dst_offset: u64,
         count: u64,
+        clone: bool,
     ) -> VfsResult<u64> {
         let from = self.open_read(cred, src)?;
         let to = self.open_write(cred, dst)?;
+        if clone {
+            sys::clone_range(from.as_fd(), src_offset, count, to.as_fd(), dst_offset).map_err(
+                |e| match e.raw_os_error() {
+                    Some(libc::EXDEV) | Some(libc::ENOTTY) => VfsError::NotSupported,
+                    _ => os_err(e),
+                },
+            )?;
+            return Ok(count);
+        }
         let want = count.min(MAX_COPY);
         let mut buf = vec![0u8; want.min(u64::from(MAX_IO)) as usize];
         let mut done = 0u64;
@@ -710,26 +723,6 @@ impl Tree {
             done += got as u64;
         }
         Ok(done)
-    }
-
-    /// CLONE within this tree (reflinks), or `NotSupported` where the file system has none.
-    pub fn clone_range(
-        &self,
-        cred: &Cred,
-        src: &KernelHandle,
-        src_offset: u64,
-        dst: &KernelHandle,
-        dst_offset: u64,
-        count: u64,
-    ) -> VfsResult<()> {
-        let from = self.open_read(cred, src)?;
-        let to = self.open_write(cred, dst)?;
-        sys::clone_range(from.as_fd(), src_offset, count, to.as_fd(), dst_offset).map_err(|e| {
-            match e.raw_os_error() {
-                Some(libc::EXDEV) | Some(libc::ENOTTY) => VfsError::NotSupported,
-                _ => os_err(e),
-            }
-        })
     }
 
     pub fn commit(&self, kh: &KernelHandle) -> VfsResult<()> {
@@ -1189,25 +1182,12 @@ impl Vfs for DirVfs {
         dst: &Handle,
         dst_offset: u64,
         count: u64,
+        clone: bool,
     ) -> VfsResult<u64> {
         let (s, d) = (self.unseal(src)?, self.unseal(dst)?);
         let cred = self.tree.cred(caller);
-        self.tree.copy(&cred, &s, src_offset, &d, dst_offset, count)
-    }
-
-    fn clone_range(
-        &self,
-        caller: &Caller,
-        src: &Handle,
-        src_offset: u64,
-        dst: &Handle,
-        dst_offset: u64,
-        count: u64,
-    ) -> VfsResult<()> {
-        let (s, d) = (self.unseal(src)?, self.unseal(dst)?);
-        let cred = self.tree.cred(caller);
         self.tree
-            .clone_range(&cred, &s, src_offset, &d, dst_offset, count)
+            .copy(&cred, &s, src_offset, &d, dst_offset, count, clone)
     }
 
     fn getattr(&self, _caller: &Caller, fh: &Handle) -> VfsResult<Attr> {

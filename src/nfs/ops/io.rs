@@ -193,12 +193,12 @@ pub(super) fn copy(
     {
         return Err(Nfs4Status::Inval);
     }
+    let copied = cx
+        .vfs
+        .copy(cx.caller, &from, src.1, &to, dst.1, count, clone)?;
     if clone {
-        cx.vfs
-            .clone_range(cx.caller, &from, src.1, &to, dst.1, count)?;
         return Ok(Res::Empty);
     }
-    let copied = cx.vfs.copy(cx.caller, &from, src.1, &to, dst.1, count)?;
     Ok(Res::Copy {
         count: copied,
         committed: 0,
