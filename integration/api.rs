@@ -1049,6 +1049,30 @@ fn nfs_exports_through_the_api() {
         send(&s, "GET", "/api/v1/exports/scratch", &t, None).status,
         200
     );
+    // The export options of /etc/exports: read-only networks, squash mode, anonymous ids.
+    let opts = serde_json::json!({
+        "name": "opts",
+        "path": dir,
+        "clients": ["10.0.0.0/8"],
+        "rw": true,
+        "ro_clients": ["10.1.0.0/16"],
+        "squash": "all",
+        "anon_uid": 7,
+        "anon_gid": 8,
+    });
+    let r = send(&s, "POST", "/api/v1/exports", &t, Some(&opts.to_string()));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let got = send(&s, "GET", "/api/v1/exports/opts", &t, None).json();
+    for key in ["ro_clients", "squash", "anon_uid", "anon_gid"] {
+        assert_eq!(got[key], opts[key], "{key}: {got}");
+    }
+    let bad = serde_json::json!({"name": "b", "path": dir, "clients": ["10.0.0.0/8"],
+        "squash": "everyone"});
+    let r = send(&s, "POST", "/api/v1/exports", &t, Some(&bad.to_string()));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["field"], "squash", "{}", r.body);
+    let scratch = send(&s, "GET", "/api/v1/exports/scratch", &t, None).json();
+    assert_eq!(scratch["squash"], "root", "the default: {scratch}");
     assert_eq!(
         send(&s, "DELETE", "/api/v1/exports/scratch", &t, None).status,
         204

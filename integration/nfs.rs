@@ -258,3 +258,453 @@ fn refuses_bad_calls_and_survives_garbage() {
     let out = tool(&s, &["nfs-ls", &url("/")]);
     assert!(out.status.success(), "server hurt by garbage: {out:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input over TCP on loopback: the export is open to 127.0.0.1 only, and the other
+// loopback addresses (127.0.0.2, ...) play the clients outside it.
+
+struct Loopback {
+    drover: Drover,
+    addr: std::net::SocketAddr,
+    export: std::path::PathBuf,
+}
+
+/// `drover serve` on `lo` with NFS on a free port and the export `t` (read-write, root
+/// squashed) open to 127.0.0.1/32, holding `hello.txt` and `secret` (0640 root:root).
+fn serve_loopback() -> Loopback {
+    require_root();
+    let mut drover = Drover::new();
+    let export = drover.scratch().join("export");
+    std::fs::create_dir_all(&export).expect("export dir");
+    std::fs::write(export.join("hello.txt"), b"hello\n").expect("file");
+    let secret = export.join("secret");
+    std::fs::write(&secret, b"root only\n").expect("secret");
+    std::os::unix::fs::chown(&secret, Some(0), Some(0)).expect("chown");
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o640))
+        .expect("chmod");
+    let path = export.to_str().expect("utf-8");
+    drover.cli_ok(&[
+        "nfs",
+        "export",
+        "add",
+        "t",
+        "--path",
+        path,
+        "--clients",
+        "127.0.0.1/32",
+        "--rw",
+    ]);
+    let port = common::api::free_port();
+    drover.serve_with(
+        None,
+        "lo",
+        &config_only(
+            &[],
+            &format!("[nfs]\nenabled = true\nport = {port}\ngrace-secs = 0\n"),
+        ),
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    Loopback {
+        drover,
+        addr,
+        export,
+    }
+}
+
+/// The handle of `/t/NAME`, looked up from 127.0.0.1.
+fn handle_of(s: &Loopback, name: &str) -> Vec<u8> {
+    use common::nfs4::*;
+    let mut c = Client::connect(s.addr, None).expect("connect");
+    let r = c
+        .compound(
+            0,
+            &Cred::user(1000, 1000, &[]),
+            Ops::new().putrootfh().lookup("t").lookup(name).getfh(),
+        )
+        .expect("lookup");
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    r.body(OP_GETFH).to_vec()
+}
+
+/// A forged handle (one byte flipped anywhere, cut short) is BADHANDLE on PUTFH, and the
+/// READ behind it never runs; a good handle from an address outside the export's clients is
+/// STALE on PUTFH, and READ gets no file handle.
+#[test]
+fn forged_and_outside_handles_get_errors_on_putfh_and_read() {
+    use common::nfs4::*;
+    let s = serve_loopback();
+    let fh = handle_of(&s, "hello.txt");
+    let user = Cred::user(1000, 1000, &[]);
+    let mut inside =
+        Client::connect(s.addr, Some(std::net::Ipv4Addr::new(127, 0, 0, 1))).expect("connect");
+    let r = inside
+        .compound(0, &user, Ops::new().putfh(&fh).read(0, 100))
+        .expect("read");
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    assert_eq!(r.body(OP_READ), b"hello\n");
+
+    for i in 0..fh.len() {
+        let mut bad = fh.clone();
+        bad[i] ^= 0x5a;
+        let r = inside
+            .compound(0, &user, Ops::new().putfh(&bad).read(0, 100))
+            .expect("forged read");
+        assert_eq!(r.status, NFS4ERR_BADHANDLE, "byte {i} flipped: {r:?}");
+        assert_eq!(r.results.len(), 1, "READ ran after a failed PUTFH: {r:?}");
+    }
+    let r = inside
+        .compound(0, &user, Ops::new().putfh(&fh[..fh.len() - 1]).read(0, 100))
+        .expect("short handle");
+    assert_eq!(r.status, NFS4ERR_BADHANDLE, "{r:?}");
+
+    let mut outside = Client::connect(s.addr, Some(std::net::Ipv4Addr::new(127, 0, 0, 2)))
+        .expect("connect from 127.0.0.2");
+    let r = outside
+        .compound(0, &user, Ops::new().putfh(&fh).getfh().read(0, 100))
+        .expect("replayed read");
+    assert_eq!(r.status, NFS4ERR_STALE, "{r:?}");
+    assert_eq!(r.results.len(), 1, "{r:?}");
+    let r = outside
+        .compound(0, &user, Ops::new().read(0, 100))
+        .expect("read without a handle");
+    assert_eq!(r.status, NFS4ERR_NOFILEHANDLE, "{r:?}");
+    let r = outside
+        .compound(0, &user, Ops::new().putrootfh().lookup("t"))
+        .expect("lookup from outside");
+    assert_eq!(
+        r.status, NFS4ERR_NOENT,
+        "the export is invisible outside: {r:?}"
+    );
+    // The server still answers its client.
+    let r = inside
+        .compound(0, &user, Ops::new().putfh(&fh).read(0, 100))
+        .expect("read again");
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+}
+
+/// Root squash covers gid 0, as the primary and as a supplementary group: a non-root uid
+/// with gid 0 does not read a 0640 root:root file. `--no-root-squash` lets root read it.
+#[test]
+fn gid_0_is_squashed_with_root() {
+    use common::nfs4::*;
+    let s = serve_loopback();
+    let fh = handle_of(&s, "secret");
+    let mut c = Client::connect(s.addr, None).expect("connect");
+    for cred in [
+        Cred::user(1000, 0, &[]),
+        Cred::user(1000, 1000, &[0]),
+        Cred::user(0, 0, &[0]),
+    ] {
+        let r = c
+            .compound(0, &cred, Ops::new().putfh(&fh).read(0, 100))
+            .expect("read");
+        assert_eq!(r.status, NFS4ERR_ACCESS, "{cred:?}: {r:?}");
+    }
+    // The same directory as a second export without root squash.
+    let path = s.export.to_str().expect("utf-8");
+    s.drover.cli_ok(&[
+        "nfs",
+        "export",
+        "add",
+        "t2",
+        "--path",
+        path,
+        "--clients",
+        "127.0.0.1/32",
+        "--no-root-squash",
+    ]);
+    let list = s.drover.cli_ok(&["nfs", "export", "list"]);
+    assert!(
+        list.contains("none") && list.contains("root->65534:65534"),
+        "{list}"
+    );
+    let read_as_root = || {
+        let mut c = Client::connect(s.addr, None).expect("connect");
+        c.compound(
+            0,
+            &Cred::user(0, 0, &[]),
+            Ops::new()
+                .putrootfh()
+                .lookup("t2")
+                .lookup("secret")
+                .read(0, 100),
+        )
+        .expect("read as root")
+    };
+    // The server reads the store at most once a second.
+    let ok = wait_until(Duration::from_secs(10), || read_as_root().status == NFS4_OK);
+    assert!(
+        ok,
+        "root reads through --no-root-squash: {:?}",
+        read_as_root()
+    );
+    assert_eq!(read_as_root().body(OP_READ), b"root only\n");
+}
+
+/// One address making client records by the hundred gets RESOURCE once its share is full;
+/// another address still gets its record.
+#[test]
+fn a_flood_of_client_records_hurts_only_its_sender() {
+    use common::nfs4::*;
+    let s = serve_loopback();
+    let root = Cred::user(0, 0, &[]);
+    let mut flood =
+        Client::connect(s.addr, Some(std::net::Ipv4Addr::new(127, 0, 0, 3))).expect("connect");
+    let mut refused = 0;
+    for i in 0..200 {
+        let r = flood
+            .compound(0, &root, Ops::new().setclientid(&format!("flood-{i}")))
+            .expect("setclientid");
+        match r.status {
+            NFS4_OK => {
+                let b = r.body(OP_SETCLIENTID);
+                let id = u64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
+                let verifier: [u8; 8] = b[8..].try_into().expect("8 bytes");
+                let r = flood
+                    .compound(0, &root, Ops::new().setclientid_confirm(id, verifier))
+                    .expect("confirm");
+                assert_eq!(r.status, NFS4_OK, "{r:?}");
+            }
+            NFS4ERR_RESOURCE => refused += 1,
+            other => panic!("record {i}: status {other}"),
+        }
+    }
+    assert!(refused >= 150, "only {refused} of 200 records refused");
+    let mut node = Client::connect(s.addr, None).expect("connect");
+    let r = node
+        .compound(0, &root, Ops::new().setclientid("a-node"))
+        .expect("setclientid");
+    assert_eq!(
+        r.status, NFS4_OK,
+        "a legitimate client after the flood: {r:?}"
+    );
+}
+
+/// A file of the export owned by uid 1000 (the tests' user), with `data` at `offset`.
+fn user_file(s: &Loopback, name: &str, len: u64, offset: u64, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let path = s.export.join(name);
+    let f = std::fs::File::create(&path).expect("create");
+    f.set_len(len).expect("size");
+    f.write_all_at(data, offset).expect("write");
+    std::os::unix::fs::chown(&path, Some(1000), Some(1000)).expect("chown");
+}
+
+/// NFSv4.2 (RFC 7862) over a session: SEEK to data and holes, ALLOCATE, DEALLOCATE,
+/// READ_PLUS, a synchronous intra-server COPY, CLONE (done, or NOTSUPP where the file
+/// system has no reflinks), NOTSUPP for the operations not built, and minor version 3
+/// refused.
+#[test]
+fn nfs42_seek_allocate_read_plus_copy_clone() {
+    use common::nfs4::*;
+    let s = serve_loopback();
+    const MIB: u64 = 1 << 20;
+    user_file(&s, "sparse.bin", 3 * MIB, MIB, &[7; 4096]);
+    user_file(&s, "alloc.bin", 0, 0, b"");
+    user_file(&s, "punch.bin", 0, 0, &[0xaa; 8192]);
+    user_file(&s, "copy.txt", 0, 0, b"");
+    user_file(&s, "clone.bin", 0, 0, b"");
+    user_file(&s, "clsrc.bin", 0, 0, &[3; 65536]);
+    let user = Cred::user(1000, 1000, &[]);
+    let mut c = Client::connect(s.addr, None).expect("connect");
+    let mut sess = c.session(2, "nfs42-test").expect("4.2 session");
+    let mut call = |c: &mut Client, build: &dyn Fn(Ops) -> Ops| sess.compound(c, &user, build);
+    let file = |o: Ops, name: &str| o.putrootfh().lookup("t").lookup(name);
+    let seek = |o: Ops, offset: u64, data: bool| {
+        o.with(OP_SEEK, |a| {
+            a.u32(0);
+            a.fixed(&[0; 12]);
+            a.u64(offset);
+            a.u32(if data { 0 } else { 1 });
+        })
+    };
+    let seek_res = |r: &Reply| {
+        let b = r.body(OP_SEEK);
+        (
+            u32::from_be_bytes(b[..4].try_into().unwrap()) != 0,
+            u64::from_be_bytes(b[4..].try_into().unwrap()),
+        )
+    };
+
+    // SEEK: data at 1 MiB (or at 0 on a file system without holes), a hole after it, and
+    // nothing past the end.
+    let r = call(&mut c, &|o| seek(file(o, "sparse.bin"), 0, true));
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let (eof, at) = seek_res(&r);
+    assert!(!eof && (at == MIB || at == 0), "data at {at}");
+    let r = call(&mut c, &|o| seek(file(o, "sparse.bin"), MIB, false));
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let (_, hole) = seek_res(&r);
+    assert!(hole >= MIB + 4096, "hole at {hole}");
+    let r = call(&mut c, &|o| seek(file(o, "sparse.bin"), 4 * MIB, true));
+    assert_eq!(r.status, NFS4ERR_NXIO, "{r:?}");
+
+    // ALLOCATE grows the file; DEALLOCATE makes a range read as zeros, size kept.
+    let range = |o: Ops, op: u32, offset: u64, len: u64| {
+        o.with(op, |a| {
+            a.u32(0);
+            a.fixed(&[0; 12]);
+            a.u64(offset);
+            a.u64(len);
+        })
+    };
+    let r = call(&mut c, &|o| {
+        range(file(o, "alloc.bin"), OP_ALLOCATE, 0, 65536)
+    });
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let meta = std::fs::metadata(s.export.join("alloc.bin")).expect("alloc.bin");
+    assert_eq!(meta.len(), 65536);
+    let r = call(&mut c, &|o| {
+        range(file(o, "punch.bin"), OP_DEALLOCATE, 0, 4096)
+    });
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let punched = std::fs::read(s.export.join("punch.bin")).expect("punch.bin");
+    assert_eq!(punched.len(), 8192);
+    assert!(punched[..4096].iter().all(|&b| b == 0) && punched[4096..].iter().all(|&b| b == 0xaa));
+
+    // READ_PLUS: the data as one segment.
+    let r = call(&mut c, &|o| {
+        file(o, "hello.txt").with(OP_READ_PLUS, |a| {
+            a.u32(0);
+            a.fixed(&[0; 12]);
+            a.u64(0);
+            a.u32(100);
+        })
+    });
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    assert_eq!(r.body(OP_READ_PLUS), b"hello\n");
+    assert!(r.results.last().is_some_and(|x| x.eof));
+
+    // COPY of the whole source (count 0) from the saved to the current file, synchronously.
+    let two = |o: Ops, op: u32, count: u64, sync: bool| {
+        o.with(op, |a| {
+            for _ in 0..2 {
+                a.u32(0);
+                a.fixed(&[0; 12]);
+            }
+            a.u64(0);
+            a.u64(0);
+            a.u64(count);
+            if op == OP_COPY {
+                a.u32(1);
+                a.u32(u32::from(sync));
+                a.u32(0); // no source servers: intra-server
+            }
+        })
+    };
+    let r = call(&mut c, &|o| {
+        two(
+            file(file(o, "hello.txt").savefh(), "copy.txt"),
+            OP_COPY,
+            0,
+            true,
+        )
+    });
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let b = r.body(OP_COPY);
+    assert_eq!(
+        u64::from_be_bytes(b[4..12].try_into().unwrap()),
+        6,
+        "bytes copied"
+    );
+    assert_eq!(
+        std::fs::read(s.export.join("copy.txt")).expect("copy.txt"),
+        b"hello\n"
+    );
+    // CLONE: done where the file system shares blocks, else NOTSUPP.
+    let r = call(&mut c, &|o| {
+        two(
+            file(file(o, "clsrc.bin").savefh(), "clone.bin"),
+            OP_CLONE,
+            65536,
+            true,
+        )
+    });
+    match r.status {
+        NFS4_OK => assert_eq!(
+            std::fs::read(s.export.join("clone.bin")).expect("clone.bin"),
+            vec![3; 65536]
+        ),
+        NFS4ERR_NOTSUPP => {}
+        other => panic!("CLONE: {other} {r:?}"),
+    }
+
+    // An operation of 4.2 that is not built; a minor version beyond 4.2.
+    let r = call(&mut c, &|o| {
+        file(o, "hello.txt").with(OP_OFFLOAD_STATUS, |a| {
+            a.u32(0);
+            a.fixed(&[0; 12]);
+        })
+    });
+    assert_eq!(r.status, NFS4ERR_NOTSUPP, "{r:?}");
+    let r = c
+        .compound(3, &user, Ops::new().putrootfh())
+        .expect("minor 3");
+    assert_eq!(r.status, NFS4ERR_MINOR_VERS_MISMATCH, "{r:?}");
+}
+
+/// Share reservations (RFC 8881 §9.7, RFC 7530 §9.9): an open's deny mode refuses other
+/// open-owners' OPENs (before an UNCHECKED create could truncate the file) and READ and
+/// WRITE without an open (the anonymous stateid; the bypass stateid for writes only).
+#[test]
+fn share_reservations_bind_opens_reads_and_writes() {
+    use common::nfs4::*;
+    let s = serve_loopback();
+    user_file(&s, "shared.txt", 0, 0, b"keep me\n");
+    user_file(&s, "private.txt", 0, 0, b"mine\n");
+    let user = Cred::user(1000, 1000, &[]);
+    let mut c = Client::connect(s.addr, None).expect("connect");
+    let mut sess = c.session(1, "share-test").expect("4.1 session");
+    let mut call = |c: &mut Client, build: &dyn Fn(Ops) -> Ops| {
+        sess.compound(c, &user, |o| build(o.putrootfh().lookup("t")))
+    };
+    const READ: u32 = 1;
+    const WRITE: u32 = 2;
+    const BOTH: u32 = 3;
+    // Owner a: read and write, denying writes to others.
+    let r = call(&mut c, &|o| o.open("a", BOTH, WRITE, "shared.txt", false));
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let mut a_sid: [u8; 16] = r.body(OP_OPEN).try_into().expect("stateid");
+    // Seqid 0: whatever the open's current one is (4.1), as a's second OPEN moves it on.
+    a_sid[..4].fill(0);
+    for (owner, access, deny, truncate, want) in [
+        ("b", WRITE, 0, false, NFS4ERR_SHARE_DENIED),
+        ("b", WRITE, 0, true, NFS4ERR_SHARE_DENIED),
+        ("b", READ, 0, true, NFS4ERR_INVAL),
+        ("b", READ, 0, false, NFS4_OK),
+        ("c", READ, READ, false, NFS4ERR_SHARE_DENIED),
+        ("a", WRITE, 0, false, NFS4_OK),
+    ] {
+        let r = call(&mut c, &|o| {
+            o.open(owner, access, deny, "shared.txt", truncate)
+        });
+        assert_eq!(
+            r.status, want,
+            "{owner} {access}/{deny} truncate {truncate}: {r:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(s.export.join("shared.txt")).expect("shared.txt"),
+        b"keep me\n",
+        "a refused OPEN truncated the file"
+    );
+    let file = |o: Ops| o.lookup("shared.txt");
+    let r = call(&mut c, &|o| file(o).write_as(&ANONYMOUS, 0, b"x"));
+    assert_eq!(r.status, NFS4ERR_LOCKED, "{r:?}");
+    let r = call(&mut c, &|o| file(o).write_as(&BYPASS, 0, b"x"));
+    assert_eq!(r.status, NFS4ERR_LOCKED, "{r:?}");
+    let r = call(&mut c, &|o| file(o).read_as(&ANONYMOUS, 0, 100));
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let r = call(&mut c, &|o| file(o).write_as(&a_sid, 0, b"K"));
+    assert_eq!(r.status, NFS4_OK, "the denying open itself writes: {r:?}");
+
+    // Deny read: reads without an open are refused, the bypass stateid reads.
+    let r = call(&mut c, &|o| o.open("a", READ, READ, "private.txt", false));
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let private = |o: Ops| o.lookup("private.txt");
+    let r = call(&mut c, &|o| private(o).read_as(&ANONYMOUS, 0, 100));
+    assert_eq!(r.status, NFS4ERR_LOCKED, "{r:?}");
+    let r = call(&mut c, &|o| private(o).read_as(&BYPASS, 0, 100));
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    assert_eq!(r.body(OP_READ), b"mine\n");
+}

@@ -1,6 +1,6 @@
 #!/bin/sh
 # /init of the NFS client test VM (qemu-tests/nfs.rs): mounts drover's export with the Linux
-# kernel client as NFSv4.0 and NFSv4.1 and exercises each mount; every check prints
+# kernel client as NFSv4.0, NFSv4.1 and NFSv4.2 and exercises each mount; every check prints
 # `NFSTEST <version> <check> OK|FAIL [detail]` on the serial console, then `NFSTEST-END`.
 # /locktest is qemu-tests/nfs-locktest.c, compiled statically by the test.
 # Kernel command line: nfstest.server=IP nfstest.ip=IP/PREFIX. The export is /t, read-write,
@@ -110,7 +110,7 @@ t_locks() {
   /locktest "$PWD/lockfile"
 }
 
-for v in 4.0 4.1; do
+for v in 4.0 4.1 4.2; do
   mkdir -p "/mnt/$v"
   if ! mount -t nfs4 -o "vers=$v,addr=$server,proto=tcp,timeo=50,retrans=3" "$server:/t" "/mnt/$v"; then
     echo "NFSTEST $v mount FAIL"
@@ -135,27 +135,28 @@ for v in 4.0 4.1; do
   check $v umount umount "/mnt/$v"
 done
 # Restart phase: drover crashes and restarts (the test does it on seeing NFSTEST-RESTART-READY) while
-# both versions are mounted with a file held open; afterwards the open file still reads,
+# all versions are mounted with a file held open; afterwards the open file still reads,
 # handles from before the restart still work and new files can be made. Soft mounts, so a
 # server that never recovers fails the checks instead of hanging them.
-for v in 4.0 4.1; do
+for v in 4.0 4.1 4.2; do
   mkdir -p "/mnt/r$v"
   mount -t nfs4 -o "vers=$v,addr=$server,proto=tcp,soft,timeo=100,retrans=4" "$server:/t" "/mnt/r$v" ||
     echo "NFSTEST $v restart-mount FAIL"
   echo "kept open $v" >"/mnt/r$v/open-$v"
   ls "/mnt/r$v/work-$v" >/dev/null
 done
-exec 3<"/mnt/r4.0/open-4.0" 4<"/mnt/r4.1/open-4.1"
+exec 3<"/mnt/r4.0/open-4.0" 4<"/mnt/r4.1/open-4.1" 5<"/mnt/r4.2/open-4.2"
 echo "NFSTEST-RESTART-READY"
 sleep 6
 check 4.0 restart-open-file sh -c 'read l <&3 && [ "$l" = "kept open 4.0" ]'
 check 4.1 restart-open-file sh -c 'read l <&4 && [ "$l" = "kept open 4.1" ]'
-for v in 4.0 4.1; do
+check 4.2 restart-open-file sh -c 'read l <&5 && [ "$l" = "kept open 4.2" ]'
+for v in 4.0 4.1 4.2; do
   check $v restart-old-handle sh -c "[ \"\$(cat /mnt/r$v/work-$v/f)\" = 'hello from $v' ]"
   check $v restart-create sh -c "echo new >/mnt/r$v/after-restart-$v && [ \"\$(cat /mnt/r$v/after-restart-$v)\" = new ]"
 done
-exec 3<&- 4<&-
-for v in 4.0 4.1; do umount "/mnt/r$v" || echo "NFSTEST $v restart-umount FAIL"; done
+exec 3<&- 4<&- 5<&-
+for v in 4.0 4.1 4.2; do umount "/mnt/r$v" || echo "NFSTEST $v restart-umount FAIL"; done
 echo "NFSTEST-END"
 sync
 poweroff -f

@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod bmc;
+pub mod nfs4;
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};

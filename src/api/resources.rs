@@ -540,11 +540,15 @@ pub async fn get_export(State(api): State<Arc<Api>>, Path(name): Path<String>) -
 
 pub async fn add_export(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Res {
     let mut f = Fields::parse(&headers, &body)?;
-    let export = crate::store::model::Export {
-        name: f.required("name")?,
-        path: f.required("path")?,
-        clients: f.required("clients")?,
+    use crate::store::model::{Export, NOBODY};
+    let (name, path): (String, String) = (f.required("name")?, f.required("path")?);
+    let export = Export {
         rw: f.optional("rw")?.unwrap_or(false),
+        ro_clients: f.optional("ro_clients")?.unwrap_or_default(),
+        squash: f.optional("squash")?.unwrap_or_default(),
+        anon_uid: f.optional("anon_uid")?.unwrap_or(NOBODY),
+        anon_gid: f.optional("anon_gid")?.unwrap_or(NOBODY),
+        ..Export::new(&name, &path, f.required("clients")?)
     };
     f.finish()?;
     let stored = admin_change(&api, "export", move |store| {

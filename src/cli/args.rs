@@ -174,9 +174,25 @@ pub enum ExportCmd {
         /// Client networks allowed to mount it, as CIDR (comma-separated or repeated).
         #[arg(long, value_delimiter = ',', required = true, value_name = "CIDR")]
         clients: Vec<Ipv4Net>,
-        /// Let the clients write (default: read-only). Root is squashed to nobody.
+        /// Let the clients write (default: read-only).
         #[arg(long)]
         rw: bool,
+        /// Client networks that may mount it read-only, also inside --clients of an --rw
+        /// export (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',', value_name = "CIDR")]
+        ro_clients: Vec<Ipv4Net>,
+        /// Do not map root (uid 0, gid 0) to the anonymous ids (default: root squashed).
+        #[arg(long, conflicts_with = "all_squash")]
+        no_root_squash: bool,
+        /// Map every client's uid and gid to the anonymous ids, without supplementary groups.
+        #[arg(long)]
+        all_squash: bool,
+        /// The uid squashed callers get (default: 65534, nobody).
+        #[arg(long, value_name = "UID", default_value_t = crate::store::model::NOBODY)]
+        anon_uid: u32,
+        /// The gid squashed callers get (default: 65534, nogroup).
+        #[arg(long, value_name = "GID", default_value_t = crate::store::model::NOBODY)]
+        anon_gid: u32,
     },
     /// List shared exports.
     List,

@@ -24,7 +24,7 @@ use crate::admin::{self, GroupInfo, NodeDetail};
 use crate::clock::unix_secs as unix_now;
 use crate::config::Config;
 use crate::pool::setup;
-use crate::store::model::{BootEvent, Export, Group, Image, Lease, Network, Node};
+use crate::store::model::{BootEvent, Export, Group, Image, Lease, Network, Node, Squash};
 use anyhow::{bail, Context, Result};
 use args::{
     AdminCmd, Command, DnsCmd, ExportCmd, GroupCmd, ImageCmd, LeaseCmd, NetworkCmd, NfsCmd,
@@ -316,12 +316,24 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
                 path,
                 clients,
                 rw,
+                ro_clients,
+                no_root_squash,
+                all_squash,
+                anon_uid,
+                anon_gid,
             } => {
+                let squash = match (no_root_squash, all_squash) {
+                    (_, true) => Squash::All,
+                    (true, false) => Squash::None,
+                    (false, false) => Squash::Root,
+                };
                 let e = b.add_export(&Export {
-                    name,
-                    path: path.to_string_lossy().into_owned(),
-                    clients,
                     rw,
+                    ro_clients,
+                    squash,
+                    anon_uid,
+                    anon_gid,
+                    ..Export::new(&name, &path.to_string_lossy(), clients)
                 })?;
                 let mode = if e.rw { "read-write" } else { "read-only" };
                 println!(

@@ -10,7 +10,7 @@
 //! something (`super`).
 
 use crate::admin::{BmcReach, GroupInfo, NodeDetail};
-use crate::store::model::{BootEvent, Export, Image, Lease, Network, Node, RootMode};
+use crate::store::model::{BootEvent, Export, Image, Lease, Network, Node, RootMode, Squash};
 use crate::timeline;
 use std::fmt::Write;
 
@@ -292,14 +292,35 @@ pub fn groups(groups: &[GroupInfo]) -> String {
 
 /// `nfs export list`.
 pub fn exports(exports: &[Export]) -> String {
-    let mut rows = vec![header(&["NAME", "PATH", "CLIENTS", "MODE"])];
+    let mut rows = vec![header(&[
+        "NAME",
+        "PATH",
+        "CLIENTS",
+        "MODE",
+        "RO-CLIENTS",
+        "SQUASH",
+    ])];
+    let nets = |n: &[crate::store::model::Ipv4Net]| {
+        let all: Vec<String> = n.iter().map(|c| c.to_string()).collect();
+        if all.is_empty() {
+            "-".to_string()
+        } else {
+            all.join(",")
+        }
+    };
     for e in exports {
-        let clients: Vec<String> = e.clients.iter().map(|c| c.to_string()).collect();
+        let squash = match e.squash {
+            Squash::None => "none".to_string(),
+            Squash::Root => format!("root->{}:{}", e.anon_uid, e.anon_gid),
+            Squash::All => format!("all->{}:{}", e.anon_uid, e.anon_gid),
+        };
         rows.push(vec![
             e.name.clone(),
             e.path.clone(),
-            clients.join(","),
+            nets(&e.clients),
             if e.rw { "rw" } else { "ro" }.to_string(),
+            nets(&e.ro_clients),
+            squash,
         ]);
     }
     table(&rows)

@@ -266,7 +266,7 @@ impl Server {
     ) -> Result<(Vec<u8>, OpStatuses), wire::Garbage> {
         let c = wire::decode_compound(args, MAX_OPS)?;
         let mut head = Writer::new();
-        if c.minor > 1 {
+        if c.minor > wire::MAX_MINOR {
             head.u32(Nfs4Status::MinorVersMismatch.code());
             head.opaque(&c.tag);
             head.u32(0);

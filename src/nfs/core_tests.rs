@@ -91,7 +91,12 @@ fn status(v: u32) -> Nfs4Status {
 
 /// Runs a COMPOUND; returns the overall status and a reader at the first result.
 fn run(s: &Server, now: Instant, uid: u32, c: C) -> (Nfs4Status, Vec<u8>) {
-    let out = handle(s, now, &call(1, uid, &c.bytes()));
+    run_from(s, now, PEER, uid, c)
+}
+
+/// [`run`] from the client address `peer`.
+fn run_from(s: &Server, now: Instant, peer: IpAddr, uid: u32, c: C) -> (Nfs4Status, Vec<u8>) {
+    let out = s.handle_call(now, peer, rpc::parse_call(call(1, uid, &c.bytes())));
     let reply = out.reply.expect("a reply");
     let mut r = Reader::new(&reply);
     assert_eq!(r.u32().unwrap(), 42);
@@ -131,35 +136,7 @@ fn empty_attrs(w: &mut Writer) {
 
 /// SETCLIENTID + SETCLIENTID_CONFIRM; returns the client id.
 fn client40(s: &Server, now: Instant, id: &[u8]) -> u64 {
-    let (st, body) = run(
-        s,
-        now,
-        0,
-        C::new(0).op(opnum::SETCLIENTID, |w| {
-            w.fixed(b"bootverf");
-            w.opaque(id);
-            w.u32(0x40000000);
-            w.opaque(b"tcp");
-            w.opaque(b"198.18.0.2.3.4");
-            w.u32(1);
-        }),
-    );
-    assert_eq!(st, Nfs4Status::Ok);
-    let mut r = Reader::new(&body);
-    res(&mut r, opnum::SETCLIENTID);
-    let clientid = r.u64().unwrap();
-    let confirm = r.fixed::<8>().unwrap();
-    let (st, _) = run(
-        s,
-        now,
-        0,
-        C::new(0).op(opnum::SETCLIENTID_CONFIRM, |w| {
-            w.u64(clientid);
-            w.fixed(&confirm);
-        }),
-    );
-    assert_eq!(st, Nfs4Status::Ok);
-    clientid
+    setclientid_from(s, now, PEER, id, true).expect("a confirmed client")
 }
 
 fn open_args(
@@ -196,7 +173,7 @@ fn null_and_minor_version_mismatch() {
     let s = server(false, now);
     let out = handle(&s, now, &call(0, 0, &[]));
     assert_eq!(out.reply.unwrap().len(), 24);
-    let (st, body) = run(&s, now, 0, C::new(2).op(opnum::PUTROOTFH, |_| {}));
+    let (st, body) = run(&s, now, 0, C::new(3).op(opnum::PUTROOTFH, |_| {}));
     assert_eq!(st, Nfs4Status::MinorVersMismatch);
     assert!(body.is_empty());
 }
@@ -1104,4 +1081,98 @@ fn verify_nverify_setattr_and_reply_limits() {
             .op(opnum::GETATTR, |w| bitmap(w, &[fattr::TIME_MODIFY_SET])),
     );
     assert_eq!(st, Nfs4Status::Inval);
+}
+
+/// SETCLIENTID from `peer` (and SETCLIENTID_CONFIRM if `confirm`): the client id, or the
+/// status of the first operation that failed.
+fn setclientid_from(
+    s: &Server,
+    now: Instant,
+    peer: IpAddr,
+    id: &[u8],
+    confirm: bool,
+) -> Result<u64, Nfs4Status> {
+    let (st, body) = run_from(
+        s,
+        now,
+        peer,
+        0,
+        C::new(0).op(opnum::SETCLIENTID, |w| {
+            w.fixed(b"bootverf");
+            w.opaque(id);
+            w.u32(0x40000000);
+            w.opaque(b"tcp");
+            w.opaque(b"198.18.0.2.3.4");
+            w.u32(1);
+        }),
+    );
+    if st != Nfs4Status::Ok {
+        return Err(st);
+    }
+    let mut r = Reader::new(&body);
+    res(&mut r, opnum::SETCLIENTID);
+    let clientid = r.u64().unwrap();
+    let verifier = r.fixed::<8>().unwrap();
+    if !confirm {
+        return Ok(clientid);
+    }
+    let (st, _) = run_from(
+        s,
+        now,
+        peer,
+        0,
+        C::new(0).op(opnum::SETCLIENTID_CONFIRM, |w| {
+            w.u64(clientid);
+            w.fixed(&verifier);
+        }),
+    );
+    if st != Nfs4Status::Ok {
+        return Err(st);
+    }
+    Ok(clientid)
+}
+
+/// One address making client records by the thousand, confirmed or not, fills only its own
+/// share of the table: another address still gets its record.
+#[test]
+fn a_flood_of_client_records_hurts_only_its_address() {
+    let now = Instant::now();
+    let s = server(false, now);
+    let flooder = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 66));
+    let per_addr = Limits::default().max_clients_per_addr;
+    let mut refused = 0;
+    for i in 0..1100 {
+        let id = format!("flood-{i}");
+        match setclientid_from(&s, now, flooder, id.as_bytes(), true) {
+            Ok(_) => {}
+            Err(Nfs4Status::Resource) => refused += 1,
+            Err(other) => panic!("record {i}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        refused,
+        1100 - per_addr,
+        "confirmed records beyond the address's share"
+    );
+    // Unconfirmed records of a full address push out its own, never another's.
+    for i in 0..1100 {
+        let id = format!("unconfirmed-{i}");
+        let st = setclientid_from(&s, now, flooder, id.as_bytes(), false);
+        assert_eq!(
+            st,
+            Err(Nfs4Status::Resource),
+            "the flooder's share is all confirmed"
+        );
+    }
+    let node = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 7));
+    assert!(setclientid_from(&s, now, node, b"node7", true).is_ok());
+
+    // A second flooder of unconfirmed records only: each new record replaces its oldest.
+    let other = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 67));
+    for i in 0..1100 {
+        let id = format!("half-{i}");
+        assert!(setclientid_from(&s, now, other, id.as_bytes(), false).is_ok());
+    }
+    let node8 = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 8));
+    assert!(setclientid_from(&s, now, node8, b"node8", true).is_ok());
 }

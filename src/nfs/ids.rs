@@ -127,6 +127,7 @@ fn root_cred() -> fs::Cred {
         uid: 0,
         gid: 0,
         gids: Vec::new(),
+        read_only: false,
     }
 }
 

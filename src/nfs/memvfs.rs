@@ -113,6 +113,9 @@ impl Vfs for MemVfs {
     fn root(&self, _: &Caller) -> VfsResult<Handle> {
         Ok(h(1))
     }
+    fn check(&self, c: &Caller, fh: &Handle) -> VfsResult<()> {
+        self.getattr(c, fh).map(|_| ())
+    }
     fn getattr(&self, _: &Caller, fh: &Handle) -> VfsResult<Attr> {
         let i = id(fh)?;
         self.with(|n, _| n.get(&i).map(|n| n.attr.clone()).ok_or(VfsError::Stale))

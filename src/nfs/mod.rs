@@ -1,4 +1,5 @@
-//! drover's own NFSv4 server (NFSv4.0, RFC 7530; NFSv4.1, RFC 8881): read-only image roots
+//! drover's own NFSv4 server (NFSv4.0, RFC 7530; NFSv4.1, RFC 8881; NFSv4.2, RFC 7862):
+//! read-only image roots
 //! merged with per-node writable layers ("statelite"), and shared exports.
 //!
 //! Layout: [`vfs`] is the boundary between the protocol and the files; [`fs`] is the file
@@ -18,7 +19,7 @@
 //!   RPC_MISMATCH, other programs PROG_UNAVAIL, NFS versions but 4 PROG_MISMATCH (4..4),
 //!   procedures but NULL/COMPOUND PROC_UNAVAIL, undecodable COMPOUND headers GARBAGE_ARGS.
 //!   Records over 1 MiB + 64 KiB close the connection.
-//! - COMPOUND for minor versions 0 and 1 (2+ is NFS4ERR_MINOR_VERS_MISMATCH), at most 64
+//! - COMPOUND for minor versions 0, 1 and 2 (3+ is NFS4ERR_MINOR_VERS_MISMATCH), at most 64
 //!   operations (more: NFS4ERR_RESOURCE in 4.0, NFS4ERR_TOO_MANY_OPS in 4.1); an operation
 //!   whose arguments do not decode is NFS4ERR_BADXDR, an unknown one NFS4ERR_OP_ILLEGAL;
 //!   replies larger than the session's (or 4.0's record) limit end in NFS4ERR_REP_TOO_BIG.
@@ -28,7 +29,12 @@
 //!   previous, fh; create unchecked, guarded, exclusive and 4.1 exclusive4_1 with the verifier
 //!   kept in atime/mtime), OPEN_CONFIRM, OPEN_DOWNGRADE, CLOSE, LOCK, LOCKT, LOCKU,
 //!   RELEASE_LOCKOWNER, REMOVE, RENAME, LINK, READDIR (cookie verifier, dircount and maxcount),
-//!   READLINK, SECINFO, SECINFO_NO_NAME (AUTH_SYS).
+//!   READLINK, SECINFO, SECINFO_NO_NAME (AUTH_SYS). PUTFH checks the handle (BADHANDLE for
+//!   one drover did not seal, STALE for one out of the caller's reach).
+//! - NFSv4.2: SEEK (data/hole), ALLOCATE, DEALLOCATE, READ_PLUS (data as one segment),
+//!   synchronous intra-server COPY (at most 64 MiB per call) and CLONE (reflinks, else
+//!   NOTSUPP) on shared exports; on a node's layer the changes answer NOTSUPP (the client
+//!   falls back to WRITE, which is replicated). The other 4.2 and xattr operations: NOTSUPP.
 //! - Attributes: supported_attrs, type, fh_expire_type (persistent), change, size,
 //!   link/symlink support, fsid, unique_handles, lease_time, rdattr_error, aclsupport (none),
 //!   filehandle, fileid, mounted_on_fileid, files_*, space_*, maxfilesize, maxlink, maxname,
@@ -42,7 +48,9 @@
 //!   (split and merge per owner), leases (a client that stops renewing loses its state),
 //!   a grace period after a restart when the previous run had clients (`clients.json`), and
 //!   each time this member takes over the pool's service address (`Server::begin_grace`).
-//!   Bounded: clients, sessions per client, slots, open+lock states per client, locks per file.
+//!   Bounded: clients (and per client address), sessions per client, slots, open+lock
+//!   states per client (and per address), locks per file. Idle connections close after 6
+//!   minutes; record buffers grow as bytes arrive.
 //!
 //! What does not (yet): delegations are never granted and there is no back channel
 //! (CREATE_SESSION grants none, so nothing is ever called back); pNFS, named attributes,

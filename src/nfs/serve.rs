@@ -12,7 +12,8 @@
 //! waits for the writer, so a client that stops reading holds up only its own connection;
 //! when the writer fails, the connection stops reading. Each call is logged at debug level
 //! (peer, xid, each operation and its status), a call running [`SLOW_CALL`] or longer as a
-//! warning. A tick every [`TICK`] expires clients whose lease ran out and, every
+//! warning. A connection silent for [`Settings::idle_timeout`] is closed; record buffers
+//! grow as bytes arrive. A tick every [`TICK`] expires clients whose lease ran out and, every
 //! [`STATUS_INTERVAL`], writes `clients.json` for `drover nfs clients`.
 //!
 //! Not here: UDP, rpcbind registration (NFSv4 clients connect to 2049 directly), TLS.
@@ -41,6 +42,9 @@ pub const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// A call still running after this long is logged as a warning (and again when it ends).
 const SLOW_CALL: Duration = Duration::from_secs(5);
+/// A connection that sends nothing (not even the rest of a record) for this long is closed,
+/// as knfsd closes idle connections after 6 minutes; clients reconnect when they need to.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(360);
 
 /// Shell settings.
 #[derive(Debug, Clone)]
@@ -52,6 +56,8 @@ pub struct Settings {
     pub max_blocking: usize,
     /// Where to write the client status (`<state>/nfs/clients.json`), if anywhere.
     pub status_file: Option<PathBuf>,
+    /// How long a connection may stay silent ([`IDLE_TIMEOUT`]).
+    pub idle_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -61,6 +67,7 @@ impl Default for Settings {
             max_inflight: 16,
             max_blocking: 64,
             status_file: None,
+            idle_timeout: IDLE_TIMEOUT,
         }
     }
 }
@@ -70,6 +77,7 @@ crate::counters::counter_set! {
     pub struct Stats, snapshot StatsSnapshot, sorted {
         connections,
         connections_refused,
+        connections_idle,
         records_oversized,
         calls_null,
         calls_compound,
@@ -95,7 +103,7 @@ impl Stats {
         });
         for &(op, st) in &outcome.ops {
             let (ops, errors) = match op {
-                opnum::READ | opnum::READDIR | opnum::READLINK => {
+                opnum::READ | opnum::READDIR | opnum::READLINK | opnum::READ_PLUS => {
                     (&self.ops_read, &self.errors_read)
                 }
                 opnum::WRITE
@@ -104,7 +112,11 @@ impl Stats {
                 | opnum::REMOVE
                 | opnum::RENAME
                 | opnum::LINK
-                | opnum::SETATTR => (&self.ops_write, &self.errors_write),
+                | opnum::SETATTR
+                | opnum::ALLOCATE
+                | opnum::COPY
+                | opnum::DEALLOCATE
+                | opnum::CLONE => (&self.ops_write, &self.errors_write),
                 opnum::OPEN..=opnum::OPEN_DOWNGRADE
                 | opnum::CLOSE
                 | opnum::LOCK..=opnum::LOCKU
@@ -209,9 +221,13 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     for l in listeners {
         let (server, stats, token) = (server.clone(), stats.clone(), shutdown.clone());
-        let (conns, blocking, inflight) = (conns.clone(), blocking.clone(), settings.max_inflight);
+        let (conns, blocking) = (conns.clone(), blocking.clone());
+        let limits = ConnLimits {
+            inflight: settings.max_inflight,
+            idle: settings.idle_timeout,
+        };
         tasks.spawn(accept_loop(
-            l, server, stats, conns, blocking, inflight, token,
+            l, server, stats, conns, blocking, limits, token,
         ));
     }
     let mut tick = tokio::time::interval(TICK);
@@ -251,13 +267,20 @@ pub async fn run(
     Ok(())
 }
 
+/// What one connection may hold: calls in flight, and silence.
+#[derive(Debug, Clone, Copy)]
+struct ConnLimits {
+    inflight: usize,
+    idle: Duration,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     server: Arc<Server>,
     stats: Arc<Stats>,
     conns: Arc<Semaphore>,
     blocking: Arc<Semaphore>,
-    inflight: usize,
+    limits: ConnLimits,
     shutdown: CancellationToken,
 ) {
     let mut tasks = JoinSet::new();
@@ -289,7 +312,7 @@ async fn accept_loop(
         );
         tasks.spawn(async move {
             let _permit = permit;
-            connection(stream, peer, server, stats, blocking, inflight, token).await;
+            connection(stream, peer, server, stats, blocking, limits, token).await;
         });
     }
     tasks.shutdown().await;
@@ -317,7 +340,9 @@ fn log_call(peer: SocketAddr, xid: u32, outcome: &Outcome, took: Duration) {
     }
 }
 
-/// Reads one record; `Ok(None)` at a clean end of stream.
+/// Reads one record; `Ok(None)` at a clean end of stream. The buffer grows as the record's
+/// bytes arrive, not by what its fragment headers announce: a header claiming 1 MiB costs
+/// nothing until the data is there.
 async fn read_record<R: AsyncReadExt + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
@@ -339,9 +364,10 @@ async fn read_record<R: AsyncReadExt + Unpin>(
                 "RPC record too large",
             ));
         }
-        let start = buf.len();
-        buf.resize(start + len, 0);
-        r.read_exact(&mut buf[start..]).await?;
+        let got = (&mut *r).take(len as u64).read_to_end(buf).await?;
+        if got < len {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
         if last {
             return Ok(Some(()));
         }
@@ -354,9 +380,10 @@ async fn connection(
     server: Arc<Server>,
     stats: Arc<Stats>,
     blocking: Arc<Semaphore>,
-    inflight: usize,
+    limits: ConnLimits,
     shutdown: CancellationToken,
 ) {
+    let ConnLimits { inflight, idle } = limits;
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(inflight);
     let writer = tokio::spawn(async move {
@@ -374,7 +401,14 @@ async fn connection(
             _ = shutdown.cancelled() => break,
             // The writer gave up: calls read from now on could not be answered.
             _ = tx.closed() => break,
-            r = read_record(&mut rd, &mut buf) => r,
+            r = tokio::time::timeout(idle, read_record(&mut rd, &mut buf)) => match r {
+                Ok(r) => r,
+                Err(_) => {
+                    bump(&stats.connections_idle);
+                    tracing::debug!(%peer, "NFS: idle connection closed");
+                    break;
+                }
+            },
         };
         match got {
             Ok(Some(())) => {}

@@ -46,6 +46,27 @@ fn server_with_big_file() -> (Arc<Server>, Vec<u8>) {
     (Arc::new(Server::new(vfs, settings)), fh.0)
 }
 
+/// Runs `server` with `settings` on a loopback port: its address, counters and shutdown.
+async fn serve(
+    server: Arc<Server>,
+    settings: Settings,
+) -> (SocketAddr, Arc<Stats>, CancellationToken) {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let shutdown = CancellationToken::new();
+    let stats = Arc::new(Stats::default());
+    tokio::spawn(run(
+        vec![listener],
+        server,
+        settings,
+        stats.clone(),
+        shutdown.clone(),
+    ));
+    (addr, stats, shutdown)
+}
+
 /// One RPC record holding an NFSv4.0 COMPOUND that reads all of the file `fh`.
 fn read_call(fh: &[u8]) -> Vec<u8> {
     let args = C::new(0)
@@ -66,25 +87,14 @@ fn read_call(fh: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_holds_up_only_its_own_connection() {
     let (server, fh) = server_with_big_file();
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
     let settings = Settings {
         max_connections: 8,
         max_inflight: 4,
         max_blocking: 2,
         status_file: None,
+        idle_timeout: IDLE_TIMEOUT,
     };
-    let shutdown = CancellationToken::new();
-    let stats = Arc::new(Stats::default());
-    tokio::spawn(run(
-        vec![listener],
-        server,
-        settings,
-        stats.clone(),
-        shutdown.clone(),
-    ));
+    let (addr, stats, shutdown) = serve(server, settings).await;
 
     // The stuck client: a small receive window, many reads of a full MAX_IO each, and
     // never a reply read. Its replies fill both sockets' buffers, then its connection's
@@ -132,4 +142,66 @@ async fn a_client_that_stops_reading_holds_up_only_its_own_connection() {
 
 fn call_null() -> Vec<u8> {
     call(rpc::PROC_NULL, 0, &[])
+}
+
+/// A fragment header announcing 1 MiB makes the buffer grow with the bytes that arrive,
+/// not to the announced size before any data is there.
+#[tokio::test]
+async fn record_buffers_grow_as_data_arrives() {
+    let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+    let mark = (1u32 << 20).to_be_bytes();
+    client.write_all(&mark).await.expect("header");
+    client.write_all(&[1; 100]).await.expect("some data");
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(
+        Duration::from_millis(200),
+        read_record(&mut server, &mut buf),
+    )
+    .await;
+    assert!(r.is_err(), "the record is incomplete: still reading");
+    assert_eq!(buf.len(), 100);
+    assert!(
+        buf.capacity() < 64 * 1024,
+        "{} bytes reserved for 100 received",
+        buf.capacity()
+    );
+}
+
+/// A connection that says nothing is closed after the idle timeout; one that keeps
+/// talking is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed() {
+    let (server, _) = server_with_big_file();
+    let settings = Settings {
+        idle_timeout: Duration::from_millis(300),
+        ..Settings::default()
+    };
+    let (addr, stats, shutdown) = serve(server, settings).await;
+    let mut silent = TcpStream::connect(addr).await.expect("connect");
+    let mut talker = TcpStream::connect(addr).await.expect("connect");
+    // Half a record, then nothing: a stalled sender is idle too.
+    silent
+        .write_all(&[0x80, 0, 0, 40, 0, 0])
+        .await
+        .expect("half");
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        talker
+            .write_all(&rpc::record(&call_null()))
+            .await
+            .expect("NULL");
+        let mut reply = Vec::new();
+        read_record(&mut talker, &mut reply)
+            .await
+            .expect("a reply")
+            .expect("not closed");
+    }
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0))),
+        "the silent connection was closed: {closed:?}"
+    );
+    assert_eq!(stats.connections_idle.load(Ordering::Relaxed), 1);
+    shutdown.cancel();
 }

@@ -19,9 +19,15 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_clients: usize,
+    /// Client records of one address: a flood of records from one address takes that
+    /// address's room, never another's (its sessions are bounded by this times
+    /// `max_sessions_per_client`).
+    pub max_clients_per_addr: usize,
     pub max_sessions_per_client: usize,
     /// Open and lock stateids together.
     pub max_states_per_client: usize,
+    /// Open and lock stateids of all the clients of one address.
+    pub max_states_per_addr: usize,
     /// Byte ranges locked per file.
     pub max_locks_per_file: usize,
     /// Slots per session (the client's `ca_maxrequests` is cut to this).
@@ -35,8 +41,10 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_clients: 1024,
+            max_clients_per_addr: 16,
             max_sessions_per_client: 4,
             max_states_per_client: 4096,
+            max_states_per_addr: 8192,
             max_locks_per_file: 1024,
             max_slots: 64,
             max_cached_reply: 64 * 1024,
@@ -249,15 +257,60 @@ impl State {
         }
     }
 
-    fn states_of(&self, client: u64) -> usize {
-        self.states
-            .values()
-            .filter(|s| s.client() == client)
-            .count()
+    /// Whether `client` may hold one more open or lock state: below its own limit and its
+    /// address's.
+    pub fn may_add_state(&self, client: u64) -> bool {
+        let Some(addr) = self.clients.get(&client).map(|c| c.addr) else {
+            return false;
+        };
+        let mut own = 0;
+        let mut at_addr = 0;
+        for s in self.states.values() {
+            let c = s.client();
+            if c == client {
+                own += 1;
+                at_addr += 1;
+            } else if self.clients.get(&c).is_some_and(|c| c.addr == addr) {
+                at_addr += 1;
+            }
+        }
+        own < self.limits.max_states_per_client && at_addr < self.limits.max_states_per_addr
     }
 
-    pub fn may_add_state(&self, client: u64) -> bool {
-        self.states_of(client) < self.limits.max_states_per_client
+    /// Makes room for one more client record from `addr`, or says there is none. An address
+    /// at its own limit, or a full table, first loses an unconfirmed record (of `addr`
+    /// itself, or of the address holding the most records): unconfirmed records cost their
+    /// maker nothing, so they are what a flood consists of.
+    pub fn room_for_client(&mut self, addr: IpAddr) -> bool {
+        let mut per_addr: HashMap<IpAddr, usize> = HashMap::new();
+        for c in self.clients.values() {
+            *per_addr.entry(c.addr).or_default() += 1;
+        }
+        let own = per_addr.get(&addr).copied().unwrap_or(0);
+        let victim_addr = if own >= self.limits.max_clients_per_addr {
+            addr
+        } else if self.clients.len() >= self.limits.max_clients {
+            match per_addr.iter().max_by_key(|(a, n)| (**n, **a == addr)) {
+                Some((a, _)) => *a,
+                None => return false,
+            }
+        } else {
+            return true;
+        };
+        // The oldest unconfirmed record of that address (ids grow with time).
+        let victim = self
+            .clients
+            .values()
+            .filter(|c| c.addr == victim_addr && !c.confirmed)
+            .map(|c| c.id)
+            .min();
+        match victim {
+            Some(id) => {
+                self.remove_client(id);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Finds a stateid, checking its generation: `minor` 1 treats seqid 0 as "current".
@@ -402,6 +455,15 @@ impl State {
             .iter()
             .filter(|(h, _)| fh.is_none_or(|f| f == *h))
             .any(|(_, rs)| rs.iter().any(|r| r.owner == *owner))
+    }
+
+    /// Whether an open of `fh` denies the share access bits `access` (1 read, 2 write) to
+    /// everyone else: for I/O under the special stateids, which belong to no open.
+    pub fn denied(&self, fh: &Handle, access: u32) -> bool {
+        self.states.values().any(|s| match s {
+            Stateful::Open(o) => o.fh == *fh && o.deny & access != 0,
+            Stateful::Lock(_) => false,
+        })
     }
 
     /// Share reservation check for an open of `fh` by `owner`.

@@ -204,6 +204,9 @@ pub enum VfsError {
     BadCookie,
     #[error("not supported")]
     NotSupported,
+    /// SEEK found no data (or hole) at or after the offset.
+    #[error("no such device or address")]
+    NxIo,
     #[error("I/O error: {0}")]
     Io(String),
 }
@@ -234,6 +237,7 @@ impl From<VfsError> for Nfs4Status {
             VfsError::Symlink => Nfs4Status::Symlink,
             VfsError::BadCookie => Nfs4Status::BadCookie,
             VfsError::NotSupported => Nfs4Status::NotSupp,
+            VfsError::NxIo => Nfs4Status::NxIo,
             VfsError::Io(_) => Nfs4Status::Io,
         }
     }
@@ -244,6 +248,12 @@ pub trait Vfs: Send + Sync + 'static {
     /// The caller's pseudo-root (PUTROOTFH, PUTPUBFH): the directory holding what the caller
     /// may mount (`/root` for a node's own root view, `/NAME` for shared exports).
     fn root(&self, caller: &Caller) -> VfsResult<Handle>;
+
+    /// Whether `fh` is a handle this Vfs made, naming an object that `caller` may reach now
+    /// (PUTFH checks every handle a client presents): [`VfsError::BadHandle`] for bytes it
+    /// did not make, [`VfsError::Stale`] for an object that is gone or out of the caller's
+    /// reach (another address's view, an export not open to it).
+    fn check(&self, caller: &Caller, fh: &Handle) -> VfsResult<()>;
 
     fn getattr(&self, caller: &Caller, fh: &Handle) -> VfsResult<Attr>;
 
@@ -321,6 +331,46 @@ pub trait Vfs: Send + Sync + 'static {
     ) -> VfsResult<(Vec<DirEntry>, bool)>;
 
     fn readlink(&self, caller: &Caller, fh: &Handle) -> VfsResult<Vec<u8>>;
+
+    /// Where the next data (`data`) or hole at or after `offset` of regular file `fh` starts,
+    /// and the file's size (SEEK); [`VfsError::NxIo`] when there is none.
+    fn seek(&self, caller: &Caller, fh: &Handle, offset: u64, data: bool) -> VfsResult<(u64, u64)> {
+        let _ = (caller, fh, offset, data);
+        Err(VfsError::NotSupported)
+    }
+
+    /// Reserves (`punch` false: ALLOCATE) or frees (`punch` true: DEALLOCATE, reading back
+    /// as zeros) `length` bytes at `offset` of `fh`.
+    fn allocate(
+        &self,
+        caller: &Caller,
+        fh: &Handle,
+        offset: u64,
+        length: u64,
+        punch: bool,
+    ) -> VfsResult<()> {
+        let _ = (caller, fh, offset, length, punch);
+        Err(VfsError::NotSupported)
+    }
+
+    /// Copies up to `count` bytes from `src` at `src_offset` to `dst` at `dst_offset`
+    /// (COPY); returns how many it copied, which may be fewer; the data is not yet stable.
+    /// With `clone` (CLONE) the bytes share `src`'s blocks instead, all `count` of them, or
+    /// [`VfsError::NotSupported`] where the file system cannot.
+    #[allow(clippy::too_many_arguments)]
+    fn copy(
+        &self,
+        caller: &Caller,
+        src: &Handle,
+        src_offset: u64,
+        dst: &Handle,
+        dst_offset: u64,
+        count: u64,
+        clone: bool,
+    ) -> VfsResult<u64> {
+        let _ = (caller, src, src_offset, dst, dst_offset, count, clone);
+        Err(VfsError::NotSupported)
+    }
 
     fn statfs(&self, caller: &Caller, fh: &Handle) -> VfsResult<FsStat>;
 }

@@ -29,11 +29,14 @@
 //! sealed per scope (see `fs`) with the local key: they are valid on the member that issued
 //! them only; exports do not fail over.
 //!
-//! **Confinement.** A root-view handle names the node it was issued to and is honoured only
-//! for a caller whose address maps to that node now; an export handle names the export and
-//! its path and is honoured only for addresses in its `clients`. Anything else is `Stale`; a
-//! root-view handle that drover did not seal is `BadHandle`. Root is root in root views and
-//! squashed to nobody in exports.
+//! **Confinement.** Every handle is checked on PUTFH (`Vfs::check`) and on every use. A
+//! handle whose MAC does not verify (drover did not seal it, or a byte changed) is
+//! `BadHandle`. A root-view handle names the node it was issued to and is honoured only for
+//! a caller whose address maps to that node now (its reservation, or its current lease); an
+//! export handle names the export and a hash of its path and is honoured only for addresses
+//! in its `clients` or `ro_clients`. Anything else is `Stale`. Root is root in root views;
+//! exports map identities as their record says (root squash by default, gid 0 included; no
+//! squash; all squash; the anonymous ids) and are read-only for `ro_clients`.
 //!
 //! **Replication.** With a [`Replica`] (`with_replica`; `drover serve` in a pool), every
 //! change of a layer object (WRITE, COMMIT, SETATTR, creates, LINK, REMOVE, RENAME) is
@@ -42,7 +45,7 @@
 //!
 //! Not here: the protocol (RPC, COMPOUND, state) and admin input checks (`crate::admin`).
 
-use super::fs::{self, HandleKey, KernelHandle, Tree};
+use super::fs::{self, HandleKey, KernelHandle, Squash, Tree};
 use super::ids::{ImageIds, LayerIds, Loc, ObjId, RootHandle, RootKeys, TAG_IMAGE, TAG_LAYER};
 use super::replica::{self, Capture, Replica};
 use super::vfs::{
@@ -51,7 +54,7 @@ use super::vfs::{
 };
 use crate::image::unpack;
 use crate::image::Blobs;
-use crate::store::model::{BlobId, Export, Image, LeaseState, Node, PersistentPath};
+use crate::store::model::{self, BlobId, Export, Image, LeaseState, Node, PersistentPath};
 use crate::store::{SharedView, Store, View};
 use std::collections::HashMap;
 use std::io;
@@ -66,8 +69,14 @@ pub const ROOT_NAME: &str = "root";
 
 const TAG_PSEUDO: u8 = b'P';
 const TAG_EXPORT: u8 = b'E';
-/// Tag byte plus an 8-byte scope id.
+/// Tag byte plus the export's 8-byte id.
 const PREFIX: usize = 9;
+/// An export handle's prefix: [`PREFIX`] plus 8 bytes of the hash of the export's scope
+/// (name and path), so that a handle outlives no change of the export's path.
+const EXPORT_PREFIX: usize = PREFIX + 8;
+/// What export handles' MACs are bound to: the same for every export, so that a handle this
+/// member did not seal is told apart (BadHandle) from one of a changed export (Stale).
+const EXPORT_MAC_SCOPE: &[u8] = b"drover export handle";
 
 fn id8(s: &str) -> [u8; 8] {
     let h = blake3::hash(s.as_bytes());
@@ -266,7 +275,7 @@ impl Views {
         };
         for blob in blobs {
             let root = self.unpacked(&blob)?;
-            self.image_ids(&blob, &Tree::open(&root, false, false)?, false)?;
+            self.image_ids(&blob, &Tree::open(&root, false, Squash::None)?, false)?;
         }
         Ok(())
     }
@@ -412,9 +421,9 @@ impl Views {
         }
         let id = id8(&node.name);
         let fsid = (u64::from_le_bytes(id), 0x726f_6f74);
-        let mut image_tree = Tree::open(&image_root, false, false)?;
+        let mut image_tree = Tree::open(&image_root, false, Squash::None)?;
         image_tree.fsid = fsid;
-        let mut layer = Tree::open(&layer_root, true, false)?;
+        let mut layer = Tree::open(&layer_root, true, Squash::None)?;
         layer.fsid = fsid;
         let image_ids = self.image_ids(blob, &image_tree, changed)?;
         for parts in &kept {
@@ -465,10 +474,11 @@ impl Views {
                     continue;
                 }
             }
-            match Tree::open(Path::new(&e.path), e.rw, true) {
+            match Tree::open(Path::new(&e.path), e.rw, export_squash(&e)) {
                 Ok(mut tree) => {
                     let id = id8(&e.name);
                     tree.fsid = (u64::from_le_bytes(id), 0x6578_7074);
+                    tree.read_only_clients = e.ro_clients.clone();
                     let mut scope = b"export\0".to_vec();
                     scope.extend_from_slice(e.name.as_bytes());
                     scope.push(0);
@@ -491,7 +501,7 @@ impl Views {
     fn seal(&self, t: &Target) -> VfsResult<Handle> {
         match t {
             Target::Pseudo => Ok(Handle(vec![TAG_PSEUDO])),
-            Target::Export(e, k) => self.key.seal(&e.scope, &prefix(TAG_EXPORT, e.id), k),
+            Target::Export(e, k) => self.key.seal(EXPORT_MAC_SCOPE, &export_prefix(e), k),
             Target::Image(r, l) => Ok(self.root_keys.seal(&RootHandle {
                 node: r.id,
                 blob: Some(r.blob8),
@@ -541,30 +551,33 @@ impl Views {
         if tag == TAG_IMAGE || tag == TAG_LAYER {
             return self.resolve_root(caller, h);
         }
-        if b.len() < PREFIX {
+        if tag != TAG_EXPORT || b.len() < PREFIX {
             return Err(VfsError::BadHandle);
         }
         let id: [u8; 8] = b[1..PREFIX].try_into().map_err(|_| VfsError::BadHandle)?;
+        // Sealed by this member (the MAC does not depend on the export's current state), or
+        // it is no handle of ours: BadHandle before anything else is looked at.
+        let sealed = self.key.unseal(EXPORT_MAC_SCOPE, h, EXPORT_PREFIX);
         let view = self.view.snapshot();
         let mut inner = self.lock();
-        // A handle that does not verify in the caller's current scope is stale for it: it
-        // may have been valid before the export changed.
-        let unseal = |scope: &[u8]| {
-            self.key
-                .unseal(scope, h, PREFIX)
-                .map_err(|_| VfsError::Stale)
-        };
-        match tag {
-            TAG_EXPORT => {
-                let e = self
-                    .exports_for(&view, &mut inner, caller.addr)
-                    .into_iter()
-                    .find(|e| e.id == id)
-                    .ok_or(VfsError::Stale)?;
-                let k = unseal(&e.scope)?;
+        // Only the exports open to the caller's address: any other is stale for it, whatever
+        // handle it presents.
+        let e = self
+            .exports_for(&view, &mut inner, caller.addr)
+            .into_iter()
+            .find(|e| e.id == id);
+        match (sealed, e) {
+            (Ok(k), Some(e)) if b[PREFIX..EXPORT_PREFIX] == scope8(&e.scope) => {
                 Ok(Target::Export(e, k))
             }
-            _ => Err(VfsError::BadHandle),
+            (Ok(_), _) => Err(VfsError::Stale),
+            // Handles minted before the export MAC left the scope out ([tag, id, kernel handle,
+            // MAC over the scope]) stay valid while their export is unchanged.
+            (Err(_), Some(e)) => match self.key.unseal(&e.scope, h, PREFIX) {
+                Ok(k) => Ok(Target::Export(e, k)),
+                Err(_) => Err(VfsError::BadHandle),
+            },
+            (Err(_), None) => Err(VfsError::BadHandle),
         }
     }
 
@@ -664,6 +677,18 @@ impl RootView {
     }
 }
 
+/// The tree and kernel handle of an export file, for the NFSv4.2 changes that `replica`
+/// cannot describe (ALLOCATE, DEALLOCATE, COPY, CLONE): a node's layer answers NOTSUPP, so
+/// its client falls back to WRITE, which is shipped; the image is read-only.
+fn unreplicated(t: &Target) -> VfsResult<(&Tree, &KernelHandle)> {
+    match t {
+        Target::Export(e, k) => Ok((&e.tree, k)),
+        Target::Layer(..) => Err(VfsError::NotSupported),
+        Target::Image(..) => Err(VfsError::ReadOnly),
+        Target::Pseudo => Err(VfsError::IsDir),
+    }
+}
+
 /// `a` with the member-independent fileid of a root-view target (other targets keep the
 /// inode number).
 fn with_fileid(t: &Target, mut a: Attr) -> Attr {
@@ -673,10 +698,28 @@ fn with_fileid(t: &Target, mut a: Attr) -> Attr {
     a
 }
 
-fn prefix(tag: u8, id: [u8; 8]) -> [u8; PREFIX] {
-    let mut p = [0u8; PREFIX];
-    p[0] = tag;
-    p[1..].copy_from_slice(&id);
+/// The identity mapping of an export's tree.
+fn export_squash(e: &Export) -> Squash {
+    let (uid, gid) = (e.anon_uid, e.anon_gid);
+    match e.squash {
+        model::Squash::Root => Squash::Root { uid, gid },
+        model::Squash::None => Squash::None,
+        model::Squash::All => Squash::All { uid, gid },
+    }
+}
+
+/// The first 8 bytes of the hash of an export's scope.
+fn scope8(scope: &[u8]) -> [u8; 8] {
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&blake3::hash(scope).as_bytes()[..8]);
+    out
+}
+
+fn export_prefix(e: &ExportTree) -> [u8; EXPORT_PREFIX] {
+    let mut p = [0u8; EXPORT_PREFIX];
+    p[0] = TAG_EXPORT;
+    p[1..PREFIX].copy_from_slice(&e.id);
+    p[PREFIX..].copy_from_slice(&scope8(&e.scope));
     p
 }
 
@@ -775,6 +818,10 @@ fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
 impl Vfs for Views {
     fn root(&self, _caller: &Caller) -> VfsResult<Handle> {
         self.seal(&Target::Pseudo)
+    }
+
+    fn check(&self, caller: &Caller, fh: &Handle) -> VfsResult<()> {
+        self.resolve(caller, fh).map(|_| ())
     }
 
     fn getattr(&self, caller: &Caller, fh: &Handle) -> VfsResult<Attr> {
@@ -1043,6 +1090,45 @@ impl Vfs for Views {
         let t = self.resolve(caller, fh)?;
         let (tree, k) = t.file().map_err(|_| VfsError::Inval)?;
         tree.readlink(k)
+    }
+
+    fn seek(&self, caller: &Caller, fh: &Handle, offset: u64, data: bool) -> VfsResult<(u64, u64)> {
+        let t = self.resolve(caller, fh)?;
+        let (tree, k) = t.file().map_err(|_| VfsError::IsDir)?;
+        tree.seek(&tree.cred(caller), k, offset, data)
+    }
+
+    fn allocate(
+        &self,
+        caller: &Caller,
+        fh: &Handle,
+        offset: u64,
+        length: u64,
+        punch: bool,
+    ) -> VfsResult<()> {
+        let t = self.resolve(caller, fh)?;
+        let (tree, k) = unreplicated(&t)?;
+        tree.allocate(&tree.cred(caller), k, offset, length, punch)
+    }
+
+    fn copy(
+        &self,
+        caller: &Caller,
+        src: &Handle,
+        src_offset: u64,
+        dst: &Handle,
+        dst_offset: u64,
+        count: u64,
+        clone: bool,
+    ) -> VfsResult<u64> {
+        let (a, b) = (self.resolve(caller, src)?, self.resolve(caller, dst)?);
+        let ((tree, ka), (_, kb)) = (unreplicated(&a)?, unreplicated(&b)?);
+        // Between exports the client copies through READ and WRITE itself.
+        if !a.same_tree(&b) {
+            return Err(VfsError::NotSupported);
+        }
+        let cred = tree.cred(caller);
+        tree.copy(&cred, ka, src_offset, kb, dst_offset, count, clone)
     }
 
     fn statfs(&self, caller: &Caller, fh: &Handle) -> VfsResult<FsStat> {

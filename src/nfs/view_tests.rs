@@ -292,17 +292,14 @@ fn exports_by_client_address() {
     let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
     let exports = [
         Export {
-            name: "home".into(),
-            path: home.to_string_lossy().into_owned(),
-            clients: vec![net("198.18.0.0/24")],
             rw: true,
+            ..Export::new("home", &home.to_string_lossy(), vec![net("198.18.0.0/24")])
         },
-        Export {
-            name: "apps".into(),
-            path: apps.to_string_lossy().into_owned(),
-            clients: vec![net("198.18.0.11/32"), net("10.0.0.0/8")],
-            rw: false,
-        },
+        Export::new(
+            "apps",
+            &apps.to_string_lossy(),
+            vec![net("198.18.0.11/32"), net("10.0.0.0/8")],
+        ),
     ];
     f.store
         .write(|w| {
@@ -580,3 +577,199 @@ fn layer_changes_reach_the_replica() {
 
 #[path = "view_ids_tests.rs"]
 mod ids;
+
+/// An export with `options` applied, the only one in the store, and the views over it.
+fn one_export(tag: &str, options: impl FnOnce(&mut Export)) -> (Fixture, Views, PathBuf) {
+    let f = fixture(tag);
+    let dir = f.state.join("shared");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let net = |s: &str| s.parse::<Ipv4Net>().unwrap();
+    let mut e = Export {
+        rw: true,
+        ..Export::new("shared", &dir.to_string_lossy(), vec![net("198.18.0.0/24")])
+    };
+    options(&mut e);
+    f.store.write(|w| w.put(&e)).unwrap();
+    let v = Views::open(f.store.clone(), &f.state).unwrap();
+    (f, v, dir)
+}
+
+/// Every byte of a handle is covered by its MAC: one flipped anywhere is BadHandle, not
+/// Stale and not another object. A good handle from an address outside the export is
+/// Stale, on the check PUTFH makes and on READ.
+#[test]
+fn forged_and_replayed_export_handles() {
+    let (_f, v, dir) = one_export("views-forged", |_| {});
+    std::fs::write(dir.join("f"), b"data").unwrap();
+    let inside = caller(11, 1000);
+    let p = v.root(&inside).unwrap();
+    let e = v.lookup(&inside, &p, b"shared").unwrap();
+    let fh = v.lookup(&inside, &e, b"f").unwrap();
+    v.check(&inside, &fh).unwrap();
+    for i in 0..fh.0.len() {
+        for flip in [0x01, 0x80, 0xff] {
+            let mut bad = fh.clone();
+            bad.0[i] ^= flip;
+            assert_eq!(
+                v.check(&inside, &bad),
+                Err(VfsError::BadHandle),
+                "byte {i} ^ {flip:#x}"
+            );
+            assert_eq!(v.read(&inside, &bad, 0, 4), Err(VfsError::BadHandle));
+        }
+    }
+    for short in [0, 1, 9, fh.0.len() - 1] {
+        let bad = Handle(fh.0[..short].to_vec());
+        assert_eq!(
+            v.check(&inside, &bad),
+            Err(VfsError::BadHandle),
+            "{short} bytes"
+        );
+    }
+    let outside = Caller {
+        addr: IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9)),
+        ..inside.clone()
+    };
+    assert_eq!(v.check(&outside, &fh), Err(VfsError::Stale));
+    assert_eq!(v.read(&outside, &fh, 0, 4), Err(VfsError::Stale));
+    assert_eq!(v.read(&inside, &fh, 0, 4).unwrap().0, b"data");
+}
+
+/// Handles minted before export handles carried the scope hash ([tag, id, kernel handle,
+/// MAC over the scope]) keep working while their export is unchanged.
+#[test]
+fn export_handles_of_the_earlier_format_stay_valid() {
+    let (_f, v, dir) = one_export("views-oldfh", |_| {});
+    std::fs::write(dir.join("f"), b"old").unwrap();
+    let c = caller(11, 1000);
+    let p = v.root(&c).unwrap();
+    let e = v.lookup(&c, &p, b"shared").unwrap();
+    let fh = v.lookup(&c, &e, b"f").unwrap();
+    let view = v.view.snapshot();
+    let mut inner = v.lock();
+    let t = v.exports_for(&view, &mut inner, c.addr).pop().unwrap();
+    drop(inner);
+    let kh = v.key.unseal(EXPORT_MAC_SCOPE, &fh, EXPORT_PREFIX).unwrap();
+    let mut old_prefix = [0u8; PREFIX];
+    old_prefix[0] = TAG_EXPORT;
+    old_prefix[1..].copy_from_slice(&t.id);
+    let old = v.key.seal(&t.scope, &old_prefix, &kh).unwrap();
+    assert_eq!(v.read(&c, &old, 0, 3).unwrap().0, b"old");
+    let mut bad = old.clone();
+    bad.0[PREFIX] ^= 1;
+    assert_eq!(v.check(&c, &bad), Err(VfsError::BadHandle));
+}
+
+fn with_groups(c: &Caller, gid: u32, gids: &[u32]) -> Caller {
+    Caller {
+        gid,
+        gids: gids.to_vec(),
+        ..c.clone()
+    }
+}
+
+/// Root squash maps uid 0 and gid 0, also as a supplementary group (a non-root uid with gid
+/// 0 does not read a 0640 root:root file); `--no-root-squash` keeps root; `--all-squash`
+/// maps everyone to the anonymous ids; read-only networks inside a read-write export.
+#[test]
+fn export_identity_mapping_and_read_only_networks() {
+    use crate::store::model::Squash as S;
+    let secret = |dir: &Path| {
+        let f = dir.join("secret");
+        std::fs::write(&f, b"s").unwrap();
+        std::os::unix::fs::chown(&f, Some(0), Some(0)).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
+    };
+    let dir_of = |v: &Views, c: &Caller| {
+        let p = v.root(c).unwrap();
+        v.lookup(c, &p, b"shared").unwrap()
+    };
+    let file = |v: &Views, c: &Caller, name: &str| {
+        let e = dir_of(v, c);
+        (e.clone(), v.lookup(c, &e, name.as_bytes()).unwrap())
+    };
+
+    // Root squash (the default).
+    let (_f, v, dir) = one_export("views-squash-root", |_| {});
+    secret(&dir);
+    let user = caller(11, 1000);
+    let (_, fh) = file(&v, &user, "secret");
+    for c in [
+        with_groups(&user, 0, &[]),
+        with_groups(&user, 1000, &[0]),
+        caller(11, 0),
+    ] {
+        assert_eq!(v.read(&c, &fh, 0, 1), Err(VfsError::Access), "{c:?}");
+    }
+    let (e, _) = file(&v, &caller(11, 0), "secret");
+    let (_, a) = v
+        .create(
+            &caller(11, 0),
+            &e,
+            b"byroot",
+            &NewObject::Directory,
+            &SetAttr::default(),
+        )
+        .unwrap();
+    assert_eq!((a.uid, a.gid), (65534, 65534));
+
+    // No root squash: root reads and owns what it makes.
+    let (_f, v, dir) = one_export("views-squash-none", |e| e.squash = S::None);
+    secret(&dir);
+    let root = caller(11, 0);
+    let (e, fh) = file(&v, &root, "secret");
+    assert_eq!(v.read(&root, &fh, 0, 1).unwrap().0, b"s");
+    let (_, a) = v
+        .create(&root, &e, b"r", &NewObject::Directory, &SetAttr::default())
+        .unwrap();
+    assert_eq!((a.uid, a.gid), (0, 0));
+
+    // All squash with anonymous ids.
+    let (_f, v, _dir) = one_export("views-squash-all", |e| {
+        e.squash = S::All;
+        e.anon_uid = 4000;
+        e.anon_gid = 4001;
+    });
+    let e = dir_of(&v, &caller(11, 1000));
+    let (_, a) = v
+        .create(
+            &caller(11, 1000),
+            &e,
+            b"a",
+            &NewObject::Directory,
+            &SetAttr::default(),
+        )
+        .unwrap();
+    assert_eq!((a.uid, a.gid), (4000, 4001));
+
+    // A read-only network inside the read-write one, and one outside it.
+    let (_f, v, _dir) = one_export("views-ro-net", |e| {
+        e.ro_clients = vec![
+            "198.18.0.128/25".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
+    });
+    let rw = caller(11, 1000);
+    let ro = caller(200, 1000);
+    let far = Caller {
+        addr: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
+        ..rw.clone()
+    };
+    let e = dir_of(&v, &rw);
+    v.create(&rw, &e, b"w", &NewObject::Directory, &SetAttr::default())
+        .unwrap();
+    for c in [&ro, &far] {
+        let e = dir_of(&v, c);
+        assert_eq!(
+            v.create(c, &e, b"no", &NewObject::Directory, &SetAttr::default()),
+            Err(VfsError::ReadOnly),
+            "{c:?}"
+        );
+        assert_eq!(
+            v.access(c, &e, 0x3f).unwrap() & 0x0c,
+            0,
+            "no MODIFY/EXTEND for {c:?}"
+        );
+    }
+}

@@ -91,6 +91,24 @@ pub mod opnum {
     pub const WANT_DELEGATION: u32 = 56;
     pub const DESTROY_CLIENTID: u32 = 57;
     pub const RECLAIM_COMPLETE: u32 = 58;
+    // NFSv4.2 (RFC 7862), and the extended attribute operations (RFC 8276).
+    pub const ALLOCATE: u32 = 59;
+    pub const COPY: u32 = 60;
+    pub const COPY_NOTIFY: u32 = 61;
+    pub const DEALLOCATE: u32 = 62;
+    pub const IO_ADVISE: u32 = 63;
+    pub const LAYOUTERROR: u32 = 64;
+    pub const LAYOUTSTATS: u32 = 65;
+    pub const OFFLOAD_CANCEL: u32 = 66;
+    pub const OFFLOAD_STATUS: u32 = 67;
+    pub const READ_PLUS: u32 = 68;
+    pub const SEEK: u32 = 69;
+    pub const WRITE_SAME: u32 = 70;
+    pub const CLONE: u32 = 71;
+    pub const GETXATTR: u32 = 72;
+    pub const SETXATTR: u32 = 73;
+    pub const LISTXATTRS: u32 = 74;
+    pub const REMOVEXATTR: u32 = 75;
     pub const ILLEGAL: u32 = 10044;
 }
 
@@ -748,6 +766,35 @@ pub enum Op {
     TestStateId(Vec<StateId>),
     DestroyClientId(u64),
     ReclaimComplete(bool),
+    /// 4.2: ALLOCATE (`punch` false) and DEALLOCATE (`punch` true) of a byte range.
+    Allocate {
+        stateid: StateId,
+        offset: u64,
+        length: u64,
+        punch: bool,
+    },
+    /// 4.2: intra-server COPY from the saved filehandle to the current one; CLONE (`clone`)
+    /// shares the source's blocks instead.
+    Copy {
+        src: StateId,
+        dst: StateId,
+        src_offset: u64,
+        dst_offset: u64,
+        count: u64,
+        clone: bool,
+    },
+    /// 4.2: READ_PLUS.
+    ReadPlus {
+        stateid: StateId,
+        offset: u64,
+        count: u32,
+    },
+    /// 4.2: SEEK to the next data (`data`) or hole.
+    Seek {
+        stateid: StateId,
+        offset: u64,
+        data: bool,
+    },
     /// A known operation this server does not implement (pNFS, delegations, SSV ...).
     NotSupported(u32),
     /// An operation number that does not exist in the minor version.
@@ -808,6 +855,12 @@ impl Op {
             Op::TestStateId(_) => TEST_STATEID,
             Op::DestroyClientId(_) => DESTROY_CLIENTID,
             Op::ReclaimComplete(_) => RECLAIM_COMPLETE,
+            Op::Allocate { punch: false, .. } => ALLOCATE,
+            Op::Allocate { punch: true, .. } => DEALLOCATE,
+            Op::Copy { clone: false, .. } => COPY,
+            Op::Copy { clone: true, .. } => CLONE,
+            Op::ReadPlus { .. } => READ_PLUS,
+            Op::Seek { .. } => SEEK,
             Op::NotSupported(n) | Op::Bad(n) => *n,
             Op::Illegal => ILLEGAL,
         }
@@ -1154,9 +1207,78 @@ fn decode_op(r: &mut Reader, num: u32, minor: u32) -> XdrResult<Op> {
         {
             Op::NotSupported(num)
         }
+        ALLOCATE | DEALLOCATE if minor >= 2 => Op::Allocate {
+            stateid: StateId::decode(r)?,
+            offset: r.u64()?,
+            length: r.u64()?,
+            punch: num == DEALLOCATE,
+        },
+        COPY if minor >= 2 => {
+            let (src, dst) = (StateId::decode(r)?, StateId::decode(r)?);
+            let (src_offset, dst_offset, count) = (r.u64()?, r.u64()?, r.u64()?);
+            let (_consecutive, _synchronous) = (r.bool()?, r.bool()?);
+            // Source servers (netloc4): only an intra-server copy (none) is supported.
+            let n = r.count(16, 8)?;
+            for _ in 0..n {
+                match r.u32()? {
+                    1 | 2 => {
+                        r.opaque(MAX_NAME)?;
+                    }
+                    3 => {
+                        r.opaque(MAX_NAME)?;
+                        r.opaque(MAX_NAME)?;
+                    }
+                    _ => return Err(XdrError::BadValue),
+                }
+            }
+            if n > 0 {
+                return Ok(Op::NotSupported(num));
+            }
+            Op::Copy {
+                src,
+                dst,
+                src_offset,
+                dst_offset,
+                count,
+                clone: false,
+            }
+        }
+        CLONE if minor >= 2 => Op::Copy {
+            src: StateId::decode(r)?,
+            dst: StateId::decode(r)?,
+            src_offset: r.u64()?,
+            dst_offset: r.u64()?,
+            count: r.u64()?,
+            clone: true,
+        },
+        READ_PLUS if minor >= 2 => Op::ReadPlus {
+            stateid: StateId::decode(r)?,
+            offset: r.u64()?,
+            count: r.u32()?,
+        },
+        SEEK if minor >= 2 => Op::Seek {
+            stateid: StateId::decode(r)?,
+            offset: r.u64()?,
+            data: match r.u32()? {
+                0 => true,
+                1 => false,
+                _ => return Err(XdrError::BadValue),
+            },
+        },
+        // 4.2 operations without an implementation (asynchronous and inter-server copies,
+        // I/O hints, pNFS statistics, WRITE_SAME, extended attributes): NOTSUPP, as above.
+        COPY_NOTIFY | IO_ADVISE | LAYOUTERROR | LAYOUTSTATS | OFFLOAD_CANCEL | OFFLOAD_STATUS
+        | WRITE_SAME | GETXATTR | SETXATTR | LISTXATTRS | REMOVEXATTR
+            if minor >= 2 =>
+        {
+            Op::NotSupported(num)
+        }
         _ => Op::Illegal,
     })
 }
+
+/// The highest NFSv4 minor version served (4.2, RFC 7862).
+pub const MAX_MINOR: u32 = 2;
 
 /// Decodes COMPOUND arguments, keeping at most `max_ops` operations.
 pub fn decode_compound(args: &[u8], max_ops: usize) -> Result<Compound, Garbage> {
@@ -1170,7 +1292,7 @@ pub fn decode_compound(args: &[u8], max_ops: usize) -> Result<Compound, Garbage>
         ops: Vec::new(),
         too_many: n > max_ops,
     };
-    if minor > 1 {
+    if minor > MAX_MINOR {
         return Ok(c);
     }
     for _ in 0..n.min(max_ops.max(1)) {
@@ -1302,6 +1424,23 @@ pub enum Res {
         flags: u32,
     },
     TestStateId(Vec<Nfs4Status>),
+    /// SEEK4resok.
+    Seek {
+        eof: bool,
+        offset: u64,
+    },
+    /// READ_PLUS4resok with the data as one `NFS4_CONTENT_DATA` segment at `offset`.
+    ReadPlus {
+        eof: bool,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// COPY4resok of a synchronous copy (no callback stateid).
+    Copy {
+        count: u64,
+        committed: u32,
+        verifier: [u8; 8],
+    },
 }
 
 /// What follows a failed status in a result (most failures carry nothing).
@@ -1391,6 +1530,33 @@ fn encode_res(w: &mut Writer, res: &Res) {
         Res::Read { eof, data } => {
             w.bool(*eof);
             w.opaque(data);
+        }
+        Res::Seek { eof, offset } => {
+            w.bool(*eof);
+            w.u64(*offset);
+        }
+        Res::ReadPlus { eof, offset, data } => {
+            w.bool(*eof);
+            if data.is_empty() {
+                w.u32(0);
+            } else {
+                w.u32(1);
+                w.u32(0); // NFS4_CONTENT_DATA
+                w.u64(*offset);
+                w.opaque(data);
+            }
+        }
+        Res::Copy {
+            count,
+            committed,
+            verifier,
+        } => {
+            w.u32(0); // wr_callback_id: none, the copy is done
+            w.u64(*count);
+            w.u32(*committed);
+            w.fixed(verifier);
+            w.bool(true); // cr_consecutive
+            w.bool(true); // cr_synchronous
         }
         Res::ReadDir(d) => w.fixed(d),
         Res::Link(l) => w.opaque(l),

@@ -361,7 +361,10 @@ impl fmt::Display for PersistentPath {
 }
 
 /// A directory of drover's host shared over NFSv4 at `/NAME` of the pseudo-root, to the
-/// clients whose address is in one of `clients`.
+/// clients whose address is in one of `clients` or `ro_clients`.
+///
+/// The fields after `rw` came later: records without them load with the defaults (root
+/// squashed to nobody, no read-only networks), which is how those exports were served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Export {
     pub name: String,
@@ -370,11 +373,61 @@ pub struct Export {
     pub clients: Vec<Ipv4Net>,
     /// Clients may write (else the export is read-only).
     pub rw: bool,
+    /// Networks that may mount the export read-only, also where they lie inside `clients`
+    /// of a read-write export (the more specific rule wins, as in `/etc/exports`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ro_clients: Vec<Ipv4Net>,
+    /// Whose AUTH_SYS identities are mapped to `anon_uid`/`anon_gid`.
+    #[serde(default)]
+    pub squash: Squash,
+    #[serde(default = "nobody")]
+    pub anon_uid: u32,
+    #[serde(default = "nobody")]
+    pub anon_gid: u32,
+}
+
+/// Which callers of an export lose their identity (`/etc/exports`' `root_squash`,
+/// `no_root_squash`, `all_squash`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Squash {
+    /// uid 0 and gid 0 (also as a supplementary group) become the anonymous ids.
+    #[default]
+    Root,
+    /// Identities as the clients send them, root included.
+    None,
+    /// Every caller becomes the anonymous uid and gid, without supplementary groups.
+    All,
+}
+
+/// The uid and gid of `nobody`, the anonymous identity by default.
+pub const NOBODY: u32 = 65534;
+
+fn nobody() -> u32 {
+    NOBODY
 }
 
 impl Export {
+    /// A read-only export for `clients` with the default identity mapping (root squashed to
+    /// nobody).
+    pub fn new(name: &str, path: &str, clients: Vec<Ipv4Net>) -> Export {
+        Export {
+            name: name.to_string(),
+            path: path.to_string(),
+            clients,
+            rw: false,
+            ro_clients: Vec::new(),
+            squash: Squash::Root,
+            anon_uid: NOBODY,
+            anon_gid: NOBODY,
+        }
+    }
+
     pub fn allows(&self, ip: Ipv4Addr) -> bool {
-        self.clients.iter().any(|n| n.contains(ip))
+        self.clients
+            .iter()
+            .chain(&self.ro_clients)
+            .any(|n| n.contains(ip))
     }
 }
 

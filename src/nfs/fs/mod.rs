@@ -47,9 +47,11 @@ use super::vfs::{
     access, Attr, Caller, DirEntry, FileType, FsStat, Handle, NewObject, SetAttr, SetTime,
     Stability, Time, Vfs, VfsError, VfsResult, MAX_HANDLE,
 };
+use crate::store::model::Ipv4Net;
 use std::ffi::CStr;
 use std::fs::File;
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -62,6 +64,9 @@ pub const MAX_NAME: usize = 255;
 pub const MAX_SYMLINK: usize = 4095;
 /// The most bytes one READ returns.
 pub const MAX_IO: u32 = 1 << 20;
+/// The most bytes one COPY copies (the client asks again for the rest): a synchronous copy
+/// holds one of the server's blocking workers meanwhile.
+pub const MAX_COPY: u64 = 64 << 20;
 /// Buffer for one getdents call.
 const DIRENT_BUF: usize = 64 * 1024;
 /// Bytes of MAC at the end of every handle.
@@ -69,7 +74,7 @@ pub(crate) const MAC_LEN: usize = 16;
 /// READDIR cookies 0..=2 are reserved by NFSv4; ours are `d_off + COOKIE_BASE`.
 const COOKIE_BASE: u64 = 3;
 /// The uid and gid a squashed root becomes.
-pub const NOBODY: u32 = 65534;
+pub const NOBODY: u32 = crate::store::model::NOBODY;
 
 /// The secret that seals handles (see the module docs).
 #[derive(Clone)]
@@ -200,6 +205,7 @@ pub(crate) fn os_err(e: io::Error) -> VfsError {
         Some(libc::EXDEV) => VfsError::XDev,
         Some(libc::ELOOP) => VfsError::Symlink,
         Some(libc::EOPNOTSUPP) => VfsError::NotSupported,
+        Some(libc::ENXIO) => VfsError::NxIo,
         _ => VfsError::Io(e.to_string()),
     }
 }
@@ -215,12 +221,34 @@ pub(crate) fn check_name(name: &[u8]) -> VfsResult<std::ffi::CString> {
     sys::cstr(name).map_err(|_| VfsError::BadName)
 }
 
-/// AUTH_SYS credentials after squashing.
+/// How a tree maps the callers' AUTH_SYS identities, as `/etc/exports` does
+/// (`root_squash`, `no_root_squash`, `all_squash` with `anonuid`/`anongid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Squash {
+    /// Identities as the client sends them (node root views: a node's root owns its files).
+    None,
+    /// uid 0 becomes `uid`, and gid 0, as primary or supplementary group, becomes `gid`.
+    Root { uid: u32, gid: u32 },
+    /// Every caller becomes `uid`/`gid` without supplementary groups.
+    All { uid: u32, gid: u32 },
+}
+
+impl Squash {
+    /// Root squashed to nobody: the default of shared exports.
+    pub const ROOT_TO_NOBODY: Squash = Squash::Root {
+        uid: NOBODY,
+        gid: NOBODY,
+    };
+}
+
+/// AUTH_SYS credentials after squashing, and whether the caller may change the tree.
 #[derive(Debug, Clone)]
 pub(crate) struct Cred {
     pub uid: u32,
     pub gid: u32,
     pub gids: Vec<u32>,
+    /// The tree is read-only for this caller (the whole tree, or the caller's network).
+    pub read_only: bool,
 }
 
 const R: u32 = 4;
@@ -317,12 +345,14 @@ pub(crate) struct Tree {
     root_id: (u64, u64),
     mount_id: i32,
     pub writable: bool,
-    pub squash_root: bool,
+    pub squash: Squash,
+    /// Callers in these networks may not change the tree even when it is writable.
+    pub read_only_clients: Vec<Ipv4Net>,
     pub fsid: (u64, u64),
 }
 
 impl Tree {
-    pub fn open(path: &Path, writable: bool, squash_root: bool) -> io::Result<Tree> {
+    pub fn open(path: &Path, writable: bool, squash: Squash) -> io::Result<Tree> {
         let c = sys::cstr(path.as_os_str().as_encoded_bytes())?;
         let cwd = sys::cwd();
         // Not O_PATH: open_by_handle_at refuses an O_PATH mount descriptor.
@@ -342,7 +372,8 @@ impl Tree {
             root_id: (st.st_dev, st.st_ino),
             mount_id,
             writable,
-            squash_root,
+            squash,
+            read_only_clients: Vec::new(),
             fsid: (st.st_dev, st.st_ino),
         })
     }
@@ -353,19 +384,28 @@ impl Tree {
             .map_err(os_err)
     }
 
+    /// The caller's credentials in this tree: squashed as the tree says (knfsd's rules: root
+    /// squash maps uid 0 and every gid 0, all squash maps everyone and drops the groups).
     pub fn cred(&self, c: &Caller) -> Cred {
-        if self.squash_root && c.uid == 0 {
-            Cred {
-                uid: NOBODY,
-                gid: NOBODY,
-                gids: Vec::new(),
+        let read_only = !self.writable
+            || match c.addr {
+                IpAddr::V4(ip) => self.read_only_clients.iter().any(|n| n.contains(ip)),
+                IpAddr::V6(_) => false,
+            };
+        let (uid, gid, gids) = match self.squash {
+            Squash::None => (c.uid, c.gid, c.gids.clone()),
+            Squash::Root { uid, gid } => {
+                let g = |x: u32| if x == 0 { gid } else { x };
+                let u = if c.uid == 0 { uid } else { c.uid };
+                (u, g(c.gid), c.gids.iter().map(|&x| g(x)).collect())
             }
-        } else {
-            Cred {
-                uid: c.uid,
-                gid: c.gid,
-                gids: c.gids.clone(),
-            }
+            Squash::All { uid, gid } => (uid, gid, Vec::new()),
+        };
+        Cred {
+            uid,
+            gid,
+            gids,
+            read_only,
         }
     }
 
@@ -436,8 +476,8 @@ impl Tree {
         (st.st_dev, st.st_ino) == self.root_id
     }
 
-    fn need_writable(&self) -> VfsResult<()> {
-        if self.writable {
+    fn need_writable(&self, cred: &Cred) -> VfsResult<()> {
+        if self.writable && !cred.read_only {
             Ok(())
         } else {
             Err(VfsError::ReadOnly)
@@ -495,13 +535,13 @@ impl Tree {
         if cred.may(&o.st, R) {
             got |= access::READ;
         }
-        if self.writable && cred.may(&o.st, W) {
+        if self.writable && !cred.read_only && cred.may(&o.st, W) {
             got |= access::MODIFY | access::EXTEND;
         }
         if o.is_dir() {
             if cred.may(&o.st, X) {
                 got |= access::LOOKUP;
-                if self.writable && cred.may(&o.st, W) {
+                if self.writable && !cred.read_only && cred.may(&o.st, W) {
                     got |= access::DELETE;
                 }
             }
@@ -563,7 +603,7 @@ impl Tree {
         data: &[u8],
         stable: Stability,
     ) -> VfsResult<(u32, Stability)> {
-        self.need_writable()?;
+        self.need_writable(cred)?;
         let o = self.regular(kh)?;
         if !(cred.owns(&o.st) || cred.may(&o.st, W)) {
             return Err(VfsError::Access);
@@ -588,6 +628,101 @@ impl Tree {
             let _ = f.set_permissions(std::fs::Permissions::from_mode(m & 0o1777));
         }
         Ok((data.len() as u32, stable))
+    }
+
+    /// The regular file behind `kh` opened for reading, if the caller may read it (READ's
+    /// rule: owner, read or execute permission).
+    fn open_read(&self, cred: &Cred, kh: &KernelHandle) -> VfsResult<File> {
+        let o = self.regular(kh)?;
+        if !(cred.owns(&o.st) || cred.may(&o.st, R) || cred.may(&o.st, X)) {
+            return Err(VfsError::Access);
+        }
+        self.reopen(kh, libc::O_RDONLY | libc::O_NOCTTY)
+    }
+
+    /// The regular file behind `kh` opened for writing, if the caller may write it.
+    fn open_write(&self, cred: &Cred, kh: &KernelHandle) -> VfsResult<File> {
+        self.need_writable(cred)?;
+        let o = self.regular(kh)?;
+        if !(cred.owns(&o.st) || cred.may(&o.st, W)) {
+            return Err(VfsError::Access);
+        }
+        self.reopen(kh, libc::O_WRONLY | libc::O_NOCTTY)
+    }
+
+    /// SEEK: the next data (`data`) or hole at or after `offset`, and the file's size.
+    pub fn seek(
+        &self,
+        cred: &Cred,
+        kh: &KernelHandle,
+        offset: u64,
+        data: bool,
+    ) -> VfsResult<(u64, u64)> {
+        let f = self.open_read(cred, kh)?;
+        let size = f.metadata().map_err(os_err)?.len();
+        let at = sys::seek(f.as_fd(), offset, data).map_err(os_err)?;
+        Ok((at, size))
+    }
+
+    /// ALLOCATE (`punch` false) or DEALLOCATE (`punch` true, the size kept).
+    pub fn allocate(
+        &self,
+        cred: &Cred,
+        kh: &KernelHandle,
+        offset: u64,
+        length: u64,
+        punch: bool,
+    ) -> VfsResult<()> {
+        let f = self.open_write(cred, kh)?;
+        let mode = if punch {
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
+        } else {
+            0
+        };
+        sys::fallocate(f.as_fd(), mode, offset, length).map_err(os_err)
+    }
+
+    /// COPY within this tree: up to [`MAX_COPY`] of `count` bytes; how many were copied.
+    /// With `clone`, CLONE: all `count` bytes share the source's blocks (reflinks), or
+    /// `NotSupported` where the file system has none.
+    #[allow(clippy::too_many_arguments)]
+    pub fn copy(
+        &self,
+        cred: &Cred,
+        src: &KernelHandle,
+        src_offset: u64,
+        dst: &KernelHandle,
+        dst_offset: u64,
+        count: u64,
+        clone: bool,
+    ) -> VfsResult<u64> {
+        let from = self.open_read(cred, src)?;
+        let to = self.open_write(cred, dst)?;
+        if clone {
+            sys::clone_range(from.as_fd(), src_offset, count, to.as_fd(), dst_offset).map_err(
+                |e| match e.raw_os_error() {
+                    Some(libc::EXDEV) | Some(libc::ENOTTY) => VfsError::NotSupported,
+                    _ => os_err(e),
+                },
+            )?;
+            return Ok(count);
+        }
+        let want = count.min(MAX_COPY);
+        let mut buf = vec![0u8; want.min(u64::from(MAX_IO)) as usize];
+        let mut done = 0u64;
+        while done < want {
+            let n = buf.len().min((want - done) as usize);
+            let got = match from.read_at(&mut buf[..n], src_offset + done) {
+                Ok(0) => break,
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(os_err(e)),
+            };
+            to.write_all_at(&buf[..got], dst_offset + done)
+                .map_err(os_err)?;
+            done += got as u64;
+        }
+        Ok(done)
     }
 
     pub fn commit(&self, kh: &KernelHandle) -> VfsResult<()> {
@@ -615,7 +750,7 @@ impl Tree {
         if *set == SetAttr::default() {
             return Ok(());
         }
-        self.need_writable()?;
+        self.need_writable(cred)?;
         let st = &o.st;
         let is_link = o.kind() == FileType::Symlink;
         if let Some(size) = set.size {
@@ -690,7 +825,7 @@ impl Tree {
 
     /// Checks that the caller may add or remove entries of `dir`.
     fn modify_dir(&self, cred: &Cred, dir: &Obj) -> VfsResult<()> {
-        self.need_writable()?;
+        self.need_writable(cred)?;
         if !dir.is_dir() {
             return Err(VfsError::NotDir);
         }
@@ -985,7 +1120,7 @@ impl DirVfs {
     /// Root is not squashed: see [`DirVfs::squash_root`].
     pub fn new(root: PathBuf, writable: bool, key: HandleKey) -> io::Result<DirVfs> {
         let root = std::fs::canonicalize(&root)?;
-        let tree = Tree::open(&root, writable, false)?;
+        let tree = Tree::open(&root, writable, Squash::None)?;
         Ok(DirVfs {
             tree,
             key,
@@ -996,7 +1131,7 @@ impl DirVfs {
 
     /// Maps uid 0 to nobody (65534) from now on.
     pub fn squash_root(mut self) -> DirVfs {
-        self.tree.squash_root = true;
+        self.tree.squash = Squash::ROOT_TO_NOBODY;
         self
     }
 
@@ -1015,6 +1150,44 @@ impl DirVfs {
 impl Vfs for DirVfs {
     fn root(&self, _caller: &Caller) -> VfsResult<Handle> {
         self.seal(&self.tree.root_handle()?)
+    }
+
+    fn check(&self, _caller: &Caller, fh: &Handle) -> VfsResult<()> {
+        self.tree.obj(&self.unseal(fh)?).map(|_| ())
+    }
+
+    fn seek(&self, caller: &Caller, fh: &Handle, offset: u64, data: bool) -> VfsResult<(u64, u64)> {
+        self.tree
+            .seek(&self.tree.cred(caller), &self.unseal(fh)?, offset, data)
+    }
+
+    fn allocate(
+        &self,
+        caller: &Caller,
+        fh: &Handle,
+        offset: u64,
+        length: u64,
+        punch: bool,
+    ) -> VfsResult<()> {
+        let cred = self.tree.cred(caller);
+        self.tree
+            .allocate(&cred, &self.unseal(fh)?, offset, length, punch)
+    }
+
+    fn copy(
+        &self,
+        caller: &Caller,
+        src: &Handle,
+        src_offset: u64,
+        dst: &Handle,
+        dst_offset: u64,
+        count: u64,
+        clone: bool,
+    ) -> VfsResult<u64> {
+        let (s, d) = (self.unseal(src)?, self.unseal(dst)?);
+        let cred = self.tree.cred(caller);
+        self.tree
+            .copy(&cred, &s, src_offset, &d, dst_offset, count, clone)
     }
 
     fn getattr(&self, _caller: &Caller, fh: &Handle) -> VfsResult<Attr> {

@@ -1,6 +1,7 @@
 //! The system calls behind [`super::DirVfs`]: the `*at` family on file descriptors, Linux
 //! file handles (`name_to_handle_at`, `open_by_handle_at`), `openat2` confined below a
-//! directory, and extended attributes.
+//! directory, extended attributes, and NFSv4.2's file calls (`lseek` to data or holes,
+//! `fallocate`, the `FICLONERANGE` ioctl).
 //!
 //! Why `unsafe` here: std has no `*at` calls and no file handles, and the crates that wrap
 //! the former lack the latter, so each call is one checked `libc` call behind a safe
@@ -16,6 +17,55 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// Linux's `MAX_HANDLE_SZ`: the largest file handle the kernel makes.
 pub const MAX_KERNEL_HANDLE: usize = 128;
+
+/// `lseek(fd, offset, SEEK_DATA or SEEK_HOLE)`: where the next data (`data`) or hole at or
+/// after `offset` starts (ENXIO: none).
+pub fn seek(fd: BorrowedFd, offset: u64, data: bool) -> io::Result<u64> {
+    let whence = if data {
+        libc::SEEK_DATA
+    } else {
+        libc::SEEK_HOLE
+    };
+    let off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::ENXIO))?;
+    // SAFETY: lseek takes plain integers; `fd` is a valid descriptor for the call.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), off, whence) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as u64)
+}
+
+/// `fallocate(fd, mode, offset, length)`.
+pub fn fallocate(fd: BorrowedFd, mode: i32, offset: u64, length: u64) -> io::Result<()> {
+    let einval = || io::Error::from_raw_os_error(libc::EINVAL);
+    let off = libc::off_t::try_from(offset).map_err(|_| einval())?;
+    let len = libc::off_t::try_from(length).map_err(|_| einval())?;
+    // SAFETY: fallocate takes plain integers; `fd` is a valid descriptor for the call.
+    check(unsafe { libc::fallocate(fd.as_raw_fd(), mode, off, len) })?;
+    Ok(())
+}
+
+/// The `FICLONERANGE` ioctl: `length` bytes of `dst` at `dst_offset` share the blocks of
+/// `src` at `src_offset` (EOPNOTSUPP, EXDEV or EINVAL where the file system cannot).
+pub fn clone_range(
+    src: BorrowedFd,
+    src_offset: u64,
+    length: u64,
+    dst: BorrowedFd,
+    dst_offset: u64,
+) -> io::Result<()> {
+    let arg = libc::file_clone_range {
+        src_fd: i64::from(src.as_raw_fd()),
+        src_offset,
+        src_length: length,
+        dest_offset: dst_offset,
+    };
+    // SAFETY: `arg` is a properly initialised file_clone_range that outlives the call, which
+    // only reads it; both descriptors are valid for the call.
+    check(unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONERANGE, &arg) })?;
+    Ok(())
+}
 
 /// A kernel file handle: the file system's own name for an inode, valid across reboots and
 /// restarts while the inode lives.

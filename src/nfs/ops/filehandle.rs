@@ -1,8 +1,9 @@
 //! Filehandle operations: setting, saving and restoring the current filehandle, and moving it
 //! by name (LOOKUP, LOOKUPP); SECINFO and SECINFO_NO_NAME, which consume it.
 //!
-//! Handles are the Vfs's opaque bytes; PUTFH accepts any non-empty one and the Vfs says
-//! STALE or BADHANDLE when it is used. Not here: which handles a caller may see (the Vfs).
+//! Handles are the Vfs's opaque bytes; PUTFH has the Vfs check each one for the caller
+//! (BADHANDLE for one it did not make, STALE for one out of the caller's reach), and every
+//! later use checks again. Not here: which handles a caller may see (the Vfs).
 
 use super::{check_name, Ctx};
 use crate::nfs::status::Nfs4Status;
@@ -18,6 +19,7 @@ pub(super) fn put(cx: &mut Ctx, h: &Handle) -> Result<Res, Nfs4Status> {
     if h.0.is_empty() {
         return Err(Nfs4Status::BadHandle);
     }
+    cx.vfs.check(cx.caller, h)?;
     cx.cfh = Some(h.clone());
     Ok(Res::Empty)
 }

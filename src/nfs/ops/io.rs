@@ -1,10 +1,14 @@
 //! I/O operations: READ, WRITE and COMMIT, and the stateid check they (and SETATTR of the
-//! size) make.
+//! size) make; NFSv4.2's READ_PLUS (the data as one data segment: holes are not reported),
+//! SEEK, ALLOCATE and DEALLOCATE, and the synchronous intra-server COPY and CLONE from the
+//! saved filehandle to the current one. What the file system cannot do (CLONE without
+//! reflinks, these operations on a node's replicated layer) is the Vfs's NOTSUPP.
 //!
 //! READ is cut to the reply size the client takes; WRITE passes the stability the client
 //! asked for to the Vfs, which answers only once it holds (a DATA_SYNC or FILE_SYNC write is
-//! durable, a node layer's change replicated, before the reply). Not here: byte-range lock
-//! checks (locks are advisory: READ and WRITE ignore them, as Linux's server does).
+//! durable, a node layer's change replicated, before the reply). READ and WRITE without an
+//! open (the special stateids) meet the opens' deny modes (NFS4ERR_LOCKED). Not here:
+//! byte-range lock checks (locks are advisory: READ and WRITE ignore them, as Linux's server does).
 
 use super::Ctx;
 use crate::nfs::state::Stateful;
@@ -21,6 +25,12 @@ pub(super) fn check_stateid(
 ) -> Result<(), Nfs4Status> {
     let id = cx.stateid(id)?;
     if id == StateId::ANONYMOUS || id == StateId::BYPASS {
+        // I/O without an open is subject to the opens' deny modes; the bypass stateid skips
+        // them for reads only (RFC 7530 §9.1.4.3, RFC 8881 §8.2.3).
+        let deny = if write { 2 } else { 1 };
+        if (id == StateId::ANONYMOUS || write) && cx.state().denied(fh, deny) {
+            return Err(Nfs4Status::Locked);
+        }
         return Ok(());
     }
     let mut st = cx.state();
@@ -105,4 +115,93 @@ pub(super) fn commit(cx: &mut Ctx, offset: u64, count: u32) -> Result<Res, Nfs4S
     }
     cx.vfs.commit(cx.caller, fh, offset, count)?;
     Ok(Res::Verifier(cx.vfs.write_verifier()))
+}
+
+pub(super) fn read_plus(
+    cx: &mut Ctx,
+    stateid: StateId,
+    offset: u64,
+    count: u32,
+) -> Result<Res, Nfs4Status> {
+    match read(cx, stateid, offset, count)? {
+        Res::Read { eof, data } => Ok(Res::ReadPlus { eof, offset, data }),
+        other => Ok(other),
+    }
+}
+
+pub(super) fn seek(
+    cx: &mut Ctx,
+    stateid: StateId,
+    offset: u64,
+    data: bool,
+) -> Result<Res, Nfs4Status> {
+    let fh = cx.fh()?.clone();
+    check_stateid(cx, stateid, &fh, false)?;
+    regular(cx, &fh)?;
+    let (found, size) = cx.vfs.seek(cx.caller, &fh, offset, data)?;
+    Ok(Res::Seek {
+        eof: found >= size,
+        offset: found,
+    })
+}
+
+pub(super) fn allocate(
+    cx: &mut Ctx,
+    stateid: StateId,
+    offset: u64,
+    length: u64,
+    punch: bool,
+) -> Result<Res, Nfs4Status> {
+    let fh = cx.fh()?.clone();
+    check_stateid(cx, stateid, &fh, true)?;
+    regular(cx, &fh)?;
+    if length == 0
+        || offset
+            .checked_add(length)
+            .is_none_or(|e| e > i64::MAX as u64)
+    {
+        return Err(Nfs4Status::Inval);
+    }
+    cx.vfs.allocate(cx.caller, &fh, offset, length, punch)?;
+    Ok(Res::Empty)
+}
+
+/// COPY (or CLONE, `clone`) of `count` bytes (0: to the source's end) from the saved
+/// filehandle at `src.1` to the current one at `dst.1`.
+pub(super) fn copy(
+    cx: &mut Ctx,
+    src: (StateId, u64),
+    dst: (StateId, u64),
+    count: u64,
+    clone: bool,
+) -> Result<Res, Nfs4Status> {
+    let to = cx.fh()?.clone();
+    let from = cx.saved.clone().ok_or(Nfs4Status::NoFileHandle)?;
+    check_stateid(cx, src.0, &from, false)?;
+    check_stateid(cx, dst.0, &to, true)?;
+    regular(cx, &from)?;
+    regular(cx, &to)?;
+    let size = cx.vfs.getattr(cx.caller, &from)?.size;
+    let count = if count == 0 {
+        size.checked_sub(src.1).ok_or(Nfs4Status::Inval)?
+    } else {
+        count
+    };
+    // RFC 7862 §15.2.3: a range past the source's end is invalid.
+    if src.1.checked_add(count).is_none_or(|end| end > size)
+        || dst.1.checked_add(count).is_none_or(|e| e > i64::MAX as u64)
+    {
+        return Err(Nfs4Status::Inval);
+    }
+    let copied = cx
+        .vfs
+        .copy(cx.caller, &from, src.1, &to, dst.1, count, clone)?;
+    if clone {
+        return Ok(Res::Empty);
+    }
+    Ok(Res::Copy {
+        count: copied,
+        committed: 0,
+        verifier: cx.vfs.write_verifier(),
+    })
 }

@@ -10,7 +10,7 @@
 use super::{check_name, Ctx};
 use crate::nfs::state::{Open, SeqCheck, State, Stateful};
 use crate::nfs::status::Nfs4Status;
-use crate::nfs::vfs::{self, FileType, NewObject, SetAttr, SetTime, Time, VfsError};
+use crate::nfs::vfs::{self, FileType, Handle, NewObject, SetAttr, SetTime, Time, VfsError};
 use crate::nfs::wire::{
     fattr, Bitmap, ChangeInfo, Claim, CreateHow, OpenArgs, Owner, Res, StateId,
 };
@@ -35,9 +35,34 @@ fn verifier_times(verf: [u8; 8]) -> (Time, Time) {
     )
 }
 
+/// SHARE_DENIED if another open-owner's open of `fh` denies what this one asks, or asks
+/// what this one would deny (RFC 7530 §9.9, RFC 8881 §9.7).
+fn share_check(
+    cx: &Ctx,
+    fh: &Handle,
+    owner: &Owner,
+    access: u32,
+    deny: u32,
+) -> Result<(), Nfs4Status> {
+    if cx.state().share_conflict(fh, owner, access, deny) {
+        return Err(Nfs4Status::ShareDenied);
+    }
+    Ok(())
+}
+
 pub(super) fn open(cx: &mut Ctx, a: &OpenArgs) -> Result<Res, Nfs4Status> {
     let access = a.share_access & SHARE_ACCESS_MASK;
     if access == 0 || a.share_deny > 3 {
+        return Err(Nfs4Status::Inval);
+    }
+    // A create that truncates an existing file writes it: only with write access (as knfsd).
+    let truncates = match &a.create {
+        Some(CreateHow::Unchecked(f) | CreateHow::Guarded(f) | CreateHow::Exclusive41(_, f)) => {
+            f.settable()?.size.is_some()
+        }
+        _ => false,
+    };
+    if truncates && access & 2 == 0 {
         return Err(Nfs4Status::Inval);
     }
     let dir_or_file = cx.fh()?.clone();
@@ -79,6 +104,11 @@ pub(super) fn open(cx: &mut Ctx, a: &OpenArgs) -> Result<Res, Nfs4Status> {
             let da = vfs.getattr(caller, &dir_or_file)?;
             if da.kind != FileType::Directory {
                 return Err(Nfs4Status::NotDir);
+            }
+            // An existing file is checked against other opens' deny modes before a create
+            // may truncate it.
+            if let Ok(existing) = vfs.lookup(caller, &dir_or_file, name) {
+                share_check(cx, &existing, &owner, access, a.share_deny)?;
             }
             let fh = match &a.create {
                 None => vfs.lookup(caller, &dir_or_file, name)?,
@@ -154,6 +184,7 @@ pub(super) fn open(cx: &mut Ctx, a: &OpenArgs) -> Result<Res, Nfs4Status> {
         FileType::Symlink => return Err(Nfs4Status::Symlink),
         _ => return Err(Nfs4Status::Inval),
     }
+    share_check(cx, &fh, &owner, access, a.share_deny)?;
     if !created {
         let mut want = 0;
         if access & 1 != 0 {

@@ -57,8 +57,8 @@ fn drop_old_records(st: &mut State, now: Instant, keep: u64, owner: &[u8], v41: 
 }
 
 /// Adds an unconfirmed record of client `owner` at the caller's address (of the COMPOUND's
-/// minor version, with the verifier SETCLIENTID_CONFIRM must present) if the table has room,
-/// else fails with `full`.
+/// minor version, with the verifier SETCLIENTID_CONFIRM must present) if the table and the
+/// address's share of it have room ([`State::room_for_client`]), else fails with `full`.
 fn add_client(
     cx: &Ctx,
     st: &mut State,
@@ -67,7 +67,7 @@ fn add_client(
     confirm: [u8; 8],
     full: Nfs4Status,
 ) -> Result<u64, Nfs4Status> {
-    if st.clients.len() >= st.limits.max_clients {
+    if !st.room_for_client(cx.caller.addr) {
         return Err(full);
     }
     let id = st.new_clientid();

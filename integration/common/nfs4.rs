@@ -1,0 +1,475 @@
+//! A small NFSv4 COMPOUND client for tests that talk to `drover serve` over TCP: ONC RPC
+//! record marking, AUTH_SYS with any uid/gid/groups, a chosen source address, and the
+//! operations the tests need encoded by hand (RFC 7530/8881 numbering). Results are decoded
+//! as far as the tests look at them: each operation's status, and the bodies of GETFH and
+//! READ.
+//!
+//! Not a general client: no sessions of its own (4.1 tests encode SEQUENCE themselves), no
+//! retransmission. Uses socket2 (a dependency of drover anyway) to bind the source address,
+//! which std's TcpStream cannot.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+pub const OP_GETFH: u32 = 10;
+pub const OP_OPEN: u32 = 18;
+pub const OP_LOOKUP: u32 = 15;
+pub const OP_PUTFH: u32 = 22;
+pub const OP_PUTROOTFH: u32 = 24;
+pub const OP_READ: u32 = 25;
+pub const OP_SAVEFH: u32 = 32;
+pub const OP_WRITE: u32 = 38;
+pub const OP_SETCLIENTID: u32 = 35;
+pub const OP_SETCLIENTID_CONFIRM: u32 = 36;
+pub const OP_EXCHANGE_ID: u32 = 42;
+pub const OP_CREATE_SESSION: u32 = 43;
+pub const OP_SEQUENCE: u32 = 53;
+pub const OP_ALLOCATE: u32 = 59;
+pub const OP_COPY: u32 = 60;
+pub const OP_DEALLOCATE: u32 = 62;
+pub const OP_OFFLOAD_STATUS: u32 = 67;
+pub const OP_READ_PLUS: u32 = 68;
+pub const OP_SEEK: u32 = 69;
+pub const OP_CLONE: u32 = 71;
+
+pub const NFS4_OK: u32 = 0;
+pub const NFS4ERR_ACCESS: u32 = 13;
+pub const NFS4ERR_INVAL: u32 = 22;
+pub const NFS4ERR_NOENT: u32 = 2;
+pub const NFS4ERR_NXIO: u32 = 6;
+pub const NFS4ERR_NOTSUPP: u32 = 10004;
+pub const NFS4ERR_MINOR_VERS_MISMATCH: u32 = 10021;
+pub const NFS4ERR_STALE: u32 = 70;
+pub const NFS4ERR_BADHANDLE: u32 = 10001;
+pub const NFS4ERR_LOCKED: u32 = 10012;
+pub const NFS4ERR_SHARE_DENIED: u32 = 10015;
+pub const NFS4ERR_RESOURCE: u32 = 10018;
+pub const NFS4ERR_NOFILEHANDLE: u32 = 10020;
+
+/// The anonymous stateid (all zeros) and the READ bypass stateid (all ones).
+pub const ANONYMOUS: [u8; 16] = [0; 16];
+pub const BYPASS: [u8; 16] = [0xff; 16];
+
+/// XDR encoding of one COMPOUND's operations.
+#[derive(Default)]
+pub struct Ops {
+    buf: Vec<u8>,
+    n: u32,
+}
+
+impl Ops {
+    pub fn new() -> Ops {
+        Ops::default()
+    }
+    /// Appends an XDR unsigned int (an argument of the last operation).
+    pub fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    pub fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    pub fn fixed(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+    pub fn opaque(&mut self, b: &[u8]) {
+        self.u32(b.len() as u32);
+        self.buf.extend_from_slice(b);
+        self.buf.resize(self.buf.len() + (4 - b.len() % 4) % 4, 0);
+    }
+    /// Starts operation `num`; its arguments follow with the encoders above.
+    pub fn op(mut self, num: u32) -> Ops {
+        self.u32(num);
+        self.n += 1;
+        self
+    }
+    /// An operation whose arguments `args` encodes.
+    pub fn with(self, num: u32, args: impl FnOnce(&mut Ops)) -> Ops {
+        let mut s = self.op(num);
+        args(&mut s);
+        s
+    }
+    pub fn savefh(self) -> Ops {
+        self.op(OP_SAVEFH)
+    }
+    /// SEQUENCE on slot 0 of `session`.
+    pub fn sequence(self, session: &[u8; 16], seq: u32) -> Ops {
+        self.with(OP_SEQUENCE, |s| {
+            s.fixed(session);
+            s.u32(seq);
+            s.u32(0);
+            s.u32(0);
+            s.u32(0);
+        })
+    }
+    pub fn putrootfh(self) -> Ops {
+        self.op(OP_PUTROOTFH)
+    }
+    pub fn putfh(self, fh: &[u8]) -> Ops {
+        let mut s = self.op(OP_PUTFH);
+        s.opaque(fh);
+        s
+    }
+    pub fn lookup(self, name: &str) -> Ops {
+        let mut s = self.op(OP_LOOKUP);
+        s.opaque(name.as_bytes());
+        s
+    }
+    pub fn getfh(self) -> Ops {
+        self.op(OP_GETFH)
+    }
+    /// READ with the anonymous stateid.
+    pub fn read(self, offset: u64, count: u32) -> Ops {
+        self.read_as(&ANONYMOUS, offset, count)
+    }
+    /// READ with `stateid`.
+    pub fn read_as(self, stateid: &[u8; 16], offset: u64, count: u32) -> Ops {
+        let mut s = self.op(OP_READ);
+        s.fixed(stateid);
+        s.u64(offset);
+        s.u32(count);
+        s
+    }
+    /// WRITE (FILE_SYNC) of `data` at `offset` with `stateid`.
+    pub fn write_as(self, stateid: &[u8; 16], offset: u64, data: &[u8]) -> Ops {
+        let mut s = self.op(OP_WRITE);
+        s.fixed(stateid);
+        s.u64(offset);
+        s.u32(2);
+        s.opaque(data);
+        s
+    }
+    /// OPEN (4.1 style: the session names the client) of `name` in the current directory by
+    /// open-owner `owner`; `truncate` creates UNCHECKED with size 0 (an existing file is
+    /// truncated).
+    pub fn open(self, owner: &str, access: u32, deny: u32, name: &str, truncate: bool) -> Ops {
+        self.with(OP_OPEN, |s| {
+            s.u32(0);
+            s.u32(access);
+            s.u32(deny);
+            s.u64(0);
+            s.opaque(owner.as_bytes());
+            if truncate {
+                s.u32(1); // OPEN4_CREATE
+                s.u32(0); // UNCHECKED4
+                s.u32(1); // bitmap: size (attribute 4)
+                s.u32(1 << 4);
+                s.opaque(&0u64.to_be_bytes());
+            } else {
+                s.u32(0);
+            }
+            s.u32(0); // CLAIM_NULL
+            s.opaque(name.as_bytes());
+        })
+    }
+    pub fn setclientid(self, id: &str) -> Ops {
+        let mut s = self.op(OP_SETCLIENTID);
+        s.buf.extend_from_slice(b"verifier");
+        s.opaque(id.as_bytes());
+        s.u32(0x4000_0000);
+        s.opaque(b"tcp");
+        s.opaque(b"127.0.0.1.3.4");
+        s.u32(1);
+        s
+    }
+    pub fn setclientid_confirm(self, clientid: u64, verifier: [u8; 8]) -> Ops {
+        let mut s = self.op(OP_SETCLIENTID_CONFIRM);
+        s.buf.extend_from_slice(&clientid.to_be_bytes());
+        s.buf.extend_from_slice(&verifier);
+        s
+    }
+}
+
+/// One operation's result: its number, status and (for GETFH, READ and SETCLIENTID) body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpRes {
+    pub op: u32,
+    pub status: u32,
+    /// GETFH: the handle; READ and READ_PLUS: the data (of the first segment); OPEN: the
+    /// stateid; WRITE: count, committed and verifier;
+    /// SETCLIENTID: client id (8) + verifier (8); EXCHANGE_ID: client id (8) + sequence (4);
+    /// CREATE_SESSION: the session id; SEEK: eof (4) + offset (8); COPY: the callback id
+    /// count (4), the bytes copied (8), committed (4), verifier (8), two bools (8).
+    pub body: Vec<u8>,
+    /// READ: the eof flag.
+    pub eof: bool,
+}
+
+/// A COMPOUND reply: the overall status and the results of the operations that ran.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u32,
+    pub results: Vec<OpRes>,
+}
+
+impl Reply {
+    /// The body of the last result of operation `op`; panics if there is none.
+    pub fn body(&self, op: u32) -> &[u8] {
+        &self
+            .results
+            .iter()
+            .rev()
+            .find(|r| r.op == op)
+            .unwrap_or_else(|| panic!("no result of op {op} in {self:?}"))
+            .body
+    }
+}
+
+/// AUTH_SYS credentials.
+#[derive(Debug, Clone)]
+pub struct Cred {
+    pub uid: u32,
+    pub gid: u32,
+    pub gids: Vec<u32>,
+}
+
+impl Cred {
+    pub fn user(uid: u32, gid: u32, gids: &[u32]) -> Cred {
+        Cred {
+            uid,
+            gid,
+            gids: gids.to_vec(),
+        }
+    }
+}
+
+/// A 4.1 or 4.2 session of one slot.
+pub struct Session {
+    id: [u8; 16],
+    seq: u32,
+    minor: u32,
+}
+
+impl Session {
+    /// One COMPOUND on `c`: SEQUENCE on the slot, then what `ops` adds; panics on I/O errors.
+    pub fn compound(&mut self, c: &mut Client, cred: &Cred, ops: impl FnOnce(Ops) -> Ops) -> Reply {
+        self.seq += 1;
+        let all = ops(Ops::new().sequence(&self.id, self.seq));
+        c.compound(self.minor, cred, all)
+            .expect("a COMPOUND in the session")
+    }
+}
+
+/// One TCP connection to an NFSv4 server.
+pub struct Client {
+    sock: TcpStream,
+    xid: u32,
+}
+
+impl Client {
+    /// Connects to `server`, from `source` if given (any loopback address works on `lo`).
+    pub fn connect(server: SocketAddr, source: Option<Ipv4Addr>) -> std::io::Result<Client> {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        if let Some(ip) = source {
+            s.bind(&SocketAddr::from((ip, 0)).into())?;
+        }
+        s.connect_timeout(&server.into(), Duration::from_secs(5))?;
+        let sock: TcpStream = s.into();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(Client { sock, xid: 1 })
+    }
+
+    /// Sends one COMPOUND of minor version `minor` and decodes the reply.
+    pub fn compound(&mut self, minor: u32, cred: &Cred, ops: Ops) -> std::io::Result<Reply> {
+        self.xid += 1;
+        let mut m = Ops::new();
+        for v in [self.xid, 0, 2, 100003, 4, 1, 1] {
+            m.u32(v);
+        }
+        let mut auth = Ops::new();
+        auth.u32(0);
+        auth.opaque(b"test");
+        auth.u32(cred.uid);
+        auth.u32(cred.gid);
+        auth.u32(cred.gids.len() as u32);
+        for g in &cred.gids {
+            auth.u32(*g);
+        }
+        m.opaque(&auth.buf);
+        m.u32(0);
+        m.u32(0);
+        m.opaque(b"");
+        m.u32(minor);
+        m.u32(ops.n);
+        m.buf.extend_from_slice(&ops.buf);
+        let mut rec = (0x8000_0000u32 | m.buf.len() as u32).to_be_bytes().to_vec();
+        rec.extend_from_slice(&m.buf);
+        self.sock.write_all(&rec)?;
+        let body = self.read_record()?;
+        decode(&body).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "undecodable reply")
+        })
+    }
+
+    /// EXCHANGE_ID and CREATE_SESSION of minor version `minor`: a session of one slot.
+    pub fn session(&mut self, minor: u32, owner: &str) -> std::io::Result<Session> {
+        let root = Cred::user(0, 0, &[]);
+        let fail = |what: &str, r: &Reply| std::io::Error::other(format!("{what}: {r:?}"));
+        let r = self.compound(
+            minor,
+            &root,
+            Ops::new().with(OP_EXCHANGE_ID, |s| {
+                s.fixed(b"verifier");
+                s.opaque(owner.as_bytes());
+                s.u32(0); // flags
+                s.u32(0); // SP4_NONE
+                s.u32(0); // no implementation id
+            }),
+        )?;
+        if r.status != NFS4_OK {
+            return Err(fail("EXCHANGE_ID", &r));
+        }
+        let b = r.body(OP_EXCHANGE_ID);
+        let clientid = u64::from_be_bytes(b[..8].try_into().unwrap_or_default());
+        let seq = u32::from_be_bytes(b[8..12].try_into().unwrap_or_default());
+        let channel = |s: &mut Ops| {
+            for v in [0, 1 << 21, 1 << 21, 64 << 10, 16, 1, 0] {
+                s.u32(v);
+            }
+        };
+        let r = self.compound(
+            minor,
+            &root,
+            Ops::new().with(OP_CREATE_SESSION, |s| {
+                s.u64(clientid);
+                s.u32(seq);
+                s.u32(0); // no persistence, no back channel
+                channel(s);
+                channel(s);
+                s.u32(0x4000_0000); // callback program
+                s.u32(1);
+                s.u32(0); // AUTH_NONE
+            }),
+        )?;
+        if r.status != NFS4_OK {
+            return Err(fail("CREATE_SESSION", &r));
+        }
+        let mut id = [0u8; 16];
+        id.copy_from_slice(r.body(OP_CREATE_SESSION));
+        Ok(Session { id, seq: 0, minor })
+    }
+
+    fn read_record(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            let mut mark = [0u8; 4];
+            self.sock.read_exact(&mut mark)?;
+            let m = u32::from_be_bytes(mark);
+            let start = out.len();
+            out.resize(start + (m & 0x7fff_ffff) as usize, 0);
+            self.sock.read_exact(&mut out[start..])?;
+            if m & 0x8000_0000 != 0 {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+struct Rd<'a>(&'a [u8]);
+
+impl Rd<'_> {
+    fn u32(&mut self) -> Option<u32> {
+        let (h, t) = self.0.split_at_checked(4)?;
+        self.0 = t;
+        Some(u32::from_be_bytes(h.try_into().ok()?))
+    }
+    fn fixed(&mut self, n: usize) -> Option<Vec<u8>> {
+        let (h, t) = self.0.split_at_checked(n)?;
+        self.0 = t;
+        Some(h.to_vec())
+    }
+    fn opaque(&mut self) -> Option<Vec<u8>> {
+        let n = self.u32()? as usize;
+        let v = self.fixed(n)?;
+        self.fixed((4 - n % 4) % 4)?;
+        Some(v)
+    }
+}
+
+fn decode(b: &[u8]) -> Option<Reply> {
+    let mut r = Rd(b);
+    let _xid = r.u32()?;
+    if r.u32()? != 1 || r.u32()? != 0 {
+        return None;
+    }
+    let _verf_flavor = r.u32()?;
+    r.opaque()?;
+    if r.u32()? != 0 {
+        return None;
+    }
+    let status = r.u32()?;
+    r.opaque()?;
+    let n = r.u32()?;
+    let mut results = Vec::new();
+    for _ in 0..n {
+        let op = r.u32()?;
+        let st = r.u32()?;
+        let mut res = OpRes {
+            op,
+            status: st,
+            body: Vec::new(),
+            eof: false,
+        };
+        if st == NFS4_OK {
+            match op {
+                OP_GETFH => res.body = r.opaque()?,
+                OP_READ => {
+                    res.eof = r.u32()? != 0;
+                    res.body = r.opaque()?;
+                }
+                OP_SETCLIENTID => res.body = r.fixed(16)?,
+                OP_SEQUENCE => res.body = r.fixed(36)?,
+                OP_WRITE => res.body = r.fixed(16)?,
+                OP_OPEN => {
+                    res.body = r.fixed(16)?; // the stateid
+                    r.fixed(24)?; // change info, result flags
+                    let words = r.u32()? as usize;
+                    r.fixed(4 * words)?;
+                    if r.u32()? != 0 {
+                        return None; // a delegation: not expected
+                    }
+                }
+                OP_SEEK => res.body = r.fixed(12)?,
+                OP_COPY => res.body = r.fixed(32)?,
+                OP_READ_PLUS => {
+                    res.eof = r.u32()? != 0;
+                    let segments = r.u32()?;
+                    if segments > 0 {
+                        // NFS4_CONTENT_DATA at an offset.
+                        if r.u32()? != 0 {
+                            return None;
+                        }
+                        r.fixed(8)?;
+                        res.body = r.opaque()?;
+                    }
+                    if segments > 1 {
+                        results.push(res);
+                        break;
+                    }
+                }
+                // The sessionless operations come alone: only their heads are read.
+                OP_EXCHANGE_ID | OP_CREATE_SESSION => {
+                    res.body = r.fixed(if op == OP_EXCHANGE_ID { 12 } else { 16 })?;
+                    results.push(res);
+                    break;
+                }
+                OP_PUTFH
+                | OP_PUTROOTFH
+                | OP_LOOKUP
+                | OP_SETCLIENTID_CONFIRM
+                | OP_SAVEFH
+                | OP_ALLOCATE
+                | OP_DEALLOCATE
+                | OP_CLONE => {}
+                // Bodies this client does not decode end the walk.
+                _ => {
+                    results.push(res);
+                    break;
+                }
+            }
+        }
+        results.push(res);
+    }
+    Some(Reply { status, results })
+}
