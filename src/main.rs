@@ -784,10 +784,10 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
                     key_path.display()
                 );
             }
-            let status = ps::read_status(state).with_context(|| {
+            let status = drover::pool::status::read_status(state).with_context(|| {
                 format!(
                     "no pool status in {}: is `drover serve` running with this state directory?",
-                    ps::status_file(state).display()
+                    drover::pool::status::status_file(state).display()
                 )
             })?;
             let age = ps::unix_ms().saturating_sub(status.updated_ms) / 1000;
@@ -827,7 +827,7 @@ fn pool(state: &Path, cmd: PoolCmd) -> Result<()> {
             if id == store.member() {
                 bail!("that is this member: use `drover pool leave`");
             }
-            if let Ok(status) = ps::read_status(state) {
+            if let Ok(status) = drover::pool::status::read_status(state) {
                 if status
                     .members
                     .iter()
@@ -1274,7 +1274,7 @@ fn remote_run(remote: &drover::remote::Remote, command: Command) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                let status: drover::pool::serve::Status =
+                let status: drover::pool::status::Status =
                     serde_json::from_value(v).context("the server sent a malformed pool status")?;
                 // Ages as of the server's status, whatever this machine's clock says.
                 print!("{}", drover::pool::show::render(&status, status.updated_ms));

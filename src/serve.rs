@@ -112,6 +112,8 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
     // pool task says otherwise.
     let (peers_tx, peers_rx) =
         tokio::sync::watch::channel(Arc::new(crate::pool::peers::Peers::default()));
+    // How many clients the NFS server has, for the pool's summary of this member.
+    let (nfs_clients_tx, nfs_clients_rx) = tokio::sync::watch::channel(0usize);
     // Copies of node layers on the other members, when NFS serves them and a pool may form.
     let layers = (config.pool.enabled && config.nfs.enabled).then(|| {
         Arc::new(crate::pool::layers::Shipper::new(
@@ -219,7 +221,9 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
         crate::counters::register("nfs", "all", stats.clone());
         let token = shutdown.clone();
         tasks.spawn(async move {
-            let r = crate::nfs::serve::run(listeners, server, settings, stats, token).await;
+            let r =
+                crate::nfs::serve::run(listeners, server, settings, stats, nfs_clients_tx, token)
+                    .await;
             ("nfs".into(), r.context("NFS server"))
         });
     }
@@ -405,6 +409,7 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
                 peers: peers_tx,
                 floating: floating_tx,
                 layers,
+                nfs_clients: config.nfs.enabled.then_some(nfs_clients_rx),
             };
             let r = crate::pool::serve::run(dir, settings, store, links, token).await;
             ("pool".into(), r.context("pool membership"))

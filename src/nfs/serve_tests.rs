@@ -83,6 +83,7 @@ async fn a_client_that_stops_reading_holds_up_only_its_own_connection() {
         server,
         settings,
         stats.clone(),
+        tokio::sync::watch::channel(0).0,
         shutdown.clone(),
     ));
 

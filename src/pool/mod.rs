@@ -23,8 +23,10 @@
 //! members, one floating service address, the pool status (health, summaries, lag). Not
 //! built yet: several service addresses, encryption of pool traffic.
 
+pub mod conn;
 pub mod facts;
 pub mod floating;
+pub mod frame;
 pub mod key;
 pub mod layers;
 pub mod membership;
@@ -34,8 +36,10 @@ pub mod report;
 pub mod serve;
 pub mod shares;
 pub mod show;
+pub mod status;
 pub mod summary;
 pub mod sync;
+pub mod tick;
 
 #[cfg(test)]
 mod pool_sim_tests;
