@@ -1,6 +1,6 @@
-//! Gathers what a pool tick needs (`tick::Facts`) from the store and the state directory, and
-//! counts who owns how much of the dynamic ranges (`tick::Counts`). Blocking: the shell runs
-//! both off the async workers (`spawn_blocking`). Bounded: at most [`COUNT_LIMIT`] addresses
+//! Gathers what a pool tick needs (`tick::Facts`) from the store, and counts who owns how much
+//! of the dynamic ranges and the image files in the blob directory (`tick::Counts`).
+//! Blocking: the shell runs both off the async workers (`spawn_blocking`). Bounded: at most [`COUNT_LIMIT`] addresses
 //! and [`MAX_BLOBS`] directory entries are counted.
 //!
 //! Not here: what the facts mean (`tick`); NFS clients, which the NFS server publishes in
@@ -16,10 +16,10 @@ pub const COUNT_LIMIT: u64 = 1 << 20;
 /// At most this many blob directory entries are counted.
 pub const MAX_BLOBS: usize = 100_000;
 
-/// The store's roster, ranges, active leases (at `now_secs`) and version vector, and the
-/// blob directory's files, in one read transaction.
-pub fn gather(store: &Store, blobs: &Blobs, now_secs: u64) -> Result<Facts, StoreError> {
-    let mut facts = store.read(|r| -> Result<Facts, StoreError> {
+/// The store's roster, ranges, active leases (at `now_secs`) and version vector, in one read
+/// transaction.
+pub fn gather(store: &Store, now_secs: u64) -> Result<Facts, StoreError> {
+    store.read(|r| -> Result<Facts, StoreError> {
         Ok(Facts {
             roster: r.all::<PoolMember>()?,
             ranges: r.all::<Network>()?.iter().filter_map(|n| n.range).collect(),
@@ -30,15 +30,13 @@ pub fn gather(store: &Store, blobs: &Blobs, now_secs: u64) -> Result<Facts, Stor
                 .map(|l| l.ip)
                 .collect(),
             version_vector: r.version_vector()?,
-            blobs: (0, 0),
         })
-    })?;
-    facts.blobs = count_blobs(blobs);
-    Ok(facts)
+    })
 }
 
-/// The addresses each member owns and the active leases on this member's (`me`).
-pub fn count(job: &CountJob, me: u64) -> Counts {
+/// The addresses each member owns, the active leases on this member's (`me`) and the image
+/// files in `blobs`.
+pub fn count(job: &CountJob, me: u64, blobs: &Blobs) -> Counts {
     Counts {
         owned: job.share.owned(&job.ranges, COUNT_LIMIT),
         leases: job
@@ -46,6 +44,7 @@ pub fn count(job: &CountJob, me: u64) -> Counts {
             .iter()
             .filter(|ip| job.share.owner(**ip) == me)
             .count() as u64,
+        blobs: count_blobs(blobs),
     }
 }
 

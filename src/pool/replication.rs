@@ -361,3 +361,93 @@ async fn fetch_blob(
     file.flush().await?;
     Ok(file.sync_all().await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::model::{Mac, Node};
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    fn summary(id: u64) -> Summary {
+        Summary {
+            id,
+            addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7946),
+            epoch: 1,
+            seq: 1,
+            version: "test".into(),
+            uptime_secs: 0,
+            dhcp: None,
+            services: Vec::new(),
+            nfs_clients: None,
+            blobs: 0,
+            blob_bytes: 0,
+            newest_own: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_connection_carries_the_pull_the_summaries_and_the_blobs() {
+        let dir = std::env::temp_dir().join(format!("drover-repl-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
+        let (a, b) = (
+            Arc::new(Store::open(&a_dir).unwrap()),
+            Arc::new(Store::open(&b_dir).unwrap()),
+        );
+        a.write(|w| {
+            w.put(&Node {
+                name: "n1".into(),
+                mac: Mac([0x52, 0x54, 0, 0, 0, 1]),
+                ip: None,
+                image: None,
+                group: None,
+                aliases: Vec::new(),
+                root: None,
+            })
+        })
+        .unwrap();
+        let key = ClusterKey::from_bytes([3; 32]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
+            panic!("IPv4 loopback");
+        };
+        let (a_sums, b_sums) = (Summaries::new(a.member()), Summaries::new(b.member()));
+        a_sums.publish(summary(a.member()));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            a.clone(),
+            Blobs::new(&a_dir),
+            Arc::new(Receiver::new(&a_dir, a.member())),
+            key.clone(),
+            a_sums.clone(),
+            shutdown.clone(),
+        ));
+
+        let mut conn = Conn::connect(addr, &key, EXCHANGE_TIMEOUT).await.unwrap();
+        let pulled = pull(&mut conn, &b).await.unwrap();
+        assert!(pulled.merged >= 1 && pulled.carried >= pulled.merged);
+        assert_eq!(swap_summaries(&mut conn, &b_sums).await.unwrap(), 1);
+        assert!(b_sums.get(a.member()).is_some());
+        assert_eq!(
+            fetch_missing_blobs(&mut conn, &b, &Blobs::new(&b_dir))
+                .await
+                .unwrap(),
+            0
+        );
+        // Answers are not requests: the listener hangs up.
+        let r = conn.ask(&Frame::Chunk(Vec::new()), EXCHANGE_TIMEOUT).await;
+        assert!(
+            matches!(r, Err(ConnError::Closed | ConnError::Io(_))),
+            "{r:?}"
+        );
+
+        // Nor does it answer frames sealed with another key.
+        let other = ClusterKey::from_bytes([4; 32]);
+        let mut conn = Conn::connect(addr, &other, EXCHANGE_TIMEOUT).await.unwrap();
+        let r = pull(&mut conn, &b).await;
+        assert!(r.is_err());
+        shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -9,20 +9,21 @@
 //! `<state>/pool/seeds`, re-read every [`ANNOUNCE_EVERY`] while it knows no other member), and
 //! leaves the pool gracefully when the key disappears (`drover pool leave`) or at shutdown.
 //!
-//! `<state>/pool/status.json` is rewritten (write + rename) on every membership change and
-//! every [`STATUS_EVERY`]; its `updated_ms` tells the reader whether the server is alive.
-//! Each rewrite also publishes a fresh summary of this member (`facts`, `summary`), which
-//! every store exchange passes on; the status shows every member with its health, its
-//! summary and its replication lag (`report`).
+//! On every membership change and every [`STATUS_EVERY`] it runs a tick of the core
+//! (`tick`): the facts are read (`facts::gather`), the share walk counted (`facts::count`) and
+//! the status written in `spawn_blocking`, one step after the other, never on an async
+//! worker; the membership loop goes on meanwhile and feeds the results to the core when they
+//! arrive. A tick asked for while one runs follows it. The shell carries out the core's
+//! actions: it hands the services what they need from the pool ([`Links`]): the DHCP tasks
+//! their `Share`, DHCP and HTTP the other live members (`Peers`) to list after this one,
+//! `net::floating` whether to hold the service address (renewed at least every
+//! [`STATUS_EVERY`], and every second outside a pool, where this member holds it alone), the
+//! layer shipper the live members; it publishes this member's summary, which every exchange
+//! passes on, and rewrites `<state>/pool/status.json` (`status`), whose `updated_ms` tells the
+//! reader whether the server is alive.
 //!
-//! On the same occasions it hands the services what they need from the pool ([`Links`]): the
-//! DHCP tasks their `Share`, DHCP and HTTP the other live members (`Peers`) to list after
-//! this one, `net::floating` whether to hold the service address (`floating`; renewed at
-//! least every [`STATUS_EVERY`], and every second outside a pool, where this member
-//! holds it alone).
-//!
-//! Not here: the protocol (`membership`), the exchanges (`replication`), the rules of
-//! summaries, health and lag (`summary`, `report`).
+//! Not here: the protocol (`membership`), what a tick decides (`tick`), the exchanges
+//! (`replication`), the rules of summaries, health and lag (`summary`, `report`).
 
 use super::conn::{Conn, EXCHANGE_TIMEOUT};
 use super::facts;
@@ -456,9 +457,8 @@ async fn member(
 /// Starts a tick: reads its facts off the async workers.
 fn gather(task: &Task, done: &mpsc::Sender<Done>) -> tokio::task::JoinHandle<()> {
     let (store, done) = (task.store.clone(), done.clone());
-    let blobs = crate::image::Blobs::new(task.state_dir);
     tokio::task::spawn_blocking(move || {
-        let facts = facts::gather(&store, &blobs, unix_ms() / 1000);
+        let facts = facts::gather(&store, unix_ms() / 1000);
         let _ = done.blocking_send(Done::Facts(facts));
     })
 }
@@ -500,8 +500,9 @@ fn carry_out(
             }
             Action::Count(job) => {
                 let (me, done) = (task.settings.member_id, done.clone());
+                let blobs = crate::image::Blobs::new(task.state_dir);
                 work = Some(tokio::task::spawn_blocking(move || {
-                    let _ = done.blocking_send(Done::Counts(facts::count(&job, me)));
+                    let _ = done.blocking_send(Done::Counts(facts::count(&job, me, &blobs)));
                 }));
             }
             Action::Publish(summary) => task.summaries.publish(summary),

@@ -4,13 +4,14 @@
 //!
 //! Data flow of one tick (every `serve::STATUS_EVERY`, and at once after a membership
 //! change):
-//! 1. the shell gathers [`Facts`] from the store and the blob directory off the async workers
+//! 1. the shell gathers [`Facts`] from the store off the async workers
 //!    (`facts::gather`) and calls [`Tick::handle_facts`] with the members membership knows:
 //!    the DHCP share (`Shares`), the live peers for the boot path, the floating address
 //!    decision and the members to ship NFS layers to come out ([`Action::Share`],
 //!    [`Action::Peers`], [`Action::Floating`], [`Action::LayerPeers`]), and an
 //!    [`Action::Count`]: the walk over the dynamic ranges that says how many addresses each
-//!    member owns (up to 2^20 hashes), which the shell runs off the async workers too;
+//!    member owns (up to 2^20 hashes) and the count of image files, which the shell runs off
+//!    the async workers too;
 //! 2. with those [`Counts`] and what the shell holds in memory (layer copies, NFS clients,
 //!    the summaries of the others), [`Tick::handle_counts`] makes this member's summary
 //!    ([`Action::Publish`]) and the status ([`Action::Status`], which the shell writes to
@@ -79,8 +80,6 @@ pub struct Facts {
     pub leases: Vec<Ipv4Addr>,
     /// The newest record of each writer in the store.
     pub version_vector: BTreeMap<u64, Version>,
-    /// Image files (blobs) and their bytes.
-    pub blobs: (u64, u64),
 }
 
 /// The count [`Action::Count`] asks for (see `facts::count`).
@@ -98,6 +97,9 @@ pub struct Counts {
     pub owned: HashMap<u64, u64>,
     /// Active leases on addresses of this member's share.
     pub leases: u64,
+    /// Image files (blobs) and their bytes, counted with the rest so that a slow blob
+    /// directory never holds up the decisions of the first half.
+    pub blobs: (u64, u64),
 }
 
 /// What the shell holds in memory for the second half of a tick.
@@ -307,8 +309,8 @@ impl Tick {
             dhcp,
             services,
             nfs_clients,
-            blobs: facts.blobs.0,
-            blob_bytes: facts.blobs.1,
+            blobs: report.counts.blobs.0,
+            blob_bytes: report.counts.blobs.1,
             newest_own: facts.version_vector.get(&me.id).copied(),
         }
     }
@@ -403,5 +405,166 @@ impl Tick {
             layers_unreplicated: *unreplicated,
             recovering_since: self.recovering_since(now_ms),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::shares::SETTLE_MS;
+
+    const T0: u64 = 1_800_000_000_000;
+
+    fn id(n: u8) -> MemberId {
+        MemberId {
+            addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, n), 7946),
+            id: u64::from(n),
+            epoch: T0,
+        }
+    }
+
+    fn facts() -> Facts {
+        let row = |m: MemberId| PoolMember {
+            id: m.id,
+            addr: m.addr,
+            joined_ms: 0,
+        };
+        Facts {
+            roster: vec![row(id(1)), row(id(2))],
+            ranges: vec![(Ipv4Addr::new(10, 0, 0, 10), Ipv4Addr::new(10, 0, 0, 19))],
+            leases: vec![Ipv4Addr::new(10, 0, 0, 11)],
+            ..Facts::default()
+        }
+    }
+
+    fn share_of(actions: &[Action]) -> Option<Arc<Share>> {
+        actions.iter().find_map(|a| match a {
+            Action::Share(s) => Some(s.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_tick_hands_out_shares_after_a_pull_and_reports_what_it_heard() {
+        let dhcp = Service {
+            name: "dhcp".into(),
+            addrs: vec![Ipv4Addr::new(10, 0, 0, 1)],
+            port: 67,
+            floating: false,
+        };
+        let settings = TickSettings {
+            me: id(1),
+            lease_time: 60,
+            service_address: None,
+            services: vec![dhcp],
+        };
+        let mut core = Tick::new(settings, None, None);
+        let alive = [(id(2), foca::State::Alive)];
+        core.handle_event(T0, Event::Up(id(2)));
+        let first = core.handle_facts(T0, &alive, facts());
+        // Member 2 just came into sight: wait for a pull from it.
+        let waiting = share_of(&first).expect("the solo share changed");
+        assert!(!waiting.in_roster);
+        assert!(first.contains(&Action::LayerPeers(vec![id(2).addr])));
+        assert!(first
+            .iter()
+            .any(|a| matches!(a, Action::Peers(p) if p.others.len() == 1)));
+        let job = first.iter().find_map(|a| match a {
+            Action::Count(j) => Some(j.clone()),
+            _ => None,
+        });
+        assert_eq!(job.map(|j| j.share), Some(waiting.clone()));
+
+        let later = T0 + SETTLE_MS + 1_000;
+        let pulled = Event::Pulled {
+            peer: id(2).addr,
+            carried: 5,
+            merged: 2,
+        };
+        core.handle_event(later, pulled);
+        core.handle_event(later, Event::Heard(id(2).addr));
+        let second = core.handle_facts(later, &alive, facts());
+        let serving = share_of(&second).expect("the pull lets it serve");
+        assert!(serving.in_roster && serving.majority());
+        // An unchanged share is not handed out again.
+        assert_eq!(share_of(&core.handle_facts(later, &alive, facts())), None);
+
+        let report = Report {
+            counts: Counts {
+                owned: HashMap::from([(1, 4), (2, 6)]),
+                leases: 1,
+                blobs: (0, 0),
+            },
+            unauthenticated: 3,
+            layers: (HashMap::new(), 0),
+            nfs_clients: Some(2),
+            uptime_secs: 9,
+            summary_of: &|_| None,
+        };
+        let out = core.handle_counts(later, report);
+        let [Action::Publish(summary), Action::Status(status)] = &out[..] else {
+            panic!("a summary and a status: {out:?}");
+        };
+        assert_eq!(
+            summary.dhcp,
+            Some(DhcpShare {
+                addresses: 4,
+                leases: 1
+            })
+        );
+        assert_eq!(summary.nfs_clients, None, "this member does not serve NFS");
+        assert_eq!(status.me.addresses, Some(4));
+        assert_eq!(status.me.detail.summary.as_ref(), Some(summary));
+        assert_eq!(status.unauthenticated, 3);
+        assert_eq!(status.roster, vec![1, 2]);
+        let two = &status.members[0];
+        assert_eq!((two.id, two.state.as_str()), (2, "alive"));
+        assert_eq!(two.last_sync_ms, Some(later));
+        assert_eq!(two.detail.last_heard_ms, Some(later));
+        assert_eq!(two.detail.lag.as_ref().map(|l| l.exchanges.merged), Some(2));
+        // The counts answer the tick that asked for them, once.
+        let again = Report {
+            counts: Counts::default(),
+            unauthenticated: 0,
+            layers: (HashMap::new(), 0),
+            nfs_clients: None,
+            uptime_secs: 0,
+            summary_of: &|_| None,
+        };
+        assert!(core.handle_counts(later, again).is_empty());
+    }
+
+    #[test]
+    fn a_member_seen_down_shows_since_when() {
+        let settings = TickSettings {
+            me: id(1),
+            lease_time: 60,
+            service_address: Some(Ipv4Addr::new(10, 0, 0, 200)),
+            services: Vec::new(),
+        };
+        let mut core = Tick::new(settings, None, None);
+        core.handle_event(T0 + 5, Event::Down(id(2)));
+        let members = [(id(2), foca::State::Down)];
+        let first = core.handle_facts(T0 + 10, &members, facts());
+        assert!(first.contains(&Action::LayerPeers(Vec::new())));
+        let report = Report {
+            counts: Counts::default(),
+            unauthenticated: 0,
+            layers: (HashMap::new(), 0),
+            nfs_clients: None,
+            uptime_secs: 0,
+            summary_of: &|_| None,
+        };
+        let out = core.handle_counts(T0 + 10, report);
+        let Some(Action::Status(status)) = out.last() else {
+            panic!("a status: {out:?}");
+        };
+        let two = &status.members[0];
+        assert_eq!(
+            (two.state.as_str(), two.detail.down_since_ms),
+            ("down", Some(T0 + 5))
+        );
+        let vip = status.service_address.as_ref().expect("configured");
+        assert!(!vip.here, "no majority without member 2");
     }
 }
