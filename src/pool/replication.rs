@@ -1,7 +1,7 @@
 //! Store replication on the pool port: anti-entropy exchanges over one [`Conn`] per
 //! exchange, and the listener that answers them (and layer shipments, for `layers`).
 //!
-//! An exchange is one connection that the asker drives through three steps:
+//! An exchange ([`exchange`]) is one connection that the asker drives through three steps:
 //! 1. [`pull`]: it sends its [`Digest`], the peer answers with the batches the asker lacks
 //!    (at most [`sync::MAX_ROWS`] rows), the asker merges them;
 //! 2. [`swap_summaries`]: member summaries (`summary`) ride along: the asker sends its table,
@@ -29,6 +29,7 @@ use crate::image::{Blobs, ImageError};
 use crate::store::model::{BlobId, Image};
 use crate::store::{Store, StoreError};
 use std::io;
+use std::net::SocketAddrV4;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -240,6 +241,48 @@ impl Answerer {
     }
 }
 
+/// One exchange with `peer` on one connection: the store pull, whose outcome goes to
+/// `report` at once (`None`: it failed, and the exchange ends), then the summaries, then the
+/// image files this member lacks.
+pub async fn exchange(
+    peer: SocketAddrV4,
+    store: Arc<Store>,
+    blobs: Blobs,
+    key: ClusterKey,
+    summaries: Summaries,
+    report: impl FnOnce(Option<Pulled>),
+) {
+    let pulled = async {
+        let mut conn = Conn::connect(peer, &key, EXCHANGE_TIMEOUT).await?;
+        let p = pull(&mut conn, &store).await?;
+        Ok::<_, ExchangeError>((conn, p))
+    }
+    .await;
+    let mut conn = match pulled {
+        Ok((conn, p)) => {
+            if p.merged > 0 {
+                tracing::debug!(%peer, rows = p.merged, "pool: merged rows");
+            }
+            report(Some(p));
+            conn
+        }
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "pool: exchange failed");
+            report(None);
+            return;
+        }
+    };
+    if let Err(e) = swap_summaries(&mut conn, &summaries).await {
+        tracing::debug!(%peer, error = %e, "pool: summary exchange failed");
+        return;
+    }
+    match fetch_missing_blobs(&mut conn, &store, &blobs).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(%peer, blobs = n, "pool: fetched image files"),
+        Err(e) => tracing::warn!(%peer, error = %e, "pool: fetching image files failed"),
+    }
+}
+
 /// Asks the peer on `conn` for what this store lacks and merges it (step 1).
 pub async fn pull(conn: &mut Conn, store: &Arc<Store>) -> Result<Pulled, ExchangeError> {
     let s = store.clone();
@@ -366,7 +409,7 @@ async fn fetch_blob(
 mod tests {
     use super::*;
     use crate::store::model::{Mac, Node};
-    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::net::Ipv4Addr;
 
     fn summary(id: u64) -> Summary {
         Summary {

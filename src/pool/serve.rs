@@ -25,14 +25,13 @@
 //! Not here: the protocol (`membership`), what a tick decides (`tick`), the exchanges
 //! (`replication`), the rules of summaries, health and lag (`summary`, `report`).
 
-use super::conn::{Conn, EXCHANGE_TIMEOUT};
 use super::facts;
 use super::floating::Decision;
 use super::key::{ClusterKey, KeyError};
 use super::layers::{Receiver, Shipper};
 use super::membership::{self, Effect, MemberId, Membership};
 use super::peers::Peers;
-use super::replication::{self, Summaries};
+use super::replication::{self, Pulled, Summaries};
 use super::status::{read_status, status_file, write_status};
 use super::summary::Service;
 use super::tick::{Action, Counts, Event, Facts, Report, Tick, TickSettings};
@@ -400,13 +399,23 @@ async fn member(
                 let idle = syncing.as_ref().is_none_or(|h| h.is_finished());
                 if let (true, false) = (idle, live.is_empty()) {
                     let peer = live[rng.random_range(0..live.len())];
-                    syncing = Some(tokio::spawn(exchange(
+                    let events = events_tx.clone();
+                    // At most one exchange runs: its one report always finds room.
+                    let report = move |pulled: Option<Pulled>| {
+                        let _ = events.try_send(match pulled {
+                            Some(Pulled { carried, merged }) => {
+                                Event::Pulled { peer, carried, merged }
+                            }
+                            None => Event::PullFailed(peer),
+                        });
+                    };
+                    syncing = Some(tokio::spawn(replication::exchange(
                         peer,
                         store.clone(),
                         crate::image::Blobs::new(state_dir),
                         key.clone(),
                         task.summaries.clone(),
-                        events_tx.clone(),
+                        report,
                     )));
                 }
                 Vec::new()
@@ -518,54 +527,6 @@ fn carry_out(
         }
     }
     work
-}
-
-/// One exchange with `peer` on one connection: the store pull (reported to the membership
-/// loop), the summaries, then the image files this member lacks.
-async fn exchange(
-    peer: SocketAddrV4,
-    store: Arc<Store>,
-    blobs: crate::image::Blobs,
-    key: ClusterKey,
-    summaries: Summaries,
-    events: mpsc::Sender<Event>,
-) {
-    let pulled = async {
-        let mut conn = Conn::connect(peer, &key, EXCHANGE_TIMEOUT).await?;
-        let p = replication::pull(&mut conn, &store).await?;
-        Ok::<_, replication::ExchangeError>((conn, p))
-    }
-    .await;
-    let mut conn = match pulled {
-        Ok((conn, p)) => {
-            if p.merged > 0 {
-                tracing::debug!(%peer, rows = p.merged, "pool: merged rows");
-            }
-            let (carried, merged) = (p.carried, p.merged);
-            let _ = events
-                .send(Event::Pulled {
-                    peer,
-                    carried,
-                    merged,
-                })
-                .await;
-            conn
-        }
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "pool: exchange failed");
-            let _ = events.send(Event::PullFailed(peer)).await;
-            return;
-        }
-    };
-    if let Err(e) = replication::swap_summaries(&mut conn, &summaries).await {
-        tracing::debug!(%peer, error = %e, "pool: summary exchange failed");
-        return;
-    }
-    match replication::fetch_missing_blobs(&mut conn, &store, &blobs).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(%peer, blobs = n, "pool: fetched image files"),
-        Err(e) => tracing::warn!(%peer, error = %e, "pool: fetching image files failed"),
-    }
 }
 
 /// Writes this member's roster row unless it is there. A founder (no seeds: `pool init`)

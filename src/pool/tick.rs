@@ -437,6 +437,18 @@ mod tests {
         }
     }
 
+    /// A report of no counts, layers, clients or summaries.
+    fn nothing() -> Report<'static> {
+        Report {
+            counts: Counts::default(),
+            unauthenticated: 0,
+            layers: (HashMap::new(), 0),
+            nfs_clients: None,
+            uptime_secs: 0,
+            summary_of: &|_| None,
+        }
+    }
+
     fn share_of(actions: &[Action]) -> Option<Arc<Share>> {
         actions.iter().find_map(|a| match a {
             Action::Share(s) => Some(s.clone()),
@@ -523,15 +535,7 @@ mod tests {
         assert_eq!(two.detail.last_heard_ms, Some(later));
         assert_eq!(two.detail.lag.as_ref().map(|l| l.exchanges.merged), Some(2));
         // The counts answer the tick that asked for them, once.
-        let again = Report {
-            counts: Counts::default(),
-            unauthenticated: 0,
-            layers: (HashMap::new(), 0),
-            nfs_clients: None,
-            uptime_secs: 0,
-            summary_of: &|_| None,
-        };
-        assert!(core.handle_counts(later, again).is_empty());
+        assert!(core.handle_counts(later, nothing()).is_empty());
     }
 
     #[test]
@@ -547,15 +551,7 @@ mod tests {
         let members = [(id(2), foca::State::Down)];
         let first = core.handle_facts(T0 + 10, &members, facts());
         assert!(first.contains(&Action::LayerPeers(Vec::new())));
-        let report = Report {
-            counts: Counts::default(),
-            unauthenticated: 0,
-            layers: (HashMap::new(), 0),
-            nfs_clients: None,
-            uptime_secs: 0,
-            summary_of: &|_| None,
-        };
-        let out = core.handle_counts(T0 + 10, report);
+        let out = core.handle_counts(T0 + 10, nothing());
         let Some(Action::Status(status)) = out.last() else {
             panic!("a status: {out:?}");
         };
