@@ -1,7 +1,7 @@
 //! Gathers what a pool tick needs (`tick::Facts`) from the store, and counts who owns how much
 //! of the dynamic ranges and the image files in the blob directory (`tick::Counts`).
-//! Blocking: the shell runs both off the async workers (`spawn_blocking`). Bounded: at most [`COUNT_LIMIT`] addresses
-//! and [`MAX_BLOBS`] directory entries are counted.
+//! Blocking: the shell runs both off the async workers (`spawn_blocking`). Bounded: at most
+//! [`COUNT_LIMIT`] addresses and [`MAX_BLOBS`] directory entries are counted.
 //!
 //! Not here: what the facts mean (`tick`); NFS clients, which the NFS server publishes in
 //! memory (`serve::Links`).

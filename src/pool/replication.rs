@@ -14,7 +14,7 @@
 //! Each member starts one exchange with a random live member every [`SYNC_EVERY`], so a write
 //! reaches every member of a pool of N in O(log N) rounds, and a member that was down or cut
 //! off catches up from whoever it asks first. Each request and answer is capped at
-//! `conn::EXCHANGE_TIMEOUT`; the listener answers at most [`MAX_SERVING`] connections at once.
+//! `conn::EXCHANGE_TIMEOUT`; the listener answers at most `MAX_SERVING` connections at once.
 //!
 //! Not here: the merge rules (`store::replicate`), the frames (`frame`, `conn`), applying
 //! layer shipments (`layers::Receiver`), encryption (frames are authenticated, not secret).

@@ -326,6 +326,7 @@ async fn member(
                 let look = tokio::task::spawn_blocking(move || {
                     (ClusterKey::load_state(&dir), recorded_seeds(&dir))
                 });
+                let alone = m.members().iter().all(|(_, s)| *s == foca::State::Down);
                 match look.await {
                     // An unusable key counts as gone, as at start.
                     Ok((Ok(None) | Err(_), _)) => {
@@ -333,7 +334,7 @@ async fn member(
                         result = Some(true);
                         m.leave()
                     }
-                    Ok((_, recorded)) if m.members().iter().all(|(_, s)| *s == foca::State::Down) => {
+                    Ok((_, recorded)) if alone => {
                         let mut seeds = settings.seeds.clone();
                         seeds.extend(recorded);
                         seeds.retain(|s| *s != me.addr);
@@ -358,7 +359,10 @@ async fn member(
                         carry_out(task, &key, actions, &done_tx)
                     }
                     Done::Facts(Err(e)) => {
-                        tracing::warn!(error = %e, "pool: cannot read the store; DHCP shares unchanged");
+                        tracing::warn!(
+                            error = %e,
+                            "pool: cannot read the store; DHCP shares unchanged"
+                        );
                         None
                     }
                     Done::Counts(counts) => {
@@ -368,7 +372,8 @@ async fn member(
                             .as_ref()
                             .map(|l| l.counts())
                             .unwrap_or_default();
-                        let nfs_clients = task.links.nfs_clients.as_ref().map(|c| *c.borrow() as u64);
+                        let nfs_clients =
+                            task.links.nfs_clients.as_ref().map(|c| *c.borrow() as u64);
                         let summaries = &task.summaries;
                         let report = Report {
                             counts,
@@ -493,12 +498,18 @@ fn carry_out(
                 links.share.send_replace(share);
             }
             Action::Peers(peers) => {
-                tracing::info!(others = ?peers.others, "pool: live members for the boot path changed");
+                tracing::info!(
+                    others = ?peers.others,
+                    "pool: live members for the boot path changed"
+                );
                 links.peers.send_replace(peers);
             }
             Action::Floating { decision, changed } => {
                 if changed {
-                    tracing::info!(holder = ?decision.holder, "pool: service address holder changed");
+                    tracing::info!(
+                        holder = ?decision.holder,
+                        "pool: service address holder changed"
+                    );
                 }
                 links.floating.send_replace(decision);
             }
