@@ -6,7 +6,8 @@
 //! changes nothing and two admins cannot race past a uniqueness check. Errors say what is
 //! wrong in the admin's terms (unknown node, duplicate MAC, IP outside every network).
 //!
-//! Not here: argument parsing (`main.rs`, `crate::api`), printing, authentication (`crate::auth`).
+//! Not here: argument parsing (`crate::cli`, `crate::api`), printing, authentication
+//! (`crate::auth`).
 
 use crate::image::{self, Blobs, ImageError, ImageSource};
 use crate::store::model::{
@@ -984,6 +985,133 @@ pub fn remove_export(store: &Store, name: &str) -> Result<(), AdminError> {
                 name: name.to_string(),
             })
         }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Views that the CLI prints and the API serves: one rule for what a node or group shows.
+
+/// What `node show` tells about a node beyond its record; `GET /nodes/{name}` carries it too.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeDetail {
+    /// The image the node boots: its own, else its group's (the boot path's choice).
+    pub boot_image: Option<BootImage>,
+    /// How its BMC is reached (node settings over the group's, field by field), or why not.
+    pub bmc: BmcReach,
+    /// The chassis power as `drover serve`'s poller last saw it.
+    pub power_state: Option<PowerState>,
+}
+
+/// The part of an image that decides a node's root.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BootImage {
+    pub name: String,
+    pub root: RootMode,
+    pub persistent: Vec<String>,
+}
+
+/// A node's BMC as shown: `HOST:PORT` and user (the password is never shown), or why the node
+/// has no usable BMC settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BmcReach {
+    Set { address: String, user: String },
+    Missing { why: String },
+}
+
+/// The [`NodeDetail`] of `node`, from one read.
+pub fn node_detail(store: &Store, node: &Node) -> Result<NodeDetail, StoreError> {
+    store.read(|r| {
+        let image = match (&node.image, &node.group) {
+            (Some(i), _) => Some(i.clone()),
+            (None, Some(g)) => r.get::<Group>(g)?.and_then(|g| g.image),
+            (None, None) => None,
+        };
+        let boot_image = match image {
+            Some(name) => r.get::<Image>(&name)?.map(|i| BootImage {
+                name: i.name,
+                root: i.root,
+                persistent: i.persistent,
+            }),
+            None => None,
+        };
+        let bmc = match crate::ipmi::access(r, &node.name, node.group.as_deref())? {
+            Ok(a) => BmcReach::Set {
+                address: a.address(),
+                user: a.user,
+            },
+            Err(why) => BmcReach::Missing {
+                why: why.to_string(),
+            },
+        };
+        Ok(NodeDetail {
+            boot_image,
+            bmc,
+            power_state: r.get::<PowerState>(&node.name)?,
+        })
+    })
+}
+
+/// A group as listed: a group record, or a name that only nodes or BMC settings use.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupInfo {
+    pub name: String,
+    pub image: Option<String>,
+    /// Whether a group record exists (a node may name a group that has none).
+    pub defined: bool,
+    /// Nodes that name the group.
+    pub nodes: usize,
+    /// The group's BMC settings, without the password.
+    pub bmc: Option<GroupBmc>,
+}
+
+/// A group's BMC settings as shown.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupBmc {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password_set: bool,
+}
+
+/// Every group by name: records, names that nodes use, and groups with BMC settings.
+pub fn groups(store: &Store) -> Result<Vec<GroupInfo>, StoreError> {
+    let (groups, nodes, bmcs) = store
+        .read(|r| Ok::<_, StoreError>((r.all::<Group>()?, r.all::<Node>()?, r.all::<Bmc>()?)))?;
+    let mut all: std::collections::BTreeMap<String, GroupInfo> = std::collections::BTreeMap::new();
+    for g in groups {
+        let e = group_entry(&mut all, &g.name);
+        e.image = g.image;
+        e.defined = true;
+    }
+    for n in nodes {
+        if let Some(g) = n.group {
+            group_entry(&mut all, &g).nodes += 1;
+        }
+    }
+    for b in bmcs {
+        if let BmcOwner::Group(g) = &b.owner {
+            group_entry(&mut all, g).bmc = Some(GroupBmc {
+                host: b.host,
+                port: b.port,
+                user: b.user,
+                password_set: b.password.is_some(),
+            });
+        }
+    }
+    Ok(all.into_values().collect())
+}
+
+fn group_entry<'a>(
+    all: &'a mut std::collections::BTreeMap<String, GroupInfo>,
+    name: &str,
+) -> &'a mut GroupInfo {
+    all.entry(name.to_string()).or_insert_with(|| GroupInfo {
+        name: name.to_string(),
+        image: None,
+        defined: false,
+        nodes: 0,
+        bmc: None,
     })
 }
 

@@ -1,7 +1,8 @@
 //! drover: one binary that is the boot and management appliance of a cluster of diskless
 //! nodes. See `ARCHITECTURE.md` for how the modules fit together.
 //!
-//! The library holds everything; `src/main.rs` is only the command line. Protocol modules are
+//! The library holds everything, the command line's commands too (`cli`); `src/main.rs`
+//! only parses and dispatches. Protocol modules are
 //! split into `wire` (bytes <-> typed messages), `core` (logic, no I/O, no clock) and `serve`
 //! (the tokio shell).
 
@@ -11,6 +12,7 @@ pub mod admin;
 pub mod agent;
 pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod counters;
 pub mod dhcp;
@@ -23,7 +25,6 @@ pub mod net;
 pub mod nfs;
 pub mod ntp;
 pub mod pool;
-pub mod remote;
 pub mod serve;
 pub mod store;
 pub mod tftp;

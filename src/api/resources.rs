@@ -314,13 +314,26 @@ fn unknown(kind: &str, name: &str) -> ApiError {
     }
 }
 
+/// One node: its list view plus what `drover node show` tells (boot image, BMC, power).
+#[derive(Serialize)]
+struct NodeShow {
+    #[serde(flatten)]
+    view: NodeView,
+    #[serde(flatten)]
+    detail: admin::NodeDetail,
+}
+
 pub async fn get_node(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Res {
     let view = api
         .blocking(move |store| {
             let node = store
                 .read(|r| r.get::<Node>(&name))?
                 .ok_or_else(|| unknown("node", &name))?;
-            Ok(node_views(store, vec![node])?.pop())
+            let detail = admin::node_detail(store, &node)?;
+            let view = node_views(store, vec![node])?
+                .pop()
+                .ok_or_else(|| unknown("node", &name))?;
+            Ok(NodeShow { view, detail })
         })
         .await?;
     ok(view)
@@ -373,60 +386,18 @@ pub async fn set_node(
 // ---------------------------------------------------------------------------------------------
 // Groups
 
-#[derive(Serialize)]
-struct GroupView {
-    name: String,
-    image: Option<String>,
-    /// Whether a group record exists (a node may name a group that has none).
-    defined: bool,
-    nodes: usize,
-}
-
-fn group_views(store: &Store) -> Result<Vec<GroupView>, ApiError> {
-    let (groups, nodes) =
-        store.read(|r| Ok::<_, ApiError>((r.all::<Group>()?, r.all::<Node>()?)))?;
-    let mut views: std::collections::BTreeMap<String, GroupView> = groups
-        .into_iter()
-        .map(|g| {
-            (
-                g.name.clone(),
-                GroupView {
-                    name: g.name,
-                    image: g.image,
-                    defined: true,
-                    nodes: 0,
-                },
-            )
-        })
-        .collect();
-    for n in nodes {
-        if let Some(g) = n.group {
-            views
-                .entry(g.clone())
-                .or_insert(GroupView {
-                    name: g,
-                    image: None,
-                    defined: false,
-                    nodes: 0,
-                })
-                .nodes += 1;
-        }
-    }
-    Ok(views.into_values().collect())
-}
-
 pub async fn list_groups(State(api): State<Arc<Api>>, axum::extract::Query(q): Q) -> Res {
     let mut q = Query::new(q);
     let page = q.page()?;
     q.finish()?;
-    let all = api.blocking(group_views).await?;
+    let all = api.blocking(|store| Ok(admin::groups(store)?)).await?;
     ok(page.of(all))
 }
 
 pub async fn get_group(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Res {
     let view = api
         .blocking(move |store| {
-            group_views(store)?
+            admin::groups(store)?
                 .into_iter()
                 .find(|g| g.name == name)
                 .ok_or_else(|| unknown("group", &name))

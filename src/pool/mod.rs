@@ -42,6 +42,7 @@ pub mod peers;
 pub mod replication;
 pub mod report;
 pub mod serve;
+pub mod setup;
 pub mod shares;
 pub mod show;
 pub mod status;

@@ -35,30 +35,13 @@ fn bytes(n: u64) -> String {
     }
 }
 
-/// Left-aligned columns, two spaces apart.
+/// Appends the rows as a table (the CLI's one printer).
 fn table(out: &mut String, rows: &[Vec<String>]) {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
+    out.push_str(&crate::cli::print::table(rows));
 }
 
 fn header(cells: &[&str]) -> Vec<String> {
-    cells.iter().map(|c| c.to_string()).collect()
+    crate::cli::print::header(cells)
 }
 
 /// The whole text, as of `now_ms` (unix ms).

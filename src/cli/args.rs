@@ -1,0 +1,540 @@
+//! The command line's arguments (clap definitions) and how a few of them map to the
+//! library's change types. Parsing only: what a command does is in [`super`].
+
+use crate::admin;
+use crate::store::model::{Ipv4Net, Mac, RootMode};
+use clap::{Args, Parser, Subcommand};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "drover",
+    version,
+    about = "Boot and manage a cluster of diskless nodes"
+)]
+pub struct Cli {
+    /// Where the store and image files live.
+    #[arg(
+        long,
+        global = true,
+        env = "DROVER_STATE_DIR",
+        default_value = "/var/lib/drover"
+    )]
+    pub state_dir: PathBuf,
+    /// Act on a remote drover through its API (`http://HOST[:PORT]`) instead of the local
+    /// store: every command that has an API endpoint.
+    #[arg(long, global = true, env = "DROVER_SERVER", requires = "token")]
+    pub server: Option<String>,
+    /// API token for `--server` (`drover token create` on the appliance).
+    #[arg(long, global = true, env = "DROVER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve DHCP, TFTP, HTTP, DNS and NTP on the given interfaces.
+    Serve {
+        /// TOML configuration; without it the embedded default is used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Interface to serve on (repeatable); adds to the config's `interfaces`.
+        #[arg(long = "interface", short = 'i')]
+        interfaces: Vec<String>,
+    },
+    /// Validate a configuration file and print the first problem, naming the key.
+    CheckConfig { file: PathBuf },
+    /// Print the embedded default configuration.
+    DefaultConfig,
+    /// Manage nodes.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Manage boot images.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Show DHCP leases.
+    #[command(subcommand)]
+    Lease(LeaseCmd),
+    /// Ask drover's DNS without the network: what it would answer a cluster client.
+    #[command(subcommand)]
+    Dns(DnsCmd),
+    /// Join drover members into an active-active pool.
+    #[command(subcommand)]
+    Pool(PoolCmd),
+    /// Groups of nodes: a shared image and BMC credentials.
+    #[command(subcommand)]
+    Group(GroupCmd),
+    /// Users of the web page and API.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+    /// API tokens for scripts.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Power nodes on and off through their BMCs (IPMI over the LAN: RMCP+, or v1.5).
+    Power(PowerArgs),
+    /// Run the node agent (what drover does as /init of its initramfs).
+    Agent,
+    /// drover's NFSv4 server: clients and shared exports.
+    #[command(subcommand)]
+    Nfs(NfsCmd),
+}
+
+#[derive(Subcommand)]
+pub enum NfsCmd {
+    /// List NFS clients of the running server: address, state, lease, opens and locks
+    /// (from `<state-dir>/nfs/clients.json`, rewritten every few seconds).
+    Clients {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shared exports: host directories served at /NAME of the pseudo-root.
+    #[command(subcommand)]
+    Export(ExportCmd),
+}
+
+#[derive(Subcommand)]
+pub enum ExportCmd {
+    /// Share a directory of this host with the clients in the given networks.
+    Add {
+        name: String,
+        /// The directory to share (absolute).
+        #[arg(long)]
+        path: PathBuf,
+        /// Client networks allowed to mount it, as CIDR (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',', required = true, value_name = "CIDR")]
+        clients: Vec<Ipv4Net>,
+        /// Let the clients write (default: read-only). Root is squashed to nobody.
+        #[arg(long)]
+        rw: bool,
+    },
+    /// List shared exports.
+    List,
+    /// Stop sharing an export.
+    Rm { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum PoolCmd {
+    /// Create the cluster key (`<state-dir>/cluster.key`, mode 0600) on the first member.
+    Init,
+    /// Join the pool of the member at SEED (`IP` or `IP:PORT`) with a copy of its cluster key.
+    Join {
+        seed: String,
+        /// The pool's cluster key, copied from a member (mode 0600).
+        #[arg(long)]
+        key_file: PathBuf,
+    },
+    /// Show the members as the local server sees them: health, what each serves,
+    /// replication lag.
+    Status {
+        /// Print the status as JSON (the form `GET /api/v1/pool` answers with).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Leave the pool: takes this member off the roster (its DHCP address share goes back
+    /// to the others), removes the cluster key and the recorded seeds; a running server
+    /// leaves at once.
+    Leave,
+    /// Take a member that is gone for good off the roster (ID as `pool status` shows it), so
+    /// that its DHCP address share goes to the others at once. Refused while it is alive.
+    Forget { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum DnsCmd {
+    /// Print the answer to NAME (type A, or PTR for an IPv4 address) from the store's zones,
+    /// or which upstreams a forwarded name would go to.
+    Check {
+        name: String,
+        /// Record type: A, AAAA, PTR, SOA, NS, CNAME, ANY, ...
+        #[arg(name = "TYPE")]
+        qtype: Option<String>,
+        /// The server's configuration (upstreams, domain, hostname); default: embedded.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Interface the server serves on, for the appliance's own address records.
+        #[arg(long = "interface", short = 'i')]
+        interfaces: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NodeCmd {
+    /// Add a node.
+    Add {
+        name: String,
+        #[arg(long)]
+        mac: Mac,
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        #[arg(long)]
+        image: Option<String>,
+        #[arg(long)]
+        group: Option<String>,
+        /// Further DNS names of the node (CNAMEs), comma-separated or repeated.
+        #[arg(long = "alias", value_delimiter = ',')]
+        aliases: Vec<String>,
+        /// How the node gets its root filesystem; `image` (the default) follows the image.
+        #[arg(long, value_enum)]
+        root: Option<NodeRoot>,
+    },
+    /// List nodes.
+    List,
+    /// Show one node.
+    Show { name: String },
+    /// Change a node.
+    Set {
+        name: String,
+        #[command(flatten)]
+        change: NodeSetArgs,
+    },
+    /// Remove a node.
+    Rm { name: String },
+    /// Add nodes from a CSV file with a header (name,mac,ip,image,group, optionally
+    /// bmc,bmc_user,bmc_password_file); all or none.
+    Import { file: PathBuf },
+    /// Show a node's boot timeline and state.
+    Events {
+        name: String,
+        /// All kept events, not only the last boot's.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct NodeSetArgs {
+    #[arg(long)]
+    pub mac: Option<Mac>,
+    #[arg(long, conflicts_with = "no_ip")]
+    pub ip: Option<Ipv4Addr>,
+    /// Remove the address reservation (the node then takes a dynamic address).
+    #[arg(long)]
+    pub no_ip: bool,
+    #[arg(long, conflicts_with = "no_image")]
+    pub image: Option<String>,
+    #[arg(long)]
+    pub no_image: bool,
+    #[arg(long, conflicts_with = "no_group")]
+    pub group: Option<String>,
+    #[arg(long)]
+    pub no_group: bool,
+    /// Replace the node's aliases (comma-separated or repeated).
+    #[arg(long = "alias", value_delimiter = ',', conflicts_with = "no_alias")]
+    pub aliases: Vec<String>,
+    /// Remove all aliases.
+    #[arg(long)]
+    pub no_alias: bool,
+    /// How the node gets its root filesystem: `ram`, `nfs`, or `image` to follow its image.
+    #[arg(long, value_enum)]
+    pub root: Option<NodeRoot>,
+    #[command(flatten)]
+    pub bmc: BmcArgs,
+}
+
+impl NodeSetArgs {
+    /// The node fields to change (`--no-*` clears); the BMC settings are separate.
+    pub fn change(&self) -> admin::NodeChange {
+        fn edit<T: Clone>(clear: bool, value: &Option<T>) -> Option<Option<T>> {
+            if clear {
+                Some(None)
+            } else {
+                value.clone().map(Some)
+            }
+        }
+        admin::NodeChange {
+            mac: self.mac,
+            ip: edit(self.no_ip, &self.ip),
+            image: edit(self.no_image, &self.image),
+            group: edit(self.no_group, &self.group),
+            aliases: if self.no_alias {
+                Some(Vec::new())
+            } else {
+                (!self.aliases.is_empty()).then(|| self.aliases.clone())
+            },
+            root: self.root.map(|r| r.mode()),
+        }
+    }
+}
+
+/// A node's root mode on the command line.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NodeRoot {
+    /// The agent unpacks the image's rootfs into RAM.
+    Ram,
+    /// The agent mounts the node's root over NFSv4 from drover.
+    Nfs,
+    /// Whatever the node's image says.
+    Image,
+}
+
+impl NodeRoot {
+    pub fn mode(self) -> Option<RootMode> {
+        match self {
+            NodeRoot::Ram => Some(RootMode::Ram),
+            NodeRoot::Nfs => Some(RootMode::Nfs),
+            NodeRoot::Image => None,
+        }
+    }
+}
+
+/// An image's root mode on the command line.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImageRoot {
+    /// The agent unpacks the rootfs into RAM (the default).
+    Ram,
+    /// The agent mounts the node's root view over NFSv4 from drover (needs --rootfs).
+    Nfs,
+}
+
+impl From<ImageRoot> for RootMode {
+    fn from(r: ImageRoot) -> RootMode {
+        match r {
+            ImageRoot::Ram => RootMode::Ram,
+            ImageRoot::Nfs => RootMode::Nfs,
+        }
+    }
+}
+
+/// How an image boots its nodes: shared by `image add` and `image set`.
+#[derive(Args)]
+pub struct ImageBootArgs {
+    /// How nodes get the root filesystem: `ram` (unpacked into RAM) or `nfs` (mounted over
+    /// NFSv4 from drover); nodes may override it with `node set --root`.
+    #[arg(long, value_enum)]
+    pub root: Option<ImageRoot>,
+    /// Paths each node keeps across reboots in its own layer when its root is NFS
+    /// ("statelite"), comma-separated or repeated: absolute, like /var/log,/etc/ssh.
+    #[arg(long, value_delimiter = ',', conflicts_with = "no_persistent")]
+    pub persistent: Vec<String>,
+    /// Remove all persistent paths.
+    #[arg(long)]
+    pub no_persistent: bool,
+}
+
+impl ImageBootArgs {
+    pub fn change(self, cmdline: Option<String>) -> admin::ImageChange {
+        admin::ImageChange {
+            cmdline,
+            root: self.root.map(RootMode::from),
+            persistent: if self.no_persistent {
+                Some(Vec::new())
+            } else {
+                (!self.persistent.is_empty()).then_some(self.persistent)
+            },
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct BmcArgs {
+    /// BMC address, HOST[:PORT] (port 623 by default).
+    #[arg(long, value_parser = crate::ipmi::parse_host_port)]
+    pub bmc: Option<(String, Option<u16>)>,
+    /// BMC user name.
+    #[arg(long)]
+    pub bmc_user: Option<String>,
+    /// File whose first line is the BMC password (never given on the command line).
+    #[arg(long)]
+    pub bmc_password_file: Option<PathBuf>,
+    /// Remove the BMC settings.
+    #[arg(long, conflicts_with_all = ["bmc", "bmc_user", "bmc_password_file"])]
+    pub no_bmc: bool,
+}
+
+impl BmcArgs {
+    /// Whether any BMC option was given.
+    pub fn given(&self) -> bool {
+        self.no_bmc
+            || self.bmc.is_some()
+            || self.bmc_user.is_some()
+            || self.bmc_password_file.is_some()
+    }
+
+    pub fn change(&self) -> Result<admin::BmcChange, admin::AdminError> {
+        Ok(admin::BmcChange {
+            address: self.bmc.clone(),
+            user: self.bmc_user.clone(),
+            password: self
+                .bmc_password_file
+                .as_deref()
+                .map(admin::read_password_file)
+                .transpose()?,
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct PowerArgs {
+    #[command(subcommand)]
+    pub action: PowerAction,
+    /// TOML configuration for the `[power]` defaults; without it the embedded default.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// BMC sessions at once (default: power.max-sessions).
+    #[arg(long, global = true)]
+    pub parallel: Option<usize>,
+    /// Nodes per second that `on` and `cycle` start (default: power.on-rate; 0 = all at once).
+    #[arg(long, global = true)]
+    pub rate: Option<f64>,
+}
+
+#[derive(Subcommand)]
+pub enum PowerAction {
+    /// Power on.
+    On(Targets),
+    /// Power off at once (hard).
+    Off(Targets),
+    /// Ask the OS to shut down (ACPI soft off).
+    Soft(Targets),
+    /// Power off, then on.
+    Cycle(Targets),
+    /// Hard reset.
+    Reset(Targets),
+    /// Show the chassis power state.
+    Status(Targets),
+    /// Set the boot device for the next boot only.
+    Bootdev {
+        device: BootDev,
+        #[command(flatten)]
+        targets: Targets,
+    },
+}
+
+#[derive(Args)]
+pub struct Targets {
+    /// Nodes, groups, or ranges like node[001-064].
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum BootDev {
+    Pxe,
+    Disk,
+}
+
+#[derive(Subcommand)]
+pub enum ImageCmd {
+    /// Add an image: a kernel plus its own initrd, or a root filesystem booted from RAM.
+    Add {
+        name: String,
+        #[arg(long)]
+        kernel: PathBuf,
+        #[arg(long)]
+        initrd: Option<PathBuf>,
+        #[arg(long, default_value = "")]
+        cmdline: String,
+        /// Root filesystem (directory or uncompressed tarball) that drover's agent loads
+        /// into RAM.
+        #[arg(long, conflicts_with = "initrd")]
+        rootfs: Option<PathBuf>,
+        /// Replace an existing image of the same name (its root mode and persistent paths
+        /// are kept unless given here).
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        boot: ImageBootArgs,
+    },
+    /// Change how an image boots: command line, root mode, persistent paths.
+    Set {
+        name: String,
+        #[arg(long)]
+        cmdline: Option<String>,
+        #[command(flatten)]
+        boot: ImageBootArgs,
+    },
+    /// List images.
+    List,
+    /// Remove an image (refused while nodes use it).
+    Rm { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum NetworkCmd {
+    /// Add a network.
+    Add {
+        name: String,
+        #[arg(long)]
+        subnet: Ipv4Net,
+        /// Dynamic range FIRST-LAST for clients without a reservation.
+        #[arg(long, value_parser = parse_range)]
+        range: Option<(Ipv4Addr, Ipv4Addr)>,
+        #[arg(long)]
+        gateway: Option<Ipv4Addr>,
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// List networks.
+    List,
+    /// Remove a network.
+    Rm { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum LeaseCmd {
+    /// List leases.
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum GroupCmd {
+    /// Add or replace a group.
+    Add {
+        name: String,
+        /// Image for the group's nodes that name none themselves.
+        #[arg(long)]
+        image: Option<String>,
+    },
+    /// Set a group's BMC settings (node settings override them field by field).
+    Set {
+        name: String,
+        #[command(flatten)]
+        bmc: BmcArgs,
+    },
+    /// List groups: image and BMC settings.
+    List,
+    /// Remove a group.
+    Rm { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum AdminCmd {
+    /// Set a user's password (read from standard input; asked twice on a terminal). Creates
+    /// the user if needed.
+    Passwd {
+        #[arg(default_value = crate::auth::ADMIN)]
+        user: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Make an API token; prints it once, as the last word of the output.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// List API tokens (names only; tokens are not kept).
+    List,
+    /// Revoke an API token.
+    Rm { name: String },
+}
+
+pub fn parse_range(s: &str) -> Result<(Ipv4Addr, Ipv4Addr), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: expected FIRST-LAST, like 10.0.0.100-10.0.0.200"))?;
+    let parse = |x: &str| {
+        x.trim()
+            .parse::<Ipv4Addr>()
+            .map_err(|_| format!("{x:?} is not an IPv4 address"))
+    };
+    Ok((parse(a)?, parse(b)?))
+}

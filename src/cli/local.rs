@@ -1,0 +1,318 @@
+//! The local back end: the store and files in `--state-dir`, through the same `crate::admin`
+//! and `crate::auth` functions as the API. The store is opened at the first command that
+//! needs it (`pool status` and `nfs clients` read files only).
+//!
+//! Not here: printing (`print`), the pool's key and seed files (`crate::pool::setup`).
+
+use super::args::{NodeSetArgs, PowerArgs};
+use super::print::{PowerRow, TokenInfo};
+use super::Backend;
+use crate::admin::{self, GroupInfo, NodeDetail};
+use crate::config::Config;
+use crate::image::{Blobs, ImageSource};
+use crate::store::model::{
+    BmcOwner, BootEvent, BootLog, Export, Group, Image, Lease, Network, Node,
+};
+use crate::store::{Store, StoreError};
+use anyhow::{bail, Context, Result};
+use std::cell::OnceCell;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// The state directory of this machine's drover.
+pub struct Local {
+    state: PathBuf,
+    store: OnceCell<Store>,
+}
+
+impl Local {
+    pub fn new(state: &Path) -> Local {
+        Local {
+            state: state.to_path_buf(),
+            store: OnceCell::new(),
+        }
+    }
+
+    /// The store, opened on first use.
+    pub fn store(&self) -> Result<&Store> {
+        if let Some(s) = self.store.get() {
+            return Ok(s);
+        }
+        let store = Store::open(&self.state)
+            .with_context(|| format!("opening the store in {}", self.state.display()))?;
+        Ok(self.store.get_or_init(|| store))
+    }
+
+    /// `image add`: stores the files and builds the agent's initramfs from this binary.
+    pub fn add_image(
+        &self,
+        name: &str,
+        src: &ImageSource,
+        replace: bool,
+        change: &admin::ImageChange,
+    ) -> Result<Image> {
+        let store = self.store()?;
+        let agent =
+            std::env::current_exe().context("finding drover's own binary for the initramfs")?;
+        let blobs = Blobs::new(&self.state);
+        Ok(admin::add_image(
+            store, &blobs, name, src, &agent, replace, change,
+        )?)
+    }
+
+    pub fn set_group_bmc(&self, name: &str, change: &admin::BmcChange) -> Result<()> {
+        admin::set_bmc(self.store()?, &BmcOwner::Group(name.to_string()), change)?;
+        Ok(())
+    }
+
+    pub fn remove_group_bmc(&self, name: &str) -> Result<()> {
+        Ok(admin::remove_bmc(
+            self.store()?,
+            &BmcOwner::Group(name.to_string()),
+        )?)
+    }
+
+    fn all<T: crate::store::Record>(&self) -> Result<Vec<T>> {
+        Ok(self.store()?.read(|r| r.all::<T>())?)
+    }
+}
+
+impl Backend for Local {
+    fn nodes(&self) -> Result<Vec<Node>> {
+        self.all::<Node>()
+    }
+
+    fn node(&self, name: &str) -> Result<(Node, NodeDetail)> {
+        let store = self.store()?;
+        let node =
+            store
+                .read(|r| r.get::<Node>(name))?
+                .ok_or_else(|| admin::AdminError::Unknown {
+                    kind: "node",
+                    name: name.to_string(),
+                })?;
+        let detail = admin::node_detail(store, &node)?;
+        Ok((node, detail))
+    }
+
+    fn add_node(&self, node: &Node) -> Result<()> {
+        Ok(admin::add_nodes(self.store()?, std::slice::from_ref(node))?)
+    }
+
+    fn set_node(&self, name: &str, change: &NodeSetArgs) -> Result<Node> {
+        let store = self.store()?;
+        // Read the password file before changing anything.
+        let bmc = change.bmc.change()?;
+        let n = admin::set_node(store, name, &change.change())?;
+        let owner = BmcOwner::Node(name.to_string());
+        if change.bmc.no_bmc {
+            admin::remove_bmc(store, &owner)?;
+        } else if !bmc.is_empty() {
+            admin::set_bmc(store, &owner, &bmc)?;
+        }
+        Ok(n)
+    }
+
+    fn remove_node(&self, name: &str) -> Result<()> {
+        Ok(admin::remove_node(self.store()?, name)?)
+    }
+
+    fn import_nodes(&self, file: &Path) -> Result<usize> {
+        Ok(admin::import_nodes(self.store()?, file)?)
+    }
+
+    fn node_events(&self, name: &str) -> Result<Vec<BootEvent>> {
+        let (node, log) = self
+            .store()?
+            .read(|r| Ok::<_, StoreError>((r.get::<Node>(name)?, r.get::<BootLog>(name)?)))?;
+        node.ok_or_else(|| admin::AdminError::Unknown {
+            kind: "node",
+            name: name.to_string(),
+        })?;
+        Ok(log.map(|l| l.events).unwrap_or_default())
+    }
+
+    fn groups(&self) -> Result<Vec<GroupInfo>> {
+        Ok(admin::groups(self.store()?)?)
+    }
+
+    fn put_group(&self, group: &Group) -> Result<()> {
+        Ok(admin::put_group(self.store()?, group)?)
+    }
+
+    fn remove_group(&self, name: &str) -> Result<()> {
+        Ok(admin::remove_group(self.store()?, name)?)
+    }
+
+    fn images(&self) -> Result<Vec<Image>> {
+        self.all::<Image>()
+    }
+
+    fn set_image(&self, name: &str, change: &admin::ImageChange) -> Result<Image> {
+        Ok(admin::set_image(self.store()?, name, change)?)
+    }
+
+    fn remove_image(&self, name: &str) -> Result<()> {
+        Ok(admin::remove_image(self.store()?, name)?)
+    }
+
+    fn networks(&self) -> Result<Vec<Network>> {
+        self.all::<Network>()
+    }
+
+    fn add_network(&self, network: &Network) -> Result<()> {
+        Ok(admin::add_network(self.store()?, network)?)
+    }
+
+    fn remove_network(&self, name: &str) -> Result<()> {
+        Ok(admin::remove_network(self.store()?, name)?)
+    }
+
+    fn leases(&self) -> Result<Vec<Lease>> {
+        Ok(admin::leases(self.store()?)?)
+    }
+
+    fn exports(&self) -> Result<Vec<Export>> {
+        self.all::<Export>()
+    }
+
+    fn add_export(&self, export: &Export) -> Result<Export> {
+        Ok(admin::add_export(self.store()?, export)?)
+    }
+
+    fn remove_export(&self, name: &str) -> Result<()> {
+        Ok(admin::remove_export(self.store()?, name)?)
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenInfo>> {
+        Ok(crate::auth::tokens(self.store()?)?
+            .into_iter()
+            .map(|t| TokenInfo {
+                name: t.name,
+                created: t.created,
+            })
+            .collect())
+    }
+
+    fn create_token(&self, name: &str) -> Result<String> {
+        Ok(crate::auth::create_token(
+            self.store()?,
+            name,
+            super::unix_now(),
+        )?)
+    }
+
+    fn remove_token(&self, name: &str) -> Result<()> {
+        Ok(crate::auth::remove_token(self.store()?, name)?)
+    }
+
+    fn power(&self, args: &PowerArgs) -> Result<Vec<PowerRow>> {
+        use crate::ipmi::power;
+        let config = Config::load(args.config.as_deref())?;
+        let mut fan = crate::ipmi::serve::fan_out(&config.power);
+        if let Some(p) = args.parallel {
+            fan.max_sessions = p.max(1);
+        }
+        if let Some(r) = args.rate {
+            if !(r >= 0.0 && r.is_finite()) {
+                bail!("--rate must be 0 or more");
+            }
+            fan.on_rate = r;
+        }
+        let (action, targets) = super::power_action(args);
+        let jobs = self.store()?.read(|r| power::resolve(r, targets))?;
+        Ok(power::run_all(&jobs, action, &fan)
+            .into_iter()
+            .map(|o| {
+                let (result, detail) = match o.result {
+                    Ok(reply) => ("ok".to_string(), reply.text),
+                    Err(f) => (f.class.to_string(), f.reason),
+                };
+                PowerRow {
+                    node: o.node,
+                    bmc: o.bmc,
+                    result,
+                    detail,
+                }
+            })
+            .collect())
+    }
+
+    fn pool_status(&self) -> Result<crate::pool::status::Status> {
+        let now_ms = crate::pool::serve::unix_ms();
+        let (status, stale) = crate::pool::setup::status(&self.state, now_ms)?;
+        if let Some(age) = stale {
+            eprintln!("warning: the status is {age} s old; is `drover serve` still running?");
+        }
+        Ok(status)
+    }
+}
+
+/// `dns check`: what the server's DNS would answer, from the store and the configuration.
+pub fn dns_check(
+    state: &Path,
+    name: &str,
+    qtype: Option<&str>,
+    config: Option<PathBuf>,
+    interfaces: Vec<String>,
+) -> Result<String> {
+    let mut config = Config::load(config.as_deref())?;
+    config.interfaces.extend(interfaces);
+    let mut own = Vec::new();
+    for i in &config.interfaces {
+        own.push(
+            crate::net::interface(i)
+                .with_context(|| format!("interface {i}"))?
+                .addr,
+        );
+    }
+    let local = Local::new(state);
+    let store = local.store()?;
+    let settings = config.dns.settings(&own, store.member());
+    let view = crate::store::View::load(store)?;
+    let bind = own
+        .first()
+        .map_or(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| (*a).into());
+    Ok(crate::dns::explain(
+        &view,
+        &settings.identity(bind),
+        &settings.policy(),
+        &settings.upstreams,
+        name,
+        qtype,
+    )?)
+}
+
+/// `nfs clients`: the running server's NFS clients, from the file it rewrites every few
+/// seconds.
+pub fn nfs_clients(state: &Path, json: bool) -> Result<String> {
+    let path = state.join("nfs").join("clients.json");
+    let status = crate::nfs::serve::read_status(&path).with_context(|| {
+        format!(
+            "reading {} (is `drover serve` running with [nfs] enabled?)",
+            path.display()
+        )
+    })?;
+    if json {
+        return Ok(super::print::json(&status)?);
+    }
+    let items: Vec<serde_json::Value> = status
+        .clients
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?;
+    Ok(super::print::json_table(
+        &items,
+        &[
+            "addr",
+            "clientid",
+            "minor_version",
+            "confirmed",
+            "lease_remaining_secs",
+            "sessions",
+            "opens",
+            "locks",
+            "owner",
+        ],
+    ))
+}

@@ -1,0 +1,494 @@
+//! The `drover` command line: arguments ([`args`]), one [`Backend`] trait with two
+//! implementations, [`local::Local`] (the store in `--state-dir`, through `crate::admin`) and
+//! [`remote::Remote`] (a drover's API, `--server URL --token T`), and one printer
+//! ([`print`]). [`run`] dispatches a parsed command: it asks the back end for typed data and
+//! prints it, so both back ends print the same text.
+//!
+//! Commands without an API endpoint (`serve`, `agent`, `dns check`, `pool init|join|leave|
+//! forget`, `image add`, `group set`, `nfs clients`, `admin passwd`) act on the local state
+//! directory; with `--server` they fail with an error naming the command.
+//!
+//! Not here: the admin rules (`crate::admin`), the pool's key and seed files
+//! (`crate::pool::setup`), logging set-up and the PID-1 agent check (`main.rs`).
+
+pub mod args;
+pub mod local;
+mod password;
+pub mod print;
+pub mod remote;
+
+use crate::admin::{self, GroupInfo, NodeDetail};
+use crate::config::Config;
+use crate::pool::setup;
+use crate::store::model::{BootEvent, Export, Group, Image, Lease, Network, Node};
+use anyhow::{bail, Context, Result};
+use args::{
+    AdminCmd, Command, DnsCmd, ExportCmd, GroupCmd, ImageCmd, LeaseCmd, NetworkCmd, NfsCmd,
+    NodeCmd, NodeSetArgs, PoolCmd, PowerAction, PowerArgs, TokenCmd,
+};
+use local::Local;
+use print::{PowerRow, TokenInfo};
+use std::path::Path;
+
+/// What a command needs from a drover, locally or through the API. Lists come back in the
+/// store's order (by name or address), so both back ends print the same rows.
+pub trait Backend {
+    fn nodes(&self) -> Result<Vec<Node>>;
+    /// A node with what `node show` tells about it.
+    fn node(&self, name: &str) -> Result<(Node, NodeDetail)>;
+    fn add_node(&self, node: &Node) -> Result<()>;
+    /// Changes a node (and its BMC settings, locally); returns it as changed.
+    fn set_node(&self, name: &str, change: &NodeSetArgs) -> Result<Node>;
+    fn remove_node(&self, name: &str) -> Result<()>;
+    /// Adds the nodes of a CSV file, all or none; returns how many.
+    fn import_nodes(&self, file: &Path) -> Result<usize>;
+    /// A node's kept boot events, oldest first.
+    fn node_events(&self, name: &str) -> Result<Vec<BootEvent>>;
+    fn groups(&self) -> Result<Vec<GroupInfo>>;
+    fn put_group(&self, group: &Group) -> Result<()>;
+    fn remove_group(&self, name: &str) -> Result<()>;
+    fn images(&self) -> Result<Vec<Image>>;
+    fn set_image(&self, name: &str, change: &admin::ImageChange) -> Result<Image>;
+    fn remove_image(&self, name: &str) -> Result<()>;
+    fn networks(&self) -> Result<Vec<Network>>;
+    fn add_network(&self, network: &Network) -> Result<()>;
+    fn remove_network(&self, name: &str) -> Result<()>;
+    fn leases(&self) -> Result<Vec<Lease>>;
+    fn exports(&self) -> Result<Vec<Export>>;
+    /// Adds an export; returns it as stored (its path made canonical).
+    fn add_export(&self, export: &Export) -> Result<Export>;
+    fn remove_export(&self, name: &str) -> Result<()>;
+    fn tokens(&self) -> Result<Vec<TokenInfo>>;
+    /// Makes a token; returns its secret.
+    fn create_token(&self, name: &str) -> Result<String>;
+    fn remove_token(&self, name: &str) -> Result<()>;
+    /// Runs a power action on the targets; one row per node.
+    fn power(&self, args: &PowerArgs) -> Result<Vec<PowerRow>>;
+    /// The pool status (`pool status`).
+    fn pool_status(&self) -> Result<crate::pool::status::Status>;
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: args::Cli) -> Result<()> {
+    let state = cli.state_dir.as_path();
+    let remote = match (&cli.server, &cli.token) {
+        (Some(server), Some(token)) => Some(remote::Remote::new(server, token)?),
+        _ => None,
+    };
+    if let Some(name) = local_only(&cli.command) {
+        if remote.is_some() {
+            bail!(
+                "`drover {name}` has no API endpoint: it works only on the appliance itself \
+                 (on its state directory); run it there without --server"
+            );
+        }
+        return run_local(state, cli.command);
+    }
+    match &remote {
+        Some(r) => run_on(r, cli.command),
+        None => run_on(&Local::new(state), cli.command),
+    }
+}
+
+/// The name of a command that has no API counterpart, or `None`.
+fn local_only(command: &Command) -> Option<&'static str> {
+    Some(match command {
+        Command::Serve { .. } => "serve",
+        Command::Agent => "agent",
+        Command::Dns(_) => "dns check",
+        Command::Pool(PoolCmd::Init) => "pool init",
+        Command::Pool(PoolCmd::Join { .. }) => "pool join",
+        Command::Pool(PoolCmd::Leave) => "pool leave",
+        Command::Pool(PoolCmd::Forget { .. }) => "pool forget",
+        Command::Image(ImageCmd::Add { .. }) => "image add",
+        Command::Group(GroupCmd::Set { .. }) => "group set",
+        Command::Nfs(NfsCmd::Clients { .. }) => "nfs clients",
+        Command::Admin(AdminCmd::Passwd { .. }) => "admin passwd",
+        _ => return None,
+    })
+}
+
+/// The commands that act on the local state directory only.
+fn run_local(state: &Path, command: Command) -> Result<()> {
+    match command {
+        Command::Serve { config, interfaces } => {
+            let mut config = Config::load(config.as_deref())?;
+            for i in interfaces {
+                if !config.interfaces.contains(&i) {
+                    config.interfaces.push(i);
+                }
+            }
+            if config.interfaces.is_empty() {
+                bail!(
+                    "no interface to serve on: pass --interface IFACE or set `interfaces` in \
+                     the config"
+                );
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(crate::serve::run(state, config))
+        }
+        Command::Agent => crate::agent::run(),
+        Command::Dns(DnsCmd::Check {
+            name,
+            qtype,
+            config,
+            interfaces,
+        }) => {
+            let text = local::dns_check(state, &name, qtype.as_deref(), config, interfaces)?;
+            print!("{text}");
+            Ok(())
+        }
+        Command::Pool(cmd) => pool_local(state, cmd),
+        Command::Image(ImageCmd::Add {
+            name,
+            kernel,
+            initrd,
+            cmdline,
+            rootfs,
+            replace,
+            boot,
+        }) => {
+            let src = crate::image::ImageSource {
+                kernel,
+                initrd,
+                rootfs,
+                cmdline,
+            };
+            let img = Local::new(state).add_image(&name, &src, replace, &boot.change(None))?;
+            print!("{}", print::image_added(&img));
+            Ok(())
+        }
+        Command::Group(GroupCmd::Set { name, bmc }) => {
+            let local = Local::new(state);
+            if bmc.no_bmc {
+                local.remove_group_bmc(&name)?;
+                println!("removed BMC settings of group {name}");
+                return Ok(());
+            }
+            let change = bmc.change()?;
+            if change.is_empty() {
+                bail!("nothing to set: give --bmc, --bmc-user or --bmc-password-file");
+            }
+            local.set_group_bmc(&name, &change)?;
+            println!("set BMC settings of group {name}");
+            Ok(())
+        }
+        Command::Nfs(NfsCmd::Clients { json }) => {
+            print!("{}", local::nfs_clients(state, json)?);
+            Ok(())
+        }
+        Command::Admin(AdminCmd::Passwd { user }) => {
+            let local = Local::new(state);
+            let store = local.store()?;
+            let password = password::read(&user)?;
+            crate::auth::set_password(store, &user, &password)?;
+            println!("password of {user} set");
+            Ok(())
+        }
+        _ => bail!("internal: a command with an API counterpart reached the local-only path"),
+    }
+}
+
+fn pool_local(state: &Path, cmd: PoolCmd) -> Result<()> {
+    match cmd {
+        PoolCmd::Init => {
+            let path = setup::init(state)?;
+            println!("created the cluster key {}", path.display());
+            println!(
+                "copy it (mode 0600) to each further member and run there: \
+                 drover pool join THIS_MEMBER_IP --key-file FILE"
+            );
+        }
+        PoolCmd::Join { seed, key_file } => {
+            let addr = setup::join(state, &seed, &key_file)?;
+            println!(
+                "joining the pool through {addr}: a running `drover serve` joins within {} s, \
+                 otherwise at its start",
+                setup::announce_secs()
+            );
+        }
+        PoolCmd::Leave => {
+            let removed = setup::leave(Local::new(state).store()?, state)?;
+            let names: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+            println!(
+                "left the pool (removed {}); a running server leaves within {} s",
+                names.join(", "),
+                setup::announce_secs()
+            );
+        }
+        PoolCmd::Forget { id } => {
+            let id = setup::forget(Local::new(state).store()?, state, &id)?;
+            println!(
+                "member {id:016x} taken off the roster; its DHCP address share goes to the others"
+            );
+        }
+        PoolCmd::Status { .. } => bail!("internal: pool status has an API counterpart"),
+    }
+    Ok(())
+}
+
+/// The commands that both back ends can do.
+fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
+    match command {
+        Command::CheckConfig { file } => {
+            Config::load(Some(&file))?;
+            println!("{}: ok", file.display());
+        }
+        Command::DefaultConfig => print!("{}", crate::config::DEFAULT_TOML),
+        Command::Node(cmd) => node(b, cmd)?,
+        Command::Group(cmd) => match cmd {
+            GroupCmd::Add { name, image } => {
+                b.put_group(&Group {
+                    name: name.clone(),
+                    image,
+                })?;
+                println!("added group {name}");
+            }
+            GroupCmd::List => print!("{}", print::groups(&b.groups()?)),
+            GroupCmd::Rm { name } => {
+                b.remove_group(&name)?;
+                println!("removed group {name}");
+            }
+            GroupCmd::Set { .. } => bail!("internal: group set is local only"),
+        },
+        Command::Image(cmd) => match cmd {
+            ImageCmd::Set {
+                name,
+                cmdline,
+                boot,
+            } => {
+                let img = b.set_image(&name, &boot.change(cmdline))?;
+                print!("{}", print::images(&[img]));
+            }
+            ImageCmd::List => print!("{}", print::images(&b.images()?)),
+            ImageCmd::Rm { name } => {
+                b.remove_image(&name)?;
+                println!("removed image {name}");
+            }
+            ImageCmd::Add { .. } => bail!("internal: image add is local only"),
+        },
+        Command::Network(cmd) => match cmd {
+            NetworkCmd::Add {
+                name,
+                subnet,
+                range,
+                gateway,
+                domain,
+            } => {
+                b.add_network(&Network {
+                    name: name.clone(),
+                    subnet,
+                    range,
+                    gateway,
+                    domain,
+                })?;
+                println!("added network {name}");
+            }
+            NetworkCmd::List => print!("{}", print::networks(&b.networks()?)),
+            NetworkCmd::Rm { name } => {
+                b.remove_network(&name)?;
+                println!("removed network {name}");
+            }
+        },
+        Command::Lease(LeaseCmd::List) => print!("{}", print::leases(&b.leases()?, unix_now())),
+        Command::Nfs(NfsCmd::Export(cmd)) => match cmd {
+            ExportCmd::Add {
+                name,
+                path,
+                clients,
+                rw,
+            } => {
+                let e = b.add_export(&Export {
+                    name,
+                    path: path.to_string_lossy().into_owned(),
+                    clients,
+                    rw,
+                })?;
+                let mode = if e.rw { "read-write" } else { "read-only" };
+                println!(
+                    "added export {} ({}, {mode}) at /{}",
+                    e.name, e.path, e.name
+                );
+            }
+            ExportCmd::List => print!("{}", print::exports(&b.exports()?)),
+            ExportCmd::Rm { name } => {
+                b.remove_export(&name)?;
+                println!("removed export {name}");
+            }
+        },
+        Command::Token(cmd) => match cmd {
+            TokenCmd::Create { name } => {
+                let token = b.create_token(&name)?;
+                // Scripts take the last word: keep the token last.
+                println!("created API token {name} (shown only now): {token}");
+            }
+            TokenCmd::List => print!("{}", print::tokens(&b.tokens()?)),
+            TokenCmd::Rm { name } => {
+                b.remove_token(&name)?;
+                println!("removed API token {name}");
+            }
+        },
+        Command::Power(args) => {
+            let rows = b.power(&args)?;
+            print!("{}", print::power(&rows));
+            let failed = rows.iter().filter(|r| r.result != "ok").count();
+            if failed > 0 {
+                bail!("{failed} of {} nodes failed", rows.len());
+            }
+        }
+        Command::Pool(PoolCmd::Status { json }) => {
+            let status = b.pool_status()?;
+            if json {
+                print!("{}", print::json(&status)?);
+            } else {
+                // Ages as of the status itself, so that the text does not depend on which
+                // machine's clock reads it.
+                print!("{}", crate::pool::show::render(&status, status.updated_ms));
+            }
+        }
+        Command::Serve { .. }
+        | Command::Agent
+        | Command::Dns(_)
+        | Command::Pool(_)
+        | Command::Nfs(NfsCmd::Clients { .. })
+        | Command::Admin(_) => bail!("internal: a local-only command reached a back end"),
+    }
+    Ok(())
+}
+
+fn node(b: &dyn Backend, cmd: NodeCmd) -> Result<()> {
+    match cmd {
+        NodeCmd::Add {
+            name,
+            mac,
+            ip,
+            image,
+            group,
+            aliases,
+            root,
+        } => {
+            b.add_node(&Node {
+                name: name.clone(),
+                mac,
+                ip,
+                image,
+                group,
+                aliases,
+                root: root.and_then(args::NodeRoot::mode),
+            })?;
+            println!("added node {name}");
+        }
+        NodeCmd::List => print!("{}", print::nodes(&b.nodes()?)),
+        NodeCmd::Show { name } => {
+            let (n, detail) = b.node(&name)?;
+            print!("{}", print::node_show(&n, &detail, unix_now()));
+        }
+        NodeCmd::Set { name, change } => {
+            let n = b.set_node(&name, &change)?;
+            print!("{}", print::nodes(&[n]));
+        }
+        NodeCmd::Rm { name } => {
+            b.remove_node(&name)?;
+            println!("removed node {name}");
+        }
+        NodeCmd::Import { file } => {
+            let n = b.import_nodes(&file)?;
+            println!("imported {n} nodes from {}", file.display());
+        }
+        NodeCmd::Events { name, all } => {
+            let events = b.node_events(&name)?;
+            print!(
+                "{}",
+                print::node_events(&name, &events, all, unix_now() * 1000)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Which power action the arguments ask for, and their targets.
+fn power_action(args: &PowerArgs) -> (crate::ipmi::power::Action, &[String]) {
+    use crate::ipmi::core::BootDevice;
+    use crate::ipmi::power::Action;
+    match &args.action {
+        PowerAction::On(t) => (Action::On, &t.targets),
+        PowerAction::Off(t) => (Action::Off, &t.targets),
+        PowerAction::Soft(t) => (Action::Soft, &t.targets),
+        PowerAction::Cycle(t) => (Action::Cycle, &t.targets),
+        PowerAction::Reset(t) => (Action::Reset, &t.targets),
+        PowerAction::Status(t) => (Action::Status, &t.targets),
+        PowerAction::Bootdev { device, targets } => {
+            let d = match device {
+                args::BootDev::Pxe => BootDevice::Pxe,
+                args::BootDev::Disk => BootDevice::Disk,
+            };
+            (Action::Bootdev(d), &targets.targets)
+        }
+    }
+}
+
+/// Unix seconds now: the CLI's one clock read (lease times, power-state ages, tokens).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(line: &str) -> args::Cli {
+        args::Cli::try_parse_from(line.split_whitespace()).expect("parses")
+    }
+
+    #[test]
+    fn commands_without_an_endpoint_are_named() {
+        for (line, name) in [
+            ("drover pool leave", "pool leave"),
+            ("drover pool join 10.0.0.1 --key-file k", "pool join"),
+            ("drover serve", "serve"),
+            ("drover image add i --kernel k", "image add"),
+            ("drover admin passwd", "admin passwd"),
+        ] {
+            assert_eq!(local_only(&parse(line).command), Some(name), "{line}");
+        }
+        for line in [
+            "drover node list",
+            "drover pool status",
+            "drover nfs export list",
+            "drover token list",
+            "drover power status n1",
+        ] {
+            assert_eq!(local_only(&parse(line).command), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn server_commands_without_an_endpoint_fail_naming_it() {
+        let cli = parse("drover --server http://127.0.0.1:9 --token t pool forget 01");
+        let err = run(cli).unwrap_err().to_string();
+        assert!(err.contains("`drover pool forget`"), "{err}");
+        assert!(err.contains("only on the appliance"), "{err}");
+    }
+
+    #[test]
+    fn node_set_arguments_map_to_a_change() {
+        let cli = parse("drover node set n1 --no-ip --group g --alias a,b --root ram");
+        let Command::Node(NodeCmd::Set { change, .. }) = cli.command else {
+            panic!("not node set");
+        };
+        let c = change.change();
+        assert_eq!(c.ip, Some(None));
+        assert_eq!(c.group, Some(Some("g".into())));
+        assert_eq!(c.image, None);
+        assert_eq!(c.aliases, Some(vec!["a".into(), "b".into()]));
+        assert_eq!(c.root, Some(Some(crate::store::model::RootMode::Ram)));
+        assert!(!change.bmc.given());
+    }
+}

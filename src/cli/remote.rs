@@ -1,0 +1,492 @@
+//! The remote back end: `drover --server URL --token TOKEN node list` and every other command
+//! that has an API endpoint go through `/api/v1` instead of the local store. The API's JSON
+//! is read into the same types the local back end returns, so the printer cannot tell them
+//! apart.
+//!
+//! One blocking HTTP/1.1 request per call (`Connection: close`), bearer token, JSON or CSV
+//! body; the response head is parsed by the agent's sans-IO parser; a non-2xx answer becomes a
+//! [`RemoteError::Api`] carrying the API's message (which names the bad field).
+//!
+//! Not here: TLS (put the API behind a TLS proxy and reach it over a management network),
+//! redirects, chunked responses (the API sends lengths), the commands without an API
+//! counterpart (`super::run` refuses them by name: they need the appliance's own files).
+
+use super::args::{NodeSetArgs, PowerAction, PowerArgs};
+use super::print::{PowerRow, TokenInfo};
+use super::Backend;
+use crate::admin::{self, GroupInfo, NodeDetail};
+use crate::agent::http::{parse_head, HttpError};
+use crate::store::model::{BootEvent, Export, Group, Image, Ipv4Net, Lease, Network, Node};
+use anyhow::{bail, Context};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// Connect, read and write timeout of a request.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest response accepted.
+const MAX_RESPONSE: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("{0:?} is not a server URL: expected http://HOST[:PORT]")]
+    BadUrl(String),
+    #[error("cannot reach {server}: {source}")]
+    Connect {
+        server: String,
+        source: std::io::Error,
+    },
+    #[error("talking to {server}: {source}")]
+    Io {
+        server: String,
+        source: std::io::Error,
+    },
+    #[error("{server} answered with a malformed response: {0}", server = .1)]
+    Malformed(HttpError, String),
+    #[error("{server}: {status}: {message}")]
+    Api {
+        server: String,
+        status: u16,
+        message: String,
+    },
+}
+
+/// A remote drover and the token to act with.
+pub struct Remote {
+    url: String,
+    host: String,
+    addr: SocketAddr,
+    token: String,
+}
+
+impl Remote {
+    pub fn new(url: &str, token: &str) -> Result<Remote, RemoteError> {
+        let bad = || RemoteError::BadUrl(url.to_string());
+        let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+        let host = rest.trim_end_matches('/');
+        if host.is_empty() || host.contains('/') {
+            return Err(bad());
+        }
+        let with_port = if host
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            host.to_string()
+        } else {
+            format!("{host}:80")
+        };
+        let addr = with_port
+            .to_socket_addrs()
+            .map_err(|source| RemoteError::Connect {
+                server: url.to_string(),
+                source,
+            })?
+            .next()
+            .ok_or_else(bad)?;
+        Ok(Remote {
+            url: url.trim_end_matches('/').to_string(),
+            host: host.to_string(),
+            addr,
+            token: token.to_string(),
+        })
+    }
+
+    /// `METHOD /api/v1PATH` with an optional `(content type, body)`; the JSON answer.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> Result<Value, RemoteError> {
+        let io = |source| RemoteError::Io {
+            server: self.url.clone(),
+            source,
+        };
+        let mut stream = TcpStream::connect_timeout(&self.addr, TIMEOUT).map_err(|source| {
+            RemoteError::Connect {
+                server: self.url.clone(),
+                source,
+            }
+        })?;
+        stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
+        stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
+        let mut req = format!(
+            "{method} /api/v1{path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: drover-cli\r\n\
+             Authorization: Bearer {}\r\nAccept: application/json\r\nConnection: close\r\n",
+            self.host, self.token
+        );
+        let payload = body.map_or(&[][..], |(_, b)| b);
+        if let Some((kind, b)) = body {
+            req.push_str(&format!(
+                "Content-Type: {kind}\r\nContent-Length: {}\r\n",
+                b.len()
+            ));
+        }
+        req.push_str("\r\n");
+        stream.write_all(req.as_bytes()).map_err(io)?;
+        stream.write_all(payload).map_err(io)?;
+        let mut buf = Vec::new();
+        stream
+            .take(MAX_RESPONSE)
+            .read_to_end(&mut buf)
+            .map_err(io)?;
+        let malformed = |e| RemoteError::Malformed(e, self.url.clone());
+        let (head, start) = parse_head(&buf)
+            .map_err(malformed)?
+            .ok_or(malformed(HttpError::ClosedInHead))?;
+        if head.transfer_encoding.is_some() {
+            return Err(malformed(HttpError::TransferEncoding(
+                head.transfer_encoding.unwrap_or_default(),
+            )));
+        }
+        let body = &buf[start..];
+        let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        if !(200..300).contains(&head.status) {
+            let message = value
+                .get("error")
+                .and_then(Value::as_str)
+                .map_or_else(|| head.reason.clone(), str::to_string);
+            return Err(RemoteError::Api {
+                server: self.url.clone(),
+                status: head.status,
+                message,
+            });
+        }
+        Ok(value)
+    }
+
+    /// Every item of a paged list endpoint (`{"items": [...], "total": N}`).
+    pub fn list(&self, path: &str) -> Result<Vec<Value>, RemoteError> {
+        let mut items = Vec::new();
+        loop {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let page = self.call(
+                "GET",
+                &format!("{path}{sep}limit=1000&offset={}", items.len()),
+                None,
+            )?;
+            let got: Vec<Value> = page
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let total = page.get("total").and_then(Value::as_u64).unwrap_or(0);
+            let done = got.is_empty();
+            items.extend(got);
+            if done || items.len() as u64 >= total {
+                return Ok(items);
+            }
+        }
+    }
+}
+
+/// The API's answer as `T`, or an error naming what was malformed.
+fn decode<T: DeserializeOwned>(what: &str, v: Value) -> anyhow::Result<T> {
+    serde_json::from_value(v).with_context(|| format!("the server sent a malformed {what}"))
+}
+
+/// A path segment, percent-encoded beyond the unreserved characters.
+fn segment(name: &str) -> String {
+    let mut out = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A network as the API shows it: the range as `FIRST-LAST`.
+#[derive(serde::Deserialize)]
+struct NetworkView {
+    name: String,
+    subnet: Ipv4Net,
+    range: Option<String>,
+    gateway: Option<std::net::Ipv4Addr>,
+    domain: Option<String>,
+}
+
+impl Remote {
+    fn json_call(&self, method: &str, path: &str, body: &Value) -> Result<Value, RemoteError> {
+        self.call(
+            method,
+            path,
+            Some(("application/json", body.to_string().as_bytes())),
+        )
+    }
+
+    fn list_of<T: DeserializeOwned>(&self, what: &str, path: &str) -> anyhow::Result<Vec<T>> {
+        self.list(path)?
+            .into_iter()
+            .map(|v| decode(what, v))
+            .collect()
+    }
+
+    fn delete(&self, kind: &str, name: &str) -> anyhow::Result<()> {
+        self.call("DELETE", &format!("/{kind}/{}", segment(name)), None)?;
+        Ok(())
+    }
+}
+
+impl Backend for Remote {
+    fn nodes(&self) -> anyhow::Result<Vec<Node>> {
+        self.list_of("node", "/nodes")
+    }
+
+    fn node(&self, name: &str) -> anyhow::Result<(Node, NodeDetail)> {
+        let v = self.call("GET", &format!("/nodes/{}", segment(name)), None)?;
+        Ok((decode("node", v.clone())?, decode("node", v)?))
+    }
+
+    fn add_node(&self, node: &Node) -> anyhow::Result<()> {
+        self.json_call("POST", "/nodes", &serde_json::to_value(node)?)?;
+        Ok(())
+    }
+
+    fn set_node(&self, name: &str, change: &NodeSetArgs) -> anyhow::Result<Node> {
+        if change.bmc.given() {
+            bail!(
+                "`drover node set --bmc...` has no API endpoint (BMC passwords do not cross                  it): it works only on the appliance itself; run it there without --server"
+            );
+        }
+        let c = change.change();
+        let mut body = serde_json::Map::new();
+        if let Some(mac) = c.mac {
+            body.insert("mac".into(), json!(mac));
+        }
+        if let Some(ip) = c.ip {
+            body.insert("ip".into(), json!(ip));
+        }
+        if let Some(image) = c.image {
+            body.insert("image".into(), json!(image));
+        }
+        if let Some(group) = c.group {
+            body.insert("group".into(), json!(group));
+        }
+        if let Some(aliases) = c.aliases {
+            body.insert("aliases".into(), json!(aliases));
+        }
+        if let Some(root) = c.root {
+            body.insert("root".into(), json!(root));
+        }
+        let v = self.json_call(
+            "PATCH",
+            &format!("/nodes/{}", segment(name)),
+            &Value::Object(body),
+        )?;
+        decode("node", v)
+    }
+
+    fn remove_node(&self, name: &str) -> anyhow::Result<()> {
+        self.delete("nodes", name)
+    }
+
+    fn import_nodes(&self, file: &std::path::Path) -> anyhow::Result<usize> {
+        let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let v = self.call("POST", "/nodes/import", Some(("text/csv", &text)))?;
+        decode("import answer", v["imported"].clone())
+    }
+
+    fn node_events(&self, name: &str) -> anyhow::Result<Vec<BootEvent>> {
+        let v = self.call("GET", &format!("/nodes/{}/events", segment(name)), None)?;
+        decode("boot timeline", v["events"].clone())
+    }
+
+    fn groups(&self) -> anyhow::Result<Vec<GroupInfo>> {
+        self.list_of("group", "/groups")
+    }
+
+    fn put_group(&self, group: &Group) -> anyhow::Result<()> {
+        let mut body = serde_json::Map::new();
+        if let Some(image) = &group.image {
+            body.insert("image".into(), json!(image));
+        }
+        self.json_call(
+            "PUT",
+            &format!("/groups/{}", segment(&group.name)),
+            &Value::Object(body),
+        )?;
+        Ok(())
+    }
+
+    fn remove_group(&self, name: &str) -> anyhow::Result<()> {
+        self.delete("groups", name)
+    }
+
+    fn images(&self) -> anyhow::Result<Vec<Image>> {
+        self.list_of("image", "/images")
+    }
+
+    fn set_image(&self, name: &str, change: &admin::ImageChange) -> anyhow::Result<Image> {
+        let mut body = serde_json::Map::new();
+        if let Some(c) = &change.cmdline {
+            body.insert("cmdline".into(), json!(c));
+        }
+        if let Some(r) = change.root {
+            body.insert("root".into(), json!(r));
+        }
+        if let Some(p) = &change.persistent {
+            body.insert("persistent".into(), json!(p));
+        }
+        let v = self.json_call(
+            "PATCH",
+            &format!("/images/{}", segment(name)),
+            &Value::Object(body),
+        )?;
+        decode("image", v)
+    }
+
+    fn remove_image(&self, name: &str) -> anyhow::Result<()> {
+        self.delete("images", name)
+    }
+
+    fn networks(&self) -> anyhow::Result<Vec<Network>> {
+        let views: Vec<NetworkView> = self.list_of("network", "/networks")?;
+        views
+            .into_iter()
+            .map(|n| {
+                let range = n
+                    .range
+                    .map(|r| super::args::parse_range(&r))
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("the server sent a malformed network: {e}"))?;
+                Ok(Network {
+                    name: n.name,
+                    subnet: n.subnet,
+                    range,
+                    gateway: n.gateway,
+                    domain: n.domain,
+                })
+            })
+            .collect()
+    }
+
+    fn add_network(&self, n: &Network) -> anyhow::Result<()> {
+        let body = json!({"name": n.name, "subnet": n.subnet,
+                          "range": n.range.map(|(a, b)| format!("{a}-{b}")),
+                          "gateway": n.gateway, "domain": n.domain});
+        self.json_call("POST", "/networks", &body)?;
+        Ok(())
+    }
+
+    fn remove_network(&self, name: &str) -> anyhow::Result<()> {
+        self.delete("networks", name)
+    }
+
+    fn leases(&self) -> anyhow::Result<Vec<Lease>> {
+        self.list_of("lease", "/leases")
+    }
+
+    fn exports(&self) -> anyhow::Result<Vec<Export>> {
+        self.list_of("export", "/exports")
+    }
+
+    fn add_export(&self, export: &Export) -> anyhow::Result<Export> {
+        let v = self.json_call("POST", "/exports", &serde_json::to_value(export)?)?;
+        decode("export", v)
+    }
+
+    fn remove_export(&self, name: &str) -> anyhow::Result<()> {
+        self.delete("exports", name)
+    }
+
+    fn tokens(&self) -> anyhow::Result<Vec<TokenInfo>> {
+        self.list_of("token", "/tokens")
+    }
+
+    fn create_token(&self, name: &str) -> anyhow::Result<String> {
+        let v = self.json_call("POST", "/tokens", &json!({ "name": name }))?;
+        decode("token", v["token"].clone())
+    }
+
+    fn remove_token(&self, name: &str) -> anyhow::Result<()> {
+        self.delete("tokens", name)
+    }
+
+    fn power(&self, args: &PowerArgs) -> anyhow::Result<Vec<PowerRow>> {
+        if args.config.is_some() || args.parallel.is_some() || args.rate.is_some() {
+            bail!(
+                "--config, --parallel and --rate apply to local runs only: through --server                  the server's [power] settings apply"
+            );
+        }
+        let (action, device, targets) = match &args.action {
+            PowerAction::On(t) => ("on", None, t),
+            PowerAction::Off(t) => ("off", None, t),
+            PowerAction::Soft(t) => ("soft", None, t),
+            PowerAction::Cycle(t) => ("cycle", None, t),
+            PowerAction::Reset(t) => ("reset", None, t),
+            PowerAction::Status(t) => ("status", None, t),
+            PowerAction::Bootdev { device, targets } => (
+                "bootdev",
+                Some(match device {
+                    super::args::BootDev::Pxe => "pxe",
+                    super::args::BootDev::Disk => "disk",
+                }),
+                targets,
+            ),
+        };
+        let mut body = json!({"action": action, "targets": targets.targets});
+        if let Some(d) = device {
+            body["device"] = json!(d);
+        }
+        let v = self.json_call("POST", "/power", &body)?;
+        #[derive(serde::Deserialize)]
+        struct Result {
+            node: String,
+            bmc: String,
+            ok: bool,
+            text: Option<String>,
+            class: Option<String>,
+            reason: Option<String>,
+        }
+        let results: Vec<Result> = decode("power answer", v["results"].clone())?;
+        Ok(results
+            .into_iter()
+            .map(|r| PowerRow {
+                node: r.node,
+                bmc: r.bmc,
+                result: if r.ok {
+                    "ok".into()
+                } else {
+                    r.class.unwrap_or_default()
+                },
+                detail: if r.ok {
+                    r.text.unwrap_or_default()
+                } else {
+                    r.reason.unwrap_or_default()
+                },
+            })
+            .collect())
+    }
+
+    fn pool_status(&self) -> anyhow::Result<crate::pool::status::Status> {
+        decode("pool status", self.call("GET", "/pool", None)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let r = Remote::new("http://127.0.0.1:8080/", "t").unwrap();
+        assert_eq!(r.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(r.host, "127.0.0.1:8080");
+        let r = Remote::new("http://127.0.0.1", "t").unwrap();
+        assert_eq!(r.addr.port(), 80);
+        for bad in ["127.0.0.1", "https://x", "http://", "http://a/b"] {
+            assert!(Remote::new(bad, "t").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(segment("node-01.a_b~"), "node-01.a_b~");
+        assert_eq!(segment("a b/c"), "a%20b%2Fc");
+    }
+}

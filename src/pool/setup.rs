@@ -1,0 +1,193 @@
+//! Joining and leaving a pool on this member's state directory: what `drover pool
+//! init|join|leave|forget` do to the cluster key (`<state>/cluster.key`), the recorded seeds
+//! (`<state>/pool/seeds`) and the roster in the store, and reading the status file that
+//! `drover pool status` shows.
+//!
+//! A running `drover serve` notices these files within [`ANNOUNCE_EVERY`]: it joins through
+//! new seeds and leaves once the key is gone.
+//!
+//! Not here: the pool's traffic (`serve`), the key's cryptography (`key`), printing (the CLI).
+//! The API cannot reach these: the key never crosses it.
+
+use super::key::{ClusterKey, KeyError};
+use super::serve::{self as ps, ANNOUNCE_EVERY, STATUS_EVERY};
+use super::status::{read_status, status_file, Status};
+use crate::store::model::PoolMember;
+use crate::store::{Store, StoreError};
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("reading random bytes for the cluster key: {0}")]
+    Random(std::io::Error),
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0:?} is neither IP nor IP:PORT")]
+    BadSeed(String),
+    #[error("{0} holds another pool's key; run `drover pool leave` first")]
+    OtherPool(String),
+    #[error("not in a pool: {0} does not exist (`drover pool init` or `drover pool join`)")]
+    NoKey(String),
+    #[error("not in a pool: no cluster key in {0}")]
+    NotInPool(String),
+    #[error("no pool status in {0}: is `drover serve` running with this state directory?")]
+    NoStatus(String),
+    #[error("{0:?} is not a member id (16 hex digits)")]
+    BadId(String),
+    #[error("that is this member: use `drover pool leave`")]
+    ThisMember,
+    #[error("member {0:016x} is not down; stop it first (or `drover pool leave` there)")]
+    Alive(u64),
+    #[error("member {0:016x} is not on the roster")]
+    NotOnRoster(u64),
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SetupError {
+    let path = path.display().to_string();
+    move |source| SetupError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// `pool init`: a new cluster key, mode 0600; refused if one exists. Returns its path.
+pub fn init(state: &Path) -> Result<PathBuf, SetupError> {
+    std::fs::create_dir_all(state).map_err(io("creating", state))?;
+    let path = ClusterKey::path(state);
+    ClusterKey::generate()
+        .map_err(SetupError::Random)?
+        .save_new(&path)?;
+    Ok(path)
+}
+
+/// `pool join SEED --key-file FILE`: takes the pool's key (unless this member has it already)
+/// and records `seed` beside the seeds recorded before. Returns the seed's address.
+pub fn join(state: &Path, seed: &str, key_file: &Path) -> Result<SocketAddrV4, SetupError> {
+    let addr = ps::parse_seed(seed).ok_or_else(|| SetupError::BadSeed(seed.to_string()))?;
+    let key = ClusterKey::load(key_file)?;
+    let dir = ps::pool_dir(state);
+    std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+    let key_path = ClusterKey::path(state);
+    match ClusterKey::load_state(state)? {
+        Some(existing) if existing != key => {
+            return Err(SetupError::OtherPool(key_path.display().to_string()))
+        }
+        Some(_) => {}
+        None => key.save_new(&key_path)?,
+    }
+    let mut seeds = ps::recorded_seeds(state);
+    if !seeds.contains(&addr) {
+        seeds.push(addr);
+    }
+    let text: String = seeds.iter().map(|s| format!("{s}\n")).collect();
+    let file = ps::seeds_file(state);
+    std::fs::write(&file, text).map_err(io("writing", &file))?;
+    Ok(addr)
+}
+
+/// `pool leave`: this member off the roster, its key and seeds removed. Returns the removed
+/// files; refused when there was no pool to leave.
+pub fn leave(store: &Store, state: &Path) -> Result<Vec<PathBuf>, SetupError> {
+    store.write(|w| w.delete::<PoolMember>(&PoolMember::key_of(store.member())))?;
+    let mut removed = Vec::new();
+    for p in [ClusterKey::path(state), ps::seeds_file(state)] {
+        match std::fs::remove_file(&p) {
+            Ok(()) => removed.push(p),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("removing", &p)(e)),
+        }
+    }
+    if removed.is_empty() {
+        return Err(SetupError::NotInPool(state.display().to_string()));
+    }
+    Ok(removed)
+}
+
+/// `pool forget ID`: a member that is gone for good off the roster; refused for this member
+/// and for one the status shows alive or suspect. Returns its id.
+pub fn forget(store: &Store, state: &Path, id: &str) -> Result<u64, SetupError> {
+    let id = u64::from_str_radix(id.trim(), 16).map_err(|_| SetupError::BadId(id.to_string()))?;
+    if id == store.member() {
+        return Err(SetupError::ThisMember);
+    }
+    if let Ok(status) = read_status(state) {
+        let up = status
+            .members
+            .iter()
+            .any(|m| m.id == id && matches!(m.state.as_str(), "alive" | "suspect"));
+        if up {
+            return Err(SetupError::Alive(id));
+        }
+    }
+    if !store.write(|w| w.delete::<PoolMember>(&PoolMember::key_of(id)))? {
+        return Err(SetupError::NotOnRoster(id));
+    }
+    Ok(id)
+}
+
+/// The status the local server last wrote, and its age in seconds as of `now_ms` when that is
+/// more than a few status periods (the server may have stopped).
+pub fn status(state: &Path, now_ms: u64) -> Result<(Status, Option<u64>), SetupError> {
+    if ClusterKey::load_state(state)?.is_none() {
+        return Err(SetupError::NoKey(
+            ClusterKey::path(state).display().to_string(),
+        ));
+    }
+    let status = read_status(state)
+        .map_err(|_| SetupError::NoStatus(status_file(state).display().to_string()))?;
+    let age = now_ms.saturating_sub(status.updated_ms) / 1000;
+    Ok((status, (age > 3 * STATUS_EVERY.as_secs()).then_some(age)))
+}
+
+/// How long a running server takes to act on a join or leave, in seconds.
+pub fn announce_secs() -> u64 {
+    ANNOUNCE_EVERY.as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("drover-setup-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn join_records_seeds_once_and_refuses_another_pools_key() {
+        let (a, b) = (temp("a"), temp("b"));
+        let key = init(&a).unwrap();
+        assert!(matches!(init(&a), Err(SetupError::Key(_))));
+        join(&b, "198.18.0.1", &key).unwrap();
+        join(&b, "198.18.0.1:7946", &key).unwrap();
+        join(&b, "198.18.0.2:9000", &key).unwrap();
+        let seeds = std::fs::read_to_string(ps::seeds_file(&b)).unwrap();
+        assert_eq!(seeds, "198.18.0.1:7946\n198.18.0.2:9000\n");
+        assert!(matches!(
+            join(&b, "nope", &key),
+            Err(SetupError::BadSeed(_))
+        ));
+        let other = temp("c");
+        let other_key = init(&other).unwrap();
+        assert!(matches!(
+            join(&b, "198.18.0.3", &other_key),
+            Err(SetupError::OtherPool(_))
+        ));
+        assert!(matches!(status(&b, 0), Err(SetupError::NoStatus(_))));
+        for d in [a, b, other] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
