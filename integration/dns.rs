@@ -5,7 +5,7 @@
 //! CLI, `dig` and `sntp` inside the namespace, `drover dns check` outside it. The others drive
 //! the library, to reach corners a namespace makes slow (ports, upstreams, oversized names):
 //! `drover::dns::serve::serve` on its own tokio runtime, on 127.0.0.1 and a free port (UDP and
-//! TCP), over a `View` loaded from a temporary store that the tests populate with
+//! TCP), over a `SharedView` loaded from a temporary store that the tests populate with
 //! `drover::admin` (the same code the CLI uses). A thread refreshes the view every 250 ms as
 //! `drover serve`'s refresher does, so store changes reach the server the same way.
 //! Forwarding tests start their own upstream: `dnsmasq` on another loopback port answering
@@ -22,13 +22,13 @@ mod common;
 
 use drover::dns::serve::{serve, Settings, Stats};
 use drover::store::model::{Lease, LeaseState, Network, Node, RelayInfo};
-use drover::store::{Store, View};
+use drover::store::{SharedView, Store};
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -97,18 +97,15 @@ impl Server {
             ],
         )
         .unwrap();
-        let view = Arc::new(RwLock::new(View::load(&store).unwrap()));
+        let view = Arc::new(SharedView::load(store.clone()).unwrap());
 
         let stop_refresh = Arc::new(AtomicBool::new(false));
         let refresher = {
-            let (store, view, stop) = (store.clone(), view.clone(), stop_refresh.clone());
+            let (view, stop) = (view.clone(), stop_refresh.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(REFRESH);
-                    let mut next = view.read().unwrap().clone();
-                    if next.refresh(&store).unwrap() {
-                        *view.write().unwrap() = next;
-                    }
+                    view.refresh().unwrap();
                 }
             })
         };

@@ -11,8 +11,8 @@
 
 use crate::image::{self, Blobs, ImageError, ImageSource};
 use crate::store::model::{
-    Bmc, BmcOwner, Export, Group, Image, Ipv4Net, Lease, Mac, Network, Node, PowerState, RootMode,
-    Secret, Setting,
+    Bmc, BmcOwner, Export, Group, Image, Ipv4Net, Lease, Mac, Network, Node, PersistentPath,
+    PersistentRule, PowerState, RootMode, Secret, Setting,
 };
 use crate::store::{Store, StoreError};
 use std::net::Ipv4Addr;
@@ -70,7 +70,7 @@ pub enum AdminError {
     #[error("password file {0}: the first line must hold a password of 1 to 20 bytes")]
     BadPassword(String),
     #[error("persistent path {path:?}: {why}")]
-    BadPersistent { path: String, why: &'static str },
+    BadPersistent { path: String, why: PersistentRule },
     #[error(
         "image {image:?} has no root filesystem, so it cannot boot with an NFS root (add it \
          with --rootfs, or use --root ram)"
@@ -92,13 +92,7 @@ pub enum AdminError {
 
 /// Checks a node, group, network or image name.
 pub fn check_name(name: &str) -> Result<(), AdminError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
+    if crate::store::model::valid_name(name) {
         Ok(())
     } else {
         Err(AdminError::BadName(name.to_string()))
@@ -665,74 +659,12 @@ pub struct ImageChange {
     pub persistent: Option<Vec<String>>,
 }
 
-/// Most persistent paths one image may have.
-pub const MAX_PERSISTENT: usize = 64;
-/// Longest persistent path, in bytes.
-pub const MAX_PERSISTENT_PATH: usize = 255;
-/// Most bytes of all persistent paths joined with commas: they travel on the kernel command
-/// line (`drover.persistent=`), which x86 caps at 2048 bytes in all.
-pub const MAX_PERSISTENT_TOTAL: usize = 512;
-
-/// Checks persistent paths ("statelite"): absolute and normalised (no `.` or `..` parts, no
-/// `//`, no trailing `/`), not `/` itself, no commas, spaces, quotes or control characters,
-/// each at most [`MAX_PERSISTENT_PATH`] bytes, at most [`MAX_PERSISTENT`] of them and
-/// [`MAX_PERSISTENT_TOTAL`] bytes together, no duplicates and none inside another (the outer
-/// one already keeps it). Returns them sorted.
+/// Checks an image's persistent paths with [`PersistentPath::parse_set`]. Returns them
+/// sorted.
 pub fn check_persistent(paths: &[String]) -> Result<Vec<String>, AdminError> {
-    let bad = |path: &str, why| AdminError::BadPersistent {
-        path: path.to_string(),
-        why,
-    };
-    if paths.len() > MAX_PERSISTENT {
-        return Err(bad(&paths[MAX_PERSISTENT], "more than 64 persistent paths"));
-    }
-    let mut out: Vec<String> = Vec::with_capacity(paths.len());
-    for p in paths {
-        let why = if !p.starts_with('/') {
-            Some("must be absolute (start with /)")
-        } else if p == "/" {
-            Some("cannot be / (the whole root); name the directories that must persist")
-        } else if p.len() > MAX_PERSISTENT_PATH {
-            Some("longer than 255 bytes")
-        } else if p
-            .bytes()
-            .any(|b| b <= b' ' || b == 0x7f || b == b',' || b == b'"')
-        {
-            Some("contains a comma, space, quote or control character")
-        } else if p.ends_with('/') || p.contains("//") {
-            Some("not normalised (no trailing / and no //)")
-        } else if p.split('/').any(|c| c == "." || c == "..") {
-            Some("not normalised (no . or .. parts)")
-        } else {
-            None
-        };
-        if let Some(why) = why {
-            return Err(bad(p, why));
-        }
-        out.push(p.clone());
-    }
-    if out.iter().map(|p| p.len() + 1).sum::<usize>() > MAX_PERSISTENT_TOTAL + 1 {
-        return Err(bad(
-            &out[out.len() - 1],
-            "all persistent paths together exceed 512 bytes (they go on the kernel command line)",
-        ));
-    }
-    out.sort();
-    for pair in out.windows(2) {
-        if pair[0] == pair[1] {
-            return Err(bad(&pair[0], "listed twice"));
-        }
-    }
-    for inner in &out {
-        if out.iter().any(|outer| {
-            inner
-                .strip_prefix(outer.as_str())
-                .is_some_and(|rest| rest.starts_with('/'))
-        }) {
-            return Err(bad(inner, "inside another persistent path"));
-        }
-    }
-    Ok(out)
+    let set = PersistentPath::parse_set(paths)
+        .map_err(|(path, why)| AdminError::BadPersistent { path, why })?;
+    Ok(set.iter().map(|p| p.as_str().to_string()).collect())
 }
 
 /// Applies `change` to `image` after checking it; the result must be bootable as set.
@@ -1194,7 +1126,9 @@ mod tests {
             let e = ok(&bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad:?}: {e}");
         }
-        let many: Vec<String> = (0..=MAX_PERSISTENT).map(|i| format!("/p{i}")).collect();
+        let many: Vec<String> = (0..=crate::store::model::MAX_PERSISTENT)
+            .map(|i| format!("/p{i}"))
+            .collect();
         assert!(check_persistent(&many).is_err());
         let long: Vec<String> = (0..8).map(|i| format!("/{i}{}", "x".repeat(80))).collect();
         assert!(check_persistent(&long)

@@ -1,18 +1,31 @@
-//! Start-up settings: one TOML file, parsed into validated types, with an embedded default
+//! Start-up settings: one TOML file, parsed into typed values, with an embedded default
 //! (`assets/default.toml`) so that `drover serve` needs no file at all.
 //!
 //! Only what a server needs to start lives here (interfaces, ports, limits); fleet data
-//! (nodes, networks, images) lives in the store. Unknown keys are errors, and every error
-//! names the key. `drover check-config FILE` runs the same parser.
+//! (nodes, networks, images) lives in the store. Values are parsed, not validated later:
+//! addresses, seeds and upstreams are socket addresses, the UEFI loader and the IPMI version
+//! are enums, durations are [`Duration`]s. Unknown keys are errors, and every error names
+//! the key. `drover check-config FILE` runs the same parser.
+//!
+//! Not here: what a service makes of these values (`crate::serve::settings` maps them to
+//! each service's settings, and reads the host's resolv.conf when `dns.upstreams` is
+//! absent), and any file but the one given to [`Config::load`]. This module imports nothing
+//! of the crate but plain data types of `store::model`.
 
-use crate::store::model::Ipv4Net;
-use serde::Deserialize;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use crate::store::model::{valid_name, Ipv4Net};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 use std::time::Duration;
 
 /// The embedded default configuration.
 pub const DEFAULT_TOML: &str = include_str!("../assets/default.toml");
+
+/// The pool's UDP port when `pool.port` is not set, and of seeds given without a port.
+pub const DEFAULT_POOL_PORT: u16 = 7946;
+/// The DNS port of upstreams given without a port.
+const DNS_PORT: u16 = 53;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -45,8 +58,9 @@ pub struct Dhcp {
     pub enabled: bool,
     pub port: u16,
     pub client_port: u16,
+    /// Seconds a lease lasts (a protocol value: option 51 carries seconds).
     pub lease_time: u32,
-    pub uefi_loader: String,
+    pub uefi_loader: UefiLoader,
 }
 
 impl Default for Dhcp {
@@ -56,7 +70,40 @@ impl Default for Dhcp {
             port: 67,
             client_port: 68,
             lease_time: 3600,
-            uefi_loader: "ipxe.efi".into(),
+            uefi_loader: UefiLoader::Ipxe,
+        }
+    }
+}
+
+/// The first-stage loader offered to x86-64 UEFI clients (`dhcp.uefi-loader`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum UefiLoader {
+    /// `ipxe.efi`: iPXE with its own NIC drivers.
+    Ipxe,
+    /// `snponly.efi`: iPXE on the firmware's network stack (SNP).
+    Snponly,
+}
+
+impl UefiLoader {
+    /// The file name clients fetch over TFTP.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            UefiLoader::Ipxe => "ipxe.efi",
+            UefiLoader::Snponly => "snponly.efi",
+        }
+    }
+}
+
+impl TryFrom<String> for UefiLoader {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "ipxe.efi" => Ok(UefiLoader::Ipxe),
+            "snponly.efi" => Ok(UefiLoader::Snponly),
+            _ => Err(format!(
+                "`dhcp.uefi-loader` is {s:?}; expected \"ipxe.efi\" or \"snponly.efi\""
+            )),
         }
     }
 }
@@ -103,15 +150,16 @@ impl Default for Http {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct Ra {
     pub enabled: bool,
-    /// Seconds between unsolicited advertisements.
-    pub interval: u32,
+    /// Time between unsolicited advertisements (`interval`, seconds).
+    #[serde(deserialize_with = "secs")]
+    pub interval: Duration,
 }
 
 impl Default for Ra {
     fn default() -> Self {
         Ra {
             enabled: true,
-            interval: 3,
+            interval: Duration::from_secs(3),
         }
     }
 }
@@ -123,7 +171,8 @@ pub struct Dns {
     pub port: u16,
     /// Resolvers for names outside the cluster zones, `IP` or `IP:PORT`. Absent: the host's
     /// `/etc/resolv.conf`; empty: no forwarding (such names are refused).
-    pub upstreams: Option<Vec<String>>,
+    #[serde(deserialize_with = "upstreams")]
+    pub upstreams: Option<Vec<SocketAddr>>,
     /// Addresses allowed to transfer the cluster zones (AXFR over TCP).
     pub axfr_allow: Vec<IpAddr>,
     /// Networks allowed to use the forwarder besides the store's networks.
@@ -132,70 +181,58 @@ pub struct Dns {
     pub domain: String,
     /// The appliance's own name in every cluster zone.
     pub hostname: String,
-    pub upstream_timeout_ms: u64,
+    #[serde(rename = "upstream-timeout-ms", deserialize_with = "millis")]
+    pub upstream_timeout: Duration,
     pub max_in_flight: usize,
     pub max_tcp: usize,
-    pub tcp_idle_secs: u64,
+    #[serde(rename = "tcp-idle-secs", deserialize_with = "secs")]
+    pub tcp_idle: Duration,
     pub cache_entries: usize,
 }
 
 impl Default for Dns {
     fn default() -> Self {
-        let d = crate::dns::serve::Settings::default();
         Dns {
             enabled: true,
-            port: d.port,
+            port: DNS_PORT,
             upstreams: None,
-            axfr_allow: d.axfr_allow,
-            forward_from: d.forward_from,
-            domain: d.domain,
-            hostname: d.hostname,
-            upstream_timeout_ms: d.upstream_timeout.as_millis() as u64,
-            max_in_flight: d.max_in_flight,
-            max_tcp: d.max_tcp,
-            tcp_idle_secs: d.tcp_idle.as_secs(),
-            cache_entries: d.cache_entries,
-        }
-    }
-}
-
-impl Dns {
-    /// The configured upstreams (validated by [`Config::parse`]); `None` when absent.
-    pub fn upstream_addrs(&self) -> Option<Vec<SocketAddr>> {
-        self.upstreams
-            .as_ref()
-            .map(|list| list.iter().filter_map(|u| parse_upstream(u)).collect())
-    }
-
-    /// The DNS server's settings on an appliance with addresses `own` and store id `member`:
-    /// upstreams from the config, else from the host's resolv.conf without `own`.
-    pub fn settings(&self, own: &[Ipv4Addr], member: u64) -> crate::dns::serve::Settings {
-        let own_ips: Vec<IpAddr> = own.iter().copied().map(IpAddr::V4).collect();
-        crate::dns::serve::Settings {
-            port: self.port,
-            upstreams: self
-                .upstream_addrs()
-                .unwrap_or_else(|| crate::dns::serve::system_upstreams(&own_ips)),
-            axfr_allow: self.axfr_allow.clone(),
-            forward_from: self.forward_from.clone(),
-            hostname: self.hostname.clone(),
-            domain: self.domain.clone(),
-            addrs: own.to_vec(),
-            member,
-            upstream_timeout: Duration::from_millis(self.upstream_timeout_ms),
-            max_in_flight: self.max_in_flight,
-            max_tcp: self.max_tcp,
-            tcp_idle: Duration::from_secs(self.tcp_idle_secs),
-            cache_entries: self.cache_entries,
+            axfr_allow: Vec::new(),
+            // Loopback: a /8 always exists, so this is one network.
+            forward_from: Ipv4Net::containing(Ipv4Addr::LOCALHOST, 8)
+                .into_iter()
+                .collect(),
+            domain: "cluster".into(),
+            hostname: "drover".into(),
+            upstream_timeout: Duration::from_millis(1500),
+            max_in_flight: 1024,
+            max_tcp: 128,
+            tcp_idle: Duration::from_secs(10),
+            cache_entries: 10_000,
         }
     }
 }
 
 /// `IP` (port 53) or `IP:PORT` / `[IPv6]:PORT`.
 fn parse_upstream(s: &str) -> Option<SocketAddr> {
-    s.parse::<SocketAddr>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+    s.parse::<SocketAddr>().ok().or_else(|| {
+        s.parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, DNS_PORT))
+    })
+}
+
+fn upstreams<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<SocketAddr>>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    list.iter()
+        .map(|u| {
+            parse_upstream(u).ok_or_else(|| {
+                D::Error::custom(format!(
+                    "`dns.upstreams` has {u:?}, which is neither IP nor IP:PORT"
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
 }
 
 /// The NFSv4 server (`[nfs]`).
@@ -204,11 +241,13 @@ fn parse_upstream(s: &str) -> Option<SocketAddr> {
 pub struct Nfs {
     pub enabled: bool,
     pub port: u16,
-    /// Seconds a client's lease lasts without renewal.
-    pub lease_secs: u32,
-    /// Seconds after a restart during which clients of the previous run reclaim their state
-    /// (only when the previous run had clients).
-    pub grace_secs: u32,
+    /// How long a client's lease lasts without renewal (`lease-secs`).
+    #[serde(rename = "lease-secs", deserialize_with = "secs")]
+    pub lease: Duration,
+    /// How long after a restart clients of the previous run may reclaim their state (only
+    /// when the previous run had clients; `grace-secs`).
+    #[serde(rename = "grace-secs", deserialize_with = "secs")]
+    pub grace: Duration,
     pub max_clients: usize,
     pub max_connections: usize,
     /// Open and lock states per client.
@@ -219,29 +258,15 @@ pub struct Nfs {
 
 impl Default for Nfs {
     fn default() -> Self {
-        let l = crate::nfs::state::Limits::default();
         Nfs {
             enabled: false,
             port: 2049,
-            lease_secs: l.lease.as_secs() as u32,
-            grace_secs: l.lease.as_secs() as u32,
-            max_clients: l.max_clients,
-            max_connections: crate::nfs::serve::Settings::default().max_connections,
-            max_states_per_client: l.max_states_per_client,
-            max_slots: l.max_slots,
-        }
-    }
-}
-
-impl Nfs {
-    /// The core's limits.
-    pub fn limits(&self) -> crate::nfs::state::Limits {
-        crate::nfs::state::Limits {
-            max_clients: self.max_clients,
-            max_states_per_client: self.max_states_per_client,
-            max_slots: self.max_slots,
-            lease: Duration::from_secs(u64::from(self.lease_secs)),
-            ..crate::nfs::state::Limits::default()
+            lease: Duration::from_secs(90),
+            grace: Duration::from_secs(90),
+            max_clients: 1024,
+            max_connections: 1024,
+            max_states_per_client: 4096,
+            max_slots: 64,
         }
     }
 }
@@ -258,11 +283,10 @@ pub struct Ntp {
 
 impl Default for Ntp {
     fn default() -> Self {
-        let d = crate::ntp::serve::Settings::default();
         Ntp {
             enabled: true,
-            port: d.port,
-            local_reference: d.local_reference,
+            port: 123,
+            local_reference: false,
         }
     }
 }
@@ -276,8 +300,10 @@ pub struct Pool {
     pub port: u16,
     /// The address other members reach this one at; default: the first interface's address.
     pub address: Option<Ipv4Addr>,
-    /// Members to join through (`IP` or `IP:PORT`), besides those `drover pool join` recorded.
-    pub seeds: Vec<String>,
+    /// Members to join through (`IP` or `IP:PORT`; the port defaults to
+    /// [`DEFAULT_POOL_PORT`]), besides those `drover pool join` recorded.
+    #[serde(deserialize_with = "seeds")]
+    pub seeds: Vec<SocketAddrV4>,
     /// The floating address one live member holds and nodes mount their NFS root from
     /// (`pool::floating`); a free address of the subnet of one of `interfaces`.
     pub service_address: Option<Ipv4Addr>,
@@ -287,12 +313,29 @@ impl Default for Pool {
     fn default() -> Self {
         Pool {
             enabled: true,
-            port: crate::pool::serve::DEFAULT_PORT,
+            port: DEFAULT_POOL_PORT,
             address: None,
             seeds: Vec::new(),
             service_address: None,
         }
     }
+}
+
+fn seeds<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddrV4>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    list.iter()
+        .map(|s| {
+            let t = s.trim();
+            t.parse::<SocketAddrV4>()
+                .ok()
+                .or_else(|| Some(SocketAddrV4::new(t.parse().ok()?, DEFAULT_POOL_PORT)))
+                .ok_or_else(|| {
+                    D::Error::custom(format!(
+                        "`pool.seeds` has {s:?}, which is neither IP nor IP:PORT"
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// IPMI power control: session limits, pacing, the server's power-state poller.
@@ -303,22 +346,24 @@ pub struct Power {
     pub max_sessions: usize,
     /// Nodes per second that `drover power on` (and `cycle`) starts.
     pub on_rate: f64,
-    /// Milliseconds to wait for a BMC's answer before sending again.
-    pub timeout_ms: u64,
+    /// How long to wait for a BMC's answer before sending again (`timeout-ms`).
+    #[serde(rename = "timeout-ms", deserialize_with = "millis")]
+    pub timeout: Duration,
     /// Retransmissions before a BMC counts as timed out.
     pub retries: u32,
     /// RMCP+ cipher suites to try, in order (3 and 17 are supported).
     pub cipher_suites: Vec<u8>,
-    /// "auto" (RMCP+ when the BMC offers it, else IPMI v1.5), "2.0" or "1.5".
-    pub ipmi_version: String,
-    /// Seconds between power-state polls of `drover serve`; 0 switches the poller off.
-    pub poll_interval: u32,
+    pub ipmi_version: IpmiVersion,
+    /// Time between power-state polls of `drover serve`; zero switches the poller off.
+    #[serde(deserialize_with = "secs")]
+    pub poll_interval: Duration,
     /// BMC sessions per second that the poller starts at most.
     pub poll_rate: f64,
-    /// Seconds `drover serve` keeps an unused BMC session open before closing it; 0 closes
-    /// each session after use. Below the BMCs' inactivity timeout (ipmi_sim 30 s, the IPMI
-    /// spec 60 s), so a session is closed by drover, not dropped by the BMC.
-    pub session_idle: u32,
+    /// How long `drover serve` keeps an unused BMC session open before closing it; zero
+    /// closes each session after use. Below the BMCs' inactivity timeout (ipmi_sim 30 s,
+    /// the IPMI spec 60 s), so a session is closed by drover, not dropped by the BMC.
+    #[serde(deserialize_with = "secs")]
+    pub session_idle: Duration,
 }
 
 impl Default for Power {
@@ -326,15 +371,51 @@ impl Default for Power {
         Power {
             max_sessions: 32,
             on_rate: 10.0,
-            timeout_ms: 1000,
+            timeout: Duration::from_millis(1000),
             retries: 3,
             cipher_suites: vec![3, 17],
-            ipmi_version: "auto".into(),
-            poll_interval: 15,
+            ipmi_version: IpmiVersion::Auto,
+            poll_interval: Duration::from_secs(15),
             poll_rate: 20.0,
-            session_idle: 20,
+            session_idle: Duration::from_secs(20),
         }
     }
+}
+
+/// Which IPMI LAN protocol to speak to BMCs (`power.ipmi-version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum IpmiVersion {
+    /// `"auto"`: RMCP+ (IPMI v2.0) when the BMC offers it, else IPMI v1.5.
+    Auto,
+    /// `"2.0"`: RMCP+ only.
+    V20,
+    /// `"1.5"`: IPMI v1.5 only.
+    V15,
+}
+
+impl TryFrom<String> for IpmiVersion {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "auto" => Ok(IpmiVersion::Auto),
+            "2.0" => Ok(IpmiVersion::V20),
+            "1.5" => Ok(IpmiVersion::V15),
+            _ => Err(format!(
+                "`power.ipmi-version` is {s:?}; expected \"auto\", \"2.0\" or \"1.5\""
+            )),
+        }
+    }
+}
+
+/// A duration written as whole seconds.
+fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_secs)
+}
+
+/// A duration written as whole milliseconds.
+fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_millis)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -344,6 +425,8 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
+    /// Not TOML, an unknown key, or a value of the wrong type or form (the message names
+    /// the key and its line).
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("{path}: `{key}` {problem}")]
@@ -361,7 +444,7 @@ impl Config {
         Config::parse(DEFAULT_TOML, "embedded default").expect("embedded default config is valid")
     }
 
-    /// Reads and validates `path`, or the embedded default when `path` is `None`.
+    /// Reads and parses `path`, or the embedded default when `path` is `None`.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         match path {
             None => Ok(Config::embedded()),
@@ -375,17 +458,18 @@ impl Config {
         }
     }
 
-    /// Parses and validates TOML text; `origin` names it in errors.
+    /// Parses TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_string(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        config.validate(origin)?;
+        config.check_ranges(origin)?;
         Ok(config)
     }
 
-    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+    /// The limits that the types do not carry.
+    fn check_ranges(&self, origin: &str) -> Result<(), ConfigError> {
         let bad = |key: &'static str, problem: String| ConfigError::Invalid {
             path: origin.to_string(),
             key,
@@ -411,15 +495,6 @@ impl Config {
                 format!("is {} s; the minimum is 60", self.dhcp.lease_time),
             ));
         }
-        if !["ipxe.efi", "snponly.efi"].contains(&self.dhcp.uefi_loader.as_str()) {
-            return Err(bad(
-                "dhcp.uefi-loader",
-                format!(
-                    "is {:?}; expected \"ipxe.efi\" or \"snponly.efi\"",
-                    self.dhcp.uefi_loader
-                ),
-            ));
-        }
         if self.tftp.port == 0 {
             return Err(bad("tftp.port", "must not be 0".into()));
         }
@@ -438,7 +513,7 @@ impl Config {
         if self.http.port == 0 {
             return Err(bad("http.port", "must not be 0".into()));
         }
-        if self.ra.interval == 0 {
+        if self.ra.interval.is_zero() {
             return Err(bad("ra.interval", "must be at least 1 second".into()));
         }
         if self.dns.port == 0 {
@@ -447,13 +522,13 @@ impl Config {
         if self.nfs.port == 0 {
             return Err(bad("nfs.port", "must not be 0".into()));
         }
-        if !(10..=3600).contains(&self.nfs.lease_secs) {
+        if !(10..=3600).contains(&self.nfs.lease.as_secs()) {
             return Err(bad(
                 "nfs.lease-secs",
-                format!("is {}; expected 10 to 3600", self.nfs.lease_secs),
+                format!("is {}; expected 10 to 3600", self.nfs.lease.as_secs()),
             ));
         }
-        if self.nfs.grace_secs > 3600 {
+        if self.nfs.grace.as_secs() > 3600 {
             return Err(bad("nfs.grace-secs", "must be at most 3600".into()));
         }
         if self.nfs.max_clients == 0 || self.nfs.max_connections == 0 {
@@ -471,21 +546,14 @@ impl Config {
         if !(1..=1024).contains(&self.nfs.max_slots) {
             return Err(bad("nfs.max-slots", "must be 1 to 1024".into()));
         }
-        for u in self.dns.upstreams.iter().flatten() {
-            if parse_upstream(u).is_none() {
-                return Err(bad(
-                    "dns.upstreams",
-                    format!("has {u:?}, which is neither IP nor IP:PORT"),
-                ));
-            }
-        }
-        if crate::dns::core::domain_name(&self.dns.domain).is_none() {
+        let domain = hickory_proto::rr::Name::from_ascii(self.dns.domain.trim_end_matches('.'));
+        if domain.map_or(true, |d| d.is_root()) {
             return Err(bad(
                 "dns.domain",
                 format!("is {:?}, not a domain name", self.dns.domain),
             ));
         }
-        if crate::admin::check_name(&self.dns.hostname).is_err() {
+        if !valid_name(&self.dns.hostname) {
             return Err(bad(
                 "dns.hostname",
                 format!(
@@ -495,10 +563,13 @@ impl Config {
             ));
         }
         let positive = [
-            ("dns.upstream-timeout-ms", self.dns.upstream_timeout_ms),
+            (
+                "dns.upstream-timeout-ms",
+                self.dns.upstream_timeout.as_millis() as u64,
+            ),
             ("dns.max-in-flight", self.dns.max_in_flight as u64),
             ("dns.max-tcp", self.dns.max_tcp as u64),
-            ("dns.tcp-idle-secs", self.dns.tcp_idle_secs),
+            ("dns.tcp-idle-secs", self.dns.tcp_idle.as_secs()),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(bad(key, "must be at least 1".into()));
@@ -508,17 +579,6 @@ impl Config {
         }
         if self.pool.port == 0 {
             return Err(bad("pool.port", "must not be 0".into()));
-        }
-        if let Some(s) = self
-            .pool
-            .seeds
-            .iter()
-            .find(|s| crate::pool::serve::parse_seed(s).is_none())
-        {
-            return Err(bad(
-                "pool.seeds",
-                format!("has {s:?}, which is neither IP nor IP:PORT"),
-            ));
         }
         if let Some(a) = self.pool.service_address {
             if a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast() {
@@ -544,23 +604,14 @@ impl Config {
         if !(p.poll_rate > 0.0 && p.poll_rate.is_finite()) {
             return Err(bad("power.poll-rate", "must be more than 0".into()));
         }
-        if p.session_idle > 600 {
+        if p.session_idle.as_secs() > 600 {
             return Err(bad("power.session-idle", "must be at most 600".into()));
         }
-        if !(50..=60_000).contains(&p.timeout_ms) {
+        if !(50..=60_000).contains(&p.timeout.as_millis()) {
             return Err(bad("power.timeout-ms", "must be 50 to 60000".into()));
         }
         if p.retries > 10 {
             return Err(bad("power.retries", "must be at most 10".into()));
-        }
-        if !["auto", "2.0", "1.5"].contains(&p.ipmi_version.as_str()) {
-            return Err(bad(
-                "power.ipmi-version",
-                format!(
-                    "is {:?}; expected \"auto\", \"2.0\" or \"1.5\"",
-                    p.ipmi_version
-                ),
-            ));
         }
         if p.cipher_suites.is_empty() || p.cipher_suites.iter().any(|s| ![3, 17].contains(s)) {
             return Err(bad(
@@ -579,6 +630,9 @@ mod tests {
     #[test]
     fn embedded_default_is_valid_and_matches_the_code_defaults() {
         let c = Config::embedded();
+        // Every key of the embedded file holds the value the code uses without it.
+        let empty = Config::parse("", "empty").unwrap();
+        assert_eq!(format!("{c:?}"), format!("{empty:?}"));
         assert_eq!(c.dhcp.port, Dhcp::default().port);
         assert_eq!(c.dhcp.lease_time, Dhcp::default().lease_time);
         assert_eq!(c.tftp.max_blksize, Tftp::default().max_blksize);
@@ -632,7 +686,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            c.dns.upstream_addrs().unwrap(),
+            c.dns.upstreams.unwrap(),
             vec![
                 "192.0.2.1:53".parse().unwrap(),
                 "192.0.2.2:5353".parse().unwrap()
@@ -658,8 +712,51 @@ mod tests {
         assert!(e.contains("service-address"), "{e}");
         let c = Config::parse("[pool]\nservice-address = \"10.0.0.9\"\n", "f.toml").unwrap();
         assert_eq!(c.pool.service_address, Some(Ipv4Addr::new(10, 0, 0, 9)));
+        let e = Config::parse("[dhcp]\nuefi-loader = \"grub.efi\"\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("dhcp.uefi-loader") && e.contains("snponly.efi"),
+            "{e}"
+        );
+        let e = Config::parse("[power]\nipmi-version = \"3\"\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("power.ipmi-version"), "{e}");
+        let e = Config::parse("[pool]\nseeds = [\"host:1\"]\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pool.seeds"), "{e}");
+        let e = Config::parse("[nfs]\nlease-secs = 5\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nfs.lease-secs"), "{e}");
         let ok = Config::parse("interfaces = [\"br0\"]\n[http]\nport = 8080\n", "f.toml").unwrap();
         assert_eq!(ok.http.port, 8080);
         assert_eq!(ok.dhcp.port, 67);
+    }
+
+    #[test]
+    fn values_are_typed_at_load() {
+        let c = Config::parse(
+            "[dhcp]\nuefi-loader = \"snponly.efi\"\n\
+             [pool]\nseeds = [\" 10.0.0.1 \", \"10.0.0.2:9000\"]\n\
+             [power]\nipmi-version = \"1.5\"\ntimeout-ms = 250\n[nfs]\ngrace-secs = 0\n",
+            "f.toml",
+        )
+        .unwrap();
+        assert_eq!(c.dhcp.uefi_loader, UefiLoader::Snponly);
+        assert_eq!(c.dhcp.uefi_loader.file_name(), "snponly.efi");
+        assert_eq!(
+            c.pool.seeds,
+            vec![
+                SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), DEFAULT_POOL_PORT),
+                SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 9000),
+            ]
+        );
+        assert_eq!(c.power.ipmi_version, IpmiVersion::V15);
+        assert_eq!(c.power.timeout, Duration::from_millis(250));
+        assert_eq!(c.nfs.grace, Duration::ZERO);
+        assert_eq!(c.nfs.lease, Duration::from_secs(90));
     }
 }

@@ -25,11 +25,11 @@
 //! the server stopped (the writer writes what is queued at shutdown; a crash loses them).
 
 use crate::store::model::{BootEvent, BootLog, BootStage, Mac};
-use crate::store::{Store, StoreError, View};
+use crate::store::{SharedView, Store, StoreError, View};
 use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -72,7 +72,7 @@ impl Counts {
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<(String, BootEvent)>,
-    view: Arc<RwLock<View>>,
+    view: Arc<SharedView>,
     counts: Arc<Counts>,
 }
 
@@ -83,9 +83,11 @@ pub struct Writer {
 }
 
 impl Recorder {
-    /// A recorder that finds nodes in `view`, and the writer that stores its events.
-    pub fn new(store: Arc<Store>, view: Arc<RwLock<View>>) -> (Recorder, Writer) {
+    /// A recorder that finds nodes in `view`, and the writer that stores its events in
+    /// `view`'s store.
+    pub fn new(view: Arc<SharedView>) -> (Recorder, Writer) {
         let (tx, rx) = mpsc::channel(MAX_PENDING);
+        let store = view.store().clone();
         let recorder = Recorder {
             tx,
             view,
@@ -97,7 +99,7 @@ impl Recorder {
     /// Queues an event of `node` that happened now (dropped when the queue is full).
     pub fn record(&self, node: String, stage: BootStage, source: &str, detail: String) {
         let event = BootEvent {
-            at_ms: now_ms(),
+            at_ms: crate::clock::unix_ms(),
             stage,
             source: source.to_string(),
             detail,
@@ -140,9 +142,7 @@ impl Recorder {
     }
 
     fn read_view<R>(&self, f: impl FnOnce(&View) -> R) -> R {
-        // A poisoned lock cannot be observed (panic = "abort"); the data would be valid.
-        let view = self.view.read().unwrap_or_else(|e| e.into_inner());
-        f(&view)
+        f(&self.view.snapshot())
     }
 }
 
@@ -211,13 +211,6 @@ fn record_all(store: &Store, events: Vec<(String, BootEvent)>) -> Result<(), Sto
     })
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Adds `event` to `log` in time order, keeping the newest [`MAX_EVENTS`]; cuts its detail to
 /// [`MAX_DETAIL`] bytes and leaves out a client's retry (see [`REPEAT_MS`]).
 fn append(log: &mut BootLog, mut event: BootEvent) {
@@ -266,25 +259,16 @@ pub fn last_boot(events: &[BootEvent]) -> &[BootEvent] {
     &events[start..]
 }
 
-/// What a node is doing, as far as its boot events tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeState {
-    /// No boot seen yet.
-    Unknown,
-    Booting,
-    Up,
-    Failed,
-}
-
-impl NodeState {
-    pub fn name(self) -> &'static str {
-        match self {
-            NodeState::Unknown => "unknown",
-            NodeState::Booting => "booting",
-            NodeState::Up => "up",
-            NodeState::Failed => "failed",
-        }
+crate::labels::labels! {
+    /// What a node is doing, as far as its boot events tell. Serialised by its name.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum NodeState {
+        /// No boot seen yet.
+        Unknown = "unknown",
+        Booting = "booting",
+        Up = "up",
+        Failed = "failed",
     }
 }
 
@@ -335,6 +319,14 @@ mod tests {
             stage,
             source: "http".into(),
             detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn node_states_serialise_by_their_names() {
+        for st in NodeState::ALL {
+            let json = serde_json::to_string(st).unwrap();
+            assert_eq!(json, format!("\"{}\"", st.name()));
         }
     }
 
@@ -464,8 +456,8 @@ mod tests {
                 })
             })
             .unwrap();
-        let view = Arc::new(RwLock::new(View::load(&store).unwrap()));
-        let (recorder, writer) = Recorder::new(store.clone(), view);
+        let view = Arc::new(SharedView::load(store.clone()).unwrap());
+        let (recorder, writer) = Recorder::new(view);
         let mac = |m: &str| m.parse::<Mac>().unwrap();
         let ip = |a: &str| a.parse::<Ipv4Addr>().unwrap();
         recorder.record_mac(

@@ -11,6 +11,7 @@
 //! by spaces, double quotes group spaces into a word and are removed, the first `=` splits a
 //! key from its value, and a later duplicate key wins.
 
+use crate::store::model::PersistentPath;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -336,15 +337,17 @@ pub fn parse(cmdline: &str) -> Result<BootParams, CmdlineError> {
             v.split(',')
                 .filter(|p| !p.is_empty())
                 .map(|p| {
-                    if p.starts_with('/') && p.len() > 1 && !p.split('/').any(|c| c == "..") {
-                        Ok(p.trim_end_matches('/').to_string())
-                    } else {
-                        Err(invalid(
-                            "drover.persistent",
-                            p,
-                            "not an absolute path below /",
-                        ))
-                    }
+                    // A trailing slash is tolerated here: the path came through a boot
+                    // loader, and `/var/log/` means `/var/log`.
+                    PersistentPath::parse(p.trim_end_matches('/'))
+                        .map(|p| p.as_str().to_string())
+                        .map_err(|_| {
+                            invalid(
+                                "drover.persistent",
+                                p,
+                                "not a persistent path (absolute, normalised)",
+                            )
+                        })
                 })
                 .collect::<Result<Vec<_>, _>>()
         })
@@ -583,6 +586,10 @@ mod tests {
         assert_eq!(p.persistent, ["/var/log", "/etc/ssh"]);
         assert!(parse(&format!("{FULL} drover.persistent=/var/../x")).is_err());
         assert!(parse(&format!("{FULL} drover.persistent=var")).is_err());
+        let p = parse(&format!("{FULL} drover.persistent=/var/log/")).unwrap();
+        assert_eq!(p.persistent, ["/var/log"]);
+        assert!(parse(&format!("{FULL} drover.persistent=/var//log")).is_err());
+        assert!(parse(&format!("{FULL} drover.persistent=/")).is_err());
         let e = parse(&format!("{FULL} drover.root=nfs:x:/root")).unwrap_err();
         assert!(
             matches!(

@@ -14,10 +14,10 @@
 //! 4. wait for the interface whose MAC is `drover.mac`; bring it and `lo` up, set the address,
 //!    netmask and default route (ioctls in [`crate::net::sys`]);
 //! 5. RAM root: mount a tmpfs on `/newroot` and stream `{server}/images/{image}/rootfs.tar`
-//!    into it ([`http`], [`unpack`]), trying each server in order with backoff until one
-//!    works. NFS root (`drover.root=nfs:...`): mount the node's root over NFSv4 on `/newroot`
-//!    and make the scratch directories writable ([`nfsroot`]), retrying with backoff and
-//!    reporting a `failed` event with the reason while the mount fails;
+//!    into it ([`http`], [`crate::image::unpack`]), trying each server in order with backoff
+//!    until one works. NFS root (`drover.root=nfs:...`): mount the node's root over NFSv4 on
+//!    `/newroot` and make the scratch directories writable ([`nfsroot`]), retrying with
+//!    backoff and reporting a `failed` event with the reason while the mount fails;
 //! 6. write the node's files ([`files`]) into the new root;
 //! 7. switch root: move the API mounts into `/newroot`, free the initramfs, move `/newroot`
 //!    onto `/`, chroot, and exec `/sbin/init` (or `/init`, `/bin/sh`).
@@ -37,8 +37,8 @@ pub mod cmdline;
 pub mod files;
 pub mod http;
 pub mod nfsroot;
-pub mod unpack;
 
+use crate::image::unpack;
 use crate::net::sys;
 use cmdline::{BootParams, RootSource, ServerUrl};
 use std::fmt::Display;

@@ -20,51 +20,67 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Route classes, as the `route` label.
-const ROUTES: [&str; 8] = [
-    "boot", "images", "firmware", "health", "api", "metrics", "page", "other",
-];
-/// Status classes, as the `code` label.
+crate::labels::labels! {
+    /// Route classes, as the `route` label.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Route {
+        Boot = "boot",
+        Images = "images",
+        Firmware = "firmware",
+        Health = "health",
+        Api = "api",
+        Metrics = "metrics",
+        /// The web page: `/` and `/ui/...`.
+        Page = "page",
+        Other = "other",
+    }
+}
+
+/// Status classes, as the `code` label: index `status / 100 - 1`, clamped.
 const CODES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-/// Login outcomes, as the `result` label.
-pub const LOGIN_OK: usize = 0;
-pub const LOGIN_FAILED: usize = 1;
-pub const LOGIN_LIMITED: usize = 2;
-const LOGINS: [&str; 3] = ["ok", "failed", "limited"];
+
+crate::labels::labels! {
+    /// Login outcomes, as the `result` label.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Login {
+        Ok = "ok",
+        Failed = "failed",
+        /// Refused by the rate limit before the password was checked.
+        Limited = "limited",
+    }
+}
 
 /// The counters (relaxed atomics: each is independent).
 #[derive(Default)]
 pub struct Metrics {
-    requests: [[AtomicU64; 5]; 8],
-    micros: [AtomicU64; 8],
-    logins: [AtomicU64; 3],
+    requests: [[AtomicU64; CODES.len()]; Route::ALL.len()],
+    micros: [AtomicU64; Route::ALL.len()],
+    logins: [AtomicU64; Login::ALL.len()],
 }
 
-fn route_class(path: &str) -> usize {
+fn route_class(path: &str) -> Route {
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     match first {
-        "boot" => 0,
-        "images" => 1,
-        "firmware" => 2,
-        "health" => 3,
-        "api" => 4,
-        "metrics" => 5,
-        "" | "ui" => 6,
-        _ => 7,
+        "boot" => Route::Boot,
+        "images" => Route::Images,
+        "firmware" => Route::Firmware,
+        "health" => Route::Health,
+        "api" => Route::Api,
+        "metrics" => Route::Metrics,
+        "" | "ui" => Route::Page,
+        _ => Route::Other,
     }
 }
 
 impl Metrics {
-    pub fn login(&self, outcome: usize) {
-        if let Some(c) = self.logins.get(outcome) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
+    pub fn login(&self, outcome: Login) {
+        self.logins[outcome.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn request(&self, route: usize, status: u16, micros: u64) {
-        let code = usize::from(status / 100).clamp(1, 5) - 1;
-        self.requests[route][code].fetch_add(1, Ordering::Relaxed);
-        self.micros[route].fetch_add(micros, Ordering::Relaxed);
+    fn request(&self, route: Route, status: u16, micros: u64) {
+        let code = usize::from(status / 100).clamp(1, CODES.len()) - 1;
+        self.requests[route.index()][code].fetch_add(1, Ordering::Relaxed);
+        self.micros[route.index()].fetch_add(micros, Ordering::Relaxed);
     }
 }
 
@@ -81,7 +97,7 @@ pub async fn count(State(api): State<Arc<Api>>, req: Request, next: Next) -> Res
 /// What the store holds, counted at scrape time.
 #[derive(Default)]
 struct StoreCounts {
-    nodes: [u64; 4],
+    nodes: [u64; NodeState::ALL.len()],
     leases: Vec<(&'static str, u64)>,
     images: u64,
     networks: u64,
@@ -89,10 +105,7 @@ struct StoreCounts {
 }
 
 fn store_counts(store: &crate::store::Store) -> Result<StoreCounts, super::ApiError> {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_ms = crate::clock::unix_ms();
     store.read(|r| {
         let mut c = StoreCounts::default();
         let logs: std::collections::HashMap<String, Vec<_>> = r
@@ -103,13 +116,7 @@ fn store_counts(store: &crate::store::Store) -> Result<StoreCounts, super::ApiEr
         for n in r.all::<Node>()? {
             let events = logs.get(&n.name).map(Vec::as_slice).unwrap_or(&[]);
             let state = timeline::state(events, now_ms);
-            let i = match state {
-                NodeState::Unknown => 0,
-                NodeState::Booting => 1,
-                NodeState::Up => 2,
-                NodeState::Failed => 3,
-            };
-            c.nodes[i] += 1;
+            c.nodes[state.index()] += 1;
             let last = timeline::last_boot(events);
             if let (Some(first), Some(end), NodeState::Up) = (last.first(), last.last(), state) {
                 if matches!(first.stage, BootStage::Dhcp | BootStage::Script) {
@@ -142,7 +149,7 @@ pub async fn scrape(State(api): State<Arc<Api>>) -> Result<Response, super::ApiE
         "counter",
         "HTTP requests by route class and status class.",
     );
-    for (r, route) in ROUTES.iter().enumerate() {
+    for (r, route) in Route::NAMES.iter().enumerate() {
         for (c, code) in CODES.iter().enumerate() {
             let v = m.requests[r][c].load(Ordering::Relaxed);
             if v > 0 {
@@ -156,7 +163,7 @@ pub async fn scrape(State(api): State<Arc<Api>>) -> Result<Response, super::ApiE
         "counter",
         "Time to the response head, summed per route class.",
     );
-    for (r, route) in ROUTES.iter().enumerate() {
+    for (r, route) in Route::NAMES.iter().enumerate() {
         let v = m.micros[r].load(Ordering::Relaxed);
         if v > 0 {
             let _ = writeln!(out, "{name}{{route=\"{route}\"}} {}", v as f64 / 1e6);
@@ -185,12 +192,12 @@ pub async fn scrape(State(api): State<Arc<Api>>) -> Result<Response, super::ApiE
         "counter",
         "Logins by outcome.",
     );
-    for (i, result) in LOGINS.iter().enumerate() {
+    for (i, result) in Login::NAMES.iter().enumerate() {
         let v = m.logins[i].load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}{{result=\"{result}\"}} {v}");
     }
     let name = family(&mut out, "drover_nodes", "gauge", "Nodes by boot state.");
-    for (i, state) in ["unknown", "booting", "up", "failed"].iter().enumerate() {
+    for (i, state) in NodeState::NAMES.iter().enumerate() {
         let _ = writeln!(out, "{name}{{state=\"{state}\"}} {}", counts.nodes[i]);
     }
     let name = family(&mut out, "drover_leases", "gauge", "DHCP leases by state.");
@@ -253,16 +260,27 @@ mod tests {
 
     #[test]
     fn routes_are_classified() {
-        assert_eq!(ROUTES[route_class("/boot/52:54:00:00:00:01")], "boot");
-        assert_eq!(ROUTES[route_class("/images/a/kernel")], "images");
-        assert_eq!(ROUTES[route_class("/api/v1/nodes")], "api");
-        assert_eq!(ROUTES[route_class("/")], "page");
-        assert_eq!(ROUTES[route_class("/ui/app.js")], "page");
-        assert_eq!(ROUTES[route_class("/nope")], "other");
+        assert_eq!(route_class("/boot/52:54:00:00:00:01").name(), "boot");
+        assert_eq!(route_class("/images/a/kernel").name(), "images");
+        assert_eq!(route_class("/api/v1/nodes").name(), "api");
+        assert_eq!(route_class("/").name(), "page");
+        assert_eq!(route_class("/ui/app.js").name(), "page");
+        assert_eq!(route_class("/nope").name(), "other");
         let m = Metrics::default();
-        m.request(0, 200, 5);
-        m.request(0, 999, 5);
+        m.request(Route::Boot, 200, 5);
+        m.request(Route::Boot, 999, 5);
         assert_eq!(m.requests[0][1].load(Ordering::Relaxed), 1);
         assert_eq!(m.requests[0][4].load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn label_names_are_stable() {
+        // What /metrics has always printed, in this order.
+        let routes = [
+            "boot", "images", "firmware", "health", "api", "metrics", "page",
+        ];
+        assert_eq!(Route::NAMES, [&routes[..], &["other"]].concat());
+        assert_eq!(Login::NAMES, ["ok", "failed", "limited"]);
+        assert_eq!(NodeState::NAMES, ["unknown", "booting", "up", "failed"]);
     }
 }

@@ -26,8 +26,6 @@ mod resources;
 pub mod web;
 
 use crate::auth::{self, LoginLimiter, Sessions};
-use crate::config::Config;
-use crate::net::Interface;
 use crate::store::Store;
 use crate::timeline::Recorder;
 use axum::extract::{ConnectInfo, Request, State};
@@ -69,45 +67,6 @@ pub struct Service {
     pub enabled: bool,
     /// Where it listens, or why it is off.
     pub detail: String,
-}
-
-/// The services as configured. A service task that fails stops the whole server, so while
-/// the API answers, every enabled service is running.
-pub fn services(config: &Config, interfaces: &[Interface]) -> Vec<Service> {
-    let names: Vec<String> = interfaces
-        .iter()
-        .map(|i| format!("{} ({})", i.name, i.addr))
-        .collect();
-    let on_ifaces = |port: u16| format!("port {port} on {}", names.join(", "));
-    let svc = |name: &str, enabled: bool, detail: String| Service {
-        name: name.into(),
-        enabled,
-        detail: if enabled { detail } else { "disabled".into() },
-    };
-    vec![
-        svc("dhcp", config.dhcp.enabled, on_ifaces(config.dhcp.port)),
-        svc("tftp", config.tftp.enabled, on_ifaces(config.tftp.port)),
-        svc(
-            "http",
-            config.http.enabled,
-            format!("port {} on all addresses", config.http.port),
-        ),
-        svc(
-            "ra",
-            config.ra.enabled,
-            format!("every {} s on {}", config.ra.interval, names.join(", ")),
-        ),
-        svc("dns", config.dns.enabled, on_ifaces(config.dns.port)),
-        svc("ntp", config.ntp.enabled, on_ifaces(config.ntp.port)),
-        svc(
-            "pool",
-            config.pool.enabled,
-            format!(
-                "port {} once the state directory has a cluster key",
-                config.pool.port
-            ),
-        ),
-    ]
 }
 
 /// What the API handlers share.
@@ -469,7 +428,7 @@ async fn login(State(api): State<Arc<Api>>, req: Request) -> Result<Response, Ap
     let password: String = f.required("password")?;
     f.finish()?;
     if let Err(wait) = lock(&api.limiter).check(client, Instant::now()) {
-        api.metrics.login(metrics::LOGIN_LIMITED);
+        api.metrics.login(metrics::Login::Limited);
         let secs = wait.as_secs().max(1);
         return Err(ApiError {
             retry_after: Some(secs),
@@ -485,12 +444,12 @@ async fn login(State(api): State<Arc<Api>>, req: Request) -> Result<Response, Ap
         .blocking(move |store| Ok(auth::verify_password(store, &name, &password)?))
         .await?;
     if !ok {
-        api.metrics.login(metrics::LOGIN_FAILED);
+        api.metrics.login(metrics::Login::Failed);
         lock(&api.limiter).failed(client, Instant::now());
         tracing::warn!(%client, user = %user, "failed login");
         return Err(ApiError::unauthorized("wrong user or password"));
     }
-    api.metrics.login(metrics::LOGIN_OK);
+    api.metrics.login(metrics::Login::Ok);
     lock(&api.limiter).succeeded(client);
     let (id, session) = lock(&api.sessions).create(&user, Instant::now());
     tracing::info!(%client, user = %user, "login");

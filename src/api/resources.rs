@@ -7,6 +7,7 @@ use super::input::{Fields, Listing, Query};
 use super::{Api, Principal};
 use crate::admin::{self, NetworkChange, NodeChange};
 use crate::auth;
+use crate::clock;
 use crate::store::model::{
     BootEvent, BootLog, Group, Image, ImageFile, Ipv4Net, Lease, LeaseState, Mac, Network, Node,
     RootMode, Setting,
@@ -65,20 +66,6 @@ fn no_content() -> Res {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Health
 
@@ -107,7 +94,7 @@ pub async fn health(State(api): State<Arc<Api>>) -> Res {
     let uptime_secs = api.started.elapsed().as_secs();
     let health = api
         .blocking(move |store| {
-            let now = unix_now();
+            let now = clock::unix_secs();
             Ok(store.read(|r| {
                 Ok::<_, crate::store::StoreError>(Health {
                     status: "ok",
@@ -168,8 +155,8 @@ pub(super) fn lease_state(l: &Lease, now: u64) -> &'static str {
 }
 
 fn node_views(store: &Store, nodes: Vec<Node>) -> Result<Vec<NodeView>, ApiError> {
-    let now = unix_now();
-    let now_ms = unix_now_ms();
+    let now = clock::unix_secs();
+    let now_ms = clock::unix_ms();
     let (leases, mut boots, power) = store.read(|r| {
         let boots: HashMap<String, Vec<BootEvent>> = r
             .all::<BootLog>()?
@@ -349,7 +336,7 @@ pub async fn node_events(State(api): State<Arc<Api>>, Path(name): Path<String>) 
             let events = log.map(|l| l.events).unwrap_or_default();
             Ok(serde_json::json!({
                 "node": name,
-                "state": timeline::state(&events, unix_now_ms()),
+                "state": timeline::state(&events, clock::unix_ms()),
                 "last_boot": timeline::last_boot(&events),
                 "events": events,
             }))
@@ -702,7 +689,7 @@ pub async fn list_leases(State(api): State<Arc<Api>>, axum::extract::Query(q): Q
     q.finish()?;
     let all = api
         .blocking(move |store| {
-            let now = unix_now();
+            let now = clock::unix_secs();
             let (leases, nodes) =
                 store.read(|r| Ok::<_, ApiError>((r.all::<Lease>()?, r.all::<Node>()?)))?;
             let by_mac: HashMap<Mac, String> = nodes.into_iter().map(|n| (n.mac, n.name)).collect();
@@ -810,7 +797,7 @@ pub async fn add_token(
     let token_name = name.clone();
     let token = api
         .blocking(move |store| {
-            auth::create_token(store, &token_name, unix_now()).map_err(|e| match e {
+            auth::create_token(store, &token_name, clock::unix_secs()).map_err(|e| match e {
                 auth::AuthError::Admin(e) => ApiError::admin("token", e),
                 other => ApiError::internal("token", other),
             })

@@ -82,6 +82,71 @@ pub enum Command {
     /// drover's NFSv4 server: clients and shared exports.
     #[command(subcommand)]
     Nfs(NfsCmd),
+    /// Install this binary as a systemd service: the binary, the unit, /etc/drover/drover.toml
+    /// (kept if it exists), completions and man pages; then enable and start the service.
+    Install(InstallArgs),
+    /// Stop and remove what `drover install` installed; the config and the state directory
+    /// stay unless --purge.
+    Uninstall {
+        /// Also remove /etc/drover/drover.toml and the state directory (--state-dir).
+        #[arg(long)]
+        purge: bool,
+        #[command(flatten)]
+        place: InstallPlace,
+    },
+    /// Write the store (a consistent copy, also while a server runs) and the image blobs to
+    /// one tar file (mode 0600: it holds password hashes and BMC passwords).
+    Backup {
+        /// The backup file to write; must not exist.
+        file: PathBuf,
+        /// Leave the image blobs out: the fleet data only.
+        #[arg(long)]
+        store_only: bool,
+    },
+    /// Restore a backup into a new or empty state directory (--state-dir). The restored
+    /// store gets a new member id, so it can join the pool beside the member it was taken
+    /// from.
+    Restore {
+        file: PathBuf,
+        /// Restore into a non-empty state directory: its store is replaced, the backup's
+        /// blobs are added. No server may be running on it.
+        #[arg(long)]
+        force: bool,
+        /// Keep the backup's member id: only to bring back the same member after its loss,
+        /// never while the member the backup was taken from still runs.
+        #[arg(long)]
+        keep_member_id: bool,
+    },
+    /// Print shell completions (bash, zsh, fish, ...) to standard output.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (drover.1 and one per subcommand) into DIR.
+    Man { dir: PathBuf },
+}
+
+#[derive(Args)]
+pub struct InstallArgs {
+    /// Interface to serve on (repeatable), written into a new config's `interfaces`.
+    #[arg(long = "interface", short = 'i')]
+    pub interfaces: Vec<String>,
+    /// Install this config (checked as by check-config) instead of the commented default.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub place: InstallPlace,
+}
+
+#[derive(Args)]
+pub struct InstallPlace {
+    /// Install into this staging directory instead of the running system (no systemctl).
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+    /// Prefix of the binary, completions and man pages; /usr puts the unit among the
+    /// packaged ones (/usr/lib/systemd/system) as the Debian package does.
+    #[arg(long, default_value = "/usr/local")]
+    pub prefix: PathBuf,
 }
 
 #[derive(Subcommand)]

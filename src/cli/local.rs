@@ -209,7 +209,7 @@ impl Backend for Local {
     fn power(&self, args: &PowerArgs) -> Result<Vec<PowerRow>> {
         use crate::ipmi::power;
         let config = Config::load(args.config.as_deref())?;
-        let mut fan = crate::ipmi::serve::fan_out(&config.power);
+        let mut fan = crate::serve::settings::fan_out(&config.power);
         if let Some(p) = args.parallel {
             fan.max_sessions = p.max(1);
         }
@@ -239,7 +239,7 @@ impl Backend for Local {
     }
 
     fn pool_status(&self) -> Result<crate::pool::status::Status> {
-        let now_ms = crate::pool::serve::unix_ms();
+        let now_ms = crate::clock::unix_ms();
         let (status, stale) = crate::pool::setup::status(&self.state, now_ms)?;
         if let Some(age) = stale {
             eprintln!("warning: the status is {age} s old; is `drover serve` still running?");
@@ -268,7 +268,7 @@ pub fn dns_check(
     }
     let local = Local::new(state);
     let store = local.store()?;
-    let settings = config.dns.settings(&own, store.member());
+    let settings = crate::serve::settings::dns(&config, &own, store.member());
     let view = crate::store::View::load(store)?;
     let bind = own
         .first()

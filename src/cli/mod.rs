@@ -5,12 +5,14 @@
 //! prints it, so both back ends print the same text.
 //!
 //! Commands without an API endpoint (`serve`, `agent`, `dns check`, `pool init|join|leave|
-//! forget`, `image add`, `group set`, `nfs clients`, `admin passwd`) act on the local state
-//! directory; with `--server` they fail with an error naming the command.
+//! forget`, `image add`, `group set`, `nfs clients`, `admin passwd`, and [`appliance`]'s
+//! `install`, `uninstall`, `backup`, `restore`, `completions`, `man`) act on the local state
+//! directory or machine; with `--server` they fail with an error naming the command.
 //!
 //! Not here: the admin rules (`crate::admin`), the pool's key and seed files
 //! (`crate::pool::setup`), logging set-up and the PID-1 agent check (`main.rs`).
 
+mod appliance;
 pub mod args;
 pub mod local;
 mod password;
@@ -18,6 +20,8 @@ pub mod print;
 pub mod remote;
 
 use crate::admin::{self, GroupInfo, NodeDetail};
+// The CLI's clock reads (lease times, power-state ages, tokens).
+use crate::clock::unix_secs as unix_now;
 use crate::config::Config;
 use crate::pool::setup;
 use crate::store::model::{BootEvent, Export, Group, Image, Lease, Network, Node};
@@ -104,6 +108,12 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Group(GroupCmd::Set { .. }) => "group set",
         Command::Nfs(NfsCmd::Clients { .. }) => "nfs clients",
         Command::Admin(AdminCmd::Passwd { .. }) => "admin passwd",
+        Command::Install(_) => "install",
+        Command::Uninstall { .. } => "uninstall",
+        Command::Backup { .. } => "backup",
+        Command::Restore { .. } => "restore",
+        Command::Completions { .. } => "completions",
+        Command::Man { .. } => "man",
         _ => return None,
     })
 }
@@ -188,6 +198,12 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
             println!("password of {user} set");
             Ok(())
         }
+        command @ (Command::Install(_)
+        | Command::Uninstall { .. }
+        | Command::Backup { .. }
+        | Command::Restore { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. }) => appliance::run(state, command, unix_now()),
         _ => bail!("internal: a command with an API counterpart reached the local-only path"),
     }
 }
@@ -354,7 +370,13 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
         | Command::Dns(_)
         | Command::Pool(_)
         | Command::Nfs(NfsCmd::Clients { .. })
-        | Command::Admin(_) => bail!("internal: a local-only command reached a back end"),
+        | Command::Admin(_)
+        | Command::Install(_)
+        | Command::Uninstall { .. }
+        | Command::Backup { .. }
+        | Command::Restore { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => bail!("internal: a local-only command reached a back end"),
     }
     Ok(())
 }
@@ -430,14 +452,6 @@ fn power_action(args: &PowerArgs) -> (crate::ipmi::power::Action, &[String]) {
     }
 }
 
-/// Unix seconds now: the CLI's one clock read (lease times, power-state ages, tokens).
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,6 +469,9 @@ mod tests {
             ("drover serve", "serve"),
             ("drover image add i --kernel k", "image add"),
             ("drover admin passwd", "admin passwd"),
+            ("drover backup b.tar", "backup"),
+            ("drover restore b.tar --force", "restore"),
+            ("drover install -i eth1 --root /tmp/x", "install"),
         ] {
             assert_eq!(local_only(&parse(line).command), Some(name), "{line}");
         }

@@ -255,52 +255,34 @@ pub enum Destination {
     Broadcast,
 }
 
-/// Why a request got no reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// Relayed from a giaddr that is in no network we serve.
-    UnknownRelayNetwork,
-    /// ciaddr (renew/inform) is in no network we serve.
-    UnknownClientNetwork,
-    /// The node's reserved address is not in the network the request came from.
-    ReservationOutsideNetwork,
-    /// The node's reserved address is bound to another client.
-    ReservedAddressInUse,
-    /// The network has no dynamic range and the client has no reservation.
-    NoDynamicRange,
-    /// No free address left in the range.
-    RangeExhausted,
-    /// The offers table is full.
-    OffersFull,
-    /// DHCPREQUEST selecting another server's offer.
-    OtherServer,
-    /// DHCPREQUEST / DHCPDECLINE without the address it is about.
-    MissingAddress,
-    /// DHCPDECLINE / DHCPRELEASE for an address the client does not hold.
-    NotHolder,
-    /// DHCPINFORM without ciaddr.
-    InformWithoutAddress,
-    /// Another pool member answers this client or owns the address (see [`Share`]).
-    OtherMember,
-}
-
-impl DropReason {
-    /// A short stable name for counters and logs.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            DropReason::UnknownRelayNetwork => "unknown_relay_network",
-            DropReason::UnknownClientNetwork => "unknown_client_network",
-            DropReason::ReservationOutsideNetwork => "reservation_outside_network",
-            DropReason::ReservedAddressInUse => "reserved_address_in_use",
-            DropReason::NoDynamicRange => "no_dynamic_range",
-            DropReason::RangeExhausted => "range_exhausted",
-            DropReason::OffersFull => "offers_full",
-            DropReason::OtherServer => "other_server",
-            DropReason::MissingAddress => "missing_address",
-            DropReason::NotHolder => "not_holder",
-            DropReason::InformWithoutAddress => "inform_without_address",
-            DropReason::OtherMember => "other_member",
-        }
+crate::labels::labels! {
+    /// Why a request got no reply; the name is the counter's (`dropped_<name>`) and the log's.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum DropReason {
+        /// Relayed from a giaddr that is in no network we serve.
+        UnknownRelayNetwork = "unknown_relay_network",
+        /// ciaddr (renew/inform) is in no network we serve.
+        UnknownClientNetwork = "unknown_client_network",
+        /// The node's reserved address is not in the network the request came from.
+        ReservationOutsideNetwork = "reservation_outside_network",
+        /// The node's reserved address is bound to another client.
+        ReservedAddressInUse = "reserved_address_in_use",
+        /// The network has no dynamic range and the client has no reservation.
+        NoDynamicRange = "no_dynamic_range",
+        /// No free address left in the range.
+        RangeExhausted = "range_exhausted",
+        /// The offers table is full.
+        OffersFull = "offers_full",
+        /// DHCPREQUEST selecting another server's offer.
+        OtherServer = "other_server",
+        /// DHCPREQUEST / DHCPDECLINE without the address it is about.
+        MissingAddress = "missing_address",
+        /// DHCPDECLINE / DHCPRELEASE for an address the client does not hold.
+        NotHolder = "not_holder",
+        /// DHCPINFORM without ciaddr.
+        InformWithoutAddress = "inform_without_address",
+        /// Another pool member answers this client or owns the address (see [`Share`]).
+        OtherMember = "other_member",
     }
 }
 

@@ -2,14 +2,15 @@
 //!
 //! Data flow: one UDP socket bound to `0.0.0.0:port` on the interface (SO_BINDTODEVICE,
 //! SO_BROADCAST, SO_REUSEADDR) -> receive into a preallocated buffer -> [`wire::decode`] ->
-//! read-lock the shared [`View`] just long enough to run [`core::handle`] (never across an
+//! a snapshot of the server's [`SharedView`] for [`core::handle`] (never across an
 //! `.await`) -> act:
 //!
 //! - `Hold`: remember the offer in this task's [`Offers`] table, send the OFFER; an offer to
 //!   a known node's PXE/iPXE firmware is also queued as the node's `dhcp` boot event (a
 //!   non-blocking [`Recorder`] call; its writer task batches the store writes);
 //! - `CommitThenReply` / `Commit`: write the lease with [`Store::write`] inside
-//!   `spawn_blocking` (the LMDB commit fsyncs), refresh the view so the next packet sees the
+//!   `spawn_blocking` (the LMDB commit fsyncs), refresh the shared view
+//!   ([`SharedView::refresh`]) so the next packet, here or on another interface, sees the
 //!   lease, and only then send the ACK (persistence is an output; if the write fails, the ACK
 //!   is not sent and the client retries);
 //! - `Reply`: send (NAK, ACK to INFORM); `Drop`: count and log.
@@ -31,18 +32,18 @@
 
 use super::core::{self, Action, Context, Destination, DropReason, Offers};
 use super::share::Share;
-use super::wire::{self, WireError};
+use super::wire::{self, WireError, WireReason};
 use crate::net::Interface;
 use crate::pool::peers::Peers;
 use crate::store::model::{BootStage, Lease};
-use crate::store::{Store, StoreError, View};
+use crate::store::{SharedView, Store, StoreError};
 use crate::timeline::Recorder;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -82,94 +83,63 @@ const RECV_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Expired offers are purged every this many packets.
 const PURGE_EVERY: u64 = 256;
 
-/// Drop reasons counted by [`Stats`], wire errors first, then core reasons.
-const DROP_NAMES: [&str; 23] = [
-    "truncated",
-    "too_long",
-    "bad_cookie",
-    "not_request",
-    "unsupported_hardware",
-    "option_overrun",
-    "bad_option_length",
-    "undecodable_option",
-    "bad_header",
-    "no_message_type",
-    "unsupported_message_type",
-    "unknown_relay_network",
-    "unknown_client_network",
-    "reservation_outside_network",
-    "reserved_address_in_use",
-    "no_dynamic_range",
-    "range_exhausted",
-    "offers_full",
-    "other_server",
-    "missing_address",
-    "not_holder",
-    "inform_without_address",
-    "other_member",
-];
+crate::counters::counter_set! {
+    /// What one DHCP server task did with the requests it did not drop (drops: [`Stats`]).
+    pub struct Outcomes, snapshot OutcomesSnapshot {
+        received,
+        offers,
+        acks,
+        naks,
+        informs,
+        /// DECLINE and RELEASE written.
+        commits,
+        store_errors,
+        send_errors,
+        encode_errors,
+    }
+}
 
-/// Counters of one DHCP server task.
+/// Counters of one DHCP server task: the outcomes, then dropped requests by reason (wire
+/// errors, then the core's reasons), named by their enums, as `/metrics` lists them.
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub received: AtomicU64,
-    pub offers: AtomicU64,
-    pub acks: AtomicU64,
-    pub naks: AtomicU64,
-    pub informs: AtomicU64,
-    /// DECLINE and RELEASE written.
-    pub commits: AtomicU64,
-    pub store_errors: AtomicU64,
-    pub send_errors: AtomicU64,
-    pub encode_errors: AtomicU64,
-    drops: [AtomicU64; DROP_NAMES.len()],
+    pub outcomes: Outcomes,
+    wire_drops: [AtomicU64; WireReason::ALL.len()],
+    core_drops: [AtomicU64; DropReason::ALL.len()],
 }
 
 impl Stats {
-    fn count_drop(&self, reason: &'static str) {
-        // Every reason() string is in DROP_NAMES (tested); an unknown one is not counted.
-        if let Some(i) = DROP_NAMES.iter().position(|n| *n == reason) {
-            self.drops[i].fetch_add(1, Ordering::Relaxed);
-        }
+    fn count_wire_drop(&self, reason: WireReason) {
+        self.wire_drops[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_drop(&self, reason: DropReason) {
+        self.core_drops[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Every counter: the outcomes, then drops as `dropped_<reason>`.
     fn all(&self) -> Vec<(String, u64)> {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut out: Vec<(String, u64)> = [
-            ("received", &self.received),
-            ("offers", &self.offers),
-            ("acks", &self.acks),
-            ("naks", &self.naks),
-            ("informs", &self.informs),
-            ("commits", &self.commits),
-            ("store_errors", &self.store_errors),
-            ("send_errors", &self.send_errors),
-            ("encode_errors", &self.encode_errors),
-        ]
-        .iter()
-        .map(|(n, c)| (n.to_string(), get(c)))
-        .collect();
-        out.extend(
-            self.drops()
-                .into_iter()
-                .map(|(n, v)| (format!("dropped_{n}"), v)),
-        );
-        out
+        let outcomes = self.outcomes.snapshot().pairs().into_iter();
+        let drops = self.drops().into_iter();
+        outcomes
+            .map(|(n, v)| (n.to_string(), v))
+            .chain(drops.map(|(n, v)| (format!("dropped_{n}"), v)))
+            .collect()
     }
 
     /// Dropped requests by reason, including zeros.
     pub fn drops(&self) -> Vec<(&'static str, u64)> {
-        DROP_NAMES
-            .iter()
-            .zip(&self.drops)
+        let wire = WireReason::NAMES.iter().zip(&self.wire_drops);
+        let core = DropReason::NAMES.iter().zip(&self.core_drops);
+        wire.chain(core)
             .map(|(n, c)| (*n, c.load(Ordering::Relaxed)))
             .collect()
     }
 
     /// All requests dropped, for any reason.
     pub fn dropped(&self) -> u64 {
-        self.drops.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        let all = self.wire_drops.iter().chain(&self.core_drops);
+        all.map(|c| c.load(Ordering::Relaxed)).sum()
     }
 }
 
@@ -194,7 +164,7 @@ pub async fn run(
     iface: Interface,
     settings: Settings,
     store: Arc<Store>,
-    view: Arc<RwLock<View>>,
+    view: Arc<SharedView>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let (_, share) = watch::channel(Arc::new(Share::solo(store.member())));
@@ -244,7 +214,7 @@ pub async fn run_with_stats(
     iface: Interface,
     settings: Settings,
     store: Arc<Store>,
-    view: Arc<RwLock<View>>,
+    view: Arc<SharedView>,
     links: Links,
     shutdown: CancellationToken,
     stats: Arc<Stats>,
@@ -289,11 +259,15 @@ pub async fn run_with_stats(
             }
         };
         packets += 1;
-        let now = unix_now();
+        let now = crate::clock::unix_secs();
         if packets % PURGE_EVERY == 0 {
             shell.offers.purge(now);
         }
-        shell.stats.received.fetch_add(1, Ordering::Relaxed);
+        shell
+            .stats
+            .outcomes
+            .received
+            .fetch_add(1, Ordering::Relaxed);
         match wire::decode(&buf[..len]) {
             Ok(req) => shell.handle(now, req).await,
             Err(e) => shell.malformed(from, e),
@@ -306,7 +280,7 @@ struct Shell {
     settings: Settings,
     ctx: Context,
     store: Arc<Store>,
-    view: Arc<RwLock<View>>,
+    view: Arc<SharedView>,
     share: watch::Receiver<Arc<Share>>,
     peers: watch::Receiver<Arc<Peers>>,
     stats: Arc<Stats>,
@@ -318,7 +292,7 @@ struct Shell {
 impl Shell {
     fn malformed(&self, from: std::net::SocketAddr, e: WireError) {
         tracing::debug!(%from, "dropping DHCP datagram: {e}");
-        self.stats.count_drop(e.reason());
+        self.stats.count_wire_drop(e.reason());
     }
 
     async fn handle(&mut self, now: u64, req: wire::Request) {
@@ -326,30 +300,29 @@ impl Shell {
         if self.peers.has_changed().unwrap_or(false) {
             self.ctx.peers = self.peers.borrow_and_update().others.clone();
         }
-        let action = {
-            // A poisoned lock means another thread panicked while refreshing; with
-            // panic = "abort" that cannot happen, and the data would still be a valid view.
-            let view = self.view.read().unwrap_or_else(|e| e.into_inner());
-            core::handle(now, &req, &self.ctx, &share, &view, &self.offers)
-        };
+        let view = self.view.snapshot();
+        let action = core::handle(now, &req, &self.ctx, &share, &view, &self.offers);
+        // Let go of the snapshot before a commit, so that the refresh after it can update
+        // the view in place instead of copying it.
+        drop(view);
         match action {
             Action::Drop(reason) => {
                 if reason == DropReason::OtherServer {
                     // The client chose another server's offer: ours is free again.
                     self.offers.remove_mac(req.chaddr);
                 }
-                tracing::debug!(mac = %req.chaddr, xid = req.xid, "no reply: {}", reason.reason());
-                self.stats.count_drop(reason.reason());
+                tracing::debug!(mac = %req.chaddr, xid = req.xid, "no reply: {}", reason.name());
+                self.stats.count_drop(reason);
             }
             Action::Hold(offer, reply, dest) => {
                 let ip = offer.ip;
                 if !self.offers.insert(now, offer) {
-                    self.stats.count_drop(DropReason::OffersFull.reason());
+                    self.stats.count_drop(DropReason::OffersFull);
                     return;
                 }
                 tracing::debug!(mac = %req.chaddr, %ip, "DHCPOFFER");
                 if self.send(&reply, dest).await {
-                    self.stats.offers.fetch_add(1, Ordering::Relaxed);
+                    self.stats.outcomes.offers.fetch_add(1, Ordering::Relaxed);
                     self.boot_event(&req, &reply);
                 }
             }
@@ -360,9 +333,9 @@ impl Shell {
                 }
                 if self.send(&reply, dest).await {
                     let counter = if nak {
-                        &self.stats.naks
+                        &self.stats.outcomes.naks
                     } else {
-                        &self.stats.informs
+                        &self.stats.outcomes.informs
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
@@ -371,13 +344,16 @@ impl Shell {
                 let (mac, ip) = (lease.mac, lease.ip);
                 if let Err(e) = self.commit(lease).await {
                     tracing::error!(%mac, %ip, "lease not written, ACK not sent: {e}");
-                    self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .outcomes
+                        .store_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 self.offers.remove_mac(mac);
                 tracing::info!(%mac, %ip, "DHCPACK");
                 if self.send(&reply, dest).await {
-                    self.stats.acks.fetch_add(1, Ordering::Relaxed);
+                    self.stats.outcomes.acks.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Action::Commit(lease) => {
@@ -385,11 +361,14 @@ impl Shell {
                 match self.commit(lease).await {
                     Ok(()) => {
                         tracing::info!(%mac, %ip, ?state, "lease updated");
-                        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                        self.stats.outcomes.commits.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => {
                         tracing::error!(%mac, %ip, "lease not written: {e}");
-                        self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                        self.stats
+                            .outcomes
+                            .store_errors
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -415,8 +394,7 @@ impl Shell {
         let view = self.view.clone();
         tokio::task::spawn_blocking(move || {
             store.write(|w| w.put(&lease))?;
-            let mut v = view.write().unwrap_or_else(|e| e.into_inner());
-            v.refresh(&store)?;
+            view.refresh()?;
             Ok(())
         })
         .await
@@ -427,7 +405,10 @@ impl Shell {
     async fn send(&mut self, reply: &wire::Reply, dest: Destination) -> bool {
         if let Err(e) = wire::encode(reply, &mut self.out) {
             tracing::warn!(mac = %reply.chaddr, "cannot encode reply: {e}");
-            self.stats.encode_errors.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .outcomes
+                .encode_errors
+                .fetch_add(1, Ordering::Relaxed);
             return false;
         }
         let to = match dest {
@@ -441,7 +422,10 @@ impl Shell {
             Ok(_) => true,
             Err(e) => {
                 tracing::warn!(%to, "DHCP send failed: {e}");
-                self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .outcomes
+                    .send_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 false
             }
         }
@@ -465,13 +449,6 @@ fn bind(iface: &str, port: u16) -> io::Result<std::net::UdpSocket> {
     socket.set_nonblocking(true)?;
     socket.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
     Ok(socket.into())
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -537,14 +514,15 @@ mod tests {
             WireError::UnsupportedMessageType(0),
         ];
         let stats = Stats::default();
-        for r in core
-            .iter()
-            .map(|d| d.reason())
-            .chain(wire.iter().map(|w| w.reason()))
-        {
-            assert!(DROP_NAMES.contains(&r), "{r} missing from DROP_NAMES");
-            stats.count_drop(r);
+        for d in core {
+            stats.count_drop(d);
         }
-        assert_eq!(stats.dropped(), DROP_NAMES.len() as u64);
+        for w in &wire {
+            stats.count_wire_drop(w.reason());
+        }
+        let drops = stats.drops();
+        assert_eq!(drops.len(), core.len() + wire.len());
+        assert!(drops.iter().all(|(_, v)| *v == 1), "{drops:?}");
+        assert_eq!(stats.dropped(), drops.len() as u64);
     }
 }

@@ -81,21 +81,39 @@ pub enum WireError {
     UnsupportedMessageType(u8),
 }
 
+crate::labels::labels! {
+    /// The kind of a [`WireError`], with its stable name for counters and logs.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum WireReason {
+        Truncated = "truncated",
+        TooLong = "too_long",
+        BadCookie = "bad_cookie",
+        NotRequest = "not_request",
+        UnsupportedHardware = "unsupported_hardware",
+        OptionOverrun = "option_overrun",
+        BadOptionLength = "bad_option_length",
+        UndecodableOption = "undecodable_option",
+        Header = "bad_header",
+        NoMessageType = "no_message_type",
+        UnsupportedMessageType = "unsupported_message_type",
+    }
+}
+
 impl WireError {
-    /// A short stable name for counters and logs.
-    pub fn reason(&self) -> &'static str {
+    /// What kind of error this is, for counters and logs.
+    pub fn reason(&self) -> WireReason {
         match self {
-            WireError::Truncated(_) => "truncated",
-            WireError::TooLong(_) => "too_long",
-            WireError::BadCookie => "bad_cookie",
-            WireError::NotRequest(_) => "not_request",
-            WireError::UnsupportedHardware { .. } => "unsupported_hardware",
-            WireError::OptionOverrun { .. } => "option_overrun",
-            WireError::BadOptionLength { .. } => "bad_option_length",
-            WireError::UndecodableOption { .. } => "undecodable_option",
-            WireError::Header(_) => "bad_header",
-            WireError::NoMessageType => "no_message_type",
-            WireError::UnsupportedMessageType(_) => "unsupported_message_type",
+            WireError::Truncated(_) => WireReason::Truncated,
+            WireError::TooLong(_) => WireReason::TooLong,
+            WireError::BadCookie => WireReason::BadCookie,
+            WireError::NotRequest(_) => WireReason::NotRequest,
+            WireError::UnsupportedHardware { .. } => WireReason::UnsupportedHardware,
+            WireError::OptionOverrun { .. } => WireReason::OptionOverrun,
+            WireError::BadOptionLength { .. } => WireReason::BadOptionLength,
+            WireError::UndecodableOption { .. } => WireReason::UndecodableOption,
+            WireError::Header(_) => WireReason::Header,
+            WireError::NoMessageType => WireReason::NoMessageType,
+            WireError::UnsupportedMessageType(_) => WireReason::UnsupportedMessageType,
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The tokio shell of the DNS server: UDP and TCP on one address, the forwarder and its cache.
 //!
-//! Data flow, per query: bytes -> [`wire::decode`] -> the current [`Zones`] (rebuilt under
-//! the view's read lock only when `View::seq()` moved since the last build; checking costs one
-//! read lock per query; at most one rebuild per [`REBUILD_INTERVAL`]) -> [`core::handle`] ->
+//! Data flow, per query: bytes -> [`wire::decode`] -> the current [`Zones`] (rebuilt from a
+//! snapshot of the [`SharedView`] only when `View::seq()` moved since the last build; checking
+//! costs one snapshot per query; at most one rebuild per [`REBUILD_INTERVAL`]) -> [`core::handle`] ->
 //! act:
 //! - `Reply`: encode within the client's limit (UDP: 512, or the EDNS size up to 1232; TCP:
 //!   65535) and send; `Refuse`: the same, capped at the request's own length;
@@ -25,14 +25,14 @@
 use super::core::{self, AccessPolicy, Action, Identity, Transport, Zones};
 use super::wire::{self, Request};
 use crate::store::model::Ipv4Net;
-use crate::store::View;
+use crate::store::SharedView;
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -153,56 +153,32 @@ pub fn system_upstreams(own: &[IpAddr]) -> Vec<SocketAddr> {
         .unwrap_or_default()
 }
 
-/// Counters of one DNS server.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub udp_queries: AtomicU64,
-    pub tcp_queries: AtomicU64,
-    /// Authoritative replies (including NXDOMAIN/NODATA, NOTIMP, BADVERS).
-    pub answered: AtomicU64,
-    pub refused: AtomicU64,
-    /// FORMERR sent for malformed queries.
-    pub formerr: AtomicU64,
-    /// Undecodable datagrams dropped without reply.
-    pub dropped: AtomicU64,
-    /// Replies sent with TC.
-    pub truncated: AtomicU64,
-    pub transfers: AtomicU64,
-    pub forwarded: AtomicU64,
-    pub cache_hits: AtomicU64,
-    /// Upstream attempts that timed out or failed.
-    pub upstream_failures: AtomicU64,
-    /// SERVFAIL sent because no upstream answered.
-    pub servfail: AtomicU64,
-    /// Forwarded UDP queries dropped because `max_in_flight` were busy.
-    pub overload: AtomicU64,
-    /// TCP connections closed at once because `max_tcp` were open.
-    pub tcp_rejected: AtomicU64,
-    pub send_errors: AtomicU64,
-}
-
-impl crate::counters::Counters for Stats {
-    fn counters(&self) -> Vec<(String, u64)> {
-        let all = [
-            ("udp_queries", &self.udp_queries),
-            ("tcp_queries", &self.tcp_queries),
-            ("answered", &self.answered),
-            ("refused", &self.refused),
-            ("formerr", &self.formerr),
-            ("dropped", &self.dropped),
-            ("truncated", &self.truncated),
-            ("transfers", &self.transfers),
-            ("forwarded", &self.forwarded),
-            ("cache_hits", &self.cache_hits),
-            ("upstream_failures", &self.upstream_failures),
-            ("servfail", &self.servfail),
-            ("overload", &self.overload),
-            ("tcp_rejected", &self.tcp_rejected),
-            ("send_errors", &self.send_errors),
-        ];
-        all.iter()
-            .map(|(n, c)| (n.to_string(), c.load(Ordering::Relaxed)))
-            .collect()
+crate::counters::counter_set! {
+    /// Counters of one DNS server.
+    pub struct Stats, snapshot StatsSnapshot {
+        udp_queries,
+        tcp_queries,
+        /// Authoritative replies (including NXDOMAIN/NODATA, NOTIMP, BADVERS).
+        answered,
+        refused,
+        /// FORMERR sent for malformed queries.
+        formerr,
+        /// Undecodable datagrams dropped without reply.
+        dropped,
+        /// Replies sent with TC.
+        truncated,
+        transfers,
+        forwarded,
+        cache_hits,
+        /// Upstream attempts that timed out or failed.
+        upstream_failures,
+        /// SERVFAIL sent because no upstream answered.
+        servfail,
+        /// Forwarded UDP queries dropped because `max_in_flight` were busy.
+        overload,
+        /// TCP connections closed at once because `max_tcp` were open.
+        tcp_rejected,
+        send_errors,
     }
 }
 
@@ -216,7 +192,7 @@ pub async fn serve(
     udp: UdpSocket,
     tcp: TcpListener,
     settings: Settings,
-    view: Arc<RwLock<View>>,
+    view: Arc<SharedView>,
     shutdown: CancellationToken,
     stats: Arc<Stats>,
 ) -> io::Result<()> {
@@ -246,7 +222,7 @@ struct Shared {
     settings: Settings,
     ident: Identity,
     policy: AccessPolicy,
-    view: Arc<RwLock<View>>,
+    view: Arc<SharedView>,
     /// The zones (they know the view sequence they were built from) and when they were built.
     zones: Mutex<Option<(Arc<Zones>, Instant)>>,
     cache: Mutex<Cache>,
@@ -272,7 +248,7 @@ impl Shared {
     /// The zones for the current view, rebuilt when the store changed, at most once per
     /// [`REBUILD_INTERVAL`] (a DHCP boot storm changes the store with every lease).
     fn zones(&self) -> Arc<Zones> {
-        let view = self.view.read().unwrap_or_else(|e| e.into_inner());
+        let view = self.view.snapshot();
         let mut cached = lock(&self.zones);
         if let Some((z, built)) = cached.as_ref() {
             if z.seq() == view.seq() || built.elapsed() < REBUILD_INTERVAL {

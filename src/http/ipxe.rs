@@ -87,7 +87,7 @@ pub fn boot_script(
             } else {
                 format!("drover.root=nfs:{host}:{nfs_port}:/root")
             });
-            // Checked by `admin::check_persistent`: no spaces or commas, 512 bytes at most.
+            // Each a `PersistentPath` (no spaces or commas), 512 bytes at most in all.
             if !image.persistent.is_empty() {
                 args.push(format!("drover.persistent={}", image.persistent.join(",")));
             }

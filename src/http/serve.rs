@@ -10,14 +10,13 @@
 //! [`crate::timeline::Recorder`], which never waits for the store.
 //!
 //! Requests never buffer whole files: a file is opened, seeked to the requested range and
-//! streamed in chunks. The store is read through the shared in-memory [`View`], with the lock
-//! held only while a script is rendered.
+//! streamed in chunks. The store is read through snapshots of the server's [`SharedView`].
 
 use super::{ipxe, range};
 use crate::image::Blobs;
 use crate::pool::peers::Peers;
 use crate::store::model::{BootStage, ImageFile, Mac};
-use crate::store::View;
+use crate::store::SharedView;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -25,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use std::io::SeekFrom;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 use tokio_util::io::ReaderStream;
@@ -39,7 +38,7 @@ const STREAM_CHUNK: usize = 256 * 1024;
 /// What the handlers share.
 #[derive(Clone)]
 pub struct Shared {
-    pub view: Arc<RwLock<View>>,
+    pub view: Arc<SharedView>,
     pub blobs: Blobs,
     /// The port the server listens on, for URLs when the Host header is missing.
     pub port: u16,
@@ -156,11 +155,7 @@ async fn boot_script(
     };
     let mut boot_event = None;
     let script = {
-        // Render under the read lock; nothing here awaits.
-        let view = match s.view.read() {
-            Ok(v) => v,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let view = s.view.snapshot();
         match view.node_by_mac(mac) {
             None => {
                 tracing::info!(%mac, "boot script requested by an unknown machine");
@@ -206,17 +201,17 @@ async fn image_file(
     // A download from the start is a boot step of the node at the client's address.
     let from_start = range.is_none_or(|r| r.trim().starts_with("bytes=0-"));
     let found: Option<ImageFile> = {
-        let view = match s.view.read() {
-            Ok(v) => v,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        view.images.get(&name).and_then(|img| match file.as_str() {
-            "kernel" => Some(img.kernel.clone()),
-            "initrd" => img.initrd.clone(),
-            "initramfs" => img.initramfs.clone(),
-            "rootfs.tar" => img.rootfs.clone(),
-            _ => None,
-        })
+        s.view
+            .snapshot()
+            .images
+            .get(&name)
+            .and_then(|img| match file.as_str() {
+                "kernel" => Some(img.kernel.clone()),
+                "initrd" => img.initrd.clone(),
+                "initramfs" => img.initramfs.clone(),
+                "rootfs.tar" => img.rootfs.clone(),
+                _ => None,
+            })
     };
     let stage = match file.as_str() {
         "kernel" => Some(BootStage::Kernel),

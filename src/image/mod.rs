@@ -12,6 +12,7 @@
 
 pub mod initramfs;
 pub mod rootfs;
+pub mod unpack;
 
 use crate::store::model::{BlobId, ImageFile};
 use std::fs::File;

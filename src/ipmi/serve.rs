@@ -9,12 +9,8 @@
 //! at shutdown, all of them.
 
 use super::cache::SessionCache;
-use super::client::Dial;
-use super::core::{LanVersion, Limits};
-use super::crypto::Suite;
 use super::power::{self, Action, FanOut, Job, Outcome};
 use super::BmcAccess;
-use crate::config;
 use crate::store::model::{Node, PowerState};
 use crate::store::Store;
 use anyhow::{Context, Result};
@@ -28,37 +24,13 @@ use tokio_util::sync::CancellationToken;
 /// How often idle sessions are looked for (and store changes checked).
 const SESSION_SWEEP: Duration = Duration::from_secs(1);
 
-/// The session settings of `[power]`, without a session cache.
-pub fn fan_out(c: &config::Power) -> FanOut {
-    FanOut {
-        max_sessions: c.max_sessions,
-        on_rate: c.on_rate,
-        dial: Dial {
-            suites: c
-                .cipher_suites
-                .iter()
-                .filter_map(|s| Suite::from_id(*s))
-                .collect(),
-            version: match c.ipmi_version.as_str() {
-                "2.0" => LanVersion::V20,
-                "1.5" => LanVersion::V15,
-                _ => LanVersion::Auto,
-            },
-            limits: Limits {
-                timeout: Duration::from_millis(c.timeout_ms),
-                retries: c.retries,
-            },
-        },
-        cache: None,
-    }
-}
-
-/// The session cache of `drover serve` for `[power]`.
-pub fn session_cache(c: &config::Power) -> Arc<SessionCache> {
-    Arc::new(SessionCache::new(
-        c.max_sessions,
-        Duration::from_secs(u64::from(c.session_idle)),
-    ))
+/// The power-state poller's pace (`power.poll-interval`, `power.poll-rate`).
+#[derive(Debug, Clone, Copy)]
+pub struct Poller {
+    /// Time between polls; zero: no polling.
+    pub interval: Duration,
+    /// BMC sessions per second that a poll starts at most.
+    pub rate: f64,
 }
 
 /// Looks after `cache` until `shutdown`: every second closes the sessions idle for
@@ -100,21 +72,21 @@ pub async fn keep_sessions(
     Ok(())
 }
 
-/// Polls until `shutdown` through `fan` (its cache, when it has one, keeps the sessions).
-/// Returns at once when `poll-interval` is 0.
+/// Polls until `shutdown` through `fan` (its cache, when it has one, keeps the sessions),
+/// at most `fan.max_sessions` at once. Returns at once when the interval is zero.
 pub async fn poll(
     store: Arc<Store>,
-    c: config::Power,
+    c: Poller,
     fan: FanOut,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    if c.poll_interval == 0 {
+    if c.interval.is_zero() {
         shutdown.cancelled().await;
         return Ok(());
     }
     let fan = Arc::new(fan);
-    let sessions = Arc::new(Semaphore::new(c.max_sessions.max(1)));
-    let step = Duration::from_secs_f64(1.0 / c.poll_rate);
+    let sessions = Arc::new(Semaphore::new(fan.max_sessions.max(1)));
+    let step = Duration::from_secs_f64(1.0 / c.rate);
     loop {
         let s = store.clone();
         let jobs = tokio::task::spawn_blocking(move || polled_jobs(&s))
@@ -143,7 +115,7 @@ pub async fn poll(
             outcomes.push(done.context("power poll session")?);
         }
         let s = store.clone();
-        let now = unix_now();
+        let now = crate::clock::unix_secs();
         let changed = tokio::task::spawn_blocking(move || record(&s, &outcomes, now))
             .await
             .context("power poller")??;
@@ -152,7 +124,7 @@ pub async fn poll(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_secs(u64::from(c.poll_interval))) => {}
+            _ = tokio::time::sleep(c.interval) => {}
         }
     }
 }
@@ -232,11 +204,4 @@ fn record(store: &Store, outcomes: &[Outcome], now: u64) -> Result<usize> {
         Ok::<_, crate::store::StoreError>(())
     })?;
     Ok(gone.len() + changed.len())
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

@@ -184,7 +184,7 @@ pub async fn run(
                 false
             }
         };
-        let now = crate::pool::serve::unix_ms();
+        let now = crate::clock::unix_ms();
         let should = decisions.borrow().holds_at(now);
         if should {
             if !holding || ticked {

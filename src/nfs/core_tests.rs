@@ -1,11 +1,12 @@
 //! Scenarios of the COMPOUND pipeline on virtual time against the in-memory test Vfs, and
 //! the malformed-input battery.
 
-use super::core::{Server, Settings};
+use super::core::{CallKind, Outcome, Server, Settings};
 use super::memvfs::MemVfs;
-use super::rpc::{AUTH_SYS, NFS_PROGRAM};
+use super::rpc::{self, AUTH_SYS, NFS_PROGRAM};
 use super::state::Limits;
-use super::wire::{fattr, opnum, status, Bitmap};
+use super::status::Nfs4Status;
+use super::wire::{fattr, opnum, Bitmap};
 use super::xdr::{Reader, Writer};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -78,9 +79,19 @@ impl C {
     }
 }
 
+/// Answers one record as the shell does: the call decoded once, then handled.
+fn handle(s: &Server, now: Instant, record: &[u8]) -> Outcome {
+    s.handle_call(now, PEER, rpc::parse_call(record.to_vec()))
+}
+
+/// A status from a reply (every status this server sends is a known one).
+fn status(v: u32) -> Nfs4Status {
+    Nfs4Status::from_u32(v).unwrap_or_else(|| panic!("unknown status {v}"))
+}
+
 /// Runs a COMPOUND; returns the overall status and a reader at the first result.
-fn run(s: &Server, now: Instant, uid: u32, c: C) -> (u32, Vec<u8>) {
-    let out = s.handle_record(now, PEER, &call(1, uid, &c.bytes()));
+fn run(s: &Server, now: Instant, uid: u32, c: C) -> (Nfs4Status, Vec<u8>) {
+    let out = handle(s, now, &call(1, uid, &c.bytes()));
     let reply = out.reply.expect("a reply");
     let mut r = Reader::new(&reply);
     assert_eq!(r.u32().unwrap(), 42);
@@ -89,15 +100,15 @@ fn run(s: &Server, now: Instant, uid: u32, c: C) -> (u32, Vec<u8>) {
     r.u32().unwrap();
     r.opaque(400).unwrap();
     assert_eq!(r.u32().unwrap(), 0, "SUCCESS");
-    let st = r.u32().unwrap();
+    let st = status(r.u32().unwrap());
     assert_eq!(r.opaque(100).unwrap(), b"tag");
     r.u32().unwrap();
     (st, r.rest().to_vec())
 }
 
-fn res(r: &mut Reader, op: u32) -> u32 {
+fn res(r: &mut Reader, op: u32) -> Nfs4Status {
     assert_eq!(r.u32().unwrap(), op, "result for op {op}");
-    r.u32().unwrap()
+    status(r.u32().unwrap())
 }
 
 fn stateid(r: &mut Reader) -> (u32, [u8; 12]) {
@@ -133,7 +144,7 @@ fn client40(s: &Server, now: Instant, id: &[u8]) -> u64 {
             w.u32(1);
         }),
     );
-    assert_eq!(st, status::OK);
+    assert_eq!(st, Nfs4Status::Ok);
     let mut r = Reader::new(&body);
     res(&mut r, opnum::SETCLIENTID);
     let clientid = r.u64().unwrap();
@@ -147,7 +158,7 @@ fn client40(s: &Server, now: Instant, id: &[u8]) -> u64 {
             w.fixed(&confirm);
         }),
     );
-    assert_eq!(st, status::OK);
+    assert_eq!(st, Nfs4Status::Ok);
     clientid
 }
 
@@ -183,10 +194,10 @@ fn open_args(
 fn null_and_minor_version_mismatch() {
     let now = Instant::now();
     let s = server(false, now);
-    let out = s.handle_record(now, PEER, &call(0, 0, &[]));
+    let out = handle(&s, now, &call(0, 0, &[]));
     assert_eq!(out.reply.unwrap().len(), 24);
     let (st, body) = run(&s, now, 0, C::new(2).op(opnum::PUTROOTFH, |_| {}));
-    assert_eq!(st, status::MINOR_VERS_MISMATCH);
+    assert_eq!(st, Nfs4Status::MinorVersMismatch);
     assert!(body.is_empty());
 }
 
@@ -215,10 +226,10 @@ fn v40_open_write_read_lock_close() {
                 )
             }),
     );
-    assert_eq!(st, status::OK);
+    assert_eq!(st, Nfs4Status::Ok);
     let mut r = Reader::new(&body);
-    assert_eq!(res(&mut r, opnum::PUTROOTFH), 0);
-    assert_eq!(res(&mut r, opnum::GETATTR), 0);
+    assert_eq!(res(&mut r, opnum::PUTROOTFH), Nfs4Status::Ok);
+    assert_eq!(res(&mut r, opnum::GETATTR), Nfs4Status::Ok);
     let n = r.u32().unwrap();
     assert!(n >= 2);
     for _ in 0..n {
@@ -246,10 +257,10 @@ fn v40_open_write_read_lock_close() {
             })
             .op(opnum::GETFH, |_| {}),
     );
-    assert_eq!(st, status::OK);
+    assert_eq!(st, Nfs4Status::Ok);
     let mut r = Reader::new(&body);
     res(&mut r, opnum::PUTROOTFH);
-    assert_eq!(res(&mut r, opnum::OPEN), 0);
+    assert_eq!(res(&mut r, opnum::OPEN), Nfs4Status::Ok);
     let sid = stateid(&mut r);
     r.bool().unwrap();
     r.u64().unwrap();
@@ -261,7 +272,7 @@ fn v40_open_write_read_lock_close() {
         r.u32().unwrap();
     }
     assert_eq!(r.u32().unwrap(), 0, "no delegation");
-    assert_eq!(res(&mut r, opnum::GETFH), 0);
+    assert_eq!(res(&mut r, opnum::GETFH), Nfs4Status::Ok);
     let fh = r.opaque(128).unwrap().to_vec();
     let putfh = |w: &mut Writer| w.opaque(&fh);
     let (st, body) = run(
@@ -275,7 +286,7 @@ fn v40_open_write_read_lock_close() {
                 w.u32(2);
             }),
     );
-    assert_eq!(st, status::OK);
+    assert_eq!(st, Nfs4Status::Ok);
     let mut r = Reader::new(&body);
     res(&mut r, opnum::PUTFH);
     res(&mut r, opnum::OPEN_CONFIRM);
@@ -301,7 +312,7 @@ fn v40_open_write_read_lock_close() {
                 w.u32(100);
             }),
     );
-    assert_eq!(st, status::OK);
+    assert_eq!(st, Nfs4Status::Ok);
     let mut r = Reader::new(&body);
     res(&mut r, opnum::PUTFH);
     res(&mut r, opnum::WRITE);
@@ -328,7 +339,7 @@ fn v40_open_write_read_lock_close() {
         })
     };
     let (st, body) = run(&s, now, 1000, lock(3, sid, b"lock1"));
-    assert_eq!(st, status::OK);
+    assert_eq!(st, Nfs4Status::Ok);
     let mut r = Reader::new(&body);
     res(&mut r, opnum::PUTFH);
     res(&mut r, opnum::LOCK);
@@ -345,7 +356,7 @@ fn v40_open_write_read_lock_close() {
             w.opaque(b"lock2");
         }),
     );
-    assert_eq!(st, status::DENIED);
+    assert_eq!(st, Nfs4Status::Denied);
     let mut r = Reader::new(&body);
     res(&mut r, opnum::PUTFH);
     res(&mut r, opnum::LOCKT);
@@ -357,7 +368,7 @@ fn v40_open_write_read_lock_close() {
     let (_, again) = run(&s, now, 1000, lock(3, sid, b"lock1"));
     assert_eq!(again, body_of_lock_replay(&s, now, putfh, sid, cid));
     let (st, _) = run(&s, now, 1000, lock(9, sid, b"lock1"));
-    assert_eq!(st, status::BAD_SEQID);
+    assert_eq!(st, Nfs4Status::BadSeqId);
     // CLOSE with locks held is refused; LOCKU then CLOSE works.
     let close = |seqid: u32, sid: (u32, [u8; 12])| {
         C::new(0)
@@ -367,7 +378,7 @@ fn v40_open_write_read_lock_close() {
                 put_stateid(w, sid);
             })
     };
-    assert_eq!(run(&s, now, 1000, close(4, sid)).0, status::LOCKS_HELD);
+    assert_eq!(run(&s, now, 1000, close(4, sid)).0, Nfs4Status::LocksHeld);
     let (st, _) = run(
         &s,
         now,
@@ -380,8 +391,8 @@ fn v40_open_write_read_lock_close() {
             w.u64(u64::MAX);
         }),
     );
-    assert_eq!(st, status::OK);
-    assert_eq!(run(&s, now, 1000, close(5, sid)).0, status::OK);
+    assert_eq!(st, Nfs4Status::Ok);
+    assert_eq!(run(&s, now, 1000, close(5, sid)).0, Nfs4Status::Ok);
     let st = s.clients(now);
     assert_eq!((st.len(), st[0].opens, st[0].confirmed), (1, 0, true));
 }
@@ -428,7 +439,7 @@ fn session41(s: &Server, now: Instant) -> [u8; 16] {
             w.u32(0);
         }),
     );
-    assert_eq!(st, status::OK);
+    assert_eq!(st, Nfs4Status::Ok);
     let mut r = Reader::new(&body);
     res(&mut r, opnum::EXCHANGE_ID);
     let clientid = r.u64().unwrap();
@@ -457,7 +468,7 @@ fn session41(s: &Server, now: Instant) -> [u8; 16] {
             w.u32(0);
         }),
     );
-    assert_eq!(st, status::OK);
+    assert_eq!(st, Nfs4Status::Ok);
     let mut r = Reader::new(&body);
     res(&mut r, opnum::CREATE_SESSION);
     r.fixed::<16>().unwrap()
@@ -486,19 +497,19 @@ fn v41_sessions_replay_and_order() {
             .op(opnum::GETFH, |_| {})
     };
     let (st, first) = run(&s, now, 0, create(1));
-    assert_eq!(st, status::OK);
+    assert_eq!(st, Nfs4Status::Ok);
     let mut r = Reader::new(&first);
     res(&mut r, opnum::SEQUENCE);
     r.fixed::<16>().unwrap();
     assert_eq!(r.u32().unwrap(), 1);
     // The same slot and sequence: the cached reply, byte for byte.
     let (st, again) = run(&s, now, 0, create(1));
-    assert_eq!((st, &again), (status::OK, &first));
-    assert_eq!(run(&s, now, 0, create(5)).0, status::SEQ_MISORDERED);
+    assert_eq!((st, &again), (Nfs4Status::Ok, &first));
+    assert_eq!(run(&s, now, 0, create(5)).0, Nfs4Status::SeqMisordered);
     // No SEQUENCE, SEQUENCE not first.
     assert_eq!(
         run(&s, now, 0, C::new(1).op(opnum::PUTROOTFH, |_| {})).0,
-        status::OP_NOT_IN_SESSION
+        Nfs4Status::OpNotInSession
     );
     let (st, _) = run(
         &s,
@@ -508,7 +519,7 @@ fn v41_sessions_replay_and_order() {
             .op(opnum::SEQUENCE, seq(sess, 2))
             .op(opnum::SEQUENCE, seq(sess, 3)),
     );
-    assert_eq!(st, status::SEQUENCE_POS);
+    assert_eq!(st, Nfs4Status::SequencePos);
     // 4.0-only operations are illegal in 4.1.
     let (st, _) = run(
         &s,
@@ -518,7 +529,7 @@ fn v41_sessions_replay_and_order() {
             .op(opnum::SEQUENCE, seq(sess, 3))
             .op(opnum::RENEW, |w| w.u64(1)),
     );
-    assert_eq!(st, status::OP_ILLEGAL);
+    assert_eq!(st, Nfs4Status::OpIllegal);
     let (st, _) = run(
         &s,
         now,
@@ -527,7 +538,7 @@ fn v41_sessions_replay_and_order() {
             .op(opnum::SEQUENCE, seq(sess, 4))
             .op(opnum::GETDEVICEINFO, |_| {}),
     );
-    assert_eq!(st, status::NOTSUPP);
+    assert_eq!(st, Nfs4Status::NotSupp);
     assert_eq!(s.clients(now)[0].opens, 1);
 }
 
@@ -550,7 +561,7 @@ fn readdir_pages_through_large_directories() {
                     empty_attrs(w);
                 }),
         );
-        assert_eq!(st, status::OK);
+        assert_eq!(st, Nfs4Status::Ok);
     }
     let _ = cid;
     let (mut cookie, mut verf, mut names) = (0u64, [0u8; 8], Vec::new());
@@ -569,7 +580,7 @@ fn readdir_pages_through_large_directories() {
                     bitmap(w, &[fattr::TYPE, fattr::FILEID]);
                 }),
         );
-        assert_eq!(st, status::OK);
+        assert_eq!(st, Nfs4Status::Ok);
         let mut r = Reader::new(&body);
         res(&mut r, opnum::PUTROOTFH);
         res(&mut r, opnum::READDIR);
@@ -606,7 +617,7 @@ fn readdir_pages_through_large_directories() {
                 bitmap(w, &[]);
             }),
     );
-    assert_eq!(st, status::TOOSMALL);
+    assert_eq!(st, Nfs4Status::TooSmall);
 }
 
 #[test]
@@ -621,9 +632,9 @@ fn grace_and_lease_expiry() {
                 open_args(w, seqid, cid, b"o", 1, true, b"g")
             })
     };
-    assert_eq!(run(&s, start, 0, open(1)).0, status::GRACE);
+    assert_eq!(run(&s, start, 0, open(1)).0, Nfs4Status::Grace);
     let later = start + Duration::from_secs(11);
-    assert_eq!(run(&s, later, 0, open(1)).0, status::OK);
+    assert_eq!(run(&s, later, 0, open(1)).0, Nfs4Status::Ok);
     // Nothing renews: the lease runs out and the client goes with its state.
     assert_eq!(s.handle_timeout(later + Duration::from_secs(29)), 0);
     assert_eq!(s.handle_timeout(later + Duration::from_secs(31)), 1);
@@ -633,7 +644,7 @@ fn grace_and_lease_expiry() {
         0,
         C::new(0).op(opnum::RENEW, |w| w.u64(cid)),
     );
-    assert_eq!(st, status::STALE_CLIENTID);
+    assert_eq!(st, Nfs4Status::StaleClientId);
     assert!(s.clients(later).is_empty());
 }
 
@@ -665,22 +676,22 @@ fn grace_begins_when_the_service_address_is_taken() {
                 w.u32(0); // OPEN_DELEGATE_NONE
             })
     };
-    assert_eq!(run(&s, start, 0, open(b"o1")).0, status::OK);
-    assert_eq!(run(&s, start, 0, reclaim(b"o2")).0, status::NO_GRACE);
+    assert_eq!(run(&s, start, 0, open(b"o1")).0, Nfs4Status::Ok);
+    assert_eq!(run(&s, start, 0, reclaim(b"o2")).0, Nfs4Status::NoGrace);
     // This member takes over the service address: the previous holder's clients reclaim,
     // new opens wait.
     s.begin_grace(start + Duration::from_secs(10));
     let during = start + Duration::from_secs(1);
-    assert_eq!(run(&s, during, 0, open(b"o3")).0, status::GRACE);
-    assert_eq!(run(&s, during, 0, reclaim(b"o4")).0, status::OK);
+    assert_eq!(run(&s, during, 0, open(b"o3")).0, Nfs4Status::Grace);
+    assert_eq!(run(&s, during, 0, reclaim(b"o4")).0, Nfs4Status::Ok);
     // A second takeover never shortens a running grace period.
     s.begin_grace(start + Duration::from_secs(5));
     let after = start + Duration::from_secs(11);
     assert_eq!(
         run(&s, start + Duration::from_secs(7), 0, open(b"o5")).0,
-        status::GRACE
+        Nfs4Status::Grace
     );
-    assert_eq!(run(&s, after, 0, open(b"o6")).0, status::OK);
+    assert_eq!(run(&s, after, 0, open(b"o6")).0, Nfs4Status::Ok);
 }
 
 #[test]
@@ -707,7 +718,7 @@ fn permissions_and_names() {
             w.opaque(b"secret");
         }),
     );
-    assert_eq!(st, status::OK);
+    assert_eq!(st, Nfs4Status::Ok);
     let (st, _) = run(
         &s,
         now,
@@ -716,13 +727,13 @@ fn permissions_and_names() {
             open_args(w, 1, cid, b"u", 1, false, b"secret")
         }),
     );
-    assert_eq!(st, status::ACCESS);
+    assert_eq!(st, Nfs4Status::Access);
     for (name, want) in [
-        (&b""[..], status::INVAL),
-        (b"..", status::BADNAME),
-        (b"a/b", status::BADNAME),
-        (&[b'x'; 256][..], status::NAMETOOLONG),
-        (b"missing", status::NOENT),
+        (&b""[..], Nfs4Status::Inval),
+        (b"..", Nfs4Status::BadName),
+        (b"a/b", Nfs4Status::BadName),
+        (&[b'x'; 256][..], Nfs4Status::NameTooLong),
+        (b"missing", Nfs4Status::NoEnt),
     ] {
         let (st, _) = run(
             &s,
@@ -736,7 +747,7 @@ fn permissions_and_names() {
     }
     assert_eq!(
         run(&s, now, 0, C::new(0).op(opnum::GETFH, |_| {})).0,
-        status::NOFILEHANDLE
+        Nfs4Status::NoFileHandle
     );
 }
 
@@ -748,7 +759,7 @@ fn op_limit_and_bad_xdr() {
     for _ in 0..100 {
         c = c.op(opnum::PUTROOTFH, |_| {});
     }
-    assert_eq!(run(&s, now, 0, c).0, status::RESOURCE);
+    assert_eq!(run(&s, now, 0, c).0, Nfs4Status::Resource);
     let (st, body) = run(
         &s,
         now,
@@ -757,15 +768,15 @@ fn op_limit_and_bad_xdr() {
             .op(opnum::PUTROOTFH, |_| {})
             .op(opnum::GETATTR, |w| w.u32(1000)),
     );
-    assert_eq!(st, status::BADXDR);
+    assert_eq!(st, Nfs4Status::BadXdr);
     let mut r = Reader::new(&body);
-    assert_eq!(res(&mut r, opnum::PUTROOTFH), 0);
-    assert_eq!(res(&mut r, opnum::GETATTR), status::BADXDR);
+    assert_eq!(res(&mut r, opnum::PUTROOTFH), Nfs4Status::Ok);
+    assert_eq!(res(&mut r, opnum::GETATTR), Nfs4Status::BadXdr);
     let (st, body) = run(&s, now, 0, C::new(0).op(4242, |_| {}));
-    assert_eq!(st, status::OP_ILLEGAL);
+    assert_eq!(st, Nfs4Status::OpIllegal);
     assert_eq!(
         res(&mut Reader::new(&body), opnum::ILLEGAL),
-        status::OP_ILLEGAL
+        Nfs4Status::OpIllegal
     );
 }
 
@@ -823,7 +834,7 @@ fn malformed_battery() {
     };
     for sample in &samples {
         for cut in 0..sample.len() {
-            let out = s.handle_record(now, PEER, &sample[..cut]);
+            let out = handle(&s, now, &sample[..cut]);
             if let Some(reply) = out.reply {
                 assert!(reply.len() >= 12);
             }
@@ -836,28 +847,28 @@ fn malformed_battery() {
                 let j = (rand() as usize) % m.len();
                 m[j] = 0xff;
             }
-            let _ = s.handle_record(now, PEER, &m);
+            let _ = handle(&s, now, &m);
         }
     }
     for _ in 0..2000 {
         let len = (rand() % 200) as usize;
         let junk: Vec<u8> = (0..len).map(|_| rand() as u8).collect();
-        let _ = s.handle_record(now, PEER, &junk);
+        let _ = handle(&s, now, &junk);
     }
     // Huge lengths in the tag, the op count and an opaque.
     let mut c = call(1, 0, &[]);
     c.extend_from_slice(&[0xff, 0xff, 0xff, 0xf0]);
-    let out = s.handle_record(now, PEER, &c);
-    assert!(out.refused, "garbage args");
+    let out = handle(&s, now, &c);
+    assert_eq!(out.kind, CallKind::Refused, "garbage args");
     let mut c = call(1, 0, &[]);
     c.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff]);
-    let out = s.handle_record(now, PEER, &c);
+    let out = handle(&s, now, &c);
     assert!(out.reply.is_some());
 }
 
-fn open_fh(s: &Server, now: Instant, c: C) -> (u32, (u32, [u8; 12])) {
+fn open_fh(s: &Server, now: Instant, c: C) -> (Nfs4Status, (u32, [u8; 12])) {
     let (st, body) = run(s, now, 0, c);
-    if st != status::OK {
+    if st != Nfs4Status::Ok {
         return (st, (0, [0; 12]));
     }
     let mut r = Reader::new(&body);
@@ -895,11 +906,11 @@ fn v41_exclusive_create_share_deny_downgrade_close() {
             })
     };
     let (st, sid) = open_fh(&s, now, excl(1, b"verf0001"));
-    assert_eq!(st, status::OK);
+    assert_eq!(st, Nfs4Status::Ok);
     // The same verifier again (a retransmitted create) opens the same file; another fails.
     let (st, again) = open_fh(&s, now, excl(2, b"verf0001"));
-    assert_eq!((st, again.1), (status::OK, sid.1));
-    assert_eq!(open_fh(&s, now, excl(3, b"verf0002")).0, status::EXIST);
+    assert_eq!((st, again.1), (Nfs4Status::Ok, sid.1));
+    assert_eq!(open_fh(&s, now, excl(3, b"verf0002")).0, Nfs4Status::Exist);
     // Another owner asking to deny reads conflicts with the open for read+write.
     let (st, _) = run(
         &s,
@@ -919,7 +930,7 @@ fn v41_exclusive_create_share_deny_downgrade_close() {
                 w.opaque(b"ex");
             }),
     );
-    assert_eq!(st, status::SHARE_DENIED);
+    assert_eq!(st, Nfs4Status::ShareDenied);
     // Downgrade to read only, then a write with that stateid is refused; close.
     let (st, body) = run(
         &s,
@@ -942,7 +953,7 @@ fn v41_exclusive_create_share_deny_downgrade_close() {
                 w.opaque(b"x");
             }),
     );
-    assert_eq!(st, status::OPENMODE);
+    assert_eq!(st, Nfs4Status::OpenMode);
     let mut r = Reader::new(&body);
     res(&mut r, opnum::SEQUENCE);
     r.fixed::<16>().unwrap();
@@ -951,7 +962,7 @@ fn v41_exclusive_create_share_deny_downgrade_close() {
     }
     res(&mut r, opnum::PUTROOTFH);
     res(&mut r, opnum::LOOKUP);
-    assert_eq!(res(&mut r, opnum::OPEN_DOWNGRADE), status::OK);
+    assert_eq!(res(&mut r, opnum::OPEN_DOWNGRADE), Nfs4Status::Ok);
     let (st, body) = run(
         &s,
         now,
@@ -965,7 +976,7 @@ fn v41_exclusive_create_share_deny_downgrade_close() {
                 put_stateid(w, (0, sid.1));
             }),
     );
-    assert_eq!(st, status::OK);
+    assert_eq!(st, Nfs4Status::Ok);
     let mut r = Reader::new(&body);
     res(&mut r, opnum::SEQUENCE);
     r.fixed::<16>().unwrap();
@@ -988,21 +999,21 @@ fn v41_exclusive_create_share_deny_downgrade_close() {
         0,
         C::new(1).op(opnum::DESTROY_CLIENTID, move |w| w.u64(cid)),
     );
-    assert_eq!(st, status::CLIENTID_BUSY);
+    assert_eq!(st, Nfs4Status::ClientIdBusy);
     let (st, _) = run(
         &s,
         now,
         0,
         C::new(1).op(opnum::DESTROY_SESSION, move |w| w.fixed(&sess)),
     );
-    assert_eq!(st, status::OK);
+    assert_eq!(st, Nfs4Status::Ok);
     let (st, _) = run(
         &s,
         now,
         0,
         C::new(1).op(opnum::DESTROY_CLIENTID, move |w| w.u64(cid)),
     );
-    assert_eq!(st, status::OK);
+    assert_eq!(st, Nfs4Status::Ok);
     assert!(s.clients(now).is_empty());
 }
 
@@ -1026,7 +1037,7 @@ fn verify_nverify_setattr_and_reply_limits() {
             .op(opnum::PUTROOTFH, |_| {})
             .op(opnum::VERIFY, size_is(0)),
     );
-    assert_eq!(st, status::OK, "the root is a directory");
+    assert_eq!(st, Nfs4Status::Ok, "the root is a directory");
     let (st, _) = run(
         &s,
         now,
@@ -1035,7 +1046,7 @@ fn verify_nverify_setattr_and_reply_limits() {
             .op(opnum::PUTROOTFH, |_| {})
             .op(opnum::VERIFY, size_is(1)),
     );
-    assert_eq!(st, status::NOT_SAME);
+    assert_eq!(st, Nfs4Status::NotSame);
     let (st, _) = run(
         &s,
         now,
@@ -1044,7 +1055,7 @@ fn verify_nverify_setattr_and_reply_limits() {
             .op(opnum::PUTROOTFH, |_| {})
             .op(opnum::NVERIFY, size_is(0)),
     );
-    assert_eq!(st, status::SAME);
+    assert_eq!(st, Nfs4Status::Same);
     // SETATTR answers the attributes it set; a read-only attribute is INVAL with none set.
     let (st, body) = run(
         &s,
@@ -1058,7 +1069,7 @@ fn verify_nverify_setattr_and_reply_limits() {
                 w.opaque(&0o755u32.to_be_bytes());
             }),
     );
-    assert_eq!(st, status::OK);
+    assert_eq!(st, Nfs4Status::Ok);
     let mut r = Reader::new(&body);
     res(&mut r, opnum::PUTROOTFH);
     res(&mut r, opnum::SETATTR);
@@ -1078,7 +1089,7 @@ fn verify_nverify_setattr_and_reply_limits() {
                 w.opaque(&7u64.to_be_bytes());
             }),
     );
-    assert_eq!(st, status::INVAL);
+    assert_eq!(st, Nfs4Status::Inval);
     let mut r = Reader::new(&body);
     res(&mut r, opnum::PUTROOTFH);
     res(&mut r, opnum::SETATTR);
@@ -1092,5 +1103,5 @@ fn verify_nverify_setattr_and_reply_limits() {
             .op(opnum::PUTROOTFH, |_| {})
             .op(opnum::GETATTR, |w| bitmap(w, &[fattr::TIME_MODIFY_SET])),
     );
-    assert_eq!(st, status::INVAL);
+    assert_eq!(st, Nfs4Status::Inval);
 }

@@ -3,9 +3,12 @@
 //!
 //! Layout: [`vfs`] is the boundary between the protocol and the files; [`fs`] is the file
 //! side. The protocol side: [`xdr`] (XDR primitives), [`rpc`] (ONC RPC record marking and
-//! call/reply headers), [`wire`] (COMPOUND operations and attributes), [`state`] (clients,
-//! sessions, stateids, locks, leases), [`core`] (the COMPOUND pipeline) and [`serve`] (the
-//! tokio shell). `xdr`, `rpc`, `wire`, `state` and `core` do no I/O and read no clock.
+//! call/reply headers, decoded once per call), [`status`] (`nfsstat4` as [`status::Nfs4Status`]),
+//! [`wire`] (COMPOUND operations and attributes), [`state`] (clients, sessions, stateids,
+//! locks, leases), `ops` (the operations, one file per family: filehandles, attributes, I/O,
+//! open, lock, session, directories), [`core`] (the COMPOUND pipeline) and [`serve`] (the
+//! tokio shell). `xdr`, `rpc`, `status`, `wire`, `state`, `ops` and `core` do no I/O and read
+//! no clock.
 //!
 //! Protocol: what works (proven by `core_tests` on the in-memory test Vfs, `integration/nfs.rs`
 //! with libnfs against the binary, and `qemu-tests/nfs.rs` with the Linux 6.1 kernel client
@@ -65,24 +68,27 @@
 pub mod core;
 pub mod fs;
 pub(crate) mod ids;
+mod ops;
 pub mod replica;
 pub mod rpc;
 pub mod serve;
 pub mod state;
+pub mod status;
 pub mod vfs;
 pub mod view;
 pub mod wire;
 pub mod xdr;
 
 /// The files `drover serve` exports over NFS: every caller's view ([`view::Views`]: its
-/// node's root at `/root`, the shared exports open to its address at `/NAME`), over the store
-/// and `<state>/nfs/`; changes of node layers go to `replica` (the pool's copies) if given.
+/// node's root at `/root`, the shared exports open to its address at `/NAME`), over the
+/// server's `view` of the store and `<state>/nfs/`; changes of node layers go to `replica`
+/// (the pool's copies) if given.
 pub fn file_side(
     state_dir: &std::path::Path,
-    store: std::sync::Arc<crate::store::Store>,
+    view: std::sync::Arc<crate::store::SharedView>,
     replica: Option<std::sync::Arc<dyn replica::Replica>>,
 ) -> anyhow::Result<std::sync::Arc<dyn vfs::Vfs>> {
-    let mut views = view::Views::open(store, state_dir)?;
+    let mut views = view::Views::over(view, state_dir)?;
     if let Some(r) = replica {
         views = views.with_replica(r);
     }

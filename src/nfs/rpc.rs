@@ -2,9 +2,10 @@
 //! AUTH_NONE / AUTH_SYS credentials, and reply headers (accepted and denied).
 //!
 //! Data flow: the shell reads fragments (checking each header with [`fragment_header`])
-//! into one record; [`parse_call`] checks the header and returns the credential and the
-//! procedure's argument bytes, or the refusal to send ([`Refusal::reply`]); [`accepted`]
-//! frames the reply, and [`record`] adds the record mark.
+//! into one record; [`parse_call`] checks the header once and returns the [`Call`] (xid,
+//! procedure, credential, and the record, which keeps the procedure's argument bytes), or
+//! the refusal to send ([`Refusal::reply`]); [`accepted`] frames the reply, and [`record`]
+//! adds the record mark.
 //!
 //! Not here: UDP, RPCSEC_GSS (refused with AUTH_TOOWEAK), portmapper/rpcbind (NFSv4 clients
 //! go straight to port 2049), callbacks.
@@ -33,13 +34,30 @@ pub enum Cred {
     Sys { uid: u32, gid: u32, gids: Vec<u32> },
 }
 
-/// A checked call header and its argument bytes.
+/// The procedures of NFSv4 (RFC 7530 §16): every call but NULL is a COMPOUND.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Procedure {
+    Null,
+    Compound,
+}
+
+/// A checked call: its header, and the record holding its argument bytes. It owns the
+/// record, so that the shell can log its xid and hand it to blocking work as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Call<'a> {
+pub struct Call {
     pub xid: u32,
-    pub procedure: u32,
+    pub procedure: Procedure,
     pub cred: Cred,
-    pub args: &'a [u8],
+    record: Vec<u8>,
+    /// Where the arguments start in `record` (at most its length).
+    args_at: usize,
+}
+
+impl Call {
+    /// The procedure's argument bytes.
+    pub fn args(&self) -> &[u8] {
+        self.record.get(self.args_at..).unwrap_or_default()
+    }
 }
 
 /// `accept_stat` values (RFC 5531).
@@ -76,6 +94,14 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The xid of the refused call (0 when there was none to read).
+    pub fn xid(&self) -> u32 {
+        match *self {
+            Refusal::Garbage => 0,
+            Refusal::Accept(xid, _) | Refusal::RpcMismatch(xid) | Refusal::Auth(xid, _) => xid,
+        }
+    }
+
     /// The reply to send, if any.
     pub fn reply(&self) -> Option<Vec<u8>> {
         match *self {
@@ -123,8 +149,8 @@ fn auth_sys(body: &[u8]) -> Result<Cred, XdrError> {
 
 /// Checks a call record's header. Refuses other programs, versions and credential flavours
 /// as RFC 5531 says.
-pub fn parse_call(record: &[u8]) -> Result<Call<'_>, Refusal> {
-    let mut r = Reader::new(record);
+pub fn parse_call(record: Vec<u8>) -> Result<Call, Refusal> {
+    let mut r = Reader::new(&record);
     let xid = r.u32().map_err(|_| Refusal::Garbage)?;
     let header = (|| -> Result<_, XdrError> {
         let mtype = r.u32()?;
@@ -160,14 +186,18 @@ pub fn parse_call(record: &[u8]) -> Result<Call<'_>, Refusal> {
     if vers != NFS_V4 {
         return Err(Refusal::Accept(xid, AcceptStat::ProgMismatch));
     }
-    if procedure > PROC_COMPOUND {
-        return Err(Refusal::Accept(xid, AcceptStat::ProcUnavail));
-    }
+    let procedure = match procedure {
+        PROC_NULL => Procedure::Null,
+        PROC_COMPOUND => Procedure::Compound,
+        _ => return Err(Refusal::Accept(xid, AcceptStat::ProcUnavail)),
+    };
+    let args_at = r.position();
     Ok(Call {
         xid,
         procedure,
         cred,
-        args: r.rest(),
+        record,
+        args_at,
     })
 }
 
@@ -236,8 +266,9 @@ mod tests {
     #[test]
     fn auth_sys_call_parses() {
         let rec = call(NFS_PROGRAM, 4, 1, AUTH_SYS, &sys_body());
-        let c = parse_call(&rec).unwrap();
+        let c = parse_call(rec).unwrap();
         assert_eq!(c.xid, 0x1234);
+        assert_eq!(c.procedure, Procedure::Compound);
         assert_eq!(
             c.cred,
             Cred::Sys {
@@ -246,30 +277,30 @@ mod tests {
                 gids: vec![10, 20]
             }
         );
-        assert!(c.args.is_empty());
+        assert!(c.args().is_empty());
     }
 
     #[test]
     fn refusals() {
-        let r = parse_call(&call(NFS_PROGRAM, 3, 0, 0, &[])).unwrap_err();
+        let r = parse_call(call(NFS_PROGRAM, 3, 0, 0, &[])).unwrap_err();
         assert_eq!(r, Refusal::Accept(0x1234, AcceptStat::ProgMismatch));
         let reply = r.reply().unwrap();
         assert_eq!(&reply[20..], &[0, 0, 0, 2, 0, 0, 0, 4, 0, 0, 0, 4]);
-        let r = parse_call(&call(100005, 4, 0, 0, &[])).unwrap_err();
+        let r = parse_call(call(100005, 4, 0, 0, &[])).unwrap_err();
         assert_eq!(r, Refusal::Accept(0x1234, AcceptStat::ProgUnavail));
-        let r = parse_call(&call(NFS_PROGRAM, 4, 2, 0, &[])).unwrap_err();
+        let r = parse_call(call(NFS_PROGRAM, 4, 2, 0, &[])).unwrap_err();
         assert_eq!(r, Refusal::Accept(0x1234, AcceptStat::ProcUnavail));
-        let r = parse_call(&call(NFS_PROGRAM, 4, 0, 6, &[])).unwrap_err();
+        let r = parse_call(call(NFS_PROGRAM, 4, 0, 6, &[])).unwrap_err();
         assert_eq!(r, Refusal::Auth(0x1234, AuthStat::TooWeak));
         assert_eq!(r.reply().unwrap()[8..16], [0, 0, 0, 1, 0, 0, 0, 1]);
-        let r = parse_call(&call(NFS_PROGRAM, 4, 0, AUTH_SYS, &[0, 0])).unwrap_err();
+        let r = parse_call(call(NFS_PROGRAM, 4, 0, AUTH_SYS, &[0, 0])).unwrap_err();
         assert_eq!(r, Refusal::Auth(0x1234, AuthStat::BadCred));
         let mut bad = call(NFS_PROGRAM, 4, 0, 0, &[]);
         bad[11] = 3; // rpcvers 3
-        assert_eq!(parse_call(&bad).unwrap_err(), Refusal::RpcMismatch(0x1234));
+        assert_eq!(parse_call(bad).unwrap_err(), Refusal::RpcMismatch(0x1234));
         let full = call(NFS_PROGRAM, 4, 0, 0, &[]);
         for n in 0..24 {
-            let r = parse_call(&full[..n]);
+            let r = parse_call(full[..n].to_vec());
             assert_eq!(r.unwrap_err(), Refusal::Garbage, "truncated at {n}");
         }
     }

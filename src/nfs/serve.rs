@@ -4,7 +4,8 @@
 //! Data flow: [`run`] accepts on every listener it is given (one per interface address) up
 //! to [`Settings::max_connections`]. A connection task reads RPC records (record marking,
 //! at most [`MAX_RECORD`] bytes: a larger record closes the connection, as there is no way
-//! to answer part of one) and hands each to [`Server::handle_record`] in `spawn_blocking`,
+//! to answer part of one), decodes each call's header once ([`rpc::parse_call`]: the xid
+//! for the log) and hands the call to [`Server::handle_call`] in `spawn_blocking`,
 //! at most [`Settings::max_inflight`] per connection and [`Settings::max_blocking`] in all;
 //! replies go back through a bounded channel to the connection's writer half, in completion
 //! order (RPC matches them by xid). A call gives its shared permit back before its reply
@@ -17,15 +18,16 @@
 //!
 //! Not here: UDP, rpcbind registration (NFSv4 clients connect to 2049 directly), TLS.
 
-use super::core::{ClientStatus, Outcome, Server, MAX_RECORD};
+use super::core::{CallKind, ClientStatus, Outcome, Server};
 use super::rpc;
-use super::wire::opnum;
+use super::status::Nfs4Status;
+use super::wire::{opnum, MAX_RECORD};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -64,76 +66,34 @@ impl Default for Settings {
     }
 }
 
-/// Counters for `/metrics`: calls, refusals, and operations and their errors by class.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub connections: AtomicU64,
-    pub connections_refused: AtomicU64,
-    pub records_oversized: AtomicU64,
-    pub calls_null: AtomicU64,
-    pub calls_compound: AtomicU64,
-    pub calls_refused: AtomicU64,
-    pub ops_read: AtomicU64,
-    pub ops_write: AtomicU64,
-    pub ops_meta: AtomicU64,
-    pub ops_state: AtomicU64,
-    pub errors_read: AtomicU64,
-    pub errors_write: AtomicU64,
-    pub errors_meta: AtomicU64,
-    pub errors_state: AtomicU64,
-    pub leases_expired: AtomicU64,
-}
-
-/// A copy of [`Stats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct StatsSnapshot {
-    pub connections: u64,
-    pub connections_refused: u64,
-    pub records_oversized: u64,
-    pub calls_null: u64,
-    pub calls_compound: u64,
-    pub calls_refused: u64,
-    pub ops_read: u64,
-    pub ops_write: u64,
-    pub ops_meta: u64,
-    pub ops_state: u64,
-    pub errors_read: u64,
-    pub errors_write: u64,
-    pub errors_meta: u64,
-    pub errors_state: u64,
-    pub leases_expired: u64,
+crate::counters::counter_set! {
+    /// Counters for `/metrics`: calls, refusals, and operations and their errors by class.
+    pub struct Stats, snapshot StatsSnapshot, sorted {
+        connections,
+        connections_refused,
+        records_oversized,
+        calls_null,
+        calls_compound,
+        calls_refused,
+        ops_read,
+        ops_write,
+        ops_meta,
+        ops_state,
+        errors_read,
+        errors_write,
+        errors_meta,
+        errors_state,
+        leases_expired,
+    }
 }
 
 impl Stats {
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatsSnapshot {
-            connections: r(&self.connections),
-            connections_refused: r(&self.connections_refused),
-            records_oversized: r(&self.records_oversized),
-            calls_null: r(&self.calls_null),
-            calls_compound: r(&self.calls_compound),
-            calls_refused: r(&self.calls_refused),
-            ops_read: r(&self.ops_read),
-            ops_write: r(&self.ops_write),
-            ops_meta: r(&self.ops_meta),
-            ops_state: r(&self.ops_state),
-            errors_read: r(&self.errors_read),
-            errors_write: r(&self.errors_write),
-            errors_meta: r(&self.errors_meta),
-            errors_state: r(&self.errors_state),
-            leases_expired: r(&self.leases_expired),
-        }
-    }
-
-    fn count(&self, outcome: &Outcome, null: bool) {
-        if outcome.refused {
-            bump(&self.calls_refused);
-        } else if null {
-            bump(&self.calls_null);
-        } else {
-            bump(&self.calls_compound);
-        }
+    fn count(&self, outcome: &Outcome) {
+        bump(match outcome.kind {
+            CallKind::Refused => &self.calls_refused,
+            CallKind::Null => &self.calls_null,
+            CallKind::Compound => &self.calls_compound,
+        });
         for &(op, st) in &outcome.ops {
             let (ops, errors) = match op {
                 opnum::READ | opnum::READDIR | opnum::READLINK => {
@@ -157,16 +117,10 @@ impl Stats {
                 _ => (&self.ops_meta, &self.errors_meta),
             };
             bump(ops);
-            if st != 0 {
+            if st != Nfs4Status::Ok {
                 bump(errors);
             }
         }
-    }
-}
-
-impl crate::counters::Counters for Stats {
-    fn counters(&self) -> Vec<(String, u64)> {
-        crate::counters::fields_of(&self.snapshot())
     }
 }
 
@@ -182,11 +136,7 @@ pub struct StatusFile {
     pub clients: Vec<ClientStatus>,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+use crate::clock::unix_secs as unix_now;
 
 /// Reads a status file (for `drover nfs clients` and for deciding on a grace period).
 pub fn read_status(path: &Path) -> io::Result<StatusFile> {
@@ -220,36 +170,31 @@ pub fn boot_id() -> u32 {
     rand_core::OsRng.next_u32()
 }
 
-/// The protocol server and shell settings for `drover serve`, from the `[nfs]` config:
-/// a grace period only if the previous run's status file lists clients.
+/// The protocol server of `drover serve` with the core's `limits`, answering as
+/// `server_name`: a grace period of `grace` only if the previous run's `status_file` lists
+/// clients.
 pub fn server(
     vfs: Arc<dyn super::vfs::Vfs>,
-    config: &crate::config::Nfs,
-    state_dir: &Path,
+    limits: super::state::Limits,
+    grace: Duration,
+    status_file: &Path,
     server_name: &str,
-) -> (Arc<Server>, Settings) {
-    let status_file = state_dir.join("nfs").join("clients.json");
+) -> Arc<Server> {
     let now = Instant::now();
-    let grace = Duration::from_secs(u64::from(config.grace_secs));
-    let grace_until = (had_clients(&status_file) && !grace.is_zero()).then(|| now + grace);
+    let grace_until = (had_clients(status_file) && !grace.is_zero()).then(|| now + grace);
     if grace_until.is_some() {
         tracing::info!(
-            secs = config.grace_secs,
+            secs = grace.as_secs(),
             "NFS: grace period: clients of the previous run may reclaim their state"
         );
     }
     let core = super::core::Settings {
-        limits: config.limits(),
+        limits,
         boot: boot_id(),
         grace_until,
         server_owner: format!("drover {server_name}").into_bytes(),
     };
-    let settings = Settings {
-        max_connections: config.max_connections,
-        status_file: Some(status_file),
-        ..Settings::default()
-    };
-    (Arc::new(Server::new(vfs, core)), settings)
+    Arc::new(Server::new(vfs, core))
 }
 
 /// Serves NFSv4 on `listeners` until `shutdown` is cancelled; publishes how many clients it
@@ -365,14 +310,15 @@ fn log_call(peer: SocketAddr, xid: u32, outcome: &Outcome, took: Duration) {
     let ops = outcome
         .ops
         .iter()
-        .map(|(op, st)| format!("{op}/{st}"))
+        .map(|(op, st)| format!("{op}/{}", st.code()))
         .collect::<Vec<_>>()
         .join(" ");
     let (xid, ms) = (format_args!("{xid:#010x}"), took.as_millis());
+    let refused = outcome.kind == CallKind::Refused;
     if slow {
-        tracing::warn!(%peer, xid, ms, ops, refused = outcome.refused, "NFS: slow call");
+        tracing::warn!(%peer, xid, ms, ops, refused, "NFS: slow call");
     } else {
-        tracing::debug!(%peer, xid, ms, ops, refused = outcome.refused, "NFS: call");
+        tracing::debug!(%peer, xid, ms, ops, refused, "NFS: call");
     }
 }
 
@@ -457,14 +403,11 @@ async fn connection(
         let ip = peer.ip();
         tokio::spawn(async move {
             let _conn_permit = conn_permit;
-            let null = record.get(20..24) == Some(&[0, 0, 0, 0][..]);
-            let xid = record
-                .get(..4)
-                .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            let call = rpc::parse_call(record);
+            let xid = call.as_ref().map_or_else(rpc::Refusal::xid, |c| c.xid);
             let started = Instant::now();
-            let mut work = tokio::task::spawn_blocking(move || {
-                server.handle_record(Instant::now(), ip, &record)
-            });
+            let mut work =
+                tokio::task::spawn_blocking(move || server.handle_call(Instant::now(), ip, call));
             // A call that never finishes leaves its client waiting without an error (a hard
             // mount retransmits only after its timeout): say so while it is still running.
             let outcome = match tokio::time::timeout(SLOW_CALL, &mut work).await {
@@ -483,7 +426,7 @@ async fn connection(
             drop(permit);
             let Ok(outcome) = outcome else { return };
             log_call(peer, xid, &outcome, started.elapsed());
-            stats.count(&outcome, null);
+            stats.count(&outcome);
             match outcome.reply {
                 Some(reply) => {
                     let _ = tx.send(reply).await;

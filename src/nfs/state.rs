@@ -8,8 +8,9 @@
 //! Not here: persistence (state is lost on restart; clients reclaim during the grace
 //! period), delegations (never granted), callbacks.
 
+use super::status::Nfs4Status;
 use super::vfs::Handle;
-use super::wire::{status, ChannelAttrs, Denied, Owner, StateId};
+use super::wire::{ChannelAttrs, Denied, Owner, StateId};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -151,16 +152,16 @@ pub enum SeqCheck {
 }
 
 /// Whether an error leaves the owner's seqid alone (RFC 7530 §9.1.7).
-pub fn seqid_unchanged(st: u32) -> bool {
+pub fn seqid_unchanged(st: Nfs4Status) -> bool {
     matches!(
         st,
-        status::STALE_CLIENTID
-            | status::STALE_STATEID
-            | status::BAD_STATEID
-            | status::BAD_SEQID
-            | status::BADXDR
-            | status::RESOURCE
-            | status::NOFILEHANDLE
+        Nfs4Status::StaleClientId
+            | Nfs4Status::StaleStateId
+            | Nfs4Status::BadStateId
+            | Nfs4Status::BadSeqId
+            | Nfs4Status::BadXdr
+            | Nfs4Status::Resource
+            | Nfs4Status::NoFileHandle
     )
 }
 
@@ -237,14 +238,14 @@ impl State {
     }
 
     /// A confirmed client, renewing its lease; NFS4ERR_STALE_CLIENTID if unknown.
-    pub fn renew(&mut self, now: Instant, clientid: u64) -> Result<&mut Client, u32> {
+    pub fn renew(&mut self, now: Instant, clientid: u64) -> Result<&mut Client, Nfs4Status> {
         let lease = self.limits.lease;
         match self.clients.get_mut(&clientid) {
             Some(c) if c.confirmed => {
                 c.lease_until = now + lease;
                 Ok(c)
             }
-            _ => Err(status::STALE_CLIENTID),
+            _ => Err(Nfs4Status::StaleClientId),
         }
     }
 
@@ -260,19 +261,19 @@ impl State {
     }
 
     /// Finds a stateid, checking its generation: `minor` 1 treats seqid 0 as "current".
-    pub fn lookup_state(&self, id: &StateId, minor: u32) -> Result<&Stateful, u32> {
+    pub fn lookup_state(&self, id: &StateId, minor: u32) -> Result<&Stateful, Nfs4Status> {
         if id.other[..4] != self.boot.to_be_bytes() {
-            return Err(status::STALE_STATEID);
+            return Err(Nfs4Status::StaleStateId);
         }
-        let s = self.states.get(&id.other).ok_or(status::BAD_STATEID)?;
+        let s = self.states.get(&id.other).ok_or(Nfs4Status::BadStateId)?;
         let cur = s.seqid();
         if minor >= 1 && id.seqid == 0 {
             return Ok(s);
         }
         if id.seqid > cur {
-            Err(status::BAD_STATEID)
+            Err(Nfs4Status::BadStateId)
         } else if id.seqid < cur {
-            Err(status::OLD_STATEID)
+            Err(Nfs4Status::OldStateId)
         } else {
             Ok(s)
         }
@@ -311,16 +312,16 @@ impl State {
     }
 
     /// NFSv4.0 seqid rule for an owner's next operation.
-    pub fn check_seqid(seq: Option<&OwnerSeq>, seqid: u32) -> Result<SeqCheck, u32> {
+    pub fn check_seqid(seq: Option<&OwnerSeq>, seqid: u32) -> Result<SeqCheck, Nfs4Status> {
         match seq {
             None => Ok(SeqCheck::New),
             Some(s) if !s.confirmed => Ok(SeqCheck::New),
             Some(s) if seqid == s.seqid.wrapping_add(1) => Ok(SeqCheck::New),
             Some(s) if seqid == s.seqid => match &s.last {
                 Some(r) => Ok(SeqCheck::Replay(r.clone())),
-                None => Err(status::BAD_SEQID),
+                None => Err(Nfs4Status::BadSeqId),
             },
-            Some(_) => Err(status::BAD_SEQID),
+            Some(_) => Err(Nfs4Status::BadSeqId),
         }
     }
 
@@ -358,7 +359,7 @@ impl State {
         lock: Option<bool>,
         start: u64,
         end: u64,
-    ) -> Result<(), u32> {
+    ) -> Result<(), Nfs4Status> {
         let ranges = self.locks.get(fh).cloned().unwrap_or_default();
         let mut out = Vec::with_capacity(ranges.len() + 2);
         for r in ranges {
@@ -378,7 +379,7 @@ impl State {
         }
         if let Some(write) = lock {
             if out.len() >= self.limits.max_locks_per_file {
-                return Err(status::RESOURCE);
+                return Err(Nfs4Status::Resource);
             }
             out.push(Range {
                 owner: owner.clone(),
@@ -459,7 +460,7 @@ mod tests {
             State::check_seqid(Some(&seq), 5),
             Ok(SeqCheck::Replay(vec![1, 2]))
         );
-        assert_eq!(State::check_seqid(Some(&seq), 9), Err(status::BAD_SEQID));
+        assert_eq!(State::check_seqid(Some(&seq), 9), Err(Nfs4Status::BadSeqId));
         assert_eq!(State::check_seqid(None, 9), Ok(SeqCheck::New));
     }
 }

@@ -11,6 +11,7 @@
 //! runtime. A [`Vfs`] enforces permissions itself (AUTH_SYS uid/gid against mode bits, read-only
 //! trees, which views a caller's address may see): the core does not second-guess it.
 
+use super::status::Nfs4Status;
 use std::net::IpAddr;
 
 /// NFSv4's limit on a file handle's size (`NFS4_FHSIZE`).
@@ -159,7 +160,7 @@ pub struct FsStat {
     pub files_avail: u64,
 }
 
-/// Why a [`Vfs`] call failed; the core maps each to its `nfsstat4`.
+/// Why a [`Vfs`] call failed; each maps to its `nfsstat4` ([`Nfs4Status`]) below.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VfsError {
     #[error("no such file or directory")]
@@ -208,6 +209,35 @@ pub enum VfsError {
 }
 
 pub type VfsResult<T> = Result<T, VfsError>;
+
+/// The one mapping of file-side errors to protocol statuses.
+impl From<VfsError> for Nfs4Status {
+    fn from(e: VfsError) -> Self {
+        match e {
+            VfsError::NoEnt => Nfs4Status::NoEnt,
+            VfsError::Exist => Nfs4Status::Exist,
+            VfsError::NotDir => Nfs4Status::NotDir,
+            VfsError::IsDir => Nfs4Status::IsDir,
+            VfsError::Access => Nfs4Status::Access,
+            VfsError::Perm => Nfs4Status::Perm,
+            VfsError::NotEmpty => Nfs4Status::NotEmpty,
+            VfsError::NameTooLong => Nfs4Status::NameTooLong,
+            VfsError::BadName => Nfs4Status::BadName,
+            VfsError::ReadOnly => Nfs4Status::RoFs,
+            VfsError::NoSpace => Nfs4Status::NoSpc,
+            VfsError::Quota => Nfs4Status::DQuot,
+            VfsError::TooBig => Nfs4Status::FBig,
+            VfsError::Stale => Nfs4Status::Stale,
+            VfsError::BadHandle => Nfs4Status::BadHandle,
+            VfsError::Inval => Nfs4Status::Inval,
+            VfsError::XDev => Nfs4Status::XDev,
+            VfsError::Symlink => Nfs4Status::Symlink,
+            VfsError::BadCookie => Nfs4Status::BadCookie,
+            VfsError::NotSupported => Nfs4Status::NotSupp,
+            VfsError::Io(_) => Nfs4Status::Io,
+        }
+    }
+}
 
 /// A tree of files served over NFSv4, as seen by each caller.
 pub trait Vfs: Send + Sync + 'static {

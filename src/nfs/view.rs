@@ -11,7 +11,7 @@
 //! one fsid for the client. Image trees are unpacked once per rootfs blob under
 //! `<state>/nfs/images/<blob>/` (into a temporary directory, then renamed; modes, owners,
 //! symlinks, device nodes and hard links kept; entries that would land outside refused, see
-//! `agent::unpack`). A persistent path missing from the image is added to the unpacked tree
+//! `image::unpack`). A persistent path missing from the image is added to the unpacked tree
 //! as an empty directory so that it has a place. Layers live in `<state>/nfs/nodes/<node>/`,
 //! seeded on first use with the image's content at each persistent path (copied into a
 //! temporary name, then renamed), and survive restarts. The merge is by name, not a union:
@@ -49,19 +49,18 @@ use super::vfs::{
     Attr, Caller, DirEntry, FileType, FsStat, Handle, NewObject, SetAttr, Stability, Time, Vfs,
     VfsError, VfsResult,
 };
+use crate::image::unpack;
 use crate::image::Blobs;
-use crate::store::model::{BlobId, Export, Image, LeaseState, Node};
-use crate::store::{Store, View};
+use crate::store::model::{BlobId, Export, Image, LeaseState, Node, PersistentPath};
+use crate::store::{SharedView, Store, View};
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-/// How often the store copy is brought up to date at most (on use).
-const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// The pseudo-root's name for a node's root view.
 pub const ROOT_NAME: &str = "root";
 
@@ -69,27 +68,6 @@ const TAG_PSEUDO: u8 = b'P';
 const TAG_EXPORT: u8 = b'E';
 /// Tag byte plus an 8-byte scope id.
 const PREFIX: usize = 9;
-
-/// Checks a persistent path: absolute, normalised (no empty, `.` or `..` components), not
-/// `/` itself. Returns its components.
-pub fn check_persistent(path: &str) -> Result<Vec<&str>, String> {
-    let rest = path
-        .strip_prefix('/')
-        .ok_or_else(|| format!("{path:?} is not absolute"))?;
-    let parts: Vec<&str> = rest.split('/').collect();
-    if rest.is_empty() {
-        return Err("\"/\" cannot be persistent: name directories or files below it".into());
-    }
-    if path.len() > fs::MAX_SYMLINK || path.contains('\0') {
-        return Err(format!("{path:?} is too long or holds a NUL byte"));
-    }
-    for p in &parts {
-        if p.is_empty() || *p == "." || *p == ".." || p.len() > fs::MAX_NAME {
-            return Err(format!("{path:?} is not a plain absolute path"));
-        }
-    }
-    Ok(parts)
-}
 
 fn id8(s: &str) -> [u8; 8] {
     let h = blake3::hash(s.as_bytes());
@@ -172,15 +150,14 @@ impl Target {
 }
 
 struct Inner {
-    view: View,
-    refreshed: Instant,
     roots: HashMap<String, Arc<RootView>>,
     exports: HashMap<String, Arc<ExportTree>>,
 }
 
 /// Every client's view of drover's NFS files (see the module docs).
 pub struct Views {
-    store: Arc<Store>,
+    /// The store as the server sees it; whoever owns it keeps it current.
+    view: Arc<SharedView>,
     blobs: Blobs,
     dir: PathBuf,
     key: HandleKey,
@@ -195,10 +172,18 @@ pub struct Views {
 }
 
 impl Views {
-    /// Opens the views over `store`, keeping image trees, layers and the handle key in
-    /// `<state_dir>/nfs/`; with a cluster key (`<state_dir>/cluster.key`, now or later),
-    /// root-view handles are sealed with a key derived from it, alike on all members.
+    /// [`Views::over`] a view of `store` of their own, brought up to date by
+    /// [`Views::refresh`].
     pub fn open(store: Arc<Store>, state_dir: &Path) -> io::Result<Views> {
+        let view = SharedView::load(store).map_err(io::Error::other)?;
+        Views::over(Arc::new(view), state_dir)
+    }
+
+    /// Opens the views over the server's `view` of the store, keeping image trees, layers
+    /// and the handle key in `<state_dir>/nfs/`; with a cluster key
+    /// (`<state_dir>/cluster.key`, now or later), root-view handles are sealed with a key
+    /// derived from it, alike on all members.
+    pub fn over(view: Arc<SharedView>, state_dir: &Path) -> io::Result<Views> {
         let dir = state_dir.join("nfs");
         for sub in ["images", "nodes"] {
             std::fs::create_dir_all(dir.join(sub))?;
@@ -212,13 +197,12 @@ impl Views {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
-        let view = View::load(&store).map_err(io::Error::other)?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         Ok(Views {
             blobs: Blobs::new(state_dir),
-            store,
+            view,
             dir,
             key,
             root_keys,
@@ -228,8 +212,6 @@ impl Views {
                 nanos: now.subsec_nanos(),
             },
             inner: Mutex::new(Inner {
-                view,
-                refreshed: Instant::now(),
                 roots: HashMap::new(),
                 exports: HashMap::new(),
             }),
@@ -261,11 +243,10 @@ impl Views {
         }
     }
 
-    /// Brings the store copy up to date now (otherwise it happens at most once a second).
+    /// Brings the view of the store up to date now (in `drover serve`, the server's
+    /// refresher does it).
     pub fn refresh(&self) -> io::Result<()> {
-        let mut inner = self.lock();
-        inner.view.refresh(&self.store).map_err(io::Error::other)?;
-        inner.refreshed = Instant::now();
+        self.view.refresh().map_err(io::Error::other)?;
         Ok(())
     }
 
@@ -275,9 +256,8 @@ impl Views {
     /// after image changes.
     pub fn prepare(&self) -> io::Result<()> {
         let blobs: Vec<BlobId> = {
-            let inner = self.fresh();
-            inner
-                .view
+            self.view
+                .snapshot()
                 .images
                 .values()
                 .filter(|i| i.root == crate::store::model::RootMode::Nfs)
@@ -309,17 +289,6 @@ impl Views {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn fresh(&self) -> MutexGuard<'_, Inner> {
-        let mut inner = self.lock();
-        if inner.refreshed.elapsed() >= REFRESH_EVERY {
-            if let Err(e) = inner.view.refresh(&self.store) {
-                tracing::warn!("nfs: reading the store: {e}");
-            }
-            inner.refreshed = Instant::now();
-        }
-        inner
-    }
-
     /// The node behind `addr`: its reservation, else a current lease of its MAC.
     fn node_of(view: &View, addr: IpAddr) -> Option<&Node> {
         let IpAddr::V4(ip) = addr else {
@@ -329,10 +298,7 @@ impl Views {
             return Some(n);
         }
         let lease = view.leases.get(&ip)?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::clock::unix_secs();
         if lease.state != LeaseState::Bound || lease.expires <= now {
             return None;
         }
@@ -340,9 +306,9 @@ impl Views {
     }
 
     /// The caller's root view, if it has one.
-    fn root_view(&self, inner: &mut Inner, addr: IpAddr) -> Option<Arc<RootView>> {
-        let node = Self::node_of(&inner.view, addr)?.clone();
-        let image = inner.view.image_of(&node)?.clone();
+    fn root_view(&self, view: &View, inner: &mut Inner, addr: IpAddr) -> Option<Arc<RootView>> {
+        let node = Self::node_of(view, addr)?.clone();
+        let image = view.image_of(&node)?.clone();
         let blob = image.rootfs.as_ref()?.blob.clone();
         if let Some(r) = inner.roots.get(&node.name) {
             if r.blob == blob && r.persistent == image.persistent {
@@ -397,9 +363,11 @@ impl Views {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir(&tmp)?;
         let file = std::fs::File::open(&src)?;
-        let refused = unpack_image(io::BufReader::new(file), &tmp).inspect_err(|_| {
-            let _ = std::fs::remove_dir_all(&tmp);
-        })?;
+        let refused = unpack::unpack(io::BufReader::new(file), &tmp, true)
+            .map(|stats| stats.refused)
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&tmp);
+            })?;
         if refused > 0 {
             tracing::warn!("nfs: image blob {blob}: {refused} entries refused (outside the root)");
         }
@@ -422,9 +390,9 @@ impl Views {
         // Paths inside another persistent path are covered by it.
         let mut paths: Vec<(String, Vec<String>)> = Vec::new();
         for p in &image.persistent {
-            match check_persistent(p) {
-                Ok(parts) => paths.push((p.clone(), parts.iter().map(|s| s.to_string()).collect())),
-                Err(e) => tracing::warn!("nfs: image {}: persistent path {e}", image.name),
+            match PersistentPath::parse(p) {
+                Ok(path) => paths.push((p.clone(), path.components().map(String::from).collect())),
+                Err(e) => tracing::warn!("nfs: image {}: persistent path {p:?}: {e}", image.name),
             }
         }
         paths.sort_by_key(|(_, parts)| parts.len());
@@ -479,12 +447,11 @@ impl Views {
     }
 
     /// The exports `addr` may see, by name.
-    fn exports_for(&self, inner: &mut Inner, addr: IpAddr) -> Vec<Arc<ExportTree>> {
+    fn exports_for(&self, view: &View, inner: &mut Inner, addr: IpAddr) -> Vec<Arc<ExportTree>> {
         let IpAddr::V4(ip) = addr else {
             return Vec::new();
         };
-        let wanted: Vec<Export> = inner
-            .view
+        let wanted: Vec<Export> = view
             .exports
             .values()
             .filter(|e| e.allows(ip))
@@ -543,8 +510,8 @@ impl Views {
     fn resolve_root(&self, caller: &Caller, h: &Handle) -> VfsResult<Target> {
         let rh = self.root_keys.open(h)?;
         let r = {
-            let mut inner = self.fresh();
-            self.root_view(&mut inner, caller.addr)
+            let view = self.view.snapshot();
+            self.root_view(&view, &mut self.lock(), caller.addr)
                 .filter(|r| r.id == rh.node)
                 .ok_or(VfsError::Stale)?
         };
@@ -578,7 +545,8 @@ impl Views {
             return Err(VfsError::BadHandle);
         }
         let id: [u8; 8] = b[1..PREFIX].try_into().map_err(|_| VfsError::BadHandle)?;
-        let mut inner = self.fresh();
+        let view = self.view.snapshot();
+        let mut inner = self.lock();
         // A handle that does not verify in the caller's current scope is stale for it: it
         // may have been valid before the export changed.
         let unseal = |scope: &[u8]| {
@@ -589,7 +557,7 @@ impl Views {
         match tag {
             TAG_EXPORT => {
                 let e = self
-                    .exports_for(&mut inner, caller.addr)
+                    .exports_for(&view, &mut inner, caller.addr)
                     .into_iter()
                     .find(|e| e.id == id)
                     .ok_or(VfsError::Stale)?;
@@ -602,13 +570,14 @@ impl Views {
 
     /// The pseudo-root's entries for `caller`: name and the target it leads to.
     fn pseudo_entries(&self, caller: &Caller) -> VfsResult<Vec<(String, Target)>> {
-        let mut inner = self.fresh();
+        let view = self.view.snapshot();
+        let mut inner = self.lock();
         let mut out = Vec::new();
-        if let Some(r) = self.root_view(&mut inner, caller.addr) {
+        if let Some(r) = self.root_view(&view, &mut inner, caller.addr) {
             let l = r.image_ids.root();
             out.push((ROOT_NAME.to_string(), Target::Image(r, l)));
         }
-        let mut exports = self.exports_for(&mut inner, caller.addr);
+        let mut exports = self.exports_for(&view, &mut inner, caller.addr);
         exports.sort_by(|a, b| a.export.name.cmp(&b.export.name));
         for e in exports {
             let k = e.tree.root_handle()?;
@@ -709,71 +678,6 @@ fn prefix(tag: u8, id: [u8; 8]) -> [u8; PREFIX] {
     p[0] = tag;
     p[1..].copy_from_slice(&id);
     p
-}
-
-/// Unpacks a root filesystem tar under `dest` with modes, owners, mtimes, symlinks, hard
-/// links and device nodes. Entries whose path or hard-link target is absolute or holds `..`,
-/// or that would be written through a symlink, are skipped and counted.
-fn unpack_image(reader: impl io::Read, dest: &Path) -> io::Result<u64> {
-    use crate::image::rootfs::check_relative;
-    let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_mtime(true);
-    archive.set_preserve_ownerships(true);
-    archive.set_overwrite(true);
-    archive.set_unpack_xattrs(false);
-    let mut refused = 0;
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let kind = entry.header().entry_type();
-        let link_escapes = kind == tar::EntryType::Link
-            && entry
-                .link_name_bytes()
-                .is_some_and(|t| check_relative(&String::from_utf8_lossy(&t)).is_err());
-        if check_relative(&name).is_err() || link_escapes {
-            refused += 1;
-            continue;
-        }
-        let special = match kind {
-            tar::EntryType::Char => Some(libc::S_IFCHR),
-            tar::EntryType::Block => Some(libc::S_IFBLK),
-            tar::EntryType::Fifo => Some(libc::S_IFIFO),
-            _ => None,
-        };
-        let Some(special) = special else {
-            // The tar crate's unpack_in refuses to write through symlinks leading outside.
-            if !entry.unpack_in(dest)? {
-                refused += 1;
-            }
-            continue;
-        };
-        // The tar crate writes device nodes as plain files: make them here, after checking
-        // that no parent on the way is a symlink.
-        let rel = Path::new(name.trim_end_matches('/'));
-        let mut at = dest.to_path_buf();
-        let mut through_link = false;
-        for c in rel.parent().into_iter().flat_map(|p| p.components()) {
-            at.push(c);
-            through_link |= std::fs::symlink_metadata(&at).is_ok_and(|m| !m.is_dir());
-        }
-        if through_link {
-            refused += 1;
-            continue;
-        }
-        let h = entry.header();
-        let path = dest.join(rel);
-        let _ = std::fs::remove_file(&path);
-        let dev = fs::makedev(
-            h.device_major()?.unwrap_or(0),
-            h.device_minor()?.unwrap_or(0),
-        );
-        let mode = h.mode()? & 0o7777;
-        fs::mknod_like(&path, special | mode, dev)?;
-        std::os::unix::fs::lchown(&path, Some(h.uid()? as u32), Some(h.gid()? as u32))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
-    }
-    Ok(refused)
 }
 
 fn vfs_io(e: VfsError) -> io::Error {

@@ -1,6 +1,6 @@
 //! NFSv4 COMPOUND on the wire (RFC 7530 / RFC 8881 XDR): arguments decoded into a bounded
-//! list of typed [`Op`]s, results ([`Res`]) encoded back, plus status codes, attribute
-//! numbers and the attribute (fattr4) codec.
+//! list of typed [`Op`]s, results ([`Res`]) encoded back, plus operation and attribute
+//! numbers and the attribute (fattr4) codec. Statuses are [`Nfs4Status`].
 //!
 //! Decoding is all-or-nothing per operation: an operation whose arguments do not decode
 //! becomes [`Op::Bad`] (answered NFS4ERR_BADXDR), an unknown operation number becomes
@@ -9,7 +9,8 @@
 //!
 //! Not here: what operations do (see [`super::core`]); RPC framing (see [`super::rpc`]).
 
-use super::vfs::{Attr, FileType, FsStat, Handle, SetAttr, SetTime, Time, MAX_HANDLE};
+use super::status::Nfs4Status;
+use super::vfs::{Attr, FileType, FsStat, Handle, SetAttr, SetTime, Time, VfsError, MAX_HANDLE};
 use super::xdr::{Reader, Writer, XdrError, XdrResult};
 
 /// Longest file name accepted (`maxname`).
@@ -26,74 +27,10 @@ pub const MAX_ATTR_BYTES: usize = 64 * 1024;
 pub const MAX_IO: u32 = 1024 * 1024;
 /// Largest COMPOUND tag.
 pub const MAX_TAG: usize = 1024;
-
-/// `nfsstat4` values used by this server.
-#[allow(missing_docs)]
-pub mod status {
-    pub const OK: u32 = 0;
-    pub const PERM: u32 = 1;
-    pub const NOENT: u32 = 2;
-    pub const IO: u32 = 5;
-    pub const ACCESS: u32 = 13;
-    pub const EXIST: u32 = 17;
-    pub const XDEV: u32 = 18;
-    pub const NOTDIR: u32 = 20;
-    pub const ISDIR: u32 = 21;
-    pub const INVAL: u32 = 22;
-    pub const FBIG: u32 = 27;
-    pub const NOSPC: u32 = 28;
-    pub const ROFS: u32 = 30;
-    pub const NAMETOOLONG: u32 = 63;
-    pub const NOTEMPTY: u32 = 66;
-    pub const DQUOT: u32 = 69;
-    pub const STALE: u32 = 70;
-    pub const BADHANDLE: u32 = 10001;
-    pub const BAD_COOKIE: u32 = 10003;
-    pub const NOTSUPP: u32 = 10004;
-    pub const TOOSMALL: u32 = 10005;
-    pub const SERVERFAULT: u32 = 10006;
-    pub const BADTYPE: u32 = 10007;
-    pub const DELAY: u32 = 10008;
-    pub const SAME: u32 = 10009;
-    pub const DENIED: u32 = 10010;
-    pub const EXPIRED: u32 = 10011;
-    pub const GRACE: u32 = 10013;
-    pub const SHARE_DENIED: u32 = 10015;
-    pub const CLID_INUSE: u32 = 10017;
-    pub const RESOURCE: u32 = 10018;
-    pub const NOFILEHANDLE: u32 = 10020;
-    pub const MINOR_VERS_MISMATCH: u32 = 10021;
-    pub const STALE_CLIENTID: u32 = 10022;
-    pub const STALE_STATEID: u32 = 10023;
-    pub const OLD_STATEID: u32 = 10024;
-    pub const BAD_STATEID: u32 = 10025;
-    pub const BAD_SEQID: u32 = 10026;
-    pub const NOT_SAME: u32 = 10027;
-    pub const SYMLINK: u32 = 10029;
-    pub const RESTOREFH: u32 = 10030;
-    pub const ATTRNOTSUPP: u32 = 10032;
-    pub const NO_GRACE: u32 = 10033;
-    pub const BADXDR: u32 = 10036;
-    pub const LOCKS_HELD: u32 = 10037;
-    pub const OPENMODE: u32 = 10038;
-    pub const BADOWNER: u32 = 10039;
-    pub const BADNAME: u32 = 10041;
-    pub const OP_ILLEGAL: u32 = 10044;
-    pub const BADSESSION: u32 = 10052;
-    pub const BADSLOT: u32 = 10053;
-    pub const COMPLETE_ALREADY: u32 = 10054;
-    pub const CONN_NOT_BOUND_TO_SESSION: u32 = 10055;
-    pub const SEQ_MISORDERED: u32 = 10063;
-    pub const SEQUENCE_POS: u32 = 10064;
-    pub const REQ_TOO_BIG: u32 = 10065;
-    pub const REP_TOO_BIG: u32 = 10066;
-    pub const RETRY_UNCACHED_REP: u32 = 10068;
-    pub const TOO_MANY_OPS: u32 = 10070;
-    pub const OP_NOT_IN_SESSION: u32 = 10071;
-    pub const CLIENTID_BUSY: u32 = 10074;
-    pub const NOT_ONLY_OP: u32 = 10081;
-    pub const ENCR_ALG_UNSUPP: u32 = 10079;
-}
+/// Most operations decoded from one COMPOUND.
+pub const MAX_OPS: usize = 64;
+/// Largest RPC record accepted (a maximal WRITE plus headers).
+pub const MAX_RECORD: usize = MAX_IO as usize + 64 * 1024;
 
 /// Operation numbers (`nfs_opnum4`).
 #[allow(missing_docs)]
@@ -348,10 +285,10 @@ impl FAttr {
     /// The settable attributes; anything else set in the mask fails: unknown or read-only
     /// attributes with NFS4ERR_ATTRNOTSUPP / NFS4ERR_INVAL, bad values with NFS4ERR_BADXDR,
     /// unmappable owners with NFS4ERR_BADOWNER.
-    pub fn settable(&self) -> Result<SetAttr, u32> {
+    pub fn settable(&self) -> Result<SetAttr, Nfs4Status> {
         let mut set = SetAttr::default();
         let mut r = Reader::new(&self.vals);
-        let bad = |_: XdrError| status::BADXDR;
+        let bad = |_: XdrError| Nfs4Status::BadXdr;
         for bit in self.mask.bits() {
             match bit {
                 fattr::SIZE => set.size = Some(r.u64().map_err(bad)?),
@@ -361,13 +298,13 @@ impl FAttr {
                 fattr::TIME_ACCESS_SET => set.atime = Some(settime(&mut r).map_err(bad)?),
                 fattr::TIME_MODIFY_SET => set.mtime = Some(settime(&mut r).map_err(bad)?),
                 b if SUPPORTED_V40.contains(&b) || b == fattr::SUPPATTR_EXCLCREAT => {
-                    return Err(status::INVAL)
+                    return Err(Nfs4Status::Inval)
                 }
-                _ => return Err(status::ATTRNOTSUPP),
+                _ => return Err(Nfs4Status::AttrNotSupp),
             }
         }
         if r.remaining() != 0 {
-            return Err(status::BADXDR);
+            return Err(Nfs4Status::BadXdr);
         }
         Ok(set)
     }
@@ -375,11 +312,11 @@ impl FAttr {
 
 /// Owners travel as numeric strings ("1000"); AUTH_SYS clients with id mapping off send
 /// them so. Names (`user@domain`) are not mapped.
-fn parse_id(s: &[u8]) -> Result<u32, u32> {
+fn parse_id(s: &[u8]) -> Result<u32, Nfs4Status> {
     std::str::from_utf8(s)
         .ok()
         .and_then(|s| s.parse().ok())
-        .ok_or(status::BADOWNER)
+        .ok_or(Nfs4Status::BadOwner)
 }
 
 fn time(r: &mut Reader) -> XdrResult<Time> {
@@ -472,7 +409,7 @@ pub fn encode_attrs(w: &mut Writer, want: &Bitmap, src: &AttrSource) {
             }
             fattr::UNIQUE_HANDLES => v.bool(true),
             fattr::LEASE_TIME => v.u32(src.lease_seconds),
-            fattr::RDATTR_ERROR => v.u32(status::OK),
+            fattr::RDATTR_ERROR => v.u32(Nfs4Status::Ok.code()),
             fattr::ACLSUPPORT => v.u32(0),
             fattr::CANSETTIME
             | fattr::CASE_PRESERVING
@@ -1364,7 +1301,7 @@ pub enum Res {
         target_highest_slot: u32,
         flags: u32,
     },
-    TestStateId(Vec<u32>),
+    TestStateId(Vec<Nfs4Status>),
 }
 
 /// What follows a failed status in a result (most failures carry nothing).
@@ -1377,12 +1314,39 @@ pub enum ErrBody {
     Denied(Denied),
 }
 
+/// A failed operation: its status and what follows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpError {
+    pub status: Nfs4Status,
+    pub body: ErrBody,
+}
+
+impl From<Nfs4Status> for OpError {
+    fn from(status: Nfs4Status) -> Self {
+        OpError {
+            status,
+            body: ErrBody::None,
+        }
+    }
+}
+
+impl From<VfsError> for OpError {
+    fn from(e: VfsError) -> Self {
+        Nfs4Status::from(e).into()
+    }
+}
+
+/// What one operation produced.
+pub type OpResult = Result<Res, OpError>;
+
 /// Encodes one `nfs_resop4`.
-pub fn encode_result(w: &mut Writer, op: u32, result: &Result<Res, (u32, ErrBody)>) {
+pub fn encode_result(w: &mut Writer, op: u32, result: &OpResult) {
     w.u32(op);
     match result {
-        Err((st, body)) => {
-            w.u32(*st);
+        Err(OpError { status, body }) => {
+            // A failure that says NFS4_OK would be read as a success with a missing body.
+            debug_assert_ne!(*status, Nfs4Status::Ok, "op {op} failed with NFS4_OK");
+            w.u32(status.code());
             match body {
                 ErrBody::None => {}
                 ErrBody::AttrSet(b) => b.encode(w),
@@ -1390,7 +1354,7 @@ pub fn encode_result(w: &mut Writer, op: u32, result: &Result<Res, (u32, ErrBody
             }
         }
         Ok(res) => {
-            w.u32(status::OK);
+            w.u32(Nfs4Status::Ok.code());
             encode_res(w, res);
         }
     }
@@ -1503,7 +1467,7 @@ fn encode_res(w: &mut Writer, res: &Res) {
         Res::TestStateId(codes) => {
             w.u32(codes.len() as u32);
             for c in codes {
-                w.u32(*c);
+                w.u32(c.code());
             }
         }
     }
@@ -1540,17 +1504,17 @@ mod tests {
             mask: Bitmap::from_bits(&[fattr::OWNER]),
             vals: v.buf,
         };
-        assert_eq!(f.settable(), Err(status::BADOWNER));
+        assert_eq!(f.settable(), Err(Nfs4Status::BadOwner));
         let f = FAttr {
             mask: Bitmap::from_bits(&[fattr::TYPE]),
             vals: vec![0, 0, 0, 1],
         };
-        assert_eq!(f.settable(), Err(status::INVAL));
+        assert_eq!(f.settable(), Err(Nfs4Status::Inval));
         let f = FAttr {
             mask: Bitmap::from_bits(&[fattr::SIZE]),
             vals: vec![0, 0, 0, 1],
         };
-        assert_eq!(f.settable(), Err(status::BADXDR));
+        assert_eq!(f.settable(), Err(Nfs4Status::BadXdr));
     }
 
     #[test]

@@ -59,64 +59,22 @@ impl Default for Settings {
     }
 }
 
-/// Counters, updated with relaxed atomics; read them with [`Stats::snapshot`].
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub received: AtomicU64,
-    pub replies: AtomicU64,
-    pub kisses: AtomicU64,
-    pub dropped_malformed: AtomicU64,
-    pub dropped_mode: AtomicU64,
-    pub dropped_rate: AtomicU64,
-    pub dropped_source: AtomicU64,
-    pub send_errors: AtomicU64,
-    pub recv_errors: AtomicU64,
-    pub clock_reads: AtomicU64,
-    pub clock_read_errors: AtomicU64,
-    /// 1 while the announced clock is one clients accept (synchronised or local reference).
-    pub serving_synchronized: AtomicU64,
-}
-
-/// A copy of [`Stats`] at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct StatsSnapshot {
-    pub received: u64,
-    pub replies: u64,
-    pub kisses: u64,
-    pub dropped_malformed: u64,
-    pub dropped_mode: u64,
-    pub dropped_rate: u64,
-    pub dropped_source: u64,
-    pub send_errors: u64,
-    pub recv_errors: u64,
-    pub clock_reads: u64,
-    pub clock_read_errors: u64,
-    pub serving_synchronized: u64,
-}
-
-impl Stats {
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatsSnapshot {
-            received: r(&self.received),
-            replies: r(&self.replies),
-            kisses: r(&self.kisses),
-            dropped_malformed: r(&self.dropped_malformed),
-            dropped_mode: r(&self.dropped_mode),
-            dropped_rate: r(&self.dropped_rate),
-            dropped_source: r(&self.dropped_source),
-            send_errors: r(&self.send_errors),
-            recv_errors: r(&self.recv_errors),
-            clock_reads: r(&self.clock_reads),
-            clock_read_errors: r(&self.clock_read_errors),
-            serving_synchronized: r(&self.serving_synchronized),
-        }
-    }
-}
-
-impl crate::counters::Counters for Stats {
-    fn counters(&self) -> Vec<(String, u64)> {
-        crate::counters::fields_of(&self.snapshot())
+crate::counters::counter_set! {
+    /// Counters, updated with relaxed atomics; read them with [`Stats::snapshot`].
+    pub struct Stats, snapshot StatsSnapshot, sorted {
+        received,
+        replies,
+        kisses,
+        dropped_malformed,
+        dropped_mode,
+        dropped_rate,
+        dropped_source,
+        send_errors,
+        recv_errors,
+        clock_reads,
+        clock_read_errors,
+        /// 1 while the announced clock is one clients accept (synchronised or local reference).
+        serving_synchronized,
     }
 }
 

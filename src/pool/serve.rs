@@ -44,7 +44,7 @@ use rand::{RngExt, SeedableRng};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -101,11 +101,7 @@ pub fn recorded_seeds(state_dir: &Path) -> Vec<SocketAddrV4> {
         .unwrap_or_default()
 }
 
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use crate::clock::unix_ms;
 
 /// What the pool task keeps current for the services.
 pub struct Links {

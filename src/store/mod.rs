@@ -28,10 +28,11 @@
 pub mod hlc;
 pub mod model;
 pub mod replicate;
+mod snapshot;
 mod view;
 
 pub use hlc::{Hlc, Version};
-pub use view::View;
+pub use view::{SharedView, View};
 
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
@@ -47,7 +48,6 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Bumped whenever the on-disk layout changes; [`Store::open`] refuses newer stores and
 /// upgrades older ones. 2: tables `bmc` and `power` (older drovers cannot read their feed
@@ -412,7 +412,7 @@ impl Store {
             hlc,
             now_ms: match &self.clock {
                 Some(clock) => clock.load(Ordering::Relaxed),
-                None => now_ms(),
+                None => crate::clock::unix_ms(),
             },
         };
         let out = f(&mut writer)?;
@@ -600,13 +600,6 @@ fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StoreError>
     })
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// A random 64-bit id from the kernel's generator (a fresh member id).
 fn random_u64() -> u64 {
     let mut buf = [0u8; 8];
@@ -618,7 +611,7 @@ fn random_u64() -> u64 {
             return u64::from_le_bytes(buf);
         }
     }
-    now_ms() ^ (u64::from(std::process::id()) << 32)
+    crate::clock::unix_ms() ^ (u64::from(std::process::id()) << 32)
 }
 
 #[cfg(test)]

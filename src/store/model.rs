@@ -1,7 +1,8 @@
 //! The records drover keeps: nodes, groups, networks, images, leases and settings.
 //!
-//! Plain serde types with no behaviour beyond small lookups; validation of admin input lives
-//! in `crate::admin`, persistence in `crate::store`. Every type here is what one table row
+//! Plain serde types with no behaviour beyond small lookups and parsing of the values they
+//! hold ([`Mac`], [`PersistentPath`]); the rest of the validation of admin input lives in
+//! `crate::admin`, persistence in `crate::store`. Every type here is what one table row
 //! holds (wrapped in a [`super::Versioned`] envelope on disk).
 
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,17 @@ impl TryFrom<String> for Mac {
     fn try_from(s: String) -> Result<Self, BadMac> {
         s.parse()
     }
+}
+
+/// Whether `name` is a valid node, group, network, image or user name (and one DNS label):
+/// 1 to 63 letters, digits, '-' and '_', starting with a letter or digit.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// An IPv4 subnet in CIDR form; the address is always the network address.
@@ -224,8 +236,128 @@ pub struct Image {
     pub root: RootMode,
     /// Absolute paths that stay per node across reboots when the root is NFS ("statelite"):
     /// each node writes them into its own layer in drover's state directory.
+    /// Each one a [`PersistentPath`], sorted, none inside another (see
+    /// [`PersistentPath::parse_set`]); kept as strings so that a record written by another
+    /// version still loads, and read through [`PersistentPath::parse`] where it is used.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub persistent: Vec<String>,
+}
+
+/// Most persistent paths one image may have.
+pub const MAX_PERSISTENT: usize = 64;
+/// Longest persistent path, in bytes (so every component also fits NFS's 255-byte names).
+pub const MAX_PERSISTENT_PATH: usize = 255;
+/// Most bytes of all persistent paths joined with commas: they travel on the kernel command
+/// line (`drover.persistent=`), which x86 caps at 2048 bytes in all.
+pub const MAX_PERSISTENT_TOTAL: usize = 512;
+
+/// Which rule a persistent path (or a set of them) breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PersistentRule {
+    #[error("must be absolute (start with /)")]
+    NotAbsolute,
+    #[error("cannot be / (the whole root); name the directories that must persist")]
+    WholeRoot,
+    #[error("longer than 255 bytes")]
+    TooLong,
+    #[error("contains a comma, space, quote or control character")]
+    BadCharacter,
+    #[error("not normalised (no trailing / and no //)")]
+    EmptyComponent,
+    #[error("not normalised (no . or .. parts)")]
+    DotComponent,
+    #[error("more than 64 persistent paths")]
+    TooMany,
+    #[error("all persistent paths together exceed 512 bytes (they go on the kernel command line)")]
+    TooLongTogether,
+    #[error("listed twice")]
+    Twice,
+    #[error("inside another persistent path")]
+    Nested,
+}
+
+/// A path of an image that stays per node across reboots under an NFS root ("statelite"):
+/// absolute and normalised (no empty, `.` or `..` components, no trailing `/`), not `/`
+/// itself, at most [`MAX_PERSISTENT_PATH`] bytes, and free of commas, spaces, quotes and
+/// control characters (including NUL).
+///
+/// One rule for every reader: the admin checks input with it, the boot script puts it on
+/// the kernel command line (hence the characters), the agent reads it back from there, and
+/// the NFS server walks its components in the image and the node's layer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PersistentPath(String);
+
+impl PersistentPath {
+    pub fn parse(path: &str) -> Result<Self, PersistentRule> {
+        let rest = path.strip_prefix('/').ok_or(PersistentRule::NotAbsolute)?;
+        if rest.is_empty() {
+            return Err(PersistentRule::WholeRoot);
+        }
+        if path.len() > MAX_PERSISTENT_PATH {
+            return Err(PersistentRule::TooLong);
+        }
+        if path
+            .bytes()
+            .any(|b| b <= b' ' || b == 0x7f || b == b',' || b == b'"')
+        {
+            return Err(PersistentRule::BadCharacter);
+        }
+        for c in rest.split('/') {
+            match c {
+                "" => return Err(PersistentRule::EmptyComponent),
+                "." | ".." => return Err(PersistentRule::DotComponent),
+                _ => {}
+            }
+        }
+        Ok(PersistentPath(path.to_string()))
+    }
+
+    /// Checks an image's whole set: each path, then at most [`MAX_PERSISTENT`] of them and
+    /// [`MAX_PERSISTENT_TOTAL`] bytes joined, no duplicates and none inside another (the outer
+    /// one already keeps it). Returns them sorted, or the first offending path and its rule.
+    pub fn parse_set(paths: &[String]) -> Result<Vec<Self>, (String, PersistentRule)> {
+        if paths.len() > MAX_PERSISTENT {
+            return Err((paths[MAX_PERSISTENT].clone(), PersistentRule::TooMany));
+        }
+        let mut out = Vec::with_capacity(paths.len());
+        for p in paths {
+            out.push(Self::parse(p).map_err(|rule| (p.clone(), rule))?);
+        }
+        let joined: usize = out.iter().map(|p| p.0.len() + 1).sum();
+        if let Some(last) = out.last().filter(|_| joined > MAX_PERSISTENT_TOTAL + 1) {
+            return Err((last.0.clone(), PersistentRule::TooLongTogether));
+        }
+        out.sort();
+        if let Some(pair) = out.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err((pair[0].0.clone(), PersistentRule::Twice));
+        }
+        if let Some(inner) = out.iter().find(|i| out.iter().any(|o| i.is_inside(o))) {
+            return Err((inner.0.clone(), PersistentRule::Nested));
+        }
+        Ok(out)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The names from the root down: `/var/log` gives `var`, `log` (never empty).
+    pub fn components(&self) -> impl Iterator<Item = &str> {
+        self.0[1..].split('/')
+    }
+
+    /// Whether this path lies strictly below `outer` (`/var/log` below `/var`, not `/var2`).
+    pub fn is_inside(&self, outer: &PersistentPath) -> bool {
+        self.0
+            .strip_prefix(outer.0.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
+impl fmt::Display for PersistentPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// A directory of drover's host shared over NFSv4 at `/NAME` of the pseudo-root, to the
@@ -528,6 +660,73 @@ mod tests {
         assert!("10.1.0.0/33".parse::<Ipv4Net>().is_err());
         let z: Ipv4Net = "0.0.0.0/0".parse().unwrap();
         assert!(z.contains("1.2.3.4".parse().unwrap()));
+    }
+
+    #[test]
+    fn persistent_path_edge_cases() {
+        use PersistentRule as R;
+        let p = PersistentPath::parse("/var/log").unwrap();
+        assert_eq!(p.components().collect::<Vec<_>>(), ["var", "log"]);
+        assert_eq!(p.as_str(), "/var/log");
+        for (bad, rule) in [
+            ("", R::NotAbsolute),
+            ("var/log", R::NotAbsolute),
+            ("./var", R::NotAbsolute),
+            ("/", R::WholeRoot),
+            ("/var/log/", R::EmptyComponent),
+            ("/var//log", R::EmptyComponent),
+            ("//var", R::EmptyComponent),
+            ("/var/../etc", R::DotComponent),
+            ("/..", R::DotComponent),
+            ("/var/./log", R::DotComponent),
+            ("/var/.", R::DotComponent),
+            ("/a,b", R::BadCharacter),
+            ("/a b", R::BadCharacter),
+            ("/a\"b", R::BadCharacter),
+            ("/a\nb", R::BadCharacter),
+            ("/a\0b", R::BadCharacter),
+            ("/a\x7fb", R::BadCharacter),
+        ] {
+            assert_eq!(PersistentPath::parse(bad), Err(rule), "{bad:?}");
+        }
+        // Dots inside a name are names, not parts.
+        assert!(PersistentPath::parse("/etc/.ssh").is_ok());
+        assert!(PersistentPath::parse("/var/..log").is_ok());
+        // 255 bytes in all, the slash included.
+        let longest = format!("/{}", "x".repeat(MAX_PERSISTENT_PATH - 1));
+        assert!(PersistentPath::parse(&longest).is_ok());
+        assert_eq!(
+            PersistentPath::parse(&format!("{longest}y")),
+            Err(R::TooLong)
+        );
+    }
+
+    #[test]
+    fn persistent_sets_are_sorted_and_not_nested() {
+        use PersistentRule as R;
+        let set = |v: &[&str]| {
+            PersistentPath::parse_set(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        let ok = set(&["/var/log", "/etc/ssh", "/var/lib", "/var/lib2"]).unwrap();
+        let names: Vec<&str> = ok.iter().map(PersistentPath::as_str).collect();
+        assert_eq!(names, ["/etc/ssh", "/var/lib", "/var/lib2", "/var/log"]);
+        assert!(set(&[]).unwrap().is_empty());
+        assert_eq!(set(&["/a", "/a"]), Err(("/a".into(), R::Twice)));
+        assert_eq!(set(&["/a/b", "/a"]), Err(("/a/b".into(), R::Nested)));
+        assert_eq!(set(&["/a", "b"]), Err(("b".into(), R::NotAbsolute)));
+        let many: Vec<String> = (0..=MAX_PERSISTENT).map(|i| format!("/p{i}")).collect();
+        assert_eq!(
+            PersistentPath::parse_set(&many),
+            Err((format!("/p{MAX_PERSISTENT}"), R::TooMany))
+        );
+        assert!(PersistentPath::parse_set(&many[..MAX_PERSISTENT]).is_ok());
+        // Joined with commas: 6 * 84 + 5 = 509 bytes fit, a seventh does not.
+        let long: Vec<String> = (0..7).map(|i| format!("/{i}{}", "x".repeat(82))).collect();
+        assert!(PersistentPath::parse_set(&long[..6]).is_ok());
+        assert_eq!(
+            PersistentPath::parse_set(&long).unwrap_err().1,
+            R::TooLongTogether
+        );
     }
 }
 

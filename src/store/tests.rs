@@ -74,6 +74,34 @@ fn unique_keys_conflict_and_failed_writes_change_nothing() {
 }
 
 #[test]
+fn shared_view_refreshes_in_place_or_beside_a_snapshot() {
+    let (store, _dir) = temp_store();
+    let shared = SharedView::load(Arc::new(store)).unwrap();
+    let store = shared.store().clone();
+    assert!(!shared.refresh().unwrap());
+    store
+        .write(|w| w.put(&node("n1", "52:54:00:00:00:01", None)))
+        .unwrap();
+    // No snapshot out: the view is updated where it is.
+    let before = Arc::as_ptr(&shared.snapshot());
+    assert!(shared.refresh().unwrap());
+    let after = shared.snapshot();
+    assert_eq!(Arc::as_ptr(&after), before);
+    assert!(after.nodes.contains_key("n1"));
+    // A snapshot held through a refresh stays as it was; the next one has the change.
+    store.write(|w| w.delete::<Node>("n1")).unwrap();
+    assert!(shared.refresh().unwrap());
+    assert!(after.nodes.contains_key("n1"));
+    let fresh = shared.snapshot();
+    assert!(fresh.nodes.is_empty());
+    assert!(fresh
+        .node_by_mac("52:54:00:00:00:01".parse().unwrap())
+        .is_none());
+    assert_eq!(fresh.seq(), store.last_seq().unwrap());
+    assert!(!shared.refresh().unwrap());
+}
+
+#[test]
 fn view_follows_the_feed_across_store_handles() {
     let (store, _dir) = temp_store();
     let mut view = View::load(&store).unwrap();

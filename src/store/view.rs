@@ -1,10 +1,12 @@
 //! An in-memory copy of the store for the servers' hot paths, kept current from the change
-//! feed. Protocol cores read a `&View`; they never see heed.
+//! feed. Protocol cores read a `&View`; they never see heed. In a server, one
+//! [`SharedView`] owns the view and hands services snapshots of it.
 
 use super::model::{Export, Group, Image, Lease, Mac, Network, Node, PoolMember, PowerState};
 use super::{Reader, Store, StoreError, Table};
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, RwLock};
 
 /// How many feed entries one refresh step reads at most.
 const REFRESH_BATCH: usize = 4096;
@@ -72,50 +74,58 @@ impl View {
     /// Applies every change written since this view was made. Returns whether anything
     /// changed.
     pub fn refresh(&mut self, store: &Store) -> Result<bool, StoreError> {
-        let start = self.seq;
+        let changes = self.changes(store)?;
+        Ok(self.apply(changes))
+    }
+
+    /// Reads every change written since this view was made (in steps of [`REFRESH_BATCH`]
+    /// feed entries, one read transaction each), without touching the view.
+    fn changes(&self, store: &Store) -> Result<Changes, StoreError> {
+        let mut out = Changes {
+            from: self.seq,
+            seq: self.seq,
+            records: Vec::new(),
+        };
         loop {
             let more = store.read(|r| {
-                let changes = r.changes_since(self.seq, REFRESH_BATCH)?;
-                for c in &changes {
-                    self.apply(r, c.table, &c.key)?;
-                    self.seq = c.seq;
+                let feed = r.changes_since(out.seq, REFRESH_BATCH)?;
+                for c in &feed {
+                    if let Some(record) = Changed::read(r, c.table, &c.key)? {
+                        out.records.push(record);
+                    }
+                    out.seq = c.seq;
                 }
-                Ok::<_, StoreError>(changes.len() == REFRESH_BATCH)
+                Ok::<_, StoreError>(feed.len() == REFRESH_BATCH)
             })?;
             if !more {
-                return Ok(self.seq != start);
+                return Ok(out);
             }
         }
     }
 
-    fn apply(&mut self, r: &Reader<'_>, table: Table, key: &str) -> Result<(), StoreError> {
-        match table {
-            Table::Nodes => {
-                let node = r.get::<Node>(key)?;
-                self.set_node(key, node);
+    /// Applies `changes` read from this view (or from an equal copy). Returns whether
+    /// anything changed.
+    fn apply(&mut self, changes: Changes) -> bool {
+        // Changes read from another sequence number would leave a gap or go back in time.
+        assert_eq!(
+            changes.from, self.seq,
+            "changes applied to the view they were read from"
+        );
+        for c in changes.records {
+            match c {
+                Changed::Node(key, node) => self.set_node(&key, node),
+                Changed::Group(key, g) => set(&mut self.groups, key, g),
+                Changed::Network(key, n) => set(&mut self.networks, key, n),
+                Changed::Image(key, i) => set(&mut self.images, key, i),
+                Changed::Lease(ip, lease) => self.set_lease(ip, lease),
+                Changed::Power(key, p) => set(&mut self.power, key, p),
+                Changed::Export(key, e) => set(&mut self.exports, key, e),
+                Changed::Member(key, m) => set(&mut self.members, key, m),
             }
-            Table::Groups => set(&mut self.groups, key.to_string(), r.get::<Group>(key)?),
-            Table::Networks => set(&mut self.networks, key.to_string(), r.get::<Network>(key)?),
-            Table::Images => set(&mut self.images, key.to_string(), r.get::<Image>(key)?),
-            Table::Leases => {
-                if let Ok(ip) = key.parse::<Ipv4Addr>() {
-                    let lease = r.get::<Lease>(key)?;
-                    self.set_lease(ip, lease);
-                }
-            }
-            Table::Power => set(&mut self.power, key.to_string(), r.get::<PowerState>(key)?),
-            Table::Exports => set(&mut self.exports, key.to_string(), r.get::<Export>(key)?),
-            Table::Members => set(
-                &mut self.members,
-                key.to_string(),
-                r.get::<PoolMember>(key)?,
-            ),
-            // Not needed by the servers' hot paths; read from the store where used. BMC
-            // credentials stay out of the view: servers other than the power poller have no
-            // business with them, and the poller reads them from the store.
-            Table::Settings | Table::Users | Table::Tokens | Table::Boots | Table::Bmc => {}
         }
-        Ok(())
+        let changed = changes.seq != self.seq;
+        self.seq = changes.seq;
+        changed
     }
 
     fn set_node(&mut self, name: &str, node: Option<Node>) {
@@ -183,5 +193,129 @@ fn set<T>(map: &mut BTreeMap<String, T>, key: String, value: Option<T>) {
         None => {
             map.remove(&key);
         }
+    }
+}
+
+/// What changed in the store after a view's sequence number, read but not yet applied
+/// ([`View::changes`], then [`View::apply`]): the store read happens before, not while, a
+/// shared view is locked for the update.
+#[derive(Debug)]
+struct Changes {
+    /// The view sequence number the changes were read after.
+    from: u64,
+    /// The last change read.
+    seq: u64,
+    records: Vec<Changed>,
+}
+
+impl Changes {
+    /// Whether the feed had nothing new.
+    fn is_empty(&self) -> bool {
+        self.seq == self.from
+    }
+}
+
+/// A record of a table the view holds, as it is now (`None`: deleted).
+#[derive(Debug)]
+enum Changed {
+    Node(String, Option<Node>),
+    Group(String, Option<Group>),
+    Network(String, Option<Network>),
+    Image(String, Option<Image>),
+    Lease(Ipv4Addr, Option<Lease>),
+    Power(String, Option<PowerState>),
+    Export(String, Option<Export>),
+    Member(String, Option<PoolMember>),
+}
+
+impl Changed {
+    /// The current record behind a feed entry; `None` for tables the view does not hold.
+    fn read(r: &Reader<'_>, table: Table, key: &str) -> Result<Option<Changed>, StoreError> {
+        let k = key.to_string();
+        Ok(Some(match table {
+            Table::Nodes => Changed::Node(k, r.get(key)?),
+            Table::Groups => Changed::Group(k, r.get(key)?),
+            Table::Networks => Changed::Network(k, r.get(key)?),
+            Table::Images => Changed::Image(k, r.get(key)?),
+            Table::Leases => match key.parse::<Ipv4Addr>() {
+                Ok(ip) => Changed::Lease(ip, r.get(key)?),
+                Err(_) => return Ok(None),
+            },
+            Table::Power => Changed::Power(k, r.get(key)?),
+            Table::Exports => Changed::Export(k, r.get(key)?),
+            Table::Members => Changed::Member(k, r.get(key)?),
+            // Not needed by the servers' hot paths; read from the store where used. BMC
+            // credentials stay out of the view: servers other than the power poller have no
+            // business with them, and the poller reads them from the store.
+            Table::Settings | Table::Users | Table::Tokens | Table::Boots | Table::Bmc => {
+                return Ok(None)
+            }
+        }))
+    }
+}
+
+/// The one owner of a server's [`View`]: every service asks it for a snapshot, and whoever
+/// needs the view current (the server's refresher on a timer, the DHCP shell right after it
+/// committed a lease) asks it to refresh.
+///
+/// A snapshot is an `Arc<View>`: consistent, cheap to take, and never changed under its
+/// holder, so a service may keep one through a long piece of work (an NFS image unpack)
+/// without holding anyone up. A refresh reads the feed without a lock, then updates the
+/// view in place when no snapshot is out (readers wait for an in-memory update only) and
+/// otherwise builds the next view beside the old one. Refreshes run one at a time.
+///
+/// Not here: when to refresh (the callers decide) and anything async (the store is sync).
+pub struct SharedView {
+    store: Arc<Store>,
+    current: RwLock<Arc<View>>,
+    refreshing: Mutex<()>,
+}
+
+impl SharedView {
+    /// Loads the whole store.
+    pub fn load(store: Arc<Store>) -> Result<SharedView, StoreError> {
+        let view = View::load(&store)?;
+        Ok(SharedView {
+            store,
+            current: RwLock::new(Arc::new(view)),
+            refreshing: Mutex::new(()),
+        })
+    }
+
+    /// The store this view follows.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The current view.
+    pub fn snapshot(&self) -> Arc<View> {
+        // A poisoned lock cannot be observed (panic = "abort"); the view would be valid.
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Applies every change written since the current view was made, so that the next
+    /// [`SharedView::snapshot`] has it. Returns whether anything changed. Blocking: a store
+    /// read.
+    pub fn refresh(&self) -> Result<bool, StoreError> {
+        let _one = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+        let changes = self.snapshot().changes(&self.store)?;
+        if changes.is_empty() {
+            return Ok(false);
+        }
+        let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(view) = Arc::get_mut(&mut slot) {
+            return Ok(view.apply(changes));
+        }
+        drop(slot);
+        // Someone holds a snapshot: keep it intact and build the next view beside it,
+        // without blocking readers meanwhile. Only refreshes replace the view, and they run
+        // one at a time, so the snapshot is still the current view.
+        let mut next = View::clone(&self.snapshot());
+        let changed = next.apply(changes);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        Ok(changed)
     }
 }

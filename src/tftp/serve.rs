@@ -103,63 +103,21 @@ const TRANSFER_RECV: usize = 2048;
 /// Pause after a receive error on the listening socket, so a persistent error cannot spin.
 const RECV_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Counters, updated with relaxed atomics; read them with [`Stats::snapshot`].
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub requests: AtomicU64,
-    pub transfers_started: AtomicU64,
-    pub transfers_completed: AtomicU64,
-    pub transfers_failed: AtomicU64,
-    pub timeouts: AtomicU64,
-    pub not_found: AtomicU64,
-    pub refused: AtomicU64,
-    pub write_requests: AtomicU64,
-    pub busy: AtomicU64,
-    pub malformed: AtomicU64,
-    pub dropped: AtomicU64,
-    pub bytes_sent: AtomicU64,
-}
-
-/// A copy of [`Stats`] at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct StatsSnapshot {
-    pub requests: u64,
-    pub transfers_started: u64,
-    pub transfers_completed: u64,
-    pub transfers_failed: u64,
-    pub timeouts: u64,
-    pub not_found: u64,
-    pub refused: u64,
-    pub write_requests: u64,
-    pub busy: u64,
-    pub malformed: u64,
-    pub dropped: u64,
-    pub bytes_sent: u64,
-}
-
-impl Stats {
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatsSnapshot {
-            requests: get(&self.requests),
-            transfers_started: get(&self.transfers_started),
-            transfers_completed: get(&self.transfers_completed),
-            transfers_failed: get(&self.transfers_failed),
-            timeouts: get(&self.timeouts),
-            not_found: get(&self.not_found),
-            refused: get(&self.refused),
-            write_requests: get(&self.write_requests),
-            busy: get(&self.busy),
-            malformed: get(&self.malformed),
-            dropped: get(&self.dropped),
-            bytes_sent: get(&self.bytes_sent),
-        }
-    }
-}
-
-impl crate::counters::Counters for Stats {
-    fn counters(&self) -> Vec<(String, u64)> {
-        crate::counters::fields_of(&self.snapshot())
+crate::counters::counter_set! {
+    /// Counters, updated with relaxed atomics; read them with [`Stats::snapshot`].
+    pub struct Stats, snapshot StatsSnapshot, sorted {
+        requests,
+        transfers_started,
+        transfers_completed,
+        transfers_failed,
+        timeouts,
+        not_found,
+        refused,
+        write_requests,
+        busy,
+        malformed,
+        dropped,
+        bytes_sent,
     }
 }
 

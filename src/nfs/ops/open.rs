@@ -1,0 +1,383 @@
+//! Open operations: OPEN (claims null, previous and fh; unchecked, guarded, exclusive and 4.1
+//! exclusive4_1 creates), OPEN_CONFIRM (4.0), OPEN_DOWNGRADE and CLOSE, with share
+//! reservations (deny modes) checked in the state tables; DELEGPURGE and DELEGRETURN.
+//!
+//! An exclusive create keeps its verifier in the new file's atime and mtime, so that a
+//! retransmitted OPEN finds the file it made. 4.0 open owners consume a seqid per operation
+//! and keep their last reply for replays (see [`Ctx::consume_seqid`]). Not here:
+//! delegations (never granted: OPEN answers OPEN_DELEGATE_NONE), claims of delegated opens.
+
+use super::{check_name, Ctx};
+use crate::nfs::state::{Open, SeqCheck, State, Stateful};
+use crate::nfs::status::Nfs4Status;
+use crate::nfs::vfs::{self, FileType, NewObject, SetAttr, SetTime, Time, VfsError};
+use crate::nfs::wire::{
+    fattr, Bitmap, ChangeInfo, Claim, CreateHow, OpenArgs, Owner, Res, StateId,
+};
+
+const SHARE_ACCESS_MASK: u32 = 0x3;
+const OPEN4_RESULT_CONFIRM: u32 = 2;
+const OPEN4_RESULT_LOCKTYPE_POSIX: u32 = 4;
+
+/// The times an exclusive create stores its verifier in.
+fn verifier_times(verf: [u8; 8]) -> (Time, Time) {
+    let a = u32::from_be_bytes([verf[0], verf[1], verf[2], verf[3]]);
+    let b = u32::from_be_bytes([verf[4], verf[5], verf[6], verf[7]]);
+    (
+        Time {
+            seconds: i64::from(a),
+            nanos: 0,
+        },
+        Time {
+            seconds: i64::from(b),
+            nanos: 0,
+        },
+    )
+}
+
+pub(super) fn open(cx: &mut Ctx, a: &OpenArgs) -> Result<Res, Nfs4Status> {
+    let access = a.share_access & SHARE_ACCESS_MASK;
+    if access == 0 || a.share_deny > 3 {
+        return Err(Nfs4Status::Inval);
+    }
+    let dir_or_file = cx.fh()?.clone();
+    let now = cx.now;
+    // State checks first: client, seqid, grace.
+    let owner = {
+        let mut st = cx.state();
+        let clientid = cx.client_of(&mut st, a.owner.clientid)?;
+        let owner = Owner {
+            clientid,
+            owner: a.owner.owner.clone(),
+        };
+        if !cx.consume_seqid(&mut st, true, &owner, a.seqid)? {
+            return Ok(Res::Empty); // replayed from the owner's cache
+        }
+        let grace = st.in_grace(now);
+        let reclaimed = st
+            .clients
+            .get(&clientid)
+            .is_some_and(|c| c.reclaim_complete);
+        match &a.claim {
+            Claim::Previous(_) if !grace || reclaimed => return Err(Nfs4Status::NoGrace),
+            Claim::Null(_) | Claim::Fh if grace => return Err(Nfs4Status::Grace),
+            _ => {}
+        }
+        if !st.may_add_state(clientid) {
+            return Err(Nfs4Status::Resource);
+        }
+        owner
+    };
+    let caller = cx.caller;
+    let vfs = cx.vfs;
+    let mut cinfo = ChangeInfo::default();
+    let mut attrset = Bitmap::default();
+    let mut created = false;
+    let fh = match &a.claim {
+        Claim::Null(name) => {
+            check_name(name)?;
+            let da = vfs.getattr(caller, &dir_or_file)?;
+            if da.kind != FileType::Directory {
+                return Err(Nfs4Status::NotDir);
+            }
+            let fh = match &a.create {
+                None => vfs.lookup(caller, &dir_or_file, name)?,
+                Some(how) => {
+                    let (set, exclusive, verf) = match how {
+                        CreateHow::Unchecked(f) => {
+                            attrset = f.mask.clone();
+                            (f.settable()?, false, None)
+                        }
+                        CreateHow::Guarded(f) => {
+                            attrset = f.mask.clone();
+                            (f.settable()?, true, None)
+                        }
+                        CreateHow::Exclusive(verf) => (SetAttr::default(), true, Some(*verf)),
+                        CreateHow::Exclusive41(verf, f) => {
+                            attrset = f.mask.clone();
+                            let set = f.settable()?;
+                            if set.atime.is_some() || set.mtime.is_some() {
+                                return Err(Nfs4Status::Inval);
+                            }
+                            (set, true, Some(*verf))
+                        }
+                    };
+                    let mut set = set;
+                    if let Some(verf) = verf {
+                        // The verifier is kept in atime and mtime (the client sets the
+                        // real times afterwards, as attrset tells it).
+                        let (t1, t2) = verifier_times(verf);
+                        set.atime = Some(SetTime::Client(t1));
+                        set.mtime = Some(SetTime::Client(t2));
+                        attrset.set(fattr::TIME_ACCESS_SET);
+                        attrset.set(fattr::TIME_MODIFY_SET);
+                    }
+                    match vfs.create(
+                        caller,
+                        &dir_or_file,
+                        name,
+                        &NewObject::File { exclusive },
+                        &set,
+                    ) {
+                        Ok((fh, _)) => {
+                            created = true;
+                            fh
+                        }
+                        Err(VfsError::Exist) if verf.is_some() => {
+                            let fh = vfs.lookup(caller, &dir_or_file, name)?;
+                            let fa = vfs.getattr(caller, &fh)?;
+                            let (t1, t2) = verifier_times(verf.unwrap_or_default());
+                            if fa.atime != t1 || fa.mtime != t2 {
+                                return Err(Nfs4Status::Exist);
+                            }
+                            fh
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            };
+            cinfo = ChangeInfo {
+                atomic: false,
+                before: da.change,
+                after: cx.change(&dir_or_file),
+            };
+            fh
+        }
+        Claim::Previous(_) | Claim::Fh => dir_or_file.clone(),
+        Claim::DelegateCur(..) | Claim::DelegCurFh(_) => return Err(Nfs4Status::BadStateId),
+        Claim::DelegatePrev(_) | Claim::DelegPrevFh => return Err(Nfs4Status::NotSupp),
+    };
+    let fa = vfs.getattr(caller, &fh)?;
+    match fa.kind {
+        FileType::Regular => {}
+        FileType::Directory => return Err(Nfs4Status::IsDir),
+        FileType::Symlink => return Err(Nfs4Status::Symlink),
+        _ => return Err(Nfs4Status::Inval),
+    }
+    if !created {
+        let mut want = 0;
+        if access & 1 != 0 {
+            want |= vfs::access::READ;
+        }
+        if access & 2 != 0 {
+            want |= vfs::access::MODIFY;
+        }
+        let got = vfs.access(caller, &fh, want)?;
+        if got & want != want {
+            return Err(Nfs4Status::Access);
+        }
+        if let Some(CreateHow::Unchecked(f)) = &a.create {
+            // UNCHECKED on an existing file applies the size (truncation) only.
+            let set = f.settable()?;
+            if set.size.is_some() {
+                vfs.setattr(
+                    caller,
+                    &fh,
+                    &SetAttr {
+                        size: set.size,
+                        ..SetAttr::default()
+                    },
+                )?;
+            }
+            attrset = Bitmap::default();
+        }
+    }
+    let mut st = cx.state();
+    if st.share_conflict(&fh, &owner, access, a.share_deny) {
+        return Err(Nfs4Status::ShareDenied);
+    }
+    let existing = st.states.iter_mut().find_map(|(other, s)| match s {
+        Stateful::Open(o) if o.owner == owner && o.fh == fh => Some((*other, o)),
+        _ => None,
+    });
+    let stateid = match existing {
+        Some((other, o)) => {
+            o.access |= access;
+            o.deny |= a.share_deny;
+            o.seqid = o.seqid.wrapping_add(1);
+            StateId {
+                seqid: o.seqid,
+                other,
+            }
+        }
+        None => {
+            let other = st.new_other();
+            st.states.insert(
+                other,
+                Stateful::Open(Open {
+                    seqid: 1,
+                    client: owner.clientid,
+                    owner: owner.clone(),
+                    fh: fh.clone(),
+                    access,
+                    deny: a.share_deny,
+                }),
+            );
+            StateId { seqid: 1, other }
+        }
+    };
+    let mut rflags = OPEN4_RESULT_LOCKTYPE_POSIX;
+    if cx.minor == 0 && !st.open_owners.get(&owner).is_some_and(|o| o.confirmed) {
+        if matches!(a.claim, Claim::Previous(_)) {
+            if let Some(o) = st.open_owners.get_mut(&owner) {
+                o.confirmed = true;
+            }
+        } else {
+            rflags |= OPEN4_RESULT_CONFIRM;
+        }
+    }
+    drop(st);
+    cx.cfh = Some(fh);
+    cx.current_stateid = Some(stateid);
+    Ok(Res::Open {
+        stateid,
+        cinfo,
+        rflags,
+        attrset,
+    })
+}
+
+/// Finds the open state of `id` (resolving the current stateid), consuming the owner's
+/// seqid in 4.0. `Ok(None)` means a replay was queued.
+pub(super) fn open_state(
+    cx: &mut Ctx,
+    st: &mut State,
+    id: StateId,
+    seqid: u32,
+) -> Result<Option<(StateId, Open)>, Nfs4Status> {
+    let id = cx.stateid(id)?;
+    let s = match st.lookup_state(&id, cx.minor) {
+        Ok(s) => s.clone(),
+        Err(e) => {
+            // A retransmitted CLOSE/OPEN_CONFIRM whose stateid moved on is a replay.
+            if cx.minor == 0 && e == Nfs4Status::OldStateId {
+                if let Some(Stateful::Open(o)) = st.states.get(&id.other) {
+                    let owner = o.owner.clone();
+                    if let Ok(SeqCheck::Replay(b)) =
+                        State::check_seqid(st.open_owners.get(&owner), seqid)
+                    {
+                        cx.replay = Some(b);
+                        return Ok(None);
+                    }
+                }
+            }
+            return Err(e);
+        }
+    };
+    let Stateful::Open(o) = s else {
+        return Err(Nfs4Status::BadStateId);
+    };
+    if cx.cfh.as_ref() != Some(&o.fh) {
+        return Err(if cx.cfh.is_none() {
+            Nfs4Status::NoFileHandle
+        } else {
+            Nfs4Status::BadStateId
+        });
+    }
+    st.renew(cx.now, o.client)?;
+    if !cx.consume_seqid(st, true, &o.owner, seqid)? {
+        return Ok(None);
+    }
+    Ok(Some((id, o)))
+}
+
+pub(super) fn open_confirm(cx: &mut Ctx, id: StateId, seqid: u32) -> Result<Res, Nfs4Status> {
+    let mut st = cx.state();
+    // OPEN_CONFIRM's seqid follows the OPEN's even though the owner is unconfirmed.
+    let id = cx.stateid(id)?;
+    let Ok(Stateful::Open(o)) = st.lookup_state(&id, cx.minor).cloned() else {
+        return Err(st
+            .lookup_state(&id, cx.minor)
+            .err()
+            .unwrap_or(Nfs4Status::BadStateId));
+    };
+    if cx.cfh.as_ref() != Some(&o.fh) {
+        return Err(Nfs4Status::BadStateId);
+    }
+    let seq = st.open_owners.get(&o.owner).cloned().unwrap_or_default();
+    if seq.confirmed {
+        if seqid == seq.seqid {
+            if let Some(b) = seq.last {
+                cx.replay = Some(b);
+                return Ok(Res::Empty);
+            }
+        }
+        return Err(Nfs4Status::BadSeqId);
+    }
+    if seqid != seq.seqid.wrapping_add(1) {
+        return Err(Nfs4Status::BadSeqId);
+    }
+    if let Some(s) = st.open_owners.get_mut(&o.owner) {
+        s.confirmed = true;
+    }
+    cx.seq_owner = Some((true, o.owner.clone()));
+    let res = cx.advance(&mut st, id.other)?;
+    st.renew(cx.now, o.client)?;
+    Ok(res)
+}
+
+pub(super) fn open_downgrade(
+    cx: &mut Ctx,
+    id: StateId,
+    seqid: u32,
+    access: u32,
+    deny: u32,
+) -> Result<Res, Nfs4Status> {
+    let mut st = cx.state();
+    let Some((id, o)) = open_state(cx, &mut st, id, seqid)? else {
+        return Ok(Res::Empty);
+    };
+    let access = access & SHARE_ACCESS_MASK;
+    if access == 0 || deny > 3 || access & !o.access != 0 || deny & !o.deny != 0 {
+        return Err(Nfs4Status::Inval);
+    }
+    let Some(Stateful::Open(open)) = st.states.get_mut(&id.other) else {
+        return Err(Nfs4Status::BadStateId);
+    };
+    open.access = access;
+    open.deny = deny;
+    cx.advance(&mut st, id.other)
+}
+
+pub(super) fn close(cx: &mut Ctx, seqid: u32, id: StateId) -> Result<Res, Nfs4Status> {
+    let mut st = cx.state();
+    let Some((id, o)) = open_state(cx, &mut st, id, seqid)? else {
+        return Ok(Res::Empty);
+    };
+    let lock_owners: Vec<Owner> = st
+        .states
+        .values()
+        .filter_map(|s| match s {
+            Stateful::Lock(l) if l.open == id.other => Some(l.owner.clone()),
+            _ => None,
+        })
+        .collect();
+    if lock_owners.iter().any(|lo| st.holds_locks(lo, Some(&o.fh))) {
+        return Err(Nfs4Status::LocksHeld);
+    }
+    st.states.retain(|other, s| {
+        *other != id.other && !matches!(s, Stateful::Lock(l) if l.open == id.other)
+    });
+    let out = if cx.minor >= 1 {
+        // RFC 8881: the invalid special stateid.
+        StateId {
+            seqid: u32::MAX,
+            other: [0; 12],
+        }
+    } else {
+        StateId {
+            seqid: id.seqid.wrapping_add(1),
+            other: id.other,
+        }
+    };
+    Ok(Res::StateId(out))
+}
+
+/// DELEGPURGE and DELEGRETURN: no delegation is ever granted, so none can be returned.
+pub(super) fn delegation(cx: &mut Ctx) -> Result<Res, Nfs4Status> {
+    Err(if cx.minor == 0 {
+        Nfs4Status::BadStateId
+    } else {
+        Nfs4Status::NotSupp
+    })
+}

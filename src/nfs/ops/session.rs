@@ -1,0 +1,441 @@
+//! Client and session operations: client ids and leases (4.0 SETCLIENTID,
+//! SETCLIENTID_CONFIRM, RENEW; 4.1 EXCHANGE_ID, CREATE_SESSION with its own replay,
+//! DESTROY_CLIENTID, RECLAIM_COMPLETE), sessions (SEQUENCE's slot table and reply cache,
+//! DESTROY_SESSION, BIND_CONN_TO_SESSION for the fore channel) and stateids as such
+//! (TEST_STATEID, FREE_STATEID).
+//!
+//! A confirmed record of a client owner replaces the owner's older records and their state
+//! (a rebooted client, RFC 7530 §9.1.1, RFC 8881 §18.35.4). Bounded by [`Limits`]: clients,
+//! sessions per client, slots. Not here: the back channel and callbacks (CREATE_SESSION grants
+//! none), SP4_MACH_CRED/SSV state protection, client state across restarts; SEQUENCE's place
+//! in the COMPOUND and the slot's reply once the COMPOUND ends ([`crate::nfs::core`]).
+//!
+//! [`Limits`]: crate::nfs::state::Limits
+
+use super::Ctx;
+use crate::nfs::state::{Client, Session, Slot, State, Stateful};
+use crate::nfs::status::Nfs4Status;
+use crate::nfs::wire::{ChannelAttrs, OpResult, Res, StateId, MAX_OPS, MAX_RECORD};
+use std::net::IpAddr;
+use std::time::Instant;
+
+const EXCHGID4_FLAG_USE_NON_PNFS: u32 = 0x0001_0000;
+const EXCHGID4_FLAG_CONFIRMED_R: u32 = 0x8000_0000;
+const EXCHGID4_FLAG_UPD_CONFIRMED_REC_A: u32 = 0x4000_0000;
+
+/// Drops the other records of `owner` (of minor version 1+ if `v41`, else 0) now that record
+/// `keep` is confirmed: they belong to the same client before a reboot (RFC 7530 §9.1.1,
+/// RFC 8881 §18.35.4), and their state goes with them.
+///
+/// One of another address whose lease still runs is more likely a second machine presenting
+/// the same owner string (Linux builds it from the host name, e.g. "(none)" on every machine
+/// that mounts before setting one): the two take each other's state in turn, and their
+/// clients stall or fail without saying why. The protocol cannot tell them apart; the log
+/// says what happened.
+fn drop_old_records(st: &mut State, now: Instant, keep: u64, owner: &[u8], v41: bool) {
+    let Some(addr) = st.clients.get(&keep).map(|c| c.addr) else {
+        return;
+    };
+    let old: Vec<(u64, IpAddr, bool)> = st
+        .clients
+        .values()
+        .filter(|o| o.owner == owner && o.id != keep && (o.minor >= 1) == v41)
+        .map(|o| (o.id, o.addr, o.confirmed && o.lease_until > now))
+        .collect();
+    for (id, old_addr, live) in old {
+        if live && old_addr != addr {
+            tracing::warn!(
+                owner = %String::from_utf8_lossy(owner),
+                old = %old_addr,
+                new = %addr,
+                "NFS: a client at another address took over this client owner and the old \
+                 record's state: two machines with the same NFSv4 client owner (host name)?"
+            );
+        }
+        st.remove_client(id);
+    }
+}
+
+/// Adds an unconfirmed record of client `owner` at the caller's address (of the COMPOUND's
+/// minor version, with the verifier SETCLIENTID_CONFIRM must present) if the table has room,
+/// else fails with `full`.
+fn add_client(
+    cx: &Ctx,
+    st: &mut State,
+    owner: &[u8],
+    verifier: [u8; 8],
+    confirm: [u8; 8],
+    full: Nfs4Status,
+) -> Result<u64, Nfs4Status> {
+    if st.clients.len() >= st.limits.max_clients {
+        return Err(full);
+    }
+    let id = st.new_clientid();
+    let lease_until = cx.now + st.limits.lease;
+    st.clients.insert(
+        id,
+        Client {
+            id,
+            owner: owner.to_vec(),
+            verifier,
+            minor: cx.minor,
+            confirmed: false,
+            confirm,
+            addr: cx.caller.addr,
+            lease_until,
+            cs_seq: 0,
+            cs_reply: None,
+            reclaim_complete: false,
+        },
+    );
+    Ok(id)
+}
+
+/// What SEQUENCE decided: replay a cached reply, or this result (and go on if it is one).
+pub(crate) enum SeqOutcome {
+    Replay(Vec<u8>),
+    Result(OpResult),
+}
+
+/// SEQUENCE: checks the slot, renews the lease and marks the slot busy until the pipeline
+/// stores the reply in it.
+pub(crate) fn sequence(
+    cx: &mut Ctx,
+    session: [u8; 16],
+    sequence: u32,
+    slot: u32,
+    highest_slot: u32,
+    n_ops: usize,
+) -> SeqOutcome {
+    let fail = |s: Nfs4Status| SeqOutcome::Result(Err(s.into()));
+    let mut st = cx.state();
+    let lease = st.limits.lease;
+    let Some(s) = st.sessions.get_mut(&session) else {
+        return fail(Nfs4Status::BadSession);
+    };
+    if n_ops > s.fore.max_ops as usize {
+        return fail(Nfs4Status::TooManyOps);
+    }
+    let nslots = s.slots.len() as u32;
+    let client = s.client;
+    let Some(sl) = s.slots.get_mut(slot as usize) else {
+        return fail(Nfs4Status::BadSlot);
+    };
+    if highest_slot >= nslots {
+        return fail(Nfs4Status::BadSlot);
+    }
+    if sequence == sl.seq {
+        if sl.busy {
+            return fail(Nfs4Status::Delay);
+        }
+        return match &sl.reply {
+            Some(r) => SeqOutcome::Replay(r.clone()),
+            None => fail(Nfs4Status::RetryUncachedRep),
+        };
+    }
+    if sequence != sl.seq.wrapping_add(1) {
+        return fail(Nfs4Status::SeqMisordered);
+    }
+    if sl.busy {
+        return fail(Nfs4Status::Delay);
+    }
+    sl.seq = sequence;
+    sl.busy = true;
+    sl.reply = None;
+    let max_response = s.fore.max_response as usize;
+    if let Some(c) = st.clients.get_mut(&client) {
+        c.lease_until = cx.now + lease;
+    }
+    cx.session = Some((session, slot, client));
+    cx.max_response = max_response;
+    SeqOutcome::Result(Ok(Res::Sequence {
+        session,
+        sequence,
+        slot,
+        highest_slot,
+        target_highest_slot: nslots - 1,
+        flags: 0,
+    }))
+}
+
+pub(super) fn renew(cx: &mut Ctx, clientid: u64) -> Result<Res, Nfs4Status> {
+    cx.state().renew(cx.now, clientid)?;
+    Ok(Res::Empty)
+}
+
+pub(super) fn setclientid(cx: &mut Ctx, verifier: [u8; 8], id: &[u8]) -> Result<Res, Nfs4Status> {
+    let mut st = cx.state();
+    let now = cx.now;
+    let lease = st.limits.lease;
+    let confirmed = st
+        .clients
+        .values()
+        .find(|c| c.owner == id && c.confirmed && c.minor == 0)
+        .map(|c| (c.id, c.verifier));
+    // Unconfirmed records of this owner are replaced.
+    let stale: Vec<u64> = st
+        .clients
+        .values()
+        .filter(|c| c.owner == id && !c.confirmed)
+        .map(|c| c.id)
+        .collect();
+    for s in stale {
+        st.remove_client(s);
+    }
+    let confirm = st.new_other();
+    let mut confirm8 = [0u8; 8];
+    confirm8.copy_from_slice(&confirm[4..]);
+    if let Some((cid, v0)) = confirmed {
+        if v0 == verifier {
+            // The same client updating its callback: same id, new confirm verifier.
+            if let Some(c) = st.clients.get_mut(&cid) {
+                c.confirm = confirm8;
+                c.lease_until = now + lease;
+            }
+            return Ok(Res::SetClientId {
+                clientid: cid,
+                verifier: confirm8,
+            });
+        }
+    }
+    let cid = add_client(cx, &mut st, id, verifier, confirm8, Nfs4Status::Resource)?;
+    Ok(Res::SetClientId {
+        clientid: cid,
+        verifier: confirm8,
+    })
+}
+
+pub(super) fn setclientid_confirm(
+    cx: &mut Ctx,
+    clientid: u64,
+    verifier: [u8; 8],
+) -> Result<Res, Nfs4Status> {
+    let mut st = cx.state();
+    let lease = st.limits.lease;
+    let c = st.clients.get(&clientid).ok_or(Nfs4Status::StaleClientId)?;
+    if c.confirm != verifier {
+        return Err(Nfs4Status::StaleClientId);
+    }
+    let owner = c.owner.clone();
+    // A rebooted client's old record (and its state) goes.
+    drop_old_records(&mut st, cx.now, clientid, &owner, false);
+    if let Some(c) = st.clients.get_mut(&clientid) {
+        c.confirmed = true;
+        c.lease_until = cx.now + lease;
+    }
+    Ok(Res::Empty)
+}
+
+pub(super) fn exchange_id(
+    cx: &mut Ctx,
+    verifier: [u8; 8],
+    owner: &[u8],
+    flags: u32,
+    state_protect: u32,
+) -> Result<Res, Nfs4Status> {
+    if state_protect != 0 {
+        return Err(Nfs4Status::EncrAlgUnsupp);
+    }
+    // CONFIRMED_R is a reply flag; other unknown bits are ignored (RFC 8881 §18.35.3).
+    if flags & EXCHGID4_FLAG_CONFIRMED_R != 0 {
+        return Err(Nfs4Status::Inval);
+    }
+    let mut st = cx.state();
+    let now = cx.now;
+    let lease = st.limits.lease;
+    let existing = st
+        .clients
+        .values()
+        .find(|c| c.owner == owner && c.minor >= 1 && c.confirmed)
+        .map(|c| (c.id, c.verifier, c.cs_seq));
+    let base = EXCHGID4_FLAG_USE_NON_PNFS;
+    if let Some((id, v0, cs)) = existing {
+        if v0 == verifier || flags & EXCHGID4_FLAG_UPD_CONFIRMED_REC_A != 0 {
+            if let Some(c) = st.clients.get_mut(&id) {
+                c.lease_until = now + lease;
+            }
+            return Ok(Res::ExchangeId {
+                clientid: id,
+                sequence: cs.wrapping_add(1),
+                flags: base | EXCHGID4_FLAG_CONFIRMED_R,
+                server_owner: cx.server_owner.to_vec(),
+                scope: cx.server_owner.to_vec(),
+            });
+        }
+    } else if flags & EXCHGID4_FLAG_UPD_CONFIRMED_REC_A != 0 {
+        return Err(Nfs4Status::NoEnt);
+    }
+    let stale: Vec<u64> = st
+        .clients
+        .values()
+        .filter(|c| c.owner == owner && c.minor >= 1 && !c.confirmed)
+        .map(|c| c.id)
+        .collect();
+    for s in stale {
+        st.remove_client(s);
+    }
+    let id = add_client(cx, &mut st, owner, verifier, [0; 8], Nfs4Status::Delay)?;
+    Ok(Res::ExchangeId {
+        clientid: id,
+        sequence: 1,
+        flags: base,
+        server_owner: cx.server_owner.to_vec(),
+        scope: cx.server_owner.to_vec(),
+    })
+}
+
+pub(super) fn create_session(
+    cx: &mut Ctx,
+    clientid: u64,
+    sequence: u32,
+    fore: &ChannelAttrs,
+    back: &ChannelAttrs,
+) -> Result<Res, Nfs4Status> {
+    let mut st = cx.state();
+    let limits = st.limits;
+    let c = st.clients.get(&clientid).ok_or(Nfs4Status::StaleClientId)?;
+    if sequence == c.cs_seq && c.cs_seq != 0 {
+        return c.cs_reply.clone().ok_or(Nfs4Status::SeqMisordered);
+    }
+    if sequence != c.cs_seq.wrapping_add(1) {
+        return Err(Nfs4Status::SeqMisordered);
+    }
+    let owner = c.owner.clone();
+    if st
+        .sessions
+        .values()
+        .filter(|s| s.client == clientid)
+        .count()
+        >= limits.max_sessions_per_client
+    {
+        return Err(Nfs4Status::Delay);
+    }
+    if fore.max_request < 1024 || fore.max_response < 1024 {
+        return Err(Nfs4Status::TooSmall);
+    }
+    let fore = ChannelAttrs {
+        header_pad: 0,
+        max_request: fore.max_request.min(MAX_RECORD as u32),
+        max_response: fore.max_response.min(MAX_RECORD as u32),
+        max_response_cached: fore.max_response_cached.min(limits.max_cached_reply as u32),
+        max_ops: fore.max_ops.clamp(2, MAX_OPS as u32),
+        max_requests: fore.max_requests.clamp(1, limits.max_slots),
+    };
+    let back = ChannelAttrs {
+        header_pad: 0,
+        max_requests: back.max_requests.clamp(1, 1),
+        max_ops: back.max_ops.clamp(1, 2),
+        ..*back
+    };
+    // Confirming a new record of a rebooted client drops the old one.
+    drop_old_records(&mut st, cx.now, clientid, &owner, true);
+    let session = st.new_session_id(clientid);
+    st.sessions.insert(
+        session,
+        Session {
+            client: clientid,
+            slots: vec![Slot::default(); fore.max_requests as usize],
+            fore,
+        },
+    );
+    let res = Res::CreateSession {
+        session,
+        sequence,
+        flags: 0,
+        fore,
+        back,
+    };
+    let lease = limits.lease;
+    if let Some(c) = st.clients.get_mut(&clientid) {
+        c.confirmed = true;
+        c.cs_seq = sequence;
+        c.cs_reply = Some(res.clone());
+        c.lease_until = cx.now + lease;
+    }
+    Ok(res)
+}
+
+pub(super) fn destroy_session(cx: &mut Ctx, id: &[u8; 16]) -> Result<Res, Nfs4Status> {
+    let mut st = cx.state();
+    let s = st.sessions.get(id).ok_or(Nfs4Status::BadSession)?;
+    // Destroying the session this request runs in is allowed only as its last op.
+    if s.slots.iter().any(|sl| sl.busy) && cx.session.is_none_or(|(cur, _, _)| cur != *id) {
+        return Err(Nfs4Status::Delay);
+    }
+    st.sessions.remove(id);
+    if cx.session.is_some_and(|(cur, _, _)| cur == *id) {
+        cx.session = None;
+    }
+    Ok(Res::Empty)
+}
+
+pub(super) fn destroy_clientid(cx: &mut Ctx, id: u64) -> Result<Res, Nfs4Status> {
+    let mut st = cx.state();
+    if !st.clients.contains_key(&id) {
+        return Err(Nfs4Status::StaleClientId);
+    }
+    if st.sessions.values().any(|s| s.client == id) {
+        return Err(Nfs4Status::ClientIdBusy);
+    }
+    st.remove_client(id);
+    Ok(Res::Empty)
+}
+
+pub(super) fn bind_conn(cx: &mut Ctx, session: &[u8; 16], dir: u32) -> Result<Res, Nfs4Status> {
+    let st = cx.state();
+    if !st.sessions.contains_key(session) {
+        return Err(Nfs4Status::BadSession);
+    }
+    // Only the fore channel exists; CDFC4_BACK alone cannot be granted.
+    if dir == 2 {
+        return Err(Nfs4Status::Inval);
+    }
+    Ok(Res::BindConn {
+        session: *session,
+        dir: 1,
+    })
+}
+
+pub(super) fn reclaim_complete(cx: &mut Ctx) -> Result<Res, Nfs4Status> {
+    let mut st = cx.state();
+    let (_, _, client) = cx.session.ok_or(Nfs4Status::OpNotInSession)?;
+    let c = st
+        .clients
+        .get_mut(&client)
+        .ok_or(Nfs4Status::StaleClientId)?;
+    if c.reclaim_complete {
+        return Err(Nfs4Status::CompleteAlready);
+    }
+    c.reclaim_complete = true;
+    Ok(Res::Empty)
+}
+
+pub(super) fn free_stateid(cx: &mut Ctx, id: StateId) -> Result<Res, Nfs4Status> {
+    let id = cx.stateid(id)?;
+    let mut st = cx.state();
+    let s = st.lookup_state(&id, cx.minor)?;
+    match s {
+        Stateful::Open(_) => Err(Nfs4Status::LocksHeld),
+        Stateful::Lock(l) => {
+            if st.holds_locks(&l.owner, Some(&l.fh)) {
+                return Err(Nfs4Status::LocksHeld);
+            }
+            st.states.remove(&id.other);
+            Ok(Res::Empty)
+        }
+    }
+}
+
+pub(super) fn test_stateid(cx: &mut Ctx, ids: &[StateId]) -> Result<Res, Nfs4Status> {
+    let st = cx.state();
+    let client = cx.session.map(|s| s.2);
+    let codes = ids
+        .iter()
+        .map(|id| match st.lookup_state(id, cx.minor) {
+            Ok(s) if Some(s.client()) == client => Nfs4Status::Ok,
+            Ok(_) => Nfs4Status::BadStateId,
+            Err(e) => e,
+        })
+        .collect();
+    Ok(Res::TestStateId(codes))
+}

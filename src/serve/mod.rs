@@ -1,0 +1,554 @@
+//! `drover serve`, the composition root: opens the store, maps the configuration to every
+//! service's settings ([`settings`]), starts each service with its `start_<service>`, and
+//! shuts everything down on SIGINT/SIGTERM.
+//!
+//! Every `start_<service>` has one shape: it takes the [`Context`] (interfaces, settings,
+//! store and view, the links between tasks, the shutdown token) and the task set, binds its
+//! sockets, registers its counters and spawns its tasks. Tasks: one per service and interface
+//! (DHCP, TFTP, DNS, NTP, router advertisements), the NFSv4 server (one for all interfaces,
+//! and the pool's service address when configured), pool membership (idle until the state
+//! directory has a cluster key), the service address (`net::floating`, with a grace period
+//! of the NFS server each time it is taken), one HTTP listener for all interfaces, the
+//! boot-event writer (`crate::timeline::Writer`), the power poller and BMC session keeper,
+//! and the view refresher, which brings the one [`SharedView`] up to date every
+//! [`REFRESH_INTERVAL`] so that admin changes made by another process (the CLI) reach the
+//! services without a restart. A task that fails takes the server down with its error: a
+//! half-working boot server is worse than a dead one that systemd restarts.
+//!
+//! Order at start-up: the store opens, each interface's subnet is recorded as a network when
+//! no network covers it yet (so the embedded default serves that subnet), the view is loaded,
+//! then the services start and `drover: ready` is logged.
+//!
+//! Not here: what a service does (its own `serve` module), and reading the configuration
+//! (`crate::config`).
+
+pub mod settings;
+
+use crate::config::Config;
+use crate::dhcp::Share;
+use crate::ipmi::cache::SessionCache;
+use crate::net::floating::Placement;
+use crate::net::Interface;
+use crate::pool::floating::Decision;
+use crate::pool::peers::Peers;
+use crate::store::model::Network;
+use crate::store::{SharedView, Store};
+use crate::timeline::{Recorder, Writer};
+use anyhow::{Context as _, Result};
+use settings::Settings;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How often the view picks up changes written by other processes.
+pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The server's tasks: each ends with its name and how it ended.
+type Tasks = JoinSet<(String, Result<()>)>;
+
+/// Runs the server until a signal arrives or a service fails.
+pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
+    let ctx = Context::open(state_dir, &config)?;
+    let mut tasks = Tasks::new();
+    start_boot_events(&ctx, &mut tasks).await?;
+    start_http(&ctx, &mut tasks).await?;
+    start_nfs(&ctx, &mut tasks).await?;
+    start_dns(&ctx, &mut tasks).await?;
+    start_ntp(&ctx, &mut tasks).await?;
+    start_dhcp(&ctx, &mut tasks).await?;
+    start_tftp(&ctx, &mut tasks).await?;
+    start_ra(&ctx, &mut tasks).await?;
+    start_service_address(&ctx, &mut tasks).await?;
+    start_pool(&ctx, &mut tasks).await?;
+    start_view_refresher(&ctx, &mut tasks).await?;
+    start_power(&ctx, &mut tasks).await?;
+    let names: Vec<String> = ctx
+        .interfaces
+        .iter()
+        .map(|i| format!("{} ({}/{})", i.name, i.addr, i.subnet.prefix()))
+        .collect();
+    tracing::info!(interfaces = %names.join(", "), http_port = config.http.port, "drover: ready");
+
+    let outcome = tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+        Some(done) = tasks.join_next() => match done {
+            Ok((name, Ok(()))) => Err(anyhow::anyhow!("{name} stopped unexpectedly")),
+            Ok((name, Err(e))) => Err(e.context(name)),
+            Err(e) => Err(anyhow::anyhow!("a service task failed: {e}")),
+        },
+    };
+    ctx.shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    outcome
+}
+
+/// What every `start_<service>` gets: where it serves, its settings, and the handles it
+/// shares with the other services.
+struct Context {
+    state_dir: PathBuf,
+    interfaces: Vec<Interface>,
+    settings: Settings,
+    store: Arc<Store>,
+    /// The one owner of the store view; services take snapshots of it.
+    view: Arc<SharedView>,
+    /// Where services report boot events; [`start_boot_events`] runs the writer.
+    boot_events: Recorder,
+    boot_writer: Mutex<Option<Writer>>,
+    /// Where the pool's floating service address goes, if there is one.
+    placement: Option<Placement>,
+    links: Links,
+    /// Copies of node layers on the other members, when NFS serves them and a pool may form.
+    layers: Option<Arc<crate::pool::layers::Shipper>>,
+    /// BMC sessions of the poller and the API, closed at shutdown by `keep_sessions`.
+    bmc_sessions: Arc<SessionCache>,
+    shutdown: CancellationToken,
+}
+
+/// The state the pool task keeps and the other services follow.
+struct Links {
+    /// Which clients and addresses this member's DHCP serves: the whole range until the
+    /// pool task says otherwise.
+    share: (watch::Sender<Arc<Share>>, watch::Receiver<Arc<Share>>),
+    /// The other live pool members, which the boot path lists after this one: none until
+    /// the pool task says otherwise.
+    peers: (watch::Sender<Arc<Peers>>, watch::Receiver<Arc<Peers>>),
+    /// Whether this member should hold the service address: the pool task decides (alone
+    /// outside a pool), `net::floating` carries it out ...
+    floating: (watch::Sender<Decision>, watch::Receiver<Decision>),
+    /// ... and says whether it holds it.
+    held: (watch::Sender<bool>, watch::Receiver<bool>),
+    /// How many clients the NFS server has, for the pool's summary of this member.
+    nfs_clients: (watch::Sender<usize>, watch::Receiver<usize>),
+}
+
+impl Context {
+    fn open(state_dir: &Path, config: &Config) -> Result<Context> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating state directory {}", state_dir.display()))?;
+        let store = Arc::new(Store::open(state_dir)?);
+        let mut interfaces = Vec::new();
+        for name in &config.interfaces {
+            let iface = crate::net::interface(name).with_context(|| format!("interface {name}"))?;
+            record_interface_network(&store, &iface)?;
+            interfaces.push(iface);
+        }
+        let settings = Settings::new(config, &interfaces, store.member(), state_dir)?;
+        // Where the pool's floating service address goes, checked before anything starts.
+        let placement = match settings.service_address {
+            Some(a) => Some(crate::net::floating::place(a, &interfaces)?),
+            None => None,
+        };
+        if let Some(p) = &placement {
+            warn_if_in_a_range(&store, p.addr.addr)?;
+        }
+        let links = Links {
+            share: watch::channel(Arc::new(Share::solo(store.member()))),
+            peers: watch::channel(Arc::new(Peers::default())),
+            floating: watch::channel(match settings.pool {
+                Some(_) => Decision::default(),
+                None => Decision::solo(store.member()),
+            }),
+            held: watch::channel(false),
+            nfs_clients: watch::channel(0),
+        };
+        let view = Arc::new(SharedView::load(store.clone())?);
+        // Boot events of every service go through one queue to one writer task.
+        let (boot_events, writer) = Recorder::new(view.clone());
+        let layers = (settings.pool.is_some() && settings.nfs.is_some()).then(|| {
+            Arc::new(crate::pool::layers::Shipper::new(
+                store.member(),
+                crate::clock::unix_ms(),
+            ))
+        });
+        Ok(Context {
+            state_dir: state_dir.to_path_buf(),
+            interfaces,
+            bmc_sessions: settings.session_cache(),
+            settings,
+            store,
+            view,
+            boot_events,
+            boot_writer: Mutex::new(Some(writer)),
+            placement,
+            links,
+            layers,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// The API's and poller's BMC session settings, with the server's session cache.
+    fn power_fan(&self) -> crate::ipmi::power::FanOut {
+        crate::ipmi::power::FanOut {
+            cache: Some(self.bmc_sessions.clone()),
+            ..self.settings.power.fan.clone()
+        }
+    }
+}
+
+/// Spawns `task` as `name`; its error is reported as `what`.
+fn spawn<E>(
+    tasks: &mut Tasks,
+    name: String,
+    what: &'static str,
+    task: impl Future<Output = Result<(), E>> + Send + 'static,
+) where
+    anyhow::Error: From<E>,
+{
+    tasks.spawn(async move {
+        let r = task.await.map_err(anyhow::Error::from);
+        (name, r.context(what))
+    });
+}
+
+async fn start_boot_events(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
+    // Taken once: this runs once per server.
+    let taken = ctx.boot_writer.lock().map(|mut w| w.take());
+    if let Ok(Some(writer)) = taken {
+        let token = ctx.shutdown.clone();
+        spawn(
+            tasks,
+            "boot event writer".into(),
+            "boot events",
+            async move {
+                writer.run(token).await;
+                Ok::<_, anyhow::Error>(())
+            },
+        );
+    }
+    Ok(())
+}
+
+async fn start_http(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
+    let Some(s) = &ctx.settings.http else {
+        return Ok(());
+    };
+    let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, s.port));
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("HTTP: cannot listen on {addr}"))?;
+    let api = crate::api::Api::new(
+        ctx.store.clone(),
+        &ctx.state_dir,
+        ctx.settings.health.clone(),
+        ctx.power_fan(),
+        ctx.boot_events.clone(),
+        ctx.shutdown.clone(),
+    )
+    .context("HTTP API")?;
+    let shared = crate::http::serve::Shared {
+        view: ctx.view.clone(),
+        blobs: crate::image::Blobs::new(&ctx.state_dir),
+        port: s.port,
+        nfs_port: s.nfs_port,
+        nfs_host: s.nfs_host,
+        api: Some(api),
+        peers: ctx.links.peers.1.clone(),
+        dns: s.dns,
+        ntp: s.ntp,
+    };
+    let token = ctx.shutdown.clone();
+    let run = crate::http::serve::run(listener, shared, token);
+    spawn(tasks, "http".into(), "HTTP server", run);
+    Ok(())
+}
+
+async fn start_nfs(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
+    let Some(s) = &ctx.settings.nfs else {
+        return Ok(());
+    };
+    // One server (one set of client state) for all interfaces: a client that reaches
+    // drover through two addresses is still one client.
+    let mut listeners = Vec::new();
+    for iface in &ctx.interfaces {
+        let addr = SocketAddr::from((iface.addr, s.port));
+        listeners.push(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("NFS: cannot listen on TCP {addr}"))?,
+        );
+    }
+    // The service address: bound before it is here, so it serves whenever it is.
+    if let Some(p) = &ctx.placement {
+        let addr = std::net::SocketAddrV4::new(p.addr.addr, s.port);
+        listeners.push(
+            crate::net::floating::freebind_listener(addr)
+                .with_context(|| format!("NFS: cannot listen on TCP {addr}"))?,
+        );
+    }
+    let replica = ctx
+        .layers
+        .clone()
+        .map(|l| l as Arc<dyn crate::nfs::replica::Replica>);
+    let vfs = crate::nfs::file_side(&ctx.state_dir, ctx.view.clone(), replica)
+        .context("NFS: opening the exported files")?;
+    let server = crate::nfs::serve::server(vfs, s.limits, s.grace, &s.status_file, &s.server_name);
+    if ctx.placement.is_some() && !s.grace.is_zero() {
+        let (server, grace, token) = (server.clone(), s.grace, ctx.shutdown.clone());
+        let (mut held, decisions) = (ctx.links.held.1.clone(), ctx.links.floating.1.clone());
+        spawn(tasks, "nfs grace".into(), "NFS grace", async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    r = held.changed() => if r.is_err() { break },
+                }
+                // Alone (outside a pool) nobody else held the address: the start-up rule
+                // (a grace period if the last run had clients) already applies.
+                let solo = decisions.borrow().fresh_until_ms.is_none();
+                if *held.borrow_and_update() && !solo {
+                    tracing::info!(
+                        secs = grace.as_secs(),
+                        "NFS: grace period: clients of the service address's previous holder may reclaim their state"
+                    );
+                    server.begin_grace(std::time::Instant::now() + grace);
+                }
+            }
+            // Only the shutdown ends this task.
+            token.cancelled().await;
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    let stats = Arc::new(crate::nfs::serve::Stats::default());
+    crate::counters::register("nfs", "all", stats.clone());
+    let run = crate::nfs::serve::run(
+        listeners,
+        server,
+        s.shell.clone(),
+        stats,
+        ctx.links.nfs_clients.0.clone(),
+        ctx.shutdown.clone(),
+    );
+    spawn(tasks, "nfs".into(), "NFS server", run);
+    Ok(())
+}
+
+async fn start_dns(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
+    let Some(s) = &ctx.settings.dns else {
+        return Ok(());
+    };
+    if s.upstreams.is_empty() {
+        tracing::info!("DNS: no upstream resolvers; names outside the cluster zones are refused");
+    } else {
+        let upstreams: Vec<String> = s.upstreams.iter().map(|u| u.to_string()).collect();
+        tracing::info!(upstreams = %upstreams.join(", "), "DNS: forwarding other names");
+    }
+    for iface in &ctx.interfaces {
+        let addr = SocketAddr::from((iface.addr, s.port));
+        let udp = UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("DNS: cannot listen on UDP {addr}"))?;
+        let tcp = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("DNS: cannot listen on TCP {addr}"))?;
+        let stats = Arc::new(crate::dns::serve::Stats::default());
+        crate::counters::register("dns", &iface.name, stats.clone());
+        let (view, token) = (ctx.view.clone(), ctx.shutdown.clone());
+        let run = crate::dns::serve::serve(udp, tcp, s.clone(), view, token, stats);
+        spawn(tasks, format!("dns {}", iface.name), "DNS server", run);
+    }
+    Ok(())
+}
+
+async fn start_ntp(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
+    let Some(s) = &ctx.settings.ntp else {
+        return Ok(());
+    };
+    for iface in &ctx.interfaces {
+        let addr = SocketAddr::from((iface.addr, s.port));
+        let socket = UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("NTP: cannot listen on {addr}"))?;
+        let stats = Arc::new(crate::ntp::serve::Stats::default());
+        crate::counters::register("ntp", &iface.name, stats.clone());
+        let run = crate::ntp::serve::run_with_stats(socket, *s, stats, ctx.shutdown.clone());
+        spawn(tasks, format!("ntp {}", iface.name), "NTP server", run);
+    }
+    Ok(())
+}
+
+async fn start_dhcp(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
+    for (iface, s) in ctx.interfaces.iter().zip(&ctx.settings.dhcp) {
+        let stats = Arc::new(crate::dhcp::serve::Stats::default());
+        crate::counters::register("dhcp", &iface.name, stats.clone());
+        let links = crate::dhcp::serve::Links {
+            share: ctx.links.share.1.clone(),
+            peers: ctx.links.peers.1.clone(),
+            events: Some(ctx.boot_events.clone()),
+        };
+        let run = crate::dhcp::serve::run_with_stats(
+            iface.clone(),
+            s.clone(),
+            ctx.store.clone(),
+            ctx.view.clone(),
+            links,
+            ctx.shutdown.clone(),
+            stats,
+        );
+        spawn(tasks, format!("dhcp {}", iface.name), "DHCP server", run);
+    }
+    Ok(())
+}
+
+async fn start_tftp(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
+    let Some(s) = &ctx.settings.tftp else {
+        return Ok(());
+    };
+    // One set of TFTP counters for the process (see `tftp::serve::global_stats`).
+    crate::counters::register("tftp", "all", crate::tftp::serve::global_stats());
+    let dir = ctx.state_dir.join("tftp");
+    std::fs::create_dir_all(&dir).context("creating the TFTP root")?;
+    let roots = Arc::new(crate::tftp::serve::Roots { dirs: vec![dir] });
+    for iface in &ctx.interfaces {
+        let addr = SocketAddr::from((iface.addr, s.port));
+        let socket = UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("TFTP: cannot listen on {addr}"))?;
+        let events = Some(ctx.boot_events.clone());
+        let run = crate::tftp::serve::run(
+            socket,
+            roots.clone(),
+            s.limits,
+            events,
+            ctx.shutdown.clone(),
+        );
+        spawn(tasks, format!("tftp {}", iface.name), "TFTP server", run);
+    }
+    Ok(())
+}
+
+async fn start_ra(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
+    let Some(interval) = ctx.settings.ra else {
+        return Ok(());
+    };
+    for iface in &ctx.interfaces {
+        let run = crate::net::ra::run(iface.clone(), interval, ctx.shutdown.clone());
+        spawn(
+            tasks,
+            format!("ra {}", iface.name),
+            "router advertisements",
+            run,
+        );
+    }
+    Ok(())
+}
+
+async fn start_service_address(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
+    let Some(p) = ctx.placement.clone() else {
+        return Ok(());
+    };
+    let (decisions, held) = (ctx.links.floating.1.clone(), ctx.links.held.0.clone());
+    let run = crate::net::floating::run(p, decisions, held, ctx.shutdown.clone());
+    spawn(tasks, "service address".into(), "service address", run);
+    Ok(())
+}
+
+async fn start_pool(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
+    let Some(s) = &ctx.settings.pool else {
+        return Ok(());
+    };
+    let links = crate::pool::serve::Links {
+        share: ctx.links.share.0.clone(),
+        peers: ctx.links.peers.0.clone(),
+        floating: ctx.links.floating.0.clone(),
+        layers: ctx.layers.clone(),
+        nfs_clients: ctx
+            .settings
+            .nfs
+            .is_some()
+            .then(|| ctx.links.nfs_clients.1.clone()),
+    };
+    let (dir, store) = (ctx.state_dir.clone(), ctx.store.clone());
+    let run = crate::pool::serve::run(dir, s.clone(), store, links, ctx.shutdown.clone());
+    spawn(tasks, "pool".into(), "pool membership", run);
+    Ok(())
+}
+
+async fn start_view_refresher(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
+    let (view, token) = (ctx.view.clone(), ctx.shutdown.clone());
+    spawn(
+        tasks,
+        "view".into(),
+        "store view",
+        refresh_view(view, token),
+    );
+    Ok(())
+}
+
+async fn start_power(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
+    let (store, token) = (ctx.store.clone(), ctx.shutdown.clone());
+    let poller = ctx.settings.power.poller;
+    let run = crate::ipmi::serve::poll(store, poller, ctx.power_fan(), token);
+    spawn(tasks, "power poller".into(), "power poller", run);
+    let (store, token) = (ctx.store.clone(), ctx.shutdown.clone());
+    let run = crate::ipmi::serve::keep_sessions(store, ctx.bmc_sessions.clone(), token);
+    spawn(tasks, "BMC sessions".into(), "BMC sessions", run);
+    Ok(())
+}
+
+/// The service address lies in a dynamic range: DHCP could hand it to a node.
+fn warn_if_in_a_range(store: &Store, addr: Ipv4Addr) -> Result<()> {
+    for n in store.read(|r| r.all::<Network>())? {
+        if let Some((first, last)) = n.range {
+            if (first..=last).contains(&addr) {
+                tracing::warn!(
+                    network = %n.name, %addr,
+                    "`pool.service-address` lies in the network's dynamic range: DHCP may lease it to a node; move it out of the range"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records `iface`'s subnet as a network unless one covers it already.
+fn record_interface_network(store: &Store, iface: &Interface) -> Result<()> {
+    let networks = store.read(|r| r.all::<Network>())?;
+    if networks.iter().any(|n| n.subnet.contains(iface.addr)) {
+        return Ok(());
+    }
+    let net = crate::dhcp::core::default_network(&iface.name, iface.addr, iface.subnet);
+    tracing::info!(network = %net.name, subnet = %net.subnet, range = ?net.range, "serving the interface's subnet (no network in the store covered it)");
+    crate::admin::add_network(store, &net)
+        .with_context(|| format!("recording network {}", net.name))
+}
+
+async fn refresh_view(view: Arc<SharedView>, shutdown: CancellationToken) -> Result<()> {
+    let mut ticker = tokio::time::interval(REFRESH_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = ticker.tick() => {}
+        }
+        let view = view.clone();
+        // A refresh is a short LMDB read; keep it off the async workers anyway.
+        let changed = tokio::task::spawn_blocking(move || view.refresh())
+            .await
+            .context("view refresh task")??;
+        if changed {
+            tracing::debug!("store view refreshed");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
