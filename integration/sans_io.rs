@@ -83,6 +83,14 @@ const PURE: &[(&str, &str)] = &[
     ),
     ("pool/show.rs", "renders a pool status as text"),
     (
+        "pool/tick.rs",
+        "the pool task's core: events, facts and now in, actions out",
+    ),
+    (
+        "pool/frame.rs",
+        "the pool port's messages and their sealed bytes",
+    ),
+    (
         "store/hlc.rs",
         "hybrid logical clock advanced with the wall time passed in",
     ),
@@ -116,6 +124,11 @@ const NOT_PURE: &[(&str, &str)] = &[
     ),
     ("pool/layers.rs", "ships NFS layers over TCP (tokio)"),
     ("pool/replication.rs", "the replication connections (tokio)"),
+    ("pool/conn.rs", "one pool port connection (tokio)"),
+    (
+        "pool/status.rs",
+        "the status types, and reading and writing the status file (std::fs)",
+    ),
     (
         "store/view.rs",
         "loads itself from the Store (heed); its View type is data",
@@ -147,19 +160,14 @@ const DATA_ITEMS: &[(&str, &str)] = &[
         "pool::key::ClusterKey",
         "key material; seals and opens buffers",
     ),
-    (
-        "pool::serve::Status",
-        "pool status data (to move out of the shell, issue 13)",
-    ),
-    (
-        "pool::serve::MemberStatus",
-        "pool status data (to move out of the shell, issue 13)",
-    ),
-    (
-        "pool::serve::ServiceAddress",
-        "pool status data (to move out of the shell, issue 13)",
-    ),
+    ("pool::status::Status", "pool status data"),
+    ("pool::status::MemberStatus", "pool status data"),
+    ("pool::status::MemberDetail", "pool status data"),
+    ("pool::status::ServiceAddress", "pool status data"),
+    ("pool::status::LayerCounts", "pool status data"),
     ("pool::sync::MAX_ROWS", "a named limit"),
+    ("pool::sync::Digest", "a version vector: data"),
+    ("store::replicate::Batch", "rows of one writer: data"),
     ("admin::NodeDetail", "what `node show` shows: data"),
     ("admin::GroupInfo", "what `group list` shows: data"),
     ("admin::BmcReach", "how a node's BMC is reached: data"),

@@ -233,6 +233,7 @@ mod tests {
                     "calls_null",
                     "calls_refused",
                     "connections",
+                    "connections_idle",
                     "connections_refused",
                     "errors_meta",
                     "errors_read",

@@ -1,6 +1,6 @@
 //! `GET /api/v1/pool`: the pool as this member sees it — members, health, what each serves,
 //! replication lag — in the same form as `drover pool status --json` (the pool task's
-//! status file, `pool::serve::Status`; `pool::report` defines the terms).
+//! status file, `pool::status::Status`; `pool::report` defines the terms).
 //!
 //! Not here: changing the pool (`drover pool init|join|leave|forget` are CLI-only: they
 //! handle the cluster key, which the API never shows or takes).
@@ -8,7 +8,7 @@
 use super::error::ApiError;
 use super::Api;
 use crate::pool::key::ClusterKey;
-use crate::pool::serve as ps;
+use crate::pool::status as ps;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;

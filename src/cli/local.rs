@@ -238,7 +238,7 @@ impl Backend for Local {
             .collect())
     }
 
-    fn pool_status(&self) -> Result<crate::pool::serve::Status> {
+    fn pool_status(&self) -> Result<crate::pool::status::Status> {
         let now_ms = crate::clock::unix_ms();
         let (status, stale) = crate::pool::setup::status(&self.state, now_ms)?;
         if let Some(age) = stale {

@@ -69,7 +69,7 @@ pub trait Backend {
     /// Runs a power action on the targets; one row per node.
     fn power(&self, args: &PowerArgs) -> Result<Vec<PowerRow>>;
     /// The pool status (`pool status`).
-    fn pool_status(&self) -> Result<crate::pool::serve::Status>;
+    fn pool_status(&self) -> Result<crate::pool::status::Status>;
 }
 
 /// Runs a parsed command line.

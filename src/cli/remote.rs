@@ -463,7 +463,7 @@ impl Backend for Remote {
             .collect())
     }
 
-    fn pool_status(&self) -> anyhow::Result<crate::pool::serve::Status> {
+    fn pool_status(&self) -> anyhow::Result<crate::pool::status::Status> {
         decode("pool status", self.call("GET", "/pool", None)?)
     }
 }

@@ -13,8 +13,9 @@
 //! when the writer fails, the connection stops reading. Each call is logged at debug level
 //! (peer, xid, each operation and its status), a call running [`SLOW_CALL`] or longer as a
 //! warning. A connection silent for [`Settings::idle_timeout`] is closed; record buffers
-//! grow as bytes arrive. A tick every [`TICK`] expires clients whose lease ran out and, every
-//! [`STATUS_INTERVAL`], writes `clients.json` for `drover nfs clients`.
+//! grow as bytes arrive. A tick every [`TICK`] expires clients whose lease ran out, publishes
+//! how many clients there are (a `watch` the pool reads) and, every [`STATUS_INTERVAL`],
+//! writes `clients.json` for `drover nfs clients` and the next start's grace decision.
 //!
 //! Not here: UDP, rpcbind registration (NFSv4 clients connect to 2049 directly), TLS.
 
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -208,12 +209,14 @@ pub fn server(
     Arc::new(Server::new(vfs, core))
 }
 
-/// Serves NFSv4 on `listeners` until `shutdown` is cancelled.
+/// Serves NFSv4 on `listeners` until `shutdown` is cancelled; publishes how many clients it
+/// has on `clients` every [`TICK`] (for the pool's summary of this member).
 pub async fn run(
     listeners: Vec<TcpListener>,
     server: Arc<Server>,
     settings: Settings,
     stats: Arc<Stats>,
+    clients: watch::Sender<usize>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let conns = Arc::new(Semaphore::new(settings.max_connections));
@@ -240,6 +243,8 @@ pub async fn run(
         }
         let now = Instant::now();
         let expired = server.handle_timeout(now);
+        let count = server.clients(now).len();
+        clients.send_if_modified(|n| std::mem::replace(n, count) != count);
         if expired > 0 {
             stats
                 .leases_expired

@@ -62,6 +62,7 @@ async fn serve(
         server,
         settings,
         stats.clone(),
+        tokio::sync::watch::channel(0).0,
         shutdown.clone(),
     ));
     (addr, stats, shutdown)

@@ -20,8 +20,8 @@
 //! for the node's next write. A snapshot holds at most `replica::wire::MAX_CONTENT` bytes of
 //! file content (24 MiB); a larger layer is not replicated (logged, counted as failed).
 //!
-//! Frames: `replication`'s sealed frames (cluster key, length-prefixed); a shipment's payload
-//! starts with a NUL byte, which no JSON request does. Each shipment carries this member's id,
+//! Frames: a shipment is a `frame::Frame::Layer` on the pool port (`conn`), answered by
+//! `replication`'s listener with a `Frame::LayerAck`. Each shipment carries this member's id,
 //! the start of its run and a sequence number that grows with every shipment; a receiver
 //! refuses one that is not newer than the last it applied from that member, so a recorded
 //! shipment cannot be replayed to roll a copy back while the receiver runs.
@@ -30,18 +30,18 @@
 //! node (the floating service address). A member that takes over a node serves its own copy;
 //! it does not ask the others whether theirs is newer.
 
+use super::conn::{unexpected, Conn, ConnError};
+use super::frame::Frame;
 use super::key::ClusterKey;
-use super::replication::{read_frame, write_frame};
+use super::status::LayerCounts;
 use crate::nfs::replica::wire::{Ack, Body, Op, Shipment};
 use crate::nfs::replica::{apply, local, Replica, Wait};
-use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -61,17 +61,6 @@ const IDLE: Duration = Duration::from_secs(5);
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock aborts the process (panic = "abort").
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Per member: what `pool status` shows about its copies of this member's layers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerCounts {
-    /// Jobs queued for it.
-    pub pending: u64,
-    /// Shipments it did not acknowledge (or that found its queue full) since this start.
-    pub failed: u64,
-    /// Nodes served here whose copy on it is not level.
-    pub behind: u64,
 }
 
 /// One node this member has served in this run.
@@ -324,7 +313,7 @@ struct PeerTask {
     seq: Arc<AtomicU64>,
     state: Arc<PeerState>,
     nodes: Nodes,
-    conn: Option<(TcpStream, Instant)>,
+    conn: Option<(Conn, Instant)>,
 }
 
 impl PeerTask {
@@ -416,7 +405,7 @@ impl PeerTask {
 
     /// Sends one shipment and reads the ack; a reused connection that fails is replaced
     /// once.
-    async fn send(&mut self, node: &str, body: Body) -> std::io::Result<Ack> {
+    async fn send(&mut self, node: &str, body: Body) -> Result<Ack, ConnError> {
         let timeout = match body {
             Body::Snapshot(_) => SNAPSHOT_TIMEOUT,
             Body::Ops(_) => PEER_TIMEOUT,
@@ -428,51 +417,40 @@ impl PeerTask {
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
             body,
         };
-        let payload = shipment.encode();
+        let frame = Frame::Layer(shipment.encode());
         let deadline = tokio::time::Instant::now() + timeout;
-        for attempt in 0..2 {
+        let mut attempt = 0;
+        loop {
             let reused = self
                 .conn
                 .take()
                 .filter(|(_, at)| at.elapsed() < IDLE)
-                .map(|(s, _)| s);
+                .map(|(c, _)| c);
             let was_reused = reused.is_some();
             let r = tokio::time::timeout_at(deadline, async {
-                let mut s = match reused {
-                    Some(s) => s,
-                    None => {
-                        let s = TcpStream::connect(self.addr).await?;
-                        // Small frames answered at once: no Nagle/delayed-ACK stall.
-                        s.set_nodelay(true)?;
-                        s
-                    }
+                let mut c = match reused {
+                    Some(c) => c,
+                    None => Conn::connect(self.addr, &self.key, timeout).await?,
                 };
-                write_frame(&mut s, &self.key, &payload).await?;
-                let reply = read_frame(&mut s, &self.key).await?;
-                let ack = Ack::decode(&reply).map_err(|e| {
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
-                })?;
-                Ok::<_, std::io::Error>((s, ack))
+                match c.ask(&frame, timeout).await? {
+                    Frame::LayerAck(ack) => Ok((c, ack)),
+                    other => Err(unexpected("layer ack", &other)),
+                }
             })
             .await
-            .unwrap_or_else(|_| {
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "layer shipment timed out",
-                ))
-            });
+            .unwrap_or(Err(ConnError::TimedOut));
+            attempt += 1;
             match r {
-                Ok((s, ack)) => {
-                    self.conn = Some((s, Instant::now()));
+                Ok((c, ack)) => {
+                    self.conn = Some((c, Instant::now()));
                     return Ok(ack);
                 }
-                Err(e) if attempt == 0 && was_reused => {
+                Err(e) if attempt == 1 && was_reused => {
                     tracing::debug!(peer = %self.addr, error = %e, "pool: reconnecting for layers");
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(std::io::Error::other("unreachable: two attempts"))
     }
 }
 

@@ -4,7 +4,10 @@
 //!   carries;
 //! - [`membership`]: SWIM membership and failure detection (foca), sans IO, behind the key;
 //! - [`sync`]: store anti-entropy (digest -> missing batches -> merge) over any transport;
-//! - [`replication`]: that exchange over TCP on the pool port, sealed with the key;
+//! - [`frame`]: the messages of the pool port (TCP) and their sealed bytes (sans IO);
+//!   [`conn`] carries them over one connection, with typed errors and time limits;
+//! - [`replication`]: the store exchange (pull, summaries, missing image files) on one
+//!   connection, and the listener of the pool port;
 //! - [`layers`]: copies of nodes' writable NFS layers on the other live members, shipped
 //!   over the same port before stable changes are answered;
 //! - [`peers`]: the other live members' addresses, which the boot path lists as fallbacks;
@@ -13,18 +16,25 @@
 //! - [`floating`]: whether this member holds the floating service address (`[pool]
 //!   service-address`), from the roster, membership and time; `net::floating` carries it out;
 //! - [`summary`]: what each member serves, as it says itself, passed on with every exchange
-//!   (sans IO); [`facts`] gathers this member's;
+//!   (sans IO);
 //! - [`report`]: health and replication lag as `drover pool status` defines them (pure);
-//!   [`show`] renders a status as the tables that command prints;
+//!   [`status`] the status file's types; [`show`] renders a status as the tables that
+//!   command prints;
+//! - [`tick`]: the pool task's core (sans IO): membership events, pulls, facts and time in;
+//!   shares, peers, the floating address decision, the summary and the status out;
+//!   [`facts`] gathers its facts from the store and counts shares (blocking);
 //! - [`serve`]: the tokio shell: the UDP socket and timers, one exchange per second with a
-//!   random live member, and the status file that `drover pool status` reads.
+//!   random live member, the tick's blocking work off the async workers, and carrying out
+//!   the core's actions.
 //!
 //! Built so far: membership, store replication, DHCP address shares, the boot path across
 //! members, one floating service address, the pool status (health, summaries, lag). Not
 //! built yet: several service addresses, encryption of pool traffic.
 
+pub mod conn;
 pub mod facts;
 pub mod floating;
+pub mod frame;
 pub mod key;
 pub mod layers;
 pub mod membership;
@@ -35,8 +45,10 @@ pub mod serve;
 pub mod setup;
 pub mod shares;
 pub mod show;
+pub mod status;
 pub mod summary;
 pub mod sync;
+pub mod tick;
 
 #[cfg(test)]
 mod pool_sim_tests;

@@ -1,14 +1,16 @@
 //! The pool as a whole on a seeded, lossy, partitionable in-memory network: members with real
-//! stores run the real DHCP core with the shares [`Shares`] computes from their own (lagging)
-//! view of membership and their own (lagging) copy of the store; clients go through
+//! stores run the real DHCP core with the shares the pool task's core ([`Tick`]) computes from
+//! their own (lagging) view of membership, their own store pulls and their own (lagging) copy
+//! of the store; clients go through
 //! DISCOVER/REQUEST/RENEW/REBIND/RELEASE against every live member (the worst case: a client
 //! hears every member, also across a partition of the pool's own traffic); members die,
 //! restart and get partitioned at random. Whenever a client receives a DHCPACK, no other
 //! client may hold an unexpired ACK for the same address. After healing, every member holds
 //! the same rows.
 
-use super::shares::Shares;
+use super::membership::MemberId;
 use super::sync::{answer, apply, digest};
+use super::tick::{self, Event, Facts, Tick, TickSettings};
 use crate::dhcp::core::{handle, Action, Context, DropReason, Offers};
 use crate::dhcp::wire::{MessageType, ReplyKind, Request};
 use crate::dhcp::Share;
@@ -16,7 +18,7 @@ use crate::store::model::{Ipv4Net, Mac, Network, PoolMember};
 use crate::store::{Store, View};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,9 +34,12 @@ struct Member {
     view: View,
     offers: Offers,
     ctx: Context,
-    shares: Shares,
-    /// What `shares` said at the start of this tick (the shell recomputes it every 2 s).
+    tick: Tick,
+    /// What `tick` said at the start of this tick (the shell recomputes it every 2 s).
     share: Share,
+    /// Its pool address and the start of its incarnation (unix ms).
+    addr: SocketAddrV4,
+    epoch: u64,
     alive: bool,
     /// When it last died (unix seconds) and its recovery window then: what its status file
     /// would say at restart.
@@ -75,6 +80,20 @@ struct Sim {
     acks: usize,
     /// What happened, for the message of a failed check.
     log: Vec<String>,
+}
+
+/// Member `i`'s pool address (its roster row's).
+fn pool_addr(i: usize) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, i as u8), 7946)
+}
+
+fn settings(id: u64, addr: SocketAddrV4, epoch: u64) -> TickSettings {
+    TickSettings {
+        me: MemberId { addr, id, epoch },
+        lease_time: LEASE,
+        service_address: None,
+        services: Vec::new(),
+    }
 }
 
 fn mac(c: usize) -> Mac {
@@ -132,10 +151,13 @@ impl Sim {
                 let server = Ipv4Addr::new(198, 18, 0, 1 + i as u8);
                 let mut ctx = Context::new("eth0", server, subnet, "http://x".into());
                 ctx.lease_time = LEASE as u32;
+                let addr = pool_addr(i);
                 Member {
                     view: View::load(&store).unwrap(),
-                    shares: Shares::new(store.member(), LEASE, T0 * 1000, None, None),
+                    tick: Tick::new(settings(store.member(), addr, T0 * 1000), None, None),
                     share: Share::solo(store.member()),
+                    addr,
+                    epoch: T0 * 1000,
                     store,
                     dir,
                     offers: Offers::default(),
@@ -154,7 +176,7 @@ impl Sim {
         for m in &mut members {
             m.store.write(|w| w.put(&net)).unwrap();
             for (i, id) in ids.iter().enumerate() {
-                let addr = std::net::SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, i as u8), 7946);
+                let addr = pool_addr(i);
                 m.store
                     .write(|w| {
                         w.put(&PoolMember {
@@ -242,8 +264,12 @@ impl Sim {
                 )
                 .unwrap();
                 apply(&self.members[i].store, &batches).unwrap();
-                let (id, now_ms) = (self.ids[j], self.now * 1000);
-                self.members[i].shares.pulled(id, now_ms);
+                let pulled = Event::Pulled {
+                    peer: self.members[j].addr,
+                    carried: 0,
+                    merged: 0,
+                };
+                self.members[i].tick.handle_event(self.now * 1000, pulled);
             }
         }
         for m in &mut self.members {
@@ -428,7 +454,7 @@ impl Sim {
             self.members[i].alive = false;
             self.members[i].died = self.now;
             self.members[i].recovering_since =
-                self.members[i].shares.recovering_since(self.now * 1000);
+                self.members[i].tick.recovering_since(self.now * 1000);
             self.log.push(format!("t={} m{i} dies", self.now - T0));
         }
         let dead: Vec<usize> = (0..n).filter(|&i| !self.members[i].alive).collect();
@@ -439,10 +465,9 @@ impl Sim {
             m.alive = true;
             m.offers = Offers::default();
             self.log.push(format!("t={} m{i} restarts", self.now - T0));
-            m.shares = Shares::new(
-                m.store.member(),
-                LEASE,
-                self.now * 1000,
+            m.epoch = self.now * 1000;
+            m.tick = Tick::new(
+                settings(m.store.member(), m.addr, m.epoch),
                 Some(m.died * 1000),
                 m.recovering_since,
             );
@@ -478,13 +503,24 @@ impl Sim {
             return;
         }
         for i in 0..self.members.len() {
-            let alive: Vec<u64> = (0..self.members.len())
+            let alive: Vec<(MemberId, foca::State)> = (0..self.members.len())
                 .filter(|&j| j != i && self.members[i].sees[j])
-                .map(|j| self.ids[j])
+                .map(|j| {
+                    let (addr, epoch) = (self.members[j].addr, self.members[j].epoch);
+                    let id = self.ids[j];
+                    (MemberId { addr, id, epoch }, foca::State::Alive)
+                })
                 .collect();
             let m = &mut self.members[i];
-            let roster = m.store.read(|r| r.all::<PoolMember>()).unwrap();
-            m.share = m.shares.share(&roster, &alive, self.now * 1000);
+            let facts = Facts {
+                roster: m.store.read(|r| r.all::<PoolMember>()).unwrap(),
+                ..Facts::default()
+            };
+            for action in m.tick.handle_facts(self.now * 1000, &alive, facts) {
+                if let tick::Action::Share(share) = action {
+                    m.share = (*share).clone();
+                }
+            }
         }
         for c in 0..self.clients.len() {
             if self.rng.random_bool(0.3) {

@@ -1,72 +1,68 @@
-//! The network side of store replication: anti-entropy exchanges over TCP on the pool port.
+//! Store replication on the pool port: anti-entropy exchanges over one [`Conn`] per
+//! exchange, and the listener that answers them (and layer shipments, for `layers`).
 //!
-//! An exchange is one connection: the asker sends its [`Digest`], the peer answers with the
-//! batches the asker lacks (at most [`sync::MAX_ROWS`] rows), the asker merges them and
-//! closes. Every frame is `u32 length (big-endian) || tag || JSON`, sealed with the cluster key
-//! and refused unless the tag verifies; frames are capped at [`MAX_FRAME`] and a whole
-//! exchange at [`EXCHANGE_TIMEOUT`]. Each member asks one random live member every
-//! [`SYNC_EVERY`], so a write reaches every member of a pool of N in O(log N) rounds, and a
-//! member that was down or cut off catches up from whoever it asks first.
+//! An exchange ([`exchange`]) is one connection that the asker drives through three steps:
+//! 1. [`pull`]: it sends its [`Digest`], the peer answers with the batches the asker lacks
+//!    (at most [`sync::MAX_ROWS`] rows), the asker merges them;
+//! 2. [`swap_summaries`]: member summaries (`summary`) ride along: the asker sends its table,
+//!    the peer answers with its own, each side merging the other's ([`Summaries`], shared by
+//!    the pool task and this listener);
+//! 3. [`fetch_missing_blobs`]: the asker fetches the blobs that its image records name and it
+//!    does not have, in [`BLOB_CHUNK`] pieces; a blob is kept only if its BLAKE3 hash is the
+//!    one the record names (content addressing makes the peer's word irrelevant).
 //!
-//! Image files travel the same way: after an exchange, a member fetches the blobs that its
-//! image records name and it does not have ([`fetch_missing_blobs`]) from the peer it just
-//! pulled from, in [`BLOB_CHUNK`] pieces over one connection; a blob is kept only if its
-//! BLAKE3 hash is the one the record names (content addressing makes the peer's word
-//! irrelevant).
+//! Each member starts one exchange with a random live member every [`SYNC_EVERY`], so a write
+//! reaches every member of a pool of N in O(log N) rounds, and a member that was down or cut
+//! off catches up from whoever it asks first. Each request and answer is capped at
+//! `conn::EXCHANGE_TIMEOUT`; the listener answers at most `MAX_SERVING` connections at once.
 //!
-//! Member summaries (`summary`) ride along: after each store exchange the asker sends its
-//! table of summaries ([`exchange_summaries`]) and the peer answers with its own, each side
-//! merging the other's ([`Summaries`], shared by the pool task and this listener).
-//!
-//! A connection carries requests ([`Request`], one frame each) until the asker closes it.
-//! A frame whose payload starts with a NUL byte (never JSON) is a shipment of a node's NFS
-//! layer instead, answered with its ack by `layers::Receiver`.
-//!
-//! Not here: the merge rules (`store::replicate`), encryption (frames are authenticated, not
-//! secret).
+//! Not here: the merge rules (`store::replicate`), the frames (`frame`, `conn`), applying
+//! layer shipments (`layers::Receiver`), encryption (frames are authenticated, not secret).
 
+use super::conn::{unexpected, within, Conn, ConnError, EXCHANGE_TIMEOUT};
+use super::frame::{BlobRequest, Frame};
 use super::key::ClusterKey;
 use super::layers::Receiver;
 use super::summary::{Relayed, Summary, Table};
 use super::sync::{self, Digest};
-use crate::image::Blobs;
+use crate::image::{Blobs, ImageError};
 use crate::store::model::{BlobId, Image};
-use crate::store::replicate::Batch;
-use crate::store::Store;
-use serde::{Deserialize, Serialize};
+use crate::store::{Store, StoreError};
 use std::io;
 use std::net::SocketAddrV4;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// How often a member asks a peer for what it lacks.
+/// How often a member starts an exchange with a peer.
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
-/// Largest frame accepted.
-pub const MAX_FRAME: u32 = 32 << 20;
-/// Longest a whole exchange may take.
-pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Exchanges served at once; more connections wait in the listen queue.
+/// Connections answered at once; more wait in the listen queue.
 const MAX_SERVING: usize = 16;
 /// Bytes of a blob sent per request.
 pub const BLOB_CHUNK: u32 = 4 << 20;
 
-/// One request on a replication connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Request {
-    /// Answered with the batches the digest lacks (JSON).
-    Sync(Digest),
-    /// Answered with up to `len` bytes of blob `id` from `offset` (raw); the connection is
-    /// closed when the blob is not here.
-    Blob { id: BlobId, offset: u64, len: u32 },
-    /// The asker's member summaries; answered with the answerer's (JSON), after merging.
-    Summaries(Vec<Relayed>),
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error(transparent)]
+    Conn(#[from] ConnError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("image files: {0}")]
+    Io(#[from] io::Error),
+    #[error("image files: {0}")]
+    Image(#[from] ImageError),
+    #[error("blob {id} ends at {offset} of {size} bytes")]
+    ShortBlob { id: BlobId, offset: u64, size: u64 },
+    #[error("the peer sent a blob that does not hash to {0}")]
+    WrongHash(BlobId),
+    #[error("a blocking task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
 }
 
-/// What one store exchange did.
+/// What one store pull did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pulled {
     /// Rows the peer sent.
@@ -126,54 +122,18 @@ impl Summaries {
     }
 }
 
-pub(super) async fn write_frame(
-    stream: &mut TcpStream,
-    key: &ClusterKey,
-    payload: &[u8],
-) -> io::Result<()> {
-    let sealed = key.seal(payload);
-    let len = u32::try_from(sealed.len())
-        .ok()
-        .filter(|l| *l <= MAX_FRAME)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "frame too large"))?;
-    stream.write_all(&len.to_be_bytes()).await?;
-    stream.write_all(&sealed).await?;
-    stream.flush().await
+/// Runs a blocking operation off the async workers.
+async fn blocking<R: Send + 'static, E>(
+    f: impl FnOnce() -> Result<R, E> + Send + 'static,
+) -> Result<R, ExchangeError>
+where
+    E: Send + 'static,
+    ExchangeError: From<E>,
+{
+    Ok(tokio::task::spawn_blocking(f).await??)
 }
 
-pub(super) async fn read_frame(stream: &mut TcpStream, key: &ClusterKey) -> io::Result<Vec<u8>> {
-    let len = stream.read_u32().await?;
-    if len > MAX_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes is over the limit"),
-        ));
-    }
-    let mut buf = vec![0u8; len as usize];
-    stream.read_exact(&mut buf).await?;
-    key.open(&buf).map(<[u8]>::to_vec).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            "frame not signed with the cluster key",
-        )
-    })
-}
-
-fn invalid(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
-}
-
-/// Runs a blocking store operation off the async workers.
-async fn blocking<R: Send + 'static>(
-    f: impl FnOnce() -> Result<R, crate::store::StoreError> + Send + 'static,
-) -> io::Result<R> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(io::Error::other)?
-        .map_err(io::Error::other)
-}
-
-/// Answers exchanges on `listener` until `shutdown` is cancelled.
+/// Answers connections on `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     store: Arc<Store>,
@@ -185,7 +145,7 @@ pub async fn serve(
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SERVING));
     loop {
-        let (mut stream, peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -199,29 +159,28 @@ pub async fn serve(
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        // Layer acks are small and awaited by a waiting NFS client: send them at once.
-        let _ = stream.set_nodelay(true);
-        let (store, key, blobs, summaries) =
-            (store.clone(), key.clone(), blobs.clone(), summaries.clone());
-        let layers = layers.clone();
+        let mut conn = Conn::new(stream, &key);
+        let answerer = Answerer {
+            store: store.clone(),
+            blobs: blobs.clone(),
+            layers: layers.clone(),
+            summaries: summaries.clone(),
+        };
         tokio::spawn(async move {
             let _permit = permit;
             // One request after another until the asker closes the connection.
             loop {
-                let r = tokio::time::timeout(
-                    EXCHANGE_TIMEOUT,
-                    answer(&mut stream, &store, &blobs, &layers, &key, &summaries),
-                )
+                let r = within(EXCHANGE_TIMEOUT, async {
+                    let request = conn.recv().await?;
+                    let answer = answerer.answer(request).await?;
+                    conn.send(&answer).await
+                })
                 .await;
                 match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-                    Ok(Err(e)) => {
+                    Ok(()) => {}
+                    Err(ConnError::Closed) => break,
+                    Err(e) => {
                         tracing::debug!(%peer, error = %e, "pool: request refused");
-                        break;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "pool: request timed out");
                         break;
                     }
                 }
@@ -230,99 +189,129 @@ pub async fn serve(
     }
 }
 
-/// Reads one request and answers it.
-async fn answer(
-    stream: &mut TcpStream,
-    store: &Arc<Store>,
-    blobs: &Blobs,
-    layers: &Arc<Receiver>,
-    key: &ClusterKey,
-    summaries: &Summaries,
-) -> io::Result<()> {
-    let payload = read_frame(stream, key).await?;
-    if payload.first() == Some(&0) {
-        let layers = layers.clone();
-        let ack = tokio::task::spawn_blocking(move || layers.answer(&payload))
-            .await
-            .map_err(io::Error::other)?;
-        return write_frame(stream, key, &ack.encode()).await;
+/// What the listener answers with.
+struct Answerer {
+    store: Arc<Store>,
+    blobs: Blobs,
+    layers: Arc<Receiver>,
+    summaries: Summaries,
+}
+
+impl Answerer {
+    async fn answer(&self, request: Frame) -> Result<Frame, ConnError> {
+        match request {
+            Frame::Sync(digest) => {
+                let store = self.store.clone();
+                let batches = tokio::task::spawn_blocking(move || {
+                    sync::answer(&store, &digest, sync::MAX_ROWS)
+                })
+                .await
+                .map_err(io::Error::other)?
+                .map_err(io::Error::other)?;
+                Ok(Frame::Batches(batches))
+            }
+            Frame::Summaries(theirs) => {
+                self.summaries.merge(theirs);
+                Ok(Frame::Summaries(self.summaries.relay()))
+            }
+            Frame::Blob(BlobRequest { id, offset, len }) => {
+                let path = self.blobs.path(&id).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{id:?} is not a blob id"),
+                    )
+                })?;
+                let mut file = tokio::fs::File::open(&path).await?;
+                tokio::io::AsyncSeekExt::seek(&mut file, io::SeekFrom::Start(offset)).await?;
+                let mut buf = Vec::new();
+                file.take(u64::from(len.min(BLOB_CHUNK)))
+                    .read_to_end(&mut buf)
+                    .await?;
+                Ok(Frame::Chunk(buf))
+            }
+            Frame::Layer(shipment) => {
+                let layers = self.layers.clone();
+                let ack = tokio::task::spawn_blocking(move || layers.answer(&shipment))
+                    .await
+                    .map_err(io::Error::other)?;
+                Ok(Frame::LayerAck(ack))
+            }
+            other => Err(unexpected("a request", &other)),
+        }
     }
-    let request: Request = serde_json::from_slice(&payload).map_err(invalid)?;
-    match request {
-        Request::Sync(digest) => {
-            let store = store.clone();
-            let batches = blocking(move || sync::answer(&store, &digest, sync::MAX_ROWS)).await?;
-            let body = serde_json::to_vec(&batches).map_err(invalid)?;
-            write_frame(stream, key, &body).await
-        }
-        Request::Blob { id, offset, len } => {
-            let path = blobs
-                .path(&id)
-                .ok_or_else(|| invalid(format!("{id:?} is not a blob id")))?;
-            let mut file = tokio::fs::File::open(&path).await?;
-            tokio::io::AsyncSeekExt::seek(&mut file, io::SeekFrom::Start(offset)).await?;
-            let mut buf = Vec::new();
-            file.take(u64::from(len.min(BLOB_CHUNK)))
-                .read_to_end(&mut buf)
-                .await?;
-            write_frame(stream, key, &buf).await
-        }
-        Request::Summaries(theirs) => {
-            summaries.merge(theirs);
-            let body = serde_json::to_vec(&summaries.relay()).map_err(invalid)?;
-            write_frame(stream, key, &body).await
-        }
-    }
 }
 
-async fn request(
-    stream: &mut TcpStream,
-    key: &ClusterKey,
-    request: &Request,
-) -> io::Result<Vec<u8>> {
-    let body = serde_json::to_vec(request).map_err(invalid)?;
-    write_frame(stream, key, &body).await?;
-    read_frame(stream, key).await
-}
-
-/// Asks `peer` for what this store lacks and merges it.
-pub async fn pull(peer: SocketAddrV4, store: Arc<Store>, key: &ClusterKey) -> io::Result<Pulled> {
-    tokio::time::timeout(EXCHANGE_TIMEOUT, async {
-        let mut stream = TcpStream::connect(peer).await?;
-        let s = store.clone();
-        let digest = blocking(move || sync::digest(&s)).await?;
-        let reply = request(&mut stream, key, &Request::Sync(digest)).await?;
-        let batches: Vec<Batch> = serde_json::from_slice(&reply).map_err(invalid)?;
-        let carried = batches.iter().map(|b| b.rows.len() as u64).sum();
-        let merged = blocking(move || sync::apply(&store, &batches)).await? as u64;
-        Ok(Pulled { carried, merged })
-    })
-    .await
-    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "exchange timed out"))?
-}
-
-/// Sends `peer` this member's summaries and merges its answer; returns the entries that
-/// changed here.
-pub async fn exchange_summaries(
+/// One exchange with `peer` on one connection: the store pull, whose outcome goes to
+/// `report` at once (`None`: it failed, and the exchange ends), then the summaries, then the
+/// image files this member lacks.
+pub async fn exchange(
     peer: SocketAddrV4,
-    key: &ClusterKey,
+    store: Arc<Store>,
+    blobs: Blobs,
+    key: ClusterKey,
+    summaries: Summaries,
+    report: impl FnOnce(Option<Pulled>),
+) {
+    let pulled = async {
+        let mut conn = Conn::connect(peer, &key, EXCHANGE_TIMEOUT).await?;
+        let p = pull(&mut conn, &store).await?;
+        Ok::<_, ExchangeError>((conn, p))
+    }
+    .await;
+    let mut conn = match pulled {
+        Ok((conn, p)) => {
+            if p.merged > 0 {
+                tracing::debug!(%peer, rows = p.merged, "pool: merged rows");
+            }
+            report(Some(p));
+            conn
+        }
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "pool: exchange failed");
+            report(None);
+            return;
+        }
+    };
+    if let Err(e) = swap_summaries(&mut conn, &summaries).await {
+        tracing::debug!(%peer, error = %e, "pool: summary exchange failed");
+        return;
+    }
+    match fetch_missing_blobs(&mut conn, &store, &blobs).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(%peer, blobs = n, "pool: fetched image files"),
+        Err(e) => tracing::warn!(%peer, error = %e, "pool: fetching image files failed"),
+    }
+}
+
+/// Asks the peer on `conn` for what this store lacks and merges it (step 1).
+pub async fn pull(conn: &mut Conn, store: &Arc<Store>) -> Result<Pulled, ExchangeError> {
+    let s = store.clone();
+    let digest: Digest = blocking(move || sync::digest(&s)).await?;
+    let batches = match conn.ask(&Frame::Sync(digest), EXCHANGE_TIMEOUT).await? {
+        Frame::Batches(b) => b,
+        other => return Err(unexpected("batches", &other).into()),
+    };
+    let carried = batches.iter().map(|b| b.rows.len() as u64).sum();
+    let s = store.clone();
+    let merged = blocking(move || sync::apply(&s, &batches)).await? as u64;
+    Ok(Pulled { carried, merged })
+}
+
+/// Sends the peer on `conn` this member's summaries and merges its answer (step 2); returns
+/// the entries that changed here.
+pub async fn swap_summaries(
+    conn: &mut Conn,
     summaries: &Summaries,
-) -> io::Result<usize> {
-    tokio::time::timeout(EXCHANGE_TIMEOUT, async {
-        let mut stream = TcpStream::connect(peer).await?;
-        let reply = request(&mut stream, key, &Request::Summaries(summaries.relay())).await?;
-        let theirs: Vec<Relayed> = serde_json::from_slice(&reply).map_err(invalid)?;
-        Ok(summaries.merge(theirs))
-    })
-    .await
-    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "summary exchange timed out"))?
+) -> Result<usize, ExchangeError> {
+    let request = Frame::Summaries(summaries.relay());
+    match conn.ask(&request, EXCHANGE_TIMEOUT).await? {
+        Frame::Summaries(theirs) => Ok(summaries.merge(theirs)),
+        other => Err(unexpected("summaries", &other).into()),
+    }
 }
 
 /// The blobs the store's images name that `blobs` does not have.
-pub fn missing_blobs(
-    store: &Store,
-    blobs: &Blobs,
-) -> Result<Vec<(BlobId, u64)>, crate::store::StoreError> {
+pub fn missing_blobs(store: &Store, blobs: &Blobs) -> Result<Vec<(BlobId, u64)>, StoreError> {
     let images = store.read(|r| r.all::<Image>())?;
     let mut out: Vec<(BlobId, u64)> = images
         .iter()
@@ -344,21 +333,15 @@ pub fn missing_blobs(
     Ok(out)
 }
 
-/// Fetches every missing blob from `peer`; returns how many were stored.
+/// Fetches every missing blob from the peer on `conn` (step 3); returns how many were
+/// stored.
 pub async fn fetch_missing_blobs(
-    peer: SocketAddrV4,
-    store: Arc<Store>,
-    blobs: Blobs,
-    key: &ClusterKey,
-) -> io::Result<usize> {
+    conn: &mut Conn,
+    store: &Arc<Store>,
+    blobs: &Blobs,
+) -> Result<usize, ExchangeError> {
     let (s, b) = (store.clone(), blobs.clone());
     let missing = blocking(move || missing_blobs(&s, &b)).await?;
-    if missing.is_empty() {
-        return Ok(0);
-    }
-    let mut stream = tokio::time::timeout(EXCHANGE_TIMEOUT, TcpStream::connect(peer))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
     let mut fetched = 0;
     for (id, size) in missing {
         let Some(final_path) = blobs.path(&id) else {
@@ -368,64 +351,146 @@ pub async fn fetch_missing_blobs(
             tokio::fs::create_dir_all(dir).await?;
         }
         let part = final_path.with_file_name(format!(".fetch-{id}"));
-        let got = fetch_blob(&mut stream, key, &id, size, &part).await;
+        let got = fetch_blob(conn, &id, size, &part).await;
         if let Err(e) = got {
             let _ = tokio::fs::remove_file(&part).await;
             return Err(e);
         }
         // Import verifies: the blob lands under the hash of what arrived.
         let (b, p) = (blobs.clone(), part.clone());
-        let imported = tokio::task::spawn_blocking(move || b.import_file(&p))
-            .await
-            .map_err(io::Error::other)?;
+        let imported = blocking(move || b.import_file(&p)).await;
         let _ = tokio::fs::remove_file(&part).await;
-        match imported {
-            Ok(f) if f.blob == id => fetched += 1,
-            Ok(f) => {
-                if let Some(wrong) = blobs.path(&f.blob) {
-                    let _ = tokio::fs::remove_file(wrong).await;
-                }
-                return Err(invalid(format!(
-                    "{peer} sent a blob that does not hash to {id}"
-                )));
+        let imported = imported?;
+        if imported.blob != id {
+            if let Some(wrong) = blobs.path(&imported.blob) {
+                let _ = tokio::fs::remove_file(wrong).await;
             }
-            Err(e) => return Err(io::Error::other(e)),
+            return Err(ExchangeError::WrongHash(id));
         }
+        fetched += 1;
     }
     Ok(fetched)
 }
 
 /// Fetches blob `id` (`size` bytes) into the file `part`.
 async fn fetch_blob(
-    stream: &mut TcpStream,
-    key: &ClusterKey,
+    conn: &mut Conn,
     id: &BlobId,
     size: u64,
     part: &std::path::Path,
-) -> io::Result<()> {
+) -> Result<(), ExchangeError> {
     let mut file = tokio::fs::File::create(part).await?;
     let mut offset = 0u64;
     while offset < size {
-        let chunk = tokio::time::timeout(
-            EXCHANGE_TIMEOUT,
-            request(
-                stream,
-                key,
-                &Request::Blob {
-                    id: id.clone(),
-                    offset,
-                    len: BLOB_CHUNK,
-                },
-            ),
-        )
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "blob chunk timed out"))??;
+        let request = Frame::Blob(BlobRequest {
+            id: id.clone(),
+            offset,
+            len: BLOB_CHUNK,
+        });
+        let chunk = match conn.ask(&request, EXCHANGE_TIMEOUT).await? {
+            Frame::Chunk(c) => c,
+            other => return Err(unexpected("chunk", &other).into()),
+        };
         if chunk.is_empty() {
-            return Err(invalid(format!("{id} ends at {offset} of {size} bytes")));
+            return Err(ExchangeError::ShortBlob {
+                id: id.clone(),
+                offset,
+                size,
+            });
         }
         file.write_all(&chunk).await?;
         offset += chunk.len() as u64;
     }
     file.flush().await?;
-    file.sync_all().await
+    Ok(file.sync_all().await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::model::{Mac, Node};
+    use std::net::Ipv4Addr;
+
+    fn summary(id: u64) -> Summary {
+        Summary {
+            id,
+            addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7946),
+            epoch: 1,
+            seq: 1,
+            version: "test".into(),
+            uptime_secs: 0,
+            dhcp: None,
+            services: Vec::new(),
+            nfs_clients: None,
+            blobs: 0,
+            blob_bytes: 0,
+            newest_own: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_connection_carries_the_pull_the_summaries_and_the_blobs() {
+        let dir = std::env::temp_dir().join(format!("drover-repl-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
+        let (a, b) = (
+            Arc::new(Store::open(&a_dir).unwrap()),
+            Arc::new(Store::open(&b_dir).unwrap()),
+        );
+        a.write(|w| {
+            w.put(&Node {
+                name: "n1".into(),
+                mac: Mac([0x52, 0x54, 0, 0, 0, 1]),
+                ip: None,
+                image: None,
+                group: None,
+                aliases: Vec::new(),
+                root: None,
+            })
+        })
+        .unwrap();
+        let key = ClusterKey::from_bytes([3; 32]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
+            panic!("IPv4 loopback");
+        };
+        let (a_sums, b_sums) = (Summaries::new(a.member()), Summaries::new(b.member()));
+        a_sums.publish(summary(a.member()));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            a.clone(),
+            Blobs::new(&a_dir),
+            Arc::new(Receiver::new(&a_dir, a.member())),
+            key.clone(),
+            a_sums.clone(),
+            shutdown.clone(),
+        ));
+
+        let mut conn = Conn::connect(addr, &key, EXCHANGE_TIMEOUT).await.unwrap();
+        let pulled = pull(&mut conn, &b).await.unwrap();
+        assert!(pulled.merged >= 1 && pulled.carried >= pulled.merged);
+        assert_eq!(swap_summaries(&mut conn, &b_sums).await.unwrap(), 1);
+        assert!(b_sums.get(a.member()).is_some());
+        assert_eq!(
+            fetch_missing_blobs(&mut conn, &b, &Blobs::new(&b_dir))
+                .await
+                .unwrap(),
+            0
+        );
+        // Answers are not requests: the listener hangs up.
+        let r = conn.ask(&Frame::Chunk(Vec::new()), EXCHANGE_TIMEOUT).await;
+        assert!(
+            matches!(r, Err(ConnError::Closed | ConnError::Io(_))),
+            "{r:?}"
+        );
+
+        // Nor does it answer frames sealed with another key.
+        let other = ClusterKey::from_bytes([4; 32]);
+        let mut conn = Conn::connect(addr, &other, EXCHANGE_TIMEOUT).await.unwrap();
+        let r = pull(&mut conn, &b).await;
+        assert!(r.is_err());
+        shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -1,7 +1,7 @@
 //! What `drover pool status` says about each member besides who it is: its health and how far
-//! this member's store may be behind it (replication lag). Pure: the pool shell records the
-//! facts (exchanges, datagrams heard, membership changes) and builds the status from them with
-//! these rules.
+//! this member's store may be behind it (replication lag). Pure: the pool task's core (`tick`)
+//! records the facts (exchanges, datagrams heard, membership changes) and builds the status
+//! from them with these rules.
 //!
 //! **Health** ([`health`]): foca's view of the member (`alive`, `suspect`, `down`), except
 //! that a member that is down and no longer on the roster is `left` (it ran `drover pool
@@ -24,7 +24,8 @@
 //! Exchanges the peer started (it pulling from this member) are its lag, and show in its own
 //! status.
 //!
-//! Not here: the summaries themselves (`summary`), gathering facts (`serve`).
+//! Not here: the summaries themselves (`summary`), gathering facts (`facts`), building the
+//! status (`tick`).
 
 use crate::store::Version;
 use serde::{Deserialize, Serialize};

@@ -10,7 +10,8 @@
 //! The API cannot reach these: the key never crosses it.
 
 use super::key::{ClusterKey, KeyError};
-use super::serve::{self as ps, Status, ANNOUNCE_EVERY, STATUS_EVERY};
+use super::serve::{self as ps, ANNOUNCE_EVERY, STATUS_EVERY};
+use super::status::{read_status, status_file, Status};
 use crate::store::model::PoolMember;
 use crate::store::{Store, StoreError};
 use std::net::SocketAddrV4;
@@ -119,7 +120,7 @@ pub fn forget(store: &Store, state: &Path, id: &str) -> Result<u64, SetupError> 
     if id == store.member() {
         return Err(SetupError::ThisMember);
     }
-    if let Ok(status) = ps::read_status(state) {
+    if let Ok(status) = read_status(state) {
         let up = status
             .members
             .iter()
@@ -142,8 +143,8 @@ pub fn status(state: &Path, now_ms: u64) -> Result<(Status, Option<u64>), SetupE
             ClusterKey::path(state).display().to_string(),
         ));
     }
-    let status = ps::read_status(state)
-        .map_err(|_| SetupError::NoStatus(ps::status_file(state).display().to_string()))?;
+    let status = read_status(state)
+        .map_err(|_| SetupError::NoStatus(status_file(state).display().to_string()))?;
     let age = now_ms.saturating_sub(status.updated_ms) / 1000;
     Ok((status, (age > 3 * STATUS_EVERY.as_secs()).then_some(age)))
 }

@@ -5,7 +5,7 @@
 //! Not here: the JSON form (`--json` prints the status file as it is), the terms' definitions
 //! (`report`).
 
-use super::serve::{MemberStatus, ServiceAddress, Status};
+use super::status::{MemberStatus, ServiceAddress, Status};
 use std::fmt::Write;
 
 /// `12 s`, `5 min`, `3 h`, `2 d`.
@@ -227,9 +227,9 @@ fn service_address_line(status: &Status, sa: &ServiceAddress) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::layers::LayerCounts;
     use crate::pool::report::{Exchanges, Lag};
-    use crate::pool::serve::MemberDetail;
+    use crate::pool::status::LayerCounts;
+    use crate::pool::status::MemberDetail;
     use crate::pool::summary::{DhcpShare, Service, Summary};
     use crate::store::Version;
     use std::net::{Ipv4Addr, SocketAddrV4};

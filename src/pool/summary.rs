@@ -3,11 +3,11 @@
 //! `GET /api/v1/pool` and web page show every member's share, services, NFS clients, image
 //! files and version, with how old that word is.
 //!
-//! Data flow: the pool shell makes this member's summary every `STATUS_EVERY` ([`Table::publish`]
-//! with a new `seq`); with every store exchange the asker sends its whole table
+//! Data flow: the pool task's core (`tick`) makes this member's summary every tick
+//! ([`Table::publish`] with a new `seq`); with every store exchange the asker sends its whole table
 //! ([`Table::relay`]) and gets the answerer's back, and each side merges the other's
 //! ([`Table::merge`]) — push-pull epidemic spread over the key-sealed replication connection
-//! (`replication::Request::Summaries`), so a summary reaches every member of a pool of N in
+//! (`frame::Frame::Summaries`), so a summary reaches every member of a pool of N in
 //! O(log N) exchanges.
 //!
 //! Ages need no synchronised clocks: a relayed entry carries how old it was when it was sent
@@ -23,8 +23,8 @@
 //! drive nothing.
 //!
 //! Pure: no I/O, no clock (`now_ms` is any monotonic milliseconds the caller chooses).
-//! Not here: gathering the facts (`pool::serve`), the transport (`pool::replication`),
-//! membership health (foca's view, in `pool::serve`'s status).
+//! Not here: gathering the facts (`pool::facts`, `pool::tick`), the transport
+//! (`pool::replication`), membership health (foca's view, in `pool::tick`'s status).
 
 use crate::store::Version;
 use serde::{Deserialize, Serialize};

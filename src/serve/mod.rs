@@ -126,6 +126,8 @@ struct Links {
     floating: (watch::Sender<Decision>, watch::Receiver<Decision>),
     /// ... and says whether it holds it.
     held: (watch::Sender<bool>, watch::Receiver<bool>),
+    /// How many clients the NFS server has, for the pool's summary of this member.
+    nfs_clients: (watch::Sender<usize>, watch::Receiver<usize>),
 }
 
 impl Context {
@@ -156,6 +158,7 @@ impl Context {
                 None => Decision::solo(store.member()),
             }),
             held: watch::channel(false),
+            nfs_clients: watch::channel(0),
         };
         let view = Arc::new(SharedView::load(store.clone())?);
         // Boot events of every service go through one queue to one writer task.
@@ -320,6 +323,7 @@ async fn start_nfs(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
         server,
         s.shell.clone(),
         stats,
+        ctx.links.nfs_clients.0.clone(),
         ctx.shutdown.clone(),
     );
     spawn(tasks, "nfs".into(), "NFS server", run);
@@ -455,6 +459,11 @@ async fn start_pool(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
         peers: ctx.links.peers.0.clone(),
         floating: ctx.links.floating.0.clone(),
         layers: ctx.layers.clone(),
+        nfs_clients: ctx
+            .settings
+            .nfs
+            .is_some()
+            .then(|| ctx.links.nfs_clients.1.clone()),
     };
     let (dir, store) = (ctx.state_dir.clone(), ctx.store.clone());
     let run = crate::pool::serve::run(dir, s.clone(), store, links, ctx.shutdown.clone());

@@ -16,8 +16,7 @@
 
 use std::fmt;
 
-/// First bytes of a shipment. The pool's JSON requests never start with a NUL byte, which
-/// is how the pool port tells the two apart.
+/// First bytes of a shipment (the pool port carries it in its own frame kind, `pool::frame`).
 pub const MAGIC: &[u8; 3] = b"\0L1";
 /// First bytes of an ack.
 pub const ACK_MAGIC: &[u8; 3] = b"\0A1";
