@@ -4,8 +4,9 @@
 //! members, now and then, makes all members converge (see `store::replicate` for the rules
 //! that make the merge order-independent).
 //!
-//! Not here: the transport and the choice of peer (the pool shell, not built yet), image
-//! blobs (content-addressed files, fetched separately).
+//! Not here: the transport (`pool::frame`/`pool::conn`, one exchange per connection in
+//! `pool::replication`), the choice of peer (`pool::serve`), image blobs (content-addressed
+//! files, fetched in the same exchange after the rows).
 
 use crate::store::replicate::Batch;
 use crate::store::{Store, StoreError, Version};
