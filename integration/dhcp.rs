@@ -285,18 +285,7 @@ fn a_request_flood_does_not_starve_a_dora() {
     lab.client.add_addr("dcli0", "198.18.0.2/24");
     // The flood runs in the background from the same namespace: 50 clients renewing their
     // addresses as fast as the pacing allows, each renewal an fsync'd commit on old servers.
-    let me = std::env::current_exe().expect("test binary path");
-    let flood = lab
-        .client
-        .cmd(&me)
-        .args([
-            "--ignored",
-            "--exact",
-            "namespace_helper",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("DROVER_DHCP_HELPER", "flood:dcli0")
+    let flood = helper(&lab, "flood")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("start the flood");
@@ -323,21 +312,23 @@ fn a_request_flood_does_not_starve_a_dora() {
     assert!(acks >= 50, "the flood got only {acks} ACKs:\n{out}");
 }
 
-fn run_helper(lab: &Lab, job: &str) {
+/// This test binary, to run [`namespace_helper`] with `job` inside the client namespace.
+fn helper(lab: &Lab, job: &str) -> Command {
     let me = std::env::current_exe().expect("test binary path");
-    let out = lab
-        .client
-        .cmd(&me)
-        .args([
-            "--ignored",
-            "--exact",
-            "namespace_helper",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("DROVER_DHCP_HELPER", format!("{job}:dcli0"))
-        .output()
-        .expect("run the helper");
+    let mut cmd = lab.client.cmd(&me);
+    cmd.args([
+        "--ignored",
+        "--exact",
+        "namespace_helper",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("DROVER_DHCP_HELPER", format!("{job}:dcli0"));
+    cmd
+}
+
+fn run_helper(lab: &Lab, job: &str) {
+    let out = helper(lab, job).output().expect("run the helper");
     assert!(
         out.status.success(),
         "helper {job} failed:\n{}{}\ndrover log:\n{}",

@@ -459,7 +459,8 @@ async fn login(State(api): State<Arc<Api>>, req: Request) -> Result<Response, Ap
         .await?;
     if !ok {
         api.metrics.login(metrics::LOGIN_FAILED);
-        tracing::warn!(%client, user = %user, "failed login");
+        // Debug-quoted: the name is the client's, and a newline in it would forge log lines.
+        tracing::warn!(%client, user = ?user, "failed login");
         return Err(ApiError::unauthorized("wrong user or password"));
     }
     api.metrics.login(metrics::LOGIN_OK);
