@@ -297,6 +297,10 @@ impl Sessions {
 
 /// Failed-login limiter: a token bucket per client address ([`LOGIN_BURST`] attempts, then
 /// one per [`LOGIN_REFILL`]). Pure: the caller passes the time.
+///
+/// An attempt is charged before its password is verified ([`LoginLimiter::reserve`]) and
+/// refunded by a success: checking first and recording the failure after the slow
+/// verification let 64 parallel attempts from one address all through.
 #[derive(Default)]
 pub struct LoginLimiter {
     clients: HashMap<std::net::IpAddr, Bucket>,
@@ -333,7 +337,7 @@ impl LoginLimiter {
     }
 
     /// `Ok` when `client` may try to log in now, else how long it must wait.
-    pub fn check(&self, client: std::net::IpAddr, now: Instant) -> Result<(), Duration> {
+    fn check(&self, client: std::net::IpAddr, now: Instant) -> Result<(), Duration> {
         let b = self.current(client, now);
         if b.credit > 0 {
             Ok(())
@@ -342,8 +346,16 @@ impl LoginLimiter {
         }
     }
 
-    /// Counts a failed login of `client`.
-    pub fn failed(&mut self, client: std::net::IpAddr, now: Instant) {
+    /// Charges one attempt of `client` if it has credit (`Ok`), else says how long it must
+    /// wait. Check and charge are one step, so parallel attempts cannot overdraw.
+    pub fn reserve(&mut self, client: std::net::IpAddr, now: Instant) -> Result<(), Duration> {
+        self.check(client, now)?;
+        self.charge(client, now);
+        Ok(())
+    }
+
+    /// Counts an attempt of `client`.
+    fn charge(&mut self, client: std::net::IpAddr, now: Instant) {
         let mut b = self.current(client, now);
         if b.credit == LOGIN_BURST {
             b.at = now;
@@ -391,18 +403,19 @@ mod tests {
         let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
         let t0 = Instant::now();
         for _ in 0..LOGIN_BURST {
-            assert!(l.check(ip, t0).is_ok());
-            l.failed(ip, t0);
+            assert!(l.reserve(ip, t0).is_ok());
         }
-        let wait = l.check(ip, t0).unwrap_err();
+        let wait = l.reserve(ip, t0).unwrap_err();
         assert!(wait <= LOGIN_REFILL && wait > Duration::ZERO);
-        assert!(l.check(other, t0).is_ok(), "other clients are not limited");
+        assert!(
+            l.reserve(other, t0).is_ok(),
+            "other clients are not limited"
+        );
         let t1 = t0 + LOGIN_REFILL;
-        assert!(l.check(ip, t1).is_ok());
-        l.failed(ip, t1);
-        assert!(l.check(ip, t1).is_err());
+        assert!(l.reserve(ip, t1).is_ok());
+        assert!(l.reserve(ip, t1).is_err());
         l.succeeded(ip);
-        assert!(l.check(ip, t1).is_ok());
+        assert!(l.reserve(ip, t1).is_ok());
     }
 
     #[test]

@@ -135,6 +135,9 @@ impl Default for Tftp {
 pub struct Http {
     pub enabled: bool,
     pub port: u16,
+    /// Where the admin reaches the API and page besides the served interfaces'
+    /// addresses (`admin-address`): HTTP listens on those and this, never on 0.0.0.0.
+    pub admin_address: Ipv4Addr,
 }
 
 impl Default for Http {
@@ -142,6 +145,7 @@ impl Default for Http {
         Http {
             enabled: true,
             port: 80,
+            admin_address: Ipv4Addr::LOCALHOST,
         }
     }
 }

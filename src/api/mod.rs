@@ -56,6 +56,8 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub const MAX_BODY: usize = 4 << 20;
 /// Event streams open at once.
 pub const MAX_EVENT_STREAMS: usize = 64;
+/// Password verifications (argon2, ~19 MiB each) running at once, for all clients.
+pub const MAX_VERIFICATIONS: usize = 2;
 
 /// The OpenAPI document served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../assets/openapi.json");
@@ -75,6 +77,8 @@ pub struct Api {
     services: Vec<Service>,
     sessions: Mutex<Sessions>,
     limiter: Mutex<LoginLimiter>,
+    /// Password verifications running at once ([`MAX_VERIFICATIONS`]).
+    verifications: Semaphore,
     event_streams: Arc<Semaphore>,
     /// Where the boot path reports boot events (also counted by `/metrics`).
     pub boot_events: Recorder,
@@ -119,6 +123,7 @@ impl Api {
             services,
             sessions: Mutex::new(Sessions::default()),
             limiter: Mutex::new(LoginLimiter::default()),
+            verifications: Semaphore::new(MAX_VERIFICATIONS),
             event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
             boot_events,
             metrics: metrics::Metrics::default(),
@@ -427,7 +432,9 @@ async fn login(State(api): State<Arc<Api>>, req: Request) -> Result<Response, Ap
     let user: String = f.required("user")?;
     let password: String = f.required("password")?;
     f.finish()?;
-    if let Err(wait) = lock(&api.limiter).check(client, Instant::now()) {
+    // Charged now, refunded on success: see `LoginLimiter`.
+    let reserved = lock(&api.limiter).reserve(client, Instant::now());
+    if let Err(wait) = reserved {
         api.metrics.login(metrics::Login::Limited);
         let secs = wait.as_secs().max(1);
         return Err(ApiError {
@@ -440,13 +447,20 @@ async fn login(State(api): State<Arc<Api>>, req: Request) -> Result<Response, Ap
         });
     }
     let name = user.clone();
+    // Each verification takes ~19 MiB and a blocking-pool thread for a while: a few at a
+    // time, whoever asks (the semaphore is never closed).
+    let _permit = api
+        .verifications
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal("verification", e))?;
     let ok = api
         .blocking(move |store| Ok(auth::verify_password(store, &name, &password)?))
         .await?;
     if !ok {
         api.metrics.login(metrics::Login::Failed);
-        lock(&api.limiter).failed(client, Instant::now());
-        tracing::warn!(%client, user = %user, "failed login");
+        // Debug-quoted: the name is the client's, and a newline in it would forge log lines.
+        tracing::warn!(%client, user = ?user, "failed login");
         return Err(ApiError::unauthorized("wrong user or password"));
     }
     api.metrics.login(metrics::Login::Ok);

@@ -8,20 +8,28 @@
 //! - `Hold`: remember the offer in this task's [`Offers`] table, send the OFFER; an offer to
 //!   a known node's PXE/iPXE firmware is also queued as the node's `dhcp` boot event (a
 //!   non-blocking [`Recorder`] call; its writer task batches the store writes);
-//! - `CommitThenReply` / `Commit`: write the lease with [`Store::write`] inside
-//!   `spawn_blocking` (the LMDB commit fsyncs), refresh the shared view
-//!   ([`SharedView::refresh`]) so the next packet, here or on another interface, sees the
-//!   lease, and only then send the ACK (persistence is an output; if the write fails, the ACK
-//!   is not sent and the client retries);
+//! - `CommitThenReply` / `Commit`: queue the lease (with its ACK, if any) for this task's
+//!   committer and go on receiving. The committer, one thread on the blocking pool, takes
+//!   everything queued (up to [`COMMIT_BATCH`]), writes it in one [`Store::write`] (one LMDB
+//!   fsync for the group), refreshes the shared view ([`SharedView::refresh`]) so the next
+//!   packet, here or on another interface, sees the leases, and hands the group back. Only
+//!   then does this task send the group's ACKs (persistence is an output; if the write fails,
+//!   no ACK of the group is sent and the clients retry);
 //! - `Reply`: send (NAK, ACK to INFORM); `Drop`: count and log.
+//!
+//! The receive loop never waits for the disk, so DISCOVERs and a well-behaved client's DORA
+//! are answered during a flood of REQUESTs. Fairness: a client has at most one ACK in the
+//! queue (a retransmission while it is pending is coalesced: the pending ACK answers it), an
+//! address is in at most one pending ACK (a second client asking for it waits for the first
+//! commit and is then judged against the store), and the queue is bounded ([`COMMIT_QUEUE`]:
+//! beyond it a REQUEST is dropped and counted, and its client retransmits).
 //!
 //! Destinations follow RFC 2131 §4.1: giaddr set -> the relay's server port; ciaddr set ->
 //! unicast to ciaddr on the client port; otherwise the limited broadcast 255.255.255.255 on
 //! the client port, which §4.1 permits whatever the broadcast bit says (unicast to yiaddr
 //! would need an ARP entry written for a client that has no address yet).
 //!
-//! Packets are handled one at a time per interface; the fsync of a commit bounds the ACK
-//! rate (batching commits is a later optimisation). Counters live in [`Stats`].
+//! Counters live in [`Stats`].
 //!
 //! In a pool, the task reads the current [`Share`] (kept by the pool task) for every request:
 //! which clients it answers and which addresses it may hand out.
@@ -35,17 +43,18 @@ use super::share::Share;
 use super::wire::{self, WireError, WireReason};
 use crate::net::Interface;
 use crate::pool::peers::Peers;
-use crate::store::model::{BootStage, Lease};
+use crate::store::model::{BootStage, Lease, Mac};
 use crate::store::{SharedView, Store, StoreError};
 use crate::timeline::Recorder;
 use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Start-up settings of the DHCP server (from the config file).
@@ -82,6 +91,12 @@ impl Default for Settings {
 const RECV_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// Expired offers are purged every this many packets.
 const PURGE_EVERY: u64 = 256;
+/// Leases waiting for the committer of one interface. One per client at most, so this is
+/// also how many different clients can be between REQUEST and ACK at once; a boot storm of
+/// thousands of nodes spreads its REQUESTs over seconds and is never limited.
+pub const COMMIT_QUEUE: usize = 2048;
+/// Most leases written under one fsync.
+pub const COMMIT_BATCH: usize = 512;
 
 crate::counters::counter_set! {
     /// What one DHCP server task did with the requests it did not drop (drops: [`Stats`]).
@@ -93,6 +108,14 @@ crate::counters::counter_set! {
         informs,
         /// DECLINE and RELEASE written.
         commits,
+        /// Store writes (fsyncs) of groups of leases.
+        commit_batches,
+        /// REQUESTs answered by a pending ACK (a retransmission while its lease was written).
+        coalesced,
+        /// REQUESTs not answered because another client's ACK for that address was pending.
+        commit_conflicts,
+        /// REQUESTs, DECLINEs and RELEASEs dropped because the commit queue was full.
+        commit_queue_full,
         store_errors,
         send_errors,
         encode_errors,
@@ -230,17 +253,24 @@ pub async fn run_with_stats(
         interface = %iface.name, addr = %iface.addr, port = settings.port,
         "DHCP server listening"
     );
+    let (queue, commits) = mpsc::channel(COMMIT_QUEUE);
+    // Never full: the committer has at most COMMIT_QUEUE leases out, in groups of one or more.
+    let (done_tx, mut done) = mpsc::channel(COMMIT_QUEUE);
+    let shared = view.clone();
+    // Ends when `queue` is dropped (this function returns) and the queue is drained.
+    tokio::task::spawn_blocking(move || committer(&store, &shared, commits, &done_tx));
     let mut shell = Shell {
         socket,
         settings,
         ctx,
-        store,
         view,
         share,
         peers,
         stats,
         events,
         offers: Offers::default(),
+        queue,
+        pending: Pending::default(),
         out: Vec::with_capacity(wire::CEILING_MAX_REPLY),
     };
     let mut buf = vec![0u8; wire::MAX_DATAGRAM + 1];
@@ -248,6 +278,10 @@ pub async fn run_with_stats(
     loop {
         let received = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            Some(group) = done.recv() => {
+                shell.committed(group).await;
+                continue;
+            }
             r = shell.socket.recv_from(&mut buf) => r,
         };
         let (len, from) = match received {
@@ -279,14 +313,76 @@ struct Shell {
     socket: UdpSocket,
     settings: Settings,
     ctx: Context,
-    store: Arc<Store>,
     view: Arc<SharedView>,
     share: watch::Receiver<Arc<Share>>,
     peers: watch::Receiver<Arc<Peers>>,
     stats: Arc<Stats>,
     events: Option<Recorder>,
     offers: Offers,
+    /// To the committer.
+    queue: mpsc::Sender<Queued>,
+    pending: Pending,
     out: Vec<u8>,
+}
+
+/// A lease for the committer, and the ACK to send once it is durable (none for DECLINE and
+/// RELEASE).
+struct Queued {
+    lease: Lease,
+    ack: Option<(wire::Reply, Destination)>,
+}
+
+/// A group of leases written together, handed back by the committer.
+struct Committed {
+    group: Vec<Queued>,
+    result: Result<(), StoreError>,
+}
+
+/// The ACKs queued and not yet sent, by client and by address (the two maps mirror each
+/// other).
+#[derive(Default)]
+struct Pending {
+    by_mac: HashMap<Mac, Ipv4Addr>,
+    by_ip: HashMap<Ipv4Addr, Mac>,
+}
+
+impl Pending {
+    fn insert(&mut self, mac: Mac, ip: Ipv4Addr) {
+        self.by_mac.insert(mac, ip);
+        self.by_ip.insert(ip, mac);
+    }
+
+    fn remove(&mut self, mac: Mac, ip: Ipv4Addr) {
+        self.by_mac.remove(&mac);
+        self.by_ip.remove(&ip);
+    }
+}
+
+/// The committer: one blocking-pool thread per interface task. Takes whatever is queued (up
+/// to [`COMMIT_BATCH`]), writes it under one fsync, refreshes the shared view and hands the
+/// group back; returns when the queue's sender is gone and the queue is drained.
+fn committer(
+    store: &Store,
+    view: &SharedView,
+    mut queue: mpsc::Receiver<Queued>,
+    done: &mpsc::Sender<Committed>,
+) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < COMMIT_BATCH {
+            match queue.try_recv() {
+                Ok(q) => group.push(q),
+                Err(_) => break,
+            }
+        }
+        let result = store
+            .write(|w| group.iter().try_for_each(|q| w.put(&q.lease)))
+            .and_then(|()| view.refresh().map(drop));
+        // Nobody to tell after shutdown: the leases are durable, their ACKs unsent.
+        if done.blocking_send(Committed { group, result }).is_err() {
+            return;
+        }
+    }
 }
 
 impl Shell {
@@ -302,8 +398,8 @@ impl Shell {
         }
         let view = self.view.snapshot();
         let action = core::handle(now, &req, &self.ctx, &share, &view, &self.offers);
-        // Let go of the snapshot before a commit, so that the refresh after it can update
-        // the view in place instead of copying it.
+        // Let go of the snapshot at once, so that the committer's refresh can update the
+        // view in place instead of copying it.
         drop(view);
         match action {
             Action::Drop(reason) => {
@@ -342,28 +438,69 @@ impl Shell {
             }
             Action::CommitThenReply(lease, reply, dest) => {
                 let (mac, ip) = (lease.mac, lease.ip);
-                if let Err(e) = self.commit(lease).await {
-                    tracing::error!(%mac, %ip, "lease not written, ACK not sent: {e}");
+                if self.pending.by_mac.contains_key(&mac) {
+                    // A retransmission: the pending ACK answers it.
                     self.stats
                         .outcomes
-                        .store_errors
+                        .coalesced
                         .fetch_add(1, Ordering::Relaxed);
                     return;
                 }
-                self.offers.remove_mac(mac);
-                tracing::info!(%mac, %ip, "DHCPACK");
-                if self.send(&reply, dest).await {
-                    self.stats.outcomes.acks.fetch_add(1, Ordering::Relaxed);
+                if self.pending.by_ip.contains_key(&ip) {
+                    // Another client's ACK for this address is on its way to the disk; the
+                    // view does not show it yet. This client retransmits and is then judged
+                    // against the store.
+                    tracing::debug!(%mac, %ip, "address pending for another client");
+                    self.stats
+                        .outcomes
+                        .commit_conflicts
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                let ack = Some((reply, dest));
+                if self.enqueue(Queued { lease, ack }) {
+                    self.pending.insert(mac, ip);
                 }
             }
             Action::Commit(lease) => {
-                let (mac, ip, state) = (lease.mac, lease.ip, lease.state);
-                match self.commit(lease).await {
-                    Ok(()) => {
+                self.enqueue(Queued { lease, ack: None });
+            }
+        }
+    }
+
+    /// Hands `queued` to the committer without waiting; false (and counted) when the queue
+    /// is full.
+    fn enqueue(&self, queued: Queued) -> bool {
+        let mac = queued.lease.mac;
+        match self.queue.try_send(queued) {
+            Ok(()) => true,
+            Err(_) => {
+                tracing::debug!(%mac, "commit queue full, request dropped");
+                self.stats
+                    .outcomes
+                    .commit_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// A group is durable (or failed): send its ACKs, in the order they were queued.
+    async fn committed(&mut self, done: Committed) {
+        self.stats
+            .outcomes
+            .commit_batches
+            .fetch_add(1, Ordering::Relaxed);
+        let failed = done.result.as_ref().err();
+        for Queued { lease, ack } in done.group {
+            let (mac, ip, state) = (lease.mac, lease.ip, lease.state);
+            let Some((reply, dest)) = ack else {
+                match failed {
+                    None => {
                         tracing::info!(%mac, %ip, ?state, "lease updated");
                         self.stats.outcomes.commits.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) => {
+                    Some(e) => {
                         tracing::error!(%mac, %ip, "lease not written: {e}");
                         self.stats
                             .outcomes
@@ -371,6 +508,21 @@ impl Shell {
                             .fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                continue;
+            };
+            self.pending.remove(mac, ip);
+            if let Some(e) = failed {
+                tracing::error!(%mac, %ip, "lease not written, ACK not sent: {e}");
+                self.stats
+                    .outcomes
+                    .store_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            self.offers.remove_mac(mac);
+            tracing::info!(%mac, %ip, "DHCPACK");
+            if self.send(&reply, dest).await {
+                self.stats.outcomes.acks.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -386,19 +538,6 @@ impl Shell {
         let file = reply.boot_file.as_deref().unwrap_or("none");
         let detail = format!("offer {} to {client}, boot file {file}", reply.yiaddr);
         events.record_mac(req.chaddr, BootStage::Dhcp, "dhcp", detail);
-    }
-
-    /// Writes `lease` (fsynced) and brings the shared view up to date, off the runtime.
-    async fn commit(&self, lease: Lease) -> Result<(), CommitError> {
-        let store = self.store.clone();
-        let view = self.view.clone();
-        tokio::task::spawn_blocking(move || {
-            store.write(|w| w.put(&lease))?;
-            view.refresh()?;
-            Ok(())
-        })
-        .await
-        .map_err(|_| CommitError::TaskFailed)?
     }
 
     /// Encodes and sends; false (and counted) on failure.
@@ -430,14 +569,6 @@ impl Shell {
             }
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum CommitError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("store write task failed")]
-    TaskFailed,
 }
 
 /// A UDP socket on `0.0.0.0:port` that only sees (and sends on) interface `iface`.

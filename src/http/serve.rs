@@ -105,17 +105,16 @@ pub fn router(shared: Shared) -> Router {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` fires.
+/// Serves the router on `listeners` until `shutdown` fires, under `limits` (see
+/// [`super::listen`]).
 pub async fn run(
-    listener: tokio::net::TcpListener,
+    listeners: Vec<tokio::net::TcpListener>,
     shared: Shared,
+    limits: super::listen::Limits,
+    stats: Arc<super::listen::Stats>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    // Connection info gives the API the client address (failed-login limits).
-    let app = router(shared).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    super::listen::serve(listeners, router(shared), limits, stats, shutdown).await
 }
 
 fn text(status: StatusCode, body: String) -> Response {

@@ -19,6 +19,28 @@ pub struct IfAddr {
     pub ipv4: Option<(Ipv4Addr, u8)>,
 }
 
+/// Raises the soft limit of open files to the hard limit; returns the new soft limit.
+/// Every TCP connection, TFTP transfer and open NFS file holds a descriptor, and the usual
+/// soft limit (1024) is below what a boot storm needs.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
 /// Lists the addresses of all interfaces.
 pub fn interface_addrs() -> io::Result<Vec<IfAddr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();

@@ -8,7 +8,8 @@
 //! (DHCP, TFTP, DNS, NTP, router advertisements), the NFSv4 server (one for all interfaces,
 //! and the pool's service address when configured), pool membership (idle until the state
 //! directory has a cluster key), the service address (`net::floating`, with a grace period
-//! of the NFS server each time it is taken), one HTTP listener for all interfaces, the
+//! of the NFS server each time it is taken), the HTTP server (one listener per served interface address and
+//! one on the admin address), the
 //! boot-event writer (`crate::timeline::Writer`), the power poller and BMC session keeper,
 //! and the view refresher, which brings the one [`SharedView`] up to date every
 //! [`REFRESH_INTERVAL`] so that admin changes made by another process (the CLI) reach the
@@ -54,6 +55,11 @@ type Tasks = JoinSet<(String, Result<()>)>;
 
 /// Runs the server until a signal arrives or a service fails.
 pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
+    // Every connection, transfer and open NFS file holds a descriptor.
+    match crate::net::sys::raise_nofile_limit() {
+        Ok(n) => tracing::debug!("open file limit: {n}"),
+        Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
+    }
     let ctx = Context::open(state_dir, &config)?;
     let mut tasks = Tasks::new();
     start_boot_events(&ctx, &mut tasks).await?;
@@ -231,10 +237,16 @@ async fn start_http(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
     let Some(s) = &ctx.settings.http else {
         return Ok(());
     };
-    let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, s.port));
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("HTTP: cannot listen on {addr}"))?;
+    // Each served interface's address and the admin address, never 0.0.0.0: the admin API
+    // is not exposed on networks drover does not serve.
+    let mut listeners = Vec::new();
+    for ip in &s.listen {
+        let addr = SocketAddr::from((*ip, s.port));
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("HTTP: cannot listen on {addr}"))?;
+        listeners.push(listener);
+    }
     let api = crate::api::Api::new(
         ctx.store.clone(),
         &ctx.state_dir,
@@ -255,8 +267,11 @@ async fn start_http(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
         dns: s.dns,
         ntp: s.ntp,
     };
+    let stats = Arc::new(crate::http::listen::Stats::default());
+    crate::counters::register("http", "all", stats.clone());
+    let limits = crate::http::listen::Limits::default();
     let token = ctx.shutdown.clone();
-    let run = crate::http::serve::run(listener, shared, token);
+    let run = crate::http::serve::run(listeners, shared, limits, stats, token);
     spawn(tasks, "http".into(), "HTTP server", run);
     Ok(())
 }

@@ -53,6 +53,8 @@ pub struct Tftp {
 /// What the HTTP server needs to know of the other services.
 pub struct Http {
     pub port: u16,
+    /// The served interfaces' addresses, then the admin address (no duplicates).
+    pub listen: Vec<Ipv4Addr>,
     /// Where nodes mount an NFS root: the NFS port, and the service address if any.
     pub nfs_port: u16,
     pub nfs_host: Option<Ipv4Addr>,
@@ -117,8 +119,9 @@ impl Settings {
                     ..crate::tftp::serve::Limits::default()
                 },
             }),
-            http: c.http.enabled.then_some(Http {
+            http: c.http.enabled.then(|| Http {
                 port: c.http.port,
+                listen: http_addresses(c, &own),
                 nfs_port: c.nfs.port,
                 nfs_host: c.pool.service_address,
                 dns: c.dns.enabled,
@@ -242,6 +245,15 @@ fn pool(c: &Config, interfaces: &[Interface], member: u64) -> Result<crate::pool
     })
 }
 
+/// Where HTTP listens: every served interface's address, and the admin address.
+fn http_addresses(c: &Config, own: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
+    let mut listen = own.to_vec();
+    if !listen.contains(&c.http.admin_address) {
+        listen.push(c.http.admin_address);
+    }
+    listen
+}
+
 /// What this member serves where, as its pool summary says (`pool::summary`).
 fn pool_services(c: &Config, interfaces: &[Interface]) -> Vec<summary::Service> {
     let addrs: Vec<Ipv4Addr> = interfaces
@@ -287,7 +299,12 @@ fn health(c: &Config, interfaces: &[Interface]) -> Vec<Health> {
         svc(
             "http",
             c.http.enabled,
-            format!("port {} on all addresses", c.http.port),
+            format!(
+                "port {} on {} and {}",
+                c.http.port,
+                names.join(", "),
+                c.http.admin_address
+            ),
         ),
         svc(
             "ra",

@@ -1,0 +1,252 @@
+//! HTTP connections: one accept loop per listening address, connection caps, and the
+//! timeout that closes slow and idle clients. Each accepted connection is served by hyper's
+//! HTTP/1 server with the axum router as its service (the client address is put into every
+//! request as axum's `ConnectInfo`, which the API's login limiter and the boot path read).
+//!
+//! Limits ([`Limits`]): at most `max_connections` at once and `max_per_address` from one
+//! client address; a connection beyond either is closed at once and counted. A request head
+//! must be complete within `header_timeout` of the connection becoming ready for it (hyper's
+//! header-read timer starts when it waits for a head): that closes connections that never
+//! finish their headers (slowloris) and keep-alive connections idle for that long.
+//!
+//! Not here: a timeout on slow request bodies or on clients that stop reading a response
+//! (a download to a slow node is legitimate; the caps bound what such clients can hold), and
+//! TLS.
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How long an accept loop backs off after an error (e.g. out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long open connections get to finish after shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Connection limits of the HTTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_per_address: usize,
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    /// Sized for a boot storm: thousands of nodes each fetch with one or two connections at
+    /// a time, and a node behind one address never needs dozens.
+    fn default() -> Self {
+        Limits {
+            max_connections: 4096,
+            max_per_address: 32,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Connections refused by the caps.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub refused_total: AtomicU64,
+    pub refused_per_address: AtomicU64,
+}
+
+impl crate::counters::Counters for Stats {
+    fn counters(&self) -> Vec<(String, u64)> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            ("refused_total".into(), get(&self.refused_total)),
+            ("refused_per_address".into(), get(&self.refused_per_address)),
+        ]
+    }
+}
+
+/// Serves `app` on every listener until `shutdown` fires.
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    app: Router,
+    limits: Limits,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let slots = Arc::new(Slots {
+        limits,
+        stats,
+        open: Mutex::new(Open::default()),
+    });
+    let mut loops = JoinSet::new();
+    for listener in listeners {
+        let (app, slots, shutdown) = (app.clone(), slots.clone(), shutdown.clone());
+        loops.spawn(accept_loop(listener, app, slots, shutdown));
+    }
+    while loops.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    slots: Arc<Slots>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("HTTP accept failed: {e}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        // Over a cap: dropping the stream closes it.
+        let Some(slot) = slots.take(peer.ip()) else {
+            continue;
+        };
+        let header_timeout = slots.limits.header_timeout;
+        tokio::spawn(connection(
+            stream,
+            peer,
+            app.clone(),
+            header_timeout,
+            slot,
+            shutdown.clone(),
+        ));
+    }
+}
+
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    header_timeout: Duration,
+    _slot: Slot,
+    shutdown: CancellationToken,
+) {
+    let tower = TowerToHyperService::new(app);
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        hyper::service::Service::call(&tower, req)
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await {
+                Ok(r) => r,
+                Err(_) => Ok(()),
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, "HTTP connection ended: {e}");
+    }
+}
+
+/// Open connections, in total and per client address.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+struct Slots {
+    limits: Limits,
+    stats: Arc<Stats>,
+    open: Mutex<Open>,
+}
+
+impl Slots {
+    /// A slot for a connection from `ip`, or `None` (counted) over a cap.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        // A poisoned lock only means a panic elsewhere mid-update of two counters; with
+        // panic = "abort" it cannot happen, and the counts stay usable anyway.
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.total >= self.limits.max_connections {
+            self.stats.refused_total.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let mine = open.per_address.entry(ip).or_default();
+        if *mine >= self.limits.max_per_address {
+            self.stats
+                .refused_per_address
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        *mine += 1;
+        open.total += 1;
+        Some(Slot {
+            slots: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One open connection; gives its place back when dropped.
+struct Slot {
+    slots: Arc<Slots>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.total -= 1;
+        if let Some(n) = open.per_address.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.per_address.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_per_address_and_in_total() {
+        let slots = Arc::new(Slots {
+            limits: Limits {
+                max_connections: 3,
+                max_per_address: 2,
+                header_timeout: Duration::from_secs(1),
+            },
+            stats: Arc::default(),
+            open: Mutex::new(Open::default()),
+        });
+        let a: IpAddr = "198.18.0.10".parse().unwrap();
+        let b: IpAddr = "198.18.0.11".parse().unwrap();
+        let a1 = slots.take(a).unwrap();
+        let _a2 = slots.take(a).unwrap();
+        assert!(slots.take(a).is_none(), "a third from one address");
+        let b1 = slots.take(b).unwrap();
+        assert!(slots.take(b).is_none(), "over the total");
+        drop(a1);
+        assert!(slots.take(a).is_some(), "a slot given back is free again");
+        drop(b1);
+        assert_eq!(slots.stats.refused_per_address.load(Ordering::Relaxed), 1);
+        assert_eq!(slots.stats.refused_total.load(Ordering::Relaxed), 1);
+        assert_eq!(slots.open.lock().unwrap().per_address.get(&b), None);
+    }
+}
