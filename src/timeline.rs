@@ -446,6 +446,7 @@ mod tests {
             group: None,
             aliases: Vec::new(),
             root: None,
+            image_version: None,
         };
         store
             .write(|w| {

@@ -270,15 +270,16 @@ pub fn parse(cmdline: &str) -> Result<BootParams, CmdlineError> {
     }
 
     let image = required("drover.image")?;
+    // `@` names a pinned version (`NAME@N`, see `http::ipxe::image_path_name`).
     if !image
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
         || image.starts_with('.')
     {
         return Err(invalid(
             "drover.image",
             image,
-            "letters, digits, `-`, `_`, `.` only",
+            "letters, digits, `-`, `_`, `.`, `@` only",
         ));
     }
     let node = required("drover.node")?;

@@ -22,7 +22,7 @@ pub mod remote;
 use crate::admin::{self, GroupInfo, NodeDetail};
 use crate::config::Config;
 use crate::pool::setup;
-use crate::store::model::{BootEvent, Export, Group, Image, Lease, Network, Node};
+use crate::store::model::{BootEvent, Export, Group, Image, ImageVersion, Lease, Network, Node};
 use anyhow::{bail, Context, Result};
 use args::{
     AdminCmd, Command, DnsCmd, ExportCmd, GroupCmd, ImageCmd, LeaseCmd, NetworkCmd, NfsCmd,
@@ -51,6 +51,10 @@ pub trait Backend {
     fn remove_group(&self, name: &str) -> Result<()>;
     fn images(&self) -> Result<Vec<Image>>;
     fn set_image(&self, name: &str, change: &admin::ImageChange) -> Result<Image>;
+    /// An image's versions, oldest first.
+    fn image_history(&self, name: &str) -> Result<Vec<ImageVersion>>;
+    /// Makes version `version` of an image the latest again; returns the image.
+    fn rollback_image(&self, name: &str, version: u32) -> Result<Image>;
     fn remove_image(&self, name: &str) -> Result<()>;
     fn networks(&self) -> Result<Vec<Network>>;
     fn add_network(&self, network: &Network) -> Result<()>;
@@ -103,6 +107,7 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Pool(PoolCmd::Leave) => "pool leave",
         Command::Pool(PoolCmd::Forget { .. }) => "pool forget",
         Command::Image(ImageCmd::Add { .. }) => "image add",
+        Command::Image(ImageCmd::Import { .. }) => "image import",
         Command::Group(GroupCmd::Set { .. }) => "group set",
         Command::Nfs(NfsCmd::Clients { .. }) => "nfs clients",
         Command::Admin(AdminCmd::Passwd { .. }) => "admin passwd",
@@ -165,7 +170,28 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
                 rootfs,
                 cmdline,
             };
-            let img = Local::new(state).add_image(&name, &src, replace, &boot.change(None))?;
+            let add = admin::AddImage {
+                replace,
+                settings: boot.change(None),
+                made: admin::Made::local("add"),
+            };
+            let img = Local::new(state).add_image(&name, &src, &add)?;
+            print!("{}", print::image_added(&img));
+            Ok(())
+        }
+        Command::Image(ImageCmd::Import {
+            name,
+            source,
+            kernel,
+            cmdline,
+            boot,
+        }) => {
+            let add = admin::AddImage {
+                replace: true,
+                settings: boot.change(cmdline),
+                made: admin::Made::local(format!("import {}", source.display())),
+            };
+            let img = Local::new(state).import_image(&name, &source, kernel.as_deref(), &add)?;
             print!("{}", print::image_added(&img));
             Ok(())
         }
@@ -254,10 +280,15 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
         Command::DefaultConfig => print!("{}", crate::config::DEFAULT_TOML),
         Command::Node(cmd) => node(b, cmd)?,
         Command::Group(cmd) => match cmd {
-            GroupCmd::Add { name, image } => {
+            GroupCmd::Add {
+                name,
+                image,
+                image_version,
+            } => {
                 b.put_group(&Group {
                     name: name.clone(),
                     image,
+                    image_version,
                 })?;
                 println!("added group {name}");
             }
@@ -278,11 +309,23 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
                 print!("{}", print::images(&[img]));
             }
             ImageCmd::List => print!("{}", print::images(&b.images()?)),
+            ImageCmd::History { name } => {
+                print!("{}", print::image_history(&b.image_history(&name)?))
+            }
+            ImageCmd::Rollback { name, version } => {
+                let img = b.rollback_image(&name, version)?;
+                let now = img.latest_version();
+                println!(
+                    "rolled back image {name} to version {version}'s files (now version {now})"
+                );
+            }
             ImageCmd::Rm { name } => {
                 b.remove_image(&name)?;
                 println!("removed image {name}");
             }
-            ImageCmd::Add { .. } => bail!("internal: image add is local only"),
+            ImageCmd::Add { .. } | ImageCmd::Import { .. } => {
+                bail!("internal: image add and import are local only")
+            }
         },
         Command::Network(cmd) => match cmd {
             NetworkCmd::Add {
@@ -398,6 +441,7 @@ fn node(b: &dyn Backend, cmd: NodeCmd) -> Result<()> {
                 group,
                 aliases,
                 root: root.and_then(args::NodeRoot::mode),
+                image_version: None,
             })?;
             println!("added node {name}");
         }

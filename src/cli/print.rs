@@ -10,7 +10,7 @@
 //! something (`super`).
 
 use crate::admin::{BmcReach, GroupInfo, NodeDetail};
-use crate::store::model::{BootEvent, Export, Image, Lease, Network, Node, RootMode};
+use crate::store::model::{BootEvent, Export, Image, ImageVersion, Lease, Network, Node, RootMode};
 use crate::timeline;
 use std::fmt::Write;
 
@@ -197,6 +197,41 @@ pub fn images(images: &[Image]) -> String {
             list_or_dash(&i.persistent),
             format!("{} bytes", i.kernel.size),
             i.cmdline.clone(),
+        ]);
+    }
+    table(&rows)
+}
+
+/// `image history`: one row per version, oldest first.
+pub fn image_history(versions: &[ImageVersion]) -> String {
+    let mut rows = vec![header(&[
+        "VERSION", "CREATED", "BY", "WHAT", "SIZE", "FILES",
+    ])];
+    for v in versions {
+        let files: Vec<String> = [
+            Some(("kernel", &v.files.kernel)),
+            v.files.initrd.as_ref().map(|f| ("initrd", f)),
+            v.files.rootfs.as_ref().map(|f| ("rootfs", f)),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|(what, f)| format!("{what}:{}", &f.blob[..f.blob.len().min(12)]))
+        .collect();
+        rows.push(vec![
+            v.number.to_string(),
+            if v.created_ms == 0 {
+                "-".into()
+            } else {
+                timeline::format_utc(v.created_ms)
+            },
+            if v.by.is_empty() {
+                "-".into()
+            } else {
+                v.by.clone()
+            },
+            v.what.clone(),
+            format!("{} bytes", v.files.size()),
+            files.join(" "),
         ]);
     }
     table(&rows)

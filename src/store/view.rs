@@ -183,6 +183,25 @@ impl View {
         })?;
         self.images.get(name)
     }
+
+    /// The image a node boots as of the version it is pinned to: the node's own pin, else
+    /// its group's when the image is the group's; the latest when neither pins. Returns the
+    /// pin with the image. `None` when the node has no image or the pinned version is gone
+    /// (the image was removed and added again): booting other files than the pinned ones
+    /// would defeat the pin.
+    pub fn boot_image_of(&self, node: &Node) -> Option<(Image, Option<u32>)> {
+        let group = node.group.as_deref().and_then(|g| self.groups.get(g));
+        let pin = match (&node.image, node.image_version) {
+            (_, Some(n)) => Some(n),
+            (Some(_), None) => None,
+            (None, None) => group.and_then(|g| g.image_version),
+        };
+        let image = self.image_of(node)?;
+        match pin {
+            None => Some((image.clone(), None)),
+            Some(n) => image.at_version(n).map(|i| (i, Some(n))),
+        }
+    }
 }
 
 fn set<T>(map: &mut BTreeMap<String, T>, key: String, value: Option<T>) {
