@@ -1161,6 +1161,12 @@ pub struct BootImage {
     pub name: String,
     pub root: RootMode,
     pub persistent: Vec<String>,
+    /// The image's newest version.
+    #[serde(default)]
+    pub latest_version: u32,
+    /// The version the node is pinned to, if any, and by whom: `node` or `group NAME`.
+    #[serde(default)]
+    pub pinned: Option<(u32, String)>,
 }
 
 /// A node's BMC as shown: `HOST:PORT` and user (the password is never shown), or why the node
@@ -1175,16 +1181,30 @@ pub enum BmcReach {
 /// The [`NodeDetail`] of `node`, from one read.
 pub fn node_detail(store: &Store, node: &Node) -> Result<NodeDetail, StoreError> {
     store.read(|r| {
-        let image = match (&node.image, &node.group) {
-            (Some(i), _) => Some(i.clone()),
-            (None, Some(g)) => r.get::<Group>(g)?.and_then(|g| g.image),
-            (None, None) => None,
+        // As `View::boot_image_of` picks them: the node's pin, else its group's when the
+        // image is the group's.
+        let (image, pinned) = match (&node.image, &node.group) {
+            (Some(i), _) => (Some(i.clone()), None),
+            (None, Some(g)) => match r.get::<Group>(g)? {
+                Some(group) => (
+                    group.image,
+                    group.image_version.map(|v| (v, format!("group {g}"))),
+                ),
+                None => (None, None),
+            },
+            (None, None) => (None, None),
         };
+        let pinned = node
+            .image_version
+            .map(|v| (v, "node".to_string()))
+            .or(pinned);
         let boot_image = match image {
             Some(name) => r.get::<Image>(&name)?.map(|i| BootImage {
+                latest_version: i.latest_version(),
                 name: i.name,
                 root: i.root,
                 persistent: i.persistent,
+                pinned,
             }),
             None => None,
         };

@@ -589,6 +589,8 @@ struct ImageView {
     persistent: Vec<String>,
     /// Nodes that name this image.
     nodes: usize,
+    /// The newest version (`GET /images/{name}/history` lists them all).
+    version: u32,
 }
 
 fn image_view(i: Image, nodes: &[Node]) -> ImageView {
@@ -598,6 +600,7 @@ fn image_view(i: Image, nodes: &[Node]) -> ImageView {
         .filter(|n| n.image.as_deref() == Some(i.name.as_str()))
         .count();
     ImageView {
+        version: i.latest_version(),
         name: i.name,
         boot,
         cmdline: i.cmdline,

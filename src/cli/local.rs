@@ -169,9 +169,10 @@ impl Backend for Local {
         }
     }
 
-    fn rollback_image(&self, name: &str, version: u32) -> Result<Image> {
+    fn rollback_image(&self, name: &str, version: u32) -> Result<u32> {
         let by = admin::Made::local("").by;
-        Ok(admin::rollback_image(self.store()?, name, version, &by)?)
+        let image = admin::rollback_image(self.store()?, name, version, &by)?;
+        Ok(image.latest_version())
     }
 
     fn remove_image(&self, name: &str) -> Result<()> {

@@ -53,8 +53,9 @@ pub trait Backend {
     fn set_image(&self, name: &str, change: &admin::ImageChange) -> Result<Image>;
     /// An image's versions, oldest first.
     fn image_history(&self, name: &str) -> Result<Vec<ImageVersion>>;
-    /// Makes version `version` of an image the latest again; returns the image.
-    fn rollback_image(&self, name: &str, version: u32) -> Result<Image>;
+    /// Makes version `version` of an image the latest again; returns the new version's
+    /// number.
+    fn rollback_image(&self, name: &str, version: u32) -> Result<u32>;
     fn remove_image(&self, name: &str) -> Result<()>;
     fn networks(&self) -> Result<Vec<Network>>;
     fn add_network(&self, network: &Network) -> Result<()>;
@@ -313,8 +314,7 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
                 print!("{}", print::image_history(&b.image_history(&name)?))
             }
             ImageCmd::Rollback { name, version } => {
-                let img = b.rollback_image(&name, version)?;
-                let now = img.latest_version();
+                let now = b.rollback_image(&name, version)?;
                 println!(
                     "rolled back image {name} to version {version}'s files (now version {now})"
                 );

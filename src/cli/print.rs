@@ -132,6 +132,12 @@ pub fn node_show(n: &Node, d: &NodeDetail, now: u64) -> String {
         )),
         (None, None) => line("root:  - (no image)".into()),
     }
+    if let Some(i) = &d.boot_image {
+        line(match &i.pinned {
+            Some((v, by)) => format!("version: {v} (pinned by {by}; latest {})", i.latest_version),
+            None => format!("version: {} (latest)", i.latest_version),
+        });
+    }
     if let Some(i) = d.boot_image.as_ref().filter(|i| !i.persistent.is_empty()) {
         line(format!(
             "persistent: {} (NFS root only)",

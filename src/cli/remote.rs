@@ -353,12 +353,10 @@ impl Backend for Remote {
         decode("image history", self.call("GET", &path, None)?)
     }
 
-    fn rollback_image(&self, name: &str, version: u32) -> anyhow::Result<Image> {
+    fn rollback_image(&self, name: &str, version: u32) -> anyhow::Result<u32> {
         let path = format!("/images/{}/rollback", segment(name));
-        decode(
-            "image",
-            self.json_call("POST", &path, &json!({ "version": version }))?,
-        )
+        let v = self.json_call("POST", &path, &json!({ "version": version }))?;
+        decode("image version", v["version"].clone())
     }
 
     fn remove_image(&self, name: &str) -> anyhow::Result<()> {
