@@ -103,20 +103,13 @@ fn import_history_pin_and_rollback() {
         "{history}"
     );
 
-    d.cli_ok(&[
-        "node",
-        "add",
-        "n1",
-        "--mac",
-        "52:54:00:00:00:01",
-        "--image",
-        "deb",
-    ]);
+    const MAC: &str = "52:54:00:00:00:01";
+    d.cli_ok(&["node", "add", "n1", "--mac", MAC, "--image", "deb"]);
     // The server sees a CLI change within a second (its view follows the store's feed).
     let script = |want: &str| {
         let mut body = String::new();
         let seen = common::wait_until(Duration::from_secs(10), || {
-            body = s.request("GET", "/boot/52:54:00:00:00:01", &[], None).body;
+            body = s.request("GET", &format!("/boot/{MAC}"), &[], None).body;
             body.contains(want)
         });
         assert!(seen, "{want:?} not in\n{body}");

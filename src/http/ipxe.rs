@@ -197,6 +197,11 @@ mod tests {
         }
     }
 
+    /// `image`'s script for `node()` from `servers`, NFS on its standard port.
+    fn script(image: &Image, servers: &[String]) -> String {
+        boot_script(&node(), image, None, servers, &Also::default(), 2049, None)
+    }
+
     fn node() -> Node {
         Node {
             name: "n1".into(),
@@ -227,15 +232,7 @@ mod tests {
             "http://10.0.0.1".to_string(),
             "http://10.0.0.2:8080".to_string(),
         ];
-        let s = boot_script(
-            &node(),
-            &image,
-            None,
-            &servers,
-            &Also::default(),
-            2049,
-            None,
-        );
+        let s = script(&image, &servers);
         assert!(s.starts_with("#!ipxe\n"));
         assert!(s.contains(
             "kernel http://10.0.0.1/images/img/kernel initrd=initrd console=ttyS0 drover.node=n1 \
@@ -258,15 +255,7 @@ mod tests {
             persistent: Vec::new(),
             versions: Vec::new(),
         };
-        let s = boot_script(
-            &node(),
-            &image,
-            None,
-            &["http://10.0.0.1".to_string()],
-            &Also::default(),
-            2049,
-            None,
-        );
+        let s = script(&image, &["http://10.0.0.1".to_string()]);
         assert!(s.contains("initrd=initramfs drover.node=n1"), "{s}");
         assert!(s.contains("drover.ip=${ip} drover.netmask=${netmask}"));
         assert!(s.contains("drover.dns=${dns} drover.ntp=${42:ipv4} drover.domain"));
@@ -292,15 +281,7 @@ mod tests {
             versions: Vec::new(),
         };
         let servers = ["http://10.0.0.1:8080".to_string()];
-        let s = boot_script(
-            &node(),
-            &image,
-            None,
-            &servers,
-            &Also::default(),
-            2049,
-            None,
-        );
+        let s = script(&image, &servers);
         assert!(s.contains(" drover.root=nfs:10.0.0.1:/root "), "{s}");
         assert!(s.contains(" drover.persistent=/var/log "), "{s}");
         assert!(

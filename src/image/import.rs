@@ -155,18 +155,10 @@ impl Drop for Temp {
 type Index = HashMap<String, (u64, u64)>;
 
 /// Normalises a tar entry name: no leading `./` or `/`, no trailing `/`.
-fn clean(name: &str) -> String {
-    let mut s = name;
-    loop {
-        if let Some(rest) = s.strip_prefix("./") {
-            s = rest;
-        } else if let Some(rest) = s.strip_prefix('/') {
-            s = rest;
-        } else {
-            break;
-        }
-    }
-    s.trim_end_matches('/').to_string()
+fn clean(raw: &[u8]) -> String {
+    super::initramfs::tar_name(raw)
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// The regular files of the tar at `path`, by name (reading headers only).
@@ -181,7 +173,7 @@ fn index_tar(path: &Path) -> Result<Index, ImportError> {
     for entry in archive.entries_with_seek().map_err(bad)? {
         let entry = entry.map_err(bad)?;
         if entry.header().entry_type().is_file() {
-            let name = clean(&String::from_utf8_lossy(&entry.path_bytes()));
+            let name = clean(&entry.path_bytes());
             index.insert(name, (entry.raw_file_position(), entry.size()));
         }
     }
@@ -283,7 +275,7 @@ impl Layout<'_> {
                 .iter()
                 .map(|l| {
                     l.as_str()
-                        .map(clean)
+                        .map(|l| clean(l.as_bytes()))
                         .ok_or_else(|| bad("layer is not a path"))
                 })
                 .collect::<Result<Vec<_>, _>>()
@@ -359,7 +351,7 @@ impl Merge {
             let end = end.div_ceil(512) * 512;
             let raw = Raw { layer, start, end };
             start = end;
-            let name = clean(&String::from_utf8_lossy(&entry.path_bytes()));
+            let name = clean(&entry.path_bytes());
             rootfs::check_relative(&name).map_err(|source| ImportError::Rootfs {
                 path: path.to_path_buf(),
                 source,
@@ -513,22 +505,18 @@ pub fn kernel_from_tree(
     let mut archive = tar::Archive::new(File::open(tar_path).map_err(io_at(tar_path))?);
     for entry in archive.entries_with_seek().map_err(bad)? {
         let entry = entry.map_err(bad)?;
-        let name = clean(&String::from_utf8_lossy(&entry.path_bytes()));
+        let name = clean(&entry.path_bytes());
         if !name.starts_with("boot/") {
             continue;
         }
-        let link = entry
-            .link_name_bytes()
-            .map(|t| String::from_utf8_lossy(&t).into_owned());
+        let link = entry.link_name_bytes();
         let kind = match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => None,
             tar::EntryType::Link => link.map(|t| clean(&t)),
-            tar::EntryType::Symlink => link.map(|t| {
-                if t.starts_with('/') {
-                    clean(&t)
-                } else {
-                    clean(&format!("boot/{t}"))
-                }
+            // Relative symlinks are relative to boot/; absolute ones to the tree's root.
+            tar::EntryType::Symlink => link.map(|t| match t.first() {
+                Some(b'/') => clean(&t),
+                _ => clean(&[&b"boot/"[..], &t].concat()),
             }),
             _ => continue,
         };
@@ -552,9 +540,7 @@ pub fn kernel_from_tree(
     let mut archive = tar::Archive::new(File::open(tar_path).map_err(io_at(tar_path))?);
     for entry in archive.entries_with_seek().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
-        if entry.header().entry_type().is_file()
-            && clean(&String::from_utf8_lossy(&entry.path_bytes())) == name
-        {
+        if entry.header().entry_type().is_file() && clean(&entry.path_bytes()) == name {
             return Ok(blobs.import_with(|out| io::copy(&mut entry, out).map(drop))?);
         }
     }

@@ -93,7 +93,7 @@ fn list(tar_bytes: &[u8]) -> Listing {
                 })
                 .unwrap_or_default();
             (
-                clean(&String::from_utf8_lossy(&e.path_bytes())),
+                clean(&e.path_bytes()),
                 e.header().entry_type(),
                 e.size(),
                 e.link_name().unwrap().map(|l| l.display().to_string()),

@@ -263,20 +263,21 @@ pub struct ImageFiles {
 impl ImageFiles {
     /// The files that exist, kernel first.
     pub fn iter(&self) -> impl Iterator<Item = &ImageFile> {
-        [
-            Some(&self.kernel),
-            self.initrd.as_ref(),
-            self.rootfs.as_ref(),
-            self.initramfs.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
+        present(&self.kernel, [&self.initrd, &self.rootfs, &self.initramfs])
     }
 
     /// Bytes of all files together.
     pub fn size(&self) -> u64 {
         self.iter().map(|f| f.size).sum()
     }
+}
+
+/// `kernel`, then whichever of `rest` exist.
+fn present<'a>(
+    kernel: &'a ImageFile,
+    rest: [&'a Option<ImageFile>; 3],
+) -> impl Iterator<Item = &'a ImageFile> {
+    std::iter::once(kernel).chain(rest.into_iter().flatten())
 }
 
 /// One entry of an image's history: a change of its files. History is append-only: a
@@ -405,15 +406,8 @@ impl Image {
 
     /// Every file any version names (with repeats): what a member must hold to serve them.
     pub fn all_files(&self) -> impl Iterator<Item = &ImageFile> {
-        [
-            Some(&self.kernel),
-            self.initrd.as_ref(),
-            self.rootfs.as_ref(),
-            self.initramfs.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .chain(self.versions.iter().flat_map(|v| v.files.iter()))
+        present(&self.kernel, [&self.initrd, &self.rootfs, &self.initramfs])
+            .chain(self.versions.iter().flat_map(|v| v.files.iter()))
     }
 
     /// How the image boots: "ram-root" or "nfs-root" (its rootfs through drover's agent, by
