@@ -808,12 +808,17 @@ pub struct Made {
 impl Made {
     /// A change made with the CLI on the server, by the Unix user running it.
     pub fn local(what: impl Into<String>) -> Made {
-        let user = std::env::var("USER").unwrap_or_else(|_| "?".into());
         Made {
-            by: format!("local {user}"),
+            by: local_user(),
             what: what.into(),
         }
     }
+}
+
+/// `local USER`: who a change made with the CLI on the server is recorded as made by.
+pub fn local_user() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "?".into());
+    format!("local {user}")
 }
 
 /// How `image add` and `image import` record the files they stored.

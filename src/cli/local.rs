@@ -170,8 +170,7 @@ impl Backend for Local {
     }
 
     fn rollback_image(&self, name: &str, version: u32) -> Result<u32> {
-        let by = admin::Made::local("").by;
-        let image = admin::rollback_image(self.store()?, name, version, &by)?;
+        let image = admin::rollback_image(self.store()?, name, version, &admin::local_user())?;
         Ok(image.latest_version())
     }
 

@@ -518,6 +518,7 @@ mod tests {
             ("drover pool join 10.0.0.1 --key-file k", "pool join"),
             ("drover serve", "serve"),
             ("drover image add i --kernel k", "image add"),
+            ("drover image import i root.tar.zst", "image import"),
             ("drover admin passwd", "admin passwd"),
             ("drover backup b.tar", "backup"),
             ("drover restore b.tar --force", "restore"),
@@ -531,6 +532,8 @@ mod tests {
             "drover nfs export list",
             "drover token list",
             "drover power status n1",
+            "drover image history i",
+            "drover image rollback i 2",
         ] {
             assert_eq!(local_only(&parse(line).command), None, "{line}");
         }
@@ -557,5 +560,25 @@ mod tests {
         assert_eq!(c.aliases, Some(vec!["a".into(), "b".into()]));
         assert_eq!(c.root, Some(Some(crate::store::model::RootMode::Ram)));
         assert!(!change.bmc.given());
+    }
+
+    #[test]
+    fn image_version_pins_a_number_or_follows_the_latest() {
+        let pin = |line: &str| {
+            let Command::Node(NodeCmd::Set { change, .. }) = parse(line).command else {
+                panic!("not node set");
+            };
+            change.change().image_version
+        };
+        assert_eq!(pin("drover node set n1 --image-version 3"), Some(Some(3)));
+        assert_eq!(pin("drover node set n1 --image-version latest"), Some(None));
+        assert_eq!(pin("drover node set n1"), None);
+        for bad in ["0", "-1", "newest"] {
+            let line = format!("drover node set n1 --image-version {bad}");
+            assert!(
+                args::Cli::try_parse_from(line.split_whitespace()).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -4,11 +4,17 @@
 //! Data flow: `drover image add` imports each file once (copied, hashed with BLAKE3 while it
 //! is written, renamed into place under its hash), packs a rootfs directory into a tar
 //! (`rootfs`), builds the agent initramfs for it (`initramfs`), and records an
-//! [`Image`](crate::store::model::Image) naming the blobs. The HTTP shell serves blobs by
-//! path; identical files share one blob.
+//! [`Image`](crate::store::model::Image) naming the blobs. `drover image import` ([`import`])
+//! makes the rootfs tar from a directory, a compressed tarball or a container image and takes
+//! the kernel from the tree. Each change of an image's files is a new entry of its
+//! append-only history (`crate::admin::record_files`, `rollback_image`); nodes and groups
+//! follow the latest version or pin one, and the boot path serves a pinned version as
+//! `/images/NAME@N/...` (`crate::http::ipxe::image_path_name`). The HTTP shell serves blobs
+//! by path; identical files share one blob.
 //!
-//! Not here yet: chunked blobs, garbage collection of unreferenced blobs. Replication between
-//! pool members is `crate::pool::replication`.
+//! Not here yet: chunked or per-file blobs (a one-file change stores a whole new rootfs
+//! tar), garbage collection of unreferenced blobs. Replication between pool members is
+//! `crate::pool::replication` (it fetches the blobs of every version).
 
 pub mod import;
 pub mod initramfs;
