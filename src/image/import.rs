@@ -18,8 +18,11 @@
 //! is followed inside the tree). The image's own initrd is not needed: a rootfs image boots
 //! drover's agent initramfs.
 //!
-//! Not here: verifying OCI digests, multi-platform choice beyond "linux/amd64, else the first
-//! manifest", xattrs of a directory source, and progress output.
+//! Layers named by their digest (`blobs/sha256/HEX`) are checked against it; manifests and
+//! indexes are not (they only point at layers).
+//!
+//! Not here: multi-platform choice beyond "linux/amd64, else the first manifest", xattrs of
+//! a directory source, and progress output.
 
 use super::{rootfs, Blobs, ImageError};
 use crate::store::model::ImageFile;
@@ -41,6 +44,12 @@ pub enum ImportError {
     BadManifest { path: PathBuf, why: String },
     #[error("{source_path}: layer {layer:?} is missing")]
     MissingLayer { source_path: PathBuf, layer: String },
+    #[error("{path}: layer {layer} does not match its sha256 digest (got {got})")]
+    Digest {
+        path: PathBuf,
+        layer: String,
+        got: String,
+    },
     #[error("{0}: no /boot/vmlinuz-* in the image's tree; give the kernel with --kernel")]
     NoKernel(PathBuf),
     #[error("rootfs {path}")]
@@ -412,6 +421,20 @@ fn write_merged(merge: &Merge, layers: &[Temp], out: &mut dyn Write) -> io::Resu
     out.write_all(&[0; 1024])
 }
 
+/// Hashes what is read through it.
+struct Sha256Reader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: Read> Read for Sha256Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Stores the merged layers of a container image as one rootfs tar blob.
 fn import_layers(
     blobs: &Blobs,
@@ -432,7 +455,27 @@ fn import_layers(
             Some("xz") => Compression::Xz,
             Some(other) => return Err(ImportError::Unsupported(what.join(name), other)),
         };
-        temp.fill(c, layout.open(name)?, &what.join(name))?;
+        // A layer named by its digest (OCI layouts, newer `docker save`) must match it.
+        let mut input = Sha256Reader {
+            inner: layout.open(name)?,
+            hasher: sha2::Sha256::default(),
+        };
+        temp.fill(c, &mut input, &what.join(name))?;
+        if let Some(want) = name.strip_prefix("blobs/sha256/") {
+            // The decompressor may stop at the end of its stream: hash what follows too.
+            io::copy(&mut input, &mut io::sink()).map_err(io_at(what))?;
+            let got: String = sha2::Digest::finalize(input.hasher)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            if got != want {
+                return Err(ImportError::Digest {
+                    path: what.to_path_buf(),
+                    layer: name.clone(),
+                    got,
+                });
+            }
+        }
         merge.add_layer(i, &temp.path)?;
         temps.push(temp);
     }

@@ -262,6 +262,16 @@ fn an_oci_layout_merges_its_layers_with_whiteouts() {
     fs::write(&archive, b.into_inner().unwrap()).unwrap();
     let from_tar = import_rootfs(&blobs, &archive).unwrap();
     assert_eq!(from_tar, from_dir, "same layers, same bytes");
+
+    // A layer whose bytes do not match its digest is refused.
+    let path = oci
+        .join("blobs/sha256")
+        .join(d2.strip_prefix("sha256:").unwrap());
+    let mut corrupt = l2.clone();
+    corrupt[600] ^= 1;
+    fs::write(&path, corrupt).unwrap();
+    let e = import_rootfs(&blobs, &oci).unwrap_err();
+    assert!(matches!(e, ImportError::Digest { .. }), "{e}");
     fs::remove_dir_all(&d).unwrap();
 }
 
