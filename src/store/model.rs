@@ -367,10 +367,20 @@ impl Image {
             .map(|v| v.files.clone())
     }
 
-    /// This image as of version `number`: its settings, that version's files.
+    /// This image as of version `number`: its settings, that version's files, no history.
     pub fn at_version(&self, number: u32) -> Option<Image> {
         let files = self.version_files(number)?;
-        let mut image = self.clone();
+        let mut image = Image {
+            name: self.name.clone(),
+            kernel: files.kernel.clone(),
+            initrd: None,
+            cmdline: self.cmdline.clone(),
+            rootfs: None,
+            initramfs: None,
+            root: self.root,
+            persistent: self.persistent.clone(),
+            versions: Vec::new(),
+        };
         image.set_files(files);
         Some(image)
     }

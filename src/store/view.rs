@@ -4,6 +4,7 @@
 
 use super::model::{Export, Group, Image, Lease, Mac, Network, Node, PoolMember, PowerState};
 use super::{Reader, Store, StoreError, Table};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -189,7 +190,9 @@ impl View {
     /// pin with the image. `None` when the node has no image or the pinned version is gone
     /// (the image was removed and added again): booting other files than the pinned ones
     /// would defeat the pin.
-    pub fn boot_image_of(&self, node: &Node) -> Option<(Image, Option<u32>)> {
+    /// Borrowed when the node follows the latest (the boot path and the NFS server ask on
+    /// every request; an image's history is not copied for them).
+    pub fn boot_image_of(&self, node: &Node) -> Option<(Cow<'_, Image>, Option<u32>)> {
         let group = node.group.as_deref().and_then(|g| self.groups.get(g));
         let pin = match (&node.image, node.image_version) {
             (_, Some(n)) => Some(n),
@@ -198,8 +201,8 @@ impl View {
         };
         let image = self.image_of(node)?;
         match pin {
-            None => Some((image.clone(), None)),
-            Some(n) => image.at_version(n).map(|i| (i, Some(n))),
+            None => Some((Cow::Borrowed(image), None)),
+            Some(n) => image.at_version(n).map(|i| (Cow::Owned(i), Some(n))),
         }
     }
 }
