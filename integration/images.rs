@@ -167,6 +167,8 @@ fn import_history_pin_and_rollback() {
         last.starts_with("3 ") && last.contains("token images") && last.contains("rollback to 1"),
         "{history}"
     );
+    // A rollback stores nothing new: all its files are version 1's.
+    assert!(last.contains("  0 bytes  "), "{history}");
     d.cli_ok(&["node", "set", "n1", "--image-version", "latest"]);
     script("/images/deb/kernel ");
     assert_eq!(get("/images/deb/kernel"), "kernel one");

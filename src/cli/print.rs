@@ -208,12 +208,21 @@ pub fn images(images: &[Image]) -> String {
     table(&rows)
 }
 
-/// `image history`: one row per version, oldest first.
+/// `image history`: one row per version, oldest first. NEW is what the version added to the
+/// blob store: the bytes of its files that no earlier version has (whole files: a one-file
+/// change of a rootfs is a whole new tar).
 pub fn image_history(versions: &[ImageVersion]) -> String {
     let mut rows = vec![header(&[
-        "VERSION", "CREATED", "BY", "WHAT", "SIZE", "FILES",
+        "VERSION", "CREATED", "BY", "WHAT", "SIZE", "NEW", "FILES",
     ])];
+    let mut seen = std::collections::HashSet::new();
     for v in versions {
+        let new: u64 = v
+            .files
+            .iter()
+            .filter(|f| seen.insert(f.blob.as_str()))
+            .map(|f| f.size)
+            .sum();
         let files: Vec<String> = [
             Some(("kernel", &v.files.kernel)),
             v.files.initrd.as_ref().map(|f| ("initrd", f)),
@@ -237,6 +246,7 @@ pub fn image_history(versions: &[ImageVersion]) -> String {
             },
             v.what.clone(),
             format!("{} bytes", v.files.size()),
+            format!("{new} bytes"),
             files.join(" "),
         ]);
     }
