@@ -491,6 +491,20 @@ fn every_endpoint_names_the_bad_field() {
             Some("cmdline"),
         ),
         ("DELETE", "/api/v1/images/ghost", None, 404, Some("name")),
+        (
+            "GET",
+            "/api/v1/images/ghost/history",
+            None,
+            404,
+            Some("name"),
+        ),
+        (
+            "POST",
+            "/api/v1/images/ghost/rollback",
+            Some(r#"{"version":"one"}"#),
+            400,
+            Some("version"),
+        ),
         // leases
         (
             "GET",

@@ -139,6 +139,8 @@ fn local_and_remote_print_the_same() {
             "image add fs --kernel {k} --rootfs {t} --root nfs --persistent /var/log,/etc/ssh \
              --cmdline console=ttyS0"
         ),
+        // A second version of fs, so `image history` has two rows and n3 can pin the first.
+        format!("image add fs --replace --kernel {k} --rootfs {t} --cmdline console=ttyS0"),
         "group add rack1 --image fs".into(),
         "group add empty".into(),
         format!("group set rack1 --bmc 127.0.0.1:1 --bmc-user admin --bmc-password-file {pw}"),
@@ -148,6 +150,7 @@ fn local_and_remote_print_the_same() {
         "node add n2 --mac 52:54:00:00:00:02 --image plain --root ram".into(),
         "node add n3 --mac 52:54:00:00:00:03 --group rack1".into(),
         "node add n4 --mac 52:54:00:00:00:04 --group nogroup".into(),
+        "node set n3 --image-version 1".into(),
         format!("nfs export add home --path {share} --clients 198.18.0.0/24,198.19.0.0/16 --rw"),
         format!("nfs export add apps --path {share} --clients 198.18.1.0/24"),
         "token create --name ci".into(),
@@ -179,6 +182,8 @@ fn local_and_remote_print_the_same() {
         "node events n2",
         "group list",
         "image list",
+        "image history fs",
+        "image history plain",
         "network list",
         "lease list",
         "nfs export list",
@@ -233,6 +238,14 @@ fn local_and_remote_print_the_same() {
     assert!(d
         .cli_ok(&["node", "show", "n3"])
         .contains("power: unknown (timeout) (polled; since"));
+    assert!(d
+        .cli_ok(&["node", "show", "n3"])
+        .contains("version: 1 (pinned by node; latest 2)"));
+    let history = d.cli_ok(&["image", "history", "fs"]);
+    assert!(
+        history.starts_with("VERSION") && history.lines().count() == 3,
+        "{history}"
+    );
     let groups = d.cli_ok(&["group", "list"]);
     for want in [
         "bmconly",
@@ -254,6 +267,7 @@ fn local_and_remote_print_the_same() {
         (&["pool", "leave"][..], "pool leave"),
         (&["pool", "init"][..], "pool init"),
         (&["image", "add", "x", "--kernel", k][..], "image add"),
+        (&["image", "import", "x", t][..], "image import"),
         (&["group", "set", "rack1", "--no-bmc"][..], "group set"),
         (&["nfs", "clients"][..], "nfs clients"),
         (&["admin", "passwd"][..], "admin passwd"),

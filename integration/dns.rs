@@ -55,6 +55,7 @@ fn node(name: &str, mac: u8, ip: &str) -> Node {
         group: None,
         aliases: Vec::new(),
         root: None,
+        image_version: None,
     }
 }
 

@@ -11,8 +11,8 @@
 
 use crate::image::{self, Blobs, ImageError, ImageSource};
 use crate::store::model::{
-    Bmc, BmcOwner, Export, Group, Image, Ipv4Net, Lease, Mac, Network, Node, PersistentPath,
-    PersistentRule, PowerState, RootMode, Secret, Setting,
+    Bmc, BmcOwner, Export, Group, Image, ImageFiles, Ipv4Net, Lease, Mac, Network, Node,
+    PersistentPath, PersistentRule, PowerState, RootMode, Secret, Setting,
 };
 use crate::store::{Store, StoreError};
 use std::net::Ipv4Addr;
@@ -24,6 +24,8 @@ pub enum AdminError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Import(#[from] image::import::ImportError),
     #[error("invalid name {0:?}: use letters, digits, '-' and '_' (at most 63, starting with a letter or digit)")]
     BadName(String),
     #[error("unknown {kind} {name:?}")]
@@ -76,6 +78,13 @@ pub enum AdminError {
          with --rootfs, or use --root ram)"
     )]
     NfsNeedsRootfs { image: String },
+    #[error("image {image:?} has no version {version} (see `drover image history {image}`)")]
+    NoVersion {
+        image: String,
+        version: u32,
+        /// The field that named it: "version" or "image_version".
+        field: &'static str,
+    },
     #[error("export {name:?}: {why}")]
     BadExport {
         name: String,
@@ -111,6 +120,31 @@ pub struct NodeChange {
     pub aliases: Option<Vec<String>>,
     /// `Some(None)`: follow the image's root mode.
     pub root: Option<Option<RootMode>>,
+    /// `Some(None)`: follow the latest version of the image (or the group's pin).
+    pub image_version: Option<Option<u32>>,
+}
+
+/// A node or group may pin only a version its image has.
+fn check_pin(
+    w: &crate::store::Writer<'_, '_>,
+    image: Option<&str>,
+    version: u32,
+) -> Result<(), AdminError> {
+    let Some(image) = image else {
+        return Err(AdminError::NoVersion {
+            image: String::new(),
+            version,
+            field: "image_version",
+        });
+    };
+    match w.get::<Image>(image)? {
+        Some(i) if i.version_files(version).is_some() => Ok(()),
+        _ => Err(AdminError::NoVersion {
+            image: image.to_string(),
+            version,
+            field: "image_version",
+        }),
+    }
 }
 
 fn check_node(w: &crate::store::Writer<'_, '_>, node: &Node) -> Result<(), AdminError> {
@@ -163,6 +197,16 @@ fn check_node(w: &crate::store::Writer<'_, '_>, node: &Node) -> Result<(), Admin
     }
     if let Some(group) = &node.group {
         check_name(group)?;
+    }
+    if let Some(version) = node.image_version {
+        let image = match &node.image {
+            Some(i) => Some(i.clone()),
+            None => match &node.group {
+                Some(g) => w.get::<Group>(g)?.and_then(|g| g.image),
+                None => None,
+            },
+        };
+        check_pin(w, image.as_deref(), version)?;
     }
     if node.root == Some(RootMode::Nfs) {
         // The image the node boots: its own, else its group's (as the boot path picks it).
@@ -246,6 +290,9 @@ pub fn set_node(store: &Store, name: &str, change: &NodeChange) -> Result<Node, 
         }
         if let Some(root) = change.root {
             node.root = root;
+        }
+        if let Some(version) = change.image_version {
+            node.image_version = version;
         }
         check_node(w, &node)?;
         w.put(&node)?;
@@ -457,6 +504,7 @@ pub fn parse_node_csv_bmc(
                 group: cell(group_col),
                 aliases: cell(aliases_col).map_or_else(Vec::new, |a| split_aliases(&a)),
                 root: None,
+                image_version: None,
             },
         });
     }
@@ -686,38 +734,117 @@ fn apply_image_change(image: &mut Image, change: &ImageChange) -> Result<(), Adm
     Ok(())
 }
 
-/// Imports an image's files and records it. `replace` overwrites an existing image's files
-/// and command line; its root mode and persistent paths are kept unless `settings` gives them
-/// (they describe how the cluster uses the image, not its files). A new image takes the
-/// defaults: RAM root, no persistent paths.
+/// Who changes an image's files and how: what its history records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Made {
+    /// `local USER` for the CLI on the server, `user NAME` / `token NAME` through the API.
+    pub by: String,
+    /// `add`, `import SOURCE`, ...
+    pub what: String,
+}
+
+impl Made {
+    /// A change made with the CLI on the server, by the Unix user running it.
+    pub fn local(what: impl Into<String>) -> Made {
+        Made {
+            by: local_user(),
+            what: what.into(),
+        }
+    }
+}
+
+/// `local USER`: who a change made with the CLI on the server is recorded as made by.
+pub fn local_user() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "?".into());
+    format!("local {user}")
+}
+
+/// How `image add` and `image import` record the files they stored.
+#[derive(Debug, Clone)]
+pub struct AddImage {
+    /// May change an existing image (adding a version); else the name must be new.
+    pub replace: bool,
+    /// Boot settings; for an existing image, `None` fields keep its settings, `cmdline`
+    /// included.
+    pub settings: ImageChange,
+    pub made: Made,
+}
+
+/// Imports an image's files and records them as a new image, or as the image's next
+/// version with `replace`. The command line is `src`'s; root mode and persistent paths are
+/// kept unless `add.settings` gives them (they describe how the cluster uses the image, not
+/// its files). A new image takes the defaults: RAM root, no persistent paths.
 pub fn add_image(
     store: &Store,
     blobs: &Blobs,
     name: &str,
     src: &ImageSource,
     agent: &Path,
-    replace: bool,
-    settings: &ImageChange,
+    add: &AddImage,
 ) -> Result<Image, AdminError> {
+    check_new_files(store, name, src.rootfs.is_some(), add)?;
+    let files = image::import(blobs, src, agent)?;
+    let add = AddImage {
+        settings: ImageChange {
+            cmdline: Some(src.cmdline.clone()),
+            ..add.settings.clone()
+        },
+        ..add.clone()
+    };
+    record_files(store, name, files, &add)
+}
+
+/// Imports image `name` from `source` (`image import`: a directory, tarball or container
+/// image) as a new image or its next version; the kernel is `kernel`, else the tree's.
+pub fn import_image(
+    store: &Store,
+    blobs: &Blobs,
+    name: &str,
+    source: &Path,
+    kernel: Option<&Path>,
+    agent: &Path,
+    add: &AddImage,
+) -> Result<Image, AdminError> {
+    check_new_files(store, name, true, add)?;
+    let files = image::import::import(blobs, source, kernel, agent)?;
+    record_files(store, name, files, add)
+}
+
+/// What [`record_files`] will check again in its write, checked before the (slow) import.
+pub fn check_new_files(
+    store: &Store,
+    name: &str,
+    has_rootfs: bool,
+    add: &AddImage,
+) -> Result<(), AdminError> {
     check_name(name)?;
-    if !replace && store.read(|r| r.get::<Image>(name))?.is_some() {
+    if !add.replace && store.read(|r| r.get::<Image>(name))?.is_some() {
         return Err(AdminError::Exists {
             kind: "image",
             name: name.to_string(),
         });
     }
-    if let Some(paths) = &settings.persistent {
+    if let Some(paths) = &add.settings.persistent {
         check_persistent(paths)?;
     }
-    if settings.root == Some(RootMode::Nfs) && src.rootfs.is_none() {
+    if add.settings.root == Some(RootMode::Nfs) && !has_rootfs {
         return Err(AdminError::NfsNeedsRootfs {
             image: name.to_string(),
         });
     }
-    let files = image::import(blobs, src, agent)?;
+    Ok(())
+}
+
+/// Records stored `files` as image `name`'s next version (its first when new).
+pub fn record_files(
+    store: &Store,
+    name: &str,
+    files: ImageFiles,
+    add: &AddImage,
+) -> Result<Image, AdminError> {
     store.write(|w| {
         let old = w.get::<Image>(name)?;
-        if !replace && old.is_some() {
+        if !add.replace && old.is_some() {
             return Err(AdminError::Exists {
                 kind: "image",
                 name: name.to_string(),
@@ -726,20 +853,54 @@ pub fn add_image(
         let mut image = Image {
             name: name.to_string(),
             kernel: files.kernel.clone(),
-            initrd: files.initrd.clone(),
-            cmdline: src.cmdline.clone(),
-            rootfs: files.rootfs.clone(),
-            initramfs: files.initramfs.clone(),
+            initrd: None,
+            cmdline: old.as_ref().map(|o| o.cmdline.clone()).unwrap_or_default(),
+            rootfs: None,
+            initramfs: None,
             root: old.as_ref().map_or(RootMode::default(), |o| o.root),
-            persistent: old.map(|o| o.persistent).unwrap_or_default(),
+            persistent: old
+                .as_ref()
+                .map(|o| o.persistent.clone())
+                .unwrap_or_default(),
+            versions: Vec::new(),
         };
-        apply_image_change(
-            &mut image,
-            &ImageChange {
-                cmdline: None,
-                ..settings.clone()
-            },
-        )?;
+        image.push_version(old.as_ref(), files, now_ms(), &add.made.by, &add.made.what);
+        apply_image_change(&mut image, &add.settings)?;
+        w.put(&image)?;
+        Ok(image)
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Makes version `version` of image `name` current again, as a new version naming its files
+/// (history stays append-only).
+pub fn rollback_image(
+    store: &Store,
+    name: &str,
+    version: u32,
+    by: &str,
+) -> Result<Image, AdminError> {
+    store.write(|w| {
+        let old = w.get::<Image>(name)?.ok_or_else(|| AdminError::Unknown {
+            kind: "image",
+            name: name.to_string(),
+        })?;
+        let files = old
+            .version_files(version)
+            .ok_or_else(|| AdminError::NoVersion {
+                image: name.to_string(),
+                version,
+                field: "version",
+            })?;
+        let mut image = old.clone();
+        let what = format!("rollback to {version}");
+        image.push_version(Some(&old), files, now_ms(), by, &what);
+        apply_image_change(&mut image, &ImageChange::default())?;
         w.put(&image)?;
         Ok(image)
     })
@@ -794,6 +955,9 @@ pub fn put_group(store: &Store, group: &Group) -> Result<(), AdminError> {
                     name: image.clone(),
                 });
             }
+        }
+        if let Some(version) = group.image_version {
+            check_pin(w, group.image.as_deref(), version)?;
         }
         w.put(group)?;
         Ok(())
@@ -940,6 +1104,12 @@ pub struct BootImage {
     pub name: String,
     pub root: RootMode,
     pub persistent: Vec<String>,
+    /// The image's newest version.
+    #[serde(default)]
+    pub latest_version: u32,
+    /// The version the node is pinned to, if any, and by whom: `node` or `group NAME`.
+    #[serde(default)]
+    pub pinned: Option<(u32, String)>,
 }
 
 /// A node's BMC as shown: `HOST:PORT` and user (the password is never shown), or why the node
@@ -954,16 +1124,30 @@ pub enum BmcReach {
 /// The [`NodeDetail`] of `node`, from one read.
 pub fn node_detail(store: &Store, node: &Node) -> Result<NodeDetail, StoreError> {
     store.read(|r| {
-        let image = match (&node.image, &node.group) {
-            (Some(i), _) => Some(i.clone()),
-            (None, Some(g)) => r.get::<Group>(g)?.and_then(|g| g.image),
-            (None, None) => None,
+        // As `View::boot_image_of` picks them: the node's pin, else its group's when the
+        // image is the group's.
+        let (image, pinned) = match (&node.image, &node.group) {
+            (Some(i), _) => (Some(i.clone()), None),
+            (None, Some(g)) => match r.get::<Group>(g)? {
+                Some(group) => (
+                    group.image,
+                    group.image_version.map(|v| (v, format!("group {g}"))),
+                ),
+                None => (None, None),
+            },
+            (None, None) => (None, None),
         };
+        let pinned = node
+            .image_version
+            .map(|v| (v, "node".to_string()))
+            .or(pinned);
         let boot_image = match image {
             Some(name) => r.get::<Image>(&name)?.map(|i| BootImage {
+                latest_version: i.latest_version(),
                 name: i.name,
                 root: i.root,
                 persistent: i.persistent,
+                pinned,
             }),
             None => None,
         };
@@ -1152,6 +1336,7 @@ mod tests {
             initramfs: None,
             root: RootMode::Ram,
             persistent: Vec::new(),
+            versions: Vec::new(),
         };
         let nfs = ImageChange {
             root: Some(RootMode::Nfs),

@@ -469,6 +469,7 @@ mod tests {
         let group = Group {
             name: "rack1".into(),
             image: None,
+            image_version: None,
         };
         store.write::<_, StoreError>(|w| w.put(&group)).unwrap();
         let blob = Blobs::new(&src)

@@ -438,6 +438,7 @@ mod tests {
             group: None,
             aliases: Vec::new(),
             root: None,
+            image_version: None,
         };
         store
             .write(|w| {

@@ -271,15 +271,16 @@ pub fn parse(cmdline: &str) -> Result<BootParams, CmdlineError> {
     }
 
     let image = required("drover.image")?;
+    // `@` names a pinned version (`NAME@N`, see `http::ipxe::image_path_name`).
     if !image
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
         || image.starts_with('.')
     {
         return Err(invalid(
             "drover.image",
             image,
-            "letters, digits, `-`, `_`, `.` only",
+            "letters, digits, `-`, `_`, `.`, `@` only",
         ));
     }
     let node = required("drover.node")?;
@@ -422,6 +423,9 @@ mod tests {
         assert_eq!(p.servers[0].to_string(), "http://10.0.2.2:8080");
         assert_eq!(p.image, "deb12");
         assert_eq!(p.node, "n1");
+        // A pinned version (`NAME@N`) is fetched under that name.
+        let pinned = parse(&FULL.replace("drover.image=deb12", "drover.image=deb12@3")).unwrap();
+        assert_eq!(pinned.image, "deb12@3");
         assert_eq!(p.mac.to_string(), "52:54:00:12:34:56");
         assert_eq!(p.ip, Ipv4Addr::new(10, 0, 2, 15));
         assert_eq!(p.netmask, Ipv4Addr::new(255, 255, 255, 0));

@@ -82,9 +82,11 @@ impl ApiError {
             A::BadPassword(_) => ApiError::bad("bmc_password_file", message),
             A::BadPersistent { .. } => ApiError::bad("persistent", message),
             A::NfsNeedsRootfs { .. } => ApiError::bad("root", message),
+            A::NoVersion { field, .. } => ApiError::bad(field, message),
             A::Store(StoreError::Conflict { .. }) => ApiError::new(conflict, None, message),
             A::Store(e) => ApiError::internal("store", e),
             A::Image(e) => ApiError::internal("image", e),
+            A::Import(e) => ApiError::internal("image", e),
             A::Read { .. } => ApiError::internal("read", message),
         }
     }

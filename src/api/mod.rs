@@ -278,6 +278,8 @@ pub fn routes() -> Vec<Route> {
         route(get.clone(), "/images", r::list_images),
         route(get.clone(), "/images/{name}", r::get_image),
         route(patch.clone(), "/images/{name}", r::set_image),
+        route(get.clone(), "/images/{name}/history", r::image_history),
+        route(post.clone(), "/images/{name}/rollback", r::rollback_image),
         route(
             delete.clone(),
             "/images/{name}",

@@ -254,6 +254,7 @@ fn node_from(f: &mut Fields) -> Result<Node, ApiError> {
         group: f.optional("group")?,
         aliases: f.optional("aliases")?.unwrap_or_default(),
         root: f.optional("root")?,
+        image_version: f.optional("image_version")?,
     })
 }
 
@@ -361,6 +362,7 @@ pub async fn set_node(
             .change::<Vec<String>>("aliases")?
             .map(Option::unwrap_or_default),
         root: f.change("root")?,
+        image_version: f.change("image_version")?,
     };
     f.finish()?;
     let node = admin_change(&api, "node", move |store| {
@@ -403,6 +405,7 @@ pub async fn put_group(
     let group = Group {
         name,
         image: f.optional("image")?,
+        image_version: f.optional("image_version")?,
     };
     f.finish()?;
     let out = group.clone();
@@ -577,6 +580,8 @@ struct ImageView {
     persistent: Vec<String>,
     /// Nodes that name this image.
     nodes: usize,
+    /// The newest version (`GET /images/{name}/history` lists them all).
+    version: u32,
 }
 
 fn image_view(i: Image, nodes: &[Node]) -> ImageView {
@@ -586,6 +591,7 @@ fn image_view(i: Image, nodes: &[Node]) -> ImageView {
         .filter(|n| n.image.as_deref() == Some(i.name.as_str()))
         .count();
     ImageView {
+        version: i.latest_version(),
         name: i.name,
         boot,
         cmdline: i.cmdline,
@@ -645,6 +651,44 @@ pub async fn set_image(
         .blocking(move |store| {
             let image =
                 admin::set_image(store, &name, &change).map_err(|e| ApiError::admin("image", e))?;
+            let nodes = store.read(|r| r.all::<Node>())?;
+            Ok(image_view(image, &nodes))
+        })
+        .await?;
+    ok(view)
+}
+
+/// `GET /images/{name}/history`: every version, oldest first.
+pub async fn image_history(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Res {
+    let history = api
+        .blocking(move |store| {
+            let image = store.read(|r| r.get::<Image>(&name))?;
+            Ok(image.ok_or_else(|| unknown("image", &name))?.history())
+        })
+        .await?;
+    ok(history)
+}
+
+/// `POST /images/{name}/rollback` `{"version": N}`: version N's files become the latest
+/// version again, recorded as made by the caller.
+pub async fn rollback_image(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    axum::Extension(principal): axum::Extension<super::Principal>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
+    let mut f = Fields::parse(&headers, &body)?;
+    let version: u32 = f.required("version")?;
+    f.finish()?;
+    let by = match principal {
+        super::Principal::Session { user, .. } => format!("user {user}"),
+        super::Principal::Token { name } => format!("token {name}"),
+    };
+    let view = api
+        .blocking(move |store| {
+            let image = admin::rollback_image(store, &name, version, &by)
+                .map_err(|e| ApiError::admin("image", e))?;
             let nodes = store.read(|r| r.all::<Node>())?;
             Ok(image_view(image, &nodes))
         })

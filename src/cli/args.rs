@@ -315,8 +315,28 @@ pub struct NodeSetArgs {
     /// How the node gets its root filesystem: `ram`, `nfs`, or `image` to follow its image.
     #[arg(long, value_enum)]
     pub root: Option<NodeRoot>,
+    /// Boot this version of the node's image (see `image history`), or `latest` to follow
+    /// the newest (or the group's pin).
+    #[arg(long, value_name = "N|latest", value_parser = parse_pin)]
+    pub image_version: Option<Pin>,
     #[command(flatten)]
     pub bmc: BmcArgs,
+}
+
+/// `--image-version N` or `latest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pin(pub Option<u32>);
+
+pub fn parse_pin(s: &str) -> Result<Pin, String> {
+    if s == "latest" {
+        return Ok(Pin(None));
+    }
+    match s.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(Pin(Some(n))),
+        _ => Err(format!(
+            "{s:?}: expected a version number (1, 2, ...) or `latest`"
+        )),
+    }
 }
 
 impl NodeSetArgs {
@@ -340,6 +360,7 @@ impl NodeSetArgs {
                 (!self.aliases.is_empty()).then(|| self.aliases.clone())
             },
             root: self.root.map(|r| r.mode()),
+            image_version: self.image_version.map(|p| p.0),
         }
     }
 }
@@ -531,6 +552,25 @@ pub enum ImageCmd {
         #[command(flatten)]
         boot: ImageBootArgs,
     },
+    /// Import an image's root filesystem from a directory, a tarball (plain, gzip, zstd,
+    /// xz), an OCI image layout or a `docker save` / `podman save` archive; into an
+    /// existing image as its next version. The kernel (and initrd) come from the tree's
+    /// /boot/vmlinuz-* (and /boot/initrd.img-*) unless given.
+    Import {
+        name: String,
+        source: PathBuf,
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// Kernel command line; an existing image keeps its own when not given.
+        #[arg(long)]
+        cmdline: Option<String>,
+        #[command(flatten)]
+        boot: ImageBootArgs,
+    },
+    /// Show an image's versions, oldest first.
+    History { name: String },
+    /// Make an old version's files the latest again (recorded as a new version).
+    Rollback { name: String, version: u32 },
     /// List images.
     List,
     /// Remove an image (refused while nodes use it).
@@ -572,6 +612,10 @@ pub enum GroupCmd {
         /// Image for the group's nodes that name none themselves.
         #[arg(long)]
         image: Option<String>,
+        /// The version of the image the group's nodes boot (a node's own pin wins); the
+        /// latest when not given.
+        #[arg(long, requires = "image", value_parser = clap::value_parser!(u32).range(1..))]
+        image_version: Option<u32>,
     },
     /// Set a group's BMC settings (node settings override them field by field).
     Set {

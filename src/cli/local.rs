@@ -11,7 +11,7 @@ use crate::admin::{self, GroupInfo, NodeDetail};
 use crate::config::Config;
 use crate::image::{Blobs, ImageSource};
 use crate::store::model::{
-    BmcOwner, BootEvent, BootLog, Export, Group, Image, Lease, Network, Node,
+    BmcOwner, BootEvent, BootLog, Export, Group, Image, ImageVersion, Lease, Network, Node,
 };
 use crate::store::{Store, StoreError};
 use anyhow::{bail, Context, Result};
@@ -44,19 +44,28 @@ impl Local {
     }
 
     /// `image add`: stores the files and builds the agent's initramfs from this binary.
-    pub fn add_image(
+    pub fn add_image(&self, name: &str, src: &ImageSource, add: &admin::AddImage) -> Result<Image> {
+        let store = self.store()?;
+        let agent =
+            std::env::current_exe().context("finding drover's own binary for the initramfs")?;
+        let blobs = Blobs::new(&self.state);
+        Ok(admin::add_image(store, &blobs, name, src, &agent, add)?)
+    }
+
+    /// `image import`: stores the tree (and the kernel) and builds the agent's initramfs.
+    pub fn import_image(
         &self,
         name: &str,
-        src: &ImageSource,
-        replace: bool,
-        change: &admin::ImageChange,
+        source: &Path,
+        kernel: Option<&Path>,
+        add: &admin::AddImage,
     ) -> Result<Image> {
         let store = self.store()?;
         let agent =
             std::env::current_exe().context("finding drover's own binary for the initramfs")?;
         let blobs = Blobs::new(&self.state);
-        Ok(admin::add_image(
-            store, &blobs, name, src, &agent, replace, change,
+        Ok(admin::import_image(
+            store, &blobs, name, source, kernel, &agent, add,
         )?)
     }
 
@@ -150,6 +159,19 @@ impl Backend for Local {
 
     fn set_image(&self, name: &str, change: &admin::ImageChange) -> Result<Image> {
         Ok(admin::set_image(self.store()?, name, change)?)
+    }
+
+    fn image_history(&self, name: &str) -> Result<Vec<ImageVersion>> {
+        let image = self.store()?.read(|r| r.get::<Image>(name))?;
+        match image {
+            Some(i) => Ok(i.history()),
+            None => bail!("unknown image {name:?}"),
+        }
+    }
+
+    fn rollback_image(&self, name: &str, version: u32) -> Result<u32> {
+        let image = admin::rollback_image(self.store()?, name, version, &admin::local_user())?;
+        Ok(image.latest_version())
     }
 
     fn remove_image(&self, name: &str) -> Result<()> {

@@ -24,7 +24,9 @@ use crate::admin::{self, GroupInfo, NodeDetail};
 use crate::clock::unix_secs as unix_now;
 use crate::config::Config;
 use crate::pool::setup;
-use crate::store::model::{BootEvent, Export, Group, Image, Lease, Network, Node, Squash};
+use crate::store::model::{
+    BootEvent, Export, Group, Image, ImageVersion, Lease, Network, Node, Squash,
+};
 use anyhow::{bail, Context, Result};
 use args::{
     AdminCmd, Command, DnsCmd, ExportCmd, GroupCmd, ImageCmd, LeaseCmd, NetworkCmd, NfsCmd,
@@ -53,6 +55,11 @@ pub trait Backend {
     fn remove_group(&self, name: &str) -> Result<()>;
     fn images(&self) -> Result<Vec<Image>>;
     fn set_image(&self, name: &str, change: &admin::ImageChange) -> Result<Image>;
+    /// An image's versions, oldest first.
+    fn image_history(&self, name: &str) -> Result<Vec<ImageVersion>>;
+    /// Makes version `version` of an image the latest again; returns the new version's
+    /// number.
+    fn rollback_image(&self, name: &str, version: u32) -> Result<u32>;
     fn remove_image(&self, name: &str) -> Result<()>;
     fn networks(&self) -> Result<Vec<Network>>;
     fn add_network(&self, network: &Network) -> Result<()>;
@@ -105,6 +112,7 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Pool(PoolCmd::Leave) => "pool leave",
         Command::Pool(PoolCmd::Forget { .. }) => "pool forget",
         Command::Image(ImageCmd::Add { .. }) => "image add",
+        Command::Image(ImageCmd::Import { .. }) => "image import",
         Command::Group(GroupCmd::Set { .. }) => "group set",
         Command::Nfs(NfsCmd::Clients { .. }) => "nfs clients",
         Command::Admin(AdminCmd::Passwd { .. }) => "admin passwd",
@@ -167,7 +175,28 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
                 rootfs,
                 cmdline,
             };
-            let img = Local::new(state).add_image(&name, &src, replace, &boot.change(None))?;
+            let add = admin::AddImage {
+                replace,
+                settings: boot.change(None),
+                made: admin::Made::local("add"),
+            };
+            let img = Local::new(state).add_image(&name, &src, &add)?;
+            print!("{}", print::image_added(&img));
+            Ok(())
+        }
+        Command::Image(ImageCmd::Import {
+            name,
+            source,
+            kernel,
+            cmdline,
+            boot,
+        }) => {
+            let add = admin::AddImage {
+                replace: true,
+                settings: boot.change(cmdline),
+                made: admin::Made::local(format!("import {}", source.display())),
+            };
+            let img = Local::new(state).import_image(&name, &source, kernel.as_deref(), &add)?;
             print!("{}", print::image_added(&img));
             Ok(())
         }
@@ -256,10 +285,15 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
         Command::DefaultConfig => print!("{}", crate::config::DEFAULT_TOML),
         Command::Node(cmd) => node(b, cmd)?,
         Command::Group(cmd) => match cmd {
-            GroupCmd::Add { name, image } => {
+            GroupCmd::Add {
+                name,
+                image,
+                image_version,
+            } => {
                 b.put_group(&Group {
                     name: name.clone(),
                     image,
+                    image_version,
                 })?;
                 println!("added group {name}");
             }
@@ -280,11 +314,22 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
                 print!("{}", print::images(&[img]));
             }
             ImageCmd::List => print!("{}", print::images(&b.images()?)),
+            ImageCmd::History { name } => {
+                print!("{}", print::image_history(&b.image_history(&name)?))
+            }
+            ImageCmd::Rollback { name, version } => {
+                let now = b.rollback_image(&name, version)?;
+                println!(
+                    "rolled back image {name} to version {version}'s files (now version {now})"
+                );
+            }
             ImageCmd::Rm { name } => {
                 b.remove_image(&name)?;
                 println!("removed image {name}");
             }
-            ImageCmd::Add { .. } => bail!("internal: image add is local only"),
+            ImageCmd::Add { .. } | ImageCmd::Import { .. } => {
+                bail!("internal: image add and import are local only")
+            }
         },
         Command::Network(cmd) => match cmd {
             NetworkCmd::Add {
@@ -412,6 +457,7 @@ fn node(b: &dyn Backend, cmd: NodeCmd) -> Result<()> {
                 group,
                 aliases,
                 root: root.and_then(args::NodeRoot::mode),
+                image_version: None,
             })?;
             println!("added node {name}");
         }
@@ -480,6 +526,7 @@ mod tests {
             ("drover pool join 10.0.0.1 --key-file k", "pool join"),
             ("drover serve", "serve"),
             ("drover image add i --kernel k", "image add"),
+            ("drover image import i root.tar.zst", "image import"),
             ("drover admin passwd", "admin passwd"),
             ("drover backup b.tar", "backup"),
             ("drover restore b.tar --force", "restore"),
@@ -493,6 +540,8 @@ mod tests {
             "drover nfs export list",
             "drover token list",
             "drover power status n1",
+            "drover image history i",
+            "drover image rollback i 2",
         ] {
             assert_eq!(local_only(&parse(line).command), None, "{line}");
         }
@@ -519,5 +568,25 @@ mod tests {
         assert_eq!(c.aliases, Some(vec!["a".into(), "b".into()]));
         assert_eq!(c.root, Some(Some(crate::store::model::RootMode::Ram)));
         assert!(!change.bmc.given());
+    }
+
+    #[test]
+    fn image_version_pins_a_number_or_follows_the_latest() {
+        let pin = |line: &str| {
+            let Command::Node(NodeCmd::Set { change, .. }) = parse(line).command else {
+                panic!("not node set");
+            };
+            change.change().image_version
+        };
+        assert_eq!(pin("drover node set n1 --image-version 3"), Some(Some(3)));
+        assert_eq!(pin("drover node set n1 --image-version latest"), Some(None));
+        assert_eq!(pin("drover node set n1"), None);
+        for bad in ["0", "-1", "newest"] {
+            let line = format!("drover node set n1 --image-version {bad}");
+            assert!(
+                args::Cli::try_parse_from(line.split_whitespace()).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

@@ -10,7 +10,9 @@
 //! something (`super`).
 
 use crate::admin::{BmcReach, GroupInfo, NodeDetail};
-use crate::store::model::{BootEvent, Export, Image, Lease, Network, Node, RootMode, Squash};
+use crate::store::model::{
+    BootEvent, Export, Image, ImageVersion, Lease, Network, Node, RootMode, Squash,
+};
 use crate::timeline;
 use std::fmt::Write;
 
@@ -132,6 +134,12 @@ pub fn node_show(n: &Node, d: &NodeDetail, now: u64) -> String {
         )),
         (None, None) => line("root:  - (no image)".into()),
     }
+    if let Some(i) = &d.boot_image {
+        line(match &i.pinned {
+            Some((v, by)) => format!("version: {v} (pinned by {by}; latest {})", i.latest_version),
+            None => format!("version: {} (latest)", i.latest_version),
+        });
+    }
     if let Some(i) = d.boot_image.as_ref().filter(|i| !i.persistent.is_empty()) {
         line(format!(
             "persistent: {} (NFS root only)",
@@ -197,6 +205,51 @@ pub fn images(images: &[Image]) -> String {
             list_or_dash(&i.persistent),
             format!("{} bytes", i.kernel.size),
             i.cmdline.clone(),
+        ]);
+    }
+    table(&rows)
+}
+
+/// `image history`: one row per version, oldest first. NEW is what the version added to the
+/// blob store: the bytes of its files that no earlier version has (whole files: a one-file
+/// change of a rootfs is a whole new tar).
+pub fn image_history(versions: &[ImageVersion]) -> String {
+    let mut rows = vec![header(&[
+        "VERSION", "CREATED", "BY", "WHAT", "SIZE", "NEW", "FILES",
+    ])];
+    let mut seen = std::collections::HashSet::new();
+    for v in versions {
+        let new: u64 = v
+            .files
+            .iter()
+            .filter(|f| seen.insert(f.blob.as_str()))
+            .map(|f| f.size)
+            .sum();
+        let files: Vec<String> = [
+            Some(("kernel", &v.files.kernel)),
+            v.files.initrd.as_ref().map(|f| ("initrd", f)),
+            v.files.rootfs.as_ref().map(|f| ("rootfs", f)),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|(what, f)| format!("{what}:{}", &f.blob[..f.blob.len().min(12)]))
+        .collect();
+        rows.push(vec![
+            v.number.to_string(),
+            if v.created_ms == 0 {
+                "-".into()
+            } else {
+                timeline::format_utc(v.created_ms)
+            },
+            if v.by.is_empty() {
+                "-".into()
+            } else {
+                v.by.clone()
+            },
+            v.what.clone(),
+            format!("{} bytes", v.files.size()),
+            format!("{new} bytes"),
+            files.join(" "),
         ]);
     }
     table(&rows)

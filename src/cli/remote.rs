@@ -16,7 +16,9 @@ use super::print::{PowerRow, TokenInfo};
 use super::Backend;
 use crate::admin::{self, GroupInfo, NodeDetail};
 use crate::agent::http::{parse_head, HttpError};
-use crate::store::model::{BootEvent, Export, Group, Image, Ipv4Net, Lease, Network, Node};
+use crate::store::model::{
+    BootEvent, Export, Group, Image, ImageVersion, Ipv4Net, Lease, Network, Node,
+};
 use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -273,6 +275,9 @@ impl Backend for Remote {
         if let Some(root) = c.root {
             body.insert("root".into(), json!(root));
         }
+        if let Some(version) = c.image_version {
+            body.insert("image_version".into(), json!(version));
+        }
         let v = self.json_call(
             "PATCH",
             &format!("/nodes/{}", segment(name)),
@@ -304,6 +309,9 @@ impl Backend for Remote {
         let mut body = serde_json::Map::new();
         if let Some(image) = &group.image {
             body.insert("image".into(), json!(image));
+        }
+        if let Some(version) = group.image_version {
+            body.insert("image_version".into(), json!(version));
         }
         self.json_call(
             "PUT",
@@ -338,6 +346,17 @@ impl Backend for Remote {
             &Value::Object(body),
         )?;
         decode("image", v)
+    }
+
+    fn image_history(&self, name: &str) -> anyhow::Result<Vec<ImageVersion>> {
+        let path = format!("/images/{}/history", segment(name));
+        decode("image history", self.call("GET", &path, None)?)
+    }
+
+    fn rollback_image(&self, name: &str, version: u32) -> anyhow::Result<u32> {
+        let path = format!("/images/{}/rollback", segment(name));
+        let v = self.json_call("POST", &path, &json!({ "version": version }))?;
+        decode("image version", v["version"].clone())
     }
 
     fn remove_image(&self, name: &str) -> anyhow::Result<()> {

@@ -38,6 +38,7 @@ fn node(name: &str, m: Mac, addr: Option<&str>) -> Node {
         group: None,
         aliases: Vec::new(),
         root: None,
+        image_version: None,
     }
 }
 

@@ -481,6 +481,7 @@ fn build_from_a_view_uses_reservations_and_bound_leases() {
                 group: None,
                 aliases: Vec::new(),
                 root: None,
+                image_version: None,
             },
         );
     }

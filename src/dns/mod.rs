@@ -162,6 +162,7 @@ mod tests {
                 group: None,
                 aliases: Vec::new(),
                 root: None,
+                image_version: None,
             },
         );
         v

@@ -43,25 +43,51 @@ fn chain(servers: &[String], path: &str) -> String {
 /// NFS's well-known port: left out of `drover.root`.
 const NFS_PORT: u16 = 2049;
 
-/// The boot script of `node`, booting `image` from the HTTP servers `servers`
-/// (`http://host[:port]`, first preferred; at least one); an NFS root is mounted on
-/// `nfs_port` from `nfs_host` (the pool's service address) if given, else from the first
-/// server's host.
+/// How the HTTP paths name version `pin` of image `name` (`/images/NAME@N/kernel`), or its
+/// latest version (`/images/NAME/kernel`). Image names have no `@`, so this is unambiguous;
+/// the agent's `drover.image` carries the same form.
+pub fn image_path_name(name: &str, pin: Option<u32>) -> String {
+    match pin {
+        Some(n) => format!("{name}@{n}"),
+        None => name.to_string(),
+    }
+}
+
+/// Splits an HTTP image path name ([`image_path_name`]) into the image name and the pinned
+/// version; `None` for a malformed version.
+pub fn parse_image_path_name(s: &str) -> Option<(&str, Option<u32>)> {
+    match s.split_once('@') {
+        None => Some((s, None)),
+        Some((name, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            Some((name, Some(n.parse().ok()?)))
+        }
+        Some(_) => None,
+    }
+}
+
+/// The boot script of `node`, booting `image` (already at version `pin`, when pinned) from
+/// the HTTP servers `servers` (`http://host[:port]`, first preferred; at least one); an NFS
+/// root is mounted on `nfs_port` from `nfs_host` (the pool's service address) if given, else
+/// from the first server's host.
 pub fn boot_script(
     node: &Node,
     image: &Image,
+    pin: Option<u32>,
     servers: &[String],
     also: &Also,
     nfs_port: u16,
     nfs_host: Option<Ipv4Addr>,
 ) -> String {
     let mut s = String::from("#!ipxe\n");
+    let path_name = image_path_name(&image.name, pin);
     let _ = writeln!(
         s,
-        "echo drover: booting {} with image {}",
-        node.name, image.name
+        "echo drover: booting {} with image {}{}",
+        node.name,
+        image.name,
+        pin.map_or(String::new(), |n| format!(" version {n}"))
     );
-    let base = |server: &str| format!("{server}/images/{}", image.name);
+    let base = |server: &str| format!("{server}/images/{path_name}");
     let (initrd_name, agent) = if image.rootfs.is_some() {
         ("initramfs", true)
     } else if image.initrd.is_some() {
@@ -79,7 +105,7 @@ pub fn boot_script(
     args.push(format!("drover.node={}", node.name));
     args.push(format!("drover.server={}", servers.join(",")));
     if agent {
-        args.push(format!("drover.image={}", image.name));
+        args.push(format!("drover.image={path_name}"));
         if node.root.unwrap_or(image.root) == RootMode::Nfs {
             let host = nfs_host.map_or_else(|| host_of(&servers[0]).to_string(), |h| h.to_string());
             args.push(if nfs_port == NFS_PORT {
@@ -171,6 +197,11 @@ mod tests {
         }
     }
 
+    /// `image`'s script for `node()` from `servers`, NFS on its standard port.
+    fn script(image: &Image, servers: &[String]) -> String {
+        boot_script(&node(), image, None, servers, &Also::default(), 2049, None)
+    }
+
     fn node() -> Node {
         Node {
             name: "n1".into(),
@@ -180,6 +211,7 @@ mod tests {
             group: None,
             aliases: Vec::new(),
             root: None,
+            image_version: None,
         }
     }
 
@@ -194,12 +226,13 @@ mod tests {
             initramfs: None,
             root: Default::default(),
             persistent: Vec::new(),
+            versions: Vec::new(),
         };
         let servers = vec![
             "http://10.0.0.1".to_string(),
             "http://10.0.0.2:8080".to_string(),
         ];
-        let s = boot_script(&node(), &image, &servers, &Also::default(), 2049, None);
+        let s = script(&image, &servers);
         assert!(s.starts_with("#!ipxe\n"));
         assert!(s.contains(
             "kernel http://10.0.0.1/images/img/kernel initrd=initrd console=ttyS0 drover.node=n1 \
@@ -220,15 +253,9 @@ mod tests {
             initramfs: Some(file()),
             root: Default::default(),
             persistent: Vec::new(),
+            versions: Vec::new(),
         };
-        let s = boot_script(
-            &node(),
-            &image,
-            &["http://10.0.0.1".to_string()],
-            &Also::default(),
-            2049,
-            None,
-        );
+        let s = script(&image, &["http://10.0.0.1".to_string()]);
         assert!(s.contains("initrd=initramfs drover.node=n1"), "{s}");
         assert!(s.contains("drover.ip=${ip} drover.netmask=${netmask}"));
         assert!(s.contains("drover.dns=${dns} drover.ntp=${42:ipv4} drover.domain"));
@@ -251,9 +278,10 @@ mod tests {
             initramfs: Some(file()),
             root: RootMode::Nfs,
             persistent: vec!["/var/log".into()],
+            versions: Vec::new(),
         };
         let servers = ["http://10.0.0.1:8080".to_string()];
-        let s = boot_script(&node(), &image, &servers, &Also::default(), 2049, None);
+        let s = script(&image, &servers);
         assert!(s.contains(" drover.root=nfs:10.0.0.1:/root "), "{s}");
         assert!(s.contains(" drover.persistent=/var/log "), "{s}");
         assert!(
@@ -265,32 +293,32 @@ mod tests {
         let mut n = node();
         n.root = Some(RootMode::Ram);
         assert!(
-            !boot_script(&n, &image, &servers, &Also::default(), 2049, None)
+            !boot_script(&n, &image, None, &servers, &Also::default(), 2049, None)
                 .contains("drover.root=")
         );
         image.root = RootMode::Ram;
         n.root = Some(RootMode::Nfs);
         assert!(
-            boot_script(&n, &image, &servers, &Also::default(), 2049, None)
+            boot_script(&n, &image, None, &servers, &Also::default(), 2049, None)
                 .contains("drover.root=nfs:10.0.0.1:/root")
         );
         // An image without a rootfs has no agent to mount anything.
         image.rootfs = None;
         image.initramfs = None;
         assert!(
-            !boot_script(&n, &image, &servers, &Also::default(), 2049, None)
+            !boot_script(&n, &image, None, &servers, &Also::default(), 2049, None)
                 .contains("drover.root=")
         );
         // Another NFS port travels with the host.
         image.rootfs = Some(file());
         image.initramfs = Some(file());
         assert!(
-            boot_script(&n, &image, &servers, &Also::default(), 20049, None)
+            boot_script(&n, &image, None, &servers, &Also::default(), 20049, None)
                 .contains("drover.root=nfs:10.0.0.1:20049:/root")
         );
         // The pool's service address, when there is one, instead of the answering member.
         let vip = Some(Ipv4Addr::new(10, 0, 0, 5));
-        let s = boot_script(&n, &image, &servers, &Also::default(), 2049, vip);
+        let s = boot_script(&n, &image, None, &servers, &Also::default(), 2049, vip);
         assert!(s.contains(" drover.root=nfs:10.0.0.5:/root "), "{s}");
         assert!(
             s.contains("kernel http://10.0.0.1:8080/images/img/kernel"),
@@ -318,13 +346,14 @@ mod tests {
             initramfs: Some(file()),
             root: Default::default(),
             persistent: Vec::new(),
+            versions: Vec::new(),
         };
         let servers = ["http://10.0.0.2", "http://10.0.0.1", "http://10.0.0.3"].map(String::from);
         let also = Also {
             dns: vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 3)],
             ntp: Vec::new(),
         };
-        let s = boot_script(&node(), &image, &servers, &also, 2049, None);
+        let s = boot_script(&node(), &image, None, &servers, &also, 2049, None);
         assert!(
             s.contains(
                 "initrd http://10.0.0.2/images/img/initramfs || initrd \

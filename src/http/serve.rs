@@ -166,11 +166,12 @@ async fn boot_script(
                     DISCOVERY_RETRY_SECS,
                 )
             }
-            Some(node) => match view.image_of(node) {
-                Some(image) => {
-                    tracing::info!(node = %node.name, image = %image.name, "boot script");
-                    boot_event = Some((node.name.clone(), format!("image {}", image.name)));
-                    ipxe::boot_script(node, image, &servers, &also, s.nfs_port, s.nfs_host)
+            Some(node) => match view.boot_image_of(node) {
+                Some((image, pin)) => {
+                    let shown = ipxe::image_path_name(&image.name, pin);
+                    tracing::info!(node = %node.name, image = %shown, "boot script");
+                    boot_event = Some((node.name.clone(), format!("image {shown}")));
+                    ipxe::boot_script(node, &image, pin, &servers, &also, s.nfs_port, s.nfs_host)
                 }
                 None => ipxe::waiting_script(
                     &format!(
@@ -199,19 +200,22 @@ async fn image_file(
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     // A download from the start is a boot step of the node at the client's address.
     let from_start = range.is_none_or(|r| r.trim().starts_with("bytes=0-"));
-    let found: Option<ImageFile> = {
-        s.view
-            .snapshot()
-            .images
-            .get(&name)
-            .and_then(|img| match file.as_str() {
-                "kernel" => Some(img.kernel.clone()),
-                "initrd" => img.initrd.clone(),
-                "initramfs" => img.initramfs.clone(),
-                "rootfs.tar" => img.rootfs.clone(),
-                _ => None,
-            })
-    };
+    // `NAME@N`: version N of image NAME, for nodes pinned to it.
+    let found: Option<ImageFile> = ipxe::parse_image_path_name(&name).and_then(|(image, pin)| {
+        let view = s.view.snapshot();
+        let img = view.images.get(image)?;
+        let files = match pin {
+            Some(n) => img.version_files(n)?,
+            None => img.files(),
+        };
+        match file.as_str() {
+            "kernel" => Some(files.kernel),
+            "initrd" => files.initrd,
+            "initramfs" => files.initramfs,
+            "rootfs.tar" => files.rootfs,
+            _ => None,
+        }
+    });
     let stage = match file.as_str() {
         "kernel" => Some(BootStage::Kernel),
         "initrd" | "initramfs" => Some(BootStage::Initrd),

@@ -247,7 +247,7 @@ fn open_tar(path: &Path) -> Result<BufReader<File>, InitramfsError> {
 }
 
 /// A tar entry name without a leading `./` or `/`.
-fn tar_name(raw: &[u8]) -> String {
+pub(super) fn tar_name(raw: &[u8]) -> String {
     let s = String::from_utf8_lossy(raw);
     let mut s: &str = &s;
     loop {

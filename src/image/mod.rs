@@ -4,17 +4,26 @@
 //! Data flow: `drover image add` imports each file once (copied, hashed with BLAKE3 while it
 //! is written, renamed into place under its hash), packs a rootfs directory into a tar
 //! (`rootfs`), builds the agent initramfs for it (`initramfs`), and records an
-//! [`Image`](crate::store::model::Image) naming the blobs. The HTTP shell serves blobs by
-//! path; identical files share one blob.
+//! [`Image`](crate::store::model::Image) naming the blobs. `drover image import` ([`import`])
+//! makes the rootfs tar from a directory, a compressed tarball or a container image and takes
+//! the kernel from the tree. Each change of an image's files is a new entry of its
+//! append-only history (`crate::admin::record_files`, `rollback_image`); nodes and groups
+//! follow the latest version or pin one, and the boot path serves a pinned version as
+//! `/images/NAME@N/...` (`crate::http::ipxe::image_path_name`). The HTTP shell serves blobs
+//! by path; identical files share one blob.
 //!
-//! Not here yet: chunked blobs, garbage collection of unreferenced blobs. Replication between
-//! pool members is `crate::pool::replication`.
+//! Not here yet: chunked or per-file blobs (a one-file change stores a whole new rootfs
+//! tar), garbage collection of unreferenced blobs. Replication between pool members is
+//! `crate::pool::replication` (it fetches the blobs of every version).
 
+pub mod import;
 pub mod initramfs;
 pub mod rootfs;
 pub mod unpack;
+#[cfg(test)]
+mod version_tests;
 
-use crate::store::model::{BlobId, ImageFile};
+use crate::store::model::{BlobId, ImageFile, ImageFiles};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -81,6 +90,29 @@ impl Blobs {
             source,
         })?;
         self.import_with(|out| io::copy(&mut input, out).map(|_| ()))
+    }
+
+    /// Moves the finished file `tmp` (in [`Blobs::dir`]) into the store under its hash,
+    /// without copying it.
+    pub fn adopt(&self, tmp: &Path) -> Result<ImageFile, ImageError> {
+        let io_err = |source| ImageError::Io {
+            path: tmp.to_path_buf(),
+            source,
+        };
+        let mut file = File::open(tmp).map_err(io_err)?;
+        let mut writer = HashingWriter {
+            inner: io::sink(),
+            hasher: blake3::Hasher::new(),
+            size: 0,
+        };
+        io::copy(&mut file, &mut writer).map_err(io_err)?;
+        file.sync_all().map_err(io_err)?;
+        let id = writer.hasher.finalize().to_hex().to_string();
+        std::fs::rename(tmp, self.dir.join(&id)).map_err(io_err)?;
+        Ok(ImageFile {
+            blob: id,
+            size: writer.size,
+        })
     }
 
     /// Stores whatever `fill` writes, under the hash of those bytes.
@@ -169,18 +201,9 @@ pub struct ImageSource {
     pub cmdline: String,
 }
 
-/// The imported files of an image.
-#[derive(Debug, Clone)]
-pub struct Imported {
-    pub kernel: ImageFile,
-    pub initrd: Option<ImageFile>,
-    pub rootfs: Option<ImageFile>,
-    pub initramfs: Option<ImageFile>,
-}
-
 /// Imports an image's files into the blob store. For a rootfs it also builds drover's
 /// initramfs with `agent` (normally this very binary) as `/init`.
-pub fn import(blobs: &Blobs, src: &ImageSource, agent: &Path) -> Result<Imported, ImageError> {
+pub fn import(blobs: &Blobs, src: &ImageSource, agent: &Path) -> Result<ImageFiles, ImageError> {
     let kernel = blobs.import_file(&src.kernel)?;
     let initrd = src
         .initrd
@@ -204,21 +227,32 @@ pub fn import(blobs: &Blobs, src: &ImageSource, agent: &Path) -> Result<Imported
             let tar_path = blobs
                 .path(&tar.blob)
                 .ok_or_else(|| ImageError::Missing(path.clone()))?;
-            let initramfs = blobs.import_with(|out| {
-                initramfs::build(agent, &tar_path, out)
-                    .map(|_| ())
-                    .map_err(|source| ImageError::Initramfs {
-                        path: path.clone(),
-                        source,
-                    })
-            })?;
+            let initramfs = agent_initramfs(blobs, agent, &tar_path, path)?;
             (Some(tar), Some(initramfs))
         }
     };
-    Ok(Imported {
+    Ok(ImageFiles {
         kernel,
         initrd,
         rootfs,
         initramfs,
+    })
+}
+
+/// Builds and stores drover's initramfs (with `agent` as `/init`) for the rootfs tar at
+/// `tar_path`, which came from `source`.
+fn agent_initramfs(
+    blobs: &Blobs,
+    agent: &Path,
+    tar_path: &Path,
+    source: &Path,
+) -> Result<ImageFile, ImageError> {
+    blobs.import_with(|out| {
+        initramfs::build(agent, tar_path, out)
+            .map(|_| ())
+            .map_err(|e| ImageError::Initramfs {
+                path: source.to_path_buf(),
+                source: e,
+            })
     })
 }

@@ -10,14 +10,17 @@
 //! and mtime, so the same tree gives the same bytes (and the same blob). Symlinks are stored as
 //! symlinks; hard links are stored as separate files (simple, at the cost of some size);
 //! device nodes, FIFOs and sockets are skipped with a warning (the node's devtmpfs provides
-//! `/dev`).
+//! `/dev`). [`pack_dir_full`] (for `image import DIR`) stores hard links as links and keeps
+//! device nodes and FIFOs.
 //!
-//! Not here: compressed tarballs (rejected with a clear message), extended attributes, ACLs,
-//! sparse files, and chunked (content-defined) storage of the tar.
+//! Not here: compressed tarballs (`image add` rejects them with a clear message; `image
+//! import` decompresses them, see `super::import`), extended attributes and sparse files of a
+//! directory, and chunked (content-defined) storage of the tar.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 /// Why a root filesystem could not be packed or was refused.
@@ -59,23 +62,39 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RootfsError + '_ {
 /// Writes `dir` as a deterministic uncompressed tar to `out`. Paths in the archive are
 /// relative (`etc/hostname`, directories end in `/`); the root directory itself is not stored.
 pub fn pack_dir(dir: &Path, out: impl Write) -> Result<(), RootfsError> {
+    pack(dir, out, None)
+}
+
+/// [`pack_dir`] keeping more of the tree, for `image import`: a file with several links is
+/// stored once and its other names as hard links to the first (in sorted order); device
+/// nodes and FIFOs are stored (sockets are still skipped).
+pub fn pack_dir_full(dir: &Path, out: impl Write) -> Result<(), RootfsError> {
+    pack(dir, out, Some(HashMap::new()))
+}
+
+/// Hard-linked files already stored: (device, inode) -> first path.
+type Links = HashMap<(u64, u64), PathBuf>;
+
+fn pack(dir: &Path, out: impl Write, mut links: Option<Links>) -> Result<(), RootfsError> {
     let meta = fs::metadata(dir).map_err(io_err(dir))?;
     if !meta.is_dir() {
         return Err(RootfsError::NotADirectory(dir.to_path_buf()));
     }
     let mut builder = tar::Builder::new(out);
-    pack_children(&mut builder, dir, Path::new(""))?;
+    pack_children(&mut builder, dir, Path::new(""), &mut links)?;
     builder
         .into_inner()
         .and_then(|mut w| w.flush())
         .map_err(io_err(dir))
 }
 
-/// Appends the entries under `base.join(rel)`, sorted by name, depth first.
+/// Appends the entries under `base.join(rel)`, sorted by name, depth first; `links` is
+/// `Some` for [`pack_dir_full`].
 fn pack_children<W: Write>(
     builder: &mut tar::Builder<W>,
     base: &Path,
     rel: &Path,
+    links: &mut Option<Links>,
 ) -> Result<(), RootfsError> {
     let here = base.join(rel);
     let mut names: Vec<_> = fs::read_dir(&here)
@@ -96,7 +115,7 @@ fn pack_children<W: Write>(
             header.set_size(0);
             builder
                 .append_data(&mut header, &rel_path, io::empty())
-                .map(|()| pack_children(builder, base, &rel_path))
+                .map(|()| pack_children(builder, base, &rel_path, links))
         } else if ft.is_symlink() {
             let target = fs::read_link(&full).map_err(io_err(&full))?;
             header.set_size(0);
@@ -104,18 +123,48 @@ fn pack_children<W: Write>(
                 .append_link(&mut header, &rel_path, &target)
                 .map(|()| Ok(()))
         } else if ft.is_file() {
-            // Hard links become plain copies: the reader never has to resolve them.
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_size(meta.len());
-            let file = File::open(&full).map_err(io_err(&full))?;
-            // If the file changes size while we read it, `append_data` fails rather than
-            // writing a corrupt archive.
+            let first = links.as_mut().filter(|_| meta.nlink() > 1).and_then(|l| {
+                let key = (meta.dev(), meta.ino());
+                let first = l.get(&key).cloned();
+                l.entry(key).or_insert_with(|| rel_path.clone());
+                first
+            });
+            if let Some(first) = first {
+                header.set_entry_type(tar::EntryType::Link);
+                header.set_size(0);
+                builder
+                    .append_link(&mut header, &rel_path, &first)
+                    .map(|()| Ok(()))
+            } else {
+                // Without `links`, hard links become plain copies: the reader never has to
+                // resolve them.
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(meta.len());
+                let file = File::open(&full).map_err(io_err(&full))?;
+                // If the file changes size while we read it, `append_data` fails rather than
+                // writing a corrupt archive.
+                builder
+                    .append_data(
+                        &mut header,
+                        &rel_path,
+                        BufReader::new(file).take(meta.len()),
+                    )
+                    .map(|()| Ok(()))
+            }
+        } else if links.is_some() && !ft.is_socket() {
+            // `set_metadata_in_mode` set the type, not the device numbers (glibc's split of
+            // `st_rdev`).
+            let dev = meta.rdev();
+            let major = ((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff);
+            let minor = ((dev >> 12) & 0xffff_ff00) | (dev & 0xff);
+            header.set_size(0);
+            // Both fit: each is at most 32 bits by construction of the masks above.
+            header
+                .set_device_major(major as u32)
+                .and_then(|()| header.set_device_minor(minor as u32))
+                .map_err(io_err(&full))?;
             builder
-                .append_data(
-                    &mut header,
-                    &rel_path,
-                    BufReader::new(file).take(meta.len()),
-                )
+                .append_data(&mut header, &rel_path, io::empty())
                 .map(|()| Ok(()))
         } else {
             tracing::warn!(path = %full.display(), "skipping device node, FIFO or socket");

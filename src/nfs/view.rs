@@ -317,7 +317,7 @@ impl Views {
     /// The caller's root view, if it has one.
     fn root_view(&self, view: &View, inner: &mut Inner, addr: IpAddr) -> Option<Arc<RootView>> {
         let node = Self::node_of(view, addr)?.clone();
-        let image = view.image_of(&node)?.clone();
+        let (image, _) = view.boot_image_of(&node)?;
         let blob = image.rootfs.as_ref()?.blob.clone();
         if let Some(r) = inner.roots.get(&node.name) {
             if r.blob == blob && r.persistent == image.persistent {

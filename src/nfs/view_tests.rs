@@ -64,6 +64,7 @@ fn fixture(tag: &str) -> Fixture {
             "relative".into(),
             "/etc/mtab/x".into(),
         ],
+        versions: Vec::new(),
     };
     let nodes = [("n1", 11u8), ("n2", 12)].map(|(name, last)| Node {
         name: name.into(),
@@ -73,6 +74,7 @@ fn fixture(tag: &str) -> Fixture {
         group: None,
         aliases: Vec::new(),
         root: None,
+        image_version: None,
     });
     store
         .write(|w| {
@@ -394,6 +396,7 @@ fn dynamic_nodes_are_known_by_their_current_lease() {
                 group: None,
                 aliases: Vec::new(),
                 root: None,
+                image_version: None,
             })?;
             w.put(&lease(50, LeaseState::Bound, now + 600))?;
             w.put(&lease(51, LeaseState::Bound, now - 1))?;

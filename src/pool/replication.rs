@@ -315,16 +315,7 @@ pub fn missing_blobs(store: &Store, blobs: &Blobs) -> Result<Vec<(BlobId, u64)>,
     let images = store.read(|r| r.all::<Image>())?;
     let mut out: Vec<(BlobId, u64)> = images
         .iter()
-        .flat_map(|i| {
-            [
-                Some(&i.kernel),
-                i.initrd.as_ref(),
-                i.rootfs.as_ref(),
-                i.initramfs.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-        })
+        .flat_map(Image::all_files)
         .filter(|f| blobs.path(&f.blob).is_some_and(|p| !p.exists()))
         .map(|f| (f.blob.clone(), f.size))
         .collect();
@@ -446,6 +437,7 @@ mod tests {
                 group: None,
                 aliases: Vec::new(),
                 root: None,
+                image_version: None,
             })
         })
         .unwrap();

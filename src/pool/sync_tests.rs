@@ -40,6 +40,7 @@ fn node(n: u8, mac: u8) -> Node {
         group: None,
         aliases: Vec::new(),
         root: None,
+        image_version: None,
     }
 }
 

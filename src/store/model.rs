@@ -182,6 +182,10 @@ pub struct Node {
     /// How this node gets its root filesystem, over its image's [`Image::root`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<RootMode>,
+    /// The version of its image the node boots; `None` follows the latest (or its group's
+    /// pin, when the image is the group's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_version: Option<u32>,
 }
 
 /// A set of nodes that share settings (image, later BMC credentials and more).
@@ -189,6 +193,9 @@ pub struct Node {
 pub struct Group {
     pub name: String,
     pub image: Option<String>,
+    /// The version of the group's image its nodes boot; `None` follows the latest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_version: Option<u32>,
 }
 
 /// An IPv4 network that drover serves: its subnet, dynamic range and options.
@@ -241,6 +248,55 @@ pub struct Image {
     /// version still loads, and read through [`PersistentPath::parse`] where it is used.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub persistent: Vec<String>,
+    /// Every version of the image's files, oldest first; the last is the one in the fields
+    /// above. Empty in records written before versions existed: those read as one version 1
+    /// ([`Image::history`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<ImageVersion>,
+}
+
+/// The files of one version of an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageFiles {
+    pub kernel: ImageFile,
+    pub initrd: Option<ImageFile>,
+    pub rootfs: Option<ImageFile>,
+    pub initramfs: Option<ImageFile>,
+}
+
+impl ImageFiles {
+    /// The files that exist, kernel first.
+    pub fn iter(&self) -> impl Iterator<Item = &ImageFile> {
+        present(&self.kernel, [&self.initrd, &self.rootfs, &self.initramfs])
+    }
+
+    /// Bytes of all files together.
+    pub fn size(&self) -> u64 {
+        self.iter().map(|f| f.size).sum()
+    }
+}
+
+/// `kernel`, then whichever of `rest` exist.
+fn present<'a>(
+    kernel: &'a ImageFile,
+    rest: [&'a Option<ImageFile>; 3],
+) -> impl Iterator<Item = &'a ImageFile> {
+    std::iter::once(kernel).chain(rest.into_iter().flatten())
+}
+
+/// One entry of an image's history: a change of its files. History is append-only: a
+/// rollback adds an entry naming the old files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageVersion {
+    /// 1, 2, ...: one more than the previous entry.
+    pub number: u32,
+    /// Milliseconds since the Unix epoch; 0 when unknown (an image older than versions).
+    pub created_ms: u64,
+    /// Who made it: `local USER` for the CLI on the server, the API user or token name.
+    pub by: String,
+    /// How: `add`, `import SOURCE`, `rollback to N`.
+    pub what: String,
+    pub files: ImageFiles,
 }
 
 /// Most persistent paths one image may have.
@@ -443,6 +499,101 @@ pub enum RootMode {
 }
 
 impl Image {
+    /// The files in the image's fields (its latest version).
+    pub fn files(&self) -> ImageFiles {
+        ImageFiles {
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            rootfs: self.rootfs.clone(),
+            initramfs: self.initramfs.clone(),
+        }
+    }
+
+    /// The image's versions, oldest first. An image recorded before versions existed has
+    /// one: version 1, its files, of unknown time and author.
+    pub fn history(&self) -> Vec<ImageVersion> {
+        if self.versions.is_empty() {
+            vec![ImageVersion {
+                number: 1,
+                created_ms: 0,
+                by: String::new(),
+                what: "before versions".into(),
+                files: self.files(),
+            }]
+        } else {
+            self.versions.clone()
+        }
+    }
+
+    /// The number of the latest version.
+    pub fn latest_version(&self) -> u32 {
+        self.versions.last().map_or(1, |v| v.number)
+    }
+
+    /// The files of version `number`, if the image has it.
+    pub fn version_files(&self, number: u32) -> Option<ImageFiles> {
+        if self.versions.is_empty() {
+            return (number == 1).then(|| self.files());
+        }
+        self.versions
+            .iter()
+            .find(|v| v.number == number)
+            .map(|v| v.files.clone())
+    }
+
+    /// This image as of version `number`: its settings, that version's files, no history.
+    pub fn at_version(&self, number: u32) -> Option<Image> {
+        let files = self.version_files(number)?;
+        let mut image = Image {
+            name: self.name.clone(),
+            kernel: files.kernel.clone(),
+            initrd: None,
+            cmdline: self.cmdline.clone(),
+            rootfs: None,
+            initramfs: None,
+            root: self.root,
+            persistent: self.persistent.clone(),
+            versions: Vec::new(),
+        };
+        image.set_files(files);
+        Some(image)
+    }
+
+    /// Makes `files` the latest version, after `previous` (the image's record before this
+    /// change, `None` for a new image): the history carries on from `previous`'s.
+    pub fn push_version(
+        &mut self,
+        previous: Option<&Image>,
+        files: ImageFiles,
+        created_ms: u64,
+        by: &str,
+        what: &str,
+    ) {
+        self.versions = previous.map(Image::history).unwrap_or_default();
+        let number = self.versions.last().map_or(1, |v| v.number + 1);
+        self.versions.push(ImageVersion {
+            number,
+            created_ms,
+            by: by.to_string(),
+            what: what.to_string(),
+            files: files.clone(),
+        });
+        self.set_files(files);
+    }
+
+    fn set_files(&mut self, files: ImageFiles) {
+        self.kernel = files.kernel;
+        self.initrd = files.initrd;
+        self.rootfs = files.rootfs;
+        self.initramfs = files.initramfs;
+    }
+
+    /// Every file any version names (with repeats): what a member must hold to serve them.
+    pub fn all_files(&self) -> impl Iterator<Item = &ImageFile> {
+        present(&self.kernel, [&self.initrd, &self.rootfs, &self.initramfs])
+            .chain(self.versions.iter().flat_map(|v| v.files.iter()))
+    }
+
     /// How the image boots: "ram-root" or "nfs-root" (its rootfs through drover's agent, by
     /// [`Image::root`]), "kernel+initrd" or "kernel".
     pub fn boot_kind(&self) -> &'static str {

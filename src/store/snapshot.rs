@@ -70,6 +70,7 @@ mod tests {
                 w.put(&Group {
                     name: "rack1".into(),
                     image: None,
+                    image_version: None,
                 })
             })
             .unwrap();
@@ -93,6 +94,7 @@ mod tests {
             w.put(&Group {
                 name: "rack2".into(),
                 image: None,
+                image_version: None,
             })
         })
         .unwrap();

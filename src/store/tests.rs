@@ -21,6 +21,7 @@ fn node(name: &str, mac: &str, ip: Option<&str>) -> Node {
         group: None,
         aliases: Vec::new(),
         root: None,
+        image_version: None,
     }
 }
 

@@ -4,6 +4,7 @@
 
 use super::model::{Export, Group, Image, Lease, Mac, Network, Node, PoolMember, PowerState};
 use super::{Reader, Store, StoreError, Table};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -182,6 +183,27 @@ impl View {
                 .and_then(|g| g.image.as_deref())
         })?;
         self.images.get(name)
+    }
+
+    /// The image a node boots as of the version it is pinned to: the node's own pin, else
+    /// its group's when the image is the group's; the latest when neither pins. Returns the
+    /// pin with the image. `None` when the node has no image or the pinned version is gone
+    /// (the image was removed and added again): booting other files than the pinned ones
+    /// would defeat the pin.
+    /// Borrowed when the node follows the latest (the boot path and the NFS server ask on
+    /// every request; an image's history is not copied for them).
+    pub fn boot_image_of(&self, node: &Node) -> Option<(Cow<'_, Image>, Option<u32>)> {
+        let group = node.group.as_deref().and_then(|g| self.groups.get(g));
+        let pin = match (&node.image, node.image_version) {
+            (_, Some(n)) => Some(n),
+            (Some(_), None) => None,
+            (None, None) => group.and_then(|g| g.image_version),
+        };
+        let image = self.image_of(node)?;
+        match pin {
+            None => Some((Cow::Borrowed(image), None)),
+            Some(n) => image.at_version(n).map(|i| (Cow::Owned(i), Some(n))),
+        }
     }
 }
 
