@@ -911,6 +911,58 @@ fn boot_events_build_a_timeline_that_ends_up() {
         .contains("ready"));
 }
 
+/// An agent event is accepted only from the node's own address: a `failed` posted from
+/// 127.0.0.2 for a node reserved at 127.0.0.1 is refused (403, counted in /metrics) and not
+/// recorded; the same post from 127.0.0.1 is accepted.
+#[test]
+fn boot_events_from_another_address_are_refused() {
+    use std::io::{Read, Write};
+    let s = ApiServer::start();
+    let token = s.token("ci");
+    let bearer = format!("Bearer {token}");
+    let t = [("Authorization", bearer.as_str())];
+    let mac = "52:54:00:0e:00:02";
+    s.d.cli_ok(&["node", "add", "n1", "--mac", mac, "--ip", "127.0.0.1"]);
+    let post_from = |from: &str| {
+        let body = r#"{"stage":"failed","detail":"forged"}"#;
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let from: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+        sock.bind(&from.into()).unwrap();
+        let to: std::net::SocketAddr = format!("127.0.0.1:{}", s.port).parse().unwrap();
+        sock.connect(&to.into()).unwrap();
+        let mut sock: std::net::TcpStream = sock.into();
+        write!(
+            sock,
+            "POST /boot/{mac}/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        sock.read_to_string(&mut out).unwrap();
+        out
+    };
+    let r = post_from("127.0.0.2");
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    let m = send(&s, "GET", "/metrics", &t, None);
+    assert!(
+        m.body.contains("drover_boot_events_refused_total 1"),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body
+            .contains("drover_boot_events_total{stage=\"failed\"} 0"),
+        "{}",
+        m.body
+    );
+    let r = post_from("127.0.0.1");
+    assert!(r.starts_with("HTTP/1.1 204"), "{r}");
+    wait_for_len(&s, &t, 1);
+    let tl = send(&s, "GET", "/api/v1/nodes/n1/events", &t, None).json();
+    assert_eq!(tl["state"], "failed", "{tl}");
+}
+
 /// Waits until the last boot of n1 has exactly `n` events.
 fn wait_for_len(s: &ApiServer, t: &[(&str, &str)], n: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
