@@ -963,6 +963,37 @@ fn boot_events_from_another_address_are_refused() {
     assert_eq!(tl["state"], "failed", "{tl}");
 }
 
+/// A user name or boot event detail with a newline followed by a made-up log line does not
+/// put that line in the server's log: client strings are escaped.
+#[test]
+fn client_strings_cannot_forge_log_lines() {
+    let s = ApiServer::start();
+    let forged = "2026-01-01T00:00:00.000000Z  INFO drover: FORGED";
+    let user = format!("ops\n{forged} login");
+    let body = serde_json::json!({ "user": user, "password": "wrong" }).to_string();
+    let r = s.request("POST", "/api/v1/login", &[JSON], Some(&body));
+    assert_eq!(r.status, 401, "{}", r.body);
+    let mac = "52:54:00:0e:00:03";
+    s.d.cli_ok(&["node", "add", "n1", "--mac", mac, "--ip", "127.0.0.1"]);
+    let detail = format!("up\r\n{forged} event");
+    let body = serde_json::json!({ "stage": "agent", "detail": detail }).to_string();
+    let r = s.request("POST", &format!("/boot/{mac}/events"), &[JSON], Some(&body));
+    assert_eq!(r.status, 204, "{}", r.body);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !(s.d.log().contains("failed login") && s.d.log().contains("boot event")) {
+        assert!(std::time::Instant::now() < deadline, "{}", s.d.log_tail(20));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = s.d.log();
+    assert!(
+        log.contains("FORGED login") && log.contains("FORGED event"),
+        "{log}"
+    );
+    for line in log.lines() {
+        assert!(!line.starts_with(forged), "forged line in the log:\n{log}");
+    }
+}
+
 /// Waits until the last boot of n1 has exactly `n` events.
 fn wait_for_len(s: &ApiServer, t: &[(&str, &str)], n: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -25,6 +25,7 @@ pub mod image;
 pub mod install;
 pub mod ipmi;
 pub mod labels;
+pub mod logsafe;
 pub mod net;
 pub mod nfs;
 pub mod ntp;

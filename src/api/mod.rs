@@ -26,6 +26,7 @@ mod resources;
 pub mod web;
 
 use crate::auth::{self, LoginLimiter, Sessions};
+use crate::logsafe::Escaped;
 use crate::store::Store;
 use crate::timeline::Recorder;
 use axum::extract::{ConnectInfo, Request, State};
@@ -484,14 +485,14 @@ async fn login(State(api): State<Arc<Api>>, req: Request) -> Result<Response, Ap
         .await?;
     if !ok {
         api.metrics.login(metrics::Login::Failed);
-        // Debug-quoted: the name is the client's, and a newline in it would forge log lines.
-        tracing::warn!(%client, user = ?user, "failed login");
+        // Escaped: the name is the client's, and a newline in it would forge log lines.
+        tracing::warn!(%client, user = %Escaped(&user), "failed login");
         return Err(ApiError::unauthorized("wrong user or password"));
     }
     api.metrics.login(metrics::Login::Ok);
     lock(&api.limiter).succeeded(client);
     let (id, session) = lock(&api.sessions).create(&user, Instant::now());
-    tracing::info!(%client, user = %user, "login");
+    tracing::info!(%client, user = %Escaped(&user), "login");
     let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
     let mut resp = Json(SessionInfo {
         user,

@@ -14,6 +14,7 @@
 
 use super::{ipxe, range};
 use crate::image::Blobs;
+use crate::logsafe::Escaped;
 use crate::pool::peers::Peers;
 use crate::store::model::{BootStage, ImageFile, Mac};
 use crate::store::SharedView;
@@ -310,7 +311,8 @@ async fn agent_event(
             format!("boot events of {node} come from its own address\n"),
         );
     }
-    tracing::info!(node = %node, stage = event.stage.name(), detail = %event.detail, "boot event");
+    tracing::info!(node = %node, stage = event.stage.name(), detail = %Escaped(&event.detail),
+        "boot event");
     api.boot_events
         .record(node, event.stage, "agent", event.detail);
     StatusCode::NO_CONTENT.into_response()
