@@ -956,6 +956,14 @@ fn boot_events_from_another_address_are_refused() {
         "{}",
         m.body
     );
+    // Retried faults are listed too (none here).
+    assert!(
+        m.body.contains(
+            "drover_service_events_total{service=\"faults\",iface=\"all\",event=\"view_refresh_errors\"} 0"
+        ),
+        "{}",
+        m.body
+    );
     let r = post_from("127.0.0.1");
     assert!(r.starts_with("HTTP/1.1 204"), "{r}");
     wait_for_len(&s, &t, 1);
