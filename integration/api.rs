@@ -202,26 +202,12 @@ fn failed_logins_are_rate_limited_and_passwd_changes_the_password() {
     let (ok, out, err) = cli_stdin(&s.d, &["admin", "passwd", "ops"], "another password\n");
     assert!(ok, "{out}{err}");
     // Another client address is not limited: log in from 127.0.0.2.
-    let r = {
-        use std::io::{Read, Write};
-        let body = r#"{"user":"ops","password":"another password"}"#;
-        let sock =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        let from: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
-        sock.bind(&from.into()).unwrap();
-        let to: std::net::SocketAddr = format!("127.0.0.1:{}", s.port).parse().unwrap();
-        sock.connect(&to.into()).unwrap();
-        let mut sock: std::net::TcpStream = sock.into();
-        write!(
-            sock,
-            "POST /api/v1/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut out = String::new();
-        sock.read_to_string(&mut out).unwrap();
-        out
-    };
+    let r = post_json_from(
+        &s,
+        "127.0.0.2",
+        "/api/v1/login",
+        r#"{"user":"ops","password":"another password"}"#,
+    );
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
 }
 
@@ -916,7 +902,6 @@ fn boot_events_build_a_timeline_that_ends_up() {
 /// recorded; the same post from 127.0.0.1 is accepted.
 #[test]
 fn boot_events_from_another_address_are_refused() {
-    use std::io::{Read, Write};
     let s = ApiServer::start();
     let token = s.token("ci");
     let bearer = format!("Bearer {token}");
@@ -925,22 +910,7 @@ fn boot_events_from_another_address_are_refused() {
     s.d.cli_ok(&["node", "add", "n1", "--mac", mac, "--ip", "127.0.0.1"]);
     let post_from = |from: &str| {
         let body = r#"{"stage":"failed","detail":"forged"}"#;
-        let sock =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        let from: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
-        sock.bind(&from.into()).unwrap();
-        let to: std::net::SocketAddr = format!("127.0.0.1:{}", s.port).parse().unwrap();
-        sock.connect(&to.into()).unwrap();
-        let mut sock: std::net::TcpStream = sock.into();
-        write!(
-            sock,
-            "POST /boot/{mac}/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut out = String::new();
-        sock.read_to_string(&mut out).unwrap();
-        out
+        post_json_from(&s, from, &format!("/boot/{mac}/events"), body)
     };
     let r = post_from("127.0.0.2");
     assert!(r.starts_with("HTTP/1.1 403"), "{r}");
@@ -1000,6 +970,27 @@ fn client_strings_cannot_forge_log_lines() {
     for line in log.lines() {
         assert!(!line.starts_with(forged), "forged line in the log:\n{log}");
     }
+}
+
+/// POSTs JSON `body` to `path` from local address `from` (a loopback address other than
+/// 127.0.0.1 plays another client); returns the whole raw response.
+fn post_json_from(s: &ApiServer, from: &str, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let from: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    sock.bind(&from.into()).unwrap();
+    let to: std::net::SocketAddr = format!("127.0.0.1:{}", s.port).parse().unwrap();
+    sock.connect(&to.into()).unwrap();
+    let mut sock: std::net::TcpStream = sock.into();
+    write!(
+        sock,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    sock.read_to_string(&mut out).unwrap();
+    out
 }
 
 /// Waits until the last boot of n1 has exactly `n` events.
