@@ -202,26 +202,12 @@ fn failed_logins_are_rate_limited_and_passwd_changes_the_password() {
     let (ok, out, err) = cli_stdin(&s.d, &["admin", "passwd", "ops"], "another password\n");
     assert!(ok, "{out}{err}");
     // Another client address is not limited: log in from 127.0.0.2.
-    let r = {
-        use std::io::{Read, Write};
-        let body = r#"{"user":"ops","password":"another password"}"#;
-        let sock =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        let from: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
-        sock.bind(&from.into()).unwrap();
-        let to: std::net::SocketAddr = format!("127.0.0.1:{}", s.port).parse().unwrap();
-        sock.connect(&to.into()).unwrap();
-        let mut sock: std::net::TcpStream = sock.into();
-        write!(
-            sock,
-            "POST /api/v1/login HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut out = String::new();
-        sock.read_to_string(&mut out).unwrap();
-        out
-    };
+    let r = post_json_from(
+        &s,
+        "127.0.0.2",
+        "/api/v1/login",
+        r#"{"user":"ops","password":"another password"}"#,
+    );
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
 }
 
@@ -909,6 +895,102 @@ fn boot_events_build_a_timeline_that_ends_up() {
         .d
         .cli_ok(&["node", "events", "n1", "--all"])
         .contains("ready"));
+}
+
+/// An agent event is accepted only from the node's own address: a `failed` posted from
+/// 127.0.0.2 for a node reserved at 127.0.0.1 is refused (403, counted in /metrics) and not
+/// recorded; the same post from 127.0.0.1 is accepted.
+#[test]
+fn boot_events_from_another_address_are_refused() {
+    let s = ApiServer::start();
+    let token = s.token("ci");
+    let bearer = format!("Bearer {token}");
+    let t = [("Authorization", bearer.as_str())];
+    let mac = "52:54:00:0e:00:02";
+    s.d.cli_ok(&["node", "add", "n1", "--mac", mac, "--ip", "127.0.0.1"]);
+    let post_from = |from: &str| {
+        let body = r#"{"stage":"failed","detail":"forged"}"#;
+        post_json_from(&s, from, &format!("/boot/{mac}/events"), body)
+    };
+    let r = post_from("127.0.0.2");
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    let m = send(&s, "GET", "/metrics", &t, None);
+    assert!(
+        m.body.contains("drover_boot_events_refused_total 1"),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body
+            .contains("drover_boot_events_total{stage=\"failed\"} 0"),
+        "{}",
+        m.body
+    );
+    // Retried faults are listed too (none here).
+    assert!(
+        m.body.contains(
+            "drover_service_events_total{service=\"faults\",iface=\"all\",event=\"view_refresh_errors\"} 0"
+        ),
+        "{}",
+        m.body
+    );
+    let r = post_from("127.0.0.1");
+    assert!(r.starts_with("HTTP/1.1 204"), "{r}");
+    wait_for_len(&s, &t, 1);
+    let tl = send(&s, "GET", "/api/v1/nodes/n1/events", &t, None).json();
+    assert_eq!(tl["state"], "failed", "{tl}");
+}
+
+/// A user name or boot event detail with a newline followed by a made-up log line does not
+/// put that line in the server's log: client strings are escaped.
+#[test]
+fn client_strings_cannot_forge_log_lines() {
+    let s = ApiServer::start();
+    let forged = "2026-01-01T00:00:00.000000Z  INFO drover: FORGED";
+    let user = format!("ops\n{forged} login");
+    let body = serde_json::json!({ "user": user, "password": "wrong" }).to_string();
+    let r = s.request("POST", "/api/v1/login", &[JSON], Some(&body));
+    assert_eq!(r.status, 401, "{}", r.body);
+    let mac = "52:54:00:0e:00:03";
+    s.d.cli_ok(&["node", "add", "n1", "--mac", mac, "--ip", "127.0.0.1"]);
+    let detail = format!("up\r\n{forged} event");
+    let body = serde_json::json!({ "stage": "agent", "detail": detail }).to_string();
+    let r = s.request("POST", &format!("/boot/{mac}/events"), &[JSON], Some(&body));
+    assert_eq!(r.status, 204, "{}", r.body);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !(s.d.log().contains("failed login") && s.d.log().contains("boot event")) {
+        assert!(std::time::Instant::now() < deadline, "{}", s.d.log_tail(20));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = s.d.log();
+    assert!(
+        log.contains("FORGED login") && log.contains("FORGED event"),
+        "{log}"
+    );
+    for line in log.lines() {
+        assert!(!line.starts_with(forged), "forged line in the log:\n{log}");
+    }
+}
+
+/// POSTs JSON `body` to `path` from local address `from` (a loopback address other than
+/// 127.0.0.1 plays another client); returns the whole raw response.
+fn post_json_from(s: &ApiServer, from: &str, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let from: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    sock.bind(&from.into()).unwrap();
+    let to: std::net::SocketAddr = format!("127.0.0.1:{}", s.port).parse().unwrap();
+    sock.connect(&to.into()).unwrap();
+    let mut sock: std::net::TcpStream = sock.into();
+    write!(
+        sock,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    sock.read_to_string(&mut out).unwrap();
+    out
 }
 
 /// Waits until the last boot of n1 has exactly `n` events.

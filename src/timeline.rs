@@ -24,7 +24,7 @@
 //! their own initrd (only what they fetch is seen), delivery of events that were queued when
 //! the server stopped (the writer writes what is queued at shutdown; a crash loses them).
 
-use crate::store::model::{BootEvent, BootLog, BootStage, Mac};
+use crate::store::model::{BootEvent, BootLog, BootStage, Lease, Mac, Node};
 use crate::store::{SharedView, Store, StoreError, View};
 use serde::Serialize;
 use std::net::Ipv4Addr;
@@ -53,6 +53,7 @@ pub const REPEAT_MS: u64 = 10_000;
 pub struct Counts {
     queued: [AtomicU64; BootStage::ALL.len()],
     dropped: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl Counts {
@@ -64,6 +65,11 @@ impl Counts {
     /// Events dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Agent events refused because they came from another address than the node's.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 }
 
@@ -141,9 +147,22 @@ impl Recorder {
         &self.counts
     }
 
+    /// Counts an agent event refused by [`may_report`].
+    pub fn refuse(&self) {
+        self.counts.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn read_view<R>(&self, f: impl FnOnce(&View) -> R) -> R {
         f(&self.view.snapshot())
     }
+}
+
+/// Whether a caller at `from` may report boot events of `node`: `from` is the node's
+/// reservation, or `lease` (the lease on `from`) is held by the node's MAC at unix time `now`.
+/// So a host elsewhere on the boot network cannot mark another node `ready` or `failed`.
+pub fn may_report(node: &Node, lease: Option<&Lease>, from: Ipv4Addr, now: u64) -> bool {
+    node.ip == Some(from)
+        || lease.is_some_and(|l| l.ip == from && node.mac == l.mac && l.holds(now))
 }
 
 /// The node at client address `ip`: the node that reserved it, else the node whose MAC holds
@@ -328,6 +347,44 @@ mod tests {
             let json = serde_json::to_string(st).unwrap();
             assert_eq!(json, format!("\"{}\"", st.name()));
         }
+    }
+
+    #[test]
+    fn only_the_nodes_own_address_may_report() {
+        let ip = |a: &str| a.parse::<Ipv4Addr>().unwrap();
+        let mut node = Node {
+            name: "n1".into(),
+            mac: "52:54:00:00:00:01".parse().unwrap(),
+            ip: Some(ip("198.18.0.11")),
+            image: None,
+            group: None,
+            aliases: Vec::new(),
+            root: None,
+            image_version: None,
+        };
+        let lease = |at: &str, mac: &str, expires: u64| Lease {
+            ip: ip(at),
+            mac: mac.parse().unwrap(),
+            client_id: None,
+            hostname: None,
+            state: crate::store::model::LeaseState::Bound,
+            start: 0,
+            expires,
+            network: "lab".into(),
+            relay: Default::default(),
+        };
+        assert!(may_report(&node, None, ip("198.18.0.11"), 10));
+        assert!(!may_report(&node, None, ip("198.18.0.12"), 10));
+        // Another node's lease, an expired lease, or a lease on another address is not enough.
+        let mine = lease("198.18.0.100", "52:54:00:00:00:01", 100);
+        let other = lease("198.18.0.100", "52:54:00:00:00:02", 100);
+        assert!(may_report(&node, Some(&mine), ip("198.18.0.100"), 10));
+        assert!(!may_report(&node, Some(&other), ip("198.18.0.100"), 10));
+        assert!(!may_report(&node, Some(&mine), ip("198.18.0.100"), 100));
+        assert!(!may_report(&node, Some(&mine), ip("198.18.0.101"), 10));
+        node.ip = None;
+        assert!(may_report(&node, Some(&mine), ip("198.18.0.100"), 10));
+        assert!(!may_report(&node, None, ip("198.18.0.11"), 10));
     }
 
     #[test]

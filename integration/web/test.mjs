@@ -51,6 +51,9 @@ try {
 
   step('the agent reports a boot: the node turns up live, with its timeline');
   await page.locator('#nodes tbody tr[data-name=web01] td.node-unknown').waitFor();
+  // Boot events are accepted only from the node's own address: this test plays the node.
+  execFileSync(env('DROVER_BIN'), ['--state-dir', env('DROVER_STATE_DIR'), 'node', 'set', 'web01',
+    '--ip', '127.0.0.1']);
   for (const [stage, detail] of [['agent', 'network up on eth0'], ['root', 'root filesystem in RAM'],
     ['ready', 'switching to the image\'s init']]) {
     const r = await fetch(`${url}/boot/52:54:00:aa:00:01/events`, {

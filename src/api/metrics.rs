@@ -188,6 +188,13 @@ pub async fn scrape(State(api): State<Arc<Api>>) -> Result<Response, super::ApiE
     let _ = writeln!(out, "{name} {}", boot_events.dropped());
     let name = family(
         &mut out,
+        "drover_boot_events_refused_total",
+        "counter",
+        "Agent boot events refused: not from the node's reserved or leased address.",
+    );
+    let _ = writeln!(out, "{name} {}", boot_events.refused());
+    let name = family(
+        &mut out,
         "drover_logins_total",
         "counter",
         "Logins by outcome.",

@@ -26,6 +26,7 @@ mod resources;
 pub mod web;
 
 use crate::auth::{self, LoginLimiter, Sessions};
+use crate::logsafe::Escaped;
 use crate::store::Store;
 use crate::timeline::Recorder;
 use axum::extract::{ConnectInfo, Request, State};
@@ -134,13 +135,36 @@ impl Api {
         }))
     }
 
-    /// The name of the node with `mac`, read from the store.
-    pub async fn node_for_mac(
+    /// The name of the node with `mac`, read from the store, and whether a caller at `from`
+    /// may report its boot events (see [`crate::timeline::may_report`]).
+    pub async fn node_for_event(
         self: &Arc<Self>,
         mac: crate::store::model::Mac,
-    ) -> Result<Option<String>, ApiError> {
-        self.blocking(move |store| Ok(store.read(|r| r.node_by_mac(mac))?.map(|n| n.name)))
-            .await
+        from: Option<std::net::Ipv4Addr>,
+    ) -> Result<Option<(String, bool)>, ApiError> {
+        self.blocking(move |store| {
+            let found = store.read(|r| -> Result<_, crate::store::StoreError> {
+                let Some(node) = r.node_by_mac(mac)? else {
+                    return Ok(None);
+                };
+                // The lease on the caller's address, if any: its holder is the node there.
+                let lease = match from {
+                    Some(ip) => r.get::<crate::store::model::Lease>(&ip.to_string())?,
+                    None => None,
+                };
+                let allowed = from.is_some_and(|ip| {
+                    crate::timeline::may_report(
+                        &node,
+                        lease.as_ref(),
+                        ip,
+                        crate::clock::unix_secs(),
+                    )
+                });
+                Ok(Some((node.name, allowed)))
+            })?;
+            Ok(found)
+        })
+        .await
     }
 
     /// Whether `principal` may still act: its session has not ended (logout, idle timeout),
@@ -461,14 +485,14 @@ async fn login(State(api): State<Arc<Api>>, req: Request) -> Result<Response, Ap
         .await?;
     if !ok {
         api.metrics.login(metrics::Login::Failed);
-        // Debug-quoted: the name is the client's, and a newline in it would forge log lines.
-        tracing::warn!(%client, user = ?user, "failed login");
+        // Escaped: the name is the client's, and a newline in it would forge log lines.
+        tracing::warn!(%client, user = %Escaped(&user), "failed login");
         return Err(ApiError::unauthorized("wrong user or password"));
     }
     api.metrics.login(metrics::Login::Ok);
     lock(&api.limiter).succeeded(client);
     let (id, session) = lock(&api.sessions).create(&user, Instant::now());
-    tracing::info!(%client, user = %user, "login");
+    tracing::info!(%client, user = %Escaped(&user), "login");
     let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
     let mut resp = Json(SessionInfo {
         user,

@@ -14,6 +14,7 @@
 
 use super::{ipxe, range};
 use crate::image::Blobs;
+use crate::logsafe::Escaped;
 use crate::pool::peers::Peers;
 use crate::store::model::{BootStage, ImageFile, Mac};
 use crate::store::SharedView;
@@ -251,10 +252,12 @@ const MAX_EVENT_BODY: usize = 1024;
 
 /// `POST /boot/{mac}/events` from drover's agent: `{"stage": "agent"|"root"|"ready"|"failed",
 /// "detail": TEXT}`. Unauthenticated like the rest of the boot path (the agent has no
-/// credentials); it only appends to a known node's capped timeline.
+/// credentials), but accepted only from the node's reserved address or the address its MAC
+/// holds the lease on (else 403, counted); it only appends to a known node's capped timeline.
 async fn agent_event(
     State(s): State<Shared>,
     Path(mac): Path<String>,
+    extensions: axum::http::Extensions,
     body: axum::body::Bytes,
 ) -> Response {
     let Some(api) = &s.api else {
@@ -289,15 +292,27 @@ async fn agent_event(
             "stage must be agent, root, ready or failed\n".into(),
         );
     }
-    // From the store rather than the view: a node added a moment ago is known at once.
-    let node = match api.node_for_mac(mac).await {
+    // From the store rather than the view: a node added (or a lease bound) a moment ago is
+    // known at once.
+    let from = client_v4(&extensions);
+    let node = match api.node_for_event(mac, from).await {
         Ok(node) => node,
         Err(e) => return e.into_response(),
     };
-    let Some(node) = node else {
+    let Some((node, allowed)) = node else {
         return text(StatusCode::NOT_FOUND, format!("no node has MAC {mac}\n"));
     };
-    tracing::info!(node = %node, stage = event.stage.name(), detail = %event.detail, "boot event");
+    if !allowed {
+        api.boot_events.refuse();
+        tracing::warn!(node = %node, from = ?from, stage = event.stage.name(),
+            "boot event refused: not from the node's reserved or leased address");
+        return text(
+            StatusCode::FORBIDDEN,
+            format!("boot events of {node} come from its own address\n"),
+        );
+    }
+    tracing::info!(node = %node, stage = event.stage.name(), detail = %Escaped(&event.detail),
+        "boot event");
     api.boot_events
         .record(node, event.stage, "agent", event.detail);
     StatusCode::NO_CONTENT.into_response()

@@ -4,7 +4,8 @@
 //! (measured, see LAB.md). drover announces itself with an RA that carries no M/O flags and
 //! a router lifetime of 0: iPXE learns at once that there is no DHCPv6 to wait for, and no
 //! host takes drover as its default IPv6 router. It sends one every `interval` seconds and
-//! answers each router solicitation at once.
+//! answers each router solicitation at once. A receive error is counted
+//! (`crate::faults`) and retried after a backoff; it does not end the task.
 //!
 //! Not here: prefixes, SLAAC, DHCPv6 — drover does not route or address IPv6.
 
@@ -12,6 +13,7 @@ use crate::store::model::Mac;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{Ipv6Addr, SocketAddrV6};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -71,13 +73,36 @@ pub async fn run(
     let ra = advertisement(iface.mac);
     let dest = SocketAddrV6::new(ALL_NODES, 0, 0, iface.index);
     let mut ticker = tokio::time::interval(interval);
+    // After a receive backoff, one advertisement, not a burst of the missed ones.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut buf = [0u8; 1500];
     let mut failing = false;
+    let mut receiving = crate::faults::Backoff::default();
     loop {
         let send = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = ticker.tick() => true,
-            got = socket.recv(&mut buf) => is_solicitation(&buf[..got?]),
+            got = socket.recv(&mut buf) => match got {
+                Ok(n) => {
+                    if receiving.succeeded() > 0 {
+                        tracing::info!(iface = %iface.name, "receiving router solicitations again");
+                    }
+                    is_solicitation(&buf[..n])
+                }
+                // Counted and retried after a backoff (the periodic advertisements go on
+                // meanwhile): a socket fault degrades boot speed, it does not stop the server.
+                Err(e) => {
+                    crate::faults::global().ra_receive_errors.fetch_add(1, Ordering::Relaxed);
+                    let wait = receiving.failed();
+                    tracing::warn!(iface = %iface.name, error = %e, retry_in_ms = wait.as_millis() as u64,
+                        "router solicitation receive failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    false
+                }
+            },
         };
         if send {
             match socket.send_to(&ra, dest).await {

@@ -14,7 +14,10 @@
 //! and the view refresher, which brings the one [`SharedView`] up to date every
 //! [`REFRESH_INTERVAL`] so that admin changes made by another process (the CLI) reach the
 //! services without a restart. A task that fails takes the server down with its error: a
-//! half-working boot server is worse than a dead one that systemd restarts.
+//! half-working boot server is worse than a dead one that systemd restarts. Transient faults
+//! are not failures: a view refresh that fails, or a receive error on a router-advertisement
+//! socket, is retried with backoff and counted (`crate::faults`, `service="faults"` in
+//! `/metrics`) while the services go on with what they have.
 //!
 //! Order at start-up: the store opens, each interface's subnet is recorded as a network when
 //! no network covers it yet (so the embedded default serves that subnet), the view is loaded,
@@ -40,6 +43,7 @@ use settings::Settings;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
@@ -487,6 +491,8 @@ async fn start_pool(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
 }
 
 async fn start_view_refresher(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
+    // Registered here, once per server: the refresher and the RA sockets count into it.
+    crate::counters::register("faults", "all", crate::faults::global().clone());
     let (view, token) = (ctx.view.clone(), ctx.shutdown.clone());
     spawn(
         tasks,
@@ -536,20 +542,64 @@ fn record_interface_network(store: &Store, iface: &Interface) -> Result<()> {
 }
 
 async fn refresh_view(view: Arc<SharedView>, shutdown: CancellationToken) -> Result<()> {
-    let mut ticker = tokio::time::interval(REFRESH_INTERVAL);
+    let errors = &crate::faults::global().view_refresh_errors;
+    refresh_loop(REFRESH_INTERVAL, errors, shutdown, || {
+        let view = view.clone();
+        async move {
+            // A refresh is a short LMDB read; keep it off the async workers anyway.
+            match tokio::task::spawn_blocking(move || view.refresh()).await {
+                Ok(refreshed) => refreshed.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("view refresh task: {e}")),
+            }
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// Calls `step` (a refresh: whether anything changed, or why it failed) every `interval`
+/// until `shutdown`. A failure is counted in `errors`, logged and retried after a
+/// [`Backoff`](crate::faults::Backoff) wait: the services go on with the view they have
+/// (stale, not wrong) instead of the server stopping.
+async fn refresh_loop<F, Fut>(
+    interval: Duration,
+    errors: &AtomicU64,
+    shutdown: CancellationToken,
+    mut step: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<bool, String>>,
+{
+    let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backoff = crate::faults::Backoff::default();
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let view = view.clone();
-        // A refresh is a short LMDB read; keep it off the async workers anyway.
-        let changed = tokio::task::spawn_blocking(move || view.refresh())
-            .await
-            .context("view refresh task")??;
-        if changed {
-            tracing::debug!("store view refreshed");
+        match step().await {
+            Ok(changed) => {
+                let ended = backoff.succeeded();
+                if ended > 0 {
+                    tracing::info!(failures = ended, "store view refreshes work again");
+                }
+                if changed {
+                    tracing::debug!("store view refreshed");
+                }
+            }
+            Err(e) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+                let wait = backoff.failed();
+                tracing::warn!(
+                    error = %e, retry_in_ms = wait.as_millis() as u64,
+                    "store view refresh failed; the services keep the view they have"
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
         }
     }
 }
@@ -565,5 +615,34 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Failed refreshes are counted and retried; the loop ends only at shutdown.
+    #[tokio::test]
+    async fn refresh_failures_are_counted_and_retried() {
+        let errors = AtomicU64::new(0);
+        let calls = AtomicU64::new(0);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        refresh_loop(Duration::from_millis(1), &errors, shutdown, || {
+            let n = calls.fetch_add(1, Ordering::Relaxed);
+            if n == 4 {
+                stop.cancel();
+            }
+            async move {
+                match n {
+                    0 | 1 => Err("store read failed".to_string()),
+                    _ => Ok(n == 2),
+                }
+            }
+        })
+        .await;
+        assert_eq!(errors.load(Ordering::Relaxed), 2);
+        assert_eq!(calls.load(Ordering::Relaxed), 5);
     }
 }

@@ -59,6 +59,7 @@ use tracing::{debug, info, warn};
 
 use super::core::{self, Action, Outcome, Refused, SessionLimits, Transfer};
 use super::wire::{ErrorCode, Mode, Packet, Request, TftpOption, MAX_BLKSIZE, MAX_PACKET};
+use crate::logsafe::Escaped;
 use crate::store::model::BootStage;
 use crate::timeline::Recorder;
 
@@ -256,7 +257,7 @@ async fn on_datagram(
                 Refused::Path(why) => {
                     bump(&stats.refused);
                     let name = request_name(&packet);
-                    info!(%peer, file = ?name, %why, "tftp: path refused");
+                    info!(%peer, file = %Escaped(name.unwrap_or_default()), %why, "tftp: path refused");
                 }
             }
             send_error(socket, peer, code, message).await;
@@ -269,7 +270,7 @@ async fn on_datagram(
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 bump(&stats.busy);
-                info!(%peer, file = %path, "tftp: busy, request refused");
+                info!(%peer, file = %Escaped(&path), "tftp: busy, request refused");
                 send_error(socket, peer, ErrorCode::NotDefined, "server busy").await;
                 return;
             };
@@ -475,19 +476,19 @@ async fn transfer(ctx: &Context, peer: SocketAddr, request: OwnedRequest) {
         Ok(opened) => opened,
         Err(OpenError::NotFound) => {
             bump(&stats.not_found);
-            info!(%peer, file = %path, "tftp: file not found");
+            info!(%peer, file = %Escaped(path), "tftp: file not found");
             send_connected_error(&socket, ErrorCode::FileNotFound, "file not found").await;
             return;
         }
         Err(OpenError::Refused(why)) => {
             bump(&stats.refused);
-            info!(%peer, file = %path, why, "tftp: access refused");
+            info!(%peer, file = %Escaped(path), why, "tftp: access refused");
             send_connected_error(&socket, ErrorCode::AccessViolation, "access violation").await;
             return;
         }
         Err(OpenError::Io(e)) => {
             bump(&stats.transfers_failed);
-            warn!(%peer, file = %path, error = %e, "tftp: cannot open");
+            warn!(%peer, file = %Escaped(path), error = %e, "tftp: cannot open");
             send_connected_error(&socket, ErrorCode::NotDefined, "cannot open file").await;
             return;
         }
@@ -516,7 +517,7 @@ async fn transfer(ctx: &Context, peer: SocketAddr, request: OwnedRequest) {
     };
     let mut core = Transfer::new(&wire_request, Some(size), &limits);
     debug!(
-        %peer, file = %path, size, blksize = core.blksize(), windowsize = core.windowsize(),
+        %peer, file = %Escaped(path), size, blksize = core.blksize(), windowsize = core.windowsize(),
         "tftp: transfer started"
     );
     let mut stream = Stream {
@@ -536,7 +537,7 @@ async fn transfer(ctx: &Context, peer: SocketAddr, request: OwnedRequest) {
             match stream.read(want, &mut chunk).await {
                 Ok(()) => core.supply(&chunk),
                 Err(e) => {
-                    warn!(%peer, file = %path, error = %e, "tftp: read failed");
+                    warn!(%peer, file = %Escaped(path), error = %e, "tftp: read failed");
                     core.abort(ErrorCode::NotDefined, "read error");
                     break;
                 }
@@ -586,22 +587,22 @@ async fn transfer(ctx: &Context, peer: SocketAddr, request: OwnedRequest) {
             bump(&stats.transfers_completed);
             stats.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
             info!(
-                %peer, file = %path, bytes, blocks, elapsed_ms = started.elapsed().as_millis(),
+                %peer, file = %Escaped(path), bytes, blocks, elapsed_ms = started.elapsed().as_millis(),
                 "tftp: transfer complete"
             );
         }
         Outcome::TimedOut => {
             bump(&stats.transfers_failed);
             bump(&stats.timeouts);
-            info!(%peer, file = %path, "tftp: transfer timed out");
+            info!(%peer, file = %Escaped(path), "tftp: transfer timed out");
         }
         Outcome::PeerError { code, message } => {
             bump(&stats.transfers_failed);
-            info!(%peer, file = %path, %code, message, "tftp: client ended the transfer");
+            info!(%peer, file = %Escaped(path), %code, message = %Escaped(&message), "tftp: client ended the transfer");
         }
         Outcome::Aborted => {
             bump(&stats.transfers_failed);
-            info!(%peer, file = %path, "tftp: transfer aborted");
+            info!(%peer, file = %Escaped(path), "tftp: transfer aborted");
         }
     }
 }

@@ -45,7 +45,7 @@ fn drop_old_records(st: &mut State, now: Instant, keep: u64, owner: &[u8], v41: 
     for (id, old_addr, live) in old {
         if live && old_addr != addr {
             tracing::warn!(
-                owner = %String::from_utf8_lossy(owner),
+                owner = %crate::logsafe::Escaped(&String::from_utf8_lossy(owner)),
                 old = %old_addr,
                 new = %addr,
                 "NFS: a client at another address took over this client owner and the old \
