@@ -7,6 +7,7 @@
 
 pub mod arp;
 pub mod floating;
+pub mod limit;
 pub mod netlink;
 pub mod ra;
 pub mod sys;
