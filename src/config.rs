@@ -394,7 +394,8 @@ impl Default for Power {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub enum IpmiVersion {
-    /// `"auto"`: RMCP+ (IPMI v2.0) when the BMC offers it, else IPMI v1.5.
+    /// `"auto"`: RMCP+ (IPMI v2.0); a BMC that offers only IPMI v1.5 is reported as such,
+    /// never talked to with it (its capabilities reply is unauthenticated and can be forged).
     Auto,
     /// `"2.0"`: RMCP+ only.
     V20,
