@@ -512,7 +512,10 @@ async fn send_udp(socket: &UdpSocket, stats: &Stats, bytes: &[u8], to: SocketAdd
 }
 
 async fn tcp_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let caps = Caps::new(shared.settings.max_tcp, shared.settings.max_tcp_per_client);
+    let caps = Caps::new(
+        shared.settings.max_tcp.max(1),
+        shared.settings.max_tcp_per_client.max(1),
+    );
     let mut conns = JoinSet::new();
     loop {
         let accepted = tokio::select! {

@@ -33,11 +33,11 @@ pub struct Caps {
 }
 
 impl Caps {
-    /// At most `total` slots at once and `per_address` from one address (each at least 1).
+    /// At most `total` slots at once and `per_address` from one address (0: none at all).
     pub fn new(total: usize, per_address: usize) -> Arc<Caps> {
         Arc::new(Caps {
-            total: total.max(1),
-            per_address: per_address.max(1),
+            total,
+            per_address,
             open: Mutex::new(Open::default()),
         })
     }
