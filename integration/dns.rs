@@ -786,3 +786,39 @@ fn drover_serve_answers_names_and_time_for_cli_changes() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a domain name"));
 }
+
+/// `drover serve` on `lo`: 127.0.0.1 opens as many idle TCP connections as the server has
+/// slots (`dns.max-tcp`, default 128) and keeps them; a query over TCP from 127.0.0.2 is still
+/// answered at once (only `dns.max-tcp-per-client` of the idle ones were kept).
+#[test]
+fn one_address_cannot_hold_every_tcp_slot() {
+    common::require_cmd("dig", "bind9-dnsutils");
+    let port = free_port();
+    let mut d = common::Drover::new();
+    d.serve_with(
+        None,
+        "lo",
+        &common::config_only(&["dns"], &format!("[dns]\nport = {port}\nupstreams = []\n")),
+    );
+    let hogs: Vec<_> = (0..128)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let start = Instant::now();
+    let out = Command::new("dig")
+        .args(["-b", "127.0.0.2", "@127.0.0.1", "-p", &port.to_string()])
+        .args(["+tcp", "+time=2", "+tries=1", "drover.cluster"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.contains("status: "),
+        "no answer: {out}\n{}",
+        d.log_tail(20)
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(hogs);
+}

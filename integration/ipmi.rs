@@ -713,3 +713,30 @@ fn the_api_powers_nodes_through_their_bmcs() {
     assert_eq!(sim.power(), "0");
     assert_eq!(relay.opens(), 1, "four requests, one BMC session");
 }
+
+/// A forged Get Channel Authentication Capabilities reply (no IPMI v2.0, straight password
+/// only) does not talk `drover power` with the default `ipmi-version = "auto"` down to IPMI
+/// v1.5: no v1.5 login starts (the password would follow in clear), and the result names the
+/// cause and the setting.
+#[test]
+fn a_spoofed_capabilities_reply_does_not_downgrade() {
+    let bmc = UdpFakeBmc::start(drover::ipmi::crypto::Suite::Sha1);
+    bmc.bmc.lock().unwrap().spoofed_caps = true;
+    let d = Drover::new();
+    add_node(
+        &d,
+        "n1",
+        "52:54:00:00:09:02",
+        &format!("127.0.0.1:{}", bmc.port),
+    );
+    set_password(&d, "n1", "secret");
+    let out = d.cli(&["power", "status", "n1", "--config", &fast_config(&d)]);
+    assert!(!out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(cell(&table, "n1", 2), "only-v1.5", "{table}");
+    assert!(
+        cell(&table, "n1", 3).contains("set power.ipmi-version = \"1.5\""),
+        "{table}"
+    );
+    assert_eq!(bmc.bmc.lock().unwrap().v15_challenges, 0);
+}

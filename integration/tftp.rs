@@ -200,7 +200,8 @@ impl Server {
                 + s.not_found
                 + s.refused
                 + s.write_requests
-                + s.busy;
+                + s.busy
+                + s.busy_per_client;
             if ended == s.requests || start.elapsed() > Duration::from_secs(5) {
                 return Some(s);
             }
@@ -663,6 +664,60 @@ fn busy_server_answers_error_0() {
     let result = curl(&server, "f", &server.out("f"), None);
     assert!(!result.status.success());
     assert_eq!(server.lib_stats().busy, 1);
+}
+
+/// Sends an RRQ for `name` from a fresh socket on `source`; returns the socket.
+fn send_rrq(server: &Server, source: &str, name: &str) -> std::net::UdpSocket {
+    let sock = std::net::UdpSocket::bind((source, 0)).unwrap();
+    let mut rrq = b"\x00\x01".to_vec();
+    rrq.extend_from_slice(name.as_bytes());
+    rrq.extend_from_slice(b"\x00octet\x00");
+    sock.send_to(&rrq, server.addr).unwrap();
+    sock
+}
+
+#[test]
+fn one_address_cannot_hold_every_transfer() {
+    // 127.0.0.1 starts as many transfers as the server has slots and never ACKs (each is held
+    // for the retransmission timeouts); 127.0.0.2 must still get its first block at once.
+    for server in Server::both("per-client") {
+        server.write("f", &pattern(10_000, 3));
+        let total = Limits::default().max_transfers;
+        let per_client = Limits::default().max_transfers_per_client;
+        let hogs: Vec<_> = (0..total)
+            .map(|_| send_rrq(&server, "127.0.0.1", "f"))
+            .collect();
+        let mut buf = [0u8; 1024];
+        let mut busy = 0;
+        for sock in &hogs {
+            sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let (n, _) = sock.recv_from(&mut buf).expect("no reply to a hog's RRQ");
+            busy += usize::from(buf[..n].starts_with(b"\x00\x05\x00\x00"));
+        }
+        assert_eq!(busy, total - per_client, "{}: busy replies", server.kind());
+        let start = Instant::now();
+        let other = send_rrq(&server, "127.0.0.2", "f");
+        other
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let (n, _) = other.recv_from(&mut buf).expect("no reply to 127.0.0.2");
+        assert_eq!(
+            &buf[..4.min(n)],
+            b"\x00\x03\x00\x01",
+            "{}: not DATA 1",
+            server.kind()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{}",
+            server.kind()
+        );
+        if let Backend::Library { stats, .. } = &server.backend {
+            let s = stats.snapshot();
+            assert_eq!(s.busy_per_client as usize, total - per_client, "{s:?}");
+            assert_eq!(s.busy, 0, "{s:?}");
+        }
+    }
 }
 
 #[test]

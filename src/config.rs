@@ -114,6 +114,7 @@ pub struct Tftp {
     pub enabled: bool,
     pub port: u16,
     pub max_transfers: usize,
+    pub max_transfers_per_client: usize,
     pub max_blksize: u16,
     pub max_windowsize: u16,
 }
@@ -124,6 +125,7 @@ impl Default for Tftp {
             enabled: true,
             port: 69,
             max_transfers: 64,
+            max_transfers_per_client: 8,
             max_blksize: 1468,
             max_windowsize: 64,
         }
@@ -189,6 +191,7 @@ pub struct Dns {
     pub upstream_timeout: Duration,
     pub max_in_flight: usize,
     pub max_tcp: usize,
+    pub max_tcp_per_client: usize,
     #[serde(rename = "tcp-idle-secs", deserialize_with = "secs")]
     pub tcp_idle: Duration,
     pub cache_entries: usize,
@@ -210,6 +213,7 @@ impl Default for Dns {
             upstream_timeout: Duration::from_millis(1500),
             max_in_flight: 1024,
             max_tcp: 128,
+            max_tcp_per_client: 16,
             tcp_idle: Duration::from_secs(10),
             cache_entries: 10_000,
         }
@@ -390,7 +394,8 @@ impl Default for Power {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub enum IpmiVersion {
-    /// `"auto"`: RMCP+ (IPMI v2.0) when the BMC offers it, else IPMI v1.5.
+    /// `"auto"`: RMCP+ (IPMI v2.0); a BMC that offers only IPMI v1.5 is reported as such,
+    /// never talked to with it (its capabilities reply is unauthenticated and can be forged).
     Auto,
     /// `"2.0"`: RMCP+ only.
     V20,
@@ -514,6 +519,12 @@ impl Config {
         if self.tftp.max_transfers == 0 {
             return Err(bad("tftp.max-transfers", "must be at least 1".into()));
         }
+        if self.tftp.max_transfers_per_client == 0 {
+            return Err(bad(
+                "tftp.max-transfers-per-client",
+                "must be at least 1".into(),
+            ));
+        }
         if self.http.port == 0 {
             return Err(bad("http.port", "must not be 0".into()));
         }
@@ -573,6 +584,7 @@ impl Config {
             ),
             ("dns.max-in-flight", self.dns.max_in_flight as u64),
             ("dns.max-tcp", self.dns.max_tcp as u64),
+            ("dns.max-tcp-per-client", self.dns.max_tcp_per_client as u64),
             ("dns.tcp-idle-secs", self.dns.tcp_idle.as_secs()),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {

@@ -190,6 +190,7 @@ mod tests {
                     "servfail",
                     "overload",
                     "tcp_rejected",
+                    "tcp_rejected_per_client",
                     "send_errors",
                 ]),
             ),
@@ -216,6 +217,7 @@ mod tests {
                 &crate::tftp::serve::Stats::default(),
                 names(&[
                     "busy",
+                    "busy_per_client",
                     "bytes_sent",
                     "dropped",
                     "malformed",

@@ -868,8 +868,8 @@ struct PowerResult {
     text: Option<String>,
     /// The power state, when the action read it.
     power: Option<bool>,
-    /// Why it failed: timeout, authentication, unreachable, privilege, unsupported, refused,
-    /// no-bmc.
+    /// Why it failed: timeout, authentication, unreachable, privilege, unsupported,
+    /// only-v1.5, refused, no-bmc.
     class: Option<&'static str>,
     reason: Option<String>,
 }

@@ -13,7 +13,8 @@
 //!   fail. At most `max_in_flight` forwarded queries at once; beyond that UDP queries are
 //!   dropped (the client retries) and TCP queries get SERVFAIL.
 //!
-//! TCP: at most `max_tcp` connections (further ones are closed at once), queries on one
+//! TCP: at most `max_tcp` connections and `max_tcp_per_client` from one address (further ones
+//! are closed at once and counted, so one address cannot hold every slot), queries on one
 //! connection are answered in order, a connection idle for `tcp_idle` is closed.
 //! Malformed input: a readable header gets a header-only FORMERR (never larger than what was
 //! sent), anything else is dropped and counted.
@@ -24,6 +25,7 @@
 
 use super::core::{self, AccessPolicy, Action, Identity, Transport, Zones};
 use super::wire::{self, Request};
+use crate::net::limit::{Caps, Refused};
 use crate::store::model::Ipv4Net;
 use crate::store::SharedView;
 use hickory_proto::op::{Message, Query, ResponseCode};
@@ -79,6 +81,8 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// Open TCP connections at once.
     pub max_tcp: usize,
+    /// Open TCP connections from one client address at once.
+    pub max_tcp_per_client: usize,
     /// Idle time after which a TCP connection is closed.
     pub tcp_idle: Duration,
     /// Entries in the forwarder's cache.
@@ -99,6 +103,7 @@ impl Default for Settings {
             upstream_timeout: Duration::from_millis(1500),
             max_in_flight: 1024,
             max_tcp: 128,
+            max_tcp_per_client: 16,
             tcp_idle: Duration::from_secs(10),
             cache_entries: 10_000,
         }
@@ -178,6 +183,9 @@ crate::counters::counter_set! {
         overload,
         /// TCP connections closed at once because `max_tcp` were open.
         tcp_rejected,
+        /// TCP connections closed at once because `max_tcp_per_client` from that address were
+        /// open.
+        tcp_rejected_per_client,
         send_errors,
     }
 }
@@ -504,7 +512,10 @@ async fn send_udp(socket: &UdpSocket, stats: &Stats, bytes: &[u8], to: SocketAdd
 }
 
 async fn tcp_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(shared.settings.max_tcp.max(1)));
+    let caps = Caps::new(
+        shared.settings.max_tcp.max(1),
+        shared.settings.max_tcp_per_client.max(1),
+    );
     let mut conns = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -520,9 +531,15 @@ async fn tcp_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancella
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            bump(&shared.stats.tcp_rejected);
-            continue; // dropping the stream closes it
+        let permit = match caps.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(over) => {
+                bump(match over {
+                    Refused::Total => &shared.stats.tcp_rejected,
+                    Refused::PerAddress => &shared.stats.tcp_rejected_per_client,
+                });
+                continue; // dropping the stream closes it
+            }
         };
         let (shared, token) = (shared.clone(), shutdown.clone());
         conns.spawn(async move {

@@ -3,8 +3,9 @@
 //! HTTP/1 server with the axum router as its service (the client address is put into every
 //! request as axum's `ConnectInfo`, which the API's login limiter and the boot path read).
 //!
-//! Limits ([`Limits`]): at most `max_connections` at once and `max_per_address` from one
-//! client address; a connection beyond either is closed at once and counted. A request head
+//! Limits ([`Limits`], held in [`crate::net::limit::Caps`]): at most `max_connections` at
+//! once and `max_per_address` from one client address; a connection beyond either is closed
+//! at once and counted. A request head
 //! must be complete within `header_timeout` of the connection becoming ready for it (hyper's
 //! header-read timer starts when it waits for a head): that closes connections that never
 //! finish their headers (slowloris) and keep-alive connections idle for that long.
@@ -13,6 +14,7 @@
 //! (a download to a slow node is legitimate; the caps bound what such clients can hold), and
 //! TLS.
 
+use crate::net::limit::{Caps, Refused, Slot};
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
@@ -20,11 +22,10 @@ use hyper::server::conn::http1;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -83,7 +84,7 @@ pub async fn serve(
     let slots = Arc::new(Slots {
         limits,
         stats,
-        open: Mutex::new(Open::default()),
+        caps: Caps::new(limits.max_connections, limits.max_per_address),
     });
     let mut loops = JoinSet::new();
     for listener in listeners {
@@ -162,61 +163,23 @@ async fn connection(
     }
 }
 
-/// Open connections, in total and per client address.
-#[derive(Default)]
-struct Open {
-    total: usize,
-    per_address: HashMap<IpAddr, usize>,
-}
-
+/// The caps and where refusals are counted.
 struct Slots {
     limits: Limits,
     stats: Arc<Stats>,
-    open: Mutex<Open>,
+    caps: Arc<Caps>,
 }
 
 impl Slots {
     /// A slot for a connection from `ip`, or `None` (counted) over a cap.
-    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
-        // A poisoned lock only means a panic elsewhere mid-update of two counters; with
-        // panic = "abort" it cannot happen, and the counts stay usable anyway.
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if open.total >= self.limits.max_connections {
-            self.stats.refused_total.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        let mine = open.per_address.entry(ip).or_default();
-        if *mine >= self.limits.max_per_address {
-            self.stats
-                .refused_per_address
-                .fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        *mine += 1;
-        open.total += 1;
-        Some(Slot {
-            slots: self.clone(),
-            ip,
-        })
-    }
-}
-
-/// One open connection; gives its place back when dropped.
-struct Slot {
-    slots: Arc<Slots>,
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.total -= 1;
-        if let Some(n) = open.per_address.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.per_address.remove(&self.ip);
-            }
-        }
+    fn take(&self, ip: IpAddr) -> Option<Slot> {
+        let refused = match self.caps.take(ip) {
+            Ok(slot) => return Some(slot),
+            Err(Refused::Total) => &self.stats.refused_total,
+            Err(Refused::PerAddress) => &self.stats.refused_per_address,
+        };
+        refused.fetch_add(1, Ordering::Relaxed);
+        None
     }
 }
 
@@ -225,16 +188,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn caps_per_address_and_in_total() {
-        let slots = Arc::new(Slots {
-            limits: Limits {
-                max_connections: 3,
-                max_per_address: 2,
-                header_timeout: Duration::from_secs(1),
-            },
+    fn counts_refusals_per_cap() {
+        let slots = Slots {
+            limits: Limits::default(),
             stats: Arc::default(),
-            open: Mutex::new(Open::default()),
-        });
+            caps: Caps::new(3, 2),
+        };
         let a: IpAddr = "198.18.0.10".parse().unwrap();
         let b: IpAddr = "198.18.0.11".parse().unwrap();
         let a1 = slots.take(a).unwrap();
@@ -247,6 +206,5 @@ mod tests {
         drop(b1);
         assert_eq!(slots.stats.refused_per_address.load(Ordering::Relaxed), 1);
         assert_eq!(slots.stats.refused_total.load(Ordering::Relaxed), 1);
-        assert_eq!(slots.open.lock().unwrap().per_address.get(&b), None);
     }
 }

@@ -42,6 +42,7 @@ impl PowerError {
                 SessionError::CipherSuite(..)
                 | SessionError::NoCommonAuth
                 | SessionError::NoIpmi20 => "unsupported",
+                SessionError::OnlyV15 => "only-v1.5",
                 SessionError::Refused(_) | SessionError::Completion { .. } => "refused",
                 SessionError::Protocol(_) => "protocol",
             },

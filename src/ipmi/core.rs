@@ -1,6 +1,7 @@
 //! One session with a BMC as a sans-IO state machine: Get Channel Authentication
-//! Capabilities, then either RMCP+ (Open Session, RAKP 1-4) or, for BMCs without it, IPMI
-//! v1.5 (Get Session Challenge, Activate Session with MD5 or password authentication); then
+//! Capabilities, then either RMCP+ (Open Session, RAKP 1-4) or, only when configured
+//! ([`LanVersion::V15`], never because of the unauthenticated capabilities reply), IPMI v1.5
+//! (Get Session Challenge, Activate Session with MD5 or password authentication); then
 //! Set Session Privilege Level (raise to ADMINISTRATOR), commands one at a time, and Close
 //! Session.
 //!
@@ -194,6 +195,8 @@ pub enum SessionError {
     NoCommonAuth,
     #[error("BMC does not offer IPMI v2.0 (RMCP+); power.ipmi-version allows only 2.0")]
     NoIpmi20,
+    #[error("BMC offers only IPMI v1.5; set power.ipmi-version = \"1.5\" to allow it")]
+    OnlyV15,
     #[error(
         "authentication failed: no answer to IPMI v1.5 Activate Session (BMCs ignore a wrong \
          password)"
@@ -227,7 +230,9 @@ pub enum Event {
 /// Which IPMI LAN protocol to speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LanVersion {
-    /// RMCP+ when the BMC offers it, else IPMI v1.5.
+    /// RMCP+; a BMC that says it offers only IPMI v1.5 fails with [`SessionError::OnlyV15`].
+    /// The capabilities reply is unauthenticated, so it never chooses v1.5 (password in clear
+    /// or MD5): only [`LanVersion::V15`] does.
     Auto,
     /// RMCP+ only.
     V20,
@@ -491,7 +496,10 @@ impl<R: Random> Session<R> {
                 match (self.version, v20, v15_auth) {
                     (LanVersion::Auto | LanVersion::V20, true, _) => self.open_session(now),
                     (LanVersion::V20, false, _) => self.fail(SessionError::NoIpmi20),
-                    (LanVersion::Auto | LanVersion::V15, _, Some(auth)) => {
+                    // Anyone on the path can forge this reply: it must not talk drover down
+                    // to a protocol that gives the password away.
+                    (LanVersion::Auto, false, Some(_)) => self.fail(SessionError::OnlyV15),
+                    (LanVersion::V15, _, Some(auth)) => {
                         self.proto = Proto::V15(auth);
                         self.get_challenge(now, auth);
                     }

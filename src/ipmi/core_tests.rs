@@ -206,17 +206,18 @@ fn garbage_is_dropped_without_panicking() {
 }
 
 #[test]
-fn ipmi15_fallback_with_md5() {
+fn ipmi15_session_with_md5() {
     let mut bmc = FakeBmc::new(Suite::Sha1);
     bmc.v15_only = true;
     // Datagrams: caps (v2.0 bit, refused), caps, challenge, activate, privilege, control.
     // Lose the first Chassis Control: its retransmission carries the next sequence number.
-    let ev = drive(
+    let ev = drive_version(
         &mut bmc,
         b"admin",
         b"secret",
         &[Command::ChassisControl(Control::On), Command::ChassisStatus],
         &[5],
+        LanVersion::V15,
     );
     assert_eq!(
         ev,
@@ -234,7 +235,8 @@ fn ipmi15_fallback_with_md5() {
 fn ipmi15_wrong_password_and_version_limits() {
     let mut bmc = FakeBmc::new(Suite::Sha1);
     bmc.v15_only = true;
-    let ev = drive(&mut bmc, b"admin", b"wrong", &[Command::ChassisStatus], &[]);
+    let status = [Command::ChassisStatus];
+    let ev = drive_version(&mut bmc, b"admin", b"wrong", &status, &[], LanVersion::V15);
     assert_eq!(ev, [Event::Failed(SessionError::AuthenticationV15)]);
     let ev = drive_version(
         &mut bmc,
@@ -257,4 +259,23 @@ fn ipmi15_wrong_password_and_version_limits() {
     );
     assert_eq!(ev[1], Event::Answer(Answer::Power(false)));
     assert!(both.keys.is_none(), "no RMCP+ handshake happened");
+}
+
+#[test]
+fn auto_never_falls_back_to_ipmi15() {
+    // A v1.5-only BMC, and a forged capabilities reply offering only a clear-text password:
+    // `auto` reports it and sends no v1.5 login.
+    for spoofed in [false, true] {
+        let mut bmc = FakeBmc::new(Suite::Sha1);
+        bmc.v15_only = !spoofed;
+        bmc.spoofed_caps = spoofed;
+        let status = [Command::ChassisStatus];
+        let ev = drive(&mut bmc, b"admin", b"secret", &status, &[]);
+        assert_eq!(
+            ev,
+            [Event::Failed(SessionError::OnlyV15)],
+            "spoofed: {spoofed}"
+        );
+        assert_eq!(bmc.v15_challenges, 0, "spoofed: {spoofed}");
+    }
 }

@@ -28,6 +28,11 @@ pub struct FakeBmc {
     /// An old BMC: IPMI v1.5 with MD5 only, rejecting the v2.0 bit of Get Channel
     /// Authentication Capabilities.
     pub v15_only: bool,
+    /// Answers Get Channel Authentication Capabilities as a forger on the path would, for a
+    /// downgrade: no IPMI v2.0, straight password authentication only.
+    pub spoofed_caps: bool,
+    /// IPMI v1.5 Get Session Challenge requests received (a login is under way).
+    pub v15_challenges: u32,
     /// IPMI v1.5: the sequence number expected on the console's next message.
     pub v15_expect: u32,
     /// RMCP+: the session sequence number of the BMC's last message.
@@ -51,6 +56,8 @@ impl FakeBmc {
             user_only: false,
             closed: false,
             v15_only: false,
+            spoofed_caps: false,
+            v15_challenges: 0,
             v15_expect: 0,
             out_seq: 0,
         }
@@ -178,7 +185,9 @@ impl FakeBmc {
                 if self.v15_only && req.data[0] & 0x80 != 0 {
                     return Some(reply(self, 0, 0, 0xcc, vec![]));
                 }
-                let data = if self.v15_only {
+                let data = if self.spoofed_caps {
+                    vec![0x01, 1 << wire::AUTH_PASSWORD, 0x04, 0x00, 0, 0, 0, 0]
+                } else if self.v15_only {
                     vec![0x01, 0x04, 0x04, 0x00, 0, 0, 0, 0]
                 } else {
                     vec![0x01, 0x80 | 0x14, 0x04, 0x03, 0, 0, 0, 0]
@@ -186,6 +195,10 @@ impl FakeBmc {
                 Some(reply(self, 0, 0, 0, data))
             }
             (0x06, 0x39) => {
+                self.v15_challenges += 1;
+                if self.spoofed_caps {
+                    return None; // the forger would take the password from here
+                }
                 assert_eq!(auth_type, wire::AUTH_NONE);
                 assert_eq!(req.data[0], wire::AUTH_MD5);
                 assert_eq!(&req.data[1..1 + self.user.len()], self.user);

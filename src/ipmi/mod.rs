@@ -25,8 +25,8 @@
 //!
 //! Supported: RMCP+ with cipher suites 3 (HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128) and 17
 //! (HMAC-SHA256, HMAC-SHA256-128, AES-CBC-128), tried in the configured order; IPMI v1.5 LAN
-//! sessions (MD5, else straight-password authentication; no encryption) as the fallback for
-//! BMCs without RMCP+ (`power.ipmi-version`); user lookup by name; privilege raised to
+//! sessions (MD5, else straight-password authentication; no encryption) for BMCs without
+//! RMCP+, only when `power.ipmi-version = "1.5"` (never as an automatic fallback); user lookup by name; privilege raised to
 //! ADMINISTRATOR; Get Chassis Status, Chassis Control (on, off, cycle, hard reset, ACPI soft
 //! off); boot flags (parameter 5) for the next boot only: PXE, disk, with a read-back;
 //! retransmission; Close Session; in `drover serve`, sessions kept open and reused (no

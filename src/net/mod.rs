@@ -7,8 +7,10 @@
 
 pub mod arp;
 pub mod floating;
+pub mod limit;
 pub mod netlink;
 pub mod ra;
+pub mod ra_pace;
 pub mod sys;
 
 use crate::store::model::{Ipv4Net, Mac};

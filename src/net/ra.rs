@@ -4,22 +4,26 @@
 //! (measured, see LAB.md). drover announces itself with an RA that carries no M/O flags and
 //! a router lifetime of 0: iPXE learns at once that there is no DHCPv6 to wait for, and no
 //! host takes drover as its default IPv6 router. It sends one every `interval` seconds and
-//! answers each router solicitation at once. A receive error is counted
-//! (`crate::faults`) and retried after a backoff; it does not end the task.
+//! answers router solicitations as RFC 4861 §6.2.6 allows ([`super::ra_pace`]: at once, or
+//! merged into one answer 3 s after the previous advertisement), so a solicitation flood
+//! cannot make it flood the segment. A receive error is counted (`crate::faults`) and
+//! retried after a backoff; it does not end the task.
 //!
 //! Not here: prefixes, SLAAC, DHCPv6 — drover does not route or address IPv6.
 
+use super::ra_pace::Answers;
 use crate::store::model::Mac;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const ICMPV6_ROUTER_SOLICITATION: u8 = 133;
 const ICMPV6_ROUTER_ADVERTISEMENT: u8 = 134;
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+const ALL_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
 
 /// The RA message (ICMPv6 body; the kernel fills in the checksum on raw ICMPv6 sockets).
 pub fn advertisement(mac: Option<Mac>) -> Vec<u8> {
@@ -66,6 +70,8 @@ pub async fn run(
     socket.set_unicast_hops_v6(255)?;
     socket.set_multicast_if_v6(iface.index)?;
     socket.set_multicast_loop_v6(false)?;
+    // Solicitations go to all-routers, which the kernel joins only when forwarding is on.
+    socket.join_multicast_v6(&ALL_ROUTERS, iface.index)?;
     socket.set_nonblocking(true)?;
     // tokio's UdpSocket is a thin wrapper over a datagram fd: it drives this raw ICMPv6
     // socket just as well (sendto/recvfrom), without unsafe fd registration.
@@ -78,16 +84,24 @@ pub async fn run(
     let mut buf = [0u8; 1500];
     let mut failing = false;
     let mut receiving = crate::faults::Backoff::default();
+    let mut answers = Answers::default();
     loop {
+        let answer_due = answers.due().map(tokio::time::Instant::from_std);
         let send = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = ticker.tick() => true,
+            // `due` is only awaited when it is set (the `if` guard).
+            _ = tokio::time::sleep_until(answer_due.unwrap_or_else(tokio::time::Instant::now)),
+                if answer_due.is_some() => true,
             got = socket.recv(&mut buf) => match got {
                 Ok(n) => {
                     if receiving.succeeded() > 0 {
                         tracing::info!(iface = %iface.name, "receiving router solicitations again");
                     }
-                    is_solicitation(&buf[..n])
+                    if is_solicitation(&buf[..n]) {
+                        answers.solicited(Instant::now());
+                    }
+                    false
                 }
                 // Counted and retried after a backoff (the periodic advertisements go on
                 // meanwhile): a socket fault degrades boot speed, it does not stop the server.
@@ -105,6 +119,7 @@ pub async fn run(
             },
         };
         if send {
+            answers.sent(Instant::now());
             match socket.send_to(&ra, dest).await {
                 Ok(_) if failing => {
                     tracing::info!(iface = %iface.name, "sending IPv6 router advertisements");

@@ -114,6 +114,7 @@ impl Settings {
                 port: c.tftp.port,
                 limits: crate::tftp::serve::Limits {
                     max_transfers: c.tftp.max_transfers,
+                    max_transfers_per_client: c.tftp.max_transfers_per_client,
                     max_blksize: c.tftp.max_blksize,
                     max_windowsize: c.tftp.max_windowsize,
                     ..crate::tftp::serve::Limits::default()
@@ -197,6 +198,7 @@ pub fn dns(c: &Config, own: &[Ipv4Addr], member: u64) -> crate::dns::serve::Sett
         upstream_timeout: d.upstream_timeout,
         max_in_flight: d.max_in_flight,
         max_tcp: d.max_tcp,
+        max_tcp_per_client: d.max_tcp_per_client,
         tcp_idle: d.tcp_idle,
         cache_entries: d.cache_entries,
     }

@@ -3,8 +3,9 @@
 //! Data flow: [`run`] owns the listening socket (bound by the caller to `IFACE_IP:port`). Each
 //! datagram is parsed ([`Packet::parse`]) and dispatched ([`core::dispatch`]): write
 //! requests and refused paths get an ERROR from the listening socket, non-requests and
-//! malformed datagrams are dropped and counted, and a read request takes a permit from a
-//! semaphore of `max_transfers` (none left: ERROR 0 "server busy") and becomes a task in a
+//! malformed datagrams are dropped and counted, and a read request takes a slot (at most
+//! `max_transfers` in all and `max_transfers_per_client` per client address, so one address
+//! cannot hold them all; none left: ERROR 0 "server busy") and becomes a task in a
 //! `JoinSet`. The task binds a fresh socket on the same local IP, port 0 (the server's TID),
 //! connects it to the client (the kernel then drops datagrams from any other TID), opens the
 //! file and runs a [`core::Transfer`]: it feeds the core the bytes it asks for, sends what the
@@ -37,7 +38,7 @@
 //! shutting down" to its client and ends; [`run`] returns after all of them.
 //!
 //! Not here: WRQ (refused), TFTP over IPv6 (works if the caller binds an IPv6 socket, but is
-//! untested), multicast (RFC 2090), per-client rate limits, detection of a client's
+//! untested), multicast (RFC 2090), per-client rate limits over time, detection of a client's
 //! retransmitted RRQ (it starts a second transfer, as tftpd-hpa does).
 
 use std::borrow::Cow;
@@ -52,7 +53,6 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, BufReader};
 use tokio::net::UdpSocket;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -60,6 +60,7 @@ use tracing::{debug, info, warn};
 use super::core::{self, Action, Outcome, Refused, SessionLimits, Transfer};
 use super::wire::{ErrorCode, Mode, Packet, Request, TftpOption, MAX_BLKSIZE, MAX_PACKET};
 use crate::logsafe::Escaped;
+use crate::net::limit::{self, Caps};
 use crate::store::model::BootStage;
 use crate::timeline::Recorder;
 
@@ -74,6 +75,8 @@ pub struct Roots {
 pub struct Limits {
     /// Concurrent transfers; more requests get ERROR 0 "server busy".
     pub max_transfers: usize,
+    /// Concurrent transfers to one client address; more get ERROR 0 "server busy" too.
+    pub max_transfers_per_client: usize,
     /// Largest granted `blksize`; 1468 keeps a DATA packet inside a 1500-byte MTU.
     pub max_blksize: u16,
     /// Largest granted `windowsize` (RFC 7440).
@@ -88,6 +91,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_transfers: 64,
+            max_transfers_per_client: 8,
             max_blksize: 1468,
             max_windowsize: 64,
             timeout: Duration::from_secs(1),
@@ -116,6 +120,8 @@ crate::counters::counter_set! {
         refused,
         write_requests,
         busy,
+        /// Requests refused because `max_transfers_per_client` to that address were running.
+        busy_per_client,
         malformed,
         dropped,
         bytes_sent,
@@ -165,9 +171,7 @@ async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let local_ip = socket.local_addr()?.ip();
-    let permits = Arc::new(Semaphore::new(
-        limits.max_transfers.min(Semaphore::MAX_PERMITS),
-    ));
+    let permits = Caps::new(limits.max_transfers, limits.max_transfers_per_client);
     let mut transfers = JoinSet::new();
     let mut buf = vec![0u8; MAX_PACKET];
     let ctx = Arc::new(Context {
@@ -230,7 +234,7 @@ async fn on_datagram(
     datagram: &[u8],
     peer: SocketAddr,
     ctx: &Arc<Context>,
-    permits: &Arc<Semaphore>,
+    permits: &Arc<Caps>,
     transfers: &mut JoinSet<()>,
 ) {
     let stats = &ctx.stats;
@@ -268,11 +272,17 @@ async fn on_datagram(
                 // dispatch only serves read requests.
                 return;
             };
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
-                bump(&stats.busy);
-                info!(%peer, file = %Escaped(&path), "tftp: busy, request refused");
-                send_error(socket, peer, ErrorCode::NotDefined, "server busy").await;
-                return;
+            let permit = match permits.take(peer.ip()) {
+                Ok(slot) => slot,
+                Err(over) => {
+                    bump(match over {
+                        limit::Refused::Total => &stats.busy,
+                        limit::Refused::PerAddress => &stats.busy_per_client,
+                    });
+                    info!(%peer, file = %Escaped(&path), ?over, "tftp: busy, request refused");
+                    send_error(socket, peer, ErrorCode::NotDefined, "server busy").await;
+                    return;
+                }
             };
             let request = OwnedRequest {
                 path,
