@@ -39,9 +39,18 @@ const PURE: &[(&str, &str)] = &[
         "NFS op family: sessions and client ids",
     ),
     ("labels.rs", "the labels! macro: enums with stable names"),
-    ("logsafe.rs", "escaping of client strings for logs: a Display wrapper"),
-    ("net/limit.rs", "per-address caps: counting slots, no sockets"),
-    ("net/ra_pace.rs", "RFC 4861 answer pacing on times passed in"),
+    (
+        "logsafe.rs",
+        "escaping of client strings for logs: a Display wrapper",
+    ),
+    (
+        "net/limit.rs",
+        "per-address caps: counting slots, no sockets",
+    ),
+    (
+        "net/ra_pace.rs",
+        "RFC 4861 answer pacing on times passed in",
+    ),
     (
         "cli/print.rs",
         "the CLI's one printer: typed data and now in, text out",
