@@ -7,7 +7,10 @@ const REQUIRED: &[&str] = &["undionly.kpxe", "ipxe.efi", "snponly.efi"];
 
 fn main() {
     println!("cargo:rerun-if-changed=firmware/ipxe");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware/ipxe");
+    // Read when the script runs, not when it is compiled: a build script compiled for one
+    // checkout may be reused by cargo for another at a different path.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = Path::new(&manifest).join("firmware/ipxe");
     let missing: Vec<&str> = REQUIRED
         .iter()
         .copied()
