@@ -611,7 +611,9 @@ fn grace_and_lease_expiry() {
     };
     assert_eq!(run(&s, start, 0, open(1)).0, Nfs4Status::Grace);
     let later = start + Duration::from_secs(11);
-    assert_eq!(run(&s, later, 0, open(1)).0, Nfs4Status::Ok);
+    // GRACE consumed seqid 1 (RFC 7530 §9.1.7): the same seqid again is a replay of it.
+    assert_eq!(run(&s, later, 0, open(1)).0, Nfs4Status::Grace);
+    assert_eq!(run(&s, later, 0, open(2)).0, Nfs4Status::Ok);
     // Nothing renews: the lease runs out and the client goes with its state.
     assert_eq!(s.handle_timeout(later + Duration::from_secs(29)), 0);
     assert_eq!(s.handle_timeout(later + Duration::from_secs(31)), 1);

@@ -141,6 +141,9 @@ pub struct OwnerSeq {
     pub seqid: u32,
     pub confirmed: bool,
     pub last: Option<Vec<u8>>,
+    /// The open this owner closed last: its stateid is gone from the tables, but a
+    /// retransmitted CLOSE still names it and must find this owner's replay cache.
+    pub closed: Option<[u8; 12]>,
 }
 
 /// One locked byte range; `end` is exclusive, `u64::MAX` meaning "to the end of file".
@@ -159,7 +162,8 @@ pub enum SeqCheck {
     Replay(Vec<u8>),
 }
 
-/// Whether an error leaves the owner's seqid alone (RFC 7530 §9.1.7).
+/// Whether an error leaves the owner's seqid alone (RFC 7530 §9.1.7: every other status,
+/// errors included, moves it on).
 pub fn seqid_unchanged(st: Nfs4Status) -> bool {
     matches!(
         st,
@@ -170,6 +174,7 @@ pub fn seqid_unchanged(st: Nfs4Status) -> bool {
             | Nfs4Status::BadXdr
             | Nfs4Status::Resource
             | Nfs4Status::NoFileHandle
+            | Nfs4Status::Moved
     )
 }
 
@@ -364,16 +369,19 @@ impl State {
         self.clients.values().map(|c| c.lease_until).min()
     }
 
-    /// NFSv4.0 seqid rule for an owner's next operation.
+    /// NFSv4.0 seqid rule for an owner's next operation (RFC 7530 §9.1.7): the last seqid
+    /// again is a retransmission, answered from the cache; the next one is new; anything
+    /// else is NFS4ERR_BAD_SEQID. An unconfirmed open owner may start over at any seqid
+    /// (§16.18.5), but its retransmissions are still replays.
     pub fn check_seqid(seq: Option<&OwnerSeq>, seqid: u32) -> Result<SeqCheck, Nfs4Status> {
         match seq {
             None => Ok(SeqCheck::New),
-            Some(s) if !s.confirmed => Ok(SeqCheck::New),
-            Some(s) if seqid == s.seqid.wrapping_add(1) => Ok(SeqCheck::New),
-            Some(s) if seqid == s.seqid => match &s.last {
-                Some(r) => Ok(SeqCheck::Replay(r.clone())),
-                None => Err(Nfs4Status::BadSeqId),
-            },
+            Some(OwnerSeq {
+                seqid: last,
+                last: Some(reply),
+                ..
+            }) if seqid == *last => Ok(SeqCheck::Replay(reply.clone())),
+            Some(s) if !s.confirmed || seqid == s.seqid.wrapping_add(1) => Ok(SeqCheck::New),
             Some(_) => Err(Nfs4Status::BadSeqId),
         }
     }
@@ -512,10 +520,11 @@ mod tests {
 
     #[test]
     fn seqid_rules() {
-        let seq = OwnerSeq {
+        let mut seq = OwnerSeq {
             seqid: 5,
             confirmed: true,
             last: Some(vec![1, 2]),
+            closed: None,
         };
         assert_eq!(State::check_seqid(Some(&seq), 6), Ok(SeqCheck::New));
         assert_eq!(
@@ -523,6 +532,39 @@ mod tests {
             Ok(SeqCheck::Replay(vec![1, 2]))
         );
         assert_eq!(State::check_seqid(Some(&seq), 9), Err(Nfs4Status::BadSeqId));
+        assert_eq!(State::check_seqid(Some(&seq), 4), Err(Nfs4Status::BadSeqId));
         assert_eq!(State::check_seqid(None, 9), Ok(SeqCheck::New));
+        // Wrapping: after 0xffffffff comes 0.
+        seq.seqid = u32::MAX;
+        assert_eq!(State::check_seqid(Some(&seq), 0), Ok(SeqCheck::New));
+        // An unconfirmed open owner may start over anywhere, but its retransmission is
+        // still a replay.
+        seq.confirmed = false;
+        assert_eq!(State::check_seqid(Some(&seq), 77), Ok(SeqCheck::New));
+        assert_eq!(
+            State::check_seqid(Some(&seq), u32::MAX),
+            Ok(SeqCheck::Replay(vec![1, 2]))
+        );
+        // Without a cached reply the same seqid cannot be answered.
+        seq.confirmed = true;
+        seq.last = None;
+        assert_eq!(
+            State::check_seqid(Some(&seq), u32::MAX),
+            Err(Nfs4Status::BadSeqId)
+        );
+        for kept in [
+            Nfs4Status::BadSeqId,
+            Nfs4Status::StaleClientId,
+            Nfs4Status::Moved,
+        ] {
+            assert!(seqid_unchanged(kept));
+        }
+        for bumped in [
+            Nfs4Status::OldStateId,
+            Nfs4Status::Inval,
+            Nfs4Status::Denied,
+        ] {
+            assert!(!seqid_unchanged(bumped));
+        }
     }
 }

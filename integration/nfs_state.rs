@@ -1,0 +1,282 @@
+//! drover's NFSv4 state rules through the real binary over TCP on loopback, one test per
+//! RFC section: NFSv4.0 open- and lock-owner seqids and their replay cache (RFC 7530 §9.1.7
+//! and the operations of §16), SETCLIENTID and SETCLIENTID_CONFIRM (§16.33, §16.34),
+//! stateid and client id checks and lease expiry (§9.1.4, §9.6), byte-range locks (§9.2,
+//! §16.10-16.12), and the NFSv4.1 client and session operations (RFC 8881 §18.35, §18.36,
+//! §18.50, §18.51, §16.2.3.1.2).
+//!
+//! Each test starts `drover serve` on `lo` with an export `t` (read-write, open to
+//! 127.0.0.1/32) and speaks COMPOUNDs with the small client of `common::nfs4`. Needs root
+//! (the export's files are made as root and handed to the tests' user); fails otherwise.
+
+mod common;
+
+use common::nfs4::*;
+use common::*;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+struct Server {
+    /// Keeps the server running for the test.
+    _drover: Drover,
+    addr: SocketAddr,
+    export: PathBuf,
+}
+
+/// `drover serve` with a lease of `lease_secs` seconds and the export `t`, a directory
+/// everyone may write.
+fn serve(lease_secs: u64) -> Server {
+    require_root();
+    let mut drover = Drover::new();
+    let export = drover.scratch().join("export");
+    std::fs::create_dir_all(&export).expect("export dir");
+    std::fs::set_permissions(&export, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+    drover.cli_ok(&[
+        "nfs",
+        "export",
+        "add",
+        "t",
+        "--path",
+        export.to_str().expect("utf-8"),
+        "--clients",
+        "127.0.0.1/32",
+        "--rw",
+    ]);
+    let port = common::api::free_port();
+    drover.serve_with(
+        None,
+        "lo",
+        &config_only(
+            &[],
+            &format!(
+                "[nfs]\nenabled = true\nport = {port}\ngrace-secs = 0\n\
+                 lease-secs = {lease_secs}\n"
+            ),
+        ),
+    );
+    Server {
+        _drover: drover,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        export,
+    }
+}
+
+fn user() -> Cred {
+    Cred::user(1000, 1000, &[])
+}
+
+/// `id` with its last byte changed: a stateid this server never issued (BAD_STATEID).
+fn bad(id: &[u8; 16]) -> [u8; 16] {
+    let mut b = *id;
+    b[15] ^= 0x5a;
+    b
+}
+
+/// `id` with the boot epoch in its `other` field changed: a stateid of another server
+/// instance (STALE_STATEID).
+fn stale(id: &[u8; 16]) -> [u8; 16] {
+    let mut b = *id;
+    b[4] ^= 0x5a;
+    b
+}
+
+/// The seqid field of a stateid.
+fn seqid_of(id: &[u8; 16]) -> u32 {
+    u32::from_be_bytes([id[0], id[1], id[2], id[3]])
+}
+
+/// A connection and a confirmed 4.0 client with an open (confirmed) of `/t/NAME` by owner
+/// `owner`: the file's handle, the client id and the open stateid; the owner's next seqid
+/// is 2.
+struct Opened {
+    c: Client,
+    clientid: u64,
+    fh: Vec<u8>,
+    open: [u8; 16],
+}
+
+fn open_confirmed(s: &Server, id: &str, owner: &str, name: &str) -> Opened {
+    let mut c = Client::connect(s.addr, None).expect("connect");
+    let clientid = c.client40(&user(), id, *b"verifier");
+    let r = c
+        .compound(
+            0,
+            &user(),
+            Ops::new()
+                .putrootfh()
+                .lookup("t")
+                .open40(clientid, owner, 0, 3, 0, name, true)
+                .getfh(),
+        )
+        .expect("open");
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let fh = r.body(OP_GETFH).to_vec();
+    let r = c
+        .compound(
+            0,
+            &user(),
+            Ops::new().putfh(&fh).open_confirm(&r.stateid(OP_OPEN), 1),
+        )
+        .expect("open_confirm");
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let open = r.stateid(OP_OPEN_CONFIRM);
+    Opened {
+        c,
+        clientid,
+        fh,
+        open,
+    }
+}
+
+impl Opened {
+    /// PUTFH of the file, then what `ops` adds.
+    fn on_file(&mut self, ops: impl FnOnce(Ops) -> Ops) -> Reply {
+        let fh = self.fh.clone();
+        self.c
+            .compound(0, &user(), ops(Ops::new().putfh(&fh)))
+            .expect("compound")
+    }
+}
+
+/// RFC 7530 §9.1.7 and §16.16/16.18/16.20/16.2: the open owner's last reply is replayed
+/// for its seqid again (OPEN, OPEN_CONFIRM, OPEN_DOWNGRADE, CLOSE), without running the
+/// operation again; a seqid neither the last nor the next is BAD_SEQID; errors move the
+/// seqid on (and are replayed) except BAD_SEQID, BAD_STATEID and STALE_STATEID.
+#[test]
+fn v40_open_owner_seqids_and_replays() {
+    let s = serve(30);
+    let mut c = Client::connect(s.addr, None).expect("connect");
+    let cid = c.client40(&user(), "seqid-client", *b"verifier");
+    let open_g = |c: &mut Client| {
+        c.compound(
+            0,
+            &user(),
+            Ops::new()
+                .putrootfh()
+                .lookup("t")
+                .open40(cid, "o-g", 7, 3, 0, "g", true)
+                .getfh(),
+        )
+        .expect("open g")
+    };
+    // OPEN replayed: the file it created is gone, and the retransmission neither makes it
+    // again nor moves the stateid on.
+    let first = open_g(&mut c);
+    assert_eq!(first.status, NFS4_OK, "{first:?}");
+    std::fs::remove_file(s.export.join("g")).expect("remove g");
+    let again = open_g(&mut c);
+    assert_eq!(again.status, NFS4_OK, "{again:?}");
+    assert_eq!(again.stateid(OP_OPEN), first.stateid(OP_OPEN));
+    assert!(!s.export.join("g").exists(), "the replayed OPEN ran again");
+
+    let mut o = open_confirmed(&s, "seqid-client-2", "o1", "f");
+    assert_eq!(seqid_of(&o.open), 2);
+    // OPEN_CONFIRM replayed: the same confirmed stateid, although the OPEN's stateid it
+    // names is now old.
+    let opened =
+        o.c.compound(
+            0,
+            &user(),
+            Ops::new()
+                .putrootfh()
+                .lookup("t")
+                .open40(o.clientid, "o2", 0, 1, 0, "f", false),
+        )
+        .expect("open");
+    assert_eq!(opened.status, NFS4_OK, "{opened:?}");
+    let confirm = |o: &mut Opened| o.on_file(|x| x.open_confirm(&opened.stateid(OP_OPEN), 1));
+    let confirmed = confirm(&mut o);
+    assert_eq!(confirmed.status, NFS4_OK, "{confirmed:?}");
+    let replayed = confirm(&mut o);
+    assert_eq!(replayed.results, confirmed.results);
+
+    // A seqid ahead of the next one, or behind the last, is BAD_SEQID and consumes nothing.
+    let open = o.open;
+    for seqid in [3, 9, 0] {
+        let r = o.on_file(|x| x.close(seqid, &open));
+        assert_eq!(r.last_status(), NFS4ERR_BAD_SEQID, "seqid {seqid}: {r:?}");
+    }
+    // OPEN_DOWNGRADE to no access is INVAL: seqid 2 is consumed, its error replayed.
+    let r = o.on_file(|x| x.open_downgrade(&open, 2, 0, 0));
+    assert_eq!(r.last_status(), NFS4ERR_INVAL, "{r:?}");
+    let r = o.on_file(|x| x.open_downgrade(&open, 2, 1, 0));
+    assert_eq!(
+        r.last_status(),
+        NFS4ERR_INVAL,
+        "seqid 2 again is a replay of the INVAL: {r:?}"
+    );
+    let down = o.on_file(|x| x.open_downgrade(&open, 3, 1, 0));
+    assert_eq!(down.status, NFS4_OK, "{down:?}");
+    let down_id = down.stateid(OP_OPEN_DOWNGRADE);
+    assert_eq!(seqid_of(&down_id), 3);
+    let replayed = o.on_file(|x| x.open_downgrade(&open, 3, 1, 0));
+    assert_eq!(replayed.results, down.results, "OPEN_DOWNGRADE replayed");
+
+    // An old stateid is OLD_STATEID, which consumes seqid 4; a bad and a stale one consume
+    // nothing, so seqid 5 is next.
+    let r = o.on_file(|x| x.close(4, &open));
+    assert_eq!(r.last_status(), NFS4ERR_OLD_STATEID, "{r:?}");
+    let r = o.on_file(|x| x.close(5, &bad(&down_id)));
+    assert_eq!(r.last_status(), NFS4ERR_BAD_STATEID, "{r:?}");
+    let r = o.on_file(|x| x.close(5, &stale(&down_id)));
+    assert_eq!(r.last_status(), NFS4ERR_STALE_STATEID, "{r:?}");
+    let closed = o.on_file(|x| x.close(5, &down_id));
+    assert_eq!(closed.status, NFS4_OK, "{closed:?}");
+    // CLOSE replayed: its stateid is gone, yet the retransmission gets the same answer;
+    // the next seqid with it finds no open.
+    let replayed = o.on_file(|x| x.close(5, &down_id));
+    assert_eq!(replayed.results, closed.results, "CLOSE replayed");
+    let r = o.on_file(|x| x.close(6, &down_id));
+    assert_eq!(r.last_status(), NFS4ERR_BAD_STATEID, "{r:?}");
+}
+
+/// RFC 7530 §9.1.7, §16.10 and §16.12: LOCK (new and existing lock owner) and LOCKU
+/// replayed from the cache without running again; a lock owner's bad seqid; OLD_STATEID
+/// consumes the lock owner's seqid.
+#[test]
+fn v40_lock_owner_seqids_and_replays() {
+    let s = serve(30);
+    let mut o = open_confirmed(&s, "lock-client", "o1", "f");
+    let (cid, open) = (o.clientid, o.open);
+    let first = o.on_file(|x| x.lock_new(true, 0, 100, 2, &open, 0, cid, "l1"));
+    assert_eq!(first.status, NFS4_OK, "{first:?}");
+    let l1 = first.stateid(OP_LOCK);
+    // The open owner's seqid 2 again: the LOCK's reply from the open owner's cache (run
+    // again, it would have moved the lock stateid on).
+    let again = o.on_file(|x| x.lock_new(true, 0, 100, 2, &open, 0, cid, "l1"));
+    assert_eq!(again.results, first.results, "LOCK (new owner) replayed");
+
+    let second = o.on_file(|x| x.lock(true, 200, 100, &l1, 1));
+    assert_eq!(second.status, NFS4_OK, "{second:?}");
+    let l2 = second.stateid(OP_LOCK);
+    assert_eq!(seqid_of(&l2), seqid_of(&l1) + 1);
+    let again = o.on_file(|x| x.lock(true, 200, 100, &l1, 1));
+    assert_eq!(
+        again.results, second.results,
+        "LOCK (existing owner) replayed"
+    );
+
+    let unlocked = o.on_file(|x| x.locku(2, &l2, 0, 50));
+    assert_eq!(unlocked.status, NFS4_OK, "{unlocked:?}");
+    let l3 = unlocked.stateid(OP_LOCKU);
+    let again = o.on_file(|x| x.locku(2, &l2, 0, 50));
+    assert_eq!(again.results, unlocked.results, "LOCKU replayed");
+    let r = o.on_file(|x| x.locku(7, &l3, 0, 50));
+    assert_eq!(r.last_status(), NFS4ERR_BAD_SEQID, "{r:?}");
+
+    // An old lock stateid consumes seqid 3: 3 again replays OLD_STATEID, 4 works.
+    let r = o.on_file(|x| x.lock(true, 400, 10, &l1, 3));
+    assert_eq!(r.last_status(), NFS4ERR_OLD_STATEID, "{r:?}");
+    let r = o.on_file(|x| x.locku(3, &l3, 50, 50));
+    assert_eq!(
+        r.last_status(),
+        NFS4ERR_OLD_STATEID,
+        "seqid 3 again is a replay: {r:?}"
+    );
+    let r = o.on_file(|x| x.locku(4, &l3, 50, 50));
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    // The file still holds the lock on 200..300: CLOSE refuses with LOCKS_HELD.
+    let r = o.on_file(|x| x.close(3, &open));
+    assert_eq!(r.last_status(), NFS4ERR_LOCKS_HELD, "{r:?}");
+}
