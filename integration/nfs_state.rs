@@ -280,3 +280,127 @@ fn v40_lock_owner_seqids_and_replays() {
     let r = o.on_file(|x| x.close(3, &open));
     assert_eq!(r.last_status(), NFS4ERR_LOCKS_HELD, "{r:?}");
 }
+
+/// SETCLIENTID as `cred`: its client id and confirm verifier, or its status.
+fn setclientid(
+    c: &mut Client,
+    cred: &Cred,
+    id: &str,
+    verf: &[u8; 8],
+) -> Result<(u64, [u8; 8]), u32> {
+    let r = c
+        .compound(0, cred, Ops::new().setclientid_verf(id, *verf))
+        .expect("SETCLIENTID");
+    if r.status != NFS4_OK {
+        return Err(r.status);
+    }
+    let b = r.body(OP_SETCLIENTID);
+    Ok((
+        u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+        b[8..16].try_into().expect("8 bytes"),
+    ))
+}
+
+/// One single-operation COMPOUND's status.
+fn status(c: &mut Client, cred: &Cred, ops: Ops) -> u32 {
+    c.compound(0, cred, ops).expect("compound").status
+}
+
+/// RFC 7530 §16.33.5 and §16.34.5: a new client is unusable until confirmed; a wrong
+/// confirm verifier or client id is STALE_CLIENTID and a retransmitted confirm succeeds;
+/// another principal presenting the same client owner gets CLID_INUSE; SETCLIENTID with
+/// the confirmed record's verifier is a callback update (same client id, new confirm
+/// verifier); a new verifier replaces an unconfirmed record; and a rebooted client's
+/// confirm drops its old record with the state it held.
+#[test]
+fn v40_setclientid_and_confirm_cases() {
+    let s = serve(30);
+    let mut c = Client::connect(s.addr, None).expect("connect");
+    let root = Cred::user(0, 0, &[]);
+    let other = Cred::user(4321, 4321, &[]);
+    let (x1, c1) = setclientid(&mut c, &root, "sc", b"boot-one").expect("new client");
+    assert_eq!(
+        status(&mut c, &root, Ops::new().renew(x1)),
+        NFS4ERR_STALE_CLIENTID
+    );
+    let mut wrong = c1;
+    wrong[7] ^= 1;
+    let confirm = |x, v| Ops::new().setclientid_confirm(x, v);
+    assert_eq!(
+        status(&mut c, &root, confirm(x1, wrong)),
+        NFS4ERR_STALE_CLIENTID
+    );
+    assert_eq!(
+        status(&mut c, &root, confirm(x1 ^ 0xff, c1)),
+        NFS4ERR_STALE_CLIENTID
+    );
+    assert_eq!(status(&mut c, &other, confirm(x1, c1)), NFS4ERR_CLID_INUSE);
+    assert_eq!(status(&mut c, &root, confirm(x1, c1)), NFS4_OK);
+    assert_eq!(
+        status(&mut c, &root, confirm(x1, c1)),
+        NFS4_OK,
+        "retransmitted"
+    );
+    assert_eq!(status(&mut c, &root, Ops::new().renew(x1)), NFS4_OK);
+
+    // The same owner from another principal while the lease runs.
+    assert_eq!(
+        setclientid(&mut c, &other, "sc", b"boot-one"),
+        Err(NFS4ERR_CLID_INUSE)
+    );
+
+    // A callback update: the same client id, a new confirm verifier; the old one no longer
+    // confirms once the update is.
+    let (x, c2) = setclientid(&mut c, &root, "sc", b"boot-one").expect("update");
+    assert_eq!(x, x1);
+    assert_ne!(c2, c1);
+    assert_eq!(status(&mut c, &root, Ops::new().renew(x1)), NFS4_OK);
+    assert_eq!(status(&mut c, &root, confirm(x1, c2)), NFS4_OK);
+    assert_eq!(
+        status(&mut c, &root, confirm(x1, c1)),
+        NFS4ERR_STALE_CLIENTID
+    );
+
+    // State of the first boot.
+    let r = c
+        .compound(
+            0,
+            &root,
+            Ops::new()
+                .putrootfh()
+                .lookup("t")
+                .open40(x1, "o", 0, 3, 0, "f", true)
+                .getfh(),
+        )
+        .expect("open");
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let (fh, open) = (r.body(OP_GETFH).to_vec(), r.stateid(OP_OPEN));
+    let r = c
+        .compound(0, &root, Ops::new().putfh(&fh).open_confirm(&open, 1))
+        .expect("confirm open");
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let open = r.stateid(OP_OPEN_CONFIRM);
+
+    // The client reboots (a new verifier): a new unconfirmed record, replaced by the next
+    // SETCLIENTID with yet another verifier; the confirmed record keeps its state meanwhile.
+    let (x2, c3) = setclientid(&mut c, &root, "sc", b"boot-two").expect("reboot");
+    assert_ne!(x2, x1);
+    let (x3, c4) = setclientid(&mut c, &root, "sc", b"boot-3!!").expect("reboot again");
+    assert_ne!(x3, x2);
+    assert_eq!(
+        status(&mut c, &root, confirm(x2, c3)),
+        NFS4ERR_STALE_CLIENTID
+    );
+    assert_eq!(status(&mut c, &root, Ops::new().renew(x1)), NFS4_OK);
+    assert_eq!(status(&mut c, &root, confirm(x3, c4)), NFS4_OK);
+    // Confirmed, the new record replaces the old one and its open.
+    assert_eq!(
+        status(&mut c, &root, Ops::new().renew(x1)),
+        NFS4ERR_STALE_CLIENTID
+    );
+    assert_eq!(status(&mut c, &root, Ops::new().renew(x3)), NFS4_OK);
+    let r = c
+        .compound(0, &root, Ops::new().putfh(&fh).close(2, &open))
+        .expect("close");
+    assert_eq!(r.last_status(), NFS4ERR_BAD_STATEID, "{r:?}");
+}

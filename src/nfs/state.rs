@@ -63,6 +63,13 @@ pub struct Client {
     pub confirmed: bool,
     /// 4.0: the verifier SETCLIENTID_CONFIRM must present.
     pub confirm: [u8; 8],
+    /// 4.0, a confirmed record: the confirm verifier of a callback update the client asked
+    /// for (SETCLIENTID with this record's verifier) and has not confirmed yet. RFC 7530
+    /// §16.33.5 calls it an unconfirmed record with the confirmed one's client id.
+    pub update: Option<[u8; 8]>,
+    /// Who made the record: the AUTH_SYS uid (nobody for AUTH_NONE). Another principal
+    /// presenting the same owner gets NFS4ERR_CLID_INUSE while the record's lease runs.
+    pub principal: u32,
     pub addr: IpAddr,
     pub lease_until: Instant,
     /// 4.1: the last CREATE_SESSION sequence and its cached result.

@@ -81,6 +81,8 @@ fn add_client(
             minor: cx.minor,
             confirmed: false,
             confirm,
+            update: None,
+            principal: cx.caller.uid,
             addr: cx.caller.addr,
             lease_until,
             cs_seq: 0,
@@ -163,20 +165,38 @@ pub(super) fn renew(cx: &mut Ctx, clientid: u64) -> Result<Res, Nfs4Status> {
     Ok(Res::Empty)
 }
 
+/// Whether a live confirmed record of `owner` (minor version 1+ if `v41`, else 0) other than
+/// `except` belongs to a principal other than the caller's.
+fn clid_in_use(cx: &Ctx, st: &State, owner: &[u8], v41: bool, except: u64) -> bool {
+    st.clients.values().any(|c| {
+        c.owner == owner
+            && c.id != except
+            && (c.minor >= 1) == v41
+            && c.confirmed
+            && c.lease_until > cx.now
+            && c.principal != cx.caller.uid
+    })
+}
+
+/// SETCLIENTID (RFC 7530 §16.33.5). Another principal's live record of the same client
+/// owner: CLID_INUSE. Otherwise any unconfirmed record of the owner goes, and with a
+/// confirmed record of the same verifier this is a callback update (same client id, a new
+/// confirm verifier, the record unchanged until confirmed); a new client or a rebooted one
+/// (another verifier) gets a new unconfirmed record and client id.
 pub(super) fn setclientid(cx: &mut Ctx, verifier: [u8; 8], id: &[u8]) -> Result<Res, Nfs4Status> {
     let mut st = cx.state();
-    let now = cx.now;
-    let lease = st.limits.lease;
+    if clid_in_use(cx, &st, id, false, 0) {
+        return Err(Nfs4Status::ClidInUse);
+    }
     let confirmed = st
         .clients
         .values()
         .find(|c| c.owner == id && c.confirmed && c.minor == 0)
         .map(|c| (c.id, c.verifier));
-    // Unconfirmed records of this owner are replaced.
     let stale: Vec<u64> = st
         .clients
         .values()
-        .filter(|c| c.owner == id && !c.confirmed)
+        .filter(|c| c.owner == id && !c.confirmed && c.minor == 0)
         .map(|c| c.id)
         .collect();
     for s in stale {
@@ -186,16 +206,15 @@ pub(super) fn setclientid(cx: &mut Ctx, verifier: [u8; 8], id: &[u8]) -> Result<
     let mut confirm8 = [0u8; 8];
     confirm8.copy_from_slice(&confirm[4..]);
     if let Some((cid, v0)) = confirmed {
-        if v0 == verifier {
-            // The same client updating its callback: same id, new confirm verifier.
-            if let Some(c) = st.clients.get_mut(&cid) {
-                c.confirm = confirm8;
-                c.lease_until = now + lease;
+        if let Some(c) = st.clients.get_mut(&cid) {
+            c.update = None;
+            if v0 == verifier {
+                c.update = Some(confirm8);
+                return Ok(Res::SetClientId {
+                    clientid: cid,
+                    verifier: confirm8,
+                });
             }
-            return Ok(Res::SetClientId {
-                clientid: cid,
-                verifier: confirm8,
-            });
         }
     }
     let cid = add_client(cx, &mut st, id, verifier, confirm8, Nfs4Status::Resource)?;
@@ -205,6 +224,11 @@ pub(super) fn setclientid(cx: &mut Ctx, verifier: [u8; 8], id: &[u8]) -> Result<
     })
 }
 
+/// SETCLIENTID_CONFIRM (RFC 7530 §16.34.5): confirms a callback update of a confirmed
+/// record, or a new record (whose owner's older records and their state go: the client
+/// rebooted); the confirm of a record already confirmed with that verifier is a
+/// retransmission and succeeds again. No record with that client id and verifier:
+/// STALE_CLIENTID; a record of another principal: CLID_INUSE.
 pub(super) fn setclientid_confirm(
     cx: &mut Ctx,
     clientid: u64,
@@ -212,16 +236,35 @@ pub(super) fn setclientid_confirm(
 ) -> Result<Res, Nfs4Status> {
     let mut st = cx.state();
     let lease = st.limits.lease;
+    let now = cx.now;
     let c = st.clients.get(&clientid).ok_or(Nfs4Status::StaleClientId)?;
-    if c.confirm != verifier {
+    if c.minor != 0 {
+        return Err(Nfs4Status::StaleClientId);
+    }
+    let matches = c.confirm == verifier || c.update == Some(verifier);
+    if matches && c.principal != cx.caller.uid {
+        return Err(Nfs4Status::ClidInUse);
+    }
+    if !matches {
         return Err(Nfs4Status::StaleClientId);
     }
     let owner = c.owner.clone();
-    // A rebooted client's old record (and its state) goes.
-    drop_old_records(&mut st, cx.now, clientid, &owner, false);
+    if !c.confirmed {
+        if clid_in_use(cx, &st, &owner, false, clientid) {
+            return Err(Nfs4Status::ClidInUse);
+        }
+        // A rebooted client's old record (and its state) goes.
+        drop_old_records(&mut st, now, clientid, &owner, false);
+    }
     if let Some(c) = st.clients.get_mut(&clientid) {
+        if c.update == Some(verifier) {
+            // The callback update takes effect (this server makes no callbacks, so the
+            // callback itself is not kept).
+            c.confirm = verifier;
+            c.update = None;
+        }
         c.confirmed = true;
-        c.lease_until = cx.now + lease;
+        c.lease_until = now + lease;
     }
     Ok(Res::Empty)
 }
