@@ -404,3 +404,123 @@ fn v40_setclientid_and_confirm_cases() {
         .expect("close");
     assert_eq!(r.last_status(), NFS4ERR_BAD_STATEID, "{r:?}");
 }
+
+/// `clientid` with the boot epoch in its upper half changed: a client id of another server
+/// instance.
+fn stale_clientid(clientid: u64) -> u64 {
+    clientid ^ (0x5a << 32)
+}
+
+/// RFC 7530 §9.1.4 and §9.6: a stateid of another server instance is STALE_STATEID on
+/// every operation taking one, a made-up one BAD_STATEID, an old one OLD_STATEID; a client
+/// id of another instance is STALE_CLIENTID (RENEW, OPEN, LOCK, LOCKT,
+/// SETCLIENTID_CONFIRM). Once the lease ran out unrenewed (the server runs with a lease of
+/// 10 s), the client's id and stateids are EXPIRED on RENEW, OPEN, LOCKT, READ, CLOSE and
+/// LOCKU.
+#[test]
+fn v40_stateid_and_clientid_checks_and_lease_expiry() {
+    let s = serve(10);
+    let mut o = open_confirmed(&s, "lease-client", "o1", "f");
+    let (cid, open) = (o.clientid, o.open);
+    let r = o.on_file(|x| x.lock_new(true, 0, 10, 2, &open, 0, cid, "l1"));
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let lock = r.stateid(OP_LOCK);
+
+    let stale_open = stale(&open);
+    let stale_lock = stale(&lock);
+    type Build = Box<dyn Fn(Ops) -> Ops>;
+    let stale_stateid_ops: Vec<(&str, Build)> = vec![
+        ("CLOSE", Box::new(move |x| x.close(3, &stale_open))),
+        (
+            "OPEN_DOWNGRADE",
+            Box::new(move |x| x.open_downgrade(&stale_open, 3, 1, 0)),
+        ),
+        (
+            "OPEN_CONFIRM",
+            Box::new(move |x| x.open_confirm(&stale_open, 3)),
+        ),
+        (
+            "LOCK",
+            Box::new(move |x| x.lock(true, 20, 5, &stale_lock, 1)),
+        ),
+        ("LOCKU", Box::new(move |x| x.locku(1, &stale_lock, 0, 5))),
+        ("READ", Box::new(move |x| x.read_as(&stale_open, 0, 10))),
+    ];
+    for (name, build) in &stale_stateid_ops {
+        let r = o.on_file(build);
+        assert_eq!(r.last_status(), NFS4ERR_STALE_STATEID, "{name}: {r:?}");
+    }
+    let r = o.on_file(|x| x.read_as(&bad(&open), 0, 10));
+    assert_eq!(r.last_status(), NFS4ERR_BAD_STATEID, "{r:?}");
+    let mut old = open;
+    old[3] -= 1;
+    let r = o.on_file(|x| x.read_as(&old, 0, 10));
+    assert_eq!(r.last_status(), NFS4ERR_OLD_STATEID, "{r:?}");
+
+    let gone = stale_clientid(cid);
+    let user = user();
+    assert_eq!(
+        status(&mut o.c, &user, Ops::new().renew(gone)),
+        NFS4ERR_STALE_CLIENTID
+    );
+    assert_eq!(
+        status(
+            &mut o.c,
+            &user,
+            Ops::new().setclientid_confirm(gone, [0; 8])
+        ),
+        NFS4ERR_STALE_CLIENTID
+    );
+    let stale_clientid_ops: Vec<(&str, Build)> = vec![
+        (
+            "OPEN",
+            Box::new(move |x| x.open40(gone, "o9", 0, 1, 0, "f", false)),
+        ),
+        ("LOCKT", Box::new(move |x| x.lockt(true, 0, 5, gone, "l9"))),
+        (
+            "LOCK",
+            Box::new(move |x| x.lock_new(true, 20, 5, 2, &open, 0, gone, "l9")),
+        ),
+    ];
+    for (name, build) in &stale_clientid_ops {
+        let r = if *name == "OPEN" {
+            o.c.compound(0, &user, build(Ops::new().putrootfh().lookup("t")))
+                .expect("open")
+        } else {
+            o.on_file(build)
+        };
+        assert_eq!(r.last_status(), NFS4ERR_STALE_CLIENTID, "{name}: {r:?}");
+    }
+    // Still good before the lease runs out.
+    assert_eq!(status(&mut o.c, &user, Ops::new().renew(cid)), NFS4_OK);
+    let r = o.on_file(|x| x.read_as(&open, 0, 10));
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+
+    // No renewal for longer than the lease (and the server's one-second expiry tick).
+    std::thread::sleep(std::time::Duration::from_secs(13));
+    assert_eq!(
+        status(&mut o.c, &user, Ops::new().renew(cid)),
+        NFS4ERR_EXPIRED
+    );
+    let expired_ops: Vec<(&str, Build)> = vec![
+        ("READ", Box::new(move |x| x.read_as(&open, 0, 10))),
+        ("CLOSE", Box::new(move |x| x.close(3, &open))),
+        ("LOCKU", Box::new(move |x| x.locku(1, &lock, 0, 10))),
+        ("LOCKT", Box::new(move |x| x.lockt(true, 0, 5, cid, "l9"))),
+    ];
+    for (name, build) in &expired_ops {
+        let r = o.on_file(build);
+        assert_eq!(r.last_status(), NFS4ERR_EXPIRED, "{name}: {r:?}");
+    }
+    let r =
+        o.c.compound(
+            0,
+            &user,
+            Ops::new()
+                .putrootfh()
+                .lookup("t")
+                .open40(cid, "o1", 3, 1, 0, "f", false),
+        )
+        .expect("open");
+    assert_eq!(r.last_status(), NFS4ERR_EXPIRED, "{r:?}");
+}

@@ -623,7 +623,8 @@ fn grace_and_lease_expiry() {
         0,
         C::new(0).op(opnum::RENEW, |w| w.u64(cid)),
     );
-    assert_eq!(st, Nfs4Status::StaleClientId);
+    // The server remembers the expired id (RFC 7530 §16.29: EXPIRED, not STALE_CLIENTID).
+    assert_eq!(st, Nfs4Status::Expired);
     assert!(s.clients(later).is_empty());
 }
 

@@ -11,7 +11,7 @@
 use super::status::Nfs4Status;
 use super::vfs::Handle;
 use super::wire::{ChannelAttrs, Denied, Owner, StateId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,10 @@ pub struct Limits {
     /// Largest reply kept in a slot's replay cache.
     pub max_cached_reply: usize,
     pub lease: Duration,
+    /// Client ids and stateids of expired leases remembered, so that their use answers
+    /// NFS4ERR_EXPIRED rather than STALE_CLIENTID or BAD_STATEID (the oldest are forgotten
+    /// first).
+    pub max_expired_remembered: usize,
 }
 
 impl Default for Limits {
@@ -49,6 +53,7 @@ impl Default for Limits {
             max_slots: 64,
             max_cached_reply: 64 * 1024,
             lease: Duration::from_secs(90),
+            max_expired_remembered: 65_536,
         }
     }
 }
@@ -185,6 +190,49 @@ pub fn seqid_unchanged(st: Nfs4Status) -> bool {
     )
 }
 
+/// What an expired lease left behind: its client id and the `other` fields of its stateids,
+/// bounded (the oldest go first). The state itself is released when the lease expires (RFC
+/// 7530 §9.6.3, RFC 8881 §8.3); these only let the server say NFS4ERR_EXPIRED.
+#[derive(Debug, Default)]
+pub struct Expired {
+    order: VecDeque<Tomb>,
+    clients: HashSet<u64>,
+    states: HashSet<[u8; 12]>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Tomb {
+    Client(u64),
+    State([u8; 12]),
+}
+
+impl Expired {
+    fn add(&mut self, t: Tomb, max: usize) {
+        let fresh = match t {
+            Tomb::Client(id) => self.clients.insert(id),
+            Tomb::State(o) => self.states.insert(o),
+        };
+        if fresh {
+            self.order.push_back(t);
+        }
+        while self.order.len() > max {
+            match self.order.pop_front() {
+                Some(Tomb::Client(id)) => self.clients.remove(&id),
+                Some(Tomb::State(o)) => self.states.remove(&o),
+                None => break,
+            };
+        }
+    }
+
+    pub fn client(&self, id: u64) -> bool {
+        self.clients.contains(&id)
+    }
+
+    pub fn state(&self, other: &[u8; 12]) -> bool {
+        self.states.contains(other)
+    }
+}
+
 /// All protocol state of the server.
 #[derive(Debug)]
 pub struct State {
@@ -199,6 +247,7 @@ pub struct State {
     pub open_owners: HashMap<Owner, OwnerSeq>,
     pub lock_owners: HashMap<Owner, OwnerSeq>,
     pub locks: HashMap<Handle, Vec<Range>>,
+    pub expired: Expired,
 }
 
 /// The exclusive end of `length` bytes from `offset`, or None if it overflows.
@@ -227,6 +276,7 @@ impl State {
             open_owners: HashMap::new(),
             lock_owners: HashMap::new(),
             locks: HashMap::new(),
+            expired: Expired::default(),
         }
     }
 
@@ -257,14 +307,17 @@ impl State {
         s
     }
 
-    /// A confirmed client, renewing its lease; NFS4ERR_STALE_CLIENTID if unknown.
+    /// A confirmed client, renewing its lease; NFS4ERR_EXPIRED if its lease expired,
+    /// NFS4ERR_STALE_CLIENTID if unknown (or of an earlier server instance).
     pub fn renew(&mut self, now: Instant, clientid: u64) -> Result<&mut Client, Nfs4Status> {
         let lease = self.limits.lease;
+        let expired = self.expired.client(clientid);
         match self.clients.get_mut(&clientid) {
             Some(c) if c.confirmed => {
                 c.lease_until = now + lease;
                 Ok(c)
             }
+            _ if expired => Err(Nfs4Status::Expired),
             _ => Err(Nfs4Status::StaleClientId),
         }
     }
@@ -330,7 +383,13 @@ impl State {
         if id.other[..4] != self.boot.to_be_bytes() {
             return Err(Nfs4Status::StaleStateId);
         }
-        let s = self.states.get(&id.other).ok_or(Nfs4Status::BadStateId)?;
+        let Some(s) = self.states.get(&id.other) else {
+            return Err(if self.expired.state(&id.other) {
+                Nfs4Status::Expired
+            } else {
+                Nfs4Status::BadStateId
+            });
+        };
         let cur = s.seqid();
         if minor >= 1 && id.seqid == 0 {
             return Ok(s);
@@ -357,16 +416,30 @@ impl State {
         self.locks.retain(|_, r| !r.is_empty());
     }
 
-    /// Expires clients whose lease ran out. Returns how many.
+    /// Expires clients whose lease ran out, remembering the confirmed ones' ids and
+    /// stateids (an unconfirmed record was never usable). Returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let dead: Vec<u64> = self
+        let dead: Vec<(u64, bool)> = self
             .clients
             .values()
             .filter(|c| c.lease_until <= now)
-            .map(|c| c.id)
+            .map(|c| (c.id, c.confirmed))
             .collect();
-        for id in &dead {
-            self.remove_client(*id);
+        let max = self.limits.max_expired_remembered;
+        for &(id, confirmed) in &dead {
+            if confirmed {
+                let others: Vec<[u8; 12]> = self
+                    .states
+                    .iter()
+                    .filter(|(_, s)| s.client() == id)
+                    .map(|(o, _)| *o)
+                    .collect();
+                for o in others {
+                    self.expired.add(Tomb::State(o), max);
+                }
+                self.expired.add(Tomb::Client(id), max);
+            }
+            self.remove_client(id);
         }
         dead.len()
     }
@@ -523,6 +596,72 @@ mod tests {
         assert!(s.locks.is_empty());
         assert_eq!(range_end(u64::MAX - 1, 2), None);
         assert_eq!(range_end(5, u64::MAX), Some(u64::MAX));
+    }
+
+    #[test]
+    fn expired_leases_are_remembered_within_a_bound() {
+        let now = Instant::now();
+        let limits = Limits {
+            lease: Duration::from_secs(10),
+            max_expired_remembered: 3,
+            ..Limits::default()
+        };
+        let mut s = State::new(limits, 7, None);
+        let addr = IpAddr::from([127, 0, 0, 1]);
+        let mut ids = Vec::new();
+        for confirmed in [true, true, false] {
+            let id = s.new_clientid();
+            s.clients.insert(
+                id,
+                Client {
+                    id,
+                    owner: id.to_be_bytes().to_vec(),
+                    verifier: [0; 8],
+                    minor: 0,
+                    confirmed,
+                    confirm: [0; 8],
+                    update: None,
+                    principal: 0,
+                    addr,
+                    lease_until: now + Duration::from_secs(10),
+                    cs_seq: 0,
+                    cs_reply: None,
+                    reclaim_complete: false,
+                },
+            );
+            ids.push(id);
+        }
+        let other = s.new_other();
+        s.states.insert(
+            other,
+            Stateful::Open(Open {
+                seqid: 1,
+                client: ids[0],
+                owner: owner(1),
+                fh: Handle(vec![1]),
+                access: 1,
+                deny: 0,
+            }),
+        );
+        let id = StateId { seqid: 1, other };
+        assert!(s.lookup_state(&id, 0).is_ok());
+        // Renewed, the first lives on; the others expire.
+        assert!(s.renew(now + Duration::from_secs(5), ids[0]).is_ok());
+        assert_eq!(s.expire(now + Duration::from_secs(10)), 2);
+        assert_eq!(s.renew(now, ids[1]).err(), Some(Nfs4Status::Expired));
+        // An unconfirmed record was never usable: it stays unknown.
+        assert_eq!(s.renew(now, ids[2]).err(), Some(Nfs4Status::StaleClientId));
+        assert_eq!(s.expire(now + Duration::from_secs(15)), 1);
+        assert_eq!(s.renew(now, ids[0]).err(), Some(Nfs4Status::Expired));
+        assert_eq!(s.lookup_state(&id, 0).err(), Some(Nfs4Status::Expired));
+        // Remembering 3 at most: two more expired clients push out the oldest two.
+        for _ in 0..2 {
+            let id = s.new_clientid();
+            s.expired.add(Tomb::Client(id), 3);
+        }
+        assert_eq!(s.renew(now, ids[1]).err(), Some(Nfs4Status::StaleClientId));
+        assert_eq!(s.lookup_state(&id, 0).err(), Some(Nfs4Status::BadStateId));
+        assert_eq!(s.renew(now, ids[0]).err(), Some(Nfs4Status::Expired));
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub(super) fn lock(
             lock_seqid,
             owner,
         } => {
+            if cx.minor == 0 {
+                // 4.0 names the client in the new lock owner (4.1 takes the session's).
+                st.renew(cx.now, owner.clientid)?;
+            }
             let Some((oid, open)) = open_state(cx, &mut st, *open_stateid, *open_seqid)? else {
                 return Ok(Res::Empty);
             };
