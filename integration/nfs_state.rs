@@ -524,3 +524,100 @@ fn v40_stateid_and_clientid_checks_and_lease_expiry() {
         .expect("open");
     assert_eq!(r.last_status(), NFS4ERR_EXPIRED, "{r:?}");
 }
+
+/// A LOCK4denied body: offset, length, whether a write lock, the owner's client id and name.
+fn denied(r: &Reply, op: u32) -> (u64, u64, bool, u64, Vec<u8>) {
+    let b = r.body(op);
+    let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+    let kind = u32::from_be_bytes(b[16..20].try_into().expect("4 bytes"));
+    (
+        u64_at(0),
+        u64_at(8),
+        kind == 2,
+        u64_at(20),
+        b[28..].to_vec(),
+    )
+}
+
+/// RFC 7530 §9.2, §16.10-16.12 (RFC 8881 §18.10-18.12 alike): one owner's adjacent and
+/// overlapping ranges merge into one lock, unlocking the middle splits it, and LOCKT and a
+/// conflicting LOCK answer DENIED with the conflicting range, its type and its owner.
+#[test]
+fn byte_range_locks_merge_split_and_report_conflicts() {
+    let s = serve(30);
+    let mut o = open_confirmed(&s, "ranges", "o1", "f");
+    let (cid, open) = (o.clientid, o.open);
+    let r = o.on_file(|x| x.lock_new(true, 0, 100, 2, &open, 0, cid, "l1"));
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let mut l = r.stateid(OP_LOCK);
+    let mut seq = 1;
+    let mut step = |o: &mut Opened, ops: &dyn Fn(Ops, &[u8; 16], u32) -> Ops| {
+        let r = o.on_file(|x| ops(x, &l, seq));
+        assert_eq!(r.status, NFS4_OK, "{r:?}");
+        l = r.stateid(r.results.last().expect("a result").op);
+        seq += 1;
+    };
+    // Adjacent (100..200) and overlapping (150..250) write locks: one range 0..250.
+    step(&mut o, &|x, l, q| x.lock(true, 100, 100, l, q));
+    step(&mut o, &|x, l, q| x.lock(true, 150, 100, l, q));
+    let mut other = Client::connect(s.addr, None).expect("connect");
+    let cid2 = other.client40(&user(), "ranges-2", *b"verifier");
+    let fh = o.fh.clone();
+    let mut lockt = |offset, length| {
+        other
+            .compound(
+                0,
+                &user(),
+                Ops::new()
+                    .putfh(&fh)
+                    .lockt(false, offset, length, cid2, "them"),
+            )
+            .expect("lockt")
+    };
+    let r = lockt(240, 1);
+    assert_eq!(r.last_status(), NFS4ERR_DENIED, "{r:?}");
+    assert_eq!(denied(&r, OP_LOCKT), (0, 250, true, cid, b"l1".to_vec()));
+    // Unlocking the middle (50..200) leaves 0..50 and 200..250.
+    step(&mut o, &|x, l, q| x.locku(q, l, 50, 150));
+    assert_eq!(lockt(50, 150).status, NFS4_OK);
+    let r = lockt(10, 1);
+    assert_eq!(denied(&r, OP_LOCKT), (0, 50, true, cid, b"l1".to_vec()));
+    let r = lockt(199, 2);
+    assert_eq!(denied(&r, OP_LOCKT), (200, 50, true, cid, b"l1".to_vec()));
+    // A lock to the end of the file, adjacent to 200..250, merges with it: the length of
+    // "to the end" is all ones.
+    step(&mut o, &|x, l, q| x.lock(true, 250, u64::MAX, l, q));
+    let r = lockt(1 << 40, 1);
+    assert_eq!(
+        denied(&r, OP_LOCKT),
+        (200, u64::MAX, true, cid, b"l1".to_vec())
+    );
+    // The other client's LOCK is denied the same way.
+    let r = other
+        .compound(
+            0,
+            &user(),
+            Ops::new()
+                .putrootfh()
+                .lookup("t")
+                .open40(cid2, "o2", 0, 3, 0, "f", false),
+        )
+        .expect("open");
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let open2 = r.stateid(OP_OPEN);
+    let r = other
+        .compound(0, &user(), Ops::new().putfh(&fh).open_confirm(&open2, 1))
+        .expect("confirm");
+    let open2 = r.stateid(OP_OPEN_CONFIRM);
+    let r = other
+        .compound(
+            0,
+            &user(),
+            Ops::new()
+                .putfh(&fh)
+                .lock_new(false, 20, 10, 2, &open2, 0, cid2, "them"),
+        )
+        .expect("lock");
+    assert_eq!(r.last_status(), NFS4ERR_DENIED, "{r:?}");
+    assert_eq!(denied(&r, OP_LOCK), (0, 50, true, cid, b"l1".to_vec()));
+}

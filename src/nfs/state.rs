@@ -519,6 +519,18 @@ impl State {
             }
         }
         if let Some(write) = lock {
+            // The owner's ranges of the same type that touch the new one merge with it
+            // (overlapping ones were cut away above), so that one lock is one range.
+            let (mut start, mut end) = (start, end);
+            out.retain(|r| {
+                let touches =
+                    r.owner == *owner && r.write == write && r.start <= end && start <= r.end;
+                if touches {
+                    start = start.min(r.start);
+                    end = end.max(r.end);
+                }
+                !touches
+            });
             if out.len() >= self.limits.max_locks_per_file {
                 return Err(Nfs4Status::Resource);
             }
@@ -596,6 +608,68 @@ mod tests {
         assert!(s.locks.is_empty());
         assert_eq!(range_end(u64::MAX - 1, 2), None);
         assert_eq!(range_end(5, u64::MAX), Some(u64::MAX));
+    }
+
+    /// One owner's ranges, sorted, as (start, end, write).
+    fn ranges_of(s: &State, fh: &Handle, o: &Owner) -> Vec<(u64, u64, bool)> {
+        let mut v: Vec<_> = s.locks.get(fh).map_or_else(Vec::new, |rs| {
+            rs.iter()
+                .filter(|r| r.owner == *o)
+                .map(|r| (r.start, r.end, r.write))
+                .collect()
+        });
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn one_owners_ranges_merge_when_they_touch_and_split_when_unlocked() {
+        let mut s = State::new(Limits::default(), 7, None);
+        let fh = Handle(vec![1]);
+        let o = owner(1);
+        // Adjacent ranges of one type merge; a gap keeps them apart.
+        s.set_range(&fh, &o, Some(true), 0, 100).unwrap();
+        s.set_range(&fh, &o, Some(true), 100, 200).unwrap();
+        s.set_range(&fh, &o, Some(true), 300, 400).unwrap();
+        assert_eq!(
+            ranges_of(&s, &fh, &o),
+            vec![(0, 200, true), (300, 400, true)]
+        );
+        // An overlapping lock bridging the gap makes one range.
+        s.set_range(&fh, &o, Some(true), 150, 350).unwrap();
+        assert_eq!(ranges_of(&s, &fh, &o), vec![(0, 400, true)]);
+        // The conflict another owner sees is the whole merged range.
+        let d = s.conflict(&fh, &owner(2), false, 399, 400).unwrap();
+        assert_eq!((d.offset, d.length, d.write), (0, 400, true));
+        // Unlocking the middle splits it.
+        s.set_range(&fh, &o, None, 100, 300).unwrap();
+        assert_eq!(
+            ranges_of(&s, &fh, &o),
+            vec![(0, 100, true), (300, 400, true)]
+        );
+        // A read lock in the middle of a write lock splits it into three; the types do
+        // not merge.
+        s.set_range(&fh, &o, Some(false), 40, 60).unwrap();
+        assert_eq!(
+            ranges_of(&s, &fh, &o),
+            vec![
+                (0, 40, true),
+                (40, 60, false),
+                (60, 100, true),
+                (300, 400, true)
+            ]
+        );
+        // Write again over it: one range once more; to the end of file merges too.
+        s.set_range(&fh, &o, Some(true), 30, 70).unwrap();
+        s.set_range(&fh, &o, Some(true), 400, u64::MAX).unwrap();
+        assert_eq!(
+            ranges_of(&s, &fh, &o),
+            vec![(0, 100, true), (300, u64::MAX, true)]
+        );
+        // Another owner's adjacent range stays its own.
+        s.set_range(&fh, &owner(2), Some(true), 100, 300).unwrap();
+        assert_eq!(ranges_of(&s, &fh, &owner(2)), vec![(100, 300, true)]);
+        assert_eq!(s.locks[&fh].len(), 3);
     }
 
     #[test]
