@@ -621,3 +621,250 @@ fn byte_range_locks_merge_split_and_report_conflicts() {
     assert_eq!(r.last_status(), NFS4ERR_DENIED, "{r:?}");
     assert_eq!(denied(&r, OP_LOCK), (0, 50, true, cid, b"l1".to_vec()));
 }
+
+const EXCHGID4_FLAG_CONFIRMED_R: u32 = 0x8000_0000;
+const EXCHGID4_FLAG_UPD_CONFIRMED_REC_A: u32 = 0x4000_0000;
+
+/// EXCHANGE_ID (minor version 1) as `cred`: client id, sequence and flags, or the status.
+fn exchange_id(
+    c: &mut Client,
+    cred: &Cred,
+    owner: &str,
+    verf: &[u8; 8],
+    flags: u32,
+) -> Result<(u64, u32, u32), u32> {
+    let r = c
+        .compound(
+            1,
+            cred,
+            Ops::new().with(OP_EXCHANGE_ID, |s| {
+                s.fixed(verf);
+                s.opaque(owner.as_bytes());
+                s.u32(flags);
+                s.u32(0); // SP4_NONE
+                s.u32(0); // no implementation id
+            }),
+        )
+        .expect("EXCHANGE_ID");
+    if r.status != NFS4_OK {
+        return Err(r.status);
+    }
+    let b = r.body(OP_EXCHANGE_ID);
+    let u32_at = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+    Ok((
+        u64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+        u32_at(8),
+        u32_at(12),
+    ))
+}
+
+/// CREATE_SESSION (minor version 1) as `cred` with fore channel requests and replies of up
+/// to `max_size` bytes: the session id, or the status.
+fn create_session(
+    c: &mut Client,
+    cred: &Cred,
+    clientid: u64,
+    sequence: u32,
+    flags: u32,
+    max_size: u32,
+) -> Result<[u8; 16], u32> {
+    let r = c
+        .compound(
+            1,
+            cred,
+            Ops::new().with(OP_CREATE_SESSION, |s| {
+                s.u64(clientid);
+                s.u32(sequence);
+                s.u32(flags);
+                for size in [max_size, 1 << 20] {
+                    for v in [0, size, size, 16 << 10, 16, 1, 0] {
+                        s.u32(v);
+                    }
+                }
+                s.u32(0x4000_0000); // callback program
+                s.u32(1);
+                s.u32(0); // AUTH_NONE
+            }),
+        )
+        .expect("CREATE_SESSION");
+    if r.status != NFS4_OK {
+        return Err(r.status);
+    }
+    Ok(r.body(OP_CREATE_SESSION).try_into().expect("16 bytes"))
+}
+
+/// RFC 8881 §18.35 and §18.36: EXCHANGE_ID refuses undefined and reply-only flags (INVAL)
+/// and goes through the record cases of §18.35.5 (update of no record, of another
+/// verifier, by another principal; the same client again; another principal's collision;
+/// a restart, confirmed by CREATE_SESSION); CREATE_SESSION checks the principal, its
+/// sequence, its flags and the channel sizes, and answers a retransmission from its cache.
+#[test]
+fn v41_exchange_id_and_create_session_cases() {
+    let s = serve(30);
+    let mut c = Client::connect(s.addr, None).expect("connect");
+    let root = Cred::user(0, 0, &[]);
+    let other = Cred::user(4321, 4321, &[]);
+    for bad_flags in [0xf0f0_f0f0, 0x8, EXCHGID4_FLAG_CONFIRMED_R] {
+        assert_eq!(
+            exchange_id(&mut c, &root, "e", b"verifier", bad_flags),
+            Err(NFS4ERR_INVAL),
+            "flags {bad_flags:#x}"
+        );
+    }
+    assert_eq!(
+        exchange_id(
+            &mut c,
+            &root,
+            "e",
+            b"verifier",
+            EXCHGID4_FLAG_UPD_CONFIRMED_REC_A
+        ),
+        Err(NFS4ERR_NOENT),
+        "an update of no record"
+    );
+    let (id, seq, flags) = exchange_id(&mut c, &root, "e", b"verifier", 0).expect("new");
+    assert_eq!(flags & EXCHGID4_FLAG_CONFIRMED_R, 0);
+
+    assert_eq!(
+        create_session(&mut c, &other, id, seq, 0, 1 << 20),
+        Err(NFS4ERR_CLID_INUSE)
+    );
+    assert_eq!(
+        create_session(&mut c, &root, id, seq + 4, 0, 1 << 20),
+        Err(NFS4ERR_SEQ_MISORDERED)
+    );
+    assert_eq!(
+        create_session(&mut c, &root, id, seq, 0x10, 1 << 20),
+        Err(NFS4ERR_INVAL),
+        "an undefined CREATE_SESSION flag"
+    );
+    assert_eq!(
+        create_session(&mut c, &root, id, seq, 0, 512),
+        Err(NFS4ERR_TOOSMALL)
+    );
+    assert_eq!(
+        create_session(&mut c, &root, 0x5a5a_5a5a_0000_0001, 1, 0, 1 << 20),
+        Err(NFS4ERR_STALE_CLIENTID)
+    );
+    let sid = create_session(&mut c, &root, id, seq, 0, 1 << 20).expect("session");
+    let replayed = create_session(&mut c, &root, id, seq, 0, 1 << 20).expect("replay");
+    assert_eq!(replayed, sid, "a retransmitted CREATE_SESSION");
+
+    // Confirmed now: the same verifier and principal get the same record.
+    let (again, _, flags) = exchange_id(&mut c, &root, "e", b"verifier", 0).expect("again");
+    assert_eq!(again, id);
+    assert_ne!(flags & EXCHGID4_FLAG_CONFIRMED_R, 0);
+    assert_eq!(
+        exchange_id(&mut c, &other, "e", b"verifier", 0),
+        Err(NFS4ERR_CLID_INUSE),
+        "another principal's collision"
+    );
+    let upd = EXCHGID4_FLAG_UPD_CONFIRMED_REC_A;
+    assert_eq!(
+        exchange_id(&mut c, &root, "e", b"otherver", upd),
+        Err(NFS4ERR_NOT_SAME)
+    );
+    assert_eq!(
+        exchange_id(&mut c, &other, "e", b"verifier", upd),
+        Err(NFS4ERR_PERM)
+    );
+    let (updated, _, flags) = exchange_id(&mut c, &root, "e", b"verifier", upd).expect("upd");
+    assert_eq!(updated, id);
+    assert_ne!(flags & EXCHGID4_FLAG_CONFIRMED_R, 0);
+
+    // A restart (new verifier): a new record; the old session works until CREATE_SESSION
+    // confirms the new one.
+    let (id2, seq2, _) = exchange_id(&mut c, &root, "e", b"rebooted", 0).expect("restart");
+    assert_ne!(id2, id);
+    let mut old = Session::from_id(sid, 1);
+    assert_eq!(old.compound(&mut c, &root, |o| o).status, NFS4_OK);
+    create_session(&mut c, &root, id2, seq2, 0, 1 << 20).expect("new session");
+    let r = old.compound(&mut c, &root, |o| o);
+    assert_eq!(r.status, NFS4ERR_BADSESSION, "{r:?}");
+}
+
+/// RFC 8881 §18.51 (RECLAIM_COMPLETE twice: COMPLETE_ALREADY), §18.50 (DESTROY_CLIENTID
+/// not alone: NOT_ONLY_OP; with a session or with state: CLIENTID_BUSY; else done), and
+/// §16.2.3.1.2 with §18.2.4: CLOSE returns the invalid special stateid, which becomes the
+/// current stateid, so an operation using the current stateid after it gets BAD_STATEID.
+#[test]
+fn v41_reclaim_complete_destroy_clientid_and_current_stateid_after_close() {
+    let s = serve(30);
+    let mut c = Client::connect(s.addr, None).expect("connect");
+    let root = Cred::user(0, 0, &[]);
+    let (id, seq, _) = exchange_id(&mut c, &root, "d", b"verifier", 0).expect("client");
+    let sid = create_session(&mut c, &root, id, seq, 0, 1 << 20).expect("session");
+    let mut sess = Session::from_id(sid, 1);
+    let reclaim = |o: Ops| o.with(OP_RECLAIM_COMPLETE, |s| s.u32(0));
+    assert_eq!(sess.compound(&mut c, &root, reclaim).status, NFS4_OK);
+    let r = sess.compound(&mut c, &root, reclaim);
+    assert_eq!(r.last_status(), NFS4ERR_COMPLETE_ALREADY, "{r:?}");
+
+    // OPEN, CLOSE and READ with the current stateid (seqid 1, other all zeros).
+    let mut current = [0u8; 16];
+    current[3] = 1;
+    let r = sess.compound(&mut c, &root, |o| {
+        o.putrootfh()
+            .lookup("t")
+            .open("o", 3, 0, "f", true)
+            .close(0, &current)
+            .read_as(&current, 0, 1)
+    });
+    assert_eq!(r.results[r.results.len() - 2].op, OP_CLOSE, "{r:?}");
+    let mut invalid = [0u8; 16];
+    invalid[..4].copy_from_slice(&[0xff; 4]);
+    assert_eq!(r.stateid(OP_CLOSE), invalid);
+    assert_eq!(r.last_status(), NFS4ERR_BAD_STATEID, "{r:?}");
+
+    // An open held: the client id is busy even without a session.
+    let r = sess.compound(&mut c, &root, |o| {
+        o.putrootfh().lookup("t").open("o", 3, 0, "g", true)
+    });
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let open_g = r.stateid(OP_OPEN);
+    let destroy = |o: Ops| o.with(OP_DESTROY_CLIENTID, |s| s.u64(id));
+    let r = c
+        .compound(1, &root, destroy(Ops::new()).putrootfh())
+        .expect("not alone");
+    assert_eq!(r.last_status(), NFS4ERR_NOT_ONLY_OP, "{r:?}");
+    let r = sess.compound(&mut c, &root, destroy);
+    assert_eq!(
+        r.last_status(),
+        NFS4ERR_CLIENTID_BUSY,
+        "its own session: {r:?}"
+    );
+    let r = c.compound(1, &root, destroy(Ops::new())).expect("alone");
+    assert_eq!(r.last_status(), NFS4ERR_CLIENTID_BUSY, "a session: {r:?}");
+    let r = c
+        .compound(
+            1,
+            &root,
+            Ops::new().with(OP_DESTROY_SESSION, |s| s.fixed(&sid)),
+        )
+        .expect("destroy session");
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let r = c.compound(1, &root, destroy(Ops::new())).expect("alone");
+    assert_eq!(r.last_status(), NFS4ERR_CLIENTID_BUSY, "an open: {r:?}");
+
+    // Closed in a new session, the client id goes.
+    let sid = create_session(&mut c, &root, id, seq + 1, 0, 1 << 20).expect("session 2");
+    let mut sess = Session::from_id(sid, 1);
+    let r = sess.compound(&mut c, &root, |o| {
+        o.putrootfh().lookup("t").lookup("g").close(0, &open_g)
+    });
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let r = c
+        .compound(
+            1,
+            &root,
+            Ops::new().with(OP_DESTROY_SESSION, |s| s.fixed(&sid)),
+        )
+        .expect("destroy session");
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let r = c.compound(1, &root, destroy(Ops::new())).expect("alone");
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    assert_eq!(
+        create_session(&mut c, &root, id, seq + 2, 0, 1 << 20),
+        Err(NFS4ERR_STALE_CLIENTID)
+    );
+}

@@ -70,6 +70,9 @@ pub const NFS4ERR_TOOSMALL: u32 = 10005;
 pub const NFS4ERR_COMPLETE_ALREADY: u32 = 10054;
 pub const NFS4ERR_CLIENTID_BUSY: u32 = 10074;
 pub const NFS4ERR_NOT_ONLY_OP: u32 = 10081;
+pub const NFS4ERR_NOT_SAME: u32 = 10027;
+pub const NFS4ERR_PERM: u32 = 1;
+pub const NFS4ERR_BADSESSION: u32 = 10052;
 
 /// The anonymous stateid (all zeros) and the READ bypass stateid (all ones).
 pub const ANONYMOUS: [u8; 16] = [0; 16];
@@ -332,7 +335,7 @@ pub struct OpRes {
     /// stateid; WRITE: count, committed and verifier;
     /// SETCLIENTID: client id (8) + verifier (8); OPEN_CONFIRM, OPEN_DOWNGRADE, CLOSE, LOCK
     /// and LOCKU: the stateid; LOCK and LOCKT denied: offset (8), length (8), lock type (4),
-    /// the owner's client id (8) and name; EXCHANGE_ID: client id (8) + sequence (4);
+    /// the owner's client id (8) and name; EXCHANGE_ID: client id (8) + sequence (4) + flags (4);
     /// CREATE_SESSION: the session id; SEEK: eof (4) + offset (8); COPY: the callback id
     /// count (4), the bytes copied (8), committed (4), verifier (8), two bools (8).
     pub body: Vec<u8>,
@@ -407,6 +410,13 @@ impl Session {
         let all = ops(Ops::new().sequence(&self.id, self.seq));
         c.compound(self.minor, cred, all)
             .expect("a COMPOUND in the session")
+    }
+}
+
+impl Session {
+    /// The session `id` (made with CREATE_SESSION by the test), at slot sequence 0.
+    pub fn from_id(id: [u8; 16], minor: u32) -> Session {
+        Session { id, seq: 0, minor }
     }
 }
 
@@ -636,7 +646,7 @@ fn decode(b: &[u8]) -> Option<Reply> {
                 }
                 // The sessionless operations come alone: only their heads are read.
                 OP_EXCHANGE_ID | OP_CREATE_SESSION => {
-                    res.body = r.fixed(if op == OP_EXCHANGE_ID { 12 } else { 16 })?;
+                    res.body = r.fixed(16)?;
                     results.push(res);
                     break;
                 }

@@ -380,6 +380,11 @@ impl State {
 
     /// Finds a stateid, checking its generation: `minor` 1 treats seqid 0 as "current".
     pub fn lookup_state(&self, id: &StateId, minor: u32) -> Result<&Stateful, Nfs4Status> {
+        // All-zero `other` is a special stateid (the invalid one among them) that the
+        // operation did not take as such: no epoch of ours (`new_other` never makes it).
+        if id.other == [0; 12] {
+            return Err(Nfs4Status::BadStateId);
+        }
         if id.other[..4] != self.boot.to_be_bytes() {
             return Err(Nfs4Status::StaleStateId);
         }

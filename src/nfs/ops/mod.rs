@@ -357,10 +357,10 @@ pub(crate) fn run(cx: &mut Ctx, op: &Op) -> OpResult {
         Op::CreateSession {
             clientid,
             sequence,
-            flags: _,
+            flags,
             fore,
             back,
-        } => session::create_session(cx, *clientid, *sequence, fore, back),
+        } => session::create_session(cx, *clientid, *sequence, *flags, fore, back),
         Op::DestroySession(id) => session::destroy_session(cx, id),
         Op::DestroyClientId(id) => session::destroy_clientid(cx, *id),
         Op::BindConnToSession { session, dir } => session::bind_conn(cx, session, *dir),

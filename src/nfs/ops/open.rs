@@ -395,11 +395,15 @@ pub(super) fn close(cx: &mut Ctx, seqid: u32, id: StateId) -> Result<Res, Nfs4St
         seq.closed = Some(id.other);
     }
     let out = if cx.minor >= 1 {
-        // RFC 8881: the invalid special stateid.
-        StateId {
+        // The invalid special stateid, which becomes the current stateid: an operation
+        // after CLOSE that uses the current stateid gets BAD_STATEID (RFC 8881 §16.2.3.1.2,
+        // §18.2.4).
+        let invalid = StateId {
             seqid: u32::MAX,
             other: [0; 12],
-        }
+        };
+        cx.current_stateid = Some(invalid);
+        invalid
     } else {
         StateId {
             seqid: id.seqid.wrapping_add(1),

@@ -22,6 +22,12 @@ use std::time::Instant;
 const EXCHGID4_FLAG_USE_NON_PNFS: u32 = 0x0001_0000;
 const EXCHGID4_FLAG_CONFIRMED_R: u32 = 0x8000_0000;
 const EXCHGID4_FLAG_UPD_CONFIRMED_REC_A: u32 = 0x4000_0000;
+/// The flags a client may send in EXCHANGE_ID (RFC 8881 §18.35.3, RFC 7862 §15.1's
+/// SUPP_FENCE_OPS): SUPP_MOVED_REFER, SUPP_MOVED_MIGR, SUPP_FENCE_OPS,
+/// BIND_PRINC_STATEID, the three pNFS roles and UPD_CONFIRMED_REC_A.
+const EXCHGID4_FLAG_MASK_A: u32 = 0x1 | 0x2 | 0x4 | 0x100 | 0x7_0000 | 0x4000_0000;
+/// CREATE_SESSION's flags: PERSIST, CONN_BACK_CHAN, CONN_RDMA (RFC 8881 §18.36.1).
+const CREATE_SESSION4_FLAG_MASK: u32 = 0x7;
 
 /// Drops the other records of `owner` (of minor version 1+ if `v41`, else 0) now that record
 /// `keep` is confirmed: they belong to the same client before a reboot (RFC 7530 §9.1.1,
@@ -269,6 +275,13 @@ pub(super) fn setclientid_confirm(
     Ok(Res::Empty)
 }
 
+/// EXCHANGE_ID (RFC 8881 §18.35.4-5). Undefined flags or the reply-only CONFIRMED_R:
+/// INVAL. With UPD_CONFIRMED_REC_A, the client's confirmed record is updated (its lease
+/// renewed): none, NOENT; another verifier, NOT_SAME; another principal, PERM. Without it:
+/// a confirmed record of the same verifier and principal is returned again; another
+/// principal's live record is a collision (CLID_INUSE); otherwise (a new client, or one that
+/// restarted with a new verifier) a new unconfirmed record replaces any unconfirmed one,
+/// and CREATE_SESSION confirms it (dropping the old record and its state).
 pub(super) fn exchange_id(
     cx: &mut Ctx,
     verifier: [u8; 8],
@@ -279,10 +292,10 @@ pub(super) fn exchange_id(
     if state_protect != 0 {
         return Err(Nfs4Status::EncrAlgUnsupp);
     }
-    // CONFIRMED_R is a reply flag; other unknown bits are ignored (RFC 8881 §18.35.3).
-    if flags & EXCHGID4_FLAG_CONFIRMED_R != 0 {
+    if flags & !EXCHGID4_FLAG_MASK_A != 0 {
         return Err(Nfs4Status::Inval);
     }
+    let update = flags & EXCHGID4_FLAG_UPD_CONFIRMED_REC_A != 0;
     let mut st = cx.state();
     let now = cx.now;
     let lease = st.limits.lease;
@@ -290,10 +303,14 @@ pub(super) fn exchange_id(
         .clients
         .values()
         .find(|c| c.owner == owner && c.minor >= 1 && c.confirmed)
-        .map(|c| (c.id, c.verifier, c.cs_seq));
+        .map(|c| (c.id, c.verifier, c.cs_seq, c.principal));
     let base = EXCHGID4_FLAG_USE_NON_PNFS;
-    if let Some((id, v0, cs)) = existing {
-        if v0 == verifier || flags & EXCHGID4_FLAG_UPD_CONFIRMED_REC_A != 0 {
+    let same_principal = existing.is_some_and(|(.., p)| p == cx.caller.uid);
+    match existing {
+        None if update => return Err(Nfs4Status::NoEnt),
+        Some((_, v0, ..)) if update && v0 != verifier => return Err(Nfs4Status::NotSame),
+        Some(_) if update && !same_principal => return Err(Nfs4Status::Perm),
+        Some((id, v0, cs, _)) if same_principal && (update || v0 == verifier) => {
             if let Some(c) = st.clients.get_mut(&id) {
                 c.lease_until = now + lease;
             }
@@ -305,8 +322,10 @@ pub(super) fn exchange_id(
                 scope: cx.server_owner.to_vec(),
             });
         }
-    } else if flags & EXCHGID4_FLAG_UPD_CONFIRMED_REC_A != 0 {
-        return Err(Nfs4Status::NoEnt);
+        _ => {}
+    }
+    if clid_in_use(cx, &st, owner, true, 0) {
+        return Err(Nfs4Status::ClidInUse);
     }
     let stale: Vec<u64> = st
         .clients
@@ -327,21 +346,35 @@ pub(super) fn exchange_id(
     })
 }
 
+/// CREATE_SESSION (RFC 8881 §18.36.4): the client's sequence (a retransmission answered
+/// from the record's cache, a misordered one SEQ_MISORDERED), its principal (another one's:
+/// CLID_INUSE), known flags (else INVAL), fore channel sizes that hold a request and a reply
+/// (else TOOSMALL). Confirms the record and drops the owner's older ones with their state.
 pub(super) fn create_session(
     cx: &mut Ctx,
     clientid: u64,
     sequence: u32,
+    flags: u32,
     fore: &ChannelAttrs,
     back: &ChannelAttrs,
 ) -> Result<Res, Nfs4Status> {
     let mut st = cx.state();
     let limits = st.limits;
     let c = st.clients.get(&clientid).ok_or(Nfs4Status::StaleClientId)?;
+    if c.minor == 0 {
+        return Err(Nfs4Status::StaleClientId);
+    }
+    if c.principal != cx.caller.uid {
+        return Err(Nfs4Status::ClidInUse);
+    }
     if sequence == c.cs_seq && c.cs_seq != 0 {
         return c.cs_reply.clone().ok_or(Nfs4Status::SeqMisordered);
     }
     if sequence != c.cs_seq.wrapping_add(1) {
         return Err(Nfs4Status::SeqMisordered);
+    }
+    if flags & !CREATE_SESSION4_FLAG_MASK != 0 {
+        return Err(Nfs4Status::Inval);
     }
     let owner = c.owner.clone();
     if st
@@ -417,7 +450,9 @@ pub(super) fn destroy_clientid(cx: &mut Ctx, id: u64) -> Result<Res, Nfs4Status>
     if !st.clients.contains_key(&id) {
         return Err(Nfs4Status::StaleClientId);
     }
-    if st.sessions.values().any(|s| s.client == id) {
+    // Sessions or state of its own keep a client id (RFC 8881 §18.50.3).
+    if st.sessions.values().any(|s| s.client == id) || st.states.values().any(|s| s.client() == id)
+    {
         return Err(Nfs4Status::ClientIdBusy);
     }
     st.remove_client(id);
