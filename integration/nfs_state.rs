@@ -6,7 +6,7 @@
 //! §18.50, §18.51, §16.2.3.1.2).
 //!
 //! Each test starts `drover serve` on `lo` with an export `t` (read-write, open to
-//! 127.0.0.1/32) and speaks COMPOUNDs with the small client of `common::nfs4`. Needs root
+//! 127.0.0.0/29) and speaks COMPOUNDs with the small client of `common::nfs4`. Needs root
 //! (the export's files are made as root and handed to the tests' user); fails otherwise.
 
 mod common;
@@ -26,6 +26,11 @@ struct Server {
 /// `drover serve` with a lease of `lease_secs` seconds and the export `t`, a directory
 /// everyone may write.
 fn serve(lease_secs: u64) -> Server {
+    serve_with(&format!("lease-secs = {lease_secs}\n"))
+}
+
+/// `drover serve` with `nfs` (more keys of `[nfs]`) and the export `t`.
+fn serve_with(nfs: &str) -> Server {
     require_root();
     let mut drover = Drover::new();
     let export = drover.scratch().join("export");
@@ -40,7 +45,7 @@ fn serve(lease_secs: u64) -> Server {
         "--path",
         export.to_str().expect("utf-8"),
         "--clients",
-        "127.0.0.1/32",
+        "127.0.0.0/29",
         "--rw",
     ]);
     let port = common::api::free_port();
@@ -49,10 +54,7 @@ fn serve(lease_secs: u64) -> Server {
         "lo",
         &config_only(
             &[],
-            &format!(
-                "[nfs]\nenabled = true\nport = {port}\ngrace-secs = 0\n\
-                 lease-secs = {lease_secs}\n"
-            ),
+            &format!("[nfs]\nenabled = true\nport = {port}\ngrace-secs = 0\n{nfs}"),
         ),
     );
     Server {
@@ -867,4 +869,43 @@ fn v41_reclaim_complete_destroy_clientid_and_current_stateid_after_close() {
         create_session(&mut c, &root, id, seq + 2, 0, 1 << 20),
         Err(NFS4ERR_STALE_CLIENTID)
     );
+}
+
+/// `[nfs] max-clients-per-addr` and `max-states-per-addr` bound what one address holds:
+/// its third confirmed client record is RESOURCE, and so is its third open across its
+/// clients; another address still gets both.
+#[test]
+fn per_address_limits_from_the_config() {
+    let s = serve_with(
+        "max-clients-per-addr = 2\nmax-states-per-client = 2\nmax-states-per-addr = 2\n",
+    );
+    let root = Cred::user(0, 0, &[]);
+    let from = |last: u8| {
+        Client::connect(s.addr, Some(std::net::Ipv4Addr::new(127, 0, 0, last))).expect("connect")
+    };
+    let mut flood = from(1);
+    let a = flood.client40(&root, "a1", *b"verifier");
+    let b = flood.client40(&root, "a2", *b"verifier");
+    assert_eq!(
+        setclientid(&mut flood, &root, "a3", b"verifier"),
+        Err(NFS4ERR_RESOURCE)
+    );
+    let open = |c: &mut Client, clientid: u64, name: &str| {
+        c.compound(
+            0,
+            &root,
+            Ops::new()
+                .putrootfh()
+                .lookup("t")
+                .open40(clientid, name, 0, 3, 0, name, true),
+        )
+        .expect("open")
+        .last_status()
+    };
+    assert_eq!(open(&mut flood, a, "f1"), NFS4_OK);
+    assert_eq!(open(&mut flood, b, "f2"), NFS4_OK);
+    assert_eq!(open(&mut flood, b, "f3"), NFS4ERR_RESOURCE, "a third state");
+    let mut node = from(2);
+    let n = node.client40(&root, "node", *b"verifier");
+    assert_eq!(open(&mut node, n, "f4"), NFS4_OK);
 }
