@@ -34,29 +34,10 @@ fn serve_with(nfs: &str) -> Server {
     require_root();
     let mut drover = Drover::new();
     let export = drover.scratch().join("export");
-    std::fs::create_dir_all(&export).expect("export dir");
-    std::fs::set_permissions(&export, std::os::unix::fs::PermissionsExt::from_mode(0o777))
-        .expect("chmod");
-    drover.cli_ok(&[
-        "nfs",
-        "export",
-        "add",
-        "t",
-        "--path",
-        export.to_str().expect("utf-8"),
-        "--clients",
-        "127.0.0.0/29",
-        "--rw",
-    ]);
+    export_open_dir(&drover, "t", &export, "127.0.0.0/29");
     let port = common::api::free_port();
-    drover.serve_with(
-        None,
-        "lo",
-        &config_only(
-            &[],
-            &format!("[nfs]\nenabled = true\nport = {port}\ngrace-secs = 0\n{nfs}"),
-        ),
-    );
+    let section = format!("[nfs]\nenabled = true\nport = {port}\ngrace-secs = 0\n{nfs}");
+    drover.serve_with(None, "lo", &config_only(&[], &section));
     Server {
         _drover: drover,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -129,6 +110,17 @@ fn open_confirmed(s: &Server, id: &str, owner: &str, name: &str) -> Opened {
         fh,
         open,
     }
+}
+
+/// [`open_confirmed`] of `/t/f` by owner "o1", and a write lock of `[0, length)` by the new
+/// lock owner "l1" (whose next seqid is 1): its stateid.
+fn open_locked(s: &Server, id: &str, length: u64) -> (Opened, [u8; 16]) {
+    let mut o = open_confirmed(s, id, "o1", "f");
+    let (cid, open) = (o.clientid, o.open);
+    let r = o.on_file(|x| x.lock_new(true, 0, length, 2, &open, 0, cid, "l1"));
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let lock = r.stateid(OP_LOCK);
+    (o, lock)
 }
 
 impl Opened {
@@ -239,15 +231,13 @@ fn v40_open_owner_seqids_and_replays() {
 #[test]
 fn v40_lock_owner_seqids_and_replays() {
     let s = serve(30);
-    let mut o = open_confirmed(&s, "lock-client", "o1", "f");
+    let (mut o, l1) = open_locked(&s, "lock-client", 100);
     let (cid, open) = (o.clientid, o.open);
-    let first = o.on_file(|x| x.lock_new(true, 0, 100, 2, &open, 0, cid, "l1"));
-    assert_eq!(first.status, NFS4_OK, "{first:?}");
-    let l1 = first.stateid(OP_LOCK);
     // The open owner's seqid 2 again: the LOCK's reply from the open owner's cache (run
     // again, it would have moved the lock stateid on).
     let again = o.on_file(|x| x.lock_new(true, 0, 100, 2, &open, 0, cid, "l1"));
-    assert_eq!(again.results, first.results, "LOCK (new owner) replayed");
+    assert_eq!(again.status, NFS4_OK, "{again:?}");
+    assert_eq!(again.stateid(OP_LOCK), l1, "LOCK (new owner) replayed");
 
     let second = o.on_file(|x| x.lock(true, 200, 100, &l1, 1));
     assert_eq!(second.status, NFS4_OK, "{second:?}");
@@ -303,6 +293,12 @@ fn setclientid(
     ))
 }
 
+/// A connection, and two principals to use on it: root and another user.
+fn two_principals(s: &Server) -> (Client, Cred, Cred) {
+    let c = Client::connect(s.addr, None).expect("connect");
+    (c, Cred::user(0, 0, &[]), Cred::user(4321, 4321, &[]))
+}
+
 /// One single-operation COMPOUND's status.
 fn status(c: &mut Client, cred: &Cred, ops: Ops) -> u32 {
     c.compound(0, cred, ops).expect("compound").status
@@ -317,9 +313,7 @@ fn status(c: &mut Client, cred: &Cred, ops: Ops) -> u32 {
 #[test]
 fn v40_setclientid_and_confirm_cases() {
     let s = serve(30);
-    let mut c = Client::connect(s.addr, None).expect("connect");
-    let root = Cred::user(0, 0, &[]);
-    let other = Cred::user(4321, 4321, &[]);
+    let (mut c, root, other) = two_principals(&s);
     let (x1, c1) = setclientid(&mut c, &root, "sc", b"boot-one").expect("new client");
     assert_eq!(
         status(&mut c, &root, Ops::new().renew(x1)),
@@ -422,11 +416,8 @@ fn stale_clientid(clientid: u64) -> u64 {
 #[test]
 fn v40_stateid_and_clientid_checks_and_lease_expiry() {
     let s = serve(10);
-    let mut o = open_confirmed(&s, "lease-client", "o1", "f");
+    let (mut o, lock) = open_locked(&s, "lease-client", 10);
     let (cid, open) = (o.clientid, o.open);
-    let r = o.on_file(|x| x.lock_new(true, 0, 10, 2, &open, 0, cid, "l1"));
-    assert_eq!(r.status, NFS4_OK, "{r:?}");
-    let lock = r.stateid(OP_LOCK);
 
     let stale_open = stale(&open);
     let stale_lock = stale(&lock);
@@ -547,11 +538,8 @@ fn denied(r: &Reply, op: u32) -> (u64, u64, bool, u64, Vec<u8>) {
 #[test]
 fn byte_range_locks_merge_split_and_report_conflicts() {
     let s = serve(30);
-    let mut o = open_confirmed(&s, "ranges", "o1", "f");
-    let (cid, open) = (o.clientid, o.open);
-    let r = o.on_file(|x| x.lock_new(true, 0, 100, 2, &open, 0, cid, "l1"));
-    assert_eq!(r.status, NFS4_OK, "{r:?}");
-    let mut l = r.stateid(OP_LOCK);
+    let (mut o, mut l) = open_locked(&s, "ranges", 100);
+    let cid = o.clientid;
     let mut seq = 1;
     let mut step = |o: &mut Opened, ops: &dyn Fn(Ops, &[u8; 16], u32) -> Ops| {
         let r = o.on_file(|x| ops(x, &l, seq));
@@ -703,9 +691,7 @@ fn create_session(
 #[test]
 fn v41_exchange_id_and_create_session_cases() {
     let s = serve(30);
-    let mut c = Client::connect(s.addr, None).expect("connect");
-    let root = Cred::user(0, 0, &[]);
-    let other = Cred::user(4321, 4321, &[]);
+    let (mut c, root, other) = two_principals(&s);
     for bad_flags in [0xf0f0_f0f0, 0x8, EXCHGID4_FLAG_CONFIRMED_R] {
         assert_eq!(
             exchange_id(&mut c, &root, "e", b"verifier", bad_flags),
@@ -785,6 +771,15 @@ fn v41_exchange_id_and_create_session_cases() {
     assert_eq!(r.status, NFS4ERR_BADSESSION, "{r:?}");
 }
 
+/// DESTROY_SESSION alone; panics unless it succeeds.
+fn destroy_session(c: &mut Client, sid: &[u8; 16]) {
+    let ops = Ops::new().with(OP_DESTROY_SESSION, |s| s.fixed(sid));
+    let r = c
+        .compound(1, &Cred::user(0, 0, &[]), ops)
+        .expect("DESTROY_SESSION");
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+}
+
 /// RFC 8881 §18.51 (RECLAIM_COMPLETE twice: COMPLETE_ALREADY), §18.50 (DESTROY_CLIENTID
 /// not alone: NOT_ONLY_OP; with a session or with state: CLIENTID_BUSY; else done), and
 /// §16.2.3.1.2 with §18.2.4: CLOSE returns the invalid special stateid, which becomes the
@@ -837,14 +832,7 @@ fn v41_reclaim_complete_destroy_clientid_and_current_stateid_after_close() {
     );
     let r = c.compound(1, &root, destroy(Ops::new())).expect("alone");
     assert_eq!(r.last_status(), NFS4ERR_CLIENTID_BUSY, "a session: {r:?}");
-    let r = c
-        .compound(
-            1,
-            &root,
-            Ops::new().with(OP_DESTROY_SESSION, |s| s.fixed(&sid)),
-        )
-        .expect("destroy session");
-    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    destroy_session(&mut c, &sid);
     let r = c.compound(1, &root, destroy(Ops::new())).expect("alone");
     assert_eq!(r.last_status(), NFS4ERR_CLIENTID_BUSY, "an open: {r:?}");
 
@@ -855,14 +843,7 @@ fn v41_reclaim_complete_destroy_clientid_and_current_stateid_after_close() {
         o.putrootfh().lookup("t").lookup("g").close(0, &open_g)
     });
     assert_eq!(r.status, NFS4_OK, "{r:?}");
-    let r = c
-        .compound(
-            1,
-            &root,
-            Ops::new().with(OP_DESTROY_SESSION, |s| s.fixed(&sid)),
-        )
-        .expect("destroy session");
-    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    destroy_session(&mut c, &sid);
     let r = c.compound(1, &root, destroy(Ops::new())).expect("alone");
     assert_eq!(r.status, NFS4_OK, "{r:?}");
     assert_eq!(

@@ -78,6 +78,28 @@ pub const NFS4ERR_BADSESSION: u32 = 10052;
 pub const ANONYMOUS: [u8; 16] = [0; 16];
 pub const BYPASS: [u8; 16] = [0xff; 16];
 
+/// `drover nfs export add NAME --path DIR --clients NETS --rw` on `drover`'s store, with
+/// `dir` made first and opened to everyone (root is squashed, so the tests' files are
+/// written as nobody or as their own user).
+pub fn export_open_dir(drover: &super::Drover, name: &str, dir: &std::path::Path, nets: &str) {
+    std::fs::create_dir_all(dir).expect("export dir");
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod the export");
+    let path = dir.to_str().expect("utf-8 path");
+    let args = [
+        "nfs",
+        "export",
+        "add",
+        name,
+        "--path",
+        path,
+        "--clients",
+        nets,
+        "--rw",
+    ];
+    drover.cli_ok(&args);
+}
+
 /// XDR encoding of one COMPOUND's operations.
 #[derive(Default)]
 pub struct Ops {

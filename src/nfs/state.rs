@@ -5,8 +5,12 @@
 //! pipeline ([`super::core`]) holds the tables behind one mutex, takes it for a state step,
 //! and releases it around every [`super::vfs::Vfs`] call. Time is an argument (`now`).
 //!
+//! An expired lease's state is released at once; what stays is a bounded memory of its
+//! client id and stateids ([`Expired`]), so that their later use is NFS4ERR_EXPIRED.
+//!
 //! Not here: persistence (state is lost on restart; clients reclaim during the grace
-//! period), delegations (never granted), callbacks.
+//! period), delegations (never granted), callbacks, "courteous" keeping of expired state
+//! until a conflict.
 
 use super::status::Nfs4Status;
 use super::vfs::Handle;

@@ -5,7 +5,10 @@
 //! (TEST_STATEID, FREE_STATEID).
 //!
 //! A confirmed record of a client owner replaces the owner's older records and their state
-//! (a rebooted client, RFC 7530 §9.1.1, RFC 8881 §18.35.4). Bounded by [`Limits`]: clients,
+//! (a rebooted client, RFC 7530 §9.1.1, RFC 8881 §18.35.4). Each record keeps its principal
+//! (the AUTH_SYS uid): another principal's SETCLIENTID or EXCHANGE_ID for the same owner is
+//! refused while the record's lease runs (CLID_INUSE), as are its confirm and
+//! CREATE_SESSION. Bounded by [`Limits`]: clients,
 //! sessions per client, slots. Not here: the back channel and callbacks (CREATE_SESSION grants
 //! none), SP4_MACH_CRED/SSV state protection, client state across restarts; SEQUENCE's place
 //! in the COMPOUND and the slot's reply once the COMPOUND ends ([`crate::nfs::core`]).
