@@ -257,9 +257,14 @@ pub struct Nfs {
     #[serde(rename = "grace-secs", deserialize_with = "secs")]
     pub grace: Duration,
     pub max_clients: usize,
+    /// Client records of one address (`max-clients-per-addr`): a flood of records from one
+    /// address takes that address's room only.
+    pub max_clients_per_addr: usize,
     pub max_connections: usize,
     /// Open and lock states per client.
     pub max_states_per_client: usize,
+    /// Open and lock states of all the clients of one address (`max-states-per-addr`).
+    pub max_states_per_addr: usize,
     /// Slots per NFSv4.1 session.
     pub max_slots: u32,
 }
@@ -272,8 +277,10 @@ impl Default for Nfs {
             lease: Duration::from_secs(90),
             grace: Duration::from_secs(90),
             max_clients: 1024,
+            max_clients_per_addr: 16,
             max_connections: 1024,
             max_states_per_client: 4096,
+            max_states_per_addr: 8192,
             max_slots: 64,
         }
     }
@@ -558,6 +565,24 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        if !(1..=self.nfs.max_clients).contains(&self.nfs.max_clients_per_addr) {
+            return Err(bad(
+                "nfs.max-clients-per-addr",
+                format!(
+                    "is {}; expected 1 to nfs.max-clients ({})",
+                    self.nfs.max_clients_per_addr, self.nfs.max_clients
+                ),
+            ));
+        }
+        if self.nfs.max_states_per_addr < self.nfs.max_states_per_client {
+            return Err(bad(
+                "nfs.max-states-per-addr",
+                format!(
+                    "is {}; it must be at least nfs.max-states-per-client ({})",
+                    self.nfs.max_states_per_addr, self.nfs.max_states_per_client
+                ),
+            ));
+        }
         if !(1..=1024).contains(&self.nfs.max_slots) {
             return Err(bad("nfs.max-slots", "must be 1 to 1024".into()));
         }
@@ -747,6 +772,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nfs.lease-secs"), "{e}");
+        for (toml, key) in [
+            (
+                "[nfs]\nmax-clients-per-addr = 0\n",
+                "nfs.max-clients-per-addr",
+            ),
+            (
+                "[nfs]\nmax-clients = 8\nmax-clients-per-addr = 9\n",
+                "nfs.max-clients-per-addr",
+            ),
+            (
+                "[nfs]\nmax-states-per-client = 100\nmax-states-per-addr = 99\n",
+                "nfs.max-states-per-addr",
+            ),
+        ] {
+            let e = Config::parse(toml, "f.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
         let ok = Config::parse("interfaces = [\"br0\"]\n[http]\nport = 8080\n", "f.toml").unwrap();
         assert_eq!(ok.http.port, 8080);
         assert_eq!(ok.dhcp.port, 67);
@@ -774,5 +816,14 @@ mod tests {
         assert_eq!(c.power.timeout, Duration::from_millis(250));
         assert_eq!(c.nfs.grace, Duration::ZERO);
         assert_eq!(c.nfs.lease, Duration::from_secs(90));
+        let c = Config::parse(
+            "[nfs]\nmax-clients-per-addr = 4\nmax-states-per-addr = 5000\n",
+            "f.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.nfs.max_clients_per_addr, c.nfs.max_states_per_addr),
+            (4, 5000)
+        );
     }
 }

@@ -12,7 +12,17 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
+pub const OP_CLOSE: u32 = 4;
 pub const OP_GETFH: u32 = 10;
+pub const OP_LOCK: u32 = 12;
+pub const OP_LOCKT: u32 = 13;
+pub const OP_LOCKU: u32 = 14;
+pub const OP_OPEN_CONFIRM: u32 = 20;
+pub const OP_OPEN_DOWNGRADE: u32 = 21;
+pub const OP_RENEW: u32 = 30;
+pub const OP_DESTROY_SESSION: u32 = 44;
+pub const OP_DESTROY_CLIENTID: u32 = 57;
+pub const OP_RECLAIM_COMPLETE: u32 = 58;
 pub const OP_OPEN: u32 = 18;
 pub const OP_LOOKUP: u32 = 15;
 pub const OP_PUTFH: u32 = 22;
@@ -46,10 +56,49 @@ pub const NFS4ERR_LOCKED: u32 = 10012;
 pub const NFS4ERR_SHARE_DENIED: u32 = 10015;
 pub const NFS4ERR_RESOURCE: u32 = 10018;
 pub const NFS4ERR_NOFILEHANDLE: u32 = 10020;
+pub const NFS4ERR_DENIED: u32 = 10010;
+pub const NFS4ERR_EXPIRED: u32 = 10011;
+pub const NFS4ERR_CLID_INUSE: u32 = 10017;
+pub const NFS4ERR_STALE_CLIENTID: u32 = 10022;
+pub const NFS4ERR_STALE_STATEID: u32 = 10023;
+pub const NFS4ERR_OLD_STATEID: u32 = 10024;
+pub const NFS4ERR_BAD_STATEID: u32 = 10025;
+pub const NFS4ERR_BAD_SEQID: u32 = 10026;
+pub const NFS4ERR_LOCKS_HELD: u32 = 10037;
+pub const NFS4ERR_SEQ_MISORDERED: u32 = 10063;
+pub const NFS4ERR_TOOSMALL: u32 = 10005;
+pub const NFS4ERR_COMPLETE_ALREADY: u32 = 10054;
+pub const NFS4ERR_CLIENTID_BUSY: u32 = 10074;
+pub const NFS4ERR_NOT_ONLY_OP: u32 = 10081;
+pub const NFS4ERR_NOT_SAME: u32 = 10027;
+pub const NFS4ERR_PERM: u32 = 1;
+pub const NFS4ERR_BADSESSION: u32 = 10052;
 
 /// The anonymous stateid (all zeros) and the READ bypass stateid (all ones).
 pub const ANONYMOUS: [u8; 16] = [0; 16];
 pub const BYPASS: [u8; 16] = [0xff; 16];
+
+/// `drover nfs export add NAME --path DIR --clients NETS --rw` on `drover`'s store, with
+/// `dir` made first and opened to everyone (root is squashed, so the tests' files are
+/// written as nobody or as their own user).
+pub fn export_open_dir(drover: &super::Drover, name: &str, dir: &std::path::Path, nets: &str) {
+    std::fs::create_dir_all(dir).expect("export dir");
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod the export");
+    let path = dir.to_str().expect("utf-8 path");
+    let args = [
+        "nfs",
+        "export",
+        "add",
+        name,
+        "--path",
+        path,
+        "--clients",
+        nets,
+        "--rw",
+    ];
+    drover.cli_ok(&args);
+}
 
 /// XDR encoding of one COMPOUND's operations.
 #[derive(Default)]
@@ -162,9 +211,128 @@ impl Ops {
             s.opaque(name.as_bytes());
         })
     }
+    /// OPEN by 4.0 open-owner `owner` of client `clientid` with `seqid`, of `name` in the
+    /// current directory; `create` creates UNCHECKED with no attributes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open40(
+        self,
+        clientid: u64,
+        owner: &str,
+        seqid: u32,
+        access: u32,
+        deny: u32,
+        name: &str,
+        create: bool,
+    ) -> Ops {
+        self.with(OP_OPEN, |s| {
+            s.u32(seqid);
+            s.u32(access);
+            s.u32(deny);
+            s.u64(clientid);
+            s.opaque(owner.as_bytes());
+            s.u32(u32::from(create));
+            if create {
+                s.u32(0); // UNCHECKED4, no attributes
+                s.u32(0);
+                s.u32(0);
+            }
+            s.u32(0); // CLAIM_NULL
+            s.opaque(name.as_bytes());
+        })
+    }
+    pub fn open_confirm(self, stateid: &[u8; 16], seqid: u32) -> Ops {
+        self.with(OP_OPEN_CONFIRM, |s| {
+            s.fixed(stateid);
+            s.u32(seqid);
+        })
+    }
+    pub fn open_downgrade(self, stateid: &[u8; 16], seqid: u32, access: u32, deny: u32) -> Ops {
+        self.with(OP_OPEN_DOWNGRADE, |s| {
+            s.fixed(stateid);
+            s.u32(seqid);
+            s.u32(access);
+            s.u32(deny);
+        })
+    }
+    pub fn close(self, seqid: u32, stateid: &[u8; 16]) -> Ops {
+        self.with(OP_CLOSE, |s| {
+            s.u32(seqid);
+            s.fixed(stateid);
+        })
+    }
+    /// LOCK of `[offset, offset + length)` by a new lock-owner `owner`, from an open.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lock_new(
+        self,
+        write: bool,
+        offset: u64,
+        length: u64,
+        open_seqid: u32,
+        open_stateid: &[u8; 16],
+        lock_seqid: u32,
+        clientid: u64,
+        owner: &str,
+    ) -> Ops {
+        self.with(OP_LOCK, |s| {
+            s.u32(if write { 2 } else { 1 });
+            s.u32(0); // not a reclaim
+            s.u64(offset);
+            s.u64(length);
+            s.u32(1); // new lock owner
+            s.u32(open_seqid);
+            s.fixed(open_stateid);
+            s.u32(lock_seqid);
+            s.u64(clientid);
+            s.opaque(owner.as_bytes());
+        })
+    }
+    /// LOCK by the lock-owner of `stateid`.
+    pub fn lock(
+        self,
+        write: bool,
+        offset: u64,
+        length: u64,
+        stateid: &[u8; 16],
+        seqid: u32,
+    ) -> Ops {
+        self.with(OP_LOCK, |s| {
+            s.u32(if write { 2 } else { 1 });
+            s.u32(0);
+            s.u64(offset);
+            s.u64(length);
+            s.u32(0); // an existing lock owner
+            s.fixed(stateid);
+            s.u32(seqid);
+        })
+    }
+    pub fn locku(self, seqid: u32, stateid: &[u8; 16], offset: u64, length: u64) -> Ops {
+        self.with(OP_LOCKU, |s| {
+            s.u32(2);
+            s.u32(seqid);
+            s.fixed(stateid);
+            s.u64(offset);
+            s.u64(length);
+        })
+    }
+    pub fn lockt(self, write: bool, offset: u64, length: u64, clientid: u64, owner: &str) -> Ops {
+        self.with(OP_LOCKT, |s| {
+            s.u32(if write { 2 } else { 1 });
+            s.u64(offset);
+            s.u64(length);
+            s.u64(clientid);
+            s.opaque(owner.as_bytes());
+        })
+    }
+    pub fn renew(self, clientid: u64) -> Ops {
+        self.with(OP_RENEW, |s| s.u64(clientid))
+    }
     pub fn setclientid(self, id: &str) -> Ops {
+        self.setclientid_verf(id, *b"verifier")
+    }
+    /// SETCLIENTID of client `id` with boot verifier `verf`.
+    pub fn setclientid_verf(self, id: &str, verf: [u8; 8]) -> Ops {
         let mut s = self.op(OP_SETCLIENTID);
-        s.buf.extend_from_slice(b"verifier");
+        s.buf.extend_from_slice(&verf);
         s.opaque(id.as_bytes());
         s.u32(0x4000_0000);
         s.opaque(b"tcp");
@@ -187,7 +355,9 @@ pub struct OpRes {
     pub status: u32,
     /// GETFH: the handle; READ and READ_PLUS: the data (of the first segment); OPEN: the
     /// stateid; WRITE: count, committed and verifier;
-    /// SETCLIENTID: client id (8) + verifier (8); EXCHANGE_ID: client id (8) + sequence (4);
+    /// SETCLIENTID: client id (8) + verifier (8); OPEN_CONFIRM, OPEN_DOWNGRADE, CLOSE, LOCK
+    /// and LOCKU: the stateid; LOCK and LOCKT denied: offset (8), length (8), lock type (4),
+    /// the owner's client id (8) and name; EXCHANGE_ID: client id (8) + sequence (4) + flags (4);
     /// CREATE_SESSION: the session id; SEEK: eof (4) + offset (8); COPY: the callback id
     /// count (4), the bytes copied (8), committed (4), verifier (8), two bools (8).
     pub body: Vec<u8>,
@@ -212,6 +382,21 @@ impl Reply {
             .find(|r| r.op == op)
             .unwrap_or_else(|| panic!("no result of op {op} in {self:?}"))
             .body
+    }
+}
+
+impl Reply {
+    /// The stateid in the last result of `op` (OPEN, OPEN_CONFIRM, OPEN_DOWNGRADE, CLOSE,
+    /// LOCK, LOCKU); panics if there is none.
+    pub fn stateid(&self, op: u32) -> [u8; 16] {
+        self.body(op)
+            .get(..16)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or_else(|| panic!("no stateid of op {op} in {self:?}"))
+    }
+    /// The status of the last result (the one that ended the COMPOUND).
+    pub fn last_status(&self) -> u32 {
+        self.results.last().map_or(NFS4_OK, |r| r.status)
     }
 }
 
@@ -247,6 +432,13 @@ impl Session {
         let all = ops(Ops::new().sequence(&self.id, self.seq));
         c.compound(self.minor, cred, all)
             .expect("a COMPOUND in the session")
+    }
+}
+
+impl Session {
+    /// The session `id` (made with CREATE_SESSION by the test), at slot sequence 0.
+    pub fn from_id(id: [u8; 16], minor: u32) -> Session {
+        Session { id, seq: 0, minor }
     }
 }
 
@@ -300,6 +492,23 @@ impl Client {
         decode(&body).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::InvalidData, "undecodable reply")
         })
+    }
+
+    /// SETCLIENTID of client `id` (verifier `verf`) and its SETCLIENTID_CONFIRM as `cred`:
+    /// a confirmed 4.0 client id; panics unless both succeed.
+    pub fn client40(&mut self, cred: &Cred, id: &str, verf: [u8; 8]) -> u64 {
+        let r = self
+            .compound(0, cred, Ops::new().setclientid_verf(id, verf))
+            .expect("SETCLIENTID");
+        assert_eq!(r.status, NFS4_OK, "SETCLIENTID: {r:?}");
+        let b = r.body(OP_SETCLIENTID);
+        let clientid = u64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
+        let confirm: [u8; 8] = b[8..16].try_into().expect("8 bytes");
+        let r = self
+            .compound(0, cred, Ops::new().setclientid_confirm(clientid, confirm))
+            .expect("SETCLIENTID_CONFIRM");
+        assert_eq!(r.status, NFS4_OK, "SETCLIENTID_CONFIRM: {r:?}");
+        clientid
     }
 
     /// EXCHANGE_ID and CREATE_SESSION of minor version `minor`: a session of one slot.
@@ -411,6 +620,12 @@ fn decode(b: &[u8]) -> Option<Reply> {
             body: Vec::new(),
             eof: false,
         };
+        if st == NFS4ERR_DENIED && (op == OP_LOCK || op == OP_LOCKT) {
+            // LOCK4denied: offset, length, type, then the owner's client id and name.
+            let mut d = r.fixed(28)?;
+            d.extend_from_slice(&r.opaque()?);
+            res.body = d;
+        }
         if st == NFS4_OK {
             match op {
                 OP_GETFH => res.body = r.opaque()?,
@@ -431,6 +646,9 @@ fn decode(b: &[u8]) -> Option<Reply> {
                     }
                 }
                 OP_SEEK => res.body = r.fixed(12)?,
+                OP_OPEN_CONFIRM | OP_OPEN_DOWNGRADE | OP_CLOSE | OP_LOCK | OP_LOCKU => {
+                    res.body = r.fixed(16)?
+                }
                 OP_COPY => res.body = r.fixed(32)?,
                 OP_READ_PLUS => {
                     res.eof = r.u32()? != 0;
@@ -450,7 +668,7 @@ fn decode(b: &[u8]) -> Option<Reply> {
                 }
                 // The sessionless operations come alone: only their heads are read.
                 OP_EXCHANGE_ID | OP_CREATE_SESSION => {
-                    res.body = r.fixed(if op == OP_EXCHANGE_ID { 12 } else { 16 })?;
+                    res.body = r.fixed(16)?;
                     results.push(res);
                     break;
                 }
@@ -458,6 +676,11 @@ fn decode(b: &[u8]) -> Option<Reply> {
                 | OP_PUTROOTFH
                 | OP_LOOKUP
                 | OP_SETCLIENTID_CONFIRM
+                | OP_LOCKT
+                | OP_RENEW
+                | OP_RECLAIM_COMPLETE
+                | OP_DESTROY_SESSION
+                | OP_DESTROY_CLIENTID
                 | OP_SAVEFH
                 | OP_ALLOCATE
                 | OP_DEALLOCATE

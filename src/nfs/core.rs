@@ -103,8 +103,7 @@ fn sessionless(op: &Op) -> bool {
 
 /// Runs the `i`-th operation of `c` after the rules about the COMPOUND as a whole: the
 /// operation limit, and in 4.1 SEQUENCE first and only first (or else one of the sessionless
-/// operations, alone but for the DESTROY ones). A retransmitted SEQUENCE answers with its
-/// slot's cached reply.
+/// operations, alone). A retransmitted SEQUENCE answers with its slot's cached reply.
 fn step(cx: &mut Ctx, c: &Compound, i: usize, op: &Op) -> SeqOutcome {
     let fail = |s: Nfs4Status| SeqOutcome::Result(Err(s.into()));
     if c.too_many {
@@ -115,8 +114,6 @@ fn step(cx: &mut Ctx, c: &Compound, i: usize, op: &Op) -> SeqOutcome {
         });
     }
     let first_of_41 = c.minor >= 1 && i == 0;
-    let alone_or_destroy =
-        c.ops.len() == 1 || matches!(op, Op::DestroySession(_) | Op::DestroyClientId(_));
     match op {
         Op::Sequence { .. } if c.minor >= 1 && i > 0 => fail(Nfs4Status::SequencePos),
         Op::Sequence {
@@ -127,7 +124,9 @@ fn step(cx: &mut Ctx, c: &Compound, i: usize, op: &Op) -> SeqOutcome {
             ..
         } => sequence(cx, *session, *seq, *slot, *highest_slot, c.ops.len()),
         _ if first_of_41 && !sessionless(op) => fail(Nfs4Status::OpNotInSession),
-        _ if first_of_41 && !alone_or_destroy => fail(Nfs4Status::NotOnlyOp),
+        // Without SEQUENCE, each of them must be alone (RFC 8881 §18.35.3, §18.36.3,
+        // §18.37.3, §18.50.3, §18.34.3).
+        _ if first_of_41 && c.ops.len() > 1 => fail(Nfs4Status::NotOnlyOp),
         _ => SeqOutcome::Result(ops::run(cx, op)),
     }
 }

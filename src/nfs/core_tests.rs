@@ -611,7 +611,9 @@ fn grace_and_lease_expiry() {
     };
     assert_eq!(run(&s, start, 0, open(1)).0, Nfs4Status::Grace);
     let later = start + Duration::from_secs(11);
-    assert_eq!(run(&s, later, 0, open(1)).0, Nfs4Status::Ok);
+    // GRACE consumed seqid 1 (RFC 7530 §9.1.7): the same seqid again is a replay of it.
+    assert_eq!(run(&s, later, 0, open(1)).0, Nfs4Status::Grace);
+    assert_eq!(run(&s, later, 0, open(2)).0, Nfs4Status::Ok);
     // Nothing renews: the lease runs out and the client goes with its state.
     assert_eq!(s.handle_timeout(later + Duration::from_secs(29)), 0);
     assert_eq!(s.handle_timeout(later + Duration::from_secs(31)), 1);
@@ -621,7 +623,8 @@ fn grace_and_lease_expiry() {
         0,
         C::new(0).op(opnum::RENEW, |w| w.u64(cid)),
     );
-    assert_eq!(st, Nfs4Status::StaleClientId);
+    // The server remembers the expired id (RFC 7530 §16.29: EXPIRED, not STALE_CLIENTID).
+    assert_eq!(st, Nfs4Status::Expired);
     assert!(s.clients(later).is_empty());
 }
 

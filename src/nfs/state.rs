@@ -5,13 +5,17 @@
 //! pipeline ([`super::core`]) holds the tables behind one mutex, takes it for a state step,
 //! and releases it around every [`super::vfs::Vfs`] call. Time is an argument (`now`).
 //!
+//! An expired lease's state is released at once; what stays is a bounded memory of its
+//! client id and stateids ([`Expired`]), so that their later use is NFS4ERR_EXPIRED.
+//!
 //! Not here: persistence (state is lost on restart; clients reclaim during the grace
-//! period), delegations (never granted), callbacks.
+//! period), delegations (never granted), callbacks, "courteous" keeping of expired state
+//! until a conflict.
 
 use super::status::Nfs4Status;
 use super::vfs::Handle;
 use super::wire::{ChannelAttrs, Denied, Owner, StateId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -35,6 +39,10 @@ pub struct Limits {
     /// Largest reply kept in a slot's replay cache.
     pub max_cached_reply: usize,
     pub lease: Duration,
+    /// Client ids and stateids of expired leases remembered, so that their use answers
+    /// NFS4ERR_EXPIRED rather than STALE_CLIENTID or BAD_STATEID (the oldest are forgotten
+    /// first).
+    pub max_expired_remembered: usize,
 }
 
 impl Default for Limits {
@@ -49,6 +57,7 @@ impl Default for Limits {
             max_slots: 64,
             max_cached_reply: 64 * 1024,
             lease: Duration::from_secs(90),
+            max_expired_remembered: 65_536,
         }
     }
 }
@@ -63,6 +72,13 @@ pub struct Client {
     pub confirmed: bool,
     /// 4.0: the verifier SETCLIENTID_CONFIRM must present.
     pub confirm: [u8; 8],
+    /// 4.0, a confirmed record: the confirm verifier of a callback update the client asked
+    /// for (SETCLIENTID with this record's verifier) and has not confirmed yet. RFC 7530
+    /// §16.33.5 calls it an unconfirmed record with the confirmed one's client id.
+    pub update: Option<[u8; 8]>,
+    /// Who made the record: the AUTH_SYS uid (nobody for AUTH_NONE). Another principal
+    /// presenting the same owner gets NFS4ERR_CLID_INUSE while the record's lease runs.
+    pub principal: u32,
     pub addr: IpAddr,
     pub lease_until: Instant,
     /// 4.1: the last CREATE_SESSION sequence and its cached result.
@@ -141,6 +157,9 @@ pub struct OwnerSeq {
     pub seqid: u32,
     pub confirmed: bool,
     pub last: Option<Vec<u8>>,
+    /// The open this owner closed last: its stateid is gone from the tables, but a
+    /// retransmitted CLOSE still names it and must find this owner's replay cache.
+    pub closed: Option<[u8; 12]>,
 }
 
 /// One locked byte range; `end` is exclusive, `u64::MAX` meaning "to the end of file".
@@ -159,7 +178,8 @@ pub enum SeqCheck {
     Replay(Vec<u8>),
 }
 
-/// Whether an error leaves the owner's seqid alone (RFC 7530 §9.1.7).
+/// Whether an error leaves the owner's seqid alone (RFC 7530 §9.1.7: every other status,
+/// errors included, moves it on).
 pub fn seqid_unchanged(st: Nfs4Status) -> bool {
     matches!(
         st,
@@ -170,7 +190,51 @@ pub fn seqid_unchanged(st: Nfs4Status) -> bool {
             | Nfs4Status::BadXdr
             | Nfs4Status::Resource
             | Nfs4Status::NoFileHandle
+            | Nfs4Status::Moved
     )
+}
+
+/// What an expired lease left behind: its client id and the `other` fields of its stateids,
+/// bounded (the oldest go first). The state itself is released when the lease expires (RFC
+/// 7530 §9.6.3, RFC 8881 §8.3); these only let the server say NFS4ERR_EXPIRED.
+#[derive(Debug, Default)]
+pub struct Expired {
+    order: VecDeque<Tomb>,
+    clients: HashSet<u64>,
+    states: HashSet<[u8; 12]>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Tomb {
+    Client(u64),
+    State([u8; 12]),
+}
+
+impl Expired {
+    fn add(&mut self, t: Tomb, max: usize) {
+        let fresh = match t {
+            Tomb::Client(id) => self.clients.insert(id),
+            Tomb::State(o) => self.states.insert(o),
+        };
+        if fresh {
+            self.order.push_back(t);
+        }
+        while self.order.len() > max {
+            match self.order.pop_front() {
+                Some(Tomb::Client(id)) => self.clients.remove(&id),
+                Some(Tomb::State(o)) => self.states.remove(&o),
+                None => break,
+            };
+        }
+    }
+
+    pub fn client(&self, id: u64) -> bool {
+        self.clients.contains(&id)
+    }
+
+    pub fn state(&self, other: &[u8; 12]) -> bool {
+        self.states.contains(other)
+    }
 }
 
 /// All protocol state of the server.
@@ -187,6 +251,7 @@ pub struct State {
     pub open_owners: HashMap<Owner, OwnerSeq>,
     pub lock_owners: HashMap<Owner, OwnerSeq>,
     pub locks: HashMap<Handle, Vec<Range>>,
+    pub expired: Expired,
 }
 
 /// The exclusive end of `length` bytes from `offset`, or None if it overflows.
@@ -215,6 +280,7 @@ impl State {
             open_owners: HashMap::new(),
             lock_owners: HashMap::new(),
             locks: HashMap::new(),
+            expired: Expired::default(),
         }
     }
 
@@ -245,14 +311,17 @@ impl State {
         s
     }
 
-    /// A confirmed client, renewing its lease; NFS4ERR_STALE_CLIENTID if unknown.
+    /// A confirmed client, renewing its lease; NFS4ERR_EXPIRED if its lease expired,
+    /// NFS4ERR_STALE_CLIENTID if unknown (or of an earlier server instance).
     pub fn renew(&mut self, now: Instant, clientid: u64) -> Result<&mut Client, Nfs4Status> {
         let lease = self.limits.lease;
+        let expired = self.expired.client(clientid);
         match self.clients.get_mut(&clientid) {
             Some(c) if c.confirmed => {
                 c.lease_until = now + lease;
                 Ok(c)
             }
+            _ if expired => Err(Nfs4Status::Expired),
             _ => Err(Nfs4Status::StaleClientId),
         }
     }
@@ -315,10 +384,21 @@ impl State {
 
     /// Finds a stateid, checking its generation: `minor` 1 treats seqid 0 as "current".
     pub fn lookup_state(&self, id: &StateId, minor: u32) -> Result<&Stateful, Nfs4Status> {
+        // All-zero `other` is a special stateid (the invalid one among them) that the
+        // operation did not take as such: no epoch of ours (`new_other` never makes it).
+        if id.other == [0; 12] {
+            return Err(Nfs4Status::BadStateId);
+        }
         if id.other[..4] != self.boot.to_be_bytes() {
             return Err(Nfs4Status::StaleStateId);
         }
-        let s = self.states.get(&id.other).ok_or(Nfs4Status::BadStateId)?;
+        let Some(s) = self.states.get(&id.other) else {
+            return Err(if self.expired.state(&id.other) {
+                Nfs4Status::Expired
+            } else {
+                Nfs4Status::BadStateId
+            });
+        };
         let cur = s.seqid();
         if minor >= 1 && id.seqid == 0 {
             return Ok(s);
@@ -345,16 +425,30 @@ impl State {
         self.locks.retain(|_, r| !r.is_empty());
     }
 
-    /// Expires clients whose lease ran out. Returns how many.
+    /// Expires clients whose lease ran out, remembering the confirmed ones' ids and
+    /// stateids (an unconfirmed record was never usable). Returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let dead: Vec<u64> = self
+        let dead: Vec<(u64, bool)> = self
             .clients
             .values()
             .filter(|c| c.lease_until <= now)
-            .map(|c| c.id)
+            .map(|c| (c.id, c.confirmed))
             .collect();
-        for id in &dead {
-            self.remove_client(*id);
+        let max = self.limits.max_expired_remembered;
+        for &(id, confirmed) in &dead {
+            if confirmed {
+                let others: Vec<[u8; 12]> = self
+                    .states
+                    .iter()
+                    .filter(|(_, s)| s.client() == id)
+                    .map(|(o, _)| *o)
+                    .collect();
+                for o in others {
+                    self.expired.add(Tomb::State(o), max);
+                }
+                self.expired.add(Tomb::Client(id), max);
+            }
+            self.remove_client(id);
         }
         dead.len()
     }
@@ -364,16 +458,19 @@ impl State {
         self.clients.values().map(|c| c.lease_until).min()
     }
 
-    /// NFSv4.0 seqid rule for an owner's next operation.
+    /// NFSv4.0 seqid rule for an owner's next operation (RFC 7530 §9.1.7): the last seqid
+    /// again is a retransmission, answered from the cache; the next one is new; anything
+    /// else is NFS4ERR_BAD_SEQID. An unconfirmed open owner may start over at any seqid
+    /// (§16.18.5), but its retransmissions are still replays.
     pub fn check_seqid(seq: Option<&OwnerSeq>, seqid: u32) -> Result<SeqCheck, Nfs4Status> {
         match seq {
             None => Ok(SeqCheck::New),
-            Some(s) if !s.confirmed => Ok(SeqCheck::New),
-            Some(s) if seqid == s.seqid.wrapping_add(1) => Ok(SeqCheck::New),
-            Some(s) if seqid == s.seqid => match &s.last {
-                Some(r) => Ok(SeqCheck::Replay(r.clone())),
-                None => Err(Nfs4Status::BadSeqId),
-            },
+            Some(OwnerSeq {
+                seqid: last,
+                last: Some(reply),
+                ..
+            }) if seqid == *last => Ok(SeqCheck::Replay(reply.clone())),
+            Some(s) if !s.confirmed || seqid == s.seqid.wrapping_add(1) => Ok(SeqCheck::New),
             Some(_) => Err(Nfs4Status::BadSeqId),
         }
     }
@@ -431,6 +528,18 @@ impl State {
             }
         }
         if let Some(write) = lock {
+            // The owner's ranges of the same type that touch the new one merge with it
+            // (overlapping ones were cut away above), so that one lock is one range.
+            let (mut start, mut end) = (start, end);
+            out.retain(|r| {
+                let touches =
+                    r.owner == *owner && r.write == write && r.start <= end && start <= r.end;
+                if touches {
+                    start = start.min(r.start);
+                    end = end.max(r.end);
+                }
+                !touches
+            });
             if out.len() >= self.limits.max_locks_per_file {
                 return Err(Nfs4Status::Resource);
             }
@@ -510,12 +619,141 @@ mod tests {
         assert_eq!(range_end(5, u64::MAX), Some(u64::MAX));
     }
 
+    /// One owner's ranges, sorted, as (start, end, write).
+    fn ranges_of(s: &State, fh: &Handle, o: &Owner) -> Vec<(u64, u64, bool)> {
+        let mut v: Vec<_> = s.locks.get(fh).map_or_else(Vec::new, |rs| {
+            rs.iter()
+                .filter(|r| r.owner == *o)
+                .map(|r| (r.start, r.end, r.write))
+                .collect()
+        });
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn one_owners_ranges_merge_when_they_touch_and_split_when_unlocked() {
+        let mut s = State::new(Limits::default(), 7, None);
+        let fh = Handle(vec![1]);
+        let o = owner(1);
+        // Adjacent ranges of one type merge; a gap keeps them apart.
+        s.set_range(&fh, &o, Some(true), 0, 100).unwrap();
+        s.set_range(&fh, &o, Some(true), 100, 200).unwrap();
+        s.set_range(&fh, &o, Some(true), 300, 400).unwrap();
+        assert_eq!(
+            ranges_of(&s, &fh, &o),
+            vec![(0, 200, true), (300, 400, true)]
+        );
+        // An overlapping lock bridging the gap makes one range.
+        s.set_range(&fh, &o, Some(true), 150, 350).unwrap();
+        assert_eq!(ranges_of(&s, &fh, &o), vec![(0, 400, true)]);
+        // The conflict another owner sees is the whole merged range.
+        let d = s.conflict(&fh, &owner(2), false, 399, 400).unwrap();
+        assert_eq!((d.offset, d.length, d.write), (0, 400, true));
+        // Unlocking the middle splits it.
+        s.set_range(&fh, &o, None, 100, 300).unwrap();
+        assert_eq!(
+            ranges_of(&s, &fh, &o),
+            vec![(0, 100, true), (300, 400, true)]
+        );
+        // A read lock in the middle of a write lock splits it into three; the types do
+        // not merge.
+        s.set_range(&fh, &o, Some(false), 40, 60).unwrap();
+        assert_eq!(
+            ranges_of(&s, &fh, &o),
+            vec![
+                (0, 40, true),
+                (40, 60, false),
+                (60, 100, true),
+                (300, 400, true)
+            ]
+        );
+        // Write again over it: one range once more; to the end of file merges too.
+        s.set_range(&fh, &o, Some(true), 30, 70).unwrap();
+        s.set_range(&fh, &o, Some(true), 400, u64::MAX).unwrap();
+        assert_eq!(
+            ranges_of(&s, &fh, &o),
+            vec![(0, 100, true), (300, u64::MAX, true)]
+        );
+        // Another owner's adjacent range stays its own.
+        s.set_range(&fh, &owner(2), Some(true), 100, 300).unwrap();
+        assert_eq!(ranges_of(&s, &fh, &owner(2)), vec![(100, 300, true)]);
+        assert_eq!(s.locks[&fh].len(), 3);
+    }
+
+    #[test]
+    fn expired_leases_are_remembered_within_a_bound() {
+        let now = Instant::now();
+        let limits = Limits {
+            lease: Duration::from_secs(10),
+            max_expired_remembered: 3,
+            ..Limits::default()
+        };
+        let mut s = State::new(limits, 7, None);
+        let addr = IpAddr::from([127, 0, 0, 1]);
+        let mut ids = Vec::new();
+        for confirmed in [true, true, false] {
+            let id = s.new_clientid();
+            s.clients.insert(
+                id,
+                Client {
+                    id,
+                    owner: id.to_be_bytes().to_vec(),
+                    verifier: [0; 8],
+                    minor: 0,
+                    confirmed,
+                    confirm: [0; 8],
+                    update: None,
+                    principal: 0,
+                    addr,
+                    lease_until: now + Duration::from_secs(10),
+                    cs_seq: 0,
+                    cs_reply: None,
+                    reclaim_complete: false,
+                },
+            );
+            ids.push(id);
+        }
+        let other = s.new_other();
+        s.states.insert(
+            other,
+            Stateful::Open(Open {
+                seqid: 1,
+                client: ids[0],
+                owner: owner(1),
+                fh: Handle(vec![1]),
+                access: 1,
+                deny: 0,
+            }),
+        );
+        let id = StateId { seqid: 1, other };
+        assert!(s.lookup_state(&id, 0).is_ok());
+        // Renewed, the first lives on; the others expire.
+        assert!(s.renew(now + Duration::from_secs(5), ids[0]).is_ok());
+        assert_eq!(s.expire(now + Duration::from_secs(10)), 2);
+        assert_eq!(s.renew(now, ids[1]).err(), Some(Nfs4Status::Expired));
+        // An unconfirmed record was never usable: it stays unknown.
+        assert_eq!(s.renew(now, ids[2]).err(), Some(Nfs4Status::StaleClientId));
+        assert_eq!(s.expire(now + Duration::from_secs(15)), 1);
+        assert_eq!(s.renew(now, ids[0]).err(), Some(Nfs4Status::Expired));
+        assert_eq!(s.lookup_state(&id, 0).err(), Some(Nfs4Status::Expired));
+        // Remembering 3 at most: two more expired clients push out the oldest two.
+        for _ in 0..2 {
+            let id = s.new_clientid();
+            s.expired.add(Tomb::Client(id), 3);
+        }
+        assert_eq!(s.renew(now, ids[1]).err(), Some(Nfs4Status::StaleClientId));
+        assert_eq!(s.lookup_state(&id, 0).err(), Some(Nfs4Status::BadStateId));
+        assert_eq!(s.renew(now, ids[0]).err(), Some(Nfs4Status::Expired));
+    }
+
     #[test]
     fn seqid_rules() {
-        let seq = OwnerSeq {
+        let mut seq = OwnerSeq {
             seqid: 5,
             confirmed: true,
             last: Some(vec![1, 2]),
+            closed: None,
         };
         assert_eq!(State::check_seqid(Some(&seq), 6), Ok(SeqCheck::New));
         assert_eq!(
@@ -523,6 +761,39 @@ mod tests {
             Ok(SeqCheck::Replay(vec![1, 2]))
         );
         assert_eq!(State::check_seqid(Some(&seq), 9), Err(Nfs4Status::BadSeqId));
+        assert_eq!(State::check_seqid(Some(&seq), 4), Err(Nfs4Status::BadSeqId));
         assert_eq!(State::check_seqid(None, 9), Ok(SeqCheck::New));
+        // Wrapping: after 0xffffffff comes 0.
+        seq.seqid = u32::MAX;
+        assert_eq!(State::check_seqid(Some(&seq), 0), Ok(SeqCheck::New));
+        // An unconfirmed open owner may start over anywhere, but its retransmission is
+        // still a replay.
+        seq.confirmed = false;
+        assert_eq!(State::check_seqid(Some(&seq), 77), Ok(SeqCheck::New));
+        assert_eq!(
+            State::check_seqid(Some(&seq), u32::MAX),
+            Ok(SeqCheck::Replay(vec![1, 2]))
+        );
+        // Without a cached reply the same seqid cannot be answered.
+        seq.confirmed = true;
+        seq.last = None;
+        assert_eq!(
+            State::check_seqid(Some(&seq), u32::MAX),
+            Err(Nfs4Status::BadSeqId)
+        );
+        for kept in [
+            Nfs4Status::BadSeqId,
+            Nfs4Status::StaleClientId,
+            Nfs4Status::Moved,
+        ] {
+            assert!(seqid_unchanged(kept));
+        }
+        for bumped in [
+            Nfs4Status::OldStateId,
+            Nfs4Status::Inval,
+            Nfs4Status::Denied,
+        ] {
+            assert!(!seqid_unchanged(bumped));
+        }
     }
 }

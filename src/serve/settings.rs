@@ -215,7 +215,9 @@ fn nfs(c: &Config, own: &[Ipv4Addr], state_dir: &Path) -> Nfs {
         port: n.port,
         limits: crate::nfs::state::Limits {
             max_clients: n.max_clients,
+            max_clients_per_addr: n.max_clients_per_addr,
             max_states_per_client: n.max_states_per_client,
+            max_states_per_addr: n.max_states_per_addr,
             max_slots: n.max_slots,
             lease: n.lease,
             ..crate::nfs::state::Limits::default()

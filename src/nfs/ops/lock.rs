@@ -45,6 +45,10 @@ pub(super) fn lock(
             lock_seqid,
             owner,
         } => {
+            if cx.minor == 0 {
+                // 4.0 names the client in the new lock owner (4.1 takes the session's).
+                st.renew(cx.now, owner.clientid)?;
+            }
             let Some((oid, open)) = open_state(cx, &mut st, *open_stateid, *open_seqid)? else {
                 return Ok(Res::Empty);
             };
@@ -88,8 +92,9 @@ pub(super) fn lock(
             lock_stateid,
             lock_seqid,
         } => {
-            let id = cx.stateid(*lock_stateid)?;
-            let s = st.lookup_state(&id, cx.minor)?.clone();
+            let Some((id, s)) = cx.seq_state(&mut st, *lock_stateid, *lock_seqid)? else {
+                return Ok(Res::Empty);
+            };
             let Stateful::Lock(l) = s else {
                 return Err(Nfs4Status::BadStateId.into());
             };
@@ -152,9 +157,10 @@ pub(super) fn locku(
 ) -> Result<Res, Nfs4Status> {
     let fh = cx.fh()?.clone();
     let end = lock_range(offset, length)?;
-    let id = cx.stateid(id)?;
     let mut st = cx.state();
-    let s = st.lookup_state(&id, cx.minor)?.clone();
+    let Some((id, s)) = cx.seq_state(&mut st, id, seqid)? else {
+        return Ok(Res::Empty);
+    };
     let Stateful::Lock(l) = s else {
         return Err(Nfs4Status::BadStateId);
     };

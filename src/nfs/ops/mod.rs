@@ -158,6 +158,44 @@ impl<'a> Ctx<'a> {
         Ok(Res::StateId(out))
     }
 
+    /// Looks up the stateid of a seqid-bearing operation (CLOSE, OPEN_CONFIRM,
+    /// OPEN_DOWNGRADE, LOCK, LOCKU), resolving the current stateid. In 4.0 a stateid that
+    /// moved on (OLD_STATEID) or was closed still names its owner: that owner's last seqid
+    /// again is a retransmission, answered from its cache (`Ok(None)`), and its next seqid is
+    /// consumed by the error, which moves the seqid on as every error but those of RFC 7530
+    /// §9.1.7 does.
+    fn seq_state(
+        &mut self,
+        st: &mut State,
+        id: StateId,
+        seqid: u32,
+    ) -> Result<Option<(StateId, Stateful)>, Nfs4Status> {
+        let id = self.stateid(id)?;
+        let err = match st.lookup_state(&id, self.minor) {
+            Ok(s) => return Ok(Some((id, s.clone()))),
+            Err(e) => e,
+        };
+        if self.minor >= 1 {
+            return Err(err);
+        }
+        let owner = match st.states.get(&id.other) {
+            Some(Stateful::Open(o)) => Some((true, o.owner.clone())),
+            Some(Stateful::Lock(l)) => Some((false, l.owner.clone())),
+            None => st
+                .open_owners
+                .iter()
+                .find(|(_, s)| s.closed == Some(id.other))
+                .map(|(o, _)| (true, o.clone())),
+        };
+        let Some((is_open, owner)) = owner else {
+            return Err(err);
+        };
+        if !self.consume_seqid(st, is_open, &owner, seqid)? {
+            return Ok(None);
+        }
+        Err(err)
+    }
+
     /// Consumes `seqid` of a 4.0 owner (creating the owner on first use). Returns whether to
     /// run the op; on a replay, the encoded reply is left in `self.replay`.
     fn consume_seqid(
@@ -319,10 +357,10 @@ pub(crate) fn run(cx: &mut Ctx, op: &Op) -> OpResult {
         Op::CreateSession {
             clientid,
             sequence,
-            flags: _,
+            flags,
             fore,
             back,
-        } => session::create_session(cx, *clientid, *sequence, fore, back),
+        } => session::create_session(cx, *clientid, *sequence, *flags, fore, back),
         Op::DestroySession(id) => session::destroy_session(cx, id),
         Op::DestroyClientId(id) => session::destroy_clientid(cx, *id),
         Op::BindConnToSession { session, dir } => session::bind_conn(cx, session, *dir),

@@ -8,7 +8,7 @@
 //! delegations (never granted: OPEN answers OPEN_DELEGATE_NONE), claims of delegated opens.
 
 use super::{check_name, Ctx};
-use crate::nfs::state::{Open, SeqCheck, State, Stateful};
+use crate::nfs::state::{Open, State, Stateful};
 use crate::nfs::status::Nfs4Status;
 use crate::nfs::vfs::{self, FileType, Handle, NewObject, SetAttr, SetTime, Time, VfsError};
 use crate::nfs::wire::{
@@ -50,12 +50,14 @@ fn share_check(
     Ok(())
 }
 
-pub(super) fn open(cx: &mut Ctx, a: &OpenArgs) -> Result<Res, Nfs4Status> {
+/// The share access bits OPEN asks for, if its share modes are valid: some access, a known
+/// deny mode, and write access for a create that truncates an existing file (which writes
+/// it, as knfsd requires).
+fn open_access(a: &OpenArgs) -> Result<u32, Nfs4Status> {
     let access = a.share_access & SHARE_ACCESS_MASK;
     if access == 0 || a.share_deny > 3 {
         return Err(Nfs4Status::Inval);
     }
-    // A create that truncates an existing file writes it: only with write access (as knfsd).
     let truncates = match &a.create {
         Some(CreateHow::Unchecked(f) | CreateHow::Guarded(f) | CreateHow::Exclusive41(_, f)) => {
             f.settable()?.size.is_some()
@@ -65,19 +67,35 @@ pub(super) fn open(cx: &mut Ctx, a: &OpenArgs) -> Result<Res, Nfs4Status> {
     if truncates && access & 2 == 0 {
         return Err(Nfs4Status::Inval);
     }
+    Ok(access)
+}
+
+pub(super) fn open(cx: &mut Ctx, a: &OpenArgs) -> Result<Res, Nfs4Status> {
     let dir_or_file = cx.fh()?.clone();
     let now = cx.now;
-    // State checks first: client, seqid, grace.
-    let owner = {
+    // State checks first: client, seqid (consumed by the argument errors after it too, RFC
+    // 7530 §9.1.7), grace.
+    let (owner, access) = {
         let mut st = cx.state();
         let clientid = cx.client_of(&mut st, a.owner.clientid)?;
         let owner = Owner {
             clientid,
             owner: a.owner.owner.clone(),
         };
+        let restarts = st
+            .open_owners
+            .get(&owner)
+            .is_some_and(|o| !o.confirmed && o.last.is_some());
         if !cx.consume_seqid(&mut st, true, &owner, a.seqid)? {
             return Ok(Res::Empty); // replayed from the owner's cache
         }
+        if restarts && cx.minor == 0 {
+            // An owner that never confirmed its open starts over: that open goes (RFC 7530
+            // §16.18.5).
+            st.states
+                .retain(|_, s| !matches!(s, Stateful::Open(o) if o.owner == owner));
+        }
+        let access = open_access(a)?;
         let grace = st.in_grace(now);
         let reclaimed = st
             .clients
@@ -91,7 +109,7 @@ pub(super) fn open(cx: &mut Ctx, a: &OpenArgs) -> Result<Res, Nfs4Status> {
         if !st.may_add_state(clientid) {
             return Err(Nfs4Status::Resource);
         }
-        owner
+        (owner, access)
     };
     let caller = cx.caller;
     let vfs = cx.vfs;
@@ -276,24 +294,8 @@ pub(super) fn open_state(
     id: StateId,
     seqid: u32,
 ) -> Result<Option<(StateId, Open)>, Nfs4Status> {
-    let id = cx.stateid(id)?;
-    let s = match st.lookup_state(&id, cx.minor) {
-        Ok(s) => s.clone(),
-        Err(e) => {
-            // A retransmitted CLOSE/OPEN_CONFIRM whose stateid moved on is a replay.
-            if cx.minor == 0 && e == Nfs4Status::OldStateId {
-                if let Some(Stateful::Open(o)) = st.states.get(&id.other) {
-                    let owner = o.owner.clone();
-                    if let Ok(SeqCheck::Replay(b)) =
-                        State::check_seqid(st.open_owners.get(&owner), seqid)
-                    {
-                        cx.replay = Some(b);
-                        return Ok(None);
-                    }
-                }
-            }
-            return Err(e);
-        }
+    let Some((id, s)) = cx.seq_state(st, id, seqid)? else {
+        return Ok(None);
     };
     let Stateful::Open(o) = s else {
         return Err(Nfs4Status::BadStateId);
@@ -315,12 +317,11 @@ pub(super) fn open_state(
 pub(super) fn open_confirm(cx: &mut Ctx, id: StateId, seqid: u32) -> Result<Res, Nfs4Status> {
     let mut st = cx.state();
     // OPEN_CONFIRM's seqid follows the OPEN's even though the owner is unconfirmed.
-    let id = cx.stateid(id)?;
-    let Ok(Stateful::Open(o)) = st.lookup_state(&id, cx.minor).cloned() else {
-        return Err(st
-            .lookup_state(&id, cx.minor)
-            .err()
-            .unwrap_or(Nfs4Status::BadStateId));
+    let Some((id, Stateful::Open(o))) = cx.seq_state(&mut st, id, seqid)? else {
+        return match cx.replay {
+            Some(_) => Ok(Res::Empty),
+            None => Err(Nfs4Status::BadStateId),
+        };
     };
     if cx.cfh.as_ref() != Some(&o.fh) {
         return Err(Nfs4Status::BadStateId);
@@ -389,12 +390,20 @@ pub(super) fn close(cx: &mut Ctx, seqid: u32, id: StateId) -> Result<Res, Nfs4St
     st.states.retain(|other, s| {
         *other != id.other && !matches!(s, Stateful::Lock(l) if l.open == id.other)
     });
+    if let Some(seq) = st.open_owners.get_mut(&o.owner) {
+        // A retransmitted CLOSE names this stateid: it leads to the owner's replay cache.
+        seq.closed = Some(id.other);
+    }
     let out = if cx.minor >= 1 {
-        // RFC 8881: the invalid special stateid.
-        StateId {
+        // The invalid special stateid, which becomes the current stateid: an operation
+        // after CLOSE that uses the current stateid gets BAD_STATEID (RFC 8881 §16.2.3.1.2,
+        // §18.2.4).
+        let invalid = StateId {
             seqid: u32::MAX,
             other: [0; 12],
-        }
+        };
+        cx.current_stateid = Some(invalid);
+        invalid
     } else {
         StateId {
             seqid: id.seqid.wrapping_add(1),

@@ -5,7 +5,10 @@
 //! (TEST_STATEID, FREE_STATEID).
 //!
 //! A confirmed record of a client owner replaces the owner's older records and their state
-//! (a rebooted client, RFC 7530 §9.1.1, RFC 8881 §18.35.4). Bounded by [`Limits`]: clients,
+//! (a rebooted client, RFC 7530 §9.1.1, RFC 8881 §18.35.4). Each record keeps its principal
+//! (the AUTH_SYS uid): another principal's SETCLIENTID or EXCHANGE_ID for the same owner is
+//! refused while the record's lease runs (CLID_INUSE), as are its confirm and
+//! CREATE_SESSION. Bounded by [`Limits`]: clients,
 //! sessions per client, slots. Not here: the back channel and callbacks (CREATE_SESSION grants
 //! none), SP4_MACH_CRED/SSV state protection, client state across restarts; SEQUENCE's place
 //! in the COMPOUND and the slot's reply once the COMPOUND ends ([`crate::nfs::core`]).
@@ -22,6 +25,12 @@ use std::time::Instant;
 const EXCHGID4_FLAG_USE_NON_PNFS: u32 = 0x0001_0000;
 const EXCHGID4_FLAG_CONFIRMED_R: u32 = 0x8000_0000;
 const EXCHGID4_FLAG_UPD_CONFIRMED_REC_A: u32 = 0x4000_0000;
+/// The flags a client may send in EXCHANGE_ID (RFC 8881 §18.35.3, RFC 7862 §15.1's
+/// SUPP_FENCE_OPS): SUPP_MOVED_REFER, SUPP_MOVED_MIGR, SUPP_FENCE_OPS,
+/// BIND_PRINC_STATEID, the three pNFS roles and UPD_CONFIRMED_REC_A.
+const EXCHGID4_FLAG_MASK_A: u32 = 0x1 | 0x2 | 0x4 | 0x100 | 0x7_0000 | 0x4000_0000;
+/// CREATE_SESSION's flags: PERSIST, CONN_BACK_CHAN, CONN_RDMA (RFC 8881 §18.36.1).
+const CREATE_SESSION4_FLAG_MASK: u32 = 0x7;
 
 /// Drops the other records of `owner` (of minor version 1+ if `v41`, else 0) now that record
 /// `keep` is confirmed: they belong to the same client before a reboot (RFC 7530 §9.1.1,
@@ -81,6 +90,8 @@ fn add_client(
             minor: cx.minor,
             confirmed: false,
             confirm,
+            update: None,
+            principal: cx.caller.uid,
             addr: cx.caller.addr,
             lease_until,
             cs_seq: 0,
@@ -163,20 +174,38 @@ pub(super) fn renew(cx: &mut Ctx, clientid: u64) -> Result<Res, Nfs4Status> {
     Ok(Res::Empty)
 }
 
+/// Whether a live confirmed record of `owner` (minor version 1+ if `v41`, else 0) other than
+/// `except` belongs to a principal other than the caller's.
+fn clid_in_use(cx: &Ctx, st: &State, owner: &[u8], v41: bool, except: u64) -> bool {
+    st.clients.values().any(|c| {
+        c.owner == owner
+            && c.id != except
+            && (c.minor >= 1) == v41
+            && c.confirmed
+            && c.lease_until > cx.now
+            && c.principal != cx.caller.uid
+    })
+}
+
+/// SETCLIENTID (RFC 7530 §16.33.5). Another principal's live record of the same client
+/// owner: CLID_INUSE. Otherwise any unconfirmed record of the owner goes, and with a
+/// confirmed record of the same verifier this is a callback update (same client id, a new
+/// confirm verifier, the record unchanged until confirmed); a new client or a rebooted one
+/// (another verifier) gets a new unconfirmed record and client id.
 pub(super) fn setclientid(cx: &mut Ctx, verifier: [u8; 8], id: &[u8]) -> Result<Res, Nfs4Status> {
     let mut st = cx.state();
-    let now = cx.now;
-    let lease = st.limits.lease;
+    if clid_in_use(cx, &st, id, false, 0) {
+        return Err(Nfs4Status::ClidInUse);
+    }
     let confirmed = st
         .clients
         .values()
         .find(|c| c.owner == id && c.confirmed && c.minor == 0)
         .map(|c| (c.id, c.verifier));
-    // Unconfirmed records of this owner are replaced.
     let stale: Vec<u64> = st
         .clients
         .values()
-        .filter(|c| c.owner == id && !c.confirmed)
+        .filter(|c| c.owner == id && !c.confirmed && c.minor == 0)
         .map(|c| c.id)
         .collect();
     for s in stale {
@@ -186,16 +215,15 @@ pub(super) fn setclientid(cx: &mut Ctx, verifier: [u8; 8], id: &[u8]) -> Result<
     let mut confirm8 = [0u8; 8];
     confirm8.copy_from_slice(&confirm[4..]);
     if let Some((cid, v0)) = confirmed {
-        if v0 == verifier {
-            // The same client updating its callback: same id, new confirm verifier.
-            if let Some(c) = st.clients.get_mut(&cid) {
-                c.confirm = confirm8;
-                c.lease_until = now + lease;
+        if let Some(c) = st.clients.get_mut(&cid) {
+            c.update = None;
+            if v0 == verifier {
+                c.update = Some(confirm8);
+                return Ok(Res::SetClientId {
+                    clientid: cid,
+                    verifier: confirm8,
+                });
             }
-            return Ok(Res::SetClientId {
-                clientid: cid,
-                verifier: confirm8,
-            });
         }
     }
     let cid = add_client(cx, &mut st, id, verifier, confirm8, Nfs4Status::Resource)?;
@@ -205,6 +233,11 @@ pub(super) fn setclientid(cx: &mut Ctx, verifier: [u8; 8], id: &[u8]) -> Result<
     })
 }
 
+/// SETCLIENTID_CONFIRM (RFC 7530 §16.34.5): confirms a callback update of a confirmed
+/// record, or a new record (whose owner's older records and their state go: the client
+/// rebooted); the confirm of a record already confirmed with that verifier is a
+/// retransmission and succeeds again. No record with that client id and verifier:
+/// STALE_CLIENTID; a record of another principal: CLID_INUSE.
 pub(super) fn setclientid_confirm(
     cx: &mut Ctx,
     clientid: u64,
@@ -212,20 +245,46 @@ pub(super) fn setclientid_confirm(
 ) -> Result<Res, Nfs4Status> {
     let mut st = cx.state();
     let lease = st.limits.lease;
+    let now = cx.now;
     let c = st.clients.get(&clientid).ok_or(Nfs4Status::StaleClientId)?;
-    if c.confirm != verifier {
+    if c.minor != 0 {
+        return Err(Nfs4Status::StaleClientId);
+    }
+    let matches = c.confirm == verifier || c.update == Some(verifier);
+    if matches && c.principal != cx.caller.uid {
+        return Err(Nfs4Status::ClidInUse);
+    }
+    if !matches {
         return Err(Nfs4Status::StaleClientId);
     }
     let owner = c.owner.clone();
-    // A rebooted client's old record (and its state) goes.
-    drop_old_records(&mut st, cx.now, clientid, &owner, false);
+    if !c.confirmed {
+        if clid_in_use(cx, &st, &owner, false, clientid) {
+            return Err(Nfs4Status::ClidInUse);
+        }
+        // A rebooted client's old record (and its state) goes.
+        drop_old_records(&mut st, now, clientid, &owner, false);
+    }
     if let Some(c) = st.clients.get_mut(&clientid) {
+        if c.update == Some(verifier) {
+            // The callback update takes effect (this server makes no callbacks, so the
+            // callback itself is not kept).
+            c.confirm = verifier;
+            c.update = None;
+        }
         c.confirmed = true;
-        c.lease_until = cx.now + lease;
+        c.lease_until = now + lease;
     }
     Ok(Res::Empty)
 }
 
+/// EXCHANGE_ID (RFC 8881 §18.35.4-5). Undefined flags or the reply-only CONFIRMED_R:
+/// INVAL. With UPD_CONFIRMED_REC_A, the client's confirmed record is updated (its lease
+/// renewed): none, NOENT; another verifier, NOT_SAME; another principal, PERM. Without it:
+/// a confirmed record of the same verifier and principal is returned again; another
+/// principal's live record is a collision (CLID_INUSE); otherwise (a new client, or one that
+/// restarted with a new verifier) a new unconfirmed record replaces any unconfirmed one,
+/// and CREATE_SESSION confirms it (dropping the old record and its state).
 pub(super) fn exchange_id(
     cx: &mut Ctx,
     verifier: [u8; 8],
@@ -236,10 +295,10 @@ pub(super) fn exchange_id(
     if state_protect != 0 {
         return Err(Nfs4Status::EncrAlgUnsupp);
     }
-    // CONFIRMED_R is a reply flag; other unknown bits are ignored (RFC 8881 §18.35.3).
-    if flags & EXCHGID4_FLAG_CONFIRMED_R != 0 {
+    if flags & !EXCHGID4_FLAG_MASK_A != 0 {
         return Err(Nfs4Status::Inval);
     }
+    let update = flags & EXCHGID4_FLAG_UPD_CONFIRMED_REC_A != 0;
     let mut st = cx.state();
     let now = cx.now;
     let lease = st.limits.lease;
@@ -247,10 +306,14 @@ pub(super) fn exchange_id(
         .clients
         .values()
         .find(|c| c.owner == owner && c.minor >= 1 && c.confirmed)
-        .map(|c| (c.id, c.verifier, c.cs_seq));
+        .map(|c| (c.id, c.verifier, c.cs_seq, c.principal));
     let base = EXCHGID4_FLAG_USE_NON_PNFS;
-    if let Some((id, v0, cs)) = existing {
-        if v0 == verifier || flags & EXCHGID4_FLAG_UPD_CONFIRMED_REC_A != 0 {
+    let same_principal = existing.is_some_and(|(.., p)| p == cx.caller.uid);
+    match existing {
+        None if update => return Err(Nfs4Status::NoEnt),
+        Some((_, v0, ..)) if update && v0 != verifier => return Err(Nfs4Status::NotSame),
+        Some(_) if update && !same_principal => return Err(Nfs4Status::Perm),
+        Some((id, v0, cs, _)) if same_principal && (update || v0 == verifier) => {
             if let Some(c) = st.clients.get_mut(&id) {
                 c.lease_until = now + lease;
             }
@@ -262,8 +325,10 @@ pub(super) fn exchange_id(
                 scope: cx.server_owner.to_vec(),
             });
         }
-    } else if flags & EXCHGID4_FLAG_UPD_CONFIRMED_REC_A != 0 {
-        return Err(Nfs4Status::NoEnt);
+        _ => {}
+    }
+    if clid_in_use(cx, &st, owner, true, 0) {
+        return Err(Nfs4Status::ClidInUse);
     }
     let stale: Vec<u64> = st
         .clients
@@ -284,21 +349,35 @@ pub(super) fn exchange_id(
     })
 }
 
+/// CREATE_SESSION (RFC 8881 §18.36.4): the client's sequence (a retransmission answered
+/// from the record's cache, a misordered one SEQ_MISORDERED), its principal (another one's:
+/// CLID_INUSE), known flags (else INVAL), fore channel sizes that hold a request and a reply
+/// (else TOOSMALL). Confirms the record and drops the owner's older ones with their state.
 pub(super) fn create_session(
     cx: &mut Ctx,
     clientid: u64,
     sequence: u32,
+    flags: u32,
     fore: &ChannelAttrs,
     back: &ChannelAttrs,
 ) -> Result<Res, Nfs4Status> {
     let mut st = cx.state();
     let limits = st.limits;
     let c = st.clients.get(&clientid).ok_or(Nfs4Status::StaleClientId)?;
+    if c.minor == 0 {
+        return Err(Nfs4Status::StaleClientId);
+    }
+    if c.principal != cx.caller.uid {
+        return Err(Nfs4Status::ClidInUse);
+    }
     if sequence == c.cs_seq && c.cs_seq != 0 {
         return c.cs_reply.clone().ok_or(Nfs4Status::SeqMisordered);
     }
     if sequence != c.cs_seq.wrapping_add(1) {
         return Err(Nfs4Status::SeqMisordered);
+    }
+    if flags & !CREATE_SESSION4_FLAG_MASK != 0 {
+        return Err(Nfs4Status::Inval);
     }
     let owner = c.owner.clone();
     if st
@@ -374,7 +453,9 @@ pub(super) fn destroy_clientid(cx: &mut Ctx, id: u64) -> Result<Res, Nfs4Status>
     if !st.clients.contains_key(&id) {
         return Err(Nfs4Status::StaleClientId);
     }
-    if st.sessions.values().any(|s| s.client == id) {
+    // Sessions or state of its own keep a client id (RFC 8881 §18.50.3).
+    if st.sessions.values().any(|s| s.client == id) || st.states.values().any(|s| s.client() == id)
+    {
         return Err(Nfs4Status::ClientIdBusy);
     }
     st.remove_client(id);
