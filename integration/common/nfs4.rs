@@ -12,7 +12,20 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
+pub const OP_ACCESS: u32 = 3;
+pub const OP_CREATE: u32 = 6;
+pub const OP_GETATTR: u32 = 9;
 pub const OP_GETFH: u32 = 10;
+pub const OP_LOCKT: u32 = 13;
+pub const OP_LOOKUPP: u32 = 16;
+pub const OP_READDIR: u32 = 26;
+pub const OP_REMOVE: u32 = 28;
+pub const OP_RENAME: u32 = 29;
+pub const OP_RESTOREFH: u32 = 31;
+pub const OP_SECINFO: u32 = 33;
+pub const OP_SETATTR: u32 = 34;
+pub const OP_SECINFO_NO_NAME: u32 = 52;
+pub const OP_ILLEGAL: u32 = 10044;
 pub const OP_OPEN: u32 = 18;
 pub const OP_LOOKUP: u32 = 15;
 pub const OP_PUTFH: u32 = 22;
@@ -37,6 +50,17 @@ pub const NFS4_OK: u32 = 0;
 pub const NFS4ERR_ACCESS: u32 = 13;
 pub const NFS4ERR_INVAL: u32 = 22;
 pub const NFS4ERR_NOENT: u32 = 2;
+pub const NFS4ERR_EXIST: u32 = 17;
+pub const NFS4ERR_NOTDIR: u32 = 20;
+pub const NFS4ERR_ISDIR: u32 = 21;
+pub const NFS4ERR_BAD_COOKIE: u32 = 10003;
+pub const NFS4ERR_TOOSMALL: u32 = 10005;
+pub const NFS4ERR_NOT_SAME: u32 = 10027;
+pub const NFS4ERR_SYMLINK: u32 = 10029;
+pub const NFS4ERR_ATTRNOTSUPP: u32 = 10032;
+pub const NFS4ERR_BADOWNER: u32 = 10039;
+pub const NFS4ERR_OP_ILLEGAL: u32 = 10044;
+pub const NFS4ERR_WRONG_TYPE: u32 = 10083;
 pub const NFS4ERR_NXIO: u32 = 6;
 pub const NFS4ERR_NOTSUPP: u32 = 10004;
 pub const NFS4ERR_MINOR_VERS_MISMATCH: u32 = 10021;
@@ -76,6 +100,10 @@ impl Ops {
         self.u32(b.len() as u32);
         self.buf.extend_from_slice(b);
         self.buf.resize(self.buf.len() + (4 - b.len() % 4) % 4, 0);
+    }
+    /// The encoded operations (for an opaque made of them, or an `fattr4`'s values).
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf
     }
     /// Starts operation `num`; its arguments follow with the encoders above.
     pub fn op(mut self, num: u32) -> Ops {
@@ -117,6 +145,27 @@ impl Ops {
     }
     pub fn getfh(self) -> Ops {
         self.op(OP_GETFH)
+    }
+    pub fn lookupp(self) -> Ops {
+        self.op(OP_LOOKUPP)
+    }
+    /// GETATTR of the attributes numbered `attrs` (any number, known to the server or not).
+    pub fn getattr(self, attrs: &[u32]) -> Ops {
+        let mut s = self.op(OP_GETATTR);
+        s.bitmap(attrs);
+        s
+    }
+    /// A `bitmap4` with the bits `attrs` set.
+    pub fn bitmap(&mut self, attrs: &[u32]) {
+        let words = attrs.iter().map(|a| a / 32 + 1).max().unwrap_or(0);
+        let mut w = vec![0u32; words as usize];
+        for a in attrs {
+            w[(a / 32) as usize] |= 1 << (a % 32);
+        }
+        self.u32(words);
+        for v in w {
+            self.u32(v);
+        }
     }
     /// READ with the anonymous stateid.
     pub fn read(self, offset: u64, count: u32) -> Ops {
@@ -185,7 +234,9 @@ impl Ops {
 pub struct OpRes {
     pub op: u32,
     pub status: u32,
-    /// GETFH: the handle; READ and READ_PLUS: the data (of the first segment); OPEN: the
+    /// GETFH: the handle; GETATTR: the `fattr4` (bitmap and values) as sent; ACCESS:
+    /// supported (4) + access (4); SETATTR: the attrsset bitmap (also on errors); READDIR,
+    /// SECINFO, SECINFO_NO_NAME: the rest of the reply undecoded; READ and READ_PLUS: the data (of the first segment); OPEN: the
     /// stateid; WRITE: count, committed and verifier;
     /// SETCLIENTID: client id (8) + verifier (8); EXCHANGE_ID: client id (8) + sequence (4);
     /// CREATE_SESSION: the session id; SEEK: eof (4) + offset (8); COPY: the callback id
@@ -411,9 +462,39 @@ fn decode(b: &[u8]) -> Option<Reply> {
             body: Vec::new(),
             eof: false,
         };
-        if st == NFS4_OK {
+        if op == OP_SETATTR {
+            // SETATTR answers its bitmap whatever the status.
+            let start = r.0;
+            let words = r.u32()? as usize;
+            r.fixed(4 * words)?;
+            res.body = start[..4 + 4 * words].to_vec();
+        } else if st == NFS4_OK {
             match op {
                 OP_GETFH => res.body = r.opaque()?,
+                OP_GETATTR => {
+                    let start = r.0;
+                    let words = r.u32()? as usize;
+                    r.fixed(4 * words)?;
+                    r.opaque()?;
+                    res.body = start[..start.len() - r.0.len()].to_vec();
+                }
+                OP_ACCESS => res.body = r.fixed(8)?,
+                OP_CREATE => {
+                    r.fixed(20)?; // change info
+                    let words = r.u32()? as usize;
+                    r.fixed(4 * words)?;
+                }
+                OP_REMOVE => {
+                    r.fixed(20)?;
+                }
+                OP_RENAME => {
+                    r.fixed(40)?;
+                }
+                OP_READDIR | OP_SECINFO | OP_SECINFO_NO_NAME => {
+                    res.body = r.0.to_vec();
+                    results.push(res);
+                    break;
+                }
                 OP_READ => {
                     res.eof = r.u32()? != 0;
                     res.body = r.opaque()?;
@@ -457,6 +538,8 @@ fn decode(b: &[u8]) -> Option<Reply> {
                 OP_PUTFH
                 | OP_PUTROOTFH
                 | OP_LOOKUP
+                | OP_LOOKUPP
+                | OP_RESTOREFH
                 | OP_SETCLIENTID_CONFIRM
                 | OP_SAVEFH
                 | OP_ALLOCATE
