@@ -46,8 +46,8 @@
 pub(crate) mod sys;
 
 use super::vfs::{
-    access, Attr, Caller, DirEntry, FileType, FsStat, Handle, NewObject, SetAttr, SetTime,
-    Stability, Time, Vfs, VfsError, VfsResult, MAX_HANDLE,
+    access, Allocate, Attr, Caller, CopyRange, DirEntry, FileType, FsStat, Handle, NewObject,
+    SetAttr, SetTime, Stability, Time, Vfs, VfsError, VfsResult, MAX_HANDLE,
 };
 use crate::store::model::Ipv4Net;
 use std::ffi::CStr;
@@ -667,37 +667,32 @@ impl Tree {
     }
 
     /// ALLOCATE (`punch` false) or DEALLOCATE (`punch` true, the size kept).
-    pub fn allocate(
-        &self,
-        cred: &Cred,
-        kh: &KernelHandle,
-        offset: u64,
-        length: u64,
-        punch: bool,
-    ) -> VfsResult<()> {
+    pub fn allocate(&self, cred: &Cred, kh: &KernelHandle, how: &Allocate) -> VfsResult<()> {
         let f = self.open_write(cred, kh)?;
-        let mode = if punch {
+        let mode = if how.punch {
             libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
         } else {
             0
         };
-        sys::fallocate(f.as_fd(), mode, offset, length).map_err(os_err)
+        sys::fallocate(f.as_fd(), mode, how.offset, how.length).map_err(os_err)
     }
 
     /// COPY within this tree: up to [`MAX_COPY`] of `count` bytes; how many were copied.
     /// With `clone`, CLONE: all `count` bytes share the source's blocks (reflinks), or
     /// `NotSupported` where the file system has none.
-    #[allow(clippy::too_many_arguments)]
     pub fn copy(
         &self,
         cred: &Cred,
         src: &KernelHandle,
-        src_offset: u64,
         dst: &KernelHandle,
-        dst_offset: u64,
-        count: u64,
-        clone: bool,
+        range: &CopyRange,
     ) -> VfsResult<u64> {
+        let CopyRange {
+            src_offset,
+            dst_offset,
+            count,
+            clone,
+        } = *range;
         let from = self.open_read(cred, src)?;
         let to = self.open_write(cred, dst)?;
         if clone {
@@ -1184,33 +1179,20 @@ impl Vfs for DirVfs {
             .seek(&self.tree.cred(caller), &self.unseal(fh)?, offset, data)
     }
 
-    fn allocate(
-        &self,
-        caller: &Caller,
-        fh: &Handle,
-        offset: u64,
-        length: u64,
-        punch: bool,
-    ) -> VfsResult<()> {
+    fn allocate(&self, caller: &Caller, fh: &Handle, how: &Allocate) -> VfsResult<()> {
         let cred = self.tree.cred(caller);
-        self.tree
-            .allocate(&cred, &self.unseal(fh)?, offset, length, punch)
+        self.tree.allocate(&cred, &self.unseal(fh)?, how)
     }
 
     fn copy(
         &self,
         caller: &Caller,
         src: &Handle,
-        src_offset: u64,
         dst: &Handle,
-        dst_offset: u64,
-        count: u64,
-        clone: bool,
+        range: &CopyRange,
     ) -> VfsResult<u64> {
         let (s, d) = (self.unseal(src)?, self.unseal(dst)?);
-        let cred = self.tree.cred(caller);
-        self.tree
-            .copy(&cred, &s, src_offset, &d, dst_offset, count, clone)
+        self.tree.copy(&self.tree.cred(caller), &s, &d, range)
     }
 
     fn getattr(&self, _caller: &Caller, fh: &Handle) -> VfsResult<Attr> {
