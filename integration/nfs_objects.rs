@@ -515,6 +515,93 @@ fn create_lookup_getattr_and_rename_special_files() {
     }
 }
 
+/// CREATE's refusals (RFC 8881 §18.4.3, RFC 7530 §16.4.5): a regular file (OPEN makes those)
+/// is BADTYPE, an existing name EXIST, an empty symlink target INVAL, a current filehandle
+/// that is no directory NOTDIR, and a device made by someone other than root PERM; nothing
+/// is left behind.
+#[test]
+fn create_refusals() {
+    let s = serve();
+    let mut c = Conn::new(&s, "nfsobj-create-refusals");
+    let empty_link = |o: Ops| {
+        o.with(OP_CREATE, |a| {
+            a.u32(NF4LNK);
+            a.opaque(b"");
+            a.opaque(b"empty-link");
+            fattr(a, &[], |_| {});
+        })
+    };
+    let user = Cred::user(1000, 1000, &[]);
+    std::fs::set_permissions(
+        s.dir.join("d"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod d");
+    for minor in [0, 1] {
+        let r = c.call(minor, &root(), |o| create(export(o), NF4REG, "reg", (0, 0)));
+        assert_eq!(r.status, NFS4ERR_BADTYPE, "4.{minor}: {r:?}");
+        let r = c.call(minor, &root(), |o| create(export(o), NF4DIR, "d", (0, 0)));
+        assert_eq!(r.status, NFS4ERR_EXIST, "4.{minor}: {r:?}");
+        let r = c.call(minor, &root(), |o| empty_link(export(o)));
+        assert_eq!(r.status, NFS4ERR_INVAL, "4.{minor}: {r:?}");
+        let r = c.call(minor, &root(), |o| {
+            create(export(o).lookup("data.txt"), NF4FIFO, "p", (0, 0))
+        });
+        assert_eq!(r.status, NFS4ERR_NOTDIR, "4.{minor}: {r:?}");
+        let r = c.call(minor, &user, |o| {
+            create(export(o).lookup("d"), NF4CHR, "c", (1, 3))
+        });
+        assert_eq!(r.status, NFS4ERR_PERM, "4.{minor} uid 1000 mknod: {r:?}");
+    }
+    for name in ["reg", "empty-link", "d/c"] {
+        assert!(!s.dir.join(name).exists(), "{name} was made");
+    }
+}
+
+/// Directory operations on objects of the wrong type (RFC 8881 §18.15, §18.9, §18.25,
+/// §18.26; RFC 7530 §16.15, §16.9, §16.26, §16.27): LOOKUP from a symlink is SYMLINK and
+/// from a file NOTDIR; LINK of a directory is ISDIR; REMOVE and RENAME in a file are
+/// NOTDIR.
+#[test]
+fn directory_operations_on_non_directories() {
+    let s = serve();
+    let mut c = Conn::new(&s, "nfsobj-dirops");
+    let r = c.call(1, &root(), |o| create(export(o), NF4LNK, "link", (0, 0)));
+    assert_eq!(r.status, NFS4_OK, "{r:?}");
+    let rename = |o: Ops| {
+        o.with(OP_RENAME, |a| {
+            a.opaque(b"x");
+            a.opaque(b"y");
+        })
+    };
+    for minor in [0, 1] {
+        let r = c.call(minor, &root(), |o| export(o).lookup("link").lookup("x"));
+        assert_eq!(r.status, NFS4ERR_SYMLINK, "4.{minor}: {r:?}");
+        let r = c.call(minor, &root(), |o| export(o).lookup("data.txt").lookup("x"));
+        assert_eq!(r.status, NFS4ERR_NOTDIR, "4.{minor}: {r:?}");
+        let r = c.call(minor, &root(), |o| {
+            export(o)
+                .lookup("d")
+                .savefh()
+                .putrootfh()
+                .lookup(EXPORT)
+                .with(OP_LINK, |a| a.opaque(b"dirlink"))
+        });
+        assert_eq!(r.status, NFS4ERR_ISDIR, "4.{minor} LINK: {r:?}");
+        let r = c.call(minor, &root(), |o| {
+            export(o)
+                .lookup("data.txt")
+                .with(OP_REMOVE, |a| a.opaque(b"x"))
+        });
+        assert_eq!(r.status, NFS4ERR_NOTDIR, "4.{minor} REMOVE: {r:?}");
+        let r = c.call(minor, &root(), |o| {
+            rename(export(o).lookup("data.txt").savefh())
+        });
+        assert_eq!(r.status, NFS4ERR_NOTDIR, "4.{minor} RENAME: {r:?}");
+    }
+    assert!(!s.dir.join("dirlink").exists());
+}
+
 /// Objects of the wrong type (RFC 7530 §16.16.5 and §13.2, RFC 8881 §18.16.3, §18.11 and
 /// §15.2): OPEN of a directory is ISDIR, of a symlink SYMLINK, of any other non-regular
 /// file SYMLINK in 4.0 and WRONG_TYPE in 4.1; LOCKT on a directory is ISDIR, on the others
