@@ -602,7 +602,7 @@ fn directory_operations_on_non_directories() {
     assert!(!s.dir.join("dirlink").exists());
 }
 
-/// Objects of the wrong type (RFC 7530 §16.16.5 and §13.2, RFC 8881 §18.16.3, §18.11 and
+/// Objects of the wrong type (RFC 7530 §16.16.6 and §13.2, RFC 8881 §18.16.3, §18.11 and
 /// §15.2): OPEN of a directory is ISDIR, of a symlink SYMLINK, of any other non-regular
 /// file SYMLINK in 4.0 and WRONG_TYPE in 4.1; LOCKT on a directory is ISDIR, on the others
 /// INVAL in 4.0, and SYMLINK or WRONG_TYPE in 4.1; LOOKUPP from a non-directory is NOTDIR.

@@ -220,7 +220,7 @@ enum NeedsRegular {
 
 /// Refuses an object of type `kind` where `op` needs a regular file, with the status the
 /// RFCs give: a directory is NFS4ERR_ISDIR. OPEN of anything else is NFS4ERR_SYMLINK in
-/// 4.0 (RFC 7530 §16.16.5: symlinks and special files alike), and in 4.1 NFS4ERR_SYMLINK
+/// 4.0 (RFC 7530 §16.16.6: symlinks and special files alike), and in 4.1 NFS4ERR_SYMLINK
 /// for a symlink and NFS4ERR_WRONG_TYPE for the rest (RFC 8881 §18.16.3). LOCK and LOCKT
 /// have no NFS4ERR_SYMLINK in 4.0 (RFC 7530 §13.2): NFS4ERR_INVAL; in 4.1 a symlink is
 /// NFS4ERR_SYMLINK and the rest NFS4ERR_WRONG_TYPE (RFC 8881 §18.10.4, §18.11.4).
