@@ -24,19 +24,20 @@ const A_OWNER_GROUP: u32 = 37;
 const A_RAWDEV: u32 = 41;
 const A_TIME_MODIFY_SET: u32 = 54;
 
-/// `nfs_ftype4` values.
+/// `nfs_ftype4` values, in their protocol order (NF4REG is 1).
 const NF4REG: u32 = 1;
-const NF4DIR: u32 = 2;
-const NF4BLK: u32 = 3;
-const NF4CHR: u32 = 4;
-const NF4LNK: u32 = 5;
-const NF4SOCK: u32 = 6;
-const NF4FIFO: u32 = 7;
+const NF4DIR: u32 = NF4REG + 1;
+const NF4BLK: u32 = NF4DIR + 1;
+const NF4CHR: u32 = NF4BLK + 1;
+const NF4LNK: u32 = NF4CHR + 1;
+const NF4SOCK: u32 = NF4LNK + 1;
+const NF4FIFO: u32 = NF4SOCK + 1;
 
+/// The running server: where it listens, and the export's directory on the host.
 struct Server {
-    _drover: Drover,
     addr: std::net::SocketAddr,
     dir: std::path::PathBuf,
+    _drover: Drover,
 }
 
 /// `drover serve` on `lo` with the read-write export `o` (root not squashed) open to
@@ -45,28 +46,22 @@ fn serve() -> Server {
     require_root();
     let mut drover = Drover::new();
     let dir = drover.scratch().join("objects");
+    let data = dir.join("data.txt");
     std::fs::create_dir_all(dir.join("d")).expect("export dir");
-    std::fs::write(dir.join("data.txt"), b"twelve bytes").expect("data.txt");
-    std::os::unix::fs::chown(dir.join("data.txt"), Some(1000), Some(1000)).expect("chown");
-    drover.cli_ok(&[
-        "nfs",
-        "export",
-        "add",
-        EXPORT,
-        "--path",
-        dir.to_str().expect("utf-8"),
-        "--clients",
-        "127.0.0.1/32",
-        "--rw",
-        "--no-root-squash",
-    ]);
+    std::fs::write(&data, b"twelve bytes").expect("data.txt");
+    std::os::unix::fs::chown(&data, Some(1000), Some(1000)).expect("chown");
+    let path = dir.to_str().expect("utf-8");
+    let flags = ["--clients", "127.0.0.1/32", "--rw", "--no-root-squash"];
+    let mut args = vec!["nfs", "export", "add", EXPORT, "--path", path];
+    args.extend(flags);
+    drover.cli_ok(&args);
     let port = common::api::free_port();
     let config = format!("[nfs]\nenabled = true\nport = {port}\ngrace-secs = 0\n");
     drover.serve_with(None, "lo", &config_only(&[], &config));
     Server {
-        _drover: drover,
         addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         dir,
+        _drover: drover,
     }
 }
 
