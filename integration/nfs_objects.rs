@@ -595,6 +595,17 @@ fn directory_operations_on_non_directories() {
         assert_eq!(r.status, NFS4ERR_NOTDIR, "4.{minor} RENAME: {r:?}");
     }
     assert!(!s.dir.join("dirlink").exists());
+    // LOOKUPP (RFC 8881 §18.14.3, RFC 7530 §16.15.4): from the export to the pseudo-root,
+    // and NOENT above that.
+    for minor in [0, 1] {
+        let r = c.call(minor, &root(), |o| o.putrootfh().getfh());
+        let pseudo = r.body(OP_GETFH).to_vec();
+        let r = c.call(minor, &root(), |o| export(o).lookupp().getfh());
+        assert_eq!(r.status, NFS4_OK, "4.{minor}: {r:?}");
+        assert_eq!(r.body(OP_GETFH), pseudo, "4.{minor}: the export's parent");
+        let r = c.call(minor, &root(), |o| o.putrootfh().lookupp());
+        assert_eq!(r.status, NFS4ERR_NOENT, "4.{minor}: {r:?}");
+    }
 }
 
 /// Objects of the wrong type (RFC 7530 §16.16.6 and §13.2, RFC 8881 §18.16.3, §18.11 and
@@ -740,7 +751,8 @@ fn flavours(body: &[u8]) -> Vec<u32> {
 
 /// SECINFO (RFC 8881 §18.29, RFC 7530 §16.31) and SECINFO_NO_NAME (RFC 8881 §18.45) answer
 /// AUTH_SYS, and in 4.1 consume the current filehandle (§2.6.3.1.1.8: a GETFH after them is
-/// NOFILEHANDLE); SECINFO of a missing name is NOENT; SECINFO_NO_NAME is no 4.0 operation.
+/// NOFILEHANDLE); SECINFO of a missing name is NOENT, and so is SECINFO_NO_NAME's parent
+/// style at the pseudo-root; SECINFO_NO_NAME is no 4.0 operation.
 /// An unknown operation number (RFC 8881 §18.53, RFC 7530 §16.39) is answered as
 /// OP_ILLEGAL with NFS4ERR_OP_ILLEGAL, and the COMPOUND stops there.
 #[test]
@@ -777,6 +789,11 @@ fn secinfo_and_illegal_operations() {
     }
     let r = sess.compound(&mut c, &root(), |o| secinfo(export(o), "data.txt").getfh());
     assert_eq!(r.status, NFS4ERR_NOFILEHANDLE, "{r:?}");
+    // The pseudo-root has no parent.
+    let r = sess.compound(&mut c, &root(), |o| no_name(o.putrootfh(), 1));
+    assert_eq!(r.status, NFS4ERR_NOENT, "parent of the pseudo-root: {r:?}");
+    let r = sess.compound(&mut c, &root(), |o| no_name(o.putrootfh(), 0));
+    assert_eq!(r.status, NFS4_OK, "the pseudo-root itself: {r:?}");
 
     for minor in [0, 1] {
         let r = if minor == 0 {

@@ -246,7 +246,7 @@ pub(crate) fn run(cx: &mut Ctx, op: &Op) -> OpResult {
         Op::Lookup(name) => filehandle::lookup(cx, name),
         Op::LookupP => filehandle::lookupp(cx),
         Op::SecInfo(name) => filehandle::secinfo(cx, name),
-        Op::SecInfoNoName(_) => filehandle::secinfo_no_name(cx),
+        Op::SecInfoNoName(style) => filehandle::secinfo_no_name(cx, *style),
         Op::GetAttr(want) => attr::getattr(cx, want),
         Op::Verify(f) => attr::verify(cx, f, true),
         Op::NVerify(f) => attr::verify(cx, f, false),
