@@ -258,8 +258,9 @@ fn getattr_of(b: &[u8]) -> (Vec<u32>, Vec<u8>) {
 /// GETATTR (RFC 7530 §16.7, RFC 8881 §18.7) of attributes the server does not know, in words
 /// past the ones it uses, answers the known ones and says so in the reply's bitmap. SETATTR
 /// (RFC 7530 §16.32, RFC 8881 §18.30) refuses times with nseconds of 10^9 and more
-/// (nfstime4, RFC 8881 §3.3.1: INVAL), empty owner strings (INVAL), read-only attributes
-/// (INVAL) and unknown ones (ATTRNOTSUPP), with its bitmap empty, and nothing changes;
+/// (nfstime4, RFC 8881 §3.3.1: INVAL), empty owner strings (INVAL), mode bits beyond 07777
+/// (RFC 8881 §6.2.4: INVAL), read-only attributes (INVAL) and unknown ones (ATTRNOTSUPP),
+/// with its bitmap empty, and nothing changes;
 /// without a current filehandle it is NOFILEHANDLE and the connection stays up.
 #[test]
 fn getattr_of_unknown_attributes_and_setattr_refusals() {
@@ -278,6 +279,9 @@ fn getattr_of_unknown_attributes_and_setattr_refusals() {
         assert_eq!(word(&vals, 0), NF4REG);
         assert_eq!(vals[4..12], 12u64.to_be_bytes());
 
+        let mode_before = std::fs::metadata(s.dir.join("data.txt"))
+            .expect("data")
+            .mode();
         let time = |nanos: u32| {
             move |v: &mut Ops| {
                 v.u32(1); // SET_TO_CLIENT_TIME4
@@ -313,6 +317,11 @@ fn getattr_of_unknown_attributes_and_setattr_refusals() {
                 NFS4ERR_BADOWNER,
             ),
             (
+                "mode with S_IFREG",
+                Box::new(move |o| setattr(o, &[A_MODE], |v| v.u32(0o100600))),
+                NFS4ERR_INVAL,
+            ),
+            (
                 "read-only type",
                 Box::new(move |o| setattr(o, &[A_TYPE], |v| v.u32(NF4DIR))),
                 NFS4ERR_INVAL,
@@ -336,8 +345,8 @@ fn getattr_of_unknown_attributes_and_setattr_refusals() {
         }
         let meta = std::fs::metadata(s.dir.join("data.txt")).expect("data.txt");
         assert_eq!(
-            (meta.uid(), meta.len()),
-            (1000, 12),
+            (meta.uid(), meta.len(), meta.mode()),
+            (1000, 12, mode_before),
             "a refused SETATTR changed it"
         );
 

@@ -45,8 +45,9 @@
 //!   maxread/maxwrite (1 MiB), mode, numlinks, owner and owner_group as numeric strings,
 //!   rawdev, time_access/metadata/modify/delta, time_*_set, suppattr_exclcreat (4.1).
 //!   GETATTR answers the known ones of what it is asked (its bitmap says which); SETATTR
-//!   refuses read-only attributes and times with nseconds >= 10^9 (INVAL), empty owners
-//!   (INVAL), owner names (BADOWNER) and unknown attributes (ATTRNOTSUPP).
+//!   refuses read-only attributes, times with nseconds >= 10^9 and mode bits beyond 07777
+//!   (INVAL), empty owners (INVAL), owner names (BADOWNER) and unknown attributes
+//!   (ATTRNOTSUPP).
 //! - State: 4.0 SETCLIENTID/SETCLIENTID_CONFIRM/RENEW with per-owner seqids and a replay of
 //!   the owner's last reply; 4.1 EXCHANGE_ID, CREATE_SESSION (with its own replay),
 //!   DESTROY_SESSION, SEQUENCE (slot table, whole-reply replay cache), DESTROY_CLIENTID,

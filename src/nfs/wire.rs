@@ -310,7 +310,7 @@ impl FAttr {
         for bit in self.mask.bits() {
             match bit {
                 fattr::SIZE => set.size = Some(r.u64().map_err(bad)?),
-                fattr::MODE => set.mode = Some(r.u32().map_err(bad)? & 0o7777),
+                fattr::MODE => set.mode = Some(mode(r.u32().map_err(bad)?)?),
                 fattr::OWNER => set.uid = Some(parse_id(r.opaque(MAX_OPAQUE).map_err(bad)?)?),
                 fattr::OWNER_GROUP => set.gid = Some(parse_id(r.opaque(MAX_OPAQUE).map_err(bad)?)?),
                 fattr::TIME_ACCESS_SET => set.atime = Some(settime(&mut r)?),
@@ -326,6 +326,15 @@ impl FAttr {
         }
         Ok(set)
     }
+}
+
+/// A `mode4` a client sets: bits beyond the permission, setuid, setgid and sticky bits are
+/// not defined, and setting them is NFS4ERR_INVAL (RFC 8881 §6.2.4, RFC 7530 §6.2.4).
+fn mode(m: u32) -> Result<u32, Nfs4Status> {
+    if m & !0o7777 != 0 {
+        return Err(Nfs4Status::Inval);
+    }
+    Ok(m)
 }
 
 /// Owners travel as numeric strings ("1000"); AUTH_SYS clients with id mapping off send
@@ -1753,6 +1762,16 @@ mod tests {
             let mut v = Writer::new();
             v.opaque(b"");
             assert_eq!(one(bit, v).settable(), Err(Nfs4Status::Inval), "bit {bit}");
+        }
+        for (m, want) in [
+            (0o7777, Ok(Some(0o7777))),
+            (0o10644, Err(Nfs4Status::Inval)),
+            (0o100644, Err(Nfs4Status::Inval)),
+        ] {
+            let mut v = Writer::new();
+            v.u32(m);
+            let got = one(fattr::MODE, v).settable().map(|s| s.mode);
+            assert_eq!(got, want, "mode {m:o}");
         }
     }
 
