@@ -12,17 +12,30 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
+pub const OP_ACCESS: u32 = 3;
 pub const OP_CLOSE: u32 = 4;
+pub const OP_CREATE: u32 = 6;
+pub const OP_GETATTR: u32 = 9;
 pub const OP_GETFH: u32 = 10;
+pub const OP_LINK: u32 = 11;
 pub const OP_LOCK: u32 = 12;
 pub const OP_LOCKT: u32 = 13;
 pub const OP_LOCKU: u32 = 14;
+pub const OP_LOOKUPP: u32 = 16;
 pub const OP_OPEN_CONFIRM: u32 = 20;
 pub const OP_OPEN_DOWNGRADE: u32 = 21;
+pub const OP_READDIR: u32 = 26;
+pub const OP_REMOVE: u32 = 28;
+pub const OP_RENAME: u32 = 29;
 pub const OP_RENEW: u32 = 30;
+pub const OP_RESTOREFH: u32 = 31;
+pub const OP_SECINFO: u32 = 33;
+pub const OP_SETATTR: u32 = 34;
 pub const OP_DESTROY_SESSION: u32 = 44;
+pub const OP_SECINFO_NO_NAME: u32 = 52;
 pub const OP_DESTROY_CLIENTID: u32 = 57;
 pub const OP_RECLAIM_COMPLETE: u32 = 58;
+pub const OP_ILLEGAL: u32 = 10044;
 pub const OP_OPEN: u32 = 18;
 pub const OP_LOOKUP: u32 = 15;
 pub const OP_PUTFH: u32 = 22;
@@ -47,6 +60,19 @@ pub const NFS4_OK: u32 = 0;
 pub const NFS4ERR_ACCESS: u32 = 13;
 pub const NFS4ERR_INVAL: u32 = 22;
 pub const NFS4ERR_NOENT: u32 = 2;
+pub const NFS4ERR_EXIST: u32 = 17;
+pub const NFS4ERR_NOTDIR: u32 = 20;
+pub const NFS4ERR_ISDIR: u32 = 21;
+pub const NFS4ERR_PERM: u32 = 1;
+pub const NFS4ERR_BAD_COOKIE: u32 = 10003;
+pub const NFS4ERR_BADTYPE: u32 = 10007;
+pub const NFS4ERR_TOOSMALL: u32 = 10005;
+pub const NFS4ERR_NOT_SAME: u32 = 10027;
+pub const NFS4ERR_SYMLINK: u32 = 10029;
+pub const NFS4ERR_ATTRNOTSUPP: u32 = 10032;
+pub const NFS4ERR_BADOWNER: u32 = 10039;
+pub const NFS4ERR_OP_ILLEGAL: u32 = 10044;
+pub const NFS4ERR_WRONG_TYPE: u32 = 10083;
 pub const NFS4ERR_NXIO: u32 = 6;
 pub const NFS4ERR_NOTSUPP: u32 = 10004;
 pub const NFS4ERR_MINOR_VERS_MISMATCH: u32 = 10021;
@@ -66,12 +92,9 @@ pub const NFS4ERR_BAD_STATEID: u32 = 10025;
 pub const NFS4ERR_BAD_SEQID: u32 = 10026;
 pub const NFS4ERR_LOCKS_HELD: u32 = 10037;
 pub const NFS4ERR_SEQ_MISORDERED: u32 = 10063;
-pub const NFS4ERR_TOOSMALL: u32 = 10005;
 pub const NFS4ERR_COMPLETE_ALREADY: u32 = 10054;
 pub const NFS4ERR_CLIENTID_BUSY: u32 = 10074;
 pub const NFS4ERR_NOT_ONLY_OP: u32 = 10081;
-pub const NFS4ERR_NOT_SAME: u32 = 10027;
-pub const NFS4ERR_PERM: u32 = 1;
 pub const NFS4ERR_BADSESSION: u32 = 10052;
 
 /// The anonymous stateid (all zeros) and the READ bypass stateid (all ones).
@@ -126,6 +149,10 @@ impl Ops {
         self.buf.extend_from_slice(b);
         self.buf.resize(self.buf.len() + (4 - b.len() % 4) % 4, 0);
     }
+    /// The encoded operations (for an opaque made of them, or an `fattr4`'s values).
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
     /// Starts operation `num`; its arguments follow with the encoders above.
     pub fn op(mut self, num: u32) -> Ops {
         self.u32(num);
@@ -166,6 +193,27 @@ impl Ops {
     }
     pub fn getfh(self) -> Ops {
         self.op(OP_GETFH)
+    }
+    pub fn lookupp(self) -> Ops {
+        self.op(OP_LOOKUPP)
+    }
+    /// GETATTR of the attributes numbered `attrs` (any number, known to the server or not).
+    pub fn getattr(self, attrs: &[u32]) -> Ops {
+        let mut s = self.op(OP_GETATTR);
+        s.bitmap(attrs);
+        s
+    }
+    /// A `bitmap4` with the bits `attrs` set.
+    pub fn bitmap(&mut self, attrs: &[u32]) {
+        let words = attrs.iter().map(|a| a / 32 + 1).max().unwrap_or(0);
+        let mut w = vec![0u32; words as usize];
+        for a in attrs {
+            w[(a / 32) as usize] |= 1 << (a % 32);
+        }
+        self.u32(words);
+        for v in w {
+            self.u32(v);
+        }
     }
     /// READ with the anonymous stateid.
     pub fn read(self, offset: u64, count: u32) -> Ops {
@@ -353,8 +401,10 @@ impl Ops {
 pub struct OpRes {
     pub op: u32,
     pub status: u32,
-    /// GETFH: the handle; READ and READ_PLUS: the data (of the first segment); OPEN: the
-    /// stateid; WRITE: count, committed and verifier;
+    /// GETFH: the handle; GETATTR: the `fattr4` (bitmap and values) as sent; ACCESS:
+    /// supported (4) + access (4); SETATTR: the attrsset bitmap (also on errors); READDIR,
+    /// SECINFO, SECINFO_NO_NAME: the rest of the reply undecoded; READ and READ_PLUS: the
+    /// data (of the first segment); OPEN: the stateid; WRITE: count, committed and verifier;
     /// SETCLIENTID: client id (8) + verifier (8); OPEN_CONFIRM, OPEN_DOWNGRADE, CLOSE, LOCK
     /// and LOCKU: the stateid; LOCK and LOCKT denied: offset (8), length (8), lock type (4),
     /// the owner's client id (8) and name; EXCHANGE_ID: client id (8) + sequence (4) + flags (4);
@@ -620,15 +670,44 @@ fn decode(b: &[u8]) -> Option<Reply> {
             body: Vec::new(),
             eof: false,
         };
-        if st == NFS4ERR_DENIED && (op == OP_LOCK || op == OP_LOCKT) {
+        if op == OP_SETATTR {
+            // SETATTR answers its bitmap whatever the status.
+            let start = r.0;
+            let words = r.u32()? as usize;
+            r.fixed(4 * words)?;
+            res.body = start[..4 + 4 * words].to_vec();
+        } else if st == NFS4ERR_DENIED && (op == OP_LOCK || op == OP_LOCKT) {
             // LOCK4denied: offset, length, type, then the owner's client id and name.
             let mut d = r.fixed(28)?;
             d.extend_from_slice(&r.opaque()?);
             res.body = d;
-        }
-        if st == NFS4_OK {
+        } else if st == NFS4_OK {
             match op {
                 OP_GETFH => res.body = r.opaque()?,
+                OP_GETATTR => {
+                    let start = r.0;
+                    let words = r.u32()? as usize;
+                    r.fixed(4 * words)?;
+                    r.opaque()?;
+                    res.body = start[..start.len() - r.0.len()].to_vec();
+                }
+                OP_ACCESS => res.body = r.fixed(8)?,
+                OP_CREATE => {
+                    r.fixed(20)?; // change info
+                    let words = r.u32()? as usize;
+                    r.fixed(4 * words)?;
+                }
+                OP_REMOVE => {
+                    r.fixed(20)?;
+                }
+                OP_RENAME => {
+                    r.fixed(40)?;
+                }
+                OP_READDIR | OP_SECINFO | OP_SECINFO_NO_NAME => {
+                    res.body = r.0.to_vec();
+                    results.push(res);
+                    break;
+                }
                 OP_READ => {
                     res.eof = r.u32()? != 0;
                     res.body = r.opaque()?;
@@ -675,6 +754,8 @@ fn decode(b: &[u8]) -> Option<Reply> {
                 OP_PUTFH
                 | OP_PUTROOTFH
                 | OP_LOOKUP
+                | OP_LOOKUPP
+                | OP_RESTOREFH
                 | OP_SETCLIENTID_CONFIRM
                 | OP_LOCKT
                 | OP_RENEW

@@ -30,7 +30,11 @@
 //!   kept in atime/mtime), OPEN_CONFIRM, OPEN_DOWNGRADE, CLOSE, LOCK, LOCKT, LOCKU,
 //!   RELEASE_LOCKOWNER, REMOVE, RENAME, LINK, READDIR (cookie verifier, dircount and maxcount),
 //!   READLINK, SECINFO, SECINFO_NO_NAME (AUTH_SYS). PUTFH checks the handle (BADHANDLE for
-//!   one drover did not seal, STALE for one out of the caller's reach).
+//!   one drover did not seal, STALE for one out of the caller's reach). Objects of the wrong
+//!   type get the status of the minor version (`ops::regular_only`: OPEN ISDIR/SYMLINK in
+//!   4.0, WRONG_TYPE for special files in 4.1; LOCKT INVAL in 4.0); ACCESS supports only
+//!   the bits that mean something for the object's type. CREATE, LINK, REMOVE and RENAME
+//!   fsync the directories they change before answering.
 //! - NFSv4.2: SEEK (data/hole), ALLOCATE, DEALLOCATE, READ_PLUS (data as one segment),
 //!   synchronous intra-server COPY (at most 64 MiB per call) and CLONE (reflinks, else
 //!   NOTSUPP) on shared exports; on a node's layer the changes answer NOTSUPP (the client
@@ -40,6 +44,10 @@
 //!   filehandle, fileid, mounted_on_fileid, files_*, space_*, maxfilesize, maxlink, maxname,
 //!   maxread/maxwrite (1 MiB), mode, numlinks, owner and owner_group as numeric strings,
 //!   rawdev, time_access/metadata/modify/delta, time_*_set, suppattr_exclcreat (4.1).
+//!   GETATTR answers the known ones of what it is asked (its bitmap says which); SETATTR
+//!   refuses read-only attributes, times with nseconds >= 10^9 and mode bits beyond 07777
+//!   (INVAL), empty owners (INVAL), owner names (BADOWNER) and unknown attributes
+//!   (ATTRNOTSUPP).
 //! - State: 4.0 SETCLIENTID/SETCLIENTID_CONFIRM/RENEW with per-owner seqids and a replay of
 //!   the owner's last reply; 4.1 EXCHANGE_ID, CREATE_SESSION (with its own replay),
 //!   DESTROY_SESSION, SEQUENCE (slot table, whole-reply replay cache), DESTROY_CLIENTID,

@@ -120,6 +120,26 @@ pub enum NewObject {
     Socket,
 }
 
+/// ALLOCATE's and DEALLOCATE's arguments: `length` bytes at `offset`, reserved (`punch`
+/// false) or freed to read back as zeros (`punch` true, the size kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allocate {
+    pub offset: u64,
+    pub length: u64,
+    pub punch: bool,
+}
+
+/// COPY's and CLONE's arguments besides the two files: `count` bytes from `src_offset` of
+/// the source to `dst_offset` of the destination; `clone` shares the source's blocks
+/// (CLONE) instead of copying them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyRange {
+    pub src_offset: u64,
+    pub dst_offset: u64,
+    pub count: u64,
+    pub clone: bool,
+}
+
 /// How far a WRITE's data must be on stable storage before it is acknowledged (`stable_how4`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stability {
@@ -339,36 +359,24 @@ pub trait Vfs: Send + Sync + 'static {
         Err(VfsError::NotSupported)
     }
 
-    /// Reserves (`punch` false: ALLOCATE) or frees (`punch` true: DEALLOCATE, reading back
-    /// as zeros) `length` bytes at `offset` of `fh`.
-    fn allocate(
-        &self,
-        caller: &Caller,
-        fh: &Handle,
-        offset: u64,
-        length: u64,
-        punch: bool,
-    ) -> VfsResult<()> {
-        let _ = (caller, fh, offset, length, punch);
+    /// Reserves (ALLOCATE) or frees (DEALLOCATE, reading back as zeros) a range of `fh`.
+    fn allocate(&self, caller: &Caller, fh: &Handle, how: &Allocate) -> VfsResult<()> {
+        let _ = (caller, fh, how);
         Err(VfsError::NotSupported)
     }
 
-    /// Copies up to `count` bytes from `src` at `src_offset` to `dst` at `dst_offset`
-    /// (COPY); returns how many it copied, which may be fewer; the data is not yet stable.
-    /// With `clone` (CLONE) the bytes share `src`'s blocks instead, all `count` of them, or
-    /// [`VfsError::NotSupported`] where the file system cannot.
-    #[allow(clippy::too_many_arguments)]
+    /// Copies up to `range.count` bytes from `src` to `dst` (COPY); returns how many it
+    /// copied, which may be fewer; the data is not yet stable. With `range.clone` (CLONE)
+    /// the bytes share `src`'s blocks instead, all of them, or [`VfsError::NotSupported`]
+    /// where the file system cannot.
     fn copy(
         &self,
         caller: &Caller,
         src: &Handle,
-        src_offset: u64,
         dst: &Handle,
-        dst_offset: u64,
-        count: u64,
-        clone: bool,
+        range: &CopyRange,
     ) -> VfsResult<u64> {
-        let _ = (caller, src, src_offset, dst, dst_offset, count, clone);
+        let _ = (caller, src, dst, range);
         Err(VfsError::NotSupported)
     }
 

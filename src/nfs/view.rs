@@ -49,8 +49,8 @@ use super::fs::{self, HandleKey, KernelHandle, Squash, Tree};
 use super::ids::{ImageIds, LayerIds, Loc, ObjId, RootHandle, RootKeys, TAG_IMAGE, TAG_LAYER};
 use super::replica::{self, Capture, Replica};
 use super::vfs::{
-    Attr, Caller, DirEntry, FileType, FsStat, Handle, NewObject, SetAttr, Stability, Time, Vfs,
-    VfsError, VfsResult,
+    Allocate, Attr, Caller, CopyRange, DirEntry, FileType, FsStat, Handle, NewObject, SetAttr,
+    Stability, Time, Vfs, VfsError, VfsResult,
 };
 use crate::image::unpack;
 use crate::image::Blobs;
@@ -1098,28 +1098,18 @@ impl Vfs for Views {
         tree.seek(&tree.cred(caller), k, offset, data)
     }
 
-    fn allocate(
-        &self,
-        caller: &Caller,
-        fh: &Handle,
-        offset: u64,
-        length: u64,
-        punch: bool,
-    ) -> VfsResult<()> {
+    fn allocate(&self, caller: &Caller, fh: &Handle, how: &Allocate) -> VfsResult<()> {
         let t = self.resolve(caller, fh)?;
         let (tree, k) = unreplicated(&t)?;
-        tree.allocate(&tree.cred(caller), k, offset, length, punch)
+        tree.allocate(&tree.cred(caller), k, how)
     }
 
     fn copy(
         &self,
         caller: &Caller,
         src: &Handle,
-        src_offset: u64,
         dst: &Handle,
-        dst_offset: u64,
-        count: u64,
-        clone: bool,
+        range: &CopyRange,
     ) -> VfsResult<u64> {
         let (a, b) = (self.resolve(caller, src)?, self.resolve(caller, dst)?);
         let ((tree, ka), (_, kb)) = (unreplicated(&a)?, unreplicated(&b)?);
@@ -1127,8 +1117,7 @@ impl Vfs for Views {
         if !a.same_tree(&b) {
             return Err(VfsError::NotSupported);
         }
-        let cred = tree.cred(caller);
-        tree.copy(&cred, ka, src_offset, kb, dst_offset, count, clone)
+        tree.copy(&tree.cred(caller), ka, kb, range)
     }
 
     fn statfs(&self, caller: &Caller, fh: &Handle) -> VfsResult<FsStat> {

@@ -310,11 +310,11 @@ impl FAttr {
         for bit in self.mask.bits() {
             match bit {
                 fattr::SIZE => set.size = Some(r.u64().map_err(bad)?),
-                fattr::MODE => set.mode = Some(r.u32().map_err(bad)? & 0o7777),
+                fattr::MODE => set.mode = Some(mode(r.u32().map_err(bad)?)?),
                 fattr::OWNER => set.uid = Some(parse_id(r.opaque(MAX_OPAQUE).map_err(bad)?)?),
                 fattr::OWNER_GROUP => set.gid = Some(parse_id(r.opaque(MAX_OPAQUE).map_err(bad)?)?),
-                fattr::TIME_ACCESS_SET => set.atime = Some(settime(&mut r).map_err(bad)?),
-                fattr::TIME_MODIFY_SET => set.mtime = Some(settime(&mut r).map_err(bad)?),
+                fattr::TIME_ACCESS_SET => set.atime = Some(settime(&mut r)?),
+                fattr::TIME_MODIFY_SET => set.mtime = Some(settime(&mut r)?),
                 b if SUPPORTED_V40.contains(&b) || b == fattr::SUPPATTR_EXCLCREAT => {
                     return Err(Nfs4Status::Inval)
                 }
@@ -328,29 +328,45 @@ impl FAttr {
     }
 }
 
+/// A `mode4` a client sets: bits beyond the permission, setuid, setgid and sticky bits are
+/// not defined, and setting them is NFS4ERR_INVAL (RFC 8881 §6.2.4, RFC 7530 §6.2.4).
+fn mode(m: u32) -> Result<u32, Nfs4Status> {
+    if m & !0o7777 != 0 {
+        return Err(Nfs4Status::Inval);
+    }
+    Ok(m)
+}
+
 /// Owners travel as numeric strings ("1000"); AUTH_SYS clients with id mapping off send
-/// them so. Names (`user@domain`) are not mapped.
+/// them so. Names (`user@domain`) are not mapped: NFS4ERR_BADOWNER. An empty string names
+/// no one: a malformed argument (NFS4ERR_INVAL), not a name this server fails to map.
 fn parse_id(s: &[u8]) -> Result<u32, Nfs4Status> {
+    if s.is_empty() {
+        return Err(Nfs4Status::Inval);
+    }
     std::str::from_utf8(s)
         .ok()
         .and_then(|s| s.parse().ok())
         .ok_or(Nfs4Status::BadOwner)
 }
 
-fn time(r: &mut Reader) -> XdrResult<Time> {
-    let seconds = r.i64()?;
-    let nanos = r.u32()?;
+/// An `nfstime4` a client sets. Bytes missing are NFS4ERR_BADXDR; nseconds of 10^9 or more
+/// decode but are no time (RFC 8881 §3.3.1, RFC 7530 §2.2): NFS4ERR_INVAL.
+fn time(r: &mut Reader) -> Result<Time, Nfs4Status> {
+    let seconds = r.i64().map_err(|_| Nfs4Status::BadXdr)?;
+    let nanos = r.u32().map_err(|_| Nfs4Status::BadXdr)?;
     if nanos >= 1_000_000_000 {
-        return Err(XdrError::BadValue);
+        return Err(Nfs4Status::Inval);
     }
     Ok(Time { seconds, nanos })
 }
 
-fn settime(r: &mut Reader) -> XdrResult<SetTime> {
-    match r.u32()? {
+/// A `settime4`; an unknown `time_how4` does not decode (NFS4ERR_BADXDR).
+fn settime(r: &mut Reader) -> Result<SetTime, Nfs4Status> {
+    match r.u32().map_err(|_| Nfs4Status::BadXdr)? {
         0 => Ok(SetTime::ServerNow),
         1 => Ok(SetTime::Client(time(r)?)),
-        _ => Err(XdrError::BadValue),
+        _ => Err(Nfs4Status::BadXdr),
     }
 }
 
@@ -1127,7 +1143,7 @@ fn decode_op(r: &mut Reader, num: u32, minor: u32) -> XdrResult<Op> {
             for _ in 0..n {
                 r.opaque(MAX_OPAQUE)?;
                 r.opaque(MAX_OPAQUE)?;
-                time(r)?;
+                time(r).map_err(|_| XdrError::BadValue)?;
             }
             Op::ExchangeId {
                 verifier,
@@ -1487,6 +1503,10 @@ pub fn encode_result(w: &mut Writer, op: u32, result: &OpResult) {
             debug_assert_ne!(*status, Nfs4Status::Ok, "op {op} failed with NFS4_OK");
             w.u32(status.code());
             match body {
+                // SETATTR4res carries its bitmap whatever the status (RFC 7530 §16.32.2,
+                // RFC 8881 §18.30.2), also when the op failed before it ran (no filehandle,
+                // undecodable arguments): nothing was set.
+                ErrBody::None if op == opnum::SETATTR => Bitmap::default().encode(w),
                 ErrBody::None => {}
                 ErrBody::AttrSet(b) => b.encode(w),
                 ErrBody::Denied(d) => d.encode(w),
@@ -1681,6 +1701,78 @@ mod tests {
             vals: vec![0, 0, 0, 1],
         };
         assert_eq!(f.settable(), Err(Nfs4Status::BadXdr));
+    }
+
+    #[test]
+    fn a_failed_setattr_always_carries_its_bitmap() {
+        for status in [Nfs4Status::NoFileHandle, Nfs4Status::BadXdr] {
+            let mut w = Writer::new();
+            encode_result(&mut w, opnum::SETATTR, &Err(status.into()));
+            let mut want = Writer::new();
+            want.u32(opnum::SETATTR);
+            want.u32(status.code());
+            want.u32(0);
+            assert_eq!(w.buf, want.buf, "{status:?}");
+        }
+        let mut w = Writer::new();
+        encode_result(
+            &mut w,
+            opnum::GETATTR,
+            &Err(Nfs4Status::NoFileHandle.into()),
+        );
+        assert_eq!(w.buf.len(), 8, "other failures carry nothing");
+    }
+
+    #[test]
+    fn settable_times_and_owners_are_checked() {
+        let one = |bit: u32, vals: Writer| FAttr {
+            mask: Bitmap::from_bits(&[bit]),
+            vals: vals.buf,
+        };
+        let time = |how: u32, nanos: u32| {
+            let mut v = Writer::new();
+            v.u32(how);
+            v.i64(5);
+            v.u32(nanos);
+            v
+        };
+        for (nanos, want) in [
+            (999_999_999, Ok(())),
+            (1_000_000_000, Err(Nfs4Status::Inval)),
+            (u32::MAX, Err(Nfs4Status::Inval)),
+        ] {
+            let got = one(fattr::TIME_MODIFY_SET, time(1, nanos)).settable();
+            assert_eq!(got.map(|_| ()), want, "nseconds {nanos}");
+        }
+        let s = one(fattr::TIME_ACCESS_SET, time(1, 7)).settable().unwrap();
+        let t = Time {
+            seconds: 5,
+            nanos: 7,
+        };
+        assert_eq!(s.atime, Some(SetTime::Client(t)));
+        // An unknown time_how4 and a time cut short do not decode.
+        let bad_how = one(fattr::TIME_MODIFY_SET, time(2, 0)).settable();
+        assert_eq!(bad_how, Err(Nfs4Status::BadXdr));
+        let mut short = Writer::new();
+        short.u32(1);
+        short.u32(0);
+        let cut = one(fattr::TIME_MODIFY_SET, short).settable();
+        assert_eq!(cut, Err(Nfs4Status::BadXdr));
+        for bit in [fattr::OWNER, fattr::OWNER_GROUP] {
+            let mut v = Writer::new();
+            v.opaque(b"");
+            assert_eq!(one(bit, v).settable(), Err(Nfs4Status::Inval), "bit {bit}");
+        }
+        for (m, want) in [
+            (0o7777, Ok(Some(0o7777))),
+            (0o10644, Err(Nfs4Status::Inval)),
+            (0o100644, Err(Nfs4Status::Inval)),
+        ] {
+            let mut v = Writer::new();
+            v.u32(m);
+            let got = one(fattr::MODE, v).settable().map(|s| s.mode);
+            assert_eq!(got, want, "mode {m:o}");
+        }
     }
 
     #[test]

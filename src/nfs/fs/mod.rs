@@ -33,7 +33,9 @@
 //! allowed with execute permission alone. Root is root for node root views (a node's root
 //! must be able to write its own files); a tree may squash uid 0 to nobody (shared exports).
 //!
-//! **Data.** WRITE with DATA_SYNC/FILE_SYNC syncs before it answers; COMMIT fsyncs. The write
+//! **Data.** WRITE with DATA_SYNC/FILE_SYNC syncs before it answers; COMMIT fsyncs; CREATE,
+//! LINK, REMOVE and RENAME fsync the directories whose entries they changed (both for a
+//! RENAME between two) before they answer, as knfsd's metadata commit does. The write
 //! verifier is random per process start. READDIR cookies are the file system's own
 //! directory offsets (`d_off`, plus 3 to keep clear of the reserved 0..=2): ext4's are hashes
 //! of the name, so they stay valid while entries come and go, and resuming is one `lseek`.
@@ -44,8 +46,8 @@
 pub(crate) mod sys;
 
 use super::vfs::{
-    access, Attr, Caller, DirEntry, FileType, FsStat, Handle, NewObject, SetAttr, SetTime,
-    Stability, Time, Vfs, VfsError, VfsResult, MAX_HANDLE,
+    access, Allocate, Attr, Caller, CopyRange, DirEntry, FileType, FsStat, Handle, NewObject,
+    SetAttr, SetTime, Stability, Time, Vfs, VfsError, VfsResult, MAX_HANDLE,
 };
 use crate::store::model::Ipv4Net;
 use std::ffi::CStr;
@@ -665,37 +667,32 @@ impl Tree {
     }
 
     /// ALLOCATE (`punch` false) or DEALLOCATE (`punch` true, the size kept).
-    pub fn allocate(
-        &self,
-        cred: &Cred,
-        kh: &KernelHandle,
-        offset: u64,
-        length: u64,
-        punch: bool,
-    ) -> VfsResult<()> {
+    pub fn allocate(&self, cred: &Cred, kh: &KernelHandle, how: &Allocate) -> VfsResult<()> {
         let f = self.open_write(cred, kh)?;
-        let mode = if punch {
+        let mode = if how.punch {
             libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
         } else {
             0
         };
-        sys::fallocate(f.as_fd(), mode, offset, length).map_err(os_err)
+        sys::fallocate(f.as_fd(), mode, how.offset, how.length).map_err(os_err)
     }
 
     /// COPY within this tree: up to [`MAX_COPY`] of `count` bytes; how many were copied.
     /// With `clone`, CLONE: all `count` bytes share the source's blocks (reflinks), or
     /// `NotSupported` where the file system has none.
-    #[allow(clippy::too_many_arguments)]
     pub fn copy(
         &self,
         cred: &Cred,
         src: &KernelHandle,
-        src_offset: u64,
         dst: &KernelHandle,
-        dst_offset: u64,
-        count: u64,
-        clone: bool,
+        range: &CopyRange,
     ) -> VfsResult<u64> {
+        let CopyRange {
+            src_offset,
+            dst_offset,
+            count,
+            clone,
+        } = *range;
         let from = self.open_read(cred, src)?;
         let to = self.open_write(cred, dst)?;
         if clone {
@@ -844,6 +841,17 @@ impl Tree {
             || cred.uid == dir.st.st_uid
     }
 
+    /// Makes the entries of directory `dir` durable: a name that CREATE, LINK, REMOVE or
+    /// RENAME added or took away survives a crash of the host once the client has its answer
+    /// (the new object's own inode is made durable with it on the journalling file systems
+    /// drover runs on).
+    fn sync_dir(dir: &Obj) -> VfsResult<()> {
+        // The O_PATH descriptor cannot be fsynced; "." reopens the directory itself.
+        let fd = sys::openat(dir.fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+            .map_err(os_err)?;
+        File::from(fd).sync_all().map_err(os_err)
+    }
+
     pub fn create(
         &self,
         cred: &Cred,
@@ -934,9 +942,11 @@ impl Tree {
             let a = self.getattr(&kh)?;
             Ok((kh, a))
         };
-        finish().inspect_err(|_| {
+        let made = finish().inspect_err(|_| {
             let _ = sys::unlinkat(dfd, &cname, matches!(what, NewObject::Directory));
-        })
+        })?;
+        Self::sync_dir(&d)?;
+        Ok(made)
     }
 
     pub fn link(
@@ -957,7 +967,8 @@ impl Tree {
         if !(cred.owns(&o.st) || (o.kind() == FileType::Regular && cred.may(&o.st, R | W))) {
             return Err(VfsError::Perm);
         }
-        sys::link_fd(o.fd.as_fd(), d.fd.as_fd(), &name).map_err(os_err)
+        sys::link_fd(o.fd.as_fd(), d.fd.as_fd(), &name).map_err(os_err)?;
+        Self::sync_dir(&d)
     }
 
     pub fn remove(&self, cred: &Cred, dir: &KernelHandle, name: &[u8]) -> VfsResult<()> {
@@ -972,7 +983,8 @@ impl Tree {
         sys::unlinkat(d.fd.as_fd(), &name, is_dir).map_err(|e| match e.raw_os_error() {
             Some(libc::EEXIST) => VfsError::NotEmpty,
             _ => os_err(e),
-        })
+        })?;
+        Self::sync_dir(&d)
     }
 
     pub fn rename(
@@ -1002,7 +1014,13 @@ impl Tree {
                 Some(libc::EEXIST) => VfsError::NotEmpty,
                 _ => os_err(e),
             }
-        })
+        })?;
+        // Both directories changed: the name left one and arrived in the other.
+        Self::sync_dir(&fd)?;
+        if (td.st.st_dev, td.st.st_ino) != (fd.st.st_dev, fd.st.st_ino) {
+            Self::sync_dir(&td)?;
+        }
+        Ok(())
     }
 
     /// Entries after `cookie`: names, cookies, kernel handles and attributes.
@@ -1161,33 +1179,20 @@ impl Vfs for DirVfs {
             .seek(&self.tree.cred(caller), &self.unseal(fh)?, offset, data)
     }
 
-    fn allocate(
-        &self,
-        caller: &Caller,
-        fh: &Handle,
-        offset: u64,
-        length: u64,
-        punch: bool,
-    ) -> VfsResult<()> {
+    fn allocate(&self, caller: &Caller, fh: &Handle, how: &Allocate) -> VfsResult<()> {
         let cred = self.tree.cred(caller);
-        self.tree
-            .allocate(&cred, &self.unseal(fh)?, offset, length, punch)
+        self.tree.allocate(&cred, &self.unseal(fh)?, how)
     }
 
     fn copy(
         &self,
         caller: &Caller,
         src: &Handle,
-        src_offset: u64,
         dst: &Handle,
-        dst_offset: u64,
-        count: u64,
-        clone: bool,
+        range: &CopyRange,
     ) -> VfsResult<u64> {
         let (s, d) = (self.unseal(src)?, self.unseal(dst)?);
-        let cred = self.tree.cred(caller);
-        self.tree
-            .copy(&cred, &s, src_offset, &d, dst_offset, count, clone)
+        self.tree.copy(&self.tree.cred(caller), &s, &d, range)
     }
 
     fn getattr(&self, _caller: &Caller, fh: &Handle) -> VfsResult<Attr> {

@@ -7,7 +7,7 @@
 
 use super::Ctx;
 use crate::nfs::status::Nfs4Status;
-use crate::nfs::vfs::{Attr, Handle};
+use crate::nfs::vfs::{Attr, FileType, Handle};
 use crate::nfs::wire::{
     self, encode_attrs, fattr, AttrSource, Bitmap, ErrBody, FAttr, OpError, OpResult, Res, StateId,
 };
@@ -87,9 +87,22 @@ pub(super) fn verify(cx: &mut Ctx, f: &FAttr, same: bool) -> Result<Res, Nfs4Sta
     }
 }
 
+/// The ACCESS bits that mean something for an object of type `kind` (RFC 8881 §18.1.3,
+/// RFC 7530 §16.1.4): LOOKUP and DELETE name entries of a directory, EXECUTE has no meaning
+/// for one.
+fn meaningful(kind: FileType) -> u32 {
+    use crate::nfs::vfs::access::*;
+    match kind {
+        FileType::Directory => READ | LOOKUP | MODIFY | EXTEND | DELETE,
+        _ => READ | MODIFY | EXTEND | EXECUTE,
+    }
+}
+
+/// ACCESS: `supported` is what was asked and means something for the object; `access` is
+/// the part of it the caller has.
 pub(super) fn access(cx: &mut Ctx, wanted: u32) -> Result<Res, Nfs4Status> {
     let fh = cx.fh()?;
-    let supported = wanted & 0x3f;
+    let supported = wanted & meaningful(cx.vfs.getattr(cx.caller, fh)?.kind);
     let access = cx.vfs.access(cx.caller, fh, supported)? & supported;
     Ok(Res::Access { supported, access })
 }
@@ -111,4 +124,29 @@ pub(super) fn setattr(cx: &mut Ctx, stateid: StateId, attrs: &FAttr) -> OpResult
     let mut w = Writer::new();
     attrs.mask.encode(&mut w);
     Ok(Res::Attrs(w.buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nfs::vfs::access::*;
+
+    #[test]
+    fn access_bits_that_mean_something_per_type() {
+        let dir = meaningful(FileType::Directory);
+        assert_eq!(dir & (LOOKUP | DELETE), LOOKUP | DELETE);
+        assert_eq!(dir & EXECUTE, 0, "EXECUTE means nothing for a directory");
+        for kind in [
+            FileType::Regular,
+            FileType::Symlink,
+            FileType::Fifo,
+            FileType::Socket,
+            FileType::Char,
+            FileType::Block,
+        ] {
+            let m = meaningful(kind);
+            assert_eq!(m & (LOOKUP | DELETE), 0, "{kind:?}");
+            assert_eq!(m & (READ | MODIFY | EXTEND | EXECUTE), m, "{kind:?}");
+        }
+    }
 }

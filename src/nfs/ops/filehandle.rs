@@ -75,8 +75,17 @@ pub(super) fn secinfo(cx: &mut Ctx, name: &[u8]) -> Result<Res, Nfs4Status> {
     Ok(Res::SecInfo)
 }
 
-pub(super) fn secinfo_no_name(cx: &mut Ctx) -> Result<Res, Nfs4Status> {
-    cx.fh()?;
+/// SECINFO_NO_NAME (RFC 8881 §18.45): the current filehandle's flavours, or with
+/// `SECINFO_STYLE4_PARENT` (`style` 1) its parent's, which at the pseudo-root does not exist
+/// (NFS4ERR_NOENT, as LOOKUPP). Either way the current filehandle is consumed.
+pub(super) fn secinfo_no_name(cx: &mut Ctx, style: u32) -> Result<Res, Nfs4Status> {
+    let fh = cx.fh()?;
+    if style == SECINFO_STYLE4_PARENT {
+        cx.vfs.parent(cx.caller, fh)?;
+    }
     cx.cfh = None;
     Ok(Res::SecInfo)
 }
+
+/// `secinfo_style4`: the parent of the current filehandle.
+const SECINFO_STYLE4_PARENT: u32 = 1;

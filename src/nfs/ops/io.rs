@@ -13,7 +13,7 @@
 use super::Ctx;
 use crate::nfs::state::Stateful;
 use crate::nfs::status::Nfs4Status;
-use crate::nfs::vfs::{FileType, Handle, Stability};
+use crate::nfs::vfs::{Allocate, CopyRange, FileType, Handle, Stability};
 use crate::nfs::wire::{Res, StateId, MAX_IO};
 
 /// Checks a READ/WRITE/SETATTR stateid against the current file.
@@ -162,7 +162,12 @@ pub(super) fn allocate(
     {
         return Err(Nfs4Status::Inval);
     }
-    cx.vfs.allocate(cx.caller, &fh, offset, length, punch)?;
+    let how = Allocate {
+        offset,
+        length,
+        punch,
+    };
+    cx.vfs.allocate(cx.caller, &fh, &how)?;
     Ok(Res::Empty)
 }
 
@@ -193,9 +198,13 @@ pub(super) fn copy(
     {
         return Err(Nfs4Status::Inval);
     }
-    let copied = cx
-        .vfs
-        .copy(cx.caller, &from, src.1, &to, dst.1, count, clone)?;
+    let range = CopyRange {
+        src_offset: src.1,
+        dst_offset: dst.1,
+        count,
+        clone,
+    };
+    let copied = cx.vfs.copy(cx.caller, &from, &to, &range)?;
     if clone {
         return Ok(Res::Empty);
     }

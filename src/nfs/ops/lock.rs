@@ -133,6 +133,8 @@ pub(super) fn lockt(
     owner: &Owner,
 ) -> OpResult {
     let fh = cx.fh()?.clone();
+    let kind = cx.vfs.getattr(cx.caller, &fh)?.kind;
+    super::regular_only(kind, cx.minor, super::NeedsRegular::Lock)?;
     let end = lock_range(offset, length)?;
     let mut st = cx.state();
     let owner = Owner {

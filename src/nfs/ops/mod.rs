@@ -28,7 +28,7 @@ pub(crate) mod session;
 
 use super::state::{SeqCheck, State, Stateful};
 use super::status::Nfs4Status;
-use super::vfs::{Caller, Handle, Vfs};
+use super::vfs::{Caller, FileType, Handle, Vfs};
 use super::wire::{Op, OpError, OpResult, Owner, Res, StateId, MAX_NAME};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -248,6 +248,31 @@ fn check_name(name: &[u8]) -> Result<(), Nfs4Status> {
     Ok(())
 }
 
+/// An operation that works on regular files only, for [`regular_only`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NeedsRegular {
+    Open,
+    /// LOCK, LOCKT.
+    Lock,
+}
+
+/// Refuses an object of type `kind` where `op` needs a regular file, with the status the
+/// RFCs give: a directory is NFS4ERR_ISDIR. OPEN of anything else is NFS4ERR_SYMLINK in
+/// 4.0 (RFC 7530 §16.16.6: symlinks and special files alike), and in 4.1 NFS4ERR_SYMLINK
+/// for a symlink and NFS4ERR_WRONG_TYPE for the rest (RFC 8881 §18.16.3). LOCK and LOCKT
+/// have no NFS4ERR_SYMLINK in 4.0 (RFC 7530 §13.2): NFS4ERR_INVAL; in 4.1 a symlink is
+/// NFS4ERR_SYMLINK and the rest NFS4ERR_WRONG_TYPE (RFC 8881 §18.10.4, §18.11.4).
+fn regular_only(kind: FileType, minor: u32, op: NeedsRegular) -> Result<(), Nfs4Status> {
+    match (kind, op) {
+        (FileType::Regular, _) => Ok(()),
+        (FileType::Directory, _) => Err(Nfs4Status::IsDir),
+        (_, NeedsRegular::Lock) if minor == 0 => Err(Nfs4Status::Inval),
+        (FileType::Symlink, _) => Err(Nfs4Status::Symlink),
+        (_, NeedsRegular::Open) if minor == 0 => Err(Nfs4Status::Symlink),
+        _ => Err(Nfs4Status::WrongType),
+    }
+}
+
 /// Runs one operation (SEQUENCE's place in the COMPOUND is the pipeline's business).
 pub(crate) fn run(cx: &mut Ctx, op: &Op) -> OpResult {
     let r = match op {
@@ -259,7 +284,7 @@ pub(crate) fn run(cx: &mut Ctx, op: &Op) -> OpResult {
         Op::Lookup(name) => filehandle::lookup(cx, name),
         Op::LookupP => filehandle::lookupp(cx),
         Op::SecInfo(name) => filehandle::secinfo(cx, name),
-        Op::SecInfoNoName(_) => filehandle::secinfo_no_name(cx),
+        Op::SecInfoNoName(style) => filehandle::secinfo_no_name(cx, *style),
         Op::GetAttr(want) => attr::getattr(cx, want),
         Op::Verify(f) => attr::verify(cx, f, true),
         Op::NVerify(f) => attr::verify(cx, f, false),
@@ -374,4 +399,38 @@ pub(crate) fn run(cx: &mut Ctx, op: &Op) -> OpResult {
         Op::Bad(_) => Err(Nfs4Status::BadXdr),
     };
     r.map_err(OpError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_types_get_the_status_of_their_minor_version() {
+        use FileType::*;
+        use NeedsRegular::*;
+        use Nfs4Status::{Inval, IsDir, Symlink as Sym, WrongType};
+        let specials = [Fifo, Socket, Char, Block];
+        for minor in [0, 1, 2] {
+            for op in [Open, Lock] {
+                assert_eq!(regular_only(Regular, minor, op), Ok(()));
+                assert_eq!(regular_only(Directory, minor, op), Err(IsDir));
+            }
+        }
+        assert_eq!(regular_only(Symlink, 0, Open), Err(Sym));
+        assert_eq!(regular_only(Symlink, 0, Lock), Err(Inval));
+        for minor in [1, 2] {
+            assert_eq!(regular_only(Symlink, minor, Open), Err(Sym));
+            assert_eq!(regular_only(Symlink, minor, Lock), Err(Sym));
+        }
+        for kind in specials {
+            assert_eq!(regular_only(kind, 0, Open), Err(Sym), "{kind:?}");
+            assert_eq!(regular_only(kind, 0, Lock), Err(Inval), "{kind:?}");
+            for minor in [1, 2] {
+                for op in [Open, Lock] {
+                    assert_eq!(regular_only(kind, minor, op), Err(WrongType), "{kind:?}");
+                }
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@
 //! and keep their last reply for replays (see [`Ctx::consume_seqid`]). Not here:
 //! delegations (never granted: OPEN answers OPEN_DELEGATE_NONE), claims of delegated opens.
 
-use super::{check_name, Ctx};
+use super::{check_name, regular_only, Ctx, NeedsRegular};
 use crate::nfs::state::{Open, State, Stateful};
 use crate::nfs::status::Nfs4Status;
 use crate::nfs::vfs::{self, FileType, Handle, NewObject, SetAttr, SetTime, Time, VfsError};
@@ -124,8 +124,13 @@ pub(super) fn open(cx: &mut Ctx, a: &OpenArgs) -> Result<Res, Nfs4Status> {
                 return Err(Nfs4Status::NotDir);
             }
             // An existing file is checked against other opens' deny modes before a create
-            // may truncate it.
+            // may truncate it. An object that is no regular file gets OPEN's type error,
+            // unless the create mode makes any existing name EXIST.
             if let Ok(existing) = vfs.lookup(caller, &dir_or_file, name) {
+                if matches!(a.create, None | Some(CreateHow::Unchecked(_))) {
+                    let kind = vfs.getattr(caller, &existing)?.kind;
+                    regular_only(kind, cx.minor, NeedsRegular::Open)?;
+                }
                 share_check(cx, &existing, &owner, access, a.share_deny)?;
             }
             let fh = match &a.create {
@@ -195,13 +200,7 @@ pub(super) fn open(cx: &mut Ctx, a: &OpenArgs) -> Result<Res, Nfs4Status> {
         Claim::DelegateCur(..) | Claim::DelegCurFh(_) => return Err(Nfs4Status::BadStateId),
         Claim::DelegatePrev(_) | Claim::DelegPrevFh => return Err(Nfs4Status::NotSupp),
     };
-    let fa = vfs.getattr(caller, &fh)?;
-    match fa.kind {
-        FileType::Regular => {}
-        FileType::Directory => return Err(Nfs4Status::IsDir),
-        FileType::Symlink => return Err(Nfs4Status::Symlink),
-        _ => return Err(Nfs4Status::Inval),
-    }
+    regular_only(vfs.getattr(caller, &fh)?.kind, cx.minor, NeedsRegular::Open)?;
     share_check(cx, &fh, &owner, access, a.share_deny)?;
     if !created {
         let mut want = 0;
