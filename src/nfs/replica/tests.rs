@@ -69,7 +69,7 @@ fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     super::sys::get_xattr(std::os::fd::AsFd::as_fd(&f), &c, 4096).ok()
 }
 
-fn all_ops() -> Vec<Op> {
+pub(crate) fn all_ops() -> Vec<Op> {
     vec![
         Op::Put {
             path: p("log"),

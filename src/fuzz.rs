@@ -1,0 +1,335 @@
+//! Fuzz entry points: one function per decoder that takes hostile bytes, each a
+//! [`Target`] in [`TARGETS`]. A target feeds its input to the real decoder exactly as the
+//! shell does (and, where it is cheap, to the sans-IO core behind it, or re-encodes what was
+//! decoded and checks that it reads back the same); the only failure is a panic.
+//!
+//! Three callers: the AFL++ harness in `fuzz/` (a separate package, built with the `fuzz`
+//! feature), the unit test below that replays every file of `fuzz/seeds/<target>/` and
+//! `fuzz/regressions/<target>/` on every `cargo test` (so a crash once found stays fixed), and
+//! `write_seeds`, an ignored test that writes the seeds from the project's own encoders.
+//!
+//! Authenticated inputs (pool frames, SWIM datagrams) are sealed here with a fixed cluster
+//! key before the decoder sees them: a fuzzer cannot forge a MAC, and the code behind the MAC
+//! check is what a member (or a stolen key) can reach. Stateful targets (NFS, IPMI) read their
+//! input as a sequence of messages against one server or session on virtual time.
+//!
+//! Not here: the AFL++ glue (`fuzz/src/main.rs`), sockets, timers or stores (every target is
+//! in memory); not compiled into the `drover` binary (only under `test` or the `fuzz`
+//! feature). It is not a sans-IO module in the `integration/sans_io.rs` sense: the two
+//! stateful targets read `Instant::now()` once as the origin of their virtual time.
+
+use crate::admin::{self, AdminError};
+use crate::api::input::Fields;
+use crate::config::Config;
+use crate::dhcp;
+use crate::dns;
+use crate::http::serve::AgentEvent;
+use crate::ipmi::core::{self as ipmi_core, Login, Random, Session};
+use crate::ipmi::crypto::Suite;
+use crate::ipmi::wire as ipmi_wire;
+use crate::nfs::core::{Server, Settings};
+use crate::nfs::memvfs::MemVfs;
+use crate::nfs::replica::wire::{Ack, Shipment};
+use crate::nfs::rpc;
+use crate::nfs::state::Limits as NfsLimits;
+use crate::nfs::wire::{decode_compound, MAX_OPS};
+use crate::ntp;
+use crate::pool::frame::Frame;
+use crate::pool::key::ClusterKey;
+use crate::pool::membership::{self, MemberId, Membership};
+use crate::store::model::Mac;
+use crate::tftp;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A named fuzz target.
+pub struct Target {
+    /// The name of its seed and regression folders and of the harness's argument.
+    pub name: &'static str,
+    pub run: fn(&[u8]),
+}
+
+/// Every target, in the order `bench/fuzz.sh` and CI run them.
+pub const TARGETS: &[Target] = &[
+    Target {
+        name: "dhcp",
+        run: dhcp_packet,
+    },
+    Target {
+        name: "dns",
+        run: dns_packet,
+    },
+    Target {
+        name: "ntp",
+        run: ntp_packet,
+    },
+    Target {
+        name: "tftp",
+        run: tftp_packet,
+    },
+    Target {
+        name: "nfs",
+        run: nfs_records,
+    },
+    Target {
+        name: "layer",
+        run: layer_shipment,
+    },
+    Target {
+        name: "ipmi",
+        run: ipmi_replies,
+    },
+    Target {
+        name: "pool_frame",
+        run: pool_frame,
+    },
+    Target {
+        name: "swim",
+        run: swim_datagram,
+    },
+    Target {
+        name: "agent_event",
+        run: agent_event,
+    },
+    Target {
+        name: "csv",
+        run: node_csv,
+    },
+    Target {
+        name: "config",
+        run: config_toml,
+    },
+];
+
+/// The target called `name`.
+pub fn target(name: &str) -> Option<&'static Target> {
+    TARGETS.iter().find(|t| t.name == name)
+}
+
+/// The key every sealed input is sealed with (any fixed key will do).
+const KEY: [u8; 32] = [0x5a; 32];
+/// The client address of requests that need one (a documentation address, RFC 5737).
+const PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
+
+/// A DHCP datagram as received on port 67.
+fn dhcp_packet(data: &[u8]) {
+    let _ = dhcp::wire::decode(data);
+}
+
+/// A DNS query as received (UDP or a TCP message), and the same bytes as an upstream's
+/// answer to a forwarded query (whose question they must repeat).
+fn dns_packet(data: &[u8]) {
+    if let Ok(request) = dns::wire::decode(data) {
+        if let Some(q) = &request.question {
+            let _ = dns::wire::decode_response(data, request.header.id, q);
+        }
+    }
+}
+
+/// An NTP request through the server core (parse, rate limiter, reply), and a decoded
+/// packet re-emitted must read back the same.
+fn ntp_packet(data: &[u8]) {
+    if let Ok(p) = ntp::wire::Packet::parse(data) {
+        let fields = p.extension_fields().count();
+        let mut out = vec![0; p.buffer_len()];
+        let n = p.emit(&mut out);
+        let again = ntp::wire::Packet::parse(&out[..n]);
+        assert_eq!(again, Ok(p), "NTP packet does not survive emit + parse");
+        assert_eq!(p.extension_fields().count(), fields);
+    }
+    let clock = ntp::core::ClockState::unsynchronized(-20);
+    let mut limiter = ntp::core::RateLimiter::new(ntp::core::RateLimits::default(), 1);
+    let now = ntp::wire::NtpTimestamp::from_unix(1_700_000_000, 0);
+    let client = SocketAddr::new(IpAddr::V4(PEER), 123);
+    if let ntp::core::Action::Reply(reply) =
+        ntp::core::handle(now, data, &clock, &mut limiter, client)
+    {
+        let mut out = [0; ntp::core::MAX_REPLY];
+        let n = reply.emit(now, &mut out);
+        assert!(
+            n <= data.len(),
+            "an NTP reply is never larger than its request"
+        );
+    }
+}
+
+/// A TFTP packet; a decoded packet re-emitted must read back the same.
+fn tftp_packet(data: &[u8]) {
+    if let Ok(p) = tftp::wire::Packet::parse(data) {
+        let mut out = vec![0; p.buffer_len()];
+        let n = p
+            .emit(&mut out)
+            .unwrap_or_else(|e| panic!("emit of {p:?}: {e}"));
+        assert_eq!(n, out.len(), "emit writes buffer_len() bytes");
+        assert_eq!(tftp::wire::Packet::parse(&out), Ok(p));
+    }
+}
+
+/// A TCP stream of RPC records (record marking, RFC 5531 §11) answered one by one by one
+/// NFSv4 server core over the in-memory Vfs, so later calls see the state earlier ones made.
+fn nfs_records(data: &[u8]) {
+    let start = Instant::now();
+    let server = Server::new(
+        Arc::new(MemVfs::new()),
+        Settings {
+            limits: NfsLimits::default(),
+            boot: 1,
+            grace_until: None,
+            server_owner: b"fuzz".to_vec(),
+        },
+    );
+    let mut rest = data;
+    let mut record = Vec::new();
+    for i in 0u64.. {
+        let Some((mark, after)) = rest.split_first_chunk::<4>() else {
+            break;
+        };
+        let (last, len) = rpc::fragment_header(*mark);
+        let take = len.min(after.len());
+        record.extend_from_slice(&after[..take]);
+        rest = &after[take..];
+        if !last {
+            continue;
+        }
+        let call = std::mem::take(&mut record);
+        if let Ok(c) = rpc::parse_call(call.clone()) {
+            let _ = decode_compound(c.args(), MAX_OPS);
+        }
+        let now = start + Duration::from_millis(100 * i);
+        let _ = server.handle_call(now, IpAddr::V4(PEER), rpc::parse_call(call));
+    }
+}
+
+/// A layer shipment or its ack as the pool port carries them; a decoded one re-encoded must
+/// read back the same.
+fn layer_shipment(data: &[u8]) {
+    if let Ok(s) = Shipment::decode(data) {
+        assert_eq!(Shipment::decode(&s.encode()).ok(), Some(s));
+    }
+    if let Ok(a) = Ack::decode(data) {
+        assert_eq!(Ack::decode(&a.clone().encode()).ok(), Some(a));
+    }
+}
+
+/// Random bytes for the IPMI session that are the same on every run, so replies recorded in
+/// the seeds (MACs included) match again.
+struct Fixed(u8);
+
+impl Random for Fixed {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            self.0 = self.0.wrapping_add(1);
+            *b = self.0;
+        }
+    }
+}
+
+/// IPMI replies (each a `u16` big-endian length and the datagram) to a console session with
+/// its first bytes choosing suite and LAN version, fed after each of its transmissions; the
+/// frame parsers also see each reply on its own.
+fn ipmi_replies(data: &[u8]) {
+    let Some((&mode, mut rest)) = data.split_first() else {
+        return;
+    };
+    let login = Login {
+        user: b"admin",
+        password: b"secret",
+        suite: if mode & 1 == 0 {
+            Suite::Sha1
+        } else {
+            Suite::Sha256
+        },
+        version: match (mode >> 1) % 3 {
+            0 => ipmi_core::LanVersion::Auto,
+            1 => ipmi_core::LanVersion::V20,
+            _ => ipmi_core::LanVersion::V15,
+        },
+    };
+    let limits = ipmi_core::Limits {
+        timeout: Duration::from_secs(1),
+        retries: 2,
+    };
+    let mut now = Instant::now();
+    let mut session = Session::new(now, &login, limits, Fixed(0));
+    session.request(now, ipmi_core::Command::ChassisStatus);
+    while let Some((len, after)) = rest.split_first_chunk::<2>() {
+        let len = usize::from(u16::from_be_bytes(*len)).min(after.len());
+        let (reply, after) = after.split_at(len);
+        rest = after;
+        for auth in [0, 12, 16] {
+            let _ = ipmi_wire::parse(reply, auth);
+        }
+        let _ = ipmi_wire::Response::parse(reply);
+        let _ = ipmi_wire::OpenSessionResponse::parse(reply);
+        let _ = ipmi_wire::Rakp2::parse(reply);
+        let _ = ipmi_wire::Rakp4::parse(reply);
+        while session.poll_transmit().is_some() {}
+        now += Duration::from_millis(10);
+        session.handle_input(now, reply);
+        while session.poll_event().is_some() {}
+    }
+    // A timeout after whatever state the replies left.
+    if let Some(t) = session.poll_timeout() {
+        session.handle_timeout(t);
+    }
+}
+
+/// A pool-port frame: `kind || body` sealed with the cluster key (what a member can send),
+/// and the raw bytes as an outsider's frame (refused by the MAC check).
+fn pool_frame(data: &[u8]) {
+    let key = ClusterKey::from_bytes(KEY);
+    let _ = Frame::open(&key, &key.seal(data));
+    assert!(Frame::open(&key, data).is_err() || key.open(data).is_some());
+}
+
+/// A SWIM datagram sealed with the cluster key, to a member that knows one other member.
+fn swim_datagram(data: &[u8]) {
+    let me = MemberId {
+        addr: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 7946),
+        id: 1,
+        epoch: 1,
+    };
+    let mut m = Membership::new(me, ClusterKey::from_bytes(KEY), membership::config(3), 1);
+    let _ = m.announce(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 7946));
+    let _ = m.handle_datagram(&ClusterKey::from_bytes(KEY).seal(data));
+}
+
+/// An agent's boot event body, and the same bytes as an API JSON body read as a node's
+/// fields (every field type the node resource takes).
+fn agent_event(data: &[u8]) {
+    let _ = AgentEvent::parse(data);
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    if let Ok(mut f) = Fields::parse(&headers, data) {
+        let _ = f.required::<String>("name");
+        let _ = f.optional::<Mac>("mac");
+        let _ = f.optional::<Ipv4Addr>("ip");
+        let _ = f.change::<Vec<String>>("aliases");
+        let _ = f.optional::<u32>("version");
+        let _ = f.finish();
+    }
+}
+
+/// A node CSV file (`drover node import`), with and without BMC columns.
+fn node_csv(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = admin::parse_node_csv(text);
+    let no_files = |p: &str| -> Result<_, AdminError> { Err(AdminError::BadName(p.into())) };
+    let _ = admin::parse_node_csv_bmc(text, &no_files);
+}
+
+/// A start-up configuration file.
+fn config_toml(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = Config::parse(text, "fuzz.toml");
+    }
+}
+
+#[cfg(test)]
+mod tests;
