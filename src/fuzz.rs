@@ -169,6 +169,12 @@ fn tftp_packet(data: &[u8]) {
 /// A TCP stream of RPC records (record marking, RFC 5531 §11) answered one by one by one
 /// NFSv4 server core over the in-memory Vfs, so later calls see the state earlier ones made.
 fn nfs_records(data: &[u8]) {
+    nfs_replies(data);
+}
+
+/// [`nfs_records`], returning the replies (the tests check that the seeds' calls succeed).
+fn nfs_replies(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut replies = Vec::new();
     let start = Instant::now();
     let server = Server::new(
         Arc::new(MemVfs::new()),
@@ -197,8 +203,10 @@ fn nfs_records(data: &[u8]) {
             let _ = decode_compound(c.args(), MAX_OPS);
         }
         let now = start + Duration::from_millis(100 * i);
-        let _ = server.handle_call(now, IpAddr::V4(PEER), rpc::parse_call(call));
+        let outcome = server.handle_call(now, IpAddr::V4(PEER), rpc::parse_call(call));
+        replies.extend(outcome.reply);
     }
+    replies
 }
 
 /// A layer shipment or its ack as the pool port carries them; a decoded one re-encoded must
@@ -208,7 +216,7 @@ fn layer_shipment(data: &[u8]) {
         assert_eq!(Shipment::decode(&s.encode()).ok(), Some(s));
     }
     if let Ok(a) = Ack::decode(data) {
-        assert_eq!(Ack::decode(&a.clone().encode()).ok(), Some(a));
+        assert_eq!(Ack::decode(&a.encode()).ok(), Some(a));
     }
 }
 
@@ -229,8 +237,15 @@ impl Random for Fixed {
 /// its first bytes choosing suite and LAN version, fed after each of its transmissions; the
 /// frame parsers also see each reply on its own.
 fn ipmi_replies(data: &[u8]) {
+    ipmi_session(data);
+}
+
+/// [`ipmi_replies`], returning the session's events (the tests check that the seeds reach
+/// an answered command).
+fn ipmi_session(data: &[u8]) -> Vec<ipmi_core::Event> {
+    let mut events = Vec::new();
     let Some((&mode, mut rest)) = data.split_first() else {
-        return;
+        return events;
     };
     let login = Login {
         user: b"admin",
@@ -252,7 +267,6 @@ fn ipmi_replies(data: &[u8]) {
     };
     let mut now = Instant::now();
     let mut session = Session::new(now, &login, limits, Fixed(0));
-    session.request(now, ipmi_core::Command::ChassisStatus);
     while let Some((len, after)) = rest.split_first_chunk::<2>() {
         let len = usize::from(u16::from_be_bytes(*len)).min(after.len());
         let (reply, after) = after.split_at(len);
@@ -267,12 +281,19 @@ fn ipmi_replies(data: &[u8]) {
         while session.poll_transmit().is_some() {}
         now += Duration::from_millis(10);
         session.handle_input(now, reply);
-        while session.poll_event().is_some() {}
+        let seen = events.len();
+        events.extend(std::iter::from_fn(|| session.poll_event()));
+        // A command once the session is up, so its answer is decoded too.
+        if events[seen..].contains(&ipmi_core::Event::Established) {
+            session.request(now, ipmi_core::Command::ChassisStatus);
+        }
     }
     // A timeout after whatever state the replies left.
     if let Some(t) = session.poll_timeout() {
         session.handle_timeout(t);
     }
+    events.extend(std::iter::from_fn(|| session.poll_event()));
+    events
 }
 
 /// A pool-port frame: `kind || body` sealed with the cluster key (what a member can send),

@@ -62,6 +62,39 @@ fn targets_have_unique_names() {
     assert_eq!(names.len(), TARGETS.len());
 }
 
+#[test]
+fn ipmi_seeds_reach_an_answered_command() {
+    for path in inputs("seeds", "ipmi") {
+        let events = ipmi_session(&std::fs::read(&path).expect("readable seed"));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, ipmi_core::Event::Answer(_))),
+            "{}: {events:?}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn nfs_seeds_make_successful_calls() {
+    use crate::nfs::xdr::Reader;
+    for path in inputs("seeds", "nfs") {
+        let replies = nfs_replies(&std::fs::read(&path).expect("readable seed"));
+        assert!(!replies.is_empty(), "{}: no reply", path.display());
+        for reply in replies {
+            let mut r = Reader::new(&reply);
+            let _xid = r.u32();
+            // REPLY, MSG_ACCEPTED, a verifier, SUCCESS, then the COMPOUND's status NFS4_OK.
+            assert_eq!(r.u32(), Ok(1));
+            assert_eq!(r.u32(), Ok(0));
+            let _verifier = (r.u32(), r.opaque(400));
+            assert_eq!(r.u32(), Ok(0));
+            assert_eq!(r.u32(), Ok(0), "{}: COMPOUND status", path.display());
+        }
+    }
+}
+
 /// A DHCP client message as firmware sends it, encoded by dhcproto.
 fn dhcp_seed(msg_type: dhcproto::v4::MessageType, ipxe: bool) -> Vec<u8> {
     use dhcproto::v4::{DhcpOption, Message, Opcode};
@@ -130,9 +163,12 @@ fn tftp_seed(p: &tftp::wire::Packet<'_>) -> Vec<u8> {
     out
 }
 
+/// One COMPOUND operation: its number and what writes its arguments.
+type OpArgs<'a> = (u32, &'a dyn Fn(&mut Writer));
+
 /// An RPC call record (AUTH_SYS, uid 0) of NFSv4 COMPOUND `ops` with minor version 0, framed
 /// as one last fragment.
-fn nfs_call(xid: u32, ops: &[(u32, &dyn Fn(&mut Writer))]) -> Vec<u8> {
+fn nfs_call(xid: u32, ops: &[OpArgs<'_>]) -> Vec<u8> {
     let mut cred = Writer::new();
     cred.u32(0);
     cred.opaque(b"client");
@@ -171,7 +207,14 @@ fn nfs_seed() -> Vec<u8> {
         w.u32(0x0010_011a);
         w.u32(0x00b0_a23a);
     };
-    let name = |w: &mut Writer| w.opaque(b"etc");
+    let setclientid = |w: &mut Writer| {
+        w.fixed(&[1; 8]);
+        w.opaque(b"fuzz-client");
+        w.u32(0x4000_0000);
+        w.opaque(b"tcp");
+        w.opaque(b"192.0.2.7.3.232");
+        w.u32(1);
+    };
     let access = |w: &mut Writer| w.u32(0x3f);
     let readdir = |w: &mut Writer| {
         w.u64(0);
@@ -191,14 +234,7 @@ fn nfs_seed() -> Vec<u8> {
             (opnum::READDIR, &readdir),
         ],
     );
-    out.extend(nfs_call(
-        2,
-        &[
-            (opnum::PUTROOTFH, &none),
-            (opnum::LOOKUP, &name),
-            (opnum::GETATTR, &attrs),
-        ],
-    ));
+    out.extend(nfs_call(2, &[(opnum::SETCLIENTID, &setclientid)]));
     out
 }
 
@@ -223,7 +259,6 @@ fn ipmi_seed(mode: u8) -> Vec<u8> {
     };
     let mut now = Instant::now();
     let mut s = Session::new(now, &login, limits, Fixed(0));
-    s.request(now, ipmi_core::Command::ChassisStatus);
     let mut out = vec![mode];
     for _ in 0..20 {
         let Some(sent) = s.poll_transmit() else {
@@ -236,6 +271,10 @@ fn ipmi_seed(mode: u8) -> Vec<u8> {
         out.extend_from_slice(&reply);
         now += Duration::from_millis(10);
         s.handle_input(now, &reply);
+        // As the target does: a command once the session is up.
+        if std::iter::from_fn(|| s.poll_event()).any(|e| e == ipmi_core::Event::Established) {
+            s.request(now, ipmi_core::Command::ChassisStatus);
+        }
     }
     out
 }
