@@ -305,21 +305,10 @@ fn frame_seed(f: &Frame) -> Vec<u8> {
     key.open(&sealed).expect("just sealed").to_vec()
 }
 
-fn shipment_seed(body: crate::nfs::replica::wire::Body) -> Vec<u8> {
-    Shipment {
-        node: "n1".into(),
-        origin: 7,
-        epoch: 1,
-        seq: 2,
-        body,
-    }
-    .encode()
-}
-
 #[test]
 #[ignore = "writes fuzz/seeds/: run by hand after a format change"]
 fn write_seeds() {
-    use crate::nfs::replica::tests::all_ops;
+    use crate::nfs::replica::tests::{all_ops, ship};
     use crate::nfs::replica::wire::Body;
     use dhcproto::v4::MessageType;
     use hickory_proto::rr::RecordType;
@@ -363,7 +352,7 @@ fn write_seeds() {
         ("tftp", "rrq", tftp_seed(&rrq)),
         ("tftp", "ack", tftp_seed(&Packet::Ack { block: 1 })),
         ("nfs", "browse", nfs_seed()),
-        ("layer", "ops", shipment_seed(Body::Ops(all_ops()))),
+        ("layer", "ops", ship(Body::Ops(all_ops())).encode()),
         ("layer", "ack", Ack::Done.encode()),
         ("ipmi", "sha1", ipmi_seed(2)),
         ("ipmi", "sha256", ipmi_seed(3)),

@@ -52,7 +52,7 @@ fn ops(v: Vec<Op>) -> Body {
     Body::Ops(v)
 }
 
-fn ship(body: Body) -> Shipment {
+pub(crate) fn ship(body: Body) -> Shipment {
     Shipment {
         node: "n1".into(),
         origin: 7,
