@@ -37,7 +37,7 @@ use crate::ntp;
 use crate::pool::frame::Frame;
 use crate::pool::key::ClusterKey;
 use crate::pool::membership::{self, MemberId, Membership};
-use crate::store::model::Mac;
+use crate::store::model::{Ipv4Net, Mac, Network};
 use crate::tftp;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
@@ -117,12 +117,84 @@ fn dhcp_packet(data: &[u8]) {
     let _ = dhcp::wire::decode(data);
 }
 
-/// A DNS query as received (UDP or a TCP message), and the same bytes as an upstream's
-/// answer to a forwarded query (whose question they must repeat).
+/// Zones of two networks with a few hosts (built once per process: building is not what the
+/// target is about).
+fn dns_zones() -> &'static dns::core::Zones {
+    static ZONES: std::sync::OnceLock<dns::core::Zones> = std::sync::OnceLock::new();
+    ZONES.get_or_init(|| {
+        let net = |name: &str, subnet: [u8; 4], prefix: u8, domain: Option<&str>| Network {
+            name: name.into(),
+            // The prefixes below are at most 32, so there always is one.
+            subnet: Ipv4Net::containing(Ipv4Addr::from(subnet), prefix)
+                .unwrap_or_else(|| unreachable!("prefix at most 32")),
+            range: None,
+            gateway: None,
+            domain: domain.map(String::from),
+        };
+        let host = |name: &str, ip: [u8; 4], aliases: &[&str]| dns::core::Host {
+            name: name.into(),
+            ip: Ipv4Addr::from(ip),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        };
+        let networks = [
+            net("lab", [192, 0, 2, 0], 24, Some("lab.test")),
+            net("big", [198, 18, 0, 0], 20, None),
+        ];
+        let hosts = [
+            host("node1", [192, 0, 2, 10], &["web", "www"]),
+            host("node2", [198, 18, 3, 7], &[]),
+        ];
+        let members = [dns::core::Member {
+            id: 2,
+            ip: Ipv4Addr::new(192, 0, 2, 2),
+        }];
+        let ident = dns::core::Identity {
+            addrs: vec![Ipv4Addr::new(192, 0, 2, 1)],
+            member: 2,
+            ..dns::core::Identity::default()
+        };
+        dns::core::Zones::from_parts(42, &networks, &hosts, &members, &ident)
+    })
+}
+
+/// A DNS query as received, answered by the authoritative core from [`dns_zones`] (over TCP
+/// from an address allowed to transfer, so AXFR is reachable too) and encoded as the shell
+/// does; and the same bytes as an upstream's answer to a forwarded query (whose question
+/// they must repeat).
 fn dns_packet(data: &[u8]) {
-    if let Ok(request) = dns::wire::decode(data) {
-        if let Some(q) = &request.question {
-            let _ = dns::wire::decode_response(data, request.header.id, q);
+    let Ok(request) = dns::wire::decode(data) else {
+        return;
+    };
+    if let Some(q) = &request.question {
+        let _ = dns::wire::decode_response(data, request.header.id, q);
+    }
+    let policy = dns::core::AccessPolicy {
+        forwarding: true,
+        forward_from: Vec::new(),
+        axfr_allow: vec![IpAddr::V4(PEER)],
+    };
+    let (client, transport) = if data.len() % 2 == 0 {
+        (IpAddr::V4(PEER), dns::core::Transport::Tcp)
+    } else {
+        (
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
+            dns::core::Transport::Udp,
+        )
+    };
+    let mut out = Vec::new();
+    match dns::core::handle(&request, dns_zones(), client, transport, &policy) {
+        dns::core::Action::Reply(m) | dns::core::Action::Refuse(m) => {
+            let limit = match transport {
+                dns::core::Transport::Udp => usize::from(request.udp_limit()),
+                dns::core::Transport::Tcp => dns::wire::MAX_TCP_SIZE,
+            };
+            let _ = dns::wire::encode(&m, limit, &mut out);
+        }
+        dns::core::Action::Transfer(m) => {
+            let _ = dns::wire::encode_transfer(&m);
+        }
+        dns::core::Action::Forward(q) => {
+            let _ = dns::wire::encode_query(request.header.id, &q, &mut out);
         }
     }
 }
