@@ -232,7 +232,8 @@ fn ntp_packet(data: &[u8]) {
     }
 }
 
-/// A TFTP packet; a decoded packet re-emitted must read back the same.
+/// A TFTP packet, decoded and re-emitted (it must read back the same); and the same bytes
+/// as a client's side of a transfer (see [`tftp_transfer`]).
 fn tftp_packet(data: &[u8]) {
     if let Ok(p) = tftp::wire::Packet::parse(data) {
         let mut out = vec![0; p.buffer_len()];
@@ -242,6 +243,73 @@ fn tftp_packet(data: &[u8]) {
         assert_eq!(n, out.len(), "emit writes buffer_len() bytes");
         assert_eq!(tftp::wire::Packet::parse(&out), Ok(p));
     }
+    let _ = tftp_transfer(data);
+}
+
+/// Splits `data` into messages, each a `u16` big-endian length and that many bytes (the
+/// last one cut short at the end of the input).
+fn framed(mut data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (len, after) = data.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_be_bytes(*len)).min(after.len());
+        let (message, rest) = after.split_at(len);
+        data = rest;
+        Some(message)
+    })
+}
+
+/// Client packets (framed as [`framed`] reads them): a read request through the listener's
+/// dispatch, then the rest to the transfer session that serves a 3000-byte file, with its
+/// transmissions and timeouts on virtual time. Returns how the transfer ended, if it started
+/// (the tests check that the seed's download completes).
+fn tftp_transfer(data: &[u8]) -> Option<tftp::core::Outcome> {
+    const FILE: [u8; 3000] = [0x42; 3000];
+    let mut packets = framed(data);
+    let first = tftp::wire::Packet::parse(packets.next()?).ok()?;
+    let serve = matches!(
+        tftp::core::dispatch(&first),
+        tftp::core::Action::Serve { .. }
+    );
+    let tftp::wire::Packet::Rrq(request) = &first else {
+        return None;
+    };
+    if !serve {
+        return None;
+    }
+    let limits = tftp::core::SessionLimits {
+        max_blksize: 1468,
+        max_windowsize: 8,
+        timeout: Duration::from_secs(1),
+        retries: 3,
+    };
+    let mut t = tftp::core::Transfer::new(request, Some(FILE.len() as u64), &limits);
+    let mut read = 0;
+    let mut now = Duration::ZERO;
+    let mut buf = [0; 4 + 1468];
+    let mut step = |t: &mut tftp::core::Transfer, now: Duration| {
+        while let Some(want) = t.poll_read() {
+            let end = (read + want).min(FILE.len());
+            t.supply(&FILE[read..end]);
+            read = end;
+        }
+        while t.poll_transmit(now, &mut buf).is_some() {}
+    };
+    step(&mut t, now);
+    for packet in packets {
+        now += Duration::from_millis(10);
+        if let Ok(p) = tftp::wire::Packet::parse(packet) {
+            t.handle_input(now, &p);
+        }
+        step(&mut t, now);
+    }
+    // Let the retransmissions run out.
+    for _ in 0..8 {
+        let Some(at) = t.poll_timeout() else { break };
+        now = now.max(at);
+        t.handle_timeout(now);
+        step(&mut t, now);
+    }
+    t.outcome().cloned()
 }
 
 /// A TCP stream of RPC records (record marking, RFC 5531 §11) answered one by one by one
@@ -322,7 +390,7 @@ fn ipmi_replies(data: &[u8]) {
 /// an answered command).
 fn ipmi_session(data: &[u8]) -> Vec<ipmi_core::Event> {
     let mut events = Vec::new();
-    let Some((&mode, mut rest)) = data.split_first() else {
+    let Some((&mode, rest)) = data.split_first() else {
         return events;
     };
     let login = Login {
@@ -345,10 +413,7 @@ fn ipmi_session(data: &[u8]) -> Vec<ipmi_core::Event> {
     };
     let mut now = Instant::now();
     let mut session = Session::new(now, &login, limits, Fixed(0));
-    while let Some((len, after)) = rest.split_first_chunk::<2>() {
-        let len = usize::from(u16::from_be_bytes(*len)).min(after.len());
-        let (reply, after) = after.split_at(len);
-        rest = after;
+    for reply in framed(rest) {
         for auth in [0, 12, 16] {
             let _ = ipmi_wire::parse(reply, auth);
         }

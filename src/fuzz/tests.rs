@@ -95,6 +95,18 @@ fn nfs_seeds_make_successful_calls() {
     }
 }
 
+#[test]
+fn tftp_transfer_seed_downloads_the_whole_file() {
+    let seed = std::fs::read(fuzz_dir().join("seeds/tftp/transfer")).expect("readable seed");
+    assert_eq!(
+        tftp_transfer(&seed),
+        Some(tftp::core::Outcome::Complete {
+            bytes: 3000,
+            blocks: 3
+        })
+    );
+}
+
 /// A DHCP client message as firmware sends it, encoded by dhcproto.
 fn dhcp_seed(msg_type: dhcproto::v4::MessageType, ipxe: bool) -> Vec<u8> {
     use dhcproto::v4::{DhcpOption, Message, Opcode};
@@ -165,6 +177,18 @@ fn tftp_seed(p: &tftp::wire::Packet<'_>) -> Vec<u8> {
 
 /// One COMPOUND operation: its number and what writes its arguments.
 type OpArgs<'a> = (u32, &'a dyn Fn(&mut Writer));
+
+/// A whole download as `tftp_transfer` reads it: the request, then the client's ACKs of the
+/// OACK (block 0) and of both 1468-byte blocks and the last one.
+fn tftp_transfer_seed(rrq: &tftp::wire::Packet<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let acks = (0..4).map(|block| tftp_seed(&tftp::wire::Packet::Ack { block }));
+    for p in std::iter::once(tftp_seed(rrq)).chain(acks) {
+        out.extend_from_slice(&u16::try_from(p.len()).expect("small").to_be_bytes());
+        out.extend_from_slice(&p);
+    }
+    out
+}
 
 /// An RPC call record (AUTH_SYS, uid 0) of NFSv4 COMPOUND `ops` with minor version 0, framed
 /// as one last fragment.
@@ -351,6 +375,7 @@ fn write_seeds() {
         ("ntp", "v3", ntp_seed(3)),
         ("tftp", "rrq", tftp_seed(&rrq)),
         ("tftp", "ack", tftp_seed(&Packet::Ack { block: 1 })),
+        ("tftp", "transfer", tftp_transfer_seed(&rrq)),
         ("nfs", "browse", nfs_seed()),
         ("layer", "ops", ship(Body::Ops(all_ops())).encode()),
         ("layer", "ack", Ack::Done.encode()),
