@@ -112,9 +112,54 @@ const KEY: [u8; 32] = [0x5a; 32];
 /// The client address of requests that need one (a documentation address, RFC 5737).
 const PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
 
-/// A DHCP datagram as received on port 67.
+/// A DHCP datagram as received on port 67, through the server core; and the same bytes as a
+/// client's exchange (see [`dhcp_exchange`]).
 fn dhcp_packet(data: &[u8]) {
-    let _ = dhcp::wire::decode(data);
+    dhcp_exchange(std::iter::once(data));
+    dhcp_exchange(framed(data));
+}
+
+/// Requests handled one after the other by the DHCP core of a lone member serving the
+/// interface's own subnet (no store networks or nodes), offers remembered between them as
+/// the shell does, every reply encoded. Returns the actions (the tests check a seed's DORA).
+fn dhcp_exchange<'a>(requests: impl Iterator<Item = &'a [u8]>) -> Vec<dhcp::core::Action> {
+    let subnet = Ipv4Net::containing(Ipv4Addr::new(192, 0, 2, 1), 24)
+        .unwrap_or_else(|| unreachable!("a /24 is a prefix"));
+    let mut ctx = dhcp::core::Context::new(
+        "fuzz0",
+        Ipv4Addr::new(192, 0, 2, 1),
+        subnet,
+        "http://192.0.2.1".into(),
+    );
+    ctx.services.dns = true;
+    ctx.services.ntp = true;
+    ctx.peers = vec![Ipv4Addr::new(192, 0, 2, 2)];
+    let share = dhcp::share::Share::solo(1);
+    let view = crate::store::View::default();
+    let mut offers = dhcp::core::Offers::default();
+    let mut now = 1_700_000_000;
+    let mut actions = Vec::new();
+    for bytes in requests {
+        now += 1;
+        let Ok(request) = dhcp::wire::decode(bytes) else {
+            continue;
+        };
+        let action = dhcp::core::handle(now, &request, &ctx, &share, &view, &offers);
+        let mut out = Vec::new();
+        match &action {
+            dhcp::core::Action::Hold(offer, reply, _) => {
+                offers.insert(now, offer.clone());
+                let _ = dhcp::wire::encode(reply, &mut out);
+            }
+            dhcp::core::Action::Reply(reply, _)
+            | dhcp::core::Action::CommitThenReply(_, reply, _) => {
+                let _ = dhcp::wire::encode(reply, &mut out);
+            }
+            dhcp::core::Action::Drop(_) | dhcp::core::Action::Commit(_) => {}
+        }
+        actions.push(action);
+    }
+    actions
 }
 
 /// Zones of two networks with a few hosts (built once per process: building is not what the

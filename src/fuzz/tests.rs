@@ -108,7 +108,7 @@ fn tftp_transfer_seed_downloads_the_whole_file() {
 }
 
 /// A DHCP client message as firmware sends it, encoded by dhcproto.
-fn dhcp_seed(msg_type: dhcproto::v4::MessageType, ipxe: bool) -> Vec<u8> {
+fn dhcp_seed(msg_type: dhcproto::v4::MessageType, ipxe: bool, ip: Option<Ipv4Addr>) -> Vec<u8> {
     use dhcproto::v4::{DhcpOption, Message, Opcode};
     use dhcproto::{Encodable, Encoder};
     let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
@@ -129,12 +129,47 @@ fn dhcp_seed(msg_type: dhcproto::v4::MessageType, ipxe: bool) -> Vec<u8> {
         opts.insert(DhcpOption::UserClass(b"iPXE".to_vec()));
     }
     if msg_type == dhcproto::v4::MessageType::Request {
-        opts.insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 0, 0, 10)));
-        opts.insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 0, 0, 1)));
+        let ip = ip.unwrap_or(Ipv4Addr::new(192, 0, 2, 200));
+        opts.insert(DhcpOption::RequestedIpAddress(ip));
+        opts.insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(192, 0, 2, 1)));
     }
     let mut out = Vec::new();
     m.encode(&mut Encoder::new(&mut out)).expect("encodable");
     out
+}
+
+/// DISCOVER, then REQUEST of the address the core offers, framed as `dhcp_exchange` reads
+/// them.
+fn dhcp_dora_seed() -> Vec<u8> {
+    use dhcproto::v4::MessageType;
+    let discover = dhcp_seed(MessageType::Discover, false, None);
+    let offered = match dhcp_exchange(std::iter::once(&discover[..])).as_slice() {
+        [dhcp::core::Action::Hold(offer, ..)] => offer.ip,
+        other => panic!("no offer: {other:?}"),
+    };
+    let request = dhcp_seed(MessageType::Request, false, Some(offered));
+    let mut out = Vec::new();
+    for p in [discover, request] {
+        out.extend_from_slice(&u16::try_from(p.len()).expect("small").to_be_bytes());
+        out.extend_from_slice(&p);
+    }
+    out
+}
+
+#[test]
+fn dhcp_dora_seed_is_acked() {
+    let seed = std::fs::read(fuzz_dir().join("seeds/dhcp/dora")).expect("readable seed");
+    let actions = dhcp_exchange(framed(&seed));
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [
+                dhcp::core::Action::Hold(..),
+                dhcp::core::Action::CommitThenReply(..)
+            ]
+        ),
+        "{actions:?}"
+    );
 }
 
 fn dns_seed(name: &str, rtype: hickory_proto::rr::RecordType) -> Vec<u8> {
@@ -359,12 +394,17 @@ fn write_seeds() {
                n1,52:54:00:12:34:56,10.0.0.10,debian,compute,a1;a2,10.0.1.10,admin\n\
                n2,52:54:00:12:34:57,,,,,,\n";
     let seeds: Vec<(&str, &str, Vec<u8>)> = vec![
-        ("dhcp", "discover", dhcp_seed(MessageType::Discover, false)),
+        (
+            "dhcp",
+            "discover",
+            dhcp_seed(MessageType::Discover, false, None),
+        ),
         (
             "dhcp",
             "ipxe-request",
-            dhcp_seed(MessageType::Request, true),
+            dhcp_seed(MessageType::Request, true, None),
         ),
+        ("dhcp", "dora", dhcp_dora_seed()),
         ("dns", "a", dns_seed("node1.lab.test.", RecordType::A)),
         (
             "dns",
