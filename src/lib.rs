@@ -21,6 +21,8 @@ pub mod dhcp;
 pub mod dns;
 pub mod faults;
 pub mod firmware;
+#[cfg(any(test, feature = "fuzz"))]
+pub mod fuzz;
 pub mod http;
 pub mod image;
 pub mod install;

@@ -250,6 +250,37 @@ async fn image_file(
 /// Largest agent event body.
 const MAX_EVENT_BODY: usize = 1024;
 
+/// The body of an agent's boot event, checked before anything is looked up.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AgentEvent {
+    pub(crate) stage: BootStage,
+    #[serde(default)]
+    pub(crate) detail: String,
+}
+
+impl AgentEvent {
+    /// Decodes an event body (the fuzz target `agent_event` calls this too); the error is the
+    /// answer to send.
+    pub(crate) fn parse(body: &[u8]) -> Result<AgentEvent, (StatusCode, String)> {
+        if body.len() > MAX_EVENT_BODY {
+            return Err((StatusCode::PAYLOAD_TOO_LARGE, "event too large\n".into()));
+        }
+        let event: AgentEvent = serde_json::from_slice(body)
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad event: {e}\n")))?;
+        if !matches!(
+            event.stage,
+            BootStage::Agent | BootStage::Root | BootStage::Ready | BootStage::Failed
+        ) {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "stage must be agent, root, ready or failed\n".into(),
+            ));
+        }
+        Ok(event)
+    }
+}
+
 /// `POST /boot/{mac}/events` from drover's agent: `{"stage": "agent"|"root"|"ready"|"failed",
 /// "detail": TEXT}`. Unauthenticated like the rest of the boot path (the agent has no
 /// credentials), but accepted only from the node's reserved address or the address its MAC
@@ -269,29 +300,10 @@ async fn agent_event(
             format!("{mac:?} is not a MAC address\n"),
         );
     };
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct AgentEvent {
-        stage: BootStage,
-        #[serde(default)]
-        detail: String,
-    }
-    if body.len() > MAX_EVENT_BODY {
-        return text(StatusCode::PAYLOAD_TOO_LARGE, "event too large\n".into());
-    }
-    let event: AgentEvent = match serde_json::from_slice(&body) {
+    let event = match AgentEvent::parse(&body) {
         Ok(e) => e,
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("bad event: {e}\n")),
+        Err((status, message)) => return text(status, message),
     };
-    if !matches!(
-        event.stage,
-        BootStage::Agent | BootStage::Root | BootStage::Ready | BootStage::Failed
-    ) {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "stage must be agent, root, ready or failed\n".into(),
-        );
-    }
     // From the store rather than the view: a node added (or a lease bound) a moment ago is
     // known at once.
     let from = client_v4(&extensions);

@@ -45,7 +45,7 @@ pub mod client;
 pub mod core;
 pub mod crypto;
 #[cfg(test)]
-mod fake_bmc;
+pub(crate) mod fake_bmc;
 pub mod power;
 pub mod serve;
 pub mod wire;

@@ -113,5 +113,5 @@ pub fn file_side(
 
 #[cfg(test)]
 mod core_tests;
-#[cfg(test)]
-mod memvfs;
+#[cfg(any(test, feature = "fuzz"))]
+pub(crate) mod memvfs;

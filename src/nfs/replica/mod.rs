@@ -28,7 +28,7 @@ pub(crate) mod sys;
 pub mod wire;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use super::fs::{KernelHandle, Tree};
 use local::Obj;

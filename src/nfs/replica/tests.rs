@@ -52,7 +52,7 @@ fn ops(v: Vec<Op>) -> Body {
     Body::Ops(v)
 }
 
-fn ship(body: Body) -> Shipment {
+pub(crate) fn ship(body: Body) -> Shipment {
     Shipment {
         node: "n1".into(),
         origin: 7,
@@ -69,7 +69,7 @@ fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     super::sys::get_xattr(std::os::fd::AsFd::as_fd(&f), &c, 4096).ok()
 }
 
-fn all_ops() -> Vec<Op> {
+pub(crate) fn all_ops() -> Vec<Op> {
     vec![
         Op::Put {
             path: p("log"),
