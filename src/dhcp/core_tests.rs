@@ -437,6 +437,65 @@ fn range_exhaustion_and_expiry() {
     assert_eq!(o.ip, ip("198.18.0.102"));
 }
 
+/// The free-address search from the view's indexes: gaps between taken addresses in
+/// address order, an ended lease's address before a higher never-used one, and the indexes
+/// following reservations as nodes come, move and go.
+#[test]
+fn allocation_order_from_the_indexes() {
+    let mut s = Sim::new();
+    // .100 .101 .102 leased; .103 reserved; .104 leased.
+    for i in 0..3u8 {
+        assert_eq!(s.dora(mac(0x30 + i)), Ipv4Addr::new(198, 18, 0, 100 + i));
+    }
+    s.put(&node("n3", mac(3), Some("198.18.0.103")));
+    assert_eq!(s.dora(mac(0x33)), ip("198.18.0.104"));
+    // The reservation moves to .105: .103 is the lowest free one, .105 is skipped after it.
+    s.put(&node("n3", mac(3), Some("198.18.0.105")));
+    assert_eq!(s.dora(mac(0x34)), ip("198.18.0.103"));
+    assert_eq!(s.dora(mac(0x35)), ip("198.18.0.106"));
+    // A released lease below the first never-used address is reused first.
+    let rel = Request {
+        ciaddr: ip("198.18.0.101"),
+        server_id: Some(SERVER),
+        ..base(MessageType::Release, mac(0x31))
+    };
+    assert!(matches!(s.run(&rel), Action::Commit(_)));
+    assert_eq!(s.dora(mac(0x36)), ip("198.18.0.101"));
+    // The node goes: its address is free again, and lower than the next never-used one.
+    s.store
+        .write(|w| w.delete::<Node>("n3").map(drop))
+        .unwrap();
+    s.view.refresh(&s.store).unwrap();
+    assert_eq!(s.dora(mac(0x37)), ip("198.18.0.105"));
+    assert_eq!(s.dora(mac(0x38)), ip("198.18.0.107"));
+}
+
+/// A reserved address is never given to another client, also when an ended lease of
+/// someone else names it and when it is the only address left.
+#[test]
+fn reserved_addresses_are_never_offered_to_others() {
+    let mut s = Sim::new();
+    for i in 0..11u8 {
+        assert_eq!(s.dora(mac(0x30 + i)), Ipv4Addr::new(198, 18, 0, 100 + i));
+    }
+    // .104's lease ends, then a node reserves it: the range is exhausted for others.
+    s.now += 3601;
+    for i in 0..11u8 {
+        if i != 4 {
+            let a = Ipv4Addr::new(198, 18, 0, 100 + i);
+            let (l, ..) = s.ack(&renew(mac(0x30 + i), a));
+            assert_eq!(l.ip, a);
+        }
+    }
+    s.put(&node("n4", mac(4), Some("198.18.0.104")));
+    assert_eq!(
+        s.run(&discover(mac(0x50))),
+        Action::Drop(DropReason::RangeExhausted)
+    );
+    // The node itself gets it.
+    assert_eq!(s.dora(mac(4)), ip("198.18.0.104"));
+}
+
 #[test]
 fn offers_expire() {
     let mut s = Sim::new();
