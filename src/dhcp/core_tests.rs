@@ -975,3 +975,70 @@ fn a_taker_extends_only_a_client_that_says_it_holds_the_address() {
         assert_eq!((lease.ip, lease.mac), (a, m));
     }
 }
+
+/// Not a test: CPU per DORA in the core for store sizes of 0, 10,000 and 100,000 nodes (each
+/// with a reservation outside the range) and 0 or 10,000 held leases. Prints microseconds
+/// spent in `handle` per exchange (DISCOVER + REQUEST), store writes excluded. Run with
+/// `cargo test --lib dora_cost_by_store_size -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn dora_cost_by_store_size() {
+    let mac_of = |n: u32| {
+        let b = n.to_be_bytes();
+        Mac([0x52, 0x55, b[0], b[1], b[2], b[3]])
+    };
+    for (nodes, leases) in [(0u32, 0u32), (10_000, 0), (100_000, 0), (0, 10_000), (100_000, 10_000)] {
+        let mut s = Sim::bare();
+        let first = u32::from(ip("198.20.0.0"));
+        s.put(&Network {
+            name: "big".into(),
+            subnet: "198.16.0.0/12".parse().unwrap(),
+            range: Some((Ipv4Addr::from(first), ip("198.23.255.254"))),
+            gateway: None,
+            domain: None,
+        });
+        s.store
+            .write(|w| {
+                for i in 0..nodes {
+                    let a = Ipv4Addr::from(u32::from(ip("198.24.0.0")) + i);
+                    w.put(&node(&format!("n{i}"), mac_of(i), Some(&a.to_string())))?;
+                }
+                for i in 0..leases {
+                    w.put(&Lease {
+                        ip: Ipv4Addr::from(first + i),
+                        mac: mac_of(1 << 24 | i),
+                        client_id: None,
+                        hostname: None,
+                        state: LeaseState::Bound,
+                        start: T0,
+                        expires: T0 + 3600,
+                        network: "big".into(),
+                        relay: RelayInfo::default(),
+                    })?;
+                }
+                Ok::<_, crate::store::StoreError>(())
+            })
+            .unwrap();
+        s.view.refresh(&s.store).unwrap();
+        let runs = 300u32;
+        let mut spent = std::time::Duration::ZERO;
+        for i in 0..runs {
+            let m = mac_of(2 << 24 | i);
+            let t = std::time::Instant::now();
+            let offer = s.run(&discover(m));
+            spent += t.elapsed();
+            let Action::Hold(o, ..) = offer else {
+                panic!("no offer: {offer:?}")
+            };
+            let t = std::time::Instant::now();
+            let ack = handle(s.now, &select(m, o.ip), &s.ctx, &s.share, &s.view, &s.offers);
+            spent += t.elapsed();
+            assert!(matches!(ack, Action::CommitThenReply(..)), "{ack:?}");
+            s.run(&select(m, o.ip));
+        }
+        println!(
+            "nodes {nodes:>6} leases {leases:>6}: {:.1} us per DORA in the core",
+            spent.as_secs_f64() * 1e6 / f64::from(runs)
+        );
+    }
+}
