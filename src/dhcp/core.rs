@@ -439,9 +439,7 @@ impl<'a> Handler<'a> {
             .view
             .leases_ended(self.now)
             .map(|l| l.ip)
-            .filter(|ip| {
-                (first..=untaken.unwrap_or(last)).contains(ip) && self.free_for(*ip, net)
-            })
+            .filter(|ip| (first..=untaken.unwrap_or(last)).contains(ip) && self.free_for(*ip, net))
             .min();
         ended.or(untaken).ok_or(DropReason::RangeExhausted)
     }
@@ -522,9 +520,7 @@ impl<'a> Handler<'a> {
             share: &solo,
             ..*self
         };
-        if self.node.and_then(|n| n.ip).is_none()
-            && unshared.free_for(ip, net)
-        {
+        if self.node.and_then(|n| n.ip).is_none() && unshared.free_for(ip, net) {
             Verdict::OtherMember
         } else {
             Verdict::No

@@ -462,9 +462,7 @@ fn allocation_order_from_the_indexes() {
     assert!(matches!(s.run(&rel), Action::Commit(_)));
     assert_eq!(s.dora(mac(0x36)), ip("198.18.0.101"));
     // The node goes: its address is free again, and lower than the next never-used one.
-    s.store
-        .write(|w| w.delete::<Node>("n3").map(drop))
-        .unwrap();
+    s.store.write(|w| w.delete::<Node>("n3").map(drop)).unwrap();
     s.view.refresh(&s.store).unwrap();
     assert_eq!(s.dora(mac(0x37)), ip("198.18.0.105"));
     assert_eq!(s.dora(mac(0x38)), ip("198.18.0.107"));
@@ -987,7 +985,13 @@ fn dora_cost_by_store_size() {
         let b = n.to_be_bytes();
         Mac([0x52, 0x55, b[0], b[1], b[2], b[3]])
     };
-    for (nodes, leases) in [(0u32, 0u32), (10_000, 0), (100_000, 0), (0, 10_000), (100_000, 10_000)] {
+    for (nodes, leases) in [
+        (0u32, 0u32),
+        (10_000, 0),
+        (100_000, 0),
+        (0, 10_000),
+        (100_000, 10_000),
+    ] {
         let mut s = Sim::bare();
         let first = u32::from(ip("198.20.0.0"));
         s.put(&Network {
@@ -1031,7 +1035,14 @@ fn dora_cost_by_store_size() {
                 panic!("no offer: {offer:?}")
             };
             let t = std::time::Instant::now();
-            let ack = handle(s.now, &select(m, o.ip), &s.ctx, &s.share, &s.view, &s.offers);
+            let ack = handle(
+                s.now,
+                &select(m, o.ip),
+                &s.ctx,
+                &s.share,
+                &s.view,
+                &s.offers,
+            );
             spent += t.elapsed();
             assert!(matches!(ack, Action::CommitThenReply(..)), "{ack:?}");
             s.run(&select(m, o.ip));
