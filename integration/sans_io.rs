@@ -23,6 +23,10 @@ use std::collections::{BTreeSet, HashMap};
 /// are pure.
 const PURE: &[(&str, &str)] = &[
     ("nfs/xdr.rs", "XDR codec over byte slices"),
+    (
+        "store/addrs.rs",
+        "an interval set of IPv4 addresses for the view's DHCP index",
+    ),
     ("nfs/status.rs", "the NFSv4 status codes"),
     (
         "nfs/ops/mod.rs",

@@ -41,7 +41,7 @@ use super::wire::{MessageType, Reply, ReplyKind, Request};
 use crate::store::model::{Ipv4Net, Lease, LeaseState, Mac, Network, Node, RelayInfo};
 use crate::store::View;
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 /// Default lease time: one hour.
@@ -417,7 +417,6 @@ impl<'a> Handler<'a> {
         let Some((first, last)) = net.range else {
             return Err(DropReason::NoDynamicRange);
         };
-        let reserved = self.reserved_set();
         let mac = self.req.chaddr;
         let candidates = [
             self.offers.by_mac(mac, self.now).map(|o| o.ip),
@@ -428,43 +427,46 @@ impl<'a> Handler<'a> {
             self.req.requested_ip,
         ];
         for ip in candidates.into_iter().flatten() {
-            if self.free_for(ip, net, &reserved) {
+            if self.free_for(ip, net) {
                 return Ok(ip);
             }
         }
-        // Each address of this member's share that is not free is one of: server, gateway,
-        // reserved, leased, offered. So the first free one is at most that many of the
-        // share's addresses into the range: the expensive checks are bounded by the size of
-        // the tables; skipping other members' addresses costs one hash each.
-        let mut budget = reserved.len() + self.view.leases.len() + self.offers.len() + 2;
-        for ip in u32::from(first)..=u32::from(last) {
-            let ip = Ipv4Addr::from(ip);
-            if !self.share.may_allocate(ip) {
-                continue;
-            }
-            if self.free_for(ip, net, &reserved) {
-                return Ok(ip);
-            }
-            budget = match budget.checked_sub(1) {
-                Some(b) => b,
-                None => break,
-            };
-        }
-        Err(DropReason::RangeExhausted)
+        // The lowest free address is either one that no node reserves and no lease names,
+        // or one whose lease has ended. The view's indexes give both without walking past
+        // taken addresses, so the work does not grow with nodes or held leases.
+        let untaken = self.lowest_untaken(first, last, net);
+        let ended = self
+            .view
+            .leases_ended(self.now)
+            .map(|l| l.ip)
+            .filter(|ip| (first..=untaken.unwrap_or(last)).contains(ip) && self.free_for(*ip, net))
+            .min();
+        ended.or(untaken).ok_or(DropReason::RangeExhausted)
     }
 
-    fn reserved_set(&self) -> HashSet<Ipv4Addr> {
-        self.view.nodes.values().filter_map(|n| n.ip).collect()
+    /// The lowest free address of `first..=last` that the view does not name at all. Steps
+    /// over taken runs in one lookup each; the addresses it looks at one by one are this
+    /// member's own that are offered, the server's, the gateway's, or not host addresses, and
+    /// other members' (one hash each).
+    fn lowest_untaken(&self, first: Ipv4Addr, last: Ipv4Addr, net: &Network) -> Option<Ipv4Addr> {
+        let mut from = first;
+        loop {
+            let ip = self.view.next_untaken(from).filter(|ip| *ip <= last)?;
+            if self.free_for(ip, net) {
+                return Some(ip);
+            }
+            from = u32::from(ip).checked_add(1).map(Ipv4Addr::from)?;
+        }
     }
 
     /// May this client have dynamic address `ip` in `net`?
-    fn free_for(&self, ip: Ipv4Addr, net: &Network, reserved: &HashSet<Ipv4Addr>) -> bool {
+    fn free_for(&self, ip: Ipv4Addr, net: &Network) -> bool {
         let mac = self.req.chaddr;
         if !net.in_range(ip)
             || !net.subnet.is_host(ip)
             || ip == self.ctx.server
             || Some(ip) == net.gateway
-            || reserved.contains(&ip)
+            || self.view.is_reserved(ip)
         {
             return false;
         }
@@ -506,7 +508,7 @@ impl<'a> Handler<'a> {
                             && l.holds(self.now)
                     })
             }
-            None => self.free_for(ip, net, &self.reserved_set()),
+            None => self.free_for(ip, net),
         };
         if yes {
             return Verdict::Yes;
@@ -518,9 +520,7 @@ impl<'a> Handler<'a> {
             share: &solo,
             ..*self
         };
-        if self.node.and_then(|n| n.ip).is_none()
-            && unshared.free_for(ip, net, &self.reserved_set())
-        {
+        if self.node.and_then(|n| n.ip).is_none() && unshared.free_for(ip, net) {
             Verdict::OtherMember
         } else {
             Verdict::No

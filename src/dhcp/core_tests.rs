@@ -437,6 +437,63 @@ fn range_exhaustion_and_expiry() {
     assert_eq!(o.ip, ip("198.18.0.102"));
 }
 
+/// The free-address search from the view's indexes: gaps between taken addresses in
+/// address order, an ended lease's address before a higher never-used one, and the indexes
+/// following reservations as nodes come, move and go.
+#[test]
+fn allocation_order_from_the_indexes() {
+    let mut s = Sim::new();
+    // .100 .101 .102 leased; .103 reserved; .104 leased.
+    for i in 0..3u8 {
+        assert_eq!(s.dora(mac(0x30 + i)), Ipv4Addr::new(198, 18, 0, 100 + i));
+    }
+    s.put(&node("n3", mac(3), Some("198.18.0.103")));
+    assert_eq!(s.dora(mac(0x33)), ip("198.18.0.104"));
+    // The reservation moves to .105: .103 is the lowest free one, .105 is skipped after it.
+    s.put(&node("n3", mac(3), Some("198.18.0.105")));
+    assert_eq!(s.dora(mac(0x34)), ip("198.18.0.103"));
+    assert_eq!(s.dora(mac(0x35)), ip("198.18.0.106"));
+    // A released lease below the first never-used address is reused first.
+    let rel = Request {
+        ciaddr: ip("198.18.0.101"),
+        server_id: Some(SERVER),
+        ..base(MessageType::Release, mac(0x31))
+    };
+    assert!(matches!(s.run(&rel), Action::Commit(_)));
+    assert_eq!(s.dora(mac(0x36)), ip("198.18.0.101"));
+    // The node goes: its address is free again, and lower than the next never-used one.
+    s.store.write(|w| w.delete::<Node>("n3").map(drop)).unwrap();
+    s.view.refresh(&s.store).unwrap();
+    assert_eq!(s.dora(mac(0x37)), ip("198.18.0.105"));
+    assert_eq!(s.dora(mac(0x38)), ip("198.18.0.107"));
+}
+
+/// A reserved address is never given to another client, also when an ended lease of
+/// someone else names it and when it is the only address left.
+#[test]
+fn reserved_addresses_are_never_offered_to_others() {
+    let mut s = Sim::new();
+    for i in 0..11u8 {
+        assert_eq!(s.dora(mac(0x30 + i)), Ipv4Addr::new(198, 18, 0, 100 + i));
+    }
+    // .104's lease ends, then a node reserves it: the range is exhausted for others.
+    s.now += 3601;
+    for i in 0..11u8 {
+        if i != 4 {
+            let a = Ipv4Addr::new(198, 18, 0, 100 + i);
+            let (l, ..) = s.ack(&renew(mac(0x30 + i), a));
+            assert_eq!(l.ip, a);
+        }
+    }
+    s.put(&node("n4", mac(4), Some("198.18.0.104")));
+    assert_eq!(
+        s.run(&discover(mac(0x50))),
+        Action::Drop(DropReason::RangeExhausted)
+    );
+    // The node itself gets it.
+    assert_eq!(s.dora(mac(4)), ip("198.18.0.104"));
+}
+
 #[test]
 fn offers_expire() {
     let mut s = Sim::new();
@@ -914,5 +971,85 @@ fn a_taker_extends_only_a_client_that_says_it_holds_the_address() {
     for req in [renew(m, a), init_reboot(m, a)] {
         let (lease, ..) = s.ack(&req);
         assert_eq!((lease.ip, lease.mac), (a, m));
+    }
+}
+
+/// Not a test: CPU per DORA in the core for store sizes of 0, 10,000 and 100,000 nodes (each
+/// with a reservation outside the range) and 0 or 10,000 held leases. Prints microseconds
+/// spent in `handle` per exchange (DISCOVER + REQUEST), store writes excluded. Run with
+/// `cargo test --lib dora_cost_by_store_size -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn dora_cost_by_store_size() {
+    let mac_of = |n: u32| {
+        let b = n.to_be_bytes();
+        Mac([0x52, 0x55, b[0], b[1], b[2], b[3]])
+    };
+    for (nodes, leases) in [
+        (0u32, 0u32),
+        (10_000, 0),
+        (100_000, 0),
+        (0, 10_000),
+        (100_000, 10_000),
+    ] {
+        let mut s = Sim::bare();
+        let first = u32::from(ip("198.20.0.0"));
+        s.put(&Network {
+            name: "big".into(),
+            subnet: "198.16.0.0/12".parse().unwrap(),
+            range: Some((Ipv4Addr::from(first), ip("198.23.255.254"))),
+            gateway: None,
+            domain: None,
+        });
+        s.store
+            .write(|w| {
+                for i in 0..nodes {
+                    let a = Ipv4Addr::from(u32::from(ip("198.24.0.0")) + i);
+                    w.put(&node(&format!("n{i}"), mac_of(i), Some(&a.to_string())))?;
+                }
+                for i in 0..leases {
+                    w.put(&Lease {
+                        ip: Ipv4Addr::from(first + i),
+                        mac: mac_of(1 << 24 | i),
+                        client_id: None,
+                        hostname: None,
+                        state: LeaseState::Bound,
+                        start: T0,
+                        expires: T0 + 3600,
+                        network: "big".into(),
+                        relay: RelayInfo::default(),
+                    })?;
+                }
+                Ok::<_, crate::store::StoreError>(())
+            })
+            .unwrap();
+        s.view.refresh(&s.store).unwrap();
+        let runs = 300u32;
+        let mut spent = std::time::Duration::ZERO;
+        for i in 0..runs {
+            let m = mac_of(2 << 24 | i);
+            let t = std::time::Instant::now();
+            let offer = s.run(&discover(m));
+            spent += t.elapsed();
+            let Action::Hold(o, ..) = offer else {
+                panic!("no offer: {offer:?}")
+            };
+            let t = std::time::Instant::now();
+            let ack = handle(
+                s.now,
+                &select(m, o.ip),
+                &s.ctx,
+                &s.share,
+                &s.view,
+                &s.offers,
+            );
+            spent += t.elapsed();
+            assert!(matches!(ack, Action::CommitThenReply(..)), "{ack:?}");
+            s.run(&select(m, o.ip));
+        }
+        println!(
+            "nodes {nodes:>6} leases {leases:>6}: {:.1} us per DORA in the core",
+            spent.as_secs_f64() * 1e6 / f64::from(runs)
+        );
     }
 }

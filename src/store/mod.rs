@@ -25,6 +25,7 @@
 // simulations (`Store::open_simulated`); nothing else is.
 #![allow(unsafe_code)]
 
+mod addrs;
 pub mod hlc;
 pub mod model;
 pub mod replicate;

@@ -1,11 +1,21 @@
 //! An in-memory copy of the store for the servers' hot paths, kept current from the change
 //! feed. Protocol cores read a `&View`; they never see heed. In a server, one
 //! [`SharedView`] owns the view and hands services snapshots of it.
+//!
+//! Besides the tables, a view keeps indexes for the DHCP hot path, built as records are
+//! loaded and updated with each change (never per packet): nodes and leases by MAC, reserved
+//! addresses, the set of taken addresses (reserved or with a lease record, see
+//! [`AddrSet`]) and leases by expiry. They follow changes made through [`View::load`] and
+//! [`View::refresh`] only: code that fills the public maps directly (tests of other
+//! services) gets no DHCP indexes.
 
-use super::model::{Export, Group, Image, Lease, Mac, Network, Node, PoolMember, PowerState};
+use super::addrs::AddrSet;
+use super::model::{
+    Export, Group, Image, Lease, LeaseState, Mac, Network, Node, PoolMember, PowerState,
+};
 use super::{Reader, Store, StoreError, Table};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -29,6 +39,22 @@ pub struct View {
     pub members: BTreeMap<String, PoolMember>,
     node_by_mac: HashMap<Mac, String>,
     lease_by_mac: HashMap<Mac, Ipv4Addr>,
+    /// How many nodes reserve each address.
+    reserved: HashMap<Ipv4Addr, u32>,
+    /// Addresses reserved by a node or with a lease record.
+    taken: AddrSet,
+    /// Leases by the time they stop holding ([`expiry_key`]).
+    by_expiry: BTreeSet<(u64, Ipv4Addr)>,
+}
+
+/// When a lease stops holding: [`Lease::holds`] is false at `now` iff this is `<= now`.
+fn expiry_key(l: &Lease) -> (u64, Ipv4Addr) {
+    let t = if l.state == LeaseState::Released {
+        0
+    } else {
+        l.expires
+    };
+    (t, l.ip)
 }
 
 impl View {
@@ -134,8 +160,21 @@ impl View {
             if self.node_by_mac.get(&old.mac).map(String::as_str) == Some(name) {
                 self.node_by_mac.remove(&old.mac);
             }
+            if let Some(ip) = old.ip {
+                if let Some(n) = self.reserved.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.reserved.remove(&ip);
+                    }
+                }
+                self.retake(ip);
+            }
         }
         if let Some(node) = node {
+            if let Some(ip) = node.ip {
+                *self.reserved.entry(ip).or_default() += 1;
+                self.taken.insert(ip);
+            }
             self.node_by_mac.insert(node.mac, node.name.clone());
             self.nodes.insert(name.to_string(), node);
         }
@@ -146,11 +185,41 @@ impl View {
             if self.lease_by_mac.get(&old.mac) == Some(&ip) {
                 self.lease_by_mac.remove(&old.mac);
             }
+            self.by_expiry.remove(&expiry_key(&old));
         }
         if let Some(lease) = lease {
             self.lease_by_mac.insert(lease.mac, ip);
+            self.by_expiry.insert(expiry_key(&lease));
             self.leases.insert(ip, lease);
         }
+        self.retake(ip);
+    }
+
+    /// Puts `ip` in or out of the taken set after its reservations or lease changed.
+    fn retake(&mut self, ip: Ipv4Addr) {
+        if self.reserved.contains_key(&ip) || self.leases.contains_key(&ip) {
+            self.taken.insert(ip);
+        } else {
+            self.taken.remove(ip);
+        }
+    }
+
+    /// Whether some node reserves `ip`.
+    pub fn is_reserved(&self, ip: Ipv4Addr) -> bool {
+        self.reserved.contains_key(&ip)
+    }
+
+    /// The lowest address at or above `from` that no node reserves and no lease record
+    /// names (whatever its state).
+    pub fn next_untaken(&self, from: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.taken.next_absent(from)
+    }
+
+    /// The leases that do not hold at `now` (expired or released), soonest-ended first.
+    pub fn leases_ended(&self, now: u64) -> impl Iterator<Item = &Lease> {
+        self.by_expiry
+            .range(..=(now, Ipv4Addr::BROADCAST))
+            .filter_map(|(_, ip)| self.leases.get(ip))
     }
 
     pub fn node_by_mac(&self, mac: Mac) -> Option<&Node> {
