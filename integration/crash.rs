@@ -172,17 +172,12 @@ fn stable_nfs_writes_survive_kill_9() {
     let file = export.join("log.bin");
     std::fs::write(&file, b"").expect("file");
     std::os::unix::fs::chown(&file, Some(1000), Some(1000)).expect("chown");
-    d.cli_ok(&[
-        "nfs",
-        "export",
-        "add",
-        "t",
-        "--path",
-        export.to_str().expect("utf-8"),
-        "--clients",
-        "127.0.0.1/32",
-        "--rw",
-    ]);
+    // Test paths have no spaces.
+    let add = format!(
+        "nfs export add t --path {} --clients 127.0.0.1/32 --rw",
+        export.display()
+    );
+    d.cli_ok(&add.split(' ').collect::<Vec<_>>());
     let port = common::api::free_port();
     let config = d.scratch().join("drover.toml");
     std::fs::write(

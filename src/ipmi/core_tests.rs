@@ -287,13 +287,17 @@ fn auto_never_falls_back_to_ipmi15() {
 fn open_session_answered_with_other_algorithms_is_refused() {
     let mut bmc = FakeBmc::new(Suite::Sha1);
     let now = Instant::now();
-    let login = Login {
-        user: b"admin",
-        password: b"secret",
-        suite: Suite::Sha256,
-        version: LanVersion::V20,
-    };
-    let mut s = Session::new(now, &login, LIMITS, Counter(0));
+    let mut s = Session::new(
+        now,
+        &Login {
+            suite: Suite::Sha256,
+            version: LanVersion::V20,
+            user: b"admin",
+            password: b"secret",
+        },
+        LIMITS,
+        Counter(0),
+    );
     let mut failed = None;
     for _ in 0..10 {
         while let Some(d) = s.poll_transmit() {
