@@ -740,3 +740,45 @@ fn a_spoofed_capabilities_reply_does_not_downgrade() {
     );
     assert_eq!(bmc.bmc.lock().unwrap().v15_challenges, 0);
 }
+
+/// A BMC that offers only suites below the configured minimum (here: only suite 3, with
+/// `power.cipher-suites = [17]`) answers Open Session with its own, weaker algorithms;
+/// drover refuses them and says so in the result (`cipher-suite`) instead of logging in.
+/// With suite 3 allowed the same BMC works, so the refusal is the setting's doing. ipmi_sim
+/// cannot play this: it has no setting for its suites and ignores a suite-17 request
+/// instead of answering it (a silence, which alone reads as a timeout).
+#[test]
+fn a_bmc_below_the_minimum_cipher_suite_is_refused_and_said_so() {
+    let bmc = UdpFakeBmc::start(drover::ipmi::crypto::Suite::Sha1);
+    let d = Drover::new();
+    add_node(
+        &d,
+        "n1",
+        "52:54:00:00:09:03",
+        &format!("127.0.0.1:{}", bmc.port),
+    );
+    set_password(&d, "n1", "secret");
+    let strict = d.scratch().join("strict.toml");
+    std::fs::write(
+        &strict,
+        "[power]\ncipher-suites = [17]\nipmi-version = \"2.0\"\ntimeout-ms = 200\nretries = 1\n",
+    )
+    .unwrap();
+    let out = d.cli(&[
+        "power",
+        "status",
+        "n1",
+        "--config",
+        strict.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(cell(&table, "n1", 2), "cipher-suite", "{table}");
+    assert!(
+        cell(&table, "n1", 3).contains("cipher suites 17"),
+        "{table}"
+    );
+    assert!(!bmc.bmc.lock().unwrap().power);
+    let table = d.cli_ok(&["power", "status", "n1", "--config", &fast_config(&d)]);
+    assert_eq!(cell(&table, "n1", 3), "off", "{table}");
+}

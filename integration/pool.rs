@@ -642,3 +642,104 @@ fn status_and_api_show_what_each_member_serves_its_health_and_lag() {
     });
     assert!(left, "B's leave:\n{}", text(&api.d));
 }
+
+/// Change-feed compaction with two members on loopback: while B is down, A writes more than
+/// the feed keeps and prunes what nobody live lacks (its summary shows the floor); B comes
+/// back after that and still converges, by version vector, to every node A wrote.
+#[test]
+fn the_feed_is_compacted_and_a_member_back_after_it_converges() {
+    use common::api::free_port;
+    const NODES: usize = 5000;
+    let ports = [free_port(), free_port()];
+    let config = |i: usize| {
+        common::config_only(
+            &[],
+            &format!("[pool]\naddress = \"127.0.0.1\"\nport = {}\n", ports[i]),
+        )
+    };
+    let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let mut a = Drover::new();
+    a.cli_ok(&["pool", "init"]);
+    let key = a.state_dir().join("cluster.key");
+    let mut b = Drover::new();
+    b.cli_ok(&[
+        "pool",
+        "join",
+        &addr(0),
+        "--key-file",
+        key.to_str().unwrap(),
+    ]);
+    a.serve_with(None, "lo", &config(0));
+    b.serve_with(None, "lo", &config(1));
+    let state_on = |d: &Drover, i: usize| {
+        status_json(d).and_then(|s| entry(&s, &addr(i)).map(|m| m["state"].clone()))
+    };
+    let paired = common::wait_until(Duration::from_secs(30), || {
+        state_on(&a, 1).is_some_and(|s| s == "alive")
+            && state_on(&b, 0).is_some_and(|s| s == "alive")
+    });
+    assert!(paired, "the pool did not form:\n{}", {
+        let o = a.cli(&["pool", "status", "--json"]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+
+    b.crash();
+    let csv = a.scratch().join("nodes.csv");
+    let mut text = String::from("name,mac\n");
+    for i in 0..NODES {
+        text += &format!("c{i},52:54:00:01:{:02x}:{:02x}\n", i / 256, i % 256);
+    }
+    std::fs::write(&csv, text).unwrap();
+    a.cli_ok(&["node", "import", csv.to_str().unwrap()]);
+
+    // A prunes once B is no longer live: its own summary carries the floor.
+    let floor = || {
+        status_json(&a)
+            .and_then(|s| s["me"]["summary"]["feed_floor"].as_u64())
+            .unwrap_or(0)
+    };
+    let t0 = Instant::now();
+    let pruned = common::wait_until(Duration::from_secs(60), || floor() > 0);
+    assert!(
+        pruned,
+        "A never compacted its feed:\n{}",
+        String::from_utf8_lossy(&a.cli(&["pool", "status"]).stdout)
+    );
+    let f = floor();
+    eprintln!("A pruned its feed up to entry {f} after {:?}", t0.elapsed());
+    assert!(
+        f as usize >= NODES - 4096,
+        "floor {f}: the feed keeps only its newest 4096"
+    );
+
+    // B returns behind the floor and catches up with every node by anti-entropy.
+    b.serve_with(None, "lo", &config(1));
+    // Rows of `node list` naming an imported node (`c` and digits).
+    let count = |d: &Drover| {
+        let out = d.cli(&["node", "list"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| {
+                n.len() > 1 && n.starts_with('c') && n[1..].bytes().all(|b| b.is_ascii_digit())
+            })
+            .count()
+    };
+    let t0 = Instant::now();
+    let converged = common::wait_until(Duration::from_secs(60), || count(&b) == NODES);
+    assert!(
+        converged,
+        "B has {} of {NODES} nodes:\n{}",
+        count(&b),
+        b.log_tail(20)
+    );
+    eprintln!(
+        "B had all {NODES} nodes {:?} after its restart",
+        t0.elapsed()
+    );
+    assert_eq!(count(&a), NODES);
+}

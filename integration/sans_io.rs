@@ -94,6 +94,10 @@ const PURE: &[(&str, &str)] = &[
     ),
     ("pool/summary.rs", "summary messages and their merge table"),
     (
+        "pool/compact.rs",
+        "which change-feed entries every live member has, from summaries and ages passed in",
+    ),
+    (
         "pool/report.rs",
         "replication exchange bookkeeping on times passed in",
     ),

@@ -156,7 +156,10 @@ fn write_secret(path: &Path, text: &str) -> Result<(), AuthError> {
         .open(path)
         .map_err(err)?;
     f.write_all(text.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)
+    f.sync_all().map_err(err)?;
+    // The new name itself must survive a crash too.
+    let dir = path.parent().unwrap_or(Path::new("."));
+    crate::durable::sync_dir(dir).map_err(err)
 }
 
 fn token_hash(token: &str) -> String {

@@ -137,7 +137,7 @@ pub fn backup(
     let _ = fs::remove_file(&snapshot);
     match result {
         Ok(manifest) => {
-            fs::rename(&partial, file).map_err(io_err(file))?;
+            crate::durable::rename(&partial, file).map_err(io_err(file))?;
             Ok(manifest)
         }
         Err(e) => {
@@ -408,7 +408,7 @@ fn restore_store(data: &mut impl Read, state: &Path) -> Result<(), BackupError> 
     out.flush().map_err(io_err(&tmp))?;
     out.sync_all().map_err(io_err(&tmp))?;
     let dest = state.join(STORE_FILE);
-    fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+    crate::durable::rename(&tmp, &dest).map_err(io_err(&dest))?;
     let lock = dir.join("lock.mdb");
     match fs::remove_file(&lock) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&lock)(e)),

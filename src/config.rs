@@ -366,7 +366,8 @@ pub struct Power {
     pub timeout: Duration,
     /// Retransmissions before a BMC counts as timed out.
     pub retries: u32,
-    /// RMCP+ cipher suites to try, in order (3 and 17 are supported).
+    /// RMCP+ cipher suites to try, in order (3 and 17 are supported); nothing else is ever
+    /// negotiated, so this is also the minimum.
     pub cipher_suites: Vec<u8>,
     pub ipmi_version: IpmiVersion,
     /// Time between power-state polls of `drover serve`; zero switches the poller off.

@@ -17,6 +17,8 @@ crate::counters::counter_set! {
         view_refresh_errors,
         /// Receive errors on a router-advertisement socket (retried with backoff).
         ra_receive_errors,
+        /// Change-feed compactions that failed (tried again at the next tick).
+        feed_compaction_errors,
     }
 }
 

@@ -411,7 +411,7 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InstallError> 
     f.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))
+    crate::durable::rename(&tmp, path).map_err(io_err(path))
 }
 
 /// Removes a file; returns whether it was there.

@@ -19,6 +19,7 @@ pub mod config;
 pub mod counters;
 pub mod dhcp;
 pub mod dns;
+pub mod durable;
 pub mod faults;
 pub mod firmware;
 #[cfg(any(test, feature = "fuzz"))]

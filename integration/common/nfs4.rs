@@ -478,10 +478,20 @@ pub struct Session {
 impl Session {
     /// One COMPOUND on `c`: SEQUENCE on the slot, then what `ops` adds; panics on I/O errors.
     pub fn compound(&mut self, c: &mut Client, cred: &Cred, ops: impl FnOnce(Ops) -> Ops) -> Reply {
+        self.try_compound(c, cred, ops)
+            .expect("a COMPOUND in the session")
+    }
+
+    /// [`Session::compound`], with I/O errors returned (a server that may be killed).
+    pub fn try_compound(
+        &mut self,
+        c: &mut Client,
+        cred: &Cred,
+        ops: impl FnOnce(Ops) -> Ops,
+    ) -> std::io::Result<Reply> {
         self.seq += 1;
         let all = ops(Ops::new().sequence(&self.id, self.seq));
         c.compound(self.minor, cred, all)
-            .expect("a COMPOUND in the session")
     }
 }
 

@@ -108,7 +108,7 @@ impl Blobs {
         io::copy(&mut file, &mut writer).map_err(io_err)?;
         file.sync_all().map_err(io_err)?;
         let id = writer.hasher.finalize().to_hex().to_string();
-        std::fs::rename(tmp, self.dir.join(&id)).map_err(io_err)?;
+        crate::durable::rename(tmp, &self.dir.join(&id)).map_err(io_err)?;
         Ok(ImageFile {
             blob: id,
             size: writer.size,
@@ -146,7 +146,7 @@ impl Blobs {
             file.sync_all().map_err(io_err(&tmp))?;
             let id = writer.hasher.finalize().to_hex().to_string();
             let dest = self.dir.join(&id);
-            std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+            crate::durable::rename(&tmp, &dest).map_err(io_err(&dest))?;
             Ok(ImageFile {
                 blob: id,
                 size: writer.size,

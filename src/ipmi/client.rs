@@ -27,6 +27,10 @@ pub enum PowerError {
     Session(#[from] SessionError),
     #[error("local I/O error: {0}")]
     Io(String),
+    /// Every configured suite was refused (or, after a refusal, ignored): the BMC offers only
+    /// other, weaker ones. The text lists the suites tried.
+    #[error("the BMC offers none of the cipher suites {0} (power.cipher-suites); drover never negotiates a weaker one")]
+    NoAcceptableSuite(String),
 }
 
 impl PowerError {
@@ -35,6 +39,7 @@ impl PowerError {
         match self {
             PowerError::Unreachable(_) => "unreachable",
             PowerError::Io(_) => "io",
+            PowerError::NoAcceptableSuite(_) => "cipher-suite",
             PowerError::Session(e) => match e {
                 SessionError::Timeout(_) => "timeout",
                 SessionError::Authentication | SessionError::AuthenticationV15 => "authentication",
@@ -78,6 +83,12 @@ pub struct Dial {
     pub limits: Limits,
 }
 
+/// `3, 17`: the suites' numbers as `ipmitool -C` names them.
+fn suite_list(suites: &[Suite]) -> String {
+    let ids: Vec<String> = suites.iter().map(|s| s.id().to_string()).collect();
+    ids.join(", ")
+}
+
 /// Logs in to `bmc`, runs `commands` in one session and closes it.
 pub fn run(bmc: &BmcAccess, dial: &Dial, commands: &[Command]) -> Result<Vec<Answer>, PowerError> {
     let mut conn = Conn::open(bmc, dial)?;
@@ -117,24 +128,31 @@ impl Conn {
     /// only when the BMC says it does not offer the previous one.
     pub fn open(bmc: &BmcAccess, dial: &Dial) -> Result<Conn, PowerError> {
         let addr = resolve(bmc)?;
-        let mut last = PowerError::Io("no cipher suite configured".into());
+        let mut refused = false;
         for (i, suite) in dial.suites.iter().enumerate() {
             match Conn::open_suite(addr, bmc, *suite, dial.version, dial.limits) {
                 // A BMC that answered Get Channel Authentication Capabilities but ignores an
                 // Open Session request does not offer that suite (ipmi_sim ignores suite 17).
                 Err(PowerError::Session(
-                    SessionError::CipherSuite(..) | SessionError::Timeout(OPEN_SESSION),
-                )) if i + 1 < dial.suites.len() => {
-                    tracing::debug!(bmc = %bmc.address(), suite = suite.id(), "cipher suite refused, trying the next");
+                    e @ (SessionError::CipherSuite(..) | SessionError::Timeout(OPEN_SESSION)),
+                )) => {
+                    refused |= matches!(e, SessionError::CipherSuite(..));
+                    if i + 1 < dial.suites.len() {
+                        tracing::debug!(bmc = %bmc.address(), suite = suite.id(), "cipher suite refused, trying the next");
+                        continue;
+                    }
+                    // A lone silence may be loss; a refusal says what the BMC offers.
+                    return Err(if refused {
+                        PowerError::NoAcceptableSuite(suite_list(&dial.suites))
+                    } else {
+                        PowerError::Session(e)
+                    });
                 }
-                Err(e) => {
-                    last = e;
-                    break;
-                }
+                Err(e) => return Err(e),
                 Ok(c) => return Ok(c),
             }
         }
-        Err(last)
+        Err(PowerError::Io("no cipher suite configured".into()))
     }
 
     fn open_suite(

@@ -279,3 +279,40 @@ fn auto_never_falls_back_to_ipmi15() {
         assert_eq!(bmc.v15_challenges, 0, "spoofed: {spoofed}");
     }
 }
+
+/// A BMC that answers Open Session for suite 17 with the algorithms of another suite (here
+/// 3, as one that offers only weaker suites would) is refused: no RAKP message is sent, so
+/// no key exchange happens on terms drover did not ask for.
+#[test]
+fn open_session_answered_with_other_algorithms_is_refused() {
+    let mut bmc = FakeBmc::new(Suite::Sha1);
+    let now = Instant::now();
+    let mut s = Session::new(
+        now,
+        &Login {
+            suite: Suite::Sha256,
+            version: LanVersion::V20,
+            user: b"admin",
+            password: b"secret",
+        },
+        LIMITS,
+        Counter(0),
+    );
+    let mut failed = None;
+    for _ in 0..10 {
+        while let Some(d) = s.poll_transmit() {
+            if let Some(reply) = bmc.answer(&d) {
+                s.handle_input(now, &reply);
+            }
+        }
+        if let Some(Event::Failed(e)) = s.poll_event() {
+            failed = Some(e);
+            break;
+        }
+    }
+    assert_eq!(failed, Some(SessionError::CipherSuite(17, 0)));
+    assert_eq!(
+        bmc.console_random, [0; 16],
+        "no RAKP message 1 reached the BMC"
+    );
+}

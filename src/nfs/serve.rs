@@ -165,9 +165,8 @@ fn write_status(path: &Path, clients: Vec<ClientStatus>) -> io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
+    // Durable: a restart reads it to decide the grace period.
+    crate::durable::write(path, &data, 0o644)
 }
 
 /// Whether a restart needs a grace period: the last run had clients that may reclaim.

@@ -782,7 +782,8 @@ fn seed(image: &Path, layer: &Path, parts: &[String], ids: &ImageIds) -> io::Res
     let _ = std::fs::remove_file(&tmp);
     copy_tree(&image.join(&rel), &tmp)?;
     ids.stamp(&image.join(&rel), &tmp, true)?;
-    std::fs::rename(&tmp, &dest)
+    // Durable name: a node's stable writes to the seeded file must not vanish with it.
+    crate::durable::rename(&tmp, &dest)
 }
 
 /// Copies `src` (not following symlinks) to `dst`: files, directories, symlinks, device
@@ -811,6 +812,9 @@ fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
     if ft.is_file() || ft.is_dir() {
         let f = std::fs::File::open(dst)?;
         f.set_modified(m.modified()?)?;
+        // Synced before `seed` renames the copy into the layer: the name is never durable
+        // ahead of the content.
+        f.sync_all()?;
     }
     Ok(())
 }

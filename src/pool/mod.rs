@@ -31,6 +31,7 @@
 //! members, one floating service address, the pool status (health, summaries, lag). Not
 //! built yet: several service addresses, encryption of pool traffic.
 
+pub mod compact;
 pub mod conn;
 pub mod facts;
 pub mod floating;

@@ -416,6 +416,8 @@ mod tests {
             blobs: 0,
             blob_bytes: 0,
             newest_own: None,
+            has: Default::default(),
+            feed_floor: 0,
         }
     }
 

@@ -25,6 +25,7 @@
 //! Not here: the protocol (`membership`), what a tick decides (`tick`), the exchanges
 //! (`replication`), the rules of summaries, health and lag (`summary`, `report`).
 
+use super::compact::Holders;
 use super::facts;
 use super::floating::Decision;
 use super::key::{ClusterKey, KeyError};
@@ -115,6 +116,9 @@ pub struct Links {
     pub layers: Option<Arc<Shipper>>,
     /// How many clients the NFS server has (when NFS serves), which it publishes.
     pub nfs_clients: Option<watch::Receiver<usize>>,
+    /// What the other live members have (their summaries' version vectors), for change-feed
+    /// compaction (`compact`); nobody outside the pool.
+    pub holders: watch::Sender<Holders>,
 }
 
 /// Runs pool membership until `shutdown` is cancelled.
@@ -136,6 +140,8 @@ pub async fn run(
                 Ok(Some(k)) => break k,
                 Ok(None) => {
                     last_error.clear();
+                    // Outside a pool nobody else needs this store's change feed.
+                    links.holders.send_replace(Holders::default());
                     // Outside a pool this member holds the service address alone.
                     if !was_member {
                         links
@@ -183,6 +189,7 @@ pub async fn run(
             .share
             .send_replace(Arc::new(Share::solo(settings.member_id)));
         links.peers.send_replace(Arc::new(Peers::default()));
+        links.holders.send_replace(Holders::default());
         links.floating.send_replace(Decision::default());
         if let Some(l) = &links.layers {
             l.set_peers(None, &[]);
@@ -380,6 +387,14 @@ async fn member(
                             summary_of: &|id| summaries.get(id),
                         };
                         let actions = core.handle_counts(unix_ms(), report);
+                        // What the live members have, from their summaries (compaction).
+                        let live = m.members();
+                        let holders = Holders::from_summaries(
+                            live.iter()
+                                .filter(|(_, s)| *s == foca::State::Alive)
+                                .map(|(id, _)| summaries.get(id.id).map(|(s, age)| (s.has, age))),
+                        );
+                        task.links.holders.send_replace(holders);
                         carry_out(task, &key, actions, &done_tx)
                     }
                     Done::Written => None,

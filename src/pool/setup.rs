@@ -67,6 +67,8 @@ pub fn init(state: &Path) -> Result<PathBuf, SetupError> {
     ClusterKey::generate()
         .map_err(SetupError::Random)?
         .save_new(&path)?;
+    // `save_new` syncs the file; its name in the directory must survive a crash too.
+    crate::durable::sync_dir(state).map_err(io("syncing", state))?;
     Ok(path)
 }
 
@@ -83,7 +85,10 @@ pub fn join(state: &Path, seed: &str, key_file: &Path) -> Result<SocketAddrV4, S
             return Err(SetupError::OtherPool(key_path.display().to_string()))
         }
         Some(_) => {}
-        None => key.save_new(&key_path)?,
+        None => {
+            key.save_new(&key_path)?;
+            crate::durable::sync_dir(state).map_err(io("syncing", state))?;
+        }
     }
     let mut seeds = ps::recorded_seeds(state);
     if !seeds.contains(&addr) {
@@ -91,7 +96,7 @@ pub fn join(state: &Path, seed: &str, key_file: &Path) -> Result<SocketAddrV4, S
     }
     let text: String = seeds.iter().map(|s| format!("{s}\n")).collect();
     let file = ps::seeds_file(state);
-    std::fs::write(&file, text).map_err(io("writing", &file))?;
+    crate::durable::write(&file, text.as_bytes(), 0o644).map_err(io("writing", &file))?;
     Ok(addr)
 }
 

@@ -280,6 +280,8 @@ mod tests {
             blobs: 2,
             blob_bytes: 20 << 20,
             newest_own: None,
+            has: Default::default(),
+            feed_floor: 0,
         });
         me.detail.summary_age_ms = Some(0);
         let mut b = member(2, "alive");

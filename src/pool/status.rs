@@ -118,13 +118,12 @@ pub fn read_status(state_dir: &Path) -> io::Result<Status> {
     serde_json::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-/// Rewrites the status file (write + rename, so a reader never sees half of it). Blocking.
+/// Rewrites the status file durably (a reader never sees half of it, and a crash leaves the
+/// old or the new one: it carries the DHCP recovery window across restarts). Blocking.
 pub fn write_status(state_dir: &Path, status: &Status) -> io::Result<()> {
     let file = status_file(state_dir);
     let dir = file.parent().unwrap_or(state_dir);
-    let tmp = dir.join("status.json.tmp");
     let text = serde_json::to_vec_pretty(status).map_err(io::Error::other)?;
     std::fs::create_dir_all(dir)?;
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, file)
+    crate::durable::write(&file, &text, 0o644)
 }

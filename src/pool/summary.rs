@@ -37,6 +37,8 @@ pub const MAX_MEMBERS: usize = 256;
 pub const MAX_SERVICES: usize = 32;
 /// Most addresses of one service.
 pub const MAX_ADDRS: usize = 16;
+/// Most writers in a summary's version vector (`Summary::has`).
+pub const MAX_WRITERS: usize = 1024;
 /// Longest name (service names, the version string), in bytes.
 pub const MAX_NAME: usize = 64;
 
@@ -75,6 +77,14 @@ pub struct Summary {
     /// store has this version from it has everything it wrote up to when the summary was made.
     #[serde(default)]
     pub newest_own: Option<Version>,
+    /// Its version vector (the newest row of each writer it has; a list, as JSON maps with
+    /// number keys do not survive the status file's flattening), at most [`MAX_WRITERS`]
+    /// entries: what the other members may prune from their change feeds (`compact`).
+    #[serde(default)]
+    pub has: Vec<Version>,
+    /// The newest change-feed entry its store pruned (0: none).
+    #[serde(default)]
+    pub feed_floor: u64,
 }
 
 /// A DHCP share as its owner counts it.
@@ -108,6 +118,8 @@ pub enum Refused {
     TooManyAddrs,
     #[error("a name longer than {MAX_NAME} bytes")]
     NameTooLong,
+    #[error("a version vector of more than {MAX_WRITERS} writers")]
+    TooManyWriters,
 }
 
 impl Summary {
@@ -121,6 +133,9 @@ impl Summary {
         }
         if self.services.iter().any(|s| s.addrs.len() > MAX_ADDRS) {
             return Err(Refused::TooManyAddrs);
+        }
+        if self.has.len() > MAX_WRITERS {
+            return Err(Refused::TooManyWriters);
         }
         Ok(())
     }
@@ -277,6 +292,8 @@ mod tests {
                 logical: 0,
                 member: id,
             }),
+            has: Vec::new(),
+            feed_floor: 0,
         }
     }
 
@@ -381,6 +398,15 @@ mod tests {
         assert_eq!(many.check(), Err(Refused::TooManyServices));
         assert_eq!(long.check(), Err(Refused::NameTooLong));
         assert_eq!(wide.check(), Err(Refused::TooManyAddrs));
+        let mut crowded = summary(5, 1, 0);
+        crowded.has = (0..=MAX_WRITERS as u64)
+            .map(|member| Version {
+                wall_ms: 1,
+                logical: 0,
+                member,
+            })
+            .collect();
+        assert_eq!(crowded.check(), Err(Refused::TooManyWriters));
         let n = t.merge(
             1,
             vec![relayed(many, 0), relayed(long, 0), relayed(wide, 0)],

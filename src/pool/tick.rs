@@ -80,6 +80,8 @@ pub struct Facts {
     pub leases: Vec<Ipv4Addr>,
     /// The newest record of each writer in the store.
     pub version_vector: BTreeMap<u64, Version>,
+    /// The newest change-feed entry the store pruned.
+    pub feed_floor: u64,
 }
 
 /// The count [`Action::Count`] asks for (see `facts::count`).
@@ -312,6 +314,8 @@ impl Tick {
             blobs: report.counts.blobs.0,
             blob_bytes: report.counts.blobs.1,
             newest_own: facts.version_vector.get(&me.id).copied(),
+            has: facts.version_vector.values().copied().collect(),
+            feed_floor: facts.feed_floor,
         }
     }
 

@@ -13,11 +13,12 @@
 //! boot-event writer (`crate::timeline::Writer`), the power poller and BMC session keeper,
 //! and the view refresher, which brings the one [`SharedView`] up to date every
 //! [`REFRESH_INTERVAL`] so that admin changes made by another process (the CLI) reach the
-//! services without a restart. A task that fails takes the server down with its error: a
-//! half-working boot server is worse than a dead one that systemd restarts. Transient faults
-//! are not failures: a view refresh that fails, or a receive error on a router-advertisement
-//! socket, is retried with backoff and counted (`crate::faults`, `service="faults"` in
-//! `/metrics`) while the services go on with what they have.
+//! services without a restart, and the change-feed compaction timer (`pool::compact`). A
+//! task that fails takes the server down with its error: a half-working boot server is worse
+//! than a dead one that systemd restarts. Transient faults are not failures: a view refresh
+//! that fails, or a receive error on a router-advertisement socket, is retried with backoff
+//! and counted (`crate::faults`, `service="faults"` in `/metrics`) while the services go on
+//! with what they have; a failed feed compaction is counted there and tried at its next tick.
 //!
 //! Order at start-up: the store opens, each interface's subnet is recorded as a network when
 //! no network covers it yet (so the embedded default serves that subnet), the view is loaded,
@@ -33,6 +34,7 @@ use crate::dhcp::Share;
 use crate::ipmi::cache::SessionCache;
 use crate::net::floating::Placement;
 use crate::net::Interface;
+use crate::pool::compact::{self, Holders};
 use crate::pool::floating::Decision;
 use crate::pool::peers::Peers;
 use crate::store::model::Network;
@@ -77,6 +79,7 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
     start_service_address(&ctx, &mut tasks).await?;
     start_pool(&ctx, &mut tasks).await?;
     start_view_refresher(&ctx, &mut tasks).await?;
+    start_feed_compaction(&ctx, &mut tasks).await?;
     start_power(&ctx, &mut tasks).await?;
     let names: Vec<String> = ctx
         .interfaces
@@ -138,6 +141,9 @@ struct Links {
     held: (watch::Sender<bool>, watch::Receiver<bool>),
     /// How many clients the NFS server has, for the pool's summary of this member.
     nfs_clients: (watch::Sender<usize>, watch::Receiver<usize>),
+    /// What the other live members have, for change-feed compaction: nobody else outside a
+    /// pool; in one, unknown until the pool task says.
+    holders: (watch::Sender<Holders>, watch::Receiver<Holders>),
 }
 
 impl Context {
@@ -169,6 +175,10 @@ impl Context {
             }),
             held: watch::channel(false),
             nfs_clients: watch::channel(0),
+            holders: watch::channel(match settings.pool {
+                Some(_) => Holders::unknown(),
+                None => Holders::default(),
+            }),
         };
         let view = Arc::new(SharedView::load(store.clone())?);
         // Boot events of every service go through one queue to one writer task.
@@ -483,6 +493,7 @@ async fn start_pool(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
             .nfs
             .is_some()
             .then(|| ctx.links.nfs_clients.1.clone()),
+        holders: ctx.links.holders.0.clone(),
     };
     let (dir, store) = (ctx.state_dir.clone(), ctx.store.clone());
     let run = crate::pool::serve::run(dir, s.clone(), store, links, ctx.shutdown.clone());
@@ -501,6 +512,57 @@ async fn start_view_refresher(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
         refresh_view(view, token),
     );
     Ok(())
+}
+
+async fn start_feed_compaction(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
+    let (store, holders) = (ctx.store.clone(), ctx.links.holders.1.clone());
+    let run = compact_feed(store, holders, ctx.shutdown.clone());
+    spawn(
+        tasks,
+        "feed compaction".into(),
+        "change-feed compaction",
+        run,
+    );
+    Ok(())
+}
+
+/// Prunes the change feed every [`compact::COMPACT_EVERY`] (see `pool::compact` for the
+/// rule). A failed run is logged, counted and tried again at the next tick, never fatal:
+/// an unpruned feed only costs disk.
+async fn compact_feed(
+    store: Arc<Store>,
+    holders: watch::Receiver<Holders>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let errors = &crate::faults::global().feed_compaction_errors;
+    let mut tick = tokio::time::interval(compact::COMPACT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let (store, have) = (store.clone(), holders.borrow().clone());
+        let run = tokio::task::spawn_blocking(move || {
+            store.write(|w| {
+                w.compact_feed(compact::FEED_KEEP, compact::COMPACT_LIMIT, |c| {
+                    have.all_have(c.version)
+                })
+            })
+        });
+        match run.await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::debug!(pruned = n, "change feed compacted"),
+            Ok(Err(e)) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "change-feed compaction failed; retried later");
+            }
+            Err(e) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "change-feed compaction task failed; retried later");
+            }
+        }
+    }
 }
 
 async fn start_power(ctx: &Context, tasks: &mut Tasks) -> Result<()> {

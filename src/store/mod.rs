@@ -490,6 +490,12 @@ impl Reader<'_> {
         Ok(out)
     }
 
+    /// The newest sequence number pruned from the feed by [`Writer::compact_feed`] (0: none):
+    /// a reader that has not seen every change up to it must reload instead of reading on.
+    pub fn feed_floor(&self) -> Result<u64, StoreError> {
+        feed_floor(&self.store.meta, self.txn)
+    }
+
     pub fn node_by_mac(&self, mac: model::Mac) -> Result<Option<Node>, StoreError> {
         match self.owner(&format!("mac/{mac}"))? {
             Some(name) => self.get::<Node>(&name),
@@ -551,6 +557,48 @@ impl Writer<'_, '_> {
         Ok(true)
     }
 
+    /// Prunes the oldest feed entries, in sequence order: at most `limit` of them, never one
+    /// of the newest `keep` (at least 1: the newest entry numbers the next change), and only
+    /// while `covered` accepts them (the first it refuses stops the walk, so the feed stays
+    /// one unbroken run after the floor). Records the new floor ([`Reader::feed_floor`]).
+    /// Returns how many entries went.
+    ///
+    /// Only local readers use the feed (views, the API's event stream); replication reads
+    /// the origins and version vector, which this leaves alone.
+    pub fn compact_feed(
+        &mut self,
+        keep: u64,
+        limit: usize,
+        covered: impl Fn(&Change) -> bool,
+    ) -> Result<u64, StoreError> {
+        assert!(keep >= 1, "the newest feed entry is never pruned");
+        let last = self.store.feed.last(self.txn)?.map(|(s, _)| s).unwrap_or(0);
+        let floor = feed_floor(&self.store.meta, self.txn)?;
+        let upto = last.saturating_sub(keep);
+        if upto <= floor {
+            return Ok(0);
+        }
+        let mut top = floor;
+        for item in self
+            .store
+            .feed
+            .range(self.txn, &(floor + 1..=upto))?
+            .take(limit)
+        {
+            let (seq, bytes) = item?;
+            if !covered(&decode::<Change>(&format!("feed/{seq}"), bytes)?) {
+                break;
+            }
+            top = seq;
+        }
+        if top == floor {
+            return Ok(0);
+        }
+        let pruned = self.store.feed.delete_range(self.txn, &(floor + 1..=top))?;
+        self.store.meta.put(self.txn, FEED_FLOOR, &encode(&top))?;
+        Ok(pruned as u64)
+    }
+
     /// Writes a row with `version` (a local one, or one from another member), and records it
     /// in the feed, the origins and the version vector.
     fn write_versioned<T: Serialize>(
@@ -585,6 +633,16 @@ impl Writer<'_, '_> {
         };
         self.store.feed.put(self.txn, &seq, &encode(&change))?;
         Ok(())
+    }
+}
+
+/// Meta key of [`Reader::feed_floor`].
+const FEED_FLOOR: &str = "feed_floor";
+
+fn feed_floor(meta: &Meta<'static>, txn: &RoTxn<'_, WithoutTls>) -> Result<u64, StoreError> {
+    match meta.get(txn, FEED_FLOOR)? {
+        Some(bytes) => decode(FEED_FLOOR, bytes),
+        None => Ok(0),
     }
 }
 

@@ -195,3 +195,68 @@ fn schema_1_migration_rebuilds_origins_vector_and_claims() {
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
 }
+
+/// `n` nodes, one write (one feed entry) each.
+fn add_nodes(store: &Store, from: u32, n: u32) {
+    for i in from..from + n {
+        let mac = format!("52:54:00:00:{:02x}:{:02x}", i / 256, i % 256);
+        store
+            .write(|w| w.put(&node(&format!("n{i}"), &mac, None)))
+            .unwrap();
+    }
+}
+
+fn compact(store: &Store, keep: u64, covered: impl Fn(&Change) -> bool) -> u64 {
+    store
+        .write(|w| w.compact_feed(keep, 1000, covered))
+        .unwrap()
+}
+
+#[test]
+fn feed_compaction_keeps_the_newest_and_stops_at_the_first_uncovered() {
+    let (store, _dir) = temp_store();
+    add_nodes(&store, 0, 10);
+    assert_eq!(compact(&store, 10, |_| true), 0, "all ten are the newest");
+    // Entry 5 is not covered: 1..=4 go, 5 and after stay though 6.. are covered.
+    assert_eq!(compact(&store, 3, |c| c.key != "n4"), 4);
+    assert_eq!(store.read(|r| r.feed_floor()).unwrap(), 4);
+    let left = store.read(|r| r.changes_since(0, 100)).unwrap();
+    assert_eq!(left.first().map(|c| c.seq), Some(5));
+    assert_eq!(compact(&store, 3, |_| true), 3, "5..=7; the newest 3 stay");
+    assert_eq!(store.read(|r| r.feed_floor()).unwrap(), 7);
+    assert_eq!(store.read(|r| r.changes_since(0, 100)).unwrap().len(), 3);
+    // Numbering goes on after the kept entries; the records are all still there.
+    add_nodes(&store, 10, 1);
+    assert_eq!(store.last_seq().unwrap(), 11);
+    assert_eq!(store.read(|r| r.all::<Node>()).unwrap().len(), 11);
+    // Replication does not read the feed: a fresh peer still gets every row.
+    let rows = store.read(|r| r.all_rows()).unwrap();
+    assert_eq!(rows.len(), 11);
+}
+
+#[test]
+fn a_view_behind_the_compacted_feed_reloads() {
+    let (store, _dir) = temp_store();
+    let store = Arc::new(store);
+    add_nodes(&store, 0, 2);
+    let mut view = View::load(&store).unwrap();
+    let shared = SharedView::load(store.clone()).unwrap();
+    let held = shared.snapshot();
+    add_nodes(&store, 2, 5);
+    store.write(|w| w.delete::<Node>("n0")).unwrap();
+    assert_eq!(compact(&store, 1, |_| true), 7);
+    assert!(view.refresh(&store).unwrap());
+    assert!(shared.refresh().unwrap());
+    for v in [&view, &*shared.snapshot()] {
+        assert_eq!(v.nodes.len(), 6);
+        assert!(!v.nodes.contains_key("n0"));
+        assert_eq!(v.seq(), store.last_seq().unwrap());
+    }
+    assert_eq!(held.nodes.len(), 2, "a snapshot out stays as it was");
+    assert!(!view.refresh(&store).unwrap());
+    assert!(!shared.refresh().unwrap());
+    // A view that is level with the floor reads on from the feed.
+    add_nodes(&store, 7, 1);
+    assert!(view.refresh(&store).unwrap());
+    assert!(view.nodes.contains_key("n7"));
+}

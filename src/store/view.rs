@@ -101,13 +101,20 @@ impl View {
     /// Applies every change written since this view was made. Returns whether anything
     /// changed.
     pub fn refresh(&mut self, store: &Store) -> Result<bool, StoreError> {
-        let changes = self.changes(store)?;
-        Ok(self.apply(changes))
+        match self.changes(store)? {
+            Some(changes) => Ok(self.apply(changes)),
+            None => {
+                *self = View::load(store)?;
+                Ok(true)
+            }
+        }
     }
 
     /// Reads every change written since this view was made (in steps of [`REFRESH_BATCH`]
-    /// feed entries, one read transaction each), without touching the view.
-    fn changes(&self, store: &Store) -> Result<Changes, StoreError> {
+    /// feed entries, one read transaction each), without touching the view. `None`: the
+    /// feed was compacted past this view (some of its changes are gone), so only a reload
+    /// brings it up to date.
+    fn changes(&self, store: &Store) -> Result<Option<Changes>, StoreError> {
         let mut out = Changes {
             from: self.seq,
             seq: self.seq,
@@ -115,6 +122,9 @@ impl View {
         };
         loop {
             let more = store.read(|r| {
+                if r.feed_floor()? > out.seq {
+                    return Ok(None);
+                }
                 let feed = r.changes_since(out.seq, REFRESH_BATCH)?;
                 for c in &feed {
                     if let Some(record) = Changed::read(r, c.table, &c.key)? {
@@ -122,10 +132,12 @@ impl View {
                     }
                     out.seq = c.seq;
                 }
-                Ok::<_, StoreError>(feed.len() == REFRESH_BATCH)
+                Ok::<_, StoreError>(Some(feed.len() == REFRESH_BATCH))
             })?;
-            if !more {
-                return Ok(out);
+            match more {
+                None => return Ok(None),
+                Some(false) => return Ok(Some(out)),
+                Some(true) => {}
             }
         }
     }
@@ -392,7 +404,12 @@ impl SharedView {
     /// read.
     pub fn refresh(&self) -> Result<bool, StoreError> {
         let _one = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
-        let changes = self.snapshot().changes(&self.store)?;
+        let Some(changes) = self.snapshot().changes(&self.store)? else {
+            // Compacted past the view: a whole new one, beside any snapshot still out.
+            let fresh = View::load(&self.store)?;
+            *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+            return Ok(true);
+        };
         if changes.is_empty() {
             return Ok(false);
         }
