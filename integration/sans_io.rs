@@ -74,7 +74,7 @@ const PURE: &[(&str, &str)] = &[
     ),
     (
         "pool/membership.rs",
-        "foca (SWIM) driven with time and a seeded rng passed in",
+        "foca (SWIM) driven with time and seeded rngs passed in",
     ),
     (
         "pool/shares.rs",
@@ -98,9 +98,10 @@ const PURE: &[(&str, &str)] = &[
         "pool/tick.rs",
         "the pool task's core: events, facts and now in, actions out",
     ),
+    ("pool/frame.rs", "the pool port's messages and their bytes"),
     (
-        "pool/frame.rs",
-        "the pool port's messages and their sealed bytes",
+        "pool/seal.rs",
+        "pool handshake, sessions and datagram sealing; nonces passed in",
     ),
     (
         "store/hlc.rs",

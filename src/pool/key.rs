@@ -1,27 +1,30 @@
 //! The cluster key: 32 random bytes shared by every pool member, kept in
-//! `<state>/cluster.key` (64 hex digits and a newline, mode 0600), and the message
-//! authentication built on it.
+//! `<state>/cluster.key` (64 hex digits and a newline, mode 0600). Every secret of pool
+//! traffic is derived from it ([`ClusterKey::derive_key`], BLAKE3 key derivation with a
+//! context per use), so only key holders can join, gossip, read or write pool traffic.
 //!
-//! Every pool datagram is `tag || payload`, where `tag` is BLAKE3 in keyed mode over the
-//! payload (a MAC: 32 bytes, compared in constant time by `blake3::Hash`'s `PartialEq`).
-//! A datagram whose tag does not verify is dropped before anything parses it, so only key
-//! holders can join, gossip or slander a member.
-//!
-//! Not here: encryption (pool traffic is authenticated, not secret: it carries membership and
-//! store data that every member serves anyway), replay protection beyond what SWIM's
-//! incarnation numbers give (a replayed old message can only restate old facts), key rotation.
+//! Not here: the handshake, the encryption and the datagram sealing built on the key
+//! (`seal`).
 
 use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// Length of the key and of a tag.
+/// Length of the key.
 pub const KEY_LEN: usize = 32;
-/// Bytes a tag adds to every datagram.
-pub const TAG_LEN: usize = 32;
 /// The key file's name in the state directory.
 pub const KEY_FILE: &str = "cluster.key";
+
+/// `N` bytes from the kernel's CSPRNG: keys and the nonces of handshakes and datagrams.
+pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
+    use rand_core::RngCore;
+    let mut bytes = [0u8; N];
+    rand_core::OsRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(bytes)
+}
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterKey([u8; KEY_LEN]);
@@ -62,12 +65,7 @@ impl ClusterKey {
 
     /// A new random key from the kernel's CSPRNG (the same source as `auth`'s secrets).
     pub fn generate() -> std::io::Result<ClusterKey> {
-        use rand_core::RngCore;
-        let mut bytes = [0u8; KEY_LEN];
-        rand_core::OsRng
-            .try_fill_bytes(&mut bytes)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(ClusterKey(bytes))
+        random_bytes().map(ClusterKey)
     }
 
     /// The key file of the state directory `state_dir`.
@@ -148,29 +146,6 @@ impl ClusterKey {
     pub fn derive_key(&self, context: &str) -> [u8; KEY_LEN] {
         blake3::derive_key(context, &self.0)
     }
-
-    fn tag(&self, payload: &[u8]) -> blake3::Hash {
-        blake3::keyed_hash(&self.0, payload)
-    }
-
-    /// `tag || payload`.
-    pub fn seal(&self, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(TAG_LEN + payload.len());
-        out.extend_from_slice(self.tag(payload).as_bytes());
-        out.extend_from_slice(payload);
-        out
-    }
-
-    /// The payload of a sealed datagram, or `None` when it is short or its tag is wrong.
-    pub fn open<'a>(&self, datagram: &'a [u8]) -> Option<&'a [u8]> {
-        if datagram.len() < TAG_LEN {
-            return None;
-        }
-        let (tag, payload) = datagram.split_at(TAG_LEN);
-        let tag: [u8; TAG_LEN] = tag.try_into().ok()?;
-        // `Hash`'s equality is constant-time.
-        (self.tag(payload) == blake3::Hash::from(tag)).then_some(payload)
-    }
 }
 
 #[cfg(test)]
@@ -178,18 +153,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seal_and_open() {
+    fn derived_keys_differ_by_context_and_key_and_debug_redacts() {
         let k = ClusterKey::from_bytes([7; KEY_LEN]);
         let other = ClusterKey::from_bytes([8; KEY_LEN]);
-        let sealed = k.seal(b"hello");
-        assert_eq!(sealed.len(), TAG_LEN + 5);
-        assert_eq!(k.open(&sealed), Some(&b"hello"[..]));
-        assert_eq!(other.open(&sealed), None, "wrong key");
-        let mut flipped = sealed.clone();
-        *flipped.last_mut().unwrap() ^= 1;
-        assert_eq!(k.open(&flipped), None, "tampered payload");
-        assert_eq!(k.open(&sealed[..TAG_LEN - 1]), None, "short");
-        assert_eq!(k.open(&k.seal(b"")), Some(&b""[..]));
+        assert_eq!(k.derive_key("a"), k.derive_key("a"));
+        assert_ne!(k.derive_key("a"), k.derive_key("b"));
+        assert_ne!(k.derive_key("a"), other.derive_key("a"));
         assert_eq!(format!("{k:?}"), "ClusterKey(..)");
     }
 

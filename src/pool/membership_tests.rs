@@ -63,6 +63,13 @@ fn key() -> ClusterKey {
     ClusterKey::from_bytes([42; 32])
 }
 
+/// A distinct nonce seed per member and run (the shell takes them from the OS).
+fn nonce_seed(seed: u64) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out[..8].copy_from_slice(&seed.to_be_bytes());
+    out
+}
+
 impl Sim {
     fn new(n: usize, seed: u64, loss: f64) -> Sim {
         let members = (0..n)
@@ -72,7 +79,8 @@ impl Sim {
                     id: 100 + i as u64,
                     epoch: 1,
                 };
-                Membership::new(me, key(), config(n as u32), seed ^ ((i as u64 + 1) * 7919))
+                let s = seed ^ ((i as u64 + 1) * 7919);
+                Membership::new(me, &key(), config(n as u32), s, nonce_seed(s))
             })
             .collect();
         Sim {
@@ -245,9 +253,10 @@ fn a_member_without_the_key_cannot_join() {
     // Member 2 holds another key: everything it sends fails authentication.
     sim.members[2] = Membership::new(
         sim.members[2].me(),
-        ClusterKey::from_bytes([1; 32]),
+        &ClusterKey::from_bytes([1; 32]),
         config(3),
         5,
+        nonce_seed(5),
     );
     sim.join_all();
     sim.run_until(20_000);
@@ -258,8 +267,12 @@ fn a_member_without_the_key_cannot_join() {
     // Garbage is refused the same way and changes nothing.
     let fx = sim.members[0].handle_datagram(&[0u8; 100]);
     assert!(fx.is_empty());
-    let fx = sim.members[0].handle_datagram(&key().seal(b"not a foca message"));
+    let sealed = DatagramKey::new(&key())
+        .seal([3; DATAGRAM_NONCE_LEN], b"not a foca message")
+        .unwrap();
+    let fx = sim.members[0].handle_datagram(&sealed);
     assert!(fx.iter().all(|e| !matches!(e, Effect::Up(_))));
+    assert!(sim.members[0].refusals().rejected > 0);
 }
 
 #[test]
@@ -303,7 +316,7 @@ fn a_restarted_member_comes_back_under_a_new_epoch() {
         epoch: 2,
         ..sim.members[2].me()
     };
-    sim.members[2] = Membership::new(me, key(), config(3), 77);
+    sim.members[2] = Membership::new(me, &key(), config(3), 77, nonce_seed(77));
     sim.alive[2] = true;
     let fx = sim.members[2].announce(addr(0));
     sim.apply(2, fx);

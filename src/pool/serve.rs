@@ -27,7 +27,7 @@
 
 use super::facts;
 use super::floating::Decision;
-use super::key::{ClusterKey, KeyError};
+use super::key::{random_bytes, ClusterKey, KeyError};
 use super::layers::{Receiver, Shipper};
 use super::membership::{self, Effect, MemberId, Membership};
 use super::peers::Peers;
@@ -266,7 +266,13 @@ async fn member(
         last.as_ref().map(|s| s.updated_ms),
         last.and_then(|s| s.recovering_since),
     );
-    let mut m = Membership::new(me, key.clone(), membership::config(3), me.epoch ^ me.id);
+    let mut m = Membership::new(
+        me,
+        &key,
+        membership::config(3),
+        me.epoch ^ me.id,
+        random_bytes()?,
+    );
     let mut rng = StdRng::seed_from_u64(me.epoch ^ me.id.rotate_left(17));
     let mut sync_tick = tokio::time::interval(replication::SYNC_EVERY);
     let mut syncing: Option<tokio::task::JoinHandle<()>> = None;
