@@ -6,11 +6,12 @@
 //! An exchange is a sequence of request/answer pairs on one connection, always started by
 //! the side that connected: [`Frame::Sync`] -> [`Frame::Batches`], [`Frame::Summaries`] ->
 //! [`Frame::Summaries`], [`Frame::Blob`] -> [`Frame::Chunk`], [`Frame::Layer`] ->
-//! [`Frame::LayerAck`].
+//! [`Frame::LayerAck`], [`Frame::Rekey`] -> [`Frame::RekeyAck`].
 //!
 //! Not here: sockets, limits on time (`conn`), what the answers contain (`replication`,
 //! `layers`), the handshake and encryption (`seal`).
 
+use super::key::Rekey;
 use super::seal::AEAD_TAG_LEN;
 use super::summary::Relayed;
 use super::sync::Digest;
@@ -40,6 +41,10 @@ pub enum Frame {
     /// receiver off the async workers), answered with a [`Frame::LayerAck`].
     Layer(Vec<u8>),
     LayerAck(Ack),
+    /// A rekey in progress (`key::Rekey`, in its file's text), answered with a
+    /// [`Frame::RekeyAck`] once the receiver stored it.
+    Rekey(Rekey),
+    RekeyAck,
 }
 
 /// A piece of a blob.
@@ -63,6 +68,8 @@ pub enum FrameError {
     Json(#[from] serde_json::Error),
     #[error("malformed layer ack: {0}")]
     Ack(#[from] WireError),
+    #[error("malformed rekey")]
+    Rekey,
 }
 
 const SYNC: u8 = 1;
@@ -72,6 +79,8 @@ const BLOB: u8 = 4;
 const CHUNK: u8 = 5;
 const LAYER: u8 = 6;
 const LAYER_ACK: u8 = 7;
+const REKEY: u8 = 8;
+const REKEY_ACK: u8 = 9;
 
 impl Frame {
     /// What the frame is, for errors and logs.
@@ -84,6 +93,8 @@ impl Frame {
             Frame::Chunk(_) => "chunk",
             Frame::Layer(_) => "layer",
             Frame::LayerAck(_) => "layer ack",
+            Frame::Rekey(_) => "rekey",
+            Frame::RekeyAck => "rekey ack",
         }
     }
 
@@ -99,6 +110,8 @@ impl Frame {
             Frame::Chunk(c) => raw(&mut payload, CHUNK, c),
             Frame::Layer(l) => raw(&mut payload, LAYER, l),
             Frame::LayerAck(a) => raw(&mut payload, LAYER_ACK, &a.encode()),
+            Frame::Rekey(r) => raw(&mut payload, REKEY, r.to_text().as_bytes()),
+            Frame::RekeyAck => raw(&mut payload, REKEY_ACK, &[]),
         }
         let sealed = payload.len() + AEAD_TAG_LEN;
         if sealed > MAX_FRAME as usize {
@@ -119,6 +132,13 @@ impl Frame {
             CHUNK => Frame::Chunk(body.to_vec()),
             LAYER => Frame::Layer(body.to_vec()),
             LAYER_ACK => Frame::LayerAck(Ack::decode(body)?),
+            REKEY => Frame::Rekey(
+                std::str::from_utf8(body)
+                    .ok()
+                    .and_then(Rekey::parse)
+                    .ok_or(FrameError::Rekey)?,
+            ),
+            REKEY_ACK => Frame::RekeyAck,
             k => return Err(FrameError::Kind(k)),
         })
     }
@@ -154,6 +174,12 @@ mod tests {
             Frame::Chunk(vec![0, 1, 2]),
             Frame::Layer(b"\0L1".to_vec()),
             Frame::LayerAck(Ack::NeedSnapshot),
+            Frame::Rekey(Rekey {
+                next: super::super::key::ClusterKey::from_bytes([5; 32]),
+                switch_ms: 10,
+                retire_ms: 20,
+            }),
+            Frame::RekeyAck,
         ];
         for f in frames {
             let bytes = f.encode().unwrap();
@@ -162,6 +188,10 @@ mod tests {
         }
         assert!(matches!(Frame::decode(&[99, 1]), Err(FrameError::Kind(99))));
         assert!(matches!(Frame::decode(&[]), Err(FrameError::Empty)));
+        assert!(matches!(
+            Frame::decode(&[REKEY, b'x']),
+            Err(FrameError::Rekey)
+        ));
         assert!(matches!(
             Frame::decode(&[SYNC, b'{']),
             Err(FrameError::Json(_))

@@ -3,8 +3,16 @@
 //! traffic is derived from it ([`ClusterKey::derive_key`], BLAKE3 key derivation with a
 //! context per use), so only key holders can join, gossip, read or write pool traffic.
 //!
+//! A rekey (`drover pool rekey`) replaces the key without downtime: the next key and two
+//! times are kept in `<state>/pool/rekey` ([`Rekey`]) and passed to every live member over
+//! the encrypted pool port. A [`Keyring`] says which keys a member accepts and which it sends
+//! with at a given time: until `switch_ms` it sends with the current key and accepts both,
+//! until `retire_ms` it sends with the next key and still accepts the current one, then the
+//! next key becomes `cluster.key` and the old one is refused. Key files are written durably
+//! (temporary file, fsync, rename, fsync of the directory).
+//!
 //! Not here: the handshake, the encryption and the datagram sealing built on the key
-//! (`seal`).
+//! (`seal`), distributing a rekey (`replication`, `serve`).
 
 use std::fmt;
 use std::io::Write;
@@ -15,6 +23,8 @@ use std::path::{Path, PathBuf};
 pub const KEY_LEN: usize = 32;
 /// The key file's name in the state directory.
 pub const KEY_FILE: &str = "cluster.key";
+/// The pending rekey's file, in `<state>/pool/`.
+pub const REKEY_FILE: &str = "rekey";
 
 /// `N` bytes from the kernel's CSPRNG: keys and the nonces of handshakes and datagrams.
 pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
@@ -56,6 +66,8 @@ pub enum KeyError {
     Exists { path: PathBuf },
     #[error("{path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
     Permissions { path: PathBuf, mode: u32 },
+    #[error("{path} is not a rekey: expected `NEXT_KEY SWITCH_MS RETIRE_MS`")]
+    MalformedRekey { path: PathBuf },
 }
 
 impl ClusterKey {
@@ -132,8 +144,7 @@ impl ClusterKey {
                     source,
                 },
             })?;
-        let hex: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
-        f.write_all(format!("{hex}\n").as_bytes())
+        f.write_all(format!("{}\n", hex(self)).as_bytes())
             .and_then(|()| f.sync_all())
             .map_err(|source| KeyError::Write {
                 path: path.to_path_buf(),
@@ -145,6 +156,156 @@ impl ClusterKey {
     /// string unique to that use): every member derives the same, nobody else can.
     pub fn derive_key(&self, context: &str) -> [u8; KEY_LEN] {
         blake3::derive_key(context, &self.0)
+    }
+}
+
+fn hex(key: &ClusterKey) -> String {
+    key.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `text` to `path` (mode 0600) so that a crash leaves the old or the new file,
+/// never a torn one: a temporary file, fsynced, renamed over `path`, then the directory
+/// fsynced.
+pub fn write_durably(path: &Path, text: &str) -> Result<(), KeyError> {
+    let err = |source| KeyError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    sync_dir(dir).map_err(err)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// A rekey in progress: the next key, when members start sending with it, and when the
+/// current key is refused (unix milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rekey {
+    pub next: ClusterKey,
+    pub switch_ms: u64,
+    pub retire_ms: u64,
+}
+
+impl Rekey {
+    /// `<state>/pool/rekey`.
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("pool").join(REKEY_FILE)
+    }
+
+    /// `NEXT_HEX SWITCH_MS RETIRE_MS`.
+    pub fn to_text(&self) -> String {
+        format!(
+            "{} {} {}\n",
+            hex(&self.next),
+            self.switch_ms,
+            self.retire_ms
+        )
+    }
+
+    pub fn parse(text: &str) -> Option<Rekey> {
+        let mut words = text.split_whitespace();
+        let next = ClusterKey::parse(words.next()?)?;
+        let switch_ms = words.next()?.parse().ok()?;
+        let retire_ms = words.next()?.parse().ok()?;
+        (words.next().is_none() && switch_ms <= retire_ms).then_some(Rekey {
+            next,
+            switch_ms,
+            retire_ms,
+        })
+    }
+
+    /// Writes the rekey file of `state_dir` durably.
+    pub fn save(&self, state_dir: &Path) -> Result<(), KeyError> {
+        let path = Rekey::path(state_dir);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| KeyError::Write {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        write_durably(&path, &self.to_text())
+    }
+}
+
+/// The keys of a member: its cluster key and a rekey in progress, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyring {
+    pub current: ClusterKey,
+    pub rekey: Option<Rekey>,
+}
+
+impl Keyring {
+    /// The key to start connections and seal datagrams with at `now_ms`.
+    pub fn send(&self, now_ms: u64) -> &ClusterKey {
+        match &self.rekey {
+            Some(r) if now_ms >= r.switch_ms => &r.next,
+            _ => &self.current,
+        }
+    }
+
+    /// The keys a peer may use at `now_ms`, the likelier first.
+    pub fn accepted(&self, now_ms: u64) -> Vec<ClusterKey> {
+        match &self.rekey {
+            None => vec![self.current.clone()],
+            Some(r) if now_ms >= r.retire_ms => vec![r.next.clone()],
+            Some(r) if now_ms >= r.switch_ms => vec![r.next.clone(), self.current.clone()],
+            Some(r) => vec![self.current.clone(), r.next.clone()],
+        }
+    }
+
+    /// The rekey whose transition is over at `now_ms`: its key is to become `cluster.key`.
+    pub fn finished(&self, now_ms: u64) -> Option<&Rekey> {
+        self.rekey.as_ref().filter(|r| now_ms >= r.retire_ms)
+    }
+
+    /// The key and the pending rekey of `state_dir`; `None` outside a pool.
+    pub fn load_state(state_dir: &Path) -> Result<Option<Keyring>, KeyError> {
+        let Some(current) = ClusterKey::load_state(state_dir)? else {
+            return Ok(None);
+        };
+        let path = Rekey::path(state_dir);
+        let rekey = match std::fs::read_to_string(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(KeyError::Read { path, source }),
+            Ok(text) => Some(Rekey::parse(&text).ok_or(KeyError::MalformedRekey { path })?),
+        };
+        // A crash between the two steps of `finish` leaves the next key current already.
+        let rekey = rekey.filter(|r| r.next != current);
+        Ok(Some(Keyring { current, rekey }))
+    }
+
+    /// Ends a finished transition on disk: the next key durably in `cluster.key`, then the
+    /// rekey file removed (a crash in between is harmless: see `load_state`).
+    pub fn finish(state_dir: &Path, rekey: &Rekey) -> Result<(), KeyError> {
+        write_durably(
+            &ClusterKey::path(state_dir),
+            &format!("{}\n", hex(&rekey.next)),
+        )?;
+        let path = Rekey::path(state_dir);
+        let err = |source| KeyError::Write {
+            path: path.clone(),
+            source,
+        };
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+            _ => {}
+        }
+        sync_dir(path.parent().unwrap_or(Path::new("."))).map_err(err)
     }
 }
 
@@ -186,6 +347,58 @@ mod tests {
             Err(KeyError::Malformed { .. })
         ));
         assert!(ClusterKey::parse(&"g".repeat(64)).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_keyring_moves_through_a_rekey_and_ends_it_durably() {
+        let dir = std::env::temp_dir().join(format!("drover-rekey-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (old, new) = (
+            ClusterKey::from_bytes([1; 32]),
+            ClusterKey::from_bytes([2; 32]),
+        );
+        old.save_new(&ClusterKey::path(&dir)).unwrap();
+        let ring = Keyring::load_state(&dir).unwrap().unwrap();
+        assert_eq!((ring.send(0), ring.accepted(0)), (&old, vec![old.clone()]));
+        let rekey = Rekey {
+            next: new.clone(),
+            switch_ms: 100,
+            retire_ms: 200,
+        };
+        assert_eq!(Rekey::parse(&rekey.to_text()), Some(rekey.clone()));
+        assert_eq!(Rekey::parse("zz 1 2"), None);
+        assert_eq!(
+            Rekey::parse(&rekey.to_text().replace(" 100 ", " 300 ")),
+            None
+        );
+        rekey.save(&dir).unwrap();
+        let ring = Keyring::load_state(&dir).unwrap().unwrap();
+        assert_eq!(ring.rekey.as_ref(), Some(&rekey));
+        assert_eq!(ring.send(99), &old);
+        assert_eq!(ring.accepted(99), vec![old.clone(), new.clone()]);
+        assert_eq!(ring.send(100), &new);
+        assert_eq!(ring.accepted(150), vec![new.clone(), old.clone()]);
+        assert_eq!(ring.accepted(200), vec![new.clone()]);
+        assert!(ring.finished(199).is_none());
+        Keyring::finish(&dir, ring.finished(200).unwrap()).unwrap();
+        let ring = Keyring::load_state(&dir).unwrap().unwrap();
+        assert_eq!((ring.current, ring.rekey), (new.clone(), None));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(ClusterKey::path(&dir))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A crash after the key was written but before the rekey file went: nothing pending.
+        rekey.save(&dir).unwrap();
+        assert_eq!(Keyring::load_state(&dir).unwrap().unwrap().rekey, None);
+        std::fs::write(Rekey::path(&dir), "junk\n").unwrap();
+        assert!(matches!(
+            Keyring::load_state(&dir),
+            Err(KeyError::MalformedRekey { .. })
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

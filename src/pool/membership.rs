@@ -105,7 +105,10 @@ pub fn config(expected_members: u32) -> Config {
 pub struct Membership {
     foca: Foca<MemberId, PostcardCodec, StdRng, NoCustomBroadcast>,
     runtime: AccumulatingRuntime<MemberId>,
+    /// Seals what this member sends.
     key: DatagramKey,
+    /// Opens what it receives: the sending key, and the other key of a rekey in progress.
+    accepted: Vec<DatagramKey>,
     /// Draws datagram nonces: a CSPRNG seeded with fresh randomness by the shell, so no two
     /// members or runs draw the same sequence.
     nonces: StdRng,
@@ -126,6 +129,7 @@ impl Membership {
             foca: Foca::new(me, config, StdRng::seed_from_u64(seed), PostcardCodec),
             runtime: AccumulatingRuntime::new(),
             key: DatagramKey::new(key),
+            accepted: vec![DatagramKey::new(key)],
             nonces: StdRng::from_seed(nonce_seed),
             refusals: Refusals::default(),
         }
@@ -141,6 +145,12 @@ impl Membership {
             .iter_membership_state()
             .map(|m| (*m.id(), m.state()))
             .collect()
+    }
+
+    /// Seal with `send` from now on and open with any of `accepted` (a rekey).
+    pub fn set_keys(&mut self, send: &ClusterKey, accepted: &[ClusterKey]) {
+        self.key = DatagramKey::new(send);
+        self.accepted = accepted.iter().map(DatagramKey::new).collect();
     }
 
     pub fn refusals(&self) -> Refusals {
@@ -161,7 +171,7 @@ impl Membership {
 
     /// A datagram as received, still sealed.
     pub fn handle_datagram(&mut self, datagram: &[u8]) -> Vec<Effect> {
-        let Some(payload) = self.key.open(datagram) else {
+        let Some(payload) = self.accepted.iter().find_map(|k| k.open(datagram)) else {
             self.refusals.unauthenticated += 1;
             return Vec::new();
         };

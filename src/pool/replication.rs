@@ -28,7 +28,7 @@
 
 use super::conn::{unexpected, within, Conn, ConnError, EXCHANGE_TIMEOUT, HANDSHAKE_TIMEOUT};
 use super::frame::{BlobRequest, Frame};
-use super::key::ClusterKey;
+use super::key::{ClusterKey, KeyError, Keyring, Rekey};
 use super::layers::Receiver;
 use super::summary::{Relayed, Summary, Table};
 use super::sync::{self, Digest};
@@ -42,6 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// How often a member starts an exchange with a peer.
@@ -72,6 +73,8 @@ pub enum ExchangeError {
     WrongHash(BlobId),
     #[error("a blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
 }
 
 /// What one store pull did.
@@ -145,19 +148,29 @@ where
     Ok(tokio::task::spawn_blocking(f).await??)
 }
 
+/// What the listener answers with and where.
+pub struct Listener {
+    pub store: Arc<Store>,
+    /// The state directory: image files, and where a rekey offered by a peer is kept.
+    pub state_dir: std::path::PathBuf,
+    pub layers: Arc<Receiver>,
+    /// The keys a connecting peer may use, kept current by the pool task.
+    pub keys: watch::Receiver<Arc<[ClusterKey]>>,
+    pub summaries: Summaries,
+}
+
 /// Answers connections on `listener` until `shutdown` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    store: Arc<Store>,
-    blobs: Blobs,
-    layers: Arc<Receiver>,
-    key: ClusterKey,
-    summaries: Summaries,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, with: Listener, shutdown: CancellationToken) {
+    let Listener {
+        store,
+        state_dir,
+        layers,
+        keys: keyring,
+        summaries,
+    } = with;
+    let blobs = Blobs::new(&state_dir);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SERVING));
     let handshakes = Caps::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_ADDRESS);
-    let keys: Arc<[ClusterKey]> = Arc::from(vec![key]);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -177,9 +190,10 @@ pub async fn serve(
                 continue;
             }
         };
-        let (slots, keys) = (slots.clone(), keys.clone());
+        let (slots, keys) = (slots.clone(), keyring.borrow().clone());
         let answerer = Answerer {
             store: store.clone(),
+            state_dir: state_dir.clone(),
             blobs: blobs.clone(),
             layers: layers.clone(),
             summaries: summaries.clone(),
@@ -220,6 +234,7 @@ pub async fn serve(
 /// What the listener answers with.
 struct Answerer {
     store: Arc<Store>,
+    state_dir: std::path::PathBuf,
     blobs: Blobs,
     layers: Arc<Receiver>,
     summaries: Summaries,
@@ -264,8 +279,46 @@ impl Answerer {
                     .map_err(io::Error::other)?;
                 Ok(Frame::LayerAck(ack))
             }
+            Frame::Rekey(rekey) => {
+                let dir = self.state_dir.clone();
+                tokio::task::spawn_blocking(move || take_rekey(&dir, &rekey))
+                    .await
+                    .map_err(io::Error::other)?
+                    .map_err(io::Error::other)?;
+                Ok(Frame::RekeyAck)
+            }
             other => Err(unexpected("a request", &other)),
         }
+    }
+}
+
+/// Keeps a rekey a peer offered, unless this member has it (or a later one) already.
+fn take_rekey(state_dir: &std::path::Path, rekey: &Rekey) -> Result<(), KeyError> {
+    let Some(ring) = Keyring::load_state(state_dir)? else {
+        return Ok(());
+    };
+    let known = ring.current == rekey.next
+        || ring
+            .rekey
+            .as_ref()
+            .is_some_and(|r| r.retire_ms >= rekey.retire_ms);
+    if !known {
+        rekey.save(state_dir)?;
+        tracing::info!("pool: a member passed on a new cluster key; switching to it");
+    }
+    Ok(())
+}
+
+/// Passes a rekey in progress to `peer`, over a connection made with `key`.
+pub async fn offer_rekey(
+    peer: SocketAddrV4,
+    key: &ClusterKey,
+    rekey: Rekey,
+) -> Result<(), ExchangeError> {
+    let mut conn = Conn::connect(peer, key, EXCHANGE_TIMEOUT).await?;
+    match conn.ask(&Frame::Rekey(rekey), EXCHANGE_TIMEOUT).await? {
+        Frame::RekeyAck => Ok(()),
+        other => Err(unexpected("rekey ack", &other).into()),
     }
 }
 
@@ -477,13 +530,16 @@ mod tests {
         let (a_sums, b_sums) = (Summaries::new(a.member()), Summaries::new(b.member()));
         a_sums.publish(summary(a.member()));
         let shutdown = CancellationToken::new();
+        let (_keys, keys) = watch::channel(Arc::from(vec![key.clone()]));
         tokio::spawn(serve(
             listener,
-            a.clone(),
-            Blobs::new(&a_dir),
-            Arc::new(Receiver::new(&a_dir, a.member())),
-            key.clone(),
-            a_sums.clone(),
+            Listener {
+                store: a.clone(),
+                state_dir: a_dir.clone(),
+                layers: Arc::new(Receiver::new(&a_dir, a.member())),
+                keys,
+                summaries: a_sums.clone(),
+            },
             shutdown.clone(),
         ));
 
