@@ -224,3 +224,112 @@ fn secrets_do_not_cross_in_clear_and_strangers_hold_nothing() {
         "A read a whole 16 MiB body from a peer without the key: {sent:?}"
     );
 }
+
+/// `(address, state)` of the other members in `drover pool status --json`.
+fn others(d: &Drover) -> Vec<(String, String)> {
+    let out = d.cli(&["pool", "status", "--json"]);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    status["members"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| {
+                    (
+                        m["addr"].as_str().unwrap_or("").to_string(),
+                        m["state"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn sees_alive(d: &Drover, addr: &str) -> bool {
+    others(d).iter().any(|(a, s)| a == addr && s == "alive")
+}
+
+/// Three members on loopback (no root): A rekeys while C is stopped. A and B go on
+/// replicating through the transition and after it, with the new key in both their key files;
+/// C, back with only the old key, is refused by both.
+#[test]
+fn rekey_keeps_replication_going_and_then_refuses_the_old_key() {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let mut d: Vec<Drover> = (0..3).map(|_| Drover::new()).collect();
+    d[0].cli_ok(&["pool", "init"]);
+    let key_file = d[0].state_dir().join("cluster.key");
+    let old_key = std::fs::read_to_string(&key_file).unwrap();
+    for x in &d[1..] {
+        x.cli_ok(&[
+            "pool",
+            "join",
+            &addr(0),
+            "--key-file",
+            key_file.to_str().unwrap(),
+        ]);
+    }
+    for (i, x) in d.iter_mut().enumerate() {
+        x.serve_with(None, "lo", &pool_config(ports[i]));
+    }
+    let formed = common::wait_until(Duration::from_secs(30), || {
+        (0..3).all(|i| {
+            (0..3)
+                .filter(|j| *j != i)
+                .all(|j| sees_alive(&d[i], &addr(j)))
+        })
+    });
+    assert!(formed, "the pool did not form:\n{}", d[0].log_tail(20));
+    d[2].stop();
+
+    let out = d[0].cli_ok(&["pool", "rekey", "--transition", "10"]);
+    assert!(out.contains("new cluster key"), "{out}");
+    let again = d[0].cli(&["pool", "rekey", "--transition", "10"]);
+    assert!(!again.status.success(), "a second rekey during the first");
+    // A write during the transition reaches B.
+    d[0].cli_ok(&["node", "add", "during", "--mac", "52:54:00:00:5e:11"]);
+    let has = |x: &Drover, name: &str| x.cli_ok(&["node", "list"]).contains(name);
+    assert!(
+        common::wait_until(Duration::from_secs(20), || has(&d[1], "during")),
+        "{}",
+        d[1].log_tail(20)
+    );
+    // The transition ends on both: the new key in both key files, no rekey pending.
+    let b_key = d[1].state_dir().join("cluster.key");
+    let done = common::wait_until(Duration::from_secs(30), || {
+        let (a, b) = (
+            std::fs::read_to_string(&key_file).unwrap_or_default(),
+            std::fs::read_to_string(&b_key).unwrap_or_default(),
+        );
+        a != old_key && a == b && !d[0].state_dir().join("pool/rekey").exists()
+    });
+    assert!(done, "A:\n{}\nB:\n{}", d[0].log_tail(20), d[1].log_tail(20));
+    assert!(d[1].log().contains("passed on a new cluster key"));
+    // After it, replication goes on with the new key, both ways.
+    d[1].cli_ok(&["node", "add", "after", "--mac", "52:54:00:00:5e:12"]);
+    assert!(
+        common::wait_until(Duration::from_secs(20), || has(&d[0], "after")),
+        "{}",
+        d[0].log_tail(20)
+    );
+    assert!(sees_alive(&d[0], &addr(1)) && sees_alive(&d[1], &addr(0)));
+
+    // C comes back holding only the old key: refused by both, it stays alone and gets none
+    // of the writes.
+    d[2].serve_with(None, "lo", &pool_config(ports[2]));
+    let refused = common::wait_until(Duration::from_secs(20), || {
+        let out = d[0].cli(&["pool", "status"]);
+        String::from_utf8_lossy(&out.stdout).contains("not signed with this pool's key")
+    });
+    assert!(refused, "{}", d[0].log_tail(20));
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        !sees_alive(&d[2], &addr(0)) && !sees_alive(&d[2], &addr(1)),
+        "{:?}",
+        others(&d[2])
+    );
+    assert!(!sees_alive(&d[0], &addr(2)), "{:?}", others(&d[0]));
+    assert!(!has(&d[2], "after"), "C replicated with the retired key");
+}

@@ -132,7 +132,11 @@ pub fn leave(store: &Store, state: &Path) -> Result<Vec<PathBuf>, SetupError> {
     store.write(|w| w.delete::<PoolMember>(&PoolMember::key_of(store.member())))?;
     let mut removed = Vec::new();
     // A rekey left behind would replace the key of a pool joined later.
-    for p in [Rekey::path(state), ClusterKey::path(state), ps::seeds_file(state)] {
+    for p in [
+        Rekey::path(state),
+        ClusterKey::path(state),
+        ps::seeds_file(state),
+    ] {
         match std::fs::remove_file(&p) {
             Ok(()) => removed.push(p),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
