@@ -71,10 +71,11 @@ fn secrets_do_not_cross_in_clear_and_strangers_hold_nothing() {
     let a_pool: SocketAddr = format!("127.0.0.1:{pa}").parse().unwrap();
 
     let mut a = Drover::new();
-    let (ok, out, err) = cli_stdin(&a, &["admin", "passwd"], &format!("{PASSWORD}\n"));
-    assert!(ok, "{out}{err}");
     a.cli_ok(&["pool", "init"]);
     let key = a.state_dir().join("cluster.key");
+    // The user whose password hash replicates.
+    let (ok, out, err) = cli_stdin(&a, &["admin", "passwd"], &format!("{PASSWORD}\n"));
+    assert!(ok, "{out}{err}");
     let mut b = Drover::new();
     b.cli_ok(&[
         "pool",

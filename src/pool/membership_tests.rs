@@ -330,3 +330,30 @@ fn a_restarted_member_comes_back_under_a_new_epoch() {
         .collect();
     assert_eq!(epochs, vec![2]);
 }
+
+#[test]
+fn a_rekey_keeps_members_that_follow_it_and_drops_one_that_does_not() {
+    let mut sim = Sim::new(3, 11, 0.0);
+    sim.join_all();
+    sim.run_until(10_000);
+    assert_eq!(sim.sees_alive(0), vec![1, 2]);
+    let (old, new) = (key(), ClusterKey::from_bytes([43; 32]));
+    // Transition: every member accepts both; 0 already sends with the new key.
+    for i in 0..3 {
+        sim.members[i].set_keys(&old, &[old.clone(), new.clone()]);
+    }
+    sim.members[0].set_keys(&new, &[new.clone(), old.clone()]);
+    let t = sim.now + 10_000;
+    sim.run_until(t);
+    assert_eq!(sim.sees_alive(1), vec![0, 2]);
+    // After it: 0 and 1 hold only the new key, 2 never got it.
+    for i in 0..2 {
+        sim.members[i].set_keys(&new, std::slice::from_ref(&new));
+    }
+    sim.members[2].set_keys(&old, std::slice::from_ref(&old));
+    let t = sim.now + 20_000;
+    sim.run_until(t);
+    assert_eq!(sim.sees_alive(0), vec![1]);
+    assert_eq!(sim.sees_alive(1), vec![0]);
+    assert!(sim.members[0].refusals().unauthenticated > 0);
+}

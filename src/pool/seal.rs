@@ -222,20 +222,16 @@ impl Session {
     pub fn seal(&mut self, aad: &[u8], message: &mut Vec<u8>) -> Result<(), SealError> {
         let nonce = self.send.next()?;
         // `Vec` grows to take the tag: the only failure is a message over the cipher's limit.
-        self.send
-            .cipher
-            .encrypt_in_place(&nonce, aad, message)
-            .map_err(|_| SealError::TooLong)
+        let sealed = self.send.cipher.encrypt_in_place(&nonce, aad, message);
+        sealed.map_err(|_| SealError::TooLong)
     }
 
     /// Decrypts the next sealed frame in place (the tag removed); refuses anything not sealed
     /// by the peer's side of this session, in order.
     pub fn open(&mut self, aad: &[u8], sealed: &mut Vec<u8>) -> Result<(), SealError> {
         let nonce = self.recv.next()?;
-        self.recv
-            .cipher
-            .decrypt_in_place(&nonce, aad, sealed)
-            .map_err(|_| SealError::Forged)
+        let opened = self.recv.cipher.decrypt_in_place(&nonce, aad, sealed);
+        opened.map_err(|_| SealError::Forged)
     }
 }
 
