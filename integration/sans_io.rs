@@ -171,7 +171,11 @@ const DATA_ITEMS: &[(&str, &str)] = &[
     ("store::view::ImageRef", "part of View"),
     (
         "pool::key::ClusterKey",
-        "key material; seals and opens buffers",
+        "key material; derives keys from bytes",
+    ),
+    (
+        "pool::key::Rekey",
+        "a next key and two times; its text form (save touches files, unused by pure code)",
     ),
     ("pool::status::Status", "pool status data"),
     ("pool::status::MemberStatus", "pool status data"),
