@@ -266,6 +266,7 @@ fn local_and_remote_print_the_same() {
     for (args, name) in [
         (&["pool", "leave"][..], "pool leave"),
         (&["pool", "init"][..], "pool init"),
+        (&["pool", "rekey"][..], "pool rekey"),
         (&["image", "add", "x", "--kernel", k][..], "image add"),
         (&["image", "import", "x", t][..], "image import"),
         (&["group", "set", "rack1", "--no-bmc"][..], "group set"),

@@ -78,7 +78,7 @@ const PURE: &[(&str, &str)] = &[
     ),
     (
         "pool/membership.rs",
-        "foca (SWIM) driven with time and a seeded rng passed in",
+        "foca (SWIM) driven with time and seeded rngs passed in",
     ),
     (
         "pool/shares.rs",
@@ -106,9 +106,10 @@ const PURE: &[(&str, &str)] = &[
         "pool/tick.rs",
         "the pool task's core: events, facts and now in, actions out",
     ),
+    ("pool/frame.rs", "the pool port's messages and their bytes"),
     (
-        "pool/frame.rs",
-        "the pool port's messages and their sealed bytes",
+        "pool/seal.rs",
+        "pool handshake, sessions and datagram sealing; nonces passed in",
     ),
     (
         "store/hlc.rs",
@@ -178,7 +179,11 @@ const DATA_ITEMS: &[(&str, &str)] = &[
     ("store::view::ImageRef", "part of View"),
     (
         "pool::key::ClusterKey",
-        "key material; seals and opens buffers",
+        "key material; derives keys from bytes",
+    ),
+    (
+        "pool::key::Rekey",
+        "a next key and two times; its text form (save touches files, unused by pure code)",
     ),
     ("pool::status::Status", "pool status data"),
     ("pool::status::MemberStatus", "pool status data"),

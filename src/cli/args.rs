@@ -225,6 +225,15 @@ pub enum PoolCmd {
     /// Take a member that is gone for good off the roster (ID as `pool status` shows it), so
     /// that its DHCP address share goes to the others at once. Refused while it is alive.
     Forget { id: String },
+    /// Replace the cluster key without downtime: a new key, passed by the running server to
+    /// every live member over the encrypted pool port. Members accept both keys for
+    /// SECONDS, send with the new one from half-way on, then refuse the old one (a member
+    /// that was down all along must `pool leave` and `pool join` with the new key).
+    Rekey {
+        /// Length of the transition in seconds (at least 10).
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        transition: u64,
+    },
 }
 
 #[derive(Subcommand)]

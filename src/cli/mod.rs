@@ -111,6 +111,7 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Pool(PoolCmd::Join { .. }) => "pool join",
         Command::Pool(PoolCmd::Leave) => "pool leave",
         Command::Pool(PoolCmd::Forget { .. }) => "pool forget",
+        Command::Pool(PoolCmd::Rekey { .. }) => "pool rekey",
         Command::Image(ImageCmd::Add { .. }) => "image add",
         Command::Image(ImageCmd::Import { .. }) => "image import",
         Command::Group(GroupCmd::Set { .. }) => "group set",
@@ -268,6 +269,17 @@ fn pool_local(state: &Path, cmd: PoolCmd) -> Result<()> {
             let id = setup::forget(Local::new(state).store()?, state, &id)?;
             println!(
                 "member {id:016x} taken off the roster; its DHCP address share goes to the others"
+            );
+        }
+        PoolCmd::Rekey { transition } => {
+            let rekey = setup::rekey(state, transition, crate::clock::unix_ms())?;
+            let secs = |ms: u64| ms.saturating_sub(crate::clock::unix_ms()).div_ceil(1000);
+            println!(
+                "made a new cluster key; the running server passes it to the live members \
+                 within {} s; members send with it in {} s and refuse the old key in {} s",
+                setup::announce_secs(),
+                secs(rekey.switch_ms),
+                secs(rekey.retire_ms)
             );
         }
         PoolCmd::Status { .. } => bail!("internal: pool status has an API counterpart"),

@@ -1,12 +1,22 @@
 //! One connection on the pool port, carrying [`Frame`]s: the asker connects and sends
 //! requests one after another, the answerer answers each before reading the next. Store
-//! exchanges (`replication`) and layer shipments (`layers`) use this one type; each frame
-//! is length-prefixed, sealed with the cluster key and capped at `frame::MAX_FRAME`.
+//! exchanges (`replication`) and layer shipments (`layers`) use this one type.
 //!
-//! Not here: the bytes of a frame (`frame`), what a request means (`replication`, `layers`).
+//! A connection opens with the handshake of `seal` (fixed-size messages read into stack
+//! arrays, fresh randomness from the OS on both sides), so nothing larger than
+//! `seal::HELLO_LEN` is read from a peer before it proved it holds the cluster key. Then
+//! each frame is `u32 length (big-endian) || sealed frame`, capped at `frame::MAX_FRAME`,
+//! the length authenticated with the frame.
+//!
+//! Not here: the bytes of a frame (`frame`), the cryptography (`seal`), what a request means
+//! (`replication`, `layers`), how many connections are answered (`replication::serve`).
 
 use super::frame::{Frame, FrameError, MAX_FRAME};
-use super::key::ClusterKey;
+use super::key::{random_bytes, ClusterKey};
+use super::seal::{
+    ClientHandshake, SealError, ServerHandshake, Session, AEAD_TAG_LEN, FINISH_LEN, HELLO_LEN,
+    REPLY_LEN,
+};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddrV4;
@@ -16,6 +26,8 @@ use tokio::net::TcpStream;
 
 /// Longest one request and its answer may take.
 pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a connecting peer may take to prove it holds the key.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why a connection failed.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +36,8 @@ pub enum ConnError {
     Io(#[from] io::Error),
     #[error(transparent)]
     Frame(#[from] FrameError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
     #[error("frame of {0} bytes is over the limit")]
     TooLarge(u32),
     #[error("the peer closed the connection")]
@@ -37,39 +51,53 @@ pub enum ConnError {
     },
 }
 
-/// A connection to or from another member.
+/// A connection to or from another member, after its handshake.
 pub struct Conn {
     stream: TcpStream,
-    key: ClusterKey,
+    session: Session,
 }
 
 impl Conn {
-    /// Connects to `peer`'s pool port within `timeout`.
+    /// Connects to `peer`'s pool port and makes the handshake with `key`, within `timeout`.
     pub async fn connect(
         peer: SocketAddrV4,
         key: &ClusterKey,
         timeout: Duration,
     ) -> Result<Conn, ConnError> {
-        let stream = within(timeout, async { Ok(TcpStream::connect(peer).await?) }).await?;
-        Ok(Conn::new(stream, key))
+        within(timeout, async {
+            let mut stream = TcpStream::connect(peer).await?;
+            nodelay(&stream);
+            let client = ClientHandshake::start(key, random_bytes()?);
+            stream.write_all(client.hello()).await?;
+            let mut reply = [0u8; REPLY_LEN];
+            stream.read_exact(&mut reply).await?;
+            let (finish, session) = client.finish(&reply)?;
+            stream.write_all(&finish).await?;
+            Ok(Conn { stream, session })
+        })
+        .await
     }
 
-    /// A connection from `accept` or `connect`.
-    pub fn new(stream: TcpStream, key: &ClusterKey) -> Conn {
-        // Requests are answered at once (layer acks hold up NFS clients): no Nagle or
-        // delayed-ACK stall. A failure leaves a slower but working connection.
-        let _ = stream.set_nodelay(true);
-        Conn {
-            stream,
-            key: key.clone(),
-        }
+    /// Answers the handshake of an accepted connection with one of `keys`. The caller bounds
+    /// the time (`HANDSHAKE_TIMEOUT`): the peer is not known to be a member yet.
+    pub async fn accept(mut stream: TcpStream, keys: &[ClusterKey]) -> Result<Conn, ConnError> {
+        nodelay(&stream);
+        let mut hello = [0u8; HELLO_LEN];
+        stream.read_exact(&mut hello).await?;
+        let server = ServerHandshake::accept(keys, &hello, random_bytes()?)?;
+        stream.write_all(server.reply()).await?;
+        let mut finish = [0u8; FINISH_LEN];
+        stream.read_exact(&mut finish).await?;
+        let session = server.confirm(&finish)?;
+        Ok(Conn { stream, session })
     }
 
     pub async fn send(&mut self, frame: &Frame) -> Result<(), ConnError> {
-        let sealed = frame.seal(&self.key)?;
-        // `seal` refuses anything over MAX_FRAME, which fits in a u32.
-        let len = sealed.len() as u32;
-        self.stream.write_all(&len.to_be_bytes()).await?;
+        let mut sealed = frame.encode()?;
+        // `encode` refuses anything that would be over MAX_FRAME sealed, which fits in a u32.
+        let len = ((sealed.len() + AEAD_TAG_LEN) as u32).to_be_bytes();
+        self.session.seal(&len, &mut sealed)?;
+        self.stream.write_all(&len).await?;
         self.stream.write_all(&sealed).await?;
         Ok(self.stream.flush().await?)
     }
@@ -84,9 +112,11 @@ impl Conn {
         if len > MAX_FRAME {
             return Err(ConnError::TooLarge(len));
         }
+        // Only a peer that made the handshake gets here, so a large frame is a member's.
         let mut buf = vec![0u8; len as usize];
         self.stream.read_exact(&mut buf).await?;
-        Ok(Frame::open(&self.key, &buf)?)
+        self.session.open(&len.to_be_bytes(), &mut buf)?;
+        Ok(Frame::decode(&buf)?)
     }
 
     /// Sends a request and reads its answer, within `timeout`.
@@ -97,6 +127,12 @@ impl Conn {
         })
         .await
     }
+}
+
+/// Requests are answered at once (layer acks hold up NFS clients): no Nagle or delayed-ACK
+/// stall. A failure leaves a slower but working connection.
+fn nodelay(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
 }
 
 /// `f` unless it takes longer than `timeout`.

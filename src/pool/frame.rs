@@ -1,18 +1,18 @@
-//! The messages of the pool port (TCP) and their bytes: every frame is `u32 length
-//! (big-endian) || tag || kind || body`, where `tag` is the keyed-BLAKE3 MAC of `kind || body`
-//! with the cluster key (`key`), `kind` one byte naming the [`Frame`] and `body` JSON, raw
-//! bytes, or a layer shipment's own encoding. A frame whose tag does not verify is refused
-//! before its body is looked at. Sans IO: `conn` moves these bytes over a socket.
+//! The messages of the pool port (TCP) and their bytes: a frame is `kind || body`, `kind`
+//! one byte naming the [`Frame`] and `body` JSON, raw bytes, or a layer shipment's own
+//! encoding. On the wire each is sealed (`seal::Session`: encrypted and authenticated) and
+//! length-prefixed by `conn`; a frame is decoded only after it opened. Sans IO.
 //!
 //! An exchange is a sequence of request/answer pairs on one connection, always started by
 //! the side that connected: [`Frame::Sync`] -> [`Frame::Batches`], [`Frame::Summaries`] ->
 //! [`Frame::Summaries`], [`Frame::Blob`] -> [`Frame::Chunk`], [`Frame::Layer`] ->
-//! [`Frame::LayerAck`].
+//! [`Frame::LayerAck`], [`Frame::Rekey`] -> [`Frame::RekeyAck`].
 //!
 //! Not here: sockets, limits on time (`conn`), what the answers contain (`replication`,
-//! `layers`), encryption (frames are authenticated, not secret).
+//! `layers`), the handshake and encryption (`seal`).
 
-use super::key::ClusterKey;
+use super::key::Rekey;
+use super::seal::AEAD_TAG_LEN;
 use super::summary::Relayed;
 use super::sync::Digest;
 use crate::nfs::replica::wire::{Ack, WireError};
@@ -20,7 +20,7 @@ use crate::store::model::BlobId;
 use crate::store::replicate::Batch;
 use serde::{Deserialize, Serialize};
 
-/// Largest sealed frame accepted (tag, kind and body).
+/// Largest sealed frame accepted (kind, body and AEAD tag).
 pub const MAX_FRAME: u32 = 32 << 20;
 
 /// One message on the pool port.
@@ -41,6 +41,10 @@ pub enum Frame {
     /// receiver off the async workers), answered with a [`Frame::LayerAck`].
     Layer(Vec<u8>),
     LayerAck(Ack),
+    /// A rekey in progress (`key::Rekey`, in its file's text), answered with a
+    /// [`Frame::RekeyAck`] once the receiver stored it.
+    Rekey(Rekey),
+    RekeyAck,
 }
 
 /// A piece of a blob.
@@ -54,8 +58,6 @@ pub struct BlobRequest {
 /// Why a frame was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
-    #[error("frame not signed with the cluster key")]
-    Unauthenticated,
     #[error("frame of {0} bytes is over the limit")]
     TooLarge(usize),
     #[error("empty frame")]
@@ -66,6 +68,8 @@ pub enum FrameError {
     Json(#[from] serde_json::Error),
     #[error("malformed layer ack: {0}")]
     Ack(#[from] WireError),
+    #[error("malformed rekey")]
+    Rekey,
 }
 
 const SYNC: u8 = 1;
@@ -75,6 +79,8 @@ const BLOB: u8 = 4;
 const CHUNK: u8 = 5;
 const LAYER: u8 = 6;
 const LAYER_ACK: u8 = 7;
+const REKEY: u8 = 8;
+const REKEY_ACK: u8 = 9;
 
 impl Frame {
     /// What the frame is, for errors and logs.
@@ -87,11 +93,14 @@ impl Frame {
             Frame::Chunk(_) => "chunk",
             Frame::Layer(_) => "layer",
             Frame::LayerAck(_) => "layer ack",
+            Frame::Rekey(_) => "rekey",
+            Frame::RekeyAck => "rekey ack",
         }
     }
 
-    /// `tag || kind || body` (without the length prefix), refused when over [`MAX_FRAME`].
-    pub fn seal(&self, key: &ClusterKey) -> Result<Vec<u8>, FrameError> {
+    /// `kind || body`, refused when it would be over [`MAX_FRAME`] once sealed. The vector
+    /// has room for the AEAD tag.
+    pub fn encode(&self) -> Result<Vec<u8>, FrameError> {
         let mut payload = Vec::new();
         match self {
             Frame::Sync(d) => json(&mut payload, SYNC, d)?,
@@ -101,17 +110,19 @@ impl Frame {
             Frame::Chunk(c) => raw(&mut payload, CHUNK, c),
             Frame::Layer(l) => raw(&mut payload, LAYER, l),
             Frame::LayerAck(a) => raw(&mut payload, LAYER_ACK, &a.encode()),
+            Frame::Rekey(r) => raw(&mut payload, REKEY, r.to_text().as_bytes()),
+            Frame::RekeyAck => raw(&mut payload, REKEY_ACK, &[]),
         }
-        let sealed = key.seal(&payload);
-        if sealed.len() > MAX_FRAME as usize {
-            return Err(FrameError::TooLarge(sealed.len()));
+        let sealed = payload.len() + AEAD_TAG_LEN;
+        if sealed > MAX_FRAME as usize {
+            return Err(FrameError::TooLarge(sealed));
         }
-        Ok(sealed)
+        payload.reserve_exact(AEAD_TAG_LEN);
+        Ok(payload)
     }
 
-    /// Verifies and decodes `tag || kind || body`.
-    pub fn open(key: &ClusterKey, sealed: &[u8]) -> Result<Frame, FrameError> {
-        let payload = key.open(sealed).ok_or(FrameError::Unauthenticated)?;
+    /// Decodes `kind || body` (an opened frame).
+    pub fn decode(payload: &[u8]) -> Result<Frame, FrameError> {
         let (&kind, body) = payload.split_first().ok_or(FrameError::Empty)?;
         Ok(match kind {
             SYNC => Frame::Sync(serde_json::from_slice(body)?),
@@ -121,6 +132,13 @@ impl Frame {
             CHUNK => Frame::Chunk(body.to_vec()),
             LAYER => Frame::Layer(body.to_vec()),
             LAYER_ACK => Frame::LayerAck(Ack::decode(body)?),
+            REKEY => Frame::Rekey(
+                std::str::from_utf8(body)
+                    .ok()
+                    .and_then(Rekey::parse)
+                    .ok_or(FrameError::Rekey)?,
+            ),
+            REKEY_ACK => Frame::RekeyAck,
             k => return Err(FrameError::Kind(k)),
         })
     }
@@ -143,8 +161,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn frames_round_trip_and_refuse_other_keys_and_kinds() {
-        let key = ClusterKey::from_bytes([7; 32]);
+    fn frames_round_trip_and_refuse_unknown_kinds() {
         let frames = [
             Frame::Sync(Digest::default()),
             Frame::Batches(Vec::new()),
@@ -157,25 +174,31 @@ mod tests {
             Frame::Chunk(vec![0, 1, 2]),
             Frame::Layer(b"\0L1".to_vec()),
             Frame::LayerAck(Ack::NeedSnapshot),
+            Frame::Rekey(Rekey {
+                next: super::super::key::ClusterKey::from_bytes([5; 32]),
+                switch_ms: 10,
+                retire_ms: 20,
+            }),
+            Frame::RekeyAck,
         ];
         for f in frames {
-            let sealed = f.seal(&key).unwrap();
-            assert_eq!(Frame::open(&key, &sealed).unwrap(), f);
-            let other = ClusterKey::from_bytes([8; 32]);
-            assert!(matches!(
-                Frame::open(&other, &sealed),
-                Err(FrameError::Unauthenticated)
-            ));
+            let bytes = f.encode().unwrap();
+            assert!(bytes.capacity() >= bytes.len() + AEAD_TAG_LEN);
+            assert_eq!(Frame::decode(&bytes).unwrap(), f);
         }
+        assert!(matches!(Frame::decode(&[99, 1]), Err(FrameError::Kind(99))));
+        assert!(matches!(Frame::decode(&[]), Err(FrameError::Empty)));
         assert!(matches!(
-            Frame::open(&key, &key.seal(&[99, 1])),
-            Err(FrameError::Kind(99))
+            Frame::decode(&[REKEY, b'x']),
+            Err(FrameError::Rekey)
         ));
         assert!(matches!(
-            Frame::open(&key, &key.seal(&[])),
-            Err(FrameError::Empty)
+            Frame::decode(&[SYNC, b'{']),
+            Err(FrameError::Json(_))
         ));
-        let huge = Frame::Chunk(vec![0; MAX_FRAME as usize]);
-        assert!(matches!(huge.seal(&key), Err(FrameError::TooLarge(_))));
+        let limit = MAX_FRAME as usize - AEAD_TAG_LEN - 1;
+        assert!(Frame::Chunk(vec![0; limit]).encode().is_ok());
+        let huge = Frame::Chunk(vec![0; limit + 1]);
+        assert!(matches!(huge.encode(), Err(FrameError::TooLarge(_))));
     }
 }

@@ -1,27 +1,40 @@
 //! The cluster key: 32 random bytes shared by every pool member, kept in
-//! `<state>/cluster.key` (64 hex digits and a newline, mode 0600), and the message
-//! authentication built on it.
+//! `<state>/cluster.key` (64 hex digits and a newline, mode 0600). Every secret of pool
+//! traffic is derived from it ([`ClusterKey::derive_key`], BLAKE3 key derivation with a
+//! context per use), so only key holders can join, gossip, read or write pool traffic.
 //!
-//! Every pool datagram is `tag || payload`, where `tag` is BLAKE3 in keyed mode over the
-//! payload (a MAC: 32 bytes, compared in constant time by `blake3::Hash`'s `PartialEq`).
-//! A datagram whose tag does not verify is dropped before anything parses it, so only key
-//! holders can join, gossip or slander a member.
+//! A rekey (`drover pool rekey`) replaces the key without downtime: the next key and two
+//! times are kept in `<state>/pool/rekey` ([`Rekey`]) and passed to every live member over
+//! the encrypted pool port. A [`Keyring`] says which keys a member accepts and which it sends
+//! with at a given time: until `switch_ms` it sends with the current key and accepts both,
+//! until `retire_ms` it sends with the next key and still accepts the current one, then the
+//! next key becomes `cluster.key` and the old one is refused. Key files are written durably
+//! (temporary file, fsync, rename, fsync of the directory).
 //!
-//! Not here: encryption (pool traffic is authenticated, not secret: it carries membership and
-//! store data that every member serves anyway), replay protection beyond what SWIM's
-//! incarnation numbers give (a replayed old message can only restate old facts), key rotation.
+//! Not here: the handshake, the encryption and the datagram sealing built on the key
+//! (`seal`), distributing a rekey (`replication`, `serve`).
 
 use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// Length of the key and of a tag.
+/// Length of the key.
 pub const KEY_LEN: usize = 32;
-/// Bytes a tag adds to every datagram.
-pub const TAG_LEN: usize = 32;
 /// The key file's name in the state directory.
 pub const KEY_FILE: &str = "cluster.key";
+/// The pending rekey's file, in `<state>/pool/`.
+pub const REKEY_FILE: &str = "rekey";
+
+/// `N` bytes from the kernel's CSPRNG: keys and the nonces of handshakes and datagrams.
+pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
+    use rand_core::RngCore;
+    let mut bytes = [0u8; N];
+    rand_core::OsRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(bytes)
+}
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterKey([u8; KEY_LEN]);
@@ -53,6 +66,8 @@ pub enum KeyError {
     Exists { path: PathBuf },
     #[error("{path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
     Permissions { path: PathBuf, mode: u32 },
+    #[error("{path} is not a rekey: expected `NEXT_KEY SWITCH_MS RETIRE_MS`")]
+    MalformedRekey { path: PathBuf },
 }
 
 impl ClusterKey {
@@ -62,12 +77,7 @@ impl ClusterKey {
 
     /// A new random key from the kernel's CSPRNG (the same source as `auth`'s secrets).
     pub fn generate() -> std::io::Result<ClusterKey> {
-        use rand_core::RngCore;
-        let mut bytes = [0u8; KEY_LEN];
-        rand_core::OsRng
-            .try_fill_bytes(&mut bytes)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(ClusterKey(bytes))
+        random_bytes().map(ClusterKey)
     }
 
     /// The key file of the state directory `state_dir`.
@@ -134,8 +144,7 @@ impl ClusterKey {
                     source,
                 },
             })?;
-        let hex: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
-        f.write_all(format!("{hex}\n").as_bytes())
+        f.write_all(format!("{}\n", hex(self)).as_bytes())
             .and_then(|()| f.sync_all())
             .map_err(|source| KeyError::Write {
                 path: path.to_path_buf(),
@@ -148,28 +157,155 @@ impl ClusterKey {
     pub fn derive_key(&self, context: &str) -> [u8; KEY_LEN] {
         blake3::derive_key(context, &self.0)
     }
+}
 
-    fn tag(&self, payload: &[u8]) -> blake3::Hash {
-        blake3::keyed_hash(&self.0, payload)
+fn hex(key: &ClusterKey) -> String {
+    key.0.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `text` to `path` (mode 0600) so that a crash leaves the old or the new file,
+/// never a torn one: a temporary file, fsynced, renamed over `path`, then the directory
+/// fsynced.
+pub fn write_durably(path: &Path, text: &str) -> Result<(), KeyError> {
+    let err = |source| KeyError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    sync_dir(dir).map_err(err)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// A rekey in progress: the next key, when members start sending with it, and when the
+/// current key is refused (unix milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rekey {
+    pub next: ClusterKey,
+    pub switch_ms: u64,
+    pub retire_ms: u64,
+}
+
+impl Rekey {
+    /// `<state>/pool/rekey`.
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("pool").join(REKEY_FILE)
     }
 
-    /// `tag || payload`.
-    pub fn seal(&self, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(TAG_LEN + payload.len());
-        out.extend_from_slice(self.tag(payload).as_bytes());
-        out.extend_from_slice(payload);
-        out
+    /// `NEXT_HEX SWITCH_MS RETIRE_MS`.
+    pub fn to_text(&self) -> String {
+        format!(
+            "{} {} {}\n",
+            hex(&self.next),
+            self.switch_ms,
+            self.retire_ms
+        )
     }
 
-    /// The payload of a sealed datagram, or `None` when it is short or its tag is wrong.
-    pub fn open<'a>(&self, datagram: &'a [u8]) -> Option<&'a [u8]> {
-        if datagram.len() < TAG_LEN {
-            return None;
+    pub fn parse(text: &str) -> Option<Rekey> {
+        let mut words = text.split_whitespace();
+        let next = ClusterKey::parse(words.next()?)?;
+        let switch_ms = words.next()?.parse().ok()?;
+        let retire_ms = words.next()?.parse().ok()?;
+        (words.next().is_none() && switch_ms <= retire_ms).then_some(Rekey {
+            next,
+            switch_ms,
+            retire_ms,
+        })
+    }
+
+    /// Writes the rekey file of `state_dir` durably.
+    pub fn save(&self, state_dir: &Path) -> Result<(), KeyError> {
+        let path = Rekey::path(state_dir);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| KeyError::Write {
+                path: path.clone(),
+                source,
+            })?;
         }
-        let (tag, payload) = datagram.split_at(TAG_LEN);
-        let tag: [u8; TAG_LEN] = tag.try_into().ok()?;
-        // `Hash`'s equality is constant-time.
-        (self.tag(payload) == blake3::Hash::from(tag)).then_some(payload)
+        write_durably(&path, &self.to_text())
+    }
+}
+
+/// The keys of a member: its cluster key and a rekey in progress, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyring {
+    pub current: ClusterKey,
+    pub rekey: Option<Rekey>,
+}
+
+impl Keyring {
+    /// The key to start connections and seal datagrams with at `now_ms`.
+    pub fn send(&self, now_ms: u64) -> &ClusterKey {
+        match &self.rekey {
+            Some(r) if now_ms >= r.switch_ms => &r.next,
+            _ => &self.current,
+        }
+    }
+
+    /// The keys a peer may use at `now_ms`, the likelier first.
+    pub fn accepted(&self, now_ms: u64) -> Vec<ClusterKey> {
+        match &self.rekey {
+            None => vec![self.current.clone()],
+            Some(r) if now_ms >= r.retire_ms => vec![r.next.clone()],
+            Some(r) if now_ms >= r.switch_ms => vec![r.next.clone(), self.current.clone()],
+            Some(r) => vec![self.current.clone(), r.next.clone()],
+        }
+    }
+
+    /// The rekey whose transition is over at `now_ms`: its key is to become `cluster.key`.
+    pub fn finished(&self, now_ms: u64) -> Option<&Rekey> {
+        self.rekey.as_ref().filter(|r| now_ms >= r.retire_ms)
+    }
+
+    /// The key and the pending rekey of `state_dir`; `None` outside a pool.
+    pub fn load_state(state_dir: &Path) -> Result<Option<Keyring>, KeyError> {
+        let Some(current) = ClusterKey::load_state(state_dir)? else {
+            return Ok(None);
+        };
+        let path = Rekey::path(state_dir);
+        let rekey = match std::fs::read_to_string(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(KeyError::Read { path, source }),
+            Ok(text) => Some(Rekey::parse(&text).ok_or(KeyError::MalformedRekey { path })?),
+        };
+        // A crash between the two steps of `finish` leaves the next key current already.
+        let rekey = rekey.filter(|r| r.next != current);
+        Ok(Some(Keyring { current, rekey }))
+    }
+
+    /// Ends a finished transition on disk: the next key durably in `cluster.key`, then the
+    /// rekey file removed (a crash in between is harmless: see `load_state`).
+    pub fn finish(state_dir: &Path, rekey: &Rekey) -> Result<(), KeyError> {
+        write_durably(
+            &ClusterKey::path(state_dir),
+            &format!("{}\n", hex(&rekey.next)),
+        )?;
+        let path = Rekey::path(state_dir);
+        let err = |source| KeyError::Write {
+            path: path.clone(),
+            source,
+        };
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+            _ => {}
+        }
+        sync_dir(path.parent().unwrap_or(Path::new("."))).map_err(err)
     }
 }
 
@@ -178,18 +314,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seal_and_open() {
+    fn derived_keys_differ_by_context_and_key_and_debug_redacts() {
         let k = ClusterKey::from_bytes([7; KEY_LEN]);
         let other = ClusterKey::from_bytes([8; KEY_LEN]);
-        let sealed = k.seal(b"hello");
-        assert_eq!(sealed.len(), TAG_LEN + 5);
-        assert_eq!(k.open(&sealed), Some(&b"hello"[..]));
-        assert_eq!(other.open(&sealed), None, "wrong key");
-        let mut flipped = sealed.clone();
-        *flipped.last_mut().unwrap() ^= 1;
-        assert_eq!(k.open(&flipped), None, "tampered payload");
-        assert_eq!(k.open(&sealed[..TAG_LEN - 1]), None, "short");
-        assert_eq!(k.open(&k.seal(b"")), Some(&b""[..]));
+        assert_eq!(k.derive_key("a"), k.derive_key("a"));
+        assert_ne!(k.derive_key("a"), k.derive_key("b"));
+        assert_ne!(k.derive_key("a"), other.derive_key("a"));
         assert_eq!(format!("{k:?}"), "ClusterKey(..)");
     }
 
@@ -217,6 +347,58 @@ mod tests {
             Err(KeyError::Malformed { .. })
         ));
         assert!(ClusterKey::parse(&"g".repeat(64)).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_keyring_moves_through_a_rekey_and_ends_it_durably() {
+        let dir = std::env::temp_dir().join(format!("drover-rekey-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (old, new) = (
+            ClusterKey::from_bytes([1; 32]),
+            ClusterKey::from_bytes([2; 32]),
+        );
+        old.save_new(&ClusterKey::path(&dir)).unwrap();
+        let ring = Keyring::load_state(&dir).unwrap().unwrap();
+        assert_eq!((ring.send(0), ring.accepted(0)), (&old, vec![old.clone()]));
+        let rekey = Rekey {
+            next: new.clone(),
+            switch_ms: 100,
+            retire_ms: 200,
+        };
+        assert_eq!(Rekey::parse(&rekey.to_text()), Some(rekey.clone()));
+        assert_eq!(Rekey::parse("zz 1 2"), None);
+        assert_eq!(
+            Rekey::parse(&rekey.to_text().replace(" 100 ", " 300 ")),
+            None
+        );
+        rekey.save(&dir).unwrap();
+        let ring = Keyring::load_state(&dir).unwrap().unwrap();
+        assert_eq!(ring.rekey.as_ref(), Some(&rekey));
+        assert_eq!(ring.send(99), &old);
+        assert_eq!(ring.accepted(99), vec![old.clone(), new.clone()]);
+        assert_eq!(ring.send(100), &new);
+        assert_eq!(ring.accepted(150), vec![new.clone(), old.clone()]);
+        assert_eq!(ring.accepted(200), vec![new.clone()]);
+        assert!(ring.finished(199).is_none());
+        Keyring::finish(&dir, ring.finished(200).unwrap()).unwrap();
+        let ring = Keyring::load_state(&dir).unwrap().unwrap();
+        assert_eq!((ring.current, ring.rekey), (new.clone(), None));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(ClusterKey::path(&dir))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A crash after the key was written but before the rekey file went: nothing pending.
+        rekey.save(&dir).unwrap();
+        assert_eq!(Keyring::load_state(&dir).unwrap().unwrap().rekey, None);
+        std::fs::write(Rekey::path(&dir), "junk\n").unwrap();
+        assert!(matches!(
+            Keyring::load_state(&dir),
+            Err(KeyError::MalformedRekey { .. })
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

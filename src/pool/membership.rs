@@ -5,10 +5,12 @@
 //! a timer that came due ([`Membership::handle_timer`]), an admin request to join a seed
 //! ([`Membership::announce`]) or to leave ([`Membership::leave`]) — and gets back the
 //! [`Effect`]s to carry out: datagrams to send (already sealed with the cluster key), timers to
-//! schedule, and members that came up or went down. Datagrams are opened with the key before
-//! foca sees them; one that does not verify is dropped and counted. Time and randomness come
-//! from the caller (timers are durations the shell schedules; the RNG is seeded by the caller),
-//! so the simulation tests run many members on virtual time.
+//! schedule, and members that came up or went down. Datagrams are sealed with the cluster key
+//! (`seal::DatagramKey`: encrypted and authenticated) and opened before foca sees them; one
+//! that does not open is dropped and counted. Time and randomness come from the caller
+//! (timers are durations the shell schedules; the RNGs, foca's and the one that draws
+//! datagram nonces, are seeded by the caller), so the simulation tests run many members on
+//! virtual time.
 //!
 //! Tuning ([`config`]): a probe every second with a 400 ms round trip, and a suspected member
 //! declared down 2 s after suspicion, so a dead member is noticed within about 4 s on a LAN.
@@ -17,12 +19,13 @@
 //! sockets and the clock (`pool::serve`).
 
 use super::key::ClusterKey;
+use super::seal::{DatagramKey, DATAGRAM_NONCE_LEN};
 use foca::{
     AccumulatingRuntime, Config, Foca, Identity, NoCustomBroadcast, OwnedNotification,
     PostcardCodec, Timer,
 };
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddrV4;
 use std::num::NonZeroU32;
@@ -73,7 +76,7 @@ pub enum Effect {
 /// Counters of inputs that were refused.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Refusals {
-    /// Datagrams whose tag did not verify with the cluster key.
+    /// Datagrams that did not open with the cluster key.
     pub unauthenticated: u64,
     /// Authenticated datagrams foca rejected (malformed, from ourselves, ...).
     pub rejected: u64,
@@ -102,17 +105,32 @@ pub fn config(expected_members: u32) -> Config {
 pub struct Membership {
     foca: Foca<MemberId, PostcardCodec, StdRng, NoCustomBroadcast>,
     runtime: AccumulatingRuntime<MemberId>,
-    key: ClusterKey,
+    /// Seals what this member sends.
+    key: DatagramKey,
+    /// Opens what it receives: the sending key, and the other key of a rekey in progress.
+    accepted: Vec<DatagramKey>,
+    /// Draws datagram nonces: a CSPRNG seeded with fresh randomness by the shell, so no two
+    /// members or runs draw the same sequence.
+    nonces: StdRng,
     refusals: Refusals,
 }
 
 impl Membership {
-    /// A member that knows nobody yet; `seed` seeds its RNG.
-    pub fn new(me: MemberId, key: ClusterKey, config: Config, seed: u64) -> Membership {
+    /// A member that knows nobody yet; `seed` seeds foca's RNG, `nonce_seed` (fresh
+    /// randomness, never reused) the datagram nonces.
+    pub fn new(
+        me: MemberId,
+        key: &ClusterKey,
+        config: Config,
+        seed: u64,
+        nonce_seed: [u8; 32],
+    ) -> Membership {
         Membership {
             foca: Foca::new(me, config, StdRng::seed_from_u64(seed), PostcardCodec),
             runtime: AccumulatingRuntime::new(),
-            key,
+            key: DatagramKey::new(key),
+            accepted: vec![DatagramKey::new(key)],
+            nonces: StdRng::from_seed(nonce_seed),
             refusals: Refusals::default(),
         }
     }
@@ -127,6 +145,12 @@ impl Membership {
             .iter_membership_state()
             .map(|m| (*m.id(), m.state()))
             .collect()
+    }
+
+    /// Seal with `send` from now on and open with any of `accepted` (a rekey).
+    pub fn set_keys(&mut self, send: &ClusterKey, accepted: &[ClusterKey]) {
+        self.key = DatagramKey::new(send);
+        self.accepted = accepted.iter().map(DatagramKey::new).collect();
     }
 
     pub fn refusals(&self) -> Refusals {
@@ -147,11 +171,11 @@ impl Membership {
 
     /// A datagram as received, still sealed.
     pub fn handle_datagram(&mut self, datagram: &[u8]) -> Vec<Effect> {
-        let Some(payload) = self.key.open(datagram) else {
+        let Some(payload) = self.accepted.iter().find_map(|k| k.open(datagram)) else {
             self.refusals.unauthenticated += 1;
             return Vec::new();
         };
-        let r = self.foca.handle_data(payload, &mut self.runtime);
+        let r = self.foca.handle_data(&payload, &mut self.runtime);
         self.drain(r.is_err())
     }
 
@@ -198,7 +222,12 @@ impl Membership {
     fn collect(&mut self) -> Vec<Effect> {
         let mut out = Vec::new();
         while let Some((dst, data)) = self.runtime.to_send() {
-            out.push(Effect::Send(dst.addr, self.key.seal(&data)));
+            let mut nonce = [0u8; DATAGRAM_NONCE_LEN];
+            self.nonces.fill_bytes(&mut nonce);
+            // foca's datagrams are at most `max_packet_size`, far under the cipher's limit.
+            if let Ok(sealed) = self.key.seal(nonce, &data) {
+                out.push(Effect::Send(dst.addr, sealed));
+            }
         }
         while let Some((after, timer)) = self.runtime.to_schedule() {
             out.push(Effect::Schedule(after, timer));

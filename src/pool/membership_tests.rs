@@ -63,6 +63,13 @@ fn key() -> ClusterKey {
     ClusterKey::from_bytes([42; 32])
 }
 
+/// A distinct nonce seed per member and run (the shell takes them from the OS).
+fn nonce_seed(seed: u64) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out[..8].copy_from_slice(&seed.to_be_bytes());
+    out
+}
+
 impl Sim {
     fn new(n: usize, seed: u64, loss: f64) -> Sim {
         let members = (0..n)
@@ -72,7 +79,8 @@ impl Sim {
                     id: 100 + i as u64,
                     epoch: 1,
                 };
-                Membership::new(me, key(), config(n as u32), seed ^ ((i as u64 + 1) * 7919))
+                let s = seed ^ ((i as u64 + 1) * 7919);
+                Membership::new(me, &key(), config(n as u32), s, nonce_seed(s))
             })
             .collect();
         Sim {
@@ -245,9 +253,10 @@ fn a_member_without_the_key_cannot_join() {
     // Member 2 holds another key: everything it sends fails authentication.
     sim.members[2] = Membership::new(
         sim.members[2].me(),
-        ClusterKey::from_bytes([1; 32]),
+        &ClusterKey::from_bytes([1; 32]),
         config(3),
         5,
+        nonce_seed(5),
     );
     sim.join_all();
     sim.run_until(20_000);
@@ -258,8 +267,12 @@ fn a_member_without_the_key_cannot_join() {
     // Garbage is refused the same way and changes nothing.
     let fx = sim.members[0].handle_datagram(&[0u8; 100]);
     assert!(fx.is_empty());
-    let fx = sim.members[0].handle_datagram(&key().seal(b"not a foca message"));
+    let sealed = DatagramKey::new(&key())
+        .seal([3; DATAGRAM_NONCE_LEN], b"not a foca message")
+        .unwrap();
+    let fx = sim.members[0].handle_datagram(&sealed);
     assert!(fx.iter().all(|e| !matches!(e, Effect::Up(_))));
+    assert!(sim.members[0].refusals().rejected > 0);
 }
 
 #[test]
@@ -303,7 +316,7 @@ fn a_restarted_member_comes_back_under_a_new_epoch() {
         epoch: 2,
         ..sim.members[2].me()
     };
-    sim.members[2] = Membership::new(me, key(), config(3), 77);
+    sim.members[2] = Membership::new(me, &key(), config(3), 77, nonce_seed(77));
     sim.alive[2] = true;
     let fx = sim.members[2].announce(addr(0));
     sim.apply(2, fx);
@@ -316,4 +329,31 @@ fn a_restarted_member_comes_back_under_a_new_epoch() {
         .map(|(m, _)| m.epoch)
         .collect();
     assert_eq!(epochs, vec![2]);
+}
+
+#[test]
+fn a_rekey_keeps_members_that_follow_it_and_drops_one_that_does_not() {
+    let mut sim = Sim::new(3, 11, 0.0);
+    sim.join_all();
+    sim.run_until(10_000);
+    assert_eq!(sim.sees_alive(0), vec![1, 2]);
+    let (old, new) = (key(), ClusterKey::from_bytes([43; 32]));
+    // Transition: every member accepts both; 0 already sends with the new key.
+    for i in 0..3 {
+        sim.members[i].set_keys(&old, &[old.clone(), new.clone()]);
+    }
+    sim.members[0].set_keys(&new, &[new.clone(), old.clone()]);
+    let t = sim.now + 10_000;
+    sim.run_until(t);
+    assert_eq!(sim.sees_alive(1), vec![0, 2]);
+    // After it: 0 and 1 hold only the new key, 2 never got it.
+    for i in 0..2 {
+        sim.members[i].set_keys(&new, std::slice::from_ref(&new));
+    }
+    sim.members[2].set_keys(&old, std::slice::from_ref(&old));
+    let t = sim.now + 20_000;
+    sim.run_until(t);
+    assert_eq!(sim.sees_alive(0), vec![1]);
+    assert_eq!(sim.sees_alive(1), vec![0]);
+    assert!(sim.members[0].refusals().unauthenticated > 0);
 }

@@ -1,10 +1,12 @@
 //! The pool: several drover members serving one cluster.
 //!
-//! - [`key`]: the cluster key in `<state>/cluster.key` and the MAC every pool datagram
-//!   carries;
+//! - [`key`]: the cluster key in `<state>/cluster.key`, from which every pool secret is
+//!   derived;
+//! - [`seal`]: the handshake of pool-port connections, their per-connection AEAD sessions,
+//!   and the sealing of membership datagrams (sans IO);
 //! - [`membership`]: SWIM membership and failure detection (foca), sans IO, behind the key;
 //! - [`sync`]: store anti-entropy (digest -> missing batches -> merge) over any transport;
-//! - [`frame`]: the messages of the pool port (TCP) and their sealed bytes (sans IO);
+//! - [`frame`]: the messages of the pool port (TCP) and their bytes (sans IO);
 //!   [`conn`] carries them over one connection, with typed errors and time limits;
 //! - [`replication`]: the store exchange (pull, summaries, missing image files) on one
 //!   connection, and the listener of the pool port;
@@ -28,8 +30,9 @@
 //!   the core's actions.
 //!
 //! Built so far: membership, store replication, DHCP address shares, the boot path across
-//! members, one floating service address, the pool status (health, summaries, lag). Not
-//! built yet: several service addresses, encryption of pool traffic.
+//! members, one floating service address, the pool status (health, summaries, lag), pool
+//! traffic authenticated before anything is held and encrypted. Not built yet: several
+//! service addresses.
 
 pub mod compact;
 pub mod conn;
@@ -42,6 +45,7 @@ pub mod membership;
 pub mod peers;
 pub mod replication;
 pub mod report;
+pub mod seal;
 pub mod serve;
 pub mod setup;
 pub mod shares;

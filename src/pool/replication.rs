@@ -14,18 +14,26 @@
 //! Each member starts one exchange with a random live member every [`SYNC_EVERY`], so a write
 //! reaches every member of a pool of N in O(log N) rounds, and a member that was down or cut
 //! off catches up from whoever it asks first. Each request and answer is capped at
-//! `conn::EXCHANGE_TIMEOUT`; the listener answers at most `MAX_SERVING` connections at once.
+//! `conn::EXCHANGE_TIMEOUT`.
 //!
-//! Not here: the merge rules (`store::replicate`), the frames (`frame`, `conn`), applying
-//! layer shipments (`layers::Receiver`), encryption (frames are authenticated, not secret).
+//! The listener holds nothing for a peer that has not proved it holds the cluster key: an
+//! accepted connection gets only a handshake slot ([`MAX_HANDSHAKES`] in all,
+//! [`MAX_HANDSHAKES_PER_ADDRESS`] per address, refused at once beyond) for at most
+//! `conn::HANDSHAKE_TIMEOUT`, reading fixed-size messages; only then does it wait for one of
+//! the `MAX_SERVING` serving slots and may it send large frames. Silent or foreign
+//! connections cannot hold the slots members need.
+//!
+//! Not here: the merge rules (`store::replicate`), the frames (`frame`, `conn`), the
+//! handshake and encryption (`seal`), applying layer shipments (`layers::Receiver`).
 
-use super::conn::{unexpected, within, Conn, ConnError, EXCHANGE_TIMEOUT};
+use super::conn::{unexpected, within, Conn, ConnError, EXCHANGE_TIMEOUT, HANDSHAKE_TIMEOUT};
 use super::frame::{BlobRequest, Frame};
-use super::key::ClusterKey;
+use super::key::{ClusterKey, KeyError, Keyring, Rekey};
 use super::layers::Receiver;
 use super::summary::{Relayed, Summary, Table};
 use super::sync::{self, Digest};
 use crate::image::{Blobs, ImageError};
+use crate::net::limit::Caps;
 use crate::store::model::{BlobId, Image};
 use crate::store::{Store, StoreError};
 use std::io;
@@ -34,12 +42,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// How often a member starts an exchange with a peer.
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
-/// Connections answered at once; more wait in the listen queue.
+/// Authenticated connections answered at once; more wait for a slot.
 const MAX_SERVING: usize = 16;
+/// Connections in their handshake at once, and from one address (a member makes one or two:
+/// an exchange and a layer link).
+pub const MAX_HANDSHAKES: usize = 256;
+pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 16;
 /// Bytes of a blob sent per request.
 pub const BLOB_CHUNK: u32 = 4 << 20;
 
@@ -60,6 +73,8 @@ pub enum ExchangeError {
     WrongHash(BlobId),
     #[error("a blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
 }
 
 /// What one store pull did.
@@ -133,17 +148,29 @@ where
     Ok(tokio::task::spawn_blocking(f).await??)
 }
 
+/// What the listener answers with and where.
+pub struct Listener {
+    pub store: Arc<Store>,
+    /// The state directory: image files, and where a rekey offered by a peer is kept.
+    pub state_dir: std::path::PathBuf,
+    pub layers: Arc<Receiver>,
+    /// The keys a connecting peer may use, kept current by the pool task.
+    pub keys: watch::Receiver<Arc<[ClusterKey]>>,
+    pub summaries: Summaries,
+}
+
 /// Answers connections on `listener` until `shutdown` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
-    store: Arc<Store>,
-    blobs: Blobs,
-    layers: Arc<Receiver>,
-    key: ClusterKey,
-    summaries: Summaries,
-    shutdown: CancellationToken,
-) {
+pub async fn serve(listener: TcpListener, with: Listener, shutdown: CancellationToken) {
+    let Listener {
+        store,
+        state_dir,
+        layers,
+        keys: keyring,
+        summaries,
+    } = with;
+    let blobs = Blobs::new(&state_dir);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SERVING));
+    let handshakes = Caps::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_ADDRESS);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -156,18 +183,33 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
+        let handshake = match handshakes.take(peer.ip()) {
+            Ok(h) => h,
+            Err(cap) => {
+                tracing::debug!(%peer, ?cap, "pool: too many connections in handshake");
+                continue;
+            }
         };
-        let mut conn = Conn::new(stream, &key);
+        let (slots, keys) = (slots.clone(), keyring.borrow().clone());
         let answerer = Answerer {
             store: store.clone(),
+            state_dir: state_dir.clone(),
             blobs: blobs.clone(),
             layers: layers.clone(),
             summaries: summaries.clone(),
         };
         tokio::spawn(async move {
-            let _permit = permit;
+            let mut conn = match within(HANDSHAKE_TIMEOUT, Conn::accept(stream, &keys)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "pool: handshake refused");
+                    return;
+                }
+            };
+            drop(handshake);
+            let Ok(_permit) = slots.acquire_owned().await else {
+                return;
+            };
             // One request after another until the asker closes the connection.
             loop {
                 let r = within(EXCHANGE_TIMEOUT, async {
@@ -192,6 +234,7 @@ pub async fn serve(
 /// What the listener answers with.
 struct Answerer {
     store: Arc<Store>,
+    state_dir: std::path::PathBuf,
     blobs: Blobs,
     layers: Arc<Receiver>,
     summaries: Summaries,
@@ -236,8 +279,46 @@ impl Answerer {
                     .map_err(io::Error::other)?;
                 Ok(Frame::LayerAck(ack))
             }
+            Frame::Rekey(rekey) => {
+                let dir = self.state_dir.clone();
+                tokio::task::spawn_blocking(move || take_rekey(&dir, &rekey))
+                    .await
+                    .map_err(io::Error::other)?
+                    .map_err(io::Error::other)?;
+                Ok(Frame::RekeyAck)
+            }
             other => Err(unexpected("a request", &other)),
         }
+    }
+}
+
+/// Keeps a rekey a peer offered, unless this member has it (or a later one) already.
+fn take_rekey(state_dir: &std::path::Path, rekey: &Rekey) -> Result<(), KeyError> {
+    let Some(ring) = Keyring::load_state(state_dir)? else {
+        return Ok(());
+    };
+    let known = ring.current == rekey.next
+        || ring
+            .rekey
+            .as_ref()
+            .is_some_and(|r| r.retire_ms >= rekey.retire_ms);
+    if !known {
+        rekey.save(state_dir)?;
+        tracing::info!("pool: a member passed on a new cluster key; switching to it");
+    }
+    Ok(())
+}
+
+/// Passes a rekey in progress to `peer`, over a connection made with `key`.
+pub async fn offer_rekey(
+    peer: SocketAddrV4,
+    key: &ClusterKey,
+    rekey: Rekey,
+) -> Result<(), ExchangeError> {
+    let mut conn = Conn::connect(peer, key, EXCHANGE_TIMEOUT).await?;
+    match conn.ask(&Frame::Rekey(rekey), EXCHANGE_TIMEOUT).await? {
+        Frame::RekeyAck => Ok(()),
+        other => Err(unexpected("rekey ack", &other).into()),
     }
 }
 
@@ -451,13 +532,16 @@ mod tests {
         let (a_sums, b_sums) = (Summaries::new(a.member()), Summaries::new(b.member()));
         a_sums.publish(summary(a.member()));
         let shutdown = CancellationToken::new();
+        let (_keys, keys) = watch::channel(Arc::from(vec![key.clone()]));
         tokio::spawn(serve(
             listener,
-            a.clone(),
-            Blobs::new(&a_dir),
-            Arc::new(Receiver::new(&a_dir, a.member())),
-            key.clone(),
-            a_sums.clone(),
+            Listener {
+                store: a.clone(),
+                state_dir: a_dir.clone(),
+                layers: Arc::new(Receiver::new(&a_dir, a.member())),
+                keys,
+                summaries: a_sums.clone(),
+            },
             shutdown.clone(),
         ));
 
@@ -479,12 +563,112 @@ mod tests {
             "{r:?}"
         );
 
-        // Nor does it answer frames sealed with another key.
+        // Nor does it let in a peer with another key.
         let other = ClusterKey::from_bytes([4; 32]);
-        let mut conn = Conn::connect(addr, &other, EXCHANGE_TIMEOUT).await.unwrap();
-        let r = pull(&mut conn, &b).await;
-        assert!(r.is_err());
+        let r = Conn::connect(addr, &other, EXCHANGE_TIMEOUT).await;
+        assert!(
+            matches!(r, Err(ConnError::Io(_) | ConnError::Seal(_))),
+            "{:?}",
+            r.err()
+        );
+
+        silent_peers_and_junk_hold_nothing(addr, &key, &b).await;
+        a_replayed_session_is_refused(addr, &key, &b).await;
         shutdown.cancel();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Reads until the peer closes (or 5 s pass); what it sent.
+    async fn read_to_close(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got)).await;
+        assert!(r.is_ok(), "the listener did not close the connection");
+        got
+    }
+
+    async fn silent_peers_and_junk_hold_nothing(
+        addr: SocketAddrV4,
+        key: &ClusterKey,
+        b: &Arc<Store>,
+    ) {
+        // More silent connections than there are serving slots, from another address.
+        let mut silent = Vec::new();
+        for _ in 0..MAX_HANDSHAKES_PER_ADDRESS + 8 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            silent.push(socket.connect(addr.into()).await.unwrap());
+        }
+        // A member still gets its exchange answered meanwhile.
+        let mut conn = Conn::connect(addr, key, EXCHANGE_TIMEOUT).await.unwrap();
+        pull(&mut conn, b).await.unwrap();
+        // The silent ones past the per-address cap were closed at once, the others at the
+        // handshake deadline, without an answer.
+        for s in &mut silent {
+            assert!(read_to_close(s).await.is_empty());
+        }
+        // A length prefix claiming a 32 MiB frame, as a peer of the old wire format would
+        // send: it is no hello, and the listener hangs up without reading more.
+        let mut junk = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut hello = vec![0u8; crate::pool::seal::HELLO_LEN];
+        hello[..4].copy_from_slice(&(32u32 << 20).to_be_bytes());
+        junk.write_all(&hello).await.unwrap();
+        assert!(read_to_close(&mut junk).await.is_empty());
+    }
+
+    async fn a_replayed_session_is_refused(addr: SocketAddrV4, key: &ClusterKey, b: &Arc<Store>) {
+        // A proxy records what a member sends in one exchange.
+        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let std::net::SocketAddr::V4(via) = proxy.local_addr().unwrap() else {
+            panic!("IPv4 loopback");
+        };
+        let recorded = Arc::new(Mutex::new(Vec::new()));
+        let rec = recorded.clone();
+        tokio::spawn(async move {
+            let (mut client, _) = proxy.accept().await.unwrap();
+            let mut server = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut cr, mut cw) = client.split();
+            let (mut sr, mut sw) = server.split();
+            let up = async {
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = cr.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = sw.shutdown().await;
+            };
+            let down = tokio::io::copy(&mut sr, &mut cw);
+            let _ = tokio::join!(up, down);
+        });
+        let mut conn = Conn::connect(via, key, EXCHANGE_TIMEOUT).await.unwrap();
+        pull(&mut conn, b).await.unwrap();
+        drop(conn);
+        let wait =
+            common_wait(|| recorded.lock().unwrap().len() > crate::pool::seal::HELLO_LEN + 32);
+        assert!(wait.await, "nothing recorded");
+        // The replay's handshake (its frames never get read): the listener's fresh reply,
+        // then the door. Only the handshake is sent, so that the close is a FIN whatever the
+        // timing (unread bytes would make it a reset that may discard the reply).
+        let handshake = crate::pool::seal::HELLO_LEN + crate::pool::seal::FINISH_LEN;
+        let bytes = recorded.lock().unwrap()[..handshake].to_vec();
+        let mut replay = tokio::net::TcpStream::connect(addr).await.unwrap();
+        replay.write_all(&bytes).await.unwrap();
+        let got = read_to_close(&mut replay).await;
+        assert_eq!(got.len(), crate::pool::seal::REPLY_LEN);
+    }
+
+    async fn common_wait(mut cond: impl FnMut() -> bool) -> bool {
+        for _ in 0..50 {
+            if cond() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
     }
 }

@@ -28,11 +28,11 @@
 use super::compact::Holders;
 use super::facts;
 use super::floating::Decision;
-use super::key::{ClusterKey, KeyError};
+use super::key::{random_bytes, ClusterKey, KeyError, Keyring, Rekey};
 use super::layers::{Receiver, Shipper};
 use super::membership::{self, Effect, MemberId, Membership};
 use super::peers::Peers;
-use super::replication::{self, Pulled, Summaries};
+use super::replication::{self, Listener, Pulled, Summaries};
 use super::status::{read_status, status_file, write_status};
 use super::summary::Service;
 use super::tick::{Action, Counts, Event, Facts, Report, Tick, TickSettings};
@@ -135,8 +135,8 @@ pub async fn run(
     // still holds it.
     let mut was_member = false;
     loop {
-        let key = loop {
-            match load_key(&state_dir).await {
+        let ring = loop {
+            match load_keyring(&state_dir).await {
                 Ok(Some(k)) => break k,
                 Ok(None) => {
                     last_error.clear();
@@ -165,13 +165,16 @@ pub async fn run(
         let listener = tokio::net::TcpListener::bind(settings.addr).await?;
         let token = shutdown.child_token();
         let summaries = Summaries::new(settings.member_id);
+        let (keys_tx, keys) = watch::channel(Arc::from(ring.accepted(unix_ms())));
         tokio::spawn(replication::serve(
             listener,
-            store.clone(),
-            crate::image::Blobs::new(&state_dir),
-            Arc::new(Receiver::new(&state_dir, settings.member_id)),
-            key.clone(),
-            summaries.clone(),
+            Listener {
+                store: store.clone(),
+                state_dir: state_dir.clone(),
+                layers: Arc::new(Receiver::new(&state_dir, settings.member_id)),
+                keys,
+                summaries: summaries.clone(),
+            },
             token.clone(),
         ));
         let task = Task {
@@ -181,8 +184,9 @@ pub async fn run(
             links: &links,
             summaries,
             started,
+            layer_peers: std::sync::Mutex::default(),
         };
-        let left = member(&task, key, &socket, &shutdown).await;
+        let left = member(&task, ring, keys_tx, &socket, &shutdown).await;
         token.cancel();
         // Outside the pool, this member's DHCP serves the whole range again, alone.
         links
@@ -205,10 +209,10 @@ pub async fn run(
     }
 }
 
-/// `ClusterKey::load_state`, off the async workers.
-async fn load_key(state_dir: &Path) -> Result<Option<ClusterKey>, KeyError> {
+/// `Keyring::load_state`, off the async workers.
+async fn load_keyring(state_dir: &Path) -> Result<Option<Keyring>, KeyError> {
     let dir = state_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || ClusterKey::load_state(&dir))
+    tokio::task::spawn_blocking(move || Keyring::load_state(&dir))
         .await
         .unwrap_or_else(|e| {
             Err(KeyError::Read {
@@ -227,6 +231,8 @@ struct Task<'a> {
     summaries: Summaries,
     /// When the pool task started (for uptimes).
     started: std::time::Instant,
+    /// The live members the layer shipper was last told, told again when the key changes.
+    layer_peers: std::sync::Mutex<Vec<SocketAddrV4>>,
 }
 
 /// The tick's work off the async workers, reported back to the membership loop.
@@ -241,7 +247,8 @@ enum Done {
 /// for a new one), `false` at shutdown.
 async fn member(
     task: &Task<'_>,
-    key: ClusterKey,
+    mut ring: Keyring,
+    keys: watch::Sender<Arc<[ClusterKey]>>,
     socket: &UdpSocket,
     shutdown: &CancellationToken,
 ) -> std::io::Result<bool> {
@@ -273,7 +280,14 @@ async fn member(
         last.as_ref().map(|s| s.updated_ms),
         last.and_then(|s| s.recovering_since),
     );
-    let mut m = Membership::new(me, key.clone(), membership::config(3), me.epoch ^ me.id);
+    let mut key = ring.send(unix_ms()).clone();
+    let mut m = Membership::new(
+        me,
+        &key,
+        membership::config(3),
+        me.epoch ^ me.id,
+        random_bytes()?,
+    );
     let mut rng = StdRng::seed_from_u64(me.epoch ^ me.id.rotate_left(17));
     let mut sync_tick = tokio::time::interval(replication::SYNC_EVERY);
     let mut syncing: Option<tokio::task::JoinHandle<()>> = None;
@@ -288,6 +302,11 @@ async fn member(
     let mut timers: Vec<(Instant, Timer<MemberId>)> = Vec::new();
     let mut announce = tokio::time::interval(ANNOUNCE_EVERY);
     let mut status = tokio::time::interval(STATUS_EVERY);
+    m.set_keys(&key, &ring.accepted(unix_ms()));
+    let mut key_poll = tokio::time::interval(KEY_POLL);
+    // The members that have the pending rekey, and the task passing it on.
+    let offered: Arc<std::sync::Mutex<(Option<Rekey>, Vec<SocketAddrV4>)>> = Arc::default();
+    let mut offering: Option<tokio::task::JoinHandle<()>> = None;
     let mut buf = vec![0u8; 65536];
     let mut result = None;
     while result.is_none() {
@@ -351,6 +370,39 @@ async fn member(
                 tick_now = true;
                 Vec::new()
             }
+            _ = key_poll.tick() => {
+                if let Some(new) = follow_rekey(task.state_dir, &ring).await {
+                    ring = new;
+                }
+                let now = unix_ms();
+                let accepted = ring.accepted(now);
+                m.set_keys(ring.send(now), &accepted);
+                keys.send_if_modified(|k| {
+                    let changed = **k != *accepted;
+                    if changed {
+                        *k = Arc::from(accepted);
+                    }
+                    changed
+                });
+                if *ring.send(now) != key {
+                    key = ring.send(now).clone();
+                    tracing::info!("pool: sending with the new cluster key");
+                    if let Some(l) = &task.links.layers {
+                        l.set_peers(Some(&key), &lock(&task.layer_peers));
+                    }
+                }
+                let idle = offering.as_ref().is_none_or(|h| h.is_finished());
+                if let (Some(rekey), true) = (ring.rekey.clone(), idle) {
+                    let live = live_members(&m);
+                    offering = Some(tokio::spawn(offer_rekey(
+                        ring.current.clone(),
+                        rekey,
+                        live,
+                        offered.clone(),
+                    )));
+                }
+                Vec::new()
+            }
             Some(event) = events.recv() => {
                 core.handle_event(unix_ms(), event);
                 Vec::new()
@@ -406,12 +458,7 @@ async fn member(
                 Vec::new()
             }
             _ = sync_tick.tick() => {
-                let live: Vec<SocketAddrV4> = m
-                    .members()
-                    .iter()
-                    .filter(|(_, s)| *s == foca::State::Alive)
-                    .map(|(id, _)| id.addr)
-                    .collect();
+                let live = live_members(&m);
                 let idle = syncing.as_ref().is_none_or(|h| h.is_finished());
                 if let (true, false) = (idle, live.is_empty()) {
                     let peer = live[rng.random_range(0..live.len())];
@@ -467,7 +514,7 @@ async fn member(
             _ => {}
         }
     }
-    if let Some(h) = syncing {
+    for h in [syncing, offering].into_iter().flatten() {
         h.abort();
     }
     // A status write in flight must not land after the removal.
@@ -477,6 +524,71 @@ async fn member(
     let file = status_file(state_dir);
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(file)).await;
     Ok(result == Some(true))
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock aborts the process (panic = "abort").
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn live_members(m: &Membership) -> Vec<SocketAddrV4> {
+    m.members()
+        .iter()
+        .filter(|(_, s)| *s == foca::State::Alive)
+        .map(|(id, _)| id.addr)
+        .collect()
+}
+
+/// The keyring on disk when it differs from `ring`, after ending a finished transition
+/// there; `None` when unchanged or unreadable (the announce tick deals with a lost key).
+async fn follow_rekey(state_dir: &Path, ring: &Keyring) -> Option<Keyring> {
+    let dir = state_dir.to_path_buf();
+    let r = tokio::task::spawn_blocking(move || {
+        let ring = Keyring::load_state(&dir)?;
+        if let Some(done) = ring.as_ref().and_then(|r| r.finished(unix_ms())) {
+            Keyring::finish(&dir, done)?;
+            tracing::info!("pool: the rekey is over; the old cluster key is refused from now on");
+            return Keyring::load_state(&dir);
+        }
+        Ok(ring)
+    })
+    .await;
+    match r {
+        Ok(Ok(Some(new))) if new != *ring => Some(new),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "pool: cannot read or finish the rekey");
+            None
+        }
+        _ => None,
+    }
+}
+
+/// Passes `rekey` to each member of `live` that has not taken it yet, over connections made
+/// with `current` (which every member accepts until the rekey retires it).
+async fn offer_rekey(
+    current: ClusterKey,
+    rekey: Rekey,
+    live: Vec<SocketAddrV4>,
+    offered: Arc<std::sync::Mutex<(Option<Rekey>, Vec<SocketAddrV4>)>>,
+) {
+    {
+        let mut o = lock(&offered);
+        if o.0.as_ref() != Some(&rekey) {
+            *o = (Some(rekey.clone()), Vec::new());
+        }
+    }
+    for peer in live {
+        if lock(&offered).1.contains(&peer) {
+            continue;
+        }
+        match replication::offer_rekey(peer, &current, rekey.clone()).await {
+            Ok(()) => {
+                tracing::info!(%peer, "pool: passed the new cluster key on");
+                lock(&offered).1.push(peer);
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "pool: passing the new key on failed"),
+        }
+    }
 }
 
 /// Starts a tick: reads its facts off the async workers.
@@ -528,6 +640,7 @@ fn carry_out(
                 if let Some(l) = &links.layers {
                     l.set_peers(Some(key), &live);
                 }
+                *lock(&task.layer_peers) = live;
             }
             Action::Count(job) => {
                 let (me, done) = (task.settings.member_id, done.clone());

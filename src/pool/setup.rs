@@ -1,5 +1,5 @@
 //! Joining and leaving a pool on this member's state directory: what `drover pool
-//! init|join|leave|forget` do to the cluster key (`<state>/cluster.key`), the recorded seeds
+//! init|join|leave|forget|rekey` do to the cluster key (`<state>/cluster.key`), the recorded seeds
 //! (`<state>/pool/seeds`) and the roster in the store, and reading the status file that
 //! `drover pool status` shows.
 //!
@@ -9,7 +9,7 @@
 //! Not here: the pool's traffic (`serve`), the key's cryptography (`key`), printing (the CLI).
 //! The API cannot reach these: the key never crosses it.
 
-use super::key::{ClusterKey, KeyError};
+use super::key::{ClusterKey, KeyError, Keyring, Rekey};
 use super::serve::{self as ps, ANNOUNCE_EVERY, STATUS_EVERY};
 use super::status::{read_status, status_file, Status};
 use crate::store::model::PoolMember;
@@ -49,6 +49,37 @@ pub enum SetupError {
     Alive(u64),
     #[error("member {0:016x} is not on the roster")]
     NotOnRoster(u64),
+    #[error("a rekey is in progress until its old key retires; wait for it to end")]
+    RekeyPending,
+    #[error(
+        "a transition of {0} s is too short to reach every member (at least {MIN_TRANSITION_SECS})"
+    )]
+    ShortTransition(u64),
+}
+
+/// The shortest rekey transition: members must get the new key before the switch.
+pub const MIN_TRANSITION_SECS: u64 = 10;
+
+/// `pool rekey`: a new key, sent with from half-way through `transition_secs` and the only
+/// one accepted after it; the running server passes it on. Refused outside a pool and while
+/// another rekey is in progress.
+pub fn rekey(state: &Path, transition_secs: u64, now_ms: u64) -> Result<Rekey, SetupError> {
+    if transition_secs < MIN_TRANSITION_SECS {
+        return Err(SetupError::ShortTransition(transition_secs));
+    }
+    let ring = Keyring::load_state(state)?
+        .ok_or_else(|| SetupError::NotInPool(state.display().to_string()))?;
+    if ring.rekey.as_ref().is_some_and(|r| r.retire_ms > now_ms) {
+        return Err(SetupError::RekeyPending);
+    }
+    let ms = transition_secs.saturating_mul(1000);
+    let rekey = Rekey {
+        next: ClusterKey::generate().map_err(SetupError::Random)?,
+        switch_ms: now_ms + ms / 2,
+        retire_ms: now_ms + ms,
+    };
+    rekey.save(state)?;
+    Ok(rekey)
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SetupError {
@@ -100,12 +131,17 @@ pub fn join(state: &Path, seed: &str, key_file: &Path) -> Result<SocketAddrV4, S
     Ok(addr)
 }
 
-/// `pool leave`: this member off the roster, its key and seeds removed. Returns the removed
+/// `pool leave`: this member off the roster, its key, pending rekey and seeds removed. Returns the removed
 /// files; refused when there was no pool to leave.
 pub fn leave(store: &Store, state: &Path) -> Result<Vec<PathBuf>, SetupError> {
     store.write(|w| w.delete::<PoolMember>(&PoolMember::key_of(store.member())))?;
     let mut removed = Vec::new();
-    for p in [ClusterKey::path(state), ps::seeds_file(state)] {
+    // A rekey left behind would replace the key of a pool joined later.
+    for p in [
+        Rekey::path(state),
+        ClusterKey::path(state),
+        ps::seeds_file(state),
+    ] {
         match std::fs::remove_file(&p) {
             Ok(()) => removed.push(p),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -191,6 +227,17 @@ mod tests {
             Err(SetupError::OtherPool(_))
         ));
         assert!(matches!(status(&b, 0), Err(SetupError::NoStatus(_))));
+        assert!(matches!(
+            rekey(&b, 5, 1000),
+            Err(SetupError::ShortTransition(5))
+        ));
+        let r = rekey(&b, 20, 1000).unwrap();
+        assert_eq!((r.switch_ms, r.retire_ms), (11_000, 21_000));
+        assert!(matches!(rekey(&b, 20, 2000), Err(SetupError::RekeyPending)));
+        assert!(matches!(
+            rekey(&temp("d"), 20, 0),
+            Err(SetupError::NotInPool(_))
+        ));
         for d in [a, b, other] {
             let _ = std::fs::remove_dir_all(d);
         }
