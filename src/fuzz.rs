@@ -37,6 +37,7 @@ use crate::ntp;
 use crate::pool::frame::Frame;
 use crate::pool::key::ClusterKey;
 use crate::pool::membership::{self, MemberId, Membership};
+use crate::pool::seal::{ClientHandshake, DatagramKey, ServerHandshake, HELLO_LEN};
 use crate::store::model::{Ipv4Net, Mac, Network};
 use crate::tftp;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -484,12 +485,26 @@ fn ipmi_session(data: &[u8]) -> Vec<ipmi_core::Event> {
     events
 }
 
-/// A pool-port frame: `kind || body` sealed with the cluster key (what a member can send),
-/// and the raw bytes as an outsider's frame (refused by the MAC check).
+/// A pool-port connection: the bytes as a stranger's hello (refused by its MAC), as a
+/// stranger's sealed frame after a handshake (refused by the AEAD), and as the opened
+/// `kind || body` of a member's frame (what `Frame::decode` reads after the AEAD).
 fn pool_frame(data: &[u8]) {
     let key = ClusterKey::from_bytes(KEY);
-    let _ = Frame::open(&key, &key.seal(data));
-    assert!(Frame::open(&key, data).is_err() || key.open(data).is_some());
+    if let Ok(hello) = <&[u8; HELLO_LEN]>::try_from(data.get(..HELLO_LEN).unwrap_or(&[])) {
+        assert!(ServerHandshake::accept(std::slice::from_ref(&key), hello, [2; 32]).is_err());
+    }
+    let client = ClientHandshake::start(&key, [1; 32]);
+    let server = ServerHandshake::accept(std::slice::from_ref(&key), client.hello(), [2; 32])
+        .expect("a hello made with the same key is accepted");
+    let (finish, _) = client
+        .finish(server.reply())
+        .expect("the reply to our own hello");
+    let mut session = server
+        .confirm(&finish)
+        .expect("the finish of our own handshake");
+    let len = (data.len() as u32).to_be_bytes();
+    assert!(session.open(&len, &mut data.to_vec()).is_err());
+    let _ = Frame::decode(data);
 }
 
 /// A SWIM datagram sealed with the cluster key, to a member that knows one other member.
@@ -499,9 +514,12 @@ fn swim_datagram(data: &[u8]) {
         id: 1,
         epoch: 1,
     };
-    let mut m = Membership::new(me, ClusterKey::from_bytes(KEY), membership::config(3), 1);
+    let key = ClusterKey::from_bytes(KEY);
+    let mut m = Membership::new(me, &key, membership::config(3), 1, [3; 32]);
     let _ = m.announce(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 7946));
-    let _ = m.handle_datagram(&ClusterKey::from_bytes(KEY).seal(data));
+    if let Ok(sealed) = DatagramKey::new(&key).seal([4; 24], data) {
+        let _ = m.handle_datagram(&sealed);
+    }
 }
 
 /// An agent's boot event body, and the same bytes as an API JSON body read as a node's

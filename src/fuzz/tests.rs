@@ -346,22 +346,20 @@ fn swim_seed() -> Vec<u8> {
         id: 2,
         epoch: 1,
     };
-    let mut m = Membership::new(me, key.clone(), membership::config(3), 2);
+    let mut m = Membership::new(me, &key, membership::config(3), 2, [5; 32]);
     let effects = m.announce(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 7946));
     effects
         .into_iter()
         .find_map(|e| match e {
-            membership::Effect::Send(_, sealed) => key.open(&sealed).map(<[u8]>::to_vec),
+            membership::Effect::Send(_, sealed) => DatagramKey::new(&key).open(&sealed),
             _ => None,
         })
         .expect("an announce datagram")
 }
 
-/// A frame without its tag (the target seals its input).
+/// A frame as it reads once opened (`kind || body`).
 fn frame_seed(f: &Frame) -> Vec<u8> {
-    let key = ClusterKey::from_bytes(KEY);
-    let sealed = f.seal(&key).expect("small frame");
-    key.open(&sealed).expect("just sealed").to_vec()
+    f.encode().expect("small frame")
 }
 
 #[test]
