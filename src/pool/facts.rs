@@ -48,21 +48,9 @@ pub fn count(job: &CountJob, me: u64, blobs: &Blobs) -> Counts {
     }
 }
 
-/// Blob files (named by their hash) and their bytes; fetches in progress are not counted.
+/// Blobs (either form) and the bytes the blob store takes on disk; imports and fetches in
+/// progress are not counted.
 fn count_blobs(blobs: &Blobs) -> (u64, u64) {
-    let Ok(dir) = std::fs::read_dir(blobs.dir()) else {
-        return (0, 0);
-    };
-    let (mut n, mut bytes) = (0, 0);
-    for entry in dir.flatten().take(MAX_BLOBS) {
-        let name = entry.file_name();
-        let is_blob = name
-            .to_str()
-            .is_some_and(|s| blobs.path(&s.to_string()).is_some());
-        if let (true, Ok(meta)) = (is_blob, entry.metadata()) {
-            n += 1;
-            bytes += meta.len();
-        }
-    }
-    (n, bytes)
+    let n = blobs.list().map_or(0, |ids| ids.len().min(MAX_BLOBS) as u64);
+    (n, blobs.stored_bytes().unwrap_or(0))
 }
