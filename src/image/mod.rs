@@ -23,6 +23,8 @@ pub mod reader;
 pub mod rootfs;
 pub mod unpack;
 #[cfg(test)]
+mod blob_tests;
+#[cfg(test)]
 mod version_tests;
 
 use crate::store::model::{BlobId, ImageFile, ImageFiles};

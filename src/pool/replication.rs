@@ -612,4 +612,124 @@ mod tests {
         shutdown.cancel();
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn image_of(files: &[crate::store::model::ImageFile]) -> Image {
+        use crate::store::model::{ImageFiles, ImageVersion};
+        let versions: Vec<ImageVersion> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| ImageVersion {
+                number: i as u32 + 1,
+                created_ms: 1,
+                by: "test".into(),
+                what: "add".into(),
+                files: ImageFiles {
+                    kernel: f.clone(),
+                    initrd: None,
+                    rootfs: None,
+                    initramfs: None,
+                },
+            })
+            .collect();
+        Image {
+            name: "img".into(),
+            kernel: files[files.len() - 1].clone(),
+            initrd: None,
+            cmdline: String::new(),
+            rootfs: None,
+            initramfs: None,
+            root: Default::default(),
+            persistent: Vec::new(),
+            versions,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_member_fetches_only_the_chunks_it_lacks() {
+        let dir = std::env::temp_dir().join(format!("drover-repl-chunks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
+        let (a, b) = (
+            Arc::new(Store::open(&a_dir).unwrap()),
+            Arc::new(Store::open(&b_dir).unwrap()),
+        );
+        let (a_blobs, b_blobs) = (Blobs::new(&a_dir), Blobs::new(&b_dir));
+        let v1 = noise(7, 2 << 20);
+        let mut v2 = v1.clone();
+        v2.splice(1 << 20..1 << 20, noise(8, 30_000));
+        let put = |blobs: &Blobs, data: &[u8]| {
+            blobs
+                .import_with(|w| std::io::Write::write_all(w, data).map_err(ImageError::from))
+                .unwrap()
+        };
+        let (f1, f2) = (put(&a_blobs, &v1), put(&a_blobs, &v2));
+        // A blob stored whole, as by a member from before chunking.
+        let old = noise(9, 100_000);
+        let old_id = blake3::hash(&old).to_hex().to_string();
+        std::fs::write(a_blobs.dir().join(&old_id), &old).unwrap();
+        let f3 = crate::store::model::ImageFile {
+            blob: old_id.clone(),
+            size: old.len() as u64,
+        };
+        let image = image_of(&[f1.clone(), f2.clone(), f3]);
+        a.write(|w| w.put(&image)).unwrap();
+        // B has version 1 already.
+        assert_eq!(put(&b_blobs, &v1), f1);
+
+        let key = ClusterKey::from_bytes([5; 32]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
+            panic!("IPv4 loopback");
+        };
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            a.clone(),
+            a_blobs.clone(),
+            Arc::new(Receiver::new(&a_dir, a.member())),
+            key.clone(),
+            Summaries::new(a.member()),
+            shutdown.clone(),
+        ));
+        let mut conn = Conn::connect(addr, &key, EXCHANGE_TIMEOUT).await.unwrap();
+        pull(&mut conn, &b).await.unwrap();
+        let fetched = fetch_missing_blobs(&mut conn, &b, &b_blobs).await.unwrap();
+        assert_eq!(fetched.blobs, 2, "{fetched:?}");
+        // Version 2's new chunks, its manifest and the whole old blob crossed; not version 2.
+        let new_in_v2: u64 = b_blobs
+            .chunk_list(&f2.blob)
+            .unwrap()
+            .iter()
+            .filter(|(id, _)| !b_blobs.chunk_list(&f1.blob).unwrap().iter().any(|c| c.0 == *id))
+            .map(|c| c.1)
+            .sum();
+        assert!(new_in_v2 > 0 && new_in_v2 < v2.len() as u64 / 2, "{new_in_v2}");
+        let manifest_len = b_blobs.manifest_bytes(&f2.blob).unwrap().unwrap().len() as u64;
+        assert_eq!(fetched.bytes, new_in_v2 + manifest_len + old.len() as u64);
+        assert_eq!(fetched.reused, v2.len() as u64 - new_in_v2);
+        let read = |id: &str| {
+            let mut out = Vec::new();
+            b_blobs.open(id).unwrap().read_to_end(&mut out).unwrap();
+            out
+        };
+        assert_eq!(read(&f2.blob), v2);
+        assert_eq!(read(&old_id), old);
+        // Nothing left to fetch.
+        let again = fetch_missing_blobs(&mut conn, &b, &b_blobs).await.unwrap();
+        assert_eq!(again, Fetched::default());
+        shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
