@@ -13,11 +13,12 @@
 
 use super::args::{NodeSetArgs, PowerAction, PowerArgs};
 use super::print::{PowerRow, TokenInfo};
+use crate::image::usage::{HistoryEntry, StoreTotals};
 use super::Backend;
 use crate::admin::{self, GroupInfo, NodeDetail};
 use crate::agent::http::{parse_head, HttpError};
 use crate::store::model::{
-    BootEvent, Export, Group, Image, ImageVersion, Ipv4Net, Lease, Network, Node,
+    BootEvent, Export, Group, Image, Ipv4Net, Lease, Network, Node,
 };
 use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
@@ -348,9 +349,13 @@ impl Backend for Remote {
         decode("image", v)
     }
 
-    fn image_history(&self, name: &str) -> anyhow::Result<Vec<ImageVersion>> {
+    fn image_history(&self, name: &str) -> anyhow::Result<Vec<HistoryEntry>> {
         let path = format!("/images/{}/history", segment(name));
         decode("image history", self.call("GET", &path, None)?)
+    }
+
+    fn image_store(&self) -> anyhow::Result<StoreTotals> {
+        decode("image store", self.call("GET", "/image-store", None)?)
     }
 
     fn rollback_image(&self, name: &str, version: u32) -> anyhow::Result<u32> {

@@ -67,7 +67,7 @@ fn a_second_version_stores_only_what_changed() {
     assert!(stored < (v1.len() + v2.len()) as u64, "{stored}");
     assert!(stored >= v1.len() as u64 + s2.new);
     // The figures per version, from the manifests.
-    let usage = chunk::usage(&[
+    let usage = usage::usage(&[
         blobs.chunk_list(&f1.blob).unwrap(),
         blobs.chunk_list(&f2.blob).unwrap(),
     ]);

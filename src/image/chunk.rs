@@ -14,7 +14,7 @@
 //! [`Manifest::encode`] and reads it back with [`Manifest::decode`], which checks every length
 //! before it trusts one (a manifest may come from a pool peer).
 //!
-//! Not here: files, hashing of whole blobs, verification of chunk contents (the store hashes
+//! Not here: files, hashing of whole blobs, the figures per version (`super::usage`), verification of chunk contents (the store hashes
 //! a chunk when it reads it), replication.
 
 /// No cut before this many bytes (except at the end of a blob).
@@ -214,40 +214,6 @@ pub fn parse_hex(s: &str) -> Option<ChunkId> {
         .map(|h| *h.as_bytes())
 }
 
-/// What a set of versions stores, from their manifests (a whole-file blob counts as one
-/// chunk named by the blob's id).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// The bytes of the version's files.
-    pub logical: u64,
-    /// Bytes of chunks no earlier version (nor an earlier file of this one) has.
-    pub new: u64,
-    /// Bytes of chunks an earlier version has too.
-    pub shared: u64,
-}
-
-/// Per version, oldest first, how much it adds to the store and shares with those before it.
-/// `versions[i]` lists the chunks (id, bytes) of version i's files, in any order.
-pub fn usage(versions: &[Vec<(ChunkId, u64)>]) -> Vec<Usage> {
-    let mut before = std::collections::HashSet::new();
-    let mut out = Vec::with_capacity(versions.len());
-    for chunks in versions {
-        let mut u = Usage::default();
-        let mut mine = std::collections::HashSet::new();
-        for &(id, len) in chunks {
-            u.logical += len;
-            if before.contains(&id) {
-                u.shared += len;
-            } else if mine.insert(id) {
-                u.new += len;
-            }
-        }
-        before.extend(mine);
-        out.push(u);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,35 +327,5 @@ mod tests {
         assert_eq!(parse_hex(&hex(&id)), Some(id));
         assert_eq!(parse_hex("ab"), None);
         assert_eq!(parse_hex(&"g".repeat(64)), None);
-    }
-
-    #[test]
-    fn usage_counts_new_and_shared_bytes() {
-        let c = |n: u8, len: u64| ([n; 32], len);
-        let u = usage(&[
-            vec![c(1, 10), c(2, 20), c(1, 10)],
-            vec![c(1, 10), c(3, 5)],
-            vec![c(2, 20), c(3, 5)],
-        ]);
-        assert_eq!(
-            u,
-            vec![
-                Usage {
-                    logical: 40,
-                    new: 30,
-                    shared: 0
-                },
-                Usage {
-                    logical: 15,
-                    new: 5,
-                    shared: 10
-                },
-                Usage {
-                    logical: 25,
-                    new: 0,
-                    shared: 25
-                },
-            ]
-        );
     }
 }

@@ -22,6 +22,7 @@ pub mod initramfs;
 pub mod reader;
 pub mod rootfs;
 pub mod unpack;
+pub mod usage;
 #[cfg(test)]
 mod blob_tests;
 #[cfg(test)]
@@ -174,6 +175,49 @@ impl Blobs {
             (Some(cid), Ok(meta)) => Ok(vec![(cid, meta.len())]),
             _ => Ok(Vec::new()),
         }
+    }
+
+    /// The chunks of `file`: from the store, or, when the store lacks the blob, one chunk
+    /// named by its id (so figures still add up on a member that has not fetched it yet).
+    fn file_chunks(&self, file: &ImageFile) -> Result<Vec<(chunk::ChunkId, u64)>, ImageError> {
+        let chunks = self.chunk_list(&file.blob)?;
+        if !chunks.is_empty() || file.size == 0 {
+            return Ok(chunks);
+        }
+        let id = chunk::parse_hex(&file.blob).unwrap_or(*blake3::hash(file.blob.as_bytes()).as_bytes());
+        Ok(vec![(id, file.size)])
+    }
+
+    /// Each version's figures (see [`usage::usage`]), oldest first.
+    pub fn version_usage(
+        &self,
+        versions: &[crate::store::model::ImageVersion],
+    ) -> Result<Vec<usage::Usage>, ImageError> {
+        let mut lists = Vec::with_capacity(versions.len());
+        for v in versions {
+            let mut chunks = Vec::new();
+            for f in v.files.iter() {
+                chunks.extend(self.file_chunks(f)?);
+            }
+            lists.push(chunks);
+        }
+        Ok(usage::usage(&lists))
+    }
+
+    /// The store's totals for the blobs that `images` name in any version.
+    pub fn totals(
+        &self,
+        images: &[crate::store::model::Image],
+    ) -> Result<usage::StoreTotals, ImageError> {
+        let mut named = std::collections::BTreeMap::new();
+        for f in images.iter().flat_map(|i| i.all_files()) {
+            named.insert(f.blob.as_str(), f.size);
+        }
+        Ok(usage::StoreTotals {
+            blobs: named.len() as u64,
+            logical: named.values().sum(),
+            stored: self.stored_bytes().map_err(io_at(&self.dir))?,
+        })
     }
 
     /// Whether chunk `id` is stored (not checked here: readers check it).
