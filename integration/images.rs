@@ -200,36 +200,6 @@ fn import_history_pin_and_rollback() {
     assert!(r.body.contains("\"version\""), "{}", r.body);
 }
 
-/// Deterministic incompressible bytes (xorshift): package contents no compressor or chunker
-/// can make look alike.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// One raw HTTP/1.1 GET on loopback; returns (status, head, body bytes).
-fn get_bytes(port: u16, path: &str, range: Option<&str>) -> (u16, String, Vec<u8>) {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let range = range.map_or(String::new(), |r| format!("Range: {r}\r\n"));
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{range}\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP head");
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, head, raw[split + 4..].to_vec())
-}
-
 /// The byte figures of `image history`'s row for `version`: (SIZE, NEW, SHARED).
 fn figures(history: &str, version: u32) -> (u64, u64, u64) {
     let row = history
@@ -250,7 +220,12 @@ fn a_one_package_change_stores_and_serves_only_new_chunks() {
     let d = &s.d;
     // Version 2 is version 1 plus one package, whose files sort into the middle of the tar.
     let packages: Vec<(String, Vec<u8>)> = (0..12)
-        .map(|i| (format!("usr/lib/pkg{i:02}/data"), noise(i + 1, 200_000)))
+        .map(|i| {
+            (
+                format!("usr/lib/pkg{i:02}/data"),
+                common::noise(i + 1, 200_000),
+            )
+        })
         .collect();
     let tree = |extra: bool| {
         let mut files: Vec<(String, Vec<u8>)> = vec![
@@ -264,7 +239,7 @@ fn a_one_package_change_stores_and_serves_only_new_chunks() {
             files.push((path.clone(), data.clone()));
             if extra && i == 5 {
                 files.push(("usr/lib/pkg05a/".into(), Vec::new()));
-                files.push(("usr/lib/pkg05a/data".into(), noise(99, 300_000)));
+                files.push(("usr/lib/pkg05a/data".into(), common::noise(99, 300_000)));
             }
         }
         let refs: Vec<(&str, &[u8])> = files
@@ -317,11 +292,11 @@ fn a_one_package_change_stores_and_serves_only_new_chunks() {
     assert!(stored < logical - v1.len() as u64 / 2, "{list}");
 
     // Downloads are the source bytes, whole and in ranges across chunk boundaries.
-    let (status, _, whole) = get_bytes(s.port, "/images/pk/rootfs.tar", None);
+    let (status, _, whole) = common::http_get_bytes(s.port, "/images/pk/rootfs.tar", None);
     assert_eq!(status, 200);
     assert!(whole == v2, "GET of the rootfs is the imported tar");
     for (start, end) in [(0, 99), (65_000, 300_000), (1_000_000, 1_000_000)] {
-        let (status, head, body) = get_bytes(
+        let (status, head, body) = common::http_get_bytes(
             s.port,
             "/images/pk@1/rootfs.tar",
             Some(&format!("bytes={start}-{end}")),
@@ -330,7 +305,8 @@ fn a_one_package_change_stores_and_serves_only_new_chunks() {
         assert!(head.contains(&format!("content-range: bytes {start}-{end}/{}", v1.len())));
         assert!(body == v1[start..=end], "bytes {start}-{end}");
     }
-    let (status, _, tail) = get_bytes(s.port, "/images/pk/rootfs.tar", Some("bytes=-1000"));
+    let (status, _, tail) =
+        common::http_get_bytes(s.port, "/images/pk/rootfs.tar", Some("bytes=-1000"));
     assert_eq!(status, 206);
     assert!(tail == v2[v2.len() - 1000..]);
 
@@ -341,13 +317,22 @@ fn a_one_package_change_stores_and_serves_only_new_chunks() {
         .map(|e| e.unwrap().path())
         .find(|p| p.is_dir())
         .unwrap();
-    let file = std::fs::read_dir(&sub).unwrap().next().unwrap().unwrap().path();
+    let file = std::fs::read_dir(&sub)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let name = file.file_name().unwrap().to_str().unwrap().to_string();
-    let (status, _, body) = get_bytes(s.port, &format!("/chunks/{name}"), None);
+    let (status, _, body) = common::http_get_bytes(s.port, &format!("/chunks/{name}"), None);
     assert_eq!(status, 200);
     assert_eq!(blake3::hash(&body).to_hex().as_str(), name);
     assert!(body == std::fs::read(&file).unwrap());
-    let (status, _, _) = get_bytes(s.port, &format!("/chunks/{}", "0".repeat(64)), None);
+    let (status, _, _) =
+        common::http_get_bytes(s.port, &format!("/chunks/{}", "0".repeat(64)), None);
     assert_eq!(status, 404);
-    assert_eq!(get_bytes(s.port, "/chunks/..%2Fstore", None).0, 404);
+    assert_eq!(
+        common::http_get_bytes(s.port, "/chunks/..%2Fstore", None).0,
+        404
+    );
 }

@@ -490,7 +490,11 @@ mod tests {
         assert_ne!(r.member, store.member(), "a restored member gets a new id");
         let read = |id: &str| {
             let mut out = Vec::new();
-            Blobs::new(&dst).open(id).unwrap().read_to_end(&mut out).unwrap();
+            Blobs::new(&dst)
+                .open(id)
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
             out
         };
         assert_eq!(read(&blob.blob), b"kernel");

@@ -25,9 +25,7 @@ use crate::clock::unix_secs as unix_now;
 use crate::config::Config;
 use crate::image::usage::{HistoryEntry, StoreTotals};
 use crate::pool::setup;
-use crate::store::model::{
-    BootEvent, Export, Group, Image, Lease, Network, Node, Squash,
-};
+use crate::store::model::{BootEvent, Export, Group, Image, Lease, Network, Node, Squash};
 use anyhow::{bail, Context, Result};
 use args::{
     AdminCmd, Command, DnsCmd, ExportCmd, GroupCmd, ImageCmd, LeaseCmd, NetworkCmd, NfsCmd,

@@ -10,10 +10,8 @@
 //! something (`super`).
 
 use crate::admin::{BmcReach, GroupInfo, NodeDetail};
-use crate::store::model::{
-    BootEvent, Export, Image, Lease, Network, Node, RootMode, Squash,
-};
 use crate::image::usage::{HistoryEntry, StoreTotals, Usage};
+use crate::store::model::{BootEvent, Export, Image, Lease, Network, Node, RootMode, Squash};
 use crate::timeline;
 use std::fmt::Write;
 
@@ -227,7 +225,11 @@ pub fn image_history(entries: &[HistoryEntry]) -> String {
         "VERSION", "CREATED", "BY", "WHAT", "SIZE", "NEW", "SHARED", "FILES",
     ])];
     for HistoryEntry { version: v, stored } in entries {
-        let figure = |f: fn(&Usage) -> u64| stored.as_ref().map_or("-".into(), |u| format!("{} bytes", f(u)));
+        let figure = |f: fn(&Usage) -> u64| {
+            stored
+                .as_ref()
+                .map_or("-".into(), |u| format!("{} bytes", f(u)))
+        };
         let files: Vec<String> = [
             Some(("kernel", &v.files.kernel)),
             v.files.initrd.as_ref().map(|f| ("initrd", f)),

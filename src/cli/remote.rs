@@ -13,13 +13,11 @@
 
 use super::args::{NodeSetArgs, PowerAction, PowerArgs};
 use super::print::{PowerRow, TokenInfo};
-use crate::image::usage::{HistoryEntry, StoreTotals};
 use super::Backend;
 use crate::admin::{self, GroupInfo, NodeDetail};
 use crate::agent::http::{parse_head, HttpError};
-use crate::store::model::{
-    BootEvent, Export, Group, Image, Ipv4Net, Lease, Network, Node,
-};
+use crate::image::usage::{HistoryEntry, StoreTotals};
+use crate::store::model::{BootEvent, Export, Group, Image, Ipv4Net, Lease, Network, Node};
 use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};

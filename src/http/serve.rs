@@ -436,7 +436,10 @@ async fn chunk(State(s): State<Shared>, Path(hash): Path<String>) -> Response {
         }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "cannot read a chunk");
-            text(StatusCode::INTERNAL_SERVER_ERROR, "chunk unreadable\n".into())
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "chunk unreadable\n".into(),
+            )
         }
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }

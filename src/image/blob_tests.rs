@@ -47,8 +47,15 @@ fn a_second_version_stores_only_what_changed() {
     v2.extend_from_slice(&v1[1 << 20..]);
 
     let (f1, s1) = import(&blobs, &v1);
-    assert_eq!(f1.blob, blake3::hash(&v1).to_hex().as_str(), "the id is the whole hash");
-    assert_eq!((f1.size, s1.new, s1.reused), (v1.len() as u64, v1.len() as u64, 0));
+    assert_eq!(
+        f1.blob,
+        blake3::hash(&v1).to_hex().as_str(),
+        "the id is the whole hash"
+    );
+    assert_eq!(
+        (f1.size, s1.new, s1.reused),
+        (v1.len() as u64, v1.len() as u64, 0)
+    );
     let (f2, s2) = import(&blobs, &v2);
     assert_eq!(s2.new + s2.reused, v2.len() as u64);
     // Around the insertion a few chunks are new; the rest are shared.
@@ -77,7 +84,13 @@ fn a_second_version_stores_only_what_changed() {
     for dir in [blobs.dir().to_path_buf(), d.join("chunks")] {
         let temps = std::fs::read_dir(&dir)
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
             .count();
         assert_eq!(temps, 0, "{}", dir.display());
     }
@@ -145,7 +158,10 @@ fn whole_file_blobs_of_old_stores_still_read() {
     let (again, _) = import(&blobs, &data);
     assert_eq!(again.blob, id);
     assert_eq!(read_all(&blobs, &id), data);
-    assert!(matches!(blobs.open(&"1".repeat(64)), Err(ImageError::Missing(_))));
+    assert!(matches!(
+        blobs.open(&"1".repeat(64)),
+        Err(ImageError::Missing(_))
+    ));
     assert!(matches!(blobs.open("../x"), Err(ImageError::Missing(_))));
     std::fs::remove_dir_all(&d).unwrap();
 }
@@ -163,7 +179,11 @@ fn a_corrupt_chunk_is_an_error_not_data() {
     bytes[100] ^= 0xff;
     std::fs::write(&path, &bytes).unwrap();
     let mut out = Vec::new();
-    let e = blobs.open(&f.blob).unwrap().read_to_end(&mut out).unwrap_err();
+    let e = blobs
+        .open(&f.blob)
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     // Later chunks still read.
     let mut r = blobs.open(&f.blob).unwrap();
@@ -175,7 +195,10 @@ fn a_corrupt_chunk_is_an_error_not_data() {
     // A chunk that does not hash to its name is refused, and so is a manifest whose chunks
     // do not make up the blob it claims to be.
     let good = *blake3::hash(b"abc").as_bytes();
-    assert!(matches!(blobs.put_chunk(&good, b"abd"), Err(ImageError::BadChunk(_))));
+    assert!(matches!(
+        blobs.put_chunk(&good, b"abd"),
+        Err(ImageError::BadChunk(_))
+    ));
     assert!(blobs.put_chunk(&good, b"abc").unwrap());
     assert!(!blobs.put_chunk(&good, b"abc").unwrap(), "stored once");
     let m = chunk::Manifest {
@@ -188,7 +211,11 @@ fn a_corrupt_chunk_is_an_error_not_data() {
     assert!(blobs.adopt_manifest(&id, &m).unwrap());
     assert_eq!(read_all(&blobs, &id), b"abc");
     // A manifest file that is not one is an error, not a panic.
-    std::fs::write(blobs.dir().join(format!("{}.chunks", "3".repeat(64))), b"junk").unwrap();
+    std::fs::write(
+        blobs.dir().join(format!("{}.chunks", "3".repeat(64))),
+        b"junk",
+    )
+    .unwrap();
     assert!(matches!(
         blobs.open(&"3".repeat(64)),
         Err(ImageError::Manifest { .. })

@@ -98,7 +98,7 @@ pub struct Manifest {
 /// The first bytes of every manifest; the last one is the format version.
 const MAGIC: &[u8; 16] = b"drover-manifest\x01";
 /// Magic, size (u64), chunk count (u32).
-const HEADER: usize = 16 + 8 + 4;
+pub const HEADER: usize = 16 + 8 + 4;
 /// Chunk id and length (u32).
 const ENTRY: usize = 32 + 4;
 
@@ -295,7 +295,12 @@ mod tests {
         assert_eq!(bytes.len(), m.encoded_len());
         assert_eq!(Manifest::decode(&bytes), Ok(m.clone()));
         assert_eq!(m.offsets(), vec![0, 65_536, 70_000]);
-        assert_eq!(Manifest::decode(&Manifest::default().encode()).unwrap().size, 0);
+        assert_eq!(
+            Manifest::decode(&Manifest::default().encode())
+                .unwrap()
+                .size,
+            0
+        );
 
         // Every truncation is refused, never a panic.
         for n in 0..bytes.len() {

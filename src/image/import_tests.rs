@@ -119,7 +119,8 @@ fn tarballs_of_each_compression_import_to_the_same_tree_and_kernel() {
         let rootfs = import_rootfs(&blobs, &src).unwrap();
         let stored = read_blob(&blobs, &rootfs.blob);
         assert_eq!(stored, plain, "{ext}: the tar as given, decompressed");
-        let kernel = kernel_from_tree(&blobs, crate::image::Tar::Blob(&blobs, &rootfs.blob), &src).unwrap();
+        let kernel =
+            kernel_from_tree(&blobs, crate::image::Tar::Blob(&blobs, &rootfs.blob), &src).unwrap();
         let k = read_blob(&blobs, &kernel.blob);
         assert_eq!(k, b"new kernel", "{ext}: the newest vmlinuz by version");
     }
@@ -145,7 +146,8 @@ fn a_tree_without_a_kernel_needs_one() {
     let src = d.join("root.tar");
     fs::write(&src, b.into_inner().unwrap()).unwrap();
     let rootfs = import_rootfs(&blobs, &src).unwrap();
-    let e = kernel_from_tree(&blobs, crate::image::Tar::Blob(&blobs, &rootfs.blob), &src).unwrap_err();
+    let e =
+        kernel_from_tree(&blobs, crate::image::Tar::Blob(&blobs, &rootfs.blob), &src).unwrap_err();
     assert!(e.to_string().contains("--kernel"), "{e}");
     // bzip2 is named, not mistaken for a tar.
     fs::write(&src, b"BZh91AY&SY").unwrap();
@@ -290,11 +292,9 @@ fn a_docker_save_archive_merges_its_layers() {
     fs::write(&src, compress(Compression::Gzip, &b.into_inner().unwrap())).unwrap();
     let rootfs = import_rootfs(&blobs, &src).unwrap();
     check_merged(&blobs, &rootfs);
-    let kernel = kernel_from_tree(&blobs, crate::image::Tar::Blob(&blobs, &rootfs.blob), &src).unwrap();
-    assert_eq!(
-        read_blob(&blobs, &kernel.blob),
-        b"kernel"
-    );
+    let kernel =
+        kernel_from_tree(&blobs, crate::image::Tar::Blob(&blobs, &rootfs.blob), &src).unwrap();
+    assert_eq!(read_blob(&blobs, &kernel.blob), b"kernel");
 
     // A layer the manifest names but the archive lacks.
     let mut b = tar::Builder::new(Vec::new());

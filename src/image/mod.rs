@@ -16,6 +16,8 @@
 //! tar), garbage collection of unreferenced blobs. Replication between pool members is
 //! `crate::pool::replication` (it fetches the blobs of every version).
 
+#[cfg(test)]
+mod blob_tests;
 pub mod chunk;
 pub mod import;
 pub mod initramfs;
@@ -23,8 +25,6 @@ pub mod reader;
 pub mod rootfs;
 pub mod unpack;
 pub mod usage;
-#[cfg(test)]
-mod blob_tests;
 #[cfg(test)]
 mod version_tests;
 
@@ -144,6 +144,22 @@ impl Blobs {
             })
     }
 
+    /// The size of blob `id`, from its manifest's header or its file.
+    pub fn size(&self, id: &str) -> Result<u64, ImageError> {
+        let path = self.manifest_path(id);
+        let mut header = [0; chunk::HEADER];
+        match File::open(&path).and_then(|mut f| io::Read::read_exact(&mut f, &mut header)) {
+            Ok(()) => chunk::Manifest::decode_header(&header)
+                .map(|(size, _)| size)
+                .map_err(|source| ImageError::Manifest {
+                    id: id.to_string(),
+                    source,
+                }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(self.open(id)?.len()),
+            Err(source) => Err(ImageError::Io { path, source }),
+        }
+    }
+
     /// Opens blob `id` for reading.
     pub fn open(&self, id: &str) -> Result<BlobReader, ImageError> {
         if let Some(m) = self.manifest(id)? {
@@ -164,11 +180,7 @@ impl Blobs {
     /// id. Empty when the store lacks the blob.
     pub fn chunk_list(&self, id: &str) -> Result<Vec<(chunk::ChunkId, u64)>, ImageError> {
         if let Some(m) = self.manifest(id)? {
-            return Ok(m
-                .chunks
-                .iter()
-                .map(|c| (c.id, u64::from(c.len)))
-                .collect());
+            return Ok(m.chunks.iter().map(|c| (c.id, u64::from(c.len))).collect());
         }
         let path = self.dir.join(id);
         match (chunk::parse_hex(id), std::fs::metadata(&path)) {
@@ -184,7 +196,8 @@ impl Blobs {
         if !chunks.is_empty() || file.size == 0 {
             return Ok(chunks);
         }
-        let id = chunk::parse_hex(&file.blob).unwrap_or(*blake3::hash(file.blob.as_bytes()).as_bytes());
+        let id =
+            chunk::parse_hex(&file.blob).unwrap_or(*blake3::hash(file.blob.as_bytes()).as_bytes());
         Ok(vec![(id, file.size)])
     }
 
@@ -440,9 +453,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Fsyncs each directory, so the renames into them survive a crash.
 fn sync_dirs(dirs: &BTreeSet<PathBuf>) -> Result<(), ImageError> {
     for d in dirs {
-        File::open(d)
-            .and_then(|f| f.sync_all())
-            .map_err(io_at(d))?;
+        File::open(d).and_then(|f| f.sync_all()).map_err(io_at(d))?;
     }
     Ok(())
 }

@@ -48,9 +48,11 @@ pub fn count(job: &CountJob, me: u64, blobs: &Blobs) -> Counts {
     }
 }
 
-/// Blobs (either form) and the bytes the blob store takes on disk; imports and fetches in
-/// progress are not counted.
+/// Blobs (either form) and their bytes (as whole files; shared chunks count in each blob);
+/// imports and fetches in progress are not counted.
 fn count_blobs(blobs: &Blobs) -> (u64, u64) {
-    let n = blobs.list().map_or(0, |ids| ids.len().min(MAX_BLOBS) as u64);
-    (n, blobs.stored_bytes().unwrap_or(0))
+    let ids = blobs.list().unwrap_or_default();
+    let ids = &ids[..ids.len().min(MAX_BLOBS)];
+    let bytes = ids.iter().filter_map(|id| blobs.size(id).ok()).sum();
+    (ids.len() as u64, bytes)
 }

@@ -324,7 +324,9 @@ fn answer_blob(blobs: &Blobs, request: &BlobRequest) -> io::Result<Vec<u8>> {
         )
     };
     let slice = |bytes: Vec<u8>| {
-        let start = usize::try_from(*offset).unwrap_or(usize::MAX).min(bytes.len());
+        let start = usize::try_from(*offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
         let end = start.saturating_add(len as usize).min(bytes.len());
         bytes[start..end].to_vec()
     };
@@ -712,10 +714,19 @@ mod tests {
             .chunk_list(&f2.blob)
             .unwrap()
             .iter()
-            .filter(|(id, _)| !b_blobs.chunk_list(&f1.blob).unwrap().iter().any(|c| c.0 == *id))
+            .filter(|(id, _)| {
+                !b_blobs
+                    .chunk_list(&f1.blob)
+                    .unwrap()
+                    .iter()
+                    .any(|c| c.0 == *id)
+            })
             .map(|c| c.1)
             .sum();
-        assert!(new_in_v2 > 0 && new_in_v2 < v2.len() as u64 / 2, "{new_in_v2}");
+        assert!(
+            new_in_v2 > 0 && new_in_v2 < v2.len() as u64 / 2,
+            "{new_in_v2}"
+        );
         let manifest_len = b_blobs.manifest_bytes(&f2.blob).unwrap().unwrap().len() as u64;
         assert_eq!(fetched.bytes, new_in_v2 + manifest_len + old.len() as u64);
         assert_eq!(fetched.reused, v2.len() as u64 - new_in_v2);
