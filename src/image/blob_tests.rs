@@ -112,7 +112,7 @@ fn the_reader_seeks_anywhere_across_chunks() {
     for &(_, len) in &chunks {
         offset += len;
         let start = offset.saturating_sub(10);
-        let mut buf = vec![0; 20];
+        let mut buf = [0; 20];
         r.seek(SeekFrom::Start(start)).unwrap();
         r.read_exact(&mut buf[..(data.len() as u64 - start).min(20) as usize])
             .unwrap();

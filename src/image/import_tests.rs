@@ -190,7 +190,7 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 fn check_merged(blobs: &Blobs, rootfs: &ImageFile) {
-    let merged = read_blob(&blobs, &rootfs.blob);
+    let merged = read_blob(blobs, &rootfs.blob);
     let listing = list(&merged);
     let names: Vec<&str> = listing.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(
