@@ -75,6 +75,17 @@ fn oci_layout(dir: &Path, base: &[u8]) {
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
 }
 
+/// The CLI on another machine, through `s`'s API with `token`.
+fn remote_cli(s: &ApiServer, token: String) -> impl Fn(&[&str]) -> String {
+    let url = s.url();
+    let elsewhere = common::Drover::new();
+    move |args: &[&str]| {
+        let mut all = vec!["--server", url.as_str(), "--token", token.as_str()];
+        all.extend_from_slice(args);
+        elsewhere.cli_ok(&all)
+    }
+}
+
 #[test]
 fn import_history_pin_and_rollback() {
     let s = ApiServer::start();
@@ -155,13 +166,7 @@ fn import_history_pin_and_rollback() {
 
     // Rollback through the API client: a new version 3 with version 1's files.
     let token = s.token("images");
-    let url = s.url();
-    let elsewhere = common::Drover::new();
-    let remote = |args: &[&str]| {
-        let mut all = vec!["--server", url.as_str(), "--token", token.as_str()];
-        all.extend_from_slice(args);
-        elsewhere.cli_ok(&all)
-    };
+    let remote = remote_cli(&s, token.clone());
     let out = remote(&["image", "rollback", "deb", "1"]);
     assert!(out.contains("now version 3"), "{out}");
     let history = remote(&["image", "history", "deb"]);
@@ -267,14 +272,7 @@ fn a_one_package_change_stores_and_serves_only_new_chunks() {
     assert!(shared2 >= v1.len() as u64 - 1_100_000, "{history}");
     assert!(new2 + shared2 <= size2, "{history}");
     // Through the API client the figures are the same.
-    let token = s.token("chunks");
-    let url = s.url();
-    let elsewhere = common::Drover::new();
-    let remote = |args: &[&str]| {
-        let mut all = vec!["--server", url.as_str(), "--token", token.as_str()];
-        all.extend_from_slice(args);
-        elsewhere.cli_ok(&all)
-    };
+    let remote = remote_cli(&s, s.token("chunks"));
     assert_eq!(remote(&["image", "history", "pk"]), history);
 
     // The store holds less than the two tars and their other files would as whole files.

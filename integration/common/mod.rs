@@ -2,7 +2,8 @@
 //! network namespaces and a spawned `drover`.
 //!
 //! Included with `mod common;` from `integration/*.rs` and with
-//! `#[path = "../integration/common/mod.rs"] mod common;` from `qemu-tests/`. std only.
+//! `#[path = "../integration/common/mod.rs"] mod common;` from `qemu-tests/`. std only, but
+//! for BLAKE3 in [`noise`].
 //!
 //! Missing prerequisites (root, a client program) make a test **fail** with the command that
 //! fixes it; they never make it pass silently.
@@ -761,18 +762,15 @@ impl Member {
     }
 }
 
-/// Deterministic incompressible bytes (xorshift): file contents that no compressor or
-/// chunker can make look alike.
+/// Bytes no compressor or chunker can make look alike, the same for the same `seed`.
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut hasher = blake3::Hasher::new();
+    let mut bytes = vec![0; len];
+    hasher
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut bytes);
+    bytes
 }
 
 /// One raw HTTP/1.1 GET on loopback, binary-safe; returns (status, lowercased head, body).

@@ -1,7 +1,7 @@
 //! The blob store on a real directory: chunked imports, dedup, the reader, old whole-file
 //! blobs, and corruption.
 
-use super::chunk::{self, MAX_CHUNK};
+use super::chunk::{self, noise, MAX_CHUNK};
 use super::*;
 use std::io::{Read, Seek, SeekFrom};
 
@@ -10,19 +10,6 @@ fn tmpdir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// Deterministic pseudo-random bytes (xorshift).
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn import(blobs: &Blobs, data: &[u8]) -> (ImageFile, Stored) {

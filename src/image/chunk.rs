@@ -214,22 +214,21 @@ pub fn parse_hex(s: &str) -> Option<ChunkId> {
         .map(|h| *h.as_bytes())
 }
 
+/// Deterministic incompressible bytes for tests: the BLAKE3 output stream keyed by `seed`.
+#[cfg(test)]
+pub(crate) fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0; len];
+    let mut hasher = blake3::Hasher::new();
+    hasher
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic pseudo-random bytes (xorshift), so tests need no data files.
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     fn chunk_all(data: &[u8]) -> Vec<&[u8]> {
         let mut out = Vec::new();

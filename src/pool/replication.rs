@@ -528,6 +528,7 @@ async fn fetch_blob(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::chunk::noise;
     use crate::store::model::{Mac, Node};
     use std::net::Ipv4Addr;
 
@@ -613,18 +614,6 @@ mod tests {
         assert!(r.is_err());
         shutdown.cancel();
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
     }
 
     fn image_of(files: &[crate::store::model::ImageFile]) -> Image {
