@@ -27,11 +27,14 @@ pub const MAX_CHUNK: usize = 256 << 10;
 /// any image file, and a decoded manifest stays under 150 MiB.
 pub const MAX_CHUNKS: usize = 1 << 22;
 
-/// Before [`AVG_CHUNK`]: 18 of the hash's top bits must be zero (cuts are rarer than 1 in
+/// Before [`AVG_CHUNK`]: 17 of the hash's top bits must be zero (a cut is rarer than 1 in
 /// 64 Ki), which pulls chunk sizes towards the average from below.
-const MASK_HARD: u64 = !0 << (64 - 18);
-/// After it: 14 bits (1 in 16 Ki), which pulls them back from above.
-const MASK_EASY: u64 = !0 << (64 - 14);
+const MASK_HARD: u64 = !0 << (64 - 17);
+/// After it: 15 bits (1 in 32 Ki), which pulls them back from above. One bit either side
+/// of 16 (FastCDC's "normalisation level 1"): two bits either side gives tighter sizes but
+/// resynchronises later after an insertion (measured: some 5 chunks differ per insertion
+/// against 2), and sharing is the point.
+const MASK_EASY: u64 = !0 << (64 - 15);
 
 /// One random 64-bit value per byte value, fixed forever: a different table moves every
 /// boundary, and chunks stored with the old one would no longer be shared with new imports
@@ -262,17 +265,21 @@ mod tests {
 
     #[test]
     fn an_insertion_moves_only_nearby_boundaries() {
-        let a = noise(2, 3 << 20);
-        let mut b = a[..1 << 20].to_vec();
-        b.extend_from_slice(&noise(3, 50_000));
-        b.extend_from_slice(&a[1 << 20..]);
-        let ids = |d: &[u8]| -> Vec<blake3::Hash> {
-            chunk_all(d).iter().map(|c| blake3::hash(c)).collect()
-        };
-        let (ia, ib) = (ids(&a), ids(&b));
-        let shared = ib.iter().filter(|h| ia.contains(h)).count();
-        // All but the chunks around the insertion are the same.
-        assert!(shared + 4 >= ia.len(), "{shared} of {} shared", ia.len());
+        let (mut chunks, mut differ) = (0, 0);
+        for seed in 0..6 {
+            let a = noise(seed * 2, 3 << 20);
+            let mut b = a[..1 << 20].to_vec();
+            b.extend_from_slice(&noise(seed * 2 + 1, 50_000));
+            b.extend_from_slice(&a[1 << 20..]);
+            let ids = |d: &[u8]| -> Vec<blake3::Hash> {
+                chunk_all(d).iter().map(|c| blake3::hash(c)).collect()
+            };
+            let (ia, ib) = (ids(&a), ids(&b));
+            chunks += ib.len();
+            differ += ib.iter().filter(|h| !ia.contains(h)).count();
+        }
+        // Of some 40 chunks per pair, only those around the insertion differ: a few each.
+        assert!(differ <= 6 * 4, "{differ} of {chunks} chunks differ");
     }
 
     #[test]
