@@ -1,23 +1,26 @@
 //! Images: the files a node boots (kernel, initrd, root filesystem) and drover's own
-//! initramfs, kept in a content-addressed blob store under `<state>/blobs/`.
+//! initramfs, kept in a content-addressed blob store under `<state>/blobs/` and
+//! `<state>/chunks/` ([`Blobs`]).
 //!
-//! Data flow: `drover image add` imports each file once (copied, hashed with BLAKE3 while it
-//! is written, renamed into place under its hash), packs a rootfs directory into a tar
-//! (`rootfs`), builds the agent initramfs for it (`initramfs`), and records an
-//! [`Image`](crate::store::model::Image) naming the blobs. `drover image import` ([`import`])
-//! makes the rootfs tar from a directory, a compressed tarball or a container image and takes
-//! the kernel from the tree. Each change of an image's files is a new entry of its
-//! append-only history (`crate::admin::record_files`, `rollback_image`); nodes and groups
-//! follow the latest version or pin one, and the boot path serves a pinned version as
-//! `/images/NAME@N/...` (`crate::http::ipxe::image_path_name`). The HTTP shell serves blobs
-//! by path; identical files share one blob.
+//! Data flow: `drover image add` imports each file once: [`Blobs::import_with`] hashes the
+//! whole (BLAKE3: the blob's id, which image records name), cuts it into content-defined
+//! chunks ([`chunk`]), stores each chunk not already there under its own hash, then the
+//! blob's manifest. It packs a rootfs directory into a tar (`rootfs`), builds the agent
+//! initramfs for it (`initramfs`), and records an [`Image`](crate::store::model::Image)
+//! naming the blobs. `drover image import` ([`import`]) makes the rootfs tar from a
+//! directory, a compressed tarball or a container image and takes the kernel from the tree.
+//! Each change of an image's files is a new entry of its append-only history
+//! (`crate::admin::record_files`, `rollback_image`); two versions one package apart share
+//! all chunks but those around the package, and [`usage`] reports what each version adds.
+//! Every consumer reads a blob through [`BlobReader`] (`Read + Seek`, chunk by chunk, each
+//! chunk checked against its hash): the HTTP shell (with Range), the NFS server's unpacking,
+//! the initramfs builder, backup and the pool's replication (`crate::pool::replication`,
+//! which fetches a manifest and then only the chunks a member lacks). Blobs written before
+//! chunking are single files named by their hash and are read as they are.
 //!
-//! Not here yet: chunked or per-file blobs (a one-file change stores a whole new rootfs
-//! tar), garbage collection of unreferenced blobs. Replication between pool members is
-//! `crate::pool::replication` (it fetches the blobs of every version).
+//! Not here yet: garbage collection of chunks no image version names (nothing is deleted,
+//! which backup relies on), chunks fetched from booting nodes.
 
-#[cfg(test)]
-mod blob_tests;
 pub mod chunk;
 pub mod import;
 pub mod initramfs;
