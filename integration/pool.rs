@@ -707,17 +707,21 @@ fn a_new_version_replicates_as_its_missing_chunks() {
 
     a.cli_ok(&["image", "import", "pk", tree.to_str().unwrap()]);
     let v1 = replicated("pk@1");
+    // B logs what it fetched once the exchange's last blob (the initramfs) is in.
+    let all_of_v1 = common::wait_until(Duration::from_secs(30), || fetched_bytes(&b.log()) >= v1);
+    assert!(all_of_v1, "all of version 1 crossed:\n{}", b.log_tail(10));
     let before = b.log().len();
-    let first = fetched_bytes(&b.log());
-    assert!(first >= v1, "all of version 1 crossed: {first} of {v1}");
 
     let extra = tree.join("usr/lib/pkg05a");
     std::fs::create_dir_all(&extra).unwrap();
     std::fs::write(extra.join("data"), common::noise(99, 300_000)).unwrap();
     a.cli_ok(&["image", "import", "pk", tree.to_str().unwrap()]);
     let v2 = replicated("pk@2");
-    let log = b.log();
-    let second = fetched_bytes(&log[before..]);
+    let logged = common::wait_until(Duration::from_secs(10), || {
+        fetched_bytes(&b.log()[before..]) > 0
+    });
+    assert!(logged, "no fetch logged for version 2:\n{}", b.log_tail(10));
+    let second = fetched_bytes(&b.log()[before..]);
     eprintln!("version 2 ({v2} bytes of rootfs) cost {second} bytes to replicate");
     assert!(
         (300_000..300_000 + 1_500_000).contains(&second),
