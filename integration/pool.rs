@@ -193,16 +193,13 @@ fn members_join_see_a_death_and_refuse_a_stranger() {
         initrd.to_str().unwrap(),
     ]);
     let blob = |x: &Member, data: &[u8]| {
-        x.drover
-            .state_dir()
-            .join("blobs")
-            .join(blake3::hash(data).to_hex().as_str())
+        common::stored_blob(x.drover.state_dir(), blake3::hash(data).to_hex().as_str())
     };
     let t_image = Instant::now();
     let copied = common::wait_until(Duration::from_secs(30), || {
         m[1..3].iter().all(|x| {
-            std::fs::read(blob(x, &big)).is_ok_and(|d| d == big)
-                && std::fs::read(blob(x, &big[..5_000_000])).is_ok_and(|d| d == big[..5_000_000])
+            blob(x, &big).is_some_and(|d| d == big)
+                && blob(x, &big[..5_000_000]).is_some_and(|d| d == big[..5_000_000])
         })
     });
     assert!(
@@ -742,4 +739,95 @@ fn the_feed_is_compacted_and_a_member_back_after_it_converges() {
         t0.elapsed()
     );
     assert_eq!(count(&a), NODES);
+}
+
+/// The sum of `bytes=N` over the "fetched image files" lines of a member's log.
+fn fetched_bytes(log: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.contains("pool: fetched image files"))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("bytes=")))
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum()
+}
+
+/// Replication ships only the chunks a member lacks: two members on loopback (no root). A
+/// imports a tree of twelve "packages" (version 1), B fetches it; A imports the tree with
+/// one package more (version 2), and B's log shows what crossed for it: that package and a
+/// few chunks around it, not the whole image again. B then serves version 2's rootfs, the
+/// same bytes as A's.
+#[test]
+fn a_new_version_replicates_as_its_missing_chunks() {
+    let pool_config = |port: u16, http: u16| {
+        format!("[pool]\naddress = \"127.0.0.1\"\nport = {port}\n[http]\nport = {http}\n")
+    };
+    let ports: Vec<u16> = (0..4).map(|_| common::api::free_port()).collect();
+    let mut a = Drover::new();
+    a.cli_ok(&["pool", "init"]);
+    let key = a.state_dir().join("cluster.key");
+    let mut b = Drover::new();
+    let join = format!("127.0.0.1:{}", ports[0]);
+    b.cli_ok(&["pool", "join", &join, "--key-file", key.to_str().unwrap()]);
+    a.serve_with(
+        None,
+        "lo",
+        &common::config_only(&["http"], &pool_config(ports[0], ports[2])),
+    );
+    b.serve_with(
+        None,
+        "lo",
+        &common::config_only(&["http"], &pool_config(ports[1], ports[3])),
+    );
+
+    let tree = a.scratch().join("tree");
+    std::fs::create_dir_all(tree.join("boot")).unwrap();
+    std::fs::write(tree.join("boot/vmlinuz-6.1.0-1-amd64"), b"kernel").unwrap();
+    for i in 0..12u64 {
+        let dir = tree.join(format!("usr/lib/pkg{i:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("data"), common::noise(i + 1, 400_000)).unwrap();
+    }
+    let rootfs = |port: u16, name: &str| {
+        common::http_get_bytes(port, &format!("/images/{name}/rootfs.tar"), None)
+    };
+    let replicated = |name: &str| {
+        // A's server sees the CLI's import within a second (its view follows the store).
+        let mut on_a = Vec::new();
+        let served = common::wait_until(Duration::from_secs(10), || {
+            let (status, _, body) = rootfs(ports[2], name);
+            on_a = body;
+            status == 200
+        });
+        assert!(served, "A does not serve {name}:\n{}", a.log_tail(20));
+        let ok = common::wait_until(Duration::from_secs(60), || {
+            let (status, _, on_b) = rootfs(ports[3], name);
+            status == 200 && on_b == on_a
+        });
+        assert!(ok, "{name} did not reach B:\n{}", b.log_tail(20));
+        on_a.len() as u64
+    };
+
+    a.cli_ok(&["image", "import", "pk", tree.to_str().unwrap()]);
+    let v1 = replicated("pk@1");
+    // B logs what it fetched once the exchange's last blob (the initramfs) is in.
+    let all_of_v1 = common::wait_until(Duration::from_secs(30), || fetched_bytes(&b.log()) >= v1);
+    assert!(all_of_v1, "all of version 1 crossed:\n{}", b.log_tail(10));
+    let before = b.log().len();
+
+    let extra = tree.join("usr/lib/pkg05a");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(extra.join("data"), common::noise(99, 300_000)).unwrap();
+    a.cli_ok(&["image", "import", "pk", tree.to_str().unwrap()]);
+    let v2 = replicated("pk@2");
+    let logged = common::wait_until(Duration::from_secs(10), || {
+        fetched_bytes(&b.log()[before..]) > 0
+    });
+    assert!(logged, "no fetch logged for version 2:\n{}", b.log_tail(10));
+    let second = fetched_bytes(&b.log()[before..]);
+    eprintln!("version 2 ({v2} bytes of rootfs) cost {second} bytes to replicate");
+    assert!(
+        (300_000..300_000 + 1_500_000).contains(&second),
+        "{second} bytes crossed for a 300 kB package:\n{}",
+        b.log_tail(10)
+    );
+    assert!(second < v2 / 2);
 }

@@ -44,6 +44,14 @@ const PURE: &[(&str, &str)] = &[
     ),
     ("labels.rs", "the labels! macro: enums with stable names"),
     (
+        "image/chunk.rs",
+        "content-defined chunking and blob manifests over byte slices",
+    ),
+    (
+        "image/usage.rs",
+        "per-version store figures from chunk lists",
+    ),
+    (
         "logsafe.rs",
         "escaping of client strings for logs: a Display wrapper",
     ),

@@ -203,7 +203,12 @@ fn write_backup(
     add_file(STORE_FILE, snapshot)?;
     let blob_store = Blobs::new(state);
     for id in &blobs {
-        add_file(&format!("blobs/{id}"), &blob_store.dir().join(id))?;
+        // The blob's bytes, whichever form it is stored in: a backup holds whole blobs, and
+        // restore chunks them again.
+        let reader = blob_store.open(id)?;
+        let len = reader.len();
+        let name = format!("blobs/{id}");
+        append(&mut tar, &name, len, created, BufReader::new(reader), out)?;
     }
     let file = tar
         .into_inner()
@@ -232,29 +237,13 @@ fn append(
         .map_err(io_err(out))
 }
 
-/// The blob files' names (hashes), sorted; in-progress imports (`.incoming-*`) left out.
+/// The blobs' ids (hashes), sorted; in-progress imports (`.incoming-*`) left out.
 fn blob_names(blobs: &Blobs) -> Result<Vec<String>, BackupError> {
-    let dir = blobs.dir();
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(dir)(e)),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io_err(dir))?;
-        if let Some(name) = entry.file_name().to_str() {
-            if is_blob_name(name) {
-                names.push(name.to_string());
-            }
-        }
-    }
-    names.sort();
-    Ok(names)
+    blobs.list().map_err(io_err(blobs.dir()))
 }
 
 fn is_blob_name(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    Blobs::valid_id(name)
 }
 
 /// Which member id a restored store writes under.
@@ -476,11 +465,14 @@ mod tests {
             .import_with(|w| w.write_all(b"kernel"))
             .unwrap();
         fs::write(src.join("blobs/.incoming-1-2"), b"half").unwrap();
+        // A whole-file blob, as stores made before chunking hold them.
+        let legacy = blake3::hash(b"old kernel").to_hex().to_string();
+        fs::write(src.join("blobs").join(&legacy), b"old kernel").unwrap();
         assert!(matches!(open_store(&dst), Err(BackupError::NoStore(_))));
         let m = backup(&store, &src, &file, false, 1_700_000_000).unwrap();
         assert_eq!(
             (m.blobs, m.schema, m.store_only),
-            (1, SCHEMA_VERSION, false)
+            (2, SCHEMA_VERSION, false)
         );
         assert_eq!(m.member, format!("{:016x}", store.member()));
         assert!(matches!(
@@ -494,12 +486,19 @@ mod tests {
         );
 
         let r = restore(&file, &dst, false, MemberId::Renew).unwrap();
-        assert_eq!(r.blobs, 1);
+        assert_eq!(r.blobs, 2);
         assert_ne!(r.member, store.member(), "a restored member gets a new id");
-        assert_eq!(
-            fs::read(dst.join("blobs").join(&blob.blob)).unwrap(),
-            b"kernel"
-        );
+        let read = |id: &str| {
+            let mut out = Vec::new();
+            Blobs::new(&dst)
+                .open(id)
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        };
+        assert_eq!(read(&blob.blob), b"kernel");
+        assert_eq!(read(&legacy), b"old kernel");
         assert!(!dst.join("blobs/.incoming-1-2").exists());
         assert!(matches!(
             restore(&file, &dst, false, MemberId::Keep),

@@ -2,7 +2,8 @@
 //! network namespaces and a spawned `drover`.
 //!
 //! Included with `mod common;` from `integration/*.rs` and with
-//! `#[path = "../integration/common/mod.rs"] mod common;` from `qemu-tests/`. std only.
+//! `#[path = "../integration/common/mod.rs"] mod common;` from `qemu-tests/`. std only, but
+//! for BLAKE3 in [`noise`].
 //!
 //! Missing prerequisites (root, a client program) make a test **fail** with the command that
 //! fixes it; they never make it pass silently.
@@ -759,4 +760,50 @@ impl Member {
             ip: ip.to_string(),
         }
     }
+}
+
+/// Bytes no compressor or chunker can make look alike, the same for the same `seed`.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut hasher = blake3::Hasher::new();
+    let mut bytes = vec![0; len];
+    hasher
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut bytes);
+    bytes
+}
+
+/// One raw HTTP/1.1 GET on loopback, binary-safe; returns (status, lowercased head, body).
+pub fn http_get_bytes(port: u16, path: &str, range: Option<&str>) -> (u16, String, Vec<u8>) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to drover");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let range = range.map_or(String::new(), |r| format!("Range: {r}\r\n"));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{range}\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head, raw[split + 4..].to_vec())
+}
+
+/// The bytes of blob `id` in the state directory `state`, read from the files as drover
+/// stores them: a manifest (`blobs/ID.chunks`: 16 bytes of magic, the size, the chunk count,
+/// then per chunk its BLAKE3 hash and length) and its chunks (`chunks/XX/HASH`), or a whole
+/// file (`blobs/ID`). `None` while anything is missing.
+pub fn stored_blob(state: &Path, id: &str) -> Option<Vec<u8>> {
+    let Ok(manifest) = fs::read(state.join("blobs").join(format!("{id}.chunks"))) else {
+        return fs::read(state.join("blobs").join(id)).ok();
+    };
+    let mut out = Vec::new();
+    for entry in manifest.get(28..)?.chunks(36) {
+        let hex: String = entry[..32].iter().map(|b| format!("{b:02x}")).collect();
+        out.extend(fs::read(state.join("chunks").join(&hex[..2]).join(&hex)).ok()?);
+    }
+    Some(out)
 }

@@ -180,6 +180,11 @@ impl Api {
     }
 
     /// Runs `f` with the store on the blocking pool (LMDB reads and fsynced commits).
+    /// The blob store of this server's state directory.
+    fn blobs(&self) -> crate::image::Blobs {
+        crate::image::Blobs::new(&self.state_dir)
+    }
+
     async fn blocking<R: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Store) -> Result<R, ApiError> + Send + 'static,
@@ -303,6 +308,7 @@ pub fn routes() -> Vec<Route> {
         route(get.clone(), "/images/{name}", r::get_image),
         route(patch.clone(), "/images/{name}", r::set_image),
         route(get.clone(), "/images/{name}/history", r::image_history),
+        route(get.clone(), "/image-store", r::image_store),
         route(post.clone(), "/images/{name}/rollback", r::rollback_image),
         route(
             delete.clone(),

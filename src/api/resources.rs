@@ -660,13 +660,33 @@ pub async fn set_image(
 
 /// `GET /images/{name}/history`: every version, oldest first.
 pub async fn image_history(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Res {
+    let blobs = api.blobs();
     let history = api
         .blocking(move |store| {
             let image = store.read(|r| r.get::<Image>(&name))?;
-            Ok(image.ok_or_else(|| unknown("image", &name))?.history())
+            let versions = image.ok_or_else(|| unknown("image", &name))?.history();
+            let usage = blobs
+                .version_usage(&versions)
+                .map_err(|e| ApiError::internal("image store", e))?;
+            Ok(crate::image::usage::with_usage(versions, usage))
         })
         .await?;
     ok(history)
+}
+
+/// `GET /image-store`: the blob store's totals (blobs that images name, their bytes, the
+/// bytes on disk).
+pub async fn image_store(State(api): State<Arc<Api>>) -> Res {
+    let blobs = api.blobs();
+    let totals = api
+        .blocking(move |store| {
+            let images = store.read(|r| r.all::<Image>())?;
+            blobs
+                .totals(&images)
+                .map_err(|e| ApiError::internal("image store", e))
+        })
+        .await?;
+    ok(totals)
 }
 
 /// `POST /images/{name}/rollback` `{"version": N}`: version N's files become the latest

@@ -9,9 +9,10 @@ use super::print::{PowerRow, TokenInfo};
 use super::Backend;
 use crate::admin::{self, GroupInfo, NodeDetail};
 use crate::config::Config;
+use crate::image::usage::{HistoryEntry, StoreTotals};
 use crate::image::{Blobs, ImageSource};
 use crate::store::model::{
-    BmcOwner, BootEvent, BootLog, Export, Group, Image, ImageVersion, Lease, Network, Node,
+    BmcOwner, BootEvent, BootLog, Export, Group, Image, Lease, Network, Node,
 };
 use crate::store::{Store, StoreError};
 use anyhow::{bail, Context, Result};
@@ -161,12 +162,19 @@ impl Backend for Local {
         Ok(admin::set_image(self.store()?, name, change)?)
     }
 
-    fn image_history(&self, name: &str) -> Result<Vec<ImageVersion>> {
+    fn image_history(&self, name: &str) -> Result<Vec<HistoryEntry>> {
         let image = self.store()?.read(|r| r.get::<Image>(name))?;
-        match image {
-            Some(i) => Ok(i.history()),
-            None => bail!("unknown image {name:?}"),
-        }
+        let Some(image) = image else {
+            bail!("unknown image {name:?}")
+        };
+        let versions = image.history();
+        let usage = Blobs::new(&self.state).version_usage(&versions)?;
+        Ok(crate::image::usage::with_usage(versions, usage))
+    }
+
+    fn image_store(&self) -> Result<StoreTotals> {
+        let images = self.all::<Image>()?;
+        Ok(Blobs::new(&self.state).totals(&images)?)
     }
 
     fn rollback_image(&self, name: &str, version: u32) -> Result<u32> {

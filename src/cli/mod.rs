@@ -23,10 +23,9 @@ use crate::admin::{self, GroupInfo, NodeDetail};
 // The CLI's clock reads (lease times, power-state ages, tokens).
 use crate::clock::unix_secs as unix_now;
 use crate::config::Config;
+use crate::image::usage::{HistoryEntry, StoreTotals};
 use crate::pool::setup;
-use crate::store::model::{
-    BootEvent, Export, Group, Image, ImageVersion, Lease, Network, Node, Squash,
-};
+use crate::store::model::{BootEvent, Export, Group, Image, Lease, Network, Node, Squash};
 use anyhow::{bail, Context, Result};
 use args::{
     AdminCmd, Command, DnsCmd, ExportCmd, GroupCmd, ImageCmd, LeaseCmd, NetworkCmd, NfsCmd,
@@ -55,8 +54,10 @@ pub trait Backend {
     fn remove_group(&self, name: &str) -> Result<()>;
     fn images(&self) -> Result<Vec<Image>>;
     fn set_image(&self, name: &str, change: &admin::ImageChange) -> Result<Image>;
-    /// An image's versions, oldest first.
-    fn image_history(&self, name: &str) -> Result<Vec<ImageVersion>>;
+    /// An image's versions, oldest first, with what each stores.
+    fn image_history(&self, name: &str) -> Result<Vec<HistoryEntry>>;
+    /// The image blob store's totals.
+    fn image_store(&self) -> Result<StoreTotals>;
     /// Makes version `version` of an image the latest again; returns the new version's
     /// number.
     fn rollback_image(&self, name: &str, version: u32) -> Result<u32>;
@@ -325,7 +326,10 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
                 let img = b.set_image(&name, &boot.change(cmdline))?;
                 print!("{}", print::images(&[img]));
             }
-            ImageCmd::List => print!("{}", print::images(&b.images()?)),
+            ImageCmd::List => {
+                print!("{}", print::images(&b.images()?));
+                print!("{}", print::store_totals(&b.image_store()?));
+            }
             ImageCmd::History { name } => {
                 print!("{}", print::image_history(&b.image_history(&name)?))
             }

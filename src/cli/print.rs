@@ -10,9 +10,8 @@
 //! something (`super`).
 
 use crate::admin::{BmcReach, GroupInfo, NodeDetail};
-use crate::store::model::{
-    BootEvent, Export, Image, ImageVersion, Lease, Network, Node, RootMode, Squash,
-};
+use crate::image::usage::{HistoryEntry, StoreTotals, Usage};
+use crate::store::model::{BootEvent, Export, Image, Lease, Network, Node, RootMode, Squash};
 use crate::timeline;
 use std::fmt::Write;
 
@@ -210,21 +209,27 @@ pub fn images(images: &[Image]) -> String {
     table(&rows)
 }
 
-/// `image history`: one row per version, oldest first. NEW is what the version added to the
-/// blob store: the bytes of its files that no earlier version has (whole files: a one-file
-/// change of a rootfs is a whole new tar).
-pub fn image_history(versions: &[ImageVersion]) -> String {
+/// `image list`'s last line: the blob store's totals.
+pub fn store_totals(t: &StoreTotals) -> String {
+    format!(
+        "store: {} blobs, {} bytes of image files in {} bytes on disk\n",
+        t.blobs, t.logical, t.stored
+    )
+}
+
+/// `image history`: one row per version, oldest first. SIZE is the bytes of its files, NEW
+/// what it added to the blob store (chunks no earlier version has), SHARED the bytes of its
+/// chunks that earlier versions have too; `-` from a server that does not say.
+pub fn image_history(entries: &[HistoryEntry]) -> String {
     let mut rows = vec![header(&[
-        "VERSION", "CREATED", "BY", "WHAT", "SIZE", "NEW", "FILES",
+        "VERSION", "CREATED", "BY", "WHAT", "SIZE", "NEW", "SHARED", "FILES",
     ])];
-    let mut seen = std::collections::HashSet::new();
-    for v in versions {
-        let new: u64 = v
-            .files
-            .iter()
-            .filter(|f| seen.insert(f.blob.as_str()))
-            .map(|f| f.size)
-            .sum();
+    for HistoryEntry { version: v, stored } in entries {
+        let figure = |f: fn(&Usage) -> u64| {
+            stored
+                .as_ref()
+                .map_or("-".into(), |u| format!("{} bytes", f(u)))
+        };
         let files: Vec<String> = [
             Some(("kernel", &v.files.kernel)),
             v.files.initrd.as_ref().map(|f| ("initrd", f)),
@@ -248,7 +253,8 @@ pub fn image_history(versions: &[ImageVersion]) -> String {
             },
             v.what.clone(),
             format!("{} bytes", v.files.size()),
-            format!("{new} bytes"),
+            figure(|u| u.new),
+            figure(|u| u.shared),
             files.join(" "),
         ]);
     }

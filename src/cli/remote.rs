@@ -16,9 +16,8 @@ use super::print::{PowerRow, TokenInfo};
 use super::Backend;
 use crate::admin::{self, GroupInfo, NodeDetail};
 use crate::agent::http::{parse_head, HttpError};
-use crate::store::model::{
-    BootEvent, Export, Group, Image, ImageVersion, Ipv4Net, Lease, Network, Node,
-};
+use crate::image::usage::{HistoryEntry, StoreTotals};
+use crate::store::model::{BootEvent, Export, Group, Image, Ipv4Net, Lease, Network, Node};
 use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -348,9 +347,13 @@ impl Backend for Remote {
         decode("image", v)
     }
 
-    fn image_history(&self, name: &str) -> anyhow::Result<Vec<ImageVersion>> {
+    fn image_history(&self, name: &str) -> anyhow::Result<Vec<HistoryEntry>> {
         let path = format!("/images/{}/history", segment(name));
         decode("image history", self.call("GET", &path, None)?)
+    }
+
+    fn image_store(&self) -> anyhow::Result<StoreTotals> {
+        decode("image store", self.call("GET", "/image-store", None)?)
     }
 
     fn rollback_image(&self, name: &str, version: u32) -> anyhow::Result<u32> {

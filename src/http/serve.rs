@@ -9,32 +9,34 @@
 //! reservation or lease) and the agent's posts go to the API's
 //! [`crate::timeline::Recorder`], which never waits for the store.
 //!
-//! Requests never buffer whole files: a file is opened, seeked to the requested range and
-//! streamed in chunks. The store is read through snapshots of the server's [`SharedView`].
+//! Requests never buffer whole files: an image file is opened through the blob store's
+//! reader (`crate::image::BlobReader`, chunked or whole), seeked to the requested range and
+//! streamed a piece at a time from the blocking pool. `/chunks/{hash}` serves one stored chunk
+//! by its hash. The store is read through snapshots of the server's [`SharedView`].
 
 use super::{ipxe, range};
-use crate::image::Blobs;
+use crate::image::{BlobReader, Blobs};
 use crate::logsafe::Escaped;
 use crate::pool::peers::Peers;
-use crate::store::model::{BootStage, ImageFile, Mac};
+use crate::store::model::{BlobId, BootStage, ImageFile, Mac};
 use crate::store::SharedView;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use std::io::SeekFrom;
+use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
-use tokio_util::io::ReaderStream;
 use tokio_util::sync::CancellationToken;
 
 /// Seconds an unknown machine waits before asking for its script again.
 const DISCOVERY_RETRY_SECS: u32 = 10;
 /// Read size when streaming files.
 const STREAM_CHUNK: usize = 256 * 1024;
+/// Pieces read ahead of a client, per download.
+const STREAM_QUEUE: usize = 2;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -91,6 +93,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/boot/{mac}", get(boot_script))
         .route("/boot/{mac}/events", axum::routing::post(agent_event))
         .route("/images/{name}/{file}", get(image_file))
+        .route("/chunks/{hash}", get(chunk))
         .route("/firmware/{name}", get(firmware))
         .route("/health", get(|| async { "ok\n" }))
         .with_state(shared);
@@ -238,13 +241,7 @@ async fn image_file(
             format!("no file {file:?} in image {name:?}\n"),
         );
     };
-    let Some(path) = s.blobs.path(&found.blob) else {
-        return text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "corrupt image record\n".into(),
-        );
-    };
-    send_file(&path, range).await
+    send_blob(s.blobs.clone(), found.blob, range).await
 }
 
 /// Largest agent event body.
@@ -330,25 +327,24 @@ async fn agent_event(
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn send_file(path: &std::path::Path, range: Option<&str>) -> Response {
-    let mut f = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "cannot open image file");
+async fn send_blob(blobs: Blobs, id: BlobId, range: Option<&str>) -> Response {
+    let opened = tokio::task::spawn_blocking(move || blobs.open(&id)).await;
+    let reader = match opened {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot open image file");
             return text(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "image file missing on this server\n".into(),
             );
         }
-    };
-    let len = match f.metadata().await {
-        Ok(m) => m.len(),
         Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     };
+    let len = reader.len();
     let octets = HeaderValue::from_static("application/octet-stream");
     match range::plan(range, len) {
         range::Plan::Whole => {
-            let body = Body::from_stream(ReaderStream::with_capacity(f, STREAM_CHUNK));
+            let body = blob_body(reader, 0, len);
             (
                 StatusCode::OK,
                 [
@@ -361,11 +357,8 @@ async fn send_file(path: &std::path::Path, range: Option<&str>) -> Response {
                 .into_response()
         }
         range::Plan::Partial { start, end } => {
-            if let Err(e) = f.seek(SeekFrom::Start(start)).await {
-                return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"));
-            }
             let count = end - start + 1;
-            let body = Body::from_stream(ReaderStream::with_capacity(f.take(count), STREAM_CHUNK));
+            let body = blob_body(reader, start, count);
             let content_range = format!("bytes {start}-{end}/{len}");
             (
                 StatusCode::PARTIAL_CONTENT,
@@ -392,6 +385,75 @@ async fn send_file(path: &std::path::Path, range: Option<&str>) -> Response {
             )],
         )
             .into_response(),
+    }
+}
+
+/// Streams `count` bytes of `reader` from `start`. The blob is read on the blocking pool one
+/// piece at a time; at most [`STREAM_QUEUE`] pieces wait for a slow client. An error (a
+/// corrupt chunk) ends the body early, which the client sees as a short download.
+fn blob_body(mut reader: BlobReader, start: u64, count: u64) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(STREAM_QUEUE);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = reader.seek(SeekFrom::Start(start)) {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        let mut left = count;
+        while left > 0 {
+            let mut buf = vec![0; STREAM_CHUNK.min(usize::try_from(left).unwrap_or(usize::MAX))];
+            let piece = match reader.read(&mut buf) {
+                Ok(0) => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    buf.truncate(n);
+                    left -= n as u64;
+                    Ok(Bytes::from(buf))
+                }
+                Err(e) => Err(e),
+            };
+            let failed = piece.is_err();
+            if let Err(e) = &piece {
+                tracing::error!(error = %e, "reading an image file");
+            }
+            // The client went away: stop reading.
+            if tx.blocking_send(piece).is_err() || failed {
+                return;
+            }
+        }
+    });
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|piece| (piece, rx))
+    }))
+}
+
+/// `/chunks/{hash}`: one chunk of the content store by its BLAKE3 hash, checked before it is
+/// sent. Unauthenticated like image files (a chunk is a piece of one); nodes will fetch
+/// chunks from each other by these names.
+async fn chunk(State(s): State<Shared>, Path(hash): Path<String>) -> Response {
+    let Some(id) = crate::image::chunk::parse_hex(&hash) else {
+        return text(StatusCode::NOT_FOUND, "not a chunk name\n".into());
+    };
+    let blobs = s.blobs.clone();
+    match tokio::task::spawn_blocking(move || blobs.read_chunk(&id)).await {
+        Ok(Ok(bytes)) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            )],
+            bytes,
+        )
+            .into_response(),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            text(StatusCode::NOT_FOUND, "no such chunk\n".into())
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot read a chunk");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "chunk unreadable\n".into(),
+            )
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }
 

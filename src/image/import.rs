@@ -533,10 +533,10 @@ fn version_key(name: &str) -> Vec<(u64, String)> {
 /// Most symlinks or hard links followed to the kernel.
 const MAX_LINK_HOPS: usize = 8;
 
-/// Stores the newest `/boot/vmlinuz-*` of the rootfs tar at `tar_path` as a blob.
+/// Stores the newest `/boot/vmlinuz-*` of the rootfs tar `tar` as a blob.
 pub fn kernel_from_tree(
     blobs: &Blobs,
-    tar_path: &Path,
+    tar: super::Tar<'_>,
     what: &Path,
 ) -> Result<ImageFile, ImportError> {
     let bad = |e: io::Error| ImportError::Rootfs {
@@ -545,7 +545,7 @@ pub fn kernel_from_tree(
     };
     // name -> link target (resolved to a tree path) or None for a regular file.
     let mut kinds: HashMap<String, Option<String>> = HashMap::new();
-    let mut archive = tar::Archive::new(File::open(tar_path).map_err(io_at(tar_path))?);
+    let mut archive = tar::Archive::new(tar.open().map_err(io_at(&tar.name()))?);
     for entry in archive.entries_with_seek().map_err(bad)? {
         let entry = entry.map_err(bad)?;
         let name = clean(&entry.path_bytes());
@@ -580,7 +580,7 @@ pub fn kernel_from_tree(
             _ => break,
         }
     }
-    let mut archive = tar::Archive::new(File::open(tar_path).map_err(io_at(tar_path))?);
+    let mut archive = tar::Archive::new(tar.open().map_err(io_at(&tar.name()))?);
     for entry in archive.entries_with_seek().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         if entry.header().entry_type().is_file() && clean(&entry.path_bytes()) == name {
@@ -599,13 +599,12 @@ pub fn import(
     agent: &Path,
 ) -> Result<crate::store::model::ImageFiles, ImportError> {
     let rootfs = import_rootfs(blobs, source)?;
-    let missing = || ImageError::Missing(source.to_path_buf());
-    let tar_path = blobs.path(&rootfs.blob).ok_or_else(missing)?;
+    let tar = super::Tar::Blob(blobs, &rootfs.blob);
     let kernel = match kernel {
         Some(k) => blobs.import_file(k)?,
-        None => kernel_from_tree(blobs, &tar_path, source)?,
+        None => kernel_from_tree(blobs, tar, source)?,
     };
-    let initramfs = super::agent_initramfs(blobs, agent, &tar_path, source)?;
+    let initramfs = super::agent_initramfs(blobs, agent, tar, source)?;
     Ok(crate::store::model::ImageFiles {
         kernel,
         initrd: None,

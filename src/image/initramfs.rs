@@ -123,7 +123,7 @@ impl std::fmt::Display for BuildReport {
 /// Writes the initramfs for a rootfs tar to `out`. See the module docs for its contents.
 pub fn build(
     agent: &Path,
-    rootfs_tar: &Path,
+    rootfs_tar: super::Tar<'_>,
     out: impl Write,
 ) -> Result<BuildReport, InitramfsError> {
     let kernels = scan_modules(rootfs_tar)?;
@@ -237,11 +237,11 @@ struct KernelScan {
     order: Vec<String>,
 }
 
-fn open_tar(path: &Path) -> Result<BufReader<File>, InitramfsError> {
-    File::open(path)
+fn open_tar(tar: super::Tar<'_>) -> Result<BufReader<super::BlobReader>, InitramfsError> {
+    tar.open()
         .map(BufReader::new)
         .map_err(|source| InitramfsError::Io {
-            path: path.to_path_buf(),
+            path: tar.name(),
             source,
         })
 }
@@ -299,7 +299,7 @@ fn same_module(a: &str, b: &str) -> bool {
 }
 
 /// First pass over the tar: module files and `modules.dep` per kernel version.
-fn scan_modules(rootfs_tar: &Path) -> Result<Vec<KernelScan>, InitramfsError> {
+fn scan_modules(rootfs_tar: super::Tar<'_>) -> Result<Vec<KernelScan>, InitramfsError> {
     #[derive(Default)]
     struct Seen {
         tar_dir: String,
@@ -739,7 +739,7 @@ kernel/fs/nfs/nfs.ko:
         // mlx5_core is in modules.dep but not in this tar: that is an error.
         let tar_path = dir.join("rootfs.tar");
         std::fs::write(&tar_path, &tar).unwrap();
-        let err = build(&agent, &tar_path, Vec::new()).unwrap_err();
+        let err = build(&agent, super::super::Tar::File(&tar_path), Vec::new()).unwrap_err();
         assert!(matches!(err, InitramfsError::MissingModule { .. }), "{err}");
 
         let dep: String = DEP
@@ -771,7 +771,7 @@ kernel/fs/nfs/nfs.ko:
         ]);
         std::fs::write(&tar_path, &tar).unwrap();
         let mut out = Vec::new();
-        let report = build(&agent, &tar_path, &mut out).unwrap();
+        let report = build(&agent, super::super::Tar::File(&tar_path), &mut out).unwrap();
         assert_eq!(report.bytes as usize, out.len());
         assert_eq!(report.kernels.len(), 1);
         assert_eq!(report.kernels[0].kver, "6.1.0-9-amd64");
@@ -818,7 +818,7 @@ kernel/fs/nfs/nfs.ko:
         // Modules without modules.dep: a clear error naming depmod.
         let tar = tar_with(&[(&format!("{k}/kernel/net/core/failover.ko"), b"F")]);
         std::fs::write(&tar_path, &tar).unwrap();
-        let err = build(&agent, &tar_path, Vec::new()).unwrap_err();
+        let err = build(&agent, super::super::Tar::File(&tar_path), Vec::new()).unwrap_err();
         assert!(
             err.to_string().contains("depmod -b ROOT 6.1.0-9-amd64"),
             "{err}"
@@ -827,7 +827,7 @@ kernel/fs/nfs/nfs.ko:
         // No modules at all is fine.
         let tar = tar_with(&[("bin/sh", b"sh")]);
         std::fs::write(&tar_path, &tar).unwrap();
-        let report = build(&agent, &tar_path, Vec::new()).unwrap();
+        let report = build(&agent, super::super::Tar::File(&tar_path), Vec::new()).unwrap();
         assert!(report.kernels.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -352,26 +352,21 @@ impl Views {
     }
 
     fn image_dir(&self, blob: &BlobId) -> io::Result<PathBuf> {
-        // Blobs::path checks that the id is a hash (hex only): safe as a path component.
-        self.blobs
-            .path(blob)
-            .map(|_| self.dir.join("images").join(blob))
+        // A valid id is a hash (hex only): safe as a path component.
+        Blobs::valid_id(blob)
+            .then(|| self.dir.join("images").join(blob))
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad blob id"))
     }
 
     /// Unpacks rootfs blob `blob` to `dest`, atomically.
     fn unpack(&self, blob: &BlobId, dest: &Path) -> io::Result<()> {
-        let src = self
-            .blobs
-            .path(blob)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad blob id"))?;
+        let file = crate::image::Tar::Blob(&self.blobs, blob).open()?;
         let tmp = self.dir.join("images").join(format!(
             ".tmp-{blob}-{}",
             u64::from_le_bytes(fs::new_verifier())
         ));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir(&tmp)?;
-        let file = std::fs::File::open(&src)?;
         let refused = unpack::unpack(io::BufReader::new(file), &tmp, true)
             .map(|stats| stats.refused)
             .inspect_err(|_| {

@@ -49,21 +49,11 @@ pub fn count(job: &CountJob, me: u64, blobs: &Blobs) -> Counts {
     }
 }
 
-/// Blob files (named by their hash) and their bytes; fetches in progress are not counted.
+/// Blobs (either form) and their bytes (as whole files; shared chunks count in each blob);
+/// imports and fetches in progress are not counted.
 fn count_blobs(blobs: &Blobs) -> (u64, u64) {
-    let Ok(dir) = std::fs::read_dir(blobs.dir()) else {
-        return (0, 0);
-    };
-    let (mut n, mut bytes) = (0, 0);
-    for entry in dir.flatten().take(MAX_BLOBS) {
-        let name = entry.file_name();
-        let is_blob = name
-            .to_str()
-            .is_some_and(|s| blobs.path(&s.to_string()).is_some());
-        if let (true, Ok(meta)) = (is_blob, entry.metadata()) {
-            n += 1;
-            bytes += meta.len();
-        }
-    }
-    (n, bytes)
+    let ids = blobs.list().unwrap_or_default();
+    let ids = &ids[..ids.len().min(MAX_BLOBS)];
+    let bytes = ids.iter().filter_map(|id| blobs.size(id).ok()).sum();
+    (ids.len() as u64, bytes)
 }

@@ -8,8 +8,10 @@
 //!    the peer answers with its own, each side merging the other's ([`Summaries`], shared by
 //!    the pool task and this listener);
 //! 3. [`fetch_missing_blobs`]: the asker fetches the blobs that its image records name and it
-//!    does not have, in [`BLOB_CHUNK`] pieces; a blob is kept only if its BLAKE3 hash is the
-//!    one the record names (content addressing makes the peer's word irrelevant).
+//!    does not have: a blob's manifest, then only the chunks it lacks (each checked against
+//!    its hash), or a blob the peer stores whole in [`BLOB_CHUNK`] pieces; a blob is kept
+//!    only if its BLAKE3 hash is the one the record names (content addressing makes the
+//!    peer's word irrelevant).
 //!
 //! Each member starts one exchange with a random live member every [`SYNC_EVERY`], so a write
 //! reaches every member of a pool of N in O(log N) rounds, and a member that was down or cut
@@ -32,15 +34,16 @@ use super::key::{ClusterKey, KeyError, Keyring, Rekey};
 use super::layers::Receiver;
 use super::summary::{Relayed, Summary, Table};
 use super::sync::{self, Digest};
+use crate::image::chunk::Manifest;
 use crate::image::{Blobs, ImageError};
 use crate::net::limit::Caps;
 use crate::store::model::{BlobId, Image};
 use crate::store::{Store, StoreError};
-use std::io;
+use std::io::{self, Read, Seek};
 use std::net::SocketAddrV4;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -257,20 +260,12 @@ impl Answerer {
                 self.summaries.merge(theirs);
                 Ok(Frame::Summaries(self.summaries.relay()))
             }
-            Frame::Blob(BlobRequest { id, offset, len }) => {
-                let path = self.blobs.path(&id).ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{id:?} is not a blob id"),
-                    )
-                })?;
-                let mut file = tokio::fs::File::open(&path).await?;
-                tokio::io::AsyncSeekExt::seek(&mut file, io::SeekFrom::Start(offset)).await?;
-                let mut buf = Vec::new();
-                file.take(u64::from(len.min(BLOB_CHUNK)))
-                    .read_to_end(&mut buf)
-                    .await?;
-                Ok(Frame::Chunk(buf))
+            Frame::Blob(request) => {
+                let blobs = self.blobs.clone();
+                let piece = tokio::task::spawn_blocking(move || answer_blob(&blobs, &request))
+                    .await
+                    .map_err(io::Error::other)??;
+                Ok(Frame::Chunk(piece))
             }
             Frame::Layer(shipment) => {
                 let layers = self.layers.clone();
@@ -358,8 +353,9 @@ pub async fn exchange(
         return;
     }
     match fetch_missing_blobs(&mut conn, &store, &blobs).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(%peer, blobs = n, "pool: fetched image files"),
+        Ok(f) if f.blobs == 0 => {}
+        Ok(f) => tracing::info!(%peer, blobs = f.blobs, bytes = f.bytes, reused = f.reused,
+            "pool: fetched image files"),
         Err(e) => tracing::warn!(%peer, error = %e, "pool: fetching image files failed"),
     }
 }
@@ -391,13 +387,55 @@ pub async fn swap_summaries(
     }
 }
 
+/// How a [`BlobRequest`] names what it wants: a blob's bytes (`HEX`, as members before
+/// chunking ask), the manifest of a chunked blob (`manifest/HEX`; an empty answer when the
+/// blob is stored whole here) or one chunk (`chunk/HEX`). Names ride in the request's id so
+/// that the frames stay as they are.
+const MANIFEST_PREFIX: &str = "manifest/";
+const CHUNK_PREFIX: &str = "chunk/";
+
+/// Answers a [`BlobRequest`] from the blob store (blocking).
+fn answer_blob(blobs: &Blobs, request: &BlobRequest) -> io::Result<Vec<u8>> {
+    let BlobRequest { id, offset, len } = request;
+    let len = u64::from((*len).min(BLOB_CHUNK));
+    let not_found = || {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no blob, manifest or chunk {id:?} here"),
+        )
+    };
+    let slice = |bytes: Vec<u8>| {
+        let start = usize::try_from(*offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let end = start.saturating_add(len as usize).min(bytes.len());
+        bytes[start..end].to_vec()
+    };
+    if let Some(hex) = id.strip_prefix(MANIFEST_PREFIX) {
+        return Ok(blobs
+            .manifest_bytes(hex)
+            .map_err(io::Error::other)?
+            .map(slice)
+            .unwrap_or_default());
+    }
+    if let Some(hex) = id.strip_prefix(CHUNK_PREFIX) {
+        let chunk = crate::image::chunk::parse_hex(hex).ok_or_else(not_found)?;
+        return blobs.read_chunk(&chunk).map(slice);
+    }
+    let mut reader = blobs.open(id).map_err(|_| not_found())?;
+    reader.seek(io::SeekFrom::Start(*offset))?;
+    let mut buf = Vec::new();
+    reader.take(len).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
 /// The blobs the store's images name that `blobs` does not have.
 pub fn missing_blobs(store: &Store, blobs: &Blobs) -> Result<Vec<(BlobId, u64)>, StoreError> {
     let images = store.read(|r| r.all::<Image>())?;
     let mut out: Vec<(BlobId, u64)> = images
         .iter()
         .flat_map(Image::all_files)
-        .filter(|f| blobs.path(&f.blob).is_some_and(|p| !p.exists()))
+        .filter(|f| Blobs::valid_id(&f.blob) && !blobs.contains(&f.blob))
         .map(|f| (f.blob.clone(), f.size))
         .collect();
     out.sort();
@@ -405,43 +443,134 @@ pub fn missing_blobs(store: &Store, blobs: &Blobs) -> Result<Vec<(BlobId, u64)>,
     Ok(out)
 }
 
-/// Fetches every missing blob from the peer on `conn` (step 3); returns how many were
-/// stored.
+/// What [`fetch_missing_blobs`] brought.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// Blobs now stored.
+    pub blobs: usize,
+    /// Bytes received: manifests, the chunks this member lacked, whole blobs from members
+    /// that store them whole.
+    pub bytes: u64,
+    /// Bytes of the fetched blobs' chunks that were here already.
+    pub reused: u64,
+}
+
+/// Fetches every missing blob from the peer on `conn` (step 3). A chunked blob comes as
+/// its manifest, then each chunk this member lacks (checked against its hash as it is
+/// stored), then the whole is checked against the blob id before the manifest is written;
+/// a blob the peer stores whole comes whole, as before chunking.
 pub async fn fetch_missing_blobs(
     conn: &mut Conn,
     store: &Arc<Store>,
     blobs: &Blobs,
-) -> Result<usize, ExchangeError> {
+) -> Result<Fetched, ExchangeError> {
     let (s, b) = (store.clone(), blobs.clone());
     let missing = blocking(move || missing_blobs(&s, &b)).await?;
-    let mut fetched = 0;
+    let mut fetched = Fetched::default();
     for (id, size) in missing {
-        let Some(final_path) = blobs.path(&id) else {
-            continue;
-        };
-        if let Some(dir) = final_path.parent() {
-            tokio::fs::create_dir_all(dir).await?;
-        }
-        let part = final_path.with_file_name(format!(".fetch-{id}"));
-        let got = fetch_blob(conn, &id, size, &part).await;
-        if let Err(e) = got {
-            let _ = tokio::fs::remove_file(&part).await;
-            return Err(e);
-        }
-        // Import verifies: the blob lands under the hash of what arrived.
-        let (b, p) = (blobs.clone(), part.clone());
-        let imported = blocking(move || b.import_file(&p)).await;
-        let _ = tokio::fs::remove_file(&part).await;
-        let imported = imported?;
-        if imported.blob != id {
-            if let Some(wrong) = blobs.path(&imported.blob) {
-                let _ = tokio::fs::remove_file(wrong).await;
+        let manifest = fetch_bytes(conn, &format!("{MANIFEST_PREFIX}{id}"), None).await?;
+        fetched.bytes += manifest.len() as u64;
+        if manifest.is_empty() {
+            fetch_whole(conn, blobs, &id, size).await?;
+            fetched.bytes += size;
+        } else {
+            let m = Manifest::decode(&manifest).map_err(|source| ImageError::Manifest {
+                id: id.clone(),
+                source,
+            })?;
+            if m.size != size {
+                return Err(ExchangeError::ShortBlob {
+                    id,
+                    offset: m.size,
+                    size,
+                });
             }
-            return Err(ExchangeError::WrongHash(id));
+            let mut asked = std::collections::HashSet::new();
+            for c in &m.chunks {
+                let have = {
+                    let b = blobs.clone();
+                    let cid = c.id;
+                    blocking(move || Ok::<_, ExchangeError>(b.has_chunk(&cid))).await?
+                };
+                if have || !asked.insert(c.id) {
+                    fetched.reused += u64::from(c.len);
+                    continue;
+                }
+                let name = format!("{CHUNK_PREFIX}{}", crate::image::chunk::hex(&c.id));
+                let bytes = fetch_bytes(conn, &name, Some(c.len)).await?;
+                fetched.bytes += bytes.len() as u64;
+                let (b, cid) = (blobs.clone(), c.id);
+                blocking(move || b.put_chunk(&cid, &bytes)).await?;
+            }
+            let (b, i) = (blobs.clone(), id.clone());
+            if !blocking(move || b.adopt_manifest(&i, &m)).await? {
+                return Err(ExchangeError::WrongHash(id));
+            }
         }
-        fetched += 1;
+        fetched.blobs += 1;
     }
     Ok(fetched)
+}
+
+/// All of the object `name` (a manifest, whose length its header gives, or a chunk of
+/// `len` bytes). An empty answer means the peer has no such manifest.
+async fn fetch_bytes(
+    conn: &mut Conn,
+    name: &str,
+    len: Option<u32>,
+) -> Result<Vec<u8>, ExchangeError> {
+    let mut out = Vec::new();
+    loop {
+        let request = Frame::Blob(BlobRequest {
+            id: name.to_string(),
+            offset: out.len() as u64,
+            len: BLOB_CHUNK,
+        });
+        let piece = match conn.ask(&request, EXCHANGE_TIMEOUT).await? {
+            Frame::Chunk(c) => c,
+            other => return Err(unexpected("chunk", &other).into()),
+        };
+        if piece.is_empty() {
+            return Ok(out);
+        }
+        out.extend_from_slice(&piece);
+        let want = match len {
+            Some(l) => u64::from(l),
+            // A manifest's header says how long it is; decoding checks the rest.
+            None => match Manifest::decode_header(&out) {
+                Ok((_, count)) => Manifest::encoded_len_of(count) as u64,
+                Err(_) => return Ok(out),
+            },
+        };
+        if out.len() as u64 >= want {
+            return Ok(out);
+        }
+    }
+}
+
+/// Fetches blob `id` (`size` bytes), stored whole by the peer, into the store.
+async fn fetch_whole(
+    conn: &mut Conn,
+    blobs: &Blobs,
+    id: &BlobId,
+    size: u64,
+) -> Result<(), ExchangeError> {
+    tokio::fs::create_dir_all(blobs.dir()).await?;
+    let part = blobs.dir().join(format!(".fetch-{id}"));
+    let got = fetch_blob(conn, id, size, &part).await;
+    if let Err(e) = got {
+        let _ = tokio::fs::remove_file(&part).await;
+        return Err(e);
+    }
+    // Import verifies: the blob lands under the hash of what arrived.
+    let (b, p) = (blobs.clone(), part.clone());
+    let imported = blocking(move || b.import_file(&p)).await;
+    let _ = tokio::fs::remove_file(&part).await;
+    // A wrong blob stays, named by its own hash: unreferenced, like any other.
+    if imported?.blob != *id {
+        return Err(ExchangeError::WrongHash(id.clone()));
+    }
+    Ok(())
 }
 
 /// Fetches blob `id` (`size` bytes) into the file `part`.
@@ -480,8 +609,10 @@ async fn fetch_blob(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::chunk::noise;
     use crate::store::model::{Mac, Node};
     use std::net::Ipv4Addr;
+    use tokio::io::AsyncReadExt;
 
     fn summary(id: u64) -> Summary {
         Summary {
@@ -554,7 +685,7 @@ mod tests {
             fetch_missing_blobs(&mut conn, &b, &Blobs::new(&b_dir))
                 .await
                 .unwrap(),
-            0
+            Fetched::default()
         );
         // Answers are not requests: the listener hangs up.
         let r = conn.ask(&Frame::Chunk(Vec::new()), EXCHANGE_TIMEOUT).await;
@@ -670,5 +801,125 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         false
+    }
+
+    fn image_of(files: &[crate::store::model::ImageFile]) -> Image {
+        use crate::store::model::{ImageFiles, ImageVersion};
+        let versions: Vec<ImageVersion> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| ImageVersion {
+                number: i as u32 + 1,
+                created_ms: 1,
+                by: "test".into(),
+                what: "add".into(),
+                files: ImageFiles {
+                    kernel: f.clone(),
+                    initrd: None,
+                    rootfs: None,
+                    initramfs: None,
+                },
+            })
+            .collect();
+        Image {
+            name: "img".into(),
+            kernel: files[files.len() - 1].clone(),
+            initrd: None,
+            cmdline: String::new(),
+            rootfs: None,
+            initramfs: None,
+            root: Default::default(),
+            persistent: Vec::new(),
+            versions,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_member_fetches_only_the_chunks_it_lacks() {
+        let dir = std::env::temp_dir().join(format!("drover-repl-chunks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
+        let (a, b) = (
+            Arc::new(Store::open(&a_dir).unwrap()),
+            Arc::new(Store::open(&b_dir).unwrap()),
+        );
+        let (a_blobs, b_blobs) = (Blobs::new(&a_dir), Blobs::new(&b_dir));
+        let v1 = noise(7, 2 << 20);
+        let mut v2 = v1.clone();
+        v2.splice(1 << 20..1 << 20, noise(8, 30_000));
+        let put = |blobs: &Blobs, data: &[u8]| {
+            blobs
+                .import_with(|w| std::io::Write::write_all(w, data).map_err(ImageError::from))
+                .unwrap()
+        };
+        let (f1, f2) = (put(&a_blobs, &v1), put(&a_blobs, &v2));
+        // A blob stored whole, as by a member from before chunking.
+        let old = noise(9, 100_000);
+        let old_id = blake3::hash(&old).to_hex().to_string();
+        std::fs::write(a_blobs.dir().join(&old_id), &old).unwrap();
+        let f3 = crate::store::model::ImageFile {
+            blob: old_id.clone(),
+            size: old.len() as u64,
+        };
+        let image = image_of(&[f1.clone(), f2.clone(), f3]);
+        a.write(|w| w.put(&image)).unwrap();
+        // B has version 1 already.
+        assert_eq!(put(&b_blobs, &v1), f1);
+
+        let key = ClusterKey::from_bytes([5; 32]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
+            panic!("IPv4 loopback");
+        };
+        let shutdown = CancellationToken::new();
+        let (_keys, keys) = watch::channel(Arc::from(vec![key.clone()]));
+        tokio::spawn(serve(
+            listener,
+            Listener {
+                store: a.clone(),
+                state_dir: a_dir.clone(),
+                layers: Arc::new(Receiver::new(&a_dir, a.member())),
+                keys,
+                summaries: Summaries::new(a.member()),
+            },
+            shutdown.clone(),
+        ));
+        let mut conn = Conn::connect(addr, &key, EXCHANGE_TIMEOUT).await.unwrap();
+        pull(&mut conn, &b).await.unwrap();
+        let fetched = fetch_missing_blobs(&mut conn, &b, &b_blobs).await.unwrap();
+        assert_eq!(fetched.blobs, 2, "{fetched:?}");
+        // Version 2's new chunks, its manifest and the whole old blob crossed; not version 2.
+        let new_in_v2: u64 = b_blobs
+            .chunk_list(&f2.blob)
+            .unwrap()
+            .iter()
+            .filter(|(id, _)| {
+                !b_blobs
+                    .chunk_list(&f1.blob)
+                    .unwrap()
+                    .iter()
+                    .any(|c| c.0 == *id)
+            })
+            .map(|c| c.1)
+            .sum();
+        assert!(
+            new_in_v2 > 0 && new_in_v2 < v2.len() as u64 / 2,
+            "{new_in_v2}"
+        );
+        let manifest_len = b_blobs.manifest_bytes(&f2.blob).unwrap().unwrap().len() as u64;
+        assert_eq!(fetched.bytes, new_in_v2 + manifest_len + old.len() as u64);
+        assert_eq!(fetched.reused, v2.len() as u64 - new_in_v2);
+        let read = |id: &str| {
+            let mut out = Vec::new();
+            b_blobs.open(id).unwrap().read_to_end(&mut out).unwrap();
+            out
+        };
+        assert_eq!(read(&f2.blob), v2);
+        assert_eq!(read(&old_id), old);
+        // Nothing left to fetch.
+        let again = fetch_missing_blobs(&mut conn, &b, &b_blobs).await.unwrap();
+        assert_eq!(again, Fetched::default());
+        shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
