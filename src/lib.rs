@@ -35,3 +35,4 @@ pub mod serve;
 pub mod store;
 pub mod tftp;
 pub mod timeline;
+pub mod tls;

@@ -219,6 +219,8 @@ async function loadOverview() {
   add('groups', h.counts.groups);
   add('version', h.version);
   add('up for', h.uptime_secs + ' s');
+  // Compare with the certificate the browser shows before trusting it.
+  add('TLS certificate (SHA-256)', h.tls_fingerprint || 'no HTTPS (see [http] https-port)');
   performance.mark('drover:overview'); // for bench/web-page.sh
 }
 

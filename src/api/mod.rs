@@ -15,7 +15,8 @@
 //!
 //! Not here: power control (IPMI is another module's work and has no endpoint yet), the
 //! agent's boot-event endpoint (`POST /boot/{mac}/events`, on the unauthenticated boot path
-//! in `crate::http`), image upload (images are added with the CLI), TLS (put a proxy in front for now).
+//! in `crate::http`), image upload (images are added with the CLI), TLS (`crate::http::listen`
+//! and `crate::tls`).
 
 pub mod error;
 mod events;
@@ -90,6 +91,8 @@ pub struct Api {
     started: Instant,
     /// The state directory (the pool status file).
     state_dir: std::path::PathBuf,
+    /// The HTTPS certificate's fingerprint, when HTTPS is on (shown on the page).
+    tls_fingerprint: Option<String>,
 }
 
 impl Api {
@@ -101,6 +104,7 @@ impl Api {
         services: Vec<Service>,
         power: crate::ipmi::power::FanOut,
         boot_events: Recorder,
+        tls_fingerprint: Option<String>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Api>, auth::AuthError> {
         // A member that joined a pool gets its users from the pool: creating its own admin
@@ -132,6 +136,7 @@ impl Api {
             shutdown,
             started: Instant::now(),
             state_dir: state_dir.to_path_buf(),
+            tls_fingerprint,
         }))
     }
 

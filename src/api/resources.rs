@@ -78,6 +78,8 @@ struct Health {
     store_seq: u64,
     services: Vec<super::Service>,
     counts: Counts,
+    /// SHA-256 of the HTTPS certificate, to compare with what the browser shows.
+    tls_fingerprint: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -92,6 +94,7 @@ struct Counts {
 pub async fn health(State(api): State<Arc<Api>>) -> Res {
     let services = api.services.clone();
     let uptime_secs = api.started.elapsed().as_secs();
+    let tls_fingerprint = api.tls_fingerprint.clone();
     let health = api
         .blocking(move |store| {
             let now = clock::unix_secs();
@@ -110,6 +113,7 @@ pub async fn health(State(api): State<Arc<Api>>) -> Res {
                         images: r.all::<Image>()?.len(),
                         leases_active: r.all::<Lease>()?.iter().filter(|l| l.holds(now)).count(),
                     },
+                    tls_fingerprint,
                 })
             })?)
         })

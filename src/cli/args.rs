@@ -22,13 +22,18 @@ pub struct Cli {
         default_value = "/var/lib/drover"
     )]
     pub state_dir: PathBuf,
-    /// Act on a remote drover through its API (`http://HOST[:PORT]`) instead of the local
+    /// Act on a remote drover through its API (`http[s]://HOST[:PORT]`) instead of the local
     /// store: every command that has an API endpoint.
     #[arg(long, global = true, env = "DROVER_SERVER", requires = "token")]
     pub server: Option<String>,
     /// API token for `--server` (`drover token create` on the appliance).
     #[arg(long, global = true, env = "DROVER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// For an `https://` server: the SHA-256 fingerprint of its certificate (`drover tls
+    /// show` on the appliance). Without it, the one kept in ~/.config/drover/known-servers,
+    /// else the one the server presents at first use (then kept there).
+    #[arg(long, global = true, env = "DROVER_FINGERPRINT")]
+    pub fingerprint: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -124,6 +129,20 @@ pub enum Command {
     },
     /// Write the man pages (drover.1 and one per subcommand) into DIR.
     Man { dir: PathBuf },
+    /// The HTTPS certificate of the page and API.
+    #[command(subcommand)]
+    Tls(TlsCmd),
+}
+
+#[derive(Subcommand)]
+pub enum TlsCmd {
+    /// Print the certificate's SHA-256 fingerprint (what `--fingerprint` pins) and its file.
+    Show {
+        /// The server's config, for `[http] tls-cert`; without it, the self-signed
+        /// certificate of the state directory.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]

@@ -18,6 +18,7 @@ pub mod local;
 mod password;
 pub mod print;
 pub mod remote;
+mod trust;
 
 use crate::admin::{self, GroupInfo, NodeDetail};
 // The CLI's clock reads (lease times, power-state ages, tokens).
@@ -30,7 +31,7 @@ use crate::store::model::{
 use anyhow::{bail, Context, Result};
 use args::{
     AdminCmd, Command, DnsCmd, ExportCmd, GroupCmd, ImageCmd, LeaseCmd, NetworkCmd, NfsCmd,
-    NodeCmd, NodeSetArgs, PoolCmd, PowerAction, PowerArgs, TokenCmd,
+    NodeCmd, NodeSetArgs, PoolCmd, PowerAction, PowerArgs, TlsCmd, TokenCmd,
 };
 use local::Local;
 use print::{PowerRow, TokenInfo};
@@ -83,7 +84,11 @@ pub trait Backend {
 pub fn run(cli: args::Cli) -> Result<()> {
     let state = cli.state_dir.as_path();
     let remote = match (&cli.server, &cli.token) {
-        (Some(server), Some(token)) => Some(remote::Remote::new(server, token)?),
+        (Some(server), Some(token)) => Some(remote::Remote::new(
+            server,
+            token,
+            cli.fingerprint.as_deref(),
+        )?),
         _ => None,
     };
     if let Some(name) = local_only(&cli.command) {
@@ -122,6 +127,7 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Restore { .. } => "restore",
         Command::Completions { .. } => "completions",
         Command::Man { .. } => "man",
+        Command::Tls(_) => "tls show",
         _ => return None,
     })
 }
@@ -233,8 +239,35 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
         | Command::Restore { .. }
         | Command::Completions { .. }
         | Command::Man { .. }) => appliance::run(state, command, unix_now()),
+        Command::Tls(TlsCmd::Show { config }) => tls_show(state, config.as_deref()),
         _ => bail!("internal: a command with an API counterpart reached the local-only path"),
     }
+}
+
+/// `drover tls show`: the certificate the server uses (or will use) and its fingerprint.
+fn tls_show(state: &Path, config: Option<&Path>) -> Result<()> {
+    let config = Config::load(config)?;
+    let (identity, file) = match (&config.http.tls_cert, &config.http.tls_key) {
+        (Some(cert), Some(key)) => (crate::tls::Identity::load(cert, key)?, cert.clone()),
+        _ => {
+            let dir = state.join(crate::tls::DIR);
+            let (cert, key) = (
+                dir.join(crate::tls::CERT_FILE),
+                dir.join(crate::tls::KEY_FILE),
+            );
+            if !cert.exists() {
+                bail!(
+                    "no certificate yet in {}: `drover serve` makes one at its first start with \
+                     [http] https-port set",
+                    dir.display()
+                );
+            }
+            (crate::tls::Identity::load(&cert, &key)?, cert)
+        }
+    };
+    println!("certificate  {}", file.display());
+    println!("sha256       {}", identity.fingerprint());
+    Ok(())
 }
 
 fn pool_local(state: &Path, cmd: PoolCmd) -> Result<()> {
@@ -433,7 +466,8 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
         | Command::Backup { .. }
         | Command::Restore { .. }
         | Command::Completions { .. }
-        | Command::Man { .. } => bail!("internal: a local-only command reached a back end"),
+        | Command::Man { .. }
+        | Command::Tls(_) => bail!("internal: a local-only command reached a back end"),
     }
     Ok(())
 }

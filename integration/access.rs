@@ -1,0 +1,160 @@
+//! Secure access through the real binary: HTTPS with the self-signed certificate (curl
+//! trusting only that certificate, the CLI pinning its fingerprint or trusting it on first
+//! use, a wrong fingerprint refused) and `[http] api-https-only`.
+
+mod common;
+
+use common::api::{free_port, ApiServer};
+use common::require_cmd;
+use std::process::{Command, Output};
+
+/// A server with HTTPS on a free port; `extra` goes into `[http]`.
+fn https_server(extra: &str) -> (ApiServer, u16) {
+    let https = free_port();
+    let s = ApiServer::start_with(&format!("https-port = {https}\n{extra}"));
+    (s, https)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `drover --server URL --token T ARGS` with `HOME` set to `home` (its known-servers file).
+fn remote(s: &ApiServer, home: &std::path::Path, url: &str, token: &str, args: &[&str]) -> Output {
+    Command::new(s.d.bin())
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .args(["--server", url, "--token", token])
+        .args(args)
+        .output()
+        .expect("run drover")
+}
+
+#[test]
+fn https_serves_the_api_with_the_certificate_drover_shows() {
+    let curl = require_cmd("curl", "curl");
+    let openssl = require_cmd("openssl", "openssl");
+    let (s, https) = https_server("");
+    let shown = s.d.cli_ok(&["tls", "show"]);
+    let fp = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256"))
+        .map(str::trim)
+        .expect("a fingerprint line")
+        .to_string();
+    assert!(s.d.log().contains(&fp), "serve logs the fingerprint");
+    let cert = s.d.state_dir().join("tls/cert.pem");
+    // openssl computes the same fingerprint from the file.
+    let out = Command::new(&openssl)
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(text(&out).trim().ends_with(&fp), "{}", text(&out));
+    // curl trusting that certificate alone (no system CAs, name checked against its SAN).
+    let token = s.token("ci");
+    let out = Command::new(&curl)
+        .args(["-sS", "--fail-with-body", "--cacert"])
+        .arg(&cert)
+        .args(["--capath", "/nonexistent", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("https://127.0.0.1:{https}/api/v1/health"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl: {}", text(&out));
+    let health: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(health["tls_fingerprint"].as_str(), Some(fp.as_str()));
+    // Without the certificate curl refuses it: it is self-signed.
+    let out = Command::new(&curl)
+        .args(["-sS", "--capath", "/nonexistent", "--cacert", "/dev/null"])
+        .arg(format!("https://127.0.0.1:{https}/api/v1/health"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "curl trusted an unknown certificate");
+}
+
+#[test]
+fn the_cli_pins_the_fingerprint_and_refuses_another() {
+    let (s, https) = https_server("");
+    let token = s.token("ci");
+    let home = s.d.scratch().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let url = format!("https://127.0.0.1:{https}");
+    let fp =
+        s.d.cli_ok(&["tls", "show"])
+            .lines()
+            .find_map(|l| l.strip_prefix("sha256").map(|f| f.trim().to_string()))
+            .unwrap();
+    s.d.cli_ok(&["node", "add", "n1", "--mac", "52:54:00:00:00:01"]);
+    // Pinned with --fingerprint.
+    let out = remote(
+        &s,
+        &home,
+        &url,
+        &token,
+        &["--fingerprint", &fp, "node", "list"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("n1"), "{}", text(&out));
+    // A wrong fingerprint is refused, naming both.
+    let wrong = fp.replace(&fp[..2], if &fp[..2] == "00" { "11" } else { "00" });
+    let out = remote(
+        &s,
+        &home,
+        &url,
+        &token,
+        &["--fingerprint", &wrong, "node", "list"],
+    );
+    assert!(!out.status.success(), "a wrong fingerprint was accepted");
+    assert!(text(&out).contains("not the pinned"), "{}", text(&out));
+    assert!(text(&out).contains(&fp), "{}", text(&out));
+    // Trust on first use: kept in the user's file, then used.
+    let out = remote(&s, &home, &url, &token, &["node", "list"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("trusting"), "{}", text(&out));
+    let known = home.join(".config/drover/known-servers");
+    let kept = std::fs::read_to_string(&known).unwrap();
+    assert!(kept.contains(&format!("{url} {fp}")), "{kept}");
+    let out = remote(&s, &home, &url, &token, &["node", "list"]);
+    assert!(
+        out.status.success() && !text(&out).contains("trusting"),
+        "{}",
+        text(&out)
+    );
+    // A server whose certificate is not the kept one is refused.
+    std::fs::write(&known, format!("{url} {wrong}\n")).unwrap();
+    let out = remote(&s, &home, &url, &token, &["node", "list"]);
+    assert!(!out.status.success(), "a changed certificate was accepted");
+    assert!(text(&out).contains("known-servers"), "{}", text(&out));
+}
+
+#[test]
+fn api_https_only_refuses_plain_http_but_keeps_the_boot_path() {
+    let curl = require_cmd("curl", "curl");
+    let (s, https) = https_server("api-https-only = true\n");
+    let token = s.token("ci");
+    let bearer = format!("Bearer {token}");
+    let r = s.request("GET", "/api/v1/nodes", &[("Authorization", &bearer)], None);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body.contains(&format!("HTTPS only (port {https})")),
+        "{}",
+        r.body
+    );
+    assert_eq!(s.request("GET", "/", &[], None).status, 403, "the page");
+    let r = s.request("GET", "/boot/52:54:00:00:00:01", &[], None);
+    assert_eq!(r.status, 200, "the boot path: {}", r.body);
+    assert!(r.body.starts_with("#!ipxe"), "{}", r.body);
+    let out = Command::new(&curl)
+        .args(["-sS", "--fail-with-body", "--cacert"])
+        .arg(s.d.state_dir().join("tls/cert.pem"))
+        .args(["-H", &format!("Authorization: {bearer}")])
+        .arg(format!("https://127.0.0.1:{https}/api/v1/nodes"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl over HTTPS: {}", text(&out));
+}
