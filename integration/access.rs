@@ -1,10 +1,12 @@
 //! Secure access through the real binary: HTTPS with the self-signed certificate (curl
 //! trusting only that certificate, the CLI pinning its fingerprint or trusting it on first
-//! use, a wrong fingerprint refused) and `[http] api-https-only`.
+//! use, a wrong fingerprint refused) and `[http] api-https-only`; roles enforced by the API
+//! (an operator cannot add users or change settings, a viewer cannot power nodes) and reflected
+//! by the page (headless Chromium).
 
 mod common;
 
-use common::api::{free_port, ApiServer};
+use common::api::{cli_stdin, free_port, ApiServer, PASSWORD};
 use common::require_cmd;
 use std::process::{Command, Output};
 
@@ -157,4 +159,132 @@ fn api_https_only_refuses_plain_http_but_keeps_the_boot_path() {
         .output()
         .unwrap();
     assert!(out.status.success(), "curl over HTTPS: {}", text(&out));
+}
+
+/// Logs `user` in; returns (cookie, CSRF token).
+fn login_as(s: &ApiServer, user: &str) -> (String, String) {
+    let r = s.request(
+        "POST",
+        "/api/v1/login",
+        &[JSON],
+        Some(&format!(r#"{{"user":"{user}","password":"{PASSWORD}"}}"#)),
+    );
+    assert_eq!(r.status, 200, "login of {user}: {}", r.body);
+    let cookie = r.header("set-cookie").unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    (cookie, r.json()["csrf"].as_str().unwrap().to_string())
+}
+
+/// `drover user add NAME --role ROLE` with the test password.
+fn add_user(s: &ApiServer, name: &str, role: &str) {
+    let (ok, out, err) = cli_stdin(&s.d, &["user", "add", name, "--role", role], PASSWORD);
+    assert!(ok, "user add {name}: {out}{err}");
+}
+
+const JSON: (&str, &str) = ("Content-Type", "application/json");
+
+#[test]
+fn operators_and_viewers_are_refused_what_their_role_does_not_allow() {
+    let s = ApiServer::start();
+    add_user(&s, "op", "operator");
+    add_user(&s, "view", "viewer");
+    let listed = s.d.cli_ok(&["user", "list"]);
+    for (user, role) in [("admin", "admin"), ("op", "operator"), ("view", "viewer")] {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.split_whitespace().eq([user, role])),
+            "{listed}"
+        );
+    }
+    let send = |who: &(String, String), method: &str, path: &str, body: &str| {
+        let headers = [
+            ("Cookie", who.0.as_str()),
+            ("X-CSRF-Token", who.1.as_str()),
+            JSON,
+        ];
+        s.request(method, path, &headers, Some(body))
+    };
+    let op = login_as(&s, "op");
+    let user = r#"{"name":"eve","password":"long enough","role":"admin"}"#;
+    let r = send(&op, "POST", "/api/v1/users", user);
+    assert_eq!(r.status, 403, "an operator added a user: {}", r.body);
+    let msg = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("role operator") && msg.contains("needs admin"),
+        "{msg}"
+    );
+    let r = send(&op, "PUT", "/api/v1/settings/motd", r#"{"value":"hi"}"#);
+    assert_eq!(r.status, 403, "an operator changed a setting: {}", r.body);
+    let r = send(&op, "PATCH", "/api/v1/users/op", r#"{"role":"admin"}"#);
+    assert_eq!(r.status, 403, "an operator made itself admin: {}", r.body);
+    // Power is the operator's: refused for its input, not its role.
+    let power = r#"{"action":"status","targets":["nobody"]}"#;
+    let r = send(&op, "POST", "/api/v1/power", power);
+    assert_ne!(r.status, 403, "{}", r.body);
+    assert_eq!(send(&op, "GET", "/api/v1/nodes", "").status, 200);
+
+    let view = login_as(&s, "view");
+    let r = send(&view, "POST", "/api/v1/power", power);
+    assert_eq!(r.status, 403, "a viewer powered nodes: {}", r.body);
+    let msg = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("role viewer") && msg.contains("needs operator"),
+        "{msg}"
+    );
+    let node = r#"{"name":"n1","mac":"52:54:00:00:00:01"}"#;
+    assert_eq!(send(&view, "POST", "/api/v1/nodes", node).status, 403);
+    assert_eq!(send(&view, "GET", "/api/v1/nodes", "").status, 200);
+    let r = send(&view, "GET", "/api/v1/session", "");
+    assert_eq!(r.json()["role"], "viewer", "{}", r.body);
+
+    // An admin changes a role through the API; it counts at the operator's next request.
+    let admin = login_as(&s, "admin");
+    let r = send(&admin, "PATCH", "/api/v1/users/op", r#"{"role":"viewer"}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(send(&op, "POST", "/api/v1/power", power).status, 403);
+    // The last admin stays one.
+    let r = send(
+        &admin,
+        "PATCH",
+        "/api/v1/users/admin",
+        r#"{"role":"viewer"}"#,
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    // A viewer's token reads but does not change.
+    let out =
+        s.d.cli_ok(&["token", "create", "--name", "ro", "--role", "viewer"]);
+    let bearer = format!("Bearer {}", out.split_whitespace().last().unwrap());
+    let auth = [("Authorization", bearer.as_str()), JSON];
+    assert_eq!(s.request("GET", "/api/v1/nodes", &auth, None).status, 200);
+    assert_eq!(
+        s.request("POST", "/api/v1/nodes", &auth, Some(node)).status,
+        403
+    );
+}
+
+#[test]
+fn the_page_offers_each_role_what_it_may_do() {
+    let node = require_cmd("node", "nodejs");
+    let chromium = require_cmd("chromium", "chromium");
+    let dir = common::repo_root().join("integration/web");
+    common::require_file(
+        &dir.join("node_modules/playwright-core/package.json"),
+        "run scripts/setup (it runs `npm ci --prefix integration/web` to install playwright-core)",
+    );
+    let s = ApiServer::start();
+    add_user(&s, "op", "operator");
+    add_user(&s, "view", "viewer");
+    s.d.cli_ok(&["node", "add", "n1", "--mac", "52:54:00:00:00:01"]);
+    let out = Command::new(node)
+        .arg(dir.join("roles.mjs"))
+        .current_dir(&dir)
+        .env("DROVER_URL", s.url())
+        .env("DROVER_PASSWORD", PASSWORD)
+        .env("CHROMIUM", chromium)
+        .output()
+        .expect("run node");
+    let all = text(&out);
+    assert!(out.status.success(), "the browser test failed:\n{all}");
+    assert!(all.contains("roles test: ok"), "{all}");
 }

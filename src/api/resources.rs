@@ -10,7 +10,7 @@ use crate::auth;
 use crate::clock;
 use crate::store::model::{
     BootEvent, BootLog, Group, Image, ImageFile, Ipv4Net, Lease, LeaseState, Mac, Network, Node,
-    RootMode, Setting,
+    Role, RootMode, Setting,
 };
 use crate::store::Store;
 use crate::timeline::{self, NodeState};
@@ -685,10 +685,7 @@ pub async fn rollback_image(
     let mut f = Fields::parse(&headers, &body)?;
     let version: u32 = f.required("version")?;
     f.finish()?;
-    let by = match principal {
-        super::Principal::Session { user, .. } => format!("user {user}"),
-        super::Principal::Token { name } => format!("token {name}"),
-    };
+    let by = principal.who();
     let view = api
         .blocking(move |store| {
             let image = admin::rollback_image(store, &name, version, &by)
@@ -811,12 +808,82 @@ pub async fn put_setting(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Users
+
+/// An `auth` error as the API answers it: the admin's mapping, or 400 for a refused password
+/// or role change.
+fn auth_error(kind: &'static str, e: auth::AuthError) -> ApiError {
+    match e {
+        auth::AuthError::Admin(e) => ApiError::admin(kind, e),
+        e @ (auth::AuthError::TooShort | auth::AuthError::TooLong) => {
+            ApiError::new(StatusCode::BAD_REQUEST, Some("password"), e.to_string())
+        }
+        e @ auth::AuthError::LastAdmin { .. } => {
+            ApiError::new(StatusCode::CONFLICT, Some("role"), e.to_string())
+        }
+        other => ApiError::internal(kind, other),
+    }
+}
+
+#[derive(Serialize)]
+struct UserView {
+    name: String,
+    role: Role,
+}
+
+pub async fn list_users(State(api): State<Arc<Api>>, axum::extract::Query(q): Q) -> Res {
+    let mut q = Query::new(q);
+    let page = q.page()?;
+    q.finish()?;
+    let all = api.blocking(|store| Ok(auth::users(store)?)).await?;
+    ok(page.of(all
+        .into_iter()
+        .map(|u| UserView {
+            name: u.name,
+            role: u.role,
+        })
+        .collect()))
+}
+
+pub async fn add_user(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Res {
+    let mut f = Fields::parse(&headers, &body)?;
+    let name: String = f.required("name")?;
+    let password: String = f.required("password")?;
+    let role: Role = f.required("role")?;
+    f.finish()?;
+    let user = name.clone();
+    api.blocking(move |store| {
+        auth::add_user(store, &user, &password, role).map_err(|e| auth_error("user", e))
+    })
+    .await?;
+    created(UserView { name, role })
+}
+
+pub async fn set_user(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
+    let mut f = Fields::parse(&headers, &body)?;
+    let role: Role = f.required("role")?;
+    f.finish()?;
+    let user = name.clone();
+    api.blocking(move |store| {
+        auth::set_role(store, &user, role).map_err(|e| auth_error("user", e))
+    })
+    .await?;
+    ok(UserView { name, role })
+}
+
+// ---------------------------------------------------------------------------------------------
 // API tokens
 
 #[derive(Serialize)]
 struct TokenView {
     name: String,
     created: u64,
+    role: Role,
 }
 
 pub async fn list_tokens(State(api): State<Arc<Api>>, axum::extract::Query(q): Q) -> Res {
@@ -829,6 +896,7 @@ pub async fn list_tokens(State(api): State<Arc<Api>>, axum::extract::Query(q): Q
         .map(|t| TokenView {
             name: t.name,
             created: t.created,
+            role: t.role,
         })
         .collect()))
 }
@@ -841,18 +909,14 @@ pub async fn add_token(
 ) -> Res {
     let mut f = Fields::parse(&headers, &body)?;
     let name: String = f.required("name")?;
+    let role: Role = f.optional("role")?.unwrap_or_default();
     f.finish()?;
-    let who = match by {
-        Principal::Session { user, .. } => format!("user {user}"),
-        Principal::Token { name } => format!("token {name}"),
-    };
+    let who = by.who();
     let token_name = name.clone();
     let token = api
         .blocking(move |store| {
-            auth::create_token(store, &token_name, clock::unix_secs()).map_err(|e| match e {
-                auth::AuthError::Admin(e) => ApiError::admin("token", e),
-                other => ApiError::internal("token", other),
-            })
+            auth::create_token(store, &token_name, role, clock::unix_secs())
+                .map_err(|e| auth_error("token", e))
         })
         .await?;
     tracing::info!(token = %name, by = %who, "API token created");

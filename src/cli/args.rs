@@ -2,7 +2,7 @@
 //! library's change types. Parsing only: what a command does is in [`super`].
 
 use crate::admin;
-use crate::store::model::{Ipv4Net, Mac, RootMode};
+use crate::store::model::{Ipv4Net, Mac, Role, RootMode};
 use clap::{Args, Parser, Subcommand};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -80,6 +80,9 @@ pub enum Command {
     /// API tokens for scripts.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Users of the web page and API, and their roles (admin, operator, viewer).
+    #[command(subcommand)]
+    User(UserCmd),
     /// Power nodes on and off through their BMCs (IPMI over the LAN: RMCP+, or v1.5).
     Power(PowerArgs),
     /// Run the node agent (what drover does as /init of its initramfs).
@@ -659,11 +662,33 @@ pub enum AdminCmd {
 }
 
 #[derive(Subcommand)]
+pub enum UserCmd {
+    /// Make a user with a role (admin; operator: power, no user or settings changes; viewer:
+    /// read only). The password is read from standard input (asked twice on a terminal).
+    Add {
+        name: String,
+        #[arg(long)]
+        role: Role,
+    },
+    /// Change a user's role (the last admin stays admin).
+    Set {
+        name: String,
+        #[arg(long)]
+        role: Role,
+    },
+    /// List users and their roles.
+    List,
+}
+
+#[derive(Subcommand)]
 pub enum TokenCmd {
     /// Make an API token; prints it once, as the last word of the output.
     Create {
         #[arg(long)]
         name: String,
+        /// What the token may do: admin, operator (power) or viewer (read only).
+        #[arg(long, default_value = "admin")]
+        role: Role,
     },
     /// List API tokens (names only; tokens are not kept).
     List,

@@ -5,11 +5,12 @@
 //! Not here: printing (`print`), the pool's key and seed files (`crate::pool::setup`).
 
 use super::args::{NodeSetArgs, PowerArgs};
-use super::print::{PowerRow, TokenInfo};
+use super::print::{PowerRow, TokenInfo, UserInfo};
 use super::Backend;
 use crate::admin::{self, GroupInfo, NodeDetail};
 use crate::config::Config;
 use crate::image::{Blobs, ImageSource};
+use crate::store::model::Role;
 use crate::store::model::{
     BmcOwner, BootEvent, BootLog, Export, Group, Image, ImageVersion, Lease, Network, Node,
 };
@@ -212,16 +213,36 @@ impl Backend for Local {
             .map(|t| TokenInfo {
                 name: t.name,
                 created: t.created,
+                role: t.role,
             })
             .collect())
     }
 
-    fn create_token(&self, name: &str) -> Result<String> {
+    fn create_token(&self, name: &str, role: Role) -> Result<String> {
         Ok(crate::auth::create_token(
             self.store()?,
             name,
+            role,
             super::unix_now(),
         )?)
+    }
+
+    fn users(&self) -> Result<Vec<UserInfo>> {
+        Ok(crate::auth::users(self.store()?)?
+            .into_iter()
+            .map(|u| UserInfo {
+                name: u.name,
+                role: u.role,
+            })
+            .collect())
+    }
+
+    fn add_user(&self, name: &str, password: &str, role: Role) -> Result<()> {
+        Ok(crate::auth::add_user(self.store()?, name, password, role)?)
+    }
+
+    fn set_role(&self, name: &str, role: Role) -> Result<()> {
+        Ok(crate::auth::set_role(self.store()?, name, role)?)
     }
 
     fn remove_token(&self, name: &str) -> Result<()> {

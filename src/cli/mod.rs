@@ -25,13 +25,14 @@ use crate::admin::{self, GroupInfo, NodeDetail};
 use crate::clock::unix_secs as unix_now;
 use crate::config::Config;
 use crate::pool::setup;
+use crate::store::model::Role;
 use crate::store::model::{
     BootEvent, Export, Group, Image, ImageVersion, Lease, Network, Node, Squash,
 };
 use anyhow::{bail, Context, Result};
 use args::{
     AdminCmd, Command, DnsCmd, ExportCmd, GroupCmd, ImageCmd, LeaseCmd, NetworkCmd, NfsCmd,
-    NodeCmd, NodeSetArgs, PoolCmd, PowerAction, PowerArgs, TlsCmd, TokenCmd,
+    NodeCmd, NodeSetArgs, PoolCmd, PowerAction, PowerArgs, TlsCmd, TokenCmd, UserCmd,
 };
 use local::Local;
 use print::{PowerRow, TokenInfo};
@@ -72,7 +73,10 @@ pub trait Backend {
     fn remove_export(&self, name: &str) -> Result<()>;
     fn tokens(&self) -> Result<Vec<TokenInfo>>;
     /// Makes a token; returns its secret.
-    fn create_token(&self, name: &str) -> Result<String>;
+    fn create_token(&self, name: &str, role: Role) -> Result<String>;
+    fn users(&self) -> Result<Vec<print::UserInfo>>;
+    fn add_user(&self, name: &str, password: &str, role: Role) -> Result<()>;
+    fn set_role(&self, name: &str, role: Role) -> Result<()>;
     fn remove_token(&self, name: &str) -> Result<()>;
     /// Runs a power action on the targets; one row per node.
     fn power(&self, args: &PowerArgs) -> Result<Vec<PowerRow>>;
@@ -426,8 +430,8 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
             }
         },
         Command::Token(cmd) => match cmd {
-            TokenCmd::Create { name } => {
-                let token = b.create_token(&name)?;
+            TokenCmd::Create { name, role } => {
+                let token = b.create_token(&name, role)?;
                 // Scripts take the last word: keep the token last.
                 println!("created API token {name} (shown only now): {token}");
             }
@@ -436,6 +440,18 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
                 b.remove_token(&name)?;
                 println!("removed API token {name}");
             }
+        },
+        Command::User(cmd) => match cmd {
+            UserCmd::Add { name, role } => {
+                let password = password::read(&name)?;
+                b.add_user(&name, &password, role)?;
+                println!("added user {name} ({role})");
+            }
+            UserCmd::Set { name, role } => {
+                b.set_role(&name, role)?;
+                println!("user {name} is now {role}");
+            }
+            UserCmd::List => print!("{}", print::users(&b.users()?)),
         },
         Command::Power(args) => {
             let rows = b.power(&args)?;

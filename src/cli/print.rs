@@ -11,7 +11,7 @@
 
 use crate::admin::{BmcReach, GroupInfo, NodeDetail};
 use crate::store::model::{
-    BootEvent, Export, Image, ImageVersion, Lease, Network, Node, RootMode, Squash,
+    BootEvent, Export, Image, ImageVersion, Lease, Network, Node, Role, RootMode, Squash,
 };
 use crate::timeline;
 use std::fmt::Write;
@@ -384,13 +384,35 @@ pub fn exports(exports: &[Export]) -> String {
 pub struct TokenInfo {
     pub name: String,
     pub created: u64,
+    #[serde(default)]
+    pub role: Role,
 }
 
 /// `token list`.
 pub fn tokens(tokens: &[TokenInfo]) -> String {
-    let mut rows = vec![header(&["NAME", "CREATED (UNIX)"])];
+    let mut rows = vec![header(&["NAME", "CREATED (UNIX)", "ROLE"])];
     for t in tokens {
-        rows.push(vec![t.name.clone(), t.created.to_string()]);
+        rows.push(vec![
+            t.name.clone(),
+            t.created.to_string(),
+            t.role.to_string(),
+        ]);
+    }
+    table(&rows)
+}
+
+/// A user as `user list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct UserInfo {
+    pub name: String,
+    pub role: Role,
+}
+
+/// `user list`.
+pub fn users(users: &[UserInfo]) -> String {
+    let mut rows = vec![header(&["NAME", "ROLE"])];
+    for u in users {
+        rows.push(vec![u.name.clone(), u.role.to_string()]);
     }
     table(&rows)
 }

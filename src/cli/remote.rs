@@ -15,10 +15,11 @@
 //! counterpart (`super::run` refuses them by name: they need the appliance's own files).
 
 use super::args::{NodeSetArgs, PowerAction, PowerArgs};
-use super::print::{PowerRow, TokenInfo};
+use super::print::{PowerRow, TokenInfo, UserInfo};
 use super::{trust, Backend};
 use crate::admin::{self, GroupInfo, NodeDetail};
 use crate::agent::http::{parse_head, HttpError};
+use crate::store::model::Role;
 use crate::store::model::{
     BootEvent, Export, Group, Image, ImageVersion, Ipv4Net, Lease, Network, Node,
 };
@@ -518,9 +519,26 @@ impl Backend for Remote {
         self.list_of("token", "/tokens")
     }
 
-    fn create_token(&self, name: &str) -> anyhow::Result<String> {
-        let v = self.json_call("POST", "/tokens", &json!({ "name": name }))?;
+    fn create_token(&self, name: &str, role: Role) -> anyhow::Result<String> {
+        let body = json!({ "name": name, "role": role });
+        let v = self.json_call("POST", "/tokens", &body)?;
         decode("token", v["token"].clone())
+    }
+
+    fn users(&self) -> anyhow::Result<Vec<UserInfo>> {
+        self.list_of("user", "/users")
+    }
+
+    fn add_user(&self, name: &str, password: &str, role: Role) -> anyhow::Result<()> {
+        let body = json!({ "name": name, "password": password, "role": role });
+        self.json_call("POST", "/users", &body)?;
+        Ok(())
+    }
+
+    fn set_role(&self, name: &str, role: Role) -> anyhow::Result<()> {
+        let path = format!("/users/{}", segment(name));
+        self.json_call("PATCH", &path, &json!({ "role": role }))?;
+        Ok(())
     }
 
     fn remove_token(&self, name: &str) -> anyhow::Result<()> {
