@@ -288,3 +288,64 @@ fn the_page_offers_each_role_what_it_may_do() {
     assert!(out.status.success(), "the browser test failed:\n{all}");
     assert!(all.contains("roles test: ok"), "{all}");
 }
+
+#[test]
+fn every_change_is_audited_with_who_when_and_where() {
+    let s = ApiServer::start();
+    let token = s.token("ci");
+    let bearer = format!("Bearer {token}");
+    let auth = [("Authorization", bearer.as_str()), JSON];
+    s.d.cli_ok(&["node", "add", "n1", "--mac", "52:54:00:00:00:01"]);
+    s.d.cli_ok(&["node", "list"]);
+    let node = r#"{"name":"n2","mac":"52:54:00:00:00:02"}"#;
+    let r = s.request("POST", "/api/v1/nodes", &auth, Some(node));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(s.request("GET", "/api/v1/nodes", &auth, None).status, 200);
+    // A refused change is not one.
+    let r = s.request("POST", "/api/v1/nodes", &auth, Some(node));
+    assert_eq!(r.status, 409, "{}", r.body);
+    let entries: serde_json::Value =
+        serde_json::from_str(&s.d.cli_ok(&["audit", "--json"])).unwrap();
+    let entries = entries.as_array().unwrap();
+    let whats: Vec<&str> = entries
+        .iter()
+        .map(|e| e["what"].as_str().unwrap())
+        .collect();
+    // `admin passwd`, `token create`, `node add` (local), the API's POST; no reads, no
+    // refusal.
+    assert_eq!(entries.len(), 4, "{whats:?}");
+    assert!(whats[0].starts_with("drover --state-dir"), "{whats:?}");
+    assert!(whats[0].ends_with("admin passwd"), "{whats:?}");
+    assert!(whats[1].ends_with("token create --name ci"), "{whats:?}");
+    assert!(
+        whats[2].ends_with("node add n1 --mac 52:54:00:00:00:01"),
+        "{whats:?}"
+    );
+    assert_eq!(entries[2]["from"], "local");
+    assert!(entries[2]["who"].as_str().unwrap().starts_with("unix "));
+    assert_eq!(whats[3], "POST /api/v1/nodes");
+    assert_eq!(entries[3]["who"], "token ci");
+    assert_eq!(entries[3]["from"], "127.0.0.1");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let at = entries[3]["at"].as_u64().unwrap();
+    assert!(at <= now && at + 600 > now, "at {at}, now {now}");
+    // The same through --server, and --since filters.
+    let out = Command::new(s.d.bin())
+        .args(["--server", &s.url(), "--token", &token, "audit"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(table.lines().count(), 1 + 4, "{table}");
+    assert!(
+        table.contains("token ci") && table.contains("POST /api/v1/nodes"),
+        "{table}"
+    );
+    let later = (now + 3600).to_string();
+    let out = s.d.cli_ok(&["audit", "--since", &later, "--json"]);
+    assert_eq!(out.trim(), "[]");
+    assert!(!s.d.cli(&["audit", "--since", "yesterday"]).status.success());
+}

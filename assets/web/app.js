@@ -172,7 +172,19 @@ const loaders = {
   images: loadImages,
   networks: loadNetworks,
   pool: loadPool,
+  audit: loadAudit,
 };
+
+// The last day's changes (the API and local CLI record them; admins only).
+async function loadAudit() {
+  const since = Math.floor(Date.now() / 1000) - 86400;
+  const list = await api('GET', `/audit?since=${since}&limit=1000`);
+  fill('#audit', list.items.reverse().map((e) => {
+    const tr = document.createElement('tr');
+    tr.append(cell(new Date(e.at * 1000).toLocaleString()), cell(e.who), cell(e.from), cell(e.what));
+    return tr;
+  }));
+}
 
 function select(name) {
   view = name;

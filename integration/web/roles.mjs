@@ -1,5 +1,5 @@
-// The page reflects the signed-in role: it offers admins every change, operators the power
-// buttons only, viewers nothing that changes anything. Run by integration/access.rs with
+// The page reflects the signed-in role: it offers admins every change and the audit log,
+// operators the power buttons only, viewers nothing that changes anything. Run by integration/access.rs with
 // DROVER_URL, DROVER_PASSWORD (of users admin, op and view) and CHROMIUM. Prints
 // "roles test: ok"; any failure throws.
 import { envOf, launch } from './lib.mjs';
@@ -29,6 +29,12 @@ try {
     assert.equal(await shown(page, '#power-actions'), canPower, `${role}: the power buttons`);
     const edit = page.locator('#nodes tbody tr[data-name=n1] button', { hasText: 'Remove' });
     assert.equal(await edit.isVisible(), canAdmin, `${role}: a node's Remove button`);
+    assert.equal(await shown(page, 'nav button[data-view=audit]'), canAdmin, `${role}: the audit view`);
+    if (canAdmin) {
+      // The audit view lists the CLI's changes (the test added users op and view).
+      await page.click('nav button[data-view=audit]');
+      await page.locator('#audit tbody tr', { hasText: 'user add view' }).waitFor();
+    }
     console.log(`roles test: ${role} sees what it may do`);
     await context.close();
   }

@@ -362,6 +362,7 @@ pub fn routes() -> Vec<Route> {
             r::remover("setting", crate::admin::remove_setting),
         ),
         with_role(Role::Admin, route(get.clone(), "/users", r::list_users)),
+        with_role(Role::Admin, route(get.clone(), "/audit", r::list_audit)),
         route(post.clone(), "/users", r::add_user),
         route(patch.clone(), "/users/{name}", r::set_user),
         with_role(Role::Admin, route(get.clone(), "/tokens", r::list_tokens)),
@@ -385,7 +386,7 @@ pub fn router(api: Arc<Api>) -> Router {
         let handler = match r.public {
             true => r.handler,
             false => r.handler.route_layer(axum::middleware::from_fn_with_state(
-                (r.role, r.method.clone(), r.path),
+                (api.clone(), r.role, r.method.clone(), r.path),
                 require_role,
             )),
         };
@@ -459,9 +460,9 @@ fn authenticate(api: &Api, headers: &HeaderMap) -> Result<Principal, ApiError> {
 }
 
 /// Middleware of each non-public route (inside `require_login`): refuses callers whose role is
-/// below the route's.
+/// below the route's, and records each accepted change in the audit log (`crate::audit`).
 async fn require_role(
-    State((needed, method, path)): State<(Role, Method, &'static str)>,
+    State((api, needed, method, path)): State<(Arc<Api>, Role, Method, &'static str)>,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -475,7 +476,25 @@ async fn require_role(
             principal.who()
         )));
     }
-    Ok(next.run(req).await)
+    let change = !matches!(method, Method::GET | Method::HEAD);
+    let audit = change.then(|| {
+        let from = client_ip(req.extensions()).to_string();
+        let what = format!("{method} {PREFIX}{}", req.uri().path());
+        (principal.who(), from, what)
+    });
+    let resp = next.run(req).await;
+    if let (Some((who, from, what)), true) = (audit, resp.status().is_success()) {
+        let now = crate::clock::unix_ms();
+        // The change is committed; a failed audit write is logged, not turned into an error
+        // the client would take for a failed change.
+        let written = api
+            .blocking(move |store| Ok(crate::audit::record(store, now, &who, &from, &what)?))
+            .await;
+        if let Err(e) = written {
+            tracing::error!("cannot write the audit log: {e:?}");
+        }
+    }
+    Ok(resp)
 }
 
 fn session_cookie(headers: &HeaderMap) -> Option<String> {

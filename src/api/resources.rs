@@ -825,6 +825,27 @@ fn auth_error(kind: &'static str, e: auth::AuthError) -> ApiError {
     }
 }
 
+/// `GET /audit?since=UNIX_SECS`: the audit log, oldest first.
+pub async fn list_audit(State(api): State<Arc<Api>>, axum::extract::Query(q): Q) -> Res {
+    let mut q = Query::new(q);
+    let since = match q.get("since") {
+        None => 0,
+        Some(s) => s.parse::<u64>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Some("since"),
+                "since must be unix seconds",
+            )
+        })?,
+    };
+    let page = q.page()?;
+    q.finish()?;
+    let all = api
+        .blocking(move |store| Ok(crate::audit::since(store, since)?))
+        .await?;
+    ok(page.of(all))
+}
+
 #[derive(Serialize)]
 struct UserView {
     name: String,

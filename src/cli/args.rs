@@ -83,6 +83,15 @@ pub enum Command {
     /// Users of the web page and API, and their roles (admin, operator, viewer).
     #[command(subcommand)]
     User(UserCmd),
+    /// The audit log: who changed what, when, from where (API and local CLI).
+    Audit {
+        /// Only entries since: unix seconds, or an age (`90s`, `30m`, `12h`, `7d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Power nodes on and off through their BMCs (IPMI over the LAN: RMCP+, or v1.5).
     Power(PowerArgs),
     /// Run the node agent (what drover does as /init of its initramfs).

@@ -16,32 +16,38 @@ use crate::store::model::{
 };
 use crate::store::{Store, StoreError};
 use anyhow::{bail, Context, Result};
-use std::cell::OnceCell;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// The state directory of this machine's drover.
 pub struct Local {
     state: PathBuf,
-    store: OnceCell<Store>,
 }
 
 impl Local {
     pub fn new(state: &Path) -> Local {
         Local {
             state: state.to_path_buf(),
-            store: OnceCell::new(),
         }
     }
 
-    /// The store, opened on first use.
-    pub fn store(&self) -> Result<&Store> {
-        if let Some(s) = self.store.get() {
-            return Ok(s);
+    /// The store, opened on first use and then kept for the life of the process: LMDB (heed)
+    /// refuses to open one environment twice in a process, and a command may reach the store
+    /// through more than one `Local` (the command, then its audit entry).
+    pub fn store(&self) -> Result<&'static Store> {
+        static OPEN: Mutex<Vec<(PathBuf, &'static Store)>> = Mutex::new(Vec::new());
+        // A panic while holding the lock aborts the process (panic = "abort").
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, store)) = open.iter().find(|(p, _)| *p == self.state) {
+            return Ok(store);
         }
         let store = Store::open(&self.state)
             .with_context(|| format!("opening the store in {}", self.state.display()))?;
-        Ok(self.store.get_or_init(|| store))
+        // Leaked on purpose: a CLI process is short, and the store lives as long as it does.
+        let store: &'static Store = Box::leak(Box::new(store));
+        open.push((self.state.clone(), store));
+        Ok(store)
     }
 
     /// `image add`: stores the files and builds the agent's initramfs from this binary.
@@ -235,6 +241,10 @@ impl Backend for Local {
                 role: u.role,
             })
             .collect())
+    }
+
+    fn audit(&self, since: u64) -> Result<Vec<crate::store::model::AuditEntry>> {
+        Ok(crate::audit::since(self.store()?, since)?)
     }
 
     fn add_user(&self, name: &str, password: &str, role: Role) -> Result<()> {

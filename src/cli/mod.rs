@@ -75,6 +75,8 @@ pub trait Backend {
     /// Makes a token; returns its secret.
     fn create_token(&self, name: &str, role: Role) -> Result<String>;
     fn users(&self) -> Result<Vec<print::UserInfo>>;
+    /// Audit log entries at or after `since` (unix seconds), oldest first.
+    fn audit(&self, since: u64) -> Result<Vec<crate::store::model::AuditEntry>>;
     fn add_user(&self, name: &str, password: &str, role: Role) -> Result<()>;
     fn set_role(&self, name: &str, role: Role) -> Result<()>;
     fn remove_token(&self, name: &str) -> Result<()>;
@@ -102,11 +104,91 @@ pub fn run(cli: args::Cli) -> Result<()> {
                  (on its state directory); run it there without --server"
             );
         }
-        return run_local(state, cli.command);
+        let what = changes(&cli.command).then(command_line);
+        run_local(state, cli.command)?;
+        return audit_local(state, what);
     }
-    match &remote {
-        Some(r) => run_on(r, cli.command),
-        None => run_on(&Local::new(state), cli.command),
+    let Some(r) = &remote else {
+        let what = changes(&cli.command).then(command_line);
+        run_on(&Local::new(state), cli.command)?;
+        return audit_local(state, what);
+    };
+    run_on(r, cli.command)
+}
+
+/// Records a local change that succeeded (the API records its own: see `crate::audit`).
+fn audit_local(state: &Path, what: Option<String>) -> Result<()> {
+    let Some(what) = what else {
+        return Ok(());
+    };
+    let local = Local::new(state);
+    let now = crate::clock::unix_ms();
+    crate::audit::record(local.store()?, now, &unix_user(), "local", &what)
+        .context("writing the audit log")
+}
+
+/// Whether a command that has an API counterpart changes anything (and so goes to the audit
+/// log when run locally).
+fn changes(command: &Command) -> bool {
+    let matches =
+        <args::Cli as clap::CommandFactory>::command().try_get_matches_from(std::env::args_os());
+    let Ok(matches) = matches else {
+        return true;
+    };
+    let mut words = Vec::new();
+    let mut sub = matches.subcommand();
+    while let Some((name, m)) = sub {
+        words.push(name.to_string());
+        sub = m.subcommand();
+    }
+    // Reads, and commands that leave the store alone (or, like `uninstall --purge`, remove it).
+    let reads = [
+        "list",
+        "show",
+        "status",
+        "history",
+        "events",
+        "audit",
+        "check-config",
+        "check",
+        "clients",
+        "serve",
+        "agent",
+        "completions",
+        "man",
+        "backup",
+        "tls",
+        "install",
+        "uninstall",
+        "default-config",
+        "restore",
+    ];
+    let read_only = words.iter().any(|w| reads.contains(&w.as_str()))
+        || matches!(command, Command::DefaultConfig | Command::Serve { .. });
+    !read_only
+}
+
+/// The command line as typed, for the audit log (secrets never are arguments: passwords and
+/// BMC passwords come from standard input or files).
+fn command_line() -> String {
+    let args = std::env::args_os().skip(1);
+    std::iter::once("drover".to_string())
+        .chain(args.map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `unix NAME` of the user running the CLI (`$USER`, else the uid).
+fn unix_user() -> String {
+    match std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+        Ok(name) if !name.is_empty() => format!("unix {name}"),
+        _ => {
+            use std::os::unix::fs::MetadataExt;
+            match std::fs::metadata("/proc/self") {
+                Ok(m) => format!("unix uid {}", m.uid()),
+                Err(_) => "unix (unknown)".into(),
+            }
+        }
     }
 }
 
@@ -453,6 +535,20 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
             }
             UserCmd::List => print!("{}", print::users(&b.users()?)),
         },
+        Command::Audit { since, json } => {
+            let since = match since {
+                None => 0,
+                Some(s) => crate::audit::parse_since(&s, unix_now()).with_context(|| {
+                    format!("--since {s:?}: expected unix seconds or an age like 30m, 12h, 7d")
+                })?,
+            };
+            let entries = b.audit(since)?;
+            if json {
+                print!("{}", print::json(&entries)?);
+            } else {
+                print!("{}", print::audit(&entries));
+            }
+        }
         Command::Power(args) => {
             let rows = b.power(&args)?;
             print!("{}", print::power(&rows));

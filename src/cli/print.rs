@@ -401,6 +401,20 @@ pub fn tokens(tokens: &[TokenInfo]) -> String {
     table(&rows)
 }
 
+/// `audit`: one line per change, oldest first.
+pub fn audit(entries: &[crate::store::model::AuditEntry]) -> String {
+    let mut rows = vec![header(&["AT (UNIX)", "WHO", "FROM", "WHAT"])];
+    for e in entries {
+        rows.push(vec![
+            e.at.to_string(),
+            e.who.clone(),
+            e.from.clone(),
+            e.what.clone(),
+        ]);
+    }
+    table(&rows)
+}
+
 /// A user as `user list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct UserInfo {

@@ -529,6 +529,10 @@ impl Backend for Remote {
         self.list_of("user", "/users")
     }
 
+    fn audit(&self, since: u64) -> anyhow::Result<Vec<crate::store::model::AuditEntry>> {
+        self.list_of("audit entry", &format!("/audit?since={since}"))
+    }
+
     fn add_user(&self, name: &str, password: &str, role: Role) -> anyhow::Result<()> {
         let body = json!({ "name": name, "password": password, "role": role });
         self.json_call("POST", "/users", &body)?;

@@ -801,6 +801,21 @@ pub struct BootLog {
     pub events: Vec<BootEvent>,
 }
 
+/// One change in the audit log (`crate::audit`). `id` sorts in time order: the change's
+/// unix time in milliseconds, then the member that recorded it and a random part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: String,
+    /// Unix seconds.
+    pub at: u64,
+    /// `user NAME`, `token NAME` (API) or `unix USER` (local CLI).
+    pub who: String,
+    /// The client address (API) or `local`.
+    pub from: String,
+    /// The request (`PATCH /api/v1/nodes/n1`) or command line (`drover node set n1 ..`).
+    pub what: String,
+}
+
 /// What a user or API token may do; each role may do all that the roles before it may.
 /// Records written before roles existed have none and read as [`Role::Admin`] (what every
 /// user was then).
