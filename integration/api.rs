@@ -591,7 +591,13 @@ fn every_endpoint_names_the_bad_field() {
         ),
         ("DELETE", "/api/v1/tokens/ghost", None, 404, Some("name")),
         // audit
-        ("GET", "/api/v1/audit?since=yesterday", None, 400, Some("since")),
+        (
+            "GET",
+            "/api/v1/audit?since=yesterday",
+            None,
+            400,
+            Some("since"),
+        ),
         ("GET", "/api/v1/audit?x=1", None, 400, Some("x")),
         // users
         ("GET", "/api/v1/users?x=1", None, 400, Some("x")),

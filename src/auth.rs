@@ -99,30 +99,36 @@ fn hash_password(password: &str) -> Result<String, AuthError> {
 /// Sets (or creates, as an admin) user `name` with `password`; an existing user keeps its
 /// role.
 pub fn set_password(store: &Store, name: &str, password: &str) -> Result<(), AuthError> {
-    check_name(name)?;
-    let password_hash = hash_password(password)?;
-    store.write(|w| {
-        let role = w.get::<User>(name)?.map(|u| u.role).unwrap_or_default();
-        w.put(&User {
-            name: name.to_string(),
-            password_hash,
-            role,
-        })
-    })?;
-    Ok(())
+    put_user(store, name, password, None)
 }
 
 /// Makes user `name` with `password` and `role`; refused if the user exists.
 pub fn add_user(store: &Store, name: &str, password: &str, role: Role) -> Result<(), AuthError> {
+    put_user(store, name, password, Some(role))
+}
+
+/// Writes user `name` with `password`: a new user with `role`, refused if it exists; or
+/// (`role` None) any user, keeping its role (admin when new).
+fn put_user(
+    store: &Store,
+    name: &str,
+    password: &str,
+    role: Option<Role>,
+) -> Result<(), AuthError> {
     check_name(name)?;
     let password_hash = hash_password(password)?;
     store.write(|w| {
-        if w.get::<User>(name)?.is_some() {
-            return Err(AuthError::Admin(AdminError::Exists {
-                kind: "user",
-                name: name.to_string(),
-            }));
-        }
+        let existing = w.get::<User>(name)?.map(|u| u.role);
+        let role = match (role, existing) {
+            (Some(_), Some(_)) => {
+                return Err(AuthError::Admin(AdminError::Exists {
+                    kind: "user",
+                    name: name.to_string(),
+                }))
+            }
+            (Some(role), None) => role,
+            (None, existing) => existing.unwrap_or_default(),
+        };
         w.put(&User {
             name: name.to_string(),
             password_hash,

@@ -852,18 +852,26 @@ struct UserView {
     role: Role,
 }
 
-pub async fn list_users(State(api): State<Arc<Api>>, axum::extract::Query(q): Q) -> Res {
+/// A paged list of every row `load` reads, each shown as `view` makes it (no filters).
+async fn paged<T: Send + 'static, V: Serialize>(
+    api: &Arc<Api>,
+    q: Vec<(String, String)>,
+    load: fn(&Store) -> Result<Vec<T>, crate::store::StoreError>,
+    view: fn(T) -> V,
+) -> Res {
     let mut q = Query::new(q);
     let page = q.page()?;
     q.finish()?;
-    let all = api.blocking(|store| Ok(auth::users(store)?)).await?;
-    ok(page.of(all
-        .into_iter()
-        .map(|u| UserView {
-            name: u.name,
-            role: u.role,
-        })
-        .collect()))
+    let all = api.blocking(move |store| Ok(load(store)?)).await?;
+    ok(page.of(all.into_iter().map(view).collect()))
+}
+
+pub async fn list_users(State(api): State<Arc<Api>>, axum::extract::Query(q): Q) -> Res {
+    paged(&api, q, auth::users, |u| UserView {
+        name: u.name,
+        role: u.role,
+    })
+    .await
 }
 
 pub async fn add_user(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Res {
@@ -908,18 +916,12 @@ struct TokenView {
 }
 
 pub async fn list_tokens(State(api): State<Arc<Api>>, axum::extract::Query(q): Q) -> Res {
-    let mut q = Query::new(q);
-    let page = q.page()?;
-    q.finish()?;
-    let all = api.blocking(|store| Ok(auth::tokens(store)?)).await?;
-    ok(page.of(all
-        .into_iter()
-        .map(|t| TokenView {
-            name: t.name,
-            created: t.created,
-            role: t.role,
-        })
-        .collect()))
+    paged(&api, q, auth::tokens, |t| TokenView {
+        name: t.name,
+        created: t.created,
+        role: t.role,
+    })
+    .await
 }
 
 pub async fn add_token(
