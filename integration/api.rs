@@ -590,6 +590,53 @@ fn every_endpoint_names_the_bad_field() {
             Some("name"),
         ),
         ("DELETE", "/api/v1/tokens/ghost", None, 404, Some("name")),
+        // audit
+        (
+            "GET",
+            "/api/v1/audit?since=yesterday",
+            None,
+            400,
+            Some("since"),
+        ),
+        ("GET", "/api/v1/audit?x=1", None, 400, Some("x")),
+        // users
+        ("GET", "/api/v1/users?x=1", None, 400, Some("x")),
+        ("POST", "/api/v1/users", Some(r#"{}"#), 400, Some("name")),
+        (
+            "POST",
+            "/api/v1/users",
+            Some(r#"{"name":"u1","password":"long enough","role":"boss"}"#),
+            400,
+            Some("role"),
+        ),
+        (
+            "POST",
+            "/api/v1/users",
+            Some(r#"{"name":"u1","password":"short","role":"viewer"}"#),
+            400,
+            Some("password"),
+        ),
+        (
+            "POST",
+            "/api/v1/users",
+            Some(r#"{"name":"admin","password":"long enough","role":"viewer"}"#),
+            409,
+            Some("name"),
+        ),
+        (
+            "PATCH",
+            "/api/v1/users/ghost",
+            Some(r#"{"role":"viewer"}"#),
+            404,
+            Some("name"),
+        ),
+        (
+            "PATCH",
+            "/api/v1/users/admin",
+            Some(r#"{}"#),
+            400,
+            Some("role"),
+        ),
         // login
         (
             "POST",

@@ -11,11 +11,14 @@
 //! Secrets never reach logs: passwords and tokens are not `Debug`-printed, the store keeps
 //! only hashes, and the random first password goes to a file, not to the log.
 //!
-//! Not here: the HTTP side (cookies, CSRF header, status codes: `crate::api`), roles (every
-//! user is an admin), TLS.
+//! Roles ([`Role`]): each user and token has one; records older than roles read as admin.
+//! The last admin cannot be demoted, so the appliance never locks its admins out.
+//!
+//! Not here: the HTTP side (cookies, CSRF header, status codes, which role each route needs:
+//! `crate::api`), TLS (`crate::tls`).
 
 use crate::admin::{check_name, AdminError};
-use crate::store::model::{ApiToken, User};
+use crate::store::model::{ApiToken, Role, User};
 use crate::store::{Store, StoreError};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -55,6 +58,8 @@ pub enum AuthError {
     TooShort,
     #[error("the password is too long: at most {MAX_PASSWORD_LEN} characters")]
     TooLong,
+    #[error("{name} is the last admin: make another user admin first")]
+    LastAdmin { name: String },
     #[error("cannot hash the password: {0}")]
     Hash(String),
     #[error("cannot write {path}: {source}")]
@@ -91,15 +96,81 @@ fn hash_password(password: &str) -> Result<String, AuthError> {
         .map_err(|e| AuthError::Hash(e.to_string()))
 }
 
-/// Sets (or creates) user `name` with `password`.
+/// Sets (or creates, as an admin) user `name` with `password`; an existing user keeps its
+/// role.
 pub fn set_password(store: &Store, name: &str, password: &str) -> Result<(), AuthError> {
+    put_user(store, name, password, None)
+}
+
+/// Makes user `name` with `password` and `role`; refused if the user exists.
+pub fn add_user(store: &Store, name: &str, password: &str, role: Role) -> Result<(), AuthError> {
+    put_user(store, name, password, Some(role))
+}
+
+/// Writes user `name` with `password`: a new user with `role`, refused if it exists; or
+/// (`role` None) any user, keeping its role (admin when new).
+fn put_user(
+    store: &Store,
+    name: &str,
+    password: &str,
+    role: Option<Role>,
+) -> Result<(), AuthError> {
     check_name(name)?;
-    let user = User {
-        name: name.to_string(),
-        password_hash: hash_password(password)?,
-    };
-    store.write(|w| w.put(&user))?;
-    Ok(())
+    let password_hash = hash_password(password)?;
+    store.write(|w| {
+        let existing = w.get::<User>(name)?.map(|u| u.role);
+        let role = match (role, existing) {
+            (Some(_), Some(_)) => {
+                return Err(AuthError::Admin(AdminError::Exists {
+                    kind: "user",
+                    name: name.to_string(),
+                }))
+            }
+            (Some(role), None) => role,
+            (None, existing) => existing.unwrap_or_default(),
+        };
+        w.put(&User {
+            name: name.to_string(),
+            password_hash,
+            role,
+        })?;
+        Ok(())
+    })
+}
+
+/// Gives user `name` `role`. Refused for an unknown user, and when it would leave no admin.
+pub fn set_role(store: &Store, name: &str, role: Role) -> Result<(), AuthError> {
+    store.write(|w| {
+        let Some(mut user) = w.get::<User>(name)? else {
+            return Err(AuthError::Admin(AdminError::Unknown {
+                kind: "user",
+                name: name.to_string(),
+            }));
+        };
+        let admins = w
+            .all::<User>()?
+            .iter()
+            .filter(|u| u.role == Role::Admin)
+            .count();
+        if user.role == Role::Admin && role != Role::Admin && admins <= 1 {
+            return Err(AuthError::LastAdmin {
+                name: name.to_string(),
+            });
+        }
+        user.role = role;
+        w.put(&user)?;
+        Ok(())
+    })
+}
+
+/// Every user (names and roles; the hashes stay in the records).
+pub fn users(store: &Store) -> Result<Vec<User>, StoreError> {
+    store.read(|r| r.all::<User>())
+}
+
+/// The role of user `name`, if the user exists.
+pub fn user_role(store: &Store, name: &str) -> Result<Option<Role>, StoreError> {
+    Ok(store.read(|r| r.get::<User>(name))?.map(|u| u.role))
 }
 
 /// Whether `password` is user `name`'s. Slow on purpose (argon2): call it off the async
@@ -167,13 +238,14 @@ fn token_hash(token: &str) -> String {
 }
 
 /// Makes API token `name` and returns the token (shown once; only its hash is kept).
-pub fn create_token(store: &Store, name: &str, now: u64) -> Result<String, AuthError> {
+pub fn create_token(store: &Store, name: &str, role: Role, now: u64) -> Result<String, AuthError> {
     check_name(name)?;
     let token = format!("{TOKEN_PREFIX}{}", random_hex(32));
     let record = ApiToken {
         name: name.to_string(),
         hash: token_hash(&token),
         created: now,
+        role,
     };
     store.write(|w| {
         if w.get::<ApiToken>(name)?.is_some() {
@@ -205,12 +277,17 @@ pub fn tokens(store: &Store) -> Result<Vec<ApiToken>, StoreError> {
     store.read(|r| r.all::<ApiToken>())
 }
 
-/// The name of the API token `token`, if it is one.
-pub fn token_owner(store: &Store, token: &str) -> Result<Option<String>, StoreError> {
+/// The name and role of the API token `token`, if it is one.
+pub fn token_owner(store: &Store, token: &str) -> Result<Option<(String, Role)>, StoreError> {
     if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
         return Ok(None);
     }
-    store.read(|r| r.owner(&format!("token/{}", token_hash(token))))
+    store.read(|r| {
+        let Some(name) = r.owner(&format!("token/{}", token_hash(token)))? else {
+            return Ok(None);
+        };
+        Ok(r.get::<ApiToken>(&name)?.map(|t| (name, t.role)))
+    })
 }
 
 /// Compares two secrets in time that depends only on their lengths.
@@ -398,6 +475,18 @@ impl LoginLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_and_tokens_stored_before_roles_read_as_admins() {
+        let user: User = serde_json::from_str(r#"{"name":"a","password_hash":"h"}"#).unwrap();
+        assert_eq!(user.role, Role::Admin);
+        let token: ApiToken =
+            serde_json::from_str(r#"{"name":"t","hash":"h","created":1}"#).unwrap();
+        assert_eq!(token.role, Role::Admin);
+        assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
+        assert_eq!("operator".parse::<Role>(), Ok(Role::Operator));
+        assert!("root".parse::<Role>().is_err());
+    }
 
     #[test]
     fn limiter_allows_a_burst_then_one_per_interval() {

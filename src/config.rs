@@ -16,7 +16,7 @@ use crate::store::model::{valid_name, Ipv4Net};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The embedded default configuration.
@@ -140,6 +140,14 @@ pub struct Http {
     /// Where the admin reaches the API and page besides the served interfaces'
     /// addresses (`admin-address`): HTTP listens on those and this, never on 0.0.0.0.
     pub admin_address: Ipv4Addr,
+    /// HTTPS for the page and API on the same addresses (`https-port`); off when absent.
+    pub https_port: Option<u16>,
+    /// The admin's certificate chain and key (PEM, `tls-cert`/`tls-key`, both or neither);
+    /// without them a self-signed certificate is made in the state directory.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Refuse the API and page over plain HTTP (`api-https-only`); the boot path stays.
+    pub api_https_only: bool,
 }
 
 impl Default for Http {
@@ -148,6 +156,10 @@ impl Default for Http {
             enabled: true,
             port: 80,
             admin_address: Ipv4Addr::LOCALHOST,
+            https_port: None,
+            tls_cert: None,
+            tls_key: None,
+            api_https_only: false,
         }
     }
 }
@@ -512,6 +524,24 @@ impl Config {
                 format!("is {} s; the minimum is 60", self.dhcp.lease_time),
             ));
         }
+        if self.http.https_port == Some(0) || self.http.https_port == Some(self.http.port) {
+            return Err(bad(
+                "http.https-port",
+                "must not be 0 nor the same as http.port".into(),
+            ));
+        }
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            return Err(bad(
+                "http.tls-cert",
+                "and http.tls-key go together: give both or neither".into(),
+            ));
+        }
+        if self.http.api_https_only && self.http.https_port.is_none() {
+            return Err(bad(
+                "http.api-https-only",
+                "needs http.https-port (else the API would be nowhere)".into(),
+            ));
+        }
         if self.tftp.port == 0 {
             return Err(bad("tftp.port", "must not be 0".into()));
         }
@@ -722,6 +752,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("ntp.port"), "{e}");
+        for (text, key) in [
+            ("[http]\ntls-cert = \"/c.pem\"\n", "http.tls-cert"),
+            ("[http]\napi-https-only = true\n", "http.api-https-only"),
+            (
+                "[http]\nport = 8080\nhttps-port = 8080\n",
+                "http.https-port",
+            ),
+        ] {
+            let e = Config::parse(text, "f.toml").unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
         let c = Config::parse(
             "[dns]\nupstreams = [\"192.0.2.1\", \"192.0.2.2:5353\"]\n",
             "f.toml",

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod agent;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod cli;
@@ -38,3 +39,4 @@ pub mod serve;
 pub mod store;
 pub mod tftp;
 pub mod timeline;
+pub mod tls;

@@ -27,9 +27,11 @@ function cell(text) {
   return td;
 }
 
-function button(label, onclick) {
+// `needs`: the least role that may use it ('admin', 'operator'); others do not see it.
+function button(label, onclick, needs) {
   const b = document.createElement('button');
   b.type = 'button';
+  if (needs) b.className = 'needs-' + needs;
   b.textContent = label;
   b.addEventListener('click', onclick);
   return b;
@@ -134,7 +136,9 @@ function loggedOut() {
 
 function loggedIn(session) {
   csrf = session.csrf;
-  $('#user').textContent = session.user;
+  $('#user').textContent = `${session.user} (${session.role})`;
+  // The page hides what this role cannot do (style.css); the API refuses it anyway.
+  document.body.dataset.role = session.role;
   show($('#login'), false);
   show($('#nav'), true);
   show($('#who'), true);
@@ -168,7 +172,19 @@ const loaders = {
   images: loadImages,
   networks: loadNetworks,
   pool: loadPool,
+  audit: loadAudit,
 };
+
+// The last day's changes (the API and local CLI record them; admins only).
+async function loadAudit() {
+  const since = Math.floor(Date.now() / 1000) - 86400;
+  const list = await api('GET', `/audit?since=${since}&limit=1000`);
+  fill('#audit', list.items.reverse().map((e) => {
+    const tr = document.createElement('tr');
+    tr.append(cell(new Date(e.at * 1000).toLocaleString()), cell(e.who), cell(e.from), cell(e.what));
+    return tr;
+  }));
+}
 
 function select(name) {
   view = name;
@@ -219,6 +235,8 @@ async function loadOverview() {
   add('groups', h.counts.groups);
   add('version', h.version);
   add('up for', h.uptime_secs + ' s');
+  // Compare with the certificate the browser shows before trusting it.
+  add('TLS certificate (SHA-256)', h.tls_fingerprint || 'no HTTPS (see [http] https-port)');
   performance.mark('drover:overview'); // for bench/web-page.sh
 }
 
@@ -243,8 +261,8 @@ async function loadNodes() {
     if (n.power) state.dataset.power = n.power;
     if (n.last_event) state.title = `last: ${n.last_event.stage} ${n.last_event.detail}`;
     const actions = document.createElement('td');
-    actions.append(button('Timeline', () => showTimeline(n.name)), ' ', button('Edit', () => editNode(n)), ' ',
-      button('Remove', () => removeNode(n.name)));
+    actions.append(button('Timeline', () => showTimeline(n.name)), ' ', button('Edit', () => editNode(n), 'admin'), ' ',
+      button('Remove', () => removeNode(n.name), 'admin'));
     tr.append(cell(n.name), state, cell(n.mac), cell(n.ip), cell(n.image), cell(n.group), cell(lease), actions);
     return tr;
   }));
@@ -345,12 +363,12 @@ async function loadImages() {
         const cmdline = prompt(`Kernel command line of ${i.name}`, i.cmdline);
         if (cmdline === null) return;
         try { await api('PATCH', '/images/' + encodeURIComponent(i.name), { cmdline }); await loadImages(); } catch (err) { fail(err); }
-      }),
+      }, 'admin'),
       ' ',
       button('Remove', async () => {
         if (!confirm(`Remove image ${i.name}?`)) return;
         try { await api('DELETE', '/images/' + encodeURIComponent(i.name)); await loadImages(); } catch (err) { fail(err); }
-      }),
+      }, 'admin'),
     );
     tr.append(cell(i.name), cell(i.boot), cell(`${i.kernel.size} bytes`), cell(i.cmdline), cell(i.nodes), actions);
     return tr;
@@ -362,10 +380,10 @@ async function loadNetworks() {
   fill('#networks', list.items.map((n) => {
     const tr = document.createElement('tr');
     const actions = document.createElement('td');
-    actions.append(button('Edit', () => editNetwork(n)), ' ', button('Remove', async () => {
+    actions.append(button('Edit', () => editNetwork(n), 'admin'), ' ', button('Remove', async () => {
       if (!confirm(`Remove network ${n.name}?`)) return;
       try { await api('DELETE', '/networks/' + encodeURIComponent(n.name)); await loadNetworks(); } catch (err) { fail(err); }
-    }));
+    }, 'admin'));
     tr.append(cell(n.name), cell(n.subnet), cell(n.range), cell(n.gateway), cell(n.domain), actions);
     return tr;
   }));

@@ -13,9 +13,16 @@
 //! Bodies must be `application/json` (or `text/csv` for the import). Failed logins are
 //! limited per client address ([`crate::auth::LoginLimiter`]).
 //!
+//! Roles: each route of [`routes`] names the least [`Role`] it needs (reads: viewer; power:
+//! operator; every other change: admin), and `require_role` refuses the rest with 403 and a
+//! body naming both roles. The caller's role is read from the store on each request, so a
+//! changed role counts at once. The OpenAPI document carries the same role per operation
+//! (`x-drover-role`), checked by a test.
+//!
 //! Not here: power control (IPMI is another module's work and has no endpoint yet), the
 //! agent's boot-event endpoint (`POST /boot/{mac}/events`, on the unauthenticated boot path
-//! in `crate::http`), image upload (images are added with the CLI), TLS (put a proxy in front for now).
+//! in `crate::http`), image upload (images are added with the CLI), TLS (`crate::http::listen`
+//! and `crate::tls`).
 
 pub mod error;
 mod events;
@@ -27,6 +34,7 @@ pub mod web;
 
 use crate::auth::{self, LoginLimiter, Sessions};
 use crate::logsafe::Escaped;
+use crate::store::model::Role;
 use crate::store::Store;
 use crate::timeline::Recorder;
 use axum::extract::{ConnectInfo, Request, State};
@@ -90,6 +98,8 @@ pub struct Api {
     started: Instant,
     /// The state directory (the pool status file).
     state_dir: std::path::PathBuf,
+    /// The HTTPS certificate's fingerprint, when HTTPS is on (shown on the page).
+    tls_fingerprint: Option<String>,
 }
 
 impl Api {
@@ -101,6 +111,7 @@ impl Api {
         services: Vec<Service>,
         power: crate::ipmi::power::FanOut,
         boot_events: Recorder,
+        tls_fingerprint: Option<String>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Api>, auth::AuthError> {
         // A member that joined a pool gets its users from the pool: creating its own admin
@@ -132,6 +143,7 @@ impl Api {
             shutdown,
             started: Instant::now(),
             state_dir: state_dir.to_path_buf(),
+            tls_fingerprint,
         }))
     }
 
@@ -172,7 +184,7 @@ impl Api {
     fn still_valid(&self, principal: &Principal) -> bool {
         match principal {
             Principal::Session { id, .. } => lock(&self.sessions).is_live(id, Instant::now()),
-            Principal::Token { name } => self
+            Principal::Token { name, .. } => self
                 .store
                 .read(|r| r.get::<crate::store::model::ApiToken>(name))
                 .is_ok_and(|t| t.is_some()),
@@ -210,25 +222,44 @@ pub enum Principal {
         user: String,
         csrf: String,
         id: String,
+        role: Role,
     },
     /// A script with this API token.
-    Token { name: String },
+    Token { name: String, role: Role },
+}
+
+impl Principal {
+    pub fn role(&self) -> Role {
+        match self {
+            Principal::Session { role, .. } | Principal::Token { role, .. } => *role,
+        }
+    }
+
+    /// `user NAME` or `token NAME`, for logs and the audit log.
+    pub fn who(&self) -> String {
+        match self {
+            Principal::Session { user, .. } => format!("user {user}"),
+            Principal::Token { name, .. } => format!("token {name}"),
+        }
+    }
 }
 
 impl std::fmt::Debug for Principal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Principal::Session { user, .. } => write!(f, "session of {user}"),
-            Principal::Token { name } => write!(f, "token {name}"),
+            Principal::Token { name, .. } => write!(f, "token {name}"),
         }
     }
 }
 
-/// One API operation: method, path under [`PREFIX`], whether it needs a login, the handler.
+/// One API operation: method, path under [`PREFIX`], whether it needs a login, the least role
+/// it needs, the handler.
 pub struct Route {
     pub method: Method,
     pub path: &'static str,
     pub public: bool,
+    pub role: Role,
     handler: MethodRouter<Arc<Api>>,
 }
 
@@ -238,12 +269,23 @@ where
     T: 'static,
 {
     let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
+    // Reads are for everyone logged in; changes for admins unless the table says otherwise.
+    let role = match method {
+        Method::GET | Method::HEAD => Role::Viewer,
+        _ => Role::Admin,
+    };
     Route {
         method,
         path,
         public: false,
+        role,
         handler: on(filter, handler),
     }
+}
+
+/// `route` needing `role` instead of its method's default.
+fn with_role(role: Role, route: Route) -> Route {
+    Route { role, ..route }
 }
 
 /// Every API operation. The router is built from this table, and a test checks it against
@@ -262,7 +304,7 @@ pub fn routes() -> Vec<Route> {
             public: true,
             ..route(post.clone(), "/login", login)
         },
-        route(post.clone(), "/logout", logout),
+        with_role(Role::Viewer, route(post.clone(), "/logout", logout)),
         route(get.clone(), "/session", session),
         route(get.clone(), "/openapi.json", openapi),
         route(get.clone(), "/health", r::health),
@@ -316,7 +358,7 @@ pub fn routes() -> Vec<Route> {
             r::remover("image", crate::admin::remove_image),
         ),
         route(get.clone(), "/leases", r::list_leases),
-        route(post.clone(), "/power", r::power),
+        with_role(Role::Operator, route(post.clone(), "/power", r::power)),
         route(get.clone(), "/settings", r::list_settings),
         route(get.clone(), "/settings/{name}", r::get_setting),
         route(put.clone(), "/settings/{name}", r::put_setting),
@@ -325,7 +367,11 @@ pub fn routes() -> Vec<Route> {
             "/settings/{name}",
             r::remover("setting", crate::admin::remove_setting),
         ),
-        route(get.clone(), "/tokens", r::list_tokens),
+        with_role(Role::Admin, route(get.clone(), "/users", r::list_users)),
+        with_role(Role::Admin, route(get.clone(), "/audit", r::list_audit)),
+        route(post.clone(), "/users", r::add_user),
+        route(patch.clone(), "/users/{name}", r::set_user),
+        with_role(Role::Admin, route(get.clone(), "/tokens", r::list_tokens)),
         route(post.clone(), "/tokens", r::add_token),
         route(
             delete,
@@ -341,9 +387,18 @@ pub fn router(api: Arc<Api>) -> Router {
     let mut private: BTreeMap<&str, MethodRouter<Arc<Api>>> = BTreeMap::new();
     for r in routes() {
         let table = if r.public { &mut public } else { &mut private };
+        // The role check sits inside `require_login` (which finds the caller) and applies to
+        // this method of the path alone.
+        let handler = match r.public {
+            true => r.handler,
+            false => r.handler.route_layer(axum::middleware::from_fn_with_state(
+                (api.clone(), r.role, r.method.clone(), r.path),
+                require_role,
+            )),
+        };
         let merged = match table.remove(r.path) {
-            Some(existing) => existing.merge(r.handler),
-            None => r.handler,
+            Some(existing) => existing.merge(handler),
+            None => handler,
         };
         table.insert(r.path, merged);
     }
@@ -385,22 +440,67 @@ fn authenticate(api: &Api, headers: &HeaderMap) -> Result<Principal, ApiError> {
             .map(str::trim)
             .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer TOKEN`"))?;
         return match auth::token_owner(&api.store, token)? {
-            Some(name) => Ok(Principal::Token { name }),
+            Some((name, role)) => Ok(Principal::Token { name, role }),
             None => Err(ApiError::unauthorized("unknown API token")),
         };
     }
     let id = session_cookie(headers)
         .ok_or_else(|| ApiError::unauthorized("log in first (POST /api/v1/login)"))?;
-    match lock(&api.sessions).touch(&id, Instant::now()) {
-        Some(s) => Ok(Principal::Session {
-            user: s.user,
-            csrf: s.csrf,
-            id,
-        }),
-        None => Err(ApiError::unauthorized(
+    let Some(s) = lock(&api.sessions).touch(&id, Instant::now()) else {
+        return Err(ApiError::unauthorized(
             "the session has ended; log in again",
-        )),
+        ));
+    };
+    // Read now, not kept in the session: a changed role counts at the next request, and a
+    // removed user's session stops working.
+    let Some(role) = auth::user_role(&api.store, &s.user)? else {
+        lock(&api.sessions).remove(&id);
+        return Err(ApiError::unauthorized("this user no longer exists"));
+    };
+    Ok(Principal::Session {
+        user: s.user,
+        csrf: s.csrf,
+        id,
+        role,
+    })
+}
+
+/// Middleware of each non-public route (inside `require_login`): refuses callers whose role is
+/// below the route's, and records each accepted change in the audit log (`crate::audit`).
+async fn require_role(
+    State((api, needed, method, path)): State<(Arc<Api>, Role, Method, &'static str)>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(principal) = req.extensions().get::<Principal>() else {
+        return Err(ApiError::unauthorized("log in first (POST /api/v1/login)"));
+    };
+    let role = principal.role();
+    if role < needed {
+        return Err(ApiError::forbidden(&format!(
+            "{} has role {role}; {method} {PREFIX}{path} needs {needed}",
+            principal.who()
+        )));
     }
+    let change = !matches!(method, Method::GET | Method::HEAD);
+    let audit = change.then(|| {
+        let from = client_ip(req.extensions()).to_string();
+        let what = format!("{method} {PREFIX}{}", req.uri().path());
+        (principal.who(), from, what)
+    });
+    let resp = next.run(req).await;
+    if let (Some((who, from, what)), true) = (audit, resp.status().is_success()) {
+        let now = crate::clock::unix_ms();
+        // The change is committed; a failed audit write is logged, not turned into an error
+        // the client would take for a failed change.
+        let written = api
+            .blocking(move |store| Ok(crate::audit::record(store, now, &who, &from, &what)?))
+            .await;
+        if let Err(e) = written {
+            tracing::error!("cannot write the audit log: {e:?}");
+        }
+    }
+    Ok(resp)
 }
 
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
@@ -452,6 +552,8 @@ struct SessionInfo {
     /// Send back in `X-CSRF-Token` on state-changing requests.
     csrf: Option<String>,
     via: &'static str,
+    /// What the page may offer (it hides what the role cannot do; the API enforces it).
+    role: Role,
 }
 
 async fn login(State(api): State<Arc<Api>>, req: Request) -> Result<Response, ApiError> {
@@ -497,13 +599,19 @@ async fn login(State(api): State<Arc<Api>>, req: Request) -> Result<Response, Ap
     }
     api.metrics.login(metrics::Login::Ok);
     lock(&api.limiter).succeeded(client);
+    let name = user.clone();
+    let role = api
+        .blocking(move |store| Ok(auth::user_role(store, &name)?))
+        .await?
+        .unwrap_or_default();
     let (id, session) = lock(&api.sessions).create(&user, Instant::now());
-    tracing::info!(%client, user = %Escaped(&user), "login");
+    tracing::info!(%client, user = %Escaped(&user), %role, "login");
     let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
     let mut resp = Json(SessionInfo {
         user,
         csrf: Some(session.csrf),
         via: "session",
+        role,
     })
     .into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -526,15 +634,19 @@ async fn logout(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
 
 async fn session(axum::Extension(p): axum::Extension<Principal>) -> Json<SessionInfo> {
     Json(match p {
-        Principal::Session { user, csrf, .. } => SessionInfo {
+        Principal::Session {
+            user, csrf, role, ..
+        } => SessionInfo {
             user,
             csrf: Some(csrf),
             via: "session",
+            role,
         },
-        Principal::Token { name } => SessionInfo {
+        Principal::Token { name, role } => SessionInfo {
             user: name,
             csrf: None,
             via: "token",
+            role,
         },
     })
 }
@@ -575,18 +687,31 @@ mod tests {
                     "{method} {path}: no responses documented"
                 );
                 let public = op["security"].as_array().is_some_and(|s| s.is_empty());
-                documented.insert((method.to_uppercase(), path.to_string(), public));
+                let role = op["x-drover-role"].as_str().unwrap_or("").to_string();
+                assert!(
+                    public || !role.is_empty(),
+                    "{method} {path}: no x-drover-role"
+                );
+                documented.insert((method.to_uppercase(), path.to_string(), public, role));
             }
         }
         let served: BTreeSet<_> = routes()
             .iter()
-            .map(|r| (r.method.to_string(), r.path.to_string(), r.public))
+            .map(|r| {
+                let role = if r.public { "" } else { r.role.name() };
+                (
+                    r.method.to_string(),
+                    r.path.to_string(),
+                    r.public,
+                    role.to_string(),
+                )
+            })
             .collect();
         let missing: Vec<_> = served.difference(&documented).collect();
         let extra: Vec<_> = documented.difference(&served).collect();
         assert!(
             missing.is_empty() && extra.is_empty(),
-            "served but not documented (method, path, public): {missing:?}\n\
+            "served but not documented (method, path, public, role): {missing:?}\n\
              documented but not served: {extra:?}"
         );
     }

@@ -10,7 +10,7 @@ use crate::auth;
 use crate::clock;
 use crate::store::model::{
     BootEvent, BootLog, Group, Image, ImageFile, Ipv4Net, Lease, LeaseState, Mac, Network, Node,
-    RootMode, Setting,
+    Role, RootMode, Setting,
 };
 use crate::store::Store;
 use crate::timeline::{self, NodeState};
@@ -78,6 +78,8 @@ struct Health {
     store_seq: u64,
     services: Vec<super::Service>,
     counts: Counts,
+    /// SHA-256 of the HTTPS certificate, to compare with what the browser shows.
+    tls_fingerprint: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -92,6 +94,7 @@ struct Counts {
 pub async fn health(State(api): State<Arc<Api>>) -> Res {
     let services = api.services.clone();
     let uptime_secs = api.started.elapsed().as_secs();
+    let tls_fingerprint = api.tls_fingerprint.clone();
     let health = api
         .blocking(move |store| {
             let now = clock::unix_secs();
@@ -110,6 +113,7 @@ pub async fn health(State(api): State<Arc<Api>>) -> Res {
                         images: r.all::<Image>()?.len(),
                         leases_active: r.all::<Lease>()?.iter().filter(|l| l.holds(now)).count(),
                     },
+                    tls_fingerprint,
                 })
             })?)
         })
@@ -701,10 +705,7 @@ pub async fn rollback_image(
     let mut f = Fields::parse(&headers, &body)?;
     let version: u32 = f.required("version")?;
     f.finish()?;
-    let by = match principal {
-        super::Principal::Session { user, .. } => format!("user {user}"),
-        super::Principal::Token { name } => format!("token {name}"),
-    };
+    let by = principal.who();
     let view = api
         .blocking(move |store| {
             let image = admin::rollback_image(store, &name, version, &by)
@@ -827,26 +828,120 @@ pub async fn put_setting(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Users
+
+/// An `auth` error as the API answers it: the admin's mapping, or 400 for a refused password
+/// or role change.
+fn auth_error(kind: &'static str, e: auth::AuthError) -> ApiError {
+    match e {
+        auth::AuthError::Admin(e) => ApiError::admin(kind, e),
+        e @ (auth::AuthError::TooShort | auth::AuthError::TooLong) => {
+            ApiError::new(StatusCode::BAD_REQUEST, Some("password"), e.to_string())
+        }
+        e @ auth::AuthError::LastAdmin { .. } => {
+            ApiError::new(StatusCode::CONFLICT, Some("role"), e.to_string())
+        }
+        other => ApiError::internal(kind, other),
+    }
+}
+
+/// `GET /audit?since=UNIX_SECS`: the audit log, oldest first.
+pub async fn list_audit(State(api): State<Arc<Api>>, axum::extract::Query(q): Q) -> Res {
+    let mut q = Query::new(q);
+    let since = match q.get("since") {
+        None => 0,
+        Some(s) => s.parse::<u64>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Some("since"),
+                "since must be unix seconds",
+            )
+        })?,
+    };
+    let page = q.page()?;
+    q.finish()?;
+    let all = api
+        .blocking(move |store| Ok(crate::audit::since(store, since)?))
+        .await?;
+    ok(page.of(all))
+}
+
+#[derive(Serialize)]
+struct UserView {
+    name: String,
+    role: Role,
+}
+
+/// A paged list of every row `load` reads, each shown as `view` makes it (no filters).
+async fn paged<T: Send + 'static, V: Serialize>(
+    api: &Arc<Api>,
+    q: Vec<(String, String)>,
+    load: fn(&Store) -> Result<Vec<T>, crate::store::StoreError>,
+    view: fn(T) -> V,
+) -> Res {
+    let mut q = Query::new(q);
+    let page = q.page()?;
+    q.finish()?;
+    let all = api.blocking(move |store| Ok(load(store)?)).await?;
+    ok(page.of(all.into_iter().map(view).collect()))
+}
+
+pub async fn list_users(State(api): State<Arc<Api>>, axum::extract::Query(q): Q) -> Res {
+    paged(&api, q, auth::users, |u| UserView {
+        name: u.name,
+        role: u.role,
+    })
+    .await
+}
+
+pub async fn add_user(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Res {
+    let mut f = Fields::parse(&headers, &body)?;
+    let name: String = f.required("name")?;
+    let password: String = f.required("password")?;
+    let role: Role = f.required("role")?;
+    f.finish()?;
+    let user = name.clone();
+    api.blocking(move |store| {
+        auth::add_user(store, &user, &password, role).map_err(|e| auth_error("user", e))
+    })
+    .await?;
+    created(UserView { name, role })
+}
+
+pub async fn set_user(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
+    let mut f = Fields::parse(&headers, &body)?;
+    let role: Role = f.required("role")?;
+    f.finish()?;
+    let user = name.clone();
+    api.blocking(move |store| {
+        auth::set_role(store, &user, role).map_err(|e| auth_error("user", e))
+    })
+    .await?;
+    ok(UserView { name, role })
+}
+
+// ---------------------------------------------------------------------------------------------
 // API tokens
 
 #[derive(Serialize)]
 struct TokenView {
     name: String,
     created: u64,
+    role: Role,
 }
 
 pub async fn list_tokens(State(api): State<Arc<Api>>, axum::extract::Query(q): Q) -> Res {
-    let mut q = Query::new(q);
-    let page = q.page()?;
-    q.finish()?;
-    let all = api.blocking(|store| Ok(auth::tokens(store)?)).await?;
-    ok(page.of(all
-        .into_iter()
-        .map(|t| TokenView {
-            name: t.name,
-            created: t.created,
-        })
-        .collect()))
+    paged(&api, q, auth::tokens, |t| TokenView {
+        name: t.name,
+        created: t.created,
+        role: t.role,
+    })
+    .await
 }
 
 pub async fn add_token(
@@ -857,18 +952,14 @@ pub async fn add_token(
 ) -> Res {
     let mut f = Fields::parse(&headers, &body)?;
     let name: String = f.required("name")?;
+    let role: Role = f.optional("role")?.unwrap_or_default();
     f.finish()?;
-    let who = match by {
-        Principal::Session { user, .. } => format!("user {user}"),
-        Principal::Token { name } => format!("token {name}"),
-    };
+    let who = by.who();
     let token_name = name.clone();
     let token = api
         .blocking(move |store| {
-            auth::create_token(store, &token_name, clock::unix_secs()).map_err(|e| match e {
-                auth::AuthError::Admin(e) => ApiError::admin("token", e),
-                other => ApiError::internal("token", other),
-            })
+            auth::create_token(store, &token_name, role, clock::unix_secs())
+                .map_err(|e| auth_error("token", e))
         })
         .await?;
     tracing::info!(token = %name, by = %who, "API token created");

@@ -2,7 +2,7 @@
 //! library's change types. Parsing only: what a command does is in [`super`].
 
 use crate::admin;
-use crate::store::model::{Ipv4Net, Mac, RootMode};
+use crate::store::model::{Ipv4Net, Mac, Role, RootMode};
 use clap::{Args, Parser, Subcommand};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -22,13 +22,18 @@ pub struct Cli {
         default_value = "/var/lib/drover"
     )]
     pub state_dir: PathBuf,
-    /// Act on a remote drover through its API (`http://HOST[:PORT]`) instead of the local
+    /// Act on a remote drover through its API (`http[s]://HOST[:PORT]`) instead of the local
     /// store: every command that has an API endpoint.
     #[arg(long, global = true, env = "DROVER_SERVER", requires = "token")]
     pub server: Option<String>,
     /// API token for `--server` (`drover token create` on the appliance).
     #[arg(long, global = true, env = "DROVER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// For an `https://` server: the SHA-256 fingerprint of its certificate (`drover tls
+    /// show` on the appliance). Without it, the one kept in ~/.config/drover/known-servers,
+    /// else the one the server presents at first use (then kept there).
+    #[arg(long, global = true, env = "DROVER_FINGERPRINT")]
+    pub fingerprint: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -75,6 +80,18 @@ pub enum Command {
     /// API tokens for scripts.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Users of the web page and API, and their roles (admin, operator, viewer).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// The audit log: who changed what, when, from where (API and local CLI).
+    Audit {
+        /// Only entries since: unix seconds, or an age (`90s`, `30m`, `12h`, `7d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Power nodes on and off through their BMCs (IPMI over the LAN: RMCP+, or v1.5).
     Power(PowerArgs),
     /// Run the node agent (what drover does as /init of its initramfs).
@@ -124,6 +141,20 @@ pub enum Command {
     },
     /// Write the man pages (drover.1 and one per subcommand) into DIR.
     Man { dir: PathBuf },
+    /// The HTTPS certificate of the page and API.
+    #[command(subcommand)]
+    Tls(TlsCmd),
+}
+
+#[derive(Subcommand)]
+pub enum TlsCmd {
+    /// Print the certificate's SHA-256 fingerprint (what `--fingerprint` pins) and its file.
+    Show {
+        /// The server's config, for `[http] tls-cert`; without it, the self-signed
+        /// certificate of the state directory.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -649,11 +680,33 @@ pub enum AdminCmd {
 }
 
 #[derive(Subcommand)]
+pub enum UserCmd {
+    /// Make a user with a role (admin; operator: power, no user or settings changes; viewer:
+    /// read only). The password is read from standard input (asked twice on a terminal).
+    Add {
+        name: String,
+        #[arg(long)]
+        role: Role,
+    },
+    /// Change a user's role (the last admin stays admin).
+    Set {
+        name: String,
+        #[arg(long)]
+        role: Role,
+    },
+    /// List users and their roles.
+    List,
+}
+
+#[derive(Subcommand)]
 pub enum TokenCmd {
     /// Make an API token; prints it once, as the last word of the output.
     Create {
         #[arg(long)]
         name: String,
+        /// What the token may do: admin, operator (power) or viewer (read only).
+        #[arg(long, default_value = "admin")]
+        role: Role,
     },
     /// List API tokens (names only; tokens are not kept).
     List,

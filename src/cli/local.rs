@@ -5,43 +5,50 @@
 //! Not here: printing (`print`), the pool's key and seed files (`crate::pool::setup`).
 
 use super::args::{NodeSetArgs, PowerArgs};
-use super::print::{PowerRow, TokenInfo};
+use super::print::{PowerRow, TokenInfo, UserInfo};
 use super::Backend;
 use crate::admin::{self, GroupInfo, NodeDetail};
 use crate::config::Config;
 use crate::image::usage::{HistoryEntry, StoreTotals};
 use crate::image::{Blobs, ImageSource};
+use crate::store::model::Role;
 use crate::store::model::{
     BmcOwner, BootEvent, BootLog, Export, Group, Image, Lease, Network, Node,
 };
 use crate::store::{Store, StoreError};
 use anyhow::{bail, Context, Result};
-use std::cell::OnceCell;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// The state directory of this machine's drover.
 pub struct Local {
     state: PathBuf,
-    store: OnceCell<Store>,
 }
 
 impl Local {
     pub fn new(state: &Path) -> Local {
         Local {
             state: state.to_path_buf(),
-            store: OnceCell::new(),
         }
     }
 
-    /// The store, opened on first use.
-    pub fn store(&self) -> Result<&Store> {
-        if let Some(s) = self.store.get() {
-            return Ok(s);
+    /// The store, opened on first use and then kept for the life of the process: LMDB (heed)
+    /// refuses to open one environment twice in a process, and a command may reach the store
+    /// through more than one `Local` (the command, then its audit entry).
+    pub fn store(&self) -> Result<&'static Store> {
+        static OPEN: Mutex<Vec<(PathBuf, &'static Store)>> = Mutex::new(Vec::new());
+        // A panic while holding the lock aborts the process (panic = "abort").
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, store)) = open.iter().find(|(p, _)| *p == self.state) {
+            return Ok(store);
         }
         let store = Store::open(&self.state)
             .with_context(|| format!("opening the store in {}", self.state.display()))?;
-        Ok(self.store.get_or_init(|| store))
+        // Leaked on purpose: a CLI process is short, and the store lives as long as it does.
+        let store: &'static Store = Box::leak(Box::new(store));
+        open.push((self.state.clone(), store));
+        Ok(store)
     }
 
     /// `image add`: stores the files and builds the agent's initramfs from this binary.
@@ -220,16 +227,40 @@ impl Backend for Local {
             .map(|t| TokenInfo {
                 name: t.name,
                 created: t.created,
+                role: t.role,
             })
             .collect())
     }
 
-    fn create_token(&self, name: &str) -> Result<String> {
+    fn create_token(&self, name: &str, role: Role) -> Result<String> {
         Ok(crate::auth::create_token(
             self.store()?,
             name,
+            role,
             super::unix_now(),
         )?)
+    }
+
+    fn users(&self) -> Result<Vec<UserInfo>> {
+        Ok(crate::auth::users(self.store()?)?
+            .into_iter()
+            .map(|u| UserInfo {
+                name: u.name,
+                role: u.role,
+            })
+            .collect())
+    }
+
+    fn audit(&self, since: u64) -> Result<Vec<crate::store::model::AuditEntry>> {
+        Ok(crate::audit::since(self.store()?, since)?)
+    }
+
+    fn add_user(&self, name: &str, password: &str, role: Role) -> Result<()> {
+        Ok(crate::auth::add_user(self.store()?, name, password, role)?)
+    }
+
+    fn set_role(&self, name: &str, role: Role) -> Result<()> {
+        Ok(crate::auth::set_role(self.store()?, name, role)?)
     }
 
     fn remove_token(&self, name: &str) -> Result<()> {

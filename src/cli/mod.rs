@@ -18,6 +18,7 @@ pub mod local;
 mod password;
 pub mod print;
 pub mod remote;
+mod trust;
 
 use crate::admin::{self, GroupInfo, NodeDetail};
 // The CLI's clock reads (lease times, power-state ages, tokens).
@@ -25,11 +26,11 @@ use crate::clock::unix_secs as unix_now;
 use crate::config::Config;
 use crate::image::usage::{HistoryEntry, StoreTotals};
 use crate::pool::setup;
-use crate::store::model::{BootEvent, Export, Group, Image, Lease, Network, Node, Squash};
+use crate::store::model::{BootEvent, Export, Group, Image, Lease, Network, Node, Role, Squash};
 use anyhow::{bail, Context, Result};
 use args::{
     AdminCmd, Command, DnsCmd, ExportCmd, GroupCmd, ImageCmd, LeaseCmd, NetworkCmd, NfsCmd,
-    NodeCmd, NodeSetArgs, PoolCmd, PowerAction, PowerArgs, TokenCmd,
+    NodeCmd, NodeSetArgs, PoolCmd, PowerAction, PowerArgs, TlsCmd, TokenCmd, UserCmd,
 };
 use local::Local;
 use print::{PowerRow, TokenInfo};
@@ -72,7 +73,12 @@ pub trait Backend {
     fn remove_export(&self, name: &str) -> Result<()>;
     fn tokens(&self) -> Result<Vec<TokenInfo>>;
     /// Makes a token; returns its secret.
-    fn create_token(&self, name: &str) -> Result<String>;
+    fn create_token(&self, name: &str, role: Role) -> Result<String>;
+    fn users(&self) -> Result<Vec<print::UserInfo>>;
+    /// Audit log entries at or after `since` (unix seconds), oldest first.
+    fn audit(&self, since: u64) -> Result<Vec<crate::store::model::AuditEntry>>;
+    fn add_user(&self, name: &str, password: &str, role: Role) -> Result<()>;
+    fn set_role(&self, name: &str, role: Role) -> Result<()>;
     fn remove_token(&self, name: &str) -> Result<()>;
     /// Runs a power action on the targets; one row per node.
     fn power(&self, args: &PowerArgs) -> Result<Vec<PowerRow>>;
@@ -84,7 +90,11 @@ pub trait Backend {
 pub fn run(cli: args::Cli) -> Result<()> {
     let state = cli.state_dir.as_path();
     let remote = match (&cli.server, &cli.token) {
-        (Some(server), Some(token)) => Some(remote::Remote::new(server, token)?),
+        (Some(server), Some(token)) => Some(remote::Remote::new(
+            server,
+            token,
+            cli.fingerprint.as_deref(),
+        )?),
         _ => None,
     };
     if let Some(name) = local_only(&cli.command) {
@@ -94,11 +104,91 @@ pub fn run(cli: args::Cli) -> Result<()> {
                  (on its state directory); run it there without --server"
             );
         }
-        return run_local(state, cli.command);
+        let what = changes(&cli.command).then(command_line);
+        run_local(state, cli.command)?;
+        return audit_local(state, what);
     }
-    match &remote {
-        Some(r) => run_on(r, cli.command),
-        None => run_on(&Local::new(state), cli.command),
+    let Some(r) = &remote else {
+        let what = changes(&cli.command).then(command_line);
+        run_on(&Local::new(state), cli.command)?;
+        return audit_local(state, what);
+    };
+    run_on(r, cli.command)
+}
+
+/// Records a local change that succeeded (the API records its own: see `crate::audit`).
+fn audit_local(state: &Path, what: Option<String>) -> Result<()> {
+    let Some(what) = what else {
+        return Ok(());
+    };
+    let local = Local::new(state);
+    let now = crate::clock::unix_ms();
+    crate::audit::record(local.store()?, now, &unix_user(), "local", &what)
+        .context("writing the audit log")
+}
+
+/// Whether a command that has an API counterpart changes anything (and so goes to the audit
+/// log when run locally).
+fn changes(command: &Command) -> bool {
+    let matches =
+        <args::Cli as clap::CommandFactory>::command().try_get_matches_from(std::env::args_os());
+    let Ok(matches) = matches else {
+        return true;
+    };
+    let mut words = Vec::new();
+    let mut sub = matches.subcommand();
+    while let Some((name, m)) = sub {
+        words.push(name.to_string());
+        sub = m.subcommand();
+    }
+    // Reads, and commands that leave the store alone (or, like `uninstall --purge`, remove it).
+    let reads = [
+        "list",
+        "show",
+        "status",
+        "history",
+        "events",
+        "audit",
+        "check-config",
+        "check",
+        "clients",
+        "serve",
+        "agent",
+        "completions",
+        "man",
+        "backup",
+        "tls",
+        "install",
+        "uninstall",
+        "default-config",
+        "restore",
+    ];
+    let read_only = words.iter().any(|w| reads.contains(&w.as_str()))
+        || matches!(command, Command::DefaultConfig | Command::Serve { .. });
+    !read_only
+}
+
+/// The command line as typed, for the audit log (secrets never are arguments: passwords and
+/// BMC passwords come from standard input or files).
+fn command_line() -> String {
+    let args = std::env::args_os().skip(1);
+    std::iter::once("drover".to_string())
+        .chain(args.map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `unix NAME` of the user running the CLI (`$USER`, else the uid).
+fn unix_user() -> String {
+    match std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+        Ok(name) if !name.is_empty() => format!("unix {name}"),
+        _ => {
+            use std::os::unix::fs::MetadataExt;
+            match std::fs::metadata("/proc/self") {
+                Ok(m) => format!("unix uid {}", m.uid()),
+                Err(_) => "unix (unknown)".into(),
+            }
+        }
     }
 }
 
@@ -124,6 +214,7 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Restore { .. } => "restore",
         Command::Completions { .. } => "completions",
         Command::Man { .. } => "man",
+        Command::Tls(_) => "tls show",
         _ => return None,
     })
 }
@@ -235,8 +326,35 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
         | Command::Restore { .. }
         | Command::Completions { .. }
         | Command::Man { .. }) => appliance::run(state, command, unix_now()),
+        Command::Tls(TlsCmd::Show { config }) => tls_show(state, config.as_deref()),
         _ => bail!("internal: a command with an API counterpart reached the local-only path"),
     }
+}
+
+/// `drover tls show`: the certificate the server uses (or will use) and its fingerprint.
+fn tls_show(state: &Path, config: Option<&Path>) -> Result<()> {
+    let config = Config::load(config)?;
+    let (identity, file) = match (&config.http.tls_cert, &config.http.tls_key) {
+        (Some(cert), Some(key)) => (crate::tls::Identity::load(cert, key)?, cert.clone()),
+        _ => {
+            let dir = state.join(crate::tls::DIR);
+            let (cert, key) = (
+                dir.join(crate::tls::CERT_FILE),
+                dir.join(crate::tls::KEY_FILE),
+            );
+            if !cert.exists() {
+                bail!(
+                    "no certificate yet in {}: `drover serve` makes one at its first start with \
+                     [http] https-port set",
+                    dir.display()
+                );
+            }
+            (crate::tls::Identity::load(&cert, &key)?, cert)
+        }
+    };
+    println!("certificate  {}", file.display());
+    println!("sha256       {}", identity.fingerprint());
+    Ok(())
 }
 
 fn pool_local(state: &Path, cmd: PoolCmd) -> Result<()> {
@@ -409,8 +527,8 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
             }
         },
         Command::Token(cmd) => match cmd {
-            TokenCmd::Create { name } => {
-                let token = b.create_token(&name)?;
+            TokenCmd::Create { name, role } => {
+                let token = b.create_token(&name, role)?;
                 // Scripts take the last word: keep the token last.
                 println!("created API token {name} (shown only now): {token}");
             }
@@ -420,6 +538,32 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
                 println!("removed API token {name}");
             }
         },
+        Command::User(cmd) => match cmd {
+            UserCmd::Add { name, role } => {
+                let password = password::read(&name)?;
+                b.add_user(&name, &password, role)?;
+                println!("added user {name} ({role})");
+            }
+            UserCmd::Set { name, role } => {
+                b.set_role(&name, role)?;
+                println!("user {name} is now {role}");
+            }
+            UserCmd::List => print!("{}", print::users(&b.users()?)),
+        },
+        Command::Audit { since, json } => {
+            let since = match since {
+                None => 0,
+                Some(s) => crate::audit::parse_since(&s, unix_now()).with_context(|| {
+                    format!("--since {s:?}: expected unix seconds or an age like 30m, 12h, 7d")
+                })?,
+            };
+            let entries = b.audit(since)?;
+            if json {
+                print!("{}", print::json(&entries)?);
+            } else {
+                print!("{}", print::audit(&entries));
+            }
+        }
         Command::Power(args) => {
             let rows = b.power(&args)?;
             print!("{}", print::power(&rows));
@@ -449,7 +593,8 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
         | Command::Backup { .. }
         | Command::Restore { .. }
         | Command::Completions { .. }
-        | Command::Man { .. } => bail!("internal: a local-only command reached a back end"),
+        | Command::Man { .. }
+        | Command::Tls(_) => bail!("internal: a local-only command reached a back end"),
     }
     Ok(())
 }

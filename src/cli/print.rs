@@ -11,7 +11,7 @@
 
 use crate::admin::{BmcReach, GroupInfo, NodeDetail};
 use crate::image::usage::{HistoryEntry, StoreTotals, Usage};
-use crate::store::model::{BootEvent, Export, Image, Lease, Network, Node, RootMode, Squash};
+use crate::store::model::{BootEvent, Export, Image, Lease, Network, Node, Role, RootMode, Squash};
 use crate::timeline;
 use std::fmt::Write;
 
@@ -390,13 +390,49 @@ pub fn exports(exports: &[Export]) -> String {
 pub struct TokenInfo {
     pub name: String,
     pub created: u64,
+    #[serde(default)]
+    pub role: Role,
 }
 
 /// `token list`.
 pub fn tokens(tokens: &[TokenInfo]) -> String {
-    let mut rows = vec![header(&["NAME", "CREATED (UNIX)"])];
+    let mut rows = vec![header(&["NAME", "CREATED (UNIX)", "ROLE"])];
     for t in tokens {
-        rows.push(vec![t.name.clone(), t.created.to_string()]);
+        rows.push(vec![
+            t.name.clone(),
+            t.created.to_string(),
+            t.role.to_string(),
+        ]);
+    }
+    table(&rows)
+}
+
+/// `audit`: one line per change, oldest first.
+pub fn audit(entries: &[crate::store::model::AuditEntry]) -> String {
+    let mut rows = vec![header(&["AT (UNIX)", "WHO", "FROM", "WHAT"])];
+    for e in entries {
+        rows.push(vec![
+            e.at.to_string(),
+            e.who.clone(),
+            e.from.clone(),
+            e.what.clone(),
+        ]);
+    }
+    table(&rows)
+}
+
+/// A user as `user list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct UserInfo {
+    pub name: String,
+    pub role: Role,
+}
+
+/// `user list`.
+pub fn users(users: &[UserInfo]) -> String {
+    let mut rows = vec![header(&["NAME", "ROLE"])];
+    for u in users {
+        rows.push(vec![u.name.clone(), u.role.to_string()]);
     }
     table(&rows)
 }

@@ -7,22 +7,27 @@
 //! body; the response head is parsed by the agent's sans-IO parser; a non-2xx answer becomes a
 //! [`RemoteError::Api`] carrying the API's message (which names the bad field).
 //!
-//! Not here: TLS (put the API behind a TLS proxy and reach it over a management network),
-//! redirects, chunked responses (the API sends lengths), the commands without an API
+//! `https://` URLs speak TLS (rustls) and trust the server by the SHA-256 fingerprint of its
+//! certificate, from `--fingerprint`, the user's known-servers file, or trust on first use
+//! (`super::trust`); no CA is consulted.
+//!
+//! Not here: redirects, chunked responses (the API sends lengths), the commands without an API
 //! counterpart (`super::run` refuses them by name: they need the appliance's own files).
 
 use super::args::{NodeSetArgs, PowerAction, PowerArgs};
-use super::print::{PowerRow, TokenInfo};
-use super::Backend;
+use super::print::{PowerRow, TokenInfo, UserInfo};
+use super::{trust, Backend};
 use crate::admin::{self, GroupInfo, NodeDetail};
 use crate::agent::http::{parse_head, HttpError};
 use crate::image::usage::{HistoryEntry, StoreTotals};
-use crate::store::model::{BootEvent, Export, Group, Image, Ipv4Net, Lease, Network, Node};
+use crate::store::model::{BootEvent, Export, Group, Image, Ipv4Net, Lease, Network, Node, Role};
 use anyhow::{bail, Context};
+use rustls::pki_types::ServerName;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Connect, read and write timeout of a request.
@@ -32,8 +37,21 @@ const MAX_RESPONSE: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    #[error("{0:?} is not a server URL: expected http://HOST[:PORT]")]
+    #[error("{0:?} is not a server URL: expected http://HOST[:PORT] or https://HOST[:PORT]")]
     BadUrl(String),
+    #[error(transparent)]
+    Trust(#[from] super::trust::TrustError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(
+        "{server}: the certificate is not the trusted one ({source}); if it was renewed \
+             on purpose, remove its line from {file} or pass --fingerprint"
+    )]
+    Untrusted {
+        server: String,
+        file: String,
+        source: std::io::Error,
+    },
     #[error("cannot reach {server}: {source}")]
     Connect {
         server: String,
@@ -60,23 +78,31 @@ pub struct Remote {
     host: String,
     addr: SocketAddr,
     token: String,
+    /// For `https://`: the client configuration (trusting one fingerprint) and the name sent.
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
 }
 
+/// A byte stream to the server: TCP, or TLS over TCP.
+trait Conn: Read + Write {}
+impl<T: Read + Write> Conn for T {}
+
 impl Remote {
-    pub fn new(url: &str, token: &str) -> Result<Remote, RemoteError> {
+    /// A remote at `url`; for `https://`, trusting the certificate with `fingerprint` (or
+    /// the one known for this server, or the one it presents now: see `super::trust`).
+    pub fn new(url: &str, token: &str, fingerprint: Option<&str>) -> Result<Remote, RemoteError> {
         let bad = || RemoteError::BadUrl(url.to_string());
-        let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+        let (rest, https) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(bad()),
+        };
         let host = rest.trim_end_matches('/');
         if host.is_empty() || host.contains('/') {
             return Err(bad());
         }
-        let with_port = if host
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            host.to_string()
-        } else {
-            format!("{host}:80")
+        let (name, with_port) = match host.rsplit_once(':') {
+            Some((name, p)) if p.parse::<u16>().is_ok() => (name, host.to_string()),
+            _ => (host, format!("{host}:{}", if https { 443 } else { 80 })),
         };
         let addr = with_port
             .to_socket_addrs()
@@ -86,12 +112,97 @@ impl Remote {
             })?
             .next()
             .ok_or_else(bad)?;
-        Ok(Remote {
+        let mut remote = Remote {
             url: url.trim_end_matches('/').to_string(),
             host: host.to_string(),
             addr,
             token: token.to_string(),
-        })
+            tls: None,
+        };
+        if https {
+            let server_name = ServerName::try_from(name.to_string()).map_err(|_| bad())?;
+            remote.trust(&format!("https://{with_port}"), server_name, fingerprint)?;
+        }
+        Ok(remote)
+    }
+
+    /// Chooses the fingerprint to pin (see `super::trust`); on first use, learns it from a
+    /// handshake and keeps it.
+    fn trust(
+        &mut self,
+        key: &str,
+        name: ServerName<'static>,
+        fingerprint: Option<&str>,
+    ) -> Result<(), RemoteError> {
+        let pin = match fingerprint {
+            Some(text) => Some(trust::parse_pin(text)?),
+            None => trust::known(key)?,
+        };
+        let pinned = match pin {
+            Some(fp) => fp,
+            None => {
+                let probe = crate::tls::Pinned::new(None);
+                self.tls = Some((crate::tls::client_config(probe.clone())?, name.clone()));
+                let mut conn = self.connect()?;
+                conn.flush().map_err(|source| self.io(source))?;
+                let fp = probe.seen().ok_or_else(|| {
+                    self.io(std::io::Error::other("no certificate in the handshake"))
+                })?;
+                let file = trust::remember(key, &fp)?;
+                eprintln!(
+                    "trusting {key} on first use: certificate SHA-256 {} (kept in {}); compare \
+                     it with `drover tls show` on the appliance",
+                    crate::tls::format_fingerprint(&fp),
+                    file.display()
+                );
+                fp
+            }
+        };
+        let verifier = crate::tls::Pinned::new(Some(pinned));
+        self.tls = Some((crate::tls::client_config(verifier)?, name));
+        Ok(())
+    }
+
+    fn io(&self, source: std::io::Error) -> RemoteError {
+        RemoteError::Io {
+            server: self.url.clone(),
+            source,
+        }
+    }
+
+    /// A connection to the server, TLS handshake done where the URL says `https://`.
+    fn connect(&self) -> Result<Box<dyn Conn>, RemoteError> {
+        let stream = TcpStream::connect_timeout(&self.addr, TIMEOUT).map_err(|source| {
+            RemoteError::Connect {
+                server: self.url.clone(),
+                source,
+            }
+        })?;
+        stream
+            .set_read_timeout(Some(TIMEOUT))
+            .and_then(|()| stream.set_write_timeout(Some(TIMEOUT)))
+            .map_err(|source| self.io(source))?;
+        let Some((config, name)) = &self.tls else {
+            return Ok(Box::new(stream));
+        };
+        let conn = rustls::ClientConnection::new(config.clone(), name.clone())
+            .map_err(|e| RemoteError::Tls(e.into()))?;
+        let mut tls = rustls::StreamOwned::new(conn, stream);
+        // The handshake now, so that a refused certificate is told as such.
+        while tls.conn.is_handshaking() {
+            if let Err(source) = tls.conn.complete_io(&mut tls.sock) {
+                let refused = source.kind() == std::io::ErrorKind::InvalidData;
+                return Err(match (refused, trust::known_servers_file()) {
+                    (true, Ok(file)) => RemoteError::Untrusted {
+                        server: self.url.clone(),
+                        file: file.display().to_string(),
+                        source,
+                    },
+                    _ => self.io(source),
+                });
+            }
+        }
+        Ok(Box::new(tls))
     }
 
     /// `METHOD /api/v1PATH` with an optional `(content type, body)`; the JSON answer.
@@ -101,18 +212,8 @@ impl Remote {
         path: &str,
         body: Option<(&str, &[u8])>,
     ) -> Result<Value, RemoteError> {
-        let io = |source| RemoteError::Io {
-            server: self.url.clone(),
-            source,
-        };
-        let mut stream = TcpStream::connect_timeout(&self.addr, TIMEOUT).map_err(|source| {
-            RemoteError::Connect {
-                server: self.url.clone(),
-                source,
-            }
-        })?;
-        stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
-        stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
+        let io = |source| self.io(source);
+        let mut stream = self.connect()?;
         let mut req = format!(
             "{method} /api/v1{path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: drover-cli\r\n\
              Authorization: Bearer {}\r\nAccept: application/json\r\nConnection: close\r\n",
@@ -420,9 +521,30 @@ impl Backend for Remote {
         self.list_of("token", "/tokens")
     }
 
-    fn create_token(&self, name: &str) -> anyhow::Result<String> {
-        let v = self.json_call("POST", "/tokens", &json!({ "name": name }))?;
+    fn create_token(&self, name: &str, role: Role) -> anyhow::Result<String> {
+        let body = json!({ "name": name, "role": role });
+        let v = self.json_call("POST", "/tokens", &body)?;
         decode("token", v["token"].clone())
+    }
+
+    fn users(&self) -> anyhow::Result<Vec<UserInfo>> {
+        self.list_of("user", "/users")
+    }
+
+    fn audit(&self, since: u64) -> anyhow::Result<Vec<crate::store::model::AuditEntry>> {
+        self.list_of("audit entry", &format!("/audit?since={since}"))
+    }
+
+    fn add_user(&self, name: &str, password: &str, role: Role) -> anyhow::Result<()> {
+        let body = json!({ "name": name, "password": password, "role": role });
+        self.json_call("POST", "/users", &body)?;
+        Ok(())
+    }
+
+    fn set_role(&self, name: &str, role: Role) -> anyhow::Result<()> {
+        let path = format!("/users/{}", segment(name));
+        self.json_call("PATCH", &path, &json!({ "role": role }))?;
+        Ok(())
     }
 
     fn remove_token(&self, name: &str) -> anyhow::Result<()> {
@@ -496,13 +618,18 @@ mod tests {
 
     #[test]
     fn urls() {
-        let r = Remote::new("http://127.0.0.1:8080/", "t").unwrap();
+        let r = Remote::new("http://127.0.0.1:8080/", "t", None).unwrap();
         assert_eq!(r.addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(r.host, "127.0.0.1:8080");
-        let r = Remote::new("http://127.0.0.1", "t").unwrap();
+        let r = Remote::new("http://127.0.0.1", "t", None).unwrap();
         assert_eq!(r.addr.port(), 80);
-        for bad in ["127.0.0.1", "https://x", "http://", "http://a/b"] {
-            assert!(Remote::new(bad, "t").is_err(), "{bad}");
+        let pin = crate::tls::format_fingerprint(&[7; 32]);
+        let r = Remote::new("https://127.0.0.1", "t", Some(&pin)).unwrap();
+        assert_eq!(r.addr.port(), 443);
+        assert!(r.tls.is_some());
+        assert!(Remote::new("https://127.0.0.1", "t", Some("abc")).is_err());
+        for bad in ["127.0.0.1", "ftp://x", "http://", "http://a/b"] {
+            assert!(Remote::new(bad, "t", None).is_err(), "{bad}");
         }
     }
 

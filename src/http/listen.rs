@@ -10,9 +10,14 @@
 //! header-read timer starts when it waits for a head): that closes connections that never
 //! finish their headers (slowloris) and keep-alive connections idle for that long.
 //!
+//! TLS: an [`Endpoint`] with an acceptor runs the TLS handshake first (bounded by the same
+//! `header_timeout`), then serves HTTP/1 inside it; the caps count TLS and plain connections
+//! together. Each endpoint has its own router, so the plain one can leave the API out
+//! (`[http] api-https-only`).
+//!
 //! Not here: a timeout on slow request bodies or on clients that stop reading a response
 //! (a download to a slow node is legitimate; the caps bound what such clients can hold), and
-//! TLS.
+//! the certificates (`crate::tls`).
 
 use crate::net::limit::{Caps, Refused, Slot};
 use axum::extract::ConnectInfo;
@@ -29,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// How long an accept loop backs off after an error (e.g. out of file descriptors).
@@ -73,10 +79,16 @@ impl crate::counters::Counters for Stats {
     }
 }
 
-/// Serves `app` on every listener until `shutdown` fires.
+/// A listening socket, what it serves, and whether it speaks TLS.
+pub struct Endpoint {
+    pub listener: TcpListener,
+    pub app: Router,
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// Serves every endpoint until `shutdown` fires.
 pub async fn serve(
-    listeners: Vec<TcpListener>,
-    app: Router,
+    endpoints: Vec<Endpoint>,
     limits: Limits,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
@@ -87,24 +99,19 @@ pub async fn serve(
         caps: Caps::new(limits.max_connections, limits.max_per_address),
     });
     let mut loops = JoinSet::new();
-    for listener in listeners {
-        let (app, slots, shutdown) = (app.clone(), slots.clone(), shutdown.clone());
-        loops.spawn(accept_loop(listener, app, slots, shutdown));
+    for endpoint in endpoints {
+        let (slots, shutdown) = (slots.clone(), shutdown.clone());
+        loops.spawn(accept_loop(endpoint, slots, shutdown));
     }
     while loops.join_next().await.is_some() {}
     Ok(())
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    app: Router,
-    slots: Arc<Slots>,
-    shutdown: CancellationToken,
-) {
+async fn accept_loop(endpoint: Endpoint, slots: Arc<Slots>, shutdown: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = listener.accept() => r,
+            r = endpoint.listener.accept() => r,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
@@ -119,25 +126,34 @@ async fn accept_loop(
             continue;
         };
         let header_timeout = slots.limits.header_timeout;
-        tokio::spawn(connection(
-            stream,
-            peer,
-            app.clone(),
-            header_timeout,
-            slot,
-            shutdown.clone(),
-        ));
+        let (app, tls, shutdown) = (endpoint.app.clone(), endpoint.tls.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let Some(tls) = tls else {
+                return connection(stream, peer, app, header_timeout, slot, shutdown).await;
+            };
+            // The handshake is bounded like a request head: a client that stalls in it
+            // holds a slot for no longer.
+            match tokio::time::timeout(header_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    connection(stream, peer, app, header_timeout, slot, shutdown).await
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        });
     }
 }
 
-async fn connection(
-    stream: tokio::net::TcpStream,
+async fn connection<S>(
+    stream: S,
     peer: SocketAddr,
     app: Router,
     header_timeout: Duration,
     _slot: Slot,
     shutdown: CancellationToken,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let tower = TowerToHyperService::new(app);
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));

@@ -89,14 +89,7 @@ impl Shared {
 /// `shared.api` is set.
 pub fn router(shared: Shared) -> Router {
     let api = shared.api.clone();
-    let boot = Router::new()
-        .route("/boot/{mac}", get(boot_script))
-        .route("/boot/{mac}/events", axum::routing::post(agent_event))
-        .route("/images/{name}/{file}", get(image_file))
-        .route("/chunks/{hash}", get(chunk))
-        .route("/firmware/{name}", get(firmware))
-        .route("/health", get(|| async { "ok\n" }))
-        .with_state(shared);
+    let boot = boot_router(shared);
     match api {
         Some(api) => {
             boot.merge(crate::api::router(api.clone()))
@@ -109,16 +102,68 @@ pub fn router(shared: Shared) -> Router {
     }
 }
 
-/// Serves the router on `listeners` until `shutdown` fires, under `limits` (see
-/// [`super::listen`]).
+fn boot_router(shared: Shared) -> Router {
+    Router::new()
+        .route("/boot/{mac}", get(boot_script))
+        .route("/boot/{mac}/events", axum::routing::post(agent_event))
+        .route("/images/{name}/{file}", get(image_file))
+        .route("/chunks/{hash}", get(chunk))
+        .route("/firmware/{name}", get(firmware))
+        .route("/health", get(|| async { "ok\n" }))
+        .with_state(shared)
+}
+
+/// The plain-HTTP router under `[http] api-https-only`: the boot path, and a 403 that names
+/// the HTTPS port for everything else (the API and page).
+fn boot_only_router(shared: Shared, https_port: u16) -> Router {
+    let refusal = format!(
+        "the page and API are served over HTTPS only (port {https_port}); plain HTTP carries \
+         the boot path\n"
+    );
+    boot_router(shared).fallback(move || async move { text(StatusCode::FORBIDDEN, refusal) })
+}
+
+/// The HTTPS side of the server.
+pub struct Https {
+    pub listeners: Vec<tokio::net::TcpListener>,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub port: u16,
+    /// Refuse the API and page on the plain listeners.
+    pub api_only: bool,
+}
+
+/// Serves the router on `plain` listeners and (with TLS) on `https`'s, until `shutdown`
+/// fires, under `limits` (see [`super::listen`]).
 pub async fn run(
-    listeners: Vec<tokio::net::TcpListener>,
+    plain: Vec<tokio::net::TcpListener>,
+    https: Option<Https>,
     shared: Shared,
     limits: super::listen::Limits,
     stats: Arc<super::listen::Stats>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    super::listen::serve(listeners, router(shared), limits, stats, shutdown).await
+    use super::listen::Endpoint;
+    let full = router(shared.clone());
+    let plain_app = match &https {
+        Some(h) if h.api_only => boot_only_router(shared, h.port),
+        _ => full.clone(),
+    };
+    let mut endpoints: Vec<Endpoint> = plain
+        .into_iter()
+        .map(|listener| Endpoint {
+            listener,
+            app: plain_app.clone(),
+            tls: None,
+        })
+        .collect();
+    if let Some(h) = https {
+        endpoints.extend(h.listeners.into_iter().map(|listener| Endpoint {
+            listener,
+            app: full.clone(),
+            tls: Some(h.acceptor.clone()),
+        }));
+    }
+    super::listen::serve(endpoints, limits, stats, shutdown).await
 }
 
 fn text(status: StatusCode, body: String) -> Response {

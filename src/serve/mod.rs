@@ -261,12 +261,17 @@ async fn start_http(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
             .with_context(|| format!("HTTP: cannot listen on {addr}"))?;
         listeners.push(listener);
     }
+    let https = match &s.https {
+        Some(h) => Some(start_https(ctx, s, h).await?),
+        None => None,
+    };
     let api = crate::api::Api::new(
         ctx.store.clone(),
         &ctx.state_dir,
         ctx.settings.health.clone(),
         ctx.power_fan(),
         ctx.boot_events.clone(),
+        https.as_ref().map(|(_, fp)| fp.clone()),
         ctx.shutdown.clone(),
     )
     .context("HTTP API")?;
@@ -285,9 +290,49 @@ async fn start_http(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
     crate::counters::register("http", "all", stats.clone());
     let limits = crate::http::listen::Limits::default();
     let token = ctx.shutdown.clone();
-    let run = crate::http::serve::run(listeners, shared, limits, stats, token);
+    let https = https.map(|(h, _)| h);
+    let run = crate::http::serve::run(listeners, https, shared, limits, stats, token);
     spawn(tasks, "http".into(), "HTTP server", run);
     Ok(())
+}
+
+/// The HTTPS listeners (same addresses as HTTP) and the certificate: the admin's, or the
+/// state directory's self-signed one, made now at first start. Logs the fingerprint and
+/// returns it.
+async fn start_https(
+    ctx: &Context,
+    s: &settings::Http,
+    h: &settings::Https,
+) -> Result<(crate::http::serve::Https, String)> {
+    let identity = match &h.cert_key {
+        Some((cert, key)) => crate::tls::Identity::load(cert, key),
+        None => {
+            let names: Vec<String> = s.listen.iter().map(|a| a.to_string()).collect();
+            crate::tls::Identity::self_signed(&ctx.state_dir, &names)
+        }
+    }
+    .context("HTTPS certificate")?;
+    let config = crate::tls::server_config(&identity).context("HTTPS certificate")?;
+    tracing::info!(
+        port = h.port,
+        fingerprint = %identity.fingerprint(),
+        "HTTPS for the page and API (SHA-256 fingerprint of the certificate)"
+    );
+    let mut listeners = Vec::new();
+    for ip in &s.listen {
+        let addr = SocketAddr::from((*ip, h.port));
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("HTTPS: cannot listen on {addr}"))?;
+        listeners.push(listener);
+    }
+    let https = crate::http::serve::Https {
+        listeners,
+        acceptor: tokio_rustls::TlsAcceptor::from(config),
+        port: h.port,
+        api_only: h.api_only,
+    };
+    Ok((https, identity.fingerprint()))
 }
 
 async fn start_nfs(ctx: &Context, tasks: &mut Tasks) -> Result<()> {

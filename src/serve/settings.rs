@@ -61,6 +61,17 @@ pub struct Http {
     /// Whether boot scripts announce this member as name and time server.
     pub dns: bool,
     pub ntp: bool,
+    /// HTTPS for the page and API on the same addresses (`[http] https-port`).
+    pub https: Option<Https>,
+}
+
+/// Where HTTPS listens and with which certificate.
+pub struct Https {
+    pub port: u16,
+    /// The admin's certificate and key files; `None`: the self-signed one of the state dir.
+    pub cert_key: Option<(PathBuf, PathBuf)>,
+    /// Refuse the API and page over plain HTTP.
+    pub api_only: bool,
 }
 
 /// The NFSv4 server's settings.
@@ -127,6 +138,11 @@ impl Settings {
                 nfs_host: c.pool.service_address,
                 dns: c.dns.enabled,
                 ntp: c.ntp.enabled,
+                https: c.http.https_port.map(|port| Https {
+                    port,
+                    cert_key: c.http.tls_cert.clone().zip(c.http.tls_key.clone()),
+                    api_only: c.http.api_https_only,
+                }),
             }),
             dns: c.dns.enabled.then(|| dns(c, &own, member)),
             ntp: c.ntp.enabled.then_some(crate::ntp::serve::Settings {

@@ -41,8 +41,8 @@ use heed::{
     CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, FlagSetMode, RoTxn, RwTxn, WithoutTls,
 };
 use model::{
-    ApiToken, Bmc, BootLog, Export, Group, Image, Lease, Network, Node, PoolMember, PowerState,
-    Setting, User,
+    ApiToken, AuditEntry, Bmc, BootLog, Export, Group, Image, Lease, Network, Node, PoolMember,
+    PowerState, Setting, User,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -81,10 +81,12 @@ pub enum Table {
     Members,
     /// Shared NFSv4 exports.
     Exports,
+    /// Who changed what, when, from where (`crate::audit`).
+    Audit,
 }
 
 impl Table {
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 14] = [
         Table::Nodes,
         Table::Groups,
         Table::Networks,
@@ -98,6 +100,7 @@ impl Table {
         Table::Power,
         Table::Members,
         Table::Exports,
+        Table::Audit,
     ];
 
     pub fn from_name(name: &str) -> Option<Table> {
@@ -119,6 +122,7 @@ impl Table {
             Table::Power => "power",
             Table::Members => "members",
             Table::Exports => "exports",
+            Table::Audit => "audit",
         }
     }
 }
@@ -170,6 +174,13 @@ impl Record for ApiToken {
     }
     fn unique_keys(&self) -> Vec<String> {
         vec![format!("token/{}", self.hash)]
+    }
+}
+
+impl Record for AuditEntry {
+    const TABLE: Table = Table::Audit;
+    fn key(&self) -> String {
+        self.id.clone()
     }
 }
 

@@ -801,12 +801,72 @@ pub struct BootLog {
     pub events: Vec<BootEvent>,
 }
 
+/// One change in the audit log (`crate::audit`). `id` sorts in time order: the change's
+/// unix time in milliseconds, then the member that recorded it and a random part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: String,
+    /// Unix seconds.
+    pub at: u64,
+    /// `user NAME`, `token NAME` (API) or `unix USER` (local CLI).
+    pub who: String,
+    /// The client address (API) or `local`.
+    pub from: String,
+    /// The request (`PATCH /api/v1/nodes/n1`) or command line (`drover node set n1 ..`).
+    pub what: String,
+}
+
+/// What a user or API token may do; each role may do all that the roles before it may.
+/// Records written before roles existed have none and read as [`Role::Admin`] (what every
+/// user was then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads everything, changes nothing.
+    Viewer,
+    /// Also powers nodes (and later console, exec); no users, tokens, settings or fleet data.
+    Operator,
+    /// Everything.
+    #[default]
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| format!("{s:?} is not a role: admin, operator or viewer"))
+    }
+}
+
 /// A user of the web page and API. Only the argon2 hash of the password is kept (PHC string
 /// format); `Debug` does not print it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub name: String,
     pub password_hash: String,
+    #[serde(default)]
+    pub role: Role,
 }
 
 impl fmt::Debug for User {
@@ -814,6 +874,7 @@ impl fmt::Debug for User {
         f.debug_struct("User")
             .field("name", &self.name)
             .field("password_hash", &"<redacted>")
+            .field("role", &self.role)
             .finish()
     }
 }
@@ -827,6 +888,8 @@ pub struct ApiToken {
     pub hash: String,
     /// Unix seconds.
     pub created: u64,
+    #[serde(default)]
+    pub role: Role,
 }
 
 impl fmt::Debug for ApiToken {

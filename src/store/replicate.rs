@@ -142,6 +142,10 @@ macro_rules! with_record_type {
                 type $t = model::Export;
                 $body
             }
+            Table::Audit => {
+                type $t = model::AuditEntry;
+                $body
+            }
         }
     };
 }
