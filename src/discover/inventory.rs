@@ -119,6 +119,35 @@ impl Inventory {
     }
 }
 
+/// A machine that booted into discovery: one row of the store's `discovered` table, keyed by
+/// the MAC it booted from. Kept after adoption as the history of which boards a node had.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discovered {
+    pub mac: Mac,
+    /// The address it reported from (the one drover leased it).
+    pub ip: std::net::Ipv4Addr,
+    /// Unix milliseconds of its first and latest report.
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub inventory: Inventory,
+    /// Set once it became a node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<Adoption>,
+}
+
+/// How a waiting machine became a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adoption {
+    pub node: String,
+    pub at_ms: u64,
+    /// The naming rule that named it; `None` when adopted by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// The node's MAC before, when this board replaced another in the same place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<Mac>,
+}
+
 /// Model name and logical CPU count from `/proc/cpuinfo`.
 pub fn parse_cpuinfo(text: &str) -> (Option<String>, u32) {
     let mut model = None;

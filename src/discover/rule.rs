@@ -29,6 +29,17 @@ pub struct Rule {
     suffix: String,
 }
 
+/// A stored naming rule: one row of the store's `rules` table, keyed by the rule's canonical
+/// text, with what an adopted node gets besides its name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NamingRule {
+    pub rule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
 /// Why a rule was refused; each names what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuleError {

@@ -4,6 +4,9 @@
 //! Scripts list the other live pool members after this server (`Shared::peers`, kept
 //! current by the pool task), so a node falls back to them for every fetch.
 //!
+//! Discovery (with the API on): an unknown MAC boots the discovery image when one is set and
+//! reports its inventory (`super::discover`).
+//!
 //! Boot events (with the API on): a node's iPXE script (node by MAC in the URL), firmware,
 //! kernel, initrd and root tarball downloaded from the start (node by client address: its
 //! reservation or lease) and the agent's posts go to the API's
@@ -90,6 +93,8 @@ pub fn router(shared: Shared) -> Router {
     let boot = Router::new()
         .route("/boot/{mac}", get(boot_script))
         .route("/boot/{mac}/events", axum::routing::post(agent_event))
+        .route("/boot/{mac}/inventory", axum::routing::post(inventory))
+        .route("/boot/{mac}/standing", get(standing))
         .route("/images/{name}/{file}", get(image_file))
         .route("/firmware/{name}", get(firmware))
         .route("/health", get(|| async { "ok\n" }))
@@ -153,6 +158,12 @@ async fn boot_script(
             format!("#!ipxe\necho drover: {mac:?} is not a MAC address\n"),
         );
     };
+    let known = s.view.snapshot().node_by_mac(mac).is_some();
+    if let (false, Some(api)) = (known, &s.api) {
+        if let Some(script) = super::discover::unknown_script(api, mac, &servers).await {
+            return text(StatusCode::OK, script);
+        }
+    }
     let mut boot_event = None;
     let script = {
         let view = s.view.snapshot();
@@ -316,6 +327,37 @@ async fn agent_event(
     api.boot_events
         .record(node, event.stage, "agent", event.detail);
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /boot/{mac}/inventory` (see [`super::discover`]).
+async fn inventory(
+    State(s): State<Shared>,
+    Path(mac): Path<String>,
+    extensions: axum::http::Extensions,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(api) = s.api.clone() else {
+        return text(StatusCode::NOT_FOUND, "discovery is off\n".into());
+    };
+    let Ok(mac) = mac.parse::<Mac>() else {
+        return text(StatusCode::BAD_REQUEST, format!("{mac:?} is not a MAC address\n"));
+    };
+    super::discover::post_inventory(api, mac, client_v4(&extensions), &body).await
+}
+
+/// `GET /boot/{mac}/standing` (see [`super::discover`]).
+async fn standing(
+    State(s): State<Shared>,
+    Path(mac): Path<String>,
+    extensions: axum::http::Extensions,
+) -> Response {
+    let Some(api) = s.api.clone() else {
+        return text(StatusCode::NOT_FOUND, "discovery is off\n".into());
+    };
+    let Ok(mac) = mac.parse::<Mac>() else {
+        return text(StatusCode::BAD_REQUEST, format!("{mac:?} is not a MAC address\n"));
+    };
+    super::discover::standing(api, mac, client_v4(&extensions)).await
 }
 
 async fn send_file(path: &std::path::Path, range: Option<&str>) -> Response {

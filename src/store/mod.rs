@@ -54,7 +54,8 @@ use std::sync::Arc;
 /// entries; nothing to convert). 3: the `origins` database, the version vector and the
 /// unique-key claims (rebuilt from the records when an older store is opened). 4: table
 /// `exports` (as with 2, older drovers cannot read its feed entries; nothing to convert).
-pub const SCHEMA_VERSION: u32 = 4;
+/// 5: tables `discovered` and `rules` (as with 4).
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// LMDB map size: address space reserved, not disk used.
 const MAP_SIZE: usize = 64 << 30;
@@ -80,10 +81,14 @@ pub enum Table {
     Members,
     /// Shared NFSv4 exports.
     Exports,
+    /// Machines that booted into discovery, by MAC (`crate::discover`).
+    Discovered,
+    /// Naming rules, by their canonical text.
+    Rules,
 }
 
 impl Table {
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 15] = [
         Table::Nodes,
         Table::Groups,
         Table::Networks,
@@ -97,6 +102,8 @@ impl Table {
         Table::Power,
         Table::Members,
         Table::Exports,
+        Table::Discovered,
+        Table::Rules,
     ];
 
     pub fn from_name(name: &str) -> Option<Table> {
@@ -118,6 +125,8 @@ impl Table {
             Table::Power => "power",
             Table::Members => "members",
             Table::Exports => "exports",
+            Table::Discovered => "discovered",
+            Table::Rules => "rules",
         }
     }
 }
@@ -190,6 +199,20 @@ impl Record for PoolMember {
     const TABLE: Table = Table::Members;
     fn key(&self) -> String {
         PoolMember::key_of(self.id)
+    }
+}
+
+impl Record for crate::discover::inventory::Discovered {
+    const TABLE: Table = Table::Discovered;
+    fn key(&self) -> String {
+        self.mac.to_string()
+    }
+}
+
+impl Record for crate::discover::rule::NamingRule {
+    const TABLE: Table = Table::Rules;
+    fn key(&self) -> String {
+        self.rule.clone()
     }
 }
 

@@ -142,6 +142,14 @@ macro_rules! with_record_type {
                 type $t = model::Export;
                 $body
             }
+            Table::Discovered => {
+                type $t = crate::discover::inventory::Discovered;
+                $body
+            }
+            Table::Rules => {
+                type $t = crate::discover::rule::NamingRule;
+                $body
+            }
         }
     };
 }

@@ -269,9 +269,13 @@ impl Changed {
             // Not needed by the servers' hot paths; read from the store where used. BMC
             // credentials stay out of the view: servers other than the power poller have no
             // business with them, and the poller reads them from the store.
-            Table::Settings | Table::Users | Table::Tokens | Table::Boots | Table::Bmc => {
-                return Ok(None)
-            }
+            Table::Settings
+            | Table::Users
+            | Table::Tokens
+            | Table::Boots
+            | Table::Bmc
+            | Table::Discovered
+            | Table::Rules => return Ok(None),
         }))
     }
 }

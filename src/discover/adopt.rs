@@ -1,0 +1,316 @@
+//! Discovery's store operations: recording a machine's report, adopting it as a node (by
+//! hand or by a naming rule), board replacement, and the rules themselves. Each operation is
+//! one write transaction, like every `crate::admin` operation, whose errors it shares.
+//!
+//! A report is accepted only from the address drover leased to the reporting MAC
+//! ([`lease_allows`]); the HTTP shell checks that before calling [`report`]. A waiting
+//! machine is matched against the rules on every report and whenever a rule is added: by
+//! the LLDP neighbours in its inventory, then by option 82 of the lease it reported from.
+//! When a rule names a node that exists with another MAC, the new board takes the node over
+//! (its MAC changes; the old board's record keeps the history).
+//!
+//! Not here: rule parsing and matching (`super::rule`, pure), HTTP and the CLI.
+
+use super::inventory::{duplicates, Adoption, Discovered, Duplicate, Inventory};
+use super::rule::{Location, NamingRule, Rule};
+use crate::admin::AdminError;
+use crate::store::model::{Lease, Mac, Node};
+use crate::store::{Store, Writer};
+use std::net::Ipv4Addr;
+
+/// Whether a report from `from` for `mac` is allowed: `lease` (the lease on `from`) is held
+/// by `mac` at unix time `now`.
+pub fn lease_allows(lease: Option<&Lease>, mac: Mac, from: Ipv4Addr, now: u64) -> bool {
+    lease.is_some_and(|l| l.ip == from && l.mac == mac && l.holds(now))
+}
+
+/// Where a machine stands after a report or a poll.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase", tag = "state", content = "node")]
+pub enum Standing {
+    /// Not adopted yet.
+    Waiting,
+    /// Adopted as this node: reboot to boot as it.
+    Adopted(String),
+    /// Never reported.
+    Unknown,
+}
+
+/// Records `mac`'s report from `from` at `now_ms` and adopts it if a rule names it.
+pub fn report(
+    store: &Store,
+    mac: Mac,
+    from: Ipv4Addr,
+    now_ms: u64,
+    inventory: Inventory,
+) -> Result<Standing, AdminError> {
+    store.write(|w| {
+        let mut d = match w.get::<Discovered>(&mac.to_string())? {
+            Some(old) => Discovered {
+                ip: from,
+                last_ms: now_ms,
+                inventory,
+                ..old
+            },
+            None => Discovered {
+                mac,
+                ip: from,
+                first_ms: now_ms,
+                last_ms: now_ms,
+                inventory,
+                adopted: None,
+            },
+        };
+        // A machine adopted earlier and booted into discovery again (its node was removed)
+        // waits afresh.
+        if d.adopted.is_some() && w.owner(&format!("mac/{mac}"))?.is_none() {
+            d.adopted = None;
+        }
+        if d.adopted.is_none() {
+            let rules = w.all::<NamingRule>()?;
+            if let Some((rule, name)) = match_rules(w, &rules, &d)? {
+                return adopt_in(w, d, &name, rule, now_ms);
+            }
+        }
+        w.put(&d)?;
+        Ok(standing(&d))
+    })
+}
+
+fn standing(d: &Discovered) -> Standing {
+    match &d.adopted {
+        Some(a) => Standing::Adopted(a.node.clone()),
+        None => Standing::Waiting,
+    }
+}
+
+/// Where `mac` stands (the agent's poll).
+pub fn standing_of(store: &Store, mac: Mac) -> Result<Standing, AdminError> {
+    let found = store.read(|r| r.get::<Discovered>(&mac.to_string()))?;
+    Ok(match found {
+        Some(d) => standing(&d),
+        None => Standing::Unknown,
+    })
+}
+
+/// The first rule that names machine `d`, and the name.
+fn match_rules<'r>(
+    w: &Writer<'_, '_>,
+    rules: &'r [NamingRule],
+    d: &Discovered,
+) -> Result<Option<(&'r NamingRule, String)>, AdminError> {
+    let mut places: Vec<Location> = d.inventory.neighbours().map(Location::from_lldp).collect();
+    if let Some(lease) = w.get::<Lease>(&d.ip.to_string())? {
+        if lease.mac == d.mac {
+            places.extend(lease.relay.agent_info.as_deref().and_then(Location::from_relay));
+        }
+    }
+    for stored in rules {
+        // Stored rules were parsed when added; one that no longer parses is skipped.
+        let Ok(rule) = Rule::parse(&stored.rule) else {
+            continue;
+        };
+        if let Some(name) = places.iter().find_map(|p| rule.name_for(p)) {
+            return Ok(Some((stored, name)));
+        }
+    }
+    Ok(None)
+}
+
+/// Makes waiting machine `d` node `name`, with the rule's group and image when a rule
+/// named it. A rule's name that exists with another MAC is taken over (board replacement).
+fn adopt_in(
+    w: &mut Writer<'_, '_>,
+    mut d: Discovered,
+    name: &str,
+    rule: &NamingRule,
+    now_ms: u64,
+) -> Result<Standing, AdminError> {
+    let replaced = match w.get::<Node>(name)? {
+        Some(mut node) => {
+            let old = node.mac;
+            node.mac = d.mac;
+            // Drop the old MAC's claim first: the node record is replaced in one put.
+            crate::admin::check_node(w, &node)?;
+            w.put(&node)?;
+            Some(old).filter(|&m| m != d.mac)
+        }
+        None => {
+            let node = new_node(name, d.mac, rule.image.clone(), rule.group.clone());
+            crate::admin::add_nodes_in(w, &[node])?;
+            None
+        }
+    };
+    d.adopted = Some(Adoption {
+        node: name.to_string(),
+        at_ms: now_ms,
+        rule: Some(rule.rule.clone()),
+        replaced,
+    });
+    w.put(&d)?;
+    Ok(standing(&d))
+}
+
+fn new_node(name: &str, mac: Mac, image: Option<String>, group: Option<String>) -> Node {
+    Node {
+        name: name.to_string(),
+        mac,
+        ip: None,
+        image,
+        group,
+        aliases: Vec::new(),
+        root: None,
+        image_version: None,
+    }
+}
+
+/// `node adopt MAC NAME`: makes waiting machine `mac` a new node `name`.
+pub fn adopt(
+    store: &Store,
+    mac: Mac,
+    name: &str,
+    image: Option<String>,
+    group: Option<String>,
+    now_ms: u64,
+) -> Result<Node, AdminError> {
+    store.write(|w| {
+        let unknown = || AdminError::Unknown {
+            kind: "discovered machine",
+            name: mac.to_string(),
+        };
+        let mut d = w.get::<Discovered>(&mac.to_string())?.ok_or_else(unknown)?;
+        if d.adopted.is_some() && w.owner(&format!("mac/{mac}"))?.is_some() {
+            return Err(unknown());
+        }
+        let node = new_node(name, mac, image, group);
+        crate::admin::add_nodes_in(w, std::slice::from_ref(&node))?;
+        d.adopted = Some(Adoption {
+            node: name.to_string(),
+            at_ms: now_ms,
+            rule: None,
+            replaced: None,
+        });
+        w.put(&d)?;
+        Ok(node)
+    })
+}
+
+/// What `node discovered` shows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DiscoveredList {
+    /// Waiting machines (with `all`, adopted ones too: the boards nodes had).
+    pub machines: Vec<Discovered>,
+    /// Serials and MACs claimed by more than one waiting machine or node.
+    pub duplicates: Vec<Duplicate>,
+}
+
+/// The waiting machines (all reported ones with `all`) and the duplicates among them.
+pub fn discovered(store: &Store, all: bool) -> Result<DiscoveredList, AdminError> {
+    let (machines, nodes) = store.read(|r| {
+        Ok::<_, AdminError>((r.all::<Discovered>()?, r.all::<Node>()?))
+    })?;
+    let waiting: Vec<&Discovered> = machines.iter().filter(|d| d.adopted.is_none()).collect();
+    let duplicates = duplicates(
+        waiting.iter().map(|d| (d.mac, &d.inventory)),
+        nodes.iter().map(|n| (n.name.as_str(), n.mac)),
+    );
+    let machines = match all {
+        true => machines,
+        false => waiting.into_iter().cloned().collect(),
+    };
+    Ok(DiscoveredList {
+        machines,
+        duplicates,
+    })
+}
+
+/// `rule add`: stores the rule (in canonical form) and adopts the waiting machines it names.
+/// Returns the rule and the nodes adopted.
+pub fn add_rule(
+    store: &Store,
+    text: &str,
+    group: Option<String>,
+    image: Option<String>,
+    now_ms: u64,
+) -> Result<(NamingRule, Vec<String>), AdminError> {
+    let rule = Rule::parse(text)?;
+    if let Some(g) = &group {
+        crate::admin::check_name(g)?;
+    }
+    store.write(|w| {
+        if let Some(i) = &image {
+            if w.get::<crate::store::model::Image>(i)?.is_none() {
+                return Err(AdminError::Unknown {
+                    kind: "image",
+                    name: i.clone(),
+                });
+            }
+        }
+        for other in w.all::<NamingRule>()? {
+            if Rule::parse(&other.rule).is_ok_and(|o| o.overlaps(&rule)) {
+                return Err(AdminError::RuleOverlap {
+                    rule: rule.to_string(),
+                    other: other.rule,
+                });
+            }
+        }
+        let stored = NamingRule {
+            rule: rule.to_string(),
+            group,
+            image,
+        };
+        w.put(&stored)?;
+        let mut adopted = Vec::new();
+        let rules = [stored.clone()];
+        for d in w.all::<Discovered>()? {
+            if d.adopted.is_some() {
+                continue;
+            }
+            if let Some((r, name)) = match_rules(w, &rules, &d)? {
+                adopt_in(w, d, &name, r, now_ms)?;
+                adopted.push(name);
+            }
+        }
+        Ok((stored, adopted))
+    })
+}
+
+pub fn rules(store: &Store) -> Result<Vec<NamingRule>, AdminError> {
+    store.read(|r| Ok(r.all::<NamingRule>()?))
+}
+
+/// `rule remove`: the rule as added or in any spelling that parses to it.
+pub fn remove_rule(store: &Store, text: &str) -> Result<(), AdminError> {
+    let key = Rule::parse(text).map_or_else(|_| text.trim().to_string(), |r| r.to_string());
+    store.write(|w| {
+        if w.delete::<NamingRule>(&key)? {
+            Ok(())
+        } else {
+            Err(AdminError::Unknown {
+                kind: "rule",
+                name: key.clone(),
+            })
+        }
+    })
+}
+
+/// The setting that turns discovery on: the name of the image (with a kernel and drover's
+/// initramfs) that unknown machines boot to report themselves.
+pub const DISCOVERY_IMAGE: &str = "discovery-image";
+
+/// The image unknown machines boot into discovery, when the setting names one that has a
+/// kernel and an initramfs; `None` leaves them waiting for `node add` as before.
+pub fn discovery_image(store: &Store) -> Result<Option<String>, AdminError> {
+    store.read(|r| {
+        let Some(setting) = r.get::<crate::store::model::Setting>(DISCOVERY_IMAGE)? else {
+            return Ok(None);
+        };
+        let Some(name) = setting.value.as_str() else {
+            return Ok(None);
+        };
+        let usable = r
+            .get::<crate::store::model::Image>(name)?
+            .is_some_and(|i| i.initramfs.is_some());
+        Ok(usable.then(|| name.to_string()))
+    })
+}
