@@ -44,7 +44,10 @@ const PURE: &[(&str, &str)] = &[
         "discover/inventory.rs",
         "inventory parsing from /proc and /sys text, checks, duplicates",
     ),
-    ("discover/rule.rs", "naming rules: parse and match a location"),
+    (
+        "discover/rule.rs",
+        "naming rules: parse and match a location",
+    ),
     ("labels.rs", "the labels! macro: enums with stable names"),
     (
         "logsafe.rs",

@@ -17,6 +17,7 @@
 //! agent's boot-event endpoint (`POST /boot/{mac}/events`, on the unauthenticated boot path
 //! in `crate::http`), image upload (images are added with the CLI), TLS (put a proxy in front for now).
 
+pub mod discovered;
 pub mod error;
 mod events;
 pub mod input;
@@ -308,6 +309,15 @@ pub fn routes() -> Vec<Route> {
             delete.clone(),
             "/images/{name}",
             r::remover("image", crate::admin::remove_image),
+        ),
+        route(get.clone(), "/discovered", discovered::list),
+        route(post.clone(), "/discovered/{mac}/adopt", discovered::adopt),
+        route(get.clone(), "/rules", discovered::list_rules),
+        route(post.clone(), "/rules", discovered::add_rule),
+        route(
+            delete.clone(),
+            "/rules/{rule}",
+            r::remover("rule", crate::discover::adopt::remove_rule),
         ),
         route(get.clone(), "/leases", r::list_leases),
         route(post.clone(), "/power", r::power),

@@ -102,7 +102,13 @@ fn match_rules<'r>(
     let mut places: Vec<Location> = d.inventory.neighbours().map(Location::from_lldp).collect();
     if let Some(lease) = w.get::<Lease>(&d.ip.to_string())? {
         if lease.mac == d.mac {
-            places.extend(lease.relay.agent_info.as_deref().and_then(Location::from_relay));
+            places.extend(
+                lease
+                    .relay
+                    .agent_info
+                    .as_deref()
+                    .and_then(Location::from_relay),
+            );
         }
     }
     for stored in rules {
@@ -206,9 +212,8 @@ pub struct DiscoveredList {
 
 /// The waiting machines (all reported ones with `all`) and the duplicates among them.
 pub fn discovered(store: &Store, all: bool) -> Result<DiscoveredList, AdminError> {
-    let (machines, nodes) = store.read(|r| {
-        Ok::<_, AdminError>((r.all::<Discovered>()?, r.all::<Node>()?))
-    })?;
+    let (machines, nodes) =
+        store.read(|r| Ok::<_, AdminError>((r.all::<Discovered>()?, r.all::<Node>()?)))?;
     let waiting: Vec<&Discovered> = machines.iter().filter(|d| d.adopted.is_none()).collect();
     let duplicates = duplicates(
         waiting.iter().map(|d| (d.mac, &d.inventory)),
@@ -224,15 +229,21 @@ pub fn discovered(store: &Store, all: bool) -> Result<DiscoveredList, AdminError
     })
 }
 
+/// What adding a rule did: the rule as stored and the nodes it adopted at once.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RuleAdded {
+    pub rule: NamingRule,
+    pub adopted: Vec<String>,
+}
+
 /// `rule add`: stores the rule (in canonical form) and adopts the waiting machines it names.
-/// Returns the rule and the nodes adopted.
 pub fn add_rule(
     store: &Store,
     text: &str,
     group: Option<String>,
     image: Option<String>,
     now_ms: u64,
-) -> Result<(NamingRule, Vec<String>), AdminError> {
+) -> Result<RuleAdded, AdminError> {
     let rule = Rule::parse(text)?;
     if let Some(g) = &group {
         crate::admin::check_name(g)?;
@@ -271,7 +282,10 @@ pub fn add_rule(
                 adopted.push(name);
             }
         }
-        Ok((stored, adopted))
+        Ok(RuleAdded {
+            rule: stored,
+            adopted,
+        })
     })
 }
 

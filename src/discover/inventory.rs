@@ -93,7 +93,10 @@ impl Inventory {
         ]
         .into_iter()
         .chain(self.disks.iter().flat_map(|d| {
-            [("disk name", Some(d.name.as_str())), ("disk serial", d.serial.as_deref())]
+            [
+                ("disk name", Some(d.name.as_str())),
+                ("disk serial", d.serial.as_deref()),
+            ]
         }))
         .chain(self.nics.iter().flat_map(|n| {
             let lldp = n.lldp.as_ref();
@@ -101,8 +104,14 @@ impl Inventory {
                 ("NIC name", Some(n.name.as_str())),
                 ("LLDP chassis id", lldp.map(|l| l.chassis_id.as_str())),
                 ("LLDP port id", lldp.map(|l| l.port_id.as_str())),
-                ("LLDP port description", lldp.and_then(|l| l.port_description.as_deref())),
-                ("LLDP system name", lldp.and_then(|l| l.system_name.as_deref())),
+                (
+                    "LLDP port description",
+                    lldp.and_then(|l| l.port_description.as_deref()),
+                ),
+                (
+                    "LLDP system name",
+                    lldp.and_then(|l| l.system_name.as_deref()),
+                ),
             ]
         }));
         for (what, text) in texts {
@@ -202,7 +211,9 @@ pub fn nic(name: &str, address: &str, speed: Option<&str>) -> Option<Nic> {
     (name != "lo" && mac != Mac([0; 6])).then(|| Nic {
         name: name.to_string(),
         mac,
-        speed_mbps: speed.and_then(|s| s.trim().parse::<u32>().ok()).filter(|&s| s > 0),
+        speed_mbps: speed
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .filter(|&s| s > 0),
         lldp: None,
     })
 }
@@ -271,7 +282,10 @@ mod tests {
     #[test]
     fn proc_files() {
         let (model, cpus) = parse_cpuinfo(CPUINFO);
-        assert_eq!(model.as_deref(), Some("Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz"));
+        assert_eq!(
+            model.as_deref(),
+            Some("Intel(R) Xeon(R) Gold 6338 CPU @ 2.00GHz")
+        );
         assert_eq!(cpus, 2);
         assert_eq!(parse_cpuinfo("garbage\n"), (None, 0));
         assert_eq!(parse_meminfo(MEMINFO), Some(2030852));
@@ -289,7 +303,12 @@ mod tests {
         assert_eq!(disk("sdb", "0\n", None), None);
         let n = nic("eth0", "52:54:00:12:34:56\n", Some("1000\n")).unwrap();
         assert_eq!(n.speed_mbps, Some(1000));
-        assert_eq!(nic("eth1", "52:54:00:12:34:57\n", Some("-1\n")).unwrap().speed_mbps, None);
+        assert_eq!(
+            nic("eth1", "52:54:00:12:34:57\n", Some("-1\n"))
+                .unwrap()
+                .speed_mbps,
+            None
+        );
         assert_eq!(nic("lo", "00:00:00:00:00:00\n", None), None);
         assert_eq!(nic("ib0", "80:00:00:48:fe:80:00:00:00:00\n", None), None);
         assert_eq!(sysfs_text("QEMU\n").as_deref(), Some("QEMU"));

@@ -126,9 +126,7 @@ fn id(body: &[u8], mac_subtype: u8, what: &'static str) -> Result<String, LldpEr
     match body {
         [] | [_] => Err(LldpError::Malformed(what)),
         [subtype, rest @ ..] if *subtype == mac_subtype => match rest {
-            [a, b, c, d, e, f] => Ok(format!(
-                "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}"
-            )),
+            [a, b, c, d, e, f] => Ok(format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")),
             _ => Err(LldpError::Malformed(what)),
         },
         [_, rest @ ..] => Ok(text(rest)),
@@ -181,8 +179,8 @@ mod tests {
     /// interface name (subtype 5), TTL 120, port description, system name, an
     /// organisationally specific TLV (802.1 port VLAN id) and End.
     const SWITCH_FRAME: &[u8] = &[
-        0x01, 0x80, 0xc2, 0x00, 0x00, 0x0e, 0x00, 0x1b, 0x21, 0x3c, 0x4d, 0x5e, 0x88, 0xcc,
-        0x02, 0x07, 0x04, 0x00, 0x1b, 0x21, 0x3c, 0x4d, 0x5e, // chassis id
+        0x01, 0x80, 0xc2, 0x00, 0x00, 0x0e, 0x00, 0x1b, 0x21, 0x3c, 0x4d, 0x5e, 0x88, 0xcc, 0x02,
+        0x07, 0x04, 0x00, 0x1b, 0x21, 0x3c, 0x4d, 0x5e, // chassis id
         0x04, 0x06, 0x05, b's', b'w', b'p', b'1', b'2', // port id "swp12"
         0x06, 0x02, 0x00, 0x78, // TTL 120
         0x08, 0x07, b'n', b'o', b'd', b'e', b' ', b'1', b'2', // port description
@@ -236,7 +234,9 @@ mod tests {
         let pdu = [0x04, 0x03, 0x05, b'p', b'1', 0x02, 0x03, 0x07, b'c', b'1'];
         assert_eq!(decode(&pdu), Err(LldpError::Mandatory("chassis id")));
         // End before the TTL.
-        let pdu = [0x02, 0x03, 0x07, b'c', b'1', 0x04, 0x03, 0x05, b'p', b'1', 0, 0];
+        let pdu = [
+            0x02, 0x03, 0x07, b'c', b'1', 0x04, 0x03, 0x05, b'p', b'1', 0, 0,
+        ];
         assert_eq!(decode(&pdu), Err(LldpError::Mandatory("time to live")));
     }
 

@@ -7,7 +7,7 @@
 //! that gathers and posts the inventory (`crate::agent::discover`) and the boot path
 //! endpoints (`crate::http::serve`).
 
-pub mod inventory;
 pub mod adopt;
+pub mod inventory;
 pub mod lldp;
 pub mod rule;

@@ -78,8 +78,7 @@ impl Location {
             Ok(_) => None,
             Err(_) => trailing_number(&n.port_id),
         };
-        let port = by_id
-            .or_else(|| n.port_description.as_deref().and_then(trailing_number));
+        let port = by_id.or_else(|| n.port_description.as_deref().and_then(trailing_number));
         Location { switch, port }
     }
 
@@ -135,7 +134,13 @@ impl Rule {
                 let (digits, suffix) = rest.split_once(']').ok_or_else(bad_pattern)?;
                 let (a, _) = digits.split_once('-').ok_or_else(bad_pattern)?;
                 let (first, last) = range(digits).ok_or_else(bad_pattern)?;
-                (prefix.to_string(), first, a.len(), last - first + 1, suffix.to_string())
+                (
+                    prefix.to_string(),
+                    first,
+                    a.len(),
+                    last - first + 1,
+                    suffix.to_string(),
+                )
             }
         };
         if pattern.is_empty() || pattern.contains(char::is_whitespace) {
@@ -178,7 +183,10 @@ impl Rule {
     /// The name this rule gives a machine at `at`, if the rule covers that place.
     pub fn name_for(&self, at: &Location) -> Option<String> {
         let port = at.port?;
-        let on_switch = at.switch.iter().any(|s| s.eq_ignore_ascii_case(&self.switch));
+        let on_switch = at
+            .switch
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(&self.switch));
         (on_switch && (self.first_port..=self.last_port).contains(&port))
             .then(|| self.name_at(port))
     }
@@ -231,7 +239,9 @@ fn range(s: &str) -> Option<(u32, u32)> {
 fn trailing_number(s: &str) -> Option<u32> {
     let digits = s.len() - s.trim_end_matches(|c: char| c.is_ascii_digit()).len();
     let tail = &s[s.len() - digits..];
-    (digits > 0 && digits <= 9).then(|| tail.parse().ok()).flatten()
+    (digits > 0 && digits <= 9)
+        .then(|| tail.parse().ok())
+        .flatten()
 }
 
 /// Printable ASCII bytes as text (trailing NULs dropped); `None` for binary.
@@ -292,9 +302,15 @@ mod tests {
         assert_eq!(err("sw1 1-40 -> n[1-40]"), RuleError::Shape);
         assert_eq!(err("sw1 port 1-40 n[1-40]"), RuleError::Shape);
         assert_eq!(err("sw 1 port 1 -> n"), RuleError::Shape);
-        assert_eq!(err("sw1 port 40-1 -> n[1-40]"), RuleError::Ports("40-1".into()));
+        assert_eq!(
+            err("sw1 port 40-1 -> n[1-40]"),
+            RuleError::Ports("40-1".into())
+        );
         assert_eq!(err("sw1 port x -> n"), RuleError::Ports("x".into()));
-        assert_eq!(err("sw1 port 1-40 -> n[1-40"), RuleError::Pattern("n[1-40".into()));
+        assert_eq!(
+            err("sw1 port 1-40 -> n[1-40"),
+            RuleError::Pattern("n[1-40".into())
+        );
         assert_eq!(err("sw1 port 1-40 -> "), RuleError::Pattern("".into()));
         assert_eq!(
             err("sw1 port 1-40 -> n[1-30]"),
@@ -304,7 +320,10 @@ mod tests {
             }
         );
         assert_eq!(err("sw1 port 1-99999 -> n[1-99999]"), RuleError::TooMany);
-        assert_eq!(err("sw1 port 1-2 -> -n[1-2]"), RuleError::Name("-n1".into()));
+        assert_eq!(
+            err("sw1 port 1-2 -> -n[1-2]"),
+            RuleError::Name("-n1".into())
+        );
         assert_eq!(err("s;w port 1 -> n"), RuleError::Switch("s;w".into()));
     }
 

@@ -78,8 +78,9 @@ async fn from_own_lease<R: Send + 'static>(
                 format!("reports of {mac} come from the address leased to it\n"),
             ))
         }
-        Ok(Err(e)) => Err(crate::api::error::ApiError::admin("discovered machine", e)
-            .into_response()),
+        Ok(Err(e)) => {
+            Err(crate::api::error::ApiError::admin("discovered machine", e).into_response())
+        }
         Err(e) => Err(crate::api::error::ApiError::internal("worker", e).into_response()),
     }
 }
@@ -92,7 +93,10 @@ pub async fn post_inventory(
     body: &[u8],
 ) -> Response {
     if body.len() > MAX_INVENTORY_BODY {
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "inventory too large\n".into());
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "inventory too large\n".into(),
+        );
     }
     let inventory: Inventory = match serde_json::from_slice(body) {
         Ok(i) => i,
@@ -121,7 +125,11 @@ pub async fn post_inventory(
 
 /// `GET /boot/{mac}/standing`.
 pub async fn standing(api: Arc<Api>, mac: Mac, from: Option<Ipv4Addr>) -> Response {
-    match from_own_lease(&api, mac, from, move |store, _| adopt::standing_of(store, mac)).await {
+    match from_own_lease(&api, mac, from, move |store, _| {
+        adopt::standing_of(store, mac)
+    })
+    .await
+    {
         Ok(standing) => axum::Json(standing).into_response(),
         Err(refused) => refused,
     }

@@ -185,7 +185,11 @@ pub fn discovery_script(image: &str, servers: &[String]) -> String {
             .collect::<Vec<_>>()
             .join(" || ")
     };
-    let _ = writeln!(s, "{} || goto failed", fetch("kernel", &format!("kernel {args}")));
+    let _ = writeln!(
+        s,
+        "{} || goto failed",
+        fetch("kernel", &format!("kernel {args}"))
+    );
     let _ = writeln!(s, "{} || goto failed", fetch("initrd", "initramfs"));
     s.push_str("boot || goto failed\n:failed\n");
     s.push_str("echo drover: discovery boot failed; trying again in 10 s\nsleep 10\n");
@@ -235,7 +239,10 @@ mod tests {
 
     #[test]
     fn discovery_script_boots_the_agent_in_discovery_mode_from_every_server() {
-        let servers = ["http://10.0.0.1:8080".to_string(), "http://10.0.0.2:8080".into()];
+        let servers = [
+            "http://10.0.0.1:8080".to_string(),
+            "http://10.0.0.2:8080".into(),
+        ];
         let s = discovery_script("disc", &servers);
         assert!(s.starts_with("#!ipxe\n"));
         let kernel = s.lines().find(|l| l.starts_with("kernel ")).unwrap();
@@ -245,7 +252,9 @@ mod tests {
         assert!(kernel.contains("drover.server=http://10.0.0.1:8080,http://10.0.0.2:8080"));
         assert!(kernel.contains("drover.mac=${mac}"));
         assert!(s.contains("initrd http://10.0.0.2:8080/images/disc/initramfs || goto failed"));
-        assert!(s.ends_with("chain http://10.0.0.1:8080/boot/${mac} || chain http://10.0.0.2:8080/boot/${mac}\n"));
+        assert!(s.ends_with(
+            "chain http://10.0.0.1:8080/boot/${mac} || chain http://10.0.0.2:8080/boot/${mac}\n"
+        ));
     }
 
     /// `image`'s script for `node()` from `servers`, NFS on its standard port.

@@ -340,7 +340,10 @@ async fn inventory(
         return text(StatusCode::NOT_FOUND, "discovery is off\n".into());
     };
     let Ok(mac) = mac.parse::<Mac>() else {
-        return text(StatusCode::BAD_REQUEST, format!("{mac:?} is not a MAC address\n"));
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("{mac:?} is not a MAC address\n"),
+        );
     };
     super::discover::post_inventory(api, mac, client_v4(&extensions), &body).await
 }
@@ -355,7 +358,10 @@ async fn standing(
         return text(StatusCode::NOT_FOUND, "discovery is off\n".into());
     };
     let Ok(mac) = mac.parse::<Mac>() else {
-        return text(StatusCode::BAD_REQUEST, format!("{mac:?} is not a MAC address\n"));
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("{mac:?} is not a MAC address\n"),
+        );
     };
     super::discover::standing(api, mac, client_v4(&extensions)).await
 }
