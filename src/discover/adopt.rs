@@ -328,3 +328,174 @@ pub fn discovery_image(store: &Store) -> Result<Option<String>, AdminError> {
         Ok(usable.then(|| name.to_string()))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::inventory::{Dmi, Nic};
+    use crate::discover::lldp::Neighbour;
+    use crate::store::model::{LeaseState, RelayInfo};
+
+    fn store() -> Store {
+        let dir = std::env::temp_dir().join(format!(
+            "drover-adopt-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        Store::open(&dir).unwrap()
+    }
+
+    fn mac(last: u8) -> Mac {
+        Mac([0x52, 0x54, 0, 0, 0, last])
+    }
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, last)
+    }
+
+    /// A machine seen by LLDP on `port` of `rack1-sw1` (none for port 0).
+    fn inventory(m: Mac, port: u32, serial: &str) -> Inventory {
+        Inventory {
+            cpus: 4,
+            memory_kib: 4 << 20,
+            dmi: Dmi {
+                serial: Some(serial.into()),
+                ..Dmi::default()
+            },
+            nics: vec![Nic {
+                name: "eth0".into(),
+                mac: m,
+                speed_mbps: Some(1000),
+                lldp: (port > 0).then(|| Neighbour {
+                    chassis_id: "00:1b:21:3c:4d:5e".into(),
+                    port_id: format!("swp{port}"),
+                    port_description: None,
+                    system_name: Some("rack1-sw1".into()),
+                    ttl: 120,
+                }),
+            }],
+            ..Inventory::default()
+        }
+    }
+
+    fn lease(m: Mac, at: Ipv4Addr, agent_info: Option<&str>) -> Lease {
+        Lease {
+            ip: at,
+            mac: m,
+            client_id: None,
+            hostname: None,
+            state: LeaseState::Bound,
+            start: 0,
+            expires: 100,
+            network: "lab".into(),
+            relay: RelayInfo {
+                giaddr: agent_info.map(|_| ip(1)),
+                agent_info: agent_info.map(str::to_string),
+            },
+        }
+    }
+
+    #[test]
+    fn only_the_lease_holder_may_report() {
+        let l = lease(mac(1), ip(10), None);
+        assert!(lease_allows(Some(&l), mac(1), ip(10), 50));
+        assert!(!lease_allows(Some(&l), mac(2), ip(10), 50));
+        assert!(!lease_allows(Some(&l), mac(1), ip(11), 50));
+        assert!(!lease_allows(Some(&l), mac(1), ip(10), 100));
+        assert!(!lease_allows(None, mac(1), ip(10), 50));
+    }
+
+    #[test]
+    fn a_machine_waits_then_a_rule_adopts_it_and_a_new_board_takes_over() {
+        let s = store();
+        let report_of = |m: Mac, port, serial: &str, t| {
+            report(&s, m, ip(m.0[5]), t, inventory(m, port, serial)).unwrap()
+        };
+        assert_eq!(standing_of(&s, mac(1)).unwrap(), Standing::Unknown);
+        assert_eq!(report_of(mac(1), 12, "SN1", 1), Standing::Waiting);
+        assert_eq!(report_of(mac(2), 0, "SN1", 2), Standing::Waiting);
+        let list = discovered(&s, false).unwrap();
+        assert_eq!(list.machines.len(), 2);
+        assert_eq!(list.duplicates.len(), 1, "{:?}", list.duplicates);
+        assert_eq!(list.duplicates[0].what, "DMI serial");
+
+        // Adding the rule adopts the machine on port 12 at once, with the rule's group.
+        let added = add_rule(
+            &s,
+            "rack1-sw1 port 1-40 -> node[001-040]",
+            Some("r1".into()),
+            None,
+            3,
+        )
+        .unwrap();
+        assert_eq!(added.adopted, vec!["node012".to_string()]);
+        assert_eq!(
+            standing_of(&s, mac(1)).unwrap(),
+            Standing::Adopted("node012".into())
+        );
+        let node = s.read(|r| r.get::<Node>("node012")).unwrap().unwrap();
+        assert_eq!((node.mac, node.group.as_deref()), (mac(1), Some("r1")));
+        assert_eq!(discovered(&s, false).unwrap().machines.len(), 1);
+
+        // A new board on port 12 takes the name; the old MAC is kept in the history.
+        assert_eq!(
+            report_of(mac(3), 12, "SN3", 4),
+            Standing::Adopted("node012".into())
+        );
+        let node = s.read(|r| r.get::<Node>("node012")).unwrap().unwrap();
+        assert_eq!(node.mac, mac(3));
+        let all = discovered(&s, true).unwrap().machines;
+        let new = all.iter().find(|d| d.mac == mac(3)).unwrap();
+        assert_eq!(new.adopted.as_ref().unwrap().replaced, Some(mac(1)));
+        assert!(all.iter().any(|d| d.mac == mac(1) && d.adopted.is_some()));
+
+        // Overlapping and malformed rules are refused; removal takes any spelling.
+        let overlap = add_rule(&s, "RACK1-SW1 port 40-41 -> x[1-2]", None, None, 5);
+        assert!(
+            matches!(overlap, Err(AdminError::RuleOverlap { .. })),
+            "{overlap:?}"
+        );
+        assert!(matches!(
+            add_rule(&s, "sw port 1", None, None, 5),
+            Err(AdminError::Rule(_))
+        ));
+        remove_rule(&s, "rack1-sw1  port 1-40 ->  node[001-040]").unwrap();
+        assert!(rules(&s).unwrap().is_empty());
+        assert!(matches!(
+            remove_rule(&s, "nope"),
+            Err(AdminError::Unknown { .. })
+        ));
+    }
+
+    #[test]
+    fn option_82_of_the_lease_names_a_machine_and_adopt_by_hand() {
+        let s = store();
+        // Circuit-id "eth0/1/7", remote-id "rack2-sw1".
+        let info = "0108657468302f312f3702097261636b322d737731";
+        s.write(|w| w.put(&lease(mac(7), ip(7), Some(info))))
+            .unwrap();
+        add_rule(&s, "rack2-sw1 port 1-8 -> r2n[1-8]", None, None, 1).unwrap();
+        let st = report(&s, mac(7), ip(7), 2, inventory(mac(7), 0, "SN7")).unwrap();
+        assert_eq!(st, Standing::Adopted("r2n7".into()));
+
+        assert_eq!(
+            report(&s, mac(8), ip(8), 3, inventory(mac(8), 0, "SN8")).unwrap(),
+            Standing::Waiting
+        );
+        let taken = adopt(&s, mac(8), "r2n7", None, None, 4);
+        assert!(matches!(taken, Err(AdminError::Exists { .. })), "{taken:?}");
+        let unknown = adopt(&s, mac(9), "x", None, None, 4);
+        assert!(
+            matches!(unknown, Err(AdminError::Unknown { .. })),
+            "{unknown:?}"
+        );
+        let node = adopt(&s, mac(8), "login1", None, Some("logins".into()), 4).unwrap();
+        assert_eq!(node.mac, mac(8));
+        assert_eq!(
+            standing_of(&s, mac(8)).unwrap(),
+            Standing::Adopted("login1".into())
+        );
+        assert!(discovered(&s, false).unwrap().machines.is_empty());
+    }
+}
