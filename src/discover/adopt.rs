@@ -206,7 +206,8 @@ pub fn adopt(
 pub struct DiscoveredList {
     /// Waiting machines (with `all`, adopted ones too: the boards nodes had).
     pub machines: Vec<Discovered>,
-    /// Serials and MACs claimed by more than one waiting machine or node.
+    /// Serials and MACs claimed by more than one machine (waiting, or a node's current
+    /// board) or node.
     pub duplicates: Vec<Duplicate>,
 }
 
@@ -215,9 +216,21 @@ pub fn discovered(store: &Store, all: bool) -> Result<DiscoveredList, AdminError
     let (machines, nodes) =
         store.read(|r| Ok::<_, AdminError>((r.all::<Discovered>()?, r.all::<Node>()?)))?;
     let waiting: Vec<&Discovered> = machines.iter().filter(|d| d.adopted.is_none()).collect();
+    // Claimants: waiting machines and the boards nodes have now (not the boards they had);
+    // a node's MAC is claimed by its board already.
+    let current: Vec<&Discovered> = machines
+        .iter()
+        .filter(|d| match &d.adopted {
+            None => true,
+            Some(a) => nodes.iter().any(|n| n.name == a.node && n.mac == d.mac),
+        })
+        .collect();
     let duplicates = duplicates(
-        waiting.iter().map(|d| (d.mac, &d.inventory)),
-        nodes.iter().map(|n| (n.name.as_str(), n.mac)),
+        current.iter().map(|d| (d.mac, &d.inventory)),
+        nodes
+            .iter()
+            .filter(|n| !current.iter().any(|d| d.mac == n.mac))
+            .map(|n| (n.name.as_str(), n.mac)),
     );
     let machines = match all {
         true => machines,
@@ -436,7 +449,11 @@ mod tests {
         );
         let node = s.read(|r| r.get::<Node>("node012")).unwrap().unwrap();
         assert_eq!((node.mac, node.group.as_deref()), (mac(1), Some("r1")));
-        assert_eq!(discovered(&s, false).unwrap().machines.len(), 1);
+        let list = discovered(&s, false).unwrap();
+        assert_eq!(list.machines.len(), 1);
+        // The adopted board still shares its serial; its MAC is its node's, not a duplicate.
+        assert_eq!(list.duplicates.len(), 1, "{:?}", list.duplicates);
+        assert_eq!(list.duplicates[0].what, "DMI serial");
 
         // A new board on port 12 takes the name; the old MAC is kept in the history.
         assert_eq!(
