@@ -551,3 +551,32 @@ pub fn reboot() -> io::Error {
     unsafe { libc::reboot(libc::RB_AUTOBOOT) };
     io::Error::last_os_error()
 }
+
+/// Sends a whole Ethernet frame (header included) on interface `index` through a packet
+/// socket: the lab's stand-in for a switch announcing itself over LLDP.
+pub fn send_frame(index: u32, frame: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let sock = owned_socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
+    // SAFETY: sockaddr_ll is plain old data; zeroes are a valid value.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as libc::c_ushort;
+    to.sll_ifindex = index as libc::c_int;
+    to.sll_halen = 6;
+    let dest = frame.get(..6).ok_or(io::ErrorKind::InvalidInput)?;
+    to.sll_addr[..6].copy_from_slice(dest);
+    // SAFETY: the frame and the address are valid for the call; their lengths are theirs.
+    let sent = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&to as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
