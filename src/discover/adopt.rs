@@ -325,9 +325,10 @@ pub fn remove_rule(store: &Store, text: &str) -> Result<(), AdminError> {
 /// initramfs) that unknown machines boot to report themselves.
 pub const DISCOVERY_IMAGE: &str = "discovery-image";
 
-/// The image unknown machines boot into discovery, when the setting names one that has a
-/// kernel and an initramfs; `None` leaves them waiting for `node add` as before.
-pub fn discovery_image(store: &Store) -> Result<Option<String>, AdminError> {
+/// The image unknown machines boot into discovery (name, kernel command line), when the
+/// setting names one that has a kernel and an initramfs; `None` leaves them waiting for
+/// `node add` as before.
+pub fn discovery_image(store: &Store) -> Result<Option<(String, String)>, AdminError> {
     store.read(|r| {
         let Some(setting) = r.get::<crate::store::model::Setting>(DISCOVERY_IMAGE)? else {
             return Ok(None);
@@ -335,10 +336,9 @@ pub fn discovery_image(store: &Store) -> Result<Option<String>, AdminError> {
         let Some(name) = setting.value.as_str() else {
             return Ok(None);
         };
-        let usable = r
-            .get::<crate::store::model::Image>(name)?
-            .is_some_and(|i| i.initramfs.is_some());
-        Ok(usable.then(|| name.to_string()))
+        Ok(r.get::<crate::store::model::Image>(name)?
+            .filter(|i| i.initramfs.is_some())
+            .map(|i| (i.name, i.cmdline)))
     })
 }
 

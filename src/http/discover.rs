@@ -28,9 +28,9 @@ pub async fn unknown_script(api: &Arc<Api>, mac: Mac, servers: &[String]) -> Opt
     let store = api.store.clone();
     let image = tokio::task::spawn_blocking(move || adopt::discovery_image(&store)).await;
     match image {
-        Ok(Ok(Some(image))) => {
+        Ok(Ok(Some((image, cmdline)))) => {
             tracing::info!(%mac, %image, "unknown machine boots into discovery");
-            Some(super::ipxe::discovery_script(&image, servers))
+            Some(super::ipxe::discovery_script(&image, &cmdline, servers))
         }
         Ok(Ok(None)) => None,
         Ok(Err(e)) => {

@@ -160,8 +160,9 @@ pub fn boot_script(
 /// The script for a machine drover does not know, when discovery is on: boots `image`'s
 /// kernel and initramfs (drover's agent) with `drover.discover=1`, so the agent reports the
 /// machine's inventory and waits to be adopted. The servers are tried in order, as in
-/// [`boot_script`]; a failed boot asks again.
-pub fn discovery_script(image: &str, servers: &[String]) -> String {
+/// [`boot_script`]; a failed boot asks again. `cmdline` is the image's own kernel parameters
+/// (its console, for one).
+pub fn discovery_script(image: &str, cmdline: &str, servers: &[String]) -> String {
     let mut s = String::from("#!ipxe\n");
     let _ = writeln!(
         s,
@@ -169,6 +170,7 @@ pub fn discovery_script(image: &str, servers: &[String]) -> String {
     );
     let args = [
         "initrd=initramfs".to_string(),
+        cmdline.trim().to_string(),
         "drover.discover=1".to_string(),
         format!("drover.server={}", servers.join(",")),
         "drover.mac=${mac}".into(),
@@ -243,10 +245,12 @@ mod tests {
             "http://10.0.0.1:8080".to_string(),
             "http://10.0.0.2:8080".into(),
         ];
-        let s = discovery_script("disc", &servers);
+        let s = discovery_script("disc", "console=ttyS0", &servers);
         assert!(s.starts_with("#!ipxe\n"));
         let kernel = s.lines().find(|l| l.starts_with("kernel ")).unwrap();
-        assert!(kernel.contains("http://10.0.0.1:8080/images/disc/kernel initrd=initramfs"));
+        assert!(kernel.contains(
+            "http://10.0.0.1:8080/images/disc/kernel initrd=initramfs console=ttyS0 drover."
+        ));
         assert!(kernel.contains(" || kernel http://10.0.0.2:8080/images/disc/kernel "));
         assert!(kernel.contains("drover.discover=1"));
         assert!(kernel.contains("drover.server=http://10.0.0.1:8080,http://10.0.0.2:8080"));
