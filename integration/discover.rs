@@ -15,7 +15,6 @@
 mod common;
 
 use common::{require_cmd, require_root, run_ok, Drover, Netns};
-use drover::dhcp::wire::{MessageType, Request};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -251,49 +250,56 @@ fn relay_helper() {
         .unwrap();
     let server = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 67);
     let chaddr: drover::store::model::Mac = mac.parse().expect("a MAC");
-    let mut req = Request {
-        msg_type: MessageType::Discover,
-        xid: u32::from_be_bytes([0x0d, 0x15, chaddr.0[4], chaddr.0[5]]),
-        secs: 0,
-        hops: 1,
-        broadcast: false,
-        ciaddr: Ipv4Addr::UNSPECIFIED,
-        giaddr: Ipv4Addr::new(198, 18, 8, 1),
-        chaddr,
-        requested_ip: None,
-        server_id: None,
-        client_id: None,
-        hostname: None,
-        params: vec![1, 3],
-        max_size: None,
-        arch: Vec::new(),
-        user_class: None,
-        ipxe_encap: None,
-        vendor_class: None,
-        uuid: None,
-        relay_info: (!info.is_empty()).then_some(info),
-    };
-    let offered = reply_to(&socket, &req, server);
-    req.msg_type = MessageType::Request;
-    req.xid += 1;
-    req.requested_ip = Some(offered);
-    req.server_id = Some(*server.ip());
-    let acked = reply_to(&socket, &req, server);
+    let xid = u32::from_be_bytes([0x0d, 0x15, chaddr.0[4], chaddr.0[5]]);
+    let offered = reply_to(&socket, &packet(1, xid, chaddr.0, &info, None), xid, server);
+    let request = packet(3, xid + 1, chaddr.0, &info, Some((offered, *server.ip())));
+    let acked = reply_to(&socket, &request, xid + 1, server);
     assert_eq!(acked, offered);
     println!("leased {acked}");
 }
 
-/// Sends `req` until a reply with its xid comes; returns its yiaddr.
-fn reply_to(socket: &UdpSocket, req: &Request, to: SocketAddrV4) -> Ipv4Addr {
+/// A relayed DHCP message of type `kind` (1 DISCOVER, 3 REQUEST) from giaddr 198.18.8.1,
+/// with option 82 when `info` is not empty, and options 50 and 54 for a REQUEST.
+fn packet(
+    kind: u8,
+    xid: u32,
+    chaddr: [u8; 6],
+    info: &[u8],
+    requested: Option<(Ipv4Addr, Ipv4Addr)>,
+) -> Vec<u8> {
+    // BOOTREQUEST, Ethernet, 6-byte addresses, one relay hop.
+    let mut p = vec![1, 1, 6, 1];
+    p.extend_from_slice(&xid.to_be_bytes());
+    p.resize(24, 0);
+    p.extend_from_slice(&[198, 18, 8, 1]);
+    p.extend_from_slice(&chaddr);
+    p.resize(236, 0);
+    p.extend_from_slice(&[99, 130, 83, 99, 53, 1, kind]);
+    if let Some((ip, server)) = requested {
+        p.extend_from_slice(&[50, 4]);
+        p.extend_from_slice(&ip.octets());
+        p.extend_from_slice(&[54, 4]);
+        p.extend_from_slice(&server.octets());
+    }
+    if !info.is_empty() {
+        p.extend_from_slice(&[82, info.len() as u8]);
+        p.extend_from_slice(info);
+    }
+    p.push(255);
+    p
+}
+
+/// Sends `packet` until a reply with `xid` comes; returns its yiaddr.
+fn reply_to(socket: &UdpSocket, packet: &[u8], xid: u32, to: SocketAddrV4) -> Ipv4Addr {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut buf = [0u8; 1500];
     while Instant::now() < deadline {
-        socket.send_to(&req.to_bytes(), to).expect("send");
+        socket.send_to(packet, to).expect("send");
         while let Ok((n, _)) = socket.recv_from(&mut buf) {
-            if n >= 20 && buf[0] == 2 && buf[4..8] == req.xid.to_be_bytes() {
+            if n >= 20 && buf[0] == 2 && buf[4..8] == xid.to_be_bytes() {
                 return Ipv4Addr::new(buf[16], buf[17], buf[18], buf[19]);
             }
         }
     }
-    panic!("no reply to xid {:#x}", req.xid);
+    panic!("no reply to xid {xid:#x}");
 }

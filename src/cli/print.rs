@@ -321,7 +321,7 @@ pub fn leases(leases: &[Lease], now: u64) -> String {
 
 /// `node discovered`: one row per machine (boot MAC, address, DMI identity, CPUs, memory,
 /// disks, NICs, LLDP neighbours, adoption), then the duplicates.
-pub fn discovered(list: &crate::discover::adopt::DiscoveredList) -> String {
+pub fn discovered(list: &crate::discover::inventory::DiscoveredList) -> String {
     let mut rows = vec![header(&[
         "MAC", "IP", "VENDOR", "PRODUCT", "SERIAL", "CPUS", "MEMORY", "DISKS", "NICS", "LLDP",
         "ADOPTED",

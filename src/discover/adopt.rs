@@ -11,7 +11,8 @@
 //!
 //! Not here: rule parsing and matching (`super::rule`, pure), HTTP and the CLI.
 
-use super::inventory::{duplicates, Adoption, Discovered, Duplicate, Inventory};
+pub use super::inventory::DiscoveredList;
+use super::inventory::{duplicates, Adoption, Discovered, Inventory};
 use super::rule::{Location, NamingRule, Rule};
 use crate::admin::AdminError;
 use crate::store::model::{Lease, Mac, Node};
@@ -199,16 +200,6 @@ pub fn adopt(
         w.put(&d)?;
         Ok(node)
     })
-}
-
-/// What `node discovered` shows.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct DiscoveredList {
-    /// Waiting machines (with `all`, adopted ones too: the boards nodes had).
-    pub machines: Vec<Discovered>,
-    /// Serials and MACs claimed by more than one machine (waiting, or a node's current
-    /// board) or node.
-    pub duplicates: Vec<Duplicate>,
 }
 
 /// The waiting machines (all reported ones with `all`) and the duplicates among them.

@@ -144,6 +144,16 @@ pub struct Discovered {
     pub adopted: Option<Adoption>,
 }
 
+/// What `node discovered` shows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DiscoveredList {
+    /// Waiting machines (with `all`, adopted ones too: the boards nodes had).
+    pub machines: Vec<Discovered>,
+    /// Serials and MACs claimed by more than one machine (waiting, or a node's current
+    /// board) or node.
+    pub duplicates: Vec<Duplicate>,
+}
+
 /// How a waiting machine became a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Adoption {

@@ -336,16 +336,12 @@ async fn inventory(
     extensions: axum::http::Extensions,
     body: axum::body::Bytes,
 ) -> Response {
-    let Some(api) = s.api.clone() else {
-        return text(StatusCode::NOT_FOUND, "discovery is off\n".into());
-    };
-    let Ok(mac) = mac.parse::<Mac>() else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!("{mac:?} is not a MAC address\n"),
-        );
-    };
-    super::discover::post_inventory(api, mac, client_v4(&extensions), &body).await
+    match discovery_of(&s, &mac) {
+        Ok((api, mac)) => {
+            super::discover::post_inventory(api, mac, client_v4(&extensions), &body).await
+        }
+        Err(refused) => refused,
+    }
 }
 
 /// `GET /boot/{mac}/standing` (see [`super::discover`]).
@@ -354,16 +350,24 @@ async fn standing(
     Path(mac): Path<String>,
     extensions: axum::http::Extensions,
 ) -> Response {
+    match discovery_of(&s, &mac) {
+        Ok((api, mac)) => super::discover::standing(api, mac, client_v4(&extensions)).await,
+        Err(refused) => refused,
+    }
+}
+
+/// The API (discovery needs its store) and the MAC of a discovery request, or the refusal.
+fn discovery_of(s: &Shared, mac: &str) -> Result<(Arc<crate::api::Api>, Mac), Response> {
     let Some(api) = s.api.clone() else {
-        return text(StatusCode::NOT_FOUND, "discovery is off\n".into());
+        return Err(text(StatusCode::NOT_FOUND, "discovery is off\n".into()));
     };
-    let Ok(mac) = mac.parse::<Mac>() else {
-        return text(
+    match mac.parse::<Mac>() {
+        Ok(mac) => Ok((api, mac)),
+        Err(_) => Err(text(
             StatusCode::BAD_REQUEST,
             format!("{mac:?} is not a MAC address\n"),
-        );
-    };
-    super::discover::standing(api, mac, client_v4(&extensions)).await
+        )),
+    }
 }
 
 async fn send_file(path: &std::path::Path, range: Option<&str>) -> Response {
