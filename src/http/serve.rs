@@ -340,7 +340,7 @@ async fn inventory(
         Ok((api, mac)) => {
             super::discover::post_inventory(api, mac, client_v4(&extensions), &body).await
         }
-        Err(refused) => refused,
+        Err((status, why)) => text(status, why),
     }
 }
 
@@ -352,18 +352,21 @@ async fn standing(
 ) -> Response {
     match discovery_of(&s, &mac) {
         Ok((api, mac)) => super::discover::standing(api, mac, client_v4(&extensions)).await,
-        Err(refused) => refused,
+        Err((status, why)) => text(status, why),
     }
 }
 
 /// The API (discovery needs its store) and the MAC of a discovery request, or the refusal.
-fn discovery_of(s: &Shared, mac: &str) -> Result<(Arc<crate::api::Api>, Mac), Response> {
+fn discovery_of(
+    s: &Shared,
+    mac: &str,
+) -> Result<(Arc<crate::api::Api>, Mac), (StatusCode, String)> {
     let Some(api) = s.api.clone() else {
-        return Err(text(StatusCode::NOT_FOUND, "discovery is off\n".into()));
+        return Err((StatusCode::NOT_FOUND, "discovery is off\n".into()));
     };
     match mac.parse::<Mac>() {
         Ok(mac) => Ok((api, mac)),
-        Err(_) => Err(text(
+        Err(_) => Err((
             StatusCode::BAD_REQUEST,
             format!("{mac:?} is not a MAC address\n"),
         )),
