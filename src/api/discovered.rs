@@ -1,7 +1,8 @@
 //! The API of discovery: machines waiting to be adopted (`GET /discovered`, with `all=true`
-//! the adopted ones too), adopting one (`POST /discovered/{name}/adopt`, name: the MAC), and naming rules
-//! (`GET`/`POST /rules`, `DELETE /rules/{name}`, name: the rule text). Each handler calls
-//! `crate::discover::adopt`, the functions the local CLI uses, on the blocking pool.
+//! the adopted ones too), adopting one (`POST /discovered/{name}/adopt`, name: the MAC), and
+//! naming rules (`GET`/`POST /rules`, `DELETE /rules/{name}`, name: the rule text). Each
+//! handler calls `crate::discover::adopt`, the functions the local CLI uses, on the blocking
+//! pool.
 //!
 //! Not here: the agent's reports (the unauthenticated boot path, `crate::http::discover`).
 

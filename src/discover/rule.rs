@@ -43,7 +43,10 @@ pub struct NamingRule {
 /// Why a rule was refused; each names what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RuleError {
-    #[error("a rule reads SWITCH port FIRST[-LAST] -> NAME (like 'rack1-sw1 port 1-40 -> node[001-040]')")]
+    #[error(
+        "a rule reads SWITCH port FIRST[-LAST] -> NAME \
+         (like 'rack1-sw1 port 1-40 -> node[001-040]')"
+    )]
     Shape,
     #[error("{0:?} is not a switch name (letters, digits, '-', '_', '.', ':', '/')")]
     Switch(String),
