@@ -579,6 +579,30 @@ fn every_endpoint_names_the_bad_field() {
             Some("clients"),
         ),
         ("DELETE", "/api/v1/exports/ghost", None, 404, Some("name")),
+        // discovery
+        (
+            "GET",
+            "/api/v1/discovered?all=maybe",
+            None,
+            400,
+            Some("all"),
+        ),
+        (
+            "POST",
+            "/api/v1/discovered/zz/adopt",
+            Some(r#"{"name":"x"}"#),
+            400,
+            Some("mac"),
+        ),
+        ("GET", "/api/v1/rules?x=1", None, 400, Some("x")),
+        (
+            "POST",
+            "/api/v1/rules",
+            Some(r#"{"rule":"sw port 9-1 -> n[1-9]"}"#),
+            400,
+            Some("rule"),
+        ),
+        ("DELETE", "/api/v1/rules/ghost", None, 404, Some("name")),
         // tokens
         ("GET", "/api/v1/tokens?x=1", None, 400, Some("x")),
         ("POST", "/api/v1/tokens", Some(r#"{}"#), 400, Some("name")),

@@ -42,6 +42,16 @@ const PURE: &[(&str, &str)] = &[
         "nfs/ops/session.rs",
         "NFS op family: sessions and client ids",
     ),
+    ("discover/mod.rs", "discovery: module list only"),
+    ("discover/lldp.rs", "LLDP frame decoder over byte slices"),
+    (
+        "discover/inventory.rs",
+        "inventory parsing from /proc and /sys text, checks, duplicates",
+    ),
+    (
+        "discover/rule.rs",
+        "naming rules: parse and match a location",
+    ),
     ("labels.rs", "the labels! macro: enums with stable names"),
     (
         "image/chunk.rs",

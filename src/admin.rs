@@ -92,6 +92,10 @@ pub enum AdminError {
         field: &'static str,
         why: String,
     },
+    #[error(transparent)]
+    Rule(#[from] crate::discover::rule::RuleError),
+    #[error("rule {rule:?} covers ports of rule {other:?}; remove that one first")]
+    RuleOverlap { rule: String, other: String },
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -147,7 +151,7 @@ fn check_pin(
     }
 }
 
-fn check_node(w: &crate::store::Writer<'_, '_>, node: &Node) -> Result<(), AdminError> {
+pub(crate) fn check_node(w: &crate::store::Writer<'_, '_>, node: &Node) -> Result<(), AdminError> {
     check_name(&node.name)?;
     if let Some(owner) = w.owner(&format!("mac/{}", node.mac))? {
         if owner != node.name {
@@ -252,7 +256,10 @@ pub fn add_nodes(store: &Store, nodes: &[Node]) -> Result<(), AdminError> {
     store.write(|w| add_nodes_in(w, nodes))
 }
 
-fn add_nodes_in(w: &mut crate::store::Writer<'_, '_>, nodes: &[Node]) -> Result<(), AdminError> {
+pub(crate) fn add_nodes_in(
+    w: &mut crate::store::Writer<'_, '_>,
+    nodes: &[Node],
+) -> Result<(), AdminError> {
     for node in nodes {
         if w.get::<Node>(&node.name)?.is_some() {
             return Err(AdminError::Exists {

@@ -19,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod counters;
 pub mod dhcp;
+pub mod discover;
 pub mod dns;
 pub mod durable;
 pub mod faults;

@@ -6,7 +6,8 @@
 //! and optionally `drover.gw= drover.dns=IP[,IP] drover.ntp=IP[,IP] drover.domain=` (absent or
 //! empty = none) and `drover.root=nfs:HOST[:PORT]:/PATH` (absent or `ram` = RAM root; HOST a
 //! literal address, IPv6 in brackets) with `drover.persistent=PATH[,PATH...]` (the image's
-//! persistent paths, which the NFS root lets the node write).
+//! persistent paths, which the NFS root lets the node write). `drover.discover=1` (the
+//! discovery script of an unknown machine) makes `drover.image` and `drover.node` optional.
 //! Splitting follows the kernel's own rules (`lib/cmdline.c`, `next_arg`): words are separated
 //! by spaces, double quotes group spaces into a word and are removed, the first `=` splits a
 //! key from its value, and a later duplicate key wins.
@@ -32,6 +33,9 @@ pub struct BootParams {
     pub root: RootSource,
     /// Absolute paths the NFS root keeps per node (empty for a RAM root).
     pub persistent: Vec<String>,
+    /// `drover.discover=1`: an unknown machine reports its inventory and waits to be
+    /// adopted (`super::discover`); image and node are then not needed (empty, `discover`).
+    pub discover: bool,
 }
 
 /// Where the root filesystem comes from.
@@ -270,7 +274,11 @@ pub fn parse(cmdline: &str) -> Result<BootParams, CmdlineError> {
         return Err(CmdlineError::Missing("drover.server"));
     }
 
-    let image = required("drover.image")?;
+    let discover = get("drover.discover") == Some("1");
+    let image = match (discover, optional("drover.image")) {
+        (true, None) => "",
+        _ => required("drover.image")?,
+    };
     // `@` names a pinned version (`NAME@N`, see `http::ipxe::image_path_name`).
     if !image
         .bytes()
@@ -283,7 +291,10 @@ pub fn parse(cmdline: &str) -> Result<BootParams, CmdlineError> {
             "letters, digits, `-`, `_`, `.`, `@` only",
         ));
     }
-    let node = required("drover.node")?;
+    let node = match (discover, optional("drover.node")) {
+        (true, None) => "discover",
+        _ => required("drover.node")?,
+    };
     if !valid_hostname(node) {
         return Err(invalid(
             "drover.node",
@@ -367,6 +378,7 @@ pub fn parse(cmdline: &str) -> Result<BootParams, CmdlineError> {
         domain,
         root,
         persistent,
+        discover,
     })
 }
 
@@ -409,6 +421,22 @@ mod tests {
         drover.image=deb12 drover.node=n1 drover.mac=52:54:00:12:34:56 drover.ip=10.0.2.15 \
         drover.netmask=255.255.255.0 drover.gw=10.0.2.2 drover.dns=10.0.2.3,10.0.2.4 \
         drover.domain=cluster.lan console=ttyS0\n";
+
+    #[test]
+    fn discovery_needs_no_image_or_node() {
+        let line = "initrd=initramfs drover.discover=1 drover.server=http://10.0.2.2 \
+            drover.mac=52:54:00:12:34:56 drover.ip=10.0.2.15 drover.netmask=24 drover.dns=";
+        let p = parse(line).unwrap();
+        assert!(p.discover);
+        assert_eq!((p.image.as_str(), p.node.as_str()), ("", "discover"));
+        assert!(!parse(FULL).unwrap().discover);
+        // Without discovery both stay required.
+        let plain = line.replace("drover.discover=1 ", "");
+        assert!(matches!(
+            parse(&plain),
+            Err(CmdlineError::Missing("drover.image"))
+        ));
+    }
 
     #[test]
     fn full_command_line() {

@@ -22,6 +22,9 @@
 //! 7. switch root: move the API mounts into `/newroot`, free the initramfs, move `/newroot`
 //!    onto `/`, chroot, and exec `/sbin/init` (or `/init`, `/bin/sh`).
 //!
+//! In discovery mode (`drover.discover=1`, an unknown machine) step 4 is followed by
+//! [`discover`]: report the inventory, wait to be adopted, reboot.
+//!
 //! After steps 4, 5 and 6 (and when switching root fails) the agent posts a boot event
 //! (`agent`, `root`, `ready`, `failed`) to `{server}/boot/{mac}/events` for the node's
 //! timeline ([`crate::timeline`]); a lost event is printed and never stops the boot.
@@ -34,6 +37,7 @@
 //! address comes from the command line), IPv6 configuration, VLANs and bonds, storage drivers.
 
 pub mod cmdline;
+pub mod discover;
 pub mod files;
 pub mod http;
 pub mod nfsroot;
@@ -174,6 +178,9 @@ fn boot(con: &mut Console) -> Result<std::convert::Infallible, String> {
     load_modules(con);
     let iface = wait_for_interface(con, &params);
     configure_network(con, &params, &iface);
+    if params.discover {
+        discover::run(con, &params);
+    }
     if let Some(first) = params.servers.first() {
         report(
             con,

@@ -83,6 +83,8 @@ impl ApiError {
             A::BadPersistent { .. } => ApiError::bad("persistent", message),
             A::NfsNeedsRootfs { .. } => ApiError::bad("root", message),
             A::NoVersion { field, .. } => ApiError::bad(field, message),
+            A::Rule(_) => ApiError::bad("rule", message),
+            A::RuleOverlap { .. } => ApiError::new(conflict, Some("rule"), message),
             A::Store(StoreError::Conflict { .. }) => ApiError::new(conflict, None, message),
             A::Store(e) => ApiError::internal("store", e),
             A::Image(e) => ApiError::internal("image", e),

@@ -24,6 +24,7 @@
 //! in `crate::http`), image upload (images are added with the CLI), TLS (`crate::http::listen`
 //! and `crate::tls`).
 
+pub mod discovered;
 pub mod error;
 mod events;
 pub mod input;
@@ -356,6 +357,15 @@ pub fn routes() -> Vec<Route> {
             delete.clone(),
             "/images/{name}",
             r::remover("image", crate::admin::remove_image),
+        ),
+        route(get.clone(), "/discovered", discovered::list),
+        route(post.clone(), "/discovered/{name}/adopt", discovered::adopt),
+        route(get.clone(), "/rules", discovered::list_rules),
+        route(post.clone(), "/rules", discovered::add_rule),
+        route(
+            delete.clone(),
+            "/rules/{name}",
+            r::remover("rule", crate::discover::adopt::remove_rule),
         ),
         route(get.clone(), "/leases", r::list_leases),
         with_role(Role::Operator, route(post.clone(), "/power", r::power)),

@@ -94,6 +94,9 @@ pub enum Command {
     },
     /// Power nodes on and off through their BMCs (IPMI over the LAN: RMCP+, or v1.5).
     Power(PowerArgs),
+    /// Naming rules: name discovered machines by the switch port they are plugged into.
+    #[command(subcommand)]
+    Rule(RuleCmd),
     /// Run the node agent (what drover does as /init of its initramfs).
     Agent,
     /// drover's NFSv4 server: clients and shared exports.
@@ -327,6 +330,51 @@ pub enum NodeCmd {
         #[arg(long)]
         all: bool,
     },
+    /// List machines that booted into discovery and wait to be adopted, with their inventory;
+    /// serials and MACs claimed twice are reported.
+    Discovered {
+        /// Also the adopted machines (the boards each node had).
+        #[arg(long)]
+        all: bool,
+        /// The whole inventories as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a waiting machine a node; it then reboots into its image.
+    Adopt {
+        mac: Mac,
+        name: String,
+        #[arg(long)]
+        image: Option<String>,
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Boot unknown machines into discovery with this image's kernel and drover initramfs
+    /// (`--off`: they wait for `node add`, as without discovery).
+    DiscoveryImage {
+        #[arg(required_unless_present = "off", conflicts_with = "off")]
+        image: Option<String>,
+        #[arg(long)]
+        off: bool,
+    },
+}
+
+/// Naming rules: identity by location.
+#[derive(Subcommand)]
+pub enum RuleCmd {
+    /// Add a rule like 'rack1-sw1 port 1-40 -> node[001-040]' (matched against the switch's
+    /// LLDP system name or chassis id, or a relay's option 82 remote-id, and the port number).
+    Add {
+        rule: String,
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        image: Option<String>,
+    },
+    /// List naming rules.
+    List,
+    /// Remove a naming rule (as listed).
+    Rm { rule: String },
 }
 
 #[derive(Args)]

@@ -9,11 +9,13 @@ use super::print::{PowerRow, TokenInfo, UserInfo};
 use super::Backend;
 use crate::admin::{self, GroupInfo, NodeDetail};
 use crate::config::Config;
+use crate::discover::adopt::{self, DiscoveredList, RuleAdded};
+use crate::discover::rule::NamingRule;
 use crate::image::usage::{HistoryEntry, StoreTotals};
 use crate::image::{Blobs, ImageSource};
 use crate::store::model::Role;
 use crate::store::model::{
-    BmcOwner, BootEvent, BootLog, Export, Group, Image, Lease, Network, Node,
+    BmcOwner, BootEvent, BootLog, Export, Group, Image, Lease, Mac, Network, Node,
 };
 use crate::store::{Store, StoreError};
 use anyhow::{bail, Context, Result};
@@ -306,6 +308,69 @@ impl Backend for Local {
             eprintln!("warning: the status is {age} s old; is `drover serve` still running?");
         }
         Ok(status)
+    }
+
+    fn discovered(&self, all: bool) -> Result<DiscoveredList> {
+        Ok(adopt::discovered(self.store()?, all)?)
+    }
+
+    fn adopt(
+        &self,
+        mac: Mac,
+        name: &str,
+        image: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<Node> {
+        let (image, group) = (image.map(str::to_string), group.map(str::to_string));
+        Ok(adopt::adopt(
+            self.store()?,
+            mac,
+            name,
+            image,
+            group,
+            crate::clock::unix_ms(),
+        )?)
+    }
+
+    fn set_discovery_image(&self, image: Option<&str>) -> Result<()> {
+        let store = self.store()?;
+        match image {
+            Some(i) => {
+                if store
+                    .read(|r| r.get::<crate::store::model::Image>(i))?
+                    .is_none()
+                {
+                    anyhow::bail!("unknown image {i:?}");
+                }
+                admin::set_setting(store, adopt::DISCOVERY_IMAGE, &serde_json::json!(i))?;
+            }
+            // Already off is fine.
+            None => match admin::remove_setting(store, adopt::DISCOVERY_IMAGE) {
+                Ok(()) | Err(admin::AdminError::Unknown { .. }) => {}
+                Err(e) => return Err(e.into()),
+            },
+        }
+        Ok(())
+    }
+
+    fn rules(&self) -> Result<Vec<NamingRule>> {
+        Ok(adopt::rules(self.store()?)?)
+    }
+
+    fn add_rule(&self, rule: &NamingRule) -> Result<RuleAdded> {
+        let (group, image) = (rule.group.clone(), rule.image.clone());
+        let now = crate::clock::unix_ms();
+        Ok(adopt::add_rule(
+            self.store()?,
+            &rule.rule,
+            group,
+            image,
+            now,
+        )?)
+    }
+
+    fn remove_rule(&self, rule: &str) -> Result<()> {
+        Ok(adopt::remove_rule(self.store()?, rule)?)
     }
 }
 

@@ -24,13 +24,17 @@ use crate::admin::{self, GroupInfo, NodeDetail};
 // The CLI's clock reads (lease times, power-state ages, tokens).
 use crate::clock::unix_secs as unix_now;
 use crate::config::Config;
+use crate::discover::adopt::{DiscoveredList, RuleAdded};
+use crate::discover::rule::NamingRule;
 use crate::image::usage::{HistoryEntry, StoreTotals};
 use crate::pool::setup;
-use crate::store::model::{BootEvent, Export, Group, Image, Lease, Network, Node, Role, Squash};
+use crate::store::model::{
+    BootEvent, Export, Group, Image, Lease, Mac, Network, Node, Role, Squash,
+};
 use anyhow::{bail, Context, Result};
 use args::{
     AdminCmd, Command, DnsCmd, ExportCmd, GroupCmd, ImageCmd, LeaseCmd, NetworkCmd, NfsCmd,
-    NodeCmd, NodeSetArgs, PoolCmd, PowerAction, PowerArgs, TlsCmd, TokenCmd, UserCmd,
+    NodeCmd, NodeSetArgs, PoolCmd, PowerAction, PowerArgs, RuleCmd, TlsCmd, TokenCmd, UserCmd,
 };
 use local::Local;
 use print::{PowerRow, TokenInfo};
@@ -84,6 +88,17 @@ pub trait Backend {
     fn power(&self, args: &PowerArgs) -> Result<Vec<PowerRow>>;
     /// The pool status (`pool status`).
     fn pool_status(&self) -> Result<crate::pool::status::Status>;
+    /// Waiting machines (with `all`, adopted ones too) and the duplicates among them.
+    fn discovered(&self, all: bool) -> Result<DiscoveredList>;
+    /// Makes waiting machine `mac` node `name`.
+    fn adopt(&self, mac: Mac, name: &str, image: Option<&str>, group: Option<&str>)
+        -> Result<Node>;
+    /// Sets (or with `None` clears) the image unknown machines boot into discovery.
+    fn set_discovery_image(&self, image: Option<&str>) -> Result<()>;
+    fn rules(&self) -> Result<Vec<NamingRule>>;
+    /// Adds a rule; returns it as stored and the nodes it adopted at once.
+    fn add_rule(&self, rule: &NamingRule) -> Result<RuleAdded>;
+    fn remove_rule(&self, rule: &str) -> Result<()>;
 }
 
 /// Runs a parsed command line.
@@ -572,6 +587,20 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
                 bail!("{failed} of {} nodes failed", rows.len());
             }
         }
+        Command::Rule(cmd) => match cmd {
+            RuleCmd::Add { rule, group, image } => {
+                let added = b.add_rule(&NamingRule { rule, group, image })?;
+                println!("added rule {}", added.rule.rule);
+                for name in added.adopted {
+                    println!("adopted node {name}");
+                }
+            }
+            RuleCmd::List => print!("{}", print::rules(&b.rules()?)),
+            RuleCmd::Rm { rule } => {
+                b.remove_rule(&rule)?;
+                println!("removed rule {rule}");
+            }
+        },
         Command::Pool(PoolCmd::Status { json }) => {
             let status = b.pool_status()?;
             if json {
@@ -645,6 +674,30 @@ fn node(b: &dyn Backend, cmd: NodeCmd) -> Result<()> {
                 "{}",
                 print::node_events(&name, &events, all, unix_now() * 1000)
             );
+        }
+        NodeCmd::Discovered { all, json } => {
+            let list = b.discovered(all)?;
+            if json {
+                print!("{}", print::json(&list)?);
+            } else {
+                print!("{}", print::discovered(&list));
+            }
+        }
+        NodeCmd::Adopt {
+            mac,
+            name,
+            image,
+            group,
+        } => {
+            b.adopt(mac, &name, image.as_deref(), group.as_deref())?;
+            println!("adopted {mac} as node {name}; it reboots into its image");
+        }
+        NodeCmd::DiscoveryImage { image, off: _ } => {
+            b.set_discovery_image(image.as_deref())?;
+            match image {
+                Some(i) => println!("unknown machines boot into discovery with image {i}"),
+                None => println!("discovery is off: unknown machines wait for `node add`"),
+            }
         }
     }
     Ok(())

@@ -325,6 +325,84 @@ pub fn leases(leases: &[Lease], now: u64) -> String {
     table(&rows)
 }
 
+/// `node discovered`: one row per machine (boot MAC, address, DMI identity, CPUs, memory,
+/// disks, NICs, LLDP neighbours, adoption), then the duplicates.
+pub fn discovered(list: &crate::discover::inventory::DiscoveredList) -> String {
+    let mut rows = vec![header(&[
+        "MAC", "IP", "VENDOR", "PRODUCT", "SERIAL", "CPUS", "MEMORY", "DISKS", "NICS", "LLDP",
+        "ADOPTED",
+    ])];
+    for d in &list.machines {
+        let inv = &d.inventory;
+        let disks: Vec<String> = inv
+            .disks
+            .iter()
+            .map(|k| {
+                format!(
+                    "{}:{}G:{}",
+                    k.name,
+                    k.size_bytes >> 30,
+                    or_dash(k.serial.as_deref())
+                )
+            })
+            .collect();
+        let nics: Vec<String> = inv
+            .nics
+            .iter()
+            .map(|n| format!("{}:{}:{}", n.name, n.mac, or_dash(n.speed_mbps)))
+            .collect();
+        let lldp: Vec<String> = inv
+            .nics
+            .iter()
+            .filter_map(|n| {
+                let l = n.lldp.as_ref()?;
+                let switch = l.system_name.as_deref().unwrap_or(&l.chassis_id);
+                Some(format!("{}={switch}/{}", n.name, l.port_id))
+            })
+            .collect();
+        rows.push(vec![
+            d.mac.to_string(),
+            d.ip.to_string(),
+            or_dash(inv.dmi.vendor.as_deref()),
+            or_dash(inv.dmi.product.as_deref()),
+            or_dash(inv.dmi.serial.as_deref()),
+            inv.cpus.to_string(),
+            format!("{}M", inv.memory_kib >> 10),
+            list_or_dash(&disks),
+            list_or_dash(&nics),
+            list_or_dash(&lldp),
+            or_dash(d.adopted.as_ref().map(|a| match a.replaced {
+                Some(old) => format!("{} (replaced {old})", a.node),
+                None => a.node.clone(),
+            })),
+        ]);
+    }
+    let mut out = table(&rows);
+    for dup in &list.duplicates {
+        let _ = writeln!(
+            out,
+            "duplicate {} {}: {}",
+            dup.what,
+            dup.value,
+            dup.claimed_by.join(", ")
+        );
+    }
+    out
+}
+
+/// `rule list`.
+pub fn rules(rules: &[crate::discover::rule::NamingRule]) -> String {
+    let mut rows = vec![header(&["RULE", "GROUP", "IMAGE"])];
+    for r in rules {
+        rows.push(vec![
+            r.rule.clone(),
+            or_dash(r.group.as_deref()),
+            or_dash(r.image.as_deref()),
+        ]);
+    }
+    table(&rows)
+}
+
 /// `group list`: image and BMC settings.
 pub fn groups(groups: &[GroupInfo]) -> String {
     let mut rows = vec![header(&[

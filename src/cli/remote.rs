@@ -19,8 +19,12 @@ use super::print::{PowerRow, TokenInfo, UserInfo};
 use super::{trust, Backend};
 use crate::admin::{self, GroupInfo, NodeDetail};
 use crate::agent::http::{parse_head, HttpError};
+use crate::discover::adopt::{DiscoveredList, RuleAdded, DISCOVERY_IMAGE};
+use crate::discover::rule::NamingRule;
 use crate::image::usage::{HistoryEntry, StoreTotals};
-use crate::store::model::{BootEvent, Export, Group, Image, Ipv4Net, Lease, Network, Node, Role};
+use crate::store::model::{
+    BootEvent, Export, Group, Image, Ipv4Net, Lease, Mac, Network, Node, Role,
+};
 use anyhow::{bail, Context};
 use rustls::pki_types::ServerName;
 use serde::de::DeserializeOwned;
@@ -609,6 +613,54 @@ impl Backend for Remote {
 
     fn pool_status(&self) -> anyhow::Result<crate::pool::status::Status> {
         decode("pool status", self.call("GET", "/pool", None)?)
+    }
+
+    fn discovered(&self, all: bool) -> anyhow::Result<DiscoveredList> {
+        let v = self.call("GET", &format!("/discovered?all={all}"), None)?;
+        decode("discovered list", v)
+    }
+
+    fn adopt(
+        &self,
+        mac: Mac,
+        name: &str,
+        image: Option<&str>,
+        group: Option<&str>,
+    ) -> anyhow::Result<Node> {
+        let body = json!({ "name": name, "image": image, "group": group });
+        let v = self.json_call("POST", &format!("/discovered/{mac}/adopt"), &body)?;
+        decode("node", v)
+    }
+
+    fn set_discovery_image(&self, image: Option<&str>) -> anyhow::Result<()> {
+        let path = format!("/settings/{}", DISCOVERY_IMAGE);
+        match image {
+            Some(i) => {
+                // Refuses an unknown image (404) before turning discovery on.
+                self.call("GET", &format!("/images/{}", segment(i)), None)?;
+                self.json_call("PUT", &path, &json!({ "value": i }))?;
+            }
+            None => match self.call("DELETE", &path, None) {
+                Ok(_) => {}
+                // Already off.
+                Err(RemoteError::Api { status: 404, .. }) => {}
+                Err(e) => return Err(e.into()),
+            },
+        }
+        Ok(())
+    }
+
+    fn rules(&self) -> anyhow::Result<Vec<NamingRule>> {
+        self.list_of("rule", "/rules")
+    }
+
+    fn add_rule(&self, rule: &NamingRule) -> anyhow::Result<RuleAdded> {
+        let v = self.json_call("POST", "/rules", &serde_json::to_value(rule)?)?;
+        decode("rule", v)
+    }
+
+    fn remove_rule(&self, rule: &str) -> anyhow::Result<()> {
+        self.delete("rules", rule)
     }
 }
 

@@ -157,6 +157,48 @@ pub fn boot_script(
     s
 }
 
+/// The script for a machine drover does not know, when discovery is on: boots `image`'s
+/// kernel and initramfs (drover's agent) with `drover.discover=1`, so the agent reports the
+/// machine's inventory and waits to be adopted. The servers are tried in order, as in
+/// [`boot_script`]; a failed boot asks again. `cmdline` is the image's own kernel parameters
+/// (its console, for one).
+pub fn discovery_script(image: &str, cmdline: &str, servers: &[String]) -> String {
+    let mut s = String::from("#!ipxe\n");
+    let _ = writeln!(
+        s,
+        "echo drover: ${{mac}} is not a known node; discovering it with image {image}"
+    );
+    let args = [
+        "initrd=initramfs".to_string(),
+        cmdline.trim().to_string(),
+        "drover.discover=1".to_string(),
+        format!("drover.server={}", servers.join(",")),
+        "drover.mac=${mac}".into(),
+        "drover.ip=${ip}".into(),
+        "drover.netmask=${netmask}".into(),
+        "drover.gw=${gateway}".into(),
+        "drover.dns=${dns}".into(),
+    ]
+    .join(" ");
+    let fetch = |what: &str, tail: &str| {
+        servers
+            .iter()
+            .map(|srv| format!("{what} {srv}/images/{image}/{tail}"))
+            .collect::<Vec<_>>()
+            .join(" || ")
+    };
+    let _ = writeln!(
+        s,
+        "{} || goto failed",
+        fetch("kernel", &format!("kernel {args}"))
+    );
+    let _ = writeln!(s, "{} || goto failed", fetch("initrd", "initramfs"));
+    s.push_str("boot || goto failed\n:failed\n");
+    s.push_str("echo drover: discovery boot failed; trying again in 10 s\nsleep 10\n");
+    let _ = writeln!(s, "{}", chain(servers, "/boot/${mac}"));
+    s
+}
+
 /// The host of `http://host[:port][/path]`: a name, an IPv4 address, a bracketed IPv6
 /// address, or an iPXE setting like `${next-server}`.
 fn host_of(server: &str) -> &str {
@@ -195,6 +237,28 @@ mod tests {
             blob: "0".repeat(64),
             size: 1,
         }
+    }
+
+    #[test]
+    fn discovery_script_boots_the_agent_in_discovery_mode_from_every_server() {
+        let servers = [
+            "http://10.0.0.1:8080".to_string(),
+            "http://10.0.0.2:8080".into(),
+        ];
+        let s = discovery_script("disc", "console=ttyS0", &servers);
+        assert!(s.starts_with("#!ipxe\n"));
+        let kernel = s.lines().find(|l| l.starts_with("kernel ")).unwrap();
+        assert!(kernel.contains(
+            "http://10.0.0.1:8080/images/disc/kernel initrd=initramfs console=ttyS0 drover."
+        ));
+        assert!(kernel.contains(" || kernel http://10.0.0.2:8080/images/disc/kernel "));
+        assert!(kernel.contains("drover.discover=1"));
+        assert!(kernel.contains("drover.server=http://10.0.0.1:8080,http://10.0.0.2:8080"));
+        assert!(kernel.contains("drover.mac=${mac}"));
+        assert!(s.contains("initrd http://10.0.0.2:8080/images/disc/initramfs || goto failed"));
+        assert!(s.ends_with(
+            "chain http://10.0.0.1:8080/boot/${mac} || chain http://10.0.0.2:8080/boot/${mac}\n"
+        ));
     }
 
     /// `image`'s script for `node()` from `servers`, NFS on its standard port.

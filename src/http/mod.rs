@@ -7,6 +7,7 @@
 //! page and authentication live in `crate::api` and `crate::auth`; `serve` merges them into
 //! the same listener.
 
+pub mod discover;
 pub mod ipxe;
 pub mod listen;
 pub mod range;

@@ -4,6 +4,9 @@
 //! Scripts list the other live pool members after this server (`Shared::peers`, kept
 //! current by the pool task), so a node falls back to them for every fetch.
 //!
+//! Discovery (with the API on): an unknown MAC boots the discovery image when one is set and
+//! reports its inventory (`super::discover`).
+//!
 //! Boot events (with the API on): a node's iPXE script (node by MAC in the URL), firmware,
 //! kernel, initrd and root tarball downloaded from the start (node by client address: its
 //! reservation or lease) and the agent's posts go to the API's
@@ -106,6 +109,8 @@ fn boot_router(shared: Shared) -> Router {
     Router::new()
         .route("/boot/{mac}", get(boot_script))
         .route("/boot/{mac}/events", axum::routing::post(agent_event))
+        .route("/boot/{mac}/inventory", axum::routing::post(inventory))
+        .route("/boot/{mac}/standing", get(standing))
         .route("/images/{name}/{file}", get(image_file))
         .route("/chunks/{hash}", get(chunk))
         .route("/firmware/{name}", get(firmware))
@@ -201,6 +206,12 @@ async fn boot_script(
             format!("#!ipxe\necho drover: {mac:?} is not a MAC address\n"),
         );
     };
+    let known = s.view.snapshot().node_by_mac(mac).is_some();
+    if let (false, Some(api)) = (known, &s.api) {
+        if let Some(script) = super::discover::unknown_script(api, mac, &servers).await {
+            return text(StatusCode::OK, script);
+        }
+    }
     let mut boot_event = None;
     let script = {
         let view = s.view.snapshot();
@@ -370,6 +381,50 @@ async fn agent_event(
     api.boot_events
         .record(node, event.stage, "agent", event.detail);
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /boot/{mac}/inventory` (see [`super::discover`]).
+async fn inventory(
+    State(s): State<Shared>,
+    Path(mac): Path<String>,
+    extensions: axum::http::Extensions,
+    body: axum::body::Bytes,
+) -> Response {
+    match discovery_of(&s, &mac) {
+        Ok((api, mac)) => {
+            super::discover::post_inventory(api, mac, client_v4(&extensions), &body).await
+        }
+        Err((status, why)) => text(status, why),
+    }
+}
+
+/// `GET /boot/{mac}/standing` (see [`super::discover`]).
+async fn standing(
+    State(s): State<Shared>,
+    Path(mac): Path<String>,
+    extensions: axum::http::Extensions,
+) -> Response {
+    match discovery_of(&s, &mac) {
+        Ok((api, mac)) => super::discover::standing(api, mac, client_v4(&extensions)).await,
+        Err((status, why)) => text(status, why),
+    }
+}
+
+/// The API (discovery needs its store) and the MAC of a discovery request, or the refusal.
+fn discovery_of(
+    s: &Shared,
+    mac: &str,
+) -> Result<(Arc<crate::api::Api>, Mac), (StatusCode, String)> {
+    let Some(api) = s.api.clone() else {
+        return Err((StatusCode::NOT_FOUND, "discovery is off\n".into()));
+    };
+    match mac.parse::<Mac>() {
+        Ok(mac) => Ok((api, mac)),
+        Err(_) => Err((
+            StatusCode::BAD_REQUEST,
+            format!("{mac:?} is not a MAC address\n"),
+        )),
+    }
 }
 
 async fn send_blob(blobs: Blobs, id: BlobId, range: Option<&str>) -> Response {

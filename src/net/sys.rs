@@ -486,3 +486,97 @@ pub fn send_arp(index: u32, payload: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A packet socket receiving whole Ethernet frames of `ethertype` on interface `index`, with
+/// the NIC's multicast filter opened (LLDP goes to 01:80:c2:00:00:0e, which no driver
+/// accepts unasked) and reads that give up after `timeout` (then `WouldBlock`/`TimedOut`).
+/// Read frames from the returned file with `read`.
+pub fn frame_socket(
+    index: u32,
+    ethertype: u16,
+    timeout: std::time::Duration,
+) -> io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let proto = ethertype.to_be();
+    let sock = owned_socket(libc::AF_PACKET, libc::SOCK_RAW, libc::c_int::from(proto))?;
+    let fd = sock.as_raw_fd();
+    // SAFETY: sockaddr_ll is plain old data; zeroes are a valid value.
+    let mut at: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    at.sll_family = libc::AF_PACKET as libc::c_ushort;
+    at.sll_protocol = proto;
+    at.sll_ifindex = index as libc::c_int;
+    // SAFETY: the address is valid for the call; its length is its own.
+    check(unsafe {
+        libc::bind(
+            fd,
+            (&at as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    })?;
+    // SAFETY: packet_mreq is plain old data; zeroes are a valid value.
+    let mut mreq: libc::packet_mreq = unsafe { std::mem::zeroed() };
+    mreq.mr_ifindex = index as libc::c_int;
+    mreq.mr_type = libc::PACKET_MR_ALLMULTI as libc::c_ushort;
+    // SAFETY: PACKET_ADD_MEMBERSHIP takes a packet_mreq; pointer and length describe it.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_ADD_MEMBERSHIP,
+            (&mreq as *const libc::packet_mreq).cast(),
+            std::mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
+        )
+    })?;
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
+    };
+    // SAFETY: SO_RCVTIMEO takes a timeval; pointer and length describe `tv`.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    })?;
+    Ok(std::fs::File::from(sock))
+}
+
+/// Restarts the machine at once (the agent, as PID 1, after its discovery was adopted:
+/// nothing is mounted that needs syncing).
+pub fn reboot() -> io::Error {
+    // SAFETY: plain reboot(2) call; returns only on failure.
+    unsafe { libc::reboot(libc::RB_AUTOBOOT) };
+    io::Error::last_os_error()
+}
+
+/// Sends a whole Ethernet frame (header included) on interface `index` through a packet
+/// socket: the lab's stand-in for a switch announcing itself over LLDP.
+pub fn send_frame(index: u32, frame: &[u8]) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let sock = owned_socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
+    // SAFETY: sockaddr_ll is plain old data; zeroes are a valid value.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as libc::c_ushort;
+    to.sll_ifindex = index as libc::c_int;
+    to.sll_halen = 6;
+    let dest = frame.get(..6).ok_or(io::ErrorKind::InvalidInput)?;
+    to.sll_addr[..6].copy_from_slice(dest);
+    // SAFETY: the frame and the address are valid for the call; their lengths are theirs.
+    let sent = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&to as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -55,7 +55,8 @@ use std::sync::Arc;
 /// entries; nothing to convert). 3: the `origins` database, the version vector and the
 /// unique-key claims (rebuilt from the records when an older store is opened). 4: table
 /// `exports` (as with 2, older drovers cannot read its feed entries; nothing to convert).
-pub const SCHEMA_VERSION: u32 = 4;
+/// 5: tables `discovered` and `rules` (as with 4).
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// LMDB map size: address space reserved, not disk used.
 const MAP_SIZE: usize = 64 << 30;
@@ -83,10 +84,14 @@ pub enum Table {
     Exports,
     /// Who changed what, when, from where (`crate::audit`).
     Audit,
+    /// Machines that booted into discovery, by MAC (`crate::discover`).
+    Discovered,
+    /// Naming rules, by their canonical text.
+    Rules,
 }
 
 impl Table {
-    pub const ALL: [Table; 14] = [
+    pub const ALL: [Table; 16] = [
         Table::Nodes,
         Table::Groups,
         Table::Networks,
@@ -101,6 +106,8 @@ impl Table {
         Table::Members,
         Table::Exports,
         Table::Audit,
+        Table::Discovered,
+        Table::Rules,
     ];
 
     pub fn from_name(name: &str) -> Option<Table> {
@@ -123,6 +130,8 @@ impl Table {
             Table::Members => "members",
             Table::Exports => "exports",
             Table::Audit => "audit",
+            Table::Discovered => "discovered",
+            Table::Rules => "rules",
         }
     }
 }
@@ -202,6 +211,20 @@ impl Record for PoolMember {
     const TABLE: Table = Table::Members;
     fn key(&self) -> String {
         PoolMember::key_of(self.id)
+    }
+}
+
+impl Record for crate::discover::inventory::Discovered {
+    const TABLE: Table = Table::Discovered;
+    fn key(&self) -> String {
+        self.mac.to_string()
+    }
+}
+
+impl Record for crate::discover::rule::NamingRule {
+    const TABLE: Table = Table::Rules;
+    fn key(&self) -> String {
+        self.rule.clone()
     }
 }
 

@@ -146,6 +146,14 @@ macro_rules! with_record_type {
                 type $t = model::AuditEntry;
                 $body
             }
+            Table::Discovered => {
+                type $t = crate::discover::inventory::Discovered;
+                $body
+            }
+            Table::Rules => {
+                type $t = crate::discover::rule::NamingRule;
+                $body
+            }
         }
     };
 }

@@ -355,7 +355,9 @@ impl Changed {
             | Table::Tokens
             | Table::Boots
             | Table::Bmc
-            | Table::Audit => return Ok(None),
+            | Table::Audit
+            | Table::Discovered
+            | Table::Rules => return Ok(None),
         }))
     }
 }
