@@ -713,6 +713,7 @@ fn every_endpoint_names_the_bad_field() {
         "/api/v1/session",
         "/api/v1/health",
         "/api/v1/pool",
+        "/api/v1/image-store",
         "/api/v1/events",
         "/api/v1/openapi.json",
         "/api/v1/logout",
