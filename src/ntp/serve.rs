@@ -4,31 +4,33 @@
 //! or any address in tests): one per worker core, joined with SO_REUSEPORT
 //! ([`crate::net::reuseport`]); [`run`] serves a single socket. Each socket has its own task,
 //! one `select!` over {shutdown, new clock state, datagram}; all of them share one
-//! [`RateLimiter`] behind a mutex (held for one request's parse and table lookup), so a
-//! client's allowance does not grow with the number of sockets:
-//! - a datagram is stamped with CLOCK_REALTIME right after `recv_from` returns (the earliest
-//!   point user space sees it), handed to [`core::handle`] with the current [`ClockState`] and
-//!   the [`RateLimiter`], and a reply gets its transmit timestamp from a second clock read
-//!   immediately before a non-blocking send (a full socket buffer drops the reply rather than
-//!   delay it and make the timestamp wrong; clients retry);
+//! [`RateLimiter`] behind a mutex (held for one receive batch's parses and table lookups), so
+//! a client's allowance does not grow with the number of sockets:
+//! - up to [`sys::MAX_BATCH`] datagrams come in one recvmmsg and are stamped with
+//!   CLOCK_REALTIME right after it returns (the earliest point user space sees them), handed
+//!   to [`core::handle`] with the current [`ClockState`] and the [`RateLimiter`]; the replies
+//!   get their transmit timestamp from a second clock read immediately before one
+//!   non-blocking sendmmsg (a full socket buffer drops a reply rather than delay it and make
+//!   the timestamp wrong; clients retry);
 //! - every [`CLOCK_REFRESH`] the group's own task reads the kernel's synchronisation state
-//!   with adjtimex (read-only), turns it into the announced [`ClockState`] with a [`ClockTracker`] and
-//!   publishes it to the receive loops (a watch channel): a syscall per packet would cost
-//!   more than the rest of the work, and the state changes slowly.
+//!   with adjtimex (read-only), turns it into the announced [`ClockState`] with a
+//!   [`ClockTracker`] and publishes it to the receive loops (a watch channel): a syscall per
+//!   packet would cost more than the rest of the work, and the state changes slowly.
 //!
 //! Counters ([`Stats`]) count every datagram once, by outcome.
 //!
 //! Not here: kernel or hardware receive timestamps (SO_TIMESTAMPNS), which would remove the
 //! scheduling delay between arrival and `recv_from` from the receive timestamp; interleaved
-//! mode; per-interface sockets (the caller binds one group per address it serves);
-//! recvmmsg/sendmmsg batching.
+//! mode; per-interface sockets (the caller binds one group per address it serves).
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -177,21 +179,31 @@ struct Worker {
     stats: Arc<Stats>,
 }
 
+/// Bytes per receive slot: one more than the largest accepted packet, so that an over-long
+/// datagram (which the kernel truncates silently) is recognised.
+const SLOT: usize = MAX_PACKET + 1;
+
 impl Worker {
     async fn run(mut self, shutdown: CancellationToken) {
         let mut clock = *self.clock.borrow_and_update();
-        // One byte more than the largest accepted packet, so that an over-long datagram
-        // (which the kernel truncates silently) is recognised.
-        let mut buf = vec![0u8; MAX_PACKET + 1];
+        let mut buf = vec![0u8; SLOT * sys::MAX_BATCH];
+        let mut got = Vec::with_capacity(sys::MAX_BATCH);
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
                 Ok(()) = self.clock.changed() => clock = *self.clock.borrow_and_update(),
-                received = self.socket.recv_from(&mut buf) => {
+                ready = self.socket.readable() => {
+                    let received = ready.and_then(|()| {
+                        self.socket.try_io(Interest::READABLE, || {
+                            sys::recv_batch(self.socket.as_fd(), &mut buf, SLOT, &mut got)
+                        })
+                    });
                     let rx = now();
                     match received {
-                        Ok((len, from)) => self.serve_one(rx, &buf[..len], from, &clock),
+                        Ok(()) => self.serve_batch(rx, &buf, &got, &clock),
+                        // Readiness was stale: the kernel had nothing queued after all.
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => {
                             bump(&self.stats.recv_errors);
                             debug!(error = %e, "NTP receive failed");
@@ -206,46 +218,87 @@ impl Worker {
         }
     }
 
-    fn serve_one(&self, rx: NtpTimestamp, datagram: &[u8], from: SocketAddr, clock: &ClockState) {
-        let (socket, stats) = (&self.socket, &*self.stats);
-        bump(&stats.received);
-        let action = if datagram.len() > MAX_PACKET {
-            Action::Drop(DropReason::Malformed(WireError::TooLong(datagram.len())))
-        } else {
-            // A poisoned lock only means a panic elsewhere mid-update of one table entry; with
-            // panic = "abort" it cannot happen, and the table stays usable anyway.
+    /// Decides on every datagram of one receive batch (one lock of the limiter for all), then
+    /// sends the replies in one batch, stamped right before it goes out.
+    fn serve_batch(&self, rx: NtpTimestamp, buf: &[u8], got: &[sys::Received], clock: &ClockState) {
+        let mut replies = Vec::with_capacity(got.len());
+        {
+            // A poisoned lock only means a panic elsewhere mid-update of one table entry;
+            // with panic = "abort" it cannot happen, and the table stays usable anyway.
             let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
-            core::handle(rx, datagram, clock, &mut limiter, from)
-        };
-        match action {
-            Action::Reply(reply) => {
-                let mut out = [0u8; MAX_REPLY];
-                let len = reply.emit(now(), &mut out);
-                match socket.try_send_to(&out[..len], from) {
-                    Ok(_) => match reply.kind() {
-                        ReplyKind::Time => bump(&stats.replies),
-                        ReplyKind::RateKiss => {
-                            bump(&stats.kisses);
-                            debug!(%from, "NTP kiss-o'-death RATE");
-                        }
-                    },
-                    Err(e) => {
-                        bump(&stats.send_errors);
-                        debug!(%from, error = %e, "NTP send failed");
+            for (i, r) in got.iter().enumerate() {
+                bump(&self.stats.received);
+                let datagram = &buf[i * SLOT..i * SLOT + r.len.min(SLOT)];
+                let action = match r.from {
+                    None => Action::Drop(DropReason::BadSource),
+                    Some(_) if r.truncated || r.len > MAX_PACKET => {
+                        Action::Drop(DropReason::Malformed(WireError::TooLong(r.len)))
                     }
+                    Some(from) => core::handle(rx, datagram, clock, &mut limiter, from),
+                };
+                match action {
+                    Action::Reply(reply) => {
+                        if let Some(from) = r.from {
+                            replies.push((reply, from));
+                        }
+                    }
+                    Action::Drop(reason) => self.count_drop(reason, r.from),
                 }
             }
-            Action::Drop(reason) => {
-                let counter = match reason {
-                    DropReason::Malformed(_) | DropReason::WouldAmplify => &stats.dropped_malformed,
-                    DropReason::Mode(_) => &stats.dropped_mode,
-                    DropReason::RateLimited => &stats.dropped_rate,
-                    DropReason::BadSource => &stats.dropped_source,
-                };
-                bump(counter);
-                debug!(%from, %reason, "NTP request dropped");
+        }
+        if replies.is_empty() {
+            return;
+        }
+        let mut out = vec![[0u8; MAX_REPLY]; replies.len()];
+        let transmit = now();
+        let lens: Vec<usize> = replies
+            .iter()
+            .zip(out.iter_mut())
+            .map(|((reply, _), out)| reply.emit(transmit, out))
+            .collect();
+        let datagrams: Vec<(&[u8], SocketAddr)> = out
+            .iter()
+            .zip(&lens)
+            .zip(&replies)
+            .map(|((o, &len), (_, to))| (&o[..len], *to))
+            .collect();
+        let sent = self.socket.try_io(Interest::WRITABLE, || {
+            sys::send_batch(self.socket.as_fd(), &datagrams)
+        });
+        let sent = match sent {
+            Ok(n) => n,
+            Err(e) => {
+                debug!(error = %e, "NTP send failed");
+                0
+            }
+        };
+        // A full socket buffer drops the rest rather than delay them and make their
+        // timestamps wrong; clients retry.
+        for (i, (reply, from)) in replies.iter().enumerate() {
+            if i >= sent {
+                bump(&self.stats.send_errors);
+                continue;
+            }
+            match reply.kind() {
+                ReplyKind::Time => bump(&self.stats.replies),
+                ReplyKind::RateKiss => {
+                    bump(&self.stats.kisses);
+                    debug!(%from, "NTP kiss-o'-death RATE");
+                }
             }
         }
+    }
+
+    fn count_drop(&self, reason: DropReason, from: Option<SocketAddr>) {
+        let stats = &self.stats;
+        let counter = match reason {
+            DropReason::Malformed(_) | DropReason::WouldAmplify => &stats.dropped_malformed,
+            DropReason::Mode(_) => &stats.dropped_mode,
+            DropReason::RateLimited => &stats.dropped_rate,
+            DropReason::BadSource => &stats.dropped_source,
+        };
+        bump(counter);
+        debug!(?from, %reason, "NTP request dropped");
     }
 }
 
@@ -433,8 +486,8 @@ mod tests {
     /// one allowance: the group shares its limiter.
     #[tokio::test]
     async fn a_group_shares_one_limiter() {
-        let group = crate::net::reuseport::bind_udp_group("127.0.0.1:0".parse().unwrap(), 2)
-            .unwrap();
+        let group =
+            crate::net::reuseport::bind_udp_group("127.0.0.1:0".parse().unwrap(), 2).unwrap();
         let addr = group[0].local_addr().unwrap();
         let stats = Arc::new(Stats::default());
         let token = CancellationToken::new();
