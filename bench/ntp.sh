@@ -8,12 +8,12 @@
 #   drvbench-ntp-c  drvb-ntp-c  198.18.0.2/16   ntpload, pinned to CPU 0; owns 198.19.0.0/16
 #                                               (`ip route add local ... dev lo`)
 #
-# drover rate-limits per client address (kiss-o'-death RATE, then silence: a burst of 16
-# requests, then one per 2 s; the limits are built in, not configurable). So the load comes
-# from SOURCES addresses (198.19.0.1 onwards, round robin): at 65,534 addresses and a fresh
-# server per step, no address exceeds its allowance below about 130,000 requests/s over a 10 s
-# step, so the limiter is consulted on every request (its cost is in the numbers) but never
-# refuses; the KoD column shows that it did not. A separate single-address run shows the policy
+# drover rate-limits per client address (kiss-o'-death RATE, then silence: a burst of 32
+# requests, then one per 250 ms; the limits are built in, not configurable). So the load comes
+# from SOURCES addresses (198.19.0.1 onwards, round robin): at 65,534 addresses no address
+# exceeds its allowance below about 260,000 requests/s however long the step, so the limiter
+# is consulted on every request (its cost is in the numbers) but never refuses; the KoD
+# column shows that it did not. A separate single-address run shows the policy
 # itself: one client sending 100 requests/s for SECONDS s to each server.
 #
 # Method: a ladder of fixed offered rates, walked REPEATS times; at each step each server is

@@ -21,6 +21,7 @@
 mod common;
 
 use drover::dns::serve::{serve, Settings, Stats};
+use drover::net::reuseport;
 use drover::store::model::{Lease, LeaseState, Network, Node, RelayInfo};
 use drover::store::{SharedView, Store};
 use hickory_proto::op::{Message, Query, ResponseCode};
@@ -64,6 +65,19 @@ fn bind_pair() -> (std::net::UdpSocket, std::net::TcpListener) {
     for _ in 0..50 {
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = udp.local_addr().unwrap().port();
+        if let Ok(tcp) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return (udp, tcp);
+        }
+    }
+    panic!("no free port pair on 127.0.0.1");
+}
+
+/// A UDP group of two sockets (SO_REUSEPORT, as `drover serve` binds one per core) and a TCP
+/// listener on the same free port. Needs a tokio runtime entered.
+fn bind_group_pair() -> (Vec<tokio::net::UdpSocket>, std::net::TcpListener) {
+    for _ in 0..50 {
+        let udp = reuseport::bind_udp_group("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let port = udp[0].local_addr().unwrap().port();
         if let Ok(tcp) = std::net::TcpListener::bind(("127.0.0.1", port)) {
             return (udp, tcp);
         }
@@ -125,16 +139,17 @@ impl Server {
             .enable_all()
             .build()
             .unwrap();
-        let (udp, tcp) = bind_pair();
-        let port = udp.local_addr().unwrap().port();
-        udp.set_nonblocking(true).unwrap();
+        let (udp, tcp) = {
+            let _runtime = runtime.enter();
+            bind_group_pair()
+        };
+        let port = tcp.local_addr().unwrap().port();
         tcp.set_nonblocking(true).unwrap();
         let stats = Arc::new(Stats::default());
         let shutdown = CancellationToken::new();
         {
             let (stats, shutdown) = (stats.clone(), shutdown.clone());
             runtime.spawn(async move {
-                let udp = tokio::net::UdpSocket::from_std(udp).unwrap();
                 let tcp = tokio::net::TcpListener::from_std(tcp).unwrap();
                 serve(udp, tcp, settings, view, shutdown, stats)
                     .await

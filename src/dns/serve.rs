@@ -1,5 +1,9 @@
 //! The tokio shell of the DNS server: UDP and TCP on one address, the forwarder and its cache.
 //!
+//! UDP comes in on a group of sockets bound to the address with SO_REUSEPORT, one per worker
+//! core, each with its own receive loop (the kernel spreads clients over them); the zones,
+//! cache and counters are shared.
+//!
 //! Data flow, per query: bytes -> [`wire::decode`] -> the current [`Zones`] (rebuilt from a
 //! snapshot of the [`SharedView`] only when `View::seq()` moved since the last build; checking
 //! costs one snapshot per query; at most one rebuild per [`REBUILD_INTERVAL`]) -> [`core::handle`] ->
@@ -19,7 +23,7 @@
 //! Malformed input: a readable header gets a header-only FORMERR (never larger than what was
 //! sent), anything else is dropped and counted.
 //!
-//! Not here: response rate limiting, IP_PKTINFO (bind one address per interface, not the
+//! Not here: recvmmsg/sendmmsg batching, response rate limiting, IP_PKTINFO (bind one address per interface, not the
 //! wildcard, so replies leave from the address that was asked), DNS over TLS, serving stale
 //! cache entries, prefetching.
 
@@ -195,16 +199,17 @@ fn bump(c: &AtomicU64) {
 }
 
 /// Serves on sockets bound by the caller (UDP and TCP on one address) until `shutdown` is
-/// cancelled, counting into `stats`.
+/// cancelled, counting into `stats`. `udp` is a group bound with SO_REUSEPORT, one socket per
+/// worker core ([`crate::net::reuseport`]); each gets its own receive loop.
 pub async fn serve(
-    udp: UdpSocket,
+    udp: Vec<UdpSocket>,
     tcp: TcpListener,
     settings: Settings,
     view: Arc<SharedView>,
     shutdown: CancellationToken,
     stats: Arc<Stats>,
 ) -> io::Result<()> {
-    let bind = udp.local_addr()?;
+    let bind = tcp.local_addr()?;
     let shared = Arc::new(Shared {
         ident: settings.identity(bind.ip()),
         policy: settings.policy(),
@@ -217,12 +222,17 @@ pub async fn serve(
     });
     tracing::info!(
         addr = %bind,
+        udp_sockets = udp.len(),
         upstreams = ?shared.settings.upstreams,
         "DNS server listening"
     );
-    let udp_task = udp_loop(Arc::new(udp), shared.clone(), shutdown.clone());
+    let mut udp_tasks = JoinSet::new();
+    for socket in udp {
+        udp_tasks.spawn(udp_loop(Arc::new(socket), shared.clone(), shutdown.clone()));
+    }
+    let udp_done = async { while udp_tasks.join_next().await.is_some() {} };
     let tcp_task = tcp_loop(tcp, shared, shutdown);
-    tokio::join!(udp_task, tcp_task);
+    tokio::join!(udp_done, tcp_task);
     Ok(())
 }
 

@@ -3,7 +3,8 @@
 //! from waiting for one, and the pool's floating service address ([`floating`], with the
 //! bytes of its rtnetlink requests in [`netlink`] and of its gratuitous ARP in [`arp`]).
 //!
-//! Raw system calls live in `sys` (the only module allowed `unsafe`). Not here: protocol logic.
+//! Per-core UDP socket groups (SO_REUSEPORT) are bound by [`reuseport`]. Raw system calls
+//! live in `sys` (the only module allowed `unsafe`). Not here: protocol logic.
 
 pub mod arp;
 pub mod floating;
@@ -11,6 +12,7 @@ pub mod limit;
 pub mod netlink;
 pub mod ra;
 pub mod ra_pace;
+pub mod reuseport;
 pub mod sys;
 
 use crate::store::model::{Ipv4Net, Mac};

@@ -580,3 +580,177 @@ pub fn send_frame(index: u32, frame: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Batched UDP: recvmmsg(2) and sendmmsg(2), several datagrams per system call.
+
+/// Most datagrams one [`recv_batch`] or [`send_batch`] call handles.
+pub const MAX_BATCH: usize = 32;
+
+/// One datagram of a [`recv_batch`]: its length in its slot, whether the kernel cut it to the
+/// slot's size, and its sender (`None` for an address family drover does not serve).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub len: usize,
+    pub truncated: bool,
+    pub from: Option<std::net::SocketAddr>,
+}
+
+/// The socket address the kernel wrote into `name`, if it is IPv4 or IPv6.
+fn socket_addr_of(name: &libc::sockaddr_storage) -> Option<std::net::SocketAddr> {
+    use std::net::{Ipv6Addr, SocketAddrV4, SocketAddrV6};
+    match i32::from(name.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in; storage is large and
+            // aligned enough for every socket address type.
+            let a =
+                unsafe { &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddrV4::new(ip, u16::from_be(a.sin_port)).into())
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a =
+                unsafe { &*(name as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            let port = u16::from_be(a.sin6_port);
+            Some(SocketAddrV6::new(ip, port, a.sin6_flowinfo, a.sin6_scope_id).into())
+        }
+        _ => None,
+    }
+}
+
+/// Receives up to [`MAX_BATCH`] datagrams without blocking, one per `slot`-byte slot of
+/// `buf`, and appends what arrived to `out` (cleared first). `WouldBlock` when none is queued.
+pub fn recv_batch(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+    slot: usize,
+    out: &mut Vec<Received>,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    out.clear();
+    // SAFETY: all-zero is a valid value of these plain C structs.
+    let mut names: [libc::sockaddr_storage; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    let mut count = 0;
+    for (i, chunk) in buf
+        .chunks_exact_mut(slot.max(1))
+        .take(MAX_BATCH)
+        .enumerate()
+    {
+        iovs[i] = libc::iovec {
+            iov_base: chunk.as_mut_ptr().cast(),
+            iov_len: chunk.len(),
+        };
+        let h = &mut hdrs[i].msg_hdr;
+        h.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+        h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        h.msg_iov = &mut iovs[i];
+        h.msg_iovlen = 1;
+        count = i + 1;
+    }
+    // SAFETY: the first `count` headers point at buffers, names and iovecs that live (and are
+    // not otherwise borrowed) until the call returns; the kernel writes at most their sizes.
+    let got = unsafe {
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            count as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for (h, name) in hdrs.iter().zip(&names).take(got as usize) {
+        out.push(Received {
+            len: h.msg_len as usize,
+            truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+            from: socket_addr_of(name),
+        });
+    }
+    Ok(())
+}
+
+/// Sends up to [`MAX_BATCH`] datagrams (`bytes`, destination) without blocking, in order;
+/// returns how many the kernel took (the rest did not fit its buffer). `WouldBlock` when none.
+pub fn send_batch(
+    fd: std::os::fd::BorrowedFd<'_>,
+    datagrams: &[(&[u8], std::net::SocketAddr)],
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let names: Vec<socket2::SockAddr> = datagrams
+        .iter()
+        .take(MAX_BATCH)
+        .map(|(_, to)| socket2::SockAddr::from(*to))
+        .collect();
+    // SAFETY: all-zero is a valid value of these plain C structs.
+    let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    for (i, ((bytes, _), name)) in datagrams.iter().zip(&names).enumerate() {
+        iovs[i] = libc::iovec {
+            // The kernel only reads through a send's iovec.
+            iov_base: bytes.as_ptr().cast_mut().cast(),
+            iov_len: bytes.len(),
+        };
+        let h = &mut hdrs[i].msg_hdr;
+        h.msg_name = name.as_ptr().cast_mut().cast();
+        h.msg_namelen = name.len();
+        h.msg_iov = &mut iovs[i];
+        h.msg_iovlen = 1;
+    }
+    // SAFETY: the first `names.len()` headers point at datagrams, names and iovecs that live
+    // until the call returns; the kernel only reads them (and writes msg_len).
+    let sent = unsafe {
+        libc::sendmmsg(
+            fd.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            names.len() as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sent as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn batches_of_datagrams_both_ways() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (to, from) = (server.local_addr().unwrap(), client.local_addr().unwrap());
+        let long = [7u8; 20];
+        let sent = send_batch(client.as_fd(), &[(b"one", to), (b"three", to), (&long, to)]);
+        assert_eq!(sent.unwrap(), 3);
+        let (mut buf, mut got) = ([0u8; 16 * 4], Vec::new());
+        server
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        // Block until the first is there (recv_batch itself never waits).
+        server.peek(&mut [0u8; 1]).unwrap();
+        recv_batch(server.as_fd(), &mut buf, 16, &mut got).unwrap();
+        let first = Received {
+            len: 3,
+            truncated: false,
+            from: Some(from),
+        };
+        assert_eq!(got[0], first);
+        assert_eq!(&buf[..3], b"one");
+        // The loopback queue holds all three by now; the over-long one is cut and flagged.
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!((got[1].len, got[1].truncated), (5, false));
+        assert_eq!(&buf[16..21], b"three");
+        assert_eq!((got[2].len, got[2].truncated), (16, true));
+        let err = recv_batch(server.as_fd(), &mut buf, 16, &mut got).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+    }
+}

@@ -14,7 +14,7 @@
 //!   limiter, client address) into [`core::Action`]: drop with a reason, or a reply whose
 //!   transmit timestamp is filled in by [`core::Reply::emit`] at send time.
 //!   [`core::ClockTracker`] derives the announced clock state from the kernel's.
-//! - [`serve`]: the tokio shell: one UDP socket, CLOCK_REALTIME stamps right after receive and
+//! - [`serve`]: the tokio shell: a UDP socket per worker core (SO_REUSEPORT), CLOCK_REALTIME stamps right after receive and
 //!   right before send, an adjtimex read every few seconds, counters.
 //!
 //! Not supported: acting as an NTP client or syncing from upstream servers (drover does not

@@ -1,29 +1,39 @@
-//! The tokio shell of the NTP server: one UDP socket, the system clock, counters.
+//! The tokio shell of the NTP server: UDP sockets, the system clock, counters.
 //!
-//! Data flow: [`run`] owns a socket the caller bound (`IFACE_IP:123`, or any address in
-//! tests). One task, one `select!` over {shutdown, clock refresh tick, datagram}:
-//! - a datagram is stamped with CLOCK_REALTIME right after `recv_from` returns (the earliest
-//!   point user space sees it), handed to [`core::handle`] with the current [`ClockState`] and
-//!   the [`RateLimiter`], and a reply gets its transmit timestamp from a second clock read
-//!   immediately before a non-blocking send (a full socket buffer drops the reply rather than
-//!   delay it and make the timestamp wrong; clients retry);
-//! - every [`CLOCK_REFRESH`] the kernel's synchronisation state is read with adjtimex
-//!   (read-only) and turned into the announced [`ClockState`] by a [`ClockTracker`]: a syscall
-//!   per packet would cost more than the rest of the work, and the state changes slowly.
+//! Data flow: [`run_group`] owns the sockets the caller bound to one address (`IFACE_IP:123`,
+//! or any address in tests): one per worker core, joined with SO_REUSEPORT
+//! ([`crate::net::reuseport`]); [`run`] serves a single socket. Each socket has its own task,
+//! one `select!` over {shutdown, new clock state, datagram}; all of them share one
+//! [`RateLimiter`] behind a mutex (held for one receive batch's parses and table lookups), so
+//! a client's allowance does not grow with the number of sockets:
+//! - up to [`sys::MAX_BATCH`] datagrams come in one recvmmsg and are stamped with
+//!   CLOCK_REALTIME right after it returns (the earliest point user space sees them), handed
+//!   to [`core::handle`] with the current [`ClockState`] and the [`RateLimiter`]; the replies
+//!   get their transmit timestamp from a second clock read immediately before one
+//!   non-blocking sendmmsg (a full socket buffer drops a reply rather than delay it and make
+//!   the timestamp wrong; clients retry);
+//! - every [`CLOCK_REFRESH`] the group's own task reads the kernel's synchronisation state
+//!   with adjtimex (read-only), turns it into the announced [`ClockState`] with a
+//!   [`ClockTracker`] and publishes it to the receive loops (a watch channel): a syscall per
+//!   packet would cost more than the rest of the work, and the state changes slowly.
 //!
 //! Counters ([`Stats`]) count every datagram once, by outcome.
 //!
 //! Not here: kernel or hardware receive timestamps (SO_TIMESTAMPNS), which would remove the
 //! scheduling delay between arrival and `recv_from` from the receive timestamp; interleaved
-//! mode; per-interface sockets (the caller binds one socket per address it serves).
+//! mode; per-interface sockets (the caller binds one group per address it serves).
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -98,91 +108,197 @@ pub async fn run_with_stats(
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let local = socket.local_addr()?;
+    run_group(vec![socket], settings, stats, shutdown).await
+}
+
+/// Serves NTP on a group of sockets bound to one address (SO_REUSEPORT, one per worker core:
+/// [`crate::net::reuseport`]) until `shutdown` is cancelled: a receive loop per socket, one
+/// clock reader and one rate limiter for all of them, so a client's allowance is the same
+/// whichever socket the kernel hands its requests to.
+pub async fn run_group(
+    sockets: Vec<UdpSocket>,
+    settings: Settings,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let Some(first) = sockets.first() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "NTP: no socket to serve",
+        ));
+    };
+    let local = first.local_addr()?;
     let precision = measure_precision();
     let mut tracker = ClockTracker::new(settings.local_reference, precision);
     let mut clock = refresh_clock(&mut tracker, None, &stats);
-    let mut limiter = RateLimiter::new(RateLimits::DEFAULT, random_seed());
-    let mut ticker = tokio::time::interval(CLOCK_REFRESH);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // One byte more than the largest accepted packet, so that an over-long datagram (which
-    // the kernel truncates silently) is recognised.
-    let mut buf = vec![0u8; MAX_PACKET + 1];
+    let (publish, clock_rx) = watch::channel(clock);
+    let limiter = Arc::new(Mutex::new(RateLimiter::new(
+        RateLimits::DEFAULT,
+        random_seed(),
+    )));
     info!(
         %local,
+        sockets = sockets.len(),
         local_reference = settings.local_reference,
         precision,
         stratum = clock.stratum,
         "NTP server listening"
     );
+    let mut workers = JoinSet::new();
+    for socket in sockets {
+        let worker = Worker {
+            socket,
+            clock: clock_rx.clone(),
+            limiter: limiter.clone(),
+            stats: stats.clone(),
+        };
+        workers.spawn(worker.run(shutdown.clone()));
+    }
+    let mut ticker = tokio::time::interval(CLOCK_REFRESH);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = ticker.tick() => clock = refresh_clock(&mut tracker, Some(&clock), &stats),
-            received = socket.recv_from(&mut buf) => {
-                let rx = now();
-                match received {
-                    Ok((len, from)) => {
-                        serve_one(&socket, rx, &buf[..len], from, &clock, &mut limiter, &stats);
-                    }
-                    Err(e) => {
-                        bump(&stats.recv_errors);
-                        debug!(error = %e, "NTP receive failed");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return Ok(()),
-                            _ = tokio::time::sleep(RECV_BACKOFF) => {}
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {
+                clock = refresh_clock(&mut tracker, Some(&clock), &stats);
+                publish.send_replace(clock);
+            }
+        }
+    }
+    while workers.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// One receive loop: its socket, the announced clock as the reader last published it, and
+/// the shared rate limiter.
+struct Worker {
+    socket: UdpSocket,
+    clock: watch::Receiver<ClockState>,
+    limiter: Arc<Mutex<RateLimiter>>,
+    stats: Arc<Stats>,
+}
+
+/// Bytes per receive slot: one more than the largest accepted packet, so that an over-long
+/// datagram (which the kernel truncates silently) is recognised.
+const SLOT: usize = MAX_PACKET + 1;
+
+impl Worker {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut clock = *self.clock.borrow_and_update();
+        let mut buf = vec![0u8; SLOT * sys::MAX_BATCH];
+        let mut got = Vec::with_capacity(sys::MAX_BATCH);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                Ok(()) = self.clock.changed() => clock = *self.clock.borrow_and_update(),
+                ready = self.socket.readable() => {
+                    let received = ready.and_then(|()| {
+                        self.socket.try_io(Interest::READABLE, || {
+                            sys::recv_batch(self.socket.as_fd(), &mut buf, SLOT, &mut got)
+                        })
+                    });
+                    let rx = now();
+                    match received {
+                        Ok(()) => self.serve_batch(rx, &buf, &got, &clock),
+                        // Readiness was stale: the kernel had nothing queued after all.
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => {
+                            bump(&self.stats.recv_errors);
+                            debug!(error = %e, "NTP receive failed");
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                _ = tokio::time::sleep(RECV_BACKOFF) => {}
+                            }
                         }
                     }
                 }
             }
         }
     }
-}
 
-fn serve_one(
-    socket: &UdpSocket,
-    rx: NtpTimestamp,
-    datagram: &[u8],
-    from: SocketAddr,
-    clock: &ClockState,
-    limiter: &mut RateLimiter,
-    stats: &Stats,
-) {
-    bump(&stats.received);
-    let action = if datagram.len() > MAX_PACKET {
-        Action::Drop(DropReason::Malformed(WireError::TooLong(datagram.len())))
-    } else {
-        core::handle(rx, datagram, clock, limiter, from)
-    };
-    match action {
-        Action::Reply(reply) => {
-            let mut out = [0u8; MAX_REPLY];
-            let len = reply.emit(now(), &mut out);
-            match socket.try_send_to(&out[..len], from) {
-                Ok(_) => match reply.kind() {
-                    ReplyKind::Time => bump(&stats.replies),
-                    ReplyKind::RateKiss => {
-                        bump(&stats.kisses);
-                        debug!(%from, "NTP kiss-o'-death RATE");
+    /// Decides on every datagram of one receive batch (one lock of the limiter for all), then
+    /// sends the replies in one batch, stamped right before it goes out.
+    fn serve_batch(&self, rx: NtpTimestamp, buf: &[u8], got: &[sys::Received], clock: &ClockState) {
+        let mut replies = Vec::with_capacity(got.len());
+        {
+            // A poisoned lock only means a panic elsewhere mid-update of one table entry;
+            // with panic = "abort" it cannot happen, and the table stays usable anyway.
+            let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, r) in got.iter().enumerate() {
+                bump(&self.stats.received);
+                let datagram = &buf[i * SLOT..i * SLOT + r.len.min(SLOT)];
+                let action = match r.from {
+                    None => Action::Drop(DropReason::BadSource),
+                    Some(_) if r.truncated || r.len > MAX_PACKET => {
+                        Action::Drop(DropReason::Malformed(WireError::TooLong(r.len)))
                     }
-                },
-                Err(e) => {
-                    bump(&stats.send_errors);
-                    debug!(%from, error = %e, "NTP send failed");
+                    Some(from) => core::handle(rx, datagram, clock, &mut limiter, from),
+                };
+                match action {
+                    Action::Reply(reply) => {
+                        if let Some(from) = r.from {
+                            replies.push((reply, from));
+                        }
+                    }
+                    Action::Drop(reason) => self.count_drop(reason, r.from),
                 }
             }
         }
-        Action::Drop(reason) => {
-            let counter = match reason {
-                DropReason::Malformed(_) | DropReason::WouldAmplify => &stats.dropped_malformed,
-                DropReason::Mode(_) => &stats.dropped_mode,
-                DropReason::RateLimited => &stats.dropped_rate,
-                DropReason::BadSource => &stats.dropped_source,
-            };
-            bump(counter);
-            debug!(%from, %reason, "NTP request dropped");
+        if replies.is_empty() {
+            return;
         }
+        let mut out = vec![[0u8; MAX_REPLY]; replies.len()];
+        let transmit = now();
+        let lens: Vec<usize> = replies
+            .iter()
+            .zip(out.iter_mut())
+            .map(|((reply, _), out)| reply.emit(transmit, out))
+            .collect();
+        let datagrams: Vec<(&[u8], SocketAddr)> = out
+            .iter()
+            .zip(&lens)
+            .zip(&replies)
+            .map(|((o, &len), (_, to))| (&o[..len], *to))
+            .collect();
+        let sent = self.socket.try_io(Interest::WRITABLE, || {
+            sys::send_batch(self.socket.as_fd(), &datagrams)
+        });
+        let sent = match sent {
+            Ok(n) => n,
+            Err(e) => {
+                debug!(error = %e, "NTP send failed");
+                0
+            }
+        };
+        // A full socket buffer drops the rest rather than delay them and make their
+        // timestamps wrong; clients retry.
+        for (i, (reply, from)) in replies.iter().enumerate() {
+            if i >= sent {
+                bump(&self.stats.send_errors);
+                continue;
+            }
+            match reply.kind() {
+                ReplyKind::Time => bump(&self.stats.replies),
+                ReplyKind::RateKiss => {
+                    bump(&self.stats.kisses);
+                    debug!(%from, "NTP kiss-o'-death RATE");
+                }
+            }
+        }
+    }
+
+    fn count_drop(&self, reason: DropReason, from: Option<SocketAddr>) {
+        let stats = &self.stats;
+        let counter = match reason {
+            DropReason::Malformed(_) | DropReason::WouldAmplify => &stats.dropped_malformed,
+            DropReason::Mode(_) => &stats.dropped_mode,
+            DropReason::RateLimited => &stats.dropped_rate,
+            DropReason::BadSource => &stats.dropped_source,
+        };
+        bump(counter);
+        debug!(?from, %reason, "NTP request dropped");
     }
 }
 
@@ -364,5 +480,45 @@ mod tests {
         task.await.unwrap().unwrap();
         let s = stats.snapshot();
         assert_eq!((s.received, s.replies), (1, 1));
+    }
+
+    /// Requests from one address spread over a socket group by their source ports still meet
+    /// one allowance: the group shares its limiter.
+    #[tokio::test]
+    async fn a_group_shares_one_limiter() {
+        let group =
+            crate::net::reuseport::bind_udp_group("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = group[0].local_addr().unwrap();
+        let stats = Arc::new(Stats::default());
+        let token = CancellationToken::new();
+        let settings = Settings {
+            port: addr.port(),
+            local_reference: true,
+        };
+        let task = tokio::spawn(run_group(group, settings, stats.clone(), token.clone()));
+        let limits = RateLimits::DEFAULT;
+        let total = u64::from(limits.burst + limits.kod_burst) + 20;
+        let mut clients = Vec::new();
+        for i in 0..total {
+            let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let mut req = [0u8; 48];
+            req[0] = 0x23;
+            req[40..48].copy_from_slice(&i.to_be_bytes());
+            client.send_to(&req, addr).await.unwrap();
+            clients.push(client);
+        }
+        let counted = tokio::time::timeout(Duration::from_secs(5), async {
+            while stats.snapshot().received < total {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        token.cancel();
+        task.await.unwrap().unwrap();
+        assert!(counted.is_ok(), "{:?}", stats.snapshot());
+        let s = stats.snapshot();
+        assert_eq!(s.replies, u64::from(limits.burst), "{s:?}");
+        assert_eq!(s.kisses, u64::from(limits.kod_burst), "{s:?}");
+        assert_eq!(s.dropped_rate, total - s.replies - s.kisses, "{s:?}");
     }
 }

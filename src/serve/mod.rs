@@ -33,7 +33,7 @@ use crate::config::Config;
 use crate::dhcp::Share;
 use crate::ipmi::cache::SessionCache;
 use crate::net::floating::Placement;
-use crate::net::Interface;
+use crate::net::{reuseport, Interface};
 use crate::pool::compact::{self, Holders};
 use crate::pool::floating::Decision;
 use crate::pool::peers::Peers;
@@ -416,8 +416,7 @@ async fn start_dns(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
     }
     for iface in &ctx.interfaces {
         let addr = SocketAddr::from((iface.addr, s.port));
-        let udp = UdpSocket::bind(addr)
-            .await
+        let udp = reuseport::bind_udp_group(addr, reuseport::workers())
             .with_context(|| format!("DNS: cannot listen on UDP {addr}"))?;
         let tcp = TcpListener::bind(addr)
             .await
@@ -437,12 +436,11 @@ async fn start_ntp(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
     };
     for iface in &ctx.interfaces {
         let addr = SocketAddr::from((iface.addr, s.port));
-        let socket = UdpSocket::bind(addr)
-            .await
+        let sockets = reuseport::bind_udp_group(addr, reuseport::workers())
             .with_context(|| format!("NTP: cannot listen on {addr}"))?;
         let stats = Arc::new(crate::ntp::serve::Stats::default());
         crate::counters::register("ntp", &iface.name, stats.clone());
-        let run = crate::ntp::serve::run_with_stats(socket, *s, stats, ctx.shutdown.clone());
+        let run = crate::ntp::serve::run_group(sockets, *s, stats, ctx.shutdown.clone());
         spawn(tasks, format!("ntp {}", iface.name), "NTP server", run);
     }
     Ok(())
