@@ -414,6 +414,14 @@ fn status_json(d: &Drover) -> Option<serde_json::Value> {
     Some(serde_json::from_slice(&out.stdout).expect("pool status --json prints JSON"))
 }
 
+/// A new member that joined the pool of `a` (its key) through `seed`, not started yet.
+fn joined(a: &Drover, seed: &str) -> Drover {
+    let key = a.state_dir().join("cluster.key");
+    let b = Drover::new();
+    b.cli_ok(&["pool", "join", seed, "--key-file", key.to_str().unwrap()]);
+    b
+}
+
 /// The entry of the member at `addr` in a status (`me` or one of `members`).
 fn entry<'a>(status: &'a serde_json::Value, addr: &str) -> Option<&'a serde_json::Value> {
     std::iter::once(&status["me"])
@@ -657,15 +665,7 @@ fn the_feed_is_compacted_and_a_member_back_after_it_converges() {
     let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
     let mut a = Drover::new();
     a.cli_ok(&["pool", "init"]);
-    let key = a.state_dir().join("cluster.key");
-    let mut b = Drover::new();
-    b.cli_ok(&[
-        "pool",
-        "join",
-        &addr(0),
-        "--key-file",
-        key.to_str().unwrap(),
-    ]);
+    let mut b = joined(&a, &addr(0));
     a.serve_with(None, "lo", &config(0));
     b.serve_with(None, "lo", &config(1));
     let state_on = |d: &Drover, i: usize| {
@@ -845,15 +845,7 @@ fn metrics_show_members_shares_and_exchanges() {
     let (ok, out, err) = cli_stdin(&a, &["admin", "passwd"], &format!("{PASSWORD}\n"));
     assert!(ok, "{out}{err}");
     a.cli_ok(&["pool", "init"]);
-    let key = a.state_dir().join("cluster.key");
-    let mut b = Drover::new();
-    b.cli_ok(&[
-        "pool",
-        "join",
-        &addr(0),
-        "--key-file",
-        key.to_str().unwrap(),
-    ]);
+    let mut b = joined(&a, &addr(0));
     let http = free_port();
     let http_config = format!("{}[http]\nport = {http}\n", pool(0));
     a.serve_with(None, "lo", &common::config_only(&["http"], &http_config));

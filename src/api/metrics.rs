@@ -13,7 +13,7 @@
 //! pool (no cluster key) there are no pool families.
 
 use super::Api;
-use crate::pool::status::Status as PoolStatus;
+use crate::pool::status::{MemberStatus as PoolMember, Status as PoolStatus};
 use crate::store::model::{BootLog, BootStage, Image, Lease, Network, Node};
 use crate::timeline::{self, NodeState};
 use axum::extract::{Request, State};
@@ -281,14 +281,16 @@ const POOL_STATES: [&str; 4] = ["alive", "suspect", "down", "left"];
 /// The pool families, from the pool task's status at `now_ms`.
 fn pool_families(out: &mut String, s: &PoolStatus, now_ms: u64) {
     let all = || std::iter::once(&s.me).chain(&s.members);
-    let name = family(
+    let age = now_ms.saturating_sub(s.updated_ms) as f64 / 1000.0;
+    let help = "Seconds since the pool task last rewrote the status these pool families come from.";
+    single(
         out,
         "drover_pool_status_age_seconds",
         "gauge",
-        "Seconds since the pool task last rewrote the status these pool families come from.",
+        help,
+        "",
+        age,
     );
-    let age = now_ms.saturating_sub(s.updated_ms) as f64 / 1000.0;
-    let _ = writeln!(out, "{name} {age}");
     let name = family(
         out,
         "drover_pool_members",
@@ -299,13 +301,9 @@ fn pool_families(out: &mut String, s: &PoolStatus, now_ms: u64) {
         let v = all().filter(|m| m.state == state).count();
         let _ = writeln!(out, "{name}{{state=\"{state}\"}} {v}");
     }
-    let name = family(
-        out,
-        "drover_pool_majority",
-        "gauge",
-        "1 when this member sees a strict majority of the roster (it may take over shares).",
-    );
-    let _ = writeln!(out, "{name} {}", u8::from(s.majority));
+    let help = "1 when this member sees a strict majority of the roster (it may take over shares).";
+    let majority = u8::from(s.majority);
+    single(out, "drover_pool_majority", "gauge", help, "", majority);
     let name = family(
         out,
         "drover_pool_share_addresses",
@@ -317,81 +315,118 @@ fn pool_families(out: &mut String, s: &PoolStatus, now_ms: u64) {
             let _ = writeln!(out, "{name}{{member=\"{}\"}} {v}", m.id);
         }
     }
-    // Per peer: the lag and exchanges of the newest incarnation shown for it.
-    let peer =
-        |m: &crate::pool::status::MemberStatus| format!("member=\"{}\",addr=\"{}\"", m.id, m.addr);
-    let name = family(
+    // Per peer: the lag, exchanges and layer copies of the newest incarnation shown for it.
+    let rows = |f: &dyn Fn(&PoolMember) -> Vec<(&'static str, f64)>| {
+        s.members
+            .iter()
+            .flat_map(|m| f(m).into_iter().map(move |(l, v)| (m, l, v)))
+            .collect::<Vec<_>>()
+    };
+    per_peer(
         out,
         "drover_pool_replication_behind_seconds",
         "gauge",
         "How much of each peer's writing history (HLC wall time) this store lacks.",
+        &rows(&|m| {
+            let behind = m.detail.lag.as_ref().and_then(|l| l.behind_ms);
+            behind
+                .map(|ms| ("", ms as f64 / 1000.0))
+                .into_iter()
+                .collect()
+        }),
     );
-    for m in &s.members {
-        if let Some(ms) = m.detail.lag.as_ref().and_then(|l| l.behind_ms) {
-            let _ = writeln!(out, "{name}{{{}}} {}", peer(m), ms as f64 / 1000.0);
-        }
-    }
-    let name = family(
+    per_peer(
         out,
         "drover_pool_replication_last_exchange_age_seconds",
         "gauge",
         "Seconds since the last completed store exchange with each peer.",
+        &rows(&|m| {
+            let age = |last| s.updated_ms.saturating_sub(last) as f64 / 1000.0;
+            m.last_sync_ms.map(|l| ("", age(l))).into_iter().collect()
+        }),
     );
-    for m in &s.members {
-        if let Some(last) = m.last_sync_ms {
-            let age = s.updated_ms.saturating_sub(last) as f64 / 1000.0;
-            let _ = writeln!(out, "{name}{{{}}} {age}", peer(m));
-        }
-    }
-    let name = family(
+    per_peer(
         out,
         "drover_pool_replication_exchanges_total",
         "counter",
         "Store exchanges this member started with each peer since it started, by result.",
+        &rows(&|m| {
+            let Some(e) = m.detail.lag.as_ref().map(|l| &l.exchanges) else {
+                return Vec::new();
+            };
+            vec![
+                (",result=\"completed\"", e.completed as f64),
+                (",result=\"failed\"", e.failed as f64),
+            ]
+        }),
     );
-    for m in &s.members {
-        if let Some(lag) = &m.detail.lag {
-            let e = &lag.exchanges;
-            for (result, v) in [("completed", e.completed), ("failed", e.failed)] {
-                let _ = writeln!(out, "{name}{{{},result=\"{result}\"}} {v}", peer(m));
-            }
-        }
-    }
-    let name = family(
+    per_peer(
         out,
         "drover_pool_layers_behind",
         "gauge",
         "Nodes served here whose NFS layer copy on each peer is not level.",
+        &rows(&|m| {
+            let behind = m.layers.as_ref().map(|l| ("", l.behind as f64));
+            behind.into_iter().collect()
+        }),
     );
-    for m in &s.members {
-        if let Some(l) = &m.layers {
-            let _ = writeln!(out, "{name}{{{}}} {}", peer(m), l.behind);
-        }
-    }
-    let name = family(
+    let help = "Stable NFS layer changes answered before any other member had a copy.";
+    let unreplicated = s.layers_unreplicated;
+    single(
         out,
         "drover_pool_layers_unreplicated_total",
         "counter",
-        "Stable NFS layer changes answered before any other member had a copy.",
+        help,
+        "",
+        unreplicated,
     );
-    let _ = writeln!(out, "{name} {}", s.layers_unreplicated);
     if let Some(vip) = &s.service_address {
-        let addr = format!("address=\"{}\"", vip.addr);
-        let name = family(
+        let addr = format!("{{address=\"{}\"}}", vip.addr);
+        let help = "1 while this member holds the floating service address.";
+        let held = u8::from(vip.here);
+        single(
             out,
             "drover_pool_service_address_held",
             "gauge",
-            "1 while this member holds the floating service address.",
+            help,
+            &addr,
+            held,
         );
-        let _ = writeln!(out, "{name}{{{addr}}} {}", u8::from(vip.here));
-        let name = family(
-            out,
-            "drover_pool_service_address_takeovers_total",
-            "counter",
-            "Times this member took the floating service address since it started.",
-        );
-        let _ = writeln!(out, "{name}{{{addr}}} {}", vip.takeovers);
+        let help = "Times this member took the floating service address since it started.";
+        let name = "drover_pool_service_address_takeovers_total";
+        single(out, name, "counter", help, &addr, vip.takeovers);
     }
+}
+
+/// A family with one series per peer: `(peer, more labels after a comma, value)`.
+fn per_peer(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    rows: &[(&PoolMember, &str, f64)],
+) {
+    let name = family(out, name, kind, help);
+    for (m, labels, v) in rows {
+        let _ = writeln!(
+            out,
+            "{name}{{member=\"{}\",addr=\"{}\"{labels}}} {v}",
+            m.id, m.addr
+        );
+    }
+}
+
+/// A family of one series: HELP, TYPE and `name{labels} value` (`labels` with its braces).
+fn single(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    labels: &str,
+    value: impl std::fmt::Display,
+) {
+    let name = family(out, name, kind, help);
+    let _ = writeln!(out, "{name}{labels} {value}");
 }
 
 /// Writes the HELP and TYPE lines of a metric family; returns its name.
@@ -473,7 +508,13 @@ mod tests {
         };
         let mut out = String::new();
         pool_families(&mut out, &status, 12_000);
-        for line in [
+        let b = r#"{member="2",addr="127.0.0.1:7002""#;
+        let per_b = [
+            format!("drover_pool_replication_behind_seconds{b}}} 1.5"),
+            format!("drover_pool_replication_last_exchange_age_seconds{b}}} 1"),
+            format!(r#"drover_pool_replication_exchanges_total{b},result="failed"}} 1"#),
+        ];
+        for line in per_b.iter().map(String::as_str).chain([
             "drover_pool_status_age_seconds 2",
             "drover_pool_members{state=\"alive\"} 2",
             "drover_pool_members{state=\"suspect\"} 0",
@@ -482,13 +523,10 @@ mod tests {
             "drover_pool_majority 1",
             "drover_pool_share_addresses{member=\"1\"} 70",
             "drover_pool_share_addresses{member=\"2\"} 30",
-            "drover_pool_replication_behind_seconds{member=\"2\",addr=\"127.0.0.1:7002\"} 1.5",
-            "drover_pool_replication_last_exchange_age_seconds{member=\"2\",addr=\"127.0.0.1:7002\"} 1",
-            "drover_pool_replication_exchanges_total{member=\"2\",addr=\"127.0.0.1:7002\",result=\"failed\"} 1",
             "drover_pool_layers_unreplicated_total 2",
             "drover_pool_service_address_held{address=\"10.0.0.200\"} 1",
             "drover_pool_service_address_takeovers_total{address=\"10.0.0.200\"} 3",
-        ] {
+        ]) {
             assert!(out.lines().any(|l| l == line), "no {line:?} in\n{out}");
         }
         // Members without a share or a lag get no series.
