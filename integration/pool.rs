@@ -414,6 +414,14 @@ fn status_json(d: &Drover) -> Option<serde_json::Value> {
     Some(serde_json::from_slice(&out.stdout).expect("pool status --json prints JSON"))
 }
 
+/// A new member that joined the pool of `a` (its key) through `seed`, not started yet.
+fn joined(a: &Drover, seed: &str) -> Drover {
+    let key = a.state_dir().join("cluster.key");
+    let b = Drover::new();
+    b.cli_ok(&["pool", "join", seed, "--key-file", key.to_str().unwrap()]);
+    b
+}
+
 /// The entry of the member at `addr` in a status (`me` or one of `members`).
 fn entry<'a>(status: &'a serde_json::Value, addr: &str) -> Option<&'a serde_json::Value> {
     std::iter::once(&status["me"])
@@ -657,15 +665,7 @@ fn the_feed_is_compacted_and_a_member_back_after_it_converges() {
     let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
     let mut a = Drover::new();
     a.cli_ok(&["pool", "init"]);
-    let key = a.state_dir().join("cluster.key");
-    let mut b = Drover::new();
-    b.cli_ok(&[
-        "pool",
-        "join",
-        &addr(0),
-        "--key-file",
-        key.to_str().unwrap(),
-    ]);
+    let mut b = joined(&a, &addr(0));
     a.serve_with(None, "lo", &config(0));
     b.serve_with(None, "lo", &config(1));
     let state_on = |d: &Drover, i: usize| {
@@ -830,4 +830,110 @@ fn a_new_version_replicates_as_its_missing_chunks() {
         b.log_tail(10)
     );
     assert!(second < v2 / 2);
+}
+
+/// Pool families in `/metrics` with two members on loopback: both alive, each with a DHCP
+/// share (of the served subnet's dynamic range) as `pool status` counts it, completed store
+/// exchanges with the peer; after B is killed, A counts it down.
+#[test]
+fn metrics_show_members_shares_and_exchanges() {
+    use common::api::{cli_stdin, free_port, ApiServer, PASSWORD};
+    let ports = [free_port(), free_port()];
+    let pool = |i: usize| format!("[pool]\naddress = \"127.0.0.1\"\nport = {}\n", ports[i]);
+    let addr = |i: usize| format!("127.0.0.1:{}", ports[i]);
+    let mut a = Drover::new();
+    let (ok, out, err) = cli_stdin(&a, &["admin", "passwd"], &format!("{PASSWORD}\n"));
+    assert!(ok, "{out}{err}");
+    a.cli_ok(&["pool", "init"]);
+    let mut b = joined(&a, &addr(0));
+    let http = free_port();
+    let http_config = format!("{}[http]\nport = {http}\n", pool(0));
+    a.serve_with(None, "lo", &common::config_only(&["http"], &http_config));
+    b.serve_with(None, "lo", &common::config_only(&[], &pool(1)));
+    let api = ApiServer { d: a, port: http };
+    let token = api.token("metrics");
+    let bearer = format!("Bearer {token}");
+    let metrics = || {
+        let r = api.request(
+            "GET",
+            "/metrics",
+            &[("Authorization", bearer.as_str())],
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body
+    };
+    // The value of the series whose line starts with `series` (name and labels).
+    let value = |body: &str, series: &str| -> Option<f64> {
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    let ids = |i: usize| {
+        status_json(if i == 0 { &api.d } else { &b })
+            .and_then(|s| entry(&s, &addr(i)).and_then(|m| m["id"].as_u64()))
+    };
+    let (mut id_a, mut id_b) = (None, None);
+    let mut body = String::new();
+    let formed = common::wait_until(Duration::from_secs(60), || {
+        id_a = id_a.or_else(|| ids(0));
+        id_b = id_b.or_else(|| ids(1));
+        let (Some(ia), Some(ib)) = (id_a, id_b) else {
+            return false;
+        };
+        body = metrics();
+        let share = |id: u64| {
+            value(
+                &body,
+                &format!("drover_pool_share_addresses{{member=\"{id}\"}}"),
+            )
+        };
+        let peer = format!("member=\"{ib}\",addr=\"{}\"", addr(1));
+        value(&body, "drover_pool_members{state=\"alive\"}") == Some(2.0)
+            && share(ia).unwrap_or(0.0) > 0.0
+            && share(ib).unwrap_or(0.0) > 0.0
+            && value(
+                &body,
+                &format!("drover_pool_replication_exchanges_total{{{peer},result=\"completed\"}}"),
+            )
+            .is_some_and(|v| v > 0.0)
+            && value(
+                &body,
+                &format!("drover_pool_replication_behind_seconds{{{peer}}}"),
+            )
+            .is_some()
+    });
+    assert!(
+        formed,
+        "pool families on A:\n{body}\n{}",
+        api.d.log_tail(20)
+    );
+    // The same shares as the status the families come from.
+    let status = status_json(&api.d).unwrap();
+    for i in 0..2 {
+        let m = entry(&status, &addr(i)).unwrap();
+        let series = format!("drover_pool_share_addresses{{member=\"{}\"}}", m["id"]);
+        assert_eq!(
+            value(&body, &series),
+            m["addresses"].as_f64(),
+            "{series} in\n{body}\nstatus: {status}"
+        );
+    }
+    assert_eq!(value(&body, "drover_pool_majority"), Some(1.0), "{body}");
+    assert_eq!(
+        value(&body, "drover_pool_layers_unreplicated_total"),
+        Some(0.0),
+        "{body}"
+    );
+    assert!(
+        !body.contains("drover_pool_service_address_held{"),
+        "no service address configured:\n{body}"
+    );
+
+    common::signal(b.pid().unwrap(), "KILL");
+    let down = common::wait_until(Duration::from_secs(30), || {
+        body = metrics();
+        value(&body, "drover_pool_members{state=\"down\"}") == Some(1.0)
+            && value(&body, "drover_pool_members{state=\"alive\"}") == Some(1.0)
+    });
+    assert!(down, "B's death in A's metrics:\n{body}");
 }

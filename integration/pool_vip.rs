@@ -242,9 +242,23 @@ fn the_service_address_moves_to_a_survivor_when_its_holder_dies() {
         "pool status does not name the new holder:\n{}",
         report(&m)
     );
+    // Each survivor counts the takeovers it made (`/metrics` shows this count): one by the
+    // new holder, none by the other.
+    let takeovers = |i: usize| {
+        let out = m[i].drover.cli(&["pool", "status", "--json"]);
+        let status: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("pool status --json prints JSON");
+        status["service_address"]["takeovers"].as_u64()
+    };
+    let other = survivors.iter().copied().find(|&i| i != next).unwrap();
+    assert_eq!(
+        (takeovers(next), takeovers(other)),
+        (Some(1), Some(0)),
+        "takeovers counted by the new holder and the other survivor:\n{}",
+        report(&m)
+    );
     // The new holder lists the address among what it serves, and its summary reaches the
     // other survivor (`pool status` shows floating services as NAME@ADDRESS).
-    let other = survivors.iter().copied().find(|&i| i != next).unwrap();
     let said = format!("@{SERVICE_ADDRESS}");
     let summarised = wait_until(Duration::from_secs(20), || {
         m[other]

@@ -6,9 +6,14 @@
 //! recorder's counts (`crate::timeline::Counts`). Read from the store at scrape
 //! time: nodes by boot state, leases by state, images, networks, and the durations of the
 //! last complete boots. The DHCP, TFTP, DNS and NTP servers keep their own counters
-//! (`crate::counters`); this only renders them.
+//! (`crate::counters`); this only renders them. In a pool, the pool task's status file
+//! (`pool::status`, rewritten every few seconds) gives the pool families: members by health,
+//! replication lag and exchanges per peer, layer changes answered unreplicated, the DHCP share
+//! of each member, and the service address held here and how often it was taken. Outside a
+//! pool (no cluster key) there are no pool families.
 
 use super::Api;
+use crate::pool::status::{MemberStatus as PoolMember, Status as PoolStatus};
 use crate::store::model::{BootLog, BootStage, Image, Lease, Network, Node};
 use crate::timeline::{self, NodeState};
 use axum::extract::{Request, State};
@@ -139,8 +144,20 @@ fn store_counts(store: &crate::store::Store) -> Result<StoreCounts, super::ApiEr
     })
 }
 
+/// The pool task's status, when this member is in a pool and the task has written one.
+fn pool_status(dir: &std::path::Path) -> Option<PoolStatus> {
+    // A member that left keeps its last status file but not its key: no pool families.
+    crate::pool::key::ClusterKey::load_state(dir)
+        .ok()
+        .flatten()?;
+    crate::pool::status::read_status(dir).ok()
+}
+
 pub async fn scrape(State(api): State<Arc<Api>>) -> Result<Response, super::ApiError> {
-    let counts = api.blocking(store_counts).await?;
+    let dir = api.state_dir.clone();
+    let (counts, pool) = api
+        .blocking(move |store| Ok((store_counts(store)?, pool_status(&dir))))
+        .await?;
     let m = &api.metrics;
     let mut out = String::new();
     let name = family(
@@ -245,6 +262,9 @@ pub async fn scrape(State(api): State<Arc<Api>>) -> Result<Response, super::ApiE
         "Seconds since this server started.",
     );
     let _ = writeln!(out, "{name} {}", api.started.elapsed().as_secs());
+    if let Some(status) = &pool {
+        pool_families(&mut out, status, crate::clock::unix_ms());
+    }
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -253,6 +273,160 @@ pub async fn scrape(State(api): State<Arc<Api>>) -> Result<Response, super::ApiE
         out,
     )
         .into_response())
+}
+
+/// Health names of pool members, as the `state` label (`pool::report::health`).
+const POOL_STATES: [&str; 4] = ["alive", "suspect", "down", "left"];
+
+/// The pool families, from the pool task's status at `now_ms`.
+fn pool_families(out: &mut String, s: &PoolStatus, now_ms: u64) {
+    let all = || std::iter::once(&s.me).chain(&s.members);
+    let age = now_ms.saturating_sub(s.updated_ms) as f64 / 1000.0;
+    let help = "Seconds since the pool task last rewrote the status these pool families come from.";
+    single(
+        out,
+        "drover_pool_status_age_seconds",
+        "gauge",
+        help,
+        "",
+        age,
+    );
+    let name = family(
+        out,
+        "drover_pool_members",
+        "gauge",
+        "Pool members by health as this member sees them, itself included.",
+    );
+    for state in POOL_STATES {
+        let v = all().filter(|m| m.state == state).count();
+        let _ = writeln!(out, "{name}{{state=\"{state}\"}} {v}");
+    }
+    let help = "1 when this member sees a strict majority of the roster (it may take over shares).";
+    let majority = u8::from(s.majority);
+    single(out, "drover_pool_majority", "gauge", help, "", majority);
+    let name = family(
+        out,
+        "drover_pool_share_addresses",
+        "gauge",
+        "Dynamic DHCP addresses each member owns (its share), by member id.",
+    );
+    for m in all() {
+        if let Some(v) = m.addresses {
+            let _ = writeln!(out, "{name}{{member=\"{}\"}} {v}", m.id);
+        }
+    }
+    // Per peer: the lag, exchanges and layer copies of the newest incarnation shown for it.
+    let rows = |f: &dyn Fn(&PoolMember) -> Vec<(&'static str, f64)>| {
+        s.members
+            .iter()
+            .flat_map(|m| f(m).into_iter().map(move |(l, v)| (m, l, v)))
+            .collect::<Vec<_>>()
+    };
+    per_peer(
+        out,
+        "drover_pool_replication_behind_seconds",
+        "gauge",
+        "How much of each peer's writing history (HLC wall time) this store lacks.",
+        &rows(&|m| {
+            let behind = m.detail.lag.as_ref().and_then(|l| l.behind_ms);
+            behind
+                .map(|ms| ("", ms as f64 / 1000.0))
+                .into_iter()
+                .collect()
+        }),
+    );
+    per_peer(
+        out,
+        "drover_pool_replication_last_exchange_age_seconds",
+        "gauge",
+        "Seconds since the last completed store exchange with each peer.",
+        &rows(&|m| {
+            let age = |last| s.updated_ms.saturating_sub(last) as f64 / 1000.0;
+            m.last_sync_ms.map(|l| ("", age(l))).into_iter().collect()
+        }),
+    );
+    per_peer(
+        out,
+        "drover_pool_replication_exchanges_total",
+        "counter",
+        "Store exchanges this member started with each peer since it started, by result.",
+        &rows(&|m| {
+            let Some(e) = m.detail.lag.as_ref().map(|l| &l.exchanges) else {
+                return Vec::new();
+            };
+            vec![
+                (",result=\"completed\"", e.completed as f64),
+                (",result=\"failed\"", e.failed as f64),
+            ]
+        }),
+    );
+    per_peer(
+        out,
+        "drover_pool_layers_behind",
+        "gauge",
+        "Nodes served here whose NFS layer copy on each peer is not level.",
+        &rows(&|m| {
+            let behind = m.layers.as_ref().map(|l| ("", l.behind as f64));
+            behind.into_iter().collect()
+        }),
+    );
+    let help = "Stable NFS layer changes answered before any other member had a copy.";
+    let unreplicated = s.layers_unreplicated;
+    single(
+        out,
+        "drover_pool_layers_unreplicated_total",
+        "counter",
+        help,
+        "",
+        unreplicated,
+    );
+    if let Some(vip) = &s.service_address {
+        let addr = format!("{{address=\"{}\"}}", vip.addr);
+        let help = "1 while this member holds the floating service address.";
+        let held = u8::from(vip.here);
+        single(
+            out,
+            "drover_pool_service_address_held",
+            "gauge",
+            help,
+            &addr,
+            held,
+        );
+        let help = "Times this member took the floating service address since it started.";
+        let name = "drover_pool_service_address_takeovers_total";
+        single(out, name, "counter", help, &addr, vip.takeovers);
+    }
+}
+
+/// A family with one series per peer: `(peer, more labels after a comma, value)`.
+fn per_peer(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    rows: &[(&PoolMember, &str, f64)],
+) {
+    let name = family(out, name, kind, help);
+    for (m, labels, v) in rows {
+        let _ = writeln!(
+            out,
+            "{name}{{member=\"{}\",addr=\"{}\"{labels}}} {v}",
+            m.id, m.addr
+        );
+    }
+}
+
+/// A family of one series: HELP, TYPE and `name{labels} value` (`labels` with its braces).
+fn single(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    labels: &str,
+    value: impl std::fmt::Display,
+) {
+    let name = family(out, name, kind, help);
+    let _ = writeln!(out, "{name}{labels} {value}");
 }
 
 /// Writes the HELP and TYPE lines of a metric family; returns its name.
@@ -289,5 +463,73 @@ mod tests {
         assert_eq!(Route::NAMES, [&routes[..], &["other"]].concat());
         assert_eq!(Login::NAMES, ["ok", "failed", "limited"]);
         assert_eq!(NodeState::NAMES, ["unknown", "booting", "up", "failed"]);
+    }
+
+    #[test]
+    fn pool_families_count_members_lag_shares_and_takeovers() {
+        use crate::pool::report::{Exchanges, Lag};
+        use crate::pool::status::{MemberDetail, MemberStatus, ServiceAddress};
+        let member = |id: u64, state: &str, addresses: Option<u64>| MemberStatus {
+            addr: format!("127.0.0.1:{}", 7000 + id).parse().unwrap(),
+            id,
+            epoch: 1,
+            state: state.into(),
+            last_sync_ms: None,
+            addresses,
+            layers: None,
+            detail: MemberDetail::default(),
+        };
+        let mut b = member(2, "alive", Some(30));
+        b.last_sync_ms = Some(9_000);
+        let exchanges = Exchanges {
+            completed: 5,
+            failed: 1,
+            ..Exchanges::default()
+        };
+        b.detail.lag = Some(Lag {
+            behind_ms: Some(1_500),
+            ..Lag::new(exchanges, None, None)
+        });
+        let status = PoolStatus {
+            me: member(1, "alive", Some(70)),
+            updated_ms: 10_000,
+            members: vec![b, member(3, "down", None), member(4, "left", None)],
+            unauthenticated: 0,
+            roster: vec![1, 2, 3],
+            majority: true,
+            layers_unreplicated: 2,
+            service_address: Some(ServiceAddress {
+                addr: "10.0.0.200".parse().unwrap(),
+                holder: Some(1),
+                here: true,
+                takeovers: 3,
+            }),
+            recovering_since: None,
+        };
+        let mut out = String::new();
+        pool_families(&mut out, &status, 12_000);
+        let b = r#"{member="2",addr="127.0.0.1:7002""#;
+        let per_b = [
+            format!("drover_pool_replication_behind_seconds{b}}} 1.5"),
+            format!("drover_pool_replication_last_exchange_age_seconds{b}}} 1"),
+            format!(r#"drover_pool_replication_exchanges_total{b},result="failed"}} 1"#),
+        ];
+        for line in per_b.iter().map(String::as_str).chain([
+            "drover_pool_status_age_seconds 2",
+            "drover_pool_members{state=\"alive\"} 2",
+            "drover_pool_members{state=\"suspect\"} 0",
+            "drover_pool_members{state=\"down\"} 1",
+            "drover_pool_members{state=\"left\"} 1",
+            "drover_pool_majority 1",
+            "drover_pool_share_addresses{member=\"1\"} 70",
+            "drover_pool_share_addresses{member=\"2\"} 30",
+            "drover_pool_layers_unreplicated_total 2",
+            "drover_pool_service_address_held{address=\"10.0.0.200\"} 1",
+            "drover_pool_service_address_takeovers_total{address=\"10.0.0.200\"} 3",
+        ]) {
+            assert!(out.lines().any(|l| l == line), "no {line:?} in\n{out}");
+        }
+        // Members without a share or a lag get no series.
+        assert!(!out.contains("member=\"3\""), "{out}");
     }
 }

@@ -94,6 +94,10 @@ pub struct Floating {
     me: u64,
     /// Since when this member has continuously been the one to hold the address (unix ms).
     chosen_since: Option<u64>,
+    /// Whether the last decision held the address, and how many times a decision took it
+    /// while the one before did not (since this start; `/metrics` shows it).
+    held: bool,
+    takeovers: u64,
 }
 
 impl Floating {
@@ -101,7 +105,14 @@ impl Floating {
         Floating {
             me,
             chosen_since: None,
+            held: false,
+            takeovers: 0,
         }
+    }
+
+    /// How many times this member took the address since it started.
+    pub fn takeovers(&self) -> u64 {
+        self.takeovers
     }
 
     /// The decision at `now_ms`: `my_epoch` is this member's membership epoch, `alive` the
@@ -119,10 +130,15 @@ impl Floating {
         } else {
             self.chosen_since = None;
         }
+        let hold = self
+            .chosen_since
+            .is_some_and(|since| now_ms >= since.saturating_add(TAKE_AFTER_MS));
+        if hold && !self.held {
+            self.takeovers += 1;
+        }
+        self.held = hold;
         Decision {
-            hold: self
-                .chosen_since
-                .is_some_and(|since| now_ms >= since.saturating_add(TAKE_AFTER_MS)),
+            hold,
             holder,
             fresh_until_ms: Some(now_ms.saturating_add(FRESH_MS)),
         }

@@ -164,6 +164,8 @@ fn one_member_holds_it_after_the_wait_and_a_successor_waits_out_the_lifetime() {
     let (h, after) = taken.expect("a survivor takes the address");
     assert_eq!(h, 1, "the oldest survivor");
     assert!(after >= TAKE_AFTER_MS, "taken {after} ms after the death");
+    let takeovers: Vec<u64> = s.deciders.iter().map(Floating::takeovers).collect();
+    assert_eq!(takeovers, [1, 1, 0], "each holder took it once");
 
     // The old holder comes back: it is now the youngest and leaves the address alone.
     s.restart(0);

@@ -327,6 +327,7 @@ mod tests {
                 addr: Ipv4Addr::new(198, 18, 0, 100),
                 holder: Some(1),
                 here: true,
+                takeovers: 1,
             }),
         };
         let text = render(&status, now);

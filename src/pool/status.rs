@@ -49,6 +49,9 @@ pub struct ServiceAddress {
     pub holder: Option<u64>,
     /// Whether this member holds it now.
     pub here: bool,
+    /// How many times this member took it since it started.
+    #[serde(default)]
+    pub takeovers: u64,
 }
 
 /// Health, summary and lag of one member, besides its identity (see `report` for what the

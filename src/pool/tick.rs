@@ -405,6 +405,7 @@ impl Tick {
                 addr,
                 holder: self.decision.holder,
                 here: self.decision.holds_at(now_ms),
+                takeovers: self.floating.takeovers(),
             }),
             layers_unreplicated: *unreplicated,
             recovering_since: self.recovering_since(now_ms),
