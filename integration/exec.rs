@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::api::ApiServer;
 use common::{drover_bin, require_cmd, require_root, run_ok, wait_until};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt as _;
@@ -189,4 +190,26 @@ fn exec_folds_summarises_and_cp_delivers() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("ok (3): e[1-3]"), "{text}");
     assert_eq!(std::fs::read(lab.dir.join("got-all")).expect("copied"), bytes);
+}
+
+/// The node key's public half is served on the boot path for the agent (404 before there is
+/// one); the API's settings never show its private half.
+#[test]
+fn node_key_is_served_and_its_private_half_kept() {
+    require_cmd("ssh-keygen", "openssh-client");
+    let server = ApiServer::start();
+    let before = server.request("GET", "/node-key.pub", &[], None);
+    assert_eq!(before.status, 404, "{}", before.body);
+    let public = server.d.cli_ok(&["exec", "--show-key"]);
+    let served = server.request("GET", "/node-key.pub", &[], None);
+    assert_eq!(served.status, 200);
+    assert_eq!(served.body, public);
+    let bearer = format!("Bearer {}", server.token("t"));
+    let auth = [("Authorization", bearer.as_str())];
+    for path in ["/api/v1/settings/node-ssh-key", "/api/v1/settings"] {
+        let r = server.request("GET", path, &auth, None);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert!(r.body.contains(public.trim()), "{path}: {}", r.body);
+        assert!(!r.body.contains("PRIVATE KEY"), "{path} shows the private half");
+    }
 }

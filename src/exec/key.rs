@@ -20,6 +20,9 @@ use std::process::Command;
 
 /// The store setting that holds the pair.
 pub const SETTING: &str = "node-ssh-key";
+/// Where drover's HTTP server serves the public half (no authentication: it is public) and
+/// the agent fetches it for the node's `/root/.ssh/authorized_keys`.
+pub const HTTP_PATH: &str = "/node-key.pub";
 /// The private half's file in the state directory.
 pub const FILE: &str = "node-ssh-key";
 
