@@ -56,7 +56,15 @@ impl Lab {
     /// `drover exec` on the lab's port with short timeouts: (stdout, success).
     fn exec(&self, target: &str, cmd: &[&str]) -> (String, bool) {
         let port = self.port.to_string();
-        let mut args = vec!["exec", "--port", &port, "--connect-timeout", "5", target, "--"];
+        let mut args = vec![
+            "exec",
+            "--port",
+            &port,
+            "--connect-timeout",
+            "5",
+            target,
+            "--",
+        ];
         args.extend(cmd);
         let out = self.drover(&args);
         (
@@ -86,11 +94,26 @@ fn setup() -> Lab {
     };
     for (i, addr) in ADDRS.iter().chain([&DEAD]).enumerate() {
         let mac = format!("52:54:00:71:00:{:02x}", i + 1);
-        lab.ok(&["node", "add", &format!("e{}", i + 1), "--mac", &mac, "--ip", addr]);
+        lab.ok(&[
+            "node",
+            "add",
+            &format!("e{}", i + 1),
+            "--mac",
+            &mac,
+            "--ip",
+            addr,
+        ]);
     }
     let public = lab.ok(&["exec", "--show-key"]);
-    assert!(public.starts_with("ssh-ed25519 "), "not a public key: {public:?}");
-    assert_eq!(lab.ok(&["exec", "--show-key"]), public, "the key must stay the same");
+    assert!(
+        public.starts_with("ssh-ed25519 "),
+        "not a public key: {public:?}"
+    );
+    assert_eq!(
+        lab.ok(&["exec", "--show-key"]),
+        public,
+        "the key must stay the same"
+    );
     let keys = dir.join("authorized_keys");
     std::fs::write(&keys, &public).expect("write authorized_keys");
     let host_key = dir.join("host_key");
@@ -122,7 +145,11 @@ fn setup() -> Lab {
         let up = wait_until(Duration::from_secs(10), || {
             TcpStream::connect((addr, port)).is_ok()
         });
-        assert!(up, "sshd on {addr}:{port} did not start: see {}", dir.display());
+        assert!(
+            up,
+            "sshd on {addr}:{port} did not start: see {}",
+            dir.display()
+        );
     }
     lab
 }
@@ -138,7 +165,10 @@ fn exec_folds_summarises_and_cp_delivers() {
     // Identical output from three nodes: one header naming them as a range, the output once.
     let (out, ok) = lab.exec("e[1-3]", &["echo", "same-everywhere"]);
     assert!(ok, "exec failed:\n{out}");
-    assert!(out.contains("---------------- e[1-3]\nsame-everywhere\n"), "{out}");
+    assert!(
+        out.contains("---------------- e[1-3]\nsame-everywhere\n"),
+        "{out}"
+    );
     assert_eq!(out.matches("same-everywhere").count(), 1, "{out}");
     assert!(out.contains("ok (3): e[1-3]"), "{out}");
     assert_eq!(file_mode(&lab.state.join("node-ssh-key")), 0o600);
@@ -165,7 +195,9 @@ fn exec_folds_summarises_and_cp_delivers() {
 
     // --json for scripts.
     let port = lab.port.to_string();
-    let out = lab.drover(&["exec", "--json", "--port", &port, "e1,e4", "--", "echo", "j"]);
+    let out = lab.drover(&[
+        "exec", "--json", "--port", &port, "e1,e4", "--", "echo", "j",
+    ]);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
     assert_eq!(doc["ok"], false);
     assert_eq!(doc["nodes"][0]["node"], "e1");
@@ -182,14 +214,24 @@ fn exec_folds_summarises_and_cp_delivers() {
         let dest = lab.dir.join(format!("got-e{n}"));
         let target = format!("e{n}:{}", dest.display());
         let out = lab.drover(&["cp", "--port", &port, src_s, &target]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         assert_eq!(std::fs::read(&dest).expect("copied file"), bytes);
     }
     let all = format!("e[1-3]:{}", lab.dir.join("got-all").display());
     let out = lab.drover(&["cp", "--port", &port, src_s, &all]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("ok (3): e[1-3]"), "{text}");
-    assert_eq!(std::fs::read(lab.dir.join("got-all")).expect("copied"), bytes);
+    assert!(
+        out.status.success() && text.contains("ok (3): e[1-3]"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(lab.dir.join("got-all")).expect("copied"),
+        bytes
+    );
 }
 
 /// The node key's public half is served on the boot path for the agent (404 before there is
@@ -210,6 +252,9 @@ fn node_key_is_served_and_its_private_half_kept() {
         let r = server.request("GET", path, &auth, None);
         assert_eq!(r.status, 200, "{path}: {}", r.body);
         assert!(r.body.contains(public.trim()), "{path}: {}", r.body);
-        assert!(!r.body.contains("PRIVATE KEY"), "{path} shows the private half");
+        assert!(
+            !r.body.contains("PRIVATE KEY"),
+            "{path} shows the private half"
+        );
     }
 }

@@ -229,7 +229,10 @@ mod tests {
         // A new node key replaces the old one.
         let new = "ssh-ed25519 BBBB drover-nodes";
         let rotated = authorized_keys(&first, new).unwrap();
-        assert_eq!(rotated, "ssh-rsa AAAAB3 admin@desk\nssh-ed25519 BBBB drover-nodes\n");
+        assert_eq!(
+            rotated,
+            "ssh-rsa AAAAB3 admin@desk\nssh-ed25519 BBBB drover-nodes\n"
+        );
         // Anything but one ed25519 line of drover's is refused.
         assert!(authorized_keys("", "ssh-ed25519 AAAA other").is_none());
         assert!(authorized_keys("", "command=\"sh\" ssh-ed25519 AAAA drover-nodes").is_none());

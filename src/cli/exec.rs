@@ -27,7 +27,9 @@ pub fn cp(state: &Path, args: &CpArgs) -> Result<()> {
     let Some((last, files)) = args.paths.split_last() else {
         bail!("usage: drover cp FILE... TARGET:DEST");
     };
-    let Some((target, dest)) = last.split_once(':').filter(|(t, d)| !t.is_empty() && !d.is_empty())
+    let Some((target, dest)) = last
+        .split_once(':')
+        .filter(|(t, d)| !t.is_empty() && !d.is_empty())
     else {
         bail!("{last:?}: the last argument must be TARGET:DEST (like node[01-04]:/tmp/)");
     };
@@ -60,9 +62,7 @@ fn go(
         port: a.port,
         user: "root".into(),
         connect_timeout: Duration::from_secs(a.connect_timeout),
-        known_hosts: a
-            .strict_host_keys
-            .then(|| state.join("node-known-hosts")),
+        known_hosts: a.strict_host_keys.then(|| state.join("node-known-hosts")),
     };
     let results = run::run_all(&hosts, &ssh, task, a.fanout, Duration::from_secs(a.timeout));
     print(&results, a.json)?;

@@ -13,8 +13,8 @@
 //! (`crate::pool::setup`), logging set-up and the PID-1 agent check (`main.rs`).
 
 mod appliance;
-mod exec;
 pub mod args;
+mod exec;
 pub mod local;
 mod password;
 pub mod print;

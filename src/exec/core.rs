@@ -275,7 +275,13 @@ mod tests {
             r("n1", "hi\n", OK),
             r("n2", "hi\n", OK),
             r("n3", "boom", Outcome::Exited { status: 3 }),
-            r("n4", "", Outcome::Unreachable { reason: "refused".into() }),
+            r(
+                "n4",
+                "",
+                Outcome::Unreachable {
+                    reason: "refused".into(),
+                },
+            ),
             r("n5", "", Outcome::TimedOut),
         ];
         let text = render(&results);
@@ -295,7 +301,10 @@ mod tests {
                 reason: "Connection refused".into()
             }
         );
-        assert_eq!(Outcome::from_status(Some(1), ""), Outcome::Exited { status: 1 });
+        assert_eq!(
+            Outcome::from_status(Some(1), ""),
+            Outcome::Exited { status: 1 }
+        );
         assert_eq!(Outcome::from_status(None, ""), Outcome::Signaled);
         assert!(Outcome::from_status(Some(0), "").ok());
     }

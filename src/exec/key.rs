@@ -80,7 +80,9 @@ pub fn ensure(store: &Store, scratch: &Path) -> Result<NodeKey, KeyError> {
         Some(_) => Ok::<_, StoreError>(()),
         None => w.put(&put),
     })?;
-    stored(store)?.ok_or(KeyError::KeygenFailed("the key vanished from the store".into()))
+    stored(store)?.ok_or(KeyError::KeygenFailed(
+        "the key vanished from the store".into(),
+    ))
 }
 
 /// Makes a pair with `ssh-keygen` in a fresh directory under `scratch`, then removes it.

@@ -1,5 +1,5 @@
 //! Runs the system ssh client (or scp) on many nodes at once: a fan-out of worker threads, one
-//! child process per node, its standard output and error gathered through one pipe, killed at
+//! child process per node, its standard output and error gathered through one socket, killed at
 //! the per-node timeout.
 //!
 //! It does NOT interpret results (see [`super::core`]) nor pick nodes (see [`super::hosts`]).
@@ -7,6 +7,8 @@
 use super::core::{NodeResult, Outcome};
 use std::io::Read as _;
 use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,10 +47,7 @@ pub enum Task<'a> {
     /// Run this command line (ssh joins the words with spaces, as a remote shell reads them).
     Exec(&'a [String]),
     /// Copy these local files to this path on the node.
-    Copy {
-        files: &'a [PathBuf],
-        dest: &'a str,
-    },
+    Copy { files: &'a [PathBuf], dest: &'a str },
 }
 
 /// Runs `task` on every host, `fanout` at a time; results come back in host order.
@@ -135,18 +134,21 @@ fn run_one(host: &Host, ssh: &Ssh, task: Task<'_>, timeout: Duration) -> NodeRes
     let Some(addr) = host.addr else {
         return unreachable("no address (no reserved address, no bound lease)".into());
     };
-    let (mut reader, writer) = match std::io::pipe() {
-        Ok(p) => p,
-        Err(e) => return unreachable(format!("making a pipe: {e}")),
-    };
-    let writer2 = match writer.try_clone() {
-        Ok(w) => w,
-        Err(e) => return unreachable(format!("making a pipe: {e}")),
+    // A socket pair rather than a pipe: std's pipe is newer than the crate's MSRV, and
+    // `unsafe` (libc::pipe) is not allowed here. Both of the child's outputs go to one end.
+    let ends = UnixStream::pair().and_then(|(r, w)| {
+        let w2 = w.try_clone()?;
+        Ok((r, w, w2))
+    });
+    let (mut reader, writer, writer2) = match ends {
+        Ok(e) => e,
+        Err(e) => return unreachable(format!("making a socket pair: {e}")),
     };
     let mut cmd = command(addr, &host.node, ssh, task);
-    cmd.stdout(writer).stderr(writer2);
+    cmd.stdout(OwnedFd::from(writer))
+        .stderr(OwnedFd::from(writer2));
     let spawned = cmd.spawn();
-    // The command holds the pipe's write ends: drop it so the reader sees EOF at the exit.
+    // The command holds the write ends: drop it so the reader sees EOF at the exit.
     drop(cmd);
     let mut child = match spawned {
         Ok(c) => c,
@@ -171,9 +173,11 @@ fn run_one(host: &Host, ssh: &Ssh, task: Task<'_>, timeout: Duration) -> NodeRes
                 break Err(Outcome::TimedOut);
             }
             Ok(None) => std::thread::sleep(POLL),
-            Err(e) => break Err(Outcome::Unreachable {
-                reason: format!("waiting for ssh: {e}"),
-            }),
+            Err(e) => {
+                break Err(Outcome::Unreachable {
+                    reason: format!("waiting for ssh: {e}"),
+                })
+            }
         }
     };
     let bytes = drain.join().unwrap_or_default();
