@@ -13,8 +13,6 @@
 use crate::store::model::Setting;
 use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -50,6 +48,8 @@ pub enum KeyError {
     KeygenFailed(String),
     #[error("the stored node key is malformed: {0}")]
     Malformed(serde_json::Error),
+    #[error(transparent)]
+    Write(#[from] crate::pool::key::KeyError),
     #[error("writing {path}: {err}")]
     File { path: PathBuf, err: std::io::Error },
 }
@@ -118,21 +118,7 @@ fn generate(scratch: &Path) -> Result<NodeKey, KeyError> {
 /// Writes the private half to `state/FILE`, mode 0600 (replacing what is there), for `ssh -i`.
 pub fn write_private(key: &NodeKey, state: &Path) -> Result<PathBuf, KeyError> {
     let path = state.join(FILE);
-    let tmp = state.join(format!("{FILE}.tmp.{}", std::process::id()));
-    let err = |err| KeyError::File {
-        path: path.clone(),
-        err,
-    };
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(key.private.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(err)?;
+    crate::pool::key::write_durably(&path, &key.private)?;
     Ok(path)
 }
 
