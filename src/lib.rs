@@ -22,6 +22,7 @@ pub mod dhcp;
 pub mod discover;
 pub mod dns;
 pub mod durable;
+pub mod exec;
 pub mod faults;
 pub mod firmware;
 #[cfg(any(test, feature = "fuzz"))]

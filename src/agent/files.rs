@@ -8,6 +8,8 @@
 //!   systemd-timesyncd (`/etc/systemd/timesyncd.conf.d/drover.conf`) and a source file for
 //!   chrony (`/etc/chrony/sources.d/drover.sources`, read by Debian's default chrony.conf);
 //!   whichever the image runs picks its file up, the other file is inert;
+//! - `/root/.ssh/authorized_keys`: the image's own keys plus the pool's node key, when the
+//!   server has one ([`authorized_keys`]), so that `drover exec` reaches the node;
 //! - `/etc/drover/node.env`: shell-sourceable `KEY='value'` lines for the image's own scripts
 //!   (node, addresses, servers, image, root source and persistent paths).
 
@@ -114,6 +116,34 @@ pub fn shell_quote(v: &str) -> String {
     }
 }
 
+/// The comment that marks the node key's line (`crate::exec::key` makes it so).
+const NODE_KEY_COMMENT: &str = "drover-nodes";
+/// Longest node key line accepted from the server.
+const MAX_NODE_KEY: usize = 1024;
+
+/// `/root/.ssh/authorized_keys` with the node key `key` (as the server sent it): the image's
+/// own lines kept, an older node key (same comment) replaced. `None` when `key` is not one
+/// ed25519 public key line marked as drover's, so nothing else is ever written there.
+pub fn authorized_keys(existing: &str, key: &str) -> Option<String> {
+    let key = key.trim();
+    let fields: Vec<&str> = key.split(' ').collect();
+    let valid = key.len() <= MAX_NODE_KEY
+        && matches!(fields.as_slice(), ["ssh-ed25519", b64, NODE_KEY_COMMENT]
+            if !b64.is_empty()
+                && b64.bytes().all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c)));
+    if !valid {
+        return None;
+    }
+    let mut out: String = existing
+        .lines()
+        .filter(|l| l.split_whitespace().last() != Some(NODE_KEY_COMMENT))
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    out.push_str(key);
+    out.push('\n');
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::cmdline::parse;
@@ -183,5 +213,30 @@ mod tests {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote("$(x)"), "'$(x)'");
+    }
+
+    #[test]
+    fn authorized_keys_adds_the_node_key_once() {
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIabc+/= drover-nodes\n";
+        let own = "ssh-rsa AAAAB3 admin@desk\n";
+        let first = authorized_keys(own, key).unwrap();
+        assert_eq!(
+            first,
+            "ssh-rsa AAAAB3 admin@desk\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIabc+/= drover-nodes\n"
+        );
+        // Written again (a reboot onto a kept root): still one node key line.
+        assert_eq!(authorized_keys(&first, key).unwrap(), first);
+        // A new node key replaces the old one.
+        let new = "ssh-ed25519 BBBB drover-nodes";
+        let rotated = authorized_keys(&first, new).unwrap();
+        assert_eq!(
+            rotated,
+            "ssh-rsa AAAAB3 admin@desk\nssh-ed25519 BBBB drover-nodes\n"
+        );
+        // Anything but one ed25519 line of drover's is refused.
+        assert!(authorized_keys("", "ssh-ed25519 AAAA other").is_none());
+        assert!(authorized_keys("", "command=\"sh\" ssh-ed25519 AAAA drover-nodes").is_none());
+        assert!(authorized_keys("", "ssh-ed25519 AA\nAA drover-nodes").is_none());
+        assert!(authorized_keys("", "<html>not found</html>").is_none());
     }
 }

@@ -47,7 +47,8 @@ use crate::net::sys;
 use cmdline::{BootParams, RootSource, ServerUrl};
 use std::fmt::Display;
 use std::fs;
-use std::io::{self, Write};
+use std::io::{self, Read as _, Write};
+use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -626,6 +627,38 @@ fn write_node_files(con: &mut Console, p: &BootParams, iface: &str, server: &Ser
     }
     write("etc/drover/node.env", files::node_env(p, iface, server));
     con.say(format_args!("wrote {}", written.join(" ")));
+    match write_node_key(server) {
+        Ok(true) => con.say("wrote /root/.ssh/authorized_keys (the pool's node key)"),
+        Ok(false) => {}
+        Err(e) => con.say(format_args!("/root/.ssh/authorized_keys not written: {e}")),
+    }
+}
+
+/// Adds the pool's node key to the new root's `/root/.ssh/authorized_keys` (`drover exec`
+/// logs in with it). `Ok(false)`: the server has no node key yet.
+fn write_node_key(server: &ServerUrl) -> Result<bool, String> {
+    /// A public key line is far shorter; a longer answer is not one.
+    const MAX_BODY: u64 = 4096;
+    let mut body = match http::get(server, crate::exec::key::HTTP_PATH) {
+        Ok(b) => b,
+        Err(http::HttpError::Status { status: 404, .. }) => return Ok(false),
+        Err(e) => return Err(e.to_string()),
+    };
+    if body.length() > MAX_BODY {
+        return Err(format!("the server sent {} bytes for a key", body.length()));
+    }
+    let mut key = String::new();
+    body.read_to_string(&mut key).map_err(|e| e.to_string())?;
+    let dir = Path::new(NEWROOT).join("root/.ssh");
+    let path = dir.join("authorized_keys");
+    let existing = fs::read_to_string(&path).unwrap_or_default();
+    let text = files::authorized_keys(&existing, &key)
+        .ok_or_else(|| "the server's node key is not an ed25519 key of drover's".to_string())?;
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
+    fs::write(&path, text).map_err(|e| e.to_string())?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+    Ok(true)
 }
 
 /// Moves everything into /newroot and execs the image's init. Returns only if no init

@@ -793,6 +793,8 @@ pub async fn list_settings(State(api): State<Arc<Api>>, axum::extract::Query(q):
     let all = api
         .blocking(|store| Ok(store.read(|r| r.all::<Setting>())?))
         .await?;
+    // The node key's private half stays in the pool (crate::exec::key).
+    let all: Vec<Setting> = all.into_iter().map(crate::exec::key::redact).collect();
     ok(page.of(all))
 }
 
@@ -804,7 +806,7 @@ pub async fn get_setting(State(api): State<Arc<Api>>, Path(name): Path<String>) 
                 .ok_or_else(|| unknown("setting", &name))
         })
         .await?;
-    ok(s)
+    ok(crate::exec::key::redact(s))
 }
 
 pub async fn put_setting(

@@ -94,6 +94,11 @@ pub enum Command {
     },
     /// Power nodes on and off through their BMCs (IPMI over the LAN: RMCP+, or v1.5).
     Power(PowerArgs),
+    /// Run a command on nodes over ssh as root with the pool's node key; identical outputs
+    /// are printed once (as `dshbak -c`), then a summary of exit statuses.
+    Exec(ExecArgs),
+    /// Copy local files to nodes over scp as root with the pool's node key.
+    Cp(CpArgs),
     /// Naming rules: name discovered machines by the switch port they are plugged into.
     #[command(subcommand)]
     Rule(RuleCmd),
@@ -558,6 +563,56 @@ impl BmcArgs {
                 .transpose()?,
         })
     }
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Print the node key's public half (what nodes get in /root/.ssh/authorized_keys) and
+    /// exit; makes the key first if the pool has none.
+    #[arg(long, conflicts_with_all = ["target", "command"])]
+    pub show_key: bool,
+    /// Nodes, groups or ranges like node[001-064], separated by commas.
+    #[arg(required_unless_present = "show_key")]
+    pub target: Option<String>,
+    /// The command, after `--`; the remote shell reads its words joined by spaces.
+    #[arg(last = true, required_unless_present = "show_key")]
+    pub command: Vec<String>,
+    #[command(flatten)]
+    pub ssh: SshArgs,
+}
+
+#[derive(Args)]
+pub struct CpArgs {
+    /// Local files, then TARGET:DEST (nodes, groups or ranges separated by commas, then the
+    /// path on the nodes).
+    #[arg(required = true, num_args = 2..)]
+    pub paths: Vec<String>,
+    #[command(flatten)]
+    pub ssh: SshArgs,
+}
+
+#[derive(Args)]
+pub struct SshArgs {
+    /// Nodes reached at once.
+    #[arg(long, default_value_t = crate::exec::DEFAULT_FANOUT)]
+    pub fanout: usize,
+    /// Seconds a node may take in all; then its ssh is killed and it counts as timed out.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Seconds to wait for each node's ssh connection.
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout: u64,
+    /// The nodes' ssh port.
+    #[arg(long, default_value_t = 22)]
+    pub port: u16,
+    /// Pin each node's host key at first use (in STATE_DIR/node-known-hosts, by node name)
+    /// and refuse a changed one; without it host keys are not checked (a diskless node makes
+    /// a new one at each boot).
+    #[arg(long)]
+    pub strict_host_keys: bool,
+    /// Print JSON (one object per node, then the summary) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

@@ -14,6 +14,7 @@
 
 mod appliance;
 pub mod args;
+mod exec;
 pub mod local;
 mod password;
 pub mod print;
@@ -230,6 +231,8 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Completions { .. } => "completions",
         Command::Man { .. } => "man",
         Command::Tls(_) => "tls show",
+        Command::Exec(_) => "exec",
+        Command::Cp(_) => "cp",
         _ => return None,
     })
 }
@@ -342,6 +345,8 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
         | Command::Completions { .. }
         | Command::Man { .. }) => appliance::run(state, command, unix_now()),
         Command::Tls(TlsCmd::Show { config }) => tls_show(state, config.as_deref()),
+        Command::Exec(args) => exec::exec(state, &args),
+        Command::Cp(args) => exec::cp(state, &args),
         _ => bail!("internal: a command with an API counterpart reached the local-only path"),
     }
 }
@@ -623,6 +628,8 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
         | Command::Restore { .. }
         | Command::Completions { .. }
         | Command::Man { .. }
+        | Command::Exec(_)
+        | Command::Cp(_)
         | Command::Tls(_) => bail!("internal: a local-only command reached a back end"),
     }
     Ok(())

@@ -114,6 +114,7 @@ fn boot_router(shared: Shared) -> Router {
         .route("/images/{name}/{file}", get(image_file))
         .route("/chunks/{hash}", get(chunk))
         .route("/firmware/{name}", get(firmware))
+        .route(crate::exec::key::HTTP_PATH, get(node_key))
         .route("/health", get(|| async { "ok\n" }))
         .with_state(shared)
 }
@@ -571,6 +572,20 @@ fn client_v4(extensions: &axum::http::Extensions) -> Option<std::net::Ipv4Addr> 
 
 /// `/firmware/{name}`: an embedded iPXE binary; a node that fetches one from the start is
 /// chaining into iPXE (a boot event of the node at the client's address).
+/// The node key's public half (`crate::exec::key`); 404 until `drover exec` has made one.
+async fn node_key(State(s): State<Shared>) -> Response {
+    let Some(api) = s.api.clone() else {
+        return text(StatusCode::NOT_FOUND, "no store on this server\n".into());
+    };
+    let read = tokio::task::spawn_blocking(move || crate::exec::key::stored(&api.store)).await;
+    match read {
+        Ok(Ok(Some(key))) => text(StatusCode::OK, format!("{}\n", key.public)),
+        Ok(Ok(None)) => text(StatusCode::NOT_FOUND, "no node key yet\n".into()),
+        Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
 async fn firmware(
     State(s): State<Shared>,
     Path(name): Path<String>,

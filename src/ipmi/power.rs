@@ -127,6 +127,20 @@ pub enum TargetError {
 
 /// Resolves TARGET arguments to jobs, in order, each node once.
 pub fn resolve(r: &Reader<'_>, targets: &[String]) -> Result<Vec<Job>, TargetError> {
+    pick_nodes(r, targets)?
+        .into_iter()
+        .map(|n| {
+            Ok(Job {
+                access: super::access(r, &n.name, n.group.as_deref())?,
+                node: n.name,
+            })
+        })
+        .collect()
+}
+
+/// Resolves TARGET arguments (nodes, groups, ranges like `node[001-064]`) to nodes, in order,
+/// each node once; `drover power` and `drover exec` share it.
+pub fn pick_nodes(r: &Reader<'_>, targets: &[String]) -> Result<Vec<Node>, TargetError> {
     let nodes = r.all::<Node>()?;
     let mut groups: BTreeSet<String> = r.all::<Group>()?.into_iter().map(|g| g.name).collect();
     groups.extend(nodes.iter().filter_map(|n| n.group.clone()));
@@ -134,18 +148,18 @@ pub fn resolve(r: &Reader<'_>, targets: &[String]) -> Result<Vec<Job>, TargetErr
         crate::store::model::BmcOwner::Group(g) => Some(g),
         crate::store::model::BmcOwner::Node(_) => None,
     }));
-    let mut picked: Vec<&Node> = Vec::new();
+    let mut picked: Vec<Node> = Vec::new();
     let mut seen = BTreeSet::new();
     for t in targets {
         for name in super::expand_range(t).map_err(TargetError::BadRange)? {
             if let Some(n) = nodes.iter().find(|n| n.name == name) {
                 if seen.insert(n.name.clone()) {
-                    picked.push(n);
+                    picked.push(n.clone());
                 }
             } else if groups.contains(&name) {
                 for n in nodes.iter().filter(|n| n.group.as_deref() == Some(&name)) {
                     if seen.insert(n.name.clone()) {
-                        picked.push(n);
+                        picked.push(n.clone());
                     }
                 }
             } else {
@@ -156,15 +170,7 @@ pub fn resolve(r: &Reader<'_>, targets: &[String]) -> Result<Vec<Job>, TargetErr
     if picked.is_empty() {
         return Err(TargetError::Empty);
     }
-    picked
-        .into_iter()
-        .map(|n| {
-            Ok(Job {
-                node: n.name.clone(),
-                access: super::access(r, &n.name, n.group.as_deref())?,
-            })
-        })
-        .collect()
+    Ok(picked)
 }
 
 /// Runs `action` on every job; results come back in job order.

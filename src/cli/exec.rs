@@ -1,0 +1,85 @@
+//! `drover exec` and `drover cp`: resolve targets from the local store, make sure the node key
+//! exists and its private half is on disk, run [`crate::exec::run`], print the report.
+//! It does NOT work through `--server`: the node key's private half never leaves the pool.
+
+use super::args::{CpArgs, ExecArgs, SshArgs};
+use super::local::Local;
+use crate::exec::core::{self, NodeResult};
+use crate::exec::run::{self, Ssh, Task};
+use crate::exec::{hosts, key};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub fn exec(state: &Path, args: &ExecArgs) -> Result<()> {
+    let store = Local::new(state).store()?;
+    let node_key = key::ensure(store, state).context("the node key")?;
+    if args.show_key {
+        println!("{}", node_key.public);
+        return Ok(());
+    }
+    let target = args.target.as_deref().unwrap_or_default();
+    let task = Task::Exec(&args.command);
+    go(state, store, &node_key, target, task, &args.ssh)
+}
+
+pub fn cp(state: &Path, args: &CpArgs) -> Result<()> {
+    let Some((last, files)) = args.paths.split_last() else {
+        bail!("usage: drover cp FILE... TARGET:DEST");
+    };
+    let Some((target, dest)) = last
+        .split_once(':')
+        .filter(|(t, d)| !t.is_empty() && !d.is_empty())
+    else {
+        bail!("{last:?}: the last argument must be TARGET:DEST (like node[01-04]:/tmp/)");
+    };
+    let files: Vec<PathBuf> = files.iter().map(PathBuf::from).collect();
+    for f in &files {
+        if !f.is_file() {
+            bail!("{}: not a readable file", f.display());
+        }
+    }
+    let store = Local::new(state).store()?;
+    let node_key = key::ensure(store, state).context("the node key")?;
+    let task = Task::Copy {
+        files: &files,
+        dest,
+    };
+    go(state, store, &node_key, target, task, &args.ssh)
+}
+
+fn go(
+    state: &Path,
+    store: &crate::store::Store,
+    node_key: &key::NodeKey,
+    target: &str,
+    task: Task<'_>,
+    a: &SshArgs,
+) -> Result<()> {
+    let hosts = hosts(store, &core::split_targets(target))?;
+    let ssh = Ssh {
+        identity: key::write_private(node_key, state)?,
+        port: a.port,
+        user: "root".into(),
+        connect_timeout: Duration::from_secs(a.connect_timeout),
+        known_hosts: a.strict_host_keys.then(|| state.join("node-known-hosts")),
+    };
+    let results = run::run_all(&hosts, &ssh, task, a.fanout, Duration::from_secs(a.timeout));
+    print(&results, a.json)?;
+    let failed = results.iter().filter(|r| !r.outcome.ok()).count();
+    if failed > 0 {
+        bail!("{failed} of {} nodes failed", results.len());
+    }
+    Ok(())
+}
+
+fn print(results: &[NodeResult], json: bool) -> Result<()> {
+    if json {
+        let all_ok = results.iter().all(|r| r.outcome.ok());
+        let doc = serde_json::json!({ "nodes": results, "ok": all_ok });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print!("{}", core::render(results));
+    }
+    Ok(())
+}
