@@ -36,6 +36,7 @@ pub mod net;
 pub mod nfs;
 pub mod ntp;
 pub mod pool;
+pub mod redfish;
 pub mod serve;
 pub mod store;
 pub mod tftp;
