@@ -234,6 +234,8 @@ mod tests {
             port: Some(700),
             user: Some("admin".into()),
             password: Some(Secret::new("pw".into())),
+            protocol: None,
+            tls_pin: None,
         };
         let node = Bmc {
             owner: BmcOwner::Node("n".into()),
@@ -241,6 +243,8 @@ mod tests {
             port: None,
             user: None,
             password: None,
+            protocol: None,
+            tls_pin: None,
         };
         let a = merge(Some(&node), Some(&group)).unwrap();
         assert_eq!(a.address(), "10.0.0.9:700");
