@@ -12,6 +12,7 @@
 mod common;
 
 use common::api::free_port;
+use common::bmc::{add_node_with_bmc, power_cell as cell};
 use common::{require_cmd, Drover, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -69,7 +70,11 @@ impl Emulator {
         // bcrypt comes with sushy-tools, in the emulator's own Python.
         let python = bin.with_file_name("python3");
         let hash = Command::new(&python)
-            .args(["-c", "import bcrypt,sys; print(bcrypt.hashpw(sys.argv[1].encode(), bcrypt.gensalt()).decode())"])
+            .arg("-c")
+            .arg(
+                "import bcrypt, sys; \
+                 print(bcrypt.hashpw(sys.argv[1].encode(), bcrypt.gensalt()).decode())",
+            )
             .arg(PASSWORD)
             .output()
             .unwrap();
@@ -134,36 +139,14 @@ impl Drop for Emulator {
 }
 
 fn add_node(d: &Drover, name: &str, addr: &str, protocol: &str, password: &str) {
-    let pw = d.scratch().join(format!("pw-{name}"));
-    std::fs::write(&pw, format!("{password}\n")).unwrap();
-    d.cli_ok(&["node", "add", name, "--mac", "52:54:00:00:17:01"]);
-    d.cli_ok(&[
-        "node",
-        "set",
-        name,
-        "--bmc",
+    let node = (name, "52:54:00:00:17:01");
+    add_node_with_bmc(
+        d,
+        node,
         addr,
-        "--bmc-user",
-        USER,
-        "--bmc-password-file",
-        pw.to_str().unwrap(),
-        "--bmc-protocol",
-        protocol,
-    ]);
-}
-
-/// RESULT (`col` 2) or DETAIL (`col` 3) of `node`'s row in a `drover power` table.
-fn cell(table: &str, node: &str, col: usize) -> String {
-    let line = table
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(node))
-        .unwrap_or_else(|| panic!("no row for {node} in:\n{table}"));
-    let cells: Vec<&str> = line.split_whitespace().collect();
-    if col == 3 {
-        cells[3..].join(" ")
-    } else {
-        cells[col].to_string()
-    }
+        (USER, password),
+        &["--bmc-protocol", protocol],
+    );
 }
 
 fn status(d: &Drover) -> String {

@@ -380,15 +380,9 @@ fn set_bmc_in(
         }
         BmcOwner::Group(g) => check_name(g)?,
     }
-    let mut bmc = w.get::<Bmc>(&owner.key())?.unwrap_or(Bmc {
-        owner: owner.clone(),
-        host: None,
-        port: None,
-        user: None,
-        password: None,
-        protocol: None,
-        tls_pin: None,
-    });
+    let mut bmc = w
+        .get::<Bmc>(&owner.key())?
+        .unwrap_or_else(|| Bmc::empty(owner.clone()));
     if let Some((host, port)) = &change.address {
         // Another address is another BMC, with a certificate of its own.
         if bmc.host.as_ref() != Some(host) || bmc.port != *port {

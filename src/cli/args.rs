@@ -544,7 +544,9 @@ pub struct BmcArgs {
     /// Remove the BMC settings.
     #[arg(
         long,
-        conflicts_with_all = ["bmc", "bmc_user", "bmc_password_file", "bmc_protocol", "bmc_forget_cert"]
+        conflicts_with_all = [
+            "bmc", "bmc_user", "bmc_password_file", "bmc_protocol", "bmc_forget_cert",
+        ]
     )]
     pub no_bmc: bool,
 }

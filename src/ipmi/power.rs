@@ -14,7 +14,7 @@ use super::client::{self, Dial, PowerError};
 use super::core::{Answer, BootDevice, Command, Control};
 use super::{BmcAccess, NoBmc};
 use crate::redfish::client::{self as redfish, RedfishError};
-use crate::redfish::core::{BootTarget, Op};
+use crate::redfish::core::{self as rf, BootTarget, Op};
 use crate::store::model::{Bmc, BmcOwner, BmcProtocol, Group, Node};
 use crate::store::{Reader, StoreError, Writer};
 use std::collections::BTreeSet;
@@ -325,11 +325,11 @@ pub fn run_one(job: &Job, action: Action, fan: &FanOut) -> Outcome {
 /// Runs `action` on one node's BMC over Redfish at `https`.
 fn run_redfish(job: &Job, https: &BmcAccess, action: Action) -> Outcome {
     let op = match action {
-        Action::On => Op::On,
-        Action::Off => Op::Off,
-        Action::Soft => Op::Soft,
-        Action::Cycle => Op::Cycle,
-        Action::Reset => Op::Reset,
+        Action::On => Op::Reset(rf::POWER_ON),
+        Action::Off => Op::Reset(rf::POWER_OFF),
+        Action::Soft => Op::Reset(rf::SOFT_OFF),
+        Action::Cycle => Op::Reset(rf::CYCLE),
+        Action::Reset => Op::Reset(rf::HARD_RESET),
         Action::Status => Op::Status,
         Action::Bootdev(BootDevice::Pxe) => Op::Boot(BootTarget::Pxe),
         Action::Bootdev(BootDevice::Disk) => Op::Boot(BootTarget::Hdd),
@@ -347,7 +347,8 @@ fn run_redfish(job: &Job, https: &BmcAccess, action: Action) -> Outcome {
     };
     let result = redfish::run(https, job.via.pin, op, REDFISH_TIMEOUT);
     if let Err(e) = &result {
-        tracing::debug!(node = %job.node, bmc = %https.address(), reason = %e, "Redfish action failed");
+        let bmc = https.address();
+        tracing::debug!(node = %job.node, %bmc, reason = %e, "Redfish action failed");
     }
     Outcome {
         node: job.node.clone(),
@@ -372,15 +373,9 @@ pub fn remember_pins(w: &mut Writer<'_, '_>, outcomes: &[Outcome]) -> Result<usi
     for o in outcomes {
         let Some(fp) = o.learned_pin else { continue };
         let owner = BmcOwner::Node(o.node.clone());
-        let mut bmc = w.get::<Bmc>(&owner.key())?.unwrap_or(Bmc {
-            owner,
-            host: None,
-            port: None,
-            user: None,
-            password: None,
-            protocol: None,
-            tls_pin: None,
-        });
+        let mut bmc = w
+            .get::<Bmc>(&owner.key())?
+            .unwrap_or_else(|| Bmc::empty(owner));
         if bmc.tls_pin.is_none() {
             bmc.tls_pin = Some(crate::tls::format_fingerprint(&fp));
             w.put(&bmc)?;

@@ -36,31 +36,23 @@ impl BootTarget {
 /// What to do with one system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    On,
-    Off,
-    Soft,
-    Cycle,
-    Reset,
+    /// The reset action with the first of these `ResetType`s the system offers (the
+    /// constants below).
+    Reset(&'static [&'static str]),
+    /// Read `PowerState`.
     Status,
+    /// Set the next boot device, once.
     Boot(BootTarget),
 }
 
-impl Op {
-    /// The `ResetType` values that do this action, most faithful first; empty when the
-    /// action is not a reset.
-    fn reset_preference(self) -> &'static [&'static str] {
-        match self {
-            Op::On => &["On", "ForceOn"],
-            Op::Off => &["ForceOff"],
-            Op::Soft => &["GracefulShutdown"],
-            // IPMI's cycle is off then on: PowerCycle says exactly that; a warm restart is
-            // the nearest a system without it offers.
-            Op::Cycle => &["PowerCycle", "ForceRestart"],
-            Op::Reset => &["ForceRestart"],
-            Op::Status | Op::Boot(_) => &[],
-        }
-    }
-}
+/// `ResetType`s of each power action, most faithful first.
+pub const POWER_ON: &[&str] = &["On", "ForceOn"];
+pub const POWER_OFF: &[&str] = &["ForceOff"];
+pub const SOFT_OFF: &[&str] = &["GracefulShutdown"];
+/// IPMI's cycle is off then on: PowerCycle says exactly that; a warm restart is the nearest
+/// a system without it offers.
+pub const CYCLE: &[&str] = &["PowerCycle", "ForceRestart"];
+pub const HARD_RESET: &[&str] = &["ForceRestart"];
 
 /// A reply that does not say what drover needs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -179,7 +171,9 @@ pub fn parse_system(body: &[u8]) -> Result<System, ReplyError> {
 /// offers, or the first preference when it lists none (the schema does not require the
 /// list). `None`: `op` is not a reset.
 pub fn reset_type(op: Op, system: &System) -> Result<Option<&'static str>, ReplyError> {
-    let wanted = op.reset_preference();
+    let Op::Reset(wanted) = op else {
+        return Ok(None);
+    };
     let Some(first) = wanted.first() else {
         return Ok(None);
     };

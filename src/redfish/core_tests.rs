@@ -89,23 +89,32 @@ fn a_system_gives_power_reset_target_and_boot() {
 #[test]
 fn reset_types_follow_what_the_system_offers() {
     let s = parse_system(SYSTEM.as_bytes()).unwrap();
-    assert_eq!(reset_type(Op::On, &s), Ok(Some("On")));
-    assert_eq!(reset_type(Op::Off, &s), Ok(Some("ForceOff")));
-    assert_eq!(reset_type(Op::Soft, &s), Ok(Some("GracefulShutdown")));
+    assert_eq!(reset_type(Op::Reset(POWER_ON), &s), Ok(Some("On")));
+    assert_eq!(reset_type(Op::Reset(POWER_OFF), &s), Ok(Some("ForceOff")));
+    assert_eq!(
+        reset_type(Op::Reset(SOFT_OFF), &s),
+        Ok(Some("GracefulShutdown"))
+    );
     // No PowerCycle offered: the cycle becomes a ForceRestart.
-    assert_eq!(reset_type(Op::Cycle, &s), Ok(Some("ForceRestart")));
+    assert_eq!(reset_type(Op::Reset(CYCLE), &s), Ok(Some("ForceRestart")));
     assert_eq!(reset_type(Op::Status, &s), Ok(None));
     assert_eq!(reset_type(Op::Boot(BootTarget::Pxe), &s), Ok(None));
     let mut with_cycle = s.clone();
     with_cycle.reset_types.push("PowerCycle".into());
-    assert_eq!(reset_type(Op::Cycle, &with_cycle), Ok(Some("PowerCycle")));
+    assert_eq!(
+        reset_type(Op::Reset(CYCLE), &with_cycle),
+        Ok(Some("PowerCycle"))
+    );
     let mut unlisted = s.clone();
     unlisted.reset_types.clear();
-    assert_eq!(reset_type(Op::Cycle, &unlisted), Ok(Some("PowerCycle")));
+    assert_eq!(
+        reset_type(Op::Reset(CYCLE), &unlisted),
+        Ok(Some("PowerCycle"))
+    );
     let mut only_on = s;
     only_on.reset_types = vec!["On".into()];
     assert!(matches!(
-        reset_type(Op::Off, &only_on),
+        reset_type(Op::Reset(POWER_OFF), &only_on),
         Err(ReplyError::NoResetType { .. })
     ));
 }

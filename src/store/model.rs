@@ -713,6 +713,21 @@ pub struct Bmc {
     pub tls_pin: Option<String>,
 }
 
+impl Bmc {
+    /// A record of `owner` with nothing set yet.
+    pub fn empty(owner: BmcOwner) -> Bmc {
+        Bmc {
+            owner,
+            host: None,
+            port: None,
+            user: None,
+            password: None,
+            protocol: None,
+            tls_pin: None,
+        }
+    }
+}
+
 /// The protocol of a BMC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
