@@ -17,7 +17,7 @@ mod ipmi {
 #[path = "../src/ipmi/fake_bmc.rs"]
 mod fake_bmc;
 
-use common::bmc::{free_udp_port, BmcSim, PASSWORD, USER};
+use common::bmc::{add_node_with_bmc, free_udp_port, power_cell as cell, BmcSim, PASSWORD, USER};
 use common::{require_cmd, Drover};
 use std::net::UdpSocket;
 use std::process::Command;
@@ -26,20 +26,7 @@ use std::sync::{Arc, Mutex};
 
 /// Adds node `name` with BMC `addr` and the simulator's credentials.
 fn add_node(d: &Drover, name: &str, mac: &str, addr: &str) {
-    let pw = d.scratch().join("bmc-pw");
-    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
-    d.cli_ok(&["node", "add", name, "--mac", mac]);
-    d.cli_ok(&[
-        "node",
-        "set",
-        name,
-        "--bmc",
-        addr,
-        "--bmc-user",
-        USER,
-        "--bmc-password-file",
-        pw.to_str().unwrap(),
-    ]);
+    add_node_with_bmc(d, (name, mac), addr, (USER, PASSWORD), &[]);
 }
 
 /// `drover node set NODE --bmc-password-file F` with a file holding `password`.
@@ -53,20 +40,6 @@ fn set_password(d: &Drover, node: &str, password: &str) {
         "--bmc-password-file",
         f.to_str().unwrap(),
     ]);
-}
-
-/// The DETAIL (or RESULT when `col` is 2) of `node`'s row in a `drover power` table.
-fn cell(table: &str, node: &str, col: usize) -> String {
-    let line = table
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(node))
-        .unwrap_or_else(|| panic!("no row for {node} in:\n{table}"));
-    let cells: Vec<&str> = line.split_whitespace().collect();
-    if col == 3 {
-        cells[3..].join(" ")
-    } else {
-        cells[col].to_string()
-    }
 }
 
 /// A config with short timeouts so failure tests end quickly.

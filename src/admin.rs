@@ -330,11 +330,18 @@ pub struct BmcChange {
     pub address: Option<(String, Option<u16>)>,
     pub user: Option<String>,
     pub password: Option<Secret>,
+    pub protocol: Option<crate::store::model::BmcProtocol>,
+    /// Drop the pinned Redfish certificate.
+    pub forget_pin: bool,
 }
 
 impl BmcChange {
     pub fn is_empty(&self) -> bool {
-        self.address.is_none() && self.user.is_none() && self.password.is_none()
+        self.address.is_none()
+            && self.user.is_none()
+            && self.password.is_none()
+            && self.protocol.is_none()
+            && !self.forget_pin
     }
 }
 
@@ -373,16 +380,22 @@ fn set_bmc_in(
         }
         BmcOwner::Group(g) => check_name(g)?,
     }
-    let mut bmc = w.get::<Bmc>(&owner.key())?.unwrap_or(Bmc {
-        owner: owner.clone(),
-        host: None,
-        port: None,
-        user: None,
-        password: None,
-    });
+    let mut bmc = w
+        .get::<Bmc>(&owner.key())?
+        .unwrap_or_else(|| Bmc::empty(owner.clone()));
     if let Some((host, port)) = &change.address {
+        // Another address is another BMC, with a certificate of its own.
+        if bmc.host.as_ref() != Some(host) || bmc.port != *port {
+            bmc.tls_pin = None;
+        }
         bmc.host = Some(host.clone());
         bmc.port = *port;
+    }
+    if let Some(protocol) = change.protocol {
+        bmc.protocol = Some(protocol);
+    }
+    if change.forget_pin {
+        bmc.tls_pin = None;
     }
     if let Some(user) = &change.user {
         bmc.user = Some(user.clone());
@@ -502,6 +515,8 @@ pub fn parse_node_csv_bmc(
                 address,
                 user: cell(user_col),
                 password,
+                protocol: None,
+                forget_pin: false,
             },
             node: Node {
                 name,

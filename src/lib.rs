@@ -37,6 +37,7 @@ pub mod net;
 pub mod nfs;
 pub mod ntp;
 pub mod pool;
+pub mod redfish;
 pub mod serve;
 pub mod store;
 pub mod tftp;

@@ -4,7 +4,7 @@
 //! changes as `PROG get power|boot` (answering `power:0|1`, `boot:DEV`) and
 //! `PROG set power 0|1 | reset 1 | shutdown 1 | boot DEV`.
 
-use super::{require_cmd, stop_child, TempDir};
+use super::{require_cmd, stop_child, Drover, TempDir};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -184,4 +184,37 @@ impl Drop for BmcSim {
     fn drop(&mut self) {
         stop_child(&mut self.child, Duration::from_secs(2));
     }
+}
+
+/// Cell `col` of `node`'s row in a `drover power` table (NODE BMC RESULT DETAIL): 1 the BMC,
+/// 2 the result, 3 the detail (the rest of the line).
+pub fn power_cell(table: &str, node: &str, col: usize) -> String {
+    let line = table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(node))
+        .unwrap_or_else(|| panic!("no row for {node} in:\n{table}"));
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    if col == 3 {
+        cells[3..].join(" ")
+    } else {
+        cells[col].to_string()
+    }
+}
+
+/// Adds node `name` (MAC `mac`) with BMC `addr`, `user` and `password` (through a password
+/// file), and `extra` options of `node set`.
+pub fn add_node_with_bmc(
+    d: &Drover,
+    (name, mac): (&str, &str),
+    addr: &str,
+    (user, password): (&str, &str),
+    extra: &[&str],
+) {
+    let pw = d.scratch().join(format!("bmc-pw-{name}"));
+    std::fs::write(&pw, format!("{password}\n")).unwrap();
+    d.cli_ok(&["node", "add", name, "--mac", mac]);
+    let mut args = vec!["node", "set", name, "--bmc", addr, "--bmc-user", user];
+    args.extend(["--bmc-password-file", pw.to_str().unwrap()]);
+    args.extend(extra);
+    d.cli_ok(&args);
 }

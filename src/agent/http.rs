@@ -49,6 +49,19 @@ pub struct Head {
     pub reason: String,
     pub content_length: Option<u64>,
     pub transfer_encoding: Option<String>,
+    /// Every header line as `(name, value)`, in order, for callers that need others
+    /// (the Redfish client's `X-Auth-Token` and `Location`).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Head {
+    /// The value of the first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Parses a response head from the start of `buf`. `Ok(None)`: incomplete, read more.
@@ -85,6 +98,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
         reason,
         content_length: None,
         transfer_encoding: None,
+        headers: Vec::new(),
     };
     for line in lines {
         let (name, value) = line
@@ -108,6 +122,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HttpError> {
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             head.transfer_encoding = Some(value.to_string());
         }
+        head.headers.push((name.to_string(), value.to_string()));
     }
     Ok(Some((head, end + 4)))
 }

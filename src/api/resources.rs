@@ -1029,7 +1029,11 @@ pub async fn power(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes)
                     TargetError::Store(e) => ApiError::from(e),
                     other => ApiError::bad("targets", format!("targets: {other}")),
                 })?;
-            Ok(power::run_all(&jobs, action, &fan))
+            let outcomes = power::run_all(&jobs, action, &fan);
+            if outcomes.iter().any(|o| o.learned_pin.is_some()) {
+                store.write(|w| power::remember_pins(w, &outcomes))?;
+            }
+            Ok(outcomes)
         })
         .await?;
     let results: Vec<PowerResult> = outcomes

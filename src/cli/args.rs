@@ -538,9 +538,40 @@ pub struct BmcArgs {
     /// File whose first line is the BMC password (never given on the command line).
     #[arg(long)]
     pub bmc_password_file: Option<PathBuf>,
+    /// How to speak to the BMC: ipmi (the default), redfish (HTTPS; port 443 unless --bmc
+    /// gives one), or auto (Redfish when the BMC answers its service root on 443, else IPMI).
+    #[arg(long, value_enum)]
+    pub bmc_protocol: Option<BmcProtocolArg>,
+    /// Forget the pinned Redfish certificate of the node's BMC (after a replaced certificate);
+    /// the next Redfish action pins the one it sees.
+    #[arg(long)]
+    pub bmc_forget_cert: bool,
     /// Remove the BMC settings.
-    #[arg(long, conflicts_with_all = ["bmc", "bmc_user", "bmc_password_file"])]
+    #[arg(
+        long,
+        conflicts_with_all = [
+            "bmc", "bmc_user", "bmc_password_file", "bmc_protocol", "bmc_forget_cert",
+        ]
+    )]
     pub no_bmc: bool,
+}
+
+/// `--bmc-protocol` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BmcProtocolArg {
+    Ipmi,
+    Redfish,
+    Auto,
+}
+
+impl From<BmcProtocolArg> for crate::store::model::BmcProtocol {
+    fn from(p: BmcProtocolArg) -> Self {
+        match p {
+            BmcProtocolArg::Ipmi => Self::Ipmi,
+            BmcProtocolArg::Redfish => Self::Redfish,
+            BmcProtocolArg::Auto => Self::Auto,
+        }
+    }
 }
 
 impl BmcArgs {
@@ -550,6 +581,8 @@ impl BmcArgs {
             || self.bmc.is_some()
             || self.bmc_user.is_some()
             || self.bmc_password_file.is_some()
+            || self.bmc_protocol.is_some()
+            || self.bmc_forget_cert
     }
 
     pub fn change(&self) -> Result<admin::BmcChange, admin::AdminError> {
@@ -561,6 +594,8 @@ impl BmcArgs {
                 .as_deref()
                 .map(admin::read_password_file)
                 .transpose()?,
+            protocol: self.bmc_protocol.map(Into::into),
+            forget_pin: self.bmc_forget_cert,
         })
     }
 }

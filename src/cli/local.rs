@@ -284,7 +284,12 @@ impl Backend for Local {
         }
         let (action, targets) = super::power_action(args);
         let jobs = self.store()?.read(|r| power::resolve(r, targets))?;
-        Ok(power::run_all(&jobs, action, &fan)
+        let outcomes = power::run_all(&jobs, action, &fan);
+        if outcomes.iter().any(|o| o.learned_pin.is_some()) {
+            self.store()?
+                .write(|w| power::remember_pins(w, &outcomes))?;
+        }
+        Ok(outcomes
             .into_iter()
             .map(|o| {
                 let (result, detail) = match o.result {

@@ -34,7 +34,8 @@
 //!
 //! Not supported: a BMC key Kg distinct from the password, suites other than 3 and 17, MD2
 //! and "none" authentication of IPMI v1.5, persistent or UEFI boot flags, Serial-over-LAN,
-//! sensors and event logs, Redfish. `ipmi_sim`, the test BMC, refuses suite 17; it is checked
+//! sensors and event logs. Redfish is `crate::redfish`, chosen per node in [`power`].
+//! `ipmi_sim`, the test BMC, refuses suite 17; it is checked
 //! by `ipmitool -I lanplus -C 17` logging in to drover's own test BMC (`fake_bmc.rs`), which
 //! drover's client then talks to as well. A v1.5 BMC ignores a wrong
 //! password (no answer to Activate Session), so that timeout is reported as an
@@ -234,6 +235,8 @@ mod tests {
             port: Some(700),
             user: Some("admin".into()),
             password: Some(Secret::new("pw".into())),
+            protocol: None,
+            tls_pin: None,
         };
         let node = Bmc {
             owner: BmcOwner::Node("n".into()),
@@ -241,6 +244,8 @@ mod tests {
             port: None,
             user: None,
             password: None,
+            protocol: None,
+            tls_pin: None,
         };
         let a = merge(Some(&node), Some(&group)).unwrap();
         assert_eq!(a.address(), "10.0.0.9:700");

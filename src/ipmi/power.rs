@@ -3,13 +3,20 @@
 //! threads (a session of its own per node in the CLI, the BMC's cached session in `drover
 //! serve`: [`FanOut::cache`]), starting power-on (and cycle) at most [`FanOut::on_rate`]
 //! nodes per second so a rack does not draw its inrush current at once.
+//!
+//! Each job says how its BMC is spoken to ([`Via`]): IPMI, Redfish (`crate::redfish`), or
+//! auto (Redfish when the BMC answers its service root, else IPMI); results carry the same
+//! failure classes either way. A Redfish certificate seen for the first time comes back in
+//! [`Outcome::learned_pin`], and [`remember_pins`] keeps it in the node's BMC record.
 
 use super::cache::SessionCache;
 use super::client::{self, Dial, PowerError};
 use super::core::{Answer, BootDevice, Command, Control};
 use super::{BmcAccess, NoBmc};
-use crate::store::model::{Bmc, Group, Node};
-use crate::store::{Reader, StoreError};
+use crate::redfish::client::{self as redfish, RedfishError};
+use crate::redfish::core::{self as rf, BootTarget, Op};
+use crate::store::model::{Bmc, BmcOwner, BmcProtocol, Group, Node};
+use crate::store::{Reader, StoreError, Writer};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -66,7 +73,34 @@ impl Action {
 pub struct Job {
     pub node: String,
     pub access: Result<BmcAccess, NoBmc>,
+    pub via: Via,
 }
+
+/// How a node's BMC is spoken to, from its BMC records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Via {
+    pub protocol: BmcProtocol,
+    /// The port the records give (`None`: the protocol's own, 623 or 443).
+    pub port: Option<u16>,
+    /// The pinned fingerprint of the BMC's HTTPS certificate.
+    pub pin: Option<[u8; 32]>,
+}
+
+impl Via {
+    fn from_records(own: Option<&Bmc>, group: Option<&Bmc>) -> Via {
+        let pick = |f: fn(&Bmc) -> Option<BmcProtocol>| own.and_then(f).or(group.and_then(f));
+        Via {
+            protocol: pick(|b| b.protocol).unwrap_or_default(),
+            port: own.and_then(|b| b.port).or(group.and_then(|b| b.port)),
+            pin: own
+                .and_then(|b| b.tls_pin.as_deref())
+                .and_then(crate::tls::parse_fingerprint),
+        }
+    }
+}
+
+/// How long a Redfish request may take (each of the few a run makes).
+const REDFISH_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The result of one node.
 #[derive(Debug, Clone)]
@@ -75,6 +109,8 @@ pub struct Outcome {
     /// `host:port`, or `-` when the node has no BMC settings.
     pub bmc: String,
     pub result: Result<Reply, Failure>,
+    /// The fingerprint of a Redfish BMC's certificate seen for the first time (no pin yet).
+    pub learned_pin: Option<[u8; 32]>,
 }
 
 /// A successful action: what to show, and the power state when it was read.
@@ -89,6 +125,15 @@ pub struct Reply {
 pub struct Failure {
     pub class: &'static str,
     pub reason: String,
+}
+
+impl From<&RedfishError> for Failure {
+    fn from(e: &RedfishError) -> Failure {
+        Failure {
+            class: e.class(),
+            reason: e.to_string(),
+        }
+    }
 }
 
 impl From<&PowerError> for Failure {
@@ -128,13 +173,8 @@ pub enum TargetError {
 /// Resolves TARGET arguments to jobs, in order, each node once.
 pub fn resolve(r: &Reader<'_>, targets: &[String]) -> Result<Vec<Job>, TargetError> {
     pick_nodes(r, targets)?
-        .into_iter()
-        .map(|n| {
-            Ok(Job {
-                access: super::access(r, &n.name, n.group.as_deref())?,
-                node: n.name,
-            })
-        })
+        .iter()
+        .map(|n| Ok(job(r, n)?))
         .collect()
 }
 
@@ -171,6 +211,20 @@ pub fn pick_nodes(r: &Reader<'_>, targets: &[String]) -> Result<Vec<Node>, Targe
         return Err(TargetError::Empty);
     }
     Ok(picked)
+}
+
+/// The job of one node, from its BMC record and its group's.
+pub fn job(r: &Reader<'_>, n: &Node) -> Result<Job, StoreError> {
+    let own = r.get::<Bmc>(&BmcOwner::Node(n.name.clone()).key())?;
+    let grp = match &n.group {
+        Some(g) => r.get::<Bmc>(&BmcOwner::Group(g.clone()).key())?,
+        None => None,
+    };
+    Ok(Job {
+        node: n.name.clone(),
+        access: super::merge(own.as_ref(), grp.as_ref()),
+        via: Via::from_records(own.as_ref(), grp.as_ref()),
+    })
 }
 
 /// Runs `action` on every job; results come back in job order.
@@ -216,6 +270,7 @@ pub fn run_all(jobs: &[Job], action: Action, fan: &FanOut) -> Vec<Outcome> {
                     class: "internal",
                     reason: "not run".into(),
                 }),
+                learned_pin: None,
             })
         })
         .collect()
@@ -233,9 +288,25 @@ pub fn run_one(job: &Job, action: Action, fan: &FanOut) -> Outcome {
                     class: "no-bmc",
                     reason: e.to_string(),
                 }),
+                learned_pin: None,
             }
         }
     };
+    let https = BmcAccess {
+        port: job.via.port.unwrap_or(redfish::DEFAULT_PORT),
+        ..access.clone()
+    };
+    match job.via.protocol {
+        BmcProtocol::Ipmi => {}
+        BmcProtocol::Redfish => return run_redfish(job, &https, action),
+        BmcProtocol::Auto => {
+            // The service root at the given port (else 443); IPMI at the same given port
+            // (else 623) when it does not answer.
+            if redfish::probe(&https, job.via.pin, REDFISH_TIMEOUT).is_ok() {
+                return run_redfish(job, &https, action);
+            }
+        }
+    }
     let commands = action.commands();
     let result = match &fan.cache {
         Some(cache) => cache.run(access, &fan.dial, &commands),
@@ -256,5 +327,69 @@ pub fn run_one(job: &Job, action: Action, fan: &FanOut) -> Outcome {
         node: job.node.clone(),
         bmc: access.address(),
         result,
+        learned_pin: None,
     }
+}
+
+/// Runs `action` on one node's BMC over Redfish at `https`.
+fn run_redfish(job: &Job, https: &BmcAccess, action: Action) -> Outcome {
+    let op = match action {
+        Action::On => Op::Reset(rf::POWER_ON),
+        Action::Off => Op::Reset(rf::POWER_OFF),
+        Action::Soft => Op::Reset(rf::SOFT_OFF),
+        Action::Cycle => Op::Reset(rf::CYCLE),
+        Action::Reset => Op::Reset(rf::HARD_RESET),
+        Action::Status => Op::Status,
+        Action::Bootdev(BootDevice::Pxe) => Op::Boot(BootTarget::Pxe),
+        Action::Bootdev(BootDevice::Disk) => Op::Boot(BootTarget::Hdd),
+        Action::Bootdev(other) => {
+            return Outcome {
+                node: job.node.clone(),
+                bmc: https.address(),
+                result: Err(Failure {
+                    class: "unsupported",
+                    reason: format!("boot device {other} has no Redfish counterpart here"),
+                }),
+                learned_pin: None,
+            }
+        }
+    };
+    let result = redfish::run(https, job.via.pin, op, REDFISH_TIMEOUT);
+    if let Err(e) = &result {
+        let bmc = https.address();
+        tracing::debug!(node = %job.node, %bmc, reason = %e, "Redfish action failed");
+    }
+    Outcome {
+        node: job.node.clone(),
+        bmc: format!("https://{}", https.address()),
+        learned_pin: match &result {
+            Ok(done) if job.via.pin.is_none() => Some(done.fingerprint),
+            _ => None,
+        },
+        result: result
+            .map(|done| Reply {
+                text: done.text,
+                power: done.power,
+            })
+            .map_err(|e| Failure::from(&e)),
+    }
+}
+
+/// Keeps the certificates first seen in `outcomes` as the pins of the nodes' BMC records (a
+/// pin set meanwhile by another run is left as it is). Returns how many were kept.
+pub fn remember_pins(w: &mut Writer<'_, '_>, outcomes: &[Outcome]) -> Result<usize, StoreError> {
+    let mut kept = 0;
+    for o in outcomes {
+        let Some(fp) = o.learned_pin else { continue };
+        let owner = BmcOwner::Node(o.node.clone());
+        let mut bmc = w
+            .get::<Bmc>(&owner.key())?
+            .unwrap_or_else(|| Bmc::empty(owner));
+        if bmc.tls_pin.is_none() {
+            bmc.tls_pin = Some(crate::tls::format_fingerprint(&fp));
+            w.put(&bmc)?;
+            kept += 1;
+        }
+    }
+    Ok(kept)
 }

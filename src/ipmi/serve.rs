@@ -11,7 +11,7 @@
 use super::cache::SessionCache;
 use super::power::{self, Action, FanOut, Job, Outcome};
 use super::BmcAccess;
-use crate::store::model::{Node, PowerState};
+use crate::store::model::{BmcProtocol, Node, PowerState};
 use crate::store::Store;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -129,17 +129,15 @@ pub async fn poll(
     }
 }
 
-/// Nodes that have complete BMC settings.
+/// Nodes that have complete BMC settings and speak IPMI (the poller keeps IPMI sessions;
+/// Redfish and auto nodes are not polled).
 fn polled_jobs(store: &Store) -> Result<Vec<Job>> {
     Ok(store.read(|r| {
         let mut jobs = Vec::new();
         for n in r.all::<Node>()? {
-            let access = super::access(r, &n.name, n.group.as_deref())?;
-            if access.is_ok() {
-                jobs.push(Job {
-                    node: n.name,
-                    access,
-                });
+            let job = power::job(r, &n)?;
+            if job.access.is_ok() && job.via.protocol == BmcProtocol::Ipmi {
+                jobs.push(job);
             }
         }
         Ok::<_, crate::store::StoreError>(jobs)

@@ -704,6 +704,49 @@ pub struct Bmc {
     pub port: Option<u16>,
     pub user: Option<String>,
     pub password: Option<Secret>,
+    /// How to speak to the BMC; `None`: IPMI (a node's own value overrides its group's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<BmcProtocol>,
+    /// The SHA-256 fingerprint of the BMC's HTTPS certificate, pinned on first use by
+    /// Redfish (kept on the node's own record: a certificate belongs to one BMC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_pin: Option<String>,
+}
+
+impl Bmc {
+    /// A record of `owner` with nothing set yet.
+    pub fn empty(owner: BmcOwner) -> Bmc {
+        Bmc {
+            owner,
+            host: None,
+            port: None,
+            user: None,
+            password: None,
+            protocol: None,
+            tls_pin: None,
+        }
+    }
+}
+
+/// The protocol of a BMC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BmcProtocol {
+    #[default]
+    Ipmi,
+    Redfish,
+    /// Redfish when the BMC answers its service root, else IPMI.
+    Auto,
+}
+
+impl BmcProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BmcProtocol::Ipmi => "ipmi",
+            BmcProtocol::Redfish => "redfish",
+            BmcProtocol::Auto => "auto",
+        }
+    }
 }
 
 /// The last known chassis power state of a node, as `drover serve`'s poller saw it.
