@@ -656,25 +656,9 @@ mod tests {
         })
         .unwrap();
         let key = ClusterKey::from_bytes([3; 32]);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
-            panic!("IPv4 loopback");
-        };
         let (a_sums, b_sums) = (Summaries::new(a.member()), Summaries::new(b.member()));
         a_sums.publish(summary(a.member()));
-        let shutdown = CancellationToken::new();
-        let (_keys, keys) = watch::channel(Arc::from(vec![key.clone()]));
-        tokio::spawn(serve(
-            listener,
-            Listener {
-                store: a.clone(),
-                state_dir: a_dir.clone(),
-                layers: Arc::new(Receiver::new(&a_dir, a.member())),
-                keys,
-                summaries: a_sums.clone(),
-            },
-            shutdown.clone(),
-        ));
+        let (addr, shutdown, _keys) = listen(&a, &a_dir, &key, a_sums.clone()).await;
 
         let mut conn = Conn::connect(addr, &key, EXCHANGE_TIMEOUT).await.unwrap();
         let pulled = pull(&mut conn, &b).await.unwrap();
@@ -707,6 +691,38 @@ mod tests {
         a_replayed_session_is_refused(addr, &key, &b).await;
         shutdown.cancel();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Serves `store` (state in `dir`) on a loopback port with `key`; the address, the token
+    /// that stops it, and the key channel's sender (kept alive by the caller).
+    async fn listen(
+        store: &Arc<Store>,
+        dir: &std::path::Path,
+        key: &ClusterKey,
+        summaries: Summaries,
+    ) -> (
+        SocketAddrV4,
+        CancellationToken,
+        watch::Sender<Arc<[ClusterKey]>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
+            panic!("IPv4 loopback");
+        };
+        let shutdown = CancellationToken::new();
+        let (sender, keys) = watch::channel(Arc::from(vec![key.clone()]));
+        tokio::spawn(serve(
+            listener,
+            Listener {
+                store: store.clone(),
+                state_dir: dir.to_path_buf(),
+                layers: Arc::new(Receiver::new(dir, store.member())),
+                keys,
+                summaries,
+            },
+            shutdown.clone(),
+        ));
+        (addr, shutdown, sender)
     }
 
     /// Reads until the peer closes (or 5 s pass); what it sent.
@@ -867,23 +883,7 @@ mod tests {
         assert_eq!(put(&b_blobs, &v1), f1);
 
         let key = ClusterKey::from_bytes([5; 32]);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
-            panic!("IPv4 loopback");
-        };
-        let shutdown = CancellationToken::new();
-        let (_keys, keys) = watch::channel(Arc::from(vec![key.clone()]));
-        tokio::spawn(serve(
-            listener,
-            Listener {
-                store: a.clone(),
-                state_dir: a_dir.clone(),
-                layers: Arc::new(Receiver::new(&a_dir, a.member())),
-                keys,
-                summaries: Summaries::new(a.member()),
-            },
-            shutdown.clone(),
-        ));
+        let (addr, shutdown, _keys) = listen(&a, &a_dir, &key, Summaries::new(a.member())).await;
         let mut conn = Conn::connect(addr, &key, EXCHANGE_TIMEOUT).await.unwrap();
         pull(&mut conn, &b).await.unwrap();
         let fetched = fetch_missing_blobs(&mut conn, &b, &b_blobs).await.unwrap();
