@@ -191,11 +191,11 @@ fn power_and_boot_device_over_redfish() {
     wait_status(&d, "off");
     d.cli_ok(&["power", "on", "n1"]);
     wait_status(&d, "on");
-    // The emulator offers no PowerCycle: the cycle is a ForceRestart, which the fake driver
-    // shows as off at once and on again later.
+    // The emulator offers no PowerCycle: the cycle is a ForceRestart. The fake driver shows
+    // it as off and on again after its random 1-11 s delay, so the short off phase may be
+    // over before the next status call; only the end state is certain.
     let out = d.cli_ok(&["power", "cycle", "n1"]);
     assert_eq!(cell(&out, "n1", 3), "ForceRestart sent", "{out}");
-    assert_eq!(status(&d), "off");
     wait_status(&d, "on");
     let out = d.cli_ok(&["power", "soft", "n1"]);
     assert_eq!(cell(&out, "n1", 3), "GracefulShutdown sent", "{out}");
