@@ -27,10 +27,11 @@ fn mac(i: usize) -> String {
 
 /// `Content-Length` of `path` on the member, asked from inside its namespace.
 fn served_size(server: &Netns, path: &str) -> u64 {
-    let out = run_ok(server.cmd("curl").args([
-        "-sfI".to_string(),
-        format!("http://198.18.0.1{path}"),
-    ]));
+    let out = run_ok(
+        server
+            .cmd("curl")
+            .args(["-sfI".to_string(), format!("http://198.18.0.1{path}")]),
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .find_map(|l| {
@@ -77,7 +78,9 @@ fn twenty_nodes_boot_at_once_from_one_member() {
     let kernel = drover.scratch().join("vmlinuz");
     std::fs::write(&kernel, vec![7u8; 100_000]).unwrap();
     let (kernel, root) = (kernel.to_str().unwrap(), root.to_str().unwrap());
-    drover.cli_ok(&["image", "add", "storm", "--kernel", kernel, "--rootfs", root]);
+    drover.cli_ok(&[
+        "image", "add", "storm", "--kernel", kernel, "--rootfs", root,
+    ]);
     let csv = drover.scratch().join("nodes.csv");
     let mut text = String::from("name,mac,ip,image,group\n");
     for i in 1..=NODES {
@@ -134,11 +137,18 @@ fn twenty_nodes_boot_at_once_from_one_member() {
             "{report}"
         );
         let ip = report["ip"].as_str().unwrap().to_string();
-        assert!(addrs.insert(ip.clone()), "n{i} got {ip}, which another node has");
+        assert!(
+            addrs.insert(ip.clone()),
+            "n{i} got {ip}, which another node has"
+        );
         let events = drover.cli_ok(&["node", "events", &format!("n{i}")]);
-        for stage in ["dhcp", "script", "kernel", "initrd", "agent", "rootfs", "ready"] {
+        for stage in [
+            "dhcp", "script", "kernel", "initrd", "agent", "rootfs", "ready",
+        ] {
             assert!(
-                events.lines().any(|l| l.split_whitespace().nth(3) == Some(stage)),
+                events
+                    .lines()
+                    .any(|l| l.split_whitespace().nth(3) == Some(stage)),
                 "n{i}: no {stage} event:\n{events}"
             );
         }
@@ -150,7 +160,10 @@ fn twenty_nodes_boot_at_once_from_one_member() {
             .find(|l| l.contains(&mac(i)))
             .unwrap_or_else(|| panic!("no lease for n{i}:\n{leases}"));
         let ip = line.split_whitespace().next().unwrap();
-        assert!(addrs.contains(ip), "lease {line:?} is not an address a node reported");
+        assert!(
+            addrs.contains(ip),
+            "lease {line:?} is not an address a node reported"
+        );
     }
     assert_eq!(
         leases.lines().filter(|l| l.starts_with("198.18.")).count(),
