@@ -153,22 +153,20 @@ for i in $(seq "$MEMBERS"); do
     --state-dir "$work/m$i/state" serve --interface eth0 --config "$work/drover.toml"
   MEMBER_PIDS+=("$BG_PID")
 done
-# Every member must serve the image before the storm (the others pull it from member 1).
+# Every member must serve the whole image before the storm (the others pull it from member 1;
+# a member that has the image's record but not yet all its chunks answers 500): a full GET
+# from each, which must deliver the same byte count as member 1's.
 rootfs_size=
 for i in $(seq "$MEMBERS"); do
-  ok=
-  for _ in $(seq 300); do
+  deadline=$((SECONDS + 600))
+  until size=$(ip netns exec "$(member_ns 1)" curl -sf -o /dev/null -w '%{size_download}' \
+    "http://$(member_ip "$i")/images/storm/rootfs.tar" 2>/dev/null) &&
+    [ "${rootfs_size:-$size}" = "$size" ] && [ "$size" -gt 0 ]; do
     alive "${MEMBER_PIDS[$((i - 1))]}" || die "member $i exited: $(tail -2 "$work/m$i/server.log")"
-    size=$(ip netns exec "$(member_ns 1)" curl -sfI "http://$(member_ip "$i")/images/storm/rootfs.tar" 2>/dev/null |
-      tr -d '\r' | awk 'tolower($1) == "content-length:" { print $2 }')
-    if [ -n "$size" ]; then
-      ok=1
-      rootfs_size=$size
-      break
-    fi
+    [ "$SECONDS" -lt "$deadline" ] || die "member $i does not serve the whole image after 600 s"
     sleep 1
   done
-  [ -n "$ok" ] || die "member $i does not serve the image after 300 s"
+  rootfs_size=$size
 done
 initramfs_size=$(ip netns exec "$(member_ns 1)" curl -sfI "http://$(member_ip 1)/images/storm/initramfs" |
   tr -d '\r' | awk 'tolower($1) == "content-length:" { print $2 }')
