@@ -141,6 +141,10 @@ const PURE: &[(&str, &str)] = &[
         "parses the kernel command line given as a string",
     ),
     (
+        "agent/script.rs",
+        "reads an iPXE boot script given as a string (the storm simulator)",
+    ),
+    (
         "ipmi/crypto.rs",
         "RMCP+ key derivation, integrity and confidentiality over buffers",
     ),

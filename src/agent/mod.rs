@@ -33,6 +33,10 @@
 //! (a bad command line, no init in the image) is printed and the agent sleeps: PID 1 must
 //! never exit, or the kernel panics and the reason scrolls away.
 //!
+//! `drover agent simulate` ([`simulate`]) runs steps 4-5 without the kernel parts for the
+//! boot-storm bench: DHCP as iPXE, the boot script ([`script`]), then the same download
+//! ([`fetch_root`]) into a sink that keeps nothing ([`RootSink`]).
+//!
 //! Not here yet: fetching from peer nodes, other members as NFS fallbacks, DHCP (the
 //! address comes from the command line), IPv6 configuration, VLANs and bonds, storage drivers.
 
@@ -41,13 +45,15 @@ pub mod discover;
 pub mod files;
 pub mod http;
 pub mod nfsroot;
+pub mod script;
+pub mod simulate;
 
 use crate::image::unpack;
 use crate::net::sys;
 use cmdline::{BootParams, RootSource, ServerUrl};
 use std::fmt::Display;
 use std::fs;
-use std::io::{self, Read as _, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -193,7 +199,7 @@ fn boot(con: &mut Console) -> Result<std::convert::Infallible, String> {
     }
     let server = match &params.root {
         RootSource::Ram => {
-            let server = fetch_root(con, &params);
+            let (server, _) = fetch_root(con, &params, &mut NewRoot);
             report(con, &server, &params, "root", "root filesystem in RAM");
             server
         }
@@ -432,28 +438,54 @@ fn configure_network(con: &mut Console, p: &BootParams, iface: &str) {
     ));
 }
 
-/// (Re)mounts an empty tmpfs on /newroot.
-fn fresh_newroot() -> io::Result<()> {
-    let _ = sys::umount_detach(NEWROOT);
-    fs::create_dir_all(NEWROOT)?;
-    sys::mount("tmpfs", NEWROOT, Some("tmpfs"), 0, Some("mode=0755"))
+/// Where a downloaded root filesystem goes: the agent unpacks it into a tmpfs on /newroot
+/// ([`NewRoot`]); the boot-storm simulator walks the same archive and keeps nothing
+/// ([`simulate`]). The download itself ([`fetch_root`]) is the same for both.
+trait RootSink {
+    /// Where the root goes, for messages.
+    fn name(&self) -> &str;
+    /// Makes the destination empty again before each try.
+    fn fresh(&mut self) -> io::Result<()>;
+    /// Consumes one archive (the caller checks that the rest of the body arrives).
+    fn take(&mut self, body: &mut dyn Read) -> io::Result<unpack::Stats>;
 }
 
-/// Streams the rootfs into /newroot from the first server that delivers it whole. Retries
-/// every server in order, forever, with backoff between rounds. Returns the server used.
-fn fetch_root(con: &mut Console, p: &BootParams) -> ServerUrl {
+/// The agent's root: a tmpfs on /newroot.
+struct NewRoot;
+
+impl RootSink for NewRoot {
+    fn name(&self) -> &str {
+        NEWROOT
+    }
+
+    /// (Re)mounts an empty tmpfs on /newroot.
+    fn fresh(&mut self) -> io::Result<()> {
+        let _ = sys::umount_detach(NEWROOT);
+        fs::create_dir_all(NEWROOT)?;
+        sys::mount("tmpfs", NEWROOT, Some("tmpfs"), 0, Some("mode=0755"))
+    }
+
+    fn take(&mut self, body: &mut dyn Read) -> io::Result<unpack::Stats> {
+        unpack::unpack(body, Path::new(NEWROOT), true)
+    }
+}
+
+/// Streams the rootfs into `sink` from the first server that delivers it whole. Retries
+/// every server in order, forever, with backoff between rounds. Returns the server used and
+/// the size of the archive it sent.
+fn fetch_root(con: &mut Console, p: &BootParams, sink: &mut dyn RootSink) -> (ServerUrl, u64) {
     let mut delay = BACKOFF_FIRST;
     loop {
         for server in &p.servers {
-            if let Err(e) = fresh_newroot() {
-                con.say(format_args!("mounting tmpfs on {NEWROOT}: {e}"));
+            if let Err(e) = sink.fresh() {
+                con.say(format_args!("preparing {}: {e}", sink.name()));
                 continue;
             }
             let path = server.rootfs_path(&p.image);
             con.say(format_args!("fetching {server}{path}"));
             let start = Instant::now();
-            match fetch_from(server, &path) {
-                Ok(stats) => {
+            match fetch_from(server, &path, sink) {
+                Ok((stats, length)) => {
                     let secs = start.elapsed().as_secs_f64().max(0.001);
                     con.say(format_args!(
                         "unpacked {} entries, {:.1} MiB in {secs:.2}s ({:.1} MiB/s){}",
@@ -466,7 +498,7 @@ fn fetch_root(con: &mut Console, p: &BootParams) -> ServerUrl {
                             String::new()
                         }
                     ));
-                    return server.clone();
+                    return (server.clone(), length);
                 }
                 Err(e) => con.say(format_args!("{server}: {e}")),
             }
@@ -588,11 +620,16 @@ enum FetchError {
     Unpack(io::Error),
 }
 
-fn fetch_from(server: &ServerUrl, path: &str) -> Result<unpack::Stats, FetchError> {
+/// One download of the archive at `path` into `sink`: its stats and the archive's length.
+fn fetch_from(
+    server: &ServerUrl,
+    path: &str,
+    sink: &mut dyn RootSink,
+) -> Result<(unpack::Stats, u64), FetchError> {
     let mut body = http::get(server, path)?;
-    let stats = unpack::unpack(&mut body, Path::new(NEWROOT), true).map_err(FetchError::Unpack)?;
+    let stats = sink.take(&mut body).map_err(FetchError::Unpack)?;
     body.finish().map_err(FetchError::Unpack)?;
-    Ok(stats)
+    Ok((stats, body.length()))
 }
 
 /// Writes the node's files into the new root (`boot` has set the kernel host name). Failures are

@@ -103,7 +103,10 @@ pub enum Command {
     #[command(subcommand)]
     Rule(RuleCmd),
     /// Run the node agent (what drover does as /init of its initramfs).
-    Agent,
+    Agent {
+        #[command(subcommand)]
+        mode: Option<AgentCmd>,
+    },
     /// drover's NFSv4 server: clients and shared exports.
     #[command(subcommand)]
     Nfs(NfsCmd),
@@ -614,6 +617,23 @@ pub struct ExecArgs {
     pub command: Vec<String>,
     #[command(flatten)]
     pub ssh: SshArgs,
+}
+
+/// Other ways to run the agent than as /init.
+#[derive(Subcommand)]
+pub enum AgentCmd {
+    /// Boot one simulated node on an interface without the kernel parts (DHCP as iPXE, boot
+    /// script, kernel, initrd, root image, boot events) and print a JSON report; for
+    /// `bench/storm.sh`. Changes the interface's address: run it in a namespace of its own.
+    #[command(hide = true)]
+    Simulate {
+        /// The node's interface.
+        #[arg(long)]
+        iface: String,
+        /// The MAC to boot as (default: the interface's own).
+        #[arg(long)]
+        mac: Option<String>,
+    },
 }
 
 #[derive(Args)]

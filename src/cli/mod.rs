@@ -34,8 +34,9 @@ use crate::store::model::{
 };
 use anyhow::{bail, Context, Result};
 use args::{
-    AdminCmd, Command, DnsCmd, ExportCmd, GroupCmd, ImageCmd, LeaseCmd, NetworkCmd, NfsCmd,
-    NodeCmd, NodeSetArgs, PoolCmd, PowerAction, PowerArgs, RuleCmd, TlsCmd, TokenCmd, UserCmd,
+    AdminCmd, AgentCmd, Command, DnsCmd, ExportCmd, GroupCmd, ImageCmd, LeaseCmd, NetworkCmd,
+    NfsCmd, NodeCmd, NodeSetArgs, PoolCmd, PowerAction, PowerArgs, RuleCmd, TlsCmd, TokenCmd,
+    UserCmd,
 };
 use local::Local;
 use print::{PowerRow, TokenInfo};
@@ -212,7 +213,7 @@ fn unix_user() -> String {
 fn local_only(command: &Command) -> Option<&'static str> {
     Some(match command {
         Command::Serve { .. } => "serve",
-        Command::Agent => "agent",
+        Command::Agent { .. } => "agent",
         Command::Dns(_) => "dns check",
         Command::Pool(PoolCmd::Init) => "pool init",
         Command::Pool(PoolCmd::Join { .. }) => "pool join",
@@ -259,7 +260,20 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
                 .context("starting the async runtime")?;
             runtime.block_on(crate::serve::run(state, config))
         }
-        Command::Agent => crate::agent::run(),
+        Command::Agent { mode: None } => crate::agent::run(),
+        Command::Agent {
+            mode: Some(AgentCmd::Simulate { iface, mac }),
+        } => {
+            let mac = mac
+                .map(|m| {
+                    crate::agent::cmdline::Mac::parse(&m)
+                        .with_context(|| format!("--mac {m}: not a MAC address"))
+                })
+                .transpose()?;
+            let report = crate::agent::simulate::run(&iface, mac)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
         Command::Dns(DnsCmd::Check {
             name,
             qtype,
@@ -617,7 +631,7 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
             }
         }
         Command::Serve { .. }
-        | Command::Agent
+        | Command::Agent { .. }
         | Command::Dns(_)
         | Command::Pool(_)
         | Command::Nfs(NfsCmd::Clients { .. })
