@@ -21,7 +21,7 @@ use super::{ipxe, range};
 use crate::image::{BlobReader, Blobs};
 use crate::logsafe::Escaped;
 use crate::pool::peers::Peers;
-use crate::store::model::{BlobId, BootStage, ImageFile, Mac};
+use crate::store::model::{BlobId, BootStage, ImageFile, Mac, Node};
 use crate::store::SharedView;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -237,6 +237,16 @@ async fn boot_script(
                     let shown = ipxe::image_path_name(&image.name, pin);
                     tracing::info!(node = %node.name, image = %shown, "boot script");
                     boot_event = Some((node.name.clone(), format!("image {shown}")));
+                    // A node without its own swarm setting follows its group's (the script
+                    // falls back to the image's).
+                    let group_swarm = || {
+                        let group = view.groups.get(node.group.as_deref()?)?;
+                        group.swarm
+                    };
+                    let node = &Node {
+                        swarm: node.swarm.or_else(group_swarm),
+                        ..node.clone()
+                    };
                     ipxe::boot_script(node, &image, pin, &servers, &also, s.nfs_port, s.nfs_host)
                 }
                 None => ipxe::waiting_script(
