@@ -894,7 +894,7 @@ pub fn record_files(
                 .as_ref()
                 .map(|o| o.persistent.clone())
                 .unwrap_or_default(),
-            swarm: old.as_ref().map_or(true, |o| o.swarm),
+            swarm: old.as_ref().is_none_or(|o| o.swarm),
             versions: Vec::new(),
         };
         image.push_version(old.as_ref(), files, now_ms(), &add.made.by, &add.made.what);
