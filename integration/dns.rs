@@ -57,6 +57,7 @@ fn node(name: &str, mac: u8, ip: &str) -> Node {
         aliases: Vec::new(),
         root: None,
         image_version: None,
+        swarm: None,
     }
 }
 

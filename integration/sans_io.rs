@@ -58,6 +58,14 @@ const PURE: &[(&str, &str)] = &[
         "content-defined chunking and blob manifests over byte slices",
     ),
     (
+        "swarm/tracker.rs",
+        "the swarm tracker: holders per blob, answers on times and seeds passed in",
+    ),
+    (
+        "swarm/schedule.rs",
+        "which chunk from which source next, and the upload bucket on times passed in",
+    ),
+    (
         "image/usage.rs",
         "per-version store figures from chunk lists",
     ),

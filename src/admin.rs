@@ -126,6 +126,8 @@ pub struct NodeChange {
     pub root: Option<Option<RootMode>>,
     /// `Some(None)`: follow the latest version of the image (or the group's pin).
     pub image_version: Option<Option<u32>>,
+    /// `Some(None)`: follow the group's, then the image's swarm setting.
+    pub swarm: Option<Option<bool>>,
 }
 
 /// A node or group may pin only a version its image has.
@@ -300,6 +302,9 @@ pub fn set_node(store: &Store, name: &str, change: &NodeChange) -> Result<Node, 
         }
         if let Some(version) = change.image_version {
             node.image_version = version;
+        }
+        if let Some(swarm) = change.swarm {
+            node.swarm = swarm;
         }
         check_node(w, &node)?;
         w.put(&node)?;
@@ -527,6 +532,7 @@ pub fn parse_node_csv_bmc(
                 aliases: cell(aliases_col).map_or_else(Vec::new, |a| split_aliases(&a)),
                 root: None,
                 image_version: None,
+                swarm: None,
             },
         });
     }
@@ -727,6 +733,7 @@ pub struct ImageChange {
     pub root: Option<RootMode>,
     /// Replaces the persistent paths (checked with [`check_persistent`]).
     pub persistent: Option<Vec<String>>,
+    pub swarm: Option<bool>,
 }
 
 /// Checks an image's persistent paths with [`PersistentPath::parse_set`]. Returns them
@@ -747,6 +754,9 @@ fn apply_image_change(image: &mut Image, change: &ImageChange) -> Result<(), Adm
     }
     if let Some(paths) = &change.persistent {
         image.persistent = check_persistent(paths)?;
+    }
+    if let Some(swarm) = change.swarm {
+        image.swarm = swarm;
     }
     if image.root == RootMode::Nfs && image.rootfs.is_none() {
         return Err(AdminError::NfsNeedsRootfs {
@@ -884,6 +894,7 @@ pub fn record_files(
                 .as_ref()
                 .map(|o| o.persistent.clone())
                 .unwrap_or_default(),
+            swarm: old.as_ref().is_none_or(|o| o.swarm),
             versions: Vec::new(),
         };
         image.push_version(old.as_ref(), files, now_ms(), &add.made.by, &add.made.what);
@@ -1359,6 +1370,7 @@ mod tests {
             root: RootMode::Ram,
             persistent: Vec::new(),
             versions: Vec::new(),
+            swarm: true,
         };
         let nfs = ImageChange {
             root: Some(RootMode::Nfs),

@@ -459,6 +459,7 @@ mod tests {
             name: "rack1".into(),
             image: None,
             image_version: None,
+            swarm: None,
         };
         store.write::<_, StoreError>(|w| w.put(&group)).unwrap();
         let blob = Blobs::new(&src)

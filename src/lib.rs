@@ -40,6 +40,7 @@ pub mod pool;
 pub mod redfish;
 pub mod serve;
 pub mod store;
+pub mod swarm;
 pub mod tftp;
 pub mod timeline;
 pub mod tls;

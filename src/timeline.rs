@@ -361,6 +361,7 @@ mod tests {
             aliases: Vec::new(),
             root: None,
             image_version: None,
+            swarm: None,
         };
         let lease = |at: &str, mac: &str, expires: u64| Lease {
             ip: ip(at),
@@ -496,6 +497,7 @@ mod tests {
             aliases: Vec::new(),
             root: None,
             image_version: None,
+            swarm: None,
         };
         store
             .write(|w| {

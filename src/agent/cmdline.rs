@@ -8,6 +8,7 @@
 //! literal address, IPv6 in brackets) with `drover.persistent=PATH[,PATH...]` (the image's
 //! persistent paths, which the NFS root lets the node write). `drover.discover=1` (the
 //! discovery script of an unknown machine) makes `drover.image` and `drover.node` optional.
+//! `drover.swarm=0` fetches a RAM root from members only (absent or any other value: swarm).
 //! Splitting follows the kernel's own rules (`lib/cmdline.c`, `next_arg`): words are separated
 //! by spaces, double quotes group spaces into a word and are removed, the first `=` splits a
 //! key from its value, and a later duplicate key wins.
@@ -36,6 +37,9 @@ pub struct BootParams {
     /// `drover.discover=1`: an unknown machine reports its inventory and waits to be
     /// adopted (`super::discover`); image and node are then not needed (empty, `discover`).
     pub discover: bool,
+    /// RAM root from the swarm (peers and members, `crate::swarm`); `drover.swarm=0` turns
+    /// it off (the image, node or group has `swarm = false`): members only.
+    pub swarm: bool,
 }
 
 /// Where the root filesystem comes from.
@@ -379,6 +383,7 @@ pub fn parse(cmdline: &str) -> Result<BootParams, CmdlineError> {
         root,
         persistent,
         discover,
+        swarm: get("drover.swarm") != Some("0"),
     })
 }
 
@@ -421,6 +426,13 @@ mod tests {
         drover.image=deb12 drover.node=n1 drover.mac=52:54:00:12:34:56 drover.ip=10.0.2.15 \
         drover.netmask=255.255.255.0 drover.gw=10.0.2.2 drover.dns=10.0.2.3,10.0.2.4 \
         drover.domain=cluster.lan console=ttyS0\n";
+
+    #[test]
+    fn swarm_is_on_unless_turned_off() {
+        assert!(parse(FULL).unwrap().swarm);
+        assert!(!parse(&format!("{FULL} drover.swarm=0")).unwrap().swarm);
+        assert!(parse(&format!("{FULL} drover.swarm=1")).unwrap().swarm);
+    }
 
     #[test]
     fn discovery_needs_no_image_or_node() {

@@ -1,5 +1,7 @@
-//! A minimal HTTP/1.1 client for two jobs: stream `rootfs.tar` from a drover member (GET), and
-//! report boot events to it (a small JSON POST, [`post_json`]).
+//! A minimal HTTP/1.1 client for three jobs: stream `rootfs.tar` from a drover member (GET),
+//! fetch the image's manifest and chunks from members and peers (GET, [`get_with`]), and
+//! report boot events and swarm announces to a member (a small JSON POST, [`post_json`],
+//! [`post_json_body`]).
 //!
 //! The response head parser ([`parse_head`]) is sans-IO: bytes in, a typed head (or "need
 //! more bytes") out. [`get`] is the blocking shell: connect with a timeout, send the request,
@@ -158,6 +160,36 @@ pub fn post_json(
     body: &str,
     timeout: Duration,
 ) -> Result<u16, HttpError> {
+    post(server, path, body, timeout).map(|(head, _)| head.status)
+}
+
+/// POSTs the JSON `body` like [`post_json`] and returns the answer's body, which must be a
+/// 200 with a length of at most `max` bytes.
+pub fn post_json_body(
+    server: &ServerUrl,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+    max: u64,
+) -> Result<Vec<u8>, HttpError> {
+    let (head, mut answer) = post(server, path, body, timeout)?;
+    let length = accept(&head)?;
+    if length > max {
+        return Err(HttpError::Malformed("answer body too long"));
+    }
+    let mut out = Vec::new();
+    Body::new(std::mem::take(&mut answer.0), answer.1, length).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// Sends a POST and reads the answer's head: the head, the body bytes read with it, and the
+/// stream for the rest.
+fn post(
+    server: &ServerUrl,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<(Head, (Vec<u8>, TcpStream)), HttpError> {
     let mut stream =
         TcpStream::connect_timeout(&server.addr, timeout).map_err(HttpError::Connect)?;
     stream.set_read_timeout(Some(timeout))?;
@@ -171,8 +203,9 @@ pub fn post_json(
             return Err(HttpError::ClosedInHead);
         }
         buf.extend_from_slice(&chunk[..n]);
-        if let Some((head, _)) = parse_head(&buf)? {
-            return Ok(head.status);
+        if let Some((head, used)) = parse_head(&buf)? {
+            let early = buf.split_off(used);
+            return Ok((head, (early, stream)));
         }
     }
 }
@@ -257,10 +290,31 @@ impl<R: Read> Read for Body<R> {
 
 /// GETs `path` from `server` and returns the body once the head says 200 with a length.
 pub fn get(server: &ServerUrl, path: &str) -> Result<Body<TcpStream>, HttpError> {
+    get_with(server, path, CONNECT_TIMEOUT, READ_TIMEOUT)
+}
+
+/// [`get`] with its own connect and read timeouts (the swarm gives peers less patience than
+/// members).
+pub fn get_with(
+    server: &ServerUrl,
+    path: &str,
+    connect: Duration,
+    read: Duration,
+) -> Result<Body<TcpStream>, HttpError> {
+    get_full(server, path, connect, read).map(|(_, body)| body)
+}
+
+/// [`get_with`], also handing back the response head (for its other headers).
+pub fn get_full(
+    server: &ServerUrl,
+    path: &str,
+    connect: Duration,
+    read: Duration,
+) -> Result<(Head, Body<TcpStream>), HttpError> {
     let mut stream =
-        TcpStream::connect_timeout(&server.addr, CONNECT_TIMEOUT).map_err(HttpError::Connect)?;
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    stream.set_write_timeout(Some(READ_TIMEOUT))?;
+        TcpStream::connect_timeout(&server.addr, connect).map_err(HttpError::Connect)?;
+    stream.set_read_timeout(Some(read))?;
+    stream.set_write_timeout(Some(read))?;
     stream.set_nodelay(true)?;
     stream.write_all(request(server, path).as_bytes())?;
     let mut buf = Vec::with_capacity(4096);
@@ -274,7 +328,7 @@ pub fn get(server: &ServerUrl, path: &str) -> Result<Body<TcpStream>, HttpError>
         if let Some((head, used)) = parse_head(&buf)? {
             let length = accept(&head)?;
             let early = buf.split_off(used);
-            return Ok(Body::new(early, stream, length));
+            return Ok((head, Body::new(early, stream, length)));
         }
     }
 }

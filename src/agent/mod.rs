@@ -13,9 +13,11 @@
 //!    [`crate::image::initramfs::build`]) with `finit_module`;
 //! 4. wait for the interface whose MAC is `drover.mac`; bring it and `lo` up, set the address,
 //!    netmask and default route (ioctls in [`crate::net::sys`]);
-//! 5. RAM root: mount a tmpfs on `/newroot` and stream `{server}/images/{image}/rootfs.tar`
-//!    into it ([`http`], [`crate::image::unpack`]), trying each server in order with backoff
-//!    until one works. NFS root (`drover.root=nfs:...`): mount the node's root over NFSv4 on
+//! 5. RAM root: mount a tmpfs on `/newroot` and fill it from the swarm ([`swarm`]: chunks
+//!    from peers and members, verified, unpacked in order, and served to peers by [`seed`])
+//!    unless `drover.swarm=0`; when that is off or fails, stream
+//!    `{server}/images/{image}/rootfs.tar` into it ([`http`], [`crate::image::unpack`]),
+//!    trying each server in order with backoff until one works. NFS root (`drover.root=nfs:...`): mount the node's root over NFSv4 on
 //!    `/newroot` and make the scratch directories writable ([`nfsroot`]), retrying with
 //!    backoff and reporting a `failed` event with the reason while the mount fails;
 //! 6. write the node's files ([`files`]) into the new root;
@@ -37,7 +39,7 @@
 //! boot-storm bench: DHCP as iPXE, the boot script ([`script`]), then the same download
 //! ([`fetch_root`]) into a sink that keeps nothing ([`RootSink`]).
 //!
-//! Not here yet: fetching from peer nodes, other members as NFS fallbacks, DHCP (the
+//! Not here yet: other members as NFS fallbacks, DHCP (the
 //! address comes from the command line), IPv6 configuration, VLANs and bonds, storage drivers.
 
 pub mod cmdline;
@@ -46,7 +48,9 @@ pub mod files;
 pub mod http;
 pub mod nfsroot;
 pub mod script;
+pub mod seed;
 pub mod simulate;
+pub mod swarm;
 
 use crate::image::unpack;
 use crate::net::sys;
@@ -199,9 +203,9 @@ fn boot(con: &mut Console) -> Result<std::convert::Infallible, String> {
     }
     let server = match &params.root {
         RootSource::Ram => {
-            let (server, _) = fetch_root(con, &params, &mut NewRoot);
-            report(con, &server, &params, "root", "root filesystem in RAM");
-            server
+            let fetched = fetch_root(con, &params, &mut NewRoot);
+            report(con, &fetched.server, &params, "root", &fetched.detail);
+            fetched.server
         }
         RootSource::Nfs { server, path } => {
             let detail = nfs_root(con, &params, *server, path);
@@ -444,6 +448,11 @@ fn configure_network(con: &mut Console, p: &BootParams, iface: &str) {
 trait RootSink {
     /// Where the root goes, for messages.
     fn name(&self) -> &str;
+    /// Whether this root may come from the swarm, seeding to peers. The simulator's nodes
+    /// share one file system (the seeder's chunk directory): they fetch from members only.
+    fn seeds(&self) -> bool {
+        false
+    }
     /// Makes the destination empty again before each try.
     fn fresh(&mut self) -> io::Result<()>;
     /// Consumes one archive (the caller checks that the rest of the body arrives).
@@ -458,6 +467,10 @@ impl RootSink for NewRoot {
         NEWROOT
     }
 
+    fn seeds(&self) -> bool {
+        true
+    }
+
     /// (Re)mounts an empty tmpfs on /newroot.
     fn fresh(&mut self) -> io::Result<()> {
         let _ = sys::umount_detach(NEWROOT);
@@ -470,10 +483,23 @@ impl RootSink for NewRoot {
     }
 }
 
-/// Streams the rootfs into `sink` from the first server that delivers it whole. Retries
-/// every server in order, forever, with backoff between rounds. Returns the server used and
-/// the size of the archive it sent.
-fn fetch_root(con: &mut Console, p: &BootParams, sink: &mut dyn RootSink) -> (ServerUrl, u64) {
+/// A root filesystem fetched: from which server, the archive's size, the `root` event's detail.
+pub(crate) struct Fetched {
+    pub server: ServerUrl,
+    pub bytes: u64,
+    pub detail: String,
+}
+
+/// Puts the rootfs into `sink`: from the swarm when it is on, the sink takes swarm roots and
+/// the members serve a manifest; else (or when the swarm download fails) streamed from the
+/// first server that delivers it whole, retrying every server in order, forever, with backoff
+/// between rounds.
+fn fetch_root(con: &mut Console, p: &BootParams, sink: &mut dyn RootSink) -> Fetched {
+    if p.swarm && sink.seeds() {
+        if let Some(done) = swarm_root(con, p, sink) {
+            return done;
+        }
+    }
     let mut delay = BACKOFF_FIRST;
     loop {
         for server in &p.servers {
@@ -498,7 +524,11 @@ fn fetch_root(con: &mut Console, p: &BootParams, sink: &mut dyn RootSink) -> (Se
                             String::new()
                         }
                     ));
-                    return (server.clone(), length);
+                    return Fetched {
+                        server: server.clone(),
+                        bytes: length,
+                        detail: "root filesystem in RAM".into(),
+                    };
                 }
                 Err(e) => con.say(format_args!("{server}: {e}")),
             }
@@ -509,6 +539,94 @@ fn fetch_root(con: &mut Console, p: &BootParams, sink: &mut dyn RootSink) -> (Se
         std::thread::sleep(delay);
         delay = (delay * 2).min(BACKOFF_MAX);
     }
+}
+
+/// One swarm download of the rootfs into /newroot (`swarm`, `crate::swarm`), seeding what
+/// it holds to peers (`seed`). `None`: it did not work (said on the console); the caller
+/// downloads from members alone.
+fn swarm_root(con: &mut Console, p: &BootParams, sink: &mut dyn RootSink) -> Option<Fetched> {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let plan = match swarm::manifest(&p.servers, &p.image) {
+        Ok(plan) => plan,
+        Err(e) => {
+            con.say(format_args!("swarm: {e}; fetching the tarball instead"));
+            return None;
+        }
+    };
+    if let Err(e) = sink.fresh() {
+        con.say(format_args!("preparing {}: {e}", sink.name()));
+        return None;
+    }
+    let dir = Path::new(seed::SWARM_DIR);
+    // Started while the agent has no other thread (fork); once per boot: the fallback
+    // download does not come back here.
+    let peers = match seed::start(dir, seed::SEED_PORT) {
+        Ok(pid) => {
+            con.say(format_args!(
+                "swarm: seeding chunks on port {} (pid {pid}, for {} min at most)",
+                seed::SEED_PORT,
+                seed::SEED_LIFETIME.as_secs() / 60
+            ));
+            let mac = p.mac.to_string();
+            let (peers, errors) = swarm::announce(&p.servers, &mac, &plan.blob, seed::SEED_PORT);
+            if !errors.is_empty() {
+                con.say(format_args!("swarm: announce: {}", errors.join("; ")));
+            }
+            peers
+        }
+        Err(e) => {
+            // Without a seeder this node must not announce (peers would ask it in vain),
+            // and it cannot ask without announcing: members only.
+            con.say(format_args!(
+                "swarm: cannot seed ({e}); fetching from members only"
+            ));
+            Vec::new()
+        }
+    };
+    con.say(format_args!(
+        "swarm: {} chunks, {:.1} MiB, from {} peer(s) and {} member(s)",
+        plan.manifest.chunks.len(),
+        mib(plan.manifest.size),
+        peers.len(),
+        p.servers.len()
+    ));
+    let start = Instant::now();
+    let outcome = match swarm::download(&p.servers, &peers, &plan.manifest, dir, sink) {
+        Ok(o) => o,
+        Err(e) => {
+            con.say(format_args!("swarm: {e}; fetching the tarball instead"));
+            let _ = sink.fresh();
+            return None;
+        }
+    };
+    let secs = start.elapsed().as_secs_f64().max(0.001);
+    let detail = format!(
+        "root filesystem in RAM: swarm {:.1} MiB from members, {:.1} MiB from peers ({} peers, {} usable at the end, {} retries)",
+        mib(outcome.from_members),
+        mib(outcome.from_peers),
+        outcome.peers,
+        outcome.peers_left,
+        outcome.retries
+    );
+    con.say(format_args!(
+        "unpacked {} entries, {:.1} MiB in {secs:.2}s{}; {detail}",
+        outcome.stats.entries,
+        mib(outcome.stats.bytes),
+        if outcome.stats.refused > 0 {
+            format!("; refused {} escaping entries", outcome.stats.refused)
+        } else {
+            String::new()
+        }
+    ));
+    if let Err(e) = swarm::report(&p.servers, &p.mac.to_string(), &outcome) {
+        con.say(format_args!("swarm: report: {e}"));
+    }
+    Some(Fetched {
+        // `cmdline::parse` refuses a command line without servers.
+        server: p.servers[0].clone(),
+        bytes: plan.manifest.size,
+        detail,
+    })
 }
 
 /// How long a mount may go unanswered before the console and the timeline hear about it.

@@ -149,7 +149,8 @@ pub fn run(iface: &str, mac: Option<Mac>) -> Result<Report, SimError> {
     let first = params.servers[0].clone();
     super::report(&mut con, &first, &params, "agent", "simulated: network up");
     let mut walk = Walk::default();
-    let (server, image_bytes) = super::fetch_root(&mut con, &params, &mut walk);
+    let fetched = super::fetch_root(&mut con, &params, &mut walk);
+    let (server, image_bytes) = (fetched.server, fetched.bytes);
     let image_ms = ms(Instant::now());
     super::report(
         &mut con,

@@ -255,6 +255,26 @@ pub async fn scrape(State(api): State<Arc<Api>>) -> Result<Response, super::ApiE
             );
         }
     }
+    let swarm = api.swarm.stats.snapshot();
+    let name = family(
+        &mut out,
+        "drover_swarm_bytes_total",
+        "counter",
+        "Bytes of RAM-root images that booting nodes reported, by source (pool members or peer nodes).",
+    );
+    let _ = writeln!(out, "{name}{{source=\"members\"}} {}", swarm.bytes_members);
+    let _ = writeln!(out, "{name}{{source=\"peers\"}} {}", swarm.bytes_peers);
+    let name = family(
+        &mut out,
+        "drover_swarm_events_total",
+        "counter",
+        "What this member's swarm tracker did, by event.",
+    );
+    for (event, v) in swarm.pairs() {
+        if !event.starts_with("bytes_") {
+            let _ = writeln!(out, "{name}{{event=\"{event}\"}} {v}");
+        }
+    }
     let name = family(
         &mut out,
         "drover_uptime_seconds",

@@ -92,6 +92,8 @@ pub struct Api {
     event_streams: Arc<Semaphore>,
     /// Where the boot path reports boot events (also counted by `/metrics`).
     pub boot_events: Recorder,
+    /// The swarm tracker and its counters (`crate::swarm`), in memory only.
+    pub swarm: crate::swarm::Swarm,
     metrics: metrics::Metrics,
     /// Session cap, pacing and protocol choices for `POST /power` (from `[power]`).
     pub power: crate::ipmi::power::FanOut,
@@ -139,6 +141,7 @@ impl Api {
             verifications: Semaphore::new(MAX_VERIFICATIONS),
             event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
             boot_events,
+            swarm: crate::swarm::Swarm::default(),
             metrics: metrics::Metrics::default(),
             power,
             shutdown,

@@ -259,6 +259,7 @@ fn node_from(f: &mut Fields) -> Result<Node, ApiError> {
         aliases: f.optional("aliases")?.unwrap_or_default(),
         root: f.optional("root")?,
         image_version: f.optional("image_version")?,
+        swarm: f.optional("swarm")?,
     })
 }
 
@@ -367,6 +368,7 @@ pub async fn set_node(
             .map(Option::unwrap_or_default),
         root: f.change("root")?,
         image_version: f.change("image_version")?,
+        swarm: f.change("swarm")?,
     };
     f.finish()?;
     let node = admin_change(&api, "node", move |store| {
@@ -410,6 +412,7 @@ pub async fn put_group(
         name,
         image: f.optional("image")?,
         image_version: f.optional("image_version")?,
+        swarm: f.optional("swarm")?,
     };
     f.finish()?;
     let out = group.clone();
@@ -582,6 +585,8 @@ struct ImageView {
     root: RootMode,
     /// Paths each node keeps across reboots when its root is NFS.
     persistent: Vec<String>,
+    /// Whether nodes fetch the RAM root from each other too.
+    swarm: bool,
     /// Nodes that name this image.
     nodes: usize,
     /// The newest version (`GET /images/{name}/history` lists them all).
@@ -605,6 +610,7 @@ fn image_view(i: Image, nodes: &[Node]) -> ImageView {
         initramfs: i.initramfs,
         root: i.root,
         persistent: i.persistent,
+        swarm: i.swarm,
         nodes: users,
     }
 }
@@ -649,6 +655,7 @@ pub async fn set_image(
         cmdline: f.optional("cmdline")?,
         root: f.optional("root")?,
         persistent: f.optional("persistent")?,
+        swarm: f.optional("swarm")?,
     };
     f.finish()?;
     let view = api

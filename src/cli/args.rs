@@ -415,8 +415,44 @@ pub struct NodeSetArgs {
     /// the newest (or the group's pin).
     #[arg(long, value_name = "N|latest", value_parser = parse_pin)]
     pub image_version: Option<Pin>,
+    /// Whether the node fetches a RAM root from its peers too (`on`, `off`), or `inherit`
+    /// to follow its group, then its image.
+    #[arg(long, value_enum)]
+    pub swarm: Option<NodeSwarm>,
     #[command(flatten)]
     pub bmc: BmcArgs,
+}
+
+/// A swarm switch on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+impl OnOff {
+    pub fn on(self) -> bool {
+        self == OnOff::On
+    }
+}
+
+/// A node's swarm setting on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NodeSwarm {
+    On,
+    Off,
+    /// Follow the node's group, then its image.
+    Inherit,
+}
+
+impl NodeSwarm {
+    pub fn setting(self) -> Option<bool> {
+        match self {
+            NodeSwarm::On => Some(true),
+            NodeSwarm::Off => Some(false),
+            NodeSwarm::Inherit => None,
+        }
+    }
 }
 
 /// `--image-version N` or `latest`.
@@ -457,6 +493,7 @@ impl NodeSetArgs {
             },
             root: self.root.map(|r| r.mode()),
             image_version: self.image_version.map(|p| p.0),
+            swarm: self.swarm.map(NodeSwarm::setting),
         }
     }
 }
@@ -514,6 +551,10 @@ pub struct ImageBootArgs {
     /// Remove all persistent paths.
     #[arg(long)]
     pub no_persistent: bool,
+    /// Whether nodes fetch the RAM root from each other as well as from drover (on by
+    /// default); nodes and groups may override it.
+    #[arg(long, value_enum)]
+    pub swarm: Option<OnOff>,
 }
 
 impl ImageBootArgs {
@@ -526,6 +567,7 @@ impl ImageBootArgs {
             } else {
                 (!self.persistent.is_empty()).then_some(self.persistent)
             },
+            swarm: self.swarm.map(OnOff::on),
         }
     }
 }
@@ -814,6 +856,10 @@ pub enum GroupCmd {
         /// latest when not given.
         #[arg(long, requires = "image", value_parser = clap::value_parser!(u32).range(1..))]
         image_version: Option<u32>,
+        /// Whether the group's nodes fetch a RAM root from each other too (a node's own
+        /// setting wins); their image's setting when not given.
+        #[arg(long, value_enum)]
+        swarm: Option<OnOff>,
     },
     /// Set a group's BMC settings (node settings override them field by field).
     Set {

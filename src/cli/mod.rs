@@ -454,11 +454,13 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
                 name,
                 image,
                 image_version,
+                swarm,
             } => {
                 b.put_group(&Group {
                     name: name.clone(),
                     image,
                     image_version,
+                    swarm: swarm.map(args::OnOff::on),
                 })?;
                 println!("added group {name}");
             }
@@ -669,6 +671,7 @@ fn node(b: &dyn Backend, cmd: NodeCmd) -> Result<()> {
                 aliases,
                 root: root.and_then(args::NodeRoot::mode),
                 image_version: None,
+                swarm: None,
             })?;
             println!("added node {name}");
         }

@@ -39,6 +39,7 @@ fn node(name: &str, m: Mac, addr: Option<&str>) -> Node {
         aliases: Vec::new(),
         root: None,
         image_version: None,
+        swarm: None,
     }
 }
 

@@ -168,6 +168,7 @@ fn new_node(name: &str, mac: Mac, image: Option<String>, group: Option<String>) 
         aliases: Vec::new(),
         root: None,
         image_version: None,
+        swarm: None,
     }
 }
 

@@ -482,6 +482,7 @@ fn build_from_a_view_uses_reservations_and_bound_leases() {
                 aliases: Vec::new(),
                 root: None,
                 image_version: None,
+                swarm: None,
             },
         );
     }

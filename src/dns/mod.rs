@@ -163,6 +163,7 @@ mod tests {
                 aliases: Vec::new(),
                 root: None,
                 image_version: None,
+                swarm: None,
             },
         );
         v

@@ -10,7 +10,8 @@
 //! the kernel line also carries `drover.root=nfs:HOST:/root` (HOST: the pool's floating
 //! service address when one is configured, else the first server's host, the address the
 //! node reached drover at), and the agent mounts that instead of downloading
-//! the rootfs. Under UEFI the kernel must be told its initrd's name
+//! the rootfs; a RAM root whose swarm is off (the node's setting, else its group's as the
+//! caller fills it in, else its image's) carries `drover.swarm=0`. Under UEFI the kernel must be told its initrd's name
 //! (`initrd=NAME`, see LAB.md); the name is the URL's last segment, so the kernel line names
 //! it for BIOS and UEFI alike.
 
@@ -117,6 +118,9 @@ pub fn boot_script(
             if !image.persistent.is_empty() {
                 args.push(format!("drover.persistent={}", image.persistent.join(",")));
             }
+        } else if !node.swarm.unwrap_or(image.swarm) {
+            // The swarm is on by default: only "off" goes on the line.
+            args.push("drover.swarm=0".into());
         }
         args.extend(
             [
@@ -276,6 +280,7 @@ mod tests {
             aliases: Vec::new(),
             root: None,
             image_version: None,
+            swarm: None,
         }
     }
 
@@ -291,6 +296,7 @@ mod tests {
             root: Default::default(),
             persistent: Vec::new(),
             versions: Vec::new(),
+            swarm: true,
         };
         let servers = vec![
             "http://10.0.0.1".to_string(),
@@ -318,6 +324,7 @@ mod tests {
             root: Default::default(),
             persistent: Vec::new(),
             versions: Vec::new(),
+            swarm: true,
         };
         let s = script(&image, &["http://10.0.0.1".to_string()]);
         assert!(s.contains("initrd=initramfs drover.node=n1"), "{s}");
@@ -332,6 +339,39 @@ mod tests {
     }
 
     #[test]
+    fn swarm_off_goes_on_the_line_the_node_first() {
+        let mut image = Image {
+            name: "img".into(),
+            kernel: file(),
+            initrd: None,
+            cmdline: String::new(),
+            rootfs: Some(file()),
+            initramfs: Some(file()),
+            root: RootMode::Ram,
+            persistent: Vec::new(),
+            versions: Vec::new(),
+            swarm: true,
+        };
+        let servers = ["http://10.0.0.1".to_string()];
+        let with = |n: &Node, image: &Image| {
+            boot_script(n, image, None, &servers, &Also::default(), 2049, None)
+                .contains(" drover.swarm=0 ")
+        };
+        let mut n = node();
+        assert!(!with(&n, &image), "on by default");
+        image.swarm = false;
+        assert!(with(&n, &image));
+        n.swarm = Some(true);
+        assert!(!with(&n, &image), "the node's own setting wins");
+        image.swarm = true;
+        n.swarm = Some(false);
+        assert!(with(&n, &image));
+        // An NFS root fetches no image: nothing to turn off.
+        image.root = RootMode::Nfs;
+        assert!(!with(&n, &image));
+    }
+
+    #[test]
     fn nfs_root_passes_the_server_and_follows_node_then_image() {
         let mut image = Image {
             name: "img".into(),
@@ -343,6 +383,7 @@ mod tests {
             root: RootMode::Nfs,
             persistent: vec!["/var/log".into()],
             versions: Vec::new(),
+            swarm: true,
         };
         let servers = ["http://10.0.0.1:8080".to_string()];
         let s = script(&image, &servers);
@@ -411,6 +452,7 @@ mod tests {
             root: Default::default(),
             persistent: Vec::new(),
             versions: Vec::new(),
+            swarm: true,
         };
         let servers = ["http://10.0.0.2", "http://10.0.0.1", "http://10.0.0.3"].map(String::from);
         let also = Also {

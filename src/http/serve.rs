@@ -21,7 +21,7 @@ use super::{ipxe, range};
 use crate::image::{BlobReader, Blobs};
 use crate::logsafe::Escaped;
 use crate::pool::peers::Peers;
-use crate::store::model::{BlobId, BootStage, ImageFile, Mac};
+use crate::store::model::{BlobId, BootStage, ImageFile, Mac, Node};
 use crate::store::SharedView;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -111,6 +111,11 @@ fn boot_router(shared: Shared) -> Router {
         .route("/boot/{mac}/events", axum::routing::post(agent_event))
         .route("/boot/{mac}/inventory", axum::routing::post(inventory))
         .route("/boot/{mac}/standing", get(standing))
+        .route("/boot/{mac}/swarm", axum::routing::post(swarm_announce))
+        .route(
+            "/boot/{mac}/swarm/report",
+            axum::routing::post(swarm_report),
+        )
         .route("/images/{name}/{file}", get(image_file))
         .route("/chunks/{hash}", get(chunk))
         .route("/firmware/{name}", get(firmware))
@@ -232,6 +237,16 @@ async fn boot_script(
                     let shown = ipxe::image_path_name(&image.name, pin);
                     tracing::info!(node = %node.name, image = %shown, "boot script");
                     boot_event = Some((node.name.clone(), format!("image {shown}")));
+                    // A node without its own swarm setting follows its group's (the script
+                    // falls back to the image's).
+                    let group_swarm = || {
+                        let group = view.groups.get(node.group.as_deref()?)?;
+                        group.swarm
+                    };
+                    let node = &Node {
+                        swarm: node.swarm.or_else(group_swarm),
+                        ..node.clone()
+                    };
                     ipxe::boot_script(node, &image, pin, &servers, &also, s.nfs_port, s.nfs_host)
                 }
                 None => ipxe::waiting_script(
@@ -258,25 +273,13 @@ async fn image_file(
     headers: HeaderMap,
     extensions: axum::http::Extensions,
 ) -> Response {
+    if file == MANIFEST_FILE {
+        return rootfs_manifest(&s, &name).await;
+    }
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     // A download from the start is a boot step of the node at the client's address.
     let from_start = range.is_none_or(|r| r.trim().starts_with("bytes=0-"));
-    // `NAME@N`: version N of image NAME, for nodes pinned to it.
-    let found: Option<ImageFile> = ipxe::parse_image_path_name(&name).and_then(|(image, pin)| {
-        let view = s.view.snapshot();
-        let img = view.images.get(image)?;
-        let files = match pin {
-            Some(n) => img.version_files(n)?,
-            None => img.files(),
-        };
-        match file.as_str() {
-            "kernel" => Some(files.kernel),
-            "initrd" => files.initrd,
-            "initramfs" => files.initramfs,
-            "rootfs.tar" => files.rootfs,
-            _ => None,
-        }
-    });
+    let found = find_image_file(&s, &name, &file);
     let stage = match file.as_str() {
         "kernel" => Some(BootStage::Kernel),
         "initrd" | "initramfs" => Some(BootStage::Initrd),
@@ -299,6 +302,180 @@ async fn image_file(
         );
     };
     send_blob(s.blobs.clone(), found.blob, range).await
+}
+
+/// The file name under `/images/{name}/` of the root tarball's manifest.
+const MANIFEST_FILE: &str = "rootfs.manifest";
+
+/// File `file` of image `name` (`NAME@N`: version N, for nodes pinned to it).
+fn find_image_file(s: &Shared, name: &str, file: &str) -> Option<ImageFile> {
+    let (image, pin) = ipxe::parse_image_path_name(name)?;
+    let view = s.view.snapshot();
+    let img = view.images.get(image)?;
+    let files = match pin {
+        Some(n) => img.version_files(n)?,
+        None => img.files(),
+    };
+    match file {
+        "kernel" => Some(files.kernel),
+        "initrd" => files.initrd,
+        "initramfs" => files.initramfs,
+        "rootfs.tar" => files.rootfs,
+        _ => None,
+    }
+}
+
+/// `GET /images/{name}/rootfs.manifest`: the manifest of the image's root tarball as stored
+/// (`image::chunk::Manifest` encoding), with the tarball's blob id in `X-Drover-Blob`, for
+/// the agent's swarm download (`crate::swarm`). 404 when the tarball is stored whole (a
+/// store from before chunking): the agent then downloads the tarball itself. Unauthenticated
+/// like the tarball it describes.
+async fn rootfs_manifest(s: &Shared, name: &str) -> Response {
+    let Some(found) = find_image_file(s, name, "rootfs.tar") else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("image {name:?} has no root tarball\n"),
+        );
+    };
+    let blobs = s.blobs.clone();
+    let id = found.blob.clone();
+    match tokio::task::spawn_blocking(move || blobs.manifest_bytes(&id)).await {
+        Ok(Ok(Some(bytes))) => match HeaderValue::from_str(&found.blob) {
+            Ok(blob) => (
+                StatusCode::OK,
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/octet-stream"),
+                    ),
+                    (
+                        header::HeaderName::from_static(crate::swarm::wire::BLOB_HEADER),
+                        blob,
+                    ),
+                ],
+                bytes,
+            )
+                .into_response(),
+            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "bad blob id\n".into()),
+        },
+        Ok(Ok(None)) => text(
+            StatusCode::NOT_FOUND,
+            "the root tarball is stored whole: fetch rootfs.tar\n".into(),
+        ),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot read a manifest");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "manifest unreadable\n".into(),
+            )
+        }
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+/// The node behind a swarm request: the API, and the node's name if the request comes from
+/// its reserved or leased address; else the refusal to send (counted).
+async fn swarm_caller(
+    s: &Shared,
+    mac: &str,
+    extensions: &axum::http::Extensions,
+) -> Result<(Arc<crate::api::Api>, std::net::Ipv4Addr), Response> {
+    let Some(api) = s.api.clone() else {
+        return Err(text(StatusCode::NOT_FOUND, "the swarm is off\n".into()));
+    };
+    let Ok(mac) = mac.parse::<Mac>() else {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("{mac:?} is not a MAC address\n"),
+        ));
+    };
+    let from = client_v4(extensions);
+    match api.node_for_event(mac, from).await {
+        Err(e) => Err(e.into_response()),
+        Ok(None) => Err(text(
+            StatusCode::NOT_FOUND,
+            format!("no node has MAC {mac}\n"),
+        )),
+        Ok(Some((node, allowed))) => match (allowed, from) {
+            (true, Some(ip)) => Ok((api, ip)),
+            _ => {
+                api.swarm.refuse();
+                Err(text(
+                    StatusCode::FORBIDDEN,
+                    format!("swarm requests of {node} come from its own address\n"),
+                ))
+            }
+        },
+    }
+}
+
+/// `POST /boot/{mac}/swarm` ([`crate::swarm::wire::Announce`]): the node at its own address
+/// holds the blob and seeds on the port; answers the other holders with a current
+/// reservation or lease ([`crate::swarm::wire::PeerList`]).
+async fn swarm_announce(
+    State(s): State<Shared>,
+    Path(mac): Path<String>,
+    extensions: axum::http::Extensions,
+    body: axum::body::Bytes,
+) -> Response {
+    let announce = match crate::swarm::wire::Announce::parse(&body) {
+        Ok(a) => a,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    let (api, ip) = match swarm_caller(&s, &mac, &extensions).await {
+        Ok(c) => c,
+        Err(refusal) => return refusal,
+    };
+    let view = s.view.snapshot();
+    let now = crate::clock::unix_secs();
+    let current = |ip: std::net::Ipv4Addr| {
+        view.node_by_ip(ip).is_some()
+            || view
+                .leases
+                .get(&ip)
+                .is_some_and(|l| l.holds(now) && view.node_by_mac(l.mac).is_some())
+    };
+    let peers = api.swarm.announce(
+        now,
+        &announce.blob,
+        std::net::SocketAddrV4::new(ip, announce.port),
+        rand_core::RngCore::next_u64(&mut rand_core::OsRng),
+        current,
+    );
+    let body = crate::swarm::wire::PeerList { peers };
+    match serde_json::to_string(&body) {
+        Ok(json) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            json,
+        )
+            .into_response(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+/// `POST /boot/{mac}/swarm/report` ([`crate::swarm::wire::Report`]): the node's bytes per
+/// source, added to `drover_swarm_*`.
+async fn swarm_report(
+    State(s): State<Shared>,
+    Path(mac): Path<String>,
+    extensions: axum::http::Extensions,
+    body: axum::body::Bytes,
+) -> Response {
+    let report = match crate::swarm::wire::Report::parse(&body) {
+        Ok(r) => r,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    match swarm_caller(&s, &mac, &extensions).await {
+        Ok((api, _)) => {
+            api.swarm.report(report);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(refusal) => refusal,
+    }
 }
 
 /// Largest agent event body.

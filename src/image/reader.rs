@@ -84,13 +84,13 @@ impl BlobReader {
 
 /// The path of chunk `id` under `chunk_dir`: a directory per first byte keeps directories
 /// small (a 1 GiB image is some 16 Ki chunks).
-pub(super) fn chunk_path(chunk_dir: &std::path::Path, id: &chunk::ChunkId) -> PathBuf {
+pub fn chunk_path(chunk_dir: &std::path::Path, id: &chunk::ChunkId) -> PathBuf {
     let name = chunk::hex(id);
     chunk_dir.join(&name[..2]).join(name)
 }
 
 /// Reads chunk `id`, which must be `len` bytes, and checks its hash.
-pub(super) fn read_chunk(
+pub fn read_chunk(
     chunk_dir: &std::path::Path,
     id: &chunk::ChunkId,
     len: Option<u32>,

@@ -58,6 +58,7 @@ fn node(name: &str, image: Option<&str>, group: Option<&str>) -> Node {
         aliases: Vec::new(),
         root: None,
         image_version: None,
+        swarm: None,
     }
 }
 
@@ -137,6 +138,7 @@ fn pins_of_nodes_and_groups_pick_what_boots() {
         name: "rack".into(),
         image: Some("img".into()),
         image_version: pin,
+        swarm: None,
     };
     admin::put_group(&store, &group(Some(2))).unwrap();
     assert!(matches!(

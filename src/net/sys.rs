@@ -718,6 +718,21 @@ pub fn send_batch(
     Ok(sent as usize)
 }
 
+/// Forks the process: `Ok(None)` in the child, `Ok(Some(pid))` in the parent. Only for a
+/// single-threaded caller (the agent starts its seeder before any thread): the child gets
+/// only the calling thread, and a lock another thread held would stay locked in it.
+pub fn fork() -> io::Result<Option<u32>> {
+    // SAFETY: fork has no memory-safety preconditions; the single-thread rule above keeps
+    // the child's locks (stdio, allocator) consistent.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        // A positive pid fits in u32.
+        pid => Ok(Some(pid as u32)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,6 +65,7 @@ fn fixture(tag: &str) -> Fixture {
             "/etc/mtab/x".into(),
         ],
         versions: Vec::new(),
+        swarm: true,
     };
     let nodes = [("n1", 11u8), ("n2", 12)].map(|(name, last)| Node {
         name: name.into(),
@@ -75,6 +76,7 @@ fn fixture(tag: &str) -> Fixture {
         aliases: Vec::new(),
         root: None,
         image_version: None,
+        swarm: None,
     });
     store
         .write(|w| {
@@ -397,6 +399,7 @@ fn dynamic_nodes_are_known_by_their_current_lease() {
                 aliases: Vec::new(),
                 root: None,
                 image_version: None,
+                swarm: None,
             })?;
             w.put(&lease(50, LeaseState::Bound, now + 600))?;
             w.put(&lease(51, LeaseState::Bound, now - 1))?;

@@ -652,6 +652,7 @@ mod tests {
                 aliases: Vec::new(),
                 root: None,
                 image_version: None,
+                swarm: None,
             })
         })
         .unwrap();
@@ -847,6 +848,7 @@ mod tests {
             root: Default::default(),
             persistent: Vec::new(),
             versions,
+            swarm: true,
         }
     }
 

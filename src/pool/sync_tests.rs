@@ -41,6 +41,7 @@ fn node(n: u8, mac: u8) -> Node {
         aliases: Vec::new(),
         root: None,
         image_version: None,
+        swarm: None,
     }
 }
 

@@ -186,6 +186,10 @@ pub struct Node {
     /// pin, when the image is the group's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_version: Option<u32>,
+    /// Whether the node fetches a RAM root from its peers too (`crate::swarm`); `None`
+    /// follows its group, then its image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<bool>,
 }
 
 /// A set of nodes that share settings (image, later BMC credentials and more).
@@ -196,6 +200,10 @@ pub struct Group {
     /// The version of the group's image its nodes boot; `None` follows the latest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_version: Option<u32>,
+    /// The swarm setting of the group's nodes that have none of their own; `None` follows
+    /// their image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<bool>,
 }
 
 /// An IPv4 network that drover serves: its subnet, dynamic range and options.
@@ -248,11 +256,19 @@ pub struct Image {
     /// version still loads, and read through [`PersistentPath::parse`] where it is used.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub persistent: Vec<String>,
+    /// Whether nodes fetch the RAM root from each other as well as from members
+    /// (`crate::swarm`); on unless turned off (records from before the swarm read as on).
+    #[serde(default = "swarm_default")]
+    pub swarm: bool,
     /// Every version of the image's files, oldest first; the last is the one in the fields
     /// above. Empty in records written before versions existed: those read as one version 1
     /// ([`Image::history`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<ImageVersion>,
+}
+
+fn swarm_default() -> bool {
+    true
 }
 
 /// The files of one version of an image.
@@ -553,6 +569,7 @@ impl Image {
             initramfs: None,
             root: self.root,
             persistent: self.persistent.clone(),
+            swarm: self.swarm,
             versions: Vec::new(),
         };
         image.set_files(files);

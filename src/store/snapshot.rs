@@ -71,6 +71,7 @@ mod tests {
                     name: "rack1".into(),
                     image: None,
                     image_version: None,
+                    swarm: None,
                 })
             })
             .unwrap();
@@ -95,6 +96,7 @@ mod tests {
                 name: "rack2".into(),
                 image: None,
                 image_version: None,
+                swarm: None,
             })
         })
         .unwrap();

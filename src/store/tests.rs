@@ -22,6 +22,7 @@ fn node(name: &str, mac: &str, ip: Option<&str>) -> Node {
         aliases: Vec::new(),
         root: None,
         image_version: None,
+        swarm: None,
     }
 }
 
