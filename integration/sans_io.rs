@@ -45,6 +45,10 @@ const PURE: &[(&str, &str)] = &[
     ("discover/mod.rs", "discovery: module list only"),
     ("discover/lldp.rs", "LLDP frame decoder over byte slices"),
     (
+        "lab/switch.rs",
+        "the lab switch's MAC learning and forwarding decision, time as an argument",
+    ),
+    (
         "discover/inventory.rs",
         "inventory parsing from /proc and /sys text, checks, duplicates",
     ),
