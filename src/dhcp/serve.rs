@@ -41,6 +41,7 @@
 use super::core::{self, Action, Context, Destination, DropReason, Offers};
 use super::share::Share;
 use super::wire::{self, WireError, WireReason};
+use crate::net::datagram::Datagram;
 use crate::net::Interface;
 use crate::pool::peers::Peers;
 use crate::store::model::{BootStage, Lease, Mac};
@@ -242,17 +243,48 @@ pub async fn run_with_stats(
     shutdown: CancellationToken,
     stats: Arc<Stats>,
 ) -> io::Result<()> {
-    let Links {
-        share,
-        peers,
-        events,
-    } = links;
     let socket = UdpSocket::from_std(bind(&iface.name, settings.port)?)?;
     let ctx = context(&iface, &settings);
     tracing::info!(
         interface = %iface.name, addr = %iface.addr, port = settings.port,
         "DHCP server listening"
     );
+    let shell = On {
+        name: iface.name,
+        ctx,
+        settings,
+    };
+    run_on(socket, shell, store, view, links, shutdown, stats).await
+}
+
+/// Where [`run_on`] serves: the interface's name (for logs), the core's context, settings.
+pub struct On {
+    pub name: String,
+    pub ctx: Context,
+    pub settings: Settings,
+}
+
+/// The receive loop on any datagram socket already bound to the server port (a kernel
+/// socket on an interface, or the lab's smoltcp socket).
+pub async fn run_on<S: Datagram>(
+    socket: S,
+    on: On,
+    store: Arc<Store>,
+    view: Arc<SharedView>,
+    links: Links,
+    shutdown: CancellationToken,
+    stats: Arc<Stats>,
+) -> io::Result<()> {
+    let Links {
+        share,
+        peers,
+        events,
+    } = links;
+    let On {
+        name,
+        ctx,
+        settings,
+    } = on;
     let (queue, commits) = mpsc::channel(COMMIT_QUEUE);
     // Never full: the committer has at most COMMIT_QUEUE leases out, in groups of one or more.
     let (done_tx, mut done) = mpsc::channel(COMMIT_QUEUE);
@@ -287,7 +319,7 @@ pub async fn run_with_stats(
         let (len, from) = match received {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(interface = %iface.name, "DHCP receive failed: {e}");
+                tracing::warn!(interface = %name, "DHCP receive failed: {e}");
                 tokio::time::sleep(RECV_ERROR_BACKOFF).await;
                 continue;
             }
@@ -309,8 +341,8 @@ pub async fn run_with_stats(
     }
 }
 
-struct Shell {
-    socket: UdpSocket,
+struct Shell<S> {
+    socket: S,
     settings: Settings,
     ctx: Context,
     view: Arc<SharedView>,
@@ -385,7 +417,7 @@ fn committer(
     }
 }
 
-impl Shell {
+impl<S: Datagram> Shell<S> {
     fn malformed(&self, from: std::net::SocketAddr, e: WireError) {
         tracing::debug!(%from, "dropping DHCP datagram: {e}");
         self.stats.count_wire_drop(e.reason());
@@ -557,7 +589,7 @@ impl Shell {
                 SocketAddrV4::new(Ipv4Addr::BROADCAST, self.settings.client_port)
             }
         };
-        match self.socket.send_to(&self.out, to).await {
+        match self.socket.send_to(&self.out, to.into()).await {
             Ok(_) => true,
             Err(e) => {
                 tracing::warn!(%to, "DHCP send failed: {e}");

@@ -405,6 +405,16 @@ impl TcpListener {
     }
 }
 
+impl crate::http::listen::Accept for TcpListener {
+    type Stream = TcpStream;
+
+    fn accept(
+        &self,
+    ) -> impl std::future::Future<Output = io::Result<(TcpStream, SocketAddr)>> + Send {
+        TcpListener::accept(self)
+    }
+}
+
 /// One TCP connection on the lab interface.
 pub struct TcpStream {
     shared: Arc<Shared>,
