@@ -249,42 +249,40 @@ pub async fn run_with_stats(
         interface = %iface.name, addr = %iface.addr, port = settings.port,
         "DHCP server listening"
     );
-    let shell = On {
+    let on = On {
         name: iface.name,
         ctx,
         settings,
+        store,
+        view,
+        links,
+        stats,
     };
-    run_on(socket, shell, store, view, links, shutdown, stats).await
+    run_on(socket, on, shutdown).await
 }
 
-/// Where [`run_on`] serves: the interface's name (for logs), the core's context, settings.
+/// What [`run_on`] serves with: the interface's name (for logs), the core's context and
+/// settings, the store and its view, the links to the other tasks, the counters.
 pub struct On {
     pub name: String,
     pub ctx: Context,
     pub settings: Settings,
+    pub store: Arc<Store>,
+    pub view: Arc<SharedView>,
+    pub links: Links,
+    pub stats: Arc<Stats>,
 }
 
 /// The receive loop on any datagram socket already bound to the server port (a kernel
 /// socket on an interface, or the lab's smoltcp socket).
-pub async fn run_on<S: Datagram>(
-    socket: S,
-    on: On,
-    store: Arc<Store>,
-    view: Arc<SharedView>,
-    links: Links,
-    shutdown: CancellationToken,
-    stats: Arc<Stats>,
-) -> io::Result<()> {
+pub async fn run_on<S: Datagram>(socket: S, on: On, shutdown: CancellationToken) -> io::Result<()> {
     let Links {
         share,
         peers,
         events,
-    } = links;
-    let On {
-        name,
-        ctx,
-        settings,
-    } = on;
+    } = on.links;
+    let (name, ctx, settings) = (on.name, on.ctx, on.settings);
+    let (store, view, stats) = (on.store, on.view, on.stats);
     let (queue, commits) = mpsc::channel(COMMIT_QUEUE);
     // Never full: the committer has at most COMMIT_QUEUE leases out, in groups of one or more.
     let (done_tx, mut done) = mpsc::channel(COMMIT_QUEUE);

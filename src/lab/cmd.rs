@@ -184,10 +184,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, LabError> {
         .map_err(LabError::io("starting", "the async runtime"))
 }
 
-/// `lab run`: boots one VM and waits for `expect` on its console. Returns the matching
-/// line.
-pub fn run(opts: &Options, expect: &str, timeout: Duration) -> Result<String, LabError> {
-    let regex = regex_lite::Regex::new(expect).map_err(|e| LabError::BadRegex(e.to_string()))?;
+/// Opens the lab's store, fills it ([`prepare`]), starts the services, runs `body` with the
+/// VMs to start and the page's address, then stops the services.
+fn with_services<T>(
+    opts: &Options,
+    body: impl AsyncFnOnce(&Paths, &[(VmSpec, Ipv4Addr)], SocketAddr) -> Result<T, LabError>,
+) -> Result<T, LabError> {
     let paths = Paths::new(&opts.dir);
     let store = open_store(&paths)?;
     let specs = prepare(&store, &paths, opts)?;
@@ -195,13 +197,29 @@ pub fn run(opts: &Options, expect: &str, timeout: Duration) -> Result<String, La
         let shutdown = CancellationToken::new();
         let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, opts.port));
         let running = serve::start(&paths, store, admin, shutdown.clone()).await?;
-        let (spec, _) = &specs[0];
-        let mut vm = Vm::start(&paths, spec)?;
-        let watched = watch(&paths, &mut vm, &regex, timeout).await;
-        drop(vm);
+        let result = body(&paths, &specs, running.http).await;
         stop(running, shutdown).await;
-        watched
+        result
     })
+}
+
+/// `lab run`: boots one VM and waits for `expect` on its console. Returns the matching
+/// line.
+pub fn run(opts: &Options, expect: &str, timeout: Duration) -> Result<String, LabError> {
+    let regex = regex_lite::Regex::new(expect).map_err(|e| LabError::BadRegex(e.to_string()))?;
+    with_services(opts, async |paths, specs, _| {
+        let (spec, _) = &specs[0];
+        let mut vm = Vm::start(paths, spec)?;
+        watch(paths, &mut vm, &regex, timeout).await
+    })
+}
+
+/// The first console line that matches `regex`.
+fn matching(console: &str, regex: &regex_lite::Regex) -> Option<String> {
+    console
+        .split('\n')
+        .map(progress::clean)
+        .find(|l| regex.is_match(l))
 }
 
 /// Reads `vm`'s console log until a line matches `regex`, QEMU exits or `timeout` passes.
@@ -219,21 +237,13 @@ async fn watch(
     };
     loop {
         let text = read().await;
-        if let Some(line) = text
-            .split('\n')
-            .map(progress::clean)
-            .find(|l| regex.is_match(l))
-        {
+        if let Some(line) = matching(&text, regex) {
             return Ok(line);
         }
         if let Some(status) = vm.exited() {
             // A last look: the line may have come with the exit.
             let text = read().await;
-            if let Some(line) = text
-                .split('\n')
-                .map(progress::clean)
-                .find(|l| regex.is_match(l))
-            {
+            if let Some(line) = matching(&text, regex) {
                 return Ok(line);
             }
             return Err(LabError::VmExited {
@@ -266,17 +276,11 @@ async fn stop(mut running: serve::Running, shutdown: CancellationToken) {
 
 /// `lab daemon`: the background server of `up`: services and VMs until SIGTERM or SIGINT.
 pub fn daemon(opts: &Options) -> Result<(), LabError> {
-    let paths = Paths::new(&opts.dir);
-    let store = open_store(&paths)?;
-    let specs = prepare(&store, &paths, opts)?;
-    runtime()?.block_on(async {
-        let shutdown = CancellationToken::new();
-        let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, opts.port));
-        let running = serve::start(&paths, store, admin, shutdown.clone()).await?;
+    with_services(opts, async |paths, specs, http| {
         let mut vms = Vec::new();
         let mut records = Vec::new();
-        for (spec, ip) in &specs {
-            let vm = Vm::start(&paths, spec)?;
+        for (spec, ip) in specs {
+            let vm = Vm::start(paths, spec)?;
             records.push(VmRecord {
                 spec: spec.clone(),
                 ip: *ip,
@@ -286,10 +290,10 @@ pub fn daemon(opts: &Options) -> Result<(), LabError> {
         }
         let file = LabFile {
             pid: std::process::id(),
-            http: running.http,
+            http,
             vms: records,
         };
-        write_lab_file(&paths, &file)?;
+        write_lab_file(paths, &file)?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(LabError::io("waiting for", "SIGTERM"))?;
         tokio::select! {
@@ -298,8 +302,7 @@ pub fn daemon(opts: &Options) -> Result<(), LabError> {
         }
         tracing::info!("lab: stopping");
         drop(vms);
-        stop(running, shutdown).await;
-        let _ = std::fs::remove_file(lab_file(&paths));
+        let _ = std::fs::remove_file(lab_file(paths));
         Ok(())
     })
 }

@@ -68,23 +68,52 @@ fn ovmf() -> Result<(PathBuf, PathBuf), LabError> {
     })
 }
 
-/// The command that runs `vm` on the lab in `paths`.
-pub fn command(paths: &Paths, vm: &VmSpec) -> Result<Command, LabError> {
-    let qemu = find("qemu-system-x86_64", "qemu-system-x86")?;
+/// The arguments every drover VM starts with: its name, the accelerator (TCG unless
+/// `DROVER_QEMU_ACCEL` says otherwise), no default devices, no display, no monitor, and an
+/// exit instead of a reboot.
+pub fn base_args(name: &str) -> Vec<String> {
     let accel = std::env::var("DROVER_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
-    let console = paths.console(&vm.name);
-    let log = paths.serial_log(&vm.name);
-    let _ = std::fs::remove_file(&console);
-    let _ = std::fs::remove_file(&log);
-    let mut cmd = Command::new(qemu);
-    cmd.args(["-name", &vm.name, "-accel", &accel])
-        .args([
+    ["-name", name, "-accel", &accel]
+        .into_iter()
+        .chain([
             "-nodefaults",
             "-nographic",
             "-monitor",
             "none",
             "-no-reboot",
         ])
+        .map(String::from)
+        .collect()
+}
+
+/// QEMU's arguments for UEFI: q35, OVMF's code read-only and a private copy of its
+/// variable store (`<dir>/<name>.OVMF_VARS.fd`, made now).
+pub fn uefi_args(dir: &Path, name: &str) -> Result<Vec<String>, LabError> {
+    let (code, vars) = ovmf()?;
+    let mine = dir.join(format!("{name}.OVMF_VARS.fd"));
+    std::fs::copy(&vars, &mine).map_err(LabError::io("copying", vars.display()))?;
+    Ok(vec![
+        "-machine".into(),
+        "q35".into(),
+        "-drive".into(),
+        format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={}",
+            code.display()
+        ),
+        "-drive".into(),
+        format!("if=pflash,format=raw,unit=1,file={}", mine.display()),
+    ])
+}
+
+/// The command that runs `vm` on the lab in `paths`.
+pub fn command(paths: &Paths, vm: &VmSpec) -> Result<Command, LabError> {
+    let qemu = find("qemu-system-x86_64", "qemu-system-x86")?;
+    let console = paths.console(&vm.name);
+    let log = paths.serial_log(&vm.name);
+    let _ = std::fs::remove_file(&console);
+    let _ = std::fs::remove_file(&log);
+    let mut cmd = Command::new(qemu);
+    cmd.args(base_args(&vm.name))
         .args(["-m", &MEMORY_MIB.to_string(), "-smp", "1"])
         .arg("-chardev")
         .arg(format!(
@@ -108,20 +137,7 @@ pub fn command(paths: &Paths, vm: &VmSpec) -> Result<Command, LabError> {
             cmd.args(["-boot", "n"]);
         }
         Firmware::Uefi => {
-            let (code, vars) = ovmf()?;
-            let mine = paths.dir.join(format!("{}.OVMF_VARS.fd", vm.name));
-            std::fs::copy(&vars, &mine).map_err(LabError::io("copying", vars.display()))?;
-            cmd.args(["-machine", "q35"])
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                    code.display()
-                ))
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=1,file={}",
-                    mine.display()
-                ));
+            cmd.args(uefi_args(&paths.dir, &vm.name)?);
         }
     }
     Ok(cmd)

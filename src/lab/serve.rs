@@ -131,12 +131,7 @@ pub async fn start(
         http_base: format!("http://{SERVER}"),
         ..Default::default()
     };
-    let on = crate::dhcp::serve::On {
-        ctx: crate::dhcp::serve::context(&iface, &settings),
-        name: iface.name.clone(),
-        settings,
-    };
-    let socket = stack.udp_bind(on.settings.port)?;
+    let socket = stack.udp_bind(settings.port)?;
     let links = crate::dhcp::serve::Links {
         share: watch::channel(Arc::new(crate::dhcp::Share::solo(store.member()))).1,
         peers: watch::channel(Arc::default()).1,
@@ -144,15 +139,16 @@ pub async fn start(
     };
     let dhcp_stats = Arc::new(crate::dhcp::serve::Stats::default());
     crate::counters::register("dhcp", "lab", dhcp_stats.clone());
-    let dhcp = crate::dhcp::serve::run_on(
-        socket,
-        on,
-        store.clone(),
-        view.clone(),
+    let on = crate::dhcp::serve::On {
+        ctx: crate::dhcp::serve::context(&iface, &settings),
+        name: iface.name.clone(),
+        settings,
+        store: store.clone(),
+        view: view.clone(),
         links,
-        shutdown.clone(),
-        dhcp_stats,
-    );
+        stats: dhcp_stats,
+    };
+    let dhcp = crate::dhcp::serve::run_on(socket, on, shutdown.clone());
     tasks.spawn(async move { dhcp.await.map_err(|e| LabError::Service("DHCP", e)) });
 
     // HTTP: one router on the segment and on localhost.
