@@ -45,6 +45,10 @@ const PURE: &[(&str, &str)] = &[
     ("discover/mod.rs", "discovery: module list only"),
     ("discover/lldp.rs", "LLDP frame decoder over byte slices"),
     (
+        "lab/ra.rs",
+        "the lab's router advertisement frame and checksum over byte slices",
+    ),
+    (
         "lab/switch.rs",
         "the lab switch's MAC learning and forwarding decision, time as an argument",
     ),

@@ -8,6 +8,8 @@
 //! - [`serve`]: a lab's services (store, DHCP, HTTP boot path, API and page) on the stack.
 //! - [`qemu`]: the VM command line; [`progress`]: boot phases read off a serial console
 //!   (pure).
+//! - [`ra`]: the segment's IPv6 router advertisement frame (pure), so iPXE does not wait
+//!   for one.
 //! - [`cmd`]: `lab up/status/console/down/run`; a lab lives in its own directory.
 //!
 //! Not here: the protocols (their own modules run unchanged on the lab's sockets).
@@ -15,6 +17,7 @@
 pub mod cmd;
 pub mod progress;
 pub mod qemu;
+pub mod ra;
 pub mod segment;
 pub mod serve;
 pub mod stack;

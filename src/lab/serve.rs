@@ -12,7 +12,7 @@
 //! Not here (not yet on the lab network): TFTP (BIOS and UEFI iPXE ROMs boot over HTTP
 //! directly), DNS, NTP, NFS, and pool members.
 
-use super::segment::Segment;
+use super::segment::{Attachment, Segment};
 use super::stack::Stack;
 use super::LabError;
 use crate::net::Interface;
@@ -208,10 +208,47 @@ pub async fn start(
         app,
         tls: None,
     };
-    let local_http = crate::http::listen::serve(vec![endpoint], limits, stats, shutdown);
+    let local_http = crate::http::listen::serve(vec![endpoint], limits, stats, shutdown.clone());
     tasks.spawn(async move { local_http.await.map_err(|e| LabError::Service("HTTP", e)) });
+    let ra_port = segment
+        .attach()
+        .await
+        .map_err(LabError::io("attaching to", paths.segment().display()))?;
+    tasks.spawn(advertise(ra_port, shutdown));
     tracing::info!(%http, segment = %paths.segment().display(), "lab ready");
     Ok(Running { http, tasks })
+}
+
+/// IPv6 router advertisements on the segment (`super::ra`): periodic, and in answer to
+/// solicitations, paced as on a served interface (`crate::net::ra_pace`).
+async fn advertise(port: Attachment, shutdown: CancellationToken) -> Result<(), LabError> {
+    let Attachment { tx, mut rx, .. } = port;
+    let frame = super::ra::advertisement_frame(crate::store::model::Mac(SERVER_MAC));
+    let mut ticker = tokio::time::interval(crate::config::Config::embedded().ra.interval);
+    let mut answers = crate::net::ra_pace::Answers::default();
+    loop {
+        let due = answers.due().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = ticker.tick() => {}
+            // Awaited only when an answer is pending (the `if` guard).
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)),
+                if due.is_some() => {}
+            got = rx.recv() => {
+                match got {
+                    Some(f) if super::ra::is_solicitation(&f) => {
+                        answers.solicited(std::time::Instant::now());
+                    }
+                    Some(_) => {}
+                    None => return Ok(()),
+                }
+                continue;
+            }
+        }
+        answers.sent(std::time::Instant::now());
+        // Lost when the segment is congested; the next one goes out at the next tick.
+        tx.try_send(frame.clone());
+    }
 }
 
 fn health(name: &str, detail: String) -> crate::api::Service {
