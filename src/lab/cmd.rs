@@ -327,8 +327,15 @@ pub fn read_lab_file(dir: &Path) -> Result<LabFile, LabError> {
     serde_json::from_str(&text).map_err(|_| LabError::NoLab(dir.display().to_string()))
 }
 
+/// Whether process `pid` runs: it exists and is not a zombie (an exited VM stays one until
+/// the lab's server stops).
 fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `PID (COMM) STATE ...`: the state follows the last ')'.
+    let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+    !state.starts_with('Z')
 }
 
 /// `lab up`: prepares the store, starts the background server and its VMs, and returns
@@ -428,10 +435,17 @@ pub fn status(dir: &Path) -> Result<String, LabError> {
 /// `lab console NODE`: the VM's serial console on this terminal until end of input.
 pub fn console(dir: &Path, node: &str) -> Result<(), LabError> {
     let file = read_lab_file(dir)?;
-    if !file.vms.iter().any(|v| v.spec.name == node) {
+    let Some(vm) = file.vms.iter().find(|v| v.spec.name == node) else {
         return Err(LabError::NoNode(node.into()));
+    };
+    let paths = Paths::new(dir);
+    if !alive(vm.pid) {
+        return Err(LabError::Stopped {
+            node: node.into(),
+            log: paths.serial_log(node).display().to_string(),
+        });
     }
-    let path = Paths::new(dir).console(node);
+    let path = paths.console(node);
     let socket = std::os::unix::net::UnixStream::connect(&path)
         .map_err(LabError::io("connecting to", path.display()))?;
     let mut from = socket

@@ -28,10 +28,11 @@ use std::io;
 /// What stops a lab command or the lab's server.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}")]
     Io {
         what: &'static str,
         path: String,
+        #[source]
         source: io::Error,
     },
     #[error(transparent)]
@@ -57,6 +58,8 @@ pub enum LabError {
     NoLab(String),
     #[error("no node {0:?} in this lab")]
     NoNode(String),
+    #[error("{node} is not running (it powered off or crashed); its console log: {log}")]
+    Stopped { node: String, log: String },
     #[error("the lab's server did not start within {secs} s; its log: {log}")]
     NotStarted { secs: u64, log: String },
     #[error("{node} did not show /{regex}/ on its console within {secs} s; last lines:\n{tail}")]
