@@ -91,7 +91,7 @@ mod tests {
         let text = "first\n\x1b[2J\x1b[01;01Hsecond line\r\n\n";
         assert_eq!(last_line(text, 80), "second line");
         assert_eq!(last_line(text, 3), "sec");
-        assert_eq!(tail(text, 2), "second line\n");
+        assert_eq!(tail(text, 3), "second line\n\n");
         assert_eq!(last_line("", 10), "");
     }
 }

@@ -252,3 +252,83 @@ async fn hub(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn frame(dst: u8, src: u8) -> Vec<u8> {
+        let mut f = vec![
+            0x52, 0x54, 0, 0, 0, dst, 0x52, 0x54, 0, 0, 0, src, 0x08, 0x00,
+        ];
+        f.extend_from_slice(&[0u8; 46]);
+        f
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<Vec<u8>>) -> Option<Vec<u8>> {
+        tokio::time::timeout(Duration::from_millis(200), rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn floods_then_switches_between_ports() {
+        let shutdown = CancellationToken::new();
+        let segment = Segment::start(shutdown.clone());
+        let mut a = segment.attach().await.unwrap();
+        let mut b = segment.attach().await.unwrap();
+        let mut c = segment.attach().await.unwrap();
+        // Unknown destination: everyone but the sender gets it.
+        assert!(a.tx.try_send(frame(2, 1)));
+        assert_eq!(next(&mut b.rx).await, Some(frame(2, 1)));
+        assert_eq!(next(&mut c.rx).await, Some(frame(2, 1)));
+        assert_eq!(next(&mut a.rx).await, None);
+        // 1 was learned on a: the answer goes to a only.
+        assert!(b.tx.try_send(frame(1, 2)));
+        assert_eq!(next(&mut a.rx).await, Some(frame(1, 2)));
+        assert_eq!(next(&mut c.rx).await, None);
+        let s = segment.stats.snapshot();
+        assert_eq!((s.received, s.flooded, s.forwarded), (2, 1, 3));
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_qemu_stream_port_is_framed_by_length() {
+        let shutdown = CancellationToken::new();
+        let segment = Segment::start(shutdown.clone());
+        let mut inside = segment.attach().await.unwrap();
+        let dir = std::env::temp_dir().join(format!("drover-segment-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("segment.sock");
+        let listening = segment.clone();
+        let (p, token) = (path.clone(), shutdown.clone());
+        tokio::spawn(async move { listening.listen(&p, token).await });
+        let mut vm = loop {
+            match tokio::net::UnixStream::connect(&path).await {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        // What QEMU sends: a 4-byte big-endian length, then the frame.
+        let f = frame(0xff, 7);
+        vm.write_all(&(f.len() as u32).to_be_bytes()).await.unwrap();
+        vm.write_all(&f).await.unwrap();
+        assert_eq!(next(&mut inside.rx).await, Some(f));
+        // And what it receives.
+        let back = frame(7, 9);
+        assert!(inside.tx.try_send(back.clone()));
+        let mut len = [0u8; 4];
+        vm.read_exact(&mut len).await.unwrap();
+        let mut got = vec![0u8; u32::from_be_bytes(len) as usize];
+        vm.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, back);
+        // A length beyond any frame ends the connection.
+        vm.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        assert_eq!(vm.read(&mut len).await.unwrap_or(0), 0);
+        assert_eq!(segment.stats.snapshot().bad_framing, 1);
+        shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
