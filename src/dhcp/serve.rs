@@ -34,6 +34,10 @@
 //! In a pool, the task reads the current [`Share`] (kept by the pool task) for every request:
 //! which clients it answers and which addresses it may hand out.
 //!
+//! The loop itself ([`run_on`]) takes any [`Datagram`] socket bound to the server port: the
+//! kernel socket of an interface ([`run_with_stats`] binds it), or the lab's smoltcp socket
+//! (`crate::lab::serve`).
+//!
 //! Not here: periodic view refresh for changes made by other processes (whoever owns the
 //! shared view refreshes it; this task refreshes after its own writes), IP_PKTINFO (the
 //! socket is per interface instead).

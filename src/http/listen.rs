@@ -15,6 +15,9 @@
 //! together. Each endpoint has its own router, so the plain one can leave the API out
 //! (`[http] api-https-only`).
 //!
+//! Connections come from anything that implements [`Accept`]: a kernel TCP listener, or the
+//! lab's smoltcp listener (`crate::lab::stack`), served the same way.
+//!
 //! Not here: a timeout on slow request bodies or on clients that stop reading a response
 //! (a download to a slow node is legitimate; the caps bound what such clients can hold), and
 //! the certificates (`crate::tls`).
