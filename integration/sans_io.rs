@@ -223,6 +223,14 @@ const DATA_ITEMS: &[(&str, &str)] = &[
     ("admin::GroupInfo", "what `group list` shows: data"),
     ("admin::BmcReach", "how a node's BMC is reached: data"),
     ("timeline::state", "a pure function of boot events and now"),
+    (
+        "net::ra::advertisement",
+        "the RA message bytes from a MAC (the shell beside it sends them)",
+    ),
+    (
+        "net::ra::is_solicitation",
+        "a check over an ICMPv6 message's bytes",
+    ),
     ("timeline::last_boot", "a pure function of boot events"),
     ("timeline::format_utc", "formats a time passed in"),
 ];
