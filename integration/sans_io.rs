@@ -45,6 +45,14 @@ const PURE: &[(&str, &str)] = &[
     ("discover/mod.rs", "discovery: module list only"),
     ("discover/lldp.rs", "LLDP frame decoder over byte slices"),
     (
+        "lab/ra.rs",
+        "the lab's router advertisement frame and checksum over byte slices",
+    ),
+    (
+        "lab/switch.rs",
+        "the lab switch's MAC learning and forwarding decision, time as an argument",
+    ),
+    (
         "discover/inventory.rs",
         "inventory parsing from /proc and /sys text, checks, duplicates",
     ),
@@ -227,6 +235,14 @@ const DATA_ITEMS: &[(&str, &str)] = &[
     ("admin::GroupInfo", "what `group list` shows: data"),
     ("admin::BmcReach", "how a node's BMC is reached: data"),
     ("timeline::state", "a pure function of boot events and now"),
+    (
+        "net::ra::advertisement",
+        "the RA message bytes from a MAC (the shell beside it sends them)",
+    ),
+    (
+        "net::ra::is_solicitation",
+        "a check over an ICMPv6 message's bytes",
+    ),
     ("timeline::last_boot", "a pure function of boot events"),
     ("timeline::format_utc", "formats a time passed in"),
 ];

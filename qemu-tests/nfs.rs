@@ -155,17 +155,9 @@ fn kernel_client_v40_v41_and_v42() {
     lab.ns.add_tap("tap0", BRIDGE);
     let serial = lab.dir.join("nfs-client.serial.log");
     let slot = harness::vm::Slot::acquire();
-    let accel = std::env::var("DROVER_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
     let qemu = require_cmd("qemu-system-x86_64", "qemu-system-x86");
     let mut cmd = lab.ns.cmd(qemu);
-    cmd.args(["-name", "nfs-client", "-accel", &accel])
-        .args([
-            "-nodefaults",
-            "-nographic",
-            "-monitor",
-            "none",
-            "-no-reboot",
-        ])
+    cmd.args(::drover::lab::qemu::base_args("nfs-client"))
         .arg("-serial")
         .arg(format!("file:{}", serial.display()))
         .args(["-m", "384", "-smp", "1"])

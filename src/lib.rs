@@ -31,6 +31,7 @@ pub mod http;
 pub mod image;
 pub mod install;
 pub mod ipmi;
+pub mod lab;
 pub mod labels;
 pub mod logsafe;
 pub mod net;

@@ -62,38 +62,13 @@ pub enum Firmware {
     Uefi,
 }
 
-/// OVMF's code and variable-store templates (4 MiB builds preferred).
-pub fn ovmf_paths() -> (PathBuf, PathBuf) {
-    for (code, vars) in [
-        ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd"),
-        ("OVMF_CODE.fd", "OVMF_VARS.fd"),
-    ] {
-        let dir = Path::new("/usr/share/OVMF");
-        if dir.join(code).is_file() && dir.join(vars).is_file() {
-            return (dir.join(code), dir.join(vars));
-        }
-    }
-    panic!(
-        "needs OVMF (/usr/share/OVMF/OVMF_CODE_4M.fd) from Debian package `ovmf`: run scripts/setup"
-    );
-}
-
 /// The QEMU command (`ip netns exec NETNS qemu-system-x86_64 ...`) that [`Vm::start`] runs,
 /// for tests that start the VM some other way (the IPMI test has ipmi_sim start it).
 pub fn qemu_command(netns: &str, dir: &Path, spec: &VmSpec, serial: &Path) -> Command {
     let qemu = require_cmd("qemu-system-x86_64", "qemu-system-x86");
-    let accel = std::env::var("DROVER_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
-
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", netns]).arg(qemu);
-    cmd.args(["-name", spec.name, "-accel", &accel])
-        .args([
-            "-nodefaults",
-            "-nographic",
-            "-monitor",
-            "none",
-            "-no-reboot",
-        ])
+    cmd.args(::drover::lab::qemu::base_args(spec.name))
         .arg("-serial")
         .arg(format!("file:{}", serial.display()))
         .args(["-m", &spec.memory_mib.to_string(), "-smp", "1"])
@@ -112,21 +87,9 @@ pub fn qemu_command(netns: &str, dir: &Path, spec: &VmSpec, serial: &Path) -> Co
             cmd.args(["-boot", "n"]);
         }
         Firmware::Uefi => {
-            let (code, vars) = ovmf_paths();
-            let my_vars = dir.join(format!("{}.OVMF_VARS.fd", spec.name));
-            std::fs::copy(&vars, &my_vars)
-                .unwrap_or_else(|e| panic!("cannot copy {}: {e}", vars.display()));
-            cmd.args(["-machine", "q35"])
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
-                    code.display()
-                ))
-                .arg("-drive")
-                .arg(format!(
-                    "if=pflash,format=raw,unit=1,file={}",
-                    my_vars.display()
-                ));
+            let args = ::drover::lab::qemu::uefi_args(dir, spec.name)
+                .unwrap_or_else(|e| panic!("{e}: run scripts/setup"));
+            cmd.args(args);
         }
     }
     cmd
@@ -504,28 +467,7 @@ impl Drop for Vm {
 
 /// Removes ANSI escape sequences and carriage returns.
 pub fn clean_line(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\x1b' => {
-                if chars.peek() == Some(&'[') {
-                    chars.next();
-                    // CSI: parameters and intermediates up to a final byte in @..~
-                    for c in chars.by_ref() {
-                        if ('@'..='~').contains(&c) {
-                            break;
-                        }
-                    }
-                } else {
-                    chars.next();
-                }
-            }
-            '\r' => {}
-            c => out.push(c),
-        }
-    }
-    out
+    ::drover::lab::progress::clean(line)
 }
 
 pub fn clean_text(text: &str) -> String {

@@ -107,6 +107,10 @@ pub enum Command {
         #[command(subcommand)]
         mode: Option<AgentCmd>,
     },
+    /// QEMU labs as an ordinary user: VMs boot through drover on a user-space network (no
+    /// root, no taps, no bridges). A lab lives in its own directory (--dir).
+    #[command(subcommand)]
+    Lab(LabCmd),
     /// drover's NFSv4 server: clients and shared exports.
     #[command(subcommand)]
     Nfs(NfsCmd),
@@ -189,6 +193,71 @@ pub struct InstallPlace {
     /// packaged ones (/usr/lib/systemd/system) as the Debian package does.
     #[arg(long, default_value = "/usr/local")]
     pub prefix: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum LabCmd {
+    /// Start a lab: drover on a virtual segment and N VMs booting IMAGE through it; prints
+    /// the page's localhost address.
+    Up(LabUp),
+    /// Each VM of the lab and how far it booted.
+    Status(LabDir),
+    /// Attach this terminal to a VM's serial console (Ctrl-D leaves).
+    Console {
+        /// The VM (`n1`, `n2`, ...).
+        node: String,
+        #[command(flatten)]
+        at: LabDir,
+    },
+    /// Stop the lab's VMs and server (the lab directory and its store stay).
+    Down(LabDir),
+    /// Boot one VM and wait for REGEX on its console: exit 0 on a match, non-zero on a
+    /// timeout or when the VM stops first (for CI).
+    Run {
+        /// A regular expression matched against each console line.
+        #[arg(long)]
+        expect: String,
+        /// Seconds to wait for it.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        #[command(flatten)]
+        lab: LabUp,
+    },
+    /// The background server of `lab up` (started by it).
+    #[command(hide = true)]
+    Daemon(LabUp),
+}
+
+/// Where a lab lives.
+#[derive(Args, Clone)]
+pub struct LabDir {
+    /// The lab's directory [default: $XDG_RUNTIME_DIR/drover-lab, else
+    /// ~/.local/state/drover-lab].
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// What a lab runs.
+#[derive(Args, Clone)]
+pub struct LabUp {
+    #[command(flatten)]
+    pub at: LabDir,
+    /// VMs to start (`n1` ... `nN`).
+    #[arg(long, default_value_t = 1)]
+    pub nodes: u32,
+    /// The VMs' firmware.
+    #[arg(long, value_enum, default_value = "bios")]
+    pub firmware: crate::lab::qemu::Firmware,
+    /// The image the VMs boot: one in the lab's store, or one of the assets directory.
+    #[arg(long, default_value = "marker")]
+    pub image: String,
+    /// Guest kernel and images (`kernel/vmlinuz`, `images/NAME/`) [default:
+    /// $DROVER_LAB_ASSETS, else ./lab].
+    #[arg(long)]
+    pub assets: Option<PathBuf>,
+    /// The localhost port of the lab's page and API (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
 }
 
 #[derive(Subcommand)]

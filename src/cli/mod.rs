@@ -178,6 +178,7 @@ fn changes(command: &Command) -> bool {
         "install",
         "uninstall",
         "default-config",
+        "lab",
         "restore",
     ];
     let read_only = words.iter().any(|w| reads.contains(&w.as_str()))
@@ -214,6 +215,7 @@ fn local_only(command: &Command) -> Option<&'static str> {
     Some(match command {
         Command::Serve { .. } => "serve",
         Command::Agent { .. } => "agent",
+        Command::Lab(_) => "lab",
         Command::Dns(_) => "dns check",
         Command::Pool(PoolCmd::Init) => "pool init",
         Command::Pool(PoolCmd::Join { .. }) => "pool join",
@@ -274,6 +276,7 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        Command::Lab(cmd) => lab(cmd),
         Command::Dns(DnsCmd::Check {
             name,
             qtype,
@@ -634,6 +637,7 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
         }
         Command::Serve { .. }
         | Command::Agent { .. }
+        | Command::Lab(_)
         | Command::Dns(_)
         | Command::Pool(_)
         | Command::Nfs(NfsCmd::Clients { .. })
@@ -746,6 +750,59 @@ fn power_action(args: &PowerArgs) -> (crate::ipmi::power::Action, &[String]) {
             (Action::Bootdev(d), &targets.targets)
         }
     }
+}
+
+/// `drover lab ...`: acts on the lab's own directory, never on --state-dir.
+fn lab(cmd: args::LabCmd) -> Result<()> {
+    use crate::lab::cmd as lab;
+    let dir = |at: &args::LabDir| at.dir.clone().unwrap_or_else(lab::default_dir);
+    let options = |up: &args::LabUp| lab::Options {
+        dir: dir(&up.at),
+        nodes: up.nodes,
+        firmware: up.firmware,
+        image: up.image.clone(),
+        assets: up.assets.clone().unwrap_or_else(lab::default_assets),
+        port: up.port,
+    };
+    match cmd {
+        args::LabCmd::Up(up) => {
+            let opts = options(&up);
+            let file = lab::up(&opts)?;
+            print!("{}", lab::status(&opts.dir)?);
+            println!(
+                "console: drover lab console NODE --dir {}; stop: drover lab down --dir {}",
+                opts.dir.display(),
+                opts.dir.display()
+            );
+            drop(file);
+        }
+        args::LabCmd::Status(at) => print!("{}", lab::status(&dir(&at))?),
+        args::LabCmd::Console { node, at } => lab::console(&dir(&at), &node)?,
+        args::LabCmd::Down(at) => {
+            let dir = dir(&at);
+            lab::down(&dir)?;
+            println!("lab in {} stopped", dir.display());
+        }
+        args::LabCmd::Run {
+            expect,
+            timeout,
+            lab: up,
+        } => {
+            let mut opts = options(&up);
+            // Without --dir, a fresh lab of its own, removed afterwards.
+            let scratch = up.at.dir.is_none();
+            if scratch {
+                opts.dir = lab::default_dir().join(format!("run-{}", std::process::id()));
+            }
+            let result = lab::run(&opts, &expect, std::time::Duration::from_secs(timeout));
+            if scratch {
+                let _ = std::fs::remove_dir_all(&opts.dir);
+            }
+            println!("{}", result?);
+        }
+        args::LabCmd::Daemon(up) => lab::daemon(&options(&up))?,
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -34,6 +34,10 @@
 //! In a pool, the task reads the current [`Share`] (kept by the pool task) for every request:
 //! which clients it answers and which addresses it may hand out.
 //!
+//! The loop itself ([`run_on`]) takes any [`Datagram`] socket bound to the server port: the
+//! kernel socket of an interface ([`run_with_stats`] binds it), or the lab's smoltcp socket
+//! (`crate::lab::serve`).
+//!
 //! Not here: periodic view refresh for changes made by other processes (whoever owns the
 //! shared view refreshes it; this task refreshes after its own writes), IP_PKTINFO (the
 //! socket is per interface instead).
@@ -41,6 +45,7 @@
 use super::core::{self, Action, Context, Destination, DropReason, Offers};
 use super::share::Share;
 use super::wire::{self, WireError, WireReason};
+use crate::net::datagram::Datagram;
 use crate::net::Interface;
 use crate::pool::peers::Peers;
 use crate::store::model::{BootStage, Lease, Mac};
@@ -242,17 +247,46 @@ pub async fn run_with_stats(
     shutdown: CancellationToken,
     stats: Arc<Stats>,
 ) -> io::Result<()> {
-    let Links {
-        share,
-        peers,
-        events,
-    } = links;
     let socket = UdpSocket::from_std(bind(&iface.name, settings.port)?)?;
     let ctx = context(&iface, &settings);
     tracing::info!(
         interface = %iface.name, addr = %iface.addr, port = settings.port,
         "DHCP server listening"
     );
+    let on = On {
+        name: iface.name,
+        ctx,
+        settings,
+        store,
+        view,
+        links,
+        stats,
+    };
+    run_on(socket, on, shutdown).await
+}
+
+/// What [`run_on`] serves with: the interface's name (for logs), the core's context and
+/// settings, the store and its view, the links to the other tasks, the counters.
+pub struct On {
+    pub name: String,
+    pub ctx: Context,
+    pub settings: Settings,
+    pub store: Arc<Store>,
+    pub view: Arc<SharedView>,
+    pub links: Links,
+    pub stats: Arc<Stats>,
+}
+
+/// The receive loop on any datagram socket already bound to the server port (a kernel
+/// socket on an interface, or the lab's smoltcp socket).
+pub async fn run_on<S: Datagram>(socket: S, on: On, shutdown: CancellationToken) -> io::Result<()> {
+    let Links {
+        share,
+        peers,
+        events,
+    } = on.links;
+    let (name, ctx, settings) = (on.name, on.ctx, on.settings);
+    let (store, view, stats) = (on.store, on.view, on.stats);
     let (queue, commits) = mpsc::channel(COMMIT_QUEUE);
     // Never full: the committer has at most COMMIT_QUEUE leases out, in groups of one or more.
     let (done_tx, mut done) = mpsc::channel(COMMIT_QUEUE);
@@ -287,7 +321,7 @@ pub async fn run_with_stats(
         let (len, from) = match received {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(interface = %iface.name, "DHCP receive failed: {e}");
+                tracing::warn!(interface = %name, "DHCP receive failed: {e}");
                 tokio::time::sleep(RECV_ERROR_BACKOFF).await;
                 continue;
             }
@@ -309,8 +343,8 @@ pub async fn run_with_stats(
     }
 }
 
-struct Shell {
-    socket: UdpSocket,
+struct Shell<S> {
+    socket: S,
     settings: Settings,
     ctx: Context,
     view: Arc<SharedView>,
@@ -385,7 +419,7 @@ fn committer(
     }
 }
 
-impl Shell {
+impl<S: Datagram> Shell<S> {
     fn malformed(&self, from: std::net::SocketAddr, e: WireError) {
         tracing::debug!(%from, "dropping DHCP datagram: {e}");
         self.stats.count_wire_drop(e.reason());
@@ -557,7 +591,7 @@ impl Shell {
                 SocketAddrV4::new(Ipv4Addr::BROADCAST, self.settings.client_port)
             }
         };
-        match self.socket.send_to(&self.out, to).await {
+        match self.socket.send_to(&self.out, to.into()).await {
             Ok(_) => true,
             Err(e) => {
                 tracing::warn!(%to, "DHCP send failed: {e}");

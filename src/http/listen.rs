@@ -15,6 +15,9 @@
 //! together. Each endpoint has its own router, so the plain one can leave the API out
 //! (`[http] api-https-only`).
 //!
+//! Connections come from anything that implements [`Accept`]: a kernel TCP listener, or the
+//! lab's smoltcp listener (`crate::lab::stack`), served the same way.
+//!
 //! Not here: a timeout on slow request bodies or on clients that stop reading a response
 //! (a download to a slow node is legitimate; the caps bound what such clients can hold), and
 //! the certificates (`crate::tls`).
@@ -27,6 +30,7 @@ use hyper::server::conn::http1;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,16 +83,32 @@ impl crate::counters::Counters for Stats {
     }
 }
 
+/// A source of connections and their peers' addresses: a kernel TCP listener, or the lab's
+/// smoltcp listener (`crate::lab::stack::TcpListener`).
+pub trait Accept: Send + Sync + 'static {
+    type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Stream = tokio::net::TcpStream;
+
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>> + Send {
+        TcpListener::accept(self)
+    }
+}
+
 /// A listening socket, what it serves, and whether it speaks TLS.
-pub struct Endpoint {
-    pub listener: TcpListener,
+pub struct Endpoint<L = TcpListener> {
+    pub listener: L,
     pub app: Router,
     pub tls: Option<TlsAcceptor>,
 }
 
 /// Serves every endpoint until `shutdown` fires.
-pub async fn serve(
-    endpoints: Vec<Endpoint>,
+pub async fn serve<L: Accept>(
+    endpoints: Vec<Endpoint<L>>,
     limits: Limits,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
@@ -107,7 +127,11 @@ pub async fn serve(
     Ok(())
 }
 
-async fn accept_loop(endpoint: Endpoint, slots: Arc<Slots>, shutdown: CancellationToken) {
+async fn accept_loop<L: Accept>(
+    endpoint: Endpoint<L>,
+    slots: Arc<Slots>,
+    shutdown: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,

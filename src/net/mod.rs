@@ -7,6 +7,7 @@
 //! live in `sys` (the only module allowed `unsafe`). Not here: protocol logic.
 
 pub mod arp;
+pub mod datagram;
 pub mod floating;
 pub mod limit;
 pub mod netlink;

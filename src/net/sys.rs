@@ -177,6 +177,17 @@ pub fn sethostname(name: &str) -> io::Result<()> {
     check(unsafe { libc::sethostname(name.as_ptr().cast::<libc::c_char>(), name.len()) })
 }
 
+/// Sends SIGTERM to process `pid` (`drover lab down` stopping its lab's server).
+pub fn terminate(pid: u32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Whether file descriptor `fd` is open.
 pub fn fd_is_open(fd: i32) -> bool {
     // SAFETY: F_GETFD only queries the descriptor table.

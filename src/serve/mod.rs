@@ -646,7 +646,7 @@ fn record_interface_network(store: &Store, iface: &Interface) -> Result<()> {
         .with_context(|| format!("recording network {}", net.name))
 }
 
-async fn refresh_view(view: Arc<SharedView>, shutdown: CancellationToken) -> Result<()> {
+pub(crate) async fn refresh_view(view: Arc<SharedView>, shutdown: CancellationToken) -> Result<()> {
     let errors = &crate::faults::global().view_refresh_errors;
     refresh_loop(REFRESH_INTERVAL, errors, shutdown, || {
         let view = view.clone();

@@ -1,0 +1,334 @@
+//! The lab segment: the tokio shell around [`super::switch::Switch`].
+//!
+//! One hub task owns the switch. Every port has a bounded queue of frames going out to it;
+//! frames coming in from all ports share one bounded inbox. A port is either a QEMU VM
+//! connected to the segment's unix stream socket (`-netdev stream,server=off,addr.type=unix`:
+//! each frame is a 4-byte big-endian length, then the frame), with a reader and a writer task
+//! per connection, or an in-process [`Attachment`] (drover's own smoltcp interface).
+//!
+//! Congestion is handled like a real switch's: a frame for a port whose queue is full is
+//! dropped and counted, never waited for, so one slow VM cannot stall the segment. A
+//! connection that sends a length over [`switch::MAX_FRAME`] is closed (its framing is lost).
+//!
+//! Not here: the forwarding decision (`switch`), IP (`super::stack`), and QEMU's `dgram`
+//! netdev (one datagram per frame; the segment takes stream connections only so far).
+
+use super::switch::{self, Forward, PortId, Switch};
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Frames waiting for the hub, from all ports.
+const INBOX: usize = 1024;
+/// Frames waiting to go out of one port.
+const PORT_QUEUE: usize = 512;
+/// VM connections at most (each is a port with two tasks).
+pub const MAX_PORTS: usize = 64;
+
+crate::counters::counter_set! {
+    /// What the segment did with frames.
+    pub struct Stats, snapshot StatsSnapshot {
+        received,
+        forwarded,
+        flooded,
+        /// Runts, giants, hairpins, frames from ports that left.
+        dropped,
+        /// Frames for a port whose queue was full.
+        congested,
+        /// Connections closed for a bad length prefix.
+        bad_framing,
+    }
+}
+
+/// A frame, and the port it came in on.
+type Inbound = (PortId, Vec<u8>);
+
+enum Control {
+    Join(mpsc::Sender<Vec<u8>>, oneshot::Sender<PortId>),
+    Leave(PortId),
+}
+
+/// A handle on a running segment; clone it freely.
+#[derive(Clone)]
+pub struct Segment {
+    inbox: mpsc::Sender<Inbound>,
+    control: mpsc::Sender<Control>,
+    pub stats: Arc<Stats>,
+}
+
+/// An in-process port: frames to the segment go through `tx`, frames from it come out of
+/// `rx`.
+pub struct Attachment {
+    pub port: PortId,
+    pub tx: Sender,
+    pub rx: mpsc::Receiver<Vec<u8>>,
+}
+
+/// Where a port sends frames into the segment.
+#[derive(Clone)]
+pub struct Sender {
+    port: PortId,
+    inbox: mpsc::Sender<Inbound>,
+}
+
+impl Sender {
+    /// Queues `frame` for the hub without waiting; false when the inbox is full (the frame
+    /// is lost, as on a congested wire).
+    pub fn try_send(&self, frame: Vec<u8>) -> bool {
+        self.inbox.try_send((self.port, frame)).is_ok()
+    }
+
+    /// Queues `frame`, waiting for room.
+    async fn send(&self, frame: Vec<u8>) -> bool {
+        self.inbox.send((self.port, frame)).await.is_ok()
+    }
+}
+
+impl Segment {
+    /// Starts the hub; it runs until `shutdown`.
+    pub fn start(shutdown: CancellationToken) -> Segment {
+        let (inbox, inbound) = mpsc::channel(INBOX);
+        let (control, controls) = mpsc::channel(8);
+        let stats = Arc::new(Stats::default());
+        tokio::spawn(hub(inbound, controls, stats.clone(), shutdown));
+        Segment {
+            inbox,
+            control,
+            stats,
+        }
+    }
+
+    /// A new port for an in-process user of the segment.
+    pub async fn attach(&self) -> io::Result<Attachment> {
+        let (out_tx, rx) = mpsc::channel(PORT_QUEUE);
+        let (reply, port) = oneshot::channel();
+        let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "the lab segment stopped");
+        self.control
+            .send(Control::Join(out_tx, reply))
+            .await
+            .map_err(|_| gone())?;
+        let port = port.await.map_err(|_| gone())?;
+        let tx = Sender {
+            port,
+            inbox: self.inbox.clone(),
+        };
+        Ok(Attachment { port, tx, rx })
+    }
+
+    /// Takes VM connections on the unix stream socket `path` until `shutdown`.
+    pub async fn listen(&self, path: &Path, shutdown: CancellationToken) -> io::Result<()> {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)?;
+        let connections = Arc::new(tokio::sync::Semaphore::new(MAX_PORTS));
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                a = listener.accept() => a,
+            };
+            let stream = match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!("lab segment: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                tracing::warn!("lab segment: {MAX_PORTS} ports in use, connection refused");
+                continue;
+            };
+            let port = self.attach().await?;
+            let (segment, shutdown) = (self.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let id = port.port;
+                tracing::debug!(port = id, "lab segment: a VM joined");
+                segment.serve_stream(stream, port, shutdown).await;
+                let _ = segment.control.send(Control::Leave(id)).await;
+                drop(permit);
+                tracing::debug!(port = id, "lab segment: a VM left");
+            });
+        }
+    }
+
+    /// Carries frames between one QEMU stream connection and its port until either side
+    /// ends.
+    async fn serve_stream(
+        &self,
+        stream: tokio::net::UnixStream,
+        port: Attachment,
+        shutdown: CancellationToken,
+    ) {
+        let (mut read, mut write) = stream.into_split();
+        let Attachment { tx, mut rx, .. } = port;
+        let writer = async move {
+            while let Some(frame) = rx.recv().await {
+                // The length fits: the switch forwards at most MAX_FRAME bytes.
+                let len = (frame.len() as u32).to_be_bytes();
+                if write.write_all(&len).await.is_err() || write.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let stats = self.stats.clone();
+        let reader = async move {
+            loop {
+                let mut len = [0u8; 4];
+                if read.read_exact(&mut len).await.is_err() {
+                    return;
+                }
+                let len = u32::from_be_bytes(len) as usize;
+                if len > switch::MAX_FRAME {
+                    stats.bad_framing.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(len, "lab segment: frame length out of range, closing");
+                    return;
+                }
+                let mut frame = vec![0u8; len];
+                if read.read_exact(&mut frame).await.is_err() || !tx.send(frame).await {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = writer => {}
+            _ = reader => {}
+        }
+    }
+}
+
+async fn hub(
+    mut inbound: mpsc::Receiver<Inbound>,
+    mut controls: mpsc::Receiver<Control>,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) {
+    let origin = Instant::now();
+    let mut switch = Switch::new();
+    let mut queues: HashMap<PortId, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let count = |c: &AtomicU64| {
+        c.fetch_add(1, Ordering::Relaxed);
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            Some(c) = controls.recv() => match c {
+                Control::Join(queue, reply) => {
+                    let port = switch.add_port();
+                    queues.insert(port, queue);
+                    let _ = reply.send(port);
+                }
+                Control::Leave(port) => {
+                    switch.remove_port(port);
+                    queues.remove(&port);
+                }
+            },
+            Some((from, frame)) = inbound.recv() => {
+                count(&stats.received);
+                let deliver = |to: PortId, frame: Vec<u8>| {
+                    let ok = queues.get(&to).is_some_and(|q| q.try_send(frame).is_ok());
+                    count(if ok { &stats.forwarded } else { &stats.congested });
+                };
+                match switch.forward(origin.elapsed(), from, &frame) {
+                    Forward::To(to) => deliver(to, frame),
+                    Forward::Flood => {
+                        count(&stats.flooded);
+                        for to in switch.ports().filter(|p| *p != from) {
+                            deliver(to, frame.clone());
+                        }
+                    }
+                    Forward::Drop(reason) => {
+                        tracing::trace!(port = from, "lab segment: {}", reason.name());
+                        count(&stats.dropped);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn frame(dst: u8, src: u8) -> Vec<u8> {
+        let mut f = vec![
+            0x52, 0x54, 0, 0, 0, dst, 0x52, 0x54, 0, 0, 0, src, 0x08, 0x00,
+        ];
+        f.extend_from_slice(&[0u8; 46]);
+        f
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<Vec<u8>>) -> Option<Vec<u8>> {
+        tokio::time::timeout(Duration::from_millis(200), rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn floods_then_switches_between_ports() {
+        let shutdown = CancellationToken::new();
+        let segment = Segment::start(shutdown.clone());
+        let mut a = segment.attach().await.unwrap();
+        let mut b = segment.attach().await.unwrap();
+        let mut c = segment.attach().await.unwrap();
+        // Unknown destination: everyone but the sender gets it.
+        assert!(a.tx.try_send(frame(2, 1)));
+        assert_eq!(next(&mut b.rx).await, Some(frame(2, 1)));
+        assert_eq!(next(&mut c.rx).await, Some(frame(2, 1)));
+        assert_eq!(next(&mut a.rx).await, None);
+        // 1 was learned on a: the answer goes to a only.
+        assert!(b.tx.try_send(frame(1, 2)));
+        assert_eq!(next(&mut a.rx).await, Some(frame(1, 2)));
+        assert_eq!(next(&mut c.rx).await, None);
+        let s = segment.stats.snapshot();
+        assert_eq!((s.received, s.flooded, s.forwarded), (2, 1, 3));
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_qemu_stream_port_is_framed_by_length() {
+        let shutdown = CancellationToken::new();
+        let segment = Segment::start(shutdown.clone());
+        let mut inside = segment.attach().await.unwrap();
+        let dir = std::env::temp_dir().join(format!("drover-segment-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("segment.sock");
+        let listening = segment.clone();
+        let (p, token) = (path.clone(), shutdown.clone());
+        tokio::spawn(async move { listening.listen(&p, token).await });
+        let mut vm = loop {
+            match tokio::net::UnixStream::connect(&path).await {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        // What QEMU sends: a 4-byte big-endian length, then the frame.
+        let f = frame(0xff, 7);
+        vm.write_all(&(f.len() as u32).to_be_bytes()).await.unwrap();
+        vm.write_all(&f).await.unwrap();
+        assert_eq!(next(&mut inside.rx).await, Some(f));
+        // And what it receives.
+        let back = frame(7, 9);
+        assert!(inside.tx.try_send(back.clone()));
+        let mut len = [0u8; 4];
+        vm.read_exact(&mut len).await.unwrap();
+        let mut got = vec![0u8; u32::from_be_bytes(len) as usize];
+        vm.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, back);
+        // A length beyond any frame ends the connection.
+        vm.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        assert_eq!(vm.read(&mut len).await.unwrap_or(0), 0);
+        assert_eq!(segment.stats.snapshot().bad_framing, 1);
+        shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

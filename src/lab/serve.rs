@@ -1,0 +1,271 @@
+//! A lab's services: the composition root of one lab, as `drover serve` is of a server.
+//!
+//! [`start`] opens the lab's own store (`<dir>/state`), starts the segment (VMs join at
+//! `<dir>/segment.sock`), puts drover on it at [`SERVER`] through smoltcp, and runs there the
+//! same shells as on kernel sockets: DHCP (`dhcp::serve::run_on` over the stack's UDP
+//! socket) and HTTP (`http::listen::serve` over the stack's TCP listener: boot path, API and
+//! page). The same router also listens on a localhost port, so the user's browser and the
+//! CLI reach the lab's page and API. A view refresher picks up changes that other processes
+//! (`drover --state-dir <dir>/state node add ...`) write to the store, and the boot-event
+//! writer records each VM's timeline.
+//!
+//! Not here (not yet on the lab network): TFTP (BIOS and UEFI iPXE ROMs boot over HTTP
+//! directly), DNS, NTP, NFS, and pool members.
+
+use super::segment::{Attachment, Segment};
+use super::stack::Stack;
+use super::LabError;
+use crate::net::Interface;
+use crate::store::model::{Ipv4Net, Network};
+use crate::store::{SharedView, Store};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// drover's address on every lab segment (a benchmark-range address: nothing of it leaves
+/// the process).
+pub const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The segment's prefix length.
+pub const PREFIX: u8 = 24;
+/// drover's Ethernet address on the segment (locally administered).
+pub const SERVER_MAC: [u8; 6] = [0x02, 0xd7, 0x0e, 0x00, 0x00, 0x01];
+/// The port of the boot path and API on the segment.
+const HTTP_PORT: u16 = 80;
+
+/// The files of a lab directory.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub dir: PathBuf,
+}
+
+impl Paths {
+    pub fn new(dir: &Path) -> Paths {
+        Paths {
+            dir: dir.to_path_buf(),
+        }
+    }
+    /// The lab's drover state directory (store, blobs, admin password).
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+    /// Where VMs join the segment.
+    pub fn segment(&self) -> PathBuf {
+        self.dir.join("segment.sock")
+    }
+    /// A VM's serial console socket and its log.
+    pub fn console(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("{node}.console"))
+    }
+    pub fn serial_log(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("{node}.serial.log"))
+    }
+}
+
+/// A started lab: where its page is, and its tasks (they end at shutdown).
+pub struct Running {
+    /// The page and API on localhost.
+    pub http: SocketAddr,
+    pub tasks: JoinSet<Result<(), LabError>>,
+}
+
+/// The segment's subnet.
+pub fn subnet() -> Ipv4Net {
+    // A prefix of 24 is always valid.
+    Ipv4Net::containing(SERVER, PREFIX).unwrap_or_else(|| unreachable!("prefix {PREFIX}"))
+}
+
+/// Starts the lab's services on its `store` (opened on `paths.state()`); `admin` is the
+/// localhost address of the page (port 0: any free port).
+pub async fn start(
+    paths: &Paths,
+    store: Arc<Store>,
+    admin: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<Running, LabError> {
+    let state = paths.state();
+    record_network(&store)?;
+    let view = Arc::new(SharedView::load(store.clone())?);
+    let (events, writer) = crate::timeline::Recorder::new(view.clone());
+    let mut tasks = JoinSet::new();
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        writer.run(token).await;
+        Ok(())
+    });
+    let token = shutdown.clone();
+    let refresher = view.clone();
+    tasks.spawn(async move {
+        // It retries failed refreshes itself and returns Ok at shutdown.
+        let _ = crate::serve::refresh_view(refresher, token).await;
+        Ok(())
+    });
+
+    let segment = Segment::start(shutdown.clone());
+    let sock = paths.segment();
+    let (listening, token) = (segment.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        listening
+            .listen(&sock, token)
+            .await
+            .map_err(LabError::io("listening on", sock.display()))
+    });
+    let port = segment
+        .attach()
+        .await
+        .map_err(LabError::io("attaching to", paths.segment().display()))?;
+    let seed = u64::from_le_bytes(rand::random::<[u8; 8]>());
+    let stack = Stack::start(port, SERVER_MAC, SERVER, PREFIX, seed, shutdown.clone());
+
+    // DHCP: the same shell as on an interface, on the stack's UDP socket.
+    let iface = Interface {
+        name: "lab".into(),
+        index: 0,
+        mac: Some(crate::store::model::Mac(SERVER_MAC)),
+        addr: SERVER,
+        subnet: subnet(),
+    };
+    let settings = crate::dhcp::serve::Settings {
+        http_base: format!("http://{SERVER}"),
+        ..Default::default()
+    };
+    let socket = stack.udp_bind(settings.port)?;
+    let links = crate::dhcp::serve::Links {
+        share: watch::channel(Arc::new(crate::dhcp::Share::solo(store.member()))).1,
+        peers: watch::channel(Arc::default()).1,
+        events: Some(events.clone()),
+    };
+    let dhcp_stats = Arc::new(crate::dhcp::serve::Stats::default());
+    crate::counters::register("dhcp", "lab", dhcp_stats.clone());
+    let on = crate::dhcp::serve::On {
+        ctx: crate::dhcp::serve::context(&iface, &settings),
+        name: iface.name.clone(),
+        settings,
+        store: store.clone(),
+        view: view.clone(),
+        links,
+        stats: dhcp_stats,
+    };
+    let dhcp = crate::dhcp::serve::run_on(socket, on, shutdown.clone());
+    tasks.spawn(async move { dhcp.await.map_err(|e| LabError::Service("DHCP", e)) });
+
+    // HTTP: one router on the segment and on localhost.
+    let power = crate::serve::settings::fan_out(&crate::config::Config::embedded().power);
+    let services = vec![
+        health("dhcp", format!("port 67 on the lab segment ({SERVER})")),
+        health(
+            "http",
+            format!("port {HTTP_PORT} on the lab segment and {admin}"),
+        ),
+    ];
+    let api = crate::api::Api::new(
+        store.clone(),
+        &state,
+        services,
+        power,
+        events,
+        None,
+        shutdown.clone(),
+    )?;
+    let shared = crate::http::serve::Shared {
+        view,
+        blobs: crate::image::Blobs::new(&state),
+        port: HTTP_PORT,
+        nfs_port: 2049,
+        nfs_host: None,
+        api: Some(api),
+        peers: watch::channel(Arc::default()).1,
+        dns: false,
+        ntp: false,
+    };
+    let app = crate::http::serve::router(shared);
+    let local = tokio::net::TcpListener::bind(admin)
+        .await
+        .map_err(LabError::io("listening on", admin))?;
+    let http = local
+        .local_addr()
+        .map_err(LabError::io("listening on", admin))?;
+    let on_lab = stack.tcp_listen(HTTP_PORT)?;
+    let limits = crate::http::listen::Limits::default();
+    let stats = Arc::new(crate::http::listen::Stats::default());
+    crate::counters::register("http", "lab", stats.clone());
+    let endpoint = |listener| crate::http::listen::Endpoint {
+        listener,
+        app: app.clone(),
+        tls: None,
+    };
+    let lab_http = crate::http::listen::serve(
+        vec![endpoint(on_lab)],
+        limits,
+        stats.clone(),
+        shutdown.clone(),
+    );
+    tasks.spawn(async move { lab_http.await.map_err(|e| LabError::Service("HTTP", e)) });
+    let endpoint = crate::http::listen::Endpoint {
+        listener: local,
+        app,
+        tls: None,
+    };
+    let local_http = crate::http::listen::serve(vec![endpoint], limits, stats, shutdown.clone());
+    tasks.spawn(async move { local_http.await.map_err(|e| LabError::Service("HTTP", e)) });
+    let ra_port = segment
+        .attach()
+        .await
+        .map_err(LabError::io("attaching to", paths.segment().display()))?;
+    tasks.spawn(advertise(ra_port, shutdown));
+    tracing::info!(%http, segment = %paths.segment().display(), "lab ready");
+    Ok(Running { http, tasks })
+}
+
+/// IPv6 router advertisements on the segment (`super::ra`): periodic, and in answer to
+/// solicitations, paced as on a served interface (`crate::net::ra_pace`).
+async fn advertise(port: Attachment, shutdown: CancellationToken) -> Result<(), LabError> {
+    let Attachment { tx, mut rx, .. } = port;
+    let frame = super::ra::advertisement_frame(crate::store::model::Mac(SERVER_MAC));
+    let mut ticker = tokio::time::interval(crate::config::Config::embedded().ra.interval);
+    let mut answers = crate::net::ra_pace::Answers::default();
+    loop {
+        let due = answers.due().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = ticker.tick() => {}
+            // Awaited only when an answer is pending (the `if` guard).
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)),
+                if due.is_some() => {}
+            got = rx.recv() => {
+                match got {
+                    Some(f) if super::ra::is_solicitation(&f) => {
+                        answers.solicited(std::time::Instant::now());
+                    }
+                    Some(_) => {}
+                    None => return Ok(()),
+                }
+                continue;
+            }
+        }
+        answers.sent(std::time::Instant::now());
+        // Lost when the segment is congested; the next one goes out at the next tick.
+        tx.try_send(frame.clone());
+    }
+}
+
+fn health(name: &str, detail: String) -> crate::api::Service {
+    crate::api::Service {
+        name: name.into(),
+        enabled: true,
+        detail,
+    }
+}
+
+/// Records the segment's network (with its dynamic range) when the store has none for it.
+pub(super) fn record_network(store: &Store) -> Result<(), LabError> {
+    let networks = store.read(|r| r.all::<Network>())?;
+    if networks.iter().any(|n| n.subnet.contains(SERVER)) {
+        return Ok(());
+    }
+    let net = crate::dhcp::core::default_network("lab", SERVER, subnet());
+    crate::admin::add_network(store, &net)?;
+    Ok(())
+}
