@@ -81,6 +81,7 @@
 //!
 //! Not here: NFSv3, NLM, RPCSEC_GSS/Kerberos, pNFS, delegations.
 
+pub mod cb;
 pub mod core;
 pub mod fs;
 pub(crate) mod ids;
