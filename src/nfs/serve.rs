@@ -268,26 +268,23 @@ pub async fn run(
         let count = server.clients(now).len();
         clients.send_if_modified(|n| std::mem::replace(n, count) != count);
         shell.calls.wake.notify_one();
-        if expiry.leases > 0 {
-            let expired = expiry.leases;
-            stats
-                .leases_expired
-                .fetch_add(expired as u64, Ordering::Relaxed);
-            tracing::info!(
-                expired,
-                "NFS: clients' leases expired; their state is released"
-            );
-        }
-        if expiry.revoked > 0 {
-            let revoked = expiry.revoked;
-            stats
-                .delegations_revoked
-                .fetch_add(revoked as u64, Ordering::Relaxed);
-            tracing::warn!(
-                revoked,
-                "NFS: delegations revoked: their clients did not return them within a lease \
-                 of the recall"
-            );
+        let released = [
+            (
+                expiry.leases,
+                &stats.leases_expired,
+                "clients' leases expired; their state is released",
+            ),
+            (
+                expiry.revoked,
+                &stats.delegations_revoked,
+                "delegations revoked: not returned within a lease of their recall",
+            ),
+        ];
+        for (n, counter, what) in released {
+            if n > 0 {
+                counter.fetch_add(n as u64, Ordering::Relaxed);
+                tracing::info!(n, "NFS: {what}");
+            }
         }
         if let Some(path) = &settings.status_file {
             if last_status.is_none_or(|t| now.duration_since(t) >= STATUS_INTERVAL) {
