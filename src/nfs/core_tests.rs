@@ -1397,3 +1397,71 @@ fn v40_callbacks_are_probed_and_only_at_the_clients_address() {
     assert!(setclientid_from(&s, now, other, b"elsewhere", true).is_ok());
     assert!(s.poll_callback().is_none());
 }
+
+/// RFC 8881 §18.36.3: channel attributes too small for this server's messages, for
+/// SEQUENCE and one operation, or without a slot are TOOSMALL, never enlarged; the back
+/// channel's count only when the client asks for one.
+#[test]
+fn create_session_refuses_channels_too_small() {
+    let now = Instant::now();
+    let s = server(false, now);
+    let (st, body) = run(
+        &s,
+        now,
+        0,
+        C::new(1).op(opnum::EXCHANGE_ID, |w| {
+            w.fixed(b"bootverf");
+            w.opaque(b"small channels");
+            w.u32(0);
+            w.u32(0);
+            w.u32(0);
+        }),
+    );
+    assert_eq!(st, Nfs4Status::Ok);
+    let mut r = Reader::new(&body);
+    res(&mut r, opnum::EXCHANGE_ID);
+    let clientid = r.u64().unwrap();
+    let seq = r.u32().unwrap();
+    // (request, response, ops, slots) of each channel.
+    let create = |flags: u32, fore: [u32; 4], back: [u32; 4]| {
+        let attrs = |w: &mut Writer, a: [u32; 4]| {
+            w.u32(0);
+            w.u32(a[0]);
+            w.u32(a[1]);
+            w.u32(4096);
+            w.u32(a[2]);
+            w.u32(a[3]);
+            w.u32(0);
+        };
+        run(
+            &s,
+            now,
+            0,
+            C::new(1).op(opnum::CREATE_SESSION, |w| {
+                w.u64(clientid);
+                w.u32(seq);
+                w.u32(flags);
+                attrs(w, fore);
+                attrs(w, back);
+                w.u32(0x40000000);
+                w.u32(1);
+                w.u32(0);
+            }),
+        )
+        .0
+    };
+    let good = [1 << 20, 1 << 20, 8, 4];
+    for fore in [
+        [1023, 1 << 20, 8, 4],
+        [1 << 20, 512, 8, 4],
+        [1 << 20, 1 << 20, 1, 4],
+        [1 << 20, 1 << 20, 8, 0],
+    ] {
+        assert_eq!(create(0, fore, good), Nfs4Status::TooSmall, "{fore:?}");
+    }
+    for back in [[4096, 4096, 1, 1], [4096, 4096, 2, 0], [512, 4096, 2, 1]] {
+        assert_eq!(create(2, good, back), Nfs4Status::TooSmall, "{back:?}");
+    }
+    // Without a back channel its attributes do not matter.
+    assert_eq!(create(0, good, [0, 0, 0, 0]), Nfs4Status::Ok);
+}

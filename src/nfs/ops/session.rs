@@ -51,6 +51,19 @@ const CDFC4_BACK_OR_BOTH: u32 = 0x7;
 const CDFS4_FORE: u32 = 0x1;
 const CDFS4_BACK: u32 = 0x2;
 const CDFS4_BOTH: u32 = 0x3;
+/// The smallest request and reply a channel must take: a SEQUENCE (CB_SEQUENCE) with a small
+/// operation, or a CB_RECALL with an AUTH_SYS credential and a full filehandle, fit in it.
+const MIN_CHANNEL_MESSAGE: u32 = 1024;
+/// Operations per COMPOUND a channel must take: SEQUENCE and one more.
+const MIN_CHANNEL_OPS: u32 = 2;
+
+/// Whether a channel's attributes are below what this server needs to use it.
+fn too_small(c: &ChannelAttrs) -> bool {
+    c.max_request < MIN_CHANNEL_MESSAGE
+        || c.max_response < MIN_CHANNEL_MESSAGE
+        || c.max_ops < MIN_CHANNEL_OPS
+        || c.max_requests == 0
+}
 
 /// Drops the other records of `owner` (of minor version 1+ if `v41`, else 0) now that record
 /// `keep` is confirmed: they belong to the same client before a reboot (RFC 7530 §9.1.1,
@@ -430,8 +443,9 @@ pub(super) fn exchange_id(
 
 /// CREATE_SESSION (RFC 8881 §18.36.4): the client's sequence (a retransmission answered
 /// from the record's cache, a misordered one SEQ_MISORDERED), its principal (another one's:
-/// CLID_INUSE), known flags (else INVAL), fore channel sizes that hold a request and a reply
-/// (else TOOSMALL). Confirms the record and drops the owner's older ones with their state.
+/// CLID_INUSE), known flags (else INVAL), channels (the fore channel, and the back channel
+/// if asked for) that hold this server's messages, two operations and a slot (else
+/// TOOSMALL). Confirms the record and drops the owner's older ones with their state.
 pub(super) fn create_session(
     cx: &mut Ctx,
     clientid: u64,
@@ -468,7 +482,10 @@ pub(super) fn create_session(
     {
         return Err(Nfs4Status::Delay);
     }
-    if fore.max_request < 1024 || fore.max_response < 1024 {
+    // The channels must carry what this server sends and needs (RFC 8881 §18.36.3): a
+    // smaller one is TOOSMALL, never silently made larger; a larger one is cut down.
+    let wants_back = flags & CREATE_SESSION4_FLAG_CONN_BACK_CHAN != 0;
+    if too_small(fore) || (wants_back && too_small(back)) {
         return Err(Nfs4Status::TooSmall);
     }
     let fore = ChannelAttrs {
@@ -476,13 +493,14 @@ pub(super) fn create_session(
         max_request: fore.max_request.min(MAX_RECORD as u32),
         max_response: fore.max_response.min(MAX_RECORD as u32),
         max_response_cached: fore.max_response_cached.min(limits.max_cached_reply as u32),
-        max_ops: fore.max_ops.clamp(2, MAX_OPS as u32),
-        max_requests: fore.max_requests.clamp(1, limits.max_slots),
+        max_ops: fore.max_ops.min(MAX_OPS as u32),
+        max_requests: fore.max_requests.min(limits.max_slots),
     };
+    // One back-channel slot, CB_SEQUENCE + CB_RECALL.
     let back = ChannelAttrs {
         header_pad: 0,
-        max_requests: back.max_requests.clamp(1, 1),
-        max_ops: back.max_ops.clamp(1, 2),
+        max_requests: back.max_requests.min(1),
+        max_ops: back.max_ops.min(MIN_CHANNEL_OPS),
         ..*back
     };
     // Confirming a new record of a rebooted client drops the old one.
@@ -490,7 +508,6 @@ pub(super) fn create_session(
     let session = st.new_session_id(clientid);
     // The connection of this request becomes the back channel if the client asks
     // (CONN_BACK_CHAN); CB_SEQUENCE counts from 1 on its one slot.
-    let wants_back = flags & CREATE_SESSION4_FLAG_CONN_BACK_CHAN != 0;
     st.sessions.insert(
         session,
         Session {
