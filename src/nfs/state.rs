@@ -13,10 +13,20 @@
 //! callbacks to make ([`State::poll_callback`], one at a time per client) and what their
 //! outcome means ([`State::callback_done`]), and the revocation of a delegation not returned
 //! within a lease of its recall (4.1 clients learn of it through SEQUENCE's status flags and
-//! TEST_STATEID, and FREE_STATEID forgets it).
+//! TEST_STATEID, and FREE_STATEID forgets it). Recalls come only from operations through
+//! this server: a change made to an exported file on the host recalls nothing.
+//!
+//! Write delegations are not granted, not even on a node's own layer: under one a client
+//! keeps its writes to itself until it returns the delegation, while the pool's copies of
+//! the layer learn of a change only from the WRITE or COMMIT this server answers (after a
+//! copy acknowledged it). A member taking the service address over would serve a layer
+//! without what the client holds, and the client's late flush would meet a server that
+//! never granted the delegation. Making that safe needs the delegation in the replicated
+//! state; read delegations need nothing of the sort (a client that loses one in a failover
+//! reclaims its opens and revalidates, and nothing changes the file during the grace).
 //!
 //! Not here: persistence (state is lost on restart; clients reclaim during the grace
-//! period), write delegations, sending the callbacks ([`super::serve`] does, encoded by
+//! period), sending the callbacks ([`super::serve`] does, encoded by
 //! [`super::cb`]), "courteous" keeping of expired state until a conflict.
 
 use super::cb::{CbSequence, Recall};
@@ -36,9 +46,9 @@ pub struct Limits {
     /// `max_sessions_per_client`).
     pub max_clients_per_addr: usize,
     pub max_sessions_per_client: usize,
-    /// Open and lock stateids together.
+    /// Open, lock and delegation stateids together.
     pub max_states_per_client: usize,
-    /// Open and lock stateids of all the clients of one address.
+    /// Open, lock and delegation stateids of all the clients of one address.
     pub max_states_per_addr: usize,
     /// Byte ranges locked per file.
     pub max_locks_per_file: usize,
