@@ -417,6 +417,40 @@ fn session41(s: &Server, now: Instant) -> [u8; 16] {
     session41_as(s, now, (PEER, 1), b"linux 4.1 client", 0)
 }
 
+/// One COMPOUND as uid 0 from `(address, connection)`: the overall status and the bytes
+/// after the result count.
+fn call_from(s: &Server, now: Instant, from: (IpAddr, u64), c: C) -> (Nfs4Status, Vec<u8>) {
+    let peer = Peer {
+        addr: from.0,
+        conn: from.1,
+    };
+    let out = s.handle_call(now, peer, rpc::parse_call(call(1, 0, &c.bytes())));
+    let reply = out.reply.expect("a reply");
+    // RPC reply header (24 bytes), status, tag "tag", count.
+    let st = status(u32::from_be_bytes(reply[24..28].try_into().unwrap()));
+    (st, reply[40..].to_vec())
+}
+
+/// EXCHANGE_ID of client `owner` from `from`: its client id and CREATE_SESSION sequence.
+fn exchange_id(s: &Server, now: Instant, from: (IpAddr, u64), owner: &[u8]) -> (u64, u32) {
+    let (st, body) = call_from(
+        s,
+        now,
+        from,
+        C::new(1).op(opnum::EXCHANGE_ID, |w| {
+            w.fixed(b"bootverf");
+            w.opaque(owner);
+            w.u32(0);
+            w.u32(0);
+            w.u32(0);
+        }),
+    );
+    assert_eq!(st, Nfs4Status::Ok);
+    let mut r = Reader::new(&body);
+    res(&mut r, opnum::EXCHANGE_ID);
+    (r.u64().unwrap(), r.u32().unwrap())
+}
+
 /// [`session41`] of client `owner` from `(address, connection)` with CREATE_SESSION's
 /// `flags` (2: the connection is the back channel; AUTH_SYS callbacks).
 fn session41_as(
@@ -426,32 +460,7 @@ fn session41_as(
     owner: &[u8],
     flags: u32,
 ) -> [u8; 16] {
-    let call = |c: C| {
-        let out = s.handle_call(
-            now,
-            Peer {
-                addr: from.0,
-                conn: from.1,
-            },
-            rpc::parse_call(call(1, 0, &c.bytes())),
-        );
-        let reply = out.reply.expect("a reply");
-        // RPC reply header (24 bytes), status, tag "tag", count.
-        let st = status(u32::from_be_bytes(reply[24..28].try_into().unwrap()));
-        (st, reply[40..].to_vec())
-    };
-    let (st, body) = call(C::new(1).op(opnum::EXCHANGE_ID, |w| {
-        w.fixed(b"bootverf");
-        w.opaque(owner);
-        w.u32(0);
-        w.u32(0);
-        w.u32(0);
-    }));
-    assert_eq!(st, Nfs4Status::Ok);
-    let mut r = Reader::new(&body);
-    res(&mut r, opnum::EXCHANGE_ID);
-    let clientid = r.u64().unwrap();
-    let seq = r.u32().unwrap();
+    let (clientid, seq) = exchange_id(s, now, from, owner);
     let attrs = |w: &mut Writer| {
         w.u32(0);
         w.u32(1 << 20);
@@ -461,23 +470,28 @@ fn session41_as(
         w.u32(8);
         w.u32(0);
     };
-    let (st, body) = call(C::new(1).op(opnum::CREATE_SESSION, |w| {
-        w.u64(clientid);
-        w.u32(seq);
-        w.u32(flags);
-        attrs(w);
-        attrs(w);
-        w.u32(0x40000000);
-        w.u32(1);
-        w.u32(1); // AUTH_SYS
-        let mut sys = Writer::new();
-        sys.u32(0);
-        sys.opaque(b"client");
-        sys.u32(0);
-        sys.u32(0);
-        sys.u32(0);
-        w.opaque(&sys.buf);
-    }));
+    let (st, body) = call_from(
+        s,
+        now,
+        from,
+        C::new(1).op(opnum::CREATE_SESSION, |w| {
+            w.u64(clientid);
+            w.u32(seq);
+            w.u32(flags);
+            attrs(w);
+            attrs(w);
+            w.u32(0x40000000);
+            w.u32(1);
+            w.u32(1); // AUTH_SYS
+            let mut sys = Writer::new();
+            sys.u32(0);
+            sys.opaque(b"client");
+            sys.u32(0);
+            sys.u32(0);
+            sys.u32(0);
+            w.opaque(&sys.buf);
+        }),
+    );
     assert_eq!(st, Nfs4Status::Ok);
     let mut r = Reader::new(&body);
     res(&mut r, opnum::CREATE_SESSION);
@@ -1405,23 +1419,7 @@ fn v40_callbacks_are_probed_and_only_at_the_clients_address() {
 fn create_session_refuses_channels_too_small() {
     let now = Instant::now();
     let s = server(false, now);
-    let (st, body) = run(
-        &s,
-        now,
-        0,
-        C::new(1).op(opnum::EXCHANGE_ID, |w| {
-            w.fixed(b"bootverf");
-            w.opaque(b"small channels");
-            w.u32(0);
-            w.u32(0);
-            w.u32(0);
-        }),
-    );
-    assert_eq!(st, Nfs4Status::Ok);
-    let mut r = Reader::new(&body);
-    res(&mut r, opnum::EXCHANGE_ID);
-    let clientid = r.u64().unwrap();
-    let seq = r.u32().unwrap();
+    let (clientid, seq) = exchange_id(&s, now, (PEER, 1), b"small channels");
     // (request, response, ops, slots) of each channel.
     let create = |flags: u32, fore: [u32; 4], back: [u32; 4]| {
         let attrs = |w: &mut Writer, a: [u32; 4]| {
