@@ -24,6 +24,10 @@ use std::collections::{BTreeSet, HashMap};
 const PURE: &[(&str, &str)] = &[
     ("nfs/xdr.rs", "XDR codec over byte slices"),
     (
+        "nfs/cb.rs",
+        "NFSv4 callback calls and replies over byte slices",
+    ),
+    (
         "store/addrs.rs",
         "an interval set of IPv4 addresses for the view's DHCP index",
     ),

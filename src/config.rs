@@ -279,6 +279,9 @@ pub struct Nfs {
     pub max_states_per_addr: usize,
     /// Slots per NFSv4.1 session.
     pub max_slots: u32,
+    /// Whether OPEN grants read delegations to clients whose callback path works (a 4.0
+    /// callback address that answers CB_NULL, a 4.1 back channel).
+    pub delegations: bool,
 }
 
 impl Default for Nfs {
@@ -294,6 +297,7 @@ impl Default for Nfs {
             max_states_per_client: 4096,
             max_states_per_addr: 8192,
             max_slots: 64,
+            delegations: true,
         }
     }
 }

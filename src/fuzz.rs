@@ -375,6 +375,7 @@ fn nfs_replies(data: &[u8]) -> Vec<Vec<u8>> {
             boot: 1,
             grace_until: None,
             server_owner: b"fuzz".to_vec(),
+            delegations: true,
         },
     );
     let mut rest = data;
@@ -395,8 +396,17 @@ fn nfs_replies(data: &[u8]) -> Vec<Vec<u8>> {
             let _ = decode_compound(c.args(), MAX_OPS);
         }
         let now = start + Duration::from_millis(100 * i);
-        let outcome = server.handle_call(now, IpAddr::V4(PEER), rpc::parse_call(call));
+        let peer = crate::nfs::core::Peer {
+            addr: IpAddr::V4(PEER),
+            conn: 1,
+        };
+        let outcome = server.handle_call(now, peer, rpc::parse_call(call));
         replies.extend(outcome.reply);
+        // Callbacks answer in turn, so that granted delegations meet recalls and returns.
+        while let Some(job) = server.poll_callback() {
+            server.callback_done(&job, crate::nfs::core::CbResult::Ok);
+        }
+        server.handle_timeout(now);
     }
     replies
 }

@@ -4,6 +4,11 @@
 //! as far as the tests look at them: each operation's status, and the bodies of GETFH and
 //! READ.
 //!
+//! Callbacks: a 4.0 callback listener ([`CbListener`]) answers CB_NULL and CB_RECALL on its
+//! own port and reports each recall; a 4.1 connection with a back channel keeps the calls
+//! the server sends on it ([`Client::next_call`]) and answers them with
+//! [`Client::reply_recall`].
+//!
 //! Not a general client: no sessions of its own (4.1 tests encode SEQUENCE themselves), no
 //! retransmission. Uses socket2 (a dependency of drover anyway) to bind the source address,
 //! which std's TcpStream cannot.
@@ -31,7 +36,10 @@ pub const OP_RENEW: u32 = 30;
 pub const OP_RESTOREFH: u32 = 31;
 pub const OP_SECINFO: u32 = 33;
 pub const OP_SETATTR: u32 = 34;
+pub const OP_DELEGRETURN: u32 = 8;
 pub const OP_DESTROY_SESSION: u32 = 44;
+pub const OP_FREE_STATEID: u32 = 45;
+pub const OP_TEST_STATEID: u32 = 55;
 pub const OP_SECINFO_NO_NAME: u32 = 52;
 pub const OP_DESTROY_CLIENTID: u32 = 57;
 pub const OP_RECLAIM_COMPLETE: u32 = 58;
@@ -96,6 +104,12 @@ pub const NFS4ERR_COMPLETE_ALREADY: u32 = 10054;
 pub const NFS4ERR_CLIENTID_BUSY: u32 = 10074;
 pub const NFS4ERR_NOT_ONLY_OP: u32 = 10081;
 pub const NFS4ERR_BADSESSION: u32 = 10052;
+pub const NFS4ERR_DELAY: u32 = 10008;
+pub const NFS4ERR_DELEG_REVOKED: u32 = 10087;
+/// SEQUENCE's status flag RECALLABLE_STATE_REVOKED.
+pub const SEQ4_STATUS_RECALLABLE_STATE_REVOKED: u32 = 0x40;
+/// The callback program the tests' clients name.
+pub const CB_PROGRAM: u32 = 0x4000_0000;
 
 /// The anonymous stateid (all zeros) and the READ bypass stateid (all ones).
 pub const ANONYMOUS: [u8; 16] = [0; 16];
@@ -388,6 +402,23 @@ impl Ops {
         s.u32(1);
         s
     }
+    /// SETCLIENTID of client `id` whose callback is `cb` (TCP, IPv4), program
+    /// [`CB_PROGRAM`], ident 7.
+    pub fn setclientid_cb(self, id: &str, cb: SocketAddr) -> Ops {
+        let mut s = self.op(OP_SETCLIENTID);
+        s.buf.extend_from_slice(b"verifier");
+        s.opaque(id.as_bytes());
+        s.u32(CB_PROGRAM);
+        s.opaque(b"tcp");
+        let port = cb.port();
+        s.opaque(format!("{}.{}.{}", cb.ip(), port >> 8, port & 0xff).as_bytes());
+        s.u32(7);
+        s
+    }
+    /// DELEGRETURN of `stateid` (of the current file).
+    pub fn delegreturn(self, stateid: &[u8; 16]) -> Ops {
+        self.with(OP_DELEGRETURN, |s| s.fixed(stateid))
+    }
     pub fn setclientid_confirm(self, clientid: u64, verifier: [u8; 8]) -> Ops {
         let mut s = self.op(OP_SETCLIENTID_CONFIRM);
         s.buf.extend_from_slice(&clientid.to_be_bytes());
@@ -436,6 +467,17 @@ impl Reply {
 }
 
 impl Reply {
+    /// The read delegation the last OPEN granted, if any.
+    pub fn delegation(&self) -> Option<[u8; 16]> {
+        self.body(OP_OPEN)
+            .get(16..32)
+            .and_then(|b| b.try_into().ok())
+    }
+    /// SEQUENCE's status flags.
+    pub fn seq_flags(&self) -> u32 {
+        let b = self.body(OP_SEQUENCE);
+        u32::from_be_bytes(b[32..36].try_into().expect("4 bytes"))
+    }
     /// The stateid in the last result of `op` (OPEN, OPEN_CONFIRM, OPEN_DOWNGRADE, CLOSE,
     /// LOCK, LOCKU); panics if there is none.
     pub fn stateid(&self, op: u32) -> [u8; 16] {
@@ -496,6 +538,10 @@ impl Session {
 }
 
 impl Session {
+    /// The session's id.
+    pub fn id(&self) -> [u8; 16] {
+        self.id
+    }
     /// The session `id` (made with CREATE_SESSION by the test), at slot sequence 0.
     pub fn from_id(id: [u8; 16], minor: u32) -> Session {
         Session { id, seq: 0, minor }
@@ -506,6 +552,8 @@ impl Session {
 pub struct Client {
     sock: TcpStream,
     xid: u32,
+    /// Calls the server sent on this connection (a 4.1 back channel), not answered yet.
+    calls: std::collections::VecDeque<Vec<u8>>,
 }
 
 impl Client {
@@ -519,7 +567,11 @@ impl Client {
         s.connect_timeout(&server.into(), Duration::from_secs(5))?;
         let sock: TcpStream = s.into();
         sock.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(Client { sock, xid: 1 })
+        Ok(Client {
+            sock,
+            xid: 1,
+            calls: Default::default(),
+        })
     }
 
     /// Sends one COMPOUND of minor version `minor` and decodes the reply.
@@ -545,10 +597,15 @@ impl Client {
         m.u32(minor);
         m.u32(ops.n);
         m.buf.extend_from_slice(&ops.buf);
-        let mut rec = (0x8000_0000u32 | m.buf.len() as u32).to_be_bytes().to_vec();
-        rec.extend_from_slice(&m.buf);
-        self.sock.write_all(&rec)?;
-        let body = self.read_record()?;
+        self.send_record(&m.buf)?;
+        let body = loop {
+            let rec = self.read_record()?;
+            if is_call(&rec) {
+                self.calls.push_back(rec);
+            } else {
+                break rec;
+            }
+        };
         decode(&body).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::InvalidData, "undecodable reply")
         })
@@ -571,8 +628,42 @@ impl Client {
         clientid
     }
 
+    fn send_record(&mut self, msg: &[u8]) -> std::io::Result<()> {
+        let mut rec = (0x8000_0000u32 | msg.len() as u32).to_be_bytes().to_vec();
+        rec.extend_from_slice(msg);
+        self.sock.write_all(&rec)
+    }
+
+    /// The next call the server sent on this connection (its back channel), waiting for it
+    /// as long as the read timeout.
+    pub fn next_call(&mut self) -> std::io::Result<CbCall> {
+        let rec = match self.calls.pop_front() {
+            Some(r) => r,
+            None => self.read_record()?,
+        };
+        CbCall::decode(&rec)
+            .ok_or_else(|| std::io::Error::other(format!("not a callback call: {rec:?}")))
+    }
+
+    /// Answers `call` (a CB_COMPOUND of CB_SEQUENCE and CB_RECALL) with `status` for both.
+    pub fn reply_recall(&mut self, call: &CbCall, status: u32) -> std::io::Result<()> {
+        let reply = call.reply(status);
+        self.send_record(&reply)
+    }
+
     /// EXCHANGE_ID and CREATE_SESSION of minor version `minor`: a session of one slot.
     pub fn session(&mut self, minor: u32, owner: &str) -> std::io::Result<Session> {
+        self.session_with(minor, owner, 0)
+    }
+
+    /// [`Client::session`] with CREATE_SESSION's `flags` (2: this connection is the
+    /// session's back channel, called with AUTH_SYS as root).
+    pub fn session_with(
+        &mut self,
+        minor: u32,
+        owner: &str,
+        flags: u32,
+    ) -> std::io::Result<Session> {
         let root = Cred::user(0, 0, &[]);
         let fail = |what: &str, r: &Reply| std::io::Error::other(format!("{what}: {r:?}"));
         let r = self.compound(
@@ -603,12 +694,23 @@ impl Client {
             Ops::new().with(OP_CREATE_SESSION, |s| {
                 s.u64(clientid);
                 s.u32(seq);
-                s.u32(0); // no persistence, no back channel
+                s.u32(flags);
                 channel(s);
                 channel(s);
-                s.u32(0x4000_0000); // callback program
+                s.u32(CB_PROGRAM);
                 s.u32(1);
-                s.u32(0); // AUTH_NONE
+                if flags & 2 == 0 {
+                    s.u32(0); // AUTH_NONE
+                } else {
+                    s.u32(1); // AUTH_SYS, as Linux offers it
+                    let mut sys = Ops::new();
+                    sys.u32(0);
+                    sys.opaque(b"client");
+                    for v in [0, 0, 0] {
+                        sys.u32(v);
+                    }
+                    s.opaque(&sys.buf);
+                }
             }),
         )?;
         if r.status != NFS4_OK {
@@ -632,6 +734,150 @@ impl Client {
                 return Ok(out);
             }
         }
+    }
+}
+
+/// Whether `rec` is an RPC call (the server calling back) rather than a reply.
+fn is_call(rec: &[u8]) -> bool {
+    rec.get(4..8) == Some(&[0, 0, 0, 0])
+}
+
+/// A callback call as this client understood it: CB_NULL or a CB_COMPOUND whose
+/// operations were CB_SEQUENCE (4.1) and CB_RECALL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CbCall {
+    pub xid: u32,
+    pub program: u32,
+    /// 0 CB_NULL, 1 CB_COMPOUND.
+    pub procedure: u32,
+    /// The credential's flavor.
+    pub flavor: u32,
+    pub minor: u32,
+    pub ident: u32,
+    /// CB_SEQUENCE's session and sequence id.
+    pub sequence: Option<([u8; 16], u32)>,
+    /// CB_RECALL's stateid and filehandle.
+    pub recall: Option<([u8; 16], Vec<u8>)>,
+}
+
+impl CbCall {
+    pub fn decode(rec: &[u8]) -> Option<CbCall> {
+        let mut r = Rd(rec);
+        let xid = r.u32()?;
+        if r.u32()? != 0 || r.u32()? != 2 {
+            return None;
+        }
+        let (program, version, procedure) = (r.u32()?, r.u32()?, r.u32()?);
+        if version != 1 {
+            return None;
+        }
+        let flavor = r.u32()?;
+        r.opaque()?;
+        r.u32()?;
+        r.opaque()?;
+        let mut call = CbCall {
+            xid,
+            program,
+            procedure,
+            flavor,
+            minor: 0,
+            ident: 0,
+            sequence: None,
+            recall: None,
+        };
+        if procedure == 0 {
+            return Some(call);
+        }
+        r.opaque()?; // tag
+        call.minor = r.u32()?;
+        call.ident = r.u32()?;
+        for _ in 0..r.u32()? {
+            match r.u32()? {
+                11 => {
+                    let session: [u8; 16] = r.fixed(16)?.try_into().ok()?;
+                    let seq = r.u32()?;
+                    r.fixed(12)?; // slot, highest slot, cachethis
+                    if r.u32()? != 0 {
+                        return None; // referring call lists: not expected
+                    }
+                    call.sequence = Some((session, seq));
+                }
+                4 => {
+                    let stateid: [u8; 16] = r.fixed(16)?.try_into().ok()?;
+                    r.u32()?; // truncate
+                    call.recall = Some((stateid, r.opaque()?));
+                }
+                _ => return None,
+            }
+        }
+        Some(call)
+    }
+
+    /// The reply: accepted, and for a CB_COMPOUND `status` for each of its operations.
+    pub fn reply(&self, status: u32) -> Vec<u8> {
+        let mut w = Ops::new();
+        for v in [self.xid, 1, 0, 0, 0, 0] {
+            w.u32(v);
+        }
+        if self.procedure == 0 {
+            return w.buf;
+        }
+        w.u32(status);
+        w.opaque(b"");
+        let n = u32::from(self.sequence.is_some()) + u32::from(self.recall.is_some());
+        w.u32(n);
+        if let Some((session, seq)) = self.sequence {
+            w.u32(11);
+            w.u32(status);
+            if status == NFS4_OK {
+                w.fixed(&session);
+                for v in [seq, 0, 0, 0] {
+                    w.u32(v);
+                }
+            }
+        }
+        if self.recall.is_some() {
+            w.u32(4);
+            w.u32(status);
+        }
+        w.buf
+    }
+}
+
+/// A 4.0 client's callback service on a loopback port: answers every call (CB_NULL and
+/// CB_COMPOUND) with NFS4_OK and sends each decoded call to the test.
+pub struct CbListener {
+    pub addr: SocketAddr,
+    pub calls: std::sync::mpsc::Receiver<CbCall>,
+}
+
+impl CbListener {
+    pub fn start() -> CbListener {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the callback port");
+        let addr = l.local_addr().expect("address");
+        let (tx, calls) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(sock) = s else { continue };
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let mut c = Client {
+                        sock,
+                        xid: 0,
+                        calls: Default::default(),
+                    };
+                    while let Ok(rec) = c.read_record() {
+                        let Some(call) = CbCall::decode(&rec) else {
+                            return;
+                        };
+                        if c.send_record(&call.reply(NFS4_OK)).is_err() || tx.send(call).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        CbListener { addr, calls }
     }
 }
 
@@ -730,8 +976,15 @@ fn decode(b: &[u8]) -> Option<Reply> {
                     r.fixed(24)?; // change info, result flags
                     let words = r.u32()? as usize;
                     r.fixed(4 * words)?;
-                    if r.u32()? != 0 {
-                        return None; // a delegation: not expected
+                    match r.u32()? {
+                        0 => {}
+                        1 => {
+                            // A read delegation: its stateid follows the open's.
+                            res.body.extend_from_slice(&r.fixed(16)?);
+                            r.fixed(16)?; // recall, ACE type, flags and mask
+                            r.opaque()?; // who
+                        }
+                        _ => return None, // a write delegation: not expected
                     }
                 }
                 OP_SEEK => res.body = r.fixed(12)?,
@@ -773,6 +1026,8 @@ fn decode(b: &[u8]) -> Option<Reply> {
                 | OP_DESTROY_SESSION
                 | OP_DESTROY_CLIENTID
                 | OP_SAVEFH
+                | OP_DELEGRETURN
+                | OP_FREE_STATEID
                 | OP_ALLOCATE
                 | OP_DEALLOCATE
                 | OP_CLONE => {}

@@ -443,6 +443,7 @@ pub fn nfs_clients(state: &Path, json: bool) -> Result<String> {
             "sessions",
             "opens",
             "locks",
+            "delegations",
             "owner",
         ],
     ))

@@ -12,10 +12,15 @@
 //!
 //! Time comes in as `now`, the boot epoch and grace period at construction; the core never
 //! reads a clock, opens a socket or spawns. [`Server::handle_timeout`] expires clients whose
-//! lease ran out.
+//! lease ran out and revokes delegations not returned within a lease of their recall.
+//! Callbacks are outputs: [`Server::poll_callback`] hands the shell the next one to make (a
+//! 4.0 CB_NULL probe or a CB_RECALL, as a [`CbJob`]), [`Server::callback_done`] takes in
+//! how it ended, and [`Server::connection_closed`] says a 4.1 back channel's connection is
+//! gone. Each call names its connection ([`Peer`]), which is how CREATE_SESSION and
+//! BIND_CONN_TO_SESSION bind a back channel.
 //!
-//! Not here: the rules of each operation (its family file in `nfs::ops`), delegations
-//! (never granted, OPEN answers OPEN_DELEGATE_NONE), callbacks and the back channel, pNFS,
+//! Not here: the rules of each operation (its family file in `nfs::ops`), sending
+//! callbacks (`nfs::serve`, encoded by `nfs::cb`), write delegations, pNFS,
 //! named attributes, ACLs, RPCSEC_GSS, SP4_MACH_CRED/SSV state protection, mandatory
 //! byte-range locking (locks are advisory: READ and WRITE do not check them), persistence of
 //! client state across restarts.
@@ -24,6 +29,7 @@ use super::ops::session::{sequence, SeqOutcome};
 use super::ops::{self, lock_state, Ctx, Shared};
 use super::rpc::{self, AcceptStat, Call, Cred, Procedure, Refusal};
 use super::state::{seqid_unchanged, Limits, State, Stateful};
+pub use super::state::{CbJob, CbResult, CbRoute, Expiry};
 use super::status::Nfs4Status;
 use super::vfs::{Caller, Vfs};
 use super::wire::{self, Compound, Op, Owner, MAX_OPS, MAX_RECORD};
@@ -46,6 +52,16 @@ pub struct Settings {
     pub grace_until: Option<Instant>,
     /// EXCHANGE_ID's server owner and scope (the same for servers sharing state; here: one).
     pub server_owner: Vec<u8>,
+    /// Whether OPEN grants read delegations to clients with a working callback path.
+    pub delegations: bool,
+}
+
+/// Where a call came from: the peer's address, and the connection it came on (an id the
+/// shell gives each connection; a 4.1 back channel is bound to one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub addr: IpAddr,
+    pub conn: u64,
 }
 
 /// What kind of call a record was, for the counters.
@@ -79,6 +95,9 @@ pub struct ClientStatus {
     pub sessions: usize,
     pub opens: usize,
     pub locks: usize,
+    /// Read delegations held (absent in status files of earlier versions).
+    #[serde(default)]
+    pub delegations: usize,
 }
 
 /// The protocol server: state tables and the file side.
@@ -147,6 +166,7 @@ impl Server {
                     settings.grace_until,
                 )),
                 server_owner: settings.server_owner,
+                delegations: settings.delegations,
             },
         }
     }
@@ -155,9 +175,29 @@ impl Server {
         lock_state(&self.shared.state)
     }
 
-    /// Expires clients whose lease ran out; returns how many.
-    pub fn handle_timeout(&self, now: Instant) -> usize {
-        self.state().expire(now)
+    /// Expires clients whose lease ran out and revokes delegations recalled a lease ago
+    /// and not returned; returns how many of each.
+    pub fn handle_timeout(&self, now: Instant) -> Expiry {
+        let mut st = self.state();
+        Expiry {
+            leases: st.expire(now),
+            revoked: st.revoke_overdue(now),
+        }
+    }
+
+    /// The next callback to make, marked under way until [`Server::callback_done`].
+    pub fn poll_callback(&self) -> Option<CbJob> {
+        self.state().poll_callback()
+    }
+
+    /// How a callback from [`Server::poll_callback`] ended.
+    pub fn callback_done(&self, job: &CbJob, result: CbResult) {
+        self.state().callback_done(job, result);
+    }
+
+    /// Connection `conn` closed: a back channel it carried is down.
+    pub fn connection_closed(&self, conn: u64) {
+        self.state().connection_closed(conn);
     }
 
     /// Starts (or lengthens) a grace period that ends at `until`: this member took over the
@@ -180,11 +220,12 @@ impl Server {
             .clients
             .values()
             .map(|c| {
-                let (mut opens, mut locks) = (0, 0);
+                let (mut opens, mut locks, mut delegations) = (0, 0, 0);
                 for s in st.states.values().filter(|s| s.client() == c.id) {
                     match s {
                         Stateful::Open(_) => opens += 1,
                         Stateful::Lock(_) => locks += 1,
+                        Stateful::Deleg(_) => delegations += 1,
                     }
                 }
                 ClientStatus {
@@ -197,6 +238,7 @@ impl Server {
                     sessions: st.sessions.values().filter(|s| s.client == c.id).count(),
                     opens,
                     locks,
+                    delegations,
                 }
             })
             .collect();
@@ -206,7 +248,7 @@ impl Server {
 
     /// Answers one call of `peer` as [`rpc::parse_call`] decoded it (a refusal is answered
     /// as such).
-    pub fn handle_call(&self, now: Instant, peer: IpAddr, call: Result<Call, Refusal>) -> Outcome {
+    pub fn handle_call(&self, now: Instant, peer: Peer, call: Result<Call, Refusal>) -> Outcome {
         let call = match call {
             Ok(c) => c,
             Err(refusal) => {
@@ -219,13 +261,13 @@ impl Server {
         };
         let caller = match &call.cred {
             Cred::None => Caller {
-                addr: peer,
+                addr: peer.addr,
                 uid: NOBODY,
                 gid: NOBODY,
                 gids: Vec::new(),
             },
             Cred::Sys { uid, gid, gids } => Caller {
-                addr: peer,
+                addr: peer.addr,
                 uid: *uid,
                 gid: *gid,
                 gids: gids.clone(),
@@ -239,7 +281,7 @@ impl Server {
                 kind: CallKind::Null,
             };
         }
-        match self.compound(now, &caller, call.args()) {
+        match self.compound(now, &caller, peer.conn, call.args()) {
             Ok((body, ops)) => {
                 w.buf.extend_from_slice(&body);
                 Outcome {
@@ -261,6 +303,7 @@ impl Server {
         &self,
         now: Instant,
         caller: &Caller,
+        conn: u64,
         args: &[u8],
     ) -> Result<(Vec<u8>, OpStatuses), wire::Garbage> {
         let c = wire::decode_compound(args, MAX_OPS)?;
@@ -271,7 +314,7 @@ impl Server {
             head.u32(0);
             return Ok((head.buf, Vec::new()));
         }
-        let mut cx = Ctx::new(&self.shared, now, caller, c.minor, MAX_RECORD);
+        let mut cx = Ctx::new(&self.shared, now, caller, conn, c.minor, MAX_RECORD);
         let mut results = Writer::new();
         let mut count = 0u32;
         let mut last = Nfs4Status::Ok;

@@ -1,7 +1,7 @@
 //! Scenarios of the COMPOUND pipeline on virtual time against the in-memory test Vfs, and
 //! the malformed-input battery.
 
-use super::core::{CallKind, Outcome, Server, Settings};
+use super::core::{CallKind, CbResult, CbRoute, Outcome, Peer, Server, Settings};
 use super::memvfs::MemVfs;
 use super::rpc::{self, AUTH_SYS, NFS_PROGRAM};
 use super::state::Limits;
@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 
 const PEER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2));
 
+/// `addr` on connection 1.
+fn peer(addr: IpAddr) -> Peer {
+    Peer { addr, conn: 1 }
+}
+
 fn server(grace: bool, start: Instant) -> Server {
     Server::new(
         Arc::new(MemVfs::new()),
@@ -25,6 +30,7 @@ fn server(grace: bool, start: Instant) -> Server {
             boot: 77,
             grace_until: grace.then(|| start + Duration::from_secs(10)),
             server_owner: b"test".to_vec(),
+            delegations: true,
         },
     )
 }
@@ -81,7 +87,7 @@ impl C {
 
 /// Answers one record as the shell does: the call decoded once, then handled.
 fn handle(s: &Server, now: Instant, record: &[u8]) -> Outcome {
-    s.handle_call(now, PEER, rpc::parse_call(record.to_vec()))
+    s.handle_call(now, peer(PEER), rpc::parse_call(record.to_vec()))
 }
 
 /// A status from a reply (every status this server sends is a known one).
@@ -96,7 +102,11 @@ fn run(s: &Server, now: Instant, uid: u32, c: C) -> (Nfs4Status, Vec<u8>) {
 
 /// [`run`] from the client address `peer`.
 fn run_from(s: &Server, now: Instant, peer: IpAddr, uid: u32, c: C) -> (Nfs4Status, Vec<u8>) {
-    let out = s.handle_call(now, peer, rpc::parse_call(call(1, uid, &c.bytes())));
+    let out = s.handle_call(
+        now,
+        self::peer(peer),
+        rpc::parse_call(call(1, uid, &c.bytes())),
+    );
     let reply = out.reply.expect("a reply");
     let mut r = Reader::new(&reply);
     assert_eq!(r.u32().unwrap(), 42);
@@ -404,13 +414,32 @@ fn body_of_lock_replay(
 
 /// EXCHANGE_ID + CREATE_SESSION; returns the session id.
 fn session41(s: &Server, now: Instant) -> [u8; 16] {
-    let (st, body) = run(
+    session41_as(s, now, (PEER, 1), b"linux 4.1 client", 0)
+}
+
+/// One COMPOUND as uid 0 from `(address, connection)`: the overall status and the bytes
+/// after the result count.
+fn call_from(s: &Server, now: Instant, from: (IpAddr, u64), c: C) -> (Nfs4Status, Vec<u8>) {
+    let peer = Peer {
+        addr: from.0,
+        conn: from.1,
+    };
+    let out = s.handle_call(now, peer, rpc::parse_call(call(1, 0, &c.bytes())));
+    let reply = out.reply.expect("a reply");
+    // RPC reply header (24 bytes), status, tag "tag", count.
+    let st = status(u32::from_be_bytes(reply[24..28].try_into().unwrap()));
+    (st, reply[40..].to_vec())
+}
+
+/// EXCHANGE_ID of client `owner` from `from`: its client id and CREATE_SESSION sequence.
+fn exchange_id(s: &Server, now: Instant, from: (IpAddr, u64), owner: &[u8]) -> (u64, u32) {
+    let (st, body) = call_from(
         s,
         now,
-        0,
+        from,
         C::new(1).op(opnum::EXCHANGE_ID, |w| {
             w.fixed(b"bootverf");
-            w.opaque(b"linux 4.1 client");
+            w.opaque(owner);
             w.u32(0);
             w.u32(0);
             w.u32(0);
@@ -419,8 +448,19 @@ fn session41(s: &Server, now: Instant) -> [u8; 16] {
     assert_eq!(st, Nfs4Status::Ok);
     let mut r = Reader::new(&body);
     res(&mut r, opnum::EXCHANGE_ID);
-    let clientid = r.u64().unwrap();
-    let seq = r.u32().unwrap();
+    (r.u64().unwrap(), r.u32().unwrap())
+}
+
+/// [`session41`] of client `owner` from `(address, connection)` with CREATE_SESSION's
+/// `flags` (2: the connection is the back channel; AUTH_SYS callbacks).
+fn session41_as(
+    s: &Server,
+    now: Instant,
+    from: (IpAddr, u64),
+    owner: &[u8],
+    flags: u32,
+) -> [u8; 16] {
+    let (clientid, seq) = exchange_id(s, now, from, owner);
     let attrs = |w: &mut Writer| {
         w.u32(0);
         w.u32(1 << 20);
@@ -430,19 +470,26 @@ fn session41(s: &Server, now: Instant) -> [u8; 16] {
         w.u32(8);
         w.u32(0);
     };
-    let (st, body) = run(
+    let (st, body) = call_from(
         s,
         now,
-        0,
+        from,
         C::new(1).op(opnum::CREATE_SESSION, |w| {
             w.u64(clientid);
             w.u32(seq);
-            w.u32(0);
+            w.u32(flags);
             attrs(w);
             attrs(w);
             w.u32(0x40000000);
             w.u32(1);
-            w.u32(0);
+            w.u32(1); // AUTH_SYS
+            let mut sys = Writer::new();
+            sys.u32(0);
+            sys.opaque(b"client");
+            sys.u32(0);
+            sys.u32(0);
+            sys.u32(0);
+            w.opaque(&sys.buf);
         }),
     );
     assert_eq!(st, Nfs4Status::Ok);
@@ -615,8 +662,8 @@ fn grace_and_lease_expiry() {
     assert_eq!(run(&s, later, 0, open(1)).0, Nfs4Status::Grace);
     assert_eq!(run(&s, later, 0, open(2)).0, Nfs4Status::Ok);
     // Nothing renews: the lease runs out and the client goes with its state.
-    assert_eq!(s.handle_timeout(later + Duration::from_secs(29)), 0);
-    assert_eq!(s.handle_timeout(later + Duration::from_secs(31)), 1);
+    assert_eq!(s.handle_timeout(later + Duration::from_secs(29)).leases, 0);
+    assert_eq!(s.handle_timeout(later + Duration::from_secs(31)).leases, 1);
     let (st, _) = run(
         &s,
         later + Duration::from_secs(32),
@@ -1178,4 +1225,241 @@ fn a_flood_of_client_records_hurts_only_its_address() {
     }
     let node8 = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 8));
     assert!(setclientid_from(&s, now, node8, b"node8", true).is_ok());
+}
+
+/// One COMPOUND in session `sess` at slot sequence `n` from `from`: SEQUENCE (its status
+/// flags returned), then `ops`; the overall status and a reader after SEQUENCE's result.
+fn in_session(
+    s: &Server,
+    now: Instant,
+    from: IpAddr,
+    (sess, n): ([u8; 16], u32),
+    ops: impl FnOnce(C) -> C,
+) -> (Nfs4Status, u32, Vec<u8>) {
+    let (st, body) = run_from(
+        s,
+        now,
+        from,
+        0,
+        ops(C::new(1).op(opnum::SEQUENCE, seq(sess, n))),
+    );
+    let mut r = Reader::new(&body);
+    assert_eq!(res(&mut r, opnum::SEQUENCE), Nfs4Status::Ok);
+    r.fixed::<16>().unwrap();
+    for _ in 0..4 {
+        r.u32().unwrap();
+    }
+    let flags = r.u32().unwrap();
+    (st, flags, r.rest().to_vec())
+}
+
+/// OPEN in the session by owner `owner` of `name` at the root (created if `create`),
+/// access `access`: the status, the open stateid and the delegation's stateid if granted.
+type Sid = (u32, [u8; 12]);
+fn open41(
+    s: &Server,
+    now: Instant,
+    from: IpAddr,
+    sess: ([u8; 16], u32),
+    (owner, access, create, name): (&'static [u8], u32, bool, &'static [u8]),
+) -> (Nfs4Status, Option<(Sid, Option<Sid>)>) {
+    let (st, _, body) = in_session(s, now, from, sess, |c| {
+        c.op(opnum::PUTROOTFH, |_| {}).op(opnum::OPEN, |w| {
+            open_args(w, 0, 0, owner, access, create, name)
+        })
+    });
+    if st != Nfs4Status::Ok {
+        return (st, None);
+    }
+    let mut r = Reader::new(&body);
+    res(&mut r, opnum::PUTROOTFH);
+    res(&mut r, opnum::OPEN);
+    let open = stateid(&mut r);
+    r.fixed::<20>().unwrap(); // change info
+    r.u32().unwrap(); // result flags
+    let words = r.u32().unwrap();
+    for _ in 0..words {
+        r.u32().unwrap();
+    }
+    let deleg = match r.u32().unwrap() {
+        0 => None,
+        1 => Some(stateid(&mut r)),
+        t => panic!("delegation type {t}"),
+    };
+    (st, Some((open, deleg)))
+}
+
+/// RFC 8881 §10.2, §10.4, §18.46.3: a read delegation goes to a client with a back channel
+/// (none to one without); another client's OPEN for writing recalls it over that back
+/// channel and gets DELAY until DELEGRETURN; one never returned is revoked a lease after
+/// the recall, which the holder hears of in SEQUENCE's flags, TEST_STATEID and READ, until
+/// FREE_STATEID.
+#[test]
+fn v41_read_delegation_recall_return_and_revocation() {
+    let now = Instant::now();
+    let s = server(false, now);
+    let b_addr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 3));
+    let a = session41_as(&s, now, (PEER, 1), b"holder", 2);
+    let b = session41_as(&s, now, (b_addr, 2), b"writer", 0);
+    let (mut an, mut bn) = (0u32, 0u32);
+    let next = |n: &mut u32| {
+        *n += 1;
+        *n
+    };
+    // The holder creates and opens f for reading: a delegation; the other client (no back
+    // channel) opening it for reading gets none.
+    let (st, got) = open41(&s, now, PEER, (a, next(&mut an)), (b"a", 1, true, b"f"));
+    assert_eq!(st, Nfs4Status::Ok);
+    let deleg = got.unwrap().1.expect("a read delegation");
+    let (st, got) = open41(&s, now, b_addr, (b, next(&mut bn)), (b"b", 1, false, b"f"));
+    assert_eq!((st, got.unwrap().1), (Nfs4Status::Ok, None));
+    // The holder reads under the delegation.
+    let (st, _, _) = in_session(&s, now, PEER, (a, next(&mut an)), |c| {
+        c.op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::LOOKUP, |w| w.opaque(b"f"))
+            .op(opnum::READ, |w| {
+                put_stateid(w, deleg);
+                w.u64(0);
+                w.u32(10);
+            })
+    });
+    assert_eq!(st, Nfs4Status::Ok);
+    assert!(s.poll_callback().is_none(), "no callback before a conflict");
+    // Opening for writing conflicts: DELAY, and a CB_RECALL on the holder's connection.
+    let write_f = |n| open41(&s, now, b_addr, (b, n), (b"b", 2, false, b"f")).0;
+    assert_eq!(write_f(next(&mut bn)), Nfs4Status::Delay);
+    let job = s.poll_callback().expect("a recall");
+    assert_eq!(job.recall.as_ref().map(|r| r.stateid.other), Some(deleg.1));
+    let CbRoute::V41 { conn, seq, .. } = &job.route else {
+        panic!("{job:?}")
+    };
+    assert_eq!((*conn, seq.session, seq.sequence), (1, a, 1));
+    assert!(s.poll_callback().is_none(), "one recall at a time");
+    assert_eq!(write_f(next(&mut bn)), Nfs4Status::Delay);
+    s.callback_done(&job, CbResult::Ok);
+    assert!(s.poll_callback().is_none(), "the recall was answered");
+    // DELEGRETURN of the current file: the conflicting OPEN now succeeds.
+    let (st, _, _) = in_session(&s, now, PEER, (a, next(&mut an)), |c| {
+        c.op(opnum::PUTROOTFH, |_| {})
+            .op(opnum::LOOKUP, |w| w.opaque(b"f"))
+            .op(opnum::DELEGRETURN, |w| put_stateid(w, deleg))
+    });
+    assert_eq!(st, Nfs4Status::Ok);
+    assert_eq!(write_f(next(&mut bn)), Nfs4Status::Ok);
+
+    // A second file, whose holder does not answer: the back channel is down (SEQUENCE
+    // says so), and a lease after the recall the delegation is revoked.
+    let (st, got) = open41(&s, now, PEER, (a, next(&mut an)), (b"a", 1, true, b"g"));
+    assert_eq!(st, Nfs4Status::Ok);
+    let deleg = got.unwrap().1.expect("a read delegation of g");
+    let t1 = now + Duration::from_secs(20);
+    let write_g = |t, n| open41(&s, t, b_addr, (b, n), (b"b", 2, false, b"g")).0;
+    assert_eq!(write_g(t1, next(&mut bn)), Nfs4Status::Delay);
+    let job = s.poll_callback().expect("a recall of g");
+    s.callback_done(&job, CbResult::Unreachable);
+    assert!(s.poll_callback().is_none(), "no back channel to call on");
+    let t2 = now + Duration::from_secs(25);
+    let (_, flags, _) = in_session(&s, t2, PEER, (a, next(&mut an)), |c| c);
+    assert_eq!(flags, 0x200 | 0x1, "CB_PATH_DOWN_SESSION and CB_PATH_DOWN");
+    assert_eq!(write_g(t2, next(&mut bn)), Nfs4Status::Delay);
+    let t3 = now + Duration::from_secs(51);
+    assert_eq!(s.handle_timeout(t3).revoked, 1);
+    assert_eq!(write_g(t3, next(&mut bn)), Nfs4Status::Ok);
+    let (_, flags, _) = in_session(&s, t3, PEER, (a, next(&mut an)), |c| c);
+    assert_eq!(flags & 0x40, 0x40, "RECALLABLE_STATE_REVOKED");
+    let (st, _, body) = in_session(&s, t3, PEER, (a, next(&mut an)), |c| {
+        c.op(opnum::TEST_STATEID, |w| {
+            w.u32(1);
+            put_stateid(w, deleg);
+        })
+    });
+    assert_eq!(st, Nfs4Status::Ok);
+    let mut r = Reader::new(&body);
+    res(&mut r, opnum::TEST_STATEID);
+    assert_eq!(
+        (r.u32().unwrap(), status(r.u32().unwrap())),
+        (1, Nfs4Status::DelegRevoked)
+    );
+    let (st, _, _) = in_session(&s, t3, PEER, (a, next(&mut an)), |c| {
+        c.op(opnum::FREE_STATEID, |w| put_stateid(w, deleg))
+    });
+    assert_eq!(st, Nfs4Status::Ok);
+    let (_, flags, _) = in_session(&s, t3, PEER, (a, next(&mut an)), |c| c);
+    assert_eq!(flags & 0x40, 0, "freed");
+}
+
+/// RFC 7530 §16.33, §3.3.5 of the threat model: a confirmed 4.0 client's callback is
+/// probed with CB_NULL before any delegation, and only at the client's own address.
+#[test]
+fn v40_callbacks_are_probed_and_only_at_the_clients_address() {
+    let now = Instant::now();
+    let s = server(false, now);
+    let cid = client40(&s, now, b"c40");
+    let job = s.poll_callback().expect("a CB_NULL probe");
+    assert_eq!(job.client, cid);
+    assert!(job.recall.is_none());
+    let CbRoute::V40(to) = job.route else {
+        panic!("{job:?}")
+    };
+    assert_eq!(
+        (to.addr, to.program, to.ident),
+        ("198.18.0.2:772".parse().unwrap(), 0x4000_0000, 1)
+    );
+    s.callback_done(&job, CbResult::Ok);
+    // A client naming 198.18.0.2 as its callback from another address is not called.
+    let other = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 9));
+    assert!(setclientid_from(&s, now, other, b"elsewhere", true).is_ok());
+    assert!(s.poll_callback().is_none());
+}
+
+/// RFC 8881 §18.36.3: channel attributes too small for this server's messages, for
+/// SEQUENCE and one operation, or without a slot are TOOSMALL, never enlarged; the back
+/// channel's count only when the client asks for one.
+#[test]
+fn create_session_refuses_channels_too_small() {
+    let now = Instant::now();
+    let s = server(false, now);
+    let (clientid, seq) = exchange_id(&s, now, (PEER, 1), b"small channels");
+    // (request, response, ops, slots) of each channel.
+    let create = |flags: u32, fore: [u32; 4], back: [u32; 4]| {
+        let attrs = |w: &mut Writer, a: [u32; 4]| {
+            w.u32(0);
+            w.u32(a[0]);
+            w.u32(a[1]);
+            w.u32(4096);
+            w.u32(a[2]);
+            w.u32(a[3]);
+            w.u32(0);
+        };
+        run(
+            &s,
+            now,
+            0,
+            C::new(1).op(opnum::CREATE_SESSION, |w| {
+                w.u64(clientid);
+                w.u32(seq);
+                w.u32(flags);
+                attrs(w, fore);
+                attrs(w, back);
+                w.u32(0x40000000);
+                w.u32(1);
+                w.u32(0);
+            }),
+        )
+        .0
+    };
+    let good = [1 << 20, 1 << 20, 8, 4];
+    for fore in [
+        [1023, 1 << 20, 8, 4],
+        [1 << 20, 512, 8, 4],
+        [1 << 20, 1 << 20, 1, 4],
+        [1 << 20, 1 << 20, 8, 0],
+    ] {
+        assert_eq!(create(0, fore, good), Nfs4Status::TooSmall, "{fore:?}");
+    }
+    for back in [[4096, 4096, 1, 1], [4096, 4096, 2, 0], [512, 4096, 2, 1]] {
+        assert_eq!(create(2, good, back), Nfs4Status::TooSmall, "{back:?}");
+    }
+    // Without a back channel its attributes do not matter.
+    assert_eq!(create(0, good, [0, 0, 0, 0]), Nfs4Status::Ok);
 }

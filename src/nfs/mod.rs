@@ -8,8 +8,8 @@
 //! [`wire`] (COMPOUND operations and attributes), [`state`] (clients, sessions, stateids,
 //! locks, leases), `ops` (the operations, one file per family: filehandles, attributes, I/O,
 //! open, lock, session, directories), [`core`] (the COMPOUND pipeline) and [`serve`] (the
-//! tokio shell). `xdr`, `rpc`, `status`, `wire`, `state`, `ops` and `core` do no I/O and read
-//! no clock.
+//! tokio shell), [`cb`] (the callbacks' calls and replies). `xdr`, `rpc`, `status`,
+//! `wire`, `cb`, `state`, `ops` and `core` do no I/O and read no clock.
 //!
 //! Protocol: what works (proven by `core_tests` on the in-memory test Vfs, `integration/nfs.rs`
 //! with libnfs against the binary, and `qemu-tests/nfs.rs` with the Linux 6.1 kernel client
@@ -60,13 +60,24 @@
 //!   states per client (and per address), locks per file. Idle connections close after 6
 //!   minutes; record buffers grow as bytes arrive.
 //!
-//! What does not (yet): delegations are never granted and there is no back channel
-//! (CREATE_SESSION grants none, so nothing is ever called back); pNFS, named attributes,
-//! ACLs, SP4_MACH_CRED/SSV state protection (EXCHANGE_ID answers NFS4ERR_ENCR_ALG_UNSUPP),
+//! - Read delegations (`[nfs] delegations`, on by default): OPEN for reading grants one to
+//!   a client whose callback path works (4.0: SETCLIENTID's callback at the client's own
+//!   address, probed with CB_NULL; 4.1: the back channel on the session's connection,
+//!   CREATE_SESSION CONN_BACK_CHAN or BIND_CONN_TO_SESSION), outside grace and with no
+//!   writer. Another client's OPEN for writing, SETATTR, anonymous WRITE, REMOVE or RENAME
+//!   recalls it (CB_RECALL; 4.1 after CB_SEQUENCE) and gets NFS4ERR_DELAY until
+//!   DELEGRETURN; one not returned within a lease is revoked (4.1: DELEG_REVOKED and
+//!   SEQUENCE's RECALLABLE_STATE_REVOKED until FREE_STATEID). Opens under a delegation
+//!   (CLAIM_DELEGATE_CUR, CLAIM_DELEG_CUR_FH) and BACKCHANNEL_CTL work.
+//!
+//! What does not (yet): write delegations (a node's layer is copied to the pool's other
+//! members as it changes; writes cached under a delegation would be on no copy),
+//! directory delegations, CLAIM_DELEGATE_PREV and DELEGPURGE (NOTSUPP); pNFS, named
+//! attributes, ACLs, SP4_MACH_CRED/SSV state protection (EXCHANGE_ID answers NFS4ERR_ENCR_ALG_UNSUPP),
 //! RPCSEC_GSS, owner names other than numbers (NFS4ERR_BADOWNER), mandatory locks (READ and
 //! WRITE ignore byte-range locks, as Linux's server does), client state surviving a restart
 //! (clients reclaim during the grace period; reclaims are not checked against the previous
-//! run's list), 4.0 callback path checks (CB_NULL). The READDIR cookie verifier is the Vfs's
+//! run's list). The READDIR cookie verifier is the Vfs's
 //! write verifier: a listing resumed after a restart gets NFS4ERR_NOT_SAME. Share and lock
 //! lookups scan the state table (fine for hundreds of clients, not tuned for many thousands).
 //!
@@ -79,8 +90,9 @@
 //! [`replica`] ships every change of a node's layer to the other pool members' copies before
 //! a stable change is answered (`pool::layers` carries it).
 //!
-//! Not here: NFSv3, NLM, RPCSEC_GSS/Kerberos, pNFS, delegations.
+//! Not here: NFSv3, NLM, RPCSEC_GSS/Kerberos, pNFS, write delegations.
 
+pub mod cb;
 pub mod core;
 pub mod fs;
 pub(crate) mod ids;

@@ -17,21 +17,32 @@
 //! how many clients there are (a `watch` the pool reads) and, every [`STATUS_INTERVAL`],
 //! writes `clients.json` for `drover nfs clients` and the next start's grace decision.
 //!
-//! Not here: UDP, rpcbind registration (NFSv4 clients connect to 2049 directly), TLS.
+//! Callbacks: a task takes each callback the core asks for ([`Server::poll_callback`],
+//! woken after every call and every tick) and makes it within [`CB_TIMEOUT`]: to a 4.0
+//! client over a new TCP connection to its callback address; to a 4.1 client as an RPC call
+//! written on the connection its session's back channel is bound to, whose reader hands
+//! records that are replies (not calls) to the waiting callback by xid. The outcome goes
+//! back to the core ([`Server::callback_done`]); a connection's end is reported too
+//! ([`Server::connection_closed`]).
+//!
+//! Not here: UDP, rpcbind registration (NFSv4 clients connect to 2049 directly), TLS,
+//! RPCSEC_GSS callbacks.
 
-use super::core::{CallKind, ClientStatus, Outcome, Server};
+use super::cb;
+use super::core::{CallKind, CbJob, CbResult, CbRoute, ClientStatus, Outcome, Peer, Server};
 use super::rpc;
 use super::status::Nfs4Status;
-use super::wire::{opnum, MAX_RECORD};
+use super::wire::{opnum, CbSec, MAX_RECORD};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -46,6 +57,11 @@ const SLOW_CALL: Duration = Duration::from_secs(5);
 /// A connection that sends nothing (not even the rest of a record) for this long is closed,
 /// as knfsd closes idle connections after 6 minutes; clients reconnect when they need to.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(360);
+/// How long a callback may take, connecting (4.0) and answering included, before the
+/// client counts as unreachable.
+pub const CB_TIMEOUT: Duration = Duration::from_secs(5);
+/// Callbacks under way at once (the core makes one per client at a time).
+const MAX_CALLBACKS: usize = 64;
 
 /// Shell settings.
 #[derive(Debug, Clone)]
@@ -92,6 +108,9 @@ crate::counters::counter_set! {
         errors_meta,
         errors_state,
         leases_expired,
+        callbacks,
+        callbacks_failed,
+        delegations_revoked,
     }
 }
 
@@ -183,13 +202,13 @@ pub fn boot_id() -> u32 {
 
 /// The protocol server of `drover serve` with the core's `limits`, answering as
 /// `server_name`: a grace period of `grace` only if the previous run's `status_file` lists
-/// clients.
+/// clients; read delegations if `delegations`.
 pub fn server(
     vfs: Arc<dyn super::vfs::Vfs>,
     limits: super::state::Limits,
     grace: Duration,
     status_file: &Path,
-    server_name: &str,
+    (server_name, delegations): (&str, bool),
 ) -> Arc<Server> {
     let now = Instant::now();
     let grace_until = (had_clients(status_file) && !grace.is_zero()).then(|| now + grace);
@@ -204,6 +223,7 @@ pub fn server(
         boot: boot_id(),
         grace_until,
         server_owner: format!("drover {server_name}").into_bytes(),
+        delegations,
     };
     Arc::new(Server::new(vfs, core))
 }
@@ -219,19 +239,22 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let conns = Arc::new(Semaphore::new(settings.max_connections));
-    let blocking = Arc::new(Semaphore::new(settings.max_blocking));
-    let mut tasks = JoinSet::new();
-    for l in listeners {
-        let (server, stats, token) = (server.clone(), stats.clone(), shutdown.clone());
-        let (conns, blocking) = (conns.clone(), blocking.clone());
-        let limits = ConnLimits {
+    let shell = Shell {
+        server: server.clone(),
+        stats: stats.clone(),
+        blocking: Arc::new(Semaphore::new(settings.max_blocking)),
+        calls: Arc::new(Calls::default()),
+        limits: ConnLimits {
             inflight: settings.max_inflight,
             idle: settings.idle_timeout,
-        };
-        tasks.spawn(accept_loop(
-            l, server, stats, conns, blocking, limits, token,
-        ));
+        },
+        shutdown: shutdown.clone(),
+    };
+    let mut tasks = JoinSet::new();
+    for l in listeners {
+        tasks.spawn(accept_loop(l, shell.clone(), conns.clone()));
     }
+    tasks.spawn(callbacks(shell.clone()));
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_status: Option<Instant> = None;
@@ -241,17 +264,27 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         let now = Instant::now();
-        let expired = server.handle_timeout(now);
+        let expiry = server.handle_timeout(now);
         let count = server.clients(now).len();
         clients.send_if_modified(|n| std::mem::replace(n, count) != count);
-        if expired > 0 {
-            stats
-                .leases_expired
-                .fetch_add(expired as u64, Ordering::Relaxed);
-            tracing::info!(
-                expired,
-                "NFS: clients' leases expired; their state is released"
-            );
+        shell.calls.wake.notify_one();
+        let released = [
+            (
+                expiry.leases,
+                &stats.leases_expired,
+                "clients' leases expired; their state is released",
+            ),
+            (
+                expiry.revoked,
+                &stats.delegations_revoked,
+                "delegations revoked: not returned within a lease of their recall",
+            ),
+        ];
+        for (n, counter, what) in released {
+            if n > 0 {
+                counter.fetch_add(n as u64, Ordering::Relaxed);
+                tracing::info!(n, "NFS: {what}");
+            }
         }
         if let Some(path) = &settings.status_file {
             if last_status.is_none_or(|t| now.duration_since(t) >= STATUS_INTERVAL) {
@@ -278,19 +311,156 @@ struct ConnLimits {
     idle: Duration,
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What every connection task works with.
+#[derive(Clone)]
+struct Shell {
     server: Arc<Server>,
     stats: Arc<Stats>,
-    conns: Arc<Semaphore>,
+    /// Calls being worked on in all.
     blocking: Arc<Semaphore>,
+    calls: Arc<Calls>,
     limits: ConnLimits,
     shutdown: CancellationToken,
-) {
+}
+
+/// The callbacks' side of the connections: each connection's writer (a 4.1 back channel
+/// writes its calls there), the callbacks waiting for their replies by xid, and the wake-up
+/// of the callback task.
+#[derive(Default)]
+struct Calls {
+    writers: Mutex<HashMap<u64, mpsc::Sender<Vec<u8>>>>,
+    waiting: Mutex<HashMap<u32, oneshot::Sender<Vec<u8>>>>,
+    next_conn: AtomicU64,
+    next_xid: AtomicU32,
+    wake: Notify,
+}
+
+impl Calls {
+    fn writers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<Vec<u8>>>> {
+        // A poisoned lock means a panic elsewhere, which aborts the process.
+        self.writers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u32, oneshot::Sender<Vec<u8>>>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Makes the callbacks the core asks for, [`MAX_CALLBACKS`] at a time, until shutdown.
+async fn callbacks(shell: Shell) {
+    let mut jobs = JoinSet::new();
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            _ = shell.shutdown.cancelled() => break,
+            _ = shell.calls.wake.notified() => {}
+            _ = tick.tick() => {}
+            Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
+        }
+        while jobs.len() < MAX_CALLBACKS {
+            let Some(job) = shell.server.poll_callback() else {
+                break;
+            };
+            let shell = shell.clone();
+            jobs.spawn(async move {
+                bump(&shell.stats.callbacks);
+                let result = callback(&shell.calls, &job).await;
+                if result != CbResult::Ok {
+                    bump(&shell.stats.callbacks_failed);
+                    tracing::info!(
+                        client = format_args!("{:016x}", job.client),
+                        recall = job.recall.is_some(),
+                        ?result,
+                        "NFS: a callback failed"
+                    );
+                }
+                shell.server.callback_done(&job, result);
+                shell.calls.wake.notify_one();
+            });
+        }
+    }
+    jobs.shutdown().await;
+}
+
+/// Makes one callback and waits for its reply, within [`CB_TIMEOUT`].
+async fn callback(calls: &Calls, job: &CbJob) -> CbResult {
+    let xid = calls.next_xid.fetch_add(1, Ordering::Relaxed);
+    let reply = match &job.route {
+        CbRoute::V40(to) => {
+            // AUTH_NONE: a 4.0 callback carries no credential the client checks.
+            let sec = CbSec {
+                flavor: rpc::AUTH_NONE,
+                body: Vec::new(),
+            };
+            let call = match &job.recall {
+                None => cb::cb_null(xid, to.program, &sec),
+                Some(r) => cb::cb_recall(xid, to.program, &sec, 0, to.ident, None, r),
+            };
+            tokio::time::timeout(CB_TIMEOUT, call40(to.addr, &call))
+                .await
+                .ok()
+                .and_then(Result::ok)
+        }
+        CbRoute::V41 {
+            conn,
+            program,
+            sec,
+            minor,
+            seq,
+        } => {
+            let Some(r) = &job.recall else {
+                return CbResult::Unreachable;
+            };
+            let call = cb::cb_recall(xid, *program, sec, *minor, 0, Some(seq), r);
+            call41(calls, *conn, xid, call).await
+        }
+    };
+    let Some(reply) = reply else {
+        return CbResult::Unreachable;
+    };
+    match cb::decode_reply(&reply, job.recall.is_some()) {
+        Ok(Nfs4Status::Ok) => CbResult::Ok,
+        Ok(status) => CbResult::Status(status),
+        Err(e) => {
+            tracing::debug!(error = %e, "NFS: callback reply");
+            CbResult::Unreachable
+        }
+    }
+}
+
+/// A 4.0 callback: connects to `addr`, sends `call`, reads the reply.
+async fn call40(addr: SocketAddr, call: &[u8]) -> io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(&rpc::record(call)).await?;
+    let mut buf = Vec::new();
+    match read_record(&mut s, &mut buf).await? {
+        Some(()) => Ok(buf),
+        None => Err(io::ErrorKind::UnexpectedEof.into()),
+    }
+}
+
+/// A 4.1 callback: `call` written on connection `conn`, its reply awaited by `xid`.
+async fn call41(calls: &Calls, conn: u64, xid: u32, call: Vec<u8>) -> Option<Vec<u8>> {
+    let writer = calls.writers().get(&conn).cloned()?;
+    let (tx, rx) = oneshot::channel();
+    calls.waiting().insert(xid, tx);
+    let sent = writer.send(call).await.is_ok();
+    let reply = if sent {
+        tokio::time::timeout(CB_TIMEOUT, rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+    } else {
+        None
+    };
+    calls.waiting().remove(&xid);
+    reply
+}
+
+async fn accept_loop(listener: TcpListener, shell: Shell, conns: Arc<Semaphore>) {
     let mut tasks = JoinSet::new();
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shell.shutdown.cancelled() => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             a = listener.accept() => a,
         };
@@ -303,20 +473,15 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = conns.clone().try_acquire_owned() else {
-            bump(&stats.connections_refused);
+            bump(&shell.stats.connections_refused);
             continue;
         };
-        bump(&stats.connections);
+        bump(&shell.stats.connections);
         let _ = stream.set_nodelay(true);
-        let (server, stats, blocking, token) = (
-            server.clone(),
-            stats.clone(),
-            blocking.clone(),
-            shutdown.clone(),
-        );
+        let shell = shell.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            connection(stream, peer, server, stats, blocking, limits, token).await;
+            connection(stream, peer, shell).await;
         });
     }
     tasks.shutdown().await;
@@ -378,18 +543,19 @@ async fn read_record<R: AsyncReadExt + Unpin>(
     }
 }
 
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    server: Arc<Server>,
-    stats: Arc<Stats>,
-    blocking: Arc<Semaphore>,
-    limits: ConnLimits,
-    shutdown: CancellationToken,
-) {
-    let ConnLimits { inflight, idle } = limits;
+async fn connection(stream: TcpStream, peer: SocketAddr, shell: Shell) {
+    let ConnLimits { inflight, idle } = shell.limits;
+    let (server, stats, blocking, calls, shutdown) = (
+        shell.server,
+        shell.stats,
+        shell.blocking,
+        shell.calls,
+        shell.shutdown,
+    );
+    let conn = calls.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(inflight);
+    calls.writers().insert(conn, tx.clone());
     let writer = tokio::spawn(async move {
         while let Some(reply) = rx.recv().await {
             if let Err(e) = wr.write_all(&rpc::record(&reply)).await {
@@ -425,6 +591,14 @@ async fn connection(
                 break;
             }
         }
+        if let Some(xid) = cb::reply_xid(&buf) {
+            // A reply to a callback on this connection's back channel (one nobody waits
+            // for any more is dropped).
+            if let Some(waiting) = calls.waiting().remove(&xid) {
+                let _ = waiting.send(std::mem::take(&mut buf));
+            }
+            continue;
+        }
         let Ok(conn_permit) = per_conn.clone().acquire_owned().await else {
             break;
         };
@@ -432,15 +606,18 @@ async fn connection(
             break;
         };
         let record = std::mem::take(&mut buf);
-        let (server, stats, tx) = (server.clone(), stats.clone(), tx.clone());
-        let ip = peer.ip();
+        let (server, stats, tx, calls) = (server.clone(), stats.clone(), tx.clone(), calls.clone());
+        let from = Peer {
+            addr: peer.ip(),
+            conn,
+        };
         tokio::spawn(async move {
             let _conn_permit = conn_permit;
             let call = rpc::parse_call(record);
             let xid = call.as_ref().map_or_else(rpc::Refusal::xid, |c| c.xid);
             let started = Instant::now();
             let mut work =
-                tokio::task::spawn_blocking(move || server.handle_call(Instant::now(), ip, call));
+                tokio::task::spawn_blocking(move || server.handle_call(Instant::now(), from, call));
             // A call that never finishes leaves its client waiting without an error (a hard
             // mount retransmits only after its timeout): say so while it is still running.
             let outcome = match tokio::time::timeout(SLOW_CALL, &mut work).await {
@@ -458,6 +635,8 @@ async fn connection(
             // writer: a client that stops reading holds up only its own connection.
             drop(permit);
             let Ok(outcome) = outcome else { return };
+            // The call may have made a callback due (a recall, a back channel bound).
+            calls.wake.notify_one();
             log_call(peer, xid, &outcome, started.elapsed());
             stats.count(&outcome);
             match outcome.reply {
@@ -471,6 +650,8 @@ async fn connection(
             }
         });
     }
+    calls.writers().remove(&conn);
+    server.connection_closed(conn);
     drop(tx);
     // In-flight requests finish and their replies are written before the writer ends.
     let _ = writer.await;

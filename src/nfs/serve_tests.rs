@@ -42,6 +42,7 @@ fn server_with_big_file() -> (Arc<Server>, Vec<u8>) {
         boot: 1,
         grace_until: None,
         server_owner: b"test".to_vec(),
+        delegations: true,
     };
     (Arc::new(Server::new(vfs, settings)), fh.0)
 }

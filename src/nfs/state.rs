@@ -8,15 +8,33 @@
 //! An expired lease's state is released at once; what stays is a bounded memory of its
 //! client id and stateids ([`Expired`]), so that their later use is NFS4ERR_EXPIRED.
 //!
+//! Read delegations live here too: whether one may be granted ([`State::may_delegate`]),
+//! their recall when another client's operation conflicts ([`State::recall`]), the
+//! callbacks to make ([`State::poll_callback`], one at a time per client) and what their
+//! outcome means ([`State::callback_done`]), and the revocation of a delegation not returned
+//! within a lease of its recall (4.1 clients learn of it through SEQUENCE's status flags and
+//! TEST_STATEID, and FREE_STATEID forgets it). Recalls come only from operations through
+//! this server: a change made to an exported file on the host recalls nothing.
+//!
+//! Write delegations are not granted, not even on a node's own layer: under one a client
+//! keeps its writes to itself until it returns the delegation, while the pool's copies of
+//! the layer learn of a change only from the WRITE or COMMIT this server answers (after a
+//! copy acknowledged it). A member taking the service address over would serve a layer
+//! without what the client holds, and the client's late flush would meet a server that
+//! never granted the delegation. Making that safe needs the delegation in the replicated
+//! state; read delegations need nothing of the sort (a client that loses one in a failover
+//! reclaims its opens and revalidates, and nothing changes the file during the grace).
+//!
 //! Not here: persistence (state is lost on restart; clients reclaim during the grace
-//! period), delegations (never granted), callbacks, "courteous" keeping of expired state
-//! until a conflict.
+//! period), sending the callbacks ([`super::serve`] does, encoded by
+//! [`super::cb`]), "courteous" keeping of expired state until a conflict.
 
+use super::cb::{CbSequence, Recall};
 use super::status::Nfs4Status;
 use super::vfs::Handle;
-use super::wire::{ChannelAttrs, Denied, Owner, StateId};
+use super::wire::{Callback40, Callback41, CbSec, ChannelAttrs, Denied, Owner, StateId};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// Limits on what clients may make the server hold.
@@ -28,9 +46,9 @@ pub struct Limits {
     /// `max_sessions_per_client`).
     pub max_clients_per_addr: usize,
     pub max_sessions_per_client: usize,
-    /// Open and lock stateids together.
+    /// Open, lock and delegation stateids together.
     pub max_states_per_client: usize,
-    /// Open and lock stateids of all the clients of one address.
+    /// Open, lock and delegation stateids of all the clients of one address.
     pub max_states_per_addr: usize,
     /// Byte ranges locked per file.
     pub max_locks_per_file: usize,
@@ -85,6 +103,43 @@ pub struct Client {
     pub cs_seq: u32,
     pub cs_reply: Option<super::wire::Res>,
     pub reclaim_complete: bool,
+    /// 4.0: the callback SETCLIENTID offered for this (unconfirmed) record or for its
+    /// pending callback update; it takes effect on SETCLIENTID_CONFIRM.
+    pub cb_offer: Option<Callback40>,
+    /// 4.0: the callback path in effect.
+    pub cb40: Option<Cb40>,
+    /// A callback to this client is under way: the next waits for its outcome.
+    pub cb_busy: bool,
+}
+
+/// A 4.0 client's callback path: where to connect, the program and ident to call, and
+/// whether CB_NULL answered there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cb40 {
+    pub addr: SocketAddr,
+    pub program: u32,
+    pub ident: u32,
+    pub probe: Probe,
+}
+
+/// What is known of a 4.0 callback path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Not probed yet (or to probe again).
+    Needed,
+    Running,
+    Up,
+    Down,
+}
+
+/// A 4.1 session's back channel, asked for in CREATE_SESSION or BIND_CONN_TO_SESSION.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Back {
+    /// The connection it runs on (None: that connection closed; the client is told with
+    /// SEQUENCE's CB_PATH_DOWN flags and binds another).
+    pub conn: Option<u64>,
+    /// CB_SEQUENCE's sequence id for the next call on the one slot.
+    pub seq: u32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -100,6 +155,17 @@ pub struct Session {
     pub client: u64,
     pub slots: Vec<Slot>,
     pub fore: ChannelAttrs,
+    /// The callback program and credential (CREATE_SESSION, BACKCHANNEL_CTL).
+    pub callback: Callback41,
+    pub back: Option<Back>,
+}
+
+impl Session {
+    /// The back channel's connection, if it has one it can call on.
+    pub fn back_conn(&self) -> Option<u64> {
+        self.callback.sec.as_ref()?;
+        self.back.as_ref()?.conn
+    }
 }
 
 /// An open stateid: one open owner's open of one file.
@@ -123,10 +189,23 @@ pub struct LockState {
     pub open: [u8; 12],
 }
 
+/// A read delegation of one file to one client.
+#[derive(Debug, Clone)]
+pub struct Deleg {
+    pub client: u64,
+    pub fh: Handle,
+    /// When another client's operation conflicted with it: it is revoked a lease after
+    /// that unless returned.
+    pub recalled: Option<Instant>,
+    /// The CB_RECALL went out (or is going out).
+    pub sent: bool,
+}
+
 #[derive(Debug, Clone)]
 pub enum Stateful {
     Open(Open),
     Lock(LockState),
+    Deleg(Deleg),
 }
 
 impl Stateful {
@@ -134,21 +213,75 @@ impl Stateful {
         match self {
             Stateful::Open(o) => o.seqid,
             Stateful::Lock(l) => l.seqid,
+            // A delegation's stateid never moves on.
+            Stateful::Deleg(_) => 1,
         }
     }
     pub fn client(&self) -> u64 {
         match self {
             Stateful::Open(o) => o.client,
             Stateful::Lock(l) => l.client,
+            Stateful::Deleg(d) => d.client,
         }
     }
     pub fn fh(&self) -> &Handle {
         match self {
             Stateful::Open(o) => &o.fh,
             Stateful::Lock(l) => &l.fh,
+            Stateful::Deleg(d) => &d.fh,
         }
     }
 }
+
+/// A callback the shell is to make ([`State::poll_callback`]), reported back with
+/// [`State::callback_done`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CbJob {
+    pub client: u64,
+    pub route: CbRoute,
+    /// None: a 4.0 CB_NULL probe; else CB_RECALL of this delegation.
+    pub recall: Option<Recall>,
+}
+
+/// Where a callback goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CbRoute {
+    /// 4.0: a new TCP connection to the client's callback address.
+    V40(Cb40),
+    /// 4.1: the connection `conn` carrying the back channel of `seq.session`.
+    V41 {
+        conn: u64,
+        program: u32,
+        sec: CbSec,
+        minor: u32,
+        seq: CbSequence,
+    },
+}
+
+/// How a callback ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CbResult {
+    /// The client answered NFS4_OK.
+    Ok,
+    /// The client answered with this status.
+    Status(Nfs4Status),
+    /// No answer: no connection, a connection that failed, or silence.
+    Unreachable,
+}
+
+/// What a timer step released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Expiry {
+    /// Clients whose lease ran out.
+    pub leases: usize,
+    /// Delegations revoked because they were not returned within a lease of their recall.
+    pub revoked: usize,
+}
+
+/// SEQUENCE's status flags (RFC 8881 §18.46.3).
+pub const SEQ4_STATUS_CB_PATH_DOWN: u32 = 0x1;
+pub const SEQ4_STATUS_RECALLABLE_STATE_REVOKED: u32 = 0x40;
+pub const SEQ4_STATUS_CB_PATH_DOWN_SESSION: u32 = 0x200;
 
 /// An NFSv4.0 owner's sequence: the last seqid and the encoded reply to it (replayed when
 /// the client retransmits).
@@ -252,6 +385,12 @@ pub struct State {
     pub lock_owners: HashMap<Owner, OwnerSeq>,
     pub locks: HashMap<Handle, Vec<Range>>,
     pub expired: Expired,
+    /// 4.1 delegations revoked and not yet freed (FREE_STATEID), by `other`: their client.
+    /// A client with any gets no new delegation, which bounds them.
+    pub revoked: HashMap<[u8; 12], u64>,
+    /// Something changed that may make a callback due ([`State::poll_callback`] looks only
+    /// then).
+    pub cb_due: bool,
 }
 
 /// The exclusive end of `length` bytes from `offset`, or None if it overflows.
@@ -281,6 +420,8 @@ impl State {
             lock_owners: HashMap::new(),
             locks: HashMap::new(),
             expired: Expired::default(),
+            revoked: HashMap::new(),
+            cb_due: false,
         }
     }
 
@@ -393,7 +534,9 @@ impl State {
             return Err(Nfs4Status::StaleStateId);
         }
         let Some(s) = self.states.get(&id.other) else {
-            return Err(if self.expired.state(&id.other) {
+            return Err(if self.revoked.contains_key(&id.other) {
+                Nfs4Status::DelegRevoked
+            } else if self.expired.state(&id.other) {
                 Nfs4Status::Expired
             } else {
                 Nfs4Status::BadStateId
@@ -423,6 +566,7 @@ impl State {
             ranges.retain(|r| r.owner.clientid != id);
         }
         self.locks.retain(|_, r| !r.is_empty());
+        self.revoked.retain(|_, c| *c != id);
     }
 
     /// Expires clients whose lease ran out, remembering the confirmed ones' ids and
@@ -453,9 +597,250 @@ impl State {
         dead.len()
     }
 
-    /// The earliest lease expiry (for the shell's timer).
+    /// The earliest lease expiry or revocation of a recalled delegation (for the shell's
+    /// timer).
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.clients.values().map(|c| c.lease_until).min()
+        let lease = self.limits.lease;
+        let recalls = self.states.values().filter_map(|s| match s {
+            Stateful::Deleg(d) => d.recalled.map(|t| t + lease),
+            _ => None,
+        });
+        self.clients
+            .values()
+            .map(|c| c.lease_until)
+            .chain(recalls)
+            .min()
+    }
+
+    /// Revokes the delegations recalled a lease ago or more and still not returned (RFC 8881
+    /// §10.2, RFC 7530 §10.2): a 4.1 client's are remembered as revoked until it frees them,
+    /// a 4.0 client's as expired. Returns how many.
+    pub fn revoke_overdue(&mut self, now: Instant) -> usize {
+        let lease = self.limits.lease;
+        let overdue: Vec<([u8; 12], u64)> = self
+            .states
+            .iter()
+            .filter_map(|(o, s)| match s {
+                Stateful::Deleg(d) if d.recalled.is_some_and(|t| t + lease <= now) => {
+                    Some((*o, d.client))
+                }
+                _ => None,
+            })
+            .collect();
+        let max = self.limits.max_expired_remembered;
+        for &(other, client) in &overdue {
+            self.states.remove(&other);
+            if self.clients.get(&client).is_some_and(|c| c.minor >= 1) {
+                self.revoked.insert(other, client);
+            } else {
+                self.expired.add(Tomb::State(other), max);
+            }
+        }
+        overdue.len()
+    }
+
+    /// Whether any delegation exists (to skip the work of finding conflicts).
+    pub fn has_delegations(&self) -> bool {
+        self.states
+            .values()
+            .any(|s| matches!(s, Stateful::Deleg(_)))
+    }
+
+    /// Whether `client` has a way to take callbacks: a 4.0 callback address that answered
+    /// CB_NULL, or a 4.1 session with a back channel on a live connection.
+    pub fn callback_up(&self, client: u64) -> bool {
+        match self.clients.get(&client) {
+            Some(c) if c.minor == 0 => c.cb40.is_some_and(|cb| cb.probe == Probe::Up),
+            Some(_) => self
+                .sessions
+                .values()
+                .any(|s| s.client == client && s.back_conn().is_some()),
+            None => false,
+        }
+    }
+
+    /// Whether a read delegation of `fh` may go to `client` now (RFC 8881 §10.4, RFC 7530
+    /// §10.4): outside the grace period, with a working callback path, nothing of the
+    /// client's revoked and unfreed, no open of the file for writing (by anyone), no
+    /// delegation of it being recalled, none of the client's own already, and room for one
+    /// more state.
+    pub fn may_delegate(&self, client: u64, fh: &Handle, now: Instant) -> bool {
+        if self.in_grace(now) || !self.callback_up(client) {
+            return false;
+        }
+        if self.revoked.values().any(|c| *c == client) {
+            return false;
+        }
+        let busy = self.states.values().any(|s| match s {
+            Stateful::Open(o) => o.fh == *fh && o.access & 2 != 0,
+            Stateful::Deleg(d) => d.fh == *fh && (d.recalled.is_some() || d.client == client),
+            Stateful::Lock(_) => false,
+        });
+        !busy && self.may_add_state(client)
+    }
+
+    /// Grants `client` a read delegation of `fh` ([`State::may_delegate`] said it may).
+    pub fn delegate(&mut self, client: u64, fh: &Handle) -> StateId {
+        let other = self.new_other();
+        self.states.insert(
+            other,
+            Stateful::Deleg(Deleg {
+                client,
+                fh: fh.clone(),
+                recalled: None,
+                sent: false,
+            }),
+        );
+        StateId { seqid: 1, other }
+    }
+
+    /// Recalls the delegations of `fh` held by clients other than `except` (an operation
+    /// that conflicts with them is about to run). Returns whether any is outstanding: the
+    /// operation is then answered NFS4ERR_DELAY, and succeeds once they are returned or
+    /// revoked.
+    pub fn recall(&mut self, fh: &Handle, except: Option<u64>, now: Instant) -> bool {
+        let mut any = false;
+        for s in self.states.values_mut() {
+            if let Stateful::Deleg(d) = s {
+                if d.fh == *fh && Some(d.client) != except {
+                    any = true;
+                    if d.recalled.is_none() {
+                        d.recalled = Some(now);
+                        self.cb_due = true;
+                    }
+                }
+            }
+        }
+        any
+    }
+
+    /// The next callback to make, if any: a 4.0 client's CB_NULL probe, or the CB_RECALL of
+    /// a recalled delegation whose client has a callback path and no other callback under
+    /// way. Marks it under way.
+    pub fn poll_callback(&mut self) -> Option<CbJob> {
+        if !self.cb_due {
+            return None;
+        }
+        for c in self.clients.values_mut() {
+            if let Some(cb) = c.cb40.as_mut() {
+                if c.confirmed && !c.cb_busy && cb.probe == Probe::Needed {
+                    cb.probe = Probe::Running;
+                    c.cb_busy = true;
+                    return Some(CbJob {
+                        client: c.id,
+                        route: CbRoute::V40(*cb),
+                        recall: None,
+                    });
+                }
+            }
+        }
+        let due = self.states.iter().find_map(|(o, s)| match s {
+            Stateful::Deleg(d)
+                if d.recalled.is_some()
+                    && !d.sent
+                    && self.clients.get(&d.client).is_some_and(|c| !c.cb_busy)
+                    && self.callback_up(d.client) =>
+            {
+                Some((*o, d.client, d.fh.clone()))
+            }
+            _ => None,
+        });
+        let Some((other, client, fh)) = due else {
+            self.cb_due = false;
+            return None;
+        };
+        let minor = self.clients.get(&client).map_or(0, |c| c.minor);
+        let route = if minor == 0 {
+            CbRoute::V40(self.clients.get(&client)?.cb40?)
+        } else {
+            let (id, s) = self
+                .sessions
+                .iter()
+                .find(|(_, s)| s.client == client && s.back_conn().is_some())?;
+            CbRoute::V41 {
+                conn: s.back_conn()?,
+                program: s.callback.program,
+                sec: s.callback.sec.clone()?,
+                minor,
+                seq: CbSequence {
+                    session: *id,
+                    sequence: s.back.as_ref()?.seq,
+                },
+            }
+        };
+        if let Some(Stateful::Deleg(d)) = self.states.get_mut(&other) {
+            d.sent = true;
+        }
+        if let Some(c) = self.clients.get_mut(&client) {
+            c.cb_busy = true;
+        }
+        Some(CbJob {
+            client,
+            route,
+            recall: Some(Recall {
+                stateid: StateId { seqid: 1, other },
+                fh,
+            }),
+        })
+    }
+
+    /// Takes in how `job` ended. A probe that answered makes the 4.0 path usable; an
+    /// unreachable client's path is down (4.1: the session's connection is forgotten, so
+    /// SEQUENCE tells the client to bind another) and its recall goes out again once the
+    /// path is back; a recall the client answered, whatever it said, waits for DELEGRETURN
+    /// or the revocation (NFS4ERR_DELAY: it is sent again).
+    pub fn callback_done(&mut self, job: &CbJob, result: CbResult) {
+        self.cb_due = true;
+        let Some(c) = self.clients.get_mut(&job.client) else {
+            return;
+        };
+        c.cb_busy = false;
+        if let (CbRoute::V40(_), Some(cb)) = (&job.route, c.cb40.as_mut()) {
+            if job.recall.is_none() || result == CbResult::Unreachable {
+                cb.probe = if result == CbResult::Ok {
+                    Probe::Up
+                } else {
+                    Probe::Down
+                };
+            }
+        }
+        if let CbRoute::V41 { conn, seq, .. } = &job.route {
+            if let Some(b) = self
+                .sessions
+                .get_mut(&seq.session)
+                .and_then(|s| s.back.as_mut())
+            {
+                if result == CbResult::Unreachable {
+                    if b.conn == Some(*conn) {
+                        b.conn = None;
+                    }
+                } else {
+                    b.seq = b.seq.wrapping_add(1);
+                }
+            }
+        }
+        let again = matches!(
+            result,
+            CbResult::Unreachable | CbResult::Status(Nfs4Status::Delay)
+        );
+        if let Some(r) = &job.recall {
+            if let Some(Stateful::Deleg(d)) = self.states.get_mut(&r.stateid.other) {
+                if again {
+                    d.sent = false;
+                }
+            }
+        }
+    }
+
+    /// The connection `conn` closed: the back channels it carried are down.
+    pub fn connection_closed(&mut self, conn: u64) {
+        for s in self.sessions.values_mut() {
+            if let Some(b) = s.back.as_mut() {
+                if b.conn == Some(conn) {
+                    b.conn = None;
+                }
+            }
+        }
     }
 
     /// NFSv4.0 seqid rule for an owner's next operation (RFC 7530 §9.1.7): the last seqid
@@ -571,7 +956,7 @@ impl State {
     pub fn denied(&self, fh: &Handle, access: u32) -> bool {
         self.states.values().any(|s| match s {
             Stateful::Open(o) => o.fh == *fh && o.deny & access != 0,
-            Stateful::Lock(_) => false,
+            Stateful::Lock(_) | Stateful::Deleg(_) => false,
         })
     }
 
@@ -581,7 +966,7 @@ impl State {
             Stateful::Open(o) => {
                 o.fh == *fh && o.owner != *owner && (o.deny & access != 0 || deny & o.access != 0)
             }
-            Stateful::Lock(_) => false,
+            Stateful::Lock(_) | Stateful::Deleg(_) => false,
         })
     }
 }
@@ -710,6 +1095,9 @@ mod tests {
                     cs_seq: 0,
                     cs_reply: None,
                     reclaim_complete: false,
+                    cb_offer: None,
+                    cb40: None,
+                    cb_busy: false,
                 },
             );
             ids.push(id);

@@ -651,6 +651,64 @@ impl ChannelAttrs {
     }
 }
 
+/// Longest callback network id (`r_netid`, e.g. "tcp6") accepted.
+pub const MAX_NETID: usize = 16;
+/// Longest callback universal address (`r_addr`, e.g. an IPv6 address and port) accepted.
+pub const MAX_UADDR: usize = 64;
+/// Longest AUTH_SYS body accepted in callback security parameters (RFC 5531's limit).
+const MAX_AUTH_BODY: usize = 400;
+
+/// SETCLIENTID's callback (`cb_client4` and `callback_ident`): where a 4.0 client takes
+/// calls of program `program`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Callback40 {
+    pub program: u32,
+    pub netid: Vec<u8>,
+    pub addr: Vec<u8>,
+    pub ident: u32,
+}
+
+/// The credential to send back-channel calls with: one of the client's
+/// `callback_sec_parms4` this server can use (AUTH_NONE or AUTH_SYS, whose body is kept as
+/// the client sent it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CbSec {
+    pub flavor: u32,
+    pub body: Vec<u8>,
+}
+
+/// CREATE_SESSION's and BACKCHANNEL_CTL's callback program and the first usable security
+/// parameters (None: only RPCSEC_GSS was offered, which this server cannot use).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Callback41 {
+    pub program: u32,
+    pub sec: Option<CbSec>,
+}
+
+impl Callback41 {
+    fn decode(r: &mut Reader) -> XdrResult<Self> {
+        let program = r.u32()?;
+        let n = r.count(16, 4)?;
+        let mut sec = None;
+        for _ in 0..n {
+            let flavor = r.u32()?;
+            let body = match flavor {
+                0 => Vec::new(),
+                1 => r.opaque(MAX_AUTH_BODY)?.to_vec(),
+                6 => {
+                    r.u32()?;
+                    r.opaque(MAX_OPAQUE)?;
+                    r.opaque(MAX_OPAQUE)?;
+                    continue;
+                }
+                _ => return Err(XdrError::BadValue),
+            };
+            sec.get_or_insert(CbSec { flavor, body });
+        }
+        Ok(Callback41 { program, sec })
+    }
+}
+
 /// One decoded operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -668,8 +726,9 @@ pub enum Op {
         name: Vec<u8>,
         attrs: FAttr,
     },
-    DelegPurge,
-    DelegReturn,
+    /// DELEGPURGE of a 4.0 client id.
+    DelegPurge(u64),
+    DelegReturn(StateId),
     GetAttr(Bitmap),
     GetFh,
     Link(Vec<u8>),
@@ -739,6 +798,7 @@ pub enum Op {
     SetClientId {
         verifier: [u8; 8],
         id: Vec<u8>,
+        callback: Callback40,
     },
     SetClientIdConfirm {
         clientid: u64,
@@ -768,7 +828,10 @@ pub enum Op {
         flags: u32,
         fore: ChannelAttrs,
         back: ChannelAttrs,
+        callback: Callback41,
     },
+    /// BACKCHANNEL_CTL: the session's new callback program and security.
+    BackchannelCtl(Callback41),
     DestroySession([u8; 16]),
     FreeStateId(StateId),
     SecInfoNoName(u32),
@@ -828,8 +891,8 @@ impl Op {
             Op::Close { .. } => CLOSE,
             Op::Commit { .. } => COMMIT,
             Op::Create { .. } => CREATE,
-            Op::DelegPurge => DELEGPURGE,
-            Op::DelegReturn => DELEGRETURN,
+            Op::DelegPurge(_) => DELEGPURGE,
+            Op::DelegReturn(_) => DELEGRETURN,
             Op::GetAttr(_) => GETATTR,
             Op::GetFh => GETFH,
             Op::Link(_) => LINK,
@@ -864,6 +927,7 @@ impl Op {
             Op::BindConnToSession { .. } => BIND_CONN_TO_SESSION,
             Op::ExchangeId { .. } => EXCHANGE_ID,
             Op::CreateSession { .. } => CREATE_SESSION,
+            Op::BackchannelCtl(_) => BACKCHANNEL_CTL,
             Op::DestroySession(_) => DESTROY_SESSION,
             Op::FreeStateId(_) => FREE_STATEID,
             Op::SecInfoNoName(_) => SECINFO_NO_NAME,
@@ -989,14 +1053,8 @@ fn decode_op(r: &mut Reader, num: u32, minor: u32) -> XdrResult<Op> {
                 attrs: FAttr::decode(r)?,
             }
         }
-        DELEGPURGE => {
-            r.u64()?;
-            Op::DelegPurge
-        }
-        DELEGRETURN => {
-            StateId::decode(r)?;
-            Op::DelegReturn
-        }
+        DELEGPURGE => Op::DelegPurge(r.u64()?),
+        DELEGRETURN => Op::DelegReturn(StateId::decode(r)?),
         GETATTR => Op::GetAttr(Bitmap::decode(r)?),
         GETFH => Op::GetFh,
         LINK => Op::Link(name(r)?),
@@ -1084,12 +1142,17 @@ fn decode_op(r: &mut Reader, num: u32, minor: u32) -> XdrResult<Op> {
         SETCLIENTID if !v41 => {
             let verifier = r.fixed::<8>()?;
             let id = r.opaque(MAX_OPAQUE)?.to_vec();
-            // The callback (program, netid, address) and ident: no callbacks are made.
-            r.u32()?;
-            r.opaque(MAX_OPAQUE)?;
-            r.opaque(MAX_OPAQUE)?;
-            r.u32()?;
-            Op::SetClientId { verifier, id }
+            let callback = Callback40 {
+                program: r.u32()?,
+                netid: r.opaque(MAX_NETID)?.to_vec(),
+                addr: r.opaque(MAX_UADDR)?.to_vec(),
+                ident: r.u32()?,
+            };
+            Op::SetClientId {
+                verifier,
+                id,
+                callback,
+            }
         }
         SETCLIENTID_CONFIRM if !v41 => Op::SetClientIdConfirm {
             clientid: r.u64()?,
@@ -1158,37 +1221,17 @@ fn decode_op(r: &mut Reader, num: u32, minor: u32) -> XdrResult<Op> {
             let flags = r.u32()?;
             let fore = ChannelAttrs::decode(r)?;
             let back = ChannelAttrs::decode(r)?;
-            r.u32()?; // callback program
-            let n = r.count(16, 4)?;
-            for _ in 0..n {
-                match r.u32()? {
-                    0 => {}
-                    1 => {
-                        r.u32()?;
-                        r.opaque(255)?;
-                        r.u32()?;
-                        r.u32()?;
-                        let g = r.count(16, 4)?;
-                        for _ in 0..g {
-                            r.u32()?;
-                        }
-                    }
-                    6 => {
-                        r.u32()?;
-                        r.opaque(MAX_OPAQUE)?;
-                        r.opaque(MAX_OPAQUE)?;
-                    }
-                    _ => return Err(XdrError::BadValue),
-                }
-            }
+            let callback = Callback41::decode(r)?;
             Op::CreateSession {
                 clientid,
                 sequence,
                 flags,
                 fore,
                 back,
+                callback,
             }
         }
+        BACKCHANNEL_CTL if v41 => Op::BackchannelCtl(Callback41::decode(r)?),
         DESTROY_SESSION if v41 => Op::DestroySession(r.fixed::<16>()?),
         FREE_STATEID if v41 => Op::FreeStateId(StateId::decode(r)?),
         SECINFO_NO_NAME if v41 => {
@@ -1217,8 +1260,8 @@ fn decode_op(r: &mut Reader, num: u32, minor: u32) -> XdrResult<Op> {
         RECLAIM_COMPLETE if v41 => Op::ReclaimComplete(r.bool()?),
         // Known 4.1 operations without an implementation: their arguments are not decoded,
         // so nothing after them in the COMPOUND can be either; they end it with NOTSUPP.
-        BACKCHANNEL_CTL | GET_DIR_DELEGATION | GETDEVICEINFO | GETDEVICELIST | LAYOUTCOMMIT
-        | LAYOUTGET | LAYOUTRETURN | SET_SSV | WANT_DELEGATION
+        GET_DIR_DELEGATION | GETDEVICEINFO | GETDEVICELIST | LAYOUTCOMMIT | LAYOUTGET
+        | LAYOUTRETURN | SET_SSV | WANT_DELEGATION
             if v41 =>
         {
             Op::NotSupported(num)
@@ -1391,6 +1434,8 @@ pub enum Res {
         cinfo: ChangeInfo,
         rflags: u32,
         attrset: Bitmap,
+        /// The stateid of a read delegation granted with the open.
+        deleg: Option<StateId>,
     },
     Read {
         eof: bool,
@@ -1540,12 +1585,27 @@ fn encode_res(w: &mut Writer, res: &Res) {
             cinfo,
             rflags,
             attrset,
+            deleg,
         } => {
             stateid.encode(w);
             cinfo.encode(w);
             w.u32(*rflags);
             attrset.encode(w);
-            w.u32(0); // OPEN_DELEGATE_NONE
+            match deleg {
+                None => w.u32(0), // OPEN_DELEGATE_NONE
+                Some(d) => {
+                    w.u32(1); // OPEN_DELEGATE_READ
+                    d.encode(w);
+                    w.bool(false); // recall: not already being recalled
+                                   // The permissions nfsace4: an empty ALLOW entry, so the client asks
+                                   // ACCESS as it would without the delegation (RFC 8881 §10.4.1 allows
+                                   // a server to grant nothing here).
+                    w.u32(0); // ACE4_ACCESS_ALLOWED_ACE_TYPE
+                    w.u32(0); // flags
+                    w.u32(0); // access mask
+                    w.opaque(b""); // who
+                }
+            }
         }
         Res::Read { eof, data } => {
             w.bool(*eof);

@@ -364,7 +364,8 @@ async fn start_nfs(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
         .map(|l| l as Arc<dyn crate::nfs::replica::Replica>);
     let vfs = crate::nfs::file_side(&ctx.state_dir, ctx.view.clone(), replica)
         .context("NFS: opening the exported files")?;
-    let server = crate::nfs::serve::server(vfs, s.limits, s.grace, &s.status_file, &s.server_name);
+    let name = (s.server_name.as_str(), s.delegations);
+    let server = crate::nfs::serve::server(vfs, s.limits, s.grace, &s.status_file, name);
     if ctx.placement.is_some() && !s.grace.is_zero() {
         let (server, grace, token) = (server.clone(), s.grace, ctx.shutdown.clone());
         let (mut held, decisions) = (ctx.links.held.1.clone(), ctx.links.floating.1.clone());

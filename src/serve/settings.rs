@@ -89,6 +89,8 @@ pub struct Nfs {
     /// root is served from the service address, so that a client that moves with it may
     /// reclaim its state (RFC 8881 §2.10.4: reclaims need an equal server scope).
     pub server_name: String,
+    /// Whether OPEN grants read delegations (`[nfs] delegations`).
+    pub delegations: bool,
 }
 
 /// BMC sessions of `drover serve`: the poller and `POST /api/v1/power`.
@@ -246,6 +248,7 @@ fn nfs(c: &Config, own: &[Ipv4Addr], state_dir: &Path) -> Nfs {
         },
         status_file,
         server_name,
+        delegations: n.delegations,
     }
 }
 

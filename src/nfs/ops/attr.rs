@@ -2,7 +2,8 @@
 //!
 //! Values come from the Vfs's [`Attr`] and are encoded by [`wire::encode_attrs`] (which
 //! attributes exist and how each is written is the wire's business); VERIFY and NVERIFY
-//! compare the client's encoded values with ours byte for byte. Not here: attribute numbers
+//! compare the client's encoded values with ours byte for byte. SETATTR recalls other
+//! clients' read delegations of the file first (NFS4ERR_DELAY until returned). Not here: attribute numbers
 //! and the fattr4 codec ([`crate::nfs::wire`]), permission checks (the Vfs's).
 
 use super::Ctx;
@@ -118,6 +119,13 @@ pub(super) fn setattr(cx: &mut Ctx, stateid: StateId, attrs: &FAttr) -> OpResult
     if set.size.is_some() {
         super::io::check_stateid(cx, stateid, &fh, true).map_err(failed)?;
     }
+    // Any change of attributes is one other clients' read delegations cache: they are
+    // recalled first. The caller is the session's client (4.1) or the stateid's (4.0).
+    let own = cx.session_client().or_else(|| {
+        let st = cx.state();
+        st.lookup_state(&stateid, cx.minor).ok().map(|s| s.client())
+    });
+    cx.recall(&fh, own).map_err(failed)?;
     cx.vfs
         .setattr(cx.caller, &fh, &set)
         .map_err(|e| failed(e.into()))?;

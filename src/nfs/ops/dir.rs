@@ -3,7 +3,9 @@
 //!
 //! Changes answer with the directory's change attribute before and after (never atomic: the
 //! Vfs does not say whether another change came between). REMOVE and RENAME wait out a grace
-//! period, as a client may still reclaim an open of the name. READDIR's cookie verifier is
+//! period, as a client may still reclaim an open of the name, and recall other clients'
+//! read delegations of the object they remove or rename (NFS4ERR_DELAY until they are
+//! returned). READDIR's cookie verifier is
 //! the Vfs's write verifier, so a listing resumed after a restart gets NFS4ERR_NOT_SAME.
 //! Not here: what a name may be on disk, and permissions (the Vfs's).
 
@@ -102,6 +104,7 @@ pub(super) fn remove(cx: &mut Ctx, name: &[u8]) -> Result<Res, Nfs4Status> {
         // Removing a file a client may still reclaim an open of.
         return Err(Nfs4Status::Grace);
     }
+    cx.recall_name(&dir, name)?;
     cx.vfs.remove(cx.caller, &dir, name)?;
     Ok(Res::Change(changed(cx, &dir, before.change)))
 }
@@ -119,6 +122,9 @@ pub(super) fn rename(cx: &mut Ctx, from: &[u8], to: &[u8]) -> Result<Res, Nfs4St
     if cx.in_grace() {
         return Err(Nfs4Status::Grace);
     }
+    // The renamed object, and one the new name replaces, lose their read delegations.
+    cx.recall_name(&from_dir, from)?;
+    cx.recall_name(&to_dir, to)?;
     cx.vfs.rename(cx.caller, &from_dir, from, &to_dir, to)?;
     Ok(Res::Rename {
         source: changed(cx, &from_dir, fb.change),

@@ -7,7 +7,9 @@
 //! READ is cut to the reply size the client takes; WRITE passes the stability the client
 //! asked for to the Vfs, which answers only once it holds (a DATA_SYNC or FILE_SYNC write is
 //! durable, a node layer's change replicated, before the reply). READ and WRITE without an
-//! open (the special stateids) meet the opens' deny modes (NFS4ERR_LOCKED). Not here:
+//! open (the special stateids) meet the opens' deny modes (NFS4ERR_LOCKED), and such a
+//! WRITE recalls other clients' read delegations of the file (NFS4ERR_DELAY meanwhile); a
+//! delegation stateid reads, and is NFS4ERR_OPENMODE for writing. Not here:
 //! byte-range lock checks (locks are advisory: READ and WRITE ignore them, as Linux's server does).
 
 use super::Ctx;
@@ -31,6 +33,10 @@ pub(super) fn check_stateid(
         if (id == StateId::ANONYMOUS || write) && cx.state().denied(fh, deny) {
             return Err(Nfs4Status::Locked);
         }
+        if write {
+            // A write without an open changes what read delegations hold cached.
+            cx.recall(fh, cx.session_client())?;
+        }
         return Ok(());
     }
     let mut st = cx.state();
@@ -38,14 +44,16 @@ pub(super) fn check_stateid(
     if s.fh() != fh {
         return Err(Nfs4Status::BadStateId);
     }
-    let open = match &s {
-        Stateful::Open(o) => o.clone(),
+    let access = match &s {
+        Stateful::Open(o) => o.access,
         Stateful::Lock(l) => match st.states.get(&l.open) {
-            Some(Stateful::Open(o)) => o.clone(),
+            Some(Stateful::Open(o)) => o.access,
             _ => return Err(Nfs4Status::BadStateId),
         },
+        // A read delegation reads (RFC 8881 §9.1.3.4: I/O under a delegation stateid).
+        Stateful::Deleg(_) => 1,
     };
-    if write && open.access & 2 == 0 {
+    if write && access & 2 == 0 {
         return Err(Nfs4Status::OpenMode);
     }
     st.renew(cx.now, s.client())?;

@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
     /// EXCHANGE_ID's server owner and scope.
     pub(crate) server_owner: Vec<u8>,
+    /// Whether OPEN grants read delegations (`[nfs] delegations`).
+    pub(crate) delegations: bool,
 }
 
 /// Per-COMPOUND context.
@@ -54,8 +56,11 @@ pub(crate) struct Ctx<'a> {
     state: &'a Mutex<State>,
     /// EXCHANGE_ID's server owner and scope.
     server_owner: &'a [u8],
+    delegations: bool,
     now: Instant,
     caller: &'a Caller,
+    /// The connection the COMPOUND came on (a 4.1 back channel may be bound to it).
+    conn: u64,
     minor: u32,
     cfh: Option<Handle>,
     saved: Option<Handle>,
@@ -72,12 +77,13 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    /// The context of a COMPOUND of minor version `minor` from `caller`, whose replies may
-    /// be `max_response` bytes long until SEQUENCE says otherwise.
+    /// The context of a COMPOUND of minor version `minor` from `caller` on connection
+    /// `conn`, whose replies may be `max_response` bytes long until SEQUENCE says otherwise.
     pub(crate) fn new(
         shared: &'a Shared,
         now: Instant,
         caller: &'a Caller,
+        conn: u64,
         minor: u32,
         max_response: usize,
     ) -> Self {
@@ -85,8 +91,10 @@ impl<'a> Ctx<'a> {
             vfs: &*shared.vfs,
             state: &shared.state,
             server_owner: &shared.server_owner,
+            delegations: shared.delegations,
             now,
             caller,
+            conn,
             minor,
             cfh: None,
             saved: None,
@@ -121,6 +129,33 @@ impl<'a> Ctx<'a> {
         self.state().in_grace(self.now)
     }
 
+    /// The client this COMPOUND speaks for, where the request says: its session's (4.1).
+    fn session_client(&self) -> Option<u64> {
+        self.session.map(|(_, _, c)| c)
+    }
+
+    /// Recalls the delegations of `fh` held by others than `except`, whose operation
+    /// conflicts with them: NFS4ERR_DELAY while any is outstanding (RFC 8881 §10.4.4, RFC
+    /// 7530 §10.4.4), so that the client retries once they are returned or revoked.
+    fn recall(&self, fh: &Handle, except: Option<u64>) -> Result<(), Nfs4Status> {
+        if self.state().recall(fh, except, self.now) {
+            return Err(Nfs4Status::Delay);
+        }
+        Ok(())
+    }
+
+    /// [`Ctx::recall`] for the object `name` in directory `dir`, if there is one and any
+    /// delegation exists at all (REMOVE, RENAME).
+    fn recall_name(&self, dir: &Handle, name: &[u8]) -> Result<(), Nfs4Status> {
+        if !self.state().has_delegations() {
+            return Ok(());
+        }
+        match self.vfs.lookup(self.caller, dir, name) {
+            Ok(fh) => self.recall(&fh, self.session_client()),
+            Err(_) => Ok(()),
+        }
+    }
+
     /// A directory's change attribute after an operation (0 if it cannot be read).
     fn change(&self, dir: &Handle) -> u64 {
         self.vfs
@@ -151,7 +186,7 @@ impl<'a> Ctx<'a> {
                 l.seqid = l.seqid.wrapping_add(1);
                 l.seqid
             }
-            None => return Err(Nfs4Status::BadStateId),
+            Some(Stateful::Deleg(_)) | None => return Err(Nfs4Status::BadStateId),
         };
         let out = StateId { seqid, other };
         self.current_stateid = Some(out);
@@ -181,6 +216,7 @@ impl<'a> Ctx<'a> {
         let owner = match st.states.get(&id.other) {
             Some(Stateful::Open(o)) => Some((true, o.owner.clone())),
             Some(Stateful::Lock(l)) => Some((false, l.owner.clone())),
+            Some(Stateful::Deleg(_)) => None,
             None => st
                 .open_owners
                 .iter()
@@ -347,7 +383,8 @@ pub(crate) fn run(cx: &mut Ctx, op: &Op) -> OpResult {
             share_deny,
         } => open::open_downgrade(cx, *stateid, *seqid, *share_access, *share_deny),
         Op::Close { seqid, stateid } => open::close(cx, *seqid, *stateid),
-        Op::DelegPurge | Op::DelegReturn => open::delegation(cx),
+        Op::DelegPurge(_) => open::delegpurge(cx),
+        Op::DelegReturn(id) => open::delegreturn(cx, *id),
         Op::Lock {
             write,
             reclaim,
@@ -369,7 +406,11 @@ pub(crate) fn run(cx: &mut Ctx, op: &Op) -> OpResult {
         } => lock::locku(cx, *seqid, *stateid, *offset, *length),
         Op::ReleaseLockOwner(owner) => lock::release_lockowner(cx, owner),
         Op::Renew(clientid) => session::renew(cx, *clientid),
-        Op::SetClientId { verifier, id } => session::setclientid(cx, *verifier, id),
+        Op::SetClientId {
+            verifier,
+            id,
+            callback,
+        } => session::setclientid(cx, *verifier, id, callback),
         Op::SetClientIdConfirm { clientid, verifier } => {
             session::setclientid_confirm(cx, *clientid, *verifier)
         }
@@ -385,7 +426,9 @@ pub(crate) fn run(cx: &mut Ctx, op: &Op) -> OpResult {
             flags,
             fore,
             back,
-        } => session::create_session(cx, *clientid, *sequence, *flags, fore, back),
+            callback,
+        } => session::create_session(cx, *clientid, *sequence, *flags, (fore, back), callback),
+        Op::BackchannelCtl(callback) => session::backchannel_ctl(cx, callback),
         Op::DestroySession(id) => session::destroy_session(cx, id),
         Op::DestroyClientId(id) => session::destroy_clientid(cx, *id),
         Op::BindConnToSession { session, dir } => session::bind_conn(cx, session, *dir),

@@ -1,11 +1,17 @@
-//! Open operations: OPEN (claims null, previous and fh; unchecked, guarded, exclusive and 4.1
-//! exclusive4_1 creates), OPEN_CONFIRM (4.0), OPEN_DOWNGRADE and CLOSE, with share
-//! reservations (deny modes) checked in the state tables; DELEGPURGE and DELEGRETURN.
+//! Open operations: OPEN (claims null, previous, fh, and the delegated opens of a client
+//! giving a delegation back: delegate_cur and deleg_cur_fh; unchecked, guarded, exclusive
+//! and 4.1 exclusive4_1 creates), OPEN_CONFIRM (4.0), OPEN_DOWNGRADE and CLOSE, with share
+//! reservations (deny modes) checked in the state tables; read delegations granted with an
+//! OPEN for reading, recalled by another client's OPEN for writing (or denying reads),
+//! DELEGRETURN, DELEGPURGE.
 //!
 //! An exclusive create keeps its verifier in the new file's atime and mtime, so that a
 //! retransmitted OPEN finds the file it made. 4.0 open owners consume a seqid per operation
-//! and keep their last reply for replays (see [`Ctx::consume_seqid`]). Not here:
-//! delegations (never granted: OPEN answers OPEN_DELEGATE_NONE), claims of delegated opens.
+//! and keep their last reply for replays (see [`Ctx::consume_seqid`]). Not here: write
+//! delegations (a node's layer is copied to the pool's other members as it changes, and a
+//! client caching writes under a delegation would hold changes no copy has: see
+//! `nfs::state`), claims of delegations of a previous client instance (delegate_prev:
+//! NOTSUPP), OPEN's WANT_ flags beyond "no delegation".
 
 use super::{check_name, regular_only, Ctx, NeedsRegular};
 use crate::nfs::state::{Open, State, Stateful};
@@ -16,6 +22,11 @@ use crate::nfs::wire::{
 };
 
 const SHARE_ACCESS_MASK: u32 = 0x3;
+/// The OPEN4_SHARE_ACCESS_WANT_* field of 4.1's share_access, and its values that ask for
+/// no delegation: WANT_NO_DELEG and WANT_CANCEL (RFC 8881 §18.16.3).
+const SHARE_WANT_MASK: u32 = 0xff00;
+const SHARE_WANT_NO_DELEG: u32 = 0x0400;
+const SHARE_WANT_CANCEL: u32 = 0x0500;
 const OPEN4_RESULT_CONFIRM: u32 = 2;
 const OPEN4_RESULT_LOCKTYPE_POSIX: u32 = 4;
 
@@ -48,6 +59,30 @@ fn share_check(
         return Err(Nfs4Status::ShareDenied);
     }
     Ok(())
+}
+
+/// Recalls other clients' delegations of `fh` that an open by `client` with `access` and
+/// `deny` conflicts with: writing, or denying reads, to the holder of a read delegation.
+fn deleg_conflict(
+    cx: &Ctx,
+    fh: &Handle,
+    client: u64,
+    access: u32,
+    deny: u32,
+) -> Result<(), Nfs4Status> {
+    if access & 2 != 0 || deny & 1 != 0 {
+        cx.recall(fh, Some(client))?;
+    }
+    Ok(())
+}
+
+/// The delegation `id` of `client` on `fh`, which a delegate_cur claim names.
+fn claimed_deleg(cx: &Ctx, id: StateId, fh: &Handle, client: u64) -> Result<(), Nfs4Status> {
+    let st = cx.state();
+    match st.lookup_state(&id, cx.minor)? {
+        Stateful::Deleg(d) if d.client == client && d.fh == *fh => Ok(()),
+        _ => Err(Nfs4Status::BadStateId),
+    }
 }
 
 /// The share access bits OPEN asks for, if its share modes are valid: some access, a known
@@ -132,6 +167,7 @@ pub(super) fn open(cx: &mut Ctx, a: &OpenArgs) -> Result<Res, Nfs4Status> {
                     regular_only(kind, cx.minor, NeedsRegular::Open)?;
                 }
                 share_check(cx, &existing, &owner, access, a.share_deny)?;
+                deleg_conflict(cx, &existing, owner.clientid, access, a.share_deny)?;
             }
             let fh = match &a.create {
                 None => vfs.lookup(caller, &dir_or_file, name)?,
@@ -197,11 +233,21 @@ pub(super) fn open(cx: &mut Ctx, a: &OpenArgs) -> Result<Res, Nfs4Status> {
             fh
         }
         Claim::Previous(_) | Claim::Fh => dir_or_file.clone(),
-        Claim::DelegateCur(..) | Claim::DelegCurFh(_) => return Err(Nfs4Status::BadStateId),
+        Claim::DelegateCur(id, name) => {
+            check_name(name)?;
+            let fh = vfs.lookup(caller, &dir_or_file, name)?;
+            claimed_deleg(cx, cx.stateid(*id)?, &fh, owner.clientid)?;
+            fh
+        }
+        Claim::DelegCurFh(id) => {
+            claimed_deleg(cx, cx.stateid(*id)?, &dir_or_file, owner.clientid)?;
+            dir_or_file.clone()
+        }
         Claim::DelegatePrev(_) | Claim::DelegPrevFh => return Err(Nfs4Status::NotSupp),
     };
     regular_only(vfs.getattr(caller, &fh)?.kind, cx.minor, NeedsRegular::Open)?;
     share_check(cx, &fh, &owner, access, a.share_deny)?;
+    deleg_conflict(cx, &fh, owner.clientid, access, a.share_deny)?;
     if !created {
         let mut want = 0;
         if access & 1 != 0 {
@@ -274,6 +320,19 @@ pub(super) fn open(cx: &mut Ctx, a: &OpenArgs) -> Result<Res, Nfs4Status> {
             rflags |= OPEN4_RESULT_CONFIRM;
         }
     }
+    // A read delegation for a plain open for reading, unless the client said it wants
+    // none; a 4.0 owner that still has to confirm gets none (as knfsd does: its open may
+    // yet be thrown away).
+    let want = a.share_access & SHARE_WANT_MASK;
+    let deleg = (cx.delegations
+        && access == 1
+        && a.share_deny & 1 == 0
+        && matches!(a.claim, Claim::Null(_) | Claim::Fh)
+        && rflags & OPEN4_RESULT_CONFIRM == 0
+        && want != SHARE_WANT_NO_DELEG
+        && want != SHARE_WANT_CANCEL
+        && st.may_delegate(owner.clientid, &fh, now))
+    .then(|| st.delegate(owner.clientid, &fh));
     drop(st);
     cx.cfh = Some(fh);
     cx.current_stateid = Some(stateid);
@@ -282,6 +341,7 @@ pub(super) fn open(cx: &mut Ctx, a: &OpenArgs) -> Result<Res, Nfs4Status> {
         cinfo,
         rflags,
         attrset,
+        deleg,
     })
 }
 
@@ -412,11 +472,28 @@ pub(super) fn close(cx: &mut Ctx, seqid: u32, id: StateId) -> Result<Res, Nfs4St
     Ok(Res::StateId(out))
 }
 
-/// DELEGPURGE and DELEGRETURN: no delegation is ever granted, so none can be returned.
-pub(super) fn delegation(cx: &mut Ctx) -> Result<Res, Nfs4Status> {
-    Err(if cx.minor == 0 {
-        Nfs4Status::BadStateId
-    } else {
-        Nfs4Status::NotSupp
-    })
+/// DELEGPURGE (RFC 7530 §16.5, RFC 8881 §18.5): this server keeps no delegations across
+/// client restarts and does not take delegate_prev claims, so there is nothing to purge:
+/// NOTSUPP, as the RFCs ask of such a server.
+pub(super) fn delegpurge(_cx: &mut Ctx) -> Result<Res, Nfs4Status> {
+    Err(Nfs4Status::NotSupp)
+}
+
+/// DELEGRETURN (RFC 7530 §16.8, RFC 8881 §18.6): the delegation of the current file goes.
+/// A revoked one answers DELEG_REVOKED (4.1; EXPIRED in 4.0); another client's (4.1), or
+/// another file's, BAD_STATEID.
+pub(super) fn delegreturn(cx: &mut Ctx, id: StateId) -> Result<Res, Nfs4Status> {
+    let fh = cx.fh()?.clone();
+    let id = cx.stateid(id)?;
+    let session_client = cx.session_client();
+    let mut st = cx.state();
+    let client = match st.lookup_state(&id, cx.minor)? {
+        Stateful::Deleg(d) if d.fh == fh && session_client.is_none_or(|c| c == d.client) => {
+            d.client
+        }
+        _ => return Err(Nfs4Status::BadStateId),
+    };
+    st.states.remove(&id.other);
+    st.renew(cx.now, client)?;
+    Ok(Res::Empty)
 }

@@ -1,24 +1,35 @@
 //! Client and session operations: client ids and leases (4.0 SETCLIENTID,
 //! SETCLIENTID_CONFIRM, RENEW; 4.1 EXCHANGE_ID, CREATE_SESSION with its own replay,
 //! DESTROY_CLIENTID, RECLAIM_COMPLETE), sessions (SEQUENCE's slot table and reply cache,
-//! DESTROY_SESSION, BIND_CONN_TO_SESSION for the fore channel) and stateids as such
-//! (TEST_STATEID, FREE_STATEID).
+//! DESTROY_SESSION, BIND_CONN_TO_SESSION, BACKCHANNEL_CTL) and stateids as such
+//! (TEST_STATEID, FREE_STATEID). Callback paths: a 4.0 client's SETCLIENTID callback takes
+//! effect when confirmed and is probed with CB_NULL before it counts (and only an address
+//! of the client's own is called: the server connects nowhere else on a client's word);
+//! a 4.1 session's back channel is the connection CREATE_SESSION (CONN_BACK_CHAN) or
+//! BIND_CONN_TO_SESSION (BACK or BOTH) came on, and SEQUENCE says when it is gone
+//! (CB_PATH_DOWN) or a delegation was revoked (RECALLABLE_STATE_REVOKED).
 //!
 //! A confirmed record of a client owner replaces the owner's older records and their state
 //! (a rebooted client, RFC 7530 §9.1.1, RFC 8881 §18.35.4). Each record keeps its principal
 //! (the AUTH_SYS uid): another principal's SETCLIENTID or EXCHANGE_ID for the same owner is
 //! refused while the record's lease runs (CLID_INUSE), as are its confirm and
 //! CREATE_SESSION. Bounded by [`Limits`]: clients,
-//! sessions per client, slots. Not here: the back channel and callbacks (CREATE_SESSION grants
-//! none), SP4_MACH_CRED/SSV state protection, client state across restarts; SEQUENCE's place
+//! sessions per client, slots. Not here: making the callbacks (`nfs::serve`), more than one
+//! back-channel slot, RPCSEC_GSS callbacks, SP4_MACH_CRED/SSV state protection, client state across restarts; SEQUENCE's place
 //! in the COMPOUND and the slot's reply once the COMPOUND ends ([`crate::nfs::core`]).
 //!
 //! [`Limits`]: crate::nfs::state::Limits
 
 use super::Ctx;
-use crate::nfs::state::{Client, Session, Slot, State, Stateful};
+use crate::nfs::cb::parse_uaddr;
+use crate::nfs::state::{
+    Back, Cb40, Client, Probe, Session, Slot, State, Stateful, SEQ4_STATUS_CB_PATH_DOWN,
+    SEQ4_STATUS_CB_PATH_DOWN_SESSION, SEQ4_STATUS_RECALLABLE_STATE_REVOKED,
+};
 use crate::nfs::status::Nfs4Status;
-use crate::nfs::wire::{ChannelAttrs, OpResult, Res, StateId, MAX_OPS, MAX_RECORD};
+use crate::nfs::wire::{
+    Callback40, Callback41, ChannelAttrs, OpResult, Res, StateId, MAX_OPS, MAX_RECORD,
+};
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -31,6 +42,28 @@ const EXCHGID4_FLAG_UPD_CONFIRMED_REC_A: u32 = 0x4000_0000;
 const EXCHGID4_FLAG_MASK_A: u32 = 0x1 | 0x2 | 0x4 | 0x100 | 0x7_0000 | 0x4000_0000;
 /// CREATE_SESSION's flags: PERSIST, CONN_BACK_CHAN, CONN_RDMA (RFC 8881 §18.36.1).
 const CREATE_SESSION4_FLAG_MASK: u32 = 0x7;
+const CREATE_SESSION4_FLAG_CONN_BACK_CHAN: u32 = 0x2;
+/// BIND_CONN_TO_SESSION's directions (`channel_dir_from_client4`, `..._from_server4`).
+const CDFC4_FORE: u32 = 0x1;
+const CDFC4_BACK: u32 = 0x2;
+const CDFC4_FORE_OR_BOTH: u32 = 0x3;
+const CDFC4_BACK_OR_BOTH: u32 = 0x7;
+const CDFS4_FORE: u32 = 0x1;
+const CDFS4_BACK: u32 = 0x2;
+const CDFS4_BOTH: u32 = 0x3;
+/// The smallest request and reply a channel must take: a SEQUENCE (CB_SEQUENCE) with a small
+/// operation, or a CB_RECALL with an AUTH_SYS credential and a full filehandle, fit in it.
+const MIN_CHANNEL_MESSAGE: u32 = 1024;
+/// Operations per COMPOUND a channel must take: SEQUENCE and one more.
+const MIN_CHANNEL_OPS: u32 = 2;
+
+/// Whether a channel's attributes are below what this server needs to use it.
+fn too_small(c: &ChannelAttrs) -> bool {
+    c.max_request < MIN_CHANNEL_MESSAGE
+        || c.max_response < MIN_CHANNEL_MESSAGE
+        || c.max_ops < MIN_CHANNEL_OPS
+        || c.max_requests == 0
+}
 
 /// Drops the other records of `owner` (of minor version 1+ if `v41`, else 0) now that record
 /// `keep` is confirmed: they belong to the same client before a reboot (RFC 7530 §9.1.1,
@@ -97,6 +130,9 @@ fn add_client(
             cs_seq: 0,
             cs_reply: None,
             reclaim_complete: false,
+            cb_offer: None,
+            cb40: None,
+            cb_busy: false,
         },
     );
     Ok(id)
@@ -154,6 +190,19 @@ pub(crate) fn sequence(
     sl.busy = true;
     sl.reply = None;
     let max_response = s.fore.max_response as usize;
+    // A back channel asked for and lost: the client binds a connection again (RFC 8881
+    // §18.46.3); CB_PATH_DOWN too when no session of the client has one left.
+    let lost_back = s.back.as_ref().is_some_and(|b| b.conn.is_none());
+    let mut flags = 0;
+    if lost_back {
+        flags |= SEQ4_STATUS_CB_PATH_DOWN_SESSION;
+        if !st.callback_up(client) {
+            flags |= SEQ4_STATUS_CB_PATH_DOWN;
+        }
+    }
+    if st.revoked.values().any(|c| *c == client) {
+        flags |= SEQ4_STATUS_RECALLABLE_STATE_REVOKED;
+    }
     if let Some(c) = st.clients.get_mut(&client) {
         c.lease_until = cx.now + lease;
     }
@@ -165,12 +214,26 @@ pub(crate) fn sequence(
         slot,
         highest_slot,
         target_highest_slot: nslots - 1,
-        flags: 0,
+        flags,
     }))
 }
 
+/// RENEW (RFC 7530 §16.24): renews the lease; a client holding delegations whose callback
+/// path failed hears CB_PATH_DOWN (its lease renewed all the same), so that it sets up a
+/// new callback with SETCLIENTID.
 pub(super) fn renew(cx: &mut Ctx, clientid: u64) -> Result<Res, Nfs4Status> {
-    cx.state().renew(cx.now, clientid)?;
+    let mut st = cx.state();
+    let down = st
+        .renew(cx.now, clientid)?
+        .cb40
+        .is_some_and(|cb| cb.probe == Probe::Down);
+    let delegated = st
+        .states
+        .values()
+        .any(|s| matches!(s, Stateful::Deleg(d) if d.client == clientid));
+    if down && delegated {
+        return Err(Nfs4Status::CbPathDown);
+    }
     Ok(Res::Empty)
 }
 
@@ -192,7 +255,12 @@ fn clid_in_use(cx: &Ctx, st: &State, owner: &[u8], v41: bool, except: u64) -> bo
 /// confirmed record of the same verifier this is a callback update (same client id, a new
 /// confirm verifier, the record unchanged until confirmed); a new client or a rebooted one
 /// (another verifier) gets a new unconfirmed record and client id.
-pub(super) fn setclientid(cx: &mut Ctx, verifier: [u8; 8], id: &[u8]) -> Result<Res, Nfs4Status> {
+pub(super) fn setclientid(
+    cx: &mut Ctx,
+    verifier: [u8; 8],
+    id: &[u8],
+    callback: &Callback40,
+) -> Result<Res, Nfs4Status> {
     let mut st = cx.state();
     if clid_in_use(cx, &st, id, false, 0) {
         return Err(Nfs4Status::ClidInUse);
@@ -219,6 +287,7 @@ pub(super) fn setclientid(cx: &mut Ctx, verifier: [u8; 8], id: &[u8]) -> Result<
             c.update = None;
             if v0 == verifier {
                 c.update = Some(confirm8);
+                c.cb_offer = Some(callback.clone());
                 return Ok(Res::SetClientId {
                     clientid: cid,
                     verifier: confirm8,
@@ -227,6 +296,9 @@ pub(super) fn setclientid(cx: &mut Ctx, verifier: [u8; 8], id: &[u8]) -> Result<
         }
     }
     let cid = add_client(cx, &mut st, id, verifier, confirm8, Nfs4Status::Resource)?;
+    if let Some(c) = st.clients.get_mut(&cid) {
+        c.cb_offer = Some(callback.clone());
+    }
     Ok(Res::SetClientId {
         clientid: cid,
         verifier: confirm8,
@@ -265,17 +337,37 @@ pub(super) fn setclientid_confirm(
         // A rebooted client's old record (and its state) goes.
         drop_old_records(&mut st, now, clientid, &owner, false);
     }
+    let mut probe = false;
     if let Some(c) = st.clients.get_mut(&clientid) {
+        let fresh = !c.confirmed || c.update == Some(verifier);
         if c.update == Some(verifier) {
-            // The callback update takes effect (this server makes no callbacks, so the
-            // callback itself is not kept).
             c.confirm = verifier;
             c.update = None;
+        }
+        if fresh {
+            // The record's callback (new, or updated) takes effect, to be probed first.
+            let addr = c.addr;
+            c.cb40 = c.cb_offer.take().and_then(|cb| callback40(&cb, addr));
+            probe = c.cb40.is_some();
         }
         c.confirmed = true;
         c.lease_until = now + lease;
     }
+    st.cb_due |= probe;
     Ok(Res::Empty)
+}
+
+/// The callback path of a 4.0 callback, if it is one this server calls: TCP to the
+/// address the client record came from (a client naming another host would make this
+/// server connect wherever it is told).
+fn callback40(cb: &Callback40, client_addr: std::net::IpAddr) -> Option<Cb40> {
+    let addr = parse_uaddr(&cb.netid, &cb.addr)?;
+    (addr.ip() == client_addr && addr.port() != 0).then_some(Cb40 {
+        addr,
+        program: cb.program,
+        ident: cb.ident,
+        probe: Probe::Needed,
+    })
 }
 
 /// EXCHANGE_ID (RFC 8881 §18.35.4-5). Undefined flags or the reply-only CONFIRMED_R:
@@ -351,15 +443,16 @@ pub(super) fn exchange_id(
 
 /// CREATE_SESSION (RFC 8881 §18.36.4): the client's sequence (a retransmission answered
 /// from the record's cache, a misordered one SEQ_MISORDERED), its principal (another one's:
-/// CLID_INUSE), known flags (else INVAL), fore channel sizes that hold a request and a reply
-/// (else TOOSMALL). Confirms the record and drops the owner's older ones with their state.
+/// CLID_INUSE), known flags (else INVAL), channels (the fore channel, and the back channel
+/// if asked for) that hold this server's messages, two operations and a slot (else
+/// TOOSMALL). Confirms the record and drops the owner's older ones with their state.
 pub(super) fn create_session(
     cx: &mut Ctx,
     clientid: u64,
     sequence: u32,
     flags: u32,
-    fore: &ChannelAttrs,
-    back: &ChannelAttrs,
+    (fore, back): (&ChannelAttrs, &ChannelAttrs),
+    callback: &Callback41,
 ) -> Result<Res, Nfs4Status> {
     let mut st = cx.state();
     let limits = st.limits;
@@ -389,7 +482,10 @@ pub(super) fn create_session(
     {
         return Err(Nfs4Status::Delay);
     }
-    if fore.max_request < 1024 || fore.max_response < 1024 {
+    // The channels must carry what this server sends and needs (RFC 8881 §18.36.3): a
+    // smaller one is TOOSMALL, never silently made larger; a larger one is cut down.
+    let wants_back = flags & CREATE_SESSION4_FLAG_CONN_BACK_CHAN != 0;
+    if too_small(fore) || (wants_back && too_small(back)) {
         return Err(Nfs4Status::TooSmall);
     }
     let fore = ChannelAttrs {
@@ -397,30 +493,39 @@ pub(super) fn create_session(
         max_request: fore.max_request.min(MAX_RECORD as u32),
         max_response: fore.max_response.min(MAX_RECORD as u32),
         max_response_cached: fore.max_response_cached.min(limits.max_cached_reply as u32),
-        max_ops: fore.max_ops.clamp(2, MAX_OPS as u32),
-        max_requests: fore.max_requests.clamp(1, limits.max_slots),
+        max_ops: fore.max_ops.min(MAX_OPS as u32),
+        max_requests: fore.max_requests.min(limits.max_slots),
     };
+    // One back-channel slot, CB_SEQUENCE + CB_RECALL.
     let back = ChannelAttrs {
         header_pad: 0,
-        max_requests: back.max_requests.clamp(1, 1),
-        max_ops: back.max_ops.clamp(1, 2),
+        max_requests: back.max_requests.min(1),
+        max_ops: back.max_ops.min(MIN_CHANNEL_OPS),
         ..*back
     };
     // Confirming a new record of a rebooted client drops the old one.
     drop_old_records(&mut st, cx.now, clientid, &owner, true);
     let session = st.new_session_id(clientid);
+    // The connection of this request becomes the back channel if the client asks
+    // (CONN_BACK_CHAN); CB_SEQUENCE counts from 1 on its one slot.
     st.sessions.insert(
         session,
         Session {
             client: clientid,
             slots: vec![Slot::default(); fore.max_requests as usize],
             fore,
+            callback: callback.clone(),
+            back: wants_back.then_some(Back {
+                conn: Some(cx.conn),
+                seq: 1,
+            }),
         },
     );
+    st.cb_due = true;
     let res = Res::CreateSession {
         session,
         sequence,
-        flags: 0,
+        flags: flags & CREATE_SESSION4_FLAG_CONN_BACK_CHAN,
         fore,
         back,
     };
@@ -462,19 +567,44 @@ pub(super) fn destroy_clientid(cx: &mut Ctx, id: u64) -> Result<Res, Nfs4Status>
     Ok(Res::Empty)
 }
 
+/// BIND_CONN_TO_SESSION (RFC 8881 §18.34): this connection serves the session's fore
+/// channel, and its back channel if asked (BACK, or either *_OR_BOTH, which this server
+/// always takes as both).
 pub(super) fn bind_conn(cx: &mut Ctx, session: &[u8; 16], dir: u32) -> Result<Res, Nfs4Status> {
-    let st = cx.state();
-    if !st.sessions.contains_key(session) {
-        return Err(Nfs4Status::BadSession);
-    }
-    // Only the fore channel exists; CDFC4_BACK alone cannot be granted.
-    if dir == 2 {
-        return Err(Nfs4Status::Inval);
+    let conn = cx.conn;
+    let mut st = cx.state();
+    let s = st.sessions.get_mut(session).ok_or(Nfs4Status::BadSession)?;
+    let granted = match dir {
+        CDFC4_FORE => CDFS4_FORE,
+        CDFC4_BACK => CDFS4_BACK,
+        CDFC4_FORE_OR_BOTH | CDFC4_BACK_OR_BOTH => CDFS4_BOTH,
+        _ => return Err(Nfs4Status::Inval),
+    };
+    if granted & CDFS4_BACK != 0 {
+        let seq = s.back.as_ref().map_or(1, |b| b.seq);
+        s.back = Some(Back {
+            conn: Some(conn),
+            seq,
+        });
+        st.cb_due = true;
     }
     Ok(Res::BindConn {
         session: *session,
-        dir: 1,
+        dir: granted,
     })
+}
+
+/// BACKCHANNEL_CTL (RFC 8881 §18.33): the session's new callback program and credential.
+pub(super) fn backchannel_ctl(cx: &mut Ctx, callback: &Callback41) -> Result<Res, Nfs4Status> {
+    let (session, _, _) = cx.session.ok_or(Nfs4Status::OpNotInSession)?;
+    let mut st = cx.state();
+    let s = st
+        .sessions
+        .get_mut(&session)
+        .ok_or(Nfs4Status::BadSession)?;
+    s.callback = callback.clone();
+    st.cb_due = true;
+    Ok(Res::Empty)
 }
 
 pub(super) fn reclaim_complete(cx: &mut Ctx) -> Result<Res, Nfs4Status> {
@@ -491,12 +621,24 @@ pub(super) fn reclaim_complete(cx: &mut Ctx) -> Result<Res, Nfs4Status> {
     Ok(Res::Empty)
 }
 
+/// FREE_STATEID (RFC 8881 §18.38): forgets a lock stateid without locks, or a revoked
+/// delegation (which ends SEQUENCE's RECALLABLE_STATE_REVOKED once none is left); an open
+/// or a delegation still held is LOCKS_HELD.
 pub(super) fn free_stateid(cx: &mut Ctx, id: StateId) -> Result<Res, Nfs4Status> {
     let id = cx.stateid(id)?;
     let mut st = cx.state();
+    let client = cx.session_client();
+    if st
+        .revoked
+        .get(&id.other)
+        .is_some_and(|c| Some(*c) == client)
+    {
+        st.revoked.remove(&id.other);
+        return Ok(Res::Empty);
+    }
     let s = st.lookup_state(&id, cx.minor)?;
     match s {
-        Stateful::Open(_) => Err(Nfs4Status::LocksHeld),
+        Stateful::Open(_) | Stateful::Deleg(_) => Err(Nfs4Status::LocksHeld),
         Stateful::Lock(l) => {
             if st.holds_locks(&l.owner, Some(&l.fh)) {
                 return Err(Nfs4Status::LocksHeld);
