@@ -43,3 +43,4 @@ pub mod store;
 pub mod tftp;
 pub mod timeline;
 pub mod tls;
+pub mod usb;

@@ -22,6 +22,9 @@
 //! 7. switch root: move the API mounts into `/newroot`, free the initramfs, move `/newroot`
 //!    onto `/`, chroot, and exec `/sbin/init` (or `/init`, `/bin/sh`).
 //!
+//! With `drover.mode=appliance` (the rescue stick of `drover usb build`) step 2 hands over to
+//! [`appliance`]: mount the data partition, bring up the network, run `drover serve`.
+//!
 //! In discovery mode (`drover.discover=1`, an unknown machine) step 4 is followed by
 //! [`discover`]: report the inventory, wait to be adopted, reboot.
 //!
@@ -36,6 +39,7 @@
 //! Not here yet: fetching from peer nodes, other members as NFS fallbacks, DHCP (the
 //! address comes from the command line), IPv6 configuration, VLANs and bonds, storage drivers.
 
+pub mod appliance;
 pub mod cmdline;
 pub mod discover;
 pub mod files;
@@ -152,6 +156,9 @@ fn boot(con: &mut Console) -> Result<std::convert::Infallible, String> {
     mount_api_filesystems(con);
 
     let text = fs::read_to_string("/proc/cmdline").map_err(|e| format!("/proc/cmdline: {e}"))?;
+    if crate::usb::layout::is_appliance(&cmdline::split(&text)) {
+        return appliance::run(con, &text);
+    }
     let params = cmdline::parse(&text).map_err(|e| e.to_string())?;
     con.say(format_args!(
         "node {} image {} mac {} ip {}/{} gw {} servers {}",
