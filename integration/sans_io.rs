@@ -141,6 +141,10 @@ const PURE: &[(&str, &str)] = &[
         "parses the kernel command line given as a string",
     ),
     (
+        "usb/layout.rs",
+        "the rescue stick's geometry, MBR bytes, boot config and write checks, from values",
+    ),
+    (
         "ipmi/crypto.rs",
         "RMCP+ key derivation, integrity and confidentiality over buffers",
     ),
