@@ -59,13 +59,14 @@ impl<'a> Api<'a> {
         (code.trim().parse().unwrap_or(0), body.to_string())
     }
 
-    /// Waits for the API's health endpoint, then logs in as admin with `password`.
+    /// Waits until the API answers (health asks for a login), then logs in as admin with
+    /// `password`.
     fn login(lab: &'a Lab, password: &str, tag: &str) -> Api<'a> {
         let health = format!("http://{STICK_IP}/api/v1/health");
         let mut last = (0, String::new());
         let up = wait_until(API_TIMEOUT, || {
             last = Api::curl(lab, &[&health]);
-            last.0 == 200
+            matches!(last.0, 200 | 401)
         });
         assert!(up, "the appliance's API does not answer: {last:?}");
         let jar = lab.dir.join(format!("{tag}.cookies"));
