@@ -38,7 +38,8 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
 
-/// `usb build` into `dir/stick.img` with `size`; returns the image path.
+/// `usb build` into `dir/stick.img` with `size` (a debug binary as `/init` needs ~190 MB);
+/// returns the image path.
 fn build(d: &Drover, dir: &TempDir, size: &str) -> PathBuf {
     let kernel = require_stick_tools();
     let out = dir.join("stick.img");
@@ -98,8 +99,8 @@ fn mtools(tool: &str, img: &Path, offset: u64, args: &[&str]) -> String {
 fn build_lays_out_both_boot_paths_and_the_data_partition() {
     let d = Drover::new();
     let dir = TempDir::new("usb-build");
-    let img = build(&d, &dir, "128M");
-    assert_eq!(std::fs::metadata(&img).unwrap().len(), 128 << 20);
+    let img = build(&d, &dir, "256M");
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 256 << 20);
 
     let parts = partitions(&img);
     assert_eq!(parts.len(), 2, "{parts:?}");
@@ -108,7 +109,7 @@ fn build_lays_out_both_boot_paths_and_the_data_partition() {
     assert_eq!((esp_start, esp_type.as_str(), esp_boot), (2048, "ef", true));
     assert_eq!((data_type.as_str(), data_boot), ("83", false));
     assert_eq!(data_start, esp_start + esp_len);
-    assert_eq!((data_start + data_len) * 512, 128 << 20);
+    assert_eq!((data_start + data_len) * 512, 256 << 20);
 
     // The ESP: UEFI's loader, BIOS's ldlinux.sys, one configuration in both places.
     let esp = esp_start * 512;
@@ -116,10 +117,14 @@ fn build_lays_out_both_boot_paths_and_the_data_partition() {
     for f in ["BOOTX64.EFI", "ldlinux.e64", "syslinux.cfg"] {
         assert!(efi.contains(f), "no /EFI/BOOT/{f}:\n{efi}");
     }
-    let bios = mtools("mdir", &img, esp, &["-b", "::/syslinux"]);
+    // ldlinux.sys is hidden and system: -a lists it.
+    let bios = mtools("mdir", &img, esp, &["-a", "-b", "::/syslinux"]);
     assert!(bios.contains("ldlinux.sys"), "no ldlinux.sys:\n{bios}");
     let cfg = mtools("mtype", &img, esp, &["::/syslinux/syslinux.cfg"]);
-    assert_eq!(cfg, mtools("mtype", &img, esp, &["::/EFI/BOOT/syslinux.cfg"]));
+    assert_eq!(
+        cfg,
+        mtools("mtype", &img, esp, &["::/EFI/BOOT/syslinux.cfg"])
+    );
     for word in [
         "drover.mode=appliance",
         "drover.address=198.18.0.2/24",
@@ -142,7 +147,12 @@ fn build_lays_out_both_boot_paths_and_the_data_partition() {
     let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
     assert!(listing.lines().any(|l| l == "init"), "no /init");
     assert!(listing.lines().any(|l| l == "etc/drover/modules"));
-    for m in ["/ext4.ko", "/usb-storage.ko", "/xhci-pci.ko", "/virtio_net.ko"] {
+    for m in [
+        "/ext4.ko",
+        "/usb-storage.ko",
+        "/xhci-pci.ko",
+        "/virtio_net.ko",
+    ] {
         assert!(listing.contains(m), "the initramfs lacks {m}");
     }
     let init = mtools("mdir", &img, esp, &["-b", "::/"]);
@@ -195,7 +205,10 @@ fn build_refuses_a_size_too_small_and_a_missing_kernel() {
         "ghost",
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("no image ghost"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("no image ghost"),
+        "{err}"
+    );
     assert!(!dir.join("s.img").exists(), "a failed build left an image");
 }
 
@@ -217,7 +230,11 @@ impl Loop {
 
 impl Drop for Loop {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dev).status();
+        // Only the mounted one is mounted; the others' "not mounted" is noise.
+        let _ = Command::new("umount")
+            .arg(&self.dev)
+            .stderr(std::process::Stdio::null())
+            .status();
         let _ = Command::new("losetup").args(["-d", &self.dev]).status();
     }
 }
@@ -228,7 +245,7 @@ fn write_copies_to_a_disk_and_refuses_the_wrong_targets() {
     require_cmd("losetup", "mount");
     let d = Drover::new();
     let dir = TempDir::new("usb-write");
-    let img = build(&d, &dir, "96M");
+    let img = build(&d, &dir, "256M");
 
     // A regular file and a character device are not disks.
     for target in [dir.join("not-a-disk"), PathBuf::from("/dev/null")] {
@@ -251,7 +268,7 @@ fn write_copies_to_a_disk_and_refuses_the_wrong_targets() {
 
     // A stick-sized disk is written whole.
     let stick_file = dir.join("stick.disk");
-    let stick = Loop::new(&stick_file, 128 << 20);
+    let stick = Loop::new(&stick_file, 320 << 20);
     let out = d.cli_ok(&["usb", "write", path(&img), &stick.dev]);
     assert!(out.contains("synced"), "{out}");
     let written = std::fs::read(&stick_file).unwrap();

@@ -83,7 +83,10 @@ impl<'a> Api<'a> {
                 &format!("http://{STICK_IP}/api/v1/login"),
             ],
         );
-        assert_eq!(status, 200, "login with the console's password failed: {reply}");
+        assert_eq!(
+            status, 200,
+            "login with the console's password failed: {reply}"
+        );
         let json: serde_json::Value = serde_json::from_str(&reply).expect("login answers JSON");
         let csrf = json["csrf"].as_str().expect("a CSRF token").to_string();
         Api { lab, jar, csrf }
@@ -123,10 +126,15 @@ fn boot_stick(lab: &Lab, name: &str, firmware: Firmware, stick: &Path) -> (Vm, S
     let mut a = lab.vm_with_stick(name, firmware, MAC_A, stick, 512);
     a.wait_serial("DROVER-APPLIANCE first-login password", STICK_TIMEOUT);
     let page = console_value(&mut a, "DROVER-APPLIANCE page");
-    assert_eq!(page, format!("http://{STICK_IP}/"), "the console names another page");
+    assert_eq!(
+        page,
+        format!("http://{STICK_IP}/"),
+        "the console names another page"
+    );
     let password = console_value(&mut a, "DROVER-APPLIANCE first-login password");
     assert!(
-        a.serial().contains("(DROVER-DATA) on /var/lib/drover: the state persists"),
+        a.serial()
+            .contains("(DROVER-DATA) on /var/lib/drover: the state persists"),
         "the appliance did not mount its data partition:\n{}",
         tail(&harness::vm::clean_text(&a.serial()), 40)
     );
@@ -178,10 +186,16 @@ fn stick_serves(tag: &str, firmware: Firmware) {
     let api = Api::login(&d.lab, &password, "first");
     let (status, images) = api.call("GET", "/api/v1/images", None);
     assert_eq!(status, 200, "{images}");
-    assert!(images.contains("\"marker\""), "the stick lacks its image: {images}");
+    assert!(
+        images.contains("\"marker\""),
+        "the stick lacks its image: {images}"
+    );
     let node = serde_json::json!({ "name": "n1", "mac": MAC_B, "ip": IP_B, "image": "marker" });
     let (status, reply) = api.call("POST", "/api/v1/nodes", Some(&node.to_string()));
-    assert_eq!(status, 201, "adding n1 through the appliance's API: {reply}");
+    assert_eq!(
+        status, 201,
+        "adding n1 through the appliance's API: {reply}"
+    );
     let motd = format!("rescued by the {tag} stick");
     let setting = serde_json::json!({ "value": { "text": motd } }).to_string();
     let (status, reply) = api.call("PUT", "/api/v1/settings/motd", Some(&setting));
@@ -198,8 +212,7 @@ fn stick_serves(tag: &str, firmware: Firmware) {
 
     // Power cut, then the same stick again: what the API changed is still there.
     drop(a);
-    let (a, password_again) =
-        boot_stick(&d.lab, &format!("{tag}-a-again"), firmware, &stick);
+    let (a, password_again) = boot_stick(&d.lab, &format!("{tag}-a-again"), firmware, &stick);
     assert_eq!(
         password_again, password,
         "the second boot made a new admin: the store did not persist"
@@ -207,10 +220,16 @@ fn stick_serves(tag: &str, firmware: Firmware) {
     let api = Api::login(&d.lab, &password_again, "again");
     let (status, reply) = api.call("GET", "/api/v1/settings/motd", None);
     assert_eq!(status, 200, "motd after the reboot: {reply}");
-    assert!(reply.contains(&motd), "motd lost across the reboot: {reply}");
+    assert!(
+        reply.contains(&motd),
+        "motd lost across the reboot: {reply}"
+    );
     let (status, nodes) = api.call("GET", "/api/v1/nodes", None);
     assert_eq!(status, 200, "{nodes}");
-    assert!(nodes.contains(MAC_B), "node n1 lost across the reboot: {nodes}");
+    assert!(
+        nodes.contains(MAC_B),
+        "node n1 lost across the reboot: {nodes}"
+    );
     a.print_phases();
 }
 

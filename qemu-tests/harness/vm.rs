@@ -264,7 +264,10 @@ impl Vm {
         if let Some(disk) = disk {
             // bootindex 0 puts the stick before the NIC (bootindex 1) for both firmwares.
             cmd.arg("-drive")
-                .arg(format!("if=none,id=stick,format=raw,file={}", disk.display()))
+                .arg(format!(
+                    "if=none,id=stick,format=raw,file={}",
+                    disk.display()
+                ))
                 .args(["-device", "qemu-xhci", "-device"])
                 .arg("usb-storage,drive=stick,bootindex=0");
         }

@@ -368,7 +368,8 @@ fn usb(state: &Path, cmd: args::UsbCmd) -> Result<()> {
             gateway,
             consoles,
         } => {
-            let size = layout::parse_size(&size).map_err(|e| anyhow::anyhow!("--size {size}: {e}"))?;
+            let size =
+                layout::parse_size(&size).map_err(|e| anyhow::anyhow!("--size {size}: {e}"))?;
             let address = layout::parse_cidr(&address)
                 .map_err(|e| anyhow::anyhow!("--address {address}: {e}"))?;
             let agent = std::env::current_exe().context("finding drover's own binary")?;

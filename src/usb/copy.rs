@@ -74,10 +74,12 @@ pub fn images(from: &Path, names: &[String], to: &Path) -> Result<u64, CopyError
                         })
                     })?;
                     for c in &manifest.chunks {
-                        let data = src_blobs.read_chunk(&c.id).map_err(|source| CopyError::Io {
-                            path: src_blobs.dir().join(chunk::hex(&c.id)),
-                            source,
-                        })?;
+                        let data = src_blobs
+                            .read_chunk(&c.id)
+                            .map_err(|source| CopyError::Io {
+                                path: src_blobs.dir().join(chunk::hex(&c.id)),
+                                source,
+                            })?;
                         dst_blobs.put_chunk(&c.id, &data).map_err(blob_err)?;
                     }
                     dst_blobs.put_manifest(id, &manifest).map_err(blob_err)?;

@@ -178,7 +178,9 @@ pub enum ParamError {
 
 /// Parses `ADDRESS/PREFIX` (an IPv4 address of a host in a /8 to /30 network).
 pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), &'static str> {
-    let (ip, prefix) = s.split_once('/').ok_or("expected ADDRESS/PREFIX, as 10.73.0.1/24")?;
+    let (ip, prefix) = s
+        .split_once('/')
+        .ok_or("expected ADDRESS/PREFIX, as 10.73.0.1/24")?;
     let ip: Ipv4Addr = ip.parse().map_err(|_| "not an IPv4 address")?;
     let prefix: u8 = prefix.parse().map_err(|_| "the prefix is not a number")?;
     if !(8..=30).contains(&prefix) {
@@ -229,8 +231,7 @@ pub fn appliance_params(words: &[(String, Option<String>)]) -> Result<ApplianceP
     let interface = lookup(words, "drover.interface")
         .map(|i| {
             let ok = i.len() < 16
-                && i
-                    .bytes()
+                && i.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
             ok.then(|| i.to_string())
                 .ok_or_else(|| invalid("drover.interface", i, "not an interface name"))

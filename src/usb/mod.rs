@@ -102,11 +102,11 @@ pub enum UsbError {
     NoKernel { root: PathBuf },
     #[error("{root} has kernels {}; pick one with --kernel-version", .found.join(", "))]
     SeveralKernels { root: PathBuf, found: Vec<String> },
-    #[error("{0}")]
+    #[error(transparent)]
     Layout(#[from] layout::LayoutError),
-    #[error("{0}")]
+    #[error(transparent)]
     Mbr(#[from] layout::MbrError),
-    #[error("{0}")]
+    #[error(transparent)]
     Initramfs(#[from] initramfs::InitramfsError),
     #[error("{tool} failed ({status}): {stderr}")]
     Tool {
@@ -116,7 +116,7 @@ pub enum UsbError {
     },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("{0}")]
+    #[error(transparent)]
     Copy(#[from] copy::CopyError),
     #[error("{path} {refusal}")]
     Refused {
@@ -316,12 +316,7 @@ fn find_kernel(root: &Path, wanted: Option<&str>) -> Result<String, UsbError> {
 }
 
 /// Writes the appliance's initramfs; returns how many modules went in.
-fn write_initramfs(
-    agent: &Path,
-    root: &Path,
-    kver: &str,
-    out: &Path,
-) -> Result<usize, UsbError> {
+fn write_initramfs(agent: &Path, root: &Path, kver: &str, out: &Path) -> Result<usize, UsbError> {
     let dir = root.join("lib/modules").join(kver);
     let dep_path = dir.join("modules.dep");
     let dep = fs::read_to_string(&dep_path).map_err(io_at(&dep_path))?;
@@ -550,7 +545,10 @@ fn target_facts(target: &Path) -> Result<layout::Target, UsbError> {
     for n in &names {
         let holders = Path::new("/sys/class/block").join(n).join("holders");
         for h in fs::read_dir(holders).into_iter().flatten().flatten() {
-            mounted.push(format!("{n} is held by {}", h.file_name().to_string_lossy()));
+            mounted.push(format!(
+                "{n} is held by {}",
+                h.file_name().to_string_lossy()
+            ));
         }
     }
     Ok(layout::Target {
