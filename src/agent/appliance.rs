@@ -22,7 +22,9 @@
 //! a known place), serving more than one interface, `pool join`, a clean unmount at power
 //! off (every store write is fsynced, and ext4's journal covers the rest).
 
-use super::{interfaces, load_modules, Console, BACKOFF_FIRST, BACKOFF_MAX, CARRIER_WAIT};
+use super::{
+    interfaces, list_or_none, load_modules, Console, BACKOFF_FIRST, BACKOFF_MAX, CARRIER_WAIT,
+};
 use crate::net::sys;
 use crate::usb::layout::{self, ApplianceParams};
 use std::fs;
@@ -143,11 +145,7 @@ fn bring_up_network(con: &mut Console, p: &ApplianceParams) -> String {
                 "no {} after {}s (have: {}); is its driver in the initramfs? still waiting",
                 p.interface.as_deref().unwrap_or("Ethernet interface"),
                 start.elapsed().as_secs(),
-                if all.is_empty() {
-                    "none".into()
-                } else {
-                    all.join(" ")
-                }
+                list_or_none(&all)
             ));
             next_report += IFACE_WAIT;
         }
@@ -178,25 +176,7 @@ fn bring_up_network(con: &mut Console, p: &ApplianceParams) -> String {
         }
     };
     let netmask = Ipv4Addr::from(u32::MAX << (32 - u32::from(p.prefix)));
-    let mut delay = BACKOFF_FIRST;
-    loop {
-        let result = sys::set_ipv4(&iface, p.address, netmask).and_then(|()| {
-            match p.gateway.map(sys::add_default_route) {
-                Some(Err(e)) if e.raw_os_error() != Some(libc::EEXIST) => Err(e),
-                _ => Ok(()),
-            }
-        });
-        match result {
-            Ok(()) => break,
-            Err(e) => {
-                con.say(format_args!(
-                    "configuring {iface}: {e}; retrying in {delay:?}"
-                ));
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(BACKOFF_MAX);
-            }
-        }
-    }
+    super::set_address(con, &iface, p.address, netmask, p.gateway);
     con.say(format_args!(
         "{iface} up with {}/{} (of {})",
         p.address,
