@@ -165,6 +165,10 @@ const PURE: &[(&str, &str)] = &[
         "reads an iPXE boot script given as a string (the storm simulator)",
     ),
     (
+        "usb/layout.rs",
+        "the rescue stick's geometry, MBR bytes, boot config and write checks, from values",
+    ),
+    (
         "ipmi/crypto.rs",
         "RMCP+ key derivation, integrity and confidentiality over buffers",
     ),

@@ -45,3 +45,4 @@ pub mod swarm;
 pub mod tftp;
 pub mod timeline;
 pub mod tls;
+pub mod usb;

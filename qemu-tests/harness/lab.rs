@@ -65,8 +65,7 @@ impl Lab {
 
     /// Starts a VM on a new tap of the bridge. `mac` like "52:54:00:00:00:11".
     pub fn vm(&self, name: &str, firmware: Firmware, mac: &str) -> Vm {
-        let tap = format!("tap{}", self.next_tap.fetch_add(1, Ordering::Relaxed));
-        self.ns.add_tap(&tap, BRIDGE);
+        let tap = self.new_tap();
         Vm::start(
             self.ns.name(),
             self.dir.path(),
@@ -78,5 +77,32 @@ impl Lab {
                 memory_mib: 256,
             },
         )
+    }
+
+    /// Starts a VM on a new tap that boots from `stick` (a raw disk image on USB), with
+    /// `memory_mib` of RAM.
+    pub fn vm_with_stick(
+        &self,
+        name: &str,
+        firmware: Firmware,
+        mac: &str,
+        stick: &std::path::Path,
+        memory_mib: u32,
+    ) -> Vm {
+        let tap = self.new_tap();
+        let spec = VmSpec {
+            name,
+            firmware,
+            mac,
+            tap: &tap,
+            memory_mib,
+        };
+        Vm::start_with_stick(self.ns.name(), self.dir.path(), &spec, stick)
+    }
+
+    fn new_tap(&self) -> String {
+        let tap = format!("tap{}", self.next_tap.fetch_add(1, Ordering::Relaxed));
+        self.ns.add_tap(&tap, BRIDGE);
+        tap
     }
 }

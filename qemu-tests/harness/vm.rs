@@ -205,6 +205,16 @@ impl Vm {
     /// Starts QEMU inside namespace `netns` (its name), writing its files into `dir`.
     /// Blocks while [`MAX_VMS`] VMs of this test binary are running.
     pub fn start(netns: &str, dir: &Path, spec: &VmSpec) -> Vm {
+        Vm::launch(netns, dir, spec, None)
+    }
+
+    /// Like [`Vm::start`], with the raw disk image `disk` as a USB stick (on an xHCI
+    /// controller) that the firmware boots before the network.
+    pub fn start_with_stick(netns: &str, dir: &Path, spec: &VmSpec, disk: &Path) -> Vm {
+        Vm::launch(netns, dir, spec, Some(disk))
+    }
+
+    fn launch(netns: &str, dir: &Path, spec: &VmSpec, disk: Option<&Path>) -> Vm {
         require_file(
             Path::new("/usr/lib/ipxe/qemu/efi-virtio.rom"),
             "the virtio NIC's iPXE ROM from Debian package `ipxe-qemu`: run scripts/setup",
@@ -214,6 +224,16 @@ impl Vm {
         let qemu_log = dir.join(format!("{}.qemu.log", spec.name));
         let _ = std::fs::remove_file(&serial);
         let mut cmd = qemu_command(netns, dir, spec, &serial);
+        if let Some(disk) = disk {
+            // bootindex 0 puts the stick before the NIC (bootindex 1) for both firmwares.
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=none,id=stick,format=raw,file={}",
+                    disk.display()
+                ))
+                .args(["-device", "qemu-xhci", "-device"])
+                .arg("usb-storage,drive=stick,bootindex=0");
+        }
         let log = std::fs::File::create(&qemu_log).expect("create the QEMU log");
         let log2 = log.try_clone().expect("dup of a log file descriptor");
         cmd.stdin(Stdio::null()).stdout(log).stderr(log2);

@@ -24,6 +24,9 @@
 //! 7. switch root: move the API mounts into `/newroot`, free the initramfs, move `/newroot`
 //!    onto `/`, chroot, and exec `/sbin/init` (or `/init`, `/bin/sh`).
 //!
+//! With `drover.mode=appliance` (the rescue stick of `drover usb build`) step 2 hands over to
+//! [`appliance`]: mount the data partition, bring up the network, run `drover serve`.
+//!
 //! In discovery mode (`drover.discover=1`, an unknown machine) step 4 is followed by
 //! [`discover`]: report the inventory, wait to be adopted, reboot.
 //!
@@ -42,6 +45,7 @@
 //! Not here yet: other members as NFS fallbacks, DHCP (the
 //! address comes from the command line), IPv6 configuration, VLANs and bonds, storage drivers.
 
+pub mod appliance;
 pub mod cmdline;
 pub mod discover;
 pub mod files;
@@ -162,6 +166,9 @@ fn boot(con: &mut Console) -> Result<std::convert::Infallible, String> {
     mount_api_filesystems(con);
 
     let text = fs::read_to_string("/proc/cmdline").map_err(|e| format!("/proc/cmdline: {e}"))?;
+    if crate::usb::layout::is_appliance(&cmdline::split(&text)) {
+        return appliance::run(con, &text);
+    }
     let params = cmdline::parse(&text).map_err(|e| e.to_string())?;
     con.say(format_args!(
         "node {} image {} mac {} ip {}/{} gw {} servers {}",
@@ -387,11 +394,7 @@ fn wait_for_interface(con: &mut Console, p: &BootParams) -> String {
                 "no interface with MAC {want} after {}s (have: {}); is its driver in the \
                  image's lib/modules? still waiting",
                 start.elapsed().as_secs(),
-                if seen.is_empty() {
-                    "none".into()
-                } else {
-                    seen.join(" ")
-                }
+                list_or_none(&seen)
             ));
             next_report += IFACE_WAIT;
         }
@@ -399,34 +402,19 @@ fn wait_for_interface(con: &mut Console, p: &BootParams) -> String {
     }
 }
 
+/// `a b c`, or `none` for an empty list (what the console says it sees).
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(" ")
+    }
+}
+
 /// Brings up `lo` and the boot interface with the address, netmask and default route,
 /// retrying until the kernel accepts all of it.
 fn configure_network(con: &mut Console, p: &BootParams, iface: &str) {
-    let mut delay = BACKOFF_FIRST;
-    loop {
-        let result = (|| -> io::Result<()> {
-            sys::interface_up("lo")?;
-            sys::set_ipv4(iface, p.ip, p.netmask)?;
-            sys::interface_up(iface)?;
-            if let Some(gw) = p.gw {
-                match sys::add_default_route(gw) {
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                    other => other?,
-                }
-            }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => break,
-            Err(e) => {
-                con.say(format_args!(
-                    "configuring {iface}: {e}; retrying in {delay:?}"
-                ));
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(BACKOFF_MAX);
-            }
-        }
-    }
+    set_address(con, iface, p.ip, p.netmask, p.gw);
     con.say(format_args!("{iface} up with {}/{}", p.ip, p.netmask));
     let carrier = format!("/sys/class/net/{iface}/carrier");
     let start = Instant::now();
@@ -440,6 +428,42 @@ fn configure_network(con: &mut Console, p: &BootParams, iface: &str) {
     con.say(format_args!(
         "{iface} has no carrier after {CARRIER_WAIT:?}; trying anyway"
     ));
+}
+
+/// Brings up `lo` and `iface`, sets its address and the default route, retrying with
+/// backoff until the kernel accepts all of it.
+fn set_address(
+    con: &mut Console,
+    iface: &str,
+    ip: std::net::Ipv4Addr,
+    netmask: std::net::Ipv4Addr,
+    gw: Option<std::net::Ipv4Addr>,
+) {
+    let mut delay = BACKOFF_FIRST;
+    loop {
+        let result = (|| -> io::Result<()> {
+            sys::interface_up("lo")?;
+            sys::set_ipv4(iface, ip, netmask)?;
+            sys::interface_up(iface)?;
+            if let Some(gw) = gw {
+                match sys::add_default_route(gw) {
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    other => other?,
+                }
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                con.say(format_args!(
+                    "configuring {iface}: {e}; retrying in {delay:?}"
+                ));
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
 }
 
 /// Where a downloaded root filesystem goes: the agent unpacks it into a tmpfs on /newroot

@@ -159,6 +159,54 @@ pub enum Command {
     /// The HTTPS certificate of the page and API.
     #[command(subcommand)]
     Tls(TlsCmd),
+    /// The rescue stick: a disk image that boots drover as an appliance (BIOS and UEFI).
+    #[command(subcommand)]
+    Usb(UsbCmd),
+}
+
+#[derive(Subcommand)]
+pub enum UsbCmd {
+    /// Make the stick's disk image (no root needed): Debian's kernel, drover as /init in
+    /// appliance mode, a data partition for the state directory.
+    Build {
+        /// The image file to write (replaced if it exists).
+        out: PathBuf,
+        /// The image's size (`2G`, `512M`): the data partition takes what the boot files
+        /// leave.
+        #[arg(long, default_value = "1G")]
+        size: String,
+        /// Copy this image from the local store (--state-dir) onto the stick (repeatable).
+        #[arg(long = "image")]
+        images: Vec<String>,
+        /// A root holding `boot/vmlinuz-KVER` and `lib/modules/KVER/` (the host's own kernel,
+        /// or a `linux-image-*` package unpacked with `dpkg-deb -x` and `depmod -b`).
+        #[arg(long, default_value = "/")]
+        kernel: PathBuf,
+        /// Which kernel of --kernel, when it has several (default: the running one).
+        #[arg(long)]
+        kernel_version: Option<String>,
+        /// The appliance's address and prefix on the segment it serves.
+        #[arg(long, default_value = crate::usb::layout::DEFAULT_ADDRESS)]
+        address: String,
+        /// The appliance's default gateway.
+        #[arg(long)]
+        gateway: Option<Ipv4Addr>,
+        /// Kernel console (repeatable, `console=` syntax); the last one shows the page
+        /// address and first-login password.
+        #[arg(long = "console", default_values_t = ["ttyS0,115200".to_string(), "tty0".to_string()])]
+        consoles: Vec<String>,
+    },
+    /// Write a stick image to a USB disk, with fsync. Refuses anything but a block device,
+    /// a disk with a mounted (or swap, or held) partition, and disks bigger than 256 GiB
+    /// unless --force.
+    Write {
+        image: PathBuf,
+        /// The whole disk, as /dev/sdX.
+        device: PathBuf,
+        /// Write a disk bigger than 256 GiB.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]

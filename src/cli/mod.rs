@@ -180,6 +180,7 @@ fn changes(command: &Command) -> bool {
         "default-config",
         "lab",
         "restore",
+        "usb",
     ];
     let read_only = words.iter().any(|w| reads.contains(&w.as_str()))
         || matches!(command, Command::DefaultConfig | Command::Serve { .. });
@@ -236,6 +237,7 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Tls(_) => "tls show",
         Command::Exec(_) => "exec",
         Command::Cp(_) => "cp",
+        Command::Usb(_) => "usb",
         _ => return None,
     })
 }
@@ -364,7 +366,78 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
         Command::Tls(TlsCmd::Show { config }) => tls_show(state, config.as_deref()),
         Command::Exec(args) => exec::exec(state, &args),
         Command::Cp(args) => exec::cp(state, &args),
+        Command::Usb(cmd) => usb(state, cmd),
         _ => bail!("internal: a command with an API counterpart reached the local-only path"),
+    }
+}
+
+/// `drover usb build` and `drover usb write`.
+fn usb(state: &Path, cmd: args::UsbCmd) -> Result<()> {
+    use crate::usb::{self, layout};
+    match cmd {
+        args::UsbCmd::Build {
+            out,
+            size,
+            images,
+            kernel,
+            kernel_version,
+            address,
+            gateway,
+            consoles,
+        } => {
+            let size =
+                layout::parse_size(&size).map_err(|e| anyhow::anyhow!("--size {size}: {e}"))?;
+            let address = layout::parse_cidr(&address)
+                .map_err(|e| anyhow::anyhow!("--address {address}: {e}"))?;
+            let agent = std::env::current_exe().context("finding drover's own binary")?;
+            let report = usb::build(&usb::BuildOptions {
+                out: out.clone(),
+                size,
+                kernel_root: kernel,
+                kernel_version,
+                address,
+                gateway,
+                consoles,
+                agent,
+                state_dir: state.to_path_buf(),
+                images,
+            })?;
+            let l = report.layout;
+            println!(
+                "wrote {} ({} MiB): boot partition {} MiB (kernel {}, initramfs {} MiB with {} \
+                 modules), data partition {} MiB (label {}){}",
+                out.display(),
+                l.total >> 20,
+                l.esp_len >> 20,
+                report.kver,
+                report.initramfs_bytes >> 20,
+                report.modules,
+                l.data_len >> 20,
+                layout::DATA_LABEL,
+                if report.images.is_empty() {
+                    String::new()
+                } else {
+                    format!(", images {}", report.images.join(" "))
+                }
+            );
+            println!("kernel command line: {}", report.cmdline);
+            Ok(())
+        }
+        args::UsbCmd::Write {
+            image,
+            device,
+            force,
+        } => {
+            let w = usb::write(&image, &device, force)?;
+            println!(
+                "wrote {} bytes of {} to {} ({} bytes) and synced",
+                w.bytes,
+                image.display(),
+                device.display(),
+                w.target_size
+            );
+            Ok(())
+        }
     }
 }
 
@@ -650,6 +723,7 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
         | Command::Man { .. }
         | Command::Exec(_)
         | Command::Cp(_)
+        | Command::Usb(_)
         | Command::Tls(_) => bail!("internal: a local-only command reached a back end"),
     }
     Ok(())

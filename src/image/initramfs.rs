@@ -130,33 +130,7 @@ pub fn build(
     let mut report = BuildReport::default();
     let mut cpio = CpioWriter::new(out);
     let w = InitramfsError::Write;
-
-    for dir in [
-        "dev",
-        "proc",
-        "sys",
-        "run",
-        "newroot",
-        "etc",
-        "etc/drover",
-        "lib",
-    ] {
-        cpio.dir(dir, 0o755).map_err(w)?;
-    }
-    cpio.dir("lib/modules", 0o755).map_err(w)?;
-    cpio.char_dev("dev/console", 0o600, 5, 1).map_err(w)?;
-
-    let io_err = |source| InitramfsError::Io {
-        path: agent.to_path_buf(),
-        source,
-    };
-    let agent_file = File::open(agent).map_err(io_err)?;
-    let agent_len = agent_file.metadata().map_err(io_err)?.len();
-    cpio.file("init", 0o755, agent_len, &mut BufReader::new(agent_file))
-        .map_err(|e| match e {
-            CopyError::Read(e) => io_err(e),
-            CopyError::Write(e) => w(e),
-        })?;
+    write_base(&mut cpio, agent)?;
 
     // Directories of every selected module, parents first (BTreeSet order is parent-first).
     let mut wanted: BTreeMap<String, String> = BTreeMap::new(); // tar path -> cpio path
@@ -225,6 +199,38 @@ pub fn build(
     })?;
     report.bytes = cpio.finish().map_err(w)?;
     Ok(report)
+}
+
+/// Writes what every drover initramfs starts with: the directories, `/dev/console` and the
+/// agent as `/init`. The caller adds the modules and the [`MODULE_LIST`] file.
+pub fn write_base<W: Write>(cpio: &mut CpioWriter<W>, agent: &Path) -> Result<(), InitramfsError> {
+    let w = InitramfsError::Write;
+    for dir in [
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "newroot",
+        "etc",
+        "etc/drover",
+        "lib",
+    ] {
+        cpio.dir(dir, 0o755).map_err(w)?;
+    }
+    cpio.dir("lib/modules", 0o755).map_err(w)?;
+    cpio.char_dev("dev/console", 0o600, 5, 1).map_err(w)?;
+
+    let io_err = |source| InitramfsError::Io {
+        path: agent.to_path_buf(),
+        source,
+    };
+    let agent_file = File::open(agent).map_err(io_err)?;
+    let agent_len = agent_file.metadata().map_err(io_err)?.len();
+    cpio.file("init", 0o755, agent_len, &mut BufReader::new(agent_file))
+        .map_err(|e| match e {
+            CopyError::Read(e) => io_err(e),
+            CopyError::Write(e) => w(e),
+        })
 }
 
 /// One kernel version's modules in the rootfs.
@@ -431,7 +437,7 @@ pub fn resolve(deps: &ModulesDep, wanted: &[&str]) -> Vec<String> {
 
 /// A failed copy into the archive: the source or the destination.
 #[derive(Debug)]
-enum CopyError {
+pub enum CopyError {
     Read(io::Error),
     Write(io::Error),
 }
@@ -467,7 +473,7 @@ impl<W: Write> CpioWriter<W> {
     }
 
     /// Writes a regular file of exactly `size` bytes read from `data`.
-    fn file(
+    pub fn file(
         &mut self,
         name: &str,
         perm: u32,
