@@ -304,7 +304,7 @@ pub struct Shown {
 }
 
 /// The keys of a configuration table, `interfaces` and `SECTION.FIELD`.
-fn flatten(table: &toml::Table) -> Vec<(String, toml::Value)> {
+pub fn flatten(table: &toml::Table) -> Vec<(String, toml::Value)> {
     let mut out = Vec::new();
     for (k, v) in table {
         match v {

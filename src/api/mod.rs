@@ -24,6 +24,7 @@
 //! in `crate::http`), image upload (images are added with the CLI), TLS (`crate::http::listen`
 //! and `crate::tls`).
 
+mod config;
 pub mod discovered;
 pub mod error;
 mod events;
@@ -369,6 +370,8 @@ pub fn routes() -> Vec<Route> {
         ),
         route(get.clone(), "/leases", r::list_leases),
         with_role(Role::Operator, route(post.clone(), "/power", r::power)),
+        route(get.clone(), "/config", config::show),
+        route(post.clone(), "/config", config::change),
         route(get.clone(), "/settings", r::list_settings),
         route(get.clone(), "/settings/{name}", r::get_setting),
         route(put.clone(), "/settings/{name}", r::put_setting),
