@@ -194,3 +194,98 @@ fn an_operator_may_not_change_settings() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["outcomes"][0]["takes"], "live", "{}", r.body);
 }
+
+/// The page's Settings tab (`integration/web/settings.mjs`, headless Chromium run inside the
+/// server's namespace) turns DNS off and on and sees `dig` follow, and adds an interface; DHCP
+/// then answers a client on it, with the server never restarted. Needs root, `node`,
+/// `chromium`, `dig` and `udhcpc`.
+#[test]
+fn the_page_turns_dns_off_and_on_and_adds_an_interface_that_dhcp_serves() {
+    let node = common::require_cmd("node", "nodejs");
+    let chromium = common::require_cmd("chromium", "chromium");
+    common::require_cmd("dig", "bind9-dnsutils");
+    let udhcpc = common::require_cmd("udhcpc", "udhcpc");
+    let dir = common::repo_root().join("integration/web");
+    common::require_file(
+        &dir.join("node_modules/playwright-core/package.json"),
+        "run scripts/setup (it runs `npm ci --prefix integration/web` to install playwright-core)",
+    );
+    let ns = common::Netns::new("settings-web");
+    ns.add_bridge("br0", "198.18.7.1/24");
+    let client = common::Netns::new("settings-cli");
+    ns.add_veth("setv0", &client, "setc0");
+    ns.add_addr("setv0", "198.18.8.1/24");
+    let mut d = common::Drover::new();
+    let (ok, out, err) = cli_stdin(&d, &["admin", "passwd"], &format!("{PASSWORD}\n"));
+    assert!(ok, "drover admin passwd failed: {out}{err}");
+    d.serve_with(
+        Some(&ns),
+        "br0",
+        &common::config_only(
+            &["http", "dns", "dhcp"],
+            "[http]\nport = 8080\n[dns]\nupstreams = []\n",
+        ),
+    );
+    let pid = d.pid().unwrap();
+    // A lease on setc0, or None after udhcpc gave up.
+    let lease = || -> Option<String> {
+        let script = d.scratch().join("udhcpc.sh");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"$ip\" > \"$DHCP_DUMP\"\nexit 0\n",
+        )
+        .unwrap();
+        common::run_ok(std::process::Command::new("chmod").arg("755").arg(&script));
+        let dump = d.scratch().join("lease");
+        let _ = std::fs::remove_file(&dump);
+        client
+            .cmd(&udhcpc)
+            .args([
+                "-i", "setc0", "-n", "-q", "-f", "-t", "3", "-T", "1", "-A", "1", "-s",
+            ])
+            .arg(&script)
+            .env("DHCP_DUMP", &dump)
+            .output()
+            .expect("run udhcpc");
+        std::fs::read_to_string(&dump)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    assert_eq!(lease(), None, "DHCP answered on setv0 before it was added");
+
+    let out = ns
+        .cmd(&node)
+        .arg(dir.join("settings.mjs"))
+        .current_dir(&dir)
+        .env("DROVER_URL", "http://127.0.0.1:8080")
+        .env("DROVER_PASSWORD", PASSWORD)
+        .env("DROVER_DNS", "198.18.7.1")
+        .env("DROVER_ADD_IFACE", "setv0")
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("run node");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && all.contains("settings web test: ok"),
+        "the browser test failed:\n{all}\ndrover log:\n{}",
+        d.log_tail(30)
+    );
+    let mut got = None;
+    let served = common::wait_until(Duration::from_secs(20), || {
+        got = lease();
+        got.is_some()
+    });
+    assert!(
+        served,
+        "no DHCP lease on the added interface:\n{}",
+        d.log_tail(30)
+    );
+    let ip: std::net::Ipv4Addr = got.unwrap().parse().unwrap();
+    assert_eq!(ip.octets()[..3], [198, 18, 8], "{ip}");
+    assert_eq!(d.pid(), Some(pid));
+    assert_eq!(d.log().matches("drover: ready").count(), 1);
+}

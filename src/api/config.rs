@@ -6,7 +6,7 @@
 //! the audit record (the role middleware writes it for every accepted change).
 
 use super::error::ApiError;
-use super::input::Fields;
+use super::input::{Fields, Query};
 use super::Api;
 use crate::overrides::{self, Change, OverrideError};
 use axum::body::Bytes;
@@ -29,8 +29,12 @@ fn error(e: OverrideError) -> ApiError {
     }
 }
 
-/// `GET /config`: every key with its value and source.
-pub async fn show(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
+/// `GET /config`: every key with its value and source (no query parameters).
+pub async fn show(
+    State(api): State<Arc<Api>>,
+    axum::extract::Query(q): axum::extract::Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    Query::new(q).finish()?;
     let dir = api.state_dir.clone();
     let shown = api
         .blocking(move |store| overrides::show(store, &dir).map_err(error))

@@ -8,7 +8,7 @@
 //!
 //! Security: everything here needs a login except `POST /api/v1/login` and the page's static
 //! files (the same HTML/JS/CSS in every drover; they hold no data). Cookies are `HttpOnly`
-//! and `SameSite=Strict`; a request authenticated by cookie that changes anything must also
+//! and `SameSite=Strict`, and `Secure` when the login came over HTTPS ([`OverTls`]); a request authenticated by cookie that changes anything must also
 //! carry the session's CSRF token in `X-CSRF-Token`, which another site cannot read or set.
 //! Bodies must be `application/json` (or `text/csv` for the import). Failed logins are
 //! limited per client address ([`crate::auth::LoginLimiter`]).
@@ -73,6 +73,11 @@ pub const MAX_VERIFICATIONS: usize = 2;
 /// The OpenAPI document served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../assets/openapi.json");
 
+/// A request extension that `crate::http` puts on requests that came over HTTPS: the login
+/// then marks its session cookie `Secure`, so a browser never sends it over plain HTTP.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
 /// What a service of this server is doing, for `/api/v1/health` and the page.
 #[derive(Debug, Clone, Serialize)]
 pub struct Service {
@@ -85,7 +90,8 @@ pub struct Service {
 /// What the API handlers share.
 pub struct Api {
     pub store: Arc<Store>,
-    services: Vec<Service>,
+    /// What each service does; the server updates it when appliance settings change.
+    services: tokio::sync::watch::Receiver<Vec<Service>>,
     sessions: Mutex<Sessions>,
     limiter: Mutex<LoginLimiter>,
     /// Password verifications running at once ([`MAX_VERIFICATIONS`]).
@@ -110,7 +116,7 @@ impl Api {
     pub fn new(
         store: Arc<Store>,
         state_dir: &Path,
-        services: Vec<Service>,
+        services: tokio::sync::watch::Receiver<Vec<Service>>,
         power: crate::ipmi::power::FanOut,
         boot_events: Recorder,
         tls_fingerprint: Option<String>,
@@ -619,7 +625,11 @@ async fn login(State(api): State<Arc<Api>>, req: Request) -> Result<Response, Ap
         .unwrap_or_default();
     let (id, session) = lock(&api.sessions).create(&user, Instant::now());
     tracing::info!(%client, user = %Escaped(&user), %role, "login");
-    let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
+    let secure = match parts.extensions.get::<OverTls>() {
+        Some(_) => "; Secure",
+        None => "",
+    };
+    let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}");
     let mut resp = Json(SessionInfo {
         user,
         csrf: Some(session.csrf),

@@ -358,11 +358,24 @@ async fn apply(
             Err(e) => failed.push(format!("{name}: {e:#}")),
         }
     }
-    match failed.is_empty() {
-        true => Ok(()),
-        false => Err(Problem::Refused(failed.join("; "))),
+    if !failed.is_empty() {
+        return Err(Problem::Refused(failed.join("; ")));
     }
+    // What the API says of the services restarted here; the others' entries stay as they
+    // started (their changes wait for a restart).
+    ctx.links.health.0.send_modify(|shown| {
+        for entry in shown.iter_mut() {
+            let fresh = settings.health.iter().find(|h| h.name == entry.name);
+            if let Some(h) = fresh.filter(|h| LIVE.contains(&h.name.as_str())) {
+                *entry = h.clone();
+            }
+        }
+    });
+    Ok(())
 }
+
+/// The services of `/api/v1/health` that restart here.
+const LIVE: [&str; 5] = ["dhcp", "tftp", "dns", "ntp", "ra"];
 
 /// Logs the changed keys that the running server does not follow.
 fn log_restart_keys(before: &[Stored], after: &[Stored]) {

@@ -180,6 +180,11 @@ struct Links {
     /// What the other live members have, for change-feed compaction: nobody else outside a
     /// pool; in one, unknown until the pool task says.
     holders: (watch::Sender<Holders>, watch::Receiver<Holders>),
+    /// What each service does, for the API: `live` updates the services it restarts.
+    health: (
+        watch::Sender<Vec<crate::api::Service>>,
+        watch::Receiver<Vec<crate::api::Service>>,
+    ),
 }
 
 impl Context {
@@ -212,6 +217,7 @@ impl Context {
                 Some(_) => Holders::unknown(),
                 None => Holders::default(),
             }),
+            health: watch::channel(settings.health.clone()),
         };
         let view = Arc::new(SharedView::load(store.clone())?);
         // Boot events of every service go through one queue to one writer task.
@@ -301,7 +307,7 @@ async fn start_http(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
     let api = crate::api::Api::new(
         ctx.store.clone(),
         &ctx.state_dir,
-        ctx.settings.health.clone(),
+        ctx.links.health.1.clone(),
         ctx.power_fan(),
         ctx.boot_events.clone(),
         https.as_ref().map(|(_, fp)| fp.clone()),
