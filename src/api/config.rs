@@ -2,12 +2,14 @@
 //! by every logged-in user and changed by admins, checked by the same parser as
 //! `drover check-config`. A refused change answers 400 with the key as the field.
 //!
-//! Not here: applying a change (the running server follows the store, `crate::serve`), and
-//! the audit record (the role middleware writes it for every accepted change).
+//! A change's keys and values go into its audit record (`AuditDetail`, which the role
+//! middleware appends to the method and path).
+//!
+//! Not here: applying a change (the running server follows the store, `crate::serve`).
 
 use super::error::ApiError;
 use super::input::{Fields, Query};
-use super::Api;
+use super::{Api, AuditDetail};
 use crate::overrides::{self, Change, OverrideError};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -18,6 +20,17 @@ use std::sync::Arc;
 
 /// Changes at most one request makes (the file has fewer than a hundred keys).
 const MAX_CHANGES: usize = 200;
+
+/// Characters of a change's keys and values the audit log keeps.
+const MAX_AUDIT_DETAIL: usize = 512;
+
+/// `text` cut to `max` characters.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
 
 fn error(e: OverrideError) -> ApiError {
     match (e.key().map(str::to_string), &e) {
@@ -58,9 +71,20 @@ pub async fn change(
             format!("expected 1 to {MAX_CHANGES} changes"),
         ));
     }
+    let detail: Vec<String> = changes
+        .iter()
+        .map(|c| match &c.value {
+            Some(v) => format!("{}={v}", c.key),
+            None => format!("unset {}", c.key),
+        })
+        .collect();
     let dir = api.state_dir.clone();
     let outcomes = api
         .blocking(move |store| overrides::change(store, &dir, &changes).map_err(error))
         .await?;
-    Ok(Json(serde_json::json!({ "outcomes": outcomes })).into_response())
+    let mut resp = Json(serde_json::json!({ "outcomes": outcomes })).into_response();
+    // The audit log says which keys changed to what (no setting holds a secret).
+    let detail = AuditDetail(cut(&detail.join(" "), MAX_AUDIT_DETAIL));
+    resp.extensions_mut().insert(detail);
+    Ok(resp)
 }

@@ -73,6 +73,11 @@ pub const MAX_VERIFICATIONS: usize = 2;
 /// The OpenAPI document served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../assets/openapi.json");
 
+/// A response extension a handler adds to say what its change was, beyond its method and
+/// path (the changed settings' keys and values): the audit log appends it.
+#[derive(Debug, Clone)]
+pub struct AuditDetail(pub String);
+
 /// A request extension that `crate::http` puts on requests that came over HTTPS: the login
 /// then marks its session cookie `Secure`, so a browser never sends it over plain HTTP.
 #[derive(Debug, Clone, Copy)]
@@ -508,7 +513,10 @@ async fn require_role(
         (principal.who(), from, what)
     });
     let resp = next.run(req).await;
-    if let (Some((who, from, what)), true) = (audit, resp.status().is_success()) {
+    if let (Some((who, from, mut what)), true) = (audit, resp.status().is_success()) {
+        if let Some(AuditDetail(detail)) = resp.extensions().get::<AuditDetail>() {
+            what = format!("{what} {detail}");
+        }
         let now = crate::clock::unix_ms();
         // The change is committed; a failed audit write is logged, not turned into an error
         // the client would take for a failed change.
