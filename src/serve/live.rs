@@ -262,6 +262,8 @@ pub async fn supervise(
     let mut last_problem = String::new();
     loop {
         tokio::select! {
+            // Shutdown first: units stopped by it are not failures.
+            biased;
             _ = ctx.shutdown.cancelled() => break,
             Some(done) = tasks.join_next() => {
                 let (name, outcome) = ended(done)?;
@@ -391,6 +393,63 @@ fn log_restart_keys(before: &[Stored], after: &[Stored]) {
                 key,
                 "setting changed; it takes effect at the next restart of drover serve"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::store::model::Ipv4Net;
+    use std::net::Ipv4Addr;
+    use std::path::Path;
+
+    fn iface(name: &str, net: u8) -> Interface {
+        let addr = Ipv4Addr::new(198, 18, net, 1);
+        Interface {
+            name: name.into(),
+            index: u32::from(net),
+            mac: None,
+            addr,
+            subnet: Ipv4Net::containing(addr, 24).unwrap(),
+        }
+    }
+
+    fn plan_of(c: &Config, interfaces: &[Interface]) -> Plan {
+        plan(
+            &Settings::new(c, interfaces, 1, Path::new("/s")).unwrap(),
+            interfaces,
+        )
+    }
+
+    /// An added interface gets its units and leaves the others' alone, but for DNS, whose
+    /// records list the appliance's addresses; DNS off removes its units and changes DHCP's
+    /// (no name server offered), nothing else.
+    #[test]
+    fn a_change_restarts_only_the_units_it_concerns() {
+        let mut c = Config::embedded();
+        c.pool.enabled = false;
+        c.dns.upstreams = Some(Vec::new());
+        let one = plan_of(&c, &[iface("a", 1)]);
+        let both = plan_of(&c, &[iface("a", 1), iface("b", 2)]);
+        for service in ["dhcp", "tftp", "ntp", "ra"] {
+            let name = format!("{service} a");
+            assert_eq!(one[&name], both[&name], "{name}");
+            assert!(both.contains_key(&format!("{service} b")));
+        }
+        assert_ne!(one["dns a"], both["dns a"]);
+        assert_eq!(both.len(), 10);
+        c.dns.enabled = false;
+        let off = plan_of(&c, &[iface("a", 1), iface("b", 2)]);
+        assert!(
+            !off.keys().any(|k| k.starts_with("dns ")),
+            "{:?}",
+            off.keys()
+        );
+        assert_ne!(off["dhcp a"], both["dhcp a"]);
+        for name in ["tftp a", "ntp b", "ra a"] {
+            assert_eq!(off[name], both[name], "{name}");
         }
     }
 }

@@ -611,6 +611,8 @@ async fn refresh_loop<F, Fut>(
     let mut backoff = crate::faults::Backoff::default();
     loop {
         tokio::select! {
+            // Shutdown first: a tick that is due as well must not run one more step.
+            biased;
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
