@@ -77,6 +77,31 @@ fn https_serves_the_api_with_the_certificate_drover_shows() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "curl trusted an unknown certificate");
+    // A login over HTTPS gets a Secure session cookie (never sent over plain HTTP); one over
+    // plain HTTP cannot have it (the browser would drop the cookie).
+    let login = format!(r#"{{"user":"admin","password":"{PASSWORD}"}}"#);
+    let out = Command::new(&curl)
+        .args(["-sS", "-D", "-", "-o", "/dev/null", "--cacert"])
+        .arg(&cert)
+        .args([
+            "--capath",
+            "/nonexistent",
+            "-H",
+            "Content-Type: application/json",
+        ])
+        .args(["--data", &login])
+        .arg(format!("https://127.0.0.1:{https}/api/v1/login"))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let cookie = head
+        .lines()
+        .find(|l| l.starts_with("set-cookie:"))
+        .unwrap_or("");
+    assert!(cookie.contains("; secure"), "{head}");
+    let r = s.request("POST", "/api/v1/login", &[JSON], Some(&login));
+    let cookie = r.header("set-cookie").unwrap().to_lowercase();
+    assert!(!cookie.contains("secure"), "{cookie}");
 }
 
 #[test]

@@ -552,6 +552,20 @@ fn every_endpoint_names_the_bad_field() {
         ),
         // settings
         ("GET", "/api/v1/settings?limit=-3", None, 400, Some("limit")),
+        (
+            "GET",
+            "/api/v1/config?colour=red",
+            None,
+            400,
+            Some("colour"),
+        ),
+        (
+            "POST",
+            "/api/v1/config",
+            Some(r#"{"changes":[{"key":"dns.port","value":0}]}"#),
+            400,
+            Some("dns.port"),
+        ),
         ("GET", "/api/v1/settings/ghost", None, 404, Some("name")),
         (
             "PUT",

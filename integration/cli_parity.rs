@@ -190,6 +190,8 @@ fn local_and_remote_print_the_same() {
         "token list",
         "pool status",
         "pool status --json",
+        "config show",
+        "config show --json",
     ];
     for line in checked {
         let args = &line.split_whitespace().collect::<Vec<_>>()[..];

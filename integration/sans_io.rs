@@ -218,6 +218,13 @@ const NOT_PURE: &[(&str, &str)] = &[
 /// I/O in what the pure modules use of them. A crate path (without `crate::`) is allowed if it
 /// starts with one of these.
 const DATA_ITEMS: &[(&str, &str)] = &[
+    ("overrides::Shown", "what `config show` prints: plain data"),
+    (
+        "overrides::Outcome",
+        "what a settings change did: plain data",
+    ),
+    ("config::Scope", "a setting's scope: a plain enum"),
+    ("config::Takes", "when a setting takes effect: a plain enum"),
     (
         "store::view::View",
         "a snapshot of the store, read by field",

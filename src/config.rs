@@ -7,6 +7,12 @@
 //! are enums, durations are [`Duration`]s. Unknown keys are errors, and every error names
 //! the key. `drover check-config FILE` runs the same parser.
 //!
+//! Run-time settings (`drover config set KEY VALUE`, kept in the store by `crate::overrides`)
+//! are laid over the file's table here ([`Config::layered`]) and go through the same parser
+//! and checks, so a value the file would refuse is refused at `config set` too, naming the
+//! key. [`key_scope`] says which keys belong to one member (its interfaces and addresses)
+//! and [`key_takes`] which ones a running server applies without a restart.
+//!
 //! Not here: what a service makes of these values (`crate::serve::settings` maps them to
 //! each service's settings, and reads the host's resolv.conf when `dns.upstreams` is
 //! absent), and any file but the one given to [`Config::load`]. This module imports nothing
@@ -26,6 +32,87 @@ pub const DEFAULT_TOML: &str = include_str!("../assets/default.toml");
 pub const DEFAULT_POOL_PORT: u16 = 7946;
 /// The DNS port of upstreams given without a port.
 const DNS_PORT: u16 = 53;
+
+/// The file's sections; a run-time key is `interfaces` or `SECTION.FIELD`.
+pub const SECTIONS: [&str; 9] = [
+    "dhcp", "tftp", "http", "ra", "dns", "ntp", "nfs", "pool", "power",
+];
+
+/// Keys that belong to one member (what it is plugged into and reached at); every other key
+/// is pool-wide.
+const MEMBER_KEYS: [&str; 5] = [
+    "interfaces",
+    "pool.address",
+    "http.admin-address",
+    "http.tls-cert",
+    "http.tls-key",
+];
+
+/// Sections whose services a running server restarts alone, interface by interface, when
+/// their settings change (`crate::serve` compares each service's settings, so a key of
+/// another section that feeds them, such as `dns.domain` into DHCP, restarts them too).
+const LIVE_SECTIONS: [&str; 5] = ["dhcp", "tftp", "dns", "ntp", "ra"];
+
+/// Where a run-time setting is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Replicated to every pool member.
+    Pool,
+    /// This member's own.
+    Member,
+}
+
+/// When a running `drover serve` follows a changed key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Takes {
+    /// Within a second: the services it feeds restart alone.
+    Live,
+    /// At the next start of `drover serve` (HTTP, NFS, the pool and the power poller hold
+    /// sockets, sessions and state that a restart of their own would lose).
+    Restart,
+}
+
+/// The scope of run-time key `key`, or why it is not one.
+pub fn key_scope(key: &str) -> Result<Scope, ConfigError> {
+    let known = key == "interfaces"
+        || key.split_once('.').is_some_and(|(section, field)| {
+            SECTIONS.contains(&section)
+                && !field.is_empty()
+                && field.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+        });
+    if !known {
+        return Err(ConfigError::UnknownKey {
+            key: key.to_string(),
+        });
+    }
+    Ok(match MEMBER_KEYS.contains(&key) {
+        true => Scope::Member,
+        false => Scope::Pool,
+    })
+}
+
+/// When a running server follows a change of `key`. `interfaces` is live for the services
+/// that [`LIVE_SECTIONS`] names; HTTP and NFS listen on a new interface's address after a
+/// restart.
+pub fn key_takes(key: &str) -> Takes {
+    let section = key.split_once('.').map_or(key, |(s, _)| s);
+    match key == "interfaces" || LIVE_SECTIONS.contains(&section) {
+        true => Takes::Live,
+        false => Takes::Restart,
+    }
+}
+
+/// A value as typed on the command line: TOML (`false`, `8080`, `["eth0"]`, `"x"`), else the
+/// text itself as a string (`snponly.efi`, `10.0.0.1`).
+pub fn parse_value(text: &str) -> toml::Value {
+    let table = toml::from_str::<toml::Table>(&format!("v = {text}"));
+    match table.map(|mut t| (t.len(), t.remove("v"))) {
+        Ok((1, Some(v))) => v,
+        _ => toml::Value::String(text.to_string()),
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -441,6 +528,28 @@ impl TryFrom<String> for IpmiVersion {
     }
 }
 
+/// Sets run-time key `key` in `table` (see [`key_scope`]).
+fn lay(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<(), ConfigError> {
+    key_scope(key)?;
+    let Some((section, field)) = key.split_once('.') else {
+        table.insert(key.to_string(), value);
+        return Ok(());
+    };
+    let entry = table
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match entry {
+        toml::Value::Table(t) => {
+            t.insert(field.to_string(), value);
+            Ok(())
+        }
+        // A base that parsed as a configuration has tables for its sections.
+        _ => Err(ConfigError::UnknownKey {
+            key: key.to_string(),
+        }),
+    }
+}
+
 /// A duration written as whole seconds.
 fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     u64::deserialize(d).map(Duration::from_secs)
@@ -467,6 +576,18 @@ pub enum ConfigError {
         path: String,
         key: &'static str,
         problem: String,
+    },
+    #[error(
+        "`{key}` is not a setting: expected `interfaces` or SECTION.KEY, SECTION one of \
+         dhcp, tftp, http, ra, dns, ntp, nfs, pool, power"
+    )]
+    UnknownKey { key: String },
+    /// A run-time value of the wrong type or form, or an unknown field.
+    #[error("{path}: `{key}`: {message}")]
+    Value {
+        path: String,
+        key: String,
+        message: String,
     },
 }
 
@@ -497,6 +618,51 @@ impl Config {
             path: origin.to_string(),
             message: e.to_string().trim_end().to_string(),
         })?;
+        config.check_ranges(origin)?;
+        Ok(config)
+    }
+
+    /// The table of `text` (TOML), after checking that it parses as a configuration.
+    pub fn table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
+        Config::parse(text, origin)?;
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// `base` with `overrides` laid over it in order (a later one wins), parsed and checked
+    /// as a file is. An error of type or form names the first override that has it.
+    pub fn layered(
+        base: &toml::Table,
+        overrides: &[(String, toml::Value)],
+        origin: &str,
+    ) -> Result<Config, ConfigError> {
+        let mut table = base.clone();
+        for (key, value) in overrides {
+            lay(&mut table, key, value.clone())?;
+        }
+        let config = match Config::deserialize(toml::Value::Table(table)) {
+            Ok(c) => c,
+            Err(e) => {
+                // Which override brings the error: each alone over the base.
+                for (key, value) in overrides {
+                    let mut alone = base.clone();
+                    lay(&mut alone, key, value.clone())?;
+                    if let Err(e) = Config::deserialize(toml::Value::Table(alone)) {
+                        return Err(ConfigError::Value {
+                            path: origin.to_string(),
+                            key: key.clone(),
+                            message: e.to_string().trim_end().to_string(),
+                        });
+                    }
+                }
+                return Err(ConfigError::Parse {
+                    path: origin.to_string(),
+                    message: e.to_string().trim_end().to_string(),
+                });
+            }
+        };
         config.check_ranges(origin)?;
         Ok(config)
     }
@@ -871,5 +1037,64 @@ mod tests {
             (c.nfs.max_clients_per_addr, c.nfs.max_states_per_addr),
             (4, 5000)
         );
+    }
+
+    #[test]
+    fn run_time_keys_are_layered_and_checked_as_the_file_is() {
+        let base = Config::table("interfaces = [\"eth0\"]\n[dns]\nport = 5353\n", "f").unwrap();
+        let over = |k: &str, v: &str| (k.to_string(), parse_value(v));
+        let c = Config::layered(&base, &[over("dns.enabled", "false")], "f").unwrap();
+        assert!(!c.dns.enabled);
+        assert_eq!(c.dns.port, 5353, "the file's value stays");
+        // A later override wins; a member's list replaces the file's.
+        let c = Config::layered(
+            &base,
+            &[
+                over("dns.port", "53"),
+                over("dns.port", "54"),
+                over("interfaces", "[\"a\", \"b\"]"),
+            ],
+            "f",
+        )
+        .unwrap();
+        assert_eq!((c.dns.port, c.interfaces.len()), (54, 2));
+        assert_eq!(
+            parse_value("snponly.efi"),
+            toml::Value::String("snponly.efi".into())
+        );
+        let c = Config::layered(&base, &[over("dhcp.uefi-loader", "snponly.efi")], "f").unwrap();
+        assert_eq!(c.dhcp.uefi_loader, UefiLoader::Snponly);
+        for (key, value) in [
+            ("dns.enabled", "maybe"),
+            ("dns.enabeld", "false"),
+            ("dhcp.lease-time", "5"),
+            ("tftp.max-blksize", "70000"),
+            ("dhcp.uefi-loader", "grub.efi"),
+        ] {
+            let e = Config::layered(&base, &[over("ntp.port", "124"), over(key, value)], "f")
+                .unwrap_err()
+                .to_string();
+            let named = key.split_once('.').unwrap().1;
+            assert!(e.contains(named), "{key} = {value}: {e}");
+            assert!(!e.contains("ntp.port"), "{key} = {value}: {e}");
+        }
+        for bad in ["dns", "bogus.enabled", "dns.", "dns.Port", "interfaces.x"] {
+            assert!(key_scope(bad).is_err(), "{bad}");
+        }
+        assert_eq!(key_scope("interfaces").unwrap(), Scope::Member);
+        assert_eq!(key_scope("dns.upstreams").unwrap(), Scope::Pool);
+        assert_eq!(key_takes("dns.enabled"), Takes::Live);
+        assert_eq!(key_takes("interfaces"), Takes::Live);
+        assert_eq!(key_takes("http.port"), Takes::Restart);
+        // Cross-key checks see every override at once.
+        let both = [
+            over("nfs.max-clients", "8"),
+            over("nfs.max-clients-per-addr", "4"),
+        ];
+        assert!(Config::layered(&base, &both, "f").is_ok());
+        let e = Config::layered(&base, &both[..1], "f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nfs.max-clients-per-addr"), "{e}");
     }
 }

@@ -37,6 +37,7 @@ pub mod logsafe;
 pub mod net;
 pub mod nfs;
 pub mod ntp;
+pub mod overrides;
 pub mod pool;
 pub mod redfish;
 pub mod serve;

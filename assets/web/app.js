@@ -172,6 +172,7 @@ const loaders = {
   images: loadImages,
   networks: loadNetworks,
   pool: loadPool,
+  settings: loadSettings,
   audit: loadAudit,
 };
 
@@ -228,6 +229,11 @@ async function loadOverview() {
     const dd = document.createElement('dd'); dd.textContent = v;
     dl.append(dt, dd);
   };
+  // First run: walk a new admin through interface, network, first image and first node.
+  const done = { interface: h.services.some((s) => s.name === 'dhcp' && s.enabled), network: h.counts.networks > 0,
+    image: h.counts.images > 0, node: h.counts.nodes > 0 };
+  for (const li of document.querySelectorAll('#first-run li')) li.classList.toggle('done', done[li.dataset.step]);
+  show($('#first-run'), !done.image || !done.node);
   add('nodes', h.counts.nodes);
   add('active leases', h.counts.leases_active);
   add('images', h.counts.images);
@@ -393,6 +399,65 @@ const editNetwork = recordForm({
   form: $('#network-form'), submit: $('#network-submit'), cancel: $('#network-cancel'),
   path: '/networks', kind: 'network', fields: ['name', 'subnet', 'range', 'gateway', 'domain'],
   reload: () => loadNetworks(),
+});
+
+for (const b of document.querySelectorAll('#first-run [data-go]')) b.addEventListener('click', () => select(b.dataset.go));
+
+// ---------------------------------------------------------------------------------------------
+// Settings: GET /config shows every key with its source; POST /config sets or (value null)
+// removes keys, checked by the server as `drover check-config` checks the file.
+
+// A value as typed: JSON where it parses (true, 8080, ["eth0"]), else the text itself.
+function settingValue(text) {
+  try { return JSON.parse(text); } catch (e) { return text; }
+}
+
+function outcomeText(o) {
+  const when = o.takes === 'live' ? 'applied live: the services it feeds restart alone'
+    : 'takes effect at the next restart of drover serve';
+  return `${o.key}: ${o.removed ? 'back to the file\'s value' : (o.scope === 'member' ? 'set for this member' : 'set for the pool')}; ${when}`;
+}
+
+async function changeSettings(changes, form) {
+  if (form) clearBad(form);
+  try {
+    const r = await api('POST', '/config', { changes });
+    message(r.outcomes.map(outcomeText).join('. '), 'info');
+    if (form) form.reset();
+    await loadSettings();
+  } catch (err) {
+    fail(err);
+    // The server names the key at fault; here that is the value typed for it.
+    if (form && err.field) form.elements[err.field === form.elements.key.value.trim() ? 'value' : 'key'].classList.add('bad');
+  }
+}
+
+async function loadSettings() {
+  const c = await api('GET', '/config');
+  $('#settings-problem').textContent = c.problem ? `The store's settings are not in force (the server keeps what runs): ${c.problem}` : '';
+  show($('#settings-problem'), !!c.problem);
+  fill('#settings', c.settings.map((r) => {
+    const tr = document.createElement('tr');
+    tr.dataset.key = r.key;
+    const actions = document.createElement('td');
+    actions.append(button('Edit', () => {
+      const f = $('#setting-form');
+      f.elements.key.value = r.key;
+      f.elements.value.value = JSON.stringify(r.value);
+      f.elements.value.focus();
+    }, 'admin'));
+    if (r.source === 'pool' || r.source === 'member') {
+      actions.append(' ', button('Reset', () => changeSettings([{ key: r.key, value: null }]), 'admin'));
+    }
+    tr.append(cell(r.key), cell(JSON.stringify(r.value)), cell(r.source), cell(r.takes), actions);
+    return tr;
+  }));
+}
+
+$('#setting-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const f = e.target;
+  changeSettings([{ key: f.elements.key.value.trim(), value: settingValue(f.elements.value.value.trim()) }], f);
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -131,11 +131,17 @@ impl ApiServer {
 
     /// Logs in as admin; returns (cookie header value, CSRF token).
     pub fn login(&self) -> (String, String) {
+        self.login_as("admin")
+    }
+
+    /// Logs in as `user` (with the test password); returns (cookie header value, CSRF
+    /// token).
+    pub fn login_as(&self, user: &str) -> (String, String) {
         let r = self.request(
             "POST",
             "/api/v1/login",
             &[("Content-Type", "application/json")],
-            Some(&format!(r#"{{"user":"admin","password":"{PASSWORD}"}}"#)),
+            Some(&format!(r#"{{"user":"{user}","password":"{PASSWORD}"}}"#)),
         );
         assert_eq!(r.status, 200, "login failed: {}", r.body);
         let cookie = r

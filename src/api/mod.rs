@@ -8,7 +8,7 @@
 //!
 //! Security: everything here needs a login except `POST /api/v1/login` and the page's static
 //! files (the same HTML/JS/CSS in every drover; they hold no data). Cookies are `HttpOnly`
-//! and `SameSite=Strict`; a request authenticated by cookie that changes anything must also
+//! and `SameSite=Strict`, and `Secure` when the login came over HTTPS ([`OverTls`]); a request authenticated by cookie that changes anything must also
 //! carry the session's CSRF token in `X-CSRF-Token`, which another site cannot read or set.
 //! Bodies must be `application/json` (or `text/csv` for the import). Failed logins are
 //! limited per client address ([`crate::auth::LoginLimiter`]).
@@ -24,6 +24,7 @@
 //! in `crate::http`), image upload (images are added with the CLI), TLS (`crate::http::listen`
 //! and `crate::tls`).
 
+mod config;
 pub mod discovered;
 pub mod error;
 mod events;
@@ -72,6 +73,16 @@ pub const MAX_VERIFICATIONS: usize = 2;
 /// The OpenAPI document served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../../assets/openapi.json");
 
+/// A response extension a handler adds to say what its change was, beyond its method and
+/// path (the changed settings' keys and values): the audit log appends it.
+#[derive(Debug, Clone)]
+pub struct AuditDetail(pub String);
+
+/// A request extension that `crate::http` puts on requests that came over HTTPS: the login
+/// then marks its session cookie `Secure`, so a browser never sends it over plain HTTP.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
 /// What a service of this server is doing, for `/api/v1/health` and the page.
 #[derive(Debug, Clone, Serialize)]
 pub struct Service {
@@ -84,7 +95,8 @@ pub struct Service {
 /// What the API handlers share.
 pub struct Api {
     pub store: Arc<Store>,
-    services: Vec<Service>,
+    /// What each service does; the server updates it when appliance settings change.
+    services: tokio::sync::watch::Receiver<Vec<Service>>,
     sessions: Mutex<Sessions>,
     limiter: Mutex<LoginLimiter>,
     /// Password verifications running at once ([`MAX_VERIFICATIONS`]).
@@ -111,7 +123,7 @@ impl Api {
     pub fn new(
         store: Arc<Store>,
         state_dir: &Path,
-        services: Vec<Service>,
+        services: tokio::sync::watch::Receiver<Vec<Service>>,
         power: crate::ipmi::power::FanOut,
         boot_events: Recorder,
         tls_fingerprint: Option<String>,
@@ -372,6 +384,8 @@ pub fn routes() -> Vec<Route> {
         ),
         route(get.clone(), "/leases", r::list_leases),
         with_role(Role::Operator, route(post.clone(), "/power", r::power)),
+        route(get.clone(), "/config", config::show),
+        route(post.clone(), "/config", config::change),
         route(get.clone(), "/settings", r::list_settings),
         route(get.clone(), "/settings/{name}", r::get_setting),
         route(put.clone(), "/settings/{name}", r::put_setting),
@@ -502,7 +516,10 @@ async fn require_role(
         (principal.who(), from, what)
     });
     let resp = next.run(req).await;
-    if let (Some((who, from, what)), true) = (audit, resp.status().is_success()) {
+    if let (Some((who, from, mut what)), true) = (audit, resp.status().is_success()) {
+        if let Some(AuditDetail(detail)) = resp.extensions().get::<AuditDetail>() {
+            what = format!("{what} {detail}");
+        }
         let now = crate::clock::unix_ms();
         // The change is committed; a failed audit write is logged, not turned into an error
         // the client would take for a failed change.
@@ -619,7 +636,11 @@ async fn login(State(api): State<Arc<Api>>, req: Request) -> Result<Response, Ap
         .unwrap_or_default();
     let (id, session) = lock(&api.sessions).create(&user, Instant::now());
     tracing::info!(%client, user = %Escaped(&user), %role, "login");
-    let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict");
+    let secure = match parts.extensions.get::<OverTls>() {
+        Some(_) => "; Secure",
+        None => "",
+    };
+    let cookie = format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict{secure}");
     let mut resp = Json(SessionInfo {
         user,
         csrf: Some(session.csrf),

@@ -92,7 +92,7 @@ struct Counts {
 }
 
 pub async fn health(State(api): State<Arc<Api>>) -> Res {
-    let services = api.services.clone();
+    let services = api.services.borrow().clone();
     let uptime_secs = api.started.elapsed().as_secs();
     let tls_fingerprint = api.tls_fingerprint.clone();
     let health = api

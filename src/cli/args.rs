@@ -162,6 +162,9 @@ pub enum Command {
     /// The rescue stick: a disk image that boots drover as an appliance (BIOS and UEFI).
     #[command(subcommand)]
     Usb(UsbCmd),
+    /// The appliance's settings kept in the store, laid over drover.toml (see `config show`).
+    #[command(subcommand)]
+    Config(ConfigCmd),
 }
 
 #[derive(Subcommand)]
@@ -207,6 +210,25 @@ pub enum UsbCmd {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCmd {
+    /// Every setting with its value and where it comes from (default < file < --interface
+    /// flag < pool-wide store setting < this member's store setting).
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set KEY (`interfaces` or SECTION.KEY of drover.toml, e.g. `dns.enabled`) to VALUE
+    /// (TOML: `false`, `8080`, `'["eth0","eth1"]'`; other text is a string), checked as
+    /// `check-config` checks the file.
+    Set { key: String, value: String },
+    /// Remove KEY from the store: the file's (or default) value counts again.
+    Unset { key: String },
+    /// Set every key of a TOML file at once (checked together), e.g. `[nfs]` limits that
+    /// depend on each other.
+    Apply { file: PathBuf },
 }
 
 #[derive(Subcommand)]

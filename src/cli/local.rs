@@ -377,6 +377,21 @@ impl Backend for Local {
     fn remove_rule(&self, rule: &str) -> Result<()> {
         Ok(adopt::remove_rule(self.store()?, rule)?)
     }
+
+    fn config_show(&self) -> Result<crate::overrides::Shown> {
+        Ok(crate::overrides::show(self.store()?, &self.state)?)
+    }
+
+    fn config_change(
+        &self,
+        changes: &[crate::overrides::Change],
+    ) -> Result<Vec<crate::overrides::Outcome>> {
+        Ok(crate::overrides::change(
+            self.store()?,
+            &self.state,
+            changes,
+        )?)
+    }
 }
 
 /// `dns check`: what the server's DNS would answer, from the store and the configuration.

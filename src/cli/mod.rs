@@ -34,9 +34,9 @@ use crate::store::model::{
 };
 use anyhow::{bail, Context, Result};
 use args::{
-    AdminCmd, AgentCmd, Command, DnsCmd, ExportCmd, GroupCmd, ImageCmd, LeaseCmd, NetworkCmd,
-    NfsCmd, NodeCmd, NodeSetArgs, PoolCmd, PowerAction, PowerArgs, RuleCmd, TlsCmd, TokenCmd,
-    UserCmd,
+    AdminCmd, AgentCmd, Command, ConfigCmd, DnsCmd, ExportCmd, GroupCmd, ImageCmd, LeaseCmd,
+    NetworkCmd, NfsCmd, NodeCmd, NodeSetArgs, PoolCmd, PowerAction, PowerArgs, RuleCmd, TlsCmd,
+    TokenCmd, UserCmd,
 };
 use local::Local;
 use print::{PowerRow, TokenInfo};
@@ -101,6 +101,13 @@ pub trait Backend {
     /// Adds a rule; returns it as stored and the nodes it adopted at once.
     fn add_rule(&self, rule: &NamingRule) -> Result<RuleAdded>;
     fn remove_rule(&self, rule: &str) -> Result<()>;
+    /// The appliance's settings with where each value comes from.
+    fn config_show(&self) -> Result<crate::overrides::Shown>;
+    /// Sets and removes appliance settings, checked together.
+    fn config_change(
+        &self,
+        changes: &[crate::overrides::Change],
+    ) -> Result<Vec<crate::overrides::Outcome>>;
 }
 
 /// Runs a parsed command line.
@@ -246,23 +253,20 @@ fn local_only(command: &Command) -> Option<&'static str> {
 fn run_local(state: &Path, command: Command) -> Result<()> {
     match command {
         Command::Serve { config, interfaces } => {
-            let mut config = Config::load(config.as_deref())?;
-            for i in interfaces {
-                if !config.interfaces.contains(&i) {
-                    config.interfaces.push(i);
-                }
-            }
-            if config.interfaces.is_empty() {
-                bail!(
-                    "no interface to serve on: pass --interface IFACE or set `interfaces` in \
-                     the config"
-                );
-            }
+            // Absolute, so that `drover config` run from elsewhere reads the same file.
+            let file = match config {
+                Some(f) => Some(
+                    std::fs::canonicalize(&f)
+                        .with_context(|| format!("cannot read {}", f.display()))?,
+                ),
+                None => None,
+            };
+            let base = crate::overrides::Base { file, interfaces };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(crate::serve::run(state, config))
+            runtime.block_on(crate::serve::run(state, base))
         }
         Command::Agent { mode: None } => crate::agent::run(),
         Command::Agent {
@@ -516,6 +520,43 @@ fn pool_local(state: &Path, cmd: PoolCmd) -> Result<()> {
     Ok(())
 }
 
+/// `drover config`.
+fn config(b: &dyn Backend, cmd: ConfigCmd) -> Result<()> {
+    use crate::overrides::Change;
+    let changes = match cmd {
+        ConfigCmd::Show { json } => {
+            let shown = b.config_show()?;
+            match json {
+                true => print!("{}", print::json(&shown)?),
+                false => print!("{}", print::config_show(&shown)),
+            }
+            return Ok(());
+        }
+        ConfigCmd::Set { key, value } => vec![Change {
+            key,
+            value: Some(serde_json::to_value(crate::config::parse_value(&value))?),
+        }],
+        ConfigCmd::Unset { key } => vec![Change { key, value: None }],
+        ConfigCmd::Apply { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let table: toml::Table =
+                toml::from_str(&text).with_context(|| format!("{}", file.display()))?;
+            crate::overrides::flatten(&table)
+                .into_iter()
+                .map(|(key, v)| {
+                    Ok(Change {
+                        key,
+                        value: Some(serde_json::to_value(v)?),
+                    })
+                })
+                .collect::<Result<_>>()?
+        }
+    };
+    print!("{}", print::config_outcomes(&b.config_change(&changes)?));
+    Ok(())
+}
+
 /// The commands that both back ends can do.
 fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
     match command {
@@ -524,6 +565,7 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
             println!("{}: ok", file.display());
         }
         Command::DefaultConfig => print!("{}", crate::config::DEFAULT_TOML),
+        Command::Config(cmd) => config(b, cmd)?,
         Command::Node(cmd) => node(b, cmd)?,
         Command::Group(cmd) => match cmd {
             GroupCmd::Add {

@@ -50,6 +50,59 @@ pub fn json<T: serde::Serialize>(value: &T) -> Result<String, serde_json::Error>
     Ok(serde_json::to_string_pretty(value)? + "\n")
 }
 
+/// `config show`: every key, its value (TOML-like JSON), where it comes from and when a running
+/// server follows a change of it; then why the stored settings are not in force, if so.
+pub fn config_show(shown: &crate::overrides::Shown) -> String {
+    let mut rows = vec![header(&["KEY", "VALUE", "FROM", "CHANGE TAKES"])];
+    for r in &shown.settings {
+        rows.push(vec![
+            r.key.clone(),
+            r.value.to_string(),
+            label(&r.source),
+            label(&r.takes),
+        ]);
+    }
+    let mut out = table(&rows);
+    if let Some(f) = &shown.file {
+        let _ = writeln!(out, "file: {}", f.display());
+    }
+    if let Some(p) = &shown.problem {
+        let _ = writeln!(
+            out,
+            "the store's settings are NOT in force (the server keeps what runs): {p}"
+        );
+    }
+    out
+}
+
+/// What `config set|unset|apply` did to each key, and when the running server follows it.
+pub fn config_outcomes(outcomes: &[crate::overrides::Outcome]) -> String {
+    let mut out = String::new();
+    for o in outcomes {
+        let did = match (o.removed, o.scope) {
+            (true, _) => "removed from the store (the file's or default value counts)",
+            (false, crate::config::Scope::Pool) => "set for the whole pool",
+            (false, crate::config::Scope::Member) => "set for this member",
+        };
+        let when = match o.takes {
+            crate::config::Takes::Live => "applied live: the services it feeds restart alone",
+            crate::config::Takes::Restart => {
+                "takes effect at the next restart of drover serve (systemctl restart drover)"
+            }
+        };
+        let _ = writeln!(out, "{}: {did}; {when}", o.key);
+    }
+    out
+}
+
+/// The serde name of a unit enum value (`"pool"`, `"live"`).
+fn label<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "-".into(),
+    }
+}
+
 /// A table of the `keys` of JSON objects, headed by the keys in capitals.
 pub fn json_table(items: &[serde_json::Value], keys: &[&str]) -> String {
     let mut rows = vec![keys.iter().map(|k| k.to_uppercase()).collect::<Vec<_>>()];

@@ -662,6 +662,18 @@ impl Backend for Remote {
     fn remove_rule(&self, rule: &str) -> anyhow::Result<()> {
         self.delete("rules", rule)
     }
+
+    fn config_show(&self) -> anyhow::Result<crate::overrides::Shown> {
+        decode("settings", self.call("GET", "/config", None)?)
+    }
+
+    fn config_change(
+        &self,
+        changes: &[crate::overrides::Change],
+    ) -> anyhow::Result<Vec<crate::overrides::Outcome>> {
+        let v = self.json_call("POST", "/config", &json!({ "changes": changes }))?;
+        decode("settings change", v["outcomes"].clone())
+    }
 }
 
 #[cfg(test)]

@@ -168,9 +168,10 @@ pub async fn run(
         })
         .collect();
     if let Some(h) = https {
+        let app = full.layer(axum::Extension(crate::api::OverTls));
         endpoints.extend(h.listeners.into_iter().map(|listener| Endpoint {
             listener,
-            app: full.clone(),
+            app: app.clone(),
             tls: Some(h.acceptor.clone()),
         }));
     }

@@ -163,7 +163,8 @@ pub async fn start(
     let api = crate::api::Api::new(
         store.clone(),
         &state,
-        services,
+        // The lab's services never restart: a channel whose sender is gone keeps the list.
+        watch::channel(services).1,
         power,
         events,
         None,

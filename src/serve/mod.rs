@@ -27,13 +27,15 @@
 //! Not here: what a service does (its own `serve` module), and reading the configuration
 //! (`crate::config`).
 
+mod live;
 pub mod settings;
 
 use crate::config::Config;
 use crate::dhcp::Share;
 use crate::ipmi::cache::SessionCache;
 use crate::net::floating::Placement;
-use crate::net::{reuseport, Interface};
+use crate::net::Interface;
+use crate::overrides::{self, Base};
 use crate::pool::compact::{self, Holders};
 use crate::pool::floating::Decision;
 use crate::pool::peers::Peers;
@@ -48,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -59,23 +61,36 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 /// The server's tasks: each ends with its name and how it ended.
 type Tasks = JoinSet<(String, Result<()>)>;
 
-/// Runs the server until a signal arrives or a service fails.
-pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
+/// Runs the server until a signal arrives or a service fails: on `base` (the `--config` file
+/// and `--interface` flags) with the store's appliance settings laid over it.
+pub async fn run(state_dir: &Path, base: Base) -> Result<()> {
     // Every connection, transfer and open NFS file holds a descriptor.
     match crate::net::sys::raise_nofile_limit() {
         Ok(n) => tracing::debug!("open file limit: {n}"),
         Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
     }
-    let ctx = Context::open(state_dir, &config)?;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating state directory {}", state_dir.display()))?;
+    let store = Arc::new(Store::open(state_dir)?);
+    let (config, stored) = layered_config(&store, &base)?;
+    base.record(state_dir)?;
+    if config.interfaces.is_empty() {
+        anyhow::bail!(
+            "no interface to serve on: pass --interface IFACE, set `interfaces` in the config \
+             or `drover config set interfaces '[\"IFACE\"]'`"
+        );
+    }
+    let ctx = Arc::new(Context::open(state_dir, store, &config)?);
     let mut tasks = Tasks::new();
     start_boot_events(&ctx, &mut tasks).await?;
     start_http(&ctx, &mut tasks).await?;
     start_nfs(&ctx, &mut tasks).await?;
-    start_dns(&ctx, &mut tasks).await?;
-    start_ntp(&ctx, &mut tasks).await?;
-    start_dhcp(&ctx, &mut tasks).await?;
-    start_tftp(&ctx, &mut tasks).await?;
-    start_ra(&ctx, &mut tasks).await?;
+    // DHCP, TFTP, DNS, NTP and RA per interface: they follow the store's settings.
+    let plan = live::plan(&ctx.settings, &ctx.interfaces);
+    let (running, live_tasks) = live::start_all(&ctx, &plan).await?;
+    let watch = live::Watch { base, stored };
+    let run = live::supervise(ctx.clone(), running, live_tasks, watch);
+    spawn(&mut tasks, "live services".into(), "live services", run);
     start_service_address(&ctx, &mut tasks).await?;
     start_pool(&ctx, &mut tasks).await?;
     start_view_refresher(&ctx, &mut tasks).await?;
@@ -102,6 +117,27 @@ pub async fn run(state_dir: &Path, config: Config) -> Result<()> {
     ctx.shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     outcome
+}
+
+/// The configuration to start with: `base` with the store's settings, or `base` alone (with
+/// a warning) when those fail the checks; and the store's settings as read.
+fn layered_config(store: &Store, base: &Base) -> Result<(Config, Vec<overrides::Stored>)> {
+    // The file's own errors stop the server, as they always did.
+    let alone = overrides::layered(base, &[])?;
+    let stored = match overrides::stored(store, store.member()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "appliance settings of the store are unreadable; starting without them");
+            return Ok((alone, Vec::new()));
+        }
+    };
+    match overrides::layered(base, &stored) {
+        Ok(c) => Ok((c, stored)),
+        Err(e) => {
+            tracing::warn!(error = %e, "appliance settings of the store not applied; starting with the file alone");
+            Ok((alone, stored))
+        }
+    }
 }
 
 /// What every `start_<service>` gets: where it serves, its settings, and the handles it
@@ -144,13 +180,15 @@ struct Links {
     /// What the other live members have, for change-feed compaction: nobody else outside a
     /// pool; in one, unknown until the pool task says.
     holders: (watch::Sender<Holders>, watch::Receiver<Holders>),
+    /// What each service does, for the API: `live` updates the services it restarts.
+    health: (
+        watch::Sender<Vec<crate::api::Service>>,
+        watch::Receiver<Vec<crate::api::Service>>,
+    ),
 }
 
 impl Context {
-    fn open(state_dir: &Path, config: &Config) -> Result<Context> {
-        std::fs::create_dir_all(state_dir)
-            .with_context(|| format!("creating state directory {}", state_dir.display()))?;
-        let store = Arc::new(Store::open(state_dir)?);
+    fn open(state_dir: &Path, store: Arc<Store>, config: &Config) -> Result<Context> {
         let mut interfaces = Vec::new();
         for name in &config.interfaces {
             let iface = crate::net::interface(name).with_context(|| format!("interface {name}"))?;
@@ -179,6 +217,7 @@ impl Context {
                 Some(_) => Holders::unknown(),
                 None => Holders::default(),
             }),
+            health: watch::channel(settings.health.clone()),
         };
         let view = Arc::new(SharedView::load(store.clone())?);
         // Boot events of every service go through one queue to one writer task.
@@ -268,7 +307,7 @@ async fn start_http(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
     let api = crate::api::Api::new(
         ctx.store.clone(),
         &ctx.state_dir,
-        ctx.settings.health.clone(),
+        ctx.links.health.1.clone(),
         ctx.power_fan(),
         ctx.boot_events.clone(),
         https.as_ref().map(|(_, fp)| fp.clone()),
@@ -402,114 +441,6 @@ async fn start_nfs(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
         ctx.shutdown.clone(),
     );
     spawn(tasks, "nfs".into(), "NFS server", run);
-    Ok(())
-}
-
-async fn start_dns(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
-    let Some(s) = &ctx.settings.dns else {
-        return Ok(());
-    };
-    if s.upstreams.is_empty() {
-        tracing::info!("DNS: no upstream resolvers; names outside the cluster zones are refused");
-    } else {
-        let upstreams: Vec<String> = s.upstreams.iter().map(|u| u.to_string()).collect();
-        tracing::info!(upstreams = %upstreams.join(", "), "DNS: forwarding other names");
-    }
-    for iface in &ctx.interfaces {
-        let addr = SocketAddr::from((iface.addr, s.port));
-        let udp = reuseport::bind_udp_group(addr, reuseport::workers())
-            .with_context(|| format!("DNS: cannot listen on UDP {addr}"))?;
-        let tcp = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("DNS: cannot listen on TCP {addr}"))?;
-        let stats = Arc::new(crate::dns::serve::Stats::default());
-        crate::counters::register("dns", &iface.name, stats.clone());
-        let (view, token) = (ctx.view.clone(), ctx.shutdown.clone());
-        let run = crate::dns::serve::serve(udp, tcp, s.clone(), view, token, stats);
-        spawn(tasks, format!("dns {}", iface.name), "DNS server", run);
-    }
-    Ok(())
-}
-
-async fn start_ntp(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
-    let Some(s) = &ctx.settings.ntp else {
-        return Ok(());
-    };
-    for iface in &ctx.interfaces {
-        let addr = SocketAddr::from((iface.addr, s.port));
-        let sockets = reuseport::bind_udp_group(addr, reuseport::workers())
-            .with_context(|| format!("NTP: cannot listen on {addr}"))?;
-        let stats = Arc::new(crate::ntp::serve::Stats::default());
-        crate::counters::register("ntp", &iface.name, stats.clone());
-        let run = crate::ntp::serve::run_group(sockets, *s, stats, ctx.shutdown.clone());
-        spawn(tasks, format!("ntp {}", iface.name), "NTP server", run);
-    }
-    Ok(())
-}
-
-async fn start_dhcp(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
-    for (iface, s) in ctx.interfaces.iter().zip(&ctx.settings.dhcp) {
-        let stats = Arc::new(crate::dhcp::serve::Stats::default());
-        crate::counters::register("dhcp", &iface.name, stats.clone());
-        let links = crate::dhcp::serve::Links {
-            share: ctx.links.share.1.clone(),
-            peers: ctx.links.peers.1.clone(),
-            events: Some(ctx.boot_events.clone()),
-        };
-        let run = crate::dhcp::serve::run_with_stats(
-            iface.clone(),
-            s.clone(),
-            ctx.store.clone(),
-            ctx.view.clone(),
-            links,
-            ctx.shutdown.clone(),
-            stats,
-        );
-        spawn(tasks, format!("dhcp {}", iface.name), "DHCP server", run);
-    }
-    Ok(())
-}
-
-async fn start_tftp(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
-    let Some(s) = &ctx.settings.tftp else {
-        return Ok(());
-    };
-    // One set of TFTP counters for the process (see `tftp::serve::global_stats`).
-    crate::counters::register("tftp", "all", crate::tftp::serve::global_stats());
-    let dir = ctx.state_dir.join("tftp");
-    std::fs::create_dir_all(&dir).context("creating the TFTP root")?;
-    let roots = Arc::new(crate::tftp::serve::Roots { dirs: vec![dir] });
-    for iface in &ctx.interfaces {
-        let addr = SocketAddr::from((iface.addr, s.port));
-        let socket = UdpSocket::bind(addr)
-            .await
-            .with_context(|| format!("TFTP: cannot listen on {addr}"))?;
-        let events = Some(ctx.boot_events.clone());
-        let run = crate::tftp::serve::run(
-            socket,
-            roots.clone(),
-            s.limits,
-            events,
-            ctx.shutdown.clone(),
-        );
-        spawn(tasks, format!("tftp {}", iface.name), "TFTP server", run);
-    }
-    Ok(())
-}
-
-async fn start_ra(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
-    let Some(interval) = ctx.settings.ra else {
-        return Ok(());
-    };
-    for iface in &ctx.interfaces {
-        let run = crate::net::ra::run(iface.clone(), interval, ctx.shutdown.clone());
-        spawn(
-            tasks,
-            format!("ra {}", iface.name),
-            "router advertisements",
-            run,
-        );
-    }
     Ok(())
 }
 
@@ -681,6 +612,8 @@ async fn refresh_loop<F, Fut>(
     let mut backoff = crate::faults::Backoff::default();
     loop {
         tokio::select! {
+            // Shutdown first: a tick that is due as well must not run one more step.
+            biased;
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
