@@ -516,7 +516,10 @@ impl Sim {
                 roster: m.store.read(|r| r.all::<PoolMember>()).unwrap(),
                 ..Facts::default()
             };
-            for action in m.tick.handle_facts(self.now * 1000, &alive, facts) {
+            for action in m
+                .tick
+                .handle_facts(self.now * 1000, &alive, &|_| None, facts)
+            {
                 if let tick::Action::Share(share) = action {
                     m.share = (*share).clone();
                 }

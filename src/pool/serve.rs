@@ -16,8 +16,9 @@
 //! arrive. A tick asked for while one runs follows it. The shell carries out the core's
 //! actions: it hands the services what they need from the pool ([`Links`]): the DHCP tasks
 //! their `Share`, DHCP and HTTP the other live members (`Peers`) to list after this one,
-//! `net::floating` whether to hold the service address (renewed at least every
-//! [`STATUS_EVERY`], and every second outside a pool, where this member holds it alone), the
+//! `net::floating` whether to hold the service address (decided at least every
+//! [`STATUS_EVERY`] and renewed every `floating::RENEW_MS` while membership is unchanged, so
+//! that a decision on an old view goes stale within `floating::FRESH_MS`), the
 //! layer shipper the live members; it publishes this member's summary, which every exchange
 //! passes on, and rewrites `<state>/pool/status.json` (`status`), whose `updated_ms` tells the
 //! reader whether the server is alive.
@@ -27,7 +28,7 @@
 
 use super::compact::Holders;
 use super::facts;
-use super::floating::Decision;
+use super::floating::{Decision, RENEW_MS};
 use super::key::{random_bytes, ClusterKey, KeyError, Keyring, Rekey};
 use super::layers::{Receiver, Shipper};
 use super::membership::{self, Effect, MemberId, Membership};
@@ -304,6 +305,8 @@ async fn member(
     let mut status = tokio::time::interval(STATUS_EVERY);
     m.set_keys(&key, &ring.accepted(unix_ms()));
     let mut key_poll = tokio::time::interval(KEY_POLL);
+    let mut renew = tokio::time::interval(Duration::from_millis(RENEW_MS));
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The members that have the pending rekey, and the task passing it on.
     let offered: Arc<std::sync::Mutex<(Option<Rekey>, Vec<SocketAddrV4>)>> = Arc::default();
     let mut offering: Option<tokio::task::JoinHandle<()>> = None;
@@ -370,6 +373,17 @@ async fn member(
                 tick_now = true;
                 Vec::new()
             }
+            _ = renew.tick() => {
+                match core.renew(unix_ms(), &m.members()) {
+                    Some(decision) => {
+                        task.links.floating.send_replace(decision);
+                    }
+                    // Membership changed since the decision: it goes stale unless a tick
+                    // renews it.
+                    None => tick_now = true,
+                }
+                Vec::new()
+            }
             _ = key_poll.tick() => {
                 if let Some(new) = follow_rekey(task.state_dir, &ring).await {
                     ring = new;
@@ -410,7 +424,13 @@ async fn member(
             Some(d) = done.recv() => {
                 let next = match d {
                     Done::Facts(Ok(facts)) => {
-                        let actions = core.handle_facts(unix_ms(), &m.members(), facts);
+                        let summaries = &task.summaries;
+                        let actions = core.handle_facts(
+                            unix_ms(),
+                            &m.members(),
+                            &|id| summaries.get(id),
+                            facts,
+                        );
                         carry_out(task, &key, actions, &done_tx)
                     }
                     Done::Facts(Err(e)) => {

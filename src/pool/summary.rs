@@ -19,8 +19,9 @@
 //!
 //! Input from peers is checked ([`Summary::check`]): an entry with too many services or too
 //! long strings is dropped, a table longer than [`MAX_MEMBERS`] is cut. A key holder could
-//! still publish a false summary in another member's name; summaries inform the admin and
-//! drive nothing.
+//! still publish a false summary in another member's name; summaries inform the admin, and
+//! drive only which member keeps the floating service address (`pool::floating`), which a key
+//! holder can disturb anyway.
 //!
 //! Pure: no I/O, no clock (`now_ms` is any monotonic milliseconds the caller chooses).
 //! Not here: gathering the facts (`pool::facts`, `pool::tick`), the transport
@@ -68,6 +69,10 @@ pub struct Summary {
     /// NFSv4 clients it holds state for, if it serves NFS.
     #[serde(default)]
     pub nfs_clients: Option<u64>,
+    /// It holds the pool's floating service address (`pool::floating` keeps it there while
+    /// it says so: the address is sticky).
+    #[serde(default)]
+    pub holds_service_address: bool,
     /// Image files (content-addressed blobs) it has, and their bytes.
     #[serde(default)]
     pub blobs: u64,
@@ -285,6 +290,7 @@ mod tests {
                 floating: false,
             }],
             nfs_clients: Some(2),
+            holds_service_address: false,
             blobs: 4,
             blob_bytes: 1 << 20,
             newest_own: Some(Version {

@@ -25,7 +25,7 @@
 //! of shares, the floating address, health and lag (`shares`, `floating`, `report`),
 //! sockets, files, the store and the clock.
 
-use super::floating::{Decision, Floating, Seen};
+use super::floating::{Decision, Floating, Said, Seen, FRESH_MS};
 use super::membership::MemberId;
 use super::peers::Peers;
 use super::report::{self, Lag, Ledger};
@@ -154,6 +154,9 @@ pub struct Tick {
     share: Arc<Share>,
     peers: Arc<Peers>,
     decision: Decision,
+    /// The live incarnations (id, epoch) `decision` was made with: while they are the same,
+    /// [`Tick::renew`] keeps it fresh.
+    decided_with: Vec<(u64, u64)>,
     /// The members and facts of the tick whose counts are awaited.
     pending: Option<(Vec<(MemberId, foca::State)>, Facts)>,
 }
@@ -183,6 +186,7 @@ impl Tick {
             share: Arc::new(Share::solo(me.id)),
             peers: Arc::default(),
             decision: Decision::default(),
+            decided_with: Vec::new(),
             pending: None,
             settings,
         }
@@ -209,13 +213,26 @@ impl Tick {
         }
     }
 
+    /// The floating address decision of the last tick, renewed until `now_ms` +
+    /// [`FRESH_MS`] if the live members are still those it was made with; `None` when they
+    /// changed (the shell then asks for a tick: a decision on an old view must go stale).
+    pub fn renew(&mut self, now_ms: u64, members: &[(MemberId, foca::State)]) -> Option<Decision> {
+        if alive_set(members) != self.decided_with || self.decision.fresh_until_ms.is_none() {
+            return None;
+        }
+        self.decision.fresh_until_ms = Some(now_ms.saturating_add(FRESH_MS));
+        Some(self.decision)
+    }
+
     /// First half of a tick: recomputes the DHCP share, the live peers and the floating
     /// address decision from `facts` and `members` (every member membership knows, with its
-    /// state), and asks for the counts.
+    /// state) and what each says of itself (`summary_of`: its summary and that summary's age
+    /// in ms), and asks for the counts.
     pub fn handle_facts(
         &mut self,
         now_ms: u64,
         members: &[(MemberId, foca::State)],
+        summary_of: &dyn Fn(u64) -> Option<(Summary, u64)>,
         facts: Facts,
     ) -> Vec<Action> {
         let me = self.settings.me;
@@ -234,10 +251,18 @@ impl Tick {
             .map(|id| Seen {
                 id: id.id,
                 epoch: id.epoch,
+                // Only this incarnation's word.
+                said: summary_of(id.id)
+                    .filter(|(s, _)| s.epoch == id.epoch)
+                    .map(|(s, age)| Said {
+                        at_ms: now_ms.saturating_sub(age),
+                        holds: s.holds_service_address,
+                    }),
             })
             .collect();
         let mut actions = Vec::new();
         let decision = self.floating.decide(&facts.roster, me.epoch, &seen, now_ms);
+        self.decided_with = alive_set(members);
         let changed = decision.holder != self.decision.holder;
         self.decision = decision;
         actions.push(Action::Floating { decision, changed });
@@ -311,6 +336,7 @@ impl Tick {
             dhcp,
             services,
             nfs_clients,
+            holds_service_address: self.decision.holds_at(now_ms),
             blobs: report.counts.blobs.0,
             blob_bytes: report.counts.blobs.1,
             newest_own: facts.version_vector.get(&me.id).copied(),
@@ -413,6 +439,17 @@ impl Tick {
     }
 }
 
+/// The live incarnations among `members`, sorted.
+fn alive_set(members: &[(MemberId, foca::State)]) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = members
+        .iter()
+        .filter(|(_, s)| *s == foca::State::Alive)
+        .map(|(id, _)| (id.id, id.epoch))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,7 +515,7 @@ mod tests {
         let mut core = Tick::new(settings, None, None);
         let alive = [(id(2), foca::State::Alive)];
         core.handle_event(T0, Event::Up(id(2)));
-        let first = core.handle_facts(T0, &alive, facts());
+        let first = core.handle_facts(T0, &alive, &|_| None, facts());
         // Member 2 just came into sight: wait for a pull from it.
         let waiting = share_of(&first).expect("the solo share changed");
         assert!(!waiting.in_roster);
@@ -500,11 +537,14 @@ mod tests {
         };
         core.handle_event(later, pulled);
         core.handle_event(later, Event::Heard(id(2).addr));
-        let second = core.handle_facts(later, &alive, facts());
+        let second = core.handle_facts(later, &alive, &|_| None, facts());
         let serving = share_of(&second).expect("the pull lets it serve");
         assert!(serving.in_roster && serving.majority());
         // An unchanged share is not handed out again.
-        assert_eq!(share_of(&core.handle_facts(later, &alive, facts())), None);
+        assert_eq!(
+            share_of(&core.handle_facts(later, &alive, &|_| None, facts())),
+            None
+        );
 
         let report = Report {
             counts: Counts {
@@ -554,7 +594,7 @@ mod tests {
         let mut core = Tick::new(settings, None, None);
         core.handle_event(T0 + 5, Event::Down(id(2)));
         let members = [(id(2), foca::State::Down)];
-        let first = core.handle_facts(T0 + 10, &members, facts());
+        let first = core.handle_facts(T0 + 10, &members, &|_| None, facts());
         assert!(first.contains(&Action::LayerPeers(Vec::new())));
         let out = core.handle_counts(T0 + 10, nothing());
         let Some(Action::Status(status)) = out.last() else {
