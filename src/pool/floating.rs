@@ -5,9 +5,14 @@
 //! back a [`Decision`]; `net::floating` puts the address on the interface or takes it off.
 //!
 //! The rule, the same on every member:
-//! - only a member that sees a strict majority of the settled roster (itself included) may
-//!   hold the address, as only such members may take over DHCP shares (`dhcp::share`): a
-//!   minority side of a partition gives it up as soon as it notices, and never takes it;
+//! - only a member that sees a strict majority of the voters (itself included) may hold the
+//!   address: a minority side of a partition gives it up as soon as it notices, and never
+//!   takes it. The voters are the settled roster less the members an admin declared dead
+//!   (`drover pool mark-dead`: incarnations that started before the mark). So a pool of two
+//!   has no holder while one is down, until the admin marks that one dead on the other
+//!   (ISC's partner-down); marking a member dead that is alive on the other side of a
+//!   partition can give the address two holders, which is why the command is refused while
+//!   the member is in sight;
 //! - **sticky**: a member in sight that says it holds the address ([`Seen::said`], from its
 //!   summary) keeps it: after a healed partition or a restart the address stays where it is
 //!   (moving it would cost the NFS clients a reconnect and a grace period). Of two that say
@@ -131,6 +136,9 @@ pub struct Floating {
     me: u64,
     /// When each incarnation in sight came into sight (unix ms): its words count from then.
     gained: HashMap<(u64, u64), u64>,
+    /// The newest incarnation (epoch) of each member seen since this start: one that started
+    /// after an admin marked the member dead counts again, in sight or not.
+    newest: HashMap<u64, u64>,
     /// Since when this member has continuously been the one to hold the address (unix ms).
     chosen_since: Option<u64>,
     /// Whether the last decision held the address, and how many times a decision took it
@@ -144,6 +152,7 @@ impl Floating {
         Floating {
             me,
             gained: HashMap::new(),
+            newest: HashMap::new(),
             chosen_since: None,
             held: false,
             takeovers: 0,
@@ -168,6 +177,8 @@ impl Floating {
             .retain(|k, _| alive.iter().any(|s| (s.id, s.epoch) == *k));
         for s in alive {
             self.gained.entry((s.id, s.epoch)).or_insert(now_ms);
+            let e = self.newest.entry(s.id).or_insert(s.epoch);
+            *e = (*e).max(s.epoch);
         }
         let (holder, voters) = self.chosen(roster, my_epoch, alive, now_ms);
         if holder == Some(self.me) {
@@ -191,7 +202,7 @@ impl Floating {
     }
 
     /// The member that should hold the address in this view (see the module docs), and the
-    /// size of the settled roster.
+    /// number of voters.
     fn chosen(
         &self,
         roster: &[PoolMember],
@@ -199,35 +210,44 @@ impl Floating {
         alive: &[Seen],
         now_ms: u64,
     ) -> (Option<u64>, usize) {
-        let settled: Vec<u64> = roster
-            .iter()
-            .filter(|r| r.settled(now_ms))
-            .map(|r| r.id)
-            .collect();
-        let in_sight: Vec<Seen> = settled
-            .iter()
-            .filter_map(|&id| {
-                if id == self.me {
-                    return Some(Seen {
-                        id,
-                        epoch: my_epoch,
-                        said: Some(Said {
-                            at_ms: now_ms,
-                            holds: self.held,
-                        }),
-                    });
-                }
+        // The voters: settled rows, less incarnations an admin declared dead (out of sight,
+        // or in sight as one that started before the mark).
+        let mut settled = 0;
+        let mut in_sight: Vec<Seen> = Vec::new();
+        for r in roster.iter().filter(|r| r.settled(now_ms)) {
+            let seen = if r.id == self.me {
+                Some(Seen {
+                    id: r.id,
+                    epoch: my_epoch,
+                    said: Some(Said {
+                        at_ms: now_ms,
+                        holds: self.held,
+                    }),
+                })
+            } else {
                 // A member may show up under two identities for a moment (its former self
                 // going down); the newest incarnation counts.
                 alive
                     .iter()
-                    .filter(|s| s.id == id)
+                    .filter(|s| s.id == r.id)
                     .max_by_key(|s| s.epoch)
                     .copied()
-            })
-            .collect();
-        if 2 * in_sight.len() <= settled.len() {
-            return (None, settled.len());
+            };
+            match seen {
+                Some(s) if r.marked_dead(s.epoch) => continue,
+                // Out of sight: the incarnation the admin meant, unless a newer one showed up.
+                None if r.dead_ms.is_some()
+                    && self.newest.get(&r.id).is_none_or(|&e| r.marked_dead(e)) =>
+                {
+                    continue
+                }
+                Some(s) => in_sight.push(s),
+                None => {}
+            }
+            settled += 1;
+        }
+        if 2 * in_sight.len() <= settled {
+            return (None, settled);
         }
         // Only words said since their member came into sight.
         let word = |s: &Seen| {
@@ -242,7 +262,7 @@ impl Floating {
             None if in_sight.iter().any(|s| word(s).is_none()) => None,
             None => oldest(&mut in_sight.iter()),
         };
-        (holder, settled.len())
+        (holder, settled)
     }
 }
 

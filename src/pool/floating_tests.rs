@@ -15,6 +15,7 @@ fn roster(n: u64) -> Vec<PoolMember> {
             id,
             addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, id as u8), 7946),
             joined_ms: 0,
+            dead_ms: None,
         })
         .collect()
 }
@@ -334,4 +335,28 @@ fn in_doubt_nobody_is_chosen_and_only_words_said_in_sight_count() {
     // Of two that say so, the oldest.
     let both = [seen(1, word(T0 + 6, true)), seen(2, word(T0 + 6, true))];
     assert_eq!(f.decide(&rows, 3, &both, T0 + 7).holder, Some(1));
+}
+
+#[test]
+fn two_members_need_a_mark_and_a_restart_lifts_it() {
+    let mut s = Sim::new(2, 5);
+    s.run_checked(20_000);
+    assert_eq!(s.holders(), [0]);
+    // The holder dies: the survivor alone is no majority of two.
+    s.kill(0);
+    s.run_checked(30_000);
+    assert!(s.holders().is_empty());
+    // The admin declares it dead on the survivor, which takes the address.
+    s.roster[0].dead_ms = Some(s.now);
+    s.run_checked(20_000);
+    assert_eq!(s.holders(), [1]);
+    // It restarts: a new incarnation counts again, and the address stays where it is.
+    s.restart(0);
+    s.run_checked(60_000);
+    assert_eq!(s.holders(), [1]);
+    // So when the other one dies now, the restarted one waits for a mark of its own.
+    s.kill(1);
+    s.run_checked(30_000);
+    assert!(s.holders().is_empty());
+    assert_eq!(s.decisions[0].holder, None);
 }

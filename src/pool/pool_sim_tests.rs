@@ -183,6 +183,7 @@ impl Sim {
                             id: *id,
                             addr,
                             joined_ms: 0,
+                            dead_ms: None,
                         })
                     })
                     .unwrap();

@@ -36,8 +36,9 @@ use super::peers::Peers;
 use super::replication::{self, Listener, Pulled, Summaries};
 use super::status::{read_status, status_file, write_status};
 use super::summary::Service;
-use super::tick::{Action, Counts, Event, Facts, Report, Tick, TickSettings};
+use super::tick::{Action, Counts, Event, Facts, Reclaim, Report, Tick, TickSettings};
 use crate::dhcp::Share;
+use crate::nfs::state::Reclaimers;
 use crate::store::model::PoolMember;
 use crate::store::{Store, StoreError};
 use foca::Timer;
@@ -115,8 +116,11 @@ pub struct Links {
     pub floating: watch::Sender<Decision>,
     /// Where NFS layer changes are shipped (when NFS serves): told the live members.
     pub layers: Option<Arc<Shipper>>,
-    /// How many clients the NFS server has (when NFS serves), which it publishes.
-    pub nfs_clients: Option<watch::Receiver<usize>>,
+    /// The NFS server's clients (when NFS serves), which it publishes.
+    pub nfs_clients: Option<watch::Receiver<Arc<Reclaimers>>>,
+    /// Whose NFS clients may reclaim after this member took the service address: set just
+    /// before the decision that takes it is handed on.
+    pub took: watch::Sender<Reclaim>,
     /// What the other live members have (their summaries' version vectors), for change-feed
     /// compaction (`compact`); nobody outside the pool.
     pub holders: watch::Sender<Holders>,
@@ -448,7 +452,7 @@ async fn member(
                             .map(|l| l.counts())
                             .unwrap_or_default();
                         let nfs_clients =
-                            task.links.nfs_clients.as_ref().map(|c| *c.borrow() as u64);
+                            task.links.nfs_clients.as_ref().map(|c| c.borrow().clone());
                         let summaries = &task.summaries;
                         let report = Report {
                             counts,
@@ -647,7 +651,14 @@ fn carry_out(
                 );
                 links.peers.send_replace(peers);
             }
-            Action::Floating { decision, changed } => {
+            Action::Floating {
+                decision,
+                changed,
+                took,
+            } => {
+                if let Some(took) = took {
+                    links.took.send_replace(took);
+                }
                 if changed {
                     tracing::info!(
                         holder = ?decision.holder,
@@ -684,14 +695,19 @@ fn carry_out(
     work
 }
 
-/// Writes this member's roster row unless it is there. A founder (no seeds: `pool init`)
+/// Writes this member's roster row unless it is there (and not marked dead). A founder (no seeds: `pool init`)
 /// counts at once; a joiner's row settles first, so that every member has it before the
 /// joiner owns addresses.
 fn enter_roster(store: &Store, settings: &Settings, founder: bool) -> Result<(), StoreError> {
     store.write(|w| {
         let key = PoolMember::key_of(settings.member_id);
         let old = w.get::<PoolMember>(&key)?;
-        if old.as_ref().is_some_and(|o| o.addr == settings.addr) {
+        // An admin's mark (`pool mark-dead`) was about an earlier incarnation: this one is
+        // alive, and must count again even if it goes out of the others' sight later.
+        if old
+            .as_ref()
+            .is_some_and(|o| o.addr == settings.addr && o.dead_ms.is_none())
+        {
             return Ok(());
         }
         let now = unix_ms();
@@ -704,6 +720,7 @@ fn enter_roster(store: &Store, settings: &Settings, founder: bool) -> Result<(),
             id: settings.member_id,
             addr: settings.addr,
             joined_ms,
+            dead_ms: None,
         })
     })
 }

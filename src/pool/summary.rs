@@ -27,6 +27,7 @@
 //! Not here: gathering the facts (`pool::facts`, `pool::tick`), the transport
 //! (`pool::replication`), membership health (foca's view, in `pool::tick`'s status).
 
+use crate::nfs::state::Reclaimers;
 use crate::store::Version;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -42,6 +43,8 @@ pub const MAX_ADDRS: usize = 16;
 pub const MAX_WRITERS: usize = 1024;
 /// Longest name (service names, the version string), in bytes.
 pub const MAX_NAME: usize = 64;
+/// Most NFS clients in `Summary::nfs_known`.
+pub const MAX_KNOWN: usize = 4096;
 
 /// One member's word about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +76,10 @@ pub struct Summary {
     /// it says so: the address is sticky).
     #[serde(default)]
     pub holds_service_address: bool,
+    /// While it holds the service address: its NFS clients, which may reclaim their state
+    /// from the member that takes the address over (at most [`MAX_KNOWN`]).
+    #[serde(default)]
+    pub nfs_known: Option<Reclaimers>,
     /// Image files (content-addressed blobs) it has, and their bytes.
     #[serde(default)]
     pub blobs: u64,
@@ -125,6 +132,8 @@ pub enum Refused {
     NameTooLong,
     #[error("a version vector of more than {MAX_WRITERS} writers")]
     TooManyWriters,
+    #[error("more than {MAX_KNOWN} NFS clients")]
+    TooManyClients,
 }
 
 impl Summary {
@@ -141,6 +150,13 @@ impl Summary {
         }
         if self.has.len() > MAX_WRITERS {
             return Err(Refused::TooManyWriters);
+        }
+        if self
+            .nfs_known
+            .as_ref()
+            .is_some_and(|k| k.v41.len() > MAX_KNOWN)
+        {
+            return Err(Refused::TooManyClients);
         }
         Ok(())
     }
@@ -291,6 +307,7 @@ mod tests {
             }],
             nfs_clients: Some(2),
             holds_service_address: false,
+            nfs_known: None,
             blobs: 4,
             blob_bytes: 1 << 20,
             newest_own: Some(Version {
