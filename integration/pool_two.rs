@@ -74,22 +74,11 @@ fn a_pool_of_two_fails_over_after_mark_dead() {
     let hub = Netns::new("fo2-hub");
     hub.add_bridge("br0", "198.18.0.254/24");
     let mut m: Vec<Member> = (0..2).map(|i| member(&hub, i)).collect();
-    m[0].drover.cli_ok(&["pool", "init"]);
-    let key = m[0].drover.state_dir().join("cluster.key");
-    m[1].drover.cli_ok(&[
-        "pool",
-        "join",
-        "198.18.0.1",
-        "--key-file",
-        key.to_str().unwrap(),
-    ]);
     let config = common::config_only(
         &[],
         &format!("[pool]\nservice-address = \"{SERVICE_ADDRESS}\"\n[nfs]\nenabled = true\n"),
     );
-    for x in m.iter_mut() {
-        x.drover.serve_with(Some(&x.ns), "eth0", &config);
-    }
+    Member::form_pool(&mut m, &config);
     // Both rows settled: until then the roster is the founder alone.
     let formed = wait_until(Duration::from_secs(120), || {
         m.iter().all(|x| {

@@ -629,18 +629,21 @@ fn grace_and_lease_expiry() {
     assert!(s.clients(later).is_empty());
 }
 
+/// A 4.0 OPEN that creates `g` in the root (CLAIM_NULL: refused in a grace period).
+fn create_g(cid: u64, owner: &'static [u8]) -> C {
+    C::new(0)
+        .op(opnum::PUTROOTFH, |_| {})
+        .op(opnum::OPEN, move |w| {
+            open_args(w, 1, cid, owner, 1, true, b"g")
+        })
+}
+
 #[test]
 fn grace_begins_when_the_service_address_is_taken() {
     let start = Instant::now();
     let s = server(false, start);
     let cid = client40(&s, start, b"c");
-    let open = |owner: &'static [u8]| {
-        C::new(0)
-            .op(opnum::PUTROOTFH, |_| {})
-            .op(opnum::OPEN, move |w| {
-                open_args(w, 1, cid, owner, 1, true, b"g")
-            })
-    };
+    let open = |owner: &'static [u8]| create_g(cid, owner);
     // OPEN4 with CLAIM_PREVIOUS (delegation type none) on the file itself.
     let reclaim = |owner: &'static [u8]| {
         C::new(0)
@@ -680,13 +683,7 @@ fn grace_ends_once_every_known_client_completed_its_reclaim() {
     let start = Instant::now();
     let s = server(false, start);
     let cid = client40(&s, start, b"c");
-    let open = |owner: &'static [u8]| {
-        C::new(0)
-            .op(opnum::PUTROOTFH, |_| {})
-            .op(opnum::OPEN, move |w| {
-                open_args(w, 1, cid, owner, 1, true, b"g")
-            })
-    };
+    let open = |owner: &'static [u8]| create_g(cid, owner);
     let until = start + Duration::from_secs(60);
     // The previous holder had no clients: nothing to wait for.
     assert!(!s.begin_grace(start, until, Some(&Reclaimers::default())));
@@ -714,13 +711,7 @@ fn grace_ends_once_every_known_client_completed_its_reclaim() {
     // With a 4.0 client among them (no RECLAIM_COMPLETE there), the period runs out.
     let s = server(false, start);
     let cid = client40(&s, start, b"c");
-    let open = |owner: &'static [u8]| {
-        C::new(0)
-            .op(opnum::PUTROOTFH, |_| {})
-            .op(opnum::OPEN, move |w| {
-                open_args(w, 1, cid, owner, 1, true, b"g")
-            })
-    };
+    let open = |owner: &'static [u8]| create_g(cid, owner);
     let mixed = Reclaimers { v40: 1, ..known };
     assert!(s.begin_grace(start, until, Some(&mixed)));
     let sess = session41(&s, start);
