@@ -374,6 +374,7 @@ fn nfs_replies(data: &[u8]) -> Vec<Vec<u8>> {
             limits: NfsLimits::default(),
             boot: 1,
             grace_until: None,
+            reclaimers: None,
             server_owner: b"fuzz".to_vec(),
             delegations: true,
         },

@@ -743,6 +743,21 @@ pub struct Member {
 }
 
 impl Member {
+    /// Makes `members` one pool (the first creates the key, the others join through it) and
+    /// starts each serving on its `eth0` with `config`.
+    pub fn form_pool(members: &mut [Member], config: &str) {
+        members[0].drover.cli_ok(&["pool", "init"]);
+        let key = members[0].drover.state_dir().join("cluster.key");
+        let seed = members[0].ip.clone();
+        for x in members.iter().skip(1) {
+            let key = key.to_str().expect("a UTF-8 temp path");
+            x.drover.cli_ok(&["pool", "join", &seed, "--key-file", key]);
+        }
+        for x in members.iter_mut() {
+            x.drover.serve_with(Some(&x.ns), "eth0", config);
+        }
+    }
+
     pub fn on_bridge(
         hub: &Netns,
         bridge: &str,

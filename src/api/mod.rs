@@ -325,6 +325,14 @@ pub fn routes() -> Vec<Route> {
         route(get.clone(), "/openapi.json", openapi),
         route(get.clone(), "/health", r::health),
         route(get.clone(), "/pool", pool::status),
+        with_role(
+            Role::Admin,
+            route(
+                post.clone(),
+                "/pool/members/{id}/mark-dead",
+                pool::mark_dead,
+            ),
+        ),
         route(get.clone(), "/events", events::stream),
         route(get.clone(), "/nodes", r::list_nodes),
         route(post.clone(), "/nodes", r::add_node),

@@ -2,12 +2,15 @@
 //! replication lag — in the same form as `drover pool status --json` (the pool task's
 //! status file, `pool::status::Status`; `pool::report` defines the terms).
 //!
-//! Not here: changing the pool (`drover pool init|join|leave|forget` are CLI-only: they
-//! handle the cluster key, which the API never shows or takes).
+//! `POST /api/v1/pool/members/{id}/mark-dead`: `drover pool mark-dead` (`pool::setup`).
+//!
+//! Not here: the rest of changing the pool (`drover pool init|join|leave|forget` are
+//! CLI-only: they handle the cluster key, which the API never shows or takes).
 
 use super::error::ApiError;
 use super::Api;
 use crate::pool::key::ClusterKey;
+use crate::pool::setup::{self, SetupError};
 use crate::pool::status as ps;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -37,4 +40,29 @@ pub async fn status(State(api): State<Arc<Api>>) -> Result<Json<ps::Status>, Api
     .await
     .map_err(|e| ApiError::internal("worker", e))??;
     Ok(Json(status))
+}
+
+/// `drover pool mark-dead ID` through the API: the same checks (refused while this member sees
+/// the member alive or suspect).
+pub async fn mark_dead(
+    State(api): State<Arc<Api>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let dir = api.state_dir.clone();
+    let now_ms = crate::clock::unix_ms();
+    let id = api
+        .blocking(move |store| {
+            setup::mark_dead(store, &dir, &id, now_ms).map_err(|e| {
+                let code = match &e {
+                    SetupError::BadId(_) | SetupError::ThisMember => StatusCode::BAD_REQUEST,
+                    SetupError::NotOnRoster(_) => StatusCode::NOT_FOUND,
+                    SetupError::Reachable { .. } => StatusCode::CONFLICT,
+                    SetupError::NoKey(_) | SetupError::NotInPool(_) => StatusCode::NOT_FOUND,
+                    _ => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                ApiError::new(code, None, e.to_string())
+            })
+        })
+        .await?;
+    Ok(Json(serde_json::json!({ "id": format!("{id:016x}") })))
 }

@@ -406,6 +406,12 @@ pub enum PoolCmd {
     /// Take a member that is gone for good off the roster (ID as `pool status` shows it), so
     /// that its DHCP address share goes to the others at once. Refused while it is alive.
     Forget { id: String },
+    /// Declare a member that is down dead (ID as `pool status` shows it; ISC's partner-down),
+    /// so that the members in sight form a majority without it: in a pool of two, the
+    /// survivor takes the service address. Refused while this member sees it alive or
+    /// suspect. Never use it on a member that may be running on the other side of a
+    /// partition: both sides could then hold the address. A restart of the member lifts it.
+    MarkDead { id: String },
     /// Replace the cluster key without downtime: a new key, passed by the running server to
     /// every live member over the encrypted pool port. Members accept both keys for
     /// SECONDS, send with the new one from half-way on, then refuse the old one (a member

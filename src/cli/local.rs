@@ -315,6 +315,16 @@ impl Backend for Local {
         Ok(status)
     }
 
+    fn mark_dead(&self, id: &str) -> Result<u64> {
+        let now_ms = crate::clock::unix_ms();
+        Ok(crate::pool::setup::mark_dead(
+            self.store()?,
+            &self.state,
+            id,
+            now_ms,
+        )?)
+    }
+
     fn discovered(&self, all: bool) -> Result<DiscoveredList> {
         Ok(adopt::discovered(self.store()?, all)?)
     }

@@ -90,6 +90,8 @@ pub trait Backend {
     fn power(&self, args: &PowerArgs) -> Result<Vec<PowerRow>>;
     /// The pool status (`pool status`).
     fn pool_status(&self) -> Result<crate::pool::status::Status>;
+    /// Declares a member that is down dead (`pool mark-dead`); returns its id.
+    fn mark_dead(&self, id: &str) -> Result<u64>;
     /// Waiting machines (with `all`, adopted ones too) and the duplicates among them.
     fn discovered(&self, all: bool) -> Result<DiscoveredList>;
     /// Makes waiting machine `mac` node `name`.
@@ -515,7 +517,9 @@ fn pool_local(state: &Path, cmd: PoolCmd) -> Result<()> {
                 secs(rekey.retire_ms)
             );
         }
-        PoolCmd::Status { .. } => bail!("internal: pool status has an API counterpart"),
+        PoolCmd::Status { .. } | PoolCmd::MarkDead { .. } => {
+            bail!("internal: this pool command has an API counterpart")
+        }
     }
     Ok(())
 }
@@ -740,6 +744,13 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
                 println!("removed rule {rule}");
             }
         },
+        Command::Pool(PoolCmd::MarkDead { id }) => {
+            let id = b.mark_dead(&id)?;
+            println!(
+                "member {id:016x} marked dead; the members in sight of each other form a \
+                 majority without it (a restart of it lifts the mark)"
+            );
+        }
         Command::Pool(PoolCmd::Status { json }) => {
             let status = b.pool_status()?;
             if json {

@@ -615,6 +615,13 @@ impl Backend for Remote {
         decode("pool status", self.call("GET", "/pool", None)?)
     }
 
+    fn mark_dead(&self, id: &str) -> anyhow::Result<u64> {
+        let path = format!("/pool/members/{}/mark-dead", segment(id));
+        let v = self.call("POST", &path, None)?;
+        let id = v["id"].as_str().unwrap_or_default();
+        u64::from_str_radix(id, 16).with_context(|| format!("the server answered id {id:?}"))
+    }
+
     fn discovered(&self, all: bool) -> anyhow::Result<DiscoveredList> {
         let v = self.call("GET", &format!("/discovered?all={all}"), None)?;
         decode("discovered list", v)

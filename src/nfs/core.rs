@@ -28,7 +28,7 @@
 use super::ops::session::{sequence, SeqOutcome};
 use super::ops::{self, lock_state, Ctx, Shared};
 use super::rpc::{self, AcceptStat, Call, Cred, Procedure, Refusal};
-use super::state::{seqid_unchanged, Limits, State, Stateful};
+use super::state::{seqid_unchanged, Limits, Reclaimers, State, Stateful};
 pub use super::state::{CbJob, CbResult, CbRoute, Expiry};
 use super::status::Nfs4Status;
 use super::vfs::{Caller, Vfs};
@@ -50,6 +50,8 @@ pub struct Settings {
     pub boot: u32,
     /// End of the grace period (None: no grace period, nothing to reclaim).
     pub grace_until: Option<Instant>,
+    /// Who may reclaim in it, if known: it ends once they all sent RECLAIM_COMPLETE.
+    pub reclaimers: Option<Reclaimers>,
     /// EXCHANGE_ID's server owner and scope (the same for servers sharing state; here: one).
     pub server_owner: Vec<u8>,
     /// Whether OPEN grants read delegations to clients with a working callback path.
@@ -98,6 +100,19 @@ pub struct ClientStatus {
     /// Read delegations held (absent in status files of earlier versions).
     #[serde(default)]
     pub delegations: usize,
+}
+
+/// The clients of `clients` as a later grace period expects them to reclaim.
+pub fn reclaimers(clients: &[ClientStatus]) -> Reclaimers {
+    let mut r = Reclaimers::default();
+    for c in clients {
+        if c.minor_version == 0 {
+            r.v40 += 1;
+        } else {
+            r.v41.push(super::state::owner_digest(c.owner.as_bytes()));
+        }
+    }
+    r
 }
 
 /// The protocol server: state tables and the file side.
@@ -157,14 +172,15 @@ fn head_len(tag: &[u8]) -> usize {
 
 impl Server {
     pub fn new(vfs: Arc<dyn Vfs>, settings: Settings) -> Self {
+        let mut state = State::new(settings.limits, settings.boot, None);
+        if let Some(until) = settings.grace_until {
+            // No period runs yet, whatever the time: `until` stands in for `now`.
+            state.begin_grace(until, until, settings.reclaimers.as_ref());
+        }
         Server {
             shared: Shared {
                 vfs,
-                state: Mutex::new(State::new(
-                    settings.limits,
-                    settings.boot,
-                    settings.grace_until,
-                )),
+                state: Mutex::new(state),
                 server_owner: settings.server_owner,
                 delegations: settings.delegations,
             },
@@ -200,12 +216,13 @@ impl Server {
         self.state().connection_closed(conn);
     }
 
-    /// Starts (or lengthens) a grace period that ends at `until`: this member took over the
-    /// pool's service address, so the previous holder's clients reclaim their opens and locks
-    /// (CLAIM_PREVIOUS, reclaim LOCK) and new ones get NFS4ERR_GRACE meanwhile.
-    pub fn begin_grace(&self, until: Instant) {
-        let mut st = self.state();
-        st.grace_until = Some(st.grace_until.map_or(until, |g| g.max(until)));
+    /// Starts (or lengthens) a grace period that ends at `until` (or once every client of
+    /// `expected` sent RECLAIM_COMPLETE): this member took over the pool's service address,
+    /// so the previous holder's clients reclaim their opens and locks (CLAIM_PREVIOUS, reclaim
+    /// LOCK) and new ones get NFS4ERR_GRACE meanwhile. Returns false when `expected` names
+    /// no client (no grace period needed).
+    pub fn begin_grace(&self, now: Instant, until: Instant, expected: Option<&Reclaimers>) -> bool {
+        self.state().begin_grace(now, until, expected)
     }
 
     /// When [`Server::handle_timeout`] next has work.

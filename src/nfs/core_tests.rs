@@ -4,7 +4,7 @@
 use super::core::{CallKind, CbResult, CbRoute, Outcome, Peer, Server, Settings};
 use super::memvfs::MemVfs;
 use super::rpc::{self, AUTH_SYS, NFS_PROGRAM};
-use super::state::Limits;
+use super::state::{owner_digest, Limits, Reclaimers};
 use super::status::Nfs4Status;
 use super::wire::{fattr, opnum, Bitmap};
 use super::xdr::{Reader, Writer};
@@ -29,6 +29,7 @@ fn server(grace: bool, start: Instant) -> Server {
             },
             boot: 77,
             grace_until: grace.then(|| start + Duration::from_secs(10)),
+            reclaimers: None,
             server_owner: b"test".to_vec(),
             delegations: true,
         },
@@ -675,18 +676,21 @@ fn grace_and_lease_expiry() {
     assert!(s.clients(later).is_empty());
 }
 
+/// A 4.0 OPEN that creates `g` in the root (CLAIM_NULL: refused in a grace period).
+fn create_g(cid: u64, owner: &'static [u8]) -> C {
+    C::new(0)
+        .op(opnum::PUTROOTFH, |_| {})
+        .op(opnum::OPEN, move |w| {
+            open_args(w, 1, cid, owner, 1, true, b"g")
+        })
+}
+
 #[test]
 fn grace_begins_when_the_service_address_is_taken() {
     let start = Instant::now();
     let s = server(false, start);
     let cid = client40(&s, start, b"c");
-    let open = |owner: &'static [u8]| {
-        C::new(0)
-            .op(opnum::PUTROOTFH, |_| {})
-            .op(opnum::OPEN, move |w| {
-                open_args(w, 1, cid, owner, 1, true, b"g")
-            })
-    };
+    let open = |owner: &'static [u8]| create_g(cid, owner);
     // OPEN4 with CLAIM_PREVIOUS (delegation type none) on the file itself.
     let reclaim = |owner: &'static [u8]| {
         C::new(0)
@@ -707,18 +711,63 @@ fn grace_begins_when_the_service_address_is_taken() {
     assert_eq!(run(&s, start, 0, reclaim(b"o2")).0, Nfs4Status::NoGrace);
     // This member takes over the service address: the previous holder's clients reclaim,
     // new opens wait.
-    s.begin_grace(start + Duration::from_secs(10));
+    assert!(s.begin_grace(start, start + Duration::from_secs(10), None));
     let during = start + Duration::from_secs(1);
     assert_eq!(run(&s, during, 0, open(b"o3")).0, Nfs4Status::Grace);
     assert_eq!(run(&s, during, 0, reclaim(b"o4")).0, Nfs4Status::Ok);
     // A second takeover never shortens a running grace period.
-    s.begin_grace(start + Duration::from_secs(5));
+    assert!(s.begin_grace(during, start + Duration::from_secs(5), None));
     let after = start + Duration::from_secs(11);
     assert_eq!(
         run(&s, start + Duration::from_secs(7), 0, open(b"o5")).0,
         Nfs4Status::Grace
     );
     assert_eq!(run(&s, after, 0, open(b"o6")).0, Nfs4Status::Ok);
+}
+
+#[test]
+fn grace_ends_once_every_known_client_completed_its_reclaim() {
+    let start = Instant::now();
+    let s = server(false, start);
+    let cid = client40(&s, start, b"c");
+    let open = |owner: &'static [u8]| create_g(cid, owner);
+    let until = start + Duration::from_secs(60);
+    // The previous holder had no clients: nothing to wait for.
+    assert!(!s.begin_grace(start, until, Some(&Reclaimers::default())));
+    assert_eq!(run(&s, start, 0, open(b"o1")).0, Nfs4Status::Ok);
+    // It had one 4.1 client: new opens wait until that one has reclaimed.
+    let known = Reclaimers {
+        v41: vec![owner_digest(b"linux 4.1 client")],
+        v40: 0,
+    };
+    assert!(s.begin_grace(start, until, Some(&known)));
+    assert_eq!(run(&s, start, 0, open(b"o2")).0, Nfs4Status::Grace);
+    let sess = session41(&s, start);
+    let done = |one_fs: bool| {
+        C::new(1)
+            .op(opnum::SEQUENCE, seq(sess, 1))
+            .op(opnum::RECLAIM_COMPLETE, move |w| w.bool(one_fs))
+    };
+    assert_eq!(run(&s, start, 0, done(false)).0, Nfs4Status::Ok);
+    assert_eq!(
+        run(&s, start, 0, open(b"o3")).0,
+        Nfs4Status::Ok,
+        "ended early"
+    );
+
+    // With a 4.0 client among them (no RECLAIM_COMPLETE there), the period runs out.
+    let s = server(false, start);
+    let cid = client40(&s, start, b"c");
+    let open = |owner: &'static [u8]| create_g(cid, owner);
+    let mixed = Reclaimers { v40: 1, ..known };
+    assert!(s.begin_grace(start, until, Some(&mixed)));
+    let sess = session41(&s, start);
+    let done = C::new(1)
+        .op(opnum::SEQUENCE, seq(sess, 1))
+        .op(opnum::RECLAIM_COMPLETE, |w| w.bool(false));
+    assert_eq!(run(&s, start, 0, done).0, Nfs4Status::Ok);
+    assert_eq!(run(&s, start, 0, open(b"o4")).0, Nfs4Status::Grace);
+    assert_eq!(run(&s, until, 0, open(b"o5")).0, Nfs4Status::Ok);
 }
 
 #[test]

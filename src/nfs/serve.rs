@@ -31,6 +31,7 @@
 use super::cb;
 use super::core::{CallKind, CbJob, CbResult, CbRoute, ClientStatus, Outcome, Peer, Server};
 use super::rpc;
+use super::state::Reclaimers;
 use super::status::Nfs4Status;
 use super::wire::{opnum, CbSec, MAX_RECORD};
 use std::collections::HashMap;
@@ -188,11 +189,6 @@ fn write_status(path: &Path, clients: Vec<ClientStatus>) -> io::Result<()> {
     crate::durable::write(path, &data, 0o644)
 }
 
-/// Whether a restart needs a grace period: the last run had clients that may reclaim.
-pub fn had_clients(status_file: &Path) -> bool {
-    read_status(status_file).is_ok_and(|s| !s.clients.is_empty())
-}
-
 /// A boot id for [`super::core::Settings::boot`]: random, so that two runs (even within one
 /// second) never share client ids, stateids or session ids.
 pub fn boot_id() -> u32 {
@@ -202,7 +198,8 @@ pub fn boot_id() -> u32 {
 
 /// The protocol server of `drover serve` with the core's `limits`, answering as
 /// `server_name`: a grace period of `grace` only if the previous run's `status_file` lists
-/// clients; read delegations if `delegations`.
+/// clients, which ends early once they all sent RECLAIM_COMPLETE (unless one is a 4.0
+/// client); read delegations if `delegations`.
 pub fn server(
     vfs: Arc<dyn super::vfs::Vfs>,
     limits: super::state::Limits,
@@ -211,7 +208,11 @@ pub fn server(
     (server_name, delegations): (&str, bool),
 ) -> Arc<Server> {
     let now = Instant::now();
-    let grace_until = (had_clients(status_file) && !grace.is_zero()).then(|| now + grace);
+    let previous = read_status(status_file)
+        .ok()
+        .filter(|s| !s.clients.is_empty())
+        .map(|s| super::core::reclaimers(&s.clients));
+    let grace_until = (previous.is_some() && !grace.is_zero()).then(|| now + grace);
     if grace_until.is_some() {
         tracing::info!(
             secs = grace.as_secs(),
@@ -222,20 +223,22 @@ pub fn server(
         limits,
         boot: boot_id(),
         grace_until,
+        reclaimers: previous,
         server_owner: format!("drover {server_name}").into_bytes(),
         delegations,
     };
     Arc::new(Server::new(vfs, core))
 }
 
-/// Serves NFSv4 on `listeners` until `shutdown` is cancelled; publishes how many clients it
-/// has on `clients` every [`TICK`] (for the pool's summary of this member).
+/// Serves NFSv4 on `listeners` until `shutdown` is cancelled; publishes its clients on
+/// `clients` every [`TICK`] (for the pool's summary of this member, and for the grace period
+/// of a member that takes the service address over from this one).
 pub async fn run(
     listeners: Vec<TcpListener>,
     server: Arc<Server>,
     settings: Settings,
     stats: Arc<Stats>,
-    clients: watch::Sender<usize>,
+    clients: watch::Sender<Arc<Reclaimers>>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let conns = Arc::new(Semaphore::new(settings.max_connections));
@@ -265,8 +268,14 @@ pub async fn run(
         }
         let now = Instant::now();
         let expiry = server.handle_timeout(now);
-        let count = server.clients(now).len();
-        clients.send_if_modified(|n| std::mem::replace(n, count) != count);
+        let known = super::core::reclaimers(&server.clients(now));
+        clients.send_if_modified(|k| {
+            let changed = **k != known;
+            if changed {
+                *k = Arc::new(known);
+            }
+            changed
+        });
         shell.calls.wake.notify_one();
         let released = [
             (

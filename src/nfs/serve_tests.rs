@@ -41,6 +41,7 @@ fn server_with_big_file() -> (Arc<Server>, Vec<u8>) {
         limits: Default::default(),
         boot: 1,
         grace_until: None,
+        reclaimers: None,
         server_owner: b"test".to_vec(),
         delegations: true,
     };
@@ -63,7 +64,7 @@ async fn serve(
         server,
         settings,
         stats.clone(),
-        tokio::sync::watch::channel(0).0,
+        tokio::sync::watch::channel(Arc::default()).0,
         shutdown.clone(),
     ));
     (addr, stats, shutdown)

@@ -370,6 +370,30 @@ impl Expired {
     }
 }
 
+/// The clients a previous server (this member's last run, or the pool member that held the
+/// service address before) knew: who may reclaim state in a grace period, so that it can end
+/// early once they all have (RFC 8881 §8.4.3).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reclaimers {
+    /// The 4.1 and 4.2 clients, by [`owner_digest`] of their client owner.
+    #[serde(default)]
+    pub v41: Vec<u64>,
+    /// How many 4.0 clients: they have no RECLAIM_COMPLETE, so any of them keeps the whole
+    /// period.
+    #[serde(default)]
+    pub v40: u64,
+}
+
+/// A client owner as a short digest, the same on every member (the first 8 bytes of the
+/// BLAKE3 hash of the owner as `drover nfs clients` shows it).
+pub fn owner_digest(owner: &[u8]) -> u64 {
+    let text = String::from_utf8_lossy(owner);
+    let h = blake3::hash(text.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    u64::from_le_bytes(b)
+}
+
 /// All protocol state of the server.
 #[derive(Debug)]
 pub struct State {
@@ -377,6 +401,9 @@ pub struct State {
     /// Distinguishes this run's client ids, stateids and sessions from an earlier run's.
     pub boot: u32,
     pub grace_until: Option<Instant>,
+    /// The clients whose RECLAIM_COMPLETE ends the grace period early (digests); `None`: not
+    /// known, the period runs out.
+    pub awaited: Option<HashSet<u64>>,
     counter: u64,
     pub clients: HashMap<u64, Client>,
     pub sessions: HashMap<[u8; 16], Session>,
@@ -412,6 +439,7 @@ impl State {
             limits,
             boot,
             grace_until,
+            awaited: None,
             counter: 0,
             clients: HashMap::new(),
             sessions: HashMap::new(),
@@ -427,6 +455,47 @@ impl State {
 
     pub fn in_grace(&self, now: Instant) -> bool {
         self.grace_until.is_some_and(|g| now < g)
+    }
+
+    /// Starts (or lengthens) a grace period until `until`, for `expected` (`None`: the
+    /// clients are not known). Returns false, beginning nothing, when no client is expected:
+    /// nothing to reclaim.
+    pub fn begin_grace(
+        &mut self,
+        now: Instant,
+        until: Instant,
+        expected: Option<&Reclaimers>,
+    ) -> bool {
+        let known = expected.filter(|r| r.v40 == 0);
+        if known.is_some_and(|r| r.v41.is_empty()) {
+            return false;
+        }
+        let running = self.in_grace(now);
+        self.awaited = match (running, known) {
+            (true, Some(r)) => self.awaited.take().map(|mut a| {
+                a.extend(&r.v41);
+                a
+            }),
+            (false, Some(r)) => Some(r.v41.iter().copied().collect()),
+            (_, None) => None,
+        };
+        self.grace_until = Some(match self.grace_until {
+            Some(g) if running => g.max(until),
+            _ => until,
+        });
+        true
+    }
+
+    /// A client sent RECLAIM_COMPLETE: the grace period ends once every awaited one has.
+    pub fn reclaimed(&mut self, owner: &[u8]) {
+        let Some(awaited) = self.awaited.as_mut() else {
+            return;
+        };
+        awaited.remove(&owner_digest(owner));
+        if awaited.is_empty() {
+            self.awaited = None;
+            self.grace_until = None;
+        }
     }
 
     fn next(&mut self) -> u64 {

@@ -5,27 +5,46 @@
 //! back a [`Decision`]; `net::floating` puts the address on the interface or takes it off.
 //!
 //! The rule, the same on every member:
-//! - only a member that sees a strict majority of the settled roster (itself included) may
-//!   hold the address, as only such members may take over DHCP shares (`dhcp::share`): a
-//!   minority side of a partition gives it up as soon as it notices, and never takes it;
-//! - of the settled roster members in sight, the **oldest incarnation** holds it (the
-//!   smallest membership epoch, which is the unix time its process started; ties go to the
-//!   lower id). A restarted member is the youngest, so it never takes the address from a
-//!   live holder (sticky across restarts) and nothing needs to be exchanged besides
-//!   membership. Not sticky across a healed partition: an older member that was cut off
-//!   takes the address back once everyone sees it again;
+//! - only a member that sees a strict majority of the voters (itself included) may hold the
+//!   address: a minority side of a partition gives it up as soon as it notices, and never
+//!   takes it. The voters are the settled roster less the members an admin declared dead
+//!   (`drover pool mark-dead`: incarnations that started before the mark). So a pool of two
+//!   has no holder while one is down, until the admin marks that one dead on the other
+//!   (ISC's partner-down); marking a member dead that is alive on the other side of a
+//!   partition can give the address two holders, which is why the command is refused while
+//!   the member is in sight;
+//! - **sticky**: a member in sight that says it holds the address ([`Seen::said`], from its
+//!   summary) keeps it: after a healed partition or a restart the address stays where it is
+//!   (moving it would cost the NFS clients a reconnect and a grace period). Of two that say
+//!   so (views that disagreed for a moment), the oldest incarnation keeps it. A word counts
+//!   only if it was said after its member came into this member's sight, so that a word
+//!   from before a partition or a death never counts; while a member in sight has not said
+//!   anything since, and nobody in sight holds the address, nobody is chosen (in doubt, wait);
+//! - when nobody in sight holds it (the holder died or is cut off, or at the pool's start),
+//!   the **oldest incarnation** in sight is chosen (the smallest membership epoch, which is
+//!   the unix time its process started; ties go to the lower id);
 //! - a member that has become the one to hold it takes it only after it has been so,
-//!   continuously, for [`TAKE_AFTER_MS`]. That covers the previous holder's address
-//!   lifetime ([`LIFETIME_SECS`]: the kernel drops the address by itself when its holder
-//!   stops refreshing it, e.g. after a SIGKILL) and the time a holder on the minority side
-//!   of a partition needs to notice that it lost the majority. Giving the address up needs
-//!   no wait.
+//!   continuously, for [`take_after_ms`]. Giving the address up needs no wait.
 //!
-//! Two members hold the address at once only when their views of who is alive disagree for
-//! longer than [`TAKE_AFTER_MS`] (SWIM's indirect probes make that rare: a member another
-//! member can reach is not declared down), or when a holder's process is frozen and then
-//! resumes (its address outlives it by at most [`LIFETIME_SECS`], and a frozen pool task
-//! lets its decision go stale, see [`Decision::fresh_until_ms`]).
+//! **The wait, derived.** A holder that is alive but cut off from the majority must have let
+//! the address go before anyone takes it; a dead or frozen holder's address must have run out:
+//! - the majority side declares the holder down at the earliest [`SUSPECT_MS`] after the cut;
+//!   the holder notices it lost the majority at most [`notice_skew_ms`] later than that;
+//! - from then on its pool task no longer renews its decision, which goes stale after
+//!   [`FRESH_MS`] (`net::floating` then deletes the address on its next check);
+//! - if it cannot delete it (or its process is frozen or killed), the kernel drops the
+//!   address [`LIFETIME_SECS`] after the last refresh, at most [`KERNEL_SLACK_MS`] late (the
+//!   kernel's lifetime check is rounded up to a whole second plus a timer fuzz; measured
+//!   lateness was under 0.4 s).
+//!
+//! So [`take_after_ms`] = skew + [`FRESH_MS`] + lifetime + slack, counted from the moment the
+//! successor is chosen (which is at least [`SUSPECT_MS`] after the death or cut): 6.25 s in a
+//! pool of three, with membership's detection (1 to 3 s) before it. Clocks are not compared:
+//! every term is a duration on one member's clock.
+//!
+//! Two members hold the address at once only when membership's views disagree for longer
+//! than the skew (SWIM's indirect probes make that rare: a member another member can reach is
+//! not declared down).
 //!
 //! A member outside any pool (no cluster key, or `[pool] enabled = false`) holds the address
 //! alone ([`Decision::solo`]), except after it left a pool (until it restarts).
@@ -33,23 +52,35 @@
 //! Every member must be configured with the same service address: the rule picks among all
 //! members, and a chosen member without one holds nothing.
 //!
-//! Not here: the roster and membership themselves, the netlink and ARP work
-//! (`net::floating`), NFS's grace period (the shell starts it when the address is taken).
+//! Not here: the roster and membership themselves, the summaries that carry the words, the
+//! netlink and ARP work (`net::floating`), NFS's grace period (the shell starts it when the
+//! address is taken).
+//!
+//! [`SUSPECT_MS`]: super::membership::SUSPECT_MS
 
+use super::membership::notice_skew_ms;
 use crate::store::model::PoolMember;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// Seconds of valid and preferred lifetime the kernel gives the address at each refresh.
-pub const LIFETIME_SECS: u32 = 5;
-/// How often the holder refreshes the address's lifetime.
-pub const REFRESH_MS: u64 = 1_000;
-/// How long a member must continuously have been the one to hold the address before it
-/// takes it: the previous holder's [`LIFETIME_SECS`], the kernel's expiry check (about a
-/// second late), and room for the previous holder to notice it lost the majority.
-pub const TAKE_AFTER_MS: u64 = 12_000;
-/// How long a decision stays valid without being renewed: the pool task decides at least
-/// every 2 s; if it stops, the holder stops refreshing and the address runs out.
-pub const FRESH_MS: u64 = 4_000;
+pub const LIFETIME_SECS: u32 = 2;
+/// How often the holder refreshes the address's lifetime (four times per lifetime, so that a
+/// late refresh or two do not let it lapse).
+pub const REFRESH_MS: u64 = 500;
+/// The most the kernel drops an address after its lifetime ran out (see the module docs).
+pub const KERNEL_SLACK_MS: u64 = 1_250;
+/// How long a decision stays valid without being renewed: the pool task renews it every
+/// [`RENEW_MS`] while membership is unchanged; if it stops, the holder stops refreshing.
+pub const FRESH_MS: u64 = 1_000;
+/// How often the pool task renews an unchanged decision.
+pub const RENEW_MS: u64 = 250;
+
+/// How long a member must continuously have been the one to hold the address before it takes
+/// it, in a pool whose settled roster has `members` (see the module docs).
+pub fn take_after_ms(members: usize) -> u64 {
+    notice_skew_ms(members) + FRESH_MS + u64::from(LIFETIME_SECS) * 1000 + KERNEL_SLACK_MS
+}
 
 /// A live member as membership reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +88,17 @@ pub struct Seen {
     pub id: u64,
     /// Start of its current incarnation (membership epoch, unix ms).
     pub epoch: u64,
+    /// What this incarnation last said about the address (its summary), if anything.
+    pub said: Option<Said>,
+}
+
+/// A member's word about the address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Said {
+    /// When it was said (unix ms on this member's clock: receipt time minus its age).
+    pub at_ms: u64,
+    /// Whether it held the address then.
+    pub holds: bool,
 }
 
 /// What this member should do with the address now.
@@ -92,6 +134,11 @@ impl Decision {
 #[derive(Debug, Clone)]
 pub struct Floating {
     me: u64,
+    /// When each incarnation in sight came into sight (unix ms): its words count from then.
+    gained: HashMap<(u64, u64), u64>,
+    /// The newest incarnation (epoch) of each member seen since this start: one that started
+    /// after an admin marked the member dead counts again, in sight or not.
+    newest: HashMap<u64, u64>,
     /// Since when this member has continuously been the one to hold the address (unix ms).
     chosen_since: Option<u64>,
     /// Whether the last decision held the address, and how many times a decision took it
@@ -104,6 +151,8 @@ impl Floating {
     pub fn new(me: u64) -> Floating {
         Floating {
             me,
+            gained: HashMap::new(),
+            newest: HashMap::new(),
             chosen_since: None,
             held: false,
             takeovers: 0,
@@ -124,15 +173,23 @@ impl Floating {
         alive: &[Seen],
         now_ms: u64,
     ) -> Decision {
-        let holder = chosen(self.me, roster, my_epoch, alive, now_ms);
+        self.gained
+            .retain(|k, _| alive.iter().any(|s| (s.id, s.epoch) == *k));
+        for s in alive {
+            self.gained.entry((s.id, s.epoch)).or_insert(now_ms);
+            let e = self.newest.entry(s.id).or_insert(s.epoch);
+            *e = (*e).max(s.epoch);
+        }
+        let (holder, voters) = self.chosen(roster, my_epoch, alive, now_ms);
         if holder == Some(self.me) {
             self.chosen_since.get_or_insert(now_ms);
         } else {
             self.chosen_since = None;
         }
+        let wait = take_after_ms(voters);
         let hold = self
             .chosen_since
-            .is_some_and(|since| now_ms >= since.saturating_add(TAKE_AFTER_MS));
+            .is_some_and(|since| now_ms >= since.saturating_add(wait));
         if hold && !self.held {
             self.takeovers += 1;
         }
@@ -143,47 +200,70 @@ impl Floating {
             fresh_until_ms: Some(now_ms.saturating_add(FRESH_MS)),
         }
     }
-}
 
-/// The member that should hold the address in this view: the oldest incarnation among the
-/// settled roster members in sight, if they are a strict majority of the settled roster.
-fn chosen(
-    me: u64,
-    roster: &[PoolMember],
-    my_epoch: u64,
-    alive: &[Seen],
-    now_ms: u64,
-) -> Option<u64> {
-    let settled: Vec<u64> = roster
-        .iter()
-        .filter(|r| r.settled(now_ms))
-        .map(|r| r.id)
-        .collect();
-    let in_sight: Vec<Seen> = settled
-        .iter()
-        .filter_map(|&id| {
-            if id == me {
-                return Some(Seen {
-                    id,
+    /// The member that should hold the address in this view (see the module docs), and the
+    /// number of voters.
+    fn chosen(
+        &self,
+        roster: &[PoolMember],
+        my_epoch: u64,
+        alive: &[Seen],
+        now_ms: u64,
+    ) -> (Option<u64>, usize) {
+        // The voters: settled rows, less incarnations an admin declared dead (out of sight,
+        // or in sight as one that started before the mark).
+        let mut settled = 0;
+        let mut in_sight: Vec<Seen> = Vec::new();
+        for r in roster.iter().filter(|r| r.settled(now_ms)) {
+            let seen = if r.id == self.me {
+                Some(Seen {
+                    id: r.id,
                     epoch: my_epoch,
-                });
+                    said: Some(Said {
+                        at_ms: now_ms,
+                        holds: self.held,
+                    }),
+                })
+            } else {
+                // A member may show up under two identities for a moment (its former self
+                // going down); the newest incarnation counts.
+                alive
+                    .iter()
+                    .filter(|s| s.id == r.id)
+                    .max_by_key(|s| s.epoch)
+                    .copied()
+            };
+            match seen {
+                Some(s) if r.marked_dead(s.epoch) => continue,
+                // Out of sight: the incarnation the admin meant, unless a newer one showed up.
+                None if r.dead_ms.is_some()
+                    && self.newest.get(&r.id).is_none_or(|&e| r.marked_dead(e)) =>
+                {
+                    continue
+                }
+                Some(s) => in_sight.push(s),
+                None => {}
             }
-            // A member may show up under two identities for a moment (its former self going
-            // down); the newest incarnation counts.
-            alive
-                .iter()
-                .filter(|s| s.id == id)
-                .max_by_key(|s| s.epoch)
-                .copied()
-        })
-        .collect();
-    if 2 * in_sight.len() <= settled.len() {
-        return None;
+            settled += 1;
+        }
+        if 2 * in_sight.len() <= settled {
+            return (None, settled);
+        }
+        // Only words said since their member came into sight.
+        let word = |s: &Seen| {
+            let since = self.gained.get(&(s.id, s.epoch)).copied().unwrap_or(now_ms);
+            s.said.filter(|w| s.id == self.me || w.at_ms >= since)
+        };
+        let oldest =
+            |it: &mut dyn Iterator<Item = &Seen>| it.min_by_key(|s| (s.epoch, s.id)).map(|s| s.id);
+        let holding = oldest(&mut in_sight.iter().filter(|s| word(s).is_some_and(|w| w.holds)));
+        let holder = match holding {
+            Some(h) => Some(h),
+            None if in_sight.iter().any(|s| word(s).is_none()) => None,
+            None => oldest(&mut in_sight.iter()),
+        };
+        (holder, settled)
     }
-    in_sight
-        .iter()
-        .min_by_key(|s| (s.epoch, s.id))
-        .map(|s| s.id)
 }
 
 #[cfg(test)]

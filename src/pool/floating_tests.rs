@@ -1,12 +1,13 @@
 use super::*;
+use crate::pool::membership::SUSPECT_MS;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 const T0: u64 = 1_000_000;
-const STEP: u64 = 500;
-/// Membership notices a change within this (issue 7: a death within 5 s).
-const DETECT_MAX: u64 = 5_000;
+const STEP: u64 = 250;
+/// A member coming into sight is noticed within this.
+const GAIN_MAX: u64 = 3_000;
 
 fn roster(n: u64) -> Vec<PoolMember> {
     (1..=n)
@@ -14,13 +15,16 @@ fn roster(n: u64) -> Vec<PoolMember> {
             id,
             addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, id as u8), 7946),
             joined_ms: 0,
+            dead_ms: None,
         })
         .collect()
 }
 
 /// N members on virtual time: processes that die and restart, a network that splits, views
-/// of each other that follow the truth after a random delay, and the kernel address each
-/// member's shell keeps (refreshed while the decision says hold, gone [`LIFETIME_SECS`]
+/// of each other that follow the truth after a random delay (a loss between [`SUSPECT_MS`]
+/// and that plus `notice_skew_ms`, as membership bounds it), words about the address that
+/// reach the others late and at random, and the kernel address each member's shell keeps
+/// (refreshed while the decision says hold, gone [`LIFETIME_SECS`] and the kernel's slack
 /// after the last refresh of a dead member).
 struct Sim {
     now: u64,
@@ -34,6 +38,8 @@ struct Sim {
     pending: Vec<Vec<Option<(u64, bool)>>>,
     deciders: Vec<Floating>,
     decisions: Vec<Decision>,
+    /// words[i][j]: the last word of j's current incarnation that reached i.
+    words: Vec<Vec<Option<Said>>>,
     /// Until when each member's address lives in its kernel.
     addr_until: Vec<Option<u64>>,
     rng: StdRng,
@@ -52,6 +58,7 @@ impl Sim {
             pending: vec![vec![None; n]; n],
             deciders: (1..=n as u64).map(Floating::new).collect(),
             decisions: vec![Decision::default(); n],
+            words: vec![vec![None; n]; n],
             addr_until: vec![None; n],
             rng: StdRng::seed_from_u64(seed),
         }
@@ -73,6 +80,9 @@ impl Sim {
         // The shell deletes a leftover address at start.
         self.addr_until[i] = None;
         for j in 0..self.n() {
+            // A new incarnation: nobody has its word, it has nobody's.
+            self.words[j][i] = None;
+            self.words[i][j] = None;
             // A fresh process knows nobody until membership tells it.
             self.sees[i][j] = false;
             self.pending[i][j] = None;
@@ -95,14 +105,30 @@ impl Sim {
                 if truth == self.sees[i][j] {
                     self.pending[i][j] = None;
                 } else if self.pending[i][j].is_none() {
-                    let at = self.now + self.rng.random_range(0..=DETECT_MAX);
-                    self.pending[i][j] = Some((at, truth));
+                    let delay = if truth {
+                        self.rng.random_range(0..=GAIN_MAX)
+                    } else {
+                        SUSPECT_MS + self.rng.random_range(0..=notice_skew_ms(n))
+                    };
+                    self.pending[i][j] = Some((self.now + delay, truth));
                 }
                 if let Some((at, v)) = self.pending[i][j] {
                     if at <= self.now {
                         self.sees[i][j] = v;
                         self.pending[i][j] = None;
                     }
+                }
+            }
+        }
+        // Summaries travel with the exchanges: now and then, between members that reach
+        // each other.
+        for i in 0..n {
+            for j in 0..n {
+                if i != j && self.reach(i, j) && self.rng.random_range(0..4) == 0 {
+                    self.words[i][j] = Some(Said {
+                        at_ms: self.now,
+                        holds: self.decisions[j].holds_at(self.now),
+                    });
                 }
             }
         }
@@ -115,13 +141,15 @@ impl Sim {
                 .map(|j| Seen {
                     id: j as u64 + 1,
                     epoch: self.epoch[j],
+                    said: self.words[i][j],
                 })
                 .collect();
             let d = self.deciders[i].decide(&self.roster, self.epoch[i], &alive, self.now);
             self.decisions[i] = d;
             self.addr_until[i] = d
                 .holds_at(self.now)
-                .then_some(self.now + u64::from(LIFETIME_SECS) * 1000);
+                .then_some(self.now + u64::from(LIFETIME_SECS) * 1000 + KERNEL_SLACK_MS)
+                .or(self.addr_until[i]);
         }
     }
 
@@ -142,11 +170,23 @@ impl Sim {
 }
 
 #[test]
+fn the_wait_is_derived_from_membership_and_the_lifetime() {
+    // Skew 2 s (three members), fresh 1 s, lifetime 2 s, slack 1.25 s.
+    assert_eq!(take_after_ms(3), 6_250);
+    assert_eq!(take_after_ms(2), 5_250);
+    assert!(
+        take_after_ms(5) > take_after_ms(3),
+        "bigger pools notice later"
+    );
+}
+
+#[test]
 fn one_member_holds_it_after_the_wait_and_a_successor_waits_out_the_lifetime() {
     let mut s = Sim::new(3, 1);
-    s.run_checked(TAKE_AFTER_MS - STEP);
+    // Nobody holds it before the wait (the first summaries take a moment, too).
+    s.run_checked(take_after_ms(3) - STEP);
     assert!(s.holders().is_empty(), "nobody holds it before the wait");
-    s.run_checked(2 * STEP);
+    s.run_checked(GAIN_MAX + 2_000);
     assert_eq!(s.holders(), [0], "the oldest member holds it");
     assert!(s.decisions.iter().all(|d| d.holder == Some(1)));
 
@@ -163,7 +203,10 @@ fn one_member_holds_it_after_the_wait_and_a_successor_waits_out_the_lifetime() {
     }
     let (h, after) = taken.expect("a survivor takes the address");
     assert_eq!(h, 1, "the oldest survivor");
-    assert!(after >= TAKE_AFTER_MS, "taken {after} ms after the death");
+    assert!(
+        after >= SUSPECT_MS + take_after_ms(3),
+        "taken {after} ms after the death"
+    );
     let takeovers: Vec<u64> = s.deciders.iter().map(Floating::takeovers).collect();
     assert_eq!(takeovers, [1, 1, 0], "each holder took it once");
 
@@ -183,6 +226,12 @@ fn a_minority_never_holds_it_and_two_members_without_one_wait() {
     s.run_checked(30_000);
     assert_eq!(s.holders(), [1]);
     assert!(!s.decisions[0].hold && s.decisions[0].holder.is_none());
+
+    // Healed: the address stays with its holder, not with the older member.
+    s.side[0] = 0;
+    s.run_checked(60_000);
+    assert_eq!(s.holders(), [1], "sticky across a heal");
+    assert!(s.decisions.iter().all(|d| d.holder == Some(2)));
 
     // A pool of two whose holder dies: no majority, nobody takes over.
     let mut s = Sim::new(2, 3);
@@ -240,15 +289,74 @@ fn unsettled_rows_and_stale_decisions_do_not_hold() {
     let mut rows = roster(2);
     // Member 2 just joined: its row has not settled; member 1 alone is the roster.
     rows[1].joined_ms = T0;
-    let alive = [Seen { id: 1, epoch: 5 }];
-    let d = f.decide(&rows, 1, &alive, T0 + TAKE_AFTER_MS * 2);
+    let at = T0 + take_after_ms(2) * 2;
+    let alive = [Seen {
+        id: 1,
+        epoch: 5,
+        said: Some(Said {
+            at_ms: at,
+            holds: false,
+        }),
+    }];
+    let d = f.decide(&rows, 1, &alive, at);
     assert_eq!(d.holder, Some(1));
     assert!(!d.hold);
     // Alone on a settled roster of one it holds after the wait, and only while fresh.
     let rows = &roster(2)[1..];
     f.decide(rows, 1, &[], T0);
-    let d = f.decide(rows, 1, &[], T0 + TAKE_AFTER_MS);
-    assert!(d.hold && d.holds_at(T0 + TAKE_AFTER_MS));
-    assert!(!d.holds_at(T0 + TAKE_AFTER_MS + FRESH_MS));
+    let d = f.decide(rows, 1, &[], T0 + take_after_ms(1));
+    assert!(d.hold && d.holds_at(T0 + take_after_ms(1)));
+    assert!(!d.holds_at(T0 + take_after_ms(1) + FRESH_MS));
     assert!(Decision::solo(7).holds_at(u64::MAX));
+}
+
+#[test]
+fn in_doubt_nobody_is_chosen_and_only_words_said_in_sight_count() {
+    let rows = roster(3);
+    let mut f = Floating::new(3);
+    let seen = |id, said| Seen {
+        id,
+        epoch: id,
+        said,
+    };
+    let word = |at_ms, holds| Some(Said { at_ms, holds });
+    // Member 3 sees 1 and 2 come into sight; 1 has not said anything yet: in doubt.
+    let d = f.decide(&rows, 3, &[seen(1, None), seen(2, word(T0, false))], T0);
+    assert_eq!(d.holder, None);
+    // A word from before they came into sight (a partition ago) does not count either.
+    let old = [seen(1, word(T0 - 1, true)), seen(2, word(T0, false))];
+    assert_eq!(f.decide(&rows, 3, &old, T0 + 1).holder, None);
+    // Both have spoken since: nobody holds it, so the oldest is chosen...
+    let none = [seen(1, word(T0 + 2, false)), seen(2, word(T0 + 2, false))];
+    assert_eq!(f.decide(&rows, 3, &none, T0 + 3).holder, Some(1));
+    // ...but a younger member that says it holds it keeps it.
+    let two = [seen(1, word(T0 + 4, false)), seen(2, word(T0 + 4, true))];
+    assert_eq!(f.decide(&rows, 3, &two, T0 + 5).holder, Some(2));
+    // Of two that say so, the oldest.
+    let both = [seen(1, word(T0 + 6, true)), seen(2, word(T0 + 6, true))];
+    assert_eq!(f.decide(&rows, 3, &both, T0 + 7).holder, Some(1));
+}
+
+#[test]
+fn two_members_need_a_mark_and_a_restart_lifts_it() {
+    let mut s = Sim::new(2, 5);
+    s.run_checked(20_000);
+    assert_eq!(s.holders(), [0]);
+    // The holder dies: the survivor alone is no majority of two.
+    s.kill(0);
+    s.run_checked(30_000);
+    assert!(s.holders().is_empty());
+    // The admin declares it dead on the survivor, which takes the address.
+    s.roster[0].dead_ms = Some(s.now);
+    s.run_checked(20_000);
+    assert_eq!(s.holders(), [1]);
+    // It restarts: a new incarnation counts again, and the address stays where it is.
+    s.restart(0);
+    s.run_checked(60_000);
+    assert_eq!(s.holders(), [1]);
+    // So when the other one dies now, the restarted one waits for a mark of its own.
+    s.kill(1);
+    s.run_checked(30_000);
+    assert!(s.holders().is_empty());
+    assert_eq!(s.decisions[0].holder, None);
 }

@@ -12,8 +12,10 @@
 //! datagram nonces, are seeded by the caller), so the simulation tests run many members on
 //! virtual time.
 //!
-//! Tuning ([`config`]): a probe every second with a 400 ms round trip, and a suspected member
-//! declared down 2 s after suspicion, so a dead member is noticed within about 4 s on a LAN.
+//! Tuning ([`config`]): a probe every [`PROBE_PERIOD_MS`] with a [`PROBE_RTT_MS`] round trip,
+//! and a suspected member declared down [`SUSPECT_MS`] after suspicion, so a dead member is
+//! noticed within about 2 s on a LAN. [`notice_skew_ms`] bounds how much later one member may
+//! notice a loss than another (what `floating` waits for before taking the service address).
 //!
 //! Not here: what members share besides liveness (store replication, DHCP shares: later), the
 //! sockets and the clock (`pool::serve`).
@@ -82,13 +84,32 @@ pub struct Refusals {
     pub rejected: u64,
 }
 
+/// How often a member probes another (one member per period, round-robin in a shuffled
+/// order).
+pub const PROBE_PERIOD_MS: u64 = 500;
+/// How long a probe waits for its ack before asking others to probe indirectly.
+pub const PROBE_RTT_MS: u64 = 200;
+/// How long a suspected member has to refute the suspicion before it is declared down: the
+/// least time from a member's death (or a cut) to anyone declaring it down.
+pub const SUSPECT_MS: u64 = 1_000;
+
+/// The most by which one member may notice that another is gone later than a third member
+/// does, in a pool of `members`: foca probes the others in a shuffled round-robin, so the
+/// same member is probed again at most `2 (members - 1)` periods later (the end of one round
+/// and the start of the next); the suspicion timeout is the same everywhere. A member cut
+/// off alone notices each of the others that late at worst, while the earliest anyone may
+/// declare it down is [`SUSPECT_MS`] after the cut.
+pub fn notice_skew_ms(members: usize) -> u64 {
+    2 * (members.max(2) as u64 - 1) * PROBE_PERIOD_MS
+}
+
 /// The membership tuning drover uses (see the module docs).
 pub fn config(expected_members: u32) -> Config {
     let mut c =
         Config::new_lan(NonZeroU32::new(expected_members.max(1)).unwrap_or(NonZeroU32::MIN));
-    c.probe_period = Duration::from_secs(1);
-    c.probe_rtt = Duration::from_millis(400);
-    c.suspect_to_down_after = Duration::from_secs(2);
+    c.probe_period = Duration::from_millis(PROBE_PERIOD_MS);
+    c.probe_rtt = Duration::from_millis(PROBE_RTT_MS);
+    c.suspect_to_down_after = Duration::from_millis(SUSPECT_MS);
     c.remove_down_after = Some(Duration::from_secs(3600));
     c.max_packet_size = std::num::NonZeroUsize::new(1200).unwrap_or(std::num::NonZeroUsize::MIN);
     // Members that were down are asked again now and then, so a healed partition merges.

@@ -58,6 +58,7 @@ mod tests {
             id,
             addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, last), 7946),
             joined_ms: 0,
+            dead_ms: None,
         }
     }
 

@@ -183,6 +183,7 @@ impl Sim {
                             id: *id,
                             addr,
                             joined_ms: 0,
+                            dead_ms: None,
                         })
                     })
                     .unwrap();
@@ -516,7 +517,10 @@ impl Sim {
                 roster: m.store.read(|r| r.all::<PoolMember>()).unwrap(),
                 ..Facts::default()
             };
-            for action in m.tick.handle_facts(self.now * 1000, &alive, facts) {
+            for action in m
+                .tick
+                .handle_facts(self.now * 1000, &alive, &|_| None, facts)
+            {
                 if let tick::Action::Share(share) = action {
                     m.share = (*share).clone();
                 }

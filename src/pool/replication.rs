@@ -625,6 +625,8 @@ mod tests {
             dhcp: None,
             services: Vec::new(),
             nfs_clients: None,
+            holds_service_address: false,
+            nfs_known: None,
             blobs: 0,
             blob_bytes: 0,
             newest_own: None,

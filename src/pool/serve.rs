@@ -16,8 +16,9 @@
 //! arrive. A tick asked for while one runs follows it. The shell carries out the core's
 //! actions: it hands the services what they need from the pool ([`Links`]): the DHCP tasks
 //! their `Share`, DHCP and HTTP the other live members (`Peers`) to list after this one,
-//! `net::floating` whether to hold the service address (renewed at least every
-//! [`STATUS_EVERY`], and every second outside a pool, where this member holds it alone), the
+//! `net::floating` whether to hold the service address (decided at least every
+//! [`STATUS_EVERY`] and renewed every `floating::RENEW_MS` while membership is unchanged, so
+//! that a decision on an old view goes stale within `floating::FRESH_MS`), the
 //! layer shipper the live members; it publishes this member's summary, which every exchange
 //! passes on, and rewrites `<state>/pool/status.json` (`status`), whose `updated_ms` tells the
 //! reader whether the server is alive.
@@ -27,7 +28,7 @@
 
 use super::compact::Holders;
 use super::facts;
-use super::floating::Decision;
+use super::floating::{Decision, RENEW_MS};
 use super::key::{random_bytes, ClusterKey, KeyError, Keyring, Rekey};
 use super::layers::{Receiver, Shipper};
 use super::membership::{self, Effect, MemberId, Membership};
@@ -35,8 +36,9 @@ use super::peers::Peers;
 use super::replication::{self, Listener, Pulled, Summaries};
 use super::status::{read_status, status_file, write_status};
 use super::summary::Service;
-use super::tick::{Action, Counts, Event, Facts, Report, Tick, TickSettings};
+use super::tick::{Action, Counts, Event, Facts, Reclaim, Report, Tick, TickSettings};
 use crate::dhcp::Share;
+use crate::nfs::state::Reclaimers;
 use crate::store::model::PoolMember;
 use crate::store::{Store, StoreError};
 use foca::Timer;
@@ -114,8 +116,11 @@ pub struct Links {
     pub floating: watch::Sender<Decision>,
     /// Where NFS layer changes are shipped (when NFS serves): told the live members.
     pub layers: Option<Arc<Shipper>>,
-    /// How many clients the NFS server has (when NFS serves), which it publishes.
-    pub nfs_clients: Option<watch::Receiver<usize>>,
+    /// The NFS server's clients (when NFS serves), which it publishes.
+    pub nfs_clients: Option<watch::Receiver<Arc<Reclaimers>>>,
+    /// Whose NFS clients may reclaim after this member took the service address: set just
+    /// before the decision that takes it is handed on.
+    pub took: watch::Sender<Reclaim>,
     /// What the other live members have (their summaries' version vectors), for change-feed
     /// compaction (`compact`); nobody outside the pool.
     pub holders: watch::Sender<Holders>,
@@ -304,6 +309,8 @@ async fn member(
     let mut status = tokio::time::interval(STATUS_EVERY);
     m.set_keys(&key, &ring.accepted(unix_ms()));
     let mut key_poll = tokio::time::interval(KEY_POLL);
+    let mut renew = tokio::time::interval(Duration::from_millis(RENEW_MS));
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The members that have the pending rekey, and the task passing it on.
     let offered: Arc<std::sync::Mutex<(Option<Rekey>, Vec<SocketAddrV4>)>> = Arc::default();
     let mut offering: Option<tokio::task::JoinHandle<()>> = None;
@@ -370,6 +377,17 @@ async fn member(
                 tick_now = true;
                 Vec::new()
             }
+            _ = renew.tick() => {
+                match core.renew(unix_ms(), &m.members()) {
+                    Some(decision) => {
+                        task.links.floating.send_replace(decision);
+                    }
+                    // Membership changed since the decision: it goes stale unless a tick
+                    // renews it.
+                    None => tick_now = true,
+                }
+                Vec::new()
+            }
             _ = key_poll.tick() => {
                 if let Some(new) = follow_rekey(task.state_dir, &ring).await {
                     ring = new;
@@ -410,7 +428,13 @@ async fn member(
             Some(d) = done.recv() => {
                 let next = match d {
                     Done::Facts(Ok(facts)) => {
-                        let actions = core.handle_facts(unix_ms(), &m.members(), facts);
+                        let summaries = &task.summaries;
+                        let actions = core.handle_facts(
+                            unix_ms(),
+                            &m.members(),
+                            &|id| summaries.get(id),
+                            facts,
+                        );
                         carry_out(task, &key, actions, &done_tx)
                     }
                     Done::Facts(Err(e)) => {
@@ -428,7 +452,7 @@ async fn member(
                             .map(|l| l.counts())
                             .unwrap_or_default();
                         let nfs_clients =
-                            task.links.nfs_clients.as_ref().map(|c| *c.borrow() as u64);
+                            task.links.nfs_clients.as_ref().map(|c| c.borrow().clone());
                         let summaries = &task.summaries;
                         let report = Report {
                             counts,
@@ -627,7 +651,14 @@ fn carry_out(
                 );
                 links.peers.send_replace(peers);
             }
-            Action::Floating { decision, changed } => {
+            Action::Floating {
+                decision,
+                changed,
+                took,
+            } => {
+                if let Some(took) = took {
+                    links.took.send_replace(took);
+                }
                 if changed {
                     tracing::info!(
                         holder = ?decision.holder,
@@ -664,14 +695,19 @@ fn carry_out(
     work
 }
 
-/// Writes this member's roster row unless it is there. A founder (no seeds: `pool init`)
+/// Writes this member's roster row unless it is there (and not marked dead). A founder (no seeds: `pool init`)
 /// counts at once; a joiner's row settles first, so that every member has it before the
 /// joiner owns addresses.
 fn enter_roster(store: &Store, settings: &Settings, founder: bool) -> Result<(), StoreError> {
     store.write(|w| {
         let key = PoolMember::key_of(settings.member_id);
         let old = w.get::<PoolMember>(&key)?;
-        if old.as_ref().is_some_and(|o| o.addr == settings.addr) {
+        // An admin's mark (`pool mark-dead`) was about an earlier incarnation: this one is
+        // alive, and must count again even if it goes out of the others' sight later.
+        if old
+            .as_ref()
+            .is_some_and(|o| o.addr == settings.addr && o.dead_ms.is_none())
+        {
             return Ok(());
         }
         let now = unix_ms();
@@ -684,6 +720,7 @@ fn enter_roster(store: &Store, settings: &Settings, founder: bool) -> Result<(),
             id: settings.member_id,
             addr: settings.addr,
             joined_ms,
+            dead_ms: None,
         })
     })
 }

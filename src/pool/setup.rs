@@ -49,6 +49,16 @@ pub enum SetupError {
     Alive(u64),
     #[error("member {0:016x} is not on the roster")]
     NotOnRoster(u64),
+    #[error(
+        "member {id:016x} is {state} as this member sees it; only a member that is down can be \
+         marked dead"
+    )]
+    Reachable { id: u64, state: String },
+    #[error(
+        "the pool status is {0} s old: is `drover serve` running? A member can be marked dead \
+         only on a running member that sees it down"
+    )]
+    StaleStatus(u64),
     #[error("a rekey is in progress until its old key retires; wait for it to end")]
     RekeyPending,
     #[error(
@@ -171,6 +181,46 @@ pub fn forget(store: &Store, state: &Path, id: &str) -> Result<u64, SetupError> 
         }
     }
     if !store.write(|w| w.delete::<PoolMember>(&PoolMember::key_of(id)))? {
+        return Err(SetupError::NotOnRoster(id));
+    }
+    Ok(id)
+}
+
+/// `pool mark-dead ID`: declares member `id` dead at `now_ms` (its running incarnation, and
+/// any that started before), so that the members in sight of each other without it form a
+/// majority (`pool::floating`): in a pool of two, the survivor takes the service address.
+/// Refused for this member, for one off the roster, and unless the running server's status
+/// (at most a few status periods old) shows it down. Returns its id.
+pub fn mark_dead(store: &Store, state: &Path, id: &str, now_ms: u64) -> Result<u64, SetupError> {
+    let id = u64::from_str_radix(id.trim(), 16).map_err(|_| SetupError::BadId(id.to_string()))?;
+    if id == store.member() {
+        return Err(SetupError::ThisMember);
+    }
+    let (status, stale) = self::status(state, now_ms)?;
+    if let Some(age) = stale {
+        return Err(SetupError::StaleStatus(age));
+    }
+    // The newest incarnation the status shows decides.
+    let seen = status
+        .members
+        .iter()
+        .filter(|m| m.id == id)
+        .max_by_key(|m| m.epoch);
+    if let Some(m) = seen.filter(|m| matches!(m.state.as_str(), "alive" | "suspect")) {
+        return Err(SetupError::Reachable {
+            id,
+            state: m.state.clone(),
+        });
+    }
+    let marked = store.write(|w| -> Result<bool, StoreError> {
+        let Some(mut row) = w.get::<PoolMember>(&PoolMember::key_of(id))? else {
+            return Ok(false);
+        };
+        row.dead_ms = Some(now_ms);
+        w.put(&row)?;
+        Ok(true)
+    })?;
+    if !marked {
         return Err(SetupError::NotOnRoster(id));
     }
     Ok(id)

@@ -277,6 +277,8 @@ mod tests {
                 },
             ],
             nfs_clients: Some(3),
+            holds_service_address: false,
+            nfs_known: None,
             blobs: 2,
             blob_bytes: 20 << 20,
             newest_own: None,

@@ -19,13 +19,15 @@
 //!
 //! Input from peers is checked ([`Summary::check`]): an entry with too many services or too
 //! long strings is dropped, a table longer than [`MAX_MEMBERS`] is cut. A key holder could
-//! still publish a false summary in another member's name; summaries inform the admin and
-//! drive nothing.
+//! still publish a false summary in another member's name; summaries inform the admin, and
+//! drive only which member keeps the floating service address (`pool::floating`), which a key
+//! holder can disturb anyway.
 //!
 //! Pure: no I/O, no clock (`now_ms` is any monotonic milliseconds the caller chooses).
 //! Not here: gathering the facts (`pool::facts`, `pool::tick`), the transport
 //! (`pool::replication`), membership health (foca's view, in `pool::tick`'s status).
 
+use crate::nfs::state::Reclaimers;
 use crate::store::Version;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -41,6 +43,8 @@ pub const MAX_ADDRS: usize = 16;
 pub const MAX_WRITERS: usize = 1024;
 /// Longest name (service names, the version string), in bytes.
 pub const MAX_NAME: usize = 64;
+/// Most NFS clients in `Summary::nfs_known`.
+pub const MAX_KNOWN: usize = 4096;
 
 /// One member's word about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +72,14 @@ pub struct Summary {
     /// NFSv4 clients it holds state for, if it serves NFS.
     #[serde(default)]
     pub nfs_clients: Option<u64>,
+    /// It holds the pool's floating service address (`pool::floating` keeps it there while
+    /// it says so: the address is sticky).
+    #[serde(default)]
+    pub holds_service_address: bool,
+    /// While it holds the service address: its NFS clients, which may reclaim their state
+    /// from the member that takes the address over (at most [`MAX_KNOWN`]).
+    #[serde(default)]
+    pub nfs_known: Option<Reclaimers>,
     /// Image files (content-addressed blobs) it has, and their bytes.
     #[serde(default)]
     pub blobs: u64,
@@ -120,6 +132,8 @@ pub enum Refused {
     NameTooLong,
     #[error("a version vector of more than {MAX_WRITERS} writers")]
     TooManyWriters,
+    #[error("more than {MAX_KNOWN} NFS clients")]
+    TooManyClients,
 }
 
 impl Summary {
@@ -136,6 +150,13 @@ impl Summary {
         }
         if self.has.len() > MAX_WRITERS {
             return Err(Refused::TooManyWriters);
+        }
+        if self
+            .nfs_known
+            .as_ref()
+            .is_some_and(|k| k.v41.len() > MAX_KNOWN)
+        {
+            return Err(Refused::TooManyClients);
         }
         Ok(())
     }
@@ -285,6 +306,8 @@ mod tests {
                 floating: false,
             }],
             nfs_clients: Some(2),
+            holds_service_address: false,
+            nfs_known: None,
             blobs: 4,
             blob_bytes: 1 << 20,
             newest_own: Some(Version {

@@ -25,14 +25,15 @@
 //! of shares, the floating address, health and lag (`shares`, `floating`, `report`),
 //! sockets, files, the store and the clock.
 
-use super::floating::{Decision, Floating, Seen};
+use super::floating::{Decision, Floating, Said, Seen, FRESH_MS};
 use super::membership::MemberId;
 use super::peers::Peers;
 use super::report::{self, Lag, Ledger};
 use super::shares::Shares;
 use super::status::{LayerCounts, MemberDetail, MemberStatus, ServiceAddress, Status};
-use super::summary::{DhcpShare, Service, Summary};
+use super::summary::{DhcpShare, Service, Summary, MAX_KNOWN};
 use crate::dhcp::Share;
+use crate::nfs::state::Reclaimers;
 use crate::store::model::PoolMember;
 use crate::store::Version;
 use std::collections::{BTreeMap, HashMap};
@@ -113,7 +114,7 @@ pub struct Report<'a> {
     /// answered without a copy.
     pub layers: (HashMap<SocketAddrV4, LayerCounts>, u64),
     /// NFS clients of this member, when it serves NFS.
-    pub nfs_clients: Option<u64>,
+    pub nfs_clients: Option<Arc<Reclaimers>>,
     pub uptime_secs: u64,
     /// Another member's summary and its age (ms), from the table of summaries.
     pub summary_of: &'a dyn Fn(u64) -> Option<(Summary, u64)>,
@@ -126,8 +127,13 @@ pub enum Action {
     Share(Arc<Share>),
     /// Hand DHCP and HTTP these live peers (only when they changed).
     Peers(Arc<Peers>),
-    /// The floating address decision, renewed every tick; `changed` when the holder moved.
-    Floating { decision: Decision, changed: bool },
+    /// The floating address decision, renewed every tick; `changed` when the holder moved;
+    /// `took` when this member takes the address now: whose NFS clients may reclaim.
+    Floating {
+        decision: Decision,
+        changed: bool,
+        took: Option<Reclaim>,
+    },
     /// Ship NFS layers to these members.
     LayerPeers(Vec<SocketAddrV4>),
     /// Count this off the async workers and call [`Tick::handle_counts`].
@@ -136,6 +142,19 @@ pub enum Action {
     Publish(Summary),
     /// Write the status file.
     Status(Box<Status>),
+}
+
+/// Who may reclaim NFS state after this member took the service address, from the last
+/// summary of the member that held it before (`Summary::nfs_known`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reclaim {
+    /// No other member held it since this one last did, as far as the summaries tell (the
+    /// pool's first holder): no grace period.
+    Nobody,
+    /// The previous holder's clients are not known: the whole grace period.
+    Unknown,
+    /// The previous holder's clients: the grace period ends once they all reclaimed.
+    Known(Reclaimers),
 }
 
 /// The core (see the module docs).
@@ -154,6 +173,11 @@ pub struct Tick {
     share: Arc<Share>,
     peers: Arc<Peers>,
     decision: Decision,
+    /// The live incarnations (id, epoch) `decision` was made with: while they are the same,
+    /// [`Tick::renew`] keeps it fresh.
+    decided_with: Vec<(u64, u64)>,
+    /// When this member last held the service address (unix ms).
+    last_held_ms: Option<u64>,
     /// The members and facts of the tick whose counts are awaited.
     pending: Option<(Vec<(MemberId, foca::State)>, Facts)>,
 }
@@ -183,6 +207,8 @@ impl Tick {
             share: Arc::new(Share::solo(me.id)),
             peers: Arc::default(),
             decision: Decision::default(),
+            decided_with: Vec::new(),
+            last_held_ms: None,
             pending: None,
             settings,
         }
@@ -209,13 +235,26 @@ impl Tick {
         }
     }
 
+    /// The floating address decision of the last tick, renewed until `now_ms` +
+    /// [`FRESH_MS`] if the live members are still those it was made with; `None` when they
+    /// changed (the shell then asks for a tick: a decision on an old view must go stale).
+    pub fn renew(&mut self, now_ms: u64, members: &[(MemberId, foca::State)]) -> Option<Decision> {
+        if alive_set(members) != self.decided_with || self.decision.fresh_until_ms.is_none() {
+            return None;
+        }
+        self.decision.fresh_until_ms = Some(now_ms.saturating_add(FRESH_MS));
+        Some(self.decision)
+    }
+
     /// First half of a tick: recomputes the DHCP share, the live peers and the floating
     /// address decision from `facts` and `members` (every member membership knows, with its
-    /// state), and asks for the counts.
+    /// state) and what each says of itself (`summary_of`: its summary and that summary's age
+    /// in ms), and asks for the counts.
     pub fn handle_facts(
         &mut self,
         now_ms: u64,
         members: &[(MemberId, foca::State)],
+        summary_of: &dyn Fn(u64) -> Option<(Summary, u64)>,
         facts: Facts,
     ) -> Vec<Action> {
         let me = self.settings.me;
@@ -234,13 +273,30 @@ impl Tick {
             .map(|id| Seen {
                 id: id.id,
                 epoch: id.epoch,
+                // Only this incarnation's word.
+                said: summary_of(id.id)
+                    .filter(|(s, _)| s.epoch == id.epoch)
+                    .map(|(s, age)| Said {
+                        at_ms: now_ms.saturating_sub(age),
+                        holds: s.holds_service_address,
+                    }),
             })
             .collect();
         let mut actions = Vec::new();
         let decision = self.floating.decide(&facts.roster, me.epoch, &seen, now_ms);
+        self.decided_with = alive_set(members);
         let changed = decision.holder != self.decision.holder;
+        let took = (decision.hold && !self.decision.hold)
+            .then(|| self.reclaim(now_ms, &facts.roster, summary_of));
+        if decision.hold {
+            self.last_held_ms = Some(now_ms);
+        }
         self.decision = decision;
-        actions.push(Action::Floating { decision, changed });
+        actions.push(Action::Floating {
+            decision,
+            changed,
+            took,
+        });
         let ids: Vec<u64> = alive.iter().map(|id| id.id).collect();
         let peers = Peers::live(me.id, &facts.roster, &ids);
         if *self.peers != peers {
@@ -260,6 +316,30 @@ impl Tick {
         }));
         self.pending = Some((members.to_vec(), facts));
         actions
+    }
+
+    /// Whose clients may reclaim after this member took the address at `now_ms`: those of the
+    /// other roster member that said most recently that it held it, unless this member held
+    /// it since.
+    fn reclaim(
+        &self,
+        now_ms: u64,
+        roster: &[PoolMember],
+        summary_of: &dyn Fn(u64) -> Option<(Summary, u64)>,
+    ) -> Reclaim {
+        let me = self.settings.me.id;
+        let previous = roster
+            .iter()
+            .filter(|r| r.id != me)
+            .filter_map(|r| summary_of(r.id))
+            .filter(|(s, _)| s.holds_service_address)
+            .map(|(s, age)| (now_ms.saturating_sub(age), s))
+            .max_by_key(|(at, _)| *at);
+        match previous {
+            None => Reclaim::Nobody,
+            Some((at, _)) if self.last_held_ms.is_some_and(|t| t >= at) => Reclaim::Nobody,
+            Some((_, s)) => s.nfs_known.map_or(Reclaim::Unknown, Reclaim::Known),
+        }
     }
 
     /// The start (unix seconds) of the DHCP recovery window this member is in at `now_ms`,
@@ -300,7 +380,14 @@ impl Tick {
             addresses: report.counts.owned.get(&me.id).copied().unwrap_or(0),
             leases: report.counts.leases,
         });
-        let nfs_clients = report.nfs_clients.filter(|_| serves("nfs"));
+        let known = report.nfs_clients.as_ref().filter(|_| serves("nfs"));
+        let nfs_clients = known.map(|k| k.v41.len() as u64 + k.v40);
+        let holds = self.decision.holds_at(now_ms);
+        // Only the holder's list matters (to its successor); a longer one than MAX_KNOWN is
+        // left out (the successor then waits out the whole grace period).
+        let nfs_known = known
+            .filter(|k| holds && k.v41.len() <= MAX_KNOWN)
+            .map(|k| (**k).clone());
         Summary {
             id: me.id,
             addr: me.addr,
@@ -311,6 +398,8 @@ impl Tick {
             dhcp,
             services,
             nfs_clients,
+            holds_service_address: holds,
+            nfs_known,
             blobs: report.counts.blobs.0,
             blob_bytes: report.counts.blobs.1,
             newest_own: facts.version_vector.get(&me.id).copied(),
@@ -413,6 +502,17 @@ impl Tick {
     }
 }
 
+/// The live incarnations among `members`, sorted.
+fn alive_set(members: &[(MemberId, foca::State)]) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = members
+        .iter()
+        .filter(|(_, s)| *s == foca::State::Alive)
+        .map(|(id, _)| (id.id, id.epoch))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,6 +533,7 @@ mod tests {
             id: m.id,
             addr: m.addr,
             joined_ms: 0,
+            dead_ms: None,
         };
         Facts {
             roster: vec![row(id(1)), row(id(2))],
@@ -478,7 +579,7 @@ mod tests {
         let mut core = Tick::new(settings, None, None);
         let alive = [(id(2), foca::State::Alive)];
         core.handle_event(T0, Event::Up(id(2)));
-        let first = core.handle_facts(T0, &alive, facts());
+        let first = core.handle_facts(T0, &alive, &|_| None, facts());
         // Member 2 just came into sight: wait for a pull from it.
         let waiting = share_of(&first).expect("the solo share changed");
         assert!(!waiting.in_roster);
@@ -500,11 +601,14 @@ mod tests {
         };
         core.handle_event(later, pulled);
         core.handle_event(later, Event::Heard(id(2).addr));
-        let second = core.handle_facts(later, &alive, facts());
+        let second = core.handle_facts(later, &alive, &|_| None, facts());
         let serving = share_of(&second).expect("the pull lets it serve");
         assert!(serving.in_roster && serving.majority());
         // An unchanged share is not handed out again.
-        assert_eq!(share_of(&core.handle_facts(later, &alive, facts())), None);
+        assert_eq!(
+            share_of(&core.handle_facts(later, &alive, &|_| None, facts())),
+            None
+        );
 
         let report = Report {
             counts: Counts {
@@ -514,7 +618,10 @@ mod tests {
             },
             unauthenticated: 3,
             layers: (HashMap::new(), 0),
-            nfs_clients: Some(2),
+            nfs_clients: Some(Arc::new(Reclaimers {
+                v41: vec![7, 8],
+                v40: 0,
+            })),
             uptime_secs: 9,
             summary_of: &|_| None,
         };
@@ -554,7 +661,7 @@ mod tests {
         let mut core = Tick::new(settings, None, None);
         core.handle_event(T0 + 5, Event::Down(id(2)));
         let members = [(id(2), foca::State::Down)];
-        let first = core.handle_facts(T0 + 10, &members, facts());
+        let first = core.handle_facts(T0 + 10, &members, &|_| None, facts());
         assert!(first.contains(&Action::LayerPeers(Vec::new())));
         let out = core.handle_counts(T0 + 10, nothing());
         let Some(Action::Status(status)) = out.last() else {
@@ -567,5 +674,79 @@ mod tests {
         );
         let vip = status.service_address.as_ref().expect("configured");
         assert!(!vip.here, "no majority without member 2");
+    }
+
+    fn took(actions: &[Action]) -> Option<Reclaim> {
+        actions.iter().find_map(|a| match a {
+            Action::Floating { took, .. } => took.clone(),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_takeover_names_the_previous_holders_clients() {
+        let settings = TickSettings {
+            me: id(1),
+            lease_time: 60,
+            service_address: Some(Ipv4Addr::new(10, 0, 0, 200)),
+            services: Vec::new(),
+        };
+        let roster = Facts {
+            roster: [1, 2, 3]
+                .map(|n| PoolMember {
+                    id: n,
+                    addr: id(n as u8).addr,
+                    joined_ms: 0,
+                    dead_ms: None,
+                })
+                .to_vec(),
+            ..Facts::default()
+        };
+        let word = |n: u8, holds: bool, known: Option<Reclaimers>| Summary {
+            id: u64::from(n),
+            addr: id(n).addr,
+            epoch: T0,
+            seq: 1,
+            version: String::new(),
+            uptime_secs: 0,
+            dhcp: None,
+            services: Vec::new(),
+            nfs_clients: None,
+            holds_service_address: holds,
+            nfs_known: known,
+            blobs: 0,
+            blob_bytes: 0,
+            newest_own: None,
+            has: Vec::new(),
+            feed_floor: 0,
+        };
+        let clients = Reclaimers {
+            v41: vec![11, 12],
+            v40: 0,
+        };
+        // Member 2 held the address and died; 3 is alive and does not hold it.
+        let (c, w2) = (clients.clone(), word(2, true, Some(clients.clone())));
+        let summaries = move |n: u64| match n {
+            2 => Some((w2.clone(), 4_000)),
+            3 => Some((word(3, false, None), 0)),
+            _ => None,
+        };
+        let alive = [(id(3), foca::State::Alive), (id(2), foca::State::Down)];
+        let mut core = Tick::new(settings.clone(), None, None);
+        let first = core.handle_facts(T0, &alive, &summaries, roster.clone());
+        assert_eq!(took(&first), None, "chosen, waiting");
+        let later = T0 + crate::pool::floating::take_after_ms(3);
+        let second = core.handle_facts(later, &alive, &summaries, roster.clone());
+        assert_eq!(took(&second), Some(Reclaim::Known(c)));
+        // Renewed while membership is unchanged; not once it changed.
+        assert!(core.renew(later + 100, &alive).is_some_and(|d| d.hold));
+        assert_eq!(core.renew(later + 200, &alive[1..]), None);
+
+        // Nobody ever said it held the address: the pool's first holder, no grace period.
+        let nobody = |n: u64| (n == 3).then(|| (word(3, false, None), 0));
+        let mut core = Tick::new(settings, None, None);
+        core.handle_facts(T0, &alive, &nobody, roster.clone());
+        let second = core.handle_facts(later, &alive, &nobody, roster);
+        assert_eq!(took(&second), Some(Reclaim::Nobody));
     }
 }

@@ -35,10 +35,12 @@ use crate::dhcp::Share;
 use crate::ipmi::cache::SessionCache;
 use crate::net::floating::Placement;
 use crate::net::Interface;
+use crate::nfs::state::Reclaimers;
 use crate::overrides::{self, Base};
 use crate::pool::compact::{self, Holders};
 use crate::pool::floating::Decision;
 use crate::pool::peers::Peers;
+use crate::pool::tick::Reclaim;
 use crate::store::model::Network;
 use crate::store::{SharedView, Store};
 use crate::timeline::{Recorder, Writer};
@@ -175,8 +177,13 @@ struct Links {
     floating: (watch::Sender<Decision>, watch::Receiver<Decision>),
     /// ... and says whether it holds it.
     held: (watch::Sender<bool>, watch::Receiver<bool>),
-    /// How many clients the NFS server has, for the pool's summary of this member.
-    nfs_clients: (watch::Sender<usize>, watch::Receiver<usize>),
+    /// The NFS server's clients, for the pool's summary of this member.
+    nfs_clients: (
+        watch::Sender<Arc<Reclaimers>>,
+        watch::Receiver<Arc<Reclaimers>>,
+    ),
+    /// Whose NFS clients may reclaim after this member took the service address.
+    took: (watch::Sender<Reclaim>, watch::Receiver<Reclaim>),
     /// What the other live members have, for change-feed compaction: nobody else outside a
     /// pool; in one, unknown until the pool task says.
     holders: (watch::Sender<Holders>, watch::Receiver<Holders>),
@@ -212,7 +219,8 @@ impl Context {
                 None => Decision::solo(store.member()),
             }),
             held: watch::channel(false),
-            nfs_clients: watch::channel(0),
+            nfs_clients: watch::channel(Arc::default()),
+            took: watch::channel(Reclaim::Unknown),
             holders: watch::channel(match settings.pool {
                 Some(_) => Holders::unknown(),
                 None => Holders::default(),
@@ -408,6 +416,7 @@ async fn start_nfs(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
     if ctx.placement.is_some() && !s.grace.is_zero() {
         let (server, grace, token) = (server.clone(), s.grace, ctx.shutdown.clone());
         let (mut held, decisions) = (ctx.links.held.1.clone(), ctx.links.floating.1.clone());
+        let mut took = ctx.links.took.1.clone();
         spawn(tasks, "nfs grace".into(), "NFS grace", async move {
             loop {
                 tokio::select! {
@@ -417,12 +426,34 @@ async fn start_nfs(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
                 // Alone (outside a pool) nobody else held the address: the start-up rule
                 // (a grace period if the last run had clients) already applies.
                 let solo = decisions.borrow().fresh_until_ms.is_none();
-                if *held.borrow_and_update() && !solo {
+                if !*held.borrow_and_update() || solo {
+                    continue;
+                }
+                let now = std::time::Instant::now();
+                // The pool says whose clients may reclaim with each decision that takes the
+                // address; the address coming back without one (it lapsed for a moment) finds
+                // this member's own clients still here.
+                let fresh = took.has_changed().unwrap_or(false);
+                let took = took.borrow_and_update().clone();
+                let expected = match took {
+                    _ if !fresh => continue,
+                    Reclaim::Nobody => {
+                        tracing::info!(
+                            "NFS: no grace period: no other member held the service address before"
+                        );
+                        continue;
+                    }
+                    Reclaim::Unknown => None,
+                    Reclaim::Known(r) => Some(r),
+                };
+                if server.begin_grace(now, now + grace, expected.as_ref()) {
                     tracing::info!(
                         secs = grace.as_secs(),
-                        "NFS: grace period: clients of the service address's previous holder may reclaim their state"
+                        known = ?expected.as_ref().map(|r| r.v41.len() as u64 + r.v40),
+                        "NFS: grace period: clients of the service address's previous holder may reclaim their state (it ends early once all known 4.1 clients did)"
                     );
-                    server.begin_grace(std::time::Instant::now() + grace);
+                } else {
+                    tracing::info!("NFS: no grace period: the service address's previous holder had no clients");
                 }
             }
             // Only the shutdown ends this task.
@@ -469,6 +500,7 @@ async fn start_pool(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
             .is_some()
             .then(|| ctx.links.nfs_clients.1.clone()),
         holders: ctx.links.holders.0.clone(),
+        took: ctx.links.took.0.clone(),
     };
     let (dir, store) = (ctx.state_dir.clone(), ctx.store.clone());
     let run = crate::pool::serve::run(dir, s.clone(), store, links, ctx.shutdown.clone());

@@ -1069,6 +1069,11 @@ pub struct PoolMember {
     /// When it joined (unix ms). A member owns addresses only once its row is
     /// [`PoolMember::SETTLE_MS`] old, so that every member has it by then.
     pub joined_ms: u64,
+    /// When an admin declared it dead (`drover pool mark-dead`, unix ms): its incarnations
+    /// that started before then neither vote nor hold the service address
+    /// (`pool::floating`); a restart after it makes the member count again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_ms: Option<u64>,
 }
 
 impl PoolMember {
@@ -1081,6 +1086,11 @@ impl PoolMember {
 
     pub fn settled(&self, now_ms: u64) -> bool {
         now_ms >= self.joined_ms.saturating_add(Self::SETTLE_MS)
+    }
+
+    /// Whether its incarnation that started at `epoch` (unix ms) was declared dead.
+    pub fn marked_dead(&self, epoch: u64) -> bool {
+        self.dead_ms.is_some_and(|t| epoch <= t)
     }
 
     /// How much longer than [`PoolMember::SETTLE_MS`] the member itself waits before it hands

@@ -618,6 +618,8 @@ pub(super) fn reclaim_complete(cx: &mut Ctx) -> Result<Res, Nfs4Status> {
         return Err(Nfs4Status::CompleteAlready);
     }
     c.reclaim_complete = true;
+    let owner = c.owner.clone();
+    st.reclaimed(&owner);
     Ok(Res::Empty)
 }
 
