@@ -367,9 +367,8 @@ pub struct Nfs {
     /// Slots per NFSv4.1 session.
     pub max_slots: u32,
     /// Whether OPEN grants read delegations to clients whose callback path works (a 4.0
-    /// callback address that answers CB_NULL, a 4.1 back channel). Off by default: with it
-    /// on, the Linux client of the qemu_nfs battery stalls on its 4.1 mount after the 4.0
-    /// part (no RPC is sent); on only where that battery passes.
+    /// callback address that answers CB_NULL, a 4.1 back channel). Off by default until the
+    /// Linux client's battery (qemu_nfs, 4.0 to 4.2) has passed with it on.
     pub delegations: bool,
 }
 
