@@ -153,6 +153,23 @@ for i in $(seq "$MEMBERS"); do
     --state-dir "$work/m$i/state" serve --interface eth0 --config "$work/drover.toml"
   MEMBER_PIDS+=("$BG_PID")
 done
+# Every member must own its DHCP address share before the storm: one that does not yet see
+# the whole roster (and a majority of it) serves nobody, and a storm started then is one
+# member's storm, whatever --members says.
+if [ "$MEMBERS" -gt 1 ]; then
+  for i in $(seq "$MEMBERS"); do
+    deadline=$((SECONDS + 300))
+    until [ "$("$drover" --state-dir "$work/m$i/state" pool status --json 2>/dev/null |
+      python3 -c 'import json, sys
+s = json.load(sys.stdin)
+print(len(s.get("roster", [])) if s.get("majority") else 0)' 2>/dev/null)" = "$MEMBERS" ]; do
+      alive "${MEMBER_PIDS[$((i - 1))]}" || die "member $i exited: $(tail -2 "$work/m$i/server.log")"
+      [ "$SECONDS" -lt "$deadline" ] || die "member $i does not see a roster of $MEMBERS after 300 s"
+      sleep 1
+    done
+  done
+  log "every member owns a DHCP address share"
+fi
 # Every member must serve the whole image before the storm (the others pull it from member 1;
 # a member that has the image's record but not yet all its chunks answers 500): a full GET
 # from each, which must deliver the same byte count as member 1's.

@@ -690,6 +690,14 @@ fn every_endpoint_names_the_bad_field() {
             400,
             Some("user"),
         ),
+        // pool
+        (
+            "POST",
+            "/api/v1/pool/members/not-hex/mark-dead",
+            None,
+            400,
+            Some("id"),
+        ),
         // no such endpoint
         ("GET", "/api/v1/nothing", None, 404, None),
     ];
@@ -700,6 +708,8 @@ fn every_endpoint_names_the_bad_field() {
             format!("/api/v1/{}/{{name}}", segs[3])
         } else if segs.len() == 6 {
             format!("/api/v1/{}/{{name}}/{}", segs[3], segs[5])
+        } else if segs.len() == 7 && segs[3] == "pool" {
+            format!("/api/v1/pool/{}/{{id}}/{}", segs[4], segs[6])
         } else {
             path.to_string()
         }

@@ -35,7 +35,7 @@ fn serve() -> Server {
     export_open_dir(&drover, "t", &export, "127.0.0.0/29");
     let port = common::api::free_port();
     let section = format!(
-        "[nfs]\nenabled = true\nport = {port}\ngrace-secs = 0\nlease-secs = {LEASE_SECS}\n"
+        "[nfs]\nenabled = true\nport = {port}\ngrace-secs = 0\nlease-secs = {LEASE_SECS}\ndelegations = true\n"
     );
     drover.serve_with(None, "lo", &config_only(&[], &section));
     Server {

@@ -702,14 +702,14 @@ impl Client {
                 if flags & 2 == 0 {
                     s.u32(0); // AUTH_NONE
                 } else {
-                    s.u32(1); // AUTH_SYS, as Linux offers it
-                    let mut sys = Ops::new();
-                    sys.u32(0);
-                    sys.opaque(b"client");
+                    // AUTH_SYS as Linux offers it: the authsys_parms struct inline (stamp,
+                    // machine name, uid, gid, no groups), not wrapped in an opaque.
+                    s.u32(1);
+                    s.u32(0);
+                    s.opaque(b"client");
                     for v in [0, 0, 0] {
-                        sys.u32(v);
+                        s.u32(v);
                     }
-                    s.opaque(&sys.buf);
                 }
             }),
         )?;

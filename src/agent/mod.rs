@@ -646,8 +646,7 @@ fn swarm_root(con: &mut Console, p: &BootParams, sink: &mut dyn RootSink) -> Opt
         con.say(format_args!("swarm: report: {e}"));
     }
     Some(Fetched {
-        // `cmdline::parse` refuses a command line without servers.
-        server: p.servers[0].clone(),
+        server: plan.server,
         bytes: plan.manifest.size,
         detail,
     })

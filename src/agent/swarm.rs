@@ -55,6 +55,8 @@ pub enum SwarmError {
 pub struct Plan {
     pub blob: String,
     pub manifest: Manifest,
+    /// The member that answered: the node's server from now on (boot events, node files).
+    pub server: ServerUrl,
 }
 
 /// What a download did.
@@ -99,7 +101,11 @@ fn fetch_manifest(server: &ServerUrl, path: &str) -> Result<Plan, String> {
     let mut bytes = Vec::new();
     body.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
     let manifest = Manifest::decode(&bytes).map_err(|e| e.to_string())?;
-    Ok(Plan { blob, manifest })
+    Ok(Plan {
+        blob,
+        manifest,
+        server: server.clone(),
+    })
 }
 
 /// Announces to every member that this node holds `blob` and seeds it on `port`; returns the

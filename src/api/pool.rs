@@ -53,14 +53,17 @@ pub async fn mark_dead(
     let id = api
         .blocking(move |store| {
             setup::mark_dead(store, &dir, &id, now_ms).map_err(|e| {
-                let code = match &e {
-                    SetupError::BadId(_) | SetupError::ThisMember => StatusCode::BAD_REQUEST,
-                    SetupError::NotOnRoster(_) => StatusCode::NOT_FOUND,
-                    SetupError::Reachable { .. } => StatusCode::CONFLICT,
-                    SetupError::NoKey(_) | SetupError::NotInPool(_) => StatusCode::NOT_FOUND,
-                    _ => StatusCode::SERVICE_UNAVAILABLE,
+                let (code, field) = match &e {
+                    SetupError::BadId(_) => (StatusCode::BAD_REQUEST, Some("id")),
+                    SetupError::ThisMember => (StatusCode::BAD_REQUEST, None),
+                    SetupError::NotOnRoster(_) => (StatusCode::NOT_FOUND, None),
+                    SetupError::Reachable { .. } => (StatusCode::CONFLICT, None),
+                    SetupError::NoKey(_) | SetupError::NotInPool(_) => {
+                        (StatusCode::NOT_FOUND, None)
+                    }
+                    _ => (StatusCode::SERVICE_UNAVAILABLE, None),
                 };
-                ApiError::new(code, None, e.to_string())
+                ApiError::new(code, field, e.to_string())
             })
         })
         .await?;

@@ -270,6 +270,22 @@ mod tests {
         boot_script(&node(), image, None, servers, &Also::default(), 2049, None)
     }
 
+    /// An image that boots drover's agent (an initramfs and a root image), swarm on.
+    fn agent_image(root: RootMode) -> Image {
+        Image {
+            name: "img".into(),
+            kernel: file(),
+            initrd: None,
+            cmdline: String::new(),
+            rootfs: Some(file()),
+            initramfs: Some(file()),
+            root,
+            persistent: Vec::new(),
+            versions: Vec::new(),
+            swarm: true,
+        }
+    }
+
     fn node() -> Node {
         Node {
             name: "n1".into(),
@@ -314,18 +330,7 @@ mod tests {
 
     #[test]
     fn ram_root_images_boot_the_agent_with_its_parameters() {
-        let image = Image {
-            name: "img".into(),
-            kernel: file(),
-            initrd: None,
-            cmdline: String::new(),
-            rootfs: Some(file()),
-            initramfs: Some(file()),
-            root: Default::default(),
-            persistent: Vec::new(),
-            versions: Vec::new(),
-            swarm: true,
-        };
+        let image = agent_image(RootMode::Ram);
         let s = script(&image, &["http://10.0.0.1".to_string()]);
         assert!(s.contains("initrd=initramfs drover.node=n1"), "{s}");
         assert!(s.contains("drover.ip=${ip} drover.netmask=${netmask}"));
@@ -340,18 +345,7 @@ mod tests {
 
     #[test]
     fn swarm_off_goes_on_the_line_the_node_first() {
-        let mut image = Image {
-            name: "img".into(),
-            kernel: file(),
-            initrd: None,
-            cmdline: String::new(),
-            rootfs: Some(file()),
-            initramfs: Some(file()),
-            root: RootMode::Ram,
-            persistent: Vec::new(),
-            versions: Vec::new(),
-            swarm: true,
-        };
+        let mut image = agent_image(RootMode::Ram);
         let servers = ["http://10.0.0.1".to_string()];
         let with = |n: &Node, image: &Image| {
             boot_script(n, image, None, &servers, &Also::default(), 2049, None)
@@ -374,16 +368,8 @@ mod tests {
     #[test]
     fn nfs_root_passes_the_server_and_follows_node_then_image() {
         let mut image = Image {
-            name: "img".into(),
-            kernel: file(),
-            initrd: None,
-            cmdline: String::new(),
-            rootfs: Some(file()),
-            initramfs: Some(file()),
-            root: RootMode::Nfs,
             persistent: vec!["/var/log".into()],
-            versions: Vec::new(),
-            swarm: true,
+            ..agent_image(RootMode::Nfs)
         };
         let servers = ["http://10.0.0.1:8080".to_string()];
         let s = script(&image, &servers);
@@ -442,18 +428,7 @@ mod tests {
 
     #[test]
     fn pool_members_are_fallbacks_for_every_fetch_and_service() {
-        let image = Image {
-            name: "img".into(),
-            kernel: file(),
-            initrd: None,
-            cmdline: String::new(),
-            rootfs: Some(file()),
-            initramfs: Some(file()),
-            root: Default::default(),
-            persistent: Vec::new(),
-            versions: Vec::new(),
-            swarm: true,
-        };
+        let image = agent_image(RootMode::Ram);
         let servers = ["http://10.0.0.2", "http://10.0.0.1", "http://10.0.0.3"].map(String::from);
         let also = Also {
             dns: vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 3)],

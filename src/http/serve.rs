@@ -274,17 +274,16 @@ async fn image_file(
     headers: HeaderMap,
     extensions: axum::http::Extensions,
 ) -> Response {
-    if file == MANIFEST_FILE {
-        return rootfs_manifest(&s, &name).await;
-    }
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    // A download from the start is a boot step of the node at the client's address.
+    // A download from the start is a boot step of the node at the client's address; so is
+    // the manifest, which starts the swarm download of the root tarball.
     let from_start = range.is_none_or(|r| r.trim().starts_with("bytes=0-"));
-    let found = find_image_file(&s, &name, &file);
+    let manifest = file == MANIFEST_FILE;
+    let found = find_image_file(&s, &name, if manifest { "rootfs.tar" } else { &file });
     let stage = match file.as_str() {
         "kernel" => Some(BootStage::Kernel),
         "initrd" | "initramfs" => Some(BootStage::Initrd),
-        "rootfs.tar" => Some(BootStage::Rootfs),
+        "rootfs.tar" | MANIFEST_FILE => Some(BootStage::Rootfs),
         _ => None,
     };
     if let (Some(api), Some(ip), Some(stage), true) = (
@@ -295,6 +294,9 @@ async fn image_file(
     ) {
         api.boot_events
             .record_addr(ip, stage, "http", format!("{name}/{file}"));
+    }
+    if manifest {
+        return rootfs_manifest(&s, &name).await;
     }
     let Some(found) = found else {
         return text(

@@ -655,8 +655,9 @@ impl ChannelAttrs {
 pub const MAX_NETID: usize = 16;
 /// Longest callback universal address (`r_addr`, e.g. an IPv6 address and port) accepted.
 pub const MAX_UADDR: usize = 64;
-/// Longest AUTH_SYS body accepted in callback security parameters (RFC 5531's limit).
-const MAX_AUTH_BODY: usize = 400;
+/// `authsys_parms` limits (RFC 5531 §8.2): the machine name and the supplementary groups.
+const MAX_MACHINE_NAME: usize = 255;
+const MAX_AUTH_GIDS: usize = 16;
 
 /// SETCLIENTID's callback (`cb_client4` and `callback_ident`): where a 4.0 client takes
 /// calls of program `program`.
@@ -694,7 +695,21 @@ impl Callback41 {
             let flavor = r.u32()?;
             let body = match flavor {
                 0 => Vec::new(),
-                1 => r.opaque(MAX_AUTH_BODY)?.to_vec(),
+                // `authsys_parms` is a struct in this union, not an opaque (RFC 8881
+                // §18.36.1): kept as its XDR, which is the body of the callbacks' AUTH_SYS
+                // credential.
+                1 => {
+                    let from = r.rest();
+                    let before = r.remaining();
+                    r.u32()?; // stamp
+                    r.opaque(MAX_MACHINE_NAME)?;
+                    r.u32()?; // uid
+                    r.u32()?; // gid
+                    for _ in 0..r.count(MAX_AUTH_GIDS, 4)? {
+                        r.u32()?;
+                    }
+                    from[..before - r.remaining()].to_vec()
+                }
                 6 => {
                     r.u32()?;
                     r.opaque(MAX_OPAQUE)?;

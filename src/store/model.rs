@@ -802,7 +802,7 @@ pub enum BootStage {
     Kernel,
     /// The image's initrd or drover's initramfs.
     Initrd,
-    /// The root filesystem tarball (RAM root).
+    /// The root filesystem tarball, or its manifest for a swarm download (RAM root).
     Rootfs,
     /// drover's agent runs and has its network up.
     Agent,
