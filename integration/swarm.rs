@@ -134,8 +134,17 @@ fn manifest_tracker_reports_and_switches() {
         (status, peers(&body)),
         (200, vec!["127.0.0.1:7171".to_string()])
     );
-    let (_, body) = announce(&s, "127.0.0.1", MAC1, &blob);
-    assert_eq!(peers(&body), vec!["127.0.0.2:7171".to_string()]);
+    // n2 counts as a peer once the server's view (refreshed from the store every 250 ms)
+    // has its reservation.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, body) = announce(&s, "127.0.0.1", MAC1, &blob);
+        if peers(&body) == vec!["127.0.0.2:7171".to_string()] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "n1 never hears of n2: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let (status, body) = post_from(&s, "127.0.0.1", &format!("/boot/{MAC1}/swarm"), "{}");
     assert_eq!(status, 400, "{body}");
 
