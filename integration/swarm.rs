@@ -142,7 +142,10 @@ fn manifest_tracker_reports_and_switches() {
         if peers(&body) == vec!["127.0.0.2:7171".to_string()] {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "n1 never hears of n2: {body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "n1 never hears of n2: {body}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let (status, body) = post_from(&s, "127.0.0.1", &format!("/boot/{MAC1}/swarm"), "{}");

@@ -483,14 +483,14 @@ fn session41_as(
             attrs(w);
             w.u32(0x40000000);
             w.u32(1);
-            w.u32(1); // AUTH_SYS
-            let mut sys = Writer::new();
-            sys.u32(0);
-            sys.opaque(b"client");
-            sys.u32(0);
-            sys.u32(0);
-            sys.u32(0);
-            w.opaque(&sys.buf);
+            // AUTH_SYS: authsys_parms inline (stamp, machine name, uid, gid, no groups), as
+            // Linux sends it.
+            w.u32(1);
+            w.u32(0);
+            w.opaque(b"client");
+            w.u32(0);
+            w.u32(0);
+            w.u32(0);
         }),
     );
     assert_eq!(st, Nfs4Status::Ok);
