@@ -100,8 +100,17 @@ fn manifest_tracker_reports_and_switches() {
     let image = s.request("GET", "/api/v1/images/fs", &t, None).json();
     assert_eq!(image["swarm"], true, "{image}");
     let blob = image["rootfs"]["blob"].as_str().unwrap().to_string();
-    let (status, head, manifest) = http_get_bytes(s.port, "/images/fs/rootfs.manifest", None);
-    assert_eq!(status, 200, "{head}");
+    // The boot path reads the server's view, refreshed from the store every 250 ms: the image
+    // and nodes were added a moment ago.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (head, manifest) = loop {
+        let (status, head, manifest) = http_get_bytes(s.port, "/images/fs/rootfs.manifest", None);
+        if status == 200 {
+            break (head, manifest);
+        }
+        assert!(std::time::Instant::now() < deadline, "{head}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     assert!(
         head.to_ascii_lowercase()
             .contains(&format!("x-drover-blob: {blob}")),
@@ -129,25 +138,25 @@ fn manifest_tracker_reports_and_switches() {
     assert_eq!(status, 403, "n1 announced from n2's address: {body}");
     let (status, body) = announce(&s, "127.0.0.1", MAC1, &blob);
     assert_eq!((status, peers(&body)), (200, vec![]), "{body}");
-    let (status, body) = announce(&s, "127.0.0.2", MAC2, &blob);
-    assert_eq!(
-        (status, peers(&body)),
-        (200, vec!["127.0.0.1:7171".to_string()])
-    );
-    // n2 counts as a peer once the server's view (refreshed from the store every 250 ms)
-    // has its reservation.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (_, body) = announce(&s, "127.0.0.1", MAC1, &blob);
-        if peers(&body) == vec!["127.0.0.2:7171".to_string()] {
-            break;
+    // A holder counts as a peer once the server's view (refreshed from the store every
+    // 250 ms) has its reservation: the nodes were added a moment ago.
+    let hears = |ip: &str, mac: &str, want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (status, body) = announce(&s, ip, mac, &blob);
+            assert_eq!(status, 200, "{body}");
+            if peers(&body) == vec![want.to_string()] {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{ip} never hears of {want}: {body}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "n1 never hears of n2: {body}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    };
+    hears("127.0.0.2", MAC2, "127.0.0.1:7171");
+    hears("127.0.0.1", MAC1, "127.0.0.2:7171");
     let (status, body) = post_from(&s, "127.0.0.1", &format!("/boot/{MAC1}/swarm"), "{}");
     assert_eq!(status, 400, "{body}");
 
