@@ -9,7 +9,7 @@
 mod common;
 
 use common::api::{ApiServer, Reply};
-use common::{http_get_bytes, noise};
+use common::{http_get_bytes, noise, wait_until};
 use std::io::{Read, Write};
 
 const MAC1: &str = "52:54:00:5a:00:01";
@@ -102,15 +102,13 @@ fn manifest_tracker_reports_and_switches() {
     let blob = image["rootfs"]["blob"].as_str().unwrap().to_string();
     // The boot path reads the server's view, refreshed from the store every 250 ms: the image
     // and nodes were added a moment ago.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let (head, manifest) = loop {
-        let (status, head, manifest) = http_get_bytes(s.port, "/images/fs/rootfs.manifest", None);
-        if status == 200 {
-            break (head, manifest);
-        }
-        assert!(std::time::Instant::now() < deadline, "{head}");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    };
+    let (mut head, mut manifest) = (String::new(), Vec::new());
+    let served = wait_until(std::time::Duration::from_secs(10), || {
+        let status;
+        (status, head, manifest) = http_get_bytes(s.port, "/images/fs/rootfs.manifest", None);
+        status == 200
+    });
+    assert!(served, "{head}");
     assert!(
         head.to_ascii_lowercase()
             .contains(&format!("x-drover-blob: {blob}")),
@@ -141,19 +139,14 @@ fn manifest_tracker_reports_and_switches() {
     // A holder counts as a peer once the server's view (refreshed from the store every
     // 250 ms) has its reservation: the nodes were added a moment ago.
     let hears = |ip: &str, mac: &str, want: &str| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let (status, body) = announce(&s, ip, mac, &blob);
+        let mut body = String::new();
+        let heard = wait_until(std::time::Duration::from_secs(10), || {
+            let status;
+            (status, body) = announce(&s, ip, mac, &blob);
             assert_eq!(status, 200, "{body}");
-            if peers(&body) == vec![want.to_string()] {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{ip} never hears of {want}: {body}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
+            peers(&body) == vec![want.to_string()]
+        });
+        assert!(heard, "{ip} never hears of {want}: {body}");
     };
     hears("127.0.0.2", MAC2, "127.0.0.1:7171");
     hears("127.0.0.1", MAC1, "127.0.0.2:7171");
