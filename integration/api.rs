@@ -101,6 +101,17 @@ fn unauthenticated_and_wrong_credentials_are_refused_everywhere_but_the_boot_pat
     let bearer = format!("Bearer {token}");
     let r = s.request("GET", "/api/v1/nodes", &[("Authorization", &bearer)], None);
     assert_eq!(r.status, 200, "{}", r.body);
+    // The API's health names the retried faults, which the page shows when above 0.
+    let health = s
+        .request("GET", "/api/v1/health", &[("Authorization", &bearer)], None)
+        .json();
+    for fault in [
+        "view_refresh_errors",
+        "ra_receive_errors",
+        "feed_compaction_errors",
+    ] {
+        assert_eq!(health["faults"][fault], 0, "{fault}: {health}");
+    }
     s.d.cli_ok(&["token", "rm", "ci"]);
     let r = s.request("GET", "/api/v1/nodes", &[("Authorization", &bearer)], None);
     assert_eq!(r.status, 401);

@@ -389,3 +389,121 @@ fn dev_agent_against_ganesha() {
     eprintln!("{events}");
     assert!(events.starts_with("n1: up"), "{events}");
 }
+
+/// The sum of `drover_service_events_total{service="nfs",...,event="EVENT"}` over interfaces.
+fn nfs_event(metrics: &str, event: &str) -> u64 {
+    let tail = format!("event=\"{event}\"}} ");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("drover_service_events_total{service=\"nfs\""))
+        .filter_map(|l| {
+            l.split_once(&tail)
+                .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// The bench of issue 14 (`bench/nfs-deleg.sh` runs it): one NFS-root boot of n1 with read
+/// delegations off and on, in alternating order for `DROVER_BENCH_ROUNDS` rounds (default
+/// 2), each on a fresh server and namespace. Prints, per boot, the time from QEMU's start to
+/// the image's `DROVER-NFSROOT-OK`, the COMPOUNDs and operations the server answered (from
+/// /metrics) and the delegations the node's client held at the end (`nfs clients`), then a
+/// markdown table of the medians. Asserts only that delegations were granted when on and
+/// never when off.
+#[test]
+#[ignore = "bench: run it through bench/nfs-deleg.sh"]
+fn bench_delegations() {
+    let rounds: usize = std::env::var("DROVER_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    // (delegations, seconds to marker, compounds, ops, delegations held)
+    let mut runs: Vec<(bool, f64, u64, u64, u64)> = Vec::new();
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for deleg in order {
+            let mut d = DroverLab::new(if deleg { "deleg-on" } else { "deleg-off" });
+            add_nfsroot_image(&d);
+            d.add_node(N1.0, N1.1, N1.2, "nfsroot");
+            let token = d
+                .drover
+                .cli_ok(&["token", "create", "--name", "bench"])
+                .split_whitespace()
+                .last()
+                .expect("a token")
+                .to_string();
+            let config = format!("[nfs]\nenabled = true\ndelegations = {deleg}\n");
+            d.drover.serve_with(Some(&d.lab.ns), BRIDGE, &config);
+            let mut vm = d.boot(&format!("n1-deleg-{deleg}-{round}"), Firmware::Bios, N1.1);
+            let at = vm.wait_serial("DROVER-NFSROOT-OK", BOOT_TIMEOUT);
+            vm.wait_serial("DROVER-NFSROOT-AFTER", RUN_TIMEOUT);
+            vm.wait_exit(RUN_TIMEOUT);
+            let out = d
+                .lab
+                .ns
+                .cmd("curl")
+                .args(["-sS", "-H"])
+                .arg(format!("Authorization: Bearer {token}"))
+                .arg(format!("http://{SERVER_IP}/metrics"))
+                .output()
+                .expect("curl");
+            let metrics = String::from_utf8_lossy(&out.stdout).to_string();
+            let ops = ["ops_read", "ops_write", "ops_meta", "ops_state"]
+                .iter()
+                .map(|e| nfs_event(&metrics, e))
+                .sum();
+            // The status file behind `nfs clients` is rewritten every few seconds; the
+            // client's lease outlasts the wait.
+            let mut held = 0;
+            let _ = wait_until(Duration::from_secs(10), || {
+                let clients: serde_json::Value =
+                    serde_json::from_str(&d.drover.cli_ok(&["nfs", "clients", "--json"]))
+                        .unwrap_or_default();
+                held = clients["clients"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|c| c["delegations"].as_u64()).sum())
+                    .unwrap_or(0);
+                held > 0
+            });
+            let row = (
+                deleg,
+                at.as_secs_f64(),
+                nfs_event(&metrics, "calls_compound"),
+                ops,
+                held,
+            );
+            eprintln!("NFSDELEG round={round} {row:?}");
+            runs.push(row);
+        }
+    }
+    let median = |deleg: bool, pick: fn(&(bool, f64, u64, u64, u64)) -> f64| {
+        let mut v: Vec<f64> = runs.iter().filter(|r| r.0 == deleg).map(pick).collect();
+        v.sort_by(f64::total_cmp);
+        let mid = v.len() / 2;
+        if v.len() % 2 == 0 {
+            (v[mid - 1] + v[mid]) / 2.0
+        } else {
+            v[mid]
+        }
+    };
+    println!("| delegations | boots | time to marker (s) | COMPOUNDs | operations | held at end |");
+    println!("|---|---|---|---|---|---|");
+    for deleg in [false, true] {
+        println!(
+            "| {} | {rounds} | {:.1} | {:.0} | {:.0} | {:.0} |",
+            if deleg { "on" } else { "off" },
+            median(deleg, |r| r.1),
+            median(deleg, |r| r.2 as f64),
+            median(deleg, |r| r.3 as f64),
+            median(deleg, |r| r.4 as f64),
+        );
+    }
+    assert!(
+        runs.iter().all(|r| (r.4 > 0) == r.0),
+        "delegations held do not follow the setting: {runs:?}"
+    );
+}

@@ -367,8 +367,9 @@ pub struct Nfs {
     /// Slots per NFSv4.1 session.
     pub max_slots: u32,
     /// Whether OPEN grants read delegations to clients whose callback path works (a 4.0
-    /// callback address that answers CB_NULL, a 4.1 back channel). Off by default until the
-    /// Linux client's battery (qemu_nfs, 4.0 to 4.2) has passed with it on.
+    /// callback address that answers CB_NULL, a 4.1 back channel). On by default: the Linux
+    /// client's battery (qemu_nfs, 4.0 to 4.2) runs with it. Turn it off for servers whose
+    /// exports are changed on the host while clients have them open (no recall for those).
     pub delegations: bool,
 }
 
@@ -385,7 +386,7 @@ impl Default for Nfs {
             max_states_per_client: 4096,
             max_states_per_addr: 8192,
             max_slots: 64,
-            delegations: false,
+            delegations: true,
         }
     }
 }

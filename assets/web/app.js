@@ -243,6 +243,11 @@ async function loadOverview() {
   add('up for', h.uptime_secs + ' s');
   // Compare with the certificate the browser shows before trusting it.
   add('TLS certificate (SHA-256)', h.tls_fingerprint || 'no HTTPS (see [http] https-port)');
+  // Retried faults (a failing store refresh, RA socket or feed compaction): the services go
+  // on with what they have, so say it here rather than let it pass unseen.
+  for (const [name, n] of Object.entries(h.faults || {})) {
+    if (n > 0) add(`fault: ${name.replaceAll('_', ' ')} (retried, see the log)`, n);
+  }
   performance.mark('drover:overview'); // for bench/web-page.sh
 }
 

@@ -80,6 +80,9 @@ struct Health {
     counts: Counts,
     /// SHA-256 of the HTTPS certificate, to compare with what the browser shows.
     tls_fingerprint: Option<String>,
+    /// Retried faults since start by name (`crate::faults`): the services went on, but a
+    /// count above 0 is worth a look at the log.
+    faults: std::collections::BTreeMap<&'static str, u64>,
 }
 
 #[derive(Serialize)]
@@ -95,6 +98,11 @@ pub async fn health(State(api): State<Arc<Api>>) -> Res {
     let services = api.services.borrow().clone();
     let uptime_secs = api.started.elapsed().as_secs();
     let tls_fingerprint = api.tls_fingerprint.clone();
+    let faults = crate::faults::global()
+        .snapshot()
+        .pairs()
+        .into_iter()
+        .collect();
     let health = api
         .blocking(move |store| {
             let now = clock::unix_secs();
@@ -114,6 +122,7 @@ pub async fn health(State(api): State<Arc<Api>>) -> Res {
                         leases_active: r.all::<Lease>()?.iter().filter(|l| l.holds(now)).count(),
                     },
                     tls_fingerprint,
+                    faults,
                 })
             })?)
         })
