@@ -16,6 +16,7 @@ fn roster(n: u64) -> Vec<PoolMember> {
             addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, id as u8), 7946),
             joined_ms: 0,
             dead_ms: None,
+            witness: false,
         })
         .collect()
 }

@@ -262,6 +262,7 @@ async fn member(
         addr: settings.addr,
         id: settings.member_id,
         epoch: unix_ms(),
+        witness: false,
     };
     let last = {
         let (dir, store, settings) = (state_dir.to_path_buf(), store.clone(), settings.clone());
@@ -721,6 +722,7 @@ fn enter_roster(store: &Store, settings: &Settings, founder: bool) -> Result<(),
             addr: settings.addr,
             joined_ms,
             dead_ms: None,
+            witness: false,
         })
     })
 }

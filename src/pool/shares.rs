@@ -166,6 +166,7 @@ mod tests {
             addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, id as u8), 7946),
             joined_ms,
             dead_ms: None,
+            witness: false,
         }
     }
 

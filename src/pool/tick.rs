@@ -478,6 +478,7 @@ impl Tick {
                     addr: r.addr,
                     id: r.id,
                     epoch: 0,
+                    witness: false,
                 };
                 rows.push(member_status(id, report::health(None, true), true));
             }
@@ -525,6 +526,7 @@ mod tests {
             addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, n), 7946),
             id: u64::from(n),
             epoch: T0,
+            witness: false,
         }
     }
 
@@ -534,6 +536,7 @@ mod tests {
             addr: m.addr,
             joined_ms: 0,
             dead_ms: None,
+            witness: false,
         };
         Facts {
             roster: vec![row(id(1)), row(id(2))],
@@ -698,6 +701,7 @@ mod tests {
                     addr: id(n as u8).addr,
                     joined_ms: 0,
                     dead_ms: None,
+                    witness: false,
                 })
                 .to_vec(),
             ..Facts::default()
