@@ -36,9 +36,13 @@
 //! time plus [`RECOVERY_MARGIN`] has passed ([`Share::recovery`]). The simulation test in
 //! `pool` found both the dying taker and the returning owner.
 //!
-//! A pool of two cannot have a strict majority without both, so one survivor goes on serving
-//! its own share and its own clients, and never takes over the other's clients. A member outside any pool is a roster of one: everything is
-//! its own.
+//! **Votes**: the majorities above are of the pool's voters, which [`Share::votes`] counts:
+//! by default the roster, seen or not. The pool's side (`pool::shares`) adds witnesses
+//! (`drover witness`: they vote and own nothing) and leaves out members an admin declared
+//! dead (`drover pool mark-dead`). A pool of two cannot have a strict majority without both,
+//! so one survivor goes on serving its own share and its own clients, and never takes over
+//! the other's clients, unless a witness sees it or the other was marked dead. A member
+//! outside any pool is a roster of one: everything is its own.
 //!
 //! Not here: which member a *reserved* node talks to (every member answers reservations, with
 //! identical contents), the membership protocol, the clock.
@@ -75,6 +79,16 @@ pub struct Share {
     /// seconds. Until `until`, an address whose lease ran past `since` is not given to another
     /// client: a member that extended it meanwhile may have died before replicating that.
     pub recovery: Option<(u64, u64)>,
+    /// The voters of the majorities: how many there are, and how many this member sees
+    /// (itself included).
+    pub votes: Votes,
+}
+
+/// The voters of a pool as one member sees them (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Votes {
+    pub of: usize,
+    pub seen: usize,
 }
 
 impl Share {
@@ -88,6 +102,7 @@ impl Share {
             takeover_after: 0,
             in_roster: true,
             recovery: None,
+            votes: Votes { of: 1, seen: 1 },
         }
     }
 
@@ -103,6 +118,7 @@ impl Share {
             takeover_after: 0,
             in_roster: false,
             recovery: None,
+            votes: Votes::default(),
         }
     }
 
@@ -125,6 +141,10 @@ impl Share {
             .collect();
         live.sort_unstable();
         live.dedup();
+        let votes = Votes {
+            of: roster.len(),
+            seen: live.len(),
+        };
         Share {
             me,
             roster,
@@ -133,17 +153,23 @@ impl Share {
             takeover_after,
             in_roster: true,
             recovery: None,
+            votes,
         }
     }
 
-    /// True when this member sees a strict majority of the roster.
-    pub fn majority(&self) -> bool {
-        self.in_roster && 2 * self.live.len() > self.roster.len()
+    /// The same view with other voters than the roster (see the module docs).
+    pub fn with_votes(self, votes: Votes) -> Share {
+        Share { votes, ..self }
     }
 
-    /// True unless the members out of sight could form a strict majority without this one.
+    /// True when this member sees a strict majority of the voters.
+    pub fn majority(&self) -> bool {
+        self.in_roster && 2 * self.votes.seen > self.votes.of
+    }
+
+    /// True unless the voters out of sight could form a strict majority without this one.
     fn may_use_own(&self) -> bool {
-        self.in_roster && 2 * self.live.len() >= self.roster.len()
+        self.in_roster && 2 * self.votes.seen >= self.votes.of
     }
 
     /// The roster member that owns dynamic address `ip`.
@@ -307,6 +333,27 @@ mod tests {
             assert_eq!(a.may_allocate(addr), a.owner(addr) == 1);
             assert_eq!(a.may_extend(1_000_000, addr), a.owner(addr) == 1);
         }
+    }
+
+    #[test]
+    fn a_witness_gives_a_survivor_of_two_the_majority_and_owns_nothing() {
+        // Members 1 and 2 and a witness; 2 is out of sight.
+        let three = Votes { of: 3, seen: 2 };
+        let b = Share::new(1, [1, 2], [1], HashMap::from([(2, 1000)]), 10).with_votes(three);
+        assert!(b.majority());
+        let theirs: Vec<Ipv4Addr> = (0..300).map(ip).filter(|&a| b.owner(a) == 2).collect();
+        assert!(!theirs.is_empty());
+        for &a in &theirs {
+            assert!(!b.may_extend(1009, a), "before the safety time");
+            assert!(b.may_extend(1010, a), "{a}: the dead member's client is kept");
+            assert!(!b.may_allocate(a), "{a}: never to a new client");
+        }
+        // The member cut off from both the other and the witness stops, on its own share too.
+        let alone = Share::new(2, [1, 2], [2], HashMap::new(), 10).with_votes(Votes {
+            of: 3,
+            seen: 1,
+        });
+        assert!((0..300).map(ip).all(|a| !alone.may_allocate(a)));
     }
 
     #[test]
