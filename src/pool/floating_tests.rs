@@ -361,3 +361,57 @@ fn two_members_need_a_mark_and_a_restart_lifts_it() {
     assert!(s.holders().is_empty());
     assert_eq!(s.decisions[0].holder, None);
 }
+
+#[test]
+fn two_members_beside_a_witness_fail_over_alone_and_never_give_two_holders() {
+    let mut s = Sim::new(3, 7);
+    s.roster[2].witness = true;
+    s.run_checked(20_000);
+    assert_eq!(s.holders(), [0]);
+    // The holder dies: the survivor and the witness are a majority of three.
+    s.kill(0);
+    s.run_checked(30_000);
+    assert_eq!(s.holders(), [1], "the survivor takes it without a mark");
+    // The survivor is cut off from the witness too: it gives the address up, and the
+    // witness alone never takes it.
+    s.restart(0);
+    s.run_checked(60_000);
+    assert_eq!(s.holders(), [1], "sticky across the restart");
+    s.side[1] = 1;
+    s.run_checked(30_000);
+    assert_eq!(s.holders(), [0], "the majority side (member and witness) holds it");
+
+    // Random deaths, restarts and splits with a witness: never two holders (checked every
+    // step by `run_checked`), one holder after healing, never the witness.
+    for seed in 0..30 {
+        let n = 3 + (seed % 2) as usize;
+        let mut s = Sim::new(n, 1000 + seed);
+        s.roster[n - 1].witness = true;
+        for _ in 0..300 {
+            s.run_checked(1_000);
+            let r: u32 = s.rng.random_range(0..100);
+            let i = s.rng.random_range(0..n);
+            match r {
+                0..=2 if s.up[i] => s.kill(i),
+                3..=8 if !s.up[i] => s.restart(i),
+                9..=10 => {
+                    for k in 0..n {
+                        s.side[k] = s.rng.random_range(0..2);
+                    }
+                }
+                11..=14 => s.side = vec![0; n],
+                _ => {}
+            }
+        }
+        s.side = vec![0; n];
+        for i in 0..n {
+            if !s.up[i] {
+                s.restart(i);
+            }
+        }
+        s.run_checked(60_000);
+        let h = s.holders();
+        assert_eq!(h.len(), 1, "seed {seed}: holders {h:?}");
+        assert_ne!(h[0], n - 1, "seed {seed}: the witness holds it");
+    }
+}
