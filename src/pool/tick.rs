@@ -136,6 +136,9 @@ pub enum Action {
     },
     /// Ship NFS layers to these members.
     LayerPeers(Vec<SocketAddrV4>),
+    /// Write these roster rows of witnesses seen alive that the roster lacks (unless another
+    /// member wrote them meanwhile): a witness keeps no store and cannot write its own.
+    EnterWitnesses(Vec<PoolMember>),
     /// Count this off the async workers and call [`Tick::handle_counts`].
     Count(CountJob),
     /// Publish this member's summary.
@@ -263,6 +266,17 @@ impl Tick {
             .filter(|(_, s)| *s == foca::State::Alive)
             .map(|(id, _)| *id)
             .collect();
+        let witnesses: Vec<PoolMember> = alive
+            .iter()
+            .filter(|id| id.witness && !facts.roster.iter().any(|r| r.id == id.id))
+            .map(|id| PoolMember {
+                id: id.id,
+                addr: id.addr,
+                joined_ms: now_ms,
+                dead_ms: None,
+                witness: true,
+            })
+            .collect();
         for id in &alive {
             if let Some(at) = self.ledger.last_ms(&id.addr) {
                 self.shares.pulled(id.id, at);
@@ -297,8 +311,11 @@ impl Tick {
             changed,
             took,
         });
+        // Witnesses vote (`shares`, `floating`) and serve nothing: no boot path, no layers.
         let ids: Vec<u64> = alive.iter().map(|id| id.id).collect();
-        let peers = Peers::live(me.id, &facts.roster, &ids);
+        let serving: Vec<&MemberId> = alive.iter().filter(|id| !id.witness).collect();
+        let serving_ids: Vec<u64> = serving.iter().map(|id| id.id).collect();
+        let peers = Peers::live(me.id, &facts.roster, &serving_ids);
         if *self.peers != peers {
             self.peers = Arc::new(peers);
             actions.push(Action::Peers(self.peers.clone()));
@@ -308,7 +325,10 @@ impl Tick {
             self.share = Arc::new(share);
             actions.push(Action::Share(self.share.clone()));
         }
-        actions.push(Action::LayerPeers(alive.iter().map(|id| id.addr).collect()));
+        actions.push(Action::LayerPeers(serving.iter().map(|id| id.addr).collect()));
+        if !witnesses.is_empty() {
+            actions.push(Action::EnterWitnesses(witnesses));
+        }
         actions.push(Action::Count(CountJob {
             share: self.share.clone(),
             ranges: facts.ranges.clone(),
