@@ -586,6 +586,49 @@ mod tests {
     }
 
     #[test]
+    fn a_witness_goes_on_the_roster_and_serves_nothing() {
+        let settings = TickSettings {
+            me: id(1),
+            lease_time: 60,
+            service_address: None,
+            services: Vec::new(),
+        };
+        let mut core = Tick::new(settings, None, None);
+        let w = MemberId {
+            witness: true,
+            ..id(3)
+        };
+        let alive = [(id(2), foca::State::Alive), (w, foca::State::Alive)];
+        let actions = core.handle_facts(T0, &alive, &|_| None, facts());
+        let entered = actions.iter().find_map(|a| match a {
+            Action::EnterWitnesses(rows) => Some(rows.clone()),
+            _ => None,
+        });
+        let row = PoolMember {
+            id: 3,
+            addr: w.addr,
+            joined_ms: T0,
+            dead_ms: None,
+            witness: true,
+        };
+        assert_eq!(entered, Some(vec![row.clone()]));
+        assert!(actions.contains(&Action::LayerPeers(vec![id(2).addr])));
+        // On the roster: not asked for again, and not a boot-path peer.
+        let mut with_row = facts();
+        with_row.roster.push(row);
+        let again = core.handle_facts(T0 + 1, &alive, &|_| None, with_row);
+        assert!(!again
+            .iter()
+            .any(|a| matches!(a, Action::EnterWitnesses(_))));
+        let peers = again.iter().find_map(|a| match a {
+            Action::Peers(p) => Some(p.others.clone()),
+            _ => None,
+        });
+        assert_eq!(peers, None, "the peers are still member 2 alone");
+        assert_eq!(*core.peers, Peers::live(1, &facts().roster, &[2]));
+    }
+
+    #[test]
     fn a_tick_hands_out_shares_after_a_pull_and_reports_what_it_heard() {
         let dhcp = Service {
             name: "dhcp".into(),
