@@ -179,7 +179,14 @@ fn a_pool_of_two_with_a_witness_fails_over_by_itself() {
     w.drover.start(
         Some(&w.ns),
         &[
-            "witness", "--listen", &w.ip, "--seed", &m[0].ip, "--seed", &m[1].ip, "--key-file",
+            "witness",
+            "--listen",
+            &w.ip,
+            "--seed",
+            &m[0].ip,
+            "--seed",
+            &m[1].ip,
+            "--key-file",
             &key,
         ],
     );
@@ -193,7 +200,11 @@ fn a_pool_of_two_with_a_witness_fails_over_by_itself() {
                 && state_of(x, &witness_ip).as_deref() == Some("alive")
         }) && m.iter().filter(|x| holds(x)).count() == 1
     });
-    assert!(formed, "the pool of two and its witness did not form:\n{}", report(&m));
+    assert!(
+        formed,
+        "the pool of two and its witness did not form:\n{}",
+        report(&m)
+    );
     // The members wrote the witness's roster row when they first saw it; it counts once it
     // settled (`PoolMember::SETTLE_MS`, 30 s), which this status does not show.
     std::thread::sleep(Duration::from_secs(35));
@@ -222,7 +233,10 @@ fn a_pool_of_two_with_a_witness_fails_over_by_itself() {
         report(&m)
     );
     let audit = m[other].drover.cli_ok(&["audit"]);
-    assert!(!audit.contains("mark-dead"), "nobody marked anything dead:\n{audit}");
+    assert!(
+        !audit.contains("mark-dead"),
+        "nobody marked anything dead:\n{audit}"
+    );
 
     // Without the witness the survivor is one voter of three: it lets the address go.
     w.drover.crash();

@@ -345,14 +345,15 @@ mod tests {
         assert!(!theirs.is_empty());
         for &a in &theirs {
             assert!(!b.may_extend(1009, a), "before the safety time");
-            assert!(b.may_extend(1010, a), "{a}: the dead member's client is kept");
+            assert!(
+                b.may_extend(1010, a),
+                "{a}: the dead member's client is kept"
+            );
             assert!(!b.may_allocate(a), "{a}: never to a new client");
         }
         // The member cut off from both the other and the witness stops, on its own share too.
-        let alone = Share::new(2, [1, 2], [2], HashMap::new(), 10).with_votes(Votes {
-            of: 3,
-            seen: 1,
-        });
+        let alone =
+            Share::new(2, [1, 2], [2], HashMap::new(), 10).with_votes(Votes { of: 3, seen: 1 });
         assert!((0..300).map(ip).all(|a| !alone.may_allocate(a)));
     }
 

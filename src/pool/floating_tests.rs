@@ -379,7 +379,11 @@ fn two_members_beside_a_witness_fail_over_alone_and_never_give_two_holders() {
     assert_eq!(s.holders(), [1], "sticky across the restart");
     s.side[1] = 1;
     s.run_checked(30_000);
-    assert_eq!(s.holders(), [0], "the majority side (member and witness) holds it");
+    assert_eq!(
+        s.holders(),
+        [0],
+        "the majority side (member and witness) holds it"
+    );
 
     // Random deaths, restarts and splits with a witness: never two holders (checked every
     // step by `run_checked`), one holder after healing, never the witness.

@@ -515,12 +515,15 @@ impl Sim {
                 .map(|j| {
                     let (addr, epoch) = (self.members[j].addr, self.members[j].epoch);
                     let id = self.ids[j];
-                    (MemberId {
-            addr,
-            id,
-            epoch,
-            witness: false,
-        }, foca::State::Alive)
+                    (
+                        MemberId {
+                            addr,
+                            id,
+                            epoch,
+                            witness: false,
+                        },
+                        foca::State::Alive,
+                    )
                 })
                 .collect();
             let m = &mut self.members[i];

@@ -21,8 +21,8 @@
 //!
 //! Not here: the roster rows themselves (the shell writes and reads them), membership.
 
-use crate::dhcp::share::{RECOVERY_MARGIN, TAKEOVER_AFTER};
 use crate::dhcp::share::Votes;
+use crate::dhcp::share::{RECOVERY_MARGIN, TAKEOVER_AFTER};
 use crate::dhcp::Share;
 use crate::store::model::PoolMember;
 use std::collections::HashMap;

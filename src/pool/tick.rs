@@ -325,7 +325,9 @@ impl Tick {
             self.share = Arc::new(share);
             actions.push(Action::Share(self.share.clone()));
         }
-        actions.push(Action::LayerPeers(serving.iter().map(|id| id.addr).collect()));
+        actions.push(Action::LayerPeers(
+            serving.iter().map(|id| id.addr).collect(),
+        ));
         if !witnesses.is_empty() {
             actions.push(Action::EnterWitnesses(witnesses));
         }
@@ -617,9 +619,7 @@ mod tests {
         let mut with_row = facts();
         with_row.roster.push(row);
         let again = core.handle_facts(T0 + 1, &alive, &|_| None, with_row);
-        assert!(!again
-            .iter()
-            .any(|a| matches!(a, Action::EnterWitnesses(_))));
+        assert!(!again.iter().any(|a| matches!(a, Action::EnterWitnesses(_))));
         let peers = again.iter().find_map(|a| match a {
             Action::Peers(p) => Some(p.others.clone()),
             _ => None,

@@ -138,7 +138,10 @@ pub async fn run(
                 Effect::Up(who) => tracing::info!(member = %who.addr, "witness: member up"),
                 Effect::Down(who) => tracing::warn!(member = %who.addr, "witness: member down"),
                 Effect::Rejoined(who) => {
-                    tracing::warn!(epoch = who.epoch, "witness: declared down by the others; rejoined")
+                    tracing::warn!(
+                        epoch = who.epoch,
+                        "witness: declared down by the others; rejoined"
+                    )
                 }
             }
         }
