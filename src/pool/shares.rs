@@ -146,7 +146,8 @@ impl Shares {
             last_seen,
             TAKEOVER_AFTER,
         )
-        .with_votes(votes);
+        .with_votes(votes)
+        .with_reuse_after(self.lease_time + RECOVERY_MARGIN + TAKEOVER_AFTER);
         share.recovery = self.recovery.filter(|(_, until)| now_ms / 1000 < *until);
         share
     }
@@ -213,7 +214,7 @@ mod tests {
         assert!(!theirs.is_empty());
         assert!(theirs
             .iter()
-            .all(|ip| b.may_allocate(*ip) && !a.may_allocate(*ip)));
+            .all(|ip| b.may_allocate(0, *ip) && !a.may_allocate(0, *ip)));
     }
 
     #[test]
@@ -241,7 +242,9 @@ mod tests {
         assert!(b.live.iter().all(|m| *m != 9), "nor answers clients");
         assert!(b.majority());
         let ip = dead_client_of(&b);
-        assert!(b.may_extend(past_takeover / 1000, ip) && !b.may_allocate(ip));
+        assert!(
+            b.may_extend(past_takeover / 1000, ip) && !b.may_allocate(past_takeover / 1000, ip)
+        );
         // Without the witness: no majority, until an admin marks 2 dead.
         let mut roster = [row(1, 0), row(2, 0)];
         let mut s = Shares::new(1, 60, 0, None, None);
@@ -255,7 +258,9 @@ mod tests {
         let b = s.share(&roster, &[], past_takeover);
         assert!(b.majority());
         let ip = dead_client_of(&b);
-        assert!(b.may_extend(past_takeover / 1000, ip) && !b.may_allocate(ip));
+        assert!(
+            b.may_extend(past_takeover / 1000, ip) && !b.may_allocate(past_takeover / 1000, ip)
+        );
     }
 
     #[test]
