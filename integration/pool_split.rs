@@ -26,13 +26,14 @@ use std::time::{Duration, Instant};
 const SERVICE_ADDRESS: &str = "198.18.0.10";
 const CLIENT: &str = "198.18.0.250";
 
+/// Member `i` at 198.18.0.(i+1); the bridge's side of its link is `s{i}`.
 fn member(hub: &Netns, i: usize) -> Member {
-    Member::on_bridge(hub, "br0", "split", "s", i, &format!("198.18.0.{}", i + 1))
+    let ip = format!("198.18.0.{}", i + 1);
+    Member::on_bridge(hub, "br0", "split", "s", i, &ip)
 }
 
 fn holds(m: &Member) -> bool {
-    let out = m.ns.ip(&["-4", "-o", "addr", "show", "dev", "eth0"]);
-    String::from_utf8_lossy(&out.stdout).contains(&format!("inet {SERVICE_ADDRESS}/"))
+    m.has_address(SERVICE_ADDRESS)
 }
 
 /// The active leases in a member's store: address -> MAC.
@@ -89,17 +90,9 @@ impl Findings {
 }
 
 fn report(m: &[Member]) -> String {
+    let leases = |x: &Member| active_leases(x).len();
     m.iter()
-        .map(|x| {
-            let out = x.drover.cli(&["pool", "status"]);
-            format!(
-                "--- {} (holds: {})\n{}\nlog:\n{}",
-                x.ip,
-                holds(x),
-                String::from_utf8_lossy(&out.stdout),
-                x.drover.log_tail(10)
-            )
-        })
+        .map(|x| x.pool_report(&format!("holds: {}, {} leases", holds(x), leases(x))))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -109,10 +102,11 @@ fn splits_under_dhcp_load_never_bind_an_address_twice() {
     common::require_cmd("perfdhcp", "kea-admin");
     let hub = Netns::new("split-hub");
     hub.add_bridge("br0", "198.18.0.254/24");
+    let mut m: Vec<Member> = (0..3).map(|i| member(&hub, i)).collect();
+    // perfdhcp needs an address of its own on the segment.
     let client = Netns::new("split-client");
     hub.add_veth_to_bridge("sc", "br0", &client, "eth0");
     client.add_addr("eth0", &format!("{CLIENT}/24"));
-    let mut m: Vec<Member> = (0..3).map(|i| member(&hub, i)).collect();
     let config = common::config_only(
         &["dhcp"],
         &format!("[pool]\nservice-address = \"{SERVICE_ADDRESS}\"\n"),

@@ -29,8 +29,7 @@ fn member(hub: &Netns, i: usize) -> Member {
 }
 
 fn holds(m: &Member) -> bool {
-    let out = m.ns.ip(&["-4", "-o", "addr", "show", "dev", "eth0"]);
-    String::from_utf8_lossy(&out.stdout).contains(&format!("inet {SERVICE_ADDRESS}/"))
+    m.has_address(SERVICE_ADDRESS)
 }
 
 fn status(m: &Member) -> serde_json::Value {
@@ -60,24 +59,13 @@ fn state_of(other: &Member, ip: &str) -> Option<String> {
 
 fn report(m: &[Member]) -> String {
     m.iter()
-        .map(|x| {
-            let out = x.drover.cli(&["pool", "status"]);
-            format!(
-                "--- {} (holds: {})\n{}{}\nlog:\n{}",
-                x.ip,
-                holds(x),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
-                x.drover.log_tail(15)
-            )
-        })
+        .map(|x| x.pool_report(&format!("holds: {}", holds(x))))
         .collect::<Vec<_>>()
         .join("\n")
 }
 
-#[test]
-fn a_pool_of_two_fails_over_after_mark_dead() {
-    let hub = Netns::new("fo2-hub");
+/// Two members on a bridge in `hub`, in one pool, serving; and their configuration.
+fn pool_of_two(hub: &Netns) -> (Vec<Member>, String) {
     hub.add_bridge("br0", "198.18.0.254/24");
     let mut m: Vec<Member> = (0..2).map(|i| member(&hub, i)).collect();
     let config = common::config_only(
@@ -85,6 +73,13 @@ fn a_pool_of_two_fails_over_after_mark_dead() {
         &format!("[pool]\nservice-address = \"{SERVICE_ADDRESS}\"\n[nfs]\nenabled = true\n"),
     );
     Member::form_pool(&mut m, &config);
+    (m, config)
+}
+
+#[test]
+fn a_pool_of_two_fails_over_after_mark_dead() {
+    let hub = Netns::new("fo2-hub");
+    let (mut m, config) = pool_of_two(&hub);
     // Both rows settled: until then the roster is the founder alone.
     let formed = wait_until(Duration::from_secs(120), || {
         m.iter().all(|x| {
@@ -166,13 +161,7 @@ fn a_pool_of_two_fails_over_after_mark_dead() {
 #[test]
 fn a_pool_of_two_with_a_witness_fails_over_by_itself() {
     let hub = Netns::new("fw2-hub");
-    hub.add_bridge("br0", "198.18.0.254/24");
-    let mut m: Vec<Member> = (0..2).map(|i| member(&hub, i)).collect();
-    let config = common::config_only(
-        &[],
-        &format!("[pool]\nservice-address = \"{SERVICE_ADDRESS}\"\n[nfs]\nenabled = true\n"),
-    );
-    Member::form_pool(&mut m, &config);
+    let (mut m, _) = pool_of_two(&hub);
     let mut w = member(&hub, 2);
     let key = m[0].drover.state_dir().join("cluster.key");
     let key = key.to_str().expect("a UTF-8 temp path").to_string();

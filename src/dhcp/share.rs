@@ -206,31 +206,37 @@ impl Share {
     /// May this member hand out `ip` to a client that does not hold it yet at `now`? The
     /// owner, or its heir once the owner has been out of sight for the safety time.
     pub fn may_allocate(&self, now: u64, ip: Ipv4Addr) -> bool {
-        if !self.in_roster {
-            return false;
+        let heirs = |owner: u64| -> Vec<u64> {
+            self.roster
+                .iter()
+                .copied()
+                .filter(|m| *m != owner)
+                .collect()
+        };
+        if self.reuse_after == 0 {
+            return self.in_roster && self.owner(ip) == self.me && self.may_use_own();
         }
-        let owner = self.owner(ip);
-        if owner == self.me {
-            return self.may_use_own();
-        }
-        if self.reuse_after == 0 || !self.majority() || self.live.binary_search(&owner).is_ok() {
-            return false;
-        }
-        let seen = self.last_seen.get(&owner).copied().unwrap_or(now);
-        let heirs: Vec<u64> = self
-            .roster
-            .iter()
-            .copied()
-            .filter(|m| *m != owner)
-            .collect();
-        now.saturating_sub(seen) >= self.reuse_after
-            && winner(&heirs, ADDRESS, u64::from(u32::from(ip))) == Some(self.me)
+        self.may_act_for(now, ip, self.reuse_after, heirs)
     }
 
     /// May this member extend the lease a client holds on `ip` at `now`? The owner, or, once
     /// the owner has been out of sight for `takeover_after`, one member of a majority (for a
     /// client that says it holds the address: see the module docs).
     pub fn may_extend(&self, now: u64, ip: Ipv4Addr) -> bool {
+        self.may_act_for(now, ip, self.takeover_after, |_| self.live.clone())
+    }
+
+    /// The owner of `ip` may act on it (while the members out of sight could not form a
+    /// majority without it); another member may once it sees a majority, the owner has been
+    /// out of its sight for `after` seconds at `now`, and it wins the address among
+    /// `candidates(owner)`.
+    fn may_act_for(
+        &self,
+        now: u64,
+        ip: Ipv4Addr,
+        after: u64,
+        candidates: impl Fn(u64) -> Vec<u64>,
+    ) -> bool {
         if !self.in_roster {
             return false;
         }
@@ -242,8 +248,8 @@ impl Share {
             return false;
         }
         let seen = self.last_seen.get(&owner).copied().unwrap_or(now);
-        now.saturating_sub(seen) >= self.takeover_after
-            && winner(&self.live, ADDRESS, u64::from(u32::from(ip))) == Some(self.me)
+        now.saturating_sub(seen) >= after
+            && winner(&candidates(owner), ADDRESS, u64::from(u32::from(ip))) == Some(self.me)
     }
 
     /// How many addresses of the inclusive `ranges` each roster member owns (what `drover
@@ -306,6 +312,14 @@ mod tests {
         Ipv4Addr::from(0xc612_0000 + i)
     }
 
+    /// The addresses among the first `n` of the test range that `owner` owns in `view`
+    /// (some, or the test would prove nothing).
+    fn owned_by(view: &Share, owner: u64, n: u32) -> Vec<Ipv4Addr> {
+        let owned: Vec<Ipv4Addr> = (0..n).map(ip).filter(|&a| view.owner(a) == owner).collect();
+        assert!(!owned.is_empty());
+        owned
+    }
+
     #[test]
     fn every_address_has_one_owner_and_shares_are_even() {
         let views: Vec<Share> = (1..=3)
@@ -345,11 +359,7 @@ mod tests {
         let survivors: Vec<Share> = (1..=2)
             .map(|me| Share::new(me, [1, 2, 3], [1, 2], seen.clone(), 10))
             .collect();
-        let theirs: Vec<Ipv4Addr> = (0..300)
-            .map(ip)
-            .filter(|&a| survivors[0].owner(a) == 3)
-            .collect();
-        assert!(!theirs.is_empty());
+        let theirs = owned_by(&survivors[0], 3, 300);
         for &a in &theirs {
             assert!(survivors.iter().all(|s| !s.may_extend(1009, a)));
             let takers = survivors.iter().filter(|s| s.may_extend(1010, a)).count();
@@ -380,8 +390,7 @@ mod tests {
         let three = Votes { of: 3, seen: 2 };
         let b = Share::new(1, [1, 2], [1], HashMap::from([(2, 1000)]), 10).with_votes(three);
         assert!(b.majority());
-        let theirs: Vec<Ipv4Addr> = (0..300).map(ip).filter(|&a| b.owner(a) == 2).collect();
-        assert!(!theirs.is_empty());
+        let theirs = owned_by(&b, 2, 300);
         for &a in &theirs {
             assert!(!b.may_extend(1009, a), "before the safety time");
             assert!(
@@ -406,11 +415,7 @@ mod tests {
                 Share::new(me, [1, 2, 3, 4, 5], [1, 2, 5], seen.clone(), 10).with_reuse_after(200)
             })
             .collect();
-        let theirs: Vec<Ipv4Addr> = (0..400)
-            .map(ip)
-            .filter(|&a| views[0].owner(a) == 3)
-            .collect();
-        assert!(!theirs.is_empty());
+        let theirs = owned_by(&views[0], 3, 400);
         let mut reused = 0;
         for &a in &theirs {
             assert!(
