@@ -67,7 +67,7 @@ fn report(m: &[Member]) -> String {
 /// Two members on a bridge in `hub`, in one pool, serving; and their configuration.
 fn pool_of_two(hub: &Netns) -> (Vec<Member>, String) {
     hub.add_bridge("br0", "198.18.0.254/24");
-    let mut m: Vec<Member> = (0..2).map(|i| member(&hub, i)).collect();
+    let mut m: Vec<Member> = (0..2).map(|i| member(hub, i)).collect();
     let config = common::config_only(
         &[],
         &format!("[pool]\nservice-address = \"{SERVICE_ADDRESS}\"\n[nfs]\nenabled = true\n"),
