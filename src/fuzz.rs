@@ -524,6 +524,7 @@ fn swim_datagram(data: &[u8]) {
         addr: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 7946),
         id: 1,
         epoch: 1,
+        witness: false,
     };
     let key = ClusterKey::from_bytes(KEY);
     let mut m = Membership::new(me, &key, membership::config(3), 1, [3; 32]);

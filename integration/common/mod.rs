@@ -758,6 +758,22 @@ impl Member {
         }
     }
 
+    /// Whether `addr` (e.g. a floating service address) is on the member's `eth0`.
+    pub fn has_address(&self, addr: &str) -> bool {
+        let out = self.ns.ip(&["-4", "-o", "addr", "show", "dev", "eth0"]);
+        String::from_utf8_lossy(&out.stdout).contains(&format!("inet {addr}/"))
+    }
+
+    /// `pool status` and the tail of the log, headed by the address and `note`, for the
+    /// message of a failing pool test.
+    pub fn pool_report(&self, note: &str) -> String {
+        let out = self.drover.cli(&["pool", "status"]);
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        let log = self.drover.log_tail(15);
+        format!("--- {} ({note})\n{text}\nlog:\n{log}", self.ip)
+    }
+
     pub fn on_bridge(
         hub: &Netns,
         bridge: &str,

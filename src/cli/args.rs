@@ -162,6 +162,19 @@ pub enum Command {
     /// The rescue stick: a disk image that boots drover as an appliance (BIOS and UEFI).
     #[command(subcommand)]
     Usb(UsbCmd),
+    /// Run a vote-only pool member on a third host, so that a pool of two members fails over
+    /// by itself: it keeps no store and serves nothing (see `pool::witness`).
+    Witness {
+        /// Where to gossip, IP or IP:PORT (the members must reach it there).
+        #[arg(long, value_name = "IP[:PORT]")]
+        listen: String,
+        /// A member's pool address to join through (repeatable).
+        #[arg(long = "seed", value_name = "IP[:PORT]", required = true)]
+        seeds: Vec<String>,
+        /// A copy of the pool's cluster key (`<state>/cluster.key` of a member).
+        #[arg(long, value_name = "FILE")]
+        key_file: PathBuf,
+    },
     /// The appliance's settings kept in the store, laid over drover.toml (see `config show`).
     #[command(subcommand)]
     Config(ConfigCmd),

@@ -190,6 +190,7 @@ fn changes(command: &Command) -> bool {
         "lab",
         "restore",
         "usb",
+        "witness",
     ];
     let read_only = words.iter().any(|w| reads.contains(&w.as_str()))
         || matches!(command, Command::DefaultConfig | Command::Serve { .. });
@@ -247,6 +248,7 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Exec(_) => "exec",
         Command::Cp(_) => "cp",
         Command::Usb(_) => "usb",
+        Command::Witness { .. } => "witness",
         _ => return None,
     })
 }
@@ -285,6 +287,11 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
             Ok(())
         }
         Command::Lab(cmd) => lab(cmd),
+        Command::Witness {
+            listen,
+            seeds,
+            key_file,
+        } => witness(&listen, &seeds, &key_file),
         Command::Dns(DnsCmd::Check {
             name,
             qtype,
@@ -777,6 +784,7 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
         | Command::Exec(_)
         | Command::Cp(_)
         | Command::Usb(_)
+        | Command::Witness { .. }
         | Command::Tls(_) => bail!("internal: a local-only command reached a back end"),
     }
     Ok(())
@@ -880,6 +888,38 @@ fn power_action(args: &PowerArgs) -> (crate::ipmi::power::Action, &[String]) {
 }
 
 /// `drover lab ...`: acts on the lab's own directory, never on --state-dir.
+/// `drover witness`: runs until SIGINT or SIGTERM, then leaves the pool.
+fn witness(listen: &str, seeds: &[String], key_file: &Path) -> Result<()> {
+    use crate::pool::serve::parse_seed;
+    let addr = parse_seed(listen).with_context(|| format!("--listen {listen}: not IP[:PORT]"))?;
+    let seeds = seeds
+        .iter()
+        .map(|s| parse_seed(s).with_context(|| format!("--seed {s}: not IP[:PORT]")))
+        .collect::<Result<Vec<_>>>()?;
+    let key = crate::pool::key::ClusterKey::load(key_file)?;
+    let settings = crate::pool::witness::Settings { addr, seeds };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r?,
+                _ = term.recv() => {}
+            }
+            stop.cancel();
+            std::io::Result::Ok(())
+        });
+        crate::pool::witness::run(settings, key, shutdown).await
+    })?;
+    Ok(())
+}
+
 fn lab(cmd: args::LabCmd) -> Result<()> {
     use crate::lab::cmd as lab;
     let dir = |at: &args::LabDir| at.dir.clone().unwrap_or_else(lab::default_dir);

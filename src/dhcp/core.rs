@@ -485,7 +485,7 @@ impl<'a> Handler<'a> {
         let permitted = if extends && self.claims_binding() {
             self.share.may_extend(self.now, ip)
         } else {
-            self.share.may_allocate(ip)
+            self.share.may_allocate(self.now, ip)
         };
         permitted && !matches!(self.offers.holder(ip, self.now), Some(m) if m != mac)
     }

@@ -12,9 +12,16 @@
 //!   member dies, its clients move to the survivors as soon as membership notices (≤ 5 s).
 //! - **Addresses** of the dynamic range belong to one member of the *roster* (every member
 //!   that joined and has not left, live or not), and only the owner hands them out to new
-//!   clients. Shares do not move when a member dies: a dead member's free addresses stay
-//!   unused (survivors give new clients addresses of their own shares) until it returns or
-//!   `drover pool forget` takes it off the roster.
+//!   clients. Shares do not move when a member dies: survivors give new clients addresses of
+//!   their own shares, until the **safety time** ([`Share::reuse_after`]: the lease time
+//!   plus margins) has passed with the owner out of sight. Then one heir per address (by
+//!   the same rendezvous hash over the roster less the owner: the same on every member,
+//!   whatever each one sees) hands the owner's free addresses out, while it sees a
+//!   majority and the owner stays out of sight. By then every lease the owner granted and
+//!   nobody else knows of has run out (the owner cut off into a minority stopped granting
+//!   and extending within [`TAKEOVER_AFTER`]); a returning owner pulls from the others before
+//!   it hands out anything again (`pool::shares`). `drover pool forget` moves the share at
+//!   once.
 //!
 //! A member stops handing out addresses, also of its own share, as soon as the members it
 //! cannot see could form a strict majority without it (a minority side of a partition).
@@ -36,9 +43,13 @@
 //! time plus [`RECOVERY_MARGIN`] has passed ([`Share::recovery`]). The simulation test in
 //! `pool` found both the dying taker and the returning owner.
 //!
-//! A pool of two cannot have a strict majority without both, so one survivor goes on serving
-//! its own share and its own clients, and never takes over the other's clients. A member outside any pool is a roster of one: everything is
-//! its own.
+//! **Votes**: the majorities above are of the pool's voters, which [`Share::votes`] counts:
+//! by default the roster, seen or not. The pool's side (`pool::shares`) adds witnesses
+//! (`drover witness`: they vote and own nothing) and leaves out members an admin declared
+//! dead (`drover pool mark-dead`). A pool of two cannot have a strict majority without both,
+//! so one survivor goes on serving its own share and its own clients, and never takes over
+//! the other's clients, unless a witness sees it or the other was marked dead. A member
+//! outside any pool is a roster of one: everything is its own.
 //!
 //! Not here: which member a *reserved* node talks to (every member answers reservations, with
 //! identical contents), the membership protocol, the clock.
@@ -75,6 +86,19 @@ pub struct Share {
     /// seconds. Until `until`, an address whose lease ran past `since` is not given to another
     /// client: a member that extended it meanwhile may have died before replicating that.
     pub recovery: Option<(u64, u64)>,
+    /// The voters of the majorities: how many there are, and how many this member sees
+    /// (itself included).
+    pub votes: Votes,
+    /// How long (seconds) an owner must have been out of sight before its heir hands its
+    /// free addresses to new clients; 0: never (see the module docs).
+    pub reuse_after: u64,
+}
+
+/// The voters of a pool as one member sees them (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Votes {
+    pub of: usize,
+    pub seen: usize,
 }
 
 impl Share {
@@ -88,6 +112,8 @@ impl Share {
             takeover_after: 0,
             in_roster: true,
             recovery: None,
+            votes: Votes { of: 1, seen: 1 },
+            reuse_after: 0,
         }
     }
 
@@ -103,6 +129,8 @@ impl Share {
             takeover_after: 0,
             in_roster: false,
             recovery: None,
+            votes: Votes::default(),
+            reuse_after: 0,
         }
     }
 
@@ -125,6 +153,10 @@ impl Share {
             .collect();
         live.sort_unstable();
         live.dedup();
+        let votes = Votes {
+            of: roster.len(),
+            seen: live.len(),
+        };
         Share {
             me,
             roster,
@@ -133,17 +165,32 @@ impl Share {
             takeover_after,
             in_roster: true,
             recovery: None,
+            votes,
+            reuse_after: 0,
         }
     }
 
-    /// True when this member sees a strict majority of the roster.
-    pub fn majority(&self) -> bool {
-        self.in_roster && 2 * self.live.len() > self.roster.len()
+    /// The same view with other voters than the roster (see the module docs).
+    pub fn with_votes(self, votes: Votes) -> Share {
+        Share { votes, ..self }
     }
 
-    /// True unless the members out of sight could form a strict majority without this one.
+    /// The same view with a safety time after which absent owners' free addresses are reused.
+    pub fn with_reuse_after(self, reuse_after: u64) -> Share {
+        Share {
+            reuse_after,
+            ..self
+        }
+    }
+
+    /// True when this member sees a strict majority of the voters.
+    pub fn majority(&self) -> bool {
+        self.in_roster && 2 * self.votes.seen > self.votes.of
+    }
+
+    /// True unless the voters out of sight could form a strict majority without this one.
     fn may_use_own(&self) -> bool {
-        self.in_roster && 2 * self.live.len() >= self.roster.len()
+        self.in_roster && 2 * self.votes.seen >= self.votes.of
     }
 
     /// The roster member that owns dynamic address `ip`.
@@ -156,16 +203,40 @@ impl Share {
         self.in_roster && winner(&self.live, CLIENT, mac_key(mac)) == Some(self.me)
     }
 
-    /// May this member hand out `ip` to a client that does not hold it yet? Only the owner
-    /// does.
-    pub fn may_allocate(&self, ip: Ipv4Addr) -> bool {
-        self.in_roster && self.owner(ip) == self.me && self.may_use_own()
+    /// May this member hand out `ip` to a client that does not hold it yet at `now`? The
+    /// owner, or its heir once the owner has been out of sight for the safety time.
+    pub fn may_allocate(&self, now: u64, ip: Ipv4Addr) -> bool {
+        let heirs = |owner: u64| -> Vec<u64> {
+            self.roster
+                .iter()
+                .copied()
+                .filter(|m| *m != owner)
+                .collect()
+        };
+        if self.reuse_after == 0 {
+            return self.in_roster && self.owner(ip) == self.me && self.may_use_own();
+        }
+        self.may_act_for(now, ip, self.reuse_after, heirs)
     }
 
     /// May this member extend the lease a client holds on `ip` at `now`? The owner, or, once
     /// the owner has been out of sight for `takeover_after`, one member of a majority (for a
     /// client that says it holds the address: see the module docs).
     pub fn may_extend(&self, now: u64, ip: Ipv4Addr) -> bool {
+        self.may_act_for(now, ip, self.takeover_after, |_| self.live.clone())
+    }
+
+    /// The owner of `ip` may act on it (while the members out of sight could not form a
+    /// majority without it); another member may once it sees a majority, the owner has been
+    /// out of its sight for `after` seconds at `now`, and it wins the address among
+    /// `candidates(owner)`.
+    fn may_act_for(
+        &self,
+        now: u64,
+        ip: Ipv4Addr,
+        after: u64,
+        candidates: impl Fn(u64) -> Vec<u64>,
+    ) -> bool {
         if !self.in_roster {
             return false;
         }
@@ -177,8 +248,8 @@ impl Share {
             return false;
         }
         let seen = self.last_seen.get(&owner).copied().unwrap_or(now);
-        now.saturating_sub(seen) >= self.takeover_after
-            && winner(&self.live, ADDRESS, u64::from(u32::from(ip))) == Some(self.me)
+        now.saturating_sub(seen) >= after
+            && winner(&candidates(owner), ADDRESS, u64::from(u32::from(ip))) == Some(self.me)
     }
 
     /// How many addresses of the inclusive `ranges` each roster member owns (what `drover
@@ -241,6 +312,14 @@ mod tests {
         Ipv4Addr::from(0xc612_0000 + i)
     }
 
+    /// The addresses among the first `n` of the test range that `owner` owns in `view`
+    /// (some, or the test would prove nothing).
+    fn owned_by(view: &Share, owner: u64, n: u32) -> Vec<Ipv4Addr> {
+        let owned: Vec<Ipv4Addr> = (0..n).map(ip).filter(|&a| view.owner(a) == owner).collect();
+        assert!(!owned.is_empty());
+        owned
+    }
+
     #[test]
     fn every_address_has_one_owner_and_shares_are_even() {
         let views: Vec<Share> = (1..=3)
@@ -250,7 +329,7 @@ mod tests {
         for i in 0..3000 {
             let allowed: Vec<u64> = views
                 .iter()
-                .filter(|v| v.may_allocate(ip(i)))
+                .filter(|v| v.may_allocate(1000, ip(i)))
                 .map(|v| v.me)
                 .collect();
             assert_eq!(allowed.len(), 1, "{} allocatable by {allowed:?}", ip(i));
@@ -280,23 +359,19 @@ mod tests {
         let survivors: Vec<Share> = (1..=2)
             .map(|me| Share::new(me, [1, 2, 3], [1, 2], seen.clone(), 10))
             .collect();
-        let theirs: Vec<Ipv4Addr> = (0..300)
-            .map(ip)
-            .filter(|&a| survivors[0].owner(a) == 3)
-            .collect();
-        assert!(!theirs.is_empty());
+        let theirs = owned_by(&survivors[0], 3, 300);
         for &a in &theirs {
             assert!(survivors.iter().all(|s| !s.may_extend(1009, a)));
             let takers = survivors.iter().filter(|s| s.may_extend(1010, a)).count();
             assert_eq!(takers, 1, "{a}");
             // Never to a new client.
-            assert!(survivors.iter().all(|s| !s.may_allocate(a)));
+            assert!(survivors.iter().all(|s| !s.may_allocate(1000, a)));
         }
         // The isolated member sees only itself: a minority, so it stops, even on its own share.
         let alone = Share::new(3, [1, 2, 3], [3], HashMap::new(), 10);
         assert!(theirs
             .iter()
-            .all(|&a| !alone.may_allocate(a) && !alone.may_extend(1600, a)));
+            .all(|&a| !alone.may_allocate(1000, a) && !alone.may_extend(1600, a)));
     }
 
     #[test]
@@ -304,9 +379,72 @@ mod tests {
         let a = Share::new(1, [1, 2], [1], HashMap::from([(2, 0)]), 10);
         for i in 0..200 {
             let addr = ip(i);
-            assert_eq!(a.may_allocate(addr), a.owner(addr) == 1);
+            assert_eq!(a.may_allocate(1000, addr), a.owner(addr) == 1);
             assert_eq!(a.may_extend(1_000_000, addr), a.owner(addr) == 1);
         }
+    }
+
+    #[test]
+    fn a_witness_gives_a_survivor_of_two_the_majority_and_owns_nothing() {
+        // Members 1 and 2 and a witness; 2 is out of sight.
+        let three = Votes { of: 3, seen: 2 };
+        let b = Share::new(1, [1, 2], [1], HashMap::from([(2, 1000)]), 10).with_votes(three);
+        assert!(b.majority());
+        let theirs = owned_by(&b, 2, 300);
+        for &a in &theirs {
+            assert!(!b.may_extend(1009, a), "before the safety time");
+            assert!(
+                b.may_extend(1010, a),
+                "{a}: the dead member's client is kept"
+            );
+            assert!(!b.may_allocate(1000, a), "{a}: never to a new client");
+        }
+        // The member cut off from both the other and the witness stops, on its own share too.
+        let alone =
+            Share::new(2, [1, 2], [2], HashMap::new(), 10).with_votes(Votes { of: 3, seen: 1 });
+        assert!((0..300).map(ip).all(|a| !alone.may_allocate(1000, a)));
+    }
+
+    #[test]
+    fn an_absent_owners_free_addresses_go_to_one_heir_after_the_safety_time() {
+        // 3 is out of sight since 1000; 1, 2 and 5 see each other (a majority), 4 is dead too.
+        let seen = HashMap::from([(3, 1000), (4, 1000)]);
+        let views: Vec<Share> = [1, 2, 5]
+            .into_iter()
+            .map(|me| {
+                Share::new(me, [1, 2, 3, 4, 5], [1, 2, 5], seen.clone(), 10).with_reuse_after(200)
+            })
+            .collect();
+        let theirs = owned_by(&views[0], 3, 400);
+        let mut reused = 0;
+        for &a in &theirs {
+            assert!(
+                views.iter().all(|v| !v.may_allocate(1199, a)),
+                "{a}: too early"
+            );
+            let heirs = views.iter().filter(|v| v.may_allocate(1200, a)).count();
+            assert!(heirs <= 1, "{a}: allocatable by {heirs} members");
+            reused += heirs;
+        }
+        // Some of 3's addresses have the dead 4 as their heir: those stay unused.
+        assert!(
+            reused > 0 && reused < theirs.len(),
+            "{reused} of {}",
+            theirs.len()
+        );
+        // The heir is chosen from the roster, not from what each member sees, so views that
+        // disagree never make two heirs; and a member without a majority is no heir.
+        let alone = Share::new(1, [1, 2, 3], [1], seen.clone(), 10).with_reuse_after(200);
+        assert!(
+            theirs.iter().all(|&a| !alone.may_allocate(5000, a)),
+            "no majority"
+        );
+        // The owner back in sight: its heir stops at once.
+        let back = Share::new(1, [1, 2, 3, 4, 5], [1, 2, 3, 5], seen, 10).with_reuse_after(200);
+        assert!(theirs.iter().all(|&a| !back.may_allocate(5000, a)));
+        // Without a safety time, never.
+        let never = Share::new(1, [1, 2, 3], [1, 2], HashMap::from([(3, 0)]), 10);
+        assert!(theirs.iter().all(|&a| !never.may_allocate(1 << 40, a)));
     }
 
     #[test]
@@ -335,7 +473,7 @@ mod tests {
     #[test]
     fn a_member_alone_owns_everything() {
         let s = Share::solo(7);
-        assert!((0..100).all(|i| s.may_allocate(ip(i))));
+        assert!((0..100).all(|i| s.may_allocate(1000, ip(i))));
         assert!(s.answers(Mac([1, 2, 3, 4, 5, 6])));
     }
 }

@@ -105,15 +105,17 @@ impl Member {
     }
 }
 
-/// The pool members `ident` publishes from `view`: every roster member, live or not (the
-/// zone is the same on every member and changes with the store only), while `ident` itself
-/// is on the roster; none otherwise (outside a pool, or after leaving it).
+/// The pool members `ident` publishes from `view`: every roster member but witnesses, live or
+/// not (the zone is the same on every member and changes with the store only), while `ident`
+/// itself is on the roster; none otherwise (outside a pool, or after leaving it).
 pub fn members(view: &View, ident: &Identity) -> Vec<Member> {
     if !view.members.values().any(|m| m.id == ident.member) {
         return Vec::new();
     }
+    // A witness (`drover witness`) serves nothing the nodes could look up.
     view.members
         .values()
+        .filter(|m| !m.witness)
         .map(|m| Member {
             id: m.id,
             ip: *m.addr.ip(),

@@ -345,6 +345,7 @@ fn swim_seed() -> Vec<u8> {
         addr: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 2), 7946),
         id: 2,
         epoch: 1,
+        witness: false,
     };
     let mut m = Membership::new(me, &key, membership::config(3), 2, [5; 32]);
     let effects = m.announce(SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 7946));

@@ -10,7 +10,8 @@
 //!   takes it. The voters are the settled roster less the members an admin declared dead
 //!   (`drover pool mark-dead`: incarnations that started before the mark). So a pool of two
 //!   has no holder while one is down, until the admin marks that one dead on the other
-//!   (ISC's partner-down); marking a member dead that is alive on the other side of a
+//!   (ISC's partner-down), or unless a witness (`drover witness`, a roster row that votes
+//!   and is never chosen) sees it; marking a member dead that is alive on the other side of a
 //!   partition can give the address two holders, which is why the command is refused while
 //!   the member is in sight;
 //! - **sticky**: a member in sight that says it holds the address ([`Seen::said`], from its
@@ -213,6 +214,7 @@ impl Floating {
         // The voters: settled rows, less incarnations an admin declared dead (out of sight,
         // or in sight as one that started before the mark).
         let mut settled = 0;
+        let mut votes_in_sight = 0;
         let mut in_sight: Vec<Seen> = Vec::new();
         for r in roster.iter().filter(|r| r.settled(now_ms)) {
             let seen = if r.id == self.me {
@@ -241,12 +243,17 @@ impl Floating {
                 {
                     continue
                 }
-                Some(s) => in_sight.push(s),
+                // A witness votes, and never holds the address nor says anything of it.
+                Some(_) if r.witness => votes_in_sight += 1,
+                Some(s) => {
+                    votes_in_sight += 1;
+                    in_sight.push(s);
+                }
                 None => {}
             }
             settled += 1;
         }
-        if 2 * in_sight.len() <= settled {
+        if 2 * votes_in_sight <= settled {
             return (None, settled);
         }
         // Only words said since their member came into sight.

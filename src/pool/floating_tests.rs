@@ -16,6 +16,7 @@ fn roster(n: u64) -> Vec<PoolMember> {
             addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, id as u8), 7946),
             joined_ms: 0,
             dead_ms: None,
+            witness: false,
         })
         .collect()
 }
@@ -169,6 +170,41 @@ impl Sim {
     }
 }
 
+impl Sim {
+    /// `seconds` of random deaths, restarts, splits and heals, checked every step.
+    fn shake(&mut self, seconds: u32) {
+        let n = self.up.len();
+        for _ in 0..seconds {
+            self.run_checked(1_000);
+            let r: u32 = self.rng.random_range(0..100);
+            let i = self.rng.random_range(0..n);
+            match r {
+                0..=2 if self.up[i] => self.kill(i),
+                3..=8 if !self.up[i] => self.restart(i),
+                9..=10 => {
+                    for k in 0..n {
+                        self.side[k] = self.rng.random_range(0..2);
+                    }
+                }
+                11..=14 => self.side = vec![0; n],
+                _ => {}
+            }
+        }
+    }
+
+    /// Everything heals and restarts; a minute passes.
+    fn heal(&mut self) {
+        let n = self.up.len();
+        self.side = vec![0; n];
+        for i in 0..n {
+            if !self.up[i] {
+                self.restart(i);
+            }
+        }
+        self.run_checked(60_000);
+    }
+}
+
 #[test]
 fn the_wait_is_derived_from_membership_and_the_lifetime() {
     // Skew 2 s (three members), fresh 1 s, lifetime 2 s, slack 1.25 s.
@@ -248,30 +284,9 @@ fn deaths_partitions_and_restarts_never_give_two_holders() {
     for seed in 0..40 {
         let n = 3 + (seed % 3) as usize;
         let mut s = Sim::new(n, seed);
-        for _ in 0..400 {
-            s.run_checked(1_000);
-            let r: u32 = s.rng.random_range(0..100);
-            let i = s.rng.random_range(0..n);
-            match r {
-                0..=2 if s.up[i] => s.kill(i),
-                3..=8 if !s.up[i] => s.restart(i),
-                9..=10 => {
-                    for k in 0..n {
-                        s.side[k] = s.rng.random_range(0..2);
-                    }
-                }
-                11..=14 => s.side = vec![0; n],
-                _ => {}
-            }
-        }
+        s.shake(400);
         // Everything heals: exactly one holder, and every member names it.
-        s.side = vec![0; n];
-        for i in 0..n {
-            if !s.up[i] {
-                s.restart(i);
-            }
-        }
-        s.run_checked(60_000);
+        s.heal();
         let h = s.holders();
         assert_eq!(h.len(), 1, "seed {seed}: holders {h:?}");
         let id = h[0] as u64 + 1;
@@ -359,4 +374,41 @@ fn two_members_need_a_mark_and_a_restart_lifts_it() {
     s.run_checked(30_000);
     assert!(s.holders().is_empty());
     assert_eq!(s.decisions[0].holder, None);
+}
+
+#[test]
+fn two_members_beside_a_witness_fail_over_alone_and_never_give_two_holders() {
+    let mut s = Sim::new(3, 7);
+    s.roster[2].witness = true;
+    s.run_checked(20_000);
+    assert_eq!(s.holders(), [0]);
+    // The holder dies: the survivor and the witness are a majority of three.
+    s.kill(0);
+    s.run_checked(30_000);
+    assert_eq!(s.holders(), [1], "the survivor takes it without a mark");
+    // The survivor is cut off from the witness too: it gives the address up, and the
+    // witness alone never takes it.
+    s.restart(0);
+    s.run_checked(60_000);
+    assert_eq!(s.holders(), [1], "sticky across the restart");
+    s.side[1] = 1;
+    s.run_checked(30_000);
+    assert_eq!(
+        s.holders(),
+        [0],
+        "the majority side (member and witness) holds it"
+    );
+
+    // Random deaths, restarts and splits with a witness: never two holders (checked every
+    // step by `run_checked`), one holder after healing, never the witness.
+    for seed in 0..30 {
+        let n = 3 + (seed % 2) as usize;
+        let mut s = Sim::new(n, 1000 + seed);
+        s.roster[n - 1].witness = true;
+        s.shake(300);
+        s.heal();
+        let h = s.holders();
+        assert_eq!(h.len(), 1, "seed {seed}: holders {h:?}");
+        assert_ne!(h[0], n - 1, "seed {seed}: the witness holds it");
+    }
 }

@@ -41,6 +41,8 @@ pub struct MemberId {
     pub id: u64,
     /// Unix milliseconds at start, bumped when the member has to renew its identity.
     pub epoch: u64,
+    /// A vote-only witness (`pool::witness`): no store, no services, no exchanges.
+    pub witness: bool,
 }
 
 impl Identity for MemberId {
@@ -185,6 +187,7 @@ impl Membership {
             addr: seed,
             id: 0,
             epoch: 0,
+            witness: false,
         };
         let r = self.foca.announce(dst, &mut self.runtime);
         self.drain(r.is_err())
@@ -230,6 +233,7 @@ impl Membership {
                     addr,
                     id: 0,
                     epoch: 0,
+                    witness: false,
                 };
                 if self.foca.announce(dst, &mut self.runtime).is_err() {
                     self.refusals.rejected += 1;

@@ -78,6 +78,7 @@ impl Sim {
                     addr: addr(i),
                     id: 100 + i as u64,
                     epoch: 1,
+                    witness: false,
                 };
                 let s = seed ^ ((i as u64 + 1) * 7919);
                 Membership::new(me, &key(), config(n as u32), s, nonce_seed(s))

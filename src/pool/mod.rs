@@ -27,7 +27,9 @@
 //!   [`facts`] gathers its facts from the store and counts shares (blocking);
 //! - [`serve`]: the tokio shell: the UDP socket and timers, one exchange per second with a
 //!   random live member, the tick's blocking work off the async workers, and carrying out
-//!   the core's actions.
+//!   the core's actions;
+//! - [`witness`]: `drover witness`, a vote-only member (membership only: no store, no
+//!   services), so that a pool of two fails over by itself.
 //!
 //! Built so far: membership, store replication, DHCP address shares, the boot path across
 //! members, one floating service address, the pool status (health, summaries, lag), pool
@@ -54,6 +56,7 @@ pub mod status;
 pub mod summary;
 pub mod sync;
 pub mod tick;
+pub mod witness;
 
 #[cfg(test)]
 mod pool_sim_tests;

@@ -89,7 +89,12 @@ fn pool_addr(i: usize) -> SocketAddrV4 {
 
 fn settings(id: u64, addr: SocketAddrV4, epoch: u64) -> TickSettings {
     TickSettings {
-        me: MemberId { addr, id, epoch },
+        me: MemberId {
+            addr,
+            id,
+            epoch,
+            witness: false,
+        },
         lease_time: LEASE,
         service_address: None,
         services: Vec::new(),
@@ -184,6 +189,7 @@ impl Sim {
                             addr,
                             joined_ms: 0,
                             dead_ms: None,
+                            witness: false,
                         })
                     })
                     .unwrap();
@@ -509,7 +515,15 @@ impl Sim {
                 .map(|j| {
                     let (addr, epoch) = (self.members[j].addr, self.members[j].epoch);
                     let id = self.ids[j];
-                    (MemberId { addr, id, epoch }, foca::State::Alive)
+                    (
+                        MemberId {
+                            addr,
+                            id,
+                            epoch,
+                            witness: false,
+                        },
+                        foca::State::Alive,
+                    )
                 })
                 .collect();
             let m = &mut self.members[i];

@@ -262,6 +262,7 @@ async fn member(
         addr: settings.addr,
         id: settings.member_id,
         epoch: unix_ms(),
+        witness: false,
     };
     let last = {
         let (dir, store, settings) = (state_dir.to_path_buf(), store.clone(), settings.clone());
@@ -467,7 +468,7 @@ async fn member(
                         let live = m.members();
                         let holders = Holders::from_summaries(
                             live.iter()
-                                .filter(|(_, s)| *s == foca::State::Alive)
+                                .filter(|(id, s)| *s == foca::State::Alive && !id.witness)
                                 .map(|(id, _)| summaries.get(id.id).map(|(s, age)| (s.has, age))),
                         );
                         task.links.holders.send_replace(holders);
@@ -555,10 +556,11 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The live members that keep a store (witnesses do not: nothing to exchange with them).
 fn live_members(m: &Membership) -> Vec<SocketAddrV4> {
     m.members()
         .iter()
-        .filter(|(_, s)| *s == foca::State::Alive)
+        .filter(|(id, s)| *s == foca::State::Alive && !id.witness)
         .map(|(id, _)| id.addr)
         .collect()
 }
@@ -680,6 +682,15 @@ fn carry_out(
                     let _ = done.blocking_send(Done::Counts(facts::count(&job, me, &blobs)));
                 }));
             }
+            Action::EnterWitnesses(rows) => {
+                let store = task.store.clone();
+                // Not the tick's work: a failed write is tried again on the next tick.
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = enter_witnesses(&store, &rows) {
+                        tracing::warn!(error = %e, "pool: cannot write a witness's roster row");
+                    }
+                });
+            }
             Action::Publish(summary) => task.summaries.publish(summary),
             Action::Status(status) => {
                 let (dir, done) = (task.state_dir.to_path_buf(), done.clone());
@@ -721,7 +732,21 @@ fn enter_roster(store: &Store, settings: &Settings, founder: bool) -> Result<(),
             addr: settings.addr,
             joined_ms,
             dead_ms: None,
+            witness: false,
         })
+    })
+}
+
+/// Writes the roster rows of witnesses that are not on the roster yet (another member may
+/// have written one since the tick read the roster: that row stays).
+fn enter_witnesses(store: &Store, rows: &[PoolMember]) -> Result<(), StoreError> {
+    store.write(|w| {
+        for row in rows {
+            if w.get::<PoolMember>(&PoolMember::key_of(row.id))?.is_none() {
+                w.put(row)?;
+            }
+        }
+        Ok(())
     })
 }
 

@@ -21,6 +21,7 @@
 //!
 //! Not here: the roster rows themselves (the shell writes and reads them), membership.
 
+use crate::dhcp::share::Votes;
 use crate::dhcp::share::{RECOVERY_MARGIN, TAKEOVER_AFTER};
 use crate::dhcp::Share;
 use crate::store::model::PoolMember;
@@ -99,11 +100,10 @@ impl Shares {
             self.seen.insert(id, now_ms);
             self.gained.entry(id).or_insert(now_ms);
         }
-        let settled: Vec<u64> = roster
-            .iter()
-            .filter(|r| r.settled(now_ms))
-            .map(|r| r.id)
-            .collect();
+        let rows: Vec<&PoolMember> = roster.iter().filter(|r| r.settled(now_ms)).collect();
+        // Witnesses vote and own nothing; they keep no store, so nothing is pulled from them.
+        let settled: Vec<u64> = rows.iter().filter(|r| !r.witness).map(|r| r.id).collect();
+        let votes = votes(self.me, &rows, alive);
         let caught_up = self.gained.iter().all(|(id, gained)| {
             !settled.contains(id)
                 || (now_ms >= gained + SETTLE_MS
@@ -112,12 +112,8 @@ impl Shares {
                         .get(id)
                         .is_some_and(|p| *p >= gained + SETTLE_MS))
         });
-        let in_sight = settled
-            .iter()
-            .filter(|id| **id == self.me || alive.contains(id))
-            .count();
-        // As `Share::may_use_own`: the members out of sight cannot form a strict majority.
-        let present = 2 * in_sight >= settled.len();
+        // As `Share::may_use_own`: the voters out of sight cannot form a strict majority.
+        let present = 2 * votes.seen >= votes.of;
         match (present, self.absent_since) {
             (false, None) => self.absent_since = Some(now_ms),
             (true, Some(since)) => {
@@ -149,9 +145,23 @@ impl Shares {
             alive.iter().copied(),
             last_seen,
             TAKEOVER_AFTER,
-        );
+        )
+        .with_votes(votes)
+        .with_reuse_after(self.lease_time + RECOVERY_MARGIN + TAKEOVER_AFTER);
         share.recovery = self.recovery.filter(|(_, until)| now_ms / 1000 < *until);
         share
+    }
+}
+
+/// The voters among the settled `rows` and how many of them `me` sees: every row, witnesses
+/// included, less a member an admin declared dead (`drover pool mark-dead`) while it stays
+/// out of sight (a restart rewrites its row without the mark).
+fn votes(me: u64, rows: &[&PoolMember], alive: &[u64]) -> Votes {
+    let in_sight = |r: &PoolMember| r.id == me || alive.contains(&r.id);
+    let voters = || rows.iter().filter(|r| r.dead_ms.is_none() || in_sight(r));
+    Votes {
+        of: voters().count(),
+        seen: voters().filter(|r| in_sight(r)).count(),
     }
 }
 
@@ -166,6 +176,7 @@ mod tests {
             addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, id as u8), 7946),
             joined_ms,
             dead_ms: None,
+            witness: false,
         }
     }
 
@@ -203,7 +214,53 @@ mod tests {
         assert!(!theirs.is_empty());
         assert!(theirs
             .iter()
-            .all(|ip| b.may_allocate(*ip) && !a.may_allocate(*ip)));
+            .all(|ip| b.may_allocate(0, *ip) && !a.may_allocate(0, *ip)));
+    }
+
+    #[test]
+    fn a_survivor_of_two_takes_over_clients_beside_a_witness_or_after_mark_dead() {
+        let witness = PoolMember {
+            witness: true,
+            ..row(9, 0)
+        };
+        let t = 100_000;
+        let past_takeover = t + (TAKEOVER_AFTER + 1) * 1000;
+        let dead_client_of = |share: &Share| {
+            (0..300)
+                .map(|i| Ipv4Addr::from(0xc612_0000 + i))
+                .find(|ip| share.owner(*ip) == 2)
+                .expect("member 2 owns some addresses")
+        };
+        // 1 and 2 and the witness; 2 dies at `t`.
+        let roster = [row(1, 0), row(2, 0), witness.clone()];
+        let mut s = Shares::new(1, 60, 0, None, None);
+        s.share(&roster, &[2, 9], 1_000);
+        s.pulled(2, 50_000);
+        s.share(&roster, &[2, 9], t - 1);
+        let b = s.share(&roster, &[9], past_takeover);
+        assert_eq!(b.roster, vec![1, 2], "a witness owns no addresses");
+        assert!(b.live.iter().all(|m| *m != 9), "nor answers clients");
+        assert!(b.majority());
+        let ip = dead_client_of(&b);
+        assert!(
+            b.may_extend(past_takeover / 1000, ip) && !b.may_allocate(past_takeover / 1000, ip)
+        );
+        // Without the witness: no majority, until an admin marks 2 dead.
+        let mut roster = [row(1, 0), row(2, 0)];
+        let mut s = Shares::new(1, 60, 0, None, None);
+        s.share(&roster, &[2], 1_000);
+        s.pulled(2, 50_000);
+        s.share(&roster, &[2], t - 1);
+        let b = s.share(&roster, &[], past_takeover);
+        assert!(!b.majority());
+        assert!(!b.may_extend(past_takeover / 1000, dead_client_of(&b)));
+        roster[1].dead_ms = Some(t + 1);
+        let b = s.share(&roster, &[], past_takeover);
+        assert!(b.majority());
+        let ip = dead_client_of(&b);
+        assert!(
+            b.may_extend(past_takeover / 1000, ip) && !b.may_allocate(past_takeover / 1000, ip)
+        );
     }
 
     #[test]

@@ -136,6 +136,9 @@ pub enum Action {
     },
     /// Ship NFS layers to these members.
     LayerPeers(Vec<SocketAddrV4>),
+    /// Write these roster rows of witnesses seen alive that the roster lacks (unless another
+    /// member wrote them meanwhile): a witness keeps no store and cannot write its own.
+    EnterWitnesses(Vec<PoolMember>),
     /// Count this off the async workers and call [`Tick::handle_counts`].
     Count(CountJob),
     /// Publish this member's summary.
@@ -263,6 +266,17 @@ impl Tick {
             .filter(|(_, s)| *s == foca::State::Alive)
             .map(|(id, _)| *id)
             .collect();
+        let witnesses: Vec<PoolMember> = alive
+            .iter()
+            .filter(|id| id.witness && !facts.roster.iter().any(|r| r.id == id.id))
+            .map(|id| PoolMember {
+                id: id.id,
+                addr: id.addr,
+                joined_ms: now_ms,
+                dead_ms: None,
+                witness: true,
+            })
+            .collect();
         for id in &alive {
             if let Some(at) = self.ledger.last_ms(&id.addr) {
                 self.shares.pulled(id.id, at);
@@ -297,8 +311,11 @@ impl Tick {
             changed,
             took,
         });
+        // Witnesses vote (`shares`, `floating`) and serve nothing: no boot path, no layers.
         let ids: Vec<u64> = alive.iter().map(|id| id.id).collect();
-        let peers = Peers::live(me.id, &facts.roster, &ids);
+        let serving: Vec<&MemberId> = alive.iter().filter(|id| !id.witness).collect();
+        let serving_ids: Vec<u64> = serving.iter().map(|id| id.id).collect();
+        let peers = Peers::live(me.id, &facts.roster, &serving_ids);
         if *self.peers != peers {
             self.peers = Arc::new(peers);
             actions.push(Action::Peers(self.peers.clone()));
@@ -308,7 +325,12 @@ impl Tick {
             self.share = Arc::new(share);
             actions.push(Action::Share(self.share.clone()));
         }
-        actions.push(Action::LayerPeers(alive.iter().map(|id| id.addr).collect()));
+        actions.push(Action::LayerPeers(
+            serving.iter().map(|id| id.addr).collect(),
+        ));
+        if !witnesses.is_empty() {
+            actions.push(Action::EnterWitnesses(witnesses));
+        }
         actions.push(Action::Count(CountJob {
             share: self.share.clone(),
             ranges: facts.ranges.clone(),
@@ -478,6 +500,7 @@ impl Tick {
                     addr: r.addr,
                     id: r.id,
                     epoch: 0,
+                    witness: false,
                 };
                 rows.push(member_status(id, report::health(None, true), true));
             }
@@ -525,6 +548,7 @@ mod tests {
             addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, n), 7946),
             id: u64::from(n),
             epoch: T0,
+            witness: false,
         }
     }
 
@@ -534,6 +558,7 @@ mod tests {
             addr: m.addr,
             joined_ms: 0,
             dead_ms: None,
+            witness: false,
         };
         Facts {
             roster: vec![row(id(1)), row(id(2))],
@@ -560,6 +585,47 @@ mod tests {
             Action::Share(s) => Some(s.clone()),
             _ => None,
         })
+    }
+
+    #[test]
+    fn a_witness_goes_on_the_roster_and_serves_nothing() {
+        let settings = TickSettings {
+            me: id(1),
+            lease_time: 60,
+            service_address: None,
+            services: Vec::new(),
+        };
+        let mut core = Tick::new(settings, None, None);
+        let w = MemberId {
+            witness: true,
+            ..id(3)
+        };
+        let alive = [(id(2), foca::State::Alive), (w, foca::State::Alive)];
+        let actions = core.handle_facts(T0, &alive, &|_| None, facts());
+        let entered = actions.iter().find_map(|a| match a {
+            Action::EnterWitnesses(rows) => Some(rows.clone()),
+            _ => None,
+        });
+        let row = PoolMember {
+            id: 3,
+            addr: w.addr,
+            joined_ms: T0,
+            dead_ms: None,
+            witness: true,
+        };
+        assert_eq!(entered, Some(vec![row.clone()]));
+        assert!(actions.contains(&Action::LayerPeers(vec![id(2).addr])));
+        // On the roster: not asked for again, and not a boot-path peer.
+        let mut with_row = facts();
+        with_row.roster.push(row);
+        let again = core.handle_facts(T0 + 1, &alive, &|_| None, with_row);
+        assert!(!again.iter().any(|a| matches!(a, Action::EnterWitnesses(_))));
+        let peers = again.iter().find_map(|a| match a {
+            Action::Peers(p) => Some(p.others.clone()),
+            _ => None,
+        });
+        assert_eq!(peers, None, "the peers are still member 2 alone");
+        assert_eq!(*core.peers, Peers::live(1, &facts().roster, &[2]));
     }
 
     #[test]
@@ -698,6 +764,7 @@ mod tests {
                     addr: id(n as u8).addr,
                     joined_ms: 0,
                     dead_ms: None,
+                    witness: false,
                 })
                 .to_vec(),
             ..Facts::default()

@@ -1074,6 +1074,11 @@ pub struct PoolMember {
     /// (`pool::floating`); a restart after it makes the member count again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_ms: Option<u64>,
+    /// A witness (`drover witness`): it votes in the majorities of `pool::floating` and
+    /// `dhcp::share`, and does nothing else: it owns no addresses, answers no client, holds no
+    /// service address and keeps no store. The members write its row when they first see it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub witness: bool,
 }
 
 impl PoolMember {
