@@ -3,14 +3,17 @@
 //! [`start`] opens the lab's own store (`<dir>/state`), starts the segment (VMs join at
 //! `<dir>/segment.sock`), puts drover on it at [`SERVER`] through smoltcp, and runs there the
 //! same shells as on kernel sockets: DHCP (`dhcp::serve::run_on` over the stack's UDP
-//! socket) and HTTP (`http::listen::serve` over the stack's TCP listener: boot path, API and
+//! socket), TFTP (`tftp::serve::run_on`: the embedded iPXE binaries, transfers on the
+//! stack's ephemeral ports), DNS (`dns::serve::serve_on` over UDP and TCP: the lab store's
+//! zones, no forwarding), NTP (`ntp::serve::run_on`: the host clock as the lab's reference)
+//! and HTTP (`http::listen::serve` over the stack's TCP listener: boot path, API and
 //! page). The same router also listens on a localhost port, so the user's browser and the
 //! CLI reach the lab's page and API. A view refresher picks up changes that other processes
 //! (`drover --state-dir <dir>/state node add ...`) write to the store, and the boot-event
 //! writer records each VM's timeline.
 //!
-//! Not here (not yet on the lab network): TFTP (BIOS and UEFI iPXE ROMs boot over HTTP
-//! directly), DNS, NTP, NFS, and pool members.
+//! Not here (not yet on the lab network): NFS (its server takes kernel TCP connections
+//! only), and pool members.
 
 use super::segment::{Attachment, Segment};
 use super::stack::Stack;
@@ -34,6 +37,10 @@ pub const PREFIX: u8 = 24;
 pub const SERVER_MAC: [u8; 6] = [0x02, 0xd7, 0x0e, 0x00, 0x00, 0x01];
 /// The port of the boot path and API on the segment.
 const HTTP_PORT: u16 = 80;
+/// The datagram services' ports on the segment (their standard ports).
+const TFTP_PORT: u16 = 69;
+const DNS_PORT: u16 = 53;
+const NTP_PORT: u16 = 123;
 
 /// The files of a lab directory.
 #[derive(Debug, Clone)]
@@ -68,6 +75,8 @@ impl Paths {
 pub struct Running {
     /// The page and API on localhost.
     pub http: SocketAddr,
+    /// The segment, for in-process ports (tests attach their own stack to it).
+    pub segment: Segment,
     pub tasks: JoinSet<Result<(), LabError>>,
 }
 
@@ -127,8 +136,14 @@ pub async fn start(
         addr: SERVER,
         subnet: subnet(),
     };
+    let config = crate::config::Config::embedded();
     let settings = crate::dhcp::serve::Settings {
         http_base: format!("http://{SERVER}"),
+        services: crate::dhcp::core::Services {
+            dns: true,
+            ntp: true,
+            default_domain: Some(config.dns.domain.clone()),
+        },
         ..Default::default()
     };
     let socket = stack.udp_bind(settings.port)?;
@@ -151,10 +166,18 @@ pub async fn start(
     let dhcp = crate::dhcp::serve::run_on(socket, on, shutdown.clone());
     tasks.spawn(async move { dhcp.await.map_err(|e| LabError::Service("DHCP", e)) });
 
+    datagram_services(&stack, &store, &view, events.clone(), &mut tasks, &shutdown)?;
+
     // HTTP: one router on the segment and on localhost.
-    let power = crate::serve::settings::fan_out(&crate::config::Config::embedded().power);
+    let power = crate::serve::settings::fan_out(&config.power);
     let services = vec![
         health("dhcp", format!("port 67 on the lab segment ({SERVER})")),
+        health("tftp", format!("port {TFTP_PORT} on the lab segment")),
+        health(
+            "dns",
+            format!("port {DNS_PORT} on the lab segment, no forwarding"),
+        ),
+        health("ntp", format!("port {NTP_PORT} on the lab segment")),
         health(
             "http",
             format!("port {HTTP_PORT} on the lab segment and {admin}"),
@@ -178,8 +201,8 @@ pub async fn start(
         nfs_host: None,
         api: Some(api),
         peers: watch::channel(Arc::default()).1,
-        dns: false,
-        ntp: false,
+        dns: true,
+        ntp: true,
     };
     let app = crate::http::serve::router(shared);
     let local = tokio::net::TcpListener::bind(admin)
@@ -217,7 +240,72 @@ pub async fn start(
         .map_err(LabError::io("attaching to", paths.segment().display()))?;
     tasks.spawn(advertise(ra_port, shutdown));
     tracing::info!(%http, segment = %paths.segment().display(), "lab ready");
-    Ok(Running { http, tasks })
+    Ok(Running {
+        http,
+        segment,
+        tasks,
+    })
+}
+
+/// TFTP, DNS and NTP on the stack: the same shells as on kernel sockets.
+fn datagram_services(
+    stack: &Stack,
+    store: &Arc<Store>,
+    view: &Arc<SharedView>,
+    events: crate::timeline::Recorder,
+    tasks: &mut JoinSet<Result<(), LabError>>,
+    shutdown: &CancellationToken,
+) -> Result<(), LabError> {
+    // TFTP: the embedded iPXE binaries, for firmware that does not boot over HTTP itself.
+    let tftp_stats = Arc::new(crate::tftp::serve::Stats::default());
+    crate::counters::register("tftp", "lab", tftp_stats.clone());
+    let tftp = crate::tftp::serve::run_on(
+        stack.udp_bind(TFTP_PORT)?,
+        stack.clone(),
+        Arc::new(crate::tftp::serve::Roots::default()),
+        crate::tftp::serve::Limits::default(),
+        tftp_stats,
+        Some(events),
+        shutdown.clone(),
+    );
+    tasks.spawn(async move { tftp.await.map_err(|e| LabError::Service("TFTP", e)) });
+
+    // DNS: the cluster's zones from the lab's store. No upstreams: nothing the VMs ask
+    // leaves the process.
+    let config = crate::config::Config::embedded();
+    let mut dns = crate::serve::settings::dns(&config, &[SERVER], store.member());
+    dns.port = DNS_PORT;
+    dns.upstreams = Vec::new();
+    let dns_stats = Arc::new(crate::dns::serve::Stats::default());
+    crate::counters::register("dns", "lab", dns_stats.clone());
+    let dns = crate::dns::serve::serve_on(
+        vec![stack.udp_bind(DNS_PORT)?],
+        stack.tcp_listen(DNS_PORT)?,
+        SocketAddr::from((SERVER, DNS_PORT)),
+        dns,
+        view.clone(),
+        shutdown.clone(),
+        dns_stats,
+    );
+    tasks.spawn(async move { dns.await.map_err(|e| LabError::Service("DNS", e)) });
+
+    // NTP: the host's clock, announced as the lab's reference even when unsynchronised (a
+    // lab has no other).
+    let ntp_settings = crate::ntp::serve::Settings {
+        port: NTP_PORT,
+        local_reference: true,
+    };
+    let ntp_stats = Arc::new(crate::ntp::serve::Stats::default());
+    crate::counters::register("ntp", "lab", ntp_stats.clone());
+    let ntp = crate::ntp::serve::run_on(
+        stack.udp_bind(NTP_PORT)?,
+        SocketAddr::from((SERVER, NTP_PORT)),
+        ntp_settings,
+        ntp_stats,
+        shutdown.clone(),
+    );
+    tasks.spawn(async move { ntp.await.map_err(|e| LabError::Service("NTP", e)) });
+    Ok(())
 }
 
 /// IPv6 router advertisements on the segment (`super::ra`): periodic, and in answer to
@@ -270,3 +358,7 @@ pub(super) fn record_network(store: &Store) -> Result<(), LabError> {
     crate::admin::add_network(store, &net)?;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "serve_tests.rs"]
+mod tests;
