@@ -239,3 +239,85 @@ fn lab_up_two_nodes_then_down() {
     );
     drop(up);
 }
+
+/// `lab up --members 2`: two pool members (own processes, own stores, gossip over loopback)
+/// serve the segment. `lab kill-member 1` stops the first and marks it dead through the
+/// survivor; both VMs then boot to their marker through member 2 (198.18.0.2).
+#[test]
+fn lab_with_two_members_survives_kill_member() {
+    let assets = assets();
+    let tmp = TempDir::new("lab-members");
+    let dir = lab_dir(&tmp);
+    let d = dir.to_str().unwrap();
+    let out = output(drover_as_user(&[
+        "lab",
+        "up",
+        "--dir",
+        d,
+        "--assets",
+        assets.to_str().unwrap(),
+        "--nodes",
+        "2",
+        "--members",
+        "2",
+    ]));
+    let up = Up { dir: dir.clone() };
+    assert!(out.status.success(), "lab up failed:\n{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for m in ["m1 ", "m2 "] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(m) && l.contains("running")),
+            "member {m}is not listed as running:\n{stdout}"
+        );
+    }
+    // `up` returns once the pool has formed and the VMs started; under TCG a VM needs
+    // seconds before its first DHCP, so the nodes boot after the kill.
+    let out = output(drover_as_user(&["lab", "kill-member", "1", "--dir", d]));
+    assert!(out.status.success(), "kill-member failed:\n{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("marked dead through member 2"), "{said}");
+    let mut status = String::new();
+    let booted = wait_until(Duration::from_secs(2 * BOOT_TIMEOUT_SECS), || {
+        std::thread::sleep(Duration::from_millis(500));
+        status =
+            String::from_utf8_lossy(&output(drover_as_user(&["lab", "status", "--dir", d])).stdout)
+                .into_owned();
+        ["n1", "n2"].iter().all(|n| {
+            status
+                .lines()
+                .any(|l| l.starts_with(n) && l.contains(" marker "))
+        })
+    });
+    let console = |n: &str| std::fs::read_to_string(dir.join(format!("{n}.serial.log")));
+    assert!(
+        booted,
+        "not both VMs reached the marker after the kill:\n{status}\nn1:\n{}\nn2:\n{}",
+        tail(&console("n1").unwrap_or_default(), 20),
+        tail(&console("n2").unwrap_or_default(), 20)
+    );
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("m1 ") && l.contains("stopped")),
+        "member 1 still runs:\n{status}"
+    );
+    for n in ["n1", "n2"] {
+        let text = console(n).unwrap_or_default();
+        assert!(
+            text.contains(&format!("node={n}")) && text.contains("drover.server=http://198.18.0.2"),
+            "{n} did not boot through member 2:\n{}",
+            tail(&text, 20)
+        );
+    }
+    let out = output(drover_as_user(&["lab", "down", "--dir", d]));
+    assert!(out.status.success(), "lab down failed:\n{}", text(&out));
+    let left = Command::new("pgrep")
+        .args(["-f", &format!("lab member --dir {d}")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "members of the lab are left: {left}");
+    drop(up);
+}

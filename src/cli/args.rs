@@ -293,9 +293,27 @@ pub enum LabCmd {
         #[command(flatten)]
         lab: LabUp,
     },
+    /// Stop pool member M of a lab started with --members, to watch failover; in a lab of
+    /// two members the survivor is then told M is dead (as `drover pool mark-dead`).
+    KillMember {
+        /// The member (1, 2, ...; `drover lab status` lists them).
+        member: u8,
+        #[command(flatten)]
+        at: LabDir,
+    },
     /// The background server of `lab up` (started by it).
     #[command(hide = true)]
     Daemon(LabUp),
+    /// One pool member of a lab (started by the lab's server).
+    #[command(hide = true)]
+    Member {
+        #[arg(long)]
+        index: u8,
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        #[command(flatten)]
+        at: LabDir,
+    },
 }
 
 /// Where a lab lives.
@@ -328,6 +346,11 @@ pub struct LabUp {
     /// The localhost port of the lab's page and API (0: any free port).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// Pool members serving the segment, each in its own process with its own store,
+    /// gossiping over loopback; 1: no pool.
+    #[arg(long, default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=crate::lab::serve::MAX_MEMBERS as i64))]
+    pub members: u8,
 }
 
 #[derive(Subcommand)]

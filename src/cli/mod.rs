@@ -890,6 +890,7 @@ fn lab(cmd: args::LabCmd) -> Result<()> {
         image: up.image.clone(),
         assets: up.assets.clone().unwrap_or_else(lab::default_assets),
         port: up.port,
+        members: up.members,
     };
     match cmd {
         args::LabCmd::Up(up) => {
@@ -927,7 +928,11 @@ fn lab(cmd: args::LabCmd) -> Result<()> {
             }
             println!("{}", result?);
         }
+        args::LabCmd::KillMember { member, at } => {
+            println!("{}", lab::kill_member(&dir(&at), member)?);
+        }
         args::LabCmd::Daemon(up) => lab::daemon(&options(&up))?,
+        args::LabCmd::Member { index, port, at } => lab::member(&dir(&at), index, port)?,
     }
     Ok(())
 }

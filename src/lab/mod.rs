@@ -56,6 +56,16 @@ pub enum LabError {
     BadRegex(String),
     #[error("no lab in {0} (start one with `drover lab up`)")]
     NoLab(String),
+    #[error(transparent)]
+    Pool(#[from] crate::pool::setup::SetupError),
+    #[error(
+        "the lab's pool members did not see each other within {secs} s; member 1's log: {log}"
+    )]
+    NoPool { secs: u64, log: String },
+    #[error("`lab run` has no pool: use `lab up --members M`")]
+    RunWithMembers,
+    #[error("no member {0} in this lab (see `drover lab status`)")]
+    NoMember(u8),
     #[error("no node {0:?} in this lab")]
     NoNode(String),
     #[error("{node} is not running (it powered off or crashed); its console log: {log}")]

@@ -10,6 +10,9 @@
 //! dropped and counted, never waited for, so one slow VM cannot stall the segment. A
 //! connection that sends a length over [`switch::MAX_FRAME`] is closed (its framing is lost).
 //!
+//! A segment can also join another one over that socket ([`Segment::uplink`]): two
+//! switches in cascade, as a lab's pool members (separate processes) join the lab's segment.
+//!
 //! Not here: the forwarding decision (`switch`), IP (`super::stack`), and QEMU's `dgram`
 //! netdev (one datagram per frame; the segment takes stream connections only so far).
 
@@ -155,6 +158,18 @@ impl Segment {
                 tracing::debug!(port = id, "lab segment: a VM left");
             });
         }
+    }
+
+    /// Joins this segment to the one listening on `path` (another process's: a pool member
+    /// of the lab runs its own), as a VM would: one port here carries the frames of that
+    /// connection, until either side ends or `shutdown`.
+    pub async fn uplink(&self, path: &Path, shutdown: CancellationToken) -> io::Result<()> {
+        let stream = tokio::net::UnixStream::connect(path).await?;
+        let port = self.attach().await?;
+        let id = port.port;
+        self.serve_stream(stream, port, shutdown).await;
+        let _ = self.control.send(Control::Leave(id)).await;
+        Ok(())
     }
 
     /// Carries frames between one QEMU stream connection and its port until either side
@@ -328,6 +343,45 @@ mod tests {
         vm.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
         assert_eq!(vm.read(&mut len).await.unwrap_or(0), 0);
         assert_eq!(segment.stats.snapshot().bad_framing, 1);
+        shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn an_uplinked_segment_reaches_the_other_segments_ports() {
+        let shutdown = CancellationToken::new();
+        let main = Segment::start(shutdown.clone());
+        let mut there = main.attach().await.unwrap();
+        let dir = std::env::temp_dir().join(format!("drover-uplink-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("segment.sock");
+        let listening = main.clone();
+        let (p, token) = (path.clone(), shutdown.clone());
+        tokio::spawn(async move { listening.listen(&p, token).await });
+        let member = Segment::start(shutdown.clone());
+        let mut here = member.attach().await.unwrap();
+        let (uplinked, p, token) = (member.clone(), path.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            // The listener may not be bound yet: retry until it is.
+            while uplinked.uplink(&p, token.clone()).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        // A broadcast from the member's side crosses the uplink...
+        let f = frame(0xff, 3);
+        let mut crossed = None;
+        for _ in 0..100 {
+            assert!(here.tx.try_send(f.clone()));
+            crossed = next(&mut there.rx).await;
+            if crossed.is_some() {
+                break;
+            }
+        }
+        assert_eq!(crossed, Some(f));
+        // ...and the answer finds its way back through both switches.
+        let back = frame(3, 4);
+        assert!(there.tx.try_send(back.clone()));
+        assert_eq!(next(&mut here.rx).await, Some(back));
         shutdown.cancel();
         let _ = std::fs::remove_dir_all(&dir);
     }

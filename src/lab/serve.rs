@@ -69,6 +69,19 @@ impl Paths {
     pub fn serial_log(&self, node: &str) -> PathBuf {
         self.dir.join(format!("{node}.serial.log"))
     }
+    /// Pool member `index`'s state directory, record and log (labs with a pool).
+    pub fn member_state(&self, index: u8) -> PathBuf {
+        self.member_dir(index).join("state")
+    }
+    pub fn member_file(&self, index: u8) -> PathBuf {
+        self.member_dir(index).join("member.json")
+    }
+    pub fn member_log(&self, index: u8) -> PathBuf {
+        self.member_dir(index).join("drover.log")
+    }
+    fn member_dir(&self, index: u8) -> PathBuf {
+        self.dir.join("members").join(format!("m{index}"))
+    }
 }
 
 /// A started lab: where its page is, and its tasks (they end at shutdown).
@@ -86,15 +99,161 @@ pub fn subnet() -> Ipv4Net {
     Ipv4Net::containing(SERVER, PREFIX).unwrap_or_else(|| unreachable!("prefix {PREFIX}"))
 }
 
-/// Starts the lab's services on its `store` (opened on `paths.state()`); `admin` is the
-/// localhost address of the page (port 0: any free port).
+/// drover's place on the segment: its address and Ethernet address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seat {
+    pub addr: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
+impl Seat {
+    /// Member `index` (from 1, at most [`MAX_MEMBERS`]) of a lab's pool: `198.18.0.index`;
+    /// a lab without a pool is member 1 ([`SERVER`]).
+    pub fn member(index: u8) -> Seat {
+        let [a, b, c, _] = SERVER.octets();
+        let [m0, m1, m2, m3, m4, _] = SERVER_MAC;
+        Seat {
+            addr: Ipv4Addr::new(a, b, c, index),
+            mac: [m0, m1, m2, m3, m4, index],
+        }
+    }
+}
+
+/// Pool members in one lab at most (nodes' addresses start at `.11`).
+pub const MAX_MEMBERS: u8 = 5;
+
+/// Starts the lab's segment and its services on its `store` (opened on `paths.state()`);
+/// `admin` is the localhost address of the page (port 0: any free port).
 pub async fn start(
     paths: &Paths,
     store: Arc<Store>,
     admin: SocketAddr,
     shutdown: CancellationToken,
 ) -> Result<Running, LabError> {
-    let state = paths.state();
+    let (segment, mut tasks) = start_segment(paths, &shutdown).await?;
+    let seat = Seat::member(1);
+    let solo = watch::channel(Arc::new(crate::dhcp::Share::solo(store.member()))).1;
+    let (http, services) = start_services(
+        &paths.state(),
+        store,
+        seat,
+        &segment,
+        solo,
+        admin,
+        &shutdown,
+    )
+    .await?;
+    tasks.spawn(async move { join_all(services).await });
+    tracing::info!(%http, segment = %paths.segment().display(), "lab ready");
+    Ok(Running {
+        http,
+        segment,
+        tasks,
+    })
+}
+
+/// The segment (VMs join at `paths.segment()`) and its router advertisements.
+pub async fn start_segment(
+    paths: &Paths,
+    shutdown: &CancellationToken,
+) -> Result<(Segment, JoinSet<Result<(), LabError>>), LabError> {
+    let mut tasks = JoinSet::new();
+    let segment = Segment::start(shutdown.clone());
+    let sock = paths.segment();
+    let (listening, token) = (segment.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        listening
+            .listen(&sock, token)
+            .await
+            .map_err(LabError::io("listening on", sock.display()))
+    });
+    let ra_port = segment
+        .attach()
+        .await
+        .map_err(LabError::io("attaching to", paths.segment().display()))?;
+    tasks.spawn(advertise(ra_port, shutdown.clone()));
+    Ok((segment, tasks))
+}
+
+/// A pool member of a lab, in its own process: its own segment joined to the lab's
+/// (`paths.segment()`), its services at `seat` on it with its own `store` (`state`), and
+/// pool membership over loopback (`pool`), which gives DHCP its share.
+pub async fn start_member(
+    paths: &Paths,
+    state: &Path,
+    store: Arc<Store>,
+    seat: Seat,
+    pool: crate::pool::serve::Settings,
+    admin: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<Running, LabError> {
+    let mut tasks = JoinSet::new();
+    let segment = Segment::start(shutdown.clone());
+    let (uplinked, sock, token) = (segment.clone(), paths.segment(), shutdown.clone());
+    tasks.spawn(async move {
+        uplinked
+            .uplink(&sock, token)
+            .await
+            .map_err(LabError::io("joining the lab segment at", sock.display()))
+    });
+    let member = store.member();
+    let share = watch::channel(Arc::new(crate::dhcp::Share::solo(member)));
+    // The pool's views of its peers name their loopback pool addresses, which no VM can
+    // reach: the boot path and DHCP get none (each member serves whole scripts itself).
+    let peers = watch::channel(Arc::new(crate::pool::peers::Peers::default()));
+    let links = crate::pool::serve::Links {
+        share: share.0,
+        peers: peers.0,
+        floating: watch::channel(crate::pool::floating::Decision::default()).0,
+        layers: None,
+        nfs_clients: None,
+        took: watch::channel(crate::pool::tick::Reclaim::Unknown).0,
+        holders: watch::channel(crate::pool::compact::Holders::unknown()).0,
+    };
+    let pool = crate::pool::serve::run(
+        state.to_path_buf(),
+        pool,
+        store.clone(),
+        links,
+        shutdown.clone(),
+    );
+    tasks.spawn(async move { pool.await.map_err(|e| LabError::Service("pool", e)) });
+    let (http, services) =
+        start_services(state, store, seat, &segment, share.1, admin, &shutdown).await?;
+    tasks.spawn(async move { join_all(services).await });
+    tracing::info!(%http, addr = %seat.addr, member, "lab member ready");
+    Ok(Running {
+        http,
+        segment,
+        tasks,
+    })
+}
+
+/// Waits for all of `tasks`; the first error is the result.
+async fn join_all(mut tasks: JoinSet<Result<(), LabError>>) -> Result<(), LabError> {
+    let mut result = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Err(e)) = done {
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    result
+}
+
+/// drover at `seat` on `segment` with the state directory `state` and its `store`: every
+/// service of the lab, and the page on `admin`. Returns the page's address.
+async fn start_services(
+    state: &Path,
+    store: Arc<Store>,
+    seat: Seat,
+    segment: &Segment,
+    share: watch::Receiver<Arc<crate::dhcp::Share>>,
+    admin: SocketAddr,
+    shutdown: &CancellationToken,
+) -> Result<(SocketAddr, JoinSet<Result<(), LabError>>), LabError> {
+    let shutdown = shutdown.clone();
     record_network(&store)?;
     let view = Arc::new(SharedView::load(store.clone())?);
     let (events, writer) = crate::timeline::Recorder::new(view.clone());
@@ -112,33 +271,23 @@ pub async fn start(
         Ok(())
     });
 
-    let segment = Segment::start(shutdown.clone());
-    let sock = paths.segment();
-    let (listening, token) = (segment.clone(), shutdown.clone());
-    tasks.spawn(async move {
-        listening
-            .listen(&sock, token)
-            .await
-            .map_err(LabError::io("listening on", sock.display()))
-    });
     let port = segment
         .attach()
         .await
-        .map_err(LabError::io("attaching to", paths.segment().display()))?;
+        .map_err(LabError::io("attaching to", "the lab segment"))?;
     let seed = u64::from_le_bytes(rand::random::<[u8; 8]>());
-    let stack = Stack::start(port, SERVER_MAC, SERVER, PREFIX, seed, shutdown.clone());
-
+    let stack = Stack::start(port, seat.mac, seat.addr, PREFIX, seed, shutdown.clone());
     // DHCP: the same shell as on an interface, on the stack's UDP socket.
     let iface = Interface {
         name: "lab".into(),
         index: 0,
-        mac: Some(crate::store::model::Mac(SERVER_MAC)),
-        addr: SERVER,
+        mac: Some(crate::store::model::Mac(seat.mac)),
+        addr: seat.addr,
         subnet: subnet(),
     };
     let config = crate::config::Config::embedded();
     let settings = crate::dhcp::serve::Settings {
-        http_base: format!("http://{SERVER}"),
+        http_base: format!("http://{}", seat.addr),
         services: crate::dhcp::core::Services {
             dns: true,
             ntp: true,
@@ -148,7 +297,7 @@ pub async fn start(
     };
     let socket = stack.udp_bind(settings.port)?;
     let links = crate::dhcp::serve::Links {
-        share: watch::channel(Arc::new(crate::dhcp::Share::solo(store.member()))).1,
+        share,
         peers: watch::channel(Arc::default()).1,
         events: Some(events.clone()),
     };
@@ -166,12 +315,23 @@ pub async fn start(
     let dhcp = crate::dhcp::serve::run_on(socket, on, shutdown.clone());
     tasks.spawn(async move { dhcp.await.map_err(|e| LabError::Service("DHCP", e)) });
 
-    datagram_services(&stack, &store, &view, events.clone(), &mut tasks, &shutdown)?;
+    datagram_services(
+        &stack,
+        seat.addr,
+        &store,
+        &view,
+        events.clone(),
+        &mut tasks,
+        &shutdown,
+    )?;
 
     // HTTP: one router on the segment and on localhost.
     let power = crate::serve::settings::fan_out(&config.power);
     let services = vec![
-        health("dhcp", format!("port 67 on the lab segment ({SERVER})")),
+        health(
+            "dhcp",
+            format!("port 67 on the lab segment ({})", seat.addr),
+        ),
         health("tftp", format!("port {TFTP_PORT} on the lab segment")),
         health(
             "dns",
@@ -234,22 +394,13 @@ pub async fn start(
     };
     let local_http = crate::http::listen::serve(vec![endpoint], limits, stats, shutdown.clone());
     tasks.spawn(async move { local_http.await.map_err(|e| LabError::Service("HTTP", e)) });
-    let ra_port = segment
-        .attach()
-        .await
-        .map_err(LabError::io("attaching to", paths.segment().display()))?;
-    tasks.spawn(advertise(ra_port, shutdown));
-    tracing::info!(%http, segment = %paths.segment().display(), "lab ready");
-    Ok(Running {
-        http,
-        segment,
-        tasks,
-    })
+    Ok((http, tasks))
 }
 
 /// TFTP, DNS and NTP on the stack: the same shells as on kernel sockets.
 fn datagram_services(
     stack: &Stack,
+    addr: Ipv4Addr,
     store: &Arc<Store>,
     view: &Arc<SharedView>,
     events: crate::timeline::Recorder,
@@ -273,7 +424,7 @@ fn datagram_services(
     // DNS: the cluster's zones from the lab's store. No upstreams: nothing the VMs ask
     // leaves the process.
     let config = crate::config::Config::embedded();
-    let mut dns = crate::serve::settings::dns(&config, &[SERVER], store.member());
+    let mut dns = crate::serve::settings::dns(&config, &[addr], store.member());
     dns.port = DNS_PORT;
     dns.upstreams = Vec::new();
     let dns_stats = Arc::new(crate::dns::serve::Stats::default());
@@ -281,7 +432,7 @@ fn datagram_services(
     let dns = crate::dns::serve::serve_on(
         vec![stack.udp_bind(DNS_PORT)?],
         stack.tcp_listen(DNS_PORT)?,
-        SocketAddr::from((SERVER, DNS_PORT)),
+        SocketAddr::from((addr, DNS_PORT)),
         dns,
         view.clone(),
         shutdown.clone(),
@@ -299,7 +450,7 @@ fn datagram_services(
     crate::counters::register("ntp", "lab", ntp_stats.clone());
     let ntp = crate::ntp::serve::run_on(
         stack.udp_bind(NTP_PORT)?,
-        SocketAddr::from((SERVER, NTP_PORT)),
+        SocketAddr::from((addr, NTP_PORT)),
         ntp_settings,
         ntp_stats,
         shutdown.clone(),
