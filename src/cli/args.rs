@@ -301,6 +301,20 @@ pub enum LabCmd {
         #[command(flatten)]
         at: LabDir,
     },
+    /// Impair a VM's link on the lab switch: drop a share of its frames, delay the others
+    /// (both 0: a healthy link again).
+    Link {
+        /// The VM (`n1`, `n2`, ...).
+        node: String,
+        /// Frames lost, in percent.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+        drop: u8,
+        /// Delay of the other frames, in milliseconds (at most 10 000).
+        #[arg(long, default_value_t = 0)]
+        delay: u32,
+        #[command(flatten)]
+        at: LabDir,
+    },
     /// The background server of `lab up` (started by it).
     #[command(hide = true)]
     Daemon(LabUp),

@@ -931,6 +931,18 @@ fn lab(cmd: args::LabCmd) -> Result<()> {
         args::LabCmd::KillMember { member, at } => {
             println!("{}", lab::kill_member(&dir(&at), member)?);
         }
+        args::LabCmd::Link {
+            node,
+            drop,
+            delay,
+            at,
+        } => {
+            let impairment = crate::lab::link::Impairment {
+                drop_percent: drop,
+                delay_ms: delay,
+            };
+            println!("{}", lab::link(&dir(&at), &node, impairment)?);
+        }
         args::LabCmd::Daemon(up) => lab::daemon(&options(&up))?,
         args::LabCmd::Member { index, port, at } => lab::member(&dir(&at), index, port)?,
     }

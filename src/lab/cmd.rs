@@ -15,8 +15,10 @@
 //!
 //! Not here: what runs on the segment (`super::serve`), the VM command line (`super::qemu`).
 
+use super::link::Impairment;
 use super::progress;
 use super::qemu::{Firmware, Vm, VmSpec};
+use super::segment::Segment;
 use super::serve::{self, Paths};
 use super::LabError;
 use crate::store::model::{Mac, Node};
@@ -208,7 +210,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, LabError> {
 /// VMs to start and the page's address, then stops the services.
 fn with_services<T>(
     opts: &Options,
-    body: impl AsyncFnOnce(&Paths, &[(VmSpec, Ipv4Addr)], SocketAddr) -> Result<T, LabError>,
+    body: impl AsyncFnOnce(&Paths, &[(VmSpec, Ipv4Addr)], &serve::Running) -> Result<T, LabError>,
 ) -> Result<T, LabError> {
     let paths = Paths::new(&opts.dir);
     let store = open_store(&paths)?;
@@ -217,7 +219,7 @@ fn with_services<T>(
         let shutdown = CancellationToken::new();
         let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, opts.port));
         let running = serve::start(&paths, store, admin, shutdown.clone()).await?;
-        let result = body(&paths, &specs, running.http).await;
+        let result = body(&paths, &specs, &running).await;
         stop(running, shutdown).await;
         result
     })
@@ -303,16 +305,18 @@ pub fn daemon(opts: &Options) -> Result<(), LabError> {
     if opts.members > 1 {
         return pool_daemon(opts);
     }
-    with_services(opts, async |paths, specs, http| {
-        run_vms(paths, specs, http, Vec::new()).await
+    with_services(opts, async |paths, specs, running| {
+        run_vms(paths, specs, running.http, &running.segment, Vec::new()).await
     })
 }
 
-/// Starts the VMs, records the lab in `lab.json`, and waits for SIGTERM or SIGINT.
+/// Starts the VMs, records the lab in `lab.json`, and waits for SIGTERM or SIGINT, applying
+/// `lab link` changes to `segment` meanwhile.
 async fn run_vms(
     paths: &Paths,
     specs: &[(VmSpec, Ipv4Addr)],
     http: SocketAddr,
+    segment: &Segment,
     members: Vec<MemberRecord>,
 ) -> Result<(), LabError> {
     let mut vms = Vec::new();
@@ -333,11 +337,72 @@ async fn run_vms(
         vms: records,
     };
     write_json(&lab_file(paths), &file)?;
-    until_terminated().await?;
+    tokio::select! {
+        done = until_terminated() => done?,
+        // It only ends with an error: the segment stopped.
+        gone = watch_links(paths, specs, segment) => gone?,
+    }
     tracing::info!("lab: stopping");
     drop(vms);
     let _ = std::fs::remove_file(lab_file(paths));
     Ok(())
+}
+
+/// `links.json`: the impaired links of a lab that is up, by node (`lab link`).
+type Links = std::collections::BTreeMap<String, Impairment>;
+
+fn links_file(paths: &Paths) -> PathBuf {
+    paths.dir.join("links.json")
+}
+
+/// Applies `links.json` to the segment whenever it changes.
+async fn watch_links(
+    paths: &Paths,
+    specs: &[(VmSpec, Ipv4Addr)],
+    segment: &Segment,
+) -> Result<(), LabError> {
+    let path = links_file(paths);
+    let mut applied: Option<String> = None;
+    loop {
+        let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
+        if applied.as_ref() != Some(&text) {
+            let links: Links = serde_json::from_str(&text).unwrap_or_default();
+            for (spec, _) in specs {
+                let impairment = links.get(&spec.name).copied().unwrap_or_default();
+                segment
+                    .impair(spec.mac.0, impairment)
+                    .await
+                    .map_err(LabError::io("impairing a link on", path.display()))?;
+            }
+            applied = Some(text);
+        }
+        tokio::time::sleep(WATCH_EVERY).await;
+    }
+}
+
+/// `lab link NODE`: from now on, `node`'s link loses `impairment.drop_percent` of its
+/// frames and delays the others by `impairment.delay_ms` (both 0: a healthy link again).
+pub fn link(dir: &Path, node: &str, impairment: Impairment) -> Result<String, LabError> {
+    let file = read_lab_file(dir)?;
+    if !file.vms.iter().any(|v| v.spec.name == node) {
+        return Err(LabError::NoNode(node.into()));
+    }
+    let path = links_file(&Paths::new(dir));
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut links: Links = serde_json::from_str(&text).unwrap_or_default();
+    if impairment.is_none() {
+        links.remove(node);
+    } else {
+        links.insert(node.to_string(), impairment);
+    }
+    write_json(&path, &links)?;
+    Ok(match impairment.is_none() {
+        true => format!("{node}: healthy link"),
+        false => format!(
+            "{node}: {}% of frames dropped, the others delayed {} ms",
+            impairment.drop_percent, impairment.delay_ms
+        ),
+    })
 }
 
 async fn until_terminated() -> Result<(), LabError> {
@@ -412,7 +477,7 @@ fn pool_daemon(opts: &Options) -> Result<(), LabError> {
             wait_for_pool(&paths, &members).await?;
             // Member 1's page is the lab's (on `--port`).
             let http = members[0].http;
-            run_vms(&paths, &specs, http, members).await
+            run_vms(&paths, &specs, http, &segment, members).await
         }
         .await;
         for (_, child) in &children {

@@ -3,6 +3,7 @@
 //!
 //! - [`switch`]: the L2 switch's forwarding decision and MAC learning (pure).
 //! - [`segment`]: the switch's tokio shell; QEMU joins over a unix stream socket.
+//! - [`link`]: per port, LLDP announcements and impaired links (drop, delay) (pure).
 //! - [`stack`]: drover's address on the segment (smoltcp), with sockets the services' shells
 //!   take as they are.
 //! - [`serve`]: a lab's services (store, DHCP, HTTP boot path, API and page) on the stack.
@@ -15,6 +16,7 @@
 //! Not here: the protocols (their own modules run unchanged on the lab's sockets).
 
 pub mod cmd;
+pub mod link;
 pub mod progress;
 pub mod qemu;
 pub mod ra;

@@ -13,10 +13,14 @@
 //! A segment can also join another one over that socket ([`Segment::uplink`]): two
 //! switches in cascade, as a lab's pool members (separate processes) join the lab's segment.
 //!
+//! Per port, the hub can announce the switch over LLDP and impair a node's link (drop or
+//! delay its frames, [`Segment::impair`]); the decisions are `super::link`'s.
+//!
 //! Not here: the forwarding decision (`switch`), IP (`super::stack`), and QEMU's `dgram`
 //! netdev (one datagram per frame; the segment takes stream connections only so far).
 
-use super::switch::{self, Forward, PortId, Switch};
+use super::link::{self, DelayLine, Fate, Impairment};
+use super::switch::{self, Forward, Mac, PortId, Switch};
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
@@ -47,6 +51,12 @@ crate::counters::counter_set! {
         congested,
         /// Connections closed for a bad length prefix.
         bad_framing,
+        /// Frames lost on an impaired link (`lab link --drop`).
+        impaired_drops,
+        /// Frames held back on an impaired link (`lab link --delay`).
+        delayed,
+        /// LLDP frames the switch sent on its ports.
+        lldp_sent,
     }
 }
 
@@ -56,6 +66,9 @@ type Inbound = (PortId, Vec<u8>);
 enum Control {
     Join(mpsc::Sender<Vec<u8>>, oneshot::Sender<PortId>),
     Leave(PortId),
+    /// The link of the node with this Ethernet address misbehaves from now on (a healthy
+    /// impairment clears it).
+    Impair(Mac, Impairment),
 }
 
 /// A handle on a running segment; clone it freely.
@@ -97,10 +110,26 @@ impl Sender {
 impl Segment {
     /// Starts the hub; it runs until `shutdown`.
     pub fn start(shutdown: CancellationToken) -> Segment {
+        Segment::start_with(None, shutdown)
+    }
+
+    /// [`Segment::start`], and with `lldp` every port hears the switch announce itself
+    /// (chassis `lldp`, the port's number: [`link::lldp_frame`]) when it joins and every
+    /// [`link::LLDP_INTERVAL`].
+    pub fn start_with(lldp: Option<String>, shutdown: CancellationToken) -> Segment {
         let (inbox, inbound) = mpsc::channel(INBOX);
         let (control, controls) = mpsc::channel(8);
         let stats = Arc::new(Stats::default());
-        tokio::spawn(hub(inbound, controls, stats.clone(), shutdown));
+        let hub = Hub {
+            switch: Switch::new(),
+            queues: HashMap::new(),
+            links: Vec::new(),
+            delayed: DelayLine::default(),
+            lldp,
+            stats: stats.clone(),
+            origin: Instant::now(),
+        };
+        tokio::spawn(hub.run(inbound, controls, shutdown));
         Segment {
             inbox,
             control,
@@ -123,6 +152,15 @@ impl Segment {
             inbox: self.inbox.clone(),
         };
         Ok(Attachment { port, tx, rx })
+    }
+
+    /// Impairs the link of the node with Ethernet address `mac` (a healthy `impairment`
+    /// clears it).
+    pub async fn impair(&self, mac: Mac, impairment: Impairment) -> io::Result<()> {
+        self.control
+            .send(Control::Impair(mac, impairment))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the lab segment stopped"))
     }
 
     /// Takes VM connections on the unix stream socket `path` until `shutdown`.
@@ -218,49 +256,143 @@ impl Segment {
     }
 }
 
-async fn hub(
-    mut inbound: mpsc::Receiver<Inbound>,
-    mut controls: mpsc::Receiver<Control>,
+/// The hub's state: the switch, each port's queue, the impaired links and the frames they
+/// hold back.
+struct Hub {
+    switch: Switch,
+    queues: HashMap<PortId, mpsc::Sender<Vec<u8>>>,
+    links: Vec<(Mac, Impairment)>,
+    delayed: DelayLine,
+    lldp: Option<String>,
     stats: Arc<Stats>,
-    shutdown: CancellationToken,
-) {
-    let origin = Instant::now();
-    let mut switch = Switch::new();
-    let mut queues: HashMap<PortId, mpsc::Sender<Vec<u8>>> = HashMap::new();
-    let count = |c: &AtomicU64| {
-        c.fetch_add(1, Ordering::Relaxed);
-    };
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            Some(c) = controls.recv() => match c {
-                Control::Join(queue, reply) => {
-                    let port = switch.add_port();
-                    queues.insert(port, queue);
-                    let _ = reply.send(port);
-                }
-                Control::Leave(port) => {
-                    switch.remove_port(port);
-                    queues.remove(&port);
-                }
-            },
-            Some((from, frame)) = inbound.recv() => {
-                count(&stats.received);
-                let deliver = |to: PortId, frame: Vec<u8>| {
-                    let ok = queues.get(&to).is_some_and(|q| q.try_send(frame).is_ok());
-                    count(if ok { &stats.forwarded } else { &stats.congested });
-                };
-                match switch.forward(origin.elapsed(), from, &frame) {
-                    Forward::To(to) => deliver(to, frame),
-                    Forward::Flood => {
-                        count(&stats.flooded);
-                        for to in switch.ports().filter(|p| *p != from) {
-                            deliver(to, frame.clone());
-                        }
+    origin: Instant,
+}
+
+fn count(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Hub {
+    async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut controls: mpsc::Receiver<Control>,
+        shutdown: CancellationToken,
+    ) {
+        // Ports are announced when they join, then every interval.
+        let mut announce = tokio::time::interval_at(
+            tokio::time::Instant::now() + link::LLDP_INTERVAL,
+            link::LLDP_INTERVAL,
+        );
+        loop {
+            let due = self
+                .delayed
+                .next_due()
+                .map(|d| tokio::time::Instant::from_std(self.origin + d));
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                Some(c) = controls.recv() => self.control(c),
+                Some((from, frame)) = inbound.recv() => self.frame(from, frame),
+                _ = announce.tick(), if self.lldp.is_some() => {
+                    let ports: Vec<PortId> = self.switch.ports().collect();
+                    for port in ports {
+                        self.announce(port);
                     }
-                    Forward::Drop(reason) => {
-                        tracing::trace!(port = from, "lab segment: {}", reason.name());
-                        count(&stats.dropped);
+                }
+                // Awaited only while frames are held back (the `if` guard).
+                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)),
+                    if due.is_some() => {
+                    let now = self.origin.elapsed();
+                    while let Some((to, frame)) = self.delayed.pop_due(now) {
+                        self.deliver(to, frame);
+                    }
+                }
+            }
+        }
+    }
+
+    fn control(&mut self, c: Control) {
+        match c {
+            Control::Join(queue, reply) => {
+                let port = self.switch.add_port();
+                self.queues.insert(port, queue);
+                let _ = reply.send(port);
+                self.announce(port);
+            }
+            Control::Leave(port) => {
+                self.switch.remove_port(port);
+                self.queues.remove(&port);
+            }
+            Control::Impair(mac, impairment) => {
+                self.links.retain(|(m, _)| *m != mac);
+                if !impairment.is_none() {
+                    self.links.push((mac, impairment));
+                }
+            }
+        }
+    }
+
+    /// Sends the switch's LLDP frame to `port` (when the lab has a name for it).
+    fn announce(&mut self, port: PortId) {
+        if let Some(lab) = &self.lldp {
+            let frame = link::lldp_frame(lab, port);
+            if self
+                .queues
+                .get(&port)
+                .is_some_and(|q| q.try_send(frame).is_ok())
+            {
+                count(&self.stats.lldp_sent);
+            }
+        }
+    }
+
+    fn deliver(&self, to: PortId, frame: Vec<u8>) {
+        let ok = self
+            .queues
+            .get(&to)
+            .is_some_and(|q| q.try_send(frame).is_ok());
+        count(if ok {
+            &self.stats.forwarded
+        } else {
+            &self.stats.congested
+        });
+    }
+
+    fn frame(&mut self, from: PortId, frame: Vec<u8>) {
+        let stats = self.stats.clone();
+        count(&stats.received);
+        let now = self.origin.elapsed();
+        let to: Vec<PortId> = match self.switch.forward(now, from, &frame) {
+            Forward::To(to) => vec![to],
+            Forward::Flood => {
+                count(&stats.flooded);
+                self.switch.ports().filter(|p| *p != from).collect()
+            }
+            Forward::Drop(reason) => {
+                tracing::trace!(port = from, "lab segment: {}", reason.name());
+                count(&stats.dropped);
+                return;
+            }
+        };
+        let impairment = link::impairment_of(&frame, &self.links);
+        let fate = if impairment.is_none() {
+            Fate::Deliver
+        } else {
+            impairment.fate((rand::random::<u32>() % 100) as u8)
+        };
+        match fate {
+            Fate::Deliver => {
+                for port in to {
+                    self.deliver(port, frame.clone());
+                }
+            }
+            Fate::Drop => count(&stats.impaired_drops),
+            Fate::After(delay) => {
+                for port in to {
+                    if self.delayed.push(now + delay, port, frame.clone()) {
+                        count(&stats.delayed);
+                    } else {
+                        count(&stats.congested);
                     }
                 }
             }
@@ -345,6 +477,44 @@ mod tests {
         assert_eq!(segment.stats.snapshot().bad_framing, 1);
         shutdown.cancel();
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn ports_hear_lldp_and_impaired_links_drop_or_delay() {
+        let shutdown = CancellationToken::new();
+        let segment = Segment::start_with(Some("mylab".into()), shutdown.clone());
+        let mut a = segment.attach().await.unwrap();
+        let mut b = segment.attach().await.unwrap();
+        // Each port hears the switch when it joins, with its own port number.
+        for port in [&mut a, &mut b] {
+            let hello = next(&mut port.rx).await.expect("an LLDP frame on joining");
+            let n = crate::discover::lldp::decode_frame(&hello).unwrap();
+            assert_eq!(
+                (n.chassis_id.as_str(), n.port_id),
+                ("mylab", port.port.to_string())
+            );
+        }
+        let node = [0x52, 0x54, 0, 0, 0, 1];
+        let dead = Impairment {
+            drop_percent: 100,
+            delay_ms: 0,
+        };
+        segment.impair(node, dead).await.unwrap();
+        assert!(a.tx.try_send(frame(2, 1)));
+        assert_eq!(next(&mut b.rx).await, None, "a dead link lost the frame");
+        let slow = Impairment {
+            drop_percent: 0,
+            delay_ms: 20,
+        };
+        segment.impair(node, slow).await.unwrap();
+        assert!(a.tx.try_send(frame(2, 1)));
+        assert_eq!(next(&mut b.rx).await, Some(frame(2, 1)));
+        segment.impair(node, Impairment::default()).await.unwrap();
+        assert!(a.tx.try_send(frame(2, 1)));
+        assert_eq!(next(&mut b.rx).await, Some(frame(2, 1)));
+        let s = segment.stats.snapshot();
+        assert_eq!((s.impaired_drops, s.delayed, s.lldp_sent), (1, 1, 2));
+        shutdown.cancel();
     }
 
     #[tokio::test]

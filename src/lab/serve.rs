@@ -158,7 +158,12 @@ pub async fn start_segment(
     shutdown: &CancellationToken,
 ) -> Result<(Segment, JoinSet<Result<(), LabError>>), LabError> {
     let mut tasks = JoinSet::new();
-    let segment = Segment::start(shutdown.clone());
+    // The switch announces itself over LLDP by the lab's name (its directory's).
+    let name = paths.dir.file_name().map_or_else(
+        || "drover-lab".to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let segment = Segment::start_with(Some(name), shutdown.clone());
     let sock = paths.segment();
     let (listening, token) = (segment.clone(), shutdown.clone());
     tasks.spawn(async move {
