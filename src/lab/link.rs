@@ -80,10 +80,14 @@ pub fn impairment_of(frame: &[u8], links: &[(Mac, Impairment)]) -> Impairment {
     find(6).or_else(|| find(0)).unwrap_or_default()
 }
 
+/// A held-back frame: when it is due, its arrival number (ties leave in arrival order), its
+/// port, the frame.
+type Held = (Duration, u64, PortId, Vec<u8>);
+
 /// Frames held back until they are due, in due order (ties in arrival order).
 #[derive(Debug, Default)]
 pub struct DelayLine {
-    heap: BinaryHeap<Reverse<(Duration, u64, PortId, Vec<u8>)>>,
+    heap: BinaryHeap<Reverse<Held>>,
     seq: u64,
 }
 

@@ -350,7 +350,7 @@ async fn start_services(
     ];
     let api = crate::api::Api::new(
         store.clone(),
-        &state,
+        state,
         // The lab's services never restart: a channel whose sender is gone keeps the list.
         watch::channel(services).1,
         power,
@@ -360,7 +360,7 @@ async fn start_services(
     )?;
     let shared = crate::http::serve::Shared {
         view,
-        blobs: crate::image::Blobs::new(&state),
+        blobs: crate::image::Blobs::new(state),
         port: HTTP_PORT,
         nfs_port: 2049,
         nfs_host: None,
