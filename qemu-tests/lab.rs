@@ -176,31 +176,17 @@ impl Drop for Up {
     }
 }
 
-/// `lab up --nodes 2` starts two VMs in the background; both boot to the marker (seen by
-/// `lab status`), and `lab down` stops them and the server.
-#[test]
-fn lab_up_two_nodes_then_down() {
-    let assets = assets();
-    let tmp = TempDir::new("lab-up");
-    let dir = lab_dir(&tmp);
+/// `drover lab up` on `dir` with the repository's assets and `args`.
+fn lab_up(dir: &Path, assets: &Path, args: &[&str]) -> Output {
+    let mut cmd = drover_as_user(&["lab", "up", "--dir"]);
+    cmd.arg(dir).arg("--assets").arg(assets).args(args);
+    output(cmd)
+}
+
+/// Waits until `lab status` shows n1 and n2 at the marker; returns the status (fails the
+/// test with both consoles otherwise).
+fn wait_for_markers(dir: &Path, when: &str) -> String {
     let d = dir.to_str().unwrap();
-    let out = output(drover_as_user(&[
-        "lab",
-        "up",
-        "--dir",
-        d,
-        "--assets",
-        assets.to_str().unwrap(),
-        "--nodes",
-        "2",
-    ]));
-    let up = Up { dir: dir.clone() };
-    assert!(out.status.success(), "lab up failed:\n{}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("page http://127.0.0.1:"),
-        "lab up printed no page address:\n{stdout}"
-    );
     let mut status = String::new();
     let booted = wait_until(Duration::from_secs(2 * BOOT_TIMEOUT_SECS), || {
         std::thread::sleep(Duration::from_millis(500));
@@ -216,10 +202,31 @@ fn lab_up_two_nodes_then_down() {
     let console = |n: &str| std::fs::read_to_string(dir.join(format!("{n}.serial.log")));
     assert!(
         booted,
-        "not both VMs reached the marker:\n{status}\nn1:\n{}\nn2:\n{}",
+        "not both VMs reached the marker{when}:\n{status}\nn1:\n{}\nn2:\n{}",
         tail(&console("n1").unwrap_or_default(), 20),
         tail(&console("n2").unwrap_or_default(), 20)
     );
+    status
+}
+
+/// `lab up --nodes 2` starts two VMs in the background; both boot to the marker (seen by
+/// `lab status`), and `lab down` stops them and the server.
+#[test]
+fn lab_up_two_nodes_then_down() {
+    let assets = assets();
+    let tmp = TempDir::new("lab-up");
+    let dir = lab_dir(&tmp);
+    let d = dir.to_str().unwrap();
+    let out = lab_up(&dir, &assets, &["--nodes", "2"]);
+    let up = Up { dir: dir.clone() };
+    assert!(out.status.success(), "lab up failed:\n{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("page http://127.0.0.1:"),
+        "lab up printed no page address:\n{stdout}"
+    );
+    wait_for_markers(&dir, "");
+    let console = |n: &str| std::fs::read_to_string(dir.join(format!("{n}.serial.log")));
     for (n, marker) in [("n1", "node=n1"), ("n2", "node=n2")] {
         let text = console(n).unwrap_or_default();
         assert!(text.contains(marker), "{n}'s console lacks {marker}");
@@ -249,18 +256,7 @@ fn lab_with_two_members_survives_kill_member() {
     let tmp = TempDir::new("lab-members");
     let dir = lab_dir(&tmp);
     let d = dir.to_str().unwrap();
-    let out = output(drover_as_user(&[
-        "lab",
-        "up",
-        "--dir",
-        d,
-        "--assets",
-        assets.to_str().unwrap(),
-        "--nodes",
-        "2",
-        "--members",
-        "2",
-    ]));
+    let out = lab_up(&dir, &assets, &["--nodes", "2", "--members", "2"]);
     let up = Up { dir: dir.clone() };
     assert!(out.status.success(), "lab up failed:\n{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -278,25 +274,8 @@ fn lab_with_two_members_survives_kill_member() {
     assert!(out.status.success(), "kill-member failed:\n{}", text(&out));
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("marked dead through member 2"), "{said}");
-    let mut status = String::new();
-    let booted = wait_until(Duration::from_secs(2 * BOOT_TIMEOUT_SECS), || {
-        std::thread::sleep(Duration::from_millis(500));
-        status =
-            String::from_utf8_lossy(&output(drover_as_user(&["lab", "status", "--dir", d])).stdout)
-                .into_owned();
-        ["n1", "n2"].iter().all(|n| {
-            status
-                .lines()
-                .any(|l| l.starts_with(n) && l.contains(" marker "))
-        })
-    });
+    let status = wait_for_markers(&dir, " after the kill");
     let console = |n: &str| std::fs::read_to_string(dir.join(format!("{n}.serial.log")));
-    assert!(
-        booted,
-        "not both VMs reached the marker after the kill:\n{status}\nn1:\n{}\nn2:\n{}",
-        tail(&console("n1").unwrap_or_default(), 20),
-        tail(&console("n2").unwrap_or_default(), 20)
-    );
     assert!(
         status
             .lines()

@@ -498,13 +498,7 @@ fn pool_daemon(opts: &Options) -> Result<(), LabError> {
 
 /// Starts `drover lab member` for member `index`, its output in its directory's log.
 fn spawn_member(paths: &Paths, index: u8, port: u16) -> Result<std::process::Child, LabError> {
-    let log_path = paths.member_log(index);
-    let log =
-        std::fs::File::create(&log_path).map_err(LabError::io("creating", log_path.display()))?;
-    let err = log
-        .try_clone()
-        .map_err(LabError::io("opening", log_path.display()))?;
-    let exe = std::env::current_exe().map_err(LabError::io("finding", "drover's own binary"))?;
+    let (exe, log, err) = drover_logging_to(&paths.member_log(index))?;
     std::process::Command::new(exe)
         .args(["lab", "member", "--dir"])
         .arg(&paths.dir)
@@ -514,6 +508,16 @@ fn spawn_member(paths: &Paths, index: u8, port: u16) -> Result<std::process::Chi
         .stderr(err)
         .spawn()
         .map_err(LabError::io("starting", format!("lab member {index}")))
+}
+
+/// drover's own binary, and `log` (created) twice, for a child's stdout and stderr.
+fn drover_logging_to(log: &Path) -> Result<(PathBuf, std::fs::File, std::fs::File), LabError> {
+    let out = std::fs::File::create(log).map_err(LabError::io("creating", log.display()))?;
+    let err = out
+        .try_clone()
+        .map_err(LabError::io("opening", log.display()))?;
+    let exe = std::env::current_exe().map_err(LabError::io("finding", "drover's own binary"))?;
+    Ok((exe, out, err))
 }
 
 /// Member `index`'s record, once it wrote one.
@@ -720,12 +724,7 @@ pub fn up(opts: &Options) -> Result<LabFile, LabError> {
         prepare(&store, &paths.state(), opts)?;
     }
     let log_path = paths.dir.join("drover.log");
-    let log =
-        std::fs::File::create(&log_path).map_err(LabError::io("creating", log_path.display()))?;
-    let err = log
-        .try_clone()
-        .map_err(LabError::io("opening", log_path.display()))?;
-    let exe = std::env::current_exe().map_err(LabError::io("finding", "drover's own binary"))?;
+    let (exe, log, err) = drover_logging_to(&log_path)?;
     let mut cmd = std::process::Command::new(exe);
     cmd.args(["lab", "daemon", "--dir"])
         .arg(&opts.dir)

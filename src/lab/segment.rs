@@ -420,6 +420,28 @@ mod tests {
             .flatten()
     }
 
+    /// A segment listening in a fresh directory, with one in-process port: its shutdown,
+    /// the segment, the port, the directory and the socket's path.
+    async fn listening(
+        name: &str,
+    ) -> (
+        CancellationToken,
+        Segment,
+        Attachment,
+        std::path::PathBuf,
+        std::path::PathBuf,
+    ) {
+        let shutdown = CancellationToken::new();
+        let segment = Segment::start(shutdown.clone());
+        let port = segment.attach().await.unwrap();
+        let dir = std::env::temp_dir().join(format!("drover-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("segment.sock");
+        let (listening, p, token) = (segment.clone(), path.clone(), shutdown.clone());
+        tokio::spawn(async move { listening.listen(&p, token).await });
+        (shutdown, segment, port, dir, path)
+    }
+
     #[tokio::test]
     async fn floods_then_switches_between_ports() {
         let shutdown = CancellationToken::new();
@@ -443,15 +465,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_qemu_stream_port_is_framed_by_length() {
-        let shutdown = CancellationToken::new();
-        let segment = Segment::start(shutdown.clone());
-        let mut inside = segment.attach().await.unwrap();
-        let dir = std::env::temp_dir().join(format!("drover-segment-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("segment.sock");
-        let listening = segment.clone();
-        let (p, token) = (path.clone(), shutdown.clone());
-        tokio::spawn(async move { listening.listen(&p, token).await });
+        let (shutdown, segment, mut inside, dir, path) = listening("segment").await;
         let mut vm = loop {
             match tokio::net::UnixStream::connect(&path).await {
                 Ok(s) => break s,
@@ -519,15 +533,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_uplinked_segment_reaches_the_other_segments_ports() {
-        let shutdown = CancellationToken::new();
-        let main = Segment::start(shutdown.clone());
-        let mut there = main.attach().await.unwrap();
-        let dir = std::env::temp_dir().join(format!("drover-uplink-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("segment.sock");
-        let listening = main.clone();
-        let (p, token) = (path.clone(), shutdown.clone());
-        tokio::spawn(async move { listening.listen(&p, token).await });
+        let (shutdown, _main, mut there, dir, path) = listening("uplink").await;
         let member = Segment::start(shutdown.clone());
         let mut here = member.attach().await.unwrap();
         let (uplinked, p, token) = (member.clone(), path.clone(), shutdown.clone());
