@@ -79,9 +79,9 @@ fn lab_run(dir: &Path, assets: &Path, args: &[&str]) -> Output {
     output(cmd)
 }
 
-fn run_marker(firmware: &str) {
+fn run_marker(firmware: &str, netdev: &str) {
     let assets = assets();
-    let tmp = TempDir::new(&format!("lab-run-{firmware}"));
+    let tmp = TempDir::new(&format!("lab-run-{firmware}-{netdev}"));
     let dir = lab_dir(&tmp);
     let timeout = BOOT_TIMEOUT_SECS.to_string();
     let out = lab_run(
@@ -90,6 +90,8 @@ fn run_marker(firmware: &str) {
         &[
             "--firmware",
             firmware,
+            "--netdev",
+            netdev,
             "--image",
             "marker",
             "--expect",
@@ -117,19 +119,25 @@ fn run_marker(firmware: &str) {
 /// A BIOS VM boots the marker image through `drover lab run`, as an ordinary user.
 #[test]
 fn lab_run_bios_reaches_the_marker() {
-    run_marker("bios");
+    run_marker("bios", "stream");
 }
 
 /// The same with OVMF.
 #[test]
 fn lab_run_uefi_reaches_the_marker() {
-    run_marker("uefi");
+    run_marker("uefi", "stream");
 }
 
 /// A regex the console never shows: `lab run` gives up after its timeout, exits non-zero
 /// and says why, with the console's last lines. The timeout is short: the marker VM powers
 /// off after its marker (within 15 s with a release build), and a VM that exits first is
 /// another error.
+/// The same boot with the VM's NIC on QEMU's `-netdev dgram` (one frame per unix datagram).
+#[test]
+fn lab_run_over_netdev_dgram_reaches_the_marker() {
+    run_marker("bios", "dgram");
+}
+
 #[test]
 fn lab_run_times_out_without_a_match() {
     let assets = assets();

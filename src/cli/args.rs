@@ -293,8 +293,9 @@ pub enum LabCmd {
         #[command(flatten)]
         lab: LabUp,
     },
-    /// Stop pool member M of a lab started with --members, to watch failover; in a lab of
-    /// two members the survivor is then told M is dead (as `drover pool mark-dead`).
+    /// Kill pool member M of a lab started with --members (as a crash), to watch failover;
+    /// in a lab of two members the survivor is then told M is dead (as `drover pool
+    /// mark-dead`).
     KillMember {
         /// The member (1, 2, ...; `drover lab status` lists them).
         member: u8,
@@ -360,6 +361,9 @@ pub struct LabUp {
     /// The localhost port of the lab's page and API (0: any free port).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// How the VMs' NICs join the switch: QEMU's `-netdev stream` or `-netdev dgram`.
+    #[arg(long, value_enum, default_value = "stream")]
+    pub netdev: crate::lab::qemu::Netdev,
     /// Pool members serving the segment, each in its own process with its own store,
     /// gossiping over loopback; 1: no pool.
     #[arg(long, default_value_t = 1,

@@ -891,6 +891,7 @@ fn lab(cmd: args::LabCmd) -> Result<()> {
         assets: up.assets.clone().unwrap_or_else(lab::default_assets),
         port: up.port,
         members: up.members,
+        netdev: up.netdev,
     };
     match cmd {
         args::LabCmd::Up(up) => {

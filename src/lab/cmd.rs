@@ -17,7 +17,7 @@
 
 use super::link::Impairment;
 use super::progress;
-use super::qemu::{Firmware, Vm, VmSpec};
+use super::qemu::{Firmware, Netdev, Vm, VmSpec};
 use super::segment::Segment;
 use super::serve::{self, Paths};
 use super::LabError;
@@ -54,6 +54,8 @@ pub struct Options {
     pub port: u16,
     /// Pool members serving the lab; 1: no pool, drover serves in the lab's own process.
     pub members: u8,
+    /// How the VMs' NICs join the segment.
+    pub netdev: Netdev,
 }
 
 /// `lab.json`: a lab that is up.
@@ -115,12 +117,13 @@ pub fn default_assets() -> PathBuf {
 }
 
 /// Node `i` (from 1): its name, Ethernet address and reserved address.
-fn node_spec(i: u32, firmware: Firmware) -> (VmSpec, Ipv4Addr) {
+fn node_spec(i: u32, opts: &Options) -> (VmSpec, Ipv4Addr) {
     let [.., a, b, c, _] = u32::from(serve::SERVER).to_be_bytes();
     let spec = VmSpec {
         name: format!("n{i}"),
         mac: Mac([0x52, 0x54, 0x00, 0x1a, 0xb0, i as u8]),
-        firmware,
+        firmware: opts.firmware,
+        netdev: opts.netdev,
     };
     (spec, Ipv4Addr::new(a, b, c, 10 + i as u8))
 }
@@ -139,7 +142,7 @@ pub fn prepare(
     }
     let nodes = store.read(|r| r.all::<Node>())?;
     let specs: Vec<_> = (1..=opts.nodes.clamp(1, MAX_NODES))
-        .map(|i| node_spec(i, opts.firmware))
+        .map(|i| node_spec(i, opts))
         .collect();
     let new: Vec<Node> = specs
         .iter()
@@ -555,10 +558,11 @@ async fn wait_for_pool(paths: &Paths, members: &[MemberRecord]) -> Result<(), La
                 return false;
             };
             members.iter().filter(|o| o.index != m.index).all(|o| {
-                status
-                    .members
-                    .iter()
-                    .any(|s| s.id == o.id && s.state == "alive")
+                status.roster.contains(&o.id)
+                    && status
+                        .members
+                        .iter()
+                        .any(|s| s.id == o.id && s.state == "alive")
             })
         })
     };
@@ -622,8 +626,9 @@ pub fn member(dir: &Path, index: u8, port: u16) -> Result<(), LabError> {
 /// member down (failure detection takes a few seconds).
 const MARK_DEAD_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// `lab kill-member M`: stops member `index` (SIGTERM: its process, its place on the
-/// segment and its pool traffic end). In a two-member lab the survivor alone is no
+/// `lab kill-member M`: kills member `index` (SIGKILL: a crash, so the pool sees a member
+/// die rather than leave; its place on the segment and its pool traffic end). In a
+/// two-member lab the survivor alone is no
 /// majority, so it is then told the member is dead, as `drover pool mark-dead` would: its
 /// pool can then move what the dead member owned. Returns what was done.
 pub fn kill_member(dir: &Path, index: u8) -> Result<String, LabError> {
@@ -632,13 +637,13 @@ pub fn kill_member(dir: &Path, index: u8) -> Result<String, LabError> {
         return Err(LabError::NoMember(index));
     };
     if alive(killed.pid) {
-        crate::net::sys::terminate(killed.pid).map_err(LabError::io("stopping", killed.pid))?;
+        crate::net::sys::kill(killed.pid).map_err(LabError::io("killing", killed.pid))?;
         let deadline = Instant::now() + STOP_TIMEOUT;
         while alive(killed.pid) && Instant::now() < deadline {
             std::thread::sleep(WATCH_EVERY);
         }
     }
-    let mut done = format!("member {index} ({:016x}) stopped", killed.id);
+    let mut done = format!("member {index} ({:016x}) killed", killed.id);
     let survivors: Vec<&MemberRecord> = file
         .members
         .iter()
@@ -730,7 +735,13 @@ pub fn up(opts: &Options) -> Result<LabFile, LabError> {
         .arg(&opts.dir)
         .args(["--nodes", &opts.nodes.to_string(), "--image", &opts.image])
         .args(["--port", &opts.port.to_string()])
-        .args(["--members", &opts.members.to_string(), "--assets"])
+        .args(["--members", &opts.members.to_string()])
+        .arg("--netdev")
+        .arg(match opts.netdev {
+            Netdev::Stream => "stream",
+            Netdev::Dgram => "dgram",
+        })
+        .arg("--assets")
         .arg(&opts.assets)
         .arg("--firmware")
         .arg(match opts.firmware {

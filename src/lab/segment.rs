@@ -16,8 +16,10 @@
 //! Per port, the hub can announce the switch over LLDP and impair a node's link (drop or
 //! delay its frames, [`Segment::impair`]); the decisions are `super::link`'s.
 //!
-//! Not here: the forwarding decision (`switch`), IP (`super::stack`), and QEMU's `dgram`
-//! netdev (one datagram per frame; the segment takes stream connections only so far).
+//! VMs with QEMU's `-netdev dgram` send each frame as one unix datagram to the segment's
+//! datagram socket instead ([`Segment::listen_dgram`]): a port per VM socket.
+//!
+//! Not here: the forwarding decision (`switch`) and IP (`super::stack`).
 
 use super::link::{self, DelayLine, Fate, Impairment};
 use super::switch::{self, Forward, Mac, PortId, Switch};
@@ -207,6 +209,67 @@ impl Segment {
         let id = port.port;
         self.serve_stream(stream, port, shutdown).await;
         let _ = self.control.send(Control::Leave(id)).await;
+        Ok(())
+    }
+
+    /// Takes VMs' frames as unix datagrams on `path` (QEMU's `-netdev dgram`), one port per
+    /// sender's socket path, until `shutdown`. A sender without a path cannot be answered
+    /// and is ignored; a port whose VM's socket went away is made anew when it sends again.
+    pub async fn listen_dgram(&self, path: &Path, shutdown: CancellationToken) -> io::Result<()> {
+        let _ = std::fs::remove_file(path);
+        let socket = Arc::new(tokio::net::UnixDatagram::bind(path)?);
+        let mut ports: HashMap<std::path::PathBuf, (Sender, tokio::task::JoinHandle<()>)> =
+            HashMap::new();
+        // One byte more than a frame may have, so that a giant is seen as one.
+        let mut buf = vec![0u8; switch::MAX_FRAME + 1];
+        loop {
+            let received = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = socket.recv_from(&mut buf) => r,
+            };
+            let (len, from) = match received {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("lab segment: datagram receive failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Some(peer) = from.as_pathname().map(Path::to_path_buf) else {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            if len > switch::MAX_FRAME {
+                self.stats.bad_framing.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let live = ports.get(&peer).is_some_and(|(_, w)| !w.is_finished());
+            if !live {
+                ports.retain(|_, (_, w)| !w.is_finished());
+                if ports.len() >= MAX_PORTS {
+                    tracing::warn!("lab segment: {MAX_PORTS} datagram ports in use, frame dropped");
+                    continue;
+                }
+                let Attachment { port, tx, mut rx } = self.attach().await?;
+                let (socket, to, control) = (socket.clone(), peer.clone(), self.control.clone());
+                let writer = tokio::spawn(async move {
+                    while let Some(frame) = rx.recv().await {
+                        // The VM's socket is gone (it stopped): the port goes too.
+                        if socket.send_to(&frame, &to).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = control.send(Control::Leave(port)).await;
+                });
+                ports.insert(peer.clone(), (tx, writer));
+            }
+            if let Some((tx, _)) = ports.get(&peer) {
+                tx.send(buf[..len].to_vec()).await;
+            }
+        }
+        for (_, (_, writer)) in ports {
+            writer.abort();
+        }
         Ok(())
     }
 
@@ -529,6 +592,51 @@ mod tests {
         let s = segment.stats.snapshot();
         assert_eq!((s.impaired_drops, s.delayed, s.lldp_sent), (1, 1, 2));
         shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_qemu_dgram_port_sends_one_frame_per_datagram() {
+        let shutdown = CancellationToken::new();
+        let segment = Segment::start(shutdown.clone());
+        let mut inside = segment.attach().await.unwrap();
+        let dir = std::env::temp_dir().join(format!("drover-dgram-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("segment.dgram");
+        let (listening, p, token) = (segment.clone(), path.clone(), shutdown.clone());
+        tokio::spawn(async move { listening.listen_dgram(&p, token).await });
+        let vm_path = dir.join("n1.dgram");
+        let _ = std::fs::remove_file(&vm_path);
+        // What QEMU's `-netdev dgram` does: a socket of its own, one frame per datagram.
+        let vm = tokio::net::UnixDatagram::bind(&vm_path).unwrap();
+        let f = frame(0xff, 7);
+        let mut crossed = None;
+        for _ in 0..100 {
+            // The segment's socket may not be bound yet.
+            if vm.send_to(&f, &path).await.is_ok() {
+                crossed = next(&mut inside.rx).await;
+                if crossed.is_some() {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(crossed, Some(f));
+        let back = frame(7, 9);
+        assert!(inside.tx.try_send(back.clone()));
+        let mut got = vec![0u8; 2048];
+        let n = tokio::time::timeout(Duration::from_secs(5), vm.recv(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got[..n], back.as_slice());
+        // A giant is dropped, not forwarded.
+        vm.send_to(&vec![0u8; switch::MAX_FRAME + 1], &path)
+            .await
+            .unwrap();
+        assert_eq!(next(&mut inside.rx).await, None);
+        assert_eq!(segment.stats.snapshot().bad_framing, 1);
+        shutdown.cancel();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

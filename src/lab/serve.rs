@@ -62,6 +62,13 @@ impl Paths {
     pub fn segment(&self) -> PathBuf {
         self.dir.join("segment.sock")
     }
+    /// Where VMs with a datagram NIC send their frames, and where each receives its own.
+    pub fn segment_dgram(&self) -> PathBuf {
+        self.dir.join("segment.dgram")
+    }
+    pub fn vm_dgram(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("{node}.dgram"))
+    }
     /// A VM's serial console socket and its log.
     pub fn console(&self, node: &str) -> PathBuf {
         self.dir.join(format!("{node}.console"))
@@ -169,6 +176,13 @@ pub async fn start_segment(
     tasks.spawn(async move {
         listening
             .listen(&sock, token)
+            .await
+            .map_err(LabError::io("listening on", sock.display()))
+    });
+    let (listening, sock, token) = (segment.clone(), paths.segment_dgram(), shutdown.clone());
+    tasks.spawn(async move {
+        listening
+            .listen_dgram(&sock, token)
             .await
             .map_err(LabError::io("listening on", sock.display()))
     });
