@@ -57,6 +57,11 @@ const PURE: &[(&str, &str)] = &[
         "the lab switch's MAC learning and forwarding decision, time as an argument",
     ),
     (
+        "lab/link.rs",
+        "the lab switch's LLDP frame, link impairment decisions and delay line, time and \
+         dice as arguments",
+    ),
+    (
         "discover/inventory.rs",
         "inventory parsing from /proc and /sys text, checks, duplicates",
     ),

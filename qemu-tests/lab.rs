@@ -79,9 +79,9 @@ fn lab_run(dir: &Path, assets: &Path, args: &[&str]) -> Output {
     output(cmd)
 }
 
-fn run_marker(firmware: &str) {
+fn run_marker(firmware: &str, netdev: &str) {
     let assets = assets();
-    let tmp = TempDir::new(&format!("lab-run-{firmware}"));
+    let tmp = TempDir::new(&format!("lab-run-{firmware}-{netdev}"));
     let dir = lab_dir(&tmp);
     let timeout = BOOT_TIMEOUT_SECS.to_string();
     let out = lab_run(
@@ -90,6 +90,8 @@ fn run_marker(firmware: &str) {
         &[
             "--firmware",
             firmware,
+            "--netdev",
+            netdev,
             "--image",
             "marker",
             "--expect",
@@ -117,19 +119,25 @@ fn run_marker(firmware: &str) {
 /// A BIOS VM boots the marker image through `drover lab run`, as an ordinary user.
 #[test]
 fn lab_run_bios_reaches_the_marker() {
-    run_marker("bios");
+    run_marker("bios", "stream");
 }
 
 /// The same with OVMF.
 #[test]
 fn lab_run_uefi_reaches_the_marker() {
-    run_marker("uefi");
+    run_marker("uefi", "stream");
 }
 
 /// A regex the console never shows: `lab run` gives up after its timeout, exits non-zero
 /// and says why, with the console's last lines. The timeout is short: the marker VM powers
 /// off after its marker (within 15 s with a release build), and a VM that exits first is
 /// another error.
+/// The same boot with the VM's NIC on QEMU's `-netdev dgram` (one frame per unix datagram).
+#[test]
+fn lab_run_over_netdev_dgram_reaches_the_marker() {
+    run_marker("bios", "dgram");
+}
+
 #[test]
 fn lab_run_times_out_without_a_match() {
     let assets = assets();
@@ -176,31 +184,17 @@ impl Drop for Up {
     }
 }
 
-/// `lab up --nodes 2` starts two VMs in the background; both boot to the marker (seen by
-/// `lab status`), and `lab down` stops them and the server.
-#[test]
-fn lab_up_two_nodes_then_down() {
-    let assets = assets();
-    let tmp = TempDir::new("lab-up");
-    let dir = lab_dir(&tmp);
+/// `drover lab up` on `dir` with the repository's assets and `args`.
+fn lab_up(dir: &Path, assets: &Path, args: &[&str]) -> Output {
+    let mut cmd = drover_as_user(&["lab", "up", "--dir"]);
+    cmd.arg(dir).arg("--assets").arg(assets).args(args);
+    output(cmd)
+}
+
+/// Waits until `lab status` shows n1 and n2 at the marker; returns the status (fails the
+/// test with both consoles otherwise).
+fn wait_for_markers(dir: &Path, when: &str) -> String {
     let d = dir.to_str().unwrap();
-    let out = output(drover_as_user(&[
-        "lab",
-        "up",
-        "--dir",
-        d,
-        "--assets",
-        assets.to_str().unwrap(),
-        "--nodes",
-        "2",
-    ]));
-    let up = Up { dir: dir.clone() };
-    assert!(out.status.success(), "lab up failed:\n{}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("page http://127.0.0.1:"),
-        "lab up printed no page address:\n{stdout}"
-    );
     let mut status = String::new();
     let booted = wait_until(Duration::from_secs(2 * BOOT_TIMEOUT_SECS), || {
         std::thread::sleep(Duration::from_millis(500));
@@ -216,10 +210,31 @@ fn lab_up_two_nodes_then_down() {
     let console = |n: &str| std::fs::read_to_string(dir.join(format!("{n}.serial.log")));
     assert!(
         booted,
-        "not both VMs reached the marker:\n{status}\nn1:\n{}\nn2:\n{}",
+        "not both VMs reached the marker{when}:\n{status}\nn1:\n{}\nn2:\n{}",
         tail(&console("n1").unwrap_or_default(), 20),
         tail(&console("n2").unwrap_or_default(), 20)
     );
+    status
+}
+
+/// `lab up --nodes 2` starts two VMs in the background; both boot to the marker (seen by
+/// `lab status`), and `lab down` stops them and the server.
+#[test]
+fn lab_up_two_nodes_then_down() {
+    let assets = assets();
+    let tmp = TempDir::new("lab-up");
+    let dir = lab_dir(&tmp);
+    let d = dir.to_str().unwrap();
+    let out = lab_up(&dir, &assets, &["--nodes", "2"]);
+    let up = Up { dir: dir.clone() };
+    assert!(out.status.success(), "lab up failed:\n{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("page http://127.0.0.1:"),
+        "lab up printed no page address:\n{stdout}"
+    );
+    wait_for_markers(&dir, "");
+    let console = |n: &str| std::fs::read_to_string(dir.join(format!("{n}.serial.log")));
     for (n, marker) in [("n1", "node=n1"), ("n2", "node=n2")] {
         let text = console(n).unwrap_or_default();
         assert!(text.contains(marker), "{n}'s console lacks {marker}");
@@ -237,5 +252,59 @@ fn lab_up_two_nodes_then_down() {
         !pid_alive(pid),
         "the lab's server {pid} still runs after lab down"
     );
+    drop(up);
+}
+
+/// `lab up --members 2`: two pool members (own processes, own stores, gossip over loopback)
+/// serve the segment. `lab kill-member 1` stops the first and marks it dead through the
+/// survivor; both VMs then boot to their marker through member 2 (198.18.0.2).
+#[test]
+fn lab_with_two_members_survives_kill_member() {
+    let assets = assets();
+    let tmp = TempDir::new("lab-members");
+    let dir = lab_dir(&tmp);
+    let d = dir.to_str().unwrap();
+    let out = lab_up(&dir, &assets, &["--nodes", "2", "--members", "2"]);
+    let up = Up { dir: dir.clone() };
+    assert!(out.status.success(), "lab up failed:\n{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for m in ["m1 ", "m2 "] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(m) && l.contains("running")),
+            "member {m}is not listed as running:\n{stdout}"
+        );
+    }
+    // `up` returns once the pool has formed and the VMs started; under TCG a VM needs
+    // seconds before its first DHCP, so the nodes boot after the kill.
+    let out = output(drover_as_user(&["lab", "kill-member", "1", "--dir", d]));
+    assert!(out.status.success(), "kill-member failed:\n{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("marked dead through member 2"), "{said}");
+    let status = wait_for_markers(&dir, " after the kill");
+    let console = |n: &str| std::fs::read_to_string(dir.join(format!("{n}.serial.log")));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("m1 ") && l.contains("stopped")),
+        "member 1 still runs:\n{status}"
+    );
+    for n in ["n1", "n2"] {
+        let text = console(n).unwrap_or_default();
+        assert!(
+            text.contains(&format!("node={n}")) && text.contains("drover.server=http://198.18.0.2"),
+            "{n} did not boot through member 2:\n{}",
+            tail(&text, 20)
+        );
+    }
+    let out = output(drover_as_user(&["lab", "down", "--dir", d]));
+    assert!(out.status.success(), "lab down failed:\n{}", text(&out));
+    let left = Command::new("pgrep")
+        .args(["-f", &format!("lab member --dir {d}")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "members of the lab are left: {left}");
     drop(up);
 }

@@ -306,9 +306,42 @@ pub enum LabCmd {
         #[command(flatten)]
         lab: LabUp,
     },
+    /// Kill pool member M of a lab started with --members (as a crash), to watch failover;
+    /// in a lab of two members the survivor is then told M is dead (as `drover pool
+    /// mark-dead`).
+    KillMember {
+        /// The member (1, 2, ...; `drover lab status` lists them).
+        member: u8,
+        #[command(flatten)]
+        at: LabDir,
+    },
+    /// Impair a VM's link on the lab switch: drop a share of its frames, delay the others
+    /// (both 0: a healthy link again).
+    Link {
+        /// The VM (`n1`, `n2`, ...).
+        node: String,
+        /// Frames lost, in percent.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+        drop: u8,
+        /// Delay of the other frames, in milliseconds (at most 10 000).
+        #[arg(long, default_value_t = 0)]
+        delay: u32,
+        #[command(flatten)]
+        at: LabDir,
+    },
     /// The background server of `lab up` (started by it).
     #[command(hide = true)]
     Daemon(LabUp),
+    /// One pool member of a lab (started by the lab's server).
+    #[command(hide = true)]
+    Member {
+        #[arg(long)]
+        index: u8,
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        #[command(flatten)]
+        at: LabDir,
+    },
 }
 
 /// Where a lab lives.
@@ -341,6 +374,14 @@ pub struct LabUp {
     /// The localhost port of the lab's page and API (0: any free port).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// How the VMs' NICs join the switch: QEMU's `-netdev stream` or `-netdev dgram`.
+    #[arg(long, value_enum, default_value = "stream")]
+    pub netdev: crate::lab::qemu::Netdev,
+    /// Pool members serving the segment, each in its own process with its own store,
+    /// gossiping over loopback; 1: no pool.
+    #[arg(long, default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=crate::lab::serve::MAX_MEMBERS as i64))]
+    pub members: u8,
 }
 
 #[derive(Subcommand)]

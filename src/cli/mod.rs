@@ -930,6 +930,8 @@ fn lab(cmd: args::LabCmd) -> Result<()> {
         image: up.image.clone(),
         assets: up.assets.clone().unwrap_or_else(lab::default_assets),
         port: up.port,
+        members: up.members,
+        netdev: up.netdev,
     };
     match cmd {
         args::LabCmd::Up(up) => {
@@ -967,7 +969,23 @@ fn lab(cmd: args::LabCmd) -> Result<()> {
             }
             println!("{}", result?);
         }
+        args::LabCmd::KillMember { member, at } => {
+            println!("{}", lab::kill_member(&dir(&at), member)?);
+        }
+        args::LabCmd::Link {
+            node,
+            drop,
+            delay,
+            at,
+        } => {
+            let impairment = crate::lab::link::Impairment {
+                drop_percent: drop,
+                delay_ms: delay,
+            };
+            println!("{}", lab::link(&dir(&at), &node, impairment)?);
+        }
         args::LabCmd::Daemon(up) => lab::daemon(&options(&up))?,
+        args::LabCmd::Member { index, port, at } => lab::member(&dir(&at), index, port)?,
     }
     Ok(())
 }

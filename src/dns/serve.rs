@@ -29,6 +29,8 @@
 
 use super::core::{self, AccessPolicy, Action, Identity, Transport, Zones};
 use super::wire::{self, Request};
+use crate::http::listen::Accept;
+use crate::net::datagram::Datagram;
 use crate::net::limit::{Caps, Refused};
 use crate::store::model::Ipv4Net;
 use crate::store::SharedView;
@@ -40,7 +42,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -210,6 +212,20 @@ pub async fn serve(
     stats: Arc<Stats>,
 ) -> io::Result<()> {
     let bind = tcp.local_addr()?;
+    serve_on(udp, tcp, bind, settings, view, shutdown, stats).await
+}
+
+/// [`serve`] on any datagram sockets and connection source bound to `bind` (the lab serves on
+/// its smoltcp interface this way).
+pub async fn serve_on<U: Datagram, L: Accept>(
+    udp: Vec<U>,
+    tcp: L,
+    bind: SocketAddr,
+    settings: Settings,
+    view: Arc<SharedView>,
+    shutdown: CancellationToken,
+    stats: Arc<Stats>,
+) -> io::Result<()> {
     let shared = Arc::new(Shared {
         ident: settings.identity(bind.ip()),
         policy: settings.policy(),
@@ -470,7 +486,7 @@ async fn tcp_exchange(up: SocketAddr, q: &Query) -> io::Result<Message> {
     wire::decode_response(&buf, id, q).ok_or_else(|| bad_data("mismatched upstream response"))
 }
 
-async fn udp_loop(socket: Arc<UdpSocket>, shared: Arc<Shared>, shutdown: CancellationToken) {
+async fn udp_loop<U: Datagram>(socket: Arc<U>, shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut buf = vec![0u8; wire::MAX_QUERY_SIZE];
     let mut tasks = JoinSet::new();
     loop {
@@ -491,7 +507,7 @@ async fn udp_loop(socket: Arc<UdpSocket>, shared: Arc<Shared>, shutdown: Cancell
         match shared.decide(&buf[..len], from.ip(), Transport::Udp) {
             Step::Send(frames) => {
                 for f in frames {
-                    send_udp(&socket, &shared.stats, &f, from).await;
+                    send_udp(&*socket, &shared.stats, &f, from).await;
                 }
             }
             Step::Forward(fwd) => {
@@ -504,7 +520,7 @@ async fn udp_loop(socket: Arc<UdpSocket>, shared: Arc<Shared>, shutdown: Cancell
                 tasks.spawn(async move {
                     let frames = shared.resolve(&req, &q, Transport::Udp).await;
                     for f in frames {
-                        send_udp(&socket, &shared.stats, &f, from).await;
+                        send_udp(&*socket, &shared.stats, &f, from).await;
                     }
                     drop(permit);
                 });
@@ -514,14 +530,14 @@ async fn udp_loop(socket: Arc<UdpSocket>, shared: Arc<Shared>, shutdown: Cancell
     tasks.shutdown().await;
 }
 
-async fn send_udp(socket: &UdpSocket, stats: &Stats, bytes: &[u8], to: SocketAddr) {
+async fn send_udp(socket: &impl Datagram, stats: &Stats, bytes: &[u8], to: SocketAddr) {
     if let Err(e) = socket.send_to(bytes, to).await {
         tracing::debug!(%to, "DNS send failed: {e}");
         bump(&stats.send_errors);
     }
 }
 
-async fn tcp_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+async fn tcp_loop<L: Accept>(listener: L, shared: Arc<Shared>, shutdown: CancellationToken) {
     let caps = Caps::new(
         shared.settings.max_tcp.max(1),
         shared.settings.max_tcp_per_client.max(1),
@@ -564,7 +580,7 @@ async fn tcp_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancella
 
 /// Serves the queries of one TCP connection, in order, until EOF, idle timeout or shutdown.
 async fn connection(
-    mut stream: TcpStream,
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
     peer: SocketAddr,
     shared: &Shared,
     shutdown: CancellationToken,

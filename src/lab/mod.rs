@@ -3,6 +3,7 @@
 //!
 //! - [`switch`]: the L2 switch's forwarding decision and MAC learning (pure).
 //! - [`segment`]: the switch's tokio shell; QEMU joins over a unix stream socket.
+//! - [`link`]: per port, LLDP announcements and impaired links (drop, delay) (pure).
 //! - [`stack`]: drover's address on the segment (smoltcp), with sockets the services' shells
 //!   take as they are.
 //! - [`serve`]: a lab's services (store, DHCP, HTTP boot path, API and page) on the stack.
@@ -15,6 +16,7 @@
 //! Not here: the protocols (their own modules run unchanged on the lab's sockets).
 
 pub mod cmd;
+pub mod link;
 pub mod progress;
 pub mod qemu;
 pub mod ra;
@@ -56,6 +58,16 @@ pub enum LabError {
     BadRegex(String),
     #[error("no lab in {0} (start one with `drover lab up`)")]
     NoLab(String),
+    #[error(transparent)]
+    Pool(#[from] crate::pool::setup::SetupError),
+    #[error(
+        "the lab's pool members did not see each other within {secs} s; member 1's log: {log}"
+    )]
+    NoPool { secs: u64, log: String },
+    #[error("`lab run` has no pool: use `lab up --members M`")]
+    RunWithMembers,
+    #[error("no member {0} in this lab (see `drover lab status`)")]
+    NoMember(u8),
     #[error("no node {0:?} in this lab")]
     NoNode(String),
     #[error("{node} is not running (it powered off or crashed); its console log: {log}")]

@@ -2,7 +2,7 @@
 //!
 //! A VM runs under TCG (`DROVER_QEMU_ACCEL` overrides; KVM breaks iPXE on the machines this
 //! was built on) with one virtio NIC on the lab segment (`-netdev stream` to the segment's
-//! unix socket) and its serial console on a unix socket (`lab console`) that QEMU also logs
+//! unix socket, or `-netdev dgram` from the VM's own datagram socket to the segment's) and its serial console on a unix socket (`lab console`) that QEMU also logs
 //! to a file (`lab status`, `lab run --expect`). BIOS: SeaBIOS and the NIC's iPXE option ROM
 //! (`-boot n`). UEFI: q35 and OVMF, with a private copy of the variable store.
 //!
@@ -27,6 +27,27 @@ pub enum Firmware {
     Uefi,
 }
 
+/// How a VM's NIC reaches the segment (QEMU's socket netdevs).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Netdev {
+    /// A unix stream connection, each frame after its 4-byte length.
+    #[default]
+    Stream,
+    /// Unix datagrams, one frame each, from the VM's own socket.
+    Dgram,
+}
+
 /// Memory of a lab VM: enough for the kernel and an initramfs.
 pub const MEMORY_MIB: u32 = 256;
 /// How long a VM gets to exit after SIGKILL is sent (it cannot refuse).
@@ -38,6 +59,8 @@ pub struct VmSpec {
     pub name: String,
     pub mac: Mac,
     pub firmware: Firmware,
+    #[serde(default)]
+    pub netdev: Netdev,
 }
 
 /// Finds `program` on `PATH`.
@@ -123,10 +146,21 @@ pub fn command(paths: &Paths, vm: &VmSpec) -> Result<Command, LabError> {
         ))
         .args(["-serial", "chardev:console"])
         .arg("-netdev")
-        .arg(format!(
-            "stream,id=lab,server=off,addr.type=unix,addr.path={}",
-            paths.segment().display()
-        ))
+        .arg(match vm.netdev {
+            Netdev::Stream => format!(
+                "stream,id=lab,server=off,addr.type=unix,addr.path={}",
+                paths.segment().display()
+            ),
+            Netdev::Dgram => {
+                let local = paths.vm_dgram(&vm.name);
+                let _ = std::fs::remove_file(&local);
+                format!(
+                    "dgram,id=lab,local.type=unix,local.path={},remote.type=unix,remote.path={}",
+                    local.display(),
+                    paths.segment_dgram().display()
+                )
+            }
+        })
         .arg("-device")
         .arg(format!(
             "virtio-net-pci,netdev=lab,mac={},bootindex=1",

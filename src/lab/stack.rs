@@ -1,7 +1,8 @@
 //! drover's own address on the lab segment: a smoltcp interface attached to a
 //! [`super::segment::Segment`] port, and tokio-facing sockets over it, so that the services'
 //! existing shells run unchanged: [`UdpSocket`] implements [`crate::net::datagram::Datagram`]
-//! (the DHCP shell's socket), and [`TcpStream`] is an `AsyncRead + AsyncWrite` stream with
+//! (the DHCP, DNS and NTP shells' socket), [`Stack`] implements
+//! [`crate::net::datagram::Dial`] (TFTP's per-transfer sockets), and [`TcpStream`] is an `AsyncRead + AsyncWrite` stream with
 //! the peer's real address (what hyper serves in `crate::http::listen`).
 //!
 //! Data flow: one driver task owns the polling. Frames from the segment are queued into the
@@ -15,6 +16,7 @@
 //! segment's server), IPv6, and the protocols themselves (their own modules).
 
 use super::segment::{Attachment, Sender};
+use crate::net::datagram::{Connected, Datagram, Dial};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{tcp, udp};
@@ -46,6 +48,8 @@ const RX_QUEUE: usize = 1024;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How long a closed connection may linger (FIN handshake) before it is aborted.
 const CLOSE_LINGER: Duration = Duration::from_secs(30);
+/// Ports for sockets opened with [`Dial`] (RFC 6335's dynamic range).
+const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
 
 /// Errors setting up the stack.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +111,8 @@ struct Inner {
     /// Connections dropped by their users, with when: removed once closed (or lingering too
     /// long).
     closing: Vec<(SocketHandle, Instant)>,
+    /// The next ephemeral port to try.
+    next_port: u16,
 }
 
 struct Shared {
@@ -165,6 +171,7 @@ impl Stack {
                 sockets: SocketSet::new(Vec::new()),
                 link,
                 closing: Vec::new(),
+                next_port: *EPHEMERAL.start(),
             }),
             poll: Notify::new(),
             changed: Notify::new(),
@@ -181,21 +188,36 @@ impl Stack {
 
     /// A UDP socket on `port` (any local address: it receives broadcasts too).
     pub fn udp_bind(&self, port: u16) -> Result<UdpSocket, StackError> {
-        let buffer = || {
-            udp::PacketBuffer::new(
-                vec![udp::PacketMetadata::EMPTY; UDP_PACKETS],
-                vec![0u8; UDP_BYTES],
-            )
-        };
-        let mut socket = udp::Socket::new(buffer(), buffer());
-        socket.bind(port).map_err(|_| StackError::Bind {
-            what: "bind UDP",
-            port,
-        })?;
+        let socket = udp_socket(port)?;
         let handle = self.shared.lock().sockets.add(socket);
         Ok(UdpSocket {
             shared: self.shared.clone(),
             handle,
+        })
+    }
+
+    /// A UDP socket on an ephemeral port no other UDP socket of the stack holds.
+    pub fn udp_bind_ephemeral(&self) -> Result<UdpSocket, StackError> {
+        let mut inner = self.shared.lock();
+        for _ in EPHEMERAL {
+            let port = inner.next_port;
+            inner.next_port = if port == *EPHEMERAL.end() {
+                *EPHEMERAL.start()
+            } else {
+                port + 1
+            };
+            if udp_port_taken(&inner.sockets, port) {
+                continue;
+            }
+            let handle = inner.sockets.add(udp_socket(port)?);
+            return Ok(UdpSocket {
+                shared: self.shared.clone(),
+                handle,
+            });
+        }
+        Err(StackError::Bind {
+            what: "find a free ephemeral UDP",
+            port: *EPHEMERAL.end(),
         })
     }
 
@@ -213,6 +235,28 @@ impl Stack {
             backlog: Mutex::new(backlog),
         })
     }
+}
+
+fn udp_socket(port: u16) -> Result<udp::Socket<'static>, StackError> {
+    let buffer = || {
+        udp::PacketBuffer::new(
+            vec![udp::PacketMetadata::EMPTY; UDP_PACKETS],
+            vec![0u8; UDP_BYTES],
+        )
+    };
+    let mut socket = udp::Socket::new(buffer(), buffer());
+    socket.bind(port).map_err(|_| StackError::Bind {
+        what: "bind UDP",
+        port,
+    })?;
+    Ok(socket)
+}
+
+fn udp_port_taken(sockets: &SocketSet<'static>, port: u16) -> bool {
+    sockets.iter().any(|(_, socket)| match socket {
+        smoltcp::socket::Socket::Udp(udp) => udp.endpoint().port == port,
+        _ => false,
+    })
 }
 
 fn listening(sockets: &mut SocketSet<'static>, port: u16) -> Result<SocketHandle, StackError> {
@@ -304,7 +348,7 @@ pub struct UdpSocket {
     handle: SocketHandle,
 }
 
-impl crate::net::datagram::Datagram for UdpSocket {
+impl Datagram for UdpSocket {
     async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         poll_fn(|cx| {
             let mut inner = self.shared.lock();
@@ -351,6 +395,45 @@ impl crate::net::datagram::Datagram for UdpSocket {
         .await;
         self.shared.poll.notify_one();
         sent
+    }
+}
+
+impl Drop for UdpSocket {
+    fn drop(&mut self) {
+        self.shared.lock().sockets.remove(self.handle);
+    }
+}
+
+/// A UDP socket on the lab interface that talks with one peer (see [`Dial`]).
+pub struct UdpConnected {
+    socket: UdpSocket,
+    peer: SocketAddr,
+}
+
+impl Connected for UdpConnected {
+    async fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.socket.send_to(buf, self.peer).await
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let (n, from) = self.socket.recv_from(buf).await?;
+            // What the kernel does for a connected socket: others' datagrams never arrive.
+            if from == self.peer {
+                return Ok(n);
+            }
+        }
+    }
+}
+
+impl Dial for Stack {
+    type Socket = UdpConnected;
+
+    async fn dial(&self, peer: SocketAddr) -> io::Result<UdpConnected> {
+        let socket = self
+            .udp_bind_ephemeral()
+            .map_err(|e| io::Error::new(io::ErrorKind::AddrInUse, e.to_string()))?;
+        Ok(UdpConnected { socket, peer })
     }
 }
 

@@ -39,9 +39,10 @@ use tracing::{debug, info, warn};
 
 use super::core::{
     self, precision_from_nanos, Action, ClockState, ClockTracker, DropReason, HostClock,
-    RateLimiter, RateLimits, ReplyKind, MAX_REPLY,
+    RateLimiter, RateLimits, Reply, ReplyKind, MAX_REPLY,
 };
 use super::wire::{Leap, NtpTimestamp, WireError, MAX_PACKET};
+use crate::net::datagram::Datagram;
 use crate::net::sys;
 
 /// How often the host clock's synchronisation state is read.
@@ -128,32 +129,85 @@ pub async fn run_group(
         ));
     };
     let local = first.local_addr()?;
+    let count = sockets.len();
+    serve(
+        local,
+        count,
+        settings,
+        stats,
+        shutdown,
+        |clock, common, workers, token| {
+            for socket in sockets {
+                let worker = Worker {
+                    socket,
+                    clock: clock.clone(),
+                    common: common.clone(),
+                };
+                workers.spawn(worker.run(token.clone()));
+            }
+        },
+    )
+    .await
+}
+
+/// Serves NTP on any [`Datagram`] socket bound to `local`, one datagram at a time (the lab
+/// serves on its smoltcp interface this way; receive timestamps are taken when the datagram
+/// reaches this task, as on kernel sockets).
+pub async fn run_on<S: Datagram>(
+    socket: S,
+    local: SocketAddr,
+    settings: Settings,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    serve(
+        local,
+        1,
+        settings,
+        stats,
+        shutdown,
+        |clock, common, workers, token| {
+            workers.spawn(one_at_a_time(
+                socket,
+                clock.clone(),
+                common.clone(),
+                token.clone(),
+            ));
+        },
+    )
+    .await
+}
+
+/// The clock reader and the rate limiter; `spawn` starts the receive loops on them.
+async fn serve(
+    local: SocketAddr,
+    sockets: usize,
+    settings: Settings,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+    spawn: impl FnOnce(&watch::Receiver<ClockState>, &Common, &mut JoinSet<()>, &CancellationToken),
+) -> io::Result<()> {
     let precision = measure_precision();
     let mut tracker = ClockTracker::new(settings.local_reference, precision);
     let mut clock = refresh_clock(&mut tracker, None, &stats);
     let (publish, clock_rx) = watch::channel(clock);
-    let limiter = Arc::new(Mutex::new(RateLimiter::new(
-        RateLimits::DEFAULT,
-        random_seed(),
-    )));
+    let common = Common {
+        limiter: Arc::new(Mutex::new(RateLimiter::new(
+            RateLimits::DEFAULT,
+            random_seed(),
+        ))),
+        stats: stats.clone(),
+    };
     info!(
         %local,
-        sockets = sockets.len(),
+        sockets,
         local_reference = settings.local_reference,
         precision,
         stratum = clock.stratum,
         "NTP server listening"
     );
     let mut workers = JoinSet::new();
-    for socket in sockets {
-        let worker = Worker {
-            socket,
-            clock: clock_rx.clone(),
-            limiter: limiter.clone(),
-            stats: stats.clone(),
-        };
-        workers.spawn(worker.run(shutdown.clone()));
-    }
+    spawn(&clock_rx, &common, &mut workers, &shutdown);
     let mut ticker = tokio::time::interval(CLOCK_REFRESH);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -170,13 +224,19 @@ pub async fn run_group(
     Ok(())
 }
 
+/// What every receive loop shares: the rate limiter and the counters.
+#[derive(Clone)]
+struct Common {
+    limiter: Arc<Mutex<RateLimiter>>,
+    stats: Arc<Stats>,
+}
+
 /// One receive loop: its socket, the announced clock as the reader last published it, and
 /// the shared rate limiter.
 struct Worker {
     socket: UdpSocket,
     clock: watch::Receiver<ClockState>,
-    limiter: Arc<Mutex<RateLimiter>>,
-    stats: Arc<Stats>,
+    common: Common,
 }
 
 /// Bytes per receive slot: one more than the largest accepted packet, so that an over-long
@@ -205,11 +265,8 @@ impl Worker {
                         // Readiness was stale: the kernel had nothing queued after all.
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => {
-                            bump(&self.stats.recv_errors);
-                            debug!(error = %e, "NTP receive failed");
-                            tokio::select! {
-                                _ = shutdown.cancelled() => return,
-                                _ = tokio::time::sleep(RECV_BACKOFF) => {}
+                            if !self.common.receive_failed(e, &shutdown).await {
+                                return;
                             }
                         }
                     }
@@ -221,31 +278,11 @@ impl Worker {
     /// Decides on every datagram of one receive batch (one lock of the limiter for all), then
     /// sends the replies in one batch, stamped right before it goes out.
     fn serve_batch(&self, rx: NtpTimestamp, buf: &[u8], got: &[sys::Received], clock: &ClockState) {
-        let mut replies = Vec::with_capacity(got.len());
-        {
-            // A poisoned lock only means a panic elsewhere mid-update of one table entry;
-            // with panic = "abort" it cannot happen, and the table stays usable anyway.
-            let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
-            for (i, r) in got.iter().enumerate() {
-                bump(&self.stats.received);
-                let datagram = &buf[i * SLOT..i * SLOT + r.len.min(SLOT)];
-                let action = match r.from {
-                    None => Action::Drop(DropReason::BadSource),
-                    Some(_) if r.truncated || r.len > MAX_PACKET => {
-                        Action::Drop(DropReason::Malformed(WireError::TooLong(r.len)))
-                    }
-                    Some(from) => core::handle(rx, datagram, clock, &mut limiter, from),
-                };
-                match action {
-                    Action::Reply(reply) => {
-                        if let Some(from) = r.from {
-                            replies.push((reply, from));
-                        }
-                    }
-                    Action::Drop(reason) => self.count_drop(reason, r.from),
-                }
-            }
-        }
+        let datagrams = got
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (&buf[i * SLOT..i * SLOT + r.len.min(SLOT)], r));
+        let replies = self.common.decide(rx, datagrams, clock);
         if replies.is_empty() {
             return;
         }
@@ -272,8 +309,91 @@ impl Worker {
                 0
             }
         };
-        // A full socket buffer drops the rest rather than delay them and make their
-        // timestamps wrong; clients retry.
+        self.common.count_sent(&replies, sent);
+    }
+}
+
+/// The receive loop of [`run_on`]: one datagram per receive, its reply sent before the next.
+async fn one_at_a_time<S: Datagram>(
+    socket: S,
+    mut clock: watch::Receiver<ClockState>,
+    common: Common,
+    shutdown: CancellationToken,
+) {
+    let mut announced = *clock.borrow_and_update();
+    let mut buf = vec![0u8; SLOT];
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            Ok(()) = clock.changed() => announced = *clock.borrow_and_update(),
+            received = socket.recv_from(&mut buf) => {
+                let rx = now();
+                let (len, from) = match received {
+                    Ok(got) => got,
+                    Err(e) => {
+                        if !common.receive_failed(e, &shutdown).await {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                // A datagram longer than the buffer arrives as a full slot: too long.
+                let got = sys::Received { len, truncated: len >= SLOT, from: Some(from) };
+                let datagram = &buf[..len.min(SLOT)];
+                let replies = common.decide(rx, std::iter::once((datagram, &got)), &announced);
+                let mut sent = 0;
+                for (reply, to) in &replies {
+                    let mut out = [0u8; MAX_REPLY];
+                    let len = reply.emit(now(), &mut out);
+                    match socket.send_to(&out[..len], *to).await {
+                        Ok(_) => sent += 1,
+                        Err(e) => debug!(error = %e, "NTP send failed"),
+                    }
+                }
+                common.count_sent(&replies, sent);
+            }
+        }
+    }
+}
+
+impl Common {
+    /// The core's decision on each datagram, under one lock of the limiter; drops counted.
+    fn decide<'a>(
+        &self,
+        rx: NtpTimestamp,
+        datagrams: impl Iterator<Item = (&'a [u8], &'a sys::Received)>,
+        clock: &ClockState,
+    ) -> Vec<(Reply, SocketAddr)> {
+        let mut replies = Vec::new();
+        // A poisoned lock only means a panic elsewhere mid-update of one table entry;
+        // with panic = "abort" it cannot happen, and the table stays usable anyway.
+        let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+        for (datagram, r) in datagrams {
+            bump(&self.stats.received);
+            let action = match r.from {
+                None => Action::Drop(DropReason::BadSource),
+                Some(_) if r.truncated || r.len > MAX_PACKET => {
+                    Action::Drop(DropReason::Malformed(WireError::TooLong(r.len)))
+                }
+                Some(from) => core::handle(rx, datagram, clock, &mut limiter, from),
+            };
+            match action {
+                Action::Reply(reply) => {
+                    if let Some(from) = r.from {
+                        replies.push((reply, from));
+                    }
+                }
+                Action::Drop(reason) => self.count_drop(reason, r.from),
+            }
+        }
+        replies
+    }
+
+    /// Counts the first `sent` of `replies` as sent and the rest as lost: a full socket
+    /// buffer drops them rather than delay them and make their timestamps wrong; clients
+    /// retry.
+    fn count_sent(&self, replies: &[(Reply, SocketAddr)], sent: usize) {
         for (i, (reply, from)) in replies.iter().enumerate() {
             if i >= sent {
                 bump(&self.stats.send_errors);
@@ -286,6 +406,16 @@ impl Worker {
                     debug!(%from, "NTP kiss-o'-death RATE");
                 }
             }
+        }
+    }
+
+    /// Counts a receive error and backs off; false when shut down meanwhile.
+    async fn receive_failed(&self, e: io::Error, shutdown: &CancellationToken) -> bool {
+        bump(&self.stats.recv_errors);
+        debug!(error = %e, "NTP receive failed");
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(RECV_BACKOFF) => true,
         }
     }
 

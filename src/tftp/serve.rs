@@ -7,7 +7,8 @@
 //! `max_transfers` in all and `max_transfers_per_client` per client address, so one address
 //! cannot hold them all; none left: ERROR 0 "server busy") and becomes a task in a
 //! `JoinSet`. The task binds a fresh socket on the same local IP, port 0 (the server's TID),
-//! connects it to the client (the kernel then drops datagrams from any other TID), opens the
+//! connects it to the client (the kernel then drops datagrams from any other TID; [`run_on`]
+//! takes any [`Dial`] for this, e.g. the lab's smoltcp interface), opens the
 //! file and runs a [`core::Transfer`]: it feeds the core the bytes it asks for, sends what the
 //! core emits, and sleeps until the core's timeout or the client's next packet. Files are read
 //! sequentially through a small buffer as blocks are needed; only embedded firmware is served
@@ -60,6 +61,7 @@ use tracing::{debug, info, warn};
 use super::core::{self, Action, Outcome, Refused, SessionLimits, Transfer};
 use super::wire::{ErrorCode, Mode, Packet, Request, TftpOption, MAX_BLKSIZE, MAX_PACKET};
 use crate::logsafe::Escaped;
+use crate::net::datagram::{Connected, Datagram, Dial, KernelDial};
 use crate::net::limit::{self, Caps};
 use crate::store::model::BootStage;
 use crate::timeline::Recorder;
@@ -147,7 +149,17 @@ pub async fn run(
     events: Option<Recorder>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    serve(socket, roots, limits, global_stats(), events, shutdown).await
+    let dial = kernel_dial(&socket)?;
+    run_on(
+        socket,
+        dial,
+        roots,
+        limits,
+        global_stats(),
+        events,
+        shutdown,
+    )
+    .await
 }
 
 /// [`run`] with the caller's counters and no boot events (tests run several servers in one
@@ -159,30 +171,41 @@ pub async fn run_with_stats(
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    serve(socket, roots, limits, stats, None, shutdown).await
+    let dial = kernel_dial(&socket)?;
+    run_on(socket, dial, roots, limits, stats, None, shutdown).await
 }
 
-async fn serve(
-    socket: UdpSocket,
+/// Transfer sockets on the listening socket's address, and a log line that it listens.
+fn kernel_dial(socket: &UdpSocket) -> io::Result<KernelDial> {
+    let addr = socket.local_addr()?;
+    info!(%addr, "tftp: listening");
+    Ok(KernelDial {
+        local_ip: addr.ip(),
+    })
+}
+
+/// The server on any [`Datagram`] socket, with transfers on sockets from `dial` (the lab
+/// serves on its smoltcp interface this way).
+pub async fn run_on<S: Datagram, D: Dial>(
+    socket: S,
+    dial: D,
     roots: Arc<Roots>,
     limits: Limits,
     stats: Arc<Stats>,
     events: Option<Recorder>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let local_ip = socket.local_addr()?.ip();
     let permits = Caps::new(limits.max_transfers, limits.max_transfers_per_client);
     let mut transfers = JoinSet::new();
     let mut buf = vec![0u8; MAX_PACKET];
     let ctx = Arc::new(Context {
-        local_ip,
+        dial,
         roots,
         limits,
         stats,
         events,
         shutdown: shutdown.clone(),
     });
-    info!(addr = %socket.local_addr()?, "tftp: listening");
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -213,8 +236,8 @@ async fn serve(
 }
 
 /// What every transfer task shares.
-struct Context {
-    local_ip: IpAddr,
+struct Context<D> {
+    dial: D,
     roots: Arc<Roots>,
     limits: Limits,
     stats: Arc<Stats>,
@@ -229,11 +252,11 @@ struct OwnedRequest {
     options: Vec<(String, String)>,
 }
 
-async fn on_datagram(
-    socket: &UdpSocket,
+async fn on_datagram<S: Datagram, D: Dial>(
+    socket: &S,
     datagram: &[u8],
     peer: SocketAddr,
-    ctx: &Arc<Context>,
+    ctx: &Arc<Context<D>>,
     permits: &Arc<Caps>,
     transfers: &mut JoinSet<()>,
 ) {
@@ -309,7 +332,7 @@ fn request_name<'a>(packet: &Packet<'a>) -> Option<&'a str> {
     }
 }
 
-async fn send_error(socket: &UdpSocket, peer: SocketAddr, code: ErrorCode, message: &str) {
+async fn send_error(socket: &impl Datagram, peer: SocketAddr, code: ErrorCode, message: &str) {
     let mut buf = [0u8; 128];
     let packet = Packet::Error { code, message };
     match packet.emit(&mut buf) {
@@ -466,21 +489,16 @@ fn open_in_root(root: &Path, rel: &str) -> Result<(std::fs::File, u64), OpenErro
 }
 
 /// One transfer, from opening the file to the final ACK (or failure).
-async fn transfer(ctx: &Context, peer: SocketAddr, request: OwnedRequest) {
+async fn transfer<D: Dial>(ctx: &Context<D>, peer: SocketAddr, request: OwnedRequest) {
     let stats = &ctx.stats;
-    let socket = match UdpSocket::bind((ctx.local_ip, 0)).await {
+    let socket = match ctx.dial.dial(peer).await {
         Ok(socket) => socket,
         Err(e) => {
-            warn!(%peer, error = %e, "tftp: cannot bind a transfer socket");
+            warn!(%peer, error = %e, "tftp: cannot open a transfer socket");
             bump(&stats.transfers_failed);
             return;
         }
     };
-    if let Err(e) = socket.connect(peer).await {
-        warn!(%peer, error = %e, "tftp: cannot connect the transfer socket");
-        bump(&stats.transfers_failed);
-        return;
-    }
     let path = request.path.as_str();
     let (source, size) = match open(&ctx.roots, path).await {
         Ok(opened) => opened,
@@ -620,7 +638,7 @@ async fn transfer(ctx: &Context, peer: SocketAddr, request: OwnedRequest) {
 /// Room for an OACK with every option we answer (4 options, short names, 20-digit values).
 const MAX_OACK: usize = 128;
 
-async fn send_connected_error(socket: &UdpSocket, code: ErrorCode, message: &str) {
+async fn send_connected_error(socket: &impl Connected, code: ErrorCode, message: &str) {
     let mut buf = [0u8; 128];
     if let Ok(len) = (Packet::Error { code, message }).emit(&mut buf) {
         if let Err(e) = socket.send(&buf[..len]).await {
