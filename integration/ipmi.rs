@@ -755,3 +755,105 @@ fn a_bmc_below_the_minimum_cipher_suite_is_refused_and_said_so() {
     let table = d.cli_ok(&["power", "status", "n1", "--config", &fast_config(&d)]);
     assert_eq!(cell(&table, "n1", 3), "off", "{table}");
 }
+
+/// ipmi_sim commands for a threshold temperature sensor `num` named `name` reading `value`
+/// degrees C (M = 1): upper non-critical 70, critical 80, non-recoverable 90, scanning on.
+fn temperature_sensor(num: u8, name: &str, value: u8) -> String {
+    let mut sdr: Vec<u8> = vec![
+        0x00, 0x00, 0x51, 0x01, 0x00, 0x20, 0x00, num, 0x03, 0x01, 0x7f, 0x68, 0x01, 0x01,
+    ];
+    sdr.extend([0x80, 0x7a, 0x80, 0x7a, 0x3f, 0x3f]);
+    // Units: unsigned, degrees C; linear, M = 1, B = 0, exponents 0.
+    sdr.extend([0x00, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00]);
+    sdr.extend([
+        0x00, 0x00, 0x00, 0x00, 0xff, 0x00, 0x00, 90, 80, 70, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    sdr.push(0xc0 | name.len() as u8);
+    sdr.extend(name.bytes());
+    sdr[4] = (sdr.len() - 5) as u8;
+    let bytes: Vec<String> = sdr.iter().map(|b| format!("{b:#04x}")).collect();
+    format!(
+        "sensor_add 0x20 0 {num} 0x01 0x01\n\
+         sensor_set_threshold 0x20 0 {num} settable 111000 90 80 70 0 0 0\n\
+         sensor_set_event_support 0x20 0 {num} enable scanning per-state \
+         000000000000000 000000000000000 000000000000000 000000000000000\n\
+         sensor_set_value 0x20 0 {num} {value} 0\n\
+         main_sdr_add 0x20 {}\n",
+        bytes.join(" ")
+    )
+}
+
+/// A SEL entry: temperature sensor `num`, upper critical going high, asserted or not.
+fn sel_entry(num: u8, deassert: bool) -> String {
+    let dir = if deassert { 0x81 } else { 0x01 };
+    format!("sel_add 0x20 0x02 0 0 0 0 0x20 0 0x04 0x01 {num} {dir:#04x} 0x59 85 80\n")
+}
+
+#[test]
+fn sensors_and_the_event_log_match_ipmitool() {
+    let emu = temperature_sensor(1, "CPU Temp", 45)
+        + &temperature_sensor(2, "Inlet Temp", 82)
+        + "sel_enable 0x20 1000 0x0a\n"
+        + &sel_entry(2, false)
+        + &sel_entry(2, true);
+    let sim = BmcSim::start_with("ipmi-sensors", &emu);
+    let d = Drover::new();
+    add_node(&d, "n1", "52:54:00:00:0a:01", &sim.address());
+    let json: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["bmc", "sensors", "n1", "--json"])).unwrap();
+    let sensors = json[0]["sensors"].as_array().expect("a sensors array");
+    let row = |name: &str| {
+        sensors
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {json}"))
+    };
+    assert_eq!(sensors.len(), 2, "{json}");
+    assert_eq!(row("CPU Temp")["reading"], "45");
+    assert_eq!(row("CPU Temp")["unit"], "degrees C");
+    assert_eq!(row("CPU Temp")["status"], "ok");
+    assert_eq!(row("Inlet Temp")["reading"], "82");
+    assert_eq!(row("Inlet Temp")["status"], "upper-critical");
+    // ipmitool reads the same values from the same BMC.
+    let reference = sim.ipmitool(&["sdr", "list"]);
+    for (name, value) in [("CPU Temp", "45"), ("Inlet Temp", "82")] {
+        let line = reference
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("ipmitool shows no {name}:\n{reference}"));
+        assert!(line.contains(&format!("| {value} degrees C")), "{line}");
+    }
+    let table = d.cli_ok(&["bmc", "sensors", "n1"]);
+    assert!(table
+        .lines()
+        .any(|l| l.starts_with("n1") && l.contains("upper-critical")));
+
+    let json: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["bmc", "sel", "n1", "--json"])).unwrap();
+    let entries = json[0]["entries"].as_array().expect("an entries array");
+    let events: Vec<&str> = entries.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(
+        events,
+        [
+            "upper critical going high asserted",
+            "upper critical going high deasserted"
+        ],
+        "{json}"
+    );
+    assert!(entries.iter().all(|e| e["sensor"] == "temperature #2"));
+    let reference = sim.ipmitool(&["sel", "list"]);
+    assert_eq!(reference.lines().count(), entries.len(), "{reference}");
+
+    // A node without a BMC is a failed row and a non-zero exit; the other is still read.
+    d.cli_ok(&["node", "add", "bare", "--mac", "52:54:00:00:0a:02"]);
+    let out = d.cli(&["bmc", "sel", "n1", "bare"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(table.contains("failed: no-bmc"), "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("n1")).count(),
+        2,
+        "{table}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 2 nodes failed"));
+}

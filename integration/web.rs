@@ -90,3 +90,76 @@ fn browser_logs_in_adds_a_node_and_imports_200() {
     let list = s.d.cli_ok(&["node", "list"]);
     assert_eq!(list.lines().count(), 1 + 200 + 1, "{list}");
 }
+
+/// An inventory as the agent reports it, with DMI serial `serial` and an LLDP neighbour.
+fn inventory(mac: &str, serial: &str) -> drover::discover::inventory::Inventory {
+    serde_json::from_value(serde_json::json!({
+        "cpu_model": "Test CPU", "cpus": 4, "memory_kib": 2 * 1024 * 1024,
+        "disks": [{"name": "vda", "size_bytes": 8u64 << 30, "serial": null}],
+        "nics": [{"name": "eth0", "mac": mac, "speed_mbps": 1000, "lldp": {
+            "chassis_id": "aa:bb:cc:00:00:01", "port_id": "Ethernet1/3",
+            "system_name": "rack1-sw1", "ttl": 120}}],
+        "dmi": {"vendor": "QEMU", "product": "Standard PC", "serial": serial},
+    }))
+    .expect("an inventory in the agent's JSON")
+}
+
+#[test]
+fn browser_lists_discovered_machines_and_adopts_one() {
+    let node = common::require_cmd("node", "nodejs");
+    let chromium = common::require_cmd("chromium", "chromium");
+    let dir = common::repo_root().join("integration/web");
+    common::require_file(
+        &dir.join("node_modules/playwright-core/package.json"),
+        "run scripts/setup (it runs `npm ci --prefix integration/web` to install playwright-core)",
+    );
+    let s = ApiServer::start();
+    // Two machines report with the same serial, as the agent's report would store them.
+    {
+        let store = drover::store::Store::open(s.d.state_dir()).expect("open the store");
+        for (mac, last) in [("52:54:00:00:0e:01", 21), ("52:54:00:00:0e:02", 22)] {
+            drover::discover::adopt::report(
+                &store,
+                mac.parse().unwrap(),
+                [198, 18, 0, last].into(),
+                1_700_000_000_000,
+                inventory(mac, "SER-1"),
+            )
+            .expect("record a report");
+        }
+    }
+    let viewer_password = "viewer-password-1";
+    let (ok, out, err) = common::api::cli_stdin(
+        &s.d,
+        &["user", "add", "watcher", "--role", "viewer"],
+        &format!("{viewer_password}\n"),
+    );
+    assert!(ok, "user add failed: {out}{err}");
+    let shots = common::repo_root().join("target/web-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new(node)
+        .arg(dir.join("discovered.mjs"))
+        .current_dir(&dir)
+        .env("DROVER_URL", s.url())
+        .env("DROVER_PASSWORD", PASSWORD)
+        .env("DROVER_VIEWER_PASSWORD", viewer_password)
+        .env("CHROMIUM", chromium)
+        .env("SCREENSHOTS", &shots)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("discovered web test: ok"),
+        "the browser test failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    // The adoption went through the API into the store: a node with the machine's MAC.
+    let show = s.d.cli_ok(&["node", "show", "found01"]);
+    assert!(show.contains("52:54:00:00:0e:01"), "{show}");
+    let waiting = s.d.cli_ok(&["node", "discovered"]);
+    assert!(
+        waiting.contains("52:54:00:00:0e:02") && !waiting.contains("0e:01"),
+        "{waiting}"
+    );
+}

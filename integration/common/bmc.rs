@@ -54,8 +54,22 @@ impl BmcSim {
         sim
     }
 
+    /// A simulator in a fresh temporary directory with the file-backed chassis and `emu`,
+    /// ipmi_sim commands run after the BMC is added and before it is enabled (sensors, SDRs,
+    /// SEL entries).
+    pub fn start_with(tag: &str, emu: &str) -> BmcSim {
+        let tmp = TempDir::new(tag);
+        let mut sim = BmcSim::start_in_with(tmp.path(), FILE_CHASSIS, emu);
+        sim._tmp = Some(tmp);
+        sim
+    }
+
     /// A simulator whose files live in `dir`, with `chassis` as its chassis_control program.
     pub fn start_in(dir: &Path, chassis: &str) -> BmcSim {
+        BmcSim::start_in_with(dir, chassis, "")
+    }
+
+    fn start_in_with(dir: &Path, chassis: &str, emu: &str) -> BmcSim {
         let bin = require_cmd("ipmi_sim", "openipmi");
         std::fs::create_dir_all(dir.join("state")).expect("create the simulator dir");
         let script = dir.join("chassis.sh");
@@ -74,7 +88,10 @@ impl BmcSim {
             std::fs::write(dir.join("lan.conf"), conf).expect("write lan.conf");
             std::fs::write(
                 dir.join("sim.emu"),
-                "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\nmc_enable 0x20\n",
+                format!(
+                    "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\n\
+                     {emu}mc_enable 0x20\n"
+                ),
             )
             .expect("write sim.emu");
             let log = std::fs::File::create(dir.join("ipmi_sim.log")).expect("simulator log");

@@ -14,6 +14,7 @@
 
 mod appliance;
 pub mod args;
+mod bmc;
 mod exec;
 pub mod local;
 mod password;
@@ -246,6 +247,8 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Tls(_) => "tls show",
         Command::Exec(_) => "exec",
         Command::Cp(_) => "cp",
+        Command::Bmc(args::BmcCmd::Sensors(_)) => "bmc sensors",
+        Command::Bmc(args::BmcCmd::Sel(_)) => "bmc sel",
         Command::Usb(_) => "usb",
         _ => return None,
     })
@@ -372,6 +375,7 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
         Command::Tls(TlsCmd::Show { config }) => tls_show(state, config.as_deref()),
         Command::Exec(args) => exec::exec(state, &args),
         Command::Cp(args) => exec::cp(state, &args),
+        Command::Bmc(cmd) => bmc::run(state, &cmd),
         Command::Usb(cmd) => usb(state, cmd),
         _ => bail!("internal: a command with an API counterpart reached the local-only path"),
     }
@@ -776,6 +780,7 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
         | Command::Man { .. }
         | Command::Exec(_)
         | Command::Cp(_)
+        | Command::Bmc(_)
         | Command::Usb(_)
         | Command::Tls(_) => bail!("internal: a local-only command reached a back end"),
     }

@@ -126,6 +126,43 @@ pub enum Command {
     /// Set the boot device for the next boot only (legacy BIOS boot type).
     SetBootDevice(BootDevice),
     GetBootDevice,
+    /// Any other request (SDR, sensor, SEL reads): its answer is [`Answer::Raw`] with the
+    /// completion code, which the caller judges (a sensor that cannot be read is not a
+    /// failed session).
+    Raw(RawRequest),
+}
+
+/// A request given by its numbers, with up to [`RawRequest::MAX_DATA`] data bytes (the reads
+/// drover makes need six).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawRequest {
+    pub netfn: u8,
+    pub cmd: u8,
+    /// The command's name in errors.
+    pub name: &'static str,
+    data: [u8; RawRequest::MAX_DATA],
+    len: u8,
+}
+
+impl RawRequest {
+    pub const MAX_DATA: usize = 8;
+
+    /// `None` when `data` is longer than [`RawRequest::MAX_DATA`].
+    pub fn new(netfn: u8, cmd: u8, name: &'static str, data: &[u8]) -> Option<RawRequest> {
+        let mut buf = [0u8; RawRequest::MAX_DATA];
+        buf.get_mut(..data.len())?.copy_from_slice(data);
+        Some(RawRequest {
+            netfn,
+            cmd,
+            name,
+            data: buf,
+            len: data.len() as u8,
+        })
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.data[..usize::from(self.len)]
+    }
 }
 
 impl Command {
@@ -140,6 +177,7 @@ impl Command {
                 vec![BOOT_FLAGS, 0x80, d.selector() << 2, 0, 0, 0],
             ),
             Command::GetBootDevice => (NETFN_CHASSIS, CMD_GET_BOOT_OPTIONS, vec![BOOT_FLAGS, 0, 0]),
+            Command::Raw(r) => (r.netfn, r.cmd, r.data().to_vec()),
         };
         Request {
             netfn,
@@ -160,6 +198,10 @@ impl Command {
                 .map(|b| Answer::BootDevice(BootDevice::from_selector((b >> 2) & 0x0f)))
                 .ok_or(SessionError::Protocol("short boot options")),
             Command::ChassisControl(_) | Command::SetBootDevice(_) => Ok(Answer::Done),
+            Command::Raw(_) => Ok(Answer::Raw {
+                cc: 0,
+                data: data.to_vec(),
+            }),
         }
     }
 
@@ -169,17 +211,23 @@ impl Command {
             Command::ChassisControl(_) => "Chassis Control",
             Command::SetBootDevice(_) => "Set System Boot Options",
             Command::GetBootDevice => "Get System Boot Options",
+            Command::Raw(r) => r.name,
         }
     }
 }
 
 /// What a command returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// Chassis power: `true` = on.
     Power(bool),
     BootDevice(BootDevice),
     Done,
+    /// The answer to [`Command::Raw`]: completion code and data.
+    Raw {
+        cc: u8,
+        data: Vec<u8>,
+    },
 }
 
 /// Why a session failed. Each maps to one reason in the admin's result table.
@@ -742,6 +790,13 @@ impl<R: Random> Session<R> {
             Stage::Command(cmd) => {
                 if resp.cc == 0xd4 {
                     return self.fail(SessionError::Privilege("insufficient privilege"));
+                }
+                if let (Command::Raw(_), 1..) = (cmd, resp.cc) {
+                    let data = resp.data;
+                    let cc = resp.cc;
+                    return self
+                        .events
+                        .push_back(Event::Answer(Answer::Raw { cc, data }));
                 }
                 if resp.cc != 0 {
                     return self.fail(completion(cmd.name(), resp.cc));
