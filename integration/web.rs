@@ -3,16 +3,19 @@
 //! import a CSV of 200 nodes, watch a CLI change arrive live, power a node through an
 //! `ipmi_sim` BMC from the page, see the pool view list this member and a second one (both on
 //! loopback). Screenshots of the main views
-//! are saved under `target/web-screenshots/`.
+//! are saved under `target/web-screenshots/`. `discovered.mjs`: the Discovered tab lists
+//! machines waiting for adoption with their inventory, and an admin adopts one.
 
 mod common;
 
 use common::api::{free_port, ApiServer, PASSWORD};
 use common::Drover;
+use std::path::PathBuf;
 use std::process::Command;
 
-#[test]
-fn browser_logs_in_adds_a_node_and_imports_200() {
+/// `node`, `chromium` and the scripts' directory (with playwright-core installed), or a failure
+/// naming what is missing.
+fn browser_tools() -> (PathBuf, PathBuf, PathBuf) {
     let node = common::require_cmd("node", "nodejs");
     let chromium = common::require_cmd("chromium", "chromium");
     let dir = common::repo_root().join("integration/web");
@@ -20,6 +23,12 @@ fn browser_logs_in_adds_a_node_and_imports_200() {
         &dir.join("node_modules/playwright-core/package.json"),
         "run scripts/setup (it runs `npm ci --prefix integration/web` to install playwright-core)",
     );
+    (node, chromium, dir)
+}
+
+#[test]
+fn browser_logs_in_adds_a_node_and_imports_200() {
+    let (node, chromium, dir) = browser_tools();
     // A pool of two on loopback: this member (with the page) and a second one.
     let (pool_a, pool_b) = (free_port(), free_port());
     let pool = |port: u16| format!("[pool]\naddress = \"127.0.0.1\"\nport = {port}\n");
@@ -106,13 +115,7 @@ fn inventory(mac: &str, serial: &str) -> drover::discover::inventory::Inventory 
 
 #[test]
 fn browser_lists_discovered_machines_and_adopts_one() {
-    let node = common::require_cmd("node", "nodejs");
-    let chromium = common::require_cmd("chromium", "chromium");
-    let dir = common::repo_root().join("integration/web");
-    common::require_file(
-        &dir.join("node_modules/playwright-core/package.json"),
-        "run scripts/setup (it runs `npm ci --prefix integration/web` to install playwright-core)",
-    );
+    let (node, chromium, dir) = browser_tools();
     let s = ApiServer::start();
     // Two machines report with the same serial, as the agent's report would store them.
     {
