@@ -191,6 +191,7 @@ fn changes(command: &Command) -> bool {
         "lab",
         "restore",
         "usb",
+        "bmc",
     ];
     let read_only = words.iter().any(|w| reads.contains(&w.as_str()))
         || matches!(command, Command::DefaultConfig | Command::Serve { .. });
@@ -958,6 +959,8 @@ mod tests {
             ("drover backup b.tar", "backup"),
             ("drover restore b.tar --force", "restore"),
             ("drover install -i eth1 --root /tmp/x", "install"),
+            ("drover bmc sensors rack1", "bmc sensors"),
+            ("drover bmc sel n1 --json", "bmc sel"),
         ] {
             assert_eq!(local_only(&parse(line).command), Some(name), "{line}");
         }
