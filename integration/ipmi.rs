@@ -23,6 +23,7 @@ use std::net::UdpSocket;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Adds node `name` with BMC `addr` and the simulator's credentials.
 fn add_node(d: &Drover, name: &str, mac: &str, addr: &str) {
@@ -796,7 +797,7 @@ fn sensors_and_the_event_log_match_ipmitool() {
         + "sel_enable 0x20 1000 0x0a\n"
         + &sel_entry(2, false)
         + &sel_entry(2, true);
-    let sim = BmcSim::start_with("ipmi-sensors", &emu);
+    let sim = BmcSim::start_with("ipmi-sensors", &emu, "");
     let d = Drover::new();
     add_node(&d, "n1", "52:54:00:00:0a:01", &sim.address());
     let json: serde_json::Value =
@@ -856,4 +857,72 @@ fn sensors_and_the_event_log_match_ipmitool() {
         "{table}"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 2 nodes failed"));
+}
+
+#[test]
+fn console_relays_the_serial_port_over_sol() {
+    // The node's serial port: ipmi_sim connects to it (`sol "tcp:..."`) when it starts.
+    let serial = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let serial_port = serial.local_addr().unwrap().port();
+    let lan = format!("  sol \"tcp:127.0.0.1:{serial_port}\" 115200\n");
+    let sim = BmcSim::start_with("ipmi-sol", "", &lan);
+    let d = Drover::new();
+    add_node(&d, "n1", "52:54:00:00:0b:01", &sim.address());
+    let (mut port, _) = serial
+        .accept()
+        .expect("ipmi_sim connects to the serial port");
+    let mut child = Command::new(d.bin())
+        .arg("--state-dir")
+        .arg(d.state_dir())
+        .args(["console", "n1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let shown = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = shown.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut buf) {
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let seen = |what: &str| String::from_utf8_lossy(&shown.lock().unwrap()).contains(what);
+    // What the port says before the console is active is not kept (a serial line): the
+    // "firmware" repeats its banner until the console shows it.
+    let mut n = 0;
+    let shown_banner = common::wait_until(Duration::from_secs(20), || {
+        n += 1;
+        let _ =
+            std::io::Write::write_all(&mut port, format!("Booting node n1 ({n})\r\n").as_bytes());
+        std::thread::sleep(Duration::from_millis(200));
+        seen("Booting node n1 (")
+    });
+    assert!(
+        shown_banner,
+        "the console never showed the banner: {:?}",
+        String::from_utf8_lossy(&shown.lock().unwrap())
+    );
+    // Keystrokes reach the serial port.
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"root\r").unwrap();
+    port.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while !String::from_utf8_lossy(&got).contains("root") {
+        let n = std::io::Read::read(&mut port, &mut buf).expect("typed keys on the serial port");
+        assert!(n > 0, "ipmi_sim closed the serial port");
+        got.extend_from_slice(&buf[..n]);
+    }
+    // The escape ends the console, which deactivates SOL and closes the session.
+    std::io::Write::write_all(&mut stdin, b"~.").unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+    assert!(status.success(), "drover console failed: {err}");
+    assert!(err.contains("console of n1 closed"), "{err}");
+    assert!(!got.contains(&b'~'), "the escape went to the node: {got:?}");
 }

@@ -173,6 +173,10 @@ const PURE: &[(&str, &str)] = &[
         "RMCP+ key derivation, integrity and confidentiality over buffers",
     ),
     (
+        "ipmi/sol.rs",
+        "SOL packets, acknowledgements and resends on a time passed in",
+    ),
+    (
         "ipmi/sdr.rs",
         "SDR, sensor reading and SEL requests and answers over byte slices",
     ),

@@ -97,6 +97,15 @@ pub enum Command {
     /// Read nodes' BMCs: sensors and the event log (IPMI or Redfish, as `power` does).
     #[command(subcommand)]
     Bmc(BmcCmd),
+    /// Attach to a node's serial console over IPMI Serial-over-LAN; `~.` at the start of a
+    /// line leaves.
+    Console {
+        node: String,
+        /// TOML configuration for the `[power]` session settings; without it the embedded
+        /// default.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Run a command on nodes over ssh as root with the pool's node key; identical outputs
     /// are printed once (as `dshbak -c`), then a summary of exit statuses.
     Exec(ExecArgs),

@@ -2,7 +2,9 @@
 //! does, reads each node's BMC ([`crate::ipmi::sensors::read_all`], IPMI or Redfish as the
 //! node's records say) and prints one table (or JSON) for all nodes. A node whose BMC fails
 //! gets a row with the failure's class; the command then exits non-zero.
-//! Not through `--server` (no API route yet): it runs where the store is.
+//! `drover console NODE`: the node's serial console over IPMI SOL in this process's own
+//! session ([`crate::ipmi::console`]), standard input to the node, its output to standard
+//! output. Not through `--server` (no API route yet): these run where the store is.
 
 use super::args::{BmcCmd, BmcReadArgs};
 use super::local::Local;
@@ -86,4 +88,38 @@ fn render(what: What, results: &[sensors::NodeRead]) -> String {
         }
     }
     table(&rows)
+}
+
+/// `drover console NODE`.
+pub fn console(state: &Path, node: &str, config: Option<&Path>) -> Result<()> {
+    use crate::store::model::BmcProtocol;
+    let config = Config::load(config)?;
+    let fan = crate::serve::settings::fan_out(&config.power);
+    let store = Local::new(state).store()?;
+    let jobs = store.read(|r| crate::ipmi::power::resolve(r, &[node.to_string()]))?;
+    let [job] = jobs.as_slice() else {
+        bail!(
+            "{node:?} names {} nodes; the console is of one node",
+            jobs.len()
+        );
+    };
+    if job.via.protocol == BmcProtocol::Redfish {
+        bail!("{node}: the console needs IPMI Serial-over-LAN; its BMC is set to Redfish");
+    }
+    let access = job
+        .access
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{node}: {e}"))?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(64);
+    // The reader thread stays blocked on standard input after the console ends; the process
+    // exits right after, which ends it.
+    std::thread::spawn(move || crate::ipmi::console::read_keys(std::io::stdin(), tx));
+    eprintln!(
+        "[console of {node} at {}: ~. at the start of a line leaves]",
+        access.address()
+    );
+    let mut out = std::io::stdout();
+    crate::ipmi::console::attach(access, &fan.dial, &rx, &mut out)?;
+    eprintln!("[console of {node} closed]");
+    Ok(())
 }

@@ -192,6 +192,7 @@ fn changes(command: &Command) -> bool {
         "restore",
         "usb",
         "bmc",
+        "console",
     ];
     let read_only = words.iter().any(|w| reads.contains(&w.as_str()))
         || matches!(command, Command::DefaultConfig | Command::Serve { .. });
@@ -250,6 +251,7 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Cp(_) => "cp",
         Command::Bmc(args::BmcCmd::Sensors(_)) => "bmc sensors",
         Command::Bmc(args::BmcCmd::Sel(_)) => "bmc sel",
+        Command::Console { .. } => "console",
         Command::Usb(_) => "usb",
         _ => return None,
     })
@@ -377,6 +379,7 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
         Command::Exec(args) => exec::exec(state, &args),
         Command::Cp(args) => exec::cp(state, &args),
         Command::Bmc(cmd) => bmc::run(state, &cmd),
+        Command::Console { node, config } => bmc::console(state, &node, config.as_deref()),
         Command::Usb(cmd) => usb(state, cmd),
         _ => bail!("internal: a command with an API counterpart reached the local-only path"),
     }
@@ -782,6 +785,7 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
         | Command::Exec(_)
         | Command::Cp(_)
         | Command::Bmc(_)
+        | Command::Console { .. }
         | Command::Usb(_)
         | Command::Tls(_) => bail!("internal: a local-only command reached a back end"),
     }
@@ -961,6 +965,7 @@ mod tests {
             ("drover install -i eth1 --root /tmp/x", "install"),
             ("drover bmc sensors rack1", "bmc sensors"),
             ("drover bmc sel n1 --json", "bmc sel"),
+            ("drover console n1", "console"),
         ] {
             assert_eq!(local_only(&parse(line).command), Some(name), "{line}");
         }

@@ -270,6 +270,8 @@ pub enum Event {
     /// The session is up at ADMINISTRATOR privilege; commands may be sent.
     Established,
     Answer(Answer),
+    /// A Serial-over-LAN packet from the BMC, checked and decrypted (`super::sol` reads it).
+    Sol(Vec<u8>),
     /// The session is over (failed, or closed after [`Session::close`]).
     Failed(SessionError),
     Closed,
@@ -759,6 +761,11 @@ impl<R: Random> Session<R> {
                 self.keys = Some(SessionKeys::derive(self.suite, &sik));
                 self.raise_privilege(now);
             }
+            (Stage::Ready | Stage::Command(_), PayloadType::Sol) => {
+                if let Some(plain) = self.open_payload(&f) {
+                    self.events.push_back(Event::Sol(plain));
+                }
+            }
             (Stage::Privilege | Stage::Command(_) | Stage::Closing, PayloadType::Ipmi) => {
                 let Some(resp) = self.open(&f) else {
                     return;
@@ -813,17 +820,32 @@ impl<R: Random> Session<R> {
 
     /// Checks and decrypts an incoming session message.
     fn open(&self, f: &wire::V20Frame<'_>) -> Option<Response> {
+        Response::parse(&self.open_payload(f)?).ok()
+    }
+
+    /// Checks and decrypts an incoming session payload.
+    fn open_payload(&self, f: &wire::V20Frame<'_>) -> Option<Vec<u8>> {
         let keys = self.keys.as_ref()?;
         if f.session_id != self.console_sid || !f.authenticated {
             return None;
         }
         keys.verify(f.integrity_data, f.auth_code).ok()?;
-        let plain = if f.encrypted {
-            keys.decrypt(f.payload).ok()?
+        if f.encrypted {
+            keys.decrypt(f.payload).ok()
         } else {
-            f.payload.to_vec()
-        };
-        Response::parse(&plain).ok()
+            Some(f.payload.to_vec())
+        }
+    }
+
+    /// Sends one Serial-over-LAN packet, sealed like a request. Not retransmitted here: the
+    /// SOL layer (`super::sol`) retransmits until the BMC acknowledges. Ignored outside an
+    /// RMCP+ session.
+    pub fn send_sol(&mut self, packet: &[u8]) {
+        if !matches!(self.proto, Proto::V20) || !matches!(self.stage, Stage::Ready) {
+            return;
+        }
+        let bytes = self.seal_payload(PayloadType::Sol, packet);
+        self.transmit.push_back(bytes);
     }
 
     fn exchange(&self) -> Exchange<'_> {
@@ -893,6 +915,11 @@ impl<R: Random> Session<R> {
             });
             return wire::emit_v15_session(auth, self.out_seq, self.bmc_sid, code.as_ref(), &msg);
         }
+        self.seal_payload(PayloadType::Ipmi, &req.emit())
+    }
+
+    /// Encrypts and signs an RMCP+ payload with the next session sequence number.
+    fn seal_payload(&mut self, payload_type: PayloadType, plain: &[u8]) -> Vec<u8> {
         // The keys exist in every stage that sends sealed requests (set before Privilege).
         let Some(keys) = self.keys.clone() else {
             return Vec::new();
@@ -900,9 +927,9 @@ impl<R: Random> Session<R> {
         self.out_seq = self.out_seq.wrapping_add(1).max(1);
         let mut iv = [0u8; 16];
         self.rng.fill(&mut iv);
-        let sealed = keys.encrypt(iv, &req.emit());
+        let sealed = keys.encrypt(iv, plain);
         wire::emit_v20(
-            PayloadType::Ipmi,
+            payload_type,
             true,
             self.bmc_sid,
             self.out_seq,
