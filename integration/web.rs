@@ -26,6 +26,18 @@ fn browser_tools() -> (PathBuf, PathBuf, PathBuf) {
     (node, chromium, dir)
 }
 
+/// Fails unless a browser script exited 0 and printed `marker`; prints its output.
+fn passed(out: &std::process::Output, marker: &str) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains(marker),
+        "the browser test failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    println!("{stdout}");
+}
+
 #[test]
 fn browser_logs_in_adds_a_node_and_imports_200() {
     let (node, chromium, dir) = browser_tools();
@@ -77,15 +89,7 @@ fn browser_logs_in_adds_a_node_and_imports_200() {
         .env("SCREENSHOTS", &shots)
         .output()
         .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the browser test failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    println!("{stdout}");
-    assert!(stdout.contains("web test: ok"), "{stdout}\n{stderr}");
+    passed(&out, "web test: ok");
     // The page's power buttons reached the BMC: the simulated chassis is off again.
     assert_eq!(bmc.power(), "0");
     assert_eq!(bmc.boot(), "pxe");
@@ -150,13 +154,7 @@ fn browser_lists_discovered_machines_and_adopts_one() {
         .env("SCREENSHOTS", &shots)
         .output()
         .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("discovered web test: ok"),
-        "the browser test failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
+    passed(&out, "discovered web test: ok");
     // The adoption went through the API into the store: a node with the machine's MAC.
     let show = s.d.cli_ok(&["node", "show", "found01"]);
     assert!(show.contains("52:54:00:00:0e:01"), "{show}");
