@@ -23,6 +23,7 @@ use std::net::UdpSocket;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Adds node `name` with BMC `addr` and the simulator's credentials.
 fn add_node(d: &Drover, name: &str, mac: &str, addr: &str) {
@@ -754,4 +755,174 @@ fn a_bmc_below_the_minimum_cipher_suite_is_refused_and_said_so() {
     assert!(!bmc.bmc.lock().unwrap().power);
     let table = d.cli_ok(&["power", "status", "n1", "--config", &fast_config(&d)]);
     assert_eq!(cell(&table, "n1", 3), "off", "{table}");
+}
+
+/// ipmi_sim commands for a threshold temperature sensor `num` named `name` reading `value`
+/// degrees C (M = 1): upper non-critical 70, critical 80, non-recoverable 90, scanning on.
+fn temperature_sensor(num: u8, name: &str, value: u8) -> String {
+    let mut sdr: Vec<u8> = vec![
+        0x00, 0x00, 0x51, 0x01, 0x00, 0x20, 0x00, num, 0x03, 0x01, 0x7f, 0x68, 0x01, 0x01,
+    ];
+    sdr.extend([0x80, 0x7a, 0x80, 0x7a, 0x3f, 0x3f]);
+    // Units: unsigned, degrees C; linear, M = 1, B = 0, exponents 0.
+    sdr.extend([0x00, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00]);
+    sdr.extend([
+        0x00, 0x00, 0x00, 0x00, 0xff, 0x00, 0x00, 90, 80, 70, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    sdr.push(0xc0 | name.len() as u8);
+    sdr.extend(name.bytes());
+    sdr[4] = (sdr.len() - 5) as u8;
+    let bytes: Vec<String> = sdr.iter().map(|b| format!("{b:#04x}")).collect();
+    format!(
+        "sensor_add 0x20 0 {num} 0x01 0x01\n\
+         sensor_set_threshold 0x20 0 {num} settable 111000 90 80 70 0 0 0\n\
+         sensor_set_event_support 0x20 0 {num} enable scanning per-state \
+         000000000000000 000000000000000 000000000000000 000000000000000\n\
+         sensor_set_value 0x20 0 {num} {value} 0\n\
+         main_sdr_add 0x20 {}\n",
+        bytes.join(" ")
+    )
+}
+
+/// A SEL entry: temperature sensor `num`, upper critical going high, asserted or not.
+fn sel_entry(num: u8, deassert: bool) -> String {
+    let dir = if deassert { 0x81 } else { 0x01 };
+    format!("sel_add 0x20 0x02 0 0 0 0 0x20 0 0x04 0x01 {num} {dir:#04x} 0x59 85 80\n")
+}
+
+#[test]
+fn sensors_and_the_event_log_match_ipmitool() {
+    let emu = temperature_sensor(1, "CPU Temp", 45)
+        + &temperature_sensor(2, "Inlet Temp", 82)
+        + "sel_enable 0x20 1000 0x0a\n"
+        + &sel_entry(2, false)
+        + &sel_entry(2, true);
+    let sim = BmcSim::start_with("ipmi-sensors", &emu, "");
+    let d = Drover::new();
+    add_node(&d, "n1", "52:54:00:00:0a:01", &sim.address());
+    let json: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["bmc", "sensors", "n1", "--json"])).unwrap();
+    let sensors = json[0]["sensors"].as_array().expect("a sensors array");
+    let row = |name: &str| {
+        sensors
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {json}"))
+    };
+    assert_eq!(sensors.len(), 2, "{json}");
+    assert_eq!(row("CPU Temp")["reading"], "45");
+    assert_eq!(row("CPU Temp")["unit"], "degrees C");
+    assert_eq!(row("CPU Temp")["status"], "ok");
+    assert_eq!(row("Inlet Temp")["reading"], "82");
+    assert_eq!(row("Inlet Temp")["status"], "upper-critical");
+    // ipmitool reads the same values from the same BMC.
+    let reference = sim.ipmitool(&["sdr", "list"]);
+    for (name, value) in [("CPU Temp", "45"), ("Inlet Temp", "82")] {
+        let line = reference
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("ipmitool shows no {name}:\n{reference}"));
+        assert!(line.contains(&format!("| {value} degrees C")), "{line}");
+    }
+    let table = d.cli_ok(&["bmc", "sensors", "n1"]);
+    assert!(table
+        .lines()
+        .any(|l| l.starts_with("n1") && l.contains("upper-critical")));
+
+    let json: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["bmc", "sel", "n1", "--json"])).unwrap();
+    let entries = json[0]["entries"].as_array().expect("an entries array");
+    let events: Vec<&str> = entries.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(
+        events,
+        [
+            "upper critical going high asserted",
+            "upper critical going high deasserted"
+        ],
+        "{json}"
+    );
+    assert!(entries.iter().all(|e| e["sensor"] == "temperature #2"));
+    let reference = sim.ipmitool(&["sel", "list"]);
+    assert_eq!(reference.lines().count(), entries.len(), "{reference}");
+
+    // A node without a BMC is a failed row and a non-zero exit; the other is still read.
+    d.cli_ok(&["node", "add", "bare", "--mac", "52:54:00:00:0a:02"]);
+    let out = d.cli(&["bmc", "sel", "n1", "bare"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(table.contains("failed: no-bmc"), "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("n1")).count(),
+        2,
+        "{table}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 2 nodes failed"));
+}
+
+#[test]
+fn console_relays_the_serial_port_over_sol() {
+    // The node's serial port: ipmi_sim connects to it (`sol "tcp:..."`) when it starts.
+    let serial = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let serial_port = serial.local_addr().unwrap().port();
+    let lan = format!("  sol \"tcp:127.0.0.1:{serial_port}\" 115200\n");
+    let sim = BmcSim::start_with("ipmi-sol", "", &lan);
+    let d = Drover::new();
+    add_node(&d, "n1", "52:54:00:00:0b:01", &sim.address());
+    let (mut port, _) = serial
+        .accept()
+        .expect("ipmi_sim connects to the serial port");
+    let mut child = Command::new(d.bin())
+        .arg("--state-dir")
+        .arg(d.state_dir())
+        .args(["console", "n1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let shown = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = shown.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut buf) {
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let seen = |what: &str| String::from_utf8_lossy(&shown.lock().unwrap()).contains(what);
+    // What the port says before the console is active is not kept (a serial line): the
+    // "firmware" repeats its banner until the console shows it.
+    let mut n = 0;
+    let shown_banner = common::wait_until(Duration::from_secs(20), || {
+        n += 1;
+        let _ =
+            std::io::Write::write_all(&mut port, format!("Booting node n1 ({n})\r\n").as_bytes());
+        std::thread::sleep(Duration::from_millis(200));
+        seen("Booting node n1 (")
+    });
+    assert!(
+        shown_banner,
+        "the console never showed the banner: {:?}",
+        String::from_utf8_lossy(&shown.lock().unwrap())
+    );
+    // Keystrokes reach the serial port.
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"root\r").unwrap();
+    port.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while !String::from_utf8_lossy(&got).contains("root") {
+        let n = std::io::Read::read(&mut port, &mut buf).expect("typed keys on the serial port");
+        assert!(n > 0, "ipmi_sim closed the serial port");
+        got.extend_from_slice(&buf[..n]);
+    }
+    // The escape ends the console, which deactivates SOL and closes the session.
+    std::io::Write::write_all(&mut stdin, b"~.").unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+    assert!(status.success(), "drover console failed: {err}");
+    assert!(err.contains("console of n1 closed"), "{err}");
+    assert!(!got.contains(&b'~'), "the escape went to the node: {got:?}");
 }

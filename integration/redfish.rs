@@ -216,18 +216,21 @@ fn power_and_boot_device_over_redfish() {
     assert!(!show.contains(PASSWORD), "{show}");
 }
 
-/// The emulator's one system, read with curl (another client than drover's).
-fn emulator_system(emu: &Emulator) -> serde_json::Value {
+/// `path` on the emulator, read with curl (another client than drover's).
+fn emulator_get(emu: &Emulator, path: &str) -> serde_json::Value {
     let curl = require_cmd("curl", "curl");
-    let get = |path: &str| {
-        let out = Command::new(&curl)
-            .args(["-sfk", "-u", &format!("{USER}:{PASSWORD}")])
-            .arg(format!("https://{}{path}", emu.address()))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "curl {path} failed");
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
+    let out = Command::new(&curl)
+        .args(["-sfk", "-u", &format!("{USER}:{PASSWORD}")])
+        .arg(format!("https://{}{path}", emu.address()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "curl {path} failed");
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+}
+
+/// The emulator's one system, read with curl.
+fn emulator_system(emu: &Emulator) -> serde_json::Value {
+    let get = |path: &str| emulator_get(emu, path);
     let systems = get("/redfish/v1/Systems");
     let first = systems["Members"][0]["@odata.id"]
         .as_str()
@@ -307,4 +310,43 @@ fn auto_chooses_redfish_when_the_service_root_answers_else_ipmi() {
     assert!(!out.status.success(), "{table}");
     assert_eq!(cell(&table, "n1", 1), addr, "{table}");
     assert_eq!(cell(&table, "n1", 2), "timeout", "{table}");
+}
+
+#[test]
+fn sensors_over_redfish_match_the_thermal_resource() {
+    let emu = Emulator::start("redfish-sensors", free_port());
+    let d = Drover::new();
+    add_node(&d, "n1", &emu.address(), "redfish", PASSWORD);
+    let json: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["bmc", "sensors", "n1", "--json"])).unwrap();
+    let sensors = json[0]["sensors"].as_array().expect("a sensors array");
+    // What curl reads from the first chassis' Thermal resource.
+    let chassis = emulator_get(&emu, "/redfish/v1/Chassis");
+    let first = chassis["Members"][0]["@odata.id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let thermal = emulator_get(&emu, &format!("{first}/Thermal"));
+    let temps = thermal["Temperatures"].as_array().unwrap();
+    let fans = thermal["Fans"].as_array().unwrap();
+    assert_eq!(sensors.len(), temps.len() + fans.len(), "{json}");
+    for t in temps {
+        let name = t["Name"].as_str().unwrap();
+        let row = sensors
+            .iter()
+            .find(|s| s["name"] == name && s["kind"] == "temperature")
+            .unwrap_or_else(|| panic!("no {name} in {json}"));
+        assert_eq!(row["reading"], t["ReadingCelsius"].to_string(), "{row}");
+        assert_eq!(row["unit"], "degrees C");
+        assert_eq!(row["status"], "ok");
+    }
+    let fan = sensors.iter().find(|s| s["kind"] == "fan").expect("a fan");
+    assert_eq!(fan["reading"], fans[0]["Reading"].to_string());
+    assert_eq!(fan["unit"], "RPM");
+    // The emulator's managers have no LogServices: a clear protocol failure, not a panic.
+    let out = d.cli(&["bmc", "sel", "n1"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(table.contains("failed: protocol"), "{table}");
+    assert!(table.contains("LogServices"), "{table}");
 }

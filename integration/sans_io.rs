@@ -177,6 +177,18 @@ const PURE: &[(&str, &str)] = &[
         "ipmi/crypto.rs",
         "RMCP+ key derivation, integrity and confidentiality over buffers",
     ),
+    (
+        "ipmi/sol.rs",
+        "SOL packets, acknowledgements and resends on a time passed in",
+    ),
+    (
+        "ipmi/sdr.rs",
+        "SDR, sensor reading and SEL requests and answers over byte slices",
+    ),
+    (
+        "redfish/health.rs",
+        "Redfish Thermal, Power and log entry JSON read from byte slices",
+    ),
 ];
 
 /// Modules that look pure by name or role but are not, and why: kept here so the list above

@@ -3,16 +3,19 @@
 //! import a CSV of 200 nodes, watch a CLI change arrive live, power a node through an
 //! `ipmi_sim` BMC from the page, see the pool view list this member and a second one (both on
 //! loopback). Screenshots of the main views
-//! are saved under `target/web-screenshots/`.
+//! are saved under `target/web-screenshots/`. `discovered.mjs`: the Discovered tab lists
+//! machines waiting for adoption with their inventory, and an admin adopts one.
 
 mod common;
 
 use common::api::{free_port, ApiServer, PASSWORD};
 use common::Drover;
+use std::path::PathBuf;
 use std::process::Command;
 
-#[test]
-fn browser_logs_in_adds_a_node_and_imports_200() {
+/// `node`, `chromium` and the scripts' directory (with playwright-core installed), or a failure
+/// naming what is missing.
+fn browser_tools() -> (PathBuf, PathBuf, PathBuf) {
     let node = common::require_cmd("node", "nodejs");
     let chromium = common::require_cmd("chromium", "chromium");
     let dir = common::repo_root().join("integration/web");
@@ -20,6 +23,24 @@ fn browser_logs_in_adds_a_node_and_imports_200() {
         &dir.join("node_modules/playwright-core/package.json"),
         "run scripts/setup (it runs `npm ci --prefix integration/web` to install playwright-core)",
     );
+    (node, chromium, dir)
+}
+
+/// Fails unless a browser script exited 0 and printed `marker`; prints its output.
+fn passed(out: &std::process::Output, marker: &str) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains(marker),
+        "the browser test failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    println!("{stdout}");
+}
+
+#[test]
+fn browser_logs_in_adds_a_node_and_imports_200() {
+    let (node, chromium, dir) = browser_tools();
     // A pool of two on loopback: this member (with the page) and a second one.
     let (pool_a, pool_b) = (free_port(), free_port());
     let pool = |port: u16| format!("[pool]\naddress = \"127.0.0.1\"\nport = {port}\n");
@@ -68,15 +89,7 @@ fn browser_logs_in_adds_a_node_and_imports_200() {
         .env("SCREENSHOTS", &shots)
         .output()
         .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the browser test failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    println!("{stdout}");
-    assert!(stdout.contains("web test: ok"), "{stdout}\n{stderr}");
+    passed(&out, "web test: ok");
     // The page's power buttons reached the BMC: the simulated chassis is off again.
     assert_eq!(bmc.power(), "0");
     assert_eq!(bmc.boot(), "pxe");
@@ -89,4 +102,66 @@ fn browser_logs_in_adds_a_node_and_imports_200() {
     // The browser's changes went through the API into the store.
     let list = s.d.cli_ok(&["node", "list"]);
     assert_eq!(list.lines().count(), 1 + 200 + 1, "{list}");
+}
+
+/// An inventory as the agent reports it, with DMI serial `serial` and an LLDP neighbour.
+fn inventory(mac: &str, serial: &str) -> drover::discover::inventory::Inventory {
+    serde_json::from_value(serde_json::json!({
+        "cpu_model": "Test CPU", "cpus": 4, "memory_kib": 2 * 1024 * 1024,
+        "disks": [{"name": "vda", "size_bytes": 8u64 << 30, "serial": null}],
+        "nics": [{"name": "eth0", "mac": mac, "speed_mbps": 1000, "lldp": {
+            "chassis_id": "aa:bb:cc:00:00:01", "port_id": "Ethernet1/3",
+            "system_name": "rack1-sw1", "ttl": 120}}],
+        "dmi": {"vendor": "QEMU", "product": "Standard PC", "serial": serial},
+    }))
+    .expect("an inventory in the agent's JSON")
+}
+
+#[test]
+fn browser_lists_discovered_machines_and_adopts_one() {
+    let (node, chromium, dir) = browser_tools();
+    let s = ApiServer::start();
+    // Two machines report with the same serial, as the agent's report would store them.
+    {
+        let store = drover::store::Store::open(s.d.state_dir()).expect("open the store");
+        for (mac, last) in [("52:54:00:00:0e:01", 21), ("52:54:00:00:0e:02", 22)] {
+            drover::discover::adopt::report(
+                &store,
+                mac.parse().unwrap(),
+                [198, 18, 0, last].into(),
+                1_700_000_000_000,
+                inventory(mac, "SER-1"),
+            )
+            .expect("record a report");
+        }
+    }
+    let viewer_password = "viewer-password-1";
+    let (ok, out, err) = common::api::cli_stdin(
+        &s.d,
+        &["user", "add", "watcher", "--role", "viewer"],
+        &format!("{viewer_password}\n"),
+    );
+    assert!(ok, "user add failed: {out}{err}");
+    let shots = common::repo_root().join("target/web-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new(node)
+        .arg(dir.join("discovered.mjs"))
+        .current_dir(&dir)
+        .env("DROVER_URL", s.url())
+        .env("DROVER_PASSWORD", PASSWORD)
+        .env("DROVER_VIEWER_PASSWORD", viewer_password)
+        .env("CHROMIUM", chromium)
+        .env("SCREENSHOTS", &shots)
+        .output()
+        .expect("run node");
+    passed(&out, "discovered web test: ok");
+    // The adoption went through the API into the store: a node with the machine's MAC.
+    let show = s.d.cli_ok(&["node", "show", "found01"]);
+    assert!(show.contains("52:54:00:00:0e:01"), "{show}");
+    let waiting = s.d.cli_ok(&["node", "discovered"]);
+    let rows = |mac: &str| waiting.lines().filter(|l| l.starts_with(mac)).count();
+    assert_eq!(rows("52:54:00:00:0e:02"), 1, "{waiting}");
+    assert_eq!(rows("52:54:00:00:0e:01"), 0, "{waiting}");
+    // Still one serial on two boards: the node's and the waiting machine's.
+    assert!(waiting.contains("duplicate DMI serial SER-1"), "{waiting}");
 }

@@ -168,6 +168,7 @@ $('#logout').addEventListener('click', async () => {
 const loaders = {
   overview: loadOverview,
   nodes: loadNodes,
+  discovered: loadDiscovered,
   leases: loadLeases,
   images: loadImages,
   networks: loadNetworks,
@@ -353,6 +354,68 @@ $('#nodes-next').addEventListener('click', () => { nodeOffset += PAGE; refresh()
 function ago(unix) {
   const s = unix - Math.floor(Date.now() / 1000);
   return s > 0 ? `in ${s} s` : `${-s} s ago`;
+}
+
+function bytes(n) {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+  return `${Math.round(n * 10) / 10} ${units[i]}`;
+}
+
+// Machines waiting for adoption (GET /discovered) with an Adopt form per row for admins.
+async function loadDiscovered() {
+  const list = await api('GET', '/discovered');
+  $('#discovered-count').textContent = list.machines.length ? `(${list.machines.length})` : '';
+  show($('#discovered-none'), list.machines.length === 0);
+  $('#discovered-duplicates').replaceChildren(...list.duplicates.map((d) => {
+    const li = document.createElement('li');
+    li.textContent = `${d.what} ${d.value} is claimed by ${d.claimed_by.join(', ')}`;
+    return li;
+  }));
+  fill('#discovered', list.machines.map((m) => {
+    const inv = m.inventory;
+    const dmi = [inv.dmi.vendor, inv.dmi.product].filter(Boolean).join(' ');
+    const serial = inv.dmi.serial ? ` (serial ${inv.dmi.serial})` : '';
+    const disks = inv.disks.map((d) => `${d.name} ${bytes(d.size_bytes)}`).join(', ');
+    const port = inv.nics.filter((n) => n.lldp).map((n) => {
+      const sw = n.lldp.system_name || n.lldp.chassis_id;
+      return `${n.name}: ${sw} ${n.lldp.port_id}`;
+    }).join(', ');
+    const form = document.createElement('form');
+    form.className = 'inline adopt';
+    form.dataset.mac = m.mac;
+    for (const [name, hint, required] of [['name', 'node name', true], ['image', 'image', false], ['group', 'group', false]]) {
+      const input = document.createElement('input');
+      input.name = name;
+      input.placeholder = hint;
+      input.required = required;
+      form.append(input);
+    }
+    const submit = document.createElement('button');
+    submit.type = 'submit';
+    submit.textContent = 'Adopt';
+    form.append(submit);
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      clearBad(form);
+      const v = formValues(form);
+      try {
+        await api('POST', `/discovered/${encodeURIComponent(m.mac)}/adopt`, v);
+        message(`adopted ${m.mac} as ${v.name}`, 'info');
+        await loadDiscovered();
+      } catch (err) { fail(err, form); }
+    });
+    const adopt = document.createElement('td');
+    adopt.className = 'needs-admin';
+    adopt.append(form);
+    const tr = document.createElement('tr');
+    tr.dataset.mac = m.mac;
+    tr.append(cell(m.mac), cell(m.ip), cell(new Date(m.last_ms).toLocaleString()),
+      cell((dmi || '-') + serial), cell(`${inv.cpus} × ${inv.cpu_model || 'CPU'}`),
+      cell(bytes(inv.memory_kib * 1024)), cell(disks || '-'), cell(port || '-'), adopt);
+    return tr;
+  }));
 }
 
 async function loadLeases() {

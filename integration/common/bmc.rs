@@ -54,8 +54,22 @@ impl BmcSim {
         sim
     }
 
+    /// A simulator in a fresh temporary directory with the file-backed chassis and `emu`,
+    /// ipmi_sim commands run after the BMC is added and before it is enabled (sensors, SDRs,
+    /// SEL entries), and `lan`, lines for the BMC's part of lan.conf (`sol ...`).
+    pub fn start_with(tag: &str, emu: &str, lan: &str) -> BmcSim {
+        let tmp = TempDir::new(tag);
+        let mut sim = BmcSim::start_in_with(tmp.path(), FILE_CHASSIS, emu, lan);
+        sim._tmp = Some(tmp);
+        sim
+    }
+
     /// A simulator whose files live in `dir`, with `chassis` as its chassis_control program.
     pub fn start_in(dir: &Path, chassis: &str) -> BmcSim {
+        BmcSim::start_in_with(dir, chassis, "", "")
+    }
+
+    fn start_in_with(dir: &Path, chassis: &str, emu: &str, lan: &str) -> BmcSim {
         let bin = require_cmd("ipmi_sim", "openipmi");
         std::fs::create_dir_all(dir.join("state")).expect("create the simulator dir");
         let script = dir.join("chassis.sh");
@@ -68,13 +82,16 @@ impl BmcSim {
         for _ in 0..5 {
             let port = free_udp_port();
             let conf = format!(
-                "name \"drover-test\"\nset_working_mc 0x20\n  startlan 1\n    addr 127.0.0.1 {port}\n    priv_limit admin\n    allowed_auths_callback none md2 md5 straight\n    allowed_auths_user none md2 md5 straight\n    allowed_auths_operator none md2 md5 straight\n    allowed_auths_admin none md2 md5 straight\n    guid a123456789abcdefa123456789abcdef\n  endlan\n  chassis_control \"{}\"\n  user 2 true \"{USER}\" \"{PASSWORD}\" admin 10 none md2 md5 straight\n",
+                "name \"drover-test\"\nset_working_mc 0x20\n  startlan 1\n    addr 127.0.0.1 {port}\n    priv_limit admin\n    allowed_auths_callback none md2 md5 straight\n    allowed_auths_user none md2 md5 straight\n    allowed_auths_operator none md2 md5 straight\n    allowed_auths_admin none md2 md5 straight\n    guid a123456789abcdefa123456789abcdef\n  endlan\n{lan}  chassis_control \"{}\"\n  user 2 true \"{USER}\" \"{PASSWORD}\" admin 10 none md2 md5 straight\n",
                 script.display()
             );
             std::fs::write(dir.join("lan.conf"), conf).expect("write lan.conf");
             std::fs::write(
                 dir.join("sim.emu"),
-                "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\nmc_enable 0x20\n",
+                format!(
+                    "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\n\
+                     {emu}mc_enable 0x20\n"
+                ),
             )
             .expect("write sim.emu");
             let log = std::fs::File::create(dir.join("ipmi_sim.log")).expect("simulator log");

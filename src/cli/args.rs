@@ -94,6 +94,18 @@ pub enum Command {
     },
     /// Power nodes on and off through their BMCs (IPMI over the LAN: RMCP+, or v1.5).
     Power(PowerArgs),
+    /// Read nodes' BMCs: sensors and the event log (IPMI or Redfish, as `power` does).
+    #[command(subcommand)]
+    Bmc(BmcCmd),
+    /// Attach to a node's serial console over IPMI Serial-over-LAN; `~.` at the start of a
+    /// line leaves.
+    Console {
+        node: String,
+        /// TOML configuration for the `[power]` session settings; without it the embedded
+        /// default.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Run a command on nodes over ssh as root with the pool's node key; identical outputs
     /// are printed once (as `dshbak -c`), then a summary of exit statuses.
     Exec(ExecArgs),
@@ -946,6 +958,29 @@ pub enum PowerAction {
         #[command(flatten)]
         targets: Targets,
     },
+}
+
+#[derive(Subcommand)]
+pub enum BmcCmd {
+    /// Sensor readings (IPMI: the SDR repository; Redfish: Thermal and Power).
+    Sensors(BmcReadArgs),
+    /// The BMC's event log (IPMI SEL; Redfish: the manager's SEL log service).
+    Sel(BmcReadArgs),
+}
+
+#[derive(Args)]
+pub struct BmcReadArgs {
+    #[command(flatten)]
+    pub targets: Targets,
+    /// TOML configuration for the `[power]` session settings; without it the embedded default.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// BMCs read at once (default: power.max-sessions).
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    /// Print JSON (one object per node) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

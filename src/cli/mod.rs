@@ -14,6 +14,7 @@
 
 mod appliance;
 pub mod args;
+mod bmc;
 mod exec;
 pub mod local;
 mod password;
@@ -191,6 +192,8 @@ fn changes(command: &Command) -> bool {
         "restore",
         "usb",
         "witness",
+        "bmc",
+        "console",
     ];
     let read_only = words.iter().any(|w| reads.contains(&w.as_str()))
         || matches!(command, Command::DefaultConfig | Command::Serve { .. });
@@ -247,6 +250,9 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Tls(_) => "tls show",
         Command::Exec(_) => "exec",
         Command::Cp(_) => "cp",
+        Command::Bmc(args::BmcCmd::Sensors(_)) => "bmc sensors",
+        Command::Bmc(args::BmcCmd::Sel(_)) => "bmc sel",
+        Command::Console { .. } => "console",
         Command::Usb(_) => "usb",
         Command::Witness { .. } => "witness",
         _ => return None,
@@ -379,6 +385,8 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
         Command::Tls(TlsCmd::Show { config }) => tls_show(state, config.as_deref()),
         Command::Exec(args) => exec::exec(state, &args),
         Command::Cp(args) => exec::cp(state, &args),
+        Command::Bmc(cmd) => bmc::run(state, &cmd),
+        Command::Console { node, config } => bmc::console(state, &node, config.as_deref()),
         Command::Usb(cmd) => usb(state, cmd),
         _ => bail!("internal: a command with an API counterpart reached the local-only path"),
     }
@@ -783,6 +791,8 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
         | Command::Man { .. }
         | Command::Exec(_)
         | Command::Cp(_)
+        | Command::Bmc(_)
+        | Command::Console { .. }
         | Command::Usb(_)
         | Command::Witness { .. }
         | Command::Tls(_) => bail!("internal: a local-only command reached a back end"),
@@ -1011,6 +1021,9 @@ mod tests {
             ("drover backup b.tar", "backup"),
             ("drover restore b.tar --force", "restore"),
             ("drover install -i eth1 --root /tmp/x", "install"),
+            ("drover bmc sensors rack1", "bmc sensors"),
+            ("drover bmc sel n1 --json", "bmc sel"),
+            ("drover console n1", "console"),
         ] {
             assert_eq!(local_only(&parse(line).command), Some(name), "{line}");
         }

@@ -184,7 +184,9 @@ impl Conn {
         match conn.next_event()? {
             Event::Established => Ok(conn),
             Event::Failed(e) => Err(e.into()),
-            Event::Answer(_) | Event::Closed => Err(PowerError::Io("session stalled".into())),
+            Event::Answer(_) | Event::Sol(_) | Event::Closed => {
+                Err(PowerError::Io("session stalled".into()))
+            }
         }
     }
 
@@ -197,7 +199,7 @@ impl Conn {
             match self.next_event()? {
                 Event::Answer(a) => answers.push(a),
                 Event::Failed(e) => return Err(e.into()),
-                Event::Established | Event::Closed => {
+                Event::Established | Event::Sol(_) | Event::Closed => {
                     return Err(PowerError::Io("session stalled".into()))
                 }
             }
@@ -214,6 +216,39 @@ impl Conn {
         }
     }
 
+    /// Seals and sends one Serial-over-LAN packet (see `super::sol`).
+    pub fn send_sol(&mut self, packet: &[u8]) -> Result<(), PowerError> {
+        self.session.send_sol(packet);
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<(), PowerError> {
+        while let Some(datagram) = self.session.poll_transmit() {
+            if let Err(e) = self.socket.send(&datagram) {
+                return Err(unreachable(self.addr, &e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits at most `wait` for one datagram, feeds it to the session and returns the
+    /// session's events (the console's loop; commands use [`Conn::run`]).
+    pub fn pump(&mut self, wait: std::time::Duration) -> Result<Vec<Event>, PowerError> {
+        self.flush()?;
+        let mut buf = [0u8; MAX_DATAGRAM];
+        self.socket
+            .set_read_timeout(Some(wait.max(std::time::Duration::from_millis(1))))
+            .map_err(io)?;
+        match self.socket.recv(&mut buf) {
+            Ok(n) => self.session.handle_input(Instant::now(), &buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(unreachable(self.addr, &e)),
+        }
+        self.flush()?;
+        Ok(std::iter::from_fn(|| self.session.poll_event()).collect())
+    }
+
     /// Sends what the session has to send and waits until it has an event.
     fn next_event(&mut self) -> Result<Event, PowerError> {
         let mut buf = [0u8; MAX_DATAGRAM];
@@ -226,6 +261,11 @@ impl Conn {
                 }
             }
             if let Some(event) = self.session.poll_event() {
+                // Console output that arrives while a command or Close Session waits (after
+                // Deactivate Payload) is dropped: the console has ended.
+                if matches!(event, Event::Sol(_)) {
+                    continue;
+                }
                 return Ok(event);
             }
             let Some(deadline) = self.session.poll_timeout() else {

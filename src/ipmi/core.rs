@@ -126,6 +126,43 @@ pub enum Command {
     /// Set the boot device for the next boot only (legacy BIOS boot type).
     SetBootDevice(BootDevice),
     GetBootDevice,
+    /// Any other request (SDR, sensor, SEL reads): its answer is [`Answer::Raw`] with the
+    /// completion code, which the caller judges (a sensor that cannot be read is not a
+    /// failed session).
+    Raw(RawRequest),
+}
+
+/// A request given by its numbers, with up to [`RawRequest::MAX_DATA`] data bytes (the reads
+/// drover makes need six).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawRequest {
+    pub netfn: u8,
+    pub cmd: u8,
+    /// The command's name in errors.
+    pub name: &'static str,
+    data: [u8; RawRequest::MAX_DATA],
+    len: u8,
+}
+
+impl RawRequest {
+    pub const MAX_DATA: usize = 8;
+
+    /// `None` when `data` is longer than [`RawRequest::MAX_DATA`].
+    pub fn new(netfn: u8, cmd: u8, name: &'static str, data: &[u8]) -> Option<RawRequest> {
+        let mut buf = [0u8; RawRequest::MAX_DATA];
+        buf.get_mut(..data.len())?.copy_from_slice(data);
+        Some(RawRequest {
+            netfn,
+            cmd,
+            name,
+            data: buf,
+            len: data.len() as u8,
+        })
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.data[..usize::from(self.len)]
+    }
 }
 
 impl Command {
@@ -140,6 +177,7 @@ impl Command {
                 vec![BOOT_FLAGS, 0x80, d.selector() << 2, 0, 0, 0],
             ),
             Command::GetBootDevice => (NETFN_CHASSIS, CMD_GET_BOOT_OPTIONS, vec![BOOT_FLAGS, 0, 0]),
+            Command::Raw(r) => (r.netfn, r.cmd, r.data().to_vec()),
         };
         Request {
             netfn,
@@ -160,6 +198,10 @@ impl Command {
                 .map(|b| Answer::BootDevice(BootDevice::from_selector((b >> 2) & 0x0f)))
                 .ok_or(SessionError::Protocol("short boot options")),
             Command::ChassisControl(_) | Command::SetBootDevice(_) => Ok(Answer::Done),
+            Command::Raw(_) => Ok(Answer::Raw {
+                cc: 0,
+                data: data.to_vec(),
+            }),
         }
     }
 
@@ -169,17 +211,23 @@ impl Command {
             Command::ChassisControl(_) => "Chassis Control",
             Command::SetBootDevice(_) => "Set System Boot Options",
             Command::GetBootDevice => "Get System Boot Options",
+            Command::Raw(r) => r.name,
         }
     }
 }
 
 /// What a command returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// Chassis power: `true` = on.
     Power(bool),
     BootDevice(BootDevice),
     Done,
+    /// The answer to [`Command::Raw`]: completion code and data.
+    Raw {
+        cc: u8,
+        data: Vec<u8>,
+    },
 }
 
 /// Why a session failed. Each maps to one reason in the admin's result table.
@@ -222,6 +270,8 @@ pub enum Event {
     /// The session is up at ADMINISTRATOR privilege; commands may be sent.
     Established,
     Answer(Answer),
+    /// A Serial-over-LAN packet from the BMC, checked and decrypted (`super::sol` reads it).
+    Sol(Vec<u8>),
     /// The session is over (failed, or closed after [`Session::close`]).
     Failed(SessionError),
     Closed,
@@ -711,6 +761,11 @@ impl<R: Random> Session<R> {
                 self.keys = Some(SessionKeys::derive(self.suite, &sik));
                 self.raise_privilege(now);
             }
+            (Stage::Ready | Stage::Command(_), PayloadType::Sol) => {
+                if let Some(plain) = self.open_payload(&f) {
+                    self.events.push_back(Event::Sol(plain));
+                }
+            }
             (Stage::Privilege | Stage::Command(_) | Stage::Closing, PayloadType::Ipmi) => {
                 let Some(resp) = self.open(&f) else {
                     return;
@@ -743,6 +798,13 @@ impl<R: Random> Session<R> {
                 if resp.cc == 0xd4 {
                     return self.fail(SessionError::Privilege("insufficient privilege"));
                 }
+                if let (Command::Raw(_), 1..) = (cmd, resp.cc) {
+                    let data = resp.data;
+                    let cc = resp.cc;
+                    return self
+                        .events
+                        .push_back(Event::Answer(Answer::Raw { cc, data }));
+                }
                 if resp.cc != 0 {
                     return self.fail(completion(cmd.name(), resp.cc));
                 }
@@ -758,17 +820,32 @@ impl<R: Random> Session<R> {
 
     /// Checks and decrypts an incoming session message.
     fn open(&self, f: &wire::V20Frame<'_>) -> Option<Response> {
+        Response::parse(&self.open_payload(f)?).ok()
+    }
+
+    /// Checks and decrypts an incoming session payload.
+    fn open_payload(&self, f: &wire::V20Frame<'_>) -> Option<Vec<u8>> {
         let keys = self.keys.as_ref()?;
         if f.session_id != self.console_sid || !f.authenticated {
             return None;
         }
         keys.verify(f.integrity_data, f.auth_code).ok()?;
-        let plain = if f.encrypted {
-            keys.decrypt(f.payload).ok()?
+        if f.encrypted {
+            keys.decrypt(f.payload).ok()
         } else {
-            f.payload.to_vec()
-        };
-        Response::parse(&plain).ok()
+            Some(f.payload.to_vec())
+        }
+    }
+
+    /// Sends one Serial-over-LAN packet, sealed like a request. Not retransmitted here: the
+    /// SOL layer (`super::sol`) retransmits until the BMC acknowledges. Ignored outside an
+    /// RMCP+ session.
+    pub fn send_sol(&mut self, packet: &[u8]) {
+        if !matches!(self.proto, Proto::V20) || !matches!(self.stage, Stage::Ready) {
+            return;
+        }
+        let bytes = self.seal_payload(PayloadType::Sol, packet);
+        self.transmit.push_back(bytes);
     }
 
     fn exchange(&self) -> Exchange<'_> {
@@ -838,6 +915,11 @@ impl<R: Random> Session<R> {
             });
             return wire::emit_v15_session(auth, self.out_seq, self.bmc_sid, code.as_ref(), &msg);
         }
+        self.seal_payload(PayloadType::Ipmi, &req.emit())
+    }
+
+    /// Encrypts and signs an RMCP+ payload with the next session sequence number.
+    fn seal_payload(&mut self, payload_type: PayloadType, plain: &[u8]) -> Vec<u8> {
         // The keys exist in every stage that sends sealed requests (set before Privilege).
         let Some(keys) = self.keys.clone() else {
             return Vec::new();
@@ -845,9 +927,9 @@ impl<R: Random> Session<R> {
         self.out_seq = self.out_seq.wrapping_add(1).max(1);
         let mut iv = [0u8; 16];
         self.rng.fill(&mut iv);
-        let sealed = keys.encrypt(iv, &req.emit());
+        let sealed = keys.encrypt(iv, plain);
         wire::emit_v20(
-            PayloadType::Ipmi,
+            payload_type,
             true,
             self.bmc_sid,
             self.out_seq,

@@ -73,6 +73,7 @@ fn drive_version(
                     events.push(e);
                     return events;
                 }
+                Event::Sol(_) => {}
             }
             events.push(e);
         }

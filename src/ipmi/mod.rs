@@ -32,9 +32,16 @@
 //! retransmission; Close Session; in `drover serve`, sessions kept open and reused (no
 //! keep-alive traffic: a session lives while used at least every `power.session-idle` s).
 //!
+//! Sensors and the System Event Log (`drover bmc sensors|sel`): [`sdr`] builds the requests
+//! and decodes the SDR records, readings and SEL entries (pure); [`sensors`] runs them in one
+//! session (and reads Redfish BMCs through `crate::redfish`).
+//!
+//! Serial-over-LAN (`drover console NODE`, RMCP+ only): [`sol`] (pure) and [`console`].
+//!
 //! Not supported: a BMC key Kg distinct from the password, suites other than 3 and 17, MD2
-//! and "none" authentication of IPMI v1.5, persistent or UEFI boot flags, Serial-over-LAN,
-//! sensors and event logs. Redfish is `crate::redfish`, chosen per node in [`power`].
+//! and "none" authentication of IPMI v1.5, persistent or UEFI boot flags, SOL over IPMI
+//! v1.5, SOL relayed through pool members or logged to the store, clearing the event log or
+//! setting sensor thresholds. Redfish is `crate::redfish`, chosen per node in [`power`].
 //! `ipmi_sim`, the test BMC, refuses suite 17; it is checked
 //! by `ipmitool -I lanplus -C 17` logging in to drover's own test BMC (`fake_bmc.rs`), which
 //! drover's client then talks to as well. A v1.5 BMC ignores a wrong
@@ -43,12 +50,16 @@
 
 pub mod cache;
 pub mod client;
+pub mod console;
 pub mod core;
 pub mod crypto;
 #[cfg(test)]
 pub(crate) mod fake_bmc;
 pub mod power;
+pub mod sdr;
+pub mod sensors;
 pub mod serve;
+pub mod sol;
 pub mod wire;
 
 use crate::store::model::{Bmc, BmcOwner, Secret};

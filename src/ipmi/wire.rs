@@ -51,6 +51,8 @@ pub enum WireError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PayloadType {
     Ipmi,
+    /// Serial-over-LAN packets (`super::sol`).
+    Sol,
     OpenSessionRequest,
     OpenSessionResponse,
     Rakp1,
@@ -63,6 +65,7 @@ impl PayloadType {
     pub fn code(self) -> u8 {
         match self {
             PayloadType::Ipmi => 0x00,
+            PayloadType::Sol => 0x01,
             PayloadType::OpenSessionRequest => 0x10,
             PayloadType::OpenSessionResponse => 0x11,
             PayloadType::Rakp1 => 0x12,
@@ -75,6 +78,7 @@ impl PayloadType {
     fn from_code(code: u8) -> Result<PayloadType, WireError> {
         Ok(match code {
             0x00 => PayloadType::Ipmi,
+            0x01 => PayloadType::Sol,
             0x10 => PayloadType::OpenSessionRequest,
             0x11 => PayloadType::OpenSessionResponse,
             0x12 => PayloadType::Rakp1,

@@ -20,7 +20,9 @@
 //! sessions kept across runs, CA validation (a BMC's certificate is self-signed in practice).
 
 use super::core::{self, Op, ReplyError};
+use super::health;
 use crate::agent::http::{parse_head, Head, HttpError};
+use crate::ipmi::sdr::{SelEntry, SensorValue};
 use crate::ipmi::BmcAccess;
 use crate::tls::{client_config, format_fingerprint, Pinned, TlsError};
 use rustls::pki_types::ServerName;
@@ -292,9 +294,78 @@ pub fn run(
     op: Op,
     timeout: Duration,
 ) -> Result<Done, RedfishError> {
+    let ((text, power), seen) = with_session(access, pin, timeout, |bmc, auth, root| {
+        let systems = parsed(core::SERVICE_ROOT, core::systems_link(root))?;
+        act(bmc, auth, &systems, op)
+    })?;
+    Ok(Done {
+        text,
+        power,
+        fingerprint: seen,
+    })
+}
+
+/// The sensors of the BMC's first chassis (`Thermal`, and `Power` where it has one).
+pub fn sensors(
+    access: &BmcAccess,
+    pin: Option<[u8; 32]>,
+    timeout: Duration,
+) -> Result<Vec<SensorValue>, RedfishError> {
+    let (rows, _) = with_session(access, pin, timeout, |bmc, auth, root| {
+        let chassis = parsed(core::SERVICE_ROOT, health::link(root, "Chassis"))?;
+        let first = first_of(bmc, auth, &chassis)?;
+        let body = bmc.expect("GET", &first, auth, None)?;
+        let mut rows = Vec::new();
+        if let Some(path) = parsed(&first, health::maybe_link(&body, "Thermal"))? {
+            let thermal = bmc.expect("GET", &path, auth, None)?;
+            rows.extend(parsed(&path, health::thermal(&thermal))?);
+        }
+        if let Some(path) = parsed(&first, health::maybe_link(&body, "Power"))? {
+            let power = bmc.expect("GET", &path, auth, None)?;
+            rows.extend(parsed(&path, health::power(&power))?);
+        }
+        Ok(rows)
+    })?;
+    Ok(rows)
+}
+
+/// The entries of the first manager's event log (its `SEL` log service, else its first).
+pub fn sel(
+    access: &BmcAccess,
+    pin: Option<[u8; 32]>,
+    timeout: Duration,
+) -> Result<Vec<SelEntry>, RedfishError> {
+    let (entries, _) = with_session(access, pin, timeout, |bmc, auth, root| {
+        let managers = parsed(core::SERVICE_ROOT, health::link(root, "Managers"))?;
+        let first = first_of(bmc, auth, &managers)?;
+        let manager = bmc.expect("GET", &first, auth, None)?;
+        let services = parsed(&first, health::link(&manager, "LogServices"))?;
+        let list = bmc.expect("GET", &services, auth, None)?;
+        let service = parsed(&services, health::sel_service(&list))?;
+        let body = bmc.expect("GET", &service, auth, None)?;
+        let path = parsed(&service, health::link(&body, "Entries"))?;
+        let body = bmc.expect("GET", &path, auth, None)?;
+        parsed(&path, health::entries(&body))
+    })?;
+    Ok(entries)
+}
+
+/// The first member of the collection at `path`.
+fn first_of(bmc: &Bmc<'_>, auth: &Auth, path: &str) -> Result<String, RedfishError> {
+    let collection = bmc.expect("GET", path, auth, None)?;
+    parsed(path, core::first_member(&collection))
+}
+
+/// Runs `f` with the service root in one authenticated session (logged out afterwards), and
+/// returns its result and the fingerprint the run trusted.
+fn with_session<T>(
+    access: &BmcAccess,
+    pin: Option<[u8; 32]>,
+    timeout: Duration,
+    f: impl FnOnce(&Bmc<'_>, &Auth, &[u8]) -> Result<T, RedfishError>,
+) -> Result<(T, [u8; 32]), RedfishError> {
     let first = open(access, pin, timeout)?;
     let root = first.expect("GET", core::SERVICE_ROOT, &Auth::None, None)?;
-    let systems = parsed(core::SERVICE_ROOT, core::systems_link(&root))?;
     // Every later request trusts only the certificate of this first handshake.
     let seen = fingerprint(&first)?;
     let bmc = open(access, Some(seen), timeout)?;
@@ -322,7 +393,7 @@ pub fn run(
             (Auth::Token(token), path)
         }
     };
-    let result = act(&bmc, &auth, &systems, op);
+    let result = f(&bmc, &auth, &root);
     if let Some(path) = session {
         // A session not deleted times out on the BMC by itself; the action's result
         // matters more than the logout's.
@@ -330,11 +401,7 @@ pub fn run(
             tracing::debug!(bmc = %access.address(), error = %e, "Redfish logout failed");
         }
     }
-    result.map(|(text, power)| Done {
-        text,
-        power,
-        fingerprint: seen,
-    })
+    result.map(|t| (t, seen))
 }
 
 /// The action itself, once authenticated: `(text, power state if read)`.

@@ -4,7 +4,7 @@
 //! what the system offers in `ResetType@Redfish.AllowableValues`.
 //!
 //! Not here: HTTP, TLS, sessions' life cycle and certificate pinning (`super::client`); any
-//! Redfish resource other than the first ComputerSystem (chassis, managers, sensors, logs).
+//! Redfish resource other than the first ComputerSystem (sensors and logs: `super::health`).
 
 use serde_json::{json, Value};
 

@@ -7,8 +7,12 @@
 //! Basic authentication, one action per run). The BMC's address, user and password are the
 //! node's IPMI BMC settings (`crate::ipmi::BmcAccess`).
 //!
-//! Not here: sensors, event logs, virtual media, chassis other than the first
-//! ComputerSystem, sessions kept open between runs.
+//! [`health`] (sans-IO) reads sensors (`Thermal`, `Power` of the first chassis) and the
+//! event log (the first manager's `SEL` log service) for `drover bmc sensors|sel`.
+//!
+//! Not here: virtual media, chassis other than the first, the newer `Sensors` collection,
+//! sessions kept open between runs.
 
 pub mod client;
 pub mod core;
+pub mod health;
