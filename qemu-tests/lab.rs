@@ -128,16 +128,16 @@ fn lab_run_uefi_reaches_the_marker() {
     run_marker("uefi", "stream");
 }
 
-/// A regex the console never shows: `lab run` gives up after its timeout, exits non-zero
-/// and says why, with the console's last lines. The timeout is short: the marker VM powers
-/// off after its marker (within 15 s with a release build), and a VM that exits first is
-/// another error.
 /// The same boot with the VM's NIC on QEMU's `-netdev dgram` (one frame per unix datagram).
 #[test]
 fn lab_run_over_netdev_dgram_reaches_the_marker() {
     run_marker("bios", "dgram");
 }
 
+/// A regex the console never shows: `lab run` gives up after its timeout, exits non-zero
+/// and says why, with the console's last lines. The timeout is short: the marker VM powers
+/// off after its marker (within 15 s with a release build), and a VM that exits first is
+/// another error.
 #[test]
 fn lab_run_times_out_without_a_match() {
     let assets = assets();
