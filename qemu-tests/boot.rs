@@ -162,3 +162,90 @@ fn ramroot_boot() {
     eprintln!("{events}");
     vm.print_phases();
 }
+
+/// The boot-time half of issue 19's lab bench (`bench/lab.sh` runs it): one BIOS VM boots
+/// the marker image, from nothing to its marker, through `drover lab run` (smoltcp on a
+/// user-space switch, run as `nobody`) and through `drover serve` on kernel sockets in a
+/// namespace (bridge + tap), in alternating order for `DROVER_BENCH_ROUNDS` rounds (default
+/// 3). Each time is the whole wall time: state directory, image, server start, QEMU, boot.
+/// Prints every run and a markdown table of the medians with their ratio.
+#[test]
+#[ignore = "bench: run it through bench/lab.sh"]
+fn bench_lab_against_kernel_sockets() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Instant;
+    let rounds: usize = std::env::var("DROVER_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let assets = repo_root().join("lab");
+    let (mut lab, mut kernel) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for smoltcp in order {
+            let started = Instant::now();
+            if smoltcp {
+                let tmp = TempDir::new("bench-lab");
+                let dir = tmp.join("lab");
+                std::fs::create_dir_all(&dir).unwrap();
+                for d in [tmp.path(), dir.as_path()] {
+                    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+                }
+                let mut cmd = std::process::Command::new(require_cmd("runuser", "util-linux"));
+                cmd.args(["-u", "nobody", "--"])
+                    .arg(drover_bin())
+                    .args(["lab", "run", "--dir"])
+                    .arg(&dir)
+                    .arg("--assets")
+                    .arg(&assets)
+                    .args(["--image", "marker", "--expect", "DROVER-BOOT-OK node=n1"])
+                    .args(["--timeout", "240"])
+                    .stdin(std::process::Stdio::null());
+                let out = cmd.output().expect("run drover lab run");
+                assert!(
+                    out.status.success(),
+                    "lab run failed: {}\n{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                lab.push(started.elapsed().as_secs_f64());
+            } else {
+                let mut d = DroverLab::new("bench-kernel");
+                d.add_marker_image();
+                d.add_node("n1", MAC, IP, "marker");
+                d.serve();
+                let mut vm = d.boot("n1", Firmware::Bios, MAC);
+                vm.wait_serial("DROVER-BOOT-OK", BOOT_TIMEOUT);
+                kernel.push(started.elapsed().as_secs_f64());
+            }
+            eprintln!(
+                "LABBENCH round={round} {} {:.1} s",
+                if smoltcp { "lab" } else { "kernel" },
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let mid = v.len() / 2;
+        if v.len() % 2 == 0 {
+            (v[mid - 1] + v[mid]) / 2.0
+        } else {
+            v[mid]
+        }
+    };
+    let (l, k) = (median(&mut lab), median(&mut kernel));
+    println!("| path | boots | median s to marker (each) | kernel / lab |");
+    println!("|---|---|---|---|");
+    println!(
+        "| `drover lab run` (smoltcp, no root) | {rounds} | {l:.1} ({lab:.1?}) | {:.2} |",
+        k / l
+    );
+    println!(
+        "| `drover serve` (kernel sockets, namespace) | {rounds} | {k:.1} ({kernel:.1?}) | 1.00 |"
+    );
+}
