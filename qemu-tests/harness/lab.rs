@@ -100,6 +100,25 @@ impl Lab {
         Vm::start_with_stick(self.ns.name(), self.dir.path(), &spec, stick)
     }
 
+    /// Starts a VM on a new tap that boots from `medium`, with `memory_mib` of RAM.
+    pub fn vm_from(
+        &self,
+        name: &str,
+        mac: &str,
+        medium: &super::vm::Medium,
+        memory_mib: u32,
+    ) -> Vm {
+        let tap = self.new_tap();
+        let spec = VmSpec {
+            name,
+            firmware: Firmware::Bios,
+            mac,
+            tap: &tap,
+            memory_mib,
+        };
+        Vm::start_from(self.ns.name(), self.dir.path(), &spec, medium)
+    }
+
     fn new_tap(&self) -> String {
         let tap = format!("tap{}", self.next_tap.fetch_add(1, Ordering::Relaxed));
         self.ns.add_tap(&tap, BRIDGE);
