@@ -97,7 +97,8 @@ systemctl start drover.service || fail "systemctl start"
 timeout 120 journalctl -b -u drover.service -f -o cat | grep -m1 -q 'drover: ready' \
   || fail "the service did not log ready: $(journalctl -b -u drover.service -o cat | tail -5)"
 pid=$(systemctl show -p MainPID --value drover.service)
-echo "DROVER-LAB unit $(systemctl show -p FragmentPath --value drover.service)"
+# Debian 12 merged /usr: systemd names the unit by /lib; the package installs it in /usr/lib.
+echo "DROVER-LAB unit $(realpath "$(systemctl show -p FragmentPath --value drover.service)")"
 echo "DROVER-LAB exe $(readlink /proc/$pid/exe)"
 echo "DROVER-LAB caps $(awk '/^CapEff/ {{ print $2 }}' /proc/$pid/status)"
 echo "DROVER-LAB state $(systemctl is-active drover.service)"
