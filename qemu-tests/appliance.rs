@@ -170,7 +170,7 @@ fn debian_installs_the_package_and_serves_a_network_boot() {
         cmdline: "console=ttyS0 panic=-1",
         disks: &disks,
     };
-    let mut a = lab.vm_from("debian", MAC_A, &medium, 768);
+    let mut a = lab.vm_from("debian", Firmware::Bios, MAC_A, &medium, 768);
     let systemd = a.wait_serial("systemd 252", SERVICE_TIMEOUT);
     let installed = a.wait_serial("DROVER-LAB installed", SERVICE_TIMEOUT);
     let ready = loop_until_ready(&mut a);

@@ -225,12 +225,6 @@ impl Vm {
         Vm::launch(netns, dir, spec, &Medium::Network)
     }
 
-    /// Like [`Vm::start`], with the raw disk image `disk` as a USB stick (on an xHCI
-    /// controller) that the firmware boots before the network.
-    pub fn start_with_stick(netns: &str, dir: &Path, spec: &VmSpec, disk: &Path) -> Vm {
-        Vm::launch(netns, dir, spec, &Medium::Stick(disk))
-    }
-
     /// Like [`Vm::start`], booting from `medium` instead of the network.
     pub fn start_from(netns: &str, dir: &Path, spec: &VmSpec, medium: &Medium) -> Vm {
         Vm::launch(netns, dir, spec, medium)
