@@ -191,8 +191,9 @@ fn an_operator_may_not_change_settings() {
 
 /// The page's Settings tab (`integration/web/settings.mjs`, headless Chromium run inside the
 /// server's namespace) turns DNS off and on and sees `dig` follow, and adds an interface; DHCP
-/// then answers a client on it, with the server never restarted. Needs root, `node`,
-/// `chromium`, `dig` and `udhcpc`.
+/// then answers a client on it, with the server never restarted. A key that takes a restart
+/// shows as pending on the page until drover restarts. Needs root, `node`, `chromium`, `dig`
+/// and `udhcpc`.
 #[test]
 fn the_page_turns_dns_off_and_on_and_adds_an_interface_that_dhcp_serves() {
     let node = common::require_cmd("node", "nodejs");
@@ -247,24 +248,30 @@ fn the_page_turns_dns_off_and_on_and_adds_an_interface_that_dhcp_serves() {
     };
     assert_eq!(lease(), None, "DHCP answered on setv0 before it was added");
 
-    let out = ns
-        .cmd(&node)
-        .arg(dir.join("settings.mjs"))
-        .current_dir(&dir)
-        .env("DROVER_URL", "http://127.0.0.1:8080")
-        .env("DROVER_PASSWORD", PASSWORD)
-        .env("DROVER_DNS", "198.18.7.1")
-        .env("DROVER_ADD_IFACE", "setv0")
-        .env("CHROMIUM", &chromium)
-        .output()
-        .expect("run node");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // settings.mjs in the server's namespace; whether it passed, and what it printed.
+    let page = |after_restart: bool| {
+        let mut cmd = ns.cmd(&node);
+        cmd.arg(dir.join("settings.mjs"))
+            .current_dir(&dir)
+            .env("DROVER_URL", "http://127.0.0.1:8080")
+            .env("DROVER_PASSWORD", PASSWORD)
+            .env("DROVER_DNS", "198.18.7.1")
+            .env("DROVER_ADD_IFACE", "setv0")
+            .env("CHROMIUM", &chromium);
+        if after_restart {
+            cmd.env("DROVER_AFTER_RESTART", "1");
+        }
+        let out = cmd.output().expect("run node");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), all)
+    };
+    let (ok, all) = page(false);
     assert!(
-        out.status.success() && all.contains("settings web test: ok"),
+        ok && all.contains("settings web test: ok"),
         "the browser test failed:\n{all}\ndrover log:\n{}",
         d.log_tail(30)
     );
@@ -282,4 +289,28 @@ fn the_page_turns_dns_off_and_on_and_adds_an_interface_that_dhcp_serves() {
     assert_eq!(ip.octets()[..3], [198, 18, 8], "{ip}");
     assert_eq!(d.pid(), Some(pid));
     assert_eq!(d.log().matches("drover: ready").count(), 1);
+
+    // The page said nfs.grace-secs waits for a restart; after one it no longer does.
+    d.stop();
+    let config = d.scratch().join("drover.toml");
+    let config = config.to_str().expect("UTF-8 path").to_string();
+    d.start(
+        Some(&ns),
+        &["serve", "--interface", "br0", "--config", &config],
+    );
+    let restarted = common::wait_until(Duration::from_secs(20), || {
+        d.log().matches("drover: ready").count() == 2
+    });
+    assert!(
+        restarted,
+        "drover did not restart:
+{}",
+        d.log_tail(30)
+    );
+    let (ok, all) = page(true);
+    assert!(
+        ok && all.contains("settings web test: ok (after the restart)"),
+        "the browser test after the restart failed:\n{all}\ndrover log:\n{}",
+        d.log_tail(30)
+    );
 }

@@ -301,6 +301,41 @@ pub struct Shown {
     pub settings: Vec<Row>,
     /// Why the stored settings do not pass the checks (the server then keeps what runs).
     pub problem: Option<String>,
+    /// Keys that take effect at a restart whose value differs from the one the running
+    /// server started with (set by the API, which knows the server; [`restart_pending`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_pending: Vec<String>,
+}
+
+/// The values of the keys that take effect at a restart: what a server starting now runs
+/// with, to compare later shows against.
+pub fn restart_values(shown: &Shown) -> BTreeMap<String, serde_json::Value> {
+    shown
+        .settings
+        .iter()
+        .filter(|r| r.takes == Takes::Restart)
+        .map(|r| (r.key.clone(), r.value.clone()))
+        .collect()
+}
+
+/// The keys of `now` that take effect at a restart and differ from `started` (a key that
+/// appeared or went away counts too): saved, but not what the server runs.
+pub fn restart_pending(started: &BTreeMap<String, serde_json::Value>, now: &Shown) -> Vec<String> {
+    let current = restart_values(now);
+    let mut keys: Vec<String> = current
+        .iter()
+        .filter(|(k, v)| started.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .chain(
+            started
+                .keys()
+                .filter(|k| !current.contains_key(*k))
+                .cloned(),
+        )
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// The keys of a configuration table, `interfaces` and `SECTION.FIELD`.
@@ -370,6 +405,7 @@ pub fn show(store: &Store, state_dir: &Path) -> Result<Shown, OverrideError> {
         file: base.file,
         settings,
         problem,
+        restart_pending: Vec::new(),
     })
 }
 
@@ -470,5 +506,37 @@ mod tests {
         assert_eq!(Base::load(&dir).unwrap(), base);
         let c = layered(&base, &[]).unwrap();
         assert_eq!((c.interfaces.len(), c.dns.port), (2, 5353));
+    }
+
+    #[test]
+    fn only_changed_restart_keys_are_pending() {
+        let row = |key: &str, value: serde_json::Value, takes: Takes| Row {
+            key: key.into(),
+            value,
+            source: Source::Default,
+            scope: Scope::Pool,
+            takes,
+        };
+        let shown = |grace: u64, dns: bool| Shown {
+            file: None,
+            settings: vec![
+                row("dns.enabled", dns.into(), Takes::Live),
+                row("nfs.grace-secs", grace.into(), Takes::Restart),
+                row("http.port", 80.into(), Takes::Restart),
+            ],
+            problem: None,
+            restart_pending: Vec::new(),
+        };
+        let started = restart_values(&shown(90, true));
+        assert!(restart_pending(&started, &shown(90, false)).is_empty());
+        assert_eq!(
+            restart_pending(&started, &shown(30, true)),
+            ["nfs.grace-secs"]
+        );
+        // Set back to the running value: nothing is pending any more.
+        assert!(restart_pending(&started, &shown(90, true)).is_empty());
+        let mut gone = shown(90, true);
+        gone.settings.retain(|r| r.key != "http.port");
+        assert_eq!(restart_pending(&started, &gone), ["http.port"]);
     }
 }

@@ -504,6 +504,11 @@ async function loadSettings() {
   const c = await api('GET', '/config');
   $('#settings-problem').textContent = c.problem ? `The store's settings are not in force (the server keeps what runs): ${c.problem}` : '';
   show($('#settings-problem'), !!c.problem);
+  // Saved but not in force until drover serve restarts; the server says which (until then).
+  const pending = c.restart_pending || [];
+  $('#settings-restart').textContent = pending.length
+    ? `Restart pending: ${pending.join(', ')} saved; drover serve runs with the old value until it restarts.` : '';
+  show($('#settings-restart'), pending.length > 0);
   fill('#settings', c.settings.map((r) => {
     const tr = document.createElement('tr');
     tr.dataset.key = r.key;

@@ -2,7 +2,9 @@
 // server's network namespace, with DROVER_URL, DROVER_PASSWORD, DROVER_DNS (the address DNS
 // serves on), DROVER_ADD_IFACE (an interface to add) and CHROMIUM): turns DNS off and on and
 // sees `dig` follow, is refused a bad value naming its key, and adds an interface (the test
-// then sees DHCP answer on it). Prints "settings web test: ok"; any failure throws.
+// then sees DHCP answer on it), and sets a key that takes a restart, which the page then says
+// is pending; with DROVER_AFTER_RESTART (run again once the test restarted drover) it checks
+// that the notice is gone. Prints "settings web test: ok"; any failure throws.
 import { envOf, launch } from './lib.mjs';
 import { execFileSync } from 'node:child_process';
 import assert from 'node:assert/strict';
@@ -30,6 +32,8 @@ async function until(what, cond) {
 }
 
 const browser = await launch(env('CHROMIUM'));
+// Run again after the test restarted drover (DROVER_AFTER_RESTART): the notice is gone.
+const afterRestart = !!process.env.DROVER_AFTER_RESTART;
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   page.setDefaultTimeout(15000);
@@ -38,6 +42,13 @@ try {
   await page.goto(env('DROVER_URL'));
   await page.fill('#login-password', env('DROVER_PASSWORD'));
   await page.click('#login-submit');
+  if (afterRestart) {
+    await page.click('nav button[data-view=settings]');
+    await page.locator('#settings tbody tr[data-key="nfs.grace-secs"]').filter({ hasText: '30' }).waitFor();
+    assert.ok(!(await page.locator('#settings-restart').isVisible()), 'the restart notice outlived the restart');
+    console.log('settings web test: ok (after the restart)');
+    process.exit(0);
+  }
   const dnsRow = page.locator('#services tbody tr', { hasText: 'dns' });
   await dnsRow.locator('.state-on').waitFor();
   step('the first-run guide shows (no image, no node yet)');
@@ -81,6 +92,17 @@ try {
   await page.click('#setting-submit');
   await page.locator('#message', { hasText: 'set for this member' }).waitFor();
   await row('interfaces').filter({ hasText: iface }).filter({ hasText: 'member' }).waitFor();
+  step('a setting that takes a restart: the page says it is pending');
+  assert.ok(!(await page.locator('#settings-restart').isVisible()), 'a restart notice before any such change');
+  await form.locator('[name=key]').fill('nfs.grace-secs');
+  await form.locator('[name=value]').fill('30');
+  await page.click('#setting-submit');
+  await page.locator('#message', { hasText: 'next restart' }).waitFor();
+  await page.locator('#settings-restart', { hasText: 'nfs.grace-secs' }).waitFor();
+  // It stays across a reload: the server, not the page, knows what it runs with.
+  await page.reload();
+  await page.click('nav button[data-view=settings]');
+  await page.locator('#settings-restart', { hasText: 'Restart pending: nfs.grace-secs' }).waitFor();
   assert.deepEqual(errors, [], 'errors on the page');
   console.log('settings web test: ok');
 } finally {

@@ -1,7 +1,7 @@
 //! A lab: a network namespace with bridge `br0` (198.18.0.1/24), one tap per VM, a scratch
 //! directory, and the guest assets that `scripts/lab-assets` builds into `lab/`.
 
-use super::vm::{Firmware, Vm, VmSpec};
+use super::vm::{Firmware, Medium, Vm, VmSpec};
 use crate::common::{repo_root, require_cmd, require_file, Netns, TempDir};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -89,6 +89,18 @@ impl Lab {
         stick: &std::path::Path,
         memory_mib: u32,
     ) -> Vm {
+        self.vm_from(name, firmware, mac, &Medium::Stick(stick), memory_mib)
+    }
+
+    /// Starts a VM on a new tap that boots from `medium`, with `memory_mib` of RAM.
+    pub fn vm_from(
+        &self,
+        name: &str,
+        firmware: Firmware,
+        mac: &str,
+        medium: &Medium,
+        memory_mib: u32,
+    ) -> Vm {
         let tap = self.new_tap();
         let spec = VmSpec {
             name,
@@ -97,7 +109,7 @@ impl Lab {
             tap: &tap,
             memory_mib,
         };
-        Vm::start_with_stick(self.ns.name(), self.dir.path(), &spec, stick)
+        Vm::start_from(self.ns.name(), self.dir.path(), &spec, medium)
     }
 
     fn new_tap(&self) -> String {

@@ -12,4 +12,4 @@ pub mod vm;
 pub use drover::DroverLab;
 pub use lab::{Assets, Lab, BRIDGE, SERVER_IP};
 pub use reference::Reference;
-pub use vm::{field, Firmware, Vm};
+pub use vm::{field, Firmware, Medium, Vm};

@@ -104,6 +104,23 @@ pub struct VmSpec<'a> {
     pub memory_mib: u32,
 }
 
+/// What a VM boots from besides its NIC (which every VM has).
+pub enum Medium<'a> {
+    /// Nothing: the firmware network-boots.
+    Network,
+    /// A raw disk image as a USB stick (on an xHCI controller), booted before the network.
+    Stick(&'a Path),
+    /// QEMU loads `kernel` and `initrd` itself (`-append cmdline`); `disks` are virtio disks
+    /// in order (`/dev/vda`, `/dev/vdb`, ...), each `(path, snapshot)`: with snapshot the
+    /// image is only read and the guest's writes are dropped with the VM.
+    Kernel {
+        kernel: &'a Path,
+        initrd: &'a Path,
+        cmdline: &'a str,
+        disks: &'a [(&'a Path, bool)],
+    },
+}
+
 /// Labels of the serial-console events the watcher timestamps.
 pub mod event {
     /// iPXE runs (its banner; under BIOS after the ROM's 2 s "Press Ctrl-B").
@@ -205,16 +222,15 @@ impl Vm {
     /// Starts QEMU inside namespace `netns` (its name), writing its files into `dir`.
     /// Blocks while [`MAX_VMS`] VMs of this test binary are running.
     pub fn start(netns: &str, dir: &Path, spec: &VmSpec) -> Vm {
-        Vm::launch(netns, dir, spec, None)
+        Vm::launch(netns, dir, spec, &Medium::Network)
     }
 
-    /// Like [`Vm::start`], with the raw disk image `disk` as a USB stick (on an xHCI
-    /// controller) that the firmware boots before the network.
-    pub fn start_with_stick(netns: &str, dir: &Path, spec: &VmSpec, disk: &Path) -> Vm {
-        Vm::launch(netns, dir, spec, Some(disk))
+    /// Like [`Vm::start`], booting from `medium` instead of the network.
+    pub fn start_from(netns: &str, dir: &Path, spec: &VmSpec, medium: &Medium) -> Vm {
+        Vm::launch(netns, dir, spec, medium)
     }
 
-    fn launch(netns: &str, dir: &Path, spec: &VmSpec, disk: Option<&Path>) -> Vm {
+    fn launch(netns: &str, dir: &Path, spec: &VmSpec, medium: &Medium) -> Vm {
         require_file(
             Path::new("/usr/lib/ipxe/qemu/efi-virtio.rom"),
             "the virtio NIC's iPXE ROM from Debian package `ipxe-qemu`: run scripts/setup",
@@ -224,15 +240,38 @@ impl Vm {
         let qemu_log = dir.join(format!("{}.qemu.log", spec.name));
         let _ = std::fs::remove_file(&serial);
         let mut cmd = qemu_command(netns, dir, spec, &serial);
-        if let Some(disk) = disk {
-            // bootindex 0 puts the stick before the NIC (bootindex 1) for both firmwares.
-            cmd.arg("-drive")
-                .arg(format!(
-                    "if=none,id=stick,format=raw,file={}",
-                    disk.display()
-                ))
-                .args(["-device", "qemu-xhci", "-device"])
-                .arg("usb-storage,drive=stick,bootindex=0");
+        match medium {
+            Medium::Network => {}
+            Medium::Stick(disk) => {
+                // bootindex 0 puts the stick before the NIC (bootindex 1) for both firmwares.
+                cmd.arg("-drive")
+                    .arg(format!(
+                        "if=none,id=stick,format=raw,file={}",
+                        disk.display()
+                    ))
+                    .args(["-device", "qemu-xhci", "-device"])
+                    .arg("usb-storage,drive=stick,bootindex=0");
+            }
+            Medium::Kernel {
+                kernel,
+                initrd,
+                cmdline,
+                disks,
+            } => {
+                cmd.arg("-kernel")
+                    .arg(kernel)
+                    .arg("-initrd")
+                    .arg(initrd)
+                    .arg("-append")
+                    .arg(cmdline);
+                for (disk, snapshot) in disks.iter() {
+                    let snapshot = if *snapshot { "on" } else { "off" };
+                    cmd.arg("-drive").arg(format!(
+                        "if=virtio,format=raw,snapshot={snapshot},file={}",
+                        disk.display()
+                    ));
+                }
+            }
         }
         let log = std::fs::File::create(&qemu_log).expect("create the QEMU log");
         let log2 = log.try_clone().expect("dup of a log file descriptor");

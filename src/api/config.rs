@@ -42,16 +42,18 @@ fn error(e: OverrideError) -> ApiError {
     }
 }
 
-/// `GET /config`: every key with its value and source (no query parameters).
+/// `GET /config`: every key with its value and source, and the saved keys that wait for a
+/// restart of this server (no query parameters).
 pub async fn show(
     State(api): State<Arc<Api>>,
     axum::extract::Query(q): axum::extract::Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     Query::new(q).finish()?;
     let dir = api.state_dir.clone();
-    let shown = api
+    let mut shown = api
         .blocking(move |store| overrides::show(store, &dir).map_err(error))
         .await?;
+    shown.restart_pending = overrides::restart_pending(&api.restart_values, &shown);
     Ok(Json(shown).into_response())
 }
 

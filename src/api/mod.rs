@@ -115,6 +115,9 @@ pub struct Api {
     state_dir: std::path::PathBuf,
     /// The HTTPS certificate's fingerprint, when HTTPS is on (shown on the page).
     tls_fingerprint: Option<String>,
+    /// The settings that take effect at a restart as this server started with them, so that
+    /// `GET /config` can say which saved ones wait for a restart.
+    restart_values: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl Api {
@@ -145,7 +148,12 @@ impl Api {
                 "created user admin with a random password (in that file); change it with `drover admin passwd`"
             );
         }
+        // Unreadable settings show a problem on the page anyway; then nothing is called pending.
+        let restart_values = crate::overrides::show(&store, state_dir)
+            .map(|shown| crate::overrides::restart_values(&shown))
+            .unwrap_or_default();
         Ok(Arc::new(Api {
+            restart_values,
             store,
             services,
             sessions: Mutex::new(Sessions::default()),

@@ -84,7 +84,16 @@ impl Conn {
         nodelay(&stream);
         let mut hello = [0u8; HELLO_LEN];
         stream.read_exact(&mut hello).await?;
-        let server = ServerHandshake::accept(keys, &hello, random_bytes()?)?;
+        let server = match ServerHandshake::accept(keys, &hello, random_bytes()?) {
+            Ok(server) => server,
+            Err(refused) => {
+                if let Some(refusal) = refused.refusal {
+                    // Best effort: the refusal tells the member why; the error stands anyway.
+                    let _ = stream.write_all(&refusal).await;
+                }
+                return Err(refused.error.into());
+            }
+        };
         stream.write_all(server.reply()).await?;
         let mut finish = [0u8; FINISH_LEN];
         stream.read_exact(&mut finish).await?;

@@ -32,6 +32,7 @@ use super::conn::{unexpected, within, Conn, ConnError, EXCHANGE_TIMEOUT, HANDSHA
 use super::frame::{BlobRequest, Frame};
 use super::key::{ClusterKey, KeyError, Keyring, Rekey};
 use super::layers::Receiver;
+use super::seal::SealError;
 use super::summary::{Relayed, Summary, Table};
 use super::sync::{self, Digest};
 use crate::image::chunk::Manifest;
@@ -204,6 +205,11 @@ pub async fn serve(listener: TcpListener, with: Listener, shutdown: Cancellation
         tokio::spawn(async move {
             let mut conn = match within(HANDSHAKE_TIMEOUT, Conn::accept(stream, &keys)).await {
                 Ok(c) => c,
+                // A key holder of another version is a member to upgrade: say so.
+                Err(ConnError::Seal(e @ SealError::Version { .. })) => {
+                    tracing::warn!(%peer, error = %e, "pool: handshake refused");
+                    return;
+                }
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "pool: handshake refused");
                     return;
@@ -610,9 +616,11 @@ async fn fetch_blob(
 mod tests {
     use super::*;
     use crate::image::chunk::noise;
+    use crate::pool::seal::{ClientHandshake, REPLY_LEN, WIRE_VERSION};
     use crate::store::model::{Mac, Node};
     use std::net::Ipv4Addr;
     use tokio::io::AsyncReadExt;
+    use tokio::net::TcpStream;
 
     fn summary(id: u64) -> Summary {
         Summary {
@@ -688,6 +696,20 @@ mod tests {
             matches!(r, Err(ConnError::Io(_) | ConnError::Seal(_))),
             "{:?}",
             r.err()
+        );
+
+        // A member of a newer build is refused, and learns why, with both versions.
+        let newer = WIRE_VERSION + 1;
+        let client = ClientHandshake::start_version(&key, [7; 32], newer);
+        let mut raw = TcpStream::connect(addr).await.unwrap();
+        raw.write_all(client.hello()).await.unwrap();
+        let mut reply = [0u8; REPLY_LEN];
+        raw.read_exact(&mut reply).await.unwrap();
+        let refused = client.finish(&reply).err();
+        assert!(
+            matches!(refused, Some(SealError::Version { peer, ours, .. })
+                if peer == WIRE_VERSION && ours == newer),
+            "{refused:?}"
         );
 
         silent_peers_and_junk_hold_nothing(addr, &key, &b).await;

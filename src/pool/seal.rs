@@ -26,19 +26,38 @@
 //! The server side tries each key it accepts (the current one, and the previous one while a
 //! rekey is in transition), so no key identifier crosses the wire.
 //!
+//! Versions: the magic's last byte is the pool protocol version the client speaks
+//! ([`WIRE_VERSION`], written as an ASCII digit so that version 2 reads `DRP2` as it did
+//! before versions had a name). A server accepts the versions from [`OLDEST_PEER_VERSION`]
+//! to its own, so that a release that moves to version N still talks to members of N-1
+//! during a rolling upgrade once it sets the oldest to N-1. A key holder's hello of any other
+//! version gets a refusal in place of the reply (`DRPV || server version || oldest ||
+//! zeros || tag`, tagged like a reply) and both sides fail with [`SealError::Version`],
+//! naming both versions. A hello is authenticated before its version is looked at, so only
+//! members can make a member log a version mismatch.
+//!
 //! Not here: moving bytes (`conn`), what frames contain (`frame`), the key file (`key`).
 
 use super::key::ClusterKey;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, XChaCha20Poly1305};
 
-/// Names this handshake and wire format: a member of another build refuses, it does not
-/// misread.
-const MAGIC: [u8; 4] = *b"DRP2";
+/// Names this handshake: bytes that are not a drover pool hello are refused, not misread.
+const MAGIC_PREFIX: [u8; 3] = *b"DRP";
+/// The pool protocol version this build speaks (handshake, frames, datagrams).
+pub const WIRE_VERSION: u8 = 2;
+/// The oldest version whose members this build talks to.
+pub const OLDEST_PEER_VERSION: u8 = 2;
+/// The first bytes of a server's refusal of a hello's version, in place of its reply.
+const REFUSAL_PREFIX: [u8; 4] = *b"DRPV";
+/// The version byte of a hello: an ASCII digit for the versions so far (see the module doc).
+const fn version_byte(version: u8) -> u8 {
+    b'0'.wrapping_add(version)
+}
 const NONCE_LEN: usize = 32;
 const MAC_LEN: usize = 32;
 /// Bytes of the client's first message.
-pub const HELLO_LEN: usize = MAGIC.len() + NONCE_LEN + MAC_LEN;
+pub const HELLO_LEN: usize = MAGIC_PREFIX.len() + 1 + NONCE_LEN + MAC_LEN;
 /// Bytes of the server's reply.
 pub const REPLY_LEN: usize = NONCE_LEN + MAC_LEN;
 /// Bytes of the client's confirmation.
@@ -56,8 +75,13 @@ const DATAGRAM_CONTEXT: &str = "drover pool 2026 datagrams v2";
 /// Why a handshake or a sealed message was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SealError {
-    #[error("not a drover pool handshake of this version")]
+    #[error("not a drover pool handshake")]
     Magic,
+    #[error(
+        "the peer speaks pool protocol version {peer}, this member {ours} (it talks to \
+         versions {oldest} to {ours}): upgrade the older member"
+    )]
+    Version { peer: u8, ours: u8, oldest: u8 },
     #[error("handshake not made with this pool's key")]
     Unauthenticated,
     #[error("sealed frame does not open with the session key")]
@@ -96,8 +120,23 @@ impl ClientHandshake {
     /// The hello to send with `key`, and the state to finish with; `nonce` must be fresh
     /// randomness.
     pub fn start(key: &ClusterKey, nonce: [u8; NONCE_LEN]) -> ClientHandshake {
+        ClientHandshake::speaking(key, nonce, WIRE_VERSION)
+    }
+
+    /// [`ClientHandshake::start`] speaking `version`: the tests play other builds with it.
+    #[cfg(test)]
+    pub(crate) fn start_version(
+        key: &ClusterKey,
+        nonce: [u8; NONCE_LEN],
+        version: u8,
+    ) -> ClientHandshake {
+        ClientHandshake::speaking(key, nonce, version)
+    }
+
+    fn speaking(key: &ClusterKey, nonce: [u8; NONCE_LEN], version: u8) -> ClientHandshake {
         let mut hello = [0u8; HELLO_LEN];
-        hello[..4].copy_from_slice(&MAGIC);
+        hello[..3].copy_from_slice(&MAGIC_PREFIX);
+        hello[3] = version_byte(version);
         hello[4..4 + NONCE_LEN].copy_from_slice(&nonce);
         let tag = mac(key, b"hello", &[&hello[..4 + NONCE_LEN]]);
         hello[4 + NONCE_LEN..].copy_from_slice(tag.as_bytes());
@@ -114,6 +153,15 @@ impl ClientHandshake {
     /// Checks the server's reply; the finish to send and the session.
     pub fn finish(self, reply: &[u8; REPLY_LEN]) -> Result<([u8; FINISH_LEN], Session), SealError> {
         let (nonce, tag) = reply.split_at(NONCE_LEN);
+        if nonce[..4] == REFUSAL_PREFIX
+            && tag_eq(tag, &mac(&self.key, b"refusal", &[&self.hello, nonce]))
+        {
+            return Err(SealError::Version {
+                peer: nonce[4].wrapping_sub(b'0'),
+                ours: self.hello[3].wrapping_sub(b'0'),
+                oldest: nonce[5].wrapping_sub(b'0'),
+            });
+        }
         if !tag_eq(tag, &mac(&self.key, b"reply", &[&self.hello, nonce])) {
             return Err(SealError::Unauthenticated);
         }
@@ -126,6 +174,23 @@ impl ClientHandshake {
     }
 }
 
+/// A hello the server refused: why, and for a member of another version the refusal to send
+/// it (strangers get nothing).
+#[derive(Debug)]
+pub struct Refused {
+    pub error: SealError,
+    pub refusal: Option<[u8; REPLY_LEN]>,
+}
+
+impl Refused {
+    fn plain(error: SealError) -> Refused {
+        Refused {
+            error,
+            refusal: None,
+        }
+    }
+}
+
 /// The server's side of a handshake between reply and finish.
 pub struct ServerHandshake {
     key: ClusterKey,
@@ -134,20 +199,39 @@ pub struct ServerHandshake {
 }
 
 impl ServerHandshake {
-    /// Checks a hello against each key in `keys`; the reply to send, with fresh `nonce`.
+    /// Checks a hello against each key in `keys`; the reply to send, with fresh `nonce`. A
+    /// member's hello of a version this build does not talk to is a [`Refused`] carrying the
+    /// refusal to send back.
     pub fn accept(
         keys: &[ClusterKey],
         hello: &[u8; HELLO_LEN],
         nonce: [u8; NONCE_LEN],
-    ) -> Result<ServerHandshake, SealError> {
-        if hello[..4] != MAGIC {
-            return Err(SealError::Magic);
+    ) -> Result<ServerHandshake, Refused> {
+        if hello[..3] != MAGIC_PREFIX {
+            return Err(Refused::plain(SealError::Magic));
         }
         let (signed, tag) = hello.split_at(4 + NONCE_LEN);
         let key = keys
             .iter()
             .find(|k| tag_eq(tag, &mac(k, b"hello", &[signed])))
-            .ok_or(SealError::Unauthenticated)?;
+            .ok_or(Refused::plain(SealError::Unauthenticated))?;
+        let peer = hello[3].wrapping_sub(b'0');
+        if !(OLDEST_PEER_VERSION..=WIRE_VERSION).contains(&peer) {
+            let mut refusal = [0u8; REPLY_LEN];
+            refusal[..4].copy_from_slice(&REFUSAL_PREFIX);
+            refusal[4] = version_byte(WIRE_VERSION);
+            refusal[5] = version_byte(OLDEST_PEER_VERSION);
+            let tag = mac(key, b"refusal", &[hello, &refusal[..NONCE_LEN]]);
+            refusal[NONCE_LEN..].copy_from_slice(tag.as_bytes());
+            return Err(Refused {
+                error: SealError::Version {
+                    peer,
+                    ours: WIRE_VERSION,
+                    oldest: OLDEST_PEER_VERSION,
+                },
+                refusal: Some(refusal),
+            });
+        }
         let mut reply = [0u8; REPLY_LEN];
         reply[..NONCE_LEN].copy_from_slice(&nonce);
         let tag = mac(key, b"reply", &[hello, &nonce]);

@@ -12,7 +12,8 @@ fn handshake(
     ns: u8,
 ) -> Result<(Session, Session), SealError> {
     let client = ClientHandshake::start(client_key, [nc; 32]);
-    let server = ServerHandshake::accept(server_keys, client.hello(), [ns; 32])?;
+    let server =
+        ServerHandshake::accept(server_keys, client.hello(), [ns; 32]).map_err(|r| r.error)?;
     let (finish, c) = client.finish(server.reply())?;
     let s = server.confirm(&finish)?;
     Ok((c, s))
@@ -65,14 +66,18 @@ fn strangers_are_refused_at_hello_and_reply() {
     // A stranger's hello.
     let client = ClientHandshake::start(&key(9), [1; 32]);
     assert_eq!(
-        ServerHandshake::accept(&[key(1)], client.hello(), [2; 32]).err(),
+        ServerHandshake::accept(&[key(1)], client.hello(), [2; 32])
+            .err()
+            .map(|r| r.error),
         Some(SealError::Unauthenticated)
     );
     // Bytes that are no hello at all, e.g. a length prefix claiming 32 MiB.
     let mut junk = [0u8; HELLO_LEN];
     junk[..4].copy_from_slice(&(32u32 << 20).to_be_bytes());
     assert_eq!(
-        ServerHandshake::accept(&[key(1)], &junk, [2; 32]).err(),
+        ServerHandshake::accept(&[key(1)], &junk, [2; 32])
+            .err()
+            .map(|r| r.error),
         Some(SealError::Magic)
     );
     // A stranger posing as server.
@@ -138,4 +143,64 @@ fn datagrams_open_only_with_their_key() {
     );
     let empty = k.seal([6; DATAGRAM_NONCE_LEN], b"").unwrap();
     assert_eq!(k.open(&empty).as_deref(), Some(&b""[..]));
+}
+
+#[test]
+fn todays_hello_is_the_one_members_without_version_names_send() {
+    // Members built before versions had a name sent `DRP2`: they must still be understood.
+    let client = ClientHandshake::start(&key(1), [1; 32]);
+    assert_eq!(&client.hello()[..4], b"DRP2");
+    assert_eq!(WIRE_VERSION, 2);
+}
+
+#[test]
+fn a_member_of_another_version_is_refused_naming_both_versions() {
+    for other in [WIRE_VERSION + 1, OLDEST_PEER_VERSION - 1] {
+        let client = ClientHandshake::start_version(&key(1), [1; 32], other);
+        let refused = match ServerHandshake::accept(&[key(1)], client.hello(), [2; 32]) {
+            Ok(_) => panic!("version {other} was accepted"),
+            Err(r) => r,
+        };
+        let want = SealError::Version {
+            peer: other,
+            ours: WIRE_VERSION,
+            oldest: OLDEST_PEER_VERSION,
+        };
+        assert_eq!(refused.error, want);
+        let text = refused.error.to_string();
+        assert!(
+            text.contains(&format!("version {other}")) && text.contains(&WIRE_VERSION.to_string()),
+            "{text}"
+        );
+        // The member that sent it learns why, with the versions seen from its side.
+        let refusal = refused.refusal.expect("a member gets a refusal");
+        assert_eq!(
+            client.finish(&refusal).err(),
+            Some(SealError::Version {
+                peer: WIRE_VERSION,
+                ours: other,
+                oldest: OLDEST_PEER_VERSION,
+            })
+        );
+    }
+}
+
+#[test]
+fn a_stranger_of_another_version_learns_nothing() {
+    let stranger = ClientHandshake::start_version(&key(9), [1; 32], WIRE_VERSION + 1);
+    let refused = match ServerHandshake::accept(&[key(1)], stranger.hello(), [2; 32]) {
+        Ok(_) => panic!("a stranger was accepted"),
+        Err(r) => r,
+    };
+    assert_eq!(refused.error, SealError::Unauthenticated);
+    assert!(refused.refusal.is_none());
+    // A refusal forged without the key is taken for a bad reply, not a version verdict.
+    let member = ClientHandshake::start(&key(1), [1; 32]);
+    let mut forged = [0u8; REPLY_LEN];
+    forged[..4].copy_from_slice(b"DRPV");
+    forged[4] = b'9';
+    assert_eq!(
+        member.finish(&forged).err(),
+        Some(SealError::Unauthenticated)
+    );
 }
