@@ -111,6 +111,9 @@ fn boot_router(shared: Shared) -> Router {
         .route("/boot/{mac}/events", axum::routing::post(agent_event))
         .route("/boot/{mac}/inventory", axum::routing::post(inventory))
         .route("/boot/{mac}/standing", get(standing))
+        .route("/boot/{mac}/host-key", get(host_key))
+        .route("/boot/{mac}/service", get(service_mode_of))
+        .route(crate::service::TOOLS_PATH, get(super::service::tools))
         .route("/boot/{mac}/swarm", axum::routing::post(swarm_announce))
         .route(
             "/boot/{mac}/swarm/report",
@@ -219,6 +222,10 @@ async fn boot_script(
             return text(StatusCode::OK, script);
         }
     }
+    let service = match (&s.api, s.view.snapshot().node_by_mac(mac)) {
+        (Some(api), Some(node)) => service_mode(api, &node.name).await,
+        _ => false,
+    };
     let mut boot_event = None;
     let script = {
         let view = s.view.snapshot();
@@ -248,7 +255,18 @@ async fn boot_script(
                         swarm: node.swarm.or_else(group_swarm),
                         ..node.clone()
                     };
-                    ipxe::boot_script(node, &image, pin, &servers, &also, s.nfs_port, s.nfs_host)
+                    let place = ipxe::Place {
+                        servers: &servers,
+                        also: &also,
+                        nfs_port: s.nfs_port,
+                        nfs_host: s.nfs_host,
+                    };
+                    if service {
+                        boot_event = Some((node.name.clone(), format!("image {shown}, service mode")));
+                        ipxe::service_script(node, &image, pin, &place)
+                    } else {
+                        ipxe::boot_script(node, &image, pin, &servers, &also, s.nfs_port, s.nfs_host)
+                    }
                 }
                 None => ipxe::waiting_script(
                     &format!(
@@ -588,6 +606,51 @@ async fn standing(
     match discovery_of(&s, &mac) {
         Ok((api, mac)) => super::discover::standing(api, mac, client_v4(&extensions)).await,
         Err((status, why)) => text(status, why),
+    }
+}
+
+/// `GET /boot/{mac}/host-key` (see [`super::service`]).
+async fn host_key(
+    State(s): State<Shared>,
+    Path(mac): Path<String>,
+    extensions: axum::http::Extensions,
+) -> Response {
+    match discovery_of(&s, &mac) {
+        Ok((api, mac)) => super::service::host_key(api, mac, client_v4(&extensions)).await,
+        Err((status, why)) => text(status, why),
+    }
+}
+
+/// `GET /boot/{mac}/service` (see [`super::service`]).
+async fn service_mode_of(
+    State(s): State<Shared>,
+    Path(mac): Path<String>,
+    extensions: axum::http::Extensions,
+) -> Response {
+    match discovery_of(&s, &mac) {
+        Ok((api, mac)) => super::service::mode(api, mac, client_v4(&extensions)).await,
+        Err((status, why)) => text(status, why),
+    }
+}
+
+/// Whether `node` is in service mode; a store that cannot be read says no (logged): the
+/// node then boots its image, as it would have without service mode.
+async fn service_mode(api: &Arc<crate::api::Api>, node: &str) -> bool {
+    let (store, name) = (api.store.clone(), node.to_string());
+    let read = tokio::task::spawn_blocking(move || {
+        store.read(|r| crate::service::is_on(r, &name))
+    })
+    .await;
+    match read {
+        Ok(Ok(on)) => on,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, node = %Escaped(node), "cannot read the service mode");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "service mode lookup failed");
+            false
+        }
     }
 }
 
