@@ -158,6 +158,33 @@ pub fn build(files: &BTreeSet<String>) -> Result<Vec<u8>, ToolsError> {
 mod tests {
     use super::*;
 
+    /// The cpio of the host's sshd and busybox unpacks (busybox's own cpio) with every file
+    /// at its path.
+    #[test]
+    fn builds_from_the_host() {
+        let files = files().expect("sshd and busybox on this host (scripts/setup)");
+        assert!(files.contains(SSHD) && files.contains(BUSYBOX), "{files:?}");
+        assert!(files.iter().any(|f| f.contains("libc.so")), "{files:?}");
+        let cpio = build(&files).unwrap();
+        let dir = std::env::temp_dir().join(format!("drover-tools-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let archive = dir.join("t.cpio");
+        std::fs::write(&archive, &cpio).unwrap();
+        let out = Command::new(BUSYBOX)
+            .args(["cpio", "-id"])
+            .current_dir(&dir)
+            .stdin(File::open(&archive).unwrap())
+            .output()
+            .unwrap();
+        let missing: Vec<&String> = files
+            .iter()
+            .filter(|f| !dir.join(f.trim_start_matches('/')).is_file())
+            .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(missing.is_empty(), "not unpacked: {missing:?}");
+    }
+
     #[test]
     fn ldd_lines() {
         let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\
