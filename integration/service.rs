@@ -47,20 +47,35 @@ fn service_mode_switches_and_its_initrd_runs_sshd() {
     write_rootfs(&scratch);
     let p = |rel: &str| scratch.join(rel).to_str().unwrap().to_string();
     d.cli_ok(&[
-        "image", "add", "svc", "--kernel", &p("vmlinuz"), "--rootfs", &p("rootfs"),
+        "image",
+        "add",
+        "svc",
+        "--kernel",
+        &p("vmlinuz"),
+        "--rootfs",
+        &p("rootfs"),
     ]);
-    d.cli_ok(&["node", "add", "sv1", "--mac", MAC, "--ip", ADDR, "--image", "svc"]);
+    d.cli_ok(&[
+        "node", "add", "sv1", "--mac", MAC, "--ip", ADDR, "--image", "svc",
+    ]);
     assert!(d.cli_ok(&["node", "show", "sv1"]).contains("mode:  normal"));
     let script = || api.request("GET", &format!("/boot/{MAC}"), &[], None).body;
     // The boot path reads nodes from its view, refreshed from the store every 250 ms.
-    let known = wait_until(Duration::from_secs(10), || script().contains("drover.node=sv1"));
+    let known = wait_until(Duration::from_secs(10), || {
+        script().contains("drover.node=sv1")
+    });
     assert!(known, "{}", script());
     assert!(!script().contains("drover.service=1"), "{}", script());
 
     d.cli_ok(&["node", "set", "sv1", "--service"]);
-    assert!(d.cli_ok(&["node", "show", "sv1"]).contains("mode:  service"));
+    assert!(d
+        .cli_ok(&["node", "show", "sv1"])
+        .contains("mode:  service"));
     let s = script();
-    assert!(s.contains(" drover.service=1 ") && s.contains("initrd=tools.cpio"), "{s}");
+    assert!(
+        s.contains(" drover.service=1 ") && s.contains("initrd=tools.cpio"),
+        "{s}"
+    );
     assert!(s.contains("/service/tools.cpio || goto failed"), "{s}");
     // The host key and the mode go only to the node's own leased address.
     for path in ["host-key", "service"] {
@@ -83,21 +98,30 @@ fn service_mode_switches_and_its_initrd_runs_sshd() {
             .arg(format!("{}/service/tools.cpio", api.url())),
     );
     // (run_ok gives no standard input: the archive comes through the shell)
+    run_ok(Command::new("sh").arg("-c").arg(format!(
+        "cd {} && {} cpio -id < {}",
+        root.display(),
+        drover::service::tools::BUSYBOX,
+        cpio.display()
+    )));
     run_ok(
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "cd {} && {} cpio -id < {}",
-                root.display(),
-                drover::service::tools::BUSYBOX,
-                cpio.display()
-            )),
+        Command::new("chroot")
+            .arg(&root)
+            .args(["/bin/busybox", "--install", "-s", "/bin"]),
     );
-    run_ok(Command::new("chroot").arg(&root).args(["/bin/busybox", "--install", "-s", "/bin"]));
 
     // What the agent writes: a first (failing) exec puts the node key's private half on disk,
     // the secret the node's host key is derived from.
-    let _ = d.cli(&["exec", "--port", "1", "--connect-timeout", "1", "sv1", "--", "true"]);
+    let _ = d.cli(&[
+        "exec",
+        "--port",
+        "1",
+        "--connect-timeout",
+        "1",
+        "sv1",
+        "--",
+        "true",
+    ]);
     let secret = std::fs::read(d.state_dir().join("node-ssh-key")).expect("the node key file");
     let host = drover::service::hostkey::derive(&secret, "sv1");
     drover::agent::service::prepare(&root, Some(&host.private)).expect("prepare");
@@ -119,7 +143,9 @@ fn service_mode_switches_and_its_initrd_runs_sshd() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("start sshd");
-    let up = wait_until(Duration::from_secs(10), || TcpStream::connect((ADDR, port)).is_ok());
+    let up = wait_until(Duration::from_secs(10), || {
+        TcpStream::connect((ADDR, port)).is_ok()
+    });
     let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
     if !up {
         let _ = sshd.kill();
@@ -145,7 +171,10 @@ fn service_mode_switches_and_its_initrd_runs_sshd() {
         String::from_utf8_lossy(&out.stderr),
         show_log()
     );
-    assert!(text.contains("shell=sh\n") && text.contains("sshd\n0\n"), "{text}");
+    assert!(
+        text.contains("shell=sh\n") && text.contains("sshd\n0\n"),
+        "{text}"
+    );
     let pinned = std::fs::read_to_string(d.state_dir().join("node-known-hosts")).unwrap();
     let key_b64 = host.public.split_whitespace().nth(1).unwrap();
     assert!(pinned.contains(key_b64), "{pinned}\nwant {}", host.public);

@@ -80,13 +80,20 @@ fn nodes_in_service_mode_take_exec_and_leave_it() {
         out.contains("---------------- sv[1-3]\n/image/sbin/init\n1\n"),
         "{out}"
     );
-    assert_eq!(out.matches("/image/sbin/init").count(), 1, "folded once:\n{out}");
+    assert_eq!(
+        out.matches("/image/sbin/init").count(),
+        1,
+        "folded once:\n{out}"
+    );
     assert!(out.contains("ok (3): sv[1-3]"), "{out}");
     // Each node answers as itself (its own host name), so outputs differ per node here.
     let (out, ok) = exec(&d, &["sv[1-3]", "--", "hostname"]);
     assert!(ok, "{out}");
     for (name, _, _) in NODES {
-        assert!(out.contains(&format!("---------------- {name}\n{name}\n")), "{out}");
+        assert!(
+            out.contains(&format!("---------------- {name}\n{name}\n")),
+            "{out}"
+        );
     }
 
     // Leaving: the agent sees the mode off and reboots (QEMU exits under -no-reboot).
@@ -99,7 +106,10 @@ fn nodes_in_service_mode_take_exec_and_leave_it() {
     again.wait_serial("DROVER-RAMROOT-OK", BOOT_TIMEOUT);
     let ok = again.wait_line("DROVER-RAMROOT-OK", Duration::from_secs(5));
     assert_eq!(field(&ok, "node"), Some("sv1"), "{ok}");
-    assert!(!again.serial().contains(READY), "sv1 came back in service mode");
+    assert!(
+        !again.serial().contains(READY),
+        "sv1 came back in service mode"
+    );
     let show = d.drover.cli_ok(&["node", "show", "sv1"]);
     assert!(show.contains("mode:  normal"), "{show}");
 }

@@ -68,7 +68,10 @@ pub(super) fn run(con: &mut Console, p: &BootParams, server: &ServerUrl) -> ! {
             "service: no busybox ({e}): was the service initrd loaded?"
         )),
     }
-    let host_key = match fetch(server, &format!("{}/boot/{}/host-key", server.prefix, p.mac)) {
+    let host_key = match fetch(
+        server,
+        &format!("{}/boot/{}/host-key", server.prefix, p.mac),
+    ) {
         Ok(k) => Some(k),
         Err(e) => {
             con.say(format_args!("service: no host key from {server}: {e}"));
@@ -84,7 +87,10 @@ pub(super) fn run(con: &mut Console, p: &BootParams, server: &ServerUrl) -> ! {
         Err(e) => con.say(format_args!("service: authorized_keys not written: {e}")),
     }
     let mut sshd = start_sshd(con);
-    let ready = format!("service mode: ssh on {}:22, image read-only at {IMAGE}", p.ip);
+    let ready = format!(
+        "service mode: ssh on {}:22, image read-only at {IMAGE}",
+        p.ip
+    );
     super::report(con, server, p, "ready", &ready);
     con.say(format_args!("{ready}; waiting for --no-service"));
     loop {

@@ -105,7 +105,13 @@ pub fn service_script(node: &Node, image: &Image, pin: Option<u32>, place: &Plac
     render(node, image, pin, place, image.rootfs.is_some())
 }
 
-fn render(node: &Node, image: &Image, pin: Option<u32>, place: &Place<'_>, service: bool) -> String {
+fn render(
+    node: &Node,
+    image: &Image,
+    pin: Option<u32>,
+    place: &Place<'_>,
+    service: bool,
+) -> String {
     let Place {
         servers,
         also,

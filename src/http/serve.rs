@@ -637,10 +637,8 @@ async fn service_mode_of(
 /// node then boots its image, as it would have without service mode.
 async fn service_mode(api: &Arc<crate::api::Api>, node: &str) -> bool {
     let (store, name) = (api.store.clone(), node.to_string());
-    let read = tokio::task::spawn_blocking(move || {
-        store.read(|r| crate::service::is_on(r, &name))
-    })
-    .await;
+    let read =
+        tokio::task::spawn_blocking(move || store.read(|r| crate::service::is_on(r, &name))).await;
     match read {
         Ok(Ok(on)) => on,
         Ok(Err(e)) => {

@@ -88,7 +88,9 @@ pub async fn host_key(api: Arc<Api>, mac: Mac, from: Option<Ipv4Addr>) -> Respon
             match why {
                 NoKey::NotANode => format!("{mac} is not a node\n"),
                 NoKey::NotInService => format!("{mac} is not in service mode\n"),
-                NoKey::NoNodeKey => "the pool has no node key yet (`drover exec` makes it)\n".into(),
+                NoKey::NoNodeKey => {
+                    "the pool has no node key yet (`drover exec` makes it)\n".into()
+                }
             },
         ),
         Err(refused) => refused,

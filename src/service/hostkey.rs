@@ -119,7 +119,9 @@ mod tests {
         assert_ne!(a.public, derive(b"other", "n1").public);
         // The separator: ("ab", "c") and ("a", "bc") differ.
         assert_ne!(derive(b"ab", "c").public, derive(b"a", "bc").public);
-        assert!(a.public.starts_with("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI"));
+        assert!(a
+            .public
+            .starts_with("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI"));
         assert!(a.public.ends_with(" root@n1"));
     }
 
@@ -162,7 +164,11 @@ mod tests {
             .output()
             .unwrap();
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let derived = String::from_utf8(out.stdout).unwrap();
         let fields = |s: &str| s.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
         assert_eq!(fields(&derived), fields(&key.public));

@@ -31,8 +31,7 @@ pub fn setting_name(node: &str) -> String {
 
 /// Whether `node` is in service mode.
 pub fn is_on(r: &Reader<'_>, node: &str) -> Result<bool, StoreError> {
-    Ok(r
-        .get::<Setting>(&setting_name(node))?
+    Ok(r.get::<Setting>(&setting_name(node))?
         .is_some_and(|s| s.value == serde_json::Value::Bool(true)))
 }
 

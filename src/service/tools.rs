@@ -181,7 +181,11 @@ mod tests {
             .filter(|f| !dir.join(f.trim_start_matches('/')).is_file())
             .collect();
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(missing.is_empty(), "not unpacked: {missing:?}");
     }
 
