@@ -33,6 +33,8 @@ const POLL: Duration = Duration::from_secs(5);
 /// Largest host key or boot script read.
 const MAX_BODY: u64 = 64 * 1024;
 const HOST_KEY: &str = "etc/ssh/ssh_host_ed25519_key";
+/// How long (in 100 ms steps) sshd may take to listen before the node says it is ready.
+const SSHD_WAIT_STEPS: u32 = 100;
 
 /// sshd's configuration: keys only, root by key, no PAM (the initramfs has no PAM stack), the
 /// privilege-separation directory in `/run`, and SFTP in-process (scp and `drover cp` use it).
@@ -87,6 +89,14 @@ pub(super) fn run(con: &mut Console, p: &BootParams, server: &ServerUrl) -> ! {
         Err(e) => con.say(format_args!("service: authorized_keys not written: {e}")),
     }
     let mut sshd = start_sshd(con);
+    // "ready" promises a login: only once sshd listens (it binds a moment after it starts).
+    let listening = (0..SSHD_WAIT_STEPS).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, 22)).is_ok()
+    });
+    if !listening {
+        con.say("service: sshd is not listening on port 22 yet");
+    }
     let ready = format!(
         "service mode: ssh on {}:22, image read-only at {IMAGE}",
         p.ip

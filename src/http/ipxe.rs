@@ -315,6 +315,40 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn service_mode_adds_the_flag_and_the_tools_initrd_after_the_agent() {
+        let servers = ["http://10.0.0.1".to_string(), "http://10.0.0.2".into()];
+        let also = Also::default();
+        let place = Place {
+            servers: &servers,
+            also: &also,
+            nfs_port: 2049,
+            nfs_host: None,
+        };
+        let image = agent_image(RootMode::Ram);
+        let s = service_script(&node(), &image, None, &place);
+        let kernel = s.lines().find(|l| l.starts_with("kernel ")).unwrap();
+        assert!(kernel.contains(" initrd=initramfs initrd=tools.cpio drover.service=1 "));
+        let initrds: Vec<&str> = s.lines().filter(|l| l.starts_with("initrd ")).collect();
+        assert_eq!(
+            initrds,
+            [
+                "initrd http://10.0.0.1/images/img/initramfs || \
+                 initrd http://10.0.0.2/images/img/initramfs || goto failed",
+                "initrd http://10.0.0.1/service/tools.cpio || \
+                 initrd http://10.0.0.2/service/tools.cpio || goto failed",
+            ]
+        );
+        // Without service mode, and for an image without drover's agent: none of it.
+        assert!(!script(&image, &servers).contains("service"));
+        let plain = Image {
+            rootfs: None,
+            initrd: Some(file()),
+            ..image
+        };
+        assert!(!service_script(&node(), &plain, None, &place).contains("service"));
+    }
+
     /// `image`'s script for `node()` from `servers`, NFS on its standard port.
     fn script(image: &Image, servers: &[String]) -> String {
         boot_script(&node(), image, None, servers, &Also::default(), 2049, None)

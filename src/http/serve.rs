@@ -110,9 +110,9 @@ fn boot_router(shared: Shared) -> Router {
         .route("/boot/{mac}", get(boot_script))
         .route("/boot/{mac}/events", axum::routing::post(agent_event))
         .route("/boot/{mac}/inventory", axum::routing::post(inventory))
-        .route("/boot/{mac}/standing", get(standing))
-        .route("/boot/{mac}/host-key", get(host_key))
-        .route("/boot/{mac}/service", get(service_mode_of))
+        .route("/boot/{mac}/standing", get(per_mac::<STANDING>))
+        .route("/boot/{mac}/host-key", get(per_mac::<HOST_KEY>))
+        .route("/boot/{mac}/service", get(per_mac::<SERVICE_MODE>))
         .route(crate::service::TOOLS_PATH, get(super::service::tools))
         .route("/boot/{mac}/swarm", axum::routing::post(swarm_announce))
         .route(
@@ -597,39 +597,28 @@ async fn inventory(
     }
 }
 
-/// `GET /boot/{mac}/standing` (see [`super::discover`]).
-async fn standing(
-    State(s): State<Shared>,
-    Path(mac): Path<String>,
-    extensions: axum::http::Extensions,
-) -> Response {
-    match discovery_of(&s, &mac) {
-        Ok((api, mac)) => super::discover::standing(api, mac, client_v4(&extensions)).await,
-        Err((status, why)) => text(status, why),
-    }
-}
+/// The per-MAC GET endpoints of the boot path, as [`per_mac`]'s parameter.
+const STANDING: u8 = 0;
+const HOST_KEY: u8 = 1;
+const SERVICE_MODE: u8 = 2;
 
-/// `GET /boot/{mac}/host-key` (see [`super::service`]).
-async fn host_key(
+/// `GET /boot/{mac}/standing` (see [`super::discover`]), `GET /boot/{mac}/host-key` and
+/// `GET /boot/{mac}/service` (see [`super::service`]): one handler, the endpoint chosen by
+/// `WHAT`, since all three take the same MAC and client address.
+async fn per_mac<const WHAT: u8>(
     State(s): State<Shared>,
     Path(mac): Path<String>,
     extensions: axum::http::Extensions,
 ) -> Response {
-    match discovery_of(&s, &mac) {
-        Ok((api, mac)) => super::service::host_key(api, mac, client_v4(&extensions)).await,
-        Err((status, why)) => text(status, why),
-    }
-}
-
-/// `GET /boot/{mac}/service` (see [`super::service`]).
-async fn service_mode_of(
-    State(s): State<Shared>,
-    Path(mac): Path<String>,
-    extensions: axum::http::Extensions,
-) -> Response {
-    match discovery_of(&s, &mac) {
-        Ok((api, mac)) => super::service::mode(api, mac, client_v4(&extensions)).await,
-        Err((status, why)) => text(status, why),
+    let (api, mac) = match discovery_of(&s, &mac) {
+        Ok(found) => found,
+        Err((status, why)) => return text(status, why),
+    };
+    let from = client_v4(&extensions);
+    match WHAT {
+        STANDING => super::discover::standing(api, mac, from).await,
+        HOST_KEY => super::service::host_key(api, mac, from).await,
+        _ => super::service::mode(api, mac, from).await,
     }
 }
 
