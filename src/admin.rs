@@ -128,6 +128,8 @@ pub struct NodeChange {
     pub image_version: Option<Option<u32>>,
     /// `Some(None)`: follow the group's, then the image's swarm setting.
     pub swarm: Option<Option<bool>>,
+    /// Service mode on or off (`crate::service`).
+    pub service: Option<bool>,
 }
 
 /// A node or group may pin only a version its image has.
@@ -308,6 +310,9 @@ pub fn set_node(store: &Store, name: &str, change: &NodeChange) -> Result<Node, 
         }
         check_node(w, &node)?;
         w.put(&node)?;
+        if let Some(on) = change.service {
+            crate::service::set(w, &node.name, on)?;
+        }
         Ok(node)
     })
 }
@@ -316,6 +321,7 @@ pub fn remove_node(store: &Store, name: &str) -> Result<(), AdminError> {
     store.write(|w| {
         if w.delete::<Node>(name)? {
             w.delete::<crate::store::model::BootLog>(name)?;
+            crate::service::set(w, name, false)?;
             w.delete::<Bmc>(&BmcOwner::Node(name.to_string()).key())?;
             w.delete::<PowerState>(name)?;
             Ok(())
@@ -1129,6 +1135,9 @@ pub struct NodeDetail {
     pub bmc: BmcReach,
     /// The chassis power as `drover serve`'s poller last saw it.
     pub power_state: Option<PowerState>,
+    /// Whether the node is in service mode (`crate::service`).
+    #[serde(default)]
+    pub service: bool,
 }
 
 /// The part of an image that decides a node's root.
@@ -1197,6 +1206,7 @@ pub fn node_detail(store: &Store, node: &Node) -> Result<NodeDetail, StoreError>
             boot_image,
             bmc,
             power_state: r.get::<PowerState>(&node.name)?,
+            service: crate::service::is_on(r, &node.name)?,
         })
     })
 }

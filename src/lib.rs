@@ -41,6 +41,7 @@ pub mod overrides;
 pub mod pool;
 pub mod redfish;
 pub mod serve;
+pub mod service;
 pub mod store;
 pub mod swarm;
 pub mod tftp;

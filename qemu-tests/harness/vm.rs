@@ -25,6 +25,16 @@ use std::time::{Duration, Instant};
 /// VMs of one test binary that may run at the same time.
 pub const MAX_VMS: usize = 2;
 
+/// The limit in force: [`MAX_VMS`] unless a test raised it ([`allow_vms`]).
+static LIMIT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(MAX_VMS);
+
+/// Lets this test binary run `n` VMs at once. Only for VMs that sit idle once booted (a node
+/// in service mode) and that the test boots one after the other: the limit is there for the
+/// CPU that booting VMs take under TCG, and each VM takes ~250 MiB of RAM.
+pub fn allow_vms(n: usize) {
+    LIMIT.store(n, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// How many lines of each log a failure shows.
 const TAIL_LINES: usize = 60;
 
@@ -37,7 +47,7 @@ impl Slot {
     pub fn acquire() -> Slot {
         let (lock, cvar) = &SLOTS;
         let mut running = lock.lock().unwrap_or_else(|e| e.into_inner());
-        while *running >= MAX_VMS {
+        while *running >= LIMIT.load(std::sync::atomic::Ordering::Relaxed) {
             running = cvar.wait(running).unwrap_or_else(|e| e.into_inner());
         }
         *running += 1;
@@ -220,7 +230,7 @@ pub struct Vm {
 
 impl Vm {
     /// Starts QEMU inside namespace `netns` (its name), writing its files into `dir`.
-    /// Blocks while [`MAX_VMS`] VMs of this test binary are running.
+    /// Blocks while [`MAX_VMS`] (or the [`allow_vms`] limit) VMs of this test binary run.
     pub fn start(netns: &str, dir: &Path, spec: &VmSpec) -> Vm {
         Vm::launch(netns, dir, spec, &Medium::Network)
     }

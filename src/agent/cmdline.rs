@@ -37,6 +37,9 @@ pub struct BootParams {
     /// `drover.discover=1`: an unknown machine reports its inventory and waits to be
     /// adopted (`super::discover`); image and node are then not needed (empty, `discover`).
     pub discover: bool,
+    /// `drover.service=1`: stay in the initramfs with an ssh server, the image read-only
+    /// under `/image` (`super::service`), instead of switching to the image.
+    pub service: bool,
     /// RAM root from the swarm (peers and members, `crate::swarm`); `drover.swarm=0` turns
     /// it off (the image, node or group has `swarm = false`): members only.
     pub swarm: bool,
@@ -383,6 +386,7 @@ pub fn parse(cmdline: &str) -> Result<BootParams, CmdlineError> {
         root,
         persistent,
         discover,
+        service: get("drover.service") == Some("1"),
         swarm: get("drover.swarm") != Some("0"),
     })
 }
@@ -426,6 +430,15 @@ mod tests {
         drover.image=deb12 drover.node=n1 drover.mac=52:54:00:12:34:56 drover.ip=10.0.2.15 \
         drover.netmask=255.255.255.0 drover.gw=10.0.2.2 drover.dns=10.0.2.3,10.0.2.4 \
         drover.domain=cluster.lan console=ttyS0\n";
+
+    #[test]
+    fn service_mode_only_when_asked() {
+        assert!(!parse(FULL).unwrap().service);
+        let on = format!("{FULL} drover.service=1");
+        assert!(parse(&on).unwrap().service);
+        let other = format!("{FULL} drover.service=yes");
+        assert!(!parse(&other).unwrap().service);
+    }
 
     #[test]
     fn swarm_is_on_unless_turned_off() {

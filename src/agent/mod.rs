@@ -30,6 +30,10 @@
 //! In discovery mode (`drover.discover=1`, an unknown machine) step 4 is followed by
 //! [`discover`]: report the inventory, wait to be adopted, reboot.
 //!
+//! In service mode (`drover.service=1`) step 5 is followed by [`service`]: the root stays
+//! read-only under `/image`, sshd runs from the initramfs, and the agent reboots once the
+//! node's boot script no longer asks for service mode.
+//!
 //! After steps 4, 5 and 6 (and when switching root fails) the agent posts a boot event
 //! (`agent`, `root`, `ready`, `failed`) to `{server}/boot/{mac}/events` for the node's
 //! timeline ([`crate::timeline`]); a lost event is printed and never stops the boot.
@@ -53,6 +57,7 @@ pub mod http;
 pub mod nfsroot;
 pub mod script;
 pub mod seed;
+pub mod service;
 pub mod simulate;
 pub mod swarm;
 
@@ -222,6 +227,9 @@ fn boot(con: &mut Console) -> Result<std::convert::Infallible, String> {
             first
         }
     };
+    if params.service {
+        service::run(con, &params, &server);
+    }
     write_node_files(con, &params, &iface, &server);
     report(
         con,
@@ -805,16 +813,17 @@ fn write_node_files(con: &mut Console, p: &BootParams, iface: &str, server: &Ser
     }
     write("etc/drover/node.env", files::node_env(p, iface, server));
     con.say(format_args!("wrote {}", written.join(" ")));
-    match write_node_key(server) {
+    match write_node_key(server, Path::new(NEWROOT)) {
         Ok(true) => con.say("wrote /root/.ssh/authorized_keys (the pool's node key)"),
         Ok(false) => {}
         Err(e) => con.say(format_args!("/root/.ssh/authorized_keys not written: {e}")),
     }
 }
 
-/// Adds the pool's node key to the new root's `/root/.ssh/authorized_keys` (`drover exec`
-/// logs in with it). `Ok(false)`: the server has no node key yet.
-fn write_node_key(server: &ServerUrl) -> Result<bool, String> {
+/// Adds the pool's node key to `/root/.ssh/authorized_keys` under `root` (the new root, or
+/// `/` in service mode): `drover exec` logs in with it. `Ok(false)`: the server has no node
+/// key yet.
+fn write_node_key(server: &ServerUrl, root: &Path) -> Result<bool, String> {
     /// A public key line is far shorter; a longer answer is not one.
     const MAX_BODY: u64 = 4096;
     let mut body = match http::get(server, crate::exec::key::HTTP_PATH) {
@@ -827,7 +836,7 @@ fn write_node_key(server: &ServerUrl) -> Result<bool, String> {
     }
     let mut key = String::new();
     body.read_to_string(&mut key).map_err(|e| e.to_string())?;
-    let dir = Path::new(NEWROOT).join("root/.ssh");
+    let dir = root.join("root/.ssh");
     let path = dir.join("authorized_keys");
     let existing = fs::read_to_string(&path).unwrap_or_default();
     let text = files::authorized_keys(&existing, &key)

@@ -378,6 +378,7 @@ pub async fn set_node(
         root: f.change("root")?,
         image_version: f.change("image_version")?,
         swarm: f.change("swarm")?,
+        service: f.optional("service")?,
     };
     f.finish()?;
     let node = admin_change(&api, "node", move |store| {

@@ -630,6 +630,13 @@ pub struct NodeSetArgs {
     /// to follow its group, then its image.
     #[arg(long, value_enum)]
     pub swarm: Option<NodeSwarm>,
+    /// Keep the node in drover's initramfs from its next boot on, for repair: network up,
+    /// an ssh server with the pool's node key, the image read-only under /image.
+    #[arg(long, conflicts_with = "no_service")]
+    pub service: bool,
+    /// Leave service mode: the node reboots into its image.
+    #[arg(long)]
+    pub no_service: bool,
     #[command(flatten)]
     pub bmc: BmcArgs,
 }
@@ -705,6 +712,11 @@ impl NodeSetArgs {
             root: self.root.map(|r| r.mode()),
             image_version: self.image_version.map(|p| p.0),
             swarm: self.swarm.map(NodeSwarm::setting),
+            service: if self.service {
+                Some(true)
+            } else {
+                self.no_service.then_some(false)
+            },
         }
     }
 }

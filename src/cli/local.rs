@@ -122,7 +122,13 @@ impl Backend for Local {
         let store = self.store()?;
         // Read the password file before changing anything.
         let bmc = change.bmc.change()?;
-        let n = admin::set_node(store, name, &change.change())?;
+        let c = change.change();
+        if c.service == Some(true) {
+            // A node in service mode logs its admins in with the node key, and its host key
+            // is derived from it: make it now, not at the first `drover exec`.
+            crate::exec::key::ensure(store, &self.state).context("the node key")?;
+        }
+        let n = admin::set_node(store, name, &c)?;
         let owner = BmcOwner::Node(name.to_string());
         if change.bmc.no_bmc {
             admin::remove_bmc(store, &owner)?;

@@ -198,6 +198,14 @@ pub fn node_show(n: &Node, d: &NodeDetail, now: u64) -> String {
             i.persistent.join(",")
         ));
     }
+    line(format!(
+        "mode:  {}",
+        if d.service {
+            "service (stays in drover's initramfs with ssh; leave with --no-service)"
+        } else {
+            "normal"
+        }
+    ));
     match &d.bmc {
         BmcReach::Set { address, user } => {
             line(format!("bmc:   {address} user {user} (password set)"))

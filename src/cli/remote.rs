@@ -382,6 +382,9 @@ impl Backend for Remote {
         if let Some(version) = c.image_version {
             body.insert("image_version".into(), json!(version));
         }
+        if let Some(service) = c.service {
+            body.insert("service".into(), json!(service));
+        }
         let v = self.json_call(
             "PATCH",
             &format!("/nodes/{}", segment(name)),

@@ -11,7 +11,7 @@
 //! into the node's `/root/.ssh/authorized_keys`.
 
 use crate::store::model::Setting;
-use crate::store::{Store, StoreError};
+use crate::store::{Reader, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -62,6 +62,17 @@ pub fn stored(store: &Store) -> Result<Option<NodeKey>, KeyError> {
     serde_json::from_value(s.value)
         .map(Some)
         .map_err(KeyError::Malformed)
+}
+
+/// The private half of the stored pair, as the secret that service mode derives each node's
+/// ssh host key from (`crate::service::hostkey`); `None` without a (well-formed) node key.
+pub fn secret(r: &Reader<'_>) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some(s) = r.get::<Setting>(SETTING)? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_value::<NodeKey>(s.value)
+        .ok()
+        .map(|k| k.private.into_bytes()))
 }
 
 /// The stored pair; makes and stores one first if there is none.

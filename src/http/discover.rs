@@ -48,8 +48,9 @@ fn refuse(status: StatusCode, message: String) -> Response {
     (status, message).into_response()
 }
 
-/// Runs `f` on the blocking pool once `mac` is shown to report from its own leased address.
-async fn from_own_lease<R: Send + 'static>(
+/// Runs `f` on the blocking pool once `mac` is shown to report from its own leased address
+/// (discovery reports, and the service-mode host key of `super::service`).
+pub(super) async fn from_own_lease<R: Send + 'static>(
     api: &Arc<Api>,
     mac: Mac,
     from: Option<Ipv4Addr>,
@@ -72,7 +73,7 @@ async fn from_own_lease<R: Send + 'static>(
     match done {
         Ok(Ok(Some(r))) => Ok(r),
         Ok(Ok(None)) => {
-            tracing::warn!(%mac, from = ?from, "discovery report refused: not from its lease");
+            tracing::warn!(%mac, from = ?from, "boot-path request refused: not from its lease");
             Err(refuse(
                 StatusCode::FORBIDDEN,
                 format!("reports of {mac} come from the address leased to it\n"),

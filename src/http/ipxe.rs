@@ -79,6 +79,45 @@ pub fn boot_script(
     nfs_port: u16,
     nfs_host: Option<Ipv4Addr>,
 ) -> String {
+    let place = Place {
+        servers,
+        also,
+        nfs_port,
+        nfs_host,
+    };
+    render(node, image, pin, &place, false)
+}
+
+/// Where a script sends the node: the HTTP servers, the other name and time servers, and
+/// the NFS root's port and host (see [`boot_script`]).
+pub struct Place<'a> {
+    pub servers: &'a [String],
+    pub also: &'a Also,
+    pub nfs_port: u16,
+    pub nfs_host: Option<Ipv4Addr>,
+}
+
+/// The boot script of a node in service mode (`crate::service`): as [`boot_script`], plus
+/// `drover.service=1` and the service initrd (sshd and busybox) after drover's initramfs,
+/// so the agent stays in the initramfs with an ssh server. An image without a rootfs (no
+/// drover agent) boots as usual: nothing could keep it in service mode.
+pub fn service_script(node: &Node, image: &Image, pin: Option<u32>, place: &Place<'_>) -> String {
+    render(node, image, pin, place, image.rootfs.is_some())
+}
+
+fn render(
+    node: &Node,
+    image: &Image,
+    pin: Option<u32>,
+    place: &Place<'_>,
+    service: bool,
+) -> String {
+    let Place {
+        servers,
+        also,
+        nfs_port,
+        nfs_host,
+    } = *place;
     let mut s = String::from("#!ipxe\n");
     let path_name = image_path_name(&image.name, pin);
     let _ = writeln!(
@@ -99,6 +138,10 @@ pub fn boot_script(
     let mut args = Vec::new();
     if !initrd_name.is_empty() {
         args.push(format!("initrd={initrd_name}"));
+    }
+    if service {
+        args.push(format!("initrd={}", crate::service::TOOLS_NAME));
+        args.push(crate::service::CMDLINE_FLAG.to_string());
     }
     if !image.cmdline.trim().is_empty() {
         args.push(image.cmdline.trim().to_string());
@@ -148,6 +191,13 @@ pub fn boot_script(
             .map(|srv| format!("initrd {}/{initrd_name}", base(srv)))
             .collect();
         let _ = writeln!(s, "{} || goto failed", initrd.join(" || "));
+    }
+    if service {
+        let tools: Vec<String> = servers
+            .iter()
+            .map(|srv| format!("initrd {srv}{}", crate::service::TOOLS_PATH))
+            .collect();
+        let _ = writeln!(s, "{} || goto failed", tools.join(" || "));
     }
     s.push_str("boot || goto failed\n");
     s.push_str(":failed\n");
@@ -263,6 +313,40 @@ mod tests {
         assert!(s.ends_with(
             "chain http://10.0.0.1:8080/boot/${mac} || chain http://10.0.0.2:8080/boot/${mac}\n"
         ));
+    }
+
+    #[test]
+    fn service_mode_adds_the_flag_and_the_tools_initrd_after_the_agent() {
+        let servers = ["http://10.0.0.1".to_string(), "http://10.0.0.2".into()];
+        let also = Also::default();
+        let place = Place {
+            servers: &servers,
+            also: &also,
+            nfs_port: 2049,
+            nfs_host: None,
+        };
+        let image = agent_image(RootMode::Ram);
+        let s = service_script(&node(), &image, None, &place);
+        let kernel = s.lines().find(|l| l.starts_with("kernel ")).unwrap();
+        assert!(kernel.contains(" initrd=initramfs initrd=tools.cpio drover.service=1 "));
+        let initrds: Vec<&str> = s.lines().filter(|l| l.starts_with("initrd ")).collect();
+        assert_eq!(
+            initrds,
+            [
+                "initrd http://10.0.0.1/images/img/initramfs || \
+                 initrd http://10.0.0.2/images/img/initramfs || goto failed",
+                "initrd http://10.0.0.1/service/tools.cpio || \
+                 initrd http://10.0.0.2/service/tools.cpio || goto failed",
+            ]
+        );
+        // Without service mode, and for an image without drover's agent: none of it.
+        assert!(!script(&image, &servers).contains("service"));
+        let plain = Image {
+            rootfs: None,
+            initrd: Some(file()),
+            ..image
+        };
+        assert!(!service_script(&node(), &plain, None, &place).contains("service"));
     }
 
     /// `image`'s script for `node()` from `servers`, NFS on its standard port.

@@ -12,3 +12,4 @@ pub mod ipxe;
 pub mod listen;
 pub mod range;
 pub mod serve;
+pub mod service;

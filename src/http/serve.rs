@@ -110,7 +110,10 @@ fn boot_router(shared: Shared) -> Router {
         .route("/boot/{mac}", get(boot_script))
         .route("/boot/{mac}/events", axum::routing::post(agent_event))
         .route("/boot/{mac}/inventory", axum::routing::post(inventory))
-        .route("/boot/{mac}/standing", get(standing))
+        .route("/boot/{mac}/standing", get(per_mac::<STANDING>))
+        .route("/boot/{mac}/host-key", get(per_mac::<HOST_KEY>))
+        .route("/boot/{mac}/service", get(per_mac::<SERVICE_MODE>))
+        .route(crate::service::TOOLS_PATH, get(super::service::tools))
         .route("/boot/{mac}/swarm", axum::routing::post(swarm_announce))
         .route(
             "/boot/{mac}/swarm/report",
@@ -219,6 +222,10 @@ async fn boot_script(
             return text(StatusCode::OK, script);
         }
     }
+    let service = match (&s.api, s.view.snapshot().node_by_mac(mac)) {
+        (Some(api), Some(node)) => service_mode(api, &node.name).await,
+        _ => false,
+    };
     let mut boot_event = None;
     let script = {
         let view = s.view.snapshot();
@@ -248,7 +255,18 @@ async fn boot_script(
                         swarm: node.swarm.or_else(group_swarm),
                         ..node.clone()
                     };
-                    ipxe::boot_script(node, &image, pin, &servers, &also, s.nfs_port, s.nfs_host)
+                    let place = ipxe::Place {
+                        servers: &servers,
+                        also: &also,
+                        nfs_port: s.nfs_port,
+                        nfs_host: s.nfs_host,
+                    };
+                    if service {
+                        boot_event = Some((node.name.clone(), format!("image {shown}, service mode")));
+                        ipxe::service_script(node, &image, pin, &place)
+                    } else {
+                        ipxe::boot_script(node, &image, pin, &servers, &also, s.nfs_port, s.nfs_host)
+                    }
                 }
                 None => ipxe::waiting_script(
                     &format!(
@@ -579,15 +597,47 @@ async fn inventory(
     }
 }
 
-/// `GET /boot/{mac}/standing` (see [`super::discover`]).
-async fn standing(
+/// The per-MAC GET endpoints of the boot path, as [`per_mac`]'s parameter.
+const STANDING: u8 = 0;
+const HOST_KEY: u8 = 1;
+const SERVICE_MODE: u8 = 2;
+
+/// `GET /boot/{mac}/standing` (see [`super::discover`]), `GET /boot/{mac}/host-key` and
+/// `GET /boot/{mac}/service` (see [`super::service`]): one handler, the endpoint chosen by
+/// `WHAT`, since all three take the same MAC and client address.
+async fn per_mac<const WHAT: u8>(
     State(s): State<Shared>,
     Path(mac): Path<String>,
     extensions: axum::http::Extensions,
 ) -> Response {
-    match discovery_of(&s, &mac) {
-        Ok((api, mac)) => super::discover::standing(api, mac, client_v4(&extensions)).await,
-        Err((status, why)) => text(status, why),
+    let (api, mac) = match discovery_of(&s, &mac) {
+        Ok(found) => found,
+        Err((status, why)) => return text(status, why),
+    };
+    let from = client_v4(&extensions);
+    match WHAT {
+        STANDING => super::discover::standing(api, mac, from).await,
+        HOST_KEY => super::service::host_key(api, mac, from).await,
+        _ => super::service::mode(api, mac, from).await,
+    }
+}
+
+/// Whether `node` is in service mode; a store that cannot be read says no (logged): the
+/// node then boots its image, as it would have without service mode.
+async fn service_mode(api: &Arc<crate::api::Api>, node: &str) -> bool {
+    let (store, name) = (api.store.clone(), node.to_string());
+    let read =
+        tokio::task::spawn_blocking(move || store.read(|r| crate::service::is_on(r, &name))).await;
+    match read {
+        Ok(Ok(on)) => on,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, node = %Escaped(node), "cannot read the service mode");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "service mode lookup failed");
+            false
+        }
     }
 }
 

@@ -738,6 +738,28 @@ pub fn send_batch(
     Ok(sent as usize)
 }
 
+/// sync(2): flushes every file system (before PID 1 reboots).
+pub fn sync() {
+    // SAFETY: sync takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
+/// Reaps every child that has exited (PID 1 inherits orphans, whose zombies only it can
+/// clear); returns their pids. Never blocks.
+pub fn reap_children() -> Vec<u32> {
+    let mut reaped = Vec::new();
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes only to `status`, a valid local.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid <= 0 {
+            return reaped;
+        }
+        // A positive pid fits in u32.
+        reaped.push(pid as u32);
+    }
+}
+
 /// Forks the process: `Ok(None)` in the child, `Ok(Some(pid))` in the parent. Only for a
 /// single-threaded caller (the agent starts its seeder before any thread): the child gets
 /// only the calling thread, and a lock another thread held would stay locked in it.
