@@ -352,10 +352,12 @@ impl Hub {
                 .delayed
                 .next_due()
                 .map(|d| tokio::time::Instant::from_std(self.origin + d));
+            // Biased, controls before frames: a change (a join, an impairment) sent before a
+            // frame was queued applies to that frame, as `impair` promises.
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => return,
                 Some(c) = controls.recv() => self.control(c),
-                Some((from, frame)) = inbound.recv() => self.frame(from, frame),
                 _ = announce.tick(), if self.lldp.is_some() => {
                     let ports: Vec<PortId> = self.switch.ports().collect();
                     for port in ports {
@@ -370,6 +372,9 @@ impl Hub {
                         self.deliver(to, frame);
                     }
                 }
+                // Last: the timers above are ready only when due, so frames still flow, and a
+                // flood of frames cannot hold back LLDP or delayed frames.
+                Some((from, frame)) = inbound.recv() => self.frame(from, frame),
             }
         }
     }
