@@ -174,10 +174,7 @@ fn ramroot_boot() {
 fn bench_lab_against_kernel_sockets() {
     use std::os::unix::fs::PermissionsExt;
     use std::time::Instant;
-    let rounds: usize = std::env::var("DROVER_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let rounds = harness::bench::rounds(3);
     let assets = repo_root().join("lab");
     let (mut lab, mut kernel) = (Vec::new(), Vec::new());
     for round in 0..rounds {
@@ -229,16 +226,10 @@ fn bench_lab_against_kernel_sockets() {
             );
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        let mid = v.len() / 2;
-        if v.len() % 2 == 0 {
-            (v[mid - 1] + v[mid]) / 2.0
-        } else {
-            v[mid]
-        }
-    };
-    let (l, k) = (median(&mut lab), median(&mut kernel));
+    let (l, k) = (
+        harness::bench::median(lab.clone()),
+        harness::bench::median(kernel.clone()),
+    );
     println!("| path | boots | median s to marker (each) | kernel / lab |");
     println!("|---|---|---|---|");
     println!(

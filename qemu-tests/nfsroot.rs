@@ -413,10 +413,7 @@ fn nfs_event(metrics: &str, event: &str) -> u64 {
 #[test]
 #[ignore = "bench: run it through bench/nfs-deleg.sh"]
 fn bench_delegations() {
-    let rounds: usize = std::env::var("DROVER_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+    let rounds = harness::bench::rounds(2);
     // (delegations, seconds to marker, compounds, ops, delegations held)
     let mut runs: Vec<(bool, f64, u64, u64, u64)> = Vec::new();
     for round in 0..rounds {
@@ -429,29 +426,14 @@ fn bench_delegations() {
             let mut d = DroverLab::new(if deleg { "deleg-on" } else { "deleg-off" });
             add_nfsroot_image(&d);
             d.add_node(N1.0, N1.1, N1.2, "nfsroot");
-            let token = d
-                .drover
-                .cli_ok(&["token", "create", "--name", "bench"])
-                .split_whitespace()
-                .last()
-                .expect("a token")
-                .to_string();
+            let token = d.token("bench");
             let config = format!("[nfs]\nenabled = true\ndelegations = {deleg}\n");
             d.drover.serve_with(Some(&d.lab.ns), BRIDGE, &config);
             let mut vm = d.boot(&format!("n1-deleg-{deleg}-{round}"), Firmware::Bios, N1.1);
             let at = vm.wait_serial("DROVER-NFSROOT-OK", BOOT_TIMEOUT);
             vm.wait_serial("DROVER-NFSROOT-AFTER", RUN_TIMEOUT);
             vm.wait_exit(RUN_TIMEOUT);
-            let out = d
-                .lab
-                .ns
-                .cmd("curl")
-                .args(["-sS", "-H"])
-                .arg(format!("Authorization: Bearer {token}"))
-                .arg(format!("http://{SERVER_IP}/metrics"))
-                .output()
-                .expect("curl");
-            let metrics = String::from_utf8_lossy(&out.stdout).to_string();
+            let metrics = d.metrics(&token);
             let ops = ["ops_read", "ops_write", "ops_meta", "ops_state"]
                 .iter()
                 .map(|e| nfs_event(&metrics, e))
@@ -481,14 +463,7 @@ fn bench_delegations() {
         }
     }
     let median = |deleg: bool, pick: fn(&(bool, f64, u64, u64, u64)) -> f64| {
-        let mut v: Vec<f64> = runs.iter().filter(|r| r.0 == deleg).map(pick).collect();
-        v.sort_by(f64::total_cmp);
-        let mid = v.len() / 2;
-        if v.len() % 2 == 0 {
-            (v[mid - 1] + v[mid]) / 2.0
-        } else {
-            v[mid]
-        }
+        harness::bench::median(runs.iter().filter(|r| r.0 == deleg).map(pick).collect())
     };
     println!("| delegations | boots | time to marker (s) | COMPOUNDs | operations | held at end |");
     println!("|---|---|---|---|---|---|");

@@ -92,13 +92,7 @@ fn four_nodes_share_one_ramroot() {
         d.add_node(name, mac, ip, "swarm");
     }
     d.serve();
-    let token = d
-        .drover
-        .cli_ok(&["token", "create", "--name", "swarm-test"])
-        .split_whitespace()
-        .last()
-        .expect("a token")
-        .to_string();
+    let token = d.token("swarm-test");
 
     // The first node has no peer: everything from drover. It stays up and seeds.
     let (name, mac, _) = &nodes[0];
@@ -130,16 +124,7 @@ fn four_nodes_share_one_ramroot() {
     }
     assert!(peers_total > 0.0, "no node got anything from a peer");
 
-    let curl = d
-        .lab
-        .ns
-        .cmd("curl")
-        .args(["-sS", "-H"])
-        .arg(format!("Authorization: Bearer {token}"))
-        .arg(format!("http://{SERVER_IP}/metrics"))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&curl.stdout).to_string();
+    let text = d.metrics(&token);
     let from_peers = metric(&text, "drover_swarm_bytes_total{source=\"peers\"} ");
     let from_members = metric(&text, "drover_swarm_bytes_total{source=\"members\"} ");
     let reports = metric(&text, "drover_swarm_events_total{event=\"reports\"} ");

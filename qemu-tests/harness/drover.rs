@@ -1,7 +1,7 @@
 //! A lab with drover serving on its bridge: `drover --state-dir DIR serve --interface br0` in
 //! the namespace, images and nodes added through the CLI against the same state directory.
 
-use super::lab::{Assets, Lab, BRIDGE};
+use super::lab::{Assets, Lab, BRIDGE, SERVER_IP};
 use super::vm::{Firmware, Vm};
 use crate::common::Drover;
 use std::time::Duration;
@@ -75,6 +75,30 @@ impl DroverLab {
         self.drover
             .start(Some(&self.lab.ns), &["serve", "--interface", BRIDGE]);
         self.drover.wait_log("drover: ready", READY_TIMEOUT);
+    }
+
+    /// A new API token named `name` (`drover token create`).
+    pub fn token(&self, name: &str) -> String {
+        self.drover
+            .cli_ok(&["token", "create", "--name", name])
+            .split_whitespace()
+            .last()
+            .expect("a token")
+            .to_string()
+    }
+
+    /// drover's `/metrics` text, fetched with `token` from inside the lab.
+    pub fn metrics(&self, token: &str) -> String {
+        let out = self
+            .lab
+            .ns
+            .cmd("curl")
+            .args(["-sS", "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg(format!("http://{SERVER_IP}/metrics"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Starts a VM whose failure report includes drover's log.

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod bench;
 pub mod drover;
 pub mod lab;
 pub mod pool;
