@@ -8,9 +8,6 @@
 # Usage: sudo bench/lab.sh [ROUNDS]   (default 3; needs what scripts/setup installs)
 # Prints the markdown table on stdout; the per-boot lines (LABBENCH ...) go to stderr.
 # Not part of `run`. Not measured yet: TFTP and HTTP throughput through smoltcp alone.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "bench/lab.sh: needs root (the kernel-socket path's namespace)" >&2; exit 1; }
-. scripts/rust-env.sh
-DROVER_BENCH_ROUNDS=${1:-3} exec cargo test --release --quiet --test qemu -- \
-  --ignored --exact bench_lab_against_kernel_sockets --nocapture --test-threads 1
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+lab_bench qemu bench_lab_against_kernel_sockets "${1:-3}"

@@ -26,6 +26,17 @@ need_root() {
   [ "$(id -u)" = 0 ] || die "needs root (network namespaces): sudo bench/run"
 }
 
+# lab_bench TEST_BINARY TEST ROUNDS: runs the ignored lab test TEST of qemu-tests/ (it holds
+# the QEMU harness) as a bench, DROVER_BENCH_ROUNDS=ROUNDS, its table on stdout.
+lab_bench() {
+  need_root
+  # shellcheck source=../scripts/rust-env.sh
+  . "$REPO_DIR/scripts/rust-env.sh"
+  cd "$REPO_DIR"
+  DROVER_BENCH_ROUNDS=$3 exec cargo test --release --quiet --test "$1" -- \
+    --ignored --exact "$2" --nocapture --test-threads 1
+}
+
 # need_cmd CMD PACKAGE: fails with the Debian package to install.
 need_cmd() {
   command -v "$1" >/dev/null ||

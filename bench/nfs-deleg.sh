@@ -10,9 +10,6 @@
 # Usage: sudo bench/nfs-deleg.sh [ROUNDS]   (default 2; needs what scripts/setup installs)
 # Prints the markdown table on stdout; the per-boot lines (NFSDELEG ...) go to stderr.
 # Not part of `run`.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "bench/nfs-deleg.sh: needs root (network namespaces)" >&2; exit 1; }
-. scripts/rust-env.sh
-DROVER_BENCH_ROUNDS=${1:-2} exec cargo test --release --quiet --test qemu_nfsroot -- \
-  --ignored --exact bench_delegations --nocapture --test-threads 1
+# shellcheck source=lib.sh
+source "$(dirname "$0")/lib.sh"
+lab_bench qemu_nfsroot bench_delegations "${1:-2}"
