@@ -22,11 +22,13 @@ use crate::admin::{self, AdminError};
 use crate::api::input::Fields;
 use crate::config::Config;
 use crate::dhcp;
+use crate::discover::lldp;
 use crate::dns;
 use crate::http::serve::AgentEvent;
 use crate::ipmi::core::{self as ipmi_core, Login, Random, Session};
 use crate::ipmi::crypto::Suite;
 use crate::ipmi::wire as ipmi_wire;
+use crate::ipmi::{sdr, sol};
 use crate::nfs::core::{Server, Settings};
 use crate::nfs::memvfs::MemVfs;
 use crate::nfs::replica::wire::{Ack, Shipment};
@@ -38,6 +40,7 @@ use crate::pool::frame::Frame;
 use crate::pool::key::ClusterKey;
 use crate::pool::membership::{self, MemberId, Membership};
 use crate::pool::seal::{ClientHandshake, DatagramKey, ServerHandshake, HELLO_LEN};
+use crate::redfish;
 use crate::store::model::{Ipv4Net, Mac, Network};
 use crate::tftp;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -100,6 +103,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "config",
         run: config_toml,
+    },
+    Target {
+        name: "bmc",
+        run: bmc_data,
     },
 ];
 
@@ -572,3 +579,57 @@ fn config_toml(data: &[u8]) {
 
 #[cfg(test)]
 mod tests;
+
+/// What drover decodes from BMCs and switches besides an IPMI session's own replies; the first
+/// byte picks which: 0, the data of SDR, sensor-reading and SEL replies (`ipmi::sdr`, for
+/// `bmc sensors|sel`), as [`framed`] parts, a record's reading in the part after it; 1, SOL
+/// packets through a console (`ipmi::sol`, `drover console`) on virtual time, each part also
+/// typed in as keys; 2, an LLDP frame (`discover::lldp`, the agent's neighbour); 3, a Redfish
+/// JSON body through every reader of `redfish::health` and `redfish::core`.
+fn bmc_data(data: &[u8]) {
+    let Some((kind, rest)) = data.split_first() else {
+        return;
+    };
+    match kind % 4 {
+        0 => {
+            let mut parts = framed(rest);
+            while let Some(part) = parts.next() {
+                let _ = sdr::parse_reservation(part);
+                let _ = sdr::parse_sdr_part(part);
+                let _ = sdr::record_len(part);
+                let _ = sdr::parse_sel_count(part);
+                let _ = sdr::parse_sel_entry(part);
+                if let Ok(Some(record)) = sdr::parse_record(part) {
+                    let reading = parts.next().and_then(|r| sdr::parse_reading(r).ok());
+                    let _ = sdr::sensor_value(&record, reading);
+                }
+            }
+        }
+        1 => {
+            let origin = Instant::now();
+            let mut console = sol::Console::new();
+            for (i, packet) in framed(rest).enumerate() {
+                let now = origin + Duration::from_millis(100) * i as u32;
+                let _ = console.handle_packet(now, packet);
+                let _ = console.type_in(now, packet);
+                let _ = console.handle_timeout(now + Duration::from_secs(1));
+                while console.poll_transmit().is_some() {}
+            }
+        }
+        2 => {
+            let _ = lldp::decode_frame(rest);
+            let _ = lldp::decode(rest);
+        }
+        _ => {
+            let _ = redfish::health::thermal(rest);
+            let _ = redfish::health::power(rest);
+            let _ = redfish::health::entries(rest);
+            let _ = redfish::health::sel_service(rest);
+            let _ = redfish::core::systems_link(rest);
+            let _ = redfish::core::first_member(rest);
+            let _ = redfish::core::parse_system(rest);
+            let _ = redfish::core::session_path(None, rest);
+            let _ = redfish::core::error_message(rest);
+        }
+    }
+}

@@ -358,6 +358,41 @@ fn swim_seed() -> Vec<u8> {
         .expect("an announce datagram")
 }
 
+/// Input of the `bmc` target: its `kind` byte, then `parts` as `framed` reads them.
+fn bmc_seed(kind: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut seed = vec![kind];
+    for part in parts {
+        seed.extend_from_slice(&(part.len() as u16).to_be_bytes());
+        seed.extend_from_slice(part);
+    }
+    seed
+}
+
+/// A full sensor record (type 01h, offsets as IPMI 2.0 §43.1 counts them from the record's
+/// first byte): "CPU", sensor 1, threshold temperature in degrees C, M = 1, unsigned.
+fn sdr_record() -> Vec<u8> {
+    let mut record = vec![0u8; 48];
+    record[..4].copy_from_slice(&[0x01, 0x00, 0x51, 0x01]); // id 1, SDR 1.5, full sensor
+    record[4] = 46; // bytes after the header
+    record[5] = 0x20; // owner: the BMC
+    record[7] = 0x01; // sensor number
+    record[12] = 0x01; // sensor type: temperature
+    record[13] = 0x01; // event/reading type: threshold
+    record[21] = 0x01; // base unit: degrees C
+    record[24] = 0x01; // M
+    record[47] = 0xc3; // id string: 8-bit ASCII, 3 bytes
+    record.extend_from_slice(b"CPU");
+    record
+}
+
+#[test]
+fn bmc_seed_record_is_a_sensor() {
+    let record = crate::ipmi::sdr::parse_record(&sdr_record())
+        .expect("decodes")
+        .expect("a sensor record");
+    assert_eq!((record.name.as_str(), record.number), ("CPU", 1));
+}
+
 /// A frame as it reads once opened (`kind || body`).
 fn frame_seed(f: &Frame) -> Vec<u8> {
     f.encode().expect("small frame")
@@ -446,6 +481,30 @@ fn write_seeds() {
             "config",
             "default",
             crate::config::DEFAULT_TOML.as_bytes().to_vec(),
+        ),
+        ("bmc", "sdr", bmc_seed(0, &[&sdr_record(), &[0x2d, 0xc0, 0x00]])),
+        (
+            "bmc",
+            "sol",
+            bmc_seed(1, &[b"\x01\x00\x00\x00login: ", &[0x00, 0x01, 0x04, 0x00]]),
+        ),
+        (
+            "bmc",
+            "lldp",
+            [
+                &[2u8][..],
+                &crate::discover::lldp::encode_frame([2, 0, 0, 0, 0, 1], "sw1", "7", "rack1-sw1"),
+            ]
+            .concat(),
+        ),
+        (
+            "bmc",
+            "redfish",
+            [
+                &[3u8][..],
+                br#"{"Temperatures":[{"Name":"CPU","ReadingCelsius":41,"Status":{"Health":"OK"}}]}"#,
+            ]
+            .concat(),
         ),
     ];
     for (target, name, bytes) in seeds {
