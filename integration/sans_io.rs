@@ -241,6 +241,18 @@ const DATA_ITEMS: &[(&str, &str)] = &[
         "what a settings change did: plain data",
     ),
     ("config::Scope", "a setting's scope: a plain enum"),
+    (
+        "service::TOOLS_NAME",
+        "the service-mode initrd's file name: a string constant",
+    ),
+    (
+        "service::TOOLS_PATH",
+        "the service-mode initrd's URL path: a string constant",
+    ),
+    (
+        "service::CMDLINE_FLAG",
+        "the kernel argument of service mode: a string constant",
+    ),
     ("config::Takes", "when a setting takes effect: a plain enum"),
     (
         "store::view::View",
