@@ -8,6 +8,7 @@
 
 #[path = "../integration/common/mod.rs"]
 mod common;
+mod harness;
 
 use common::*;
 use std::os::unix::fs::PermissionsExt;
@@ -307,4 +308,71 @@ fn lab_with_two_members_survives_kill_member() {
         .unwrap_or_default();
     assert!(left.is_empty(), "members of the lab are left: {left}");
     drop(up);
+}
+
+/// The boot-time half of issue 19's lab bench (`bench/lab.sh` runs it): one BIOS VM boots
+/// the marker image, from nothing to its marker, through `drover lab run` (smoltcp on a
+/// user-space switch, as an ordinary user) and through `drover serve` on kernel sockets in a
+/// namespace (bridge + tap), in alternating order for `DROVER_BENCH_ROUNDS` rounds (default
+/// 3). Each time is the whole wall time: state directory, image, server start, QEMU, boot.
+/// Prints every run and a markdown table of the medians with their ratio.
+#[test]
+#[ignore = "bench: run it through bench/lab.sh"]
+fn bench_lab_against_kernel_sockets() {
+    use std::time::Instant;
+    let rounds = harness::bench::rounds(3);
+    let assets = assets();
+    let timeout = BOOT_TIMEOUT_SECS.to_string();
+    let (mut lab, mut kernel) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for smoltcp in order {
+            let started = Instant::now();
+            if smoltcp {
+                let tmp = TempDir::new("bench-lab");
+                let dir = lab_dir(&tmp);
+                let args = [
+                    "--image",
+                    "marker",
+                    "--expect",
+                    MARKER,
+                    "--timeout",
+                    &timeout,
+                ];
+                let out = lab_run(&dir, &assets, &args);
+                assert!(out.status.success(), "lab run failed:\n{}", text(&out));
+                lab.push(started.elapsed().as_secs_f64());
+            } else {
+                let mut d = harness::DroverLab::new("bench-kernel");
+                d.add_marker_image();
+                d.add_node("n1", "52:54:00:00:00:11", "198.18.0.11", "marker");
+                d.serve();
+                let mut vm = d.boot("n1", harness::Firmware::Bios, "52:54:00:00:00:11");
+                vm.wait_serial(MARKER, Duration::from_secs(BOOT_TIMEOUT_SECS));
+                kernel.push(started.elapsed().as_secs_f64());
+            }
+            eprintln!(
+                "LABBENCH round={round} {} {:.1} s",
+                if smoltcp { "lab" } else { "kernel" },
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let (l, k) = (
+        harness::bench::median(lab.clone()),
+        harness::bench::median(kernel.clone()),
+    );
+    println!("| path | boots | median s to marker (each) | kernel / lab |");
+    println!("|---|---|---|---|");
+    println!(
+        "| `drover lab run` (smoltcp, no root) | {rounds} | {l:.1} ({lab:.1?}) | {:.2} |",
+        k / l
+    );
+    println!(
+        "| `drover serve` (kernel sockets, namespace) | {rounds} | {k:.1} ({kernel:.1?}) | 1.00 |"
+    );
 }
