@@ -5,7 +5,8 @@
 //! (through the local CLI, on the state directory) must stop DNS answers, and `true` bring
 //! them back, with the same process; a bad value is refused naming its key and changes
 //! nothing; the remote CLI (`--server`, an admin token) reads and changes the same settings;
-//! an operator is refused settings changes (403).
+//! an operator is refused settings changes (403). In namespaces, the page adds an interface,
+//! and DHCP, HTTP and NFS serve it with the same process.
 
 mod common;
 
@@ -51,6 +52,62 @@ fn server() -> (ApiServer, u16) {
         ),
     );
     (ApiServer { d, port: http }, dns)
+}
+
+/// What a TCP server at `addr` answers to `request` within 3 s, from inside `ns` (through
+/// python3, as the test process itself sits outside); `None` when the connection fails.
+fn tcp_answer(ns: &common::Netns, addr: &str, request: &[u8]) -> Option<Vec<u8>> {
+    let python = common::require_cmd("python3", "python3");
+    let (host, port) = addr.rsplit_once(':').expect("HOST:PORT");
+    let script = format!(
+        "import socket,sys\ns=socket.create_connection(('{host}',{port}),timeout=3)\n\
+         s.sendall(bytes.fromhex('{}'))\nout=b''\n\
+         try:\n  while len(out)<4096:\n    b=s.recv(4096)\n    if not b: break\n    out+=b\n\
+         except socket.timeout: pass\nsys.stdout.write(out.hex())\n",
+        hex(request)
+    );
+    let out = ns
+        .cmd(&python)
+        .args(["-c", &script])
+        .output()
+        .expect("run python3");
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether drover's HTTP server answers `/health` at `addr`, from inside `ns`.
+fn http_health(ns: &common::Netns, addr: &str) -> bool {
+    let reply = tcp_answer(ns, addr, b"GET /health HTTP/1.0\r\n\r\n").unwrap_or_default();
+    let reply = String::from_utf8_lossy(&reply);
+    reply.starts_with("HTTP/1.0 200") && reply.ends_with("ok\n")
+}
+
+/// Whether an NFS server at `addr` accepts an RPC NULL call (RFC 5531) from inside `ns`.
+fn nfs_null(ns: &common::Netns, addr: &str) -> bool {
+    // Record mark (last fragment, 40 bytes), xid, CALL, RPC 2, NFS 100003 v4, NULL, no
+    // credential, no verifier.
+    let words: [u32; 11] = [0x8000_0028, 0x6472_7672, 0, 2, 100_003, 4, 0, 0, 0, 0, 0];
+    let call: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+    let Some(reply) = tcp_answer(ns, addr, &call) else {
+        return false;
+    };
+    let word = |i: usize| {
+        reply
+            .get(4 * i..4 * i + 4)
+            .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
+    };
+    // xid echoed, REPLY, MSG_ACCEPTED, (verifier), SUCCESS.
+    word(1) == Some(0x6472_7672) && word(2) == Some(1) && word(3) == Some(0) && word(6) == Some(0)
 }
 
 fn stderr(out: &std::process::Output) -> String {
@@ -191,11 +248,11 @@ fn an_operator_may_not_change_settings() {
 
 /// The page's Settings tab (`integration/web/settings.mjs`, headless Chromium run inside the
 /// server's namespace) turns DNS off and on and sees `dig` follow, and adds an interface; DHCP
-/// then answers a client on it, with the server never restarted. A key that takes a restart
-/// shows as pending on the page until drover restarts. Needs root, `node`, `chromium`, `dig`
-/// and `udhcpc`.
+/// then answers a client on it, and HTTP and NFS listen on its address, with the server never
+/// restarted. A key that takes a restart shows as pending on the page until drover restarts.
+/// Needs root, `node`, `chromium`, `dig`, `udhcpc` and `python3`.
 #[test]
-fn the_page_turns_dns_off_and_on_and_adds_an_interface_that_dhcp_serves() {
+fn the_page_turns_dns_off_and_on_and_adds_an_interface_that_dhcp_http_and_nfs_serve() {
     let node = common::require_cmd("node", "nodejs");
     let chromium = common::require_cmd("chromium", "chromium");
     common::require_cmd("dig", "bind9-dnsutils");
@@ -218,7 +275,7 @@ fn the_page_turns_dns_off_and_on_and_adds_an_interface_that_dhcp_serves() {
         "br0",
         &common::config_only(
             &["http", "dns", "dhcp"],
-            "[http]\nport = 8080\n[dns]\nupstreams = []\n",
+            "[http]\nport = 8080\n[dns]\nupstreams = []\n[nfs]\nenabled = true\n",
         ),
     );
     let pid = d.pid().unwrap();
@@ -247,6 +304,16 @@ fn the_page_turns_dns_off_and_on_and_adds_an_interface_that_dhcp_serves() {
             .map(|s| s.trim().to_string())
     };
     assert_eq!(lease(), None, "DHCP answered on setv0 before it was added");
+    let (http_new, nfs_new) = ("198.18.8.1:8080", "198.18.8.1:2049");
+    assert!(
+        http_health(&ns, "198.18.7.1:8080") && nfs_null(&ns, "198.18.7.1:2049"),
+        "HTTP and NFS on the first interface:\n{}",
+        d.log_tail(30)
+    );
+    assert!(
+        !http_health(&ns, http_new) && !nfs_null(&ns, nfs_new),
+        "HTTP or NFS answered on setv0 before it was added"
+    );
 
     // settings.mjs in the server's namespace; whether it passed, and what it printed.
     let page = |after_restart: bool| {
@@ -287,6 +354,15 @@ fn the_page_turns_dns_off_and_on_and_adds_an_interface_that_dhcp_serves() {
     );
     let ip: std::net::Ipv4Addr = got.unwrap().parse().unwrap();
     assert_eq!(ip.octets()[..3], [198, 18, 8], "{ip}");
+    // The boot path and NFS roots follow the added interface too.
+    let up = common::wait_until(Duration::from_secs(10), || {
+        http_health(&ns, http_new) && nfs_null(&ns, nfs_new)
+    });
+    assert!(
+        up,
+        "no HTTP or NFS on the added interface:\n{}",
+        d.log_tail(30)
+    );
     assert_eq!(d.pid(), Some(pid));
     assert_eq!(d.log().matches("drover: ready").count(), 1);
 

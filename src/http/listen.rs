@@ -106,6 +106,38 @@ pub struct Endpoint<L = TcpListener> {
     pub tls: Option<TlsAcceptor>,
 }
 
+/// The caps and counters that every endpoint of one server shares, and the server's
+/// shutdown: endpoints may come and go while it runs (an interface added to the appliance
+/// gets its listeners without touching the others'), and their connections count against
+/// the same caps.
+#[derive(Clone)]
+pub struct Front {
+    slots: Arc<Slots>,
+    shutdown: CancellationToken,
+}
+
+impl Front {
+    pub fn new(limits: Limits, stats: Arc<Stats>, shutdown: CancellationToken) -> Front {
+        let caps = Caps::new(limits.max_connections, limits.max_per_address);
+        let slots = Arc::new(Slots {
+            limits,
+            stats,
+            caps,
+        });
+        Front { slots, shutdown }
+    }
+
+    /// Accepts on `endpoints` until `stop` (or the server's shutdown) fires. Connections
+    /// already accepted are not ended by `stop`: they finish, or end with the server.
+    pub async fn serve<L: Accept>(&self, endpoints: Vec<Endpoint<L>>, stop: CancellationToken) {
+        let mut loops = JoinSet::new();
+        for endpoint in endpoints {
+            loops.spawn(accept_loop(endpoint, self.clone(), stop.clone()));
+        }
+        while loops.join_next().await.is_some() {}
+    }
+}
+
 /// Serves every endpoint until `shutdown` fires.
 pub async fn serve<L: Accept>(
     endpoints: Vec<Endpoint<L>>,
@@ -113,27 +145,16 @@ pub async fn serve<L: Accept>(
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let slots = Arc::new(Slots {
-        limits,
-        stats,
-        caps: Caps::new(limits.max_connections, limits.max_per_address),
-    });
-    let mut loops = JoinSet::new();
-    for endpoint in endpoints {
-        let (slots, shutdown) = (slots.clone(), shutdown.clone());
-        loops.spawn(accept_loop(endpoint, slots, shutdown));
-    }
-    while loops.join_next().await.is_some() {}
+    let front = Front::new(limits, stats, shutdown.clone());
+    front.serve(endpoints, shutdown).await;
     Ok(())
 }
 
-async fn accept_loop<L: Accept>(
-    endpoint: Endpoint<L>,
-    slots: Arc<Slots>,
-    shutdown: CancellationToken,
-) {
+async fn accept_loop<L: Accept>(endpoint: Endpoint<L>, front: Front, stop: CancellationToken) {
+    let Front { slots, shutdown } = front;
     loop {
         let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
             _ = shutdown.cancelled() => return,
             r = endpoint.listener.accept() => r,
         };

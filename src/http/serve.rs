@@ -139,46 +139,84 @@ fn boot_only_router(shared: Shared, https_port: u16) -> Router {
 
 /// The HTTPS side of the server.
 pub struct Https {
-    pub listeners: Vec<tokio::net::TcpListener>,
     pub acceptor: tokio_rustls::TlsAcceptor,
     pub port: u16,
     /// Refuse the API and page on the plain listeners.
     pub api_only: bool,
 }
 
-/// Serves the router on `plain` listeners and (with TLS) on `https`'s, until `shutdown`
-/// fires, under `limits` (see [`super::listen`]).
-pub async fn run(
-    plain: Vec<tokio::net::TcpListener>,
-    https: Option<Https>,
-    shared: Shared,
-    limits: super::listen::Limits,
-    stats: Arc<super::listen::Stats>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    use super::listen::Endpoint;
-    let full = router(shared.clone());
-    let plain_app = match &https {
-        Some(h) if h.api_only => boot_only_router(shared, h.port),
-        _ => full.clone(),
-    };
-    let mut endpoints: Vec<Endpoint> = plain
-        .into_iter()
-        .map(|listener| Endpoint {
-            listener,
-            app: plain_app.clone(),
-            tls: None,
-        })
-        .collect();
-    if let Some(h) = https {
-        let app = full.layer(axum::Extension(crate::api::OverTls));
-        endpoints.extend(h.listeners.into_iter().map(|listener| Endpoint {
-            listener,
-            app: app.clone(),
-            tls: Some(h.acceptor.clone()),
-        }));
+/// Whether a listener speaks plain HTTP or HTTPS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Plain,
+    Tls,
+}
+
+/// The routers, the TLS acceptor and the shared caps of one HTTP server, whose listeners are
+/// added as addresses come (`crate::serve`: the admin address at start, each interface's as
+/// a unit that follows the appliance settings). Under `limits` (see [`super::listen`]).
+#[derive(Clone)]
+pub struct Server {
+    front: super::listen::Front,
+    plain: Router,
+    tls: Option<(tokio_rustls::TlsAcceptor, Router)>,
+    pub port: u16,
+    pub https_port: Option<u16>,
+}
+
+impl Server {
+    pub fn new(
+        https: Option<Https>,
+        shared: Shared,
+        limits: super::listen::Limits,
+        stats: Arc<super::listen::Stats>,
+        shutdown: CancellationToken,
+    ) -> Server {
+        let port = shared.port;
+        let full = router(shared.clone());
+        let plain = match &https {
+            Some(h) if h.api_only => boot_only_router(shared, h.port),
+            _ => full.clone(),
+        };
+        let https_port = https.as_ref().map(|h| h.port);
+        let tls = https.map(|h| (h.acceptor, full.layer(axum::Extension(crate::api::OverTls))));
+        Server {
+            front: super::listen::Front::new(limits, stats, shutdown),
+            plain,
+            tls,
+            port,
+            https_port,
+        }
     }
-    super::listen::serve(endpoints, limits, stats, shutdown).await
+
+    /// What `listener` serves: the boot path (and the API and page unless HTTPS only) in
+    /// plain HTTP, everything over TLS. `None` for TLS on a server without HTTPS.
+    pub fn endpoint(
+        &self,
+        listener: tokio::net::TcpListener,
+        scheme: Scheme,
+    ) -> Option<super::listen::Endpoint> {
+        let (app, tls) = match scheme {
+            Scheme::Plain => (self.plain.clone(), None),
+            Scheme::Tls => {
+                let (acceptor, app) = self.tls.as_ref()?;
+                (app.clone(), Some(acceptor.clone()))
+            }
+        };
+        Some(super::listen::Endpoint { listener, app, tls })
+    }
+
+    /// Serves `endpoints` until `stop` fires or the server shuts down; then waits for `stop`,
+    /// so that a server with no endpoint of its own (yet) runs as long as it is asked to.
+    pub async fn run(
+        self,
+        endpoints: Vec<super::listen::Endpoint>,
+        stop: CancellationToken,
+    ) -> std::io::Result<()> {
+        self.front.serve(endpoints, stop.clone()).await;
+        stop.cancelled().await;
+        Ok(())
+    }
 }
 
 fn text(status: StatusCode, body: String) -> Response {

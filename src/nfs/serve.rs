@@ -1,8 +1,8 @@
 //! The tokio shell of the NFSv4 server: TCP listeners, one task per connection, the
 //! blocking file work off the async workers, the lease clock and the status file.
 //!
-//! Data flow: [`run`] accepts on every listener it is given (one per interface address) up
-//! to [`Settings::max_connections`]. A connection task reads RPC records (record marking,
+//! Data flow: [`run`] and [`Front::accept`] accept on every listener they are given (one
+//! per interface address, the service address) up to [`Settings::max_connections`] in all. A connection task reads RPC records (record marking,
 //! at most [`MAX_RECORD`] bytes: a larger record closes the connection, as there is no way
 //! to answer part of one), decodes each call's header once ([`rpc::parse_call`]: the xid
 //! for the log) and hands the call to [`Server::handle_call`] in `spawn_blocking`,
@@ -230,32 +230,66 @@ pub fn server(
     Arc::new(Server::new(vfs, core))
 }
 
-/// Serves NFSv4 on `listeners` until `shutdown` is cancelled; publishes its clients on
-/// `clients` every [`TICK`] (for the pool's summary of this member, and for the grace period
-/// of a member that takes the service address over from this one).
+/// The connection side of one NFS server: the shell every connection runs in and the cap
+/// on connections. Listeners are added while the server runs (`crate::serve` gives each
+/// served interface its own, as a unit that follows the appliance settings).
+#[derive(Clone)]
+pub struct Front {
+    shell: Shell,
+    conns: Arc<Semaphore>,
+}
+
+impl Front {
+    pub fn new(
+        server: Arc<Server>,
+        settings: &Settings,
+        stats: Arc<Stats>,
+        shutdown: CancellationToken,
+    ) -> Front {
+        let shell = Shell {
+            server,
+            stats,
+            blocking: Arc::new(Semaphore::new(settings.max_blocking)),
+            calls: Arc::new(Calls::default()),
+            limits: ConnLimits {
+                inflight: settings.max_inflight,
+                idle: settings.idle_timeout,
+            },
+            shutdown,
+        };
+        let conns = Arc::new(Semaphore::new(settings.max_connections));
+        Front { shell, conns }
+    }
+
+    /// Accepts on `listener` until `stop` fires or the server shuts down. Connections it
+    /// took are not ended by `stop`: they go on until their client leaves or the server
+    /// shuts down (a client of an address that went away stops on its own).
+    pub async fn accept(&self, listener: TcpListener, stop: CancellationToken) -> io::Result<()> {
+        accept_loop(listener, self.shell.clone(), self.conns.clone(), stop).await;
+        Ok(())
+    }
+}
+
+/// Serves NFSv4 through `front` on `listeners` (more come through [`Front::accept`]) until
+/// the server shuts down; publishes its clients on `clients` every [`TICK`] (for the pool's
+/// summary of this member, and for the grace period of a member that takes the service
+/// address over from this one).
 pub async fn run(
+    front: Front,
     listeners: Vec<TcpListener>,
-    server: Arc<Server>,
     settings: Settings,
-    stats: Arc<Stats>,
     clients: watch::Sender<Arc<Reclaimers>>,
-    shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let conns = Arc::new(Semaphore::new(settings.max_connections));
-    let shell = Shell {
-        server: server.clone(),
-        stats: stats.clone(),
-        blocking: Arc::new(Semaphore::new(settings.max_blocking)),
-        calls: Arc::new(Calls::default()),
-        limits: ConnLimits {
-            inflight: settings.max_inflight,
-            idle: settings.idle_timeout,
-        },
-        shutdown: shutdown.clone(),
-    };
+    let Front { shell, conns } = front;
+    let (server, stats, shutdown) = (
+        shell.server.clone(),
+        shell.stats.clone(),
+        shell.shutdown.clone(),
+    );
     let mut tasks = JoinSet::new();
     for l in listeners {
-        tasks.spawn(accept_loop(l, shell.clone(), conns.clone()));
+        let stop = shutdown.clone();
+        tasks.spawn(accept_loop(l, shell.clone(), conns.clone(), stop));
     }
     tasks.spawn(callbacks(shell.clone()));
     let mut tick = tokio::time::interval(TICK);
@@ -465,11 +499,21 @@ async fn call41(calls: &Calls, conn: u64, xid: u32, call: Vec<u8>) -> Option<Vec
     reply
 }
 
-async fn accept_loop(listener: TcpListener, shell: Shell, conns: Arc<Semaphore>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shell: Shell,
+    conns: Arc<Semaphore>,
+    stop: CancellationToken,
+) {
     let mut tasks = JoinSet::new();
     loop {
         let accepted = tokio::select! {
             _ = shell.shutdown.cancelled() => break,
+            _ = stop.cancelled() => {
+                // Only this listener stops: its connections run on in their own tasks.
+                tasks.detach_all();
+                return;
+            }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             a = listener.accept() => a,
         };

@@ -59,13 +59,12 @@ async fn serve(
     let addr = listener.local_addr().expect("address");
     let shutdown = CancellationToken::new();
     let stats = Arc::new(Stats::default());
+    let front = Front::new(server, &settings, stats.clone(), shutdown.clone());
     tokio::spawn(run(
+        front,
         vec![listener],
-        server,
         settings,
-        stats.clone(),
         tokio::sync::watch::channel(Arc::default()).0,
-        shutdown.clone(),
     ));
     (addr, stats, shutdown)
 }
@@ -207,4 +206,49 @@ async fn idle_connections_are_closed() {
     );
     assert_eq!(stats.connections_idle.load(Ordering::Relaxed), 1);
     shutdown.cancel();
+}
+
+/// A listener added while the server runs (an interface added to the appliance) serves
+/// calls; stopped (the interface gone), it takes no more connections, while its own go on
+/// and the server goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_come_and_go_while_the_server_runs() {
+    let (server, _) = server_with_big_file();
+    let (settings, shutdown) = (Settings::default(), CancellationToken::new());
+    let stats = Arc::new(Stats::default());
+    let front = Front::new(server, &settings, stats.clone(), shutdown.clone());
+    let clients = tokio::sync::watch::channel(Arc::default()).0;
+    let running = tokio::spawn(run(front.clone(), Vec::new(), settings, clients));
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let stop = CancellationToken::new();
+    let added = tokio::spawn({
+        let (front, stop) = (front.clone(), stop.clone());
+        async move { front.accept(listener, stop).await }
+    });
+    let mut conn = TcpStream::connect(addr).await.expect("connect");
+    let null = async |conn: &mut TcpStream| {
+        conn.write_all(&rpc::record(&call_null()))
+            .await
+            .expect("NULL");
+        let mut reply = Vec::new();
+        read_record(conn, &mut reply)
+            .await
+            .expect("a reply")
+            .expect("not closed");
+    };
+    null(&mut conn).await;
+    stop.cancel();
+    added.await.expect("join").expect("accept loop");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "a stopped listener takes no connection"
+    );
+    null(&mut conn).await;
+    assert!(!running.is_finished(), "the server goes on");
+    assert_eq!(stats.connections.load(Ordering::Relaxed), 1);
+    shutdown.cancel();
+    running.await.expect("join").expect("server");
 }

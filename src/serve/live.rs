@@ -1,6 +1,6 @@
-//! The services that restart alone: DHCP, TFTP, DNS, NTP and router advertisements, one
-//! unit per service and interface, and the task that keeps them in step with the appliance
-//! settings of the store (`crate::overrides`).
+//! The services that restart alone: DHCP, TFTP, DNS, NTP and router advertisements, and
+//! the HTTP and NFS servers' listeners, one unit per service and interface, and the task that
+//! keeps them in step with the appliance settings of the store (`crate::overrides`).
 //!
 //! [`plan`] turns the services' settings into units (named like their tasks, `dns eth0`),
 //! each with everything it runs with. [`supervise`] reads the store's settings every
@@ -18,8 +18,15 @@
 //! appears. A unit's task that ends by itself (not stopped here) ends the server, as every
 //! other service task does.
 //!
-//! Not here: HTTP, NFS, the pool, the service address and the power poller, which start
-//! once (`super`); their keys are reported as needing a restart ([`crate::config::key_takes`]).
+//! HTTP and NFS are one server each (`super`: routers, certificate, client state), started
+//! once with the settings of the start ([`Cores`]); a unit only adds that server's listeners
+//! on its interface's address (HTTP and HTTPS ports; NFS port), so an interface added later
+//! serves the boot path, page and NFS roots too. Their own keys (`http.*`, `nfs.*`) still
+//! take a restart, and a server that was off at the start gets no units.
+//!
+//! Not here: the pool, the service address (and its NFS listener) and the power poller,
+//! which start once (`super`); their keys are reported as needing a restart
+//! ([`crate::config::key_takes`]).
 
 use super::settings::Settings;
 use super::{spawn, Context, Tasks};
@@ -46,6 +53,10 @@ pub enum Spec {
     Ntp(crate::ntp::serve::Settings),
     /// The time between advertisements.
     Ra(Duration),
+    /// The HTTP server's listeners ([`Cores::http`]).
+    Http,
+    /// The NFS server's listener ([`Cores::nfs`]).
+    Nfs,
 }
 
 impl Spec {
@@ -56,6 +67,8 @@ impl Spec {
             Spec::Dns(_) => "dns",
             Spec::Ntp(_) => "ntp",
             Spec::Ra(_) => "ra",
+            Spec::Http => "http",
+            Spec::Nfs => "nfs",
         }
     }
 }
@@ -63,7 +76,13 @@ impl Spec {
 /// The units of `settings` on `interfaces`, by name (`SERVICE IFACE`).
 pub type Plan = BTreeMap<String, (Interface, Spec)>;
 
-pub fn plan(settings: &Settings, interfaces: &[Interface]) -> Plan {
+/// The servers started once whose listeners are units: `None` when off at the start.
+pub struct Cores {
+    pub http: Option<super::HttpServer>,
+    pub nfs: Option<super::NfsServer>,
+}
+
+pub fn plan(settings: &Settings, interfaces: &[Interface], cores: &Cores) -> Plan {
     let mut out = Plan::new();
     for (i, iface) in interfaces.iter().enumerate() {
         let mut specs = Vec::new();
@@ -82,6 +101,12 @@ pub fn plan(settings: &Settings, interfaces: &[Interface]) -> Plan {
         if let Some(r) = settings.ra {
             specs.push(Spec::Ra(r));
         }
+        if cores.http.is_some() {
+            specs.push(Spec::Http);
+        }
+        if cores.nfs.is_some() {
+            specs.push(Spec::Nfs);
+        }
         for spec in specs {
             let name = format!("{} {}", spec.service(), iface.name);
             out.insert(name, (iface.clone(), spec));
@@ -91,8 +116,8 @@ pub fn plan(settings: &Settings, interfaces: &[Interface]) -> Plan {
 }
 
 /// The units that run, with what stops each.
-#[derive(Default)]
 pub struct Running {
+    cores: Cores,
     units: BTreeMap<String, (Interface, Spec, CancellationToken)>,
     /// Counters per unit name, kept across restarts so that `/metrics` has one series each.
     dhcp: HashMap<String, Arc<crate::dhcp::serve::Stats>>,
@@ -190,6 +215,28 @@ impl Running {
                 let run = crate::net::ra::run(iface.clone(), *interval, token.clone());
                 spawn(tasks, name_s, "router advertisements", run);
             }
+            Spec::Http => {
+                let Some(server) = &self.cores.http else {
+                    anyhow::bail!("HTTP is off since the start: it takes a restart");
+                };
+                let endpoints = super::bind_http(server, iface.addr).await?;
+                let run = server.clone().run(endpoints, token.clone());
+                spawn(tasks, name_s, "HTTP listener", run);
+            }
+            Spec::Nfs => {
+                let Some(nfs) = &self.cores.nfs else {
+                    anyhow::bail!("NFS is off since the start: it takes a restart");
+                };
+                let addr = SocketAddr::from((iface.addr, nfs.port));
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("NFS: cannot listen on TCP {addr}"))?;
+                let front = nfs.front.clone();
+                let stop = token.clone();
+                spawn(tasks, name_s, "NFS listener", async move {
+                    front.accept(listener, stop).await
+                });
+            }
         }
         let unit = (iface.clone(), spec.clone(), token);
         self.units.insert(name.to_string(), unit);
@@ -233,8 +280,15 @@ fn ended(
 }
 
 /// Starts every unit of `plan` (at start-up: a unit that cannot bind stops the server).
-pub async fn start_all(ctx: &Context, plan: &Plan) -> Result<(Running, Tasks)> {
-    let mut running = Running::default();
+pub async fn start_all(ctx: &Context, cores: Cores, plan: &Plan) -> Result<(Running, Tasks)> {
+    let mut running = Running {
+        cores,
+        units: BTreeMap::new(),
+        dhcp: HashMap::new(),
+        dns: HashMap::new(),
+        ntp: HashMap::new(),
+        tftp_registered: false,
+    };
     let mut tasks = Tasks::new();
     for (name, (iface, spec)) in plan {
         running.start(ctx, &mut tasks, name, iface, spec).await?;
@@ -339,7 +393,7 @@ async fn apply(
     }
     let settings = Settings::new(&config, &interfaces, ctx.store.member(), &ctx.state_dir)
         .map_err(|e| refused(&e))?;
-    let next = plan(&settings, &interfaces);
+    let next = plan(&settings, &interfaces, &running.cores);
     let stale: Vec<String> = running
         .units
         .iter()
@@ -417,9 +471,14 @@ mod tests {
     }
 
     fn plan_of(c: &Config, interfaces: &[Interface]) -> Plan {
+        let cores = Cores {
+            http: None,
+            nfs: None,
+        };
         plan(
             &Settings::new(c, interfaces, 1, Path::new("/s")).unwrap(),
             interfaces,
+            &cores,
         )
     }
 

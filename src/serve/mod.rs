@@ -5,12 +5,12 @@
 //! Every `start_<service>` has one shape: it takes the [`Context`] (interfaces, settings,
 //! store and view, the links between tasks, the shutdown token) and the task set, binds its
 //! sockets, registers its counters and spawns its tasks. Tasks: one per service and interface
-//! (DHCP, TFTP, DNS, NTP, router advertisements), the NFSv4 server (one for all interfaces,
-//! and the pool's service address when configured), pool membership (idle until the state
-//! directory has a cluster key), the service address (`net::floating`, with a grace period
-//! of the NFS server each time it is taken), the HTTP server (one listener per served interface address and
-//! one on the admin address), the
-//! boot-event writer (`crate::timeline::Writer`), the power poller and BMC session keeper,
+//! (DHCP, TFTP, DNS, NTP, router advertisements, and the HTTP and NFS listeners: [`live`]),
+//! the NFSv4 server (one for all interfaces, listening itself on the pool's service address
+//! when configured), pool membership (idle until the state directory has a cluster key), the
+//! service address (`net::floating`, with a grace period of the NFS server each time it is
+//! taken), the HTTP server (one for all interfaces, listening itself on the admin address),
+//! the boot-event writer (`crate::timeline::Writer`), the power poller and BMC session keeper,
 //! and the view refresher, which brings the one [`SharedView`] up to date every
 //! [`REFRESH_INTERVAL`] so that admin changes made by another process (the CLI) reach the
 //! services without a restart, and the change-feed compaction timer (`pool::compact`). A
@@ -85,11 +85,14 @@ pub async fn run(state_dir: &Path, base: Base) -> Result<()> {
     let ctx = Arc::new(Context::open(state_dir, store, &config)?);
     let mut tasks = Tasks::new();
     start_boot_events(&ctx, &mut tasks).await?;
-    start_http(&ctx, &mut tasks).await?;
-    start_nfs(&ctx, &mut tasks).await?;
-    // DHCP, TFTP, DNS, NTP and RA per interface: they follow the store's settings.
-    let plan = live::plan(&ctx.settings, &ctx.interfaces);
-    let (running, live_tasks) = live::start_all(&ctx, &plan).await?;
+    let cores = live::Cores {
+        http: start_http(&ctx, &mut tasks).await?,
+        nfs: start_nfs(&ctx, &mut tasks).await?,
+    };
+    // DHCP, TFTP, DNS, NTP, RA, and HTTP and NFS listeners per interface: they follow the
+    // store's settings.
+    let plan = live::plan(&ctx.settings, &ctx.interfaces, &cores);
+    let (running, live_tasks) = live::start_all(&ctx, cores, &plan).await?;
     let watch = live::Watch { base, stored };
     let run = live::supervise(ctx.clone(), running, live_tasks, watch);
     spawn(&mut tasks, "live services".into(), "live services", run);
@@ -140,6 +143,15 @@ fn layered_config(store: &Store, base: &Base) -> Result<(Config, Vec<overrides::
             Ok((alone, stored))
         }
     }
+}
+
+type HttpServer = crate::http::serve::Server;
+
+/// The NFS server's connection side and port, which each interface's listener joins.
+#[derive(Clone)]
+struct NfsServer {
+    front: crate::nfs::serve::Front,
+    port: u16,
 }
 
 /// What every `start_<service>` gets: where it serves, its settings, and the handles it
@@ -294,22 +306,15 @@ async fn start_boot_events(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
     Ok(())
 }
 
-async fn start_http(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
+/// The HTTP server, with listeners on the addresses that are not an interface's (the admin
+/// address); each interface's listeners are its `http IFACE` unit (`live`). `None` when HTTP
+/// is off.
+async fn start_http(ctx: &Context, tasks: &mut Tasks) -> Result<Option<HttpServer>> {
     let Some(s) = &ctx.settings.http else {
-        return Ok(());
+        return Ok(None);
     };
-    // Each served interface's address and the admin address, never 0.0.0.0: the admin API
-    // is not exposed on networks drover does not serve.
-    let mut listeners = Vec::new();
-    for ip in &s.listen {
-        let addr = SocketAddr::from((*ip, s.port));
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("HTTP: cannot listen on {addr}"))?;
-        listeners.push(listener);
-    }
     let https = match &s.https {
-        Some(h) => Some(start_https(ctx, s, h).await?),
+        Some(h) => Some(start_https(ctx, s, h)?),
         None => None,
     };
     let api = crate::api::Api::new(
@@ -336,17 +341,54 @@ async fn start_http(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
     let stats = Arc::new(crate::http::listen::Stats::default());
     crate::counters::register("http", "all", stats.clone());
     let limits = crate::http::listen::Limits::default();
-    let token = ctx.shutdown.clone();
     let https = https.map(|(h, _)| h);
-    let run = crate::http::serve::run(listeners, https, shared, limits, stats, token);
+    let server =
+        crate::http::serve::Server::new(https, shared, limits, stats, ctx.shutdown.clone());
+    // Never 0.0.0.0: the admin API is not exposed on networks drover does not serve.
+    let mut endpoints = Vec::new();
+    for ip in s
+        .listen
+        .iter()
+        .filter(|ip| !ctx.interfaces.iter().any(|i| i.addr == **ip))
+    {
+        endpoints.extend(bind_http(&server, *ip).await?);
+    }
+    let run = server.clone().run(endpoints, ctx.shutdown.clone());
     spawn(tasks, "http".into(), "HTTP server", run);
-    Ok(())
+    Ok(Some(server))
 }
 
-/// The HTTPS listeners (same addresses as HTTP) and the certificate: the admin's, or the
-/// state directory's self-signed one, made now at first start. Logs the fingerprint and
-/// returns it.
-async fn start_https(
+/// The HTTP server's listeners on `ip`: plain HTTP, and HTTPS when it has a certificate.
+async fn bind_http(
+    server: &HttpServer,
+    ip: Ipv4Addr,
+) -> Result<Vec<crate::http::listen::Endpoint>> {
+    use crate::http::serve::Scheme;
+    let ports = [
+        (Scheme::Plain, Some(server.port)),
+        (Scheme::Tls, server.https_port),
+    ];
+    let mut endpoints = Vec::new();
+    for (scheme, port) in ports {
+        let Some(port) = port else { continue };
+        let addr = SocketAddr::from((ip, port));
+        let what = if scheme == Scheme::Tls {
+            "HTTPS"
+        } else {
+            "HTTP"
+        };
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("{what}: cannot listen on {addr}"))?;
+        endpoints.extend(server.endpoint(listener, scheme));
+    }
+    Ok(endpoints)
+}
+
+/// The HTTPS side (its listeners come with HTTP's, see [`bind_http`]) and the certificate:
+/// the admin's, or the state directory's self-signed one, made now at first start for the
+/// addresses served at start. Logs the fingerprint and returns it.
+fn start_https(
     ctx: &Context,
     s: &settings::Http,
     h: &settings::Https,
@@ -365,16 +407,7 @@ async fn start_https(
         fingerprint = %identity.fingerprint(),
         "HTTPS for the page and API (SHA-256 fingerprint of the certificate)"
     );
-    let mut listeners = Vec::new();
-    for ip in &s.listen {
-        let addr = SocketAddr::from((*ip, h.port));
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("HTTPS: cannot listen on {addr}"))?;
-        listeners.push(listener);
-    }
     let https = crate::http::serve::Https {
-        listeners,
         acceptor: tokio_rustls::TlsAcceptor::from(config),
         port: h.port,
         api_only: h.api_only,
@@ -382,21 +415,15 @@ async fn start_https(
     Ok((https, identity.fingerprint()))
 }
 
-async fn start_nfs(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
+/// The NFS server, with its listener on the service address; each interface's listener is
+/// its `nfs IFACE` unit (`live`). One server (one set of client state) for all addresses: a
+/// client that reaches drover through two addresses is still one client. `None` when NFS is
+/// off.
+async fn start_nfs(ctx: &Context, tasks: &mut Tasks) -> Result<Option<NfsServer>> {
     let Some(s) = &ctx.settings.nfs else {
-        return Ok(());
+        return Ok(None);
     };
-    // One server (one set of client state) for all interfaces: a client that reaches
-    // drover through two addresses is still one client.
     let mut listeners = Vec::new();
-    for iface in &ctx.interfaces {
-        let addr = SocketAddr::from((iface.addr, s.port));
-        listeners.push(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("NFS: cannot listen on TCP {addr}"))?,
-        );
-    }
     // The service address: bound before it is here, so it serves whenever it is.
     if let Some(p) = &ctx.placement {
         let addr = std::net::SocketAddrV4::new(p.addr.addr, s.port);
@@ -463,16 +490,18 @@ async fn start_nfs(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
     }
     let stats = Arc::new(crate::nfs::serve::Stats::default());
     crate::counters::register("nfs", "all", stats.clone());
+    let front = crate::nfs::serve::Front::new(server, &s.shell, stats, ctx.shutdown.clone());
     let run = crate::nfs::serve::run(
+        front.clone(),
         listeners,
-        server,
         s.shell.clone(),
-        stats,
         ctx.links.nfs_clients.0.clone(),
-        ctx.shutdown.clone(),
     );
     spawn(tasks, "nfs".into(), "NFS server", run);
-    Ok(())
+    Ok(Some(NfsServer {
+        front,
+        port: s.port,
+    }))
 }
 
 async fn start_service_address(ctx: &Context, tasks: &mut Tasks) -> Result<()> {
