@@ -17,6 +17,7 @@
 pub mod api;
 pub mod bmc;
 pub mod nfs4;
+pub mod pool;
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
@@ -550,6 +551,12 @@ impl Drover {
             child: None,
             envs: Vec::new(),
         }
+    }
+
+    /// Runs `bin` from now on (the server's next start and the CLI), e.g. another release
+    /// on the same state directory.
+    pub fn set_bin(&mut self, bin: &Path) {
+        self.bin = bin.to_path_buf();
     }
 
     /// Sets an environment variable for the server and CLI runs (e.g. `RUST_LOG`).

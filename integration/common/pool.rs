@@ -1,0 +1,81 @@
+//! What the pool tests under DHCP load watch: every member's leases and who holds the
+//! floating service address, snapshotted together.
+
+use super::Member;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// The active leases in a member's store: address -> MAC.
+pub fn active_leases(m: &Member) -> HashMap<String, String> {
+    let out = m.drover.cli(&["lease", "list"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && f[2] != "expired" && f[2] != "released")
+                .then(|| (f[0].to_string(), f[1].to_string()))
+        })
+        .collect()
+}
+
+/// What the snapshots found: leases are keyed by address and merge last-writer-wins, so a
+/// duplicate would not survive a heal; it must be caught while the members disagree.
+pub struct Findings {
+    /// The pool's floating service address.
+    pub service_address: &'static str,
+    pub snapshots: u64,
+    /// (address, MACs) bound to two clients at once.
+    pub duplicates: Vec<(String, Vec<String>)>,
+    /// Snapshots in which two members held the service address.
+    pub two_holders: u64,
+}
+
+impl Findings {
+    pub fn new(service_address: &'static str) -> Findings {
+        Findings {
+            service_address,
+            snapshots: 0,
+            duplicates: Vec::new(),
+            two_holders: 0,
+        }
+    }
+
+    pub fn holders(&self, m: &[Member]) -> usize {
+        m.iter()
+            .filter(|x| x.has_address(self.service_address))
+            .count()
+    }
+
+    pub fn snapshot(&mut self, m: &[Member]) {
+        self.snapshots += 1;
+        let mut bound: HashMap<String, Vec<String>> = HashMap::new();
+        for x in m {
+            for (ip, mac) in active_leases(x) {
+                let macs = bound.entry(ip).or_default();
+                if !macs.contains(&mac) {
+                    macs.push(mac);
+                }
+            }
+        }
+        self.duplicates
+            .extend(bound.into_iter().filter(|(_, macs)| macs.len() > 1));
+        if self.holders(m) > 1 {
+            self.two_holders += 1;
+        }
+    }
+
+    /// Snapshots every second for `secs`.
+    pub fn watch(&mut self, m: &[Member], secs: u64) {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            self.snapshot(m);
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// The most active leases any member has now.
+    pub fn most_leases(m: &[Member]) -> usize {
+        m.iter().map(|x| active_leases(x).len()).max().unwrap_or(0)
+    }
+}
