@@ -25,6 +25,7 @@
 //! and `crate::tls`).
 
 mod config;
+mod console;
 pub mod discovered;
 pub mod error;
 mod events;
@@ -109,6 +110,8 @@ pub struct Api {
     metrics: metrics::Metrics,
     /// Session cap, pacing and protocol choices for `POST /power` (from `[power]`).
     pub power: crate::ipmi::power::FanOut,
+    /// Node consoles shared between WebSocket clients (`crate::ipmi::hub`).
+    pub hub: Arc<crate::ipmi::hub::Hub>,
     shutdown: CancellationToken,
     started: Instant,
     /// The state directory (the pool status file).
@@ -152,8 +155,10 @@ impl Api {
         let restart_values = crate::overrides::show(&store, state_dir)
             .map(|shown| crate::overrides::restart_values(&shown))
             .unwrap_or_default();
+        let hub = crate::ipmi::hub::Hub::new(store.clone(), power.dial.clone(), state_dir.into());
         Ok(Arc::new(Api {
             restart_values,
+            hub,
             store,
             services,
             sessions: Mutex::new(Sessions::default()),
@@ -347,6 +352,8 @@ pub fn routes() -> Vec<Route> {
         route(post.clone(), "/nodes/import", r::import_nodes),
         route(get.clone(), "/nodes/{name}", r::get_node),
         route(get.clone(), "/nodes/{name}/events", r::node_events),
+        route(get.clone(), "/nodes/{name}/console", console::attach),
+        route(get.clone(), "/nodes/{name}/console/log", console::log),
         route(patch.clone(), "/nodes/{name}", r::set_node),
         route(
             delete.clone(),

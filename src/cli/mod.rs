@@ -124,6 +124,9 @@ pub fn run(cli: args::Cli) -> Result<()> {
         )?),
         _ => None,
     };
+    if let (Command::Console { .. }, Some(r)) = (&cli.command, &remote) {
+        return bmc::console_remote(r, &cli.command);
+    }
     if let Some(name) = local_only(&cli.command) {
         if remote.is_some() {
             bail!(
@@ -386,7 +389,7 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
         Command::Exec(args) => exec::exec(state, &args),
         Command::Cp(args) => exec::cp(state, &args),
         Command::Bmc(cmd) => bmc::run(state, &cmd),
-        Command::Console { node, config } => bmc::console(state, &node, config.as_deref()),
+        command @ Command::Console { .. } => bmc::console(state, &command),
         Command::Usb(cmd) => usb(state, cmd),
         _ => bail!("internal: a command with an API counterpart reached the local-only path"),
     }
