@@ -31,6 +31,7 @@ use axum::Json;
 use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
 
 type Q = axum::extract::Query<Vec<(String, String)>>;
 type Res = Result<Response, ApiError>;
@@ -118,12 +119,12 @@ pub async fn attach(
     let hello = json!({"writer": client.writer, "notice": notice}).to_string();
     Ok(ws
         .max_message_size(64 << 10)
-        .on_upgrade(move |socket| relay(socket, client, hello))
+        .on_upgrade(move |socket| relay(socket, client, hello, api.shutdown.clone()))
         .into_response())
 }
 
-/// Relays between one WebSocket and its console seat until either ends.
-async fn relay(mut socket: WebSocket, mut client: Client, hello: String) {
+/// Relays between one WebSocket and its console seat until either ends or the server stops.
+async fn relay(mut socket: WebSocket, mut client: Client, hello: String, stop: CancellationToken) {
     if socket.send(Message::Text(hello.into())).await.is_err() {
         return;
     }
@@ -134,6 +135,10 @@ async fn relay(mut socket: WebSocket, mut client: Client, hello: String) {
     let mut told_read_only = false;
     loop {
         tokio::select! {
+            () = stop.cancelled() => {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
             frame = client.frames.recv() => {
                 let msg = match frame {
                     Ok(Frame::Output(bytes)) => Message::Binary(bytes.to_vec().into()),
