@@ -136,7 +136,7 @@ fn print_boots(node: &str, boots: &[(u64, Vec<u8>)], all: bool) -> Result<()> {
     let Some(last) = boots.len().checked_sub(1) else {
         bail!("no console log of {node} on this member (its console was never open here)");
     };
-    let shown = if all { &boots[..] } else { &boots[last..] };
+    let shown = if all { boots } else { &boots[last..] };
     let mut out = std::io::stdout().lock();
     for (boot_ms, bytes) in shown {
         if all {
