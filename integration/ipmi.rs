@@ -859,6 +859,44 @@ fn sensors_and_the_event_log_match_ipmitool() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 2 nodes failed"));
 }
 
+/// `bmc sensors|sel --server` (the API reads the BMCs) print what the local commands print,
+/// for a viewer too; a node without a BMC is a failed item and a non-zero exit.
+#[test]
+fn bmc_reads_through_the_api_match_the_local_ones() {
+    let emu = temperature_sensor(1, "CPU Temp", 45)
+        + "sel_enable 0x20 1000 0x0a\n"
+        + &sel_entry(1, false);
+    let sim = BmcSim::start_with("ipmi-api-sensors", &emu, "");
+    let s = common::api::ApiServer::start();
+    add_node(&s.d, "n1", "52:54:00:00:0a:11", &sim.address());
+    s.d.cli_ok(&["node", "add", "bare", "--mac", "52:54:00:00:0a:12"]);
+    let viewer =
+        s.d.cli_ok(&["token", "create", "--name", "ro", "--role", "viewer"]);
+    let viewer = viewer.split_whitespace().last().unwrap().to_string();
+    let url = s.url();
+    for what in ["sensors", "sel"] {
+        let local = s.d.cli_ok(&["bmc", what, "n1", "--json"]);
+        let remote = s.d.cli_ok(&[
+            "--server", &url, "--token", &viewer, "bmc", what, "n1", "--json",
+        ]);
+        let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+        assert_eq!(parse(&local), parse(&remote), "{what}");
+        assert_eq!(parse(&remote)[0]["ok"], true, "{remote}");
+    }
+    let out = s.d.cli(&[
+        "--server", &url, "--token", &viewer, "bmc", "sensors", "n1", "bare",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(table.contains("failed: no-bmc"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("n1") && l.contains("CPU Temp")),
+        "{table}"
+    );
+}
+
 /// `ipmi_sim` whose SOL is wired to a TCP "serial port" that the test holds (ipmi_sim
 /// connects to it, `sol "tcp:..."`, when it starts); returns the BMC and the port.
 fn sol_bmc(tag: &str) -> (BmcSim, std::net::TcpStream) {

@@ -24,6 +24,7 @@
 //! in `crate::http`), image upload (images are added with the CLI), TLS (`crate::http::listen`
 //! and `crate::tls`).
 
+mod bmc;
 mod config;
 mod console;
 pub mod discovered;
@@ -407,6 +408,8 @@ pub fn routes() -> Vec<Route> {
         ),
         route(get.clone(), "/leases", r::list_leases),
         with_role(Role::Operator, route(post.clone(), "/power", r::power)),
+        route(get.clone(), "/bmc/sensors", bmc::sensors),
+        route(get.clone(), "/bmc/sel", bmc::sel),
         route(get.clone(), "/config", config::show),
         route(post.clone(), "/config", config::change),
         route(get.clone(), "/settings", r::list_settings),

@@ -7,90 +7,115 @@
 //! ([`crate::ipmi::console`]); with `--server`, through that member's shared console (a
 //! WebSocket on `GET /api/v1/nodes/{name}/console`, `crate::ipmi::hub`), asking to write
 //! unless `--read-only`. `--log` prints the console log of the last boot (`--all`: every
-//! boot kept), from the state directory or through the API. `bmc sensors|sel` have no API
-//! route yet: they run where the store is.
+//! boot kept), from the state directory or through the API. With `--server`, `bmc
+//! sensors|sel` ask the server (`GET /api/v1/bmc/sensors|sel`), which reads the BMCs.
 
 use super::args::{BmcCmd, BmcReadArgs, Command};
 use super::local::Local;
 use super::print::{header, table};
 use super::remote::Remote;
 use crate::config::Config;
-use crate::ipmi::sensors::{self, Found, What};
+use crate::ipmi::sensors::{self, What};
 use anyhow::{bail, Result};
-use serde_json::json;
+use serde_json::Value;
 use std::io::Write;
 use std::path::Path;
 
-pub fn run(state: &Path, cmd: &BmcCmd) -> Result<()> {
-    let (what, args) = match cmd {
+fn what(cmd: &BmcCmd) -> (What, &BmcReadArgs) {
+    match cmd {
         BmcCmd::Sensors(a) => (What::Sensors, a),
         BmcCmd::Sel(a) => (What::Sel, a),
-    };
-    read(state, what, args)
+    }
 }
 
-fn read(state: &Path, what: What, args: &BmcReadArgs) -> Result<()> {
+pub fn run(state: &Path, cmd: &BmcCmd) -> Result<()> {
+    let (what, args) = what(cmd);
     let config = Config::load(args.config.as_deref())?;
     let fan = crate::serve::settings::fan_out(&config.power);
     let parallel = args.parallel.unwrap_or(fan.max_sessions).max(1);
     let store = Local::new(state).store()?;
     let jobs = store.read(|r| crate::ipmi::power::resolve(r, &args.targets.targets))?;
     let results = sensors::read_all(&jobs, &fan.dial, what, parallel);
-    let failed = results.iter().filter(|r| r.result.is_err()).count();
-    if args.json {
-        let items: Vec<serde_json::Value> = results
-            .iter()
-            .map(|r| match &r.result {
-                Ok(Found::Sensors(s)) => json!({"node": r.node, "ok": true, "sensors": s}),
-                Ok(Found::Sel(e)) => json!({"node": r.node, "ok": true, "entries": e}),
-                Err(e) => json!({
-                    "node": r.node, "ok": false, "class": e.class(), "reason": e.to_string()
-                }),
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&items)?);
-    } else {
-        print!("{}", render(what, &results));
+    show(what, args.json, &sensors::report(&results))
+}
+
+/// `drover --server URL bmc sensors|sel TARGET...`: the server reads the BMCs.
+pub fn run_remote(remote: &Remote, cmd: &BmcCmd) -> Result<()> {
+    let (what, args) = what(cmd);
+    if args.config.is_some() || args.parallel.is_some() {
+        bail!("--config and --parallel are the server's own settings ([power]) with --server");
     }
+    let path = match what {
+        What::Sensors => "sensors",
+        What::Sel => "sel",
+    };
+    let query: Vec<String> = args
+        .targets
+        .targets
+        .iter()
+        .map(|t| format!("target={}", query_escape(t)))
+        .collect();
+    let found = remote.call("GET", &format!("/bmc/{path}?{}", query.join("&")), None)?;
+    let items = found["items"].as_array().cloned().unwrap_or_default();
+    show(what, args.json, &items)
+}
+
+/// Percent-escapes a query value (targets may hold `[`, `]` and `,`).
+fn query_escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Prints the per-node results (`sensors::report`) as JSON or one table; fails when any
+/// node failed.
+fn show(what: What, json: bool, items: &[Value]) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(items)?);
+    } else {
+        print!("{}", render(what, items));
+    }
+    let failed = items.iter().filter(|i| i["ok"] != true).count();
     if failed > 0 {
-        bail!("{failed} of {} nodes failed", results.len());
+        bail!("{failed} of {} nodes failed", items.len());
     }
     Ok(())
 }
 
 /// One table: a row per sensor or entry, a row per failed node.
-fn render(what: What, results: &[sensors::NodeRead]) -> String {
+fn render(what: What, items: &[Value]) -> String {
+    let text = |v: &Value, k: &str| v[k].as_str().unwrap_or("-").to_string();
     let mut rows = vec![match what {
         What::Sensors => header(&["NODE", "SENSOR", "TYPE", "READING", "UNIT", "STATUS"]),
         What::Sel => header(&["NODE", "ID", "TIME", "SENSOR", "EVENT"]),
     }];
-    for r in results {
-        match &r.result {
-            Ok(Found::Sensors(list)) => rows.extend(list.iter().map(|s| {
-                let unit = if s.unit.is_empty() { "-" } else { &s.unit };
-                vec![
-                    r.node.clone(),
-                    s.name.clone(),
-                    s.kind.clone(),
-                    s.reading.clone(),
-                    unit.to_string(),
-                    s.status.clone(),
-                ]
-            })),
-            Ok(Found::Sel(list)) => rows.extend(list.iter().map(|e| {
-                vec![
-                    r.node.clone(),
-                    e.id.clone(),
-                    e.time.clone(),
-                    e.sensor.clone(),
-                    e.event.clone(),
-                ]
-            })),
-            Err(e) => rows.push(vec![
-                r.node.clone(),
-                format!("failed: {}", e.class()),
-                e.to_string(),
-            ]),
+    for item in items {
+        let node = text(item, "node");
+        if item["ok"] != true {
+            rows.push(vec![
+                node,
+                format!("failed: {}", text(item, "class")),
+                text(item, "reason"),
+            ]);
+            continue;
+        }
+        let (list, keys): (_, &[&str]) = match what {
+            What::Sensors => (
+                &item["sensors"],
+                &["name", "kind", "reading", "unit", "status"],
+            ),
+            What::Sel => (&item["entries"], &["id", "time", "sensor", "event"]),
+        };
+        for entry in list.as_array().into_iter().flatten() {
+            let mut row = vec![node.clone()];
+            row.extend(keys.iter().map(|k| match text(entry, k) {
+                empty if empty.is_empty() && *k == "unit" => "-".to_string(),
+                t => t,
+            }));
+            rows.push(row);
         }
     }
     table(&rows)

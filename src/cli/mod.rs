@@ -124,8 +124,12 @@ pub fn run(cli: args::Cli) -> Result<()> {
         )?),
         _ => None,
     };
-    if let (Command::Console { .. }, Some(r)) = (&cli.command, &remote) {
-        return bmc::console_remote(r, &cli.command);
+    // Reads of the BMCs: through the API with a server, else from the local store.
+    match (&cli.command, &remote) {
+        (Command::Console { .. }, Some(r)) => return bmc::console_remote(r, &cli.command),
+        (Command::Bmc(cmd), Some(r)) => return bmc::run_remote(r, cmd),
+        (Command::Console { .. } | Command::Bmc(_), None) => return run_local(state, cli.command),
+        _ => {}
     }
     if let Some(name) = local_only(&cli.command) {
         if remote.is_some() {
@@ -253,9 +257,6 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Tls(_) => "tls show",
         Command::Exec(_) => "exec",
         Command::Cp(_) => "cp",
-        Command::Bmc(args::BmcCmd::Sensors(_)) => "bmc sensors",
-        Command::Bmc(args::BmcCmd::Sel(_)) => "bmc sel",
-        Command::Console { .. } => "console",
         Command::Usb(_) => "usb",
         Command::Witness { .. } => "witness",
         _ => return None,
@@ -1024,9 +1025,6 @@ mod tests {
             ("drover backup b.tar", "backup"),
             ("drover restore b.tar --force", "restore"),
             ("drover install -i eth1 --root /tmp/x", "install"),
-            ("drover bmc sensors rack1", "bmc sensors"),
-            ("drover bmc sel n1 --json", "bmc sel"),
-            ("drover console n1", "console"),
         ] {
             assert_eq!(local_only(&parse(line).command), Some(name), "{line}");
         }
@@ -1038,6 +1036,9 @@ mod tests {
             "drover power status n1",
             "drover image history i",
             "drover image rollback i 2",
+            "drover bmc sensors rack1",
+            "drover bmc sel n1 --json",
+            "drover console n1 --log",
         ] {
             assert_eq!(local_only(&parse(line).command), None, "{line}");
         }
