@@ -1066,7 +1066,7 @@ fn the_server_shares_one_console_with_one_writer() {
     writer.type_in(b"root\r");
     serial_reads(&mut port, "root");
     reader.type_in(b"reboot\r");
-    assert!(reader.says("read-only"), "{}", reader.said());
+    assert!(reader.says("another client writes"), "{}", reader.said());
     // A viewer cannot take the seat over; an operator can, and the old writer is told.
     let refused = Command::new(s.d.bin())
         .args([
