@@ -859,70 +859,257 @@ fn sensors_and_the_event_log_match_ipmitool() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 of 2 nodes failed"));
 }
 
+/// `bmc sensors|sel --server` (the API reads the BMCs) print what the local commands print,
+/// for a viewer too; a node without a BMC is a failed item and a non-zero exit.
 #[test]
-fn console_relays_the_serial_port_over_sol() {
-    // The node's serial port: ipmi_sim connects to it (`sol "tcp:..."`) when it starts.
+fn bmc_reads_through_the_api_match_the_local_ones() {
+    let emu = temperature_sensor(1, "CPU Temp", 45)
+        + "sel_enable 0x20 1000 0x0a\n"
+        + &sel_entry(1, false);
+    let sim = BmcSim::start_with("ipmi-api-sensors", &emu, "");
+    let s = common::api::ApiServer::start();
+    add_node(&s.d, "n1", "52:54:00:00:0a:11", &sim.address());
+    s.d.cli_ok(&["node", "add", "bare", "--mac", "52:54:00:00:0a:12"]);
+    let viewer =
+        s.d.cli_ok(&["token", "create", "--name", "ro", "--role", "viewer"]);
+    let viewer = viewer.split_whitespace().last().unwrap().to_string();
+    let url = s.url();
+    for what in ["sensors", "sel"] {
+        let local = s.d.cli_ok(&["bmc", what, "n1", "--json"]);
+        let remote = s.d.cli_ok(&[
+            "--server", &url, "--token", &viewer, "bmc", what, "n1", "--json",
+        ]);
+        let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+        assert_eq!(parse(&local), parse(&remote), "{what}");
+        assert_eq!(parse(&remote)[0]["ok"], true, "{remote}");
+    }
+    let out = s.d.cli(&[
+        "--server", &url, "--token", &viewer, "bmc", "sensors", "n1", "bare",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(table.contains("failed: no-bmc"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("n1") && l.contains("CPU Temp")),
+        "{table}"
+    );
+}
+
+/// `ipmi_sim` whose SOL is wired to a TCP "serial port" that the test holds (ipmi_sim
+/// connects to it, `sol "tcp:..."`, when it starts); returns the BMC and the port.
+fn sol_bmc(tag: &str) -> (BmcSim, std::net::TcpStream) {
     let serial = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let serial_port = serial.local_addr().unwrap().port();
     let lan = format!("  sol \"tcp:127.0.0.1:{serial_port}\" 115200\n");
-    let sim = BmcSim::start_with("ipmi-sol", "", &lan);
-    let d = Drover::new();
-    add_node(&d, "n1", "52:54:00:00:0b:01", &sim.address());
-    let (mut port, _) = serial
+    let sim = BmcSim::start_with(tag, "", &lan);
+    let (port, _) = serial
         .accept()
         .expect("ipmi_sim connects to the serial port");
-    let mut child = Command::new(d.bin())
-        .arg("--state-dir")
-        .arg(d.state_dir())
-        .args(["console", "n1"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let shown = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let mut stdout = child.stdout.take().unwrap();
-    let sink = shown.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut buf) {
-            sink.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
-    let seen = |what: &str| String::from_utf8_lossy(&shown.lock().unwrap()).contains(what);
-    // What the port says before the console is active is not kept (a serial line): the
-    // "firmware" repeats its banner until the console shows it.
-    let mut n = 0;
-    let shown_banner = common::wait_until(Duration::from_secs(20), || {
-        n += 1;
-        let _ =
-            std::io::Write::write_all(&mut port, format!("Booting node n1 ({n})\r\n").as_bytes());
-        std::thread::sleep(Duration::from_millis(200));
-        seen("Booting node n1 (")
-    });
-    assert!(
-        shown_banner,
-        "the console never showed the banner: {:?}",
-        String::from_utf8_lossy(&shown.lock().unwrap())
-    );
-    // Keystrokes reach the serial port.
-    let mut stdin = child.stdin.take().unwrap();
-    std::io::Write::write_all(&mut stdin, b"root\r").unwrap();
     port.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    (sim, port)
+}
+
+/// A running `drover console`, its standard output and error gathered as they come.
+struct ConsoleRun {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    out: Arc<Mutex<Vec<u8>>>,
+    err: Arc<Mutex<Vec<u8>>>,
+}
+
+impl ConsoleRun {
+    fn start(mut cmd: Command) -> ConsoleRun {
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let gather = |mut from: Box<dyn std::io::Read + Send>| {
+            let sink = Arc::new(Mutex::new(Vec::<u8>::new()));
+            let into = sink.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 512];
+                while let Ok(n @ 1..) = from.read(&mut buf) {
+                    into.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+            sink
+        };
+        let out = gather(Box::new(child.stdout.take().unwrap()));
+        let err = gather(Box::new(child.stderr.take().unwrap()));
+        let stdin = child.stdin.take().unwrap();
+        ConsoleRun {
+            child,
+            stdin,
+            out,
+            err,
+        }
+    }
+
+    fn shown(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+
+    fn said(&self) -> String {
+        String::from_utf8_lossy(&self.err.lock().unwrap()).into_owned()
+    }
+
+    fn shows(&self, what: &str) -> bool {
+        common::wait_until(Duration::from_secs(20), || self.shown().contains(what))
+    }
+
+    fn says(&self, what: &str) -> bool {
+        common::wait_until(Duration::from_secs(20), || self.said().contains(what))
+    }
+
+    fn type_in(&mut self, keys: &[u8]) {
+        std::io::Write::write_all(&mut self.stdin, keys).unwrap();
+    }
+
+    /// Types the escape; returns the exit status and standard error.
+    fn leave(mut self) -> (std::process::ExitStatus, String) {
+        self.type_in(b"~.");
+        let status = self.child.wait().unwrap();
+        // The gathering threads end with the pipes.
+        std::thread::sleep(Duration::from_millis(100));
+        (status, self.said())
+    }
+}
+
+/// Writes `line` (with a counter) to the serial port until `console` shows it: what the port
+/// says before the console is active is not kept (a serial line), so the "firmware" repeats
+/// its banner.
+fn banner_until_shown(port: &mut std::net::TcpStream, console: &ConsoleRun, line: &str) {
+    let mut n = 0;
+    let shown = common::wait_until(Duration::from_secs(20), || {
+        n += 1;
+        let _ = std::io::Write::write_all(port, format!("{line} ({n})\r\n").as_bytes());
+        std::thread::sleep(Duration::from_millis(200));
+        console.shown().contains(line)
+    });
+    assert!(
+        shown,
+        "the console never showed {line:?}: {:?}; it said {}",
+        console.shown(),
+        console.said()
+    );
+}
+
+/// Reads the serial port until `what` came; returns all that came.
+fn serial_reads(port: &mut std::net::TcpStream, what: &str) -> Vec<u8> {
     let mut got = Vec::new();
     let mut buf = [0u8; 64];
-    while !String::from_utf8_lossy(&got).contains("root") {
-        let n = std::io::Read::read(&mut port, &mut buf).expect("typed keys on the serial port");
+    while !String::from_utf8_lossy(&got).contains(what) {
+        let n = std::io::Read::read(port, &mut buf).expect("typed keys on the serial port");
         assert!(n > 0, "ipmi_sim closed the serial port");
         got.extend_from_slice(&buf[..n]);
     }
+    got
+}
+
+#[test]
+fn console_relays_the_serial_port_over_sol() {
+    let (sim, mut port) = sol_bmc("ipmi-sol");
+    let d = Drover::new();
+    add_node(&d, "n1", "52:54:00:00:0b:01", &sim.address());
+    let mut cmd = Command::new(d.bin());
+    cmd.arg("--state-dir")
+        .arg(d.state_dir())
+        .args(["console", "n1"]);
+    let mut console = ConsoleRun::start(cmd);
+    banner_until_shown(&mut port, &console, "Booting node n1");
+    // Keystrokes reach the serial port.
+    console.type_in(b"root\r");
+    let got = serial_reads(&mut port, "root");
     // The escape ends the console, which deactivates SOL and closes the session.
-    std::io::Write::write_all(&mut stdin, b"~.").unwrap();
-    let status = child.wait().unwrap();
-    let mut err = String::new();
-    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+    let (status, err) = console.leave();
     assert!(status.success(), "drover console failed: {err}");
     assert!(err.contains("console of n1 closed"), "{err}");
     assert!(!got.contains(&b'~'), "the escape went to the node: {got:?}");
+}
+
+/// `drover console --server` through the server's hub: one SOL session shared by a writer
+/// and a reader, a forced takeover that tells the old writer, a viewer refused the takeover,
+/// and the console log afterwards (through the API and on the appliance).
+#[test]
+fn the_server_shares_one_console_with_one_writer() {
+    let (sim, mut port) = sol_bmc("ipmi-hub");
+    let s = common::api::ApiServer::start();
+    add_node(&s.d, "n1", "52:54:00:00:0b:02", &sim.address());
+    let token = s.token("ops");
+    let viewer =
+        s.d.cli_ok(&["token", "create", "--name", "ro", "--role", "viewer"]);
+    let viewer = viewer.split_whitespace().last().unwrap().to_string();
+    let url = s.url();
+    let remote = |token: &str, extra: &[&str]| {
+        let mut cmd = Command::new(s.d.bin());
+        cmd.args(["--server", &url, "--token", token, "console", "n1"])
+            .args(extra);
+        cmd
+    };
+    let mut writer = ConsoleRun::start(remote(&token, &[]));
+    banner_until_shown(&mut port, &writer, "Booting node n1");
+    assert!(
+        writer.says("you write to this console"),
+        "{}",
+        writer.said()
+    );
+    // A reader joins the open console: it gets the screen so far, then what follows.
+    let mut reader = ConsoleRun::start(remote(&token, &["--read-only"]));
+    assert!(reader.shows("Booting node n1"), "{}", reader.said());
+    std::io::Write::write_all(&mut port, b"n1 login: ").unwrap();
+    assert!(reader.shows("n1 login: ") && writer.shows("n1 login: "));
+    writer.type_in(b"root\r");
+    serial_reads(&mut port, "root");
+    reader.type_in(b"reboot\r");
+    assert!(reader.says("another client writes"), "{}", reader.said());
+    // A viewer cannot take the seat over; an operator can, and the old writer is told.
+    let refused = Command::new(s.d.bin())
+        .args([
+            "--server", &url, "--token", &viewer, "console", "n1", "--force",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && why.contains("operator"),
+        "{why}"
+    );
+    let mut forcer = ConsoleRun::start(remote(&token, &["--force"]));
+    assert!(forcer.says("you write"), "{}", forcer.said());
+    assert!(writer.says("took over"), "{}", writer.said());
+    forcer.type_in(b"uptime\r");
+    let got = serial_reads(&mut port, "uptime");
+    assert!(!String::from_utf8_lossy(&got).contains("reboot"), "{got:?}");
+    for console in [writer, reader, forcer] {
+        let (status, err) = console.leave();
+        assert!(status.success(), "drover console failed: {err}");
+    }
+    // The log holds what the console showed, through the API and on the appliance.
+    let log = Command::new(s.d.bin())
+        .args([
+            "--server", &url, "--token", &viewer, "console", "n1", "--log",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&log.stdout);
+    assert!(
+        log.status.success(),
+        "{}",
+        String::from_utf8_lossy(&log.stderr)
+    );
+    assert!(
+        text.contains("Booting node n1") && text.contains("n1 login: "),
+        "{text}"
+    );
+    let local = s.d.cli_ok(&["console", "n1", "--log", "--all"]);
+    assert!(
+        local.contains("n1 login: ") && local.contains("---- n1: boot"),
+        "{local}"
+    );
 }

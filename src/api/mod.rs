@@ -24,7 +24,9 @@
 //! in `crate::http`), image upload (images are added with the CLI), TLS (`crate::http::listen`
 //! and `crate::tls`).
 
+mod bmc;
 mod config;
+mod console;
 pub mod discovered;
 pub mod error;
 mod events;
@@ -109,6 +111,8 @@ pub struct Api {
     metrics: metrics::Metrics,
     /// Session cap, pacing and protocol choices for `POST /power` (from `[power]`).
     pub power: crate::ipmi::power::FanOut,
+    /// Node consoles shared between WebSocket clients (`crate::ipmi::hub`).
+    pub hub: Arc<crate::ipmi::hub::Hub>,
     shutdown: CancellationToken,
     started: Instant,
     /// The state directory (the pool status file).
@@ -152,8 +156,10 @@ impl Api {
         let restart_values = crate::overrides::show(&store, state_dir)
             .map(|shown| crate::overrides::restart_values(&shown))
             .unwrap_or_default();
+        let hub = crate::ipmi::hub::Hub::new(store.clone(), power.dial.clone(), state_dir.into());
         Ok(Arc::new(Api {
             restart_values,
+            hub,
             store,
             services,
             sessions: Mutex::new(Sessions::default()),
@@ -347,6 +353,8 @@ pub fn routes() -> Vec<Route> {
         route(post.clone(), "/nodes/import", r::import_nodes),
         route(get.clone(), "/nodes/{name}", r::get_node),
         route(get.clone(), "/nodes/{name}/events", r::node_events),
+        route(get.clone(), "/nodes/{name}/console", console::attach),
+        route(get.clone(), "/nodes/{name}/console/log", console::log),
         route(patch.clone(), "/nodes/{name}", r::set_node),
         route(
             delete.clone(),
@@ -400,6 +408,8 @@ pub fn routes() -> Vec<Route> {
         ),
         route(get.clone(), "/leases", r::list_leases),
         with_role(Role::Operator, route(post.clone(), "/power", r::power)),
+        route(get.clone(), "/bmc/sensors", bmc::sensors),
+        route(get.clone(), "/bmc/sel", bmc::sel),
         route(get.clone(), "/config", config::show),
         route(post.clone(), "/config", config::change),
         route(get.clone(), "/settings", r::list_settings),

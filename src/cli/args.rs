@@ -98,9 +98,22 @@ pub enum Command {
     #[command(subcommand)]
     Bmc(BmcCmd),
     /// Attach to a node's serial console over IPMI Serial-over-LAN; `~.` at the start of a
-    /// line leaves.
+    /// line leaves. With `--server`, through that member's shared console (one writer, many
+    /// readers; the BMC credentials stay on the pool); without, in this process's own session.
     Console {
         node: String,
+        /// Print the console log of the node's last boot instead of attaching.
+        #[arg(long)]
+        log: bool,
+        /// With `--log`: every boot kept, oldest first.
+        #[arg(long, requires = "log")]
+        all: bool,
+        /// With `--server`: watch without asking to write.
+        #[arg(long, conflicts_with_all = ["force", "log"])]
+        read_only: bool,
+        /// With `--server`: take the writer's seat over from the client that holds it.
+        #[arg(long, conflicts_with = "log")]
+        force: bool,
         /// TOML configuration for the `[power]` session settings; without it the embedded
         /// default.
         #[arg(long)]

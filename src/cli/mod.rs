@@ -124,6 +124,13 @@ pub fn run(cli: args::Cli) -> Result<()> {
         )?),
         _ => None,
     };
+    // Reads of the BMCs: through the API with a server, else from the local store.
+    match (&cli.command, &remote) {
+        (Command::Console { .. }, Some(r)) => return bmc::console_remote(r, &cli.command),
+        (Command::Bmc(cmd), Some(r)) => return bmc::run_remote(r, cmd),
+        (Command::Console { .. } | Command::Bmc(_), None) => return run_local(state, cli.command),
+        _ => {}
+    }
     if let Some(name) = local_only(&cli.command) {
         if remote.is_some() {
             bail!(
@@ -250,9 +257,6 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Tls(_) => "tls show",
         Command::Exec(_) => "exec",
         Command::Cp(_) => "cp",
-        Command::Bmc(args::BmcCmd::Sensors(_)) => "bmc sensors",
-        Command::Bmc(args::BmcCmd::Sel(_)) => "bmc sel",
-        Command::Console { .. } => "console",
         Command::Usb(_) => "usb",
         Command::Witness { .. } => "witness",
         _ => return None,
@@ -386,7 +390,7 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
         Command::Exec(args) => exec::exec(state, &args),
         Command::Cp(args) => exec::cp(state, &args),
         Command::Bmc(cmd) => bmc::run(state, &cmd),
-        Command::Console { node, config } => bmc::console(state, &node, config.as_deref()),
+        command @ Command::Console { .. } => bmc::console(state, &command),
         Command::Usb(cmd) => usb(state, cmd),
         _ => bail!("internal: a command with an API counterpart reached the local-only path"),
     }
@@ -1021,9 +1025,6 @@ mod tests {
             ("drover backup b.tar", "backup"),
             ("drover restore b.tar --force", "restore"),
             ("drover install -i eth1 --root /tmp/x", "install"),
-            ("drover bmc sensors rack1", "bmc sensors"),
-            ("drover bmc sel n1 --json", "bmc sel"),
-            ("drover console n1", "console"),
         ] {
             assert_eq!(local_only(&parse(line).command), Some(name), "{line}");
         }
@@ -1035,6 +1036,9 @@ mod tests {
             "drover power status n1",
             "drover image history i",
             "drover image rollback i 2",
+            "drover bmc sensors rack1",
+            "drover bmc sel n1 --json",
+            "drover console n1 --log",
         ] {
             assert_eq!(local_only(&parse(line).command), None, "{line}");
         }

@@ -87,8 +87,25 @@ pub struct Remote {
 }
 
 /// A byte stream to the server: TCP, or TLS over TCP.
-trait Conn: Read + Write {}
-impl<T: Read + Write> Conn for T {}
+pub trait Conn: Read + Write {
+    /// The TCP connection underneath (for its timeouts).
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Conn for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Conn for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
+/// A WebSocket to the server (`drover console --server`).
+pub type Socket = tungstenite::WebSocket<Box<dyn Conn>>;
 
 impl Remote {
     /// A remote at `url`; for `https://`, trusting the certificate with `fingerprint` (or
@@ -207,6 +224,62 @@ impl Remote {
             }
         }
         Ok(Box::new(tls))
+    }
+
+    /// A WebSocket on `GET /api/v1PATH`, with the bearer token; reads on it then wait at
+    /// most `read_wait` (a timed-out read is an `Io` error of kind `WouldBlock`/`TimedOut`,
+    /// after which the socket goes on).
+    pub fn websocket(&self, path: &str, read_wait: Duration) -> Result<Socket, RemoteError> {
+        use tungstenite::client::IntoClientRequest;
+        use tungstenite::handshake::HandshakeError;
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        let url = format!("{scheme}://{}/api/v1{path}", self.host);
+        let malformed = |what: String| RemoteError::Io {
+            server: self.url.clone(),
+            source: std::io::Error::other(what),
+        };
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| malformed(format!("WebSocket request: {e}")))?;
+        let bearer = format!("Bearer {}", self.token)
+            .parse()
+            .map_err(|_| malformed("the token is not a header value".into()))?;
+        request.headers_mut().insert("authorization", bearer);
+        let conn = self.connect()?;
+        let socket = match tungstenite::client::client(request, conn) {
+            Ok((socket, _)) => socket,
+            Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+                let status = resp.status().as_u16();
+                let body: Value = resp
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or(Value::Null);
+                let message = body
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| resp.status().to_string(), str::to_string);
+                return Err(RemoteError::Api {
+                    server: self.url.clone(),
+                    status,
+                    message,
+                });
+            }
+            Err(HandshakeError::Failure(e)) => {
+                return Err(malformed(format!("WebSocket handshake: {e}")))
+            }
+            // A blocking stream with a 30 s timeout: the handshake took longer.
+            Err(HandshakeError::Interrupted(_)) => {
+                return Err(malformed("WebSocket handshake timed out".into()))
+            }
+        };
+        socket
+            .get_ref()
+            .tcp()
+            .set_read_timeout(Some(read_wait))
+            .map_err(|source| self.io(source))?;
+        Ok(socket)
     }
 
     /// `METHOD /api/v1PATH` with an optional `(content type, body)`; the JSON answer.

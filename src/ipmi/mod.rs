@@ -36,11 +36,13 @@
 //! and decodes the SDR records, readings and SEL entries (pure); [`sensors`] runs them in one
 //! session (and reads Redfish BMCs through `crate::redfish`).
 //!
-//! Serial-over-LAN (`drover console NODE`, RMCP+ only): [`sol`] (pure) and [`console`].
+//! Serial-over-LAN (`drover console NODE`, RMCP+ only): [`sol`] (pure) and [`console`]
+//! (one session, blocking); in `drover serve`, [`hub`] shares one session per node between
+//! the API's WebSocket clients (one writer: [`seats`], pure) and logs each boot ([`conlog`]).
 //!
 //! Not supported: a BMC key Kg distinct from the password, suites other than 3 and 17, MD2
 //! and "none" authentication of IPMI v1.5, persistent or UEFI boot flags, SOL over IPMI
-//! v1.5, SOL relayed through pool members or logged to the store, clearing the event log or
+//! v1.5, console logs replicated between members, clearing the event log or
 //! setting sensor thresholds. Redfish is `crate::redfish`, chosen per node in [`power`].
 //! `ipmi_sim`, the test BMC, refuses suite 17; it is checked
 //! by `ipmitool -I lanplus -C 17` logging in to drover's own test BMC (`fake_bmc.rs`), which
@@ -50,13 +52,16 @@
 
 pub mod cache;
 pub mod client;
+pub mod conlog;
 pub mod console;
 pub mod core;
 pub mod crypto;
 #[cfg(test)]
 pub(crate) mod fake_bmc;
+pub mod hub;
 pub mod power;
 pub mod sdr;
+pub mod seats;
 pub mod sensors;
 pub mod serve;
 pub mod sol;

@@ -208,6 +208,22 @@ pub struct NodeRead {
     pub result: Result<Found, ReadError>,
 }
 
+/// The results as JSON, one object per node: `{"node", "ok": true, "sensors"|"entries"}` or
+/// `{"node", "ok": false, "class", "reason"}` (`drover bmc ... --json` and the API).
+pub fn report(results: &[NodeRead]) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    results
+        .iter()
+        .map(|r| match &r.result {
+            Ok(Found::Sensors(s)) => json!({"node": r.node, "ok": true, "sensors": s}),
+            Ok(Found::Sel(e)) => json!({"node": r.node, "ok": true, "entries": e}),
+            Err(e) => json!({
+                "node": r.node, "ok": false, "class": e.class(), "reason": e.to_string()
+            }),
+        })
+        .collect()
+}
+
 /// Reads `what` from each job's BMC, `parallel` at a time; results in job order.
 pub fn read_all(jobs: &[Job], dial: &Dial, what: What, parallel: usize) -> Vec<NodeRead> {
     let next = std::sync::atomic::AtomicUsize::new(0);
