@@ -28,6 +28,7 @@ mod config;
 pub mod discovered;
 pub mod error;
 mod events;
+mod files;
 pub mod input;
 pub mod metrics;
 mod pool;
@@ -398,6 +399,12 @@ pub fn routes() -> Vec<Route> {
             "/rules/{name}",
             r::remover("rule", crate::discover::adopt::remove_rule),
         ),
+        route(get.clone(), "/files", files::list),
+        route(get.clone(), "/files/{name}", files::get),
+        route(post.clone(), "/files/{name}", files::add_file),
+        route(delete.clone(), "/files/{name}", files::remove),
+        route(post.clone(), "/files/{name}/assign", files::assign),
+        route(post.clone(), "/files/{name}/unassign", files::unassign),
         route(get.clone(), "/leases", r::list_leases),
         with_role(Role::Operator, route(post.clone(), "/power", r::power)),
         route(get.clone(), "/config", config::show),
