@@ -152,17 +152,18 @@ fn service_mode_switches_and_its_initrd_runs_sshd() {
         let _ = sshd.kill();
         panic!("the service initrd's sshd did not start:\n{}", show_log());
     }
-    let out = d.cli(&[
-        "exec",
-        "--strict-host-keys",
-        "--port",
-        &port.to_string(),
-        "--connect-timeout",
-        "5",
-        "sv1",
-        "--",
-        "echo shell=$0; ls /usr/sbin; id -u",
-    ]);
+    let port_text = port.to_string();
+    let ssh = |cmd: &[&str], rest: &[&str]| {
+        let opts = [
+            "--strict-host-keys",
+            "--port",
+            &port_text,
+            "--connect-timeout",
+            "5",
+        ];
+        d.cli(&[cmd, &opts, &["sv1"], rest].concat())
+    };
+    let out = ssh(&["exec"], &["--", "echo shell=$0; ls /usr/sbin; id -u"]);
     // `files sync` through the same sshd: a user added to the passwd set is there at once.
     let passwd = scratch.join("passwd");
     std::fs::write(
@@ -182,16 +183,7 @@ fn service_mode_switches_and_its_initrd_runs_sshd() {
         passwd,
     ]);
     d.cli_ok(&["files", "assign", "users", "--node", "sv1"]);
-    let synced = d.cli(&[
-        "files",
-        "sync",
-        "--strict-host-keys",
-        "--port",
-        &port.to_string(),
-        "--connect-timeout",
-        "5",
-        "sv1",
-    ]);
+    let synced = ssh(&["files", "sync"], &[]);
     let _ = sshd.kill();
     let _ = sshd.wait();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -78,7 +78,13 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn assignment(api: Arc<Api>, name: String, headers: HeaderMap, body: Bytes, on: bool) -> Res {
+/// `POST /files/{name}/assign` (`ON`) and `POST /files/{name}/unassign`.
+pub async fn assignment<const ON: bool>(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Res {
     let mut f = Fields::parse(&headers, &body)?;
     let to = match (
         f.optional::<String>("image")?,
@@ -97,25 +103,7 @@ async fn assignment(api: Arc<Api>, name: String, headers: HeaderMap, body: Bytes
     };
     f.finish()?;
     let set = api
-        .blocking(move |store| ops::assign(store, &name, to, on).map_err(admin))
+        .blocking(move |store| ops::assign(store, &name, to, ON).map_err(admin))
         .await?;
     Ok(Json(set).into_response())
-}
-
-pub async fn assign(
-    State(api): State<Arc<Api>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Res {
-    assignment(api, name, headers, body, true).await
-}
-
-pub async fn unassign(
-    State(api): State<Arc<Api>>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Res {
-    assignment(api, name, headers, body, false).await
 }

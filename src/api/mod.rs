@@ -403,8 +403,16 @@ pub fn routes() -> Vec<Route> {
         route(get.clone(), "/files/{name}", files::get),
         route(post.clone(), "/files/{name}", files::add_file),
         route(delete.clone(), "/files/{name}", files::remove),
-        route(post.clone(), "/files/{name}/assign", files::assign),
-        route(post.clone(), "/files/{name}/unassign", files::unassign),
+        route(
+            post.clone(),
+            "/files/{name}/assign",
+            files::assignment::<true>,
+        ),
+        route(
+            post.clone(),
+            "/files/{name}/unassign",
+            files::assignment::<false>,
+        ),
         route(get.clone(), "/leases", r::list_leases),
         with_role(Role::Operator, route(post.clone(), "/power", r::power)),
         route(get.clone(), "/config", config::show),
