@@ -229,7 +229,6 @@ fn file_sets_through_cli_api_and_boot_path() {
             w.put(&lease("127.0.73.12", MAC2))
         })
         .expect("write the nodes' leases");
-    drop(store);
     let (status, body) = boot_files(&api, MAC1, "127.0.73.12");
     assert_eq!(status, 403, "n2's address asking for n1's files: {body}");
 
@@ -254,10 +253,9 @@ fn file_sets_through_cli_api_and_boot_path() {
     assert!(text(by_path(&n1, "/etc/passwd")).contains("\nalice:x:1000:"));
     assert_eq!(text(by_path(&n1, "/etc/y")), MAC1);
     assert_eq!(by_path(&n1, "/etc/y").mode, 0o600);
-    let store = Store::open(d.state_dir()).expect("open the server's store");
+    // (heed opens an environment once per process: the store opened above.)
     let secret = store.read::<_, StoreError>(drover::exec::key::secret);
     let secret = secret.expect("read the node key").expect("a node key");
-    drop(store);
     let host = drover::service::hostkey::derive(&secret, "n1");
     let key = by_path(&n1, "/etc/ssh/ssh_host_ed25519_key");
     assert_eq!((text(key), key.mode), (host.private.clone(), 0o600));
