@@ -170,6 +170,14 @@ const PURE: &[(&str, &str)] = &[
         "reads an iPXE boot script given as a string (the storm simulator)",
     ),
     (
+        "agent/files.rs",
+        "renders the node's own files from boot parameters: strings in, strings out",
+    ),
+    (
+        "service/hostkey.rs",
+        "derives a node's ssh host key from a secret and a name given as bytes",
+    ),
+    (
         "usb/layout.rs",
         "the rescue stick's geometry, MBR bytes, boot config and write checks, from values",
     ),

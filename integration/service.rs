@@ -5,7 +5,8 @@
 //! directory with the files the agent writes (`agent::service::prepare`, the node's derived
 //! host key, the node key in authorized_keys), its sshd runs chrooted there with nothing of
 //! the host's libraries, and `drover exec --strict-host-keys` logs in, runs busybox's shell
-//! and pins the node's derived host key.
+//! and pins the node's derived host key; `drover files sync` then writes a passwd set with a new
+//! user and the node's host key through the same sshd.
 //!
 //! Needs root (chroot, a private mount namespace for /dev), Debian's openssh-server,
 //! openssh-client, busybox-static and curl; fails with a clear message without them.
@@ -151,17 +152,38 @@ fn service_mode_switches_and_its_initrd_runs_sshd() {
         let _ = sshd.kill();
         panic!("the service initrd's sshd did not start:\n{}", show_log());
     }
-    let out = d.cli(&[
-        "exec",
-        "--strict-host-keys",
-        "--port",
-        &port.to_string(),
-        "--connect-timeout",
-        "5",
-        "sv1",
-        "--",
-        "echo shell=$0; ls /usr/sbin; id -u",
+    let port_text = port.to_string();
+    let ssh = |cmd: &[&str], rest: &[&str]| {
+        let opts = [
+            "--strict-host-keys",
+            "--port",
+            &port_text,
+            "--connect-timeout",
+            "5",
+        ];
+        d.cli(&[cmd, &opts, &["sv1"], rest].concat())
+    };
+    let out = ssh(&["exec"], &["--", "echo shell=$0; ls /usr/sbin; id -u"]);
+    // `files sync` through the same sshd: a user added to the passwd set is there at once.
+    let passwd = scratch.join("passwd");
+    std::fs::write(
+        &passwd,
+        "root:x:0:0:root:/root:/bin/sh\nsshd:x:100:65534::/run/sshd:/bin/false\n\
+         alice:x:1000:1000::/:/bin/sh\n",
+    )
+    .unwrap();
+    let passwd = passwd.to_str().unwrap();
+    d.cli_ok(&[
+        "files",
+        "add",
+        "users",
+        "--path",
+        "/etc/passwd",
+        "--from",
+        passwd,
     ]);
+    d.cli_ok(&["files", "assign", "users", "--node", "sv1"]);
+    let synced = ssh(&["files", "sync"], &[]);
     let _ = sshd.kill();
     let _ = sshd.wait();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -178,4 +200,23 @@ fn service_mode_switches_and_its_initrd_runs_sshd() {
     let pinned = std::fs::read_to_string(d.state_dir().join("node-known-hosts")).unwrap();
     let key_b64 = host.public.split_whitespace().nth(1).unwrap();
     assert!(pinned.contains(key_b64), "{pinned}\nwant {}", host.public);
+
+    // Synced: the set's passwd (with its mode), and the node's derived host key, unchanged.
+    let said = String::from_utf8_lossy(&synced.stdout);
+    assert!(
+        synced.status.success() && said.contains("drover: 3 files written"),
+        "{said}{}\nsshd:\n{}",
+        String::from_utf8_lossy(&synced.stderr),
+        show_log()
+    );
+    let got = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
+    assert!(got.contains("\nalice:x:1000:1000:"), "{got}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(root.join("etc/passwd"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o644);
+    let key = std::fs::read_to_string(root.join("etc/ssh/ssh_host_ed25519_key.pub")).unwrap();
+    assert_eq!(key, format!("{}\n", host.public));
 }

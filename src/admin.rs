@@ -96,6 +96,10 @@ pub enum AdminError {
     Rule(#[from] crate::discover::rule::RuleError),
     #[error("rule {rule:?} covers ports of rule {other:?}; remove that one first")]
     RuleOverlap { rule: String, other: String },
+    #[error(transparent)]
+    File(#[from] crate::files::core::FileError),
+    #[error("file set {name:?}: {why}")]
+    BadFileSet { name: String, why: String },
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,

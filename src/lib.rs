@@ -24,6 +24,7 @@ pub mod dns;
 pub mod durable;
 pub mod exec;
 pub mod faults;
+pub mod files;
 pub mod firmware;
 #[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;

@@ -4,10 +4,16 @@
 //! - `/etc/hostname`: the node name;
 //! - `/etc/hosts`: localhost and the node's own address;
 //! - `/etc/resolv.conf`: the nameservers and search domain, only when the command line gave any;
+//!   with it a NetworkManager drop-in (`/etc/NetworkManager/conf.d/90-drover-dns.conf`,
+//!   `dns=none`) so that a RHEL-family image's NetworkManager leaves that file alone (inert
+//!   where there is no NetworkManager, as on a Debian image);
 //! - time sources, only when the command line named NTP servers: a drop-in for
 //!   systemd-timesyncd (`/etc/systemd/timesyncd.conf.d/drover.conf`) and a source file for
-//!   chrony (`/etc/chrony/sources.d/drover.sources`, read by Debian's default chrony.conf);
-//!   whichever the image runs picks its file up, the other file is inert;
+//!   chrony in both layouts: Debian's (`/etc/chrony/sources.d/drover.sources`, which Debian's
+//!   default chrony.conf reads) and the RHEL family's (`/etc/chrony.d/drover.sources`, which
+//!   RHEL 9's `/etc/chrony.conf` does not read by itself: [`chrony_conf_rhel`] adds the one
+//!   `sourcedir` line it needs); whichever the image runs picks its file up, the others are
+//!   inert;
 //! - `/root/.ssh/authorized_keys`: the image's own keys plus the pool's node key, when the
 //!   server has one ([`authorized_keys`]), so that `drover exec` reaches the node;
 //! - `/etc/drover/node.env`: shell-sourceable `KEY='value'` lines for the image's own scripts
@@ -29,6 +35,12 @@ pub fn hosts(p: &BootParams) -> String {
         p.ip
     )
 }
+
+/// The NetworkManager drop-in that keeps [`resolv_conf`]'s file in place (RHEL family).
+pub const NM_DNS_DROPIN: (&str, &str) = (
+    "etc/NetworkManager/conf.d/90-drover-dns.conf",
+    "# written by drover-agent at boot: /etc/resolv.conf is drover's\n[main]\ndns=none\n",
+);
 
 /// `None` when there is nothing to say (no nameserver, no domain): the image's own file stays.
 pub fn resolv_conf(p: &BootParams) -> Option<String> {
@@ -67,7 +79,36 @@ pub fn time_sources(p: &BootParams) -> Vec<(&'static str, String)> {
             "etc/chrony/sources.d/drover.sources",
             format!("# written by drover-agent at boot\n{chrony}"),
         ),
+        (
+            RHEL_CHRONY_SOURCES,
+            format!("# written by drover-agent at boot\n{chrony}"),
+        ),
     ]
+}
+
+/// The RHEL-family chrony source file [`time_sources`] writes.
+const RHEL_CHRONY_SOURCES: &str = "etc/chrony.d/drover.sources";
+/// The line that makes RHEL's chrony read it.
+const RHEL_SOURCEDIR: &str = "sourcedir /etc/chrony.d";
+
+/// A RHEL-family `/etc/chrony.conf` (`existing`) that also reads drover's sources:
+/// `None` when it already does (a kept NFS root boots again), else the file with one
+/// `sourcedir` line added at the end. Everything else in it stays as the image has it.
+pub fn chrony_conf_rhel(existing: &str) -> Option<String> {
+    let reads = existing
+        .lines()
+        .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["sourcedir", "/etc/chrony.d"]);
+    if reads {
+        return None;
+    }
+    let mut out = existing.to_string();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "# added by drover-agent: drover's time sources\n{RHEL_SOURCEDIR}\n"
+    ));
+    Some(out)
 }
 
 /// `server` is the member the root filesystem came from; `iface` the configured interface.
@@ -193,6 +234,12 @@ mod tests {
                      server 10.0.2.4 iburst\n"
                         .into()
                 ),
+                (
+                    "etc/chrony.d/drover.sources",
+                    "# written by drover-agent at boot\nserver 10.0.2.2 iburst\n\
+                     server 10.0.2.4 iburst\n"
+                        .into()
+                ),
             ]
         );
         assert!(hosts(&p).ends_with("10.0.2.15\tn1.lab n1\n"));
@@ -204,6 +251,29 @@ mod tests {
         assert!(env.contains("DROVER_GW=10.0.2.2\n"));
         assert!(env.contains("DROVER_DNS=10.0.2.3,1.1.1.1\n"));
         assert!(env.contains("DROVER_NTP=10.0.2.2,10.0.2.4\n"));
+    }
+
+    #[test]
+    fn rhel_chrony_conf_reads_drovers_sources_once() {
+        // As RHEL 9 ships it (abridged): no confdir, no sourcedir for /etc/chrony.d.
+        let rhel = "pool 2.rhel.pool.ntp.org iburst\nsourcedir /run/chrony-dhcp\n\
+                    driftfile /var/lib/chrony/drift\nmakestep 1.0 3\nrtcsync\n";
+        let added = chrony_conf_rhel(rhel).unwrap();
+        assert_eq!(
+            added,
+            format!(
+                "{rhel}# added by drover-agent: drover's time sources\nsourcedir /etc/chrony.d\n"
+            )
+        );
+        // A second boot onto a kept root leaves it alone; so does an admin's own line.
+        assert_eq!(chrony_conf_rhel(&added), None);
+        assert_eq!(chrony_conf_rhel("sourcedir   /etc/chrony.d\n"), None);
+        // A last line without its newline keeps its own line.
+        assert_eq!(
+            chrony_conf_rhel("rtcsync").unwrap(),
+            "rtcsync\n# added by drover-agent: drover's time sources\nsourcedir /etc/chrony.d\n"
+        );
+        assert!(NM_DNS_DROPIN.1.contains("\n[main]\ndns=none\n"));
     }
 
     #[test]

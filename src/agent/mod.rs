@@ -58,6 +58,7 @@ pub mod nfsroot;
 pub mod script;
 pub mod seed;
 pub mod service;
+pub mod sets;
 pub mod simulate;
 pub mod swarm;
 
@@ -807,12 +808,29 @@ fn write_node_files(con: &mut Console, p: &BootParams, iface: &str, server: &Ser
     write("etc/hosts", files::hosts(p));
     if let Some(r) = files::resolv_conf(p) {
         write("etc/resolv.conf", r);
+        write(files::NM_DNS_DROPIN.0, files::NM_DNS_DROPIN.1.to_string());
     }
-    for (path, text) in files::time_sources(p) {
-        write(path, text);
+    let sources = files::time_sources(p);
+    for (path, text) in &sources {
+        write(path, text.clone());
+    }
+    // A RHEL-family image: its chrony.conf learns to read the sources just written.
+    let rhel_chrony = root.join("etc/chrony.conf");
+    if !sources.is_empty() {
+        if let Some(text) = fs::read_to_string(&rhel_chrony)
+            .ok()
+            .and_then(|t| files::chrony_conf_rhel(&t))
+        {
+            write("etc/chrony.conf", text);
+        }
     }
     write("etc/drover/node.env", files::node_env(p, iface, server));
     con.say(format_args!("wrote {}", written.join(" ")));
+    match sets::write(server, p, root) {
+        Ok(done) if done.is_empty() => {}
+        Ok(done) => con.say(format_args!("wrote from file sets: {}", done.join(" "))),
+        Err(e) => con.say(format_args!("no files from file sets: {e}")),
+    }
     match write_node_key(server, Path::new(NEWROOT)) {
         Ok(true) => con.say("wrote /root/.ssh/authorized_keys (the pool's node key)"),
         Ok(false) => {}

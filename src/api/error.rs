@@ -85,6 +85,8 @@ impl ApiError {
             A::NoVersion { field, .. } => ApiError::bad(field, message),
             A::Rule(_) => ApiError::bad("rule", message),
             A::RuleOverlap { .. } => ApiError::new(conflict, Some("rule"), message),
+            A::File(e) => ApiError::bad(e.field(), message),
+            A::BadFileSet { .. } => ApiError::bad("name", message),
             A::Store(StoreError::Conflict { .. }) => ApiError::new(conflict, None, message),
             A::Store(e) => ApiError::internal("store", e),
             A::Image(e) => ApiError::internal("image", e),

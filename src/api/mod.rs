@@ -30,6 +30,7 @@ mod console;
 pub mod discovered;
 pub mod error;
 mod events;
+mod files;
 pub mod input;
 pub mod metrics;
 mod pool;
@@ -405,6 +406,20 @@ pub fn routes() -> Vec<Route> {
             delete.clone(),
             "/rules/{name}",
             r::remover("rule", crate::discover::adopt::remove_rule),
+        ),
+        route(get.clone(), "/files", files::list),
+        route(get.clone(), "/files/{name}", files::get),
+        route(post.clone(), "/files/{name}", files::add_file),
+        route(delete.clone(), "/files/{name}", files::remove),
+        route(
+            post.clone(),
+            "/files/{name}/assign",
+            files::assignment::<true>,
+        ),
+        route(
+            post.clone(),
+            "/files/{name}/unassign",
+            files::assignment::<false>,
         ),
         route(get.clone(), "/leases", r::list_leases),
         with_role(Role::Operator, route(post.clone(), "/power", r::power)),

@@ -127,6 +127,10 @@ pub enum Command {
     /// Naming rules: name discovered machines by the switch port they are plugged into.
     #[command(subcommand)]
     Rule(RuleCmd),
+    /// Cluster-wide files: named sets of files (with templates) assigned to images, groups
+    /// and nodes, written by the agent at every boot, pushed to running nodes by `sync`.
+    #[command(subcommand)]
+    Files(FilesCmd),
     /// Run the node agent (what drover does as /init of its initramfs).
     Agent {
         #[command(subcommand)]
@@ -407,6 +411,86 @@ pub struct LabUp {
     #[arg(long, default_value_t = 1,
           value_parser = clap::value_parser!(u8).range(1..=crate::lab::serve::MAX_MEMBERS as i64))]
     pub members: u8,
+}
+
+#[derive(Subcommand)]
+pub enum FilesCmd {
+    /// Add a file to a set (made if new), replacing the set's file at the same path.
+    Add {
+        set: String,
+        /// Where the file goes on the node (absolute).
+        #[arg(long)]
+        path: String,
+        /// The local file whose bytes the node gets as they are.
+        #[arg(long, value_name = "FILE", required_unless_present = "template")]
+        from: Option<PathBuf>,
+        /// The local file read as a template: `{{node}}`, `{{ip}}`, `{{mac}}`, `{{group}}`,
+        /// `{{image}}`, `{{domain}}`, `{{root}}`, `{{image_version}}` filled per node.
+        #[arg(long, value_name = "FILE", conflicts_with = "from")]
+        template: Option<PathBuf>,
+        /// Permission bits, octal.
+        #[arg(long, default_value = "0644", value_parser = parse_mode)]
+        mode: u32,
+        /// Owner as numeric UID:GID (the node's names are the image's business).
+        #[arg(long, default_value = "0:0", value_parser = parse_owner)]
+        owner: (u32, u32),
+    },
+    /// List file sets: files and assignments.
+    List,
+    /// Show a set's files and where it is assigned.
+    Show { set: String },
+    /// Remove a set, or with --path one file of it.
+    Rm {
+        set: String,
+        #[arg(long)]
+        path: Option<String>,
+    },
+    /// Deliver a set to an image's, a group's or a node's nodes (node beats group beats
+    /// image on the same path).
+    Assign {
+        set: String,
+        #[command(flatten)]
+        to: SetTarget,
+    },
+    /// Take an assignment back.
+    Unassign {
+        set: String,
+        #[command(flatten)]
+        to: SetTarget,
+    },
+    /// Write each running node's files now, over ssh with the pool's node key (as `drover
+    /// exec`); nodes also get them at every boot.
+    Sync {
+        /// Nodes, groups and ranges, as `drover exec` takes them (`node[01-04],rack2`).
+        target: String,
+        #[command(flatten)]
+        ssh: SshArgs,
+    },
+}
+
+/// Exactly one of --image, --group, --node.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct SetTarget {
+    #[arg(long)]
+    pub image: Option<String>,
+    #[arg(long)]
+    pub group: Option<String>,
+    #[arg(long)]
+    pub node: Option<String>,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode of at most 7777"))
+}
+
+fn parse_owner(s: &str) -> Result<(u32, u32), String> {
+    s.split_once(':')
+        .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
+        .ok_or_else(|| format!("{s:?} is not UID:GID (numbers, like 0:0)"))
 }
 
 #[derive(Subcommand)]

@@ -57,15 +57,25 @@ fn go(
     a: &SshArgs,
 ) -> Result<()> {
     let hosts = hosts(store, &core::split_targets(target))?;
-    let ssh = Ssh {
+    let ssh = ssh_for(state, node_key, a)?;
+    let results = run::run_all(&hosts, &ssh, task, a.fanout, Duration::from_secs(a.timeout));
+    report(&results, a.json)
+}
+
+/// How ssh logs in with the node key, from the command's ssh options.
+pub(super) fn ssh_for(state: &Path, node_key: &key::NodeKey, a: &SshArgs) -> Result<Ssh> {
+    Ok(Ssh {
         identity: key::write_private(node_key, state)?,
         port: a.port,
         user: "root".into(),
         connect_timeout: Duration::from_secs(a.connect_timeout),
         known_hosts: a.strict_host_keys.then(|| state.join("node-known-hosts")),
-    };
-    let results = run::run_all(&hosts, &ssh, task, a.fanout, Duration::from_secs(a.timeout));
-    print(&results, a.json)?;
+    })
+}
+
+/// Prints the folded outputs and the summary; fails when a node did.
+pub(super) fn report(results: &[NodeResult], json: bool) -> Result<()> {
+    print(results, json)?;
     let failed = results.iter().filter(|r| !r.outcome.ok()).count();
     if failed > 0 {
         bail!("{failed} of {} nodes failed", results.len());

@@ -11,6 +11,8 @@ use crate::admin::{self, GroupInfo, NodeDetail};
 use crate::config::Config;
 use crate::discover::adopt::{self, DiscoveredList, RuleAdded};
 use crate::discover::rule::NamingRule;
+use crate::files::core::{Assignment, FileSet, SetFile};
+use crate::files::ops as files;
 use crate::image::usage::{HistoryEntry, StoreTotals};
 use crate::image::{Blobs, ImageSource};
 use crate::store::model::Role;
@@ -392,6 +394,26 @@ impl Backend for Local {
 
     fn remove_rule(&self, rule: &str) -> Result<()> {
         Ok(adopt::remove_rule(self.store()?, rule)?)
+    }
+
+    fn file_sets(&self) -> Result<Vec<FileSet>> {
+        Ok(files::list(self.store()?)?)
+    }
+
+    fn file_set(&self, name: &str) -> Result<FileSet> {
+        Ok(files::show(self.store()?, name)?)
+    }
+
+    fn add_set_file(&self, set: &str, file: &SetFile) -> Result<FileSet> {
+        Ok(files::add_file(self.store()?, set, file.clone())?)
+    }
+
+    fn remove_set(&self, set: &str, path: Option<&str>) -> Result<()> {
+        Ok(files::remove(self.store()?, set, path)?)
+    }
+
+    fn assign_set(&self, set: &str, to: &Assignment, on: bool) -> Result<FileSet> {
+        Ok(files::assign(self.store()?, set, to.clone(), on)?)
     }
 
     fn config_show(&self) -> Result<crate::overrides::Shown> {

@@ -16,6 +16,7 @@ mod appliance;
 pub mod args;
 mod bmc;
 mod exec;
+mod files;
 pub mod local;
 mod password;
 pub mod print;
@@ -104,6 +105,23 @@ pub trait Backend {
     /// Adds a rule; returns it as stored and the nodes it adopted at once.
     fn add_rule(&self, rule: &NamingRule) -> Result<RuleAdded>;
     fn remove_rule(&self, rule: &str) -> Result<()>;
+    fn file_sets(&self) -> Result<Vec<crate::files::core::FileSet>>;
+    fn file_set(&self, name: &str) -> Result<crate::files::core::FileSet>;
+    /// Adds (or replaces by path) a file of a set, making the set if new; returns the set.
+    fn add_set_file(
+        &self,
+        set: &str,
+        file: &crate::files::core::SetFile,
+    ) -> Result<crate::files::core::FileSet>;
+    /// Removes a set, or one file of it.
+    fn remove_set(&self, set: &str, path: Option<&str>) -> Result<()>;
+    /// Assigns a set (`on`) or takes the assignment back.
+    fn assign_set(
+        &self,
+        set: &str,
+        to: &crate::files::core::Assignment,
+        on: bool,
+    ) -> Result<crate::files::core::FileSet>;
     /// The appliance's settings with where each value comes from.
     fn config_show(&self) -> Result<crate::overrides::Shown>;
     /// Sets and removes appliance settings, checked together.
@@ -257,6 +275,7 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Tls(_) => "tls show",
         Command::Exec(_) => "exec",
         Command::Cp(_) => "cp",
+        Command::Files(args::FilesCmd::Sync { .. }) => "files sync",
         Command::Usb(_) => "usb",
         Command::Witness { .. } => "witness",
         _ => return None,
@@ -389,6 +408,7 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
         Command::Tls(TlsCmd::Show { config }) => tls_show(state, config.as_deref()),
         Command::Exec(args) => exec::exec(state, &args),
         Command::Cp(args) => exec::cp(state, &args),
+        Command::Files(args::FilesCmd::Sync { target, ssh }) => files::sync(state, &target, &ssh),
         Command::Bmc(cmd) => bmc::run(state, &cmd),
         command @ Command::Console { .. } => bmc::console(state, &command),
         Command::Usb(cmd) => usb(state, cmd),
@@ -749,6 +769,7 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
                 bail!("{failed} of {} nodes failed", rows.len());
             }
         }
+        Command::Files(cmd) => files::run(b, cmd)?,
         Command::Rule(cmd) => match cmd {
             RuleCmd::Add { rule, group, image } => {
                 let added = b.add_rule(&NamingRule { rule, group, image })?;

@@ -21,6 +21,7 @@ use crate::admin::{self, GroupInfo, NodeDetail};
 use crate::agent::http::{parse_head, HttpError};
 use crate::discover::adopt::{DiscoveredList, RuleAdded, DISCOVERY_IMAGE};
 use crate::discover::rule::NamingRule;
+use crate::files::core::{Assignment, FileSet, SetFile};
 use crate::image::usage::{HistoryEntry, StoreTotals};
 use crate::store::model::{
     BootEvent, Export, Group, Image, Ipv4Net, Lease, Mac, Network, Node, Role,
@@ -744,6 +745,40 @@ impl Backend for Remote {
 
     fn remove_rule(&self, rule: &str) -> anyhow::Result<()> {
         self.delete("rules", rule)
+    }
+
+    fn file_sets(&self) -> anyhow::Result<Vec<FileSet>> {
+        self.list_of("file set", "/files")
+    }
+
+    fn file_set(&self, name: &str) -> anyhow::Result<FileSet> {
+        decode(
+            "file set",
+            self.call("GET", &format!("/files/{}", segment(name)), None)?,
+        )
+    }
+
+    fn add_set_file(&self, set: &str, file: &SetFile) -> anyhow::Result<FileSet> {
+        let path = format!("/files/{}", segment(set));
+        decode(
+            "file set",
+            self.json_call("POST", &path, &serde_json::to_value(file)?)?,
+        )
+    }
+
+    fn remove_set(&self, set: &str, path: Option<&str>) -> anyhow::Result<()> {
+        let query = path.map_or(String::new(), |p| format!("?path={}", segment(p)));
+        self.call("DELETE", &format!("/files/{}{query}", segment(set)), None)?;
+        Ok(())
+    }
+
+    fn assign_set(&self, set: &str, to: &Assignment, on: bool) -> anyhow::Result<FileSet> {
+        let verb = if on { "assign" } else { "unassign" };
+        let path = format!("/files/{}/{verb}", segment(set));
+        decode(
+            "file set",
+            self.json_call("POST", &path, &serde_json::to_value(to)?)?,
+        )
     }
 
     fn config_show(&self) -> anyhow::Result<crate::overrides::Shown> {

@@ -48,6 +48,12 @@ pub enum Task<'a> {
     Exec(&'a [String]),
     /// Copy these local files to this path on the node.
     Copy { files: &'a [PathBuf], dest: &'a str },
+    /// Run this command line with `input` on its standard input (`files sync` feeds each
+    /// node its own script to `sh -s`).
+    Feed {
+        command: &'a [String],
+        input: &'a [u8],
+    },
 }
 
 /// Runs `task` on every host, `fanout` at a time; results come back in host order.
@@ -58,16 +64,27 @@ pub fn run_all(
     fanout: usize,
     timeout: Duration,
 ) -> Vec<NodeResult> {
+    let jobs: Vec<(&Host, Task<'_>)> = hosts.iter().map(|h| (h, task)).collect();
+    run_each(&jobs, ssh, fanout, timeout)
+}
+
+/// [`run_all`] with a task per host.
+pub fn run_each(
+    jobs: &[(&Host, Task<'_>)],
+    ssh: &Ssh,
+    fanout: usize,
+    timeout: Duration,
+) -> Vec<NodeResult> {
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<NodeResult>>> = Mutex::new(vec![None; hosts.len()]);
+    let results: Mutex<Vec<Option<NodeResult>>> = Mutex::new(vec![None; jobs.len()]);
     std::thread::scope(|s| {
-        for _ in 0..fanout.clamp(1, hosts.len().max(1)) {
+        for _ in 0..fanout.clamp(1, jobs.len().max(1)) {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(host) = hosts.get(i) else {
+                let Some((host, task)) = jobs.get(i) else {
                     break;
                 };
-                let r = run_one(host, ssh, task, timeout);
+                let r = run_one(host, ssh, *task, timeout);
                 // A worker that panicked poisons the lock; with panic = "abort" there is none.
                 if let Ok(mut all) = results.lock() {
                     all[i] = Some(r);
@@ -85,7 +102,7 @@ pub fn run_all(
 
 fn command(addr: Ipv4Addr, node: &str, ssh: &Ssh, task: Task<'_>) -> Command {
     let (mut c, port_flag) = match task {
-        Task::Exec(_) => (Command::new("ssh"), "-p"),
+        Task::Exec(_) | Task::Feed { .. } => (Command::new("ssh"), "-p"),
         Task::Copy { .. } => (Command::new("scp"), "-P"),
     };
     c.arg("-i").arg(&ssh.identity);
@@ -112,7 +129,7 @@ fn command(addr: Ipv4Addr, node: &str, ssh: &Ssh, task: Task<'_>) -> Command {
         c.arg("-o").arg(o);
     }
     match task {
-        Task::Exec(words) => {
+        Task::Exec(words) | Task::Feed { command: words, .. } => {
             c.arg(format!("{}@{addr}", ssh.user)).arg("--").args(words);
         }
         Task::Copy { files, dest } => {
@@ -120,7 +137,10 @@ fn command(addr: Ipv4Addr, node: &str, ssh: &Ssh, task: Task<'_>) -> Command {
             c.arg(format!("{}@{addr}:{dest}", ssh.user));
         }
     }
-    c.stdin(Stdio::null());
+    c.stdin(match task {
+        Task::Feed { .. } => Stdio::piped(),
+        _ => Stdio::null(),
+    });
     c
 }
 
@@ -154,6 +174,16 @@ fn run_one(host: &Host, ssh: &Ssh, task: Task<'_>, timeout: Duration) -> NodeRes
         Ok(c) => c,
         Err(e) => return unreachable(format!("starting ssh (Debian openssh-client): {e}")),
     };
+    let feeder = match (task, child.stdin.take()) {
+        (Task::Feed { input, .. }, Some(mut stdin)) => {
+            let input = input.to_vec();
+            // A node that stops reading makes the write fail, and the exit status tells.
+            Some(std::thread::spawn(move || {
+                let _ = std::io::Write::write_all(&mut stdin, &input);
+            }))
+        }
+        _ => None,
+    };
     let drain = std::thread::spawn(move || {
         let mut kept = Vec::new();
         let mut buf = [0u8; 8192];
@@ -180,6 +210,9 @@ fn run_one(host: &Host, ssh: &Ssh, task: Task<'_>, timeout: Duration) -> NodeRes
             }
         }
     };
+    if let Some(f) = feeder {
+        let _ = f.join();
+    }
     let bytes = drain.join().unwrap_or_default();
     let output = String::from_utf8_lossy(&bytes).into_owned();
     let outcome = match status {

@@ -8,6 +8,7 @@
 //! the same listener.
 
 pub mod discover;
+pub mod files;
 pub mod ipxe;
 pub mod listen;
 pub mod range;

@@ -113,6 +113,7 @@ fn boot_router(shared: Shared) -> Router {
         .route("/boot/{mac}/standing", get(per_mac::<STANDING>))
         .route("/boot/{mac}/host-key", get(per_mac::<HOST_KEY>))
         .route("/boot/{mac}/service", get(per_mac::<SERVICE_MODE>))
+        .route("/boot/{mac}/files", get(per_mac::<FILES>))
         .route(crate::service::TOOLS_PATH, get(super::service::tools))
         .route("/boot/{mac}/swarm", axum::routing::post(swarm_announce))
         .route(
@@ -639,10 +640,12 @@ async fn inventory(
 const STANDING: u8 = 0;
 const HOST_KEY: u8 = 1;
 const SERVICE_MODE: u8 = 2;
+const FILES: u8 = 3;
 
 /// `GET /boot/{mac}/standing` (see [`super::discover`]), `GET /boot/{mac}/host-key` and
-/// `GET /boot/{mac}/service` (see [`super::service`]): one handler, the endpoint chosen by
-/// `WHAT`, since all three take the same MAC and client address.
+/// `GET /boot/{mac}/service` (see [`super::service`]) and `GET /boot/{mac}/files` (see
+/// [`super::files`]): one handler, the endpoint chosen by `WHAT`, since all take the same MAC
+/// and client address.
 async fn per_mac<const WHAT: u8>(
     State(s): State<Shared>,
     Path(mac): Path<String>,
@@ -656,6 +659,7 @@ async fn per_mac<const WHAT: u8>(
     match WHAT {
         STANDING => super::discover::standing(api, mac, from).await,
         HOST_KEY => super::service::host_key(api, mac, from).await,
+        FILES => super::files::files(api, mac, from).await,
         _ => super::service::mode(api, mac, from).await,
     }
 }

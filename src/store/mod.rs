@@ -55,8 +55,8 @@ use std::sync::Arc;
 /// entries; nothing to convert). 3: the `origins` database, the version vector and the
 /// unique-key claims (rebuilt from the records when an older store is opened). 4: table
 /// `exports` (as with 2, older drovers cannot read its feed entries; nothing to convert).
-/// 5: tables `discovered` and `rules` (as with 4).
-pub const SCHEMA_VERSION: u32 = 5;
+/// 5: tables `discovered` and `rules` (as with 4). 6: table `files` (as with 4).
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// LMDB map size: address space reserved, not disk used.
 const MAP_SIZE: usize = 64 << 30;
@@ -88,10 +88,12 @@ pub enum Table {
     Discovered,
     /// Naming rules, by their canonical text.
     Rules,
+    /// File sets delivered to nodes (`crate::files`), by name.
+    Files,
 }
 
 impl Table {
-    pub const ALL: [Table; 16] = [
+    pub const ALL: [Table; 17] = [
         Table::Nodes,
         Table::Groups,
         Table::Networks,
@@ -108,6 +110,7 @@ impl Table {
         Table::Audit,
         Table::Discovered,
         Table::Rules,
+        Table::Files,
     ];
 
     pub fn from_name(name: &str) -> Option<Table> {
@@ -132,6 +135,7 @@ impl Table {
             Table::Audit => "audit",
             Table::Discovered => "discovered",
             Table::Rules => "rules",
+            Table::Files => "files",
         }
     }
 }
@@ -225,6 +229,13 @@ impl Record for crate::discover::rule::NamingRule {
     const TABLE: Table = Table::Rules;
     fn key(&self) -> String {
         self.rule.clone()
+    }
+}
+
+impl Record for crate::files::core::FileSet {
+    const TABLE: Table = Table::Files;
+    fn key(&self) -> String {
+        self.name.clone()
     }
 }
 

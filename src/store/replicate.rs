@@ -154,6 +154,10 @@ macro_rules! with_record_type {
                 type $t = crate::discover::rule::NamingRule;
                 $body
             }
+            Table::Files => {
+                type $t = crate::files::core::FileSet;
+                $body
+            }
         }
     };
 }

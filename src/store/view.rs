@@ -357,7 +357,8 @@ impl Changed {
             | Table::Bmc
             | Table::Audit
             | Table::Discovered
-            | Table::Rules => return Ok(None),
+            | Table::Rules
+            | Table::Files => return Ok(None),
         }))
     }
 }
