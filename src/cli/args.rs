@@ -1061,6 +1061,18 @@ pub enum ImageCmd {
     List,
     /// Remove an image (refused while nodes use it).
     Rm { name: String },
+    /// Mount an image's root tree read-only (FUSE), straight from the local store: NAME for
+    /// the latest version, NAME@N for version N. Needs root and /dev/fuse; DIR must be an
+    /// empty directory. Unmount with `umount DIR` (or SIGINT/SIGTERM in the foreground).
+    Mount {
+        /// NAME or NAME@VERSION.
+        image: String,
+        dir: PathBuf,
+        /// Stay in the foreground until unmounted (else the mount is served in the
+        /// background once it is up).
+        #[arg(long)]
+        foreground: bool,
+    },
 }
 
 #[derive(Subcommand)]

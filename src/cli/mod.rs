@@ -17,6 +17,7 @@ pub mod args;
 mod bmc;
 mod exec;
 pub mod local;
+mod mount;
 mod password;
 pub mod print;
 pub mod remote;
@@ -238,6 +239,7 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Pool(PoolCmd::Rekey { .. }) => "pool rekey",
         Command::Image(ImageCmd::Add { .. }) => "image add",
         Command::Image(ImageCmd::Import { .. }) => "image import",
+        Command::Image(ImageCmd::Mount { .. }) => "image mount",
         Command::Group(GroupCmd::Set { .. }) => "group set",
         Command::Nfs(NfsCmd::Clients { .. }) => "nfs clients",
         Command::Admin(AdminCmd::Passwd { .. }) => "admin passwd",
@@ -349,6 +351,11 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
             print!("{}", print::image_added(&img));
             Ok(())
         }
+        Command::Image(ImageCmd::Mount {
+            image,
+            dir,
+            foreground,
+        }) => mount::run(state, &image, &dir, foreground),
         Command::Group(GroupCmd::Set { name, bmc }) => {
             let local = Local::new(state);
             if bmc.no_bmc {
@@ -634,8 +641,8 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
                 b.remove_image(&name)?;
                 println!("removed image {name}");
             }
-            ImageCmd::Add { .. } | ImageCmd::Import { .. } => {
-                bail!("internal: image add and import are local only")
+            ImageCmd::Add { .. } | ImageCmd::Import { .. } | ImageCmd::Mount { .. } => {
+                bail!("internal: image add, import and mount are local only")
             }
         },
         Command::Network(cmd) => match cmd {
