@@ -576,6 +576,20 @@ pub enum NodeCmd {
         #[arg(long)]
         off: bool,
     },
+    /// Capture a running node's root file system over ssh (the pool's node key) as a new
+    /// image or IMAGE's next version: all of / on the root file system but the contents of
+    /// /proc, /sys, /dev, /run and /tmp, the files the agent writes for the node, its ssh
+    /// host keys, and --exclude paths. The kernel comes from the tree's /boot/vmlinuz-*.
+    Grab {
+        node: String,
+        image: String,
+        /// An absolute path on the node to leave out (repeatable).
+        #[arg(long = "exclude")]
+        excludes: Vec<String>,
+        /// The node's ssh port.
+        #[arg(long, default_value_t = 22)]
+        port: u16,
+    },
 }
 
 /// Naming rules: identity by location.

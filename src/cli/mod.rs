@@ -240,6 +240,7 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Image(ImageCmd::Add { .. }) => "image add",
         Command::Image(ImageCmd::Import { .. }) => "image import",
         Command::Image(ImageCmd::Mount { .. }) => "image mount",
+        Command::Node(NodeCmd::Grab { .. }) => "node grab",
         Command::Group(GroupCmd::Set { .. }) => "group set",
         Command::Nfs(NfsCmd::Clients { .. }) => "nfs clients",
         Command::Admin(AdminCmd::Passwd { .. }) => "admin passwd",
@@ -356,6 +357,12 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
             dir,
             foreground,
         }) => mount::run(state, &image, &dir, foreground),
+        Command::Node(NodeCmd::Grab {
+            node,
+            image,
+            excludes,
+            port,
+        }) => exec::grab(state, &node, &image, &excludes, port),
         Command::Group(GroupCmd::Set { name, bmc }) => {
             let local = Local::new(state);
             if bmc.no_bmc {
@@ -855,6 +862,7 @@ fn node(b: &dyn Backend, cmd: NodeCmd) -> Result<()> {
                 print::node_events(&name, &events, all, unix_now() * 1000)
             );
         }
+        NodeCmd::Grab { .. } => bail!("internal: node grab is local only"),
         NodeCmd::Discovered { all, json } => {
             let list = b.discovered(all)?;
             if json {
