@@ -57,7 +57,8 @@ pub fn tar_command(excludes: &[String]) -> Result<Vec<String>, GrabError> {
         "tar",
         "--one-file-system",
         "--xattrs",
-        "--xattrs-include=*",
+        // Quoted: the remote shell would expand a bare `*`.
+        "'--xattrs-include=*'",
         "--numeric-owner",
         "--format=posix",
         "-C",
