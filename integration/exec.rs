@@ -3,6 +3,10 @@
 //! each), whose AuthorizedKeysFile holds the public key that `drover exec --show-key` prints;
 //! a fourth node's address has no server (unreachable).
 //!
+//! `drover node grab`: the sshd runs the command drover sends with a fake root directory in
+//! place of `/`; the grabbed image, mounted with `image mount`, has the tree minus run-time
+//! state, the node's own files and the exclusions.
+//!
 //! Needs root (sshd logs in as root) and Debian's openssh-server and openssh-client; fails
 //! with a clear message without them.
 
@@ -75,6 +79,11 @@ impl Lab {
 }
 
 fn setup() -> Lab {
+    setup_with("")
+}
+
+/// [`setup`] with `extra` lines in each sshd's configuration.
+fn setup_with(extra: &str) -> Lab {
     require_root();
     let sshd = require_cmd("sshd", "openssh-server");
     require_cmd("ssh", "openssh-client");
@@ -128,7 +137,7 @@ fn setup() -> Lab {
             "Port {port}\nListenAddress {addr}\nHostKey {}\nAuthorizedKeysFile {}\n\
              PidFile none\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
              KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
-             Subsystem sftp /usr/lib/openssh/sftp-server\n",
+             Subsystem sftp /usr/lib/openssh/sftp-server\n{extra}",
             host_key.display(),
             keys.display()
         );
@@ -255,6 +264,98 @@ fn node_key_is_served_and_its_private_half_kept() {
         assert!(
             !r.body.contains("PRIVATE KEY"),
             "{path} shows the private half"
+        );
+    }
+}
+
+#[test]
+fn node_grab_imports_a_nodes_root_without_its_own_files() {
+    require_cmd("setfattr", "attr");
+    common::require_file(
+        Path::new("/dev/fuse"),
+        "load the fuse module (`modprobe fuse`)",
+    );
+    let base = std::env::temp_dir().join(format!("drover-grab-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let root = base.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    // The "node": drover's `tar ... -C / ...` runs with the fake root in place of `/`.
+    let wrapper = base.join("as-node.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec sh -c \"$(printf '%s' \"$SSH_ORIGINAL_COMMAND\" | \
+             sed 's| -C / | -C {} |')\"\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sh = |script: &str| run_ok(Command::new("sh").arg("-c").arg(script).current_dir(&root));
+    sh("set -e
+        mkdir -p boot etc/ssh etc/drover root/.ssh proc/1 sys dev run tmp var/cache/apt usr/bin
+        echo kernel > boot/vmlinuz-6.1.0-1-amd64
+        echo e1 > etc/hostname; echo '127.0.0.1 e1' > etc/hosts; echo k > etc/ssh/ssh_host_ed25519_key
+        echo keep > etc/ssh/sshd_config; echo NODE=e1 > etc/drover/node.env
+        echo key > root/.ssh/authorized_keys; echo 1 > proc/1/stat; echo x > tmp/junk
+        echo deb > var/cache/apt/pkgcache.bin; echo tool > usr/bin/tool
+        chown 1234:2345 usr/bin/tool; chmod 4750 usr/bin/tool
+        setfattr -n user.kept -v yes usr/bin/tool");
+    let lab = setup_with(&format!("ForceCommand {}\n", wrapper.display()));
+    let port = lab.port.to_string();
+    let out = lab.ok(&[
+        "node",
+        "grab",
+        "e1",
+        "grabbed",
+        "--port",
+        &port,
+        "--exclude",
+        "/var/cache/apt",
+    ]);
+    assert!(out.contains("added image grabbed"), "{out}");
+    let history = lab.ok(&["image", "history", "grabbed"]);
+    assert!(history.contains("grab e1"), "{history}");
+
+    let mnt = base.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let out = lab.ok(&["image", "mount", "grabbed", mnt.to_str().unwrap()]);
+    let listing = Command::new("sh")
+        .arg("-c")
+        .arg("find . -printf '%p %m %U %G\\n' | LC_ALL=C sort; getfattr -d usr/bin/tool")
+        .current_dir(&mnt)
+        .output();
+    let _ = Command::new("umount").arg(&mnt).status();
+    let listing = String::from_utf8_lossy(&listing.expect("run find").stdout).into_owned();
+    let _ = std::fs::remove_dir_all(&base);
+    assert!(out.starts_with("mounted drover:grabbed@1"), "{out}");
+    for present in [
+        "./usr/bin/tool 4750 1234 2345",
+        "./etc/ssh/sshd_config ",
+        "./proc ",
+        "./tmp ",
+        "./var/cache ",
+        "./boot/vmlinuz-6.1.0-1-amd64 ",
+        "user.kept=\"yes\"",
+    ] {
+        assert!(
+            listing.contains(present),
+            "{present:?} missing from\n{listing}"
+        );
+    }
+    for absent in [
+        "./etc/hostname",
+        "./etc/hosts",
+        "./etc/ssh/ssh_host_ed25519_key",
+        "./etc/drover/node.env",
+        "./root/.ssh/authorized_keys",
+        "./proc/1",
+        "./tmp/junk",
+        "./var/cache/apt",
+    ] {
+        assert!(
+            !listing.contains(&format!("{absent} ")),
+            "{absent} in\n{listing}"
         );
     }
 }

@@ -83,6 +83,10 @@ const PURE: &[(&str, &str)] = &[
         "which chunk from which source next, and the upload bucket on times passed in",
     ),
     (
+        "image/tarindex.rs",
+        "the rootfs tar index of `image mount`: bytes in through a read function, inodes out",
+    ),
+    (
         "image/usage.rs",
         "per-version store figures from chunk lists",
     ),

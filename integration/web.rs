@@ -4,7 +4,9 @@
 //! `ipmi_sim` BMC from the page, see the pool view list this member and a second one (both on
 //! loopback). Screenshots of the main views
 //! are saved under `target/web-screenshots/`. `discovered.mjs`: the Discovered tab lists
-//! machines waiting for adoption with their inventory, and an admin adopts one.
+//! machines waiting for adoption with their inventory, and an admin adopts one. `images.mjs`:
+//! the Images tab lists an image's versions with their sizes and nodes, an admin rolls back
+//! from the page, a viewer sees no Rollback button.
 
 mod common;
 
@@ -36,6 +38,32 @@ fn passed(out: &std::process::Output, marker: &str) {
         out.status
     );
     println!("{stdout}");
+}
+
+/// Adds the viewer `watcher`, runs the browser script `script` against `s` with the admin's
+/// and the viewer's passwords, and fails unless it printed `marker`.
+fn run_with_viewer(s: &ApiServer, script: &str, marker: &str) {
+    let (node, chromium, dir) = browser_tools();
+    let viewer_password = "viewer-password-1";
+    let (ok, out, err) = common::api::cli_stdin(
+        &s.d,
+        &["user", "add", "watcher", "--role", "viewer"],
+        &format!("{viewer_password}\n"),
+    );
+    assert!(ok, "user add failed: {out}{err}");
+    let shots = common::repo_root().join("target/web-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new(node)
+        .arg(dir.join(script))
+        .current_dir(&dir)
+        .env("DROVER_URL", s.url())
+        .env("DROVER_PASSWORD", PASSWORD)
+        .env("DROVER_VIEWER_PASSWORD", viewer_password)
+        .env("CHROMIUM", chromium)
+        .env("SCREENSHOTS", &shots)
+        .output()
+        .expect("run node");
+    passed(&out, marker);
 }
 
 #[test]
@@ -119,7 +147,7 @@ fn inventory(mac: &str, serial: &str) -> drover::discover::inventory::Inventory 
 
 #[test]
 fn browser_lists_discovered_machines_and_adopts_one() {
-    let (node, chromium, dir) = browser_tools();
+    browser_tools();
     let s = ApiServer::start();
     // Two machines report with the same serial, as the agent's report would store them.
     {
@@ -135,26 +163,7 @@ fn browser_lists_discovered_machines_and_adopts_one() {
             .expect("record a report");
         }
     }
-    let viewer_password = "viewer-password-1";
-    let (ok, out, err) = common::api::cli_stdin(
-        &s.d,
-        &["user", "add", "watcher", "--role", "viewer"],
-        &format!("{viewer_password}\n"),
-    );
-    assert!(ok, "user add failed: {out}{err}");
-    let shots = common::repo_root().join("target/web-screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    let out = Command::new(node)
-        .arg(dir.join("discovered.mjs"))
-        .current_dir(&dir)
-        .env("DROVER_URL", s.url())
-        .env("DROVER_PASSWORD", PASSWORD)
-        .env("DROVER_VIEWER_PASSWORD", viewer_password)
-        .env("CHROMIUM", chromium)
-        .env("SCREENSHOTS", &shots)
-        .output()
-        .expect("run node");
-    passed(&out, "discovered web test: ok");
+    run_with_viewer(&s, "discovered.mjs", "discovered web test: ok");
     // The adoption went through the API into the store: a node with the machine's MAC.
     let show = s.d.cli_ok(&["node", "show", "found01"]);
     assert!(show.contains("52:54:00:00:0e:01"), "{show}");
@@ -164,4 +173,47 @@ fn browser_lists_discovered_machines_and_adopts_one() {
     assert_eq!(rows("52:54:00:00:0e:01"), 0, "{waiting}");
     // Still one serial on two boards: the node's and the waiting machine's.
     assert!(waiting.contains("duplicate DMI serial SER-1"), "{waiting}");
+}
+
+#[test]
+fn browser_lists_image_versions_and_rolls_back() {
+    browser_tools();
+    let s = ApiServer::start();
+    let src = s.d.scratch().join("deb");
+    for (version, motd) in [(1, "one"), (2, "two")] {
+        std::fs::create_dir_all(src.join("boot")).unwrap();
+        std::fs::create_dir_all(src.join("etc")).unwrap();
+        std::fs::write(src.join("boot/vmlinuz-6.1.0-1-amd64"), b"kernel").unwrap();
+        std::fs::write(src.join("etc/motd"), motd.repeat(10_000)).unwrap();
+        let out =
+            s.d.cli_ok(&["image", "import", "deb", src.to_str().unwrap()]);
+        assert!(out.contains("image deb"), "version {version}: {out}");
+    }
+    s.d.cli_ok(&[
+        "node",
+        "add",
+        "n1",
+        "--mac",
+        "52:54:00:00:0f:01",
+        "--image",
+        "deb",
+    ]);
+    s.d.cli_ok(&["node", "set", "n1", "--image-version", "1"]);
+    s.d.cli_ok(&[
+        "node",
+        "add",
+        "n2",
+        "--mac",
+        "52:54:00:00:0f:02",
+        "--image",
+        "deb",
+    ]);
+    run_with_viewer(&s, "images.mjs", "images web test: ok");
+    // The rollback went through the API into the store.
+    let history = s.d.cli_ok(&["image", "history", "deb"]);
+    let last = history.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("3 ") && last.contains("rollback to 1"),
+        "{history}"
+    );
 }

@@ -429,8 +429,10 @@ async function loadLeases() {
 
 async function loadImages() {
   const list = await api('GET', '/images?limit=1000');
-  fill('#images', list.items.map((i) => {
+  const histories = await Promise.all(list.items.map((i) => api('GET', `/images/${encodeURIComponent(i.name)}/history`)));
+  fill('#images', list.items.flatMap((i, k) => {
     const tr = document.createElement('tr');
+    tr.dataset.name = i.name;
     const actions = document.createElement('td');
     actions.append(
       button('Edit command line', async () => {
@@ -445,8 +447,52 @@ async function loadImages() {
       }, 'admin'),
     );
     tr.append(cell(i.name), cell(i.boot), cell(`${i.kernel.size} bytes`), cell(i.cmdline), cell(i.nodes), actions);
-    return tr;
+    return [tr, versionsRow(i, histories[k])];
   }));
+}
+
+// The row under an image: its versions, newest first, with their sizes (SIZE: the files;
+// NEW: bytes no earlier version stored; SHARED: bytes an earlier version has too), the nodes
+// that boot each (pinned, or following the latest), and for admins a Rollback button on the
+// older ones (a rollback is recorded as a new version).
+function versionsRow(image, history) {
+  const table = document.createElement('table');
+  table.className = 'image-versions';
+  table.dataset.image = image.name;
+  const head = document.createElement('tr');
+  for (const h of ['version', 'made', 'by', 'how', 'size', 'new', 'shared', 'nodes', '']) {
+    const th = document.createElement('th'); th.textContent = h; head.append(th);
+  }
+  table.createTHead().append(head);
+  const body = table.createTBody();
+  for (const v of [...history].reverse()) {
+    const r = document.createElement('tr');
+    r.dataset.version = v.number;
+    const latest = v.number === image.version;
+    const figure = (k) => (v.stored ? bytes(v.stored[k]) : '-');
+    const actions = document.createElement('td');
+    if (!latest) {
+      actions.append(button('Rollback', async () => {
+        if (!confirm(`Make version ${v.number}'s files the latest of ${image.name}?`)) return;
+        try {
+          await api('POST', `/images/${encodeURIComponent(image.name)}/rollback`, { version: v.number });
+          await loadImages();
+        } catch (err) { fail(err); }
+      }, 'admin'));
+    }
+    r.append(cell(latest ? `${v.number} (latest)` : v.number),
+      cell(v.created_ms ? new Date(v.created_ms).toLocaleString() : '-'), cell(v.by || '-'), cell(v.what),
+      cell(figure('logical')), cell(figure('new')), cell(figure('shared')),
+      cell((v.nodes || []).join(', ') || '-'), actions);
+    body.append(r);
+  }
+  const tr = document.createElement('tr');
+  tr.className = 'versions';
+  const td = document.createElement('td');
+  td.colSpan = 6;
+  td.append(table);
+  tr.append(td);
+  return tr;
 }
 
 async function loadNetworks() {

@@ -684,15 +684,66 @@ pub async fn image_history(State(api): State<Arc<Api>>, Path(name): Path<String>
     let blobs = api.blobs();
     let history = api
         .blocking(move |store| {
-            let image = store.read(|r| r.get::<Image>(&name))?;
-            let versions = image.ok_or_else(|| unknown("image", &name))?.history();
+            let (image, nodes, groups) = store.read(|r| {
+                Ok::<_, ApiError>((r.get::<Image>(&name)?, r.all::<Node>()?, r.all::<Group>()?))
+            })?;
+            let image = image.ok_or_else(|| unknown("image", &name))?;
+            let versions = image.history();
             let usage = blobs
                 .version_usage(&versions)
                 .map_err(|e| ApiError::internal("image store", e))?;
-            Ok(crate::image::usage::with_usage(versions, usage))
+            let mut booting = booting_versions(&image, &nodes, &groups);
+            let entries = crate::image::usage::with_usage(versions, usage);
+            Ok(entries
+                .into_iter()
+                .map(|entry| VersionView {
+                    nodes: booting.remove(&entry.version.number).unwrap_or_default(),
+                    entry,
+                })
+                .collect::<Vec<_>>())
         })
         .await?;
     ok(history)
+}
+
+/// One entry of `GET /images/{name}/history`: the version, its figures and the nodes that
+/// boot it.
+#[derive(Serialize)]
+struct VersionView {
+    #[serde(flatten)]
+    entry: crate::image::usage::HistoryEntry,
+    nodes: Vec<String>,
+}
+
+/// The nodes that boot `image`, by version, as `View::boot_image_of` picks it: the node's
+/// own image and pin, else its group's; the latest when nothing pins.
+fn booting_versions(
+    image: &Image,
+    nodes: &[Node],
+    groups: &[Group],
+) -> std::collections::BTreeMap<u32, Vec<String>> {
+    let mut by_version: std::collections::BTreeMap<u32, Vec<String>> = Default::default();
+    for node in nodes {
+        let group = node
+            .group
+            .as_deref()
+            .and_then(|g| groups.iter().find(|x| x.name == g));
+        let (name, pin) = match &node.image {
+            Some(i) => (Some(i.as_str()), node.image_version),
+            None => (
+                group.and_then(|g| g.image.as_deref()),
+                node.image_version.or(group.and_then(|g| g.image_version)),
+            ),
+        };
+        if name == Some(image.name.as_str()) {
+            let version = pin.unwrap_or_else(|| image.latest_version());
+            by_version
+                .entry(version)
+                .or_default()
+                .push(node.name.clone());
+        }
+    }
+    by_version
 }
 
 /// `GET /image-store`: the blob store's totals (blobs that images name, their bytes, the

@@ -673,6 +673,20 @@ pub enum NodeCmd {
         #[arg(long)]
         off: bool,
     },
+    /// Capture a running node's root file system over ssh (the pool's node key) as a new
+    /// image or IMAGE's next version: all of / on the root file system but the contents of
+    /// /proc, /sys, /dev, /run and /tmp, the files the agent writes for the node, its ssh
+    /// host keys, and --exclude paths. The kernel comes from the tree's /boot/vmlinuz-*.
+    Grab {
+        node: String,
+        image: String,
+        /// An absolute path on the node to leave out (repeatable).
+        #[arg(long = "exclude")]
+        excludes: Vec<String>,
+        /// The node's ssh port.
+        #[arg(long, default_value_t = 22)]
+        port: u16,
+    },
 }
 
 /// Naming rules: identity by location.
@@ -1158,6 +1172,18 @@ pub enum ImageCmd {
     List,
     /// Remove an image (refused while nodes use it).
     Rm { name: String },
+    /// Mount an image's root tree read-only (FUSE), straight from the local store: NAME for
+    /// the latest version, NAME@N for version N. Needs root and /dev/fuse; DIR must be an
+    /// empty directory. Unmount with `umount DIR` (or SIGINT/SIGTERM in the foreground).
+    Mount {
+        /// NAME or NAME@VERSION.
+        image: String,
+        dir: PathBuf,
+        /// Stay in the foreground until unmounted (else the mount is served in the
+        /// background once it is up).
+        #[arg(long)]
+        foreground: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -1,12 +1,14 @@
-//! `drover exec` and `drover cp`: resolve targets from the local store, make sure the node key
-//! exists and its private half is on disk, run [`crate::exec::run`], print the report.
+//! `drover exec`, `drover cp` and `drover node grab`: resolve targets from the local store,
+//! make sure the node key exists and its private half is on disk, run [`crate::exec::run`]
+//! (or stream a node's root with [`crate::exec::grab`] into `image import`), print the report.
 //! It does NOT work through `--server`: the node key's private half never leaves the pool.
 
 use super::args::{CpArgs, ExecArgs, SshArgs};
 use super::local::Local;
+use crate::admin;
 use crate::exec::core::{self, NodeResult};
 use crate::exec::run::{self, Ssh, Task};
-use crate::exec::{hosts, key};
+use crate::exec::{grab, hosts, key};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -81,6 +83,53 @@ pub(super) fn report(results: &[NodeResult], json: bool) -> Result<()> {
         bail!("{failed} of {} nodes failed", results.len());
     }
     Ok(())
+}
+
+/// `drover node grab NODE IMAGE`: the node's root, streamed over ssh into a temporary file
+/// in the blob directory, imported as a new image or IMAGE's next version.
+pub fn grab(state: &Path, node: &str, image: &str, excludes: &[String], port: u16) -> Result<()> {
+    let local = Local::new(state);
+    let store = local.store()?;
+    let node_key = key::ensure(store, state).context("the node key")?;
+    let hosts = hosts(store, &[node.to_string()])?;
+    let [host] = hosts.as_slice() else {
+        bail!("{node}: name one node");
+    };
+    let ssh = Ssh {
+        identity: key::write_private(&node_key, state)?,
+        port,
+        user: "root".into(),
+        connect_timeout: Duration::from_secs(10),
+        known_hosts: None,
+    };
+    let blobs = crate::image::Blobs::new(state);
+    std::fs::create_dir_all(blobs.dir())
+        .with_context(|| format!("making {}", blobs.dir().display()))?;
+    let tmp = Temp(
+        blobs
+            .dir()
+            .join(format!("grab-{}.tar.tmp", std::process::id())),
+    );
+    let size = grab::stream(&host.node, host.addr, &ssh, excludes, &tmp.0)?;
+    eprintln!("received {size} bytes of {node}'s root");
+    let add = admin::AddImage {
+        replace: true,
+        settings: admin::ImageChange::default(),
+        made: admin::Made::local(format!("grab {node}")),
+    };
+    let img = local.import_image(image, &tmp.0, None, &add)?;
+    print!("{}", super::print::image_added(&img));
+    Ok(())
+}
+
+/// A file removed when dropped (the grabbed tar, once imported or on failure).
+struct Temp(PathBuf);
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        // Gone already is fine; anything else leaves a `.tmp` that the next grab won't reuse.
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn print(results: &[NodeResult], json: bool) -> Result<()> {

@@ -18,6 +18,7 @@ mod bmc;
 mod exec;
 mod files;
 pub mod local;
+mod mount;
 mod password;
 pub mod print;
 pub mod remote;
@@ -263,6 +264,8 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Pool(PoolCmd::Rekey { .. }) => "pool rekey",
         Command::Image(ImageCmd::Add { .. }) => "image add",
         Command::Image(ImageCmd::Import { .. }) => "image import",
+        Command::Image(ImageCmd::Mount { .. }) => "image mount",
+        Command::Node(NodeCmd::Grab { .. }) => "node grab",
         Command::Group(GroupCmd::Set { .. }) => "group set",
         Command::Nfs(NfsCmd::Clients { .. }) => "nfs clients",
         Command::Admin(AdminCmd::Passwd { .. }) => "admin passwd",
@@ -372,6 +375,17 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
             print!("{}", print::image_added(&img));
             Ok(())
         }
+        Command::Image(ImageCmd::Mount {
+            image,
+            dir,
+            foreground,
+        }) => mount::run(state, &image, &dir, foreground),
+        Command::Node(NodeCmd::Grab {
+            node,
+            image,
+            excludes,
+            port,
+        }) => exec::grab(state, &node, &image, &excludes, port),
         Command::Group(GroupCmd::Set { name, bmc }) => {
             let local = Local::new(state);
             if bmc.no_bmc {
@@ -658,8 +672,8 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
                 b.remove_image(&name)?;
                 println!("removed image {name}");
             }
-            ImageCmd::Add { .. } | ImageCmd::Import { .. } => {
-                bail!("internal: image add and import are local only")
+            ImageCmd::Add { .. } | ImageCmd::Import { .. } | ImageCmd::Mount { .. } => {
+                bail!("internal: image add, import and mount are local only")
             }
         },
         Command::Network(cmd) => match cmd {
@@ -873,6 +887,7 @@ fn node(b: &dyn Backend, cmd: NodeCmd) -> Result<()> {
                 print::node_events(&name, &events, all, unix_now() * 1000)
             );
         }
+        NodeCmd::Grab { .. } => bail!("internal: node grab is local only"),
         NodeCmd::Discovered { all, json } => {
             let list = b.discovered(all)?;
             if json {

@@ -10,6 +10,7 @@
 //! go through the API: it runs on a pool member, from its store.
 
 pub mod core;
+pub mod grab;
 pub mod key;
 pub mod run;
 

@@ -100,7 +100,8 @@ pub fn run_each(
         .collect()
 }
 
-fn command(addr: Ipv4Addr, node: &str, ssh: &Ssh, task: Task<'_>) -> Command {
+/// The ssh (or scp) command for `task` on one node, stdin closed.
+pub fn command(addr: Ipv4Addr, node: &str, ssh: &Ssh, task: Task<'_>) -> Command {
     let (mut c, port_flag) = match task {
         Task::Exec(_) | Task::Feed { .. } => (Command::new("ssh"), "-p"),
         Task::Copy { .. } => (Command::new("scp"), "-P"),

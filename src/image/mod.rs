@@ -24,8 +24,10 @@
 pub mod chunk;
 pub mod import;
 pub mod initramfs;
+pub mod mount;
 pub mod reader;
 pub mod rootfs;
+pub mod tarindex;
 pub mod unpack;
 pub mod usage;
 #[cfg(test)]
