@@ -497,6 +497,7 @@ mod tests {
             last_sync_ms: None,
             addresses,
             layers: None,
+            drain: None,
             detail: MemberDetail::default(),
         };
         let mut b = member(2, "alive", Some(30));

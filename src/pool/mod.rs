@@ -15,6 +15,8 @@
 //! - [`peers`]: the other live members' addresses, which the boot path lists as fallbacks;
 //! - [`shares`]: which DHCP clients and addresses this member serves (`dhcp::share`), from
 //!   the roster, membership and completed pulls;
+//! - [`drain`]: the hand-over of a drained member's DHCP share (`drover pool drain`), a
+//!   handshake of roster rows, summaries and version vectors (sans IO);
 //! - [`floating`]: whether this member holds the floating service address (`[pool]
 //!   service-address`), from the roster, membership and time; `net::floating` carries it out;
 //! - [`summary`]: what each member serves, as it says itself, passed on with every exchange
@@ -38,6 +40,7 @@
 
 pub mod compact;
 pub mod conn;
+pub mod drain;
 pub mod facts;
 pub mod floating;
 pub mod frame;

@@ -60,6 +60,10 @@ pub fn render(status: &Status, now_ms: u64) -> String {
             }
             _ => m.state.clone(),
         };
+        let state = match &m.drain {
+            Some(drain) => format!("{state}, {drain}"),
+            None => state,
+        };
         rows.push(vec![
             m.addr.to_string(),
             format!("{:016x}", m.id),
@@ -243,6 +247,7 @@ mod tests {
             last_sync_ms: None,
             addresses: Some(10),
             layers: None,
+            drain: None,
             detail: MemberDetail::default(),
         }
     }
@@ -284,6 +289,7 @@ mod tests {
             newest_own: None,
             has: Default::default(),
             feed_floor: 0,
+            drained: None,
         });
         me.detail.summary_age_ms = Some(0);
         let mut b = member(2, "alive");

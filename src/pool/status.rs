@@ -94,6 +94,10 @@ pub struct MemberStatus {
     /// Its copies of the NFS layers of nodes this member serves (`None`: no link to it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layers: Option<LayerCounts>,
+    /// `draining` (`drover pool drain`: its share not handed over yet, as this member sees
+    /// it) or `drained` (handed over; `pool::drain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<String>,
     #[serde(flatten)]
     pub detail: MemberDetail,
 }

@@ -498,6 +498,11 @@ impl Reader<'_> {
         all_rows::<T>(self.store, self.txn)
     }
 
+    /// The version of row `key` of table `T` (a tombstone's too), if the store has it.
+    pub fn version_of<T: Record>(&self, key: &str) -> Result<Option<Version>, StoreError> {
+        Ok(self.store.row::<T>(self.txn, key)?.map(|v| v.version))
+    }
+
     /// The primary key of the record owning unique key `unique` (e.g. `mac/52:54:...`).
     pub fn owner(&self, unique: &str) -> Result<Option<String>, StoreError> {
         Ok(self.store.index.get(self.txn, unique)?.map(str::to_string))

@@ -1079,6 +1079,12 @@ pub struct PoolMember {
     /// service address and keeps no store. The members write its row when they first see it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub witness: bool,
+    /// When an admin drained it (`drover pool drain`, unix ms on the admin's member; only
+    /// compared for equality): it keeps running, replicating and voting, and hands its DHCP
+    /// share and the service address to the others (`dhcp::share`, `pool::floating`) until
+    /// `drover pool undrain` clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drained_ms: Option<u64>,
 }
 
 impl PoolMember {
