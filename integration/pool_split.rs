@@ -2,6 +2,11 @@
 //! a floating service address, each in its own namespace on one bridge, and perfdhcp in a
 //! client namespace on the same bridge offering new exchanges and renewals throughout.
 //!
+//! First a drain (`drover pool drain`) of the member that holds the service address: once
+//! every member shows it drained, it ACKs nothing more, the others ACK clients it used to
+//! answer, and another member holds the address; after `pool undrain` it ACKs again and the
+//! address stays where it went.
+//!
 //! Two splits, one after the other, each cut by taking a member's link to the bridge down
 //! (`ip link set down` on the bridge's side of its veth) and healed by bringing it up: A|BC
 //! (the first member cut off alone) and AB|C (the third). Asserted, during and after each:
@@ -97,6 +102,103 @@ fn report(m: &[Member]) -> String {
         .join("\n")
 }
 
+/// The MACs a member's log says it ACKed, in order.
+fn acked(m: &Member) -> Vec<String> {
+    m.drover
+        .log()
+        .lines()
+        .filter(|l| l.contains("DHCPACK"))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("mac=")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// What member `m` says of member `id`'s drain (`draining`, `drained`), from its status.
+fn drain_of(m: &Member, id: &str) -> Option<String> {
+    let out = m.drover.cli(&["pool", "status", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let hex = |v: &serde_json::Value| v["id"].as_u64().map(|n| format!("{n:016x}"));
+    std::iter::once(&s["me"])
+        .chain(s["members"].as_array().into_iter().flatten())
+        .find(|row| hex(row).as_deref() == Some(id))
+        .and_then(|row| row["drain"].as_str().map(str::to_string))
+}
+
+/// Drains the holder of the service address during the load and undrains it (see the module
+/// docs), snapshotting throughout.
+fn drain_and_undrain_the_holder(m: &[Member], found: &mut Findings) {
+    let b = m
+        .iter()
+        .position(holds)
+        .expect("one member holds the address");
+    let out = m[b].drover.cli(&["pool", "status", "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let id = format!("{:016x}", s["me"]["id"].as_u64().expect("its id"));
+    let theirs: Vec<String> = acked(&m[b]);
+    assert!(
+        !theirs.is_empty(),
+        "the holder ACKed nobody before the drain"
+    );
+    let others: Vec<usize> = (0..m.len()).filter(|&i| i != b).collect();
+    let before: Vec<usize> = m.iter().map(|x| acked(x).len()).collect();
+    // Drained on another member: the setting replicates.
+    m[others[0]].drover.cli_ok(&["pool", "drain", &id]);
+    let mut all_see = false;
+    for _ in 0..30 {
+        found.watch(m, 1);
+        if m.iter()
+            .all(|x| drain_of(x, &id).as_deref() == Some("drained"))
+        {
+            all_see = true;
+            break;
+        }
+    }
+    assert!(
+        all_see,
+        "not every member shows {id} drained:\n{}",
+        report(m)
+    );
+    let stopped = acked(&m[b]).len();
+    found.watch(m, 20);
+    assert_eq!(
+        acked(&m[b]).len(),
+        stopped,
+        "the drained member ACKed after it said it was drained"
+    );
+    let moved = others.iter().any(|&i| {
+        acked(&m[i])[before[i]..]
+            .iter()
+            .any(|mac| theirs.contains(mac))
+    });
+    assert!(
+        moved,
+        "no client of the drained member was ACKed by another"
+    );
+    assert!(!holds(&m[b]), "the drained member holds the address");
+    let holder = m.iter().position(holds);
+    assert!(
+        holder.is_some(),
+        "nobody took the address over:\n{}",
+        report(m)
+    );
+
+    m[others[1]].drover.cli_ok(&["pool", "undrain", &id]);
+    let back = wait_until(Duration::from_secs(40), || {
+        found.watch(m, 1);
+        m.iter().all(|x| drain_of(x, &id).is_none()) && acked(&m[b]).len() > stopped
+    });
+    assert!(
+        back,
+        "the undrained member does not serve again:\n{}",
+        report(m)
+    );
+    assert_eq!(
+        m.iter().position(holds),
+        holder,
+        "the address stays (sticky)"
+    );
+}
+
 #[test]
 fn splits_under_dhcp_load_never_bind_an_address_twice() {
     common::require_cmd("perfdhcp", "kea-admin");
@@ -137,6 +239,7 @@ fn splits_under_dhcp_load_never_bind_an_address_twice() {
     let pid = client.spawn_logged(load, &log);
     let mut found = Findings::default();
     found.watch(&m, 10);
+    drain_and_undrain_the_holder(&m, &mut found);
     for (cut, name) in [(0, "A|BC"), (2, "AB|C")] {
         let link = format!("s{cut}");
         hub.ip(&["link", "set", &link, "down"]);
