@@ -64,6 +64,11 @@ pub fn render(status: &Status, now_ms: u64) -> String {
             Some(drain) => format!("{state}, {drain}"),
             None => state,
         };
+        let state = if m.witness {
+            format!("{state}, witness")
+        } else {
+            state
+        };
         rows.push(vec![
             m.addr.to_string(),
             format!("{:016x}", m.id),
@@ -169,8 +174,12 @@ pub fn render(status: &Status, now_ms: u64) -> String {
     );
     let _ = writeln!(
         out,
-        "DHCP address shares: {} member(s) on the roster; {}",
+        "DHCP address shares: {} member(s) on the roster{}; {}",
         status.roster.len(),
+        match status.witnesses.len() {
+            0 => String::new(),
+            n => format!(" and {n} witness(es), which vote and own nothing"),
+        },
         if status.majority {
             "this member sees a majority (may take over dead members' shares)"
         } else {
@@ -248,6 +257,7 @@ mod tests {
             addresses: Some(10),
             layers: None,
             drain: None,
+            witness: false,
             detail: MemberDetail::default(),
         }
     }
@@ -328,6 +338,7 @@ mod tests {
             members: vec![b, c],
             unauthenticated: 0,
             roster: vec![1, 2, 3],
+            witnesses: Vec::new(),
             majority: true,
             layers_unreplicated: 4,
             recovering_since: None,

@@ -507,6 +507,7 @@ impl Tick {
                 addresses: report.counts.owned.get(&id.id).copied(),
                 layers: layers.get(&id.addr).cloned(),
                 drain: drain_of(id.id),
+                witness: id.witness || facts.roster.iter().any(|r| r.id == id.id && r.witness),
                 detail: MemberDetail {
                     last_heard_ms: last_heard_ms.filter(|_| peer),
                     down_since_ms: self.down_since.get(&id).copied(),
@@ -557,6 +558,12 @@ impl Tick {
             members: rows,
             unauthenticated: report.unauthenticated,
             roster: self.share.roster.clone(),
+            witnesses: facts
+                .roster
+                .iter()
+                .filter(|r| r.witness && r.settled(now_ms))
+                .map(|r| r.id)
+                .collect(),
             majority: self.share.majority(),
             service_address: self.settings.service_address.map(|addr| ServiceAddress {
                 addr,
@@ -665,7 +672,7 @@ mod tests {
         // On the roster: not asked for again, and not a boot-path peer.
         let mut with_row = facts();
         with_row.roster.push(row);
-        let again = core.handle_facts(T0 + 1, &alive, &|_| None, with_row);
+        let again = core.handle_facts(T0 + 1, &alive, &|_| None, with_row.clone());
         assert!(!again.iter().any(|a| matches!(a, Action::EnterWitnesses(_))));
         let peers = again.iter().find_map(|a| match a {
             Action::Peers(p) => Some(p.others.clone()),
@@ -673,6 +680,16 @@ mod tests {
         });
         assert_eq!(peers, None, "the peers are still member 2 alone");
         assert_eq!(*core.peers, Peers::live(1, &facts().roster, &[2]));
+        // The status shows it as a witness, and counts it on the roster once its row settled.
+        let settled = T0 + PoolMember::SETTLE_MS;
+        core.handle_facts(settled, &alive, &|_| None, with_row);
+        let out = core.handle_counts(settled, nothing());
+        let Some(Action::Status(status)) = out.last() else {
+            panic!("a status: {out:?}");
+        };
+        assert_eq!(status.witnesses, vec![3]);
+        let row = status.members.iter().find(|m| m.id == 3).expect("a row");
+        assert!(row.witness && !status.members.iter().any(|m| m.id == 2 && m.witness));
     }
 
     #[test]
