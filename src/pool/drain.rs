@@ -187,26 +187,14 @@ mod tests {
         }
     }
 
+    /// Member `n`'s summary with what the handshake reads; the rest as an older member's
+    /// summary would leave it (the serde defaults).
     fn word(n: u64, drained: Option<u64>, newest: u64, has: Vec<Version>) -> Summary {
-        Summary {
-            id: n,
-            addr: id(n).addr,
-            epoch: 5,
-            seq: 1,
-            version: String::new(),
-            uptime_secs: 0,
-            dhcp: None,
-            services: Vec::new(),
-            nfs_clients: None,
-            holds_service_address: false,
-            nfs_known: None,
-            blobs: 0,
-            blob_bytes: 0,
-            newest_own: Some(v(n, newest)),
-            has,
-            feed_floor: 0,
-            drained,
-        }
+        let said = serde_json::json!({
+            "id": n, "addr": id(n).addr, "epoch": 5, "seq": 1, "version": "", "uptime_secs": 0,
+            "newest_own": v(n, newest), "has": has, "drained": drained,
+        });
+        serde_json::from_value(said).expect("a summary")
     }
 
     #[test]
