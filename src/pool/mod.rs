@@ -34,8 +34,9 @@
 //!   services), so that a pool of two fails over by itself.
 //!
 //! Built so far: membership, store replication, DHCP address shares, the boot path across
-//! members, one floating service address, the pool status (health, summaries, lag), pool
-//! traffic authenticated before anything is held and encrypted. Not built yet: several
+//! members, one floating service address, draining a member for maintenance, the pool
+//! status (health, summaries, lag), pool traffic authenticated before anything is held and
+//! encrypted. Not built yet: several
 //! service addresses.
 
 pub mod compact;
