@@ -709,6 +709,20 @@ fn every_endpoint_names_the_bad_field() {
             400,
             Some("id"),
         ),
+        (
+            "POST",
+            "/api/v1/pool/members/not-hex/drain",
+            None,
+            400,
+            Some("id"),
+        ),
+        (
+            "POST",
+            "/api/v1/pool/members/not-hex/undrain",
+            None,
+            400,
+            Some("id"),
+        ),
         // no such endpoint
         ("GET", "/api/v1/nothing", None, 404, None),
     ];

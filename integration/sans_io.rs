@@ -139,6 +139,10 @@ const PURE: &[(&str, &str)] = &[
         "pool/floating.rs",
         "who holds the service address: a decision from inputs and now",
     ),
+    (
+        "pool/drain.rs",
+        "the drain hand-over: roster rows, summaries and version vectors in, drains out",
+    ),
     ("pool/summary.rs", "summary messages and their merge table"),
     (
         "pool/compact.rs",

@@ -1085,6 +1085,13 @@ mod tests {
         }
         assert_eq!(key_scope("interfaces").unwrap(), Scope::Member);
         assert_eq!(key_scope("dns.upstreams").unwrap(), Scope::Pool);
+        // The floating service address is one for the whole pool (`pool::floating`).
+        assert_eq!(key_scope("pool.service-address").unwrap(), Scope::Pool);
+        let set = Config::layered(&base, &[over("pool.service-address", "10.0.0.9")], "f");
+        assert_eq!(
+            set.map(|c| c.pool.service_address).ok().flatten(),
+            Some(Ipv4Addr::new(10, 0, 0, 9))
+        );
         assert_eq!(key_takes("dns.enabled"), Takes::Live);
         assert_eq!(key_takes("interfaces"), Takes::Live);
         assert_eq!(key_takes("http.port"), Takes::Restart);

@@ -150,6 +150,7 @@ mod tests {
             "not_holder",
             "inform_without_address",
             "other_member",
+            "drained",
         ];
         let dhcp: Vec<String> = [
             "received",

@@ -33,8 +33,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Events kept per node.
-pub const MAX_EVENTS: usize = 64;
+/// Events kept per node (the store's merge of two copies keeps as many).
+pub const MAX_EVENTS: usize = BootLog::MAX_EVENTS;
 /// Longest event detail kept (longer ones are cut).
 pub const MAX_DETAIL: usize = 200;
 /// A boot with no event for this long is reported as failed (stalled).

@@ -497,6 +497,8 @@ mod tests {
             last_sync_ms: None,
             addresses,
             layers: None,
+            drain: None,
+            witness: false,
             detail: MemberDetail::default(),
         };
         let mut b = member(2, "alive", Some(30));
@@ -516,6 +518,7 @@ mod tests {
             members: vec![b, member(3, "down", None), member(4, "left", None)],
             unauthenticated: 0,
             roster: vec![1, 2, 3],
+            witnesses: Vec::new(),
             majority: true,
             layers_unreplicated: 2,
             service_address: Some(ServiceAddress {

@@ -348,6 +348,14 @@ pub fn routes() -> Vec<Route> {
                 pool::mark_dead,
             ),
         ),
+        with_role(
+            Role::Admin,
+            route(post.clone(), "/pool/members/{id}/drain", pool::drain),
+        ),
+        with_role(
+            Role::Admin,
+            route(post.clone(), "/pool/members/{id}/undrain", pool::undrain),
+        ),
         route(get.clone(), "/events", events::stream),
         route(get.clone(), "/nodes", r::list_nodes),
         route(post.clone(), "/nodes", r::add_node),

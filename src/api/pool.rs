@@ -3,6 +3,7 @@
 //! status file, `pool::status::Status`; `pool::report` defines the terms).
 //!
 //! `POST /api/v1/pool/members/{id}/mark-dead`: `drover pool mark-dead` (`pool::setup`).
+//! `POST /api/v1/pool/members/{id}/drain` and `.../undrain`: `drover pool drain|undrain`.
 //!
 //! Not here: the rest of changing the pool (`drover pool init|join|leave|forget` are
 //! CLI-only: they handle the cluster key, which the API never shows or takes).
@@ -61,6 +62,44 @@ pub async fn mark_dead(
                     SetupError::NoKey(_) | SetupError::NotInPool(_) => {
                         (StatusCode::NOT_FOUND, None)
                     }
+                    _ => (StatusCode::SERVICE_UNAVAILABLE, None),
+                };
+                ApiError::new(code, field, e.to_string())
+            })
+        })
+        .await?;
+    Ok(Json(serde_json::json!({ "id": format!("{id:016x}") })))
+}
+
+/// `drover pool drain ID` through the API.
+pub async fn drain(
+    State(api): State<Arc<Api>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_drain(api, id, true).await
+}
+
+/// `drover pool undrain ID` through the API.
+pub async fn undrain(
+    State(api): State<Arc<Api>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_drain(api, id, false).await
+}
+
+async fn set_drain(
+    api: Arc<Api>,
+    id: String,
+    drained: bool,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let now_ms = crate::clock::unix_ms();
+    let id = api
+        .blocking(move |store| {
+            setup::drain(store, &id, drained, now_ms).map_err(|e| {
+                let (code, field) = match &e {
+                    SetupError::BadId(_) => (StatusCode::BAD_REQUEST, Some("id")),
+                    SetupError::NotOnRoster(_) => (StatusCode::NOT_FOUND, None),
+                    SetupError::Witness(_) => (StatusCode::CONFLICT, None),
                     _ => (StatusCode::SERVICE_UNAVAILABLE, None),
                 };
                 ApiError::new(code, field, e.to_string())

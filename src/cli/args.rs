@@ -575,6 +575,14 @@ pub enum PoolCmd {
     /// suspect. Never use it on a member that may be running on the other side of a
     /// partition: both sides could then hold the address. A restart of the member lifts it.
     MarkDead { id: String },
+    /// Drain a member before maintenance (ID as `pool status` shows it; xCAT's snmove): it
+    /// keeps running and replicating, while its DHCP clients and addresses, the service
+    /// address and so its NFS clients move to the others. The setting replicates and
+    /// outlives restarts; `pool status` shows the member draining, then drained.
+    Drain { id: String },
+    /// End a drain: the others stop serving the member's clients, and it serves again once
+    /// every other member has the setting and it has their leases.
+    Undrain { id: String },
     /// Replace the cluster key without downtime: a new key, passed by the running server to
     /// every live member over the encrypted pool port. Members accept both keys for
     /// SECONDS, send with the new one from half-way on, then refuse the old one (a member

@@ -333,6 +333,16 @@ impl Backend for Local {
         )?)
     }
 
+    fn drain(&self, id: &str, drained: bool) -> Result<u64> {
+        let now_ms = crate::clock::unix_ms();
+        Ok(crate::pool::setup::drain(
+            self.store()?,
+            id,
+            drained,
+            now_ms,
+        )?)
+    }
+
     fn discovered(&self, all: bool) -> Result<DiscoveredList> {
         Ok(adopt::discovered(self.store()?, all)?)
     }

@@ -95,6 +95,8 @@ pub trait Backend {
     fn pool_status(&self) -> Result<crate::pool::status::Status>;
     /// Declares a member that is down dead (`pool mark-dead`); returns its id.
     fn mark_dead(&self, id: &str) -> Result<u64>;
+    /// Drains a member (`drained`) or ends its drain (`pool drain|undrain`); returns its id.
+    fn drain(&self, id: &str, drained: bool) -> Result<u64>;
     /// Waiting machines (with `all`, adopted ones too) and the duplicates among them.
     fn discovered(&self, all: bool) -> Result<DiscoveredList>;
     /// Makes waiting machine `mac` node `name`.
@@ -570,7 +572,10 @@ fn pool_local(state: &Path, cmd: PoolCmd) -> Result<()> {
                 secs(rekey.retire_ms)
             );
         }
-        PoolCmd::Status { .. } | PoolCmd::MarkDead { .. } => {
+        PoolCmd::Status { .. }
+        | PoolCmd::MarkDead { .. }
+        | PoolCmd::Drain { .. }
+        | PoolCmd::Undrain { .. } => {
             bail!("internal: this pool command has an API counterpart")
         }
     }
@@ -803,6 +808,18 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
             println!(
                 "member {id:016x} marked dead; the members in sight of each other form a \
                  majority without it (a restart of it lifts the mark)"
+            );
+        }
+        Command::Pool(PoolCmd::Drain { id }) => {
+            let id = b.drain(&id, true)?;
+            println!(
+                "member {id:016x} drained; the others take its DHCP clients once it has handed                  them over, and the service address (`drover pool status` shows it drained)"
+            );
+        }
+        Command::Pool(PoolCmd::Undrain { id }) => {
+            let id = b.drain(&id, false)?;
+            println!(
+                "member {id:016x} undrained; it serves again once every other member has                  stopped serving for it"
             );
         }
         Command::Pool(PoolCmd::Status { json }) => {

@@ -391,6 +391,14 @@ struct NetworkView {
 }
 
 impl Remote {
+    /// `POST /pool/members/ID/ACTION`, answered with the member's id.
+    fn member_action(&self, id: &str, action: &str) -> anyhow::Result<u64> {
+        let path = format!("/pool/members/{}/{action}", segment(id));
+        let v = self.call("POST", &path, None)?;
+        let id = v["id"].as_str().unwrap_or_default();
+        u64::from_str_radix(id, 16).with_context(|| format!("the server answered id {id:?}"))
+    }
+
     fn json_call(&self, method: &str, path: &str, body: &Value) -> Result<Value, RemoteError> {
         self.call(
             method,
@@ -693,10 +701,11 @@ impl Backend for Remote {
     }
 
     fn mark_dead(&self, id: &str) -> anyhow::Result<u64> {
-        let path = format!("/pool/members/{}/mark-dead", segment(id));
-        let v = self.call("POST", &path, None)?;
-        let id = v["id"].as_str().unwrap_or_default();
-        u64::from_str_radix(id, 16).with_context(|| format!("the server answered id {id:?}"))
+        self.member_action(id, "mark-dead")
+    }
+
+    fn drain(&self, id: &str, drained: bool) -> anyhow::Result<u64> {
+        self.member_action(id, if drained { "drain" } else { "undrain" })
     }
 
     fn discovered(&self, all: bool) -> anyhow::Result<DiscoveredList> {

@@ -283,6 +283,8 @@ crate::labels::labels! {
         InformWithoutAddress = "inform_without_address",
         /// Another pool member answers this client or owns the address (see [`Share`]).
         OtherMember = "other_member",
+        /// This pool member is drained (`drover pool drain`): the others answer.
+        Drained = "drained",
     }
 }
 
@@ -318,6 +320,11 @@ pub fn handle(
         offers,
         node: view.node_by_mac(req.chaddr),
     };
+    if share.drained {
+        // Reserved nodes too: the member may be about to stop, and the others answer them
+        // with the same contents.
+        return Action::Drop(DropReason::Drained);
+    }
     let out = match req.msg_type {
         MessageType::Discover => h.discover(),
         MessageType::Request => h.request(),

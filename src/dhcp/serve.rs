@@ -664,6 +664,7 @@ mod tests {
             D::NotHolder,
             D::InformWithoutAddress,
             D::OtherMember,
+            D::Drained,
         ];
         let wire = [
             WireError::Truncated(0),

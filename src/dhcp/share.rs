@@ -51,6 +51,15 @@
 //! the other's clients, unless a witness sees it or the other was marked dead. A member
 //! outside any pool is a roster of one: everything is its own.
 //!
+//! **Drain** (`drover pool drain`, the handshake in `pool::drain`): a drained member
+//! ([`Share::drained`]) answers no client at all, reserved or not, and hands out and extends
+//! nothing. Once it has said so, and its writes are here, the others count it as handed over
+//! ([`Share::handed_over`]): its clients go to the live members less it, by the same hash
+//! (so a member that does not count it yet answers none of them: removing a member moves
+//! only the keys it won), its free addresses to their heir and its clients' leases to one
+//! of the live members less it, at once, as for a dead member without the waits. An address
+//! whose heir is itself drained stays unused until the drain ends.
+//!
 //! Not here: which member a *reserved* node talks to (every member answers reservations, with
 //! identical contents), the membership protocol, the clock.
 
@@ -92,6 +101,11 @@ pub struct Share {
     /// How long (seconds) an owner must have been out of sight before its heir hands its
     /// free addresses to new clients; 0: never (see the module docs).
     pub reuse_after: u64,
+    /// This member is drained: it answers nobody (see the module docs).
+    pub drained: bool,
+    /// Drained members in sight that have handed their share over, sorted: this member may
+    /// act for them at once.
+    pub handed_over: Vec<u64>,
 }
 
 /// The voters of a pool as one member sees them (see the module docs).
@@ -114,6 +128,8 @@ impl Share {
             recovery: None,
             votes: Votes { of: 1, seen: 1 },
             reuse_after: 0,
+            drained: false,
+            handed_over: Vec::new(),
         }
     }
 
@@ -131,6 +147,8 @@ impl Share {
             recovery: None,
             votes: Votes::default(),
             reuse_after: 0,
+            drained: false,
+            handed_over: Vec::new(),
         }
     }
 
@@ -167,6 +185,8 @@ impl Share {
             recovery: None,
             votes,
             reuse_after: 0,
+            drained: false,
+            handed_over: Vec::new(),
         }
     }
 
@@ -183,6 +203,17 @@ impl Share {
         }
     }
 
+    /// The same view with this member drained or not, and the members it may act for at
+    /// once because they handed their share over.
+    pub fn with_drains(self, drained: bool, mut handed_over: Vec<u64>) -> Share {
+        handed_over.sort_unstable();
+        Share {
+            drained,
+            handed_over,
+            ..self
+        }
+    }
+
     /// True when this member sees a strict majority of the voters.
     pub fn majority(&self) -> bool {
         self.in_roster && 2 * self.votes.seen > self.votes.of
@@ -190,7 +221,7 @@ impl Share {
 
     /// True unless the voters out of sight could form a strict majority without this one.
     fn may_use_own(&self) -> bool {
-        self.in_roster && 2 * self.votes.seen >= self.votes.of
+        self.in_roster && !self.drained && 2 * self.votes.seen >= self.votes.of
     }
 
     /// The roster member that owns dynamic address `ip`.
@@ -200,7 +231,13 @@ impl Share {
 
     /// Does this member answer client `mac` (a client without a reservation)?
     pub fn answers(&self, mac: Mac) -> bool {
-        self.in_roster && winner(&self.live, CLIENT, mac_key(mac)) == Some(self.me)
+        let answering: Vec<u64> = self
+            .live
+            .iter()
+            .copied()
+            .filter(|m| self.handed_over.binary_search(m).is_err())
+            .collect();
+        self.in_roster && !self.drained && winner(&answering, CLIENT, mac_key(mac)) == Some(self.me)
     }
 
     /// May this member hand out `ip` to a client that does not hold it yet at `now`? The
@@ -223,7 +260,8 @@ impl Share {
     /// the owner has been out of sight for `takeover_after`, one member of a majority (for a
     /// client that says it holds the address: see the module docs).
     pub fn may_extend(&self, now: u64, ip: Ipv4Addr) -> bool {
-        self.may_act_for(now, ip, self.takeover_after, |_| self.live.clone())
+        let others = |owner: u64| self.live.iter().copied().filter(|m| *m != owner).collect();
+        self.may_act_for(now, ip, self.takeover_after, others)
     }
 
     /// The owner of `ip` may act on it (while the members out of sight could not form a
@@ -237,19 +275,27 @@ impl Share {
         after: u64,
         candidates: impl Fn(u64) -> Vec<u64>,
     ) -> bool {
-        if !self.in_roster {
+        if !self.in_roster || self.drained {
             return false;
         }
         let owner = self.owner(ip);
         if owner == self.me {
             return self.may_use_own();
         }
-        if !self.majority() || self.live.binary_search(&owner).is_ok() {
+        if !self.majority() {
+            return false;
+        }
+        let ip_key = u64::from(u32::from(ip));
+        if self.handed_over.binary_search(&owner).is_ok() {
+            // It cooperates: no wait (see the module docs).
+            return winner(&candidates(owner), ADDRESS, ip_key) == Some(self.me);
+        }
+        if self.live.binary_search(&owner).is_ok() {
             return false;
         }
         let seen = self.last_seen.get(&owner).copied().unwrap_or(now);
         now.saturating_sub(seen) >= after
-            && winner(&candidates(owner), ADDRESS, u64::from(u32::from(ip))) == Some(self.me)
+            && winner(&candidates(owner), ADDRESS, ip_key) == Some(self.me)
     }
 
     /// How many addresses of the inclusive `ranges` each roster member owns (what `drover
@@ -351,6 +397,55 @@ mod tests {
                 .collect();
             assert_eq!(answering.len(), 1);
         }
+    }
+
+    #[test]
+    fn a_drain_hands_clients_and_addresses_over_with_one_server_at_every_step() {
+        let view = |me: u64, drained: bool, handed: &[u64]| {
+            Share::new(me, [1, 2, 3], [1, 2, 3], HashMap::new(), 10)
+                .with_reuse_after(100)
+                .with_drains(drained, handed.to_vec())
+        };
+        // Member 2 is drained: it stops, then 1 counts it as handed over, then 3 too; the
+        // reverse for undrain.
+        let steps = [
+            (false, [].as_slice(), [].as_slice()),
+            (true, &[], &[]),
+            (true, &[2], &[]),
+            (true, &[2], &[2]),
+        ];
+        let mut moved = 0;
+        for (i, (b_drained, a_counts, c_counts)) in steps.into_iter().enumerate() {
+            let views = [
+                view(1, false, a_counts),
+                view(2, b_drained, &[]),
+                view(3, false, c_counts),
+            ];
+            let done = i == steps.len() - 1;
+            for m in 0..500u32 {
+                let mac = Mac([2, 0, 0, 0, (m >> 8) as u8, m as u8]);
+                let answering: Vec<u64> = views
+                    .iter()
+                    .filter(|v| v.answers(mac))
+                    .map(|v| v.me)
+                    .collect();
+                assert!(answering.len() <= 1, "step {i}: {mac:?} by {answering:?}");
+                if done {
+                    assert_eq!(answering.len(), 1, "every client has a server");
+                }
+            }
+            for a in 0..600 {
+                let allocating = views.iter().filter(|v| v.may_allocate(50, ip(a))).count();
+                let extending = views.iter().filter(|v| v.may_extend(50, ip(a))).count();
+                assert!(allocating <= 1 && extending <= 1, "step {i}: {}", ip(a));
+                if done {
+                    assert_eq!((allocating, extending), (1, 1), "no wait: {}", ip(a));
+                    moved += usize::from(views[0].owner(ip(a)) == 2);
+                }
+            }
+            assert!(!views[1].may_allocate(50, ip(0)) || !b_drained);
+        }
+        assert!(moved > 0, "member 2 owned some addresses");
     }
 
     #[test]

@@ -211,6 +211,7 @@ fn pool_members_have_names_and_share_the_appliance_name() {
         addr: std::net::SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, last), 7946),
         joined_ms: 0,
         dead_ms: None,
+        drained_ms: None,
         witness: false,
     };
     for r in [row(0xb, 2), row(0xc, 3)] {

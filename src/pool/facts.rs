@@ -30,6 +30,7 @@ pub fn gather(store: &Store, now_secs: u64) -> Result<Facts, StoreError> {
                 .map(|l| l.ip)
                 .collect(),
             version_vector: r.version_vector()?,
+            my_row: r.version_of::<PoolMember>(&PoolMember::key_of(store.member()))?,
             feed_floor: r.feed_floor()?,
         })
     })

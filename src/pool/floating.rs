@@ -50,6 +50,10 @@
 //! A member outside any pool (no cluster key, or `[pool] enabled = false`) holds the address
 //! alone ([`Decision::solo`]), except after it left a pool (until it restarts).
 //!
+//! A drained member (`drover pool drain`) votes, is never chosen, and lets the address go
+//! when it sees its row drained; the others count its word that it holds the address until
+//! it says otherwise, then choose among the rest and take it after the same wait.
+//!
 //! Every member must be configured with the same service address: the rule picks among all
 //! members, and a chosen member without one holds nothing.
 //!
@@ -215,7 +219,8 @@ impl Floating {
         // or in sight as one that started before the mark).
         let mut settled = 0;
         let mut votes_in_sight = 0;
-        let mut in_sight: Vec<Seen> = Vec::new();
+        // With whether the member is drained (`drover pool drain`).
+        let mut in_sight: Vec<(Seen, bool)> = Vec::new();
         for r in roster.iter().filter(|r| r.settled(now_ms)) {
             let seen = if r.id == self.me {
                 Some(Seen {
@@ -247,7 +252,7 @@ impl Floating {
                 Some(_) if r.witness => votes_in_sight += 1,
                 Some(s) => {
                     votes_in_sight += 1;
-                    in_sight.push(s);
+                    in_sight.push((s, r.drained_ms.is_some()));
                 }
                 None => {}
             }
@@ -261,13 +266,19 @@ impl Floating {
             let since = self.gained.get(&(s.id, s.epoch)).copied().unwrap_or(now_ms);
             s.said.filter(|w| s.id == self.me || w.at_ms >= since)
         };
-        let oldest =
-            |it: &mut dyn Iterator<Item = &Seen>| it.min_by_key(|s| (s.epoch, s.id)).map(|s| s.id);
-        let holding = oldest(&mut in_sight.iter().filter(|s| word(s).is_some_and(|w| w.holds)));
+        let oldest = |it: &mut dyn Iterator<Item = &(Seen, bool)>| {
+            it.min_by_key(|(s, _)| (s.epoch, s.id)).map(|(s, _)| s.id)
+        };
+        // A drained member is never chosen, and gives the address up as soon as it sees its
+        // row drained; the others go on counting its word that it holds the address until it
+        // says it let go, so that the address never has two holders.
+        let holding = oldest(&mut in_sight.iter().filter(|(s, drained)| {
+            !(s.id == self.me && *drained) && word(s).is_some_and(|w| w.holds)
+        }));
         let holder = match holding {
             Some(h) => Some(h),
-            None if in_sight.iter().any(|s| word(s).is_none()) => None,
-            None => oldest(&mut in_sight.iter()),
+            None if in_sight.iter().any(|(s, _)| word(s).is_none()) => None,
+            None => oldest(&mut in_sight.iter().filter(|(_, drained)| !drained)),
         };
         (holder, settled)
     }

@@ -16,6 +16,7 @@ fn roster(n: u64) -> Vec<PoolMember> {
             addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, id as u8), 7946),
             joined_ms: 0,
             dead_ms: None,
+            drained_ms: None,
             witness: false,
         })
         .collect()
@@ -411,4 +412,35 @@ fn two_members_beside_a_witness_fail_over_alone_and_never_give_two_holders() {
         assert_eq!(h.len(), 1, "seed {seed}: holders {h:?}");
         assert_ne!(h[0], n - 1, "seed {seed}: the witness holds it");
     }
+}
+
+#[test]
+fn a_drained_holder_lets_go_first_and_is_never_chosen() {
+    let mut s = Sim::new(3, 4);
+    s.run_checked(20_000);
+    assert_eq!(s.holders(), [0]);
+    s.roster[0].drained_ms = Some(1);
+    s.run_checked(20_000);
+    assert_eq!(s.holders(), [1], "the oldest member not drained");
+    // Undrained: the address stays where it is (sticky), and member 1 may be chosen again.
+    s.roster[0].drained_ms = None;
+    s.run_checked(20_000);
+    assert_eq!(s.holders(), [1]);
+    s.kill(1);
+    s.run_checked(20_000);
+    assert_eq!(s.holders(), [0]);
+
+    // A member that sees the drain before the holder does keeps counting the holder's word.
+    let mut rows = roster(3);
+    rows[0].drained_ms = Some(1);
+    let mut f = Floating::new(2);
+    let seen = |id, at_ms, holds| Seen {
+        id,
+        epoch: id,
+        said: Some(Said { at_ms, holds }),
+    };
+    let holds = [seen(1, T0, true), seen(3, T0, false)];
+    assert_eq!(f.decide(&rows, 2, &holds, T0).holder, Some(1));
+    let let_go = [seen(1, T0 + 1, false), seen(3, T0 + 1, false)];
+    assert_eq!(f.decide(&rows, 2, &let_go, T0 + 1).holder, Some(2));
 }

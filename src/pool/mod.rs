@@ -15,6 +15,8 @@
 //! - [`peers`]: the other live members' addresses, which the boot path lists as fallbacks;
 //! - [`shares`]: which DHCP clients and addresses this member serves (`dhcp::share`), from
 //!   the roster, membership and completed pulls;
+//! - [`drain`]: the hand-over of a drained member's DHCP share (`drover pool drain`), a
+//!   handshake of roster rows, summaries and version vectors (sans IO);
 //! - [`floating`]: whether this member holds the floating service address (`[pool]
 //!   service-address`), from the roster, membership and time; `net::floating` carries it out;
 //! - [`summary`]: what each member serves, as it says itself, passed on with every exchange
@@ -32,12 +34,14 @@
 //!   services), so that a pool of two fails over by itself.
 //!
 //! Built so far: membership, store replication, DHCP address shares, the boot path across
-//! members, one floating service address, the pool status (health, summaries, lag), pool
-//! traffic authenticated before anything is held and encrypted. Not built yet: several
+//! members, one floating service address, draining a member for maintenance, the pool
+//! status (health, summaries, lag), pool traffic authenticated before anything is held and
+//! encrypted. Not built yet: several
 //! service addresses.
 
 pub mod compact;
 pub mod conn;
+pub mod drain;
 pub mod facts;
 pub mod floating;
 pub mod frame;

@@ -59,6 +59,7 @@ mod tests {
             addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, last), 7946),
             joined_ms: 0,
             dead_ms: None,
+            drained_ms: None,
             witness: false,
         }
     }

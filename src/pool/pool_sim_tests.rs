@@ -189,6 +189,7 @@ impl Sim {
                             addr,
                             joined_ms: 0,
                             dead_ms: None,
+                            drained_ms: None,
                             witness: false,
                         })
                     })

@@ -640,6 +640,7 @@ mod tests {
             newest_own: None,
             has: Default::default(),
             feed_floor: 0,
+            drained: None,
         }
     }
 

@@ -722,6 +722,8 @@ fn enter_roster(store: &Store, settings: &Settings, founder: bool) -> Result<(),
             return Ok(());
         }
         let now = unix_ms();
+        // A drain outlives restarts: the admin undrains.
+        let drained_ms = old.as_ref().and_then(|o| o.drained_ms);
         let joined_ms = match old {
             Some(o) => o.joined_ms,
             None if founder => now.saturating_sub(PoolMember::SETTLE_MS + PoolMember::HANDOFF_MS),
@@ -733,6 +735,7 @@ fn enter_roster(store: &Store, settings: &Settings, founder: bool) -> Result<(),
             joined_ms,
             dead_ms: None,
             witness: false,
+            drained_ms,
         })
     })
 }

@@ -59,6 +59,8 @@ pub enum SetupError {
          only on a running member that sees it down"
     )]
     StaleStatus(u64),
+    #[error("member {0:016x} is a witness: it serves nothing to drain")]
+    Witness(u64),
     #[error("a rekey is in progress until its old key retires; wait for it to end")]
     RekeyPending,
     #[error(
@@ -224,6 +226,33 @@ pub fn mark_dead(store: &Store, state: &Path, id: &str, now_ms: u64) -> Result<u
         return Err(SetupError::NotOnRoster(id));
     }
     Ok(id)
+}
+
+/// `pool drain ID` (`drained`) or `pool undrain ID`: sets or clears the drain on member
+/// `id`'s roster row, which replicates (`pool::drain` says what follows). Any member may be
+/// drained from any member, this one included; draining a drained member keeps its drain
+/// as it is (the handshake names it). Refused for a witness and a member off the roster.
+/// Returns its id.
+pub fn drain(store: &Store, id: &str, drained: bool, now_ms: u64) -> Result<u64, SetupError> {
+    let id = u64::from_str_radix(id.trim(), 16).map_err(|_| SetupError::BadId(id.to_string()))?;
+    store.write(|w| -> Result<u64, SetupError> {
+        let Some(mut row) = w.get::<PoolMember>(&PoolMember::key_of(id))? else {
+            return Err(SetupError::NotOnRoster(id));
+        };
+        if row.witness {
+            return Err(SetupError::Witness(id));
+        }
+        let want = if drained {
+            row.drained_ms.or(Some(now_ms))
+        } else {
+            None
+        };
+        if want != row.drained_ms {
+            row.drained_ms = want;
+            w.put(&row)?;
+        }
+        Ok(id)
+    })
 }
 
 /// The status the local server last wrote, and its age in seconds as of `now_ms` when that is

@@ -21,6 +21,7 @@
 //!
 //! Not here: the roster rows themselves (the shell writes and reads them), membership.
 
+use super::drain::Drains;
 use crate::dhcp::share::Votes;
 use crate::dhcp::share::{RECOVERY_MARGIN, TAKEOVER_AFTER};
 use crate::dhcp::Share;
@@ -93,8 +94,15 @@ impl Shares {
         self.pulled.insert(member, at_ms);
     }
 
-    /// The share at `now_ms`, with `alive` the other members membership sees alive now.
-    pub fn share(&mut self, roster: &[PoolMember], alive: &[u64], now_ms: u64) -> Share {
+    /// The share at `now_ms`, with `alive` the other members membership sees alive now and
+    /// `drains` what `pool::drain` made of the drains.
+    pub fn share(
+        &mut self,
+        roster: &[PoolMember],
+        alive: &[u64],
+        drains: &Drains,
+        now_ms: u64,
+    ) -> Share {
         self.gained.retain(|id, _| alive.contains(id));
         for &id in alive {
             self.seen.insert(id, now_ms);
@@ -129,7 +137,7 @@ impl Shares {
         }
         let owning = roster.iter().any(|r| r.id == self.me && r.owning(now_ms));
         if !owning || !caught_up {
-            return Share::waiting(self.me, settled);
+            return Share::waiting(self.me, settled).with_drains(drains.me, Vec::new());
         }
         let last_seen = settled
             .iter()
@@ -147,7 +155,8 @@ impl Shares {
             TAKEOVER_AFTER,
         )
         .with_votes(votes)
-        .with_reuse_after(self.lease_time + RECOVERY_MARGIN + TAKEOVER_AFTER);
+        .with_reuse_after(self.lease_time + RECOVERY_MARGIN + TAKEOVER_AFTER)
+        .with_drains(drains.me, drains.handed_over.clone());
         share.recovery = self.recovery.filter(|(_, until)| now_ms / 1000 < *until);
         share
     }
@@ -176,6 +185,7 @@ mod tests {
             addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, id as u8), 7946),
             joined_ms,
             dead_ms: None,
+            drained_ms: None,
             witness: false,
         }
     }
@@ -190,22 +200,27 @@ mod tests {
         );
         let settle = joined + PoolMember::SETTLE_MS;
         // They see each other from the join on and have pulled from each other since.
-        old.share(&roster, &[2], joined);
-        new.share(&roster, &[1], joined);
+        old.share(&roster, &[2], &Drains::default(), joined);
+        new.share(&roster, &[1], &Drains::default(), joined);
         old.pulled(2, joined + SETTLE_MS);
         new.pulled(1, joined + SETTLE_MS);
         // Before the row settles, the old member owns everything; the joiner waits.
-        let a = old.share(&roster, &[2], settle - 1);
-        let b = new.share(&roster, &[1], settle - 1);
+        let a = old.share(&roster, &[2], &Drains::default(), settle - 1);
+        let b = new.share(&roster, &[1], &Drains::default(), settle - 1);
         assert_eq!(a.roster, vec![1]);
         assert!(!b.in_roster);
         // Once it settles, the old member stops using the joiner's addresses at once...
-        let a = old.share(&roster, &[2], settle + 2_000);
+        let a = old.share(&roster, &[2], &Drains::default(), settle + 2_000);
         assert_eq!(a.roster, vec![1, 2]);
-        let b = new.share(&roster, &[1], settle + 2_000);
+        let b = new.share(&roster, &[1], &Drains::default(), settle + 2_000);
         assert!(!b.in_roster, "the joiner must wait out the handoff");
         // ...and the joiner starts only after the handoff time.
-        let b = new.share(&roster, &[1], settle + PoolMember::HANDOFF_MS);
+        let b = new.share(
+            &roster,
+            &[1],
+            &Drains::default(),
+            settle + PoolMember::HANDOFF_MS,
+        );
         assert!(b.in_roster);
         let theirs = (0..200)
             .map(|i| Ipv4Addr::from(0xc612_0000 + i))
@@ -234,10 +249,10 @@ mod tests {
         // 1 and 2 and the witness; 2 dies at `t`.
         let roster = [row(1, 0), row(2, 0), witness.clone()];
         let mut s = Shares::new(1, 60, 0, None, None);
-        s.share(&roster, &[2, 9], 1_000);
+        s.share(&roster, &[2, 9], &Drains::default(), 1_000);
         s.pulled(2, 50_000);
-        s.share(&roster, &[2, 9], t - 1);
-        let b = s.share(&roster, &[9], past_takeover);
+        s.share(&roster, &[2, 9], &Drains::default(), t - 1);
+        let b = s.share(&roster, &[9], &Drains::default(), past_takeover);
         assert_eq!(b.roster, vec![1, 2], "a witness owns no addresses");
         assert!(b.live.iter().all(|m| *m != 9), "nor answers clients");
         assert!(b.majority());
@@ -248,14 +263,14 @@ mod tests {
         // Without the witness: no majority, until an admin marks 2 dead.
         let mut roster = [row(1, 0), row(2, 0)];
         let mut s = Shares::new(1, 60, 0, None, None);
-        s.share(&roster, &[2], 1_000);
+        s.share(&roster, &[2], &Drains::default(), 1_000);
         s.pulled(2, 50_000);
-        s.share(&roster, &[2], t - 1);
-        let b = s.share(&roster, &[], past_takeover);
+        s.share(&roster, &[2], &Drains::default(), t - 1);
+        let b = s.share(&roster, &[], &Drains::default(), past_takeover);
         assert!(!b.majority());
         assert!(!b.may_extend(past_takeover / 1000, dead_client_of(&b)));
         roster[1].dead_ms = Some(t + 1);
-        let b = s.share(&roster, &[], past_takeover);
+        let b = s.share(&roster, &[], &Drains::default(), past_takeover);
         assert!(b.majority());
         let ip = dead_client_of(&b);
         assert!(
@@ -270,12 +285,12 @@ mod tests {
         let roster = [row(1, 0), row(2, 0), row(3, 0), row(4, 0)];
         let mut s = Shares::new(1, 60, 0, None, None);
         s.pulled(2, 50_000);
-        s.share(&roster, &[2, 3, 4], 1_000);
-        s.share(&roster, &[], 100_000);
+        s.share(&roster, &[2, 3, 4], &Drains::default(), 1_000);
+        s.share(&roster, &[], &Drains::default(), 100_000);
         assert_eq!(s.recovering_since(100_000), Some(100));
-        s.share(&roster, &[2], 150_000);
+        s.share(&roster, &[2], &Drains::default(), 150_000);
         s.pulled(2, 160_000);
-        let back = s.share(&roster, &[2], 160_000);
+        let back = s.share(&roster, &[2], &Drains::default(), 160_000);
         assert!(back.in_roster);
         assert_eq!(back.recovery, Some((100, 150 + 60 + RECOVERY_MARGIN)));
         assert!(!back.may_reuse(160, 120), "ran into the absence");
@@ -289,8 +304,8 @@ mod tests {
         // before replicating that (pool sim seed 1017).
         let roster = [row(1, 0), row(2, 0), row(3, 0)];
         let mut s = Shares::new(1, 60, 0, None, None);
-        s.share(&roster, &[], 100_000);
-        s.share(&roster, &[2], 150_000);
+        s.share(&roster, &[], &Drains::default(), 100_000);
+        s.share(&roster, &[2], &Drains::default(), 150_000);
         let since = s.recovering_since(170_000);
         assert_eq!(since, Some(100));
         let again = Shares::new(1, 60, 200_000, Some(170_000), since);

@@ -60,6 +60,15 @@ pub fn render(status: &Status, now_ms: u64) -> String {
             }
             _ => m.state.clone(),
         };
+        let state = match &m.drain {
+            Some(drain) => format!("{state}, {drain}"),
+            None => state,
+        };
+        let state = if m.witness {
+            format!("{state}, witness")
+        } else {
+            state
+        };
         rows.push(vec![
             m.addr.to_string(),
             format!("{:016x}", m.id),
@@ -165,8 +174,12 @@ pub fn render(status: &Status, now_ms: u64) -> String {
     );
     let _ = writeln!(
         out,
-        "DHCP address shares: {} member(s) on the roster; {}",
+        "DHCP address shares: {} member(s) on the roster{}; {}",
         status.roster.len(),
+        match status.witnesses.len() {
+            0 => String::new(),
+            n => format!(" and {n} witness(es), which vote and own nothing"),
+        },
         if status.majority {
             "this member sees a majority (may take over dead members' shares)"
         } else {
@@ -243,6 +256,8 @@ mod tests {
             last_sync_ms: None,
             addresses: Some(10),
             layers: None,
+            drain: None,
+            witness: false,
             detail: MemberDetail::default(),
         }
     }
@@ -284,6 +299,7 @@ mod tests {
             newest_own: None,
             has: Default::default(),
             feed_floor: 0,
+            drained: None,
         });
         me.detail.summary_age_ms = Some(0);
         let mut b = member(2, "alive");
@@ -322,6 +338,7 @@ mod tests {
             members: vec![b, c],
             unauthenticated: 0,
             roster: vec![1, 2, 3],
+            witnesses: Vec::new(),
             majority: true,
             layers_unreplicated: 4,
             recovering_since: None,

@@ -24,6 +24,10 @@ pub struct Status {
     /// The roster's member ids that own DHCP address shares (settled rows).
     #[serde(default)]
     pub roster: Vec<u64>,
+    /// The roster's witnesses (`drover witness`): they vote in the majorities and own
+    /// nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub witnesses: Vec<u64>,
     /// Whether this member sees a strict majority of the roster (needed to take over a dead
     /// member's share or extend leases on another member's addresses).
     #[serde(default)]
@@ -94,6 +98,13 @@ pub struct MemberStatus {
     /// Its copies of the NFS layers of nodes this member serves (`None`: no link to it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layers: Option<LayerCounts>,
+    /// `draining` (`drover pool drain`: its share not handed over yet, as this member sees
+    /// it) or `drained` (handed over; `pool::drain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<String>,
+    /// A witness (`drover witness`): it votes and serves nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub witness: bool,
     #[serde(flatten)]
     pub detail: MemberDetail,
 }

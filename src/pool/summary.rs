@@ -97,6 +97,10 @@ pub struct Summary {
     /// The newest change-feed entry its store pruned (0: none).
     #[serde(default)]
     pub feed_floor: u64,
+    /// It was drained (`drover pool drain`) and has stopped serving its DHCP share: the
+    /// roster row's `drained_ms` it obeys (`pool::drain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drained: Option<u64>,
 }
 
 /// A DHCP share as its owner counts it.
@@ -317,6 +321,7 @@ mod tests {
             }),
             has: Vec::new(),
             feed_floor: 0,
+            drained: None,
         }
     }
 

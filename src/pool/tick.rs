@@ -25,6 +25,7 @@
 //! of shares, the floating address, health and lag (`shares`, `floating`, `report`),
 //! sockets, files, the store and the clock.
 
+use super::drain::{self, Drain, Drains};
 use super::floating::{Decision, Floating, Said, Seen, FRESH_MS};
 use super::membership::MemberId;
 use super::peers::Peers;
@@ -83,6 +84,9 @@ pub struct Facts {
     pub version_vector: BTreeMap<u64, Version>,
     /// The newest change-feed entry the store pruned.
     pub feed_floor: u64,
+    /// The version of this member's roster row (`pool::drain` waits for the others to have
+    /// it after an undrain).
+    pub my_row: Option<Version>,
 }
 
 /// The count [`Action::Count`] asks for (see `facts::count`).
@@ -164,6 +168,9 @@ pub enum Reclaim {
 pub struct Tick {
     settings: TickSettings,
     shares: Shares,
+    drain: Drain,
+    /// What the drains meant at the last tick.
+    drains: Drains,
     floating: Floating,
     ledger: Ledger,
     /// The last authenticated datagram from each pool address (unix ms); the status also
@@ -202,6 +209,8 @@ impl Tick {
                 last_alive_ms,
                 recovering_since,
             ),
+            drain: Drain::new(me.id),
+            drains: Drains::default(),
             floating: Floating::new(me.id),
             ledger: Ledger::default(),
             heard: HashMap::new(),
@@ -274,6 +283,7 @@ impl Tick {
                 addr: id.addr,
                 joined_ms: now_ms,
                 dead_ms: None,
+                drained_ms: None,
                 witness: true,
             })
             .collect();
@@ -314,13 +324,32 @@ impl Tick {
         // Witnesses vote (`shares`, `floating`) and serve nothing: no boot path, no layers.
         let ids: Vec<u64> = alive.iter().map(|id| id.id).collect();
         let serving: Vec<&MemberId> = alive.iter().filter(|id| !id.witness).collect();
-        let serving_ids: Vec<u64> = serving.iter().map(|id| id.id).collect();
+        // A drained member still takes layer copies, but is no boot-path peer.
+        let drained = |id: u64| {
+            facts
+                .roster
+                .iter()
+                .any(|r| r.id == id && r.drained_ms.is_some())
+        };
+        let serving_ids: Vec<u64> = serving
+            .iter()
+            .map(|id| id.id)
+            .filter(|id| !drained(*id))
+            .collect();
         let peers = Peers::live(me.id, &facts.roster, &serving_ids);
         if *self.peers != peers {
             self.peers = Arc::new(peers);
             actions.push(Action::Peers(self.peers.clone()));
         }
-        let share = self.shares.share(&facts.roster, &ids, now_ms);
+        let said = |id: u64| summary_of(id).map(|(s, _)| s);
+        self.drains = self.drain.step(&drain::Seen {
+            roster: &facts.roster,
+            alive: &alive,
+            summary_of: &said,
+            version_vector: &facts.version_vector,
+            my_row: facts.my_row,
+        });
+        let share = self.shares.share(&facts.roster, &ids, &self.drains, now_ms);
         if *self.share != share {
             self.share = Arc::new(share);
             actions.push(Action::Share(self.share.clone()));
@@ -427,6 +456,7 @@ impl Tick {
             newest_own: facts.version_vector.get(&me.id).copied(),
             has: facts.version_vector.values().copied().collect(),
             feed_floor: facts.feed_floor,
+            drained: self.drain.word(),
         }
     }
 
@@ -440,6 +470,20 @@ impl Tick {
     ) -> Status {
         let me = self.settings.me;
         let (layers, unreplicated) = &report.layers;
+        let drain_of = |id: u64| {
+            let row = facts.roster.iter().find(|r| r.id == id);
+            let drained = if id == me.id {
+                self.drains.me
+            } else {
+                row.is_some_and(|r| r.drained_ms.is_some())
+            };
+            let handed = if id == me.id {
+                self.drain.word().is_some()
+            } else {
+                self.drains.handed_over.contains(&id)
+            };
+            drained.then(|| if handed { "drained" } else { "draining" }.to_string())
+        };
         let member_status = |id: MemberId, state: &str, peer: bool| {
             // This member's own summary was made just now.
             let summary = if peer {
@@ -462,6 +506,8 @@ impl Tick {
                 last_sync_ms: exchanges.as_ref().and_then(|e| e.last_ms),
                 addresses: report.counts.owned.get(&id.id).copied(),
                 layers: layers.get(&id.addr).cloned(),
+                drain: drain_of(id.id),
+                witness: id.witness || facts.roster.iter().any(|r| r.id == id.id && r.witness),
                 detail: MemberDetail {
                     last_heard_ms: last_heard_ms.filter(|_| peer),
                     down_since_ms: self.down_since.get(&id).copied(),
@@ -512,6 +558,12 @@ impl Tick {
             members: rows,
             unauthenticated: report.unauthenticated,
             roster: self.share.roster.clone(),
+            witnesses: facts
+                .roster
+                .iter()
+                .filter(|r| r.witness && r.settled(now_ms))
+                .map(|r| r.id)
+                .collect(),
             majority: self.share.majority(),
             service_address: self.settings.service_address.map(|addr| ServiceAddress {
                 addr,
@@ -558,6 +610,7 @@ mod tests {
             addr: m.addr,
             joined_ms: 0,
             dead_ms: None,
+            drained_ms: None,
             witness: false,
         };
         Facts {
@@ -611,6 +664,7 @@ mod tests {
             addr: w.addr,
             joined_ms: T0,
             dead_ms: None,
+            drained_ms: None,
             witness: true,
         };
         assert_eq!(entered, Some(vec![row.clone()]));
@@ -618,7 +672,7 @@ mod tests {
         // On the roster: not asked for again, and not a boot-path peer.
         let mut with_row = facts();
         with_row.roster.push(row);
-        let again = core.handle_facts(T0 + 1, &alive, &|_| None, with_row);
+        let again = core.handle_facts(T0 + 1, &alive, &|_| None, with_row.clone());
         assert!(!again.iter().any(|a| matches!(a, Action::EnterWitnesses(_))));
         let peers = again.iter().find_map(|a| match a {
             Action::Peers(p) => Some(p.others.clone()),
@@ -626,6 +680,16 @@ mod tests {
         });
         assert_eq!(peers, None, "the peers are still member 2 alone");
         assert_eq!(*core.peers, Peers::live(1, &facts().roster, &[2]));
+        // The status shows it as a witness, and counts it on the roster once its row settled.
+        let settled = T0 + PoolMember::SETTLE_MS;
+        core.handle_facts(settled, &alive, &|_| None, with_row);
+        let out = core.handle_counts(settled, nothing());
+        let Some(Action::Status(status)) = out.last() else {
+            panic!("a status: {out:?}");
+        };
+        assert_eq!(status.witnesses, vec![3]);
+        let row = status.members.iter().find(|m| m.id == 3).expect("a row");
+        assert!(row.witness && !status.members.iter().any(|m| m.id == 2 && m.witness));
     }
 
     #[test]
@@ -764,6 +828,7 @@ mod tests {
                     addr: id(n as u8).addr,
                     joined_ms: 0,
                     dead_ms: None,
+                    drained_ms: None,
                     witness: false,
                 })
                 .to_vec(),
@@ -786,6 +851,7 @@ mod tests {
             newest_own: None,
             has: Vec::new(),
             feed_floor: 0,
+            drained: None,
         };
         let clients = Reclaimers {
             v41: vec![11, 12],

@@ -141,13 +141,18 @@ impl Table {
 }
 
 /// A type stored as rows of one table.
-pub trait Record: Serialize + DeserializeOwned + Clone {
+pub trait Record: Serialize + DeserializeOwned + Clone + PartialEq {
     const TABLE: Table;
     /// The row's primary key.
     fn key(&self) -> String;
     /// Secondary keys that must be unique across the table (`mac/...`, `ip/...`).
     fn unique_keys(&self) -> Vec<String> {
         Vec::new()
+    }
+    /// For a table whose rows merge as sets rather than last writer wins: the merge of two
+    /// copies of one row (`None`: the last writer wins; see `replicate`).
+    fn union(&self, _other: &Self) -> Option<Self> {
+        None
     }
 }
 
@@ -178,7 +183,17 @@ macro_rules! keyed_by_name {
     )*};
 }
 
-keyed_by_name!(Group => Table::Groups, Network => Table::Networks, Image => Table::Images, Setting => Table::Settings, User => Table::Users, BootLog => Table::Boots, Export => Table::Exports);
+keyed_by_name!(Group => Table::Groups, Network => Table::Networks, Image => Table::Images, Setting => Table::Settings, User => Table::Users, Export => Table::Exports);
+
+impl Record for BootLog {
+    const TABLE: Table = Table::Boots;
+    fn key(&self) -> String {
+        self.name.clone()
+    }
+    fn union(&self, other: &Self) -> Option<Self> {
+        Some(BootLog::union(self, other))
+    }
+}
 
 impl Record for ApiToken {
     const TABLE: Table = Table::Tokens;
@@ -507,6 +522,11 @@ impl Reader<'_> {
     /// Every live record of table `T`, ordered by key.
     pub fn all<T: Record>(&self) -> Result<Vec<T>, StoreError> {
         all_rows::<T>(self.store, self.txn)
+    }
+
+    /// The version of row `key` of table `T` (a tombstone's too), if the store has it.
+    pub fn version_of<T: Record>(&self, key: &str) -> Result<Option<Version>, StoreError> {
+        Ok(self.store.row::<T>(self.txn, key)?.map(|v| v.version))
     }
 
     /// The primary key of the record owning unique key `unique` (e.g. `mac/52:54:...`).

@@ -788,7 +788,7 @@ pub struct Setting {
 /// A step of a node's boot, reported by drover's DHCP server (an offer to the node's network
 /// boot firmware), its TFTP and HTTP servers (what the node fetched) or by the agent in its
 /// initramfs (what it did).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BootStage {
     /// The DHCP server offered an address to the node's PXE or iPXE firmware (a new boot
@@ -843,8 +843,8 @@ impl BootStage {
     }
 }
 
-/// One event of a node's boot timeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One event of a node's boot timeline (ordered by time first).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BootEvent {
     /// Unix milliseconds, by the clock of the member that recorded it.
     pub at_ms: u64,
@@ -859,6 +859,25 @@ pub struct BootEvent {
 pub struct BootLog {
     pub name: String,
     pub events: Vec<BootEvent>,
+}
+
+impl BootLog {
+    /// The most events a log keeps (the newest).
+    pub const MAX_EVENTS: usize = 64;
+
+    /// Two copies of one node's log as sets of events (members that recorded events of one
+    /// boot each wrote their own copy): their union in order, the newest
+    /// [`BootLog::MAX_EVENTS`] kept. The same whatever the order of merging.
+    pub fn union(&self, other: &BootLog) -> BootLog {
+        let mut events: Vec<BootEvent> = self.events.iter().chain(&other.events).cloned().collect();
+        events.sort();
+        events.dedup();
+        let cut = events.len().saturating_sub(Self::MAX_EVENTS);
+        BootLog {
+            name: self.name.clone(),
+            events: events.split_off(cut),
+        }
+    }
 }
 
 /// One change in the audit log (`crate::audit`). `id` sorts in time order: the change's
@@ -1079,6 +1098,12 @@ pub struct PoolMember {
     /// service address and keeps no store. The members write its row when they first see it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub witness: bool,
+    /// When an admin drained it (`drover pool drain`, unix ms on the admin's member; only
+    /// compared for equality): it keeps running, replicating and voting, and hands its DHCP
+    /// share and the service address to the others (`dhcp::share`, `pool::floating`) until
+    /// `drover pool undrain` clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drained_ms: Option<u64>,
 }
 
 impl PoolMember {

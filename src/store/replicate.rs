@@ -18,6 +18,10 @@
 //!   nodes while cut off from each other; after merging, both rows exist, every member
 //!   agrees which one owns the MAC, and a local edit of the other is refused as a conflict
 //!   until the admin resolves it.
+//! - Boot logs merge as sets (`Record::union`): of two copies of one node's log, the union
+//!   is kept. When it adds to the newer copy, it is written anew here (a new version), so
+//!   that it travels back to the members that had either copy; a merge that adds nothing
+//!   writes nothing, so the exchange settles.
 
 use super::{
     decode, encode, model, row_key, Meta, Origins, Reader, Record, StoreError, Table, Version,
@@ -330,11 +334,6 @@ impl Writer<'_, '_> {
     fn merge_typed<T: Record>(&mut self, row: &Row) -> Result<bool, StoreError> {
         self.hlc.observe(row.version);
         let local = self.store.row::<T>(self.txn, &row.key)?;
-        if local.as_ref().is_some_and(|l| l.version >= row.version) {
-            // Ours is newer: the row is covered, but not applied.
-            advance_vv(&self.store.meta, self.txn, row.version.member, row.version)?;
-            return Ok(false);
-        }
         let value: Option<T> = row
             .value
             .clone()
@@ -344,6 +343,25 @@ impl Writer<'_, '_> {
                 key: row_key(T::TABLE, &row.key),
                 reason: e.to_string(),
             })?;
+        let newer = local.as_ref().is_none_or(|l| l.version < row.version);
+        let mine = local.as_ref().and_then(|l| l.value.as_ref());
+        if let Some((mine, theirs)) = mine.zip(value.as_ref()) {
+            let union = mine.union(theirs).filter(|u| !(newer && u == theirs));
+            if let Some(union) = union {
+                // Covered by the copy here, or by the union written anew.
+                advance_vv(&self.store.meta, self.txn, row.version.member, row.version)?;
+                if union == *mine {
+                    return Ok(false);
+                }
+                self.put(&union)?;
+                return Ok(true);
+            }
+        }
+        if !newer {
+            // Ours is newer: the row is covered, but not applied.
+            advance_vv(&self.store.meta, self.txn, row.version.member, row.version)?;
+            return Ok(false);
+        }
         let old = local.and_then(|l| l.value);
         self.claim_keys(&row.key, old.as_ref(), value.as_ref(), row.version, false)?;
         self.write_versioned(T::TABLE, &row.key, value.as_ref(), row.version)?;

@@ -261,3 +261,71 @@ fn a_view_behind_the_compacted_feed_reloads() {
     assert!(view.refresh(&store).unwrap());
     assert!(view.nodes.contains_key("n7"));
 }
+
+/// Every row `from` has that `to` lacks, merged into `to`; how many changed it.
+fn pull(to: &Store, from: &Store) -> usize {
+    let theirs = from.read(|r| r.version_vector()).unwrap();
+    let mine = to.read(|r| r.version_vector()).unwrap();
+    let mut changed = 0;
+    for origin in theirs.keys() {
+        let after = mine.get(origin).copied();
+        let batch = from.read(|r| r.rows_after(*origin, after, 100)).unwrap();
+        changed += to.write(|w| w.merge_batch(&batch)).unwrap();
+    }
+    changed
+}
+
+#[test]
+fn boot_logs_of_one_boot_on_two_members_merge_as_sets() {
+    let event = |at_ms, source: &str| BootEvent {
+        at_ms,
+        stage: BootStage::Dhcp,
+        source: source.into(),
+        detail: format!("{source} at {at_ms}"),
+    };
+    let log = |events: Vec<BootEvent>| BootLog {
+        name: "n1".into(),
+        events,
+    };
+    let (a, _da) = temp_store();
+    let (b, _db) = temp_store();
+    // Both recorded the node's boot, each its own part (and one event both saw).
+    let shared = event(5, "dhcp");
+    a.write(|w| w.put(&log(vec![event(1, "dhcp"), shared.clone()])))
+        .unwrap();
+    b.write(|w| w.put(&log(vec![shared.clone(), event(7, "http")])))
+        .unwrap();
+    // Until nothing changes any more, in both directions.
+    let mut rounds = 0;
+    while pull(&a, &b) + pull(&b, &a) > 0 {
+        rounds += 1;
+        assert!(rounds < 5, "the exchange does not settle");
+    }
+    let want = log(vec![event(1, "dhcp"), shared, event(7, "http")]);
+    for s in [&a, &b] {
+        assert_eq!(
+            s.read(|r| r.get::<BootLog>("n1")).unwrap(),
+            Some(want.clone())
+        );
+    }
+    // Other tables still take the last writer.
+    a.write(|w| w.put(&node("n1", "52:54:00:00:00:01", None)))
+        .unwrap();
+    // Later by the wall clock, so that b's write is the last.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    b.write(|w| w.put(&node("n1", "52:54:00:00:00:01", Some("10.0.0.9"))))
+        .unwrap();
+    while pull(&a, &b) + pull(&b, &a) > 0 {}
+    let ip = |s: &Store| s.read(|r| r.get::<Node>("n1")).unwrap().and_then(|n| n.ip);
+    assert_eq!(
+        (ip(&a), ip(&b)),
+        (ip(&b), Some("10.0.0.9".parse().unwrap()))
+    );
+    // A union longer than a log keeps the newest.
+    let many = log((0..40).map(|i| event(i, "dhcp")).collect());
+    let more = log((40..80).map(|i| event(i, "http")).collect());
+    let u = many.union(&more);
+    assert_eq!(u.events.len(), BootLog::MAX_EVENTS);
+    assert_eq!(u.events.first().map(|e| e.at_ms), Some(16));
+    assert_eq!(u, more.union(&many));
+}
