@@ -880,6 +880,18 @@ pub fn record_files(
     files: ImageFiles,
     add: &AddImage,
 ) -> Result<Image, AdminError> {
+    record_version(store, name, files, add, None)
+}
+
+/// [`record_files`], keeping the `image build` recipe (TOML) that made `files` with the
+/// version.
+pub fn record_version(
+    store: &Store,
+    name: &str,
+    files: ImageFiles,
+    add: &AddImage,
+    recipe: Option<String>,
+) -> Result<Image, AdminError> {
     store.write(|w| {
         let old = w.get::<Image>(name)?;
         if !add.replace && old.is_some() {
@@ -904,6 +916,9 @@ pub fn record_files(
             versions: Vec::new(),
         };
         image.push_version(old.as_ref(), files, now_ms(), &add.made.by, &add.made.what);
+        if let Some(latest) = image.versions.last_mut() {
+            latest.recipe = recipe.clone();
+        }
         apply_image_change(&mut image, &add.settings)?;
         w.put(&image)?;
         Ok(image)
@@ -939,6 +954,10 @@ pub fn rollback_image(
         let mut image = old.clone();
         let what = format!("rollback to {version}");
         image.push_version(Some(&old), files, now_ms(), by, &what);
+        let recipe = old.history().into_iter().find(|v| v.number == version);
+        if let (Some(latest), Some(from)) = (image.versions.last_mut(), recipe) {
+            latest.recipe = from.recipe;
+        }
         apply_image_change(&mut image, &ImageChange::default())?;
         w.put(&image)?;
         Ok(image)

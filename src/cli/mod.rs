@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::discover::adopt::{DiscoveredList, RuleAdded};
 use crate::discover::rule::NamingRule;
 use crate::image::usage::{HistoryEntry, StoreTotals};
+use crate::image::recipe::Recipe;
 use crate::pool::setup;
 use crate::store::model::{
     BootEvent, Export, Group, Image, Lease, Mac, Network, Node, Role, Squash,
@@ -238,6 +239,8 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Pool(PoolCmd::Rekey { .. }) => "pool rekey",
         Command::Image(ImageCmd::Add { .. }) => "image add",
         Command::Image(ImageCmd::Import { .. }) => "image import",
+        Command::Image(ImageCmd::Build { .. }) => "image build",
+        Command::Image(ImageCmd::Shell { .. }) => "image shell",
         Command::Group(GroupCmd::Set { .. }) => "group set",
         Command::Nfs(NfsCmd::Clients { .. }) => "nfs clients",
         Command::Admin(AdminCmd::Passwd { .. }) => "admin passwd",
@@ -347,6 +350,67 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
             };
             let img = Local::new(state).import_image(&name, &source, kernel.as_deref(), &add)?;
             print!("{}", print::image_added(&img));
+            Ok(())
+        }
+        Command::Image(ImageCmd::Build {
+            name,
+            suite,
+            packages,
+            recipe,
+            mirror,
+            cmdline,
+            boot,
+        }) => {
+            let local = Local::new(state);
+            let mut r = match (&recipe, &suite) {
+                (Some(file), _) => {
+                    let text = std::fs::read_to_string(file)
+                        .with_context(|| format!("reading the recipe {}", file.display()))?;
+                    let mut r = Recipe::parse(&text)
+                        .with_context(|| format!("recipe {}", file.display()))?;
+                    let base = file.parent().unwrap_or(std::path::Path::new("."));
+                    crate::image::build::inline_sources(&mut r, base)?;
+                    r
+                }
+                (None, Some(s)) => Recipe::bare(s)?,
+                (None, None) => match local.stored_recipe(&name)? {
+                    Some(text) => Recipe::parse(&text)
+                        .with_context(|| format!("the recipe stored with image {name}"))?,
+                    None => bail!(
+                        "image {name} has no stored recipe: give --suite or --recipe"
+                    ),
+                },
+            };
+            if let (Some(s), Some(_)) = (&suite, &recipe) {
+                r.suite = Recipe::bare(s)?.suite;
+            }
+            r.add_packages(&packages)?;
+            let add = admin::AddImage {
+                replace: true,
+                settings: boot.change(cmdline),
+                made: admin::Made::local(format!("build {}", r.suite)),
+            };
+            let img = local.build_image(&name, &r, mirror.as_deref(), &add)?;
+            print!("{}", print::image_added(&img));
+            println!("image {name} is now version {}", img.latest_version());
+            Ok(())
+        }
+        Command::Image(ImageCmd::Shell { name, command }) => {
+            match Local::new(state).shell_image(&name, &command)? {
+                local::ShellOutcome::Committed { image, summary } => {
+                    print!("{}", crate::image::diff::render(&summary));
+                    println!(
+                        "stored as image {name} version {}",
+                        image.latest_version()
+                    );
+                }
+                local::ShellOutcome::Unchanged => {
+                    println!("nothing changed: image {name} keeps its version")
+                }
+                local::ShellOutcome::Failed(status) => {
+                    bail!("the command failed ({status}): nothing stored, image {name} unchanged")
+                }
+            }
             Ok(())
         }
         Command::Group(GroupCmd::Set { name, bmc }) => {
@@ -621,8 +685,21 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
                 print!("{}", print::images(&b.images()?));
                 print!("{}", print::store_totals(&b.image_store()?));
             }
-            ImageCmd::History { name } => {
-                print!("{}", print::image_history(&b.image_history(&name)?))
+            ImageCmd::History { name, recipe } => {
+                let history = b.image_history(&name)?;
+                match recipe {
+                    None => print!("{}", print::image_history(&history)),
+                    Some(n) => {
+                        let v = history
+                            .iter()
+                            .find(|e| e.version.number == n)
+                            .ok_or_else(|| anyhow::anyhow!("image {name} has no version {n}"))?;
+                        match &v.version.recipe {
+                            Some(text) => print!("{text}"),
+                            None => bail!("version {n} of image {name} was not made by image build"),
+                        }
+                    }
+                }
             }
             ImageCmd::Rollback { name, version } => {
                 let now = b.rollback_image(&name, version)?;
@@ -634,8 +711,11 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
                 b.remove_image(&name)?;
                 println!("removed image {name}");
             }
-            ImageCmd::Add { .. } | ImageCmd::Import { .. } => {
-                bail!("internal: image add and import are local only")
+            ImageCmd::Add { .. }
+            | ImageCmd::Import { .. }
+            | ImageCmd::Build { .. }
+            | ImageCmd::Shell { .. } => {
+                bail!("internal: image add, import, build and shell are local only")
             }
         },
         Command::Network(cmd) => match cmd {

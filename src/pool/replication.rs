@@ -860,6 +860,7 @@ mod tests {
                     rootfs: None,
                     initramfs: None,
                 },
+                recipe: None,
             })
             .collect();
         Image {
