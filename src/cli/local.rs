@@ -11,8 +11,8 @@ use crate::admin::{self, GroupInfo, NodeDetail};
 use crate::config::Config;
 use crate::discover::adopt::{self, DiscoveredList, RuleAdded};
 use crate::discover::rule::NamingRule;
-use crate::image::usage::{HistoryEntry, StoreTotals};
 use crate::image::recipe::Recipe;
+use crate::image::usage::{HistoryEntry, StoreTotals};
 use crate::image::{Blobs, ImageSource};
 use crate::store::model::Role;
 use crate::store::model::{
@@ -24,11 +24,24 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+/// Most characters of a command `image history` shows for an `image shell` version.
+const MAX_SHELL_WHAT: usize = 60;
+
+/// `shell COMMAND` for the history, cut to [`MAX_SHELL_WHAT`] characters.
+fn shell_what(argv: &[String]) -> String {
+    let command = argv.join(" ");
+    if command.chars().count() <= MAX_SHELL_WHAT {
+        return format!("shell {command}");
+    }
+    let cut: String = command.chars().take(MAX_SHELL_WHAT).collect();
+    format!("shell {cut}...")
+}
+
 /// How `image shell` ended.
 pub enum ShellOutcome {
     /// Exit 0 with changes: stored as the image's latest version.
     Committed {
-        image: Image,
+        version: u32,
         summary: crate::image::diff::Summary,
     },
     /// Exit 0 without changes: no new version.
@@ -177,10 +190,13 @@ impl Local {
         let add = admin::AddImage {
             replace: true,
             settings: admin::ImageChange::default(),
-            made: admin::Made::local(format!("shell {}", argv.join(" "))),
+            made: admin::Made::local(shell_what(&argv)),
         };
         let image = admin::record_files(store, name, files, &add)?;
-        Ok(ShellOutcome::Committed { image, summary })
+        Ok(ShellOutcome::Committed {
+            version: image.latest_version(),
+            summary,
+        })
     }
 
     pub fn set_group_bmc(&self, name: &str, change: &admin::BmcChange) -> Result<()> {

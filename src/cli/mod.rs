@@ -28,8 +28,8 @@ use crate::clock::unix_secs as unix_now;
 use crate::config::Config;
 use crate::discover::adopt::{DiscoveredList, RuleAdded};
 use crate::discover::rule::NamingRule;
-use crate::image::usage::{HistoryEntry, StoreTotals};
 use crate::image::recipe::Recipe;
+use crate::image::usage::{HistoryEntry, StoreTotals};
 use crate::pool::setup;
 use crate::store::model::{
     BootEvent, Export, Group, Image, Lease, Mac, Network, Node, Role, Squash,
@@ -376,9 +376,7 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
                 (None, None) => match local.stored_recipe(&name)? {
                     Some(text) => Recipe::parse(&text)
                         .with_context(|| format!("the recipe stored with image {name}"))?,
-                    None => bail!(
-                        "image {name} has no stored recipe: give --suite or --recipe"
-                    ),
+                    None => bail!("image {name} has no stored recipe: give --suite or --recipe"),
                 },
             };
             if let (Some(s), Some(_)) = (&suite, &recipe) {
@@ -397,12 +395,9 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
         }
         Command::Image(ImageCmd::Shell { name, command }) => {
             match Local::new(state).shell_image(&name, &command)? {
-                local::ShellOutcome::Committed { image, summary } => {
+                local::ShellOutcome::Committed { version, summary } => {
                     print!("{}", crate::image::diff::render(&summary));
-                    println!(
-                        "stored as image {name} version {}",
-                        image.latest_version()
-                    );
+                    println!("stored as image {name} version {version}");
                 }
                 local::ShellOutcome::Unchanged => {
                     println!("nothing changed: image {name} keeps its version")
@@ -696,7 +691,9 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
                             .ok_or_else(|| anyhow::anyhow!("image {name} has no version {n}"))?;
                         match &v.version.recipe {
                             Some(text) => print!("{text}"),
-                            None => bail!("version {n} of image {name} was not made by image build"),
+                            None => {
+                                bail!("version {n} of image {name} was not made by image build")
+                            }
                         }
                     }
                 }

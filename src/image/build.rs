@@ -211,6 +211,7 @@ pub fn bootstrap(
     if let Ok(dir) = fs::read_dir(&debs) {
         for e in dir.flatten() {
             if e.path().extension().is_some_and(|x| x == "deb") {
+                // Best effort: a package left behind costs space, not correctness.
                 let _ = fs::remove_file(e.path());
             }
         }

@@ -111,7 +111,10 @@ fn errors_name_the_key() {
         key_error("suite = \"b\"\ncommands = [\"true\", \"  \"]"),
         ("commands[1]".into(), Rule::BadCommand)
     );
-    let big = format!("suite = \"b\"\n[[files]]\npath = \"/x\"\ncontent = \"{}\"", "a".repeat(MAX_FILE_BYTES + 1));
+    let big = format!(
+        "suite = \"b\"\n[[files]]\npath = \"/x\"\ncontent = \"{}\"",
+        "a".repeat(MAX_FILE_BYTES + 1)
+    );
     assert_eq!(key_error(&big), ("files[0].content".into(), Rule::TooBig));
 }
 
@@ -170,5 +173,8 @@ fn the_mirror_is_the_first_debian_archive_of_the_sources() {
         debian_mirror(one_line).as_deref(),
         Some("http://mirror.example/debian/")
     );
-    assert_eq!(debian_mirror("deb http://example/ubuntu jammy main\n"), None);
+    assert_eq!(
+        debian_mirror("deb http://example/ubuntu jammy main\n"),
+        None
+    );
 }

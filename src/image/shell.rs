@@ -16,6 +16,7 @@ use super::chroot::{self, ChrootError};
 use super::diff::{Snapshot, Stamp};
 use super::Blobs;
 use crate::store::model::ImageFile;
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -47,6 +48,46 @@ pub fn unpack_tree(blobs: &Blobs, rootfs: &ImageFile, dest: &Path) -> Result<(),
     fs::create_dir_all(dest).map_err(unpack_err)?;
     let reader = blobs.open(&rootfs.blob)?;
     super::unpack::unpack(reader, dest, true).map_err(unpack_err)?;
+    restore_dir_mtimes(blobs, rootfs, dest).map_err(unpack_err)
+}
+
+/// Sets every directory's mtime back to the tar's: unpacking a directory's entries moved it,
+/// and a stored tree whose every directory header changed would share few chunks with the
+/// version it came from. Walks the unpacked tree (never through a symlink), so nothing
+/// outside `dest` is touched.
+fn restore_dir_mtimes(blobs: &Blobs, rootfs: &ImageFile, dest: &Path) -> io::Result<()> {
+    let reader = blobs.open(&rootfs.blob).map_err(io::Error::other)?;
+    let mut archive = tar::Archive::new(reader);
+    let mut mtimes = HashMap::new();
+    for entry in archive.entries_with_seek()? {
+        let entry = entry?;
+        if entry.header().entry_type() == tar::EntryType::Directory {
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let name = name
+                .trim_start_matches("./")
+                .trim_end_matches('/')
+                .to_string();
+            mtimes.insert(name, entry.header().mtime()?);
+        }
+    }
+    let mut stack = vec![dest.to_path_buf()];
+    let mut dirs = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                stack.push(entry.path());
+                dirs.push(entry.path());
+            }
+        }
+    }
+    for dir in dirs {
+        let rel = dir.strip_prefix(dest).unwrap_or(&dir).to_string_lossy();
+        if let Some(&secs) = mtimes.get(rel.as_ref()) {
+            let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            fs::File::open(&dir)?.set_modified(when)?;
+        }
+    }
     Ok(())
 }
 
