@@ -310,7 +310,7 @@ pub struct ImageVersion {
     pub created_ms: u64,
     /// Who made it: `local USER` for the CLI on the server, the API user or token name.
     pub by: String,
-    /// How: `add`, `import SOURCE`, `rollback to N`.
+    /// How: `add`, `import SOURCE`, `build SUITE`, `shell COMMAND`, `rollback to N`.
     pub what: String,
     pub files: ImageFiles,
     /// The `image build` recipe that made these files (TOML, files inline), kept so that
