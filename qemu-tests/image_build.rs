@@ -42,9 +42,9 @@ sleep 30
 
 fn recipe() -> String {
     format!(
-        "suite = \"bookworm\"\nkernel = \"linux-image-cloud-amd64\"\ncommands = [\"echo base > /etc/drover-version\"]\n\n\
-         [[files]]\npath = \"/sbin/init\"\nmode = 0o755\ncontent = {:?}\n",
-        INIT
+        "suite = \"bookworm\"\nkernel = \"linux-image-cloud-amd64\"\n\
+         commands = [\"echo base > /etc/drover-version\"]\n\n\
+         [[files]]\npath = \"/sbin/init\"\nmode = 0o755\ncontent = {INIT:?}\n"
     )
 }
 

@@ -168,7 +168,7 @@ fn the_mirror_is_the_first_debian_archive_of_the_sources() {
     let one_line = "# deb http://old.example/debian bookworm main\n\
                     deb-src http://src.example/debian bookworm main\n\
                     deb http://security.example/debian-security bookworm-security main\n\
-                    deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian/ bookworm main\n";
+                    deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian/ bookworm\n";
     assert_eq!(
         debian_mirror(one_line).as_deref(),
         Some("http://mirror.example/debian/")
