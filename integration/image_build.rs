@@ -27,6 +27,18 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// `image shell deb -- sh -c SCRIPT`.
+fn shell(d: &common::Drover, script: &str) -> Output {
+    d.cli(&["image", "shell", "deb", "--", "sh", "-c", script])
+}
+
+/// [`shell`], which must succeed; its stdout.
+fn shell_ok(d: &common::Drover, script: &str) -> String {
+    let out = shell(d, script);
+    assert!(out.status.success(), "{script}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The rows of `image history` (header dropped).
 fn versions(d: &common::Drover, name: &str) -> Vec<String> {
     let out = d.cli_ok(&["image", "history", name]);
@@ -106,16 +118,11 @@ mode = 0o640
 
     // The tree: the recipe's file with its mode, the command's output, a kernel with the
     // modules the agent's initramfs takes. One shell for all (each unpacks the whole tree).
-    let listing = d.cli_ok(&[
-        "image",
-        "shell",
-        "deb",
-        "--",
-        "sh",
-        "-c",
+    let listing = shell_ok(
+        &d,
         "stat -c %a /etc/issue; cat /etc/issue /etc/drover-built; ls /boot; \
          ls /lib/modules/*/kernel/drivers/net/virtio_net.ko*",
-    ]);
+    );
     assert!(
         listing.starts_with("640\ndrover test node\nbuilt-by-recipe\n"),
         "{listing}"
@@ -130,15 +137,7 @@ mode = 0o640
     );
 
     // A shell that writes one file: version 2, and the summary names that file only.
-    let out = d.cli_ok(&[
-        "image",
-        "shell",
-        "deb",
-        "--",
-        "sh",
-        "-c",
-        "echo x > /etc/drover-test",
-    ]);
+    let out = shell_ok(&d, "echo x > /etc/drover-test");
     assert!(out.contains("1 added, 0 changed, 0 removed"), "{out}");
     assert!(out.contains("+ /etc/drover-test"), "{out}");
     assert!(out.contains("version 2"), "{out}");
@@ -147,15 +146,7 @@ mode = 0o640
     assert!(rows[1].contains("shell sh -c echo x"), "{rows:?}");
 
     // A failing command: its status, nothing stored, even though it wrote a file first.
-    let failed = d.cli(&[
-        "image",
-        "shell",
-        "deb",
-        "--",
-        "sh",
-        "-c",
-        "echo y > /etc/drover-fail; exit 3",
-    ]);
+    let failed = shell(&d, "echo y > /etc/drover-fail; exit 3");
     assert!(!failed.status.success());
     let msg = text(&failed);
     assert!(msg.contains("nothing stored"), "{msg}");
@@ -166,16 +157,11 @@ mode = 0o640
     // resolv.conf and the hostname stays in its namespaces and its copy of the host's file.
     let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let host_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let out = d.cli_ok(&[
-        "image",
-        "shell",
-        "deb",
-        "--",
-        "sh",
-        "-c",
+    let out = shell_ok(
+        &d,
         "cat /etc/drover-test; test ! -e /etc/drover-fail && echo no-fail-file; \
          echo nameserver 192.0.2.1 > /etc/resolv.conf; hostname changed-in-image",
-    ]);
+    );
     assert!(out.starts_with("x\nno-fail-file\n"), "{out}");
     assert!(out.contains("nothing changed"), "{out}");
     assert_eq!(
@@ -194,15 +180,7 @@ mode = 0o640
     assert!(out.contains("version 3"), "{out}");
     let again = d.cli_ok(&["image", "history", "deb", "--recipe", "3"]);
     assert_eq!(again, stored);
-    let out = d.cli_ok(&[
-        "image",
-        "shell",
-        "deb",
-        "--",
-        "sh",
-        "-c",
-        "test ! -e /etc/drover-test && cat /etc/drover-built",
-    ]);
+    let out = shell_ok(&d, "test ! -e /etc/drover-test && cat /etc/drover-built");
     assert!(out.starts_with("built-by-recipe\n"), "{out}");
 }
 

@@ -99,15 +99,10 @@ fn built_image_boots_from_ram_and_nfs_and_follows_shell_and_rollback() {
     assert_eq!(field(&nfs, "version"), Some("base"), "{nfs}");
     assert_eq!(field(&nfs, "root"), Some("nfs4"), "{nfs}");
 
-    let out = d.drover.cli_ok(&[
-        "image",
-        "shell",
-        "deb",
-        "--",
-        "sh",
-        "-c",
-        "echo edited > /etc/drover-version",
-    ]);
+    let edit = "echo edited > /etc/drover-version";
+    let out = d
+        .drover
+        .cli_ok(&["image", "shell", "deb", "--", "sh", "-c", edit]);
     assert!(out.contains("1 changed"), "{out}");
     assert!(out.contains("version 2"), "{out}");
     let edited = boot(&d, "edited");
