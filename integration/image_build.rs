@@ -213,5 +213,24 @@ fn build_and_shell_refuse_clearly() {
         let out = d.cli(&["image", "shell", "plain", "--", "true"]);
         assert!(!out.status.success());
         assert!(text(&out).contains("has no root tree"), "{}", text(&out));
+        // A mirror nothing answers on (the discard port of loopback): the tool's words and
+        // the question, nothing stored.
+        let out = d.cli(&[
+            "image",
+            "build",
+            "nomirror",
+            "--suite",
+            "bookworm",
+            "--mirror",
+            "http://127.0.0.1:9/debian",
+        ]);
+        assert!(!out.status.success());
+        let msg = text(&out);
+        assert!(
+            msg.contains("is the mirror http://127.0.0.1:9/debian reachable"),
+            "{msg}"
+        );
+        assert!(msg.contains("last lines"), "{msg}");
+        assert!(!d.cli_ok(&["image", "list"]).contains("nomirror"));
     }
 }
