@@ -120,23 +120,23 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1fx", (b > 0) ? a / b : 0}';
 log "import of v2.tar against tar -x of it"
 c=$work/c
 mkdir -p "$c" "$work/unpacked"
-t0=$(date +%s.%N)
+u0=$(date +%s.%N)
 "$drover" --state-dir "$c" image import tarred "$work/v2.tar" >/dev/null
-t1=$(date +%s.%N)
+u1=$(date +%s.%N)
 tar -C "$work/unpacked" -xf "$work/v2.tar"
 sync
-t2=$(date +%s.%N)
-import_s=$(secs "$t0" "$t1") untar_s=$(secs "$t1" "$t2")
+u2=$(date +%s.%N)
+import_s=$(secs "$u0" "$u1") untar_s=$(secs "$u1" "$u2")
 # image build against the bare bootstrap (what a Warewulf-style flow runs before unpacking):
 # needs root and the machine's Debian mirror; BUILD=0 skips it.
 build_line="- image build: skipped (needs root; BUILD=0 skips it too)"
 if [ "$(id -u)" = 0 ] && [ "${BUILD:-1}" != 0 ]; then
   log "image build bookworm"
-  t0=$(date +%s.%N)
+  u0=$(date +%s.%N)
   built=$("$drover" --state-dir "$c" image build built --suite bookworm)
-  t1=$(date +%s.%N)
+  u1=$(date +%s.%N)
   boot_s=$(echo "$built" | sed -n 's/.* took \([0-9]*\) s.*/\1/p')
-  build_s=$(secs "$t0" "$t1")
+  build_s=$(secs "$u0" "$u1")
   build_line="- image build bookworm (minbase + kernel): ${build_s} s in all, of which the \
 bootstrap ${boot_s} s: $(ratio "$build_s" "$boot_s") the bootstrap alone"
 fi
