@@ -8,6 +8,9 @@
 # what drover packs from the tree; the initramfs drover builds (the agent binary) is the same
 # blob for both versions and is reported apart.
 #
+# Also: `image import` of a tar against Warewulf-style unpacking (`tar -xf` into a directory)
+# of the same tar, and, as root, `image build` against its bare bootstrap (BUILD=0 skips it).
+#
 # Usage: bench/images.sh [--out FILE]   (DROVER=path/to/drover; default: the release build)
 set -euo pipefail
 
@@ -109,6 +112,34 @@ rootfs1=$(curl -sf "http://127.0.0.1:$ha/images/bench@1/rootfs.tar" | wc -c)
 rootfs2=$(curl -sf "http://127.0.0.1:$ha/images/bench@2/rootfs.tar" | wc -c)
 initramfs=$(curl -sf "http://127.0.0.1:$ha/images/bench@2/initramfs" | wc -c)
 mb() { awk -v b="$1" 'BEGIN {printf "%.1f MB", b / 1e6}'; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", b - a}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1fx", (b > 0) ? a / b : 0}'; }
+
+# Import against Warewulf-style unpacking (a plain tar into a directory) of the same tar, in
+# a store of its own (the figures above stay those of the two members).
+log "import of v2.tar against tar -x of it"
+c=$work/c
+mkdir -p "$c" "$work/unpacked"
+u0=$(date +%s.%N)
+"$drover" --state-dir "$c" image import tarred "$work/v2.tar" >/dev/null
+u1=$(date +%s.%N)
+tar -C "$work/unpacked" -xf "$work/v2.tar"
+sync
+u2=$(date +%s.%N)
+import_s=$(secs "$u0" "$u1") untar_s=$(secs "$u1" "$u2")
+# image build against the bare bootstrap (what a Warewulf-style flow runs before unpacking):
+# needs root and the machine's Debian mirror; BUILD=0 skips it.
+build_line="- image build: skipped (needs root; BUILD=0 skips it too)"
+if [ "$(id -u)" = 0 ] && [ "${BUILD:-1}" != 0 ]; then
+  log "image build bookworm"
+  u0=$(date +%s.%N)
+  built=$("$drover" --state-dir "$c" image build built --suite bookworm)
+  u1=$(date +%s.%N)
+  boot_s=$(echo "$built" | sed -n 's/.* took \([0-9]*\) s.*/\1/p')
+  build_s=$(secs "$u0" "$u1")
+  build_line="- image build bookworm (minbase + kernel): ${build_s} s in all, of which the \
+bootstrap ${boot_s} s: $(ratio "$build_s" "$boot_s") the bootstrap alone"
+fi
 
 {
   echo "## Images (bench/images.sh)"
@@ -125,6 +156,10 @@ mb() { awk -v b="$1" 'BEGIN {printf "%.1f MB", b / 1e6}'; }
   echo "  (manifests and missing chunks; version 2's rootfs is $(mb "$rootfs2"))"
   echo "- Import of version 1 (pack, chunk, initramfs): $(awk -v a="$t0" -v b="$t1" \
     'BEGIN {printf "%.1f s", b - a}')"
+  echo "- Import of v2.tar (a $(mb "$(size "$work/v2.tar")") tar: check, chunk, kernel,"
+  echo "  initramfs): ${import_s} s; Warewulf-style \`tar -xf\` into a directory: ${untar_s} s"
+  echo "  ($(ratio "$import_s" "$untar_s") the unpacking)"
+  echo "$build_line"
   echo
   echo '```'
   echo "$history"

@@ -91,6 +91,15 @@ const PURE: &[(&str, &str)] = &[
         "per-version store figures from chunk lists",
     ),
     (
+        "image/recipe.rs",
+        "image build recipes: TOML text to a validated recipe and back, apt sources and \
+         dpkg status text",
+    ),
+    (
+        "image/diff.rs",
+        "image shell's change summary from two metadata snapshots",
+    ),
+    (
         "logsafe.rs",
         "escaping of client strings for logs: a Display wrapper",
     ),

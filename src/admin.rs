@@ -884,6 +884,18 @@ pub fn record_files(
     files: ImageFiles,
     add: &AddImage,
 ) -> Result<Image, AdminError> {
+    record_version(store, name, files, add, None)
+}
+
+/// [`record_files`], keeping the `image build` recipe (TOML) that made `files` with the
+/// version.
+pub fn record_version(
+    store: &Store,
+    name: &str,
+    files: ImageFiles,
+    add: &AddImage,
+    recipe: Option<String>,
+) -> Result<Image, AdminError> {
     store.write(|w| {
         let old = w.get::<Image>(name)?;
         if !add.replace && old.is_some() {
@@ -908,6 +920,9 @@ pub fn record_files(
             versions: Vec::new(),
         };
         image.push_version(old.as_ref(), files, now_ms(), &add.made.by, &add.made.what);
+        if let Some(latest) = image.versions.last_mut() {
+            latest.recipe = recipe.clone();
+        }
         apply_image_change(&mut image, &add.settings)?;
         w.put(&image)?;
         Ok(image)
@@ -943,6 +958,10 @@ pub fn rollback_image(
         let mut image = old.clone();
         let what = format!("rollback to {version}");
         image.push_version(Some(&old), files, now_ms(), by, &what);
+        let recipe = old.history().into_iter().find(|v| v.number == version);
+        if let (Some(latest), Some(from)) = (image.versions.last_mut(), recipe) {
+            latest.recipe = from.recipe;
+        }
         apply_image_change(&mut image, &ImageChange::default())?;
         w.put(&image)?;
         Ok(image)

@@ -1172,8 +1172,49 @@ pub enum ImageCmd {
         #[command(flatten)]
         boot: ImageBootArgs,
     },
+    /// Build an image's root tree from Debian's archive (mmdebstrap, else debootstrap; as
+    /// root): the minbase variant, a kernel (linux-image-amd64 unless the recipe names
+    /// another) and the given packages, then the recipe's files and commands. Stored as the
+    /// image's next version with the recipe, which `image build NAME` alone uses again.
+    Build {
+        name: String,
+        /// Debian suite (bookworm, trixie, ...); overrides the recipe's.
+        #[arg(long)]
+        suite: Option<String>,
+        /// More packages, comma-separated (added to the recipe's).
+        #[arg(long, value_delimiter = ',')]
+        packages: Vec<String>,
+        /// A recipe: TOML with suite, kernel, packages, files (path with content or source)
+        /// and commands (see README, "Building images").
+        #[arg(long)]
+        recipe: Option<PathBuf>,
+        /// Debian archive to fetch from [default: the first Debian archive of the machine's
+        /// apt sources].
+        #[arg(long)]
+        mirror: Option<String>,
+        /// Kernel command line; an existing image keeps its own when not given.
+        #[arg(long)]
+        cmdline: Option<String>,
+        #[command(flatten)]
+        boot: ImageBootArgs,
+    },
+    /// Run a shell (or CMD) in the image's latest root tree (as root: new mount, PID, UTS
+    /// and IPC namespaces, chroot, /proc, /dev, /sys and the host's resolv.conf). When it
+    /// exits 0 the tree is stored as the next version and the changes are summarised; any
+    /// other exit stores nothing.
+    Shell {
+        name: String,
+        /// The command and its arguments [default: the image's /bin/bash or /bin/sh].
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
     /// Show an image's versions, oldest first.
-    History { name: String },
+    History {
+        name: String,
+        /// Print the recipe `image build` kept with this version instead.
+        #[arg(long, value_name = "VERSION")]
+        recipe: Option<u32>,
+    },
     /// Make an old version's files the latest again (recorded as a new version).
     Rollback { name: String, version: u32 },
     /// List images.

@@ -13,6 +13,7 @@ use crate::discover::adopt::{self, DiscoveredList, RuleAdded};
 use crate::discover::rule::NamingRule;
 use crate::files::core::{Assignment, FileSet, SetFile};
 use crate::files::ops as files;
+use crate::image::recipe::Recipe;
 use crate::image::usage::{HistoryEntry, StoreTotals};
 use crate::image::{Blobs, ImageSource};
 use crate::store::model::Role;
@@ -24,6 +25,32 @@ use anyhow::{bail, Context, Result};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+/// Most characters of a command `image history` shows for an `image shell` version.
+const MAX_SHELL_WHAT: usize = 60;
+
+/// `shell COMMAND` for the history, cut to [`MAX_SHELL_WHAT`] characters.
+fn shell_what(argv: &[String]) -> String {
+    let command = argv.join(" ");
+    if command.chars().count() <= MAX_SHELL_WHAT {
+        return format!("shell {command}");
+    }
+    let cut: String = command.chars().take(MAX_SHELL_WHAT).collect();
+    format!("shell {cut}...")
+}
+
+/// How `image shell` ended.
+pub enum ShellOutcome {
+    /// Exit 0 with changes: stored as the image's latest version.
+    Committed {
+        version: u32,
+        summary: crate::image::diff::Summary,
+    },
+    /// Exit 0 without changes: no new version.
+    Unchanged,
+    /// Any other exit (the status): nothing stored.
+    Failed(String),
+}
 
 /// The state directory of this machine's drover.
 pub struct Local {
@@ -79,6 +106,99 @@ impl Local {
         Ok(admin::import_image(
             store, &blobs, name, source, kernel, &agent, add,
         )?)
+    }
+
+    /// `image build`: bootstraps the tree of `recipe` from `mirror` (the machine's Debian
+    /// archive when `None`) and stores it as image `name`'s next version with the recipe.
+    /// Prints what it does, as a build takes minutes.
+    pub fn build_image(
+        &self,
+        name: &str,
+        recipe: &Recipe,
+        mirror: Option<&str>,
+        add: &admin::AddImage,
+    ) -> Result<Image> {
+        use crate::image::{build, chroot};
+        chroot::require_root("image build")?;
+        let store = self.store()?;
+        admin::check_new_files(store, name, true, add)?;
+        let tool = build::find_tool()?;
+        let mirror = match mirror {
+            Some(m) => m.to_string(),
+            None => build::default_mirror()?,
+        };
+        let agent =
+            std::env::current_exe().context("finding drover's own binary for the initramfs")?;
+        let blobs = Blobs::new(&self.state);
+        let work = chroot::WorkDir::new(&self.state, "build")?;
+        println!(
+            "building image {name}: {} {} from {mirror} with {}",
+            tool.name,
+            recipe.suite,
+            recipe.include().join(",")
+        );
+        let (root, took) = build::bootstrap(&tool, recipe, &mirror, work.path())?;
+        println!("{} took {took} s; storing the tree", tool.name);
+        let files = crate::image::import::import(&blobs, &root, None, &agent)?;
+        Ok(admin::record_version(
+            store,
+            name,
+            files,
+            add,
+            Some(recipe.to_toml()),
+        )?)
+    }
+
+    /// The recipe the newest version of image `name` that has one was built from.
+    pub fn stored_recipe(&self, name: &str) -> Result<Option<String>> {
+        let image = self.store()?.read(|r| r.get::<Image>(name))?;
+        Ok(image.and_then(|i| i.history().into_iter().rev().find_map(|v| v.recipe)))
+    }
+
+    /// `image shell`: runs `command` in image `name`'s latest tree and stores the tree as
+    /// the next version when it exits 0 having changed something.
+    pub fn shell_image(&self, name: &str, command: &[String]) -> Result<ShellOutcome> {
+        use crate::image::{chroot, diff, shell};
+        chroot::require_root("image shell")?;
+        let store = self.store()?;
+        let image = store
+            .read(|r| r.get::<Image>(name))?
+            .ok_or_else(|| anyhow::anyhow!("no image {name}"))?;
+        let rootfs = image
+            .rootfs
+            .as_ref()
+            .ok_or_else(|| shell::ShellError::NoTree(name.to_string()))?;
+        let blobs = Blobs::new(&self.state);
+        let work = chroot::WorkDir::new(&self.state, "shell")?;
+        let root = work.path().join("root");
+        shell::unpack_tree(&blobs, rootfs, &root)?;
+        let before = shell::snapshot(&root)?;
+        let argv = if command.is_empty() {
+            shell::default_command(&root)
+        } else {
+            command.to_vec()
+        };
+        let status = shell::run(&root, work.path(), &argv)?;
+        if !status.success() {
+            return Ok(ShellOutcome::Failed(status.to_string()));
+        }
+        let summary = diff::diff(&before, &shell::snapshot(&root)?);
+        if summary.is_empty() {
+            return Ok(ShellOutcome::Unchanged);
+        }
+        let agent =
+            std::env::current_exe().context("finding drover's own binary for the initramfs")?;
+        let files = crate::image::import::import(&blobs, &root, None, &agent)?;
+        let add = admin::AddImage {
+            replace: true,
+            settings: admin::ImageChange::default(),
+            made: admin::Made::local(shell_what(&argv)),
+        };
+        let image = admin::record_files(store, name, files, &add)?;
+        Ok(ShellOutcome::Committed {
+            version: image.latest_version(),
+            summary,
+        })
     }
 
     pub fn set_group_bmc(&self, name: &str, change: &admin::BmcChange) -> Result<()> {

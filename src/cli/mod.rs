@@ -30,6 +30,7 @@ use crate::clock::unix_secs as unix_now;
 use crate::config::Config;
 use crate::discover::adopt::{DiscoveredList, RuleAdded};
 use crate::discover::rule::NamingRule;
+use crate::image::recipe::Recipe;
 use crate::image::usage::{HistoryEntry, StoreTotals};
 use crate::pool::setup;
 use crate::store::model::{
@@ -268,6 +269,8 @@ fn local_only(command: &Command) -> Option<&'static str> {
         Command::Image(ImageCmd::Import { .. }) => "image import",
         Command::Image(ImageCmd::Mount { .. }) => "image mount",
         Command::Node(NodeCmd::Grab { .. }) => "node grab",
+        Command::Image(ImageCmd::Build { .. }) => "image build",
+        Command::Image(ImageCmd::Shell { .. }) => "image shell",
         Command::Group(GroupCmd::Set { .. }) => "group set",
         Command::Nfs(NfsCmd::Clients { .. }) => "nfs clients",
         Command::Admin(AdminCmd::Passwd { .. }) => "admin passwd",
@@ -388,6 +391,62 @@ fn run_local(state: &Path, command: Command) -> Result<()> {
             excludes,
             port,
         }) => exec::grab(state, &node, &image, &excludes, port),
+        Command::Image(ImageCmd::Build {
+            name,
+            suite,
+            packages,
+            recipe,
+            mirror,
+            cmdline,
+            boot,
+        }) => {
+            let local = Local::new(state);
+            let mut r = match (&recipe, &suite) {
+                (Some(file), _) => {
+                    let text = std::fs::read_to_string(file)
+                        .with_context(|| format!("reading the recipe {}", file.display()))?;
+                    let mut r = Recipe::parse(&text)
+                        .with_context(|| format!("recipe {}", file.display()))?;
+                    let base = file.parent().unwrap_or(std::path::Path::new("."));
+                    crate::image::build::inline_sources(&mut r, base)?;
+                    r
+                }
+                (None, Some(s)) => Recipe::bare(s)?,
+                (None, None) => match local.stored_recipe(&name)? {
+                    Some(text) => Recipe::parse(&text)
+                        .with_context(|| format!("the recipe stored with image {name}"))?,
+                    None => bail!("image {name} has no stored recipe: give --suite or --recipe"),
+                },
+            };
+            if let (Some(s), Some(_)) = (&suite, &recipe) {
+                r.suite = Recipe::bare(s)?.suite;
+            }
+            r.add_packages(&packages)?;
+            let add = admin::AddImage {
+                replace: true,
+                settings: boot.change(cmdline),
+                made: admin::Made::local(format!("build {}", r.suite)),
+            };
+            let img = local.build_image(&name, &r, mirror.as_deref(), &add)?;
+            print!("{}", print::image_added(&img));
+            println!("image {name} is now version {}", img.latest_version());
+            Ok(())
+        }
+        Command::Image(ImageCmd::Shell { name, command }) => {
+            match Local::new(state).shell_image(&name, &command)? {
+                local::ShellOutcome::Committed { version, summary } => {
+                    print!("{}", crate::image::diff::render(&summary));
+                    println!("stored as image {name} version {version}");
+                }
+                local::ShellOutcome::Unchanged => {
+                    println!("nothing changed: image {name} keeps its version")
+                }
+                local::ShellOutcome::Failed(status) => {
+                    bail!("the command failed ({status}): nothing stored, image {name} unchanged")
+                }
+            }
+            Ok(())
+        }
         Command::Group(GroupCmd::Set { name, bmc }) => {
             let local = Local::new(state);
             if bmc.no_bmc {
@@ -664,8 +723,23 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
                 print!("{}", print::images(&b.images()?));
                 print!("{}", print::store_totals(&b.image_store()?));
             }
-            ImageCmd::History { name } => {
-                print!("{}", print::image_history(&b.image_history(&name)?))
+            ImageCmd::History { name, recipe } => {
+                let history = b.image_history(&name)?;
+                match recipe {
+                    None => print!("{}", print::image_history(&history)),
+                    Some(n) => {
+                        let v = history
+                            .iter()
+                            .find(|e| e.version.number == n)
+                            .ok_or_else(|| anyhow::anyhow!("image {name} has no version {n}"))?;
+                        match &v.version.recipe {
+                            Some(text) => print!("{text}"),
+                            None => {
+                                bail!("version {n} of image {name} was not made by image build")
+                            }
+                        }
+                    }
+                }
             }
             ImageCmd::Rollback { name, version } => {
                 let now = b.rollback_image(&name, version)?;
@@ -677,8 +751,12 @@ fn run_on(b: &dyn Backend, command: Command) -> Result<()> {
                 b.remove_image(&name)?;
                 println!("removed image {name}");
             }
-            ImageCmd::Add { .. } | ImageCmd::Import { .. } | ImageCmd::Mount { .. } => {
-                bail!("internal: image add, import and mount are local only")
+            ImageCmd::Add { .. }
+            | ImageCmd::Import { .. }
+            | ImageCmd::Mount { .. }
+            | ImageCmd::Build { .. }
+            | ImageCmd::Shell { .. } => {
+                bail!("internal: image add, import, mount, build and shell are local only")
             }
         },
         Command::Network(cmd) => match cmd {

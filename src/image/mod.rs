@@ -18,16 +18,25 @@
 //! which fetches a manifest and then only the chunks a member lacks). Blobs written before
 //! chunking are single files named by their hash and are read as they are.
 //!
+//! `drover image build` ([`build`], from a [`recipe`]) bootstraps a Debian tree and imports
+//! it the same way; `drover image shell` ([`shell`]) unpacks the latest tree, runs a command
+//! in it ([`chroot`]) and, on success, imports the changed tree, summarised by [`diff`].
+//!
 //! Not here yet: garbage collection of chunks no image version names (nothing is deleted,
 //! which backup relies on), chunks fetched from booting nodes.
 
+pub mod build;
+pub mod chroot;
 pub mod chunk;
+pub mod diff;
 pub mod import;
 pub mod initramfs;
 pub mod mount;
 pub mod reader;
+pub mod recipe;
 pub mod rootfs;
 pub mod tarindex;
+pub mod shell;
 pub mod unpack;
 pub mod usage;
 #[cfg(test)]

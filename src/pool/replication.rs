@@ -861,6 +861,7 @@ mod tests {
                     rootfs: None,
                     initramfs: None,
                 },
+                recipe: None,
             })
             .collect();
         Image {

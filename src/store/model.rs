@@ -310,9 +310,13 @@ pub struct ImageVersion {
     pub created_ms: u64,
     /// Who made it: `local USER` for the CLI on the server, the API user or token name.
     pub by: String,
-    /// How: `add`, `import SOURCE`, `rollback to N`.
+    /// How: `add`, `import SOURCE`, `build SUITE`, `shell COMMAND`, `rollback to N`.
     pub what: String,
     pub files: ImageFiles,
+    /// The `image build` recipe that made these files (TOML, files inline), kept so that
+    /// `image build NAME` can make them again; a rollback carries it along.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<String>,
 }
 
 /// Most persistent paths one image may have.
@@ -535,6 +539,7 @@ impl Image {
                 by: String::new(),
                 what: "before versions".into(),
                 files: self.files(),
+                recipe: None,
             }]
         } else {
             self.versions.clone()
@@ -594,6 +599,7 @@ impl Image {
             by: by.to_string(),
             what: what.to_string(),
             files: files.clone(),
+            recipe: None,
         });
         self.set_files(files);
     }
