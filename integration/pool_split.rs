@@ -24,9 +24,9 @@
 
 mod common;
 
+use common::pool::{active_leases, Findings};
 use common::{wait_until, Member, Netns};
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SERVICE_ADDRESS: &str = "198.18.0.10";
 const CLIENT: &str = "198.18.0.250";
@@ -81,59 +81,6 @@ impl Cut {
 
 fn holds(m: &Member) -> bool {
     m.has_address(SERVICE_ADDRESS)
-}
-
-/// The active leases in a member's store: address -> MAC.
-fn active_leases(m: &Member) -> HashMap<String, String> {
-    let out = m.drover.cli(&["lease", "list"]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() >= 3 && f[2] != "expired" && f[2] != "released")
-                .then(|| (f[0].to_string(), f[1].to_string()))
-        })
-        .collect()
-}
-
-/// What the snapshots found.
-#[derive(Default)]
-struct Findings {
-    snapshots: u64,
-    /// (address, MACs) bound to two clients at once.
-    duplicates: Vec<(String, Vec<String>)>,
-    /// Snapshots in which two members held the service address.
-    two_holders: u64,
-}
-
-impl Findings {
-    fn snapshot(&mut self, m: &[Member]) {
-        self.snapshots += 1;
-        let mut bound: HashMap<String, Vec<String>> = HashMap::new();
-        for x in m {
-            for (ip, mac) in active_leases(x) {
-                let macs = bound.entry(ip).or_default();
-                if !macs.contains(&mac) {
-                    macs.push(mac);
-                }
-            }
-        }
-        self.duplicates
-            .extend(bound.into_iter().filter(|(_, macs)| macs.len() > 1));
-        if m.iter().filter(|x| holds(x)).count() > 1 {
-            self.two_holders += 1;
-        }
-    }
-
-    /// Snapshots every second for `secs`.
-    fn watch(&mut self, m: &[Member], secs: u64) {
-        let end = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < end {
-            self.snapshot(m);
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    }
 }
 
 fn report(m: &[Member]) -> String {
@@ -280,7 +227,7 @@ fn splits_under_dhcp_load_never_bind_an_address_twice() {
         "-4", "-l", "eth0", "-r", "20", "-f", "5", "-R", "100", "-p", "200",
     ]);
     let pid = client.spawn_logged(load, &log);
-    let mut found = Findings::default();
+    let mut found = Findings::new(SERVICE_ADDRESS);
     found.watch(&m, 10);
     drain_and_undrain_the_holder(&m, &mut found);
     // Each cut lasts past the takeovers it provokes (a member's clients after 10 s out of
@@ -308,26 +255,5 @@ fn splits_under_dhcp_load_never_bind_an_address_twice() {
         );
     }
     client.kill(pid);
-    found.snapshot(&m);
-    let perf = std::fs::read_to_string(&log).unwrap_or_default();
-    eprintln!(
-        "{} snapshots; perfdhcp:\n{}",
-        found.snapshots,
-        common::tail(&perf, 25)
-    );
-    assert!(
-        found.duplicates.is_empty(),
-        "addresses bound to two clients at once: {:?}\n{}",
-        found.duplicates,
-        report(&m)
-    );
-    assert_eq!(
-        found.two_holders, 0,
-        "snapshots with two holders of the address"
-    );
-    let leases: usize = m.iter().map(|x| active_leases(x).len()).max().unwrap_or(0);
-    assert!(
-        leases > 20,
-        "only {leases} leases: the load did not get through\nperfdhcp:\n{perf}"
-    );
+    found.conclude(&m, &log, || report(&m));
 }

@@ -3,6 +3,7 @@
 
 use super::Member;
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The active leases in a member's store: address -> MAC.
@@ -77,5 +78,33 @@ impl Findings {
     /// The most active leases any member has now.
     pub fn most_leases(m: &[Member]) -> usize {
         m.iter().map(|x| active_leases(x).len()).max().unwrap_or(0)
+    }
+
+    /// The end of a test under perfdhcp load (stopped by the caller; its output in
+    /// `perf_log`): a last snapshot, then no address bound twice, never two holders, and more
+    /// than 20 leases (the load got through). `report` describes the members for a failure.
+    pub fn conclude(&mut self, m: &[Member], perf_log: &Path, report: impl Fn() -> String) {
+        self.snapshot(m);
+        let perf = std::fs::read_to_string(perf_log).unwrap_or_default();
+        eprintln!(
+            "{} snapshots; perfdhcp:\n{}",
+            self.snapshots,
+            super::tail(&perf, 25)
+        );
+        assert!(
+            self.duplicates.is_empty(),
+            "addresses bound to two clients at once: {:?}\n{}",
+            self.duplicates,
+            report()
+        );
+        assert_eq!(
+            self.two_holders, 0,
+            "snapshots with two holders of the address"
+        );
+        let leases = Findings::most_leases(m);
+        assert!(
+            leases > 20,
+            "only {leases} leases: the load did not get through\nperfdhcp:\n{perf}"
+        );
     }
 }

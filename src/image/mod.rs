@@ -35,8 +35,8 @@ pub mod mount;
 pub mod reader;
 pub mod recipe;
 pub mod rootfs;
-pub mod tarindex;
 pub mod shell;
+pub mod tarindex;
 pub mod unpack;
 pub mod usage;
 #[cfg(test)]
