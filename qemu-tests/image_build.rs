@@ -66,8 +66,7 @@ fn boot(d: &DroverLab, vm_name: &str) -> String {
 }
 
 #[test]
-#[ignore = "written, not yet run: its release build did not get a turn in this session; run \
-            with `cargo test --release --test qemu_image_build -- --ignored` and drop this"]
+#[ignore = "long: a Debian bootstrap and four boots of a 300 MB image; run by scripts/test --long"]
 fn built_image_boots_from_ram_and_nfs_and_follows_shell_and_rollback() {
     require_root();
     let mut d = DroverLab::new("ibuild");
