@@ -28,7 +28,13 @@ struct Lab {
     state: PathBuf,
     port: u16,
     sshd: Vec<Child>,
+    /// Held while the lab lives: every lab of this process uses the same directory, port
+    /// and loopback addresses, so the tests take turns (the guard goes after `drop`'s work).
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
+
+/// Whose turn it is to run a lab (see [`Lab::_turn`]); a test that failed leaves it usable.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Drop for Lab {
     fn drop(&mut self) {
@@ -84,6 +90,7 @@ fn setup() -> Lab {
 
 /// [`setup`] with `extra` lines in each sshd's configuration.
 fn setup_with(extra: &str) -> Lab {
+    let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     require_root();
     let sshd = require_cmd("sshd", "openssh-server");
     require_cmd("ssh", "openssh-client");
@@ -100,6 +107,7 @@ fn setup_with(extra: &str) -> Lab {
         state,
         port,
         sshd: Vec::new(),
+        _turn: turn,
     };
     for (i, addr) in ADDRS.iter().chain([&DEAD]).enumerate() {
         let mac = format!("52:54:00:71:00:{:02x}", i + 1);
