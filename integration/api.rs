@@ -723,18 +723,57 @@ fn every_endpoint_names_the_bad_field() {
             400,
             Some("id"),
         ),
+        // consoles and BMC readings
+        (
+            "GET",
+            "/api/v1/nodes/n1/console?write=maybe",
+            None,
+            400,
+            Some("write"),
+        ),
+        ("GET", "/api/v1/nodes/n1/console", None, 426, None),
+        (
+            "GET",
+            "/api/v1/nodes/n1/console/log?all=maybe",
+            None,
+            400,
+            Some("all"),
+        ),
+        ("GET", "/api/v1/bmc/sensors", None, 400, Some("target")),
+        ("GET", "/api/v1/bmc/sel?x=1", None, 400, Some("x")),
+        // file sets
+        ("GET", "/api/v1/files?x=1", None, 400, Some("x")),
+        ("GET", "/api/v1/files/ghost", None, 404, Some("name")),
+        ("POST", "/api/v1/files/x", Some(r#"{}"#), 400, Some("path")),
+        ("DELETE", "/api/v1/files/ghost", None, 404, Some("name")),
+        (
+            "POST",
+            "/api/v1/files/x/assign",
+            Some(r#"{}"#),
+            400,
+            Some("image"),
+        ),
+        (
+            "POST",
+            "/api/v1/files/x/unassign",
+            Some(r#"{}"#),
+            400,
+            Some("image"),
+        ),
         // no such endpoint
         ("GET", "/api/v1/nothing", None, 404, None),
     ];
     let template = |path: &str| {
         let path = path.split('?').next().unwrap();
         let segs: Vec<&str> = path.split('/').collect();
-        if segs.len() == 5 && segs[4] != "import" {
+        if segs.len() == 5 && segs[4] != "import" && segs[3] != "bmc" {
             format!("/api/v1/{}/{{name}}", segs[3])
         } else if segs.len() == 6 {
             format!("/api/v1/{}/{{name}}/{}", segs[3], segs[5])
         } else if segs.len() == 7 && segs[3] == "pool" {
             format!("/api/v1/pool/{}/{{id}}/{}", segs[4], segs[6])
+        } else if segs.len() == 7 {
+            format!("/api/v1/{}/{{name}}/{}/{}", segs[3], segs[5], segs[6])
         } else {
             path.to_string()
         }

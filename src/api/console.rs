@@ -23,6 +23,7 @@ use super::{Api, Principal};
 use crate::ipmi::hub::{Client, Frame, TypeError};
 use crate::ipmi::seats::Want;
 use crate::store::model::Role;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
@@ -66,12 +67,20 @@ pub async fn attach(
     Path(name): Path<String>,
     axum::extract::Query(q): Q,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Res {
     let mut q = Query::new(q);
     let write = flag(&mut q, "write")?;
     let force = flag(&mut q, "force")?;
     q.finish()?;
+    // Checked after the query, so that bad input gets the API's own error either way.
+    let ws = ws.map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::UPGRADE_REQUIRED,
+            None,
+            format!("a console is a WebSocket: {e}"),
+        )
+    })?;
     if matches!(principal, Principal::Session { .. }) && !same_origin(&headers) {
         return Err(ApiError::forbidden(
             "a console WebSocket from a browser needs an Origin header naming this server",
