@@ -221,12 +221,8 @@ fn splits_under_dhcp_load_never_bind_an_address_twice() {
     assert!(formed, "the pool of three did not form:\n{}", report(&m));
 
     let log = m[0].drover.scratch().join("perfdhcp.log");
-    let mut load = client.cmd("perfdhcp");
-    // 20 new exchanges and 5 renewals a second among 100 clients, for the whole test.
-    load.args([
-        "-4", "-l", "eth0", "-r", "20", "-f", "5", "-R", "100", "-p", "200",
-    ]);
-    let pid = client.spawn_logged(load, &log);
+    // For the whole test.
+    let pid = common::pool::perfdhcp(&client, &log, 200);
     let mut found = Findings::new(SERVICE_ADDRESS);
     found.watch(&m, 10);
     drain_and_undrain_the_holder(&m, &mut found);

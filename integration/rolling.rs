@@ -220,12 +220,8 @@ fn a_pool_keeps_serving_through_a_rolling_upgrade() {
     );
     Member::form_pool(&mut m, &config);
     let log = m[0].drover.scratch().join("perfdhcp.log");
-    let mut load = client.cmd("perfdhcp");
-    // 20 new exchanges and 5 renewals a second among 100 clients, for the whole test.
-    load.args([
-        "-4", "-l", "eth0", "-r", "20", "-f", "5", "-R", "100", "-p", "900",
-    ]);
-    let pid = client.spawn_logged(load, &log);
+    // For the whole test.
+    let pid = common::pool::perfdhcp(&client, &log, 900);
     let mut found = Findings::new(SERVICE_ADDRESS);
     step_checks(&m, &mut found, (0, "old"), &new);
     for i in 0..m.len() {

@@ -1,10 +1,22 @@
 //! What the pool tests under DHCP load watch: every member's leases and who holds the
 //! floating service address, snapshotted together.
 
-use super::Member;
+use super::{Member, Netns};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// perfdhcp in `client` (its `eth0` needs an address of its own on the segment): 20 new
+/// exchanges and 5 renewals a second among 100 clients, for `secs`, its output in `log`.
+/// Its PID.
+pub fn perfdhcp(client: &Netns, log: &Path, secs: u32) -> u32 {
+    let mut load = client.cmd("perfdhcp");
+    let secs = secs.to_string();
+    load.args([
+        "-4", "-l", "eth0", "-r", "20", "-f", "5", "-R", "100", "-p", &secs,
+    ]);
+    client.spawn_logged(load, log)
+}
 
 /// The active leases in a member's store: address -> MAC.
 pub fn active_leases(m: &Member) -> HashMap<String, String> {
